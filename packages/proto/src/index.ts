@@ -1,0 +1,9 @@
+// @parley/proto: generated protobuf-es code for the Parley v1 wire schemas.
+// Everything under ./gen is produced by `npm run generate` (buf + protoc-gen-es)
+// and never edited by hand; this file only re-exports it by name.
+export * from './gen/parley/v1/identity_pb.js';
+export * from './gen/parley/v1/message_pb.js';
+export * from './gen/parley/v1/handshake_pb.js';
+export * from './gen/parley/v1/audit_pb.js';
+export { create, toBinary, fromBinary, toJson, fromJson, clone, equals } from '@bufbuild/protobuf';
+export type { MessageInitShape, JsonValue } from '@bufbuild/protobuf';

@@ -1,0 +1,19 @@
+// Shared vitest settings: every project resolves sibling packages to their
+// TypeScript sources through the "@parley/source" export condition, so tests
+// never depend on a previous build.
+import { defineConfig } from 'vitest/config';
+
+export const SOURCE_CONDITION = '@parley/source';
+
+export function projectConfig(overrides: { testTimeout?: number; include?: string[] } = {}) {
+  return defineConfig({
+    resolve: { conditions: [SOURCE_CONDITION, 'module', 'node', 'default'] },
+    ssr: { resolve: { conditions: [SOURCE_CONDITION, 'node', 'default'], externalConditions: [SOURCE_CONDITION] } },
+    test: {
+      include: overrides.include ?? ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
+      environment: 'node',
+      testTimeout: overrides.testTimeout ?? 20_000,
+      pool: 'forks',
+    },
+  });
+}
