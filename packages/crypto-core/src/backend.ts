@@ -1,0 +1,38 @@
+/**
+ * The provider interface behind crypto-core (after js-libp2p-noise's injectable
+ * crypto): a small set of raw primitives over already-validated byte arrays.
+ * Two implementations exist — libsodium (libsodium-wrappers-sumo) and native
+ * (node:crypto / OpenSSL) — and one test suite runs against both.
+ *
+ * Backends never validate and never throw library messages outward: the facade
+ * in crypto.ts validates every input first and maps every failure to a
+ * CryptoError.
+ */
+
+/** Raw primitive operations. All keys are raw bytes here; the facade owns SecretKey handling. */
+export interface CryptoBackend {
+  /** Backend name, for diagnostics and benchmarks. */
+  readonly name: string;
+  /** Fills `out` with cryptographically secure random bytes. */
+  randomFill(out: Uint8Array): void;
+  /** Ed25519 key pair from a 32-byte seed: secretKey is libsodium's 64-byte seed‖publicKey. */
+  ed25519KeyPairFromSeed(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array };
+  /** Ed25519 (RFC 8032, pure) signature of `message` with a 64-byte seed‖pk secret key. */
+  ed25519Sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array;
+  /** Ed25519 verification; false on any malformed input. */
+  ed25519Verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+  /** X25519 public key for a 32-byte private scalar (RFC 7748). */
+  x25519PublicKey(secretKey: Uint8Array): Uint8Array;
+  /** X25519 shared secret, or null when it is all zeros (low-order peer key). */
+  x25519(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null;
+  /** ChaCha20-Poly1305 IETF (RFC 8439) seal: ciphertext ‖ 16-byte tag. */
+  aeadSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
+  /** ChaCha20-Poly1305 IETF open; null when authentication fails. */
+  aeadOpen(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null;
+  /** HMAC-SHA256 (RFC 2104 / FIPS 198-1). */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /** BLAKE2b (RFC 7693) with 1..64 output bytes and an optional 16..64-byte key. */
+  blake2b(data: Uint8Array, outLen: number, key: Uint8Array | undefined): Uint8Array;
+  /** Wipes a buffer (sodium_memzero or fill(0)). */
+  wipe(bytes: Uint8Array): void;
+}

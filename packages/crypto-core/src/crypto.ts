@@ -1,0 +1,373 @@
+/**
+ * The crypto-core facade: one async initialiser, `createCrypto()`, then a
+ * synchronous, typed, validated API. Every input is checked (type, length,
+ * range) before any backend sees it; every failure is a CryptoError with a
+ * stable code; no library message escapes and no key is ever printed.
+ */
+import * as nodeCrypto from 'node:crypto';
+import { abytes, abytesRange, anumber, astring, au64 } from './assert.js';
+import type { CryptoBackend } from './backend.js';
+import { createBlake3, type Blake3 } from './blake3.js';
+import { CryptoError } from './errors.js';
+import { createNodeBackend } from './node-backend.js';
+import { SecretKey, asecret } from './secret-key.js';
+import { createSodiumBackend } from './sodium-backend.js';
+
+export const ED25519_PUBLIC_KEY_BYTES = 32;
+export const ED25519_SEED_BYTES = 32;
+export const ED25519_SECRET_KEY_BYTES = 64;
+export const ED25519_SIGNATURE_BYTES = 64;
+export const X25519_KEY_BYTES = 32;
+export const AEAD_KEY_BYTES = 32;
+export const AEAD_NONCE_BYTES = 12;
+export const AEAD_TAG_BYTES = 16;
+export const HMAC_SHA256_BYTES = 32;
+export const BLAKE2B_BYTES = 64;
+export const BLAKE3_BYTES = 32;
+/** Upper bound on any single AEAD message crypto-core accepts (64 MiB). */
+export const AEAD_MAX_PLAINTEXT_BYTES = 64 * 1024 * 1024;
+
+/** An Ed25519 key pair. `secretKey` is libsodium's 64-byte seed‖publicKey form. */
+export interface Ed25519KeyPair {
+  readonly publicKey: Uint8Array;
+  readonly secretKey: SecretKey;
+}
+
+/** An X25519 key pair. */
+export interface X25519KeyPair {
+  readonly publicKey: Uint8Array;
+  readonly secretKey: SecretKey;
+}
+
+/** Which implementation serves the primitives. */
+export type BackendChoice = 'libsodium' | 'node' | 'auto';
+
+export interface CreateCryptoOptions {
+  /**
+   * `auto` (default): per primitive, the faster of the two as measured in this
+   * package's benchmark (see README). `libsodium` or `node`: one backend for
+   * every primitive it has.
+   */
+  readonly backend?: BackendChoice;
+}
+
+/** Ed25519 operations (RFC 8032, pure Ed25519). */
+export interface Ed25519Api {
+  /** Fresh key pair from 32 bytes of OS randomness. */
+  generateKeyPair(): Ed25519KeyPair;
+  /** Deterministic key pair from a 32-byte seed. @throws invalid_type, invalid_length */
+  keyPairFromSeed(seed: Uint8Array): Ed25519KeyPair;
+  /** The 32-byte seed of a secret key (a copy; wipe it after use). */
+  exportSeed(secretKey: SecretKey): Uint8Array;
+  /** 64-byte signature. @throws invalid_type, invalid_length, key_wiped */
+  sign(message: Uint8Array, secretKey: SecretKey): Uint8Array;
+  /** True only for a valid signature; false (never throws) on any malformed input. */
+  verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+}
+
+/** X25519 operations (RFC 7748). */
+export interface X25519Api {
+  generateKeyPair(): X25519KeyPair;
+  /** Key pair for a given 32-byte private key (copied). */
+  keyPairFromSecret(secret: Uint8Array): X25519KeyPair;
+  /**
+   * Shared secret. @throws weak_public_key when the result is all zeros
+   * (low-order peer key), invalid_type, invalid_length, key_wiped
+   */
+  dh(secretKey: SecretKey, publicKey: Uint8Array): SecretKey;
+}
+
+/** ChaCha20-Poly1305 IETF with the Noise nonce layout (4 zero bytes ‖ 64-bit little-endian counter). */
+export interface AeadApi {
+  /** The 12-byte nonce for a 64-bit counter (Noise §12.3). */
+  nonce(counter: bigint): Uint8Array;
+  /** Ciphertext ‖ 16-byte tag. */
+  seal(key: SecretKey, counter: bigint, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
+  /** Plaintext. @throws decrypt_failed when authentication fails */
+  open(key: SecretKey, counter: bigint, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array;
+}
+
+/** The synchronous crypto API returned by {@link createCrypto}. */
+export interface ParleyCrypto {
+  /** Which backend serves each primitive, e.g. `{ ed25519: 'libsodium', aead: 'node', … }`. */
+  readonly backends: Readonly<Record<PrimitiveName, string>>;
+  readonly ed25519: Ed25519Api;
+  readonly x25519: X25519Api;
+  readonly aead: AeadApi;
+  /** `length` bytes of OS randomness. */
+  randomBytes(length: number): Uint8Array;
+  /** A fresh random SecretKey of `length` bytes (default 32). */
+  randomKey(kind: SecretKey['kind'], length?: number): SecretKey;
+  /** HMAC-SHA256 with a key of any length. */
+  hmacSha256(key: SecretKey, data: Uint8Array): Uint8Array;
+  /** Constant-time check of a 32-byte HMAC-SHA256 tag; false on any malformed input. */
+  hmacSha256Verify(key: SecretKey, data: Uint8Array, tag: Uint8Array): boolean;
+  /** HMAC (RFC 2104) over BLAKE2b-512, as Noise's HMAC-HASH uses it. 64 bytes. */
+  hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array;
+  /** BLAKE2b with 1..64 output bytes (default 64) and an optional 16..64-byte key. */
+  blake2b(data: Uint8Array, outLen?: number, key?: SecretKey): Uint8Array;
+  /** BLAKE3 hash (default 32 bytes; any length up to 1024 via the XOF). */
+  blake3(data: Uint8Array, outLen?: number): Uint8Array;
+  /** BLAKE3 keyed hash with a 32-byte key. */
+  blake3Keyed(key: SecretKey, data: Uint8Array, outLen?: number): Uint8Array;
+  /** BLAKE3 derive_key mode with a hard-coded, globally unique context string. */
+  blake3DeriveKey(context: string, material: Uint8Array | SecretKey, outLen?: number): Uint8Array;
+  /** HKDF-SHA256 (RFC 5869), 1..8160 output bytes, info up to 1024 bytes. */
+  hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
+  /** Constant-time equality; false (not an error) when lengths differ. */
+  constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean;
+  /** Zeroes bytes (or a SecretKey) in place. */
+  wipe(target: Uint8Array | SecretKey): void;
+}
+
+export type PrimitiveName = 'random' | 'ed25519' | 'x25519' | 'aead' | 'hmacSha256' | 'blake2b' | 'blake3';
+
+/**
+ * Per-primitive choice for `auto`, from `npm run bench` on the reference
+ * machine (see the package README for the figures).
+ */
+const AUTO_CHOICE: Readonly<Record<PrimitiveName, 'libsodium' | 'node'>> = {
+  random: 'node',
+  ed25519: 'libsodium',
+  x25519: 'libsodium',
+  aead: 'node',
+  hmacSha256: 'node',
+  blake2b: 'libsodium',
+  blake3: 'libsodium',
+};
+
+const PRIMITIVES = Object.keys(AUTO_CHOICE) as PrimitiveName[];
+
+function toSecretBytes(value: Uint8Array | SecretKey, name: string): Uint8Array {
+  return value instanceof SecretKey ? value.unsafeBytes() : abytes(value, name);
+}
+
+/**
+ * Loads the backends (libsodium's WebAssembly, BLAKE3) and returns the
+ * synchronous API. Call once at start-up and share the result.
+ *
+ * @example
+ * const crypto = await createCrypto();
+ * const { publicKey, secretKey } = crypto.ed25519.generateKeyPair();
+ * const sig = crypto.ed25519.sign(new TextEncoder().encode('hi'), secretKey);
+ * crypto.ed25519.verify(sig, new TextEncoder().encode('hi'), publicKey); // true
+ */
+export async function createCrypto(options: CreateCryptoOptions = {}): Promise<ParleyCrypto> {
+  const choice = options.backend ?? 'auto';
+  if (choice !== 'auto' && choice !== 'libsodium' && choice !== 'node') {
+    throw new CryptoError('invalid_value', `backend must be 'auto', 'libsodium' or 'node'`);
+  }
+  const [sodium, blake3] = await Promise.all([createSodiumBackend(), createBlake3()]);
+  const native = createNodeBackend(sodium);
+  const pick = (primitive: PrimitiveName): CryptoBackend => {
+    const name = choice === 'auto' ? AUTO_CHOICE[primitive] : choice;
+    return name === 'node' ? native : sodium;
+  };
+  return buildCrypto(
+    Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<PrimitiveName, CryptoBackend>,
+    blake3,
+  );
+}
+
+function guard<T>(operation: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (cause) {
+    if (cause instanceof CryptoError) throw cause;
+    // Never forward a library's message: it may echo inputs.
+    throw new CryptoError('backend_failure', `${operation} failed in the crypto backend`);
+  }
+}
+
+function buildCrypto(use: Record<PrimitiveName, CryptoBackend>, blake3: Blake3): ParleyCrypto {
+  const randomBytes = (length: number): Uint8Array => {
+    anumber(length, 'length', 0, 1 << 20);
+    const out = new Uint8Array(length);
+    if (length > 0) use.random.randomFill(out);
+    return out;
+  };
+
+  const ed25519KeyPairFromSeed = (seed: Uint8Array): Ed25519KeyPair => {
+    abytes(seed, 'seed', ED25519_SEED_BYTES);
+    const kp = guard('ed25519 key generation', () => use.ed25519.ed25519KeyPairFromSeed(seed));
+    return { publicKey: kp.publicKey, secretKey: SecretKey.adopt(kp.secretKey, 'ed25519') };
+  };
+
+  const x25519KeyPairFromSecret = (secret: Uint8Array): X25519KeyPair => {
+    abytes(secret, 'secret', X25519_KEY_BYTES);
+    const copy = new Uint8Array(secret);
+    const publicKey = guard('x25519 key generation', () => use.x25519.x25519PublicKey(copy));
+    return { publicKey, secretKey: SecretKey.adopt(copy, 'x25519') };
+  };
+
+  const nonce = (counter: bigint): Uint8Array => {
+    const n = au64(counter, 'counter');
+    const out = new Uint8Array(AEAD_NONCE_BYTES);
+    new DataView(out.buffer).setBigUint64(4, n, true); // Noise §12.3: 32 zero bits ‖ LE64(n)
+    return out;
+  };
+
+  const hmacSha256 = (key: SecretKey, data: Uint8Array): Uint8Array => {
+    const k = asecret(key, 'key', 'any');
+    abytes(data, 'data');
+    return guard('hmac-sha256', () => use.hmacSha256.hmacSha256(k, data));
+  };
+
+  const constantTimeEqual = (a: Uint8Array, b: Uint8Array): boolean => {
+    abytes(a, 'a');
+    abytes(b, 'b');
+    if (a.length !== b.length) return false;
+    return nodeCrypto.timingSafeEqual(a, b);
+  };
+
+  const wipe = (target: Uint8Array | SecretKey): void => {
+    if (target instanceof SecretKey) target.wipe();
+    else use.random.wipe(abytes(target, 'target'));
+  };
+
+  return Object.freeze({
+    backends: Object.freeze(
+      Object.fromEntries(PRIMITIVES.map((p) => [p, p === 'blake3' ? blake3.name : use[p].name])),
+    ) as Record<PrimitiveName, string>,
+    ed25519: Object.freeze({
+      generateKeyPair(): Ed25519KeyPair {
+        const seed = randomBytes(ED25519_SEED_BYTES);
+        try {
+          return ed25519KeyPairFromSeed(seed);
+        } finally {
+          seed.fill(0);
+        }
+      },
+      keyPairFromSeed: ed25519KeyPairFromSeed,
+      exportSeed(secretKey: SecretKey): Uint8Array {
+        return asecret(secretKey, 'secretKey', 'ed25519', ED25519_SECRET_KEY_BYTES).slice(0, ED25519_SEED_BYTES);
+      },
+      sign(message: Uint8Array, secretKey: SecretKey): Uint8Array {
+        abytes(message, 'message');
+        const sk = asecret(secretKey, 'secretKey', 'ed25519', ED25519_SECRET_KEY_BYTES);
+        return guard('ed25519 sign', () => use.ed25519.ed25519Sign(message, sk));
+      },
+      verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+        if (
+          !(signature instanceof Uint8Array) ||
+          signature.length !== ED25519_SIGNATURE_BYTES ||
+          !(message instanceof Uint8Array) ||
+          !(publicKey instanceof Uint8Array) ||
+          publicKey.length !== ED25519_PUBLIC_KEY_BYTES
+        ) {
+          return false;
+        }
+        try {
+          return use.ed25519.ed25519Verify(signature, message, publicKey);
+        } catch {
+          return false;
+        }
+      },
+    }),
+    x25519: Object.freeze({
+      generateKeyPair(): X25519KeyPair {
+        const secret = randomBytes(X25519_KEY_BYTES);
+        try {
+          return x25519KeyPairFromSecret(secret);
+        } finally {
+          secret.fill(0);
+        }
+      },
+      keyPairFromSecret: x25519KeyPairFromSecret,
+      dh(secretKey: SecretKey, publicKey: Uint8Array): SecretKey {
+        const sk = asecret(secretKey, 'secretKey', 'x25519', X25519_KEY_BYTES);
+        abytes(publicKey, 'publicKey', X25519_KEY_BYTES);
+        const shared = guard('x25519', () => use.x25519.x25519(sk, publicKey));
+        if (shared === null) {
+          throw new CryptoError('weak_public_key', 'x25519 produced the all-zero shared secret (low-order public key)');
+        }
+        return SecretKey.adopt(shared, 'generic');
+      },
+    }),
+    aead: Object.freeze({
+      nonce,
+      seal(key: SecretKey, counter: bigint, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
+        const k = asecret(key, 'key', 'aead', AEAD_KEY_BYTES);
+        const n = nonce(counter);
+        abytesRange(plaintext, 'plaintext', 0, AEAD_MAX_PLAINTEXT_BYTES);
+        abytes(ad, 'ad');
+        return guard('aead seal', () => use.aead.aeadSeal(k, n, plaintext, ad));
+      },
+      open(key: SecretKey, counter: bigint, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array {
+        const k = asecret(key, 'key', 'aead', AEAD_KEY_BYTES);
+        const n = nonce(counter);
+        abytesRange(ciphertext, 'ciphertext', AEAD_TAG_BYTES, AEAD_MAX_PLAINTEXT_BYTES + AEAD_TAG_BYTES);
+        abytes(ad, 'ad');
+        const plain = guard('aead open', () => use.aead.aeadOpen(k, n, ciphertext, ad));
+        if (plain === null) throw new CryptoError('decrypt_failed', 'authentication failed');
+        return plain;
+      },
+    }),
+    randomBytes,
+    randomKey(kind: SecretKey['kind'], length = 32): SecretKey {
+      astring(kind, 'kind');
+      anumber(length, 'length', 16, 1024);
+      return SecretKey.adopt(randomBytes(length), kind);
+    },
+    hmacSha256,
+    hmacSha256Verify(key: SecretKey, data: Uint8Array, tag: Uint8Array): boolean {
+      if (!(tag instanceof Uint8Array) || tag.length !== HMAC_SHA256_BYTES) return false;
+      const expected = hmacSha256(key, data);
+      try {
+        return nodeCrypto.timingSafeEqual(expected, tag);
+      } finally {
+        expected.fill(0);
+      }
+    },
+    hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array {
+      // libsodium has keyed BLAKE2b but not HMAC-BLAKE2b, which Noise's HMAC-HASH
+      // requires (Noise §4.3); OpenSSL provides it, in every backend.
+      const k = asecret(key, 'key', 'any');
+      const d = toSecretBytes(data, 'data');
+      return guard('hmac-blake2b', () => {
+        const digest = nodeCrypto.createHmac('blake2b512', k).update(d).digest();
+        const out = new Uint8Array(digest);
+        digest.fill(0);
+        return out;
+      });
+    },
+    blake2b(data: Uint8Array, outLen = BLAKE2B_BYTES, key?: SecretKey): Uint8Array {
+      abytes(data, 'data');
+      anumber(outLen, 'outLen', 1, 64);
+      const k = key === undefined ? undefined : asecret(key, 'key', 'any');
+      if (k !== undefined && (k.length < 16 || k.length > 64)) {
+        throw new CryptoError('invalid_length', `key must be 16..64 bytes, got ${k.length}`);
+      }
+      return guard('blake2b', () => use.blake2b.blake2b(data, outLen, k));
+    },
+    blake3(data: Uint8Array, outLen = BLAKE3_BYTES): Uint8Array {
+      abytes(data, 'data');
+      anumber(outLen, 'outLen', 1, 1024);
+      return guard('blake3', () => blake3.hash(data, outLen));
+    },
+    blake3Keyed(key: SecretKey, data: Uint8Array, outLen = BLAKE3_BYTES): Uint8Array {
+      const k = asecret(key, 'key', 'any', 32);
+      abytes(data, 'data');
+      anumber(outLen, 'outLen', 1, 1024);
+      return guard('blake3 keyed', () => blake3.keyed(k, data, outLen));
+    },
+    blake3DeriveKey(context: string, material: Uint8Array | SecretKey, outLen = BLAKE3_BYTES): Uint8Array {
+      astring(context, 'context');
+      if (context.length === 0) throw new CryptoError('invalid_length', 'context must not be empty');
+      const m = toSecretBytes(material, 'material');
+      anumber(outLen, 'outLen', 1, 1024);
+      return guard('blake3 derive_key', () => blake3.deriveKey(context, m, outLen));
+    },
+    hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+      const ikmBytes = toSecretBytes(ikm, 'ikm');
+      abytes(salt, 'salt');
+      abytesRange(info, 'info', 0, 1024);
+      anumber(length, 'length', 1, 255 * HMAC_SHA256_BYTES);
+      // libsodium-wrappers does not export libsodium's crypto_kdf_hkdf_sha256_*;
+      // OpenSSL's HKDF (RFC 5869) serves it, in every backend.
+      return guard('hkdf-sha256', () => new Uint8Array(nodeCrypto.hkdfSync('sha256', ikmBytes, salt, info, length)));
+    },
+    constantTimeEqual,
+    wipe,
+  });
+}

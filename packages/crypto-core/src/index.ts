@@ -1,0 +1,51 @@
+/**
+ * @parley/crypto-core — the only Parley package that touches libsodium or
+ * BLAKE3. One async initialiser (`createCrypto`), then a synchronous API.
+ */
+
+// For users
+export { createCrypto } from './crypto.js';
+export type {
+  ParleyCrypto,
+  CreateCryptoOptions,
+  BackendChoice,
+  PrimitiveName,
+  Ed25519Api,
+  X25519Api,
+  AeadApi,
+  Ed25519KeyPair,
+  X25519KeyPair,
+} from './crypto.js';
+export {
+  ED25519_PUBLIC_KEY_BYTES,
+  ED25519_SEED_BYTES,
+  ED25519_SECRET_KEY_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  X25519_KEY_BYTES,
+  AEAD_KEY_BYTES,
+  AEAD_NONCE_BYTES,
+  AEAD_TAG_BYTES,
+  AEAD_MAX_PLAINTEXT_BYTES,
+  HMAC_SHA256_BYTES,
+  BLAKE2B_BYTES,
+  BLAKE3_BYTES,
+} from './crypto.js';
+export { SecretKey } from './secret-key.js';
+export type { SecretKeyKind } from './secret-key.js';
+export { CryptoError, isCryptoError, CRYPTO_ERROR_CODES } from './errors.js';
+export type { CryptoErrorCode } from './errors.js';
+export {
+  toHex,
+  fromHex,
+  toBase64Url,
+  fromBase64Url,
+  utf8,
+  fromUtf8,
+  concatBytes,
+  u32be,
+  u64be,
+  i64be,
+} from './encoding.js';
+
+// For sibling packages: validation helpers with the same error shape
+export { abytes, abytesRange, anumber, astring, au64, U64_MAX } from './assert.js';

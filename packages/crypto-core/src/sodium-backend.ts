@@ -1,0 +1,76 @@
+/**
+ * libsodium backend (libsodium-wrappers-sumo: the full build, which has
+ * HMAC-SHA256). Everything after `createSodiumBackend()` is synchronous.
+ */
+import sodiumModule from 'libsodium-wrappers-sumo';
+import type { CryptoBackend } from './backend.js';
+
+type Sodium = typeof sodiumModule;
+
+let ready: Promise<Sodium> | undefined;
+
+/** Waits for libsodium's WebAssembly to load, once per process. */
+export function loadSodium(): Promise<Sodium> {
+  ready ??= sodiumModule.ready.then(() => sodiumModule);
+  return ready;
+}
+
+/** Creates the libsodium backend. */
+export async function createSodiumBackend(): Promise<CryptoBackend> {
+  const sodium = await loadSodium();
+  return {
+    name: 'libsodium',
+    randomFill(out) {
+      out.set(sodium.randombytes_buf(out.length));
+    },
+    ed25519KeyPairFromSeed(seed) {
+      const kp = sodium.crypto_sign_seed_keypair(seed);
+      return { publicKey: kp.publicKey, secretKey: kp.privateKey };
+    },
+    ed25519Sign(message, secretKey) {
+      return sodium.crypto_sign_detached(message, secretKey);
+    },
+    ed25519Verify(signature, message, publicKey) {
+      try {
+        return sodium.crypto_sign_verify_detached(signature, message, publicKey);
+      } catch {
+        return false;
+      }
+    },
+    x25519PublicKey(secretKey) {
+      return sodium.crypto_scalarmult_base(secretKey);
+    },
+    x25519(secretKey, publicKey) {
+      try {
+        // libsodium returns -1 (the wrapper throws) when the result is all zeros.
+        return sodium.crypto_scalarmult(secretKey, publicKey);
+      } catch {
+        return null;
+      }
+    },
+    aeadSeal(key, nonce, plaintext, ad) {
+      return sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key);
+    },
+    aeadOpen(key, nonce, ciphertext, ad) {
+      try {
+        return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, ciphertext, ad, nonce, key);
+      } catch {
+        return null;
+      }
+    },
+    hmacSha256(key, data) {
+      // crypto_auth_hmacsha256 takes a 32-byte key; the streaming API takes any
+      // length (longer keys are hashed first, as RFC 2104 requires).
+      if (key.length === sodium.crypto_auth_hmacsha256_KEYBYTES) return sodium.crypto_auth_hmacsha256(data, key);
+      const state = sodium.crypto_auth_hmacsha256_init(key);
+      sodium.crypto_auth_hmacsha256_update(state, data);
+      return sodium.crypto_auth_hmacsha256_final(state);
+    },
+    blake2b(data, outLen, key) {
+      return sodium.crypto_generichash(outLen, data, key ?? null);
+    },
+    wipe(bytes) {
+      sodium.memzero(bytes);
+    },
+  };
+}
