@@ -33,6 +33,8 @@ export interface CryptoBackend {
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
   /** BLAKE2b (RFC 7693) with 1..64 output bytes and an optional 16..64-byte key. */
   blake2b(data: Uint8Array, outLen: number, key: Uint8Array | undefined): Uint8Array;
+  /** SHA-256 (FIPS 180-4). */
+  sha256(data: Uint8Array): Uint8Array;
   /** Wipes a buffer (sodium_memzero or fill(0)). */
   wipe(bytes: Uint8Array): void;
 }

@@ -106,6 +106,8 @@ export interface ParleyCrypto {
   hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array;
   /** BLAKE2b with 1..64 output bytes (default 64) and an optional 16..64-byte key. */
   blake2b(data: Uint8Array, outLen?: number, key?: SecretKey): Uint8Array;
+  /** SHA-256 (used only by Noise_*_SHA256 test vectors; Parley itself uses BLAKE2b inside Noise). */
+  sha256(data: Uint8Array): Uint8Array;
   /** BLAKE3 hash (default 32 bytes; any length up to 1024 via the XOF). */
   blake3(data: Uint8Array, outLen?: number): Uint8Array;
   /** BLAKE3 keyed hash with a 32-byte key. */
@@ -120,7 +122,7 @@ export interface ParleyCrypto {
   wipe(target: Uint8Array | SecretKey): void;
 }
 
-export type PrimitiveName = 'random' | 'ed25519' | 'x25519' | 'aead' | 'hmacSha256' | 'blake2b' | 'blake3';
+export type PrimitiveName = 'random' | 'ed25519' | 'x25519' | 'aead' | 'hmacSha256' | 'blake2b' | 'sha256' | 'blake3';
 
 /**
  * Per-primitive choice for `auto`, from `npm run bench` on the reference
@@ -133,6 +135,7 @@ const AUTO_CHOICE: Readonly<Record<PrimitiveName, 'libsodium' | 'node'>> = {
   aead: 'node',
   hmacSha256: 'node',
   blake2b: 'libsodium',
+  sha256: 'node',
   blake3: 'libsodium',
 };
 
@@ -339,6 +342,10 @@ function buildCrypto(use: Record<PrimitiveName, CryptoBackend>, blake3: Blake3):
         throw new CryptoError('invalid_length', `key must be 16..64 bytes, got ${k.length}`);
       }
       return guard('blake2b', () => use.blake2b.blake2b(data, outLen, k));
+    },
+    sha256(data: Uint8Array): Uint8Array {
+      abytes(data, 'data');
+      return guard('sha256', () => use.sha256.sha256(data));
     },
     blake3(data: Uint8Array, outLen = BLAKE3_BYTES): Uint8Array {
       abytes(data, 'data');

@@ -112,6 +112,9 @@ export function createNodeBackend(fallback: CryptoBackend): CryptoBackend {
       if (key !== undefined || outLen !== 64) return fallback.blake2b(data, outLen, key);
       return u8(nodeCrypto.createHash('blake2b512').update(data).digest());
     },
+    sha256(data) {
+      return u8(nodeCrypto.createHash('sha256').update(data).digest());
+    },
     wipe(bytes) {
       bytes.fill(0);
     },

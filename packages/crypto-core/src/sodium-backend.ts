@@ -69,6 +69,9 @@ export async function createSodiumBackend(): Promise<CryptoBackend> {
     blake2b(data, outLen, key) {
       return sodium.crypto_generichash(outLen, data, key ?? null);
     },
+    sha256(data) {
+      return sodium.crypto_hash_sha256(data);
+    },
     wipe(bytes) {
       sodium.memzero(bytes);
     },
