@@ -49,3 +49,4 @@ export {
 
 // For sibling packages: validation helpers with the same error shape
 export { abytes, abytesRange, anumber, astring, au64, U64_MAX } from './assert.js';
+export { Layout, layout } from './layout.js';

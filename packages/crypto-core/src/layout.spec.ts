@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { CryptoError, layout, toHex } from './index.js';
+
+describe('layout', () => {
+  it('encodes each field type exactly as docs/PROTOCOL.md §2 says', () => {
+    const bytes = layout('parley/v1/test')
+      .u8(7)
+      .u32(0x01020304)
+      .u64(0x0102030405060708n)
+      .i64(-2)
+      .fixed(Uint8Array.of(0xaa, 0xbb), 2)
+      .var(Uint8Array.of(0xcc))
+      .str('é')
+      .list(['a', 'bc'])
+      .bytes();
+    expect(toHex(bytes)).toBe(
+      [
+        '0000000e', Buffer.from('parley/v1/test').toString('hex'),
+        '07',
+        '01020304',
+        '0102030405060708',
+        'fffffffffffffffe',
+        'aabb',
+        '00000001cc',
+        '00000002c3a9',
+        '00000002', '0000000161', '000000026263',
+      ].join(''),
+    );
+  });
+
+  it('rejects a wrong fixed length, a bad domain and out-of-range integers', () => {
+    expect(() => layout('parley/v1/t').fixed(new Uint8Array(3), 2)).toThrow(CryptoError);
+    expect(() => layout('Parley V1')).toThrow(CryptoError);
+    expect(() => layout('parley/v1/t').u8(256)).toThrow(CryptoError);
+    expect(() => layout('parley/v1/t').u32(-1)).toThrow(CryptoError);
+    expect(() => layout('parley/v1/t').u64(-1n)).toThrow(CryptoError);
+    expect(() => layout('parley/v1/t').i64(1n << 63n)).toThrow(CryptoError);
+  });
+});
