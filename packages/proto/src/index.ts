@@ -7,3 +7,5 @@ export * from './gen/parley/v1/handshake_pb.js';
 export * from './gen/parley/v1/audit_pb.js';
 export { create, toBinary, fromBinary, toJson, fromJson, clone, equals } from '@bufbuild/protobuf';
 export type { MessageInitShape, JsonValue } from '@bufbuild/protobuf';
+export { ValueSchema } from '@bufbuild/protobuf/wkt';
+export type { Value } from '@bufbuild/protobuf/wkt';

@@ -22,6 +22,8 @@
  * - `bad_certificate`      certificate signature or contents invalid
  * - `identity_mismatch`    certificate is for another agent than the one expected / routed
  * - `bad_binding`          handshake identity signature does not cover this Noise static key
+ * - `bad_commitment`       decrypted payload does not match the signed payload commitment
+ * - `revocation_stale`     revocation data is older than its freshness bound (fail closed)
  * - `handshake_failed`     handshake out of order, wrong turn, or already failed (poisoned)
  * - `nonce_exhausted`      counter reached the reserved range; the session must be renewed
  * - `too_large`            message exceeds the size limit
@@ -46,6 +48,8 @@ export type SessionErrorCode =
   | 'bad_certificate'
   | 'identity_mismatch'
   | 'bad_binding'
+  | 'bad_commitment'
+  | 'revocation_stale'
   | 'handshake_failed'
   | 'nonce_exhausted'
   | 'too_large'

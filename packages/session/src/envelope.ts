@@ -1,0 +1,137 @@
+/**
+ * SecureMessage layouts and stateless checks (docs/PROTOCOL.md §6).
+ *
+ * Byte strings, each built with crypto-core's `layout()` (§2 of the spec):
+ *
+ *   header(domain) = str(domain) ‖ u32 version ‖ str sender_id ‖ str recipient_id
+ *                    ‖ fixed16 session_id ‖ u64 nonce ‖ i64 timestamp_ms
+ *                    ‖ fixed32 payload_commitment
+ *   AEAD associated data = header("parley/v1/envelope-ad")
+ *   MAC input            = header("parley/v1/envelope-mac") ‖ var encrypted_payload
+ *   signed bytes         = header("parley/v1/envelope-signature")
+ *                          ‖ fixed32 BLAKE3(encrypted_payload) ‖ fixed32 auth_tag
+ *   message hash         = BLAKE3(signed bytes)
+ *   commitment           = BLAKE3(str "parley/v1/payload-commitment" ‖ fixed32 salt ‖ var payload)
+ *   AEAD plaintext       = salt (32 bytes) ‖ payload (protobuf MessagePayload)
+ *
+ * The signature needs no session key, so a gateway can check the sender
+ * without decrypting, and a recipient can later prove what the sender sent by
+ * disclosing (payload, salt) — see verifyDisclosure.
+ */
+import { layout, type ParleyCrypto } from '@parley/crypto-core';
+import type { SecureMessage } from '@parley/proto';
+import { SessionError } from './errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const SESSION_ID_BYTES = 16;
+export const SALT_BYTES = 32;
+export const COMMITMENT_BYTES = 32;
+export const AUTH_TAG_BYTES = 32;
+export const SIGNATURE_BYTES = 64;
+export const AEAD_TAG_BYTES = 16;
+/** Largest encoded MessagePayload: 1 MiB. */
+export const MAX_PAYLOAD_BYTES = 1 << 20;
+/** Largest encrypted_payload: salt + payload + Poly1305 tag. */
+export const MAX_CIPHERTEXT_BYTES = SALT_BYTES + MAX_PAYLOAD_BYTES + AEAD_TAG_BYTES;
+/** Largest encoded SecureMessage accepted before parsing (ciphertext plus generous header room). */
+export const MAX_ENVELOPE_BYTES = MAX_CIPHERTEXT_BYTES + 4096;
+/** Message counters stay below 2^53 (docs/PROTOCOL.md §7). */
+export const MAX_MESSAGE_COUNTER = Number.MAX_SAFE_INTEGER;
+
+const AGENT_ID_RE = /^[a-z0-9][a-z0-9._:-]{0,127}$/;
+
+/** True for a syntactically valid AgentId (docs/PROTOCOL.md §3). */
+export function isAgentId(value: unknown): value is string {
+  return typeof value === 'string' && AGENT_ID_RE.test(value);
+}
+
+function fail(message: string): never {
+  throw new SessionError('malformed', message);
+}
+
+/**
+ * Structural checks every receiver (and the gateway) applies before any
+ * cryptography: version, identifiers, fixed lengths, size limits, counter
+ * range. Cheap and total: never throws anything but SessionError.
+ */
+export function assertEnvelopeShape(envelope: SecureMessage): void {
+  if (envelope.version !== PROTOCOL_VERSION) {
+    throw new SessionError('unsupported_version', `envelope version ${envelope.version} is not supported`);
+  }
+  if (!isAgentId(envelope.senderId)) fail('sender_id is not a valid agent id');
+  if (!isAgentId(envelope.recipientId)) fail('recipient_id is not a valid agent id');
+  if (envelope.sessionId.length !== SESSION_ID_BYTES) fail(`session_id must be ${SESSION_ID_BYTES} bytes`);
+  if (envelope.nonce > BigInt(MAX_MESSAGE_COUNTER)) throw new SessionError('nonce_exhausted', 'nonce beyond 2^53 - 1');
+  if (envelope.timestampMs < 0n || envelope.timestampMs > BigInt(Number.MAX_SAFE_INTEGER)) fail('timestamp_ms out of range');
+  if (envelope.payloadCommitment.length !== COMMITMENT_BYTES) fail(`payload_commitment must be ${COMMITMENT_BYTES} bytes`);
+  if (envelope.encryptedPayload.length > MAX_CIPHERTEXT_BYTES) {
+    throw new SessionError('too_large', `encrypted_payload exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
+  }
+  if (envelope.encryptedPayload.length < SALT_BYTES + AEAD_TAG_BYTES) fail('encrypted_payload too short');
+  if (envelope.authTag.length !== AUTH_TAG_BYTES) fail(`auth_tag must be ${AUTH_TAG_BYTES} bytes`);
+  if (envelope.signature.length !== SIGNATURE_BYTES) fail(`signature must be ${SIGNATURE_BYTES} bytes`);
+}
+
+/** The header fields shared by all three layouts. */
+export interface EnvelopeHeader {
+  readonly version: number;
+  readonly senderId: string;
+  readonly recipientId: string;
+  readonly sessionId: Uint8Array;
+  readonly nonce: bigint;
+  readonly timestampMs: bigint;
+  readonly payloadCommitment: Uint8Array;
+}
+
+function header(domain: string, h: EnvelopeHeader) {
+  return layout(domain)
+    .u32(h.version)
+    .str(h.senderId)
+    .str(h.recipientId)
+    .fixed(h.sessionId, SESSION_ID_BYTES, 'session_id')
+    .u64(h.nonce)
+    .i64(h.timestampMs)
+    .fixed(h.payloadCommitment, COMMITMENT_BYTES, 'payload_commitment');
+}
+
+/** AEAD associated data. */
+export function envelopeAd(h: EnvelopeHeader): Uint8Array {
+  return header('parley/v1/envelope-ad', h).bytes();
+}
+
+/** Input of the HMAC-SHA256 auth tag. */
+export function envelopeMacInput(h: EnvelopeHeader, encryptedPayload: Uint8Array): Uint8Array {
+  return header('parley/v1/envelope-mac', h).var(encryptedPayload, 'encrypted_payload').bytes();
+}
+
+/** The bytes the sender's Ed25519 identity key signs. */
+export function envelopeSignedBytes(crypto: ParleyCrypto, h: EnvelopeHeader, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
+  return header('parley/v1/envelope-signature', h)
+    .fixed(crypto.blake3(encryptedPayload), 32, 'ciphertext digest')
+    .fixed(authTag, AUTH_TAG_BYTES, 'auth_tag')
+    .bytes();
+}
+
+/** BLAKE3 message hash: identifies an envelope in replay caches, receipts and the audit trail. */
+export function messageHash(crypto: ParleyCrypto, envelope: SecureMessage): Uint8Array {
+  return crypto.blake3(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag));
+}
+
+/** Salted commitment to the encoded payload. */
+export function payloadCommitment(crypto: ParleyCrypto, salt: Uint8Array, payload: Uint8Array): Uint8Array {
+  return crypto.blake3(layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').var(payload, 'payload').bytes());
+}
+
+/**
+ * Checks the envelope signature against a sender's identity public key, with
+ * no session key (what a gateway does). False on any malformed input.
+ */
+export function verifyEnvelopeSignature(crypto: ParleyCrypto, envelope: SecureMessage, identityPublicKey: Uint8Array): boolean {
+  try {
+    assertEnvelopeShape(envelope);
+    const signed = envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag);
+    return crypto.ed25519.verify(envelope.signature, signed, identityPublicKey);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,430 @@
+/**
+ * SessionManager: one agent's sessions with its peers (docs/PROTOCOL.md §10).
+ *
+ * - get-or-establish: `session(peerId)` returns the live session or runs a
+ *   handshake through the caller's FrameTransport (concurrent callers share it);
+ * - lifetimes: idle timeout, maximum duration, a warning before expiry, and
+ *   optional auto-renew (a fresh handshake before the old session ends; the old
+ *   one keeps receiving until it expires, so nothing in flight is lost);
+ * - graceful close; sealed export/import of every session's state.
+ */
+import type { ParleyCrypto, SecretKey } from '@parley/crypto-core';
+import type { HandshakeFrame, SecureMessage } from '@parley/proto';
+import { SessionError } from './errors.js';
+import type { SecurityEvent } from './events.js';
+import { InitiatorHandshake, ResponderHandshake, type HandshakeConfig } from './handshake.js';
+import { MessageHashCache } from './message-cache.js';
+import { exportSessionState, importSessionState } from './sealed-state.js';
+import type { OpenedMessage, OutgoingMessage, SealedMessage, Session } from './session.js';
+
+/** Session lifetimes, in minutes, as operators configure them. */
+export interface SessionTimeouts {
+  /** Idle timeout: a session unused this long is closed. Default 30. */
+  readonly timeoutMinutes: number;
+  /** Hard maximum lifetime of one session. Default 24 * 60. */
+  readonly maxDurationMinutes: number;
+  /** Start a replacement handshake this long before maxDuration (autoRenew) and warn. Default 5. */
+  readonly warningThresholdMinutes: number;
+  /** Renew sessions automatically before they reach maxDuration. Default true. */
+  readonly autoRenew: boolean;
+}
+
+export const DEFAULT_TIMEOUTS: SessionTimeouts = Object.freeze({
+  timeoutMinutes: 30,
+  maxDurationMinutes: 24 * 60,
+  warningThresholdMinutes: 5,
+  autoRenew: true,
+});
+
+/** Carries handshake frames to a peer (through the gateway, in practice). */
+export interface FrameTransport {
+  sendFrame(frame: HandshakeFrame): void | Promise<void>;
+}
+
+export type SessionManagerEvent =
+  | SecurityEvent
+  | { readonly kind: 'established'; readonly session: Session }
+  | { readonly kind: 'expiring'; readonly session: Session; readonly expiresAtMs: number }
+  | { readonly kind: 'expired'; readonly session: Session; readonly reason: 'idle' | 'max_duration' }
+  | { readonly kind: 'renewed'; readonly previous: Session; readonly session: Session }
+  | { readonly kind: 'closed'; readonly session: Session };
+
+export interface SessionManagerOptions {
+  readonly crypto: ParleyCrypto;
+  readonly handshake: Omit<HandshakeConfig, 'events' | 'messageCache' | 'clock'>;
+  readonly transport: FrameTransport;
+  readonly timeouts?: Partial<SessionTimeouts>;
+  /** A handshake not finished within this many ms fails. Default 10 000. */
+  readonly handshakeTimeoutMs?: number;
+  /** How often lifetimes are checked, ms. Default 1000. */
+  readonly tickMs?: number;
+  readonly clock?: () => number;
+  /** Receives security and lifecycle events. */
+  readonly onEvent?: (event: SessionManagerEvent) => void;
+  /** Called with fresh sealed state whenever a session starts or its send epoch advances (persistence hook). */
+  readonly onStateChange?: (peerId: string, sealed: Uint8Array) => void;
+  /** 32-byte key sealing exported state (required for export/import and onStateChange). */
+  readonly stateKey?: SecretKey;
+}
+
+interface Pending {
+  readonly handshake: InitiatorHandshake;
+  readonly promise: Promise<Session>;
+  readonly resolve: (s: Session) => void;
+  readonly reject: (e: unknown) => void;
+  readonly timer: NodeJS.Timeout;
+  readonly renewing?: Session;
+}
+
+const MINUTE = 60_000;
+
+export class SessionManager {
+  readonly #crypto: ParleyCrypto;
+  readonly #options: SessionManagerOptions;
+  readonly #timeouts: SessionTimeouts;
+  readonly #clock: () => number;
+  readonly #cache = new MessageHashCache();
+  readonly #config: HandshakeConfig;
+  /** Every live session by session id (hex). */
+  readonly #sessions = new Map<string, Session>();
+  /** The session used to send to each peer. */
+  readonly #current = new Map<string, Session>();
+  readonly #pendingByPeer = new Map<string, Pending>();
+  readonly #pendingById = new Map<string, Pending>();
+  readonly #responders = new Map<string, { handshake: ResponderHandshake; timer: NodeJS.Timeout }>();
+  readonly #warned = new Set<string>();
+  readonly #lastSnapshotEpoch = new Map<string, number>();
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(options: SessionManagerOptions) {
+    this.#crypto = options.crypto;
+    this.#options = options;
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    validateTimeouts(this.#timeouts);
+    this.#clock = options.clock ?? Date.now;
+    this.#config = {
+      ...options.handshake,
+      clock: this.#clock,
+      messageCache: this.#cache,
+      events: (e) => this.#emit(e),
+    };
+    const tickMs = options.tickMs ?? 1000;
+    this.#timer = setInterval(() => this.tick(), tickMs);
+    this.#timer.unref();
+  }
+
+  get agentId(): string {
+    return this.#config.identity.agentId;
+  }
+
+  /** Live sessions (including ones kept only for receiving during renewal). */
+  sessions(): Session[] {
+    return [...this.#sessions.values()];
+  }
+
+  /** The session used for sending to `peerId`, if any. */
+  current(peerId: string): Session | undefined {
+    return this.#current.get(peerId);
+  }
+
+  /**
+   * Returns the live session with `peerId`, establishing one if needed.
+   * @throws SessionError from the handshake (`unknown_issuer`, `revoked`, `handshake_failed` on timeout, …)
+   */
+  session(peerId: string): Promise<Session> {
+    if (this.#closed) return Promise.reject(new SessionError('unknown_session', 'session manager is closed'));
+    const existing = this.#current.get(peerId);
+    if (existing && !existing.isClosed) return Promise.resolve(existing);
+    return this.#initiate(peerId);
+  }
+
+  /** Seals a message to `peerId`, establishing a session first if needed. */
+  async seal(peerId: string, message: OutgoingMessage): Promise<SealedMessage> {
+    const session = await this.session(peerId);
+    const before = session.stats.sendEpoch;
+    const sealed = session.seal(message);
+    if (session.stats.sendEpoch !== before) this.#snapshot(session);
+    return sealed;
+  }
+
+  /**
+   * Opens an envelope addressed to this agent.
+   * @throws SessionError (`unknown_session`, `bad_signature`, `replay`, …); a security event is emitted
+   */
+  open(envelope: SecureMessage): OpenedMessage {
+    const id = envelope?.sessionId instanceof Uint8Array ? Buffer.from(envelope.sessionId).toString('hex') : '';
+    const session = this.#sessions.get(id);
+    if (session === undefined) {
+      const error = new SessionError('unknown_session', 'no session with that id');
+      this.#emit({
+        kind: 'security',
+        code: error.code,
+        stage: 'message',
+        sessionId: id.length === 32 ? id : undefined,
+        senderId: typeof envelope?.senderId === 'string' ? envelope.senderId.slice(0, 128) : undefined,
+        recipientId: this.agentId,
+        atMs: this.#clock(),
+        detail: error.message,
+      });
+      throw error;
+    }
+    return session.open(envelope); // the session emits its own security events
+  }
+
+  /**
+   * Handles a handshake frame from the transport. Frames that fail are
+   * reported as security events and dropped (the peer learns nothing specific).
+   * @returns the session this frame completed, if any
+   */
+  async handleFrame(frame: HandshakeFrame): Promise<Session | undefined> {
+    if (this.#closed) return undefined;
+    const id = frame?.sessionId instanceof Uint8Array ? Buffer.from(frame.sessionId).toString('hex') : '';
+    // Rejections decided here are reported here; the handshake classes report their own.
+    const drop = (code: SessionError['code'], detail: string): undefined => {
+      this.#emit({
+        kind: 'security',
+        code,
+        stage: 'handshake',
+        sessionId: id.length === 32 ? id : undefined,
+        senderId: typeof frame?.senderId === 'string' ? frame.senderId.slice(0, 128) : undefined,
+        recipientId: this.agentId,
+        atMs: this.#clock(),
+        detail,
+      });
+      return undefined;
+    };
+    const reported = (): undefined => undefined;
+    switch (frame?.step) {
+      case 1: {
+        if (this.#responders.has(id) || this.#sessions.has(id)) return drop('replay', 'handshake for an existing session id');
+        let accepted;
+        try {
+          accepted = ResponderHandshake.accept(this.#crypto, this.#config, frame);
+        } catch {
+          return reported();
+        }
+        const timer = setTimeout(() => {
+          this.#responders.get(id)?.handshake.abort();
+          this.#responders.delete(id);
+        }, this.#options.handshakeTimeoutMs ?? 10_000);
+        timer.unref();
+        this.#responders.set(id, { handshake: accepted.handshake, timer });
+        await this.#options.transport.sendFrame(accepted.frame);
+        return undefined;
+      }
+      case 2: {
+        const pending = this.#pendingById.get(id);
+        if (pending === undefined) return drop('unknown_session', 'no handshake waiting for step 2');
+        this.#dropPending(pending);
+        let completed;
+        try {
+          completed = pending.handshake.receive(frame);
+        } catch (error) {
+          pending.reject(error);
+          return reported();
+        }
+        try {
+          await this.#options.transport.sendFrame(completed.frame);
+        } catch (error) {
+          completed.session.close();
+          pending.reject(new SessionError('handshake_failed', 'could not send the final handshake frame', { cause: error }));
+          return undefined;
+        }
+        this.#register(completed.session, pending.renewing);
+        pending.resolve(completed.session);
+        return completed.session;
+      }
+      case 3: {
+        const responder = this.#responders.get(id);
+        if (responder === undefined) return drop('unknown_session', 'no handshake waiting for step 3');
+        this.#responders.delete(id);
+        clearTimeout(responder.timer);
+        let session;
+        try {
+          session = responder.handshake.receive(frame);
+        } catch {
+          return reported();
+        }
+        this.#register(session, undefined);
+        return session;
+      }
+      default:
+        return drop('malformed', 'handshake frame with an unknown step');
+    }
+  }
+
+  /** Checks lifetimes: warnings, auto-renewal, expiry. Runs on a timer; callable directly (tests). */
+  tick(): void {
+    if (this.#closed) return;
+    const now = this.#clock();
+    const { timeoutMinutes, maxDurationMinutes, warningThresholdMinutes, autoRenew } = this.#timeouts;
+    for (const session of [...this.#sessions.values()]) {
+      const expiresAt = session.createdAtMs + maxDurationMinutes * MINUTE;
+      if (now >= expiresAt) {
+        this.#expire(session, 'max_duration');
+        continue;
+      }
+      if (now - session.lastActivityMs >= timeoutMinutes * MINUTE) {
+        this.#expire(session, 'idle');
+        continue;
+      }
+      if (now >= expiresAt - warningThresholdMinutes * MINUTE && !this.#warned.has(session.idHex)) {
+        this.#warned.add(session.idHex);
+        this.#emit({ kind: 'expiring', session, expiresAtMs: expiresAt });
+        if (autoRenew && this.#current.get(session.peerId) === session && !this.#pendingByPeer.has(session.peerId)) {
+          this.#initiate(session.peerId, session).catch(() => undefined);
+        }
+      }
+    }
+  }
+
+  /** Closes one session (wiping its keys). */
+  closeSession(session: Session): void {
+    this.#sessions.delete(session.idHex);
+    if (this.#current.get(session.peerId) === session) this.#current.delete(session.peerId);
+    this.#warned.delete(session.idHex);
+    this.#lastSnapshotEpoch.delete(session.idHex);
+    if (!session.isClosed) {
+      session.close();
+      this.#emit({ kind: 'closed', session });
+    }
+  }
+
+  /** Graceful shutdown: fails pending handshakes, closes every session, stops timers. */
+  close(): void {
+    if (this.#closed) return;
+    for (const p of this.#pendingByPeer.values()) {
+      this.#dropPending(p);
+      p.handshake.abort();
+      p.reject(new SessionError('unknown_session', 'session manager closed'));
+    }
+    for (const r of this.#responders.values()) {
+      clearTimeout(r.timer);
+      r.handshake.abort();
+    }
+    this.#responders.clear();
+    for (const s of [...this.#sessions.values()]) this.closeSession(s);
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+  }
+
+  /** Sealed state of every live session (requires `stateKey`). */
+  exportState(): Uint8Array[] {
+    const key = this.#stateKey();
+    return [...this.#sessions.values()].map((s) => exportSessionState(this.#crypto, s, key));
+  }
+
+  /** Restores sessions from `exportState()` output (requires `stateKey`). */
+  importState(sealed: readonly Uint8Array[]): Session[] {
+    const key = this.#stateKey();
+    const restored: Session[] = [];
+    for (const bytes of sealed) {
+      const session = importSessionState(this.#crypto, bytes, key, {
+        identity: this.#config.identity,
+        clock: this.#clock,
+        events: (e) => this.#emit(e),
+        messageCache: this.#cache,
+        ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
+      });
+      this.#sessions.set(session.idHex, session);
+      const cur = this.#current.get(session.peerId);
+      if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
+      restored.push(session);
+      this.#snapshot(session);
+    }
+    return restored;
+  }
+
+  #stateKey(): SecretKey {
+    if (this.#options.stateKey === undefined) throw new SessionError('malformed', 'no stateKey configured');
+    return this.#options.stateKey;
+  }
+
+  #initiate(peerId: string, renewing?: Session): Promise<Session> {
+    const inFlight = this.#pendingByPeer.get(peerId);
+    if (inFlight) return inFlight.promise;
+    let handshake: InitiatorHandshake;
+    let frame: HandshakeFrame;
+    try {
+      ({ handshake, frame } = InitiatorHandshake.start(this.#crypto, this.#config, peerId));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    let resolve!: (s: Session) => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<Session>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined); // callers get the rejection; never an unhandled one
+    const timer = setTimeout(() => {
+      this.#dropPending(pending);
+      handshake.abort();
+      reject(new SessionError('handshake_failed', `handshake with ${peerId} timed out`));
+    }, this.#options.handshakeTimeoutMs ?? 10_000);
+    timer.unref();
+    const pending: Pending = { handshake, promise, resolve, reject, timer, ...(renewing ? { renewing } : {}) };
+    const id = Buffer.from(handshake.sessionId).toString('hex');
+    this.#pendingByPeer.set(peerId, pending);
+    this.#pendingById.set(id, pending);
+    Promise.resolve()
+      .then(() => this.#options.transport.sendFrame(frame))
+      .catch((error: unknown) => {
+        this.#dropPending(pending);
+        handshake.abort();
+        reject(new SessionError('handshake_failed', 'could not send the handshake frame', { cause: error }));
+      });
+    return promise;
+  }
+
+  #dropPending(p: Pending): void {
+    clearTimeout(p.timer);
+    const id = Buffer.from(p.handshake.sessionId).toString('hex');
+    this.#pendingById.delete(id);
+    if (this.#pendingByPeer.get(p.handshake.peerId) === p) this.#pendingByPeer.delete(p.handshake.peerId);
+  }
+
+  #register(session: Session, renewing: Session | undefined): void {
+    this.#sessions.set(session.idHex, session);
+    const previous = this.#current.get(session.peerId);
+    // The newest session carries outgoing traffic; older ones keep receiving until they expire.
+    if (previous === undefined || previous.isClosed || previous.createdAtMs <= session.createdAtMs) this.#current.set(session.peerId, session);
+    this.#emit({ kind: 'established', session });
+    if (renewing) this.#emit({ kind: 'renewed', previous: renewing, session });
+    this.#snapshot(session);
+  }
+
+  #expire(session: Session, reason: 'idle' | 'max_duration'): void {
+    this.#emit({ kind: 'expired', session, reason });
+    this.closeSession(session);
+  }
+
+  #snapshot(session: Session): void {
+    if (this.#options.onStateChange === undefined || this.#options.stateKey === undefined) return;
+    const epoch = session.stats.sendEpoch;
+    if (this.#lastSnapshotEpoch.get(session.idHex) === epoch && session.sendCounter > 0) return;
+    this.#lastSnapshotEpoch.set(session.idHex, epoch);
+    this.#options.onStateChange(session.peerId, exportSessionState(this.#crypto, session, this.#options.stateKey));
+  }
+
+  #emit(event: SessionManagerEvent): void {
+    try {
+      this.#options.onEvent?.(event);
+    } catch {
+      // A listener's failure must not break the session layer.
+    }
+  }
+}
+
+function validateTimeouts(t: SessionTimeouts): void {
+  const positive = (v: number, name: string) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new SessionError('malformed', `${name} must be a positive number of minutes`);
+  };
+  positive(t.timeoutMinutes, 'timeoutMinutes');
+  positive(t.maxDurationMinutes, 'maxDurationMinutes');
+  if (typeof t.warningThresholdMinutes !== 'number' || t.warningThresholdMinutes < 0 || t.warningThresholdMinutes >= t.maxDurationMinutes) {
+    throw new SessionError('malformed', 'warningThresholdMinutes must be in [0, maxDurationMinutes)');
+  }
+  if (typeof t.autoRenew !== 'boolean') throw new SessionError('malformed', 'autoRenew must be a boolean');
+}
