@@ -191,7 +191,7 @@ export default defineConfig(
         {
           // vitest.config.ts files import the shared root helper; the root is not a project.
           // bench/ files import the shared benchmark harness from tools.
-          allow: ['^(\\.\\./)+vitest\\.shared\\.js$', '^@parley/tools/bench$'],
+          allow: ['^(\\.\\./)+vitest\\.shared\\.js$', '^@parley/bench-harness$'],
           // Not banTransitiveDependencies: the Nx locator cannot resolve packages
           // that npm installed under a workspace's own node_modules (e.g.
           // packages/proto/node_modules/@bufbuild/protobuf), so it reports

@@ -3,7 +3,7 @@
 // in the same run; then one 1 KiB message end to end:
 // sign + seal + MAC + verify + open + MAC-verify.
 import * as nodeCrypto from 'node:crypto';
-import { measure, printTable, type Row } from '@parley/tools/bench';
+import { measure, printTable, type Row } from '@parley/bench-harness';
 import { SecretKey, createCrypto, type ParleyCrypto } from '../src/index.js';
 
 const KIB = new Uint8Array(1024).fill(7);
@@ -89,7 +89,7 @@ const sodiumRows: Row[] = [
 printTable('libsodium-only backend vs node:crypto (why auto picks what it picks)', 'node:crypto', sodiumRows);
 
 // One 1 KiB message, all six steps, ours vs the same steps with node:crypto.
-const msgSig = { v: new Uint8Array(0) };
+const msgSig: { v: Uint8Array } = { v: new Uint8Array(0) };
 const oursMessage = (): boolean => {
   const ct = auto.aead.seal(aeadKey, 9n, KIB, AD);
   const tag = auto.hmacSha256(macKey, ct);

@@ -1,22 +1,30 @@
 /**
- * BLAKE3 (hash, keyed_hash, derive_key; XOF output) behind a tiny interface so
- * the implementation can be swapped; the choice and its measurements are in
- * the package README.
+ * BLAKE3 (hash mode, 32-byte output) through hash-wasm, behind a tiny
+ * interface. Why hash-wasm: of the BLAKE3 packages on the npm registry that
+ * install without fetching anything else, it is the fastest well-kept one at
+ * the sizes Parley hashes (≤ a few KiB); the measurements are in the README.
+ *
+ * Parley uses BLAKE3 only in hash mode with the default 32-byte output, so
+ * that is all this exposes; keyed derivations use libsodium's keyed BLAKE2b.
  */
-import { blake3 as nobleBlake3 } from '@noble/hashes/blake3.js';
+import { createBLAKE3 } from 'hash-wasm';
 
 export interface Blake3 {
   readonly name: string;
-  hash(data: Uint8Array, outLen: number): Uint8Array;
-  keyed(key: Uint8Array, data: Uint8Array, outLen: number): Uint8Array;
-  deriveKey(context: string, material: Uint8Array, outLen: number): Uint8Array;
+  /** BLAKE3 hash of `data`, 32 bytes. */
+  hash(data: Uint8Array): Uint8Array;
 }
 
 export async function createBlake3(): Promise<Blake3> {
+  // One hasher instance, reused: JavaScript is single-threaded and init()
+  // resets its state, so each call is independent.
+  const hasher = await createBLAKE3(256);
   return {
-    name: '@noble/hashes',
-    hash: (data, outLen) => nobleBlake3(data, { dkLen: outLen }),
-    keyed: (key, data, outLen) => nobleBlake3(data, { key, dkLen: outLen }),
-    deriveKey: (context, material, outLen) => nobleBlake3(material, { context: new TextEncoder().encode(context), dkLen: outLen }),
+    name: 'hash-wasm',
+    hash(data) {
+      hasher.init();
+      hasher.update(data);
+      return hasher.digest('binary');
+    },
   };
 }

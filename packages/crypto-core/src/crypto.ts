@@ -108,12 +108,8 @@ export interface ParleyCrypto {
   blake2b(data: Uint8Array, outLen?: number, key?: SecretKey): Uint8Array;
   /** SHA-256 (used only by Noise_*_SHA256 test vectors; Parley itself uses BLAKE2b inside Noise). */
   sha256(data: Uint8Array): Uint8Array;
-  /** BLAKE3 hash (default 32 bytes; any length up to 1024 via the XOF). */
-  blake3(data: Uint8Array, outLen?: number): Uint8Array;
-  /** BLAKE3 keyed hash with a 32-byte key. */
-  blake3Keyed(key: SecretKey, data: Uint8Array, outLen?: number): Uint8Array;
-  /** BLAKE3 derive_key mode with a hard-coded, globally unique context string. */
-  blake3DeriveKey(context: string, material: Uint8Array | SecretKey, outLen?: number): Uint8Array;
+  /** BLAKE3 hash (hash mode, 32 bytes). */
+  blake3(data: Uint8Array): Uint8Array;
   /** HKDF-SHA256 (RFC 5869), 1..8160 output bytes, info up to 1024 bytes. */
   hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   /** Constant-time equality; false (not an error) when lengths differ. */
@@ -128,7 +124,9 @@ export type PrimitiveName = 'random' | 'ed25519' | 'x25519' | 'aead' | 'hmacSha2
  * Per-primitive choice for `auto`, from `npm run bench` on the reference
  * machine (see the package README for the figures).
  */
-const AUTO_CHOICE: Readonly<Record<PrimitiveName, 'libsodium' | 'node'>> = {
+type BackendPrimitive = Exclude<PrimitiveName, 'blake3'>;
+
+const AUTO_CHOICE: Readonly<Record<BackendPrimitive, 'libsodium' | 'node'>> = {
   random: 'node',
   ed25519: 'libsodium',
   x25519: 'libsodium',
@@ -136,10 +134,9 @@ const AUTO_CHOICE: Readonly<Record<PrimitiveName, 'libsodium' | 'node'>> = {
   hmacSha256: 'node',
   blake2b: 'libsodium',
   sha256: 'node',
-  blake3: 'libsodium',
 };
 
-const PRIMITIVES = Object.keys(AUTO_CHOICE) as PrimitiveName[];
+const PRIMITIVES = Object.keys(AUTO_CHOICE) as BackendPrimitive[];
 
 function toSecretBytes(value: Uint8Array | SecretKey, name: string): Uint8Array {
   return value instanceof SecretKey ? value.unsafeBytes() : abytes(value, name);
@@ -162,12 +159,12 @@ export async function createCrypto(options: CreateCryptoOptions = {}): Promise<P
   }
   const [sodium, blake3] = await Promise.all([createSodiumBackend(), createBlake3()]);
   const native = createNodeBackend(sodium);
-  const pick = (primitive: PrimitiveName): CryptoBackend => {
+  const pick = (primitive: BackendPrimitive): CryptoBackend => {
     const name = choice === 'auto' ? AUTO_CHOICE[primitive] : choice;
     return name === 'node' ? native : sodium;
   };
   return buildCrypto(
-    Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<PrimitiveName, CryptoBackend>,
+    Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>,
     blake3,
   );
 }
@@ -182,7 +179,7 @@ function guard<T>(operation: string, fn: () => T): T {
   }
 }
 
-function buildCrypto(use: Record<PrimitiveName, CryptoBackend>, blake3: Blake3): ParleyCrypto {
+function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake3): ParleyCrypto {
   const randomBytes = (length: number): Uint8Array => {
     anumber(length, 'length', 0, 1 << 20);
     const out = new Uint8Array(length);
@@ -230,7 +227,7 @@ function buildCrypto(use: Record<PrimitiveName, CryptoBackend>, blake3: Blake3):
 
   return Object.freeze({
     backends: Object.freeze(
-      Object.fromEntries(PRIMITIVES.map((p) => [p, p === 'blake3' ? blake3.name : use[p].name])),
+      Object.fromEntries([...PRIMITIVES.map((p) => [p, use[p].name]), ['blake3', blake3.name]]),
     ) as Record<PrimitiveName, string>,
     ed25519: Object.freeze({
       generateKeyPair(): Ed25519KeyPair {
@@ -347,23 +344,9 @@ function buildCrypto(use: Record<PrimitiveName, CryptoBackend>, blake3: Blake3):
       abytes(data, 'data');
       return guard('sha256', () => use.sha256.sha256(data));
     },
-    blake3(data: Uint8Array, outLen = BLAKE3_BYTES): Uint8Array {
+    blake3(data: Uint8Array): Uint8Array {
       abytes(data, 'data');
-      anumber(outLen, 'outLen', 1, 1024);
-      return guard('blake3', () => blake3.hash(data, outLen));
-    },
-    blake3Keyed(key: SecretKey, data: Uint8Array, outLen = BLAKE3_BYTES): Uint8Array {
-      const k = asecret(key, 'key', 'any', 32);
-      abytes(data, 'data');
-      anumber(outLen, 'outLen', 1, 1024);
-      return guard('blake3 keyed', () => blake3.keyed(k, data, outLen));
-    },
-    blake3DeriveKey(context: string, material: Uint8Array | SecretKey, outLen = BLAKE3_BYTES): Uint8Array {
-      astring(context, 'context');
-      if (context.length === 0) throw new CryptoError('invalid_length', 'context must not be empty');
-      const m = toSecretBytes(material, 'material');
-      anumber(outLen, 'outLen', 1, 1024);
-      return guard('blake3 derive_key', () => blake3.deriveKey(context, m, outLen));
+      return guard('blake3', () => blake3.hash(data));
     },
     hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
       const ikmBytes = toSecretBytes(ikm, 'ikm');

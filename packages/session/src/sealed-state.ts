@@ -4,8 +4,8 @@
  * it accepted before the restart (the replay window travels with the keys).
  *
  * Sealed form: "PSS1" ‖ salt(32) ‖ ChaCha20-Poly1305(k, nonce 0, ad = "PSS1" ‖ salt, JSON)
- * with k = BLAKE3-derive_key("parley/v1 sealed session state", localKey ‖ salt):
- * a fresh key per export, so nonce 0 is never reused.
+ * with k = BLAKE2b-256(key = localKey, data = "parley/v1/sealed-session-state" ‖ salt)
+ * (libsodium's keyed BLAKE2b): a fresh key per export, so nonce 0 is never reused.
  *
  * Sending after import skips to the first counter of the epoch two after the
  * exported one, so a stale snapshot can never make this side reuse a
@@ -25,7 +25,7 @@ import { Session, type LocalIdentity, type SkewLimits } from './session.js';
 export const SEALED_STATE_VERSION = 1;
 const MAGIC = new TextEncoder().encode('PSS1');
 const SALT = 32;
-const CONTEXT = 'parley/v1 sealed session state';
+const CONTEXT = new TextEncoder().encode('parley/v1/sealed-session-state');
 /** Epochs the send side skips on import (see module comment). */
 export const SEND_EPOCH_SKIP_ON_IMPORT = 2;
 
@@ -52,12 +52,7 @@ interface StateJson {
 }
 
 function sealKey(crypto: ParleyCrypto, localKey: SecretKey, salt: Uint8Array): SecretKey {
-  const material = concatBytes(localKey.unsafeBytes(), salt);
-  try {
-    return SecretKey.adopt(crypto.blake3DeriveKey(CONTEXT, material, 32), 'aead');
-  } finally {
-    material.fill(0);
-  }
+  return SecretKey.adopt(crypto.blake2b(concatBytes(CONTEXT, salt), 32, localKey), 'aead');
 }
 
 /** Seals a live session's state under `localKey` (32 bytes). */

@@ -1,0 +1,47 @@
+/**
+ * @parley/identity — agent certificates, trust bundles, did:key and
+ * revocation sets (DESIGN.md "Identity"). All cryptography goes through the
+ * ParleyCrypto object the caller passes in; the package holds no global state.
+ */
+
+// For users
+export { IdentityError, isIdentityError, IDENTITY_ERROR_CODES } from './errors.js';
+export type { IdentityErrorCode } from './errors.js';
+export {
+  CERTIFICATE_VERSION,
+  MAX_CERTIFICATE_BYTES,
+  createIssuerKey,
+  issueCertificate,
+  verifyCertificate,
+  encodeCertificate,
+  decodeCertificate,
+} from './certificate.js';
+export type { IssuerKey, CertificateFields, VerifyCertificateOptions, VerifiedCertificate } from './certificate.js';
+export { TrustBundle, TRUST_BUNDLE_VERSION, MAX_TRUST_BUNDLE_ISSUERS } from './trust-bundle.js';
+export type { TrustBundleEntry, TrustBundleEntryInit, TrustBundleJson, TrustBundleIssuerJson } from './trust-bundle.js';
+export { MemoryRevocationSet, DEFAULT_REVOCATION_MAX_AGE_MS, MAX_REVOCATION_REASON_LENGTH } from './revocation.js';
+export type {
+  RevocationChecker,
+  RevocationStatus,
+  RevocationSubject,
+  RevocationEntry,
+  MemoryRevocationSetOptions,
+} from './revocation.js';
+export { toDidKey, fromDidKey, DID_KEY_PREFIX } from './did-key.js';
+export { keyId, KEY_ID_BYTES, KEY_ID_DOMAIN, PUBLIC_KEY_BYTES } from './key-id.js';
+
+// For sibling packages (session, gateway, registry): names, layouts, limits
+export {
+  isAgentId,
+  assertAgentId,
+  assertAgentType,
+  assertCapability,
+  assertCapabilities,
+  normaliseCapabilities,
+  AGENT_ID_PATTERN,
+  AGENT_TYPE_PATTERN,
+  CAPABILITY_PATTERN,
+  MAX_CAPABILITIES,
+} from './names.js';
+export { certificateTbs, CERTIFICATE_DOMAIN, CERTIFICATE_SIGNATURE_BYTES } from './certificate.js';
+export { SERIAL_BYTES, randomSerial } from './serial.js';
