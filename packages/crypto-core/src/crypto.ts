@@ -122,7 +122,12 @@ export type PrimitiveName = 'random' | 'ed25519' | 'x25519' | 'aead' | 'hmacSha2
 
 /**
  * Per-primitive choice for `auto`, from `npm run bench` on the reference
- * machine (see the package README for the figures).
+ * machine (figures in the package README): libsodium where it is faster or
+ * where its keys can be wiped (Ed25519 and X25519 secret keys never become
+ * OpenSSL KeyObjects, which cannot be zeroed), node:crypto for randomness
+ * (libsodium-wrappers draws one JS call per byte), HMAC-SHA256 and SHA-256.
+ * ChaCha20-Poly1305 is split by size: libsodium below AEAD_NATIVE_THRESHOLD
+ * (per-call cipher objects make OpenSSL slower on small messages), OpenSSL above.
  */
 type BackendPrimitive = Exclude<PrimitiveName, 'blake3'>;
 
@@ -130,7 +135,7 @@ const AUTO_CHOICE: Readonly<Record<BackendPrimitive, 'libsodium' | 'node'>> = {
   random: 'node',
   ed25519: 'libsodium',
   x25519: 'libsodium',
-  aead: 'node',
+  aead: 'libsodium',
   hmacSha256: 'node',
   blake2b: 'libsodium',
   sha256: 'node',
@@ -163,10 +168,26 @@ export async function createCrypto(options: CreateCryptoOptions = {}): Promise<P
     const name = choice === 'auto' ? AUTO_CHOICE[primitive] : choice;
     return name === 'node' ? native : sodium;
   };
+  if (choice === 'auto') {
+    const bySize = sizeSplitAead(sodium, native);
+    return buildCrypto({ ...(Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>), aead: bySize }, blake3);
+  }
   return buildCrypto(
     Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>,
     blake3,
   );
+}
+
+/** Messages of at least this many bytes use OpenSSL's ChaCha20-Poly1305 under `auto`. */
+export const AEAD_NATIVE_THRESHOLD = 8 * 1024;
+
+function sizeSplitAead(small: CryptoBackend, large: CryptoBackend): CryptoBackend {
+  return {
+    ...small,
+    name: `${small.name}<${AEAD_NATIVE_THRESHOLD}B≤${large.name}`,
+    aeadSeal: (k, n, pt, ad) => (pt.length < AEAD_NATIVE_THRESHOLD ? small : large).aeadSeal(k, n, pt, ad),
+    aeadOpen: (k, n, ct, ad) => (ct.length < AEAD_NATIVE_THRESHOLD ? small : large).aeadOpen(k, n, ct, ad),
+  };
 }
 
 function guard<T>(operation: string, fn: () => T): T {
