@@ -1,0 +1,171 @@
+// SessionManager: get-or-establish over a frame transport, lifetimes
+// (idle timeout, max duration, warning, auto-renew), graceful close, and
+// sealed export/import across a simulated restart.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SecretKey } from '@parley/crypto-core';
+import { MessageType, type HandshakeFrame } from '@parley/proto';
+import { SessionError, SessionManager, type SessionManagerEvent, type SessionManagerOptions } from '../src/index.js';
+import { createWorld, type Agent, type World } from './fixtures.js';
+
+const MINUTE = 60_000;
+let w: World;
+let managers: SessionManager[];
+
+beforeEach(async () => {
+  w = await createWorld();
+  managers = [];
+});
+afterEach(() => {
+  for (const m of managers) m.close();
+});
+
+/** Two managers wired back to back: each one's frames go to the other's handleFrame. */
+function pair(options: Partial<SessionManagerOptions> = {}, agents?: [Agent, Agent]) {
+  const [alice, bob] = agents ?? [w.agent('alice'), w.agent('bob')];
+  const events: Record<string, SessionManagerEvent[]> = { [alice.agentId]: [], [bob.agentId]: [] };
+  const peers = new Map<string, SessionManager>();
+  const make = (agent: Agent) =>
+    new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: agent, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: {
+        sendFrame: async (frame: HandshakeFrame) => {
+          await peers.get(frame.recipientId)?.handleFrame(frame);
+        },
+      },
+      clock: w.clock,
+      onEvent: (e) => events[agent.agentId]!.push(e),
+      ...options,
+    });
+  const a = make(alice);
+  const b = make(bob);
+  peers.set(alice.agentId, a);
+  peers.set(bob.agentId, b);
+  managers.push(a, b);
+  return { a, b, events, alice, bob };
+}
+
+describe('SessionManager', () => {
+  it('establishes on first use, reuses afterwards, and shares one handshake between concurrent callers', async () => {
+    const { a, b } = pair();
+    const [s1, s2] = await Promise.all([a.session('bob'), a.session('bob')]);
+    expect(s1).toBe(s2);
+    expect(await a.session('bob')).toBe(s1);
+    const sealed = await a.seal('bob', { type: MessageType.TASK_ASSIGNMENT, content: { task: 1 } });
+    expect(b.open(sealed.envelope).content).toEqual({ task: 1 });
+    const back = await b.seal('alice', { type: MessageType.STATUS_UPDATE, content: 'done' });
+    expect(a.open(back.envelope).content).toBe('done');
+    expect(b.sessions()).toHaveLength(1); // bob reused the session alice opened
+  });
+
+  it('reports unknown sessions and handshake failures as security events', async () => {
+    const { a, b, events } = pair();
+    const sealed = await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 1 });
+    b.closeSession(b.sessions()[0]!);
+    expect(() => b.open(sealed.envelope)).toThrow(SessionError);
+    expect(events['bob']!.some((e) => e.kind === 'security' && e.code === 'unknown_session')).toBe(true);
+    w.revocations.apply([{ kind: 'agent', agentId: 'carol', reason: 'test', revokedAtMs: w.clock.now }], 1, w.clock.now);
+    const { a: dave, events: ev2 } = pair({}, [w.agent('dave'), w.agent('carol')]);
+    await expect(dave.session('carol')).rejects.toMatchObject({ code: 'revoked' });
+    expect(ev2['dave']!.some((e) => e.kind === 'security' && e.code === 'revoked' && e.stage === 'handshake')).toBe(true);
+  });
+
+  it('times out a handshake that gets no answer', async () => {
+    const alice = w.agent('alice');
+    const m = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: alice, trustBundle: w.trustBundle },
+      transport: { sendFrame: () => undefined },
+      handshakeTimeoutMs: 50,
+    });
+    managers.push(m);
+    await expect(m.session('nobody')).rejects.toMatchObject({ code: 'handshake_failed' });
+  });
+
+  it('expires idle sessions and sessions past their maximum duration', async () => {
+    const { a, events } = pair({ timeouts: { timeoutMinutes: 10, maxDurationMinutes: 60, warningThresholdMinutes: 5, autoRenew: false } });
+    const s = await a.session('bob');
+    w.clock.now += 11 * MINUTE;
+    w.revocations.apply([], 0, w.clock.now);
+    a.tick();
+    expect(s.isClosed).toBe(true);
+    expect(events['alice']!.some((e) => e.kind === 'expired' && e.reason === 'idle')).toBe(true);
+    const s2 = await a.session('bob');
+    expect(s2).not.toBe(s);
+    for (let t = 0; t <= 64; t += 4) {
+      w.clock.now += 4 * MINUTE;
+      w.revocations.apply([], 0, w.clock.now);
+      await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: t }); // keep it active
+      a.tick();
+    }
+    expect(s2.isClosed).toBe(true);
+    expect(events['alice']!.some((e) => e.kind === 'expiring')).toBe(true);
+    expect(events['alice']!.some((e) => e.kind === 'expired' && e.reason === 'max_duration')).toBe(true);
+  });
+
+  it('auto-renews before the maximum duration; the old session keeps receiving until it ends', async () => {
+    const { a, b, events } = pair({ timeouts: { timeoutMinutes: 30, maxDurationMinutes: 60, warningThresholdMinutes: 5, autoRenew: true } });
+    const old = await a.session('bob');
+    for (let i = 0; i < 2; i++) {
+      w.clock.now += 28 * MINUTE; // stay active: below the 30-minute idle timeout
+      w.revocations.apply([], 0, w.clock.now);
+      b.open((await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: i })).envelope);
+      a.tick();
+    }
+    const inFlight = await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 'sent before renewal' });
+    expect(a.current('bob')).toBe(old);
+    a.tick(); // 56 minutes: inside the 5-minute warning before the 60-minute maximum
+    await new Promise((r) => setTimeout(r, 10));
+    const renewed = a.current('bob')!;
+    expect(renewed).not.toBe(old);
+    expect(events['alice']!.some((e) => e.kind === 'renewed')).toBe(true);
+    expect(b.open(inFlight.envelope).content).toBe('sent before renewal');
+    const next = await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 'after' });
+    expect(next.envelope.sessionId).toEqual(renewed.id);
+    expect(b.open(next.envelope).content).toBe('after');
+  });
+
+  it('graceful close wipes sessions and refuses further use', async () => {
+    const { a } = pair();
+    const s = await a.session('bob');
+    a.close();
+    expect(s.isClosed).toBe(true);
+    await expect(a.session('bob')).rejects.toMatchObject({ code: 'unknown_session' });
+  });
+
+  it('a restarted process carries on from sealed state and still rejects every earlier message', async () => {
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const snapshots: Uint8Array[] = [];
+    const { a, b, alice, bob } = pair({ stateKey, onStateChange: (_peer, sealed) => snapshots.push(sealed) });
+    const sent = [];
+    for (let i = 0; i < 20; i++) sent.push((await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: i })).envelope);
+    for (const e of sent) b.open(e);
+    expect(snapshots.length).toBeGreaterThan(0);
+    const saved = b.exportState();
+    b.close();
+    const b2 = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: bob, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: { sendFrame: () => undefined },
+      clock: w.clock,
+      stateKey,
+    });
+    managers.push(b2);
+    const [restored] = b2.importState(saved);
+    expect(restored!.peerId).toBe('alice');
+    for (const e of sent) expect(() => b2.open(e)).toThrow(expect.objectContaining({ code: 'replay' }) as Error);
+    const fresh = await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 'new' });
+    expect(b2.open(fresh.envelope).content).toBe('new');
+    const reply = await b2.seal('alice', { type: MessageType.STATUS_UPDATE, content: 'back' });
+    expect(a.open(reply.envelope).content).toBe('back');
+    void alice;
+  });
+
+  it('validates its configuration', () => {
+    const alice = w.agent('alice');
+    const base = { crypto: w.crypto, handshake: { identity: alice, trustBundle: w.trustBundle }, transport: { sendFrame: () => undefined } };
+    expect(() => new SessionManager({ ...base, timeouts: { timeoutMinutes: 0 } })).toThrow(SessionError);
+    expect(() => new SessionManager({ ...base, timeouts: { maxDurationMinutes: 10, warningThresholdMinutes: 10 } })).toThrow(SessionError);
+    expect(() => new SessionManager({ ...base, timeouts: { autoRenew: 'yes' as never } })).toThrow(SessionError);
+  });
+});
