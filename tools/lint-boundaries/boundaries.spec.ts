@@ -172,7 +172,7 @@ describe('preconditions: the rule can see the workspace', () => {
 
   it('resolves every Parley project in the graph, each with one type:* tag that LAYERS knows', () => {
     const names = projects.map((p) => p.name);
-    expect(names).toEqual(expect.arrayContaining(['proto', 'crypto-core', 'identity', 'session', 'audit', 'tools']));
+    expect(names).toEqual(expect.arrayContaining(['proto', 'crypto-core', 'identity', 'session', 'tools']));
     for (const node of projects) {
       const typeTags = (node.data.tags ?? []).filter((tag) => tag.startsWith('type:'));
       expect(typeTags, `${node.name} tags`).toHaveLength(1);
@@ -250,7 +250,7 @@ describe('the brief\'s probes', () => {
 describe('node:crypto and WebCrypto above crypto-core', () => {
   const code = fixture('import-node-crypto.ts');
 
-  it.each(['identity', 'session', 'audit', 'proto'])('%s: bare "crypto" specifier is an error too', async (project) => {
+  it.each(['identity', 'session', 'proto'])('%s: bare "crypto" specifier is an error too', async (project) => {
     const errors = fromRule(await lintAs(project, code.replace("'node:crypto'", "'crypto'")), 'no-restricted-imports');
     expect(errors.map((m) => m.message)).toEqual([expect.stringContaining("'crypto' import is restricted")]);
   });
@@ -268,7 +268,7 @@ describe('node:crypto and WebCrypto above crypto-core', () => {
   it.each([
     ['session', 'src/replay-window.spec.ts'],
     ['session', 'test/interop/noise.spec.ts'],
-    ['audit', 'test/vectors/load.ts'],
+    ['identity', 'test/vectors/load.ts'],
     ['session', 'bench/seal.bench.ts'],
     ['crypto-core', PROBE_FILE],
     ['tools', 'lint-boundaries/__probe__.ts'],
@@ -355,7 +355,7 @@ describe('external packages', () => {
   it.each([
     ['session', '@noble/hashes/blake3', true],
     ['identity', 'blake3', true],
-    ['audit', 'hash-wasm', true],
+    ['identity', 'hash-wasm', true],
     ['proto', 'libsodium-wrappers', true],
     ['session', 'libsodium-wrappers-sumo', true],
     ['crypto-core', '@noble/hashes/blake3', false],
