@@ -62,7 +62,7 @@ export const CRYPTO_PACKAGES = [
 /** PostgreSQL driver family: apps, and the audit domain package (its PostgreSQL store). */
 export const PG_PACKAGES = ['pg', 'pg/*', 'pg-*'];
 
-/** Embedded PostgreSQL: apps only. */
+/** Embedded PostgreSQL: apps, and the audit domain package (its PostgreSQL store is tested on PGlite too). */
 export const PGLITE_PACKAGES = ['@electric-sql/pglite*'];
 
 /** gRPC runtime: apps and the client SDK only. */
@@ -100,17 +100,17 @@ export const DEP_CONSTRAINTS = [
   {
     sourceTag: 'type:domain',
     onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto'],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
+    bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
   },
   {
-    // pg for domain packages other than audit. The regex tag matches any
+    // pg and PGlite for domain packages other than audit. The regex tag matches any
     // scope:* tag except scope:audit (Nx treats "/…/" tags as regular expressions).
     allSourceTags: ['type:domain', '/^scope:(?!audit$)/'],
-    bannedExternalImports: [...PG_PACKAGES],
+    bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
     sourceTag: 'type:sdk',
-    onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {

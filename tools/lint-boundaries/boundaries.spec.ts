@@ -31,7 +31,7 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:proto': [],
   'type:crypto': [],
   'type:domain': ['type:domain', 'type:crypto', 'type:proto'],
-  'type:sdk': ['type:domain', 'type:crypto', 'type:proto'],
+  'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
   'type:app': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
   'type:tooling': ['type:tooling', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
 };
@@ -62,7 +62,8 @@ const EXTERNAL_PACKAGES: readonly ExternalPackage[] = [
   {
     packageName: '@electric-sql/pglite',
     specifier: '@electric-sql/pglite',
-    allowed: (t) => has(t, 'type:app') || has(t, 'type:tooling'),
+    allowed: (t) =>
+      has(t, 'type:app') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
   },
   {
     packageName: '@grpc/grpc-js',
@@ -79,6 +80,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   session: ['type:domain', 'scope:session'],
   audit: ['type:domain', 'scope:audit'],
   client: ['type:sdk', 'scope:client'],
+  rpc: ['type:sdk', 'scope:shared'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],
