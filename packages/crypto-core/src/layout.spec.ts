@@ -28,6 +28,21 @@ describe('layout', () => {
     );
   });
 
+  it('grows past its initial buffer without losing bytes', () => {
+    const big = Uint8Array.from({ length: 5000 }, (_, i) => i % 251);
+    const l = layout('parley/v1/test').u32(1);
+    for (let i = 0; i < 3; i++) l.var(big).fixed(big.subarray(0, 300), 300).u64(i).i64(-i).u8(i).str('x'.repeat(700));
+    const parts: Uint8Array[] = [Buffer.from('0000000e', 'hex'), Buffer.from('parley/v1/test'), Buffer.from('00000001', 'hex')];
+    for (let i = 0; i < 3; i++) {
+      const n = Buffer.alloc(8);
+      n.writeBigUInt64BE(BigInt(i));
+      const m = Buffer.alloc(8);
+      m.writeBigInt64BE(BigInt(-i));
+      parts.push(Buffer.from('00001388', 'hex'), big, big.subarray(0, 300), n, m, Uint8Array.of(i), Buffer.from('000002bc', 'hex'), Buffer.from('x'.repeat(700)));
+    }
+    expect(toHex(l.bytes())).toBe(toHex(Buffer.concat(parts)));
+  });
+
   it('rejects a wrong fixed length, a bad domain and out-of-range integers', () => {
     expect(() => layout('parley/v1/t').fixed(new Uint8Array(3), 2)).toThrow(CryptoError);
     expect(() => layout('Parley V1')).toThrow(CryptoError);

@@ -15,14 +15,18 @@
  * and every layout starts with `str(domain)`, an ASCII domain-separation tag
  * such as "parley/v1/agent-certificate", so no two layouts can collide.
  */
-import { abytes, anumber, astring } from './assert.js';
+import { abytes, anumber, astring, au64 } from './assert.js';
 import { CryptoError } from './errors.js';
-import { i64be, u32be, u64be, utf8 } from './encoding.js';
+import { utf8 } from './encoding.js';
 
 const DOMAIN_RE = /^[a-z0-9][a-z0-9/._-]{0,127}$/;
 
 export class Layout {
-  readonly #parts: Uint8Array[] = [];
+  // Fields are written straight into one growable buffer: layouts are built on
+  // every seal and open, so no per-field allocation.
+  #buf = new Uint8Array(256);
+  #view = new DataView(this.#buf.buffer);
+  #len = 0;
 
   /** Starts a layout with its domain-separation tag. */
   constructor(domain: string) {
@@ -31,36 +35,65 @@ export class Layout {
     this.str(domain);
   }
 
+  #reserve(n: number): number {
+    const at = this.#len;
+    if (at + n > this.#buf.length) {
+      let size = this.#buf.length * 2;
+      while (size < at + n) size *= 2;
+      const next = new Uint8Array(size);
+      next.set(this.#buf.subarray(0, at));
+      this.#buf = next;
+      this.#view = new DataView(next.buffer);
+    }
+    this.#len = at + n;
+    return at;
+  }
+
   u8(value: number): this {
-    this.#parts.push(Uint8Array.of(anumber(value, 'u8', 0, 255)));
+    anumber(value, 'u8', 0, 255);
+    const at = this.#reserve(1); // reserve first: it may replace the buffer
+    this.#buf[at] = value;
     return this;
   }
 
   u32(value: number): this {
-    this.#parts.push(u32be(value));
+    anumber(value, 'u32', 0, 0xffff_ffff);
+    const at = this.#reserve(4);
+    this.#view.setUint32(at, value, false);
     return this;
   }
 
   u64(value: bigint | number): this {
-    this.#parts.push(u64be(value));
+    const v = au64(value, 'u64');
+    const at = this.#reserve(8);
+    this.#view.setBigUint64(at, v, false);
     return this;
   }
 
   i64(value: bigint | number): this {
-    this.#parts.push(i64be(value));
+    const v = typeof value === 'number' ? BigInt(anumber(value, 'i64', Number.MIN_SAFE_INTEGER)) : value;
+    if (typeof v !== 'bigint' || v < -(1n << 63n) || v >= 1n << 63n) {
+      throw new CryptoError('invalid_value', 'i64 must be a signed 64-bit integer');
+    }
+    const at = this.#reserve(8);
+    this.#view.setBigInt64(at, v, false);
     return this;
   }
 
   /** Exactly `length` bytes, no prefix. */
   fixed(bytes: Uint8Array, length: number, name = 'field'): this {
-    this.#parts.push(abytes(bytes, name, length));
+    abytes(bytes, name, length);
+    const at = this.#reserve(length);
+    this.#buf.set(bytes, at);
     return this;
   }
 
   /** u32 length ‖ bytes. */
   var(bytes: Uint8Array, name = 'field'): this {
     abytes(bytes, name);
-    this.#parts.push(u32be(bytes.length), bytes);
+    const at = this.#reserve(4 + bytes.length);
+    this.#view.setUint32(at, bytes.length, false);
+    this.#buf.set(bytes, at + 4);
     return this;
   }
 
@@ -71,22 +104,14 @@ export class Layout {
 
   /** u32 count ‖ str(item) for each item. */
   list(items: readonly string[]): this {
-    this.#parts.push(u32be(items.length));
+    this.u32(items.length);
     for (const item of items) this.str(item);
     return this;
   }
 
-  /** The encoded bytes. */
+  /** The encoded bytes (a copy). */
   bytes(): Uint8Array {
-    let n = 0;
-    for (const p of this.#parts) n += p.length;
-    const out = new Uint8Array(n);
-    let o = 0;
-    for (const p of this.#parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return this.#buf.slice(0, this.#len);
   }
 }
 
