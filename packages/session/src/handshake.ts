@@ -193,25 +193,65 @@ function frame(sessionId: Uint8Array, senderId: string, recipientId: string, ste
   return create(HandshakeFrameSchema, { version: PROTOCOL_VERSION, sessionId, senderId, recipientId, step, noiseMessage, rekeyThreshold });
 }
 
-/** Initiator side, between sending step 1 and receiving step 2. */
-export class InitiatorHandshake {
-  readonly #ctx: Context;
-  readonly #hs: HandshakeState;
-  readonly #staticKey: X25519KeyPair;
+/** What both sides share between their first and last frame. */
+abstract class PendingHandshake {
+  protected readonly ctx: Context;
+  protected readonly hs: HandshakeState;
+  protected readonly staticKey: X25519KeyPair;
   readonly sessionId: Uint8Array;
   readonly peerId: string;
   readonly rekeyThreshold: number;
   readonly startedAtMs: number;
   #done = false;
 
-  private constructor(ctx: Context, hs: HandshakeState, staticKey: X25519KeyPair, sessionId: Uint8Array, peerId: string, threshold: number) {
-    this.#ctx = ctx;
-    this.#hs = hs;
-    this.#staticKey = staticKey;
+  protected constructor(ctx: Context, hs: HandshakeState, staticKey: X25519KeyPair, sessionId: Uint8Array, peerId: string, threshold: number) {
+    this.ctx = ctx;
+    this.hs = hs;
+    this.staticKey = staticKey;
     this.sessionId = sessionId;
     this.peerId = peerId;
     this.rekeyThreshold = threshold;
     this.startedAtMs = ctx.clock();
+  }
+
+  /** Abandons the handshake, wiping its keys. */
+  abort(): void {
+    this.#done = true;
+    this.hs.destroy();
+    this.releaseStatic();
+  }
+
+  /** A handshake accepts exactly one final frame. */
+  protected begin(): void {
+    if (this.#done) throw new SessionError('handshake_failed', 'handshake already finished');
+    this.#done = true;
+  }
+
+  /** Checks the routing of the final frame against the handshake. */
+  protected checkRouting(f: HandshakeFrame): void {
+    if (!this.ctx.crypto.constantTimeEqual(f.sessionId, this.sessionId)) throw new SessionError('unknown_session', 'frame for another session');
+    if (f.senderId !== this.peerId || f.recipientId !== this.ctx.config.identity.agentId) {
+      throw new SessionError('identity_mismatch', 'frame routing does not match the handshake');
+    }
+    if (f.rekeyThreshold !== this.rekeyThreshold) throw new SessionError('malformed', 'rekey threshold changed mid-handshake');
+  }
+
+  /** Poisons the handshake and reports the rejection. */
+  protected fail(error: unknown): SessionError {
+    this.hs.destroy();
+    return report(this.ctx, error, this.sessionId, this.peerId);
+  }
+
+  /** Wipes a per-handshake static key (never a caller-provided one). */
+  protected releaseStatic(): void {
+    if (this.ctx.config.staticKeyPair === undefined) this.staticKey.secretKey.wipe();
+  }
+}
+
+/** Initiator side, between sending step 1 and receiving step 2. */
+export class InitiatorHandshake extends PendingHandshake {
+  private constructor(ctx: Context, hs: HandshakeState, staticKey: X25519KeyPair, sessionId: Uint8Array, peerId: string, threshold: number) {
+    super(ctx, hs, staticKey, sessionId, peerId, threshold);
   }
 
   /**
@@ -242,58 +282,32 @@ export class InitiatorHandshake {
    */
   receive(frame2: HandshakeFrame): { frame: HandshakeFrame; session: Session } {
     try {
-      if (this.#done) throw new SessionError('handshake_failed', 'handshake already finished');
-      this.#done = true;
+      this.begin();
       assertFrameShape(frame2, 2);
-      const me = this.#ctx.config.identity.agentId;
-      if (!this.#ctx.crypto.constantTimeEqual(frame2.sessionId, this.sessionId)) throw new SessionError('unknown_session', 'frame for another session');
-      if (frame2.senderId !== this.peerId || frame2.recipientId !== me) throw new SessionError('identity_mismatch', 'frame routing does not match the handshake');
-      if (frame2.rekeyThreshold !== this.rekeyThreshold) throw new SessionError('malformed', 'rekey threshold changed mid-handshake');
+      this.checkRouting(frame2);
       // <- e, ee, s, es
-      const { payload } = this.#hs.readMessage(frame2.noiseMessage);
-      const remoteStatic = this.#hs.remoteStaticKey;
+      const { payload } = this.hs.readMessage(frame2.noiseMessage);
+      const remoteStatic = this.hs.remoteStaticKey;
       if (remoteStatic === undefined) throw new SessionError('handshake_failed', 'no remote static key');
-      const peer = verifyPeerPayload(this.#ctx, payload, this.sessionId, this.peerId, ROLE_RESPONDER, remoteStatic);
+      const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_RESPONDER, remoteStatic);
       // -> s, se
-      const written = this.#hs.writeMessage(ownPayload(this.#ctx, this.sessionId, ROLE_INITIATOR, this.#staticKey.publicKey));
+      const written = this.hs.writeMessage(ownPayload(this.ctx, this.sessionId, ROLE_INITIATOR, this.staticKey.publicKey));
       if (written.result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
-      const session = makeSession(this.#ctx, 'initiator', this.sessionId, this.rekeyThreshold, written.result, peer);
+      const session = makeSession(this.ctx, 'initiator', this.sessionId, this.rekeyThreshold, written.result, peer);
+      const me = this.ctx.config.identity.agentId;
       return { frame: frame(this.sessionId, me, this.peerId, 3, written.message, this.rekeyThreshold), session };
     } catch (error) {
-      this.#hs.destroy();
-      throw report(this.#ctx, error, this.sessionId, this.peerId);
+      throw this.fail(error);
     } finally {
-      if (this.#ctx.config.staticKeyPair === undefined) this.#staticKey.secretKey.wipe();
+      this.releaseStatic();
     }
-  }
-
-  /** Abandons the handshake, wiping its keys. */
-  abort(): void {
-    this.#done = true;
-    this.#hs.destroy();
-    if (this.#ctx.config.staticKeyPair === undefined) this.#staticKey.secretKey.wipe();
   }
 }
 
 /** Responder side, between sending step 2 and receiving step 3. */
-export class ResponderHandshake {
-  readonly #ctx: Context;
-  readonly #hs: HandshakeState;
-  readonly #staticKey: X25519KeyPair;
-  readonly sessionId: Uint8Array;
-  readonly peerId: string;
-  readonly rekeyThreshold: number;
-  readonly startedAtMs: number;
-  #done = false;
-
+export class ResponderHandshake extends PendingHandshake {
   private constructor(ctx: Context, hs: HandshakeState, staticKey: X25519KeyPair, frame1: HandshakeFrame) {
-    this.#ctx = ctx;
-    this.#hs = hs;
-    this.#staticKey = staticKey;
-    this.sessionId = frame1.sessionId.slice();
-    this.peerId = frame1.senderId;
-    this.rekeyThreshold = frame1.rekeyThreshold;
-    this.startedAtMs = ctx.clock();
+    super(ctx, hs, staticKey, frame1.sessionId.slice(), frame1.senderId, frame1.rekeyThreshold);
   }
 
   /**
@@ -335,34 +349,22 @@ export class ResponderHandshake {
   receive(frame3: HandshakeFrame): Session {
     let completed: HandshakeResult | undefined;
     try {
-      if (this.#done) throw new SessionError('handshake_failed', 'handshake already finished');
-      this.#done = true;
+      this.begin();
       assertFrameShape(frame3, 3);
-      if (!this.#ctx.crypto.constantTimeEqual(frame3.sessionId, this.sessionId)) throw new SessionError('unknown_session', 'frame for another session');
-      if (frame3.senderId !== this.peerId || frame3.recipientId !== this.#ctx.config.identity.agentId) {
-        throw new SessionError('identity_mismatch', 'frame routing does not match the handshake');
-      }
-      if (frame3.rekeyThreshold !== this.rekeyThreshold) throw new SessionError('malformed', 'rekey threshold changed mid-handshake');
+      this.checkRouting(frame3);
       // -> s, se
-      const { payload, result } = this.#hs.readMessage(frame3.noiseMessage);
+      const { payload, result } = this.hs.readMessage(frame3.noiseMessage);
       completed = result;
       if (result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
-      const peer = verifyPeerPayload(this.#ctx, payload, this.sessionId, this.peerId, ROLE_INITIATOR, result.remoteStaticKey);
-      return makeSession(this.#ctx, 'responder', this.sessionId, this.rekeyThreshold, result, peer);
+      const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_INITIATOR, result.remoteStaticKey);
+      return makeSession(this.ctx, 'responder', this.sessionId, this.rekeyThreshold, result, peer);
     } catch (error) {
       // The peer failed a check after Noise completed: the transport keys must not outlive this.
       completed?.send.wipe();
       completed?.receive.wipe();
-      this.#hs.destroy();
-      throw report(this.#ctx, error, this.sessionId, this.peerId);
+      throw this.fail(error);
     } finally {
-      if (this.#ctx.config.staticKeyPair === undefined) this.#staticKey.secretKey.wipe();
+      this.releaseStatic();
     }
-  }
-
-  abort(): void {
-    this.#done = true;
-    this.#hs.destroy();
-    if (this.#ctx.config.staticKeyPair === undefined) this.#staticKey.secretKey.wipe();
   }
 }
