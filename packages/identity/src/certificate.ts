@@ -312,16 +312,8 @@ export function verifyCertificate(
 
 // ---------------------------------------------------------------------------
 
-interface CheckedFields {
-  readonly agentId: string;
-  readonly identityPublicKey: Uint8Array;
-  readonly agentType: string;
-  readonly capabilities: readonly string[];
-  readonly validFromMs: number;
-  readonly validUntilMs: number;
-  readonly serial: Uint8Array;
-  readonly issuerKeyId: Uint8Array;
-}
+/** The TBS fields after validation: a VerifiedCertificate before its did:key is derived. */
+type CheckedFields = Omit<VerifiedCertificate, 'didKey'>;
 
 /** Validates every TBS field (version first), without copying. */
 function checkFields(value: unknown): CheckedFields {
