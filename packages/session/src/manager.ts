@@ -56,6 +56,12 @@ export interface SessionManagerOptions {
   readonly timeouts?: Partial<SessionTimeouts>;
   /** A handshake not finished within this many ms fails. Default 10 000. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * Most responder handshakes in progress at once (each costs a key generation,
+   * two DH operations and a signature before the initiator is authenticated).
+   * Further step-1 frames are dropped as `rate_limited`. Default 1000.
+   */
+  readonly maxPendingHandshakes?: number;
   /** How often lifetimes are checked, ms. Default 1000. */
   readonly tickMs?: number;
   readonly clock?: () => number;
@@ -198,6 +204,7 @@ export class SessionManager {
     switch (frame?.step) {
       case 1: {
         if (this.#responders.has(id) || this.#sessions.has(id)) return drop('replay', 'handshake for an existing session id');
+        if (this.#responders.size >= (this.#options.maxPendingHandshakes ?? 1000)) return drop('rate_limited', 'too many handshakes in progress');
         let accepted;
         try {
           accepted = ResponderHandshake.accept(this.#crypto, this.#config, frame);

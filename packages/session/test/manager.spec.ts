@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SecretKey } from '@parley/crypto-core';
 import { MessageType, type HandshakeFrame } from '@parley/proto';
-import { SessionError, SessionManager, type SessionManagerEvent, type SessionManagerOptions } from '../src/index.js';
+import { InitiatorHandshake, SessionError, SessionManager, type SessionManagerEvent, type SessionManagerOptions } from '../src/index.js';
 import { createWorld, type Agent, type World } from './fixtures.js';
 
 const MINUTE = 60_000;
@@ -159,6 +159,23 @@ describe('SessionManager', () => {
     const reply = await b2.seal('alice', { type: MessageType.STATUS_UPDATE, content: 'back' });
     expect(a.open(reply.envelope).content).toBe('back');
     void alice;
+  });
+
+  it('caps the responder handshakes in progress', async () => {
+    const { b, events } = pair({ maxPendingHandshakes: 2 });
+    const alice = w.agent('alice');
+    const frames = [0, 1, 2].map(() => InitiatorHandshake.start(w.crypto, { identity: alice, trustBundle: w.trustBundle }, 'bob').frame);
+    const silent = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: w.agent('bob'), trustBundle: w.trustBundle },
+      transport: { sendFrame: () => undefined },
+      maxPendingHandshakes: 2,
+      onEvent: (e) => events['bob']!.push(e),
+    });
+    managers.push(silent);
+    for (const f of frames) await silent.handleFrame(f);
+    expect(events['bob']!.filter((e) => e.kind === 'security' && e.code === 'rate_limited')).toHaveLength(1);
+    void b;
   });
 
   it('validates its configuration', () => {
