@@ -38,3 +38,13 @@ export interface CryptoBackend {
   /** Wipes a buffer (sodium_memzero or fill(0)). */
   wipe(bytes: Uint8Array): void;
 }
+
+/**
+ * Password hashing (Argon2id, RFC 9106). Only libsodium has it (node:crypto
+ * gains Argon2 in Node 24), so it is served by libsodium in every backend
+ * choice, the way HMAC-BLAKE2b is served by OpenSSL in every one.
+ */
+export interface PwhashBackend {
+  /** Argon2id v1.3 via crypto_pwhash: `outLen` bytes from password and 16-byte salt. */
+  pwhashArgon2id(outLen: number, password: Uint8Array, salt: Uint8Array, opsLimit: number, memLimit: number): Uint8Array;
+}

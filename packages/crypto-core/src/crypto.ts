@@ -6,7 +6,7 @@
  */
 import * as nodeCrypto from 'node:crypto';
 import { abytes, abytesRange, anumber, astring, au64 } from './assert.js';
-import type { CryptoBackend } from './backend.js';
+import type { CryptoBackend, PwhashBackend } from './backend.js';
 import { createBlake3, type Blake3 } from './blake3.js';
 import { CryptoError } from './errors.js';
 import { createNodeBackend } from './node-backend.js';
@@ -26,6 +26,26 @@ export const BLAKE2B_BYTES = 64;
 export const BLAKE3_BYTES = 32;
 /** Upper bound on any single AEAD message crypto-core accepts (64 MiB). */
 export const AEAD_MAX_PLAINTEXT_BYTES = 64 * 1024 * 1024;
+/** Salt length of {@link ParleyCrypto.pwhash} (libsodium crypto_pwhash_SALTBYTES). */
+export const PWHASH_SALT_BYTES = 16;
+/** Argon2id passes for interactive logins (libsodium crypto_pwhash_OPSLIMIT_INTERACTIVE). */
+export const PWHASH_OPSLIMIT_INTERACTIVE = 2;
+/** Argon2id memory for interactive logins: 64 MiB (crypto_pwhash_MEMLIMIT_INTERACTIVE). */
+export const PWHASH_MEMLIMIT_INTERACTIVE = 64 * 1024 * 1024;
+/** Argon2id passes for keys at rest (crypto_pwhash_OPSLIMIT_MODERATE); about 0.7 s with MODERATE memory. */
+export const PWHASH_OPSLIMIT_MODERATE = 3;
+/** Argon2id memory for keys at rest: 256 MiB (crypto_pwhash_MEMLIMIT_MODERATE). */
+export const PWHASH_MEMLIMIT_MODERATE = 256 * 1024 * 1024;
+/** Smallest accepted passes (crypto_pwhash_OPSLIMIT_MIN). Only for tests: far too cheap for a real passphrase. */
+export const PWHASH_OPSLIMIT_MIN = 1;
+/** Smallest accepted memory, 8 KiB (crypto_pwhash_MEMLIMIT_MIN). Only for tests. */
+export const PWHASH_MEMLIMIT_MIN = 8192;
+/** Largest accepted passes. */
+export const PWHASH_OPSLIMIT_MAX = 16;
+/** Largest accepted memory (1 GiB): bounds what a stored parameter set can make a process allocate. */
+export const PWHASH_MEMLIMIT_MAX = 1024 * 1024 * 1024;
+/** Longest accepted password, in bytes. */
+export const PWHASH_MAX_PASSWORD_BYTES = 4096;
 
 /** An Ed25519 key pair. `secretKey` is libsodium's 64-byte seed‖publicKey form. */
 export interface Ed25519KeyPair {
@@ -77,6 +97,18 @@ export interface X25519Api {
   dh(secretKey: SecretKey, publicKey: Uint8Array): SecretKey;
 }
 
+/** Argon2id cost parameters of {@link ParleyCrypto.pwhash}; both default to MODERATE. */
+export interface PwhashOptions {
+  /** Passes over memory, {@link PWHASH_OPSLIMIT_MIN}..{@link PWHASH_OPSLIMIT_MAX}. Default {@link PWHASH_OPSLIMIT_MODERATE}. */
+  readonly opsLimit?: number;
+  /** Memory in bytes, {@link PWHASH_MEMLIMIT_MIN}..{@link PWHASH_MEMLIMIT_MAX}, a multiple of 1024. Default {@link PWHASH_MEMLIMIT_MODERATE}. */
+  readonly memLimit?: number;
+  /** Output length, 16..64 bytes. Default 32. */
+  readonly length?: number;
+  /** Kind of the returned SecretKey. Default `'aead'` (a key that seals something at rest). */
+  readonly kind?: SecretKey['kind'];
+}
+
 /** ChaCha20-Poly1305 IETF with the Noise nonce layout (4 zero bytes ‖ 64-bit little-endian counter). */
 export interface AeadApi {
   /** The 12-byte nonce for a 64-bit counter (Noise §12.3). */
@@ -112,6 +144,14 @@ export interface ParleyCrypto {
   blake3(data: Uint8Array): Uint8Array;
   /** HKDF-SHA256 (RFC 5869), 1..8160 output bytes, info up to 1024 bytes. */
   hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
+  /**
+   * Argon2id v1.3 (RFC 9106) through libsodium's crypto_pwhash, in every backend:
+   * a key derived from a passphrase, for sealing secrets at rest.
+   * Deliberately slow (MODERATE: about 0.7 s and 256 MiB); call it once per unlock.
+   * @throws invalid_type, invalid_length (salt not 16 bytes, password over 4096 bytes),
+   *   invalid_value (a cost parameter out of range)
+   */
+  pwhash(password: Uint8Array, salt: Uint8Array, options?: PwhashOptions): SecretKey;
   /** Constant-time equality; false (not an error) when lengths differ. */
   constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean;
   /** Zeroes bytes (or a SecretKey) in place. */
@@ -170,11 +210,12 @@ export async function createCrypto(options: CreateCryptoOptions = {}): Promise<P
   };
   if (choice === 'auto') {
     const bySize = sizeSplitAead(sodium, native);
-    return buildCrypto({ ...(Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>), aead: bySize }, blake3);
+    return buildCrypto({ ...(Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>), aead: bySize }, blake3, sodium);
   }
   return buildCrypto(
     Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>,
     blake3,
+    sodium,
   );
 }
 
@@ -200,7 +241,7 @@ function guard<T>(operation: string, fn: () => T): T {
   }
 }
 
-function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake3): ParleyCrypto {
+function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake3, pw: PwhashBackend): ParleyCrypto {
   const randomBytes = (length: number): Uint8Array => {
     anumber(length, 'length', 0, 1 << 20);
     const out = new Uint8Array(length);
@@ -377,6 +418,18 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
       // libsodium-wrappers does not export libsodium's crypto_kdf_hkdf_sha256_*;
       // OpenSSL's HKDF (RFC 5869) serves it, in every backend.
       return guard('hkdf-sha256', () => new Uint8Array(nodeCrypto.hkdfSync('sha256', ikmBytes, salt, info, length)));
+    },
+    pwhash(password: Uint8Array, salt: Uint8Array, options: PwhashOptions = {}): SecretKey {
+      abytesRange(password, 'password', 0, PWHASH_MAX_PASSWORD_BYTES);
+      abytes(salt, 'salt', PWHASH_SALT_BYTES);
+      if (typeof options !== 'object' || options === null) throw new CryptoError('invalid_type', 'options must be an object');
+      const opsLimit = anumber(options.opsLimit ?? PWHASH_OPSLIMIT_MODERATE, 'opsLimit', PWHASH_OPSLIMIT_MIN, PWHASH_OPSLIMIT_MAX);
+      const memLimit = anumber(options.memLimit ?? PWHASH_MEMLIMIT_MODERATE, 'memLimit', PWHASH_MEMLIMIT_MIN, PWHASH_MEMLIMIT_MAX);
+      if (memLimit % 1024 !== 0) throw new CryptoError('invalid_value', 'memLimit must be a multiple of 1024');
+      const length = anumber(options.length ?? 32, 'length', 16, 64);
+      const kind = astring(options.kind ?? 'aead', 'kind') as SecretKey['kind'];
+      const key = guard('argon2id', () => pw.pwhashArgon2id(length, password, salt, opsLimit, memLimit));
+      return SecretKey.adopt(key, kind);
     },
     constantTimeEqual,
     wipe,

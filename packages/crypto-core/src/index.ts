@@ -15,6 +15,7 @@ export type {
   AeadApi,
   Ed25519KeyPair,
   X25519KeyPair,
+  PwhashOptions,
 } from './crypto.js';
 export {
   ED25519_PUBLIC_KEY_BYTES,
@@ -29,6 +30,16 @@ export {
   HMAC_SHA256_BYTES,
   BLAKE2B_BYTES,
   BLAKE3_BYTES,
+  PWHASH_SALT_BYTES,
+  PWHASH_OPSLIMIT_INTERACTIVE,
+  PWHASH_MEMLIMIT_INTERACTIVE,
+  PWHASH_OPSLIMIT_MODERATE,
+  PWHASH_MEMLIMIT_MODERATE,
+  PWHASH_OPSLIMIT_MIN,
+  PWHASH_MEMLIMIT_MIN,
+  PWHASH_OPSLIMIT_MAX,
+  PWHASH_MEMLIMIT_MAX,
+  PWHASH_MAX_PASSWORD_BYTES,
 } from './crypto.js';
 export { SecretKey } from './secret-key.js';
 export type { SecretKeyKind } from './secret-key.js';

@@ -3,7 +3,7 @@
  * HMAC-SHA256). Everything after `createSodiumBackend()` is synchronous.
  */
 import sodiumModule from 'libsodium-wrappers-sumo';
-import type { CryptoBackend } from './backend.js';
+import type { CryptoBackend, PwhashBackend } from './backend.js';
 
 type Sodium = typeof sodiumModule;
 
@@ -15,8 +15,8 @@ export function loadSodium(): Promise<Sodium> {
   return ready;
 }
 
-/** Creates the libsodium backend. */
-export async function createSodiumBackend(): Promise<CryptoBackend> {
+/** Creates the libsodium backend (which also serves password hashing). */
+export async function createSodiumBackend(): Promise<CryptoBackend & PwhashBackend> {
   const sodium = await loadSodium();
   return {
     name: 'libsodium',
@@ -74,6 +74,9 @@ export async function createSodiumBackend(): Promise<CryptoBackend> {
     },
     wipe(bytes) {
       sodium.memzero(bytes);
+    },
+    pwhashArgon2id(outLen, password, salt, opsLimit, memLimit) {
+      return sodium.crypto_pwhash(outLen, password, salt, opsLimit, memLimit, sodium.crypto_pwhash_ALG_ARGON2ID13);
     },
   };
 }

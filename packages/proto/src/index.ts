@@ -5,6 +5,10 @@ export * from './gen/parley/v1/identity_pb.js';
 export * from './gen/parley/v1/message_pb.js';
 export * from './gen/parley/v1/handshake_pb.js';
 export * from './gen/parley/v1/audit_pb.js';
+export * from './gen/parley/v1/registry_pb.js';
+// Standard gRPC services, vendored under proto/grpc (health checking, server reflection).
+export * from './gen/grpc/health/v1/health_pb.js';
+export * from './gen/grpc/reflection/v1/reflection_pb.js';
 export { create, toBinary, fromBinary, toJson, fromJson, clone, equals } from '@bufbuild/protobuf';
 export type { MessageInitShape, JsonValue } from '@bufbuild/protobuf';
 export { ValueSchema } from '@bufbuild/protobuf/wkt';

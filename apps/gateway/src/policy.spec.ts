@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { Policy, PolicyError } from './policy.js';
+import { RateLimiter } from './rate-limit.js';
+
+const planner = { agentId: 'planner-1', agentType: 'planner', capabilities: ['tasks:assign'] };
+const worker = { agentId: 'worker-1', agentType: 'worker', capabilities: ['tasks:run'] };
+const desk = { agentId: 'security-desk', agentType: 'monitor', capabilities: [] };
+
+describe('Policy', () => {
+  it('denies everything by default', () => {
+    expect(Policy.denyAll().allows(planner, worker)).toBe(false);
+    expect(Policy.parse({ version: 1, rules: [] }).allows(planner, worker)).toBe(false);
+  });
+
+  it('allows by type, capability and id, in the rule direction (or both when bidirectional)', () => {
+    const p = Policy.parse(
+      JSON.stringify({
+        version: 1,
+        rules: [
+          { from: { agentType: 'planner' }, to: { agentType: 'worker' } },
+          { from: { capability: 'tasks:run' }, to: { agentId: 'security-desk' }, bidirectional: true },
+        ],
+      }),
+    );
+    expect(p.allows(planner, worker)).toBe(true);
+    expect(p.allows(worker, planner)).toBe(false);
+    expect(p.allows(worker, desk)).toBe(true);
+    expect(p.allows(desk, worker)).toBe(true);
+    expect(p.allows(planner, desk)).toBe(false);
+  });
+
+  it('rejects malformed documents with a clear message', () => {
+    const bad: [unknown, string][] = [
+      ['{', 'not valid JSON'],
+      [[], 'must be a JSON object'],
+      [{ version: 2, rules: [] }, 'version must be 1'],
+      [{ version: 1 }, 'rules must be an array'],
+      [{ version: 1, rules: [{ from: {}, to: {}, extra: 1 }] }, 'unknown key "extra"'],
+      [{ version: 1, rules: [{ from: { agentType: 'Bad Type' }, to: {} }] }, 'rules[0].from.agentType'],
+      [{ version: 1, rules: [{ from: {}, to: 'x' }] }, 'rules[0].to must be an object'],
+      [{ version: 1, rules: [{ from: {}, to: {}, bidirectional: 'yes' }] }, 'bidirectional must be a boolean'],
+      [{ version: 1, rules: [], other: 1 }, 'unknown top-level key'],
+    ];
+    for (const [doc, message] of bad) {
+      expect(() => Policy.parse(doc)).toThrow(PolicyError);
+      expect(() => Policy.parse(doc)).toThrow(message);
+    }
+  });
+});
+
+describe('RateLimiter', () => {
+  it('allows a burst, then the sustained rate, per agent', () => {
+    let now = 0;
+    const r = new RateLimiter({ ratePerSecond: 10, burst: 5, clock: () => now });
+    for (let i = 0; i < 5; i++) expect(r.take('a')).toBe(true);
+    expect(r.take('a')).toBe(false);
+    expect(r.take('b')).toBe(true); // independent buckets
+    now += 100; // one token back
+    expect(r.take('a')).toBe(true);
+    expect(r.take('a')).toBe(false);
+    now += 10_000;
+    r.sweep();
+    expect(r.size).toBe(0);
+  });
+
+  it('validates its options', () => {
+    expect(() => new RateLimiter({ ratePerSecond: 0, burst: 1 })).toThrow(RangeError);
+    expect(() => new RateLimiter({ ratePerSecond: 1, burst: 0.5 })).toThrow(RangeError);
+  });
+});

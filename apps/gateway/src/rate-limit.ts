@@ -1,0 +1,62 @@
+/**
+ * Per-agent token buckets: each agent may send `burst` frames at once and
+ * `ratePerSecond` sustained. Buckets of agents idle for a while are dropped so
+ * memory stays bounded by the active agents.
+ */
+
+export interface RateLimitOptions {
+  /** Sustained frames per second per agent. */
+  readonly ratePerSecond: number;
+  /** Bucket size (frames that may be sent at once). */
+  readonly burst: number;
+  /** Clock in ms (tests). Default Date.now. */
+  readonly clock?: () => number;
+}
+
+interface Bucket {
+  tokens: number;
+  updatedMs: number;
+}
+
+export class RateLimiter {
+  readonly #rate: number;
+  readonly #burst: number;
+  readonly #clock: () => number;
+  readonly #buckets = new Map<string, Bucket>();
+
+  constructor(options: RateLimitOptions) {
+    if (!(options.ratePerSecond > 0) || !Number.isFinite(options.ratePerSecond)) throw new RangeError('ratePerSecond must be a positive number');
+    if (!Number.isSafeInteger(options.burst) || options.burst < 1) throw new RangeError('burst must be a positive integer');
+    this.#rate = options.ratePerSecond;
+    this.#burst = options.burst;
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  /** Takes `cost` tokens for `agentId`; false (nothing taken) when the bucket is short. */
+  take(agentId: string, cost = 1): boolean {
+    const now = this.#clock();
+    let bucket = this.#buckets.get(agentId);
+    if (bucket === undefined) {
+      bucket = { tokens: this.#burst, updatedMs: now };
+      this.#buckets.set(agentId, bucket);
+    } else {
+      const elapsed = Math.max(0, now - bucket.updatedMs) / 1000;
+      bucket.tokens = Math.min(this.#burst, bucket.tokens + elapsed * this.#rate);
+      bucket.updatedMs = now;
+    }
+    if (bucket.tokens < cost) return false;
+    bucket.tokens -= cost;
+    return true;
+  }
+
+  /** Forgets buckets that have been full for a while (call periodically). */
+  sweep(): void {
+    const now = this.#clock();
+    const fullAfterMs = (this.#burst / this.#rate) * 1000;
+    for (const [id, b] of this.#buckets) if (now - b.updatedMs > fullAfterMs) this.#buckets.delete(id);
+  }
+
+  get size(): number {
+    return this.#buckets.size;
+  }
+}

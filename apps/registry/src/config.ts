@@ -1,0 +1,114 @@
+/**
+ * The registry's settings file, `registry.json` in the data directory,
+ * written by `init` and read by every command. It holds no secret and no
+ * database URL (which may carry a password): that comes from DATABASE_URL.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RpcError } from '@parley/rpc';
+
+/** Settings a running registry uses. */
+export interface RegistrySettings {
+  /** Default `serve` address, `host:port`. */
+  readonly listen: string;
+  /** Whether read calls need an operator signature too (writes always do). */
+  readonly readsRequireAuth: boolean;
+  /** Largest accepted difference between an operator request's timestamp and the server clock. */
+  readonly maxClockSkewMs: number;
+  /** Certificate validity when a registration does not ask for one. */
+  readonly defaultValidityMs: number;
+  /** Longest certificate validity the registry grants. */
+  readonly maxValidityMs: number;
+  /** How long a proof-of-possession challenge stays usable. */
+  readonly challengeTtlMs: number;
+  /** Interval of signed heartbeats on a revocation watch. */
+  readonly heartbeatMs: number;
+}
+
+const DAY = 86_400_000;
+
+/** Defaults for a new registry. */
+export const DEFAULT_SETTINGS: RegistrySettings = Object.freeze({
+  listen: '127.0.0.1:50051',
+  readsRequireAuth: false,
+  maxClockSkewMs: 60_000,
+  defaultValidityMs: 90 * DAY,
+  maxValidityMs: 365 * DAY,
+  challengeTtlMs: 5 * 60_000,
+  heartbeatMs: 15_000,
+});
+
+/** File names inside the data directory. */
+export const DATA_FILES = Object.freeze({
+  config: 'registry.json',
+  issuerKey: 'issuer-key.json',
+  operatorKey: 'operator-key.json',
+  pgliteDir: 'pgdata',
+  lock: 'registry.lock',
+});
+
+interface SettingsJson {
+  version: 1;
+  listen: string;
+  reads_require_auth: boolean;
+  max_clock_skew_ms: number;
+  default_validity_ms: number;
+  max_validity_ms: number;
+  challenge_ttl_ms: number;
+  heartbeat_ms: number;
+}
+
+/** The JSON text of settings (what `init` writes). */
+export function settingsJson(s: RegistrySettings): string {
+  const json: SettingsJson = {
+    version: 1,
+    listen: s.listen,
+    reads_require_auth: s.readsRequireAuth,
+    max_clock_skew_ms: s.maxClockSkewMs,
+    default_validity_ms: s.defaultValidityMs,
+    max_validity_ms: s.maxValidityMs,
+    challenge_ttl_ms: s.challengeTtlMs,
+    heartbeat_ms: s.heartbeatMs,
+  };
+  return `${JSON.stringify(json, null, 2)}\n`;
+}
+
+/**
+ * Reads `registry.json` from a data directory.
+ * @throws RpcError `failed_precondition` when the directory is not initialised; `malformed` on a bad file
+ */
+export function readSettings(dataDir: string): RegistrySettings {
+  const path = join(dataDir, DATA_FILES.config);
+  if (!existsSync(path)) {
+    throw new RpcError('failed_precondition', `${dataDir} is not an initialised registry data directory (no ${DATA_FILES.config}): run \`init\` first`);
+  }
+  let json: Partial<SettingsJson>;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8')) as Partial<SettingsJson>;
+  } catch {
+    throw new RpcError('malformed', `${path} is not valid JSON`);
+  }
+  const num = (key: keyof SettingsJson, min: number): number => {
+    const v = json[key] ?? DEFAULT_SETTINGS[camel(key) as keyof RegistrySettings];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RpcError('malformed', `${path}: ${key} must be an integer ≥ ${min}`);
+    return v;
+  };
+  if (json.version !== 1) throw new RpcError('malformed', `${path}: unsupported version (expected 1)`);
+  const listen = json.listen ?? DEFAULT_SETTINGS.listen;
+  if (typeof listen !== 'string') throw new RpcError('malformed', `${path}: listen must be "host:port"`);
+  const reads = json.reads_require_auth ?? DEFAULT_SETTINGS.readsRequireAuth;
+  if (typeof reads !== 'boolean') throw new RpcError('malformed', `${path}: reads_require_auth must be true or false`);
+  return {
+    listen,
+    readsRequireAuth: reads,
+    maxClockSkewMs: num('max_clock_skew_ms', 1000),
+    defaultValidityMs: num('default_validity_ms', 60_000),
+    maxValidityMs: num('max_validity_ms', 60_000),
+    challengeTtlMs: num('challenge_ttl_ms', 1000),
+    heartbeatMs: num('heartbeat_ms', 100),
+  };
+}
+
+function camel(key: string): string {
+  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()).replace(/Ms$/, 'Ms');
+}

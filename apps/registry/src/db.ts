@@ -1,0 +1,213 @@
+/**
+ * One database interface over two engines (DESIGN.md "Registry"): PostgreSQL
+ * through `pg` when a DATABASE_URL is given, else PGlite (PostgreSQL compiled
+ * to WebAssembly) with its data in a directory on disk. Both run the very same
+ * migrations and SQL; only connection handling, notifications and value
+ * decoding differ, and they stop here: `pg` returns int8 as strings and bytea
+ * as Buffers, PGlite as numbers and Uint8Arrays; rows leave this module through
+ * {@link int} and {@link bytes}, which accept both.
+ */
+import { mkdirSync } from 'node:fs';
+import type { PGlite } from '@electric-sql/pglite';
+import type pg from 'pg';
+import { RpcError } from '@parley/rpc';
+
+/** Something SQL can be sent to: the database, or one transaction. */
+export interface Queryable {
+  /** One statement with `$1…` parameters; returns its rows. */
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+  /** Several statements without parameters (a migration). */
+  exec(sql: string): Promise<void>;
+}
+
+/** A connected database. */
+export interface Database extends Queryable {
+  /** Which engine. */
+  readonly engine: 'postgres' | 'pglite';
+  /** Where (a URL without password, or a directory), for logs and errors. */
+  readonly location: string;
+  /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Calls `onNotify` on every NOTIFY on `channel` (from any process); resolves to an unsubscribe function. */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  /** Closes every connection. */
+  close(): Promise<void>;
+}
+
+/** Where the database is. */
+export interface DatabaseOptions {
+  /** A `postgres://` URL; when absent, PGlite in `dataDir`. */
+  readonly url?: string;
+  /** PGlite's data directory (created if missing). */
+  readonly dataDir?: string;
+  /**
+   * PostgreSQL schema to use instead of `public` (created by the migrations if
+   * missing): lets several registries, or test files, share one database.
+   */
+  readonly schema?: string;
+  /** Largest number of pooled connections (PostgreSQL). Default 10. */
+  readonly maxConnections?: number;
+}
+
+const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** A safe integer from an int8/int4 column (string from pg, number from PGlite). */
+export function int(value: unknown): number {
+  const n = typeof value === 'string' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new RpcError('internal', 'database returned a non-integer where an integer was expected');
+  return n;
+}
+
+/** An integer column that may be NULL. */
+export function intOrNull(value: unknown): number | null {
+  return value === null || value === undefined ? null : int(value);
+}
+
+/** A bytea column as a plain Uint8Array (Buffer from pg, Uint8Array from PGlite). */
+export function bytes(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw new RpcError('internal', 'database returned a non-bytea where bytea was expected');
+  return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
+}
+
+/** A URL for messages: no password, no query. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    u.search = '';
+    return u.toString();
+  } catch {
+    return 'postgres://<unparsable url>';
+  }
+}
+
+/** Connection errors from pg (ECONNREFUSED, DNS, auth) become one clear `unavailable`. */
+function unreachable(location: string, cause: unknown): RpcError {
+  const code = (cause as { code?: unknown }).code;
+  const why = typeof code === 'string' ? code : cause instanceof Error ? cause.message.split('\n')[0] : 'unknown error';
+  return new RpcError('unavailable', `database unreachable at ${location} (${why})`, { cause });
+}
+
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return error instanceof Error && /Connection terminated|connect|timeout/i.test(error.message);
+  // Node socket errors, and PostgreSQL classes 08 (connection), 28 (authorisation), 3D (no database), 57P (shutdown).
+  return /^E[A-Z]+$/.test(code) || /^(08|28|3D|57P)/.test(code);
+}
+
+/**
+ * Opens a database: PostgreSQL when `url` is given, else PGlite in `dataDir`.
+ * For PostgreSQL it checks the connection once, so an unreachable server fails
+ * here with one `unavailable` error rather than on the first request.
+ *
+ * @param options URL or data directory, optional schema
+ * @returns the database
+ * @throws RpcError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
+ */
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.schema !== undefined && !SCHEMA_RE.test(options.schema)) {
+    throw new RpcError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
+  }
+  if (options.url !== undefined) return openPostgres(options.url, options.schema, options.maxConnections ?? 10);
+  if (options.dataDir === undefined) throw new RpcError('malformed', 'either a database URL or a data directory is required');
+  return openPglite(options.dataDir);
+}
+
+async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Database> {
+  // Loaded on demand: a PGlite registry never loads pg, and a PostgreSQL one never loads PGlite's WebAssembly.
+  const { default: pg } = await import('pg');
+  const location = redact(url) + (schema === undefined ? '' : ` (schema ${schema})`);
+  const config: pg.PoolConfig = {
+    connectionString: url,
+    max,
+    connectionTimeoutMillis: 5000,
+    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+  };
+  const pool = new pg.Pool(config);
+  // An idle client losing its connection must not crash the process; the next query reports it.
+  pool.on('error', () => undefined);
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (cause) {
+    await pool.end().catch(() => undefined);
+    throw unreachable(location, cause);
+  }
+  const wrap = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      throw isConnectionError(error) ? unreachable(location, error) : error;
+    }
+  };
+  const on = (client: pg.Pool | pg.PoolClient): Queryable => ({
+    query: <R>(sql: string, params?: readonly unknown[]) => wrap(async () => (await client.query(sql, params as unknown[])).rows as R[]),
+    exec: (sql: string) => wrap(async () => void (await client.query(sql))),
+  });
+  const listeners: pg.Client[] = [];
+  return {
+    engine: 'postgres',
+    location,
+    ...on(pool),
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
+      wrap(async () => {
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          const result = await fn(on(client));
+          await client.query('COMMIT');
+          return result;
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw error;
+        } finally {
+          client.release();
+        }
+      }),
+    async listen(channel, onNotify) {
+      // A dedicated connection: LISTEN belongs to a session, and pooled sessions come and go.
+      const client = new pg.Client(config);
+      client.on('error', () => undefined);
+      await wrap(() => client.connect());
+      client.on('notification', (msg) => {
+        if (msg.channel === channel) onNotify();
+      });
+      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      listeners.push(client);
+      return async () => {
+        listeners.splice(listeners.indexOf(client), 1);
+        await client.end().catch(() => undefined);
+      };
+    },
+    async close() {
+      await Promise.all(listeners.splice(0).map((c) => c.end().catch(() => undefined)));
+      await pool.end();
+    },
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Database> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const { PGlite } = await import('@electric-sql/pglite');
+  let db: PGlite;
+  try {
+    db = await PGlite.create(dataDir);
+  } catch (cause) {
+    throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir}`, { cause });
+  }
+  const on = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
+    query: async <R>(sql: string, params?: readonly unknown[]) => (await q.query<R>(sql, params as unknown[])).rows,
+    exec: async (sql: string) => void (await q.exec(sql)),
+  });
+  return {
+    engine: 'pglite',
+    location: dataDir,
+    ...on(db),
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(on(tx))),
+    async listen(channel, onNotify) {
+      const unsubscribe = await db.listen(channel, () => onNotify());
+      return async () => unsubscribe();
+    },
+    close: () => db.close(),
+  };
+}

@@ -1,0 +1,182 @@
+/**
+ * Versioned SQL migrations, applied on start (DESIGN.md "Registry"). The same
+ * SQL runs on PostgreSQL and PGlite.
+ *
+ * Each migration runs in its own transaction that first takes a
+ * transaction-scoped advisory lock (`pg_advisory_xact_lock`), then reads the
+ * `registry_migrations` table: so two processes starting at once serialise,
+ * the second sees the first's committed record and skips, and a migration is
+ * either applied and recorded or neither. Running them again is a no-op.
+ * A database that records a version this build does not know is refused: an
+ * older binary must not run against a newer schema.
+ */
+import { RpcError } from '@parley/rpc';
+import { int, type Database } from './db.js';
+
+/** One migration: a version (1, 2, …, gapless), a name, and its SQL. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/** Advisory lock key that serialises migrations (any fixed 64-bit value; this is "parleyrg"). */
+export const MIGRATION_LOCK_KEY = 0x7061726c65797267n;
+
+/** The schema, in order. Never edit an applied migration: add a new one. */
+export const MIGRATIONS: readonly Migration[] = Object.freeze([
+  {
+    version: 1,
+    name: 'registry schema',
+    sql: `
+      -- One row: this registry's identity.
+      CREATE TABLE registry_meta (
+        singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        registry_id    bytea   NOT NULL CHECK (length(registry_id) = 16),
+        created_at_ms  bigint  NOT NULL
+      );
+
+      -- Issuer public keys (the secret keys live in key files, never here).
+      CREATE TABLE issuer_keys (
+        key_id         bytea   PRIMARY KEY CHECK (length(key_id) = 16),
+        public_key     bytea   NOT NULL UNIQUE CHECK (length(public_key) = 32),
+        created_at_ms  bigint  NOT NULL,
+        retired_at_ms  bigint,
+        not_after_ms   bigint,
+        active         boolean NOT NULL DEFAULT false
+      );
+      CREATE UNIQUE INDEX issuer_keys_one_active ON issuer_keys (active) WHERE active;
+
+      -- Operator keys allowed to sign state-changing requests.
+      CREATE TABLE operators (
+        key_id           bytea  PRIMARY KEY CHECK (length(key_id) = 16),
+        public_key       bytea  NOT NULL UNIQUE CHECK (length(public_key) = 32),
+        name             text   NOT NULL,
+        added_at_ms      bigint NOT NULL,
+        added_by_key_id  bytea
+      );
+
+      CREATE TABLE agents (
+        agent_id          text   PRIMARY KEY,
+        agent_type        text   NOT NULL,
+        capabilities      text[] NOT NULL,
+        current_serial    bytea  NOT NULL CHECK (length(current_serial) = 16),
+        registered_at_ms  bigint NOT NULL,
+        updated_at_ms     bigint NOT NULL,
+        revoked_version   bigint
+      );
+      CREATE INDEX agents_by_type ON agents (agent_type, agent_id);
+      CREATE INDEX agents_by_capability ON agents USING gin (capabilities);
+
+      -- Every certificate ever issued. An identity key is registered once, ever.
+      CREATE TABLE certificates (
+        serial               bytea  PRIMARY KEY CHECK (length(serial) = 16),
+        agent_id             text   NOT NULL REFERENCES agents (agent_id),
+        identity_public_key  bytea  NOT NULL UNIQUE CHECK (length(identity_public_key) = 32),
+        issuer_key_id        bytea  NOT NULL REFERENCES issuer_keys (key_id),
+        valid_from_ms        bigint NOT NULL,
+        valid_until_ms       bigint NOT NULL,
+        issued_at_ms         bigint NOT NULL,
+        encoded              bytea  NOT NULL,
+        revoked_version      bigint
+      );
+      CREATE INDEX certificates_by_agent ON certificates (agent_id);
+      CREATE INDEX certificates_by_issuer ON certificates (issuer_key_id, valid_until_ms);
+
+      -- The revocation list's version counter and chain head: one row, updated
+      -- in the revoking transaction, so versions are gapless under concurrency
+      -- (the row lock orders the writers; a rollback returns the number).
+      CREATE TABLE revocation_counter (
+        singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        version    bigint  NOT NULL,
+        head_hash  bytea   NOT NULL CHECK (length(head_hash) = 32)
+      );
+      INSERT INTO revocation_counter (version, head_hash) VALUES (0, decode(repeat('00', 32), 'hex'));
+
+      -- The append-only revocation list.
+      CREATE TABLE revocations (
+        version          bigint   PRIMARY KEY CHECK (version > 0),
+        agent_id         text,
+        serial           bytea    CHECK (length(serial) = 16),
+        reason           smallint NOT NULL,
+        reason_text      text     NOT NULL,
+        revoked_at_ms    bigint   NOT NULL,
+        recorded_at_ms   bigint   NOT NULL,
+        entry_hash       bytea    NOT NULL CHECK (length(entry_hash) = 32),
+        operator_key_id  bytea,
+        CHECK ((agent_id IS NULL) <> (serial IS NULL))
+      );
+      CREATE UNIQUE INDEX revocations_one_per_agent ON revocations (agent_id) WHERE agent_id IS NOT NULL;
+      CREATE UNIQUE INDEX revocations_one_per_serial ON revocations (serial) WHERE serial IS NOT NULL;
+
+      -- Single-use proof-of-possession challenges.
+      CREATE TABLE challenges (
+        challenge      bytea    PRIMARY KEY CHECK (length(challenge) = 32),
+        purpose        smallint NOT NULL,
+        expires_at_ms  bigint   NOT NULL
+      );
+
+      -- Operator request nonces seen, kept until their timestamps are out of the skew window.
+      CREATE TABLE operator_nonces (
+        key_id         bytea  NOT NULL,
+        nonce          bytea  NOT NULL,
+        expires_at_ms  bigint NOT NULL,
+        PRIMARY KEY (key_id, nonce)
+      );
+    `,
+  },
+]);
+
+/** What {@link applyMigrations} did. */
+export interface MigrationResult {
+  /** Versions this call applied (empty when the schema was current). */
+  readonly applied: number[];
+  /** The schema version afterwards. */
+  readonly version: number;
+}
+
+/**
+ * Applies every migration not yet recorded, each in its own transaction under
+ * the advisory lock. Safe to run twice and from several processes at once.
+ *
+ * @param db the database (with its search_path schema, if any)
+ * @param schema when set, created first (PostgreSQL only; PGlite uses `public`)
+ * @param migrations the list to apply (default {@link MIGRATIONS})
+ * @returns the versions applied and the resulting version
+ * @throws RpcError `failed_precondition` when the database records a newer version than this build knows
+ */
+export async function applyMigrations(db: Database, schema?: string, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationResult> {
+  const applied: number[] = [];
+  const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1]!.version;
+  const prepare = async (tx: Pick<Database, 'query' | 'exec'>): Promise<number> => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
+    if (schema !== undefined) await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    await tx.exec(`
+      CREATE TABLE IF NOT EXISTS registry_migrations (
+        version        integer PRIMARY KEY,
+        name           text    NOT NULL,
+        applied_at_ms  bigint  NOT NULL
+      )`);
+    const rows = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM registry_migrations');
+    return int(rows[0]?.v ?? 0);
+  };
+  for (const migration of migrations) {
+    await db.transaction(async (tx) => {
+      const current = await prepare(tx);
+      if (current > known) {
+        throw new RpcError('failed_precondition', `database schema is at version ${current}, newer than this registry build (${known}): upgrade the registry`);
+      }
+      if (current >= migration.version) return;
+      if (current !== migration.version - 1) throw new RpcError('internal', `migration ${migration.version} cannot follow schema version ${current}`);
+      await tx.exec(migration.sql);
+      await tx.query('INSERT INTO registry_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)', [migration.version, migration.name, Date.now()]);
+      applied.push(migration.version);
+    });
+  }
+  // Also refuses a newer schema when every known migration was already applied.
+  const version = await db.transaction(async (tx) => prepare(tx));
+  if (version > known) {
+    throw new RpcError('failed_precondition', `database schema is at version ${version}, newer than this registry build (${known}): upgrade the registry`);
+  }
+  return { applied, version };
+}

@@ -1,0 +1,521 @@
+/**
+ * The registry gRPC server (DESIGN.md "Registry"; docs/PROTOCOL.md §15):
+ * parley.v1.RegistryService over the store, plus grpc.health.v1 and server
+ * reflection. Every handler validates its request completely before touching
+ * the database, so a malformed request changes nothing; every state change is
+ * one store transaction.
+ *
+ * Authorisation (§15.3): state-changing calls need an operator request
+ * signature (default deny); reads need one only when `readsRequireAuth`;
+ * RotateKey is authorised by the agent's current key instead; CreateChallenge
+ * and GetTrustBundle are open (they change nothing an attacker could use, and
+ * the trust bundle is what lets a client check everything else).
+ */
+import tls from 'node:tls';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import type { ParleyCrypto } from '@parley/crypto-core';
+import { fromBase64Url, toBase64Url, toHex, utf8 } from '@parley/crypto-core';
+import {
+  assertAgentId,
+  assertAgentType,
+  assertCapability,
+  keyId as computeKeyId,
+  normaliseCapabilities,
+  MAX_REVOCATION_REASON_LENGTH,
+  type IssuerKey,
+} from '@parley/identity';
+import {
+  AgentStatus,
+  ChallengePurpose,
+  Health,
+  RegistryService,
+  RevocationReason,
+  type AgentRecordSchema,
+  type MessageInitShape,
+  type RevocationListEntrySchema,
+  type SignedRevocationHeadSchema,
+} from '@parley/proto';
+import {
+  CHALLENGE_BYTES,
+  RpcError,
+  ServingStatus,
+  addHealthService,
+  addReflectionService,
+  addService,
+  parseOperatorMetadata,
+  registrationProofLayout,
+  revocationHeadLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  verifyOperatorRequest,
+  type CallContext,
+  type CallRecord,
+  type HealthReporter,
+  type ServiceImplementation,
+} from '@parley/rpc';
+import type { Logger } from 'pino';
+import type { RegistrySettings } from './config.js';
+import { parseAddress, isLoopback } from './address.js';
+import { REVOCATION_CHANNEL, type AgentRow, type RegistryStore, type RevocationRow } from './store.js';
+
+/** Largest request the server accepts (every registry request is far smaller). */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Most agents one ListAgents page returns. */
+export const MAX_PAGE_SIZE = 500;
+/** Default ListAgents page size. */
+export const DEFAULT_PAGE_SIZE = 50;
+/** Most revocation entries one GetRevocationList response or watch batch carries. */
+export const MAX_LIST_ENTRIES = 10_000;
+const WATCH_BATCH = 256;
+/** Fallback poll of a watch, in case a notification is lost (a dropped LISTEN connection). */
+const WATCH_POLL_MS = 5_000;
+const OPERATOR_NAME_RE = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
+
+/** TLS material for `serve`. */
+export interface TlsFiles {
+  readonly certChain: Buffer;
+  readonly privateKey: Buffer;
+}
+
+/** Everything the server needs. */
+export interface RegistryServerOptions {
+  readonly crypto: ParleyCrypto;
+  readonly store: RegistryStore;
+  /** The active issuer key (checked against the database at start). */
+  readonly issuer: IssuerKey;
+  readonly settings: RegistrySettings;
+  readonly logger: Logger;
+}
+
+/** The authenticated operator of a call, when there is one. */
+interface Caller {
+  readonly keyId: Uint8Array;
+  readonly name: string;
+}
+
+type AgentRecordInit = MessageInitShape<typeof AgentRecordSchema>;
+type EntryInit = MessageInitShape<typeof RevocationListEntrySchema>;
+type HeadInit = MessageInitShape<typeof SignedRevocationHeadSchema>;
+
+/** A fan-out wake-up for watchers: notify() resolves every pending wait(). */
+class Notifier {
+  #waiters = new Set<() => void>();
+
+  notify(): void {
+    const waiters = this.#waiters;
+    this.#waiters = new Set();
+    for (const wake of waiters) wake();
+  }
+
+  wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.#waiters.add(done);
+    });
+  }
+}
+
+/** The registry server: create, `start()`, `stop()`. */
+export class RegistryServer {
+  readonly #o: RegistryServerOptions;
+  readonly #server: Server;
+  readonly #notifier = new Notifier();
+  #health: HealthReporter | undefined;
+  #unlisten: (() => Promise<void>) | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #registryId: Uint8Array = new Uint8Array(16);
+
+  constructor(options: RegistryServerOptions) {
+    this.#o = options;
+    this.#server = new Server({
+      'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
+  }
+
+  /**
+   * Checks the database against the issuer key, registers the services and
+   * binds. Plaintext is refused on a non-loopback host.
+   *
+   * @param address `host:port` (port 0: any free port)
+   * @param tlsFiles certificate chain and key for TLS 1.3; plaintext when omitted
+   * @returns the bound host and port
+   * @throws RpcError `failed_precondition` (database not initialised, issuer key mismatch,
+   *   plaintext on a public address), `unavailable` (cannot bind)
+   */
+  async start(address: string, tlsFiles?: TlsFiles): Promise<{ host: string; port: number }> {
+    const { host, port } = parseAddress(address);
+    if (tlsFiles === undefined && !isLoopback(host)) {
+      throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: give --tls-cert and --tls-key`);
+    }
+    const { store, issuer, logger } = this.#o;
+    this.#registryId = await store.registryId();
+    const active = (await store.issuers()).find((i) => i.active);
+    if (active === undefined || !this.#o.crypto.constantTimeEqual(active.keyId, issuer.keyId)) {
+      throw new RpcError(
+        'failed_precondition',
+        `the issuer key file (key id ${toHex(issuer.keyId)}) is not the registry's active issuer key${active === undefined ? '' : ` (${toHex(active.keyId)})`}`,
+      );
+    }
+
+    const onCallEnd = (r: CallRecord): void => this.#logCall(r);
+    addService(this.#server, RegistryService, this.#implementation(), { onCallEnd });
+    this.#health = addHealthService(this.#server, { '': ServingStatus.SERVING, [RegistryService.typeName]: ServingStatus.SERVING }, { onCallEnd });
+    addReflectionService(this.#server, [RegistryService, Health]);
+
+    this.#unlisten = await store.db.listen(REVOCATION_CHANNEL, () => this.#notifier.notify());
+    this.#pruneTimer = setInterval(() => {
+      store.prune(Date.now()).catch((error: unknown) => logger.warn({ err: error }, 'pruning expired challenges and nonces failed'));
+    }, 60_000);
+    this.#pruneTimer.unref();
+
+    let credentials: ServerCredentials;
+    if (tlsFiles === undefined) {
+      credentials = ServerCredentials.createInsecure();
+    } else {
+      // TLS 1.3 only: this process serves nothing else, so the process-wide floor is the server's.
+      tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+      credentials = ServerCredentials.createSsl(null, [{ cert_chain: tlsFiles.certChain, private_key: tlsFiles.privateKey }], false);
+    }
+    const bound = await new Promise<number>((resolve, reject) =>
+      this.#server.bindAsync(`${host}:${port}`, credentials, (error, p) =>
+        error ? reject(new RpcError('unavailable', `cannot listen on ${host}:${port}: ${error.message}`, { cause: error })) : resolve(p),
+      ),
+    );
+    return { host, port: bound };
+  }
+
+  /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.#health?.shutdown();
+    if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
+    await this.#unlisten?.().catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #logCall(r: CallRecord): void {
+    const fields = { method: r.path, peer: r.peer, grpc_code: r.grpcCode, code: r.code ?? 'ok', duration_ms: Math.round(r.durationMs * 10) / 10 };
+    if (r.code === 'internal' || r.code === 'unavailable') this.#o.logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
+    else if (r.code !== undefined) this.#o.logger.info({ ...fields, detail: r.error?.details }, 'call refused');
+    else this.#o.logger.info(fields, 'call');
+  }
+
+  // -------------------------------------------------------------------------
+  // Authorisation
+
+  /** Checks an operator request signature (§15.3); returns the operator, or undefined for an unsigned read that is allowed. */
+  async #authorise(ctx: CallContext, kind: 'write' | 'read'): Promise<Caller | undefined> {
+    const auth = parseOperatorMetadata((key) => {
+      const value = ctx.metadata.get(key)[0];
+      return typeof value === 'string' ? value : undefined;
+    });
+    if (auth === undefined) {
+      if (kind === 'read' && !this.#o.settings.readsRequireAuth) return undefined;
+      throw new RpcError('unauthenticated', `${ctx.method.name} requires an operator request signature`);
+    }
+    const operator = await this.#o.store.operator(auth.keyId);
+    if (operator === undefined) throw new RpcError('permission_denied', `key ${toHex(auth.keyId)} is not a listed operator of this registry`);
+    const target = { registryId: this.#registryId, path: ctx.path, body: ctx.requestBytes };
+    if (!verifyOperatorRequest(this.#o.crypto, operator.publicKey, auth, target)) {
+      throw new RpcError('permission_denied', 'operator request signature does not verify');
+    }
+    const skew = auth.timestampMs - Date.now();
+    if (Math.abs(skew) > this.#o.settings.maxClockSkewMs) {
+      throw new RpcError('permission_denied', `operator request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${this.#o.settings.maxClockSkewMs / 1000} s)`);
+    }
+    const fresh = await this.#o.store.useNonce(auth.keyId, auth.nonce, auth.timestampMs + this.#o.settings.maxClockSkewMs + 1000);
+    if (!fresh) throw new RpcError('permission_denied', 'operator request replayed (nonce already used)');
+    return { keyId: auth.keyId, name: operator.name };
+  }
+
+  // -------------------------------------------------------------------------
+  // Conversions
+
+  #record(a: AgentRow): AgentRecordInit {
+    return {
+      agentId: a.agentId,
+      agentType: a.agentType,
+      capabilities: a.capabilities,
+      status: a.status,
+      certificate: a.certificate,
+      registeredAtMs: BigInt(a.registeredAtMs),
+      updatedAtMs: BigInt(a.updatedAtMs),
+      revocationVersion: BigInt(a.revocationVersion),
+    };
+  }
+
+  #entry(r: RevocationRow): EntryInit {
+    return {
+      version: BigInt(r.version),
+      subject: r.kind === 'agent' ? { case: 'agentId', value: r.agentId } : { case: 'serial', value: r.serial },
+      reason: r.reason,
+      reasonText: r.reasonText,
+      revokedAtMs: BigInt(r.revokedAtMs),
+      entryHash: r.entryHash,
+    };
+  }
+
+  #head(version: number, headHash: Uint8Array): HeadInit {
+    const fields = { registryId: this.#registryId, version: BigInt(version), headHash, issuedAtMs: BigInt(Date.now()), issuerKeyId: this.#o.issuer.keyId };
+    return { ...fields, signature: this.#o.crypto.ed25519.sign(revocationHeadLayout(fields), this.#o.issuer.secretKey) };
+  }
+
+  // -------------------------------------------------------------------------
+  // Validation (before any database access)
+
+  #validity(fromMs: bigint, untilMs: bigint, nowMs: number): { validFromMs: number; validUntilMs: number } {
+    const s = this.#o.settings;
+    if (fromMs < 0n || untilMs < 0n || fromMs > BigInt(Number.MAX_SAFE_INTEGER) || untilMs > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new RpcError('malformed', 'validity times must be non-negative milliseconds since the epoch');
+    }
+    const validFromMs = fromMs === 0n ? nowMs : Number(fromMs);
+    const validUntilMs = untilMs === 0n ? validFromMs + s.defaultValidityMs : Number(untilMs);
+    if (validUntilMs <= validFromMs) throw new RpcError('malformed', 'valid_until_ms must be later than valid_from_ms');
+    if (validUntilMs <= nowMs) throw new RpcError('malformed', 'valid_until_ms is in the past: the certificate would be expired');
+    if (validUntilMs - validFromMs > s.maxValidityMs) {
+      throw new RpcError('malformed', `validity of ${Math.ceil((validUntilMs - validFromMs) / 86_400_000)} days exceeds the registry maximum of ${s.maxValidityMs / 86_400_000} days`);
+    }
+    if (validFromMs > nowMs + s.maxValidityMs) throw new RpcError('malformed', 'valid_from_ms is too far in the future');
+    return { validFromMs, validUntilMs };
+  }
+
+  #bytes(value: Uint8Array, length: number, name: string): Uint8Array {
+    if (value.length !== length) throw new RpcError('malformed', `${name} must be ${length} bytes, got ${value.length}`);
+    return value;
+  }
+
+  #verifyAgentSignature(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, what: string): void {
+    this.#bytes(signature, 64, what);
+    if (!this.#o.crypto.ed25519.verify(signature, message, publicKey)) throw new RpcError('bad_signature', `${what} does not verify`);
+  }
+
+  // -------------------------------------------------------------------------
+  // RegistryService
+
+  #implementation(): ServiceImplementation<typeof RegistryService> {
+    const { store, crypto, settings, issuer } = this.#o;
+    return {
+      createChallenge: async (req) => {
+        if (req.purpose !== ChallengePurpose.REGISTER && req.purpose !== ChallengePurpose.ROTATE_KEY) {
+          throw new RpcError('malformed', `challenge purpose must be REGISTER (1) or ROTATE_KEY (2), got ${req.purpose}`);
+        }
+        const challenge = crypto.randomBytes(CHALLENGE_BYTES);
+        const expiresAtMs = Date.now() + settings.challengeTtlMs;
+        await store.createChallenge(challenge, req.purpose, expiresAtMs);
+        return { challenge, expiresAtMs: BigInt(expiresAtMs) };
+      },
+
+      registerAgent: async (req, ctx) => {
+        const nowMs = Date.now();
+        // Everything is checked before the operator's nonce is spent or anything is written.
+        const agentId = assertAgentId(req.agentId, 'agent_id');
+        const agentType = assertAgentType(req.agentType, 'agent_type');
+        const capabilities = normaliseCapabilities(req.capabilities);
+        const identityPublicKey = this.#bytes(req.identityPublicKey, 32, 'identity_public_key');
+        const challenge = this.#bytes(req.challenge, CHALLENGE_BYTES, 'challenge');
+        const validity = this.#validity(req.validFromMs, req.validUntilMs, nowMs);
+        const caller = await this.#authorise(ctx, 'write');
+        this.#verifyAgentSignature(
+          req.proofSignature,
+          registrationProofLayout({ registryId: this.#registryId, challenge, agentId, identityPublicKey }),
+          identityPublicKey,
+          'proof_signature (the agent key over the registration challenge)',
+        );
+        const agent = await store.registerAgent(issuer, { agentId, identityPublicKey, agentType, capabilities, ...validity, challenge, nowMs });
+        this.#o.logger.info({ agent_id: agentId, serial: toHex(agent.certificate.serial), operator: caller?.name }, 'agent registered');
+        return { agent: this.#record(agent) };
+      },
+
+      getAgent: async (req, ctx) => {
+        const agentId = assertAgentId(req.agentId, 'agent_id');
+        await this.#authorise(ctx, 'read');
+        const agent = await store.agent(agentId, Date.now());
+        if (agent === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
+        return { agent: this.#record(agent) };
+      },
+
+      listAgents: async (req, ctx) => {
+        if (req.pageSize > MAX_PAGE_SIZE) throw new RpcError('malformed', `page_size must be at most ${MAX_PAGE_SIZE}, got ${req.pageSize}`);
+        const limit = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
+        const agentType = req.agentType === '' ? undefined : assertAgentType(req.agentType, 'agent_type');
+        const capability = req.capability === '' ? undefined : assertCapability(req.capability, 'capability');
+        if (AgentStatus[req.status] === undefined) throw new RpcError('malformed', `unknown agent status ${req.status}`);
+        const status = req.status === AgentStatus.UNSPECIFIED ? undefined : req.status;
+        const afterAgentId = req.pageToken === '' ? undefined : decodePageToken(req.pageToken);
+        await this.#authorise(ctx, 'read');
+        const page = await store.listAgents({
+          limit,
+          nowMs: Date.now(),
+          ...(afterAgentId === undefined ? {} : { afterAgentId }),
+          ...(agentType === undefined ? {} : { agentType }),
+          ...(capability === undefined ? {} : { capability }),
+          ...(status === undefined ? {} : { status }),
+        });
+        const last = page.agents.at(-1);
+        return { agents: page.agents.map((a) => this.#record(a)), nextPageToken: page.more && last !== undefined ? encodePageToken(last.agentId) : '' };
+      },
+
+      rotateKey: async (req) => {
+        const nowMs = Date.now();
+        const agentId = assertAgentId(req.agentId, 'agent_id');
+        const newPublicKey = this.#bytes(req.newIdentityPublicKey, 32, 'new_identity_public_key');
+        const challenge = this.#bytes(req.challenge, CHALLENGE_BYTES, 'challenge');
+        const { validUntilMs } = this.#validity(0n, req.validUntilMs, nowMs);
+        const agent = await store.agent(agentId, nowMs);
+        if (agent === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
+        const oldPublicKey = agent.certificate.identityPublicKey;
+        const fields = { registryId: this.#registryId, challenge, agentId, oldPublicKey, newPublicKey };
+        // Authorised by the current key; the new key proves possession. Both before anything is written.
+        this.#verifyAgentSignature(req.oldKeySignature, rotationAuthorisationLayout(fields), oldPublicKey, 'old_key_signature (the current identity key)');
+        this.#verifyAgentSignature(req.newKeySignature, rotationProofLayout(fields), newPublicKey, 'new_key_signature (the new identity key)');
+        const result = await store.rotateKey(issuer, { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+        this.#notifier.notify();
+        this.#o.logger.info({ agent_id: agentId, serial: toHex(result.agent.certificate.serial), superseded_version: result.superseded.version }, 'agent key rotated');
+        return { agent: this.#record(result.agent), superseded: this.#entry(result.superseded) };
+      },
+
+      revokeAgent: async (req, ctx) => {
+        const nowMs = Date.now();
+        if (RevocationReason[req.reason] === undefined) throw new RpcError('malformed', `unknown revocation reason ${req.reason}`);
+        if (req.reasonText.length > MAX_REVOCATION_REASON_LENGTH) {
+          throw new RpcError('malformed', `reason_text must be at most ${MAX_REVOCATION_REASON_LENGTH} characters, got ${req.reasonText.length}`);
+        }
+        if (req.revokedAtMs < 0n || req.revokedAtMs > BigInt(nowMs + settings.maxClockSkewMs)) {
+          throw new RpcError('malformed', 'revoked_at_ms must not be negative or in the future');
+        }
+        const revokedAtMs = req.revokedAtMs === 0n ? nowMs : Number(req.revokedAtMs);
+        const subject = req.subject;
+        if (subject.case === undefined) throw new RpcError('malformed', 'either agent_id or serial must be set');
+        const agentId = subject.case === 'agentId' ? assertAgentId(subject.value, 'agent_id') : undefined;
+        const serial = subject.case === 'serial' ? this.#bytes(subject.value, 16, 'serial') : undefined;
+        const caller = await this.#authorise(ctx, 'write');
+        const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs };
+        const entry = agentId !== undefined ? await store.revokeAgent(agentId, request) : await store.revokeSerial(serial!, request);
+        this.#notifier.notify();
+        this.#o.logger.info({ version: entry.version, agent_id: agentId, serial: serial && toHex(serial), operator: caller?.name }, 'revoked');
+        return { entry: this.#entry(entry) };
+      },
+
+      getRevocationList: async (req, ctx) => {
+        if (req.maxEntries > MAX_LIST_ENTRIES) throw new RpcError('malformed', `max_entries must be at most ${MAX_LIST_ENTRIES}`);
+        await this.#authorise(ctx, 'read');
+        const current = await store.revocationHead();
+        const after = checkAfter(req.afterVersion, current.version);
+        const rows = await store.revocationsAfter(after, req.maxEntries === 0 ? MAX_LIST_ENTRIES : req.maxEntries);
+        const last = rows.at(-1);
+        const head = last === undefined ? this.#head(after, await store.hashAt(after)) : this.#head(last.version, last.entryHash);
+        return { entries: rows.map((r) => this.#entry(r)), head, currentVersion: BigInt(Math.max(current.version, last?.version ?? 0)) };
+      },
+
+      watchRevocations: (req, ctx) => this.#watch(req.afterVersion, ctx),
+
+      getTrustBundle: async () => {
+        const nowMs = Date.now();
+        const issuers = (await store.issuers()).filter((i) => i.notAfterMs === null || i.notAfterMs > nowMs);
+        return {
+          registryId: this.#registryId,
+          issuers: issuers.map((i) => ({ keyId: i.keyId, publicKey: i.publicKey, notAfterMs: BigInt(i.notAfterMs ?? 0), active: i.active })),
+        };
+      },
+
+      addOperator: async (req, ctx) => {
+        if (!OPERATOR_NAME_RE.test(req.name)) throw new RpcError('malformed', 'operator name must be 1..64 characters of [a-z0-9._@-] starting with [a-z0-9]');
+        const publicKey = this.#bytes(req.publicKey, 32, 'public_key');
+        const caller = await this.#authorise(ctx, 'write');
+        const op = await store.addOperator({ keyId: computeKeyId(crypto, publicKey), publicKey, name: req.name, addedByKeyId: caller?.keyId ?? null, nowMs: Date.now() });
+        this.#o.logger.info({ operator_key_id: toHex(op.keyId), name: op.name, by: caller?.name }, 'operator added');
+        return { operator: { keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) } };
+      },
+
+      listOperators: async (_req, ctx) => {
+        await this.#authorise(ctx, 'read');
+        const ops = await store.operators();
+        return {
+          operators: ops.map((op) => ({ keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) })),
+        };
+      },
+    };
+  }
+
+  /**
+   * WatchRevocations (§15.7): first the backlog after `afterVersion` in batches,
+   * then live entries as they commit, each batch with a signed head; a signed
+   * heartbeat when nothing happened for `heartbeatMs`. The cursor only moves
+   * by the versions actually sent, and versions are read in order from the
+   * table, so the stream has no gap and no repeat; a client that reconnects
+   * with its last head version resumes exactly after it.
+   */
+  async *#watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit }> {
+    const { store, settings } = this.#o;
+    await this.#authorise(ctx, 'read');
+    let cursor = checkAfter(afterVersion, (await store.revocationHead()).version);
+    let hash = await store.hashAt(cursor);
+    let sentAt = 0;
+    while (!ctx.signal.aborted) {
+      // Register for the wake-up before reading, so a commit between the read and the wait is not missed.
+      const due = sentAt === 0 ? 0 : settings.heartbeatMs - (Date.now() - sentAt);
+      const woken = this.#notifier.wait(Math.max(0, Math.min(due, WATCH_POLL_MS)), ctx.signal);
+      const rows = await store.revocationsAfter(cursor, WATCH_BATCH);
+      const last = rows.at(-1);
+      if (last !== undefined) {
+        cursor = last.version;
+        hash = last.entryHash;
+        yield { entries: rows.map((r) => this.#entry(r)), head: this.#head(cursor, hash) };
+        sentAt = Date.now();
+        if (rows.length === WATCH_BATCH) continue; // more backlog: no waiting
+      } else if (sentAt === 0 || Date.now() - sentAt >= settings.heartbeatMs) {
+        // The first message says "you are current" at once; later ones are heartbeats.
+        yield { entries: [], head: this.#head(cursor, hash) };
+        sentAt = Date.now();
+      }
+      await woken;
+    }
+  }
+}
+
+function checkAfter(after: bigint, current: number): number {
+  if (after > BigInt(current)) {
+    throw new RpcError('failed_precondition', `after_version ${after} is beyond the current revocation list version ${current}`);
+  }
+  return Number(after);
+}
+
+const PAGE_TOKEN_PREFIX = 'a1.';
+
+function encodePageToken(agentId: string): string {
+  return PAGE_TOKEN_PREFIX + toBase64Url(utf8(agentId));
+}
+
+function decodePageToken(token: string): string {
+  const invalid = (): never => {
+    throw new RpcError('malformed', 'page_token is not a token from a previous ListAgents response');
+  };
+  if (token.length > 256 || !token.startsWith(PAGE_TOKEN_PREFIX)) invalid();
+  let agentId = '';
+  try {
+    agentId = new TextDecoder('utf-8', { fatal: true }).decode(fromBase64Url(token.slice(PAGE_TOKEN_PREFIX.length)));
+  } catch {
+    invalid();
+  }
+  try {
+    return assertAgentId(agentId);
+  } catch {
+    return invalid();
+  }
+}

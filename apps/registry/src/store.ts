@@ -1,0 +1,568 @@
+/**
+ * The registry's storage (DESIGN.md "Registry"): every operation is one SQL
+ * transaction over the schema in migrations.ts, identical on PostgreSQL and
+ * PGlite, so a failure anywhere leaves nothing half-written.
+ *
+ * Revocation versions are gapless and monotonic under concurrent writers: a
+ * revoking transaction increments the single counter row
+ * (`UPDATE revocation_counter SET version = version + 1 RETURNING …`), which
+ * locks it until commit, so writers take versions one at a time in commit
+ * order and a rolled-back writer gives its number back. The chain head (the
+ * last entry hash) lives in the same row for the same reason.
+ *
+ * Row locks are always taken agent → certificate → counter, so concurrent
+ * registrations, rotations and revocations cannot deadlock.
+ */
+import type { ParleyCrypto } from '@parley/crypto-core';
+import { encodeCertificate, issueCertificate, type IssuerKey } from '@parley/identity';
+import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
+import { EMPTY_CHAIN_HASH, RpcError, revocationEntryHash, type RevocationEntryFields } from '@parley/rpc';
+import { bytes, int, intOrNull, type Database, type Queryable } from './db.js';
+import { decodeCertificate } from '@parley/identity';
+
+/** NOTIFY channel for new revocations (its payload is the new version). */
+export const REVOCATION_CHANNEL = 'parley_registry_revocations';
+
+/** An agent as stored, with its current certificate. */
+export interface AgentRow {
+  readonly agentId: string;
+  readonly agentType: string;
+  readonly capabilities: string[];
+  readonly status: AgentStatus;
+  readonly certificate: AgentCertificate;
+  readonly registeredAtMs: number;
+  readonly updatedAtMs: number;
+  /** Version of the revocation of the agent id or its current certificate; 0 when not revoked. */
+  readonly revocationVersion: number;
+}
+
+/** A revocation list entry as stored. */
+export interface RevocationRow extends RevocationEntryFields {
+  readonly version: number;
+  readonly revokedAtMs: number;
+  readonly entryHash: Uint8Array;
+}
+
+/** An operator key as stored. */
+export interface OperatorRow {
+  readonly keyId: Uint8Array;
+  readonly publicKey: Uint8Array;
+  readonly name: string;
+  readonly addedAtMs: number;
+  readonly addedByKeyId: Uint8Array | null;
+}
+
+/** An issuer public key as stored. */
+export interface IssuerRow {
+  readonly keyId: Uint8Array;
+  readonly publicKey: Uint8Array;
+  readonly createdAtMs: number;
+  readonly notAfterMs: number | null;
+  readonly active: boolean;
+}
+
+/** Filters and cursor of {@link RegistryStore.listAgents}. */
+export interface ListAgentsQuery {
+  readonly afterAgentId?: string;
+  readonly limit: number;
+  readonly agentType?: string;
+  readonly capability?: string;
+  readonly status?: AgentStatus;
+  readonly nowMs: number;
+}
+
+/** A new certificate's contents (the store signs it inside the transaction). */
+export interface NewAgent {
+  readonly agentId: string;
+  readonly identityPublicKey: Uint8Array;
+  readonly agentType: string;
+  readonly capabilities: readonly string[];
+  readonly validFromMs: number;
+  readonly validUntilMs: number;
+  readonly challenge: Uint8Array;
+  readonly nowMs: number;
+}
+
+/** What revoking needs besides the subject. */
+export interface RevocationRequest {
+  readonly reason: RevocationReason;
+  readonly reasonText: string;
+  readonly revokedAtMs: number;
+  readonly operatorKeyId: Uint8Array | null;
+  readonly nowMs: number;
+}
+
+const UNIQUE_VIOLATION = '23505';
+
+function isUniqueViolation(error: unknown): error is { constraint?: string } {
+  return (error as { code?: unknown }).code === UNIQUE_VIOLATION;
+}
+
+const AGENT_SELECT = `
+  SELECT a.agent_id, a.agent_type, a.capabilities, a.registered_at_ms, a.updated_at_ms,
+         a.revoked_version AS agent_revoked, c.revoked_version AS cert_revoked, c.valid_until_ms, c.encoded
+    FROM agents a JOIN certificates c ON c.serial = a.current_serial`;
+
+interface AgentJoin {
+  agent_id: string;
+  agent_type: string;
+  capabilities: string[];
+  registered_at_ms: unknown;
+  updated_at_ms: unknown;
+  agent_revoked: unknown;
+  cert_revoked: unknown;
+  valid_until_ms: unknown;
+  encoded: unknown;
+}
+
+function agentFrom(row: AgentJoin, nowMs: number): AgentRow {
+  const revoked = intOrNull(row.agent_revoked) ?? intOrNull(row.cert_revoked);
+  const status = revoked !== null ? AgentStatus.REVOKED : int(row.valid_until_ms) <= nowMs ? AgentStatus.EXPIRED : AgentStatus.ACTIVE;
+  return {
+    agentId: row.agent_id,
+    agentType: row.agent_type,
+    capabilities: [...row.capabilities],
+    status,
+    certificate: decodeCertificate(bytes(row.encoded)),
+    registeredAtMs: int(row.registered_at_ms),
+    updatedAtMs: int(row.updated_at_ms),
+    revocationVersion: revoked ?? 0,
+  };
+}
+
+interface RevocationJoin {
+  version: unknown;
+  agent_id: string | null;
+  serial: unknown;
+  reason: unknown;
+  reason_text: string;
+  revoked_at_ms: unknown;
+  entry_hash: unknown;
+}
+
+function revocationFrom(row: RevocationJoin): RevocationRow {
+  const serial = row.serial === null ? new Uint8Array(0) : bytes(row.serial);
+  return {
+    version: int(row.version),
+    kind: row.agent_id !== null ? 'agent' : 'serial',
+    agentId: row.agent_id ?? '',
+    serial,
+    reason: int(row.reason),
+    reasonText: row.reason_text,
+    revokedAtMs: int(row.revoked_at_ms),
+    entryHash: bytes(row.entry_hash),
+  };
+}
+
+/** Registry storage over a migrated database. */
+export class RegistryStore {
+  readonly #db: Database;
+  readonly #crypto: ParleyCrypto;
+  #registryId: Uint8Array | undefined;
+
+  /**
+   * @param db a migrated database
+   * @param crypto the ParleyCrypto instance (certificate signing, chain hashes)
+   */
+  constructor(db: Database, crypto: ParleyCrypto) {
+    this.#db = db;
+    this.#crypto = crypto;
+  }
+
+  /** The underlying database. */
+  get db(): Database {
+    return this.#db;
+  }
+
+  // -------------------------------------------------------------------------
+  // Registry identity and issuer keys
+
+  /**
+   * Records a new registry: its id, first issuer key and first operator. Fails
+   * when the database already holds a registry.
+   * @throws RpcError `already_exists`
+   */
+  async initialise(init: { registryId: Uint8Array; issuer: IssuerKey; operator: { publicKey: Uint8Array; keyId: Uint8Array; name: string }; nowMs: number }): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      const existing = await tx.query<{ registry_id: unknown }>('SELECT registry_id FROM registry_meta FOR UPDATE');
+      if (existing.length > 0) {
+        throw new RpcError('already_exists', `the database already holds a registry (id ${Buffer.from(bytes(existing[0]!.registry_id)).toString('hex')})`);
+      }
+      await tx.query('INSERT INTO registry_meta (registry_id, created_at_ms) VALUES ($1, $2)', [init.registryId, init.nowMs]);
+      await tx.query('INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active) VALUES ($1, $2, $3, true)', [
+        init.issuer.keyId,
+        init.issuer.publicKey,
+        init.nowMs,
+      ]);
+      await tx.query('INSERT INTO operators (key_id, public_key, name, added_at_ms, added_by_key_id) VALUES ($1, $2, $3, $4, NULL)', [
+        init.operator.keyId,
+        init.operator.publicKey,
+        init.operator.name,
+        init.nowMs,
+      ]);
+    });
+    this.#registryId = new Uint8Array(init.registryId);
+  }
+
+  /**
+   * The registry id.
+   * @throws RpcError `failed_precondition` when the database holds no registry (not initialised)
+   */
+  async registryId(): Promise<Uint8Array> {
+    if (this.#registryId !== undefined) return this.#registryId;
+    const rows = await this.#db.query<{ registry_id: unknown }>('SELECT registry_id FROM registry_meta');
+    if (rows.length === 0) throw new RpcError('failed_precondition', `the database at ${this.#db.location} holds no registry: run \`init\` first`);
+    this.#registryId = bytes(rows[0]!.registry_id);
+    return this.#registryId;
+  }
+
+  /** Every issuer key, newest first. */
+  async issuers(): Promise<IssuerRow[]> {
+    const rows = await this.#db.query<Record<string, unknown>>(
+      'SELECT key_id, public_key, created_at_ms, not_after_ms, active FROM issuer_keys ORDER BY active DESC, created_at_ms DESC',
+    );
+    return rows.map((r) => ({
+      keyId: bytes(r['key_id']),
+      publicKey: bytes(r['public_key']),
+      createdAtMs: int(r['created_at_ms']),
+      notAfterMs: intOrNull(r['not_after_ms']),
+      active: r['active'] === true,
+    }));
+  }
+
+  /**
+   * Makes `issuer` the active issuer key. The previous one is retired with
+   * `not_after_ms` = the end of validity of the last certificate it signed (or
+   * now, when it signed none), so everything it issued keeps verifying through
+   * the trust bundle until it expires, and nothing after.
+   * @returns the retired key's id and not-after time
+   */
+  async rotateIssuer(issuer: IssuerKey, nowMs: number): Promise<{ retiredKeyId: Uint8Array; notAfterMs: number }> {
+    return this.#db.transaction(async (tx) => {
+      const current = await tx.query<{ key_id: unknown }>('SELECT key_id FROM issuer_keys WHERE active FOR UPDATE');
+      if (current.length === 0) throw new RpcError('failed_precondition', 'the registry has no active issuer key');
+      const retired = bytes(current[0]!.key_id);
+      const last = await tx.query<{ until: unknown }>('SELECT MAX(valid_until_ms) AS until FROM certificates WHERE issuer_key_id = $1', [retired]);
+      const notAfterMs = Math.max(intOrNull(last[0]?.until) ?? nowMs, nowMs);
+      await tx.query('UPDATE issuer_keys SET active = false, retired_at_ms = $2, not_after_ms = $3 WHERE key_id = $1', [retired, nowMs, notAfterMs]);
+      try {
+        await tx.query('INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active) VALUES ($1, $2, $3, true)', [issuer.keyId, issuer.publicKey, nowMs]);
+      } catch (error) {
+        if (isUniqueViolation(error)) throw new RpcError('already_exists', 'this issuer key was already used by the registry');
+        throw error;
+      }
+      return { retiredKeyId: retired, notAfterMs };
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Operators and their request nonces
+
+  /** The operator with this key id, if listed. */
+  async operator(keyId: Uint8Array): Promise<OperatorRow | undefined> {
+    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators WHERE key_id = $1', [keyId]);
+    return rows[0] === undefined ? undefined : operatorFrom(rows[0]);
+  }
+
+  /** Every operator, oldest first. */
+  async operators(): Promise<OperatorRow[]> {
+    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators ORDER BY added_at_ms, key_id');
+    return rows.map(operatorFrom);
+  }
+
+  /**
+   * Lists an operator key.
+   * @throws RpcError `already_exists` when the key is listed
+   */
+  async addOperator(op: { keyId: Uint8Array; publicKey: Uint8Array; name: string; addedByKeyId: Uint8Array | null; nowMs: number }): Promise<OperatorRow> {
+    try {
+      const rows = await this.#db.query<Record<string, unknown>>(
+        'INSERT INTO operators (key_id, public_key, name, added_at_ms, added_by_key_id) VALUES ($1, $2, $3, $4, $5) RETURNING *',
+        [op.keyId, op.publicKey, op.name, op.nowMs, op.addedByKeyId],
+      );
+      return operatorFrom(rows[0]!);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new RpcError('already_exists', 'this operator key is already listed');
+      throw error;
+    }
+  }
+
+  /**
+   * Records an operator request nonce; false when it was seen before (a replay).
+   * The row is kept until `expiresAtMs` (after which the timestamp check alone refuses the request).
+   */
+  async useNonce(keyId: Uint8Array, nonce: Uint8Array, expiresAtMs: number): Promise<boolean> {
+    const rows = await this.#db.query('INSERT INTO operator_nonces (key_id, nonce, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1', [
+      keyId,
+      nonce,
+      expiresAtMs,
+    ]);
+    return rows.length === 1;
+  }
+
+  // -------------------------------------------------------------------------
+  // Challenges
+
+  /** Stores a new challenge. */
+  async createChallenge(challenge: Uint8Array, purpose: ChallengePurpose, expiresAtMs: number): Promise<void> {
+    await this.#db.query('INSERT INTO challenges (challenge, purpose, expires_at_ms) VALUES ($1, $2, $3)', [challenge, purpose, expiresAtMs]);
+  }
+
+  /** Deletes expired challenges and nonces; returns how many rows went. */
+  async prune(nowMs: number): Promise<number> {
+    const a = await this.#db.query('DELETE FROM challenges WHERE expires_at_ms < $1 RETURNING 1', [nowMs]);
+    const b = await this.#db.query('DELETE FROM operator_nonces WHERE expires_at_ms < $1 RETURNING 1', [nowMs]);
+    return a.length + b.length;
+  }
+
+  // -------------------------------------------------------------------------
+  // Agents
+
+  /** One agent, or undefined. */
+  async agent(agentId: string, nowMs: number): Promise<AgentRow | undefined> {
+    const rows = await this.#db.query<AgentJoin>(`${AGENT_SELECT} WHERE a.agent_id = $1`, [agentId]);
+    return rows[0] === undefined ? undefined : agentFrom(rows[0], nowMs);
+  }
+
+  /** One page of agents (limit + 1 rows are read to know whether more follow). */
+  async listAgents(q: ListAgentsQuery): Promise<{ agents: AgentRow[]; more: boolean }> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (value: unknown): string => {
+      params.push(value);
+      return `$${params.length}`;
+    };
+    if (q.afterAgentId !== undefined) where.push(`a.agent_id > ${p(q.afterAgentId)}`);
+    if (q.agentType !== undefined) where.push(`a.agent_type = ${p(q.agentType)}`);
+    if (q.capability !== undefined) where.push(`a.capabilities @> ARRAY[${p(q.capability)}]::text[]`);
+    const revoked = '(a.revoked_version IS NOT NULL OR c.revoked_version IS NOT NULL)';
+    if (q.status === AgentStatus.REVOKED) where.push(revoked);
+    if (q.status === AgentStatus.EXPIRED) where.push(`NOT ${revoked} AND c.valid_until_ms <= ${p(q.nowMs)}`);
+    if (q.status === AgentStatus.ACTIVE) where.push(`NOT ${revoked} AND c.valid_until_ms > ${p(q.nowMs)}`);
+    const sql = `${AGENT_SELECT}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY a.agent_id LIMIT ${p(q.limit + 1)}`;
+    const rows = await this.#db.query<AgentJoin>(sql, params);
+    return { agents: rows.slice(0, q.limit).map((r) => agentFrom(r, q.nowMs)), more: rows.length > q.limit };
+  }
+
+  /**
+   * Registers an agent and issues its first certificate, consuming the
+   * challenge, in one transaction.
+   * @throws RpcError `challenge_invalid` (unknown, used, expired or other-purpose challenge),
+   *   `already_exists` (agent id taken, or identity key registered before)
+   */
+  async registerAgent(issuer: IssuerKey, a: NewAgent): Promise<AgentRow> {
+    return this.#db.transaction(async (tx) => {
+      await consumeChallenge(tx, a.challenge, ChallengePurpose.REGISTER, a.nowMs);
+      const cert = issueCertificate(this.#crypto, issuer, {
+        agentId: a.agentId,
+        identityPublicKey: a.identityPublicKey,
+        agentType: a.agentType,
+        capabilities: a.capabilities,
+        validFromMs: a.validFromMs,
+        validUntilMs: a.validUntilMs,
+      });
+      const inserted = await tx.query(
+        `INSERT INTO agents (agent_id, agent_type, capabilities, current_serial, registered_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (agent_id) DO NOTHING RETURNING 1`,
+        [a.agentId, a.agentType, cert.capabilities, cert.serial, a.nowMs],
+      );
+      if (inserted.length === 0) throw new RpcError('already_exists', `agent '${a.agentId}' already exists`);
+      await insertCertificate(tx, cert, a.nowMs);
+      return agentOf(cert, a.agentType, a.nowMs, a.nowMs);
+    });
+  }
+
+  /**
+   * Replaces an agent's identity key: consumes the challenge, issues a new
+   * certificate and revokes the old one (reason SUPERSEDED), in one transaction.
+   * `expectedSerial` is the certificate whose key signed the request: if a
+   * concurrent rotation replaced it first, this one fails.
+   * @throws RpcError `not_found`, `challenge_invalid`, `failed_precondition` (revoked, or rotated concurrently), `already_exists` (key used before)
+   */
+  async rotateKey(
+    issuer: IssuerKey,
+    r: { agentId: string; expectedSerial: Uint8Array; newPublicKey: Uint8Array; validUntilMs: number; challenge: Uint8Array; nowMs: number },
+  ): Promise<{ agent: AgentRow; superseded: RevocationRow }> {
+    return this.#db.transaction(async (tx) => {
+      await consumeChallenge(tx, r.challenge, ChallengePurpose.ROTATE_KEY, r.nowMs);
+      const rows = await tx.query<{ current_serial: unknown; revoked_version: unknown; agent_type: string; capabilities: string[]; registered_at_ms: unknown }>(
+        'SELECT current_serial, revoked_version, agent_type, capabilities, registered_at_ms FROM agents WHERE agent_id = $1 FOR UPDATE',
+        [r.agentId],
+      );
+      const row = rows[0];
+      if (row === undefined) throw new RpcError('not_found', `unknown agent '${r.agentId}'`);
+      if (row.revoked_version !== null) throw new RpcError('failed_precondition', `agent '${r.agentId}' is revoked`);
+      const oldSerial = bytes(row.current_serial);
+      if (!this.#crypto.constantTimeEqual(oldSerial, r.expectedSerial)) {
+        throw new RpcError('failed_precondition', `agent '${r.agentId}' was rotated concurrently; sign with its current key`);
+      }
+      const old = await tx.query<{ revoked_version: unknown }>('SELECT revoked_version FROM certificates WHERE serial = $1 FOR UPDATE', [oldSerial]);
+      if (old[0]?.revoked_version !== null) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is revoked`);
+      const cert = issueCertificate(this.#crypto, issuer, {
+        agentId: r.agentId,
+        identityPublicKey: r.newPublicKey,
+        agentType: row.agent_type,
+        capabilities: row.capabilities,
+        validFromMs: r.nowMs,
+        validUntilMs: r.validUntilMs,
+      });
+      await insertCertificate(tx, cert, r.nowMs);
+      await tx.query('UPDATE agents SET current_serial = $2, updated_at_ms = $3 WHERE agent_id = $1', [r.agentId, cert.serial, r.nowMs]);
+      const superseded = await this.#append(tx, { kind: 'serial', agentId: '', serial: oldSerial }, {
+        reason: RevocationReason.SUPERSEDED,
+        reasonText: 'key rotated',
+        revokedAtMs: r.nowMs,
+        operatorKeyId: null,
+        nowMs: r.nowMs,
+      });
+      await tx.query('UPDATE certificates SET revoked_version = $2 WHERE serial = $1', [oldSerial, superseded.version]);
+      return { agent: agentOf(cert, row.agent_type, int(row.registered_at_ms), r.nowMs), superseded };
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Revocations
+
+  /**
+   * Revokes an agent id (every certificate it holds, past and future).
+   * @throws RpcError `not_found` (unknown agent), `already_exists` (already revoked)
+   */
+  async revokeAgent(agentId: string, req: RevocationRequest): Promise<RevocationRow> {
+    return this.#db.transaction(async (tx) => {
+      const rows = await tx.query<{ revoked_version: unknown }>('SELECT revoked_version FROM agents WHERE agent_id = $1 FOR UPDATE', [agentId]);
+      if (rows[0] === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
+      if (rows[0].revoked_version !== null) {
+        throw new RpcError('already_exists', `agent '${agentId}' is already revoked (revocation version ${int(rows[0].revoked_version)})`);
+      }
+      const entry = await this.#append(tx, { kind: 'agent', agentId, serial: new Uint8Array(0) }, req);
+      await tx.query('UPDATE agents SET revoked_version = $2, updated_at_ms = $3 WHERE agent_id = $1', [agentId, entry.version, req.nowMs]);
+      return entry;
+    });
+  }
+
+  /**
+   * Revokes one certificate by serial.
+   * @throws RpcError `not_found` (no such certificate), `already_exists` (already revoked)
+   */
+  async revokeSerial(serial: Uint8Array, req: RevocationRequest): Promise<RevocationRow> {
+    return this.#db.transaction(async (tx) => {
+      const rows = await tx.query<{ agent_id: string; revoked_version: unknown }>(
+        'SELECT c.agent_id, c.revoked_version FROM agents a JOIN certificates c ON c.agent_id = a.agent_id WHERE c.serial = $1 FOR UPDATE',
+        [serial],
+      );
+      const hex = Buffer.from(serial).toString('hex');
+      if (rows[0] === undefined) throw new RpcError('not_found', `unknown certificate serial ${hex}`);
+      if (rows[0].revoked_version !== null) {
+        throw new RpcError('already_exists', `certificate ${hex} is already revoked (revocation version ${int(rows[0].revoked_version)})`);
+      }
+      const entry = await this.#append(tx, { kind: 'serial', agentId: '', serial }, req);
+      await tx.query('UPDATE certificates SET revoked_version = $2 WHERE serial = $1', [serial, entry.version]);
+      await tx.query('UPDATE agents SET updated_at_ms = $2 WHERE agent_id = $1', [rows[0].agent_id, req.nowMs]);
+      return entry;
+    });
+  }
+
+  /** Appends one entry: takes the next version from the counter row (locking it until commit) and extends the chain. */
+  async #append(
+    tx: Queryable,
+    subject: { kind: 'agent' | 'serial'; agentId: string; serial: Uint8Array },
+    req: RevocationRequest,
+  ): Promise<RevocationRow> {
+    const registryId = await this.registryId();
+    const counter = await tx.query<{ version: unknown; head_hash: unknown }>(
+      'UPDATE revocation_counter SET version = version + 1 RETURNING version, head_hash',
+    );
+    const version = int(counter[0]!.version);
+    const fields: RevocationEntryFields = { ...subject, version, reason: req.reason, reasonText: req.reasonText, revokedAtMs: req.revokedAtMs };
+    const entryHash = revocationEntryHash(this.#crypto, registryId, bytes(counter[0]!.head_hash), fields);
+    await tx.query(
+      `INSERT INTO revocations (version, agent_id, serial, reason, reason_text, revoked_at_ms, recorded_at_ms, entry_hash, operator_key_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [
+        version,
+        subject.kind === 'agent' ? subject.agentId : null,
+        subject.kind === 'serial' ? subject.serial : null,
+        req.reason,
+        req.reasonText,
+        req.revokedAtMs,
+        req.nowMs,
+        entryHash,
+        req.operatorKeyId,
+      ],
+    );
+    await tx.query('UPDATE revocation_counter SET head_hash = $1', [entryHash]);
+    // Delivered at commit, to every registry process that LISTENs (pg); PGlite wakes its own watchers.
+    await tx.query('SELECT pg_notify($1, $2)', [REVOCATION_CHANNEL, String(version)]);
+    return { ...fields, version, revokedAtMs: req.revokedAtMs, entryHash };
+  }
+
+  /** The current version and chain head. */
+  async revocationHead(): Promise<{ version: number; headHash: Uint8Array }> {
+    const rows = await this.#db.query<{ version: unknown; head_hash: unknown }>('SELECT version, head_hash FROM revocation_counter');
+    return { version: int(rows[0]!.version), headHash: bytes(rows[0]!.head_hash) };
+  }
+
+  /** The chain hash at `version` (the empty-chain hash at 0). */
+  async hashAt(version: number): Promise<Uint8Array> {
+    if (version === 0) return new Uint8Array(EMPTY_CHAIN_HASH);
+    const rows = await this.#db.query<{ entry_hash: unknown }>('SELECT entry_hash FROM revocations WHERE version = $1', [version]);
+    if (rows[0] === undefined) throw new RpcError('failed_precondition', `revocation version ${version} does not exist`);
+    return bytes(rows[0].entry_hash);
+  }
+
+  /** Entries with version > `after`, in order, at most `limit`. */
+  async revocationsAfter(after: number, limit: number): Promise<RevocationRow[]> {
+    const rows = await this.#db.query<RevocationJoin>(
+      'SELECT version, agent_id, serial, reason, reason_text, revoked_at_ms, entry_hash FROM revocations WHERE version > $1 ORDER BY version LIMIT $2',
+      [after, limit],
+    );
+    return rows.map(revocationFrom);
+  }
+}
+
+function operatorFrom(r: Record<string, unknown>): OperatorRow {
+  return {
+    keyId: bytes(r['key_id']),
+    publicKey: bytes(r['public_key']),
+    name: r['name'] as string,
+    addedAtMs: int(r['added_at_ms']),
+    addedByKeyId: r['added_by_key_id'] === null ? null : bytes(r['added_by_key_id']),
+  };
+}
+
+function agentOf(cert: AgentCertificate, agentType: string, registeredAtMs: number, nowMs: number): AgentRow {
+  return {
+    agentId: cert.agentId,
+    agentType,
+    capabilities: [...cert.capabilities],
+    status: Number(cert.validFromMs) > nowMs || Number(cert.validUntilMs) > nowMs ? AgentStatus.ACTIVE : AgentStatus.EXPIRED,
+    certificate: cert,
+    registeredAtMs,
+    updatedAtMs: nowMs,
+    revocationVersion: 0,
+  };
+}
+
+async function insertCertificate(tx: Queryable, cert: AgentCertificate, nowMs: number): Promise<void> {
+  try {
+    await tx.query(
+      `INSERT INTO certificates (serial, agent_id, identity_public_key, issuer_key_id, valid_from_ms, valid_until_ms, issued_at_ms, encoded)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [cert.serial, cert.agentId, cert.identityPublicKey, cert.issuerKeyId, Number(cert.validFromMs), Number(cert.validUntilMs), nowMs, encodeCertificate(cert)],
+    );
+  } catch (error) {
+    if (isUniqueViolation(error) && String(error.constraint ?? '').includes('identity_public_key')) {
+      throw new RpcError('already_exists', 'this identity public key is already registered (to this or another agent)');
+    }
+    throw error;
+  }
+}
+
+/** Deletes the challenge if it exists, is unexpired and has this purpose; else `challenge_invalid`. */
+async function consumeChallenge(tx: Queryable, challenge: Uint8Array, purpose: ChallengePurpose, nowMs: number): Promise<void> {
+  const rows = await tx.query<{ purpose: unknown; expires_at_ms: unknown }>('DELETE FROM challenges WHERE challenge = $1 RETURNING purpose, expires_at_ms', [challenge]);
+  const row = rows[0];
+  if (row === undefined) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
+  if (int(row.purpose) !== purpose) throw new RpcError('challenge_invalid', 'challenge was issued for another purpose');
+  if (int(row.expires_at_ms) <= nowMs) throw new RpcError('challenge_invalid', 'challenge expired: request a new one');
+}

@@ -1,0 +1,247 @@
+// The operator CLI as an operator uses it: real processes, real exit codes,
+// tables and --json, one-line errors (never a stack trace), --help on every
+// command, a sealed issuer key, TLS, and `revocations --watch`.
+import { spawn, execFileSync } from 'node:child_process';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT_CODES, main } from '../src/cli.js';
+import { APP_DIR, initRegistry, runCli, serve, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from './harness.js';
+
+function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
+  expect(r.code, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(code);
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^parley-registry: error: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+const COMMANDS = [
+  ['init'],
+  ['serve'],
+  ['agent', 'register'],
+  ['agent', 'list'],
+  ['agent', 'show'],
+  ['agent', 'rotate'],
+  ['agent', 'revoke'],
+  ['revocations'],
+  ['operator', 'add'],
+  ['operator', 'list'],
+  ['trust-bundle'],
+  ['issuer', 'rotate'],
+];
+
+describe('help', () => {
+  it('prints --help for every command and the command list, exit 0', async () => {
+    for (const words of COMMANDS) {
+      const out: string[] = [];
+      expect(await main([...words, '--help'], (t) => out.push(t))).toBe(EXIT_CODES.ok);
+      expect(out.join('\n')).toContain(`Usage: parley-registry ${words.join(' ')}`);
+    }
+    const out: string[] = [];
+    expect(await main(['--help'], (t) => out.push(t))).toBe(0);
+    for (const words of COMMANDS) expect(out.join('\n')).toContain(words.join(' '));
+    expect(out.join('\n')).toContain('Exit codes');
+    const agent: string[] = [];
+    expect(await main(['agent', '--help'], (t) => agent.push(t))).toBe(0);
+    expect(agent.join('\n')).toContain('agent register');
+  });
+
+  it('a real process prints help and exits 0; usage errors exit 2 in one line', async () => {
+    const [help, unknownCommand, unknownFlag, missing] = await Promise.all([
+      runCli(['agent', 'revoke', '--help']),
+      runCli(['frobnicate']),
+      runCli(['agent', 'list', '--colour']),
+      runCli(['agent', 'register', '--type', 'x']),
+    ]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--reason');
+    expectOneLineError(unknownCommand, EXIT_CODES.usage, /unknown command 'frobnicate'/);
+    expectOneLineError(unknownFlag, EXIT_CODES.usage, /--colour/);
+    expectOneLineError(missing, EXIT_CODES.usage, /missing AGENT_ID/);
+  });
+});
+
+describe('operator walkthrough on PGlite', () => {
+  let fixture: RegistryFixture;
+  let registry: RunningRegistry;
+  let cli: (args: string[], env?: Record<string, string | undefined>) => Promise<CliResult>;
+
+  beforeAll(async () => {
+    fixture = await initRegistry('pglite', 'cli');
+    registry = await serve(fixture);
+    cli = (args, env = {}) => runCli([...args, '--data-dir', fixture.dataDir, '--server', registry.address], env);
+  }, 60_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+    await fixture?.cleanup();
+  });
+
+  it('init wrote mode-0600 key files and refuses to run twice', async () => {
+    for (const f of ['issuer-key.json', 'operator-key.json']) expect(statSync(join(fixture.dataDir, f)).mode & 0o777).toBe(0o600);
+    expectOneLineError(await runCli(['init', '--data-dir', fixture.dataDir]), EXIT_CODES.alreadyExists, /already initialised/);
+  });
+
+  it('registers, lists, shows, revokes and prints the verified list, in tables and JSON', async () => {
+    const reg = await cli(['agent', 'register', 'planner-1', '--type', 'planner', '--cap', 'task:delegate', '--cap', 'msg:send', '--json']);
+    expect(reg.code, reg.stderr).toBe(0);
+    const agent = JSON.parse(reg.stdout) as Record<string, unknown>;
+    expect(agent).toMatchObject({ agent_id: 'planner-1', agent_type: 'planner', capabilities: ['msg:send', 'task:delegate'], status: 'active' });
+    expect(statSync(agent['key_file'] as string).mode & 0o777).toBe(0o600);
+
+    const [dup, table, show, unknown] = await Promise.all([
+      cli(['agent', 'register', 'planner-1', '--type', 'planner']),
+      cli(['agent', 'list']),
+      cli(['agent', 'show', 'planner-1']),
+      cli(['agent', 'show', 'ghost']),
+    ]);
+    expectOneLineError(dup, EXIT_CODES.alreadyExists, /agent 'planner-1' already exists/);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^AGENT ID\s+TYPE\s+STATUS/);
+    expect(table.stdout).toMatch(/planner-1\s+planner\s+active/);
+    expect(show.stdout).toMatch(/did:key:z6Mk/);
+    expectOneLineError(unknown, EXIT_CODES.notFound, /unknown agent 'ghost'/);
+
+    const revoke = await cli(['agent', 'revoke', 'planner-1', '--reason', 'key-compromise', '-m', 'laptop stolen']);
+    expect(revoke.code, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toContain('revocation list version 1');
+    const [list, listJson, again] = await Promise.all([
+      cli(['revocations']),
+      cli(['revocations', '--json']),
+      cli(['agent', 'revoke', 'planner-1']),
+    ]);
+    expect(list.stdout).toMatch(/1\s+agent planner-1\s+key_compromise\s+laptop stolen/);
+    expect(list.stdout).toContain('verified');
+    expect(JSON.parse(listJson.stdout)).toMatchObject({ version: 1, verified: true, entries: [{ version: 1, agent_id: 'planner-1', reason: 'key_compromise' }] });
+    expectOneLineError(again, EXIT_CODES.alreadyExists, /already revoked/);
+    const revoked = JSON.parse((await cli(['agent', 'list', '--status', 'revoked', '--json'])).stdout) as { agents: { agent_id: string }[] };
+    expect(revoked.agents.map((a) => a.agent_id)).toEqual(['planner-1']);
+  });
+
+  it('rotates an agent key and replaces the key file', async () => {
+    expect((await cli(['agent', 'register', 'rot-1', '--type', 'worker'])).code).toBe(0);
+    const before = (JSON.parse((await cli(['agent', 'show', 'rot-1', '--json'])).stdout) as { certificate: { serial: string } }).certificate.serial;
+    const rotated = await cli(['agent', 'rotate', 'rot-1', '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const after = JSON.parse(rotated.stdout) as { certificate: { serial: string }; superseded: { serial: string; reason: string } };
+    expect(after.certificate.serial).not.toBe(before);
+    expect(after.superseded).toMatchObject({ serial: before, reason: 'superseded' });
+  });
+
+  it('gives clear one-line errors: bad key encoding, permission denied, server and database unreachable, plaintext off loopback', async () => {
+    const stranger = tempDir('stranger');
+    try {
+      const strangerKey = join(stranger.path, 'op.json');
+      const [badKey, badSerial, denied, unreachable, noDb, offLoopback] = await Promise.all([
+        cli(['operator', 'add', 'carol', 'not-a-key']),
+        cli(['agent', 'revoke', '--serial', 'xyz']),
+        cli(['operator', 'add', 'dave', '--key-file', strangerKey]).then(() => cli(['agent', 'list', '--operator-key', strangerKey])),
+        runCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']),
+        runCli(['init', '--data-dir', join(stranger.path, 'db'), '--database-url', 'postgres://postgres@127.0.0.1:1/nowhere']),
+        runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '0.0.0.0:0']),
+      ]);
+      expectOneLineError(badKey, EXIT_CODES.invalidArgument, /bad key encoding/);
+      expectOneLineError(badSerial, EXIT_CODES.invalidArgument, /bad serial encoding/);
+      // dave's key was listed by the admin, so signing with it works; a key nobody listed is refused.
+      expect(denied.code, denied.stderr).toBe(0);
+      const other = join(stranger.path, 'other.json');
+      // `operator add --key-file` creates the key file first, then fails to reach this (wrong) server: a key nobody listed.
+      await runCli(['operator', 'add', 'erin', '--key-file', other, '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']);
+      expectOneLineError(await cli(['agent', 'list', '--operator-key', other]), EXIT_CODES.permissionDenied, /not a listed operator/);
+      expectOneLineError(unreachable, EXIT_CODES.unavailable, /registry server unreachable/);
+      expectOneLineError(noDb, EXIT_CODES.unavailable, /database unreachable at postgres:\/\/postgres@127\.0\.0\.1:1\/nowhere/);
+      expectOneLineError(offLoopback, EXIT_CODES.failedPrecondition, /refusing to serve plaintext on non-loopback/);
+      // Without an operator key: writes are refused locally with a pointer, reads go unsigned (open by default).
+      const empty = join(stranger.path, 'empty');
+      const [noKeyWrite, noKeyRead] = await Promise.all([
+        runCli(['agent', 'revoke', 'planner-1', '--data-dir', empty, '--server', registry.address]),
+        runCli(['agent', 'list', '--json', '--data-dir', empty, '--server', registry.address]),
+      ]);
+      expectOneLineError(noKeyWrite, EXIT_CODES.failedPrecondition, /no operator key at .*pass --operator-key FILE/);
+      expect(noKeyRead.code, noKeyRead.stderr).toBe(0);
+    } finally {
+      stranger.remove();
+    }
+  });
+
+  it('watches revocations live as NDJSON', async () => {
+    const child = spawn(
+      process.execPath,
+      ['--conditions=@parley/source', '--import', 'tsx', join(APP_DIR, 'src/cli.ts'), 'revocations', '--watch', '--json', '--data-dir', fixture.dataDir, '--server', registry.address],
+      { cwd: APP_DIR, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const lines: Record<string, unknown>[] = [];
+    let buffer = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const waiters = new Set<() => void>();
+    child.stdout.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>);
+        buffer = buffer.slice(nl + 1);
+      }
+      for (const wake of waiters) wake();
+    });
+    const seen = (pred: (l: Record<string, unknown>) => boolean) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out; got ${JSON.stringify(lines)}; stderr ${stderr}`)), 30_000);
+        const check = (): void => {
+          if (lines.some(pred)) {
+            clearTimeout(timer);
+            waiters.delete(check);
+            resolve();
+          }
+        };
+        waiters.add(check);
+        check();
+      });
+    try {
+      await seen((l) => l['type'] === 'heartbeat'); // caught up with the backlog
+      expect((await cli(['agent', 'register', 'watched-1', '--type', 'worker'])).code).toBe(0);
+      expect((await cli(['agent', 'revoke', 'watched-1'])).code).toBe(0);
+      await seen((l) => l['type'] === 'entry' && l['agent_id'] === 'watched-1');
+      const versions = lines.filter((l) => l['type'] === 'entry').map((l) => l['version']);
+      expect(versions).toEqual(Array.from({ length: versions.length }, (_, i) => i + 1));
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 60_000);
+});
+
+describe('sealed issuer key and TLS', () => {
+  it('serves only with the passphrase, and over TLS 1.3 with a CA-verified certificate', async () => {
+    const dir = tempDir('sealed');
+    const passFile = join(dir.path, 'pass');
+    writeFileSync(passFile, 'correct horse battery staple\n', { mode: 0o600 });
+    let fixture: RegistryFixture | undefined;
+    let registry: RunningRegistry | undefined;
+    try {
+      fixture = await initRegistry('pglite', 'sealed', ['--passphrase-file', passFile, '--kdf', 'interactive']);
+      const noPass = await runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0']);
+      expectOneLineError(noPass, EXIT_CODES.permissionDenied, /sealed: a passphrase is required/);
+      writeFileSync(join(dir.path, 'wrong'), 'wrong\n');
+      const wrong = await runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--passphrase-file', join(dir.path, 'wrong')]);
+      expectOneLineError(wrong, EXIT_CODES.permissionDenied, /wrong passphrase/);
+
+      // A self-signed certificate for localhost (openssl, test only).
+      const cert = join(dir.path, 'cert.pem');
+      const key = join(dir.path, 'key.pem');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      registry = await serve(fixture, ['--passphrase-file', passFile, '--tls-cert', cert, '--tls-key', key]);
+      expect(registry.logs.find((l) => l['msg'] === 'listening')).toMatchObject({ tls: true });
+      const overTls = await runCli(['agent', 'list', '--json', '--data-dir', fixture.dataDir, '--server', registry.address, '--tls-ca', cert, '--tls-server-name', 'localhost']);
+      expect(overTls.code, overTls.stderr).toBe(0);
+      expect(JSON.parse(overTls.stdout)).toEqual({ agents: [], next_page_token: null });
+      const plain = await runCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', registry.address, '--timeout', '3']);
+      expect(plain.code).toBe(EXIT_CODES.unavailable);
+    } finally {
+      await registry?.stop();
+      await fixture?.cleanup();
+      dir.remove();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,254 @@
+// Storage on both engines: the same migrations and SQL on PGlite (always) and
+// PostgreSQL (when DATABASE_URL is set; required in CI). Migrations are
+// idempotent, a PGlite registry survives a restart, every operation is one
+// transaction (a refused one leaves nothing), challenges and nonces are
+// single-use, and revocation versions stay gapless with 50 concurrent writers.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
+import { TrustBundle, createIssuerKey, keyId, type IssuerKey } from '@parley/identity';
+import { AgentStatus, ChallengePurpose, RevocationReason, create, RevocationListEntrySchema } from '@parley/proto';
+import { RevocationListFollower, isRpcError, revocationHeadLayout } from '@parley/rpc';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIGRATIONS, applyMigrations, openDatabase, openRegistry, RegistryStore, type Database } from '../src/index.js';
+import { APP_DIR, BACKENDS, DATABASE_URL, REQUIRE_POSTGRES, dropSchema, freshSchema, tempDir } from './harness.js';
+
+it('runs on PostgreSQL in CI (DATABASE_URL must be set)', () => {
+  if (REQUIRE_POSTGRES) expect(DATABASE_URL, 'CI=true requires DATABASE_URL: the PostgreSQL suites must not be skipped').toBeDefined();
+});
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    if (isRpcError(error)) return error.code;
+    throw error;
+  }
+  throw new Error('expected a failure');
+}
+
+describe.each(BACKENDS)('registry store on %s', (backend) => {
+  let crypto: ParleyCrypto;
+  let dir: ReturnType<typeof tempDir>;
+  const schema = freshSchema(`store${backend}`);
+  let db: Database;
+  let store: RegistryStore;
+  let issuer: IssuerKey;
+  let registryId: Uint8Array;
+  let n = 0;
+  const id = (p: string): string => `${p}-${++n}`;
+
+  const open = () =>
+    backend === 'postgres' ? openDatabase({ url: DATABASE_URL!, schema, maxConnections: 60 }) : openDatabase({ dataDir: join(dir.path, 'pgdata') });
+
+  beforeAll(async () => {
+    crypto = await createCrypto();
+    dir = tempDir(`store${backend}`);
+    db = await open();
+    const first = await applyMigrations(db, backend === 'postgres' ? schema : undefined);
+    expect(first.applied).toEqual(MIGRATIONS.map((m) => m.version));
+    store = new RegistryStore(db, crypto);
+    issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+    registryId = crypto.randomBytes(16);
+    const operator = crypto.ed25519.generateKeyPair();
+    await store.initialise({ registryId, issuer, operator: { publicKey: operator.publicKey, keyId: keyId(crypto, operator.publicKey), name: 'admin' }, nowMs: Date.now() });
+  }, 60_000);
+
+  afterAll(async () => {
+    await db?.close();
+    dir?.remove();
+    if (backend === 'postgres') await dropSchema(schema);
+  });
+
+  async function register(agentId: string, publicKey = crypto.ed25519.generateKeyPair().publicKey) {
+    const challenge = crypto.randomBytes(32);
+    const nowMs = Date.now();
+    await store.createChallenge(challenge, ChallengePurpose.REGISTER, nowMs + 60_000);
+    return store.registerAgent(issuer, { agentId, identityPublicKey: publicKey, agentType: 'worker', capabilities: ['b', 'a'], validFromMs: nowMs, validUntilMs: nowMs + 3_600_000, challenge, nowMs });
+  }
+
+  const revocation = { reason: RevocationReason.UNSPECIFIED, reasonText: '', revokedAtMs: 1, operatorKeyId: null, nowMs: 1 };
+
+  it('applies migrations idempotently and refuses a second registry in the same database', async () => {
+    const again = await applyMigrations(db, backend === 'postgres' ? schema : undefined);
+    expect(again).toEqual({ applied: [], version: MIGRATIONS.length });
+    const rows = await db.query<{ version: number }>('SELECT version FROM registry_migrations ORDER BY version');
+    expect(rows.map((r) => Number(r.version))).toEqual(MIGRATIONS.map((m) => m.version));
+    const other = crypto.ed25519.generateKeyPair();
+    expect(
+      await codeOf(store.initialise({ registryId: crypto.randomBytes(16), issuer, operator: { publicKey: other.publicKey, keyId: keyId(crypto, other.publicKey), name: 'x' }, nowMs: 1 })),
+    ).toBe('already_exists');
+  });
+
+  it('refuses a database whose schema is newer than this build', async () => {
+    const future = [...MIGRATIONS, { version: MIGRATIONS.length + 1, name: 'future', sql: 'CREATE TABLE future_table (x int)' }];
+    const s2 = freshSchema(`future${backend}`);
+    const d2 = tempDir(`future${backend}`);
+    const db2 = backend === 'postgres' ? await openDatabase({ url: DATABASE_URL!, schema: s2 }) : await openDatabase({ dataDir: d2.path });
+    try {
+      await applyMigrations(db2, backend === 'postgres' ? s2 : undefined, future);
+      expect(await codeOf(applyMigrations(db2, backend === 'postgres' ? s2 : undefined))).toBe('failed_precondition');
+    } finally {
+      await db2.close();
+      d2.remove();
+      if (backend === 'postgres') await dropSchema(s2);
+    }
+  }, 30_000);
+
+  it('registers in one transaction: a duplicate key leaves no agent row and keeps the challenge', async () => {
+    const key = crypto.ed25519.generateKeyPair().publicKey;
+    const a = await register(id('tx'), key);
+    expect(a.capabilities).toEqual(['a', 'b']);
+    const challenge = crypto.randomBytes(32);
+    await store.createChallenge(challenge, ChallengePurpose.REGISTER, Date.now() + 60_000);
+    const dupId = id('tx');
+    const nowMs = Date.now();
+    const attempt = () =>
+      store.registerAgent(issuer, { agentId: dupId, identityPublicKey: key, agentType: 'worker', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge, nowMs });
+    expect(await codeOf(attempt())).toBe('already_exists');
+    expect(await store.agent(dupId, Date.now())).toBeUndefined();
+    // The rolled-back transaction also returned the challenge: it still works once, then never again.
+    const rows = await db.query('SELECT 1 FROM challenges WHERE challenge = $1', [challenge]);
+    expect(rows).toHaveLength(1);
+  });
+
+  it('consumes a challenge once; refuses expired and other-purpose ones', async () => {
+    const c = crypto.randomBytes(32);
+    const nowMs = Date.now();
+    await store.createChallenge(c, ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
+    const key = crypto.ed25519.generateKeyPair().publicKey;
+    const reg = (challenge: Uint8Array, agentId: string) =>
+      store.registerAgent(issuer, { agentId, identityPublicKey: key, agentType: 'w', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge, nowMs: Date.now() });
+    expect(await codeOf(reg(c, id('ch')))).toBe('challenge_invalid');
+    const expired = crypto.randomBytes(32);
+    await store.createChallenge(expired, ChallengePurpose.REGISTER, Date.now() - 1);
+    expect(await codeOf(reg(expired, id('ch')))).toBe('challenge_invalid');
+    expect(await store.prune(Date.now())).toBeGreaterThanOrEqual(1);
+    const good = crypto.randomBytes(32);
+    await store.createChallenge(good, ChallengePurpose.REGISTER, Date.now() + 60_000);
+    await reg(good, id('ch'));
+    expect(await codeOf(reg(good, id('ch')))).toBe('challenge_invalid');
+  });
+
+  it('records an operator nonce once', async () => {
+    const k = crypto.randomBytes(16);
+    const nonce = crypto.randomBytes(16);
+    expect(await store.useNonce(k, nonce, Date.now() + 60_000)).toBe(true);
+    expect(await store.useNonce(k, nonce, Date.now() + 60_000)).toBe(false);
+  });
+
+  it('chains revocations; the chain and a signed head verify', async () => {
+    const a = await register(id('chain'));
+    const b = await register(id('chain'));
+    const e1 = await store.revokeAgent(a.agentId, { ...revocation, reason: RevocationReason.KEY_COMPROMISE, reasonText: 'x' });
+    const e2 = await store.revokeSerial(b.certificate.serial, revocation);
+    expect(e2.version).toBe(e1.version + 1);
+    expect(await codeOf(store.revokeAgent(a.agentId, revocation))).toBe('already_exists');
+    expect(await codeOf(store.revokeSerial(b.certificate.serial, revocation))).toBe('already_exists');
+    expect(await codeOf(store.revokeAgent('nobody', revocation))).toBe('not_found');
+    expect((await store.agent(b.agentId, Date.now()))!.status).toBe(AgentStatus.REVOKED);
+    const head = await store.revocationHead();
+    expect(head.version).toBe(e2.version);
+    expect(head.headHash).toEqual(e2.entryHash);
+    const rows = await store.revocationsAfter(0, 10_000);
+    const toEntry = (r: (typeof rows)[number]) =>
+      create(RevocationListEntrySchema, {
+        version: BigInt(r.version),
+        subject: r.kind === 'agent' ? { case: 'agentId', value: r.agentId } : { case: 'serial', value: r.serial },
+        reason: r.reason,
+        reasonText: r.reasonText,
+        revokedAtMs: BigInt(r.revokedAtMs),
+        entryHash: r.entryHash,
+      });
+    const fields = { registryId, version: head.version, headHash: head.headHash, issuedAtMs: 5, issuerKeyId: issuer.keyId };
+    const signed = { ...fields, version: BigInt(head.version), issuedAtMs: 5n, signature: crypto.ed25519.sign(revocationHeadLayout(fields), issuer.secretKey), $typeName: 'parley.v1.SignedRevocationHead' as const };
+    const follower = new RevocationListFollower(crypto, { registryId, trustBundle: TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]) });
+    expect(follower.apply(rows.map(toEntry), signed).version).toBe(head.version);
+  });
+
+  it.runIf(backend === 'postgres')('keeps revocation versions monotonic and gapless with 50 concurrent writers', async () => {
+    const agents = [];
+    for (let i = 0; i < 50; i++) agents.push(await register(id('c50')));
+    const before = (await store.revocationHead()).version;
+    // 50 transactions at once on 50 pooled connections; a few also fail (already revoked) and must give their number back.
+    const results = await Promise.allSettled([
+      ...agents.map((a) => store.revokeAgent(a.agentId, revocation)),
+      ...agents.slice(0, 5).map((a) => store.revokeAgent(a.agentId, revocation)),
+    ]);
+    const versions = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.version] : [])).sort((x, y) => x - y);
+    expect(versions).toEqual(Array.from({ length: 50 }, (_, i) => before + i + 1));
+    expect(results.filter((r) => r.status === 'rejected')).toHaveLength(5);
+    const stored = (await store.revocationsAfter(before, 1000)).map((r) => r.version);
+    expect(stored).toEqual(versions);
+  }, 60_000);
+
+  it('rotates the issuer key: the old key stays trusted until its last certificate expires', async () => {
+    const a = await register(id('issuer'));
+    const next = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+    const { retiredKeyId, notAfterMs } = await store.rotateIssuer(next, Date.now());
+    expect(retiredKeyId).toEqual(issuer.keyId);
+    expect(notAfterMs).toBeGreaterThanOrEqual(Number(a.certificate.validUntilMs));
+    const issuers = await store.issuers();
+    expect(issuers[0]!.active).toBe(true);
+    expect(issuers[0]!.keyId).toEqual(next.keyId);
+    expect(issuers.find((i) => !i.active)!.notAfterMs).toBe(notAfterMs);
+    issuer = next;
+    const b = await register(id('issuer'));
+    expect(b.certificate.issuerKeyId).toEqual(next.keyId);
+  });
+});
+
+describe('PGlite persistence', () => {
+  it('keeps everything across a restart of the embedded database', async () => {
+    const crypto = await createCrypto();
+    const dir = tempDir('persist');
+    try {
+      const first = await openRegistry(crypto, { dataDir: dir.path });
+      const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+      const operator = crypto.ed25519.generateKeyPair();
+      await first.store.initialise({ registryId: new Uint8Array(16).fill(7), issuer, operator: { publicKey: operator.publicKey, keyId: keyId(crypto, operator.publicKey), name: 'a' }, nowMs: 1 });
+      // A second opener of the same directory is refused while the first holds it.
+      expect(await codeOf(openRegistry(crypto, { dataDir: dir.path }))).toBe('failed_precondition');
+      await first.close();
+      const second = await openRegistry(crypto, { dataDir: dir.path });
+      expect(second.migrations.applied).toEqual([]);
+      expect(await second.store.registryId()).toEqual(new Uint8Array(16).fill(7));
+      expect((await second.store.operators()).map((o) => o.name)).toEqual(['a']);
+      await second.close();
+    } finally {
+      dir.remove();
+    }
+  }, 60_000);
+});
+
+describe('migrations from two processes at once', () => {
+  it.runIf(DATABASE_URL !== undefined)('applies each migration exactly once (advisory lock)', async () => {
+    const schema = freshSchema('mig2');
+    const run = () =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', join(APP_DIR, 'test/fixtures/migrate.ts'), schema], {
+          cwd: APP_DIR,
+          env: process.env,
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        child.on('close', (code) => resolve({ code, out, err }));
+      });
+    try {
+      const [a, b] = await Promise.all([run(), run()]);
+      expect(a.code, a.err).toBe(0);
+      expect(b.code, b.err).toBe(0);
+      const results = [JSON.parse(a.out) as { applied: number[] }, JSON.parse(b.out) as { applied: number[] }];
+      // Exactly one process applied each migration; the other found it recorded.
+      expect([...results[0]!.applied, ...results[1]!.applied].sort()).toEqual(MIGRATIONS.map((m) => m.version));
+      const db = await openDatabase({ url: DATABASE_URL!, schema });
+      const rows = await db.query<{ version: number }>('SELECT version FROM registry_migrations');
+      await db.close();
+      expect(rows).toHaveLength(MIGRATIONS.length);
+    } finally {
+      await dropSchema(schema);
+    }
+  }, 60_000);
+});

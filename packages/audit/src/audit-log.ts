@@ -1,0 +1,275 @@
+/**
+ * The writer (the issue's `MessageChain`): appends signed, hash-linked entries
+ * to a store and keeps the Merkle tree over them in memory, so it can sign
+ * tree heads and answer inclusion and consistency proofs for every size.
+ *
+ * Appends are serialised inside one AuditLog. Several AuditLogs (processes) may
+ * share one PostgreSQL store: an append that loses a race gets `conflict` from
+ * the store, catches up with the entries the others wrote, re-signs at the new
+ * tip and retries, so the chain never forks.
+ */
+import type { AuditMessage } from '@parley/proto';
+import type { Ed25519KeyPair, ParleyCrypto } from '@parley/crypto-core';
+import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
+import { AuditError, isAuditError } from './errors.js';
+import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, ZERO_HASH, type AuditEntryFields } from './entry.js';
+import { MerkleTree, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
+import type { AuditStore } from './store.js';
+import { signTreeHead, type SignedTreeHead } from './tree-head.js';
+import { chainError, verifyChain } from './verify.js';
+
+/** Options of {@link AuditLog.open}. */
+export interface AuditLogOptions {
+  /** Where entries go: `openFileStore(…)` or `openPostgresStore(…)`. The log closes it on `close()`. */
+  readonly store: AuditStore;
+  /** The writer's Ed25519 key pair: signs every entry and tree head. */
+  readonly writer: Ed25519KeyPair;
+  /** Milliseconds since the epoch for entries without a timestamp and for tree heads. Default `Date.now`. */
+  readonly clock?: () => number;
+  /**
+   * What `open` checks in the stored entries before extending them:
+   * `'links'` (default) indexes and hash links; `'full'` also every signature ({@link verifyChain}),
+   * with the writer key and `trustedKeys`.
+   */
+  readonly verify?: 'links' | 'full';
+  /** Other writers' public keys (processes sharing a PostgreSQL log), for `verify: 'full'`. */
+  readonly trustedKeys?: readonly Uint8Array[];
+  /** How often one append may lose a race and retry. Default 64. */
+  readonly maxRetries?: number;
+}
+
+/**
+ * An audit log writer over a store.
+ *
+ * @example
+ * const log = await AuditLog.open(crypto, { store, writer: crypto.ed25519.generateKeyPair() });
+ * const entry = await log.append({ messageHash, senderId: 'planner-1', recipientId: 'coder-2',
+ *                                  messageType: MessageType.TASK_ASSIGNMENT, outcome: 'routed' });
+ * const head = log.treeHead();                      // signed: size and root
+ * const proof = log.inclusionProof(Number(entry.index));
+ */
+export class AuditLog {
+  readonly #crypto: ParleyCrypto;
+  readonly #store: AuditStore;
+  readonly #writer: Ed25519KeyPair;
+  readonly #keyId: Uint8Array;
+  readonly #clock: () => number;
+  readonly #maxRetries: number;
+  readonly #tree: MerkleTree;
+  #tip: Uint8Array = ZERO_HASH;
+  #queue: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries'>>) {
+    this.#crypto = crypto;
+    this.#store = options.store;
+    this.#writer = options.writer;
+    this.#keyId = writerKeyId(crypto, options.writer.publicKey);
+    this.#clock = options.clock;
+    this.#maxRetries = options.maxRetries;
+    this.#tree = new MerkleTree(merkleHasher(crypto));
+  }
+
+  /**
+   * Opens a log over a store: reads and checks every stored entry, rebuilds
+   * the Merkle tree, and is then ready to append.
+   *
+   * @param crypto ParleyCrypto from `createCrypto()`
+   * @param options store, writer key, clock, open-time verification
+   * @returns the log
+   * @throws AuditError `malformed` (options), the break reason when the stored chain is broken, `storage_failure`
+   */
+  static async open(crypto: ParleyCrypto, options: AuditLogOptions): Promise<AuditLog> {
+    assertCrypto(crypto);
+    const o = assertObject(options, 'options');
+    const store = o['store'] as AuditStore;
+    for (const m of ['size', 'append', 'read', 'close'] as const) {
+      if (typeof (store as unknown as Record<string, unknown> | null)?.[m] !== 'function') malformed(`options.store must be an AuditStore, got ${describe(store)}`);
+    }
+    const writer = assertKeyPair(o['writer'], 'options.writer');
+    const clock = o['clock'] === undefined ? Date.now : assertFunction<() => number>(o['clock'], 'options.clock');
+    const verify = o['verify'] === undefined ? 'links' : o['verify'];
+    if (verify !== 'links' && verify !== 'full') malformed("options.verify must be 'links' or 'full'");
+    const trusted = o['trustedKeys'] === undefined ? [] : o['trustedKeys'];
+    if (!Array.isArray(trusted)) malformed(`options.trustedKeys must be an array, got ${describe(trusted)}`);
+    const maxRetries = assertSafeInt(o['maxRetries'] === undefined ? 64 : o['maxRetries'], 'options.maxRetries', 0, 10_000);
+    const log = new AuditLog(crypto, { store, writer, clock, maxRetries });
+    if (verify === 'full') {
+      const size = await store.size();
+      const result = await verifyChain(crypto, store.read(0, size), { keys: [writer.publicKey, ...(trusted as Uint8Array[])], tree: log.#tree });
+      if (!result.ok) throw chainError(result);
+      log.#tip = result.lastEntryHash;
+    }
+    await log.#catchUp();
+    return log;
+  }
+
+  /** Number of entries. */
+  get size(): number {
+    return this.#tree.size;
+  }
+
+  /** The writer's public key (what verifiers trust). */
+  get publicKey(): Uint8Array {
+    return this.#writer.publicKey.slice();
+  }
+
+  /** The writer's key id (each entry's signer_key_id). */
+  get keyId(): Uint8Array {
+    return this.#keyId.slice();
+  }
+
+  /** The store underneath. */
+  get store(): AuditStore {
+    return this.#store;
+  }
+
+  /**
+   * Appends one entry: assigns the next index and previous_hash, signs, stores,
+   * and extends the tree. Concurrent calls are applied in call order.
+   *
+   * @param fields message hash, sender, recipient, message type, outcome, optional timestamp
+   * @returns the stored entry
+   * @throws AuditError `malformed` (fields), `conflict` (lost more than `maxRetries` races),
+   *   a break reason (another writer's entries do not link), `storage_failure`
+   */
+  append(fields: AuditEntryFields): Promise<AuditMessage> {
+    const run = async (): Promise<AuditMessage> => {
+      this.#check();
+      assertEntryFields(fields);
+      for (let attempt = 0; ; attempt++) {
+        const index = this.#tree.size;
+        const timestampMs = fields.timestampMs === undefined ? assertIntLike(this.#clock(), 'clock()') : assertIntLike(fields.timestampMs, 'fields.timestampMs');
+        const { entry, digest } = signChecked(this.#crypto, this.#writer, this.#keyId, { ...fields, previousHash: this.#tip }, index, timestampMs);
+        try {
+          await this.#store.append(entry);
+        } catch (cause) {
+          if (isAuditError(cause, 'conflict') && attempt < this.#maxRetries) {
+            await this.#catchUp();
+            continue;
+          }
+          throw cause;
+        }
+        this.#tree.append(digest.leafHash);
+        this.#tip = digest.entryHash;
+        return entry;
+      }
+    };
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * Reads entries other writers appended since the last append (shared PostgreSQL logs).
+   * @returns the new size
+   */
+  refresh(): Promise<number> {
+    const run = async (): Promise<number> => {
+      this.#check();
+      await this.#catchUp();
+      return this.#tree.size;
+    };
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * MTH of the first `treeSize` entries.
+   * @throws AuditError `not_found` beyond the log
+   */
+  rootHash(treeSize: number = this.size): Uint8Array {
+    return this.#tree.root(treeSize);
+  }
+
+  /**
+   * Signs a tree head for the first `treeSize` entries (default: all), timestamped by the clock.
+   * @throws AuditError `not_found` beyond the log
+   */
+  treeHead(treeSize: number = this.size): SignedTreeHead {
+    const rootHash = this.#tree.root(treeSize);
+    return signTreeHead(this.#crypto, this.#writer, { treeSize, rootHash, timestampMs: assertIntLike(this.#clock(), 'clock()') });
+  }
+
+  /**
+   * Inclusion proof of entry `index` in the tree of `treeSize` entries (default: all).
+   * @throws AuditError `not_found` unless index < treeSize ≤ size
+   */
+  inclusionProof(index: number, treeSize: number = this.size): InclusionProof {
+    return this.#tree.inclusionProof(index, treeSize);
+  }
+
+  /**
+   * Consistency proof between tree sizes `oldSize` ≤ `newSize` (default: all).
+   * @throws AuditError `not_found` / `malformed` for sizes outside the log
+   */
+  consistencyProof(oldSize: number, newSize: number = this.size): ConsistencyProof {
+    return this.#tree.consistencyProof(oldSize, newSize);
+  }
+
+  /** Leaf hash of entry `index`. */
+  leafHash(index: number): Uint8Array {
+    return this.#tree.leafHash(index);
+  }
+
+  /**
+   * Reads one stored entry.
+   * @throws AuditError `not_found` beyond the log
+   */
+  async entry(index: number): Promise<AuditMessage> {
+    this.#check();
+    assertSafeInt(index, 'index');
+    if (index >= this.size) throw new AuditError('not_found', `no entry ${index} (size ${this.size})`);
+    for await (const e of this.#store.read(index, index + 1)) return e;
+    throw new AuditError('not_found', `entry ${index} is missing from the store`);
+  }
+
+  /** Waits for pending appends and closes the store. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#queue;
+    await this.#store.close();
+  }
+
+  /** Ingests stored entries past the local tip, checking index and link of each. */
+  async #catchUp(): Promise<void> {
+    const to = await this.#store.size();
+    let expected = this.#tree.size;
+    if (to < expected) throw new AuditError('removed', `the store holds ${to} entries, fewer than the ${expected} this log has seen`);
+    for await (const entry of this.#store.read(expected, to)) {
+      if (entry.index !== BigInt(expected)) {
+        throw new AuditError(entry.index > BigInt(expected) ? 'removed' : 'inserted', `stored entry at position ${expected} has index ${entry.index}`);
+      }
+      const digest = digestEntry(this.#crypto, entry);
+      if (!this.#crypto.constantTimeEqual(entry.previousHash, this.#tip)) {
+        throw new AuditError('bad_link', `stored entry ${expected} does not link to entry ${expected - 1} (run verifyChain to classify)`);
+      }
+      this.#tree.append(digest.leafHash);
+      this.#tip = digest.entryHash;
+      expected++;
+    }
+    if (expected !== to) throw new AuditError('removed', `the store reported ${to} entries but returned ${expected}`);
+  }
+
+  #check(): void {
+    if (this.#closed) throw new AuditError('storage_failure', 'the audit log is closed');
+  }
+}
+
+/**
+ * Builds the Merkle tree of a sequence of entries (no verification: use
+ * {@link verifyChain} with `tree` to verify and build in one pass).
+ *
+ * @param crypto ParleyCrypto from `createCrypto()`
+ * @param entries entries in order
+ * @returns the tree
+ */
+export async function treeFromEntries(crypto: ParleyCrypto, entries: AsyncIterable<AuditMessage> | Iterable<AuditMessage>): Promise<MerkleTree> {
+  assertCrypto(crypto);
+  const tree = new MerkleTree(merkleHasher(crypto));
+  for await (const entry of entries) tree.append(digestEntry(crypto, assertEntry(entry)).leafHash);
+  return tree;
+}
+

@@ -1,0 +1,430 @@
+#!/usr/bin/env node
+/**
+ * parley-audit: verify an audit log and produce proofs from it, for operators
+ * and scripts (docs/PROTOCOL.md §9, packages/audit/README.md "CLI").
+ *
+ * Every command that reads a log verifies the whole chain first (with the
+ * trusted writer key), so nothing is proved or signed over a broken log. Exit
+ * codes: 0 ok · 1 verification failed · 2 usage error · 3 storage error.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { createCrypto, fromHex, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import {
+  AuditError,
+  checkConsistency,
+  checkInclusion,
+  consistencyProofToJson,
+  inclusionProofToJson,
+  isAuditError,
+  MerkleTree,
+  merkleHasher,
+  openFileStore,
+  openPostgresStore,
+  proofFromJson,
+  signTreeHead,
+  treeHeadFromJson,
+  treeHeadToJson,
+  verifyChain,
+  writerKeyId,
+  type AuditStore,
+  type ChainVerification,
+  type FileStoreEvent,
+  type SignedTreeHead,
+} from './index.js';
+
+/** Exit codes. */
+const EXIT = { ok: 0, failed: 1, usage: 2, storage: 3 } as const;
+
+const USAGE = `parley-audit — verify a Parley audit log and prove entries in it
+
+Usage:
+  parley-audit verify <log> (--public-key <key>… | --key <file>) [--head <file>] [--table <name>] [--json]
+  parley-audit head --log <log> --key <file> [--size <n>] [--table <name>] [--json]
+  parley-audit prove <index> --log <log> (--key <file> | --public-key <key>…) [--size <n>] [--table <name>] [--json]
+  parley-audit consistency <old-size> <new-size> --log <log> (--key <file> | --public-key <key>…) [--table <name>] [--json]
+  parley-audit check <proof-file> --public-key <key>… [--json]
+  parley-audit keygen --out <file> [--json]
+
+  <log>             an audit file, or postgres://… / postgresql://… (table: --table, default parley_audit)
+  --public-key <k>  a trusted writer public key: 64 hex characters, or a file holding them (repeatable)
+  --key <file>      the writer key: a file holding the 32-byte Ed25519 seed as 64 hex characters
+                    (from keygen); proofs then carry tree heads signed with it
+  --head <file>     a signed tree head (JSON from \`head\`) the log must match: catches a cut tail
+  --size <n>        tree size to prove against or sign (default: the whole log)
+  --json            one JSON object on stdout
+
+Every command that reads a log verifies the whole chain first and refuses to
+prove or sign over a broken one. \`check\` verifies a proof file from \`prove\`
+or \`consistency\` with only the proof, its signed heads and the public key.
+
+Exit codes: 0 ok, 1 verification failed, 2 usage error, 3 storage error.
+`;
+
+class UsageError extends Error {}
+
+interface Io {
+  json: boolean;
+  out(value: Record<string, unknown>, text: string): void;
+  warn(message: string): void;
+  warnings: string[];
+}
+
+function makeIo(json: boolean): Io {
+  const warnings: string[] = [];
+  return {
+    json,
+    warnings,
+    out(value, text) {
+      process.stdout.write(json ? `${JSON.stringify(warnings.length > 0 ? { ...value, warnings } : value, null, 2)}\n` : `${text}\n`);
+    },
+    warn(message) {
+      warnings.push(message);
+      if (!json) process.stderr.write(`parley-audit: warning: ${message}\n`);
+    },
+  };
+}
+
+const HEX64 = /^[0-9a-fA-F]{64}$/;
+
+async function readHexKey(value: string, what: string): Promise<Uint8Array> {
+  let text = value;
+  if (!HEX64.test(value)) {
+    try {
+      text = (await readFile(value, 'utf8')).trim();
+    } catch {
+      throw new UsageError(`${what}: neither 64 hex characters nor a readable file: ${value}`);
+    }
+  }
+  if (!HEX64.test(text)) throw new UsageError(`${what} must be 64 hex characters (32 bytes)`);
+  return fromHex(text);
+}
+
+async function readWriterKey(crypto: ParleyCrypto, file: string): Promise<Ed25519KeyPair> {
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).trim();
+  } catch {
+    throw new UsageError(`cannot read the writer key file ${file}`);
+  }
+  if (!HEX64.test(text)) throw new UsageError(`writer key file ${file} must hold a 32-byte seed as 64 hex characters`);
+  const seed = fromHex(text);
+  try {
+    return crypto.ed25519.keyPairFromSeed(seed);
+  } finally {
+    crypto.wipe(seed);
+  }
+}
+
+async function readJsonFile(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    throw new UsageError(`cannot read ${what} ${file}`);
+  }
+}
+
+function parseCount(value: string | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new UsageError(`${what} must be a non-negative integer`);
+  return Number(value);
+}
+
+interface OpenedLog {
+  readonly store: AuditStore;
+  close(): Promise<void>;
+}
+
+async function openLog(crypto: ParleyCrypto, log: string, table: string | undefined, io: Io): Promise<OpenedLog> {
+  if (/^postgres(ql)?:\/\//.test(log)) {
+    const { default: pg } = await import('pg');
+    const client = new pg.Client({ connectionString: log });
+    try {
+      await client.connect();
+      const store = await openPostgresStore(crypto, client, { migrate: false, ...(table === undefined ? {} : { table }) });
+      return { store, close: async () => void (await client.end().catch(() => undefined)) };
+    } catch (cause) {
+      await client.end().catch(() => undefined);
+      if (isAuditError(cause, 'malformed')) throw new UsageError(cause.message); // e.g. a bad --table
+      throw cause instanceof AuditError ? cause : new AuditError('storage_failure', 'cannot connect to PostgreSQL', { cause });
+    }
+  }
+  if (table !== undefined) throw new UsageError('--table applies to PostgreSQL logs only');
+  const onEvent = (event: FileStoreEvent): void => {
+    if (event.type === 'torn_record') {
+      io.warn(`${event.cause === 'corrupt' ? 'damaged' : 'torn'} record (${event.cause}) at offset ${event.offset}: ${event.bytes} bytes after ${event.entries} whole entries were not read`);
+    }
+  };
+  const store = await openFileStore(crypto, log, { readOnly: true, onEvent });
+  return { store, close: () => store.close() };
+}
+
+/** Verifies the whole log; a damaged (not merely torn) file record counts as a break after the good prefix. */
+async function verifyLog(
+  crypto: ParleyCrypto,
+  store: AuditStore,
+  keys: readonly Uint8Array[],
+  head: SignedTreeHead | undefined,
+): Promise<{ result: ChainVerification; tree: MerkleTree }> {
+  const tree = new MerkleTree(merkleHasher(crypto));
+  const size = await store.size();
+  const result = await verifyChain(crypto, store.read(0, size), { keys, tree, ...(head === undefined ? {} : { head }) });
+  const damage = (store as { damage?: { cause: string; offset: number } }).damage;
+  if (result.ok && damage?.cause === 'corrupt') {
+    return { result: { ok: false, index: size, reason: 'malformed', detail: `record ${size} at offset ${damage.offset} is damaged and data follows it` }, tree };
+  }
+  return { result, tree };
+}
+
+function reportBreak(io: Io, result: Extract<ChainVerification, { ok: false }>): number {
+  io.out(
+    { ok: false, index: result.index, reason: result.reason, detail: result.detail, ...(result.entryIndex === undefined ? {} : { entryIndex: result.entryIndex }) },
+    `BROKEN at index ${result.index}: ${result.reason} — ${result.detail}`,
+  );
+  return EXIT.failed;
+}
+
+interface Parsed {
+  readonly positionals: string[];
+  readonly values: {
+    json?: boolean;
+    help?: boolean;
+    log?: string;
+    size?: string;
+    key?: string;
+    'public-key'?: string[];
+    head?: string;
+    table?: string;
+    out?: string;
+  };
+}
+
+async function trustedKeys(crypto: ParleyCrypto, v: Parsed['values'], required: boolean): Promise<{ keys: Uint8Array[]; writer?: Ed25519KeyPair }> {
+  const keys: Uint8Array[] = [];
+  for (const k of v['public-key'] ?? []) keys.push(await readHexKey(k, '--public-key'));
+  let writer: Ed25519KeyPair | undefined;
+  if (v.key !== undefined) {
+    writer = await readWriterKey(crypto, v.key);
+    keys.push(writer.publicKey);
+  }
+  if (required && keys.length === 0) throw new UsageError('give the trusted writer key: --public-key <key> or --key <file>');
+  return writer === undefined ? { keys } : { keys, writer };
+}
+
+function needLog(v: Parsed['values']): string {
+  if (v.log === undefined) throw new UsageError('--log <file | postgres://…> is required');
+  return v.log;
+}
+
+function treeSizeFor(v: Parsed['values'], size: number): number {
+  const n = parseCount(v.size, '--size') ?? size;
+  if (n > size) throw new UsageError(`--size ${n} exceeds the log size ${size}`);
+  return n;
+}
+
+async function withLog(
+  crypto: ParleyCrypto,
+  io: Io,
+  log: string,
+  v: Parsed['values'],
+  keys: readonly Uint8Array[],
+  then: (tree: MerkleTree, store: AuditStore, result: Extract<ChainVerification, { ok: true }>) => Promise<number>,
+): Promise<number> {
+  let head: SignedTreeHead | undefined;
+  if (v.head !== undefined) {
+    try {
+      head = treeHeadFromJson(await readJsonFile(v.head, 'the head file'));
+    } catch (cause) {
+      throw cause instanceof UsageError ? cause : new UsageError(`--head: ${(cause as Error).message}`);
+    }
+  }
+  const opened = await openLog(crypto, log, v.table, io);
+  try {
+    const { result, tree } = await verifyLog(crypto, opened.store, keys, head);
+    if (!result.ok) return reportBreak(io, result);
+    return await then(tree, opened.store, result);
+  } finally {
+    await opened.close();
+  }
+}
+
+async function run(crypto: ParleyCrypto, command: string, args: string[], v: Parsed['values'], io: Io): Promise<number> {
+  switch (command) {
+    case 'verify': {
+      if (args.length !== 1) throw new UsageError('verify takes one <log>');
+      const { keys } = await trustedKeys(crypto, v, true);
+      return withLog(crypto, io, args[0]!, v, keys, async (_tree, _store, result) => {
+        io.out(
+          { ok: true, size: result.size, rootHash: toHex(result.rootHash), lastEntryHash: toHex(result.lastEntryHash) },
+          `OK: ${result.size} entries verified; root ${toHex(result.rootHash)}`,
+        );
+        return EXIT.ok;
+      });
+    }
+    case 'head': {
+      if (args.length !== 0) throw new UsageError('head takes no positional arguments');
+      if (v.key === undefined) throw new UsageError('head signs with the writer key: --key <file> is required');
+      const { keys, writer } = await trustedKeys(crypto, v, true);
+      return withLog(crypto, io, needLog(v), v, keys, async (tree) => {
+        const treeSize = treeSizeFor(v, tree.size);
+        const head = signTreeHead(crypto, writer!, { treeSize, rootHash: tree.root(treeSize), timestampMs: Date.now() });
+        const json = treeHeadToJson(head);
+        io.out({ ok: true, head: json }, JSON.stringify(json, null, 2));
+        return EXIT.ok;
+      });
+    }
+    case 'prove': {
+      if (args.length !== 1) throw new UsageError('prove takes one <index>');
+      const index = parseCount(args[0], '<index>')!;
+      const { keys, writer } = await trustedKeys(crypto, v, true);
+      return withLog(crypto, io, needLog(v), v, keys, async (tree, store) => {
+        const treeSize = treeSizeFor(v, tree.size);
+        if (index >= treeSize) throw new UsageError(`<index> ${index} is not below the tree size ${treeSize}`);
+        const proof = tree.inclusionProof(index, treeSize);
+        let entry;
+        for await (const e of store.read(index, index + 1)) entry = e;
+        const rootHash = tree.root(treeSize);
+        const head = writer === undefined ? undefined : signTreeHead(crypto, writer, { treeSize, rootHash, timestampMs: Date.now() });
+        const json = inclusionProofToJson(proof, {
+          leafHash: tree.leafHash(index),
+          rootHash,
+          ...(entry === undefined ? {} : { entry }),
+          ...(head === undefined ? {} : { head }),
+        });
+        io.out({ ok: true, ...json }, JSON.stringify(json, null, 2));
+        return EXIT.ok;
+      });
+    }
+    case 'consistency': {
+      if (args.length !== 2) throw new UsageError('consistency takes <old-size> <new-size>');
+      const oldSize = parseCount(args[0], '<old-size>')!;
+      const newSize = parseCount(args[1], '<new-size>')!;
+      if (oldSize > newSize) throw new UsageError('<old-size> must not exceed <new-size>');
+      const { keys, writer } = await trustedKeys(crypto, v, true);
+      return withLog(crypto, io, needLog(v), v, keys, async (tree) => {
+        if (newSize > tree.size) throw new UsageError(`<new-size> ${newSize} exceeds the log size ${tree.size}`);
+        const proof = tree.consistencyProof(oldSize, newSize);
+        const oldRoot = tree.root(oldSize);
+        const newRoot = tree.root(newSize);
+        const now = Date.now();
+        const heads =
+          writer === undefined
+            ? {}
+            : {
+                oldHead: signTreeHead(crypto, writer, { treeSize: oldSize, rootHash: oldRoot, timestampMs: now }),
+                newHead: signTreeHead(crypto, writer, { treeSize: newSize, rootHash: newRoot, timestampMs: now }),
+              };
+        const json = consistencyProofToJson(proof, { oldRoot, newRoot, ...heads });
+        io.out({ ok: true, ...json }, JSON.stringify(json, null, 2));
+        return EXIT.ok;
+      });
+    }
+    case 'check': {
+      if (args.length !== 1) throw new UsageError('check takes one <proof-file>');
+      const { keys } = await trustedKeys(crypto, v, true);
+      let bundle;
+      try {
+        bundle = proofFromJson(await readJsonFile(args[0]!, 'the proof file'));
+      } catch (cause) {
+        throw cause instanceof UsageError ? cause : new UsageError(`proof file: ${(cause as Error).message}`);
+      }
+      try {
+        if (bundle.type === 'inclusion') {
+          if (bundle.head === undefined) throw new AuditError('bad_proof', 'the proof carries no signed tree head to check against (prove with --key)');
+          checkInclusion(crypto, { proof: bundle.proof, head: bundle.head, leafHash: bundle.leafHash, keys, ...(bundle.entry === undefined ? {} : { entry: bundle.entry }) });
+          io.out(
+            { ok: true, type: 'inclusion', leafIndex: bundle.proof.leafIndex, treeSize: bundle.proof.treeSize },
+            `OK: entry ${bundle.proof.leafIndex} is in the signed tree of size ${bundle.proof.treeSize}`,
+          );
+        } else {
+          if (bundle.oldHead === undefined || bundle.newHead === undefined) {
+            throw new AuditError('bad_proof', 'the proof carries no signed tree heads to check against (run consistency with --key)');
+          }
+          checkConsistency(crypto, { proof: bundle.proof, oldHead: bundle.oldHead, newHead: bundle.newHead, keys });
+          io.out(
+            { ok: true, type: 'consistency', oldSize: bundle.proof.oldSize, newSize: bundle.proof.newSize },
+            `OK: the signed tree of size ${bundle.proof.oldSize} is a prefix of the signed tree of size ${bundle.proof.newSize}`,
+          );
+        }
+        return EXIT.ok;
+      } catch (cause) {
+        if (!isAuditError(cause) || cause.code === 'storage_failure') throw cause;
+        io.out({ ok: false, reason: cause.code, detail: cause.message }, `FAILED: ${cause.message}`);
+        return EXIT.failed;
+      }
+    }
+    case 'keygen': {
+      if (args.length !== 0) throw new UsageError('keygen takes no positional arguments');
+      if (v.out === undefined) throw new UsageError('--out <file> is required');
+      const kp = crypto.ed25519.generateKeyPair();
+      const seed = crypto.ed25519.exportSeed(kp.secretKey);
+      try {
+        await writeFile(v.out, `${toHex(seed)}\n`, { flag: 'wx', mode: 0o600 });
+      } catch (cause) {
+        throw new UsageError(`cannot create ${v.out}${(cause as { code?: string }).code === 'EEXIST' ? ' (it exists; keygen never overwrites)' : ''}`);
+      } finally {
+        crypto.wipe(seed);
+        kp.secretKey.wipe();
+      }
+      const publicKey = toHex(kp.publicKey);
+      io.out({ ok: true, publicKey, keyId: toHex(writerKeyId(crypto, kp.publicKey)) }, `public key ${publicKey}`);
+      return EXIT.ok;
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: Parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        log: { type: 'string' },
+        size: { type: 'string' },
+        key: { type: 'string' },
+        'public-key': { type: 'string', multiple: true },
+        head: { type: 'string' },
+        table: { type: 'string' },
+        out: { type: 'string' },
+      },
+    }) as Parsed;
+  } catch (cause) {
+    process.stderr.write(`parley-audit: ${(cause as Error).message}\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    process.stdout.write(USAGE);
+    return EXIT.ok;
+  }
+  const [command, ...args] = parsed.positionals;
+  const io = makeIo(v.json === true);
+  if (command === undefined) {
+    process.stderr.write(USAGE);
+    return EXIT.usage;
+  }
+  const fail = (code: number, error: string, message: string): number => {
+    if (io.json) process.stdout.write(`${JSON.stringify({ ok: false, error, message }, null, 2)}\n`);
+    process.stderr.write(`parley-audit: ${message}\n`);
+    return code;
+  };
+  try {
+    const crypto = await createCrypto();
+    return await run(crypto, command, args, v, io);
+  } catch (cause) {
+    if (cause instanceof UsageError) return fail(EXIT.usage, 'usage', cause.message);
+    if (isAuditError(cause)) {
+      const storage = cause.code === 'storage_failure' || cause.code === 'not_found' || cause.code === 'torn_record' || cause.code === 'malformed';
+      return fail(storage ? EXIT.storage : EXIT.failed, cause.code, cause.message);
+    }
+    return fail(EXIT.storage, 'storage_failure', `unexpected failure: ${(cause as Error)?.message ?? String(cause)}`);
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

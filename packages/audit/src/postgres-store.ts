@@ -1,0 +1,240 @@
+/**
+ * PostgreSQL store (docs/PROTOCOL.md §9.6). Works with any client that has
+ * `query(text, params) → { rows }`: a `pg.Pool` or `pg.Client`, or PGlite.
+ * This module imports neither; the caller passes the client (and owns it).
+ *
+ *   CREATE TABLE IF NOT EXISTS parley_audit (
+ *     idx         BIGINT PRIMARY KEY CHECK (idx >= 0),
+ *     entry       BYTEA NOT NULL,                 -- protobuf AuditMessage
+ *     entry_hash  BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32),
+ *     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())
+ *
+ * plus a trigger that rejects UPDATE and DELETE (append-only unless someone
+ * with DDL rights disables it — which the verifier then catches).
+ *
+ * No fork under concurrent writers (several gateway instances share one
+ * database): an append is ONE statement that inserts row `idx` only if no row
+ * at or after `idx` exists and row `idx − 1` carries the entry's
+ * previous_hash. Two writers racing for the same index collide on the primary
+ * key; the loser gets `conflict`, catches up and re-signs. A single statement
+ * also means it works through a pool, where consecutive queries may run on
+ * different connections (so BEGIN … COMMIT could not be relied on).
+ */
+import type { AuditMessage } from '@parley/proto';
+import type { ParleyCrypto } from '@parley/crypto-core';
+import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
+import { AuditError, storageFailure } from './errors.js';
+import { assertEntry, digestEntry, encodeEntry } from './entry.js';
+import { checkRange, decodeStream, type AuditStore } from './store.js';
+
+/** The part of `pg.Pool`, `pg.Client` and PGlite that the store uses. */
+export interface SqlClient {
+  query(text: string, params?: unknown[]): Promise<{ rows: unknown[] }>;
+}
+
+/** Options of {@link openPostgresStore}. */
+export interface PostgresStoreOptions {
+  /** Table name, optionally schema-qualified: `[a-z_][a-z0-9_]*` (`.` once). Default `parley_audit`. */
+  readonly table?: string;
+  /** Create the table and trigger if missing (idempotent). Default true; false checks that the table exists. */
+  readonly migrate?: boolean;
+  /** Rows per page when reading. Default 1000. */
+  readonly pageSize?: number;
+}
+
+const TABLE_RE = /^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
+
+/** SQLSTATEs that mean "someone else created it first" during a concurrent migration. */
+const MIGRATION_RACE = new Set(['23505', '42P07', '42710', 'XX000']);
+
+function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  // pg's parameter encoder wants a Buffer for bytea; PGlite takes any Uint8Array.
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function toBytes(value: unknown, what: string): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw new AuditError('storage_failure', `${what} is not bytea`);
+  return new Uint8Array(value);
+}
+
+function toCount(value: unknown, what: string): number {
+  const n = typeof value === 'string' || typeof value === 'bigint' || typeof value === 'number' ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw new AuditError('storage_failure', `${what} is not a count`);
+  return n;
+}
+
+/**
+ * Opens the PostgreSQL store, creating its table when `migrate` is on.
+ *
+ * @param crypto ParleyCrypto from `createCrypto()` (entry hashes for the link column)
+ * @param client a `pg.Pool`, `pg.Client` or PGlite instance (owned by the caller)
+ * @param options table name, migration switch, page size
+ * @returns the store
+ * @throws AuditError `malformed` (options), `not_found` (no table and `migrate: false`), `storage_failure`
+ * @example
+ * const store = await openPostgresStore(crypto, new pg.Pool({ connectionString: process.env.DATABASE_URL }));
+ */
+export async function openPostgresStore(crypto: ParleyCrypto, client: SqlClient, options: PostgresStoreOptions = {}): Promise<PostgresAuditStore> {
+  assertCrypto(crypto);
+  if (typeof client !== 'object' || client === null || typeof (client as { query?: unknown }).query !== 'function') {
+    malformed(`client must have a query(text, params) method, got ${describe(client)}`);
+  }
+  const o = assertObject(options, 'options');
+  const table = o['table'] === undefined ? 'parley_audit' : o['table'];
+  if (typeof table !== 'string' || !TABLE_RE.test(table)) malformed('options.table must be [schema.]name of [a-z0-9_], starting with [a-z_]');
+  const migrate = o['migrate'] === undefined ? true : o['migrate'];
+  if (typeof migrate !== 'boolean') malformed(`options.migrate must be a boolean, got ${describe(migrate)}`);
+  const pageSize = assertSafeInt(o['pageSize'] === undefined ? 1000 : o['pageSize'], 'options.pageSize', 1, 100_000);
+  const store = new PostgresAuditStore(crypto, client, table, pageSize);
+  if (migrate) await store.migrate();
+  else await store.size().catch((cause: unknown) => {
+    if (sqlState((cause as AuditError).cause) === '42P01') throw new AuditError('not_found', `table ${table} does not exist`, { cause });
+    throw cause;
+  });
+  return store;
+}
+
+/** The PostgreSQL backend; see {@link openPostgresStore}. */
+export class PostgresAuditStore implements AuditStore {
+  readonly kind = 'postgres';
+  /** The (possibly schema-qualified) table. */
+  readonly table: string;
+  readonly #crypto: ParleyCrypto;
+  readonly #client: SqlClient;
+  readonly #pageSize: number;
+  #closed = false;
+
+  /** @internal use {@link openPostgresStore} */
+  constructor(crypto: ParleyCrypto, client: SqlClient, table: string, pageSize: number) {
+    this.#crypto = crypto;
+    this.#client = client;
+    this.table = table;
+    this.#pageSize = pageSize;
+  }
+
+  /** Idempotent migration: table, append-only trigger. Safe to run from several processes at once. */
+  async migrate(): Promise<void> {
+    const t = this.table;
+    const fn = `${t}_append_only`;
+    const trigger = `${t.replace(/^.*\./, '')}_append_only`;
+    const statements = [
+      `CREATE TABLE IF NOT EXISTS ${t} (
+         idx BIGINT PRIMARY KEY CHECK (idx >= 0),
+         entry BYTEA NOT NULL,
+         entry_hash BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32),
+         recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
+      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'the Parley audit table is append-only'; END $$`,
+      `DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '${trigger}' AND tgrelid = '${t}'::regclass) THEN
+           CREATE TRIGGER ${trigger} BEFORE UPDATE OR DELETE ON ${t} FOR EACH ROW EXECUTE FUNCTION ${fn}();
+         END IF;
+       END $$`,
+    ];
+    for (const sql of statements) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.#client.query(sql);
+          break;
+        } catch (cause) {
+          // Another process migrating at the same moment: the object now exists; run it again to be sure.
+          if (attempt < 3 && MIGRATION_RACE.has(sqlState(cause) ?? '')) continue;
+          throw storageFailure(`migrating ${t}`, cause);
+        }
+      }
+    }
+  }
+
+  /** Number of entries: one past the highest index (the table is gapless unless tampered with). */
+  async size(): Promise<number> {
+    this.#check();
+    const rows = await this.#query(`SELECT (COALESCE(MAX(idx), -1) + 1)::text AS n FROM ${this.table}`, [], 'reading the size');
+    return toCount((rows[0] as { n?: unknown } | undefined)?.n, 'size');
+  }
+
+  /** Appends one entry in one conditional INSERT (see the module comment). */
+  async append(entry: AuditMessage): Promise<void> {
+    this.#check();
+    assertEntry(entry);
+    const bytes = encodeEntry(entry);
+    const hash = digestEntry(this.#crypto, entry).entryHash;
+    const idx = entry.index.toString();
+    let rows: unknown[];
+    try {
+      rows = (
+        await this.#client.query(
+          `INSERT INTO ${this.table} (idx, entry, entry_hash)
+           SELECT $1::bigint, $2::bytea, $3::bytea
+           WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE idx >= $1::bigint)
+             AND ($1::bigint = 0 OR EXISTS (SELECT 1 FROM ${this.table} WHERE idx = $1::bigint - 1 AND entry_hash = $4::bytea))
+             AND ($1::bigint <> 0 OR $4::bytea = decode(repeat('00', 32), 'hex'))
+           RETURNING idx`,
+          [idx, toBuffer(bytes), toBuffer(hash), toBuffer(entry.previousHash)],
+        )
+      ).rows;
+    } catch (cause) {
+      if (sqlState(cause) === '23505') throw new AuditError('conflict', `index ${idx} was taken by another writer`, { cause });
+      throw storageFailure(`appending to ${this.table}`, cause);
+    }
+    if (rows.length === 1) return;
+    // Nothing inserted: find out which condition failed.
+    const size = await this.size();
+    if (BigInt(size) !== entry.index) throw new AuditError('conflict', `entry index ${idx} is not the next index ${size}`);
+    throw new AuditError('bad_link', `entry ${idx}'s previous_hash is not the entry hash of entry ${size - 1}`);
+  }
+
+  /** Protobuf bytes of entries [from, to), paged by index. */
+  readEncoded(from: number, to: number): AsyncIterable<Uint8Array> {
+    return this.#records(from, to);
+  }
+
+  /** Decoded entries [from, to). */
+  read(from: number, to: number): AsyncIterable<AuditMessage> {
+    return decodeStream(this.readEncoded(from, to), from);
+  }
+
+  /** Marks the store closed. The client is the caller's: end the pool yourself. */
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  async *#records(from: number, to: number): AsyncIterable<Uint8Array> {
+    this.#check();
+    assertSafeInt(from, 'from');
+    assertSafeInt(to, 'to');
+    checkRange(from, to, await this.size());
+    let next = from;
+    while (next < to) {
+      this.#check();
+      const rows = await this.#query(
+        // The alias must not be "idx": ORDER BY would then sort by the text.
+        `SELECT idx::text AS position, entry FROM ${this.table} WHERE idx >= $1::bigint AND idx < $2::bigint ORDER BY idx LIMIT $3`,
+        [String(next), String(to), this.#pageSize],
+        'reading entries',
+      );
+      if (rows.length === 0) return; // rows deleted behind the trigger's back: the verifier names the gap
+      for (const row of rows) {
+        const r = row as { position?: unknown; entry?: unknown };
+        next = toCount(r.position, 'idx') + 1;
+        yield toBytes(r.entry, `entry ${next - 1}`);
+      }
+    }
+  }
+
+  async #query(text: string, params: unknown[], what: string): Promise<unknown[]> {
+    try {
+      return (await this.#client.query(text, params)).rows;
+    } catch (cause) {
+      throw storageFailure(`${what} from ${this.table}`, cause);
+    }
+  }
+
+  #check(): void {
+    if (this.#closed) throw new AuditError('storage_failure', `audit table ${this.table} store is closed`);
+  }
+}

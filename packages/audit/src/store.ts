@@ -1,0 +1,59 @@
+/**
+ * The storage interface that both backends implement (an append-only file and
+ * PostgreSQL), and the rules they share. One test suite (test/store-suite.ts)
+ * runs against every backend.
+ *
+ * A store is deliberately dumb about cryptography: it keeps entries in index
+ * order, refuses an append that would not extend its tip (wrong index →
+ * `conflict`, previous_hash ≠ the tip's entry hash → `bad_link`), and returns
+ * what it holds. Signatures are the writer's and the verifier's business.
+ */
+import type { AuditMessage } from '@parley/proto';
+import { assertSafeInt } from './assert.js';
+import { AuditError } from './errors.js';
+import { decodeEntry } from './entry.js';
+
+/** An append-only store of audit entries. */
+export interface AuditStore {
+  /** `'file'`, `'postgres'`, … (for logs and messages). */
+  readonly kind: string;
+  /** Number of entries (the next index). */
+  size(): Promise<number>;
+  /**
+   * Appends the entry at index `size()`.
+   * @throws AuditError `malformed` (not a valid entry), `conflict` (index ≠ size: another writer was first),
+   *   `bad_link` (previous_hash is not the tip's entry hash), `storage_failure`
+   */
+  append(entry: AuditMessage): Promise<void>;
+  /**
+   * Protobuf bytes of entries `from` (inclusive) to `to` (exclusive), in index order.
+   * @throws AuditError `not_found` when the range is not within 0..size, `malformed` for a record that fails its checksum,
+   *   `storage_failure`
+   */
+  readEncoded(from: number, to: number): AsyncIterable<Uint8Array>;
+  /** Decoded entries, as {@link AuditStore.readEncoded}; a record that does not decode throws `malformed`. */
+  read(from: number, to: number): AsyncIterable<AuditMessage>;
+  /** Flushes and releases the store; later calls throw `storage_failure`. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Checks a read range against the store size. */
+export function checkRange(from: number, to: number, size: number): void {
+  assertSafeInt(from, 'from');
+  assertSafeInt(to, 'to');
+  if (from > to) throw new AuditError('malformed', `from ${from} exceeds to ${to}`);
+  if (to > size) throw new AuditError('not_found', `to ${to} exceeds the log size ${size}`);
+}
+
+/** Decodes a stream of protobuf records (a shared `read` for backends). */
+export async function* decodeStream(records: AsyncIterable<Uint8Array>, from: number): AsyncIterable<AuditMessage> {
+  let i = from;
+  for await (const bytes of records) {
+    try {
+      yield decodeEntry(bytes);
+    } catch (cause) {
+      throw new AuditError('malformed', `stored entry ${i} does not decode`, { cause });
+    }
+    i++;
+  }
+}

@@ -1,0 +1,241 @@
+// The shared store suite on the append-only file (per-entry and batched
+// fsync), and crash recovery: a file truncated at every byte offset reopens
+// at its last whole entry; torn, zero-filled and corrupt tails; locking.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  AuditLog,
+  encodeEntry,
+  FILE_MAGIC,
+  openFileStore,
+  RECORD_OVERHEAD,
+  verifyChain,
+  type AuditStore,
+  type FileAuditStore,
+  type FileStoreEvent,
+  type FileStoreOptions,
+} from '../src/index.js';
+import { buildChain, crypto, fieldsFor, writerA, WRONG, tempDir } from './fixtures.js';
+import { storeSuite } from './store-suite.js';
+
+const dir = tempDir();
+let n = 0;
+
+function fileBackend(options: FileStoreOptions) {
+  return () => {
+    const path = join(dir, `suite-${n++}.log`);
+    return {
+      open: () => openFileStore(crypto, path, options),
+      reopen: async (store: AuditStore) => {
+        await store.close();
+        return openFileStore(crypto, path, options);
+      },
+    };
+  };
+}
+
+storeSuite('file, fsync always', fileBackend({ fsync: 'always' }));
+storeSuite('file, fsync batched', fileBackend({ fsync: { entries: 7, ms: 5 } }));
+
+async function writeLog(count: number): Promise<{ path: string; bytes: Uint8Array; boundaries: number[] }> {
+  const path = join(dir, `log-${n++}.log`);
+  const store = await openFileStore(crypto, path);
+  const chain = buildChain(count);
+  for (const e of chain) await store.append(e);
+  await store.close();
+  const boundaries = [FILE_MAGIC.length];
+  for (const e of chain) boundaries.push(boundaries.at(-1)! + RECORD_OVERHEAD + encodeEntry(e).length);
+  const bytes = new Uint8Array(readFileSync(path));
+  expect(bytes.length).toBe(boundaries.at(-1));
+  return { path, bytes, boundaries };
+}
+
+async function openCollecting(path: string, options: FileStoreOptions = {}): Promise<{ store: FileAuditStore; events: FileStoreEvent[] }> {
+  const events: FileStoreEvent[] = [];
+  const store = await openFileStore(crypto, path, { ...options, onEvent: (e) => events.push(e) });
+  return { store, events };
+}
+
+describe('crash recovery', () => {
+  it('a file cut at every byte offset reopens at its last whole entry, says so, and appends on', async () => {
+    const { bytes, boundaries } = await writeLog(4);
+    const chain = buildChain(5);
+    for (let len = 0; len <= bytes.length; len++) {
+      const path = join(dir, `cut-${len}.log`);
+      writeFileSync(path, bytes.subarray(0, len));
+      const { store, events } = await openCollecting(path);
+      const whole = boundaries.filter((b) => b <= len).length - 1; // records entirely within len
+      const end = Math.max(FILE_MAGIC.length, boundaries[Math.max(0, whole)]!);
+      expect(await store.size(), `cut at ${len}`).toBe(Math.max(0, whole));
+      const isBoundary = len === 0 || boundaries.includes(len);
+      if (isBoundary) {
+        expect(events, `cut at ${len}`).toEqual([]);
+      } else {
+        expect(events, `cut at ${len}`).toMatchObject([
+          { type: 'torn_record', action: 'cut', cause: len < FILE_MAGIC.length ? 'header' : 'incomplete', bytes: len < FILE_MAGIC.length ? len : len - end },
+        ]);
+      }
+      expect(statSync(path).size, `cut at ${len}`).toBe(end);
+      const size = await store.size();
+      await store.append(chain[size]!);
+      const result = await verifyChain(crypto, store.read(0, size + 1), { keys: writerA.publicKey });
+      expect(result.ok, `cut at ${len}`).toBe(true);
+      await store.close();
+    }
+  });
+
+  it('a zero-filled tail (blocks allocated, never written) is cut', async () => {
+    const { path, bytes } = await writeLog(3);
+    writeFileSync(path, Buffer.concat([bytes, new Uint8Array(8192)]));
+    const { store, events } = await openCollecting(path);
+    expect(await store.size()).toBe(3);
+    expect(events).toMatchObject([{ cause: 'zeros', bytes: 8192, entries: 3, action: 'cut' }]);
+    expect(statSync(path).size).toBe(bytes.length);
+    await store.close();
+  });
+
+  it('a last record that fails its checksum is cut as torn', async () => {
+    const { path, bytes, boundaries } = await writeLog(3);
+    const copy = new Uint8Array(bytes);
+    copy[boundaries[2]! + 10]! ^= 0x40;
+    writeFileSync(path, copy);
+    const { store, events } = await openCollecting(path);
+    expect(await store.size()).toBe(2);
+    expect(events).toMatchObject([{ cause: 'checksum', offset: boundaries[2], entries: 2 }]);
+    await store.close();
+  });
+
+  it('a damaged record with data after it is corruption: refused, reported read-only, cut only on request', async () => {
+    const { path, bytes, boundaries } = await writeLog(4);
+    const copy = new Uint8Array(bytes);
+    copy[boundaries[1]! + 12]! ^= 0x01;
+    writeFileSync(path, copy);
+    await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject({ code: 'malformed' });
+    expect(existsSync(`${path}.lock`)).toBe(false); // released on failure
+    const ro = await openCollecting(path, { readOnly: true });
+    expect(await ro.store.size()).toBe(1);
+    expect(ro.store.damage).toMatchObject({ cause: 'corrupt', offset: boundaries[1], entries: 1 });
+    expect(ro.events).toMatchObject([{ action: 'ignored', cause: 'corrupt' }]);
+    await ro.store.close();
+    expect(readFileSync(path).length).toBe(bytes.length); // read-only never changes the file
+    const { store, events } = await openCollecting(path, { onCorruption: 'truncate' });
+    expect(await store.size()).toBe(1);
+    expect(events).toMatchObject([{ action: 'cut', cause: 'corrupt' }]);
+    await store.close();
+  });
+
+  it('a read-only open of a torn file leaves it alone and reports the tear', async () => {
+    const { path, bytes } = await writeLog(2);
+    writeFileSync(path, bytes.subarray(0, bytes.length - 5));
+    const { store, events } = await openCollecting(path, { readOnly: true });
+    expect(await store.size()).toBe(1);
+    expect(events).toMatchObject([{ action: 'ignored', cause: 'incomplete' }]);
+    await expect(store.append(buildChain(2)[1]!)).rejects.toMatchObject({ code: 'storage_failure' });
+    await store.close();
+    expect(readFileSync(path).length).toBe(bytes.length - 5);
+  });
+
+  it('without a handler, a cut is a process warning (never silent)', async () => {
+    const { path, bytes } = await writeLog(2);
+    writeFileSync(path, bytes.subarray(0, bytes.length - 3));
+    const warnings: Error[] = [];
+    const listener = (w: Error) => warnings.push(w);
+    process.on('warning', listener);
+    try {
+      const store = await openFileStore(crypto, path);
+      await new Promise((r) => setImmediate(r));
+      await store.close();
+    } finally {
+      process.off('warning', listener);
+    }
+    expect(warnings.map((w) => (w as Error & { code?: string }).code)).toContain('PARLEY_AUDIT_TORN_RECORD');
+  });
+
+  it('a record rewritten on disk with a valid checksum is caught by the verifier', async () => {
+    const { path, bytes, boundaries } = await writeLog(5);
+    const copy = new Uint8Array(bytes);
+    const at = boundaries[2]!;
+    const len = new DataView(copy.buffer).getUint32(at);
+    copy[at + 4 + len - 1]! ^= 0x02; // last byte of entry 2: inside its signature
+    copy.set(crypto.blake3(copy.subarray(at, at + 4 + len)).subarray(0, 4), at + 4 + len);
+    writeFileSync(path, copy);
+    const store = await openFileStore(crypto, path, { readOnly: true });
+    expect(await verifyChain(crypto, store.read(0, 5), { keys: writerA.publicKey })).toMatchObject({ ok: false, index: 2, reason: 'modified' });
+    await store.close();
+  });
+
+  it('a record damaged after open fails its checksum on read: malformed at that index', async () => {
+    const { path, bytes, boundaries } = await writeLog(5);
+    const store = await openFileStore(crypto, path, { readOnly: true });
+    const copy = new Uint8Array(bytes);
+    copy[boundaries[3]! + 9]! ^= 0x10;
+    writeFileSync(path, copy);
+    expect(await verifyChain(crypto, store.read(0, 5), { keys: writerA.publicKey })).toMatchObject({ ok: false, index: 3, reason: 'malformed' });
+    await store.close();
+  });
+
+  it('rejects a file that is not an audit log', async () => {
+    const path = join(dir, 'not-audit.log');
+    writeFileSync(path, 'hello world, not an audit log');
+    await expect(openFileStore(crypto, path)).rejects.toMatchObject({ code: 'malformed' });
+    await expect(openFileStore(crypto, join(dir, 'missing.log'), { readOnly: true })).rejects.toMatchObject({ code: 'not_found' });
+  });
+});
+
+describe('one writer per file', () => {
+  it('a second writable open is refused; readers are not; the lock goes with close', async () => {
+    const path = join(dir, `lock-${n++}.log`);
+    const store = await openFileStore(crypto, path);
+    await expect(openFileStore(crypto, path)).rejects.toMatchObject({ code: 'storage_failure' });
+    const reader = await openFileStore(crypto, path, { readOnly: true });
+    await reader.close();
+    await store.close();
+    const again = await openFileStore(crypto, path);
+    await again.close();
+  });
+
+  it("takes over a dead process's lock", async () => {
+    const path = join(dir, `stale-${n++}.log`);
+    const child = spawnSync(process.execPath, ['-e', '']);
+    writeFileSync(`${path}.lock`, `${child.pid}\n`);
+    const store = await openFileStore(crypto, path);
+    expect(readFileSync(`${path}.lock`, 'utf8')).toBe(`${process.pid}\n`);
+    await store.close();
+  });
+});
+
+describe('fsync policies and the writer on a file', () => {
+  it('batched fsync: appends are written at once, synced in batches, on sync() and on close', async () => {
+    const path = join(dir, `batch-${n++}.log`);
+    const store = await openFileStore(crypto, path, { fsync: { entries: 1000, ms: 60_000 } });
+    const log = await AuditLog.open(crypto, { store, writer: writerA });
+    for (let i = 0; i < 5; i++) await log.append(fieldsFor(i));
+    // Written (a process crash loses nothing), though not yet fdatasync'ed.
+    const reader = await openFileStore(crypto, path, { readOnly: true });
+    expect(await reader.size()).toBe(5);
+    await reader.close();
+    await store.sync();
+    await log.close();
+    const reopened = await openFileStore(crypto, path);
+    expect(await reopened.size()).toBe(5);
+    await reopened.close();
+  });
+
+  it('validates options', async () => {
+    const path = join(dir, 'opts.log');
+    for (const bad of WRONG) {
+      if (bad === undefined) continue;
+      await expect(openFileStore(crypto, path, { fsync: bad } as never)).rejects.toMatchObject({ code: 'malformed' });
+      await expect(openFileStore(crypto, path, { readOnly: bad } as never)).rejects.toMatchObject({ code: 'malformed' });
+      await expect(openFileStore(crypto, path, { onCorruption: bad } as never)).rejects.toMatchObject({ code: 'malformed' });
+      if (typeof bad !== 'function') await expect(openFileStore(crypto, path, { onEvent: bad } as never)).rejects.toMatchObject({ code: 'malformed' });
+      if (typeof bad !== 'string' || bad === '') await expect(openFileStore(crypto, bad as never)).rejects.toMatchObject({ code: 'malformed' });
+      await expect(openFileStore(bad as never, path)).rejects.toMatchObject({ code: 'malformed' });
+    }
+    await expect(openFileStore(crypto, path, { fsync: {} })).rejects.toMatchObject({ code: 'malformed' });
+    await expect(openFileStore(crypto, path, { fsync: { entries: 0 } })).rejects.toMatchObject({ code: 'malformed' });
+    expect(existsSync(path)).toBe(false);
+  });
+});

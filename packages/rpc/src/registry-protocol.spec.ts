@@ -1,0 +1,117 @@
+// The registry layouts and the revocation list follower: layouts byte for
+// byte, and every way a batch can be wrong (gap, repeat, broken chain, wrong
+// head, wrong registry, unknown or retired issuer, bad signature).
+import { createCrypto, layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { TrustBundle, createIssuerKey, type IssuerKey } from '@parley/identity';
+import { RevocationListEntrySchema, SignedRevocationHeadSchema, create, type RevocationListEntry } from '@parley/proto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  EMPTY_CHAIN_HASH,
+  RevocationListFollower,
+  isRpcError,
+  registrationProofLayout,
+  revocationEntryHash,
+  revocationHeadLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  type RpcErrorCode,
+} from './index.js';
+
+describe('registry protocol', () => {
+  let crypto: ParleyCrypto;
+  let issuer: IssuerKey;
+  const registryId = new Uint8Array(16).fill(9);
+  beforeAll(async () => {
+    crypto = await createCrypto();
+    issuer = createIssuerKey(crypto, crypto.ed25519.keyPairFromSeed(new Uint8Array(32).fill(4)));
+  });
+
+  it('builds the proof-of-possession layouts as documented', () => {
+    const f = { registryId, challenge: new Uint8Array(32).fill(1), agentId: 'a-1', identityPublicKey: new Uint8Array(32).fill(2) };
+    expect(toHex(registrationProofLayout(f))).toBe(
+      toHex(layout('parley/v1/registry-registration').fixed(registryId, 16).fixed(f.challenge, 32).str('a-1').fixed(f.identityPublicKey, 32).bytes()),
+    );
+    const r = { registryId, challenge: f.challenge, agentId: 'a-1', oldPublicKey: f.identityPublicKey, newPublicKey: new Uint8Array(32).fill(3) };
+    const a = rotationAuthorisationLayout(r);
+    const p = rotationProofLayout(r);
+    expect(toHex(a)).toBe(toHex(layout('parley/v1/registry-rotate-key').fixed(registryId, 16).fixed(r.challenge, 32).str('a-1').fixed(r.oldPublicKey, 32).fixed(r.newPublicKey, 32).bytes()));
+    expect(toHex(p)).not.toBe(toHex(a)); // different domain tags
+  });
+
+  function chain(n: number): RevocationListEntry[] {
+    let prev = EMPTY_CHAIN_HASH;
+    const out: RevocationListEntry[] = [];
+    for (let v = 1; v <= n; v++) {
+      const fields = v % 2 === 1
+        ? { version: v, kind: 'agent' as const, agentId: `agent-${v}`, serial: new Uint8Array(0), reason: 1, reasonText: '', revokedAtMs: 1000 + v }
+        : { version: v, kind: 'serial' as const, agentId: '', serial: new Uint8Array(16).fill(v), reason: 0, reasonText: 'why', revokedAtMs: 1000 + v };
+      const entryHash = revocationEntryHash(crypto, registryId, prev, fields);
+      out.push(
+        create(RevocationListEntrySchema, {
+          version: BigInt(v),
+          subject: fields.kind === 'agent' ? { case: 'agentId', value: fields.agentId } : { case: 'serial', value: fields.serial },
+          reason: fields.reason,
+          reasonText: fields.reasonText,
+          revokedAtMs: BigInt(fields.revokedAtMs),
+          entryHash,
+        }),
+      );
+      prev = entryHash;
+    }
+    return out;
+  }
+
+  function head(version: number, hash: Uint8Array, signer: IssuerKey = issuer, id = registryId, issuedAtMs = 5000) {
+    const fields = { registryId: id, version: BigInt(version), headHash: hash, issuedAtMs: BigInt(issuedAtMs), issuerKeyId: signer.keyId };
+    return create(SignedRevocationHeadSchema, { ...fields, signature: crypto.ed25519.sign(revocationHeadLayout(fields), signer.secretKey) });
+  }
+
+  const follower = (bundle?: TrustBundle) =>
+    new RevocationListFollower(crypto, { registryId, trustBundle: bundle ?? TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]) });
+
+  function code(fn: () => unknown): RpcErrorCode | undefined {
+    try {
+      fn();
+    } catch (error) {
+      if (isRpcError(error)) return error.code;
+      throw error;
+    }
+    return undefined;
+  }
+
+  it('accepts a list in batches and heartbeats, producing identity deltas', () => {
+    const entries = chain(5);
+    const f = follower();
+    const first = f.apply(entries.slice(0, 3), head(3, entries[2]!.entryHash));
+    expect(first.version).toBe(3);
+    expect(first.entries[0]).toEqual({ kind: 'agent', agentId: 'agent-1', reason: 'key_compromise', revokedAtMs: 1001 });
+    expect(first.entries[1]).toMatchObject({ kind: 'serial', reason: 'why' });
+    expect(f.apply([], head(3, entries[2]!.entryHash, issuer, registryId, 6000)).version).toBe(3);
+    expect(f.apply(entries.slice(3), head(5, entries[4]!.entryHash, issuer, registryId, 7000)).version).toBe(5);
+    expect(f.headHash).toEqual(entries[4]!.entryHash);
+  });
+
+  it('refuses gaps, repeats, broken chains, wrong heads and foreign signers, changing nothing', () => {
+    const entries = chain(4);
+    const f = follower();
+    f.apply(entries.slice(0, 2), head(2, entries[1]!.entryHash));
+    expect(code(() => f.apply(entries.slice(3), head(4, entries[3]!.entryHash)))).toBe('revocation_stale');
+    expect(code(() => f.apply(entries.slice(1, 3), head(3, entries[2]!.entryHash)))).toBe('malformed');
+    const broken = structuredClone(entries[2]!);
+    broken.revokedAtMs += 1n;
+    expect(code(() => f.apply([broken], head(3, entries[2]!.entryHash)))).toBe('malformed');
+    expect(code(() => f.apply([entries[2]!], head(4, entries[2]!.entryHash)))).toBe('malformed');
+    expect(code(() => f.apply([entries[2]!], head(3, entries[1]!.entryHash)))).toBe('malformed');
+    expect(code(() => f.apply([entries[2]!], head(3, entries[2]!.entryHash, issuer, new Uint8Array(16))))).toBe('identity_mismatch');
+    const stranger = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+    expect(code(() => f.apply([entries[2]!], head(3, entries[2]!.entryHash, stranger)))).toBe('unknown_issuer');
+    const forged = head(3, entries[2]!.entryHash);
+    forged.signature[0]! ^= 1;
+    expect(code(() => f.apply([entries[2]!], forged))).toBe('bad_signature');
+    expect(code(() => f.apply([entries[2]!], undefined))).toBe('malformed');
+    expect(code(() => f.apply([entries[2]!], head(3, entries[2]!.entryHash, issuer, registryId, 1)))).toBe('malformed'); // older than accepted
+    expect(f.version).toBe(2);
+    const retired = follower(TrustBundle.from(crypto, [{ publicKey: issuer.publicKey, notAfterMs: 10 }]));
+    expect(code(() => retired.apply(entries.slice(0, 1), head(1, entries[0]!.entryHash), 11))).toBe('expired');
+  });
+});

@@ -1,0 +1,287 @@
+/**
+ * The registry's signed byte layouts (docs/PROTOCOL.md §15.4–§15.6), shared by
+ * the registry server and everything that talks to it (its CLI, the gateway,
+ * the client SDK):
+ *
+ * - proofs of possession for RegisterAgent and RotateKey, signed by agent keys;
+ * - the revocation list's hash chain and its signed head;
+ * - {@link RevocationListFollower}, which checks batches from
+ *   GetRevocationList / WatchRevocations (gapless versions, chain, issuer
+ *   signature) and turns them into `@parley/identity` RevocationEntry deltas
+ *   for a MemoryRevocationSet.
+ */
+import { layout, type ParleyCrypto } from '@parley/crypto-core';
+import { TrustBundle, type RevocationEntry } from '@parley/identity';
+import { RevocationReason, type RevocationListEntry, type SignedRevocationHead } from '@parley/proto';
+import { RpcError } from './errors.js';
+import { REGISTRY_ID_BYTES } from './operator-auth.js';
+
+/** Length of a registration or rotation challenge. */
+export const CHALLENGE_BYTES = 32;
+/** Length of a revocation chain hash. */
+export const CHAIN_HASH_BYTES = 32;
+/** The chain hash "before entry 1". */
+export const EMPTY_CHAIN_HASH: Uint8Array = new Uint8Array(CHAIN_HASH_BYTES);
+
+/** Domain tags of the registry layouts. */
+export const REGISTRY_DOMAINS = Object.freeze({
+  registration: 'parley/v1/registry-registration',
+  rotationAuthorisation: 'parley/v1/registry-rotate-key',
+  rotationProof: 'parley/v1/registry-rotate-key-proof',
+  revocationEntry: 'parley/v1/revocation-entry',
+  revocationHead: 'parley/v1/revocation-head',
+} as const);
+
+/** Revocation subject kinds as encoded in the entry layout. */
+export const REVOCATION_KIND = Object.freeze({ agent: 1, serial: 2 } as const);
+
+/**
+ * What an agent signs to register (§15.4): proof that it holds the identity
+ * key, bound to this registry, this challenge and this agent id.
+ *
+ * @returns `layout('parley/v1/registry-registration').fixed16(registry_id).fixed32(challenge).str(agent_id).fixed32(identity_public_key)`
+ * @throws CryptoError on a wrong length
+ */
+export function registrationProofLayout(fields: {
+  readonly registryId: Uint8Array;
+  readonly challenge: Uint8Array;
+  readonly agentId: string;
+  readonly identityPublicKey: Uint8Array;
+}): Uint8Array {
+  return layout(REGISTRY_DOMAINS.registration)
+    .fixed(fields.registryId, REGISTRY_ID_BYTES, 'registryId')
+    .fixed(fields.challenge, CHALLENGE_BYTES, 'challenge')
+    .str(fields.agentId)
+    .fixed(fields.identityPublicKey, 32, 'identityPublicKey')
+    .bytes();
+}
+
+/** The fields both rotation signatures cover. */
+export interface RotationFields {
+  readonly registryId: Uint8Array;
+  readonly challenge: Uint8Array;
+  readonly agentId: string;
+  readonly oldPublicKey: Uint8Array;
+  readonly newPublicKey: Uint8Array;
+}
+
+function rotationLayout(domain: string, f: RotationFields): Uint8Array {
+  return layout(domain)
+    .fixed(f.registryId, REGISTRY_ID_BYTES, 'registryId')
+    .fixed(f.challenge, CHALLENGE_BYTES, 'challenge')
+    .str(f.agentId)
+    .fixed(f.oldPublicKey, 32, 'oldPublicKey')
+    .fixed(f.newPublicKey, 32, 'newPublicKey')
+    .bytes();
+}
+
+/**
+ * What the current identity key signs to authorise a rotation (§15.5).
+ * @returns `layout('parley/v1/registry-rotate-key').fixed16(registry_id).fixed32(challenge).str(agent_id).fixed32(old_pk).fixed32(new_pk)`
+ */
+export function rotationAuthorisationLayout(fields: RotationFields): Uint8Array {
+  return rotationLayout(REGISTRY_DOMAINS.rotationAuthorisation, fields);
+}
+
+/**
+ * What the new identity key signs to prove possession (§15.5): the same fields
+ * under another domain tag, so neither signature can stand in for the other.
+ * @returns `layout('parley/v1/registry-rotate-key-proof')…` with the fields of {@link rotationAuthorisationLayout}
+ */
+export function rotationProofLayout(fields: RotationFields): Uint8Array {
+  return rotationLayout(REGISTRY_DOMAINS.rotationProof, fields);
+}
+
+/** The hashed fields of one revocation list entry. */
+export interface RevocationEntryFields {
+  readonly version: bigint | number;
+  readonly kind: 'agent' | 'serial';
+  /** Set for kind `agent`, else empty. */
+  readonly agentId: string;
+  /** 16 bytes for kind `serial`, else empty. */
+  readonly serial: Uint8Array;
+  readonly reason: number;
+  readonly reasonText: string;
+  readonly revokedAtMs: bigint | number;
+}
+
+/**
+ * The chain hash of an entry (§15.6):
+ * `BLAKE3(layout('parley/v1/revocation-entry').fixed16(registry_id).fixed32(previous_hash).u64(version).u8(kind)
+ *   .str(agent_id).var(serial).u32(reason).str(reason_text).i64(revoked_at_ms))`.
+ *
+ * @param crypto the ParleyCrypto instance
+ * @param registryId the registry's 16-byte id
+ * @param previousHash the previous entry's hash, or {@link EMPTY_CHAIN_HASH} for version 1
+ * @param entry the entry's fields
+ * @returns 32 bytes
+ */
+export function revocationEntryHash(crypto: ParleyCrypto, registryId: Uint8Array, previousHash: Uint8Array, entry: RevocationEntryFields): Uint8Array {
+  return crypto.blake3(
+    layout(REGISTRY_DOMAINS.revocationEntry)
+      .fixed(registryId, REGISTRY_ID_BYTES, 'registryId')
+      .fixed(previousHash, CHAIN_HASH_BYTES, 'previousHash')
+      .u64(entry.version)
+      .u8(REVOCATION_KIND[entry.kind])
+      .str(entry.agentId)
+      .var(entry.serial, 'serial')
+      .u32(entry.reason)
+      .str(entry.reasonText)
+      .i64(entry.revokedAtMs)
+      .bytes(),
+  );
+}
+
+/** The signed fields of a revocation head. */
+export interface RevocationHeadFields {
+  readonly registryId: Uint8Array;
+  readonly version: bigint | number;
+  readonly headHash: Uint8Array;
+  readonly issuedAtMs: bigint | number;
+  readonly issuerKeyId: Uint8Array;
+}
+
+/**
+ * What the issuer signs for a revocation list head (§15.6).
+ * @returns `layout('parley/v1/revocation-head').fixed16(registry_id).u64(version).fixed32(head_hash).i64(issued_at_ms).fixed16(issuer_key_id)`
+ */
+export function revocationHeadLayout(head: RevocationHeadFields): Uint8Array {
+  return layout(REGISTRY_DOMAINS.revocationHead)
+    .fixed(head.registryId, REGISTRY_ID_BYTES, 'registryId')
+    .u64(head.version)
+    .fixed(head.headHash, CHAIN_HASH_BYTES, 'headHash')
+    .i64(head.issuedAtMs)
+    .fixed(head.issuerKeyId, 16, 'issuerKeyId')
+    .bytes();
+}
+
+/** The fields of a proto entry, checked, for hashing. */
+export function entryFields(entry: RevocationListEntry): RevocationEntryFields {
+  const s = entry.subject;
+  if (s.case === 'agentId') {
+    return { version: entry.version, kind: 'agent', agentId: s.value, serial: new Uint8Array(0), reason: entry.reason, reasonText: entry.reasonText, revokedAtMs: entry.revokedAtMs };
+  }
+  if (s.case === 'serial' && s.value.length === 16) {
+    return { version: entry.version, kind: 'serial', agentId: '', serial: s.value, reason: entry.reason, reasonText: entry.reasonText, revokedAtMs: entry.revokedAtMs };
+  }
+  throw new RpcError('malformed', `revocation entry ${entry.version} has no valid subject`);
+}
+
+/** The reason string an identity RevocationEntry carries: the text, else the reason's name. */
+export function reasonString(reason: number, text: string): string {
+  if (text !== '') return text;
+  const name = RevocationReason[reason];
+  return typeof name === 'string' ? name.toLowerCase() : `reason_${reason}`;
+}
+
+/** What {@link RevocationListFollower.apply} returns for one accepted batch. */
+export interface AcceptedBatch {
+  /** The batch as `@parley/identity` entries, for `MemoryRevocationSet.apply(entries, version, nowMs)`. */
+  readonly entries: RevocationEntry[];
+  /** The list version after the batch. */
+  readonly version: number;
+  /** When the registry signed the batch's head. */
+  readonly issuedAtMs: number;
+}
+
+/**
+ * Follows a registry's revocation list batch by batch, accepting a batch only
+ * when its versions continue the list without a gap or repeat, every entry's
+ * chain hash links to the previous one, and the head is signed by an issuer
+ * key of the trust bundle over exactly that version and hash. A rejected
+ * batch changes nothing.
+ */
+export class RevocationListFollower {
+  readonly #crypto: ParleyCrypto;
+  readonly #registryId: Uint8Array;
+  readonly #trustBundle: TrustBundle;
+  #version: bigint;
+  #headHash: Uint8Array;
+  #issuedAtMs = 0;
+
+  /**
+   * @param crypto the ParleyCrypto instance
+   * @param options the registry id and trust bundle to check against; the
+   *   version and chain hash already held (default: the empty list)
+   */
+  constructor(
+    crypto: ParleyCrypto,
+    options: { readonly registryId: Uint8Array; readonly trustBundle: TrustBundle; readonly version?: number; readonly headHash?: Uint8Array },
+  ) {
+    this.#crypto = crypto;
+    this.#registryId = new Uint8Array(options.registryId);
+    this.#trustBundle = options.trustBundle;
+    this.#version = BigInt(options.version ?? 0);
+    this.#headHash = new Uint8Array(options.headHash ?? EMPTY_CHAIN_HASH);
+  }
+
+  /** The version accepted so far. */
+  get version(): number {
+    return Number(this.#version);
+  }
+
+  /** The chain hash at {@link version}. */
+  get headHash(): Uint8Array {
+    return new Uint8Array(this.#headHash);
+  }
+
+  /**
+   * Checks and accepts one batch.
+   *
+   * @param entries the batch's entries (versions v+1 … head.version)
+   * @param head the signed head after them
+   * @param nowMs the current time (to check the issuer key's not-after bound)
+   * @returns the accepted entries as identity deltas
+   * @throws RpcError `revocation_stale` for a gap, `malformed` for a repeat or a broken chain,
+   *   `unknown_issuer` / `bad_signature` / `expired` for a head that does not verify
+   */
+  apply(entries: readonly RevocationListEntry[], head: SignedRevocationHead | undefined, nowMs: number = Date.now()): AcceptedBatch {
+    if (head === undefined) throw new RpcError('malformed', 'revocation batch has no signed head');
+    let version = this.#version;
+    let hash = this.#headHash;
+    const out: RevocationEntry[] = [];
+    for (const entry of entries) {
+      if (entry.version !== version + 1n) {
+        throw entry.version > version + 1n
+          ? new RpcError('revocation_stale', `revocation entry ${entry.version} follows ${version}: versions are missing`)
+          : new RpcError('malformed', `revocation entry ${entry.version} repeats or reorders (have ${version})`);
+      }
+      const fields = entryFields(entry);
+      const expected = revocationEntryHash(this.#crypto, this.#registryId, hash, fields);
+      if (!this.#crypto.constantTimeEqual(expected, entry.entryHash)) {
+        throw new RpcError('malformed', `revocation entry ${entry.version} does not link to the chain`);
+      }
+      const revokedAtMs = Number(entry.revokedAtMs);
+      const reason = reasonString(entry.reason, entry.reasonText);
+      out.push(
+        fields.kind === 'agent'
+          ? { kind: 'agent', agentId: fields.agentId, reason, revokedAtMs }
+          : { kind: 'serial', serial: new Uint8Array(fields.serial), reason, revokedAtMs },
+      );
+      version = entry.version;
+      hash = expected;
+    }
+    if (head.version !== version) throw new RpcError('malformed', `revocation head is at version ${head.version}, the entries end at ${version}`);
+    if (!this.#crypto.constantTimeEqual(head.headHash, hash)) throw new RpcError('malformed', 'revocation head hash does not match the chain');
+    if (!this.#crypto.constantTimeEqual(head.registryId, this.#registryId)) throw new RpcError('identity_mismatch', 'revocation head is from another registry');
+    const issuer = this.#trustBundle.get(head.issuerKeyId);
+    if (issuer === undefined) throw new RpcError('unknown_issuer', 'revocation head is signed by a key outside the trust bundle');
+    if (issuer.notAfterMs !== undefined && nowMs >= issuer.notAfterMs) throw new RpcError('expired', 'revocation head issuer key is past its not-after time');
+    const signed = revocationHeadLayout({
+      registryId: this.#registryId,
+      version: head.version,
+      headHash: head.headHash,
+      issuedAtMs: head.issuedAtMs,
+      issuerKeyId: head.issuerKeyId,
+    });
+    if (!this.#crypto.ed25519.verify(head.signature, signed, issuer.publicKey)) {
+      throw new RpcError('bad_signature', 'revocation head signature does not verify');
+    }
+    const issuedAtMs = Number(head.issuedAtMs);
+    if (issuedAtMs < this.#issuedAtMs) throw new RpcError('malformed', 'revocation head is older than one already accepted');
+    this.#version = version;
+    this.#headHash = hash;
+    this.#issuedAtMs = issuedAtMs;
+    return { entries: out, version: Number(version), issuedAtMs };
+  }
+}

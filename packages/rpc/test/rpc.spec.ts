@@ -1,0 +1,255 @@
+// The adapter, status mapping, health and reflection over real gRPC on
+// loopback: a grpc-js server with protobuf-es services and the typed client.
+import { Client as GrpcClient, Metadata, Server, ServerCredentials, credentials, status } from '@grpc/grpc-js';
+import { create, fromBinary, toBinary, type DescFile } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import {
+  Health,
+  RegistryService,
+  ServerReflection,
+  ServerReflectionRequestSchema,
+  ServerReflectionResponseSchema,
+  type MessageInitShape,
+  type ServerReflectionRequest,
+} from '@parley/proto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ERROR_CODE_METADATA_KEY,
+  GRPC_STATUS_BY_CODE,
+  RPC_ERROR_CODES,
+  RpcError,
+  ServingStatus,
+  addHealthService,
+  addReflectionService,
+  addService,
+  createClient,
+  isRpcError,
+  methodPath,
+  requestBytesOf,
+  type CallRecord,
+  type HealthReporter,
+} from '../src/index.js';
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port))),
+  );
+}
+
+describe('error table', () => {
+  it('maps every code to a gRPC status and round-trips through status metadata', () => {
+    for (const code of RPC_ERROR_CODES) {
+      const error = new RpcError(code, `detail for ${code}\nsecond line`);
+      const s = error.toStatus();
+      expect(s.code).toBe(GRPC_STATUS_BY_CODE[code]);
+      expect(s.details).not.toContain('\n');
+      expect(s.metadata.get(ERROR_CODE_METADATA_KEY)).toEqual([code]);
+      const back = RpcError.fromStatus(s);
+      expect(back.code).toBe(code);
+      expect(back.message.startsWith(`[${code}] `)).toBe(true);
+    }
+  });
+
+  it('falls back to one code per status without the metadata, and hides foreign errors', () => {
+    expect(RpcError.fromStatus({ code: status.NOT_FOUND, details: 'x' }).code).toBe('not_found');
+    expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: '' }).code).toBe('unavailable');
+    expect(RpcError.fromStatus({ code: status.DATA_LOSS, details: 'x' }).code).toBe('internal');
+    const hidden = RpcError.from(new Error('password=hunter2 in a database message'));
+    expect(hidden.code).toBe('internal');
+    expect(hidden.details).toBe('internal error');
+    expect(hidden.cause).toBeInstanceOf(Error);
+    const identity = Object.assign(new Error('[revoked] certificate revoked by agent'), { name: 'IdentityError', code: 'revoked' });
+    expect(RpcError.from(identity).code).toBe('revoked');
+    expect(RpcError.from(identity).details).toBe('certificate revoked by agent');
+    const cryptoError = Object.assign(new Error('[invalid_length] x must be 32 bytes'), { name: 'CryptoError', code: 'invalid_length' });
+    expect(RpcError.from(cryptoError).code).toBe('malformed');
+  });
+});
+
+describe('adapter, health and reflection over gRPC', () => {
+  const server = new Server();
+  const healthServer = new Server();
+  const records: CallRecord[] = [];
+  let port = 0;
+  let healthPort = 0;
+  let health: HealthReporter;
+
+  beforeAll(async () => {
+    // A hand-written Health implementation exercises the adapter's error paths.
+    addService(
+      server,
+      Health,
+      {
+        check(request, context) {
+          if (request.service === 'throw-plain') throw new Error('secret detail from a library');
+          if (request.service === 'bytes') {
+            return { status: requestBytesOf(request)?.length === context.requestBytes.length ? ServingStatus.SERVING : ServingStatus.UNKNOWN };
+          }
+          if (request.service === 'meta') return { status: context.metadata.get('x-test')[0] === 'yes' ? ServingStatus.SERVING : ServingStatus.UNKNOWN };
+          throw new RpcError('not_found', `no service '${request.service}'`);
+        },
+        async *watch(request) {
+          for (let i = 0; i < 3; i++) yield { status: ServingStatus.SERVING };
+          if (request.service === 'fail') throw new RpcError('unavailable', 'database unreachable');
+        },
+      },
+      { onCallEnd: (r) => records.push(r) },
+    );
+    port = await listen(server);
+    health = addHealthService(healthServer, { '': ServingStatus.SERVING, 'parley.v1.RegistryService': ServingStatus.SERVING });
+    addReflectionService(healthServer, [RegistryService, Health]);
+    healthPort = await listen(healthServer);
+  });
+
+  afterAll(() => {
+    server.forceShutdown();
+    healthServer.forceShutdown();
+  });
+
+  it('serves unary calls and maps thrown errors to statuses with the Parley code', async () => {
+    const client = createClient(Health, `127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      expect((await client.check({ service: 'bytes' })).status).toBe(ServingStatus.SERVING);
+      expect((await client.check({ service: 'meta' }, { metadata: { 'x-test': 'yes' } })).status).toBe(ServingStatus.SERVING);
+      const notFound = await client.check({ service: 'nope' }).catch((e: unknown) => e);
+      expect(isRpcError(notFound, 'not_found')).toBe(true);
+      expect((notFound as RpcError).grpcCode).toBe(status.NOT_FOUND);
+      expect((notFound as RpcError).details).toBe("no service 'nope'");
+      const internal = await client.check({ service: 'throw-plain' }).catch((e: unknown) => e);
+      expect(isRpcError(internal, 'internal')).toBe(true);
+      expect((internal as RpcError).message).not.toContain('secret');
+      const last = records.at(-1)!;
+      expect(last.code).toBe('internal');
+      expect((last.error?.cause as Error).message).toContain('secret detail');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('answers an undecodable request with INVALID_ARGUMENT', async () => {
+    const raw = new GrpcClient(`127.0.0.1:${port}`, credentials.createInsecure());
+    const error = await new Promise<unknown>((resolve) => {
+      raw.makeUnaryRequest(
+        methodPath(Health.method.check),
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from([0x0a, 0xff, 0xff]), // field 1, length 0x3fff, truncated
+        new Metadata(),
+        {},
+        (err) => resolve(err),
+      );
+    });
+    raw.close();
+    expect((error as { code: number }).code).toBe(status.INVALID_ARGUMENT);
+    expect(RpcError.fromStatus(error as never).code).toBe('malformed');
+  });
+
+  it('streams server responses as an async iterable and ends with the thrown status', async () => {
+    const client = createClient(Health, `127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      const seen: number[] = [];
+      for await (const r of client.watch({ service: 'ok' })) seen.push(r.status);
+      expect(seen).toEqual([1, 1, 1]);
+      const got: number[] = [];
+      const error = await (async () => {
+        for await (const r of client.watch({ service: 'fail' })) got.push(r.status);
+      })().catch((e: unknown) => e);
+      expect(got).toEqual([1, 1, 1]);
+      expect(isRpcError(error, 'unavailable')).toBe(true);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('implements grpc.health.v1 Check and Watch', async () => {
+    const client = createClient(Health, `127.0.0.1:${healthPort}`, credentials.createInsecure());
+    try {
+      expect((await client.check({ service: '' })).status).toBe(ServingStatus.SERVING);
+      await expect(client.check({ service: 'unknown.Service' })).rejects.toMatchObject({ code: 'not_found' });
+      const statuses: number[] = [];
+      const controller = new AbortController();
+      const watching = (async () => {
+        for await (const r of client.watch({ service: 'parley.v1.RegistryService' }, { signal: controller.signal })) {
+          statuses.push(r.status);
+          if (statuses.length === 1) health.setStatus('parley.v1.RegistryService', ServingStatus.NOT_SERVING);
+          if (statuses.length === 2) break;
+        }
+      })();
+      await watching;
+      expect(statuses).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+      health.setStatus('parley.v1.RegistryService', ServingStatus.SERVING);
+    } finally {
+      client.close();
+    }
+  });
+
+  async function reflect(service: string, requests: MessageInitShape<typeof ServerReflectionRequestSchema>[]) {
+    const client = createClient(ServerReflection, `127.0.0.1:${healthPort}`, credentials.createInsecure());
+    const out = [];
+    try {
+      async function* source() {
+        yield* requests;
+      }
+      // The v1alpha name is served with the same messages: call it through a raw path.
+      const stream = service === 'v1' ? client.serverReflectionInfo(source()) : undefined;
+      if (stream !== undefined) for await (const r of stream) out.push(r);
+    } finally {
+      client.close();
+    }
+    return out;
+  }
+
+  it('answers server reflection: list, file by symbol with dependencies, file by name, not found', async () => {
+    const responses = await reflect('v1', [
+      { messageRequest: { case: 'listServices', value: '' } },
+      { messageRequest: { case: 'fileContainingSymbol', value: 'parley.v1.RegistryService' } },
+      { messageRequest: { case: 'fileByFilename', value: 'grpc/health/v1/health.proto' } },
+      { messageRequest: { case: 'fileContainingSymbol', value: 'parley.v1.RegistryService.RevokeAgent' } },
+      { messageRequest: { case: 'fileContainingSymbol', value: 'no.such.Symbol' } },
+    ]);
+    expect(responses).toHaveLength(5);
+    const list = responses[0]!.messageResponse;
+    expect(list.case).toBe('listServicesResponse');
+    expect(list.case === 'listServicesResponse' && list.value.service.map((s) => s.name)).toEqual([
+      'grpc.health.v1.Health',
+      'grpc.reflection.v1.ServerReflection',
+      'grpc.reflection.v1alpha.ServerReflection',
+      'parley.v1.RegistryService',
+    ]);
+    const files = responses[1]!.messageResponse;
+    expect(files.case).toBe('fileDescriptorResponse');
+    const protos = files.case === 'fileDescriptorResponse' ? files.value.fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b)) : [];
+    expect(protos.map((p) => p.name)).toEqual(['parley/v1/registry.proto', 'parley/v1/identity.proto']);
+    expect(protos[0]!.service[0]!.method.map((m) => m.name)).toContain('WatchRevocations');
+    const byName = responses[2]!.messageResponse;
+    expect(byName.case === 'fileDescriptorResponse' && fromBinary(FileDescriptorProtoSchema, byName.value.fileDescriptorProto[0]!).package).toBe('grpc.health.v1');
+    expect(responses[3]!.messageResponse.case).toBe('fileDescriptorResponse');
+    const missing = responses[4]!.messageResponse;
+    expect(missing.case === 'errorResponse' && missing.value.errorCode).toBe(status.NOT_FOUND);
+    expect((responses[4]!.originalRequest as ServerReflectionRequest).messageRequest.case).toBe('fileContainingSymbol');
+  });
+
+  it('answers grpc.reflection.v1alpha on the same stream protocol', async () => {
+    const raw = new GrpcClient(`127.0.0.1:${healthPort}`, credentials.createInsecure());
+    const call = raw.makeBidiStreamRequest(
+      '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      new Metadata(),
+      {},
+    );
+    call.write(Buffer.from(toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { messageRequest: { case: 'listServices', value: '*' } }))));
+    call.end();
+    const chunks: Buffer[] = [];
+    for await (const chunk of call) chunks.push(chunk as Buffer);
+    raw.close();
+    expect(chunks).toHaveLength(1);
+    const response = fromBinary(ServerReflectionResponseSchema, new Uint8Array(chunks[0]!));
+    expect(response.messageResponse.case).toBe('listServicesResponse');
+  });
+
+  it('exposes descriptors for every file it was given', () => {
+    const files: DescFile[] = [RegistryService.file, Health.file];
+    expect(files.map((f) => f.name)).toEqual(['parley/v1/registry', 'grpc/health/v1/health']);
+  });
+});
