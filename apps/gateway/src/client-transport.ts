@@ -1,0 +1,259 @@
+/**
+ * A minimal gateway client (temporary home until packages/client exists):
+ * opens a Connect stream, authenticates with the agent's identity key
+ * (docs/PROTOCOL.md §10.2), sends items and hands over deliveries. Its
+ * `frameTransport` plugs into a SessionManager, which then runs handshakes through it.
+ */
+import { credentials as grpcCredentials, type ChannelCredentials } from '@grpc/grpc-js';
+import type { ParleyCrypto } from '@parley/crypto-core';
+import {
+  AgentGatewayService,
+  type Accepted,
+  type ConnectRequestSchema,
+  type ConnectResponse,
+  type Delivery,
+  type DeliveryReceipt,
+  type GoAway,
+  type HandshakeFrame,
+  type MessageInitShape,
+  type SecureMessage,
+  type SendRequestSchema,
+  type Welcome,
+} from '@parley/proto';
+import { RpcError, createClient, isRpcErrorCode, type Client } from '@parley/rpc';
+import type { FrameTransport, LocalIdentity } from '@parley/session';
+import { Channel } from './channel.js';
+import { SEND_NONCE_BYTES, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+
+type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
+type SendRequestInit = MessageInitShape<typeof SendRequestSchema>;
+
+/** Settings of {@link GatewayConnection.open}. */
+export interface GatewayConnectionOptions {
+  /** `host:port` of the gateway. */
+  readonly address: string;
+  readonly crypto: ParleyCrypto;
+  readonly identity: LocalIdentity;
+  /** Default: plaintext (loopback only). */
+  readonly credentials?: ChannelCredentials;
+  /** When given, the challenge must name this gateway. */
+  readonly expectedGatewayId?: string;
+  /**
+   * Called for each delivery, one at a time, in order (not on the stream's
+   * reading path, so it may send and await Accepted). Without it, read
+   * `deliveries()`. A delivery is acknowledged after the callback returns.
+   */
+  readonly onDelivery?: (delivery: Delivery) => void | Promise<void>;
+  /** Authentication must finish within this many ms. Default 10 000. */
+  readonly timeoutMs?: number;
+}
+
+interface Pending {
+  readonly resolve: (accepted: Accepted) => void;
+  readonly reject: (error: RpcError) => void;
+}
+
+/** An authenticated Connect stream to a gateway. */
+export class GatewayConnection {
+  readonly welcome: Welcome;
+  readonly gatewayId: string;
+  /** Resolves when the stream ends: with the GoAway the gateway sent, if any. */
+  readonly closed: Promise<GoAway | RpcError | undefined>;
+  readonly #client: Client<typeof AgentGatewayService>;
+  readonly #requests: Channel<ConnectRequestInit>;
+  readonly #deliveries = new Channel<Delivery>();
+  readonly #pending = new Map<bigint, Pending>();
+  #nextRequestId = 1n;
+  #ended: RpcError | undefined;
+
+  private constructor(
+    client: Client<typeof AgentGatewayService>,
+    requests: Channel<ConnectRequestInit>,
+    responses: AsyncIterator<ConnectResponse>,
+    welcome: Welcome,
+    gatewayId: string,
+    onDelivery: GatewayConnectionOptions['onDelivery'],
+  ) {
+    this.#client = client;
+    this.#requests = requests;
+    this.welcome = welcome;
+    this.gatewayId = gatewayId;
+    this.closed = this.#read(responses);
+    if (onDelivery !== undefined) void this.#dispatch(onDelivery);
+  }
+
+  /**
+   * Connects and authenticates: hello → challenge → auth → welcome.
+   * @throws RpcError with the gateway's code (`bad_signature`, `unknown_issuer`, `expired`, `revoked`, …)
+   */
+  static async open(options: GatewayConnectionOptions): Promise<GatewayConnection> {
+    const { crypto, identity } = options;
+    const client = createClient(AgentGatewayService, options.address, options.credentials ?? grpcCredentials.createInsecure());
+    const requests = new Channel<ConnectRequestInit>();
+    const responses = client.connect(requests)[Symbol.asyncIterator]();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new RpcError('deadline_exceeded', 'gateway authentication timed out')), options.timeoutMs ?? 10_000);
+    });
+    const next = async (expected: 'challenge' | 'welcome'): Promise<ConnectResponse['kind']> => {
+      const r = await Promise.race([responses.next(), timeout]);
+      if (r.done === true) throw new RpcError('unavailable', `gateway closed the stream before ${expected}`);
+      if (r.value.kind.case === 'goAway') throw new RpcError(isRpcErrorCode(r.value.kind.value.code) ? r.value.kind.value.code : 'unavailable', r.value.kind.value.message);
+      if (r.value.kind.case !== expected) throw new RpcError('malformed', `expected ${expected}, got ${r.value.kind.case ?? 'nothing'}`);
+      return r.value.kind;
+    };
+    try {
+      requests.push({ kind: { case: 'hello', value: { version: 1, certificate: identity.certificate } } });
+      const challenge = await next('challenge');
+      if (challenge.case !== 'challenge') throw new RpcError('malformed', 'expected challenge');
+      const { gatewayId, nonce } = challenge.value;
+      if (options.expectedGatewayId !== undefined && gatewayId !== options.expectedGatewayId) {
+        throw new RpcError('identity_mismatch', `connected to gateway '${gatewayId}', expected '${options.expectedGatewayId}'`);
+      }
+      const signature = crypto.ed25519.sign(gatewayAuthLayout(gatewayId, nonce, identity.agentId, identity.certificate.serial), identity.signingKey);
+      requests.push({ kind: { case: 'auth', value: { signature } } });
+      const welcome = await next('welcome');
+      if (welcome.case !== 'welcome') throw new RpcError('malformed', 'expected welcome');
+      return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery);
+    } catch (error) {
+      requests.end();
+      void responses.return?.();
+      client.close();
+      throw RpcError.from(error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** This connection as a SessionManager's FrameTransport (a rejected frame rejects the handshake step). */
+  get frameTransport(): FrameTransport {
+    return {
+      sendFrame: async (frame) => {
+        await this.sendFrame(frame);
+      },
+    };
+  }
+
+  /** Relays a handshake frame. */
+  sendFrame(frame: HandshakeFrame): Promise<Accepted> {
+    return this.#send({ case: 'handshake', value: frame });
+  }
+
+  /** Relays an envelope. */
+  sendEnvelope(envelope: SecureMessage): Promise<Accepted> {
+    return this.#send({ case: 'envelope', value: envelope });
+  }
+
+  /** Relays a delivery receipt to the envelope's sender. */
+  sendReceipt(receipt: DeliveryReceipt): Promise<Accepted> {
+    return this.#send({ case: 'receipt', value: receipt });
+  }
+
+  /** Acknowledges a delivery (done automatically after `onDelivery`). */
+  ack(deliveryId: bigint): void {
+    this.#requests.push({ kind: { case: 'ack', value: { deliveryId } } });
+  }
+
+  /** Deliveries, in order (use either this or `onDelivery`). Ends when the stream ends. */
+  deliveries(): AsyncIterable<Delivery> {
+    return this.#deliveries;
+  }
+
+  /** Half-closes the stream and the channel. */
+  close(): void {
+    this.#requests.end();
+    this.#client.close();
+  }
+
+  #send(item: RelayItem): Promise<Accepted> {
+    if (this.#ended !== undefined) return Promise.reject(this.#ended);
+    const requestId = this.#nextRequestId++;
+    return new Promise<Accepted>((resolve, reject) => {
+      this.#pending.set(requestId, { resolve, reject });
+      this.#requests.push({ kind: { case: 'send', value: { requestId, item } } });
+    });
+  }
+
+  async #dispatch(onDelivery: NonNullable<GatewayConnectionOptions['onDelivery']>): Promise<void> {
+    for await (const delivery of this.#deliveries) {
+      try {
+        await onDelivery(delivery);
+      } catch {
+        // The callback's own failure (a rejected frame, say) is its business; keep delivering.
+      }
+      if (this.#ended === undefined) this.ack(delivery.deliveryId);
+    }
+  }
+
+  async #read(responses: AsyncIterator<ConnectResponse>): Promise<GoAway | RpcError | undefined> {
+    let goAway: GoAway | undefined;
+    let failure: RpcError | undefined;
+    try {
+      for (;;) {
+        const r = await responses.next();
+        if (r.done === true) break;
+        const kind = r.value.kind;
+        switch (kind.case) {
+          case 'accepted':
+          case 'rejected': {
+            const pending = this.#pending.get(kind.value.requestId);
+            if (pending === undefined) break;
+            this.#pending.delete(kind.value.requestId);
+            if (kind.case === 'accepted') pending.resolve(kind.value);
+            else pending.reject(new RpcError(isRpcErrorCode(kind.value.code) ? kind.value.code : 'internal', kind.value.message));
+            break;
+          }
+          case 'delivery':
+            this.#deliveries.push(kind.value);
+            break;
+          case 'goAway':
+            goAway = kind.value;
+            break;
+          default:
+            break;
+        }
+      }
+    } catch (error) {
+      failure = RpcError.from(error);
+    }
+    const code = goAway !== undefined && isRpcErrorCode(goAway.code) ? goAway.code : 'unavailable';
+    this.#ended = failure ?? new RpcError(code, goAway?.message ?? 'gateway stream ended');
+    for (const p of this.#pending.values()) p.reject(this.#ended);
+    this.#pending.clear();
+    this.#deliveries.end();
+    this.#requests.end();
+    this.#client.close();
+    return goAway ?? failure;
+  }
+}
+
+/**
+ * Signs a delivery receipt for an envelope this agent received (§10.5).
+ * @param fields the envelope's message hash and sender, and when it was received
+ */
+export function signReceipt(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  fields: { readonly messageHash: Uint8Array; readonly senderId: string; readonly receivedAtMs: number },
+): DeliveryReceipt {
+  const body = { version: 1, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, receivedAtMs: BigInt(fields.receivedAtMs) };
+  const signature = crypto.ed25519.sign(deliveryReceiptLayout(body), identity.signingKey);
+  return { $typeName: 'parley.v1.DeliveryReceipt', ...body, signature };
+}
+
+/**
+ * Builds a signed unary SendRequest (§10.6) for `AgentGatewayService.send`.
+ * @param item the item; its shape must be valid
+ */
+export function buildSendRequest(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  gatewayId: string,
+  item: RelayItem,
+  options: { readonly nowMs?: number; readonly nonce?: Uint8Array } = {},
+): SendRequestInit {
+  const timestampMs = BigInt(options.nowMs ?? Date.now());
+  const nonce = options.nonce ?? crypto.randomBytes(SEND_NONCE_BYTES);
+  const signature = crypto.ed25519.sign(gatewaySendLayout(gatewayId, timestampMs, nonce, itemDigest(crypto, item)), identity.signingKey);
+  return { certificate: identity.certificate, timestampMs, nonce, signature, item };
+}

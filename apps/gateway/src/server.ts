@@ -1,0 +1,103 @@
+/**
+ * The gateway's gRPC server: parley.v1.AgentGatewayService plus
+ * grpc.health.v1 and server reflection, on grpc-js. Plaintext is served only
+ * on loopback; anything else needs TLS (1.3 minimum).
+ */
+import tls from 'node:tls';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { AgentGatewayService, Health } from '@parley/proto';
+import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
+import { Gateway, type GatewayOptions } from './gateway.js';
+
+/** Settings of {@link startGateway}: the Gateway's, plus where and how to listen. */
+export interface StartGatewayOptions extends GatewayOptions {
+  /** Host to bind. Default 127.0.0.1. A non-loopback host requires `tls`. */
+  readonly host?: string;
+  /** Port; 0 (default) picks a free one. */
+  readonly port?: number;
+  /** PEM certificate chain and key: serve TLS 1.3 instead of plaintext. */
+  readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer };
+  /** How long `close()` waits for calls to finish before forcing, ms. Default 5 000. */
+  readonly shutdownGraceMs?: number;
+}
+
+/** A running gateway. */
+export interface RunningGateway {
+  /** `host:port` as bound. */
+  readonly address: string;
+  readonly port: number;
+  readonly gateway: Gateway;
+  /** GoAway `shutting_down` to every stream, health NOT_SERVING, then a graceful shutdown with a timeout. */
+  close(): Promise<void>;
+}
+
+/** Whether a host is a loopback address (plaintext is allowed only there). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * Starts a gateway server.
+ * @throws RpcError `failed_precondition` (plaintext on a non-loopback host), `unavailable` (cannot bind)
+ */
+export async function startGateway(options: StartGatewayOptions): Promise<RunningGateway> {
+  const host = options.host ?? '127.0.0.1';
+  if (options.tls === undefined && !isLoopback(host)) {
+    throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: configure TLS`);
+  }
+  const gateway = new Gateway(options);
+  const { logger } = options;
+  const server = new Server({
+    // Room above the gateway's own limit, so oversize items get a `too_large` Rejected, not a dead stream.
+    'grpc.max_receive_message_length': Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024),
+    'grpc.keepalive_permit_without_calls': 1,
+  });
+  const onCallEnd = (r: CallRecord): void => {
+    const fields = { method: r.path, peer: r.peer, grpc_code: r.grpcCode, code: r.code ?? 'ok', duration_ms: Math.round(r.durationMs * 10) / 10 };
+    if (r.code === 'internal') logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
+    else if (r.code !== undefined) logger.info({ ...fields, detail: r.error?.details }, 'call refused');
+    else logger.info(fields, 'call');
+  };
+  addService(server, AgentGatewayService, gateway, { onCallEnd });
+  const health = addHealthService(server, { '': ServingStatus.SERVING, [AgentGatewayService.typeName]: ServingStatus.SERVING }, { onCallEnd });
+  addReflectionService(server, [AgentGatewayService, Health]);
+
+  let credentials: ServerCredentials;
+  if (options.tls === undefined) {
+    credentials = ServerCredentials.createInsecure();
+  } else {
+    // TLS 1.3 only: the process-wide floor is this server's.
+    tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+    credentials = ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false);
+  }
+  const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${bindHost}:${options.port ?? 0}`, credentials, (error, p) =>
+      error ? reject(new RpcError('unavailable', `cannot listen on ${bindHost}:${options.port ?? 0}: ${error.message}`, { cause: error })) : resolve(p),
+    ),
+  );
+  logger.info({ address: `${bindHost}:${port}`, gateway_id: options.gatewayId, tls: options.tls !== undefined }, 'gateway listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    address: `${bindHost}:${port}`,
+    port,
+    gateway,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        health.shutdown();
+        gateway.close();
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, options.shutdownGraceMs ?? 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      return closing;
+    },
+  };
+}

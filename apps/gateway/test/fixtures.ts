@@ -1,0 +1,169 @@
+// Test fixtures: an issuer, a trust bundle, a revocation set refreshed by the
+// test, agents with certificates on the real clock, a gateway started in-process
+// over real gRPC on 127.0.0.1, and agents wired to it through SessionManager.
+import { createCrypto, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate, type IssuerKey, type RevocationEntry } from '@parley/identity';
+import { SecureMessageSchema, create, type DeliveryReceipt, type SecureMessage } from '@parley/proto';
+import { SessionManager, type LocalIdentity, type OpenedMessage, type SessionManagerEvent } from '@parley/session';
+import pino from 'pino';
+import { GatewayConnection } from '../src/client-transport.js';
+import { Policy } from '../src/policy.js';
+import { startGateway, type RunningGateway, type StartGatewayOptions } from '../src/server.js';
+
+export const DAY = 86_400_000;
+export const GATEWAY_ID = 'gw-test.local';
+
+export interface Agent extends LocalIdentity {
+  readonly keyPair: Ed25519KeyPair;
+}
+
+/** Allows planner ↔ worker; nothing else. */
+export const DEFAULT_POLICY = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+
+export interface World {
+  readonly crypto: ParleyCrypto;
+  readonly issuer: IssuerKey;
+  readonly trustBundle: TrustBundle;
+  readonly revocations: MemoryRevocationSet;
+  /** Structured log lines the gateways wrote. */
+  readonly logs: Record<string, unknown>[];
+  agent(agentId: string, overrides?: Partial<{ validFromMs: number; validUntilMs: number; issuer: IssuerKey; agentType: string }>): Agent;
+  /** Applies revocations (and refreshes the set). */
+  revoke(...entries: RevocationEntry[]): void;
+  /** Refreshes the revocation set's freshness without changes. */
+  refresh(): void;
+  start(overrides?: Partial<StartGatewayOptions>): Promise<RunningGateway>;
+}
+
+export async function createWorld(): Promise<World> {
+  const crypto = await createCrypto();
+  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+  const trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
+  const revocations = new MemoryRevocationSet({ maxAgeMs: 60_000 });
+  let version = 0;
+  revocations.apply([], version, Date.now());
+  const logs: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
+  return {
+    crypto,
+    issuer,
+    trustBundle,
+    revocations,
+    logs,
+    agent(agentId, overrides = {}) {
+      const keyPair = crypto.ed25519.generateKeyPair();
+      const now = Date.now();
+      const certificate = issueCertificate(crypto, overrides.issuer ?? issuer, {
+        agentId,
+        identityPublicKey: keyPair.publicKey,
+        agentType: overrides.agentType ?? 'worker',
+        capabilities: ['tasks:read', 'tasks:write'],
+        validFromMs: overrides.validFromMs ?? now - DAY,
+        validUntilMs: overrides.validUntilMs ?? now + 30 * DAY,
+      });
+      return { agentId, signingKey: keyPair.secretKey, certificate, keyPair };
+    },
+    revoke(...entries) {
+      version += entries.length;
+      revocations.apply(entries, version, Date.now());
+    },
+    refresh() {
+      revocations.apply([], version, Date.now());
+    },
+    start(overrides = {}) {
+      return startGateway({ crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy: DEFAULT_POLICY, logger, ...overrides });
+    },
+  };
+}
+
+/** An agent connected to a gateway, with a SessionManager whose transport is the connection. */
+export interface ConnectedAgent {
+  readonly agent: Agent;
+  readonly conn: GatewayConnection;
+  readonly manager: SessionManager;
+  readonly opened: OpenedMessage[];
+  readonly failures: unknown[];
+  readonly receipts: DeliveryReceipt[];
+  readonly events: SessionManagerEvent[];
+  close(): void;
+}
+
+export async function connectAgent(world: World, address: string, agent: Agent): Promise<ConnectedAgent> {
+  const opened: OpenedMessage[] = [];
+  const failures: unknown[] = [];
+  const receipts: DeliveryReceipt[] = [];
+  const events: SessionManagerEvent[] = [];
+  const holder: { manager?: SessionManager } = {};
+  const conn = await GatewayConnection.open({
+    address,
+    crypto: world.crypto,
+    identity: agent,
+    expectedGatewayId: GATEWAY_ID,
+    onDelivery: async (d) => {
+      const manager = holder.manager;
+      if (manager === undefined) return;
+      switch (d.item.case) {
+        case 'handshake':
+          await manager.handleFrame(d.item.value);
+          break;
+        case 'envelope':
+          try {
+            opened.push(manager.open(d.item.value));
+          } catch (error) {
+            failures.push(error);
+          }
+          break;
+        case 'receipt':
+          receipts.push(d.item.value);
+          break;
+        default:
+          break;
+      }
+    },
+  });
+  const manager = new SessionManager({
+    crypto: world.crypto,
+    handshake: { identity: agent, trustBundle: world.trustBundle, revocations: world.revocations },
+    transport: conn.frameTransport,
+    onEvent: (e) => events.push(e),
+  });
+  holder.manager = manager;
+  return {
+    agent,
+    conn,
+    manager,
+    opened,
+    failures,
+    receipts,
+    events,
+    close() {
+      manager.close();
+      conn.close();
+    },
+  };
+}
+
+/** Polls until `check` returns true, or fails after `timeoutMs`. */
+export async function waitFor(check: () => boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A shape-valid envelope with a bogus signature (for checks that come before the signature). */
+export function fakeEnvelope(crypto: ParleyCrypto, senderId: string, recipientId: string, ciphertextBytes = 64): SecureMessage {
+  return create(SecureMessageSchema, {
+    version: 1,
+    senderId,
+    recipientId,
+    sessionId: crypto.randomBytes(16),
+    nonce: 0n,
+    timestampMs: BigInt(Date.now()),
+    payloadCommitment: crypto.randomBytes(32),
+    encryptedPayload: crypto.randomBytes(ciphertextBytes),
+    authTag: crypto.randomBytes(32),
+    signature: crypto.randomBytes(64),
+  });
+}

@@ -1,0 +1,274 @@
+// End-to-end tests of the gateway over real gRPC on 127.0.0.1 (ephemeral ports):
+// stream authentication, the Outbound check order, relaying a real Parley
+// session between two agents, revocation while connected, and unary Send.
+import { credentials } from '@grpc/grpc-js';
+import { createIssuerKey } from '@parley/identity';
+import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame } from '@parley/proto';
+import { RpcError, createClient, type Client } from '@parley/rpc';
+import { InitiatorHandshake, SessionError, isSessionError } from '@parley/session';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GatewayConnection, buildSendRequest, signReceipt } from '../src/client-transport.js';
+import { handshakeFrameDigest } from '../src/layouts.js';
+import { Policy } from '../src/policy.js';
+import type { RunningGateway } from '../src/server.js';
+import { DAY, GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, waitFor, type ConnectedAgent, type World } from './fixtures.js';
+
+let world: World;
+let gw: RunningGateway;
+const open: ConnectedAgent[] = [];
+
+async function connect(agentId: string, agentType = 'worker', target: RunningGateway = gw): Promise<ConnectedAgent> {
+  const a = await connectAgent(world, target.address, world.agent(agentId, { agentType }));
+  open.push(a);
+  return a;
+}
+
+/** A fresh step-1 handshake frame from `from` to `to`. */
+function step1(a: ConnectedAgent, to: string): HandshakeFrame {
+  return InitiatorHandshake.start(world.crypto, { identity: a.agent, trustBundle: world.trustBundle }, to).frame;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<RpcError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(RpcError);
+    return error as RpcError;
+  }
+  throw new Error('expected a rejection');
+}
+
+function securityLogs(code: string): Record<string, unknown>[] {
+  return world.logs.filter((l) => l['event'] === 'security' && l['code'] === code);
+}
+
+beforeAll(async () => {
+  world = await createWorld();
+  gw = await world.start();
+});
+
+afterAll(async () => {
+  for (const a of open) a.close();
+  await gw.close();
+});
+
+describe('relaying a Parley session', () => {
+  it('establishes a session through the gateway and exchanges messages both ways, with receipts', async () => {
+    const planner = await connect('planner-1', 'planner');
+    const worker = await connect('worker-1');
+    expect(planner.conn.welcome.agentId).toBe('planner-1');
+    expect(planner.conn.gatewayId).toBe(GATEWAY_ID);
+
+    const toWorker = await planner.manager.seal('worker-1', { type: MessageType.HANDOFF_REQUEST, content: { task: 'index', n: 1 } });
+    const accepted = await planner.conn.sendEnvelope(toWorker.envelope);
+    expect(accepted.status).toBe(DeliveryStatus.DELIVERED);
+    expect(Buffer.from(accepted.itemHash)).toEqual(Buffer.from(toWorker.messageHash));
+    await waitFor(() => worker.opened.length === 1, 5_000, 'worker to open');
+    expect(worker.opened[0]!.content).toEqual({ task: 'index', n: 1 });
+
+    const reply = await worker.manager.seal('planner-1', { type: MessageType.HANDOFF_APPROVAL, content: { ok: true } });
+    await worker.conn.sendEnvelope(reply.envelope);
+    await waitFor(() => planner.opened.length === 1, 5_000, 'planner to open');
+    expect(planner.opened[0]!.content).toEqual({ ok: true });
+
+    // The worker signs a receipt for what it opened; the gateway routes it back to the planner.
+    const receipt = signReceipt(world.crypto, worker.agent, { messageHash: worker.opened[0]!.messageHash, senderId: 'planner-1', receivedAtMs: Date.now() });
+    expect((await worker.conn.sendReceipt(receipt)).status).toBe(DeliveryStatus.DELIVERED);
+    await waitFor(() => planner.receipts.length === 1, 5_000, 'receipt');
+    expect(Buffer.from(planner.receipts[0]!.messageHash)).toEqual(Buffer.from(toWorker.messageHash));
+    // A receipt with a bad signature is refused.
+    await expect(worker.conn.sendReceipt({ ...receipt, signature: new Uint8Array(64) })).rejects.toMatchObject({ code: 'bad_signature' });
+  });
+
+  it('a gateway that flips a bit in a relayed envelope is caught by the recipient', async () => {
+    const planner = await connect('planner-2', 'planner');
+    const worker = await connect('worker-2');
+    await planner.manager.session('worker-2');
+    gw.gateway.tamperWithRelayedFramesForTestingOnly = (delivery) => {
+      if (delivery.item?.case === 'envelope') {
+        const payload = delivery.item.value.encryptedPayload;
+        if (payload instanceof Uint8Array) payload[5] = payload[5]! ^ 0x01;
+      }
+    };
+    try {
+      const sealed = await planner.manager.seal('worker-2', { type: MessageType.HANDOFF_REQUEST, content: { amount: 100 } });
+      await planner.conn.sendEnvelope(sealed.envelope);
+      await waitFor(() => worker.failures.length === 1, 5_000, 'rejection');
+    } finally {
+      gw.gateway.tamperWithRelayedFramesForTestingOnly = undefined;
+    }
+    expect(isSessionError(worker.failures[0])).toBe(true);
+    expect((worker.failures[0] as SessionError).code).toBe('bad_signature');
+    expect(worker.opened).toHaveLength(0);
+    expect(worker.events.some((e) => e.kind === 'security' && e.code === 'bad_signature')).toBe(true);
+  });
+
+  it('a replayed envelope is rejected by the recipient as replay', async () => {
+    const planner = await connect('planner-3', 'planner');
+    const worker = await connect('worker-3');
+    const sealed = await planner.manager.seal('worker-3', { type: MessageType.CONSENSUS_VOTE, content: { vote: 'yes' } });
+    await planner.conn.sendEnvelope(sealed.envelope);
+    await planner.conn.sendEnvelope(sealed.envelope); // the gateway relays it; the recipient must refuse it
+    await waitFor(() => worker.opened.length + worker.failures.length === 2, 5_000, 'both deliveries');
+    expect(worker.opened).toHaveLength(1);
+    expect((worker.failures[0] as SessionError).code).toBe('replay');
+  });
+
+  it('a new stream for the same agent replaces the old one with GoAway replaced', async () => {
+    const first = await connect('worker-4');
+    const second = await connect('worker-4');
+    const goAway = await first.conn.closed;
+    expect(goAway).toMatchObject({ code: 'replaced' });
+    expect(gw.gateway.connectedAgents()).toContain('worker-4');
+    second.close();
+  });
+});
+
+describe('stream authentication', () => {
+  const refused = async (identity: Parameters<typeof GatewayConnection.open>[0]['identity']): Promise<RpcError> =>
+    rejection(GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity }));
+
+  it('refuses a bad auth signature', async () => {
+    const agent = world.agent('worker-bad-sig');
+    const other = world.agent('worker-other');
+    const e = await refused({ ...agent, signingKey: other.signingKey });
+    expect(e.code).toBe('bad_signature');
+    expect(securityLogs('bad_signature').some((l) => l['agent'] === 'worker-bad-sig')).toBe(true);
+  });
+
+  it('refuses an unknown issuer, an expired and a revoked certificate', async () => {
+    const rogue = world.agent('rogue');
+    const otherIssuer = createIssuerKey(world.crypto, world.crypto.ed25519.generateKeyPair());
+    expect((await refused(world.agent('worker-x', { issuer: otherIssuer }))).code).toBe('unknown_issuer');
+    const now = Date.now();
+    expect((await refused(world.agent('worker-old', { validFromMs: now - 10 * DAY, validUntilMs: now - DAY }))).code).toBe('expired');
+    world.revoke({ kind: 'agent', agentId: 'rogue', reason: 'key compromise', revokedAtMs: now });
+    expect((await refused(rogue)).code).toBe('revoked');
+    expect(gw.gateway.connectedAgents()).not.toContain('rogue');
+  });
+
+  it('closes a stream that does not authenticate in time', async () => {
+    const quick = await world.start({ authTimeoutMs: 200 });
+    const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, quick.address, credentials.createInsecure());
+    try {
+      const never = (async function* () {
+        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        yield { kind: { case: undefined } } as const;
+      })();
+      const e = await rejection((async () => {
+        for await (const _ of client.connect(never)) {
+          // nothing arrives before the timeout
+        }
+      })());
+      expect(e.code).toBe('unauthenticated');
+    } finally {
+      client.close();
+      await quick.close();
+    }
+  });
+});
+
+describe('Outbound checks', () => {
+  it('rejects a spoofed sender as identity_mismatch and logs a security event without payload', async () => {
+    const planner = await connect('planner-5', 'planner');
+    await connect('worker-5');
+    const envelope = fakeEnvelope(world.crypto, 'worker-5', 'planner-5');
+    const e = await rejection(planner.conn.sendEnvelope(envelope));
+    expect(e.code).toBe('identity_mismatch');
+    const line = securityLogs('identity_mismatch').find((l) => l['agent'] === 'planner-5');
+    expect(line).toMatchObject({ stage: 'outbound', peer: 'planner-5', request_id: expect.any(String) as unknown });
+    expect(JSON.stringify(line)).not.toMatch(/encrypted|signature"|payload"/i);
+    // The stream stays open: a valid item still goes through.
+    expect((await planner.conn.sendFrame(step1(planner, 'worker-5'))).status).toBe(DeliveryStatus.DELIVERED);
+  });
+
+  it('enforces policy and picks up a reloaded policy without restart', async () => {
+    const auditor = await connect('auditor-1', 'auditor');
+    await connect('worker-6');
+    expect((await rejection(auditor.conn.sendFrame(step1(auditor, 'worker-6')))).code).toBe('policy_denied');
+    gw.gateway.setPolicy(
+      Policy.parse({
+        version: 1,
+        rules: [
+          { from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true },
+          { from: { agentId: 'auditor-1' }, to: { capability: 'tasks:read' } },
+        ],
+      }),
+    );
+    try {
+      expect((await auditor.conn.sendFrame(step1(auditor, 'worker-6'))).status).toBe(DeliveryStatus.DELIVERED);
+    } finally {
+      gw.gateway.setPolicy(Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    }
+    expect((await rejection(auditor.conn.sendFrame(step1(auditor, 'worker-6')))).code).toBe('policy_denied');
+  });
+
+  it('refuses offline recipients with unavailable', async () => {
+    const planner = await connect('planner-7', 'planner');
+    expect((await rejection(planner.conn.sendFrame(step1(planner, 'worker-offline')))).code).toBe('unavailable');
+  });
+
+  it('rate limits and size limits per agent', async () => {
+    const small = await world.start({ rateLimit: { ratePerSecond: 0.5, burst: 3 }, maxFrameBytes: 4096 });
+    try {
+      const planner = await connect('planner-8', 'planner', small);
+      await connect('worker-8', 'worker', small);
+      // Oversize first: refused before the rate limit, so it costs no token.
+      expect((await rejection(planner.conn.sendEnvelope(fakeEnvelope(world.crypto, 'planner-8', 'worker-8', 8192)))).code).toBe('too_large');
+      for (let i = 0; i < 3; i++) expect((await planner.conn.sendFrame(step1(planner, 'worker-8'))).status).toBe(DeliveryStatus.DELIVERED);
+      expect((await rejection(planner.conn.sendFrame(step1(planner, 'worker-8')))).code).toBe('rate_limited');
+      expect(securityLogs('rate_limited').some((l) => l['agent'] === 'planner-8')).toBe(true);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('refuses a malformed item and a forged envelope signature', async () => {
+    const planner = await connect('planner-9', 'planner');
+    await connect('worker-9');
+    const bad = { ...step1(planner, 'worker-9'), step: 7 };
+    expect((await rejection(planner.conn.sendFrame(bad))).code).toBe('malformed');
+    expect((await rejection(planner.conn.sendEnvelope(fakeEnvelope(world.crypto, 'planner-9', 'worker-9')))).code).toBe('bad_signature');
+  });
+});
+
+describe('revocation while connected', () => {
+  it('closes a revoked agent’s stream within 2 s', async () => {
+    const worker = await connect('worker-10');
+    const start = Date.now();
+    world.revoke({ kind: 'serial', serial: worker.agent.certificate.serial, reason: 'key compromise', revokedAtMs: start });
+    const goAway = await worker.conn.closed;
+    expect(Date.now() - start).toBeLessThan(2_000);
+    expect(goAway).toMatchObject({ code: 'revoked' });
+    expect(gw.gateway.connectedAgents()).not.toContain('worker-10');
+    await expect(worker.conn.sendFrame(step1(worker, 'planner-1'))).rejects.toMatchObject({ code: 'revoked' });
+  });
+
+  it('onRevocation closes matching streams immediately', async () => {
+    const worker = await connect('worker-11');
+    expect(gw.gateway.onRevocation({ agentId: 'worker-11' })).toBe(1);
+    expect(await worker.conn.closed).toMatchObject({ code: 'revoked' });
+  });
+});
+
+describe('unary Send', () => {
+  it('relays a signed item and refuses a replayed nonce', async () => {
+    const planner = world.agent('planner-12', { agentType: 'planner' });
+    await connect('worker-12');
+    const client = createClient(AgentGatewayService, gw.address, credentials.createInsecure());
+    try {
+      const frame = InitiatorHandshake.start(world.crypto, { identity: planner, trustBundle: world.trustBundle }, 'worker-12').frame;
+      const request = buildSendRequest(world.crypto, planner, GATEWAY_ID, { case: 'handshake', value: frame });
+      const response = await client.send(request);
+      expect(response.status).toBe(DeliveryStatus.DELIVERED);
+      expect(Buffer.from(response.itemHash)).toEqual(Buffer.from(handshakeFrameDigest(world.crypto, frame)));
+      await expect(client.send(request)).rejects.toMatchObject({ code: 'replay' });
+      const stale = buildSendRequest(world.crypto, planner, GATEWAY_ID, { case: 'handshake', value: frame }, { nowMs: Date.now() - 120_000 });
+      await expect(client.send(stale)).rejects.toMatchObject({ code: 'stale_timestamp' });
+      const wrongGateway = buildSendRequest(world.crypto, planner, 'other-gateway', { case: 'handshake', value: frame });
+      await expect(client.send(wrongGateway)).rejects.toMatchObject({ code: 'bad_signature' });
+    } finally {
+      client.close();
+    }
+  });
+});
