@@ -59,11 +59,12 @@ export function assertFunction<T extends (...args: never[]) => unknown>(value: u
 
 /** Asserts something shaped like the ParleyCrypto object from `createCrypto()` (a cheap structural check). */
 export function assertCrypto(value: unknown): ParleyCrypto {
-  const c = value as { blake3?: unknown; ed25519?: { sign?: unknown; verify?: unknown } } | null | undefined;
+  const c = value as { blake3?: unknown; constantTimeEqual?: unknown; ed25519?: { sign?: unknown; verify?: unknown } } | null | undefined;
   if (
     typeof c !== 'object' ||
     c === null ||
     typeof c.blake3 !== 'function' ||
+    typeof c.constantTimeEqual !== 'function' ||
     typeof c.ed25519 !== 'object' ||
     c.ed25519 === null ||
     typeof c.ed25519.sign !== 'function' ||

@@ -6,13 +6,15 @@
  * Appends are serialised inside one AuditLog. Several AuditLogs (processes) may
  * share one PostgreSQL store: an append that loses a race gets `conflict` from
  * the store, catches up with the entries the others wrote, re-signs at the new
- * tip and retries, so the chain never forks.
+ * tip and retries, so the chain never forks. Entries written by others are
+ * adopted only when signed by a trusted key (the writer's own, plus
+ * `trustedKeys`): chaining onto an entry commits to its bytes.
  */
 import type { AuditMessage } from '@parley/proto';
 import type { Ed25519KeyPair, ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, isAuditError } from './errors.js';
-import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, ZERO_HASH, type AuditEntryFields } from './entry.js';
+import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
 import { MerkleTree, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import type { AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
@@ -27,12 +29,17 @@ export interface AuditLogOptions {
   /** Milliseconds since the epoch for entries without a timestamp and for tree heads. Default `Date.now`. */
   readonly clock?: () => number;
   /**
-   * What `open` checks in the stored entries before extending them:
-   * `'links'` (default) indexes and hash links; `'full'` also every signature ({@link verifyChain}),
-   * with the writer key and `trustedKeys`.
+   * What `open` does with the stored entries before extending them. Either way every entry the log
+   * adopts (on open, and when catching up with other writers) must be signed by the writer key or one of
+   * `trustedKeys`, with the right index and link, or the log refuses to extend it.
+   * `'links'` (default) stops at the first entry that fails with `bad_signature` / `bad_link` / …;
+   * `'full'` runs {@link verifyChain} first, so the error names the break reason (`modified`, `inserted`, …).
    */
   readonly verify?: 'links' | 'full';
-  /** Other writers' public keys (processes sharing a PostgreSQL log), for `verify: 'full'`. */
+  /**
+   * The other writers' public keys (processes sharing a PostgreSQL log). Default: none, i.e. only
+   * entries signed by this log's own writer key are adopted. A shared store needs every writer's key here.
+   */
   readonly trustedKeys?: readonly Uint8Array[];
   /** How often one append may lose a race and retry. Default 64. */
   readonly maxRetries?: number;
@@ -52,6 +59,7 @@ export class AuditLog {
   readonly #crypto: ParleyCrypto;
   readonly #store: AuditStore;
   readonly #writer: Ed25519KeyPair;
+  readonly #keys: WriterKeys;
   readonly #keyId: Uint8Array;
   readonly #clock: () => number;
   readonly #maxRetries: number;
@@ -60,10 +68,11 @@ export class AuditLog {
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
 
-  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries'>>) {
+  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries'>> & { keys: WriterKeys }) {
     this.#crypto = crypto;
     this.#store = options.store;
     this.#writer = options.writer;
+    this.#keys = options.keys;
     this.#keyId = writerKeyId(crypto, options.writer.publicKey);
     this.#clock = options.clock;
     this.#maxRetries = options.maxRetries;
@@ -93,10 +102,12 @@ export class AuditLog {
     const trusted = o['trustedKeys'] === undefined ? [] : o['trustedKeys'];
     if (!Array.isArray(trusted)) malformed(`options.trustedKeys must be an array, got ${describe(trusted)}`);
     const maxRetries = assertSafeInt(o['maxRetries'] === undefined ? 64 : o['maxRetries'], 'options.maxRetries', 0, 10_000);
-    const log = new AuditLog(crypto, { store, writer, clock, maxRetries });
+    // Explicitly: the writer's own key, plus the keys of the other writers the caller names. Nothing else.
+    const keys = WriterKeys.from(crypto, [writer.publicKey, ...(trusted as unknown[] as Uint8Array[])]);
+    const log = new AuditLog(crypto, { store, writer, clock, maxRetries, keys });
     if (verify === 'full') {
       const size = await store.size();
-      const result = await verifyChain(crypto, store.read(0, size), { keys: [writer.publicKey, ...(trusted as Uint8Array[])], tree: log.#tree });
+      const result = await verifyChain(crypto, store.read(0, size), { keys, tree: log.#tree });
       if (!result.ok) throw chainError(result);
       log.#tip = result.lastEntryHash;
     }
@@ -131,6 +142,7 @@ export class AuditLog {
    * @param fields message hash, sender, recipient, message type, outcome, optional timestamp
    * @returns the stored entry
    * @throws AuditError `malformed` (fields), `conflict` (lost more than `maxRetries` races),
+   *   `bad_signature` (another entry in the store is not signed by a trusted key: nothing is chained onto it),
    *   a break reason (another writer's entries do not link), `storage_failure`
    */
   append(fields: AuditEntryFields): Promise<AuditMessage> {
@@ -233,7 +245,12 @@ export class AuditLog {
     await this.#store.close();
   }
 
-  /** Ingests stored entries past the local tip, checking index and link of each. */
+  /**
+   * Ingests stored entries past the local tip, checking index, signature (writer key or trustedKeys) and
+   * link of each. Chaining onto an entry is vouching for its bytes (the verifier's rule 2b, PROTOCOL §9.5),
+   * so an entry someone else put in the store (a rogue writer, anyone with INSERT on the table) is adopted
+   * only if a trusted key signed it; otherwise the log refuses to extend the store.
+   */
   async #catchUp(): Promise<void> {
     const to = await this.#store.size();
     let expected = this.#tree.size;
@@ -243,6 +260,14 @@ export class AuditLog {
         throw new AuditError(entry.index > BigInt(expected) ? 'removed' : 'inserted', `stored entry at position ${expected} has index ${entry.index}`);
       }
       const digest = digestEntry(this.#crypto, entry);
+      const pk = this.#keys.get(entry.signerKeyId);
+      if (pk === undefined || !this.#crypto.ed25519.verify(entry.signature, digest.layout, pk)) {
+        throw new AuditError(
+          'bad_signature',
+          `stored entry ${expected} is not signed by the writer key or a trusted key (${pk === undefined ? 'unknown signer_key_id' : 'signature does not verify'}): ` +
+            'refusing to extend it (run verifyChain to classify; pass the other writers\' keys as trustedKeys)',
+        );
+      }
       if (!this.#crypto.constantTimeEqual(entry.previousHash, this.#tip)) {
         throw new AuditError('bad_link', `stored entry ${expected} does not link to entry ${expected - 1} (run verifyChain to classify)`);
       }

@@ -17,7 +17,7 @@
  * - `removed`          entries are missing: an index gap, or a log shorter than a signed tree head
  * - `inserted`         an entry that does not belong where it is: forged, a duplicate, or from a fork
  * - `reordered`        authentic entries out of order
- * - `bad_signature`    a signature does not verify under a trusted writer key, though the bytes are the ones the chain committed to (or a tree head's signature)
+ * - `bad_signature`    a signature does not verify under a trusted writer key, though the bytes are the ones the chain committed to (or a tree head's signature); or a stored entry an AuditLog refuses to adopt and extend
  * - `bad_link`         an authentic entry whose previous_hash is not the entry hash of the entry before it (a forked writer); or an append that does not extend the tip
  * - `head_mismatch`    the entries verify as a chain but do not hash to the root of the signed tree head for their size
  * - `torn_record`      a file ends in a partial or corrupt record (reported when it is cut on open; thrown when it may not be cut)

@@ -12,7 +12,8 @@
  * loses nothing that was written, a power failure loses at most that batch).
  * A crash can therefore leave only a torn tail: a partial last record, a last
  * record whose checksum fails, or zero-filled blocks the filesystem allocated
- * but never wrote. `open` finds it, cuts the file back to the last whole
+ * but never wrote (possibly after a damaged last record: a power loss with
+ * batched fdatasync). `open` finds it, cuts the file back to the last whole
  * record, and reports it (an `onEvent` callback, else a process warning):
  * never silently.
  *
@@ -25,11 +26,11 @@
  * One writer per file: a writable open holds `<path>.lock` (with its pid; a
  * lock left by a dead process is taken over). Readers take no lock.
  */
-import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AuditMessage } from '@parley/proto';
-import type { ParleyCrypto } from '@parley/crypto-core';
+import { toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertFunction, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
 import { assertEntry, decodeEntry, digestEntry, encodeEntry, MAX_ENTRY_BYTES, ZERO_HASH } from './entry.js';
@@ -99,12 +100,6 @@ class Offsets {
   }
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 function checksum(crypto: ParleyCrypto, framed: Uint8Array): Uint8Array {
   return crypto.blake3(framed).subarray(0, 4);
 }
@@ -172,9 +167,10 @@ async function scan(crypto: ParleyCrypto, fh: FileHandle, fileSize: number): Pro
     const n = new DataView(view.buffer, view.byteOffset, 4).getUint32(0, false);
     if (n < 1 || n > MAX_ENTRY_BYTES) return damaged((await allZero(fh, pos, fileSize)) ? 'zeros' : 'corrupt');
     if (rem < RECORD_OVERHEAD + n) return damaged('incomplete');
-    if (!sameBytes(checksum(crypto, view.subarray(0, 4 + n)), view.subarray(4 + n, RECORD_OVERHEAD + n))) {
-      // The last record failing its checksum is a torn write; one with records after it is corruption.
-      return damaged(pos + RECORD_OVERHEAD + n === fileSize ? 'checksum' : 'corrupt');
+    if (!crypto.constantTimeEqual(checksum(crypto, view.subarray(0, 4 + n)), view.subarray(4 + n, RECORD_OVERHEAD + n))) {
+      // A record failing its checksum is a torn write when nothing but zeros follows it (a power loss with
+      // batched fdatasync can leave zero-filled pages after it); one with data after it is corruption.
+      return damaged((await allZero(fh, pos + RECORD_OVERHEAD + n, fileSize)) ? 'checksum' : 'corrupt');
     }
     offsets.push(pos);
     last = view.subarray(4, 4 + n);
@@ -200,23 +196,81 @@ function checkOptions(options: unknown): Required<Pick<FileStoreOptions, 'readOn
   return { ...(options as FileStoreOptions), fsync: fsync as FsyncPolicy, readOnly, onCorruption };
 }
 
-async function takeLock(lockPath: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(lockPath, 'wx', 0o600);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return;
-    } catch (cause) {
-      if ((cause as { code?: unknown }).code !== 'EEXIST') throw storageFailure(`creating lock file ${lockPath}`, cause);
-    }
-    const pid = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)) {
-      throw new AuditError('storage_failure', `audit file is locked by process ${pid} (${lockPath})`);
-    }
-    await unlink(lockPath).catch(() => undefined); // a dead writer's lock
+/**
+ * Takes `<file>.lock` atomically. The lock file appears only by `link()` of a
+ * complete temporary file (pid already written), and link fails if the path
+ * exists, so two processes can never both create it. A lock whose pid is dead
+ * is removed only by the process that first hard-links it to
+ * `<file>.lock.takeover-<dev>-<ino>` (link is exclusive, and captures the file
+ * that is at the lock path at that instant) and then finds, through that link,
+ * the same file with a dead pid. Only that process may unlink the lock path
+ * while it holds that file, so a fresh lock is never removed in its place.
+ * Everyone then races on `link()` again, which exactly one wins.
+ */
+async function takeLock(crypto: ParleyCrypto, lockPath: string): Promise<void> {
+  const tmp = `${lockPath}.${process.pid}.${toHex(crypto.randomBytes(8))}.tmp`;
+  try {
+    await writeFile(tmp, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (cause) {
+    throw storageFailure(`creating lock file ${lockPath}`, cause);
   }
-  throw new AuditError('storage_failure', `could not take the lock ${lockPath}`);
+  const stale = (h: { pid: number | undefined }): boolean => h.pid === undefined || !isAlive(h.pid);
+  try {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      try {
+        await link(tmp, lockPath);
+        return;
+      } catch (cause) {
+        if (errno(cause) !== 'EEXIST') throw storageFailure(`creating lock file ${lockPath}`, cause);
+      }
+      const holder = await readLock(lockPath);
+      if (holder === undefined) continue; // gone in the meantime: race for it again
+      if (!stale(holder)) throw new AuditError('storage_failure', `audit file is locked by process ${holder.pid} (${lockPath})`);
+      const guard = `${lockPath}.takeover-${holder.dev}-${holder.ino}`;
+      try {
+        await link(lockPath, guard);
+      } catch (cause) {
+        if (errno(cause) === 'ENOENT') continue;
+        if (errno(cause) !== 'EEXIST') throw storageFailure(`taking over the lock ${lockPath}`, cause);
+        // Another process is taking this stale lock over: wait for it, then look again.
+        await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 8));
+        continue;
+      }
+      try {
+        const held = await readLock(guard);
+        if (held !== undefined && held.ino === holder.ino && held.dev === holder.dev && stale(held)) await unlink(lockPath);
+      } finally {
+        await unlink(guard).catch(() => undefined);
+      }
+    }
+    throw new AuditError('storage_failure', `could not take the lock ${lockPath} (a takeover of a stale lock is in progress, or was abandoned: remove ${lockPath}.takeover-*)`);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/** The pid in a lock file and the file's identity; undefined when there is no lock file. */
+async function readLock(lockPath: string): Promise<{ pid: number | undefined; ino: number; dev: number } | undefined> {
+  let fh: FileHandle;
+  try {
+    fh = await open(lockPath, 'r');
+  } catch (cause) {
+    if (errno(cause) === 'ENOENT') return undefined;
+    throw storageFailure(`reading lock file ${lockPath}`, cause);
+  }
+  try {
+    const { ino, dev } = await fh.stat();
+    const pid = Number.parseInt(await fh.readFile('utf8'), 10);
+    return { pid: Number.isSafeInteger(pid) && pid > 0 ? pid : undefined, ino, dev };
+  } catch (cause) {
+    throw storageFailure(`reading lock file ${lockPath}`, cause);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+function errno(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
 }
 
 function isAlive(pid: number): boolean {
@@ -254,7 +308,7 @@ export async function openFileStore(crypto: ParleyCrypto, path: string, options:
   if (typeof path !== 'string' || path.length === 0) malformed(`path must be a non-empty string, got ${describe(path)}`);
   const opts = checkOptions(options);
   const lockPath = `${path}.lock`;
-  if (!opts.readOnly) await takeLock(lockPath);
+  if (!opts.readOnly) await takeLock(crypto, lockPath);
   let fh: FileHandle | undefined;
   try {
     let created = false;
@@ -319,7 +373,7 @@ export class FileAuditStore implements AuditStore {
     const emit = (event: FileStoreEvent): void => emitEvent(opts, event);
     const { size: fileSize } = await fh.stat();
     const head = await readAt(fh, 0, Math.min(fileSize, FILE_MAGIC.length));
-    if (!sameBytes(head, FILE_MAGIC.subarray(0, head.length))) {
+    if (!crypto.constantTimeEqual(head, FILE_MAGIC.subarray(0, head.length))) {
       throw new AuditError('malformed', `${path} is not a Parley audit file (bad header)`);
     }
     if (fileSize < FILE_MAGIC.length) {
@@ -377,7 +431,7 @@ export class FileAuditStore implements AuditStore {
       assertEntry(entry);
       const size = this.#offsets.count;
       if (entry.index !== BigInt(size)) throw new AuditError('conflict', `entry index ${entry.index} is not the next index ${size}`);
-      if (!sameBytes(entry.previousHash, this.#tip)) {
+      if (!this.#crypto.constantTimeEqual(entry.previousHash, this.#tip)) {
         throw new AuditError('bad_link', `entry ${size}'s previous_hash is not the entry hash of entry ${size - 1}`);
       }
       const record = frame(this.#crypto, encodeEntry(entry));
@@ -457,7 +511,7 @@ export class FileAuditStore implements AuditStore {
         const len = offsetOf(i + 1) - offsetOf(i) - RECORD_OVERHEAD;
         const rec = chunk.subarray(at, at + RECORD_OVERHEAD + len);
         const n = rec.length >= 4 ? new DataView(rec.buffer, rec.byteOffset, 4).getUint32(0, false) : -1;
-        if (n !== len || !sameBytes(checksum(this.#crypto, rec.subarray(0, 4 + len)), rec.subarray(4 + len))) {
+        if (n !== len || !this.#crypto.constantTimeEqual(checksum(this.#crypto, rec.subarray(0, 4 + len)), rec.subarray(4 + len))) {
           throw new AuditError('malformed', `record ${i} at offset ${offsetOf(i)} of ${this.path} fails its checksum`);
         }
         yield rec.slice(4, 4 + len);

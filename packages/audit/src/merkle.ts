@@ -262,7 +262,7 @@ export class MerkleTree {
       return this.#levels[level]!.view(lo / n);
     }
     const k = splitPoint(n);
-    // Right side first: it may allocate, and views of earlier pushes stay valid.
+    // Left side first, copied: the view it returns must not be invalidated by computing the right side.
     const left = this.#mth(lo, lo + k).slice();
     return this.#h.hashChildren(left, this.#mth(lo + k, hi));
   }
@@ -325,6 +325,7 @@ function checkHasher(hasher: unknown): TreeHasher {
   return hasher as TreeHasher;
 }
 
+/** Byte equality without early exit (no ParleyCrypto at hand here: proofs take only a TreeHasher). */
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let diff = 0;

@@ -9,8 +9,10 @@
  *     entry_hash  BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32),
  *     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())
  *
- * plus a trigger that rejects UPDATE and DELETE (append-only unless someone
- * with DDL rights disables it — which the verifier then catches).
+ * plus triggers that reject UPDATE, DELETE (per row) and TRUNCATE (per
+ * statement: TRUNCATE fires no row triggers), so the table is append-only
+ * unless someone with DDL rights disables them — which the verifier then
+ * catches. Also revoke UPDATE, DELETE and TRUNCATE from the writers' role.
  *
  * No fork under concurrent writers (several gateway instances share one
  * database): an append is ONE statement that inserts row `idx` only if no row
@@ -117,7 +119,7 @@ export class PostgresAuditStore implements AuditStore {
     this.#pageSize = pageSize;
   }
 
-  /** Idempotent migration: table, append-only trigger. Safe to run from several processes at once. */
+  /** Idempotent migration: table, append-only triggers (UPDATE/DELETE per row, TRUNCATE per statement). Safe to run from several processes at once. */
   async migrate(): Promise<void> {
     const t = this.table;
     const fn = `${t}_append_only`;
@@ -133,6 +135,12 @@ export class PostgresAuditStore implements AuditStore {
       `DO $$ BEGIN
          IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '${trigger}' AND tgrelid = '${t}'::regclass) THEN
            CREATE TRIGGER ${trigger} BEFORE UPDATE OR DELETE ON ${t} FOR EACH ROW EXECUTE FUNCTION ${fn}();
+         END IF;
+       END $$`,
+      // TRUNCATE fires no row triggers: a statement trigger of its own (also added to tables migrated before it existed).
+      `DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '${trigger}_truncate' AND tgrelid = '${t}'::regclass) THEN
+           CREATE TRIGGER ${trigger}_truncate BEFORE TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
          END IF;
        END $$`,
     ];

@@ -159,13 +159,6 @@ class Reader {
   }
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
-
 /**
  * Verifies a log: every entry well formed, signed by a trusted writer key,
  * indexed 0, 1, 2, … and linked to its predecessor; and, with `head`, that the
@@ -189,6 +182,7 @@ export async function verifyChain(crypto: ParleyCrypto, entries: ChainSource, op
   const head = o['head'] === undefined ? undefined : assertSignedTreeHead(crypto, o['head'], keys, 'options.head');
   const tree = o['tree'];
   if (tree !== undefined && (!(tree instanceof MerkleTree) || tree.size !== 0)) malformed('options.tree must be an empty MerkleTree');
+  const equal = (a: Uint8Array, b: Uint8Array): boolean => crypto.constantTimeEqual(a, b);
   const reader = new Reader(entries);
   const acc = new RootAccumulator(merkleHasher(crypto));
 

@@ -107,6 +107,29 @@ describe('crash recovery', () => {
     await store.close();
   });
 
+  it('a half-zeroed last record followed by zero pages (power loss, batched fsync) is cut as torn', async () => {
+    const { path, bytes, boundaries } = await writeLog(3);
+    const copy = new Uint8Array(bytes);
+    const mid = boundaries[2]! + Math.floor((boundaries[3]! - boundaries[2]!) / 2);
+    copy.fill(0, mid);
+    writeFileSync(path, Buffer.concat([copy, new Uint8Array(8192)]));
+    const { store, events } = await openCollecting(path);
+    expect(await store.size()).toBe(2);
+    expect(events).toMatchObject([{ type: 'torn_record', action: 'cut', cause: 'checksum', offset: boundaries[2], bytes: bytes.length - boundaries[2]! + 8192, entries: 2 }]);
+    expect(statSync(path).size).toBe(boundaries[2]);
+    await store.append(buildChain(3)[2]!);
+    expect((await verifyChain(crypto, store.read(0, 3), { keys: writerA.publicKey })).ok).toBe(true);
+    await store.close();
+  });
+
+  it('a damaged last record followed by zeros and then data is still corruption', async () => {
+    const { path, bytes, boundaries } = await writeLog(3);
+    const copy = new Uint8Array(bytes);
+    copy[boundaries[2]! + 10]! ^= 0x40;
+    writeFileSync(path, Buffer.concat([copy, new Uint8Array(4096), new Uint8Array([1])]));
+    await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject({ code: 'malformed' });
+  });
+
   it('a damaged record with data after it is corruption: refused, reported read-only, cut only on request', async () => {
     const { path, bytes, boundaries } = await writeLog(4);
     const copy = new Uint8Array(bytes);

@@ -24,6 +24,19 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       expect(await store.size()).toBe(3);
     });
 
+    it('the table is append-only: TRUNCATE is refused by the trigger, also on a table migrated before that trigger', async () => {
+      const { client, table } = make();
+      const store = await openPostgresStore(crypto, client, { table });
+      for (const e of buildChain(3)) await store.append(e);
+      await expect(client.query(`TRUNCATE ${table}`)).rejects.toThrow(/append-only/);
+      expect(await store.size()).toBe(3);
+      // A table created by an earlier version (row trigger only) gets the TRUNCATE trigger on the next migration.
+      await client.query(`DROP TRIGGER ${table.replace(/^.*\./, '')}_append_only_truncate ON ${table}`);
+      await store.migrate();
+      await expect(client.query(`TRUNCATE ${table}`)).rejects.toThrow(/append-only/);
+      expect(await store.size()).toBe(3);
+    });
+
     it('tampering behind the trigger is caught by the verifier: modified, reordered, removed', async () => {
       const { client, table } = make();
       const store = await openPostgresStore(crypto, client, { table });

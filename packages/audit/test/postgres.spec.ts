@@ -82,7 +82,11 @@ if (url === undefined || url === '') {
           });
         };
         const logs = await Promise.all(
-          clients.map(async (c, i) => AuditLog.open(crypto, { store: counted(await openPostgresStore(crypto, c, { table })), writer: writers[i]! })),
+          clients.map(async (c, i) => AuditLog.open(crypto, {
+              store: counted(await openPostgresStore(crypto, c, { table })),
+              writer: writers[i]!,
+              trustedKeys: writers.map((w) => w.publicKey),
+            })),
         );
         const PER = 20;
         await Promise.all(

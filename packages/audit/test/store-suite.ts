@@ -145,8 +145,8 @@ export function storeSuite(name: string, backend: () => StoreBackend): void {
 
     it('two writers sharing one store never fork: the loser of a race catches up and re-signs', async () => {
       const store = await backend().open();
-      const a = await AuditLog.open(crypto, { store, writer: writerA });
-      const bLog = await AuditLog.open(crypto, { store, writer: writerB });
+      const a = await AuditLog.open(crypto, { store, writer: writerA, trustedKeys: [writerB.publicKey] });
+      const bLog = await AuditLog.open(crypto, { store, writer: writerB, trustedKeys: [writerA.publicKey] });
       for (let i = 0; i < 10; i++) {
         await a.append(fields(2 * i));
         await bLog.append(fields(2 * i + 1)); // b's view is one entry behind each time: conflict, catch up, retry
@@ -157,7 +157,7 @@ export function storeSuite(name: string, backend: () => StoreBackend): void {
       const result = await verifyChain(crypto, store.read(0, 20), { keys: [writerA.publicKey, writerB.publicKey] });
       expect(result.ok).toBe(true);
       expect(toHex(a.rootHash())).toBe(toHex(bLog.rootHash()));
-      const none = await AuditLog.open(crypto, { store, writer: writerA, maxRetries: 0 });
+      const none = await AuditLog.open(crypto, { store, writer: writerA, trustedKeys: [writerB.publicKey], maxRetries: 0 });
       await a.append(fields(99));
       await expect(none.append(fields(100))).rejects.toMatchObject({ code: 'conflict' });
       await store.close();
@@ -170,6 +170,38 @@ export function storeSuite(name: string, backend: () => StoreBackend): void {
       const log = await AuditLog.open(crypto, { store, writer: writerA, verify: 'full', trustedKeys: [writerB.publicKey] });
       expect(log.size).toBe(5);
       await log.close();
+    });
+
+    it('adopts only entries signed by a trusted key: by default its own key, and never a bogus signature', async () => {
+      const store = await backend().open();
+      for (const e of buildChain(3, writerB)) await store.append(e);
+      // Another writer's entries are not adopted unless its key is trusted, explicitly.
+      await expect(AuditLog.open(crypto, { store, writer: writerA })).rejects.toMatchObject({ code: 'bad_signature' });
+      const a = await AuditLog.open(crypto, { store, writer: writerA, trustedKeys: [writerB.publicKey] });
+      await a.append(fields(3));
+      expect(a.size).toBe(4);
+      await a.close();
+    });
+
+    it('refuses to chain onto an entry with a bogus signature written behind its back (shared store)', async () => {
+      const store = await backend().open();
+      const log = await AuditLog.open(crypto, { store, writer: writerA, trustedKeys: [writerB.publicKey] });
+      await log.append(fields(0));
+      await log.append(fields(1));
+      // Someone with INSERT on the table (or an untrusted writer) appends a correctly linked entry whose
+      // signature verifies under no trusted key.
+      const [forged] = extendChain(1, 2, hashOf(await log.entry(1)), writerA);
+      const signature = forged!.signature.slice();
+      signature[0]! ^= 0x01;
+      await store.append({ ...forged!, signature });
+      await expect(log.append(fields(3))).rejects.toMatchObject({ code: 'bad_signature' });
+      await expect(log.refresh()).rejects.toMatchObject({ code: 'bad_signature' });
+      await expect(AuditLog.open(crypto, { store, writer: writerA, trustedKeys: [writerB.publicKey] })).rejects.toMatchObject({ code: 'bad_signature' });
+      // Nothing was chained onto it, so the verifier does not blame an honest writer (rule 2b): the forged last entry reads modified.
+      expect(await store.size()).toBe(3);
+      const result = await verifyChain(crypto, store.read(0, 3), { keys: [writerA.publicKey, writerB.publicKey] });
+      expect(result).toMatchObject({ ok: false, index: 2, reason: 'modified' });
+      await store.close();
     });
   });
 }
