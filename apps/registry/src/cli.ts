@@ -8,7 +8,7 @@
  * line, `parley-registry: error: …`, and exit with a documented code (see
  * EXIT_CODES); never a stack trace.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
@@ -20,6 +20,7 @@ import {
   RevocationListFollower,
   RpcError,
   createClient,
+  isRpcError,
   operatorRequestSigner,
   registrationProofLayout,
   rotationAuthorisationLayout,
@@ -41,7 +42,8 @@ import {
   table,
   time,
 } from './format.js';
-import { isSealedKeyFile, readKeyFile, readPublicKey, writeKeyFile, writeSecretFile, type KdfStrength } from './key-file.js';
+import { isSealedKeyFile, readKeyFile, readPublicKey, renameDurably, writeKeyFile, writeSecretFile, type KdfStrength } from './key-file.js';
+import type { RegistryStore } from './store.js';
 import type { RegistryLocation } from './registry.js';
 import { isLoopback, parseAddress } from './address.js';
 
@@ -135,7 +137,7 @@ const GLOBAL_HELP = `Global options:
 const CLIENT_HELP = `Connection options:
   --server HOST:PORT    registry address (env PARLEY_REGISTRY_SERVER; default: "listen" in registry.json, else 127.0.0.1:50051)
   --operator-key FILE   operator key that signs requests (default DATA_DIR/operator-key.json)
-  --tls-ca FILE         connect with TLS, trusting this CA certificate (PEM)
+  --tls-ca FILE         connect with TLS, trusting this CA certificate (PEM); required for a non-loopback --server
   --tls-server-name N   expected name in the server certificate (default: the host)
   --timeout SECONDS     deadline of each call (default 10)`;
 
@@ -240,6 +242,10 @@ async function connect(ctx: CommandContext, sign: 'always' | 'if-available' | 'n
   let creds: ChannelCredentials = credentials.createInsecure();
   const channelOptions: Record<string, string | number> = {};
   const ca = str(ctx, 'tls-ca');
+  if (ca === undefined && !plaintextAllowed(address)) {
+    // Operator signatures, agent keys' proofs and the trust bundle itself must not cross a network in the clear.
+    throw new RpcError('failed_precondition', `refusing to talk plaintext to non-loopback registry ${address}: give --tls-ca FILE (the CA of its TLS certificate)`);
+  }
   if (ca !== undefined) {
     creds = credentials.createSsl(readFileOr(ca, 'TLS CA certificate'));
     const name = str(ctx, 'tls-server-name');
@@ -270,6 +276,15 @@ async function connect(ctx: CommandContext, sign: 'always' | 'if-available' | 'n
   } catch (error) {
     client.close();
     throw error;
+  }
+}
+
+/** Plaintext only to a loopback `host:port` (anything unparsable is not known to be loopback). */
+function plaintextAllowed(address: string): boolean {
+  try {
+    return isLoopback(parseAddress(address).host);
+  } catch {
+    return false;
   }
 }
 
@@ -367,6 +382,7 @@ Options:
     const issuerPath = join(ctx.dataDir, DATA_FILES.issuerKey);
     const operatorPath = join(ctx.dataDir, DATA_FILES.operatorKey);
     const written: string[] = [];
+    let committed = false;
     try {
       const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
       const operator = crypto.ed25519.generateKeyPair();
@@ -375,9 +391,18 @@ Options:
       written.push(issuerPath);
       writeKeyFile(crypto, operatorPath, 'parley-operator-key', operator);
       written.push(operatorPath);
-      const registryId = crypto.randomBytes(16);
-      await registry.store.initialise({ registryId, issuer, operator: { publicKey: operator.publicKey, keyId: operatorKeyId, name: operatorName }, nowMs: Date.now() });
+      // Every file is written before the commit: once the database names these keys, they exist on disk.
       writeSecretFile(configPath, settingsJson(settings));
+      written.push(configPath);
+      const registryId = crypto.randomBytes(16);
+      try {
+        await registry.store.initialise({ registryId, issuer, operator: { publicKey: operator.publicKey, keyId: operatorKeyId, name: operatorName }, nowMs: Date.now() });
+      } catch (error) {
+        // A lost connection may have lost it during COMMIT: the outcome is unknown, so the keys must stay.
+        if (isRpcError(error, 'unavailable')) committed = true;
+        throw error;
+      }
+      committed = true;
       const result = {
         data_dir: resolve(ctx.dataDir),
         database: registry.db.location,
@@ -403,8 +428,10 @@ Options:
         ctx.out(`\nNext: ${PROGRAM} serve`);
       }
     } catch (error) {
-      // Nothing half-made: remove the key files this run wrote (the database transaction rolled back).
-      for (const path of written) rmSync(path, { force: true });
+      // Nothing half-made: before the commit, remove the files this run wrote (the transaction rolled back).
+      // After it (or when its outcome is unknown) never: the database names those keys.
+      if (!committed) for (const path of written) rmSync(path, { force: true });
+      else process.stderr.write(`${PROGRAM}: warning: the database may hold the new registry; the key files in ${ctx.dataDir} were kept\n`);
       throw error;
     } finally {
       await registry.close();
@@ -470,6 +497,7 @@ Options:
     const server = new RegistryServer({ crypto, store: registry.store, issuer, settings, logger });
     let bound: { host: string; port: number };
     try {
+      await checkInterruptedIssuerRotation(crypto, registry.store, issuerPath, issuer.keyId);
       bound = await server.start(listen, tlsFiles);
     } catch (error) {
       await registry.close();
@@ -650,7 +678,8 @@ revoked (reason superseded). A new key waiting in KEY_FILE.next from an interrup
 
 Options:
   --key-file FILE       the agent's current key file (default DATA_DIR/agents/AGENT_ID.key.json)
-  --valid-days N        validity of the new certificate in days (default: the registry's)`,
+  --valid-days N        validity of the new certificate in days, capped at the current certificate's end
+                        (default: that end; rotation changes the key, not the grant)`,
   options: { ...CLIENT_OPTIONS, 'key-file': { type: 'string' }, 'valid-days': { type: 'string' } },
   async run(ctx) {
     const agentId = positional(ctx, 0, 'AGENT_ID');
@@ -675,7 +704,7 @@ Options:
         newKeySignature: crypto.ed25519.sign(rotationProofLayout(f), next.secretKey),
         validUntilMs: days === undefined ? 0n : BigInt(Date.now() + Number(days) * 86_400_000),
       });
-      renameSync(nextPath, keyPath);
+      renameDurably(nextPath, keyPath);
       if (result.agent === undefined) throw new RpcError('internal', 'server returned no agent');
       if (ctx.json) printJson(ctx, { ...agentJson(result.agent), key_file: keyPath, superseded: result.superseded && entryJson(result.superseded) });
       else ctx.out(agentFields(result.agent, [['key file', keyPath], ['old certificate', `revoked at revocation list version ${result.superseded?.version ?? '?'}`]]));
@@ -737,7 +766,8 @@ verified version after a dropped connection, so nothing is missed or repeated.
 Options:
   --watch               keep following (Ctrl-C to stop)
   --after VERSION       start after this version (default 0: the whole list)
-  --trust-bundle FILE   verify against this pinned trust bundle JSON instead of the server's own`,
+  --trust-bundle FILE   verify against this pinned trust bundle JSON; without it the server's own bundle is
+                        used (trust on first use: a warning on stderr, and "verified": false in --json)`,
   options: { ...CLIENT_OPTIONS, watch: { type: 'boolean' }, after: { type: 'string' }, 'trust-bundle': { type: 'string' } },
   async run(ctx) {
     noMorePositionals(ctx, 0);
@@ -770,18 +800,24 @@ Options:
         if (BigInt(after) >= res.currentVersion) break;
       }
       const head = { version: follower.version, issuer_key_id: toHex(conn.bundle.issuers.find((i) => i.active)?.keyId ?? new Uint8Array(0)) };
+      // Checked against the registry's own trust bundle, a signature proves nothing about who runs it: say so.
+      const isPinned = pinned !== undefined;
+      if (!isPinned) {
+        process.stderr.write(`${PROGRAM}: warning: trust bundle not pinned: signatures checked against the keys this server sent (trust on first use); pass --trust-bundle FILE\n`);
+      }
+      const checked = isPinned ? 'chain and issuer signature verified' : 'chain consistent, signature by an unpinned key';
       if (ctx.values['watch'] !== true) {
-        if (ctx.json) printJson(ctx, { version: head.version, verified: true, entries: all.map(entryJson) });
+        if (ctx.json) printJson(ctx, { version: head.version, verified: isPinned, trust_bundle_pinned: isPinned, entries: all.map(entryJson) });
         else {
           ctx.out(all.length === 0 ? 'no revocations' : table(ENTRY_HEADERS, all.map(entryRow)));
-          ctx.out(`\nversion ${head.version}, chain and issuer signature verified`);
+          ctx.out(`\nversion ${head.version}, ${checked}`);
         }
         return;
       }
       if (ctx.json) for (const e of all) ctx.out(JSON.stringify({ type: 'entry', ...entryJson(e) }));
       else {
         if (all.length > 0) ctx.out(table(ENTRY_HEADERS, all.map(entryRow)));
-        ctx.out(`-- version ${follower.version} verified; watching (Ctrl-C to stop)`);
+        ctx.out(`-- version ${follower.version}, ${checked}; watching (Ctrl-C to stop)`);
       }
       await watch(ctx, conn, follower);
     } finally {
@@ -807,11 +843,12 @@ async function watch(ctx: CommandContext, conn: Connection, follower: Revocation
     while (!controller.signal.aborted) {
       try {
         for await (const batch of conn.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: controller.signal })) {
-          follower.apply(batch.entries, batch.head);
+          // Freshness is the signed head's time (capped at now + skew, never going back), not when it arrived.
+          const accepted = follower.apply(batch.entries, batch.head);
           backoffMs = 500;
           if (ctx.json) {
             for (const e of batch.entries) ctx.out(JSON.stringify({ type: 'entry', ...entryJson(e) }));
-            if (batch.entries.length === 0) ctx.out(JSON.stringify({ type: 'heartbeat', version: follower.version, issued_at_ms: Number(batch.head?.issuedAtMs ?? 0) }));
+            if (batch.entries.length === 0) ctx.out(JSON.stringify({ type: 'heartbeat', version: follower.version, issued_at_ms: accepted.issuedAtMs }));
           } else {
             for (const e of batch.entries) ctx.out(entryRow(e).map((c) => c || '-').join('  '));
           }
@@ -820,7 +857,7 @@ async function watch(ctx: CommandContext, conn: Connection, follower: Revocation
         if (controller.signal.aborted) return;
         const e = RpcError.from(error);
         if (e.code !== 'unavailable' && e.code !== 'cancelled' && e.code !== 'deadline_exceeded') throw error;
-        process.stderr.write(`${PROGRAM}: watch interrupted (${e.details}); reconnecting after version ${follower.version}\n`);
+        process.stderr.write(`${PROGRAM}: watch interrupted (${e.localDetails}); reconnecting after version ${follower.version}\n`);
         await new Promise((r) => setTimeout(r, backoffMs));
         backoffMs = Math.min(backoffMs * 2, 10_000);
       }
@@ -908,6 +945,30 @@ const trustBundle: Command = {
   },
 };
 
+/**
+ * An `issuer rotate` interrupted between its commit and the rename leaves the
+ * now-active issuer key in `issuer-key.json.next`: say so in one line, rather
+ * than the generic "not the active issuer key".
+ */
+async function checkInterruptedIssuerRotation(crypto: ParleyCrypto, store: RegistryStore, issuerPath: string, loadedKeyId: Uint8Array): Promise<void> {
+  const nextPath = `${issuerPath}.next`;
+  if (!existsSync(nextPath)) return;
+  const active = (await store.issuers()).find((i) => i.active);
+  if (active === undefined || crypto.constantTimeEqual(active.keyId, loadedKeyId)) return;
+  let next: { keyId: Uint8Array } | undefined;
+  try {
+    next = readPublicKey(crypto, nextPath, 'parley-registry-issuer-key');
+  } catch {
+    return;
+  }
+  if (crypto.constantTimeEqual(next.keyId, active.keyId)) {
+    throw new RpcError(
+      'failed_precondition',
+      `an interrupted \`issuer rotate\` left the active issuer key (${toHex(active.keyId)}) in ${nextPath}: move it over ${issuerPath} (mv ${nextPath} ${issuerPath}) and start again`,
+    );
+  }
+}
+
 const issuerRotate: Command = {
   name: 'issuer rotate',
   summary: 'replace the issuer key (run with the server stopped)',
@@ -931,8 +992,10 @@ its secret key file is deleted. Restart \`serve\` afterwards (every registry pro
       const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
       const nextPath = `${issuerPath}.next`;
       writeKeyFile(crypto, nextPath, 'parley-registry-issuer-key', issuer, { ...(passphrase === undefined ? {} : { passphrase, kdf }), overwrite: true });
+      // The new key is on disk (and synced) before the commit; a crash between the commit and this rename
+      // leaves it in .next, which \`serve\` detects and reports.
       const { retiredKeyId, notAfterMs } = await registry.store.rotateIssuer(issuer, Date.now());
-      renameSync(nextPath, issuerPath);
+      renameDurably(nextPath, issuerPath);
       const result = { issuer_key_id: toHex(issuer.keyId), retired_key_id: toHex(retiredKeyId), retired_not_after_ms: notAfterMs };
       if (!crypto.constantTimeEqual(retiredKeyId, old.keyId)) process.stderr.write(`${PROGRAM}: warning: the key file did not hold the active issuer key\n`);
       if (ctx.json) printJson(ctx, result);
@@ -1052,7 +1115,7 @@ function report(error: unknown, command: Command): number {
     say(`internal error: ${original}`);
     return EXIT_CODES.internal;
   }
-  say(e.details);
+  say(e.localDetails); // local output: the full detail (a wrapped library error keeps its message here)
   return exitCodeOf(e.code);
 }
 

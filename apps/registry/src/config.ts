@@ -110,5 +110,5 @@ export function readSettings(dataDir: string): RegistrySettings {
 }
 
 function camel(key: string): string {
-  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()).replace(/Ms$/, 'Ms');
+  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 }

@@ -50,6 +50,19 @@ export interface DatabaseOptions {
 }
 
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+/** Longest wait for a row lock (PostgreSQL `lock_timeout`). */
+export const LOCK_TIMEOUT_MS = 10_000;
+/** A session idle inside a transaction this long is ended (PostgreSQL `idle_in_transaction_session_timeout`). */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/**
+ * Checks a PostgreSQL schema name (it is interpolated into SQL: `CREATE SCHEMA`, `search_path`).
+ * @throws RpcError `malformed` unless it is 1..63 characters of [a-z0-9_], not starting with a digit
+ */
+export function assertSchemaName(schema: string): string {
+  if (!SCHEMA_RE.test(schema)) throw new RpcError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
+  return schema;
+}
 
 /** A safe integer from an int8/int4 column (string from pg, number from PGlite). */
 export function int(value: unknown): number {
@@ -105,9 +118,7 @@ function isConnectionError(error: unknown): boolean {
  * @throws RpcError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  if (options.schema !== undefined && !SCHEMA_RE.test(options.schema)) {
-    throw new RpcError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
-  }
+  if (options.schema !== undefined) assertSchemaName(options.schema);
   if (options.url !== undefined) return openPostgres(options.url, options.schema, options.maxConnections ?? 10);
   if (options.dataDir === undefined) throw new RpcError('malformed', 'either a database URL or a data directory is required');
   return openPglite(options.dataDir);
@@ -121,7 +132,10 @@ async function openPostgres(url: string, schema: string | undefined, max: number
     connectionString: url,
     max,
     connectionTimeoutMillis: 5000,
-    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+    // Notice a silently dropped connection (NAT, failover) instead of waiting on it forever.
+    keepAlive: true,
+    // A lock wait or an abandoned transaction must fail, not hold rows (and the revocation counter) indefinitely.
+    options: [`-c lock_timeout=${LOCK_TIMEOUT_MS}`, `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`, ...(schema === undefined ? [] : [`-c search_path=${schema}`])].join(' '),
   };
   const pool = new pg.Pool(config);
   // An idle client losing its connection must not crash the process; the next query reports it.

@@ -1,12 +1,12 @@
 // Key files: mode 0600, plain and sealed round trips, and every refusal
 // (wrong passphrase, tampered seal, group-readable file, wrong type, mismatch).
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { isRpcError, type RpcErrorCode } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../test/harness.js';
-import { isSealedKeyFile, readKeyFile, readPublicKey, writeKeyFile } from './key-file.js';
+import { isSealedKeyFile, readKeyFile, readPublicKey, writeKeyFile, writeSecretFile } from './key-file.js';
 
 function code(fn: () => unknown): RpcErrorCode | undefined {
   try {
@@ -71,5 +71,17 @@ describe('key files', () => {
     json['seed'] = Buffer.from(new Uint8Array(32).fill(1)).toString('base64url');
     writeFileSync(path, JSON.stringify(json), { mode: 0o600 });
     expect(code(() => readKeyFile(crypto, path, 'parley-agent-key'))).toBe('malformed');
+  });
+
+  it('leaves no temporary file behind when a write fails', () => {
+    const sub = join(dir.path, 'fail');
+    mkdirSync(sub);
+    const target = join(sub, 'target.json');
+    mkdirSync(target); // renaming a file over a non-empty directory fails
+    writeFileSync(join(target, 'inside'), 'x');
+    expect(() => writeSecretFile(target, 'secret', true)).toThrow();
+    writeFileSync(join(sub, 'existing.json'), '{}');
+    expect(code(() => writeSecretFile(join(sub, 'existing.json'), 'secret'))).toBe('already_exists');
+    expect(readdirSync(sub).sort()).toEqual(['existing.json', 'target.json']);
   });
 });

@@ -114,22 +114,52 @@ export function writeKeyFile(
   }
 }
 
-/** Writes text to `path` with mode 0600 via a temporary file, fsync and rename. */
+/**
+ * Writes text to `path` with mode 0600 via a temporary file, fsync, rename and
+ * an fsync of the directory (so the rename itself survives a crash). On any
+ * error the temporary file is removed: no partial secret is left behind.
+ */
 export function writeSecretFile(path: string, text: string, overwrite = false): void {
-  const tmp = join(dirname(path), `.${Date.now()}-${process.pid}.tmp`);
+  const dir = dirname(path);
+  const tmp = join(dir, `.${Date.now()}-${process.pid}.tmp`);
   const fd = openSync(tmp, 'wx', 0o600);
   try {
-    writeSync(fd, text);
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(tmp, 0o600); // in case the umask narrowed nothing but the platform ignored the mode
+    if (!overwrite && existsSync(path)) throw new RpcError('already_exists', `${path} already exists`);
+    renameSync(tmp, path);
+  } catch (error) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+    throw error;
+  }
+  syncDirectory(dir);
+}
+
+/** Renames `from` to `to` and fsyncs the directory, so the new name is durable. */
+export function renameDurably(from: string, to: string): void {
+  renameSync(from, to);
+  syncDirectory(dirname(to));
+}
+
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
     fsyncSync(fd);
+  } catch {
+    // Some platforms (Windows) cannot open or fsync a directory; the rename is still atomic there.
   } finally {
-    closeSync(fd);
+    if (fd !== undefined) closeSync(fd);
   }
-  chmodSync(tmp, 0o600); // in case the umask narrowed nothing but the platform ignored the mode
-  if (!overwrite && existsSync(path)) {
-    unlinkSync(tmp);
-    throw new RpcError('already_exists', `${path} already exists`);
-  }
-  renameSync(tmp, path);
 }
 
 /**

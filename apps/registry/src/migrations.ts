@@ -11,7 +11,7 @@
  * older binary must not run against a newer schema.
  */
 import { RpcError } from '@parley/rpc';
-import { int, type Database } from './db.js';
+import { assertSchemaName, int, type Database } from './db.js';
 
 /** One migration: a version (1, 2, …, gapless), a name, and its SQL. */
 export interface Migration {
@@ -143,9 +143,12 @@ export interface MigrationResult {
  * @param schema when set, created first (PostgreSQL only; PGlite uses `public`)
  * @param migrations the list to apply (default {@link MIGRATIONS})
  * @returns the versions applied and the resulting version
- * @throws RpcError `failed_precondition` when the database records a newer version than this build knows
+ * @throws RpcError `failed_precondition` when the database records a newer version than this build knows;
+ *   `malformed` on a bad schema name
  */
 export async function applyMigrations(db: Database, schema?: string, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationResult> {
+  // Interpolated into CREATE SCHEMA below: the same check as openDatabase, here too (this function is exported).
+  if (schema !== undefined) assertSchemaName(schema);
   const applied: number[] = [];
   const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1]!.version;
   const prepare = async (tx: Pick<Database, 'query' | 'exec'>): Promise<number> => {

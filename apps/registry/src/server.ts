@@ -19,6 +19,7 @@ import {
   assertAgentId,
   assertAgentType,
   assertCapability,
+  isIdentityError,
   keyId as computeKeyId,
   normaliseCapabilities,
   MAX_REVOCATION_REASON_LENGTH,
@@ -66,6 +67,13 @@ export const MAX_PAGE_SIZE = 500;
 export const DEFAULT_PAGE_SIZE = 50;
 /** Most revocation entries one GetRevocationList response or watch batch carries. */
 export const MAX_LIST_ENTRIES = 10_000;
+/**
+ * Most encoded entry bytes one GetRevocationList response carries (about 1 MiB,
+ * far below the 4 MiB a client accepts by default): with long reasons the
+ * count limit alone would not keep a response receivable. Consumers page on
+ * `current_version` anyway.
+ */
+export const MAX_LIST_BYTES = 1024 * 1024;
 const WATCH_BATCH = 256;
 /** Fallback poll of a watch, in case a notification is lost (a dropped LISTEN connection). */
 const WATCH_POLL_MS = 5_000;
@@ -172,7 +180,7 @@ export class RegistryServer {
 
     this.#unlisten = await store.db.listen(REVOCATION_CHANNEL, () => this.#notifier.notify());
     this.#pruneTimer = setInterval(() => {
-      store.prune(Date.now()).catch((error: unknown) => logger.warn({ err: error }, 'pruning expired challenges and nonces failed'));
+      store.prune(Date.now(), this.#o.settings.maxClockSkewMs).catch((error: unknown) => logger.warn({ err: error }, 'pruning expired challenges and nonces failed'));
     }, 60_000);
     this.#pruneTimer.unref();
 
@@ -212,7 +220,7 @@ export class RegistryServer {
   #logCall(r: CallRecord): void {
     const fields = { method: r.path, peer: r.peer, grpc_code: r.grpcCode, code: r.code ?? 'ok', duration_ms: Math.round(r.durationMs * 10) / 10 };
     if (r.code === 'internal' || r.code === 'unavailable') this.#o.logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
-    else if (r.code !== undefined) this.#o.logger.info({ ...fields, detail: r.error?.details }, 'call refused');
+    else if (r.code !== undefined) this.#o.logger.info({ ...fields, detail: r.error?.localDetails }, 'call refused');
     else this.#o.logger.info(fields, 'call');
   }
 
@@ -285,6 +293,8 @@ export class RegistryServer {
       throw new RpcError('malformed', 'validity times must be non-negative milliseconds since the epoch');
     }
     const validFromMs = fromMs === 0n ? nowMs : Number(fromMs);
+    // No back-dating: a certificate must not claim validity for a time before it was issued.
+    if (validFromMs < nowMs - s.maxClockSkewMs) throw new RpcError('malformed', `valid_from_ms is in the past (more than ${s.maxClockSkewMs / 1000} s before now)`);
     const validUntilMs = untilMs === 0n ? validFromMs + s.defaultValidityMs : Number(untilMs);
     if (validUntilMs <= validFromMs) throw new RpcError('malformed', 'valid_until_ms must be later than valid_from_ms');
     if (validUntilMs <= nowMs) throw new RpcError('malformed', 'valid_until_ms is in the past: the certificate would be expired');
@@ -324,9 +334,9 @@ export class RegistryServer {
       registerAgent: async (req, ctx) => {
         const nowMs = Date.now();
         // Everything is checked before the operator's nonce is spent or anything is written.
-        const agentId = assertAgentId(req.agentId, 'agent_id');
-        const agentType = assertAgentType(req.agentType, 'agent_type');
-        const capabilities = normaliseCapabilities(req.capabilities);
+        const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
+        const agentType = field(() => assertAgentType(req.agentType, 'agent_type'));
+        const capabilities = field(() => normaliseCapabilities(req.capabilities));
         const identityPublicKey = this.#bytes(req.identityPublicKey, 32, 'identity_public_key');
         const challenge = this.#bytes(req.challenge, CHALLENGE_BYTES, 'challenge');
         const validity = this.#validity(req.validFromMs, req.validUntilMs, nowMs);
@@ -343,7 +353,7 @@ export class RegistryServer {
       },
 
       getAgent: async (req, ctx) => {
-        const agentId = assertAgentId(req.agentId, 'agent_id');
+        const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
         await this.#authorise(ctx, 'read');
         const agent = await store.agent(agentId, Date.now());
         if (agent === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
@@ -353,8 +363,8 @@ export class RegistryServer {
       listAgents: async (req, ctx) => {
         if (req.pageSize > MAX_PAGE_SIZE) throw new RpcError('malformed', `page_size must be at most ${MAX_PAGE_SIZE}, got ${req.pageSize}`);
         const limit = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
-        const agentType = req.agentType === '' ? undefined : assertAgentType(req.agentType, 'agent_type');
-        const capability = req.capability === '' ? undefined : assertCapability(req.capability, 'capability');
+        const agentType = req.agentType === '' ? undefined : field(() => assertAgentType(req.agentType, 'agent_type'));
+        const capability = req.capability === '' ? undefined : field(() => assertCapability(req.capability, 'capability'));
         if (AgentStatus[req.status] === undefined) throw new RpcError('malformed', `unknown agent status ${req.status}`);
         const status = req.status === AgentStatus.UNSPECIFIED ? undefined : req.status;
         const afterAgentId = req.pageToken === '' ? undefined : decodePageToken(req.pageToken);
@@ -373,10 +383,11 @@ export class RegistryServer {
 
       rotateKey: async (req) => {
         const nowMs = Date.now();
-        const agentId = assertAgentId(req.agentId, 'agent_id');
+        const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
         const newPublicKey = this.#bytes(req.newIdentityPublicKey, 32, 'new_identity_public_key');
         const challenge = this.#bytes(req.challenge, CHALLENGE_BYTES, 'challenge');
-        const { validUntilMs } = this.#validity(0n, req.validUntilMs, nowMs);
+        // 0: the old certificate's end. Anything else is capped at it in the store (rotation never extends a grant).
+        const validUntilMs = req.validUntilMs === 0n ? undefined : this.#validity(0n, req.validUntilMs, nowMs).validUntilMs;
         const agent = await store.agent(agentId, nowMs);
         if (agent === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
         const oldPublicKey = agent.certificate.identityPublicKey;
@@ -402,7 +413,7 @@ export class RegistryServer {
         const revokedAtMs = req.revokedAtMs === 0n ? nowMs : Number(req.revokedAtMs);
         const subject = req.subject;
         if (subject.case === undefined) throw new RpcError('malformed', 'either agent_id or serial must be set');
-        const agentId = subject.case === 'agentId' ? assertAgentId(subject.value, 'agent_id') : undefined;
+        const agentId = subject.case === 'agentId' ? field(() => assertAgentId(subject.value, 'agent_id')) : undefined;
         const serial = subject.case === 'serial' ? this.#bytes(subject.value, 16, 'serial') : undefined;
         const caller = await this.#authorise(ctx, 'write');
         const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs };
@@ -417,7 +428,7 @@ export class RegistryServer {
         await this.#authorise(ctx, 'read');
         const current = await store.revocationHead();
         const after = checkAfter(req.afterVersion, current.version);
-        const rows = await store.revocationsAfter(after, req.maxEntries === 0 ? MAX_LIST_ENTRIES : req.maxEntries);
+        const rows = limitBytes(await store.revocationsAfter(after, req.maxEntries === 0 ? MAX_LIST_ENTRIES : req.maxEntries), MAX_LIST_BYTES);
         const last = rows.at(-1);
         const head = last === undefined ? this.#head(after, await store.hashAt(after)) : this.#head(last.version, last.entryHash);
         return { entries: rows.map((r) => this.#entry(r)), head, currentVersion: BigInt(Math.max(current.version, last?.version ?? 0)) };
@@ -489,6 +500,35 @@ export class RegistryServer {
   }
 }
 
+/** Upper bound of one entry's protobuf size: subject, reason text, hash, and generous framing for the varints. */
+function entryBytes(r: RevocationRow): number {
+  return Buffer.byteLength(r.agentId, 'utf8') + r.serial.length + Buffer.byteLength(r.reasonText, 'utf8') + r.entryHash.length + 64;
+}
+
+/** The longest prefix of `rows` within `maxBytes` (always at least one row, so paging advances). */
+function limitBytes(rows: RevocationRow[], maxBytes: number): RevocationRow[] {
+  let total = 0;
+  for (let i = 0; i < rows.length; i++) {
+    total += entryBytes(rows[i]!);
+    if (total > maxBytes && i > 0) return rows.slice(0, i);
+  }
+  return rows;
+}
+
+/**
+ * Runs a request-field check from @parley/identity and keeps its one-line
+ * reason for the caller: it describes the caller's own request field, unlike a
+ * library error deep in a call, which RpcError.from reduces to its code.
+ */
+function field<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (isIdentityError(error, 'malformed')) throw new RpcError('malformed', error.message.replace(/^\[[a-z_]+\] /, ''));
+    throw error;
+  }
+}
+
 function checkAfter(after: bigint, current: number): number {
   if (after > BigInt(current)) {
     throw new RpcError('failed_precondition', `after_version ${after} is beyond the current revocation list version ${current}`);
@@ -514,7 +554,7 @@ function decodePageToken(token: string): string {
     invalid();
   }
   try {
-    return assertAgentId(agentId);
+    return field(() => assertAgentId(agentId));
   } catch {
     return invalid();
   }

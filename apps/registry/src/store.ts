@@ -216,6 +216,15 @@ export class RegistryStore {
     return this.#registryId;
   }
 
+  /** The registry id, read through `tx` when not cached. */
+  async #registryIdIn(tx: Queryable): Promise<Uint8Array> {
+    if (this.#registryId !== undefined) return this.#registryId;
+    const rows = await tx.query<{ registry_id: unknown }>('SELECT registry_id FROM registry_meta');
+    if (rows.length === 0) throw new RpcError('failed_precondition', `the database at ${this.#db.location} holds no registry: run \`init\` first`);
+    this.#registryId = bytes(rows[0]!.registry_id);
+    return this.#registryId;
+  }
+
   /** Every issuer key, newest first. */
   async issuers(): Promise<IssuerRow[]> {
     const rows = await this.#db.query<Record<string, unknown>>(
@@ -308,10 +317,15 @@ export class RegistryStore {
     await this.#db.query('INSERT INTO challenges (challenge, purpose, expires_at_ms) VALUES ($1, $2, $3)', [challenge, purpose, expiresAtMs]);
   }
 
-  /** Deletes expired challenges and nonces; returns how many rows went. */
-  async prune(nowMs: number): Promise<number> {
+  /**
+   * Deletes expired challenges and nonces; returns how many rows went.
+   * A nonce is kept `nonceGraceMs` past its expiry: give the allowed clock skew,
+   * so a registry process whose clock runs behind the pruning one (and so still
+   * accepts that timestamp) still finds the nonce and refuses the replay.
+   */
+  async prune(nowMs: number, nonceGraceMs = 0): Promise<number> {
     const a = await this.#db.query('DELETE FROM challenges WHERE expires_at_ms < $1 RETURNING 1', [nowMs]);
-    const b = await this.#db.query('DELETE FROM operator_nonces WHERE expires_at_ms < $1 RETURNING 1', [nowMs]);
+    const b = await this.#db.query('DELETE FROM operator_nonces WHERE expires_at_ms < $1 RETURNING 1', [nowMs - nonceGraceMs]);
     return a.length + b.length;
   }
 
@@ -376,12 +390,16 @@ export class RegistryStore {
    * Replaces an agent's identity key: consumes the challenge, issues a new
    * certificate and revokes the old one (reason SUPERSEDED), in one transaction.
    * `expectedSerial` is the certificate whose key signed the request: if a
-   * concurrent rotation replaced it first, this one fails.
-   * @throws RpcError `not_found`, `challenge_invalid`, `failed_precondition` (revoked, or rotated concurrently), `already_exists` (key used before)
+   * concurrent rotation replaced it first, this one fails. The old certificate
+   * must be valid now (not expired, not yet-to-start), and the new one is valid
+   * from now until `validUntilMs` capped at the old certificate's end (default:
+   * the old end): rotation replaces the key, never extends the grant.
+   * @throws RpcError `not_found`, `challenge_invalid`, `failed_precondition` (revoked, expired or not yet valid,
+   *   or rotated concurrently), `already_exists` (key used before)
    */
   async rotateKey(
     issuer: IssuerKey,
-    r: { agentId: string; expectedSerial: Uint8Array; newPublicKey: Uint8Array; validUntilMs: number; challenge: Uint8Array; nowMs: number },
+    r: { agentId: string; expectedSerial: Uint8Array; newPublicKey: Uint8Array; validUntilMs?: number | undefined; challenge: Uint8Array; nowMs: number },
   ): Promise<{ agent: AgentRow; superseded: RevocationRow }> {
     return this.#db.transaction(async (tx) => {
       await consumeChallenge(tx, r.challenge, ChallengePurpose.ROTATE_KEY, r.nowMs);
@@ -396,15 +414,24 @@ export class RegistryStore {
       if (!this.#crypto.constantTimeEqual(oldSerial, r.expectedSerial)) {
         throw new RpcError('failed_precondition', `agent '${r.agentId}' was rotated concurrently; sign with its current key`);
       }
-      const old = await tx.query<{ revoked_version: unknown }>('SELECT revoked_version FROM certificates WHERE serial = $1 FOR UPDATE', [oldSerial]);
-      if (old[0]?.revoked_version !== null) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is revoked`);
+      const old = await tx.query<{ revoked_version: unknown; valid_from_ms: unknown; valid_until_ms: unknown }>(
+        'SELECT revoked_version, valid_from_ms, valid_until_ms FROM certificates WHERE serial = $1 FOR UPDATE',
+        [oldSerial],
+      );
+      if (old[0] === undefined || old[0].revoked_version !== null) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is revoked`);
+      // Rotation changes the key, not the grant: only a currently valid certificate can be rotated,
+      // and the new one ends no later than the old one (renewal needs an operator).
+      const oldFromMs = int(old[0].valid_from_ms);
+      const oldUntilMs = int(old[0].valid_until_ms);
+      if (r.nowMs >= oldUntilMs) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is expired: an operator must register it again`);
+      if (r.nowMs < oldFromMs) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is not yet valid`);
       const cert = issueCertificate(this.#crypto, issuer, {
         agentId: r.agentId,
         identityPublicKey: r.newPublicKey,
         agentType: row.agent_type,
         capabilities: row.capabilities,
         validFromMs: r.nowMs,
-        validUntilMs: r.validUntilMs,
+        validUntilMs: Math.min(r.validUntilMs ?? oldUntilMs, oldUntilMs),
       });
       await insertCertificate(tx, cert, r.nowMs);
       await tx.query('UPDATE agents SET current_serial = $2, updated_at_ms = $3 WHERE agent_id = $1', [r.agentId, cert.serial, r.nowMs]);
@@ -468,7 +495,8 @@ export class RegistryStore {
     subject: { kind: 'agent' | 'serial'; agentId: string; serial: Uint8Array },
     req: RevocationRequest,
   ): Promise<RevocationRow> {
-    const registryId = await this.registryId();
+    // Read through `tx`: a query on the pool while this transaction holds the only connection would never return.
+    const registryId = await this.#registryIdIn(tx);
     const counter = await tx.query<{ version: unknown; head_hash: unknown }>(
       'UPDATE revocation_counter SET version = version + 1 RETURNING version, head_hash',
     );
@@ -535,7 +563,7 @@ function agentOf(cert: AgentCertificate, agentType: string, registeredAtMs: numb
     agentId: cert.agentId,
     agentType,
     capabilities: [...cert.capabilities],
-    status: Number(cert.validFromMs) > nowMs || Number(cert.validUntilMs) > nowMs ? AgentStatus.ACTIVE : AgentStatus.EXPIRED,
+    status: Number(cert.validUntilMs) > nowMs ? AgentStatus.ACTIVE : AgentStatus.EXPIRED,
     certificate: cert,
     registeredAtMs,
     updatedAtMs: nowMs,

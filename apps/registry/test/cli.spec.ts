@@ -2,10 +2,12 @@
 // tables and --json, one-line errors (never a stack trace), --help on every
 // command, a sealed issuer key, TLS, and `revocations --watch`.
 import { spawn, execFileSync } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCrypto } from '@parley/crypto-core';
 import { EXIT_CODES, main } from '../src/cli.js';
+import { writeKeyFile } from '../src/key-file.js';
 import { APP_DIR, initRegistry, runCli, serve, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from './harness.js';
 
 function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
@@ -113,8 +115,18 @@ describe('operator walkthrough on PGlite', () => {
       cli(['agent', 'revoke', 'planner-1']),
     ]);
     expect(list.stdout).toMatch(/1\s+agent planner-1\s+key_compromise\s+laptop stolen/);
-    expect(list.stdout).toContain('verified');
-    expect(JSON.parse(listJson.stdout)).toMatchObject({ version: 1, verified: true, entries: [{ version: 1, agent_id: 'planner-1', reason: 'key_compromise' }] });
+    // Not pinned: trust on first use, said in one warning line, never "verified".
+    expect(list.stdout).not.toContain('verified');
+    expect(list.stderr).toMatch(/^parley-registry: warning: trust bundle not pinned.*--trust-bundle FILE\n$/);
+    expect(JSON.parse(listJson.stdout)).toMatchObject({ version: 1, verified: false, trust_bundle_pinned: false, entries: [{ version: 1, agent_id: 'planner-1', reason: 'key_compromise' }] });
+    // Pinned: verified.
+    const bundleFile = join(fixture.dataDir, 'pinned-bundle.json');
+    writeFileSync(bundleFile, (await cli(['trust-bundle'])).stdout);
+    const pinned = await cli(['revocations', '--trust-bundle', bundleFile]);
+    expect(pinned.code, pinned.stderr).toBe(0);
+    expect(pinned.stdout).toContain('chain and issuer signature verified');
+    expect(pinned.stderr).toBe('');
+    expect(JSON.parse((await cli(['revocations', '--json', '--trust-bundle', bundleFile])).stdout)).toMatchObject({ verified: true, trust_bundle_pinned: true });
     expectOneLineError(again, EXIT_CODES.alreadyExists, /already revoked/);
     const revoked = JSON.parse((await cli(['agent', 'list', '--status', 'revoked', '--json'])).stdout) as { agents: { agent_id: string }[] };
     expect(revoked.agents.map((a) => a.agent_id)).toEqual(['planner-1']);
@@ -153,6 +165,8 @@ describe('operator walkthrough on PGlite', () => {
       expectOneLineError(unreachable, EXIT_CODES.unavailable, /registry server unreachable/);
       expectOneLineError(noDb, EXIT_CODES.unavailable, /database unreachable at postgres:\/\/postgres@127\.0\.0\.1:1\/nowhere/);
       expectOneLineError(offLoopback, EXIT_CODES.failedPrecondition, /refusing to serve plaintext on non-loopback/);
+      // The client side too: no plaintext to a registry off loopback without --tls-ca (refused before connecting).
+      expectOneLineError(await runCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', '192.0.2.1:50051']), EXIT_CODES.failedPrecondition, /refusing to talk plaintext to non-loopback registry 192\.0\.2\.1:50051/);
       // Without an operator key: writes are refused locally with a pointer, reads go unsigned (open by default).
       const empty = join(stranger.path, 'empty');
       const [noKeyWrite, noKeyRead] = await Promise.all([
@@ -242,6 +256,26 @@ describe('sealed issuer key and TLS', () => {
       await registry?.stop();
       await fixture?.cleanup();
       dir.remove();
+    }
+  }, 60_000);
+});
+
+describe('interrupted issuer rotation', () => {
+  it('serve names a leftover issuer-key.json.next that holds the active key, in one line', async () => {
+    const fixture = await initRegistry('pglite', 'irot');
+    try {
+      const rotated = await runCli(['issuer', 'rotate', '--data-dir', fixture.dataDir]);
+      expect(rotated.code, rotated.stderr).toBe(0);
+      // As if the rename after the commit never happened: the new (active) key in .next, another key in place.
+      const issuerPath = join(fixture.dataDir, 'issuer-key.json');
+      copyFileSync(issuerPath, `${issuerPath}.next`);
+      rmSync(issuerPath);
+      const crypto = await createCrypto();
+      writeKeyFile(crypto, issuerPath, 'parley-registry-issuer-key', crypto.ed25519.generateKeyPair());
+      const r = await runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0']);
+      expectOneLineError(r, EXIT_CODES.failedPrecondition, /interrupted `issuer rotate`.*issuer-key\.json\.next/);
+    } finally {
+      await fixture.cleanup();
     }
   }, 60_000);
 });

@@ -237,6 +237,10 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     expect(past).toMatchObject({ code: 'malformed', grpc: status.INVALID_ARGUMENT });
     expect(past.details).toContain('past');
     expect(await attempt({ fields: { validUntilMs: BigInt(Date.now() + 400 * 24 * HOUR) } })).toMatchObject({ code: 'malformed' });
+    // No back-dating: valid_from more than the clock skew before now, even with a valid_until still ahead.
+    const backDated = await attempt({ fields: { validFromMs: BigInt(Date.now() - 10 * HOUR), validUntilMs: BigInt(Date.now() + HOUR) } });
+    expect(backDated).toMatchObject({ code: 'malformed', grpc: status.INVALID_ARGUMENT });
+    expect(backDated.details).toContain('valid_from_ms');
     expect(await attempt({ fields: { challenge: new Uint8Array(5) } })).toMatchObject({ code: 'malformed' });
     // Duplicates: the same agent id, and the same identity key under another id.
     const dupId = await attempt({ agentId: agent.agentId });
@@ -346,7 +350,7 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     const follower = new RevocationListFollower(crypto, { registryId: op.registryId, trustBundle });
     const batch = follower.apply(list.entries, list.head);
     const set = new MemoryRevocationSet();
-    set.apply(batch.entries, batch.version, Date.now());
+    set.apply(batch.entries, batch.version, batch.issuedAtMs); // freshness: the signed head's time, not receipt
     expect(() => verifyCertificate(crypto, agent.certificate!, { trustBundle, nowMs: Date.now(), revocations: set })).toThrow(/revoked by agent/);
     let thrown: unknown;
     try {
@@ -511,7 +515,10 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     // Oversize requests are refused by the transport before any handler runs.
     const huge = create(RegisterAgentRequestSchema, { agentId: 'x'.repeat(100_000) });
     expect(toBinary(RegisterAgentRequestSchema, huge).length).toBeGreaterThan(64 * 1024);
-    expect(await codeOf(op.client.registerAgent(huge))).toMatchObject({ grpc: status.RESOURCE_EXHAUSTED });
+    // RESOURCE_EXHAUSTED from the transport, without a Parley trailer: `too_large` (not `rate_limited`).
+    const tooBig = await op.client.registerAgent(huge).catch((e: unknown) => e);
+    expect(isRpcError(tooBig, 'too_large')).toBe(true);
+    expect(((tooBig as RpcError).cause as { code: number }).code).toBe(status.RESOURCE_EXHAUSTED);
   });
 
   it.runIf(backend === 'postgres')('keeps versions gapless with 50 concurrent RevokeAgent calls', async () => {
@@ -543,4 +550,29 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     // And everything registered before the restart is still there.
     expect((await op.client.getAgent({ agentId: agent.agentId })).agent!.status).toBe(AgentStatus.REVOKED);
   }, 60_000);
+
+  it('limits a GetRevocationList response by size too (about 1 MiB): long reasons page instead of failing', async () => {
+    const reasonText = '€'.repeat(1024); // 3 KiB of UTF-8 per entry
+    const agents = [];
+    for (let i = 0; i < 400; i += 20) {
+      agents.push(...(await Promise.all(Array.from({ length: 20 }, () => register(newId('big'))))));
+    }
+    for (let i = 0; i < agents.length; i += 20) {
+      await Promise.all(agents.slice(i, i + 20).map(({ agent }) => op.client.revokeAgent({ subject: { case: 'agentId', value: agent.agentId }, reasonText })));
+    }
+    const first = await op.client.getRevocationList({});
+    const bytes = first.entries.reduce((n, e) => n + Buffer.byteLength(e.reasonText, 'utf8'), 0);
+    expect(bytes).toBeLessThanOrEqual(1024 * 1024);
+    expect(first.head!.version).toBeLessThan(first.currentVersion);
+    // A consumer pages on current_version and gets everything, verified.
+    const follower = new RevocationListFollower(crypto, { registryId: op.registryId, trustBundle: await bundle() });
+    let after = 0n;
+    for (;;) {
+      const page = await op.client.getRevocationList({ afterVersion: after });
+      follower.apply(page.entries, page.head);
+      after = page.head!.version;
+      if (after >= page.currentVersion) break;
+    }
+    expect(BigInt(follower.version)).toBe(first.currentVersion);
+  }, 120_000);
 });

@@ -80,6 +80,12 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     ).toBe('already_exists');
   });
 
+  it('applyMigrations refuses a schema name that is not a plain identifier, before any SQL', async () => {
+    for (const bad of ['x; DROP TABLE agents', 'Upper', '1abc', 'a'.repeat(64), '']) {
+      expect(await codeOf(applyMigrations(db, bad))).toBe('malformed');
+    }
+  });
+
   it('refuses a database whose schema is newer than this build', async () => {
     const future = [...MIGRATIONS, { version: MIGRATIONS.length + 1, name: 'future', sql: 'CREATE TABLE future_table (x int)' }];
     const s2 = freshSchema(`future${backend}`);
@@ -130,6 +136,24 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     expect(await codeOf(reg(good, id('ch')))).toBe('challenge_invalid');
   });
 
+  it('keeps a nonce for the clock skew past its expiry when pruning (another process may still accept its timestamp)', async () => {
+    const k = crypto.randomBytes(16);
+    const nonce = crypto.randomBytes(16);
+    const now = Date.now();
+    expect(await store.useNonce(k, nonce, now - 1000)).toBe(true);
+    await store.prune(now, 60_000);
+    expect(await store.useNonce(k, nonce, now + 60_000)).toBe(false); // still there: a replay is refused
+    await store.prune(now + 120_000, 60_000);
+    expect(await store.useNonce(k, nonce, now + 60_000)).toBe(true);
+  });
+
+  it.runIf(backend === 'postgres')('sets lock and idle-in-transaction timeouts on PostgreSQL sessions', async () => {
+    const [lock] = await db.query<{ lock_timeout: string }>('SHOW lock_timeout');
+    const [idle] = await db.query<{ idle_in_transaction_session_timeout: string }>('SHOW idle_in_transaction_session_timeout');
+    expect(lock!.lock_timeout).toBe('10s');
+    expect(idle!.idle_in_transaction_session_timeout).toBe('1min');
+  });
+
   it('records an operator nonce once', async () => {
     const k = crypto.randomBytes(16);
     const nonce = crypto.randomBytes(16);
@@ -165,6 +189,42 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     const follower = new RevocationListFollower(crypto, { registryId, trustBundle: TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]) });
     expect(follower.apply(rows.map(toEntry), signed).version).toBe(head.version);
   });
+
+  it('rotates an agent key only while its certificate is valid, and never past the old certificate\'s end', async () => {
+    const agentId = id('rot');
+    const a = await register(agentId); // valid for one hour
+    const oldUntil = Number(a.certificate.validUntilMs);
+    const rotate = async (nowMs: number, validUntilMs?: number) => {
+      const challenge = crypto.randomBytes(32);
+      await store.createChallenge(challenge, ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
+      const current = await store.agent(agentId, nowMs);
+      const newPublicKey = crypto.ed25519.generateKeyPair().publicKey;
+      return store.rotateKey(issuer, { agentId, expectedSerial: current!.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+    };
+    // Expired: an agent cannot renew its own certificate.
+    expect(await codeOf(rotate(oldUntil))).toBe('failed_precondition');
+    expect(await codeOf(rotate(oldUntil + 86_400_000))).toBe('failed_precondition');
+    // Valid: the new certificate ends when the old one did, however long the request asks for.
+    const extended = await rotate(Date.now(), Date.now() + 300 * 86_400_000);
+    expect(Number(extended.agent.certificate.validUntilMs)).toBe(oldUntil);
+    const byDefault = await rotate(Date.now());
+    expect(Number(byDefault.agent.certificate.validUntilMs)).toBe(oldUntil);
+    const shorter = await rotate(Date.now(), Date.now() + 60_000);
+    expect(Number(shorter.agent.certificate.validUntilMs)).toBeLessThan(oldUntil);
+  });
+
+  it('appends revocations through the open transaction: a fresh store on one connection does not hang', async () => {
+    const single = backend === 'postgres' ? await openDatabase({ url: DATABASE_URL!, schema, maxConnections: 1 }) : db;
+    try {
+      const fresh = new RegistryStore(single, crypto); // no cached registry id
+      const a = await register(id('onecon'));
+      const hang = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('revokeAgent hung')), 5_000).unref());
+      const entry = await Promise.race([fresh.revokeAgent(a.agentId, revocation), hang]);
+      expect(entry.version).toBe((await store.revocationHead()).version);
+    } finally {
+      if (single !== db) await single.close();
+    }
+  }, 20_000);
 
   it.runIf(backend === 'postgres')('keeps revocation versions monotonic and gapless with 50 concurrent writers', async () => {
     const agents = [];

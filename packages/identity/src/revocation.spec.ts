@@ -84,13 +84,37 @@ describe('MemoryRevocationSet', () => {
   it('replace loads a full list, never an older one', () => {
     const set = new MemoryRevocationSet();
     set.apply([revokeAgent('a'), revokeAgent('b')], 2, T);
-    set.replace([revokeSerial(S2)], 7, T + 1);
-    expect(set.version).toBe(7);
+    const full = [revokeSerial(S2), revokeAgent('c'), revokeAgent('d')];
+    set.replace(full, 3, T + 1);
+    expect(set.version).toBe(3);
     expect(set.check({ agentId: 'a', serial: S1 }, T + 1)).toEqual({ revoked: false });
     expect(set.check({ agentId: 'a', serial: S2 }, T + 1).revoked).toBe(true);
-    expectCode(() => set.replace([], 6, T + 2), 'malformed');
-    set.replace([revokeSerial(S2)], 7, T + 3); // same version: a refresh
+    expectCode(() => set.replace([revokeSerial(S2)], 1, T + 2), 'malformed');
+    set.replace(full, 3, T + 3); // same version: a refresh
     expect(set.lastUpdatedMs).toBe(T + 3);
+  });
+
+  it('replace refuses a list whose entry count is not its version (a shortened list would un-revoke)', () => {
+    const set = new MemoryRevocationSet();
+    set.apply([revokeAgent('a'), revokeAgent('b')], 2, T);
+    expectCode(() => set.replace([revokeAgent('a')], 2, T + 1), 'malformed'); // same version, fewer entries
+    expectCode(() => set.replace([], 2, T + 1), 'malformed');
+    expectCode(() => set.replace([revokeAgent('a')], 5, T + 1), 'malformed'); // newer version, too few entries
+    expect(set.check({ agentId: 'b', serial: S1 }, T).revoked).toBe(true);
+    expect(set.lastUpdatedMs).toBe(T);
+  });
+
+  it('freshness is the newest as-of time given: an older one (a replayed heartbeat) refreshes nothing', () => {
+    const set = new MemoryRevocationSet({ maxAgeMs: 1000 });
+    set.apply([revokeAgent('a')], 1, T + 500);
+    set.apply([], 1, T); // older: accepted, no throw, but no refresh
+    expect(set.lastUpdatedMs).toBe(T + 500);
+    set.apply([revokeAgent('b')], 2, T + 100); // entries count, freshness does not go back
+    expect(set.version).toBe(2);
+    expect(set.lastUpdatedMs).toBe(T + 500);
+    set.replace([revokeAgent('a'), revokeAgent('b')], 2, T + 200);
+    expect(set.lastUpdatedMs).toBe(T + 500);
+    expectCode(() => set.check({ agentId: 'z', serial: S1 }, T + 1501), 'revocation_stale');
   });
 
   it('stale data fails closed, or open when configured (known revocations still count)', () => {

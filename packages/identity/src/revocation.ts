@@ -12,7 +12,12 @@
  * Versions are gapless: every revocation is exactly one version step, so the
  * list at version v holds v entries, and a delta that brings v to v+n carries
  * exactly n entries. An empty delta at the current version is a heartbeat:
- * "nothing new as of now", and refreshes the copy.
+ * "nothing new as of then", and refreshes the copy.
+ *
+ * Freshness is "as of" a time the source vouches for (the registry's signed
+ * head `issued_at_ms`, §15.6), never the time a delta was received: a replayed
+ * old heartbeat must not keep a copy fresh. The copy keeps the newest as-of
+ * time it was given, so an older one refreshes nothing.
  */
 import { toHex } from '@parley/crypto-core';
 import { assertBytes, assertObject, assertSafeInt, describe, malformed } from './assert.js';
@@ -101,7 +106,7 @@ export class MemoryRevocationSet implements RevocationChecker {
     return this.#version;
   }
 
-  /** When the copy was last confirmed current (ms since the epoch), or undefined if never. */
+  /** The newest time the copy was confirmed current as of (ms since the epoch), or undefined if never. */
   get lastUpdatedMs(): number | undefined {
     return this.#lastUpdatedMs;
   }
@@ -130,14 +135,16 @@ export class MemoryRevocationSet implements RevocationChecker {
    *
    * @param entries the revocations with versions v+1 … v+n, in order
    * @param version the list version after this delta
-   * @param nowMs when the delta was received, ms since the epoch (becomes `lastUpdatedMs`)
+   * @param asOfMs the time the source vouches the list was current at, ms since the epoch: the signed
+   *   head's `issued_at_ms` (as returned by the registry client's follower), NOT the receive time.
+   *   `lastUpdatedMs` becomes max(lastUpdatedMs, asOfMs): an older as-of time refreshes nothing.
    * @throws IdentityError `revocation_stale` when `version` skips ahead (a gap: fetch a full list and {@link replace});
    *   `malformed` when it goes backwards (a replayed or reordered delta) or any entry is malformed
    */
-  apply(entries: readonly RevocationEntry[], version: number, nowMs: number): void {
+  apply(entries: readonly RevocationEntry[], version: number, asOfMs: number): void {
     const checked = checkEntries(entries);
     assertSafeInt(version, 'version');
-    assertSafeInt(nowMs, 'nowMs');
+    assertSafeInt(asOfMs, 'asOfMs');
     const expected = this.#version + checked.length;
     if (version > expected) {
       throw new IdentityError(
@@ -150,29 +157,37 @@ export class MemoryRevocationSet implements RevocationChecker {
     }
     for (const entry of checked) this.#add(entry);
     this.#version = version;
-    this.#lastUpdatedMs = nowMs;
+    this.#refresh(asOfMs);
   }
 
   /**
    * Replaces the whole copy with a full list (a snapshot fetched after a gap or
-   * at start-up). The version may not go backwards: an older list could
-   * un-revoke. All or nothing.
+   * at start-up). The version may not go backwards, and the list must hold
+   * exactly `version` entries (one version per revocation): an older or
+   * shortened list could un-revoke. All or nothing.
    *
-   * @param entries every revocation in the list
-   * @param version the list's version (>= the current one)
-   * @param nowMs when the list was fetched, ms since the epoch
-   * @throws IdentityError `malformed` when `version` is older than the current one or any entry is malformed
+   * @param entries every revocation in the list (versions 1 … version)
+   * @param version the list's version (>= the current one; = entries.length)
+   * @param asOfMs the time the source vouches the list was current at (the signed head's `issued_at_ms`);
+   *   `lastUpdatedMs` becomes max(lastUpdatedMs, asOfMs)
+   * @throws IdentityError `malformed` when `version` is older than the current one, does not equal the
+   *   number of entries, or any entry is malformed
    */
-  replace(entries: readonly RevocationEntry[], version: number, nowMs: number): void {
+  replace(entries: readonly RevocationEntry[], version: number, asOfMs: number): void {
     const checked = checkEntries(entries);
     assertSafeInt(version, 'version');
-    assertSafeInt(nowMs, 'nowMs');
+    assertSafeInt(asOfMs, 'asOfMs');
     if (version < this.#version) malformed(`revocation list version ${version} is older than this copy's ${this.#version}`);
+    if (checked.length !== version) malformed(`revocation list at version ${version} must hold ${version} entries (one per version), got ${checked.length}`);
     this.#byAgent.clear();
     this.#bySerial.clear();
     for (const entry of checked) this.#add(entry);
     this.#version = version;
-    this.#lastUpdatedMs = nowMs;
+    this.#refresh(asOfMs);
+  }
+
+  #refresh(asOfMs: number): void {
+    if (this.#lastUpdatedMs === undefined || asOfMs > this.#lastUpdatedMs) this.#lastUpdatedMs = asOfMs;
   }
 
   /**

@@ -82,12 +82,52 @@ const CODE_BY_STATUS: Readonly<Partial<Record<GrpcStatus, RpcErrorCode>>> = Obje
   [GrpcStatus.UNAUTHENTICATED]: 'unauthenticated',
   [GrpcStatus.PERMISSION_DENIED]: 'permission_denied',
   [GrpcStatus.FAILED_PRECONDITION]: 'failed_precondition',
-  [GrpcStatus.RESOURCE_EXHAUSTED]: 'rate_limited',
+  // grpc-js itself answers RESOURCE_EXHAUSTED for a message over the size limit (either side);
+  // a Parley server that rate-limits always sends the `rate_limited` trailer.
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 'too_large',
   [GrpcStatus.UNAVAILABLE]: 'unavailable',
   [GrpcStatus.DEADLINE_EXCEEDED]: 'deadline_exceeded',
   [GrpcStatus.CANCELLED]: 'cancelled',
   [GrpcStatus.UNIMPLEMENTED]: 'unimplemented',
 });
+
+/**
+ * What a peer is told for a library error (IdentityError, SessionError,
+ * AuditError): the code and a fixed line, never the library's message, which
+ * may echo inputs or internal state (PROTOCOL §11). The message stays in
+ * {@link RpcError.localDetails} and `cause` for the local log.
+ */
+const PEER_MESSAGES: Readonly<Partial<Record<RpcErrorCode, string>>> = Object.freeze({
+  malformed: 'malformed input',
+  unsupported_version: 'unsupported protocol version',
+  too_large: 'input too large',
+  unknown_session: 'unknown session',
+  bad_signature: 'signature does not verify',
+  bad_tag: 'authentication tag does not verify',
+  decrypt_failed: 'decryption failed',
+  bad_commitment: 'payload commitment does not match',
+  bad_binding: 'identity binding does not verify',
+  bad_certificate: 'certificate invalid',
+  unknown_issuer: 'certificate issuer not trusted',
+  identity_mismatch: 'identity does not match',
+  replay: 'replayed message',
+  stale_timestamp: 'timestamp too old',
+  future_timestamp: 'timestamp in the future',
+  revoked: 'certificate revoked',
+  expired: 'certificate expired',
+  not_yet_valid: 'certificate not yet valid',
+  policy_denied: 'denied by policy',
+  revocation_stale: 'revocation data is stale',
+  handshake_failed: 'handshake failed',
+  nonce_exhausted: 'nonce space exhausted',
+  rate_limited: 'rate limited',
+  state_corrupt: 'internal error',
+});
+
+/** The fixed line a peer gets for `code` (see {@link PEER_MESSAGES}). */
+export function peerMessage(code: RpcErrorCode): string {
+  return PEER_MESSAGES[code] ?? code.replace(/_/g, ' ');
+}
 
 /** Longest message sent in a status (longer ones are cut): a status is one line, not a document. */
 const MAX_DETAILS = 512;
@@ -107,16 +147,20 @@ export class RpcError extends Error {
   readonly code: RpcErrorCode;
   /** The message without the `[code] ` prefix: what goes on the wire. */
   readonly details: string;
+  /** What the local log records: the full detail (equal to {@link details} unless a library error was wrapped). Never sent. */
+  readonly localDetails: string;
 
   /**
    * @param code stable code (see {@link RpcErrorCode})
    * @param details one line for the peer; never key material
-   * @param options `cause`: the underlying error, kept as `error.cause` (never sent)
+   * @param options `cause`: the underlying error, kept as `error.cause` (never sent);
+   *   `localDetails`: a fuller line for the local log only (default `details`)
    */
-  constructor(code: RpcErrorCode, details: string, options?: { cause?: unknown }) {
+  constructor(code: RpcErrorCode, details: string, options?: { cause?: unknown; localDetails?: string }) {
     super(`[${code}] ${details}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.details = details;
+    this.localDetails = options?.localDetails ?? details;
   }
 
   /** The gRPC status code of {@link code}. */
@@ -127,7 +171,8 @@ export class RpcError extends Error {
   /**
    * Converts anything thrown into an RpcError. An RpcError is returned as is;
    * an error whose `code` is a Parley code (an IdentityError, say) keeps its
-   * code and message; a CryptoError's validation codes become `malformed`;
+   * code, but the peer gets only a fixed line for it (PROTOCOL §11) while its
+   * message stays in `localDetails` for the log; a CryptoError's validation codes become `malformed`;
    * anything else becomes `internal` with a generic message, so no library or
    * database message (which may echo inputs) reaches a peer. The original is
    * kept as `cause` for the local log.
@@ -141,7 +186,7 @@ export class RpcError extends Error {
       const code = (error as { code?: unknown }).code;
       const named = error.name === 'IdentityError' || error.name === 'SessionError' || error.name === 'AuditError';
       if (named && typeof code === 'string' && CODE_SET.has(code)) {
-        return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
+        return new RpcError(code as RpcErrorCode, peerMessage(code as RpcErrorCode), { cause: error, localDetails: stripCodePrefix(error.message) });
       }
       if (error.name === 'CryptoError' && typeof code === 'string' && code.startsWith('invalid_')) {
         return new RpcError('malformed', stripCodePrefix(error.message), { cause: error });

@@ -2,7 +2,7 @@
 // byte, and every way a batch can be wrong (gap, repeat, broken chain, wrong
 // head, wrong registry, unknown or retired issuer, bad signature).
 import { createCrypto, layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, createIssuerKey, type IssuerKey } from '@parley/identity';
+import { MemoryRevocationSet, TrustBundle, createIssuerKey, type IssuerKey } from '@parley/identity';
 import { RevocationListEntrySchema, SignedRevocationHeadSchema, create, type RevocationListEntry } from '@parley/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -109,9 +109,30 @@ describe('registry protocol', () => {
     forged.signature[0]! ^= 1;
     expect(code(() => f.apply([entries[2]!], forged))).toBe('bad_signature');
     expect(code(() => f.apply([entries[2]!], undefined))).toBe('malformed');
-    expect(code(() => f.apply([entries[2]!], head(3, entries[2]!.entryHash, issuer, registryId, 1)))).toBe('malformed'); // older than accepted
     expect(f.version).toBe(2);
     const retired = follower(TrustBundle.from(crypto, [{ publicKey: issuer.publicKey, notAfterMs: 10 }]));
     expect(code(() => retired.apply(entries.slice(0, 1), head(1, entries[0]!.entryHash), 11))).toBe('expired');
+  });
+
+  it('takes freshness from the signed issued_at_ms: a replayed old heartbeat refreshes nothing, a future one is capped', () => {
+    const entries = chain(2);
+    const f = follower();
+    const now = 1_000_000;
+    const set = new MemoryRevocationSet({ maxAgeMs: 60_000 });
+    const first = f.apply(entries.slice(0, 1), head(1, entries[0]!.entryHash, issuer, registryId, now - 10), now);
+    expect(first.issuedAtMs).toBe(now - 10);
+    set.apply(first.entries, first.version, first.issuedAtMs);
+    const heartbeat = head(1, entries[0]!.entryHash, issuer, registryId, now);
+    expect(f.apply([], heartbeat, now).issuedAtMs).toBe(now);
+    // The same signed heartbeat replayed an hour later: accepted (no throw), but the copy stays as old as it was.
+    const replayed = f.apply([], heartbeat, now + 3_600_000);
+    expect(replayed.issuedAtMs).toBe(now);
+    set.apply(replayed.entries, replayed.version, replayed.issuedAtMs);
+    expect(set.isFresh(now + 3_600_000)).toBe(false);
+    // An older head with new entries: the entries count, the freshness does not go back.
+    const older = f.apply(entries.slice(1), head(2, entries[1]!.entryHash, issuer, registryId, now - 500), now + 10);
+    expect(older).toMatchObject({ version: 2, issuedAtMs: now });
+    // A head from the far future counts as now + skew.
+    expect(f.apply([], head(2, entries[1]!.entryHash, issuer, registryId, now + 10 * 3_600_000), now + 20).issuedAtMs).toBe(now + 20 + 60_000);
   });
 });

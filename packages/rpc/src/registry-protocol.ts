@@ -176,13 +176,26 @@ export function reasonString(reason: number, text: string): string {
 
 /** What {@link RevocationListFollower.apply} returns for one accepted batch. */
 export interface AcceptedBatch {
-  /** The batch as `@parley/identity` entries, for `MemoryRevocationSet.apply(entries, version, nowMs)`. */
+  /**
+   * The batch as `@parley/identity` entries, for
+   * `MemoryRevocationSet.apply(entries, version, issuedAtMs)`: pass {@link issuedAtMs}
+   * as the freshness, never the time the batch was received (a replayed, old
+   * signed heartbeat would otherwise keep a cache "fresh" forever).
+   */
   readonly entries: RevocationEntry[];
   /** The list version after the batch. */
   readonly version: number;
-  /** When the registry signed the batch's head. */
+  /**
+   * How fresh the copy is: the newest signed `issued_at_ms` accepted so far
+   * (this head's, unless an earlier head was newer), capped at receipt time +
+   * the allowed clock skew. An old head therefore never moves it back, and a
+   * replayed one never moves it forward.
+   */
   readonly issuedAtMs: number;
 }
+
+/** Default allowance for a registry clock ahead of ours when capping a head's `issued_at_ms`. */
+export const DEFAULT_REVOCATION_CLOCK_SKEW_MS = 60_000;
 
 /**
  * Follows a registry's revocation list batch by batch, accepting a batch only
@@ -197,18 +210,28 @@ export class RevocationListFollower {
   readonly #trustBundle: TrustBundle;
   #version: bigint;
   #headHash: Uint8Array;
+  readonly #maxClockSkewMs: number;
   #issuedAtMs = 0;
 
   /**
    * @param crypto the ParleyCrypto instance
    * @param options the registry id and trust bundle to check against; the
-   *   version and chain hash already held (default: the empty list)
+   *   version and chain hash already held (default: the empty list); how far
+   *   ahead of our clock a head's `issued_at_ms` may be (default 60 000; later
+   *   ones count as now + skew)
    */
   constructor(
     crypto: ParleyCrypto,
-    options: { readonly registryId: Uint8Array; readonly trustBundle: TrustBundle; readonly version?: number; readonly headHash?: Uint8Array },
+    options: {
+      readonly registryId: Uint8Array;
+      readonly trustBundle: TrustBundle;
+      readonly version?: number;
+      readonly headHash?: Uint8Array;
+      readonly maxClockSkewMs?: number;
+    },
   ) {
     this.#crypto = crypto;
+    this.#maxClockSkewMs = options.maxClockSkewMs ?? DEFAULT_REVOCATION_CLOCK_SKEW_MS;
     this.#registryId = new Uint8Array(options.registryId);
     this.#trustBundle = options.trustBundle;
     this.#version = BigInt(options.version ?? 0);
@@ -230,8 +253,8 @@ export class RevocationListFollower {
    *
    * @param entries the batch's entries (versions v+1 … head.version)
    * @param head the signed head after them
-   * @param nowMs the current time (to check the issuer key's not-after bound)
-   * @returns the accepted entries as identity deltas
+   * @param nowMs the current time (to check the issuer key's not-after bound and cap `issued_at_ms`)
+   * @returns the accepted entries as identity deltas, with the freshness to give `MemoryRevocationSet.apply`
    * @throws RpcError `revocation_stale` for a gap, `malformed` for a repeat or a broken chain,
    *   `unknown_issuer` / `bad_signature` / `expired` for a head that does not verify
    */
@@ -277,8 +300,10 @@ export class RevocationListFollower {
     if (!this.#crypto.ed25519.verify(head.signature, signed, issuer.publicKey)) {
       throw new RpcError('bad_signature', 'revocation head signature does not verify');
     }
-    const issuedAtMs = Number(head.issuedAtMs);
-    if (issuedAtMs < this.#issuedAtMs) throw new RpcError('malformed', 'revocation head is older than one already accepted');
+    // Freshness comes from the signed time, never from when the batch arrived. A head older than one
+    // already accepted (a replay, or a slower registry process) still carries valid entries but
+    // refreshes nothing; one from the future counts only as now + skew.
+    const issuedAtMs = Math.max(this.#issuedAtMs, Math.min(Number(head.issuedAtMs), nowMs + this.#maxClockSkewMs));
     this.#version = version;
     this.#headHash = hash;
     this.#issuedAtMs = issuedAtMs;

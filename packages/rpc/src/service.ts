@@ -469,11 +469,16 @@ export function createClient<S extends DescService>(
             metadata,
             grpcCallOptions(callOptions, options.defaultTimeoutMs),
             (error: ServiceError | null, response?: unknown) => {
+              // The listener must not outlive the call: a long-lived signal would otherwise collect one per call.
+              signal?.removeEventListener('abort', cancel);
               if (error !== null) reject(RpcError.fromStatus(error));
               else resolve(response);
             },
           );
-          callOptions?.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+          const signal = callOptions?.signal;
+          const cancel = (): void => call.cancel();
+          if (signal?.aborted === true) call.cancel();
+          else signal?.addEventListener('abort', cancel, { once: true });
         });
       };
     } else if (method.methodKind === 'server_streaming') {
@@ -510,16 +515,39 @@ export function createClient<S extends DescService>(
   return client as Client<S>;
 }
 
+/**
+ * Writes a bidi call's requests with back-pressure. Stops (and leaves the
+ * request iterable, running its `finally`) as soon as the call has ended, so a
+ * wait for 'drain' on a call that will never drain again cannot hang.
+ */
 async function pump(call: ClientDuplexStream<unknown, unknown>, requests: AsyncIterable<unknown>, method: DescMethod): Promise<void> {
+  let ended = false;
+  const onEnd = (): void => {
+    ended = true;
+  };
+  const endEvents = ['status', 'error', 'close'] as const;
+  for (const event of endEvents) call.once(event, onEnd);
   try {
     for await (const request of requests) {
+      if (ended) return;
       if (!call.write(create(method.input, request as MessageInitShape<DescMessage>))) {
-        await new Promise((resolve) => call.once('drain', resolve));
+        await new Promise<void>((resolve) => {
+          const settle = (): void => {
+            call.off('drain', settle);
+            for (const event of endEvents) call.off(event, settle);
+            resolve();
+          };
+          call.once('drain', settle);
+          for (const event of endEvents) call.once(event, settle);
+        });
       }
+      if (ended) return;
     }
     call.end();
   } catch {
     call.cancel();
+  } finally {
+    for (const event of endEvents) call.off(event, onEnd);
   }
 }
 

@@ -1,5 +1,6 @@
 // The adapter, status mapping, health and reflection over real gRPC on
 // loopback: a grpc-js server with protobuf-es services and the typed client.
+import { getEventListeners } from 'node:events';
 import { Client as GrpcClient, Metadata, Server, ServerCredentials, credentials, status } from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
@@ -54,13 +55,24 @@ describe('error table', () => {
     expect(RpcError.fromStatus({ code: status.NOT_FOUND, details: 'x' }).code).toBe('not_found');
     expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: '' }).code).toBe('unavailable');
     expect(RpcError.fromStatus({ code: status.DATA_LOSS, details: 'x' }).code).toBe('internal');
+    // grpc-js's own "message larger than max" has no trailer: too_large, not rate_limited.
+    expect(RpcError.fromStatus({ code: status.RESOURCE_EXHAUSTED, details: 'Received message larger than max' }).code).toBe('too_large');
+    const limited = new RpcError('rate_limited', 'slow down').toStatus();
+    expect(RpcError.fromStatus(limited).code).toBe('rate_limited');
     const hidden = RpcError.from(new Error('password=hunter2 in a database message'));
     expect(hidden.code).toBe('internal');
     expect(hidden.details).toBe('internal error');
     expect(hidden.cause).toBeInstanceOf(Error);
     const identity = Object.assign(new Error('[revoked] certificate revoked by agent'), { name: 'IdentityError', code: 'revoked' });
     expect(RpcError.from(identity).code).toBe('revoked');
-    expect(RpcError.from(identity).details).toBe('certificate revoked by agent');
+    // The peer gets only the code and a fixed line (PROTOCOL §11); the detail stays local.
+    expect(RpcError.from(identity).details).toBe('certificate revoked');
+    expect(RpcError.from(identity).localDetails).toBe('certificate revoked by agent');
+    expect(RpcError.from(identity).toStatus().details).not.toContain('agent');
+    const session = Object.assign(new Error('[malformed] peer sent key 0011aabb for session 7'), { name: 'SessionError', code: 'malformed' });
+    expect(RpcError.from(session).toStatus().details).toBe('malformed input');
+    expect(RpcError.from(session).localDetails).toContain('0011aabb');
+    expect(new RpcError('not_found', 'x').localDetails).toBe('x');
     const cryptoError = Object.assign(new Error('[invalid_length] x must be 32 bytes'), { name: 'CryptoError', code: 'invalid_length' });
     expect(RpcError.from(cryptoError).code).toBe('malformed');
   });
@@ -82,6 +94,9 @@ describe('adapter, health and reflection over gRPC', () => {
       {
         check(request, context) {
           if (request.service === 'throw-plain') throw new Error('secret detail from a library');
+          if (request.service === 'throw-identity') {
+            throw Object.assign(new Error('[bad_certificate] certificate field agent_id echoes secret-input'), { name: 'IdentityError', code: 'bad_certificate' });
+          }
           if (request.service === 'bytes') {
             return { status: requestBytesOf(request)?.length === context.requestBytes.length ? ServingStatus.SERVING : ServingStatus.UNKNOWN };
           }
@@ -121,6 +136,12 @@ describe('adapter, health and reflection over gRPC', () => {
       const last = records.at(-1)!;
       expect(last.code).toBe('internal');
       expect((last.error?.cause as Error).message).toContain('secret detail');
+      // A library error: the peer gets its code and a fixed line; the call record (the log) keeps the detail.
+      const identity = await client.check({ service: 'throw-identity' }).catch((e: unknown) => e);
+      expect(isRpcError(identity, 'bad_certificate')).toBe(true);
+      expect((identity as RpcError).details).toBe('certificate invalid');
+      expect((identity as RpcError).message).not.toContain('secret-input');
+      expect(records.at(-1)!.error?.localDetails).toContain('secret-input');
     } finally {
       client.close();
     }
@@ -227,6 +248,43 @@ describe('adapter, health and reflection over gRPC', () => {
     const missing = responses[4]!.messageResponse;
     expect(missing.case === 'errorResponse' && missing.value.errorCode).toBe(status.NOT_FOUND);
     expect((responses[4]!.originalRequest as ServerReflectionRequest).messageRequest.case).toBe('fileContainingSymbol');
+  });
+
+  it('removes a unary call\'s abort listener when the call ends (no leak on a long-lived signal)', async () => {
+    const client = createClient(Health, `127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      const controller = new AbortController();
+      for (let i = 0; i < 5; i++) await client.check({ service: 'bytes' }, { signal: controller.signal });
+      await client.check({ service: 'nope' }, { signal: controller.signal }).catch(() => undefined);
+      expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('stops writing a bidi call\'s requests once the call has ended (no wait for a drain that never comes)', async () => {
+    const client = createClient(ServerReflection, `127.0.0.1:${healthPort}`, credentials.createInsecure());
+    let left = false;
+    let written = 0;
+    async function* endless() {
+      try {
+        for (;;) {
+          written++;
+          yield { messageRequest: { case: 'fileContainingSymbol' as const, value: `no.such.Symbol${'x'.repeat(2000)}` } };
+          if (written % 8 === 0) await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        left = true;
+      }
+    }
+    try {
+      for await (const _ of client.serverReflectionInfo(endless())) break; // leaving the loop cancels the call
+      const deadline = Date.now() + 3000;
+      while (!left && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(left).toBe(true);
+    } finally {
+      client.close();
+    }
   });
 
   it('answers grpc.reflection.v1alpha on the same stream protocol', async () => {
