@@ -5,15 +5,21 @@
  * sender, size, rate, policy, signature) and relays it to the recipient's
  * live stream. It never holds a session key: it sees headers, never plaintext.
  *
- * Not here yet: the durable mailbox (offline recipients are refused with
- * `unavailable`), the audit trail, metrics.
+ * Every routed item goes through the durable mailbox (./mailbox.ts) before it
+ * is written to a live stream, and stays there until the recipient acks it
+ * (at-least-once; duplicates are dropped by the recipient's replay
+ * protection). Every routed item gets one audit entry (packages/audit), and
+ * an item whose audit entry cannot be written is rejected (fail closed).
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { toHex } from '@parley/crypto-core';
+import type { AuditLog } from '@parley/audit';
 import { verifyCertificate, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import {
   DeliveryStatus,
+  MessageType,
   OutboundSchema,
+  type AgentCertificate,
   toBinary,
   type ConnectRequest,
   type ConnectResponseSchema,
@@ -38,6 +44,8 @@ import {
   itemDigest,
   type RelayItem,
 } from './layouts.js';
+import type { Mailbox, MailboxItem } from './mailbox.js';
+import { GatewayMetrics } from './metrics.js';
 import { Policy, type PolicySubject } from './policy.js';
 import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
 
@@ -47,6 +55,8 @@ type SendResponseInit = MessageInitShape<typeof SendResponseSchema>;
 export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
 
 const GATEWAY_ID_RE = /^[a-z0-9._:-]{1,128}$/;
+/** Default receiver max_age (§8.3): the mailbox TTL must not exceed it. */
+export const DEFAULT_RECEIVER_MAX_AGE_MS = 3_600_000;
 /** Largest encoded Outbound accepted by default: the largest envelope plus room for the wrapper. */
 export const DEFAULT_MAX_FRAME_BYTES = MAX_ENVELOPE_BYTES + 1024;
 
@@ -73,16 +83,36 @@ export interface GatewayOptions {
   readonly maxClockSkewMs?: number;
   readonly clock?: () => number;
   readonly logger: Logger;
+  /** The durable mailbox (and agent directory): every routed item is stored here until acked. */
+  readonly mailbox: Mailbox;
+  /** The audit log: one entry per routed item (and per item refused by policy or signature). */
+  readonly audit: AuditLog;
+  /**
+   * The receivers' max_age (§8.3), ms; the mailbox TTL must not exceed it (the
+   * constructor throws otherwise). Default {@link DEFAULT_RECEIVER_MAX_AGE_MS}.
+   */
+  readonly receiverMaxAgeMs?: number;
+  /** How often expired mailbox items are deleted, ms. Default 60 000. */
+  readonly mailboxSweepIntervalMs?: number;
 }
 
 /** An authenticated stream. */
 interface Link {
   readonly cert: VerifiedCertificate;
+  readonly certificate: AgentCertificate;
   readonly subject: PolicySubject;
   readonly out: Channel<ConnectResponseInit>;
   readonly remote: string;
   /** Highest delivery id written to this stream (acks above it are refused). */
   lastDeliveryId: bigint;
+  /** Delivery ids written to this stream and not acked yet (never written twice to one stream). */
+  readonly sent: Set<bigint>;
+  /** The mailbox backlog has been drained: new items are written directly. */
+  ready: boolean;
+  /** A backlog drain is running. */
+  pumping: boolean;
+  /** Something was stored while draining: drain again. */
+  dirty: boolean;
 }
 
 /** Who sent an item: a stream's agent or a unary Send's verified certificate. */
@@ -158,11 +188,16 @@ export class Gateway {
   readonly #limiter: RateLimiter;
   readonly #maxFrameBytes: number;
   readonly #links = new Map<string, Link>();
-  /** Next delivery id per recipient (unique per recipient for the gateway's lifetime). */
-  readonly #deliveryIds = new Map<string, bigint>();
   /** Unary Send nonces in use: key → expiry ms. */
   readonly #sendNonces = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
+  readonly #sweepTimer: NodeJS.Timeout;
+  readonly #mailbox: Mailbox;
+  readonly #audit: AuditLog;
+  /** Operations touching the database, awaited by `close()`. */
+  readonly #inflight = new Set<Promise<unknown>>();
+  /** Prometheus instruments (served by startGateway's metrics listener). */
+  readonly metrics: GatewayMetrics;
   #policy: Policy;
   #closing = false;
 
@@ -181,8 +216,40 @@ export class Gateway {
     this.#policy = options.policy ?? Policy.denyAll();
     this.#limiter = new RateLimiter({ ...(options.rateLimit ?? { ratePerSecond: 100, burst: 200 }), clock: this.#clock });
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#mailbox = options.mailbox;
+    this.#audit = options.audit;
+    const maxAge = options.receiverMaxAgeMs ?? DEFAULT_RECEIVER_MAX_AGE_MS;
+    if (this.#mailbox.ttlMs > maxAge) throw new RangeError(`mailbox TTL ${this.#mailbox.ttlMs} ms exceeds the receivers' max_age ${maxAge} ms (§8.3)`);
+    this.metrics = new GatewayMetrics({ connectedAgents: () => this.#links.size, mailboxDepth: () => this.#mailbox.depth() });
     this.#timer = setInterval(() => this.recheckLiveStreams(), options.revocationCheckIntervalMs ?? 500);
     this.#timer.unref();
+    this.#sweepTimer = setInterval(() => void this.sweepMailbox().catch(() => undefined), options.mailboxSweepIntervalMs ?? 60_000);
+    this.#sweepTimer.unref();
+  }
+
+  /**
+   * Deletes expired mailbox items now (also runs every `mailboxSweepIntervalMs`).
+   * @returns how many were dropped
+   */
+  async sweepMailbox(): Promise<number> {
+    try {
+      const n = await this.#track(this.#mailbox.sweep());
+      if (n > 0) {
+        this.metrics.expired.inc(n);
+        this.#log.info({ expired: n }, 'mailbox items expired');
+      }
+      return n;
+    } catch (error) {
+      this.#log.error({ err: error }, 'mailbox sweep failed');
+      throw error;
+    }
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    const done = (): void => void this.#inflight.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   get gatewayId(): string {
@@ -244,11 +311,16 @@ export class Gateway {
     for (const [key, expiry] of this.#sendNonces) if (expiry <= now) this.#sendNonces.delete(key);
   }
 
-  /** Sends GoAway `shutting_down` to every stream and stops the timers. */
-  close(): void {
+  /**
+   * Sends GoAway `shutting_down` to every stream, stops the timers and waits
+   * for the database work in flight (the caller then closes the audit log and database).
+   */
+  async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#timer);
+    clearInterval(this.#sweepTimer);
     for (const link of [...this.#links.values()]) this.#goAway(link, 'shutting_down', 'gateway is shutting down');
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
   }
 
   // -------------------------------------------------------------------------
@@ -282,11 +354,15 @@ export class Gateway {
       clearTimeout(authTimer);
       if (link === undefined) return;
       state.link = link;
+      await this.#track(this.#mailbox.rememberAgent(link.certificate));
       const previous = this.#links.get(link.cert.agentId);
       this.#links.set(link.cert.agentId, link);
       if (previous !== undefined) this.#goAway(previous, 'replaced', 'a newer stream authenticated as this agent');
-      this.#log.info({ agent: link.cert.agentId, remote }, 'agent connected');
-      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: 0n, maxFrameBytes: this.#maxFrameBytes } } });
+      const depth = await this.#track(this.#mailbox.depth(link.cert.agentId));
+      this.#log.info({ agent: link.cert.agentId, remote, mailbox_depth: depth }, 'agent connected');
+      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: this.#maxFrameBytes } } });
+      // The backlog first, in delivery-id order; items routed meanwhile join it (see #pump).
+      this.#pump(link);
 
       for (;;) {
         const next = await it.next();
@@ -294,15 +370,23 @@ export class Gateway {
         const request = next.value;
         switch (request.kind.case) {
           case 'send':
-            this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
+            // One at a time, in order: items from one stream keep their order through the mailbox.
+            await this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
             break;
           case 'ack': {
             const id = request.kind.value.deliveryId;
             if (id < 1n || id > link.lastDeliveryId) {
               this.#security('ack', 'malformed', { agent: link.cert.agentId, remote }, `ack of unknown delivery_id ${id}`);
               out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
+              break;
             }
-            break; // no mailbox yet: a valid ack has nothing to drop
+            link.sent.delete(id);
+            try {
+              await this.#track(this.#mailbox.ack(link.cert.agentId, id)); // an already-deleted id (a duplicate ack) is fine
+            } catch (error) {
+              this.#log.error({ err: error, agent: link.cert.agentId }, 'mailbox ack failed (the item will be redelivered)');
+            }
+            break;
           }
           default:
             this.#security('connect', 'malformed', { agent: link.cert.agentId, remote }, `unexpected ${request.kind.case ?? 'empty'} frame`);
@@ -353,14 +437,74 @@ export class Gateway {
     if (auth.value.signature.length !== SIGNATURE_BYTES || !this.#crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
       return refuse('bad_signature', 'auth proof does not verify', cert.agentId);
     }
-    return { cert, subject: subjectOf(cert), out, remote, lastDeliveryId: 0n };
+    return {
+      cert,
+      certificate: hello.value.certificate,
+      subject: subjectOf(cert),
+      out,
+      remote,
+      lastDeliveryId: 0n,
+      sent: new Set(),
+      ready: false,
+      pumping: false,
+      dirty: false,
+    };
   }
 
-  #onOutbound(link: Link, outbound: Outbound, wireBytes: number | undefined): void {
+  /**
+   * Drains a stream's mailbox backlog in delivery-id order, again while items
+   * arrive during the drain, then marks the stream ready (new items are then
+   * written directly by #route). Never writes one delivery id twice to a stream.
+   */
+  #pump(link: Link): void {
+    if (link.pumping) {
+      link.dirty = true;
+      return;
+    }
+    link.pumping = true;
+    const agent = link.cert.agentId;
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          link.dirty = false;
+          let after = 0n;
+          for (;;) {
+            if (link.out.closed) return;
+            const batch = await this.#mailbox.pending(agent, after, 100);
+            for (const item of batch) {
+              after = item.deliveryId;
+              this.#deliver(link, item);
+            }
+            if (batch.length < 100) break;
+          }
+        } while (link.dirty);
+        link.ready = true;
+      } catch (error) {
+        // The items stay in the mailbox; the next routed item or reconnect retries.
+        this.#log.error({ err: error, agent }, 'mailbox drain failed');
+      } finally {
+        link.pumping = false;
+      }
+    };
+    void this.#track(run());
+  }
+
+  /** Writes one stored item to a stream as a Delivery (unless already written to this stream). */
+  #deliver(link: Link, stored: MailboxItem): void {
+    if (link.sent.has(stored.deliveryId) || link.out.closed) return;
+    const delivery: DeliveryInit = { deliveryId: stored.deliveryId, acceptedAtMs: BigInt(stored.acceptedAtMs), item: cloneItem(stored.item) };
+    this.tamperWithRelayedFramesForTestingOnly?.(delivery);
+    if (!link.out.push({ kind: { case: 'delivery', value: delivery } })) return;
+    link.sent.add(stored.deliveryId);
+    if (stored.deliveryId > link.lastDeliveryId) link.lastDeliveryId = stored.deliveryId;
+    this.metrics.redelivered.inc();
+  }
+
+  async #onOutbound(link: Link, outbound: Outbound, wireBytes: number | undefined): Promise<void> {
     const requestId = outbound.requestId;
     try {
       const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
-      const { itemHash, status } = this.#route(link, outbound.item, size, { requestId, stage: 'outbound' });
+      const { itemHash, status } = await this.#track(this.#measured(link, outbound.item, size, { requestId, stage: 'outbound' }));
       link.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
     } catch (error) {
       const e = RpcError.from(error);
@@ -369,16 +513,60 @@ export class Gateway {
     }
   }
 
-  /**
-   * The checks of §10.3 after authentication, in order, then the relay.
-   * @throws RpcError with the stable code of the first failing check (already logged)
-   */
-  #route(
+  /** #route with metrics: latency, routed by kind and status, rejected by code. */
+  async #measured(
     sender: Sender,
     rawItem: Outbound['item'] | SendRequest['item'],
     size: number,
     where: { readonly requestId?: bigint; readonly stage: string },
-  ): { itemHash: Uint8Array; status: DeliveryStatus } {
+  ): Promise<{ itemHash: Uint8Array; status: DeliveryStatus }> {
+    const stop = this.metrics.latency.startTimer();
+    try {
+      const result = await this.#route(sender, rawItem, size, where);
+      stop();
+      this.metrics.routed.inc({ kind: rawItem.case ?? 'none', status: result.status === DeliveryStatus.DELIVERED ? 'delivered' : 'queued' });
+      if (rawItem.case === 'handshake') this.metrics.handshakes.inc({ step: String(rawItem.value.step) });
+      return result;
+    } catch (error) {
+      this.metrics.rejected.inc({ code: RpcError.from(error).code });
+      throw error;
+    }
+  }
+
+  /** The subject of an offline recipient: its last certificate seen, if that still verifies now. */
+  async #offlineSubject(agentId: string): Promise<PolicySubject | undefined> {
+    const certificate = await this.#mailbox.lastCertificate(agentId);
+    if (certificate === undefined) return undefined;
+    try {
+      const cert = verifyCertificate(this.#crypto, certificate, { trustBundle: this.#o.trustBundle, nowMs: this.#clock(), revocations: this.#o.revocations });
+      return cert.agentId === agentId ? subjectOf(cert) : undefined;
+    } catch {
+      return undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
+    }
+  }
+
+  /** One audit entry; false (logged, counted) when it could not be written. */
+  async #auditEntry(itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string): Promise<boolean> {
+    try {
+      await this.#audit.append({ messageHash: itemHash, senderId, recipientId, messageType: MessageType.UNSPECIFIED, outcome });
+      return true;
+    } catch (error) {
+      this.metrics.auditFailures.inc();
+      this.#log.error({ err: error, agent: senderId, peer: recipientId, outcome }, 'audit append failed');
+      return false;
+    }
+  }
+
+  /**
+   * The checks of §10.3 after authentication, in order, then the relay.
+   * @throws RpcError with the stable code of the first failing check (already logged)
+   */
+  async #route(
+    sender: Sender,
+    rawItem: Outbound['item'] | SendRequest['item'],
+    size: number,
+    where: { readonly requestId?: bigint; readonly stage: string },
+  ): Promise<{ itemHash: Uint8Array; status: DeliveryStatus }> {
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
     const fail = (code: RpcError['code'], message: string): never => {
@@ -406,42 +594,72 @@ export class Gateway {
     if (size > this.#maxFrameBytes) return fail('too_large', `item of ${size} bytes exceeds ${this.#maxFrameBytes}`);
     // 4. rate
     if (!this.#limiter.take(agent)) return fail('rate_limited', 'rate limit exceeded');
-    // 5. recipient known (connected) and policy, in the direction of the conversation
-    const recipient = this.#links.get(to);
-    if (recipient === undefined) return fail('unavailable', `recipient ${to} is not connected (no mailbox yet)`);
+    const itemHash = itemDigest(this.#crypto, item);
+    // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
+    // flood amplify into signatures and database writes).
+    const refuse = async (code: RpcError['code'], message: string): Promise<never> => {
+      await this.#auditEntry(itemHash, agent, to, `rejected:${code}`);
+      return fail(code, message);
+    };
+    // 5. route: the recipient's certificate (live stream, else the last one seen) and policy, in the
+    //    direction of the conversation. Never seen (or no longer valid) reads as policy_denied, so a
+    //    sender cannot probe which agent ids exist.
+    const live = this.#links.get(to);
+    let recipient: PolicySubject | undefined;
+    try {
+      recipient = live?.subject ?? (await this.#offlineSubject(to));
+    } catch (error) {
+      this.#log.error({ err: error, agent, peer: to }, 'agent directory lookup failed');
+      return fail('unavailable', 'gateway storage unavailable');
+    }
+    if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
     const initiatorToResponder = item.case === 'receipt' || (item.case === 'handshake' && item.value.step === 2);
-    const allowed = initiatorToResponder ? this.#policy.allows(recipient.subject, sender.subject) : this.#policy.allows(sender.subject, recipient.subject);
-    if (!allowed) return fail('policy_denied', 'policy does not allow this route');
+    const allowed = initiatorToResponder ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
+    if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
     // 6. signatures (the gateway holds no session key; these need none)
     if (this.#o.verifySignatures !== false) {
       if (item.case === 'envelope' && !verifyEnvelopeSignature(this.#crypto, item.value, sender.cert.identityPublicKey)) {
-        return fail('bad_signature', 'envelope signature does not verify');
+        return refuse('bad_signature', 'envelope signature does not verify');
       }
       if (item.case === 'receipt' && !this.#crypto.ed25519.verify(item.value.signature, deliveryReceiptLayout(item.value), sender.cert.identityPublicKey)) {
-        return fail('bad_signature', 'receipt signature does not verify');
+        return refuse('bad_signature', 'receipt signature does not verify');
       }
     }
-    const itemHash = itemDigest(this.#crypto, item);
-    // 7. relay
-    const deliveryId = (this.#deliveryIds.get(to) ?? 0n) + 1n;
-    this.#deliveryIds.set(to, deliveryId);
-    const delivery: DeliveryInit = { deliveryId, acceptedAtMs: BigInt(this.#clock()), item: cloneItem(item) };
-    this.tamperWithRelayedFramesForTestingOnly?.(delivery);
-    recipient.lastDeliveryId = deliveryId;
-    if (!recipient.out.push({ kind: { case: 'delivery', value: delivery } })) return fail('unavailable', `recipient ${to} disconnected`);
-    this.#log.debug({ agent, peer: to, item: item.case, delivery_id: deliveryId.toString(), item_hash: toHex(itemHash) }, 'relayed');
-    return { itemHash, status: DeliveryStatus.DELIVERED };
+    // 7. store in the mailbox, audit (fail closed), then deliver live if the recipient is connected.
+    let stored: MailboxItem;
+    try {
+      stored = await this.#mailbox.put(to, agent, item, itemHash);
+    } catch (error) {
+      this.#log.error({ err: error, agent, peer: to }, 'mailbox write failed');
+      return fail('unavailable', 'gateway storage unavailable');
+    }
+    const status = this.#links.has(to) ? DeliveryStatus.DELIVERED : DeliveryStatus.QUEUED;
+    if (!(await this.#auditEntry(itemHash, agent, to, status === DeliveryStatus.DELIVERED ? 'delivered' : 'queued'))) {
+      await this.#mailbox.remove(to, stored.deliveryId).catch((error: unknown) => this.#log.error({ err: error }, 'could not withdraw an unaudited item'));
+      return fail('unavailable', 'audit log unavailable: item not accepted');
+    }
+    const link = this.#links.get(to);
+    if (link !== undefined) {
+      if (link.ready) this.#deliver(link, stored);
+      else this.#pump(link);
+    }
+    this.#log.debug(
+      { agent, peer: to, item: item.case, delivery_id: stored.deliveryId.toString(), item_hash: toHex(itemHash), status: DeliveryStatus[status] },
+      'routed',
+    );
+    return { itemHash, status };
   }
 
   // -------------------------------------------------------------------------
   // Send (unary)
 
   /** Unary Send (§10.6): one item, authenticated by a signature over the send layout. */
-  send(request: SendRequest, ctx: CallContext): SendResponseInit {
+  async send(request: SendRequest, ctx: CallContext): Promise<SendResponseInit> {
     if (this.#closing) throw new RpcError('unavailable', 'gateway is shutting down');
     const remote = ctx.peer;
     const refuse = (code: RpcError['code'], message: string, agent?: string): never => {
       this.#security('send', code, { remote, ...(agent === undefined ? {} : { agent }) }, message);
+      this.metrics.rejected.inc({ code });
       throw new RpcError(code, message);
     };
     if (request.certificate === undefined) return refuse('malformed', 'send carries no certificate');
@@ -474,7 +692,7 @@ export class Gateway {
     this.#sendNonces.set(nonceKey, Number(ts) + skew + 1000);
     const size = requestBytesOf(request)?.length ?? ctx.requestBytes.length;
     const sender: Sender = { cert, subject: subjectOf(cert), remote };
-    return this.#route(sender, request.item, size, { stage: 'send' });
+    return this.#track(this.#measured(sender, request.item, size, { stage: 'send' }));
   }
 
   // -------------------------------------------------------------------------

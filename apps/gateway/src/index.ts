@@ -1,9 +1,16 @@
 /**
  * @parley/gateway — the agent gateway: authenticated gRPC relay with
- * default-deny policy, per-agent rate limits and revocation (docs/PROTOCOL.md §10).
- * Mailbox, audit trail and metrics follow.
+ * default-deny policy, per-agent rate limits, revocation, a durable
+ * at-least-once mailbox, an audit entry per routed item and Prometheus
+ * metrics (docs/PROTOCOL.md §10).
  */
-export { Gateway, DEFAULT_MAX_FRAME_BYTES } from './gateway.js';
+export { Gateway, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVER_MAX_AGE_MS } from './gateway.js';
+export { Mailbox, DEFAULT_MAILBOX_TTL_MS, GATEWAY_MIGRATIONS, migrateGatewaySchema } from './mailbox.js';
+export type { MailboxItem, MailboxOptions } from './mailbox.js';
+export { openDatabase } from './db.js';
+export type { Database, DatabaseOptions } from './db.js';
+export { GatewayMetrics, startMetricsServer } from './metrics.js';
+export type { MetricsServer } from './metrics.js';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
 export { startGateway, isLoopback } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';

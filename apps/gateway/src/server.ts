@@ -5,12 +5,37 @@
  */
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { AuditLog, openPostgresStore } from '@parley/audit';
+import { toHex, type Ed25519KeyPair } from '@parley/crypto-core';
 import { AgentGatewayService, Health } from '@parley/proto';
 import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
+import { openDatabase, type Database, type DatabaseOptions } from './db.js';
 import { Gateway, type GatewayOptions } from './gateway.js';
+import { Mailbox } from './mailbox.js';
+import { startMetricsServer, type MetricsServer } from './metrics.js';
 
 /** Settings of {@link startGateway}: the Gateway's, plus where and how to listen. */
-export interface StartGatewayOptions extends GatewayOptions {
+export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'audit'> {
+  /**
+   * Where the mailbox, agent directory and audit log live: `{ url }` PostgreSQL
+   * (optionally in `schema`), `{ dataDir }` PGlite on disk. Default: PGlite in
+   * memory (tests; nothing survives a restart).
+   */
+  readonly database?: DatabaseOptions;
+  /** Mailbox TTL, ms; at most `receiverMaxAgeMs`. Default 1 h. */
+  readonly mailboxTtlMs?: number;
+  /**
+   * The audit writer's Ed25519 key. Default: generated at start (its public key
+   * is logged) — which only works on an empty audit table, since a log signed
+   * by another key is not extended (list old writer keys in `auditTrustedKeys`).
+   */
+  readonly auditKey?: Ed25519KeyPair;
+  /** Public keys of other writers sharing the audit table (other instances, earlier keys). */
+  readonly auditTrustedKeys?: readonly Uint8Array[];
+  /** Audit table name (optionally schema-qualified). Default `gateway_audit`. */
+  readonly auditTable?: string;
+  /** Prometheus listener (`GET /metrics`), default 127.0.0.1 on a free port; `false`: none. */
+  readonly metrics?: false | { readonly host?: string; readonly port?: number };
   /** Host to bind. Default 127.0.0.1. A non-loopback host requires `tls`. */
   readonly host?: string;
   /** Port; 0 (default) picks a free one. */
@@ -27,6 +52,11 @@ export interface RunningGateway {
   readonly address: string;
   readonly port: number;
   readonly gateway: Gateway;
+  readonly mailbox: Mailbox;
+  readonly audit: AuditLog;
+  readonly database: Database;
+  /** `http://host:port/metrics`, unless metrics are off. */
+  readonly metricsUrl: string | undefined;
   /** GoAway `shutting_down` to every stream, health NOT_SERVING, then a graceful shutdown with a timeout. */
   close(): Promise<void>;
 }
@@ -46,8 +76,30 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   if (options.tls === undefined && !isLoopback(host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: configure TLS`);
   }
-  const gateway = new Gateway(options);
   const { logger } = options;
+  const database = await openDatabase(options.database);
+  let audit: AuditLog | undefined;
+  let metrics: MetricsServer | undefined;
+  let gateway: Gateway;
+  let mailbox: Mailbox;
+  try {
+    mailbox = await Mailbox.open(database, { ...(options.mailboxTtlMs === undefined ? {} : { ttlMs: options.mailboxTtlMs }), ...(options.clock === undefined ? {} : { clock: options.clock }) });
+    const writer = options.auditKey ?? options.crypto.ed25519.generateKeyPair();
+    if (options.auditKey === undefined) logger.warn({ audit_public_key: toHex(writer.publicKey) }, 'no audit key configured: generated one for this run');
+    const store = await openPostgresStore(options.crypto, database.sqlClient, { table: options.auditTable ?? 'gateway_audit' });
+    audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])] });
+    gateway = new Gateway({ ...options, mailbox, audit });
+    if (options.metrics !== false) metrics = await startMetricsServer(gateway.metrics.registry, options.metrics ?? {});
+    logger.info(
+      { database: database.engine, location: database.location, mailbox_ttl_ms: mailbox.ttlMs, audit_public_key: toHex(writer.publicKey), metrics: metrics?.url },
+      'gateway storage ready',
+    );
+  } catch (error) {
+    await audit?.close().catch(() => undefined);
+    await database.close().catch(() => undefined);
+    throw error;
+  }
+
   const server = new Server({
     // Room above the gateway's own limit, so oversize items get a `too_large` Rejected, not a dead stream.
     'grpc.max_receive_message_length': Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024),
@@ -72,11 +124,21 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     credentials = ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false);
   }
   const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${bindHost}:${options.port ?? 0}`, credentials, (error, p) =>
-      error ? reject(new RpcError('unavailable', `cannot listen on ${bindHost}:${options.port ?? 0}: ${error.message}`, { cause: error })) : resolve(p),
-    ),
-  );
+  const auditLog = audit;
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${bindHost}:${options.port ?? 0}`, credentials, (error, p) =>
+        error ? reject(new RpcError('unavailable', `cannot listen on ${bindHost}:${options.port ?? 0}: ${error.message}`, { cause: error })) : resolve(p),
+      ),
+    );
+  } catch (error) {
+    await gateway.close();
+    await metrics?.close();
+    await auditLog.close().catch(() => undefined);
+    await database.close().catch(() => undefined);
+    throw error;
+  }
   logger.info({ address: `${bindHost}:${port}`, gateway_id: options.gatewayId, tls: options.tls !== undefined }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
@@ -84,19 +146,29 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     address: `${bindHost}:${port}`,
     port,
     gateway,
+    mailbox,
+    audit: auditLog,
+    database,
+    metricsUrl: metrics?.url,
     close() {
-      closing ??= new Promise<void>((resolve) => {
+      closing ??= (async () => {
         health.shutdown();
-        gateway.close();
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, options.shutdownGraceMs ?? 5_000);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
+        const drained = gateway.close();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, options.shutdownGraceMs ?? 5_000);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
         });
-      });
+        await drained;
+        await metrics?.close();
+        await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
+        await database.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed'));
+      })();
       return closing;
     },
   };

@@ -203,9 +203,9 @@ describe('Outbound checks', () => {
     expect((await rejection(auditor.conn.sendFrame(step1(auditor, 'worker-6')))).code).toBe('policy_denied');
   });
 
-  it('refuses offline recipients with unavailable', async () => {
+  it('refuses a recipient the gateway never saw with policy_denied (existence is not revealed)', async () => {
     const planner = await connect('planner-7', 'planner');
-    expect((await rejection(planner.conn.sendFrame(step1(planner, 'worker-offline')))).code).toBe('unavailable');
+    expect((await rejection(planner.conn.sendFrame(step1(planner, 'worker-never-seen')))).code).toBe('policy_denied');
   });
 
   it('rate limits and size limits per agent', async () => {
