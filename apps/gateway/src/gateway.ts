@@ -94,6 +94,12 @@ export interface GatewayOptions {
   readonly receiverMaxAgeMs?: number;
   /** How often expired mailbox items are deleted, ms. Default 60 000. */
   readonly mailboxSweepIntervalMs?: number;
+  /**
+   * Called after an item is stored for a recipient with no stream on this
+   * instance, so other instances sharing the database can deliver it
+   * (startGateway wires it to PostgreSQL `NOTIFY parley_mailbox`; see {@link Gateway.mailboxNotified}).
+   */
+  readonly notifyStored?: (recipientId: string) => void;
 }
 
 /** An authenticated stream. */
@@ -264,6 +270,23 @@ export class Gateway {
   /** Agent ids with a live authenticated stream. */
   connectedAgents(): string[] {
     return [...this.#links.keys()];
+  }
+
+  /**
+   * Another instance stored items for `recipientId` (a `parley_mailbox`
+   * notification): if that agent has a stream here, deliver what is pending.
+   * @returns whether the agent is connected here
+   */
+  mailboxNotified(recipientId: string): boolean {
+    const link = this.#links.get(recipientId);
+    if (link === undefined || this.#closing) return false;
+    this.#pump(link);
+    return true;
+  }
+
+  /** Re-drains every connected agent's mailbox (after notifications may have been missed). */
+  pumpAll(): void {
+    for (const link of this.#links.values()) this.#pump(link);
   }
 
   /** Swaps in a new routing policy; applies to the next item checked. */
@@ -642,6 +665,12 @@ export class Gateway {
     if (link !== undefined) {
       if (link.ready) this.#deliver(link, stored);
       else this.#pump(link);
+    } else if (this.#o.notifyStored !== undefined) {
+      try {
+        this.#o.notifyStored(to);
+      } catch (error) {
+        this.#log.warn({ err: error, peer: to }, 'cross-instance notification failed (delivered on reconnect)');
+      }
     }
     this.#log.debug(
       { agent, peer: to, item: item.case, delivery_id: stored.deliveryId.toString(), item_hash: toHex(itemHash), status: DeliveryStatus[status] },

@@ -14,8 +14,8 @@ export type { MetricsServer } from './metrics.js';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
 export { startGateway, isLoopback } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
-export { GatewayConnection, signReceipt, buildSendRequest } from './client-transport.js';
-export type { GatewayConnectionOptions } from './client-transport.js';
+export { GatewayConnection, signReceipt, buildSendRequest } from '@parley/client';
+export type { GatewayConnectionOptions } from '@parley/client';
 export {
   gatewayAuthLayout,
   gatewaySendLayout,

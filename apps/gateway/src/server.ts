@@ -40,8 +40,14 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
   readonly host?: string;
   /** Port; 0 (default) picks a free one. */
   readonly port?: number;
-  /** PEM certificate chain and key: serve TLS 1.3 instead of plaintext. */
-  readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer };
+  /** PEM certificate chain and key: serve TLS 1.3 instead of plaintext; with `clientCa`, require client certificates it signed (mTLS). */
+  readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer; readonly clientCa?: Buffer };
+  /**
+   * Cross-instance routing over PostgreSQL (default on with a `database.url`):
+   * after storing an item for an agent not connected here, `NOTIFY parley_mailbox, '<agent id>'`;
+   * every instance LISTENs and delivers to its own connected agents. Ignored on PGlite (one instance).
+   */
+  readonly crossInstance?: boolean;
   /** How long `close()` waits for calls to finish before forcing, ms. Default 5 000. */
   readonly shutdownGraceMs?: number;
 }
@@ -80,6 +86,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   const database = await openDatabase(options.database);
   let audit: AuditLog | undefined;
   let metrics: MetricsServer | undefined;
+  let listener: MailboxListener | undefined;
   let gateway: Gateway;
   let mailbox: Mailbox;
   try {
@@ -88,13 +95,26 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     if (options.auditKey === undefined) logger.warn({ audit_public_key: toHex(writer.publicKey) }, 'no audit key configured: generated one for this run');
     const store = await openPostgresStore(options.crypto, database.sqlClient, { table: options.auditTable ?? 'gateway_audit' });
     audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])] });
-    gateway = new Gateway({ ...options, mailbox, audit });
+    const notify = database.engine === 'postgres' && options.crossInstance !== false;
+    gateway = new Gateway({
+      ...options,
+      mailbox,
+      audit,
+      ...(notify
+        ? {
+            notifyStored: (recipientId: string) =>
+              void database.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, recipientId]).catch((err: unknown) => logger.warn({ err, peer: recipientId }, 'NOTIFY failed')),
+          }
+        : {}),
+    });
+    if (notify && options.database?.url !== undefined) listener = await listenForMailbox(options.database.url, gateway, logger);
     if (options.metrics !== false) metrics = await startMetricsServer(gateway.metrics.registry, options.metrics ?? {});
     logger.info(
       { database: database.engine, location: database.location, mailbox_ttl_ms: mailbox.ttlMs, audit_public_key: toHex(writer.publicKey), metrics: metrics?.url },
       'gateway storage ready',
     );
   } catch (error) {
+    await listener?.close();
     await audit?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
     throw error;
@@ -121,7 +141,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   } else {
     // TLS 1.3 only: the process-wide floor is this server's.
     tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
-    credentials = ServerCredentials.createSsl(null, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], false);
+    const clientCa = options.tls.clientCa ?? null;
+    credentials = ServerCredentials.createSsl(clientCa, [{ cert_chain: options.tls.certChain, private_key: options.tls.privateKey }], clientCa !== null);
   }
   const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   const auditLog = audit;
@@ -134,6 +155,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     );
   } catch (error) {
     await gateway.close();
+    await listener?.close();
     await metrics?.close();
     await auditLog.close().catch(() => undefined);
     await database.close().catch(() => undefined);
@@ -165,11 +187,76 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
           });
         });
         await drained;
+        await listener?.close();
         await metrics?.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
         await database.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed'));
       })();
       return closing;
+    },
+  };
+}
+
+/** The PostgreSQL notification channel of cross-instance mailbox wake-ups (payload: the recipient's agent id). */
+export const MAILBOX_CHANNEL = 'parley_mailbox';
+
+interface MailboxListener {
+  close(): Promise<void>;
+}
+
+/**
+ * A dedicated connection that LISTENs on {@link MAILBOX_CHANNEL} and wakes the
+ * gateway for recipients connected here. Reconnects with backoff; after a
+ * reconnect every connected agent's mailbox is drained again, since
+ * notifications sent meanwhile are lost.
+ */
+async function listenForMailbox(url: string, gateway: Gateway, logger: StartGatewayOptions['logger']): Promise<MailboxListener> {
+  const { default: pgModule } = await import('pg');
+  let closed = false;
+  let client: InstanceType<typeof pgModule.Client> | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let backoff = 250;
+  const connect = async (first: boolean): Promise<void> => {
+    const c = new pgModule.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 5000 });
+    c.on('notification', (n) => {
+      if (n.channel === MAILBOX_CHANNEL && n.payload !== undefined && n.payload !== '') gateway.mailboxNotified(n.payload);
+    });
+    c.on('error', (err) => {
+      logger.warn({ err }, 'mailbox LISTEN connection lost: reconnecting');
+      void c.end().catch(() => undefined);
+      schedule();
+    });
+    await c.connect();
+    await c.query(`LISTEN ${MAILBOX_CHANNEL}`);
+    client = c;
+    backoff = 250;
+    if (!first) gateway.pumpAll();
+  };
+  const schedule = (): void => {
+    if (closed || retry !== undefined) return;
+    client = undefined;
+    retry = setTimeout(() => {
+      retry = undefined;
+      connect(false).catch((err: unknown) => {
+        logger.warn({ err }, 'mailbox LISTEN reconnect failed');
+        backoff = Math.min(backoff * 2, 10_000);
+        schedule();
+      });
+    }, backoff);
+    retry.unref();
+  };
+  try {
+    await connect(true);
+  } catch (cause) {
+    closed = true;
+    clearTimeout(retry);
+    throw new RpcError('unavailable', 'cannot LISTEN for cross-instance mailbox notifications', { cause });
+  }
+  return {
+    async close() {
+      closed = true;
+      clearTimeout(retry);
+      await client?.end().catch(() => undefined);
     },
   };
 }

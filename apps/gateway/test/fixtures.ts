@@ -6,7 +6,7 @@ import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate, ty
 import { SecureMessageSchema, create, type DeliveryReceipt, type SecureMessage } from '@parley/proto';
 import { SessionManager, type LocalIdentity, type OpenedMessage, type SessionManagerEvent } from '@parley/session';
 import pino from 'pino';
-import { GatewayConnection } from '../src/client-transport.js';
+import { GatewayConnection } from '@parley/client';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway, type StartGatewayOptions } from '../src/server.js';
 

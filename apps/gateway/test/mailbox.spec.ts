@@ -12,7 +12,7 @@ import { DeliveryStatus, MessageType, type AuditMessage, type Delivery, type Han
 import { InitiatorHandshake, SessionManager, isSessionError, type OpenedMessage } from '@parley/session';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { GatewayConnection } from '../src/client-transport.js';
+import { GatewayConnection } from '@parley/client';
 import type { DatabaseOptions } from '../src/db.js';
 import { handshakeFrameDigest } from '../src/layouts.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';

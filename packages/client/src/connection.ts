@@ -1,6 +1,5 @@
 /**
- * A minimal gateway client (temporary home until packages/client exists):
- * opens a Connect stream, authenticates with the agent's identity key
+ * The low-level gateway connection (moved here from apps/gateway): opens a Connect stream, authenticates with the agent's identity key
  * (docs/PROTOCOL.md §10.2), sends items and hands over deliveries. Its
  * `frameTransport` plugs into a SessionManager, which then runs handshakes through it.
  */
@@ -23,7 +22,7 @@ import {
 import { RpcError, createClient, isRpcErrorCode, type Client } from '@parley/rpc';
 import type { FrameTransport, LocalIdentity } from '@parley/session';
 import { Channel } from './channel.js';
-import { SEND_NONCE_BYTES, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+import { ITEM_HASH_BYTES, SEND_NONCE_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 type SendRequestInit = MessageInitShape<typeof SendRequestSchema>;
@@ -123,6 +122,11 @@ export class GatewayConnection {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Whether the stream is still up (false once it ended, for whatever reason). */
+  get isOpen(): boolean {
+    return this.#ended === undefined;
   }
 
   /** This connection as a SessionManager's FrameTransport (a rejected frame rejects the handshake step). */
@@ -239,6 +243,20 @@ export function signReceipt(
   const body = { version: 1, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, receivedAtMs: BigInt(fields.receivedAtMs) };
   const signature = crypto.ed25519.sign(deliveryReceiptLayout(body), identity.signingKey);
   return { $typeName: 'parley.v1.DeliveryReceipt', ...body, signature };
+}
+
+/**
+ * Verifies a delivery receipt (§10.5) against the recipient's certified identity
+ * key: well-formed, signed by `recipientPublicKey`. The caller checks that its
+ * fields (message hash, sender, recipient) are the ones it expects.
+ */
+export function verifyReceiptSignature(crypto: ParleyCrypto, receipt: DeliveryReceipt, recipientPublicKey: Uint8Array): boolean {
+  if (receipt.version !== 1 || receipt.messageHash.length !== ITEM_HASH_BYTES || receipt.signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return crypto.ed25519.verify(receipt.signature, deliveryReceiptLayout(receipt), recipientPublicKey);
+  } catch {
+    return false;
+  }
 }
 
 /**

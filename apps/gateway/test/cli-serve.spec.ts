@@ -1,0 +1,106 @@
+// `parley-gateway serve` as a real process, next to a real registry process:
+// the one-line ready JSON on stdout, /metrics, the revocation feed closing a
+// revoked agent's stream within 2 s, SIGHUP with a bad policy file (kept),
+// refusals at start (no pinned trust bundle), and a graceful SIGTERM
+// (GoAway `shutting_down`, exit 0).
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GATEWAY_CLI, rawConnect, run, start, startRegistry, tempDir, within, type RunningProcess, type TestRegistry } from './processes.js';
+
+const GATEWAY_ID = 'gw-cli.test';
+
+describe('parley-gateway serve (process)', () => {
+  let crypto: ParleyCrypto;
+  let registry: TestRegistry;
+  const dir = tempDir('serve');
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    crypto = await createCrypto();
+    registry = await startRegistry(['--heartbeat-ms', '500']);
+    const policyFile = join(dir.path, 'policy.json');
+    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    env = {
+      PARLEY_GATEWAY_ID: GATEWAY_ID,
+      PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
+      PARLEY_GATEWAY_METRICS_LISTEN: '127.0.0.1:0',
+      PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata'),
+      PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-key.json'),
+      PARLEY_GATEWAY_REGISTRY: registry.address,
+      PARLEY_GATEWAY_TRUST_BUNDLE: registry.trustBundleFile,
+      PARLEY_GATEWAY_POLICY: policyFile,
+    };
+  }, 120_000);
+
+  afterAll(async () => {
+    await registry?.cleanup();
+    dir.remove();
+  }, 60_000);
+
+  it('refuses to start without a pinned trust bundle, in one line, exit 8', async () => {
+    const r = await run(GATEWAY_CLI, ['serve'], { ...env, PARLEY_GATEWAY_TRUST_BUNDLE: undefined });
+    expect(r.code).toBe(8);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^parley-gateway: error: no pinned trust bundle/);
+    expect(r.stdout).toBe('');
+  }, 60_000);
+
+  it('starts without the registry when the bundle and registry id are pinned, refusing agents until it loads', async () => {
+    const gw = await start(
+      GATEWAY_CLI,
+      ['serve'],
+      { ...env, PARLEY_GATEWAY_REGISTRY: '127.0.0.1:1', PARLEY_GATEWAY_REGISTRY_ID: '00'.repeat(16), PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata-2'), PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-2.json') },
+      (line, stream) => stream === 'stdout' && line['ready'] === true,
+    );
+    try {
+      expect(gw.readyLine['revocations_synced']).toBe(false);
+      const agent = await registry.register(crypto, 'worker-early', 'worker');
+      await expect(rawConnect(crypto, gw.readyLine['address'] as string, GATEWAY_ID, agent)).rejects.toThrow();
+      expect(gw.stderr.some((l) => l.includes('revocation_stale'))).toBe(true);
+    } finally {
+      expect(await gw.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  it('serves: ready line, metrics, revocation within 2 s, SIGHUP, graceful SIGTERM', async () => {
+    let gw: (RunningProcess & { readyLine: Record<string, unknown> }) | undefined;
+    try {
+      gw = await start(GATEWAY_CLI, ['serve'], env, (line, stream) => stream === 'stdout' && line['ready'] === true);
+      const ready = gw.readyLine;
+      expect(ready).toMatchObject({ ready: true, gateway_id: GATEWAY_ID, revocations_synced: true });
+      expect(gw.stdout).toHaveLength(1);
+      const address = ready['address'] as string;
+      const metricsUrl = ready['metrics_url'] as string;
+      expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+
+      const victim = await registry.register(crypto, 'worker-cli-victim', 'worker');
+      const other = await registry.register(crypto, 'worker-cli-other', 'worker');
+      const a = await rawConnect(crypto, address, GATEWAY_ID, victim);
+      const b = await rawConnect(crypto, address, GATEWAY_ID, other);
+      const metrics = await (await fetch(metricsUrl)).text();
+      expect(metrics).toMatch(/parley_gateway_connected_agents 2/);
+
+      await registry.revoke('worker-cli-victim');
+      await within(2_000, () => a.goAway() === 'revoked', 'GoAway revoked from the serve process');
+
+      // A bad policy file on SIGHUP is logged and the old policy kept.
+      writeFileSync(env['PARLEY_GATEWAY_POLICY']!, '{ not json');
+      gw.process.kill('SIGHUP');
+      await within(3_000, () => gw!.stderr.some((l) => l.includes('policy file rejected')), 'the rejected policy log line');
+      expect(gw.process.exitCode).toBeNull();
+
+      const code = await gw.stop();
+      expect(code).toBe(0);
+      await b.ended;
+      expect(b.goAway()).toBe('shutting_down');
+      const logs = gw.stderr.map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(logs.some((l) => l['msg'] === 'stopped')).toBe(true);
+      // No secrets in the logs.
+      expect(gw.stderr.join('\n')).not.toMatch(/"seed"|secret_key|password/);
+    } finally {
+      await gw?.stop();
+    }
+  }, 90_000);
+});

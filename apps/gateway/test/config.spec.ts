@@ -1,0 +1,183 @@
+// Settings (src/config.ts) and the in-process CLI commands that need no server:
+// defaults, file + environment precedence, one-line validation errors, the
+// audit key file, the policy file watch, `check-config` and `policy check`.
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createCrypto } from '@parley/crypto-core';
+import { RpcError } from '@parley/rpc';
+import pino from 'pino';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { EXIT_CODES, main } from '../src/cli.js';
+import { loadConfig, loadOrCreateAuditKey, watchPolicyFile, type ConfigSources } from '../src/config.js';
+import type { Policy } from '../src/policy.js';
+import { tempDir } from './processes.js';
+
+const dir = tempDir('config');
+afterAll(() => dir.remove());
+
+const POLICY = { version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' } }] };
+writeFileSync(join(dir.path, 'policy.json'), JSON.stringify(POLICY));
+writeFileSync(join(dir.path, 'bundle.json'), '{"version":1,"issuers":[]}');
+
+function write(name: string, value: unknown): string {
+  const path = join(dir.path, name);
+  writeFileSync(path, typeof value === 'string' ? value : JSON.stringify(value));
+  return path;
+}
+
+function failure(sources: ConfigSources): { code: string; message: string } {
+  try {
+    loadConfig(sources);
+  } catch (error) {
+    const e = error as RpcError;
+    return { code: e.code, message: e.localDetails };
+  }
+  throw new Error('expected loadConfig to fail');
+}
+
+describe('loadConfig', () => {
+  const base = { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json' };
+
+  it('applies defaults, resolves paths against the config file, and lets the environment win', () => {
+    const file = write('a.json', { ...base, policy_file: 'policy.json', rate_burst: 50 });
+    const c = loadConfig({ file, env: { PARLEY_GATEWAY_RATE_BURST: '70', PARLEY_GATEWAY_REVOCATION_FAIL_OPEN: 'true' } });
+    expect(c.gatewayId).toBe('gw-1');
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 7443 });
+    expect(c.registry).toMatchObject({ address: '127.0.0.1:50051', trustBundleFile: join(dir.path, 'bundle.json'), trustOnFirstUse: false });
+    expect(c.policyFile).toBe(join(dir.path, 'policy.json'));
+    expect(c.rateLimit).toEqual({ ratePerSecond: 100, burst: 70 });
+    expect(c.revocation).toEqual({ maxAgeMs: 60_000, failOpen: true });
+    expect(c.verifySignatures).toBe(true);
+    expect(c.mailboxTtlMs).toBe(3_600_000);
+    expect(c.metrics).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect('dataDir' in c.database).toBe(true);
+    const pg = loadConfig({ file, env: { DATABASE_URL: 'postgres://u:secret@db/x', PARLEY_GATEWAY_DB_SCHEMA: 'gw', PARLEY_GATEWAY_METRICS_LISTEN: 'off' } });
+    expect(pg.database).toEqual({ url: 'postgres://u:secret@db/x', schema: 'gw' });
+    expect(pg.metrics).toBe(false);
+  });
+
+  it('refuses bad settings with one line naming the setting', () => {
+    const cases: [Record<string, unknown>, Record<string, string>, string, RegExp][] = [
+      [{ trust_bundle_file: 'b' }, {}, 'malformed', /gateway_id is required/],
+      [{ ...base, gateway_id: 'GW 1' }, {}, 'malformed', /gateway_id must be/],
+      [{ ...base, listen: 'nope' }, {}, 'malformed', /listen must be HOST:PORT/],
+      [{ ...base, listen: '0.0.0.0:7443' }, {}, 'failed_precondition', /plaintext on non-loopback/],
+      [{ ...base, tls_cert_file: 'c.pem' }, {}, 'malformed', /go together/],
+      [{ ...base, registry_address: '10.0.0.5:50051' }, {}, 'failed_precondition', /registry_tls_ca_file/],
+      [{ gateway_id: 'gw-1' }, {}, 'failed_precondition', /--trust-on-first-use/],
+      [{ ...base, mailbox_ttl_ms: 7_200_000 }, {}, 'malformed', /mailbox_ttl_ms must be an integer from 1000 to 3600000/],
+      [{ ...base }, { PARLEY_GATEWAY_VERIFY_SIGNATURES: 'maybe' }, 'malformed', /PARLEY_GATEWAY_VERIFY_SIGNATURES must be true or false/],
+      [{ ...base, surprise: 1 }, {}, 'malformed', /unknown setting 'surprise'/],
+      [{ ...base, registry_id: 'xyz' }, {}, 'malformed', /registry_id must be 32/],
+      [{ ...base, log_level: 'loud' }, {}, 'malformed', /log_level must be one of/],
+    ];
+    for (const [json, env, code, re] of cases) {
+      const f = failure({ file: write('bad.json', json), env });
+      expect(f.code, JSON.stringify(json)).toBe(code);
+      expect(f.message).toMatch(re);
+      expect(f.message).not.toContain('\n');
+    }
+    expect(failure({ file: write('notjson.json', '{'), env: {} }).message).toMatch(/not valid JSON/);
+    expect(failure({ file: join(dir.path, 'missing.json'), env: {} }).code).toBe('not_found');
+    // Trust on first use only when asked for on the command line.
+    expect(loadConfig({ env: { PARLEY_GATEWAY_ID: 'gw-2' }, trustOnFirstUse: true }).registry.trustOnFirstUse).toBe(true);
+  });
+});
+
+describe('audit key file', () => {
+  it('is created 0600 once and read back; a group-readable one is refused', async () => {
+    const crypto = await createCrypto();
+    const file = join(dir.path, 'keys', 'audit-key.json');
+    const a = loadOrCreateAuditKey(crypto, file);
+    expect(a.created).toBe(true);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const b = loadOrCreateAuditKey(crypto, file);
+    expect(b.created).toBe(false);
+    expect(b.keyPair.publicKey).toEqual(a.keyPair.publicKey);
+    chmodSync(file, 0o640);
+    expect(() => loadOrCreateAuditKey(crypto, file)).toThrow(/readable by group or others/);
+    mkdirSync(join(dir.path, 'k2'));
+    const other = join(dir.path, 'k2', 'x.json');
+    writeFileSync(other, '{"type":"something-else"}', { mode: 0o600 });
+    expect(() => loadOrCreateAuditKey(crypto, other)).toThrow(/not a parley-gateway-audit-key file/);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).not.toHaveProperty('secret');
+  });
+});
+
+describe('policy file watch', () => {
+  it('applies a valid change, keeps the old policy on a bad one, and reloads on demand', async () => {
+    const file = write('watched.json', POLICY);
+    const logs: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
+    const applied: Policy[] = [];
+    const w = watchPolicyFile(file, (p) => applied.push(p), logger, 50);
+    try {
+      writeFileSync(file, JSON.stringify({ version: 1, rules: [...POLICY.rules, { from: { agentType: 'worker' }, to: { agentType: 'worker' } }] }));
+      await vi.waitFor(() => expect(applied.at(-1)?.document.rules.length).toBe(2), { timeout: 3_000 });
+      const count = applied.length;
+      writeFileSync(file, '{"version": 1, "rules": [{"from": 5}]}');
+      await vi.waitFor(() => expect(logs.some((l) => l['msg'] === 'policy file rejected: keeping the previous policy')).toBe(true), { timeout: 3_000 });
+      expect(applied.length).toBe(count);
+      writeFileSync(file, JSON.stringify(POLICY));
+      expect(w.reload('SIGHUP')).toBe(true);
+      expect(applied.at(-1)?.document.rules.length).toBe(1);
+    } finally {
+      w.close();
+    }
+  });
+});
+
+describe('CLI without a server', () => {
+  async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    const out: string[] = [];
+    const err: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (err.push(String(chunk)), true));
+    try {
+      const code = await main(args, (t) => out.push(t));
+      return { code, out: out.join('\n'), err: err.join('') };
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  it('prints help for every command and documents exit codes', async () => {
+    const top = await cli(['--help']);
+    expect(top.code).toBe(0);
+    expect(top.out).toMatch(/Exit codes:/);
+    for (const c of [['serve'], ['check-config'], ['policy', 'check'], ['policy']]) {
+      const r = await cli([...c, '--help']);
+      expect(r.code, c.join(' ')).toBe(0);
+      expect(r.out).toMatch(/Usage: parley-gateway/);
+    }
+    expect((await cli(['serve', '--help'])).out).toContain('PARLEY_GATEWAY_REVOCATION_MAX_AGE_MS');
+    expect((await cli([])).code).toBe(EXIT_CODES.usage);
+    const unknown = await cli(['frobnicate']);
+    expect(unknown.code).toBe(EXIT_CODES.usage);
+    expect(unknown.err).toMatch(/^parley-gateway: error: unknown command 'frobnicate'/);
+    expect((await cli(['check-config', '--bogus'])).code).toBe(EXIT_CODES.usage);
+  });
+
+  it('check-config and policy check', async () => {
+    const good = write('good.json', { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json', policy_file: 'policy.json' });
+    const ok = await cli(['check-config', '--config', good, '--json']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.out)).toMatchObject({ ok: true, config: { gateway_id: 'gw-1', verify_signatures: true } });
+    expect(ok.out).not.toMatch(/secret|password/i);
+    const noPin = await cli(['check-config', '--config', write('nopin.json', { gateway_id: 'gw-1' })]);
+    expect(noPin.code).toBe(EXIT_CODES.failedPrecondition);
+    expect(noPin.err.trim().split('\n')).toHaveLength(1);
+    expect((await cli(['check-config', '--config', write('nopin2.json', { gateway_id: 'gw-1' }), '--trust-on-first-use'])).code).toBe(0);
+    const badBundle = await cli(['check-config', '--config', write('badbundle.json', { gateway_id: 'gw-1', trust_bundle_file: 'policy.json' })]);
+    expect(badBundle.code).toBe(EXIT_CODES.invalidArgument);
+    const missingPolicy = await cli(['check-config', '--config', write('mp.json', { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json', policy_file: 'nope.json' })]);
+    expect(missingPolicy.code).toBe(EXIT_CODES.notFound);
+
+    const p = await cli(['policy', 'check', join(dir.path, 'policy.json'), '--json']);
+    expect(p.code).toBe(0);
+    expect(JSON.parse(p.out)).toMatchObject({ ok: true, rules: 1 });
+    const bad = await cli(['policy', 'check', write('badpolicy.json', { version: 1, rules: [{ from: 5 }] })]);
+    expect(bad.code).toBe(EXIT_CODES.invalidArgument);
+    expect(bad.err).toMatch(/^parley-gateway: error: .*badpolicy\.json/);
+    expect((await cli(['policy', 'check'])).code).toBe(EXIT_CODES.usage);
+  });
+});

@@ -1,0 +1,86 @@
+// Cross-instance routing (PROTOCOL §10.8): two Gateway instances on ONE
+// PostgreSQL schema. An item stored by instance 1 for an agent connected to
+// instance 2 is announced with `NOTIFY parley_mailbox, '<agent id>'`, and
+// instance 2 (LISTENing) delivers it at once. PostgreSQL only: PGlite is one
+// process, so this suite is skipped without DATABASE_URL (and fails under
+// CI=true without it).
+import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
+import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
+import pino from 'pino';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deliveryReceiptLayout } from '../src/layouts.js';
+import { Policy } from '../src/policy.js';
+import { startGateway, type RunningGateway } from '../src/server.js';
+import { rawConnect, within, type RegisteredAgent } from './processes.js';
+
+const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
+const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';
+const GATEWAY_ID = 'gw-cluster.test';
+
+describe('cross-instance routing over LISTEN/NOTIFY', () => {
+  it.runIf(DATABASE_URL === undefined && REQUIRE_POSTGRES)('needs DATABASE_URL under CI', () => {
+    throw new Error('CI=true but DATABASE_URL is not set: the cross-instance suite must run on PostgreSQL');
+  });
+  if (DATABASE_URL === undefined) return;
+  const url = DATABASE_URL;
+  const schema = `t_gw_cluster_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`;
+  let crypto: ParleyCrypto;
+  let gw1: RunningGateway;
+  let gw2: RunningGateway;
+  let agentA: RegisteredAgent;
+  let agentB: RegisteredAgent;
+  const logs: Record<string, unknown>[] = [];
+
+  beforeAll(async () => {
+    crypto = await createCrypto();
+    const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+    const trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
+    const revocations = new MemoryRevocationSet({ maxAgeMs: 600_000 });
+    revocations.apply([], 0, Date.now());
+    const agent = (agentId: string, agentType: string): RegisteredAgent => {
+      const keyPair = crypto.ed25519.generateKeyPair();
+      const now = Date.now();
+      const certificate = issueCertificate(crypto, issuer, { agentId, identityPublicKey: keyPair.publicKey, agentType, capabilities: [], validFromMs: now - 60_000, validUntilMs: now + 86_400_000 });
+      return { agentId, certificate, secretKey: keyPair.secretKey };
+    };
+    agentA = agent('planner-a', 'planner');
+    agentB = agent('worker-b', 'worker');
+    const logger = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
+    const policy = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+    const auditKeys = [crypto.ed25519.generateKeyPair(), crypto.ed25519.generateKeyPair()];
+    const common = { crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy, logger, metrics: false as const, database: { url, schema } };
+    gw1 = await startGateway({ ...common, auditKey: auditKeys[0]!, auditTrustedKeys: [auditKeys[1]!.publicKey] });
+    gw2 = await startGateway({ ...common, auditKey: auditKeys[1]!, auditTrustedKeys: [auditKeys[0]!.publicKey] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await gw1?.close();
+    await gw2?.close();
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await client.end();
+  }, 60_000);
+
+  it('delivers an item stored by one instance to the recipient connected to the other, at once', async () => {
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    expect(gw1.gateway.connectedAgents()).toEqual(['planner-a']);
+    expect(gw2.gateway.connectedAgents()).toEqual(['worker-b']);
+    // A delivery receipt from planner-a to worker-b (signed by planner-a), routed by gw1.
+    const fields = { version: 1, messageHash: crypto.randomBytes(32), senderId: 'worker-b', recipientId: 'planner-a', receivedAtMs: BigInt(Date.now()) };
+    const signature = crypto.ed25519.sign(deliveryReceiptLayout(fields), agentA.secretKey);
+    a.send({ case: 'receipt', value: { ...fields, signature } }, 7n);
+    await within(5_000, () => a.responses.some((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected'), 'Accepted from gw1');
+    const verdict = a.responses.find((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected')!;
+    expect(verdict.kind.case).toBe('accepted');
+    // Far below the reconnect path: delivered by the NOTIFY wake-up.
+    await within(2_000, () => b.responses.some((r) => r.kind.case === 'delivery'), 'delivery on gw2');
+    const delivery = b.responses.find((r) => r.kind.case === 'delivery')!;
+    expect(delivery.kind.case === 'delivery' && delivery.kind.value.item.case).toBe('receipt');
+    a.close();
+    b.close();
+    await Promise.all([a.ended, b.ended]);
+  }, 30_000);
+});

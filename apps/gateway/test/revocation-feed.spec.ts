@@ -1,0 +1,106 @@
+// The revocation feed against a REAL registry process (apps/registry's CLI:
+// init, serve, agent register / revoke, trust-bundle): an in-process gateway
+// follows the registry's signed revocation list; revoking a connected agent
+// through the registry CLI closes its stream with GoAway `revoked` within 2 s;
+// a stopped registry makes the set go stale (fail closed) and a restarted one
+// is followed again.
+import { credentials } from '@grpc/grpc-js';
+import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
+import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
+import { RegistryService } from '@parley/proto';
+import { createClient } from '@parley/rpc';
+import pino from 'pino';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Policy } from '../src/policy.js';
+import { RevocationFeed } from '../src/revocation-feed.js';
+import { startGateway, type RunningGateway } from '../src/server.js';
+import { rawConnect, startRegistry, within, type TestRegistry } from './processes.js';
+
+const GATEWAY_ID = 'gw-feed.test';
+const POLICY = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+
+describe('revocation feed against a real registry process', () => {
+  let crypto: ParleyCrypto;
+  let registry: TestRegistry;
+  let gw: RunningGateway;
+  let feed: RevocationFeed;
+  let revocations: MemoryRevocationSet;
+  let client: ReturnType<typeof createClient<typeof RegistryService>>;
+  const logs: Record<string, unknown>[] = [];
+
+  beforeAll(async () => {
+    crypto = await createCrypto();
+    // Heartbeats every 300 ms, so a 2 s freshness bound is kept while connected.
+    registry = await startRegistry(['--heartbeat-ms', '300']);
+    const trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
+    revocations = new MemoryRevocationSet({ maxAgeMs: 2_000 });
+    gw = await startGateway({ crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy: POLICY, logger, metrics: false });
+    client = createClient(RegistryService, registry.address, credentials.createInsecure());
+    const { registryId } = await client.getTrustBundle({});
+    const gateway = gw.gateway;
+    feed = new RevocationFeed({
+      crypto,
+      client,
+      registryId,
+      trustBundle,
+      revocations,
+      logger,
+      minBackoffMs: 100,
+      maxBackoffMs: 300,
+      onRevoked: (e) => void (e.kind === 'agent' ? gateway.onRevocation({ agentId: e.agentId }) : gateway.onRevocation({ serial: e.serial })),
+    });
+    feed.start();
+    await feed.synced;
+  }, 120_000);
+
+  afterAll(async () => {
+    await feed?.close();
+    client?.close();
+    await gw?.close();
+    await registry?.cleanup();
+  }, 60_000);
+
+  it('loads the list, then closes a revoked agent\'s stream within 2 s of the registry CLI revoking it', async () => {
+    expect(revocations.isFresh(Date.now())).toBe(true);
+    const victim = await registry.register(crypto, 'worker-victim', 'worker');
+    const bystander = await registry.register(crypto, 'worker-bystander', 'worker');
+    const a = await rawConnect(crypto, gw.address, GATEWAY_ID, victim);
+    const b = await rawConnect(crypto, gw.address, GATEWAY_ID, bystander);
+    expect(gw.gateway.connectedAgents().sort()).toEqual(['worker-bystander', 'worker-victim']);
+    const before = revocations.version;
+    await registry.revoke('worker-victim');
+    const tookMs = await within(2_000, () => a.goAway() !== undefined, 'GoAway to the revoked agent');
+    expect(a.goAway()).toBe('revoked');
+    expect(tookMs).toBeLessThan(2_000);
+    await a.ended;
+    expect(revocations.version).toBe(before + 1);
+    expect(revocations.check({ agentId: 'worker-victim', serial: victim.certificate.serial }, Date.now()).revoked).toBe(true);
+    expect(b.goAway()).toBeUndefined();
+    expect(gw.gateway.connectedAgents()).toEqual(['worker-bystander']);
+    // A revoked agent cannot come back.
+    await expect(rawConnect(crypto, gw.address, GATEWAY_ID, victim)).rejects.toThrow();
+    b.close();
+    await b.ended;
+  }, 60_000);
+
+  it('goes stale and fails closed while the registry is down, and follows it again after a restart', async () => {
+    const agent = await registry.register(crypto, 'worker-stale', 'worker');
+    const s = await rawConnect(crypto, gw.address, GATEWAY_ID, agent);
+    const connects = feed.connects;
+    await registry.stop();
+    // No heartbeat refreshes the set: after the 2 s bound the re-check closes the stream (fail closed).
+    await within(6_000, () => s.goAway() !== undefined, 'GoAway after the freshness bound');
+    expect(s.goAway()).toBe('revocation_stale');
+    expect(logs.some((l) => l['event'] === 'revocation_feed_disconnected')).toBe(true);
+    await expect(rawConnect(crypto, gw.address, GATEWAY_ID, agent)).rejects.toThrow();
+
+    await registry.restart();
+    await within(10_000, () => feed.connects > connects && revocations.isFresh(Date.now()), 'the feed to reconnect and refresh');
+    const again = await rawConnect(crypto, gw.address, GATEWAY_ID, agent);
+    await registry.revoke('worker-stale');
+    await within(2_000, () => again.goAway() === 'revoked', 'GoAway revoked after the reconnect');
+    await again.ended;
+  }, 90_000);
+});

@@ -1,0 +1,37 @@
+/**
+ * @parley/client — the agent SDK: connect to a gateway, send SecureMessages
+ * and get verified delivery receipts, receive each message once, reconnect
+ * with backoff, persist sessions across restarts (docs/PROTOCOL.md §5–§8, §10, §13).
+ */
+
+// For agents
+export { connect, Agent } from './agent.js';
+export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, TlsOptions } from './agent.js';
+export { ClientError, isClientError } from './errors.js';
+export type { ClientErrorCode } from './errors.js';
+export { fileStateStore, encodeStateFile, decodeStateFile } from './state-store.js';
+export type { StateStore } from './state-store.js';
+
+// Low level: one authenticated gateway stream, receipts, unary Send
+export { GatewayConnection, signReceipt, verifyReceiptSignature, buildSendRequest } from './connection.js';
+export type { GatewayConnectionOptions } from './connection.js';
+
+// The gateway's byte layouts (docs/PROTOCOL.md §10), shared with apps/gateway
+export {
+  gatewayAuthLayout,
+  gatewaySendLayout,
+  handshakeFrameDigest,
+  deliveryReceiptLayout,
+  deliveryReceiptDigest,
+  itemDigest,
+  GATEWAY_AUTH_DOMAIN,
+  GATEWAY_SEND_DOMAIN,
+  HANDSHAKE_FRAME_DOMAIN,
+  DELIVERY_RECEIPT_DOMAIN,
+  CHALLENGE_NONCE_BYTES,
+  SEND_NONCE_BYTES,
+  SERIAL_BYTES,
+  ITEM_HASH_BYTES,
+  SIGNATURE_BYTES,
+} from './layouts.js';
+export type { RelayItem } from './layouts.js';
