@@ -378,12 +378,15 @@ export class Gateway {
       if (link === undefined) return;
       state.link = link;
       await this.#track(this.#mailbox.rememberAgent(link.certificate));
+      const depth = await this.#track(this.#mailbox.depth(link.cert.agentId));
+      // Welcome goes out before the link is visible to routing, so no delivery can
+      // precede it; anything stored meanwhile is in the mailbox and the pump below
+      // drains it.
+      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: this.#maxFrameBytes } } });
       const previous = this.#links.get(link.cert.agentId);
       this.#links.set(link.cert.agentId, link);
       if (previous !== undefined) this.#goAway(previous, 'replaced', 'a newer stream authenticated as this agent');
-      const depth = await this.#track(this.#mailbox.depth(link.cert.agentId));
       this.#log.info({ agent: link.cert.agentId, remote, mailbox_depth: depth }, 'agent connected');
-      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: this.#maxFrameBytes } } });
       // The backlog first, in delivery-id order; items routed meanwhile join it (see #pump).
       this.#pump(link);
 
