@@ -1,4 +1,4 @@
-// `npm start` until the gateway exists: a short self-check of the primitives
+// `npm run selfcheck`: a short self-check of the primitives
 // and of a Noise XX handshake, printed as a table. Exits non-zero on failure.
 import { SecretKey, createCrypto, fromHex, toHex, utf8, type ParleyCrypto } from '@parley/crypto-core';
 import { HandshakeState, PARLEY_NOISE_PROTOCOL, parseProtocolName } from '@parley/session';
