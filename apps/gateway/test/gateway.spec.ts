@@ -103,6 +103,42 @@ describe('relaying a Parley session', () => {
     expect(worker.events.some((e) => e.kind === 'security' && e.code === 'bad_signature')).toBe(true);
   });
 
+  it('a gateway that flips a bit in any field of every relayed envelope: every one is rejected and reported', async () => {
+    const planner = await connect('planner-9', 'planner');
+    const worker = await connect('worker-9');
+    await planner.manager.session('worker-9');
+    const fields = ['senderId', 'recipientId', 'sessionId', 'nonce', 'timestampMs', 'payloadCommitment', 'encryptedPayload', 'authTag', 'signature'] as const;
+    let n = 0;
+    gw.gateway.tamperWithRelayedFramesForTestingOnly = (delivery) => {
+      if (delivery.item?.case !== 'envelope') return;
+      const env = delivery.item.value as Record<string, unknown>;
+      const field = fields[n % fields.length]!;
+      const bit = (n * 7) % 8;
+      n++;
+      const v = env[field];
+      if (v instanceof Uint8Array) v[(n * 13) % v.length] = v[(n * 13) % v.length]! ^ (1 << bit);
+      else if (typeof v === 'string') env[field] = (v.charCodeAt(0) ^ 1).toString(36) + v.slice(1);
+      else if (typeof v === 'bigint') env[field] = v ^ (1n << BigInt(bit));
+    };
+    const total = fields.length * 3;
+    try {
+      for (let i = 0; i < total; i++) {
+        const sealed = await planner.manager.seal('worker-9', { type: MessageType.STATUS_UPDATE, content: { i } });
+        await planner.conn.sendEnvelope(sealed.envelope);
+      }
+      await waitFor(() => worker.failures.length === total, 10_000, 'every tampered envelope rejected');
+    } finally {
+      gw.gateway.tamperWithRelayedFramesForTestingOnly = undefined;
+    }
+    expect(worker.opened).toHaveLength(0);
+    expect(worker.failures.every((f) => isSessionError(f))).toBe(true);
+    expect(worker.events.filter((e) => e.kind === 'security')).toHaveLength(total);
+    // The untampered path still works afterwards.
+    const fine = await planner.manager.seal('worker-9', { type: MessageType.STATUS_UPDATE, content: 'ok' });
+    await planner.conn.sendEnvelope(fine.envelope);
+    await waitFor(() => worker.opened.length === 1, 5_000, 'clean message');
+  });
+
   it('a replayed envelope is rejected by the recipient as replay', async () => {
     const planner = await connect('planner-3', 'planner');
     const worker = await connect('worker-3');
