@@ -32,7 +32,7 @@ import {
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
 import { assertEnvelopeShape, assertFrameShape, isAgentId, MAX_ENVELOPE_BYTES, verifyEnvelopeSignature } from '@parley/session';
 import type { Logger } from 'pino';
-import { Channel } from './channel.js';
+import { Channel } from '@parley/rpc';
 import {
   CHALLENGE_NONCE_BYTES,
   ITEM_HASH_BYTES,

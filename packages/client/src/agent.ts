@@ -22,7 +22,7 @@ import {
   type SessionTimeouts,
   type SkewLimits,
 } from '@parley/session';
-import { Channel } from './channel.js';
+import { Channel } from '@parley/rpc';
 import { GatewayConnection, signReceipt, verifyReceiptSignature } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import type { StateStore } from './state-store.js';

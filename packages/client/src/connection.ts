@@ -21,7 +21,7 @@ import {
 } from '@parley/proto';
 import { RpcError, createClient, isRpcErrorCode, type Client } from '@parley/rpc';
 import type { FrameTransport, LocalIdentity } from '@parley/session';
-import { Channel } from './channel.js';
+import { Channel } from '@parley/rpc';
 import { ITEM_HASH_BYTES, SEND_NONCE_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;

@@ -54,3 +54,6 @@ export {
   REVOCATION_KIND,
 } from './registry-protocol.js';
 export type { AcceptedBatch, RevocationEntryFields, RevocationHeadFields, RotationFields } from './registry-protocol.js';
+
+// For servers and clients with streams: a small async queue (one producer side, one consumer)
+export { Channel } from './channel.js';
