@@ -12,6 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { RpcError } from '@parley/rpc';
 import type { Logger } from 'pino';
+import { redactUrl } from './db.js';
 import { Policy } from './policy.js';
 
 /** A `host:port` split (IPv6 hosts without brackets). */
@@ -268,16 +269,6 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
   };
 }
 
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.password = '';
-    u.search = '';
-    return u.toString();
-  } catch {
-    return 'postgres://<unparsable url>';
-  }
-}
 
 /**
  * Reads and parses a policy file.

@@ -60,7 +60,8 @@ export function bytes(value: unknown): Uint8Array {
   return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
 }
 
-function redact(url: string): string {
+/** A database URL safe to log: no password, no query parameters. */
+export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     u.password = '';
@@ -85,7 +86,7 @@ export async function openDatabase(options: DatabaseOptions = {}): Promise<Datab
 
 async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Database> {
   const { default: pgModule } = await import('pg');
-  const location = redact(url) + (schema === undefined ? '' : ` (schema ${schema})`);
+  const location = redactUrl(url) + (schema === undefined ? '' : ` (schema ${schema})`);
   const pool = new pgModule.Pool({
     connectionString: url,
     max,
