@@ -1,0 +1,699 @@
+// Builds Parley's conformance vectors (docs/conformance/parley-v1.json) from
+// fixed inputs. Every value is computed twice where the product offers two
+// paths: once by the production code (certificates, handshakes, sessions,
+// audit writer) and once from raw primitives and the layouts of
+// docs/PROTOCOL.md, and the build fails if the two disagree. Nothing here is
+// random: every "random" input (seeds, session id, ephemeral keys, salts,
+// nonces) is derived from a label, and the crypto handed to the production
+// code refuses any randomness it was not told to expect.
+import {
+  SecretKey,
+  concatBytes,
+  createCrypto,
+  layout,
+  toHex,
+  utf8,
+  type Ed25519KeyPair,
+  type ParleyCrypto,
+  type X25519KeyPair,
+} from '@parley/crypto-core';
+import {
+  certificateTbs,
+  createIssuerKey,
+  encodeCertificate,
+  issueCertificate,
+  keyId,
+  TrustBundle,
+  verifyCertificate,
+  type IssuerKey,
+} from '@parley/identity';
+import {
+  AgentCertificateSchema,
+  HandshakeFrameSchema,
+  MessageType,
+  SecureMessageSchema,
+  DeliveryReceiptSchema,
+  MessagePayloadSchema,
+  type AgentCertificate,
+  type HandshakeFrame,
+  type SecureMessage,
+} from '@parley/proto';
+import {
+  HandshakeState,
+  InitiatorHandshake,
+  ResponderHandshake,
+  PARLEY_NOISE_PROTOCOL,
+  parseProtocolName,
+  envelopeAd,
+  envelopeMacInput,
+  envelopeSignedBytes,
+  identityBindingBytes,
+  noisePrologue,
+  payloadCommitment,
+  type EnvelopeHeader,
+  type HandshakeConfig,
+  type LocalIdentity,
+  type Session,
+} from '@parley/session';
+import {
+  deliveryReceiptLayout,
+  gatewayAuthLayout,
+  gatewaySendLayout,
+  handshakeFrameDigest,
+  signReceipt,
+} from '@parley/client';
+import {
+  MerkleTree,
+  ZERO_HASH,
+  encodeEntry,
+  entryHash,
+  entryLayout,
+  leafHash,
+  merkleHasher,
+  signEntry,
+  signTreeHead,
+  writerKeyId,
+} from '@parley/audit';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+
+/** Fixed clock of the vectors: 2027-01-15T08:00:00Z. */
+export const BASE_MS = 1_800_000_000_000;
+const DAY = 86_400_000;
+/** The receivers' clock for every check in the file. */
+export const NOW_MS = BASE_MS + 60_000;
+const GATEWAY_ID = 'gw-conformance';
+const REKEY_THRESHOLD = 2;
+
+export const VECTOR_FILE = 'docs/conformance/parley-v1.json';
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+/** A labelled 32-byte value: BLAKE3(str("parley/v1/conformance-input") ‖ str(label) ‖ u32(n)), truncated to n bytes. */
+function derive(crypto: ParleyCrypto, label: string, length = 32): Uint8Array {
+  return crypto.blake3(layout('parley/v1/conformance-input').str(label).u32(length).bytes()).slice(0, length);
+}
+
+/**
+ * The production crypto with its randomness replaced by a queue of planned
+ * values. Anything that asks for randomness nobody planned fails the build,
+ * so the file can never silently depend on the OS RNG.
+ */
+export class PlannedCrypto {
+  readonly #queue: Uint8Array[] = [];
+  readonly #x25519: X25519KeyPair[] = [];
+  readonly crypto: ParleyCrypto;
+
+  constructor(base: ParleyCrypto) {
+    const take = (length: number): Uint8Array => {
+      const next = this.#queue.shift();
+      if (next === undefined) throw new Error(`conformance: unplanned request for ${String(length)} random bytes`);
+      if (next.length !== length) throw new Error(`conformance: planned ${String(next.length)} random bytes, ${String(length)} requested`);
+      return next.slice();
+    };
+    this.crypto = Object.freeze({
+      ...base,
+      randomBytes: take,
+      randomKey: (kind: SecretKey['kind'], length = 32) => SecretKey.adopt(take(length), kind),
+      ed25519: Object.freeze({ ...base.ed25519, generateKeyPair: () => base.ed25519.keyPairFromSeed(take(32)) }),
+      x25519: Object.freeze({
+        ...base.x25519,
+        generateKeyPair: () => {
+          const kp = this.#x25519.shift();
+          if (kp === undefined) throw new Error('conformance: unplanned X25519 key generation');
+          return kp;
+        },
+      }),
+    });
+  }
+
+  plan(bytes: Uint8Array): void {
+    this.#queue.push(bytes);
+  }
+
+  planX25519(kp: X25519KeyPair): void {
+    this.#x25519.push(kp);
+  }
+
+  assertDrained(): void {
+    if (this.#queue.length > 0 || this.#x25519.length > 0) throw new Error('conformance: planned randomness left unused');
+  }
+}
+
+function same(a: Uint8Array, b: Uint8Array, what: string): void {
+  if (toHex(a) !== toHex(b)) throw new Error(`conformance: ${what}: production code and the spec layout disagree`);
+}
+
+interface NamedKey {
+  readonly name: string;
+  readonly seed: Uint8Array;
+  readonly pair: Ed25519KeyPair;
+  readonly keyId: Uint8Array;
+}
+
+interface Agent {
+  readonly key: NamedKey;
+  readonly identity: LocalIdentity;
+  readonly certificate: AgentCertificate;
+}
+
+function keyJson(k: NamedKey): Json {
+  return { ed25519_seed: toHex(k.seed), ed25519_public_key: toHex(k.pair.publicKey), key_id: toHex(k.keyId) };
+}
+
+function certJson(crypto: ParleyCrypto, name: string, cert: AgentCertificate): Json {
+  return {
+    name,
+    version: cert.version,
+    agent_id: cert.agentId,
+    agent_type: cert.agentType,
+    capabilities: [...cert.capabilities],
+    valid_from_ms: Number(cert.validFromMs),
+    valid_until_ms: Number(cert.validUntilMs),
+    serial: toHex(cert.serial),
+    identity_public_key: toHex(cert.identityPublicKey),
+    issuer_key_id: toHex(cert.issuerKeyId),
+    tbs: toHex(certificateTbs(cert)),
+    signature: toHex(cert.signature),
+    encoded: toHex(encodeCertificate(cert)),
+  };
+}
+
+function x25519Json(kp: X25519KeyPair, e: X25519KeyPair): Json {
+  return {
+    static_private: toHex(kp.secretKey.unsafeBytes()),
+    static_public: toHex(kp.publicKey),
+    ephemeral_private: toHex(e.secretKey.unsafeBytes()),
+    ephemeral_public: toHex(e.publicKey),
+  };
+}
+
+function frameJson(crypto: ParleyCrypto, frame: HandshakeFrame, payload: Uint8Array): Json {
+  return {
+    step: frame.step,
+    sender_id: frame.senderId,
+    recipient_id: frame.recipientId,
+    payload: toHex(payload),
+    noise_message: toHex(frame.noiseMessage),
+    frame: toHex(toBinary(HandshakeFrameSchema, frame)),
+    frame_digest: toHex(handshakeFrameDigest(crypto, frame)),
+  };
+}
+
+/** Epoch keys from the Split() key by the §7 derivations, computed from raw AEAD calls. */
+function epochKeys(crypto: ParleyCrypto, k0: Uint8Array, epochs: number): { key: Uint8Array; hmacKey: Uint8Array }[] {
+  const out: { key: Uint8Array; hmacKey: Uint8Array }[] = [];
+  let k = k0.slice();
+  const zeros = new Uint8Array(32);
+  for (let e = 0; e < epochs; e++) {
+    const sk = SecretKey.adopt(k.slice(), 'aead');
+    const hmacKey = crypto.aead.seal(sk, (1n << 64n) - 2n, zeros, utf8('parley/v1/hmac-key')).slice(0, 32);
+    out.push({ key: k, hmacKey });
+    k = crypto.aead.seal(sk, (1n << 64n) - 1n, zeros, new Uint8Array(0)).slice(0, 32);
+  }
+  return out;
+}
+
+function flipBit(bytes: Uint8Array, index: number): void {
+  bytes[index] = (bytes[index] ?? 0) ^ 0x01;
+}
+
+/** Seals an envelope from raw primitives and the §6 layouts (independent of Session). */
+function rawSeal(
+  crypto: ParleyCrypto,
+  args: {
+    header: Omit<EnvelopeHeader, 'payloadCommitment'> & { payloadCommitment?: Uint8Array };
+    payload: Uint8Array;
+    salt: Uint8Array;
+    key: Uint8Array;
+    hmacKey: Uint8Array;
+    signer: SecretKey;
+    corrupt?: 'ciphertext' | 'tag';
+  },
+): { envelope: SecureMessage; parts: Record<string, Uint8Array> } {
+  const commitment = payloadCommitment(crypto, args.salt, args.payload);
+  const header: EnvelopeHeader = { ...args.header, payloadCommitment: args.header.payloadCommitment ?? commitment };
+  const ad = envelopeAd(header);
+  const sk = SecretKey.adopt(args.key.slice(), 'aead');
+  const encryptedPayload = crypto.aead.seal(sk, header.nonce, concatBytes(args.salt, args.payload), ad);
+  if (args.corrupt === 'ciphertext') flipBit(encryptedPayload, 40);
+  const macInput = envelopeMacInput(header, encryptedPayload);
+  const authTag = crypto.hmacSha256(SecretKey.adopt(args.hmacKey.slice(), 'mac'), macInput);
+  if (args.corrupt === 'tag') flipBit(authTag, 0);
+  const signed = envelopeSignedBytes(crypto, header, encryptedPayload, authTag);
+  const signature = crypto.ed25519.sign(signed, args.signer);
+  const envelope = create(SecureMessageSchema, { ...header, encryptedPayload, authTag, signature });
+  return { envelope, parts: { commitment, ad, encryptedPayload, macInput, authTag, signed, signature, messageHash: crypto.blake3(signed) } };
+}
+
+const MESSAGE_PLAN: readonly { name: string; type: MessageType; content: Json }[] = [
+  { name: 'handoff_request', type: MessageType.HANDOFF_REQUEST, content: { task: 'summarise-report-42', reason: 'capacity', deadline_ms: BASE_MS + DAY } },
+  { name: 'handoff_approval', type: MessageType.HANDOFF_APPROVAL, content: { accepted: true, eta_ms: 900000 } },
+  { name: 'task_assignment', type: MessageType.TASK_ASSIGNMENT, content: { task: 'summarise-report-42', inputs: ['s3://reports/42.pdf'], priority: 2 } },
+  { name: 'status_update', type: MessageType.STATUS_UPDATE, content: { task: 'summarise-report-42', state: 'running', progress: 0.5 } },
+  { name: 'consensus_vote', type: MessageType.CONSENSUS_VOTE, content: { round: 7, proposal: 'ship-v2', vote: 'yes' } },
+  { name: 'quality_gate_result', type: MessageType.QUALITY_GATE_RESULT, content: { gate: 'lint', passed: false, findings: 3 } },
+  { name: 'security_alert', type: MessageType.SECURITY_ALERT, content: { severity: 'high', kind: 'unexpected-peer', detail: 'unicode ✓ survives' } },
+  { name: 'system_notification', type: MessageType.SYSTEM_NOTIFICATION, content: { notice: 'maintenance', at_ms: BASE_MS + 2 * DAY, empty: null } },
+];
+
+/** Builds the whole vector file. Deterministic: the same bytes on every run and machine. */
+export async function buildVectors(): Promise<Record<string, Json>> {
+  const base = await createCrypto();
+  const planned = new PlannedCrypto(base);
+  const crypto = planned.crypto;
+
+  const named = (name: string): NamedKey => {
+    const seed = derive(base, `ed25519/${name}`);
+    const pair = base.ed25519.keyPairFromSeed(seed);
+    return { name, seed, pair, keyId: keyId(base, pair.publicKey) };
+  };
+  const issuerKey = named('issuer');
+  const rogueKey = named('rogue-issuer');
+  const alice = named('alice');
+  const bob = named('bob');
+  const gatewayKey = named('gateway');
+  const issuer: IssuerKey = createIssuerKey(base, issuerKey.pair);
+  const rogue: IssuerKey = createIssuerKey(base, rogueKey.pair);
+  const trustBundle = TrustBundle.from(base, [{ publicKey: issuerKey.pair.publicKey }]);
+
+  // ---- certificates -------------------------------------------------------
+  const certFor = (k: NamedKey, agentType: string, capabilities: string[], by: IssuerKey = issuer): AgentCertificate =>
+    issueCertificate(base, by, {
+      agentId: k.name,
+      identityPublicKey: k.pair.publicKey,
+      agentType,
+      capabilities,
+      validFromMs: BASE_MS - DAY,
+      validUntilMs: BASE_MS + 30 * DAY,
+      serial: derive(base, `serial/${k.name}/${by === issuer ? 'issuer' : 'rogue'}`, 16),
+    });
+  const aliceCert = certFor(alice, 'planner', ['task:delegate', 'msg:send']);
+  const bobCert = certFor(bob, 'worker', ['task:execute', 'msg:send']);
+  const rogueCert = certFor(alice, 'planner', ['task:delegate', 'msg:send'], rogue);
+  const tampered = create(AgentCertificateSchema, { ...aliceCert, capabilities: ['admin:all', 'msg:send', 'task:delegate'] });
+  const aliceAgent: Agent = { key: alice, certificate: aliceCert, identity: { agentId: 'alice', signingKey: alice.pair.secretKey, certificate: aliceCert } };
+  const bobAgent: Agent = { key: bob, certificate: bobCert, identity: { agentId: 'bob', signingKey: bob.pair.secretKey, certificate: bobCert } };
+
+  const certChecks: Json[] = [];
+  const checkCert = (name: string, cert: AgentCertificate, expectedAgentId: string | null, atMs: number): void => {
+    let expect = 'ok';
+    try {
+      verifyCertificate(base, cert, { trustBundle, nowMs: atMs, ...(expectedAgentId === null ? {} : { expectedAgentId }) });
+    } catch (e) {
+      expect = (e as { code: string }).code;
+    }
+    certChecks.push({ name, certificate: toHex(toBinary(AgentCertificateSchema, cert)), expected_agent_id: expectedAgentId, at_ms: atMs, expect });
+  };
+  checkCert('valid', aliceCert, 'alice', NOW_MS);
+  checkCert('valid_any_agent', bobCert, null, NOW_MS);
+  checkCert('wrong_agent', aliceCert, 'bob', NOW_MS);
+  checkCert('not_yet_valid', aliceCert, 'alice', BASE_MS - DAY - 1);
+  checkCert('expired_at_valid_until', aliceCert, 'alice', BASE_MS + 30 * DAY);
+  checkCert('tampered_capabilities', tampered, 'alice', NOW_MS);
+  checkCert('unknown_issuer', rogueCert, 'alice', NOW_MS);
+  checkCert('unsupported_version', create(AgentCertificateSchema, { ...aliceCert, version: 2 }), 'alice', NOW_MS);
+  const expectCodes = ['ok', 'ok', 'identity_mismatch', 'not_yet_valid', 'expired', 'bad_certificate', 'unknown_issuer', 'unsupported_version'];
+  certChecks.forEach((c, i) => {
+    if ((c as { expect: string }).expect !== expectCodes[i]) throw new Error(`conformance: certificate check ${String(i)} gave ${(c as { expect: string }).expect}`);
+  });
+
+  // ---- handshake ----------------------------------------------------------
+  const sessionId = derive(base, 'session-id', 16);
+  const x = (label: string): X25519KeyPair => base.x25519.keyPairFromSecret(derive(base, `x25519/${label}`));
+  // Fresh objects on every use: the handshake wipes the keys it is given once they are spent.
+  const noiseKeys = {
+    get iStatic() { return x('alice/static'); },
+    get iEph() { return x('alice/ephemeral'); },
+    get rStatic() { return x('bob/static'); },
+    get rEph() { return x('bob/ephemeral'); },
+  };
+  let clockMs = BASE_MS;
+  const clock = (): number => clockMs;
+  const config = (a: Agent, staticKeyPair: X25519KeyPair): HandshakeConfig => ({
+    identity: a.identity,
+    trustBundle,
+    rekeyThreshold: REKEY_THRESHOLD,
+    clock,
+    staticKeyPair,
+  });
+  planned.planX25519(noiseKeys.iEph);
+  const { handshake: ih, frame: f1 } = InitiatorHandshake.start(crypto, config(aliceAgent, noiseKeys.iStatic), 'bob', sessionId);
+  planned.planX25519(noiseKeys.rEph);
+  const { handshake: rh, frame: f2 } = ResponderHandshake.accept(crypto, config(bobAgent, noiseKeys.rStatic), f1);
+  const { frame: f3, session: aliceSession } = ih.receive(f2);
+  const bobSession = rh.receive(f3);
+  same(aliceSession.handshakeHash, bobSession.handshakeHash, 'handshake hash (both sides)');
+
+  // The same handshake again with raw Noise HandshakeStates, for the payloads and the Split() keys.
+  const prologue = noisePrologue(sessionId, 'alice', 'bob', REKEY_THRESHOLD);
+  const protocol = parseProtocolName(PARLEY_NOISE_PROTOCOL, base);
+  const raw = (initiator: boolean): HandshakeState =>
+    new HandshakeState(base, {
+      protocol,
+      initiator,
+      prologue,
+      staticKeyPair: initiator ? noiseKeys.iStatic : noiseKeys.rStatic,
+      fixedEphemeralKeyForTestingOnly: initiator ? noiseKeys.iEph : noiseKeys.rEph,
+    });
+  const hsI = raw(true);
+  const hsR = raw(false);
+  same(hsI.writeMessage(new Uint8Array(0)).message, f1.noiseMessage, 'noise message 1');
+  hsR.readMessage(f1.noiseMessage);
+  const p2 = hsI.readMessage(f2.noiseMessage).payload;
+  same(hsR.writeMessage(p2).message, f2.noiseMessage, 'noise message 2');
+  const read3 = hsR.readMessage(f3.noiseMessage);
+  const p3 = read3.payload;
+  const w3 = hsI.writeMessage(p3);
+  same(w3.message, f3.noiseMessage, 'noise message 3');
+  const bindingR = identityBindingBytes(sessionId, 'bob', 2, noiseKeys.rStatic.publicKey);
+  const bindingI = identityBindingBytes(sessionId, 'alice', 1, noiseKeys.iStatic.publicKey);
+  const rr = read3.result;
+  const ir = w3.result;
+  if (ir === undefined || rr === undefined) throw new Error('conformance: raw handshake did not complete');
+  same(ir.handshakeHash, aliceSession.handshakeHash, 'handshake hash (raw)');
+  const i2r = epochKeys(base, ir.send.unsafeKey()!.unsafeBytes(), 3);
+  const r2i = epochKeys(base, ir.receive.unsafeKey()!.unsafeBytes(), 3);
+  same(rr.receive.unsafeKey()!.unsafeBytes(), i2r[0]!.key, 'split keys');
+
+  const handshake: Json = {
+    protocol_name: PARLEY_NOISE_PROTOCOL,
+    session_id: toHex(sessionId),
+    initiator_id: 'alice',
+    responder_id: 'bob',
+    rekey_threshold: REKEY_THRESHOLD,
+    prologue: toHex(prologue),
+    initiator: x25519Json(noiseKeys.iStatic, noiseKeys.iEph),
+    responder: x25519Json(noiseKeys.rStatic, noiseKeys.rEph),
+    steps: [frameJson(base, f1, new Uint8Array(0)), frameJson(base, f2, p2), frameJson(base, f3, p3)],
+    bindings: {
+      responder: { layout: toHex(bindingR), signature: toHex(base.ed25519.sign(bindingR, bob.pair.secretKey)) },
+      initiator: { layout: toHex(bindingI), signature: toHex(base.ed25519.sign(bindingI, alice.pair.secretKey)) },
+    },
+    handshake_hash: toHex(aliceSession.handshakeHash),
+    transport: {
+      initiator_to_responder: i2r.map((k, epoch) => ({ epoch, key: toHex(k.key), hmac_key: toHex(k.hmacKey) })),
+      responder_to_initiator: r2i.map((k, epoch) => ({ epoch, key: toHex(k.key), hmac_key: toHex(k.hmacKey) })),
+    },
+  };
+
+  // ---- messages: one per MessageType, alternating directions ---------------
+  const messages: Json[] = [];
+  const sealed: { name: string; envelope: SecureMessage; hash: Uint8Array; payload: Uint8Array; salt: Uint8Array; from: Agent }[] = [];
+  let previousHash: Uint8Array | undefined;
+  MESSAGE_PLAN.forEach((m, i) => {
+    const fromAlice = i % 2 === 0;
+    const [from, session, keys] = fromAlice ? [aliceAgent, aliceSession, i2r] : [bobAgent, bobSession, r2i];
+    const salt = derive(base, `salt/${m.name}`);
+    clockMs = BASE_MS + 1000 * (i + 1);
+    planned.plan(salt);
+    const handoff = m.type === MessageType.HANDOFF_APPROVAL ? sealed[0]!.hash : undefined;
+    const out = (session as Session).seal({
+      type: m.type,
+      content: m.content as never,
+      ...(handoff === undefined ? {} : { handoffHash: handoff }),
+      ...(previousHash === undefined || handoff !== undefined ? {} : { parentMessageHash: previousHash }),
+    });
+    const e = out.envelope;
+    const epoch = Math.floor(Number(e.nonce) / REKEY_THRESHOLD);
+    const raw = rawSeal(base, {
+      header: { version: 1, senderId: e.senderId, recipientId: e.recipientId, sessionId: e.sessionId, nonce: e.nonce, timestampMs: e.timestampMs },
+      payload: out.disclosure.payload,
+      salt,
+      key: keys[epoch]!.key,
+      hmacKey: keys[epoch]!.hmacKey,
+      signer: from.key.pair.secretKey,
+    });
+    same(toBinary(SecureMessageSchema, raw.envelope), toBinary(SecureMessageSchema, e), `message ${m.name}`);
+    const p = raw.parts;
+    messages.push({
+      name: m.name,
+      type: `MESSAGE_TYPE_${MessageType[m.type]}`,
+      type_value: m.type,
+      direction: fromAlice ? 'initiator_to_responder' : 'responder_to_initiator',
+      sender_id: e.senderId,
+      recipient_id: e.recipientId,
+      session_id: toHex(e.sessionId),
+      nonce: Number(e.nonce),
+      epoch,
+      timestamp_ms: Number(e.timestampMs),
+      content: m.content,
+      payload: toHex(out.disclosure.payload),
+      salt: toHex(salt),
+      commitment: toHex(p['commitment']!),
+      ad: toHex(p['ad']!),
+      encrypted_payload: toHex(p['encryptedPayload']!),
+      mac_input: toHex(p['macInput']!),
+      auth_tag: toHex(p['authTag']!),
+      signed: toHex(p['signed']!),
+      signature: toHex(p['signature']!),
+      message_hash: toHex(out.messageHash),
+      envelope: toHex(toBinary(SecureMessageSchema, e)),
+    });
+    sealed.push({ name: m.name, envelope: e, hash: out.messageHash, payload: out.disclosure.payload, salt, from });
+    previousHash = out.messageHash;
+  });
+
+  // ---- rejections (receiver: bob, the responder, for alice's messages) -----
+  const first = sealed[0]!;
+  const firstHeader = {
+    version: 1,
+    senderId: 'alice',
+    recipientId: 'bob',
+    sessionId,
+    nonce: 4n, // alice's next unused counter (epoch 2)
+    timestampMs: BigInt(NOW_MS - 5000),
+  };
+  const k2 = epochKeys(base, i2r[0]!.key, 3)[2]!;
+  const fresh = (over: Partial<typeof firstHeader>, extra: { corrupt?: 'ciphertext' | 'tag'; payloadCommitment?: Uint8Array; signer?: SecretKey } = {}): SecureMessage => {
+    const header = { ...firstHeader, ...over };
+    const payload = payloadWithTimestamp(first.payload, header.timestampMs);
+    return rawSeal(base, {
+      header: { ...header, ...(extra.payloadCommitment === undefined ? {} : { payloadCommitment: extra.payloadCommitment }) },
+      payload,
+      salt: derive(base, 'salt/rejection'),
+      key: k2.key,
+      hmacKey: k2.hmacKey,
+      signer: extra.signer ?? alice.pair.secretKey,
+      ...(extra.corrupt === undefined ? {} : { corrupt: extra.corrupt }),
+    }).envelope;
+  };
+  const flip = (e: SecureMessage, field: 'timestampMs' | 'signature'): SecureMessage =>
+    field === 'timestampMs'
+      ? create(SecureMessageSchema, { ...e, timestampMs: e.timestampMs + 1n })
+      : create(SecureMessageSchema, { ...e, signature: Uint8Array.from(e.signature, (b, i) => (i === 0 ? b ^ 1 : b)) });
+  const rejections: { name: string; receiver: 'responder' | 'initiator'; accept_first: string[]; envelope: SecureMessage; expect: string }[] = [
+    { name: 'valid_fresh_message', receiver: 'responder', accept_first: [], envelope: fresh({}), expect: 'ok' },
+    { name: 'header_changed_after_signing', receiver: 'responder', accept_first: [], envelope: flip(first.envelope, 'timestampMs'), expect: 'bad_signature' },
+    { name: 'signature_bit_flipped', receiver: 'responder', accept_first: [], envelope: flip(first.envelope, 'signature'), expect: 'bad_signature' },
+    { name: 'signed_by_another_agent', receiver: 'responder', accept_first: [], envelope: fresh({}, { signer: bob.pair.secretKey }), expect: 'bad_signature' },
+    { name: 'replayed_envelope', receiver: 'responder', accept_first: ['handoff_request'], envelope: first.envelope, expect: 'replay' },
+    { name: 'bad_auth_tag', receiver: 'responder', accept_first: [], envelope: fresh({}, { corrupt: 'tag' }), expect: 'bad_tag' },
+    { name: 'ciphertext_corrupted_then_maced_and_signed', receiver: 'responder', accept_first: [], envelope: fresh({}, { corrupt: 'ciphertext' }), expect: 'decrypt_failed' },
+    {
+      name: 'commitment_does_not_match_payload',
+      receiver: 'responder',
+      accept_first: [],
+      envelope: fresh({}, { payloadCommitment: derive(base, 'wrong-commitment') }),
+      expect: 'bad_commitment',
+    },
+    { name: 'stale_timestamp', receiver: 'responder', accept_first: [], envelope: fresh({ timestampMs: BigInt(NOW_MS - 3_600_001) }), expect: 'stale_timestamp' },
+    { name: 'future_timestamp', receiver: 'responder', accept_first: [], envelope: fresh({ timestampMs: BigInt(NOW_MS + 60_001) }), expect: 'future_timestamp' },
+    { name: 'unsupported_version', receiver: 'responder', accept_first: [], envelope: fresh({ version: 2 }), expect: 'unsupported_version' },
+    { name: 'unknown_session', receiver: 'responder', accept_first: [], envelope: fresh({ sessionId: derive(base, 'other-session', 16) }), expect: 'unknown_session' },
+    { name: 'addressed_to_another_agent', receiver: 'responder', accept_first: [], envelope: fresh({ recipientId: 'carol' }), expect: 'identity_mismatch' },
+    { name: 'reflected_to_its_sender', receiver: 'initiator', accept_first: [], envelope: first.envelope, expect: 'identity_mismatch' },
+  ];
+  // Check every expectation with the production Session on a fresh receiver.
+  for (const r of rejections) {
+    planned.planX25519(noiseKeys.iEph);
+    const again = InitiatorHandshake.start(crypto, config(aliceAgent, noiseKeys.iStatic), 'bob', sessionId);
+    planned.planX25519(noiseKeys.rEph);
+    const resp = ResponderHandshake.accept(crypto, config(bobAgent, noiseKeys.rStatic), again.frame);
+    const done = again.handshake.receive(resp.frame);
+    const receiver = r.receiver === 'responder' ? resp.handshake.receive(done.frame) : done.session;
+    clockMs = NOW_MS;
+    for (const name of r.accept_first) receiver.open(sealed.find((s) => s.name === name)!.envelope);
+    let got = 'ok';
+    try {
+      receiver.open(r.envelope);
+    } catch (e) {
+      got = (e as { code: string }).code;
+    }
+    if (got !== r.expect) throw new Error(`conformance: rejection ${r.name}: expected ${r.expect}, the implementation said ${got}`);
+  }
+
+  // ---- disclosures (proof of origin, §6.5) ---------------------------------
+  const disclosures: Json[] = [
+    { name: 'valid', envelope: toHex(toBinary(SecureMessageSchema, first.envelope)), certificate: toHex(encodeCertificate(aliceCert)), payload: toHex(first.payload), salt: toHex(first.salt), expect: 'ok' },
+    { name: 'wrong_salt', envelope: toHex(toBinary(SecureMessageSchema, first.envelope)), certificate: toHex(encodeCertificate(aliceCert)), payload: toHex(first.payload), salt: toHex(derive(base, 'wrong-salt')), expect: 'bad_commitment' },
+    { name: 'other_payload', envelope: toHex(toBinary(SecureMessageSchema, first.envelope)), certificate: toHex(encodeCertificate(aliceCert)), payload: toHex(sealed[2]!.payload), salt: toHex(first.salt), expect: 'bad_commitment' },
+    { name: 'certificate_of_another_agent', envelope: toHex(toBinary(SecureMessageSchema, first.envelope)), certificate: toHex(encodeCertificate(bobCert)), payload: toHex(first.payload), salt: toHex(first.salt), expect: 'identity_mismatch' },
+  ];
+
+  // ---- receipts (§10.5) -----------------------------------------------------
+  const receipts: Json[] = [
+    [sealed[0]!, bobAgent, NOW_MS - 59_000],
+    [sealed[1]!, aliceAgent, NOW_MS - 58_000],
+  ].map(([s, signer, at], i) => {
+    const msg = s as (typeof sealed)[number];
+    const a = signer as Agent;
+    const r = signReceipt(base, a.identity, { messageHash: msg.hash, senderId: msg.from.identity.agentId, receivedAtMs: at as number });
+    const lay = deliveryReceiptLayout(r);
+    return {
+      name: i === 0 ? 'bob_received_handoff_request' : 'alice_received_handoff_approval',
+      version: r.version,
+      message_hash: toHex(r.messageHash),
+      sender_id: r.senderId,
+      recipient_id: r.recipientId,
+      received_at_ms: Number(r.receivedAtMs),
+      layout: toHex(lay),
+      signature: toHex(r.signature),
+      digest: toHex(base.blake3(lay)),
+      encoded: toHex(toBinary(DeliveryReceiptSchema, r)),
+      signer: a.key.name,
+    };
+  });
+
+  // ---- gateway layouts (§10.2, §10.6) -------------------------------------
+  const gwNonce = derive(base, 'gateway/challenge-nonce');
+  const authLayout = gatewayAuthLayout(GATEWAY_ID, gwNonce, 'alice', aliceCert.serial);
+  const sendNonce = derive(base, 'gateway/send-nonce', 16);
+  const sendLayout = gatewaySendLayout(GATEWAY_ID, BigInt(NOW_MS), sendNonce, first.hash);
+  const gatewayAuth: Json[] = [
+    { gateway_id: GATEWAY_ID, nonce: toHex(gwNonce), agent_id: 'alice', serial: toHex(aliceCert.serial), layout: toHex(authLayout), signature: toHex(base.ed25519.sign(authLayout, alice.pair.secretKey)), signer: 'alice' },
+  ];
+  const gatewaySend: Json[] = [
+    { gateway_id: GATEWAY_ID, timestamp_ms: NOW_MS, nonce: toHex(sendNonce), item_digest: toHex(first.hash), layout: toHex(sendLayout), signature: toHex(base.ed25519.sign(sendLayout, alice.pair.secretKey)), signer: 'alice' },
+  ];
+
+  // ---- audit trail (§9) -----------------------------------------------------
+  const hasher = merkleHasher(base);
+  const tree = new MerkleTree(hasher);
+  const signerKeyId = writerKeyId(base, gatewayKey.pair.publicKey);
+  let prev = ZERO_HASH;
+  const entries: Json[] = [];
+  sealed.slice(0, 7).forEach((s, i) => {
+    const entry = signEntry(base, gatewayKey.pair, {
+      index: i,
+      messageHash: s.hash,
+      senderId: s.envelope.senderId,
+      recipientId: s.envelope.recipientId,
+      timestampMs: BASE_MS + 1000 * (i + 1) + 7,
+      messageType: i === 6 ? MessageType.SECURITY_ALERT : MessageType.UNSPECIFIED,
+      outcome: i % 3 === 2 ? 'queued' : i === 5 ? 'rejected:policy_denied' : 'delivered',
+      previousHash: prev,
+    });
+    const lh = leafHash(base, entry);
+    tree.append(lh);
+    const eh = entryHash(base, entry);
+    entries.push({
+      index: Number(entry.index),
+      message_hash: toHex(entry.messageHash),
+      sender_id: entry.senderId,
+      recipient_id: entry.recipientId,
+      timestamp_ms: Number(entry.timestampMs),
+      message_type: entry.messageType,
+      outcome: entry.outcome,
+      previous_hash: toHex(entry.previousHash),
+      signer_key_id: toHex(entry.signerKeyId),
+      layout: toHex(entryLayout(entry)),
+      signature: toHex(entry.signature),
+      entry_hash: toHex(eh),
+      leaf_hash: toHex(lh),
+      encoded: toHex(encodeEntry(entry)),
+    });
+    prev = eh;
+  });
+  same(signerKeyId, gatewayKey.keyId, 'audit writer key id');
+  const inclusion = [
+    [0, 7],
+    [6, 7],
+    [3, 5],
+    [0, 1],
+  ].map(([leaf, size]) => {
+    const proof = tree.inclusionProof(leaf!, size!);
+    return { leaf_index: leaf!, tree_size: size!, path: proof.path.map(toHex), root: toHex(tree.root(size!)) };
+  });
+  const consistency = [
+    [3, 7],
+    [4, 7],
+    [1, 7],
+    [6, 7],
+  ].map(([a, b]) => {
+    const proof = tree.consistencyProof(a!, b!);
+    return { first: a!, second: b!, path: proof.path.map(toHex), first_root: toHex(tree.root(a!)), second_root: toHex(tree.root(b!)) };
+  });
+  const heads = [7, 3].map((size) => {
+    const head = signTreeHead(base, gatewayKey.pair, { treeSize: size, rootHash: tree.root(size), timestampMs: NOW_MS });
+    return {
+      tree_size: size,
+      root: toHex(head.rootHash),
+      timestamp_ms: Number(head.timestampMs),
+      signer_key_id: toHex(head.signerKeyId),
+      layout: toHex(layout('parley/v1/tree-head').u64(size).fixed(head.rootHash, 32).i64(head.timestampMs).fixed(head.signerKeyId, 16).bytes()),
+      signature: toHex(head.signature),
+    };
+  });
+  for (const h of heads) {
+    if (!base.ed25519.verify(Uint8Array.from(Buffer.from(h.signature, 'hex')), Uint8Array.from(Buffer.from(h.layout, 'hex')), gatewayKey.pair.publicKey)) {
+      throw new Error('conformance: tree head layout does not match what the audit package signs');
+    }
+  }
+  planned.assertDrained();
+
+  return {
+    format: 'parley-conformance-vectors',
+    version: 1,
+    protocol: 'parley/v1',
+    generated_by: 'tools/conformance/generate.ts',
+    notes: [
+      'Normative text: docs/PROTOCOL.md. Byte strings are lowercase hex; integers are JSON numbers below 2^53.',
+      'Every seed, key, salt, nonce and id is derived from a label: BLAKE3(str("parley/v1/conformance-input") ‖ str(label) ‖ u32(length)) truncated to length, in the layout notation of §2; they are printed so no implementation needs to derive them.',
+      'now_ms is the receivers\' clock for every check; skew limits are the defaults of §8.3 (max_age 1 h, max_future 60 s).',
+      'handshake: Noise XX with fixed static and ephemeral keys (never fixed in production); the transport keys are k(e) and mk(e) of §7 for epochs 0..2 in each direction.',
+      'messages: one per MessageType, alternating directions (initiator: alice, responder: bob), rekey_threshold 2, so nonces 2 and 3 use epoch 1. Re-sealing payload with salt under the listed key reproduces envelope byte for byte (Ed25519 signatures are deterministic).',
+      'message_rejections: each runs on a fresh receiver session of this handshake (receiver initiator = alice, responder = bob) that has first accepted the messages in accept_first, at now_ms; expect is the first check of §8.1 that fails, or "ok".',
+      'disclosures: §6.5 with the trust bundle above; certificates are checked at the envelope\'s timestamp_ms.',
+      'audit: entries 0..6 of a gateway audit log signed by the "gateway" key; proofs are RFC 9162 with BLAKE3 (§9.3).',
+    ],
+    now_ms: NOW_MS,
+    keys: Object.fromEntries([issuerKey, rogueKey, alice, bob, gatewayKey].map((k) => [k.name, keyJson(k)])),
+    trust_bundle: trustBundle.toJSON() as unknown as Json,
+    certificates: [certJson(base, 'alice', aliceCert), certJson(base, 'bob', bobCert), certJson(base, 'alice_by_rogue_issuer', rogueCert)],
+    certificate_checks: certChecks,
+    handshake,
+    messages,
+    message_rejections: rejections.map((r) => ({
+      name: r.name,
+      receiver: r.receiver,
+      accept_first: r.accept_first,
+      envelope: toHex(toBinary(SecureMessageSchema, r.envelope)),
+      expect: r.expect,
+    })),
+    disclosures,
+    receipts,
+    gateway_auth: gatewayAuth,
+    gateway_send: gatewaySend,
+    audit: {
+      writer: 'gateway',
+      entries,
+      tree_size: 7,
+      root: toHex(tree.root(7)),
+      inclusion,
+      consistency,
+      tree_heads: heads,
+    },
+  };
+}
+
+/** The MessagePayload `bytes` with its timestamp_ms replaced (for the hand-built rejection envelopes). */
+function payloadWithTimestamp(bytes: Uint8Array, timestampMs: bigint): Uint8Array {
+  const p = fromBinary(MessagePayloadSchema, bytes);
+  return toBinary(MessagePayloadSchema, create(MessagePayloadSchema, { ...p, timestampMs }));
+}
+
+/** The file's text: stable key order, two-space indent, trailing newline. */
+export function renderVectors(vectors: Record<string, Json>): string {
+  return `${JSON.stringify(vectors, null, 2)}\n`;
+}
+
