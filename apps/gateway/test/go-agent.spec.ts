@@ -1,0 +1,264 @@
+// The Go example agent (examples/go-agent, written from docs/PROTOCOL.md with
+// flynn/noise and Go's standard crypto) against REAL processes on loopback: a
+// registry process enrols both agents, a gateway process relays, and a
+// TypeScript agent (@parley/client, in this process) talks to the Go agent
+// (a child process) in both directions and in both handshake roles, each side
+// verifying the other's signed receipts. The Go agent also checks every
+// vector of docs/conformance/parley-v1.json.
+//
+// Needs Go and Debian's Go packages (examples/go-agent/README.md; `.ci/run`
+// installs them). Without `go` on PATH the suite is skipped locally and fails
+// under CI=true, so CI can never pass without running it.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, deliveryReceiptLayout, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { createCrypto, fromBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { TrustBundle, decodeCertificate } from '@parley/identity';
+import { MessageType, type DeliveryReceipt } from '@parley/proto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GATEWAY_CLI, GATEWAY_DIR, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+
+const ROOT = join(GATEWAY_DIR, '..', '..');
+const GO_DIR = join(ROOT, 'examples', 'go-agent');
+const GO_BIN = join(GO_DIR, 'bin', 'parley-go-agent');
+const VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1.json');
+const GATEWAY_ID = 'gw-go-interop.test';
+const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
+
+function hasGo(): boolean {
+  try {
+    execFileSync('go', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const GO = hasGo();
+if (!GO && process.env['CI'] === 'true') throw new Error('the Go toolchain is missing under CI=true: .ci/run must install it (examples/go-agent/README.md)');
+const suite = GO ? describe : describe.skip;
+
+interface GoRun {
+  readonly code: number | null;
+  readonly events: Record<string, unknown>[];
+  readonly stderr: string;
+}
+
+interface GoProcess {
+  readonly events: Record<string, unknown>[];
+  readonly done: Promise<GoRun>;
+  /** Resolves with the first event of this kind. */
+  next(kind: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** Runs the Go agent binary; stdout is one JSON event per line. */
+function runGo(args: readonly string[]): GoProcess {
+  const child = spawn(GO_BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Record<string, unknown>[] = [];
+  const waiters: { kind: string; resolve: (e: Record<string, unknown>) => void }[] = [];
+  let stderr = '';
+  let buffer = '';
+  child.stdout.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      let event: Record<string, unknown>;
+      try {
+        event = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      events.push(event);
+      for (const w of waiters.filter((x) => x.kind === event['event'])) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(event);
+      }
+    }
+  });
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<GoRun>((resolve) => child.on('close', (code) => resolve({ code, events, stderr })));
+  return {
+    events,
+    done,
+    next(kind, timeoutMs = 20_000) {
+      const seen = events.find((e) => e['event'] === kind);
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`Go agent: no '${kind}' event within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
+        waiters.push({ kind, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+        void done.then((r) => {
+          clearTimeout(timer);
+          reject(new Error(`Go agent exited (${String(r.code)}) before '${kind}': ${r.stderr}`));
+        });
+      });
+    },
+  };
+}
+
+suite('Go example agent', () => {
+  let crypto: ParleyCrypto;
+  let registry: TestRegistry;
+  let gateway: RunningProcess & { readonly readyLine: Record<string, unknown> };
+  let address: string;
+  let trustBundle: TrustBundle;
+  const dir = tempDir('go-agent');
+  const running: SdkAgent[] = [];
+  let schema: string | undefined;
+
+  beforeAll(async () => {
+    // Build with Debian's packages only (no module proxy); fast when Go's build cache is warm.
+    execFileSync('bash', [join(GO_DIR, 'build.sh')], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 300_000 });
+    if (!existsSync(GO_BIN)) throw new Error(`build.sh did not produce ${GO_BIN}`);
+    crypto = await createCrypto();
+    registry = await startRegistry(['--heartbeat-ms', '1000']);
+    trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
+    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    const db: Record<string, string> =
+      DATABASE_URL === undefined
+        ? { PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata') }
+        : { DATABASE_URL, PARLEY_GATEWAY_DB_SCHEMA: (schema = `gw_go_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`) };
+    gateway = await start(
+      GATEWAY_CLI,
+      ['serve'],
+      {
+        PARLEY_GATEWAY_ID: GATEWAY_ID,
+        PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
+        PARLEY_GATEWAY_METRICS_LISTEN: 'off',
+        PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-key.json'),
+        PARLEY_GATEWAY_REGISTRY: registry.address,
+        PARLEY_GATEWAY_TRUST_BUNDLE: registry.trustBundleFile,
+        PARLEY_GATEWAY_POLICY: join(dir.path, 'policy.json'),
+        PARLEY_GATEWAY_LOG_LEVEL: 'warn',
+        ...db,
+      },
+      (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true,
+      60_000,
+    );
+    address = gateway.readyLine['address'] as string;
+  }, 360_000);
+
+  afterAll(async () => {
+    for (const a of running) await a.close();
+    await gateway?.stop();
+    await registry?.cleanup();
+    if (schema !== undefined) {
+      const client = new pg.Client({ connectionString: DATABASE_URL });
+      await client.connect();
+      try {
+        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await client.end();
+      }
+    }
+    dir.remove();
+  }, 60_000);
+
+  /** Enrols a Go agent through the registry CLI: its key file (written by the CLI, 0600) and a certificate file. */
+  async function enrolGo(agentId: string): Promise<{ args: string[]; publicKey: Uint8Array }> {
+    const res = await registry.cli(['agent', 'register', agentId, '--type', 'worker', '--cap', 'task:execute', '--json']);
+    if (res.code !== 0) throw new Error(`register ${agentId}: ${res.stderr}`);
+    const json = JSON.parse(res.stdout) as { certificate: { encoded: string }; key_file: string };
+    const certFile = join(dir.path, `${agentId}.cert`);
+    writeFileSync(certFile, `${json.certificate.encoded}\n`);
+    const publicKey = decodeCertificate(fromBase64Url(json.certificate.encoded)).identityPublicKey;
+    return {
+      publicKey,
+      args: ['--gateway', address, '--gateway-id', GATEWAY_ID, '--key', json.key_file, '--cert', certFile, '--trust-bundle', registry.trustBundleFile],
+    };
+  }
+
+  async function tsAgent(agentId: string): Promise<{ sdk: SdkAgent; received: ReceivedMessage[]; publicKey: Uint8Array }> {
+    const a = await registry.register(crypto, agentId, 'planner');
+    const sdk = await connect({
+      gateway: address,
+      identity: { agentId, signingKey: a.secretKey, certificate: a.certificate },
+      trustBundle,
+      expectedGatewayId: GATEWAY_ID,
+      crypto,
+      sendTimeoutMs: 20_000,
+      handshakeTimeoutMs: 20_000,
+    });
+    running.push(sdk);
+    const received: ReceivedMessage[] = [];
+    void (async () => {
+      try {
+        for await (const m of sdk.messages()) received.push(m);
+      } catch {
+        // closed
+      }
+    })();
+    return { sdk, received, publicKey: a.certificate.identityPublicKey };
+  }
+
+  const receiptFrom = (receipt: DeliveryReceipt, signerId: string, senderId: string, publicKey: Uint8Array): boolean =>
+    receipt.recipientId === signerId && receipt.senderId === senderId && crypto.ed25519.verify(receipt.signature, deliveryReceiptLayout(receipt), publicKey);
+
+  async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  it('checks every conformance vector (both languages check the same file)', async () => {
+    const run = await runGo(['vectors', VECTORS]).done;
+    const summary = run.stderr + JSON.stringify(run.events);
+    expect(run.code, summary).toBe(0);
+  }, 60_000);
+
+  it('Go initiates: handshake through the gateway, messages both ways, receipts verified on both sides', async () => {
+    const go = await enrolGo('go-worker-1');
+    const ts = await tsAgent('ts-planner-1');
+    const proc = runGo(['run', ...go.args, '--peer', 'ts-planner-1', '--initiate', '--send', '3', '--expect', '2', '--timeout-ms', '30000']);
+    await proc.next('connected');
+    await until(() => ts.received.length >= 1, 20_000, 'the first message from Go');
+    const receipts = [
+      await ts.sdk.send('go-worker-1', MessageType.TASK_ASSIGNMENT, { task: 'index-docs', from: 'ts', seq: 0 }),
+      await ts.sdk.send('go-worker-1', MessageType.HANDOFF_APPROVAL, { accepted: true, from: 'ts', seq: 1, text: 'ünïcödé ✓' }),
+    ];
+    const result = await proc.done;
+    expect(result.code, result.stderr).toBe(0);
+    for (const r of receipts) expect(receiptFrom(r, 'go-worker-1', 'ts-planner-1', go.publicKey)).toBe(true);
+    await until(() => ts.received.length >= 3, 10_000, 'three messages from Go');
+    expect(ts.received.map((m) => m.from)).toEqual(['go-worker-1', 'go-worker-1', 'go-worker-1']);
+    expect(ts.received.map((m) => (m.content as { seq: number }).seq)).toEqual([0, 1, 2]);
+
+    const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
+    expect(by('session')).toEqual([expect.objectContaining({ peer: 'ts-planner-1', role: 'initiator' })]);
+    // Every Go send has a verified receipt, and its message hash is the one the TS side computed on receipt.
+    expect(by('receipt').map((e) => e['verified'])).toEqual([true, true, true]);
+    expect(new Set(by('receipt').map((e) => e['message_hash']))).toEqual(new Set(ts.received.map((m) => toHex(m.messageHash))));
+    expect(new Set(by('sent').map((e) => e['message_hash']))).toEqual(new Set(ts.received.map((m) => toHex(m.messageHash))));
+    // What Go opened is what TS sent.
+    expect(by('received').map((e) => [e['from'], e['type'], e['content']])).toEqual([
+      ['ts-planner-1', 'MESSAGE_TYPE_TASK_ASSIGNMENT', { task: 'index-docs', from: 'ts', seq: 0 }],
+      ['ts-planner-1', 'MESSAGE_TYPE_HANDOFF_APPROVAL', { accepted: true, from: 'ts', seq: 1, text: 'ünïcödé ✓' }],
+    ]);
+    expect(by('received').map((e) => e['message_hash'])).toEqual(receipts.map((r) => toHex(r.messageHash)));
+    expect(by('done')).toEqual([expect.objectContaining({ sent: 3, receipts: 3, received: 2 })]);
+  }, 90_000);
+
+  it('TypeScript initiates: the Go agent answers the handshake as responder and both directions work', async () => {
+    const go = await enrolGo('go-worker-2');
+    const ts = await tsAgent('ts-planner-2');
+    const proc = runGo(['run', ...go.args, '--peer', 'ts-planner-2', '--send', '2', '--expect', '3', '--timeout-ms', '30000']);
+    await proc.next('connected');
+    const receipts: DeliveryReceipt[] = [];
+    for (let seq = 0; seq < 3; seq++) receipts.push(await ts.sdk.send('go-worker-2', MessageType.STATUS_UPDATE, { from: 'ts', seq, progress: seq / 2 }));
+    const result = await proc.done;
+    expect(result.code, result.stderr).toBe(0);
+    for (const r of receipts) expect(receiptFrom(r, 'go-worker-2', 'ts-planner-2', go.publicKey)).toBe(true);
+    await until(() => ts.received.length >= 2, 10_000, 'two messages from Go');
+    expect(ts.received.map((m) => m.from)).toEqual(['go-worker-2', 'go-worker-2']);
+    const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
+    expect(by('session')).toEqual([expect.objectContaining({ peer: 'ts-planner-2', role: 'responder' })]);
+    expect(by('received').map((e) => (e['content'] as { seq: number }).seq)).toEqual([0, 1, 2]);
+    expect(by('receipt').map((e) => e['verified'])).toEqual([true, true]);
+    expect(by('done')).toEqual([expect.objectContaining({ sent: 2, receipts: 2, received: 3 })]);
+  }, 90_000);
+});
