@@ -18,7 +18,7 @@ import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, GATEWAY_DIR, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+import { GATEWAY_CLI, GATEWAY_DIR, onLines, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
 
 const ROOT = join(GATEWAY_DIR, '..', '..');
 const GO_DIR = join(ROOT, 'examples', 'go-agent');
@@ -59,24 +59,17 @@ function runGo(args: readonly string[]): GoProcess {
   const events: Record<string, unknown>[] = [];
   const waiters: { kind: string; resolve: (e: Record<string, unknown>) => void }[] = [];
   let stderr = '';
-  let buffer = '';
-  child.stdout.on('data', (d: Buffer) => {
-    buffer += d.toString();
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      let event: Record<string, unknown>;
-      try {
-        event = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        continue;
-      }
-      events.push(event);
-      for (const w of waiters.filter((x) => x.kind === event['event'])) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(event);
-      }
+  onLines(child.stdout, (line) => {
+    let event: Record<string, unknown>;
+    try {
+      event = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    events.push(event);
+    for (const w of waiters.filter((x) => x.kind === event['event'])) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(event);
     }
   });
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

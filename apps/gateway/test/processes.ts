@@ -55,6 +55,19 @@ export function run(cli: string, args: readonly string[], env: Record<string, st
   });
 }
 
+/** Calls `onLine` for every complete line of a child's output stream. */
+export function onLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let buffer = '';
+  stream.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      onLine(buffer.slice(0, nl));
+      buffer = buffer.slice(nl + 1);
+    }
+  });
+}
+
 /** A line-oriented view of a long-running child. */
 export interface RunningProcess {
   readonly process: ChildProcess;
@@ -110,17 +123,7 @@ export function start(
         });
       }
     };
-    for (const stream of ['stdout', 'stderr'] as const) {
-      let buffer = '';
-      child[stream]!.on('data', (d: Buffer) => {
-        buffer += d.toString();
-        let nl: number;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-          onLine(stream, buffer.slice(0, nl));
-          buffer = buffer.slice(nl + 1);
-        }
-      });
-    }
+    for (const stream of ['stdout', 'stderr'] as const) onLines(child[stream]!, (line) => onLine(stream, line));
     void exited.then((code) => {
       if (!settled) {
         settled = true;
