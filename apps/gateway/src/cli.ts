@@ -15,53 +15,13 @@ import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
 import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
-import { RpcError, createClient, type RpcErrorCode } from '@parley/rpc';
+import { EXIT_CODES, RpcError, UsageError, createClient, exitCodeOf, isUsageError, runWhenExecuted } from '@parley/rpc';
+
+export { EXIT_CODES };
 import { SETTINGS, describeConfig, loadConfig, loadOrCreateAuditKey, readPolicyFile, watchPolicyFile, type GatewayConfig } from './config.js';
 import { Policy } from './policy.js';
 
 const PROGRAM = 'parley-gateway';
-
-/** Exit codes (also in the README). */
-export const EXIT_CODES = Object.freeze({
-  ok: 0,
-  internal: 1,
-  usage: 2,
-  notFound: 3,
-  permissionDenied: 5,
-  invalidArgument: 6,
-  unavailable: 7,
-  failedPrecondition: 8,
-});
-
-function exitCodeOf(code: RpcErrorCode): number {
-  switch (code) {
-    case 'not_found':
-      return EXIT_CODES.notFound;
-    case 'unauthenticated':
-    case 'permission_denied':
-    case 'bad_signature':
-    case 'unknown_issuer':
-    case 'identity_mismatch':
-    case 'expired':
-      return EXIT_CODES.permissionDenied;
-    case 'malformed':
-    case 'unsupported_version':
-    case 'too_large':
-      return EXIT_CODES.invalidArgument;
-    case 'unavailable':
-    case 'deadline_exceeded':
-      return EXIT_CODES.unavailable;
-    case 'failed_precondition':
-    case 'revocation_stale':
-      return EXIT_CODES.failedPrecondition;
-    default:
-      return EXIT_CODES.internal;
-  }
-}
-
-class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
 
 type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -378,8 +338,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
     return EXIT_CODES.ok;
   } catch (error) {
     const say = (text: string): void => void process.stderr.write(`${PROGRAM}: error: ${text.replace(/\s*\n\s*/g, ' ')}\n`);
-    const code = (error as { code?: unknown }).code;
-    if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+    if (isUsageError(error)) {
       say(`${(error as Error).message} (see \`${PROGRAM} ${command.name} --help\`)`);
       return EXIT_CODES.usage;
     }
@@ -394,15 +353,4 @@ export async function main(argv: readonly string[], out: (text: string) => void 
 }
 
 // Run when executed (not when imported by a test).
-const invokedAs = process.argv[1] ?? '';
-if (/cli\.(ts|js)$/.test(invokedAs) || invokedAs.endsWith(PROGRAM)) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`${PROGRAM}: error: internal error: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
-      process.exitCode = EXIT_CODES.internal;
-    },
-  );
-}
+runWhenExecuted(PROGRAM, main);

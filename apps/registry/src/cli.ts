@@ -17,17 +17,23 @@ import { TrustBundle, createIssuerKey, fromDidKey, keyId as computeKeyId, toDidK
 import { ChallengePurpose, RegistryService, RevocationReason, type GetTrustBundleResponse } from '@parley/proto';
 import {
   ERROR_CODE_METADATA_KEY,
+  EXIT_CODES,
   RevocationListFollower,
   RpcError,
+  UsageError,
   createClient,
+  exitCodeOf,
   isRpcError,
+  isUsageError,
+  runWhenExecuted,
   operatorRequestSigner,
   registrationProofLayout,
   rotationAuthorisationLayout,
   rotationProofLayout,
   type Client,
-  type RpcErrorCode,
 } from '@parley/rpc';
+
+export { EXIT_CODES };
 import { DATA_FILES, DEFAULT_SETTINGS, readSettings, settingsJson, type RegistrySettings } from './config.js';
 import {
   AGENT_HEADERS,
@@ -48,58 +54,6 @@ import type { RegistryLocation } from './registry.js';
 import { isLoopback, parseAddress } from './address.js';
 
 const PROGRAM = 'parley-registry';
-
-/** Exit codes (also in the README). */
-export const EXIT_CODES = Object.freeze({
-  ok: 0,
-  internal: 1,
-  usage: 2,
-  notFound: 3,
-  alreadyExists: 4,
-  permissionDenied: 5,
-  invalidArgument: 6,
-  unavailable: 7,
-  failedPrecondition: 8,
-});
-
-function exitCodeOf(code: RpcErrorCode): number {
-  switch (code) {
-    case 'not_found':
-    case 'unknown_session':
-      return EXIT_CODES.notFound;
-    case 'already_exists':
-      return EXIT_CODES.alreadyExists;
-    case 'unauthenticated':
-    case 'permission_denied':
-    case 'bad_signature':
-    case 'unknown_issuer':
-    case 'bad_certificate':
-    case 'identity_mismatch':
-    case 'expired':
-    case 'replay':
-    case 'stale_timestamp':
-    case 'future_timestamp':
-      return EXIT_CODES.permissionDenied;
-    case 'malformed':
-    case 'unsupported_version':
-    case 'too_large':
-      return EXIT_CODES.invalidArgument;
-    case 'unavailable':
-    case 'deadline_exceeded':
-      return EXIT_CODES.unavailable;
-    case 'failed_precondition':
-    case 'challenge_invalid':
-    case 'revocation_stale':
-      return EXIT_CODES.failedPrecondition;
-    default:
-      return EXIT_CODES.internal;
-  }
-}
-
-/** A usage mistake: exit code 2 with a pointer to --help. */
-class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
 
 // ---------------------------------------------------------------------------
 // Options
@@ -1099,7 +1053,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
 
 function report(error: unknown, command: Command): number {
   const say = (text: string): void => void process.stderr.write(`${PROGRAM}: error: ${text.replace(/\s*\n\s*/g, ' ')}\n`);
-  if (error instanceof UsageError || (error as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (error as { code?: unknown }).code?.toString().startsWith('ERR_PARSE_ARGS')) {
+  if (isUsageError(error)) {
     say(`${(error as Error).message} (see \`${PROGRAM} ${command.name} --help\`)`);
     return EXIT_CODES.usage;
   }
@@ -1120,15 +1074,4 @@ function report(error: unknown, command: Command): number {
 }
 
 // Run when executed (not when imported by a test).
-const invokedAs = process.argv[1] ?? '';
-if (/cli\.(ts|js)$/.test(invokedAs) || invokedAs.endsWith(PROGRAM)) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`${PROGRAM}: error: internal error: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
-      process.exitCode = EXIT_CODES.internal;
-    },
-  );
-}
+runWhenExecuted(PROGRAM, main);
