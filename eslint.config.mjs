@@ -4,7 +4,8 @@
 // of /work/shared/DESIGN.md ("imports only point down"):
 //
 //   type:app     apps/gateway, apps/registry
-//   type:sdk     packages/client
+//   type:service packages/db           (server plumbing shared by the apps: pg / PGlite)
+//   type:sdk     packages/client, packages/rpc
 //   type:domain  packages/identity, packages/session, packages/audit
 //   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)
 //   type:proto   packages/proto         (generated code only)
@@ -114,8 +115,14 @@ export const DEP_CONSTRAINTS = [
     bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
-    sourceTag: 'type:app',
+    // Server-side plumbing shared by the apps (packages/db): may use pg and PGlite, never gRPC or crypto libraries.
+    sourceTag: 'type:service',
     onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+    bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
+  },
+  {
+    sourceTag: 'type:app',
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
     bannedExternalImports: [...CRYPTO_PACKAGES],
   },
   {

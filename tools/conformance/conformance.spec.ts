@@ -197,6 +197,7 @@ describe('handshake (§5) and key schedule (§7)', () => {
       let cipher = new CipherState(crypto, SecretKey.adopt(h(epochs[0].key), 'aead'));
       for (const e of epochs) {
         expect(toHex(cipher.unsafeKey()!.unsafeBytes())).toBe(e.key);
+        expect(toHex(cipher.encryptAt(0n, new Uint8Array(0), new Uint8Array(32)))).toBe(e.key_check);
         const mk = cipher.encryptAt(HMAC_KEY_NONCE, new TextEncoder().encode('parley/v1/hmac-key'), new Uint8Array(32)).slice(0, 32);
         expect(toHex(mk)).toBe(e.hmac_key);
         cipher = cipher.rekeyed();

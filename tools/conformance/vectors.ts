@@ -217,6 +217,15 @@ function flipBit(bytes: Uint8Array, index: number): void {
   bytes[index] = (bytes[index] ?? 0) ^ 0x01;
 }
 
+/**
+ * One epoch's keys, with a known-answer check value ENCRYPT(k(e), 0, "", 0^32) for Noise libraries that
+ * never reveal a CipherState's key bytes but can encrypt at an explicit nonce.
+ */
+function epochJson(crypto: ParleyCrypto, epoch: number, k: { key: Uint8Array; hmacKey: Uint8Array }): Json {
+  const check = crypto.aead.seal(SecretKey.adopt(k.key.slice(), 'aead'), 0n, new Uint8Array(32), new Uint8Array(0));
+  return { epoch, key: toHex(k.key), key_check: toHex(check), hmac_key: toHex(k.hmacKey) };
+}
+
 /** Seals an envelope from raw primitives and the §6 layouts (independent of Session). */
 function rawSeal(
   crypto: ParleyCrypto,
@@ -391,8 +400,8 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     },
     handshake_hash: toHex(aliceSession.handshakeHash),
     transport: {
-      initiator_to_responder: i2r.map((k, epoch) => ({ epoch, key: toHex(k.key), hmac_key: toHex(k.hmacKey) })),
-      responder_to_initiator: r2i.map((k, epoch) => ({ epoch, key: toHex(k.key), hmac_key: toHex(k.hmacKey) })),
+      initiator_to_responder: i2r.map((k, epoch) => epochJson(base, epoch, k)),
+      responder_to_initiator: r2i.map((k, epoch) => epochJson(base, epoch, k)),
     },
   };
 
@@ -650,8 +659,8 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       'Normative text: docs/PROTOCOL.md. Byte strings are lowercase hex; integers are JSON numbers below 2^53.',
       'Every seed, key, salt, nonce and id is derived from a label: BLAKE3(str("parley/v1/conformance-input") ‖ str(label) ‖ u32(length)) truncated to length, in the layout notation of §2; they are printed so no implementation needs to derive them.',
       'now_ms is the receivers\' clock for every check; skew limits are the defaults of §8.3 (max_age 1 h, max_future 60 s).',
-      'handshake: Noise XX with fixed static and ephemeral keys (never fixed in production); the transport keys are k(e) and mk(e) of §7 for epochs 0..2 in each direction.',
-      'messages: one per MessageType, alternating directions (initiator: alice, responder: bob), rekey_threshold 2, so nonces 2 and 3 use epoch 1. Re-sealing payload with salt under the listed key reproduces envelope byte for byte (Ed25519 signatures are deterministic).',
+      'handshake: Noise XX with fixed static and ephemeral keys (never fixed in production); the transport keys are k(e) and mk(e) of §7 for epochs 0..2 in each direction; key_check = ENCRYPT(k(e), 0, "", 0^32) lets a Noise library that hides key bytes compare k(e).',
+      'messages: one per MessageType, alternating directions (initiator: alice, responder: bob), rekey_threshold 2, so nonces 2 and 3 use epoch 1. Re-sealing payload with salt under the listed key reproduces envelope byte for byte (Ed25519 signatures are deterministic). content is informative only: google.protobuf.Value encoding is not canonical, so payload is never rebuilt from it.',
       'message_rejections: each runs on a fresh receiver session of this handshake (receiver initiator = alice, responder = bob) that has first accepted the messages in accept_first, at now_ms; expect is the first check of §8.1 that fails, or "ok".',
       'disclosures: §6.5 with the trust bundle above; certificates are checked at the envelope\'s timestamp_ms.',
       'audit: entries 0..6 of a gateway audit log signed by the "gateway" key; proofs are RFC 9162 with BLAKE3 (§9.3).',

@@ -32,8 +32,9 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:crypto': [],
   'type:domain': ['type:domain', 'type:crypto', 'type:proto'],
   'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:app': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:tooling': ['type:tooling', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+  'type:service': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+  'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
 };
 
 type Tags = readonly string[];
@@ -57,13 +58,13 @@ const EXTERNAL_PACKAGES: readonly ExternalPackage[] = [
     packageName: 'pg',
     specifier: 'pg',
     allowed: (t) =>
-      has(t, 'type:app') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
+      has(t, 'type:app') || has(t, 'type:service') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
   },
   {
     packageName: '@electric-sql/pglite',
     specifier: '@electric-sql/pglite',
     allowed: (t) =>
-      has(t, 'type:app') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
+      has(t, 'type:app') || has(t, 'type:service') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
   },
   {
     packageName: '@grpc/grpc-js',
@@ -81,6 +82,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   audit: ['type:domain', 'scope:audit'],
   client: ['type:sdk', 'scope:client'],
   rpc: ['type:sdk', 'scope:shared'],
+  db: ['type:service', 'scope:storage'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],

@@ -12,7 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { RpcError } from '@parley/rpc';
 import type { Logger } from 'pino';
-import { redactUrl } from './db.js';
+import { redactUrl } from '@parley/db';
 import { Policy } from './policy.js';
 
 /** A `host:port` split (IPv6 hosts without brackets). */

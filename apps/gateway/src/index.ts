@@ -7,8 +7,8 @@
 export { Gateway, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVER_MAX_AGE_MS } from './gateway.js';
 export { Mailbox, DEFAULT_MAILBOX_TTL_MS, GATEWAY_MIGRATIONS, migrateGatewaySchema } from './mailbox.js';
 export type { MailboxItem, MailboxOptions } from './mailbox.js';
-export { openDatabase } from './db.js';
-export type { Database, DatabaseOptions } from './db.js';
+export { openDatabase } from '@parley/db';
+export type { Database, DatabaseOptions } from '@parley/db';
 export { GatewayMetrics, startMetricsServer } from './metrics.js';
 export type { MetricsServer } from './metrics.js';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';

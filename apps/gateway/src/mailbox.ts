@@ -20,7 +20,7 @@ import {
   type AgentCertificate,
 } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { bytes, int, type Database } from './db.js';
+import { bytes, int, type Database } from '@parley/db';
 import type { RelayItem } from './layouts.js';
 
 /** Default mailbox TTL: 1 h, the default receiver max_age (§8.3). */

@@ -9,7 +9,7 @@ import { AuditLog, openPostgresStore } from '@parley/audit';
 import { toHex, type Ed25519KeyPair } from '@parley/crypto-core';
 import { AgentGatewayService, Health } from '@parley/proto';
 import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
-import { openDatabase, type Database, type DatabaseOptions } from './db.js';
+import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Gateway, type GatewayOptions } from './gateway.js';
 import { Mailbox } from './mailbox.js';
 import { startMetricsServer, type MetricsServer } from './metrics.js';

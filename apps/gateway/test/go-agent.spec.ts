@@ -103,8 +103,9 @@ suite('Go example agent', () => {
   let schema: string | undefined;
 
   beforeAll(async () => {
-    // Build with Debian's packages only (no module proxy); fast when Go's build cache is warm.
-    execFileSync('bash', [join(GO_DIR, 'build.sh')], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 300_000 });
+    // Build with Debian's packages only (no module proxy), then gofmt, go vet and the Go unit tests;
+    // fast when Go's build cache is warm.
+    execFileSync('bash', [join(GO_DIR, 'build.sh'), '--check'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 300_000 });
     if (!existsSync(GO_BIN)) throw new Error(`build.sh did not produce ${GO_BIN}`);
     crypto = await createCrypto();
     registry = await startRegistry(['--heartbeat-ms', '1000']);
@@ -219,7 +220,7 @@ suite('Go example agent', () => {
     for (const r of receipts) expect(receiptFrom(r, 'go-worker-1', 'ts-planner-1', go.publicKey)).toBe(true);
     await until(() => ts.received.length >= 3, 10_000, 'three messages from Go');
     expect(ts.received.map((m) => m.from)).toEqual(['go-worker-1', 'go-worker-1', 'go-worker-1']);
-    expect(ts.received.map((m) => (m.content as { seq: number }).seq)).toEqual([0, 1, 2]);
+    expect(ts.received.map((m) => (m.content as { seq: number }).seq)).toEqual([1, 2, 3]);
 
     const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
     expect(by('session')).toEqual([expect.objectContaining({ peer: 'ts-planner-1', role: 'initiator' })]);

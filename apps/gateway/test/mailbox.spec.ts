@@ -13,7 +13,7 @@ import { InitiatorHandshake, SessionManager, isSessionError, type OpenedMessage 
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GatewayConnection } from '@parley/client';
-import type { DatabaseOptions } from '../src/db.js';
+import type { DatabaseOptions } from '@parley/db';
 import { handshakeFrameDigest } from '../src/layouts.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';

@@ -8,8 +8,8 @@ export { RegistryServer, MAX_REQUEST_BYTES, MAX_PAGE_SIZE, MAX_LIST_ENTRIES } fr
 export type { RegistryServerOptions, TlsFiles } from './server.js';
 export { RegistryStore, REVOCATION_CHANNEL } from './store.js';
 export type { AgentRow, RevocationRow, OperatorRow, IssuerRow } from './store.js';
-export { openDatabase } from './db.js';
-export type { Database, DatabaseOptions, Queryable } from './db.js';
+export { openDatabase } from '@parley/db';
+export type { Database, DatabaseOptions, Queryable } from '@parley/db';
 export { applyMigrations, MIGRATIONS, MIGRATION_LOCK_KEY } from './migrations.js';
 export type { Migration, MigrationResult } from './migrations.js';
 export { openRegistry, lockDataDir } from './registry.js';

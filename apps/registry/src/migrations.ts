@@ -11,7 +11,7 @@
  * older binary must not run against a newer schema.
  */
 import { RpcError } from '@parley/rpc';
-import { assertSchemaName, int, type Database } from './db.js';
+import { assertSchemaName, int, type Database } from '@parley/db';
 
 /** One migration: a version (1, 2, …, gapless), a name, and its SQL. */
 export interface Migration {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { RpcError } from '@parley/rpc';
 import { DATA_FILES } from './config.js';
-import { openDatabase, type Database } from './db.js';
+import { openDatabase, type Database } from '@parley/db';
 import { applyMigrations, type MigrationResult } from './migrations.js';
 import { RegistryStore } from './store.js';
 

@@ -17,7 +17,7 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { encodeCertificate, issueCertificate, type IssuerKey } from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
 import { EMPTY_CHAIN_HASH, RpcError, revocationEntryHash, type RevocationEntryFields } from '@parley/rpc';
-import { bytes, int, intOrNull, type Database, type Queryable } from './db.js';
+import { bytes, int, intOrNull, type Database, type Queryable } from '@parley/db';
 import { decodeCertificate } from '@parley/identity';
 
 /** NOTIFY channel for new revocations (its payload is the new version). */

@@ -113,6 +113,7 @@ export class GatewayConnection {
       requests.push({ kind: { case: 'auth', value: { signature } } });
       const welcome = await next('welcome');
       if (welcome.case !== 'welcome') throw new RpcError('malformed', 'expected welcome');
+      if (welcome.value.agentId !== identity.agentId) throw new RpcError('identity_mismatch', `gateway welcomed '${welcome.value.agentId}', not this agent`);
       return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery);
     } catch (error) {
       requests.end();

@@ -1,9 +1,10 @@
 /**
- * One database interface over two engines (DESIGN.md "Registry"): PostgreSQL
- * through `pg` when a DATABASE_URL is given, else PGlite (PostgreSQL compiled
- * to WebAssembly) with its data in a directory on disk. Both run the very same
- * migrations and SQL; only connection handling, notifications and value
- * decoding differ, and they stop here: `pg` returns int8 as strings and bytea
+ * One database interface over two engines, for the registry and the gateway
+ * (DESIGN.md "Registry", "Gateway"): PostgreSQL through `pg` when a URL is
+ * given, else PGlite (PostgreSQL compiled to WebAssembly) with its data in a
+ * directory on disk, or in memory when there is none (tests). Both run the
+ * very same migrations and SQL; only connection handling, notifications and
+ * value decoding differ, and they stop here: `pg` returns int8 as strings and bytea
  * as Buffers, PGlite as numbers and Uint8Arrays; rows leave this module through
  * {@link int} and {@link bytes}, which accept both.
  */
@@ -24,8 +25,10 @@ export interface Queryable {
 export interface Database extends Queryable {
   /** Which engine. */
   readonly engine: 'postgres' | 'pglite';
-  /** Where (a URL without password, or a directory), for logs and errors. */
+  /** Where (a URL without password, a directory, or `memory`), for logs and errors. */
   readonly location: string;
+  /** The raw client (`pg.Pool` or PGlite) in the shape `@parley/audit`'s `openPostgresStore` takes. */
+  readonly sqlClient: { query(text: string, params?: unknown[]): Promise<{ rows: unknown[] }> };
   /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Calls `onNotify` on every NOTIFY on `channel` (from any process); resolves to an unsubscribe function. */
@@ -38,7 +41,7 @@ export interface Database extends Queryable {
 export interface DatabaseOptions {
   /** A `postgres://` URL; when absent, PGlite in `dataDir`. */
   readonly url?: string;
-  /** PGlite's data directory (created if missing). */
+  /** PGlite's data directory (created if missing); absent: in memory, lost on close. */
   readonly dataDir?: string;
   /**
    * PostgreSQL schema to use instead of `public` (created by the migrations if
@@ -82,8 +85,8 @@ export function bytes(value: unknown): Uint8Array {
   return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
 }
 
-/** A URL for messages: no password, no query. */
-function redact(url: string): string {
+/** A database URL safe to log: no password, no query parameters. */
+export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     u.password = '';
@@ -101,6 +104,11 @@ function unreachable(location: string, cause: unknown): RpcError {
   return new RpcError('unavailable', `database unreachable at ${location} (${why})`, { cause });
 }
 
+function ignoreDuplicateSchema(error: unknown): void {
+  const code = (error as { code?: unknown }).code;
+  if (code !== '42P06' && code !== '23505') throw error;
+}
+
 function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   if (typeof code !== 'string') return error instanceof Error && /Connection terminated|connect|timeout/i.test(error.message);
@@ -109,7 +117,8 @@ function isConnectionError(error: unknown): boolean {
 }
 
 /**
- * Opens a database: PostgreSQL when `url` is given, else PGlite in `dataDir`.
+ * Opens a database: PostgreSQL when `url` is given, else PGlite in `dataDir`
+ * (in memory without one).
  * For PostgreSQL it checks the connection once, so an unreachable server fails
  * here with one `unavailable` error rather than on the first request.
  *
@@ -117,17 +126,16 @@ function isConnectionError(error: unknown): boolean {
  * @returns the database
  * @throws RpcError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
  */
-export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+export async function openDatabase(options: DatabaseOptions = {}): Promise<Database> {
   if (options.schema !== undefined) assertSchemaName(options.schema);
   if (options.url !== undefined) return openPostgres(options.url, options.schema, options.maxConnections ?? 10);
-  if (options.dataDir === undefined) throw new RpcError('malformed', 'either a database URL or a data directory is required');
   return openPglite(options.dataDir);
 }
 
 async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Database> {
   // Loaded on demand: a PGlite registry never loads pg, and a PostgreSQL one never loads PGlite's WebAssembly.
   const { default: pg } = await import('pg');
-  const location = redact(url) + (schema === undefined ? '' : ` (schema ${schema})`);
+  const location = redactUrl(url) + (schema === undefined ? '' : ` (schema ${schema})`);
   const config: pg.PoolConfig = {
     connectionString: url,
     max,
@@ -142,7 +150,12 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   pool.on('error', () => undefined);
   try {
     const client = await pool.connect();
-    client.release();
+    try {
+      // Two processes creating the same schema at once can collide even with IF NOT EXISTS; the loser's schema exists too.
+      if (schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`).catch(ignoreDuplicateSchema);
+    } finally {
+      client.release();
+    }
   } catch (cause) {
     await pool.end().catch(() => undefined);
     throw unreachable(location, cause);
@@ -162,6 +175,7 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   return {
     engine: 'postgres',
     location,
+    sqlClient: pool,
     ...on(pool),
     transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
       wrap(async () => {
@@ -200,14 +214,14 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   };
 }
 
-async function openPglite(dataDir: string): Promise<Database> {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+async function openPglite(dataDir: string | undefined): Promise<Database> {
+  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const { PGlite } = await import('@electric-sql/pglite');
   let db: PGlite;
   try {
     db = await PGlite.create(dataDir);
   } catch (cause) {
-    throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir}`, { cause });
+    throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
   const on = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
     query: async <R>(sql: string, params?: readonly unknown[]) => (await q.query<R>(sql, params as unknown[])).rows,
@@ -215,7 +229,8 @@ async function openPglite(dataDir: string): Promise<Database> {
   });
   return {
     engine: 'pglite',
-    location: dataDir,
+    location: dataDir ?? 'memory',
+    sqlClient: { query: async (text, params) => ({ rows: (await db.query(text, params)).rows }) },
     ...on(db),
     transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(on(tx))),
     async listen(channel, onNotify) {

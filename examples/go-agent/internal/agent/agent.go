@@ -1,0 +1,419 @@
+// Package agent is the `run` command: it connects to a gateway, sets up a
+// session with one peer (either handshake role), exchanges SecureMessages
+// both ways with signed delivery receipts, and reports each event as one
+// JSON line.
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"parley/go-agent/internal/gateway"
+	pb "parley/go-agent/internal/gen/parleyv1"
+	"parley/go-agent/internal/parley"
+)
+
+// Config is what `run` needs.
+type Config struct {
+	Gateway        string
+	GatewayID      string
+	Dial           gateway.DialOptions
+	Identity       *parley.Identity
+	Trust          *parley.TrustBundle
+	Peer           string
+	Initiate       bool
+	Send           int
+	Expect         int
+	Timeout        time.Duration
+	RekeyThreshold uint32
+	Out            io.Writer // JSON event lines (stdout)
+}
+
+// sendTypes is the cycle of message types the agent sends.
+var sendTypes = []pb.MessageType{
+	pb.MessageType_MESSAGE_TYPE_STATUS_UPDATE,
+	pb.MessageType_MESSAGE_TYPE_TASK_ASSIGNMENT,
+	pb.MessageType_MESSAGE_TYPE_HANDOFF_REQUEST,
+	pb.MessageType_MESSAGE_TYPE_HANDOFF_APPROVAL,
+	pb.MessageType_MESSAGE_TYPE_CONSENSUS_VOTE,
+	pb.MessageType_MESSAGE_TYPE_QUALITY_GATE_RESULT,
+	pb.MessageType_MESSAGE_TYPE_SECURITY_ALERT,
+	pb.MessageType_MESSAGE_TYPE_SYSTEM_NOTIFICATION,
+}
+
+// outstanding is the message in flight: sent, waiting for accepted and receipt.
+type outstanding struct {
+	seq       int
+	requestID uint64
+	hash      []byte
+	peerKey   []byte
+	accepted  bool
+}
+
+// runner holds the state of one run. Everything runs on one goroutine
+// (the event loop) except the stream reader, which only forwards frames.
+type runner struct {
+	cfg      Config
+	conn     *gateway.Conn
+	cache    *parley.MessageCache
+	pending  *parley.Handshake            // the initiator handshake waiting for step 2
+	accepted map[string]*parley.Handshake // responder handshakes waiting for step 3, by session id
+	early    map[string][]*pb.Delivery    // envelopes that arrived before their step 3
+	sessions map[string]*parley.Session   // by session id
+	current  *parley.Session              // the newest session with the peer (used to send)
+	receipts map[string]*pb.DeliveryReceipt
+	inFlight *outstanding
+	sent     int
+	verified int
+	received int
+}
+
+// Run executes `run`. It returns nil when N receipts were verified and the
+// expected number of messages was received.
+func Run(ctx context.Context, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	cc, err := gateway.Dial(ctx, cfg.Gateway, cfg.Dial)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	conn, err := gateway.Connect(ctx, cc, cfg.Identity, cfg.GatewayID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return parley.Errorf("deadline_exceeded", "no welcome from the gateway within the timeout")
+		}
+		return err
+	}
+	r := &runner{
+		cfg: cfg, conn: conn, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
+		accepted: map[string]*parley.Handshake{}, early: map[string][]*pb.Delivery{},
+		sessions: map[string]*parley.Session{}, receipts: map[string]*pb.DeliveryReceipt{},
+	}
+	r.emit(map[string]any{"event": "connected", "agent_id": conn.Welcome.GetAgentId(), "mailbox_depth": conn.Welcome.GetMailboxDepth()})
+
+	frames := make(chan *pb.ConnectResponse)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := conn.Recv()
+			if err != nil {
+				readErr <- conn.RecvError(err)
+				return
+			}
+			select {
+			case frames <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	if cfg.Initiate {
+		if err := r.initiate(); err != nil {
+			return err
+		}
+	}
+	for !r.done() {
+		select {
+		case resp := <-frames:
+			if err := r.handle(resp); err != nil {
+				return err
+			}
+		case err := <-readErr:
+			return err
+		case <-ctx.Done():
+			return parley.Errorf("deadline_exceeded", "timed out after %v (sent %d, receipts %d, received %d)", cfg.Timeout, r.sent, r.verified, r.received)
+		}
+	}
+	r.emit(map[string]any{"event": "done", "sent": r.sent, "receipts": r.verified, "received": r.received})
+	// Half-close and give the gateway a moment to take the last acks.
+	_ = conn.CloseSend()
+	select {
+	case <-readErr:
+	case <-time.After(time.Second):
+	}
+	return nil
+}
+
+func (r *runner) done() bool {
+	return r.current != nil && r.verified >= r.cfg.Send && r.received >= r.cfg.Expect
+}
+
+func (r *runner) handshakeConfig() parley.HandshakeConfig {
+	return parley.HandshakeConfig{
+		Identity: r.cfg.Identity, Trust: r.cfg.Trust, Now: nowMs,
+		RekeyThreshold: r.cfg.RekeyThreshold, Cache: r.cache,
+	}
+}
+
+func nowMs() int64 { return time.Now().UnixMilli() }
+
+// initiate starts an XX handshake to the peer (step 1).
+func (r *runner) initiate() error {
+	h, f1, err := parley.StartHandshake(r.handshakeConfig(), r.cfg.Peer, nil)
+	if err != nil {
+		return err
+	}
+	r.pending = h
+	_, err = r.conn.SendFrame(f1)
+	return err
+}
+
+// handle processes one frame from the gateway.
+func (r *runner) handle(resp *pb.ConnectResponse) error {
+	switch k := resp.GetKind().(type) {
+	case *pb.ConnectResponse_Delivery:
+		if err := r.deliver(k.Delivery); err != nil {
+			return err
+		}
+		// Ack after processing (§10.8), duplicates included.
+		return r.conn.Ack(k.Delivery.GetDeliveryId())
+	case *pb.ConnectResponse_Accepted:
+		if o := r.inFlight; o != nil && o.requestID == k.Accepted.GetRequestId() {
+			if hex.EncodeToString(k.Accepted.GetItemHash()) != hex.EncodeToString(o.hash) {
+				return parley.Errorf(parley.CodeMalformed, "gateway accepted message %d under another item hash", o.seq)
+			}
+			o.accepted = true
+		}
+		return nil
+	case *pb.ConnectResponse_Rejected:
+		return parley.Errorf(k.Rejected.GetCode(), "gateway rejected request %d: %s", k.Rejected.GetRequestId(), k.Rejected.GetMessage())
+	case *pb.ConnectResponse_GoAway:
+		return parley.Errorf(k.GoAway.GetCode(), "gateway go_away: %s", k.GoAway.GetMessage())
+	default:
+		return parley.Errorf(parley.CodeMalformed, "unexpected frame %T after welcome", k)
+	}
+}
+
+func (r *runner) deliver(d *pb.Delivery) error {
+	switch it := d.GetItem().(type) {
+	case *pb.Delivery_Handshake:
+		return r.onFrame(it.Handshake)
+	case *pb.Delivery_Envelope:
+		return r.onEnvelope(d, it.Envelope)
+	case *pb.Delivery_Receipt:
+		return r.onReceipt(it.Receipt)
+	default:
+		return parley.Errorf(parley.CodeMalformed, "delivery %d carries no item", d.GetDeliveryId())
+	}
+}
+
+// onFrame drives the handshake. Redelivered frames of finished handshakes
+// (§10.8) are dropped.
+func (r *runner) onFrame(f *pb.HandshakeFrame) error {
+	id := string(f.GetSessionId())
+	switch f.GetStep() {
+	case 1:
+		if _, ok := r.sessions[id]; ok || r.accepted[id] != nil {
+			warn("replay", "handshake step 1 for an existing session id dropped")
+			return nil
+		}
+		if f.GetSenderId() != r.cfg.Peer {
+			warn(parley.CodeIdentityMismatch, fmt.Sprintf("handshake from %q ignored (peer is %q)", f.GetSenderId(), r.cfg.Peer))
+			return nil
+		}
+		h, f2, err := parley.AcceptHandshake(r.handshakeConfig(), f)
+		if err != nil {
+			return err
+		}
+		r.accepted[id] = h
+		_, err = r.conn.SendFrame(f2)
+		return err
+	case 2:
+		if r.pending == nil || string(r.pending.SessionID()) != id {
+			warn(parley.CodeUnknownSession, "handshake step 2 of no pending handshake dropped")
+			return nil
+		}
+		h := r.pending
+		r.pending = nil
+		f3, s, err := h.ReadStep2(f)
+		if err != nil {
+			return err
+		}
+		if _, err := r.conn.SendFrame(f3); err != nil {
+			return err
+		}
+		return r.established(s)
+	case 3:
+		h := r.accepted[id]
+		if h == nil {
+			warn(parley.CodeUnknownSession, "handshake step 3 of no pending handshake dropped")
+			return nil
+		}
+		delete(r.accepted, id)
+		s, err := h.ReadStep3(f)
+		if err != nil {
+			return err
+		}
+		if err := r.established(s); err != nil {
+			return err
+		}
+		early := r.early[id]
+		delete(r.early, id)
+		for _, d := range early {
+			if err := r.onEnvelope(d, d.GetEnvelope()); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
+		return parley.Errorf(parley.CodeMalformed, "handshake frame with step %d", f.GetStep())
+	}
+}
+
+func (r *runner) established(s *parley.Session) error {
+	r.sessions[string(s.ID)] = s
+	r.current = s
+	r.emit(map[string]any{"event": "session", "peer": s.PeerID, "session_id": hex.EncodeToString(s.ID), "role": s.Role.String()})
+	return r.sendNext()
+}
+
+// sendNext sends the next message when none is in flight.
+func (r *runner) sendNext() error {
+	if r.inFlight != nil || r.sent >= r.cfg.Send || r.current == nil {
+		return nil
+	}
+	seq := r.sent + 1
+	t := sendTypes[(seq-1)%len(sendTypes)]
+	content, err := structpb.NewValue(map[string]any{"from": "go", "seq": seq, "text": fmt.Sprintf("hello from Go #%d", seq)})
+	if err != nil {
+		return err
+	}
+	sealed, err := r.current.Seal(t, content)
+	if err != nil {
+		return err
+	}
+	reqID, err := r.conn.SendEnvelope(sealed.Envelope)
+	if err != nil {
+		return err
+	}
+	r.sent++
+	r.inFlight = &outstanding{seq: seq, requestID: reqID, hash: sealed.MessageHash, peerKey: r.current.PeerKey}
+	r.emit(map[string]any{"event": "sent", "seq": seq, "type": t.String(), "message_hash": hex.EncodeToString(sealed.MessageHash)})
+	return nil
+}
+
+// onEnvelope opens a message from the peer (§8.1), reports it, and returns
+// a signed receipt (§10.5). Replays are dropped silently (their receipt is
+// sent again, in case it was lost).
+func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) error {
+	id := string(e.GetSessionId())
+	s := r.sessions[id]
+	if s == nil {
+		if r.accepted[id] != nil { // step 3 not seen yet: keep it for then
+			r.early[id] = append(r.early[id], d)
+			return nil
+		}
+		warn(parley.CodeUnknownSession, "envelope of no live session dropped (a redelivery from an earlier run?)")
+		return nil
+	}
+	opened, err := s.Open(e)
+	if parley.CodeOf(err) == parley.CodeReplay {
+		if hash, herr := parley.MessageHash(e); herr == nil {
+			if rc := r.receipts[string(hash)]; rc != nil {
+				_, err = r.conn.SendReceipt(rc)
+				return err
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	receivedAt := nowMs()
+	content, err := protojson.Marshal(opened.Payload.GetContent())
+	if err != nil {
+		return err
+	}
+	var compact json.RawMessage = content
+	if opened.Payload.GetContent() == nil {
+		compact = json.RawMessage("null")
+	}
+	r.received++
+	r.emit(map[string]any{
+		"event": "received", "from": e.GetSenderId(), "type": opened.Payload.GetType().String(),
+		"message_hash": hex.EncodeToString(opened.MessageHash), "content": compact,
+	})
+	rc, err := parley.SignReceipt(r.cfg.Identity.Key, opened.MessageHash, e.GetSenderId(), r.cfg.Identity.AgentID, receivedAt)
+	if err != nil {
+		return err
+	}
+	r.receipts[string(opened.MessageHash)] = rc
+	_, err = r.conn.SendReceipt(rc)
+	return err
+}
+
+// onReceipt verifies the peer's receipt for the message in flight (§10.5).
+func (r *runner) onReceipt(rc *pb.DeliveryReceipt) error {
+	o := r.inFlight
+	if o == nil || hex.EncodeToString(rc.GetMessageHash()) != hex.EncodeToString(o.hash) {
+		warn("duplicate", "receipt for no message in flight dropped")
+		return nil
+	}
+	if err := parley.VerifyReceipt(rc, o.hash, r.cfg.Identity.AgentID, r.cfg.Peer, o.peerKey); err != nil {
+		return err
+	}
+	if !o.accepted {
+		// The receipt can overtake our own `accepted` on a fast path; the
+		// receipt proves delivery, so accept it either way.
+		o.accepted = true
+	}
+	r.verified++
+	r.inFlight = nil
+	r.emit(map[string]any{"event": "receipt", "message_hash": hex.EncodeToString(rc.GetMessageHash()), "received_at_ms": rc.GetReceivedAtMs(), "verified": true})
+	return r.sendNext()
+}
+
+// emit writes one JSON event line with keys in the documented order.
+func (r *runner) emit(fields map[string]any) {
+	writeEvent(r.cfg.Out, fields)
+}
+
+var keyOrder = []string{"event", "agent_id", "mailbox_depth", "peer", "session_id", "role", "seq", "from", "type",
+	"message_hash", "received_at_ms", "verified", "content", "sent", "receipts", "received", "code", "message"}
+
+func writeEvent(w io.Writer, fields map[string]any) {
+	buf := []byte{'{'}
+	first := true
+	for _, k := range keyOrder {
+		v, ok := fields[k]
+		if !ok {
+			continue
+		}
+		if !first {
+			buf = append(buf, ',')
+		}
+		first = false
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(v)
+		if err != nil {
+			vb = []byte("null")
+		}
+		buf = append(append(append(buf, kb...), ':'), vb...)
+	}
+	buf = append(buf, '}', '\n')
+	_, _ = w.Write(buf)
+}
+
+// warn reports a tolerated, non-fatal event on stderr.
+func warn(code, message string) {
+	writeEvent(os.Stderr, map[string]any{"event": "warning", "code": code, "message": message})
+}
+
+// ReportError writes the {"event":"error"} line for err on stderr.
+func ReportError(err error) {
+	code := parley.CodeOf(err)
+	if code == "" {
+		code = "local"
+	}
+	writeEvent(os.Stderr, map[string]any{"event": "error", "code": code, "message": err.Error()})
+}

@@ -1,0 +1,58 @@
+// Package parley implements the Parley v1 wire protocol (docs/PROTOCOL.md):
+// byte layouts, certificates, the Noise XX handshake with identity binding,
+// SecureMessage sealing and opening, replay protection, delivery receipts,
+// gateway proofs, and the audit log with its Merkle tree.
+package parley
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes of PROTOCOL.md §11 (and the §15.8 API codes used here).
+const (
+	CodeMalformed          = "malformed"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeUnknownSession     = "unknown_session"
+	CodeBadSignature       = "bad_signature"
+	CodeBadTag             = "bad_tag"
+	CodeDecryptFailed      = "decrypt_failed"
+	CodeBadCommitment      = "bad_commitment"
+	CodeReplay             = "replay"
+	CodeStaleTimestamp     = "stale_timestamp"
+	CodeFutureTimestamp    = "future_timestamp"
+	CodeRevoked            = "revoked"
+	CodeExpired            = "expired"
+	CodeNotYetValid        = "not_yet_valid"
+	CodeUnknownIssuer      = "unknown_issuer"
+	CodeBadCertificate     = "bad_certificate"
+	CodeIdentityMismatch   = "identity_mismatch"
+	CodeBadBinding         = "bad_binding"
+	CodeHandshakeFailed    = "handshake_failed"
+	CodeNonceExhausted     = "nonce_exhausted"
+	CodeTooLarge           = "too_large"
+	CodePermissionDenied   = "permission_denied"
+)
+
+// Error is a protocol failure carrying a stable §11 code. Only the code is
+// meant for a peer; the message is local detail.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with the given code.
+func Errorf(code, format string, args ...any) error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the §11 code of err, or "" when err is not a protocol error.
+func CodeOf(err error) string {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}

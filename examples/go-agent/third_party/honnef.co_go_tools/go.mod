@@ -1,0 +1,1 @@
+module honnef.co/go/tools

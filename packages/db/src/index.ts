@@ -1,0 +1,17 @@
+/**
+ * @parley/db — the database layer shared by Parley's servers (registry,
+ * gateway): PostgreSQL through `pg`, or PGlite (PostgreSQL in WebAssembly) on
+ * disk or in memory, behind one small interface, with the value decoders that
+ * hide the engines' differences.
+ */
+export {
+  openDatabase,
+  assertSchemaName,
+  int,
+  intOrNull,
+  bytes,
+  redactUrl,
+  LOCK_TIMEOUT_MS,
+  IDLE_IN_TRANSACTION_TIMEOUT_MS,
+} from './db.js';
+export type { Database, DatabaseOptions, Queryable } from './db.js';

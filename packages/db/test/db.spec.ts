@@ -1,0 +1,115 @@
+// One suite over both engines: PGlite (in memory and on disk) always, and the
+// real PostgreSQL server when DATABASE_URL is set (CI always sets it; under
+// CI=true a missing DATABASE_URL fails instead of skipping).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bytes, int, intOrNull, openDatabase, redactUrl, type Database } from '../src/index.js';
+
+const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
+if (DATABASE_URL === undefined && process.env['CI'] === 'true') throw new Error('DATABASE_URL is required under CI=true');
+
+const dir = mkdtempSync(join(tmpdir(), 'parley-db-'));
+const schemas: string[] = [];
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  if (DATABASE_URL === undefined || schemas.length === 0) return;
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  } finally {
+    await client.end();
+  }
+});
+
+const engines: [string, () => Promise<Database>][] = [
+  ['PGlite in memory', () => openDatabase()],
+  ['PGlite on disk', () => openDatabase({ dataDir: join(dir, `pgdata-${String(Math.random()).slice(2)}`) })],
+];
+if (DATABASE_URL !== undefined) {
+  engines.push([
+    'PostgreSQL',
+    () => {
+      const schema = `parley_db_test_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`;
+      schemas.push(schema);
+      return openDatabase({ url: DATABASE_URL, schema, maxConnections: 4 });
+    },
+  ]);
+}
+
+describe.each(engines)('%s', (_name, open) => {
+  it('runs the same SQL, and int/bytes decode both engines\' values alike', async () => {
+    const db = await open();
+    try {
+      await db.exec('CREATE TABLE t (id BIGINT PRIMARY KEY, data BYTEA NOT NULL, maybe BIGINT)');
+      await db.query('INSERT INTO t VALUES ($1, $2, NULL)', [9007199254740991n, new Uint8Array([1, 2, 3])]);
+      const [row] = await db.query<{ id: unknown; data: unknown; maybe: unknown }>('SELECT * FROM t');
+      expect(int(row!.id)).toBe(Number.MAX_SAFE_INTEGER);
+      expect(bytes(row!.data)).toEqual(new Uint8Array([1, 2, 3]));
+      expect(Object.getPrototypeOf(bytes(row!.data))).toBe(Uint8Array.prototype);
+      expect(intOrNull(row!.maybe)).toBeNull();
+      expect((await db.sqlClient.query('SELECT count(*)::int AS n FROM t')).rows).toEqual([{ n: 1 }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('commits a transaction that resolves and rolls back one that throws', async () => {
+    const db = await open();
+    try {
+      await db.exec('CREATE TABLE t (v INT)');
+      await db.transaction(async (tx) => {
+        await tx.query('INSERT INTO t VALUES (1)');
+      });
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.query('INSERT INTO t VALUES (2)');
+          throw new Error('abort');
+        }),
+      ).rejects.toThrow('abort');
+      expect((await db.query<{ v: number }>('SELECT v FROM t')).map((r) => r.v)).toEqual([1]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('delivers NOTIFY to a listener until it unsubscribes', async () => {
+    const db = await open();
+    try {
+      let heard = 0;
+      const stop = await db.listen('parley_db_test', () => (heard += 1));
+      await db.exec("NOTIFY parley_db_test, 'x'");
+      const deadline = Date.now() + 5000;
+      while (heard === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(heard).toBe(1);
+      await stop();
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('failures', () => {
+  it('refuses a schema name that is not a plain identifier (it is interpolated into SQL)', async () => {
+    await expect(openDatabase({ url: 'postgres://postgres@127.0.0.1:1/x', schema: 'x; DROP TABLE y' })).rejects.toMatchObject({ code: 'malformed' });
+  });
+
+  it('reports an unreachable server once, as unavailable, without the password', async () => {
+    const error = await openDatabase({ url: 'postgres://postgres:hunter2@127.0.0.1:1/x' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'unavailable' });
+    expect(String((error as Error).message)).not.toContain('hunter2');
+  });
+
+  it('redacts passwords and query parameters from URLs it logs', () => {
+    expect(redactUrl('postgres://u:secret@db:5432/x?sslpassword=p')).toBe('postgres://u@db:5432/x');
+    expect(redactUrl('not a url')).toBe('postgres://<unparsable url>');
+  });
+
+  it('decoders refuse what a column of that type cannot hold', () => {
+    expect(() => int('1.5')).toThrow(expect.objectContaining({ code: 'internal' }) as Error);
+    expect(() => bytes('abc')).toThrow(expect.objectContaining({ code: 'internal' }) as Error);
+  });
+});
