@@ -16,10 +16,11 @@ import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
 import { EXIT_CODES, RpcError, UsageError, createClient, exitCodeOf, isUsageError, runWhenExecuted } from '@parley/rpc';
-
-export { EXIT_CODES };
 import { SETTINGS, describeConfig, loadConfig, loadOrCreateAuditKey, readPolicyFile, watchPolicyFile, type GatewayConfig } from './config.js';
 import { Policy } from './policy.js';
+
+/** Exit codes (the table is in @parley/rpc, shared by every Parley CLI; also in the README). */
+export { EXIT_CODES };
 
 const PROGRAM = 'parley-gateway';
 

@@ -3,8 +3,10 @@
 // registry process enrols both agents, a gateway process relays, and a
 // TypeScript agent (@parley/client, in this process) talks to the Go agent
 // (a child process) in both directions and in both handshake roles, each side
-// verifying the other's signed receipts. The Go agent also checks every
-// vector of docs/conformance/parley-v1.json.
+// verifying the other's signed receipts. The gateway serves TLS 1.3 (a test
+// certificate for localhost / 127.0.0.1), as it would anywhere off loopback,
+// and both agents verify it. The Go agent also checks every vector of
+// docs/conformance/parley-v1.json.
 //
 // Needs Go and Debian's Go packages (examples/go-agent/README.md; `.ci/run`
 // installs them). Without `go` on PATH the suite is skipped locally and fails
@@ -99,6 +101,8 @@ suite('Go example agent', () => {
   let address: string;
   let trustBundle: TrustBundle;
   const dir = tempDir('go-agent');
+  const tlsCert = join(dir.path, 'gateway-cert.pem');
+  const tlsKey = join(dir.path, 'gateway-key.pem');
   const running: SdkAgent[] = [];
   let schema: string | undefined;
 
@@ -108,6 +112,8 @@ suite('Go example agent', () => {
     execFileSync('bash', [join(GO_DIR, 'build.sh'), '--check'], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 300_000 });
     if (!existsSync(GO_BIN)) throw new Error(`build.sh did not produce ${GO_BIN}`);
     crypto = await createCrypto();
+    // A self-signed server certificate for the gateway (openssl, test only).
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', tlsKey, '-out', tlsCert], { stdio: 'ignore' });
     registry = await startRegistry(['--heartbeat-ms', '1000']);
     trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
     writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
@@ -121,6 +127,8 @@ suite('Go example agent', () => {
       {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
+        PARLEY_GATEWAY_TLS_CERT: tlsCert,
+        PARLEY_GATEWAY_TLS_KEY: tlsKey,
         PARLEY_GATEWAY_METRICS_LISTEN: 'off',
         PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-key.json'),
         PARLEY_GATEWAY_REGISTRY: registry.address,
@@ -161,7 +169,10 @@ suite('Go example agent', () => {
     const publicKey = decodeCertificate(fromBase64Url(json.certificate.encoded)).identityPublicKey;
     return {
       publicKey,
-      args: ['--gateway', address, '--gateway-id', GATEWAY_ID, '--key', json.key_file, '--cert', certFile, '--trust-bundle', registry.trustBundleFile],
+      args: [
+        '--gateway', address, '--gateway-id', GATEWAY_ID, '--key', json.key_file, '--cert', certFile, '--trust-bundle', registry.trustBundleFile,
+        '--tls-ca', tlsCert, '--tls-server-name', 'localhost',
+      ],
     };
   }
 
@@ -172,6 +183,7 @@ suite('Go example agent', () => {
       identity: { agentId, signingKey: a.secretKey, certificate: a.certificate },
       trustBundle,
       expectedGatewayId: GATEWAY_ID,
+      tls: { rootCerts: readFileSync(tlsCert) },
       crypto,
       sendTimeoutMs: 20_000,
       handshakeTimeoutMs: 20_000,

@@ -32,8 +32,6 @@ import {
   rotationProofLayout,
   type Client,
 } from '@parley/rpc';
-
-export { EXIT_CODES };
 import { DATA_FILES, DEFAULT_SETTINGS, readSettings, settingsJson, type RegistrySettings } from './config.js';
 import {
   AGENT_HEADERS,
@@ -52,6 +50,9 @@ import { isSealedKeyFile, readKeyFile, readPublicKey, renameDurably, writeKeyFil
 import type { RegistryStore } from './store.js';
 import type { RegistryLocation } from './registry.js';
 import { isLoopback, parseAddress } from './address.js';
+
+/** Exit codes (the table is in @parley/rpc, shared by every Parley CLI; also in the README). */
+export { EXIT_CODES };
 
 const PROGRAM = 'parley-registry';
 

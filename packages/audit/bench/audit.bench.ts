@@ -107,10 +107,17 @@ async function alternate(cases: { batch: number; run: (from: number, count: numb
   });
 }
 
-async function appendRow(label: string, store: AuditStore, batch: number): Promise<Row> {
+/** Appends one after another, or (concurrent) all of a batch at once, as a gateway's many streams do. */
+async function appendRow(label: string, store: AuditStore, batch: number, concurrent = false): Promise<Row> {
   const log = await AuditLog.open(crypto, { store, writer });
+  const sequential = async (from: number, count: number): Promise<void> => {
+    for (let i = from; i < from + count; i++) await log.append(fields(i));
+  };
+  const together = async (from: number, count: number): Promise<void> => {
+    await Promise.all(Array.from({ length: count }, (_, k) => log.append(fields(from + k))));
+  };
   const [ours, peer] = await alternate([
-    { batch, run: async (from, count) => { for (let i = from; i < from + count; i++) await log.append(fields(i)); } },
+    { batch, run: concurrent ? together : sequential },
     { batch, run: async (from, count) => { for (let i = from; i < from + count; i++) rawWrite(i); } },
   ]);
   await log.close();
@@ -132,14 +139,18 @@ if (url !== undefined && url !== '') {
   const table = `parley_audit_bench_${process.pid}`;
   try {
     appendRows.push(await appendRow('PostgreSQL (pg.Pool, local server)', await openPostgresStore(crypto, pool, { table }), 500));
+    appendRows.push(await appendRow('PostgreSQL, 500 concurrent (group commit)', await openPostgresStore(crypto, pool, { table: `${table}_g` }), 500, true));
   } finally {
-    await pool.query(`DROP TABLE IF EXISTS ${table}`);
-    await pool.query(`DROP FUNCTION IF EXISTS ${table}_append_only()`);
+    for (const t of [table, `${table}_g`]) {
+      await pool.query(`DROP TABLE IF EXISTS ${t}`);
+      await pool.query(`DROP FUNCTION IF EXISTS ${t}_append_only()`);
+    }
     await pool.end();
   }
 } else {
   const db = new PGlite();
   appendRows.push(await appendRow('PGlite in memory (no DATABASE_URL)', await openPostgresStore(crypto, db), 500));
+  appendRows.push(await appendRow('PGlite, 500 concurrent (group commit)', await openPostgresStore(crypto, db, { table: 'parley_audit_g' }), 500, true));
   await db.close();
 }
 printTable('Appends: AuditLog.append (validate, sign, hash, store, extend tree) vs raw sign + hash per entry', 'raw crypto', appendRows);

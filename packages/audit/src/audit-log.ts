@@ -20,6 +20,15 @@ import type { AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
 import { chainError, verifyChain } from './verify.js';
 
+/** Most entries one group write stores (the PostgreSQL store's `appendMany` limit). */
+export const MAX_GROUP = 256;
+
+interface PendingAppend {
+  readonly fields: AuditEntryFields;
+  readonly resolve: (entry: AuditMessage) => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** Options of {@link AuditLog.open}. */
 export interface AuditLogOptions {
   /** Where entries go: `openFileStore(…)` or `openPostgresStore(…)`. The log closes it on `close()`. */
@@ -66,6 +75,9 @@ export class AuditLog {
   readonly #tree: MerkleTree;
   #tip: Uint8Array = ZERO_HASH;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Appends waiting for the next group write, in call order. */
+  readonly #pending: PendingAppend[] = [];
+  #drainScheduled = false;
   #closed = false;
 
   private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries'>> & { keys: WriterKeys }) {
@@ -137,7 +149,12 @@ export class AuditLog {
 
   /**
    * Appends one entry: assigns the next index and previous_hash, signs, stores,
-   * and extends the tree. Concurrent calls are applied in call order.
+   * and extends the tree. Concurrent calls are applied in call order. With a
+   * store that has `appendMany` (PostgreSQL), appends that arrive while one is
+   * being written are signed and stored together in one statement when it
+   * completes (group commit, at most {@link MAX_GROUP} per statement): each
+   * caller still gets its own entry, and a failed write fails every append of
+   * that group, none of which is then in the store.
    *
    * @param fields message hash, sender, recipient, message type, outcome, optional timestamp
    * @returns the stored entry
@@ -146,30 +163,65 @@ export class AuditLog {
    *   a break reason (another writer's entries do not link), `storage_failure`
    */
   append(fields: AuditEntryFields): Promise<AuditMessage> {
-    const run = async (): Promise<AuditMessage> => {
+    return new Promise<AuditMessage>((resolve, reject) => {
+      try {
+        assertEntryFields(fields);
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      this.#pending.push({ fields, resolve, reject });
+      if (!this.#drainScheduled) this.#scheduleDrain();
+    });
+  }
+
+  #scheduleDrain(): void {
+    this.#drainScheduled = true;
+    const run = (): Promise<void> => this.#drain();
+    this.#queue = this.#queue.then(run, run);
+  }
+
+  /** Writes the appends waiting now (one group), in call order. */
+  async #drain(): Promise<void> {
+    this.#drainScheduled = false;
+    const grouped = this.#store.appendMany !== undefined;
+    const group = this.#pending.splice(0, grouped ? MAX_GROUP : 1);
+    if (this.#pending.length > 0) this.#scheduleDrain();
+    try {
       this.#check();
-      assertEntryFields(fields);
-      for (let attempt = 0; ; attempt++) {
-        const index = this.#tree.size;
-        const timestampMs = fields.timestampMs === undefined ? assertIntLike(this.#clock(), 'clock()') : assertIntLike(fields.timestampMs, 'fields.timestampMs');
-        const { entry, digest } = signChecked(this.#crypto, this.#writer, this.#keyId, { ...fields, previousHash: this.#tip }, index, timestampMs);
-        try {
-          await this.#store.append(entry);
-        } catch (cause) {
-          if (isAuditError(cause, 'conflict') && attempt < this.#maxRetries) {
-            await this.#catchUp();
-            continue;
-          }
-          throw cause;
+      const entries = await this.#write(group.map((p) => p.fields));
+      group.forEach((p, i) => p.resolve(entries[i]!));
+    } catch (error) {
+      for (const p of group) p.reject(error);
+    }
+  }
+
+  /** Signs `fields` at the tip and stores them (one statement when the store can); retries lost races. */
+  async #write(fields: readonly AuditEntryFields[]): Promise<AuditMessage[]> {
+    for (let attempt = 0; ; attempt++) {
+      let previousHash = this.#tip;
+      const signed = fields.map((f, i) => {
+        const timestampMs = f.timestampMs === undefined ? assertIntLike(this.#clock(), 'clock()') : assertIntLike(f.timestampMs, 'fields.timestampMs');
+        const result = signChecked(this.#crypto, this.#writer, this.#keyId, { ...f, previousHash }, this.#tree.size + i, timestampMs);
+        previousHash = result.digest.entryHash;
+        return result;
+      });
+      try {
+        if (signed.length === 1) await this.#store.append(signed[0]!.entry);
+        else await this.#store.appendMany!(signed.map((x) => x.entry));
+      } catch (cause) {
+        if (isAuditError(cause, 'conflict') && attempt < this.#maxRetries) {
+          await this.#catchUp();
+          continue;
         }
+        throw cause;
+      }
+      for (const { digest } of signed) {
         this.#tree.append(digest.leafHash);
         this.#tip = digest.entryHash;
-        return entry;
       }
-    };
-    const result = this.#queue.then(run, run);
-    this.#queue = result.catch(() => undefined);
-    return result;
+      return signed.map((x) => x.entry);
+    }
   }
 
   /**

@@ -21,6 +21,9 @@
  * key; the loser gets `conflict`, catches up and re-signs. A single statement
  * also means it works through a pool, where consecutive queries may run on
  * different connections (so BEGIN … COMMIT could not be relied on).
+ * `appendMany` is the same statement over several rows (a writer's group
+ * commit): the guard applies to the first, the links between the rows are
+ * checked before sending, and one statement inserts all of them or none.
  */
 import type { AuditMessage } from '@parley/proto';
 import type { ParleyCrypto } from '@parley/crypto-core';
@@ -28,6 +31,9 @@ import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from '
 import { AuditError, storageFailure } from './errors.js';
 import { assertEntry, digestEntry, encodeEntry } from './entry.js';
 import { checkRange, decodeStream, type AuditStore } from './store.js';
+
+/** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535). */
+export const MAX_BATCH = 256;
 
 /** The part of `pg.Pool`, `pg.Client` and PGlite that the store uses. */
 export interface SqlClient {
@@ -167,32 +173,60 @@ export class PostgresAuditStore implements AuditStore {
 
   /** Appends one entry in one conditional INSERT (see the module comment). */
   async append(entry: AuditMessage): Promise<void> {
+    await this.appendMany([entry]);
+  }
+
+  /**
+   * Appends consecutive, linked entries in ONE conditional INSERT: the guard of the module comment
+   * applies to the first row, and the links between the rows are checked here first, so the statement
+   * inserts all of them or none.
+   */
+  async appendMany(entries: readonly AuditMessage[]): Promise<void> {
     this.#check();
-    assertEntry(entry);
-    const bytes = encodeEntry(entry);
-    const hash = digestEntry(this.#crypto, entry).entryHash;
-    const idx = entry.index.toString();
+    if (!Array.isArray(entries) || entries.length === 0 || entries.length > MAX_BATCH) malformed(`appendMany takes 1..${MAX_BATCH} entries`);
+    const params: unknown[] = [];
+    const rowsSql: string[] = [];
+    let previous: { index: bigint; hash: Uint8Array } | undefined;
+    for (const entry of entries) {
+      assertEntry(entry);
+      const hash = digestEntry(this.#crypto, entry).entryHash;
+      if (previous !== undefined) {
+        if (entry.index !== previous.index + 1n) malformed(`batch entry index ${entry.index} does not follow ${previous.index}`);
+        if (!this.#crypto.constantTimeEqual(entry.previousHash, previous.hash)) {
+          throw new AuditError('bad_link', `batch entry ${entry.index}'s previous_hash is not the entry hash of entry ${previous.index}`);
+        }
+      }
+      const n = params.length;
+      rowsSql.push(`($${n + 1}::bigint, $${n + 2}::bytea, $${n + 3}::bytea)`);
+      params.push(entry.index.toString(), toBuffer(encodeEntry(entry)), toBuffer(hash));
+      previous = { index: entry.index, hash };
+    }
+    const first = entries[0]!;
+    const idx = first.index.toString();
+    const i = params.length + 1;
+    params.push(idx, toBuffer(first.previousHash));
     let rows: unknown[];
     try {
       rows = (
         await this.#client.query(
           `INSERT INTO ${this.table} (idx, entry, entry_hash)
-           SELECT $1::bigint, $2::bytea, $3::bytea
-           WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE idx >= $1::bigint)
-             AND ($1::bigint = 0 OR EXISTS (SELECT 1 FROM ${this.table} WHERE idx = $1::bigint - 1 AND entry_hash = $4::bytea))
-             AND ($1::bigint <> 0 OR $4::bytea = decode(repeat('00', 32), 'hex'))
+           SELECT v.idx, v.entry, v.entry_hash FROM (VALUES ${rowsSql.join(', ')}) AS v(idx, entry, entry_hash)
+           WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE idx >= $${i}::bigint)
+             AND ($${i}::bigint = 0 OR EXISTS (SELECT 1 FROM ${this.table} WHERE idx = $${i}::bigint - 1 AND entry_hash = $${i + 1}::bytea))
+             AND ($${i}::bigint <> 0 OR $${i + 1}::bytea = decode(repeat('00', 32), 'hex'))
            RETURNING idx`,
-          [idx, toBuffer(bytes), toBuffer(hash), toBuffer(entry.previousHash)],
+          params,
         )
       ).rows;
     } catch (cause) {
       if (sqlState(cause) === '23505') throw new AuditError('conflict', `index ${idx} was taken by another writer`, { cause });
       throw storageFailure(`appending to ${this.table}`, cause);
     }
-    if (rows.length === 1) return;
+    if (rows.length === entries.length) return;
+    if (rows.length !== 0) throw new AuditError('storage_failure', `appending to ${this.table} inserted ${rows.length} of ${entries.length} rows`);
     // Nothing inserted: find out which condition failed.
     const size = await this.size();
-    if (BigInt(size) !== entry.index) throw new AuditError('conflict', `entry index ${idx} is not the next index ${size}`);
+    if (BigInt(size) !== first.index) throw new AuditError('conflict', `entry index ${idx} is not the next index ${size}`);
     throw new AuditError('bad_link', `entry ${idx}'s previous_hash is not the entry hash of entry ${size - 1}`);
   }
 

@@ -26,6 +26,13 @@ export interface AuditStore {
    */
   append(entry: AuditMessage): Promise<void>;
   /**
+   * Optional: appends consecutive entries (indices `size()…`, each linking to the one before) atomically —
+   * all of them or none. A writer with many concurrent appends then pays one round trip per batch
+   * instead of one per entry (group commit); stores without it get one `append` per entry.
+   * @throws as {@link AuditStore.append}, for the batch as a whole
+   */
+  appendMany?(entries: readonly AuditMessage[]): Promise<void>;
+  /**
    * Protobuf bytes of entries `from` (inclusive) to `to` (exclusive), in index order.
    * @throws AuditError `not_found` when the range is not within 0..size, `malformed` for a record that fails its checksum,
    *   `storage_failure`

@@ -1,7 +1,26 @@
 // PostgreSQL-store behaviour shared by the PGlite and real-PostgreSQL runs.
 import { describe, expect, it } from 'vitest';
-import { openPostgresStore, verifyChain, type SqlClient } from '../src/index.js';
-import { buildChain, crypto, writerA } from './fixtures.js';
+import { AuditLog, openPostgresStore, verifyChain, type SqlClient } from '../src/index.js';
+import { buildChain, crypto, fieldsFor, hashOf, writerA, writerB } from './fixtures.js';
+
+/** A client that counts the INSERT statements it forwards and can be told to fail the next ones. */
+function countingClient(client: SqlClient): SqlClient & { inserts: number; failInserts: number } {
+  const counting = {
+    inserts: 0,
+    failInserts: 0,
+    async query(text: string, params?: unknown[]) {
+      if (/^\s*INSERT/i.test(text)) {
+        counting.inserts += 1;
+        if (counting.failInserts > 0) {
+          counting.failInserts -= 1;
+          throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });
+        }
+      }
+      return client.query(text, params);
+    },
+  };
+  return counting;
+}
 
 /** Registers the PostgreSQL-specific tests; `make` gives a client and a fresh table name. */
 export function postgresSpecifics(name: string, make: () => { client: SqlClient; table: string }): void {
@@ -35,6 +54,75 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       await store.migrate();
       await expect(client.query(`TRUNCATE ${table}`)).rejects.toThrow(/append-only/);
       expect(await store.size()).toBe(3);
+    });
+
+    it('group commit: concurrent appends land in call order, chained, in far fewer statements than entries', async () => {
+      const { client, table } = make();
+      const counting = countingClient(client);
+      const store = await openPostgresStore(crypto, counting, { table });
+      const log = await AuditLog.open(crypto, { store, writer: writerA });
+      counting.inserts = 0;
+      const N = 300;
+      const entries = await Promise.all(Array.from({ length: N }, (_, i) => log.append(fieldsFor(i))));
+      entries.forEach((e, i) => {
+        expect(Number(e.index)).toBe(i);
+        expect(e.messageHash).toEqual(fieldsFor(i).messageHash);
+        expect(e.previousHash).toEqual(i === 0 ? new Uint8Array(32) : hashOf(entries[i - 1]!));
+      });
+      expect(await store.size()).toBe(N);
+      expect(counting.inserts).toBeGreaterThanOrEqual(2); // at most 256 per statement
+      expect(counting.inserts).toBeLessThan(N / 10);
+      expect((await verifyChain(crypto, store.read(0, N), { keys: writerA.publicKey })).ok).toBe(true);
+      // The in-memory tree is the stored one.
+      expect(log.rootHash()).toEqual((await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerA })).rootHash());
+    });
+
+    it('group commit: a failed write fails every append of its group, stores none of them, and the log goes on', async () => {
+      const { client, table } = make();
+      const counting = countingClient(client);
+      const store = await openPostgresStore(crypto, counting, { table });
+      const log = await AuditLog.open(crypto, { store, writer: writerA });
+      await log.append(fieldsFor(0));
+      // Four appends issued together form one group, written by one INSERT, which fails.
+      const group = [1, 2, 3, 4].map((i) => log.append(fieldsFor(i)));
+      counting.failInserts = 1;
+      const outcomes = await Promise.allSettled(group);
+      expect(counting.failInserts).toBe(0);
+      expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+      for (const o of outcomes) expect((o as PromiseRejectedResult).reason).toMatchObject({ code: 'storage_failure' });
+      expect(await store.size()).toBe(1);
+      const next = await log.append(fieldsFor(5));
+      expect(Number(next.index)).toBe(1);
+      expect((await verifyChain(crypto, store.read(0, 2), { keys: writerA.publicKey })).ok).toBe(true);
+    });
+
+    it('appendMany refuses a batch whose own links or indices are wrong, and inserts nothing', async () => {
+      const { client, table } = make();
+      const store = await openPostgresStore(crypto, client, { table });
+      const chain = buildChain(4);
+      await expect(store.appendMany!([chain[0]!, chain[2]!])).rejects.toMatchObject({ code: 'malformed' });
+      const relinked = buildChain(2, writerB);
+      await expect(store.appendMany!([chain[0]!, relinked[1]!])).rejects.toMatchObject({ code: 'bad_link' });
+      await expect(store.appendMany!([])).rejects.toMatchObject({ code: 'malformed' });
+      expect(await store.size()).toBe(0);
+      await store.appendMany!(chain.slice(0, 2));
+      await expect(store.appendMany!(chain.slice(1, 3))).rejects.toMatchObject({ code: 'conflict' });
+      await store.appendMany!(chain.slice(2));
+      expect(await store.size()).toBe(4);
+      expect((await verifyChain(crypto, store.read(0, 4), { keys: writerA.publicKey })).ok).toBe(true);
+    });
+
+    it('two writers appending concurrent groups to one table never fork the chain', async () => {
+      const { client, table } = make();
+      const a = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerA, trustedKeys: [writerB.publicKey] });
+      const b = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerB, trustedKeys: [writerA.publicKey] });
+      await Promise.all([
+        ...Array.from({ length: 60 }, (_, i) => a.append(fieldsFor(i))),
+        ...Array.from({ length: 60 }, (_, i) => b.append(fieldsFor(100 + i))),
+      ]);
+      const store = await openPostgresStore(crypto, client, { table });
+      expect(await store.size()).toBe(120);
+      expect((await verifyChain(crypto, store.read(0, 120), { keys: [writerA.publicKey, writerB.publicKey] })).ok).toBe(true);
     });
 
     it('tampering behind the trigger is caught by the verifier: modified, reordered, removed', async () => {
