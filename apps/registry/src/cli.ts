@@ -856,6 +856,31 @@ digits or 43 base64url characters, or --key-file: an operator key file, created 
   },
 };
 
+const operatorRemove: Command = {
+  name: 'operator remove',
+  summary: 'delist an operator key (signed by an operator; never the last one)',
+  usage: 'operator remove KEY_ID',
+  help: `Stops a key from signing requests, at once, on every registry process sharing the database: for a
+leaked or retired operator key. KEY_ID is the 32 hex digits that \`operator list\` shows. The registry keeps
+the record (who removed it, when) and refuses to list the same key again; the last operator cannot be
+removed. An operator may remove its own key when another remains.`,
+  options: { ...CLIENT_OPTIONS },
+  async run(ctx) {
+    const keyIdText = positional(ctx, 0, 'KEY_ID');
+    noMorePositionals(ctx, 1);
+    if (!/^[0-9a-f]{32}$/.test(keyIdText)) throw new UsageError('KEY_ID must be 32 lowercase hex digits (see `operator list`)');
+    const conn = await connect(ctx, 'always');
+    try {
+      const { operator } = await conn.client.removeOperator({ keyId: fromHex(keyIdText) });
+      if (operator === undefined) throw new RpcError('internal', 'server returned no operator');
+      if (ctx.json) printJson(ctx, operatorJson(operator));
+      else ctx.out(`removed operator "${operator.name}" with key ${toHex(operator.keyId)}: it can no longer sign requests`);
+    } finally {
+      conn.close();
+    }
+  },
+};
+
 const operatorList: Command = {
   name: 'operator list',
   summary: 'list the operator keys',
@@ -961,7 +986,7 @@ its secret key file is deleted. Restart \`serve\` afterwards (every registry pro
   },
 };
 
-const COMMANDS: readonly Command[] = [init, serve, agentRegister, agentList, agentShow, agentRotate, agentRevoke, revocations, operatorAdd, operatorList, trustBundle, issuerRotate];
+const COMMANDS: readonly Command[] = [init, serve, agentRegister, agentList, agentShow, agentRotate, agentRevoke, revocations, operatorAdd, operatorRemove, operatorList, trustBundle, issuerRotate];
 
 function mainHelp(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -125,6 +125,16 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 2,
+    name: 'operator removal',
+    sql: `
+      -- A removed operator keeps its row (who listed it, who removed it, when) and can never sign again;
+      -- the same key cannot be listed again (its key_id stays taken): a leaked key stays out.
+      ALTER TABLE operators ADD COLUMN removed_at_ms bigint;
+      ALTER TABLE operators ADD COLUMN removed_by_key_id bytea;
+    `,
+  },
 ]);
 
 /** What {@link applyMigrations} did. */

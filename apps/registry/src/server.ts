@@ -454,6 +454,14 @@ export class RegistryServer {
         return { operator: { keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) } };
       },
 
+      removeOperator: async (req, ctx) => {
+        const keyId = this.#bytes(req.keyId, 16, 'key_id');
+        const caller = await this.#authorise(ctx, 'write');
+        const op = await store.removeOperator(keyId, caller?.keyId ?? null, Date.now());
+        this.#o.logger.warn({ event: 'security', stage: 'operator', operator_key_id: toHex(op.keyId), name: op.name, by: caller?.name }, 'operator removed');
+        return { operator: { keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) } };
+      },
+
       listOperators: async (_req, ctx) => {
         await this.#authorise(ctx, 'read');
         const ops = await store.operators();

@@ -267,16 +267,34 @@ export class RegistryStore {
   // -------------------------------------------------------------------------
   // Operators and their request nonces
 
-  /** The operator with this key id, if listed. */
+  /** The operator with this key id, if listed (removed operators are not). */
   async operator(keyId: Uint8Array): Promise<OperatorRow | undefined> {
-    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators WHERE key_id = $1', [keyId]);
+    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators WHERE key_id = $1 AND removed_at_ms IS NULL', [keyId]);
     return rows[0] === undefined ? undefined : operatorFrom(rows[0]);
   }
 
-  /** Every operator, oldest first. */
+  /** Every listed operator, oldest first. */
   async operators(): Promise<OperatorRow[]> {
-    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators ORDER BY added_at_ms, key_id');
+    const rows = await this.#db.query<Record<string, unknown>>('SELECT * FROM operators WHERE removed_at_ms IS NULL ORDER BY added_at_ms, key_id');
     return rows.map(operatorFrom);
+  }
+
+  /**
+   * Delists an operator key: it can never sign again, and its row stays as a record (the same key cannot
+   * be listed again). One transaction, serialised on the operators table, so two removals racing can never
+   * leave the registry without an operator.
+   * @throws RpcError `not_found` (no listed operator with this key id), `failed_precondition` (the last one)
+   */
+  async removeOperator(keyId: Uint8Array, removedByKeyId: Uint8Array | null, nowMs: number): Promise<OperatorRow> {
+    return this.#db.transaction(async (tx) => {
+      await tx.exec('LOCK TABLE operators IN SHARE ROW EXCLUSIVE MODE');
+      const listed = (await tx.query<Record<string, unknown>>('SELECT * FROM operators WHERE removed_at_ms IS NULL')).map(operatorFrom);
+      const target = listed.find((op) => Buffer.from(op.keyId).equals(Buffer.from(keyId)));
+      if (target === undefined) throw new RpcError('not_found', `no listed operator has key id ${Buffer.from(keyId).toString('hex')}`);
+      if (listed.length === 1) throw new RpcError('failed_precondition', 'the last operator cannot be removed: add another operator first');
+      await tx.query('UPDATE operators SET removed_at_ms = $2, removed_by_key_id = $3 WHERE key_id = $1', [keyId, nowMs, removedByKeyId]);
+      return target;
+    });
   }
 
   /**
@@ -291,7 +309,7 @@ export class RegistryStore {
       );
       return operatorFrom(rows[0]!);
     } catch (error) {
-      if (isUniqueViolation(error)) throw new RpcError('already_exists', 'this operator key is already listed');
+      if (isUniqueViolation(error)) throw new RpcError('already_exists', 'this operator key is already listed, or was removed (a removed key cannot be listed again)');
       throw error;
     }
   }

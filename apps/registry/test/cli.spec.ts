@@ -29,6 +29,7 @@ const COMMANDS = [
   ['agent', 'revoke'],
   ['revocations'],
   ['operator', 'add'],
+  ['operator', 'remove'],
   ['operator', 'list'],
   ['trust-bundle'],
   ['issuer', 'rotate'],
@@ -130,6 +131,21 @@ describe('operator walkthrough on PGlite', () => {
     expectOneLineError(again, EXIT_CODES.alreadyExists, /already revoked/);
     const revoked = JSON.parse((await cli(['agent', 'list', '--status', 'revoked', '--json'])).stdout) as { agents: { agent_id: string }[] };
     expect(revoked.agents.map((a) => a.agent_id)).toEqual(['planner-1']);
+  });
+
+  it('adds an operator from a key file, removes it, and then refuses its key', async () => {
+    const keyFile = join(fixture.dataDir, 'frank-operator-key.json');
+    const added = await cli(['operator', 'add', 'frank', '--key-file', keyFile, '--json']);
+    expect(added.code, added.stderr).toBe(0);
+    const keyId = (JSON.parse(added.stdout) as { key_id: string }).key_id;
+    expect((await cli(['agent', 'list', '--operator-key', keyFile])).code).toBe(0);
+    const removed = await cli(['operator', 'remove', keyId]);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stdout).toContain(`removed operator "frank" with key ${keyId}`);
+    expect((await cli(['operator', 'list'])).stdout).not.toContain('frank');
+    expectOneLineError(await cli(['agent', 'register', 'frank-1', '--type', 'worker', '--operator-key', keyFile]), EXIT_CODES.permissionDenied, /not a listed operator/);
+    expectOneLineError(await cli(['operator', 'remove', keyId]), EXIT_CODES.notFound, /no listed operator/);
+    expectOneLineError(await cli(['operator', 'remove', 'xyz']), EXIT_CODES.usage, /KEY_ID must be 32 lowercase hex digits/);
   });
 
   it('rotates an agent key and replaces the key file', async () => {

@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client as GrpcClient, Metadata, credentials, status } from '@grpc/grpc-js';
-import { createCrypto, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import { createCrypto, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle, isIdentityError, verifyCertificate } from '@parley/identity';
 import {
   AgentStatus,
@@ -519,6 +519,43 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     const tooBig = await op.client.registerAgent(huge).catch((e: unknown) => e);
     expect(isRpcError(tooBig, 'too_large')).toBe(true);
     expect(((tooBig as RpcError).cause as { code: number }).code).toBe(status.RESOURCE_EXHAUSTED);
+  });
+
+  it('removes operators: the removed key can no longer sign, cannot be listed again, and the last operator stays', async () => {
+    const carol = crypto.ed25519.generateKeyPair();
+    const dave = crypto.ed25519.generateKeyPair();
+    const carolId = (await op.client.addOperator({ name: `carol-${backend}`, publicKey: carol.publicKey })).operator!.keyId;
+    const daveId = (await op.client.addOperator({ name: `dave-${backend}`, publicKey: dave.publicKey })).operator!.keyId;
+    const asCarol = createClient(RegistryService, registry.address, credentials.createInsecure(), { signer: operatorRequestSigner(crypto, carol, op.registryId) });
+    const asDave = createClient(RegistryService, registry.address, credentials.createInsecure(), { signer: operatorRequestSigner(crypto, dave, op.registryId) });
+    try {
+      const { agent } = await register(newId('rm-op'));
+      const removed = await asCarol.removeOperator({ keyId: daveId });
+      expect(removed.operator!.name).toBe(`dave-${backend}`);
+      // Dave's key is refused at once, for writes and signed reads alike.
+      expect(await codeOf(asDave.revokeAgent({ subject: { case: 'agentId', value: agent.agentId } }))).toMatchObject({ code: 'permission_denied', grpc: status.PERMISSION_DENIED });
+      expect(await codeOf(asDave.removeOperator({ keyId: carolId }))).toMatchObject({ code: 'permission_denied' });
+      expect((await op.client.listOperators({})).operators.map((o) => toHex(o.keyId))).not.toContain(toHex(daveId));
+      // A removed key stays out: it cannot be listed again.
+      expect(await codeOf(op.client.addOperator({ name: 'dave-again', publicKey: dave.publicKey }))).toMatchObject({ code: 'already_exists' });
+      // Bad requests: unknown key, wrong length, no signature.
+      expect(await codeOf(op.client.removeOperator({ keyId: daveId }))).toMatchObject({ code: 'not_found', grpc: status.NOT_FOUND });
+      expect(await codeOf(op.client.removeOperator({ keyId: new Uint8Array(15) }))).toMatchObject({ code: 'malformed' });
+      const anonymous = plainClient(registry);
+      expect(await codeOf(anonymous.removeOperator({ keyId: carolId }))).toMatchObject({ code: 'unauthenticated' });
+      anonymous.close();
+      // Carol may remove herself while another operator remains.
+      await asCarol.removeOperator({ keyId: carolId });
+      // Remove everyone but op: then op is the last operator and cannot be removed.
+      for (const o of (await op.client.listOperators({})).operators) {
+        if (toHex(o.keyId) !== toHex(op.operator.keyId)) await op.client.removeOperator({ keyId: o.keyId });
+      }
+      expect(await codeOf(op.client.removeOperator({ keyId: op.operator.keyId }))).toMatchObject({ code: 'failed_precondition', grpc: status.FAILED_PRECONDITION });
+      expect((await op.client.listOperators({})).operators.map((o) => toHex(o.keyId))).toEqual([toHex(op.operator.keyId)]);
+    } finally {
+      asCarol.close();
+      asDave.close();
+    }
   });
 
   it.runIf(backend === 'postgres')('keeps versions gapless with 50 concurrent RevokeAgent calls', async () => {
