@@ -47,6 +47,7 @@ import {
   verifyInclusionProof,
   verifyTreeHead,
 } from '@parley/audit';
+import { REVOCATION_KIND, revocationEntryHash, revocationHeadLayout } from '@parley/rpc';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildVectors, PlannedCrypto, renderVectors, VECTOR_FILE } from './vectors.js';
 
@@ -69,7 +70,7 @@ const cases = (list: any[]): [string, any][] => list.map((x) => [x.name as strin
 /** Every top-level group this suite checks; a group added to the file without a check here fails. */
 const CHECKED = [
   'format', 'version', 'protocol', 'generated_by', 'notes', 'now_ms', 'keys', 'trust_bundle', 'certificates', 'certificate_checks',
-  'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts', 'gateway_auth', 'gateway_send', 'audit',
+  'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts', 'gateway_auth', 'gateway_send', 'audit', 'revocations',
 ];
 
 let crypto: ParleyCrypto;
@@ -333,5 +334,32 @@ describe('audit trail (§9)', () => {
       expect(crypto.ed25519.verify(head.signature, h(t.layout), pub(a.writer))).toBe(true);
       expect(verifyTreeHead(crypto, { ...head, treeSize: head.treeSize + 1 }, pub(a.writer))).toBe(false);
     }
+  });
+});
+
+describe('revocation list (§15.6)', () => {
+  it('recomputes every entry hash from its predecessor and verifies the signed head', () => {
+    const r = V.revocations;
+    const registryId = h(r.registry_id);
+    let previous: Uint8Array = new Uint8Array(32);
+    for (const [i, e] of (r.entries as any[]).entries()) {
+      expect(e.version).toBe(i + 1);
+      expect(REVOCATION_KIND[e.kind as 'agent' | 'serial']).toBe(e.kind_value);
+      expect(toHex(previous)).toBe(e.previous_hash);
+      expect(toHex(crypto.blake3(h(e.hash_input)))).toBe(e.entry_hash);
+      const hash = revocationEntryHash(crypto, registryId, previous, {
+        version: e.version, kind: e.kind, agentId: e.agent_id, serial: h(e.serial), reason: e.reason, reasonText: e.reason_text, revokedAtMs: e.revoked_at_ms,
+      });
+      expect(toHex(hash)).toBe(e.entry_hash);
+      previous = hash;
+    }
+    const head = r.head;
+    expect(head.version).toBe(r.entries.length);
+    expect(head.head_hash).toBe(toHex(previous));
+    expect(head.issuer_key_id).toBe(V.keys[r.issuer].key_id);
+    const layout = revocationHeadLayout({ registryId, version: head.version, headHash: h(head.head_hash), issuedAtMs: head.issued_at_ms, issuerKeyId: h(head.issuer_key_id) });
+    expect(toHex(layout)).toBe(head.layout);
+    expect(crypto.ed25519.verify(h(head.signature), layout, pub(r.issuer))).toBe(true);
+    expect(crypto.ed25519.verify(h(head.signature), revocationHeadLayout({ registryId, version: head.version + 1, headHash: h(head.head_hash), issuedAtMs: head.issued_at_ms, issuerKeyId: h(head.issuer_key_id) }), pub(r.issuer))).toBe(false);
   });
 });

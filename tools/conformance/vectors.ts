@@ -74,6 +74,7 @@ import {
   signTreeHead,
   writerKeyId,
 } from '@parley/audit';
+import { REVOCATION_KIND, revocationEntryHash, revocationHeadLayout, type RevocationEntryFields } from '@parley/rpc';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 
 /** Fixed clock of the vectors: 2027-01-15T08:00:00Z. */
@@ -648,6 +649,59 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       throw new Error('conformance: tree head layout does not match what the audit package signs');
     }
   }
+  // ---- revocation list (§15.6) ----------------------------------------------
+  const registryId = derive(base, 'registry-id', 16);
+  const revoked: RevocationEntryFields[] = [
+    { version: 1, kind: 'agent', agentId: 'mallory', serial: new Uint8Array(0), reason: 1, reasonText: 'key on a stolen laptop', revokedAtMs: BASE_MS - 3_600_000 },
+    { version: 2, kind: 'serial', agentId: '', serial: derive(base, 'serial/bob/superseded', 16), reason: 2, reasonText: '', revokedAtMs: BASE_MS - 1_800_000 },
+    { version: 3, kind: 'agent', agentId: 'retired-worker', serial: new Uint8Array(0), reason: 3, reasonText: 'décommissionné ✓', revokedAtMs: BASE_MS - 60_000 },
+  ];
+  let chainHash: Uint8Array = new Uint8Array(32);
+  const revocationEntries: Json[] = revoked.map((r) => {
+    const previousHash = chainHash;
+    const hashInput = layout('parley/v1/revocation-entry')
+      .fixed(registryId, 16)
+      .fixed(previousHash, 32)
+      .u64(r.version)
+      .u8(REVOCATION_KIND[r.kind])
+      .str(r.agentId)
+      .var(r.serial)
+      .u32(r.reason)
+      .str(r.reasonText)
+      .i64(r.revokedAtMs)
+      .bytes();
+    chainHash = revocationEntryHash(base, registryId, previousHash, r);
+    same(base.blake3(hashInput), chainHash, `revocation entry ${String(r.version)}`);
+    return {
+      version: Number(r.version),
+      kind: r.kind,
+      kind_value: REVOCATION_KIND[r.kind],
+      agent_id: r.agentId,
+      serial: toHex(r.serial),
+      reason: r.reason,
+      reason_text: r.reasonText,
+      revoked_at_ms: Number(r.revokedAtMs),
+      previous_hash: toHex(previousHash),
+      hash_input: toHex(hashInput),
+      entry_hash: toHex(chainHash),
+    };
+  });
+  const headFields = { registryId, version: 3, headHash: chainHash, issuedAtMs: NOW_MS - 1000, issuerKeyId: issuerKey.keyId };
+  const headLayout = revocationHeadLayout(headFields);
+  const revocations: Json = {
+    registry_id: toHex(registryId),
+    issuer: 'issuer',
+    entries: revocationEntries,
+    head: {
+      version: 3,
+      head_hash: toHex(chainHash),
+      issued_at_ms: headFields.issuedAtMs,
+      issuer_key_id: toHex(issuerKey.keyId),
+      layout: toHex(headLayout),
+      signature: toHex(base.ed25519.sign(headLayout, issuerKey.pair.secretKey)),
+    },
+  };
+
   planned.assertDrained();
 
   return {
@@ -664,6 +718,7 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       'message_rejections: each runs on a fresh receiver session of this handshake (receiver initiator = alice, responder = bob) that has first accepted the messages in accept_first, at now_ms; expect is the first check of §8.1 that fails, or "ok".',
       'disclosures: §6.5 with the trust bundle above; certificates are checked at the envelope\'s timestamp_ms.',
       'audit: entries 0..6 of a gateway audit log signed by the "gateway" key; proofs are RFC 9162 with BLAKE3 (§9.3).',
+      'revocations: a three-entry revocation list of a registry (§15.6): each entry hash chains to the previous one; the head at version 3 is signed by the "issuer" key.',
     ],
     now_ms: NOW_MS,
     keys: Object.fromEntries([issuerKey, rogueKey, alice, bob, gatewayKey].map((k) => [k.name, keyJson(k)])),
@@ -692,6 +747,7 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       consistency,
       tree_heads: heads,
     },
+    revocations,
   };
 }
 

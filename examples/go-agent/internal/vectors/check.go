@@ -144,6 +144,7 @@ type vectorFile struct {
 	GatewayAuth       []gatewayAuthVector
 	GatewaySend       []gatewaySendVector
 	Audit             auditVector
+	Revocations       revocationsVector
 	raw               map[string]json.RawMessage
 }
 
@@ -158,6 +159,7 @@ func (f *vectorFile) targets() map[string]any {
 		"messages": &f.Messages, "message_rejections": &f.MessageRejections,
 		"disclosures": &f.Disclosures, "receipts": &f.Receipts,
 		"gateway_auth": &f.GatewayAuth, "gateway_send": &f.GatewaySend, "audit": &f.Audit,
+		"revocations": &f.Revocations,
 	}
 }
 
@@ -182,6 +184,7 @@ func CheckFile(path string, out io.Writer) (Result, error) {
 	c.checkReceipts()
 	c.checkGatewayLayouts()
 	c.checkAudit()
+	c.checkRevocations()
 	return c.result, nil
 }
 
