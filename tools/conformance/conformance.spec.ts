@@ -47,7 +47,18 @@ import {
   verifyInclusionProof,
   verifyTreeHead,
 } from '@parley/audit';
-import { REVOCATION_KIND, revocationEntryHash, revocationHeadLayout } from '@parley/rpc';
+import {
+  OPERATOR_METADATA_KEYS,
+  REVOCATION_KIND,
+  operatorRequestLayout,
+  parseOperatorMetadata,
+  registrationProofLayout,
+  revocationEntryHash,
+  revocationHeadLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  verifyOperatorRequest,
+} from '@parley/rpc';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildVectors, PlannedCrypto, renderVectors, VECTOR_FILE } from './vectors.js';
 
@@ -70,7 +81,7 @@ const cases = (list: any[]): [string, any][] => list.map((x) => [x.name as strin
 /** Every top-level group this suite checks; a group added to the file without a check here fails. */
 const CHECKED = [
   'format', 'version', 'protocol', 'generated_by', 'notes', 'now_ms', 'keys', 'trust_bundle', 'certificates', 'certificate_checks',
-  'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts', 'gateway_auth', 'gateway_send', 'audit', 'revocations',
+  'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts', 'gateway_auth', 'gateway_send', 'audit', 'revocations', 'registry',
 ];
 
 let crypto: ParleyCrypto;
@@ -361,5 +372,45 @@ describe('revocation list (§15.6)', () => {
     expect(toHex(layout)).toBe(head.layout);
     expect(crypto.ed25519.verify(h(head.signature), layout, pub(r.issuer))).toBe(true);
     expect(crypto.ed25519.verify(h(head.signature), revocationHeadLayout({ registryId, version: head.version + 1, headHash: h(head.head_hash), issuedAtMs: head.issued_at_ms, issuerKeyId: h(head.issuer_key_id) }), pub(r.issuer))).toBe(false);
+  });
+});
+
+describe('registry requests (§15.3–§15.5)', () => {
+  it('rebuilds and verifies the registration and rotation proofs', () => {
+    const r = V.registry;
+    const registryId = h(r.registry_id);
+    for (const p of r.registration) {
+      const layout = registrationProofLayout({ registryId, challenge: h(p.challenge), agentId: p.agent_id, identityPublicKey: h(p.identity_public_key) });
+      expect(toHex(layout)).toBe(p.layout);
+      expect(toHex(crypto.ed25519.sign(layout, signer(p.signer)))).toBe(p.signature);
+    }
+    for (const p of r.rotation) {
+      const fields = { registryId, challenge: h(p.challenge), agentId: p.agent_id, oldPublicKey: h(p.old_public_key), newPublicKey: h(p.new_public_key) };
+      expect(toHex(rotationAuthorisationLayout(fields))).toBe(p.authorisation_layout);
+      expect(toHex(rotationProofLayout(fields))).toBe(p.proof_layout);
+      expect(crypto.ed25519.verify(h(p.authorisation_signature), rotationAuthorisationLayout(fields), pub(p.authorisation_signer))).toBe(true);
+      expect(crypto.ed25519.verify(h(p.proof_signature), rotationProofLayout(fields), pub(p.proof_signer))).toBe(true);
+      // Distinct domains: neither signature stands in for the other.
+      expect(crypto.ed25519.verify(h(p.authorisation_signature), rotationProofLayout(fields), pub(p.authorisation_signer))).toBe(false);
+    }
+  });
+
+  it('rebuilds the operator request layout and accepts the metadata as the registry does', () => {
+    const registryId = h(V.registry.registry_id);
+    for (const q of V.registry.operator_requests) {
+      const body = h(q.request);
+      expect(toHex(crypto.blake3(body))).toBe(q.request_digest);
+      const layout = operatorRequestLayout(crypto, { registryId, path: q.path, body }, { keyId: h(q.operator_key_id), timestampMs: q.timestamp_ms, nonce: h(q.nonce) });
+      expect(toHex(layout)).toBe(q.layout);
+      expect(q.metadata[OPERATOR_METADATA_KEYS.keyId]).toBe(q.operator_key_id);
+      expect(q.metadata[OPERATOR_METADATA_KEYS.nonce]).toBe(q.nonce);
+      expect(q.metadata[OPERATOR_METADATA_KEYS.timestamp]).toBe(String(q.timestamp_ms));
+      expect(crypto.ed25519.verify(new Uint8Array(Buffer.from(q.metadata[OPERATOR_METADATA_KEYS.signature], 'base64url')), layout, pub(q.signer))).toBe(true);
+      // As the registry does: parse the metadata, verify over the path and the bytes received.
+      const auth = parseOperatorMetadata((k) => q.metadata[k]);
+      expect(auth).toBeDefined();
+      expect(verifyOperatorRequest(crypto, pub(q.signer), auth!, { registryId, path: q.path, body })).toBe(true);
+      expect(verifyOperatorRequest(crypto, pub(q.signer), auth!, { registryId, path: '/parley.v1.RegistryService/AddOperator', body })).toBe(false);
+    }
   });
 });

@@ -34,6 +34,7 @@ import {
   SecureMessageSchema,
   DeliveryReceiptSchema,
   MessagePayloadSchema,
+  RevokeAgentRequestSchema,
   type AgentCertificate,
   type HandshakeFrame,
   type SecureMessage,
@@ -74,7 +75,18 @@ import {
   signTreeHead,
   writerKeyId,
 } from '@parley/audit';
-import { REVOCATION_KIND, revocationEntryHash, revocationHeadLayout, type RevocationEntryFields } from '@parley/rpc';
+import {
+  OPERATOR_METADATA_KEYS,
+  REVOCATION_KIND,
+  operatorRequestLayout,
+  registrationProofLayout,
+  revocationEntryHash,
+  revocationHeadLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  signOperatorRequest,
+  type RevocationEntryFields,
+} from '@parley/rpc';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 
 /** Fixed clock of the vectors: 2027-01-15T08:00:00Z. */
@@ -282,6 +294,8 @@ export async function buildVectors(): Promise<Record<string, Json>> {
   const alice = named('alice');
   const bob = named('bob');
   const gatewayKey = named('gateway');
+  const operatorKey = named('operator');
+  const aliceNext = named('alice-next');
   const issuer: IssuerKey = createIssuerKey(base, issuerKey.pair);
   const rogue: IssuerKey = createIssuerKey(base, rogueKey.pair);
   const trustBundle = TrustBundle.from(base, [{ publicKey: issuerKey.pair.publicKey }]);
@@ -702,6 +716,66 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     },
   };
 
+  // ---- registry requests (§15.3–§15.5) --------------------------------------
+  const regChallenge = derive(base, 'registry/challenge/register');
+  const regLayout = registrationProofLayout({ registryId, challenge: regChallenge, agentId: 'alice', identityPublicKey: alice.pair.publicKey });
+  const rotChallenge = derive(base, 'registry/challenge/rotate');
+  const rotFields = { registryId, challenge: rotChallenge, agentId: 'alice', oldPublicKey: alice.pair.publicKey, newPublicKey: aliceNext.pair.publicKey };
+  const rotAuth = rotationAuthorisationLayout(rotFields);
+  const rotProof = rotationProofLayout(rotFields);
+  const revokeRequest = toBinary(
+    RevokeAgentRequestSchema,
+    create(RevokeAgentRequestSchema, { subject: { case: 'agentId', value: 'mallory' }, reason: 1, reasonText: 'key on a stolen laptop' }),
+  );
+  const opPath = '/parley.v1.RegistryService/RevokeAgent';
+  const opNonce = derive(base, 'registry/operator-nonce', 16);
+  planned.plan(opNonce);
+  const metadata = signOperatorRequest(crypto, operatorKey.pair, { registryId, path: opPath, body: revokeRequest }, NOW_MS);
+  const opLayout = operatorRequestLayout(base, { registryId, path: opPath, body: revokeRequest }, { keyId: operatorKey.keyId, timestampMs: NOW_MS, nonce: opNonce });
+  if (!base.ed25519.verify(Buffer.from(metadata[OPERATOR_METADATA_KEYS.signature]!, 'base64url'), opLayout, operatorKey.pair.publicKey)) {
+    throw new Error('conformance: operator request signature does not cover the spec layout');
+  }
+  const registry: Json = {
+    registry_id: toHex(registryId),
+    registration: [
+      {
+        agent_id: 'alice',
+        challenge: toHex(regChallenge),
+        identity_public_key: toHex(alice.pair.publicKey),
+        layout: toHex(regLayout),
+        signature: toHex(base.ed25519.sign(regLayout, alice.pair.secretKey)),
+        signer: 'alice',
+      },
+    ],
+    rotation: [
+      {
+        agent_id: 'alice',
+        challenge: toHex(rotChallenge),
+        old_public_key: toHex(alice.pair.publicKey),
+        new_public_key: toHex(aliceNext.pair.publicKey),
+        authorisation_layout: toHex(rotAuth),
+        authorisation_signature: toHex(base.ed25519.sign(rotAuth, alice.pair.secretKey)),
+        authorisation_signer: 'alice',
+        proof_layout: toHex(rotProof),
+        proof_signature: toHex(base.ed25519.sign(rotProof, aliceNext.pair.secretKey)),
+        proof_signer: 'alice-next',
+      },
+    ],
+    operator_requests: [
+      {
+        path: opPath,
+        request: toHex(revokeRequest),
+        request_digest: toHex(base.blake3(revokeRequest)),
+        timestamp_ms: NOW_MS,
+        nonce: toHex(opNonce),
+        operator_key_id: toHex(operatorKey.keyId),
+        layout: toHex(opLayout),
+        metadata,
+        signer: 'operator',
+      },
+    ],
+  };
+
   planned.assertDrained();
 
   return {
@@ -719,9 +793,10 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       'disclosures: §6.5 with the trust bundle above; certificates are checked at the envelope\'s timestamp_ms.',
       'audit: entries 0..6 of a gateway audit log signed by the "gateway" key; proofs are RFC 9162 with BLAKE3 (§9.3).',
       'revocations: a three-entry revocation list of a registry (§15.6): each entry hash chains to the previous one; the head at version 3 is signed by the "issuer" key.',
+      'registry: the proofs an agent signs for RegisterAgent (§15.4) and RotateKey (§15.5), and an operator-signed RevokeAgent request (§15.3) with its four metadata entries; request is the exact protobuf bytes sent, and only their BLAKE3 digest is signed.',
     ],
     now_ms: NOW_MS,
-    keys: Object.fromEntries([issuerKey, rogueKey, alice, bob, gatewayKey].map((k) => [k.name, keyJson(k)])),
+    keys: Object.fromEntries([issuerKey, rogueKey, alice, aliceNext, bob, gatewayKey, operatorKey].map((k) => [k.name, keyJson(k)])),
     trust_bundle: trustBundle.toJSON() as unknown as Json,
     certificates: [certJson(base, 'alice', aliceCert), certJson(base, 'bob', bobCert), certJson(base, 'alice_by_rogue_issuer', rogueCert)],
     certificate_checks: certChecks,
@@ -748,6 +823,7 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       tree_heads: heads,
     },
     revocations,
+    registry,
   };
 }
 

@@ -51,3 +51,38 @@ func RevocationHeadLayout(registryID []byte, version uint64, headHash []byte, is
 		Fixed(issuerKeyID, 16, "issuer_key_id").
 		Bytes()
 }
+
+// RegistrationProofLayout is what an agent's identity key signs to register (§15.4).
+func RegistrationProofLayout(registryID, challenge []byte, agentID string, identityPublicKey []byte) ([]byte, error) {
+	return NewLayout("parley/v1/registry-registration").
+		Fixed(registryID, 16, "registry_id").
+		Fixed(challenge, 32, "challenge").
+		Str(agentID).
+		Fixed(identityPublicKey, 32, "identity_public_key").
+		Bytes()
+}
+
+// RotationLayout is what the current key (domain "parley/v1/registry-rotate-key")
+// and the new key ("parley/v1/registry-rotate-key-proof") sign for RotateKey (§15.5).
+func RotationLayout(domain string, registryID, challenge []byte, agentID string, oldPublicKey, newPublicKey []byte) ([]byte, error) {
+	return NewLayout(domain).
+		Fixed(registryID, 16, "registry_id").
+		Fixed(challenge, 32, "challenge").
+		Str(agentID).
+		Fixed(oldPublicKey, 32, "old_public_key").
+		Fixed(newPublicKey, 32, "new_public_key").
+		Bytes()
+}
+
+// OperatorRequestLayout is what an operator key signs for a registry call
+// (§15.3): the digest of the exact request bytes sent, never a re-encoding.
+func OperatorRequestLayout(registryID []byte, path string, request []byte, timestampMs int64, nonce, operatorKeyID []byte) ([]byte, error) {
+	return NewLayout("parley/v1/operator-request").
+		Fixed(registryID, 16, "registry_id").
+		Str(path).
+		Fixed(Hash(request), 32, "request_digest").
+		I64(timestampMs).
+		Fixed(nonce, 16, "nonce").
+		Fixed(operatorKeyID, 16, "operator_key_id").
+		Bytes()
+}

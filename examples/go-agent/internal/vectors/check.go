@@ -145,6 +145,7 @@ type vectorFile struct {
 	GatewaySend       []gatewaySendVector
 	Audit             auditVector
 	Revocations       revocationsVector
+	Registry          registryVector
 	raw               map[string]json.RawMessage
 }
 
@@ -159,7 +160,7 @@ func (f *vectorFile) targets() map[string]any {
 		"messages": &f.Messages, "message_rejections": &f.MessageRejections,
 		"disclosures": &f.Disclosures, "receipts": &f.Receipts,
 		"gateway_auth": &f.GatewayAuth, "gateway_send": &f.GatewaySend, "audit": &f.Audit,
-		"revocations": &f.Revocations,
+		"revocations": &f.Revocations, "registry": &f.Registry,
 	}
 }
 
@@ -185,6 +186,7 @@ func CheckFile(path string, out io.Writer) (Result, error) {
 	c.checkGatewayLayouts()
 	c.checkAudit()
 	c.checkRevocations()
+	c.checkRegistry()
 	return c.result, nil
 }
 

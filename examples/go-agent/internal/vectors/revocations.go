@@ -2,6 +2,9 @@ package vectors
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"strconv"
 
 	"parley/go-agent/internal/parley"
 )
@@ -81,4 +84,90 @@ func (c *checker) checkRevocations() {
 		}
 	})
 	g.done("%d chained entries, signed head", len(r.Entries))
+}
+
+type registryVector struct {
+	RegistryID   string `json:"registry_id"`
+	Registration []struct {
+		AgentID           string `json:"agent_id"`
+		Challenge         string `json:"challenge"`
+		IdentityPublicKey string `json:"identity_public_key"`
+		Layout            string `json:"layout"`
+		Signature         string `json:"signature"`
+		Signer            string `json:"signer"`
+	} `json:"registration"`
+	Rotation []struct {
+		AgentID                string `json:"agent_id"`
+		Challenge              string `json:"challenge"`
+		OldPublicKey           string `json:"old_public_key"`
+		NewPublicKey           string `json:"new_public_key"`
+		AuthorisationLayout    string `json:"authorisation_layout"`
+		AuthorisationSignature string `json:"authorisation_signature"`
+		AuthorisationSigner    string `json:"authorisation_signer"`
+		ProofLayout            string `json:"proof_layout"`
+		ProofSignature         string `json:"proof_signature"`
+		ProofSigner            string `json:"proof_signer"`
+	} `json:"rotation"`
+	OperatorRequests []struct {
+		Path          string            `json:"path"`
+		Request       string            `json:"request"`
+		RequestDigest string            `json:"request_digest"`
+		TimestampMs   int64             `json:"timestamp_ms"`
+		Nonce         string            `json:"nonce"`
+		OperatorKeyID string            `json:"operator_key_id"`
+		Layout        string            `json:"layout"`
+		Metadata      map[string]string `json:"metadata"`
+		Signer        string            `json:"signer"`
+	} `json:"operator_requests"`
+}
+
+// checkRegistry rebuilds the §15.3–§15.5 layouts and checks their signatures.
+func (c *checker) checkRegistry() {
+	r := c.file.Registry
+	g := c.group("registry")
+	g.run("", func(e *entry) {
+		registryID := e.hex("registry_id", r.RegistryID)
+		for _, v := range r.Registration {
+			layout, err := parley.RegistrationProofLayout(registryID, e.hex("challenge", v.Challenge), v.AgentID, e.hex("identity_public_key", v.IdentityPublicKey))
+			if e.check(err, "registration layout") {
+				e.eq("registration layout (§15.4)", layout, v.Layout)
+				c.checkSignature(e, v.Signer, layout, v.Signature)
+			}
+		}
+		for _, v := range r.Rotation {
+			args := func(domain string) ([]byte, error) {
+				return parley.RotationLayout(domain, registryID, e.hex("challenge", v.Challenge), v.AgentID, e.hex("old_public_key", v.OldPublicKey), e.hex("new_public_key", v.NewPublicKey))
+			}
+			auth, err1 := args("parley/v1/registry-rotate-key")
+			proof, err2 := args("parley/v1/registry-rotate-key-proof")
+			if e.check(err1, "rotation layout") && e.check(err2, "rotation proof layout") {
+				e.eq("rotation authorisation layout (§15.5)", auth, v.AuthorisationLayout)
+				e.eq("rotation proof layout (§15.5)", proof, v.ProofLayout)
+				c.checkSignature(e, v.AuthorisationSigner, auth, v.AuthorisationSignature)
+				c.checkSignature(e, v.ProofSigner, proof, v.ProofSignature)
+			}
+		}
+		for _, v := range r.OperatorRequests {
+			request := e.hex("request", v.Request)
+			e.eq("request digest", parley.Hash(request), v.RequestDigest)
+			layout, err := parley.OperatorRequestLayout(registryID, v.Path, request, v.TimestampMs, e.hex("nonce", v.Nonce), e.hex("operator_key_id", v.OperatorKeyID))
+			if !e.check(err, "operator request layout") {
+				continue
+			}
+			e.eq("operator request layout (§15.3)", layout, v.Layout)
+			// The four metadata entries, as a registry parses them.
+			md := v.Metadata
+			if md["parley-operator-key-id"] != v.OperatorKeyID || md["parley-operator-nonce"] != v.Nonce ||
+				md["parley-operator-timestamp-ms"] != strconv.FormatInt(v.TimestampMs, 10) {
+				e.failf("operator metadata does not carry the request's key id, nonce and timestamp")
+			}
+			sig, err := base64.RawURLEncoding.DecodeString(md["parley-operator-signature"])
+			if err != nil {
+				e.failf("parley-operator-signature is not unpadded base64url")
+				continue
+			}
+			c.checkSignature(e, v.Signer, layout, hex.EncodeToString(sig))
+		}
+	})
+	g.done("%d registration, %d rotation, %d operator request proofs", len(r.Registration), len(r.Rotation), len(r.OperatorRequests))
 }
