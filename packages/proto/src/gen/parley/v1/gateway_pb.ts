@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/gateway.proto.
  */
 export const file_parley_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvZ2F0ZXdheS5wcm90bxIJcGFybGV5LnYxIqUBCg5Db25uZWN0UmVxdWVzdBIhCgVoZWxsbxgBIAEoCzIQLnBhcmxleS52MS5IZWxsb0gAEiQKBGF1dGgYAiABKAsyFC5wYXJsZXkudjEuQXV0aFByb29mSAASIwoEc2VuZBgDIAEoCzITLnBhcmxleS52MS5PdXRib3VuZEgAEh0KA2FjaxgEIAEoCzIOLnBhcmxleS52MS5BY2tIAEIGCgRraW5kIowCCg9Db25uZWN0UmVzcG9uc2USKQoJY2hhbGxlbmdlGAEgASgLMhQucGFybGV5LnYxLkNoYWxsZW5nZUgAEiUKB3dlbGNvbWUYAiABKAsyEi5wYXJsZXkudjEuV2VsY29tZUgAEicKCGRlbGl2ZXJ5GAMgASgLMhMucGFybGV5LnYxLkRlbGl2ZXJ5SAASJwoIYWNjZXB0ZWQYBCABKAsyEy5wYXJsZXkudjEuQWNjZXB0ZWRIABInCghyZWplY3RlZBgFIAEoCzITLnBhcmxleS52MS5SZWplY3RlZEgAEiQKB2dvX2F3YXkYBiABKAsyES5wYXJsZXkudjEuR29Bd2F5SABCBgoEa2luZCJKCgVIZWxsbxIPCgd2ZXJzaW9uGAEgASgNEjAKC2NlcnRpZmljYXRlGAIgASgLMhsucGFybGV5LnYxLkFnZW50Q2VydGlmaWNhdGUiRgoJQ2hhbGxlbmdlEhIKCmdhdGV3YXlfaWQYASABKAkSDQoFbm9uY2UYAiABKAwSFgoOc2VydmVyX3RpbWVfbXMYAyABKAMiHgoJQXV0aFByb29mEhEKCXNpZ25hdHVyZRgBIAEoDCJLCgdXZWxjb21lEhAKCGFnZW50X2lkGAEgASgJEhUKDW1haWxib3hfZGVwdGgYAiABKAQSFwoPbWF4X2ZyYW1lX2J5dGVzGAMgASgNIrMBCghPdXRib3VuZBISCgpyZXF1ZXN0X2lkGAEgASgEEi4KCWhhbmRzaGFrZRgCIAEoCzIZLnBhcmxleS52MS5IYW5kc2hha2VGcmFtZUgAEiwKCGVudmVsb3BlGAMgASgLMhgucGFybGV5LnYxLlNlY3VyZU1lc3NhZ2VIABItCgdyZWNlaXB0GAQgASgLMhoucGFybGV5LnYxLkRlbGl2ZXJ5UmVjZWlwdEgAQgYKBGl0ZW0iGgoDQWNrEhMKC2RlbGl2ZXJ5X2lkGAEgASgEIswBCghEZWxpdmVyeRITCgtkZWxpdmVyeV9pZBgBIAEoBBIWCg5hY2NlcHRlZF9hdF9tcxgCIAEoAxIuCgloYW5kc2hha2UYAyABKAsyGS5wYXJsZXkudjEuSGFuZHNoYWtlRnJhbWVIABIsCghlbnZlbG9wZRgEIAEoCzIYLnBhcmxleS52MS5TZWN1cmVNZXNzYWdlSAASLQoHcmVjZWlwdBgFIAEoCzIaLnBhcmxleS52MS5EZWxpdmVyeVJlY2VpcHRIAEIGCgRpdGVtIlwKCEFjY2VwdGVkEhIKCnJlcXVlc3RfaWQYASABKAQSEQoJaXRlbV9oYXNoGAIgASgMEikKBnN0YXR1cxgDIAEoDjIZLnBhcmxleS52MS5EZWxpdmVyeVN0YXR1cyI9CghSZWplY3RlZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBGNvZGUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSInCgZHb0F3YXkSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIowBCg9EZWxpdmVyeVJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIUCgxtZXNzYWdlX2hhc2gYAiABKAwSEQoJc2VuZGVyX2lkGAMgASgJEhQKDHJlY2lwaWVudF9pZBgEIAEoCRIWCg5yZWNlaXZlZF9hdF9tcxgFIAEoAxIRCglzaWduYXR1cmUYBiABKAwijAIKC1NlbmRSZXF1ZXN0EjAKC2NlcnRpZmljYXRlGAEgASgLMhsucGFybGV5LnYxLkFnZW50Q2VydGlmaWNhdGUSFAoMdGltZXN0YW1wX21zGAIgASgDEg0KBW5vbmNlGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIuCgloYW5kc2hha2UYBSABKAsyGS5wYXJsZXkudjEuSGFuZHNoYWtlRnJhbWVIABIsCghlbnZlbG9wZRgGIAEoCzIYLnBhcmxleS52MS5TZWN1cmVNZXNzYWdlSAASLQoHcmVjZWlwdBgHIAEoCzIaLnBhcmxleS52MS5EZWxpdmVyeVJlY2VpcHRIAEIGCgRpdGVtIkwKDFNlbmRSZXNwb25zZRIRCglpdGVtX2hhc2gYASABKAwSKQoGc3RhdHVzGAIgASgOMhkucGFybGV5LnYxLkRlbGl2ZXJ5U3RhdHVzKmwKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQARIaChZERUxJVkVSWV9TVEFUVVNfUVVFVUVEEAIylAEKE0FnZW50R2F0ZXdheVNlcnZpY2USRAoHQ29ubmVjdBIZLnBhcmxleS52MS5Db25uZWN0UmVxdWVzdBoaLnBhcmxleS52MS5Db25uZWN0UmVzcG9uc2UoATABEjcKBFNlbmQSFi5wYXJsZXkudjEuU2VuZFJlcXVlc3QaFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlYgZwcm90bzM", [file_parley_v1_handshake, file_parley_v1_identity, file_parley_v1_message]);
+  fileDesc("ChdwYXJsZXkvdjEvZ2F0ZXdheS5wcm90bxIJcGFybGV5LnYxIqUBCg5Db25uZWN0UmVxdWVzdBIhCgVoZWxsbxgBIAEoCzIQLnBhcmxleS52MS5IZWxsb0gAEiQKBGF1dGgYAiABKAsyFC5wYXJsZXkudjEuQXV0aFByb29mSAASIwoEc2VuZBgDIAEoCzITLnBhcmxleS52MS5PdXRib3VuZEgAEh0KA2FjaxgEIAEoCzIOLnBhcmxleS52MS5BY2tIAEIGCgRraW5kIowCCg9Db25uZWN0UmVzcG9uc2USKQoJY2hhbGxlbmdlGAEgASgLMhQucGFybGV5LnYxLkNoYWxsZW5nZUgAEiUKB3dlbGNvbWUYAiABKAsyEi5wYXJsZXkudjEuV2VsY29tZUgAEicKCGRlbGl2ZXJ5GAMgASgLMhMucGFybGV5LnYxLkRlbGl2ZXJ5SAASJwoIYWNjZXB0ZWQYBCABKAsyEy5wYXJsZXkudjEuQWNjZXB0ZWRIABInCghyZWplY3RlZBgFIAEoCzITLnBhcmxleS52MS5SZWplY3RlZEgAEiQKB2dvX2F3YXkYBiABKAsyES5wYXJsZXkudjEuR29Bd2F5SABCBgoEa2luZCJKCgVIZWxsbxIPCgd2ZXJzaW9uGAEgASgNEjAKC2NlcnRpZmljYXRlGAIgASgLMhsucGFybGV5LnYxLkFnZW50Q2VydGlmaWNhdGUiRgoJQ2hhbGxlbmdlEhIKCmdhdGV3YXlfaWQYASABKAkSDQoFbm9uY2UYAiABKAwSFgoOc2VydmVyX3RpbWVfbXMYAyABKAMiHgoJQXV0aFByb29mEhEKCXNpZ25hdHVyZRgBIAEoDCJLCgdXZWxjb21lEhAKCGFnZW50X2lkGAEgASgJEhUKDW1haWxib3hfZGVwdGgYAiABKAQSFwoPbWF4X2ZyYW1lX2J5dGVzGAMgASgNIucBCghPdXRib3VuZBISCgpyZXF1ZXN0X2lkGAEgASgEEi4KCWhhbmRzaGFrZRgCIAEoCzIZLnBhcmxleS52MS5IYW5kc2hha2VGcmFtZUgAEiwKCGVudmVsb3BlGAMgASgLMhgucGFybGV5LnYxLlNlY3VyZU1lc3NhZ2VIABItCgdyZWNlaXB0GAQgASgLMhoucGFybGV5LnYxLkRlbGl2ZXJ5UmVjZWlwdEgAEjIKDnNlc3Npb25fcmVqZWN0GAUgASgLMhgucGFybGV5LnYxLlNlc3Npb25SZWplY3RIAEIGCgRpdGVtIhoKA0FjaxITCgtkZWxpdmVyeV9pZBgBIAEoBCKAAgoIRGVsaXZlcnkSEwoLZGVsaXZlcnlfaWQYASABKAQSFgoOYWNjZXB0ZWRfYXRfbXMYAiABKAMSLgoJaGFuZHNoYWtlGAMgASgLMhkucGFybGV5LnYxLkhhbmRzaGFrZUZyYW1lSAASLAoIZW52ZWxvcGUYBCABKAsyGC5wYXJsZXkudjEuU2VjdXJlTWVzc2FnZUgAEi0KB3JlY2VpcHQYBSABKAsyGi5wYXJsZXkudjEuRGVsaXZlcnlSZWNlaXB0SAASMgoOc2Vzc2lvbl9yZWplY3QYBiABKAsyGC5wYXJsZXkudjEuU2Vzc2lvblJlamVjdEgAQgYKBGl0ZW0iXAoIQWNjZXB0ZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIRCglpdGVtX2hhc2gYAiABKAwSKQoGc3RhdHVzGAMgASgOMhkucGFybGV5LnYxLkRlbGl2ZXJ5U3RhdHVzIj0KCFJlamVjdGVkEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIicKBkdvQXdheRIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkijAEKD0RlbGl2ZXJ5UmVjZWlwdBIPCgd2ZXJzaW9uGAEgASgNEhQKDG1lc3NhZ2VfaGFzaBgCIAEoDBIRCglzZW5kZXJfaWQYAyABKAkSFAoMcmVjaXBpZW50X2lkGAQgASgJEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDEhEKCXNpZ25hdHVyZRgGIAEoDCKeAQoNU2Vzc2lvblJlamVjdBIPCgd2ZXJzaW9uGAEgASgNEhIKCnNlc3Npb25faWQYAiABKAwSFAoMbWVzc2FnZV9oYXNoGAMgASgMEhEKCXNlbmRlcl9pZBgEIAEoCRIUCgxyZWNpcGllbnRfaWQYBSABKAkSFgoOcmVqZWN0ZWRfYXRfbXMYBiABKAMSEQoJc2lnbmF0dXJlGAcgASgMIsACCgtTZW5kUmVxdWVzdBIwCgtjZXJ0aWZpY2F0ZRgBIAEoCzIbLnBhcmxleS52MS5BZ2VudENlcnRpZmljYXRlEhQKDHRpbWVzdGFtcF9tcxgCIAEoAxINCgVub25jZRgDIAEoDBIRCglzaWduYXR1cmUYBCABKAwSLgoJaGFuZHNoYWtlGAUgASgLMhkucGFybGV5LnYxLkhhbmRzaGFrZUZyYW1lSAASLAoIZW52ZWxvcGUYBiABKAsyGC5wYXJsZXkudjEuU2VjdXJlTWVzc2FnZUgAEi0KB3JlY2VpcHQYByABKAsyGi5wYXJsZXkudjEuRGVsaXZlcnlSZWNlaXB0SAASMgoOc2Vzc2lvbl9yZWplY3QYCCABKAsyGC5wYXJsZXkudjEuU2Vzc2lvblJlamVjdEgAQgYKBGl0ZW0iTAoMU2VuZFJlc3BvbnNlEhEKCWl0ZW1faGFzaBgBIAEoDBIpCgZzdGF0dXMYAiABKA4yGS5wYXJsZXkudjEuRGVsaXZlcnlTdGF0dXMqbAoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBABEhoKFkRFTElWRVJZX1NUQVRVU19RVUVVRUQQAjKUAQoTQWdlbnRHYXRld2F5U2VydmljZRJECgdDb25uZWN0EhkucGFybGV5LnYxLkNvbm5lY3RSZXF1ZXN0GhoucGFybGV5LnYxLkNvbm5lY3RSZXNwb25zZSgBMAESNwoEU2VuZBIWLnBhcmxleS52MS5TZW5kUmVxdWVzdBoXLnBhcmxleS52MS5TZW5kUmVzcG9uc2ViBnByb3RvMw", [file_parley_v1_handshake, file_parley_v1_identity, file_parley_v1_message]);
 
 /**
  * ConnectRequest is one frame from an agent to the gateway.
@@ -302,6 +302,14 @@ export type Outbound = Message<"parley.v1.Outbound"> & {
      */
     value: DeliveryReceipt;
     case: "receipt";
+  } | {
+    /**
+     * A session reject; recipient_id (its signer) must be the authenticated agent.
+     *
+     * @generated from field: parley.v1.SessionReject session_reject = 5;
+     */
+    value: SessionReject;
+    case: "sessionReject";
   } | { case: undefined; value?: undefined };
 };
 
@@ -383,6 +391,14 @@ export type Delivery = Message<"parley.v1.Delivery"> & {
      */
     value: DeliveryReceipt;
     case: "receipt";
+  } | {
+    /**
+     * The recipient of an envelope this agent sent can never open it (docs/PROTOCOL.md §17).
+     *
+     * @generated from field: parley.v1.SessionReject session_reject = 6;
+     */
+    value: SessionReject;
+    case: "sessionReject";
   } | { case: undefined; value?: undefined };
 };
 
@@ -553,6 +569,73 @@ export const DeliveryReceiptSchema: GenMessage<DeliveryReceipt> = /*@__PURE__*/
   messageDesc(file_parley_v1_gateway, 12);
 
 /**
+ * SessionReject is signed by the recipient of an envelope whose session it
+ * does not hold and is not establishing, so it can never open it, and relayed
+ * back to the envelope's sender, which then reseals the message in a new
+ * session (docs/PROTOCOL.md §17). Routed and checked like a DeliveryReceipt.
+ *
+ * @generated from message parley.v1.SessionReject
+ */
+export type SessionReject = Message<"parley.v1.SessionReject"> & {
+  /**
+   * Protocol version. Exactly 1.
+   *
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * The envelope's session_id, exactly 16 bytes.
+   *
+   * @generated from field: bytes session_id = 2;
+   */
+  sessionId: Uint8Array;
+
+  /**
+   * BLAKE3 message hash of the envelope refused, exactly 32 bytes.
+   *
+   * @generated from field: bytes message_hash = 3;
+   */
+  messageHash: Uint8Array;
+
+  /**
+   * AgentId of the envelope's sender (the reject's addressee).
+   *
+   * @generated from field: string sender_id = 4;
+   */
+  senderId: string;
+
+  /**
+   * AgentId of the envelope's recipient (the reject's signer).
+   *
+   * @generated from field: string recipient_id = 5;
+   */
+  recipientId: string;
+
+  /**
+   * The signer's clock when it refused, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 rejected_at_ms = 6;
+   */
+  rejectedAtMs: bigint;
+
+  /**
+   * Ed25519 signature by the recipient's identity key over the session-reject
+   * layout (docs/PROTOCOL.md §17), exactly 64 bytes.
+   *
+   * @generated from field: bytes signature = 7;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.SessionReject.
+ * Use `create(SessionRejectSchema)` to create a new message.
+ */
+export const SessionRejectSchema: GenMessage<SessionReject> = /*@__PURE__*/
+  messageDesc(file_parley_v1_gateway, 13);
+
+/**
  * SendRequest relays one item without a stream, authenticated by a signature
  * over the send layout (docs/PROTOCOL.md §10.6).
  *
@@ -616,6 +699,14 @@ export type SendRequest = Message<"parley.v1.SendRequest"> & {
      */
     value: DeliveryReceipt;
     case: "receipt";
+  } | {
+    /**
+     * A session reject.
+     *
+     * @generated from field: parley.v1.SessionReject session_reject = 8;
+     */
+    value: SessionReject;
+    case: "sessionReject";
   } | { case: undefined; value?: undefined };
 };
 
@@ -624,7 +715,7 @@ export type SendRequest = Message<"parley.v1.SendRequest"> & {
  * Use `create(SendRequestSchema)` to create a new message.
  */
 export const SendRequestSchema: GenMessage<SendRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 13);
+  messageDesc(file_parley_v1_gateway, 14);
 
 /**
  * SendResponse confirms acceptance (errors travel as gRPC status).
@@ -652,7 +743,7 @@ export type SendResponse = Message<"parley.v1.SendResponse"> & {
  * Use `create(SendResponseSchema)` to create a new message.
  */
 export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 14);
+  messageDesc(file_parley_v1_gateway, 15);
 
 /**
  * DeliveryStatus says where an accepted item is.
