@@ -48,3 +48,30 @@ export interface PwhashBackend {
   /** Argon2id v1.3 via crypto_pwhash: `outLen` bytes from password and 16-byte salt. */
   pwhashArgon2id(outLen: number, password: Uint8Array, salt: Uint8Array, opsLimit: number, memLimit: number): Uint8Array;
 }
+
+/**
+ * Primitives only libsodium has: XChaCha20-Poly1305 (24-byte random nonces),
+ * the Ed25519 → X25519 key conversion and sealed boxes (`crypto_box_seal`).
+ * node:crypto has none of them, so libsodium serves them in every backend
+ * choice, the way it serves password hashing.
+ */
+export interface SodiumOnlyBackend {
+  /** XChaCha20-Poly1305 IETF (draft-irtf-cfrg-xchacha) seal: ciphertext ‖ 16-byte tag. */
+  xchachaSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
+  /** XChaCha20-Poly1305 IETF open; null when authentication fails. */
+  xchachaOpen(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null;
+  /** `crypto_sign_ed25519_pk_to_curve25519`; null for a point libsodium refuses (not on the curve, small order). */
+  ed25519PkToX25519(publicKey: Uint8Array): Uint8Array | null;
+  /** `crypto_sign_ed25519_sk_to_curve25519` of a 64-byte seed‖pk secret key. */
+  ed25519SkToX25519(secretKey: Uint8Array): Uint8Array;
+  /** `crypto_box_seal`: ephemeral X25519 public key ‖ crypto_box(message) — 48 bytes of overhead. */
+  boxSeal(message: Uint8Array, publicKey: Uint8Array): Uint8Array;
+  /** `crypto_box_seal_open`; null when it does not open. */
+  boxSealOpen(sealed: Uint8Array, publicKey: Uint8Array, secretKey: Uint8Array): Uint8Array | null;
+  /**
+   * The `crypto_box_seal` construction with a given ephemeral secret key (libsodium
+   * picks it at random): epk ‖ crypto_box_easy(m, BLAKE2b-192(epk ‖ pk), pk, esk).
+   * Conformance vectors only; `boxSealOpen` opens its output.
+   */
+  boxSealWithEphemeral(message: Uint8Array, publicKey: Uint8Array, ephemeralSecretKey: Uint8Array): Uint8Array;
+}

@@ -27,6 +27,81 @@ describe.each(BACKENDS)('crypto-core with backend %s', (backend) => {
     c = await createCrypto({ backend });
   });
 
+  describe('xaead (XChaCha20-Poly1305, random nonces)', () => {
+    it('round-trips, draws a fresh nonce per message, binds the associated data', () => {
+      const key = c.randomKey('aead');
+      const pt = new TextEncoder().encode('shared plan v3');
+      const ad = new TextEncoder().encode('segment plan');
+      const a = c.xaead.seal(key, pt, ad);
+      const b = c.xaead.seal(key, pt, ad);
+      expect(a).toHaveLength(24 + pt.length + 16);
+      expect(a.subarray(0, 24)).not.toEqual(b.subarray(0, 24));
+      expect(c.xaead.open(key, a, ad)).toEqual(pt);
+      expectCode(() => c.xaead.open(key, a, new TextEncoder().encode('segment other')), 'decrypt_failed');
+      expectCode(() => c.xaead.open(c.randomKey('aead'), a, ad), 'decrypt_failed');
+      expectCode(() => c.xaead.open(key, a.subarray(0, 39), ad), 'invalid_length');
+      expect(c.xaead.open(key, c.xaead.seal(key, new Uint8Array(0), ad), ad)).toHaveLength(0);
+    });
+
+    it('validates every input with typed errors', () => {
+      const key = c.randomKey('aead');
+      for (const bad of WRONG_TYPES) {
+        expectCode(() => c.xaead.seal(bad as SecretKey, new Uint8Array(1), new Uint8Array(0)), 'invalid_type');
+        expectCode(() => c.xaead.seal(key, bad as Uint8Array, new Uint8Array(0)), 'invalid_type');
+        expectCode(() => c.xaead.open(key, bad as Uint8Array, new Uint8Array(0)), 'invalid_type');
+      }
+      expectCode(() => c.xaead.seal(c.randomKey('mac'), new Uint8Array(1), new Uint8Array(0)), 'invalid_type');
+      expectCode(() => c.xaead.sealWithNonceForTestingOnly(key, new Uint8Array(12), new Uint8Array(1), new Uint8Array(0)), 'invalid_length');
+      key.wipe();
+      expectCode(() => c.xaead.seal(key, new Uint8Array(1), new Uint8Array(0)), 'key_wiped');
+    });
+  });
+
+  describe('sealedBox (crypto_box_seal to an Ed25519 identity)', () => {
+    it('seals to the identity key; only that key opens it; any changed byte is refused', () => {
+      const member = c.ed25519.generateKeyPair();
+      const other = c.ed25519.generateKeyPair();
+      const msg = c.randomBytes(68);
+      const sealed = c.sealedBox.seal(msg, member.publicKey);
+      expect(sealed).toHaveLength(48 + 68);
+      expect(c.sealedBox.open(sealed, member.secretKey)).toEqual(msg);
+      expect(c.sealedBox.seal(msg, member.publicKey)).not.toEqual(sealed); // fresh ephemeral key each time
+      expectCode(() => c.sealedBox.open(sealed, other.secretKey), 'decrypt_failed');
+      for (const at of [0, 31, 32, sealed.length - 1]) {
+        const bad = sealed.slice();
+        bad[at]! ^= 1;
+        expectCode(() => c.sealedBox.open(bad, member.secretKey), 'decrypt_failed');
+      }
+      expectCode(() => c.sealedBox.open(sealed.subarray(0, 47), member.secretKey), 'invalid_length');
+    });
+
+    it("the deterministic construction is libsodium's sealed-box format", () => {
+      const member = c.ed25519.generateKeyPair();
+      const msg = new TextEncoder().encode('epoch key');
+      const eph = c.randomBytes(32);
+      const sealed = c.sealedBox.sealWithEphemeralForTestingOnly(msg, member.publicKey, eph);
+      expect(c.sealedBox.sealWithEphemeralForTestingOnly(msg, member.publicKey, eph)).toEqual(sealed);
+      expect(sealed.subarray(0, 32)).toEqual(c.x25519.keyPairFromSecret(eph).publicKey);
+      expect(c.sealedBox.open(sealed, member.secretKey)).toEqual(msg);
+    });
+
+    it('refuses Ed25519 public keys that are not valid points, and wrong types', () => {
+      // The identity point (small order) and a y coordinate not on the curve.
+      const identity = fromHex('0100000000000000000000000000000000000000000000000000000000000000');
+      const offCurve = fromHex('0200000000000000000000000000000000000000000000000000000000000000');
+      for (const pk of [identity, offCurve]) expectCode(() => c.sealedBox.seal(new Uint8Array(1), pk), 'weak_public_key');
+      const kp = c.ed25519.generateKeyPair();
+      for (const bad of WRONG_TYPES) {
+        expectCode(() => c.sealedBox.seal(bad as Uint8Array, kp.publicKey), 'invalid_type');
+        expectCode(() => c.sealedBox.seal(new Uint8Array(1), bad as Uint8Array), 'invalid_type');
+        expectCode(() => c.sealedBox.open(bad as Uint8Array, kp.secretKey), 'invalid_type');
+        expectCode(() => c.sealedBox.open(new Uint8Array(64), bad as SecretKey), 'invalid_type');
+      }
+      expectCode(() => c.sealedBox.open(new Uint8Array(64), c.x25519.generateKeyPair().secretKey), 'invalid_type');
+      expectCode(() => c.sealedBox.seal(new Uint8Array(1), new Uint8Array(31)), 'invalid_length');
+    });
+  });
+
   describe('ed25519', () => {
     it('signs and verifies; rejects a changed message, signature or key', () => {
       const kp = c.ed25519.generateKeyPair();

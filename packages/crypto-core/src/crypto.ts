@@ -6,7 +6,7 @@
  */
 import * as nodeCrypto from 'node:crypto';
 import { abytes, abytesRange, anumber, astring, au64 } from './assert.js';
-import type { CryptoBackend, PwhashBackend } from './backend.js';
+import type { CryptoBackend, PwhashBackend, SodiumOnlyBackend } from './backend.js';
 import { createBlake3, type Blake3 } from './blake3.js';
 import { CryptoError } from './errors.js';
 import { createNodeBackend } from './node-backend.js';
@@ -46,6 +46,12 @@ export const PWHASH_OPSLIMIT_MAX = 16;
 export const PWHASH_MEMLIMIT_MAX = 1024 * 1024 * 1024;
 /** Longest accepted password, in bytes. */
 export const PWHASH_MAX_PASSWORD_BYTES = 4096;
+/** Nonce length of XChaCha20-Poly1305 (24 bytes: large enough to be drawn at random for every message). */
+export const XAEAD_NONCE_BYTES = 24;
+/** Bytes {@link XAeadApi.seal} adds to a plaintext: the 24-byte nonce and the 16-byte tag. */
+export const XAEAD_OVERHEAD_BYTES = XAEAD_NONCE_BYTES + AEAD_TAG_BYTES;
+/** Bytes a sealed box adds to its message: the ephemeral X25519 public key and the 16-byte tag (crypto_box_SEALBYTES). */
+export const SEALED_BOX_OVERHEAD_BYTES = 48;
 
 /** An Ed25519 key pair. `secretKey` is libsodium's 64-byte seed‖publicKey form. */
 export interface Ed25519KeyPair {
@@ -119,6 +125,55 @@ export interface AeadApi {
   open(key: SecretKey, counter: bigint, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array;
 }
 
+/**
+ * XChaCha20-Poly1305 IETF (draft-irtf-cfrg-xchacha-03) with a fresh random
+ * 24-byte nonce per message, for keys that seal many messages from several
+ * writers or across restarts, where no counter can be kept unique: 192 random
+ * bits make a repeated nonce negligible (birthday bound 2^96 messages per key),
+ * and no crash can make a writer reuse one.
+ */
+export interface XAeadApi {
+  /**
+   * Seals with a nonce drawn from the OS CSPRNG.
+   * @returns nonce (24) ‖ ciphertext ‖ tag (16)
+   * @throws invalid_type, invalid_length (key not a 32-byte `aead` SecretKey, plaintext over 64 MiB), key_wiped
+   */
+  seal(key: SecretKey, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
+  /**
+   * Opens the output of {@link seal}.
+   * @throws decrypt_failed (wrong key or associated data, tampered or truncated input)
+   */
+  open(key: SecretKey, sealed: Uint8Array, ad: Uint8Array): Uint8Array;
+  /** {@link seal} with a caller-chosen nonce: ONLY for published and conformance vectors. */
+  sealWithNonceForTestingOnly(key: SecretKey, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
+}
+
+/**
+ * Anonymous public-key encryption to an Ed25519 identity: libsodium's sealed
+ * box (`crypto_box_seal`: X25519 with a fresh ephemeral key, XSalsa20-Poly1305)
+ * to the X25519 key converted from the recipient's Ed25519 public key
+ * (`crypto_sign_ed25519_pk_to_curve25519`). Sealed boxes do not authenticate
+ * the sender: sign what you seal.
+ */
+export interface SealedBoxApi {
+  /**
+   * @returns ephemeral public key (32) ‖ ciphertext ‖ tag (16)
+   * @throws invalid_type, invalid_length, weak_public_key (a key libsodium will not convert)
+   */
+  seal(message: Uint8Array, recipientEd25519PublicKey: Uint8Array): Uint8Array;
+  /**
+   * Opens a sealed box with the recipient's Ed25519 identity secret key.
+   * @throws decrypt_failed when it was not sealed to this key or was changed, key_wiped
+   */
+  open(sealed: Uint8Array, recipientEd25519SecretKey: SecretKey): Uint8Array;
+  /** X25519 public key of an Ed25519 public key. @throws weak_public_key */
+  x25519PublicKey(ed25519PublicKey: Uint8Array): Uint8Array;
+  /** X25519 secret key of an Ed25519 secret key (a new SecretKey; wipe it after use). */
+  x25519SecretKey(ed25519SecretKey: SecretKey): SecretKey;
+  /** {@link seal} with a caller-chosen ephemeral X25519 secret: ONLY for conformance vectors. */
+  sealWithEphemeralForTestingOnly(message: Uint8Array, recipientEd25519PublicKey: Uint8Array, ephemeralX25519Secret: Uint8Array): Uint8Array;
+}
+
 /** The synchronous crypto API returned by {@link createCrypto}. */
 export interface ParleyCrypto {
   /** Which backend serves each primitive, e.g. `{ ed25519: 'libsodium', aead: 'node', … }`. */
@@ -126,6 +181,10 @@ export interface ParleyCrypto {
   readonly ed25519: Ed25519Api;
   readonly x25519: X25519Api;
   readonly aead: AeadApi;
+  /** XChaCha20-Poly1305 with random nonces (libsodium, in every backend choice). */
+  readonly xaead: XAeadApi;
+  /** Sealed boxes to Ed25519 identities (libsodium, in every backend choice). */
+  readonly sealedBox: SealedBoxApi;
   /** `length` bytes of OS randomness. */
   randomBytes(length: number): Uint8Array;
   /** A fresh random SecretKey of `length` bytes (default 32). */
@@ -241,7 +300,7 @@ function guard<T>(operation: string, fn: () => T): T {
   }
 }
 
-function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake3, pw: PwhashBackend): ParleyCrypto {
+function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake3, pw: PwhashBackend & SodiumOnlyBackend): ParleyCrypto {
   const randomBytes = (length: number): Uint8Array => {
     anumber(length, 'length', 0, 1 << 20);
     const out = new Uint8Array(length);
@@ -267,6 +326,24 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
     const out = new Uint8Array(AEAD_NONCE_BYTES);
     new DataView(out.buffer).setBigUint64(4, n, true); // Noise §12.3: 32 zero bits ‖ LE64(n)
     return out;
+  };
+
+  const xaeadSeal = (key: SecretKey, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array => {
+    const k = asecret(key, 'key', 'aead', AEAD_KEY_BYTES);
+    abytesRange(plaintext, 'plaintext', 0, AEAD_MAX_PLAINTEXT_BYTES);
+    abytes(ad, 'ad');
+    const body = guard('xchacha20-poly1305 seal', () => pw.xchachaSeal(k, nonce, plaintext, ad));
+    const out = new Uint8Array(XAEAD_NONCE_BYTES + body.length);
+    out.set(nonce, 0);
+    out.set(body, XAEAD_NONCE_BYTES);
+    return out;
+  };
+
+  const x25519OfEd25519 = (ed25519PublicKey: Uint8Array): Uint8Array => {
+    abytes(ed25519PublicKey, 'ed25519PublicKey', ED25519_PUBLIC_KEY_BYTES);
+    const pk = guard('ed25519 to x25519', () => pw.ed25519PkToX25519(ed25519PublicKey));
+    if (pk === null) throw new CryptoError('weak_public_key', 'Ed25519 public key is not a valid point of the main subgroup');
+    return pk;
   };
 
   const hmacSha256 = (key: SecretKey, data: Uint8Array): Uint8Array => {
@@ -363,6 +440,55 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
         const plain = guard('aead open', () => use.aead.aeadOpen(k, n, ciphertext, ad));
         if (plain === null) throw new CryptoError('decrypt_failed', 'authentication failed');
         return plain;
+      },
+    }),
+    xaead: Object.freeze({
+      seal(key: SecretKey, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
+        return xaeadSeal(key, randomBytes(XAEAD_NONCE_BYTES), plaintext, ad);
+      },
+      open(key: SecretKey, sealed: Uint8Array, ad: Uint8Array): Uint8Array {
+        const k = asecret(key, 'key', 'aead', AEAD_KEY_BYTES);
+        abytesRange(sealed, 'sealed', XAEAD_OVERHEAD_BYTES, AEAD_MAX_PLAINTEXT_BYTES + XAEAD_OVERHEAD_BYTES);
+        abytes(ad, 'ad');
+        const n = sealed.subarray(0, XAEAD_NONCE_BYTES);
+        const body = sealed.subarray(XAEAD_NONCE_BYTES);
+        const plain = guard('xchacha20-poly1305 open', () => pw.xchachaOpen(k, n, body, ad));
+        if (plain === null) throw new CryptoError('decrypt_failed', 'authentication failed');
+        return plain;
+      },
+      sealWithNonceForTestingOnly(key: SecretKey, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array {
+        return xaeadSeal(key, abytes(nonce, 'nonce', XAEAD_NONCE_BYTES), plaintext, ad);
+      },
+    }),
+    sealedBox: Object.freeze({
+      seal(message: Uint8Array, recipientEd25519PublicKey: Uint8Array): Uint8Array {
+        abytesRange(message, 'message', 0, AEAD_MAX_PLAINTEXT_BYTES);
+        const pk = x25519OfEd25519(recipientEd25519PublicKey);
+        return guard('sealed box', () => pw.boxSeal(message, pk));
+      },
+      open(sealed: Uint8Array, recipientEd25519SecretKey: SecretKey): Uint8Array {
+        abytesRange(sealed, 'sealed', SEALED_BOX_OVERHEAD_BYTES, AEAD_MAX_PLAINTEXT_BYTES + SEALED_BOX_OVERHEAD_BYTES);
+        const edSk = asecret(recipientEd25519SecretKey, 'recipientEd25519SecretKey', 'ed25519', ED25519_SECRET_KEY_BYTES);
+        const sk = guard('ed25519 to x25519', () => pw.ed25519SkToX25519(edSk));
+        try {
+          const pk = guard('x25519 public key', () => use.x25519.x25519PublicKey(sk));
+          const plain = guard('sealed box open', () => pw.boxSealOpen(sealed, pk, sk));
+          if (plain === null) throw new CryptoError('decrypt_failed', 'sealed box does not open with this key');
+          return plain;
+        } finally {
+          sk.fill(0);
+        }
+      },
+      x25519PublicKey: x25519OfEd25519,
+      x25519SecretKey(ed25519SecretKey: SecretKey): SecretKey {
+        const edSk = asecret(ed25519SecretKey, 'ed25519SecretKey', 'ed25519', ED25519_SECRET_KEY_BYTES);
+        return SecretKey.adopt(guard('ed25519 to x25519', () => pw.ed25519SkToX25519(edSk)), 'x25519');
+      },
+      sealWithEphemeralForTestingOnly(message: Uint8Array, recipientEd25519PublicKey: Uint8Array, ephemeralX25519Secret: Uint8Array): Uint8Array {
+        abytesRange(message, 'message', 0, AEAD_MAX_PLAINTEXT_BYTES);
+        abytes(ephemeralX25519Secret, 'ephemeralX25519Secret', X25519_KEY_BYTES);
+        const pk = x25519OfEd25519(recipientEd25519PublicKey);
+        return guard('sealed box', () => pw.boxSealWithEphemeral(message, pk, ephemeralX25519Secret));
       },
     }),
     randomBytes,

@@ -3,7 +3,7 @@
  * HMAC-SHA256). Everything after `createSodiumBackend()` is synchronous.
  */
 import sodiumModule from 'libsodium-wrappers-sumo';
-import type { CryptoBackend, PwhashBackend } from './backend.js';
+import type { CryptoBackend, PwhashBackend, SodiumOnlyBackend } from './backend.js';
 
 type Sodium = typeof sodiumModule;
 
@@ -16,7 +16,7 @@ export function loadSodium(): Promise<Sodium> {
 }
 
 /** Creates the libsodium backend (which also serves password hashing). */
-export async function createSodiumBackend(): Promise<CryptoBackend & PwhashBackend> {
+export async function createSodiumBackend(): Promise<CryptoBackend & PwhashBackend & SodiumOnlyBackend> {
   const sodium = await loadSodium();
   return {
     name: 'libsodium',
@@ -77,6 +77,49 @@ export async function createSodiumBackend(): Promise<CryptoBackend & PwhashBacke
     },
     pwhashArgon2id(outLen, password, salt, opsLimit, memLimit) {
       return sodium.crypto_pwhash(outLen, password, salt, opsLimit, memLimit, sodium.crypto_pwhash_ALG_ARGON2ID13);
+    },
+    xchachaSeal(key, nonce, plaintext, ad) {
+      return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key);
+    },
+    xchachaOpen(key, nonce, ciphertext, ad) {
+      try {
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, ciphertext, ad, nonce, key);
+      } catch {
+        return null;
+      }
+    },
+    ed25519PkToX25519(publicKey) {
+      try {
+        return sodium.crypto_sign_ed25519_pk_to_curve25519(publicKey);
+      } catch {
+        return null;
+      }
+    },
+    ed25519SkToX25519(secretKey) {
+      return sodium.crypto_sign_ed25519_sk_to_curve25519(secretKey);
+    },
+    boxSeal(message, publicKey) {
+      return sodium.crypto_box_seal(message, publicKey);
+    },
+    boxSealOpen(sealed, publicKey, secretKey) {
+      try {
+        return sodium.crypto_box_seal_open(sealed, publicKey, secretKey);
+      } catch {
+        return null;
+      }
+    },
+    boxSealWithEphemeral(message, publicKey, ephemeralSecretKey) {
+      // libsodium's crypto_box_seal (crypto_box/crypto_box_seal.c), with the ephemeral key given.
+      const epk = sodium.crypto_scalarmult_base(ephemeralSecretKey);
+      const nonceInput = new Uint8Array(64);
+      nonceInput.set(epk, 0);
+      nonceInput.set(publicKey, 32);
+      const nonce = sodium.crypto_generichash(sodium.crypto_box_NONCEBYTES, nonceInput, null);
+      const boxed = sodium.crypto_box_easy(message, nonce, publicKey, ephemeralSecretKey);
+      const out = new Uint8Array(32 + boxed.length);
+      out.set(epk, 0);
+      out.set(boxed, 32);
+      return out;
     },
   };
 }

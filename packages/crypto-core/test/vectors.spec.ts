@@ -1,6 +1,7 @@
 // Published test vectors (test/vectors/*.json, each file names its source), run
 // through the public API for every backend choice, and — where the public API
 // fixes a parameter the vector varies (the AEAD nonce) — through each backend.
+import * as nodeCrypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { blake3 as hashWasmBlake3 } from 'hash-wasm';
@@ -33,6 +34,8 @@ const hmac = load<{ vectors: HmacVector[] }>('hmac-sha256.json').vectors;
 const hkdf = load<{ vectors: HkdfVector[] }>('hkdf-sha256.json').vectors;
 const blake2b = load<Blake2bFile>('blake2b.json');
 const blake3 = load<Blake3File>('blake3.json');
+const xchacha = load<{ vectors: AeadVector[] }>('xchacha20poly1305.json').vectors;
+const edToX = load<{ vectors: { name: string; ed25519_seed: string; x25519_public_key: string; x25519_secret_key: string }[] }>('ed25519-to-x25519.json').vectors;
 
 describe.each(['libsodium', 'node', 'auto'] as const)('published vectors, backend %s', (backend) => {
   let c: ParleyCrypto;
@@ -108,6 +111,34 @@ describe.each(['libsodium', 'node', 'auto'] as const)('published vectors, backen
     for (const v of blake3.cases) {
       const input = Uint8Array.from({ length: v.input_len }, (_, i) => i % 251);
       expect(toHex(c.blake3(input)), `hash ${v.input_len}`).toBe(v.hash.slice(0, 64));
+    }
+  });
+
+  it('draft-irtf-cfrg-xchacha-03 A.3.1 XChaCha20-Poly1305: the published bytes, and tampering refused', () => {
+    expect(xchacha).toHaveLength(1);
+    for (const v of xchacha) {
+      const key = SecretKey.from(fromHex(v.key), 'aead');
+      const sealed = c.xaead.sealWithNonceForTestingOnly(key, fromHex(v.nonce), fromHex(v.plaintext), fromHex(v.aad));
+      expect(toHex(sealed)).toBe(v.nonce + v.ciphertext + v.tag);
+      expect(toHex(c.xaead.open(key, sealed, fromHex(v.aad)))).toBe(v.plaintext);
+      for (const at of [0, 23, 24, sealed.length - 1]) {
+        const bad = sealed.slice();
+        bad[at]! ^= 0x80;
+        expect(() => c.xaead.open(key, bad, fromHex(v.aad)), `flipped byte ${at}`).toThrow(/decrypt_failed/);
+      }
+    }
+  });
+
+  it('libsodium ed25519_convert: the X25519 keys of an Ed25519 key pair, cross-checked with OpenSSL X25519', () => {
+    for (const v of edToX) {
+      const kp = c.ed25519.keyPairFromSeed(fromHex(v.ed25519_seed));
+      expect(toHex(c.sealedBox.x25519PublicKey(kp.publicKey))).toBe(v.x25519_public_key);
+      const sk = c.sealedBox.x25519SecretKey(kp.secretKey);
+      expect(toHex(sk.unsafeBytes())).toBe(v.x25519_secret_key);
+      // An independent implementation (OpenSSL, via node:crypto) derives the same public key from the converted scalar.
+      const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), Buffer.from(v.x25519_secret_key, 'hex')]);
+      const spki = nodeCrypto.createPublicKey(nodeCrypto.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'der', type: 'spki' });
+      expect(toHex(new Uint8Array(spki.subarray(spki.length - 32)))).toBe(v.x25519_public_key);
     }
   });
 
