@@ -7,6 +7,7 @@ export * from './gen/parley/v1/handshake_pb.js';
 export * from './gen/parley/v1/audit_pb.js';
 export * from './gen/parley/v1/registry_pb.js';
 export * from './gen/parley/v1/gateway_pb.js';
+export * from './gen/parley/v1/memory_pb.js';
 // Standard gRPC services, vendored under proto/grpc (health checking, server reflection).
 export * from './gen/grpc/health/v1/health_pb.js';
 export * from './gen/grpc/reflection/v1/reflection_pb.js';
