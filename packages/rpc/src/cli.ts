@@ -47,6 +47,9 @@ export function exitCodeOf(code: RpcErrorCode): number {
     case 'failed_precondition':
     case 'challenge_invalid':
     case 'revocation_stale':
+    case 'conflict':
+    case 'quota_exceeded':
+    case 'rotation_required':
       return EXIT_CODES.failedPrecondition;
     default:
       return EXIT_CODES.internal;

@@ -17,7 +17,8 @@ export const ERROR_CODE_METADATA_KEY = 'parley-error-code';
 /**
  * Every Parley error code and its gRPC status: the single mapping used by
  * every Parley server (registry, gateway) and client. The first group is
- * docs/PROTOCOL.md §11; the second the API codes of §15.8.
+ * docs/PROTOCOL.md §11; the second the API codes of §15.8; the third the
+ * shared-memory codes of §18.11.
  */
 export const GRPC_STATUS_BY_CODE = Object.freeze({
   // §11: message, handshake and certificate rejections
@@ -57,6 +58,10 @@ export const GRPC_STATUS_BY_CODE = Object.freeze({
   cancelled: GrpcStatus.CANCELLED,
   unimplemented: GrpcStatus.UNIMPLEMENTED,
   internal: GrpcStatus.INTERNAL,
+  // §18.11: shared memory
+  conflict: GrpcStatus.ABORTED,
+  quota_exceeded: GrpcStatus.RESOURCE_EXHAUSTED,
+  rotation_required: GrpcStatus.FAILED_PRECONDITION,
 } as const);
 
 /**
@@ -89,6 +94,7 @@ const CODE_BY_STATUS: Readonly<Partial<Record<GrpcStatus, RpcErrorCode>>> = Obje
   [GrpcStatus.DEADLINE_EXCEEDED]: 'deadline_exceeded',
   [GrpcStatus.CANCELLED]: 'cancelled',
   [GrpcStatus.UNIMPLEMENTED]: 'unimplemented',
+  [GrpcStatus.ABORTED]: 'conflict',
 });
 
 /**
