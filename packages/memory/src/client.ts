@@ -1,0 +1,744 @@
+/**
+ * MemoryClient: the agent's side of shared memory (docs/PROTOCOL.md §18). It
+ * talks to a store (parley.v1.MemoryService, served by the gateway) over gRPC,
+ * signing every request with the agent's identity key (§18.8), and does all
+ * the cryptography itself: it verifies the membership log, key epochs, key
+ * copies and write records the store returns (§18.4–§18.7), opens its copy of
+ * the epoch key, encrypts and signs what it writes, and makes new epochs and
+ * key copies when it grants, revokes or rotates. The store only ever sees
+ * ciphertext, digests and signatures.
+ *
+ * Every mutating call sends a signed record the store recognises when it sees
+ * it again, so a call that failed with `unavailable` or `deadline_exceeded` is
+ * retried with the same record (a write acknowledged before a crash is never
+ * applied twice, and one lost with the crash is applied once).
+ */
+import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import { type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
+import { verifyCertificate, type RevocationChecker, type TrustBundle } from '@parley/identity';
+import {
+  MemoryService,
+  type AgentCertificate,
+  type EpochRecord,
+  type GetMemoryResponse,
+  type KeyWrap,
+  type MemoryUsage,
+  type WriteRecord,
+} from '@parley/proto';
+import { createClient, type Client } from '@parley/rpc';
+import { MemoryError, fail, isMemoryError } from './errors.js';
+import { membershipEntryHash } from './layouts.js';
+import { Membership, sameWrite, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
+import { accessOf, assertAgent, assertMemoryId, assertSegmentId, levelOf, MAX_SEGMENT_CIPHERTEXT_BYTES, MAX_SEGMENT_PLAINTEXT_BYTES, type AccessLevel } from './names.js';
+import { changeEntry, createEntry, followBackLink, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
+import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
+
+/** Settings of a {@link MemoryClient}. */
+export interface MemoryClientOptions {
+  readonly crypto: ParleyCrypto;
+  /** This agent: id, Ed25519 identity secret key, certificate (a session `LocalIdentity`). */
+  readonly identity: MemoryIdentity;
+  /** `host:port` of the store (the gateway). */
+  readonly address: string;
+  /** The store's name, bound into every request signature: the gateway id. */
+  readonly serviceId: string;
+  /** Issuer keys members' and owners' certificates must chain to. */
+  readonly trustBundle: TrustBundle;
+  /** When given, certificates are also checked against it before a key is sealed to them. */
+  readonly revocations?: RevocationChecker;
+  /** Default: plaintext (loopback only). */
+  readonly credentials?: ChannelCredentials;
+  readonly channelOptions?: ChannelOptions;
+  /** Deadline of each call, ms. Default 30 000. */
+  readonly timeoutMs?: number;
+  /** How long an idempotent call is retried while the store is unavailable, ms. Default 15 000; 0: no retry. */
+  readonly retryUnavailableMs?: number;
+  /** Memories whose verified state is cached (keys included, wiped on eviction). Default 64. */
+  readonly cacheSize?: number;
+  readonly clock?: () => number;
+}
+
+/** A member of a memory as the verified log says. */
+export interface MemoryMemberInfo {
+  readonly agentId: string;
+  readonly access: AccessLevel;
+  /** Grant expiry, ms since the epoch; undefined: never. */
+  readonly expiresAtMs: number | undefined;
+}
+
+/** A memory as this agent sees it (from the verified membership log). */
+export interface MemoryInfo {
+  readonly memoryId: string;
+  readonly ownerId: string;
+  /** This agent's level. */
+  readonly access: AccessLevel;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number | undefined;
+  /** Active members (grants in force now), ordered by id. */
+  readonly members: readonly MemoryMemberInfo[];
+  readonly membershipVersion: bigint;
+  readonly currentEpoch: number;
+  readonly usage: MemoryUsageInfo;
+}
+
+/** Quota usage of a memory and its owner. */
+export interface MemoryUsageInfo {
+  readonly bytes: number;
+  readonly segments: number;
+  readonly maxBytes: number;
+  readonly maxSegments: number;
+  readonly ownerBytes: number;
+  readonly ownerSegments: number;
+  readonly ownerMaxBytes: number;
+  readonly ownerMaxSegments: number;
+}
+
+/** A memory in a listing (as the store reports it; `get` verifies it). */
+export interface MemoryListing {
+  readonly memoryId: string;
+  readonly ownerId: string;
+  readonly access: AccessLevel;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number | undefined;
+}
+
+/** A segment's current version, from its verified write record. */
+export interface SegmentInfo {
+  readonly segmentId: string;
+  readonly version: bigint;
+  readonly writerId: string;
+  readonly writtenAtMs: number;
+  readonly expiresAtMs: number | undefined;
+  /** Ciphertext bytes (the plaintext is 40 fewer). */
+  readonly bytes: number;
+  readonly keyEpoch: number;
+}
+
+/** A segment read, decrypted and verified. */
+export interface ReadResult extends SegmentInfo {
+  readonly data: Uint8Array;
+  /** The writer's signed record: with `ciphertext`, proof for a third party of who wrote what (§18.7). */
+  readonly record: WriteRecord;
+  readonly ciphertext: Uint8Array;
+}
+
+/** What a write did. */
+export interface WriteResult {
+  /** The segment's version now. */
+  readonly version: bigint;
+  /** The store had this exact write already (a retry after a lost answer). */
+  readonly alreadyApplied: boolean;
+}
+
+/** Options of {@link MemoryClient.write}. */
+export interface WriteOptions {
+  /** The version this write replaces: 0 creates the segment. Required: every write is conditional (§18.7). */
+  readonly previousVersion: bigint | number;
+  /** When this version expires, ms since the epoch. */
+  readonly expiresAtMs?: number;
+}
+
+/** Options of {@link MemoryClient.update}. */
+export interface UpdateOptions {
+  /** Attempts before giving up with `conflict`. Default 16. */
+  readonly maxAttempts?: number;
+  readonly expiresAtMs?: number;
+}
+
+/** Options of {@link MemoryClient.grant}. */
+export interface GrantOptions {
+  /** When the grant ends, ms since the epoch (then the member is refused and the key epoch rotates). */
+  readonly expiresAtMs?: number;
+  /** The member's certificate; default: the last one the store saw it use. Verified either way. */
+  readonly certificate?: AgentCertificate;
+}
+
+/** A memory's verified state, cached per memory. */
+interface State {
+  log: Membership;
+  /** Verified epoch records, by epoch. */
+  readonly epochs: Map<number, EpochRecord>;
+  /** Epoch keys this agent has opened or derived. */
+  readonly keys: Map<number, EpochKey>;
+  currentEpoch: number;
+  /** Certificates of the active members, from the store (verified before use). */
+  certificates: Map<string, AgentCertificate>;
+  rotationRequired: boolean;
+  usage: MemoryUsage | undefined;
+}
+
+const RETRYABLE = new Set(['unavailable', 'deadline_exceeded']);
+
+function toText(data: Uint8Array | string): Uint8Array {
+  return typeof data === 'string' ? new TextEncoder().encode(data) : data;
+}
+
+function num(value: bigint): number {
+  return Number(value);
+}
+
+function segmentInfo(r: WriteRecord): SegmentInfo {
+  return {
+    segmentId: r.segmentId,
+    version: r.version,
+    writerId: r.writerId,
+    writtenAtMs: num(r.timestampMs),
+    expiresAtMs: r.expiresAtMs === 0n ? undefined : num(r.expiresAtMs),
+    bytes: num(r.ciphertextBytes),
+    keyEpoch: r.keyEpoch,
+  };
+}
+
+/**
+ * Shared memory for one agent. Create one per agent (`agent.memory` in
+ * @parley/client does), call {@link close} when done.
+ *
+ * @example
+ * const memory = new MemoryClient({ crypto, identity, address, serviceId: 'gw-1', trustBundle });
+ * const { memoryId } = await memory.create();
+ * await memory.grant(memoryId, 'worker-7', 'write');
+ * await memory.write(memoryId, 'plan', JSON.stringify(plan), { previousVersion: 0 });
+ * const { data, version } = await memory.read(memoryId, 'plan');
+ */
+export class MemoryClient {
+  readonly #o: MemoryClientOptions;
+  readonly #crypto: ParleyCrypto;
+  readonly #rpc: Client<typeof MemoryService>;
+  readonly #clock: () => number;
+  readonly #states = new Map<string, State>();
+  readonly #loading = new Map<string, Promise<State>>();
+  #closed = false;
+
+  constructor(options: MemoryClientOptions) {
+    this.#o = options;
+    this.#crypto = options.crypto;
+    this.#clock = options.clock ?? Date.now;
+    assertAgent(options.identity.agentId, 'identity.agentId');
+    this.#rpc = createClient(MemoryService, options.address, options.credentials ?? grpcCredentials.createInsecure(), {
+      signer: memoryRequestSigner(options.crypto, options.identity, options.serviceId, this.#clock),
+      defaultTimeoutMs: options.timeoutMs ?? 30_000,
+      channelOptions: {
+        'grpc.max_receive_message_length': 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536,
+        'grpc.max_send_message_length': 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536,
+        ...options.channelOptions,
+      },
+    });
+  }
+
+  /** This agent's id. */
+  get agentId(): string {
+    return this.#o.identity.agentId;
+  }
+
+  /** Wipes every cached key and closes the channel. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const state of this.#states.values()) wipeState(state);
+    this.#states.clear();
+    this.#rpc.close();
+  }
+
+  // ---------------------------------------------------------------------------
+  // The API
+
+  /**
+   * Creates a memory owned by this agent, with epoch 1 and the owner's key copy.
+   * @throws MemoryError `quota_exceeded` (too many memories for this owner), `malformed`, the store's refusal
+   */
+  async create(options: { readonly expiresAtMs?: number } = {}): Promise<MemoryInfo> {
+    this.#assertOpen();
+    const now = this.#clock();
+    const me = this.#o.identity;
+    const publicKey = me.certificate.identityPublicKey;
+    const { memoryId, entry } = createEntry(this.#crypto, me, publicKey, { nowMs: now, ...(options.expiresAtMs === undefined ? {} : { expiresAtMs: options.expiresAtMs }) });
+    const log = Membership.create(this.#crypto, entry, memoryId); // checks our own entry by the same rules as the store
+    const epoch = newEpoch(this.#crypto, me, memoryId, { version: 1n, hash: log.head }, undefined, now);
+    const ownerWrap = wrapKey(this.#crypto, me, memoryId, epoch, { memberId: me.agentId, publicKey });
+    epoch.key.wipe();
+    await this.#call(() => this.#rpc.createMemory({ entry, epoch: epoch.record, ownerWrap }));
+    return this.get(memoryId);
+  }
+
+  /**
+   * The memory's verified state: members, epoch, usage.
+   * @throws MemoryError `permission_denied` (not a member, or no such memory), `expired`, `bad_signature` / `replay` (the store's answer does not verify)
+   */
+  async get(memoryId: string): Promise<MemoryInfo> {
+    assertMemoryId(memoryId);
+    const state = await this.#refresh(memoryId);
+    return this.#info(state);
+  }
+
+  /** Every memory this agent is an active member of (as the store lists them; {@link get} verifies one). */
+  async list(): Promise<MemoryListing[]> {
+    this.#assertOpen();
+    const out: MemoryListing[] = [];
+    let pageToken = '';
+    do {
+      const page = await this.#call(() => this.#rpc.listMemories({ pageSize: 500, pageToken }));
+      for (const m of page.memories) {
+        out.push({
+          memoryId: m.memoryId,
+          ownerId: m.ownerId,
+          access: levelOf(m.access),
+          createdAtMs: num(m.createdAtMs),
+          expiresAtMs: m.expiresAtMs === 0n ? undefined : num(m.expiresAtMs),
+        });
+      }
+      pageToken = page.nextPageToken;
+    } while (pageToken !== '');
+    return out;
+  }
+
+  /** The segments of a memory, each from its verified write record. */
+  async segments(memoryId: string): Promise<SegmentInfo[]> {
+    assertMemoryId(memoryId);
+    const state = await this.#refresh(memoryId);
+    const out: SegmentInfo[] = [];
+    let pageToken = '';
+    do {
+      const page = await this.#call(() => this.#rpc.listSegments({ memoryId, pageSize: 1000, pageToken }));
+      for (const r of page.segments) {
+        this.#verifyRecord(state, r);
+        out.push(segmentInfo(r));
+      }
+      pageToken = page.nextPageToken;
+    } while (pageToken !== '');
+    return out;
+  }
+
+  /**
+   * Reads and decrypts a segment's current version, verifying its writer's signature,
+   * its ciphertext digest and its key epoch.
+   * @throws MemoryError `not_found`, `permission_denied`, `expired`, `bad_signature`, `decrypt_failed`
+   */
+  async read(memoryId: string, segmentId: string): Promise<ReadResult> {
+    assertMemoryId(memoryId);
+    assertSegmentId(segmentId);
+    let state = await this.#state(memoryId);
+    const res = await this.#call(() => this.#rpc.readSegment({ memoryId, segmentId }));
+    const record = res.record;
+    if (record === undefined || record.segmentId !== segmentId) fail('bad_signature', 'the store answered with another segment');
+    let key: EpochKey;
+    try {
+      this.#verifyRecord(state, record);
+      key = this.#keyFor(state, record.keyEpoch);
+    } catch {
+      // A writer granted, or an epoch started, since the state was cached: verify against a fresh one.
+      state = await this.#refresh(memoryId);
+      this.#verifyRecord(state, record);
+      key = this.#keyFor(state, record.keyEpoch);
+    }
+    const data = openWrite(this.#crypto, memoryId, key, record, res.ciphertext);
+    return { ...segmentInfo(record), data, record, ciphertext: res.ciphertext };
+  }
+
+  /**
+   * Writes a segment version, conditional on the version it replaces.
+   * @returns the new version (`alreadyApplied` when this exact write was stored before a retry)
+   * @throws MemoryError `conflict` with `currentVersion` (and `current`) when the segment is elsewhere;
+   *   `quota_exceeded`, `permission_denied` (read-only member), `expired`, `too_large`, …
+   */
+  async write(memoryId: string, segmentId: string, data: Uint8Array | string, options: WriteOptions): Promise<WriteResult> {
+    assertMemoryId(memoryId);
+    assertSegmentId(segmentId);
+    if (typeof options !== 'object' || options === null) fail('malformed', 'options with previousVersion are required: every write is conditional');
+    const bytes = toText(data);
+    if (!(bytes instanceof Uint8Array)) fail('malformed', 'data must be a Uint8Array or a string');
+    if (bytes.length > MAX_SEGMENT_PLAINTEXT_BYTES) fail('too_large', `segment data is ${bytes.length} bytes, more than ${MAX_SEGMENT_PLAINTEXT_BYTES}`);
+    const previous = typeof options?.previousVersion === 'number' ? BigInt(options.previousVersion) : options?.previousVersion;
+    if (typeof previous !== 'bigint' || previous < 0n || previous >= BigInt(Number.MAX_SAFE_INTEGER)) fail('malformed', 'previousVersion must be a non-negative integer (0 creates the segment)');
+    const expiresAtMs = options.expiresAtMs ?? 0;
+    if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) fail('malformed', 'expiresAtMs must be a non-negative integer');
+    let state = await this.#state(memoryId);
+    for (let attempt = 0; ; attempt++) {
+      if (state.rotationRequired) state = await this.#rotate(state);
+      const sealed = sealWrite(this.#crypto, this.#o.identity, memoryId, this.#keyFor(state, state.currentEpoch), {
+        segmentId,
+        previousVersion: previous,
+        data: bytes,
+        expiresAtMs,
+        nowMs: this.#clock(),
+      });
+      try {
+        return await this.#sendWrite(state, memoryId, sealed);
+      } catch (error) {
+        const e = MemoryError.from(error);
+        // The epoch moved, or a member's grant ended under us: reload (and rotate) once or twice, then give up.
+        if (attempt < 3 && (e.code === 'rotation_required' || (e.code === 'conflict' && e.currentVersion === undefined))) {
+          state = await this.#refresh(memoryId);
+          if (e.code === 'rotation_required') state.rotationRequired = true;
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Read-modify-write with compare-and-set: calls `change` with the current
+   * version (undefined when the segment does not exist) and writes its result
+   * conditional on that version; on `conflict`, reads again and repeats.
+   */
+  async update(
+    memoryId: string,
+    segmentId: string,
+    change: (current: ReadResult | undefined) => Uint8Array | string | Promise<Uint8Array | string>,
+    options: UpdateOptions = {},
+  ): Promise<WriteResult & { readonly attempts: number }> {
+    const max = options.maxAttempts ?? 16;
+    for (let attempt = 1; ; attempt++) {
+      let current: ReadResult | undefined;
+      try {
+        current = await this.read(memoryId, segmentId);
+      } catch (error) {
+        if (!isMemoryError(error, 'not_found')) throw error;
+      }
+      const next = await change(current);
+      try {
+        const result = await this.write(memoryId, segmentId, next, {
+          previousVersion: current?.version ?? 0n,
+          ...(options.expiresAtMs === undefined ? {} : { expiresAtMs: options.expiresAtMs }),
+        });
+        return { ...result, attempts: attempt };
+      } catch (error) {
+        if (isMemoryError(error, 'conflict') && error.currentVersion !== undefined && attempt < max) continue;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Grants `agentId` a level (or changes its level, expiry or key): appends a
+   * GRANT entry and seals the current epoch key to its certified identity key.
+   * A new member can read everything the memory holds (§18.5: back links).
+   * @throws MemoryError `permission_denied` (not admin; admin level needs the owner), `not_found` (no certificate known),
+   *   the certificate's code (`revoked`, `expired`, `unknown_issuer`, …), `quota_exceeded` (members)
+   */
+  async grant(memoryId: string, agentId: string, access: AccessLevel, options: GrantOptions = {}): Promise<MemoryInfo> {
+    assertMemoryId(memoryId);
+    assertAgent(agentId, 'agentId');
+    const level = accessOf(access);
+    const expiresAtMs = options.expiresAtMs ?? 0;
+    if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) fail('malformed', 'expiresAtMs must be a non-negative integer');
+    const certificate = options.certificate ?? (await this.#call(() => this.#rpc.getAgentCertificate({ agentId }))).certificate;
+    if (certificate === undefined) fail('not_found', `no certificate for ${agentId}`);
+    const member = this.#verifyMemberCertificate(certificate, agentId);
+    for (let attempt = 0; ; attempt++) {
+      const state = await this.#refresh(memoryId);
+      const entry = changeEntry(this.#crypto, this.#o.identity, state.log, { kind: 'grant', memberId: agentId, access: level, publicKey: member.identityPublicKey, expiresAtMs }, this.#clock());
+      const wrap = wrapKey(this.#crypto, this.#o.identity, memoryId, this.#keyFor(state, state.currentEpoch), { memberId: agentId, publicKey: member.identityPublicKey });
+      try {
+        await this.#call(() => this.#rpc.updateMembership({ memoryId, entry, memberCertificate: certificate, wraps: [wrap] }));
+        return this.get(memoryId);
+      } catch (error) {
+        if (attempt < 3 && isMemoryError(error, 'conflict')) continue;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Removes a member: appends a REVOKE entry and, in the same call, starts the
+   * next key epoch, sealed to the remaining members only. The removed member keeps
+   * whatever it read or could decrypt before; nothing written from now on is
+   * under a key it ever had (§18.9).
+   * @throws MemoryError `not_found` (not a member), `permission_denied`, a remaining member's certificate code
+   */
+  async revoke(memoryId: string, agentId: string): Promise<MemoryInfo> {
+    assertMemoryId(memoryId);
+    assertAgent(agentId, 'agentId');
+    for (let attempt = 0; ; attempt++) {
+      const state = await this.#refresh(memoryId);
+      const target = state.log.member(agentId);
+      if (target === undefined) fail('not_found', `${agentId} is not a member of ${memoryId}`);
+      const now = this.#clock();
+      const entry = changeEntry(this.#crypto, this.#o.identity, state.log, { kind: 'revoke', memberId: agentId, publicKey: target.publicKey }, now);
+      const remaining = state.log.active(now).filter((m) => m.memberId !== agentId);
+      const { epoch, wraps } = this.#nextEpoch(state, { version: entry.version, hash: membershipEntryHash(this.#crypto, memoryId, entry) }, remaining, now);
+      try {
+        await this.#call(() => this.#rpc.updateMembership({ memoryId, entry, epoch: epoch.record, wraps }));
+        epoch.key.wipe();
+        return this.get(memoryId);
+      } catch (error) {
+        epoch.key.wipe();
+        if (attempt < 3 && isMemoryError(error, 'conflict')) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** Starts the next key epoch for the active members (writes do this themselves when the store asks). @returns the new epoch */
+  async rotate(memoryId: string): Promise<number> {
+    assertMemoryId(memoryId);
+    const state = await this.#rotate(await this.#refresh(memoryId));
+    return state.currentEpoch;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Internals
+
+  #assertOpen(): void {
+    if (this.#closed) fail('cancelled', 'memory client closed');
+  }
+
+  /** One RPC, retried with backoff while the store is unavailable (every call here is idempotent: §18.10). */
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    const budget = this.#o.retryUnavailableMs ?? 15_000;
+    const start = this.#clock();
+    let delay = 100;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (error) {
+        const e = MemoryError.from(error);
+        if (!RETRYABLE.has(e.code) || this.#closed || Date.now() - start + delay > budget) throw e;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(delay * 2, 2_000);
+      }
+    }
+  }
+
+  async #sendWrite(state: State, memoryId: string, sealed: SealedWrite): Promise<WriteResult> {
+    const res = await this.#call(() => this.#rpc.writeSegment({ memoryId, record: sealed.record, ciphertext: sealed.ciphertext }));
+    const outcome = res.outcome;
+    if (outcome.case === 'accepted') {
+      if (outcome.value.version !== sealed.record.version) fail('bad_signature', 'the store acknowledged another version than written');
+      return { version: outcome.value.version, alreadyApplied: outcome.value.alreadyApplied };
+    }
+    if (outcome.case !== 'conflict') return fail('malformed', 'write answer has no outcome');
+    const current = outcome.value.current;
+    if (current !== undefined) {
+      if (current.segmentId !== sealed.record.segmentId || current.version !== outcome.value.currentVersion) fail('bad_signature', 'the store reported a conflict with another segment');
+      this.#verifyRecord(state, current);
+      if (sameWrite(this.#crypto, current, sealed.record)) return { version: current.version, alreadyApplied: true };
+    }
+    return fail('conflict', `${sealed.record.segmentId} is at version ${outcome.value.currentVersion}, not ${sealed.record.previousVersion}`, {
+      currentVersion: outcome.value.currentVersion,
+      ...(current === undefined ? {} : { current }),
+    });
+  }
+
+  #verifyRecord(state: State, record: WriteRecord): void {
+    try {
+      verifyWriteRecord(state.log, record);
+    } catch (error) {
+      const e = MemoryError.from(error);
+      throw e.code === 'malformed' ? new MemoryError('bad_signature', `the store returned a malformed write record: ${e.message}`, { cause: e }) : e;
+    }
+  }
+
+  /** The cached state, or a fresh one. */
+  #state(memoryId: string): Promise<State> {
+    const cached = this.#states.get(memoryId);
+    if (cached !== undefined) {
+      // LRU: most recently used last.
+      this.#states.delete(memoryId);
+      this.#states.set(memoryId, cached);
+      return Promise.resolve(cached);
+    }
+    return this.#refresh(memoryId);
+  }
+
+  /** Fetches what is new since the cached state and verifies it (one fetch at a time per memory). */
+  #refresh(memoryId: string): Promise<State> {
+    const running = this.#loading.get(memoryId);
+    if (running !== undefined) return running;
+    const p = (async () => {
+      try {
+        const cached = this.#states.get(memoryId);
+        const res = await this.#call(() => this.#rpc.getMemory({ memoryId, afterVersion: cached?.log.version ?? 0n }));
+        const state = this.#verifyState(memoryId, cached, res);
+        this.#states.delete(memoryId);
+        this.#states.set(memoryId, state);
+        const max = this.#o.cacheSize ?? 64;
+        for (const [id, old] of this.#states) {
+          if (this.#states.size <= max) break;
+          if (id === memoryId) continue;
+          this.#states.delete(id);
+          wipeState(old);
+        }
+        return state;
+      } finally {
+        this.#loading.delete(memoryId);
+      }
+    })();
+    this.#loading.set(memoryId, p);
+    return p;
+  }
+
+  /**
+   * Folds the store's answer into the verified state: the log continues the one
+   * already seen (never shorter: `replay`), the owner's certificate is trusted, epochs
+   * chain and are signed by members who could make them, and the key copy opens.
+   */
+  #verifyState(memoryId: string, cached: State | undefined, res: GetMemoryResponse): State {
+    const summary = res.memory;
+    if (summary === undefined || summary.memoryId !== memoryId) fail('bad_signature', 'the store answered for another memory');
+    try {
+      let log = cached?.log;
+      if (cached !== undefined && summary.membershipVersion < cached.log.version) {
+        fail('replay', `the store returned membership version ${summary.membershipVersion}, older than ${cached.log.version} already seen`);
+      }
+      const entries = [...res.entries];
+      if (log === undefined) {
+        const first = entries.shift();
+        if (first === undefined) fail('bad_signature', 'the store returned no membership log');
+        log = Membership.create(this.#crypto, first, memoryId);
+        const owner = res.members.find((m) => m.memberId === log!.ownerId)?.certificate;
+        if (owner === undefined) fail('bad_signature', "the store returned no owner's certificate");
+        this.#verifyOwner(log, owner);
+      }
+      for (const e of entries) log.append(e);
+      if (log.version !== summary.membershipVersion) fail('bad_signature', 'membership log does not reach the version the store reports');
+
+      // Epochs: ascending, chained, each made by a member who could. Same records as any seen before.
+      const epochs = new Map<number, EpochRecord>(cached?.epochs ?? []);
+      let previous: EpochRecord | undefined;
+      for (const r of res.epochs) {
+        verifyEpochRecord(this.#crypto, log, r, previous);
+        const known = epochs.get(r.epoch);
+        if (known !== undefined && !this.#crypto.constantTimeEqual(known.signature, r.signature)) fail('bad_signature', `the store returned a second epoch ${r.epoch}`);
+        epochs.set(r.epoch, r);
+        previous = r;
+      }
+      if (previous === undefined || previous.epoch !== summary.currentEpoch) fail('bad_signature', 'epochs do not reach the current epoch');
+      if (cached !== undefined && summary.currentEpoch < cached.currentEpoch) fail('replay', 'the store returned an older key epoch than already seen');
+
+      const keys = new Map(cached?.keys ?? []);
+      const wrap = res.wrap;
+      if (wrap !== undefined && !keys.has(wrap.epoch)) {
+        const record = epochs.get(wrap.epoch);
+        if (record === undefined || wrap.memberId !== this.agentId) fail('bad_signature', 'key copy is for an epoch or member the store did not describe');
+        verifyKeyWrap(this.#crypto, log, wrap);
+        keys.set(wrap.epoch, openWrap(this.#crypto, this.#o.identity, memoryId, wrap, record));
+      }
+      const certificates = new Map<string, AgentCertificate>();
+      for (const m of res.members) if (m.certificate !== undefined) certificates.set(m.memberId, m.certificate);
+      return { log, epochs, keys, currentEpoch: summary.currentEpoch, certificates, rotationRequired: res.rotationRequired, usage: res.usage };
+    } catch (error) {
+      const e = MemoryError.from(error);
+      // Anything the log rules reject in the store's answer is the store's fault, not ours.
+      if (e.code === 'malformed' || e.code === 'conflict' || e.code === 'permission_denied' || e.code === 'identity_mismatch') {
+        throw new MemoryError('bad_signature', `the store's answer for ${memoryId} does not verify: ${e.message}`, { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  #verifyOwner(log: Membership, certificate: AgentCertificate): void {
+    // Valid when the memory was created, not revoked now, and for the key the memory id commits to.
+    const cert = verifyCertificate(this.#crypto, certificate, {
+      trustBundle: this.#o.trustBundle,
+      nowMs: log.createdAtMs,
+      expectedAgentId: log.ownerId,
+      ...(this.#o.revocations === undefined ? {} : { revocations: { check: (s) => this.#o.revocations!.check(s, this.#clock()) } }),
+    });
+    if (!this.#crypto.constantTimeEqual(cert.identityPublicKey, log.ownerPublicKey)) fail('identity_mismatch', "owner's certificate is for another key");
+  }
+
+  #verifyMemberCertificate(certificate: AgentCertificate, agentId: string): { identityPublicKey: Uint8Array } {
+    try {
+      return verifyCertificate(this.#crypto, certificate, {
+        trustBundle: this.#o.trustBundle,
+        nowMs: this.#clock(),
+        expectedAgentId: agentId,
+        ...(this.#o.revocations === undefined ? {} : { revocations: this.#o.revocations }),
+      });
+    } catch (error) {
+      const e = MemoryError.from(error);
+      throw new MemoryError(e.code, `certificate of ${agentId}: ${e.message}`, { cause: error });
+    }
+  }
+
+  /** The key of an epoch: opened, or derived through back links from a later key this agent has. */
+  #keyFor(state: State, epoch: number): EpochKey {
+    const known = state.keys.get(epoch);
+    if (known !== undefined) return known;
+    let later: EpochKey | undefined;
+    for (const [e, k] of state.keys) if (e > epoch && (later === undefined || e < later.record.epoch)) later = k;
+    if (later === undefined) fail('permission_denied', `this agent holds no key of epoch ${epoch} or later`);
+    while (later.record.epoch > epoch) {
+      const record = state.epochs.get(later.record.epoch - 1);
+      if (record === undefined) fail('decrypt_failed', `epoch ${later.record.epoch - 1} is not known`);
+      later = followBackLink(this.#crypto, state.log.memoryId, later, record);
+      state.keys.set(later.record.epoch, later);
+    }
+    return later;
+  }
+
+  /** The next epoch after the current one, for `members`, with their key copies (their certificates verified first). */
+  #nextEpoch(state: State, membership: { version: bigint; hash: Uint8Array }, members: readonly Member[], now: number): { epoch: EpochKey; wraps: KeyWrap[] } {
+    const current = this.#keyFor(state, state.currentEpoch);
+    const epoch = newEpoch(this.#crypto, this.#o.identity, state.log.memoryId, membership, current, now);
+    const wraps: KeyWrap[] = [];
+    for (const m of members) {
+      if (m.memberId !== this.agentId) {
+        const certificate = state.certificates.get(m.memberId);
+        if (certificate === undefined) fail('not_found', `no certificate of member ${m.memberId}: cannot seal the new key to it`);
+        const cert = this.#verifyMemberCertificate(certificate, m.memberId);
+        if (!this.#crypto.constantTimeEqual(cert.identityPublicKey, m.publicKey)) fail('identity_mismatch', `certificate of ${m.memberId} is for another key than its grant`);
+      }
+      wraps.push(wrapKey(this.#crypto, this.#o.identity, state.log.memoryId, epoch, { memberId: m.memberId, publicKey: m.publicKey }));
+    }
+    return { epoch, wraps };
+  }
+
+  async #rotate(state: State): Promise<State> {
+    const memoryId = state.log.memoryId;
+    for (let attempt = 0; ; attempt++) {
+      const now = this.#clock();
+      const { epoch, wraps } = this.#nextEpoch(state, { version: state.log.version, hash: state.log.head }, state.log.active(now), now);
+      try {
+        await this.#call(() => this.#rpc.rotateEpoch({ memoryId, epoch: epoch.record, wraps }));
+        epoch.key.wipe();
+        return await this.#refresh(memoryId);
+      } catch (error) {
+        epoch.key.wipe();
+        // Someone else rotated first (or the members changed): take the store's epoch.
+        if (attempt < 3 && isMemoryError(error, 'conflict')) {
+          state = await this.#refresh(memoryId);
+          if (!state.rotationRequired) return state;
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  #info(state: State): MemoryInfo {
+    const log = state.log;
+    const now = this.#clock();
+    const me = log.member(this.agentId);
+    if (me === undefined) fail('permission_denied', `${this.agentId} is not a member of ${log.memoryId}`);
+    const u = state.usage;
+    return {
+      memoryId: log.memoryId,
+      ownerId: log.ownerId,
+      access: levelOf(me.access),
+      createdAtMs: log.createdAtMs,
+      expiresAtMs: log.expiresAtMs === 0 ? undefined : log.expiresAtMs,
+      members: log.active(now).map((m) => ({ agentId: m.memberId, access: levelOf(m.access), expiresAtMs: m.expiresAtMs === 0 ? undefined : m.expiresAtMs })),
+      membershipVersion: log.version,
+      currentEpoch: state.currentEpoch,
+      usage: {
+        bytes: num(u?.bytes ?? 0n),
+        segments: num(u?.segments ?? 0n),
+        maxBytes: num(u?.maxBytes ?? 0n),
+        maxSegments: num(u?.maxSegments ?? 0n),
+        ownerBytes: num(u?.ownerBytes ?? 0n),
+        ownerSegments: num(u?.ownerSegments ?? 0n),
+        ownerMaxBytes: num(u?.ownerMaxBytes ?? 0n),
+        ownerMaxSegments: num(u?.ownerMaxSegments ?? 0n),
+      },
+    };
+  }
+}
+
+function wipeState(state: State): void {
+  for (const k of state.keys.values()) (k.key as SecretKey).wipe();
+  state.keys.clear();
+}
+

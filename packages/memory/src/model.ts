@@ -1,0 +1,358 @@
+/**
+ * The shared-memory model (docs/PROTOCOL.md §18.4–§18.7), the same code on
+ * both sides: the shape rules of every signed record, the membership log
+ * folded into a member list (who may sign what), and the verification of
+ * epoch records, key wraps and write records against it.
+ *
+ * The store applies these rules to what callers send before it accepts
+ * anything; a client applies them again to everything the store returns,
+ * because the store is trusted to enforce access, not for integrity: it can
+ * refuse or withhold, but whatever it forges or alters is detected here.
+ */
+import type { ParleyCrypto } from '@parley/crypto-core';
+import { MembershipChange, MemoryAccess, type EpochRecord, type KeyWrap, type MembershipEntry, type WriteRecord } from '@parley/proto';
+import { fail } from './errors.js';
+import { epochLayout, keyWrapLayout, memoryIdOf, membershipEntryHash, membershipLayout, writeLayout, ZERO_HASH } from './layouts.js';
+import {
+  BACK_LINK_BYTES,
+  CREATION_NONCE_BYTES,
+  HASH_BYTES,
+  MAX_MEMBERSHIP_ENTRIES,
+  MAX_SEGMENT_CIPHERTEXT_BYTES,
+  MAX_TIME_MS,
+  PUBLIC_KEY_BYTES,
+  SIGNATURE_BYTES,
+  isAgentIdString,
+  isSegmentId,
+} from './names.js';
+
+const MAX_U53 = BigInt(Number.MAX_SAFE_INTEGER);
+const XAEAD_OVERHEAD = 40;
+
+function isBytes(value: unknown, length?: number): value is Uint8Array {
+  return value instanceof Uint8Array && (length === undefined || value.length === length);
+}
+
+function hasUnknownFields(message: unknown): boolean {
+  const unknown = (message as { $unknown?: unknown } | null)?.$unknown;
+  return Array.isArray(unknown) && unknown.length > 0;
+}
+
+function timeOk(value: unknown): value is bigint {
+  return typeof value === 'bigint' && value >= 0n && value <= MAX_U53;
+}
+
+function constantTimeEqual(crypto: ParleyCrypto, a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && crypto.constantTimeEqual(a, b);
+}
+
+const hexOf = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+
+// ---------------------------------------------------------------------------
+// Shapes (lengths, ranges, patterns, no unknown fields): `malformed`
+
+/** @throws MemoryError `malformed` */
+export function assertMembershipEntryShape(e: MembershipEntry | undefined, name = 'entry'): MembershipEntry {
+  if (e === undefined) return fail('malformed', `${name} is missing`);
+  if (typeof e.version !== 'bigint' || e.version < 1n || e.version > BigInt(MAX_MEMBERSHIP_ENTRIES)) fail('malformed', `${name}.version must be 1..${MAX_MEMBERSHIP_ENTRIES}`);
+  if (!isBytes(e.previousHash, HASH_BYTES)) fail('malformed', `${name}.previous_hash must be ${HASH_BYTES} bytes`);
+  if (e.change !== MembershipChange.CREATE && e.change !== MembershipChange.GRANT && e.change !== MembershipChange.REVOKE) fail('malformed', `${name}.change is not defined`);
+  if (!isAgentIdString(e.memberId)) fail('malformed', `${name}.member_id must be an agent id`);
+  if (e.access !== MemoryAccess.UNSPECIFIED && e.access !== MemoryAccess.READ && e.access !== MemoryAccess.WRITE && e.access !== MemoryAccess.ADMIN) {
+    fail('malformed', `${name}.access is not defined`);
+  }
+  if (!isBytes(e.memberPublicKey, PUBLIC_KEY_BYTES)) fail('malformed', `${name}.member_public_key must be ${PUBLIC_KEY_BYTES} bytes`);
+  if (!timeOk(e.expiresAtMs) || !timeOk(e.timestampMs)) fail('malformed', `${name} times must be 0..2^53-1 ms`);
+  if (!isAgentIdString(e.signerId)) fail('malformed', `${name}.signer_id must be an agent id`);
+  const nonceBytes = e.change === MembershipChange.CREATE ? CREATION_NONCE_BYTES : 0;
+  if (!isBytes(e.creationNonce, nonceBytes)) fail('malformed', `${name}.creation_nonce must be ${nonceBytes} bytes for this change`);
+  if (!isBytes(e.signature, SIGNATURE_BYTES)) fail('malformed', `${name}.signature must be ${SIGNATURE_BYTES} bytes`);
+  if (hasUnknownFields(e)) fail('malformed', `${name} carries fields v1 does not define`);
+  return e;
+}
+
+/** @throws MemoryError `malformed` */
+export function assertEpochRecordShape(r: EpochRecord | undefined, name = 'epoch'): EpochRecord {
+  if (r === undefined) return fail('malformed', `${name} is missing`);
+  if (!Number.isSafeInteger(r.epoch) || r.epoch < 1 || r.epoch > 0xffff_ffff) fail('malformed', `${name}.epoch must be 1..2^32-1`);
+  if (!isBytes(r.keyCommitment, HASH_BYTES)) fail('malformed', `${name}.key_commitment must be ${HASH_BYTES} bytes`);
+  const link = r.epoch === 1 ? 0 : BACK_LINK_BYTES;
+  if (!isBytes(r.backLink, link)) fail('malformed', `${name}.back_link must be ${link} bytes for epoch ${r.epoch}`);
+  if (typeof r.membershipVersion !== 'bigint' || r.membershipVersion < 1n || r.membershipVersion > BigInt(MAX_MEMBERSHIP_ENTRIES)) {
+    fail('malformed', `${name}.membership_version must be 1..${MAX_MEMBERSHIP_ENTRIES}`);
+  }
+  if (!isBytes(r.membershipHash, HASH_BYTES)) fail('malformed', `${name}.membership_hash must be ${HASH_BYTES} bytes`);
+  if (!timeOk(r.createdAtMs)) fail('malformed', `${name}.created_at_ms must be 0..2^53-1`);
+  if (!isAgentIdString(r.creatorId)) fail('malformed', `${name}.creator_id must be an agent id`);
+  if (!isBytes(r.signature, SIGNATURE_BYTES)) fail('malformed', `${name}.signature must be ${SIGNATURE_BYTES} bytes`);
+  if (hasUnknownFields(r)) fail('malformed', `${name} carries fields v1 does not define`);
+  return r;
+}
+
+/** Largest sealed key of a wrap: 48 bytes of box overhead and the longest possible plaintext. */
+const MAX_SEALED_KEY_BYTES = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32;
+
+/** @throws MemoryError `malformed` */
+export function assertKeyWrapShape(w: KeyWrap | undefined, name = 'wrap'): KeyWrap {
+  if (w === undefined) return fail('malformed', `${name} is missing`);
+  if (!Number.isSafeInteger(w.epoch) || w.epoch < 1 || w.epoch > 0xffff_ffff) fail('malformed', `${name}.epoch must be 1..2^32-1`);
+  if (!isAgentIdString(w.memberId)) fail('malformed', `${name}.member_id must be an agent id`);
+  if (!isBytes(w.memberPublicKey, PUBLIC_KEY_BYTES)) fail('malformed', `${name}.member_public_key must be ${PUBLIC_KEY_BYTES} bytes`);
+  if (!isBytes(w.sealedKey) || w.sealedKey.length < 48 + 32 || w.sealedKey.length > MAX_SEALED_KEY_BYTES) fail('malformed', `${name}.sealed_key has an impossible length`);
+  if (!isAgentIdString(w.signerId)) fail('malformed', `${name}.signer_id must be an agent id`);
+  if (!isBytes(w.signature, SIGNATURE_BYTES)) fail('malformed', `${name}.signature must be ${SIGNATURE_BYTES} bytes`);
+  if (hasUnknownFields(w)) fail('malformed', `${name} carries fields v1 does not define`);
+  return w;
+}
+
+/** @throws MemoryError `malformed` */
+export function assertWriteRecordShape(r: WriteRecord | undefined, name = 'record'): WriteRecord {
+  if (r === undefined) return fail('malformed', `${name} is missing`);
+  if (!isSegmentId(r.segmentId)) fail('malformed', `${name}.segment_id must be 1..128 chars of [a-z0-9._:/-] starting with [a-z0-9]`);
+  if (typeof r.previousVersion !== 'bigint' || r.previousVersion < 0n || r.previousVersion >= MAX_U53) fail('malformed', `${name}.previous_version out of range`);
+  if (r.version !== r.previousVersion + 1n) fail('malformed', `${name}.version must be previous_version + 1`);
+  if (!Number.isSafeInteger(r.keyEpoch) || r.keyEpoch < 1 || r.keyEpoch > 0xffff_ffff) fail('malformed', `${name}.key_epoch must be 1..2^32-1`);
+  if (!isBytes(r.ciphertextDigest, HASH_BYTES)) fail('malformed', `${name}.ciphertext_digest must be ${HASH_BYTES} bytes`);
+  if (typeof r.ciphertextBytes !== 'bigint' || r.ciphertextBytes < BigInt(XAEAD_OVERHEAD) || r.ciphertextBytes > BigInt(MAX_SEGMENT_CIPHERTEXT_BYTES)) {
+    fail('malformed', `${name}.ciphertext_bytes must be ${XAEAD_OVERHEAD}..${MAX_SEGMENT_CIPHERTEXT_BYTES}`);
+  }
+  if (!isAgentIdString(r.writerId)) fail('malformed', `${name}.writer_id must be an agent id`);
+  if (!timeOk(r.timestampMs) || !timeOk(r.expiresAtMs)) fail('malformed', `${name} times must be 0..2^53-1 ms`);
+  if (!isBytes(r.signature, SIGNATURE_BYTES)) fail('malformed', `${name}.signature must be ${SIGNATURE_BYTES} bytes`);
+  if (hasUnknownFields(r)) fail('malformed', `${name} carries fields v1 does not define`);
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// The membership log
+
+/** One member as the log makes it. */
+export interface Member {
+  readonly memberId: string;
+  readonly access: MemoryAccess;
+  /** The Ed25519 identity key its key copies are sealed to and its signatures verify under. */
+  readonly publicKey: Uint8Array;
+  /** Grant expiry, ms; 0: never. */
+  readonly expiresAtMs: number;
+  /** The log version of the entry that made it what it is. */
+  readonly version: bigint;
+}
+
+/** Whether a member's grant is in force at `nowMs` (the owner's never expires). */
+export function isActive(member: Member, nowMs: number): boolean {
+  return member.expiresAtMs === 0 || nowMs < member.expiresAtMs;
+}
+
+interface Snapshot {
+  readonly members: ReadonlyMap<string, Member>;
+}
+
+/**
+ * A verified membership log and the member list it folds to (§18.4). Entry 1
+ * is the owner's CREATE; each later entry is a GRANT or REVOKE signed by an
+ * admin whose grant was in force at the entry's timestamp (admin grants and
+ * revocations: by the owner), chained by hash. `append` verifies before it
+ * changes anything: a rejected entry leaves the log as it was.
+ */
+export class Membership {
+  readonly memoryId: string;
+  readonly ownerId: string;
+  readonly ownerPublicKey: Uint8Array;
+  /** Memory expiry from the CREATE entry, ms; 0: never. */
+  readonly expiresAtMs: number;
+  readonly createdAtMs: number;
+  readonly #crypto: ParleyCrypto;
+  readonly #entries: MembershipEntry[] = [];
+  readonly #hashes: Uint8Array[] = [];
+  /** The member list after each version (index version − 1); shares unchanged Member objects. */
+  readonly #snapshots: Snapshot[] = [];
+  /** Every key each agent has held in the log, with the highest level it had under that key. */
+  readonly #keys = new Map<string, Map<string, { key: Uint8Array; access: MemoryAccess }>>();
+
+  private constructor(crypto: ParleyCrypto, memoryId: string, create: MembershipEntry) {
+    this.#crypto = crypto;
+    this.memoryId = memoryId;
+    this.ownerId = create.memberId;
+    this.ownerPublicKey = create.memberPublicKey.slice();
+    this.expiresAtMs = Number(create.expiresAtMs);
+    this.createdAtMs = Number(create.timestampMs);
+  }
+
+  /**
+   * Verifies a CREATE entry (version 1, the owner signing its own grant, the memory id derived from it) and starts the log.
+   * @param memoryId the id the caller expects, or undefined to take the derived one
+   * @throws MemoryError `malformed`, `bad_signature`, `identity_mismatch` (the entry derives another memory id)
+   */
+  static create(crypto: ParleyCrypto, entry: MembershipEntry, memoryId?: string): Membership {
+    const e = assertMembershipEntryShape(entry);
+    if (e.version !== 1n || e.change !== MembershipChange.CREATE) fail('malformed', 'membership entry 1 must be CREATE');
+    if (!constantTimeEqual(crypto, e.previousHash, ZERO_HASH)) fail('malformed', 'entry 1 previous_hash must be 32 zero bytes');
+    if (e.access !== MemoryAccess.ADMIN) fail('malformed', 'CREATE must give the owner ADMIN');
+    if (e.signerId !== e.memberId) fail('malformed', 'CREATE must be signed by the owner');
+    if (e.expiresAtMs !== 0n && e.expiresAtMs <= e.timestampMs) fail('malformed', 'memory expiry must be after its creation');
+    const derived = memoryIdOf(crypto, e.memberId, e.memberPublicKey, e.creationNonce);
+    if (memoryId !== undefined && derived !== memoryId) fail('identity_mismatch', 'CREATE entry derives another memory id');
+    const id = memoryId ?? derived;
+    if (!crypto.ed25519.verify(e.signature, membershipLayout(id, e), e.memberPublicKey)) fail('bad_signature', 'CREATE entry signature does not verify');
+    const log = new Membership(crypto, id, e);
+    const owner: Member = { memberId: e.memberId, access: MemoryAccess.ADMIN, publicKey: e.memberPublicKey.slice(), expiresAtMs: 0, version: 1n };
+    log.#commit(e, new Map([[owner.memberId, owner]]), owner);
+    return log;
+  }
+
+  /** The head version (number of entries). */
+  get version(): bigint {
+    return BigInt(this.#entries.length);
+  }
+
+  /** entry_hash of the head entry. */
+  get head(): Uint8Array {
+    return this.#hashes[this.#hashes.length - 1]!;
+  }
+
+  /** The verified entries, in order. */
+  get entries(): readonly MembershipEntry[] {
+    return this.#entries;
+  }
+
+  /** entry_hash of `version`, or undefined beyond the head. */
+  hashAt(version: bigint): Uint8Array | undefined {
+    return version >= 1n && version <= this.version ? this.#hashes[Number(version) - 1] : undefined;
+  }
+
+  /** A member at the head (expired grants included), or undefined. */
+  member(memberId: string): Member | undefined {
+    return this.#snapshots[this.#snapshots.length - 1]!.members.get(memberId);
+  }
+
+  /** A member as of `version`. */
+  memberAt(memberId: string, version: bigint): Member | undefined {
+    if (version < 1n || version > this.version) return undefined;
+    return this.#snapshots[Number(version) - 1]!.members.get(memberId);
+  }
+
+  /** Every member on record at the head, expired grants included. */
+  members(): Member[] {
+    return [...this.#snapshots[this.#snapshots.length - 1]!.members.values()];
+  }
+
+  /** The members whose grants are in force at `nowMs` (the owner always), ordered by id. */
+  active(nowMs: number): Member[] {
+    return this.members()
+      .filter((m) => isActive(m, nowMs))
+      .sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0));
+  }
+
+  /** Every key `agentId` has held in this log at `minAccess` or above. */
+  keysOf(agentId: string, minAccess: MemoryAccess = MemoryAccess.READ): Uint8Array[] {
+    return [...(this.#keys.get(agentId)?.values() ?? [])].filter((k) => k.access >= minAccess).map((k) => k.key);
+  }
+
+  /** Whether `signature` over `message` verifies under a key `agentId` held at `minAccess` or above. */
+  verifiesAs(agentId: string, minAccess: MemoryAccess, signature: Uint8Array, message: Uint8Array): boolean {
+    return this.keysOf(agentId, minAccess).some((key) => this.#crypto.ed25519.verify(signature, message, key));
+  }
+
+  /**
+   * Verifies and appends the next entry (GRANT or REVOKE).
+   * @throws MemoryError `malformed` (shape or rule), `conflict` (not the next version or another previous hash),
+   *   `permission_denied` (the signer may not make this change), `bad_signature`
+   */
+  append(entry: MembershipEntry): void {
+    const e = assertMembershipEntryShape(entry);
+    if (e.version !== this.version + 1n) fail('conflict', `membership entry has version ${e.version}, the log is at ${this.version}`);
+    if (!constantTimeEqual(this.#crypto, e.previousHash, this.head)) fail('conflict', 'membership entry does not follow the head of the log');
+    if (e.change === MembershipChange.CREATE) fail('malformed', 'only entry 1 may be CREATE');
+    const members = this.#snapshots[this.#snapshots.length - 1]!.members;
+    const signer = members.get(e.signerId);
+    const ts = Number(e.timestampMs);
+    if (signer === undefined || signer.access !== MemoryAccess.ADMIN || !isActive(signer, ts)) fail('permission_denied', `${e.signerId} is not an admin of this memory`);
+    if (e.memberId === this.ownerId) fail('permission_denied', 'the owner cannot be granted or revoked');
+    const current = members.get(e.memberId);
+    const next = new Map(members);
+    let changed: Member | undefined;
+    if (e.change === MembershipChange.GRANT) {
+      if (e.access === MemoryAccess.UNSPECIFIED) fail('malformed', 'GRANT needs an access level');
+      if (e.expiresAtMs !== 0n && e.expiresAtMs <= e.timestampMs) fail('malformed', 'grant expiry must be after the entry');
+      if ((e.access === MemoryAccess.ADMIN || current?.access === MemoryAccess.ADMIN) && e.signerId !== this.ownerId) {
+        fail('permission_denied', 'only the owner grants or changes admin');
+      }
+      changed = { memberId: e.memberId, access: e.access, publicKey: e.memberPublicKey.slice(), expiresAtMs: Number(e.expiresAtMs), version: e.version };
+      next.set(e.memberId, changed);
+    } else {
+      if (current === undefined) fail('malformed', `${e.memberId} is not a member`);
+      if (e.access !== MemoryAccess.UNSPECIFIED || e.expiresAtMs !== 0n) fail('malformed', 'REVOKE carries no access level or expiry');
+      if (!constantTimeEqual(this.#crypto, e.memberPublicKey, current.publicKey)) fail('malformed', "REVOKE must name the member's key on record");
+      if (current.access === MemoryAccess.ADMIN && e.signerId !== this.ownerId) fail('permission_denied', 'only the owner revokes an admin');
+      next.delete(e.memberId);
+    }
+    if (!this.#crypto.ed25519.verify(e.signature, membershipLayout(this.memoryId, e), signer.publicKey)) fail('bad_signature', 'membership entry signature does not verify');
+    this.#commit(e, next, changed);
+  }
+
+  #commit(e: MembershipEntry, members: Map<string, Member>, changed: Member | undefined): void {
+    this.#entries.push(e);
+    this.#hashes.push(membershipEntryHash(this.#crypto, this.memoryId, e));
+    this.#snapshots.push({ members });
+    if (changed !== undefined) {
+      const keys = this.#keys.get(changed.memberId) ?? new Map<string, { key: Uint8Array; access: MemoryAccess }>();
+      const hex = hexOf(changed.publicKey);
+      const known = keys.get(hex);
+      keys.set(hex, { key: changed.publicKey, access: known === undefined || known.access < changed.access ? changed.access : known.access });
+      this.#keys.set(changed.memberId, keys);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Epochs, wraps and writes, verified against a log
+
+/**
+ * Verifies an epoch record against the log: shape, chain (`previous` is the
+ * record before it), the membership version it names (hash and existence), its
+ * creator (the owner for epoch 1; a writer or admin at that version otherwise)
+ * and the creator's signature.
+ * @throws MemoryError `malformed`, `conflict` (out of sequence, or a membership version the log does not have), `permission_denied`, `bad_signature`
+ */
+export function verifyEpochRecord(crypto: ParleyCrypto, log: Membership, record: EpochRecord, previous: EpochRecord | undefined): void {
+  const r = assertEpochRecordShape(record);
+  if (previous !== undefined && r.epoch !== previous.epoch + 1) fail('conflict', `epoch ${r.epoch} does not follow epoch ${previous.epoch}`);
+  if (previous !== undefined && r.membershipVersion < previous.membershipVersion) fail('malformed', 'epochs must not go back in the membership log');
+  const hash = log.hashAt(r.membershipVersion);
+  if (hash === undefined) fail('conflict', `epoch ${r.epoch} names membership version ${r.membershipVersion}, beyond the log`);
+  if (!constantTimeEqual(crypto, hash, r.membershipHash)) fail('bad_signature', `epoch ${r.epoch} names another membership log`);
+  const creator = log.memberAt(r.creatorId, r.membershipVersion);
+  if (r.epoch === 1 && (r.membershipVersion !== 1n || r.creatorId !== log.ownerId)) fail('malformed', 'epoch 1 is made by the owner for membership version 1');
+  if (creator === undefined || creator.access < MemoryAccess.WRITE) fail('permission_denied', `${r.creatorId} could not start epoch ${r.epoch}`);
+  if (!crypto.ed25519.verify(r.signature, epochLayout(log.memoryId, r), creator.publicKey)) fail('bad_signature', `epoch ${r.epoch} signature does not verify`);
+}
+
+/**
+ * Verifies a key wrap's shape, that it is for a key its member held in the log,
+ * and its signature by a member who held write access (the epoch's creator, or an admin granting).
+ * It does not open it (only the member can).
+ * @throws MemoryError `malformed`, `permission_denied`, `bad_signature`
+ */
+export function verifyKeyWrap(crypto: ParleyCrypto, log: Membership, wrap: KeyWrap): void {
+  const w = assertKeyWrapShape(wrap);
+  if (!log.keysOf(w.memberId).some((k) => constantTimeEqual(crypto, k, w.memberPublicKey))) fail('permission_denied', `key copy for ${w.memberId} is sealed to a key it never held here`);
+  if (!log.verifiesAs(w.signerId, MemoryAccess.WRITE, w.signature, keyWrapLayout(crypto, log.memoryId, w))) fail('bad_signature', 'key copy signature does not verify');
+}
+
+/**
+ * Verifies a write record's shape and its writer's signature under a key the
+ * writer held with write access in the log (a writer revoked later still signed
+ * its earlier writes validly).
+ * @throws MemoryError `malformed`, `bad_signature`
+ */
+export function verifyWriteRecord(log: Membership, record: WriteRecord): void {
+  const r = assertWriteRecordShape(record);
+  if (!log.verifiesAs(r.writerId, MemoryAccess.WRITE, r.signature, writeLayout(log.memoryId, r))) {
+    fail('bad_signature', `write record of ${r.segmentId} v${r.version} does not verify as ${r.writerId}'s`);
+  }
+}
+
+/** Whether two write records are the same signed write (a retry of one write). */
+export function sameWrite(crypto: ParleyCrypto, a: WriteRecord, b: WriteRecord): boolean {
+  return constantTimeEqual(crypto, a.signature, b.signature) && constantTimeEqual(crypto, a.ciphertextDigest, b.ciphertextDigest) && a.version === b.version;
+}
