@@ -184,6 +184,24 @@ export class Membership {
    * @throws MemoryError `malformed`, `bad_signature`, `identity_mismatch` (the entry derives another memory id)
    */
   static create(crypto: ParleyCrypto, entry: MembershipEntry, memoryId?: string): Membership {
+    return Membership.#start(crypto, entry, memoryId, true);
+  }
+
+  /**
+   * Rebuilds a log from entries its holder verified when it accepted them (the
+   * store's own table): the same rules and chain checks, without re-verifying
+   * each signature. Never use it on entries from anyone else.
+   * @throws MemoryError as {@link create} and {@link append}
+   */
+  static restore(crypto: ParleyCrypto, memoryId: string, entries: readonly MembershipEntry[]): Membership {
+    const [first, ...rest] = entries;
+    if (first === undefined) fail('internal', 'stored membership log is empty');
+    const log = Membership.#start(crypto, first, memoryId, false);
+    for (const e of rest) log.#append(e, false);
+    return log;
+  }
+
+  static #start(crypto: ParleyCrypto, entry: MembershipEntry, memoryId: string | undefined, verify: boolean): Membership {
     const e = assertMembershipEntryShape(entry);
     if (e.version !== 1n || e.change !== MembershipChange.CREATE) fail('malformed', 'membership entry 1 must be CREATE');
     if (!constantTimeEqual(crypto, e.previousHash, ZERO_HASH)) fail('malformed', 'entry 1 previous_hash must be 32 zero bytes');
@@ -193,7 +211,7 @@ export class Membership {
     const derived = memoryIdOf(crypto, e.memberId, e.memberPublicKey, e.creationNonce);
     if (memoryId !== undefined && derived !== memoryId) fail('identity_mismatch', 'CREATE entry derives another memory id');
     const id = memoryId ?? derived;
-    if (!crypto.ed25519.verify(e.signature, membershipLayout(id, e), e.memberPublicKey)) fail('bad_signature', 'CREATE entry signature does not verify');
+    if (verify && !crypto.ed25519.verify(e.signature, membershipLayout(id, e), e.memberPublicKey)) fail('bad_signature', 'CREATE entry signature does not verify');
     const log = new Membership(crypto, id, e);
     const owner: Member = { memberId: e.memberId, access: MemoryAccess.ADMIN, publicKey: e.memberPublicKey.slice(), expiresAtMs: 0, version: 1n };
     log.#commit(e, new Map([[owner.memberId, owner]]), owner);
@@ -259,6 +277,10 @@ export class Membership {
    *   `permission_denied` (the signer may not make this change), `bad_signature`
    */
   append(entry: MembershipEntry): void {
+    this.#append(entry, true);
+  }
+
+  #append(entry: MembershipEntry, verify: boolean): void {
     const e = assertMembershipEntryShape(entry);
     if (e.version !== this.version + 1n) fail('conflict', `membership entry has version ${e.version}, the log is at ${this.version}`);
     if (!constantTimeEqual(this.#crypto, e.previousHash, this.head)) fail('conflict', 'membership entry does not follow the head of the log');
@@ -286,7 +308,9 @@ export class Membership {
       if (current.access === MemoryAccess.ADMIN && e.signerId !== this.ownerId) fail('permission_denied', 'only the owner revokes an admin');
       next.delete(e.memberId);
     }
-    if (!this.#crypto.ed25519.verify(e.signature, membershipLayout(this.memoryId, e), signer.publicKey)) fail('bad_signature', 'membership entry signature does not verify');
+    if (verify && !this.#crypto.ed25519.verify(e.signature, membershipLayout(this.memoryId, e), signer.publicKey)) {
+      fail('bad_signature', 'membership entry signature does not verify');
+    }
     this.#commit(e, next, changed);
   }
 

@@ -1,0 +1,9 @@
+/**
+ * @parley/memory-server — the shared-memory store (docs/PROTOCOL.md §18):
+ * parley.v1.MemoryService over PostgreSQL / PGlite. It enforces the signed
+ * membership log (default deny), quotas and expiry, audits every call, and
+ * never holds a key. Mounted by the gateway (apps/gateway/src/server.ts).
+ */
+export { MemoryStore, DEFAULT_MEMORY_QUOTAS } from './service.js';
+export type { MemoryServiceOptions, MemoryQuotas, MemoryLogger } from './service.js';
+export { MEMORY_MIGRATIONS, migrateMemorySchema } from './schema.js';

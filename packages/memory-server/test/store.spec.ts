@@ -1,0 +1,365 @@
+// The store against a real database (PGlite in memory; PostgreSQL in a fresh
+// schema with DATABASE_URL): request authentication (§18.8), the membership
+// ACL (default deny), compare-and-set writes, key epochs on revocation and
+// expiry, quotas, expiry and its sweep, one audit entry per call, and nothing
+// in the database that a key could be recovered from or a plaintext read in.
+import { MemoryAccess, MembershipChange, WriteRecordSchema, clone, type AuditMessage } from '@parley/proto';
+import {
+  Membership,
+  MEMORY_METADATA_KEYS,
+  changeEntry,
+  createEntry,
+  membershipEntryHash,
+  newEpoch,
+  openWrap,
+  openWrite,
+  sealWrite,
+  wrapKey,
+  type EpochKey,
+} from '@parley/memory';
+import { createIssuerKey } from '@parley/identity';
+import { RpcError, type RpcErrorCode } from '@parley/rpc';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DATABASE_URL, openHarness, type Harness, type TestAgent } from './harness.js';
+
+const ENGINE = DATABASE_URL === undefined ? 'PGlite' : 'PostgreSQL';
+
+async function expectCode(p: Promise<unknown>, code: RpcErrorCode): Promise<void> {
+  let thrown: unknown;
+  try {
+    await p;
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown, `expected RpcError ${code}`).toBeInstanceOf(RpcError);
+  expect((thrown as RpcError).code, (thrown as Error).message).toBe(code);
+}
+
+/** What an agent keeps about one memory to build its requests (what MemoryClient keeps, minimally). */
+class TestMemory {
+  epoch: EpochKey;
+  constructor(
+    readonly h: Harness,
+    readonly memoryId: string,
+    readonly log: Membership,
+    epoch: EpochKey,
+  ) {
+    this.epoch = epoch;
+  }
+
+  static async create(h: Harness, owner: TestAgent, expiresAtMs = 0): Promise<TestMemory> {
+    const now = h.clock.now;
+    const { memoryId, entry } = createEntry(h.crypto, owner, owner.publicKey, { nowMs: now, expiresAtMs });
+    const log = Membership.create(h.crypto, entry, memoryId);
+    const epoch = newEpoch(h.crypto, owner, memoryId, { version: 1n, hash: log.head }, undefined, now);
+    const ownerWrap = wrapKey(h.crypto, owner, memoryId, epoch, { memberId: owner.agentId, publicKey: owner.publicKey });
+    const res = await h.call(owner, 'createMemory', { entry, epoch: epoch.record, ownerWrap });
+    expect(res.memoryId).toBe(memoryId);
+    return new TestMemory(h, memoryId, log, epoch);
+  }
+
+  async grant(by: TestAgent, to: TestAgent, access: MemoryAccess, expiresAtMs = 0): Promise<void> {
+    const entry = changeEntry(this.h.crypto, by, this.log, { kind: 'grant', memberId: to.agentId, access, publicKey: to.publicKey, expiresAtMs }, this.h.clock.now);
+    const wrap = wrapKey(this.h.crypto, by, this.memoryId, this.epoch, { memberId: to.agentId, publicKey: to.publicKey });
+    await this.h.call(by, 'updateMembership', { memoryId: this.memoryId, entry, memberCertificate: to.certificate, wraps: [wrap] });
+    this.log.append(entry);
+  }
+
+  /** Builds a revocation (or, without `who`, a rotation) for `members`; sends it; adopts it on success. */
+  async rotate(by: TestAgent, members: TestAgent[], who?: TestAgent): Promise<void> {
+    const now = this.h.clock.now;
+    const entry = who === undefined ? undefined : changeEntry(this.h.crypto, by, this.log, { kind: 'revoke', memberId: who.agentId, publicKey: who.publicKey }, now);
+    const membership = entry === undefined ? { version: this.log.version, hash: this.log.head } : { version: entry.version, hash: membershipEntryHash(this.h.crypto, this.memoryId, entry) };
+    const next = newEpoch(this.h.crypto, by, this.memoryId, membership, this.epoch, now);
+    const wraps = members.map((m) => wrapKey(this.h.crypto, by, this.memoryId, next, { memberId: m.agentId, publicKey: m.publicKey }));
+    if (entry === undefined) await this.h.call(by, 'rotateEpoch', { memoryId: this.memoryId, epoch: next.record, wraps });
+    else await this.h.call(by, 'updateMembership', { memoryId: this.memoryId, entry, epoch: next.record, wraps });
+    if (entry !== undefined) this.log.append(entry);
+    this.epoch = next;
+  }
+
+  seal(writer: TestAgent, segmentId: string, text: string, previousVersion: bigint, expiresAtMs = 0) {
+    return sealWrite(this.h.crypto, writer, this.memoryId, this.epoch, { segmentId, previousVersion, data: new TextEncoder().encode(text), expiresAtMs, nowMs: this.h.clock.now });
+  }
+
+  async write(writer: TestAgent, segmentId: string, text: string, previousVersion: bigint, expiresAtMs = 0) {
+    const w = this.seal(writer, segmentId, text, previousVersion, expiresAtMs);
+    return this.h.call(writer, 'writeSegment', { memoryId: this.memoryId, record: w.record, ciphertext: w.ciphertext });
+  }
+
+  async read(reader: TestAgent, segmentId: string): Promise<string> {
+    const res = await this.h.call(reader, 'readSegment', { memoryId: this.memoryId, segmentId });
+    return new TextDecoder().decode(openWrite(this.h.crypto, this.memoryId, this.epoch, res.record, res.ciphertext));
+  }
+}
+
+const outcomes = (entries: AuditMessage[]): string[] => entries.map((e) => `${e.senderId}>${e.recipientId}:${e.outcome}`);
+
+describe(`memory store on ${ENGINE}`, () => {
+  let h: Harness;
+  let owner: TestAgent;
+  let writer: TestAgent;
+  let reader: TestAgent;
+  let outsider: TestAgent;
+  beforeAll(async () => {
+    h = await openHarness();
+  }, 60_000);
+  afterAll(async () => {
+    await h.close();
+  });
+  beforeEach(async () => {
+    await h.fresh();
+    owner = h.agent('planner-1');
+    writer = h.agent('worker-2');
+    reader = h.agent('worker-3');
+    outsider = h.agent('intruder-4');
+  });
+
+  it('members read and write by level; a non-member and a reader writing are refused; every call is audited', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await m.grant(owner, reader, MemoryAccess.READ);
+    const first = await m.write(writer, 'plan', 'step 1: gather sources', 0n);
+    expect(first.outcome).toEqual({ case: 'accepted', value: expect.objectContaining({ version: 1n, alreadyApplied: false }) });
+    expect(await m.read(reader, 'plan')).toBe('step 1: gather sources');
+    expect(await m.read(owner, 'plan')).toBe('step 1: gather sources');
+    await expectCode(m.write(reader, 'plan', 'reader edit', 1n), 'permission_denied');
+    await expectCode(h.call(outsider, 'readSegment', { memoryId: m.memoryId, segmentId: 'plan' }), 'permission_denied');
+    await expectCode(h.call(outsider, 'getMemory', { memoryId: m.memoryId }), 'permission_denied');
+    await expectCode(h.call(outsider, 'readSegment', { memoryId: `mem-${'0'.repeat(32)}`, segmentId: 'plan' }), 'permission_denied');
+    await expectCode(h.call(reader, 'readSegment', { memoryId: m.memoryId, segmentId: 'nothing' }), 'not_found');
+    const list = await h.call(reader, 'listMemories', {});
+    expect(list.memories.map((x: { memoryId: string }) => x.memoryId)).toEqual([m.memoryId]);
+    expect((await h.call(outsider, 'listMemories', {})).memories).toEqual([]);
+
+    const trail = outcomes(await h.auditEntries());
+    expect(trail).toEqual([
+      `planner-1>${m.memoryId}:memory.create:ok`,
+      `planner-1>${m.memoryId}:memory.grant:ok`,
+      `planner-1>${m.memoryId}:memory.grant:ok`,
+      `worker-2>${m.memoryId}:memory.write:ok`,
+      `worker-3>${m.memoryId}:memory.read:ok`,
+      `planner-1>${m.memoryId}:memory.read:ok`,
+      `worker-3>${m.memoryId}:memory.write:permission_denied`,
+      `intruder-4>${m.memoryId}:memory.read:permission_denied`,
+      `intruder-4>${m.memoryId}:memory.get:permission_denied`,
+      `intruder-4>mem-${'0'.repeat(32)}:memory.read:permission_denied`,
+      `worker-3>${m.memoryId}:memory.read:not_found`,
+      'worker-3>memory-service:memory.list:ok',
+      'intruder-4>memory-service:memory.list:ok',
+    ]);
+  });
+
+  it('compare-and-set: the second writer of a version gets the current one; a retried write is recognised', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    const a = m.seal(owner, 'notes', 'owner v1', 0n);
+    const b = m.seal(writer, 'notes', 'writer v1', 0n);
+    const ra = await h.call(owner, 'writeSegment', { memoryId: m.memoryId, record: a.record, ciphertext: a.ciphertext });
+    const rb = await h.call(writer, 'writeSegment', { memoryId: m.memoryId, record: b.record, ciphertext: b.ciphertext });
+    expect(ra.outcome.case).toBe('accepted');
+    expect(rb.outcome.case).toBe('conflict');
+    expect(rb.outcome.value.currentVersion).toBe(1n);
+    expect(rb.outcome.value.current.writerId).toBe(owner.agentId);
+    // The same signed write again (its answer was lost): accepted, not applied twice.
+    const again = await h.call(owner, 'writeSegment', { memoryId: m.memoryId, record: a.record, ciphertext: a.ciphertext });
+    expect(again.outcome.value).toEqual(expect.objectContaining({ version: 1n, alreadyApplied: true }));
+    expect((await h.call(writer, 'getMemory', { memoryId: m.memoryId })).usage.segments).toBe(1n);
+    // The loser retries on the version it was told.
+    expect((await m.write(writer, 'notes', 'writer v2', 1n)).outcome.case).toBe('accepted');
+    expect(await m.read(owner, 'notes')).toBe('writer v2');
+    const trail = outcomes(await h.auditEntries()).slice(2);
+    expect(trail).toEqual([
+      `planner-1>${m.memoryId}:memory.write:ok`,
+      `worker-2>${m.memoryId}:memory.write:conflict`,
+      `planner-1>${m.memoryId}:memory.write:already_applied`,
+      `worker-2>${m.memoryId}:memory.get:ok`,
+      `worker-2>${m.memoryId}:memory.write:ok`,
+      `planner-1>${m.memoryId}:memory.read:ok`,
+    ]);
+  });
+
+  it('refuses writes whose record does not match: another writer, a changed ciphertext, a changed field', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    const w = m.seal(writer, 'plan', 'x', 0n);
+    await expectCode(h.call(owner, 'writeSegment', { memoryId: m.memoryId, record: w.record, ciphertext: w.ciphertext }), 'identity_mismatch');
+    const flipped = w.ciphertext.slice();
+    flipped[40]! ^= 1;
+    await expectCode(h.call(writer, 'writeSegment', { memoryId: m.memoryId, record: w.record, ciphertext: flipped }), 'malformed');
+    const changed = clone(WriteRecordSchema, w.record);
+    changed.expiresAtMs = BigInt(h.clock.now + 10_000);
+    await expectCode(h.call(writer, 'writeSegment', { memoryId: m.memoryId, record: changed, ciphertext: w.ciphertext }), 'bad_signature');
+    const late = m.seal(writer, 'plan', 'x', 0n);
+    h.clock.advance(61_000);
+    await expectCode(h.call(writer, 'writeSegment', { memoryId: m.memoryId, record: late.record, ciphertext: late.ciphertext }), 'stale_timestamp');
+  });
+
+  it('authenticates every call: missing, replayed, stale, tampered, unknown issuer and revoked certificates are refused and audited', async () => {
+    const m = await TestMemory.create(h, owner);
+    const req = { memoryId: m.memoryId };
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void delete md[MEMORY_METADATA_KEYS.signature]), 'unauthenticated');
+    // Replay: the same metadata (nonce) twice — also after the store restarts, since nonces are persisted.
+    let saved: Record<string, string> = {};
+    await h.call(owner, 'getMemory', req, (md) => void (saved = { ...md }));
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void Object.assign(md, saved)), 'replay');
+    await h.reopen();
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void Object.assign(md, saved)), 'replay');
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now - 120_000))), 'stale_timestamp');
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now + 120_000))), 'future_timestamp');
+    // The body changed after signing (another memory id asked for).
+    await expectCode(h.call(owner, 'getMemory', req, (_md, body) => { const b = body.slice(); b[b.length - 1] = 0x30; return b; }), 'bad_signature');
+    // A certificate from an issuer the store does not trust.
+    await expectCode(h.call(h.agentOf(createIssuerKey(h.crypto, h.crypto.ed25519.generateKeyPair()), 'planner-1'), 'getMemory', req), 'unknown_issuer');
+    h.revocations.apply([{ kind: 'agent', agentId: owner.agentId, reason: 'key-compromise', revokedAtMs: h.clock.now }], 1, h.clock.now);
+    await expectCode(h.call(owner, 'getMemory', req), 'revoked');
+    const trail = (await h.auditEntries()).slice(1).map((e) => e.outcome);
+    expect(trail).toEqual([
+      'memory.get:unauthenticated',
+      'memory.get:ok',
+      'memory.get:replay',
+      'memory.get:replay',
+      'memory.get:stale_timestamp',
+      'memory.get:future_timestamp',
+      'memory.get:bad_signature',
+      'memory.get:unknown_issuer',
+      'memory.get:revoked',
+    ]);
+    expect(h.events.filter((e) => e['event'] === 'security').map((e) => e['code'])).toEqual(expect.arrayContaining(['replay', 'bad_signature', 'revoked']));
+  });
+
+  it('revocation rotates the epoch: the removed member is refused, and the new key is sealed to the rest only', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await m.grant(owner, reader, MemoryAccess.READ);
+    await m.write(writer, 'plan', 'before removal', 0n);
+    // A revocation must carry the next epoch, sealed to exactly the remaining active members.
+    const entry = changeEntry(h.crypto, owner, m.log, { kind: 'revoke', memberId: reader.agentId, publicKey: reader.publicKey }, h.clock.now);
+    await expectCode(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry }), 'malformed');
+    await expectCode(m.rotate(owner, [owner, writer, reader], reader), 'conflict'); // still sealed to the removed one
+    await expectCode(m.rotate(owner, [owner], reader), 'conflict'); // a remaining member left out
+    await m.rotate(owner, [owner, writer], reader);
+    await expectCode(h.call(reader, 'readSegment', { memoryId: m.memoryId, segmentId: 'plan' }), 'permission_denied');
+    // Writes under the old epoch are refused; under the new one accepted.
+    const old = sealWrite(h.crypto, writer, m.memoryId, { record: { ...m.epoch.record, epoch: 1 }, key: (await freshKey(h, m, writer)).key }, { segmentId: 'plan', previousVersion: 1n, data: new Uint8Array(4), expiresAtMs: 0, nowMs: h.clock.now });
+    await expectCode(h.call(writer, 'writeSegment', { memoryId: m.memoryId, record: old.record, ciphertext: old.ciphertext }), 'conflict');
+    expect((await m.write(writer, 'plan', 'after removal', 1n)).outcome.case).toBe('accepted');
+    // The writer's copy of epoch 2 opens; the reader has none.
+    const state = await h.call(writer, 'getMemory', { memoryId: m.memoryId });
+    expect(state.memory.currentEpoch).toBe(2);
+    expect(state.wrap.epoch).toBe(2);
+    expect(openWrap(h.crypto, writer, m.memoryId, state.wrap, state.epochs.at(-1)).key.unsafeBytes()).toEqual(m.epoch.key.unsafeBytes());
+    const rows = await h.db.query<{ member_id: string }>('SELECT member_id FROM memory_key_wraps WHERE memory_id = $1 ORDER BY member_id', [m.memoryId]);
+    expect(rows.map((r) => r.member_id)).toEqual([owner.agentId, writer.agentId].sort());
+  });
+
+  it('an expired grant stops working at its expiry, and writes wait for the next epoch', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    const expiry = h.clock.now + 5_000;
+    await m.grant(owner, reader, MemoryAccess.READ, expiry);
+    await m.write(writer, 'plan', 'v1', 0n);
+    h.clock.now = expiry - 1;
+    expect(await m.read(reader, 'plan')).toBe('v1');
+    h.clock.now = expiry;
+    await expectCode(h.call(reader, 'readSegment', { memoryId: m.memoryId, segmentId: 'plan' }), 'expired');
+    expect((await h.call(writer, 'getMemory', { memoryId: m.memoryId })).rotationRequired).toBe(true);
+    await expectCode(m.write(writer, 'plan', 'v2', 1n), 'rotation_required');
+    await expectCode(m.rotate(writer, [owner, writer, reader]), 'conflict'); // sealed to the expired member: refused
+    await m.rotate(writer, [owner, writer]);
+    expect((await m.write(writer, 'plan', 'v2', 1n)).outcome.case).toBe('accepted');
+    await expectCode(h.call(reader, 'getMemory', { memoryId: m.memoryId }), 'expired');
+  });
+
+  it('admins only: grants by a writer are refused; an admin grant needs the owner; grants need a valid certificate', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await expectCode(m.grant(writer, reader, MemoryAccess.READ), 'permission_denied');
+    const admin = h.agent('admin-5');
+    await m.grant(owner, admin, MemoryAccess.ADMIN);
+    await expectCode(m.grant(admin, reader, MemoryAccess.ADMIN), 'permission_denied');
+    await m.grant(admin, reader, MemoryAccess.READ);
+    // A certificate for another key than the entry names.
+    const entry = changeEntry(h.crypto, owner, m.log, { kind: 'grant', memberId: outsider.agentId, access: MemoryAccess.READ, publicKey: outsider.publicKey, expiresAtMs: 0 }, h.clock.now);
+    const wrap = wrapKey(h.crypto, owner, m.memoryId, m.epoch, { memberId: outsider.agentId, publicKey: outsider.publicKey });
+    await expectCode(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry, memberCertificate: reader.certificate, wraps: [wrap] }), 'identity_mismatch');
+    expect(entry.change).toBe(MembershipChange.GRANT);
+  });
+
+  it('enforces quotas with quota_exceeded', async () => {
+    await h.fresh({ quotas: { maxBytesPerMemory: 300, maxSegmentsPerMemory: 3, maxMemoriesPerOwner: 2, maxMembersPerMemory: 2 } });
+    owner = h.agent('quota-owner'); // per-owner quotas: an owner no other test uses
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await expectCode(m.grant(owner, h.agent('worker-9'), MemoryAccess.READ), 'quota_exceeded');
+    await m.write(writer, 'a', 'x'.repeat(100), 0n);
+    await m.write(writer, 'b', 'x', 0n);
+    await expectCode(m.write(writer, 'c', 'x'.repeat(150), 0n), 'quota_exceeded'); // bytes
+    await m.write(writer, 'c', 'x', 0n);
+    await expectCode(m.write(writer, 'd', 'x', 0n), 'quota_exceeded'); // segments
+    await m.write(writer, 'a', 'short', 1n); // replacing frees bytes
+    const usage = (await h.call(owner, 'getMemory', { memoryId: m.memoryId })).usage;
+    expect(usage.segments).toBe(3n);
+    expect(usage.bytes).toBe(BigInt(3 * 40 + 5 + 1 + 1));
+    await TestMemory.create(h, owner);
+    await expectCode(TestMemory.create(h, owner), 'quota_exceeded');
+  });
+
+  it('rate-limits each agent with rate_limited', async () => {
+    await h.fresh({ rateLimit: { ratePerSecond: 1, burst: 3 } });
+    const m = await TestMemory.create(h, owner);
+    await h.call(owner, 'getMemory', { memoryId: m.memoryId });
+    await h.call(owner, 'getMemory', { memoryId: m.memoryId });
+    await expectCode(h.call(owner, 'getMemory', { memoryId: m.memoryId }), 'rate_limited');
+    expect((await h.auditEntries()).at(-1)!.outcome).toBe('memory.get:rate_limited');
+  });
+
+  it('expires segments and memories on time and sweeps them, keeping usage exact', async () => {
+    owner = h.agent('sweep-owner'); // its owner totals are checked below
+    const m = await TestMemory.create(h, owner);
+    await m.write(owner, 'scratch', 'temporary', 0n, h.clock.now + 10_000);
+    await m.write(owner, 'plan', 'kept', 0n);
+    h.clock.advance(10_000);
+    await expectCode(h.call(owner, 'readSegment', { memoryId: m.memoryId, segmentId: 'scratch' }), 'not_found');
+    expect(await h.store.sweep()).toEqual(expect.objectContaining({ segments: 1, memories: 0 }));
+    const usage = (await h.call(owner, 'getMemory', { memoryId: m.memoryId })).usage;
+    expect([usage.segments, usage.bytes, usage.ownerSegments]).toEqual([1n, 44n, 1n]);
+    const short = await TestMemory.create(h, owner, h.clock.now + 5_000);
+    await short.write(owner, 'x', 'y', 0n);
+    h.clock.advance(5_000);
+    await expectCode(h.call(owner, 'getMemory', { memoryId: short.memoryId }), 'permission_denied');
+    expect(await h.store.sweep()).toEqual(expect.objectContaining({ memories: 1 }));
+    expect(await h.db.query('SELECT 1 FROM memory_segments WHERE memory_id = $1', [short.memoryId])).toEqual([]);
+    const owners = await h.db.query<Record<string, unknown>>('SELECT memories, used_segments FROM memory_owners WHERE owner_id = $1', [owner.agentId]);
+    expect(owners.map((r) => [Number(r['memories']), Number(r['used_segments'])])).toEqual([[1, 1]]);
+  });
+
+  it('stores no plaintext and no key: every stored byte is ciphertext, a digest, a signature or public', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    const secret = 'TOP-SECRET-launch-codes-4815162342';
+    await m.write(writer, 'plan', secret, 0n);
+    const needles = [Buffer.from(secret), Buffer.from(m.epoch.key.unsafeBytes())];
+    const tables = await h.db.query<{ table_name: string }>(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND (table_name LIKE 'memory%' OR table_name = 'memories')",
+    );
+    expect(tables.length).toBeGreaterThanOrEqual(9);
+    let scanned = 0;
+    for (const { table_name } of tables) {
+      for (const row of await h.db.query<Record<string, unknown>>(`SELECT * FROM ${table_name}`)) {
+        for (const value of Object.values(row)) {
+          const b = value instanceof Uint8Array ? Buffer.from(value) : Buffer.from(String(value));
+          scanned += b.length;
+          for (const needle of needles) expect(b.includes(needle), `${table_name} holds a secret`).toBe(false);
+        }
+      }
+    }
+    expect(scanned).toBeGreaterThan(1000);
+  });
+});
+
+/** The writer's key of the current epoch, opened from its copy (what a member has). */
+async function freshKey(h: Harness, m: TestMemory, who: TestAgent): Promise<EpochKey> {
+  const state = await h.call(who, 'getMemory', { memoryId: m.memoryId });
+  return openWrap(h.crypto, who, m.memoryId, state.wrap, state.epochs.at(-1));
+}
