@@ -139,7 +139,7 @@ const serve: Command = {
   name: 'serve',
   summary: 'run the gateway (ready line on stdout, JSON logs on stderr)',
   usage: 'serve [--config FILE] [--trust-on-first-use]',
-  help: `Runs parley.v1.AgentGatewayService with gRPC health and reflection, the Prometheus listener and the
+  help: `Runs parley.v1.AgentGatewayService and parley.v1.MemoryService (unless memory=false) with gRPC health and reflection, the Prometheus listener and the
 registry revocation feed. When it is ready it prints ONE JSON line on stdout:
   {"ready":true,"address":"HOST:PORT","metrics_url":"http://HOST:PORT/metrics"|null,"gateway_id":…,
    "audit_public_key":…,"revocations_synced":true|false}
@@ -224,6 +224,7 @@ drain calls (shutdown_grace_ms), close the database and exit 0.`,
               },
             }),
         shutdownGraceMs: config.shutdownGraceMs,
+        memory: config.memory === false ? false : { quotas: config.memory.quotas },
       });
     } catch (error) {
       client.close();

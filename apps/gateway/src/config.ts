@@ -51,6 +51,18 @@ export interface GatewayConfig {
   readonly verifySignatures: boolean;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
   readonly shutdownGraceMs: number;
+  /** The shared-memory store (§18) and its quotas (unset: the store's defaults); `false`: not served. */
+  readonly memory:
+    | false
+    | {
+        readonly quotas: {
+          readonly maxBytesPerMemory?: number;
+          readonly maxSegmentsPerMemory?: number;
+          readonly maxBytesPerOwner?: number;
+          readonly maxSegmentsPerOwner?: number;
+          readonly maxMemoriesPerOwner?: number;
+        };
+      };
 }
 
 type Kind = 'string' | 'int' | 'bool' | 'list';
@@ -82,6 +94,12 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'verify_signatures', env: 'PARLEY_GATEWAY_VERIFY_SIGNATURES', kind: 'bool', def: 'true', help: 'verify envelope and receipt signatures before relaying' },
   { key: 'log_level', env: 'PARLEY_GATEWAY_LOG_LEVEL', kind: 'string', def: 'info', help: 'trace, debug, info, warn, error' },
   { key: 'shutdown_grace_ms', env: 'PARLEY_GATEWAY_SHUTDOWN_GRACE_MS', kind: 'int', def: '5000', help: 'how long shutdown waits for calls to drain' },
+  { key: 'memory', env: 'PARLEY_GATEWAY_MEMORY', kind: 'bool', def: 'true', help: 'serve parley.v1.MemoryService: end-to-end encrypted shared memory (PROTOCOL §18)' },
+  { key: 'memory_max_bytes', env: 'PARLEY_GATEWAY_MEMORY_MAX_BYTES', kind: 'int', help: 'ciphertext bytes per memory (default 64 MiB)' },
+  { key: 'memory_max_segments', env: 'PARLEY_GATEWAY_MEMORY_MAX_SEGMENTS', kind: 'int', help: 'segments per memory (default 10000)' },
+  { key: 'memory_owner_max_bytes', env: 'PARLEY_GATEWAY_MEMORY_OWNER_MAX_BYTES', kind: 'int', help: 'ciphertext bytes of all memories of one owner (default 256 MiB)' },
+  { key: 'memory_owner_max_segments', env: 'PARLEY_GATEWAY_MEMORY_OWNER_MAX_SEGMENTS', kind: 'int', help: 'segments of all memories of one owner (default 100000)' },
+  { key: 'memory_owner_max_memories', env: 'PARLEY_GATEWAY_MEMORY_OWNER_MAX_MEMORIES', kind: 'int', help: 'memories one agent may own (default 1000)' },
 ];
 
 const KNOWN_KEYS = new Set(SETTINGS.map((s) => s.key));
@@ -223,6 +241,17 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   }
   const maxFrameBytes = int('max_frame_bytes', 1024, 64 * 1024 * 1024);
   const policyFile = path('policy_file');
+  const quotas: Record<string, number> = {};
+  for (const [key, name] of [
+    ['memory_max_bytes', 'maxBytesPerMemory'],
+    ['memory_max_segments', 'maxSegmentsPerMemory'],
+    ['memory_owner_max_bytes', 'maxBytesPerOwner'],
+    ['memory_owner_max_segments', 'maxSegmentsPerOwner'],
+    ['memory_owner_max_memories', 'maxMemoriesPerOwner'],
+  ] as const) {
+    const v = int(key, 1, Number.MAX_SAFE_INTEGER);
+    if (v !== undefined) quotas[name] = v;
+  }
   return {
     gatewayId,
     listen,
@@ -247,6 +276,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     verifySignatures: bool('verify_signatures'),
     logLevel: level as GatewayConfig['logLevel'],
     shutdownGraceMs: int('shutdown_grace_ms', 0, 600_000)!,
+    memory: bool('memory') ? { quotas } : false,
   };
 }
 
@@ -266,6 +296,7 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
     audit_key_file: c.auditKeyFile,
     metrics: c.metrics === false ? false : `${c.metrics.host}:${c.metrics.port}`,
     verify_signatures: c.verifySignatures,
+    memory: c.memory === false ? false : { quotas: c.memory.quotas },
   };
 }
 

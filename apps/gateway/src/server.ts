@@ -1,5 +1,6 @@
 /**
- * The gateway's gRPC server: parley.v1.AgentGatewayService plus
+ * The gateway's gRPC server: parley.v1.AgentGatewayService, the shared-memory
+ * store parley.v1.MemoryService (@parley/memory-server, docs/PROTOCOL.md §18),
  * grpc.health.v1 and server reflection, on grpc-js. Plaintext is served only
  * on loopback; anything else needs TLS (1.3 minimum).
  */
@@ -7,7 +8,9 @@ import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { AuditLog, openPostgresStore } from '@parley/audit';
 import { toHex, type Ed25519KeyPair } from '@parley/crypto-core';
-import { AgentGatewayService, Health } from '@parley/proto';
+import { AgentGatewayService, Health, MemoryService } from '@parley/proto';
+import { MemoryStore, type MemoryQuotas } from '@parley/memory-server';
+import { MAX_SEGMENT_CIPHERTEXT_BYTES } from '@parley/memory';
 import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Gateway, type GatewayOptions } from './gateway.js';
@@ -50,6 +53,11 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
   readonly crossInstance?: boolean;
   /** How long `close()` waits for calls to finish before forcing, ms. Default 5 000. */
   readonly shutdownGraceMs?: number;
+  /**
+   * The shared-memory store (parley.v1.MemoryService, §18) in the same database and audit log:
+   * on by default; `false` serves none.
+   */
+  readonly memory?: false | { readonly quotas?: Partial<MemoryQuotas>; readonly sweepIntervalMs?: number; readonly rateLimit?: { readonly ratePerSecond: number; readonly burst: number } };
 }
 
 /** A running gateway. */
@@ -61,6 +69,8 @@ export interface RunningGateway {
   readonly mailbox: Mailbox;
   readonly audit: AuditLog;
   readonly database: Database;
+  /** The shared-memory store, unless `memory: false`. */
+  readonly memory: MemoryStore | undefined;
   /** `http://host:port/metrics`, unless metrics are off. */
   readonly metricsUrl: string | undefined;
   /** GoAway `shutting_down` to every stream, health NOT_SERVING, then a graceful shutdown with a timeout. */
@@ -87,6 +97,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let audit: AuditLog | undefined;
   let metrics: MetricsServer | undefined;
   let listener: MailboxListener | undefined;
+  let memory: MemoryStore | undefined;
   let gateway: Gateway;
   let mailbox: Mailbox;
   try {
@@ -108,12 +119,28 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         : {}),
     });
     if (notify && options.database?.url !== undefined) listener = await listenForMailbox(options.database.url, gateway, logger);
+    if (options.memory !== false) {
+      const box = mailbox;
+      memory = await MemoryStore.open({
+        crypto: options.crypto,
+        database,
+        audit,
+        serviceId: options.gatewayId,
+        trustBundle: options.trustBundle,
+        revocations: options.revocations,
+        logger,
+        directory: (agentId) => box.lastCertificate(agentId),
+        ...(options.clock === undefined ? {} : { clock: options.clock }),
+        ...options.memory,
+      });
+    }
     if (options.metrics !== false) metrics = await startMetricsServer(gateway.metrics.registry, options.metrics ?? {});
     logger.info(
       { database: database.engine, location: database.location, mailbox_ttl_ms: mailbox.ttlMs, audit_public_key: toHex(writer.publicKey), metrics: metrics?.url },
       'gateway storage ready',
     );
   } catch (error) {
+    await memory?.close();
     await listener?.close();
     await audit?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
@@ -122,7 +149,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
 
   const server = new Server({
     // Room above the gateway's own limit, so oversize items get a `too_large` Rejected, not a dead stream.
-    'grpc.max_receive_message_length': Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024),
+    'grpc.max_receive_message_length': Math.max(Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024), memory === undefined ? 0 : MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536),
     'grpc.keepalive_permit_without_calls': 1,
   });
   const onCallEnd = (r: CallRecord): void => {
@@ -132,8 +159,13 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     else logger.info(fields, 'call');
   };
   addService(server, AgentGatewayService, gateway, { onCallEnd });
-  const health = addHealthService(server, { '': ServingStatus.SERVING, [AgentGatewayService.typeName]: ServingStatus.SERVING }, { onCallEnd });
-  addReflectionService(server, [AgentGatewayService, Health]);
+  if (memory !== undefined) addService(server, MemoryService, memory, { onCallEnd });
+  const health = addHealthService(
+    server,
+    { '': ServingStatus.SERVING, [AgentGatewayService.typeName]: ServingStatus.SERVING, ...(memory === undefined ? {} : { [MemoryService.typeName]: ServingStatus.SERVING }) },
+    { onCallEnd },
+  );
+  addReflectionService(server, memory === undefined ? [AgentGatewayService, Health] : [AgentGatewayService, MemoryService, Health]);
 
   let credentials: ServerCredentials;
   if (options.tls === undefined) {
@@ -155,6 +187,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     );
   } catch (error) {
     await gateway.close();
+    await memory?.close();
     await listener?.close();
     await metrics?.close();
     await auditLog.close().catch(() => undefined);
@@ -171,6 +204,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     mailbox,
     audit: auditLog,
     database,
+    memory,
     metricsUrl: metrics?.url,
     close() {
       closing ??= (async () => {
@@ -187,6 +221,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
           });
         });
         await drained;
+        await memory?.close();
         await listener?.close();
         await metrics?.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));

@@ -8,6 +8,7 @@
 import { credentials as grpcCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 import { createCrypto, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
 import type { RevocationChecker, TrustBundle } from '@parley/identity';
+import { MemoryClient } from '@parley/memory';
 import type { AgentCertificate, Delivery, DeliveryReceipt, HandshakeFrame, JsonValue, MessagePayload, MessageType, SecureMessage } from '@parley/proto';
 import {
   SessionManager,
@@ -194,6 +195,7 @@ export class Agent {
   #saveChain: Promise<void> = Promise.resolve();
   #sleep: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   readonly #closeListeners = new Set<(error: ClientError) => void>();
+  #memory: MemoryClient | undefined;
 
   /** @internal use {@link connect} */
   constructor(crypto: ParleyCrypto, options: ConnectOptions) {
@@ -229,6 +231,31 @@ export class Agent {
   /** Whether a gateway stream is up right now. */
   get connected(): boolean {
     return this.#conn?.isOpen === true;
+  }
+
+  /**
+   * Shared memory on this agent's gateway (docs/PROTOCOL.md §18): `create`, `get`, `read`, `write`,
+   * `update`, `grant`, `revoke`, `list`, `segments`. End to end encrypted: the gateway stores ciphertext
+   * and enforces membership, and never holds a key. Created on first use; closed with the agent.
+   * @throws ClientError `cancelled` after close
+   */
+  get memory(): MemoryClient {
+    this.#assertUsable();
+    if (this.#memory === undefined) {
+      const o = this.#options;
+      const serviceId = this.#conn?.gatewayId ?? o.expectedGatewayId;
+      if (serviceId === undefined) throw new ClientError('unavailable', 'no gateway connection yet: its id names the memory service');
+      this.#memory = new MemoryClient({
+        crypto: this.#crypto,
+        identity: o.identity,
+        address: o.gateway,
+        serviceId,
+        trustBundle: o.trustBundle,
+        ...(o.revocations === undefined ? {} : { revocations: o.revocations }),
+        credentials: o.tls === undefined ? grpcCredentials.createInsecure() : grpcCredentials.createSsl(o.tls.rootCerts ?? null, o.tls.privateKey ?? null, o.tls.certChain ?? null),
+      });
+    }
+    return this.#memory;
   }
 
   /** The session manager (inspection, explicit `session(peerId)`, disclosure of sessions' peers). */
@@ -305,6 +332,7 @@ export class Agent {
     if (this.#started) await this.#persist(); // never overwrite state that failed to load
     await this.#saveChain;
     this.#manager.close();
+    this.#memory?.close();
     this.#conn?.close();
     this.#conn = undefined;
     this.#inbox.end();

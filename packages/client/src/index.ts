@@ -10,6 +10,9 @@ export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptS
 export { ClientError, isClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { fileStateStore, encodeStateFile, decodeStateFile } from './state-store.js';
+// Shared memory (docs/PROTOCOL.md §18): `agent.memory` is a MemoryClient
+export { MemoryClient, MemoryError, isMemoryError } from '@parley/memory';
+export type { MemoryClientOptions, MemoryInfo, MemoryListing, ReadResult, WriteResult, SegmentInfo, AccessLevel, MemoryErrorCode } from '@parley/memory';
 export type { StateStore } from './state-store.js';
 
 // Low level: one authenticated gateway stream, receipts, unary Send

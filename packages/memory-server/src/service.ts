@@ -653,7 +653,7 @@ export class MemoryStore {
           if (current !== undefined && sameWrite(this.#crypto, current, record)) {
             return { response: { outcome: { case: 'accepted', value: { version: current.version, alreadyApplied: true } } }, outcome: 'already_applied' };
           }
-          return { response: { outcome: { case: 'conflict', value: { currentVersion, ...(current === undefined ? {} : { current }) } } }, outcome: 'conflict' };
+          return { response: { outcome: { case: 'conflict', value: { currentVersion, ...(current === undefined ? {} : { current }) } } }, outcome: 'cas_conflict' };
         }
         // Record times are checked after the compare-and-set, so an old write retried late is still recognised above.
         this.#assertTime(record.timestampMs, 'write', now);

@@ -171,7 +171,7 @@ describe(`memory store on ${ENGINE}`, () => {
     const trail = outcomes(await h.auditEntries()).slice(2);
     expect(trail).toEqual([
       `planner-1>${m.memoryId}:memory.write:ok`,
-      `worker-2>${m.memoryId}:memory.write:conflict`,
+      `worker-2>${m.memoryId}:memory.write:cas_conflict`,
       `planner-1>${m.memoryId}:memory.write:already_applied`,
       `worker-2>${m.memoryId}:memory.get:ok`,
       `worker-2>${m.memoryId}:memory.write:ok`,

@@ -51,7 +51,7 @@ export interface MemoryClientOptions {
   readonly channelOptions?: ChannelOptions;
   /** Deadline of each call, ms. Default 30 000. */
   readonly timeoutMs?: number;
-  /** How long an idempotent call is retried while the store is unavailable, ms. Default 15 000; 0: no retry. */
+  /** How long a call is retried while the store is unavailable, ms (every call is idempotent, §18.10). Default 30 000; 0: no retry. */
   readonly retryUnavailableMs?: number;
   /** Memories whose verified state is cached (keys included, wiped on eviction). Default 64. */
   readonly cacheSize?: number;
@@ -486,7 +486,7 @@ export class MemoryClient {
   /** One RPC, retried with backoff while the store is unavailable (every call here is idempotent: §18.10). */
   async #call<T>(fn: () => Promise<T>): Promise<T> {
     this.#assertOpen();
-    const budget = this.#o.retryUnavailableMs ?? 15_000;
+    const budget = this.#o.retryUnavailableMs ?? 30_000;
     const start = this.#clock();
     let delay = 100;
     for (;;) {
