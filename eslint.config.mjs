@@ -4,8 +4,8 @@
 // of /work/shared/DESIGN.md ("imports only point down"):
 //
 //   type:app     apps/gateway, apps/registry
-//   type:service packages/db           (server plumbing shared by the apps: pg / PGlite)
-//   type:sdk     packages/client, packages/rpc
+//   type:service packages/db, packages/memory-server (server plumbing shared by the apps: pg / PGlite)
+//   type:sdk     packages/client, packages/rpc, packages/memory
 //   type:domain  packages/identity, packages/session, packages/audit
 //   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)
 //   type:proto   packages/proto         (generated code only)
@@ -115,9 +115,10 @@ export const DEP_CONSTRAINTS = [
     bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
-    // Server-side plumbing shared by the apps (packages/db): may use pg and PGlite, never gRPC or crypto libraries.
+    // Server-side plumbing shared by the apps (packages/db, packages/memory-server): may use pg and PGlite, never
+    // gRPC or crypto libraries; may build on other server plumbing (the memory store stores through packages/db).
     sourceTag: 'type:service',
-    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
   },
   {

@@ -32,7 +32,7 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:crypto': [],
   'type:domain': ['type:domain', 'type:crypto', 'type:proto'],
   'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:service': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+  'type:service': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
   'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
   'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
 };
@@ -83,6 +83,8 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   client: ['type:sdk', 'scope:client'],
   rpc: ['type:sdk', 'scope:shared'],
   db: ['type:service', 'scope:storage'],
+  memory: ['type:sdk', 'scope:memory'],
+  'memory-server': ['type:service', 'scope:memory'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],

@@ -32,8 +32,6 @@ export const MAX_MEMBERSHIP_ENTRIES = 4096;
 export const MAX_MEMBERS = 256;
 /** Most key epochs a memory keeps (older ones no segment uses are pruned). */
 export const MAX_EPOCHS = 4096;
-/** Largest timestamp accepted anywhere: 2^53 − 1 ms. */
-export const MAX_TIME_MS = Number.MAX_SAFE_INTEGER;
 
 export function isMemoryId(value: unknown): value is string {
   return typeof value === 'string' && MEMORY_ID_PATTERN.test(value);
