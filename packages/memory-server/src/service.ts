@@ -137,6 +137,9 @@ export interface MemoryServiceOptions {
 interface Caller {
   readonly cert: VerifiedCertificate;
   readonly certificate: AgentCertificate;
+  /** The request nonce, claimed inside the call's transaction (one commit per call, §18.8). */
+  readonly nonce: Uint8Array;
+  readonly nonceExpiresAtMs: number;
 }
 
 interface Outcome<T> {
@@ -305,9 +308,10 @@ export class MemoryStore {
     const recipient = isAgentId(target) ? target : 'memory-service';
     let sender = 'unknown';
     let audited = false;
+    let caller: Caller | undefined;
     try {
       if (this.#closing) refuse('unavailable', 'memory service is shutting down');
-      const caller = await this.#authenticate(ctx, (claimed) => {
+      caller = await this.#authenticate(ctx, (claimed) => {
         if (isAgentId(claimed)) sender = claimed;
       });
       sender = caller.cert.agentId;
@@ -322,6 +326,12 @@ export class MemoryStore {
       return result.response;
     } catch (error) {
       const e = toRpc(error);
+      if (caller !== undefined && e.code !== 'replay') {
+        // The call's transaction (and its nonce claim) rolled back: the nonce is still spent.
+        await this.#db
+          .query('INSERT INTO memory_request_nonces (agent_id, nonce, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [caller.cert.agentId, caller.nonce, caller.nonceExpiresAtMs])
+          .catch((err: unknown) => this.#log.error({ err, agent: sender }, 'could not record a refused request nonce'));
+      }
       if (e.code === 'internal') this.#log.error({ err: e.cause ?? e, op, agent: sender, memory: recipient }, 'memory call failed');
       else if (AUTH_CODES.has(e.code)) {
         this.#log.warn({ event: 'security', stage: `memory.${op}`, code: e.code, agent: sender, memory: recipient, remote: ctx.peer, detail: e.localDetails }, 'security event');
@@ -355,12 +365,30 @@ export class MemoryStore {
     if (!verifyMemoryRequest(this.#crypto, auth, { serviceId: this.#o.serviceId, path: ctx.path, body: ctx.requestBytes }, cert)) {
       refuse('bad_signature', 'request signature does not verify');
     }
-    const rows = await this.#db.query(
+    return { cert, certificate: auth.certificate, nonce: auth.nonce, nonceExpiresAtMs: auth.timestampMs + this.#skew + 1000 };
+  }
+
+  /**
+   * Claims the caller's request nonce: the first statement of every call's transaction, so the
+   * nonce and the call's effects commit together (one commit per call). A call refused later
+   * rolls its transaction back; #run then records the nonce on its own, so every authenticated
+   * request's nonce is persisted either way.
+   * @throws RpcError `replay` when the nonce was used before
+   */
+  async #claim(q: Queryable, caller: Caller): Promise<void> {
+    const rows = await q.query(
       'INSERT INTO memory_request_nonces (agent_id, nonce, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING agent_id',
-      [cert.agentId, auth.nonce, auth.timestampMs + this.#skew + 1000],
+      [caller.cert.agentId, caller.nonce, caller.nonceExpiresAtMs],
     );
     if (rows.length === 0) refuse('replay', 'request nonce already used');
-    return { cert, certificate: auth.certificate };
+  }
+
+  /** Runs `fn` in one transaction that starts by claiming the caller's nonce. */
+  #tx<T>(caller: Caller, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.#db.transaction(async (tx) => {
+      await this.#claim(tx, caller);
+      return fn(tx);
+    });
   }
 
   /** Records the certificate an agent called with (GetAgentCertificate), and refreshes its grants' certificates for the same key. */
@@ -398,16 +426,17 @@ export class MemoryStore {
    */
   async #access(q: Queryable, memoryId: string, caller: Caller, now: number, min: MemoryAccess, lock: '' | 'share' | 'update'): Promise<{ memory: MemoryRow; member: MemberRow }> {
     if (!isMemoryId(memoryId)) refuse('malformed', 'memory_id must be "mem-" and 32 lowercase hex digits');
-    const rows = await q.query<Record<string, unknown>>(`SELECT ${MEMORY_COLUMNS} FROM memories WHERE memory_id = $1${lock === '' ? '' : lock === 'share' ? ' FOR SHARE' : ' FOR UPDATE'}`, [memoryId]);
-    const memory = rows[0] === undefined ? undefined : memoryRow(rows[0]);
+    const rows = await q.query<Record<string, unknown>>(
+      `SELECT ${MEMORY_COLUMNS.split(', ').map((c) => `m.${c}`).join(', ')}, mm.member_id, mm.access, mm.public_key, mm.expires_at_ms AS member_expires_at_ms, mm.certificate
+       FROM memories m LEFT JOIN memory_members mm ON mm.memory_id = m.memory_id AND mm.member_id = $2
+       WHERE m.memory_id = $1${lock === '' ? '' : lock === 'share' ? ' FOR SHARE OF m' : ' FOR UPDATE OF m'}`,
+      [memoryId, caller.cert.agentId],
+    );
+    const row = rows[0];
+    const memory = row === undefined ? undefined : memoryRow(row);
     const denied = (): never => refuse('permission_denied', 'not a member of this memory, or no such memory');
-    if (memory === undefined || !live(memory.expiresAtMs, now)) return denied();
-    const m = await q.query<Record<string, unknown>>('SELECT member_id, access, public_key, expires_at_ms, certificate FROM memory_members WHERE memory_id = $1 AND member_id = $2', [
-      memoryId,
-      caller.cert.agentId,
-    ]);
-    if (m[0] === undefined) return denied();
-    const member = memberRow(m[0]);
+    if (row === undefined || memory === undefined || !live(memory.expiresAtMs, now) || row['member_id'] === null || row['member_id'] === undefined) return denied();
+    const member = memberRow({ ...row, expires_at_ms: row['member_expires_at_ms'] });
     if (!live(member.expiresAtMs, now)) refuse('expired', 'membership grant has expired');
     if (!this.#crypto.constantTimeEqual(member.publicKey, caller.cert.identityPublicKey)) refuse('identity_mismatch', 'the grant is for another identity key of this agent: ask an admin to grant again');
     if (member.access < min) refuse('permission_denied', `this operation needs ${MemoryAccess[min]!.toLowerCase()} access`);
@@ -495,7 +524,7 @@ export class MemoryStore {
         refuse('malformed', "owner_wrap must be the owner's own copy of the epoch 1 key");
       }
       verifyKeyWrap(this.#crypto, log, wrap);
-      const outcome = await this.#db.transaction(async (tx) => {
+      const outcome = await this.#tx(caller, async (tx) => {
         await tx.query('INSERT INTO memory_owners (owner_id) VALUES ($1) ON CONFLICT DO NOTHING', [entry.memberId]);
         const owner = await tx.query<{ memories: unknown }>('SELECT memories FROM memory_owners WHERE owner_id = $1 FOR UPDATE', [entry.memberId]);
         const existing = await tx.query<{ entry: unknown }>('SELECT entry FROM memory_membership_log WHERE memory_id = $1 AND version = 1', [memoryId]);
@@ -532,7 +561,7 @@ export class MemoryStore {
   getMemory(req: GetMemoryRequest, ctx: CallContext): Promise<Init<typeof GetMemoryResponseSchema>> {
     return this.#handle('get', ctx, req.memoryId, async (caller, now) => {
       if (req.afterVersion < 0n) refuse('malformed', 'after_version must not be negative');
-      return this.#db.transaction(async (tx) => {
+      return this.#tx(caller, async (tx) => {
         const { memory, member } = await this.#access(tx, req.memoryId, caller, now, MemoryAccess.READ, 'share');
         const entries = await tx.query<{ entry: unknown }>('SELECT entry FROM memory_membership_log WHERE memory_id = $1 AND version > $2 ORDER BY version', [
           memory.memoryId,
@@ -580,12 +609,12 @@ export class MemoryStore {
       const size = req.pageSize === 0 ? 100 : req.pageSize;
       if (size < 1 || size > 500) refuse('malformed', 'page_size must be 1..500');
       if (req.pageToken !== '' && !isMemoryId(req.pageToken)) refuse('malformed', 'page_token is not one this service issued');
-      const rows = await this.#db.query<Record<string, unknown>>(
+      const rows = await this.#tx(caller, (tx) => tx.query<Record<string, unknown>>(
         `SELECT ${MEMORY_COLUMNS.split(', ').map((c) => `m.${c}`).join(', ')}, mm.access FROM memories m JOIN memory_members mm ON mm.memory_id = m.memory_id
          WHERE mm.member_id = $1 AND mm.public_key = $2 AND (mm.expires_at_ms = 0 OR mm.expires_at_ms > $3) AND (m.expires_at_ms = 0 OR m.expires_at_ms > $3) AND m.memory_id > $4
          ORDER BY m.memory_id LIMIT $5`,
         [caller.cert.agentId, caller.cert.identityPublicKey, now, req.pageToken, size + 1],
-      );
+      ));
       const page = rows.slice(0, size);
       return {
         response: {
@@ -601,12 +630,14 @@ export class MemoryStore {
       const size = req.pageSize === 0 ? 100 : req.pageSize;
       if (size < 1 || size > 1000) refuse('malformed', 'page_size must be 1..1000');
       if (req.pageToken !== '' && !isSegmentId(req.pageToken)) refuse('malformed', 'page_token is not one this service issued');
-      await this.#access(this.#db, req.memoryId, caller, now, MemoryAccess.READ, '');
-      const rows = await this.#db.query<{ record: unknown; segment_id: unknown }>(
-        `SELECT segment_id, record FROM memory_segments WHERE memory_id = $1 AND segment_id > $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)
-         ORDER BY segment_id LIMIT $4`,
-        [req.memoryId, req.pageToken, now, size + 1],
-      );
+      const rows = await this.#tx(caller, async (tx) => {
+        await this.#access(tx, req.memoryId, caller, now, MemoryAccess.READ, '');
+        return tx.query<{ record: unknown; segment_id: unknown }>(
+          `SELECT segment_id, record FROM memory_segments WHERE memory_id = $1 AND segment_id > $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)
+           ORDER BY segment_id LIMIT $4`,
+          [req.memoryId, req.pageToken, now, size + 1],
+        );
+      });
       const page = rows.slice(0, size);
       return {
         response: {
@@ -620,11 +651,13 @@ export class MemoryStore {
   readSegment(req: ReadSegmentRequest, ctx: CallContext): Promise<Init<typeof ReadSegmentResponseSchema>> {
     return this.#handle('read', ctx, req.memoryId, async (caller, now) => {
       if (!isSegmentId(req.segmentId)) refuse('malformed', 'segment_id must be 1..128 chars of [a-z0-9._:/-] starting with [a-z0-9]');
-      await this.#access(this.#db, req.memoryId, caller, now, MemoryAccess.READ, '');
-      const rows = await this.#db.query<{ record: unknown; ciphertext: unknown }>(
-        'SELECT record, ciphertext FROM memory_segments WHERE memory_id = $1 AND segment_id = $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)',
-        [req.memoryId, req.segmentId, now],
-      );
+      const rows = await this.#tx(caller, async (tx) => {
+        await this.#access(tx, req.memoryId, caller, now, MemoryAccess.READ, '');
+        return tx.query<{ record: unknown; ciphertext: unknown }>(
+          'SELECT record, ciphertext FROM memory_segments WHERE memory_id = $1 AND segment_id = $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)',
+          [req.memoryId, req.segmentId, now],
+        );
+      });
       if (rows[0] === undefined) refuse('not_found', 'no such segment');
       return { response: { record: fromBinary(WriteRecordSchema, bytes(rows[0].record)), ciphertext: bytes(rows[0].ciphertext) } };
     });
@@ -639,7 +672,7 @@ export class MemoryStore {
       }
       if (!isMemoryId(req.memoryId)) refuse('malformed', 'memory_id must be "mem-" and 32 lowercase hex digits');
       if (!this.#crypto.ed25519.verify(record.signature, writeLayout(req.memoryId, record), caller.cert.identityPublicKey)) refuse('bad_signature', 'write record signature does not verify');
-      return this.#db.transaction(async (tx): Promise<Outcome<Init<typeof WriteSegmentResponseSchema>>> => {
+      return this.#tx(caller, async (tx): Promise<Outcome<Init<typeof WriteSegmentResponseSchema>>> => {
         const { memory } = await this.#access(tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
         const rows = await tx.query<{ record: unknown; size: unknown; expires_at_ms: unknown }>(
           'SELECT record, size, expires_at_ms FROM memory_segments WHERE memory_id = $1 AND segment_id = $2 FOR UPDATE',
@@ -688,7 +721,7 @@ export class MemoryStore {
     return this.#handle(op, ctx, req.memoryId, async (caller, now) => {
       const entry = assertMembershipEntryShape(req.entry);
       if (entry.signerId !== caller.cert.agentId) refuse('identity_mismatch', 'the entry must be signed by the caller');
-      return this.#db.transaction(async (tx): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> => {
+      return this.#tx(caller, async (tx): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> => {
         const { memory } = await this.#access(tx, req.memoryId, caller, now, MemoryAccess.ADMIN, 'update');
         const log = await this.#loadLog(tx, memory);
         if (entry.version <= log.version) {
@@ -744,7 +777,7 @@ export class MemoryStore {
   rotateEpoch(req: RotateEpochRequest, ctx: CallContext): Promise<Init<typeof RotateEpochResponseSchema>> {
     return this.#handle('rotate', ctx, req.memoryId, async (caller, now) => {
       const epoch = assertEpochRecordShape(req.epoch);
-      return this.#db.transaction(async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
+      return this.#tx(caller, async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
         const { memory } = await this.#access(tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
         if (epoch.epoch <= memory.currentEpoch) {
           const stored = await tx.query<{ record: unknown }>('SELECT record FROM memory_epochs WHERE memory_id = $1 AND epoch = $2', [memory.memoryId, epoch.epoch]);
@@ -760,9 +793,9 @@ export class MemoryStore {
   }
 
   getAgentCertificate(req: GetAgentCertificateRequest, ctx: CallContext): Promise<Init<typeof GetAgentCertificateResponseSchema>> {
-    return this.#handle('get_certificate', ctx, req.agentId, async () => {
+    return this.#handle('get_certificate', ctx, req.agentId, async (caller) => {
       if (!isAgentId(req.agentId)) refuse('malformed', 'agent_id must be an agent id');
-      const rows = await this.#db.query<{ certificate: unknown }>('SELECT certificate FROM memory_agents WHERE agent_id = $1', [req.agentId]);
+      const rows = await this.#tx(caller, (tx) => tx.query<{ certificate: unknown }>('SELECT certificate FROM memory_agents WHERE agent_id = $1', [req.agentId]));
       let certificate = rows[0] === undefined ? undefined : fromBinary(AgentCertificateSchema, bytes(rows[0].certificate));
       if (certificate === undefined && this.#o.directory !== undefined) certificate = await this.#o.directory(req.agentId);
       if (certificate === undefined) refuse('not_found', 'no certificate known for this agent');

@@ -205,6 +205,10 @@ describe(`memory store on ${ENGINE}`, () => {
     await expectCode(h.call(owner, 'getMemory', req, (md) => void Object.assign(md, saved)), 'replay');
     await h.reopen();
     await expectCode(h.call(owner, 'getMemory', req, (md) => void Object.assign(md, saved)), 'replay');
+    // A refused call spends its nonce too (its transaction rolled back; the nonce is recorded on its own).
+    let refused: Record<string, string> = {};
+    await expectCode(h.call(outsider, 'getMemory', req, (md) => void (refused = { ...md })), 'permission_denied');
+    await expectCode(h.call(outsider, 'getMemory', req, (md) => void Object.assign(md, refused)), 'replay');
     await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now - 120_000))), 'stale_timestamp');
     await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now + 120_000))), 'future_timestamp');
     // The body changed after signing (another memory id asked for).
@@ -218,6 +222,8 @@ describe(`memory store on ${ENGINE}`, () => {
       'memory.get:unauthenticated',
       'memory.get:ok',
       'memory.get:replay',
+      'memory.get:replay',
+      'memory.get:permission_denied',
       'memory.get:replay',
       'memory.get:stale_timestamp',
       'memory.get:future_timestamp',
