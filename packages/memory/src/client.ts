@@ -487,7 +487,7 @@ export class MemoryClient {
   async #call<T>(fn: () => Promise<T>): Promise<T> {
     this.#assertOpen();
     const budget = this.#o.retryUnavailableMs ?? 30_000;
-    const start = this.#clock();
+    const start = Date.now();
     let delay = 100;
     for (;;) {
       try {
@@ -628,14 +628,28 @@ export class MemoryClient {
     }
   }
 
+  /**
+   * The owner's certificate binds the owner id to the key the memory id commits to. It must be issued by
+   * the trust bundle for that id and key, not revoked now, and valid now or when the memory was created
+   * (the store keeps the newest certificate the owner called with for the same key).
+   */
   #verifyOwner(log: Membership, certificate: AgentCertificate): void {
-    // Valid when the memory was created, not revoked now, and for the key the memory id commits to.
-    const cert = verifyCertificate(this.#crypto, certificate, {
-      trustBundle: this.#o.trustBundle,
-      nowMs: log.createdAtMs,
-      expectedAgentId: log.ownerId,
-      ...(this.#o.revocations === undefined ? {} : { revocations: { check: (s) => this.#o.revocations!.check(s, this.#clock()) } }),
-    });
+    const revocations = this.#o.revocations;
+    const at = (nowMs: number) =>
+      verifyCertificate(this.#crypto, certificate, {
+        trustBundle: this.#o.trustBundle,
+        nowMs,
+        expectedAgentId: log.ownerId,
+        ...(revocations === undefined ? {} : { revocations: { check: (s) => revocations.check(s, this.#clock()) } }),
+      });
+    let cert;
+    try {
+      cert = at(this.#clock());
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code !== 'expired' && code !== 'not_yet_valid') throw error;
+      cert = at(log.createdAtMs);
+    }
     if (!this.#crypto.constantTimeEqual(cert.identityPublicKey, log.ownerPublicKey)) fail('identity_mismatch', "owner's certificate is for another key");
   }
 
