@@ -377,6 +377,67 @@ describe('shared memory through a gateway process', () => {
   }, 120_000);
 });
 
+describe('a store that lies is caught by the clients', () => {
+  it('a changed ciphertext, a member the log never granted, and a rolled-back log are all refused', async () => {
+    const db = storage('liar');
+    const env = gatewayEnv('liar', db);
+    let gw = await startGatewayProcess(env);
+    const address = gw.readyLine['address'] as string;
+    const [owner, writer, outsider] = [agent('planner-liar'), agent('worker-liar'), agent('intruder-liar')];
+    const [o, w, x] = [await online(owner, address), await online(writer, address), await online(outsider, address)];
+    const { memoryId } = await o.memory.create();
+    await o.memory.grant(memoryId, 'worker-liar', 'write');
+    await w.memory.write(memoryId, 'plan', 'the real plan', { previousVersion: 0 });
+    expect(str((await o.memory.read(memoryId, 'plan')).data)).toBe('the real plan');
+    /** Stops the gateway, lets `change` edit its database directly, starts it again on the same address. */
+    const tamper = async (change: (database: Database) => Promise<void>): Promise<void> => {
+      expect(await gw.stop()).toBe(0);
+      const database = await db.open();
+      try {
+        await change(database);
+      } finally {
+        await database.close();
+      }
+      gw = await startGatewayProcess({ ...env, PARLEY_GATEWAY_LISTEN: address });
+    };
+    try {
+      // 1. One ciphertext byte changed: not what its writer signed.
+      await tamper(async (database) => {
+        const [row] = await database.query<{ ciphertext: unknown }>('SELECT ciphertext FROM memory_segments WHERE memory_id = $1', [memoryId]);
+        const changed = dbBytes(row!.ciphertext);
+        changed[30]! ^= 1;
+        await database.query('UPDATE memory_segments SET ciphertext = $2 WHERE memory_id = $1', [memoryId, changed]);
+      });
+      expect(await code(w.memory.read(memoryId, 'plan'))).toBe('bad_signature');
+      // 2. The store lets an outsider in (a member row the log never granted): it passes the store, and holds no key.
+      await tamper(async (database) => {
+        await database.query('INSERT INTO memory_members (memory_id, member_id, access, public_key, expires_at_ms, certificate) SELECT memory_id, $2, 3, $3, 0, certificate FROM memory_members WHERE memory_id = $1 AND member_id = $4', [
+          memoryId,
+          'intruder-liar',
+          outsider.publicKey,
+          'worker-liar',
+        ]);
+      });
+      // The store now answers it, but the verified log does not list it and no key copy is sealed to it.
+      const read = await x.memory.read(memoryId, 'plan').then(() => undefined, (error: unknown) => error as Error & { code: string });
+      expect(read?.code).toBe('permission_denied');
+      expect(read?.message).toMatch(/holds no key/);
+      expect(await code(x.memory.get(memoryId))).toBe('permission_denied');
+      // 3. Roll the log back past a revocation the owner already saw.
+      await o.memory.revoke(memoryId, 'worker-liar');
+      await tamper(async (database) => {
+        const [prev] = await database.query<{ entry_hash: unknown }>('SELECT entry_hash FROM memory_membership_log WHERE memory_id = $1 AND version = 2', [memoryId]);
+        await database.query('DELETE FROM memory_membership_log WHERE memory_id = $1 AND version = 3', [memoryId]);
+        await database.query('UPDATE memories SET membership_version = 2, membership_head = $2 WHERE memory_id = $1', [memoryId, dbBytes(prev!.entry_hash)]);
+      });
+      expect(await code(o.memory.get(memoryId))).toBe('replay');
+    } finally {
+      for (const a of [o, w, x]) await a.close();
+      expect(await gw.stop()).toBe(0);
+    }
+  }, 240_000);
+});
+
 describe('gateway process SIGKILLed mid-write', () => {
   it('loses no acknowledged write and applies none twice', async () => {
     const db = storage('crash');
