@@ -71,7 +71,8 @@ export async function createWorld(): Promise<World> {
       revocations.apply([], version, Date.now());
     },
     start(overrides = {}) {
-      return startGateway({ crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy: DEFAULT_POLICY, logger, ...overrides });
+      // The relay's tests and bench run without the shared-memory store (memory-processes.spec.ts covers it).
+      return startGateway({ crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy: DEFAULT_POLICY, logger, memory: false, ...overrides });
     },
   };
 }
