@@ -276,6 +276,12 @@ describe('shared memory through a gateway process', () => {
 
   it('two concurrent writers: one wins, the other gets a typed conflict with the current version and retries', async () => {
     await sdk.owner.memory.grant(memoryId, 'worker-6', 'write');
+    // The writer's cached view predates worker-6's grant: losing to worker-6 is still a typed conflict (it re-verifies).
+    await sdk.rival.memory.write(memoryId, 'notes', 'rival first', { previousVersion: 0 });
+    const stale = await sdk.writer.memory.write(memoryId, 'notes', 'writer second', { previousVersion: 0 }).catch((e: unknown) => e);
+    expect(isMemoryError(stale, 'conflict')).toBe(true);
+    expect((stale as { currentVersion?: bigint }).currentVersion).toBe(1n);
+    expect((stale as { current?: { writerId: string } }).current?.writerId).toBe('worker-6');
     const base = await sdk.writer.memory.read(memoryId, 'plan');
     const results = await Promise.allSettled([
       sdk.writer.memory.write(memoryId, 'plan', `${str(base.data)}\n+ writer`, { previousVersion: base.version }),
@@ -346,7 +352,7 @@ describe('shared memory through a gateway process', () => {
       }
       // 3. Everything stored after the reader's removal is under epochs ≥ 2, whose records and back links its epoch-1 key cannot open.
       const segments = await database.query<{ record: unknown; ciphertext: unknown }>('SELECT record, ciphertext FROM memory_segments WHERE memory_id = $1', [memoryId]);
-      expect(segments.length).toBe(2);
+      expect(segments.length).toBe(3);
       for (const row of segments) {
         const record = fromBinary(WriteRecordSchema, dbBytes(row.record));
         expect(record.keyEpoch).toBeGreaterThanOrEqual(2);

@@ -294,13 +294,13 @@ export class MemoryClient {
   /** The segments of a memory, each from its verified write record. */
   async segments(memoryId: string): Promise<SegmentInfo[]> {
     assertMemoryId(memoryId);
-    const state = await this.#refresh(memoryId);
+    let state = await this.#state(memoryId);
     const out: SegmentInfo[] = [];
     let pageToken = '';
     do {
       const page = await this.#call(() => this.#rpc.listSegments({ memoryId, pageSize: 1000, pageToken }));
       for (const r of page.segments) {
-        this.#verifyRecord(state, r);
+        state = await this.#verifyFresh(state, r);
         out.push(segmentInfo(r));
       }
       pageToken = page.nextPageToken;
@@ -320,14 +320,13 @@ export class MemoryClient {
     const res = await this.#call(() => this.#rpc.readSegment({ memoryId, segmentId }));
     const record = res.record;
     if (record === undefined || record.segmentId !== segmentId) fail('bad_signature', 'the store answered with another segment');
+    // A writer granted, or an epoch started, since the state was cached: verify against a fresh one.
+    state = await this.#verifyFresh(state, record);
     let key: EpochKey;
     try {
-      this.#verifyRecord(state, record);
       key = this.#keyFor(state, record.keyEpoch);
     } catch {
-      // A writer granted, or an epoch started, since the state was cached: verify against a fresh one.
       state = await this.#refresh(memoryId);
-      this.#verifyRecord(state, record);
       key = this.#keyFor(state, record.keyEpoch);
     }
     const data = openWrite(this.#crypto, memoryId, key, record, res.ciphertext);
@@ -512,13 +511,25 @@ export class MemoryClient {
     const current = outcome.value.current;
     if (current !== undefined) {
       if (current.segmentId !== sealed.record.segmentId || current.version !== outcome.value.currentVersion) fail('bad_signature', 'the store reported a conflict with another segment');
-      this.#verifyRecord(state, current);
+      await this.#verifyFresh(state, current);
       if (sameWrite(this.#crypto, current, sealed.record)) return { version: current.version, alreadyApplied: true };
     }
     return fail('conflict', `${sealed.record.segmentId} is at version ${outcome.value.currentVersion}, not ${sealed.record.previousVersion}`, {
       currentVersion: outcome.value.currentVersion,
       ...(current === undefined ? {} : { current }),
     });
+  }
+
+  /** Verifies a record against the cached log, or, when that fails (a writer granted since), against a fresh one. */
+  async #verifyFresh(state: State, record: WriteRecord): Promise<State> {
+    try {
+      this.#verifyRecord(state, record);
+      return state;
+    } catch {
+      const fresh = await this.#refresh(state.log.memoryId);
+      this.#verifyRecord(fresh, record);
+      return fresh;
+    }
   }
 
   #verifyRecord(state: State, record: WriteRecord): void {
