@@ -18,7 +18,8 @@
 //   latency:    one operation at a time, p50 (µs), per size
 //   throughput: WINDOW operations in flight (distinct segments / keys), ops/s and MB/s
 //
-// BENCH_ROUNDS (default 3) rounds; BENCH_OPS (default 100) operations per round and case.
+// BENCH_ROUNDS (default 3) rounds; BENCH_OPS (default 100) operations per round and case;
+// BENCH_PROFILE_DIR writes the gateway process's CPU profile.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,9 +69,13 @@ function run(cli: string, args: string[], env: Record<string, string> = {}): Pro
   });
 }
 
+/** BENCH_PROFILE_DIR: write the gateway's CPU profile there (node --cpu-prof) to see where its time goes. */
+const PROFILE_DIR = process.env['BENCH_PROFILE_DIR'];
+
 function serve(cli: string, args: string[], env: Record<string, string>, ready: (line: Record<string, unknown>) => boolean): Promise<Proc> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', cli, ...args], { cwd: GATEWAY_DIR, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const profile = PROFILE_DIR !== undefined && cli === GATEWAY_CLI ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
+    const child = spawn(process.execPath, ['--conditions=@parley/source', ...profile, '--import', 'tsx', cli, ...args], { cwd: GATEWAY_DIR, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`${cli} not ready in 60 s`));

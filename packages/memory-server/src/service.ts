@@ -383,9 +383,16 @@ export class MemoryStore {
     if (rows.length === 0) refuse('replay', 'request nonce already used');
   }
 
-  /** Runs `fn` in one transaction that starts by claiming the caller's nonce. */
-  #tx<T>(caller: Caller, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in one transaction that starts by claiming the caller's nonce. A read-only call's
+   * transaction writes nothing but that nonce and commits it without waiting for the WAL flush
+   * (`synchronous_commit = off`, §18.10): only a PostgreSQL crash in the next few hundred ms could
+   * forget it, and a read replayed then returns ciphertext to its replayer and is audited. Every call
+   * that changes state commits synchronously.
+   */
+  #tx<T>(caller: Caller, fn: (tx: Queryable) => Promise<T>, readOnly = false): Promise<T> {
     return this.#db.transaction(async (tx) => {
+      if (readOnly) await tx.exec('SET LOCAL synchronous_commit = off');
       await this.#claim(tx, caller);
       return fn(tx);
     });
@@ -600,7 +607,7 @@ export class MemoryStore {
             rotationRequired: await this.#rotationRequired(tx, memory, now),
           },
         };
-      });
+      }, true);
     });
   }
 
@@ -614,7 +621,7 @@ export class MemoryStore {
          WHERE mm.member_id = $1 AND mm.public_key = $2 AND (mm.expires_at_ms = 0 OR mm.expires_at_ms > $3) AND (m.expires_at_ms = 0 OR m.expires_at_ms > $3) AND m.memory_id > $4
          ORDER BY m.memory_id LIMIT $5`,
         [caller.cert.agentId, caller.cert.identityPublicKey, now, req.pageToken, size + 1],
-      ));
+      ), true);
       const page = rows.slice(0, size);
       return {
         response: {
@@ -637,7 +644,7 @@ export class MemoryStore {
            ORDER BY segment_id LIMIT $4`,
           [req.memoryId, req.pageToken, now, size + 1],
         );
-      });
+      }, true);
       const page = rows.slice(0, size);
       return {
         response: {
@@ -657,7 +664,7 @@ export class MemoryStore {
           'SELECT record, ciphertext FROM memory_segments WHERE memory_id = $1 AND segment_id = $2 AND (expires_at_ms = 0 OR expires_at_ms > $3)',
           [req.memoryId, req.segmentId, now],
         );
-      });
+      }, true);
       if (rows[0] === undefined) refuse('not_found', 'no such segment');
       return { response: { record: fromBinary(WriteRecordSchema, bytes(rows[0].record)), ciphertext: bytes(rows[0].ciphertext) } };
     });
@@ -795,7 +802,7 @@ export class MemoryStore {
   getAgentCertificate(req: GetAgentCertificateRequest, ctx: CallContext): Promise<Init<typeof GetAgentCertificateResponseSchema>> {
     return this.#handle('get_certificate', ctx, req.agentId, async (caller) => {
       if (!isAgentId(req.agentId)) refuse('malformed', 'agent_id must be an agent id');
-      const rows = await this.#tx(caller, (tx) => tx.query<{ certificate: unknown }>('SELECT certificate FROM memory_agents WHERE agent_id = $1', [req.agentId]));
+      const rows = await this.#tx(caller, (tx) => tx.query<{ certificate: unknown }>('SELECT certificate FROM memory_agents WHERE agent_id = $1', [req.agentId]), true);
       let certificate = rows[0] === undefined ? undefined : fromBinary(AgentCertificateSchema, bytes(rows[0].certificate));
       if (certificate === undefined && this.#o.directory !== undefined) certificate = await this.#o.directory(req.agentId);
       if (certificate === undefined) refuse('not_found', 'no certificate known for this agent');

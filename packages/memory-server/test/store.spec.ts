@@ -212,7 +212,7 @@ describe(`memory store on ${ENGINE}`, () => {
     await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now - 120_000))), 'stale_timestamp');
     await expectCode(h.call(owner, 'getMemory', req, (md) => void (md[MEMORY_METADATA_KEYS.timestamp] = String(h.clock.now + 120_000))), 'future_timestamp');
     // The body changed after signing (another memory id asked for).
-    await expectCode(h.call(owner, 'getMemory', req, (_md, body) => { const b = body.slice(); b[b.length - 1] = 0x30; return b; }), 'bad_signature');
+    await expectCode(h.call(owner, 'getMemory', req, (_md, body) => { const b = body.slice(); b[b.length - 1] = b[b.length - 1] === 0x30 ? 0x31 : 0x30; return b; }), 'bad_signature');
     // A certificate from an issuer the store does not trust.
     await expectCode(h.call(h.agentOf(createIssuerKey(h.crypto, h.crypto.ed25519.generateKeyPair()), 'planner-1'), 'getMemory', req), 'unknown_issuer');
     h.revocations.apply([{ kind: 'agent', agentId: owner.agentId, reason: 'key-compromise', revokedAtMs: h.clock.now }], 1, h.clock.now);
