@@ -28,9 +28,10 @@ import {
   type Outbound,
   type SendRequest,
   type SendResponseSchema,
+  type SessionReject,
 } from '@parley/proto';
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
-import { assertEnvelopeShape, assertFrameShape, isAgentId, MAX_ENVELOPE_BYTES, verifyEnvelopeSignature } from '@parley/session';
+import { assertEnvelopeShape, assertFrameShape, isAgentId, MAX_ENVELOPE_BYTES, SESSION_ID_BYTES, verifyEnvelopeSignature } from '@parley/session';
 import type { Logger } from 'pino';
 import { Channel } from '@parley/rpc';
 import {
@@ -39,6 +40,7 @@ import {
   SEND_NONCE_BYTES,
   SIGNATURE_BYTES,
   deliveryReceiptLayout,
+  sessionRejectLayout,
   gatewayAuthLayout,
   gatewaySendLayout,
   itemDigest,
@@ -146,6 +148,17 @@ function assertReceiptShape(r: DeliveryReceipt): void {
   if (r.receivedAtMs < 0n || r.receivedAtMs > BigInt(Number.MAX_SAFE_INTEGER)) reject('malformed', 'receipt received_at_ms out of range');
 }
 
+/** The checks of the session-reject shape (§17.4): version, lengths, ids, time range. */
+function assertSessionRejectShape(r: SessionReject): void {
+  if (r.version !== 1) reject('unsupported_version', `session reject version ${r.version} is not supported`);
+  if (r.sessionId.length !== SESSION_ID_BYTES) reject('malformed', `session reject session_id must be ${SESSION_ID_BYTES} bytes`);
+  if (r.messageHash.length !== ITEM_HASH_BYTES) reject('malformed', `session reject message_hash must be ${ITEM_HASH_BYTES} bytes`);
+  if (r.signature.length !== SIGNATURE_BYTES) reject('malformed', `session reject signature must be ${SIGNATURE_BYTES} bytes`);
+  if (!isAgentId(r.senderId) || !isAgentId(r.recipientId)) reject('malformed', 'session reject agent ids are not valid');
+  if (r.senderId === r.recipientId) reject('malformed', 'session reject sender and recipient are the same agent');
+  if (r.rejectedAtMs < 0n || r.rejectedAtMs > BigInt(Number.MAX_SAFE_INTEGER)) reject('malformed', 'session reject rejected_at_ms out of range');
+}
+
 /** Shape checks of an item, before anything else (§10.3 step 1). */
 function assertItemShape(item: Outbound['item'] | SendRequest['item']): RelayItem {
   try {
@@ -162,6 +175,9 @@ function assertItemShape(item: Outbound['item'] | SendRequest['item']): RelayIte
       case 'receipt':
         assertReceiptShape(item.value);
         return item;
+      case 'sessionReject':
+        assertSessionRejectShape(item.value);
+        return item;
       default:
         return reject('malformed', 'no item to relay');
     }
@@ -177,6 +193,7 @@ function routeOf(item: RelayItem): { from: string; to: string } {
     case 'envelope':
       return { from: item.value.senderId, to: item.value.recipientId };
     case 'receipt':
+    case 'sessionReject':
       // Signed by the envelope's recipient, addressed to the envelope's sender.
       return { from: item.value.recipientId, to: item.value.senderId };
   }
@@ -639,7 +656,7 @@ export class Gateway {
       return fail('unavailable', 'gateway storage unavailable');
     }
     if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
-    const initiatorToResponder = item.case === 'receipt' || (item.case === 'handshake' && item.value.step === 2);
+    const initiatorToResponder = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
     const allowed = initiatorToResponder ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
     if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
     // 6. signatures (the gateway holds no session key; these need none)
@@ -649,6 +666,9 @@ export class Gateway {
       }
       if (item.case === 'receipt' && !this.#crypto.ed25519.verify(item.value.signature, deliveryReceiptLayout(item.value), sender.cert.identityPublicKey)) {
         return refuse('bad_signature', 'receipt signature does not verify');
+      }
+      if (item.case === 'sessionReject' && !this.#crypto.ed25519.verify(item.value.signature, sessionRejectLayout(item.value), sender.cert.identityPublicKey)) {
+        return refuse('bad_signature', 'session reject signature does not verify');
       }
     }
     // 7. store in the mailbox, audit (fail closed), then deliver live if the recipient is connected.
@@ -762,5 +782,7 @@ function cloneItem(item: RelayItem): NonNullable<DeliveryInit['item']> {
       return { case: 'handshake', value: { ...item.value, noiseMessage: item.value.noiseMessage.slice() } };
     case 'receipt':
       return { case: 'receipt', value: { ...item.value } };
+    case 'sessionReject':
+      return { case: 'sessionReject', value: { ...item.value } };
   }
 }

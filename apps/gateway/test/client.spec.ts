@@ -52,7 +52,10 @@ async function start(agent: Agent, address: string, extra: Partial<ConnectOption
   cleanup.push(() => sdk.close());
   void (async () => {
     try {
-      for await (const m of sdk.messages()) received.push(m);
+      for await (const m of sdk.messages()) {
+        received.push(m);
+        await m.ack();
+      }
     } catch {
       // stopped
     }
@@ -157,14 +160,14 @@ describe('@parley/client through a gateway', () => {
     const plannerId = world.agent('planner-p', { agentType: 'planner' });
     const workerId = world.agent('worker-p');
     const stateKey = SecretKey.from(world.crypto.randomBytes(32));
-    const store = fileStateStore(join(tmp, 'worker-p', 'sessions.bin'));
+    const store = fileStateStore(join(tmp, 'worker-p', 'agent.state'));
     const planner = await start(plannerId, gw.address);
     const worker1 = await start(workerId, gw.address, { stateStore: store, stateKey });
     await planner.agent.send('worker-p', MessageType.TASK_ASSIGNMENT, { n: 1 });
     await waitFor(() => worker1.received.length === 1, 5_000, 'first message');
     const m1 = worker1.received[0]!;
     await worker1.agent.close();
-    expect((await store.load()).length).toBe(1);
+    expect((await store.load()).length).toBeGreaterThan(0);
 
     const worker2 = await start(workerId, gw.address, { stateStore: store, stateKey });
     expect(worker2.agent.sessions.sessions()).toHaveLength(1);

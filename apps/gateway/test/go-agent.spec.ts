@@ -192,7 +192,10 @@ suite('Go example agent', () => {
     const received: ReceivedMessage[] = [];
     void (async () => {
       try {
-        for await (const m of sdk.messages()) received.push(m);
+        for await (const m of sdk.messages()) {
+          received.push(m);
+          await m.ack();
+        }
       } catch {
         // closed
       }

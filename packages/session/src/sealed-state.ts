@@ -106,6 +106,11 @@ export interface ImportOptions {
   readonly events?: SecurityEventSink;
   readonly skew?: SkewLimits;
   readonly messageCache?: MessageHashCache;
+  /**
+   * Resume sending at this counter (the owner's durable reservation mark,
+   * §13) instead of skipping two epochs; never below the exported counter.
+   */
+  readonly resumeSendCounter?: number;
 }
 
 /**
@@ -147,7 +152,10 @@ export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, loc
       issuerKeyId: fromBase64Url(state.peer.issuerKeyId),
       didKey: state.peer.didKey,
     };
-    const resumeAt = (Math.floor(state.sendCounter / state.threshold) + SEND_EPOCH_SKIP_ON_IMPORT) * state.threshold;
+    const resumeAt =
+      options.resumeSendCounter !== undefined
+        ? Math.max(state.sendCounter, options.resumeSendCounter)
+        : (Math.floor(state.sendCounter / state.threshold) + SEND_EPOCH_SKIP_ON_IMPORT) * state.threshold;
     return new Session(crypto, {
       sessionId: fromBase64Url(state.sessionId),
       role: state.role,

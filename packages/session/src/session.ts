@@ -315,6 +315,29 @@ export class Session {
     };
   }
 
+  /**
+   * Marks a message accepted before a restart, from the owner's durable
+   * journal: its counter in the replay window and its hash in the cache, so a
+   * redelivery of it is refused as `replay`. Keys are not touched (the next
+   * accepted message prunes them).
+   */
+  markAccepted(counter: number, hash: Uint8Array): void {
+    this.#window.accept(counter);
+    this.#cache.add(hash);
+  }
+
+  /**
+   * Moves the send counter forward to `counter` (never back): a restored
+   * session resumes at the first counter its previous process never reserved.
+   * @throws SessionError `malformed` if `counter` is below the current one or out of range
+   */
+  resumeSendingAt(counter: number): void {
+    if (!Number.isSafeInteger(counter) || counter < this.#sendCounter || counter > MAX_MESSAGE_COUNTER) {
+      throw new SessionError('malformed', 'a send counter can only move forward, below 2^53');
+    }
+    this.#sendCounter = counter;
+  }
+
   /** Closes the session and wipes every key it holds. Idempotent. */
   close(): void {
     if (this.#closed) return;
