@@ -107,6 +107,24 @@ describe('@parley/client through a gateway', () => {
     expect(security(worker.events)).toEqual([]);
   });
 
+  it('requires the gateway id and checks it: a look-alike endpoint relaying another gateway\'s challenge gets no proof', async () => {
+    const id = world.agent('worker-gid');
+    const base = { gateway: gw.address, identity: id, trustBundle: world.trustBundle, crypto: world.crypto, reconnect: false as const };
+    await expect(connect({ ...base } as unknown as ConnectOptions)).rejects.toSatisfy((e) => isClientError(e, 'malformed'));
+    // An agent that meant to reach 'gw-elsewhere' is shown this gateway's challenge: it refuses to sign.
+    await expect(connect({ ...base, expectedGatewayId: 'gw-elsewhere' })).rejects.toSatisfy((e) => isClientError(e, 'identity_mismatch'));
+    expect(world.logs.some((l) => l['agent'] === 'worker-gid' && l['msg'] === 'agent connected')).toBe(false);
+  });
+
+  it('refuses plaintext to a gateway that is not on loopback', async () => {
+    const id = world.agent('worker-tls');
+    for (const gateway of ['10.1.2.3:7443', 'gw.example.net:443', '[2001:db8::1]:443']) {
+      await expect(connect({ gateway, expectedGatewayId: GATEWAY_ID, identity: id, trustBundle: world.trustBundle, crypto: world.crypto })).rejects.toSatisfy(
+        (e) => isClientError(e, 'malformed') && /plaintext/.test((e as Error).message),
+      );
+    }
+  });
+
   it('refusals by the gateway fail the send with the gateway code', async () => {
     const a = await start(world.agent('worker-deny-a'), gw.address);
     world.agent('worker-deny-b');
