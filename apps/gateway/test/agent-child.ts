@@ -1,6 +1,8 @@
 // An @parley/client agent in its own process, for crash tests (SIGKILL at any
 // point). Configured by a JSON file (argv[2]); driven by JSON lines on stdin:
 //   {"op":"send","to":"worker-1","content":{...},"id":"optional-send-id"}
+//   {"op":"burst","to":"worker-1","content":{"n":N,"tag":"…"}}   N sends at once
+//   {"op":"pending"}        report how many sends wait for a receipt
 //   {"op":"ack"}            acknowledge every message received so far
 // and reporting JSON lines on stdout:
 //   {"ev":"ready"} {"ev":"received","content":…,"redelivered":bool,"hash":hex}
@@ -22,6 +24,7 @@ interface ChildConfig {
   readonly stateFile: string;
   readonly stateKey: string;
   readonly autoAck: boolean;
+  readonly rekeyThreshold?: number;
 }
 
 const config = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as ChildConfig;
@@ -42,6 +45,7 @@ const agent = await connect({
   stateKey: SecretKey.from(fromBase64Url(config.stateKey), 'aead'),
   reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
   resendIntervalMs: 300,
+  ...(config.rekeyThreshold === undefined ? {} : { rekeyThreshold: config.rekeyThreshold }),
   sendTimeoutMs: 60_000,
   onEvent: (e) => {
     if (e.kind === 'send_settled') out({ ev: 'settled', id: e.id, outcome: e.outcome });
@@ -66,6 +70,12 @@ for await (const line of createInterface({ input: process.stdin })) {
       (r) => out({ ev: 'receipt', id, hash: toHex(r.messageHash), signer: r.recipientId }),
       (e: { code?: string }) => out({ ev: 'send_failed', id, code: e.code }),
     );
+  } else if (cmd.op === 'burst') {
+    // Many sends at once, not awaited (a crash test kills the process in the middle).
+    const { n, tag } = cmd.content as { n: number; tag: string };
+    for (let i = 0; i < n; i++) void agent.send(cmd.to!, MessageType.STATUS_UPDATE, { tag, i }).catch(() => undefined);
+  } else if (cmd.op === 'pending') {
+    out({ ev: 'pending', n: agent.pendingSends().length });
   } else if (cmd.op === 'ack') {
     for (const m of received.splice(0)) await m.ack();
     out({ ev: 'acked' });
