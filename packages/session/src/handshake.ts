@@ -81,6 +81,9 @@ export function assertFrameShape(frame: HandshakeFrame, step: 1 | 2 | 3): void {
   if (frame.sessionId.length !== SESSION_ID_BYTES) throw new SessionError('malformed', `session_id must be ${SESSION_ID_BYTES} bytes`);
   if (!isAgentId(frame.senderId) || !isAgentId(frame.recipientId)) throw new SessionError('malformed', 'frame agent ids are not valid');
   if (frame.senderId === frame.recipientId) throw new SessionError('malformed', 'frame sender and recipient are the same agent');
+  // §5.1: a step outside 1..3 is a field out of range (malformed, as the gateway's §10.3 step 1 says);
+  // a defined step this receiver is not waiting for is a wrong turn (handshake_failed).
+  if (frame.step !== 1 && frame.step !== 2 && frame.step !== 3) throw new SessionError('malformed', `handshake step must be 1, 2 or 3, got ${frame.step}`);
   if (frame.step !== step) throw new SessionError('handshake_failed', `expected handshake step ${step}, got ${frame.step}`);
   if (frame.noiseMessage.length < 32 || frame.noiseMessage.length > NOISE_MAX_MESSAGE_BYTES) {
     throw new SessionError('malformed', 'noise_message length out of range');
@@ -184,9 +187,18 @@ function makeSession(
     createdAtMs: ctx.clock(),
     events: ctx.events,
     clock: ctx.clock,
+    // §8.1 step 2: the peer's certificate is re-checked on every message (validity, issuer bound, revocation).
+    ...(config.revocations === undefined ? {} : { revocations: config.revocations }),
+    ...peerNotAfter(config.trustBundle, peer.verified.issuerKeyId),
     ...(config.skew === undefined ? {} : { skew: config.skew }),
     ...(config.messageCache === undefined ? {} : { messageCache: config.messageCache }),
   });
+}
+
+/** The issuer entry's `not_after_ms` (§3.3 step 4), which bounds the session's peer certificate too. */
+function peerNotAfter(bundle: TrustBundle, issuerKeyId: Uint8Array): { peerNotAfterMs?: number } {
+  const notAfterMs = bundle.get(issuerKeyId)?.notAfterMs;
+  return notAfterMs === undefined ? {} : { peerNotAfterMs: notAfterMs };
 }
 
 function frame(sessionId: Uint8Array, senderId: string, recipientId: string, step: 1 | 2 | 3, noiseMessage: Uint8Array, rekeyThreshold: number): HandshakeFrame {

@@ -234,7 +234,13 @@ export class SessionManager {
       });
       throw error;
     }
-    return session.open(envelope); // the session emits its own security events
+    try {
+      return session.open(envelope); // the session emits its own security events
+    } catch (error) {
+      // A peer found revoked or expired closes its session (§8.1 step 2): forget it here too.
+      if (session.isClosed && this.#sessions.get(session.idHex) === session) this.#forget(session);
+      throw error;
+    }
   }
 
   /**
@@ -366,16 +372,21 @@ export class SessionManager {
 
   /** Closes one session (wiping its keys). */
   closeSession(session: Session): void {
+    const tracked = this.#sessions.get(session.idHex) === session;
+    if (session.isClosed && !tracked) return;
+    this.#forget(session);
+  }
+
+  /** Drops a session from every map, closes it (wiping its keys) and reports it closed. */
+  #forget(session: Session): void {
     this.#sessions.delete(session.idHex);
     this.#reserved.delete(session.idHex);
     this.#reserving.delete(session.idHex);
     if (this.#current.get(session.peerId) === session) this.#current.delete(session.peerId);
     this.#warned.delete(session.idHex);
     this.#lastSnapshotEpoch.delete(session.idHex);
-    if (!session.isClosed) {
-      session.close();
-      this.#emit({ kind: 'closed', session });
-    }
+    session.close();
+    this.#emit({ kind: 'closed', session });
   }
 
   /** Graceful shutdown: fails pending handshakes, closes every session, stops timers. */
@@ -413,6 +424,7 @@ export class SessionManager {
         events: (e) => this.#emit(e),
         messageCache: this.#cache,
         ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
+        ...(this.#config.revocations === undefined ? {} : { revocations: this.#config.revocations }),
       });
       this.#sessions.set(session.idHex, session);
       const cur = this.#current.get(session.peerId);

@@ -13,7 +13,7 @@
  * is refreshed at least once per epoch (SessionManager does so).
  */
 import { SecretKey, concatBytes, fromBase64Url, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
-import type { VerifiedCertificate } from '@parley/identity';
+import type { RevocationChecker, VerifiedCertificate } from '@parley/identity';
 import { AgentCertificateSchema, fromBinary, toBinary } from '@parley/proto';
 import { SessionError } from './errors.js';
 import type { SecurityEventSink } from './events.js';
@@ -111,6 +111,8 @@ export interface ImportOptions {
    * §13) instead of skipping two epochs; never below the exported counter.
    */
   readonly resumeSendCounter?: number;
+  /** The agent's revocation data: every `open` re-checks the peer against it (docs/PROTOCOL.md §8.1 step 2). */
+  readonly revocations?: RevocationChecker;
 }
 
 /**
@@ -173,6 +175,7 @@ export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, loc
       ...(options.events === undefined ? {} : { events: options.events }),
       ...(options.skew === undefined ? {} : { skew: options.skew }),
       ...(options.messageCache === undefined ? {} : { messageCache: options.messageCache }),
+      ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
     });
   } catch (cause) {
     if (cause instanceof SessionError) throw cause;
