@@ -103,6 +103,20 @@ function context(crypto: ParleyCrypto, config: HandshakeConfig): Context {
   return { crypto, config, clock: config.clock ?? Date.now, events: config.events ?? ignoreEvents };
 }
 
+/**
+ * Runs one Noise operation. §5.1: every error the Noise layer reports (a failed decryption, a message too
+ * short for its tokens, a low-order DH result) is `handshake_failed`, whatever the library calls it, so that
+ * implementations over different Noise libraries agree on the code.
+ */
+function noise<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (cause) {
+    if (isSessionError(cause, 'handshake_failed')) throw cause;
+    throw new SessionError('handshake_failed', 'Noise rejected the handshake message', { cause });
+  }
+}
+
 function report(ctx: Context, error: unknown, sessionId: Uint8Array | undefined, peerId: string | undefined): SessionError {
   let e: SessionError;
   if (isSessionError(error)) e = error;
@@ -298,12 +312,13 @@ export class InitiatorHandshake extends PendingHandshake {
       assertFrameShape(frame2, 2);
       this.checkRouting(frame2);
       // <- e, ee, s, es
-      const { payload } = this.hs.readMessage(frame2.noiseMessage);
+      const { payload } = noise(() => this.hs.readMessage(frame2.noiseMessage));
       const remoteStatic = this.hs.remoteStaticKey;
       if (remoteStatic === undefined) throw new SessionError('handshake_failed', 'no remote static key');
       const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_RESPONDER, remoteStatic);
       // -> s, se
-      const written = this.hs.writeMessage(ownPayload(this.ctx, this.sessionId, ROLE_INITIATOR, this.staticKey.publicKey));
+      const own = ownPayload(this.ctx, this.sessionId, ROLE_INITIATOR, this.staticKey.publicKey);
+      const written = noise(() => this.hs.writeMessage(own));
       if (written.result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
       const session = makeSession(this.ctx, 'initiator', this.sessionId, this.rekeyThreshold, written.result, peer);
       const me = this.ctx.config.identity.agentId;
@@ -343,10 +358,11 @@ export class ResponderHandshake extends PendingHandshake {
       });
       const handshake = new ResponderHandshake(ctx, hs, staticKey, frame1);
       // -> e (payload must be empty: nothing is authenticated yet)
-      const { payload } = hs.readMessage(frame1.noiseMessage);
+      const { payload } = noise(() => hs.readMessage(frame1.noiseMessage));
       if (payload.length !== 0) throw new SessionError('malformed', 'handshake message 1 must carry no payload');
       // <- e, ee, s, es
-      const { message } = hs.writeMessage(ownPayload(ctx, handshake.sessionId, ROLE_RESPONDER, staticKey.publicKey));
+      const own = ownPayload(ctx, handshake.sessionId, ROLE_RESPONDER, staticKey.publicKey);
+      const { message } = noise(() => hs.writeMessage(own));
       return { handshake, frame: frame(handshake.sessionId, me, frame1.senderId, 2, message, threshold) };
     } catch (error) {
       if (staticKey !== undefined && config.staticKeyPair === undefined) staticKey.secretKey.wipe();
@@ -365,7 +381,7 @@ export class ResponderHandshake extends PendingHandshake {
       assertFrameShape(frame3, 3);
       this.checkRouting(frame3);
       // -> s, se
-      const { payload, result } = this.hs.readMessage(frame3.noiseMessage);
+      const { payload, result } = noise(() => this.hs.readMessage(frame3.noiseMessage));
       completed = result;
       if (result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
       const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_INITIATOR, result.remoteStaticKey);
