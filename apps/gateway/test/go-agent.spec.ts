@@ -172,6 +172,8 @@ suite('Go example agent', () => {
       args: [
         '--gateway', address, '--gateway-id', GATEWAY_ID, '--key', json.key_file, '--cert', certFile, '--trust-bundle', registry.trustBundleFile,
         '--tls-ca', tlsCert, '--tls-server-name', 'localhost',
+        // The agent's own revocation data (PROTOCOL.md §8.4): the registry's signed list, followed.
+        '--registry', registry.address,
       ],
     };
   }

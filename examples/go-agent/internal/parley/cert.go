@@ -329,6 +329,12 @@ func (tb *TrustBundle) VerifyCertificateWith(c *pb.AgentCertificate, nowMs int64
 	return checkRevocation(rc, c, nowMs)
 }
 
+// Issuer returns the pinned issuer with this key id.
+func (tb *TrustBundle) Issuer(keyID []byte) (TrustedIssuer, bool) {
+	is, ok := tb.issuers[string(keyID)]
+	return is, ok
+}
+
 // NotAfter returns the not_after_ms of the issuer that signed c, if the
 // bundle sets one (it bounds every certificate of that issuer, §3.3 step 4).
 func (tb *TrustBundle) NotAfter(c *pb.AgentCertificate) (int64, bool) {

@@ -200,10 +200,18 @@ func (s *Session) Open(e *pb.SecureMessage) (*Opened, error) {
 	return opened, nil
 }
 
-// checkPeerStanding is the end of §8.1 step 2: the certificate the handshake
+// CheckPeer is the end of §8.1 step 2, also run whenever the agent's
+// revocation data changes (§8.4): the certificate the handshake
 // authenticated must still be valid (and its issuer within not_after_ms) and
 // not revoked. An expired or revoked peer closes the session; data that cannot
-// answer refuses the message (revocation_stale) and keeps the session.
+// answer refuses (revocation_stale) and keeps the session.
+func (s *Session) CheckPeer(now int64) error {
+	if s.closed {
+		return Errorf(CodeUnknownSession, "session is closed")
+	}
+	return s.checkPeerStanding(now)
+}
+
 func (s *Session) checkPeerStanding(now int64) error {
 	if now >= s.PeerCert.GetValidUntilMs() || (s.hasPeerNotAfter && now >= s.peerNotAfter) {
 		s.Close()
