@@ -104,6 +104,17 @@ describe('conformance vector file', () => {
     expect(renderVectors(await buildVectors())).toBe(TEXT);
   });
 
+  it('PROTOCOL.md §16 names exactly these metadata keys and groups', () => {
+    const spec = readFileSync(join(ROOT, 'docs', 'PROTOCOL.md'), 'utf8');
+    const section = spec.slice(spec.indexOf('## 16. Conformance vectors'), spec.indexOf('## 17.'));
+    const tableGroups = section
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .flatMap((line) => [...(line.split('|')[1] ?? '').matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!));
+    expect(tableGroups.sort()).toEqual([...GROUPS].sort());
+    for (const key of METADATA) expect(section).toContain(`\`${key}\``);
+  });
+
   it('has only groups this suite checks (§16: an unknown group fails)', () => {
     const unknown = Object.keys(V).filter((k) => !METADATA.includes(k) && !GROUPS.includes(k));
     expect(unknown).toEqual([]);
