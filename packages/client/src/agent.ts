@@ -985,24 +985,6 @@ export class Agent {
     }
     if (this.#unackedCount() >= (this.#options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
     const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';
-    // Revocation of the peer is checked for every message, not only at the handshake (§17.5).
-    const session = this.#manager.sessionById(sidHex);
-    if (session !== undefined && this.#options.revocations !== undefined) {
-      try {
-        const now = Date.now();
-        const revoked = now >= session.peer.validUntilMs || this.#options.revocations.check({ agentId: session.peer.agentId, serial: session.peer.serial }, now).revoked;
-        if (revoked) {
-          this.#emitSecurity('revoked', envelope, sidHex, 'the sender is revoked or its certificate expired: session closed');
-          this.#manager.closeSession(session);
-          ack();
-          return;
-        }
-      } catch {
-        // Revocation data is stale: fail closed without acking; the envelope comes again.
-        this.#emitSecurity('revocation_stale', envelope, sidHex, 'revocation data is stale: message left at the gateway');
-        return;
-      }
-    }
     let opened: OpenedMessage | undefined;
     let failure: unknown;
     const events = this.#captured(() => {
@@ -1026,9 +1008,15 @@ export class Agent {
         ack();
         return;
       }
+      if (isSessionError(failure, 'revocation_stale')) {
+        // The session checks the peer's revocation for every message (§8.4, §17.5); with stale data it fails
+        // closed: the envelope stays unacknowledged at the gateway and opens once the data is fresh again.
+        for (const e of events) this.#emit(e);
+        return;
+      }
       if (isSessionError(failure, 'replay')) {
         this.#emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'replayed envelope dropped' });
-      } else for (const e of events) this.#emit(e);
+      } else for (const e of events) this.#emit(e); // revoked or expired peer (session closed), forgeries, …
       ack(); // it will never open
       return;
     }
@@ -1194,19 +1182,6 @@ export class Agent {
     }
     if (this.#capture !== undefined) this.#capture.push(event);
     else this.#emit(event);
-  }
-
-  #emitSecurity(code: SecurityEvent['code'], envelope: SecureMessage, sidHex: string, detail: string): void {
-    this.#emit({
-      kind: 'security',
-      stage: 'message',
-      code,
-      sessionId: sidHex.length === 32 ? sidHex : undefined,
-      senderId: typeof envelope.senderId === 'string' ? envelope.senderId.slice(0, 128) : undefined,
-      recipientId: this.agentId,
-      atMs: Date.now(),
-      detail,
-    });
   }
 
   /** Runs `fn`, collecting the session events it emits synchronously instead of forwarding them. */

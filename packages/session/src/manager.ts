@@ -415,24 +415,11 @@ export class SessionManager {
 
   /** Restores sessions from `exportState()` output (requires `stateKey`). */
   importState(sealed: readonly Uint8Array[]): Session[] {
-    const key = this.#stateKey();
-    const restored: Session[] = [];
-    for (const bytes of sealed) {
-      const session = importSessionState(this.#crypto, bytes, key, {
-        identity: this.#config.identity,
-        clock: this.#clock,
-        events: (e) => this.#emit(e),
-        messageCache: this.#cache,
-        ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
-        ...(this.#config.revocations === undefined ? {} : { revocations: this.#config.revocations }),
-      });
-      this.#sessions.set(session.idHex, session);
-      const cur = this.#current.get(session.peerId);
-      if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
-      restored.push(session);
+    return sealed.map((bytes) => {
+      const session = this.#import(bytes, undefined);
       this.#snapshot(session);
-    }
-    return restored;
+      return session;
+    });
   }
 
   /**
@@ -443,18 +430,24 @@ export class SessionManager {
    * @throws SessionError `state_corrupt`, `identity_mismatch`, `malformed`
    */
   restore(sealed: Uint8Array, resumeSendCounter: number): Session {
+    const session = this.#import(sealed, resumeSendCounter);
+    this.#reserved.set(session.idHex, session.sendCounter);
+    return session;
+  }
+
+  #import(sealed: Uint8Array, resumeSendCounter: number | undefined): Session {
     const session = importSessionState(this.#crypto, sealed, this.#stateKey(), {
       identity: this.#config.identity,
       clock: this.#clock,
       events: (e) => this.#emit(e),
       messageCache: this.#cache,
-      resumeSendCounter,
+      ...(resumeSendCounter === undefined ? {} : { resumeSendCounter }),
       ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
+      ...(this.#config.revocations === undefined ? {} : { revocations: this.#config.revocations }),
     });
     this.#sessions.set(session.idHex, session);
     const cur = this.#current.get(session.peerId);
     if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
-    this.#reserved.set(session.idHex, session.sendCounter);
     return session;
   }
 
