@@ -12,7 +12,7 @@
  * - {@link runProgram}: parse, run, and turn the outcome into an exit code and
  *   at most one line on stderr, `<program>: error: <message>`.
  */
-import { Command, CommanderError, Help, Option, type ErrorOptions as ParseErrorOptions, type HelpContext } from 'commander';
+import { Command, CommanderError, Help, Option, type Argument, type ErrorOptions as ParseErrorOptions, type HelpContext } from 'commander';
 import { EXIT_CODES } from './exit-codes.js';
 import { UsageError } from './usage-error.js';
 
@@ -158,6 +158,10 @@ class CliHelp extends Help {
 
   override subcommandTerm(cmd: Command): string {
     return commandPath(cmd);
+  }
+
+  override argumentTerm(argument: Argument): string {
+    return placeholder(argument.name());
   }
 
   override padWidth(cmd: Command, helper: Help): number {
