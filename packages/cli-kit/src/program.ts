@@ -164,6 +164,15 @@ class CliHelp extends Help {
     return placeholder(argument.name());
   }
 
+  /** The command's own "Options:" (at least -h, --help) before its option groups, whatever was added first. */
+  override groupItems<T extends Command | Option>(unsortedItems: T[], visibleItems: T[], getGroup: (item: T) => string): Map<string, T[]> {
+    const groups = super.groupItems(unsortedItems, visibleItems, getGroup);
+    const own = groups.get('Options:');
+    if (own === undefined) return groups;
+    groups.delete('Options:');
+    return new Map([['Options:', own], ...groups]);
+  }
+
   override padWidth(cmd: Command, helper: Help): number {
     const pageTerms = sectionsOf(cmd)
       .filter((s) => (s.align ?? 'page') === 'page')

@@ -1,7 +1,7 @@
 import { UsageError, createProgram, internalFailure, jsonOption, printJson, runProgram, runWhenExecuted } from '../src/index.js';
 
 /** parley-hello: arguments in, exit code out (tests call it with their own `out`). */
-export async function main(argv: readonly string[], out = (text: string) => void process.stdout.write(`${text}\n`)): Promise<number> {
+export async function main(argv: readonly string[], out: (text: string) => void = (text) => process.stdout.write(`${text}\n`)): Promise<number> {
   const program = createProgram({ name: 'parley-hello', description: 'Greets agents', out });
   program.addOption(jsonOption());
   program
