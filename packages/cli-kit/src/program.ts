@@ -63,6 +63,23 @@ export class CliCommand extends Command {
     return Object.assign(new CliHelp(), this.configureHelp());
   }
 
+  /** Options made mandatory (`requiredOption`, `makeOptionMandatory`), checked just before the action. */
+  readonly requiredOptions: Option[] = [];
+
+  /**
+   * commander checks mandatory options before it looks for unknown ones, so
+   * `keygen --otu key` would say "--out is required" rather than name the typo.
+   * Mandatory options are therefore checked by {@link createProgram}'s
+   * preAction hook instead, after unknown options and arguments.
+   */
+  override addOption(option: Option): this {
+    if (option.mandatory) {
+      option.mandatory = false;
+      this.requiredOptions.push(option);
+    }
+    return super.addOption(option);
+  }
+
   /**
    * Adds a section to this command's help, after the commands.
    * @param section heading, rows and/or a paragraph
@@ -237,7 +254,10 @@ export function createProgram(options: ProgramOptions): CliCommand {
     })
     .exitOverride()
     .hook('preAction', (_program, action) => {
-      program.current = action as CliCommand;
+      const command = action as CliCommand;
+      program.current = command;
+      const missing = command.requiredOptions.find((option) => command.getOptionValue(option.attributeName()) === undefined);
+      if (missing !== undefined) command.error(`error: required option '${missing.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
     });
   program.helpSections.push({ text: `Run \`${options.name} <command> --help\` for a command's options.` });
   program.io = { out, err };

@@ -87,6 +87,8 @@ describe('usage errors: our words, exit 2, one line, a pointer to the right --he
     [['agent', 'list', '--limit'], "option '--limit <N>' needs a value", 'parley-test agent list'],
     [['agent', 'register', '--type', 'worker'], 'missing AGENT_ID', 'parley-test agent register'],
     [['agent', 'register', 'a-1'], "option '--type <TYPE>' is required", 'parley-test agent register'],
+    [['agent', 'register', 'a-1', '--tpye', 'x'], "unknown option '--tpye' (did you mean --type?)", 'parley-test agent register'],
+    [['agent', 'register', '--tpye', 'x'], "unknown option '--tpye' (did you mean --type?)", 'parley-test agent register'],
     [['agent', 'register', 'a-1', 'a-2', '--type', 'worker'], "unexpected argument 'a-2'", 'parley-test agent register'],
     [['agent', 'register', 'bad!', '--type', 'worker'], 'AGENT_ID must be [a-z0-9-]', 'parley-test agent register'],
   ])('%j → %s', async (argv, message, command) => {
