@@ -50,6 +50,8 @@ const stderr = (text: string): void => void process.stderr.write(text);
 export class CliCommand extends Command {
   /** Extra sections printed after the commands in this command's help. */
   readonly helpSections: HelpSection[] = [];
+  /** Options made mandatory (`requiredOption`, `makeOptionMandatory`), checked just before the action. */
+  readonly requiredOptions: Option[] = [];
   /** On the root: the command being parsed or run, which a usage error's `--help` hint names. */
   current: CliCommand | undefined;
   /** On the root: where the program writes (set by {@link createProgram}). */
@@ -62,9 +64,6 @@ export class CliCommand extends Command {
   override createHelp(): Help {
     return Object.assign(new CliHelp(), this.configureHelp());
   }
-
-  /** Options made mandatory (`requiredOption`, `makeOptionMandatory`), checked just before the action. */
-  readonly requiredOptions: Option[] = [];
 
   /**
    * commander checks mandatory options before it looks for unknown ones, so
