@@ -371,7 +371,8 @@ interface CommandSpec {
   readonly options: readonly Option[];
 }
 
-const COMMANDS: readonly CommandSpec[] = [
+/** The commands, with fresh Option objects (an option belongs to one command of one program). */
+const commandSpecs = (): readonly CommandSpec[] => [
   {
     name: 'verify',
     summary: 'verify the whole chain of a log',
@@ -445,7 +446,7 @@ export async function main(argv: readonly string[], streams: Streams = {}): Prom
   const program = createProgram({ name: PROGRAM, description: 'Verify a Parley audit log and prove entries in it.', ...write });
   program.addOption(jsonOption());
   let result: number = EXIT.ok;
-  for (const spec of COMMANDS) {
+  for (const spec of commandSpecs()) {
     const command = program.command(spec.name).summary(spec.summary).usage(spec.usage).description(`${spec.summary}.\n\n${spec.description}`);
     for (const [name, description] of spec.args) command.argument(name, description);
     for (const option of spec.options) command.addOption(option);

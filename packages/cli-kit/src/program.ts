@@ -72,7 +72,8 @@ export class CliCommand extends Command {
    * preAction hook instead, after unknown options and arguments.
    */
   override addOption(option: Option): this {
-    if (option.mandatory) {
+    if (option.mandatory || MANDATORY.has(option)) {
+      MANDATORY.add(option); // still mandatory if this Option object is added to another program
       option.mandatory = false;
       this.requiredOptions.push(option);
     }
@@ -103,6 +104,9 @@ export class CliCommand extends Command {
 }
 
 const MISSING_COMMAND = 'parley.missingCommand';
+
+/** Options made mandatory by their creator, whose `mandatory` flag {@link CliCommand.addOption} cleared. */
+const MANDATORY = new WeakSet<Option>();
 
 function rootOf(command: Command): CliCommand {
   let c = command;

@@ -99,6 +99,17 @@ describe('usage errors: our words, exit 2, one line, a pointer to the right --he
     expect(r.failures).toEqual([{ exitCode: 2, code: 'usage', message }]);
   });
 
+  it('a mandatory Option object stays mandatory when a second program reuses it', async () => {
+    const shared = new Option('--out <FILE>', 'where').makeOptionMandatory();
+    for (let i = 0; i < 2; i++) {
+      const err: string[] = [];
+      const program = createProgram({ name: 'parley-test', description: 'reuse', out: () => undefined, err: (t) => err.push(t) });
+      program.command('keygen').addOption(shared).action(() => undefined);
+      expect(await runProgram(program, ['keygen'], { classify: internalFailure })).toBe(EXIT_CODES.usage);
+      expect(err.join('')).toBe("parley-test: error: option '--out <FILE>' is required (see `parley-test keygen --help`)\n");
+    }
+  });
+
   it('never leaks node:util parseArgs wording', async () => {
     for (const argv of [['agent', 'list', '--limit'], ['agent', 'list', '--all=yes'], ['agent', 'register', '-x']]) {
       const r = await run(argv);
