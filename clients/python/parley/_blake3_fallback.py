@@ -119,7 +119,7 @@ class _Output:
 
 def _chunk_output(chunk: bytes, chunk_index: int) -> _Output:
     """Compresses every block of one chunk but the last (§2.4); returns the last as an output."""
-    cv = _IV
+    cv: tuple[int, ...] = _IV
     blocks = max(1, (len(chunk) + _BLOCK_LEN - 1) // _BLOCK_LEN)
     for b in range(blocks - 1):
         flags = _CHUNK_START if b == 0 else 0

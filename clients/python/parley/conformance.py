@@ -197,11 +197,9 @@ def _certificates(c: Checker, g: _Group) -> None:
 def _certificate_checks(c: Checker, g: _Group) -> None:
     for v in c.doc["certificate_checks"]:
         with g.entry(v["name"]):
-            _expect(
-                "verify",
-                lambda v=v: verify_certificate(decode_certificate(bytes.fromhex(v["certificate"])), c.trust, v["at_ms"], expected_agent_id=v.get("expected_agent_id")),
-                v["expect"],
-            )
+            cert = decode_certificate(bytes.fromhex(v["certificate"]))
+            expected = v.get("expected_agent_id")
+            _expect("verify", lambda: verify_certificate(cert, c.trust, v["at_ms"], expected_agent_id=expected), v["expect"])
 
 
 @group("handshake")
@@ -289,7 +287,9 @@ def _message_rejections(c: Checker, g: _Group) -> None:
             receiver = bob if v["receiver"] == "responder" else alice
             for name in v["accept_first"]:
                 receiver.open(SecureMessage.FromString(bytes.fromhex(envelopes[name])), c.now).commit()
-            _expect("open", lambda v=v: receiver.open(SecureMessage.FromString(bytes.fromhex(v["envelope"])), v.get("now_ms", c.now)), v["expect"])
+            envelope = SecureMessage.FromString(bytes.fromhex(v["envelope"]))
+            at = int(v.get("now_ms", c.now))
+            _expect("open", lambda: receiver.open(envelope, at), v["expect"])
 
 
 @group("disclosures")

@@ -208,7 +208,8 @@ def encode_payload(message_type: int, content: object, timestamp_ms: int, *, han
     for name, h in (("handoff_hash", handoff_hash), ("parent_message_hash", parent_message_hash)):
         if h is not None and len(h) != HASH_BYTES:
             raise SessionError("malformed", f"{name} must be 32 bytes")
-    payload = MessagePayload(type=message_type, timestamp_ms=timestamp_ms, handoff_hash=handoff_hash or b"", parent_message_hash=parent_message_hash or b"")
+    payload = MessagePayload(timestamp_ms=timestamp_ms, handoff_hash=handoff_hash or b"", parent_message_hash=parent_message_hash or b"")
+    payload.type = message_type  # type: ignore[assignment]
     payload.content.CopyFrom(to_value(content))
     data: bytes = payload.SerializeToString()
     if len(data) > MAX_PAYLOAD_BYTES:

@@ -125,7 +125,7 @@ class TrustBundle:
         unknown = set(value) - {"version", "issuers"}
         if unknown:
             raise _malformed(f"trust bundle has unknown keys {sorted(unknown)}")
-        version = value.get("version")
+        version: Any = value.get("version")
         if not _is_json_int(version) or not 0 <= version <= 0xFFFF_FFFF:
             raise _malformed("trust bundle version must be an integer")
         if version != 1:
@@ -275,7 +275,7 @@ def has_unknown_fields(message: Any) -> bool:
     copy.CopyFrom(message)
     before = copy.ByteSize()
     copy.DiscardUnknownFields()
-    return copy.ByteSize() != before
+    return bool(copy.ByteSize() != before)
 
 
 def decode_certificate(data: bytes) -> Any:

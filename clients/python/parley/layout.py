@@ -18,6 +18,7 @@ the encoding is injective across layouts.
 
 from __future__ import annotations
 
+import builtins
 import re
 import struct
 from collections.abc import Iterable
@@ -97,7 +98,7 @@ class Layout:
         self._parts.append(bytes(value))
         return self
 
-    def str(self, value: str, name: str = "string") -> Layout:
+    def str(self, value: builtins.str, name: builtins.str = "string") -> Layout:
         """``var(UTF-8(value))``; a string that is not valid Unicode (lone surrogates) is refused."""
         if not isinstance(value, str):
             raise _fail(f"{name} must be a string")
@@ -107,7 +108,7 @@ class Layout:
             raise _fail(f"{name} is not valid UTF-8") from error
         return self.var(encoded, name)
 
-    def list(self, values: Iterable[str], name: str = "list") -> Layout:
+    def list(self, values: Iterable[builtins.str], name: builtins.str = "list") -> Layout:
         """``u32(count) ‖ str(x)…``."""
         items = list(values)
         self.u32(len(items))
@@ -115,6 +116,6 @@ class Layout:
             self.str(item, name)
         return self
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The encoded layout."""
         return b"".join(self._parts)

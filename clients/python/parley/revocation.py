@@ -253,7 +253,7 @@ class RegistryRevocations(RevocationList):
         """Fetches every entry after the current version (paged) and the signed head."""
         if self._channel is None:
             raise IdentityError("unavailable", "not started")
-        stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        stub = registry_pb2_grpc.RegistryServiceStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             while True:
                 response = await stub.GetRevocationList(registry_pb2.GetRevocationListRequest(after_version=self.version), timeout=10)
