@@ -88,3 +88,42 @@ def test_two_python_agents_exchange_messages_with_verified_receipts(deployment: 
             await b.close()
 
     run(scenario())
+
+
+def test_the_readme_quick_start_runs(deployment: Deployment, tmp_path: Path) -> None:
+    import re
+    import shutil
+    import sys
+
+    from ._paths import CLIENT_DIR
+
+    readme = (CLIENT_DIR / "README.md").read_text()
+    code = re.search(r"## Quick start\n\n```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    source = code.group(1).replace("gateway.example:7443", deployment.address).replace('"gw-1"', repr(deployment.gateway_id))
+    worker = deployment.enrol("worker-1", "worker")
+    planner = deployment.enrol("planner-1", "planner")
+    shutil.copy(worker.key_file, tmp_path / "worker-1.key.json")
+    shutil.copy(worker.cert_file, tmp_path / "worker-1.cert.json")
+    shutil.copy(deployment.trust_bundle, tmp_path / "trust-bundle.json")
+    shutil.copy(deployment.tls_cert, tmp_path / "gateway-ca.pem")
+
+    async def scenario() -> None:
+        p = await connect(deployment, planner, tmp_path / "planner")
+        env = {**__import__("os").environ, "PYTHONPATH": str(CLIENT_DIR)}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", source, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            msg = await next_message(p, 30)  # the quick start's STATUS_UPDATE
+            assert msg.sender == "worker-1" and msg.content == {"progress": 0.5, "note": "résumé ✓"}
+            await msg.ack()
+            await p.send("worker-1", MessageType.TASK_ASSIGNMENT, {"task": "next"})  # ends its loop
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+            assert "receipt verified, signed by planner-1" in out.decode()
+            assert "planner-1 TASK_ASSIGNMENT {'task': 'next'}" in out.decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await p.close()
+
+    run(scenario())
