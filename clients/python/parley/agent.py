@@ -10,15 +10,15 @@ Sender side
     :meth:`Agent.send` resolves with the recipient's verified receipt, or raises a typed outcome:
     a permanent gateway refusal, ``expired`` (no conforming recipient can accept it any more), or
     ``deadline_exceeded`` (the caller's timeout: not confirmed yet — the outbox keeps trying and
-    reports the final outcome as an ``outcome`` event).
+    reports the final outcome as a ``send_settled`` event).
 
 Recipient side
     An opened envelope is written to the inbox durably (the record is also its replay mark) before
     its counter is committed and the message handed to the application; the application's
-    ``await msg.ack()`` signs the receipt, records it, sends it, acks the gateway delivery and drops
-    the inbox entry. A crash before the ack hands the message over again (``redelivered=True``), once.
-    A redelivered envelope is acked at the gateway (still in the inbox) or answered with its stored
-    receipt (already acked). Envelopes for a handshake this agent is answering are held (at most 64)
+    ``await msg.ack()`` signs the receipt, records it, sends it, acks the gateway's deliveries and
+    drops the inbox entry. A crash before the ack hands the message over again (``redelivered=True``),
+    once. A copy that comes again is acked with the application's ack (still in the inbox) or answered
+    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held (at most 64)
     until step 3; an envelope of an unknown session is answered with a signed SessionReject. The
     peer's certificate is checked against revocation data at every message.
 """
@@ -42,6 +42,7 @@ from .encoding import b64url_decode, b64url_encode
 from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
 from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
+from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
 from .identity import RevocationChecker, TrustBundle, check_revocation, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
@@ -62,6 +63,10 @@ FATAL_AUTH: Final = frozenset(
 #: Gateway refusals of an envelope that a later resend can overcome; anything else is definite.
 TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal"})
 RESERVE_BLOCK: Final = 256
+#: §17.2.4: a message is resealed at most this often, then its send fails with ``unknown_session``.
+MAX_RESEALS: Final = 5
+#: Responder handshakes in progress per initiating peer (a flood from one peer cannot crowd out others).
+MAX_RESPONDERS_PER_PEER: Final = 4
 MAX_HELD_PER_HANDSHAKE: Final = 64
 MAX_PENDING_RESPONDERS: Final = 1000
 MAX_RECEIPTS: Final = 100_000
@@ -98,6 +103,7 @@ class _OutboxEntry:
     peer_key: bytes
     created_at_ms: int
     expires_at_ms: int
+    reseals: int = 0
     resends: int = 0
     next_resend_at: float = 0.0
     waiter: asyncio.Future[Receipt] | None = None
@@ -115,6 +121,7 @@ class _OutboxEntry:
             "peer_key": self.peer_key.hex(),
             "created_at_ms": self.created_at_ms,
             "expires_at_ms": self.expires_at_ms,
+            "reseals": self.reseals,
         }
 
     @classmethod
@@ -129,6 +136,7 @@ class _OutboxEntry:
             peer_key=bytes.fromhex(r["peer_key"]),
             created_at_ms=int(r["created_at_ms"]),
             expires_at_ms=int(r["expires_at_ms"]),
+            reseals=int(r.get("reseals", 0)),
         )
 
 
@@ -142,8 +150,7 @@ class _InboxEntry:
     salt: bytes
     received_at_ms: int
     sender_serial: bytes
-    conn: GatewayConnection | None = None
-    delivery_id: int = 0
+    deliveries: list[tuple[GatewayConnection, int]] = field(default_factory=list)
     acked: Receipt | None = None
 
     def record(self) -> dict[str, Any]:
@@ -286,7 +293,8 @@ async def connect(
     reconnect: Backoff | None = Backoff(),
     resend: ResendPolicy = ResendPolicy(),
     timeouts: SessionTimeouts = SessionTimeouts(),
-    max_unacked: int = 256,
+    max_unacked: int = 1024,
+    accept_handshake: Callable[[str], bool] | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> Agent:
     """Connects an agent to its gateway and returns it, ready to send and receive.
@@ -304,7 +312,9 @@ async def connect(
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
         reconnect: backoff between reconnection attempts; ``None``: no reconnection.
-        max_unacked: messages handed to the application and not acked before reading stops.
+        max_unacked: messages handed to the application and not acked before reading stops (§17.3.6).
+        accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
+            False refuses it (the peer's certificate is still checked at step 3 when it returns True).
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
 
     Raises:
@@ -337,6 +347,7 @@ async def connect(
         resend=resend,
         timeouts=timeouts,
         max_unacked=max_unacked,
+        accept_handshake=accept_handshake,
         on_event=on_event,
     )
     try:
@@ -371,6 +382,7 @@ class Agent:
         timeouts: SessionTimeouts,
         max_unacked: int,
         on_event: Callable[[Event], None] | None,
+        accept_handshake: Callable[[str], bool] | None = None,
     ) -> None:
         if not is_agent_id(identity.agent_id):
             raise ParleyError("malformed", "identity.agent_id is not a valid agent id")
@@ -389,6 +401,7 @@ class Agent:
         self._timeouts = timeouts
         self._max_unacked = max_unacked
         self._on_event = on_event
+        self._accept_handshake = accept_handshake
         self._state_dir = state_dir
         self._state_key = state_key
         self._store: DirectoryStateStore | MemoryStateStore | None = None
@@ -451,12 +464,17 @@ class Agent:
         parent_message_hash: bytes | None = None,
         handoff_hash: bytes | None = None,
         timeout: float | None = None,
+        id: str | None = None,
     ) -> Receipt:
         """Sends one message and waits for the recipient's verified, signed receipt.
 
         Establishes a session first when there is none. The message is in the
         durable outbox before it is relayed and stays there until a verified
         receipt arrives or it expires, across reconnects and restarts.
+
+        ``id`` makes the send idempotent: while a send with the same id is pending
+        (also one restored from the state directory after a restart), this call
+        waits for it instead of sending again.
 
         Returns:
             The :class:`Receipt`, its signature verified with the recipient's certified key.
@@ -466,7 +484,7 @@ class Agent:
             SessionError: the handshake failed (``handshake_failed``, ``revoked``, ``unknown_issuer``, …)
                 or the content is not a JSON value (``malformed``, ``too_large``).
             DeliveryError: ``expired`` (definitely not delivered) or ``deadline_exceeded``
-                (not confirmed yet; the final outcome arrives as an ``outcome`` event).
+                (not confirmed yet; the final outcome arrives as a ``send_settled`` event).
             StateError: the outbox or a counter reservation could not be written (nothing was sent).
         """
         self._check_usable()
@@ -474,6 +492,12 @@ class Agent:
             raise SessionError("malformed", "recipient is not a valid agent id")
         budget = self._send_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        entry_id = crypto.random_bytes(16).hex() if id is None else _entry_id(id)
+        existing = self._outbox.get(entry_id)
+        if existing is not None:
+            if existing.waiter is None or existing.waiter.done():
+                existing.waiter = asyncio.get_running_loop().create_future()
+            return await self._await_receipt(existing.waiter, to, deadline, budget)
         payload_type = int(message_type)
         # Validate the content before any network work.
         encode_payload(payload_type, content, now_ms(), handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
@@ -484,7 +508,7 @@ class Agent:
         payload = encode_payload(payload_type, content, ts, handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
         sealed = await self._seal(session, payload, ts)
         entry = _OutboxEntry(
-            id=crypto.random_bytes(16).hex(),
+            id=entry_id,
             to=to,
             session_id=session.id,
             message_hash=sealed.message_hash,
@@ -500,10 +524,17 @@ class Agent:
         self._by_hash[entry.message_hash] = entry.id
         waiter = entry.waiter
         self._spawn(self._relay(entry))
+        return await self._await_receipt(waiter, to, deadline, budget)
+
+    async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float) -> Receipt:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise DeliveryError("deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying") from None
+
+    def pending_sends(self) -> list[dict[str, Any]]:
+        """Sends waiting for a receipt: outbox id, recipient, current message hash, expiry."""
+        return [{"id": e.id, "to": e.to, "message_hash": e.message_hash.hex(), "expires_at_ms": e.expires_at_ms, "reseals": e.reseals} for e in self._outbox.values()]
 
     async def messages(self) -> AsyncIterator[Message]:
         """Received messages in delivery order, each handed over once per process (``redelivered`` after a restart).
@@ -930,9 +961,18 @@ class Agent:
             if sid in self._responding or sid in self._sessions:
                 self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 1 of a known session")
                 return
-            if len(self._responding) >= MAX_PENDING_RESPONDERS:
-                self._security("handshake", "rate_limited", frame.sender_id, sid, "too many handshakes in progress")
+            peer = str(frame.sender_id)[:128]
+            if len(self._responding) >= MAX_PENDING_RESPONDERS or sum(1 for r in self._responding.values() if r.handshake.peer_id == peer) >= MAX_RESPONDERS_PER_PEER:
+                self._security("handshake", "rate_limited", peer, sid if len(sid) == 16 else None, "too many handshakes in progress")
                 return
+            if self._accept_handshake is not None:
+                try:
+                    accepted = bool(self._accept_handshake(peer))
+                except Exception:
+                    accepted = False
+                if not accepted:
+                    self._security("handshake", "policy_denied", peer, sid if len(sid) == 16 else None, "refused by accept_handshake")
+                    return
             try:
                 handshake, frame2 = ResponderHandshake.accept(self._config, frame)
             except ParleyError as error:
@@ -1007,8 +1047,11 @@ class Agent:
                 try:
                     await self._save_session(session)
                 except ParleyError:
-                    self._reserved[session.id] = previous  # fail closed: nothing sealed
-                    raise StateError("state_error", "could not reserve send counters; nothing was sealed") from None
+                    # §17.2.1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
+                    self._reserved[session.id] = previous
+                    error = StateError("state_error", "could not reserve send counters: nothing was sealed, the agent stopped")
+                    self._stop(error)
+                    raise error from None
             sealed = session.seal_at(counter, payload, ts)
             if sealed.send_epoch_moved:
                 self._save_session_later(session)  # the old epoch key is wiped on disk too
@@ -1019,14 +1062,19 @@ class Agent:
         conn = self._conn
         if conn is None or not conn.is_open or entry.resealing:
             return
-        entry.next_resend_at = time.monotonic() + min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
+        interval = min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
+        entry.next_resend_at = time.monotonic() + interval
         entry.resends += 1
         try:
-            await conn.send("envelope", entry.envelope)
+            accepted = await conn.send("envelope", entry.envelope)
         except GatewayError as error:
             if error.code in TRANSIENT_REFUSALS:
                 return
             await self._settle(entry, error=error)
+            return
+        if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
+            # §17.2.3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
+            entry.next_resend_at = float("inf")
 
     async def _settle(self, entry: _OutboxEntry, *, receipt: Receipt | None = None, error: ParleyError | None = None) -> None:
         if self._outbox.pop(entry.id, None) is None:
@@ -1040,7 +1088,7 @@ class Agent:
             else:
                 waiter.set_exception(error or DeliveryError("internal", "send failed"))
                 waiter.exception()
-        self._emit("outcome", message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
+        self._emit("send_settled", message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
         await self._delete("outbox", entry.id)
 
     def _on_receipt(self, r: Any) -> None:
@@ -1080,6 +1128,9 @@ class Agent:
     async def _reseal(self, entries: list[_OutboxEntry]) -> None:
         """§17 sender 4: pending messages of a rejected session are resealed in a new session and sent again."""
         for entry in entries:
+            if entry.reseals >= MAX_RESEALS:
+                await self._settle(entry, error=SessionError("unknown_session", f"{entry.to!r} rejected the session {MAX_RESEALS} times"))
+                continue
             try:
                 session = await self._session_for(entry.to, time.monotonic() + max(self._send_timeout, self._handshake_timeout))
                 old = decode_payload(entry.payload, entry.envelope.timestamp_ms)
@@ -1098,6 +1149,8 @@ class Agent:
             entry.peer_key = session.peer.identity_public_key
             entry.expires_at_ms = ts + self._skew.max_age_ms + self._skew.max_future_ms
             entry.resends = 0
+            entry.reseals += 1
+            self._emit("resealed", peer=entry.to, session_id=session.id_hex, message_hash=sealed.message_hash.hex(), reseals=entry.reseals)
             try:
                 await self._put("outbox", entry.id, entry.record())
             except ParleyError:
@@ -1160,8 +1213,10 @@ class Agent:
             self._gateway_ack(conn, delivery_id)
             return
         digest = message_hash(envelope)
-        if digest in self._unacked:  # §17 recipient 3: still in the inbox (durably): ack, nothing else
-            self._gateway_ack(conn, delivery_id)
+        pending = self._unacked.get(digest)
+        if pending is not None:  # §17.3.3: still in the inbox: this copy is acked with the application's ack
+            if conn is not None:
+                pending.deliveries.append((conn, delivery_id))
             self._emit("duplicate", item="envelope", peer=sender, detail="still in the inbox, not acked by the application")
             return
         stored = self._receipts.get(digest)
@@ -1189,7 +1244,9 @@ class Agent:
         if opened is None:
             self._gateway_ack(conn, delivery_id)
             return
-        entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial, conn, delivery_id)
+        entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
+        if conn is not None:
+            entry.deliveries.append((conn, delivery_id))
         try:
             await self._put("inbox", digest.hex(), entry.record())  # §17 recipient 1: durable before anything else
         except ParleyError:
@@ -1255,7 +1312,9 @@ class Agent:
         conn = self._conn
         if conn is not None and conn.is_open:
             self._fire(conn, "receipt", proto, "receipt")
-        self._gateway_ack(entry.conn, entry.delivery_id)
+        for conn_, delivery_id in entry.deliveries:  # every delivery of this envelope, acked with the application's ack
+            self._gateway_ack(conn_, delivery_id)
+        entry.deliveries.clear()
         await self._delete("inbox", entry.message_hash.hex())
         return receipt
 
@@ -1301,6 +1360,15 @@ class Agent:
         for digest in old:
             self._receipts.pop(digest, None)
             await self._delete("receipts", digest.hex())
+
+
+def _entry_id(user_id: str) -> str:
+    """The outbox name of a caller's send id (stable across restarts)."""
+    import hashlib
+
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 256:
+        raise SessionError("malformed", "a send id is 1..256 characters")
+    return hashlib.blake2b(user_id.encode("utf-8"), digest_size=16, person=b"parley-send-id").hexdigest()
 
 
 def _receipt_from_record(record: dict[str, Any]) -> Any:

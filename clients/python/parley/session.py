@@ -11,10 +11,11 @@ Opening is two-phase: :meth:`Session.open` returns an :class:`Opened` whose
 writes the durable inbox record (§17) between the two, so a crash can never
 leave a counter marked whose message was not recorded.
 
-Revocation (§17, recipient 6): when the session has a revocation checker, every
-envelope's sender is checked again right after its signature verified (so
-nothing unauthenticated is acted on); a revoked peer gets ``revoked`` and the
-caller closes the session.
+Revocation and expiry (§17.5): every envelope's sender is checked again right
+after its signature verified (so nothing unauthenticated is acted on) — its
+certificate's validity, and its revocation status when the session has a
+checker; a revoked or expired peer gets ``revoked`` and the caller closes the
+session.
 """
 
 from __future__ import annotations
@@ -244,7 +245,11 @@ class Session:
         signed = envelope_signed_bytes(envelope)
         if not crypto.ed25519_verify(bytes(envelope.signature), signed, self.peer.identity_public_key):
             raise SessionError("bad_signature", "envelope signature does not verify")
-        # (§17) the sender's certificate is checked against revocation data at every message
+        # §17.5: the sender's certificate is checked again for this message — its validity and its
+        # revocation status — after the signature (nothing unauthenticated is acted on). A revoked or
+        # expired peer is `revoked` (§17.5); stale revocation data is `revocation_stale` (fail closed).
+        if now >= self.peer.valid_until_ms:
+            raise IdentityError("revoked", "the sender's certificate has expired")
         if self._revocations is not None:
             check_revocation(self._revocations, self.peer.agent_id, self.peer.serial, now)
         # 4. timestamp skew

@@ -82,7 +82,7 @@ def test_two_python_agents_exchange_messages_with_verified_receipts(deployment: 
             await reply.ack()
             assert (await back).verify(planner.public_key)
             assert [s.role for s in a.sessions()] == ["initiator"] and [s.role for s in b.sessions()] == ["responder"]
-            assert any(e.kind == "outcome" and e["code"] == "ok" for e in events)
+            assert any(e.kind == "send_settled" and e["code"] == "ok" for e in events)
         finally:
             await a.close()
             await b.close()
@@ -211,7 +211,7 @@ def test_a_sender_killed_before_the_receipt_resends_from_its_outbox_after_a_rest
             second = await next_message(r2)
             assert second.content == {"n": 2} and not second.redelivered
             await second.ack()
-            outcome = await asyncio.to_thread(s2.wait, "outcome", code="ok")
+            outcome = await asyncio.to_thread(s2.wait, "send_settled", code="ok")
             assert outcome["message_hash"] == second.message_hash.hex()
             # The gateway held m2 twice (the original and the resend): handed over once, the copy dropped.
             await asyncio.sleep(1.0)
@@ -250,33 +250,37 @@ def test_a_session_reject_reseals_pending_messages_in_a_new_session(deployment: 
         await b.close()  # the worker loses its state: its sessions are gone
         b = await connect(deployment, worker, tmp_path / "b-fresh", on_event=b_events.append)
         try:
+            entry_hashes: list[bytes] = []
+
+            def watch(e: parley.Event) -> None:
+                if e.kind == "resealed":
+                    entry_hashes.append(bytes.fromhex(e["message_hash"]))
+
+            a._on_event = lambda e: (a_events.append(e), watch(e))  # type: ignore[func-returns-value]
             pending = asyncio.ensure_future(a.send("py-worker-3", MessageType.TASK_ASSIGNMENT, {"n": 2}, timeout=60))
-            # The worker cannot open it and answers with a signed SessionReject.
-            # TIGHTEN: today the gateway refuses to relay a session_reject (`malformed`), so the reject
-            # is handed to the planner directly below; once the gateway relays it, drop the hand-over.
-            for _ in range(100):
-                if any(e.kind == "gateway_refused" and e["item"] == "session reject" for e in b_events):
-                    break
-                await asyncio.sleep(0.1)
-            refused = [e for e in b_events if e.kind == "gateway_refused"]
-            entry = next(iter(a._outbox.values()))
-            assert entry.session_id == old.id
-            old_hash = entry.message_hash
-            reject = sign_session_reject(b.identity, entry.envelope, parley.session.now_ms())
-            if refused:
-                assert refused[0]["code"] == "malformed"
-                # A forged reject (wrong signer) is ignored and reported.
-                forged = sign_session_reject(parley.LocalIdentity("py-worker-3", parley.SigningKey.generate(), b.identity.certificate), entry.envelope, 1)
-                await a._on_session_reject(forged)
-                assert any(e.kind == "security" and e["stage"] == "session_reject" and e["code"] == "bad_signature" for e in a_events)
-                await a._on_session_reject(reject)
+            # The worker cannot open it (unknown session) and answers with a signed SessionReject, which
+            # the gateway relays; the planner checks it, closes the session and reseals in a new one.
             msg = await next_message(b)
             assert msg.content == {"n": 2}
             await msg.ack()
             receipt = await pending
-            assert receipt.message_hash == msg.message_hash != old_hash  # resealed: a new envelope
+            assert receipt.message_hash == msg.message_hash and entry_hashes == [msg.message_hash]  # resealed: a new envelope
             assert any(e.kind == "session_rejected" for e in a_events)
+            assert any(e.kind == "security" and e["code"] == "unknown_session" for e in b_events)
             assert old.closed and old.id not in {s.id for s in a.sessions()}
+            # A reject whose signature does not verify is ignored and reported (the gateway would refuse
+            # to relay it, so it is handed over directly here).
+            c = asyncio.ensure_future(a.send("py-worker-3", MessageType.TASK_ASSIGNMENT, {"n": 3}, timeout=60))
+            while not a._outbox:
+                await asyncio.sleep(0.01)
+            entry = next(iter(a._outbox.values()))
+            forged = sign_session_reject(parley.LocalIdentity("py-worker-3", parley.SigningKey.generate(), b.identity.certificate), entry.envelope, 1)
+            forged.session_id = entry.session_id
+            await a._on_session_reject(forged)
+            assert any(e.kind == "security" and e["stage"] == "session_reject" and e["code"] == "bad_signature" for e in a_events)
+            third = await next_message(b)
+            await third.ack()
+            await c
         finally:
             await a.close()
             await b.close()
