@@ -364,3 +364,82 @@ def test_a_sealed_key_file_written_by_the_registry_cli_opens(deployment: Deploym
     with pytest.raises(parley.ParleyError) as wrong:
         parley.load_key_file(issuer_file, passphrase="wrong", key_type="parley-registry-issuer-key")
     assert wrong.value.code == "permission_denied"
+
+
+def _delay_first_step3(agent: parley.Agent, seconds: float) -> None:
+    """Test hook: the agent's first handshake step 3 leaves ``seconds`` late, so the first envelope overtakes it."""
+    conn = agent._conn
+    assert conn is not None
+    original = conn.send
+    state = {"done": False}
+
+    def send(kind: str, item: Any) -> "asyncio.Future[Any]":
+        if kind != "handshake" or item.step != 3 or state["done"]:
+            return original(kind, item)
+        state["done"] = True
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            inner = original(kind, item)
+            try:
+                result.set_result(await inner)
+            except Exception as error:
+                result.set_exception(error)
+
+        asyncio.ensure_future(later())
+        return result
+
+    conn.send = send  # type: ignore[method-assign]
+
+
+def test_an_envelope_that_overtakes_step_3_is_held_then_opened(deployment: Deployment, tmp_path: Path) -> None:
+    planner = deployment.enrol("py-planner-6", "planner")
+    worker = deployment.enrol("py-worker-6", "worker")
+
+    async def scenario() -> None:
+        b_events: list[parley.Event] = []
+        a = await connect(deployment, planner, tmp_path / "a")
+        b = await connect(deployment, worker, tmp_path / "b", on_event=b_events.append)
+        try:
+            _delay_first_step3(a, 1.5)
+            sending = asyncio.ensure_future(a.send("py-worker-6", MessageType.TASK_ASSIGNMENT, {"n": 1}))
+            for _ in range(150):
+                if any(r.held for r in b._responding.values()):
+                    break
+                await asyncio.sleep(0.02)
+            assert any(r.held for r in b._responding.values()), "the envelope did not overtake step 3"
+            msg = await next_message(b)
+            assert msg.content == {"n": 1}
+            await msg.ack()
+            await sending
+            assert not any(e.kind == "security" for e in b_events)  # held, not rejected
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), 90)
+
+
+def test_envelopes_held_for_a_handshake_that_times_out_are_rejected_and_resealed(deployment: Deployment, tmp_path: Path) -> None:
+    planner = deployment.enrol("py-planner-7", "planner")
+    worker = deployment.enrol("py-worker-7", "worker")
+
+    async def scenario() -> None:
+        a_events: list[parley.Event] = []
+        a = await connect(deployment, planner, tmp_path / "a", on_event=a_events.append)
+        b = await connect(deployment, worker, tmp_path / "b", handshake_timeout=1.0)
+        try:
+            _delay_first_step3(a, 3.0)  # beyond the worker's handshake timeout
+            sending = asyncio.ensure_future(a.send("py-worker-7", MessageType.TASK_ASSIGNMENT, {"n": 1}, timeout=60))
+            msg = await next_message(b, 40)
+            assert msg.content == {"n": 1}
+            await msg.ack()
+            receipt = await sending
+            assert receipt.message_hash == msg.message_hash
+            assert any(e.kind == "resealed" for e in a_events) and any(e.kind == "session_rejected" for e in a_events)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), 90)
