@@ -21,7 +21,7 @@ import { credentials } from '@grpc/grpc-js';
 import { buildSendRequest, connect, deliveryReceiptLayout, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
 import { createCrypto, fromBase64Url, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
-import { AgentGatewayService, DeliveryStatus, MessageType, SecureMessageSchema, create, fromBinary, type DeliveryReceipt, type SecureMessage } from '@parley/proto';
+import { AgentGatewayService, DeliveryStatus, MessageType, SecureMessageSchema, create, fromBinary, type DeliveryReceipt, type JsonValue, type SecureMessage } from '@parley/proto';
 import { createClient, type Client } from '@parley/rpc';
 import { envelopeSignedBytes, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -73,7 +73,7 @@ const MESSAGE_TYPES = [
 const TYPE_NAMES = ['HANDOFF_REQUEST', 'HANDOFF_APPROVAL', 'CONSENSUS_VOTE', 'STATUS_UPDATE', 'TASK_ASSIGNMENT', 'QUALITY_GATE_RESULT', 'SECURITY_ALERT', 'SYSTEM_NOTIFICATION'] as const;
 const WIRE = (i: number): string => `MESSAGE_TYPE_${TYPE_NAMES[i]!}`;
 /** Content with non-ASCII text (Latin, CJK, emoji, RTL) and nesting, different per message. */
-const content = (from: string, seq: number): Record<string, unknown> => ({ from, seq, text: `ünïcödé ✓ 你好 🚀 مرحبا #${seq}`, nested: { list: [1, 2.5, true, null, 'ß'], empty: {} } });
+const content = (from: string, seq: number): JsonValue => ({ from, seq, text: `ünïcödé ✓ 你好 🚀 مرحبا #${seq}`, nested: { list: [1, 2.5, true, null, 'ß'], empty: {} } });
 
 suite('Python SDK agent', () => {
   let crypto: ParleyCrypto;
