@@ -71,6 +71,8 @@ MAX_HELD_PER_HANDSHAKE: Final = 64
 MAX_PENDING_RESPONDERS: Final = 1000
 MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
+#: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
+ENVELOPE_QUEUE: Final = 64
 RECORD_VERSION: Final = 1
 
 
@@ -423,7 +425,7 @@ class Agent:
         self._receipts: dict[bytes, dict[str, Any]] = {}
         self._app: asyncio.Queue[Any] = asyncio.Queue()
         self._capacity = asyncio.Event()
-        self._envelopes = _EnvelopeQueue(max(16, max_unacked))
+        self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
         # connection
         self._conn: GatewayConnection | None = None
         self._live = asyncio.Event()
@@ -821,6 +823,8 @@ class Agent:
             self._live.clear()
         if self._closed:
             return
+        if self._fatal is not None:
+            return
         self._emit("disconnected", code=end.code, detail=end.message, go_away=end.go_away)
         await conn.close()
         if end.go_away and end.code in FATAL_GO_AWAY:
@@ -850,8 +854,14 @@ class Agent:
             return
 
     def _stop(self, error: ParleyError) -> None:
-        """Stops for good: pending sends fail with ``error``, ``messages()`` raises it."""
+        """Stops for good: pending sends fail with ``error``, ``messages()`` raises it, the stream closes."""
+        if self._fatal is not None:
+            return
         self._fatal = error
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._live.clear()
+            self._spawn(conn.close())
         for entry in self._outbox.values():
             if entry.waiter is not None and not entry.waiter.done():
                 entry.waiter.set_exception(error)

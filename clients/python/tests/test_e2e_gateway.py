@@ -443,3 +443,42 @@ def test_envelopes_held_for_a_handshake_that_times_out_are_rejected_and_resealed
             await b.close()
 
     run(scenario(), 90)
+
+
+def test_a_counter_reservation_that_cannot_be_written_seals_nothing_and_stops_the_agent(deployment: Deployment, tmp_path: Path) -> None:
+    planner = deployment.enrol("py-planner-8", "planner")
+    worker = deployment.enrol("py-worker-8", "worker")
+
+    async def scenario() -> None:
+        a = await connect(deployment, planner, tmp_path / "a")
+        b = await connect(deployment, worker, tmp_path / "b")
+        try:
+            sending = asyncio.ensure_future(a.send("py-worker-8", MessageType.STATUS_UPDATE, {"n": 1}))
+            await (await next_message(b)).ack()
+            await sending
+            session = a.sessions()[0]
+            a._reserved[session.id] = session.send_counter - 1  # the block is used up: the next seal must reserve
+            store = a._store
+            assert store is not None
+            real_put = store.put
+
+            def full_disk(kind: str, name: str, record: dict[str, Any]) -> None:
+                if kind == "sessions":
+                    raise parley.StateError("state_error", "No space left on device")
+                real_put(kind, name, record)
+
+            store.put = full_disk  # type: ignore[method-assign]
+            before = session.sent
+            with pytest.raises(parley.StateError) as e:
+                await a.send("py-worker-8", MessageType.STATUS_UPDATE, {"n": 2})
+            assert e.value.code == "state_error" and session.sent == before and not a._outbox  # nothing sealed
+            with pytest.raises(parley.StateError):
+                await a.send("py-worker-8", MessageType.STATUS_UPDATE, {"n": 3})  # stopped
+            with pytest.raises(parley.StateError):
+                async for _ in a.messages():
+                    pass
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), 90)
