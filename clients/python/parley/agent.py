@@ -962,6 +962,7 @@ class Agent:
                 if not waiter.done():
                     handshake.abort()
                     waiter.cancel()
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))  # no tight loop on a transient refusal
         raise last
 
     async def _on_frame(self, conn: GatewayConnection, frame: Any) -> None:
