@@ -44,7 +44,7 @@ from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, Ses
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
-from .identity import RevocationChecker, TrustBundle, check_revocation, decode_certificate, is_agent_id, verify_certificate
+from .identity import RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
 from .replay import MessageHashCache, ReplayWindow
@@ -708,6 +708,7 @@ class Agent:
                 cache=self._cache,
                 skew=self._skew,
                 revocations=self._revocations,
+                peer_issuer_not_after_ms=issuer.not_after_ms if (issuer := self._trust.get(peer.issuer_key_id)) is not None else None,
             )
         except (KeyError, ValueError, TypeError) as error:
             raise StateError("state_corrupt", "session record does not parse") from error
@@ -911,13 +912,12 @@ class Agent:
         """The session used to send to ``peer``, establishing one (as initiator) when there is none."""
         current = self._current.get(peer)
         if current is not None and not current.closed:
-            if self._revocations is not None:
-                try:
-                    check_revocation(self._revocations, current.peer.agent_id, current.peer.serial, now_ms())
-                except IdentityError as error:
-                    if error.code == "revoked":
-                        await self._close_session(current, "peer revoked")
-                    raise
+            try:
+                current.check_peer(now_ms())  # nothing more is sealed to a revoked or expired peer (§8.4)
+            except IdentityError as error:
+                if error.code in ("revoked", "expired"):
+                    await self._close_session(current, f"peer {error.code}")
+                raise
             return current
         running = self._initiations.get(peer)
         if running is None:
@@ -1281,8 +1281,8 @@ class Agent:
                     delay = min(delay * 2, 10.0)
                     continue
                 self._security("message", error.code, sender, session.id, error.detail)
-                if error.code == "revoked":
-                    await self._close_session(session, "peer revoked")
+                if error.code in ("revoked", "expired"):  # §8.4: the session is closed
+                    await self._close_session(session, f"peer {error.code}")
                 return None
             except ParleyError as error:
                 if error.code == "replay":
@@ -1350,6 +1350,14 @@ class Agent:
     async def _session_lifetimes(self, now: int) -> None:
         t = self._timeouts
         for session in list(self._sessions.values()):
+            # §8.4: when the revocation data changes (checked every second), a revoked or expired peer's session closes.
+            try:
+                session.check_peer(now)
+            except IdentityError as error:
+                if error.code in ("revoked", "expired"):
+                    self._security("revocation", error.code, session.peer_id, session.id, error.detail)
+                    await self._close_session(session, f"peer {error.code}")
+                    continue
             age_s = (now - session.created_at_ms) / 1000
             if age_s >= t.max_duration_s:
                 await self._close_session(session, "max_duration")

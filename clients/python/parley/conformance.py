@@ -28,11 +28,16 @@ from .disclosure import Disclosure, verify_disclosure
 from .encoding import b64url_encode
 from .envelope import SecureMessage, envelope_ad, envelope_mac_input, envelope_signed_bytes, payload_commitment
 from .errors import ParleyError, code_of
-from .handshake import HandshakeConfig, HandshakePayload, InitiatorHandshake, ResponderHandshake, handshake_frame_digest, identity_binding, noise_prologue
-from .identity import TrustBundle, certificate_tbs, decode_certificate, key_id, verify_certificate
-from .relay import DeliveryReceipt, gateway_auth_layout, gateway_send_layout, receipt_layout
+from .envelope import message_hash
+from .handshake import HandshakeConfig, HandshakeFrame, HandshakePayload, InitiatorHandshake, ResponderHandshake, handshake_frame_digest, identity_binding, noise_prologue
+from .identity import StaticRevocations, TrustBundle, certificate_tbs, decode_certificate, key_id, verify_certificate
+from .noise import MAX_NONCE
+from .relay import DeliveryReceipt, SessionReject, gateway_auth_layout, gateway_send_layout, receipt_layout, session_reject_layout
 from .session import LocalIdentity, Session
 from .v1 import audit_pb2, message_pb2
+
+#: key_check (§16, test-only): ENCRYPT(k(e), 2^64−3, "", 0³²), a nonce no message, REKEY or mk(e) uses.
+KEY_CHECK_NONCE = MAX_NONCE - 2
 
 #: Top-level keys that are not check groups.
 METADATA_KEYS = frozenset({"format", "version", "protocol", "generated_by", "notes", "now_ms"})
@@ -122,12 +127,17 @@ class Checker:
     def identity(self, name: str) -> LocalIdentity:
         return LocalIdentity(name, self.keys[name], self.certs[name])
 
-    def sessions(self) -> tuple[Session, Session]:
-        """The vectors' handshake replayed with its fixed keys: (alice initiator, bob responder)."""
+    def sessions(self, revocations: StaticRevocations | None = None, clock: list[int] | None = None) -> tuple[Session, Session]:
+        """The vectors' handshake replayed with its fixed keys: (alice initiator, bob responder).
+
+        ``revocations`` is consulted by the sessions (not by this handshake: the vectors' revocation
+        data is empty during it, §16); ``clock`` is a one-element list the sessions read their time from.
+        """
         h = self.doc["handshake"]
+        now = clock if clock is not None else [self.now]
 
         def config(name: str) -> HandshakeConfig:
-            return HandshakeConfig(identity=self.identity(name), trust_bundle=self.trust, rekey_threshold=h["rekey_threshold"], clock=lambda: self.now)
+            return HandshakeConfig(identity=self.identity(name), trust_bundle=self.trust, rekey_threshold=h["rekey_threshold"], clock=lambda: now[0])
 
         i, r = h["initiator"], h["responder"]
         init, f1 = InitiatorHandshake.start(
@@ -143,6 +153,8 @@ class Checker:
         f3, alice = init.receive(f2)
         bob = resp.receive(f3)
         self._frames = (f1, f2, f3)
+        if revocations is not None:
+            alice._revocations = bob._revocations = revocations
         return alice, bob
 
 
@@ -193,13 +205,33 @@ def _certificates(c: Checker, g: _Group) -> None:
             _eq("encoding", cert.SerializeToString(), v["encoded"])
 
 
+def _revoked(v: dict[str, Any]) -> StaticRevocations:
+    r = v.get("revoked") or {}
+    return StaticRevocations(agent_ids=set(r.get("agent_ids", [])), serials={bytes.fromhex(x) for x in r.get("serials", [])})
+
+
 @group("certificate_checks")
 def _certificate_checks(c: Checker, g: _Group) -> None:
     for v in c.doc["certificate_checks"]:
         with g.entry(v["name"]):
-            cert = decode_certificate(bytes.fromhex(v["certificate"]))
+            revocations = _revoked(v)
             expected = v.get("expected_agent_id")
-            _expect("verify", lambda: verify_certificate(cert, c.trust, v["at_ms"], expected_agent_id=expected), v["expect"])
+            _expect(
+                "decode and verify",
+                lambda: verify_certificate(decode_certificate(bytes.fromhex(v["certificate"])), c.trust, v["at_ms"], expected_agent_id=expected, revocations=revocations),
+                v["expect"],
+            )
+
+
+@group("trust_bundle_checks")
+def _trust_bundle_checks(c: Checker, g: _Group) -> None:
+    alice = c.certs["alice"]
+    for v in c.doc["trust_bundle_checks"]:
+        with g.entry(v["name"]):
+            _expect("parse", lambda: TrustBundle.from_json(v["json"]), v["expect"])
+            if "certificate_expect" in v:
+                bundle = TrustBundle.from_json(v["json"])
+                _expect("certificate under it", lambda: verify_certificate(alice, bundle, c.now), v["certificate_expect"])
 
 
 @group("handshake")
@@ -242,7 +274,7 @@ def _handshake(c: Checker, g: _Group) -> None:
                     k, derived = keys.lookup(epoch["epoch"])
                     _eq("k(e)", k.cipher.unsafe_key(), epoch["key"])
                     _eq("mk(e)", bytes(k.mac_key), epoch["hmac_key"])
-                    _eq("key_check", k.cipher.encrypt_at(0, b"", bytes(32)), epoch["key_check"])
+                    _eq("key_check", k.cipher.encrypt_at(KEY_CHECK_NONCE, b"", bytes(32)), epoch["key_check"])
                     type(keys).discard(derived)
 
 
@@ -283,13 +315,71 @@ def _message_rejections(c: Checker, g: _Group) -> None:
     envelopes = {m["name"]: m["envelope"] for m in c.doc["messages"]}
     for v in c.doc["message_rejections"]:
         with g.entry(v["name"]):
-            alice, bob = c.sessions()
+            revocations = StaticRevocations()
+            clock = [c.now]
+            alice, bob = c.sessions(revocations, clock)
             receiver = bob if v["receiver"] == "responder" else alice
             for name in v["accept_first"]:
                 receiver.open(SecureMessage.FromString(bytes.fromhex(envelopes[name])), c.now).commit()
+            for hex_envelope in v.get("accept_first_envelopes", []):
+                receiver.open(SecureMessage.FromString(bytes.fromhex(hex_envelope)), c.now).commit()
+            receiver._revocations = _revoked(v)
+            at = int(v.get("open_at_ms", c.now))
+            clock[0] = at
             envelope = SecureMessage.FromString(bytes.fromhex(v["envelope"]))
-            at = int(v.get("now_ms", c.now))
             _expect("open", lambda: receiver.open(envelope, at), v["expect"])
+
+
+@group("handshake_rejections")
+def _handshake_rejections(c: Checker, g: _Group) -> None:
+    h = c.doc["handshake"]
+    i, r = h["initiator"], h["responder"]
+    for v in c.doc["handshake_rejections"]:
+        with g.entry(v["name"]):
+            revocations = _revoked(v)
+
+            def config(name: str) -> HandshakeConfig:
+                return HandshakeConfig(identity=c.identity(name), trust_bundle=c.trust, revocations=revocations, rekey_threshold=h["rekey_threshold"], clock=lambda: c.now)
+
+            def responder() -> tuple[ResponderHandshake, Any]:
+                return ResponderHandshake.accept(
+                    config(h["responder_id"]), f1, static_private=bytes.fromhex(r["static_private"]), fixed_ephemeral_for_testing_only=bytes.fromhex(r["ephemeral_private"])
+                )
+
+            frame = HandshakeFrame.FromString(bytes.fromhex(v["frame"]))
+            init, f1 = InitiatorHandshake.start(
+                config(h["initiator_id"]),
+                h["responder_id"],
+                session_id=bytes.fromhex(h["session_id"]),
+                static_private=bytes.fromhex(i["static_private"]),
+                fixed_ephemeral_for_testing_only=bytes.fromhex(i["ephemeral_private"]),
+            )
+            step = v["at_step"]
+            if step == 1:
+                _expect("step 1 at the responder", lambda: ResponderHandshake.accept(config(h["responder_id"]), frame, static_private=bytes.fromhex(r["static_private"]), fixed_ephemeral_for_testing_only=bytes.fromhex(r["ephemeral_private"])), v["expect"])
+            elif step == 2:
+                _expect("step 2 at the initiator", lambda: init.receive(frame), v["expect"])
+            elif step == 3:
+                resp, f2 = responder()
+                init.receive(f2)
+                _expect("step 3 at the responder", lambda: resp.receive(frame), v["expect"])
+            else:
+                raise CheckFailed(f"unknown at_step {step}")
+
+
+@group("session_rejects")
+def _session_rejects(c: Checker, g: _Group) -> None:
+    for v in c.doc["session_rejects"]:
+        with g.entry(v["name"]):
+            r = SessionReject(version=v["version"], session_id=bytes.fromhex(v["session_id"]), message_hash=bytes.fromhex(v["message_hash"]), sender_id=v["sender_id"], recipient_id=v["recipient_id"], rejected_at_ms=v["rejected_at_ms"])
+            layout = session_reject_layout(r)
+            _eq("layout", layout, v["layout"])
+            _eq("digest", crypto.blake3(layout), v["digest"])
+            r.signature = c.keys[v["signer"]].sign(layout)
+            _eq("signature", bytes(r.signature), v["signature"])
+            _eq("encoded", r.SerializeToString(), v["encoded"])
+            unknown = next(m for m in c.doc["message_rejections"] if m["name"] == "unknown_session")
+            _eq("names the refused envelope", message_hash(SecureMessage.FromString(bytes.fromhex(unknown["envelope"]))), v["message_hash"])
 
 
 @group("disclosures")

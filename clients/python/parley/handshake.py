@@ -106,7 +106,9 @@ def assert_frame_shape(frame: Any, step: int) -> None:
         raise SessionError("malformed", "frame agent ids are not valid")
     if frame.sender_id == frame.recipient_id:
         raise SessionError("malformed", "frame sender and recipient are the same agent")
-    if frame.step != step:
+    if frame.step not in (1, 2, 3):
+        raise SessionError("malformed", "handshake step outside 1..3")
+    if frame.step != step:  # a defined step at the wrong time: a wrong turn
         raise SessionError("handshake_failed", f"expected handshake step {step}, got {frame.step}")
     if not 32 <= len(frame.noise_message) <= MAX_MESSAGE_BYTES:
         raise SessionError("malformed", "noise_message length out of range")
@@ -146,6 +148,7 @@ def _frame(session_id: bytes, sender: str, recipient: str, step: int, message: b
 
 
 def _session(config: HandshakeConfig, role: str, session_id: bytes, threshold: int, result: HandshakeResult, peer: tuple[VerifiedCertificate, Any]) -> Session:
+    issuer = config.trust_bundle.get(peer[0].issuer_key_id)
     return Session(
         session_id=session_id,
         role=role,
@@ -159,6 +162,7 @@ def _session(config: HandshakeConfig, role: str, session_id: bytes, threshold: i
         cache=config.cache,
         skew=config.skew,
         revocations=config.revocations,
+        peer_issuer_not_after_ms=issuer.not_after_ms if issuer is not None else None,
         clock=config.clock,
     )
 
@@ -194,11 +198,11 @@ class _Pending:
         self._done = True
 
     def _check_routing(self, frame: Any) -> None:
-        # §5.1 order: identities, then the session id, then the threshold.
-        if frame.sender_id != self.peer_id or frame.recipient_id != self.config.identity.agent_id:
-            raise SessionError("identity_mismatch", "frame routing does not match the handshake")
+        # §5.1 routing, in order: the session id names this handshake, then the agents, then the threshold.
         if not crypto.constant_time_equal(frame.session_id, self.session_id):
             raise SessionError("unknown_session", "frame for another session")
+        if frame.sender_id != self.peer_id or frame.recipient_id != self.config.identity.agent_id:
+            raise SessionError("identity_mismatch", "frame routing does not match the handshake")
         if frame.rekey_threshold != self.rekey_threshold:
             raise SessionError("malformed", "rekey threshold changed mid-handshake")
 

@@ -2,20 +2,20 @@
 
 Created only by a completed, identity-checked handshake (:mod:`parley.handshake`)
 or restored from sealed local state. The receive path runs the checks of §8.1 in
-order — shape, session and routing, signature, (revocation), timestamp skew,
-replay window, message-hash cache, epoch key, HMAC tag, AEAD, commitment and
-payload — and changes nothing until all have passed.
+order — shape, session, routing and the peer's standing, signature, timestamp
+skew, replay window, message-hash cache, epoch key, HMAC tag, AEAD, commitment
+and payload — and changes nothing until all have passed.
 
 Opening is two-phase: :meth:`Session.open` returns an :class:`Opened` whose
 :meth:`Opened.commit` marks the counter, the hash and the epoch keys. The agent
 writes the durable inbox record (§17) between the two, so a crash can never
 leave a counter marked whose message was not recorded.
 
-Revocation and expiry (§17.5): every envelope's sender is checked again right
-after its signature verified (so nothing unauthenticated is acted on) — its
-certificate's validity, and its revocation status when the session has a
-checker; a revoked or expired peer gets ``revoked`` and the caller closes the
-session.
+The peer's standing (§8.1 step 2, §8.4): before the signature, on the agent's
+own data only, the peer's certificate is checked again — its validity and its
+issuer's ``not_after_ms`` (``expired``), its revocation status when the session
+has a checker (``revoked``, ``revocation_stale``). The caller closes the session
+on ``expired`` and ``revoked``.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ class Session:
         cache: MessageHashCache | None = None,
         skew: SkewLimits = DEFAULT_SKEW,
         revocations: RevocationChecker | None = None,
+        peer_issuer_not_after_ms: int | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.id = bytes(session_id)
@@ -153,6 +154,7 @@ class Session:
         self._cache = cache if cache is not None else MessageHashCache()
         self._skew = skew
         self._revocations = revocations
+        self.peer_issuer_not_after_ms = peer_issuer_not_after_ms
         self._clock = clock
         self.closed = False
         self.sent = 0
@@ -241,17 +243,14 @@ class Session:
             raise SessionError("identity_mismatch", "envelope is addressed to another agent")
         if envelope.sender_id != self.peer.agent_id:
             raise SessionError("identity_mismatch", "envelope sender is not the session peer")
+        #    then the peer's standing (§8.1 step 2, §8.4), on the agent's own data only: still valid,
+        #    its issuer not past not_after_ms (`expired`), not revoked (`revoked`), data fresh
+        #    (`revocation_stale`). The caller closes the session on `expired` and `revoked`.
+        self.check_peer(now)
         # 3. signature, with the peer's certified identity key
         signed = envelope_signed_bytes(envelope)
         if not crypto.ed25519_verify(bytes(envelope.signature), signed, self.peer.identity_public_key):
             raise SessionError("bad_signature", "envelope signature does not verify")
-        # §17.5: the sender's certificate is checked again for this message — its validity and its
-        # revocation status — after the signature (nothing unauthenticated is acted on). A revoked or
-        # expired peer is `revoked` (§17.5); stale revocation data is `revocation_stale` (fail closed).
-        if now >= self.peer.valid_until_ms:
-            raise IdentityError("revoked", "the sender's certificate has expired")
-        if self._revocations is not None:
-            check_revocation(self._revocations, self.peer.agent_id, self.peer.serial, now)
         # 4. timestamp skew
         ts = envelope.timestamp_ms
         if ts < now - self._skew.max_age_ms:
@@ -285,6 +284,15 @@ class Session:
             DirectionKeys.discard(derived)
             raise
         return Opened(self, envelope, digest, payload, payload_bytes, salt, counter, derived)
+
+    def check_peer(self, now: int) -> None:
+        """§8.4: the peer's certificate still stands at ``now`` (``expired``, ``revoked``, ``revocation_stale``)."""
+        if now >= self.peer.valid_until_ms:
+            raise IdentityError("expired", "the peer's certificate has expired")
+        if self.peer_issuer_not_after_ms is not None and now >= self.peer_issuer_not_after_ms:
+            raise IdentityError("expired", "the peer's certificate issuer is past its not_after_ms")
+        if self._revocations is not None:
+            check_revocation(self._revocations, self.peer.agent_id, self.peer.serial, now)
 
     def _commit(self, opened: Opened) -> bool:
         if self.closed:
