@@ -1,5 +1,5 @@
 // Every "§N" / "§N.N" reference to docs/PROTOCOL.md in the .proto files, in
-// code comments (packages/*/src, apps/*/src, tools, examples/go-agent), in the
+// code comments (packages/*/src, apps/*/src, tools, examples/go-agent, clients/python), in the
 // READMEs and in docs/PROTOCOL.md itself names a heading that exists in
 // docs/PROTOCOL.md (issue 14, gap 13: comments had drifted to sections that say
 // something else, or to none).
@@ -18,13 +18,15 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const SPEC = 'docs/PROTOCOL.md';
 
 /** Where references are looked for. */
-const ROOTS = ['proto', 'packages', 'apps', 'tools', 'examples/go-agent', 'docs/PROTOCOL.md', 'README.md'];
+const ROOTS = ['proto', 'packages', 'apps', 'tools', 'examples/go-agent', 'clients/python', 'examples/python-agent', 'docs/PROTOCOL.md', 'README.md'];
 /** Which files: sources, build scripts and documentation (generated code and vendored modules are not read). */
-const EXTENSIONS = new Set(['.proto', '.ts', '.mts', '.mjs', '.js', '.go', '.sh', '.md']);
+const EXTENSIONS = new Set(['.proto', '.ts', '.mts', '.mjs', '.js', '.go', '.py', '.sh', '.md']);
 const SKIP_DIRS = new Set(['node_modules', 'gen', 'third_party', 'bin', 'dist', '.data', 'fixtures']);
 /** Files whose bare "§" references are to another document, and which one. */
 const EXTERNAL_FILES: Readonly<Record<string, string>> = {
   'packages/session/src/noise/': 'the Noise specification, revision 34 (the Noise code follows its section numbers)',
+  'clients/python/parley/noise/': 'the Noise specification, revision 34 (the Python Noise code follows its section numbers)',
+  'clients/python/parley/_blake3_fallback.py': 'the BLAKE3 paper (the fallback follows its section numbers)',
 };
 /** Another document named on the line before a bare reference makes that reference its. */
 const OTHER_DOCUMENT = /\b(?:RFC\s*\d+|Noise|DESIGN(?:\.md)?)\b/;

@@ -334,7 +334,7 @@ suite('Python SDK agent', () => {
     await a.next('ready');
     // TypeScript holds the session after step 3 and sends; Python, which refused step 3, answers the
     // envelope with a signed SessionReject; TypeScript reseals in a new session, is refused again, and
-    // after its reseal limit (§17.2.4) the send fails — unless its own timeout comes first.
+    // after its reseal limit (§17.2 item 4) the send fails — unless its own timeout comes first.
     const refused = await tsA.sdk.send('py-worker-4', MessageType.TASK_ASSIGNMENT, content('ts', 0), { timeoutMs: 15_000 }).then(
       () => 'delivered',
       (e: { code?: string }) => e.code,

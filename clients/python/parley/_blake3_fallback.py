@@ -1,11 +1,11 @@
 """BLAKE3 in hash mode, in pure Python: the fallback when the ``blake3`` package is absent.
 
 Written from the BLAKE3 specification (O'Connor, Aumasson, Neves, Wilcox-O'Hearn,
-"BLAKE3: one function, fast everywhere", 2020, §2): the compression function
-(§2.2, 7 rounds of the ChaCha-style quarter-round G over a 16-word state, the
+"BLAKE3: one function, fast everywhere", 2020, BLAKE3 paper §2): the compression function
+(BLAKE3 paper §2.2, 7 rounds of the ChaCha-style quarter-round G over a 16-word state, the
 message permutation between rounds), chunks of 1024 bytes in 64-byte blocks
-(§2.4), the binary tree of parent nodes with the chaining-value stack (§2.5),
-and the root output with its extendable counter (§2.6). Only hash mode is
+(BLAKE3 paper §2.4), the binary tree of parent nodes with the chaining-value stack (BLAKE3 paper §2.5),
+and the root output with its extendable counter (BLAKE3 paper §2.6). Only hash mode is
 implemented (no keyed hash, no key derivation): Parley uses nothing else (§4).
 
 It is checked against the official test vectors (BLAKE3-team/BLAKE3
@@ -44,7 +44,7 @@ _SCHEDULE: Final = _schedules()
 
 
 def _compress(cv: tuple[int, ...], m: tuple[int, ...], counter: int, block_len: int, flags: int) -> tuple[int, ...]:
-    """The compression function (§2.2): 16 output words; the first 8 are the new chaining value."""
+    """The compression function (BLAKE3 paper §2.2): 16 output words; the first 8 are the new chaining value."""
     v0, v1, v2, v3, v4, v5, v6, v7 = cv
     v8, v9, v10, v11 = _IV[0], _IV[1], _IV[2], _IV[3]
     v12, v13, v14, v15 = counter & _M, (counter >> 32) & _M, block_len, flags
@@ -97,7 +97,7 @@ def _words(block: bytes) -> tuple[int, ...]:
 
 
 class _Output:
-    """The inputs of a compression not yet done: a chunk's last block or a parent node (§2.6)."""
+    """The inputs of a compression not yet done: a chunk's last block or a parent node (BLAKE3 paper §2.6)."""
 
     __slots__ = ("cv", "block", "counter", "block_len", "flags")
 
@@ -118,7 +118,7 @@ class _Output:
 
 
 def _chunk_output(chunk: bytes, chunk_index: int) -> _Output:
-    """Compresses every block of one chunk but the last (§2.4); returns the last as an output."""
+    """Compresses every block of one chunk but the last (BLAKE3 paper §2.4); returns the last as an output."""
     cv: tuple[int, ...] = _IV
     blocks = max(1, (len(chunk) + _BLOCK_LEN - 1) // _BLOCK_LEN)
     for b in range(blocks - 1):
@@ -141,7 +141,7 @@ def blake3(data: bytes, length: int = 32) -> bytes:
     stack: list[tuple[int, ...]] = []
     for index in range(chunks - 1):
         cv = _chunk_output(bytes(view[index * _CHUNK_LEN : (index + 1) * _CHUNK_LEN]), index).chaining_value()
-        # §2.5: merge completed subtrees — one merge per trailing zero bit of the chunk count.
+        # BLAKE3 paper §2.5: merge completed subtrees — one merge per trailing zero bit of the chunk count.
         done = index + 1
         while done & 1 == 0:
             cv = _parent_output(stack.pop(), cv).chaining_value()

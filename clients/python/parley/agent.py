@@ -63,7 +63,7 @@ FATAL_AUTH: Final = frozenset(
 #: Gateway refusals of an envelope that a later resend can overcome; anything else is definite.
 TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal"})
 RESERVE_BLOCK: Final = 256
-#: §17.2.4: a message is resealed at most this often, then its send fails with ``unknown_session``.
+#: §17.2 item 4: a message is resealed at most this often, then its send fails with ``unknown_session``.
 MAX_RESEALS: Final = 5
 #: Responder handshakes in progress per initiating peer (a flood from one peer cannot crowd out others).
 MAX_RESPONDERS_PER_PEER: Final = 4
@@ -314,7 +314,7 @@ async def connect(
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
         reconnect: backoff between reconnection attempts; ``None``: no reconnection.
-        max_unacked: messages handed to the application and not acked before reading stops (§17.3.6).
+        max_unacked: messages handed to the application and not acked before reading stops (§17.3 item 6).
         accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
             False refuses it (the peer's certificate is still checked at step 3 when it returns True).
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
@@ -1058,7 +1058,7 @@ class Agent:
                 try:
                     await self._save_session(session)
                 except ParleyError:
-                    # §17.2.1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
+                    # §17.2 item 1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
                     self._reserved[session.id] = previous
                     error = StateError("state_error", "could not reserve send counters: nothing was sealed, the agent stopped")
                     self._stop(error)
@@ -1084,7 +1084,7 @@ class Agent:
             await self._settle(entry, error=error)
             return
         if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
-            # §17.2.3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
+            # §17.2 item 3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
             entry.next_resend_at = float("inf")
 
     async def _settle(self, entry: _OutboxEntry, *, receipt: Receipt | None = None, error: ParleyError | None = None) -> None:
@@ -1225,7 +1225,7 @@ class Agent:
             return
         digest = message_hash(envelope)
         pending = self._unacked.get(digest)
-        if pending is not None:  # §17.3.3: still in the inbox: this copy is acked with the application's ack
+        if pending is not None:  # §17.3 item 3: still in the inbox: this copy is acked with the application's ack
             if conn is not None:
                 pending.deliveries.append((conn, delivery_id))
             self._emit("duplicate", item="envelope", peer=sender, detail="still in the inbox, not acked by the application")
