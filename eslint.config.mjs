@@ -9,6 +9,8 @@
 //   type:domain  packages/identity, packages/session, packages/audit
 //   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)
 //   type:proto   packages/proto         (generated code only)
+//   type:lib     packages/cli-kit       (Parley-agnostic support: imports no workspace project, no
+//                                       crypto, database or gRPC library; any layer above may use it)
 //   type:tooling tools/                 (may use anything)
 //
 // Two mechanisms, because they see different things:
@@ -99,8 +101,14 @@ export const DEP_CONSTRAINTS = [
     bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
   },
   {
+    // Parley-agnostic support libraries (packages/cli-kit): nothing of Parley, no crypto, database or gRPC.
+    sourceTag: 'type:lib',
+    onlyDependOnLibsWithTags: [],
+    bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
+  },
+  {
     sourceTag: 'type:domain',
-    onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
   },
   {
@@ -111,19 +119,19 @@ export const DEP_CONSTRAINTS = [
   },
   {
     sourceTag: 'type:sdk',
-    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
     // Server-side plumbing shared by the apps (packages/db, packages/memory-server): may use pg and PGlite, never
     // gRPC or crypto libraries; may build on other server plumbing (the memory store stores through packages/db).
     sourceTag: 'type:service',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
   },
   {
     sourceTag: 'type:app',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES],
   },
   {

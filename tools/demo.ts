@@ -197,6 +197,7 @@ function inbox(agent: Agent): () => Promise<ReceivedMessage> {
   void (async () => {
     try {
       for await (const m of agent.messages()) {
+        await m.ack(); // the demo's application takes it here: the receipt is signed now
         const w = waiters.shift();
         if (w !== undefined) w(m);
         else queue.push(m);

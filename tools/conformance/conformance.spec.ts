@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { createCrypto, fromHex, SecretKey, toHex, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
+import { createCrypto, fromHex, layout, SecretKey, toHex, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
 import { certificateTbs, decodeCertificate, keyId, TrustBundle, verifyCertificate } from '@parley/identity';
 import {
   AgentCertificateSchema,
@@ -16,6 +16,7 @@ import {
   MessagePayloadSchema,
   MessageType,
   SecureMessageSchema,
+  SessionRejectSchema,
 } from '@parley/proto';
 import {
   CipherState,
@@ -60,7 +61,8 @@ import {
   verifyOperatorRequest,
 } from '@parley/rpc';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildVectors, PlannedCrypto, renderVectors, VECTOR_FILE } from './vectors.js';
+import { buildVectors, KEY_CHECK_NONCE, PlannedCrypto, renderVectors, VECTOR_FILE } from './vectors.js';
+import { StaticRevocations, type RevokedJson } from './negative.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the vector file is untyped JSON, checked field by field */
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -78,10 +80,12 @@ const code = (fn: () => unknown): string => {
 
 const cases = (list: any[]): [string, any][] => list.map((x) => [x.name as string, x]);
 
-/** Every top-level group this suite checks; a group added to the file without a check here fails. */
-const CHECKED = [
-  'format', 'version', 'protocol', 'generated_by', 'notes', 'now_ms', 'keys', 'trust_bundle', 'certificates', 'certificate_checks',
-  'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts', 'gateway_auth', 'gateway_send', 'audit', 'revocations', 'registry',
+/** The top-level keys that are metadata, not vector groups (PROTOCOL.md §16). */
+const METADATA = ['format', 'version', 'protocol', 'generated_by', 'notes', 'now_ms'];
+/** Every vector group this suite checks; a group added to the file without a check here fails (§16). */
+const GROUPS = [
+  'keys', 'trust_bundle', 'certificates', 'certificate_checks', 'handshake', 'messages', 'message_rejections', 'disclosures', 'receipts',
+  'gateway_auth', 'gateway_send', 'audit', 'revocations', 'registry', 'trust_bundle_checks', 'handshake_rejections', 'session_rejects',
 ];
 
 let crypto: ParleyCrypto;
@@ -100,8 +104,21 @@ describe('conformance vector file', () => {
     expect(renderVectors(await buildVectors())).toBe(TEXT);
   });
 
-  it('has only groups this suite checks', () => {
-    expect(Object.keys(V)).toEqual(CHECKED);
+  it('PROTOCOL.md §16 names exactly these metadata keys and groups', () => {
+    const spec = readFileSync(join(ROOT, 'docs', 'PROTOCOL.md'), 'utf8');
+    const section = spec.slice(spec.indexOf('## 16. Conformance vectors'), spec.indexOf('## 17.'));
+    const tableGroups = section
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .flatMap((line) => [...(line.split('|')[1] ?? '').matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!));
+    expect(tableGroups.sort()).toEqual([...GROUPS].sort());
+    for (const key of METADATA) expect(section).toContain(`\`${key}\``);
+  });
+
+  it('has only groups this suite checks (§16: an unknown group fails)', () => {
+    const unknown = Object.keys(V).filter((k) => !METADATA.includes(k) && !GROUPS.includes(k));
+    expect(unknown).toEqual([]);
+    expect(Object.keys(V).sort()).toEqual([...METADATA, ...GROUPS].sort());
     expect(V.format).toBe('parley-conformance-vectors');
     expect(V.version).toBe(1);
     expect(V.protocol).toBe('parley/v1');
@@ -137,16 +154,36 @@ describe('keys and certificates (§3)', () => {
   });
 
   it.each(cases(V.certificate_checks))('certificate check %s', (_name, c: any) => {
-    const decoded = fromBinary(AgentCertificateSchema, h(c.certificate));
     const got = code(() =>
-      verifyCertificate(crypto, decoded, { trustBundle: bundle, nowMs: c.at_ms, ...(c.expected_agent_id === null ? {} : { expectedAgentId: c.expected_agent_id }) }),
+      verifyCertificate(crypto, decodeCertificate(h(c.certificate)), {
+        trustBundle: bundle,
+        nowMs: c.at_ms,
+        revocations: new StaticRevocations(c.revoked as RevokedJson),
+        ...(c.expected_agent_id === null ? {} : { expectedAgentId: c.expected_agent_id }),
+      }),
     );
     expect(got).toBe(c.expect);
   });
+
+  it.each(cases(V.trust_bundle_checks))('trust bundle JSON %s (§3.3)', (_name, t: any) => {
+    let parsed: TrustBundle | undefined;
+    expect(code(() => (parsed = TrustBundle.fromJSON(crypto, t.json as string)))).toBe(t.expect);
+    if (parsed === undefined) {
+      expect(t.certificate_expect).toBeUndefined();
+      return;
+    }
+    expect(code(() => verifyCertificate(crypto, cert('alice'), { trustBundle: parsed!, nowMs: V.now_ms }))).toBe(t.certificate_expect);
+  });
 });
 
+/** The receivers' clock and revocation data, changeable after a handshake (message_rejections). */
+interface Environment {
+  clockMs: number;
+  readonly revocations: StaticRevocations;
+}
+
 /** Runs the handshake of the file with its fixed keys through the production handshake code. */
-function handshake(): { frames: Uint8Array[]; initiator: Session; responder: Session } {
+function handshake(env: Environment = { clockMs: V.now_ms, revocations: new StaticRevocations() }): { frames: Uint8Array[]; initiator: Session; responder: Session } {
   const hs = V.handshake;
   const planned = new PlannedCrypto(crypto);
   const kp = (secret: string): X25519KeyPair => crypto.x25519.keyPairFromSecret(h(secret));
@@ -155,8 +192,9 @@ function handshake(): { frames: Uint8Array[]; initiator: Session; responder: Ses
     identity: identity(name),
     trustBundle: bundle,
     rekeyThreshold: hs.rekey_threshold,
-    clock: () => V.now_ms,
+    clock: () => env.clockMs,
     staticKeyPair: kp(staticSecret),
+    revocations: env.revocations,
   });
   planned.planX25519(kp(hs.initiator.ephemeral_private));
   const i = InitiatorHandshake.start(planned.crypto, config(hs.initiator_id, hs.initiator.static_private), hs.responder_id, h(hs.session_id));
@@ -203,15 +241,18 @@ describe('handshake (§5) and key schedule (§7)', () => {
     check(1, hs.initiator_id, hs.initiator, hs.steps[2].payload, hs.bindings.initiator);
   });
 
-  it('derives every epoch key and HMAC key from the one before (REKEY, nonce 2^64-2)', () => {
+  it('derives every epoch key and HMAC key from the one before (REKEY, nonce 2^64-2; key_check at 2^64-3)', () => {
     for (const direction of ['initiator_to_responder', 'responder_to_initiator']) {
       const epochs = V.handshake.transport[direction];
       let cipher = new CipherState(crypto, SecretKey.adopt(h(epochs[0].key), 'aead'));
       for (const e of epochs) {
         expect(toHex(cipher.unsafeKey()!.unsafeBytes())).toBe(e.key);
-        expect(toHex(cipher.encryptAt(0n, new Uint8Array(0), new Uint8Array(32)))).toBe(e.key_check);
+        expect(KEY_CHECK_NONCE).toBe((1n << 64n) - 3n);
+        expect(toHex(cipher.encryptAt((1n << 64n) - 3n, new Uint8Array(0), new Uint8Array(32)))).toBe(e.key_check);
         const mk = cipher.encryptAt(HMAC_KEY_NONCE, new TextEncoder().encode('parley/v1/hmac-key'), new Uint8Array(32)).slice(0, 32);
         expect(toHex(mk)).toBe(e.hmac_key);
+        // §7: the AD does not reach the first 32 bytes of output (keystream); the reserved nonce separates mk(e).
+        expect(toHex(cipher.encryptAt(HMAC_KEY_NONCE, new Uint8Array(0), new Uint8Array(32)).slice(0, 32))).toBe(e.hmac_key);
         cipher = cipher.rekeyed();
       }
     }
@@ -260,10 +301,15 @@ describe('SecureMessage (§6, §8)', () => {
   });
 
   it.each(cases(V.message_rejections))('rejection %s', (_name, r: any) => {
-    const run = handshake();
+    const env: Environment = { clockMs: V.now_ms, revocations: new StaticRevocations() };
+    const run = handshake(env);
     const receiver = r.receiver === 'responder' ? run.responder : run.initiator;
     for (const name of r.accept_first) receiver.open(fromBinary(SecureMessageSchema, h(V.messages.find((m: any) => m.name === name).envelope)));
+    for (const e of r.accept_first_envelopes) receiver.open(fromBinary(SecureMessageSchema, h(e)));
+    env.revocations.set(r.revoked as RevokedJson);
+    env.clockMs = r.open_at_ms;
     expect(code(() => receiver.open(fromBinary(SecureMessageSchema, h(r.envelope))))).toBe(r.expect);
+    if (r.expect === 'revoked' || r.expect === 'expired') expect(receiver.isClosed).toBe(true);
   });
 
   it.each(cases(V.disclosures))('disclosure %s (§6.5)', (_name, d: any) => {
@@ -273,6 +319,44 @@ describe('SecureMessage (§6, §8)', () => {
       disclosure: { payload: h(d.payload), salt: h(d.salt) },
     };
     expect(code(() => verifyDisclosure(crypto, proof, { trustBundle: bundle }))).toBe(d.expect);
+  });
+});
+
+describe('handshake rejections (§5.1, §5.3, §5.4)', () => {
+  it.each(cases(V.handshake_rejections))('handshake rejection %s', (_name, r: any) => {
+    const hs = V.handshake;
+    const kp = (secret: string): X25519KeyPair => crypto.x25519.keyPairFromSecret(h(secret));
+    const withEphemeral = (secret: string): ParleyCrypto => {
+      const planned = new PlannedCrypto(crypto);
+      planned.planX25519(kp(secret));
+      return planned.crypto;
+    };
+    const config = (name: string, side: any) => ({
+      identity: { agentId: name, signingKey: signer(name), certificate: cert(name) },
+      trustBundle: bundle,
+      rekeyThreshold: hs.rekey_threshold,
+      clock: () => V.now_ms,
+      staticKeyPair: kp(side.static_private),
+      revocations: new StaticRevocations(r.revoked as RevokedJson),
+    });
+    const frame = fromBinary(HandshakeFrameSchema, h(r.frame));
+    const step1 = fromBinary(HandshakeFrameSchema, h(hs.steps[0].frame));
+    const got = code(() => {
+      if (r.receiver === 'responder' && r.at_step === 1) {
+        ResponderHandshake.accept(withEphemeral(hs.responder.ephemeral_private), config(hs.responder_id, hs.responder), frame);
+      } else if (r.receiver === 'initiator' && r.at_step === 2) {
+        const started = InitiatorHandshake.start(withEphemeral(hs.initiator.ephemeral_private), config(hs.initiator_id, hs.initiator), hs.responder_id, h(hs.session_id));
+        expect(toHex(toBinary(HandshakeFrameSchema, started.frame))).toBe(hs.steps[0].frame);
+        started.handshake.receive(frame);
+      } else if (r.receiver === 'responder' && r.at_step === 3) {
+        const accepted = ResponderHandshake.accept(withEphemeral(hs.responder.ephemeral_private), config(hs.responder_id, hs.responder), step1);
+        expect(toHex(toBinary(HandshakeFrameSchema, accepted.frame))).toBe(hs.steps[1].frame);
+        accepted.handshake.receive(frame);
+      } else {
+        throw new Error(`unknown receiver ${String(r.receiver)} at step ${String(r.at_step)}`);
+      }
+    });
+    expect(got).toBe(r.expect);
   });
 });
 
@@ -288,6 +372,32 @@ describe('gateway layouts (§10)', () => {
       expect(toHex(receipt.signature)).toBe(r.signature);
       expect(verifyReceiptSignature(crypto, receipt, pub(r.signer))).toBe(true);
       expect(V.messages.some((m: any) => m.message_hash === r.message_hash && m.recipient_id === r.recipient_id)).toBe(true);
+    }
+  });
+
+  it('rebuilds every session reject (§17): layout, digest, signature, encoding', () => {
+    for (const r of V.session_rejects) {
+      const decoded = fromBinary(SessionRejectSchema, h(r.encoded));
+      expect([decoded.version, toHex(decoded.sessionId), toHex(decoded.messageHash), decoded.senderId, decoded.recipientId, Number(decoded.rejectedAtMs)]).toEqual([
+        r.version, r.session_id, r.message_hash, r.sender_id, r.recipient_id, r.rejected_at_ms,
+      ]);
+      const lay = layout('parley/v1/session-reject')
+        .u32(decoded.version)
+        .fixed(decoded.sessionId, 16)
+        .fixed(decoded.messageHash, 32)
+        .str(decoded.senderId)
+        .str(decoded.recipientId)
+        .i64(decoded.rejectedAtMs)
+        .bytes();
+      expect(toHex(lay)).toBe(r.layout);
+      expect(toHex(crypto.blake3(lay))).toBe(r.digest);
+      expect(toHex(decoded.signature)).toBe(r.signature);
+      expect(toHex(crypto.ed25519.sign(lay, signer(r.signer)))).toBe(r.signature);
+      expect(r.recipient_id).toBe(r.signer);
+      // It names the envelope it refuses: message_rejections/unknown_session, by its §6.6 hash.
+      const refused = fromBinary(SecureMessageSchema, h(V.message_rejections.find((x: any) => x.name === 'unknown_session').envelope));
+      expect(toHex(crypto.blake3(envelopeSignedBytes(crypto, refused, refused.encryptedPayload, refused.authTag)))).toBe(r.message_hash);
+      expect(toHex(refused.sessionId)).toBe(r.session_id);
     }
   });
 

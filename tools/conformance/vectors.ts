@@ -88,6 +88,17 @@ import {
   type RevocationEntryFields,
 } from '@parley/rpc';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { SessionRejectSchema } from '@parley/proto';
+import {
+  NOTHING_REVOKED,
+  StaticRevocations,
+  certificateVariant,
+  handshakeRejections,
+  moreCertificateChecks,
+  revokedJson,
+  trustBundleChecks,
+  type RevokedJson,
+} from './negative.js';
 
 /** Fixed clock of the vectors: 2027-01-15T08:00:00Z. */
 export const BASE_MS = 1_800_000_000_000;
@@ -230,12 +241,16 @@ function flipBit(bytes: Uint8Array, index: number): void {
   bytes[index] = (bytes[index] ?? 0) ^ 0x01;
 }
 
+/** The nonce of the test-only key check (§16): reserved, never a message nonce, REKEY's or mk(e)'s. */
+export const KEY_CHECK_NONCE = (1n << 64n) - 3n;
+
 /**
- * One epoch's keys, with a known-answer check value ENCRYPT(k(e), 0, "", 0^32) for Noise libraries that
- * never reveal a CipherState's key bytes but can encrypt at an explicit nonce.
+ * One epoch's keys, with a known-answer check value ENCRYPT(k(e), 2^64−3, "", 0^32) for Noise libraries
+ * that never reveal a CipherState's key bytes but can encrypt at an explicit nonce. Test-only (§16): at
+ * nonce 0 it would be message 0's keystream, and XORed with message 0's ciphertext it would give its salt.
  */
 function epochJson(crypto: ParleyCrypto, epoch: number, k: { key: Uint8Array; hmacKey: Uint8Array }): Json {
-  const check = crypto.aead.seal(SecretKey.adopt(k.key.slice(), 'aead'), 0n, new Uint8Array(32), new Uint8Array(0));
+  const check = crypto.aead.seal(SecretKey.adopt(k.key.slice(), 'aead'), KEY_CHECK_NONCE, new Uint8Array(32), new Uint8Array(0));
   return { epoch, key: toHex(k.key), key_check: toHex(check), hmac_key: toHex(k.hmacKey) };
 }
 
@@ -296,6 +311,7 @@ export async function buildVectors(): Promise<Record<string, Json>> {
   const gatewayKey = named('gateway');
   const operatorKey = named('operator');
   const aliceNext = named('alice-next');
+  const carol = named('carol');
   const issuer: IssuerKey = createIssuerKey(base, issuerKey.pair);
   const rogue: IssuerKey = createIssuerKey(base, rogueKey.pair);
   const trustBundle = TrustBundle.from(base, [{ publicKey: issuerKey.pair.publicKey }]);
@@ -315,6 +331,14 @@ export async function buildVectors(): Promise<Record<string, Json>> {
   const bobCert = certFor(bob, 'worker', ['task:execute', 'msg:send']);
   const rogueCert = certFor(alice, 'planner', ['task:delegate', 'msg:send'], rogue);
   const tampered = create(AgentCertificateSchema, { ...aliceCert, capabilities: ['admin:all', 'msg:send', 'task:delegate'] });
+  // Certificates the negative vectors carry (§3.3 failures inside handshakes).
+  const variant = (c: AgentCertificate, label: string, over: { validFromMs?: number; validUntilMs?: number }, by: IssuerKey = issuer): AgentCertificate =>
+    certificateVariant(base, by, c, { ...over, serial: derive(base, `serial/${label}`, 16) });
+  const bobExpired = variant(bobCert, 'bob/expired', { validFromMs: BASE_MS - 30 * DAY, validUntilMs: NOW_MS });
+  const bobNotYetValid = variant(bobCert, 'bob/not-yet-valid', { validFromMs: NOW_MS + 1, validUntilMs: NOW_MS + 30 * DAY });
+  const bobByRogue = certFor(bob, 'worker', ['task:execute', 'msg:send'], rogue);
+  const aliceExpired = variant(aliceCert, 'alice/expired', { validFromMs: BASE_MS - 30 * DAY, validUntilMs: NOW_MS });
+  const carolCert = certificateVariant(base, issuer, bobCert, { agentId: 'carol', identityPublicKey: carol.pair.publicKey, serial: derive(base, 'serial/carol/issuer', 16) });
   const aliceAgent: Agent = { key: alice, certificate: aliceCert, identity: { agentId: 'alice', signingKey: alice.pair.secretKey, certificate: aliceCert } };
   const bobAgent: Agent = { key: bob, certificate: bobCert, identity: { agentId: 'bob', signingKey: bob.pair.secretKey, certificate: bobCert } };
 
@@ -326,7 +350,14 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     } catch (e) {
       expect = (e as { code: string }).code;
     }
-    certChecks.push({ name, certificate: toHex(toBinary(AgentCertificateSchema, cert)), expected_agent_id: expectedAgentId, at_ms: atMs, expect });
+    certChecks.push({
+      name,
+      certificate: toHex(toBinary(AgentCertificateSchema, cert)),
+      expected_agent_id: expectedAgentId,
+      at_ms: atMs,
+      expect,
+      revoked: revokedJson(NOTHING_REVOKED),
+    });
   };
   checkCert('valid', aliceCert, 'alice', NOW_MS);
   checkCert('valid_any_agent', bobCert, null, NOW_MS);
@@ -339,6 +370,26 @@ export async function buildVectors(): Promise<Record<string, Json>> {
   const expectCodes = ['ok', 'ok', 'identity_mismatch', 'not_yet_valid', 'expired', 'bad_certificate', 'unknown_issuer', 'unsupported_version'];
   certChecks.forEach((c, i) => {
     if ((c as { expect: string }).expect !== expectCodes[i]) throw new Error(`conformance: certificate check ${String(i)} gave ${(c as { expect: string }).expect}`);
+  });
+  for (const c of moreCertificateChecks({ crypto: base, issuer, trustBundle, alice: aliceCert, aliceExpired, nowMs: NOW_MS, derive: (l, n) => derive(base, l, n) })) {
+    certChecks.push({
+      name: c.name,
+      certificate: toHex(c.certificate),
+      expected_agent_id: c.expectedAgentId,
+      at_ms: c.atMs,
+      expect: c.expect,
+      revoked: revokedJson(c.revoked),
+    });
+  }
+
+  // ---- trust bundle JSON (§3.3) ---------------------------------------------
+  const trustBundleCases = trustBundleChecks({
+    crypto: base,
+    issuer: { publicKey: issuerKey.pair.publicKey, keyId: issuerKey.keyId },
+    other: { publicKey: rogueKey.pair.publicKey, keyId: rogueKey.keyId },
+    manyKeys: Array.from({ length: 257 }, (_, i) => base.ed25519.keyPairFromSeed(derive(base, `ed25519/bundle-issuer/${String(i)}`)).publicKey),
+    certificate: aliceCert,
+    nowMs: NOW_MS,
   });
 
   // ---- handshake ----------------------------------------------------------
@@ -353,12 +404,13 @@ export async function buildVectors(): Promise<Record<string, Json>> {
   };
   let clockMs = BASE_MS;
   const clock = (): number => clockMs;
-  const config = (a: Agent, staticKeyPair: X25519KeyPair): HandshakeConfig => ({
+  const config = (a: Agent, staticKeyPair: X25519KeyPair, revocations?: StaticRevocations): HandshakeConfig => ({
     identity: a.identity,
     trustBundle,
     rekeyThreshold: REKEY_THRESHOLD,
     clock,
     staticKeyPair,
+    ...(revocations === undefined ? {} : { revocations }),
   });
   planned.planX25519(noiseKeys.iEph);
   const { handshake: ih, frame: f1 } = InitiatorHandshake.start(crypto, config(aliceAgent, noiseKeys.iStatic), 'bob', sessionId);
@@ -419,6 +471,36 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       responder_to_initiator: r2i.map((k, epoch) => epochJson(base, epoch, k)),
     },
   };
+
+  // ---- handshake rejections (§5.1, §5.3, §5.4) -----------------------------
+  const withEphemeral = (ephemeral: X25519KeyPair): ParleyCrypto => {
+    const p = new PlannedCrypto(base);
+    p.planX25519(ephemeral);
+    return p.crypto;
+  };
+  const hsAgent = (a: Agent) => ({ name: a.identity.agentId, identity: a.identity, pair: a.key.pair });
+  const handshakeNegatives = handshakeRejections({
+    crypto: base,
+    withEphemeral,
+    trustBundle,
+    sessionId,
+    rekeyThreshold: REKEY_THRESHOLD,
+    nowMs: NOW_MS,
+    initiator: hsAgent(aliceAgent),
+    responder: hsAgent(bobAgent),
+    noise: noiseKeys,
+    frames: [f1, f2, f3],
+    certs: {
+      responderExpired: bobExpired,
+      responderNotYetValid: bobNotYetValid,
+      responderByRogue: bobByRogue,
+      initiatorExpired: aliceExpired,
+      initiatorByRogue: rogueCert,
+      other: carolCert,
+      otherPair: carol.pair,
+    },
+    derive: (l, n) => derive(base, l, n),
+  });
 
   // ---- messages: one per MessageType, alternating directions ---------------
   const messages: Json[] = [];
@@ -487,16 +569,23 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     nonce: 4n, // alice's next unused counter (epoch 2)
     timestampMs: BigInt(NOW_MS - 5000),
   };
-  const k2 = epochKeys(base, i2r[0]!.key, 3)[2]!;
-  const fresh = (over: Partial<typeof firstHeader>, extra: { corrupt?: 'ciphertext' | 'tag'; payloadCommitment?: Uint8Array; signer?: SecretKey } = {}): SecureMessage => {
+  // k(0) … k(8191) of alice → bob: the window and epochs-ahead vectors reach epoch 8191.
+  const chain = epochKeys(base, i2r[0]!.key, 8192);
+  const k2 = chain[2]!;
+  const fresh = (
+    over: Partial<typeof firstHeader>,
+    extra: { corrupt?: 'ciphertext' | 'tag'; payloadCommitment?: Uint8Array; signer?: SecretKey; payload?: Uint8Array } = {},
+  ): SecureMessage => {
     const header = { ...firstHeader, ...over };
-    const payload = payloadWithTimestamp(first.payload, header.timestampMs);
+    const payload = extra.payload ?? payloadWithTimestamp(first.payload, header.timestampMs);
+    // The epoch key of the counter; a counter beyond the chain is refused before any key is used.
+    const ek = chain[Number(header.nonce / BigInt(REKEY_THRESHOLD))] ?? k2;
     return rawSeal(base, {
       header: { ...header, ...(extra.payloadCommitment === undefined ? {} : { payloadCommitment: extra.payloadCommitment }) },
       payload,
       salt: derive(base, 'salt/rejection'),
-      key: k2.key,
-      hmacKey: k2.hmacKey,
+      key: ek.key,
+      hmacKey: ek.hmacKey,
       signer: extra.signer ?? alice.pair.secretKey,
       ...(extra.corrupt === undefined ? {} : { corrupt: extra.corrupt }),
     }).envelope;
@@ -505,7 +594,97 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     field === 'timestampMs'
       ? create(SecureMessageSchema, { ...e, timestampMs: e.timestampMs + 1n })
       : create(SecureMessageSchema, { ...e, signature: Uint8Array.from(e.signature, (b, i) => (i === 0 ? b ^ 1 : b)) });
-  const rejections: { name: string; receiver: 'responder' | 'initiator'; accept_first: string[]; envelope: SecureMessage; expect: string }[] = [
+  /** The rejections added for issue 14: every §8.1 step-1 shape code, window and epoch edges, payload rules, revocation. */
+  const moreMessageRejections = (): Rejection[] => {
+    const at = (nonce: number, tsOffsetMs = 0): SecureMessage => fresh({ nonce: BigInt(nonce), timestampMs: BigInt(NOW_MS - 5000 + tsOffsetMs) });
+    const ok4 = fresh({});
+    const mut = (over: Partial<SecureMessage>): SecureMessage => create(SecureMessageSchema, { ...ok4, ...over });
+    const ts = BigInt(NOW_MS - 5000);
+    const payload = (over: Record<string, unknown>): Uint8Array =>
+      toBinary(MessagePayloadSchema, create(MessagePayloadSchema, { ...fromBinary(MessagePayloadSchema, payloadWithTimestamp(first.payload, ts)), ...over }));
+    const withUnknownField = new Uint8Array([...payloadWithTimestamp(first.payload, ts), 0x98, 0x06, 0x01]); // field 99, varint 1
+    const c8190 = at(8190);
+    const c8000 = at(8000);
+    const aliceUntil = Number(aliceCert.validUntilMs);
+    const r = (name: string, envelope: SecureMessage, expect: string, more: Partial<Rejection> = {}): Rejection => ({
+      name,
+      receiver: 'responder',
+      accept_first: [],
+      envelope,
+      expect,
+      ...more,
+    });
+    return [
+      // §8.1 step 1, every shape rule and its code, then the order between rules
+      r('version_0', mut({ version: 0 }), 'unsupported_version'),
+      r('sender_id_invalid', mut({ senderId: 'Alice' }), 'malformed'),
+      r('recipient_id_empty', mut({ recipientId: '' }), 'malformed'),
+      r('session_id_15_bytes', mut({ sessionId: sessionId.slice(0, 15) }), 'malformed'),
+      r('nonce_2p53', mut({ nonce: 1n << 53n }), 'nonce_exhausted'),
+      r('nonce_2p64_minus_1', mut({ nonce: (1n << 64n) - 1n }), 'nonce_exhausted'),
+      r('timestamp_negative', mut({ timestampMs: -1n }), 'malformed'),
+      r('timestamp_2p53', mut({ timestampMs: 1n << 53n }), 'malformed'),
+      r('payload_commitment_31_bytes', mut({ payloadCommitment: ok4.payloadCommitment.slice(0, 31) }), 'malformed'),
+      r('encrypted_payload_too_large', mut({ encryptedPayload: new Uint8Array(32 + 1_048_576 + 16 + 1) }), 'too_large'),
+      r('encrypted_payload_47_bytes', mut({ encryptedPayload: ok4.encryptedPayload.slice(0, 47) }), 'malformed'),
+      r('encrypted_payload_empty', mut({ encryptedPayload: new Uint8Array(0) }), 'malformed'),
+      r('auth_tag_31_bytes', mut({ authTag: ok4.authTag.slice(0, 31) }), 'malformed'),
+      r('auth_tag_33_bytes', mut({ authTag: new Uint8Array([...ok4.authTag, 0]) }), 'malformed'),
+      r('signature_63_bytes', mut({ signature: ok4.signature.slice(0, 63) }), 'malformed'),
+      r('signature_empty', mut({ signature: new Uint8Array(0) }), 'malformed'),
+      r('version_2_and_sender_id_invalid', mut({ version: 2, senderId: 'Alice' }), 'unsupported_version'),
+      r('sender_id_invalid_and_nonce_2p53', mut({ senderId: 'Alice', nonce: 1n << 53n }), 'malformed'),
+      r('nonce_2p53_and_timestamp_negative', mut({ nonce: 1n << 53n, timestampMs: -1n }), 'nonce_exhausted'),
+      r('sender_is_recipient', fresh({ senderId: 'bob' }), 'identity_mismatch'),
+      r('unknown_session_and_bad_signature', mut({ sessionId: derive(base, 'other-session', 16), signature: new Uint8Array(64) }), 'unknown_session'),
+      // §8.3 timestamp bounds are inclusive
+      r('timestamp_exactly_max_age', fresh({ timestampMs: BigInt(NOW_MS - 3_600_000) }), 'ok'),
+      r('timestamp_exactly_max_future', fresh({ timestampMs: BigInt(NOW_MS + 60_000) }), 'ok'),
+      // §8.2 replay window (8160 counters) and §7 epochs derived ahead (4096)
+      r('window_next_after_highest', at(8191), 'ok', { accept_first_envelopes: [c8190] }),
+      r('window_highest_again_new_content', at(8190, 1000), 'replay', { accept_first_envelopes: [c8190] }),
+      r('window_left_edge', at(31), 'ok', { accept_first_envelopes: [c8190] }),
+      r('window_just_outside_left_edge', at(30), 'replay', { accept_first_envelopes: [c8190] }),
+      r('window_inside_seen_new_content', at(8000, 1000), 'replay', { accept_first_envelopes: [c8190, c8000] }),
+      r('window_inside_unseen', at(7999), 'ok', { accept_first_envelopes: [c8190, c8000] }),
+      r('epoch_4096_ahead', at(2 * 4096), 'ok'),
+      r('epoch_4097_ahead', at(2 * 4097), 'replay'),
+      r('epoch_4096_ahead_of_newest', at(2 * (4095 + 4096)), 'ok', { accept_first_envelopes: [c8190] }),
+      r('epoch_4097_ahead_of_newest', at(2 * (4095 + 4097)), 'replay', { accept_first_envelopes: [c8190] }),
+      r('nonce_2p53_minus_1_is_too_far_ahead', fresh({ nonce: (1n << 53n) - 1n }), 'replay'),
+      // §6.2 payload rules (after decryption)
+      r('payload_without_content', fresh({}, { payload: toBinary(MessagePayloadSchema, create(MessagePayloadSchema, { type: MessageType.STATUS_UPDATE, timestampMs: ts })) }), 'ok'),
+      r('payload_with_unknown_field', fresh({}, { payload: withUnknownField }), 'ok'),
+      r('payload_empty', fresh({}, { payload: new Uint8Array(0) }), 'malformed'),
+      r('payload_not_protobuf', fresh({}, { payload: new Uint8Array([0xff, 0xff, 0xff]) }), 'malformed'),
+      r('payload_type_unspecified', fresh({}, { payload: payload({ type: MessageType.UNSPECIFIED }) }), 'malformed'),
+      r('payload_type_undefined', fresh({}, { payload: payload({ type: 99 }) }), 'malformed'),
+      r('payload_timestamp_differs', fresh({}, { payload: payload({ timestampMs: ts + 1n }) }), 'malformed'),
+      r('payload_handoff_hash_31_bytes', fresh({}, { payload: payload({ handoffHash: new Uint8Array(31) }) }), 'malformed'),
+      r('payload_parent_hash_33_bytes', fresh({}, { payload: payload({ parentMessageHash: new Uint8Array(33) }) }), 'malformed'),
+      // §8.1 step 2: the peer's certificate is re-checked on every message
+      r('peer_revoked_by_agent_id', fresh({}), 'revoked', { revoked: { agent_ids: ['alice'], serials: [] } }),
+      r('peer_revoked_by_serial', fresh({}), 'revoked', { revoked: { agent_ids: [], serials: [toHex(aliceCert.serial)] } }),
+      r('another_agent_revoked', fresh({}), 'ok', { revoked: { agent_ids: ['mallory'], serials: [toHex(derive(base, 'serial/not-alice', 16))] } }),
+      r('peer_revoked_and_bad_signature', mut({ signature: new Uint8Array(64) }), 'revoked', { revoked: { agent_ids: ['alice'], serials: [] } }),
+      r('peer_certificate_valid_until_minus_1', fresh({ timestampMs: BigInt(aliceUntil - 5000) }), 'ok', { open_at_ms: aliceUntil - 1 }),
+      r('peer_certificate_expired', fresh({ timestampMs: BigInt(aliceUntil - 5000) }), 'expired', { open_at_ms: aliceUntil }),
+    ];
+  };
+  interface Rejection {
+    name: string;
+    receiver: 'responder' | 'initiator';
+    accept_first: string[];
+    envelope: SecureMessage;
+    expect: string;
+    /** Envelopes opened (and accepted) after accept_first, before `envelope`. */
+    accept_first_envelopes?: SecureMessage[];
+    /** The receiver's revocation data when it opens `envelope` (the handshake and accept_first ran with none). */
+    revoked?: RevokedJson;
+    /** The receiver's clock when it opens `envelope` (default now_ms). */
+    open_at_ms?: number;
+  }
+  const rejections: Rejection[] = [
     { name: 'valid_fresh_message', receiver: 'responder', accept_first: [], envelope: fresh({}), expect: 'ok' },
     { name: 'header_changed_after_signing', receiver: 'responder', accept_first: [], envelope: flip(first.envelope, 'timestampMs'), expect: 'bad_signature' },
     { name: 'signature_bit_flipped', receiver: 'responder', accept_first: [], envelope: flip(first.envelope, 'signature'), expect: 'bad_signature' },
@@ -526,17 +705,23 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     { name: 'unknown_session', receiver: 'responder', accept_first: [], envelope: fresh({ sessionId: derive(base, 'other-session', 16) }), expect: 'unknown_session' },
     { name: 'addressed_to_another_agent', receiver: 'responder', accept_first: [], envelope: fresh({ recipientId: 'carol' }), expect: 'identity_mismatch' },
     { name: 'reflected_to_its_sender', receiver: 'initiator', accept_first: [], envelope: first.envelope, expect: 'identity_mismatch' },
+    ...moreMessageRejections(),
   ];
   // Check every expectation with the production Session on a fresh receiver.
   for (const r of rejections) {
+    const revocations = new StaticRevocations();
+    clockMs = BASE_MS;
     planned.planX25519(noiseKeys.iEph);
-    const again = InitiatorHandshake.start(crypto, config(aliceAgent, noiseKeys.iStatic), 'bob', sessionId);
+    const again = InitiatorHandshake.start(crypto, config(aliceAgent, noiseKeys.iStatic, revocations), 'bob', sessionId);
     planned.planX25519(noiseKeys.rEph);
-    const resp = ResponderHandshake.accept(crypto, config(bobAgent, noiseKeys.rStatic), again.frame);
+    const resp = ResponderHandshake.accept(crypto, config(bobAgent, noiseKeys.rStatic, revocations), again.frame);
     const done = again.handshake.receive(resp.frame);
     const receiver = r.receiver === 'responder' ? resp.handshake.receive(done.frame) : done.session;
     clockMs = NOW_MS;
     for (const name of r.accept_first) receiver.open(sealed.find((s) => s.name === name)!.envelope);
+    for (const e of r.accept_first_envelopes ?? []) receiver.open(e);
+    revocations.set(r.revoked ?? NOTHING_REVOKED);
+    clockMs = r.open_at_ms ?? NOW_MS;
     let got = 'ok';
     try {
       receiver.open(r.envelope);
@@ -575,6 +760,42 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       digest: toHex(base.blake3(lay)),
       encoded: toHex(toBinary(DeliveryReceiptSchema, r)),
       signer: a.key.name,
+    };
+  });
+
+  // ---- session rejects (§17): bob refuses alice's envelope of a session it does not hold ----
+  const sessionRejects: Json[] = [[rejections.find((x) => x.name === 'unknown_session')!.envelope, NOW_MS - 4000]].map(([env, at]) => {
+    const e = env as SecureMessage;
+    const fields = {
+      version: 1,
+      sessionId: e.sessionId,
+      messageHash: base.blake3(envelopeSignedBytes(base, e, e.encryptedPayload, e.authTag)),
+      senderId: e.senderId,
+      recipientId: e.recipientId,
+      rejectedAtMs: BigInt(at as number),
+    };
+    const lay = layout('parley/v1/session-reject')
+      .u32(fields.version)
+      .fixed(fields.sessionId, 16)
+      .fixed(fields.messageHash, 32)
+      .str(fields.senderId)
+      .str(fields.recipientId)
+      .i64(fields.rejectedAtMs)
+      .bytes();
+    const signature = base.ed25519.sign(lay, bob.pair.secretKey);
+    return {
+      name: 'bob_rejects_envelope_of_unknown_session',
+      version: fields.version,
+      session_id: toHex(fields.sessionId),
+      message_hash: toHex(fields.messageHash),
+      sender_id: fields.senderId,
+      recipient_id: fields.recipientId,
+      rejected_at_ms: Number(fields.rejectedAtMs),
+      layout: toHex(lay),
+      digest: toHex(base.blake3(lay)),
+      signature: toHex(signature),
+      encoded: toHex(toBinary(SessionRejectSchema, create(SessionRejectSchema, { ...fields, signature }))),
+      signer: 'bob',
     };
   });
 
@@ -787,18 +1008,32 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       'Normative text: docs/PROTOCOL.md. Byte strings are lowercase hex; integers are JSON numbers below 2^53.',
       'Every seed, key, salt, nonce and id is derived from a label: BLAKE3(str("parley/v1/conformance-input") ‖ str(label) ‖ u32(length)) truncated to length, in the layout notation of §2; they are printed so no implementation needs to derive them.',
       'now_ms is the receivers\' clock for every check; skew limits are the defaults of §8.3 (max_age 1 h, max_future 60 s).',
-      'handshake: Noise XX with fixed static and ephemeral keys (never fixed in production); the transport keys are k(e) and mk(e) of §7 for epochs 0..2 in each direction; key_check = ENCRYPT(k(e), 0, "", 0^32) lets a Noise library that hides key bytes compare k(e).',
+      'handshake: Noise XX with fixed static and ephemeral keys (never fixed in production); the transport keys are k(e) and mk(e) of §7 for epochs 0..2 in each direction; key_check = ENCRYPT(k(e), 2^64−3, "", 0^32) lets a Noise library that hides key bytes compare k(e) (test-only, §16).',
       'messages: one per MessageType, alternating directions (initiator: alice, responder: bob), rekey_threshold 2, so nonces 2 and 3 use epoch 1. Re-sealing payload with salt under the listed key reproduces envelope byte for byte (Ed25519 signatures are deterministic). content is informative only: google.protobuf.Value encoding is not canonical, so payload is never rebuilt from it.',
       'message_rejections: each runs on a fresh receiver session of this handshake (receiver initiator = alice, responder = bob) that has first accepted the messages in accept_first, at now_ms; expect is the first check of §8.1 that fails, or "ok".',
       'disclosures: §6.5 with the trust bundle above; certificates are checked at the envelope\'s timestamp_ms.',
       'audit: entries 0..6 of a gateway audit log signed by the "gateway" key; proofs are RFC 9162 with BLAKE3 (§9.3).',
       'revocations: a three-entry revocation list of a registry (§15.6): each entry hash chains to the previous one; the head at version 3 is signed by the "issuer" key.',
       'registry: the proofs an agent signs for RegisterAgent (§15.4) and RotateKey (§15.5), and an operator-signed RevokeAgent request (§15.3) with its four metadata entries; request is the exact protobuf bytes sent, and only their BLAKE3 digest is signed.',
+      'message_rejections (continued): after accept_first the receiver accepts accept_first_envelopes in order (each must open), then its revocation data becomes revoked (agent ids and hex serials; empty before, so the handshake passed) and its clock open_at_ms, and it opens envelope.',
+      'certificate_checks: revoked is the verifier\'s revocation data (§3.3 step 6), always fresh; a certificate is decoded (§3.2: at most 4096 bytes, no unknown fields) and then checked.',
+      'trust_bundle_checks: json is the exact text a verifier parses (§3.3); certificate_expect, present when it parses, is the certificate "alice" checked under that bundle at now_ms with no expected agent id.',
+      'handshake_rejections: the receiver uses the fixed Noise keys of handshake and the clock now_ms; the responder at step 1 receives frame as a step 1; the initiator at step 2 has sent handshake.steps[0] and receives frame; the responder at step 3 has received steps[0], sent steps[1] and receives frame. revoked is its revocation data. expect is the first failing check of §5.1, §5.3 or §5.4, or "ok".',
+      'session_rejects: the §17 layout bob signs to refuse alice\'s envelope of message_rejections/unknown_session, its BLAKE3 digest (the §10.4 item digest) and the encoded SessionReject.',
     ],
     now_ms: NOW_MS,
-    keys: Object.fromEntries([issuerKey, rogueKey, alice, aliceNext, bob, gatewayKey, operatorKey].map((k) => [k.name, keyJson(k)])),
+    keys: Object.fromEntries([issuerKey, rogueKey, alice, aliceNext, bob, gatewayKey, operatorKey, carol].map((k) => [k.name, keyJson(k)])),
     trust_bundle: trustBundle.toJSON() as unknown as Json,
-    certificates: [certJson(base, 'alice', aliceCert), certJson(base, 'bob', bobCert), certJson(base, 'alice_by_rogue_issuer', rogueCert)],
+    certificates: [
+      certJson(base, 'alice', aliceCert),
+      certJson(base, 'bob', bobCert),
+      certJson(base, 'alice_by_rogue_issuer', rogueCert),
+      certJson(base, 'carol', carolCert),
+      certJson(base, 'alice_expired', aliceExpired),
+      certJson(base, 'bob_expired', bobExpired),
+      certJson(base, 'bob_not_yet_valid', bobNotYetValid),
+      certJson(base, 'bob_by_rogue_issuer', bobByRogue),
+    ],
     certificate_checks: certChecks,
     handshake,
     messages,
@@ -808,6 +1043,9 @@ export async function buildVectors(): Promise<Record<string, Json>> {
       accept_first: r.accept_first,
       envelope: toHex(toBinary(SecureMessageSchema, r.envelope)),
       expect: r.expect,
+      accept_first_envelopes: (r.accept_first_envelopes ?? []).map((e) => toHex(toBinary(SecureMessageSchema, e))),
+      revoked: revokedJson(r.revoked ?? NOTHING_REVOKED),
+      open_at_ms: r.open_at_ms ?? NOW_MS,
     })),
     disclosures,
     receipts,
@@ -824,6 +1062,16 @@ export async function buildVectors(): Promise<Record<string, Json>> {
     },
     revocations,
     registry,
+    trust_bundle_checks: trustBundleCases,
+    handshake_rejections: handshakeNegatives.map((h) => ({
+      name: h.name,
+      receiver: h.receiver,
+      at_step: h.atStep,
+      frame: toHex(h.frame),
+      revoked: revokedJson(h.revoked),
+      expect: h.expect,
+    })),
+    session_rejects: sessionRejects,
   };
 }
 

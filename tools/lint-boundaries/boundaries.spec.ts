@@ -30,11 +30,12 @@ const PROBE_FILE = 'src/__boundary_probe__.ts';
 const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:proto': [],
   'type:crypto': [],
-  'type:domain': ['type:domain', 'type:crypto', 'type:proto'],
-  'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:service': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
-  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto'],
+  'type:lib': [],
+  'type:domain': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:service': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
 };
 
 type Tags = readonly string[];
@@ -82,6 +83,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   audit: ['type:domain', 'scope:audit'],
   client: ['type:sdk', 'scope:client'],
   rpc: ['type:sdk', 'scope:shared'],
+  'cli-kit': ['type:lib', 'scope:shared'],
   db: ['type:service', 'scope:storage'],
   memory: ['type:sdk', 'scope:memory'],
   'memory-server': ['type:service', 'scope:memory'],

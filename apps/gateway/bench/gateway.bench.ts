@@ -181,7 +181,7 @@ async function waitUntil(check: () => boolean, timeoutMs: number, what: string):
 async function sdkAgent(world: World, gw: RunningGateway, agent: Agent): Promise<SdkAgent> {
   const sdk = await connect({ gateway: gw.address, identity: agent, trustBundle: world.trustBundle, revocations: world.revocations, expectedGatewayId: GATEWAY_ID, crypto: world.crypto, sendTimeoutMs: 120_000 });
   void (async () => {
-    for await (const _ of sdk.messages()) void _;
+    for await (const m of sdk.messages()) await m.ack();
   })().catch(() => undefined);
   return sdk;
 }

@@ -18,6 +18,9 @@ export {
   handshakeFrameDigest,
   deliveryReceiptLayout,
   deliveryReceiptDigest,
+  sessionRejectLayout,
+  sessionRejectDigest,
+  SESSION_REJECT_DOMAIN,
   itemDigest,
 } from '@parley/client';
 export type { RelayItem } from '@parley/client';

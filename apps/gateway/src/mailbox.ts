@@ -15,6 +15,7 @@ import {
   DeliveryReceiptSchema,
   HandshakeFrameSchema,
   SecureMessageSchema,
+  SessionRejectSchema,
   fromBinary,
   toBinary,
   type AgentCertificate,
@@ -56,10 +57,18 @@ export const GATEWAY_MIGRATIONS: readonly { readonly version: number; readonly n
       );
     `,
   },
+  {
+    version: 2,
+    name: 'session rejects in the mailbox',
+    sql: `
+      ALTER TABLE gateway_mailbox DROP CONSTRAINT gateway_mailbox_item_kind_check;
+      ALTER TABLE gateway_mailbox ADD CONSTRAINT gateway_mailbox_item_kind_check CHECK (item_kind IN (1, 2, 3, 4));
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */
-const KIND_CODE = { handshake: 1, envelope: 2, receipt: 3 } as const;
+const KIND_CODE = { handshake: 1, envelope: 2, receipt: 3, sessionReject: 4 } as const;
 
 /** One stored item. */
 export interface MailboxItem {
@@ -81,6 +90,8 @@ export function encodeItem(item: RelayItem): { kind: number; bytes: Uint8Array }
       return { kind: KIND_CODE.envelope, bytes: toBinary(SecureMessageSchema, item.value) };
     case 'receipt':
       return { kind: KIND_CODE.receipt, bytes: toBinary(DeliveryReceiptSchema, item.value) };
+    case 'sessionReject':
+      return { kind: KIND_CODE.sessionReject, bytes: toBinary(SessionRejectSchema, item.value) };
   }
 }
 
@@ -93,6 +104,8 @@ export function decodeItem(kind: number, data: Uint8Array): RelayItem {
       return { case: 'envelope', value: fromBinary(SecureMessageSchema, data) };
     case KIND_CODE.receipt:
       return { case: 'receipt', value: fromBinary(DeliveryReceiptSchema, data) };
+    case KIND_CODE.sessionReject:
+      return { case: 'sessionReject', value: fromBinary(SessionRejectSchema, data) };
     default:
       throw new RpcError('internal', `mailbox holds an item of unknown kind ${kind}`);
   }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Policy, PolicyError } from './policy.js';
 import { RateLimiter } from './rate-limit.js';
@@ -66,5 +67,26 @@ describe('RateLimiter', () => {
   it('validates its options', () => {
     expect(() => new RateLimiter({ ratePerSecond: 0, burst: 1 })).toThrow(RangeError);
     expect(() => new RateLimiter({ ratePerSecond: 1, burst: 0.5 })).toThrow(RangeError);
+  });
+});
+
+describe('the policy example of apps/gateway/README.md ("Routing policy file")', () => {
+  it('parses and decides as the README says', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('### Routing policy file'));
+    const json = /```json\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(json).toBeDefined();
+    const p = Policy.parse(json);
+    const alerter = { agentId: 'sensor-7', agentType: 'sensor', capabilities: ['alerts:raise'] };
+    const securityDesk = { agentId: 'security-desk', agentType: 'monitor', capabilities: [] };
+    const goWorker = { agentId: 'go-worker-1', agentType: 'worker', capabilities: [] };
+    const delegator = { agentId: 'planner-2', agentType: 'planner', capabilities: ['task:delegate'] };
+    expect(p.allows(planner, worker)).toBe(true);
+    expect(p.allows(worker, planner)).toBe(true);
+    expect(p.allows(alerter, securityDesk)).toBe(true);
+    expect(p.allows(securityDesk, alerter)).toBe(false);
+    expect(p.allows(goWorker, delegator)).toBe(true);
+    expect(p.allows(goWorker, { ...delegator, capabilities: [] })).toBe(true); // goWorker is a worker: rule 1 still allows it
+    expect(p.allows({ ...goWorker, agentType: 'sensor' }, { ...delegator, capabilities: [] })).toBe(false);
   });
 });

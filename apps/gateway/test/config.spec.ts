@@ -3,6 +3,7 @@
 // audit key file, the policy file watch, `check-config` and `policy check`.
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { helpLayoutProblems } from '@parley/cli-kit';
 import { createCrypto } from '@parley/crypto-core';
 import { RpcError } from '@parley/rpc';
 import pino from 'pino';
@@ -155,6 +156,26 @@ describe('CLI without a server', () => {
     expect(unknown.code).toBe(EXIT_CODES.usage);
     expect(unknown.err).toMatch(/^parley-gateway: error: unknown command 'frobnicate'/);
     expect((await cli(['check-config', '--bogus'])).code).toBe(EXIT_CODES.usage);
+  });
+
+  it('help pages are aligned; usage errors are one line in our words with a --help pointer, exit 2', async () => {
+    for (const c of [[], ['serve'], ['check-config'], ['policy'], ['policy', 'check']]) {
+      const r = await cli([...c, '--help']);
+      expect(helpLayoutProblems(r.out), c.join(' ')).toEqual([]);
+    }
+    const cases: [string[], string][] = [
+      [['check-config', '--config'], "option '-c, --config <FILE>' needs a value (see `parley-gateway check-config --help`)"],
+      [['check-config', '--bogus'], "unknown option '--bogus' (see `parley-gateway check-config --help`)"],
+      [['check-config', 'extra'], "unexpected argument 'extra' (see `parley-gateway check-config --help`)"],
+      [['policy'], 'missing subcommand of policy (one of: check) (see `parley-gateway policy --help`)'],
+      [['policy', 'lint'], "unknown subcommand 'lint' of policy (one of: check) (see `parley-gateway policy --help`)"],
+      [['policy', 'check'], 'missing FILE (see `parley-gateway policy check --help`)'],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).toBe(EXIT_CODES.usage);
+      expect(r.err).toBe(`parley-gateway: error: ${message}\n`);
+    }
   });
 
   it('check-config and policy check', async () => {

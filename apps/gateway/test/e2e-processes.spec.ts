@@ -139,7 +139,10 @@ async function connectAgent(a: TestAgent, address: string): Promise<Running> {
   running.push(sdk);
   void (async () => {
     try {
-      for await (const m of sdk.messages()) received.push(m);
+      for await (const m of sdk.messages()) {
+        received.push(m);
+        await m.ack();
+      }
     } catch {
       // stopped
     }

@@ -10,11 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayConnection, buildSendRequest, signReceipt } from '@parley/client';
 import { handshakeFrameDigest } from '../src/layouts.js';
 import { Policy } from '../src/policy.js';
+import type { DeliveryInit } from '../src/gateway.js';
 import type { RunningGateway } from '../src/server.js';
 import { DAY, GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, waitFor, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
 let gw: RunningGateway;
+/** What the test-only tamper hook of `gw` does now (undefined: nothing). */
+let tamper: ((delivery: DeliveryInit) => void) | undefined;
 const open: ConnectedAgent[] = [];
 
 async function connect(agentId: string, agentType = 'worker', target: RunningGateway = gw): Promise<ConnectedAgent> {
@@ -44,7 +47,7 @@ function securityLogs(code: string): Record<string, unknown>[] {
 
 beforeAll(async () => {
   world = await createWorld();
-  gw = await world.start();
+  gw = await world.start({ tamperWithRelayedFramesForTestingOnly: (delivery) => tamper?.(delivery) });
 });
 
 afterAll(async () => {
@@ -84,7 +87,7 @@ describe('relaying a Parley session', () => {
     const planner = await connect('planner-2', 'planner');
     const worker = await connect('worker-2');
     await planner.manager.session('worker-2');
-    gw.gateway.tamperWithRelayedFramesForTestingOnly = (delivery) => {
+    tamper = (delivery) => {
       if (delivery.item?.case === 'envelope') {
         const payload = delivery.item.value.encryptedPayload;
         if (payload instanceof Uint8Array) payload[5] = payload[5]! ^ 0x01;
@@ -95,7 +98,7 @@ describe('relaying a Parley session', () => {
       await planner.conn.sendEnvelope(sealed.envelope);
       await waitFor(() => worker.failures.length === 1, 5_000, 'rejection');
     } finally {
-      gw.gateway.tamperWithRelayedFramesForTestingOnly = undefined;
+      tamper = undefined;
     }
     expect(isSessionError(worker.failures[0])).toBe(true);
     expect((worker.failures[0] as SessionError).code).toBe('bad_signature');
@@ -109,7 +112,7 @@ describe('relaying a Parley session', () => {
     await planner.manager.session('worker-9');
     const fields = ['senderId', 'recipientId', 'sessionId', 'nonce', 'timestampMs', 'payloadCommitment', 'encryptedPayload', 'authTag', 'signature'] as const;
     let n = 0;
-    gw.gateway.tamperWithRelayedFramesForTestingOnly = (delivery) => {
+    tamper = (delivery) => {
       if (delivery.item?.case !== 'envelope') return;
       const env = delivery.item.value as Record<string, unknown>;
       const field = fields[n % fields.length]!;
@@ -128,7 +131,7 @@ describe('relaying a Parley session', () => {
       }
       await waitFor(() => worker.failures.length === total, 10_000, 'every tampered envelope rejected');
     } finally {
-      gw.gateway.tamperWithRelayedFramesForTestingOnly = undefined;
+      tamper = undefined;
     }
     expect(worker.opened).toHaveLength(0);
     expect(worker.failures.every((f) => isSessionError(f))).toBe(true);

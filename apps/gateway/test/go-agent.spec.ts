@@ -172,6 +172,8 @@ suite('Go example agent', () => {
       args: [
         '--gateway', address, '--gateway-id', GATEWAY_ID, '--key', json.key_file, '--cert', certFile, '--trust-bundle', registry.trustBundleFile,
         '--tls-ca', tlsCert, '--tls-server-name', 'localhost',
+        // The agent's own revocation data (PROTOCOL.md §8.4): the registry's signed list, followed.
+        '--registry', registry.address,
       ],
     };
   }
@@ -192,7 +194,10 @@ suite('Go example agent', () => {
     const received: ReceivedMessage[] = [];
     void (async () => {
       try {
-        for await (const m of sdk.messages()) received.push(m);
+        for await (const m of sdk.messages()) {
+          received.push(m);
+          await m.ack();
+        }
       } catch {
         // closed
       }
@@ -266,5 +271,21 @@ suite('Go example agent', () => {
     expect(by('received').map((e) => (e['content'] as { seq: number }).seq)).toEqual([0, 1, 2]);
     expect(by('receipt').map((e) => e['verified'])).toEqual([true, true]);
     expect(by('done')).toEqual([expect.objectContaining({ sent: 2, receipts: 2, received: 3 })]);
+  }, 90_000);
+
+  it('the Go agent closes its session when the registry revokes its peer (PROTOCOL.md §8.4)', async () => {
+    const go = await enrolGo('go-worker-3');
+    const ts = await tsAgent('ts-planner-3');
+    const proc = runGo(['run', ...go.args, '--peer', 'ts-planner-3', '--initiate', '--send', '1', '--expect', '5', '--timeout-ms', '40000']);
+    await proc.next('session');
+    await until(() => ts.received.length >= 1, 20_000, 'the first message from Go');
+    const revokedAt = Date.now();
+    await registry.revoke('ts-planner-3');
+    const result = await proc.done;
+    // Its own revocation data (polled every 5 s, checked every second), not the gateway, ends the session.
+    expect(result.code, result.stderr).toBe(1);
+    const errors = result.stderr.split('\n').filter((l) => l.includes('"event":"error"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(errors).toEqual([expect.objectContaining({ code: 'revoked', message: expect.stringContaining('ts-planner-3') })]);
+    expect(Date.now() - revokedAt).toBeLessThan(20_000);
   }, 90_000);
 });

@@ -135,6 +135,20 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE operators ADD COLUMN removed_by_key_id bytea;
     `,
   },
+  {
+    version: 3,
+    name: 'stateless challenges',
+    sql: `
+      -- CreateChallenge is anonymous, so it writes nothing: a challenge is MACed under this secret
+      -- (docs/PROTOCOL.md §15.4). \`challenges\` now records only challenges CONSUMED by a verified
+      -- registration or rotation, until they expire, to keep them single use.
+      CREATE TABLE registry_secrets (
+        name    text  PRIMARY KEY,
+        secret  bytea NOT NULL CHECK (length(secret) = 32)
+      );
+      DELETE FROM challenges;
+    `,
+  },
 ]);
 
 /** What {@link applyMigrations} did. */

@@ -325,9 +325,8 @@ export class RegistryServer {
         if (req.purpose !== ChallengePurpose.REGISTER && req.purpose !== ChallengePurpose.ROTATE_KEY) {
           throw new RpcError('malformed', `challenge purpose must be REGISTER (1) or ROTATE_KEY (2), got ${req.purpose}`);
         }
-        const challenge = crypto.randomBytes(CHALLENGE_BYTES);
         const expiresAtMs = Date.now() + settings.challengeTtlMs;
-        await store.createChallenge(challenge, req.purpose, expiresAtMs);
+        const challenge = await store.createChallenge(req.purpose, expiresAtMs);
         return { challenge, expiresAtMs: BigInt(expiresAtMs) };
       },
 

@@ -13,7 +13,7 @@
  * Row locks are always taken agent → certificate → counter, so concurrent
  * registrations, rotations and revocations cannot deadlock.
  */
-import type { ParleyCrypto } from '@parley/crypto-core';
+import { SecretKey, concatBytes, type ParleyCrypto } from '@parley/crypto-core';
 import { encodeCertificate, issueCertificate, type IssuerKey } from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
 import { EMPTY_CHAIN_HASH, RpcError, revocationEntryHash, type RevocationEntryFields } from '@parley/rpc';
@@ -157,6 +157,7 @@ function revocationFrom(row: RevocationJoin): RevocationRow {
 /** Registry storage over a migrated database. */
 export class RegistryStore {
   readonly #db: Database;
+  #challengeSecret: SecretKey | undefined;
   readonly #crypto: ParleyCrypto;
   #registryId: Uint8Array | undefined;
 
@@ -330,9 +331,52 @@ export class RegistryStore {
   // -------------------------------------------------------------------------
   // Challenges
 
-  /** Stores a new challenge. */
-  async createChallenge(challenge: Uint8Array, purpose: ChallengePurpose, expiresAtMs: number): Promise<void> {
-    await this.#db.query('INSERT INTO challenges (challenge, purpose, expires_at_ms) VALUES ($1, $2, $3)', [challenge, purpose, expiresAtMs]);
+  /**
+   * Makes a challenge without writing anything (§15.4): random(8) ‖ u48be(expires_at_ms) ‖ u8(purpose) ‖
+   * the first 17 bytes of HMAC-SHA256(challenge secret, "parley/v1/registry-challenge" ‖ those 15 bytes).
+   * *Why:* CreateChallenge is anonymous; a row per call let anyone fill the table.
+   */
+  async createChallenge(purpose: ChallengePurpose, expiresAtMs: number): Promise<Uint8Array> {
+    const body = new Uint8Array(CHALLENGE_BODY_BYTES);
+    body.set(this.#crypto.randomBytes(8), 0);
+    writeU48(body, 8, expiresAtMs);
+    body[14] = purpose;
+    const out = new Uint8Array(32);
+    out.set(body, 0);
+    out.set(await this.#challengeTag(body), CHALLENGE_BODY_BYTES);
+    return out;
+  }
+
+  async #challengeTag(body: Uint8Array): Promise<Uint8Array> {
+    const key = await this.#challengeKey();
+    return this.#crypto.hmacSha256(key, concatBytes(CHALLENGE_MAC_DOMAIN, body)).subarray(0, 32 - CHALLENGE_BODY_BYTES);
+  }
+
+  /** The registry's challenge secret: created once (by whichever instance comes first), then cached. */
+  async #challengeKey(): Promise<SecretKey> {
+    if (this.#challengeSecret !== undefined) return this.#challengeSecret;
+    await this.#db.query("INSERT INTO registry_secrets (name, secret) VALUES ('challenge', $1) ON CONFLICT (name) DO NOTHING", [this.#crypto.randomBytes(32)]);
+    const rows = await this.#db.query<{ secret: unknown }>("SELECT secret FROM registry_secrets WHERE name = 'challenge'");
+    this.#challengeSecret = SecretKey.from(bytes(rows[0]!.secret), 'mac');
+    return this.#challengeSecret;
+  }
+
+  /**
+   * Checks a challenge's MAC, purpose and expiry, then records it as used (inside the caller's
+   * transaction, so a failed registration leaves it unused).
+   * @throws RpcError `challenge_invalid`
+   */
+  async #consumeChallenge(tx: Queryable, challenge: Uint8Array, purpose: ChallengePurpose, nowMs: number): Promise<void> {
+    if (challenge.length !== 32) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
+    const body = challenge.subarray(0, CHALLENGE_BODY_BYTES);
+    if (!this.#crypto.constantTimeEqual(await this.#challengeTag(body), challenge.subarray(CHALLENGE_BODY_BYTES))) {
+      throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
+    }
+    if (body[14] !== purpose) throw new RpcError('challenge_invalid', 'challenge was issued for another purpose');
+    const expiresAtMs = readU48(body, 8);
+    if (expiresAtMs <= nowMs) throw new RpcError('challenge_invalid', 'challenge expired: request a new one');
+    const rows = await tx.query('INSERT INTO challenges (challenge, purpose, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT (challenge) DO NOTHING RETURNING 1', [challenge, purpose, expiresAtMs]);
+    if (rows.length === 0) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
   }
 
   /**
@@ -384,7 +428,7 @@ export class RegistryStore {
    */
   async registerAgent(issuer: IssuerKey, a: NewAgent): Promise<AgentRow> {
     return this.#db.transaction(async (tx) => {
-      await consumeChallenge(tx, a.challenge, ChallengePurpose.REGISTER, a.nowMs);
+      await this.#consumeChallenge(tx, a.challenge, ChallengePurpose.REGISTER, a.nowMs);
       const cert = issueCertificate(this.#crypto, issuer, {
         agentId: a.agentId,
         identityPublicKey: a.identityPublicKey,
@@ -420,7 +464,7 @@ export class RegistryStore {
     r: { agentId: string; expectedSerial: Uint8Array; newPublicKey: Uint8Array; validUntilMs?: number | undefined; challenge: Uint8Array; nowMs: number },
   ): Promise<{ agent: AgentRow; superseded: RevocationRow }> {
     return this.#db.transaction(async (tx) => {
-      await consumeChallenge(tx, r.challenge, ChallengePurpose.ROTATE_KEY, r.nowMs);
+      await this.#consumeChallenge(tx, r.challenge, ChallengePurpose.ROTATE_KEY, r.nowMs);
       const rows = await tx.query<{ current_serial: unknown; revoked_version: unknown; agent_type: string; capabilities: string[]; registered_at_ms: unknown }>(
         'SELECT current_serial, revoked_version, agent_type, capabilities, registered_at_ms FROM agents WHERE agent_id = $1 FOR UPDATE',
         [r.agentId],
@@ -604,11 +648,19 @@ async function insertCertificate(tx: Queryable, cert: AgentCertificate, nowMs: n
   }
 }
 
-/** Deletes the challenge if it exists, is unexpired and has this purpose; else `challenge_invalid`. */
-async function consumeChallenge(tx: Queryable, challenge: Uint8Array, purpose: ChallengePurpose, nowMs: number): Promise<void> {
-  const rows = await tx.query<{ purpose: unknown; expires_at_ms: unknown }>('DELETE FROM challenges WHERE challenge = $1 RETURNING purpose, expires_at_ms', [challenge]);
-  const row = rows[0];
-  if (row === undefined) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
-  if (int(row.purpose) !== purpose) throw new RpcError('challenge_invalid', 'challenge was issued for another purpose');
-  if (int(row.expires_at_ms) <= nowMs) throw new RpcError('challenge_invalid', 'challenge expired: request a new one');
+const CHALLENGE_BODY_BYTES = 15;
+const CHALLENGE_MAC_DOMAIN = new TextEncoder().encode('parley/v1/registry-challenge');
+
+function writeU48(out: Uint8Array, at: number, value: number): void {
+  let v = value;
+  for (let i = 5; i >= 0; i--) {
+    out[at + i] = v % 256;
+    v = Math.floor(v / 256);
+  }
+}
+
+function readU48(from: Uint8Array, at: number): number {
+  let v = 0;
+  for (let i = 0; i < 6; i++) v = v * 256 + from[at + i]!;
+  return v;
 }

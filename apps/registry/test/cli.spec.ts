@@ -4,7 +4,8 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { helpLayoutProblems } from '@parley/cli-kit';
 import { createCrypto } from '@parley/crypto-core';
 import { EXIT_CODES, main } from '../src/cli.js';
 import { writeKeyFile } from '../src/key-file.js';
@@ -49,6 +50,41 @@ describe('help', () => {
     const agent: string[] = [];
     expect(await main(['agent', '--help'], (t) => agent.push(t))).toBe(0);
     expect(agent.join('\n')).toContain('agent register');
+  });
+
+  it('every help page is aligned (one description column, wrapped lines under it)', async () => {
+    for (const words of [[], ['agent'], ['operator'], ['issuer'], ...COMMANDS]) {
+      const out: string[] = [];
+      expect(await main([...words, '--help'], (t) => out.push(t))).toBe(EXIT_CODES.ok);
+      expect(helpLayoutProblems(out.join('\n')), words.join(' ')).toEqual([]);
+    }
+  });
+
+  it('usage errors in our words (no parseArgs wording), with a pointer to the right --help, exit 2', async () => {
+    const cases: [string[], string][] = [
+      [['agent', 'list', '--limit'], "option '--limit <N>' needs a value (see `parley-registry agent list --help`)"],
+      // A value that looks like an option is the value: the command's own check names the option.
+      [['agent', 'list', '--limit', '--all'], '--limit must be 1..500 (see `parley-registry agent list --help`)'],
+      [['agent', 'list', '--colour'], "unknown option '--colour' (see `parley-registry agent list --help`)"],
+      [['agent', 'list', '--al'], "unknown option '--al' (did you mean --all?) (see `parley-registry agent list --help`)"],
+      [['agent', 'show'], 'missing AGENT_ID (see `parley-registry agent show --help`)'],
+      [['agent', 'show', 'a', 'b'], "unexpected argument 'b' (see `parley-registry agent show --help`)"],
+      [['agent', 'register', 'a'], "option '--type <TYPE>' is required (see `parley-registry agent register --help`)"],
+      [['agent'], 'missing subcommand of agent (one of: register, list, show, rotate, revoke) (see `parley-registry agent --help`)'],
+      [['agent', 'lsit'], "unknown subcommand 'lsit' of agent (one of: register, list, show, rotate, revoke) (see `parley-registry agent --help`)"],
+      [['frobnicate'], "unknown command 'frobnicate' (see `parley-registry --help`)"],
+      [['--data-dir'], "option '--data-dir <DIR>' needs a value (see `parley-registry --help`)"],
+    ];
+    for (const [argv, message] of cases) {
+      const err: string[] = [];
+      const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (err.push(String(chunk)), true));
+      try {
+        expect(await main(argv, () => undefined), argv.join(' ')).toBe(EXIT_CODES.usage);
+      } finally {
+        spy.mockRestore();
+      }
+      expect(err.join('')).toBe(`parley-registry: error: ${message}\n`);
+    }
   });
 
   it('a real process prints help and exits 0; usage errors exit 2 in one line', async () => {

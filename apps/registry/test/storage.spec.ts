@@ -61,9 +61,8 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
   });
 
   async function register(agentId: string, publicKey = crypto.ed25519.generateKeyPair().publicKey) {
-    const challenge = crypto.randomBytes(32);
-    const nowMs = Date.now();
-    await store.createChallenge(challenge, ChallengePurpose.REGISTER, nowMs + 60_000);
+        const nowMs = Date.now();
+    const challenge = await store.createChallenge(ChallengePurpose.REGISTER, nowMs + 60_000);
     return store.registerAgent(issuer, { agentId, identityPublicKey: publicKey, agentType: 'worker', capabilities: ['b', 'a'], validFromMs: nowMs, validUntilMs: nowMs + 3_600_000, challenge, nowMs });
   }
 
@@ -105,33 +104,43 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     const key = crypto.ed25519.generateKeyPair().publicKey;
     const a = await register(id('tx'), key);
     expect(a.capabilities).toEqual(['a', 'b']);
-    const challenge = crypto.randomBytes(32);
-    await store.createChallenge(challenge, ChallengePurpose.REGISTER, Date.now() + 60_000);
+    const challenge = await store.createChallenge(ChallengePurpose.REGISTER, Date.now() + 60_000);
     const dupId = id('tx');
     const nowMs = Date.now();
     const attempt = () =>
       store.registerAgent(issuer, { agentId: dupId, identityPublicKey: key, agentType: 'worker', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge, nowMs });
     expect(await codeOf(attempt())).toBe('already_exists');
     expect(await store.agent(dupId, Date.now())).toBeUndefined();
-    // The rolled-back transaction also returned the challenge: it still works once, then never again.
-    const rows = await db.query('SELECT 1 FROM challenges WHERE challenge = $1', [challenge]);
-    expect(rows).toHaveLength(1);
+    // The rolled-back transaction also rolled back the challenge's use: it still works once, then never again.
+    expect(await db.query('SELECT 1 FROM challenges WHERE challenge = $1', [challenge])).toHaveLength(0);
+    const fresh = crypto.ed25519.generateKeyPair().publicKey;
+    const once = () => store.registerAgent(issuer, { agentId: id('tx2'), identityPublicKey: fresh, agentType: 'worker', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge, nowMs });
+    await once();
+    expect(await codeOf(once())).toBe('challenge_invalid');
+  });
+
+  it('makes challenges without writing a row (anonymous callers cannot fill the table); refuses a forged one', async () => {
+    const before = await store.db.query<{ n: unknown }>('SELECT count(*) AS n FROM challenges');
+    for (let i = 0; i < 3000; i++) await store.createChallenge(ChallengePurpose.REGISTER, Date.now() + 60_000);
+    const after = await store.db.query<{ n: unknown }>('SELECT count(*) AS n FROM challenges');
+    expect(Number(after[0]!.n)).toBe(Number(before[0]!.n));
+    const forged = await store.createChallenge(ChallengePurpose.REGISTER, Date.now() + 60_000);
+    forged[20] = forged[20]! ^ 1;
+    const key = crypto.ed25519.generateKeyPair().publicKey;
+    const nowMs = Date.now();
+    expect(await codeOf(store.registerAgent(issuer, { agentId: id('forged'), identityPublicKey: key, agentType: 'w', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge: forged, nowMs }))).toBe('challenge_invalid');
   });
 
   it('consumes a challenge once; refuses expired and other-purpose ones', async () => {
-    const c = crypto.randomBytes(32);
-    const nowMs = Date.now();
-    await store.createChallenge(c, ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
+        const nowMs = Date.now();
+    const c = await store.createChallenge(ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
     const key = crypto.ed25519.generateKeyPair().publicKey;
     const reg = (challenge: Uint8Array, agentId: string) =>
       store.registerAgent(issuer, { agentId, identityPublicKey: key, agentType: 'w', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 1000, challenge, nowMs: Date.now() });
     expect(await codeOf(reg(c, id('ch')))).toBe('challenge_invalid');
-    const expired = crypto.randomBytes(32);
-    await store.createChallenge(expired, ChallengePurpose.REGISTER, Date.now() - 1);
+    const expired = await store.createChallenge(ChallengePurpose.REGISTER, Date.now() - 1);
     expect(await codeOf(reg(expired, id('ch')))).toBe('challenge_invalid');
-    expect(await store.prune(Date.now())).toBeGreaterThanOrEqual(1);
-    const good = crypto.randomBytes(32);
-    await store.createChallenge(good, ChallengePurpose.REGISTER, Date.now() + 60_000);
+    const good = await store.createChallenge(ChallengePurpose.REGISTER, Date.now() + 60_000);
     await reg(good, id('ch'));
     expect(await codeOf(reg(good, id('ch')))).toBe('challenge_invalid');
   });
@@ -195,8 +204,7 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     const a = await register(agentId); // valid for one hour
     const oldUntil = Number(a.certificate.validUntilMs);
     const rotate = async (nowMs: number, validUntilMs?: number) => {
-      const challenge = crypto.randomBytes(32);
-      await store.createChallenge(challenge, ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
+      const challenge = await store.createChallenge(ChallengePurpose.ROTATE_KEY, nowMs + 60_000);
       const current = await store.agent(agentId, nowMs);
       const newPublicKey = crypto.ed25519.generateKeyPair().publicKey;
       return store.rotateKey(issuer, { agentId, expectedSerial: current!.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
  * parley-audit: verify an audit log and produce proofs from it, for operators
- * and scripts (docs/PROTOCOL.md §9, packages/audit/README.md "CLI").
+ * and scripts (docs/PROTOCOL.md §9, packages/audit/README.md "CLI"), on the
+ * shared CLI conventions of @parley/cli-kit (help, usage errors, exit 2).
  *
  * Every command that reads a log verifies the whole chain first (with the
  * trusted writer key), so nothing is proved or signed over a broken log. Exit
  * codes: 0 ok · 1 verification failed · 2 usage error · 3 storage error.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { EXIT_CODES, Option, UsageError, createProgram, jsonOption, runProgram, runWhenExecuted, type CliCommand, type Failure } from '@parley/cli-kit';
 import { createCrypto, fromHex, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import {
   AuditError,
@@ -33,35 +34,11 @@ import {
   type SignedTreeHead,
 } from './index.js';
 
-/** Exit codes. */
-const EXIT = { ok: 0, failed: 1, usage: 2, storage: 3 } as const;
+const PROGRAM = 'parley-audit';
 
-const USAGE = `parley-audit — verify a Parley audit log and prove entries in it
-
-Usage:
-  parley-audit verify <log> (--public-key <key>… | --key <file>) [--head <file>] [--table <name>] [--json]
-  parley-audit head --log <log> --key <file> [--size <n>] [--table <name>] [--json]
-  parley-audit prove <index> --log <log> (--key <file> | --public-key <key>…) [--size <n>] [--table <name>] [--json]
-  parley-audit consistency <old-size> <new-size> --log <log> (--key <file> | --public-key <key>…) [--table <name>] [--json]
-  parley-audit check <proof-file> --public-key <key>… [--json]
-  parley-audit keygen --out <file> [--json]
-
-  <log>             an audit file, or postgres://… / postgresql://… (table: --table, default parley_audit)
-  --public-key <k>  a trusted writer public key: 64 hex characters, or a file holding them (repeatable)
-  --key <file>      the writer key: a file holding the 32-byte Ed25519 seed as 64 hex characters
-                    (from keygen); proofs then carry tree heads signed with it
-  --head <file>     a signed tree head (JSON from \`head\`) the log must match: catches a cut tail
-  --size <n>        tree size to prove against or sign (default: the whole log)
-  --json            one JSON object on stdout
-
-Every command that reads a log verifies the whole chain first and refuses to
-prove or sign over a broken one. \`check\` verifies a proof file from \`prove\`
-or \`consistency\` with only the proof, its signed heads and the public key.
-
-Exit codes: 0 ok, 1 verification failed, 2 usage error, 3 storage error.
-`;
-
-class UsageError extends Error {}
+/** Exit codes of parley-audit: 0 and 2 as every Parley CLI (@parley/cli-kit), 1 and 3 its own. */
+export const AUDIT_EXIT_CODES = Object.freeze({ ok: EXIT_CODES.ok, failed: 1, usage: EXIT_CODES.usage, storage: 3 } as const);
+const EXIT = AUDIT_EXIT_CODES;
 
 interface Io {
   json: boolean;
@@ -70,17 +47,17 @@ interface Io {
   warnings: string[];
 }
 
-function makeIo(json: boolean): Io {
+function makeIo(json: boolean, write: Required<Streams>): Io {
   const warnings: string[] = [];
   return {
     json,
     warnings,
     out(value, text) {
-      process.stdout.write(json ? `${JSON.stringify(warnings.length > 0 ? { ...value, warnings } : value, null, 2)}\n` : `${text}\n`);
+      write.out(json ? JSON.stringify(warnings.length > 0 ? { ...value, warnings } : value, null, 2) : text);
     },
     warn(message) {
       warnings.push(message);
-      if (!json) process.stderr.write(`parley-audit: warning: ${message}\n`);
+      if (!json) write.err(`${PROGRAM}: warning: ${message}\n`);
     },
   };
 }
@@ -184,24 +161,21 @@ function reportBreak(io: Io, result: Extract<ChainVerification, { ok: false }>):
   return EXIT.failed;
 }
 
-interface Parsed {
-  readonly positionals: string[];
-  readonly values: {
-    json?: boolean;
-    help?: boolean;
-    log?: string;
-    size?: string;
-    key?: string;
-    'public-key'?: string[];
-    head?: string;
-    table?: string;
-    out?: string;
-  };
+/** Option values of a command (with the global --json). */
+interface Values {
+  json?: boolean;
+  log?: string;
+  size?: string;
+  key?: string;
+  publicKey?: string[];
+  head?: string;
+  table?: string;
+  out?: string;
 }
 
-async function trustedKeys(crypto: ParleyCrypto, v: Parsed['values'], required: boolean): Promise<{ keys: Uint8Array[]; writer?: Ed25519KeyPair }> {
+async function trustedKeys(crypto: ParleyCrypto, v: Values, required: boolean): Promise<{ keys: Uint8Array[]; writer?: Ed25519KeyPair }> {
   const keys: Uint8Array[] = [];
-  for (const k of v['public-key'] ?? []) keys.push(await readHexKey(k, '--public-key'));
+  for (const k of v.publicKey ?? []) keys.push(await readHexKey(k, '--public-key'));
   let writer: Ed25519KeyPair | undefined;
   if (v.key !== undefined) {
     writer = await readWriterKey(crypto, v.key);
@@ -211,12 +185,12 @@ async function trustedKeys(crypto: ParleyCrypto, v: Parsed['values'], required: 
   return writer === undefined ? { keys } : { keys, writer };
 }
 
-function needLog(v: Parsed['values']): string {
+function needLog(v: Values): string {
   if (v.log === undefined) throw new UsageError('--log <file | postgres://…> is required');
   return v.log;
 }
 
-function treeSizeFor(v: Parsed['values'], size: number): number {
+function treeSizeFor(v: Values, size: number): number {
   const n = parseCount(v.size, '--size') ?? size;
   if (n > size) throw new UsageError(`--size ${n} exceeds the log size ${size}`);
   return n;
@@ -226,7 +200,7 @@ async function withLog(
   crypto: ParleyCrypto,
   io: Io,
   log: string,
-  v: Parsed['values'],
+  v: Values,
   keys: readonly Uint8Array[],
   then: (tree: MerkleTree, store: AuditStore, result: Extract<ChainVerification, { ok: true }>) => Promise<number>,
 ): Promise<number> {
@@ -248,10 +222,10 @@ async function withLog(
   }
 }
 
-async function run(crypto: ParleyCrypto, command: string, args: string[], v: Parsed['values'], io: Io): Promise<number> {
+/** Runs one command (arguments and options already parsed and counted by commander). */
+async function run(crypto: ParleyCrypto, command: string, args: readonly string[], v: Values, io: Io): Promise<number> {
   switch (command) {
     case 'verify': {
-      if (args.length !== 1) throw new UsageError('verify takes one <log>');
       const { keys } = await trustedKeys(crypto, v, true);
       return withLog(crypto, io, args[0]!, v, keys, async (_tree, _store, result) => {
         io.out(
@@ -262,7 +236,6 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       });
     }
     case 'head': {
-      if (args.length !== 0) throw new UsageError('head takes no positional arguments');
       if (v.key === undefined) throw new UsageError('head signs with the writer key: --key <file> is required');
       const { keys, writer } = await trustedKeys(crypto, v, true);
       return withLog(crypto, io, needLog(v), v, keys, async (tree) => {
@@ -274,7 +247,6 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       });
     }
     case 'prove': {
-      if (args.length !== 1) throw new UsageError('prove takes one <index>');
       const index = parseCount(args[0], '<index>')!;
       const { keys, writer } = await trustedKeys(crypto, v, true);
       return withLog(crypto, io, needLog(v), v, keys, async (tree, store) => {
@@ -296,7 +268,6 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       });
     }
     case 'consistency': {
-      if (args.length !== 2) throw new UsageError('consistency takes <old-size> <new-size>');
       const oldSize = parseCount(args[0], '<old-size>')!;
       const newSize = parseCount(args[1], '<new-size>')!;
       if (oldSize > newSize) throw new UsageError('<old-size> must not exceed <new-size>');
@@ -320,7 +291,6 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       });
     }
     case 'check': {
-      if (args.length !== 1) throw new UsageError('check takes one <proof-file>');
       const { keys } = await trustedKeys(crypto, v, true);
       let bundle;
       try {
@@ -354,7 +324,6 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       }
     }
     case 'keygen': {
-      if (args.length !== 0) throw new UsageError('keygen takes no positional arguments');
       if (v.out === undefined) throw new UsageError('--out <file> is required');
       const kp = crypto.ed25519.generateKeyPair();
       const seed = crypto.ed25519.exportSeed(kp.secretKey);
@@ -371,60 +340,148 @@ async function run(crypto: ParleyCrypto, command: string, args: string[], v: Par
       return EXIT.ok;
     }
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      throw new UsageError(`unknown command '${command}'`);
   }
 }
 
-async function main(argv: string[]): Promise<number> {
-  let parsed: Parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        log: { type: 'string' },
-        size: { type: 'string' },
-        key: { type: 'string' },
-        'public-key': { type: 'string', multiple: true },
-        head: { type: 'string' },
-        table: { type: 'string' },
-        out: { type: 'string' },
-      },
-    }) as Parsed;
-  } catch (cause) {
-    process.stderr.write(`parley-audit: ${(cause as Error).message}\n\n${USAGE}`);
-    return EXIT.usage;
-  }
-  const v = parsed.values;
-  if (v.help === true) {
-    process.stdout.write(USAGE);
-    return EXIT.ok;
-  }
-  const [command, ...args] = parsed.positionals;
-  const io = makeIo(v.json === true);
-  if (command === undefined) {
-    process.stderr.write(USAGE);
-    return EXIT.usage;
-  }
-  const fail = (code: number, error: string, message: string): number => {
-    if (io.json) process.stdout.write(`${JSON.stringify({ ok: false, error, message }, null, 2)}\n`);
-    process.stderr.write(`parley-audit: ${message}\n`);
-    return code;
+// ---------------------------------------------------------------------------
+// The command line (@parley/cli-kit on commander): each command takes only the options it reads.
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+const OPTIONS = {
+  log: () => new Option('--log <log>', 'the audit log: a file, or postgres://… / postgresql://…').makeOptionMandatory(),
+  publicKey: () => new Option('--public-key <key>', 'a trusted writer public key: 64 hex characters, or a file holding them (repeatable)').argParser(collect),
+  key: () =>
+    new Option('--key <file>', 'the writer key: a file holding the 32-byte Ed25519 seed as 64 hex characters (from keygen); proofs then carry tree heads signed with it'),
+  head: () => new Option('--head <file>', 'a signed tree head (JSON from `head`) the log must match: catches a cut tail'),
+  size: () => new Option('--size <n>', 'tree size to prove against or sign (default: the whole log)'),
+  table: () => new Option('--table <name>', 'the table of a PostgreSQL log (default parley_audit)'),
+  out: () => new Option('--out <file>', 'the key file to create (mode 0600; never overwritten)').makeOptionMandatory(),
+};
+
+const LOG_ARGUMENT = 'an audit file, or postgres://… / postgresql://… (table: --table, default parley_audit)';
+
+interface CommandSpec {
+  readonly name: string;
+  readonly summary: string;
+  readonly usage: string;
+  readonly description: string;
+  readonly args: readonly (readonly [name: string, description: string])[];
+  readonly options: readonly Option[];
+}
+
+/** The commands, with fresh Option objects (an option belongs to one command of one program). */
+const commandSpecs = (): readonly CommandSpec[] => [
+  {
+    name: 'verify',
+    summary: 'verify the whole chain of a log',
+    usage: '<log> (--public-key <key>… | --key <file>) [--head <file>] [--table <name>] [--json]',
+    description: 'Checks every entry\'s hash link and writer signature, and with --head that the log still matches a signed tree head (a cut tail or a rewritten history fails). Prints the size and root, or the first break.',
+    args: [['<log>', LOG_ARGUMENT]],
+    options: [OPTIONS.publicKey(), OPTIONS.key(), OPTIONS.head(), OPTIONS.table()],
+  },
+  {
+    name: 'head',
+    summary: 'sign a tree head over a verified log',
+    usage: '--log <log> --key <file> [--size <n>] [--table <name>] [--json]',
+    description: 'Verifies the log, then signs its tree head (size and root) with the writer key: a statement only the writer can make. Heads are signed on demand, not stored; keep the ones you publish.',
+    args: [],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table()],
+  },
+  {
+    name: 'prove',
+    summary: 'print an inclusion proof for one entry',
+    usage: '<index> --log <log> (--key <file> | --public-key <key>…) [--size <n>] [--table <name>] [--json]',
+    description: 'Verifies the log, then prints a JSON proof bundle that entry <index> is in the tree of --size entries: the entry, its leaf hash, the path and the root; with --key also the signed head, which makes the bundle checkable by anyone with `check` and the public key alone.',
+    args: [['<index>', 'the entry to prove, counted from 0']],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table()],
+  },
+  {
+    name: 'consistency',
+    summary: 'print a consistency proof between two tree sizes',
+    usage: '<old-size> <new-size> --log <log> (--key <file> | --public-key <key>…) [--table <name>] [--json]',
+    description: 'Verifies the log, then prints a JSON proof that its tree of <old-size> entries is a prefix of its tree of <new-size> entries; with --key also both signed heads.',
+    args: [
+      ['<old-size>', 'the earlier tree size'],
+      ['<new-size>', 'the later tree size, at most the log size'],
+    ],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.head(), OPTIONS.table()],
+  },
+  {
+    name: 'check',
+    summary: 'check a proof file with only the public key',
+    usage: '<proof-file> --public-key <key>… [--json]',
+    description: 'Verifies a proof file from `prove` or `consistency` with only the proof, its signed heads and the trusted public key; no log needed.',
+    args: [['<proof-file>', 'JSON from prove or consistency']],
+    options: [OPTIONS.publicKey(), OPTIONS.key()],
+  },
+  {
+    name: 'keygen',
+    summary: 'create a writer key file',
+    usage: '--out <file> [--json]',
+    description: 'Generates an Ed25519 writer key, writes its 32-byte seed as hex to --out (mode 0600; an existing file is never overwritten) and prints the public key.',
+    args: [],
+    options: [OPTIONS.out()],
+  },
+];
+
+/** Where the CLI writes: stdout (one call per block) and stderr (lines as given). */
+interface Streams {
+  readonly out?: (text: string) => void;
+  readonly err?: (text: string) => void;
+}
+
+/**
+ * Runs parley-audit.
+ * @param argv arguments after the program name
+ * @param streams where output goes (default stdout and stderr)
+ * @returns the exit code (AUDIT_EXIT_CODES)
+ */
+export async function main(argv: readonly string[], streams: Streams = {}): Promise<number> {
+  const write: Required<Streams> = {
+    out: streams.out ?? ((text) => void process.stdout.write(`${text}\n`)),
+    err: streams.err ?? ((text) => void process.stderr.write(text)),
   };
-  try {
-    const crypto = await createCrypto();
-    return await run(crypto, command, args, v, io);
-  } catch (cause) {
-    if (cause instanceof UsageError) return fail(EXIT.usage, 'usage', cause.message);
-    if (isAuditError(cause)) {
-      const storage = cause.code === 'storage_failure' || cause.code === 'not_found' || cause.code === 'torn_record' || cause.code === 'malformed';
-      return fail(storage ? EXIT.storage : EXIT.failed, cause.code, cause.message);
-    }
-    return fail(EXIT.storage, 'storage_failure', `unexpected failure: ${(cause as Error)?.message ?? String(cause)}`);
+  const program = createProgram({ name: PROGRAM, description: 'Verify a Parley audit log and prove entries in it.', ...write });
+  program.addOption(jsonOption());
+  let result: number = EXIT.ok;
+  for (const spec of commandSpecs()) {
+    const command = program.command(spec.name).summary(spec.summary).usage(spec.usage).description(`${spec.summary}.\n\n${spec.description}`);
+    for (const [name, description] of spec.args) command.argument(name, description);
+    for (const option of spec.options) command.addOption(option);
+    command.action(async function (this: CliCommand) {
+      const values = this.optsWithGlobals<Values>();
+      const io = makeIo(values.json === true, write);
+      result = await run(await createCrypto(), spec.name, this.processedArgs as string[], values, io);
+    });
   }
+  program.addHelpSection({
+    text: 'Every command that reads a log verifies the whole chain first (with the trusted writer keys) and refuses to prove or sign over a broken one.',
+  });
+  program.addHelpSection({
+    heading: 'Exit codes:',
+    align: 'section',
+    items: [
+      ['0', 'ok'],
+      ['1', 'verification failed (a broken chain, a proof or signature that does not check)'],
+      ['2', 'usage error (arguments, unreadable key or proof files, an index or size beyond the log)'],
+      ['3', 'storage error (missing or non-audit file, unreachable database, missing table, I/O)'],
+    ],
+  });
+  const code = await runProgram(program, argv, {
+    classify: (cause): Failure => {
+      if (isAuditError(cause)) {
+        const storage = cause.code === 'storage_failure' || cause.code === 'not_found' || cause.code === 'torn_record' || cause.code === 'malformed';
+        return { exitCode: storage ? EXIT.storage : EXIT.failed, code: cause.code, message: cause.message };
+      }
+      return { exitCode: EXIT.storage, code: 'storage_failure', message: `unexpected failure: ${(cause as Error | undefined)?.message ?? String(cause)}` };
+    },
+    onFailure: (failure) => {
+      if (program.opts<Values>().json === true) write.out(JSON.stringify({ ok: false, error: failure.code, message: failure.message }, null, 2));
+    },
+  });
+  return code === EXIT.ok ? result : code;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+runWhenExecuted(PROGRAM, main);

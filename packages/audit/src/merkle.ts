@@ -6,8 +6,8 @@
  *   MTH({d0})    = HASH(0x00 ‖ d0)                         leaf hash
  *   MTH(D[n])    = HASH(0x01 ‖ MTH(D[0:k]) ‖ MTH(D[k:n]))  k = largest power of two < n
  *
- * Proof generation follows §2.1.3.1 (PATH) and §2.1.4.1 (PROOF / SUBPROOF);
- * verification follows §2.1.3.2 and §2.1.4.2 step by step, with the
+ * Proof generation follows RFC 9162 §2.1.3.1 (PATH) and §2.1.4.1 (PROOF / SUBPROOF);
+ * verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 step by step, with the
  * edge cases the RFC leaves to the caller handled as transparency-dev/merkle
  * does (equal sizes, an empty old tree), except that an empty old tree must
  * carry the empty-tree root (a deliberate, stricter departure: a signed head

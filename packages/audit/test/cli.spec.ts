@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { toHex } from '@parley/crypto-core';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { helpLayoutProblems } from '@parley/cli-kit';
 import { AuditLog, FILE_MAGIC, openFileStore, openPostgresStore } from '../src/index.js';
+import { AUDIT_EXIT_CODES, main } from '../src/cli.js';
 import { crypto, fieldsFor, tempDir } from './fixtures.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
@@ -58,6 +60,45 @@ function tamperedCopy(name: string, index: number): string {
   return path;
 }
 
+/** The CLI in this process (help and usage errors need no crypto or log). */
+async function inProcess(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, { out: (t) => out.push(t), err: (t) => err.push(t) });
+  return { code, out: out.join('\n'), err: err.join('') };
+}
+
+describe('parley-audit command line (@parley/cli-kit conventions)', () => {
+  it('every help page is aligned; every command has one', async () => {
+    for (const argv of [['--help'], ...['verify', 'head', 'prove', 'consistency', 'check', 'keygen'].map((c) => [c, '--help'])]) {
+      const r = await inProcess(...argv);
+      expect(r.code, argv.join(' ')).toBe(AUDIT_EXIT_CODES.ok);
+      expect(r.out).toMatch(/^Usage: parley-audit /);
+      expect(helpLayoutProblems(r.out), argv.join(' ')).toEqual([]);
+    }
+  });
+
+  it('usage errors: one line in our words with a --help pointer, exit 2; with --json also JSON on stdout', async () => {
+    const cases: [string[], string][] = [
+      [['verify', logPath, '--public-key', publicKey, '--size', '3'], "unknown option '--size' (see `parley-audit verify --help`)"],
+      [['verify'], 'missing <log> (see `parley-audit verify --help`)'],
+      [['prove', '--log'], "option '--log <log>' needs a value (see `parley-audit prove --help`)"],
+      [['consistency', '1', '2', '3', '--log', logPath], "unexpected argument '3' (see `parley-audit consistency --help`)"],
+      [['keygen'], "option '--out <file>' is required (see `parley-audit keygen --help`)"],
+      [['dance'], "unknown command 'dance' (see `parley-audit --help`)"],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await inProcess(...argv);
+      expect(r.code, argv.join(' ')).toBe(AUDIT_EXIT_CODES.usage);
+      expect(r.err).toBe(`parley-audit: error: ${message}\n`);
+      expect(r.out).toBe('');
+    }
+    const json = await inProcess('verify', '--json');
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.out)).toEqual({ ok: false, error: 'usage', message: 'missing <log>' });
+  });
+});
+
 describe('parley-audit CLI', () => {
   it('--help prints usage with the exit codes; no command or a bad option is a usage error (2)', async () => {
     const [help, none, bad, unknown, noKey, badKey, badIndex, beyond, headNoKey] = await Promise.all([
@@ -72,7 +113,7 @@ describe('parley-audit CLI', () => {
       cli('head', '--log', logPath, '--public-key', publicKey), // head needs --key
     ]);
     expect(help.code).toBe(0);
-    expect(help.stdout).toMatch(/Exit codes: 0 ok, 1 verification failed, 2 usage error, 3 storage error/);
+    expect(help.stdout).toMatch(/^Exit codes:\n {2}0 {2}ok\n {2}1 {2}verification failed.*\n(.*\n)* {2}2 {2}usage error.*\n(.*\n)* {2}3 {2}storage error/m);
     expect(bad.stderr).toMatch(/frobnicate/);
     for (const r of [none, bad, unknown, noKey, badKey, badIndex, beyond, headNoKey]) expect(r.code, r.stderr).toBe(2);
   });

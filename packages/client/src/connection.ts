@@ -17,12 +17,13 @@ import {
   type MessageInitShape,
   type SecureMessage,
   type SendRequestSchema,
+  type SessionReject,
   type Welcome,
 } from '@parley/proto';
 import { RpcError, createClient, isRpcErrorCode, type Client } from '@parley/rpc';
 import type { FrameTransport, LocalIdentity } from '@parley/session';
 import { Channel } from '@parley/rpc';
-import { ITEM_HASH_BYTES, SEND_NONCE_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+import { ITEM_HASH_BYTES, SEND_NONCE_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, sessionRejectLayout, gatewayAuthLayout, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 type SendRequestInit = MessageInitShape<typeof SendRequestSchema>;
@@ -40,9 +41,12 @@ export interface GatewayConnectionOptions {
   /**
    * Called for each delivery, one at a time, in order (not on the stream's
    * reading path, so it may send and await Accepted). Without it, read
-   * `deliveries()`. A delivery is acknowledged after the callback returns.
+   * `deliveries()`. A delivery is acknowledged after the callback returns,
+   * unless `manualAck` is set (then the caller acks with {@link GatewayConnection.ack}).
    */
-  readonly onDelivery?: (delivery: Delivery) => void | Promise<void>;
+  readonly onDelivery?: (delivery: Delivery, connection: GatewayConnection) => void | Promise<void>;
+  /** The caller acks each delivery itself (the SDK acks an envelope only after its application did). */
+  readonly manualAck?: boolean;
   /** Authentication must finish within this many ms. Default 10 000. */
   readonly timeoutMs?: number;
 }
@@ -72,13 +76,14 @@ export class GatewayConnection {
     welcome: Welcome,
     gatewayId: string,
     onDelivery: GatewayConnectionOptions['onDelivery'],
+    manualAck: boolean,
   ) {
     this.#client = client;
     this.#requests = requests;
     this.welcome = welcome;
     this.gatewayId = gatewayId;
     this.closed = this.#read(responses);
-    if (onDelivery !== undefined) void this.#dispatch(onDelivery);
+    if (onDelivery !== undefined) void this.#dispatch(onDelivery, manualAck);
   }
 
   /**
@@ -114,7 +119,7 @@ export class GatewayConnection {
       const welcome = await next('welcome');
       if (welcome.case !== 'welcome') throw new RpcError('malformed', 'expected welcome');
       if (welcome.value.agentId !== identity.agentId) throw new RpcError('identity_mismatch', `gateway welcomed '${welcome.value.agentId}', not this agent`);
-      return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery);
+      return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery, options.manualAck === true);
     } catch (error) {
       requests.end();
       void responses.return?.();
@@ -154,8 +159,14 @@ export class GatewayConnection {
     return this.#send({ case: 'receipt', value: receipt });
   }
 
-  /** Acknowledges a delivery (done automatically after `onDelivery`). */
+  /** Relays a session reject to the envelope's sender (§17.4). */
+  sendSessionReject(reject: SessionReject): Promise<Accepted> {
+    return this.#send({ case: 'sessionReject', value: reject });
+  }
+
+  /** Acknowledges a delivery (done automatically after `onDelivery` unless `manualAck`). Ignored once the stream ended. */
   ack(deliveryId: bigint): void {
+    if (this.#ended !== undefined) return;
     this.#requests.push({ kind: { case: 'ack', value: { deliveryId } } });
   }
 
@@ -179,14 +190,14 @@ export class GatewayConnection {
     });
   }
 
-  async #dispatch(onDelivery: NonNullable<GatewayConnectionOptions['onDelivery']>): Promise<void> {
+  async #dispatch(onDelivery: NonNullable<GatewayConnectionOptions['onDelivery']>, manualAck: boolean): Promise<void> {
     for await (const delivery of this.#deliveries) {
       try {
-        await onDelivery(delivery);
+        await onDelivery(delivery, this);
       } catch {
         // The callback's own failure (a rejected frame, say) is its business; keep delivering.
       }
-      if (this.#ended === undefined) this.ack(delivery.deliveryId);
+      if (!manualAck && this.#ended === undefined) this.ack(delivery.deliveryId);
     }
   }
 
@@ -255,6 +266,30 @@ export function verifyReceiptSignature(crypto: ParleyCrypto, receipt: DeliveryRe
   if (receipt.version !== 1 || receipt.messageHash.length !== ITEM_HASH_BYTES || receipt.signature.length !== SIGNATURE_BYTES) return false;
   try {
     return crypto.ed25519.verify(receipt.signature, deliveryReceiptLayout(receipt), recipientPublicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Signs a session reject (§17.4) for an envelope this agent can never open:
+ * its session is unknown and no handshake for it is in progress.
+ */
+export function signSessionReject(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  fields: { readonly sessionId: Uint8Array; readonly messageHash: Uint8Array; readonly senderId: string; readonly rejectedAtMs: number },
+): SessionReject {
+  const body = { version: 1, sessionId: fields.sessionId, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, rejectedAtMs: BigInt(fields.rejectedAtMs) };
+  const signature = crypto.ed25519.sign(sessionRejectLayout(body), identity.signingKey);
+  return { $typeName: 'parley.v1.SessionReject', ...body, signature };
+}
+
+/** Verifies a session reject (§17.4) against the rejecting recipient's certified identity key. */
+export function verifySessionRejectSignature(crypto: ParleyCrypto, reject: SessionReject, recipientPublicKey: Uint8Array): boolean {
+  if (reject.version !== 1 || reject.sessionId.length !== 16 || reject.messageHash.length !== ITEM_HASH_BYTES || reject.signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return crypto.ed25519.verify(reject.signature, sessionRejectLayout(reject), recipientPublicKey);
   } catch {
     return false;
   }

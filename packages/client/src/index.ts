@@ -5,18 +5,20 @@
  */
 
 // For agents
-export { connect, Agent } from './agent.js';
-export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, TlsOptions } from './agent.js';
+export { connect, Agent, isLoopbackAddress } from './agent.js';
+export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+export { Journal, replay } from './journal.js';
+export type { JournalRecord, JournalState } from './journal.js';
 export { ClientError, isClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
-export { fileStateStore, encodeStateFile, decodeStateFile } from './state-store.js';
+export { fileStateStore, memoryStateStore, frameRecords, parseRecords } from './state-store.js';
 // Shared memory (docs/PROTOCOL.md §18): `agent.memory` is a MemoryClient
 export { MemoryClient, MemoryError, isMemoryError } from '@parley/memory';
 export type { MemoryClientOptions, MemoryInfo, MemoryListing, ReadResult, WriteResult, SegmentInfo, AccessLevel, MemoryErrorCode } from '@parley/memory';
 export type { StateStore } from './state-store.js';
 
 // Low level: one authenticated gateway stream, receipts, unary Send
-export { GatewayConnection, signReceipt, verifyReceiptSignature, buildSendRequest } from './connection.js';
+export { GatewayConnection, signReceipt, verifyReceiptSignature, signSessionReject, verifySessionRejectSignature, buildSendRequest } from './connection.js';
 export type { GatewayConnectionOptions } from './connection.js';
 
 // The gateway's byte layouts (docs/PROTOCOL.md §10), shared with apps/gateway
@@ -26,6 +28,9 @@ export {
   handshakeFrameDigest,
   deliveryReceiptLayout,
   deliveryReceiptDigest,
+  sessionRejectLayout,
+  sessionRejectDigest,
+  SESSION_REJECT_DOMAIN,
   itemDigest,
   GATEWAY_AUTH_DOMAIN,
   GATEWAY_SEND_DOMAIN,

@@ -4,7 +4,7 @@
  * hashes or signs protobuf bytes.
  */
 import { layout, type ParleyCrypto } from '@parley/crypto-core';
-import type { DeliveryReceipt, HandshakeFrame } from '@parley/proto';
+import type { DeliveryReceipt, HandshakeFrame, SessionReject } from '@parley/proto';
 import { messageHash, SESSION_ID_BYTES } from '@parley/session';
 import type { SecureMessage } from '@parley/proto';
 
@@ -12,6 +12,7 @@ export const GATEWAY_AUTH_DOMAIN = 'parley/v1/gateway-auth';
 export const GATEWAY_SEND_DOMAIN = 'parley/v1/gateway-send';
 export const HANDSHAKE_FRAME_DOMAIN = 'parley/v1/handshake-frame';
 export const DELIVERY_RECEIPT_DOMAIN = 'parley/v1/delivery-receipt';
+export const SESSION_REJECT_DOMAIN = 'parley/v1/session-reject';
 
 /** Bytes of a stream-auth challenge nonce. */
 export const CHALLENGE_NONCE_BYTES = 32;
@@ -75,11 +76,29 @@ export function deliveryReceiptDigest(crypto: ParleyCrypto, receipt: Omit<Delive
   return crypto.blake3(deliveryReceiptLayout(receipt));
 }
 
+/** The layout the recipient of an envelope signs to refuse it for good (§17.4). */
+export function sessionRejectLayout(reject: Omit<SessionReject, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
+  return layout(SESSION_REJECT_DOMAIN)
+    .u32(reject.version)
+    .fixed(reject.sessionId, SESSION_ID_BYTES, 'session_id')
+    .fixed(reject.messageHash, ITEM_HASH_BYTES, 'message_hash')
+    .str(reject.senderId)
+    .str(reject.recipientId)
+    .i64(reject.rejectedAtMs)
+    .bytes();
+}
+
+/** BLAKE3 digest of a session reject's layout (§10.4). */
+export function sessionRejectDigest(crypto: ParleyCrypto, reject: Omit<SessionReject, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
+  return crypto.blake3(sessionRejectLayout(reject));
+}
+
 /** The relayable items. */
 export type RelayItem =
   | { readonly case: 'handshake'; readonly value: HandshakeFrame }
   | { readonly case: 'envelope'; readonly value: SecureMessage }
-  | { readonly case: 'receipt'; readonly value: DeliveryReceipt };
+  | { readonly case: 'receipt'; readonly value: DeliveryReceipt }
+  | { readonly case: 'sessionReject'; readonly value: SessionReject };
 
 /** Item digest (§10.4): the message hash of an envelope, the frame or receipt digest otherwise. Shape must be checked first. */
 export function itemDigest(crypto: ParleyCrypto, item: RelayItem): Uint8Array {
@@ -90,5 +109,7 @@ export function itemDigest(crypto: ParleyCrypto, item: RelayItem): Uint8Array {
       return handshakeFrameDigest(crypto, item.value);
     case 'receipt':
       return deliveryReceiptDigest(crypto, item.value);
+    case 'sessionReject':
+      return sessionRejectDigest(crypto, item.value);
   }
 }

@@ -1,12 +1,12 @@
 // Client pieces that need no gateway: the state file, errors, receipts.
-import { mkdtempSync, rmSync, statSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { RpcError } from '@parley/rpc';
 import { SessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClientError, decodeStateFile, encodeStateFile, fileStateStore, isClientError, signReceipt, verifyReceiptSignature } from '../src/index.js';
+import { ClientError, Journal, fileStateStore, frameRecords, isClientError, memoryStateStore, parseRecords, replay, signReceipt, verifyReceiptSignature } from '../src/index.js';
 
 let crypto: ParleyCrypto;
 let dir: string;
@@ -16,28 +16,52 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('state file', () => {
-  it('round-trips sealed blobs and rejects corrupt files', () => {
-    const blobs = [new Uint8Array([1, 2, 3]), new Uint8Array(0), crypto.randomBytes(300)];
-    expect(decodeStateFile(encodeStateFile(blobs))).toEqual(blobs);
-    expect(decodeStateFile(encodeStateFile([]))).toEqual([]);
-    const bytes = encodeStateFile(blobs);
-    expect(() => decodeStateFile(bytes.subarray(0, bytes.length - 1))).toThrow(/state_corrupt/);
-    expect(() => decodeStateFile(new Uint8Array([...bytes, 0]))).toThrow(/state_corrupt/);
-    expect(() => decodeStateFile(new TextEncoder().encode('nope nope'))).toThrow(/state_corrupt/);
+describe('state store', () => {
+  it('frames records and drops only a torn tail', () => {
+    const records = [new Uint8Array([1, 2, 3]), new Uint8Array(0), crypto.randomBytes(300)];
+    const framed = frameRecords(records);
+    expect(parseRecords(framed)).toEqual({ records, tornAt: undefined });
+    for (const cut of [1, 3, 5, framed.length - 1]) {
+      const { records: got, tornAt } = parseRecords(framed.subarray(0, cut));
+      expect(tornAt).toBeDefined();
+      expect(records.slice(0, got.length)).toEqual(got);
+    }
   });
 
-  it('fileStateStore: missing file is empty; saves atomically with mode 0600', async () => {
+  it('fileStateStore: missing file is empty; appends survive reopening; rewrite is atomic with mode 0600; a torn tail is cut', async () => {
     const path = join(dir, 'nested', 'state.bin');
     const store = fileStateStore(path);
     expect(await store.load()).toEqual([]);
-    await store.save([new Uint8Array([7])]);
-    await store.save([new Uint8Array([8]), new Uint8Array([9])]);
-    expect(await store.load()).toEqual([new Uint8Array([8]), new Uint8Array([9])]);
+    await Promise.all([store.append([new Uint8Array([7])]), store.append([new Uint8Array([8]), new Uint8Array([9])])]);
+    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([7]), new Uint8Array([8]), new Uint8Array([9])]);
+    await store.rewrite([new Uint8Array([1])]);
+    await store.append([new Uint8Array([2])]);
+    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([1]), new Uint8Array([2])]);
     expect(statSync(path).mode & 0o777).toBe(0o600);
     expect(readdirSync(join(dir, 'nested'))).toEqual(['state.bin']); // no temporary files left
+    await store.close();
+    appendFileSync(path, new Uint8Array([0, 0, 0, 9, 1])); // a record cut by a crash mid-write
+    const reopened = fileStateStore(path);
+    expect(await reopened.load()).toEqual([new Uint8Array([1]), new Uint8Array([2])]);
+    await reopened.append([new Uint8Array([3])]);
+    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([3])]);
+    await reopened.close();
     writeFileSync(path, 'garbage');
-    await expect(store.load()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
+    await expect(fileStateStore(path).load()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
+  });
+
+  it('journal: records are sealed (no plaintext on disk), replay is idempotent, a wrong key is state_corrupt', async () => {
+    const store = memoryStateStore();
+    const stateKey = crypto.randomKey('aead');
+    const journal = new Journal(crypto, stateKey, store);
+    const out = { t: 'out', id: 'a', to: 'worker-1', msg: { type: 5, content: { task: 'secret-task-name' } }, env: '', hash: 'h', sid: 's', at: 1, exp: 2, reseals: 0 } as const;
+    await journal.append([{ t: 'session', id: 's', sealed: 'x' }, { t: 'reserve', id: 's', upTo: 256 }, out, out, { t: 'reserve', id: 's', upTo: 512 }]);
+    for (const r of store.records) expect(Buffer.from(r).toString('latin1')).not.toContain('secret-task-name');
+    const state = replay(await journal.load());
+    expect(state.sessions.get('s')).toEqual({ sealed: 'x', reservedUpTo: 512 });
+    expect([...state.outbox.keys()]).toEqual(['a']);
+    const other = new Journal(crypto, crypto.randomKey('aead'), store);
+    await expect(other.load()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
   });
 });
 

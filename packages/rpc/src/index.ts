@@ -57,6 +57,3 @@ export type { AcceptedBatch, RevocationEntryFields, RevocationHeadFields, Rotati
 
 // For servers and clients with streams: a small async queue (one producer side, one consumer)
 export { Channel } from './channel.js';
-
-// For Parley's command-line programs: exit codes, usage errors, the entry point
-export { EXIT_CODES, exitCodeOf, UsageError, isUsageError, runWhenExecuted } from './cli.js';

@@ -81,6 +81,9 @@ export function assertFrameShape(frame: HandshakeFrame, step: 1 | 2 | 3): void {
   if (frame.sessionId.length !== SESSION_ID_BYTES) throw new SessionError('malformed', `session_id must be ${SESSION_ID_BYTES} bytes`);
   if (!isAgentId(frame.senderId) || !isAgentId(frame.recipientId)) throw new SessionError('malformed', 'frame agent ids are not valid');
   if (frame.senderId === frame.recipientId) throw new SessionError('malformed', 'frame sender and recipient are the same agent');
+  // §5.1: a step outside 1..3 is a field out of range (malformed, as the gateway's §10.3 step 1 says);
+  // a defined step this receiver is not waiting for is a wrong turn (handshake_failed).
+  if (frame.step !== 1 && frame.step !== 2 && frame.step !== 3) throw new SessionError('malformed', `handshake step must be 1, 2 or 3, got ${frame.step}`);
   if (frame.step !== step) throw new SessionError('handshake_failed', `expected handshake step ${step}, got ${frame.step}`);
   if (frame.noiseMessage.length < 32 || frame.noiseMessage.length > NOISE_MAX_MESSAGE_BYTES) {
     throw new SessionError('malformed', 'noise_message length out of range');
@@ -98,6 +101,20 @@ interface Context {
 function context(crypto: ParleyCrypto, config: HandshakeConfig): Context {
   if (!isAgentId(config.identity.agentId)) throw new SessionError('malformed', 'local agent id is not valid');
   return { crypto, config, clock: config.clock ?? Date.now, events: config.events ?? ignoreEvents };
+}
+
+/**
+ * Runs one Noise operation. §5.1: every error the Noise layer reports (a failed decryption, a message too
+ * short for its tokens, a low-order DH result) is `handshake_failed`, whatever the library calls it, so that
+ * implementations over different Noise libraries agree on the code.
+ */
+function noise<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (cause) {
+    if (isSessionError(cause, 'handshake_failed')) throw cause;
+    throw new SessionError('handshake_failed', 'Noise rejected the handshake message', { cause });
+  }
 }
 
 function report(ctx: Context, error: unknown, sessionId: Uint8Array | undefined, peerId: string | undefined): SessionError {
@@ -184,9 +201,18 @@ function makeSession(
     createdAtMs: ctx.clock(),
     events: ctx.events,
     clock: ctx.clock,
+    // §8.1 step 2: the peer's certificate is re-checked on every message (validity, issuer bound, revocation).
+    ...(config.revocations === undefined ? {} : { revocations: config.revocations }),
+    ...peerNotAfter(config.trustBundle, peer.verified.issuerKeyId),
     ...(config.skew === undefined ? {} : { skew: config.skew }),
     ...(config.messageCache === undefined ? {} : { messageCache: config.messageCache }),
   });
+}
+
+/** The issuer entry's `not_after_ms` (§3.3 step 4), which bounds the session's peer certificate too. */
+function peerNotAfter(bundle: TrustBundle, issuerKeyId: Uint8Array): { peerNotAfterMs?: number } {
+  const notAfterMs = bundle.get(issuerKeyId)?.notAfterMs;
+  return notAfterMs === undefined ? {} : { peerNotAfterMs: notAfterMs };
 }
 
 function frame(sessionId: Uint8Array, senderId: string, recipientId: string, step: 1 | 2 | 3, noiseMessage: Uint8Array, rekeyThreshold: number): HandshakeFrame {
@@ -286,12 +312,13 @@ export class InitiatorHandshake extends PendingHandshake {
       assertFrameShape(frame2, 2);
       this.checkRouting(frame2);
       // <- e, ee, s, es
-      const { payload } = this.hs.readMessage(frame2.noiseMessage);
+      const { payload } = noise(() => this.hs.readMessage(frame2.noiseMessage));
       const remoteStatic = this.hs.remoteStaticKey;
       if (remoteStatic === undefined) throw new SessionError('handshake_failed', 'no remote static key');
       const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_RESPONDER, remoteStatic);
       // -> s, se
-      const written = this.hs.writeMessage(ownPayload(this.ctx, this.sessionId, ROLE_INITIATOR, this.staticKey.publicKey));
+      const own = ownPayload(this.ctx, this.sessionId, ROLE_INITIATOR, this.staticKey.publicKey);
+      const written = noise(() => this.hs.writeMessage(own));
       if (written.result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
       const session = makeSession(this.ctx, 'initiator', this.sessionId, this.rekeyThreshold, written.result, peer);
       const me = this.ctx.config.identity.agentId;
@@ -331,10 +358,11 @@ export class ResponderHandshake extends PendingHandshake {
       });
       const handshake = new ResponderHandshake(ctx, hs, staticKey, frame1);
       // -> e (payload must be empty: nothing is authenticated yet)
-      const { payload } = hs.readMessage(frame1.noiseMessage);
+      const { payload } = noise(() => hs.readMessage(frame1.noiseMessage));
       if (payload.length !== 0) throw new SessionError('malformed', 'handshake message 1 must carry no payload');
       // <- e, ee, s, es
-      const { message } = hs.writeMessage(ownPayload(ctx, handshake.sessionId, ROLE_RESPONDER, staticKey.publicKey));
+      const own = ownPayload(ctx, handshake.sessionId, ROLE_RESPONDER, staticKey.publicKey);
+      const { message } = noise(() => hs.writeMessage(own));
       return { handshake, frame: frame(handshake.sessionId, me, frame1.senderId, 2, message, threshold) };
     } catch (error) {
       if (staticKey !== undefined && config.staticKeyPair === undefined) staticKey.secretKey.wipe();
@@ -353,7 +381,7 @@ export class ResponderHandshake extends PendingHandshake {
       assertFrameShape(frame3, 3);
       this.checkRouting(frame3);
       // -> s, se
-      const { payload, result } = this.hs.readMessage(frame3.noiseMessage);
+      const { payload, result } = noise(() => this.hs.readMessage(frame3.noiseMessage));
       completed = result;
       if (result === undefined) throw new SessionError('handshake_failed', 'handshake did not complete');
       const peer = verifyPeerPayload(this.ctx, payload, this.sessionId, this.peerId, ROLE_INITIATOR, result.remoteStaticKey);

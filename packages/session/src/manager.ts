@@ -16,6 +16,7 @@ import { InitiatorHandshake, ResponderHandshake, type HandshakeConfig } from './
 import { MessageHashCache } from './message-cache.js';
 import { exportSessionState, importSessionState } from './sealed-state.js';
 import type { OpenedMessage, OutgoingMessage, SealedMessage, Session } from './session.js';
+import { MAX_MESSAGE_COUNTER } from './envelope.js';
 
 /** Session lifetimes, in minutes, as operators configure them. */
 export interface SessionTimeouts {
@@ -47,7 +48,9 @@ export type SessionManagerEvent =
   | { readonly kind: 'expiring'; readonly session: Session; readonly expiresAtMs: number }
   | { readonly kind: 'expired'; readonly session: Session; readonly reason: 'idle' | 'max_duration' }
   | { readonly kind: 'renewed'; readonly previous: Session; readonly session: Session }
-  | { readonly kind: 'closed'; readonly session: Session };
+  | { readonly kind: 'closed'; readonly session: Session }
+  /** A handshake this agent was responding to ended without a session (failed step 3, timeout, close). */
+  | { readonly kind: 'responder_abandoned'; readonly sessionIdHex: string; readonly peerId: string };
 
 export interface SessionManagerOptions {
   readonly crypto: ParleyCrypto;
@@ -62,6 +65,29 @@ export interface SessionManagerOptions {
    * Further step-1 frames are dropped as `rate_limited`. Default 1000.
    */
   readonly maxPendingHandshakes?: number;
+  /**
+   * Most responder handshakes in progress at once for one initiating peer
+   * (further step-1 frames from it are dropped as `rate_limited`), so one peer
+   * cannot take every responder slot. Default 4.
+   */
+  readonly maxPendingHandshakesPerPeer?: number;
+  /**
+   * Whether to answer a step 1 from `peerId` (the gateway has authenticated
+   * the frame's sender; the certificate is checked at step 3). Default: all.
+   * A refused step 1 is dropped as `policy_denied` without any cryptography.
+   */
+  readonly acceptHandshake?: (peerId: string) => boolean;
+  /**
+   * Durable counter reservation (docs/PROTOCOL.md §13): before sealing a
+   * counter at or beyond the session's reserved mark, the manager awaits this
+   * with a new mark `upTo` (exclusive) and seals only once it resolved. The
+   * owner records `upTo` durably; after a restart, {@link SessionManager.restore}
+   * resumes at the recorded mark, so no (key, nonce) is ever used twice even
+   * if the process crashed right after sealing. If it rejects, nothing is sealed.
+   */
+  readonly reserveCounters?: (session: Session, upTo: number) => Promise<void>;
+  /** Counters reserved per call of `reserveCounters`. Default 256. */
+  readonly reservationBlock?: number;
   /** How often lifetimes are checked, ms. Default 1000. */
   readonly tickMs?: number;
   readonly clock?: () => number;
@@ -97,7 +123,12 @@ export class SessionManager {
   readonly #current = new Map<string, Session>();
   readonly #pendingByPeer = new Map<string, Pending>();
   readonly #pendingById = new Map<string, Pending>();
-  readonly #responders = new Map<string, { handshake: ResponderHandshake; timer: NodeJS.Timeout }>();
+  readonly #responders = new Map<string, { handshake: ResponderHandshake; timer: NodeJS.Timeout; peerId: string }>();
+  /** Responder handshakes in progress per initiating peer. */
+  readonly #respondingPerPeer = new Map<string, number>();
+  /** Send counters durably reserved per session (exclusive upper bound), when `reserveCounters` is set. */
+  readonly #reserved = new Map<string, number>();
+  readonly #reserving = new Map<string, Promise<void>>();
   readonly #warned = new Set<string>();
   readonly #lastSnapshotEpoch = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -148,10 +179,38 @@ export class SessionManager {
   /** Seals a message to `peerId`, establishing a session first if needed. */
   async seal(peerId: string, message: OutgoingMessage): Promise<SealedMessage> {
     const session = await this.session(peerId);
+    return this.#needsReservation(session) ? this.sealIn(session, message) : this.#sealNow(session, message);
+  }
+
+  /**
+   * Seals a message in `session` (one of this manager's), after reserving its
+   * counter durably when `reserveCounters` is configured.
+   * @throws SessionError `unknown_session` (closed), the reservation's failure, or Session.seal's
+   */
+  async sealIn(session: Session, message: OutgoingMessage): Promise<SealedMessage> {
+    while (this.#needsReservation(session)) await this.#reserve(session);
+    return this.#sealNow(session, message);
+  }
+
+  #needsReservation(session: Session): boolean {
+    return this.#options.reserveCounters !== undefined && !session.isClosed && session.sendCounter >= (this.#reserved.get(session.idHex) ?? 0);
+  }
+
+  #sealNow(session: Session, message: OutgoingMessage): SealedMessage {
     const before = session.stats.sendEpoch;
     const sealed = session.seal(message);
     if (session.stats.sendEpoch !== before) this.#snapshot(session);
     return sealed;
+  }
+
+  /** Whether this agent is responding to a handshake with this session id (step 2 sent, step 3 not yet read). */
+  isResponding(sessionIdHex: string): boolean {
+    return this.#responders.has(sessionIdHex);
+  }
+
+  /** The live session with this id (hex), if any. */
+  sessionById(sessionIdHex: string): Session | undefined {
+    return this.#sessions.get(sessionIdHex);
   }
 
   /**
@@ -175,7 +234,13 @@ export class SessionManager {
       });
       throw error;
     }
-    return session.open(envelope); // the session emits its own security events
+    try {
+      return session.open(envelope); // the session emits its own security events
+    } catch (error) {
+      // A peer found revoked or expired closes its session (§8.1 step 2): forget it here too.
+      if (session.isClosed && this.#sessions.get(session.idHex) === session) this.#forget(session);
+      throw error;
+    }
   }
 
   /**
@@ -205,6 +270,11 @@ export class SessionManager {
       case 1: {
         if (this.#responders.has(id) || this.#sessions.has(id)) return drop('replay', 'handshake for an existing session id');
         if (this.#responders.size >= (this.#options.maxPendingHandshakes ?? 1000)) return drop('rate_limited', 'too many handshakes in progress');
+        const peerId = typeof frame.senderId === 'string' ? frame.senderId : '';
+        if ((this.#respondingPerPeer.get(peerId) ?? 0) >= (this.#options.maxPendingHandshakesPerPeer ?? 4)) {
+          return drop('rate_limited', 'too many handshakes in progress with this peer');
+        }
+        if (this.#options.acceptHandshake !== undefined && !this.#options.acceptHandshake(peerId)) return drop('policy_denied', 'the application refuses handshakes from this peer');
         let accepted;
         try {
           accepted = ResponderHandshake.accept(this.#crypto, this.#config, frame);
@@ -212,12 +282,25 @@ export class SessionManager {
           return reported();
         }
         const timer = setTimeout(() => {
-          this.#responders.get(id)?.handshake.abort();
-          this.#responders.delete(id);
+          const r = this.#responders.get(id);
+          if (r === undefined) return;
+          r.handshake.abort();
+          this.#endResponder(id, r.peerId, true);
         }, this.#options.handshakeTimeoutMs ?? 10_000);
         timer.unref();
-        this.#responders.set(id, { handshake: accepted.handshake, timer });
-        await this.#options.transport.sendFrame(accepted.frame);
+        this.#responders.set(id, { handshake: accepted.handshake, timer, peerId });
+        this.#respondingPerPeer.set(peerId, (this.#respondingPerPeer.get(peerId) ?? 0) + 1);
+        try {
+          await this.#options.transport.sendFrame(accepted.frame);
+        } catch (error) {
+          const r = this.#responders.get(id);
+          if (r !== undefined) {
+            clearTimeout(r.timer);
+            r.handshake.abort();
+            this.#endResponder(id, peerId, true);
+          }
+          throw error;
+        }
         return undefined;
       }
       case 2: {
@@ -245,14 +328,15 @@ export class SessionManager {
       case 3: {
         const responder = this.#responders.get(id);
         if (responder === undefined) return drop('unknown_session', 'no handshake waiting for step 3');
-        this.#responders.delete(id);
         clearTimeout(responder.timer);
         let session;
         try {
           session = responder.handshake.receive(frame);
         } catch {
+          this.#endResponder(id, responder.peerId, true);
           return reported();
         }
+        this.#endResponder(id, responder.peerId, false);
         this.#register(session, undefined);
         return session;
       }
@@ -288,14 +372,21 @@ export class SessionManager {
 
   /** Closes one session (wiping its keys). */
   closeSession(session: Session): void {
+    const tracked = this.#sessions.get(session.idHex) === session;
+    if (session.isClosed && !tracked) return;
+    this.#forget(session);
+  }
+
+  /** Drops a session from every map, closes it (wiping its keys) and reports it closed. */
+  #forget(session: Session): void {
     this.#sessions.delete(session.idHex);
+    this.#reserved.delete(session.idHex);
+    this.#reserving.delete(session.idHex);
     if (this.#current.get(session.peerId) === session) this.#current.delete(session.peerId);
     this.#warned.delete(session.idHex);
     this.#lastSnapshotEpoch.delete(session.idHex);
-    if (!session.isClosed) {
-      session.close();
-      this.#emit({ kind: 'closed', session });
-    }
+    session.close();
+    this.#emit({ kind: 'closed', session });
   }
 
   /** Graceful shutdown: fails pending handshakes, closes every session, stops timers. */
@@ -306,11 +397,11 @@ export class SessionManager {
       p.handshake.abort();
       p.reject(new SessionError('unknown_session', 'session manager closed'));
     }
-    for (const r of this.#responders.values()) {
+    for (const [id, r] of [...this.#responders]) {
       clearTimeout(r.timer);
       r.handshake.abort();
+      this.#endResponder(id, r.peerId, true);
     }
-    this.#responders.clear();
     for (const s of [...this.#sessions.values()]) this.closeSession(s);
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
@@ -324,23 +415,77 @@ export class SessionManager {
 
   /** Restores sessions from `exportState()` output (requires `stateKey`). */
   importState(sealed: readonly Uint8Array[]): Session[] {
-    const key = this.#stateKey();
-    const restored: Session[] = [];
-    for (const bytes of sealed) {
-      const session = importSessionState(this.#crypto, bytes, key, {
-        identity: this.#config.identity,
-        clock: this.#clock,
-        events: (e) => this.#emit(e),
-        messageCache: this.#cache,
-        ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
-      });
-      this.#sessions.set(session.idHex, session);
-      const cur = this.#current.get(session.peerId);
-      if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
-      restored.push(session);
+    return sealed.map((bytes) => {
+      const session = this.#import(bytes, undefined);
       this.#snapshot(session);
-    }
-    return restored;
+      return session;
+    });
+  }
+
+  /**
+   * Restores one session from sealed state (`exportState` output or a
+   * snapshot taken by the owner) and resumes sending at `resumeSendCounter`:
+   * the durable reservation mark recorded through `reserveCounters` (never
+   * below the snapshot's own counter). The next seal reserves a new block.
+   * @throws SessionError `state_corrupt`, `identity_mismatch`, `malformed`
+   */
+  restore(sealed: Uint8Array, resumeSendCounter: number): Session {
+    const session = this.#import(sealed, resumeSendCounter);
+    this.#reserved.set(session.idHex, session.sendCounter);
+    return session;
+  }
+
+  #import(sealed: Uint8Array, resumeSendCounter: number | undefined): Session {
+    const session = importSessionState(this.#crypto, sealed, this.#stateKey(), {
+      identity: this.#config.identity,
+      clock: this.#clock,
+      events: (e) => this.#emit(e),
+      messageCache: this.#cache,
+      ...(resumeSendCounter === undefined ? {} : { resumeSendCounter }),
+      ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
+      ...(this.#config.revocations === undefined ? {} : { revocations: this.#config.revocations }),
+    });
+    this.#sessions.set(session.idHex, session);
+    const cur = this.#current.get(session.peerId);
+    if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
+    return session;
+  }
+
+  /** Sealed state of one live session (requires `stateKey`). */
+  exportSession(session: Session): Uint8Array {
+    return exportSessionState(this.#crypto, session, this.#stateKey());
+  }
+
+  /** The reserved send mark of a session (exclusive), when reservations are on. */
+  reservedUpTo(session: Session): number | undefined {
+    return this.#reserved.get(session.idHex);
+  }
+
+  #reserve(session: Session): Promise<void> {
+    const inFlight = this.#reserving.get(session.idHex);
+    if (inFlight !== undefined) return inFlight;
+    const block = this.#options.reservationBlock ?? 256;
+    const upTo = Math.min(Math.max(session.sendCounter, this.#reserved.get(session.idHex) ?? 0) + block, MAX_MESSAGE_COUNTER);
+    const run = this.#options.reserveCounters!(session, upTo).then(
+      () => {
+        this.#reserving.delete(session.idHex);
+        if (!session.isClosed) this.#reserved.set(session.idHex, Math.max(upTo, this.#reserved.get(session.idHex) ?? 0));
+      },
+      (error: unknown) => {
+        this.#reserving.delete(session.idHex);
+        throw error;
+      },
+    );
+    this.#reserving.set(session.idHex, run);
+    return run;
+  }
+
+  #endResponder(id: string, peerId: string, abandoned: boolean): void {
+    if (!this.#responders.delete(id)) return;
+    const n = (this.#respondingPerPeer.get(peerId) ?? 1) - 1;
+    if (n <= 0) this.#respondingPerPeer.delete(peerId);
+    else this.#respondingPerPeer.set(peerId, n);
+    if (abandoned) this.#emit({ kind: 'responder_abandoned', sessionIdHex: id, peerId });
   }
 
   #stateKey(): SecretKey {

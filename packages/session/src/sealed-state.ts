@@ -13,7 +13,7 @@
  * is refreshed at least once per epoch (SessionManager does so).
  */
 import { SecretKey, concatBytes, fromBase64Url, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
-import type { VerifiedCertificate } from '@parley/identity';
+import type { RevocationChecker, VerifiedCertificate } from '@parley/identity';
 import { AgentCertificateSchema, fromBinary, toBinary } from '@parley/proto';
 import { SessionError } from './errors.js';
 import type { SecurityEventSink } from './events.js';
@@ -106,6 +106,13 @@ export interface ImportOptions {
   readonly events?: SecurityEventSink;
   readonly skew?: SkewLimits;
   readonly messageCache?: MessageHashCache;
+  /**
+   * Resume sending at this counter (the owner's durable reservation mark,
+   * §13) instead of skipping two epochs; never below the exported counter.
+   */
+  readonly resumeSendCounter?: number;
+  /** The agent's revocation data: every `open` re-checks the peer against it (docs/PROTOCOL.md §8.1 step 2). */
+  readonly revocations?: RevocationChecker;
 }
 
 /**
@@ -147,7 +154,10 @@ export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, loc
       issuerKeyId: fromBase64Url(state.peer.issuerKeyId),
       didKey: state.peer.didKey,
     };
-    const resumeAt = (Math.floor(state.sendCounter / state.threshold) + SEND_EPOCH_SKIP_ON_IMPORT) * state.threshold;
+    const resumeAt =
+      options.resumeSendCounter !== undefined
+        ? Math.max(state.sendCounter, options.resumeSendCounter)
+        : (Math.floor(state.sendCounter / state.threshold) + SEND_EPOCH_SKIP_ON_IMPORT) * state.threshold;
     return new Session(crypto, {
       sessionId: fromBase64Url(state.sessionId),
       role: state.role,
@@ -165,6 +175,7 @@ export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, loc
       ...(options.events === undefined ? {} : { events: options.events }),
       ...(options.skew === undefined ? {} : { skew: options.skew }),
       ...(options.messageCache === undefined ? {} : { messageCache: options.messageCache }),
+      ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
     });
   } catch (cause) {
     if (cause instanceof SessionError) throw cause;

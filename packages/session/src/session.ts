@@ -3,13 +3,13 @@
  * (docs/PROTOCOL.md §6–§8). Created only by a completed, identity-checked
  * handshake (handshake.ts) or by importing sealed state (sealed-state.ts).
  *
- * Receive-path check order (normative, docs/PROTOCOL.md §8.2): shape → session
- * and routing → signature → timestamp skew → replay window → message-hash
+ * Receive-path check order (normative, docs/PROTOCOL.md §8.1): shape → session,
+ * routing and the peer certificate's standing (validity, revocation) → signature → timestamp skew → replay window → message-hash
  * cache → epoch key → HMAC tag → AEAD → commitment → payload. Nothing is
  * committed (window, cache, epoch keys) until every check has passed.
  */
 import { concatBytes, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import type { VerifiedCertificate } from '@parley/identity';
+import { isIdentityError, type RevocationChecker, type VerifiedCertificate } from '@parley/identity';
 import {
   MessagePayloadSchema,
   MessageType,
@@ -113,6 +113,13 @@ export interface SessionInit {
   readonly messageCache?: MessageHashCache;
   readonly events?: SecurityEventSink;
   readonly clock?: () => number;
+  /**
+   * The agent's revocation data. When set, every `open` re-checks the peer's certificate against it
+   * (docs/PROTOCOL.md §8.1 step 2): a revoked peer closes the session.
+   */
+  readonly revocations?: RevocationChecker;
+  /** The `not_after_ms` of the issuer that signed the peer's certificate, when the trust bundle sets one. */
+  readonly peerNotAfterMs?: number;
 }
 
 const HASH_BYTES = 32;
@@ -142,6 +149,8 @@ export class Session {
   readonly #skew: SkewLimits;
   readonly #events: SecurityEventSink;
   readonly #clock: () => number;
+  readonly #revocations: RevocationChecker | undefined;
+  readonly #peerNotAfterMs: number | undefined;
   #sendCounter: number;
   #lastActivityMs: number;
   #closed = false;
@@ -165,6 +174,8 @@ export class Session {
     this.#skew = init.skew ?? DEFAULT_SKEW;
     this.#events = init.events ?? ignoreEvents;
     this.#clock = init.clock ?? Date.now;
+    this.#revocations = init.revocations;
+    this.#peerNotAfterMs = init.peerNotAfterMs;
     this.#sendCounter = init.sendCounter ?? 0;
     this.#lastActivityMs = init.lastActivityMs ?? init.createdAtMs;
   }
@@ -261,6 +272,7 @@ export class Session {
     if (!this.#crypto.constantTimeEqual(envelope.sessionId, this.id)) throw new SessionError('unknown_session', 'session id does not match');
     if (envelope.recipientId !== this.local.agentId) throw new SessionError('identity_mismatch', 'envelope is addressed to another agent');
     if (envelope.senderId !== this.peer.agentId) throw new SessionError('identity_mismatch', 'envelope sender is not the session peer');
+    this.#checkPeerStanding(nowMs);
 
     const signed = envelopeSignedBytes(this.#crypto, envelope, envelope.encryptedPayload, envelope.authTag);
     if (!this.#crypto.ed25519.verify(envelope.signature, signed, this.peer.identityPublicKey)) {
@@ -313,6 +325,56 @@ export class Session {
       content: payload.content === undefined ? null : toJson(ValueSchema, payload.content),
       disclosure: { payload: payloadBytes, salt },
     };
+  }
+
+  /**
+   * Marks a message accepted before a restart, from the owner's durable
+   * journal: its counter in the replay window and its hash in the cache, so a
+   * redelivery of it is refused as `replay`. Keys are not touched (the next
+   * accepted message prunes them).
+   */
+  markAccepted(counter: number, hash: Uint8Array): void {
+    this.#window.accept(counter);
+    this.#cache.add(hash);
+  }
+
+  /**
+   * Moves the send counter forward to `counter` (never back): a restored
+   * session resumes at the first counter its previous process never reserved.
+   * @throws SessionError `malformed` if `counter` is below the current one or out of range
+   */
+  resumeSendingAt(counter: number): void {
+    if (!Number.isSafeInteger(counter) || counter < this.#sendCounter || counter > MAX_MESSAGE_COUNTER) {
+      throw new SessionError('malformed', 'a send counter can only move forward, below 2^53');
+    }
+    this.#sendCounter = counter;
+  }
+
+  /**
+   * §8.1 step 2: the certificate the handshake authenticated must still stand when each message is opened
+   * (§3.3 steps 4 and 6 again, on signed data the session already holds). An expired or revoked peer closes
+   * the session: nothing it sends can be accepted any more, and its keys are wiped now. Stale revocation data
+   * refuses the message (fail closed) but keeps the session, since fresher data may clear the peer.
+   */
+  #checkPeerStanding(nowMs: number): void {
+    if (nowMs >= this.peer.validUntilMs || (this.#peerNotAfterMs !== undefined && nowMs >= this.#peerNotAfterMs)) {
+      this.close();
+      throw new SessionError('expired', "the peer's certificate has expired; session closed");
+    }
+    if (this.#revocations === undefined) return;
+    let status: unknown;
+    try {
+      status = this.#revocations.check({ agentId: this.peer.agentId, serial: this.peer.serial.slice() }, nowMs);
+    } catch (cause) {
+      if (isIdentityError(cause, 'revoked')) status = { revoked: true };
+      else throw new SessionError('revocation_stale', 'revocation data could not answer (fail closed)', { cause });
+    }
+    const revoked = (status as { revoked?: unknown } | null)?.revoked;
+    if (revoked === true) {
+      this.close();
+      throw new SessionError('revoked', "the peer's certificate is revoked; session closed");
+    }
+    if (revoked !== false) throw new SessionError('revocation_stale', 'revocation checker returned an invalid status (fail closed)');
   }
 
   /** Closes the session and wipes every key it holds. Idempotent. */

@@ -121,10 +121,11 @@ describe('identity-bound Noise XX handshake', () => {
     const bob = w.agent('bob');
     const { handshake: i, frame: f1 } = InitiatorHandshake.start(w.crypto, w.config(alice), 'bob');
     // The relay lowers the rekey threshold in frame 1 and restores it in frame 2:
-    // the two sides now hold different prologues, so Noise fails to decrypt.
+    // the two sides now hold different prologues, so Noise fails to decrypt — which a handshake reports as
+    // handshake_failed, like every Noise-layer error (PROTOCOL.md §5.1).
     const { frame: f2 } = ResponderHandshake.accept(w.crypto, w.config(bob), create(HandshakeFrameSchema, { ...f1, rekeyThreshold: 7 }));
     expect(f2.rekeyThreshold).toBe(7);
-    expectCode(() => i.receive(create(HandshakeFrameSchema, { ...f2, rekeyThreshold: f1.rekeyThreshold })), 'decrypt_failed');
+    expectCode(() => i.receive(create(HandshakeFrameSchema, { ...f2, rekeyThreshold: f1.rekeyThreshold })), 'handshake_failed');
   });
 
   it('flipping any bit of frame 2 or 3 makes the handshake fail, and a failed handshake stays failed', () => {

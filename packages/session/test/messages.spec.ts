@@ -108,6 +108,7 @@ describe('SecureMessage', () => {
   it('enforces the timestamp skew bounds', () => {
     const old = a.seal(note('old'));
     w.clock.now += 2 * 60 * 60_000; // two hours later: past the 1 h default
+    w.revocations.apply([], 0, w.clock.now); // fresh revocation data: the peer's standing is checked first (§8.1 step 2)
     expect(codeOf(() => b.open(old.envelope))).toBe('stale_timestamp');
     w.clock.now += 5 * 60_000;
     const future = a.seal(note('future'));

@@ -1,13 +1,15 @@
 // Command parley-go-agent is the Go example agent of the Parley protocol.
 //
 //	parley-go-agent vectors <path.json>
-//	parley-go-agent run --gateway HOST:PORT --gateway-id ID --key FILE --cert FILE --trust-bundle FILE --peer AGENT_ID [...]
+//	parley-go-agent run --gateway HOST:PORT --gateway-id ID --key FILE --cert FILE --trust-bundle FILE --peer AGENT_ID
+//	                    [--registry HOST:PORT ...] [...]
 package main
 
 import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -16,7 +18,9 @@ import (
 
 	"parley/go-agent/internal/agent"
 	"parley/go-agent/internal/gateway"
+	pb "parley/go-agent/internal/gen/parleyv1"
 	"parley/go-agent/internal/parley"
+	"parley/go-agent/internal/revocations"
 	"parley/go-agent/internal/vectors"
 )
 
@@ -26,6 +30,8 @@ const usage = `usage:
                       --trust-bundle FILE --peer AGENT_ID [--initiate] [--send N]
                       [--expect N] [--timeout-ms MS] [--rekey-threshold N]
                       [--passphrase-file FILE] [--tls-ca FILE --tls-server-name NAME]
+                      [--registry HOST:PORT [--registry-id HEX] [--registry-tls-ca FILE
+                       --registry-tls-server-name NAME] [--revocation-max-age-ms MS]]
 `
 
 func main() {
@@ -77,6 +83,11 @@ func runAgent(args []string) int {
 	rekey := fs.Uint("rekey-threshold", parley.DefaultRekeyThreshold, "messages per epoch for sessions this agent initiates")
 	tlsCA := fs.String("tls-ca", "", "CA certificate (PEM) for TLS 1.3; plaintext without it")
 	tlsName := fs.String("tls-server-name", "", "TLS server name")
+	registryAddr := fs.String("registry", "", "registry HOST:PORT whose signed revocation list this agent follows (§8.4)")
+	registryIDHex := fs.String("registry-id", "", "expected registry id, 32 hex digits (default: the registry's answer)")
+	registryCA := fs.String("registry-tls-ca", "", "CA certificate (PEM) of the registry; plaintext without it (loopback only)")
+	registryName := fs.String("registry-tls-server-name", "", "registry TLS server name")
+	revocationMaxAge := fs.Int64("revocation-max-age-ms", revocations.DefaultMaxAgeMs, "freshness bound of the revocation list (from its signed head)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -124,19 +135,63 @@ func runAgent(args []string) int {
 		agent.ReportError(err)
 		return 1
 	}
-	err = agent.Run(context.Background(), agent.Config{
+	var checker parley.RevocationChecker
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if *registryAddr == "" {
+		agent.Warn("revocation_unchecked", "no --registry: peers' revocation is not checked (PROTOCOL.md §8.4 requires it)")
+	} else {
+		follower, err := followRegistry(ctx, *registryAddr, *registryIDHex, gateway.DialOptions{CAFile: *registryCA, ServerName: *registryName}, trust, *revocationMaxAge)
+		if err != nil {
+			return fail(parley.CodeRevocationStale, err)
+		}
+		checker = follower
+	}
+	err = agent.Run(ctx, agent.Config{
 		Gateway: *gatewayAddr, GatewayID: *gatewayID,
 		Dial:     gateway.DialOptions{CAFile: *tlsCA, ServerName: *tlsName},
 		Identity: &parley.Identity{AgentID: cert.GetAgentId(), Key: key, Certificate: cert},
 		Trust:    trust, Peer: *peer, Initiate: *initiate, Send: *send, Expect: *expect,
 		Timeout: time.Duration(*timeoutMs) * time.Millisecond, RekeyThreshold: uint32(*rekey),
-		Out: os.Stdout,
+		Revocations: checker, Out: os.Stdout,
 	})
 	if err != nil {
 		agent.ReportError(err)
 		return 1
 	}
 	return 0
+}
+
+// followRegistry syncs the registry's revocation list once (failing if it
+// cannot) and keeps it current in the background every 5 s.
+func followRegistry(ctx context.Context, address, idHex string, dial gateway.DialOptions, trust *parley.TrustBundle, maxAgeMs int64) (*revocations.Follower, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cc, err := gateway.Dial(dctx, address, dial)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", address, err)
+	}
+	client := pb.NewRegistryServiceClient(cc)
+	var registryID []byte
+	if idHex != "" {
+		if registryID, err = hex.DecodeString(idHex); err != nil || len(registryID) != 16 {
+			return nil, fmt.Errorf("--registry-id must be 32 hex digits")
+		}
+	} else {
+		tb, err := client.GetTrustBundle(dctx, &pb.GetTrustBundleRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", address, err)
+		}
+		if registryID = tb.GetRegistryId(); len(registryID) != 16 {
+			return nil, fmt.Errorf("registry %s: registry id is not 16 bytes", address)
+		}
+	}
+	f := revocations.New(client, registryID, trust, maxAgeMs)
+	if err := f.Sync(dctx); err != nil {
+		return nil, fmt.Errorf("revocation list of %s: %w", address, err)
+	}
+	go f.Run(ctx, 5*time.Second, func(err error) { agent.Warn(parley.CodeRevocationStale, err.Error()) })
+	return f, nil
 }
 
 // readPassphrase returns the passphrase for a sealed key file, or nil.

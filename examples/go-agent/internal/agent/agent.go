@@ -34,8 +34,17 @@ type Config struct {
 	Expect         int
 	Timeout        time.Duration
 	RekeyThreshold uint32
-	Out            io.Writer // JSON event lines (stdout)
+	// Revocations is the agent's revocation data (§8.4), checked at every
+	// handshake, every message opened, and every PeerCheckInterval for the
+	// live sessions; nil checks nothing (a warning says so at start).
+	Revocations       parley.RevocationChecker
+	PeerCheckInterval time.Duration
+	Out               io.Writer // JSON event lines (stdout)
 }
+
+// MaxHeldEnvelopes bounds the envelopes held for one handshake in progress
+// (§5.4); more are left unacked, for a later redelivery.
+const MaxHeldEnvelopes = 64
 
 // sendTypes is the cycle of message types the agent sends.
 var sendTypes = []pb.MessageType{
@@ -122,8 +131,18 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	interval := cfg.PeerCheckInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	peerCheck := time.NewTicker(interval)
+	defer peerCheck.Stop()
 	for !r.done() {
 		select {
+		case <-peerCheck.C:
+			if err := r.checkPeers(); err != nil {
+				return err
+			}
 		case resp := <-frames:
 			if err := r.handle(resp); err != nil {
 				return err
@@ -151,8 +170,31 @@ func (r *runner) done() bool {
 func (r *runner) handshakeConfig() parley.HandshakeConfig {
 	return parley.HandshakeConfig{
 		Identity: r.cfg.Identity, Trust: r.cfg.Trust, Now: nowMs,
-		RekeyThreshold: r.cfg.RekeyThreshold, Cache: r.cache,
+		RekeyThreshold: r.cfg.RekeyThreshold, Cache: r.cache, Revocations: r.cfg.Revocations,
 	}
+}
+
+// checkPeers re-checks every live session's peer (§8.4): a revoked or expired
+// peer closes its session, which ends this run.
+func (r *runner) checkPeers() error {
+	if r.cfg.Revocations == nil {
+		return nil
+	}
+	for id, s := range r.sessions {
+		err := s.CheckPeer(nowMs())
+		switch parley.CodeOf(err) {
+		case "":
+		case parley.CodeRevocationStale:
+			warn(parley.CodeRevocationStale, err.Error())
+		default:
+			delete(r.sessions, id)
+			if r.current == s {
+				r.current = nil
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 func nowMs() int64 { return time.Now().UnixMilli() }
@@ -172,10 +214,12 @@ func (r *runner) initiate() error {
 func (r *runner) handle(resp *pb.ConnectResponse) error {
 	switch k := resp.GetKind().(type) {
 	case *pb.ConnectResponse_Delivery:
-		if err := r.deliver(k.Delivery); err != nil {
+		ack, err := r.deliver(k.Delivery)
+		if err != nil || !ack {
 			return err
 		}
-		// Ack after processing (§10.8), duplicates included.
+		// Ack after processing (§10.8), duplicates included; a held
+		// envelope is acked once processed after its step 3 (§5.4).
 		return r.conn.Ack(k.Delivery.GetDeliveryId())
 	case *pb.ConnectResponse_Accepted:
 		if o := r.inFlight; o != nil && o.requestID == k.Accepted.GetRequestId() {
@@ -194,16 +238,28 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 	}
 }
 
-func (r *runner) deliver(d *pb.Delivery) error {
+// deliver processes one delivery; ack is false for an envelope held until
+// its session's step 3 (§5.4).
+func (r *runner) deliver(d *pb.Delivery) (ack bool, err error) {
 	switch it := d.GetItem().(type) {
 	case *pb.Delivery_Handshake:
-		return r.onFrame(it.Handshake)
+		return true, r.onFrame(it.Handshake)
 	case *pb.Delivery_Envelope:
-		return r.onEnvelope(d, it.Envelope)
+		id := string(it.Envelope.GetSessionId())
+		if r.sessions[id] == nil && r.accepted[id] != nil {
+			// Step 3 not processed yet: hold it, unacked (§5.4), at most 64.
+			if len(r.early[id]) >= MaxHeldEnvelopes {
+				warn("held", "more than 64 envelopes before step 3: left unacked for redelivery")
+				return false, nil
+			}
+			r.early[id] = append(r.early[id], d)
+			return false, nil
+		}
+		return true, r.onEnvelope(d, it.Envelope)
 	case *pb.Delivery_Receipt:
-		return r.onReceipt(it.Receipt)
+		return true, r.onReceipt(it.Receipt)
 	default:
-		return parley.Errorf(parley.CodeMalformed, "delivery %d carries no item", d.GetDeliveryId())
+		return false, parley.Errorf(parley.CodeMalformed, "delivery %d carries no item", d.GetDeliveryId())
 	}
 }
 
@@ -259,8 +315,11 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 		}
 		early := r.early[id]
 		delete(r.early, id)
-		for _, d := range early {
+		for _, d := range early { // in arrival order, then acked (§5.4)
 			if err := r.onEnvelope(d, d.GetEnvelope()); err != nil {
+				return err
+			}
+			if err := r.conn.Ack(d.GetDeliveryId()); err != nil {
 				return err
 			}
 		}
@@ -309,10 +368,8 @@ func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) error {
 	id := string(e.GetSessionId())
 	s := r.sessions[id]
 	if s == nil {
-		if r.accepted[id] != nil { // step 3 not seen yet: keep it for then
-			r.early[id] = append(r.early[id], d)
-			return nil
-		}
+		// §5.4 answers this with a SessionReject (§17); this example drops it
+		// until the gateway relays that item.
 		warn(parley.CodeUnknownSession, "envelope of no live session dropped (a redelivery from an earlier run?)")
 		return nil
 	}
@@ -403,6 +460,9 @@ func writeEvent(w io.Writer, fields map[string]any) {
 	buf = append(buf, '}', '\n')
 	_, _ = w.Write(buf)
 }
+
+// Warn reports a tolerated, non-fatal event on stderr.
+func Warn(code, message string) { warn(code, message) }
 
 // warn reports a tolerated, non-fatal event on stderr.
 func warn(code, message string) {

@@ -22,6 +22,7 @@ const (
 	CodeStaleTimestamp     = "stale_timestamp"
 	CodeFutureTimestamp    = "future_timestamp"
 	CodeRevoked            = "revoked"
+	CodeRevocationStale    = "revocation_stale"
 	CodeExpired            = "expired"
 	CodeNotYetValid        = "not_yet_valid"
 	CodeUnknownIssuer      = "unknown_issuer"

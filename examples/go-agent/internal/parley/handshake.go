@@ -63,6 +63,10 @@ type HandshakeConfig struct {
 	RekeyThreshold uint32
 	// Skew bounds for the sessions created (zero value: the §8.3 defaults).
 	Skew Skew
+	// Revocations is the agent's revocation data, checked at the handshake
+	// (§3.3 step 6) and on every message of the sessions it creates (§8.1
+	// step 2). nil checks nothing (the vectors without revocation data).
+	Revocations RevocationChecker
 	// Cache is the agent's message-hash cache shared by its sessions (§8.2);
 	// nil gives each session its own.
 	Cache *MessageCache
@@ -122,6 +126,11 @@ func CheckFrameShape(f *pb.HandshakeFrame, step uint32) error {
 	}
 	if !IsAgentID(f.GetSenderId()) || !IsAgentID(f.GetRecipientId()) || f.GetSenderId() == f.GetRecipientId() {
 		return Errorf(CodeMalformed, "frame agent ids")
+	}
+	// A step outside 1..3 is a field out of range; a defined step this side
+	// is not waiting for is a wrong turn (§5.1).
+	if f.GetStep() < 1 || f.GetStep() > 3 {
+		return Errorf(CodeMalformed, "handshake step %d", f.GetStep())
 	}
 	if f.GetStep() != step {
 		return Errorf(CodeHandshakeFailed, "expected step %d, got %d", step, f.GetStep())
@@ -371,7 +380,7 @@ func (h *Handshake) verifyPeer(payload []byte, peerRole Role, remoteStatic []byt
 	if len(hp.GetIdentitySignature()) != ed25519.SignatureSize {
 		return nil, Errorf(CodeMalformed, "identity signature must be 64 bytes")
 	}
-	if err := h.cfg.Trust.VerifyCertificate(hp.GetCertificate(), h.cfg.Now(), h.peerID); err != nil {
+	if err := h.cfg.Trust.VerifyCertificateWith(hp.GetCertificate(), h.cfg.Now(), h.peerID, h.cfg.Revocations); err != nil {
 		return nil, err
 	}
 	key := ed25519.PublicKey(hp.GetCertificate().GetIdentityPublicKey())
@@ -395,8 +404,9 @@ func (h *Handshake) newSession(peer *verifiedPeer, c1, c2 *noise.CipherState) *S
 		id: h.sessionID, role: h.role, local: h.cfg.Identity, peerID: h.peerID, peerKey: peer.key,
 		peerCert: peer.cert, handshakeHash: append([]byte(nil), h.hs.ChannelBinding()...),
 		send: NewDirectionKeys(send.Cipher(), h.threshold), recv: NewDirectionKeys(recv.Cipher(), h.threshold),
-		now: h.cfg.Now, skew: h.cfg.Skew, cache: h.cfg.Cache,
+		now: h.cfg.Now, skew: h.cfg.Skew, cache: h.cfg.Cache, revocations: h.cfg.Revocations,
 	})
+	s.peerNotAfter, s.hasPeerNotAfter = h.cfg.Trust.NotAfter(peer.cert)
 	h.hs = nil
 	for i := range h.static.Private {
 		h.static.Private[i] = 0

@@ -39,6 +39,12 @@ type Session struct {
 	cache  *MessageCache
 	skew   Skew
 	now    func() int64
+	// revocations and the issuer's not_after_ms: the peer's standing is
+	// re-checked on every Open (§8.1 step 2).
+	revocations     RevocationChecker
+	peerNotAfter    int64
+	hasPeerNotAfter bool
+	closed          bool
 }
 
 type sessionInit struct {
@@ -53,6 +59,7 @@ type sessionInit struct {
 	now           func() int64
 	skew          Skew
 	cache         *MessageCache
+	revocations   RevocationChecker
 }
 
 func newSession(in sessionInit) *Session {
@@ -66,6 +73,7 @@ func newSession(in sessionInit) *Session {
 		ID: in.id, Role: in.role, PeerID: in.peerID, PeerKey: in.peerKey, PeerCert: in.peerCert,
 		HandshakeHash: in.handshakeHash, local: in.local, send: in.send, recv: in.recv,
 		window: NewReplayWindow(), cache: in.cache, skew: in.skew, now: in.now,
+		revocations: in.revocations,
 	}
 }
 
@@ -86,6 +94,9 @@ type Sealed struct {
 func (s *Session) Seal(t pb.MessageType, content *structpb.Value) (*Sealed, error) {
 	if !IsDefinedMessageType(t) {
 		return nil, Errorf(CodeMalformed, "message type %d", t)
+	}
+	if s.closed {
+		return nil, Errorf(CodeUnknownSession, "session is closed")
 	}
 	counter := s.next
 	if counter >= MaxCounter {
@@ -135,12 +146,18 @@ func (s *Session) Open(e *pb.SecureMessage) (*Opened, error) {
 	if err := CheckEnvelopeShape(e); err != nil {
 		return nil, err
 	}
-	// 2. session and routing
+	// 2. session and routing, and the peer certificate's standing
+	if s.closed {
+		return nil, Errorf(CodeUnknownSession, "session is closed")
+	}
 	if subtle.ConstantTimeCompare(e.GetSessionId(), s.ID) != 1 {
 		return nil, Errorf(CodeUnknownSession, "session id does not match")
 	}
 	if e.GetRecipientId() != s.local.AgentID || e.GetSenderId() != s.PeerID {
 		return nil, Errorf(CodeIdentityMismatch, "envelope routing does not match the session")
+	}
+	if err := s.checkPeerStanding(now); err != nil {
+		return nil, err
 	}
 	// 3. signature by the peer's certified identity key
 	signed, err := EnvelopeSigned(e)
@@ -181,6 +198,46 @@ func (s *Session) Open(e *pb.SecureMessage) (*Opened, error) {
 	s.cache.Add(hash)
 	s.recv.Commit(derived, s.recv.EpochOf(s.window.Floor()))
 	return opened, nil
+}
+
+// CheckPeer is the end of §8.1 step 2, also run whenever the agent's
+// revocation data changes (§8.4): the certificate the handshake
+// authenticated must still be valid (and its issuer within not_after_ms) and
+// not revoked. An expired or revoked peer closes the session; data that cannot
+// answer refuses (revocation_stale) and keeps the session.
+func (s *Session) CheckPeer(now int64) error {
+	if s.closed {
+		return Errorf(CodeUnknownSession, "session is closed")
+	}
+	return s.checkPeerStanding(now)
+}
+
+func (s *Session) checkPeerStanding(now int64) error {
+	if now >= s.PeerCert.GetValidUntilMs() || (s.hasPeerNotAfter && now >= s.peerNotAfter) {
+		s.Close()
+		return Errorf(CodeExpired, "the peer's certificate has expired; session closed")
+	}
+	if err := checkRevocation(s.revocations, s.PeerCert, now); err != nil {
+		if CodeOf(err) == CodeRevoked {
+			s.Close()
+		}
+		return err
+	}
+	return nil
+}
+
+// Closed reports whether the session was closed.
+func (s *Session) Closed() bool { return s.closed }
+
+// Close ends the session: nothing more is sealed or opened. (Go cannot wipe
+// the key copies inside cipher objects; the HMAC keys it owns are zeroed.)
+func (s *Session) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.send.Discard(s.send.epochs)
+	s.recv.Discard(s.recv.epochs)
 }
 
 // openWithKeys runs §8.1 steps 8–10.

@@ -76,7 +76,7 @@ func (c *checker) checkCertificateChecks() {
 			}
 			cert, err := parley.DecodeCertificate(e.hex("certificate", v.Certificate))
 			if err == nil {
-				err = c.trust.VerifyCertificate(cert, v.AtMs, expected)
+				err = c.trust.VerifyCertificateWith(cert, v.AtMs, expected, revocationSet(v.Revoked))
 			}
 			e.code(err, v.Expect)
 		})

@@ -146,16 +146,24 @@ type vectorFile struct {
 	Audit             auditVector
 	Revocations       revocationsVector
 	Registry          registryVector
+	TrustBundleChecks []trustBundleCheck
+	HandshakeRejects  []handshakeRejection
+	SessionRejects    []sessionRejectVector
 	raw               map[string]json.RawMessage
 }
 
-// groups maps every top-level key to its decoding target; a key not listed
-// here fails the run, so a new vector group is never skipped silently.
+// targets maps every top-level key to its decoding target: first the metadata
+// keys of PROTOCOL.md §16, then the vector groups. A key not listed here fails
+// the run, so a new vector group is never skipped silently.
 func (f *vectorFile) targets() map[string]any {
 	return map[string]any{
+		// metadata
 		"format": new(string), "version": new(int), "protocol": new(string),
 		"generated_by": new(string), "notes": new([]string), "now_ms": &f.NowMs,
-		"keys": &f.Keys, "trust_bundle": &f.TrustBundle, "certificates": &f.Certificates,
+		// groups
+		"trust_bundle_checks": &f.TrustBundleChecks, "handshake_rejections": &f.HandshakeRejects,
+		"session_rejects": &f.SessionRejects,
+		"keys":            &f.Keys, "trust_bundle": &f.TrustBundle, "certificates": &f.Certificates,
 		"certificate_checks": &f.CertificateChecks, "handshake": &f.Handshake,
 		"messages": &f.Messages, "message_rejections": &f.MessageRejections,
 		"disclosures": &f.Disclosures, "receipts": &f.Receipts,
@@ -178,11 +186,14 @@ func CheckFile(path string, out io.Writer) (Result, error) {
 	c.checkTrustBundle()
 	c.checkCertificates()
 	c.checkCertificateChecks()
+	c.checkTrustBundleChecks()
 	c.checkHandshake()
+	c.checkHandshakeRejections()
 	c.checkMessages()
 	c.checkRejections()
 	c.checkDisclosures()
 	c.checkReceipts()
+	c.checkSessionRejects()
 	c.checkGatewayLayouts()
 	c.checkAudit()
 	c.checkRevocations()

@@ -30,12 +30,50 @@ type certificateVector struct {
 	Encoded           string   `json:"encoded"`
 }
 
+// revokedVector is a receiver's revocation data: agent ids and hex serials.
+type revokedVector struct {
+	AgentIDs []string `json:"agent_ids"`
+	Serials  []string `json:"serials"`
+}
+
 type certificateCheck struct {
-	Name            string  `json:"name"`
-	Certificate     string  `json:"certificate"`
-	ExpectedAgentID *string `json:"expected_agent_id"`
-	AtMs            int64   `json:"at_ms"`
-	Expect          string  `json:"expect"`
+	Name            string        `json:"name"`
+	Certificate     string        `json:"certificate"`
+	ExpectedAgentID *string       `json:"expected_agent_id"`
+	AtMs            int64         `json:"at_ms"`
+	Expect          string        `json:"expect"`
+	Revoked         revokedVector `json:"revoked"`
+}
+
+type trustBundleCheck struct {
+	Name              string  `json:"name"`
+	JSON              string  `json:"json"`
+	Expect            string  `json:"expect"`
+	CertificateExpect *string `json:"certificate_expect"`
+}
+
+type handshakeRejection struct {
+	Name     string        `json:"name"`
+	Receiver string        `json:"receiver"`
+	AtStep   int           `json:"at_step"`
+	Frame    string        `json:"frame"`
+	Revoked  revokedVector `json:"revoked"`
+	Expect   string        `json:"expect"`
+}
+
+type sessionRejectVector struct {
+	Name         string `json:"name"`
+	Version      uint32 `json:"version"`
+	SessionID    string `json:"session_id"`
+	MessageHash  string `json:"message_hash"`
+	SenderID     string `json:"sender_id"`
+	RecipientID  string `json:"recipient_id"`
+	RejectedAtMs int64  `json:"rejected_at_ms"`
+	Layout       string `json:"layout"`
+	Digest       string `json:"digest"`
+	Signature    string `json:"signature"`
+	Encoded      string `json:"encoded"`
+	Signer       string `json:"signer"`
 }
 
 type noiseKeys struct {
@@ -114,11 +152,14 @@ type messageVector struct {
 }
 
 type rejectionVector struct {
-	Name        string   `json:"name"`
-	Receiver    string   `json:"receiver"`
-	AcceptFirst []string `json:"accept_first"`
-	Envelope    string   `json:"envelope"`
-	Expect      string   `json:"expect"`
+	Name                 string        `json:"name"`
+	Receiver             string        `json:"receiver"`
+	AcceptFirst          []string      `json:"accept_first"`
+	Envelope             string        `json:"envelope"`
+	Expect               string        `json:"expect"`
+	AcceptFirstEnvelopes []string      `json:"accept_first_envelopes"`
+	Revoked              revokedVector `json:"revoked"`
+	OpenAtMs             int64         `json:"open_at_ms"`
 }
 
 type disclosureVector struct {

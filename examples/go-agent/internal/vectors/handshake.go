@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+	"math"
 
 	"github.com/flynn/noise"
 	"google.golang.org/protobuf/proto"
@@ -36,28 +37,63 @@ func noiseKey(e *entry, side string, priv, pub string) *noise.DHKey {
 	return &noise.DHKey{Private: e.hex(side+".static_private", priv), Public: e.hex(side+".static_public", pub)}
 }
 
-// handshake reproduces the vector handshake with its fixed Noise keys,
-// through the same code the agent uses (flynn/noise underneath), at now_ms.
-func (c *checker) handshake(e *entry) *pair {
+// environment is a receiver's clock and revocation data; message_rejections
+// change both after the handshake.
+type environment struct {
+	nowMs   int64
+	revoked *parley.RevocationSet
+}
+
+// revocationSet turns a vector's "revoked" field into revocation data.
+func revocationSet(r revokedVector) *parley.RevocationSet {
+	set := &parley.RevocationSet{AgentIDs: map[string]bool{}, Serials: map[string]bool{}}
+	for _, id := range r.AgentIDs {
+		set.AgentIDs[id] = true
+	}
+	for _, s := range r.Serials {
+		set.Serials[s] = true
+	}
+	return set
+}
+
+// configs returns the initiator's and responder's handshake configuration:
+// the fixed Noise keys of the file, the clock and revocation data of env.
+func (c *checker) configs(e *entry, env *environment) (icfg, rcfg parley.HandshakeConfig, ok bool) {
 	h := c.file.Handshake
 	alice, err := c.identity(h.InitiatorID)
 	if !e.check(err, "initiator identity") {
-		return nil
+		return icfg, rcfg, false
 	}
 	bob, err := c.identity(h.ResponderID)
 	if !e.check(err, "responder identity") {
-		return nil
+		return icfg, rcfg, false
 	}
-	now := func() int64 { return c.file.NowMs }
-	icfg := parley.HandshakeConfig{
-		Identity: alice, Trust: c.trust, Now: now, RekeyThreshold: h.RekeyThreshold,
+	now := func() int64 { return env.nowMs }
+	icfg = parley.HandshakeConfig{
+		Identity: alice, Trust: c.trust, Now: now, RekeyThreshold: h.RekeyThreshold, Revocations: env.revoked,
 		StaticKey: noiseKey(e, "initiator", h.Initiator.StaticPrivate, h.Initiator.StaticPublic),
 		Random:    bytes.NewReader(e.hex("initiator.ephemeral_private", h.Initiator.EphemeralPrivate)),
 	}
-	rcfg := parley.HandshakeConfig{
-		Identity: bob, Trust: c.trust, Now: now,
+	rcfg = parley.HandshakeConfig{
+		Identity: bob, Trust: c.trust, Now: now, Revocations: env.revoked,
 		StaticKey: noiseKey(e, "responder", h.Responder.StaticPrivate, h.Responder.StaticPublic),
 		Random:    bytes.NewReader(e.hex("responder.ephemeral_private", h.Responder.EphemeralPrivate)),
+	}
+	return icfg, rcfg, true
+}
+
+// handshake reproduces the vector handshake with its fixed Noise keys,
+// through the same code the agent uses (flynn/noise underneath), at now_ms.
+func (c *checker) handshake(e *entry) *pair {
+	return c.handshakeIn(e, &environment{nowMs: c.file.NowMs, revoked: revocationSet(revokedVector{})})
+}
+
+// handshakeIn is handshake in an environment the caller may change later.
+func (c *checker) handshakeIn(e *entry, env *environment) *pair {
+	h := c.file.Handshake
+	icfg, rcfg, ok := c.configs(e, env)
+	if !ok {
+		return nil
 	}
 	var p pair
 	ih, f1, err := parley.StartHandshake(icfg, h.ResponderID, e.hex("session_id", h.SessionID))
@@ -194,8 +230,12 @@ func (c *checker) checkEpochKeys(e *entry, dir string, send, recv *parley.Direct
 			if !bytes.Equal(keys.Cipher.Encrypt(nil, 7, ad, probe), vecCipher.Encrypt(nil, 7, ad, probe)) {
 				e.failf("%s: k(e) mismatch", label)
 			}
-			// The file's own known-answer value: ENCRYPT(k(e), 0, "", 0^32).
-			e.eq(label+" key_check", keys.Cipher.Encrypt(nil, 0, nil, probe), w.KeyCheck)
+			// The file's own known-answer value, test-only (§16):
+			// ENCRYPT(k(e), 2^64−3, "", 0^32), a nonce no message uses.
+			e.eq(label+" key_check", keys.Cipher.Encrypt(nil, math.MaxUint64-2, nil, probe), w.KeyCheck)
+			// §7: the associated data does not reach the first 32 bytes
+			// (keystream), so mk(e) is the same with or without the label.
+			e.eq(label+" mk(e) without its label", keys.Cipher.Encrypt(nil, math.MaxUint64-1, nil, probe)[:32], w.HmacKey)
 			e.eq(label+" mk(e)", keys.MacKey, w.HmacKey)
 		}
 		if i+1 < len(want) {

@@ -160,7 +160,10 @@ func (c *checker) checkRejections() {
 	}
 	for _, v := range c.file.MessageRejections {
 		g.run(v.Name, func(e *entry) {
-			p := c.handshake(e) // a fresh receiver session for every case
+			// A fresh receiver session for every case; its clock and
+			// revocation data change after accept_first.
+			env := &environment{nowMs: c.file.NowMs, revoked: revocationSet(revokedVector{})}
+			p := c.handshakeIn(e, env)
 			if p == nil {
 				return
 			}
@@ -190,14 +193,30 @@ func (c *checker) checkRejections() {
 					return
 				}
 			}
-			var env pb.SecureMessage
-			err := proto.Unmarshal(e.hex("envelope", v.Envelope), &env)
+			for i, envHex := range v.AcceptFirstEnvelopes {
+				var env pb.SecureMessage
+				if err := proto.Unmarshal(e.hex("accept_first_envelopes", envHex), &env); err != nil {
+					e.failf("accept_first_envelopes[%d] does not decode", i)
+					return
+				}
+				if _, err := receiver.Open(&env); err != nil {
+					e.failf("accept_first_envelopes[%d]: %v", i, err)
+					return
+				}
+			}
+			*env.revoked = *revocationSet(v.Revoked)
+			env.nowMs = v.OpenAtMs
+			var msg pb.SecureMessage
+			err := proto.Unmarshal(e.hex("envelope", v.Envelope), &msg)
 			if err != nil {
 				err = parley.Errorf(parley.CodeMalformed, "envelope does not decode")
 			} else {
-				_, err = receiver.Open(&env)
+				_, err = receiver.Open(&msg)
 			}
 			e.code(err, v.Expect)
+			if (v.Expect == parley.CodeRevoked || v.Expect == parley.CodeExpired) && !receiver.Closed() {
+				e.failf("a %s peer must close the session (§8.1 step 2)", v.Expect)
+			}
 		})
 	}
 	g.done("%d §8.1 verdicts on fresh sessions", len(c.file.MessageRejections))

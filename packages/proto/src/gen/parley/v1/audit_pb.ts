@@ -30,8 +30,8 @@ export type AuditMessage = Message<"parley.v1.AuditMessage"> & {
   index: bigint;
 
   /**
-   * BLAKE3 message hash of the audited envelope (docs/PROTOCOL.md §6.5),
-   * exactly 32 bytes.
+   * BLAKE3 message hash of the audited envelope (docs/PROTOCOL.md §6.6), or
+   * the item digest of another relayed item (§10.4), exactly 32 bytes.
    *
    * @generated from field: bytes message_hash = 2;
    */

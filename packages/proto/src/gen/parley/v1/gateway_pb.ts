@@ -246,7 +246,8 @@ export type Welcome = Message<"parley.v1.Welcome"> & {
   mailboxDepth: bigint;
 
   /**
-   * Largest encoded ConnectRequest the gateway accepts, in bytes.
+   * Largest encoded Outbound the gateway accepts, in bytes (docs/PROTOCOL.md
+   * §10.3 step 3); a larger one is rejected as too_large.
    *
    * @generated from field: uint32 max_frame_bytes = 3;
    */
@@ -424,8 +425,8 @@ export type Accepted = Message<"parley.v1.Accepted"> & {
   requestId: bigint;
 
   /**
-   * BLAKE3 message hash (32 bytes) for envelopes; item digest for frames and
-   * receipts (docs/PROTOCOL.md §10.4).
+   * BLAKE3 message hash (32 bytes) for envelopes; item digest for frames,
+   * receipts and session rejects (docs/PROTOCOL.md §10.4).
    *
    * @generated from field: bytes item_hash = 2;
    */
@@ -511,8 +512,10 @@ export const GoAwaySchema: GenMessage<GoAway> = /*@__PURE__*/
   messageDesc(file_parley_v1_gateway, 11);
 
 /**
- * DeliveryReceipt is signed by a recipient after it opened an envelope, and
- * relayed back to the envelope's sender.
+ * DeliveryReceipt is signed by a recipient for every envelope it accepted,
+ * once its application acknowledged it, and sent again whenever the same
+ * envelope arrives again; relayed back to the envelope's sender
+ * (docs/PROTOCOL.md §10.5).
  *
  * @generated from message parley.v1.DeliveryReceipt
  */
@@ -546,7 +549,7 @@ export type DeliveryReceipt = Message<"parley.v1.DeliveryReceipt"> & {
   recipientId: string;
 
   /**
-   * When the recipient accepted the envelope, milliseconds since the Unix epoch.
+   * When the recipient opened the envelope, milliseconds since the Unix epoch.
    *
    * @generated from field: int64 received_at_ms = 5;
    */

@@ -53,6 +53,8 @@ export type HandshakeFrame = Message<"parley.v1.HandshakeFrame"> & {
 
   /**
    * Which XX message this is: 1 (-> e), 2 (<- e, ee, s, es), 3 (-> s, se).
+   * Any other value is malformed; a defined step the receiver is not waiting
+   * for is handshake_failed (docs/PROTOCOL.md §5.1).
    *
    * @generated from field: uint32 step = 5;
    */

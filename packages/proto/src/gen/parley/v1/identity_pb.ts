@@ -68,7 +68,7 @@ export type AgentCertificate = Message<"parley.v1.AgentCertificate"> & {
 
   /**
    * End of validity (exclusive), milliseconds since the Unix epoch (UTC);
-   * strictly greater than valid_from_ms.
+   * strictly greater than valid_from_ms and at most 2^53 - 1 (docs/PROTOCOL.md §3.3).
    *
    * @generated from field: int64 valid_until_ms = 7;
    */

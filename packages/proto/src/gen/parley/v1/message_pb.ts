@@ -38,8 +38,9 @@ export type MessagePayload = Message<"parley.v1.MessagePayload"> & {
   timestampMs: bigint;
 
   /**
-   * Application content: any JSON value. The encoded MessagePayload is at most
-   * 1 MiB (1,048,576 bytes).
+   * Application content: any JSON value. May be absent, which a receiver reads
+   * as JSON null (docs/PROTOCOL.md §6.2). The encoded MessagePayload is at
+   * most 1 MiB (1,048,576 bytes).
    *
    * @generated from field: google.protobuf.Value content = 3;
    */
@@ -108,7 +109,8 @@ export type SecureMessage = Message<"parley.v1.SecureMessage"> & {
 
   /**
    * Explicit per-direction message counter, used as the 64-bit AEAD nonce.
-   * 0 <= nonce < 2^64 - 1 (2^64 - 1 is reserved by Noise).
+   * 0 <= nonce < 2^53 (docs/PROTOCOL.md §7); a larger value is refused as
+   * nonce_exhausted. The nonces 2^64 - 3 .. 2^64 - 1 are reserved (§7).
    *
    * @generated from field: uint64 nonce = 5;
    */
@@ -123,15 +125,16 @@ export type SecureMessage = Message<"parley.v1.SecureMessage"> & {
 
   /**
    * Salted BLAKE3 commitment to the plaintext payload, exactly 32 bytes
-   * (docs/PROTOCOL.md §6.4). Lets a recipient prove what the sender sent.
+   * (docs/PROTOCOL.md §6.2). Lets a recipient prove what the sender sent (§6.5).
    *
    * @generated from field: bytes payload_commitment = 7;
    */
   payloadCommitment: Uint8Array;
 
   /**
-   * ChaCha20-Poly1305 ciphertext followed by its 16-byte Poly1305 tag.
-   * 16 + 32 + 1..1,048,576 bytes.
+   * ChaCha20-Poly1305 ciphertext of salt (32 bytes) and payload, followed by
+   * its 16-byte Poly1305 tag: 48..1,048,624 bytes (32 + 0..1,048,576 + 16).
+   * Fewer is malformed, more is too_large (docs/PROTOCOL.md §8.1).
    *
    * @generated from field: bytes encrypted_payload = 8;
    */

@@ -1,0 +1,104 @@
+/**
+ * Stream authentication (docs/PROTOCOL.md §10.2): hello → challenge → auth,
+ * which yields a Link; and the re-checks of live Links' certificates
+ * (revocation, expiry), which close a stream whose certificate no longer
+ * verifies with GoAway.
+ */
+import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
+import type { ConnectRequest } from '@parley/proto';
+import { RpcError, type Channel } from '@parley/rpc';
+import { isAgentId } from '@parley/session';
+import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link } from './context.js';
+import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from './layouts.js';
+
+/**
+ * hello → challenge → auth (§10.2); the caller sends welcome.
+ * @returns the authenticated Link, or undefined when the stream ended first
+ * @throws RpcError with the code of the failed check (already logged as a security event)
+ */
+export async function authenticate(
+  ctx: GatewayContext,
+  it: AsyncIterator<ConnectRequest>,
+  out: Channel<ConnectResponseInit>,
+  remote: string,
+): Promise<Link | undefined> {
+  const refuse = (code: RpcError['code'], message: string, agent?: string): never => {
+    ctx.security('connect', code, { remote, ...(agent === undefined ? {} : { agent }) }, message);
+    throw new RpcError(code, message);
+  };
+  const first = await it.next();
+  if (first.done === true || out.closed) return undefined;
+  const hello = first.value.kind;
+  if (hello.case !== 'hello') return refuse('unauthenticated', 'the first frame must be hello');
+  if (hello.value.version !== 1) return refuse('unsupported_version', `hello version ${hello.value.version} is not supported`);
+  if (hello.value.certificate === undefined) return refuse('malformed', 'hello carries no certificate');
+  let cert: VerifiedCertificate;
+  try {
+    cert = verifyCertificate(ctx.crypto, hello.value.certificate, {
+      trustBundle: ctx.trustBundle,
+      nowMs: ctx.clock(),
+      revocations: ctx.revocations,
+    });
+  } catch (error) {
+    const e = RpcError.from(error);
+    return refuse(e.code, e.details, isAgentId(hello.value.certificate.agentId) ? hello.value.certificate.agentId : undefined);
+  }
+  const nonce = ctx.crypto.randomBytes(CHALLENGE_NONCE_BYTES);
+  out.push({ kind: { case: 'challenge', value: { gatewayId: ctx.gatewayId, nonce, serverTimeMs: BigInt(ctx.clock()) } } });
+
+  const second = await it.next();
+  if (second.done === true || out.closed) return undefined;
+  const auth = second.value.kind;
+  if (auth.case !== 'auth') return refuse('unauthenticated', 'the second frame must be auth', cert.agentId);
+  const signed = gatewayAuthLayout(ctx.gatewayId, nonce, cert.agentId, cert.serial);
+  if (auth.value.signature.length !== SIGNATURE_BYTES || !ctx.crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
+    return refuse('bad_signature', 'auth proof does not verify', cert.agentId);
+  }
+  return {
+    cert,
+    certificate: hello.value.certificate,
+    subject: subjectOf(cert),
+    out,
+    remote,
+    lastDeliveryId: 0n,
+    sent: new Set(),
+    ready: false,
+    pumping: false,
+    dirty: false,
+  };
+}
+
+/**
+ * Closes, with GoAway `revoked`, every live stream of a revoked agent id or
+ * certificate serial.
+ * @returns how many streams were closed
+ */
+export function closeRevokedLinks(ctx: GatewayContext, subject: { readonly agentId: string } | { readonly serial: Uint8Array }): number {
+  let closed = 0;
+  for (const link of [...ctx.links.values()]) {
+    const hit = 'agentId' in subject ? link.cert.agentId === subject.agentId : ctx.crypto.constantTimeEqual(link.cert.serial, subject.serial);
+    if (hit) {
+      ctx.security('revocation', 'revoked', { agent: link.cert.agentId, remote: link.remote }, 'certificate revoked while connected');
+      ctx.goAway(link, 'revoked', 'certificate revoked');
+      closed++;
+    }
+  }
+  return closed;
+}
+
+/** Re-checks every live stream's certificate (revocation, expiry) at `now`; closes those no longer valid. */
+export function recheckLinks(ctx: GatewayContext, now: number): void {
+  for (const link of [...ctx.links.values()]) {
+    let code: RpcError['code'] | undefined;
+    try {
+      if (now >= link.cert.validUntilMs) code = 'expired';
+      else if (ctx.revocations.check({ agentId: link.cert.agentId, serial: link.cert.serial }, now).revoked) code = 'revoked';
+    } catch (error) {
+      code = RpcError.from(error).code === 'revocation_stale' ? 'revocation_stale' : 'internal';
+    }
+    if (code !== undefined) {
+      ctx.security('revocation', code, { agent: link.cert.agentId, remote: link.remote }, 'live stream certificate no longer valid');
+      ctx.goAway(link, code, code === 'revoked' ? 'certificate revoked' : 'certificate no longer valid');
+    }
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The bidirectional Connect stream (docs/PROTOCOL.md §10.2–§10.4): within the
+ * auth timeout, authenticate (./authentication.ts), send Welcome, make the
+ * Link visible to routing (replacing an older stream of the same agent with
+ * GoAway `replaced`), drain the backlog (./delivery.ts), then take Send
+ * frames (routed one at a time, in order, by ./routing.ts) and Ack frames.
+ */
+import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@parley/proto';
+import { Channel, RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
+import { authenticate } from './authentication.js';
+import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
+import type { Delivery } from './delivery.js';
+import type { Router } from './routing.js';
+
+/** Serves Connect streams. */
+export class ConnectStreams {
+  readonly #ctx: GatewayContext;
+  readonly #router: Router;
+  readonly #delivery: Delivery;
+  readonly #authTimeoutMs: number;
+
+  constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number) {
+    this.#ctx = ctx;
+    this.#router = router;
+    this.#delivery = delivery;
+    this.#authTimeoutMs = authTimeoutMs;
+  }
+
+  /** One Connect stream: the server frames, until either side ends it. */
+  async *serve(requests: AsyncIterable<ConnectRequest>, call: CallContext): AsyncGenerator<ConnectResponseInit> {
+    if (this.#ctx.closing) throw new RpcError('unavailable', 'gateway is shutting down');
+    const out = new Channel<ConnectResponseInit>();
+    const state: { link: Link | undefined } = { link: undefined };
+    void this.#drive(requests, call, out, state);
+    try {
+      yield* out;
+    } finally {
+      out.end();
+      const link = state.link;
+      if (link !== undefined && this.#ctx.links.get(link.cert.agentId) === link) this.#ctx.links.delete(link.cert.agentId);
+    }
+  }
+
+  async #drive(requests: AsyncIterable<ConnectRequest>, call: CallContext, out: Channel<ConnectResponseInit>, state: { link: Link | undefined }): Promise<void> {
+    const ctx = this.#ctx;
+    const it = requests[Symbol.asyncIterator]();
+    const remote = call.peer;
+    const authTimer = setTimeout(() => {
+      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
+      out.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
+    }, this.#authTimeoutMs);
+    authTimer.unref();
+    try {
+      const link = await authenticate(ctx, it, out, remote);
+      clearTimeout(authTimer);
+      if (link === undefined) return;
+      state.link = link;
+      await ctx.track(ctx.mailbox.rememberAgent(link.certificate));
+      const depth = await ctx.track(ctx.mailbox.depth(link.cert.agentId));
+      // Welcome goes out before the link is visible to routing, so no delivery can
+      // precede it; anything stored meanwhile is in the mailbox and the pump below
+      // drains it.
+      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: ctx.maxFrameBytes } } });
+      const previous = ctx.links.get(link.cert.agentId);
+      ctx.links.set(link.cert.agentId, link);
+      if (previous !== undefined) ctx.goAway(previous, 'replaced', 'a newer stream authenticated as this agent');
+      ctx.log.info({ agent: link.cert.agentId, remote, mailbox_depth: depth }, 'agent connected');
+      // The backlog first, in delivery-id order; items routed meanwhile join it (see Delivery.pump).
+      this.#delivery.pump(link);
+
+      for (;;) {
+        const next = await it.next();
+        if (next.done === true || out.closed) break;
+        const request = next.value;
+        switch (request.kind.case) {
+          case 'send':
+            // One at a time, in order: items from one stream keep their order through the mailbox.
+            await this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
+            break;
+          case 'ack':
+            await this.#delivery.ack(link, request.kind.value.deliveryId);
+            break;
+          default:
+            ctx.security('connect', 'malformed', { agent: link.cert.agentId, remote }, `unexpected ${request.kind.case ?? 'empty'} frame`);
+            out.fail(new RpcError('malformed', 'only send and ack frames are allowed after welcome'));
+            return;
+        }
+      }
+      out.end();
+    } catch (error) {
+      clearTimeout(authTimer);
+      const e = RpcError.from(error);
+      if (e.code === 'internal') ctx.log.error({ err: error, remote }, 'connect stream failed');
+      out.fail(e);
+    }
+  }
+
+  /** A Send frame: routed, answered with Accepted or Rejected (never ends the stream). */
+  async #onOutbound(link: Link, outbound: Outbound, wireBytes: number | undefined): Promise<void> {
+    const requestId = outbound.requestId;
+    try {
+      const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
+      const { itemHash, status } = await this.#ctx.track(this.#router.route(link, outbound.item, size, { requestId, stage: 'outbound' }));
+      link.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
+    } catch (error) {
+      const e = RpcError.from(error);
+      if (e.code === 'internal') this.#ctx.log.error({ err: error, agent: link.cert.agentId }, 'relaying failed');
+      link.out.push({ kind: { case: 'rejected', value: { requestId, code: e.code, message: e.details } } });
+    }
+  }
+}

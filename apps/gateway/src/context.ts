@@ -1,0 +1,136 @@
+/**
+ * What the gateway's parts share (gateway.ts composes them; docs/PROTOCOL.md
+ * §10): configuration, the table of authenticated streams (Links), metrics,
+ * the tracking of database work in flight (awaited by `close()`), and the
+ * structured security log.
+ */
+import type { ParleyCrypto } from '@parley/crypto-core';
+import type { RevocationChecker, TrustBundle, VerifiedCertificate } from '@parley/identity';
+import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
+import type { Channel } from '@parley/rpc';
+import type { Logger } from 'pino';
+import type { Mailbox } from './mailbox.js';
+import { GatewayMetrics } from './metrics.js';
+import type { PolicySubject } from './policy.js';
+
+/** A server frame of the Connect stream, as the gateway writes it. */
+export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
+
+/** An authenticated stream (made by ./authentication.ts). */
+export interface Link {
+  readonly cert: VerifiedCertificate;
+  readonly certificate: AgentCertificate;
+  readonly subject: PolicySubject;
+  readonly out: Channel<ConnectResponseInit>;
+  readonly remote: string;
+  /** Highest delivery id written to this stream (acks above it are refused). */
+  lastDeliveryId: bigint;
+  /** Delivery ids written to this stream and not acked yet (never written twice to one stream). */
+  readonly sent: Set<bigint>;
+  /** The mailbox backlog has been drained: new items are written directly. */
+  ready: boolean;
+  /** A backlog drain is running. */
+  pumping: boolean;
+  /** Something was stored while draining: drain again. */
+  dirty: boolean;
+}
+
+/** Who sent an item: a stream's agent or a unary Send's verified certificate. */
+export interface Sender {
+  readonly cert: VerifiedCertificate;
+  readonly subject: PolicySubject;
+  readonly remote: string;
+}
+
+/** Who a security event is about: ids and addresses only. */
+export interface SecuritySubject {
+  agent?: string;
+  peer?: string;
+  remote?: string;
+  requestId?: bigint;
+}
+
+/** The policy subject of a verified certificate. */
+export function subjectOf(cert: VerifiedCertificate): PolicySubject {
+  return { agentId: cert.agentId, agentType: cert.agentType, capabilities: cert.capabilities };
+}
+
+/** The state and helpers every part of one gateway shares. */
+export class GatewayContext {
+  readonly crypto: ParleyCrypto;
+  /** The gateway's name, bound into every auth proof and send signature. */
+  readonly gatewayId: string;
+  readonly trustBundle: TrustBundle;
+  readonly revocations: RevocationChecker;
+  readonly clock: () => number;
+  readonly log: Logger;
+  readonly mailbox: Mailbox;
+  /** Largest encoded Outbound (or SendRequest) accepted, bytes. */
+  readonly maxFrameBytes: number;
+  /** Authenticated streams by agent id: at most one per agent. */
+  readonly links = new Map<string, Link>();
+  /** Prometheus instruments. */
+  readonly metrics: GatewayMetrics;
+  /** `close()` has begun: no new streams or sends. */
+  closing = false;
+  /** Operations touching the database, awaited by `drain()`. */
+  readonly #inflight = new Set<Promise<unknown>>();
+
+  constructor(init: {
+    readonly crypto: ParleyCrypto;
+    readonly gatewayId: string;
+    readonly trustBundle: TrustBundle;
+    readonly revocations: RevocationChecker;
+    readonly clock: () => number;
+    readonly log: Logger;
+    readonly mailbox: Mailbox;
+    readonly maxFrameBytes: number;
+  }) {
+    this.crypto = init.crypto;
+    this.gatewayId = init.gatewayId;
+    this.trustBundle = init.trustBundle;
+    this.revocations = init.revocations;
+    this.clock = init.clock;
+    this.log = init.log;
+    this.mailbox = init.mailbox;
+    this.maxFrameBytes = init.maxFrameBytes;
+    this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth() });
+  }
+
+  /** Registers database work in flight, so `drain()` waits for it. */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    const done = (): void => void this.#inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Waits until no tracked work is in flight. */
+  async drain(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  }
+
+  /** Sends GoAway and ends the stream; the link leaves the table if it is still the agent's current one. */
+  goAway(link: Link, code: string, message: string): void {
+    if (this.links.get(link.cert.agentId) === link) this.links.delete(link.cert.agentId);
+    link.out.push({ kind: { case: 'goAway', value: { code, message } } });
+    link.out.end();
+  }
+
+  /** A structured security event: codes and names only, never key material or payload. */
+  security(stage: string, code: string, who: SecuritySubject, detail: string): void {
+    this.log.warn(
+      {
+        event: 'security',
+        stage,
+        code,
+        agent: who.agent,
+        peer: who.peer,
+        remote: who.remote,
+        request_id: who.requestId?.toString(),
+        detail,
+      },
+      'security event',
+    );
+  }
+}

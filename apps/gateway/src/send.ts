@@ -1,0 +1,79 @@
+/**
+ * Unary Send (docs/PROTOCOL.md §10.6): one item from an agent without a
+ * stream, authenticated by its certificate and a signature over the send
+ * layout (gateway id, timestamp, nonce, item digest), with a timestamp window
+ * and a nonce replay set; then routed like a stream's item (./routing.ts).
+ */
+import { toHex } from '@parley/crypto-core';
+import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
+import type { SendRequest, SendResponseSchema, MessageInitShape } from '@parley/proto';
+import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
+import { subjectOf, type GatewayContext, type Sender } from './context.js';
+import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+import { assertItemShape, type Router } from './routing.js';
+
+type SendResponseInit = MessageInitShape<typeof SendResponseSchema>;
+
+/** The unary Send handler and its nonce replay set. */
+export class UnarySend {
+  readonly #ctx: GatewayContext;
+  readonly #router: Router;
+  /** Allowed clock skew of a Send timestamp, ms. */
+  readonly #maxClockSkewMs: number;
+  /** Nonces in use: `agent/nonce` → expiry ms. */
+  readonly #nonces = new Map<string, number>();
+
+  constructor(ctx: GatewayContext, router: Router, maxClockSkewMs: number) {
+    this.#ctx = ctx;
+    this.#router = router;
+    this.#maxClockSkewMs = maxClockSkewMs;
+  }
+
+  /** Unary Send (§10.6): one item, authenticated by a signature over the send layout. */
+  async send(request: SendRequest, call: CallContext): Promise<SendResponseInit> {
+    const ctx = this.#ctx;
+    if (ctx.closing) throw new RpcError('unavailable', 'gateway is shutting down');
+    const remote = call.peer;
+    const refuse = (code: RpcError['code'], message: string, agent?: string): never => {
+      ctx.security('send', code, { remote, ...(agent === undefined ? {} : { agent }) }, message);
+      ctx.metrics.rejected.inc({ code });
+      throw new RpcError(code, message);
+    };
+    if (request.certificate === undefined) return refuse('malformed', 'send carries no certificate');
+    if (request.nonce.length !== SEND_NONCE_BYTES) return refuse('malformed', `nonce must be ${SEND_NONCE_BYTES} bytes`);
+    if (request.signature.length !== SIGNATURE_BYTES) return refuse('malformed', `signature must be ${SIGNATURE_BYTES} bytes`);
+    const now = ctx.clock();
+    let cert: VerifiedCertificate;
+    try {
+      cert = verifyCertificate(ctx.crypto, request.certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: ctx.revocations });
+    } catch (error) {
+      const e = RpcError.from(error);
+      return refuse(e.code, e.details);
+    }
+    const agent = cert.agentId;
+    const skew = this.#maxClockSkewMs;
+    const ts = request.timestampMs;
+    if (ts < BigInt(now - skew)) return refuse('stale_timestamp', 'send timestamp too old', agent);
+    if (ts > BigInt(now + skew)) return refuse('future_timestamp', 'send timestamp in the future', agent);
+    let item: RelayItem;
+    try {
+      item = assertItemShape(request.item);
+    } catch (error) {
+      const e = RpcError.from(error);
+      return refuse(e.code, e.details, agent);
+    }
+    const signed = gatewaySendLayout(ctx.gatewayId, ts, request.nonce, itemDigest(ctx.crypto, item));
+    if (!ctx.crypto.ed25519.verify(request.signature, signed, cert.identityPublicKey)) return refuse('bad_signature', 'send signature does not verify', agent);
+    const nonceKey = `${agent}/${toHex(request.nonce)}`;
+    if (this.#nonces.has(nonceKey)) return refuse('replay', 'send nonce already used', agent);
+    this.#nonces.set(nonceKey, Number(ts) + skew + 1000);
+    const size = requestBytesOf(request)?.length ?? call.requestBytes.length;
+    const sender: Sender = { cert, subject: subjectOf(cert), remote };
+    return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }));
+  }
+
+  /** Forgets nonces whose timestamps are past the window at `now`. */
+  sweepNonces(now: number): void {
+    for (const [key, expiry] of this.#nonces) if (expiry <= now) this.#nonces.delete(key);
+  }
+}

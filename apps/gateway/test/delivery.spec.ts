@@ -1,0 +1,300 @@
+// The delivery contract (docs/PROTOCOL.md §17) end to end, against a real
+// gateway over gRPC on loopback, with agents as real processes where a crash
+// is part of the test (SIGKILL, then a restart from the same state file):
+// - a recipient killed before its application acked gets the message again after restart, once,
+//   and the sender's receipt comes only after that ack;
+// - a sender killed after `send` resends from its outbox after restart; the recipient's application
+//   sees the message once; the sender gets the receipt;
+// - an envelope that overtakes step 3 of its handshake is held and delivered, not dropped;
+// - a recipient that lost the session answers with a SessionReject and the sender reseals.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials } from '@grpc/grpc-js';
+import { GatewayConnection, buildSendRequest, connect, memoryStateStore, type StateStore, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '@parley/client';
+import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
+import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
+import { createClient } from '@parley/rpc';
+import { SessionManager } from '@parley/session';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningGateway } from '../src/server.js';
+import { GATEWAY_DIR, onLines } from './processes.js';
+import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';
+
+let world: World;
+let gw: RunningGateway;
+let tmp: string;
+const cleanup: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  world = await createWorld();
+  tmp = mkdtempSync(join(tmpdir(), 'parley-delivery-'));
+  gw = await world.start({ database: { dataDir: join(tmp, 'gateway-db') } });
+  cleanup.push(() => gw.close());
+}, 60_000);
+
+afterAll(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+interface Running {
+  readonly agent: SdkAgent;
+  readonly events: AgentEvent[];
+  readonly received: ReceivedMessage[];
+}
+
+async function startSdk(agent: Agent, extra: Partial<ConnectOptions> = {}, autoAck = true): Promise<Running> {
+  const events: AgentEvent[] = [];
+  const received: ReceivedMessage[] = [];
+  const sdk = await connect({
+    gateway: gw.address,
+    identity: agent,
+    trustBundle: world.trustBundle,
+    revocations: world.revocations,
+    expectedGatewayId: GATEWAY_ID,
+    crypto: world.crypto,
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+    resendIntervalMs: 300,
+    sendTimeoutMs: 30_000,
+    onEvent: (e) => events.push(e),
+    ...extra,
+  });
+  cleanup.push(() => sdk.close());
+  void (async () => {
+    try {
+      for await (const m of sdk.messages()) {
+        received.push(m);
+        if (autoAck) await m.ack();
+      }
+    } catch {
+      // stopped
+    }
+  })();
+  return { agent: sdk, events, received };
+}
+
+/** An SDK agent in a child process (./agent-child.ts). */
+interface Child {
+  readonly lines: Record<string, unknown>[];
+  readonly process: ChildProcess;
+  command(cmd: Record<string, unknown>): void;
+  kill(): Promise<void>;
+}
+
+async function startChild(agent: Agent, name: string, autoAck: boolean, rekeyThreshold?: number): Promise<Child> {
+  const configPath = join(tmp, `${name}.json`);
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      gateway: gw.address,
+      gatewayId: GATEWAY_ID,
+      agentId: agent.agentId,
+      signingKey: toBase64Url(agent.keyPair.secretKey.unsafeBytes()),
+      certificate: toBase64Url(toBinary(AgentCertificateSchema, agent.certificate)),
+      issuerPublicKey: toBase64Url(world.issuer.publicKey),
+      stateFile: join(tmp, `${name}.state`),
+      stateKey: toBase64Url(new Uint8Array(32).fill(7)),
+      autoAck,
+      rekeyThreshold,
+    }),
+  );
+  const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', join(GATEWAY_DIR, 'test', 'agent-child.ts'), configPath], {
+    cwd: GATEWAY_DIR,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines: Record<string, unknown>[] = [];
+  let stderr = '';
+  onLines(child.stdout!, (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  cleanup.push(async () => {
+    child.kill('SIGKILL');
+    await exited;
+  });
+  await waitFor(() => lines.some((l) => l['ev'] === 'ready') || child.exitCode !== null, 60_000, `child ${name} ready`).catch((error: unknown) => {
+    throw new Error(`${String(error)}\n${stderr}`);
+  });
+  if (child.exitCode !== null) throw new Error(`child ${name} exited: ${stderr}`);
+  return {
+    lines,
+    process: child,
+    command: (cmd) => child.stdin!.write(`${JSON.stringify(cmd)}\n`),
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+const receivedLines = (c: Child) => c.lines.filter((l) => l['ev'] === 'received');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('delivery contract (§17)', () => {
+  it('a recipient killed before its application acked gets the message again after restart, once; the receipt waits for the ack', async () => {
+    const plannerId = world.agent('planner-k1', { agentType: 'planner' });
+    const workerId = world.agent('worker-k1');
+    const planner = await startSdk(plannerId);
+    const worker = await startChild(workerId, 'worker-k1', false);
+    let receipt: unknown;
+    const sending = planner.agent.send('worker-k1', MessageType.TASK_ASSIGNMENT, { task: 'résumé 🚀' }).then((r) => (receipt = r));
+    await waitFor(() => receivedLines(worker).length === 1, 20_000, 'worker application has the message');
+    expect(receivedLines(worker)[0]).toMatchObject({ content: { task: 'résumé 🚀' }, redelivered: false });
+    await sleep(700); // two resend intervals: no receipt without the application's ack
+    expect(receipt).toBeUndefined();
+
+    await worker.kill();
+    const restarted = await startChild(workerId, 'worker-k1', false);
+    await waitFor(() => receivedLines(restarted).length >= 1, 20_000, 'handed over again after restart');
+    await sleep(700); // resends and redeliveries arrive meanwhile
+    expect(receivedLines(restarted)).toHaveLength(1);
+    expect(receivedLines(restarted)[0]).toMatchObject({ content: { task: 'résumé 🚀' }, redelivered: true });
+    expect(receipt).toBeUndefined();
+
+    restarted.command({ op: 'ack' });
+    const r = await sending;
+    expect(r.recipientId).toBe('worker-k1');
+    expect(toHex(r.messageHash)).toBe(receivedLines(restarted)[0]!['hash']);
+    await sleep(700);
+    expect(receivedLines(restarted)).toHaveLength(1);
+  }, 120_000);
+
+  it('a sender killed after send resends from its outbox after restart; the recipient sees it once; the sender gets the receipt', async () => {
+    const plannerId = world.agent('planner-k2', { agentType: 'planner' });
+    const workerId = world.agent('worker-k2');
+    const worker = await startSdk(workerId, {}, false); // holds messages unacked until told
+    const planner = await startChild(plannerId, 'planner-k2', true);
+    planner.command({ op: 'send', to: 'worker-k2', content: { n: 1 }, id: 'order-1' });
+    await waitFor(() => worker.received.length === 1, 20_000, 'worker has it');
+    await planner.kill(); // before any receipt could exist (the worker has not acked)
+
+    const restarted = await startChild(plannerId, 'planner-k2', true);
+    expect(restarted.lines.find((l) => l['ev'] === 'ready')).toMatchObject({ pending: 1 });
+    await sleep(800); // the outbox resends; the worker drops the copies
+    expect(worker.received).toHaveLength(1);
+    await worker.received[0]!.ack();
+    await waitFor(() => restarted.lines.some((l) => l['ev'] === 'settled' && l['id'] === 'order-1' && l['outcome'] === 'delivered'), 20_000, 'restarted sender settles the send');
+    await sleep(500);
+    expect(worker.received).toHaveLength(1);
+    expect(worker.events.some((e) => e.kind === 'security')).toBe(false);
+  }, 120_000);
+
+  it('an envelope that overtakes step 3 (a unary Send racing the stream) is held and delivered', async () => {
+    const plannerId = world.agent('planner-s3', { agentType: 'planner' });
+    const workerId = world.agent('worker-s3');
+    const worker = await startSdk(workerId);
+    // A hand-driven initiator whose step 3 is held back 300 ms while its first envelope goes by unary Send.
+    const conn = await GatewayConnection.open({
+      address: gw.address,
+      crypto: world.crypto,
+      identity: plannerId,
+      expectedGatewayId: GATEWAY_ID,
+      onDelivery: async (d) => {
+        if (d.item.case === 'handshake') await manager.handleFrame(d.item.value);
+      },
+    });
+    cleanup.push(() => conn.close());
+    const manager: SessionManager = new SessionManager({
+      crypto: world.crypto,
+      handshake: { identity: plannerId, trustBundle: world.trustBundle },
+      transport: {
+        sendFrame: async (frame) => {
+          if (frame.step === 3) await sleep(300);
+          await conn.sendFrame(frame);
+        },
+      },
+    });
+    cleanup.push(() => manager.close());
+    const session = await manager.session('worker-s3'); // resolves when step 2 is read, before step 3 leaves
+    const sealed = session.seal({ type: MessageType.STATUS_UPDATE, content: { early: true } });
+    const client = createClient(AgentGatewayService, gw.address, credentials.createInsecure());
+    try {
+      await client.send(buildSendRequest(world.crypto, plannerId, GATEWAY_ID, { case: 'envelope', value: sealed.envelope }));
+    } finally {
+      client.close();
+    }
+    await waitFor(() => worker.received.length === 1, 10_000, 'early envelope delivered after step 3');
+    expect(worker.received[0]!.content).toEqual({ early: true });
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 60_000);
+
+  it('a recipient that lost the session answers with a SessionReject; the sender reseals in a new session', async () => {
+    const plannerId = world.agent('planner-sr', { agentType: 'planner' });
+    const workerId = world.agent('worker-sr');
+    const planner = await startSdk(plannerId);
+    const worker1 = await startSdk(workerId);
+    await planner.agent.send('worker-sr', MessageType.TASK_ASSIGNMENT, { n: 1 });
+    const firstSession = planner.agent.sessions.current('worker-sr')!.idHex;
+    await worker1.agent.close(); // no state store: the session is gone with it
+    const worker2 = await startSdk(workerId);
+    const r = await planner.agent.send('worker-sr', MessageType.TASK_ASSIGNMENT, { n: 2 });
+    expect(r.recipientId).toBe('worker-sr');
+    await waitFor(() => worker2.received.length === 1, 10_000, 'delivered in the new session');
+    expect(worker2.received[0]!.content).toEqual({ n: 2 });
+    expect(planner.events.some((e) => e.kind === 'resealed' && e.sessionIdHex === firstSession)).toBe(true);
+    expect(planner.agent.sessions.current('worker-sr')!.idHex).not.toBe(firstSession);
+  }, 60_000);
+
+  it('a full state disk stops the sender before it seals on an unreserved counter; a restart never reuses a (session, counter)', async () => {
+    const plannerId = world.agent('planner-df', { agentType: 'planner' });
+    const workerId = world.agent('worker-df');
+    const worker = await startSdk(workerId);
+    const backing = memoryStateStore();
+    let full = false;
+    const store: StateStore = {
+      load: () => backing.load(),
+      append: (records) => (full ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })) : backing.append(records)),
+      rewrite: (records) => (full ? Promise.reject(new Error('ENOSPC: no space left on device')) : backing.rewrite(records)),
+      close: () => Promise.resolve(),
+    };
+    const stateKey = SecretKey.from(world.crypto.randomBytes(32), 'aead');
+    const planner1 = await startSdk(plannerId, { stateStore: store, stateKey, rekeyThreshold: 2 });
+    await planner1.agent.send('worker-df', MessageType.STATUS_UPDATE, { n: 0 });
+    full = true; // the disk fills up after the session snapshot
+    const outcomes = await Promise.allSettled(Array.from({ length: 12 }, (_, n) => planner1.agent.send('worker-df', MessageType.STATUS_UPDATE, { n: n + 1 }, { timeoutMs: 5_000 })));
+    const sentBefore = worker.received.length;
+    expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
+    expect(planner1.events.some((e) => e.kind === 'state_error')).toBe(true);
+    await planner1.agent.close();
+
+    full = false;
+    const planner2 = await startSdk(plannerId, { stateStore: store, stateKey, rekeyThreshold: 2 });
+    for (let n = 100; n < 112; n++) await planner2.agent.send('worker-df', MessageType.STATUS_UPDATE, { n });
+    await waitFor(() => worker.received.length === sentBefore + 12, 10_000, 'sends after restart');
+    const pairs = worker.received.map((m) => `${toHex(m.envelope.sessionId)}/${m.envelope.nonce}`);
+    expect(new Set(pairs).size).toBe(pairs.length);
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 60_000);
+
+  it('a sender killed in the middle of a burst (rekey every 2 messages) never seals a (session, counter) twice, and delivers each send at most once', async () => {
+    const plannerId = world.agent('planner-kb', { agentType: 'planner' });
+    const workerId = world.agent('worker-kb');
+    const worker = await startSdk(workerId);
+    for (let round = 0; round < 3; round++) {
+      const planner = await startChild(plannerId, 'planner-kb', true, 2);
+      const before = worker.received.length;
+      planner.command({ op: 'burst', to: 'worker-kb', content: { n: 40, tag: `round-${round}` } });
+      await waitFor(() => worker.received.length >= before + 5, 20_000, 'part of the burst arrived');
+      await planner.kill(); // mid-burst: reservations, outbox records and relays in flight
+    }
+    const last = await startChild(plannerId, 'planner-kb', true, 2);
+    // Every send whose outbox record was durable is delivered after the restart; then nothing is pending.
+    await waitFor(
+      () => {
+        last.command({ op: 'pending' });
+        const reports = last.lines.filter((l) => l['ev'] === 'pending');
+        return reports.length > 0 && reports[reports.length - 1]!['n'] === 0;
+      },
+      60_000,
+      'the outbox drained',
+    );
+    await sleep(1000);
+    const pairs = worker.received.map((m) => `${toHex(m.envelope.sessionId)}/${m.envelope.nonce}`);
+    expect(new Set(pairs).size).toBe(pairs.length);
+    const contents = worker.received.map((m) => JSON.stringify(m.content));
+    expect(new Set(contents).size).toBe(contents.length);
+    expect(worker.received.length).toBeGreaterThanOrEqual(15);
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 180_000);
+});

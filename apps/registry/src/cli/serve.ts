@@ -1,0 +1,121 @@
+/**
+ * `parley-registry serve`: the gRPC registry server, until SIGINT or SIGTERM.
+ * JSON logs on stdout; the first "listening" line carries the bound port.
+ */
+import { join } from 'node:path';
+import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
+import { toHex } from '@parley/crypto-core';
+import { createIssuerKey } from '@parley/identity';
+import { RpcError } from '@parley/rpc';
+import { isLoopback, parseAddress } from '../address.js';
+import { DATA_FILES, readSettings, type RegistrySettings } from '../config.js';
+import { isSealedKeyFile, readKeyFile } from '../key-file.js';
+import {
+  addDatabaseOptions,
+  addPassphraseOptions,
+  databaseOf,
+  passphraseOf,
+  readFileOr,
+  type CommandContext,
+  type DatabaseOptions,
+  type PassphraseOptions,
+  type RegistryCli,
+} from './context.js';
+import { checkInterruptedIssuerRotation } from './issuer.js';
+
+interface ServeOptions extends DatabaseOptions, PassphraseOptions {
+  readonly listen?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly heartbeatMs?: string;
+  readonly logLevel?: string;
+  readonly maxConnections?: string;
+}
+
+export function addServeCommand(program: CliCommand, cli: RegistryCli): void {
+  const command = program
+    .command('serve')
+    .summary('run the gRPC registry server (JSON logs on stdout)')
+    .usage('[--listen <HOST:PORT>] [--tls-cert <FILE> --tls-key <FILE>] [--passphrase-file <FILE>]')
+    .description(
+      'run the gRPC registry server (JSON logs on stdout).\n\n' +
+        'Runs parley.v1.RegistryService with gRPC health checking and server reflection. Logs are JSON lines (pino) on stdout; the first "listening" line carries the bound port. Plaintext is served only on loopback addresses; any other address needs TLS (TLS 1.3 only). Stops cleanly on SIGINT or SIGTERM.',
+    )
+    .addOption(new Option('--listen <HOST:PORT>', 'address to bind (default: "listen" in registry.json; port 0 picks a free port)'))
+    .addOption(new Option('--tls-cert <FILE>', 'TLS certificate chain (PEM)'))
+    .addOption(new Option('--tls-key <FILE>', 'TLS private key (PEM)'))
+    .addOption(new Option('--heartbeat-ms <N>', 'interval of signed heartbeats on revocation watches (default from registry.json)'))
+    .addOption(new Option('--log-level <LEVEL>', 'trace, debug, info (default), warn, error'))
+    .addOption(new Option('--max-connections <N>', 'PostgreSQL connection pool size, 1..9999 (default 10)'));
+  addPassphraseOptions(addDatabaseOptions(command)).action(async function (this: CliCommand) {
+    await serve(cli.context<ServeOptions>(this));
+  });
+}
+
+async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
+  const crypto = await ctx.crypto();
+  const fileSettings = readSettings(ctx.dataDir);
+  const heartbeat = ctx.options.heartbeatMs;
+  if (heartbeat !== undefined && !/^[1-9]\d{2,7}$/.test(heartbeat)) throw new UsageError('--heartbeat-ms must be an integer from 100');
+  const settings: RegistrySettings = { ...fileSettings, ...(heartbeat === undefined ? {} : { heartbeatMs: Number(heartbeat) }) };
+  const certPath = ctx.options.tlsCert;
+  const keyPath = ctx.options.tlsKey;
+  if ((certPath === undefined) !== (keyPath === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  const tlsFiles =
+    certPath === undefined || keyPath === undefined ? undefined : { certChain: readFileOr(certPath, 'TLS certificate'), privateKey: readFileOr(keyPath, 'TLS key') };
+  const level = ctx.options.logLevel ?? 'info';
+  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError('--log-level must be trace, debug, info, warn or error');
+  const maxConnections = ctx.options.maxConnections;
+  if (maxConnections !== undefined && !/^[1-9]\d{0,3}$/.test(maxConnections)) throw new UsageError('--max-connections must be 1..9999');
+
+  const listen = ctx.options.listen ?? settings.listen;
+  if (tlsFiles === undefined && !isLoopback(parseAddress(listen).host)) {
+    throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${listen}: give --tls-cert and --tls-key`);
+  }
+  const issuerPath = join(ctx.dataDir, DATA_FILES.issuerKey);
+  const issuer = createIssuerKey(crypto, readKeyFile(crypto, issuerPath, 'parley-registry-issuer-key', isSealedKeyFile(issuerPath) ? passphraseOf(ctx) : undefined));
+  // Server-side modules load only here, so client commands start quickly.
+  const [{ pino }, { openRegistry }, { RegistryServer }] = await Promise.all([import('pino'), import('../registry.js'), import('../server.js')]);
+  const destination = pino.destination({ dest: 1, sync: true });
+  const base = { service: 'parley-registry', pid: process.pid };
+  const logger = pino({ level, base }, destination);
+  // Lifecycle lines (listening, stopping, stopped) are printed at every log level: supervisors and tests read the port from them.
+  const lifecycle = pino({ level: 'info', base }, destination);
+  const registry = await openRegistry(crypto, { ...databaseOf(ctx), ...(maxConnections === undefined ? {} : { maxConnections: Number(maxConnections) }) });
+  const server = new RegistryServer({ crypto, store: registry.store, issuer, settings, logger });
+  let bound: { host: string; port: number };
+  try {
+    await checkInterruptedIssuerRotation(crypto, registry.store, issuerPath, issuer.keyId);
+    bound = await server.start(listen, tlsFiles);
+  } catch (error) {
+    await registry.close();
+    throw error;
+  }
+  lifecycle.info(
+    {
+      address: bound.host,
+      port: bound.port,
+      tls: tlsFiles !== undefined,
+      database: registry.db.engine,
+      database_location: registry.db.location,
+      schema_version: registry.migrations.version,
+      migrations_applied: registry.migrations.applied,
+      issuer_key_id: toHex(issuer.keyId),
+    },
+    'listening',
+  );
+  await new Promise<void>((done) => {
+    const stop = (signal: string): void => {
+      lifecycle.info({ signal }, 'stopping');
+      void server
+        .stop()
+        .then(() => registry.close())
+        .then(() => {
+          lifecycle.info('stopped');
+          done();
+        });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,86 @@
+"""Parley for Python: agents that speak the Parley protocol natively.
+
+Quick start::
+
+    import parley
+
+    identity = parley.load_identity("worker-1.key.json", "worker-1.cert.json")
+    async with await parley.connect(
+        gateway="gateway.example:7443",
+        identity=identity,
+        trust_bundle="trust-bundle.json",
+        expected_gateway_id="gw-1",
+        tls=parley.TlsConfig(root_certificates="ca.pem"),
+        state_dir="/var/lib/worker-1/parley",
+    ) as agent:
+        receipt = await agent.send("planner-1", parley.MessageType.STATUS_UPDATE, {"progress": 0.5})
+        async for msg in agent.messages():
+            ...
+            await msg.ack()
+
+Wire protocol: docs/PROTOCOL.md. Errors: :class:`ParleyError` and subclasses, each
+with a stable ``code``.
+"""
+
+from .agent import Agent, Message, ResendPolicy, SessionTimeouts, connect
+from .crypto import BLAKE3_BACKEND, SigningKey
+from .disclosure import Disclosure, verify_disclosure
+from .errors import (
+    ERROR_CODES,
+    DeliveryError,
+    ErrorCode,
+    GatewayError,
+    IdentityError,
+    ParleyError,
+    SessionError,
+    StateError,
+)
+from .gateway import TlsConfig
+from .identity import Revocation, RevocationChecker, StaticRevocations, TrustBundle, VerifiedCertificate, verify_certificate
+from .keys import load_certificate, load_identity, load_key_file
+from .revocation import RegistryRevocations, RevocationList
+from .session import LocalIdentity, SkewLimits
+from .types import Backoff, Event, MessageType, Receipt
+
+Identity = LocalIdentity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BLAKE3_BACKEND",
+    "ERROR_CODES",
+    "Agent",
+    "Backoff",
+    "DeliveryError",
+    "Disclosure",
+    "ErrorCode",
+    "Event",
+    "GatewayError",
+    "Identity",
+    "IdentityError",
+    "LocalIdentity",
+    "Message",
+    "MessageType",
+    "ParleyError",
+    "Receipt",
+    "RegistryRevocations",
+    "ResendPolicy",
+    "Revocation",
+    "RevocationChecker",
+    "RevocationList",
+    "SessionError",
+    "SessionTimeouts",
+    "SigningKey",
+    "SkewLimits",
+    "StateError",
+    "StaticRevocations",
+    "TlsConfig",
+    "TrustBundle",
+    "VerifiedCertificate",
+    "connect",
+    "load_certificate",
+    "load_identity",
+    "load_key_file",
+    "verify_certificate",
+    "verify_disclosure",
+]

@@ -1,0 +1,1399 @@
+"""The agent: ``await connect(...)`` returns an :class:`Agent` that keeps one authenticated stream to a
+gateway (reconnecting with backoff), establishes Noise sessions through it in both roles, and
+implements the delivery contract (docs/PROTOCOL.md §17, lead's DELIVERY.md).
+
+Sender side
+    Counters are reserved durably (in blocks) before sealing; the sealed envelope and its payload
+    go to the outbox durably before they are relayed; the same bytes are resent after every
+    reconnect, after a restart, and when no receipt came within a resend interval (5 s doubling to
+    60 s); a verified SessionReject reseals every pending message of that session in a new one;
+    :meth:`Agent.send` resolves with the recipient's verified receipt, or raises a typed outcome:
+    a permanent gateway refusal, ``expired`` (no conforming recipient can accept it any more), or
+    ``deadline_exceeded`` (the caller's timeout: not confirmed yet — the outbox keeps trying and
+    reports the final outcome as a ``send_settled`` event).
+
+Recipient side
+    An opened envelope is written to the inbox durably (the record is also its replay mark) before
+    its counter is committed and the message handed to the application; the application's
+    ``await msg.ack()`` signs the receipt, records it, sends it, acks the gateway's deliveries and
+    drops the inbox entry. A crash before the ack hands the message over again (``redelivered=True``),
+    once. A copy that comes again is acked with the application's ack (still in the inbox) or answered
+    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held (at most 64)
+    until step 3; an envelope of an unknown session is answered with a signed SessionReject. The
+    peer's certificate is checked against revocation data at every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from . import crypto
+from .disclosure import Disclosure
+from .encoding import b64url_decode, b64url_encode
+from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
+from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
+from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
+from .v1 import gateway_pb2
+from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
+from .identity import RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
+from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
+from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
+from .replay import MessageHashCache, ReplayWindow
+from .session import DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
+from .state import DirectoryStateStore, MemoryStateStore, derive_state_key
+from .types import Backoff, Event, MessageType, Receipt
+
+_log = logging.getLogger("parley")
+
+#: Go-away codes after which the agent stops (DELIVERY.md "Go-aways"); every other one is transient.
+FATAL_GO_AWAY: Final = frozenset({"revoked", "expired", "replaced"})
+#: Failures at (re)authentication that retrying cannot fix.
+FATAL_AUTH: Final = frozenset(
+    {"bad_signature", "bad_certificate", "unknown_issuer", "revoked", "expired", "not_yet_valid", "identity_mismatch", "unsupported_version", "malformed", "unauthenticated"}
+)
+#: Gateway refusals of an envelope that a later resend can overcome; anything else is definite.
+TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal"})
+RESERVE_BLOCK: Final = 256
+#: §17.2 item 4: a message is resealed at most this often, then its send fails with ``unknown_session``.
+MAX_RESEALS: Final = 5
+#: Responder handshakes in progress per initiating peer (a flood from one peer cannot crowd out others).
+MAX_RESPONDERS_PER_PEER: Final = 4
+MAX_HELD_PER_HANDSHAKE: Final = 64
+MAX_PENDING_RESPONDERS: Final = 1000
+MAX_RECEIPTS: Final = 100_000
+MAX_OUTBOX: Final = 10_000
+#: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
+ENVELOPE_QUEUE: Final = 64
+RECORD_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimeouts:
+    """Session lifetimes: idle timeout, maximum duration, renewal lead time (as the TypeScript SDK's)."""
+
+    idle_s: float = 30 * 60
+    max_duration_s: float = 24 * 3600
+    renew_before_s: float = 5 * 60
+    auto_renew: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResendPolicy:
+    """Resend interval of an unconfirmed envelope: ``initial_s`` doubling to ``max_s``."""
+
+    initial_s: float = 5.0
+    max_s: float = 60.0
+
+
+@dataclass(slots=True)
+class _OutboxEntry:
+    id: str
+    to: str
+    session_id: bytes
+    message_hash: bytes
+    envelope: Any
+    payload: bytes
+    peer_key: bytes
+    created_at_ms: int
+    expires_at_ms: int
+    reseals: int = 0
+    resends: int = 0
+    next_resend_at: float = 0.0
+    waiter: asyncio.Future[Receipt] | None = None
+    resealing: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "v": RECORD_VERSION,
+            "id": self.id,
+            "to": self.to,
+            "session": self.session_id.hex(),
+            "hash": self.message_hash.hex(),
+            "envelope": b64url_encode(self.envelope.SerializeToString()),
+            "payload": b64url_encode(self.payload),
+            "peer_key": self.peer_key.hex(),
+            "created_at_ms": self.created_at_ms,
+            "expires_at_ms": self.expires_at_ms,
+            "reseals": self.reseals,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> _OutboxEntry:
+        return cls(
+            id=r["id"],
+            to=r["to"],
+            session_id=bytes.fromhex(r["session"]),
+            message_hash=bytes.fromhex(r["hash"]),
+            envelope=SecureMessage.FromString(b64url_decode(r["envelope"])),
+            payload=b64url_decode(r["payload"]),
+            peer_key=bytes.fromhex(r["peer_key"]),
+            created_at_ms=int(r["created_at_ms"]),
+            expires_at_ms=int(r["expires_at_ms"]),
+            reseals=int(r.get("reseals", 0)),
+        )
+
+
+@dataclass(slots=True)
+class _InboxEntry:
+    message_hash: bytes
+    session_id: bytes
+    counter: int
+    envelope: Any
+    payload: bytes
+    salt: bytes
+    received_at_ms: int
+    sender_serial: bytes
+    deliveries: list[tuple[GatewayConnection, int]] = field(default_factory=list)
+    acked: Receipt | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "v": RECORD_VERSION,
+            "hash": self.message_hash.hex(),
+            "session": self.session_id.hex(),
+            "counter": self.counter,
+            "envelope": b64url_encode(self.envelope.SerializeToString()),
+            "payload": b64url_encode(self.payload),
+            "salt": self.salt.hex(),
+            "received_at_ms": self.received_at_ms,
+            "sender_serial": self.sender_serial.hex(),
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> _InboxEntry:
+        return cls(
+            message_hash=bytes.fromhex(r["hash"]),
+            session_id=bytes.fromhex(r["session"]),
+            counter=int(r["counter"]),
+            envelope=SecureMessage.FromString(b64url_decode(r["envelope"])),
+            payload=b64url_decode(r["payload"]),
+            salt=bytes.fromhex(r["salt"]),
+            received_at_ms=int(r["received_at_ms"]),
+            sender_serial=bytes.fromhex(r["sender_serial"]),
+        )
+
+
+class Message:
+    """A received application message: opened, verified, recorded durably, not yet acknowledged.
+
+    Call :meth:`ack` once the application has processed it: that signs the
+    delivery receipt the sender is waiting for. Until then the message stays in
+    the inbox and is handed over again after a restart (``redelivered=True``).
+    """
+
+    __slots__ = ("_agent", "_entry", "sender", "type", "content", "message_hash", "envelope", "payload", "disclosure", "sender_certificate", "received_at_ms", "redelivered")
+
+    def __init__(self, agent: Agent, entry: _InboxEntry, payload: Any, sender_certificate: Any | None, redelivered: bool) -> None:
+        self._agent = agent
+        self._entry = entry
+        #: The sender's agent id.
+        self.sender: str = entry.envelope.sender_id
+        self.type = MessageType(payload.type)
+        #: The payload's content as plain JSON (integral numbers as int).
+        self.content: object = from_value(payload.content)
+        self.message_hash: bytes = entry.message_hash
+        self.envelope = entry.envelope
+        self.payload = payload
+        #: With ``envelope`` and ``sender_certificate``: proof of what the sender sent (:func:`parley.verify_disclosure`).
+        self.disclosure = Disclosure(entry.payload, entry.salt)
+        self.sender_certificate = sender_certificate
+        self.received_at_ms: int = entry.received_at_ms
+        #: True when this message was handed over before (the process restarted before the ack).
+        self.redelivered = redelivered
+
+    @property
+    def handoff_hash(self) -> bytes | None:
+        return bytes(self.payload.handoff_hash) or None
+
+    @property
+    def parent_message_hash(self) -> bytes | None:
+        return bytes(self.payload.parent_message_hash) or None
+
+    @property
+    def acked(self) -> bool:
+        return self._entry.acked is not None
+
+    async def ack(self) -> Receipt:
+        """Acknowledges the message: signs and durably records the receipt, sends it, acks the gateway.
+
+        Idempotent. Raises ``state_error`` if the receipt could not be recorded
+        (the message then stays unacknowledged; try again).
+        """
+        return await self._agent._ack(self._entry)
+
+    def __repr__(self) -> str:
+        return f"Message({self.type.name} from {self.sender}, {self.message_hash.hex()[:16]}…{', redelivered' if self.redelivered else ''})"
+
+
+class _EnvelopeQueue:
+    """Deliveries of envelopes waiting to be opened: bounded (back-pressure), with a front for held ones."""
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._items: collections.deque[tuple[GatewayConnection | None, int, Any]] = collections.deque()
+        self._cond = asyncio.Condition()
+
+    async def put(self, item: tuple[GatewayConnection | None, int, Any]) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: len(self._items) < self._bound)
+            self._items.append(item)
+            self._cond.notify_all()
+
+    async def put_front(self, items: list[tuple[GatewayConnection | None, int, Any]]) -> None:
+        async with self._cond:
+            self._items.extendleft(reversed(items))
+            self._cond.notify_all()
+
+    async def get(self) -> tuple[GatewayConnection | None, int, Any]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+
+@dataclass(slots=True)
+class _Responding:
+    handshake: ResponderHandshake
+    timer: asyncio.TimerHandle
+    held: list[tuple[GatewayConnection | None, int, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Initiating:
+    handshake: InitiatorHandshake
+    waiter: asyncio.Future[Session]
+
+
+_END = object()
+
+
+async def connect(
+    *,
+    gateway: str,
+    identity: LocalIdentity,
+    trust_bundle: TrustBundle | str | Path,
+    expected_gateway_id: str,
+    tls: TlsConfig | None,
+    state_dir: str | Path | None,
+    state_key: bytes | None = None,
+    revocations: RevocationChecker | None = None,
+    rekey_threshold: int = DEFAULT_REKEY_THRESHOLD,
+    skew: SkewLimits = DEFAULT_SKEW,
+    send_timeout: float = 30.0,
+    handshake_timeout: float = 10.0,
+    auth_timeout: float = 10.0,
+    reconnect: Backoff | None = Backoff(),
+    resend: ResendPolicy = ResendPolicy(),
+    timeouts: SessionTimeouts = SessionTimeouts(),
+    max_unacked: int = 1024,
+    accept_handshake: Callable[[str], bool] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> Agent:
+    """Connects an agent to its gateway and returns it, ready to send and receive.
+
+    Args:
+        gateway: ``host:port`` of the gateway.
+        identity: this agent (:func:`parley.load_identity` reads what the registry CLI writes).
+        trust_bundle: the pinned issuer keys, or the path of the §3.3 JSON file.
+        expected_gateway_id: the gateway id its challenge must name (``identity_mismatch`` otherwise).
+        tls: TLS settings; ``None`` (plaintext) is accepted only for a loopback gateway.
+        state_dir: where the outbox, inbox, receipts and sessions live (durable, sealed, one process
+            at a time). ``None`` keeps them in memory: a crash then loses what was in flight.
+        state_key: 32 bytes sealing ``state_dir``; default: derived from the identity key.
+        revocations: checked at every handshake and every message (e.g. :class:`parley.RegistryRevocations`).
+        rekey_threshold: messages per epoch proposed for sessions this agent initiates.
+        send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
+        reconnect: backoff between reconnection attempts; ``None``: no reconnection.
+        max_unacked: messages handed to the application and not acked before reading stops (§17.3 item 6).
+        accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
+            False refuses it (the peer's certificate is still checked at step 3 when it returns True).
+        on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
+
+    Raises:
+        GatewayError: the gateway's refusal (``revoked``, ``unknown_issuer``, …) or ``unavailable``.
+        StateError: ``state_error`` (directory in use, not writable) or ``state_corrupt``.
+    """
+    if not isinstance(expected_gateway_id, str) or not expected_gateway_id:
+        raise ParleyError("malformed", "expected_gateway_id is required")
+    if tls is None and not is_loopback(gateway):
+        raise ParleyError("failed_precondition", f"plaintext is allowed only to a loopback gateway, not {gateway}: pass tls=TlsConfig(...)")
+    if not isinstance(trust_bundle, TrustBundle):
+        trust_bundle = TrustBundle.from_file(trust_bundle)
+    if not 1 <= max_unacked <= 100_000:
+        raise ParleyError("malformed", "max_unacked must be in 1..100000")
+    agent = Agent(
+        gateway=gateway,
+        identity=identity,
+        trust_bundle=trust_bundle,
+        expected_gateway_id=expected_gateway_id,
+        tls=tls,
+        state_dir=state_dir,
+        state_key=state_key,
+        revocations=revocations,
+        rekey_threshold=rekey_threshold,
+        skew=skew,
+        send_timeout=send_timeout,
+        handshake_timeout=handshake_timeout,
+        auth_timeout=auth_timeout,
+        reconnect=reconnect,
+        resend=resend,
+        timeouts=timeouts,
+        max_unacked=max_unacked,
+        accept_handshake=accept_handshake,
+        on_event=on_event,
+    )
+    try:
+        await agent._start()
+    except BaseException:
+        await agent.close()
+        raise
+    return agent
+
+
+class Agent:
+    """A connected agent. Create with :func:`connect`; use as ``async with`` to close it."""
+
+    def __init__(
+        self,
+        *,
+        gateway: str,
+        identity: LocalIdentity,
+        trust_bundle: TrustBundle,
+        expected_gateway_id: str,
+        tls: TlsConfig | None,
+        state_dir: str | Path | None,
+        state_key: bytes | None,
+        revocations: RevocationChecker | None,
+        rekey_threshold: int,
+        skew: SkewLimits,
+        send_timeout: float,
+        handshake_timeout: float,
+        auth_timeout: float,
+        reconnect: Backoff | None,
+        resend: ResendPolicy,
+        timeouts: SessionTimeouts,
+        max_unacked: int,
+        on_event: Callable[[Event], None] | None,
+        accept_handshake: Callable[[str], bool] | None = None,
+    ) -> None:
+        if not is_agent_id(identity.agent_id):
+            raise ParleyError("malformed", "identity.agent_id is not a valid agent id")
+        self._gateway = gateway
+        self.identity = identity
+        self._trust = trust_bundle
+        self._expected_gateway_id = expected_gateway_id
+        self._tls = tls
+        self._revocations = revocations
+        self._skew = skew
+        self._send_timeout = send_timeout
+        self._handshake_timeout = handshake_timeout
+        self._auth_timeout = auth_timeout
+        self._reconnect = reconnect
+        self._resend = resend
+        self._timeouts = timeouts
+        self._max_unacked = max_unacked
+        self._on_event = on_event
+        self._accept_handshake = accept_handshake
+        self._state_dir = state_dir
+        self._state_key = state_key
+        self._store: DirectoryStateStore | MemoryStateStore | None = None
+        self._io = asyncio.Lock()
+        self._cache = MessageHashCache()
+        self._config = HandshakeConfig(identity=identity, trust_bundle=trust_bundle, revocations=revocations, rekey_threshold=rekey_threshold, skew=skew, cache=self._cache)
+        # sessions
+        self._sessions: dict[bytes, Session] = {}
+        self._current: dict[str, Session] = {}
+        self._reserved: dict[bytes, int] = {}
+        self._seal_locks: dict[bytes, asyncio.Lock] = {}
+        self._initiating: dict[bytes, _Initiating] = {}
+        self._initiations: dict[str, asyncio.Future[Session]] = {}
+        self._responding: dict[bytes, _Responding] = {}
+        # delivery state
+        self._outbox: dict[str, _OutboxEntry] = {}
+        self._by_hash: dict[bytes, str] = {}
+        self._unacked: dict[bytes, _InboxEntry] = {}
+        self._receipts: dict[bytes, dict[str, Any]] = {}
+        self._app: asyncio.Queue[Any] = asyncio.Queue()
+        self._capacity = asyncio.Event()
+        self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
+        # connection
+        self._conn: GatewayConnection | None = None
+        self._live = asyncio.Event()
+        self._fatal: ParleyError | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main_tasks: list[asyncio.Task[Any]] = []
+
+    # =========================================================================================
+    # Public API
+
+    @property
+    def agent_id(self) -> str:
+        return self.identity.agent_id
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open
+
+    @property
+    def gateway_id(self) -> str | None:
+        return self._conn.gateway_id if self._conn is not None else None
+
+    def sessions(self) -> list[Session]:
+        """Live sessions (inspection only)."""
+        return list(self._sessions.values())
+
+    def pending(self) -> int:
+        """Messages in the outbox that have no verified receipt yet."""
+        return len(self._outbox)
+
+    async def send(
+        self,
+        to: str,
+        message_type: MessageType | int,
+        content: object,
+        *,
+        parent_message_hash: bytes | None = None,
+        handoff_hash: bytes | None = None,
+        timeout: float | None = None,
+        id: str | None = None,
+    ) -> Receipt:
+        """Sends one message and waits for the recipient's verified, signed receipt.
+
+        Establishes a session first when there is none. The message is in the
+        durable outbox before it is relayed and stays there until a verified
+        receipt arrives or it expires, across reconnects and restarts.
+
+        ``id`` makes the send idempotent: while a send with the same id is pending
+        (also one restored from the state directory after a restart), this call
+        waits for it instead of sending again.
+
+        Returns:
+            The :class:`Receipt`, its signature verified with the recipient's certified key.
+
+        Raises:
+            GatewayError: a definite refusal (``policy_denied``, ``too_large``, ``revoked``, …).
+            SessionError: the handshake failed (``handshake_failed``, ``revoked``, ``unknown_issuer``, …)
+                or the content is not a JSON value (``malformed``, ``too_large``).
+            DeliveryError: ``expired`` (definitely not delivered) or ``deadline_exceeded``
+                (not confirmed yet; the final outcome arrives as a ``send_settled`` event).
+            StateError: the outbox or a counter reservation could not be written (nothing was sent).
+        """
+        self._check_usable()
+        if not is_agent_id(to) or to == self.agent_id:
+            raise SessionError("malformed", "recipient is not a valid agent id")
+        budget = self._send_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        entry_id = crypto.random_bytes(16).hex() if id is None else _entry_id(id)
+        existing = self._outbox.get(entry_id)
+        if existing is not None:
+            if existing.waiter is None or existing.waiter.done():
+                existing.waiter = asyncio.get_running_loop().create_future()
+            return await self._await_receipt(existing.waiter, to, deadline, budget)
+        payload_type = int(message_type)
+        # Validate the content before any network work.
+        encode_payload(payload_type, content, now_ms(), handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
+        if len(self._outbox) >= MAX_OUTBOX:
+            raise DeliveryError("rate_limited", f"the outbox holds {MAX_OUTBOX} unconfirmed messages")
+        session = await self._session_for(to, deadline)
+        ts = now_ms()
+        payload = encode_payload(payload_type, content, ts, handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
+        sealed = await self._seal(session, payload, ts)
+        entry = _OutboxEntry(
+            id=entry_id,
+            to=to,
+            session_id=session.id,
+            message_hash=sealed.message_hash,
+            envelope=sealed.envelope,
+            payload=payload,
+            peer_key=session.peer.identity_public_key,
+            created_at_ms=ts,
+            expires_at_ms=ts + self._skew.max_age_ms + self._skew.max_future_ms,
+        )
+        entry.waiter = asyncio.get_running_loop().create_future()
+        await self._put("outbox", entry.id, entry.record())  # durable before it is relayed
+        self._outbox[entry.id] = entry
+        self._by_hash[entry.message_hash] = entry.id
+        waiter = entry.waiter
+        self._spawn(self._relay(entry))
+        return await self._await_receipt(waiter, to, deadline, budget)
+
+    async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float) -> Receipt:
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise DeliveryError("deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying") from None
+
+    def pending_sends(self) -> list[dict[str, Any]]:
+        """Sends waiting for a receipt: outbox id, recipient, current message hash, expiry."""
+        return [{"id": e.id, "to": e.to, "message_hash": e.message_hash.hex(), "expires_at_ms": e.expires_at_ms, "reseals": e.reseals} for e in self._outbox.values()]
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Received messages in delivery order, each handed over once per process (``redelivered`` after a restart).
+
+        One consumer. Ends when the agent closes; raises the error that stopped
+        the agent otherwise. Ack every message (``await msg.ack()``) once processed.
+        """
+        while True:
+            item = await self._app.get()
+            if item is _END:
+                self._app.put_nowait(_END)
+                if self._fatal is not None:
+                    raise self._fatal
+                return
+            yield item
+
+    async def close(self) -> None:
+        """Closes the stream and every session (their state is kept for the next start). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        cancelled = DeliveryError("cancelled", "agent closed")
+        for entry in self._outbox.values():
+            if entry.waiter is not None and not entry.waiter.done():
+                entry.waiter.set_exception(cancelled)
+                entry.waiter.exception()  # retrieved: the outbox keeps the message for the next start
+        for fut in list(self._initiations.values()):
+            if not fut.done():
+                fut.cancel()
+        for task in self._main_tasks + list(self._tasks):
+            task.cancel()
+        for task in self._main_tasks + list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        for pending in self._initiating.values():
+            pending.handshake.abort()
+        for responding in self._responding.values():
+            responding.timer.cancel()
+            responding.handshake.abort()
+        if self._store is not None:
+            for session in list(self._sessions.values()):
+                with contextlib.suppress(ParleyError):
+                    await self._save_session(session)
+        for session in self._sessions.values():
+            session.close()
+        if self._store is not None:
+            self._store.close()
+        self._app.put_nowait(_END)
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # =========================================================================================
+    # Start and state
+
+    async def _start(self) -> None:
+        if self._state_dir is None:
+            self._store = MemoryStateStore()
+        else:
+            key = bytearray(self._state_key) if self._state_key is not None else derive_state_key(self.identity.signing_key.seed())
+            try:
+                self._store = await asyncio.to_thread(DirectoryStateStore, self._state_dir, key)
+            finally:
+                crypto.wipe(key)
+        await self._load_state()
+        self._main_tasks = [
+            asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
+            asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
+        ]
+        conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
+        self._attach(conn)
+
+    async def _load_state(self) -> None:
+        assert self._store is not None
+        store = self._store
+        sessions, outbox, inbox, receipts = await asyncio.to_thread(lambda: (store.load("sessions"), store.load("outbox"), store.load("inbox"), store.load("receipts")))
+        now = now_ms()
+        for name, r in sessions.items():
+            try:
+                restored = self._session_from_record(r, now)
+            except ParleyError as error:
+                self._emit("session_closed", session_id=name, reason=f"not restored: {error.code}")
+                await self._delete("sessions", name)
+                continue
+            self._register(restored, announce=False)
+        for name, r in receipts.items():
+            try:
+                if int(r["ts"]) < now - self._skew.max_age_ms - self._skew.max_future_ms:
+                    await self._delete("receipts", name)
+                    continue
+                digest = bytes.fromhex(r["hash"])
+                self._receipts[digest] = r
+                self._mark(bytes.fromhex(r["session"]), int(r["counter"]), digest)
+            except (KeyError, ValueError) as error:
+                raise StateError("state_corrupt", f"receipt record {name} does not parse") from error
+        for name, r in inbox.items():
+            try:
+                entry = _InboxEntry.from_record(r)
+                payload = decode_payload(entry.payload, entry.envelope.timestamp_ms)
+            except (KeyError, ValueError, ParleyError) as error:
+                raise StateError("state_corrupt", f"inbox record {name} does not parse") from error
+            if entry.message_hash in self._receipts:  # acked before the crash; the deletion was lost
+                await self._delete("inbox", name)
+                continue
+            self._mark(entry.session_id, entry.counter, entry.message_hash)
+            self._unacked[entry.message_hash] = entry
+            session = self._sessions.get(entry.session_id)
+            self._app.put_nowait(Message(self, entry, payload, session.peer_certificate if session else None, redelivered=True))
+        for session in self._sessions.values():
+            session.prune_receive_keys()
+        for name, r in outbox.items():
+            try:
+                sent = _OutboxEntry.from_record(r)
+            except (KeyError, ValueError, ParleyError) as error:
+                raise StateError("state_corrupt", f"outbox record {name} does not parse") from error
+            self._outbox[sent.id] = sent
+            self._by_hash[sent.message_hash] = sent.id
+
+    def _mark(self, session_id: bytes, counter: int, digest: bytes) -> None:
+        """Replays a durable record into the replay window and the message-hash cache."""
+        self._cache.add(digest)
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.mark_accepted(counter, digest)
+
+    def _session_record(self, s: Session) -> dict[str, Any]:
+        send, receive = s.export_keys()
+        top, ring = s.window.export()
+        return {
+            "v": RECORD_VERSION,
+            "id": s.id.hex(),
+            "role": s.role,
+            "peer_certificate": b64url_encode(s.peer_certificate.SerializeToString()),
+            "handshake_hash": s.handshake_hash.hex(),
+            "threshold": s.rekey_threshold,
+            "created_at_ms": s.created_at_ms,
+            "last_activity_ms": s.last_activity_ms,
+            "send_reserved": self._reserved.get(s.id, -1),
+            "send": [[e, k.hex()] for e, k in send[-1:]],  # a sender needs only its newest epoch key
+            "receive": [[e, k.hex()] for e, k in receive],
+            "window_top": top,
+            "window_ring": ring,
+        }
+
+    def _session_from_record(self, r: dict[str, Any], now: int) -> Session:
+        try:
+            cert = decode_certificate(b64url_decode(r["peer_certificate"]))
+            peer = verify_certificate(cert, self._trust, now)  # revocation is checked per message
+            threshold = int(r["threshold"])
+            reserved = int(r["send_reserved"])
+            session = Session(
+                session_id=bytes.fromhex(r["id"]),
+                role=str(r["role"]),
+                local=self.identity,
+                peer=peer,
+                peer_certificate=cert,
+                handshake_hash=bytes.fromhex(r["handshake_hash"]),
+                send=DirectionKeys.from_export(threshold, [(int(e), bytes.fromhex(k)) for e, k in r["send"]]),
+                receive=DirectionKeys.from_export(threshold, [(int(e), bytes.fromhex(k)) for e, k in r["receive"]]),
+                created_at_ms=int(r["created_at_ms"]),
+                send_counter=reserved + 1,  # §17: resume after the reservation, never lower
+                window=ReplayWindow.from_export(int(r["window_top"]), [int(b) for b in r["window_ring"]]),
+                cache=self._cache,
+                skew=self._skew,
+                revocations=self._revocations,
+                peer_issuer_not_after_ms=issuer.not_after_ms if (issuer := self._trust.get(peer.issuer_key_id)) is not None else None,
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise StateError("state_corrupt", "session record does not parse") from error
+        session.last_activity_ms = int(r.get("last_activity_ms", session.created_at_ms))
+        self._reserved[session.id] = reserved
+        return session
+
+    async def _put(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        assert self._store is not None
+        store = self._store
+        async with self._io:
+            try:
+                await asyncio.to_thread(store.put, kind, name, record)
+            except StateError as error:
+                self._emit("state_error", code=error.code, detail=error.detail)
+                raise
+
+    async def _delete(self, kind: str, name: str) -> None:
+        assert self._store is not None
+        store = self._store
+        async with self._io:
+            try:
+                await asyncio.to_thread(store.delete, kind, name)
+            except StateError as error:
+                self._emit("state_error", code=error.code, detail=error.detail)
+
+    async def _save_session(self, session: Session) -> None:
+        if session.closed:
+            return
+        async with self._io:
+            record = self._session_record(session)  # taken under the lock: the newest state wins
+            assert self._store is not None
+            try:
+                await asyncio.to_thread(self._store.put, "sessions", session.id.hex(), record)
+            except StateError as error:
+                self._emit("state_error", code=error.code, detail=error.detail)
+                raise
+
+    def _save_session_later(self, session: Session) -> None:
+        async def save() -> None:
+            with contextlib.suppress(ParleyError):
+                await self._save_session(session)
+
+        self._spawn(save())
+
+    # =========================================================================================
+    # Events and tasks
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        event = Event(kind, fields)  # type: ignore[arg-type]
+        if kind == "security":
+            _log.warning("parley security event at %s: %s", self.agent_id, fields)
+        elif kind == "state_error":
+            _log.error("parley state error at %s: %s", self.agent_id, fields)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a listener's failure must not break the agent
+                _log.exception("on_event listener failed")
+
+    def _security(self, stage: str, code: str, peer: str | None = None, session_id: bytes | None = None, detail: str = "") -> None:
+        self._emit("security", stage=stage, code=code, peer=peer, session_id=session_id.hex() if session_id else None, at_ms=now_ms(), detail=detail)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("parley background task failed", exc_info=task.exception())
+
+    def _fire(self, conn: GatewayConnection, kind: str, item: Any, what: str) -> None:
+        """Sends an item without waiting; a refusal is reported as an event."""
+        future = conn.send(kind, item)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                return
+            error = f.exception()
+            if isinstance(error, GatewayError) and error.code not in ("unavailable", "cancelled"):
+                self._emit("gateway_refused", item=what, code=error.code, detail=error.detail)
+
+        future.add_done_callback(done)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise DeliveryError("cancelled", "agent closed")
+        if self._fatal is not None:
+            raise self._fatal
+
+    # =========================================================================================
+    # Connection
+
+    def _attach(self, conn: GatewayConnection) -> None:
+        if self._closed:
+            self._spawn(conn.close())
+            return
+        self._conn = conn
+        conn.start(self._on_delivery)
+        self._live.set()
+        self._emit("connected", gateway_id=conn.gateway_id, mailbox_depth=int(conn.welcome.mailbox_depth))
+        for entry in list(self._outbox.values()):  # §17 sender 3: resend after every reconnect
+            self._spawn(self._relay(entry))
+        self._spawn(self._watch(conn))
+
+    async def _watch(self, conn: GatewayConnection) -> None:
+        end: StreamEnd = await conn.ended
+        if self._conn is conn:
+            self._conn = None
+            self._live.clear()
+        if self._closed:
+            return
+        if self._fatal is not None:
+            return
+        self._emit("disconnected", code=end.code, detail=end.message, go_away=end.go_away)
+        await conn.close()
+        if end.go_away and end.code in FATAL_GO_AWAY:
+            self._stop(GatewayError(end.code if end.code in ("revoked", "expired", "replaced") else "unavailable", f"gateway sent go_away {end.code!r}: {end.message}"))  # type: ignore[arg-type]
+            return
+        if self._reconnect is None:
+            self._stop(GatewayError("unavailable", "gateway stream ended and reconnection is off"))
+            return
+        attempt = 0
+        while not self._closed:
+            attempt += 1
+            ceiling = min(self._reconnect.max_s, self._reconnect.initial_s * 2 ** min(attempt - 1, 30))
+            delay = ceiling / 2 + random.random() * ceiling / 2  # "equal jitter"
+            self._emit("reconnecting", attempt=attempt, delay_s=round(delay, 3))
+            await asyncio.sleep(delay)
+            if self._closed:
+                return
+            try:
+                fresh = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
+            except GatewayError as error:
+                if error.code in FATAL_AUTH:
+                    self._emit("disconnected", code=error.code, detail=error.detail, go_away=False)
+                    self._stop(error)
+                    return
+                continue
+            self._attach(fresh)
+            return
+
+    def _stop(self, error: ParleyError) -> None:
+        """Stops for good: pending sends fail with ``error``, ``messages()`` raises it, the stream closes."""
+        if self._fatal is not None:
+            return
+        self._fatal = error
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._live.clear()
+            self._spawn(conn.close())
+        for entry in self._outbox.values():
+            if entry.waiter is not None and not entry.waiter.done():
+                entry.waiter.set_exception(error)
+                entry.waiter.exception()
+        for fut in self._initiations.values():
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()
+        self._app.put_nowait(_END)
+
+    async def _wait_live(self, deadline: float) -> GatewayConnection:
+        while True:
+            self._check_usable()
+            conn = self._conn
+            if conn is not None and conn.is_open:
+                return conn
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GatewayError("unavailable", "no gateway connection")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._live.wait(), remaining)
+
+    # =========================================================================================
+    # Sessions (handshakes through the gateway, both roles)
+
+    def _register(self, session: Session, *, announce: bool = True) -> None:
+        self._sessions[session.id] = session
+        current = self._current.get(session.peer_id)
+        # The newest session carries outgoing traffic; older ones keep receiving until they end.
+        if current is None or current.closed or current.created_at_ms <= session.created_at_ms:
+            self._current[session.peer_id] = session
+        if announce:
+            self._emit("session_established", peer=session.peer_id, session_id=session.id_hex, role=session.role)
+
+    async def _close_session(self, session: Session, reason: str) -> None:
+        self._sessions.pop(session.id, None)
+        if self._current.get(session.peer_id) is session:
+            del self._current[session.peer_id]
+        self._reserved.pop(session.id, None)
+        self._seal_locks.pop(session.id, None)
+        if not session.closed:
+            session.close()
+            self._emit("session_closed", peer=session.peer_id, session_id=session.id_hex, reason=reason)
+        await self._delete("sessions", session.id.hex())
+
+    async def _session_for(self, peer: str, deadline: float) -> Session:
+        """The session used to send to ``peer``, establishing one (as initiator) when there is none."""
+        current = self._current.get(peer)
+        if current is not None and not current.closed:
+            try:
+                current.check_peer(now_ms())  # nothing more is sealed to a revoked or expired peer (§8.4)
+            except IdentityError as error:
+                if error.code in ("revoked", "expired"):
+                    await self._close_session(current, f"peer {error.code}")
+                raise
+            return current
+        running = self._initiations.get(peer)
+        if running is None:
+            running = asyncio.get_running_loop().create_future()
+            self._initiations[peer] = running
+            self._spawn(self._initiate(peer, running, deadline))
+        return await asyncio.shield(running)
+
+    async def _initiate(self, peer: str, result: asyncio.Future[Session], deadline: float) -> None:
+        try:
+            session = await self._handshake_with(peer, deadline)
+            if not result.done():
+                result.set_result(session)
+        except BaseException as error:
+            if not result.done():
+                result.set_exception(error if isinstance(error, ParleyError) else SessionError("handshake_failed", "handshake failed"))
+                result.exception()
+        finally:
+            if self._initiations.get(peer) is result:
+                del self._initiations[peer]
+
+    async def _handshake_with(self, peer: str, deadline: float) -> Session:
+        """Runs handshakes until one completes or the deadline passes (a stream drop or a timeout is retried)."""
+        last: ParleyError = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
+        while time.monotonic() < deadline:
+            conn = await self._wait_live(deadline)
+            handshake, frame1 = InitiatorHandshake.start(self._config, peer)
+            waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+            self._initiating[handshake.session_id] = _Initiating(handshake, waiter)
+            try:
+                await conn.send("handshake", frame1)  # a policy refusal is definite: raised as is
+                budget = min(self._handshake_timeout, max(0.0, deadline - time.monotonic()))
+                return await asyncio.wait_for(asyncio.shield(waiter), budget)
+            except asyncio.TimeoutError:
+                last = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
+            except GatewayError as error:
+                if error.code not in TRANSIENT_REFUSALS:
+                    raise
+                last = error
+            finally:
+                self._initiating.pop(handshake.session_id, None)
+                if not waiter.done():
+                    handshake.abort()
+                    waiter.cancel()
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))  # no tight loop on a transient refusal
+        raise last
+
+    async def _on_frame(self, conn: GatewayConnection, frame: Any) -> None:
+        sid = bytes(frame.session_id)
+        step = frame.step
+        if step == 1:
+            if sid in self._responding or sid in self._sessions:
+                self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 1 of a known session")
+                return
+            peer = str(frame.sender_id)[:128]
+            if len(self._responding) >= MAX_PENDING_RESPONDERS or sum(1 for r in self._responding.values() if r.handshake.peer_id == peer) >= MAX_RESPONDERS_PER_PEER:
+                self._security("handshake", "rate_limited", peer, sid if len(sid) == 16 else None, "too many handshakes in progress")
+                return
+            if self._accept_handshake is not None:
+                try:
+                    accepted = bool(self._accept_handshake(peer))
+                except Exception:
+                    accepted = False
+                if not accepted:
+                    self._security("handshake", "policy_denied", peer, sid if len(sid) == 16 else None, "refused by accept_handshake")
+                    return
+            try:
+                handshake, frame2 = ResponderHandshake.accept(self._config, frame)
+            except ParleyError as error:
+                self._security("handshake", error.code, str(frame.sender_id)[:128], sid if len(sid) == 16 else None, error.detail)
+                return
+            timer = asyncio.get_running_loop().call_later(self._handshake_timeout, lambda: self._spawn(self._responder_failed(sid, "handshake timed out")))
+            self._responding[sid] = _Responding(handshake, timer)
+            self._fire(conn, "handshake", frame2, "handshake step 2")
+        elif step == 2:
+            pending = self._initiating.get(sid)
+            if pending is None or pending.waiter.done():
+                self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 2 of no handshake in progress")
+                return
+            try:
+                frame3, session = pending.handshake.receive(frame)
+            except ParleyError as error:
+                self._security("handshake", error.code, pending.handshake.peer_id, sid, error.detail)
+                pending.waiter.set_exception(error)
+                pending.waiter.exception()
+                return
+            self._fire(conn, "handshake", frame3, "handshake step 3")  # before any envelope of the session
+            self._register(session)
+            with contextlib.suppress(ParleyError):
+                await self._save_session(session)
+            if not pending.waiter.done():
+                pending.waiter.set_result(session)
+        elif step == 3:
+            responding = self._responding.pop(sid, None)
+            if responding is None:
+                self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 3 of no handshake in progress")
+                return
+            responding.timer.cancel()
+            try:
+                session = responding.handshake.receive(frame)
+            except ParleyError as error:
+                self._security("handshake", error.code, responding.handshake.peer_id, sid, error.detail)
+                await self._reject_held(responding)
+                return
+            self._register(session)
+            with contextlib.suppress(ParleyError):
+                await self._save_session(session)
+            if responding.held:  # §17 recipient 4: processed in arrival order right after step 3
+                await self._envelopes.put_front(responding.held)
+        else:
+            self._security("handshake", "malformed", None, None, "handshake frame with an unknown step")
+
+    async def _responder_failed(self, sid: bytes, reason: str) -> None:
+        responding = self._responding.pop(sid, None)
+        if responding is None:
+            return
+        responding.handshake.abort()
+        self._security("handshake", "handshake_failed", responding.handshake.peer_id, sid, reason)
+        await self._reject_held(responding)
+
+    async def _reject_held(self, responding: _Responding) -> None:
+        for conn, delivery_id, envelope in responding.held:
+            self._answer_unknown_session(envelope)
+            if conn is not None and conn is self._conn:
+                conn.ack(delivery_id)
+
+    # =========================================================================================
+    # Sending
+
+    async def _seal(self, session: Session, payload: bytes, ts: int) -> Any:
+        """Seals under the session's lock, reserving counters durably first (§17 sender 1)."""
+        lock = self._seal_locks.setdefault(session.id, asyncio.Lock())
+        async with lock:
+            counter = session.allocate_counter()
+            previous = self._reserved.get(session.id, -1)
+            if counter > previous:
+                self._reserved[session.id] = counter + RESERVE_BLOCK
+                try:
+                    await self._save_session(session)
+                except ParleyError:
+                    # §17.2 item 1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
+                    self._reserved[session.id] = previous
+                    error = StateError("state_error", "could not reserve send counters: nothing was sealed, the agent stopped")
+                    self._stop(error)
+                    raise error from None
+            sealed = session.seal_at(counter, payload, ts)
+            if sealed.send_epoch_moved:
+                self._save_session_later(session)  # the old epoch key is wiped on disk too
+            return sealed
+
+    async def _relay(self, entry: _OutboxEntry) -> None:
+        """Relays an outbox entry's envelope (same bytes every time); definite refusals settle it."""
+        conn = self._conn
+        if conn is None or not conn.is_open or entry.resealing:
+            return
+        interval = min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
+        entry.next_resend_at = time.monotonic() + interval
+        entry.resends += 1
+        try:
+            accepted = await conn.send("envelope", entry.envelope)
+        except GatewayError as error:
+            if error.code in TRANSIENT_REFUSALS:
+                return
+            await self._settle(entry, error=error)
+            return
+        if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
+            # §17.2 item 3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
+            entry.next_resend_at = float("inf")
+
+    async def _settle(self, entry: _OutboxEntry, *, receipt: Receipt | None = None, error: ParleyError | None = None) -> None:
+        if self._outbox.pop(entry.id, None) is None:
+            return
+        if self._by_hash.get(entry.message_hash) == entry.id:
+            del self._by_hash[entry.message_hash]
+        waiter = entry.waiter
+        if waiter is not None and not waiter.done():
+            if receipt is not None:
+                waiter.set_result(receipt)
+            else:
+                waiter.set_exception(error or DeliveryError("internal", "send failed"))
+                waiter.exception()
+        self._emit("send_settled", message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
+        await self._delete("outbox", entry.id)
+
+    def _on_receipt(self, r: Any) -> None:
+        digest = bytes(r.message_hash)
+        entry_id = self._by_hash.get(digest)
+        entry = self._outbox.get(entry_id) if entry_id is not None else None
+        if entry is None:
+            self._emit("duplicate", item="receipt", peer=r.recipient_id, detail="receipt for no pending message")
+            return
+        if r.sender_id != self.agent_id or r.recipient_id != entry.to:
+            self._security("receipt", "identity_mismatch", r.recipient_id, entry.session_id, "receipt names other agents")
+            return
+        if not verify_receipt_signature(r, entry.peer_key):
+            self._security("receipt", "bad_signature", r.recipient_id, entry.session_id, "receipt signature does not verify with the recipient's certified key")
+            return
+        self._spawn(self._settle(entry, receipt=Receipt.from_proto(r)))
+
+    async def _on_session_reject(self, r: Any) -> None:
+        entry_id = self._by_hash.get(bytes(r.message_hash))
+        entry = self._outbox.get(entry_id) if entry_id is not None else None
+        if entry is None or r.sender_id != self.agent_id or r.recipient_id != entry.to or bytes(r.session_id) != entry.session_id:
+            self._emit("duplicate", item="session_reject", peer=r.recipient_id, detail="reject for no pending message")
+            return
+        if not verify_session_reject_signature(r, entry.peer_key):
+            self._security("session_reject", "bad_signature", r.recipient_id, entry.session_id, "session reject signature does not verify")
+            return
+        sid = entry.session_id
+        self._emit("session_rejected", peer=entry.to, session_id=sid.hex())
+        session = self._sessions.get(sid)
+        if session is not None:
+            await self._close_session(session, "rejected by the peer")
+        affected = [e for e in self._outbox.values() if e.session_id == sid and not e.resealing]
+        for e in affected:
+            e.resealing = True
+        self._spawn(self._reseal(affected))
+
+    async def _reseal(self, entries: list[_OutboxEntry]) -> None:
+        """§17 sender 4: pending messages of a rejected session are resealed in a new session and sent again."""
+        for entry in entries:
+            if entry.reseals >= MAX_RESEALS:
+                await self._settle(entry, error=SessionError("unknown_session", f"{entry.to!r} rejected the session {MAX_RESEALS} times"))
+                continue
+            try:
+                session = await self._session_for(entry.to, time.monotonic() + max(self._send_timeout, self._handshake_timeout))
+                old = decode_payload(entry.payload, entry.envelope.timestamp_ms)
+                ts = now_ms()
+                payload = encode_payload(old.type, from_value(old.content), ts, handoff_hash=bytes(old.handoff_hash) or None, parent_message_hash=bytes(old.parent_message_hash) or None)
+                sealed = await self._seal(session, payload, ts)
+            except ParleyError as error:
+                entry.resealing = False
+                if error.code in TRANSIENT_REFUSALS or error.code in ("handshake_failed", "state_error"):
+                    continue  # the housekeeping resend retries; expiry ends it
+                await self._settle(entry, error=error)
+                continue
+            if self._by_hash.get(entry.message_hash) == entry.id:
+                del self._by_hash[entry.message_hash]
+            entry.session_id, entry.message_hash, entry.envelope, entry.payload = session.id, sealed.message_hash, sealed.envelope, payload
+            entry.peer_key = session.peer.identity_public_key
+            entry.expires_at_ms = ts + self._skew.max_age_ms + self._skew.max_future_ms
+            entry.resends = 0
+            entry.reseals += 1
+            self._emit("resealed", peer=entry.to, session_id=session.id_hex, message_hash=sealed.message_hash.hex(), reseals=entry.reseals)
+            try:
+                await self._put("outbox", entry.id, entry.record())
+            except ParleyError:
+                pass  # the old record stays; a restart resends the old envelope and gets rejected again
+            self._by_hash[entry.message_hash] = entry.id
+            entry.resealing = False
+            await self._relay(entry)
+
+    # =========================================================================================
+    # Receiving
+
+    async def _on_delivery(self, conn: GatewayConnection, delivery: Any) -> None:
+        """Called by the reader for each delivery, in order. Envelopes queue (bounded); the rest is handled here."""
+        kind = delivery.WhichOneof("item")
+        if kind == "envelope":
+            await self._envelopes.put((conn, delivery.delivery_id, delivery.envelope))
+            return
+        try:
+            if kind == "handshake":
+                await self._on_frame(conn, delivery.handshake)
+            elif kind == "receipt":
+                self._on_receipt(delivery.receipt)
+            elif kind == "session_reject":
+                await self._on_session_reject(delivery.session_reject)
+        finally:
+            conn.ack(delivery.delivery_id)
+
+    async def _envelope_loop(self) -> None:
+        while True:
+            conn, delivery_id, envelope = await self._envelopes.get()
+            try:
+                await self._on_envelope(conn, delivery_id, envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("parley: envelope handling failed")
+
+    def _gateway_ack(self, conn: GatewayConnection | None, delivery_id: int) -> None:
+        if conn is not None and conn is self._conn and delivery_id > 0:
+            conn.ack(delivery_id)
+
+    def _answer_unknown_session(self, envelope: Any) -> None:
+        """§17 recipient 5: a signed SessionReject (the only rejection ever answered on the wire)."""
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            return
+        self._fire(conn, "session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject")
+
+    async def _on_envelope(self, conn: GatewayConnection | None, delivery_id: int, envelope: Any) -> None:
+        sender = str(envelope.sender_id)[:128]
+        try:
+            assert_envelope_shape(envelope)
+        except ParleyError as error:
+            self._security("message", error.code, sender, None, error.detail)
+            self._gateway_ack(conn, delivery_id)
+            return
+        sid = bytes(envelope.session_id)
+        if envelope.recipient_id != self.agent_id:
+            self._security("message", "identity_mismatch", sender, sid, "envelope addressed to another agent")
+            self._gateway_ack(conn, delivery_id)
+            return
+        digest = message_hash(envelope)
+        pending = self._unacked.get(digest)
+        if pending is not None:  # §17.3 item 3: still in the inbox: this copy is acked with the application's ack
+            if conn is not None:
+                pending.deliveries.append((conn, delivery_id))
+            self._emit("duplicate", item="envelope", peer=sender, detail="still in the inbox, not acked by the application")
+            return
+        stored = self._receipts.get(digest)
+        if stored is not None:  # acked before: the receipt may have been lost, send it again
+            if self._conn is not None:
+                self._fire(self._conn, "receipt", _receipt_from_record(stored), "receipt (again)")
+            self._gateway_ack(conn, delivery_id)
+            self._emit("duplicate", item="envelope", peer=sender, detail="already acked; receipt sent again")
+            return
+        session = self._sessions.get(sid)
+        if session is None:
+            responding = self._responding.get(sid)
+            if responding is not None:  # §17 recipient 4: hold until step 3
+                if len(responding.held) < MAX_HELD_PER_HANDSHAKE:
+                    responding.held.append((conn, delivery_id, envelope))
+                else:
+                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes held for one handshake")
+                return
+            self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
+            self._answer_unknown_session(envelope)
+            self._gateway_ack(conn, delivery_id)
+            return
+        await self._wait_for_capacity()
+        opened = await self._open(session, envelope, sender)
+        if opened is None:
+            self._gateway_ack(conn, delivery_id)
+            return
+        entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
+        if conn is not None:
+            entry.deliveries.append((conn, delivery_id))
+        try:
+            await self._put("inbox", digest.hex(), entry.record())  # §17 recipient 1: durable before anything else
+        except ParleyError:
+            opened.discard()
+            return  # not acked: the gateway delivers it again on the next stream
+        if opened.commit():
+            self._save_session_later(session)
+        self._unacked[digest] = entry
+        self._app.put_nowait(Message(self, entry, opened.payload, session.peer_certificate, redelivered=False))
+
+    async def _open(self, session: Session, envelope: Any, sender: str) -> Opened | None:
+        delay = 0.5
+        while True:
+            try:
+                return session.open(envelope)
+            except IdentityError as error:
+                if error.code == "revocation_stale" and not self._closed:
+                    # Our own revocation copy is stale: nothing can be accepted until it is fresh (fail closed).
+                    self._security("message", error.code, sender, session.id, "waiting for fresh revocation data")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                self._security("message", error.code, sender, session.id, error.detail)
+                if error.code in ("revoked", "expired"):  # §8.4: the session is closed
+                    await self._close_session(session, f"peer {error.code}")
+                return None
+            except ParleyError as error:
+                if error.code == "replay":
+                    self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
+                elif error.code == "unknown_session":
+                    self._answer_unknown_session(envelope)
+                else:
+                    self._security("message", error.code, sender, session.id, error.detail)
+                return None
+
+    async def _wait_for_capacity(self) -> None:
+        """Back-pressure: while the application is ``max_unacked`` messages behind, stop opening (and reading)."""
+        while len(self._unacked) >= self._max_unacked and not self._closed:
+            self._capacity.clear()
+            await self._capacity.wait()
+
+    async def _ack(self, entry: _InboxEntry) -> Receipt:
+        """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped."""
+        if entry.acked is not None:
+            return entry.acked
+        proto = sign_receipt(self.identity, message_hash=entry.message_hash, sender_id=entry.envelope.sender_id, received_at_ms=entry.received_at_ms)
+        record = {
+            "v": RECORD_VERSION,
+            "hash": entry.message_hash.hex(),
+            "session": entry.session_id.hex(),
+            "counter": entry.counter,
+            "ts": entry.envelope.timestamp_ms,
+            "receipt": b64url_encode(proto.SerializeToString()),
+        }
+        await self._put("receipts", entry.message_hash.hex(), record)
+        if entry.acked is not None:  # a concurrent ack won
+            return entry.acked
+        receipt = Receipt.from_proto(proto)
+        entry.acked = receipt
+        self._receipts[entry.message_hash] = record
+        self._unacked.pop(entry.message_hash, None)
+        self._capacity.set()
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            self._fire(conn, "receipt", proto, "receipt")
+        for conn_, delivery_id in entry.deliveries:  # every delivery of this envelope, acked with the application's ack
+            self._gateway_ack(conn_, delivery_id)
+        entry.deliveries.clear()
+        await self._delete("inbox", entry.message_hash.hex())
+        return receipt
+
+    # =========================================================================================
+    # Housekeeping: resends, expiry, session lifetimes, receipt store
+
+    async def _housekeeping(self) -> None:
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            now, mono = now_ms(), time.monotonic()
+            for entry in list(self._outbox.values()):
+                if now > entry.expires_at_ms:  # §17 sender 5: no conforming recipient can accept it any more
+                    await self._settle(entry, error=DeliveryError("expired", f"no receipt from {entry.to!r} before the message expired"))
+                elif entry.next_resend_at <= mono and not entry.resealing and self.connected:
+                    self._spawn(self._relay(entry))
+            await self._session_lifetimes(now)
+            if mono - last_prune > 60:
+                last_prune = mono
+                await self._prune_receipts(now)
+
+    async def _session_lifetimes(self, now: int) -> None:
+        t = self._timeouts
+        for session in list(self._sessions.values()):
+            # §8.4: when the revocation data changes (checked every second), a revoked or expired peer's session closes.
+            try:
+                session.check_peer(now)
+            except IdentityError as error:
+                if error.code in ("revoked", "expired"):
+                    self._security("revocation", error.code, session.peer_id, session.id, error.detail)
+                    await self._close_session(session, f"peer {error.code}")
+                    continue
+            age_s = (now - session.created_at_ms) / 1000
+            if age_s >= t.max_duration_s:
+                await self._close_session(session, "max_duration")
+            elif (now - session.last_activity_ms) / 1000 >= t.idle_s:
+                await self._close_session(session, "idle")
+            elif t.auto_renew and age_s >= t.max_duration_s - t.renew_before_s and self._current.get(session.peer_id) is session:
+                if session.peer_id not in self._initiations and self.connected:
+                    peer = session.peer_id
+                    future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+                    self._initiations[peer] = future
+                    self._spawn(self._initiate(peer, future, time.monotonic() + self._handshake_timeout))
+
+    async def _prune_receipts(self, now: int) -> None:
+        horizon = now - self._skew.max_age_ms - self._skew.max_future_ms
+        old = [h for h, r in self._receipts.items() if int(r["ts"]) < horizon]
+        if len(self._receipts) - len(old) > MAX_RECEIPTS:
+            by_age = sorted(self._receipts.items(), key=lambda kv: int(kv[1]["ts"]))
+            old = [h for h, _ in by_age[: len(self._receipts) - MAX_RECEIPTS]]
+        for digest in old:
+            self._receipts.pop(digest, None)
+            await self._delete("receipts", digest.hex())
+
+
+def _entry_id(user_id: str) -> str:
+    """The outbox name of a caller's send id (stable across restarts)."""
+    import hashlib
+
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 256:
+        raise SessionError("malformed", "a send id is 1..256 characters")
+    return hashlib.blake2b(user_id.encode("utf-8"), digest_size=16, person=b"parley-send-id").hexdigest()
+
+
+def _receipt_from_record(record: dict[str, Any]) -> Any:
+    from .relay import DeliveryReceipt
+
+    return DeliveryReceipt.FromString(b64url_decode(record["receipt"]))
+
+
+__all__ = ["Agent", "Message", "ResendPolicy", "SessionTimeouts", "connect"]

@@ -1,0 +1,297 @@
+"""One authenticated Connect stream to a gateway (docs/PROTOCOL.md §10.2–§10.4).
+
+``hello {version 1, certificate}`` → ``challenge {gateway_id, nonce}`` → ``auth {signature
+over the §10.2 layout}`` → ``welcome``. The agent checks that the challenge names
+the gateway it meant to reach and that ``welcome.agent_id`` is itself
+(``identity_mismatch``). After that, items go out as ``send {request_id, item}``
+(answered by ``accepted`` or ``rejected``), deliveries come in and are
+acknowledged with ``ack {delivery_id}``.
+
+Writes go through one writer task, in order (a handshake's step 3 always leaves
+before the first envelope of its session). Reads are one reader task that hands
+each delivery to the agent's callback and awaits it: a callback that waits
+(the application is behind) stops reading, and gRPC flow control pushes back
+on the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from .errors import GatewayError, ParleyError, is_error_code
+from .relay import gateway_auth_layout
+from .session import LocalIdentity
+from .v1 import gateway_pb2, gateway_pb2_grpc
+
+ERROR_CODE_METADATA_KEY: Final = "parley-error-code"
+#: grpc status → Parley code when no ``parley-error-code`` trailer came (§15.8).
+_CODE_BY_STATUS: Final = {
+    grpc.StatusCode.INVALID_ARGUMENT: "malformed",
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.ALREADY_EXISTS: "already_exists",
+    grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
+    grpc.StatusCode.PERMISSION_DENIED: "permission_denied",
+    grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "too_large",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline_exceeded",
+    grpc.StatusCode.CANCELLED: "cancelled",
+    grpc.StatusCode.UNIMPLEMENTED: "unimplemented",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS to the gateway (the gateway serves TLS 1.3 only).
+
+    ``root_certificates``: PEM bytes or a path (None: the system roots).
+    ``private_key``/``certificate_chain``: PEM, for gateways that require mTLS.
+    ``server_name``: the name to check the gateway certificate against when it
+    differs from the host in ``gateway`` (e.g. ``localhost`` for ``127.0.0.1``).
+    """
+
+    root_certificates: bytes | str | Path | None = None
+    private_key: bytes | str | Path | None = None
+    certificate_chain: bytes | str | Path | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(_pem(self.root_certificates), _pem(self.private_key), _pem(self.certificate_chain))
+
+    def options(self) -> list[tuple[str, str]]:
+        return [] if self.server_name is None else [("grpc.ssl_target_name_override", self.server_name)]
+
+
+def _pem(value: bytes | str | Path | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as error:
+        raise ParleyError("not_found", f"cannot read {value}") from error
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` names a loopback host (127.0.0.0/8, ::1, localhost)."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def rpc_error_code(error: grpc.aio.AioRpcError) -> str:
+    """The Parley code of a failed call: the ``parley-error-code`` trailer, else one code per status."""
+    trailers = error.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == ERROR_CODE_METADATA_KEY and is_error_code(value):
+            return str(value)
+    return _CODE_BY_STATUS.get(error.code(), "unavailable" if error.code() == grpc.StatusCode.UNKNOWN else "internal")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Why a stream ended: a go-away code from the gateway, or the code of a failure."""
+
+    code: str
+    message: str
+    go_away: bool
+
+
+OnDelivery = Callable[["GatewayConnection", Any], Awaitable[None]]
+
+
+class GatewayConnection:
+    """An authenticated Connect stream. Create with :meth:`open`."""
+
+    def __init__(self, channel: grpc.aio.Channel, call: Any, welcome: Any, gateway_id: str) -> None:
+        self._channel = channel
+        self._call = call
+        self.welcome = welcome
+        self.gateway_id = gateway_id
+        self._writes: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next_request_id = 1
+        self._end: StreamEnd | None = None
+        self.ended: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
+        self.last_delivery_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        address: str,
+        identity: LocalIdentity,
+        expected_gateway_id: str,
+        tls: TlsConfig | None,
+        timeout: float = 10.0,
+    ) -> GatewayConnection:
+        """Connects and authenticates; raises GatewayError with the gateway's code (``revoked``, ``unknown_issuer``, …)."""
+        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 2 << 20)]
+        if tls is None:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            channel = grpc.aio.secure_channel(address, tls.credentials(), options=options + tls.options())
+        call = gateway_pb2_grpc.AgentGatewayServiceStub(channel).Connect()  # type: ignore[no-untyped-call]
+        try:
+            return await asyncio.wait_for(cls._authenticate(channel, call, identity, expected_gateway_id), timeout)
+        except asyncio.TimeoutError as error:
+            call.cancel()
+            await channel.close()
+            raise GatewayError("deadline_exceeded", "gateway authentication timed out") from error
+        except BaseException:
+            call.cancel()
+            await channel.close()
+            raise
+
+    @classmethod
+    async def _authenticate(cls, channel: grpc.aio.Channel, call: Any, identity: LocalIdentity, expected_gateway_id: str) -> GatewayConnection:
+        async def next_kind(expected: str) -> Any:
+            try:
+                response = await call.read()
+            except grpc.aio.AioRpcError as error:
+                raise GatewayError(rpc_error_code(error), error.details() or "gateway refused the stream") from error  # type: ignore[arg-type]
+            if response is grpc.aio.EOF:
+                raise GatewayError("unavailable", f"gateway closed the stream before {expected}")
+            kind = response.WhichOneof("kind")
+            if kind == "go_away":
+                code = response.go_away.code if is_error_code(response.go_away.code) else "unavailable"
+                raise GatewayError(code, response.go_away.message or "go away")  # type: ignore[arg-type]
+            if kind != expected:
+                raise GatewayError("malformed", f"expected {expected}, got {kind}")
+            return getattr(response, expected)
+
+        hello = gateway_pb2.ConnectRequest()
+        hello.hello.version = 1
+        hello.hello.certificate.CopyFrom(identity.certificate)
+        try:
+            await call.write(hello)
+        except grpc.aio.AioRpcError as error:
+            raise GatewayError(rpc_error_code(error), error.details() or "gateway unreachable") from error  # type: ignore[arg-type]
+        challenge = await next_kind("challenge")
+        if challenge.gateway_id != expected_gateway_id:
+            raise GatewayError("identity_mismatch", f"connected to gateway {challenge.gateway_id!r}, expected {expected_gateway_id!r}")
+        if len(challenge.nonce) != 32:
+            raise GatewayError("malformed", "challenge nonce is not 32 bytes")
+        auth = gateway_pb2.ConnectRequest()
+        auth.auth.signature = identity.signing_key.sign(gateway_auth_layout(challenge.gateway_id, bytes(challenge.nonce), identity.agent_id, bytes(identity.certificate.serial)))
+        await call.write(auth)
+        welcome = await next_kind("welcome")
+        if welcome.agent_id != identity.agent_id:
+            raise GatewayError("identity_mismatch", f"gateway welcomed {welcome.agent_id!r}, not this agent")
+        return cls(channel, call, welcome, challenge.gateway_id)
+
+    def start(self, on_delivery: OnDelivery) -> None:
+        """Starts the reader and writer tasks; ``on_delivery`` is awaited for each delivery, in order."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._writer(), name="parley-gateway-writer"), loop.create_task(self._reader(on_delivery), name="parley-gateway-reader")]
+
+    @property
+    def is_open(self) -> bool:
+        return self._end is None
+
+    def send(self, kind: str, item: Any) -> asyncio.Future[Any]:
+        """Queues ``send {request_id, item}``; the future resolves with ``Accepted`` or fails with GatewayError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._end is not None:
+            future.set_exception(GatewayError(self._end.code if is_error_code(self._end.code) else "unavailable", "gateway stream ended"))  # type: ignore[arg-type]
+            return future
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        request = gateway_pb2.ConnectRequest()
+        request.send.request_id = request_id
+        getattr(request.send, kind).CopyFrom(item)
+        self._pending[request_id] = future
+        self._writes.put_nowait(request)
+        return future
+
+    def ack(self, delivery_id: int) -> None:
+        """Acknowledges a delivery written to this stream (ignored once the stream ended)."""
+        if self._end is None and 1 <= delivery_id <= self.last_delivery_id:
+            request = gateway_pb2.ConnectRequest()
+            request.ack.delivery_id = delivery_id
+            self._writes.put_nowait(request)
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                request = await self._writes.get()
+                if request is None:
+                    with contextlib.suppress(Exception):
+                        await self._call.done_writing()
+                    return
+                await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError, RuntimeError):
+            return  # the reader reports how the stream ended
+
+    async def _reader(self, on_delivery: OnDelivery) -> None:
+        end: StreamEnd | None = None
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    break
+                kind = response.WhichOneof("kind")
+                if kind == "accepted" or kind == "rejected":
+                    value = getattr(response, kind)
+                    future = self._pending.pop(value.request_id, None)
+                    if future is not None and not future.done():
+                        if kind == "accepted":
+                            future.set_result(value)
+                        else:
+                            code = value.code if is_error_code(value.code) else "internal"
+                            future.set_exception(GatewayError(code, value.message or "refused by the gateway"))  # type: ignore[arg-type]
+                elif kind == "delivery":
+                    if response.delivery.delivery_id > self.last_delivery_id:
+                        self.last_delivery_id = response.delivery.delivery_id
+                    await on_delivery(self, response.delivery)
+                elif kind == "go_away":
+                    end = StreamEnd(response.go_away.code, response.go_away.message, True)
+        except grpc.aio.AioRpcError as error:
+            if end is None:
+                end = StreamEnd(rpc_error_code(error), error.details() or "stream failed", False)
+        except asyncio.CancelledError:
+            if end is None:
+                end = StreamEnd("cancelled", "closed", False)
+        except Exception as error:  # a delivery handler bug must not leave the stream half-alive
+            if end is None:
+                end = StreamEnd("internal", f"delivery handling failed: {type(error).__name__}", False)
+        self._finish(end or StreamEnd("unavailable", "gateway stream ended", False))
+
+    def _finish(self, end: StreamEnd) -> None:
+        if self._end is not None:
+            return
+        self._end = end
+        error = GatewayError(end.code if is_error_code(end.code) else "unavailable", f"gateway stream ended: {end.message}")  # type: ignore[arg-type]
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        self._writes.put_nowait(None)
+        self._call.cancel()
+        if not self.ended.done():
+            self.ended.set_result(end)
+
+    async def close(self) -> None:
+        """Half-closes the stream and the channel; waits for the tasks."""
+        self._finish(StreamEnd("cancelled", "closed by the agent", False))
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._channel.close()

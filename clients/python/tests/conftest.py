@@ -1,0 +1,1 @@
+"""Shared pytest configuration (paths live in tests/_paths.py)."""

@@ -1,0 +1,58 @@
+package parley
+
+import (
+	"crypto/ed25519"
+
+	pb "parley/go-agent/internal/gen/parleyv1"
+)
+
+// SessionRejectLayout is the §17 session-reject layout, signed by the
+// recipient of an envelope whose session it can never open.
+func SessionRejectLayout(r *pb.SessionReject) ([]byte, error) {
+	return NewLayout("parley/v1/session-reject").
+		U32(r.GetVersion()).
+		Fixed(r.GetSessionId(), SessionIDBytes, "session_id").
+		Fixed(r.GetMessageHash(), 32, "message_hash").
+		Str(r.GetSenderId()).
+		Str(r.GetRecipientId()).
+		I64(r.GetRejectedAtMs()).
+		Bytes()
+}
+
+// SignSessionReject refuses envelope e (addressed to this agent, the signer)
+// whose message hash is messageHash.
+func SignSessionReject(key ed25519.PrivateKey, e *pb.SecureMessage, messageHash []byte, rejectedAtMs int64) (*pb.SessionReject, error) {
+	r := &pb.SessionReject{
+		Version: ProtocolVersion, SessionId: e.GetSessionId(), MessageHash: messageHash,
+		SenderId: e.GetSenderId(), RecipientId: e.GetRecipientId(), RejectedAtMs: rejectedAtMs,
+	}
+	b, err := SessionRejectLayout(r)
+	if err != nil {
+		return nil, err
+	}
+	r.Signature = ed25519.Sign(key, b)
+	return r, nil
+}
+
+// VerifySessionReject is the sender's check of §17: the reject names this
+// sender, the recipient it sent to, the session and a pending message hash,
+// and is signed by the recipient's certified key.
+func VerifySessionReject(r *pb.SessionReject, sessionID, messageHash []byte, senderID, recipientID string, recipientKey ed25519.PublicKey) error {
+	if r.GetVersion() != ProtocolVersion {
+		return Errorf(CodeUnsupportedVersion, "session reject version %d", r.GetVersion())
+	}
+	if r.GetSenderId() != senderID || r.GetRecipientId() != recipientID {
+		return Errorf(CodeIdentityMismatch, "session reject routing")
+	}
+	if string(r.GetSessionId()) != string(sessionID) || string(r.GetMessageHash()) != string(messageHash) {
+		return Errorf(CodeUnknownSession, "session reject names no pending envelope")
+	}
+	b, err := SessionRejectLayout(r)
+	if err != nil {
+		return Errorf(CodeMalformed, "session reject layout: %v", err)
+	}
+	if len(r.GetSignature()) != ed25519.SignatureSize || !ed25519.Verify(recipientKey, b, r.GetSignature()) {
+		return Errorf(CodeBadSignature, "session reject signature does not verify")
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+/**
+ * The agent's journal (docs/PROTOCOL.md §13, §17): every fact the delivery
+ * contract and the nonce rule depend on, as sealed records in a StateStore.
+ *
+ *   session   sealed session state (PSS1, §13), replacing any earlier one of that session
+ *   closed    the session ended; forget it
+ *   reserve   the session may seal counters below `upTo`: written (and fsynced) BEFORE any of them is sealed
+ *   out       an outbox entry: the sealed envelope and the plaintext to reseal it, until its receipt
+ *   out_done  the outbox entry is settled (receipt, expiry, permanent refusal)
+ *   in        an opened message not yet acknowledged by the application — also the replay-window mark
+ *             of its counter and hash, in the same record, so the two can never disagree after a crash
+ *   in_done   the application acknowledged it: the receipt signed for it (re-sent on redelivery)
+ *
+ * Each record is sealed on its own: "PAR1" ‖ salt(32) ‖ ChaCha20-Poly1305(k, 0, "PAR1" ‖ salt, JSON) with
+ * k = BLAKE2b-256(key = stateKey, "parley/v1/agent-journal" ‖ salt). A fresh random salt per record gives a
+ * fresh key, so nonce 0 is never used twice under one key whatever the process does or crashes into.
+ * Replaying the records in order is idempotent: a record written twice (before and after a compaction)
+ * changes nothing the second time.
+ */
+import { SecretKey, concatBytes, type ParleyCrypto } from '@parley/crypto-core';
+import { ClientError } from './errors.js';
+import type { StateStore } from './state-store.js';
+
+const MAGIC = new TextEncoder().encode('PAR1');
+const SALT = 32;
+const CONTEXT = new TextEncoder().encode('parley/v1/agent-journal');
+export const JOURNAL_VERSION = 1;
+
+/** An outgoing message as the application gave it (kept to reseal it in a new session). */
+export interface OutboxMessage {
+  readonly type: number;
+  readonly content: unknown;
+  /** base64url, when present. */
+  readonly handoffHash?: string;
+  readonly parentMessageHash?: string;
+}
+
+export type JournalRecord =
+  | { readonly t: 'session'; readonly id: string; readonly sealed: string }
+  | { readonly t: 'closed'; readonly id: string }
+  | { readonly t: 'reserve'; readonly id: string; readonly upTo: number }
+  | {
+      readonly t: 'out';
+      readonly id: string;
+      readonly to: string;
+      readonly msg: OutboxMessage;
+      /** SecureMessage protobuf, base64url. */
+      readonly env: string;
+      readonly hash: string;
+      readonly sid: string;
+      readonly at: number;
+      readonly exp: number;
+      readonly reseals: number;
+    }
+  | { readonly t: 'out_done'; readonly id: string; readonly outcome: 'delivered' | 'expired' | 'failed' | 'cancelled' }
+  | {
+      readonly t: 'in';
+      readonly hash: string;
+      readonly sid: string;
+      readonly n: number;
+      readonly from: string;
+      /** SecureMessage protobuf, base64url. */
+      readonly env: string;
+      /** Encoded MessagePayload, base64url. */
+      readonly payload: string;
+      readonly salt: string;
+      /** The sender's AgentCertificate, base64url. */
+      readonly cert: string;
+      readonly at: number;
+    }
+  | { readonly t: 'in_done'; readonly hash: string; readonly receipt: string; readonly at: number };
+
+/** Seals and opens journal records, and keeps the store's order. */
+export class Journal {
+  readonly #crypto: ParleyCrypto;
+  readonly #key: SecretKey;
+  readonly #store: StateStore;
+  #failed: ClientError | undefined;
+
+  constructor(crypto: ParleyCrypto, stateKey: SecretKey, store: StateStore) {
+    if (!(stateKey instanceof SecretKey) || stateKey.length !== 32) throw new ClientError('malformed', 'stateKey must be a 32-byte SecretKey');
+    this.#crypto = crypto;
+    this.#key = stateKey;
+    this.#store = store;
+  }
+
+  /** The failure that made the journal stop accepting records, if any (fail closed). */
+  get failure(): ClientError | undefined {
+    return this.#failed;
+  }
+
+  /**
+   * Every record, in order. A last record that does not open is a torn write and is dropped; any
+   * other record that does not open or parse is `state_corrupt`.
+   */
+  async load(): Promise<JournalRecord[]> {
+    const sealed = await this.#store.load();
+    const out: JournalRecord[] = [];
+    for (let i = 0; i < sealed.length; i++) {
+      try {
+        out.push(this.#open(sealed[i]!));
+      } catch (error) {
+        if (i === sealed.length - 1) break; // torn tail (e.g. zero-filled pages after a crash)
+        throw error;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Appends records durably (resolves after fsync). After one failure every later append fails too
+   * with the same error: a journal with a hole in it must not be trusted with a counter or a message.
+   */
+  async append(records: readonly JournalRecord[]): Promise<void> {
+    if (this.#failed !== undefined) throw this.#failed;
+    const sealed = records.map((r) => this.#seal(r));
+    try {
+      await this.#store.append(sealed);
+    } catch (error) {
+      this.#failed ??= new ClientError('unavailable', `agent state could not be saved: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw this.#failed;
+    }
+  }
+
+  /** Atomically replaces the journal with `records` (compaction). */
+  async rewrite(records: readonly JournalRecord[]): Promise<void> {
+    if (this.#failed !== undefined) throw this.#failed;
+    try {
+      await this.#store.rewrite(records.map((r) => this.#seal(r)));
+    } catch (error) {
+      this.#failed ??= new ClientError('unavailable', `agent state could not be saved: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw this.#failed;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#store.close();
+  }
+
+  #recordKey(salt: Uint8Array): SecretKey {
+    return SecretKey.adopt(this.#crypto.blake2b(concatBytes(CONTEXT, salt), 32, this.#key), 'aead');
+  }
+
+  #seal(record: JournalRecord): Uint8Array {
+    const plaintext = new TextEncoder().encode(JSON.stringify({ v: JOURNAL_VERSION, ...record }));
+    const salt = this.#crypto.randomBytes(SALT);
+    const header = concatBytes(MAGIC, salt);
+    const key = this.#recordKey(salt);
+    try {
+      return concatBytes(header, this.#crypto.aead.seal(key, 0n, plaintext, header));
+    } finally {
+      key.wipe();
+      plaintext.fill(0);
+    }
+  }
+
+  #open(sealed: Uint8Array): JournalRecord {
+    if (sealed.length < MAGIC.length + SALT + 16 || !this.#crypto.constantTimeEqual(sealed.subarray(0, MAGIC.length), MAGIC)) {
+      throw new ClientError('state_corrupt', 'agent state record has a bad header');
+    }
+    const header = sealed.subarray(0, MAGIC.length + SALT);
+    const key = this.#recordKey(sealed.subarray(MAGIC.length, MAGIC.length + SALT));
+    let parsed: unknown;
+    try {
+      const plaintext = this.#crypto.aead.open(key, 0n, sealed.subarray(header.length), header);
+      parsed = JSON.parse(new TextDecoder().decode(plaintext));
+      plaintext.fill(0);
+    } catch (cause) {
+      throw new ClientError('state_corrupt', 'agent state record does not open (wrong stateKey, or tampered)', { cause });
+    } finally {
+      key.wipe();
+    }
+    const r = parsed as { v?: unknown; t?: unknown };
+    if (typeof r !== 'object' || r === null || r.v !== JOURNAL_VERSION || typeof r.t !== 'string') throw new ClientError('state_corrupt', 'agent state record has an unknown version or type');
+    return parsed as JournalRecord;
+  }
+}
+
+/** What a journal replays to. */
+export interface JournalState {
+  /** Live sessions: sealed state and the reserved send mark. */
+  readonly sessions: Map<string, { sealed: string; reservedUpTo: number }>;
+  /** Received counters and hashes per session, to mark in the restored windows. */
+  readonly marks: Map<string, { n: number; hash: string }[]>;
+  readonly outbox: Map<string, Extract<JournalRecord, { t: 'out' }>>;
+  readonly inbox: Map<string, Extract<JournalRecord, { t: 'in' }>>;
+  readonly receipts: Map<string, { receipt: string; at: number }>;
+}
+
+/** Replays records into the state they describe (idempotent, order-respecting). */
+export function replay(records: readonly JournalRecord[]): JournalState {
+  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map() };
+  const mark = (sid: string, n: number, hash: string): void => {
+    let list = state.marks.get(sid);
+    if (list === undefined) state.marks.set(sid, (list = []));
+    list.push({ n, hash });
+  };
+  for (const r of records) {
+    switch (r.t) {
+      case 'session': {
+        const prev = state.sessions.get(r.id);
+        state.sessions.set(r.id, { sealed: r.sealed, reservedUpTo: prev?.reservedUpTo ?? 0 });
+        break;
+      }
+      case 'closed':
+        state.sessions.delete(r.id);
+        state.marks.delete(r.id);
+        break;
+      case 'reserve': {
+        const s = state.sessions.get(r.id);
+        if (s !== undefined) s.reservedUpTo = Math.max(s.reservedUpTo, r.upTo);
+        break;
+      }
+      case 'out':
+        state.outbox.set(r.id, r);
+        break;
+      case 'out_done':
+        state.outbox.delete(r.id);
+        break;
+      case 'in':
+        if (!state.receipts.has(r.hash)) state.inbox.set(r.hash, r);
+        mark(r.sid, r.n, r.hash);
+        break;
+      case 'in_done':
+        state.inbox.delete(r.hash);
+        state.receipts.set(r.hash, { receipt: r.receipt, at: r.at });
+        break;
+      default:
+        throw new ClientError('state_corrupt', 'agent state record of an unknown type');
+    }
+  }
+  return state;
+}
