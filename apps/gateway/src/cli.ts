@@ -158,7 +158,9 @@ drain calls (shutdown_grace_ms), close the database and exit 0.`,
 
     // The registry: revocation feed, and (trust on first use only) the trust bundle.
     let creds: ChannelCredentials = credentials.createInsecure();
-    const channelOptions: Record<string, string | number> = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 };
+    const { REGISTRY_CHANNEL_OPTIONS } = await import('./revocation-feed.js');
+    // The channel's reconnect backoff stays under the feed's own bound (./revocation-feed.ts).
+    const channelOptions: Record<string, string | number> = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000, ...REGISTRY_CHANNEL_OPTIONS };
     if (config.registry.tlsCaFile !== undefined) {
       creds = credentials.createSsl(readFileOr(config.registry.tlsCaFile, 'registry TLS CA'));
       if (config.registry.tlsServerName !== undefined) channelOptions['grpc.ssl_target_name_override'] = config.registry.tlsServerName;

@@ -44,6 +44,7 @@ export const GRPC_STATUS_BY_CODE = Object.freeze({
   handshake_failed: GrpcStatus.FAILED_PRECONDITION,
   nonce_exhausted: GrpcStatus.FAILED_PRECONDITION,
   rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
+  quota_exceeded: GrpcStatus.RESOURCE_EXHAUSTED,
   state_corrupt: GrpcStatus.INTERNAL,
   // §15.8: API codes
   not_found: GrpcStatus.NOT_FOUND,
