@@ -49,7 +49,7 @@ export interface RevocationFeedOptions {
   readonly logger: Logger;
   /** First reconnect delay, ms (doubles up to `maxBackoffMs`). Default 500. */
   readonly minBackoffMs?: number;
-  /** Default 10 000. */
+  /** Default 5 000 (the channel's own reconnect backoff is capped below it: {@link REGISTRY_CHANNEL_OPTIONS}). */
   readonly maxBackoffMs?: number;
   readonly clock?: () => number;
 }
@@ -117,7 +117,7 @@ export class RevocationFeed {
           transient ? 'revocation feed disconnected: reconnecting' : 'revocation feed refused a batch: reloading the full list',
         );
         await sleep(backoff, signal);
-        backoff = Math.min(backoff * 2, this.#o.maxBackoffMs ?? 10_000);
+        backoff = Math.min(backoff * 2, this.#o.maxBackoffMs ?? 5_000);
       }
     }
   }
