@@ -337,6 +337,15 @@ async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: num
 
 // ---------------------------------------------------------------------------
 
+/** Runs one case; a failure is printed and the bench goes on with the next case. */
+async function guard(name: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (error) {
+    console.log(`\n${name}: FAILED: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const world = await createWorld();
@@ -382,232 +391,259 @@ async function main(): Promise<void> {
     console.log(`1 KiB content → SecureMessage ${envelopeBytes} B, DeliveryReceipt ${receiptBytes} B (the peers carry the same sizes)`);
 
     if (runs(1) || runs(3)) {
-      const gw = await gatewayProcess();
-      const N = 100;
-      const agents = pairAgents(world, N, 'sat');
-      const sdks = await sdkPairs(world, agents, () => gw.address);
-      const base = relayId;
-      relayId += N;
-      const ragents = await Promise.all(Array.from({ length: N }, (_, i) => relayAgent(base + i, relayClient)));
-      if (runs(1)) {
-        const nats = await natsPeer(N, envelopeBytes, receiptBytes);
-        const PER = 20;
-        const [ours, jet, raw] = await alternate([
-          () => drive(N, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
-          () => drive(N, PER, (a) => nats.send(a, a ^ 1)),
-          () => drive(N, PER, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
-        ]);
-        await nats.close();
-        printTable(`1. Saturated: ${N} agents × ${PER} messages, ${WINDOW} in flight each, send → verified receipt`, 'NATS JetStream (file, publish ack, consumer ack + reply)', [
-          { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(jet!.opsPerSec), unit: 'ops/s' },
-          { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(jet!.p50), unit: 'µs' },
-          { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(jet!.p99), unit: 'µs' },
-        ]);
-        printTable(`1. Saturated, the same run beside the plain relay`, 'grpc-js relay', [
-          { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
-          { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
-          { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
-        ]);
-      }
-      if (runs(3)) {
-        const DURATION = 5_000;
-        const [ours, raw] = await alternate([
-          () => paced(N, 100, DURATION, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
-          () => paced(N, 100, DURATION, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
-        ]);
-        printTable(`3. Light load: ${N} agents × 10 msg/s for ${DURATION / 1000} s, send → verified receipt (targets p50 ≤ 5 ms, p99 ≤ 25 ms)`, 'grpc-js relay', [
-          { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
-          { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
-          { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
-        ]);
-      }
-      await Promise.all(sdks.map((s) => s.close()));
-      for (const r of ragents) r.close();
-      await gw.stop();
+      await guard('cases 1 and 3', async () => {
+        const gw = await gatewayProcess();
+        const N = 100;
+        const agents = pairAgents(world, N, 'sat');
+        const sdks = await sdkPairs(world, agents, () => gw.address);
+        const base = relayId;
+        relayId += N;
+        const ragents = await Promise.all(Array.from({ length: N }, (_, i) => relayAgent(base + i, relayClient)));
+        if (runs(1)) {
+          const nats = await natsPeer(N, envelopeBytes, receiptBytes);
+          const PER = 20;
+          const cpu0 = (await gw.command('stats'))['cpuUs'] as number;
+          const [ours, jet, raw] = await alternate([
+            () => drive(N, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
+            () => drive(N, PER, (a) => nats.send(a, a ^ 1)),
+            () => drive(N, PER, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
+          ]);
+          await nats.close();
+          const cpuPerMessage = (((await gw.command('stats'))['cpuUs'] as number) - cpu0) / (ROUNDS * N * PER);
+          // What signing one audit entry costs (Ed25519 over an entry-sized layout), beside the gateway's CPU per message.
+          const layout = world.crypto.randomBytes(220);
+          const key = world.crypto.ed25519.generateKeyPair().secretKey;
+          const s0 = performance.now();
+          for (let i = 0; i < 2000; i++) world.crypto.ed25519.sign(layout, key);
+          const signUs = ((performance.now() - s0) * 1000) / 2000;
+          console.log(`\ngateway CPU per message (send → receipt: envelope + receipt relayed): ${cpuPerMessage.toFixed(0)} µs; Ed25519 signature of one audit entry: ${signUs.toFixed(1)} µs (${((100 * signUs) / cpuPerMessage).toFixed(1)} %)`);
+          printTable(`1. Saturated: ${N} agents × ${PER} messages, ${WINDOW} in flight each, send → verified receipt`, 'NATS JetStream (file, publish ack, consumer ack + reply)', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(jet!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(jet!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(jet!.p99), unit: 'µs' },
+          ]);
+          printTable(`1. Saturated, the same run beside the plain relay`, 'grpc-js relay', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
+          ]);
+        }
+        if (runs(3)) {
+          const DURATION = 5_000;
+          const [ours, raw] = await alternate([
+            () => paced(N, 100, DURATION, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
+            () => paced(N, 100, DURATION, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
+          ]);
+          printTable(`3. Light load: ${N} agents × 10 msg/s for ${DURATION / 1000} s, send → verified receipt (targets p50 ≤ 5 ms, p99 ≤ 25 ms)`, 'grpc-js relay', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
+          ]);
+        }
+        await Promise.all(sdks.map((s) => s.close()));
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
     }
 
     if (runs(2)) {
-      const gw = await gatewayProcess();
-      const PAIRS = 10;
-      const PER = 1000;
-      const agents = pairAgents(world, PAIRS * 2, 'pre');
-      const envelopes = Array.from({ length: PAIRS }, (_, p) => Array.from({ length: PER * ROUNDS }, (_, k) => signedEnvelope(world, agents[2 * p]!, agents[2 * p + 1]!.agentId, k)));
-      let delivered = 0;
-      const conns = await openConnections(world, gw.address, agents, (i) => void (i % 2 === 1 && delivered++));
-      const base = relayId;
-      relayId += PAIRS * 2;
-      const ragents = await Promise.all(Array.from({ length: PAIRS * 2 }, (_, i) => relayAgent(base + i, relayClient)));
-      let round = 0;
-      const [ours, raw] = await alternate([
-        async () => {
-          const from = round++ * PER;
-          const target = delivered + PAIRS * PER;
-          const t0 = performance.now();
-          await Promise.all(Array.from({ length: PAIRS }, (_, p) => Promise.all(envelopes[p]!.slice(from, from + PER).map((e) => conns[2 * p]!.sendEnvelope(e)))));
-          await waitUntil(() => delivered >= target, 120_000, 'pre-sealed deliveries');
-          return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
-        },
-        async () => {
-          const before = ragents.reduce((s, r) => s + r.received(), 0);
-          const t0 = performance.now();
-          for (let p = 0; p < PAIRS; p++) for (let k = 0; k < PER; k++) void ragents[2 * p]!.send(base + 2 * p + 1, envelopeBytes, 0);
-          await waitUntil(() => ragents.reduce((s, r) => s + r.received(), 0) >= before + PAIRS * PER, 120_000, 'relay deliveries');
-          return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
-        },
-      ]);
-      printTable(`2. Pre-sealed envelopes (${envelopeBytes} B), ${PAIRS} senders × ${PER} pipelined to live recipients, send → recipient's stream, acked (target ≥ 0.25×)`, 'grpc-js relay', [
-        { label: 'envelopes/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
-      ]);
-      for (const c of conns) c.close();
-      for (const r of ragents) r.close();
-      await gw.stop();
+      await guard('case 2', async () => {
+        const gw = await gatewayProcess();
+        const PAIRS = 10;
+        const PER = 1000;
+        const agents = pairAgents(world, PAIRS * 2, 'pre');
+        const envelopes = Array.from({ length: PAIRS }, (_, p) => Array.from({ length: PER * ROUNDS }, (_, k) => signedEnvelope(world, agents[2 * p]!, agents[2 * p + 1]!.agentId, k)));
+        let delivered = 0;
+        const conns = await openConnections(world, gw.address, agents, (i) => void (i % 2 === 1 && delivered++));
+        const base = relayId;
+        relayId += PAIRS * 2;
+        const ragents = await Promise.all(Array.from({ length: PAIRS * 2 }, (_, i) => relayAgent(base + i, relayClient)));
+        let round = 0;
+        const [ours, raw] = await alternate([
+          async () => {
+            const from = round++ * PER;
+            const target = delivered + PAIRS * PER;
+            const t0 = performance.now();
+            await Promise.all(Array.from({ length: PAIRS }, (_, p) => Promise.all(envelopes[p]!.slice(from, from + PER).map((e) => conns[2 * p]!.sendEnvelope(e)))));
+            await waitUntil(() => delivered >= target, 120_000, 'pre-sealed deliveries');
+            return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
+          },
+          async () => {
+            const before = ragents.reduce((s, r) => s + r.received(), 0);
+            const t0 = performance.now();
+            for (let p = 0; p < PAIRS; p++) for (let k = 0; k < PER; k++) void ragents[2 * p]!.send(base + 2 * p + 1, envelopeBytes, 0);
+            await waitUntil(() => ragents.reduce((s, r) => s + r.received(), 0) >= before + PAIRS * PER, 120_000, 'relay deliveries');
+            return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
+          },
+        ]);
+        printTable(`2. Pre-sealed envelopes (${envelopeBytes} B), ${PAIRS} senders × ${PER} pipelined to live recipients, send → recipient's stream, acked (target ≥ 0.25×)`, 'grpc-js relay', [
+          { label: 'envelopes/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+        ]);
+        for (const c of conns) c.close();
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
     }
 
     if (runs(4) && url !== undefined) {
-      const db = database();
-      const schema = (db['database'] as { schema: string }).schema;
-      const gw = await gatewayProcess({ options: { mailboxQuota: { perRecipientItems: 1_000_000, perRecipientBytes: 4_000_000_000, perSenderItems: 1_000_000, perSenderBytes: 4_000_000_000 } } }, db);
-      const RECIPIENTS = 10;
-      const PER = Math.floor(SAF / RECIPIENTS);
-      const agents = pairAgents(world, RECIPIENTS * 2, 'saf');
-      const senders = agents.filter((_, i) => i % 2 === 0);
-      const recipients = agents.filter((_, i) => i % 2 === 1);
-      // Seen once (the gateway's agent directory), then offline.
-      for (const c of await openConnections(world, gw.address, recipients)) c.close();
-      await sleep(200);
-      const envelopes = senders.map((s, p) => Array.from({ length: PER }, (_, k) => toEnvelopeBytes(signedEnvelope(world, s, recipients[p]!.agentId, k))));
-      const conns = await openConnections(world, gw.address, senders);
-      const IN_FLIGHT = 512;
-      const t0 = performance.now();
-      await Promise.all(
-        conns.map(async (c, p) => {
-          let next = 0;
-          await Promise.all(
-            Array.from({ length: IN_FLIGHT }, async () => {
-              while (next < PER) await c.sendEnvelope(envelopes[p]![next++]!.envelope);
-            }),
-          );
-        }),
-      );
-      const insertMs = performance.now() - t0;
-      for (const c of conns) c.close();
+      await guard('case 4', async () => {
+        const db = database();
+        const schema = (db['database'] as { schema: string }).schema;
+        const gw = await gatewayProcess({ options: { mailboxQuota: { perRecipientItems: 1_000_000, perRecipientBytes: 4_000_000_000, perSenderItems: 1_000_000, perSenderBytes: 4_000_000_000 } } }, db);
+        const RECIPIENTS = 10;
+        const PER = Math.floor(SAF / RECIPIENTS);
+        const agents = pairAgents(world, RECIPIENTS * 2, 'saf');
+        const senders = agents.filter((_, i) => i % 2 === 0);
+        const recipients = agents.filter((_, i) => i % 2 === 1);
+        // Seen once (the gateway's agent directory), then offline.
+        for (const c of await openConnections(world, gw.address, recipients)) c.close();
+        await sleep(200);
+        const envelopes = senders.map((s, p) => Array.from({ length: PER }, (_, k) => toEnvelopeBytes(signedEnvelope(world, s, recipients[p]!.agentId, k))));
+        const conns = await openConnections(world, gw.address, senders);
+        const IN_FLIGHT = 512;
+        const t0 = performance.now();
+        await Promise.all(
+          conns.map(async (c, p) => {
+            let next = 0;
+            await Promise.all(
+              Array.from({ length: IN_FLIGHT }, async () => {
+                while (next < PER) await c.sendEnvelope(envelopes[p]![next++]!.envelope);
+              }),
+            );
+          }),
+        );
+        const insertMs = performance.now() - t0;
+        for (const c of conns) c.close();
 
-      const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
-      await peerPool.query(`CREATE TABLE bench_mailbox (recipient_id text NOT NULL, delivery_id bigserial NOT NULL, item_kind smallint NOT NULL, item bytea NOT NULL,
-        item_hash bytea NOT NULL, sender_id text NOT NULL, accepted_at_ms bigint NOT NULL, expires_at_ms bigint NOT NULL, PRIMARY KEY (recipient_id, delivery_id))`);
-      const t1 = performance.now();
-      await Promise.all(
-        recipients.map(async (r, p) => {
-          for (const { bytes, hash } of envelopes[p]!) {
-            const now = Date.now();
-            await peerPool.query('INSERT INTO bench_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms) VALUES ($1, 2, $2, $3, $4, $5, $6)', [
-              r.agentId,
-              bytes,
-              hash,
-              senders[p]!.agentId,
-              now,
-              now + 3_600_000,
-            ]);
-          }
-        }),
-      );
-      const peerInsertMs = performance.now() - t1;
+        const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
+        await peerPool.query(`CREATE TABLE bench_mailbox (recipient_id text NOT NULL, delivery_id bigserial NOT NULL, item_kind smallint NOT NULL, item bytea NOT NULL,
+          item_hash bytea NOT NULL, sender_id text NOT NULL, accepted_at_ms bigint NOT NULL, expires_at_ms bigint NOT NULL, PRIMARY KEY (recipient_id, delivery_id))`);
+        const t1 = performance.now();
+        await Promise.all(
+          recipients.map(async (r, p) => {
+            for (const { bytes, hash } of envelopes[p]!) {
+              const now = Date.now();
+              await peerPool.query('INSERT INTO bench_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms) VALUES ($1, 2, $2, $3, $4, $5, $6)', [
+                r.agentId,
+                bytes,
+                hash,
+                senders[p]!.agentId,
+                now,
+                now + 3_600_000,
+              ]);
+            }
+          }),
+        );
+        const peerInsertMs = performance.now() - t1;
 
-      // Drain: the recipients connect and ack everything; done when the mailbox is empty.
-      const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
-      let delivered = 0;
-      const t2 = performance.now();
-      const rconns = await openConnections(world, gw.address, recipients, () => void delivered++);
-      await waitUntil(() => delivered >= RECIPIENTS * PER, 600_000, 'drain deliveries');
-      await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
-      const drainMs = performance.now() - t2;
-      for (const c of rconns) c.close();
+        // Drain: the recipients connect and ack everything; done when the mailbox is empty.
+        const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
+        let delivered = 0;
+        const t2 = performance.now();
+        const rconns = await openConnections(world, gw.address, recipients, () => void delivered++);
+        await waitUntil(() => delivered >= RECIPIENTS * PER, 600_000, 'drain deliveries');
+        await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
+        const drainMs = performance.now() - t2;
+        for (const c of rconns) c.close();
 
-      const t3 = performance.now();
-      await Promise.all(
-        recipients.map(async (r) => {
-          for (;;) {
-            const rows = (await peerPool.query<{ delivery_id: string; item: Buffer }>('SELECT delivery_id, item FROM bench_mailbox WHERE recipient_id = $1 ORDER BY delivery_id LIMIT 100', [r.agentId])).rows;
-            if (rows.length === 0) break;
-            await peerPool.query('DELETE FROM bench_mailbox WHERE recipient_id = $1 AND delivery_id = ANY($2::bigint[])', [r.agentId, rows.map((x) => x.delivery_id)]);
-          }
-        }),
-      );
-      const peerDrainMs = performance.now() - t3;
-      await peerPool.query('DROP TABLE bench_mailbox');
-      await peerPool.end();
-      const total = RECIPIENTS * PER;
-      printTable(`4. Store-and-forward: ${total} envelopes (${envelopeBytes} B) for ${RECIPIENTS} offline agents, then drained (targets: insert ≥ 0.5×, drain ≥ 0.8×)`, 'plain pg', [
-        { label: 'insert (accepted QUEUED) vs single-row INSERTs', ours: throughput((total * 1000) / insertMs), peer: throughput((total * 1000) / peerInsertMs), unit: 'ops/s' },
-        { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
-      ]);
-      await gw.stop();
+        const t3 = performance.now();
+        await Promise.all(
+          recipients.map(async (r) => {
+            for (;;) {
+              const rows = (await peerPool.query<{ delivery_id: string; item: Buffer }>('SELECT delivery_id, item FROM bench_mailbox WHERE recipient_id = $1 ORDER BY delivery_id LIMIT 100', [r.agentId])).rows;
+              if (rows.length === 0) break;
+              await peerPool.query('DELETE FROM bench_mailbox WHERE recipient_id = $1 AND delivery_id = ANY($2::bigint[])', [r.agentId, rows.map((x) => x.delivery_id)]);
+            }
+          }),
+        );
+        const peerDrainMs = performance.now() - t3;
+        await peerPool.query('DROP TABLE bench_mailbox');
+        await peerPool.end();
+        const total = RECIPIENTS * PER;
+        printTable(`4. Store-and-forward: ${total} envelopes (${envelopeBytes} B) for ${RECIPIENTS} offline agents, then drained (targets: insert ≥ 0.5×, drain ≥ 0.8×)`, 'plain pg', [
+          { label: 'insert (accepted QUEUED) vs single-row INSERTs', ours: throughput((total * 1000) / insertMs), peer: throughput((total * 1000) / peerInsertMs), unit: 'ops/s' },
+          { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
+        ]);
+        await gw.stop();
+      });
     }
 
     if (runs(5) && url !== undefined) {
-      const PAIRS = 20;
-      const PER = 50;
-      const admin = new pg.Client({ connectionString: url });
-      await admin.connect();
-      const commits = async (): Promise<number> => {
-        await sleep(1_200); // the statistics are flushed at most once a second
-        await admin.query('SELECT pg_stat_clear_snapshot()');
-        return Number((await admin.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0]!.n);
-      };
-      const measure = async (instances: number): Promise<{ statements: number; commits: number; rate: number }> => {
-        const db = database();
-        const seeds = [world.crypto.randomBytes(32), world.crypto.randomBytes(32)];
-        const publicKeys = seeds.map((s) => toBase64Url(world.crypto.ed25519.keyPairFromSeed(s).publicKey));
-        const gws: ServerProcess[] = [];
-        for (let g = 0; g < instances; g++) gws.push(await gatewayProcess({ auditSeed: toBase64Url(seeds[g]!), auditTrusted: publicKeys.filter((_, k) => k !== g) }, db));
-        const agents = pairAgents(world, PAIRS * 2, `inst${instances}`);
-        // Planners on the first instance, workers on the last: with two, every message crosses instances.
-        const sdks = await sdkPairs(world, agents, (i) => gws[i % 2 === 0 ? 0 : instances - 1]!.address);
-        await sleep(500);
-        const stmt0 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
-        const c0 = await commits();
-        const run = await drive(PAIRS * 2, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
-        await sleep(300);
-        const stmt1 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
-        const c1 = await commits();
-        const messages = PAIRS * 2 * PER;
-        await Promise.all(sdks.map((s) => s.close()));
-        for (const g of gws) await g.stop();
-        // Subtract the measuring connection's own snapshot queries (one commit each).
-        return { statements: (stmt1 - stmt0) / messages, commits: (c1 - c0 - 2) / messages, rate: run.opsPerSec };
-      };
-      const one = await measure(1);
-      const two = await measure(2);
-      await admin.end();
-      console.log(`\n5. One PostgreSQL database, ${PAIRS * 2} agents × ${PER} messages send → verified receipt (planners on instance 1, workers on instance 2)`);
-      console.log(`   per message: one instance ${one.statements.toFixed(2)} statements, ${one.commits.toFixed(2)} commits (${Math.round(one.rate)} msg/s)`);
-      console.log(`                two instances ${two.statements.toFixed(2)} statements, ${two.commits.toFixed(2)} commits (${Math.round(two.rate)} msg/s)`);
-      console.log(`   ratio two/one: statements ${(two.statements / one.statements).toFixed(2)}×, commits ${(two.commits / one.commits).toFixed(2)}× (target ≤ 1)`);
+      await guard('case 5', async () => {
+        const PAIRS = 20;
+        const PER = 50;
+        const admin = new pg.Client({ connectionString: url });
+        admin.on('error', () => undefined);
+        await admin.connect();
+        const commits = async (): Promise<number> => {
+          await sleep(1_200); // the statistics are flushed at most once a second
+          await admin.query('SELECT pg_stat_clear_snapshot()');
+          return Number((await admin.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0]!.n);
+        };
+        const measure = async (instances: number, split = true): Promise<{ statements: number; commits: number; rate: number }> => {
+          const db = database();
+          const seeds = [world.crypto.randomBytes(32), world.crypto.randomBytes(32)];
+          const publicKeys = seeds.map((s) => toBase64Url(world.crypto.ed25519.keyPairFromSeed(s).publicKey));
+          const gws: ServerProcess[] = [];
+          for (let g = 0; g < instances; g++) gws.push(await gatewayProcess({ auditSeed: toBase64Url(seeds[g]!), auditTrusted: publicKeys.filter((_, k) => k !== g) }, db));
+          const agents = pairAgents(world, PAIRS * 2, `inst${instances}${split ? 's' : 'c'}`);
+          // split: planners on the first instance, workers on the last (with two, every message crosses instances);
+          // else each pair on one instance, pairs alternating between instances.
+          const sdks = await sdkPairs(world, agents, (i) => gws[split ? (i % 2 === 0 ? 0 : instances - 1) : (i >> 1) % instances]!.address);
+          await sleep(500);
+          const stmt0 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
+          const c0 = await commits();
+          const run = await drive(PAIRS * 2, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
+          await sleep(300);
+          const stmt1 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
+          const c1 = await commits();
+          const messages = PAIRS * 2 * PER;
+          await Promise.all(sdks.map((s) => s.close()));
+          for (const g of gws) await g.stop();
+          // Subtract the measuring connection's own snapshot queries (one commit each).
+          return { statements: (stmt1 - stmt0) / messages, commits: (c1 - c0 - 2) / messages, rate: run.opsPerSec };
+        };
+        const one = await measure(1);
+        const two = await measure(2, true);
+        const colocated = await measure(2, false);
+        await admin.end();
+        const line = (label: string, r: { statements: number; commits: number; rate: number }): void =>
+          console.log(`   ${label.padEnd(44)} ${r.statements.toFixed(2)} statements, ${r.commits.toFixed(2)} commits per message (${Math.round(r.rate)} msg/s)`);
+        console.log(`\n5. One PostgreSQL database, ${PAIRS * 2} agents × ${PER} messages send → verified receipt`);
+        line('one instance', one);
+        line('two instances, each pair on one instance', colocated);
+        line('two instances, every message crosses', two);
+        console.log(`   ratio two/one: pairs on one instance: statements ${(colocated.statements / one.statements).toFixed(2)}×, commits ${(colocated.commits / one.commits).toFixed(2)}×; ` +
+          `every message crossing: statements ${(two.statements / one.statements).toFixed(2)}×, commits ${(two.commits / one.commits).toFixed(2)}× (target ≤ 1)`);
+      });
     }
 
     if (runs(6)) {
-      const N = 1000;
-      const gw = await gatewayProcess();
-      const agents = Array.from({ length: N }, (_, i) => world.agent(`worker-mem-${i}`));
-      const warm = await openConnections(world, gw.address, agents.slice(0, 20));
-      for (const c of warm) c.close();
-      await sleep(300);
-      const g0 = (await gw.command('mem'))['heapUsed'] as number;
-      const conns = await openConnections(world, gw.address, agents);
-      await sleep(500);
-      const g1 = (await gw.command('mem'))['heapUsed'] as number;
-      const r0 = (await relay.command('mem'))['heapUsed'] as number;
-      const ragents: RelayAgent[] = [];
-      for (let i = 0; i < N; i++) ragents.push(await relayAgent(60_000 - i, relayClient));
-      await sleep(500);
-      const r1 = (await relay.command('mem'))['heapUsed'] as number;
-      const ours = (g1 - g0) / N;
-      const peer = (r1 - r0) / N;
-      console.log(`\n6. Memory per connected agent at ${N} agents (heap after GC, server process): gateway ${(ours / 1024).toFixed(1)} KiB, relay ${(peer / 1024).toFixed(1)} KiB (${(ours / peer).toFixed(1)}×)`);
-      for (const c of conns) c.close();
-      for (const r of ragents) r.close();
-      await gw.stop();
+      await guard('case 6', async () => {
+        const N = 1000;
+        const gw = await gatewayProcess();
+        const agents = Array.from({ length: N }, (_, i) => world.agent(`worker-mem-${i}`));
+        const warm = await openConnections(world, gw.address, agents.slice(0, 20));
+        for (const c of warm) c.close();
+        await sleep(300);
+        const g0 = (await gw.command('mem'))['heapUsed'] as number;
+        const conns = await openConnections(world, gw.address, agents);
+        await sleep(500);
+        const g1 = (await gw.command('mem'))['heapUsed'] as number;
+        const r0 = (await relay.command('mem'))['heapUsed'] as number;
+        const ragents: RelayAgent[] = [];
+        for (let i = 0; i < N; i++) ragents.push(await relayAgent(60_000 - i, relayClient));
+        await sleep(500);
+        const r1 = (await relay.command('mem'))['heapUsed'] as number;
+        const ours = (g1 - g0) / N;
+        const peer = (r1 - r0) / N;
+        console.log(`\n6. Memory per connected agent at ${N} agents (heap after GC, server process): gateway ${(ours / 1024).toFixed(1)} KiB, relay ${(peer / 1024).toFixed(1)} KiB (${(ours / peer).toFixed(1)}×)`);
+        for (const c of conns) c.close();
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
     }
+
   } finally {
     relayClient.close();
     await relay.stop();

@@ -202,8 +202,9 @@ describe.each(BACKENDS)('mailbox, audit and metrics on %s', (backend) => {
     const sealed = await planner.manager.seal('worker-m2', { type: MessageType.CONSENSUS_VOTE, content: { vote: 'yes' } });
     expect((await planner.conn!.sendEnvelope(sealed.envelope)).status).toBe(DeliveryStatus.DELIVERED);
     await waitFor(() => worker.opened.length === 1, 5_000, 'first delivery');
-    // §17.6: a live delivery is held in memory only, no mailbox row, until it is acked…
-    expect(await gw.mailbox.depth('worker-m2')).toBe(0);
+    // §17.6: a live delivery is held in memory only, no mailbox row, until it is acked… (a handshake frame
+    // routed while the fresh stream's backlog was still being read may have been stored: that is the backlog path)
+    expect((await gw.mailbox.pending('worker-m2')).filter((r) => r.item.case === 'envelope')).toEqual([]);
 
     // …or its stream ends: then what was not acked is written to the mailbox.
     await worker.disconnect(gw);
