@@ -25,7 +25,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
-import { printTable, type Row, type Sample } from '@parley/bench-harness';
+import { printTable, type Sample } from '@parley/bench-harness';
 import { GatewayConnection, connect, signReceipt, type Agent as SdkAgent } from '@parley/client';
 import { toBase64Url } from '@parley/crypto-core';
 import { DeliveryReceiptSchema, MessageType, SecureMessageSchema, toBinary, type SecureMessage } from '@parley/proto';
@@ -349,6 +349,9 @@ async function guard(name: string, fn: () => Promise<void>): Promise<void> {
 async function main(): Promise<void> {
   const started = performance.now();
   const world = await createWorld();
+  // The SDK agents check revocation per message (§17.5) against this set: keep it fresh (its bound is 60 s).
+  const refresh = setInterval(() => world.refresh(), 10_000);
+  refresh.unref();
   const issuerPublicKey = toBase64Url(world.issuer.publicKey);
   // A database of the bench's own, so pg_stat_database counts only the gateways' commits.
   const dbName = `parley_bench_${process.pid}`;

@@ -115,7 +115,7 @@ export class Delivery {
           for (const stored of page) {
             if (link.out.closed) return;
             if (link.rows.has(stored.deliveryId)) continue;
-            if (!(await this.#senderStillValid(stored))) continue;
+            if (!(await this.#senderStillValid(link, stored))) continue;
             this.#write(link, storedToAccepted(stored), stored.deliveryId);
           }
           if (page.length < want && !link.dirty) {
@@ -134,7 +134,7 @@ export class Delivery {
   }
 
   /** §10.8: a stored item's sender is re-checked at delivery; a revoked or expired one's items are dropped and audited. */
-  async #senderStillValid(stored: MailboxItem): Promise<boolean> {
+  async #senderStillValid(link: Link, stored: MailboxItem): Promise<boolean> {
     const now = this.#ctx.clock();
     let reason: 'revoked' | 'expired' | undefined;
     if (stored.senderValidUntilMs !== undefined && now >= stored.senderValidUntilMs) reason = 'expired';
@@ -142,6 +142,7 @@ export class Delivery {
     else if (this.#o.revocations.check({ agentId: stored.senderId, serial: stored.senderSerial ?? new Uint8Array(16) }, now).revoked) reason = 'revoked';
     if (reason === undefined) return true;
     this.#ctx.metrics.dropped.inc({ reason });
+    link.rows.add(stored.deliveryId); // never read again by this stream, even if the delete below fails
     this.#ctx.security('delivery', reason, { agent: stored.senderId, peer: stored.recipientId }, `stored item of a ${reason} sender dropped`);
     await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).catch(() => undefined);
     await this.#o.auditDrop(stored.itemHash, stored.senderId, stored.recipientId, `dropped:${reason}`);

@@ -9,7 +9,7 @@ import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } f
 import pino from 'pino';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SecureMessageSchema, create } from '@parley/proto';
+import { SecureMessageSchema, create, type SecureMessage } from '@parley/proto';
 import { envelopeSignedBytes } from '@parley/session';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
@@ -57,6 +57,23 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     await within(5_000, () => gw1.gateway.othersListening && gw2.gateway.othersListening, 'instances see each other');
   }, 60_000);
 
+  /** A signed envelope (the gateway checks its signature, not its session). */
+  function signedEnvelope(senderId: string, recipientId: string): SecureMessage {
+    const envelope = create(SecureMessageSchema, {
+      version: 1,
+      senderId,
+      recipientId,
+      sessionId: crypto.randomBytes(16),
+      nonce: 0n,
+      timestampMs: BigInt(Date.now()),
+      payloadCommitment: crypto.randomBytes(32),
+      encryptedPayload: crypto.randomBytes(96),
+      authTag: crypto.randomBytes(32),
+    });
+    envelope.signature = crypto.ed25519.sign(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag), agentA.secretKey);
+    return envelope;
+  }
+
   afterAll(async () => {
     await gw1?.close();
     await gw2?.close();
@@ -72,19 +89,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     expect(gw1.gateway.connectedAgents()).toEqual(['planner-a']);
     expect(gw2.gateway.connectedAgents()).toEqual(['worker-b']);
     // A signed envelope from planner-a to worker-b, routed by gw1 (the gateway checks its signature, not its session).
-    const envelope = create(SecureMessageSchema, {
-      version: 1,
-      senderId: 'planner-a',
-      recipientId: 'worker-b',
-      sessionId: crypto.randomBytes(16),
-      nonce: 0n,
-      timestampMs: BigInt(Date.now()),
-      payloadCommitment: crypto.randomBytes(32),
-      encryptedPayload: crypto.randomBytes(96),
-      authTag: crypto.randomBytes(32),
-    });
-    envelope.signature = crypto.ed25519.sign(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag), agentA.secretKey);
-    a.send({ case: 'envelope', value: envelope }, 7n);
+    a.send({ case: 'envelope', value: signedEnvelope('planner-a', 'worker-b') }, 7n);
     await within(5_000, () => a.responses.some((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected'), 'Accepted from gw1');
     const verdict = a.responses.find((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected')!;
     expect(verdict.kind.case).toBe('accepted');
@@ -93,10 +98,42 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     const delivery = b.responses.find((r) => r.kind.case === 'delivery')!;
     expect(delivery.kind.case === 'delivery' && delivery.kind.value.item.case).toBe('envelope');
     // Each instance audited on its own chain: gw1 routed the envelope.
+    // (NOTIFY: counted in the next test.)
     expect(gw1.audit.size).toBe(1);
     expect(gw2.audit.size).toBe(0);
     a.close();
     b.close();
     await Promise.all([a.ended, b.ended]);
+  }, 30_000);
+
+  it('NOTIFY only while another instance is alive, and once per recipient per batch, not per item', async () => {
+    const listener = new pg.Client({ connectionString: url });
+    await listener.connect();
+    const heard: string[] = [];
+    listener.on('notification', (n) => void heard.push(n.payload ?? ''));
+    await listener.query('LISTEN parley_mailbox');
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB); // seen, then offline
+    b.close();
+    await b.ended;
+    await within(2_000, () => !gw2.gateway.connectedAgents().includes('worker-b'), 'worker-b offline');
+    // 20 items pipelined for the offline worker: far fewer notifications than items.
+    for (let i = 0; i < 20; i++) a.send({ case: 'envelope', value: signedEnvelope('planner-a', 'worker-b') }, BigInt(100 + i));
+    await within(5_000, () => a.responses.filter((r) => r.kind.case === 'accepted').length >= 20, '20 accepted');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const withTwo = heard.filter((h) => h === 'worker-b').length;
+    expect(withTwo).toBeGreaterThanOrEqual(1);
+    expect(withTwo).toBeLessThan(20);
+    // gw2 gone: gw1 is alone and stops notifying (after its heartbeat notices).
+    await gw2.close();
+    await within(5_000, () => !gw1.gateway.othersListening, 'gw1 alone');
+    heard.length = 0;
+    a.send({ case: 'envelope', value: signedEnvelope('planner-a', 'worker-b') }, 200n);
+    await within(5_000, () => a.responses.filter((r) => r.kind.case === 'accepted').length >= 21, 'accepted alone');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(heard).toEqual([]);
+    a.close();
+    await a.ended;
+    await listener.end();
   }, 30_000);
 });
