@@ -30,6 +30,8 @@ export type DeliveryTamperForTestingOnly = (delivery: DeliveryInit) => void;
 
 /** Default bound of deliveries written to one stream and not acked yet. */
 export const DEFAULT_MAX_IN_FLIGHT = 256;
+/** Most rows one backlog page reads. */
+const PAGE_ROWS = 128;
 /** Default time a live delivery may stay un-acked before it is written to the mailbox, ms. */
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 
@@ -62,9 +64,13 @@ export class Delivery {
   readonly #ctx: GatewayContext;
   readonly #o: DeliveryOptions;
 
+  /** Free slots that make a backlog page worth reading. */
+  readonly #lowWater: number;
+
   constructor(ctx: GatewayContext, options: DeliveryOptions) {
     this.#ctx = ctx;
     this.#o = options;
+    this.#lowWater = Math.max(1, Math.min(PAGE_ROWS, Math.floor(options.maxInFlight / 4)));
   }
 
   get maxInFlight(): number {
@@ -109,8 +115,10 @@ export class Delivery {
         for (;;) {
           link.dirty = false;
           const free = this.#o.maxInFlight - link.inflight.size;
-          if (link.out.closed || free <= 0) return; // an ack frees a slot and pumps again
-          const want = Math.min(free, 128);
+          // Read a page only when a useful number of slots is free (or the stream is idle): one query per
+          // ack, one row each, would make the drain a round trip per item. An ack pumps again.
+          if (link.out.closed || free <= 0 || (free < this.#lowWater && link.inflight.size > 0)) return;
+          const want = Math.min(free, PAGE_ROWS);
           const page = await this.#o.storage.mailbox.pending(agent, [...link.rows], want);
           for (const stored of page) {
             if (link.out.closed) return;
@@ -161,7 +169,7 @@ export class Delivery {
     link.inflight.delete(id);
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
-    if (link.backlog) this.pump(link);
+    if (link.backlog && (this.#o.maxInFlight - link.inflight.size >= this.#lowWater || link.inflight.size === 0)) this.pump(link);
   }
 
   /** The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). */
@@ -248,6 +256,11 @@ export class Delivery {
           held.rowId = stored.deliveryId;
           if (held.ackedWhileSpilling) this.#deleteRow(link, held, stored.deliveryId);
           else if (link.inflight.get(held.deliveryId) === held) link.rows.add(stored.deliveryId);
+          else {
+            // Its stream is gone: if the agent has reconnected here meanwhile, its new stream drains it.
+            const current = this.#ctx.links.get(held.recipientId);
+            if (current !== undefined && current !== link) this.stored(current);
+          }
         },
         (error: unknown) => {
           held.spilling = false;
