@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 
 export const SOURCE_CONDITION = '@parley/source';
 
-export function projectConfig(overrides: { testTimeout?: number; include?: string[] } = {}) {
+export function projectConfig(overrides: { testTimeout?: number; hookTimeout?: number; include?: string[] } = {}) {
   return defineConfig({
     resolve: { conditions: [SOURCE_CONDITION, 'module', 'node', 'default'] },
     ssr: { resolve: { conditions: [SOURCE_CONDITION, 'node', 'default'], externalConditions: [SOURCE_CONDITION] } },
@@ -13,6 +13,7 @@ export function projectConfig(overrides: { testTimeout?: number; include?: strin
       include: overrides.include ?? ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
       environment: 'node',
       testTimeout: overrides.testTimeout ?? 20_000,
+      hookTimeout: overrides.hookTimeout ?? 10_000,
       pool: 'forks',
     },
   });
