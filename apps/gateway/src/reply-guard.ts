@@ -61,6 +61,12 @@ class Table {
     return true;
   }
 
+  /** Whether an unexpired entry from `from` to `to` exists (uses left or not). */
+  has(key: string, from: string, to: string, now: number): boolean {
+    const e = this.#entries.get(key);
+    return e !== undefined && e.expiresAtMs > now && e.from === from && e.to === to;
+  }
+
   sweep(now: number): void {
     for (const [k, e] of this.#entries) if (e.expiresAtMs <= now) this.#entries.delete(k);
   }
@@ -95,6 +101,11 @@ export class ReplyGuard {
   /** Whether a step 2 from `frame.senderId` answers a step 1 relayed the other way (consumes it). */
   allowStep2(frame: HandshakeFrame): boolean {
     return this.#handshakes.take(toHex(frame.sessionId), frame.senderId, frame.recipientId, this.#clock());
+  }
+
+  /** Whether this instance relayed an envelope with this hash from `senderId` to `recipientId` within the window. */
+  knowsEnvelope(messageHash: Uint8Array, senderId: string, recipientId: string): boolean {
+    return this.#envelopes.has(toHex(messageHash), senderId, recipientId, this.#clock());
   }
 
   /** {@link allowStep2} without consuming. */

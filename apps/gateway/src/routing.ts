@@ -330,6 +330,8 @@ export class Router {
       }
     }
     if (isReply) this.#consumeReply(item);
+    // A resend of an envelope this instance already relayed (the sender's outbox, §17.2) gets no second audit entry.
+    const resent = item.case === 'envelope' && this.#replies.knowsEnvelope(itemHash, agent, to);
     // What the recipient may answer (recorded again where it is delivered).
     if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to);
     else if (item.case === 'handshake' && item.value.step === 1) this.#replies.step1(item.value);
@@ -345,7 +347,7 @@ export class Router {
       acceptedAtMs: ctx.clock(),
       size,
     };
-    const audited = item.case === 'envelope' || item.case === 'handshake';
+    const audited = (item.case === 'envelope' && !resent) || item.case === 'handshake';
     const log = (status: DeliveryStatus): Routed => {
       ctx.log.debug({ agent, peer: to, item: item.case, item_hash: toHex(itemHash), status: DeliveryStatus[status] }, 'routed');
       return { itemHash, status };

@@ -85,6 +85,11 @@ describe('live delivery without a mailbox write (§17.6)', () => {
     await waitFor(() => w.deliveries.length === 1, 5_000, 'delivery');
     expect(gw.audit.size).toBe(1); // audited before it was written
     expect(await gw.mailbox.depth('worker-l1')).toBe(0); // no mailbox row on the live path
+    // The sender's outbox resending the same envelope: relayed again, not audited again.
+    expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.DELIVERED);
+    await waitFor(() => w.deliveries.length === 2, 5_000, 'resend delivered');
+    expect(gw.audit.size).toBe(1);
+    w.conn.ack(w.deliveries[1]!.deliveryId);
     // Not acked within the ack timeout: written to the mailbox (and still held on the stream).
     await vi.waitFor(async () => expect(await gw.mailbox.depth('worker-l1')).toBe(1), { timeout: 5_000 });
     w.conn.ack(w.deliveries[0]!.deliveryId);
