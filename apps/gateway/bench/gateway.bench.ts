@@ -406,8 +406,15 @@ async function main(): Promise<void> {
           const nats = await natsPeer(N, envelopeBytes, receiptBytes);
           const PER = 20;
           const cpu0 = (await gw.command('stats'))['cpuUs'] as number;
+          let agentsCpuUs = 0;
           const [ours, jet, raw] = await alternate([
-            () => drive(N, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
+            async () => {
+              const c0 = process.cpuUsage();
+              const run = await drive(N, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
+              const c = process.cpuUsage(c0);
+              agentsCpuUs += c.user + c.system;
+              return run;
+            },
             () => drive(N, PER, (a) => nats.send(a, a ^ 1)),
             () => drive(N, PER, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
           ]);
@@ -420,6 +427,7 @@ async function main(): Promise<void> {
           for (let i = 0; i < 2000; i++) world.crypto.ed25519.sign(layout, key);
           const signUs = ((performance.now() - s0) * 1000) / 2000;
           console.log(`\ngateway CPU per message (send → receipt: envelope + receipt relayed): ${cpuPerMessage.toFixed(0)} µs; Ed25519 signature of one audit entry: ${signUs.toFixed(1)} µs (${((100 * signUs) / cpuPerMessage).toFixed(1)} %)`);
+          console.log(`the ${N} SDK agents' process (seal, open, receipts, both ends): ${(agentsCpuUs / (ROUNDS * N * PER)).toFixed(0)} µs CPU per message (the gateway process: ${cpuPerMessage.toFixed(0)} µs)`);
           printTable(`1. Saturated: ${N} agents × ${PER} messages, ${WINDOW} in flight each, send → verified receipt`, 'NATS JetStream (file, publish ack, consumer ack + reply)', [
             { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(jet!.opsPerSec), unit: 'ops/s' },
             { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(jet!.p50), unit: 'µs' },
