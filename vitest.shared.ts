@@ -13,7 +13,8 @@ export function projectConfig(overrides: { testTimeout?: number; hookTimeout?: n
       include: overrides.include ?? ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
       environment: 'node',
       testTimeout: overrides.testTimeout ?? 20_000,
-      hookTimeout: overrides.hookTimeout ?? 10_000,
+      // Hooks start databases (PGlite is WebAssembly): on a loaded 2-core machine that can take more than 10 s.
+      hookTimeout: overrides.hookTimeout ?? 60_000,
       pool: 'forks',
     },
   });
