@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 
 export const SOURCE_CONDITION = '@parley/source';
 
-export function projectConfig(overrides: { testTimeout?: number; include?: string[] } = {}) {
+export function projectConfig(overrides: { testTimeout?: number; hookTimeout?: number; include?: string[] } = {}) {
   return defineConfig({
     resolve: { conditions: [SOURCE_CONDITION, 'module', 'node', 'default'] },
     ssr: { resolve: { conditions: [SOURCE_CONDITION, 'node', 'default'], externalConditions: [SOURCE_CONDITION] } },
@@ -13,6 +13,8 @@ export function projectConfig(overrides: { testTimeout?: number; include?: strin
       include: overrides.include ?? ['src/**/*.spec.ts', 'test/**/*.spec.ts'],
       environment: 'node',
       testTimeout: overrides.testTimeout ?? 20_000,
+      // Hooks start databases (PGlite is WebAssembly): on a loaded 2-core machine that can take more than 10 s.
+      hookTimeout: overrides.hookTimeout ?? 60_000,
       pool: 'forks',
     },
   });

@@ -231,13 +231,13 @@ interface AuditSummary {
 async function verifyAudit(crypto: ParleyCrypto, where: { url: string; schema: string } | { dataDir: string }, publicKey: Uint8Array): Promise<AuditSummary> {
   let client: { query(text: string, params?: unknown[]): Promise<{ rows: unknown[] }> };
   let close: () => Promise<void>;
-  let table = 'gateway_audit';
+  let prefix = '';
   if ('url' in where) {
     const { default: pg } = await import('pg');
     const pool = new pg.Pool({ connectionString: where.url, max: 1 });
     client = pool;
     close = () => pool.end();
-    table = `${where.schema}.gateway_audit`;
+    prefix = `${where.schema}.`;
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
     const db = await PGlite.create(where.dataDir);
@@ -245,6 +245,11 @@ async function verifyAudit(crypto: ParleyCrypto, where: { url: string; schema: s
     close = () => db.close();
   }
   try {
+    // One chain per gateway instance (PROTOCOL §10.9): the chains table names this key's table.
+    const chains = await client.query(`SELECT table_name FROM ${prefix}gateway_audit_chains WHERE writer_public_key = $1`, [Buffer.from(publicKey)]);
+    const row = chains.rows[0] as { table_name?: unknown } | undefined;
+    if (typeof row?.table_name !== 'string') throw new Error("the gateway's audit key has no chain in gateway_audit_chains");
+    const table = `${prefix}${row.table_name}`;
     const store = await openPostgresStore(crypto, client, { table, migrate: false });
     const entries: AuditMessage[] = [];
     for await (const e of store.read(0, await store.size())) entries.push(e);

@@ -1,33 +1,51 @@
-// gateway benchmark: 1 KiB application messages through an in-process gateway
-// (real gRPC on 127.0.0.1, @parley/client agents in planner/worker pairs, each
-// agent sending to its peer with a few sends in flight), beside — in the same
-// run, rounds alternated (gateway, relay, gateway, relay …) so machine drift
-// hits both — a plain @grpc/grpc-js bidi relay written here: raw Buffers, no
-// TLS, no authentication, no signatures, no storage, no audit. Same agent
-// count, same window, same byte sizes (the sealed envelope out, the signed
-// receipt back).
+// gateway benchmark. The gateway runs in its OWN process (./server-process.ts:
+// startGateway, as `parley-gateway serve` runs it), and so does the plain
+// grpc-js relay peer; the load (SDK agents, raw connections, the NATS client)
+// runs here. Every figure is printed beside a peer measured in the same run,
+// rounds alternated (ours, peer, ours, peer …) so machine drift hits both:
 //
-//   1. messages/s and send → verified receipt latency (p50/p99), 10 and 100 agents
-//   2. the gateway alone relaying pre-sealed envelopes (sealed beforehand;
-//      only the relay is timed: send → the recipient's stream, acked, no receipt)
-//   3. session establishment (Noise XX through the gateway) p50/p99, beside
-//      three relayed frames of the same sizes on the plain relay
+//   1. saturated: 100 SDK agents (no state store), 4 sends in flight each,
+//      send → verified receipt; peers: NATS JetStream doing the same shape (file-backed
+//      stream on 127.0.0.1:4222, publisher waits for the publish ack, consumer acks
+//      and publishes the reply, the sender's consumer acks the reply) and the relay
+//   2. pre-sealed envelopes relayed to live recipients (only the relay is timed) vs the relay
+//   3. light load: 100 agents × 10 msg/s each, p50/p99 send → verified receipt, the relay beside it
+//   4. store-and-forward (PostgreSQL): BENCH_SAF (default 100 000) 1 KiB envelopes for 10 offline
+//      agents: insert rate vs plain `pg` single-row INSERTs of the same bytes; drain with acks vs
+//      plain select-and-delete (pages of 100)
+//   5. two gateway instances on one PostgreSQL database vs one: SQL statements and commits
+//      per message (statements counted in the gateway processes, commits from pg_stat_database
+//      xact_commit of a database of the bench's own)
+//   6. gateway memory per connected agent at 1 000 agents, beside the relay's
 //
-// Database: PGlite in memory by default; PostgreSQL (a fresh schema, dropped
-// afterwards) when DATABASE_URL is set. BENCH_ROUNDS (default 2) rounds per case.
-import { Client, Server, ServerCredentials, credentials, type ClientDuplexStream, type ServerDuplexStream } from '@grpc/grpc-js';
-import { printTable, type Row, type Sample } from '@parley/bench-harness';
-import { GatewayConnection, connect, type Agent as SdkAgent } from '@parley/client';
+// Database: PostgreSQL when DATABASE_URL is set (a database of the bench's own is created
+// and dropped), else PGlite in memory (cases 4 and 5 are then skipped).
+// BENCH_ROUNDS (default 2) rounds per case; BENCH_ONLY=1,3 runs some cases only.
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { printTable, type Sample } from '@parley/bench-harness';
+import { GatewayConnection, connect, signReceipt, type Agent as SdkAgent } from '@parley/client';
+import { toBase64Url } from '@parley/crypto-core';
 import { DeliveryReceiptSchema, MessageType, SecureMessageSchema, toBinary, type SecureMessage } from '@parley/proto';
+import { envelopeSignedBytes } from '@parley/session';
+import { AckPolicy, StorageType, connect as natsConnect, type JetStreamClient, type NatsConnection } from 'nats';
 import pg from 'pg';
-import pino from 'pino';
-import type { RunningGateway } from '../src/server.js';
-import { GATEWAY_ID, createWorld, type Agent, type World } from '../test/fixtures.js';
+import { onLines } from '../test/processes.js';
+import { createWorld, fakeEnvelope, type Agent, type World } from '../test/fixtures.js';
 
-const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 2);
+const ONLY = process.env['BENCH_ONLY'] === undefined ? undefined : new Set(process.env['BENCH_ONLY'].split(',').map(Number));
+const SAF = Number(process.env['BENCH_SAF'] ?? 100_000);
 const PAYLOAD = 'x'.repeat(1024);
 const WINDOW = 4; // sends in flight per agent
+const GATEWAY_ID = 'gw-bench.local';
+const NATS_URL = process.env['NATS_URL'] ?? '127.0.0.1:4222';
+
+const runs = (n: number): boolean => ONLY === undefined || ONLY.has(n);
 
 // ---------------------------------------------------------------------------
 // Small statistics
@@ -50,6 +68,7 @@ interface Run {
 
 const throughput = (opsPerSec: number): Sample => ({ opsPerSec, usPerOp: 1e6 / opsPerSec });
 const latency = (us: number): Sample => ({ opsPerSec: 1e6 / us, usPerOp: us });
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** `agents` senders, each `perAgent` operations with WINDOW in flight; wall-clock ops/s and per-op latency. */
 async function drive(agents: number, perAgent: number, op: (agent: number, seq: number) => Promise<unknown>): Promise<Run> {
@@ -75,48 +94,80 @@ async function drive(agents: number, perAgent: number, op: (agent: number, seq: 
   return { opsPerSec: (agents * perAgent * 1000) / total, p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
 }
 
-/** Alternates the two cases round by round; medians of each figure. */
-async function alternate(ours: () => Promise<Run>, peer: () => Promise<Run>): Promise<{ ours: Run; peer: Run }> {
-  const a: Run[] = [];
-  const b: Run[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    a.push(await ours());
-    b.push(await peer());
-  }
-  const med = (runs: Run[]): Run => ({ opsPerSec: median(runs.map((x) => x.opsPerSec)), p50: median(runs.map((x) => x.p50)), p99: median(runs.map((x) => x.p99)) });
-  return { ours: med(a), peer: med(b) };
+/** Open loop: every agent sends one message every `periodMs` for `durationMs` (random phase); latency of each. */
+async function paced(agents: number, periodMs: number, durationMs: number, op: (agent: number) => Promise<unknown>): Promise<Run> {
+  const times: number[] = [];
+  const pending: Promise<unknown>[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: agents }, async (_, a) => {
+      await sleep(Math.random() * periodMs);
+      for (let at = performance.now(); at - t0 < durationMs; at += periodMs) {
+        const s = performance.now();
+        pending.push(op(a).then(() => times.push((performance.now() - s) * 1000)));
+        const wait = at + periodMs - performance.now();
+        if (wait > 0) await sleep(wait);
+      }
+    }),
+  );
+  await Promise.all(pending);
+  times.sort((a, b) => a - b);
+  return { opsPerSec: (times.length * 1000) / durationMs, p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
+}
+
+/** Runs the cases round by round, alternated; medians of each figure. */
+async function alternate(cases: readonly (() => Promise<Run>)[]): Promise<Run[]> {
+  const all: Run[][] = cases.map(() => []);
+  for (let r = 0; r < ROUNDS; r++) for (const [i, c] of cases.entries()) all[i]!.push(await c());
+  return all.map((runs) => ({ opsPerSec: median(runs.map((x) => x.opsPerSec)), p50: median(runs.map((x) => x.p50)), p99: median(runs.map((x) => x.p99)) }));
 }
 
 // ---------------------------------------------------------------------------
-// The peer: a plain grpc-js bidi relay of raw Buffers.
-//
-// Frame: kind (1: message, 2: ack, 3: register) | from u16 | to u16 | id u32 | ack size u16 | body.
-// The relay reads `to` and writes the frame, unchanged, to that stream.
+// Server processes
+
+interface ServerProcess {
+  readonly address: string;
+  command(op: string): Promise<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+async function spawnServer(config: Record<string, unknown>): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--expose-gc', '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
+    cwd: join(HERE, '..'),
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const waiting: ((line: Record<string, unknown>) => void)[] = [];
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  onLines(child.stdout!, (line) => waiting.shift()?.(JSON.parse(line) as Record<string, unknown>));
+  const next = (): Promise<Record<string, unknown>> => new Promise((resolve) => waiting.push(resolve));
+  const ready: Record<string, unknown> = await Promise.race([next(), exited.then((): Record<string, unknown> => ({ ready: false }))]);
+  if (ready['ready'] !== true) throw new Error(`bench server did not start: ${JSON.stringify(config).slice(0, 200)}`);
+  return {
+    address: ready['address'] as string,
+    command(op) {
+      const answer = next();
+      child.stdin!.write(`${JSON.stringify({ op })}\n`);
+      return answer;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.stdin!.write(`${JSON.stringify({ op: 'stop' })}\n`);
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The relay peer's client side. Frame: kind (1: message, 2: ack, 3: register) | from u16 | to u16 | id u32 | ack size u16 | body.
 
 const identity = (b: Buffer): Buffer => b;
-const RELAY_METHOD = { path: '/bench.Relay/Relay', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity };
-
-async function startRelay(): Promise<{ address: string; close: () => void }> {
-  const server = new Server();
-  const streams = new Map<number, ServerDuplexStream<Buffer, Buffer>>();
-  server.addService({ relay: RELAY_METHOD }, {
-    relay: (call: ServerDuplexStream<Buffer, Buffer>) => {
-      call.on('data', (frame: Buffer) => {
-        if (frame[0] === 3) streams.set(frame.readUInt16BE(1), call);
-        else streams.get(frame.readUInt16BE(3))?.write(frame);
-      });
-      call.on('end', () => call.end());
-      call.on('error', () => undefined);
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  return { address: `127.0.0.1:${port}`, close: () => server.forceShutdown() };
-}
 
 interface RelayAgent {
   /** Sends `bytes` to `to`; with ackBytes > 0 resolves when `to` answered with that many bytes, else at once. */
   send(to: number, bytes: number, ackBytes: number): Promise<void>;
-  /** Messages received so far. */
   received(): number;
   close(): void;
 }
@@ -132,7 +183,7 @@ function frame(kind: number, from: number, to: number, id: number, ackBytes: num
 }
 
 async function relayAgent(self: number, client: Client): Promise<RelayAgent> {
-  const stream: ClientDuplexStream<Buffer, Buffer> = client.makeBidiStreamRequest(RELAY_METHOD.path, identity, identity);
+  const stream: ClientDuplexStream<Buffer, Buffer> = client.makeBidiStreamRequest('/bench.Relay/Relay', identity, identity);
   const pending = new Map<number, () => void>();
   let nextId = 0;
   let count = 0;
@@ -149,7 +200,7 @@ async function relayAgent(self: number, client: Client): Promise<RelayAgent> {
   });
   stream.on('error', () => undefined);
   stream.write(frame(3, self, 0, 0, 0, 0));
-  await new Promise((resolve) => setTimeout(resolve, 5)); // registered
+  await sleep(5); // registered
   return {
     send(to, bytes, ackBytes) {
       const id = nextId++;
@@ -168,193 +219,458 @@ async function relayAgent(self: number, client: Client): Promise<RelayAgent> {
 }
 
 // ---------------------------------------------------------------------------
-// The gateway side
+// The NATS JetStream peer: agent i consumes subject pb.<pid>.<i>.> with explicit acks.
 
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
+interface NatsPeer {
+  send(from: number, to: number): Promise<void>;
+  close(): Promise<void>;
 }
 
-async function sdkAgent(world: World, gw: RunningGateway, agent: Agent): Promise<SdkAgent> {
-  const sdk = await connect({ gateway: gw.address, identity: agent, trustBundle: world.trustBundle, revocations: world.revocations, expectedGatewayId: GATEWAY_ID, crypto: world.crypto, sendTimeoutMs: 120_000 });
+async function natsPeer(agents: number, envelopeBytes: number, receiptBytes: number): Promise<NatsPeer> {
+  const nc: NatsConnection = await natsConnect({ servers: NATS_URL });
+  const jsm = await nc.jetstreamManager();
+  const stream = `PARLEY_BENCH_${process.pid}`;
+  const prefix = `pb${process.pid}`;
+  await jsm.streams.add({ name: stream, subjects: [`${prefix}.>`], storage: StorageType.File });
+  const js: JetStreamClient = nc.jetstream();
+  const envelope = new Uint8Array(envelopeBytes).fill(0x78);
+  const receipt = new Uint8Array(receiptBytes).fill(0x79);
+  const pending = new Map<string, () => void>();
+  const loops: Promise<void>[] = [];
+  const stops: (() => void)[] = [];
+  for (let i = 0; i < agents; i++) {
+    await jsm.consumers.add(stream, { durable_name: `a${i}`, ack_policy: AckPolicy.Explicit, filter_subject: `${prefix}.${i}.>`, max_ack_pending: 10_000 });
+    const consumer = await js.consumers.get(stream, `a${i}`);
+    const messages = await consumer.consume({ max_messages: 256 });
+    stops.push(() => void messages.stop());
+    loops.push(
+      (async () => {
+        for await (const m of messages) {
+          m.ack();
+          // <prefix>.<to>.<kind>.<from>.<id>
+          const [, , kind, from, id] = m.subject.split('.');
+          if (kind === 'm') void js.publish(`${prefix}.${from}.r.${i}.${id}`, receipt);
+          else pending.get(id!)?.();
+        }
+      })(),
+    );
+  }
+  let nextId = 0;
+  return {
+    async send(from, to) {
+      const id = String(nextId++);
+      const done = new Promise<void>((resolve) => pending.set(id, resolve));
+      await js.publish(`${prefix}.${to}.m.${from}.${id}`, envelope);
+      await done;
+      pending.delete(id);
+    },
+    async close() {
+      for (const stop of stops) stop();
+      await Promise.allSettled(loops);
+      await jsm.streams.delete(stream);
+      await nc.close();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Agents
+
+async function sdkAgent(world: World, address: string, agent: Agent): Promise<SdkAgent> {
+  const sdk = await connect({ gateway: address, identity: agent, trustBundle: world.trustBundle, revocations: world.revocations, expectedGatewayId: GATEWAY_ID, crypto: world.crypto, sendTimeoutMs: 120_000 });
   void (async () => {
     for await (const m of sdk.messages()) await m.ack();
   })().catch(() => undefined);
   return sdk;
 }
 
-let pairCounter = 0;
-/** `n` agents in planner/worker pairs (agent i sends to i ^ 1), connected, sessions established both ways. */
-async function pairs(world: World, gw: RunningGateway, n: number): Promise<{ agents: Agent[]; sdks: SdkAgent[] }> {
-  const tag = pairCounter++;
-  const agents = Array.from({ length: n }, (_, i) => world.agent(`${i % 2 === 0 ? 'planner' : 'worker'}-${tag}-${i >> 1}`, { agentType: i % 2 === 0 ? 'planner' : 'worker' }));
+let tagCounter = 0;
+/** `n` agents in planner/worker pairs (agent i sends to i ^ 1). */
+function pairAgents(world: World, n: number, name = 'a'): Agent[] {
+  const tag = `${name}${tagCounter++}`;
+  return Array.from({ length: n }, (_, i) => world.agent(`${i % 2 === 0 ? 'planner' : 'worker'}-${tag}-${i >> 1}`, { agentType: i % 2 === 0 ? 'planner' : 'worker' }));
+}
+
+/** SDK agents for `agents` on one gateway each (`addressOf(i)`), connected, sessions established both ways. */
+async function sdkPairs(world: World, agents: readonly Agent[], addressOf: (i: number) => string): Promise<SdkAgent[]> {
   const sdks: SdkAgent[] = [];
-  for (let i = 0; i < n; i += 25) sdks.push(...(await Promise.all(agents.slice(i, i + 25).map((a) => sdkAgent(world, gw, a)))));
+  for (let i = 0; i < agents.length; i += 25) sdks.push(...(await Promise.all(agents.slice(i, i + 25).map((a, k) => sdkAgent(world, addressOf(i + k), a)))));
   await Promise.all(sdks.map((s, i) => s.send(agents[i ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD))); // warm-up: sessions, JIT
-  return { agents, sdks };
+  return sdks;
+}
+
+/** A shape-valid envelope of ~1 KiB ciphertext, correctly signed by `from` (the gateway checks signatures, not sessions). */
+function signedEnvelope(world: World, from: Agent, to: string, nonce: number): SecureMessage {
+  const e = fakeEnvelope(world.crypto, from.agentId, to, 1024 + 48);
+  e.nonce = BigInt(nonce);
+  e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), from.keyPair.secretKey);
+  return e;
+}
+
+async function openConnections(world: World, address: string, agents: readonly Agent[], onDelivery?: (i: number) => void): Promise<GatewayConnection[]> {
+  const conns: GatewayConnection[] = [];
+  for (let i = 0; i < agents.length; i += 50) {
+    conns.push(
+      ...(await Promise.all(
+        agents.slice(i, i + 50).map((agent, k) =>
+          GatewayConnection.open({
+            address,
+            crypto: world.crypto,
+            identity: agent,
+            expectedGatewayId: GATEWAY_ID,
+            ...(onDelivery === undefined ? {} : { onDelivery: () => onDelivery(i + k) }),
+          }),
+        ),
+      )),
+    );
+  }
+  return conns;
+}
+
+async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
+    await sleep(5);
+  }
 }
 
 // ---------------------------------------------------------------------------
 
+/** Runs one case; a failure is printed and the bench goes on with the next case. */
+async function guard(name: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (error) {
+    console.log(`\n${name}: FAILED: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const world = await createWorld();
-  const schema = `gw_bench_${process.pid}`;
-  const database = DATABASE_URL === undefined ? undefined : { url: DATABASE_URL, schema };
-  const dbLabel = DATABASE_URL === undefined ? 'PGlite in memory' : `PostgreSQL (${new URL(DATABASE_URL).host}, schema ${schema})`;
-  const gw = await world.start({
-    logger: pino({ level: 'silent' }),
-    metrics: false,
-    rateLimit: { ratePerSecond: 1_000_000, burst: 1_000_000 },
-    ...(database === undefined ? {} : { database }),
-  });
-  const relay = await startRelay();
+  // The SDK agents check revocation per message (§17.5) against this set: keep it fresh (its bound is 60 s).
+  const refresh = setInterval(() => world.refresh(), 10_000);
+  refresh.unref();
+  const issuerPublicKey = toBase64Url(world.issuer.publicKey);
+  // A database of the bench's own, so pg_stat_database counts only the gateways' commits.
+  const dbName = `parley_bench_${process.pid}`;
+  let url: string | undefined;
+  if (BASE_URL !== undefined) {
+    const admin = new pg.Client({ connectionString: BASE_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    await admin.end();
+    const u = new URL(BASE_URL);
+    u.pathname = `/${dbName}`;
+    url = u.toString();
+  }
+  let schemaCounter = 0;
+  const database = (): Record<string, unknown> => (url === undefined ? {} : { database: { url, schema: `gw_${schemaCounter++}` } });
+  const gatewayProcess = (extra: Record<string, unknown> = {}, db = database()): Promise<ServerProcess> =>
+    spawnServer({ mode: 'gateway', issuerPublicKey, gatewayId: GATEWAY_ID, ...db, ...extra });
+  const relay = await spawnServer({ mode: 'relay', issuerPublicKey });
   const relayClient = new Client(relay.address, credentials.createInsecure());
-  console.log(`gateway bench — Node ${process.version}, database: ${dbLabel}, verify_signatures on, ${ROUNDS} round(s) per case alternated with the peer, ${WINDOW} sends in flight per agent`);
+  let relayId = 0;
+  console.log(
+    `gateway bench — Node ${process.version}, gateway and relay each in their own process, database: ${url === undefined ? 'PGlite in memory' : `PostgreSQL (${new URL(url).host}, database ${dbName})`}, ` +
+      `verify_signatures on, ${ROUNDS} round(s) per case alternated with the peers, ${WINDOW} sends in flight per agent where saturated, SDK agents without a state store`,
+  );
 
   try {
-    // Byte sizes of the real items, for the relay to carry the same bytes.
-    const probe = await pairs(world, gw, 2);
-    const sealed = await probe.sdks[0]!.sessions.seal(probe.agents[1]!.agentId, { type: MessageType.TASK_ASSIGNMENT, content: PAYLOAD });
-    const envelopeBytes = toBinary(SecureMessageSchema, sealed.envelope).length;
-    const receipt = await probe.sdks[0]!.send(probe.agents[1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD);
-    const receiptBytes = toBinary(DeliveryReceiptSchema, receipt).length;
-    console.log(`1 KiB content → SecureMessage ${envelopeBytes} B, DeliveryReceipt ${receiptBytes} B (the relay peer carries the same sizes)`);
-    await Promise.all(probe.sdks.map((s) => s.close()));
-
-    // 1. End to end: send → verified receipt.
-    const rows: Row[] = [];
-    let relayId = 0;
-    for (const [n, perAgent] of [
-      [10, 100],
-      [100, 20],
-    ] as const) {
-      const { agents, sdks } = await pairs(world, gw, n);
-      const base = relayId;
-      relayId += n;
-      const ragents = await Promise.all(Array.from({ length: n }, (_, i) => relayAgent(base + i, relayClient)));
-      const { ours, peer } = await alternate(
-        () => drive(n, perAgent, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
-        () => drive(n, perAgent, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
-      );
-      rows.push(
-        { label: `${n} agents: messages/s`, ours: throughput(ours.opsPerSec), peer: throughput(peer.opsPerSec), unit: 'ops/s' },
-        { label: `${n} agents: p50 send→receipt`, ours: latency(ours.p50), peer: latency(peer.p50), unit: 'µs' },
-        { label: `${n} agents: p99 send→receipt`, ours: latency(ours.p99), peer: latency(peer.p99), unit: 'µs' },
-      );
-      await Promise.all(sdks.map((s) => s.close()));
-      for (const r of ragents) r.close();
-    }
-    printTable('1 KiB messages, send → verified receipt (gateway: session seal/open, signatures, mailbox, audit; peer: raw relay + ack)', 'grpc-js relay', rows);
-
-    // 2. Pre-sealed envelopes: only the relay is timed.
+    // Byte sizes of the real items, for the peers to carry the same bytes.
+    let envelopeBytes: number;
+    let receiptBytes: number;
     {
-      const PAIRS = 5;
-      const PER = 600; // below the 1000-message rekey threshold of one epoch
-      const { agents, sdks } = await pairs(world, gw, PAIRS * 2);
-      const envelopes: SecureMessage[][] = [];
-      for (let p = 0; p < PAIRS; p++) {
-        const batch: SecureMessage[] = [];
-        for (let k = 0; k < PER * ROUNDS; k++) batch.push((await sdks[2 * p]!.sessions.seal(agents[2 * p + 1]!.agentId, { type: MessageType.TASK_ASSIGNMENT, content: PAYLOAD })).envelope);
-        envelopes.push(batch);
-      }
+      const gw = await gatewayProcess();
+      const probe = pairAgents(world, 2, 'probe');
+      const sdks = await sdkPairs(world, probe, () => gw.address);
+      const sealed = await sdks[0]!.sessions.seal(probe[1]!.agentId, { type: MessageType.TASK_ASSIGNMENT, content: PAYLOAD });
+      envelopeBytes = toBinary(SecureMessageSchema, sealed.envelope).length;
+      receiptBytes = toBinary(DeliveryReceiptSchema, signReceipt(world.crypto, probe[1]!, { messageHash: new Uint8Array(32), senderId: probe[0]!.agentId, receivedAtMs: Date.now() })).length;
       await Promise.all(sdks.map((s) => s.close()));
-      let delivered = 0;
-      const conns = await Promise.all(
-        agents.map((agent, i) =>
-          GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity: agent, expectedGatewayId: GATEWAY_ID, ...(i % 2 === 1 ? { onDelivery: () => void delivered++ } : {}) }),
-        ),
-      );
-      const base = relayId;
-      relayId += PAIRS * 2;
-      const ragents = await Promise.all(Array.from({ length: PAIRS * 2 }, (_, i) => relayAgent(base + i, relayClient)));
-      let round = 0;
-      const { ours, peer } = await alternate(
-        async () => {
-          const from = round++ * PER;
-          const target = delivered + PAIRS * PER;
-          const t0 = performance.now();
-          await Promise.all(Array.from({ length: PAIRS }, (_, p) => Promise.all(envelopes[p]!.slice(from, from + PER).map((e) => conns[2 * p]!.sendEnvelope(e)))));
-          await waitUntil(() => delivered >= target, 120_000, 'pre-sealed deliveries');
-          return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
-        },
-        async () => {
-          const before = ragents.reduce((s, r) => s + r.received(), 0);
-          const t0 = performance.now();
-          for (let p = 0; p < PAIRS; p++) for (let k = 0; k < PER; k++) void ragents[2 * p]!.send(base + 2 * p + 1, envelopeBytes, 0);
-          await waitUntil(() => ragents.reduce((s, r) => s + r.received(), 0) >= before + PAIRS * PER, 120_000, 'relay deliveries');
-          return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
-        },
-      );
-      printTable(`Pre-sealed envelopes (${envelopeBytes} B), ${PAIRS} senders × ${PER} pipelined, relay only (sealed beforehand; no receipts)`, 'grpc-js relay', [
-        { label: 'envelopes/s', ours: throughput(ours.opsPerSec), peer: throughput(peer.opsPerSec), unit: 'ops/s' },
-      ]);
-      for (const c of conns) c.close();
-      for (const r of ragents) r.close();
+      await gw.stop();
+    }
+    console.log(`1 KiB content → SecureMessage ${envelopeBytes} B, DeliveryReceipt ${receiptBytes} B (the peers carry the same sizes)`);
+
+    if (runs(1) || runs(3)) {
+      await guard('cases 1 and 3', async () => {
+        const gw = await gatewayProcess();
+        const N = 100;
+        const agents = pairAgents(world, N, 'sat');
+        const sdks = await sdkPairs(world, agents, () => gw.address);
+        const base = relayId;
+        relayId += N;
+        const ragents = await Promise.all(Array.from({ length: N }, (_, i) => relayAgent(base + i, relayClient)));
+        if (runs(1)) {
+          const nats = await natsPeer(N, envelopeBytes, receiptBytes);
+          const PER = 20;
+          const cpu0 = (await gw.command('stats'))['cpuUs'] as number;
+          let agentsCpuUs = 0;
+          const [ours, jet, raw] = await alternate([
+            async () => {
+              const c0 = process.cpuUsage();
+              const run = await drive(N, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
+              const c = process.cpuUsage(c0);
+              agentsCpuUs += c.user + c.system;
+              return run;
+            },
+            () => drive(N, PER, (a) => nats.send(a, a ^ 1)),
+            () => drive(N, PER, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
+          ]);
+          await nats.close();
+          const cpuPerMessage = (((await gw.command('stats'))['cpuUs'] as number) - cpu0) / (ROUNDS * N * PER);
+          // What signing one audit entry costs (Ed25519 over an entry-sized layout), beside the gateway's CPU per message.
+          const layout = world.crypto.randomBytes(220);
+          const key = world.crypto.ed25519.generateKeyPair().secretKey;
+          const s0 = performance.now();
+          for (let i = 0; i < 2000; i++) world.crypto.ed25519.sign(layout, key);
+          const signUs = ((performance.now() - s0) * 1000) / 2000;
+          console.log(`\ngateway CPU per message (send → receipt: envelope + receipt relayed): ${cpuPerMessage.toFixed(0)} µs; Ed25519 signature of one audit entry: ${signUs.toFixed(1)} µs (${((100 * signUs) / cpuPerMessage).toFixed(1)} %)`);
+          console.log(`the ${N} SDK agents' process (seal, open, receipts, both ends): ${(agentsCpuUs / (ROUNDS * N * PER)).toFixed(0)} µs CPU per message (the gateway process: ${cpuPerMessage.toFixed(0)} µs)`);
+          printTable(`1. Saturated: ${N} agents × ${PER} messages, ${WINDOW} in flight each, send → verified receipt`, 'NATS JetStream (file, publish ack, consumer ack + reply)', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(jet!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(jet!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(jet!.p99), unit: 'µs' },
+          ]);
+          printTable(`1. Saturated, the same run beside the plain relay`, 'grpc-js relay', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
+          ]);
+        }
+        if (runs(3)) {
+          const DURATION = 5_000;
+          const [ours, raw] = await alternate([
+            () => paced(N, 100, DURATION, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
+            () => paced(N, 100, DURATION, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
+          ]);
+          printTable(`3. Light load: ${N} agents × 10 msg/s for ${DURATION / 1000} s, send → verified receipt (targets p50 ≤ 5 ms, p99 ≤ 25 ms)`, 'grpc-js relay', [
+            { label: 'messages/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
+          ]);
+        }
+        await Promise.all(sdks.map((s) => s.close()));
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
     }
 
-    // 3. Session establishment through the gateway.
-    {
-      const COUNT = 40;
-      const planner = world.agent('planner-hs', { agentType: 'planner' });
-      const initiator = await sdkAgent(world, gw, planner);
-      const workers = Array.from({ length: COUNT * ROUNDS }, (_, i) => world.agent(`worker-hs-${i}`));
-      const responders: SdkAgent[] = [];
-      for (let i = 0; i < workers.length; i += 20) responders.push(...(await Promise.all(workers.slice(i, i + 20).map((w) => sdkAgent(world, gw, w)))));
-      const base = relayId;
-      relayId += 2;
-      const [ra, rb] = await Promise.all([relayAgent(base, relayClient), relayAgent(base + 1, relayClient)]);
-      let next = 0;
-      const { ours, peer } = await alternate(
-        async () => {
-          const times: number[] = [];
-          for (let i = 0; i < COUNT; i++) {
+    if (runs(2)) {
+      await guard('case 2', async () => {
+        const gw = await gatewayProcess();
+        const PAIRS = 10;
+        const PER = 1000;
+        const agents = pairAgents(world, PAIRS * 2, 'pre');
+        const envelopes = Array.from({ length: PAIRS }, (_, p) => Array.from({ length: PER * ROUNDS }, (_, k) => signedEnvelope(world, agents[2 * p]!, agents[2 * p + 1]!.agentId, k)));
+        let delivered = 0;
+        const conns = await openConnections(world, gw.address, agents, (i) => void (i % 2 === 1 && delivered++));
+        const base = relayId;
+        relayId += PAIRS * 2;
+        const ragents = await Promise.all(Array.from({ length: PAIRS * 2 }, (_, i) => relayAgent(base + i, relayClient)));
+        let round = 0;
+        const [ours, raw] = await alternate([
+          async () => {
+            const from = round++ * PER;
+            const target = delivered + PAIRS * PER;
             const t0 = performance.now();
-            await initiator.sessions.session(workers[next++]!.agentId);
-            times.push((performance.now() - t0) * 1000);
-          }
-          times.sort((a, b) => a - b);
-          return { opsPerSec: Number.NaN, p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
-        },
-        async () => {
-          // Three legs A → B → A → B of handshake-sized frames (≈ 100 B, ≈ 700 B, ≈ 700 B with certificates).
-          const times: number[] = [];
-          for (let i = 0; i < COUNT; i++) {
+            await Promise.all(Array.from({ length: PAIRS }, (_, p) => Promise.all(envelopes[p]!.slice(from, from + PER).map((e) => conns[2 * p]!.sendEnvelope(e)))));
+            await waitUntil(() => delivered >= target, 120_000, 'pre-sealed deliveries');
+            return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
+          },
+          async () => {
+            const before = ragents.reduce((s, r) => s + r.received(), 0);
             const t0 = performance.now();
-            const before = rb!.received();
-            await ra!.send(base + 1, 100, 700);
-            await ra!.send(base + 1, 700, 0);
-            await waitUntil(() => rb!.received() >= before + 2, 10_000, 'third leg');
-            times.push((performance.now() - t0) * 1000);
-          }
-          times.sort((a, b) => a - b);
-          return { opsPerSec: Number.NaN, p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
-        },
-      );
-      printTable(`Session establishment (Noise XX + certificates) through the gateway, ${COUNT} per round, sequential`, '3 relay legs', [
-        { label: 'p50 establish', ours: latency(ours.p50), peer: latency(peer.p50), unit: 'µs' },
-        { label: 'p99 establish', ours: latency(ours.p99), peer: latency(peer.p99), unit: 'µs' },
-      ]);
-      await initiator.close();
-      await Promise.all(responders.map((r) => r.close()));
-      ra!.close();
-      rb!.close();
+            for (let p = 0; p < PAIRS; p++) for (let k = 0; k < PER; k++) void ragents[2 * p]!.send(base + 2 * p + 1, envelopeBytes, 0);
+            await waitUntil(() => ragents.reduce((s, r) => s + r.received(), 0) >= before + PAIRS * PER, 120_000, 'relay deliveries');
+            return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
+          },
+        ]);
+        printTable(`2. Pre-sealed envelopes (${envelopeBytes} B), ${PAIRS} senders × ${PER} pipelined to live recipients, send → recipient's stream, acked (target ≥ 0.25×)`, 'grpc-js relay', [
+          { label: 'envelopes/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
+        ]);
+        for (const c of conns) c.close();
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
     }
+
+    if (runs(4) && url !== undefined) {
+      await guard('case 4', async () => {
+        const db = database();
+        const schema = (db['database'] as { schema: string }).schema;
+        const gw = await gatewayProcess({ options: { mailboxQuota: { perRecipientItems: 1_000_000, perRecipientBytes: 4_000_000_000, perSenderItems: 1_000_000, perSenderBytes: 4_000_000_000 } } }, db);
+        const RECIPIENTS = 10;
+        const PER = Math.floor(SAF / RECIPIENTS);
+        const agents = pairAgents(world, RECIPIENTS * 2, 'saf');
+        const senders = agents.filter((_, i) => i % 2 === 0);
+        const recipients = agents.filter((_, i) => i % 2 === 1);
+        // Seen once (the gateway's agent directory), then offline.
+        for (const c of await openConnections(world, gw.address, recipients)) c.close();
+        await sleep(200);
+        const envelopes = senders.map((s, p) => Array.from({ length: PER }, (_, k) => toEnvelopeBytes(signedEnvelope(world, s, recipients[p]!.agentId, k))));
+        const conns = await openConnections(world, gw.address, senders);
+        const IN_FLIGHT = 512;
+        const t0 = performance.now();
+        await Promise.all(
+          conns.map(async (c, p) => {
+            let next = 0;
+            await Promise.all(
+              Array.from({ length: IN_FLIGHT }, async () => {
+                while (next < PER) await c.sendEnvelope(envelopes[p]![next++]!.envelope);
+              }),
+            );
+          }),
+        );
+        const insertMs = performance.now() - t0;
+        for (const c of conns) c.close();
+
+        const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
+        await peerPool.query(`CREATE TABLE bench_mailbox (recipient_id text NOT NULL, delivery_id bigserial NOT NULL, item_kind smallint NOT NULL, item bytea NOT NULL,
+          item_hash bytea NOT NULL, sender_id text NOT NULL, accepted_at_ms bigint NOT NULL, expires_at_ms bigint NOT NULL, PRIMARY KEY (recipient_id, delivery_id))`);
+        const t1 = performance.now();
+        await Promise.all(
+          recipients.map(async (r, p) => {
+            for (const { bytes, hash } of envelopes[p]!) {
+              const now = Date.now();
+              await peerPool.query('INSERT INTO bench_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms) VALUES ($1, 2, $2, $3, $4, $5, $6)', [
+                r.agentId,
+                bytes,
+                hash,
+                senders[p]!.agentId,
+                now,
+                now + 3_600_000,
+              ]);
+            }
+          }),
+        );
+        const peerInsertMs = performance.now() - t1;
+
+        // Drain: the recipients connect and ack everything; done when the mailbox is empty.
+        const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
+        let delivered = 0;
+        const t2 = performance.now();
+        const rconns = await openConnections(world, gw.address, recipients, () => void delivered++);
+        await waitUntil(() => delivered >= RECIPIENTS * PER, 600_000, 'drain deliveries');
+        await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
+        const drainMs = performance.now() - t2;
+        for (const c of rconns) c.close();
+
+        const t3 = performance.now();
+        await Promise.all(
+          recipients.map(async (r) => {
+            for (;;) {
+              const rows = (await peerPool.query<{ delivery_id: string; item: Buffer }>('SELECT delivery_id, item FROM bench_mailbox WHERE recipient_id = $1 ORDER BY delivery_id LIMIT 100', [r.agentId])).rows;
+              if (rows.length === 0) break;
+              await peerPool.query('DELETE FROM bench_mailbox WHERE recipient_id = $1 AND delivery_id = ANY($2::bigint[])', [r.agentId, rows.map((x) => x.delivery_id)]);
+            }
+          }),
+        );
+        const peerDrainMs = performance.now() - t3;
+        await peerPool.query('DROP TABLE bench_mailbox');
+        await peerPool.end();
+        const total = RECIPIENTS * PER;
+        printTable(`4. Store-and-forward: ${total} envelopes (${envelopeBytes} B) for ${RECIPIENTS} offline agents, then drained (targets: insert ≥ 0.5×, drain ≥ 0.8×)`, 'plain pg', [
+          { label: 'insert (accepted QUEUED) vs single-row INSERTs', ours: throughput((total * 1000) / insertMs), peer: throughput((total * 1000) / peerInsertMs), unit: 'ops/s' },
+          { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
+        ]);
+        await gw.stop();
+      });
+    }
+
+    if (runs(5) && url !== undefined) {
+      await guard('case 5', async () => {
+        const PAIRS = 20;
+        const PER = 50;
+        const admin = new pg.Client({ connectionString: url });
+        admin.on('error', () => undefined);
+        await admin.connect();
+        const commits = async (): Promise<number> => {
+          await sleep(1_200); // the statistics are flushed at most once a second
+          await admin.query('SELECT pg_stat_clear_snapshot()');
+          return Number((await admin.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0]!.n);
+        };
+        const measure = async (instances: number, split = true): Promise<{ statements: number; commits: number; rate: number }> => {
+          const db = database();
+          const seeds = [world.crypto.randomBytes(32), world.crypto.randomBytes(32)];
+          const publicKeys = seeds.map((s) => toBase64Url(world.crypto.ed25519.keyPairFromSeed(s).publicKey));
+          const gws: ServerProcess[] = [];
+          for (let g = 0; g < instances; g++) gws.push(await gatewayProcess({ auditSeed: toBase64Url(seeds[g]!), auditTrusted: publicKeys.filter((_, k) => k !== g) }, db));
+          const agents = pairAgents(world, PAIRS * 2, `inst${instances}${split ? 's' : 'c'}`);
+          // split: planners on the first instance, workers on the last (with two, every message crosses instances);
+          // else each pair on one instance, pairs alternating between instances.
+          const sdks = await sdkPairs(world, agents, (i) => gws[split ? (i % 2 === 0 ? 0 : instances - 1) : (i >> 1) % instances]!.address);
+          await sleep(500);
+          const stmt0 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
+          const c0 = await commits();
+          const run = await drive(PAIRS * 2, PER, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
+          await sleep(300);
+          const stmt1 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
+          const c1 = await commits();
+          const messages = PAIRS * 2 * PER;
+          await Promise.all(sdks.map((s) => s.close()));
+          for (const g of gws) await g.stop();
+          // Subtract the measuring connection's own snapshot queries (one commit each).
+          return { statements: (stmt1 - stmt0) / messages, commits: (c1 - c0 - 2) / messages, rate: run.opsPerSec };
+        };
+        const one = await measure(1);
+        const two = await measure(2, true);
+        const colocated = await measure(2, false);
+        await admin.end();
+        const line = (label: string, r: { statements: number; commits: number; rate: number }): void =>
+          console.log(`   ${label.padEnd(44)} ${r.statements.toFixed(2)} statements, ${r.commits.toFixed(2)} commits per message (${Math.round(r.rate)} msg/s)`);
+        console.log(`\n5. One PostgreSQL database, ${PAIRS * 2} agents × ${PER} messages send → verified receipt`);
+        line('one instance', one);
+        line('two instances, each pair on one instance', colocated);
+        line('two instances, every message crosses', two);
+        console.log(`   ratio two/one: pairs on one instance: statements ${(colocated.statements / one.statements).toFixed(2)}×, commits ${(colocated.commits / one.commits).toFixed(2)}×; ` +
+          `every message crossing: statements ${(two.statements / one.statements).toFixed(2)}×, commits ${(two.commits / one.commits).toFixed(2)}× (target ≤ 1)`);
+      });
+    }
+
+    if (runs(6)) {
+      await guard('case 6', async () => {
+        const N = 1000;
+        const gw = await gatewayProcess();
+        const agents = Array.from({ length: N }, (_, i) => world.agent(`worker-mem-${i}`));
+        const warm = await openConnections(world, gw.address, agents.slice(0, 20));
+        for (const c of warm) c.close();
+        await sleep(300);
+        const g0 = (await gw.command('mem'))['heapUsed'] as number;
+        const conns = await openConnections(world, gw.address, agents);
+        await sleep(500);
+        const g1 = (await gw.command('mem'))['heapUsed'] as number;
+        const r0 = (await relay.command('mem'))['heapUsed'] as number;
+        const ragents: RelayAgent[] = [];
+        for (let i = 0; i < N; i++) ragents.push(await relayAgent(60_000 - i, relayClient));
+        await sleep(500);
+        const r1 = (await relay.command('mem'))['heapUsed'] as number;
+        const ours = (g1 - g0) / N;
+        const peer = (r1 - r0) / N;
+        console.log(`\n6. Memory per connected agent at ${N} agents (heap after GC, server process): gateway ${(ours / 1024).toFixed(1)} KiB, relay ${(peer / 1024).toFixed(1)} KiB (${(ours / peer).toFixed(1)}×)`);
+        for (const c of conns) c.close();
+        for (const r of ragents) r.close();
+        await gw.stop();
+      });
+    }
+
   } finally {
     relayClient.close();
-    relay.close();
-    await gw.close();
-    if (database !== undefined) {
-      const client = new pg.Client({ connectionString: DATABASE_URL });
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await client.end();
+    await relay.stop();
+    if (BASE_URL !== undefined) {
+      const admin = new pg.Client({ connectionString: BASE_URL });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await admin.end();
     }
   }
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
 
+function toEnvelopeBytes(envelope: SecureMessage): { envelope: SecureMessage; bytes: Buffer; hash: Buffer } {
+  return { envelope, bytes: Buffer.from(toBinary(SecureMessageSchema, envelope)), hash: Buffer.from(envelope.signature.subarray(0, 32)) };
+}
+
 await main();
+process.exit(0);

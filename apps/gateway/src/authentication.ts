@@ -61,10 +61,12 @@ export async function authenticate(
     out,
     remote,
     lastDeliveryId: 0n,
-    sent: new Set(),
-    ready: false,
+    inflight: new Map(),
+    rows: new Set(),
+    backlog: true,
     pumping: false,
     dirty: false,
+    turn: Promise.resolve(),
   };
 }
 
@@ -86,6 +88,18 @@ export function closeRevokedLinks(ctx: GatewayContext, subject: { readonly agent
   return closed;
 }
 
+/**
+ * What each go-away says. `revocation_stale` is about the GATEWAY's copy of the
+ * revocation list (its registry feed is behind), not the agent's certificate:
+ * the agent should reconnect later (§10.7).
+ */
+const GO_AWAY_MESSAGES: Partial<Record<RpcError['code'], string>> = {
+  revoked: 'certificate revoked',
+  expired: 'certificate expired',
+  revocation_stale: "the gateway's copy of the revocation list is stale (its registry is unreachable); reconnect later",
+  internal: 'gateway could not re-check the certificate; reconnect later',
+};
+
 /** Re-checks every live stream's certificate (revocation, expiry) at `now`; closes those no longer valid. */
 export function recheckLinks(ctx: GatewayContext, now: number): void {
   for (const link of [...ctx.links.values()]) {
@@ -98,7 +112,7 @@ export function recheckLinks(ctx: GatewayContext, now: number): void {
     }
     if (code !== undefined) {
       ctx.security('revocation', code, { agent: link.cert.agentId, remote: link.remote }, 'live stream certificate no longer valid');
-      ctx.goAway(link, code, code === 'revoked' ? 'certificate revoked' : 'certificate no longer valid');
+      ctx.goAway(link, code, GO_AWAY_MESSAGES[code] ?? 'certificate no longer valid');
     }
   }
 }

@@ -120,13 +120,14 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   const config = configOf(values);
   const crypto = await createCrypto();
   checkFiles(crypto, config);
-  const [{ pino }, { startGateway }, { RevocationFeed }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
+  const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
   const logger = pino({ level: config.logLevel, base: { service: PROGRAM, gateway_id: config.gatewayId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
   logger.info({ config: describeConfig(config) }, 'starting');
 
   // The registry: revocation feed, and (trust on first use only) the trust bundle.
   let creds: ChannelCredentials = credentials.createInsecure();
-  const channelOptions: Record<string, string | number> = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 };
+  // The channel's reconnect backoff stays under the feed's own bound (./revocation-feed.ts).
+  const channelOptions: Record<string, string | number> = { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000, ...REGISTRY_CHANNEL_OPTIONS };
   if (config.registry.tlsCaFile !== undefined) {
     creds = credentials.createSsl(readFileOr(config.registry.tlsCaFile, 'registry TLS CA'));
     if (config.registry.tlsServerName !== undefined) channelOptions['grpc.ssl_target_name_override'] = config.registry.tlsServerName;

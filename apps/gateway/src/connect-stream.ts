@@ -12,6 +12,16 @@ import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
 import type { Delivery } from './delivery.js';
 import type { Router } from './routing.js';
 
+/** Most items of one stream being routed at once. */
+export const MAX_PIPELINED = 64;
+
+/** Whether a stream error only means that the agent closed its side or the connection dropped. */
+function closedByClient(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return error instanceof RpcError && error.code === 'cancelled';
+}
+
 /** Serves Connect streams. */
 export class ConnectStreams {
   readonly #ctx: GatewayContext;
@@ -37,7 +47,11 @@ export class ConnectStreams {
     } finally {
       out.end();
       const link = state.link;
-      if (link !== undefined && this.#ctx.links.get(link.cert.agentId) === link) this.#ctx.links.delete(link.cert.agentId);
+      if (link !== undefined) {
+        if (this.#ctx.links.get(link.cert.agentId) === link) this.#ctx.links.delete(link.cert.agentId);
+        // What was written and not acked, and is only in memory, goes to the mailbox (§17.6).
+        this.#delivery.streamEnded(link);
+      }
     }
   }
 
@@ -68,17 +82,24 @@ export class ConnectStreams {
       // The backlog first, in delivery-id order; items routed meanwhile join it (see Delivery.pump).
       this.#delivery.pump(link);
 
+      // Up to MAX_PIPELINED items of this stream in flight at once: they are checked one at a time in order
+      // (Router), and their writes overlap and are group-committed with other items. Beyond it, reading stops
+      // (HTTP/2 flow control pushes back on the agent).
+      const pipelined = new Set<Promise<void>>();
       for (;;) {
         const next = await it.next();
         if (next.done === true || out.closed) break;
         const request = next.value;
         switch (request.kind.case) {
-          case 'send':
-            // One at a time, in order: items from one stream keep their order through the mailbox.
-            await this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
+          case 'send': {
+            const p = this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
+            pipelined.add(p);
+            void p.finally(() => pipelined.delete(p));
+            if (pipelined.size >= MAX_PIPELINED) await Promise.race(pipelined);
             break;
+          }
           case 'ack':
-            await this.#delivery.ack(link, request.kind.value.deliveryId);
+            this.#delivery.ack(link, request.kind.value.deliveryId);
             break;
           default:
             ctx.security('connect', 'malformed', { agent: link.cert.agentId, remote }, `unexpected ${request.kind.case ?? 'empty'} frame`);
@@ -86,9 +107,16 @@ export class ConnectStreams {
             return;
         }
       }
+      await Promise.all(pipelined);
       out.end();
     } catch (error) {
       clearTimeout(authTimer);
+      if (closedByClient(error)) {
+        // The agent went away (closed its stream, or the connection dropped): routine, not an error (§10.10).
+        ctx.log.info({ agent: state.link?.cert.agentId, remote }, 'stream closed by the agent');
+        out.end();
+        return;
+      }
       const e = RpcError.from(error);
       if (e.code === 'internal') ctx.log.error({ err: error, remote }, 'connect stream failed');
       out.fail(e);
@@ -101,6 +129,7 @@ export class ConnectStreams {
     try {
       const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
       const { itemHash, status } = await this.#ctx.track(this.#router.route(link, outbound.item, size, { requestId, stage: 'outbound' }));
+      if (link.out.closed) return;
       link.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
     } catch (error) {
       const e = RpcError.from(error);

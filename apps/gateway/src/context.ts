@@ -9,12 +9,36 @@ import type { RevocationChecker, TrustBundle, VerifiedCertificate } from '@parle
 import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { Channel } from '@parley/rpc';
 import type { Logger } from 'pino';
+import type { RelayItem } from './layouts.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 import type { PolicySubject } from './policy.js';
 
 /** A server frame of the Connect stream, as the gateway writes it. */
 export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
+
+/** An item written to a stream and not acked yet (§17.6: held in memory until the recipient acks it). */
+export interface InFlight {
+  /** The delivery id on this stream. */
+  readonly deliveryId: bigint;
+  readonly recipientId: string;
+  readonly item: RelayItem;
+  readonly itemHash: Uint8Array;
+  readonly senderId: string;
+  readonly senderSerial: Uint8Array;
+  readonly senderValidUntilMs: number;
+  readonly acceptedAtMs: number;
+  /** Encoded size, bytes (quotas). */
+  readonly size: number;
+  /** When it was written to the stream (the ack timeout runs from here). */
+  readonly writtenAtMs: number;
+  /** The mailbox row holding it; undefined while it is in memory only. */
+  rowId: bigint | undefined;
+  /** Being written to the mailbox (spilled: ack timeout or stream end). */
+  spilling: boolean;
+  /** Acked while it was being spilled: delete the row once it exists. */
+  ackedWhileSpilling: boolean;
+}
 
 /** An authenticated stream (made by ./authentication.ts). */
 export interface Link {
@@ -23,16 +47,20 @@ export interface Link {
   readonly subject: PolicySubject;
   readonly out: Channel<ConnectResponseInit>;
   readonly remote: string;
-  /** Highest delivery id written to this stream (acks above it are refused). */
+  /** Highest delivery id written to this stream (acks above it are refused). Ids are per stream: 1, 2, 3, … */
   lastDeliveryId: bigint;
-  /** Delivery ids written to this stream and not acked yet (never written twice to one stream). */
-  readonly sent: Set<bigint>;
-  /** The mailbox backlog has been drained: new items are written directly. */
-  ready: boolean;
+  /** Deliveries written to this stream and not acked, by delivery id, in write order (at most `maxInFlight`). */
+  readonly inflight: Map<bigint, InFlight>;
+  /** Mailbox row ids written to this stream and not yet deleted (never written twice to one stream). */
+  readonly rows: Set<bigint>;
+  /** The mailbox may hold items for this agent that were not written to this stream yet. */
+  backlog: boolean;
   /** A backlog drain is running. */
   pumping: boolean;
   /** Something was stored while draining: drain again. */
   dirty: boolean;
+  /** Items from this stream are checked one at a time, in order (the tail of that chain). */
+  turn: Promise<void>;
 }
 
 /** Who sent an item: a stream's agent or a unary Send's verified certificate. */
@@ -40,6 +68,8 @@ export interface Sender {
   readonly cert: VerifiedCertificate;
   readonly subject: PolicySubject;
   readonly remote: string;
+  /** A stream's items are checked in order (Link.turn); a unary Send has none. */
+  turn?: Promise<void>;
 }
 
 /** Who a security event is about: ids and addresses only. */

@@ -1,14 +1,23 @@
 /**
- * Delivery (docs/PROTOCOL.md §10.4): writing mailbox items to recipients'
- * streams as Deliveries, draining a stream's backlog in delivery-id order,
- * taking acks, and the mailbox TTL sweep. Every routed item is stored in the
- * durable mailbox (./mailbox.ts) before it is written to a live stream and
- * stays there until the recipient acks it (at-least-once; duplicates are
- * dropped by the recipient's replay protection).
+ * Delivery (docs/PROTOCOL.md §10.4, §10.8, §17.6): writing items to
+ * recipients' streams as Deliveries, holding each in memory until the
+ * recipient acks it, spilling to the durable mailbox what is not acked in
+ * time or is left when a stream ends, draining a stream's mailbox backlog in
+ * pages as the stream drains, taking acks, re-checking the sender of every
+ * stored item before it is delivered, and the mailbox TTL sweep.
+ *
+ * Bounded: a stream holds at most `maxInFlight` deliveries not yet acked
+ * (like JetStream's max_ack_pending); an item for a recipient at that bound,
+ * or with a mailbox backlog, goes to the mailbox instead, and the backlog is
+ * read one page at a time, never more than the free slots.
  */
+import type { RevocationChecker } from '@parley/identity';
+import { RpcError } from '@parley/rpc';
+import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from './layouts.js';
 import type { MailboxItem } from './mailbox.js';
-import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
+import type { ReplyGuard } from './reply-guard.js';
+import type { Storage } from './storage.js';
 
 /** A Delivery as the gateway writes it (what the test-only tamper hook may change). */
 export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
@@ -19,48 +28,80 @@ export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'deliver
  */
 export type DeliveryTamperForTestingOnly = (delivery: DeliveryInit) => void;
 
-/** How a stored item becomes the Delivery written to a stream. */
-type DeliveryOf = (stored: MailboxItem) => DeliveryInit;
+/** Default bound of deliveries written to one stream and not acked yet. */
+export const DEFAULT_MAX_IN_FLIGHT = 256;
+/** Most rows one backlog page reads. */
+const PAGE_ROWS = 128;
+/** Default time a live delivery may stay un-acked before it is written to the mailbox, ms. */
+export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 
-const deliveryOf: DeliveryOf = (stored) => ({ deliveryId: stored.deliveryId, acceptedAtMs: BigInt(stored.acceptedAtMs), item: stored.item });
-
-/**
- * TEST-ONLY: Deliveries on a copy of the stored item, handed to `tamper` before
- * they are written (the copy keeps the hook from changing what the sender's
- * Accepted hashed, or what the mailbox redelivers).
- */
-function tamperedDeliveryOf(tamper: DeliveryTamperForTestingOnly): DeliveryOf {
-  return (stored) => {
-    const delivery: DeliveryInit = { deliveryId: stored.deliveryId, acceptedAtMs: BigInt(stored.acceptedAtMs), item: cloneItem(stored.item) };
-    tamper(delivery);
-    return delivery;
-  };
+/** An item accepted for a recipient (before it is written anywhere). */
+export interface Accepted {
+  readonly recipientId: string;
+  readonly item: RelayItem;
+  readonly itemHash: Uint8Array;
+  readonly senderId: string;
+  readonly senderSerial: Uint8Array;
+  readonly senderValidUntilMs: number;
+  readonly acceptedAtMs: number;
+  readonly size: number;
 }
 
-/** Writes mailbox items to streams, drains backlogs, takes acks. */
+/** Settings of {@link Delivery}. */
+export interface DeliveryOptions {
+  readonly storage: Storage;
+  readonly replies: ReplyGuard;
+  readonly revocations: RevocationChecker;
+  readonly maxInFlight: number;
+  readonly ackTimeoutMs: number;
+  /** Audits an item dropped because its sender is revoked or expired (never throws). */
+  readonly auditDrop: (itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string) => Promise<void>;
+  readonly tamperForTestingOnly?: DeliveryTamperForTestingOnly;
+}
+
+/** Writes items to streams, holds them until acked, spills, drains backlogs, takes acks. */
 export class Delivery {
   readonly #ctx: GatewayContext;
-  readonly #deliveryOf: DeliveryOf;
+  readonly #o: DeliveryOptions;
 
-  /**
-   * @param tamperForTestingOnly TEST-ONLY (see {@link DeliveryTamperForTestingOnly}); production never passes it,
-   *   so the production path carries no test branch
-   */
-  constructor(ctx: GatewayContext, tamperForTestingOnly?: DeliveryTamperForTestingOnly) {
+  /** Free slots that make a backlog page worth reading. */
+  readonly #lowWater: number;
+
+  constructor(ctx: GatewayContext, options: DeliveryOptions) {
     this.#ctx = ctx;
-    this.#deliveryOf = tamperForTestingOnly === undefined ? deliveryOf : tamperedDeliveryOf(tamperForTestingOnly);
+    this.#o = options;
+    this.#lowWater = Math.max(1, Math.min(PAGE_ROWS, Math.floor(options.maxInFlight / 4)));
   }
 
-  /** A newly stored item for a connected recipient: written now if its backlog is drained, else the drain picks it up. */
-  offer(link: Link, stored: MailboxItem): void {
-    if (link.ready) this.#deliver(link, stored);
-    else this.pump(link);
+  get maxInFlight(): number {
+    return this.#o.maxInFlight;
+  }
+
+  /** Whether a new item for this stream may be written live now (no backlog, a free slot). */
+  canWriteLive(link: Link): boolean {
+    return !link.backlog && !link.out.closed && link.inflight.size < this.#o.maxInFlight;
   }
 
   /**
-   * Drains a stream's mailbox backlog in delivery-id order, again while items
-   * arrive during the drain, then marks the stream ready (new items are then
-   * written directly by {@link offer}). Never writes one delivery id twice to a stream.
+   * Writes an accepted item to a live stream and holds it in memory until acked (§17.6).
+   * @returns false when the stream cannot take it now (the caller stores it)
+   */
+  writeLive(link: Link, item: Accepted): boolean {
+    if (!this.canWriteLive(link)) return false;
+    return this.#write(link, item, undefined);
+  }
+
+  /** An item was stored for a connected recipient: drain its mailbox (the item is in it). */
+  stored(link: Link): void {
+    link.backlog = true;
+    this.pump(link);
+  }
+
+  /**
+   * Drains a stream's mailbox backlog in row order, one page at a time and
+   * never more than the stream's free slots; again while items arrive during
+   * the drain. Never writes one row twice to a stream. Items whose sender is
+   * revoked or expired are dropped (and audited), not delivered.
    */
   pump(link: Link): void {
     if (link.pumping) {
@@ -71,23 +112,28 @@ export class Delivery {
     const agent = link.cert.agentId;
     const run = async (): Promise<void> => {
       try {
-        do {
+        for (;;) {
           link.dirty = false;
-          let after = 0n;
-          for (;;) {
+          const free = this.#o.maxInFlight - link.inflight.size;
+          // Read a page only when a useful number of slots is free (or the stream is idle): one query per
+          // ack, one row each, would make the drain a round trip per item. An ack pumps again.
+          if (link.out.closed || free <= 0 || (free < this.#lowWater && link.inflight.size > 0)) return;
+          const want = Math.min(free, PAGE_ROWS);
+          const page = await this.#o.storage.mailbox.pending(agent, [...link.rows], want);
+          for (const stored of page) {
             if (link.out.closed) return;
-            const batch = await this.#ctx.mailbox.pending(agent, after, 100);
-            for (const item of batch) {
-              after = item.deliveryId;
-              this.#deliver(link, item);
-            }
-            if (batch.length < 100) break;
+            if (link.rows.has(stored.deliveryId)) continue;
+            if (!(await this.#senderStillValid(link, stored))) continue;
+            this.#write(link, storedToAccepted(stored), stored.deliveryId);
           }
-        } while (link.dirty);
-        link.ready = true;
+          if (page.length < want && !link.dirty) {
+            link.backlog = false;
+            return;
+          }
+        }
       } catch (error) {
-        // The items stay in the mailbox; the next routed item or reconnect retries.
-        this.#ctx.log.error({ err: error, agent }, 'mailbox drain failed');
+        // The items stay in the mailbox; the next ack, stored item or reconnect retries.
+        if (RpcError.from(error).code !== 'revocation_stale') this.#ctx.log.error({ err: error, agent }, 'mailbox drain failed');
       } finally {
         link.pumping = false;
       }
@@ -95,18 +141,51 @@ export class Delivery {
     void this.#ctx.track(run());
   }
 
-  /** An Ack frame (§10.4): the item leaves the mailbox. An id never written to this stream is refused. */
-  async ack(link: Link, id: bigint): Promise<void> {
+  /** §10.8: a stored item's sender is re-checked at delivery; a revoked or expired one's items are dropped and audited. */
+  async #senderStillValid(link: Link, stored: MailboxItem): Promise<boolean> {
+    const now = this.#ctx.clock();
+    let reason: 'revoked' | 'expired' | undefined;
+    if (stored.senderValidUntilMs !== undefined && now >= stored.senderValidUntilMs) reason = 'expired';
+    // Throws revocation_stale (fail closed): the drain stops and the items stay.
+    else if (this.#o.revocations.check({ agentId: stored.senderId, serial: stored.senderSerial ?? new Uint8Array(16) }, now).revoked) reason = 'revoked';
+    if (reason === undefined) return true;
+    this.#ctx.metrics.dropped.inc({ reason });
+    link.rows.add(stored.deliveryId); // never read again by this stream, even if the delete below fails
+    this.#ctx.security('delivery', reason, { agent: stored.senderId, peer: stored.recipientId }, `stored item of a ${reason} sender dropped`);
+    await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).catch(() => undefined);
+    await this.#o.auditDrop(stored.itemHash, stored.senderId, stored.recipientId, `dropped:${reason}`);
+    return false;
+  }
+
+  /** An Ack frame (§10.4): the item is released; a stored one leaves the mailbox. An id never written to this stream is refused. */
+  ack(link: Link, id: bigint): void {
     if (id < 1n || id > link.lastDeliveryId) {
       this.#ctx.security('ack', 'malformed', { agent: link.cert.agentId, remote: link.remote }, `ack of unknown delivery_id ${id}`);
       link.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
       return;
     }
-    link.sent.delete(id);
-    try {
-      await this.#ctx.track(this.#ctx.mailbox.ack(link.cert.agentId, id)); // an already-deleted id (a duplicate ack) is fine
-    } catch (error) {
-      this.#ctx.log.error({ err: error, agent: link.cert.agentId }, 'mailbox ack failed (the item will be redelivered)');
+    const held = link.inflight.get(id);
+    if (held === undefined) return; // a duplicate ack
+    link.inflight.delete(id);
+    if (held.spilling) held.ackedWhileSpilling = true;
+    else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
+    if (link.backlog && (this.#o.maxInFlight - link.inflight.size >= this.#lowWater || link.inflight.size === 0)) this.pump(link);
+  }
+
+  /** The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). */
+  streamEnded(link: Link): void {
+    for (const held of link.inflight.values()) if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
+    link.inflight.clear();
+  }
+
+  /** Spills live deliveries not acked within the ack timeout (call periodically). */
+  spillOverdue(): void {
+    const due = this.#ctx.clock() - this.#o.ackTimeoutMs;
+    for (const link of this.#ctx.links.values()) {
+      for (const held of link.inflight.values()) {
+        if (held.writtenAtMs > due) break; // write order: the rest are younger
+        if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'ack_timeout');
+      }
     }
   }
 
@@ -116,26 +195,106 @@ export class Delivery {
    */
   async sweep(): Promise<number> {
     try {
-      const n = await this.#ctx.track(this.#ctx.mailbox.sweep());
-      if (n > 0) {
-        this.#ctx.metrics.expired.inc(n);
-        this.#ctx.log.info({ expired: n }, 'mailbox items expired');
+      const gone = await this.#ctx.track(this.#o.storage.mailbox.sweep());
+      for (const g of gone) this.#o.storage.quotas.removed(g.recipientId, g.senderId, g.size);
+      this.#o.storage.quotas.sweep();
+      if (gone.length > 0) {
+        this.#ctx.metrics.expired.inc(gone.length);
+        this.#ctx.log.info({ expired: gone.length }, 'mailbox items expired');
       }
-      return n;
+      return gone.length;
     } catch (error) {
       this.#ctx.log.error({ err: error }, 'mailbox sweep failed');
       throw error;
     }
   }
 
-  /** Writes one stored item to a stream as a Delivery (unless already written to this stream). */
-  #deliver(link: Link, stored: MailboxItem): void {
-    if (link.sent.has(stored.deliveryId) || link.out.closed) return;
-    if (!link.out.push({ kind: { case: 'delivery', value: this.#deliveryOf(stored) } })) return;
-    link.sent.add(stored.deliveryId);
-    if (stored.deliveryId > link.lastDeliveryId) link.lastDeliveryId = stored.deliveryId;
+  /** Writes one item to a stream as a Delivery with the stream's next delivery id, and holds it. */
+  #write(link: Link, item: Accepted, rowId: bigint | undefined): boolean {
+    if (link.out.closed) return false;
+    const deliveryId = link.lastDeliveryId + 1n;
+    const delivery: DeliveryInit = { deliveryId, acceptedAtMs: BigInt(item.acceptedAtMs), item: item.item };
+    const tamper = this.#o.tamperForTestingOnly;
+    let written: DeliveryInit = delivery;
+    if (tamper !== undefined) {
+      written = { ...delivery, item: cloneItem(item.item) };
+      tamper(written);
+    }
+    if (!link.out.push({ kind: { case: 'delivery', value: written } })) return false;
+    link.lastDeliveryId = deliveryId;
+    const held: InFlight = { ...item, deliveryId, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
+    link.inflight.set(deliveryId, held);
+    if (rowId !== undefined) link.rows.add(rowId);
+    // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
+    if (item.item.case === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
+    else if (item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
     this.#ctx.metrics.redelivered.inc();
+    return true;
   }
+
+  /** Writes a held item to the mailbox (group commit); it stays held on its stream until acked. */
+  #spill(link: Link, held: InFlight, reason: 'ack_timeout' | 'stream_end'): void {
+    held.spilling = true;
+    this.#ctx.metrics.spilled.inc({ reason });
+    const store = this.#o.storage.store(
+      {
+        recipientId: held.recipientId,
+        item: held.item,
+        itemHash: held.itemHash,
+        senderId: held.senderId,
+        senderSerial: held.senderSerial,
+        senderValidUntilMs: held.senderValidUntilMs,
+        acceptedAtMs: held.acceptedAtMs,
+      },
+      held.size,
+      false,
+    );
+    void this.#ctx.track(
+      store.then(
+        (stored) => {
+          held.spilling = false;
+          held.rowId = stored.deliveryId;
+          if (held.ackedWhileSpilling) this.#deleteRow(link, held, stored.deliveryId);
+          else if (link.inflight.get(held.deliveryId) === held) link.rows.add(stored.deliveryId);
+          else {
+            // Its stream is gone: if the agent has reconnected here meanwhile, its new stream drains it.
+            const current = this.#ctx.links.get(held.recipientId);
+            if (current !== undefined && current !== link) this.stored(current);
+          }
+        },
+        (error: unknown) => {
+          held.spilling = false;
+          // Still held (if the stream is up); the sender's outbox resends it in any case (§17.2).
+          this.#ctx.log.warn({ err: error, agent: link.cert.agentId, reason }, 'spilling a live delivery to the mailbox failed');
+        },
+      ),
+    );
+  }
+
+  #deleteRow(link: Link, held: InFlight, rowId: bigint): void {
+    void this.#ctx.track(
+      this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.senderId, size: held.size }).then(
+        () => void link.rows.delete(rowId),
+        (error: unknown) => {
+          link.rows.delete(rowId);
+          this.#ctx.log.error({ err: error, agent: link.cert.agentId }, 'mailbox ack failed (the item will be redelivered)');
+        },
+      ),
+    );
+  }
+}
+
+function storedToAccepted(stored: MailboxItem): Accepted {
+  return {
+    recipientId: stored.recipientId,
+    item: stored.item,
+    itemHash: stored.itemHash,
+    senderId: stored.senderId,
+    senderSerial: stored.senderSerial ?? new Uint8Array(16),
+    senderValidUntilMs: stored.senderValidUntilMs ?? Number.MAX_SAFE_INTEGER,
+    acceptedAtMs: stored.acceptedAtMs,
+    size: stored.size,
+  };
 }
 
 /** A shallow copy of the item with its byte fields copied (TEST-ONLY tampering works on it). */

@@ -13,11 +13,14 @@
  * - ./connect-stream.ts — the Connect stream that ties authentication, routing and delivery together;
  * - ./context.ts — what they share (the live Links, metrics, work in flight, the security log).
  *
- * Every routed item goes through the durable mailbox (./mailbox.ts) before it
- * is written to a live stream, and stays there until the recipient acks it
- * (at-least-once; duplicates are dropped by the recipient's replay
- * protection). Every routed item gets one audit entry (packages/audit), and
- * an item whose audit entry cannot be written is rejected (fail closed).
+ * The delivery contract (§17.6): an item for a live recipient is written to
+ * its stream as soon as its group-committed audit entry is durable, and held in
+ * memory until acked (the sender's outbox holds it until the receipt); what is
+ * not acked in time, is left when a stream ends, or is for an offline or
+ * backed-up recipient goes to the durable mailbox (./mailbox.ts, group-committed
+ * by ./storage.ts) and is delivered from there. Every routed envelope and
+ * handshake frame gets one audit entry (packages/audit), and an item whose
+ * entry cannot be written is refused (fail closed).
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { AuditLog } from '@parley/audit';
@@ -29,8 +32,10 @@ import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
 import { ConnectStreams } from './connect-stream.js';
 import { GatewayContext, type ConnectResponseInit } from './context.js';
-import { Delivery, type DeliveryTamperForTestingOnly } from './delivery.js';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, type DeliveryTamperForTestingOnly } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
+import { ReplyGuard } from './reply-guard.js';
+import { Storage, type MailboxQuota } from './storage.js';
 import type { GatewayMetrics } from './metrics.js';
 import { Policy } from './policy.js';
 import type { RateLimitOptions } from './rate-limit.js';
@@ -56,6 +61,16 @@ export interface GatewayOptions {
   readonly policy?: Policy;
   /** Per-agent token bucket. Default 100/s, burst 200. */
   readonly rateLimit?: Omit<RateLimitOptions, 'clock'>;
+  /** Per-agent byte bucket (encoded item bytes). Default 8 MiB/s, burst 16 MiB. */
+  readonly byteRateLimit?: Omit<RateLimitOptions, 'clock'>;
+  /** Handshake step 1 per (initiator, responder) pair. Default 1/s, burst 10. */
+  readonly handshakeRateLimit?: Omit<RateLimitOptions, 'clock'>;
+  /** Mailbox quotas per recipient and per sender (items, bytes). */
+  readonly mailboxQuota?: MailboxQuota;
+  /** Deliveries written to one stream and not acked yet; beyond it items wait in the mailbox. Default 256. */
+  readonly maxInFlight?: number;
+  /** A live delivery not acked within this long is written to the mailbox, ms. Default 5 000. */
+  readonly ackTimeoutMs?: number;
   /** Largest encoded Outbound (or SendRequest) accepted, bytes. Default {@link DEFAULT_MAX_FRAME_BYTES}. */
   readonly maxFrameBytes?: number;
   /** Check envelope and receipt signatures before relaying. Default true. */
@@ -80,12 +95,6 @@ export interface GatewayOptions {
   /** How often expired mailbox items are deleted, ms. Default 60 000. */
   readonly mailboxSweepIntervalMs?: number;
   /**
-   * Called after an item is stored for a recipient with no stream on this
-   * instance, so other instances sharing the database can deliver it
-   * (startGateway wires it to PostgreSQL `NOTIFY parley_mailbox`; see {@link Gateway.mailboxNotified}).
-   */
-  readonly notifyStored?: (recipientId: string) => void;
-  /**
    * TEST-ONLY: called on every Delivery (a copy) just before it is written, so a
    * test can play a malicious relay. Never set this outside tests; the
    * configuration file and CLI cannot set it.
@@ -99,6 +108,7 @@ export interface GatewayOptions {
  */
 export class Gateway {
   readonly #ctx: GatewayContext;
+  readonly #storage: Storage;
   readonly #router: Router;
   readonly #delivery: Delivery;
   readonly #streams: ConnectStreams;
@@ -124,14 +134,31 @@ export class Gateway {
     });
     this.#ctx = ctx;
     this.metrics = ctx.metrics;
-    this.#delivery = new Delivery(ctx, options.tamperWithRelayedFramesForTestingOnly);
+    const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1) throw new RangeError('maxInFlight must be a positive integer');
+    const storage = new Storage(options.mailbox, { ...(options.mailboxQuota === undefined ? {} : { quota: options.mailboxQuota }), clock: ctx.clock, metrics: ctx.metrics, isLocal: (id) => ctx.links.has(id) });
+    this.#storage = storage;
+    const replies = new ReplyGuard(ctx.clock);
+    const audit = options.audit;
+    this.#delivery = new Delivery(ctx, {
+      storage,
+      replies,
+      revocations: options.revocations,
+      maxInFlight,
+      ackTimeoutMs: options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS,
+      auditDrop: (itemHash, senderId, recipientId, outcome) => this.#router.auditEntry(itemHash, senderId, recipientId, outcome).then(() => undefined),
+      ...(options.tamperWithRelayedFramesForTestingOnly === undefined ? {} : { tamperForTestingOnly: options.tamperWithRelayedFramesForTestingOnly }),
+    });
     this.#router = new Router(ctx, {
       policy: options.policy ?? Policy.denyAll(),
       rateLimit: options.rateLimit ?? { ratePerSecond: 100, burst: 200 },
+      byteRateLimit: options.byteRateLimit ?? { ratePerSecond: 8 * 1024 * 1024, burst: 16 * 1024 * 1024 },
+      handshakeRateLimit: options.handshakeRateLimit ?? { ratePerSecond: 1, burst: 10 },
       verifySignatures: options.verifySignatures !== false,
-      audit: options.audit,
+      audit,
       delivery: this.#delivery,
-      notifyStored: options.notifyStored,
+      storage,
+      replies,
     });
     this.#streams = new ConnectStreams(ctx, this.#router, this.#delivery, options.authTimeoutMs ?? 10_000);
     this.#unary = new UnarySend(ctx, this.#router, options.maxClockSkewMs ?? 60_000);
@@ -177,7 +204,23 @@ export class Gateway {
 
   /** Re-drains every connected agent's mailbox (after notifications may have been missed). */
   pumpAll(): void {
-    for (const link of this.#ctx.links.values()) this.#delivery.pump(link);
+    for (const link of this.#ctx.links.values()) {
+      link.backlog = true;
+      this.#delivery.pump(link);
+    }
+  }
+
+  /**
+   * Whether another instance shares the database and may be listening (set by
+   * startGateway's heartbeat): stored items for agents not connected here are then announced with a
+   * batched NOTIFY; with a single instance none is sent.
+   */
+  set othersListening(value: boolean) {
+    this.#storage.othersListening = value;
+  }
+
+  get othersListening(): boolean {
+    return this.#storage.othersListening;
   }
 
   /** Swaps in a new routing policy; applies to the next item checked. */
@@ -193,15 +236,42 @@ export class Gateway {
    * @returns how many streams were closed
    */
   onRevocation(subject: { readonly agentId: string } | { readonly serial: Uint8Array }): number {
+    if ('agentId' in subject) this.#router.forget(subject.agentId);
+    void this.#ctx.track(this.dropRevokedItems(subject)).catch(() => undefined);
     return closeRevokedLinks(this.#ctx, subject);
   }
 
-  /** Re-checks every live stream's certificate (revocation, expiry); runs every 500 ms. Also sweeps rate-limit buckets and Send nonces. */
+  /**
+   * Deletes every mailbox item of a revoked sender (by agent id or serial) and
+   * audits each as `dropped:revoked` (§10.8); items stored by another instance
+   * meanwhile are caught when they are delivered.
+   * @returns how many were dropped
+   */
+  async dropRevokedItems(subject: { readonly agentId: string } | { readonly serial: Uint8Array }): Promise<number> {
+    const ctx = this.#ctx;
+    try {
+      const gone = await this.#storage.mailbox.dropFromSender(subject);
+      for (const g of gone) {
+        this.#storage.quotas.removed(g.recipientId, g.senderId, g.size);
+        ctx.metrics.dropped.inc({ reason: 'revoked' });
+        await this.#router.auditEntry(g.itemHash, g.senderId, g.recipientId, 'dropped:revoked');
+      }
+      if (gone.length > 0) ctx.security('revocation', 'revoked', { agent: gone[0]!.senderId }, `${gone.length} stored items of a revoked sender dropped`);
+      return gone.length;
+    } catch (error) {
+      ctx.log.error({ err: error }, 'dropping a revoked sender\'s mailbox items failed (they are re-checked at delivery)');
+      throw error;
+    }
+  }
+
+  /**
+   * Re-checks every live stream's certificate (revocation, expiry); runs every 500 ms. Also spills live
+   * deliveries not acked within the ack timeout, and sweeps rate-limit buckets and reply entries.
+   */
   recheckLiveStreams(): void {
-    const now = this.#ctx.clock();
-    recheckLinks(this.#ctx, now);
+    recheckLinks(this.#ctx, this.#ctx.clock());
+    this.#delivery.spillOverdue();
     this.#router.sweep();
-    this.#unary.sweepNonces(now);
   }
 
   /**
@@ -212,7 +282,12 @@ export class Gateway {
     this.#ctx.closing = true;
     clearInterval(this.#timer);
     clearInterval(this.#sweepTimer);
-    for (const link of [...this.#ctx.links.values()]) this.#ctx.goAway(link, 'shutting_down', 'gateway is shutting down');
+    for (const link of [...this.#ctx.links.values()]) {
+      this.#ctx.goAway(link, 'shutting_down', 'gateway is shutting down');
+      this.#delivery.streamEnded(link); // un-acked live deliveries go to the mailbox before the database closes
+    }
+    await this.#ctx.drain();
+    await this.#storage.idle();
     await this.#ctx.drain();
   }
 

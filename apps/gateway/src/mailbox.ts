@@ -21,7 +21,7 @@ import {
   type AgentCertificate,
 } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { bytes, int, type Database } from '@parley/db';
+import { bytes, int, intOrNull, type Database } from '@parley/db';
 import type { RelayItem } from './layouts.js';
 
 /** Default mailbox TTL: 1 h, the default receiver max_age (§8.3). */
@@ -65,6 +65,39 @@ export const GATEWAY_MIGRATIONS: readonly { readonly version: number; readonly n
       ALTER TABLE gateway_mailbox ADD CONSTRAINT gateway_mailbox_item_kind_check CHECK (item_kind IN (1, 2, 3, 4));
     `,
   },
+  {
+    version: 3,
+    name: 'sender certificate per item, quotas, persisted Send nonces, instances',
+    sql: `
+      -- The sender's certificate serial and validity end: items of a revoked or expired sender are dropped (§10.8).
+      -- NULL in rows written before this version: those are re-checked by sender id only.
+      ALTER TABLE gateway_mailbox ADD COLUMN sender_serial bytea CHECK (sender_serial IS NULL OR length(sender_serial) = 16);
+      ALTER TABLE gateway_mailbox ADD COLUMN sender_valid_until_ms bigint;
+      CREATE INDEX gateway_mailbox_sender ON gateway_mailbox (sender_id);
+
+      -- Unary Send nonces (§10.6), single use per agent across restarts and instances.
+      CREATE TABLE gateway_send_nonces (
+        agent_id      text   NOT NULL,
+        nonce         bytea  NOT NULL CHECK (length(nonce) = 16),
+        expires_at_ms bigint NOT NULL,
+        PRIMARY KEY (agent_id, nonce)
+      );
+      CREATE INDEX gateway_send_nonces_expiry ON gateway_send_nonces (expires_at_ms);
+
+      -- Live instances sharing this database (heartbeats): NOTIFY only when another one can be listening.
+      CREATE TABLE gateway_instances (
+        instance_id text   PRIMARY KEY,
+        seen_at_ms  bigint NOT NULL
+      );
+
+      -- One audit chain per instance (per audit key): the tables verifiers read (§10.9).
+      CREATE TABLE gateway_audit_chains (
+        table_name        text   PRIMARY KEY,
+        writer_public_key bytea  NOT NULL CHECK (length(writer_public_key) = 32),
+        created_at_ms     bigint NOT NULL
+      );
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */
@@ -73,13 +106,41 @@ const KIND_CODE = { handshake: 1, envelope: 2, receipt: 3, sessionReject: 4 } as
 /** One stored item. */
 export interface MailboxItem {
   readonly recipientId: string;
+  /** The mailbox row id (a PostgreSQL sequence: unique, increasing in commit order per instance). */
   readonly deliveryId: bigint;
   readonly item: RelayItem;
   readonly itemHash: Uint8Array;
   readonly senderId: string;
+  /** The sender's certificate serial (16 bytes); undefined for rows stored before schema version 3. */
+  readonly senderSerial: Uint8Array | undefined;
+  /** The end of the sender's certificate validity; undefined for rows stored before schema version 3. */
+  readonly senderValidUntilMs: number | undefined;
   readonly acceptedAtMs: number;
   readonly expiresAtMs: number;
+  /** Encoded item size, bytes (quotas). */
+  readonly size: number;
 }
+
+/** An item to store: {@link MailboxItem} before it has a row id. */
+export interface NewMailboxItem {
+  readonly recipientId: string;
+  readonly item: RelayItem;
+  readonly itemHash: Uint8Array;
+  readonly senderId: string;
+  readonly senderSerial: Uint8Array;
+  readonly senderValidUntilMs: number;
+  /** When the gateway accepted it (kept across spills, so the TTL runs from the first acceptance). */
+  readonly acceptedAtMs?: number;
+}
+
+/** Items and bytes stored for one recipient or from one sender. */
+export interface MailboxUsage {
+  items: number;
+  bytes: number;
+}
+
+/** Rows per statement when storing or deleting in a batch (8 parameters per row, far below 65 535). */
+export const MAILBOX_BATCH = 512;
 
 /** Protobuf bytes of an item and its kind code. */
 export function encodeItem(item: RelayItem): { kind: number; bytes: Uint8Array } {
@@ -138,7 +199,34 @@ export interface MailboxOptions {
   readonly clock?: () => number;
 }
 
-/** Mailbox and agent directory over one database (migrate first: {@link Mailbox.open}). */
+const SELECT_COLUMNS = 'recipient_id, delivery_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms';
+
+function rowToItem(r: Record<string, unknown>): MailboxItem {
+  const data = bytes(r['item']);
+  return {
+    recipientId: String(r['recipient_id']),
+    deliveryId: BigInt(int(r['delivery_id'])),
+    item: decodeItem(int(r['item_kind']), data),
+    itemHash: bytes(r['item_hash']),
+    senderId: String(r['sender_id']),
+    senderSerial: r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']),
+    senderValidUntilMs: intOrNull(r['sender_valid_until_ms']) ?? undefined,
+    acceptedAtMs: int(r['accepted_at_ms']),
+    expiresAtMs: int(r['expires_at_ms']),
+    size: data.length,
+  };
+}
+
+function buffer(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * Mailbox, agent directory, Send nonces and instance heartbeats over one
+ * database (migrate first: {@link Mailbox.open}). Every method is one
+ * statement; the batch methods take many rows in one statement (the callers
+ * group-commit them, ./group-commit.ts).
+ */
 export class Mailbox {
   readonly #db: Database;
   readonly #clock: () => number;
@@ -158,49 +246,95 @@ export class Mailbox {
     return mailbox;
   }
 
-  /** Stores an item for `recipientId`; returns it with its delivery id (unique per recipient, increasing). */
-  async put(recipientId: string, senderId: string, item: RelayItem, itemHash: Uint8Array): Promise<MailboxItem> {
-    const { kind, bytes: data } = encodeItem(item);
-    const acceptedAtMs = this.#clock();
-    const expiresAtMs = acceptedAtMs + this.ttlMs;
-    const rows = await this.#db.query<{ delivery_id: unknown }>(
-      `INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING delivery_id`,
-      [recipientId, kind, data, itemHash, senderId, acceptedAtMs, expiresAtMs],
-    );
-    return { recipientId, deliveryId: BigInt(int(rows[0]?.delivery_id)), item, itemHash, senderId, acceptedAtMs, expiresAtMs };
+  /** The database engine underneath. */
+  get engine(): Database['engine'] {
+    return this.#db.engine;
   }
 
-  /** Removes one item (the audit write failed, so it must not be delivered). */
-  async remove(recipientId: string, deliveryId: bigint): Promise<void> {
-    await this.#db.query('DELETE FROM gateway_mailbox WHERE recipient_id = $1 AND delivery_id = $2', [recipientId, deliveryId.toString()]);
+  /** Stores one item (tests; the gateway stores in batches with {@link putMany}). */
+  async put(recipientId: string, senderId: string, item: RelayItem, itemHash: Uint8Array, sender?: { serial: Uint8Array; validUntilMs: number }): Promise<MailboxItem> {
+    const [stored] = await this.putMany([
+      { recipientId, senderId, item, itemHash, senderSerial: sender?.serial ?? new Uint8Array(16), senderValidUntilMs: sender?.validUntilMs ?? Number.MAX_SAFE_INTEGER },
+    ]);
+    return stored!;
   }
 
-  /** Unexpired items for a recipient with delivery id above `afterId`, oldest first. */
-  async pending(recipientId: string, afterId = 0n, limit = 100): Promise<MailboxItem[]> {
-    const rows = await this.#db.query<Record<string, unknown>>(
-      `SELECT delivery_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms FROM gateway_mailbox
-       WHERE recipient_id = $1 AND delivery_id > $2 AND expires_at_ms > $3 ORDER BY delivery_id LIMIT $4`,
-      [recipientId, afterId.toString(), this.#clock(), limit],
-    );
-    return rows.map((r) => ({
-      recipientId,
-      deliveryId: BigInt(int(r['delivery_id'])),
-      item: decodeItem(int(r['item_kind']), bytes(r['item'])),
-      itemHash: bytes(r['item_hash']),
-      senderId: String(r['sender_id']),
-      acceptedAtMs: int(r['accepted_at_ms']),
-      expiresAtMs: int(r['expires_at_ms']),
+  /**
+   * Stores items in ONE statement (all or none), row ids assigned in the
+   * order given. `notify`: recipients to wake on other instances sharing the
+   * database — one `pg_notify` per distinct recipient, in the same statement
+   * (a notification is sent only if the statement commits).
+   */
+  async putMany(items: readonly NewMailboxItem[], notify: readonly string[] = []): Promise<MailboxItem[]> {
+    if (items.length === 0) return [];
+    if (items.length > MAILBOX_BATCH) throw new RangeError(`putMany takes at most ${MAILBOX_BATCH} items`);
+    const now = this.#clock();
+    const cols: unknown[][] = [[], [], [], [], [], [], [], [], []];
+    const encoded = items.map((x) => encodeItem(x.item));
+    items.forEach((x, i) => {
+      const accepted = x.acceptedAtMs ?? now;
+      const values = [x.recipientId, encoded[i]!.kind, buffer(encoded[i]!.bytes), buffer(x.itemHash), x.senderId, buffer(x.senderSerial), x.senderValidUntilMs, accepted, accepted + this.ttlMs];
+      values.forEach((v, c) => cols[c]!.push(v));
+    });
+    const insert = `INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
+       SELECT r, k, i, h, s, ss, sv, a, e
+       FROM unnest($1::text[], $2::smallint[], $3::bytea[], $4::bytea[], $5::text[], $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[])
+         WITH ORDINALITY AS v(r, k, i, h, s, ss, sv, a, e, ord)
+       ORDER BY ord
+       RETURNING delivery_id`;
+    const sql =
+      notify.length === 0
+        ? insert
+        : `WITH ins AS (${insert}), n AS (SELECT pg_notify('${MAILBOX_CHANNEL}', x) FROM unnest($10::text[]) AS x)
+           SELECT ins.delivery_id, (SELECT count(*) FROM n) AS notified FROM ins`;
+    const rows = await this.#db.query<{ delivery_id: unknown }>(sql, notify.length === 0 ? cols : [...cols, [...new Set(notify)]]);
+    if (rows.length !== items.length) throw new RpcError('internal', `mailbox stored ${rows.length} of ${items.length} items`);
+    return items.map((x, i) => ({
+      recipientId: x.recipientId,
+      deliveryId: BigInt(int(rows[i]!.delivery_id)),
+      item: x.item,
+      itemHash: x.itemHash,
+      senderId: x.senderId,
+      senderSerial: x.senderSerial,
+      senderValidUntilMs: x.senderValidUntilMs,
+      acceptedAtMs: cols[7]![i] as number,
+      expiresAtMs: cols[8]![i] as number,
+      size: encoded[i]!.bytes.length,
     }));
+  }
+
+  /** Removes one item (tests, and an item whose audit write failed). */
+  async remove(recipientId: string, deliveryId: bigint): Promise<void> {
+    await this.removeMany([{ recipientId, deliveryId }]);
+  }
+
+  /** Deletes items (acked, withdrawn or dropped) in ONE statement; ids already gone are fine. Returns how many were there. */
+  async removeMany(keys: readonly { readonly recipientId: string; readonly deliveryId: bigint }[]): Promise<number> {
+    if (keys.length === 0) return 0;
+    const rows = await this.#db.query(
+      `DELETE FROM gateway_mailbox m USING unnest($1::text[], $2::bigint[]) AS k(r, d)
+       WHERE m.recipient_id = k.r AND m.delivery_id = k.d RETURNING m.delivery_id`,
+      [keys.map((k) => k.recipientId), keys.map((k) => k.deliveryId.toString())],
+    );
+    return rows.length;
+  }
+
+  /**
+   * Up to `limit` unexpired items for a recipient, oldest first, leaving out
+   * `exclude` (row ids already written to the stream asking, or acked and not yet deleted).
+   */
+  async pending(recipientId: string, exclude: readonly bigint[] = [], limit = 100): Promise<MailboxItem[]> {
+    const rows = await this.#db.query<Record<string, unknown>>(
+      `SELECT ${SELECT_COLUMNS} FROM gateway_mailbox
+       WHERE recipient_id = $1 AND expires_at_ms > $2 AND delivery_id <> ALL($3::bigint[]) ORDER BY delivery_id LIMIT $4`,
+      [recipientId, this.#clock(), exclude.map(String), limit],
+    );
+    return rows.map(rowToItem);
   }
 
   /** Deletes an acknowledged item; true when it was there. */
   async ack(recipientId: string, deliveryId: bigint): Promise<boolean> {
-    const rows = await this.#db.query('DELETE FROM gateway_mailbox WHERE recipient_id = $1 AND delivery_id = $2 RETURNING delivery_id', [
-      recipientId,
-      deliveryId.toString(),
-    ]);
-    return rows.length > 0;
+    return (await this.removeMany([{ recipientId, deliveryId }])) > 0;
   }
 
   /** Unexpired items waiting for one recipient, or for everyone. */
@@ -213,10 +347,36 @@ export class Mailbox {
     return int(rows[0]?.n ?? 0);
   }
 
-  /** Deletes expired items; returns how many. */
-  async sweep(): Promise<number> {
-    const rows = await this.#db.query('DELETE FROM gateway_mailbox WHERE expires_at_ms <= $1 RETURNING delivery_id', [this.#clock()]);
-    return rows.length;
+  /** Items and bytes stored for a recipient (`by: 'recipient'`) or from a sender. */
+  async usage(by: 'recipient' | 'sender', agentId: string): Promise<MailboxUsage> {
+    const column = by === 'recipient' ? 'recipient_id' : 'sender_id';
+    const rows = await this.#db.query<{ n: unknown; b: unknown }>(
+      `SELECT COUNT(*) AS n, COALESCE(SUM(octet_length(item)), 0) AS b FROM gateway_mailbox WHERE ${column} = $1 AND expires_at_ms > $2`,
+      [agentId, this.#clock()],
+    );
+    return { items: int(rows[0]?.n ?? 0), bytes: int(rows[0]?.b ?? 0) };
+  }
+
+  /** Deletes expired items; returns them (recipient, size and sender, for quotas). */
+  async sweep(): Promise<{ recipientId: string; senderId: string; size: number }[]> {
+    const rows = await this.#db.query<Record<string, unknown>>(
+      'DELETE FROM gateway_mailbox WHERE expires_at_ms <= $1 RETURNING recipient_id, sender_id, octet_length(item) AS size',
+      [this.#clock()],
+    );
+    await this.#db.query('DELETE FROM gateway_send_nonces WHERE expires_at_ms <= $1', [this.#clock()]);
+    return rows.map((r) => ({ recipientId: String(r['recipient_id']), senderId: String(r['sender_id']), size: int(r['size']) }));
+  }
+
+  /**
+   * Deletes every item of a sender — by agent id, or by certificate serial — (revocation, §10.8).
+   * @returns the deleted items' recipients, hashes and sizes (each is audited as dropped)
+   */
+  async dropFromSender(subject: { readonly agentId: string } | { readonly serial: Uint8Array }): Promise<{ recipientId: string; senderId: string; itemHash: Uint8Array; size: number }[]> {
+    const rows =
+      'agentId' in subject
+        ? await this.#db.query<Record<string, unknown>>('DELETE FROM gateway_mailbox WHERE sender_id = $1 RETURNING recipient_id, sender_id, item_hash, octet_length(item) AS size', [subject.agentId])
+        : await this.#db.query<Record<string, unknown>>('DELETE FROM gateway_mailbox WHERE sender_serial = $1 RETURNING recipient_id, sender_id, item_hash, octet_length(item) AS size', [buffer(subject.serial)]);
+    return rows.map((r) => ({ recipientId: String(r['recipient_id']), senderId: String(r['sender_id']), itemHash: bytes(r['item_hash']), size: int(r['size']) }));
   }
 
   /** Records the certificate an agent just authenticated with. */
@@ -234,4 +394,40 @@ export class Mailbox {
     const row = rows[0];
     return row === undefined ? undefined : fromBinary(AgentCertificateSchema, bytes(row.certificate));
   }
+
+  /**
+   * Uses a unary Send nonce (§10.6): true the first time for (agent, nonce), false
+   * when it was used before — by this instance or another, before or after a restart.
+   */
+  async useSendNonce(agentId: string, nonce: Uint8Array, expiresAtMs: number): Promise<boolean> {
+    const rows = await this.#db.query('INSERT INTO gateway_send_nonces (agent_id, nonce, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1 AS used', [
+      agentId,
+      buffer(nonce),
+      expiresAtMs,
+    ]);
+    return rows.length === 1;
+  }
+
+  /**
+   * Records this instance as alive and counts the OTHER instances seen within `staleAfterMs` (one statement).
+   * @returns how many other instances share the database
+   */
+  async heartbeat(instanceId: string, staleAfterMs: number): Promise<number> {
+    const now = this.#clock();
+    const rows = await this.#db.query<{ n: unknown }>(
+      `WITH up AS (INSERT INTO gateway_instances (instance_id, seen_at_ms) VALUES ($1, $2)
+                   ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = EXCLUDED.seen_at_ms RETURNING 1)
+       SELECT (SELECT COUNT(*) FROM up) * 0 + COUNT(*) AS n FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > $3`,
+      [instanceId, now, now - staleAfterMs],
+    );
+    return int(rows[0]?.n ?? 0);
+  }
+
+  /** Removes this instance's heartbeat (clean shutdown). */
+  async leave(instanceId: string): Promise<void> {
+    await this.#db.query('DELETE FROM gateway_instances WHERE instance_id = $1', [instanceId]);
+  }
 }
+
+/** The PostgreSQL notification channel of cross-instance mailbox wake-ups (payload: the recipient's agent id). */
+export const MAILBOX_CHANNEL = 'parley_mailbox';

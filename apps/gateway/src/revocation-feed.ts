@@ -12,12 +12,28 @@
  * with a full list. While disconnected nothing refreshes the set, so it goes
  * stale after its freshness bound and the gateway fails closed (unless the
  * set is fail-open) — no separate timer needed.
+ *
+ * The registry client's channel must use {@link REGISTRY_CHANNEL_OPTIONS}: a
+ * grpc-js channel has its own reconnect backoff (1 s × 1.6ⁿ up to 120 s), and
+ * while it waits, every call fails at once — so after a long registry outage
+ * the feed, retrying every 10 s, kept failing until the channel's own timer
+ * fired (43 s after the registry was back, in the review). Capping the
+ * channel's backoff below the feed's keeps the feed's bound the real one.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
 import type { RegistryService } from '@parley/proto';
 import { RevocationListFollower, RpcError, type Client } from '@parley/rpc';
 import type { Logger } from 'pino';
+
+/**
+ * Channel options for the registry client the feed uses: the channel's own
+ * reconnect backoff stays under the feed's (see the module comment).
+ */
+export const REGISTRY_CHANNEL_OPTIONS: Readonly<Record<string, number>> = Object.freeze({
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 2_000,
+});
 
 /** Settings of a {@link RevocationFeed}. */
 export interface RevocationFeedOptions {
@@ -33,7 +49,7 @@ export interface RevocationFeedOptions {
   readonly logger: Logger;
   /** First reconnect delay, ms (doubles up to `maxBackoffMs`). Default 500. */
   readonly minBackoffMs?: number;
-  /** Default 10 000. */
+  /** Default 5 000 (the channel's own reconnect backoff is capped below it: {@link REGISTRY_CHANNEL_OPTIONS}). */
   readonly maxBackoffMs?: number;
   readonly clock?: () => number;
 }
@@ -101,7 +117,7 @@ export class RevocationFeed {
           transient ? 'revocation feed disconnected: reconnecting' : 'revocation feed refused a batch: reloading the full list',
         );
         await sleep(backoff, signal);
-        backoff = Math.min(backoff * 2, this.#o.maxBackoffMs ?? 10_000);
+        backoff = Math.min(backoff * 2, this.#o.maxBackoffMs ?? 5_000);
       }
     }
   }

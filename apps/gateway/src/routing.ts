@@ -1,11 +1,18 @@
 /**
- * Routing (docs/PROTOCOL.md §10.3): the checks every relayed item passes after
- * authentication — shape, sender, size, rate, route and policy, signatures —
- * in that order, then the relay decision: store in the mailbox, audit (fail
- * closed: an item whose audit entry cannot be written is withdrawn and
- * refused), then hand it to the recipient's live stream, or wake another
- * instance, or leave it queued. The gateway holds no session key: it sees
- * headers, never plaintext.
+ * Routing (docs/PROTOCOL.md §10.3, §17.6): the checks every relayed item
+ * passes after authentication — shape, sender, size, rate, route and policy
+ * (replies only to what went the other way), signatures — in that order, then
+ * the relay decision:
+ * - live recipient with a free slot and no backlog: its audit entry is
+ *   group-committed (awaited: nothing is relayed unaudited), then it is written
+ *   to the stream and held in memory until acked (./delivery.ts) — no mailbox write;
+ * - otherwise: quota check, mailbox insert (group commit), audit entry (an item
+ *   whose entry cannot be written is withdrawn and refused), then the
+ *   recipient's stream drains it, or another instance is woken (batched
+ *   NOTIFY, ./storage.ts), or it waits.
+ * Receipts and SessionRejects get no audit entry of their own: they are the
+ * recipient's signed answers to an audited envelope, re-derivable end to end (§17.1).
+ * The gateway holds no session key: it sees headers, never plaintext.
  */
 import { toHex } from '@parley/crypto-core';
 import type { AuditLog } from '@parley/audit';
@@ -14,9 +21,11 @@ import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type 
 import { RpcError } from '@parley/rpc';
 import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, verifyEnvelopeSignature } from '@parley/session';
 import { subjectOf, type GatewayContext, type Sender } from './context.js';
-import type { Delivery } from './delivery.js';
+import type { VerifiedCertificate } from '@parley/identity';
+import type { Accepted, Delivery } from './delivery.js';
 import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from './layouts.js';
-import type { MailboxItem } from './mailbox.js';
+import type { ReplyGuard } from './reply-guard.js';
+import type { Storage } from './storage.js';
 import { Policy, type PolicySubject } from './policy.js';
 import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
 
@@ -103,31 +112,48 @@ function routeOf(item: RelayItem): { from: string; to: string } {
 /** Settings of the {@link Router}. */
 export interface RouterOptions {
   readonly policy: Policy;
+  /** Per-agent item bucket. */
   readonly rateLimit: Omit<RateLimitOptions, 'clock'>;
+  /** Per-agent byte bucket (encoded item bytes). */
+  readonly byteRateLimit: Omit<RateLimitOptions, 'clock'>;
+  /** Handshake step 1 per (initiator, responder) pair. */
+  readonly handshakeRateLimit: Omit<RateLimitOptions, 'clock'>;
   readonly verifySignatures: boolean;
   readonly audit: AuditLog;
   readonly delivery: Delivery;
-  readonly notifyStored: ((recipientId: string) => void) | undefined;
+  readonly storage: Storage;
+  readonly replies: ReplyGuard;
 }
+
+/** Offline recipients' certificates, verified once, checked for validity and revocation at each use. */
+const DIRECTORY_CACHE_MS = 30_000;
+const DIRECTORY_CACHE_ENTRIES = 10_000;
 
 /** The §10.3 checks and the relay decision, shared by the Connect stream and unary Send. */
 export class Router {
   readonly #ctx: GatewayContext;
   readonly #limiter: RateLimiter;
+  readonly #bytes: RateLimiter;
+  readonly #handshakes: RateLimiter;
   readonly #verifySignatures: boolean;
   readonly #audit: AuditLog;
   readonly #delivery: Delivery;
-  readonly #notifyStored: ((recipientId: string) => void) | undefined;
+  readonly #storage: Storage;
+  readonly #replies: ReplyGuard;
+  readonly #directory = new Map<string, { cert: VerifiedCertificate | undefined; atMs: number }>();
   #policy: Policy;
 
   constructor(ctx: GatewayContext, options: RouterOptions) {
     this.#ctx = ctx;
     this.#policy = options.policy;
     this.#limiter = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
+    this.#bytes = new RateLimiter({ ...options.byteRateLimit, clock: ctx.clock });
+    this.#handshakes = new RateLimiter({ ...options.handshakeRateLimit, clock: ctx.clock });
     this.#verifySignatures = options.verifySignatures;
     this.#audit = options.audit;
     this.#delivery = options.delivery;
-    this.#notifyStored = options.notifyStored;
+    this.#storage = options.storage;
+    this.#replies = options.replies;
   }
 
   /** Swaps in a new routing policy; applies to the next item checked. */
@@ -135,9 +161,14 @@ export class Router {
     this.#policy = policy;
   }
 
-  /** Drops idle rate-limit buckets. */
+  /** Drops idle rate-limit buckets, expired reply entries and stale directory entries. */
   sweep(): void {
     this.#limiter.sweep();
+    this.#bytes.sweep();
+    this.#handshakes.sweep();
+    this.#replies.sweep();
+    const old = this.#ctx.clock() - DIRECTORY_CACHE_MS;
+    for (const [k, v] of this.#directory) if (v.atMs < old) this.#directory.delete(k);
   }
 
   /**
@@ -159,21 +190,40 @@ export class Router {
     }
   }
 
-  /** The subject of an offline recipient: its last certificate seen, if that still verifies now. */
-  async #offlineSubject(agentId: string): Promise<PolicySubject | undefined> {
+  /** The certificate of an offline recipient: its last one seen, if that still verifies now. */
+  async #offline(agentId: string): Promise<VerifiedCertificate | undefined> {
     const ctx = this.#ctx;
-    const certificate = await ctx.mailbox.lastCertificate(agentId);
-    if (certificate === undefined) return undefined;
+    const now = ctx.clock();
+    let entry = this.#directory.get(agentId);
+    if (entry === undefined || now - entry.atMs > DIRECTORY_CACHE_MS) {
+      const certificate = await ctx.mailbox.lastCertificate(agentId);
+      let cert: VerifiedCertificate | undefined;
+      try {
+        cert = certificate === undefined ? undefined : verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: ctx.revocations });
+      } catch {
+        cert = undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
+      }
+      entry = { cert: cert?.agentId === agentId ? cert : undefined, atMs: now };
+      this.#directory.set(agentId, entry);
+      if (this.#directory.size > DIRECTORY_CACHE_ENTRIES) this.#directory.delete(this.#directory.keys().next().value!);
+      return entry.cert;
+    }
+    const cert = entry.cert;
+    if (cert === undefined || now >= cert.validUntilMs || now < cert.validFromMs) return undefined;
     try {
-      const cert = verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: ctx.clock(), revocations: ctx.revocations });
-      return cert.agentId === agentId ? subjectOf(cert) : undefined;
+      return ctx.revocations.check({ agentId, serial: cert.serial }, now).revoked ? undefined : cert;
     } catch {
-      return undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
+      return undefined;
     }
   }
 
-  /** One audit entry; false (logged, counted) when it could not be written. */
-  async #auditEntry(itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string): Promise<boolean> {
+  /** Forgets a cached directory entry (the agent authenticated again, or was revoked). */
+  forget(agentId: string): void {
+    this.#directory.delete(agentId);
+  }
+
+  /** One audit entry (group-committed by the AuditLog); false (logged, counted) when it could not be written. */
+  async auditEntry(itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string): Promise<boolean> {
     try {
       await this.#audit.append({ messageHash: itemHash, senderId, recipientId, messageType: MessageType.UNSPECIFIED, outcome });
       return true;
@@ -185,10 +235,28 @@ export class Router {
   }
 
   /**
-   * The checks of §10.3 after authentication, in order, then the relay.
+   * The checks of §10.3 after authentication, in order, then the relay. Items
+   * of one stream are checked one at a time in arrival order (their mailbox
+   * rows and audit entries are queued in that order); the writes that follow
+   * overlap with the next item's checks.
    * @throws RpcError with the stable code of the first failing check (already logged)
    */
   async #route(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource): Promise<Routed> {
+    const previous = sender.turn;
+    let release!: () => void;
+    if (previous !== undefined) sender.turn = new Promise<void>((resolve) => (release = resolve));
+    let commit: () => Promise<Routed>;
+    try {
+      if (previous !== undefined) await previous;
+      commit = await this.#check(sender, rawItem, size, where);
+    } finally {
+      release?.();
+    }
+    return commit();
+  }
+
+  /** Steps 1–6 and the start of step 7 (queued in order); returns the rest of step 7. */
+  async #check(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource): Promise<() => Promise<Routed>> {
     const ctx = this.#ctx;
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
@@ -215,29 +283,39 @@ export class Router {
     if (from !== agent) return fail('identity_mismatch', `${item.case} is not from the authenticated agent`);
     // 3. size
     if (size > ctx.maxFrameBytes) return fail('too_large', `item of ${size} bytes exceeds ${ctx.maxFrameBytes}`);
-    // 4. rate
-    if (!this.#limiter.take(agent)) return fail('rate_limited', 'rate limit exceeded');
+    // 4. rate. A reply (step 2, receipt, SessionReject) is charged to nobody when it answers what was relayed the
+    //    other way (step 5 checks that; its count is bounded by what the other agent sent); anything else is
+    //    charged to the sender's item and byte buckets, and a step 1 also to its (initiator, responder) pair.
+    const isReply = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
+    const answers = isReply && this.#answersRelayed(item);
+    if (!answers) {
+      if (!this.#limiter.take(agent) || !this.#bytes.take(agent, size)) return fail('rate_limited', 'rate limit exceeded');
+      if (item.case === 'handshake' && item.value.step === 1 && !this.#handshakes.take(`${agent}\n${to}`)) return fail('rate_limited', 'too many handshakes with this agent');
+    }
+    // An unsolicited reply is refused before anything is written (a cheap refusal, not audited: no amplification).
+    if (isReply && !answers) return fail('policy_denied', `${item.case === 'handshake' ? 'step 2' : item.case} answers nothing relayed the other way`);
     const itemHash = itemDigest(ctx.crypto, item);
     // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
     // flood amplify into signatures and database writes).
     const refuse = async (code: RpcError['code'], message: string): Promise<never> => {
-      await this.#auditEntry(itemHash, agent, to, `rejected:${code}`);
+      await this.auditEntry(itemHash, agent, to, `rejected:${code}`);
       return fail(code, message);
     };
     // 5. route: the recipient's certificate (live stream, else the last one seen) and policy, in the
     //    direction of the conversation. Never seen (or no longer valid) reads as policy_denied, so a
     //    sender cannot probe which agent ids exist.
-    const live = ctx.links.get(to);
-    let recipient: PolicySubject | undefined;
-    try {
-      recipient = live?.subject ?? (await this.#offlineSubject(to));
-    } catch (error) {
-      ctx.log.error({ err: error, agent, peer: to }, 'agent directory lookup failed');
-      return fail('unavailable', 'gateway storage unavailable');
+    let recipient: PolicySubject | undefined = ctx.links.get(to)?.subject;
+    if (recipient === undefined) {
+      try {
+        const cert = await this.#offline(to);
+        recipient = cert === undefined ? undefined : subjectOf(cert);
+      } catch (error) {
+        ctx.log.error({ err: error, agent, peer: to }, 'agent directory lookup failed');
+        return fail('unavailable', 'gateway storage unavailable');
+      }
     }
     if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
-    const initiatorToResponder = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
-    const allowed = initiatorToResponder ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
+    const allowed = isReply ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
     if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
     // 6. signatures (the gateway holds no session key; these need none)
     if (this.#verifySignatures) {
@@ -251,33 +329,100 @@ export class Router {
         return refuse('bad_signature', 'session reject signature does not verify');
       }
     }
-    // 7. store in the mailbox, audit (fail closed), then deliver live if the recipient is connected.
-    let stored: MailboxItem;
+    if (isReply) this.#consumeReply(item);
+    // A resend of an envelope this instance already relayed (the sender's outbox, §17.2) gets no second audit entry.
+    const resent = item.case === 'envelope' && this.#replies.knowsEnvelope(itemHash, agent, to);
+    // What the recipient may answer (recorded again where it is delivered).
+    if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to);
+    else if (item.case === 'handshake' && item.value.step === 1) this.#replies.step1(item.value);
+
+    // 7. relay
+    const accepted: Accepted = {
+      recipientId: to,
+      item,
+      itemHash,
+      senderId: agent,
+      senderSerial: sender.cert.serial,
+      senderValidUntilMs: sender.cert.validUntilMs,
+      acceptedAtMs: ctx.clock(),
+      size,
+    };
+    const audited = (item.case === 'envelope' && !resent) || item.case === 'handshake';
+    const log = (status: DeliveryStatus): Routed => {
+      ctx.log.debug({ agent, peer: to, item: item.case, item_hash: toHex(itemHash), status: DeliveryStatus[status] }, 'routed');
+      return { itemHash, status };
+    };
+    const link = ctx.links.get(to);
+    if (link !== undefined && this.#delivery.canWriteLive(link)) {
+      // Live: the audit entry is queued now (in order), awaited after this item's turn.
+      const entry = audited ? this.auditEntry(itemHash, agent, to, 'delivered') : Promise.resolve(true);
+      return async () => {
+        if (!(await entry)) return fail('unavailable', 'audit log unavailable: item not accepted');
+        const now = ctx.links.get(to);
+        if (now !== undefined && this.#delivery.writeLive(now, accepted)) return log(DeliveryStatus.DELIVERED);
+        // The stream went away or filled up meanwhile: the item is accepted (and audited), so it is kept durably.
+        ctx.metrics.spilled.inc({ reason: 'backlog' });
+        await this.#store(accepted, false, fail);
+        return log(DeliveryStatus.DELIVERED);
+      };
+    }
+    // Stored: quota first (reserves), then the mailbox row is queued now (in order).
     try {
-      stored = await ctx.mailbox.put(to, agent, item, itemHash);
+      await this.#storage.quotas.admit(to, agent, size);
     } catch (error) {
-      ctx.log.error({ err: error, agent, peer: to }, 'mailbox write failed');
+      const e = RpcError.from(error);
+      if (e.code === 'quota_exceeded') return fail('quota_exceeded', e.details);
+      ctx.log.error({ err: error, agent, peer: to }, 'mailbox quota lookup failed');
       return fail('unavailable', 'gateway storage unavailable');
     }
-    const status = ctx.links.has(to) ? DeliveryStatus.DELIVERED : DeliveryStatus.QUEUED;
-    if (!(await this.#auditEntry(itemHash, agent, to, status === DeliveryStatus.DELIVERED ? 'delivered' : 'queued'))) {
-      await ctx.mailbox.remove(to, stored.deliveryId).catch((error: unknown) => ctx.log.error({ err: error }, 'could not withdraw an unaudited item'));
-      return fail('unavailable', 'audit log unavailable: item not accepted');
-    }
-    const link = ctx.links.get(to);
-    if (link !== undefined) {
-      this.#delivery.offer(link, stored);
-    } else if (this.#notifyStored !== undefined) {
-      try {
-        this.#notifyStored(to);
-      } catch (error) {
-        ctx.log.warn({ err: error, peer: to }, 'cross-instance notification failed (delivered on reconnect)');
+    const stored = this.#store(accepted, true, fail);
+    return async () => {
+      const row = await stored;
+      if (audited && !(await this.auditEntry(itemHash, agent, to, 'queued'))) {
+        await this.#storage
+          .delete({ recipientId: to, deliveryId: row, senderId: agent, size })
+          .catch((error: unknown) => ctx.log.error({ err: error }, 'could not withdraw an unaudited item'));
+        return fail('unavailable', 'audit log unavailable: item not accepted');
       }
+      return log(DeliveryStatus.QUEUED);
+    };
+  }
+
+  /** Stores an accepted item (group commit) and wakes the recipient's stream if it is connected here. */
+  async #store(accepted: Accepted, admitted: boolean, fail: (code: RpcError['code'], message: string) => never): Promise<bigint> {
+    const ctx = this.#ctx;
+    let row: bigint;
+    try {
+      row = (await this.#storage.store(accepted, accepted.size, admitted)).deliveryId;
+    } catch (error) {
+      ctx.log.error({ err: error, agent: accepted.senderId, peer: accepted.recipientId }, 'mailbox write failed');
+      return fail('unavailable', 'gateway storage unavailable');
     }
-    ctx.log.debug(
-      { agent, peer: to, item: item.case, delivery_id: stored.deliveryId.toString(), item_hash: toHex(itemHash), status: DeliveryStatus[status] },
-      'routed',
-    );
-    return { itemHash, status };
+    const link = ctx.links.get(accepted.recipientId);
+    if (link !== undefined) this.#delivery.stored(link);
+    return row;
+  }
+
+  /** Whether a reply answers an item relayed the other way (without consuming it). */
+  #answersRelayed(item: RelayItem): boolean {
+    return this.#replyCheck(item, false);
+  }
+
+  #consumeReply(item: RelayItem): void {
+    this.#replyCheck(item, true);
+  }
+
+  #replyCheck(item: RelayItem, consume: boolean): boolean {
+    switch (item.case) {
+      case 'handshake':
+        return consume ? this.#replies.allowStep2(item.value) : this.#replies.peekStep2(item.value);
+      case 'receipt':
+      case 'sessionReject':
+        return consume
+          ? this.#replies.allowReply(item.value.messageHash, item.value.recipientId, item.value.senderId)
+          : this.#replies.peekReply(item.value.messageHash, item.value.recipientId, item.value.senderId);
+      default:
+        return false;
+    }
   }
 }

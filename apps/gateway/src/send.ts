@@ -2,7 +2,9 @@
  * Unary Send (docs/PROTOCOL.md §10.6): one item from an agent without a
  * stream, authenticated by its certificate and a signature over the send
  * layout (gateway id, timestamp, nonce, item digest), with a timestamp window
- * and a nonce replay set; then routed like a stream's item (./routing.ts).
+ * and single-use nonces kept in the database (`gateway_send_nonces`), so a
+ * captured request does not replay after a restart or on another instance
+ * sharing the database; then routed like a stream's item (./routing.ts).
  */
 import { toHex } from '@parley/crypto-core';
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
@@ -14,14 +16,12 @@ import { assertItemShape, type Router } from './routing.js';
 
 type SendResponseInit = MessageInitShape<typeof SendResponseSchema>;
 
-/** The unary Send handler and its nonce replay set. */
+/** The unary Send handler. */
 export class UnarySend {
   readonly #ctx: GatewayContext;
   readonly #router: Router;
   /** Allowed clock skew of a Send timestamp, ms. */
   readonly #maxClockSkewMs: number;
-  /** Nonces in use: `agent/nonce` → expiry ms. */
-  readonly #nonces = new Map<string, number>();
 
   constructor(ctx: GatewayContext, router: Router, maxClockSkewMs: number) {
     this.#ctx = ctx;
@@ -64,16 +64,18 @@ export class UnarySend {
     }
     const signed = gatewaySendLayout(ctx.gatewayId, ts, request.nonce, itemDigest(ctx.crypto, item));
     if (!ctx.crypto.ed25519.verify(request.signature, signed, cert.identityPublicKey)) return refuse('bad_signature', 'send signature does not verify', agent);
-    const nonceKey = `${agent}/${toHex(request.nonce)}`;
-    if (this.#nonces.has(nonceKey)) return refuse('replay', 'send nonce already used', agent);
-    this.#nonces.set(nonceKey, Number(ts) + skew + 1000);
+    // Recorded only after the signature verifies; kept until the timestamp is outside the window (then the
+    // timestamp check refuses a replay). The sweep deletes expired nonces.
+    let fresh: boolean;
+    try {
+      fresh = await ctx.track(ctx.mailbox.useSendNonce(agent, request.nonce, Number(ts) + skew + 1000));
+    } catch (error) {
+      ctx.log.error({ err: error, agent }, 'send nonce write failed');
+      return refuse('unavailable', 'gateway storage unavailable', agent);
+    }
+    if (!fresh) return refuse('replay', `send nonce ${toHex(request.nonce)} already used`, agent);
     const size = requestBytesOf(request)?.length ?? call.requestBytes.length;
     const sender: Sender = { cert, subject: subjectOf(cert), remote };
     return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }));
-  }
-
-  /** Forgets nonces whose timestamps are past the window at `now`. */
-  sweepNonces(now: number): void {
-    for (const [key, expiry] of this.#nonces) if (expiry <= now) this.#nonces.delete(key);
   }
 }

@@ -6,15 +6,15 @@
  */
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { AuditLog, openPostgresStore } from '@parley/audit';
-import { toHex, type Ed25519KeyPair } from '@parley/crypto-core';
+import { AuditLog, openPostgresStore, writerKeyId, type AuditStore } from '@parley/audit';
+import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { AgentGatewayService, Health, MemoryService } from '@parley/proto';
 import { MemoryStore, type MemoryQuotas } from '@parley/memory-server';
 import { MAX_SEGMENT_CIPHERTEXT_BYTES } from '@parley/memory';
 import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Gateway, type GatewayOptions } from './gateway.js';
-import { Mailbox } from './mailbox.js';
+import { MAILBOX_CHANNEL, Mailbox } from './mailbox.js';
 import { startMetricsServer, type MetricsServer } from './metrics.js';
 
 /** Settings of {@link startGateway}: the Gateway's, plus where and how to listen. */
@@ -35,7 +35,11 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
   readonly auditKey?: Ed25519KeyPair;
   /** Public keys of other writers sharing the audit table (other instances, earlier keys). */
   readonly auditTrustedKeys?: readonly Uint8Array[];
-  /** Audit table name (optionally schema-qualified). Default `gateway_audit`. */
+  /**
+   * Audit table name (optionally schema-qualified). Default: one chain per
+   * instance, `gateway_audit_<key id>` named after the audit key (§10.9), listed
+   * in `gateway_audit_chains`, so instances sharing a database never contend on one chain.
+   */
   readonly auditTable?: string;
   /** Prometheus listener (`GET /metrics`), default 127.0.0.1 on a free port; `false`: none. */
   readonly metrics?: false | { readonly host?: string; readonly port?: number };
@@ -47,10 +51,14 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
   readonly tls?: { readonly certChain: Buffer; readonly privateKey: Buffer; readonly clientCa?: Buffer };
   /**
    * Cross-instance routing over PostgreSQL (default on with a `database.url`):
-   * after storing an item for an agent not connected here, `NOTIFY parley_mailbox, '<agent id>'`;
-   * every instance LISTENs and delivers to its own connected agents. Ignored on PGlite (one instance).
+   * every instance LISTENs on `parley_mailbox` and records a heartbeat; while
+   * another instance is alive, each batch of stored items for agents not
+   * connected here carries one NOTIFY per distinct recipient (never one per item,
+   * none with a single instance). Ignored on PGlite (one instance).
    */
   readonly crossInstance?: boolean;
+  /** Heartbeat period of cross-instance routing, ms. Default 2 000 (an instance is gone after 3 missed). */
+  readonly heartbeatMs?: number;
   /** How long `close()` waits for calls to finish before forcing, ms. Default 5 000. */
   readonly shutdownGraceMs?: number;
   /**
@@ -98,27 +106,33 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let metrics: MetricsServer | undefined;
   let listener: MailboxListener | undefined;
   let memory: MemoryStore | undefined;
+  let heartbeat: Heartbeat | undefined;
   let gateway: Gateway;
   let mailbox: Mailbox;
   try {
     mailbox = await Mailbox.open(database, { ...(options.mailboxTtlMs === undefined ? {} : { ttlMs: options.mailboxTtlMs }), ...(options.clock === undefined ? {} : { clock: options.clock }) });
     const writer = options.auditKey ?? options.crypto.ed25519.generateKeyPair();
     if (options.auditKey === undefined) logger.warn({ audit_public_key: toHex(writer.publicKey) }, 'no audit key configured: generated one for this run');
-    const store = await openPostgresStore(options.crypto, database.sqlClient, { table: options.auditTable ?? 'gateway_audit' });
+    const auditTable = options.auditTable ?? gatewayAuditTable(options.crypto, writer.publicKey);
+    if (options.auditTable === undefined) {
+      await database.query('INSERT INTO gateway_audit_chains (table_name, writer_public_key, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (table_name) DO NOTHING', [
+        auditTable,
+        Buffer.from(writer.publicKey),
+        Date.now(),
+      ]);
+    }
+    const metricsHolder: { batch?: (n: number) => void } = {};
+    const store = countBatches(await openPostgresStore(options.crypto, database.sqlClient, { table: auditTable }), (n) => metricsHolder.batch?.(n));
     audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])] });
-    const notify = database.engine === 'postgres' && options.crossInstance !== false;
-    gateway = new Gateway({
-      ...options,
-      mailbox,
-      audit,
-      ...(notify
-        ? {
-            notifyStored: (recipientId: string) =>
-              void database.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, recipientId]).catch((err: unknown) => logger.warn({ err, peer: recipientId }, 'NOTIFY failed')),
-          }
-        : {}),
-    });
-    if (notify && options.database?.url !== undefined) listener = await listenForMailbox(options.database.url, gateway, logger);
+    const crossInstance = database.engine === 'postgres' && options.crossInstance !== false;
+    gateway = new Gateway({ ...options, mailbox, audit });
+    const g = gateway;
+    metricsHolder.batch = (n) => g.metrics.batch.observe({ kind: 'audit' }, n);
+    if (crossInstance && options.database?.url !== undefined) {
+      listener = await listenForMailbox(options.database.url, gateway, logger);
+      heartbeat = startHeartbeat(mailbox, gateway, options.heartbeatMs ?? 2_000, logger);
+      await heartbeat.first;
+    }
     if (options.memory !== false) {
       const box = mailbox;
       memory = await MemoryStore.open({
@@ -141,6 +155,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     );
   } catch (error) {
     await memory?.close();
+    await heartbeat?.close();
     await listener?.close();
     await audit?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
@@ -188,6 +203,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   } catch (error) {
     await gateway.close();
     await memory?.close();
+    await heartbeat?.close();
     await listener?.close();
     await metrics?.close();
     await auditLog.close().catch(() => undefined);
@@ -221,7 +237,9 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
           });
         });
         await drained;
+        await gateway.close(); // what the streams' ends queued (spills) is written before the database closes
         await memory?.close();
+        await heartbeat?.close();
         await listener?.close();
         await metrics?.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
@@ -232,8 +250,80 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   };
 }
 
-/** The PostgreSQL notification channel of cross-instance mailbox wake-ups (payload: the recipient's agent id). */
-export const MAILBOX_CHANNEL = 'parley_mailbox';
+/**
+ * The audit table of one writer key: `gateway_audit_<key id, hex>` (§10.9).
+ * Each instance (each audit key) keeps its own chain, so instances sharing a
+ * database never contend on one chain's tip; `gateway_audit_chains` lists them.
+ */
+export function gatewayAuditTable(crypto: ParleyCrypto, publicKey: Uint8Array): string {
+  return `gateway_audit_${toHex(writerKeyId(crypto, publicKey))}`;
+}
+
+/** Wraps an audit store to report the size of each group write. */
+function countBatches(store: AuditStore, onBatch: (n: number) => void): AuditStore {
+  const appendMany = store.appendMany?.bind(store);
+  return Object.assign(Object.create(store) as AuditStore, {
+    append: (entry: Parameters<AuditStore['append']>[0]) => {
+      onBatch(1);
+      return store.append(entry);
+    },
+    ...(appendMany === undefined
+      ? {}
+      : {
+          appendMany: (entries: Parameters<NonNullable<AuditStore['appendMany']>>[0]) => {
+            onBatch(entries.length);
+            return appendMany(entries);
+          },
+        }),
+    size: () => store.size(),
+    read: (from: number, to: number) => store.read(from, to),
+    readEncoded: (from: number, to: number) => store.readEncoded(from, to),
+    close: () => store.close(),
+  });
+}
+
+interface Heartbeat {
+  readonly first: Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Records this instance in `gateway_instances` every `periodMs` and learns
+ * whether others are alive (one statement each time). While another is, stored
+ * items for agents not connected here are announced (batched NOTIFY). For the
+ * first beats after this instance appears, it re-drains its own agents'
+ * mailboxes, since the others had not been notifying it yet.
+ */
+function startHeartbeat(mailbox: Mailbox, gateway: Gateway, periodMs: number, logger: StartGatewayOptions['logger']): Heartbeat {
+  const instanceId = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  let beats = 0;
+  let stopped = false;
+  const beat = async (): Promise<void> => {
+    try {
+      const others = await mailbox.heartbeat(instanceId, 3 * periodMs);
+      const was = gateway.othersListening;
+      gateway.othersListening = others > 0;
+      if (others > 0 && (!was || beats <= 3)) gateway.pumpAll();
+      beats++;
+    } catch (err) {
+      // Unknown: announce to be safe (a NOTIFY nobody hears costs little).
+      gateway.othersListening = true;
+      logger.warn({ err }, 'instance heartbeat failed');
+    }
+  };
+  const first = beat();
+  const timer = setInterval(() => void beat(), periodMs);
+  timer.unref();
+  return {
+    first,
+    async close() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      await mailbox.leave(instanceId).catch(() => undefined);
+    },
+  };
+}
 
 interface MailboxListener {
   close(): Promise<void>;

@@ -45,6 +45,7 @@ export const GRPC_STATUS_BY_CODE = Object.freeze({
   handshake_failed: GrpcStatus.FAILED_PRECONDITION,
   nonce_exhausted: GrpcStatus.FAILED_PRECONDITION,
   rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
+  quota_exceeded: GrpcStatus.RESOURCE_EXHAUSTED,
   state_corrupt: GrpcStatus.INTERNAL,
   // §15.8: API codes
   not_found: GrpcStatus.NOT_FOUND,
@@ -60,7 +61,6 @@ export const GRPC_STATUS_BY_CODE = Object.freeze({
   internal: GrpcStatus.INTERNAL,
   // §18.11: shared memory
   conflict: GrpcStatus.ABORTED,
-  quota_exceeded: GrpcStatus.RESOURCE_EXHAUSTED,
   rotation_required: GrpcStatus.FAILED_PRECONDITION,
 } as const);
 

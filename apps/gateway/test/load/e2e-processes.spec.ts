@@ -24,7 +24,7 @@ import type { LocalIdentity } from '@parley/session';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+import { GATEWAY_CLI, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '../processes.js';
 
 const GATEWAY_ID = 'gw-e2e.test';
 const DAY = 86_400_000;

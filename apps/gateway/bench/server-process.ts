@@ -1,0 +1,114 @@
+// A bench server in its own process, as in production (the load generator and
+// the server never share an event loop): either the gateway (startGateway,
+// exactly what `parley-gateway serve` runs, minus the registry feed: its
+// revocation set is refreshed locally) or the plain grpc-js relay peer.
+//
+// argv[2]: JSON { mode: 'gateway' | 'relay', issuerPublicKey (base64url), gatewayId?, database?, options? }.
+// stdout: one JSON line {"ready":true,"address":…} when serving; then one JSON line per stdin command:
+//   {"op":"mem"}    → {"heapUsed":…,"rss":…}     after two full GCs (run with --expose-gc)
+//   {"op":"stats"}  → {"statements":…,"cpuUs":…}  SQL statements sent through pg so far, process CPU time
+//   {"op":"stop"}   → closes and exits 0
+import { createInterface } from 'node:readline';
+import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { createCrypto, fromBase64Url } from '@parley/crypto-core';
+import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
+import pg from 'pg';
+import pino from 'pino';
+import { Policy } from '../src/policy.js';
+import { startGateway } from '../src/server.js';
+
+interface Config {
+  readonly mode: 'gateway' | 'relay';
+  readonly issuerPublicKey: string;
+  readonly gatewayId?: string;
+  readonly database?: { readonly url: string; readonly schema?: string } | { readonly dataDir: string };
+  /** Extra StartGatewayOptions (JSON-able). */
+  readonly options?: Record<string, unknown>;
+  /** Audit key seed and the other instances' audit public keys (base64url). */
+  readonly auditSeed?: string;
+  readonly auditTrusted?: readonly string[];
+}
+
+const config = JSON.parse(process.argv[2]!) as Config;
+const out = (line: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
+
+// Every statement any pg client in this process sends (pool queries go through Client.prototype.query).
+let statements = 0;
+const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+(pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+  statements++;
+  return query.apply(this, args);
+};
+
+const gc = (globalThis as { gc?: () => void }).gc;
+let close: () => Promise<void>;
+
+if (config.mode === 'gateway') {
+  const crypto = await createCrypto();
+  const trustBundle = TrustBundle.from(crypto, [{ publicKey: fromBase64Url(config.issuerPublicKey) }]);
+  const revocations = new MemoryRevocationSet({ maxAgeMs: 600_000 });
+  revocations.apply([], 0, Date.now());
+  const refresh = setInterval(() => revocations.apply([], 0, Date.now()), 10_000);
+  const running = await startGateway({
+    crypto,
+    gatewayId: config.gatewayId ?? 'gw-bench.local',
+    trustBundle,
+    revocations,
+    policy: Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }),
+    logger: pino({ level: 'error' }, pino.destination({ dest: 2, sync: false })),
+    metrics: false,
+    rateLimit: { ratePerSecond: 1_000_000, burst: 1_000_000 },
+    ...(config.database === undefined ? {} : { database: config.database }),
+    ...(config.auditSeed === undefined ? {} : { auditKey: crypto.ed25519.keyPairFromSeed(fromBase64Url(config.auditSeed)) }),
+    ...(config.auditTrusted === undefined ? {} : { auditTrustedKeys: config.auditTrusted.map((k) => fromBase64Url(k)) }),
+    ...(config.options ?? {}),
+  });
+  out({ ready: true, address: running.address });
+  close = async () => {
+    clearInterval(refresh);
+    await running.close();
+  };
+} else {
+  // The peer: a plain grpc-js bidi relay of raw Buffers. Frame: kind (1 message, 2 ack, 3 register) | from u16 | to u16 | …
+  // It reads `to` and writes the frame, unchanged, to that stream.
+  const identity = (b: Buffer): Buffer => b;
+  const method = { path: '/bench.Relay/Relay', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity };
+  const server = new Server();
+  const streams = new Map<number, ServerDuplexStream<Buffer, Buffer>>();
+  server.addService({ relay: method }, {
+    relay: (call: ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (frame: Buffer) => {
+        if (frame[0] === 3) streams.set(frame.readUInt16BE(1), call);
+        else streams.get(frame.readUInt16BE(3))?.write(frame);
+      });
+      call.on('end', () => {
+        for (const [k, v] of streams) if (v === call) streams.delete(k);
+        call.end();
+      });
+      call.on('error', () => undefined);
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  out({ ready: true, address: `127.0.0.1:${port}` });
+  close = async () => void server.forceShutdown();
+}
+
+for await (const line of createInterface({ input: process.stdin })) {
+  const cmd = JSON.parse(line) as { op: string };
+  if (cmd.op === 'mem') {
+    gc?.();
+    await new Promise((r) => setTimeout(r, 50));
+    gc?.();
+    const m = process.memoryUsage();
+    out({ heapUsed: m.heapUsed, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers });
+  } else if (cmd.op === 'stats') {
+    const u = process.cpuUsage();
+    out({ statements, cpuUs: u.user + u.system });
+  } else if (cmd.op === 'stop') {
+    await close();
+    out({ stopped: true });
+    process.exit(0);
+  }
+}
+await close();
+process.exit(0);

@@ -1,0 +1,184 @@
+/**
+ * The gateway's durable writes, group-committed (docs/PROTOCOL.md §10.8,
+ * §17.6): mailbox inserts (offline recipients, backlogs, spills) and deletes
+ * (acks, withdrawals) each go through a {@link GroupCommit} — one statement and
+ * one commit for every item that arrived while the previous batch was being
+ * written — and the mailbox quotas (items and bytes per recipient and per
+ * sender) are checked before an insert.
+ *
+ * Cross-instance wake-ups: when another instance shares the database (seen by
+ * heartbeat), an insert batch carries one `pg_notify` per distinct recipient
+ * that is not connected here, in the same statement; never one per item, and
+ * none at all with a single instance.
+ */
+import { RpcError } from '@parley/rpc';
+import type { GatewayMetrics } from './metrics.js';
+import { GroupCommit } from './group-commit.js';
+import { MAILBOX_BATCH, type Mailbox, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
+
+/** Mailbox quotas (§10.8); 0 disables one. */
+export interface MailboxQuota {
+  /** Most items stored for one recipient. Default 10 000. */
+  readonly perRecipientItems?: number;
+  /** Most bytes stored for one recipient. Default 64 MiB. */
+  readonly perRecipientBytes?: number;
+  /** Most items stored from one sender (for all its recipients). Default 10 000. */
+  readonly perSenderItems?: number;
+  /** Most bytes stored from one sender. Default 64 MiB. */
+  readonly perSenderBytes?: number;
+}
+
+export const DEFAULT_MAILBOX_QUOTA: Required<MailboxQuota> = Object.freeze({
+  perRecipientItems: 10_000,
+  perRecipientBytes: 64 * 1024 * 1024,
+  perSenderItems: 10_000,
+  perSenderBytes: 64 * 1024 * 1024,
+});
+
+/** How long a usage figure read from the database is trusted before it is read again (other instances write too). */
+const USAGE_REFRESH_MS = 30_000;
+/** Most usage figures cached (beyond it the idlest are dropped and read again when needed). */
+const MAX_USAGE_ENTRIES = 50_000;
+
+interface Usage extends MailboxUsage {
+  loadedAtMs: number;
+}
+
+/**
+ * Items and bytes in the mailbox per recipient and per sender, read from the
+ * database on first use (and every 30 s, since other instances store too),
+ * then kept up to date by this instance's own inserts and deletes. A check
+ * reserves what it admits at once, so concurrent items cannot overshoot.
+ * With k instances a recipient can exceed its quota by what the others
+ * stored within one refresh interval.
+ */
+export class Quotas {
+  readonly #mailbox: Mailbox;
+  readonly #limits: Required<MailboxQuota>;
+  readonly #clock: () => number;
+  readonly #recipients = new Map<string, Usage>();
+  readonly #senders = new Map<string, Usage>();
+
+  constructor(mailbox: Mailbox, limits: MailboxQuota | undefined, clock: () => number) {
+    this.#mailbox = mailbox;
+    this.#limits = { ...DEFAULT_MAILBOX_QUOTA, ...limits };
+    for (const [k, v] of Object.entries(this.#limits)) if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`mailboxQuota.${k} must be a non-negative integer`);
+    this.#clock = clock;
+  }
+
+  async #usage(map: Map<string, Usage>, by: 'recipient' | 'sender', agentId: string): Promise<Usage> {
+    const now = this.#clock();
+    const cached = map.get(agentId);
+    if (cached !== undefined && now - cached.loadedAtMs <= USAGE_REFRESH_MS) return cached;
+    const read = await this.#mailbox.usage(by, agentId);
+    const raced = map.get(agentId);
+    if (raced !== undefined && raced !== cached) return raced; // a concurrent check loaded (and may have reserved) meanwhile
+    const fresh: Usage = { items: read.items, bytes: read.bytes, loadedAtMs: now };
+    map.delete(agentId);
+    map.set(agentId, fresh);
+    if (map.size > MAX_USAGE_ENTRIES) map.delete(map.keys().next().value!);
+    return fresh;
+  }
+
+  /**
+   * Admits one item of `size` bytes from `senderId` for `recipientId`, reserving it.
+   * @throws RpcError `quota_exceeded` (nothing reserved)
+   */
+  async admit(recipientId: string, senderId: string, size: number): Promise<void> {
+    const r = await this.#usage(this.#recipients, 'recipient', recipientId);
+    const s = await this.#usage(this.#senders, 'sender', senderId);
+    const l = this.#limits;
+    if (l.perRecipientItems > 0 && r.items + 1 > l.perRecipientItems) throw new RpcError('quota_exceeded', `the mailbox of ${recipientId} holds ${r.items} items, its limit`);
+    if (l.perRecipientBytes > 0 && r.bytes + size > l.perRecipientBytes) throw new RpcError('quota_exceeded', `the mailbox of ${recipientId} is at its byte limit`);
+    if (l.perSenderItems > 0 && s.items + 1 > l.perSenderItems) throw new RpcError('quota_exceeded', 'this sender has its limit of items waiting in mailboxes');
+    if (l.perSenderBytes > 0 && s.bytes + size > l.perSenderBytes) throw new RpcError('quota_exceeded', 'this sender has its byte limit waiting in mailboxes');
+    this.added(recipientId, senderId, size);
+  }
+
+  /** Counts an item stored without a check (a spilled live item, already accepted) or reserved by {@link admit}. */
+  added(recipientId: string, senderId: string, size: number): void {
+    this.#change(this.#recipients.get(recipientId), 1, size);
+    this.#change(this.#senders.get(senderId), 1, size);
+  }
+
+  /** Un-counts an item deleted (acked, expired, dropped) or a reservation whose insert failed. */
+  removed(recipientId: string, senderId: string, size: number): void {
+    this.#change(this.#recipients.get(recipientId), -1, -size);
+    this.#change(this.#senders.get(senderId), -1, -size);
+  }
+
+  #change(u: Usage | undefined, items: number, bytes: number): void {
+    if (u === undefined) return; // not cached: the next check reads the database
+    u.items = Math.max(0, u.items + items);
+    u.bytes = Math.max(0, u.bytes + bytes);
+  }
+
+  /** Forgets figures not refreshed for a while (bounded memory). */
+  sweep(): void {
+    const old = this.#clock() - 2 * USAGE_REFRESH_MS;
+    for (const map of [this.#recipients, this.#senders]) for (const [k, u] of map) if (u.loadedAtMs < old) map.delete(k);
+  }
+}
+
+/** A row to delete. */
+export interface RowKey {
+  readonly recipientId: string;
+  readonly deliveryId: bigint;
+  readonly senderId: string;
+  readonly size: number;
+}
+
+/** Group-committed mailbox inserts and deletes, with quotas and batched cross-instance notifications. */
+export class Storage {
+  readonly mailbox: Mailbox;
+  readonly quotas: Quotas;
+  readonly #inserts: GroupCommit<NewMailboxItem, MailboxItem>;
+  readonly #deletes: GroupCommit<RowKey, boolean>;
+  /** Another instance shares the database (heartbeat): wake it for recipients not connected here. */
+  othersListening = false;
+
+  constructor(mailbox: Mailbox, options: { readonly quota?: MailboxQuota; readonly clock: () => number; readonly metrics: GatewayMetrics; readonly isLocal: (agentId: string) => boolean }) {
+    this.mailbox = mailbox;
+    this.quotas = new Quotas(mailbox, options.quota, options.clock);
+    const { metrics, isLocal } = options;
+    this.#inserts = new GroupCommit({
+      maxBatch: MAILBOX_BATCH,
+      onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_insert' }, n),
+      write: (batch) => mailbox.putMany(batch, this.othersListening ? [...new Set(batch.map((b) => b.recipientId))].filter((r) => !isLocal(r)) : []),
+    });
+    this.#deletes = new GroupCommit({
+      maxBatch: MAILBOX_BATCH,
+      onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_delete' }, n),
+      write: async (batch) => {
+        await mailbox.removeMany(batch);
+        return batch.map(() => true);
+      },
+    });
+  }
+
+  /**
+   * Stores an item (group commit).
+   * @param admitted whether the quota check already reserved it (else it is counted now: a spill)
+   */
+  async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<MailboxItem> {
+    if (!admitted) this.quotas.added(item.recipientId, item.senderId, size);
+    try {
+      return await this.#inserts.add(item);
+    } catch (error) {
+      this.quotas.removed(item.recipientId, item.senderId, size);
+      throw error;
+    }
+  }
+
+  /** Deletes a row (group commit); the quota counts drop once it is gone. Failures are the caller's to log. */
+  async delete(key: RowKey): Promise<void> {
+    await this.#deletes.add(key);
+    this.quotas.removed(key.recipientId, key.senderId, key.size);
+  }
+
+  /** Waits until nothing is queued or being written. */
+  async idle(): Promise<void> {
+    await Promise.all([this.#inserts.idle(), this.#deletes.idle()]);
+    await Promise.all([this.#inserts.idle(), this.#deletes.idle()]);
+  }
+}
