@@ -327,7 +327,7 @@ describe('shared memory through a gateway process', () => {
     try {
       // 1. No plaintext and no key anywhere in the memory tables.
       const tables = await database.query<{ table_name: string }>(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND (table_name LIKE 'memory%' OR table_name = 'memories' OR table_name = 'gateway_audit')",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND (table_name LIKE 'memory%' OR table_name = 'memories' OR table_name LIKE 'gateway\\_audit\\_%')",
       );
       const needles = [text('launch codes'), text('written after worker-3 left'), text('after the contractor left'), text('+ rival'), ...readerKeys.map((k) => k.key.unsafeBytes())];
       let scanned = 0;
@@ -367,7 +367,10 @@ describe('shared memory through a gateway process', () => {
       }
 
       // 4. One audit entry per MemoryService call, refusals and the unsigned call included, with matching outcomes.
-      const audit = (await database.query<{ entry: unknown }>('SELECT entry FROM gateway_audit ORDER BY idx')).map((r) => decodeEntry(dbBytes(r.entry)));
+      // The gateway instance's own chain (§10.9): its table is listed in gateway_audit_chains.
+      const chains = await database.query<{ table_name: string }>('SELECT table_name FROM gateway_audit_chains');
+      expect(chains).toHaveLength(1);
+      const audit = (await database.query<{ entry: unknown }>(`SELECT entry FROM ${chains[0]!.table_name} ORDER BY idx`)).map((r) => decodeEntry(dbBytes(r.entry)));
       const memoryEntries = audit.filter((e: AuditMessage) => e.outcome.startsWith('memory.'));
       expect(memoryEntries).toHaveLength(calls.length);
       const refused = calls.filter((c) => c['code'] !== 'ok').map((c) => c['code']).sort();
