@@ -360,9 +360,9 @@ suite('Python SDK agent', () => {
     await registry.revoke('ts-planner-5');
     const b2 = runPython([...pyB.args, '--auto-ack', '--registry', registry.address]);
     await b2.next('ready');
-    // TIGHTEN: with the delivery work the gateway drops mailbox items of a revoked sender; then the
-    // envelope never reaches Python and only the absence of a 'received' event remains to check.
-    expect(await b2.next('security', (e) => e['stage'] === 'message')).toEqual(expect.objectContaining({ code: 'revoked', peer: 'ts-planner-5' }));
+    // Two defences, whichever comes first: the gateway drops the queued items of a revoked sender (§10.8),
+    // and the agent re-checks its sessions' peers against the registry's list (§8.4), on open or periodically.
+    expect(await b2.next('security', (e) => e['stage'] === 'message' || e['stage'] === 'revocation')).toEqual(expect.objectContaining({ code: 'revoked', peer: 'ts-planner-5' }));
     expect(await b2.next('session_closed')).toEqual(expect.objectContaining({ peer: 'ts-planner-5', reason: 'peer revoked' }));
     expect(b2.events.filter((e) => e['event'] === 'received')).toEqual([]);
     await stopPython(b2);

@@ -88,17 +88,25 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
   }, 30_000);
 
   async function register(agentId: string, key: Ed25519KeyPair = crypto.ed25519.generateKeyPair(), extra: { agentType?: string; capabilities?: string[] } = {}) {
-    const { challenge } = await op.client.createChallenge({ purpose: ChallengePurpose.REGISTER });
-    const proofSignature = crypto.ed25519.sign(registrationProofLayout({ registryId: op.registryId, challenge, agentId, identityPublicKey: key.publicKey }), key.secretKey);
-    const res = await op.client.registerAgent({
-      agentId,
-      identityPublicKey: key.publicKey,
-      agentType: extra.agentType ?? 'worker',
-      capabilities: extra.capabilities ?? ['msg:send'],
-      challenge,
-      proofSignature,
-    });
-    return { agent: res.agent!, key };
+    // The server's challenge TTL is 1.5 s (for the expiry test); on a loaded machine a challenge can expire
+    // before its registration arrives, and the answer says what a client does then: request a new one.
+    for (let attempt = 1; ; attempt++) {
+      const { challenge } = await op.client.createChallenge({ purpose: ChallengePurpose.REGISTER });
+      const proofSignature = crypto.ed25519.sign(registrationProofLayout({ registryId: op.registryId, challenge, agentId, identityPublicKey: key.publicKey }), key.secretKey);
+      try {
+        const res = await op.client.registerAgent({
+          agentId,
+          identityPublicKey: key.publicKey,
+          agentType: extra.agentType ?? 'worker',
+          capabilities: extra.capabilities ?? ['msg:send'],
+          challenge,
+          proofSignature,
+        });
+        return { agent: res.agent!, key };
+      } catch (error) {
+        if (attempt >= 3 || !(error instanceof Error) || !/challenge expired/.test(error.message)) throw error;
+      }
+    }
   }
 
   async function bundle(): Promise<TrustBundle> {
