@@ -6,7 +6,6 @@
  */
 import { join } from 'node:path';
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { RpcError } from '@parley/rpc';
 import { DATA_FILES } from './config.js';
 import { lockDirectory, openDatabase, type Database } from '@parley/db';
 import { applyMigrations, type MigrationResult } from './migrations.js';
