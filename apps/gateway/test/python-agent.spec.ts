@@ -37,6 +37,7 @@ const PY_DIR = join(ROOT, 'clients', 'python');
 const DRIVER = join(PY_DIR, 'tests', 'driver.py');
 const PYTHON = process.env['PARLEY_PYTHON'] ?? '/usr/bin/python3';
 const VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1.json');
+const MEMORY_VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1-memory.json');
 const GATEWAY_ID = 'gw-python-interop.test';
 
 function hasPythonDeps(): boolean {
@@ -257,9 +258,12 @@ suite('Python SDK agent', () => {
     return response.status;
   }
 
-  it('checks every conformance vector (the same file TypeScript and Go check)', () => {
+  it('checks every conformance vector (the same file TypeScript and Go check) and every shared-memory vector (the file TypeScript checks)', () => {
     const out = execFileSync(PYTHON, ['-m', 'parley.conformance', VECTORS], { cwd: PY_DIR, encoding: 'utf8' });
     expect(out).toMatch(/parley\.conformance: \d+ checks passed, 0 failed/);
+    const memory = execFileSync(PYTHON, ['-m', 'parley.conformance', MEMORY_VECTORS], { cwd: PY_DIR, encoding: 'utf8' });
+    expect(memory).toMatch(/ok {3}rejections/);
+    expect(memory).toMatch(/parley\.conformance: \d+ checks passed, 0 failed/);
   }, 60_000);
 
   it('Python initiates: all eight MessageTypes both ways, non-ASCII content, receipts verified on both sides', async () => {
