@@ -457,7 +457,8 @@ class Agent:
         ``write``, ``update``, ``grant``, ``revoke``, ``list``, ``segments``, ``rotate``. End to end
         encrypted: the gateway stores ciphertext and enforces membership, and never holds a key. Created
         on first use (with this agent's identity, gateway address, TLS, trust bundle and revocation
-        checker; requests are signed for the gateway id), closed with the agent.
+        checker; requests are signed for the gateway id), closed with the agent. An answer of the gateway
+        that does not verify is a ``security`` event with stage ``memory`` (peer: the memory id).
 
         Raises ``cancelled`` once the agent is closed.
         """
@@ -471,6 +472,7 @@ class Agent:
                 trust_bundle=self._trust,
                 revocations=self._revocations,
                 tls=self._tls,
+                on_security=lambda code, memory_id, detail: self._security("memory", code, peer=memory_id, detail=detail),
             )
         return self._memory
 

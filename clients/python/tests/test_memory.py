@@ -230,6 +230,13 @@ def test_epochs_back_links_and_key_copies() -> None:
     stray = m.wrap(epoch2, m.writer)
     stray.member_public_key = m.outsider.signing_key.public_key
     assert code(lambda: verify_key_wrap(m.log, stray)) == "permission_denied"
+    # a back link that seals another key than epoch 1's committed one is refused (§18.5)
+    wrong_previous = EpochKey(m.epoch1.record, bytearray(crypto.random_bytes(32)))
+    lying = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), wrong_previous, NOW + 2)
+    assert code(lambda: follow_back_link(m.memory_id, lying, m.epoch1.record)) == "decrypt_failed"
+    tampered = EpochKey(copy.deepcopy(epoch2.record), epoch2.key)
+    tampered.record.back_link = bytes(72)
+    assert code(lambda: follow_back_link(m.memory_id, tampered, m.epoch1.record)) == "decrypt_failed"
     # epoch 1 does not open epoch 2
     assert code(lambda: follow_back_link(m.memory_id, key1, epoch2.record)) == "internal"
     # wiping zeroes the buffer
@@ -370,3 +377,15 @@ def test_the_client_derives_older_keys_through_back_links_only() -> None:
     later, later_ct = m.write(m.owner, epoch2, b"after the revocation")
     assert code(lambda: r.open(m.memory_id, later, later_ct)) == "permission_denied"  # no key of epoch 2 or later
     assert r.open(m.memory_id, record, ciphertext).data == b"plan v1"  # what it had, it keeps
+
+
+def test_an_answer_that_does_not_verify_is_a_security_event() -> None:
+    m = Memory()
+    seen: list[tuple[str, str, str]] = []
+    c = MemoryClient(identity=m.writer, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, clock=lambda: NOW + 10, on_security=lambda *a: seen.append(a))
+    res = answer(m, for_member=m.writer)
+    res.entries[1].access = ACCESS_ADMIN
+    assert code(lambda: c._verify_state(m.memory_id, None, res)) == "bad_signature"
+    assert [(x[0], x[1]) for x in seen] == [("bad_signature", m.memory_id)]
+    assert code(lambda: c._verify_state(m.memory_id, None, answer(m, for_member=m.writer))) == "ok"
+    assert len(seen) == 1

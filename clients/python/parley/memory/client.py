@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, Final, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
+from .. import crypto
 from ..errors import IdentityError, ParleyError, SharedMemoryError
 from ..gateway import TlsConfig, rpc_error_code
 from ..identity import RevocationChecker, TrustBundle, VerifiedCertificate, check_revocation, verify_certificate
@@ -54,6 +56,13 @@ RETRYABLE: Final = frozenset({"unavailable", "deadline_exceeded"})
 _MAX_MESSAGE: Final = 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536
 #: Codes the log rules give that, in the store's answer, mean the store sent something that does not verify.
 _STORE_FAULTS: Final = frozenset({"malformed", "conflict", "permission_denied", "identity_mismatch"})
+#: Codes that mean an answer of the store did not verify: reported as security events.
+SECURITY_CODES: Final = frozenset({"bad_signature", "decrypt_failed", "replay", "identity_mismatch"})
+
+_log = logging.getLogger("parley")
+
+#: ``on_security(code, memory_id, detail)``: a store's answer that did not verify (never key material).
+OnSecurity = Callable[[str, str, str], None]
 
 T = TypeVar("T")
 
@@ -231,6 +240,7 @@ class MemoryClient:
         retry_unavailable: float = 30.0,
         cache_size: int = 64,
         clock: Callable[[], int] = now_ms,
+        on_security: OnSecurity | None = None,
     ) -> None:
         assert_agent(identity.agent_id, "identity.agent_id")
         if not isinstance(service_id, str) or not service_id:
@@ -245,6 +255,7 @@ class MemoryClient:
         self._retry_budget = retry_unavailable
         self._cache_size = max(1, cache_size)
         self._clock = clock
+        self._on_security = on_security
         self._channel: grpc.aio.Channel | None = None
         self._methods: dict[str, Any] = {}
         self._states: collections.OrderedDict[str, _State] = collections.OrderedDict()
@@ -343,7 +354,7 @@ class MemoryClient:
         state = await self._state(memory_id)
         res = await self._call("ReadSegment", memory_pb2.ReadSegmentRequest(memory_id=memory_id, segment_id=segment_id), memory_pb2.ReadSegmentResponse)
         if not res.HasField("record") or res.record.segment_id != segment_id:
-            raise fail("bad_signature", "the store answered with another segment")
+            raise self._refused(fail("bad_signature", "the store answered with another segment"), memory_id)
         record = res.record
         # A writer granted, or an epoch started, since the state was cached: verify against a fresh one.
         state = await self._verify_fresh(state, record)
@@ -353,7 +364,11 @@ class MemoryClient:
             state = await self._refresh(memory_id)
             key = self._key_for(state, record.key_epoch)
         ciphertext = bytes(res.ciphertext)
-        data = open_write(memory_id, key, record, ciphertext)
+        try:
+            data = open_write(memory_id, key, record, ciphertext)
+        except SharedMemoryError as error:
+            self._refused(error, memory_id)
+            raise
         return ReadResult(_segment_info(record), data, record, ciphertext)
 
     def open(self, memory_id: str, record: Any, ciphertext: bytes) -> ReadResult:
@@ -528,6 +543,20 @@ class MemoryClient:
         return state.current_epoch
 
     # =========================================================================================
+    # Security events
+
+    def _refused(self, error: SharedMemoryError, memory_id: str) -> SharedMemoryError:
+        """Reports an answer of the store that did not verify (a security event), and returns the error to raise."""
+        if error.code in SECURITY_CODES:
+            _log.warning("parley shared memory: the store's answer for %s did not verify: [%s] %s", memory_id, error.code, error.detail)
+            if self._on_security is not None:
+                try:
+                    self._on_security(error.code, memory_id, error.detail)
+                except Exception:  # a listener's failure must not change the outcome
+                    _log.exception("on_security listener failed")
+        return error
+
+    # =========================================================================================
     # Calls
 
     def _assert_open(self) -> None:
@@ -577,7 +606,7 @@ class MemoryClient:
         outcome = res.WhichOneof("outcome")
         if outcome == "accepted":
             if res.accepted.version != record.version:
-                raise fail("bad_signature", "the store acknowledged another version than written")
+                raise self._refused(fail("bad_signature", "the store acknowledged another version than written"), memory_id)
             return WriteResult(res.accepted.version, res.accepted.already_applied)
         if outcome != "conflict":
             raise fail("malformed", "write answer has no outcome")
@@ -585,7 +614,7 @@ class MemoryClient:
         current = conflict.current if conflict.HasField("current") else None
         if current is not None:
             if current.segment_id != record.segment_id or current.version != conflict.current_version:
-                raise fail("bad_signature", "the store reported a conflict with another segment")
+                raise self._refused(fail("bad_signature", "the store reported a conflict with another segment"), memory_id)
             await self._verify_fresh(state, current)
             if same_write(current, record):
                 return WriteResult(current.version, True)
@@ -642,6 +671,13 @@ class MemoryClient:
         """Folds the store's answer into the verified state: the log continues the one already seen
         (never shorter: ``replay``), the owner's certificate is trusted, epochs chain and are signed by
         members who could make them, and the key copy opens."""
+        try:
+            return self._verify_answer(memory_id, cached, res)
+        except SharedMemoryError as error:
+            self._refused(error, memory_id)
+            raise
+
+    def _verify_answer(self, memory_id: str, cached: _State | None, res: Any) -> _State:
         summary = res.memory
         if not res.HasField("memory") or summary.memory_id != memory_id:
             raise fail("bad_signature", "the store answered for another memory")
@@ -670,7 +706,7 @@ class MemoryClient:
             for r in res.epochs:
                 verify_epoch_record(log, r, previous)
                 known = epochs.get(r.epoch)
-                if known is not None and bytes(known.signature) != bytes(r.signature):
+                if known is not None and not crypto.constant_time_equal(bytes(known.signature), bytes(r.signature)):
                     raise fail("bad_signature", f"the store returned a second epoch {r.epoch}")
                 epochs[r.epoch] = r
                 previous = r
@@ -709,7 +745,7 @@ class MemoryClient:
             cert = verify_certificate(certificate, self._trust, log.created_at_ms, expected_agent_id=log.owner_id)
             if self._revocations is not None:
                 check_revocation(self._revocations, cert.agent_id, cert.serial, now)
-        if cert.identity_public_key != log.owner_public_key:
+        if not crypto.constant_time_equal(cert.identity_public_key, log.owner_public_key):
             raise fail("identity_mismatch", "owner's certificate is for another key")
 
     def _verify_member_certificate(self, certificate: Any, agent_id: str) -> VerifiedCertificate:
@@ -725,16 +761,15 @@ class MemoryClient:
             return state
         except SharedMemoryError:
             fresh = await self._refresh(state.log.memory_id)
-            self._verify_record(fresh, record)
+            self._verify_record(fresh, record, report=True)
             return fresh
 
-    def _verify_record(self, state: _State, record: Any) -> None:
+    def _verify_record(self, state: _State, record: Any, *, report: bool = False) -> None:
         try:
             verify_write_record(state.log, record)
         except SharedMemoryError as e:
-            if e.code == "malformed":
-                raise fail("bad_signature", f"the store returned a malformed write record: {e.detail}") from e
-            raise
+            error = fail("bad_signature", f"the store returned a malformed write record: {e.detail}") if e.code == "malformed" else e
+            raise (self._refused(error, state.log.memory_id) if report else error) from e
 
     def _key_for(self, state: _State, epoch: int) -> EpochKey:
         """The key of an epoch: opened, or derived through back links from a later key this agent holds."""
@@ -765,7 +800,7 @@ class MemoryClient:
                     if certificate is None:
                         raise fail("not_found", f"no certificate of member {m.member_id}: cannot seal the new key to it")
                     cert = self._verify_member_certificate(certificate, m.member_id)
-                    if cert.identity_public_key != m.public_key:
+                    if not crypto.constant_time_equal(cert.identity_public_key, m.public_key):
                         raise fail("identity_mismatch", f"certificate of {m.member_id} is for another key than its grant")
                 wraps.append(wrap_key(me.agent_id, me.signing_key, state.log.memory_id, epoch, m.member_id, m.public_key))
         except BaseException:
