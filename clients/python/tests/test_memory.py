@@ -389,3 +389,28 @@ def test_an_answer_that_does_not_verify_is_a_security_event() -> None:
     assert [(x[0], x[1]) for x in seen] == [("bad_signature", m.memory_id)]
     assert code(lambda: c._verify_state(m.memory_id, None, answer(m, for_member=m.writer))) == "ok"
     assert len(seen) == 1
+
+
+def test_an_unreachable_store_is_unavailable_after_the_retry_budget_and_a_closed_client_is_cancelled() -> None:
+    import asyncio
+
+    m = Memory()
+
+    async def scenario() -> tuple[str, str]:
+        c = MemoryClient(identity=m.owner, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, timeout=2.0, retry_unavailable=0.4)
+        try:
+            try:
+                await c.list()
+                first = "ok"
+            except SharedMemoryError as error:
+                first = error.code
+        finally:
+            await c.close()
+        try:
+            await c.get(m.memory_id)
+            second = "ok"
+        except SharedMemoryError as error:
+            second = error.code
+        return first, second
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == ("unavailable", "cancelled")
