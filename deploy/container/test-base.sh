@@ -22,6 +22,11 @@ for lib in $(ldd "$node" | awk '/=>/ { print $3 } /ld-linux/ { print $1 }'); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# Libraries native addons of the build need beyond node's own (nx's binding: librt, libutil).
+libdir=$(dirname "$(ldd "$node" | awk '/libc.so/ { print $3 }')")
+for lib in librt.so.1 libutil.so.1 libresolv.so.2; do
+  [ -e "$libdir/$lib" ] && cp -L "$libdir/$lib" "$root$libdir/$lib"
+done
 npm_root=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
 cp -r "$npm_root" "$root/usr/lib/npm"
 ln -s ../lib/npm/bin/npm-cli.js "$root/usr/bin/npm"
