@@ -14,5 +14,5 @@ export {
   LOCK_TIMEOUT_MS,
   IDLE_IN_TRANSACTION_TIMEOUT_MS,
 } from './db.js';
-export type { Database, DatabaseOptions, Queryable } from './db.js';
+export type { Database, DatabaseOptions, PreparedTemplate, Queryable } from './db.js';
 export { lockDirectory, pgliteTemplateRoot, PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV } from './pglite-files.js';
