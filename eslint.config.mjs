@@ -6,6 +6,7 @@
 //   type:app     apps/gateway, apps/registry
 //   type:service packages/db, packages/memory-server (server plumbing shared by the apps: pg / PGlite)
 //   type:sdk     packages/client, packages/rpc, packages/memory
+//   type:protocol packages/protocol     (gateway and registry wire layouts, on the domain packages)
 //   type:domain  packages/identity, packages/session, packages/audit
 //   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)
 //   type:proto   packages/proto         (generated code only)
@@ -118,20 +119,26 @@ export const DEP_CONSTRAINTS = [
     bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
+    // Wire layouts of the gateway and registry protocols: built on the domain packages, no gRPC, no database.
+    sourceTag: 'type:protocol',
+    onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+    bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
+  },
+  {
     sourceTag: 'type:sdk',
-    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+    onlyDependOnLibsWithTags: ['type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
   },
   {
     // Server-side plumbing shared by the apps (packages/db, packages/memory-server): may use pg and PGlite, never
     // gRPC or crypto libraries; may build on other server plumbing (the memory store stores through packages/db).
     sourceTag: 'type:service',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
   },
   {
     sourceTag: 'type:app',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
     bannedExternalImports: [...CRYPTO_PACKAGES],
   },
   {

@@ -32,10 +32,11 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:crypto': [],
   'type:lib': [],
   'type:domain': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:service': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:protocol': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:sdk': ['type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:service': ['type:service', 'type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:app': ['type:service', 'type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
 };
 
 type Tags = readonly string[];
@@ -81,6 +82,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   identity: ['type:domain', 'scope:identity'],
   session: ['type:domain', 'scope:session'],
   audit: ['type:domain', 'scope:audit'],
+  protocol: ['type:protocol', 'scope:protocol'],
   client: ['type:sdk', 'scope:client'],
   rpc: ['type:sdk', 'scope:shared'],
   'cli-kit': ['type:lib', 'scope:shared'],

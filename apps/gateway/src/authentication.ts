@@ -9,7 +9,7 @@ import type { ConnectRequest } from '@parley/proto';
 import { RpcError, type Channel } from '@parley/rpc';
 import { isAgentId } from '@parley/session';
 import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link } from './context.js';
-import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from './layouts.js';
+import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parley/protocol';
 
 /**
  * hello → challenge → auth (§10.2); the caller sends welcome.

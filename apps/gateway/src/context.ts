@@ -9,7 +9,7 @@ import type { RevocationChecker, TrustBundle, VerifiedCertificate } from '@parle
 import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { Channel } from '@parley/rpc';
 import type { Logger } from 'pino';
-import type { RelayItem } from './layouts.js';
+import type { RelayItem } from '@parley/protocol';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 import type { PolicySubject } from './policy.js';

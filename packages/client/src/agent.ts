@@ -54,7 +54,8 @@ import {
   type SkewLimits,
 } from '@parley/session';
 import { Channel } from '@parley/rpc';
-import { GatewayConnection, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from './connection.js';
+import { signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
+import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';
 import type { StateStore } from './state-store.js';
