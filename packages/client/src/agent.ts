@@ -53,7 +53,7 @@ import {
   type SessionTimeouts,
   type SkewLimits,
 } from '@parley/session';
-import { Channel } from '@parley/rpc';
+import { Channel } from '@parley/async';
 import { signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
 import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';

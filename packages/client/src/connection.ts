@@ -21,7 +21,7 @@ import {
 } from '@parley/proto';
 import { RpcError, createClient, isRpcErrorCode, type Client } from '@parley/rpc';
 import type { FrameTransport, LocalIdentity } from '@parley/session';
-import { Channel } from '@parley/rpc';
+import { Channel } from '@parley/async';
 import { gatewayAuthLayout, type RelayItem } from '@parley/protocol';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;

@@ -24,6 +24,3 @@ export type { RpcErrorCode } from './errors.js';
 export { addHealthService, ServingStatus } from './health.js';
 export type { HealthReporter } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
-
-// For servers and clients with streams: a small async queue (one producer side, one consumer)
-export { Channel } from './channel.js';
