@@ -12,7 +12,7 @@ export type { Database, DatabaseOptions } from '@parley/db';
 export { GatewayMetrics, startMetricsServer } from './metrics.js';
 export type { MetricsServer } from './metrics.js';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
-export { startGateway, isLoopback } from './server.js';
+export { startGateway } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';
