@@ -22,7 +22,7 @@ import {
 } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { bytes, int, intOrNull, type Database } from '@parley/db';
-import type { RelayItem } from './layouts.js';
+import type { RelayItem } from '@parley/protocol';
 
 /** Default mailbox TTL: 1 h, the default receiver max_age (§8.3). */
 export const DEFAULT_MAILBOX_TTL_MS = 3_600_000;

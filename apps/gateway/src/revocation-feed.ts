@@ -23,7 +23,8 @@
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
 import type { RegistryService } from '@parley/proto';
-import { RevocationListFollower, RpcError, type Client } from '@parley/rpc';
+import { RpcError, type Client } from '@parley/rpc';
+import { RevocationListFollower } from '@parley/identity';
 import type { Logger } from 'pino';
 
 /**

@@ -24,6 +24,7 @@ import {
   normaliseCapabilities,
   MAX_REVOCATION_REASON_LENGTH,
   type IssuerKey,
+  revocationHeadLayout,
 } from '@parley/identity';
 import {
   AgentStatus,
@@ -37,23 +38,24 @@ import {
   type SignedRevocationHeadSchema,
 } from '@parley/proto';
 import {
-  CHALLENGE_BYTES,
   RpcError,
   ServingStatus,
   addHealthService,
   addReflectionService,
   addService,
-  parseOperatorMetadata,
-  registrationProofLayout,
-  revocationHeadLayout,
-  rotationAuthorisationLayout,
-  rotationProofLayout,
-  verifyOperatorRequest,
   type CallContext,
   type CallRecord,
   type HealthReporter,
   type ServiceImplementation,
 } from '@parley/rpc';
+import {
+  CHALLENGE_BYTES,
+  parseOperatorMetadata,
+  registrationProofLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  verifyOperatorRequest,
+} from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
 import { parseAddress, isLoopback } from './address.js';
