@@ -4,7 +4,8 @@
 // of /work/shared/DESIGN.md ("imports only point down"):
 //
 //   type:app     apps/gateway, apps/registry
-//   type:service packages/db, packages/memory-server (server plumbing shared by the apps: pg / PGlite)
+//   type:service packages/db, packages/memory-server, packages/ops (server plumbing shared by the apps:
+//                pg / PGlite, readiness, /healthz /readyz /metrics)
 //   type:sdk     packages/client, packages/rpc, packages/memory
 //   type:domain  packages/identity, packages/session, packages/audit
 //   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)

@@ -87,6 +87,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   db: ['type:service', 'scope:storage'],
   memory: ['type:sdk', 'scope:memory'],
   'memory-server': ['type:service', 'scope:memory'],
+  ops: ['type:service', 'scope:ops'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],

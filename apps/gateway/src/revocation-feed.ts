@@ -66,6 +66,8 @@ export class RevocationFeed {
   readonly synced: Promise<void>;
   /** Times the watch was (re)opened. */
   connects = 0;
+  /** Whether the registry answers: true after a full list or a watch batch verified, false after a failure until the next. */
+  connected = false;
 
   constructor(options: RevocationFeedOptions) {
     this.#o = options;
@@ -102,11 +104,13 @@ export class RevocationFeed {
         for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal })) {
           const accepted = follower.apply(batch.entries, batch.head, this.#clock());
           this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
+          this.connected = true;
           this.#announce(accepted.entries);
           backoff = minBackoff;
         }
         throw new RpcError('unavailable', 'revocation watch ended');
       } catch (error) {
+        this.connected = false;
         if (signal.aborted) break;
         const e = RpcError.from(error);
         const transient = e.code === 'unavailable' || e.code === 'deadline_exceeded' || e.code === 'cancelled';
@@ -138,6 +142,7 @@ export class RevocationFeed {
     const before = revocations.version;
     revocations.replace(all, follower.version, issuedAtMs);
     this.#follower = follower;
+    this.connected = true;
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
     this.#announce(all.slice(before));
     this.#synced();

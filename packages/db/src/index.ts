@@ -13,5 +13,6 @@ export {
   redactUrl,
   LOCK_TIMEOUT_MS,
   IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  DEFAULT_PING_TIMEOUT_MS,
 } from './db.js';
-export type { Database, DatabaseOptions, Queryable } from './db.js';
+export type { Database, DatabaseOptions, DatabaseStats, Queryable, QueryEvent, QueryListener } from './db.js';
