@@ -61,6 +61,7 @@ export const CRYPTO_PACKAGES = [
   '@noble/*', // @noble/hashes, @noble/curves, @noble/ciphers
   'hash-wasm*',
   'tweetnacl*',
+  '@peculiar/*', // X.509 (crypto-core/tls: TLS certificates for a first setup)
 ];
 
 /** PostgreSQL driver family: apps, and the audit domain package (its PostgreSQL store). */

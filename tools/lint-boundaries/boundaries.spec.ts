@@ -55,6 +55,7 @@ const EXTERNAL_PACKAGES: readonly ExternalPackage[] = [
   { packageName: 'blake3', specifier: 'blake3', allowed: cryptoOnly },
   { packageName: '@noble/hashes', specifier: '@noble/hashes/blake3', allowed: cryptoOnly },
   { packageName: 'hash-wasm', specifier: 'hash-wasm', allowed: cryptoOnly },
+  { packageName: '@peculiar/x509', specifier: '@peculiar/x509', allowed: cryptoOnly },
   {
     packageName: 'pg',
     specifier: 'pg',
@@ -365,6 +366,7 @@ describe('external packages', () => {
     ['session', '@noble/hashes/blake3', true],
     ['identity', 'blake3', true],
     ['identity', 'hash-wasm', true],
+    ['registry', '@peculiar/x509', true],
     ['proto', 'libsodium-wrappers', true],
     ['session', 'libsodium-wrappers-sumo', true],
     ['crypto-core', '@noble/hashes/blake3', false],

@@ -2,7 +2,7 @@
 /**
  * parley-registry: the registry's operator CLI (one executable): `init`,
  * `serve`, `agent register|list|show|rotate|revoke`, `revocations`,
- * `operator add|remove|list`, `trust-bundle`, `issuer rotate` — one file per
+ * `operator add|remove|list`, `trust-bundle`, `issuer rotate`, `tls init|issue` — one file per
  * command group under ./cli/, on the conventions every Parley CLI shares
  * (@parley/cli-kit, on commander).
  *
@@ -19,6 +19,7 @@ import { addIssuerCommands } from './cli/issuer.js';
 import { addOperatorCommands } from './cli/operator.js';
 import { addRevocationsCommand } from './cli/revocations.js';
 import { addServeCommand } from './cli/serve.js';
+import { addTlsCommands } from './cli/tls.js';
 import { addTrustBundleCommand } from './cli/trust-bundle.js';
 
 /** Exit codes (the table is in @parley/cli-kit, shared by every Parley CLI; also in the README). */
@@ -43,6 +44,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
   addOperatorCommands(program, cli);
   addTrustBundleCommand(program, cli);
   addIssuerCommands(program, cli);
+  addTlsCommands(program, cli);
   program.addHelpSection({
     heading: 'Exit codes:',
     align: 'section',

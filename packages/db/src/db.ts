@@ -8,10 +8,11 @@
  * as Buffers, PGlite as numbers and Uint8Arrays; rows leave this module through
  * {@link int} and {@link bytes}, which accept both.
  */
-import { mkdirSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
 import { RpcError } from '@parley/rpc';
+import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, usableTemplate } from './pglite-files.js';
 
 /** Something SQL can be sent to: the database, or one transaction. */
 export interface Queryable {
@@ -318,12 +319,14 @@ async function openPostgres(url: string, schema: string | undefined, max: number
 }
 
 async function openPglite(dataDir: string | undefined): Promise<Database> {
-  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const { PGlite } = await import('@electric-sql/pglite');
+  const release = dataDir === undefined ? () => undefined : lockDirectory(dataDir, PGLITE_LOCK_FILE, 'PGlite data directory');
   let db: PGlite;
   try {
-    db = await PGlite.create(dataDir);
+    db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir);
   } catch (cause) {
+    release();
+    if (cause instanceof RpcError) throw cause;
     throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
   const observer = new QueryObserver();
@@ -351,6 +354,38 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
       const unsubscribe = await db.listen(channel, () => onNotify());
       return async () => unsubscribe();
     },
-    close: () => db.close(),
+    async close() {
+      try {
+        await db.close();
+      } finally {
+        release();
+      }
+    },
   };
+}
+
+/**
+ * Opens PGlite in a locked data directory. A fresh one starts as a copy of the
+ * cached template cluster when there is one (made here on first use), which
+ * spares the initdb; any failure on that path falls back to initdb (./pglite-files.ts).
+ */
+async function openPgliteDir(PGliteClass: typeof PGlite, dataDir: string): Promise<PGlite> {
+  if (isFreshDataDir(dataDir)) {
+    const root = pgliteTemplateRoot();
+    const template =
+      usableTemplate(root) ??
+      (await makeTemplate(root, async (dir) => {
+        await (await PGliteClass.create(dir)).close();
+      }));
+    if (template !== undefined) {
+      try {
+        copyTemplate(template, dataDir);
+        return await PGliteClass.create(dataDir);
+      } catch {
+        emptyDataDir(dataDir);
+        rmSync(template, { recursive: true, force: true }); // unusable: the next fresh directory makes a new one
+      }
+    }
+  }
+  return PGliteClass.create(dataDir);
 }

@@ -16,3 +16,4 @@ export {
   DEFAULT_PING_TIMEOUT_MS,
 } from './db.js';
 export type { Database, DatabaseOptions, DatabaseStats, Queryable, QueryEvent, QueryListener } from './db.js';
+export { lockDirectory, pgliteTemplateRoot, PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV } from './pglite-files.js';
