@@ -114,6 +114,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   memory: ['type:sdk', 'scope:memory'],
   'memory-server': ['type:service', 'scope:memory'],
   'test-support': ['type:test', 'scope:test'],
+  ops: ['type:service', 'scope:ops'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],

@@ -98,6 +98,19 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 4,
+    name: 'revocation list high-water mark',
+    sql: `
+      -- The newest revocation list version any gateway on this database verified, per registry (§15.6):
+      -- a restart, or a registry restored from an older backup, never takes a gateway below it.
+      CREATE TABLE gateway_revocation_floor (
+        registry_id    bytea  PRIMARY KEY CHECK (length(registry_id) = 16),
+        version        bigint NOT NULL CHECK (version >= 0),
+        updated_at_ms  bigint NOT NULL
+      );
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */

@@ -13,8 +13,9 @@ export {
   redactUrl,
   LOCK_TIMEOUT_MS,
   IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  DEFAULT_PING_TIMEOUT_MS,
 } from './db.js';
-export type { Database, DatabaseOptions, Queryable } from './db.js';
+export type { Database, DatabaseOptions, DatabaseStats, Queryable, QueryEvent, QueryListener } from './db.js';
 export { migrate } from './migrations.js';
 export type { Migration, MigrationSet, MigrationResult } from './migrations.js';
 export { DbError, isDbError, DB_ERROR_CODES } from './errors.js';

@@ -222,7 +222,7 @@ export class RpcError extends Error {
     const status = (error.code ?? GrpcStatus.UNKNOWN) as GrpcStatus;
     const code =
       typeof fromMetadata === 'string' && CODE_SET.has(fromMetadata) ? (fromMetadata as RpcErrorCode) : (CODE_BY_STATUS[status] ?? 'internal');
-    const details = error.details !== undefined && error.details !== '' ? error.details : `gRPC status ${GrpcStatus[status] ?? status}`;
+    const details = error.details !== undefined && error.details !== '' ? withoutEmptyNote(error.details) : `gRPC status ${GrpcStatus[status] ?? status}`;
     return new RpcError(code, details, { cause: error });
   }
 
@@ -255,6 +255,15 @@ export function isRpcError(value: unknown, code?: RpcErrorCode): value is RpcErr
  */
 export function isRpcErrorCode(value: unknown): value is RpcErrorCode {
   return typeof value === 'string' && CODE_SET.has(value);
+}
+
+/**
+ * grpc-js ends a connection failure with "Resolution note: <note>" even when
+ * the note is empty ("… Last error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: "):
+ * the empty tail is dropped, a real note kept.
+ */
+function withoutEmptyNote(details: string): string {
+  return details.replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 function stripCodePrefix(message: string): string {
