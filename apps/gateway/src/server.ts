@@ -20,7 +20,7 @@ import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-co
 import { AgentGatewayService, Health, MemoryService } from '@parley/proto';
 import { MemoryStore, type MemoryQuotas } from '@parley/memory-server';
 import { MAX_SEGMENT_CIPHERTEXT_BYTES } from '@parley/memory';
-import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
+import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, isLoopbackHost, type CallRecord } from '@parley/rpc';
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Readiness, ServerMetrics, buildInfo, logReadiness, startOpsServer, type OpsServer } from '@parley/ops';
 import { Gateway, type GatewayOptions } from './gateway.js';
@@ -125,19 +125,13 @@ function revocationSource(checker: unknown): (RevocationSource & { isFresh(nowMs
     : undefined;
 }
 
-/** Whether a host is a loopback address (plaintext is allowed only there). */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
-}
-
 /**
  * Starts a gateway server.
  * @throws RpcError `failed_precondition` (plaintext on a non-loopback host), `unavailable` (cannot bind)
  */
 export async function startGateway(options: StartGatewayOptions): Promise<RunningGateway> {
   const host = options.host ?? '127.0.0.1';
-  if (options.tls === undefined && !isLoopback(host)) {
+  if (options.tls === undefined && !isLoopbackHost(host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: configure TLS`);
   }
   const { logger } = options;

@@ -37,7 +37,7 @@ export interface Database extends Queryable {
   /**
    * One `SELECT 1` with a deadline: the readiness probe of the servers.
    * @param timeoutMs how long to wait for the answer (default 5 000)
-   * @throws RpcError `unavailable` when the database does not answer in time or refuses
+   * @throws DbError `unavailable` when the database does not answer in time or refuses
    */
   ping(timeoutMs?: number): Promise<void>;
   /** Connection pool figures (PostgreSQL) and totals of statements run, for metrics. */

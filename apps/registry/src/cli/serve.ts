@@ -6,8 +6,7 @@ import { join } from 'node:path';
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
 import { createIssuerKey } from '@parley/identity';
-import { RpcError } from '@parley/rpc';
-import { isLoopback, parseAddress } from '../address.js';
+import { isLoopbackHost, parseHostPort, RpcError } from '@parley/rpc';
 import { DATA_FILES, readSettings, type RegistrySettings } from '../config.js';
 import { isSealedKeyFile, readKeyFile } from '../key-file.js';
 import {
@@ -69,7 +68,7 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   if (maxConnections !== undefined && !/^[1-9]\d{0,3}$/.test(maxConnections)) throw new UsageError('--max-connections must be 1..9999');
 
   const listen = ctx.options.listen ?? settings.listen;
-  if (tlsFiles === undefined && !isLoopback(parseAddress(listen).host)) {
+  if (tlsFiles === undefined && !isLoopbackHost(parseHostPort(listen, '--listen').host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${listen}: give --tls-cert and --tls-key`);
   }
   const issuerPath = join(ctx.dataDir, DATA_FILES.issuerKey);
