@@ -216,7 +216,9 @@ export class Readiness {
         });
         result = await Promise.race([Promise.resolve().then(entry.probe), timeout]);
       } catch (error) {
-        result = { ok: false, detail: error instanceof Error ? error.message : String(error) };
+        // An RpcError's local detail has no "[code] " prefix; anything else, its message.
+        const local = (error as { localDetails?: unknown } | null)?.localDetails;
+        result = { ok: false, detail: typeof local === 'string' ? local : error instanceof Error ? error.message : String(error) };
       } finally {
         clearTimeout(timer);
       }

@@ -21,6 +21,8 @@ export type {
 } from './service.js';
 export { RpcError, isRpcError, isRpcErrorCode, RPC_ERROR_CODES, GRPC_STATUS_BY_CODE, ERROR_CODE_METADATA_KEY } from './errors.js';
 export type { RpcErrorCode } from './errors.js';
+export { ConfigError, ProblemList, suggestKey } from './config-problems.js';
+export type { ConfigProblem } from './config-problems.js';
 export { addHealthService, ServingStatus } from './health.js';
 export type { HealthReporter } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
