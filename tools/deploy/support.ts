@@ -80,7 +80,7 @@ export interface Server {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Sends a signal to the PID this test started (the server itself). */
   signal(signal: NodeJS.Signals): void;
-  /** Resolves with the first line (either stream) after now that `match` accepts. */
+  /** Resolves with the first JSON line (either stream, from the start) that `match` accepts. */
   waitFor(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** SIGKILL if still running (cleanup). */
   kill(): void;
@@ -97,6 +97,7 @@ export function startBin(
   return new Promise((resolve, reject) => {
     const child = spawnBin(app, args, env);
     const lines: string[] = [];
+    const parsedLines: Record<string, unknown>[] = [];
     const watchers: ((line: Record<string, unknown>) => void)[] = [];
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => child.on('exit', (code, signal) => done({ code, signal })));
     let settled = false;
@@ -114,15 +115,19 @@ export function startBin(
       exited,
       signal: (s) => void child.kill(s),
       waitFor(match, ms = 30_000) {
+        for (const line of parsedLines) if (match(line)) return Promise.resolve(line);
         return new Promise((res, rej) => {
-          const t = setTimeout(() => rej(new Error(`parley-${app}: no matching line within ${ms} ms; last: ${lines.slice(-5).join('\n')}`)), ms);
-          watchers.push((line) => {
-            if (match(line)) {
-              clearTimeout(t);
-              res(line);
-              return;
-            }
-          });
+          const watcher = (line: Record<string, unknown>): void => {
+            if (!match(line)) return;
+            clearTimeout(t);
+            watchers.splice(watchers.indexOf(watcher), 1);
+            res(line);
+          };
+          const t = setTimeout(() => {
+            watchers.splice(watchers.indexOf(watcher), 1);
+            rej(new Error(`parley-${app}: no matching line within ${ms} ms; last: ${lines.slice(-5).join('\n')}`));
+          }, ms);
+          watchers.push(watcher);
         });
       },
       kill: () => {
@@ -137,6 +142,7 @@ export function startBin(
       } catch {
         return;
       }
+      parsedLines.push(parsed);
       for (const w of [...watchers]) w(parsed);
       if (!settled && ready(parsed, stream)) {
         settled = true;

@@ -185,7 +185,7 @@ async function policyCheck(file: string, values: Values, out: (text: string) => 
 async function serve(values: Values, out: (text: string) => void): Promise<void> {
   const crypto = await createCrypto();
   const config = configOf(values, fileChecks(crypto));
-  const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
+  const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS, openRevocationFloor }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
   const logger = pino({ level: config.logLevel, base: { service: PROGRAM, gateway_id: config.gatewayId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
   logger.info({ config: describeConfig(config) }, 'starting');
 
@@ -266,7 +266,16 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     throw error;
   }
   const gateway = running.gateway;
+  let floor;
+  try {
+    floor = await openRevocationFloor(running.database, registryId);
+  } catch (error) {
+    await running.close();
+    client.close();
+    throw error;
+  }
   const feed = new RevocationFeed({
+    floor,
     crypto,
     client,
     registryId,

@@ -12,10 +12,11 @@ import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import type { Logger } from 'pino';
 import { redactUrl } from '@parley/db';
-import { ConfigError, ProblemList, RpcError, suggestKey } from '@parley/rpc';
+import { ConfigError, ProblemList, suggestKey } from '@parley/cli-kit';
+import { RpcError } from '@parley/rpc';
 
-export { ConfigError, ProblemList } from '@parley/rpc';
-export type { ConfigProblem } from '@parley/rpc';
+export { ConfigError, ProblemList } from '@parley/cli-kit';
+export type { ConfigProblem } from '@parley/cli-kit';
 import { Policy } from './policy.js';
 
 /** A `host:port` split (IPv6 hosts without brackets). */

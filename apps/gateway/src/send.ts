@@ -12,7 +12,7 @@ import type { SendRequest, SendResponseSchema, MessageInitShape } from '@parley/
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
 import { isAgentId } from '@parley/session';
 import { subjectOf, type GatewayContext, type SecuritySubject, type Sender } from './context.js';
-import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from '@parley/protocol';
 import { assertItemShape, type Router } from './routing.js';
 
 type SendResponseInit = MessageInitShape<typeof SendResponseSchema>;

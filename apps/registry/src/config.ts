@@ -8,7 +8,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProblemList, RpcError, suggestKey } from '@parley/rpc';
+import { ProblemList, suggestKey } from '@parley/cli-kit';
+import { RpcError } from '@parley/rpc';
 import { parseAddress } from './address.js';
 
 /** Settings a running registry uses. */

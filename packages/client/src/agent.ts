@@ -53,8 +53,9 @@ import {
   type SessionTimeouts,
   type SkewLimits,
 } from '@parley/session';
-import { Channel } from '@parley/rpc';
-import { GatewayConnection, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from './connection.js';
+import { Channel } from '@parley/async';
+import { signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
+import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';
 import type { StateStore } from './state-store.js';

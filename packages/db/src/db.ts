@@ -11,7 +11,7 @@
 import { rmSync } from 'node:fs';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
-import { RpcError } from '@parley/rpc';
+import { DbError } from './errors.js';
 import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, usableTemplate } from './pglite-files.js';
 
 /** Something SQL can be sent to: the database, or one transaction. */
@@ -37,7 +37,7 @@ export interface Database extends Queryable {
   /**
    * One `SELECT 1` with a deadline: the readiness probe of the servers.
    * @param timeoutMs how long to wait for the answer (default 5 000)
-   * @throws RpcError `unavailable` when the database does not answer in time or refuses
+   * @throws DbError `unavailable` when the database does not answer in time or refuses
    */
   ping(timeoutMs?: number): Promise<void>;
   /** Connection pool figures (PostgreSQL) and totals of statements run, for metrics. */
@@ -97,17 +97,17 @@ export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 
 /**
  * Checks a PostgreSQL schema name (it is interpolated into SQL: `CREATE SCHEMA`, `search_path`).
- * @throws RpcError `malformed` unless it is 1..63 characters of [a-z0-9_], not starting with a digit
+ * @throws DbError `malformed` unless it is 1..63 characters of [a-z0-9_], not starting with a digit
  */
 export function assertSchemaName(schema: string): string {
-  if (!SCHEMA_RE.test(schema)) throw new RpcError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
+  if (!SCHEMA_RE.test(schema)) throw new DbError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
   return schema;
 }
 
 /** A safe integer from an int8/int4 column (string from pg, number from PGlite). */
 export function int(value: unknown): number {
   const n = typeof value === 'string' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new RpcError('internal', 'database returned a non-integer where an integer was expected');
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new DbError('internal', 'database returned a non-integer where an integer was expected');
   return n;
 }
 
@@ -118,7 +118,7 @@ export function intOrNull(value: unknown): number | null {
 
 /** A bytea column as a plain Uint8Array (Buffer from pg, Uint8Array from PGlite). */
 export function bytes(value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array)) throw new RpcError('internal', 'database returned a non-bytea where bytea was expected');
+  if (!(value instanceof Uint8Array)) throw new DbError('internal', 'database returned a non-bytea where bytea was expected');
   return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
 }
 
@@ -135,10 +135,10 @@ export function redactUrl(url: string): string {
 }
 
 /** Connection errors from pg (ECONNREFUSED, DNS, auth) become one clear `unavailable`. */
-function unreachable(location: string, cause: unknown): RpcError {
+function unreachable(location: string, cause: unknown): DbError {
   const code = (cause as { code?: unknown }).code;
   const why = typeof code === 'string' ? code : cause instanceof Error ? cause.message.split('\n')[0] : 'unknown error';
-  return new RpcError('unavailable', `database unreachable at ${location} (${why})`, { cause });
+  return new DbError('unavailable', `database unreachable at ${location} (${why})`, { cause });
 }
 
 function ignoreDuplicateSchema(error: unknown): void {
@@ -193,16 +193,16 @@ class QueryObserver {
 async function pingWith(q: Queryable, location: string, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RpcError('unavailable', `database at ${location} did not answer within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(new DbError('unavailable', `database at ${location} did not answer within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
   });
   try {
     await Promise.race([q.query('SELECT 1'), deadline]);
   } catch (error) {
-    if (error instanceof RpcError && error.code === 'unavailable') throw error;
+    if (error instanceof DbError && error.code === 'unavailable') throw error;
     const code = (error as { code?: unknown }).code;
     const first = error instanceof Error ? error.message.split('\n')[0] : String(error);
-    throw new RpcError('unavailable', `database at ${location} refused a probe (${typeof code === 'string' ? `${code}: ` : ''}${first})`, { cause: error });
+    throw new DbError('unavailable', `database at ${location} refused a probe (${typeof code === 'string' ? `${code}: ` : ''}${first})`, { cause: error });
   } finally {
     clearTimeout(timer);
   }
@@ -219,7 +219,7 @@ export const DEFAULT_PING_TIMEOUT_MS = 5_000;
  *
  * @param options URL or data directory, optional schema
  * @returns the database
- * @throws RpcError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
+ * @throws DbError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
  */
 export async function openDatabase(options: DatabaseOptions = {}): Promise<Database> {
   if (options.schema !== undefined) assertSchemaName(options.schema);
@@ -329,8 +329,8 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir);
   } catch (cause) {
     release();
-    if (cause instanceof RpcError) throw cause;
-    throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
+    if (cause instanceof DbError) throw cause;
+    throw new DbError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
   const observer = new QueryObserver();
   const location = dataDir ?? 'memory';

@@ -16,4 +16,6 @@ export {
   DEFAULT_PING_TIMEOUT_MS,
 } from './db.js';
 export type { Database, DatabaseOptions, DatabaseStats, Queryable, QueryEvent, QueryListener } from './db.js';
+export { DbError, isDbError, DB_ERROR_CODES } from './errors.js';
+export type { DbErrorCode } from './errors.js';
 export { lockDirectory, pgliteTemplateRoot, PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV } from './pglite-files.js';

@@ -25,7 +25,9 @@ function deadPid(): Promise<number> {
   });
 }
 
-describe('data directory lock', () => {
+// Each PGlite boot takes seconds on a loaded 2-core machine (more on the first, which runs initdb):
+// generous per-test bounds; nothing here asserts a timing.
+describe('data directory lock', { timeout: 120_000 }, () => {
   it('refuses a second open while a live process holds it, and releases on close', async () => {
     const dataDir = join(dir, 'locked');
     const db = await openDatabase({ dataDir });
@@ -63,7 +65,7 @@ describe('data directory lock', () => {
   });
 });
 
-describe('template cluster', () => {
+describe('template cluster', { timeout: 120_000 }, () => {
   it('makes the template on the first fresh directory, copies it into later ones, and refuses one others can write', async () => {
     const first = await openDatabase({ dataDir: join(dir, 'first') });
     await first.exec('CREATE TABLE mine (id int)');

@@ -1,9 +1,12 @@
 /**
- * Configuration problems, all at once: a server's settings are checked in
+ * Configuration problems, all at once: a program's settings are checked in
  * full and every problem is reported together (one ConfigError, one line),
  * rather than the first only, so an operator fixes a file in one pass.
+ *
+ * The codes are Parley error codes (`malformed`, `failed_precondition`,
+ * `not_found`), so `exitCodeOf(error.code)` gives the exit code, and
+ * `@parley/rpc`'s `RpcError.from` keeps a ConfigError's code and line.
  */
-import { RpcError } from './errors.js';
 
 /** One configuration problem: its error code (what a CLI exits with) and a line naming the setting. */
 export interface ConfigProblem {
@@ -17,7 +20,13 @@ export interface ConfigProblem {
  * one. Its code is the first present in this order: `malformed` (a bad
  * value), `failed_precondition` (an unsafe combination), `not_found` (a file).
  */
-export class ConfigError extends RpcError {
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code: ConfigProblem['code'];
+  /** The message without the `[code] ` prefix (one line). */
+  readonly details: string;
+  /** The same line (the field `RpcError` has), for callers that print local details. */
+  readonly localDetails: string;
   readonly problems: readonly ConfigProblem[];
 
   /**
@@ -32,7 +41,10 @@ export class ConfigError extends RpcError {
       problems.length === 1
         ? `${file === undefined ? '' : `${file}: `}${list}`
         : `${problems.length} problems in ${file ?? 'the configuration'}: ${list}`;
-    super(code, message);
+    super(`[${code}] ${message}`);
+    this.code = code;
+    this.details = message;
+    this.localDetails = message;
     this.problems = problems;
   }
 }
@@ -47,14 +59,23 @@ export class ProblemList {
     return undefined;
   }
 
-  /** Runs `fn`; an RpcError it throws (a value or file check) becomes a problem instead. */
+  /**
+   * Runs `fn`; an error with a string `code` that it throws (a Parley error from a value or file check)
+   * becomes a problem instead: `not_found` and `failed_precondition` keep their code, any other is
+   * `malformed`. Anything else is rethrown.
+   */
   check<T>(fn: () => T): T | undefined {
     try {
       return fn();
     } catch (error) {
-      if (!(error instanceof RpcError)) throw error;
-      if (error instanceof ConfigError) this.#problems.push(...error.problems);
-      else this.add(error.code === 'not_found' ? 'not_found' : error.code === 'failed_precondition' ? 'failed_precondition' : 'malformed', error.localDetails);
+      if (error instanceof ConfigError) {
+        this.#problems.push(...error.problems);
+        return undefined;
+      }
+      const e = error as { code?: unknown; localDetails?: unknown; details?: unknown; message?: unknown } | null;
+      if (error === null || typeof e?.code !== 'string') throw error;
+      const line = typeof e.localDetails === 'string' ? e.localDetails : typeof e.details === 'string' ? e.details : String(e.message).replace(/^\[[a-z_]+\] /, '');
+      this.add(e.code === 'not_found' ? 'not_found' : e.code === 'failed_precondition' ? 'failed_precondition' : 'malformed', line);
       return undefined;
     }
   }
