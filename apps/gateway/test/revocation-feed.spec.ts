@@ -20,7 +20,7 @@ import { startGateway, type RunningGateway } from '../src/server.js';
 import { rawConnect, startRegistry, within, type TestRegistry } from './processes.js';
 
 const GATEWAY_ID = 'gw-feed.test';
-const POLICY = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+const POLICY = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
 
 describe('revocation feed against a real registry process', () => {
   let crypto: ParleyCrypto;
