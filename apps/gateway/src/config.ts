@@ -13,9 +13,12 @@ import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type P
 import { RpcError, isLoopbackHost, parseHostPort, type HostPort } from '@parley/rpc';
 import type { Logger } from 'pino';
 import { redactUrl } from '@parley/db';
+import { ConfigError, ProblemList, suggestKey } from '@parley/cli-kit';
+
+export { ConfigError, ProblemList } from '@parley/cli-kit';
+export type { ConfigProblem } from '@parley/cli-kit';
 import { Policy } from './policy.js';
 
-/** A `host:port` split (IPv6 hosts without brackets). */
 /** Validated settings of a gateway process. Paths are absolute. */
 export interface GatewayConfig {
   readonly gatewayId: string;
@@ -128,60 +131,6 @@ export interface ConfigSources {
   readonly checkFiles?: (files: ConfigFiles, problems: ProblemList) => void;
 }
 
-/** One configuration problem: its error code (what the CLI exits with) and a line naming the setting. */
-export interface ConfigProblem {
-  readonly code: 'malformed' | 'failed_precondition' | 'not_found';
-  readonly message: string;
-}
-
-/**
- * Every problem of a configuration at once (not only the first): its message
- * lists them all, `; `-separated (one line), and `problems` holds them one by
- * one. Its code is the first problem's in this order: `malformed` (a bad
- * value), `failed_precondition` (an unsafe combination), `not_found` (a file).
- */
-export class ConfigError extends RpcError {
-  readonly problems: readonly ConfigProblem[];
-
-  constructor(problems: readonly ConfigProblem[], what = 'configuration') {
-    const code = (['malformed', 'failed_precondition', 'not_found'] as const).find((c) => problems.some((p) => p.code === c)) ?? 'malformed';
-    const message = problems.length === 1 ? problems[0]!.message : `${problems.length} problems in the ${what}: ${problems.map((p) => p.message).join('; ')}`;
-    super(code, message);
-    this.problems = problems;
-  }
-}
-
-/** Collects problems; `take()` throws them all as one ConfigError. */
-export class ProblemList {
-  readonly #problems: ConfigProblem[] = [];
-
-  add(code: ConfigProblem['code'], message: string): undefined {
-    this.#problems.push({ code, message });
-    return undefined;
-  }
-
-  /** Runs `fn`; an RpcError it throws (a file check) becomes a problem. */
-  check<T>(fn: () => T): T | undefined {
-    try {
-      return fn();
-    } catch (error) {
-      if (!(error instanceof RpcError)) throw error;
-      if (error instanceof ConfigError) for (const p of error.problems) this.#problems.push(p);
-      else this.add(error.code === 'not_found' ? 'not_found' : error.code === 'failed_precondition' ? 'failed_precondition' : 'malformed', error.localDetails);
-      return undefined;
-    }
-  }
-
-  get size(): number {
-    return this.#problems.length;
-  }
-
-  /** @throws ConfigError when there is any problem */
-  take(what?: string): void {
-    if (this.#problems.length > 0) throw new ConfigError([...this.#problems], what);
-  }
-}
-
 /**
  * Reads and validates the settings: defaults, then the file, then the
  * environment. Every problem is reported, all at once (one ConfigError).
@@ -207,7 +156,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError([{ code: 'malformed', message: `${sources.file} must hold a JSON object` }]);
     file = parsed as Record<string, unknown>;
-    for (const key of Object.keys(file)) if (!KNOWN_KEYS.has(key)) problems.add('malformed', `${sources.file}: unknown setting '${key}'${suggest(key)}`);
+    for (const key of Object.keys(file)) if (!KNOWN_KEYS.has(key)) problems.add('malformed', `${sources.file}: unknown setting '${key}'${suggestKey(key, KNOWN_KEYS)}`);
   }
   const raw = new Map<string, { value: unknown; from: string }>();
   for (const s of SETTINGS) {
@@ -345,24 +294,6 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     shutdownGraceMs: shutdownGraceMs!,
     memory: memory! ? { quotas } : false,
   };
-}
-
-/** ` (did you mean 'x'?)` for a key one edit or a case/underscore change away from a known one. */
-function suggest(key: string): string {
-  const norm = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
-  const hit = SETTINGS.find((s) => norm(s.key) === norm(key)) ?? SETTINGS.find((s) => editDistance(s.key, key) <= 2);
-  return hit === undefined ? '' : ` (did you mean '${hit.key}'?)`;
-}
-
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2) return 3;
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 /** Settings safe to print (`check-config --json`, the start log): no URL password, no key material. */

@@ -23,7 +23,7 @@ describe('parley-gateway serve (process)', () => {
     crypto = await createCrypto();
     registry = await startRegistry(['--heartbeat-ms', '500']);
     const policyFile = join(dir.path, 'policy.json');
-    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     env = {
       PARLEY_GATEWAY_ID: GATEWAY_ID,
       PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',

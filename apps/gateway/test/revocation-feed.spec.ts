@@ -20,7 +20,7 @@ import { startGateway, type RunningGateway } from '../src/server.js';
 import { rawConnect, startRegistry, within, type TestRegistry } from './processes.js';
 
 const GATEWAY_ID = 'gw-feed.test';
-const POLICY = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+const POLICY = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
 
 describe('revocation feed against a real registry process', () => {
   let crypto: ParleyCrypto;
@@ -124,6 +124,8 @@ describe('revocation feed against a real registry process', () => {
     await within(6_000, () => s.goAway() !== undefined, 'GoAway after the freshness bound');
     expect(s.goAway()).toBe('revocation_stale');
     expect(logs.some((l) => l['event'] === 'revocation_feed_disconnected')).toBe(true);
+    // grpc-js's empty "Resolution note:" tail is not repeated in every warning.
+    expect(logs.filter((l) => String(l['detail']).includes('Resolution note'))).toEqual([]);
     await expect(rawConnect(crypto, gw.address, GATEWAY_ID, agent)).rejects.toThrow();
     // Health and readiness say so (within one 500 ms probe), and name the check.
     await within(3_000, () => watch.statuses.at(-1) === ServingStatus.NOT_SERVING, 'Health.Watch NOT_SERVING');

@@ -199,7 +199,10 @@ async function pingWith(q: Queryable, location: string, timeoutMs: number): Prom
   try {
     await Promise.race([q.query('SELECT 1'), deadline]);
   } catch (error) {
-    throw error instanceof DbError && error.code === 'unavailable' ? error : new DbError('unavailable', `database at ${location} refused a probe`, { cause: error });
+    if (error instanceof DbError && error.code === 'unavailable') throw error;
+    const code = (error as { code?: unknown }).code;
+    const first = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    throw new DbError('unavailable', `database at ${location} refused a probe (${typeof code === 'string' ? `${code}: ` : ''}${first})`, { cause: error });
   } finally {
     clearTimeout(timer);
   }

@@ -216,7 +216,10 @@ export class Readiness {
         });
         result = await Promise.race([Promise.resolve().then(entry.probe), timeout]);
       } catch (error) {
-        result = { ok: false, detail: error instanceof Error ? error.message : String(error) };
+        // A Parley error's line without its "[code] " prefix (RpcError.localDetails, DbError.details); else the message.
+        const e = error as { localDetails?: unknown; details?: unknown } | null;
+        const line = typeof e?.localDetails === 'string' ? e.localDetails : typeof e?.details === 'string' ? e.details : error instanceof Error ? error.message : String(error);
+        result = { ok: false, detail: line };
       } finally {
         clearTimeout(timer);
       }

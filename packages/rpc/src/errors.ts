@@ -196,7 +196,8 @@ export class RpcError extends Error {
         return new RpcError(code as RpcErrorCode, peerMessage(code as RpcErrorCode), { cause: error, localDetails: stripCodePrefix(error.message) });
       }
       // A database error (@parley/db) names what failed and where (a redacted location), never a value: its line stays.
-      if (error.name === 'DbError' && typeof code === 'string' && CODE_SET.has(code)) {
+      // So does a configuration error (@parley/cli-kit): it names settings and files of the local operator.
+      if ((error.name === 'DbError' || error.name === 'ConfigError') && typeof code === 'string' && CODE_SET.has(code)) {
         return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
       }
       // A protocol check names the field of the peer's own request that is wrong (never its contents): the peer gets that line.
