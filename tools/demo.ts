@@ -14,7 +14,8 @@ import { createWriteStream, mkdirSync, readFileSync, writeFileSync, type WriteSt
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openPostgresStore, verifyChain } from '@parley/audit';
-import { connect, verifyReceiptSignature, type Agent, type ReceivedMessage } from '@parley/client';
+import { connect, type Agent, type ReceivedMessage } from '@parley/client';
+import { verifyReceiptSignature } from '@parley/protocol';
 import { createCrypto, fromBase64Url, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type AgentCertificate, type AuditMessage, type DeliveryReceipt } from '@parley/proto';
@@ -307,7 +308,7 @@ async function main(): Promise<void> {
   writeFileSync(trustBundleFile, trustBundleJson);
   const trustBundle = TrustBundle.fromJSON(crypto, trustBundleJson);
   const policyFile = join(gatewayDir, 'policy.json');
-  writeFileSync(policyFile, `${JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }, null, 2)}\n`);
+  writeFileSync(policyFile, `${JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }, null, 2)}\n`);
   const configFile = join(gatewayDir, 'gateway.json');
   const gatewayDataDir = join(gatewayDir, 'pgdata');
   writeFileSync(

@@ -9,28 +9,13 @@ export { Mailbox, DEFAULT_MAILBOX_TTL_MS, GATEWAY_MIGRATIONS, migrateGatewaySche
 export type { MailboxItem, MailboxOptions } from './mailbox.js';
 export { openDatabase } from '@parley/db';
 export type { Database, DatabaseOptions } from '@parley/db';
-export { GatewayMetrics, startMetricsServer } from './metrics.js';
-export type { MetricsServer } from './metrics.js';
+export { GatewayMetrics } from './metrics.js';
+export type { FeedSource, RevocationSource } from './metrics.js';
+export { Readiness } from '@parley/ops';
+export type { CheckResult, ReadinessReport } from '@parley/ops';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
-export { startGateway, isLoopback } from './server.js';
+export { startGateway, GATEWAY_PROGRAM } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
-export { GatewayConnection, signReceipt, buildSendRequest } from '@parley/client';
-export type { GatewayConnectionOptions } from '@parley/client';
-export {
-  gatewayAuthLayout,
-  gatewaySendLayout,
-  handshakeFrameDigest,
-  deliveryReceiptLayout,
-  deliveryReceiptDigest,
-  itemDigest,
-  GATEWAY_AUTH_DOMAIN,
-  GATEWAY_SEND_DOMAIN,
-  HANDSHAKE_FRAME_DOMAIN,
-  DELIVERY_RECEIPT_DOMAIN,
-  CHALLENGE_NONCE_BYTES,
-  SEND_NONCE_BYTES,
-} from './layouts.js';
-export type { RelayItem } from './layouts.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';
 export { RateLimiter } from './rate-limit.js';

@@ -23,7 +23,7 @@ import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, ver
 import { subjectOf, type GatewayContext, type Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
-import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from './layouts.js';
+import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 import { Policy, type PolicySubject } from './policy.js';
@@ -264,7 +264,14 @@ export class Router {
       ctx.security(
         where.stage,
         code,
-        { agent, remote: sender.remote, ...(routed.peer === undefined ? {} : { peer: routed.peer }), ...(where.requestId === undefined ? {} : { requestId: where.requestId }) },
+        {
+          agent,
+          identityKey: sender.cert.identityPublicKey,
+          serial: sender.cert.serial,
+          remote: sender.remote,
+          ...(routed.peer === undefined ? {} : { peer: routed.peer }),
+          ...(where.requestId === undefined ? {} : { requestId: where.requestId }),
+        },
         message,
       );
       throw new RpcError(code, message);

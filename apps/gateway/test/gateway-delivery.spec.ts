@@ -6,7 +6,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatewayConnection, buildSendRequest, signReceipt } from '@parley/client';
+import { GatewayConnection } from '@parley/client';
+import { buildSendRequest, signReceipt } from '@parley/protocol';
 import { credentials } from '@grpc/grpc-js';
 import { AgentGatewayService, DeliveryStatus, type Delivery, type SecureMessage } from '@parley/proto';
 import { createClient } from '@parley/rpc';
@@ -207,7 +208,7 @@ describe('issue 13 (gateway findings)', () => {
 
   it('(7) a step 2 only answers a step 1 relayed the other way; a receipt only an envelope relayed the other way', async () => {
     // Before: under a one-way planner → worker policy a worker could put any step-2 frame or receipt into a planner's stream.
-    const gw = await start({ policy: Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' } }] }) });
+    const gw = await start({ policy: Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' } }] }) });
     const planner = world.agent('planner-c1', { agentType: 'planner' });
     const worker = world.agent('worker-c1');
     const p = await open(gw, planner);

@@ -7,8 +7,8 @@ import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame }
 import { RpcError, createClient, type Client } from '@parley/rpc';
 import { InitiatorHandshake, SessionError, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayConnection, buildSendRequest, signReceipt } from '@parley/client';
-import { handshakeFrameDigest } from '../src/layouts.js';
+import { GatewayConnection } from '@parley/client';
+import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
 import { Policy } from '../src/policy.js';
 import type { DeliveryInit } from '../src/gateway.js';
 import type { RunningGateway } from '../src/server.js';
@@ -229,15 +229,15 @@ describe('Outbound checks', () => {
       Policy.parse({
         version: 1,
         rules: [
-          { from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true },
-          { from: { agentId: 'auditor-1' }, to: { capability: 'tasks:read' } },
+          { from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true },
+          { from: { agent_id: 'auditor-1' }, to: { capability: 'tasks:read' } },
         ],
       }),
     );
     try {
       expect((await auditor.conn.sendFrame(step1(auditor, 'worker-6'))).status).toBe(DeliveryStatus.DELIVERED);
     } finally {
-      gw.gateway.setPolicy(Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+      gw.gateway.setPolicy(Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     }
     expect((await rejection(auditor.conn.sendFrame(step1(auditor, 'worker-6')))).code).toBe('policy_denied');
   });

@@ -22,7 +22,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
-import { buildSendRequest, connect, deliveryReceiptLayout, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { connect, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { buildSendRequest, deliveryReceiptLayout } from '@parley/protocol';
 import { createCrypto, fromBase64Url, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { AgentGatewayService, DeliveryStatus, MessageType, SecureMessageSchema, WriteRecordSchema, create, fromBinary, toBinary, type DeliveryReceipt, type JsonValue, type SecureMessage } from '@parley/proto';
@@ -99,7 +100,7 @@ suite('Python SDK agent', () => {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', tlsKey, '-out', tlsCert], { stdio: 'ignore' });
     registry = await startRegistry(['--heartbeat-ms', '1000']);
     trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
-    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     gateway = await start(
       GATEWAY_CLI,
       ['serve'],

@@ -14,9 +14,9 @@
  * registrations, rotations and revocations cannot deadlock.
  */
 import { SecretKey, concatBytes, type ParleyCrypto } from '@parley/crypto-core';
-import { encodeCertificate, issueCertificate, type IssuerKey } from '@parley/identity';
+import { encodeCertificate, issueCertificate, type IssuerKey, EMPTY_CHAIN_HASH, revocationEntryHash, type RevocationEntryFields } from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
-import { EMPTY_CHAIN_HASH, RpcError, revocationEntryHash, type RevocationEntryFields } from '@parley/rpc';
+import { RpcError } from '@parley/rpc';
 import { bytes, int, intOrNull, type Database, type Queryable } from '@parley/db';
 import { decodeCertificate } from '@parley/identity';
 

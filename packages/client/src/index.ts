@@ -5,7 +5,9 @@
  */
 
 // For agents
-export { connect, Agent, isLoopbackAddress } from './agent.js';
+export { connect, Agent } from './agent.js';
+/** Whether an address names a loopback host: the only place `connect` allows plaintext (the rule every Parley program shares). */
+export { isLoopbackAddress } from '@parley/rpc';
 export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
 export { Journal, replay } from './journal.js';
 export type { JournalRecord, JournalState } from './journal.js';
@@ -17,12 +19,18 @@ export { MemoryClient, MemoryError, isMemoryError } from '@parley/memory';
 export type { MemoryClientOptions, MemoryInfo, MemoryListing, ReadResult, WriteResult, SegmentInfo, AccessLevel, MemoryErrorCode } from '@parley/memory';
 export type { StateStore } from './state-store.js';
 
-// Low level: one authenticated gateway stream, receipts, unary Send
-export { GatewayConnection, signReceipt, verifyReceiptSignature, signSessionReject, verifySessionRejectSignature, buildSendRequest } from './connection.js';
+// Low level: one authenticated gateway stream
+export { GatewayConnection } from './connection.js';
 export type { GatewayConnectionOptions } from './connection.js';
 
-// The gateway's byte layouts (docs/PROTOCOL.md §10), shared with apps/gateway
+// The gateway protocol (docs/PROTOCOL.md §10, §17.4) as the SDK's users need it: receipts, session
+// rejects, unary Send, and the byte layouts (from @parley/protocol, which the gateway imports too)
 export {
+  signReceipt,
+  verifyReceiptSignature,
+  signSessionReject,
+  verifySessionRejectSignature,
+  buildSendRequest,
   gatewayAuthLayout,
   gatewaySendLayout,
   handshakeFrameDigest,
@@ -41,5 +49,5 @@ export {
   SERIAL_BYTES,
   ITEM_HASH_BYTES,
   SIGNATURE_BYTES,
-} from './layouts.js';
-export type { RelayItem } from './layouts.js';
+} from '@parley/protocol';
+export type { RelayItem } from '@parley/protocol';

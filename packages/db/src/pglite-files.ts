@@ -25,7 +25,7 @@ import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, m
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { RpcError } from '@parley/rpc';
+import { DbError } from './errors.js';
 
 /** The lock file inside an on-disk PGlite data directory. */
 export const PGLITE_LOCK_FILE = 'parley.lock';
@@ -57,12 +57,12 @@ function pidAlive(pid: number): boolean {
  * @param fileName the lock file's name inside it
  * @param what how errors name the directory ("data directory")
  * @returns the release function (idempotent; also run on process exit)
- * @throws RpcError `failed_precondition` when a live process (or this one) holds it; `unavailable` when it cannot be created
+ * @throws DbError `failed_precondition` when a live process (or this one) holds it; `unavailable` when it cannot be created
  */
 export function lockDirectory(dir: string, fileName: string, what = 'data directory'): () => void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = join(dir, fileName);
-  if (HELD.has(path)) throw new RpcError('failed_precondition', `${what} ${dir} is already open in this process`);
+  if (HELD.has(path)) throw new DbError('failed_precondition', `${what} ${dir} is already open in this process`);
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
@@ -87,7 +87,7 @@ export function lockDirectory(dir: string, fileName: string, what = 'data direct
       process.on('exit', release);
       return release;
     } catch (error) {
-      if ((error as { code?: unknown }).code !== 'EEXIST') throw new RpcError('unavailable', `cannot create ${path}`, { cause: error });
+      if ((error as { code?: unknown }).code !== 'EEXIST') throw new DbError('unavailable', `cannot create ${path}`, { cause: error });
       let text = '';
       try {
         text = readFileSync(path, 'utf8');
@@ -96,7 +96,7 @@ export function lockDirectory(dir: string, fileName: string, what = 'data direct
       }
       const pid = Number(text.trim());
       if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-        throw new RpcError('failed_precondition', `${what} ${dir} is in use by process ${pid} (${path}); stop that process first`);
+        throw new DbError('failed_precondition', `${what} ${dir} is in use by process ${pid} (${path}); stop that process first`);
       }
       try {
         unlinkSync(path); // stale: its process is gone
@@ -105,7 +105,7 @@ export function lockDirectory(dir: string, fileName: string, what = 'data direct
       }
     }
   }
-  throw new RpcError('failed_precondition', `cannot lock ${what} ${dir}`);
+  throw new DbError('failed_precondition', `cannot lock ${what} ${dir}`);
 }
 
 /** Where templates are cached, or undefined when disabled. */

@@ -20,7 +20,9 @@
  * - `not_yet_valid`        now < valid_from
  * - `revoked`              the agent id or the certificate serial is revoked
  * - `identity_mismatch`    the certificate is for another agent than the one expected
- * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable): fail closed
+ * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable), or a
+ *                          revocation list batch skips versions: fail closed
+ * - `bad_signature`        a revocation list head's issuer signature does not verify (§15.6)
  */
 export type IdentityErrorCode =
   | 'malformed'
@@ -31,7 +33,8 @@ export type IdentityErrorCode =
   | 'not_yet_valid'
   | 'revoked'
   | 'identity_mismatch'
-  | 'revocation_stale';
+  | 'revocation_stale'
+  | 'bad_signature';
 
 /** Every {@link IdentityErrorCode}, in the documented order. */
 export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze([
@@ -44,6 +47,7 @@ export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze(
   'revoked',
   'identity_mismatch',
   'revocation_stale',
+  'bad_signature',
 ] as const);
 
 /**

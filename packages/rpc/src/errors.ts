@@ -178,7 +178,8 @@ export class RpcError extends Error {
    * Converts anything thrown into an RpcError. An RpcError is returned as is;
    * an error whose `code` is a Parley code (an IdentityError, say) keeps its
    * code, but the peer gets only a fixed line for it (PROTOCOL §11) while its
-   * message stays in `localDetails` for the log; a CryptoError's validation codes become `malformed`;
+   * message stays in `localDetails` for the log; a ProtocolError or DbError keeps its code and line; a CryptoError's
+   * validation codes become `malformed`;
    * anything else becomes `internal` with a generic message, so no library or
    * database message (which may echo inputs) reaches a peer. The original is
    * kept as `cause` for the local log.
@@ -193,6 +194,15 @@ export class RpcError extends Error {
       const named = error.name === 'IdentityError' || error.name === 'SessionError' || error.name === 'AuditError';
       if (named && typeof code === 'string' && CODE_SET.has(code)) {
         return new RpcError(code as RpcErrorCode, peerMessage(code as RpcErrorCode), { cause: error, localDetails: stripCodePrefix(error.message) });
+      }
+      // A database error (@parley/db) names what failed and where (a redacted location), never a value: its line stays.
+      // So does a configuration error (@parley/cli-kit): it names settings and files of the local operator.
+      if ((error.name === 'DbError' || error.name === 'ConfigError') && typeof code === 'string' && CODE_SET.has(code)) {
+        return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
+      }
+      // A protocol check names the field of the peer's own request that is wrong (never its contents): the peer gets that line.
+      if (error.name === 'ProtocolError' && typeof code === 'string' && CODE_SET.has(code)) {
+        return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
       }
       if (error.name === 'CryptoError' && typeof code === 'string' && code.startsWith('invalid_')) {
         return new RpcError('malformed', stripCodePrefix(error.message), { cause: error });
@@ -213,7 +223,7 @@ export class RpcError extends Error {
     const status = (error.code ?? GrpcStatus.UNKNOWN) as GrpcStatus;
     const code =
       typeof fromMetadata === 'string' && CODE_SET.has(fromMetadata) ? (fromMetadata as RpcErrorCode) : (CODE_BY_STATUS[status] ?? 'internal');
-    const details = error.details !== undefined && error.details !== '' ? error.details : `gRPC status ${GrpcStatus[status] ?? status}`;
+    const details = error.details !== undefined && error.details !== '' ? withoutEmptyNote(error.details) : `gRPC status ${GrpcStatus[status] ?? status}`;
     return new RpcError(code, details, { cause: error });
   }
 
@@ -246,6 +256,15 @@ export function isRpcError(value: unknown, code?: RpcErrorCode): value is RpcErr
  */
 export function isRpcErrorCode(value: unknown): value is RpcErrorCode {
   return typeof value === 'string' && CODE_SET.has(value);
+}
+
+/**
+ * grpc-js ends a connection failure with "Resolution note: <note>" even when
+ * the note is empty ("… Last error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: "):
+ * the empty tail is dropped, a real note kept.
+ */
+function withoutEmptyNote(details: string): string {
+  return details.replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 function stripCodePrefix(message: string): string {

@@ -2,7 +2,7 @@
  * @parley/rpc — gRPC plumbing shared by Parley's servers (registry, gateway)
  * and clients (CLI, client SDK): the protobuf-es ↔ grpc-js adapter, the one
  * table from Parley error codes to gRPC statuses, health checking, server
- * reflection, operator request signatures, and the registry's signed layouts.
+ * reflection, and the addresses and plaintext-on-loopback rule of its channels.
  */
 
 // For users: services and clients
@@ -25,35 +25,6 @@ export { addHealthService, ServingStatus } from './health.js';
 export type { HealthReporter } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
 
-// For the registry and its clients: operator signatures and registry layouts (docs/PROTOCOL.md §15)
-export {
-  signOperatorRequest,
-  operatorRequestSigner,
-  parseOperatorMetadata,
-  verifyOperatorRequest,
-  operatorRequestLayout,
-  OPERATOR_METADATA_KEYS,
-  OPERATOR_REQUEST_DOMAIN,
-  OPERATOR_NONCE_BYTES,
-  REGISTRY_ID_BYTES,
-} from './operator-auth.js';
-export type { OperatorKey, OperatorRequestAuth, OperatorRequestTarget } from './operator-auth.js';
-export {
-  registrationProofLayout,
-  rotationAuthorisationLayout,
-  rotationProofLayout,
-  revocationEntryHash,
-  revocationHeadLayout,
-  entryFields,
-  reasonString,
-  RevocationListFollower,
-  CHALLENGE_BYTES,
-  CHAIN_HASH_BYTES,
-  EMPTY_CHAIN_HASH,
-  REGISTRY_DOMAINS,
-  REVOCATION_KIND,
-} from './registry-protocol.js';
-export type { AcceptedBatch, RevocationEntryFields, RevocationHeadFields, RotationFields } from './registry-protocol.js';
-
-// For servers and clients with streams: a small async queue (one producer side, one consumer)
-export { Channel } from './channel.js';
+// For servers and clients: addresses, and the one rule for plaintext (loopback only)
+export { parseHostPort, formatHostPort, isLoopbackHost, isLoopbackAddress } from './address.js';
+export type { HostPort } from './address.js';

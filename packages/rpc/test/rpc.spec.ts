@@ -55,6 +55,10 @@ describe('error table', () => {
     expect(RpcError.fromStatus({ code: status.NOT_FOUND, details: 'x' }).code).toBe('not_found');
     expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: '' }).code).toBe('unavailable');
     expect(RpcError.fromStatus({ code: status.DATA_LOSS, details: 'x' }).code).toBe('internal');
+    // grpc-js's connection failures end in an empty "Resolution note:" that says nothing: dropped; a real note stays.
+    const refused = 'No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ';
+    expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: refused }).details).toBe('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1');
+    expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: 'No addresses resolved. Resolution note: DNS ENOTFOUND' }).details).toBe('No addresses resolved. Resolution note: DNS ENOTFOUND');
     // grpc-js's own "message larger than max" has no trailer: too_large, not rate_limited.
     expect(RpcError.fromStatus({ code: status.RESOURCE_EXHAUSTED, details: 'Received message larger than max' }).code).toBe('too_large');
     const limited = new RpcError('rate_limited', 'slow down').toStatus();
@@ -75,6 +79,15 @@ describe('error table', () => {
     expect(new RpcError('not_found', 'x').localDetails).toBe('x');
     const cryptoError = Object.assign(new Error('[invalid_length] x must be 32 bytes'), { name: 'CryptoError', code: 'invalid_length' });
     expect(RpcError.from(cryptoError).code).toBe('malformed');
+    // @parley/db and @parley/protocol import nothing of gRPC: their errors keep their code and line here.
+    const database = Object.assign(new Error('[unavailable] database unreachable at postgres://db/x (ECONNREFUSED)'), { name: 'DbError', code: 'unavailable' });
+    expect(RpcError.from(database).code).toBe('unavailable');
+    expect(RpcError.from(database).toStatus().details).toBe('database unreachable at postgres://db/x (ECONNREFUSED)');
+    const protocol = Object.assign(new Error('[unauthenticated] operator signature metadata: all of … are required'), { name: 'ProtocolError', code: 'unauthenticated' });
+    expect(RpcError.from(protocol).code).toBe('unauthenticated');
+    expect(RpcError.from(protocol).details).toBe('operator signature metadata: all of … are required');
+    const unknownCode = Object.assign(new Error('[weird] x'), { name: 'DbError', code: 'weird' });
+    expect(RpcError.from(unknownCode).code).toBe('internal');
   });
 });
 
