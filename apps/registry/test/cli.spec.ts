@@ -2,13 +2,13 @@
 // tables and --json, one-line errors (never a stack trace), --help on every
 // command, a sealed issuer key, TLS, and `revocations --watch`.
 import { spawn, execFileSync } from 'node:child_process';
-import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { helpLayoutProblems } from '@parley/cli-kit';
-import { createCrypto } from '@parley/crypto-core';
+import { createCrypto, toHex } from '@parley/crypto-core';
 import { EXIT_CODES, main } from '../src/cli.js';
-import { writeKeyFile } from '../src/key-file.js';
+import { readPublicKey, writeKeyFile } from '../src/key-file.js';
 import { APP_DIR, initRegistry, runCli, serve, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from './harness.js';
 
 function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
@@ -34,6 +34,7 @@ const COMMANDS = [
   ['operator', 'list'],
   ['trust-bundle'],
   ['issuer', 'rotate'],
+  ['issuer', 'list'],
 ];
 
 describe('help', () => {
@@ -219,14 +220,17 @@ describe('operator walkthrough on PGlite', () => {
       expectOneLineError(offLoopback, EXIT_CODES.failedPrecondition, /refusing to serve plaintext on non-loopback/);
       // The client side too: no plaintext to a registry off loopback without --tls-ca (refused before connecting).
       expectOneLineError(await runCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', '192.0.2.1:50051']), EXIT_CODES.failedPrecondition, /refusing to talk plaintext to non-loopback registry 192\.0\.2\.1:50051/);
-      // Without an operator key: writes are refused locally with a pointer, reads go unsigned (open by default).
+      // Without an operator key: writes are refused locally with a pointer; directory reads go unsigned and are
+      // refused (directory_reads is "authenticated" by default), the revocation list is open.
       const empty = join(stranger.path, 'empty');
-      const [noKeyWrite, noKeyRead] = await Promise.all([
+      const [noKeyWrite, noKeyRead, noKeyRevocations] = await Promise.all([
         runCli(['agent', 'revoke', 'planner-1', '--data-dir', empty, '--server', registry.address]),
         runCli(['agent', 'list', '--json', '--data-dir', empty, '--server', registry.address]),
+        runCli(['revocations', '--json', '--data-dir', empty, '--server', registry.address]),
       ]);
       expectOneLineError(noKeyWrite, EXIT_CODES.failedPrecondition, /no operator key at .*pass --operator-key FILE/);
-      expect(noKeyRead.code, noKeyRead.stderr).toBe(0);
+      expectOneLineError(noKeyRead, EXIT_CODES.permissionDenied, /ListAgents requires an operator or agent request signature \(directory_reads is "authenticated"\)/);
+      expect(noKeyRevocations.code, noKeyRevocations.stderr).toBe(0);
     } finally {
       stranger.remove();
     }
@@ -312,22 +316,45 @@ describe('sealed issuer key and TLS', () => {
   }, 60_000);
 });
 
-describe('interrupted issuer rotation', () => {
-  it('serve names a leftover issuer-key.json.next that holds the active key, in one line', async () => {
+describe('online issuer rotation', () => {
+  it('issuer rotate asks the running registry; serve finishes an activation whose rename was interrupted', async () => {
     const fixture = await initRegistry('pglite', 'irot');
+    let registry: RunningRegistry | undefined;
     try {
-      const rotated = await runCli(['issuer', 'rotate', '--data-dir', fixture.dataDir]);
+      registry = await serve(fixture);
+      const cli = (args: string[]) => runCli([...args, '--data-dir', fixture.dataDir, '--server', registry!.address]);
+      expectOneLineError(await cli(['issuer', 'rotate', '--grace', '0']), EXIT_CODES.usage, /--grace must be longer than 0/);
+      const rotated = await cli(['issuer', 'rotate', '--activate-after', '500ms', '--json']);
       expect(rotated.code, rotated.stderr).toBe(0);
-      // As if the rename after the commit never happened: the new (active) key in .next, another key in place.
+      const prepared = JSON.parse(rotated.stdout) as { prepared_key_id: string; trust_bundle_version: number };
+      expect(prepared.trust_bundle_version).toBe(2);
       const issuerPath = join(fixture.dataDir, 'issuer-key.json');
+      expect(existsSync(`${issuerPath}.next`)).toBe(true);
+      // Wait for the activation: the prepared file becomes the active one (the old secret is gone).
+      const crypto = await createCrypto();
+      const deadline = Date.now() + 15_000;
+      while (toHex(readPublicKey(crypto, issuerPath).keyId) !== prepared.prepared_key_id) {
+        if (Date.now() > deadline) throw new Error('not activated');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(existsSync(`${issuerPath}.next`)).toBe(false);
+      const list = await cli(['issuer', 'list', '--json']);
+      const listed = JSON.parse(list.stdout) as { trust_bundle_version: number; issuers: { key_id: string; state: string; not_after_ms: number | null }[] };
+      expect(listed.trust_bundle_version).toBe(3);
+      expect(listed.issuers.find((i) => i.key_id === prepared.prepared_key_id)?.state).toBe('active');
+      expect(listed.issuers.find((i) => i.state === 'retired')?.not_after_ms).toBeGreaterThan(Date.now());
+      await registry.stop();
+      registry = undefined;
+      // As if the rename after the activation's commit never happened: the active key in .next, a stray key in place.
       copyFileSync(issuerPath, `${issuerPath}.next`);
       rmSync(issuerPath);
-      const crypto = await createCrypto();
       writeKeyFile(crypto, issuerPath, 'parley-registry-issuer-key', crypto.ed25519.generateKeyPair());
-      const r = await runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0']);
-      expectOneLineError(r, EXIT_CODES.failedPrecondition, /interrupted `issuer rotate`.*issuer-key\.json\.next/);
+      registry = await serve(fixture);
+      expect(registry.logs.some((l) => /finished an interrupted issuer activation/.test(String(l['msg'])))).toBe(true);
+      expect(toHex(readPublicKey(crypto, issuerPath).keyId)).toBe(prepared.prepared_key_id);
     } finally {
+      await registry?.stop();
       await fixture.cleanup();
     }
-  }, 60_000);
+  }, 90_000);
 });

@@ -21,6 +21,8 @@
  * - `revoked`              the agent id or the certificate serial is revoked
  * - `identity_mismatch`    the certificate is for another agent than the one expected
  * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable): fail closed
+ * - `bad_signature`        a signed trust bundle document's signature does not verify (docs/PROTOCOL.md §15.9)
+ * - `rollback`             a trust bundle document older than (or a different one at) the version already held
  */
 export type IdentityErrorCode =
   | 'malformed'
@@ -31,7 +33,9 @@ export type IdentityErrorCode =
   | 'not_yet_valid'
   | 'revoked'
   | 'identity_mismatch'
-  | 'revocation_stale';
+  | 'revocation_stale'
+  | 'bad_signature'
+  | 'rollback';
 
 /** Every {@link IdentityErrorCode}, in the documented order. */
 export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze([
@@ -44,6 +48,8 @@ export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze(
   'revoked',
   'identity_mismatch',
   'revocation_stale',
+  'bad_signature',
+  'rollback',
 ] as const);
 
 /**

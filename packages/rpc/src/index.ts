@@ -52,8 +52,29 @@ export {
   EMPTY_CHAIN_HASH,
   REGISTRY_DOMAINS,
   REVOCATION_KIND,
+  joinTokenHash,
+  enrolmentLayout,
+  formatJoinToken,
+  parseJoinToken,
+  JOIN_TOKEN_ID_BYTES,
+  JOIN_TOKEN_SECRET_BYTES,
+  JOIN_TOKEN_PREFIX,
 } from './registry-protocol.js';
-export type { AcceptedBatch, RevocationEntryFields, RevocationHeadFields, RotationFields } from './registry-protocol.js';
+export type { AcceptedBatch, EnrolmentFields, RevocationEntryFields, RevocationHeadFields, RotationFields } from './registry-protocol.js';
+export {
+  agentRequestLayout,
+  signAgentRequest,
+  agentRequestSigner,
+  parseAgentMetadata,
+  verifyAgentRequest,
+  AGENT_REQUEST_DOMAIN,
+  AGENT_METADATA_KEYS,
+} from './agent-auth.js';
+export type { AgentRequestAuth, AgentRequestKey } from './agent-auth.js';
+
+// For gateways and agents: following a registry's signed trust bundle (docs/PROTOCOL.md §15.9)
+export { TrustBundleFollower } from './trust-bundle-follower.js';
+export type { TrustBundleFollowerEvent, TrustBundleFollowerOptions, TrustBundleFollowerState, TrustBundleStore } from './trust-bundle-follower.js';
 
 // For servers and clients with streams: a small async queue (one producer side, one consumer)
 export { Channel } from './channel.js';
