@@ -132,7 +132,7 @@ interface ServerProcess {
 }
 
 async function spawnServer(config: Record<string, unknown>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--expose-gc', '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
+  const child = spawn(process.execPath, ['--expose-gc', ...(config['mode'] === 'gateway' && process.env['BENCH_GATEWAY_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_GATEWAY_PROF']}`] : []), '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
     cwd: join(HERE, '..'),
     stdio: ['pipe', 'pipe', 'inherit'],
   });

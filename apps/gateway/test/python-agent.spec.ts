@@ -6,7 +6,11 @@
 // all eight MessageTypes in both directions with non-ASCII content, receipts verified on both sides,
 // a tampered and a replayed envelope refused, a revoked peer refused (at the handshake, and per
 // message from the registry's signed revocation list), and a Python agent killed before acking and
-// restarted: the message is handed over again, once, and only then receipted.
+// restarted: the message is handed over again, once, and only then receipted. Shared memory (PROTOCOL §18)
+// both ways: a TypeScript-created memory granted to the Python agent (which reads through a key epoch
+// and back link the TypeScript owner made, writes, and gets a typed conflict), a Python-created memory
+// granted to a TypeScript agent (the same, the other way), every write's signature checked here too, and a
+// revoked Python member that can read nothing written after its removal.
 //
 // Needs Debian's python3-nacl, python3-grpcio and python3-protobuf (`.ci/run` installs them). Without
 // them the suite is skipped locally and fails under CI=true, so CI can never pass without running it.
@@ -21,7 +25,8 @@ import { credentials } from '@grpc/grpc-js';
 import { buildSendRequest, connect, deliveryReceiptLayout, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
 import { createCrypto, fromBase64Url, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
-import { AgentGatewayService, DeliveryStatus, MessageType, SecureMessageSchema, create, fromBinary, type DeliveryReceipt, type JsonValue, type SecureMessage } from '@parley/proto';
+import { AgentGatewayService, DeliveryStatus, MessageType, SecureMessageSchema, WriteRecordSchema, create, fromBinary, toBinary, type DeliveryReceipt, type JsonValue, type SecureMessage } from '@parley/proto';
+import { writeLayout } from '@parley/memory';
 import { createClient, type Client } from '@parley/rpc';
 import { envelopeSignedBytes, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,6 +37,7 @@ const PY_DIR = join(ROOT, 'clients', 'python');
 const DRIVER = join(PY_DIR, 'tests', 'driver.py');
 const PYTHON = process.env['PARLEY_PYTHON'] ?? '/usr/bin/python3';
 const VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1.json');
+const MEMORY_VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1-memory.json');
 const GATEWAY_ID = 'gw-python-interop.test';
 
 function hasPythonDeps(): boolean {
@@ -184,6 +190,21 @@ suite('Python SDK agent', () => {
     };
   }
 
+  let memoryCalls = 0;
+  /** One `agent.memory` call in the Python agent: its result (`ok: true`) or its typed error (`ok: false, code`). */
+  async function pyMemory(py: PyAgent, op: string, args: Record<string, unknown> = {}): Promise<PyEvent> {
+    const id = `mem-call-${++memoryCalls}`;
+    py.command({ cmd: 'memory', id, op, ...args });
+    return py.next('memory', (e) => e['id'] === id, 60_000);
+  }
+
+  /** What a TypeScript member's memory call rejected with. */
+  const rejection = (p: Promise<unknown>): Promise<{ code?: string; currentVersion?: bigint }> =>
+    p.then(
+      () => ({ code: 'ok' }),
+      (e: { code?: string; currentVersion?: bigint }) => e,
+    );
+
   async function stopPython(py: PyAgent): Promise<void> {
     py.command({ cmd: 'exit' });
     expect(await py.exited, py.stderr()).toBe(0);
@@ -237,9 +258,12 @@ suite('Python SDK agent', () => {
     return response.status;
   }
 
-  it('checks every conformance vector (the same file TypeScript and Go check)', () => {
+  it('checks every conformance vector (the same file TypeScript and Go check) and every shared-memory vector (the file TypeScript checks)', () => {
     const out = execFileSync(PYTHON, ['-m', 'parley.conformance', VECTORS], { cwd: PY_DIR, encoding: 'utf8' });
     expect(out).toMatch(/parley\.conformance: \d+ checks passed, 0 failed/);
+    const memory = execFileSync(PYTHON, ['-m', 'parley.conformance', MEMORY_VECTORS], { cwd: PY_DIR, encoding: 'utf8' });
+    expect(memory).toMatch(/ok {3}rejections/);
+    expect(memory).toMatch(/parley\.conformance: \d+ checks passed, 0 failed/);
   }, 60_000);
 
   it('Python initiates: all eight MessageTypes both ways, non-ASCII content, receipts verified on both sides', async () => {
@@ -367,6 +391,92 @@ suite('Python SDK agent', () => {
     expect(b2.events.filter((e) => e['event'] === 'received')).toEqual([]);
     await stopPython(b2);
   }, 180_000);
+
+  it('shared memory both ways: TypeScript-created and Python-created memories, epochs and back links made by either SDK, signed writes verified across, a revoked Python member locked out of what follows', async () => {
+    const py = await enrolPython('py-worker-mem');
+    const ts = await tsAgent('ts-planner-mem');
+    const third = await registry.register(crypto, 'ts-third-mem', 'planner'); // never connects: granted with its certificate
+    const agent = runPython(py.args);
+    await agent.next('ready');
+    const memory = ts.sdk.memory;
+    const verifiedAs = (memoryId: string, recordHex: string, publicKey: Uint8Array): boolean => {
+      const record = fromBinary(WriteRecordSchema, fromHex(recordHex));
+      return crypto.ed25519.verify(record.signature, writeLayout(memoryId, record), publicKey);
+    };
+
+    // (1) TypeScript owns M1, writes in epoch 1, grants a third member and the Python agent, then revokes
+    // the third: epoch 2 is made by TypeScript and sealed to Python's converted identity key.
+    const m1 = (await memory.create()).memoryId;
+    await memory.write(m1, 'plan', 'plan v1 from TypeScript ✓', { previousVersion: 0 });
+    await memory.grant(m1, 'ts-third-mem', 'read', { certificate: third.certificate });
+    await memory.grant(m1, 'py-worker-mem', 'write');
+    expect((await memory.revoke(m1, 'ts-third-mem')).currentEpoch).toBe(2);
+    expect(await pyMemory(agent, 'list')).toEqual(expect.objectContaining({ ok: true, memories: [m1] }));
+    const got = await pyMemory(agent, 'get', { memory_id: m1 });
+    expect(got).toEqual(expect.objectContaining({ ok: true, owner_id: 'ts-planner-mem', access: 'write', current_epoch: 2, members: [['py-worker-mem', 'write'], ['ts-planner-mem', 'admin']] }));
+    // Python opens its epoch-2 copy and follows TypeScript's back link to epoch 1.
+    const pyRead = await pyMemory(agent, 'read', { memory_id: m1, segment_id: 'plan' });
+    expect(pyRead).toEqual(expect.objectContaining({ ok: true, data: 'plan v1 from TypeScript ✓', version: 1, writer_id: 'ts-planner-mem', key_epoch: 1 }));
+    expect(verifiedAs(m1, pyRead['record'] as string, ts.publicKey)).toBe(true);
+    // Python writes (epoch 2); TypeScript reads it, its SDK verifying Python's signature, and so do we.
+    expect(await pyMemory(agent, 'write', { memory_id: m1, segment_id: 'plan', data: 'plan v2 from Python ünïcödé', previous_version: 1 })).toEqual(
+      expect.objectContaining({ ok: true, version: 2, already_applied: false }),
+    );
+    const tsRead = await memory.read(m1, 'plan');
+    expect([new TextDecoder().decode(tsRead.data), tsRead.version, tsRead.writerId, tsRead.keyEpoch]).toEqual(['plan v2 from Python ünïcödé', 2n, 'py-worker-mem', 2]);
+    expect(crypto.ed25519.verify(tsRead.record.signature, writeLayout(m1, tsRead.record), py.publicKey)).toBe(true);
+    expect(crypto.ed25519.verify(tsRead.record.signature, writeLayout(m1, tsRead.record), ts.publicKey)).toBe(false);
+    // A stale write from Python is a typed conflict carrying the current version, across the wire.
+    expect(await pyMemory(agent, 'write', { memory_id: m1, segment_id: 'plan', data: 'stale', previous_version: 1 })).toEqual(
+      expect.objectContaining({ ok: false, code: 'conflict', current_version: 2 }),
+    );
+
+    // (2) Python owns M2, grants both TypeScript agents, revokes the second (epoch 2, made by Python) and
+    // grants it again: its only key copy is Python's epoch-2 one, so it reads epoch-1 data through Python's back link.
+    const ts2 = await tsAgent('ts-planner-mem2');
+    const created = await pyMemory(agent, 'create');
+    expect(created).toEqual(expect.objectContaining({ ok: true, owner_id: 'py-worker-mem', access: 'admin', current_epoch: 1 }));
+    const m2 = created['memory_id'] as string;
+    expect((await pyMemory(agent, 'write', { memory_id: m2, segment_id: 'notes/1', data: 'notes from Python', previous_version: 0 }))['ok']).toBe(true);
+    expect((await pyMemory(agent, 'grant', { memory_id: m2, agent_id: 'ts-planner-mem', access: 'write' }))['ok']).toBe(true);
+    expect((await pyMemory(agent, 'grant', { memory_id: m2, agent_id: 'ts-planner-mem2', access: 'read' }))['ok']).toBe(true);
+    expect((await pyMemory(agent, 'grant', { memory_id: m2, agent_id: 'ts-never-seen', access: 'read' }))['code']).toBe('not_found'); // no certificate known to the store
+    const info2 = await memory.get(m2);
+    expect([info2.ownerId, info2.access, info2.currentEpoch]).toEqual(['py-worker-mem', 'write', 1]);
+    const notes = await memory.read(m2, 'notes/1');
+    expect([new TextDecoder().decode(notes.data), notes.writerId]).toEqual(['notes from Python', 'py-worker-mem']);
+    expect(crypto.ed25519.verify(notes.record.signature, writeLayout(m2, notes.record), py.publicKey)).toBe(true);
+    const revokeByPython = await pyMemory(agent, 'revoke', { memory_id: m2, agent_id: 'ts-planner-mem2' });
+    expect(revokeByPython).toEqual(expect.objectContaining({ ok: true, current_epoch: 2, members: [['py-worker-mem', 'admin'], ['ts-planner-mem', 'write']] }));
+    expect((await rejection(ts2.sdk.memory.read(m2, 'notes/1'))).code).toBe('permission_denied');
+    expect((await pyMemory(agent, 'grant', { memory_id: m2, agent_id: 'ts-planner-mem2', access: 'read' }))['ok']).toBe(true);
+    const throughLink = await ts2.sdk.memory.read(m2, 'notes/1');
+    expect([new TextDecoder().decode(throughLink.data), throughLink.keyEpoch, (await ts2.sdk.memory.get(m2)).currentEpoch]).toEqual(['notes from Python', 1, 2]);
+    await memory.write(m2, 'notes/1', 'notes v2 from TypeScript', { previousVersion: 1 });
+    const back = await pyMemory(agent, 'read', { memory_id: m2, segment_id: 'notes/1' });
+    expect(back).toEqual(expect.objectContaining({ ok: true, data: 'notes v2 from TypeScript', version: 2, writer_id: 'ts-planner-mem', key_epoch: 2 }));
+    expect(verifiedAs(m2, back['record'] as string, ts.publicKey)).toBe(true);
+    const conflict = await rejection(memory.write(m2, 'notes/1', 'stale', { previousVersion: 1 }));
+    expect([conflict.code, conflict.currentVersion]).toEqual(['conflict', 2n]);
+
+    // (3) TypeScript revokes the Python agent from M1 (epoch 3, sealed to TypeScript only) and writes:
+    // the store refuses Python, and no key Python holds opens what was written after; what it had, it keeps.
+    expect((await memory.revoke(m1, 'py-worker-mem')).currentEpoch).toBe(3);
+    await memory.write(m1, 'after', 'written after the revocation', { previousVersion: 0 });
+    const after = await memory.read(m1, 'after');
+    expect(after.keyEpoch).toBe(3);
+    expect(await pyMemory(agent, 'read', { memory_id: m1, segment_id: 'after' })).toEqual(expect.objectContaining({ ok: false, code: 'permission_denied' }));
+    expect(await pyMemory(agent, 'read', { memory_id: m1, segment_id: 'plan' })).toEqual(expect.objectContaining({ ok: false, code: 'permission_denied' }));
+    expect(await pyMemory(agent, 'get', { memory_id: m1 })).toEqual(expect.objectContaining({ ok: false, code: 'permission_denied' }));
+    expect(await pyMemory(agent, 'list')).toEqual(expect.objectContaining({ ok: true, memories: [m2] }));
+    const offline = await pyMemory(agent, 'open', { memory_id: m1, record: toHex(toBinary(WriteRecordSchema, after.record)), ciphertext: toHex(after.ciphertext) });
+    expect(offline).toEqual(expect.objectContaining({ ok: false, code: 'permission_denied' }));
+    expect(offline['detail']).toMatch(/no key of epoch 3/);
+    expect(await pyMemory(agent, 'open', { memory_id: m1, record: toHex(toBinary(WriteRecordSchema, tsRead.record)), ciphertext: toHex(tsRead.ciphertext) })).toEqual(
+      expect.objectContaining({ ok: true, data: 'plan v2 from Python ünïcödé' }),
+    );
+    await stopPython(agent);
+  }, 240_000);
 
   it('a Python agent killed before acking is handed the message again after a restart, once, and only then receipts it', async () => {
     const py = await enrolPython('py-worker-6');

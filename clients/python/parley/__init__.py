@@ -33,11 +33,13 @@ from .errors import (
     IdentityError,
     ParleyError,
     SessionError,
+    SharedMemoryError,
     StateError,
 )
 from .gateway import TlsConfig
 from .identity import Revocation, RevocationChecker, StaticRevocations, TrustBundle, VerifiedCertificate, verify_certificate
 from .keys import load_certificate, load_identity, load_key_file
+from .memory import MemoryClient, MemoryInfo, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
 from .revocation import RegistryRevocations, RevocationList
 from .session import LocalIdentity, SkewLimits
 from .types import Backoff, Event, MessageType, Receipt
@@ -59,16 +61,24 @@ __all__ = [
     "Identity",
     "IdentityError",
     "LocalIdentity",
+    "MemoryClient",
+    "MemoryInfo",
+    "MemoryListing",
+    "MemoryMemberInfo",
+    "MemoryUsageInfo",
     "Message",
     "MessageType",
     "ParleyError",
+    "ReadResult",
     "Receipt",
     "RegistryRevocations",
     "ResendPolicy",
     "Revocation",
     "RevocationChecker",
     "RevocationList",
+    "SegmentInfo",
     "SessionError",
+    "SharedMemoryError",
     "SessionTimeouts",
     "SigningKey",
     "SkewLimits",
@@ -77,6 +87,7 @@ __all__ = [
     "TlsConfig",
     "TrustBundle",
     "VerifiedCertificate",
+    "WriteResult",
     "connect",
     "load_certificate",
     "load_identity",

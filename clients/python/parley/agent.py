@@ -46,6 +46,7 @@ from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
 from .identity import RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
+from .memory import MemoryClient
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
 from .replay import MessageHashCache, ReplayWindow
 from .session import DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
@@ -433,6 +434,7 @@ class Agent:
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main_tasks: list[asyncio.Task[Any]] = []
+        self._memory: MemoryClient | None = None
 
     # =========================================================================================
     # Public API
@@ -448,6 +450,31 @@ class Agent:
     @property
     def gateway_id(self) -> str | None:
         return self._conn.gateway_id if self._conn is not None else None
+
+    @property
+    def memory(self) -> MemoryClient:
+        """Shared memory on this agent's gateway (docs/PROTOCOL.md §18): ``create``, ``get``, ``read``,
+        ``write``, ``update``, ``grant``, ``revoke``, ``list``, ``segments``, ``rotate``. End to end
+        encrypted: the gateway stores ciphertext and enforces membership, and never holds a key. Created
+        on first use (with this agent's identity, gateway address, TLS, trust bundle and revocation
+        checker; requests are signed for the gateway id), closed with the agent. An answer of the gateway
+        that does not verify is a ``security`` event with stage ``memory`` (peer: the memory id).
+
+        Raises ``cancelled`` once the agent is closed.
+        """
+        if self._closed:
+            raise ParleyError("cancelled", "agent closed")
+        if self._memory is None:
+            self._memory = MemoryClient(
+                identity=self.identity,
+                address=self._gateway,
+                service_id=self._conn.gateway_id if self._conn is not None else self._expected_gateway_id,
+                trust_bundle=self._trust,
+                revocations=self._revocations,
+                tls=self._tls,
+                on_security=lambda code, memory_id, detail: self._security("memory", code, peer=memory_id, detail=detail),
+            )
+        return self._memory
 
     def sessions(self) -> list[Session]:
         """Live sessions (inspection only)."""
@@ -574,6 +601,8 @@ class Agent:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        if self._memory is not None:
+            await self._memory.close()
         for pending in self._initiating.values():
             pending.handshake.abort()
         for responding in self._responding.values():

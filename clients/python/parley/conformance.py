@@ -10,7 +10,8 @@ group added to the file is never skipped silently. Adding a group is one
 function decorated with ``@group("name")``.
 
 Run it: ``python3 -m parley.conformance docs/conformance/parley-v1.json``
-(exit 0 only when every check passed and at least one ran).
+(exit 0 only when every check passed and at least one ran). The same command checks the shared-memory
+file, ``docs/conformance/parley-v1-memory.json``, with :mod:`parley.memory.conformance`.
 """
 
 from __future__ import annotations
@@ -545,13 +546,17 @@ def check_file(path: str | Path) -> list[GroupResult]:
     document = json.loads(Path(path).read_text(encoding="utf-8"))
     if document.get("format") != "parley-conformance-vectors" or document.get("version") != 1:
         return [GroupResult("format", 0, ["not a version-1 parley-conformance-vectors file"])]
+    from .memory.conformance import MemoryChecker, is_memory_document  # the shared-memory file (§18)
+
+    if is_memory_document(document):
+        return MemoryChecker(document).run()
     return Checker(document).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python3 -m parley.conformance docs/conformance/parley-v1.json", file=sys.stderr)
+        print("usage: python3 -m parley.conformance docs/conformance/parley-v1.json (or parley-v1-memory.json)", file=sys.stderr)
         return 2
     results = check_file(args[0])
     passed = sum(r.passed for r in results)

@@ -212,3 +212,90 @@ def argon2id(passphrase: bytes, salt: bytes, ops_limit: int, mem_limit: int) -> 
     return bytearray(
         _sodium.crypto_pwhash_alg(32, bytes(passphrase), bytes(salt), ops_limit, mem_limit, _sodium.crypto_pwhash_ALG_ARGON2ID13)
     )
+
+
+# --- XChaCha20-Poly1305 IETF (shared memory, §18.3) ------------------------------------------------
+
+XAEAD_NONCE_BYTES: Final = 24
+#: nonce (24) + tag (16): what sealing adds to a plaintext.
+XAEAD_OVERHEAD: Final = XAEAD_NONCE_BYTES + AEAD_TAG_BYTES
+
+
+def xaead_seal(key: bytes | bytearray, plaintext: bytes, ad: bytes, *, nonce: bytes | None = None) -> bytes:
+    """XChaCha20-Poly1305-IETF under a fresh random 24-byte nonce: ``nonce ‖ ciphertext ‖ tag``.
+
+    ``nonce`` exists for the conformance vectors only; production code never passes it (§18.3: every
+    nonce is fresh OS randomness, so several writers and restarts can share one key).
+    """
+    if len(key) != AEAD_KEY_BYTES:
+        raise CryptoError("malformed", "an XChaCha20-Poly1305 key is 32 bytes")
+    n = random_bytes(XAEAD_NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(n) != XAEAD_NONCE_BYTES:
+        raise CryptoError("malformed", "an XChaCha20-Poly1305 nonce is 24 bytes")
+    return n + _sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(plaintext), bytes(ad), n, bytes(key))
+
+
+def xaead_open(key: bytes | bytearray, sealed: bytes, ad: bytes) -> bytes:
+    """Opens ``nonce ‖ ciphertext ‖ tag``; ``decrypt_failed`` when it is too short or does not authenticate."""
+    if len(key) != AEAD_KEY_BYTES:
+        raise CryptoError("malformed", "an XChaCha20-Poly1305 key is 32 bytes")
+    if len(sealed) < XAEAD_OVERHEAD:
+        raise CryptoError("decrypt_failed", "ciphertext shorter than its nonce and tag")
+    data = bytes(sealed)
+    try:
+        return _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(data[XAEAD_NONCE_BYTES:], bytes(ad), data[:XAEAD_NONCE_BYTES], bytes(key))
+    except nacl.exceptions.CryptoError as error:
+        raise CryptoError("decrypt_failed", "XChaCha20-Poly1305 authentication failed") from error
+
+
+# --- Sealed boxes to identity keys (shared memory key copies, §18.3, §18.6) ------------------------
+
+SEALED_BOX_OVERHEAD: Final = 48
+
+
+def ed25519_pk_to_x25519(public_key: bytes) -> bytes:
+    """libsodium ``crypto_sign_ed25519_pk_to_curve25519``; ``malformed`` for a key that does not convert."""
+    if len(public_key) != ED25519_PUBLIC_KEY_BYTES:
+        raise CryptoError("malformed", "an Ed25519 public key is 32 bytes")
+    try:
+        return bytes(_sodium.crypto_sign_ed25519_pk_to_curve25519(bytes(public_key)))
+    except (nacl.exceptions.RuntimeError, nacl.exceptions.ValueError, RuntimeError, ValueError) as error:
+        raise CryptoError("malformed", "the Ed25519 public key does not convert to X25519") from error
+
+
+def ed25519_sk_to_x25519(signing_key: SigningKey) -> bytearray:
+    """libsodium ``crypto_sign_ed25519_sk_to_curve25519`` of a signing key (the caller wipes the result)."""
+    if not any(signing_key._sk[:32]):
+        raise CryptoError("malformed", "the signing key was wiped")
+    return bytearray(_sodium.crypto_sign_ed25519_sk_to_curve25519(bytes(signing_key._sk)))
+
+
+def sealed_box_seal(plaintext: bytes, ed25519_public_key: bytes) -> bytes:
+    """libsodium ``crypto_box_seal`` (ephemeral X25519, XSalsa20-Poly1305) to the X25519 conversion of an Ed25519 key."""
+    return bytes(_sodium.crypto_box_seal(bytes(plaintext), ed25519_pk_to_x25519(ed25519_public_key)))
+
+
+def sealed_box_open(sealed: bytes, signing_key: SigningKey) -> bytearray:
+    """libsodium ``crypto_box_seal_open`` with the X25519 conversion of an identity key; ``decrypt_failed`` otherwise."""
+    if len(sealed) < SEALED_BOX_OVERHEAD:
+        raise CryptoError("decrypt_failed", "sealed box shorter than its overhead")
+    secret = ed25519_sk_to_x25519(signing_key)
+    try:
+        public = _sodium.crypto_scalarmult_base(bytes(secret))
+        return bytearray(_sodium.crypto_box_seal_open(bytes(sealed), public, bytes(secret)))
+    except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, RuntimeError) as error:
+        raise CryptoError("decrypt_failed", "sealed box does not open with this key") from error
+    finally:
+        wipe(secret)
+
+
+def sealed_box_seal_with_ephemeral_for_testing_only(plaintext: bytes, ed25519_public_key: bytes, ephemeral_secret: bytes) -> bytes:
+    """``crypto_box_seal`` with a given ephemeral key, built from libsodium's own parts exactly as it does
+    (``epk ‖ crypto_box_easy(m, BLAKE2b-24(epk ‖ pk), pk, esk)``; PyNaCl's ``crypto_box`` returns exactly that), so the conformance vectors can be re-sealed
+    byte for byte. Never use it outside the vectors: a sealed box's ephemeral key must be fresh."""
+    recipient = ed25519_pk_to_x25519(ed25519_public_key)
+    ephemeral_public = _sodium.crypto_scalarmult_base(bytes(ephemeral_secret))
+    state = _sodium.crypto_generichash_blake2b_init(digest_size=24)
+    _sodium.crypto_generichash_blake2b_update(state, ephemeral_public + recipient)
+    nonce = _sodium.crypto_generichash_blake2b_final(state)
+    return bytes(ephemeral_public) + bytes(_sodium.crypto_box(bytes(plaintext), nonce, recipient, bytes(ephemeral_secret)))

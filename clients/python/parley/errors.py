@@ -2,7 +2,8 @@
 
 The codes are the closed set of docs/PROTOCOL.md §11 (message, handshake and
 certificate rejections) and §15.8 (API codes), the go-away codes of §10.2/§10.7,
-and ``state_error`` of the delivery contract (§17). Callers switch on
+``state_error`` of the delivery contract (§17) and the shared-memory codes of §18.11
+(``conflict``, ``quota_exceeded``, ``rotation_required``). Callers switch on
 ``error.code``, never on the message; the message starts with the code
 (``[revoked] …``) and the original exception, if any, is ``__cause__``.
 
@@ -14,6 +15,9 @@ possible, but every subclass uses the same code set:
 - :class:`GatewayError`   a refusal or go-away from the gateway, or the stream (§10)
 - :class:`DeliveryError`  the outcome of a send (no receipt in time, expired, …)
 - :class:`StateError`     the local state directory (sealed files, counters)
+- :class:`SharedMemoryError` shared memory (§18): the TypeScript SDK's ``MemoryError`` (renamed
+  so as not to shadow Python's built-in ``MemoryError``); a lost compare-and-set is ``conflict``
+  with ``current_version`` (and the verified ``current`` write record)
 
 A peer is never told why its handshake or message failed: the detail stays in
 the local message and the security event, and only ``unknown_session`` is ever
@@ -22,7 +26,7 @@ answered on the wire (a SessionReject).
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 ErrorCode = Literal[
     # §11: message, handshake and certificate rejections
@@ -67,6 +71,10 @@ ErrorCode = Literal[
     "shutting_down",  # the gateway is stopping (transient: reconnect)
     # §17 (delivery contract)
     "state_error",  # the state directory could not be written: nothing was sealed or accepted
+    # §18.11 (shared memory)
+    "conflict",  # a write's compare-and-set lost, or a membership/epoch change raced another (reload and retry)
+    "quota_exceeded",  # a memory's or owner's byte, segment or member quota refuses the change
+    "rotation_required",  # a holder of the current epoch key is gone: start the next epoch first
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
@@ -112,6 +120,27 @@ class DeliveryError(ParleyError):
 
 class StateError(ParleyError):
     """The local state directory (§17): ``state_error`` or ``state_corrupt``."""
+
+
+class SharedMemoryError(ParleyError):
+    """Shared memory (§18). ``code`` as everywhere; for a segment's lost compare-and-set (``conflict``),
+    ``current_version`` is the segment's version now (0: it does not exist) and ``current`` its verified
+    write record (a ``parley.v1.WriteRecord``) when it exists; both are None otherwise."""
+
+    current_version: int | None
+    current: Any | None
+
+    def __init__(self, code: ErrorCode, detail: str, *, current_version: int | None = None, current: Any | None = None) -> None:
+        super().__init__(code, detail)
+        self.current_version = current_version
+        self.current = current
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_shared_memory_error, (self.code, self.detail, self.current_version))
+
+
+def _shared_memory_error(code: ErrorCode, detail: str, current_version: int | None) -> SharedMemoryError:
+    return SharedMemoryError(code, detail, current_version=current_version)
 
 
 def code_of(error: BaseException) -> ErrorCode:

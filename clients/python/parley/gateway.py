@@ -45,6 +45,8 @@ _CODE_BY_STATUS: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "deadline_exceeded",
     grpc.StatusCode.CANCELLED: "cancelled",
     grpc.StatusCode.UNIMPLEMENTED: "unimplemented",
+    grpc.StatusCode.ABORTED: "conflict",
+    grpc.StatusCode.OUT_OF_RANGE: "malformed",
 }
 
 

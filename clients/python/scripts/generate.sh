@@ -20,7 +20,7 @@ done
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-protos=(parley/v1/identity.proto parley/v1/handshake.proto parley/v1/message.proto parley/v1/gateway.proto parley/v1/registry.proto parley/v1/audit.proto)
+protos=(parley/v1/identity.proto parley/v1/handshake.proto parley/v1/message.proto parley/v1/gateway.proto parley/v1/registry.proto parley/v1/audit.proto parley/v1/memory.proto)
 protoc -I "$root/proto" --python_out="$out" --pyi_out="$out" \
   --grpc_python_out="$out" --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" \
   "${protos[@]}"

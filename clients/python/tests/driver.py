@@ -5,6 +5,9 @@ the test decides what it sends and when it acks, and may SIGKILL it at any point
 stdin, one JSON command per line:
     {"cmd": "send", "id": "s1", "to": "ts-1", "type": "TASK_ASSIGNMENT", "content": {...}, "timeout": 30}
     {"cmd": "ack", "message_hash": "<hex>"}
+    {"cmd": "memory", "id": "m1", "op": "create" | "get" | "list" | "read" | "write" | "grant" | "revoke" | "open", ...}
+        (arguments: memory_id, segment_id, data (text), previous_version, agent_id, access, expires_at_ms,
+        record and ciphertext (hex, for "open": verify and decrypt offline with the keys held))
     {"cmd": "exit"}
 stdout, one JSON event per line:
     {"event": "ready", "agent_id": ..., "blake3": ...}
@@ -12,6 +15,7 @@ stdout, one JSON event per line:
     {"event": "receipt", "id", "message_hash", "recipient_id", "received_at_ms", "signature", "verified": true}
     {"event": "send_failed", "id", "code", "detail"}
     {"event": "acked", "message_hash", "signature"}
+    {"event": "memory", "id", "ok": true, ...the result} or {"event": "memory", "id", "ok": false, "code", "detail", "current_version"}
     {"event": <an SDK Event kind>, ...its fields}          (security, duplicate, session_established, …)
 
 Usage: python3 driver.py --gateway H:P --gateway-id ID --key F --cert F --trust-bundle F --state-dir D
@@ -30,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import parley  # noqa: E402
+import parley.v1.memory_pb2  # noqa: E402
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -43,6 +48,28 @@ def _json_default(value: object) -> object:
     if isinstance(value, parley.Receipt):
         return {"message_hash": value.message_hash.hex(), "recipient_id": value.recipient_id}
     return str(value)
+
+
+def info(i: parley.MemoryInfo) -> dict[str, Any]:
+    return {
+        "memory_id": i.memory_id,
+        "owner_id": i.owner_id,
+        "access": i.access,
+        "members": [[m.agent_id, m.access] for m in i.members],
+        "membership_version": i.membership_version,
+        "current_epoch": i.current_epoch,
+    }
+
+
+def read_result(r: parley.ReadResult) -> dict[str, Any]:
+    return {
+        "data": r.text(),
+        "version": r.version,
+        "writer_id": r.writer_id,
+        "key_epoch": r.info.key_epoch,
+        "record": r.record.SerializeToString().hex(),
+        "ciphertext": r.ciphertext.hex(),
+    }
 
 
 async def main() -> int:
@@ -121,6 +148,35 @@ async def main() -> int:
         except parley.ParleyError as error:
             emit("send_failed", id=cmd.get("id"), code=error.code, detail=error.detail)
 
+    async def memory(cmd: dict[str, Any]) -> None:
+        m = agent.memory
+        op = cmd.get("op")
+        try:
+            result: dict[str, Any]
+            if op == "create":
+                result = info(await m.create(expires_at_ms=cmd.get("expires_at_ms")))
+            elif op == "get":
+                result = info(await m.get(cmd["memory_id"]))
+            elif op == "list":
+                result = {"memories": [x.memory_id for x in await m.list()]}
+            elif op == "grant":
+                result = info(await m.grant(cmd["memory_id"], cmd["agent_id"], cmd["access"], expires_at_ms=cmd.get("expires_at_ms")))
+            elif op == "revoke":
+                result = info(await m.revoke(cmd["memory_id"], cmd["agent_id"]))
+            elif op == "write":
+                w = await m.write(cmd["memory_id"], cmd["segment_id"], cmd["data"], previous_version=cmd["previous_version"])
+                result = {"version": w.version, "already_applied": w.already_applied}
+            elif op == "read":
+                result = read_result(await m.read(cmd["memory_id"], cmd["segment_id"]))
+            elif op == "open":
+                record = parley.v1.memory_pb2.WriteRecord.FromString(bytes.fromhex(cmd["record"]))
+                result = read_result(m.open(cmd["memory_id"], record, bytes.fromhex(cmd["ciphertext"])))
+            else:
+                raise parley.ParleyError("malformed", f"unknown memory op {op!r}")
+            emit("memory", id=cmd.get("id"), ok=True, **result)
+        except parley.ParleyError as error:
+            emit("memory", id=cmd.get("id"), ok=False, code=error.code, detail=error.detail, current_version=getattr(error, "current_version", None))
+
     receiver = asyncio.ensure_future(receive())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -144,6 +200,10 @@ async def main() -> int:
             if msg is not None:
                 receipt = await msg.ack()
                 emit("acked", message_hash=msg.message_hash.hex(), signature=receipt.signature.hex())
+        elif cmd.get("cmd") == "memory":
+            t = asyncio.ensure_future(memory(cmd))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
         elif cmd.get("cmd") == "exit":
             break
     for t in list(tasks):

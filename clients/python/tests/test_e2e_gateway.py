@@ -6,8 +6,6 @@ and failing under CI=true."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +20,6 @@ from .processes import Deployment, have_node_toolchain
 if not have_node_toolchain() and IN_CI:
     raise RuntimeError("node, openssl and node_modules are required under CI=true")
 pytestmark = [pytest.mark.process, pytest.mark.skipif(not have_node_toolchain(), reason="needs node + npm ci + openssl")]
-
-
-@pytest.fixture(scope="module")
-def deployment() -> Iterator[Deployment]:
-    with tempfile.TemporaryDirectory(prefix="parley-py-e2e-") as tmp:
-        d = Deployment(Path(tmp)).start()
-        try:
-            yield d
-        finally:
-            d.stop()
 
 
 def run(coro: Any, timeout: float = 90) -> Any:

@@ -12,6 +12,7 @@ const AD = new Uint8Array(32).fill(1);
 
 const auto = await createCrypto({ backend: 'auto' });
 const sodium = await createCrypto({ backend: 'libsodium' });
+const wasm = await createCrypto({ backend: 'libsodium', libsodium: 'wasm' });
 
 // Native peers: KeyObjects created once, as a native application would.
 const seed = auto.randomBytes(32);
@@ -87,6 +88,19 @@ const sodiumRows: Row[] = [
   pair('ed25519 keygen: sodium keypair vs getRandomValues+seed', 'ops/s', () => sodium.ed25519.generateKeyPair(), () => sodium.ed25519.keyPairFromSeed(nodeCrypto.getRandomValues(new Uint8Array(32)))),
 ];
 printTable('libsodium-only backend vs node:crypto (why auto picks what it picks)', 'node:crypto', sodiumRows);
+
+// The two builds of the same library: the native addon (sodium-native, the default where it loads) vs WebAssembly.
+const wasmSig = wasm.ed25519.keyPairFromSeed(seed);
+const wasmSealed1k = wasm.aead.seal(aeadKey, 5n, KIB, AD);
+printTable('libsodium native (sodium-native) vs libsodium WebAssembly (libsodium-wrappers-sumo)', 'libsodium wasm', [
+  pair('ed25519 sign 1 KiB', 'ops/s', () => sodium.ed25519.sign(KIB, edKp.secretKey), () => wasm.ed25519.sign(KIB, wasmSig.secretKey)),
+  pair('ed25519 verify 1 KiB', 'ops/s', () => sodium.ed25519.verify(sig, KIB, edKp.publicKey), () => wasm.ed25519.verify(sig, KIB, edKp.publicKey)),
+  pair('x25519 dh', 'ops/s', () => sodium.x25519.dh(xA.secretKey, xB.publicKey), () => wasm.x25519.dh(xA.secretKey, xB.publicKey)),
+  pair('chacha20poly1305 seal 1 KiB', 'MB/s', () => sodium.aead.seal(aeadKey, 5n, KIB, AD), () => wasm.aead.seal(aeadKey, 5n, KIB, AD), 1024),
+  pair('chacha20poly1305 open 1 KiB', 'MB/s', () => sodium.aead.open(aeadKey, 5n, sealed1k, AD), () => wasm.aead.open(aeadKey, 5n, wasmSealed1k, AD), 1024),
+  pair('chacha20poly1305 seal 1 MiB', 'MB/s', () => sodium.aead.seal(aeadKey, 5n, MIB, AD), () => wasm.aead.seal(aeadKey, 5n, MIB, AD), 1 << 20),
+  pair('blake2b-512 1 KiB', 'MB/s', () => sodium.blake2b(KIB), () => wasm.blake2b(KIB), 1024),
+]);
 
 // One 1 KiB message, all six steps, ours vs the same steps with node:crypto.
 const msgSig: { v: Uint8Array } = { v: new Uint8Array(0) };

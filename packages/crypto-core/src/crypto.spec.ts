@@ -4,7 +4,16 @@ import { inspect } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CryptoError, SecretKey, createCrypto, fromHex, type ParleyCrypto } from './index.js';
 
-const BACKENDS = ['libsodium', 'node', 'auto'] as const;
+// Each backend choice with each libsodium build (native addon and WebAssembly), so the two builds
+// are proved interchangeable on every behaviour and negative case.
+const BACKENDS = [
+  { backend: 'libsodium', libsodium: 'native' },
+  { backend: 'libsodium', libsodium: 'wasm' },
+  { backend: 'node', libsodium: 'native' },
+  { backend: 'node', libsodium: 'wasm' },
+  { backend: 'auto', libsodium: 'native' },
+  { backend: 'auto', libsodium: 'wasm' },
+] as const;
 
 /** Values of every wrong JavaScript type, fed to each public function. */
 const WRONG_TYPES: unknown[] = [undefined, null, 0, 1n, 'bytes', [1, 2, 3], {}, new ArrayBuffer(32), Buffer.alloc(0).buffer];
@@ -21,10 +30,10 @@ function expectCode(fn: () => unknown, code: CryptoError['code']): void {
   expect((thrown as CryptoError).message.startsWith(`[${code}] `)).toBe(true);
 }
 
-describe.each(BACKENDS)('crypto-core with backend %s', (backend) => {
+describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium', (options) => {
   let c: ParleyCrypto;
   beforeAll(async () => {
-    c = await createCrypto({ backend });
+    c = await createCrypto(options);
   });
 
   describe('xaead (XChaCha20-Poly1305, random nonces)', () => {
@@ -339,5 +348,33 @@ describe('key material never leaks', () => {
 
   it('rejects an unknown backend name', async () => {
     await expect(createCrypto({ backend: 'openssl' as never })).rejects.toMatchObject({ code: 'invalid_value' });
+    await expect(createCrypto({ libsodium: 'asm.js' as never })).rejects.toMatchObject({ code: 'invalid_value' });
+  });
+
+  it('names the libsodium build that serves each primitive', async () => {
+    const native = await createCrypto({ libsodium: 'native' });
+    expect(native.backends.ed25519).toBe('libsodium-native');
+    expect(native.backends.aead).toBe('libsodium-native');
+    expect(native.backends.hmacSha256).toBe('node');
+    const wasm = await createCrypto({ libsodium: 'wasm' });
+    expect(wasm.backends.ed25519).toBe('libsodium');
+    expect(wasm.backends.aead).toMatch(/^libsodium<\d+B≤node$/);
+    // The default loads the native build where the platform has it (linux-x64 here).
+    expect((await createCrypto()).backends.ed25519).toBe('libsodium-native');
+  });
+
+  it('signs and seals identically under both libsodium builds (same library, same bytes)', async () => {
+    const native = await createCrypto({ backend: 'libsodium', libsodium: 'native' });
+    const wasm = await createCrypto({ backend: 'libsodium', libsodium: 'wasm' });
+    const seed = new Uint8Array(32).fill(9);
+    const message = new TextEncoder().encode('one layout, two builds');
+    const sigN = native.ed25519.sign(message, native.ed25519.keyPairFromSeed(seed).secretKey);
+    const sigW = wasm.ed25519.sign(message, wasm.ed25519.keyPairFromSeed(seed).secretKey);
+    expect(Buffer.from(sigN).equals(Buffer.from(sigW))).toBe(true);
+    const pk = native.ed25519.keyPairFromSeed(seed).publicKey;
+    expect(wasm.ed25519.verify(sigN, message, pk) && native.ed25519.verify(sigW, message, pk)).toBe(true);
+    const key = native.randomKey('aead');
+    const sealed = native.aead.seal(key, 7n, message, message);
+    expect(wasm.aead.open(SecretKey.from(key.unsafeBytes(), 'aead'), 7n, sealed, message)).toEqual(message);
   });
 });

@@ -12,6 +12,7 @@ import { CryptoError } from './errors.js';
 import { createNodeBackend } from './node-backend.js';
 import { SecretKey, asecret } from './secret-key.js';
 import { createSodiumBackend } from './sodium-backend.js';
+import { createSodiumNativeBackend } from './sodium-native-backend.js';
 
 export const ED25519_PUBLIC_KEY_BYTES = 32;
 export const ED25519_SEED_BYTES = 32;
@@ -75,6 +76,13 @@ export interface CreateCryptoOptions {
    * every primitive it has.
    */
   readonly backend?: BackendChoice;
+  /**
+   * Which build of libsodium serves the libsodium primitives. `auto` (default):
+   * the native addon (sodium-native) when this platform has its prebuilt
+   * binary, else the WebAssembly build. `native` fails with `backend_failure`
+   * when the addon cannot load; `wasm` never loads it.
+   */
+  readonly libsodium?: 'auto' | 'native' | 'wasm';
 }
 
 /** Ed25519 operations (RFC 8032, pure Ed25519). */
@@ -240,6 +248,17 @@ const AUTO_CHOICE: Readonly<Record<BackendPrimitive, 'libsodium' | 'node'>> = {
   sha256: 'node',
 };
 
+/** `auto` with native libsodium: libsodium for every primitive it has but HMAC-SHA256 (which sodium-native lacks). */
+const AUTO_CHOICE_NATIVE: Readonly<Record<BackendPrimitive, 'libsodium' | 'node'>> = {
+  random: 'libsodium',
+  ed25519: 'libsodium',
+  x25519: 'libsodium',
+  aead: 'libsodium',
+  hmacSha256: 'node',
+  blake2b: 'libsodium',
+  sha256: 'libsodium',
+};
+
 const PRIMITIVES = Object.keys(AUTO_CHOICE) as BackendPrimitive[];
 
 function toSecretBytes(value: Uint8Array | SecretKey, name: string): Uint8Array {
@@ -261,21 +280,25 @@ export async function createCrypto(options: CreateCryptoOptions = {}): Promise<P
   if (choice !== 'auto' && choice !== 'libsodium' && choice !== 'node') {
     throw new CryptoError('invalid_value', `backend must be 'auto', 'libsodium' or 'node'`);
   }
-  const [sodium, blake3] = await Promise.all([createSodiumBackend(), createBlake3()]);
-  const native = createNodeBackend(sodium);
-  const pick = (primitive: BackendPrimitive): CryptoBackend => {
-    const name = choice === 'auto' ? AUTO_CHOICE[primitive] : choice;
-    return name === 'node' ? native : sodium;
-  };
-  if (choice === 'auto') {
-    const bySize = sizeSplitAead(sodium, native);
-    return buildCrypto({ ...(Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>), aead: bySize }, blake3, sodium);
+  const build = options.libsodium ?? 'auto';
+  if (build !== 'auto' && build !== 'native' && build !== 'wasm') {
+    throw new CryptoError('invalid_value', `libsodium must be 'auto', 'native' or 'wasm'`);
   }
-  return buildCrypto(
-    Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>,
-    blake3,
-    sodium,
-  );
+  const [wasm, blake3] = await Promise.all([createSodiumBackend(), createBlake3()]);
+  const nativeSodium = build === 'wasm' ? null : createSodiumNativeBackend(wasm);
+  if (build === 'native' && nativeSodium === null) {
+    throw new CryptoError('backend_failure', 'the native libsodium addon (sodium-native) is not available on this platform');
+  }
+  const sodium = nativeSodium ?? wasm;
+  const openssl = createNodeBackend(sodium);
+  const pick = (primitive: BackendPrimitive): CryptoBackend => {
+    const name = choice === 'auto' ? (nativeSodium === null ? AUTO_CHOICE : AUTO_CHOICE_NATIVE)[primitive] : choice;
+    return name === 'node' ? openssl : sodium;
+  };
+  const use = Object.fromEntries(PRIMITIVES.map((p) => [p, pick(p)])) as Record<BackendPrimitive, CryptoBackend>;
+  // The WebAssembly build is slower than OpenSSL on large AEAD messages; the native one is not.
+  if (choice === 'auto' && nativeSodium === null) use.aead = sizeSplitAead(wasm, openssl);
+  return buildCrypto(use, blake3, sodium);
 }
 
 /** Messages of at least this many bytes use OpenSSL's ChaCha20-Poly1305 under `auto`. */

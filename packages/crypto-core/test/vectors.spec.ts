@@ -8,6 +8,7 @@ import { blake3 as hashWasmBlake3 } from 'hash-wasm';
 import type { CryptoBackend } from '../src/backend.js';
 import { createNodeBackend } from '../src/node-backend.js';
 import { createSodiumBackend } from '../src/sodium-backend.js';
+import { createSodiumNativeBackend } from '../src/sodium-native-backend.js';
 import { SecretKey, createCrypto, fromHex, toHex, type ParleyCrypto } from '../src/index.js';
 
 function load<T>(name: string): T {
@@ -37,10 +38,16 @@ const blake3 = load<Blake3File>('blake3.json');
 const xchacha = load<{ vectors: AeadVector[] }>('xchacha20poly1305.json').vectors;
 const edToX = load<{ vectors: { name: string; ed25519_seed: string; x25519_public_key: string; x25519_secret_key: string }[] }>('ed25519-to-x25519.json').vectors;
 
-describe.each(['libsodium', 'node', 'auto'] as const)('published vectors, backend %s', (backend) => {
+describe.each([
+  { backend: 'libsodium', libsodium: 'native' },
+  { backend: 'libsodium', libsodium: 'wasm' },
+  { backend: 'node', libsodium: 'native' },
+  { backend: 'auto', libsodium: 'native' },
+  { backend: 'auto', libsodium: 'wasm' },
+] as const)('published vectors, backend $backend, libsodium $libsodium', (options) => {
   let c: ParleyCrypto;
   beforeAll(async () => {
-    c = await createCrypto({ backend });
+    c = await createCrypto(options);
   });
 
   it('RFC 8032 §7.1 Ed25519 (all five)', () => {
@@ -170,7 +177,9 @@ describe('RFC 8439 §2.8.2 and A.5 ChaCha20-Poly1305, per backend', () => {
   let backends: CryptoBackend[];
   beforeAll(async () => {
     const sodium = await createSodiumBackend();
-    backends = [sodium, createNodeBackend(sodium)];
+    const native = createSodiumNativeBackend(sodium);
+    expect(native, 'sodium-native loads on this platform').not.toBeNull();
+    backends = [sodium, native!, createNodeBackend(sodium)];
   });
 
   it('seals and opens the published bytes exactly', () => {

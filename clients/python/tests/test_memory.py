@@ -1,0 +1,416 @@
+"""Shared memory (docs/PROTOCOL.md §18) without a store: the committed conformance vectors, the
+membership-log rules in their order, key epochs, key copies, writes, and the client's verification
+of what a store answers (a store is not trusted for integrity: whatever it forges or rolls back
+must be refused). The store itself is exercised in test_e2e_memory.py and in the TypeScript
+interop test (apps/gateway/test/python-agent.spec.ts)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from parley import SharedMemoryError, crypto
+from parley.conformance import check_file, main
+from parley.errors import ERROR_CODES
+from parley.memory.client import MemoryClient, _State
+from parley.memory.conformance import METADATA_KEYS, MemoryChecker
+from parley.memory.layouts import membership_entry_hash, membership_layout, write_layout
+from parley.memory.model import Membership, verify_epoch_record, verify_key_wrap, verify_write_record
+from parley.memory.names import ACCESS_ADMIN, ACCESS_READ, ACCESS_WRITE, CHANGE_GRANT, CHANGE_REVOKE
+from parley.memory.records import EpochKey, change_entry, create_entry, follow_back_link, new_epoch, open_wrap, open_write, seal_write, wrap_key
+from parley.session import LocalIdentity
+from parley.v1 import memory_pb2
+
+from ._paths import REPO_ROOT
+from .helpers import NOW, World
+
+MEMORY_FILE = REPO_ROOT / "docs" / "conformance" / "parley-v1-memory.json"
+DOC = json.loads(MEMORY_FILE.read_text())
+GROUPS = [k for k in DOC if k not in METADATA_KEYS]
+
+
+def code(fn: Callable[[], object]) -> str:
+    try:
+        fn()
+    except SharedMemoryError as error:
+        return error.code
+    return "ok"
+
+
+# --- the vector file --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    return {r.name: r for r in check_file(MEMORY_FILE)}
+
+
+def test_every_group_of_the_memory_file_is_known_to_the_checker() -> None:
+    assert [g for g in GROUPS if g not in MemoryChecker.GROUPS] == []
+    assert set(GROUPS) == set(MemoryChecker.GROUPS)
+
+
+@pytest.mark.parametrize("name", GROUPS)
+def test_memory_group(name: str, results: dict[str, Any]) -> None:
+    assert results[name].failures == []
+    assert results[name].passed > 0
+
+
+def test_an_unknown_group_fails_the_memory_run() -> None:
+    doc = copy.deepcopy(DOC)
+    doc["future_group"] = {}
+    results = {r.name: r for r in MemoryChecker(doc).run()}
+    assert results["future_group"].failures
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("memory", "memory_id"),
+        ("membership", 2, "entry_hash"),
+        ("membership", 3, "layout"),
+        ("epochs", 1, "back_link"),
+        ("epochs", 0, "key_commitment"),
+        ("key_wraps", 3, "sealed_key"),
+        ("key_wraps", 1, "signature"),
+        ("writes", 1, "ciphertext"),
+        ("writes", 0, "layout"),
+        ("request", "layout"),
+        ("keys", "worker-2", "x25519_secret_key"),
+    ],
+)
+def test_a_changed_memory_value_is_caught(path: tuple[Any, ...]) -> None:
+    doc = copy.deepcopy(DOC)
+    node: Any = doc
+    for key in path[:-1]:
+        node = node[key]
+    value = node[path[-1]]
+    node[path[-1]] = ("1" if value[4] != "1" else "2").join((value[:4], value[5:]))
+    results = {r.name: r for r in MemoryChecker(doc).run()}
+    assert results[str(path[0])].failures, f"changing {path} went unnoticed"
+
+
+def test_a_changed_rejection_expectation_is_caught() -> None:
+    doc = copy.deepcopy(DOC)
+    doc["rejections"][0]["expect"] = "ok"
+    doc["rejections"][4]["expect"] = "bad_signature"
+    results = {r.name: r for r in MemoryChecker(doc).run()}
+    assert len(results["rejections"].failures) == 2
+
+
+def test_the_command_line_checks_the_memory_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(MEMORY_FILE)]) == 0
+    out = capsys.readouterr().out
+    assert "rejections" in out and "0 failed" in out and "FAIL" not in out
+
+
+def test_the_error_codes_are_the_typescript_sdks() -> None:
+    """Stable codes: every code of packages/rpc's table (which the TS MemoryError carries) exists here."""
+    table = (REPO_ROOT / "packages" / "rpc" / "src" / "errors.ts").read_text()
+    body = table.split("GRPC_STATUS_BY_CODE = Object.freeze({", 1)[1].split("} as const)", 1)[0]
+    ts_codes = set(re.findall(r"^\s+([a-z_]+): GrpcStatus\.", body, re.M))
+    assert {"conflict", "quota_exceeded", "rotation_required"} <= ts_codes
+    assert ts_codes - ERROR_CODES == set()
+
+
+# --- a memory built here -------------------------------------------------------------------------------
+
+
+class Memory:
+    """A memory's records built in process by real identities: owner, writer, reader."""
+
+    def __init__(self) -> None:
+        self.world = World()
+        self.owner = self.world.identity("owner-1")
+        self.writer = self.world.identity("writer-2")
+        self.reader = self.world.identity("reader-3")
+        self.outsider = self.world.identity("outsider-4")
+        self.memory_id, create = create_entry(self.owner.agent_id, self.owner.signing_key, now_ms=NOW)
+        self.log = Membership.create(create, self.memory_id)
+        self.epoch1 = new_epoch(self.owner.agent_id, self.owner.signing_key, self.memory_id, 1, self.log.head, None, NOW)
+        self.grant(self.writer, ACCESS_WRITE)
+        self.grant(self.reader, ACCESS_READ)
+
+    def entry(self, signer: LocalIdentity, change: int, member: LocalIdentity, access: int = 0, expires_at_ms: int = 0, at: int = NOW + 1) -> Any:
+        return change_entry(signer.agent_id, signer.signing_key, self.log, change=change, member_id=member.agent_id, public_key=member.signing_key.public_key, access=access, expires_at_ms=expires_at_ms, now_ms=at)
+
+    def grant(self, member: LocalIdentity, access: int, signer: LocalIdentity | None = None) -> None:
+        self.log.append(self.entry(signer or self.owner, CHANGE_GRANT, member, access))
+
+    def wrap(self, epoch: EpochKey, member: LocalIdentity, signer: LocalIdentity | None = None) -> Any:
+        s = signer or self.owner
+        return wrap_key(s.agent_id, s.signing_key, self.memory_id, epoch, member.agent_id, member.signing_key.public_key)
+
+    def write(self, writer: LocalIdentity, epoch: EpochKey, data: bytes = b"plan v1", previous: int = 0) -> tuple[Any, bytes]:
+        return seal_write(writer.agent_id, writer.signing_key, self.memory_id, epoch, segment_id="plan", previous_version=previous, data=data, expires_at_ms=0, now_ms=NOW + 5)
+
+
+def test_the_membership_rules_in_order() -> None:
+    m = Memory()
+    # rule 4: a writer is not an admin; nobody grants or revokes the owner
+    assert code(lambda: m.log.append(m.entry(m.writer, CHANGE_GRANT, m.outsider, ACCESS_READ))) == "permission_denied"
+    assert code(lambda: m.log.append(m.entry(m.owner, CHANGE_REVOKE, m.owner))) == "permission_denied"
+    # rule 5: admin only by the owner; an expiry before the entry is malformed
+    m.grant(m.outsider, ACCESS_ADMIN)
+    assert code(lambda: m.log.append(m.entry(m.outsider, CHANGE_GRANT, m.reader, ACCESS_ADMIN))) == "permission_denied"
+    assert code(lambda: m.log.append(m.entry(m.owner, CHANGE_GRANT, m.reader, ACCESS_READ, expires_at_ms=NOW))) == "malformed"
+    # rule 6: revoking an admin only by the owner; a revocation names the key on record
+    assert code(lambda: m.log.append(m.entry(m.outsider, CHANGE_REVOKE, m.outsider))) == "permission_denied"
+    wrong_key = m.entry(m.owner, CHANGE_REVOKE, m.reader)
+    wrong_key.member_public_key = m.writer.signing_key.public_key
+    wrong_key.signature = m.owner.signing_key.sign(membership_layout(m.memory_id, wrong_key))
+    assert code(lambda: m.log.append(wrong_key)) == "malformed"
+    # rule 7: the signature, last
+    forged = m.entry(m.owner, CHANGE_GRANT, m.reader, ACCESS_WRITE)
+    forged.signature = m.outsider.signing_key.sign(b"something else")
+    assert code(lambda: m.log.append(forged)) == "bad_signature"
+    # rule 2: chain
+    stale = m.entry(m.owner, CHANGE_GRANT, m.reader, ACCESS_WRITE)
+    m.log.append(m.entry(m.owner, CHANGE_REVOKE, m.outsider))
+    assert code(lambda: m.log.append(stale)) == "conflict"
+    # a refused entry changes nothing
+    head = m.log.head
+    assert code(lambda: m.log.append(forged)) != "ok" and m.log.head == head
+    assert [x.member_id for x in m.log.active(NOW + 10)] == ["owner-1", "reader-3", "writer-2"]
+
+
+def test_an_admin_whose_grant_expired_cannot_sign() -> None:
+    m = Memory()
+    m.log.append(m.entry(m.owner, CHANGE_GRANT, m.outsider, ACCESS_ADMIN, expires_at_ms=NOW + 100))
+    late = m.entry(m.outsider, CHANGE_GRANT, m.reader, ACCESS_WRITE, at=NOW + 100)  # expiry is exclusive
+    assert code(lambda: m.log.append(late)) == "permission_denied"
+    assert [x.member_id for x in m.log.active(NOW + 100)] == ["owner-1", "reader-3", "writer-2"]
+
+
+def test_a_create_entry_commits_to_the_owner_key() -> None:
+    m = Memory()
+    create = m.log.entries[0]
+    assert code(lambda: Membership.create(create, "mem-" + "0" * 32)) == "identity_mismatch"
+    other = copy.deepcopy(create)
+    other.member_public_key = m.outsider.signing_key.public_key
+    assert code(lambda: Membership.create(other)) == "bad_signature"  # derives another id, whose owner key did not sign
+
+
+def test_epochs_back_links_and_key_copies() -> None:
+    m = Memory()
+    verify_epoch_record(m.log, m.epoch1.record, None)
+    # the revocation's epoch: made by the owner for the REVOKE entry's version
+    revoke = m.entry(m.owner, CHANGE_REVOKE, m.reader)
+    m.log.append(revoke)
+    epoch2 = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), m.epoch1, NOW + 2)
+    verify_epoch_record(m.log, epoch2.record, m.epoch1.record)
+    assert code(lambda: verify_epoch_record(m.log, epoch2.record, None)) == "ok"
+    skipped = copy.deepcopy(epoch2.record)
+    skipped.epoch = 3
+    assert code(lambda: verify_epoch_record(m.log, skipped, m.epoch1.record)) == "conflict"
+    by_reader = new_epoch(m.reader.agent_id, m.reader.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), m.epoch1, NOW + 2)
+    assert code(lambda: verify_epoch_record(m.log, by_reader.record, m.epoch1.record)) == "permission_denied"
+    # the writer opens its copy of epoch 2 and follows the back link to epoch 1
+    wrap = m.wrap(epoch2, m.writer)
+    verify_key_wrap(m.log, wrap)
+    key2 = open_wrap(m.writer.agent_id, m.writer.signing_key, m.memory_id, wrap, epoch2.record)
+    assert bytes(key2.key) == bytes(epoch2.key)
+    key1 = follow_back_link(m.memory_id, key2, m.epoch1.record)
+    assert bytes(key1.key) == bytes(m.epoch1.key)
+    # nobody else opens it; a copy is bound to its member, epoch and commitment
+    assert code(lambda: open_wrap(m.writer.agent_id, m.reader.signing_key, m.memory_id, wrap, epoch2.record)) == "decrypt_failed"
+    assert code(lambda: open_wrap(m.writer.agent_id, m.writer.signing_key, m.memory_id, wrap, m.epoch1.record)) == "decrypt_failed"
+    moved = m.wrap(m.epoch1, m.writer)
+    moved.epoch = 2
+    assert code(lambda: open_wrap(m.writer.agent_id, m.writer.signing_key, m.memory_id, moved, epoch2.record)) == "decrypt_failed"
+    substituted = EpochKey(epoch2.record, bytearray(crypto.random_bytes(32)))
+    assert code(lambda: open_wrap(m.writer.agent_id, m.writer.signing_key, m.memory_id, m.wrap(substituted, m.writer), epoch2.record)) == "decrypt_failed"
+    # a copy signed by a reader, or sealed to a key its member never held, is refused
+    assert code(lambda: verify_key_wrap(m.log, m.wrap(epoch2, m.writer, signer=m.reader))) == "bad_signature"
+    stray = m.wrap(epoch2, m.writer)
+    stray.member_public_key = m.outsider.signing_key.public_key
+    assert code(lambda: verify_key_wrap(m.log, stray)) == "permission_denied"
+    # a back link that seals another key than epoch 1's committed one is refused (§18.5)
+    wrong_previous = EpochKey(m.epoch1.record, bytearray(crypto.random_bytes(32)))
+    lying = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), wrong_previous, NOW + 2)
+    assert code(lambda: follow_back_link(m.memory_id, lying, m.epoch1.record)) == "decrypt_failed"
+    tampered = EpochKey(copy.deepcopy(epoch2.record), epoch2.key)
+    tampered.record.back_link = bytes(72)
+    assert code(lambda: follow_back_link(m.memory_id, tampered, m.epoch1.record)) == "decrypt_failed"
+    # epoch 1 does not open epoch 2
+    assert code(lambda: follow_back_link(m.memory_id, key1, epoch2.record)) == "internal"
+    # wiping zeroes the buffer
+    key2.wipe()
+    assert not any(key2.key)
+
+
+def test_writes_are_signed_bound_and_verified() -> None:
+    m = Memory()
+    record, ciphertext = m.write(m.writer, m.epoch1, b"the plan")
+    verify_write_record(m.log, record)
+    assert open_write(m.memory_id, m.epoch1, record, ciphertext) == b"the plan"
+    assert len(ciphertext) == len(b"the plan") + 40 and record.version == 1
+    # a reader cannot sign a write that verifies
+    by_reader, ct = m.write(m.reader, m.epoch1)
+    assert code(lambda: verify_write_record(m.log, by_reader)) == "bad_signature"
+    # the ciphertext is the one signed: a flipped bit or a swapped ciphertext is bad_signature
+    flipped = bytearray(ciphertext)
+    flipped[30] ^= 1
+    assert code(lambda: open_write(m.memory_id, m.epoch1, record, bytes(flipped))) == "bad_signature"
+    assert code(lambda: open_write(m.memory_id, m.epoch1, record, ct)) == "bad_signature"
+    # the AD binds segment, version, epoch and writer: a record moved to another segment does not open
+    moved = copy.deepcopy(record)
+    moved.segment_id = "other"
+    moved.signature = m.writer.signing_key.sign(write_layout(m.memory_id, moved))
+    verify_write_record(m.log, moved)
+    assert code(lambda: open_write(m.memory_id, m.epoch1, moved, ciphertext)) == "decrypt_failed"
+    # any change to a signed field breaks the signature
+    for field, value in (("version", 2), ("previous_version", 1), ("timestamp_ms", NOW), ("writer_id", "owner-1")):
+        changed = copy.deepcopy(record)
+        setattr(changed, field, value)
+        assert code(lambda: verify_write_record(m.log, changed)) in ("bad_signature", "malformed"), field
+    assert code(lambda: m.write(m.writer, m.epoch1, b"x" * (1024 * 1024 + 1))) == "too_large"
+
+
+def test_a_removed_writer_s_earlier_writes_still_verify() -> None:
+    m = Memory()
+    record, _ = m.write(m.writer, m.epoch1)
+    m.log.append(m.entry(m.owner, CHANGE_REVOKE, m.writer))
+    verify_write_record(m.log, record)
+
+
+# --- the client's verification of a store's answers ---------------------------------------------
+
+
+def answer(m: Memory, *, for_member: LocalIdentity, after: int = 0, wrap_epoch: EpochKey | None = None) -> Any:
+    res = memory_pb2.GetMemoryResponse()
+    res.memory.memory_id = m.memory_id
+    res.memory.owner_id = m.owner.agent_id
+    res.memory.membership_version = m.log.version
+    res.memory.current_epoch = 1
+    res.entries.extend(m.log.entries[after:])
+    for who in (m.owner, m.writer, m.reader):
+        res.members.add(member_id=who.agent_id, access=ACCESS_ADMIN, member_public_key=who.signing_key.public_key, certificate=who.certificate)
+    res.epochs.append(m.epoch1.record)
+    res.wrap.CopyFrom(m.wrap(wrap_epoch or m.epoch1, for_member))
+    return res
+
+
+def client_for(m: Memory, me: LocalIdentity) -> MemoryClient:
+    return MemoryClient(identity=me, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, clock=lambda: NOW + 10)
+
+
+def test_the_client_accepts_a_true_answer_and_opens_its_key() -> None:
+    m = Memory()
+    c = client_for(m, m.writer)
+    state = c._verify_state(m.memory_id, None, answer(m, for_member=m.writer))
+    assert bytes(state.keys[1].key) == bytes(m.epoch1.key)
+    assert c._info(state).access == "write"
+    assert [x.agent_id for x in c._info(state).members] == ["owner-1", "reader-3", "writer-2"]
+
+
+@pytest.mark.parametrize(
+    "tamper, expect",
+    [
+        (lambda m, res: res.entries.pop(), "bad_signature"),  # the log does not reach the reported version
+        (lambda m, res: res.ClearField("members"), "bad_signature"),  # no owner's certificate
+        (lambda m, res: res.members[0].certificate.CopyFrom(m.outsider.certificate), "identity_mismatch"),
+        (lambda m, res: setattr(res.entries[1], "access", ACCESS_ADMIN), "bad_signature"),  # a grant the owner did not sign
+        (lambda m, res: setattr(res.memory, "memory_id", "mem-" + "1" * 32), "bad_signature"),
+        (lambda m, res: setattr(res.memory, "current_epoch", 2), "bad_signature"),
+        (lambda m, res: setattr(res.wrap, "member_id", "reader-3"), "bad_signature"),
+        (lambda m, res: setattr(res.epochs[0], "created_at_ms", NOW + 1), "bad_signature"),
+    ],
+)
+def test_the_client_refuses_a_store_that_forges(tamper: Callable[[Memory, Any], object], expect: str) -> None:
+    m = Memory()
+    c = client_for(m, m.writer)
+    res = answer(m, for_member=m.writer)
+    tamper(m, res)
+    assert code(lambda: c._verify_state(m.memory_id, None, res)) == expect
+
+
+def test_the_client_refuses_a_substituted_key_copy() -> None:
+    m = Memory()
+    c = client_for(m, m.writer)
+    other = EpochKey(m.epoch1.record, bytearray(crypto.random_bytes(32)))
+    assert code(lambda: c._verify_state(m.memory_id, None, answer(m, for_member=m.writer, wrap_epoch=other))) == "decrypt_failed"
+
+
+def test_the_client_refuses_a_rolled_back_log() -> None:
+    m = Memory()
+    c = client_for(m, m.writer)
+    seen = c._verify_state(m.memory_id, None, answer(m, for_member=m.writer))
+    older = answer(m, for_member=m.writer, after=m.log.version)
+    older.memory.membership_version = m.log.version - 1
+    assert code(lambda: c._verify_state(m.memory_id, seen, older)) == "replay"
+    # and it continues a log it holds with only the new entries
+    m.log.append(m.entry(m.owner, CHANGE_GRANT, m.outsider, ACCESS_READ))
+    newer = answer(m, for_member=m.writer, after=seen.log.version)
+    state = c._verify_state(m.memory_id, seen, newer)
+    assert state.log.version == 4 and isinstance(state, _State)
+
+
+def test_the_client_derives_older_keys_through_back_links_only() -> None:
+    m = Memory()
+    c = client_for(m, m.writer)
+    revoke = m.entry(m.owner, CHANGE_REVOKE, m.reader)
+    m.log.append(revoke)
+    epoch2 = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), m.epoch1, NOW + 2)
+    res = answer(m, for_member=m.writer, wrap_epoch=epoch2)
+    res.memory.current_epoch = 2
+    res.epochs.append(epoch2.record)
+    state = c._verify_state(m.memory_id, None, res)
+    assert set(state.keys) == {2}
+    assert bytes(c._key_for(state, 1).key) == bytes(m.epoch1.key)
+    record, ciphertext = m.write(m.writer, m.epoch1)
+    state.keys.pop(1)
+    c._states[m.memory_id] = state
+    assert c.open(m.memory_id, record, ciphertext).data == b"plan v1"
+    # the revoked reader, holding epoch 1 only, opens nothing of epoch 2
+    r = client_for(m, m.reader)
+    before = copy.deepcopy(answer(m, for_member=m.reader))
+    before.ClearField("entries")
+    before.entries.extend(m.log.entries[:3])
+    before.memory.membership_version = 3
+    r._states[m.memory_id] = r._verify_state(m.memory_id, None, before)
+    later, later_ct = m.write(m.owner, epoch2, b"after the revocation")
+    assert code(lambda: r.open(m.memory_id, later, later_ct)) == "permission_denied"  # no key of epoch 2 or later
+    assert r.open(m.memory_id, record, ciphertext).data == b"plan v1"  # what it had, it keeps
+
+
+def test_an_answer_that_does_not_verify_is_a_security_event() -> None:
+    m = Memory()
+    seen: list[tuple[str, str, str]] = []
+    c = MemoryClient(identity=m.writer, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, clock=lambda: NOW + 10, on_security=lambda *a: seen.append(a))
+    res = answer(m, for_member=m.writer)
+    res.entries[1].access = ACCESS_ADMIN
+    assert code(lambda: c._verify_state(m.memory_id, None, res)) == "bad_signature"
+    assert [(x[0], x[1]) for x in seen] == [("bad_signature", m.memory_id)]
+    assert code(lambda: c._verify_state(m.memory_id, None, answer(m, for_member=m.writer))) == "ok"
+    assert len(seen) == 1
+
+
+def test_an_unreachable_store_is_unavailable_after_the_retry_budget_and_a_closed_client_is_cancelled() -> None:
+    import asyncio
+
+    m = Memory()
+
+    async def scenario() -> tuple[str, str]:
+        c = MemoryClient(identity=m.owner, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, timeout=2.0, retry_unavailable=0.4)
+        try:
+            try:
+                await c.list()
+                first = "ok"
+            except SharedMemoryError as error:
+                first = error.code
+        finally:
+            await c.close()
+        try:
+            await c.get(m.memory_id)
+            second = "ok"
+        except SharedMemoryError as error:
+            second = error.code
+        return first, second
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == ("unavailable", "cancelled")
