@@ -6,7 +6,10 @@
 
 // For agents
 export { connect, Agent, isLoopbackAddress } from './agent.js';
-export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+export type { ConnectOptions, RegistryFollowOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+// Enrolment with a join token: the agent's key is generated where it runs (docs/PROTOCOL.md §15.11)
+export { enroll } from './enrol.js';
+export type { EnrolOptions, Enrolment } from './enrol.js';
 export { Journal, replay } from './journal.js';
 export type { JournalRecord, JournalState } from './journal.js';
 export { ClientError, isClientError } from './errors.js';
