@@ -75,6 +75,7 @@ export class TrustBundleFollower {
   #refreshing: Promise<ChainAdvance> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  #lastHint: number | undefined;
   /** The live view: always the newest accepted version (the pinned bundle before any). */
   readonly trustBundle: TrustBundle;
 
@@ -151,11 +152,16 @@ export class TrustBundleFollower {
 
   /**
    * A hint that the registry holds `version` (e.g. from a revocation watch batch): refreshes now when
-   * it is newer than the version held. Never throws.
+   * it differs from the version held — a newer one is fetched and checked, an older one (a registry
+   * restored from a backup) is refused and reported at once — unless that same hint was just acted on.
+   * Never throws.
    * @returns once the refresh (if any) is done
    */
   async hint(version: number | bigint): Promise<void> {
-    if (Number(version) > this.version) await this.refresh().catch(() => undefined);
+    const v = Number(version);
+    if (v === this.version || v === this.#lastHint) return;
+    this.#lastHint = v;
+    await this.refresh().catch(() => undefined);
   }
 
   /**
