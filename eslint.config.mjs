@@ -3,15 +3,22 @@
 // What it enforces beyond typescript-eslint's recommended rules is the layering
 // of /work/shared/DESIGN.md ("imports only point down"):
 //
-//   type:app     apps/gateway, apps/registry
-//   type:service packages/db, packages/memory-server (server plumbing shared by the apps: pg / PGlite)
-//   type:sdk     packages/client, packages/rpc, packages/memory
-//   type:domain  packages/identity, packages/session, packages/audit
-//   type:crypto  packages/crypto-core   (the only place that touches libsodium / BLAKE3)
-//   type:proto   packages/proto         (generated code only)
-//   type:lib     packages/cli-kit       (Parley-agnostic support: imports no workspace project, no
-//                                       crypto, database or gRPC library; any layer above may use it)
-//   type:tooling tools/                 (may use anything)
+//   type:app      apps/gateway, apps/registry (their src/ never imports the agent SDK, scope:client;
+//                 their tests may drive them with it)
+//   type:service  packages/memory-server  (server components shared by the apps)
+//   type:sdk      packages/client, packages/memory  (what agents link)
+//   type:rpc      packages/rpc            (gRPC plumbing only: the protobuf-es <-> grpc-js adapter, the
+//                                         error -> status table, health, reflection, transport addresses)
+//   type:protocol packages/protocol       (gateway and registry wire layouts and their signatures)
+//   type:domain   packages/identity, packages/session, packages/audit
+//   type:storage  packages/db             (pg / PGlite behind one interface: imports nothing of Parley)
+//   type:crypto   packages/crypto-core    (the only place that touches libsodium / BLAKE3)
+//   type:proto    packages/proto          (generated code only)
+//   type:lib      packages/cli-kit, packages/async  (Parley-agnostic support: imports no workspace
+//                                         project, no crypto, database or gRPC library; any layer may use it)
+//   type:test     packages/test-support   (test-only: starts the apps' CLIs as child processes; only
+//                                         tests may import it, and it imports no app)
+//   type:tooling  tools/, packages/bench-harness, clients/python (may use anything)
 //
 // Two mechanisms, because they see different things:
 // - @nx/enforce-module-boundaries works on the Nx project graph. It owns
@@ -60,6 +67,7 @@ export const CRYPTO_PACKAGES = [
   '@noble/*', // @noble/hashes, @noble/curves, @noble/ciphers
   'hash-wasm*',
   'tweetnacl*',
+  '@peculiar/*', // X.509 (crypto-core/tls: TLS certificates for a first setup)
 ];
 
 /** PostgreSQL driver family: apps, and the audit domain package (its PostgreSQL store). */
@@ -89,56 +97,64 @@ export const GRPC_PACKAGES = ['@grpc/grpc-js*'];
 // - Importing a project of type "application" is always an error
 //   (noImportsOfApps), independent of tags; no constraint below lists type:app
 //   as a target either.
-export const DEP_CONSTRAINTS = [
-  {
-    sourceTag: 'type:proto',
-    onlyDependOnLibsWithTags: [],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
-  },
-  {
-    sourceTag: 'type:crypto',
-    onlyDependOnLibsWithTags: [],
-    bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
-  },
-  {
-    // Parley-agnostic support libraries (packages/cli-kit): nothing of Parley, no crypto, database or gRPC.
-    sourceTag: 'type:lib',
-    onlyDependOnLibsWithTags: [],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
-  },
-  {
-    sourceTag: 'type:domain',
-    onlyDependOnLibsWithTags: ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
-  },
-  {
-    // pg and PGlite for domain packages other than audit. The regex tag matches any
-    // scope:* tag except scope:audit (Nx treats "/…/" tags as regular expressions).
-    allSourceTags: ['type:domain', '/^scope:(?!audit$)/'],
-    bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES],
-  },
-  {
-    sourceTag: 'type:sdk',
-    onlyDependOnLibsWithTags: ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
-  },
-  {
-    // Server-side plumbing shared by the apps (packages/db, packages/memory-server): may use pg and PGlite, never
-    // gRPC or crypto libraries; may build on other server plumbing (the memory store stores through packages/db).
-    sourceTag: 'type:service',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-    bannedExternalImports: [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
-  },
-  {
-    sourceTag: 'type:app',
-    onlyDependOnLibsWithTags: ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-    bannedExternalImports: [...CRYPTO_PACKAGES],
-  },
-  {
-    sourceTag: 'type:tooling',
-    onlyDependOnLibsWithTags: ['*'],
-  },
-];
+/** type tag -> the type tags its production code may import ('*': any). */
+export const LAYERS = {
+  'type:proto': [],
+  'type:crypto': [],
+  'type:lib': [],
+  'type:storage': [],
+  'type:domain': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:protocol': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:rpc': ['type:proto', 'type:lib'],
+  'type:sdk': ['type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:service': ['type:service', 'type:storage', 'type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:app': ['type:service', 'type:storage', 'type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:test': ['type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:tooling': ['*'],
+};
+
+/** type tag -> the npm packages it may not import. */
+const BANNED = {
+  'type:proto': [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
+  'type:crypto': [...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
+  'type:lib': [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES, ...GRPC_PACKAGES],
+  'type:storage': [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
+  // pg and PGlite are banned for domain packages other than audit by a narrower constraint below.
+  'type:domain': [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
+  'type:protocol': [...CRYPTO_PACKAGES, ...GRPC_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
+  'type:rpc': [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
+  'type:sdk': [...CRYPTO_PACKAGES, ...PG_PACKAGES, ...PGLITE_PACKAGES],
+  'type:service': [...CRYPTO_PACKAGES, ...GRPC_PACKAGES],
+  'type:app': [...CRYPTO_PACKAGES],
+  'type:test': [...CRYPTO_PACKAGES],
+  'type:tooling': [],
+};
+
+/**
+ * The constraints for production code (`test` false) or for tests and
+ * benchmarks (`test` true). Tests may also use the test-support package
+ * (type:test), and an app's tests may drive it with the agent SDK as a real
+ * agent would; an app's src never imports the SDK (scope:client).
+ */
+function depConstraints({ test }) {
+  return [
+    ...Object.entries(LAYERS).map(([tag, allowed]) => ({
+      sourceTag: tag,
+      onlyDependOnLibsWithTags: test && tag !== 'type:tooling' && tag !== 'type:test' ? [...allowed, 'type:test'] : allowed,
+      ...(tag === 'type:app' && !test ? { notDependOnLibsWithTags: ['scope:client'] } : {}),
+      ...(BANNED[tag].length > 0 ? { bannedExternalImports: BANNED[tag] } : {}),
+    })),
+    {
+      // pg and PGlite for domain packages other than audit. The regex tag matches any
+      // scope:* tag except scope:audit (Nx treats "/…/" tags as regular expressions).
+      allSourceTags: ['type:domain', '/^scope:(?!audit$)/'],
+      bannedExternalImports: [...PG_PACKAGES, ...PGLITE_PACKAGES],
+    },
+  ];
+}
+
+export const DEP_CONSTRAINTS = depConstraints({ test: false });
+export const TEST_DEP_CONSTRAINTS = depConstraints({ test: true });
 
 // ---------------------------------------------------------------------------
 // Crypto done by hand above crypto-core: Node's crypto module and WebCrypto.
@@ -166,6 +182,13 @@ export const CRYPTO_IMPORT_PATTERNS = [
     message: 'Only @parley/crypto-core may import a cryptography library (DESIGN.md "Layers"); use its API.',
   },
 ];
+
+/** Tests and benchmarks (see TEST_DEP_CONSTRAINTS). */
+export const TEST_FILES = ['**/*.spec.ts', '**/*.test.ts', '**/test/**', '**/bench/**'];
+
+// vitest.config.ts files import the shared root helper; the root is not a project.
+// bench/ files import the shared benchmark harness.
+const MODULE_BOUNDARY_ALLOW = ['^(\\.\\./)+vitest\\.shared\\.js$', '^@parley/bench-harness$'];
 
 const ALL_SOURCE_FILES = ['**/*.ts', '**/*.mts', '**/*.cts', '**/*.js', '**/*.mjs', '**/*.cjs'];
 
@@ -207,7 +230,7 @@ export default defineConfig(
         {
           // vitest.config.ts files import the shared root helper; the root is not a project.
           // bench/ files import the shared benchmark harness from tools.
-          allow: ['^(\\.\\./)+vitest\\.shared\\.js$', '^@parley/bench-harness$'],
+          allow: MODULE_BOUNDARY_ALLOW,
           // Not banTransitiveDependencies: the Nx locator cannot resolve packages
           // that npm installed under a workspace's own node_modules (e.g.
           // packages/proto/node_modules/@bufbuild/protobuf), so it reports
@@ -215,6 +238,22 @@ export default defineConfig(
           // Not checkNestedExternalImports: the direct-import bans plus the
           // project constraints already cover every path in this layering.
           depConstraints: DEP_CONSTRAINTS,
+        },
+      ],
+    },
+  },
+
+  {
+    // Tests and benchmarks: the same layering, plus the test-support package (and, for an app, the SDK).
+    name: 'parley/module-boundaries-in-tests',
+    files: TEST_FILES,
+    plugins: { '@nx': nx },
+    rules: {
+      '@nx/enforce-module-boundaries': [
+        'error',
+        {
+          allow: MODULE_BOUNDARY_ALLOW,
+          depConstraints: TEST_DEP_CONSTRAINTS,
         },
       ],
     },

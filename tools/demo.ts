@@ -14,7 +14,8 @@ import { createWriteStream, mkdirSync, readFileSync, writeFileSync, type WriteSt
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openPostgresStore, verifyChain } from '@parley/audit';
-import { connect, verifyReceiptSignature, type Agent, type ReceivedMessage } from '@parley/client';
+import { connect, type Agent, type ReceivedMessage } from '@parley/client';
+import { verifyReceiptSignature } from '@parley/protocol';
 import { createCrypto, fromBase64Url, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type AgentCertificate, type AuditMessage, type DeliveryReceipt } from '@parley/proto';

@@ -7,7 +7,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createCrypto, fromHex, layout, SecretKey, toHex, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
-import { certificateTbs, decodeCertificate, keyId, TrustBundle, verifyCertificate } from '@parley/identity';
+import {
+  certificateTbs,
+  decodeCertificate,
+  keyId,
+  TrustBundle,
+  verifyCertificate,
+  REVOCATION_KIND,
+  revocationEntryHash,
+  revocationHeadLayout,
+} from '@parley/identity';
 import {
   AgentCertificateSchema,
   DeliveryReceiptSchema,
@@ -32,7 +41,6 @@ import {
   verifyDisclosure,
   type Session,
 } from '@parley/session';
-import { deliveryReceiptDigest, deliveryReceiptLayout, gatewayAuthLayout, gatewaySendLayout, handshakeFrameDigest, verifyReceiptSignature } from '@parley/client';
 import {
   MerkleTree,
   WriterKeys,
@@ -50,16 +58,19 @@ import {
 } from '@parley/audit';
 import {
   OPERATOR_METADATA_KEYS,
-  REVOCATION_KIND,
   operatorRequestLayout,
   parseOperatorMetadata,
   registrationProofLayout,
-  revocationEntryHash,
-  revocationHeadLayout,
   rotationAuthorisationLayout,
   rotationProofLayout,
   verifyOperatorRequest,
-} from '@parley/rpc';
+  deliveryReceiptDigest,
+  deliveryReceiptLayout,
+  gatewayAuthLayout,
+  gatewaySendLayout,
+  handshakeFrameDigest,
+  verifyReceiptSignature,
+} from '@parley/protocol';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildVectors, KEY_CHECK_NONCE, PlannedCrypto, renderVectors, VECTOR_FILE } from './vectors.js';
 import { StaticRevocations, type RevokedJson } from './negative.js';

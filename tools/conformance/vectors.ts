@@ -26,6 +26,10 @@ import {
   TrustBundle,
   verifyCertificate,
   type IssuerKey,
+  REVOCATION_KIND,
+  revocationEntryHash,
+  revocationHeadLayout,
+  type RevocationEntryFields,
 } from '@parley/identity';
 import {
   AgentCertificateSchema,
@@ -57,13 +61,6 @@ import {
   type Session,
 } from '@parley/session';
 import {
-  deliveryReceiptLayout,
-  gatewayAuthLayout,
-  gatewaySendLayout,
-  handshakeFrameDigest,
-  signReceipt,
-} from '@parley/client';
-import {
   MerkleTree,
   ZERO_HASH,
   encodeEntry,
@@ -77,16 +74,17 @@ import {
 } from '@parley/audit';
 import {
   OPERATOR_METADATA_KEYS,
-  REVOCATION_KIND,
   operatorRequestLayout,
   registrationProofLayout,
-  revocationEntryHash,
-  revocationHeadLayout,
   rotationAuthorisationLayout,
   rotationProofLayout,
   signOperatorRequest,
-  type RevocationEntryFields,
-} from '@parley/rpc';
+  deliveryReceiptLayout,
+  gatewayAuthLayout,
+  gatewaySendLayout,
+  handshakeFrameDigest,
+  signReceipt,
+} from '@parley/protocol';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { SessionRejectSchema } from '@parley/proto';
 import {

@@ -26,16 +26,29 @@ const PROBE_FILE = 'src/__boundary_probe__.ts';
 // ---------------------------------------------------------------------------
 // Expectations, from DESIGN.md and the lint brief (not from the config).
 
-/** type tag -> the type tags it may import. Apps are never importable. */
+/** type tag -> the type tags its production code may import. Apps are never importable. */
 const LAYERS: Readonly<Record<string, readonly string[]>> = {
   'type:proto': [],
   'type:crypto': [],
   'type:lib': [],
+  'type:storage': [],
   'type:domain': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:sdk': ['type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:service': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:app': ['type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
-  'type:tooling': ['type:tooling', 'type:service', 'type:sdk', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:protocol': ['type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:rpc': ['type:proto', 'type:lib'],
+  'type:sdk': ['type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:service': ['type:service', 'type:storage', 'type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:app': ['type:service', 'type:storage', 'type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:test': ['type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+  'type:tooling': ['type:tooling', 'type:test', 'type:service', 'type:storage', 'type:sdk', 'type:rpc', 'type:protocol', 'type:domain', 'type:crypto', 'type:proto', 'type:lib'],
+};
+
+/** Whether production code of `source` may import `target` (an app's src never imports the agent SDK). */
+const mayImport = (source: Tags, target: Tags): boolean => {
+  const sourceType = source.find((t) => t.startsWith('type:')) ?? '';
+  const targetType = target.find((t) => t.startsWith('type:')) ?? '';
+  if (targetType === 'type:app') return false;
+  if (sourceType === 'type:app' && target.includes('scope:client')) return false;
+  return (LAYERS[sourceType] ?? []).includes(targetType);
 };
 
 type Tags = readonly string[];
@@ -55,22 +68,33 @@ const EXTERNAL_PACKAGES: readonly ExternalPackage[] = [
   { packageName: 'blake3', specifier: 'blake3', allowed: cryptoOnly },
   { packageName: '@noble/hashes', specifier: '@noble/hashes/blake3', allowed: cryptoOnly },
   { packageName: 'hash-wasm', specifier: 'hash-wasm', allowed: cryptoOnly },
+  { packageName: '@peculiar/x509', specifier: '@peculiar/x509', allowed: cryptoOnly },
   {
     packageName: 'pg',
     specifier: 'pg',
     allowed: (t) =>
-      has(t, 'type:app') || has(t, 'type:service') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
+      has(t, 'type:app') ||
+      has(t, 'type:service') ||
+      has(t, 'type:storage') ||
+      has(t, 'type:test') ||
+      has(t, 'type:tooling') ||
+      (has(t, 'type:domain') && has(t, 'scope:audit')),
   },
   {
     packageName: '@electric-sql/pglite',
     specifier: '@electric-sql/pglite',
     allowed: (t) =>
-      has(t, 'type:app') || has(t, 'type:service') || has(t, 'type:tooling') || (has(t, 'type:domain') && has(t, 'scope:audit')),
+      has(t, 'type:app') ||
+      has(t, 'type:service') ||
+      has(t, 'type:storage') ||
+      has(t, 'type:test') ||
+      has(t, 'type:tooling') ||
+      (has(t, 'type:domain') && has(t, 'scope:audit')),
   },
   {
     packageName: '@grpc/grpc-js',
     specifier: '@grpc/grpc-js',
-    allowed: (t) => has(t, 'type:app') || has(t, 'type:sdk') || has(t, 'type:tooling'),
+    allowed: (t) => has(t, 'type:app') || has(t, 'type:sdk') || has(t, 'type:rpc') || has(t, 'type:test') || has(t, 'type:tooling'),
   },
 ];
 
@@ -81,12 +105,15 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   identity: ['type:domain', 'scope:identity'],
   session: ['type:domain', 'scope:session'],
   audit: ['type:domain', 'scope:audit'],
+  protocol: ['type:protocol', 'scope:protocol'],
   client: ['type:sdk', 'scope:client'],
-  rpc: ['type:sdk', 'scope:shared'],
+  rpc: ['type:rpc', 'scope:rpc'],
   'cli-kit': ['type:lib', 'scope:shared'],
-  db: ['type:service', 'scope:storage'],
+  async: ['type:lib', 'scope:shared'],
+  db: ['type:storage', 'scope:storage'],
   memory: ['type:sdk', 'scope:memory'],
   'memory-server': ['type:service', 'scope:memory'],
+  'test-support': ['type:test', 'scope:test'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],
   tools: ['type:tooling', 'scope:shared'],
@@ -167,7 +194,7 @@ const expectedDenial = (source: ProjectGraphProjectNode, target: ProjectGraphPro
     ? new RegExp(`^Circular dependency between "${source.name}" and "${target.name}"`)
     : typeTagOf(target) === 'type:app'
       ? /^Imports of apps are forbidden$/
-      : new RegExp(`^A project tagged with "${typeTagOf(source)}" (can only|cannot) depend`);
+      : new RegExp(`^A project tagged with "${typeTagOf(source)}" (can only|cannot|can not) depend`);
 
 // ---------------------------------------------------------------------------
 
@@ -244,6 +271,23 @@ describe('the brief\'s probes', () => {
     }
   });
 
+  it('(f) an app\'s src importing the agent SDK is an error; its tests may drive it with the SDK', async () => {
+    const code = "import { connect } from '@parley/client';\n\nexport const probe = connect;\n";
+    for (const app of ['gateway', 'registry']) {
+      expect(fromRule(await lintAs(app, code), NX_RULE).map((m) => m.message), app).toEqual([
+        expect.stringMatching(/^A project tagged with "type:app" can not depend on libs tagged with "scope:client"/),
+      ]);
+      expect(layeringErrors(await lintAs(app, code, 'test/__boundary_probe__.spec.ts')), app).toEqual([]);
+    }
+  });
+
+  it('(g) the database layer imports nothing of Parley (db -> rpc is an error)', async () => {
+    const code = "import { RpcError } from '@parley/rpc';\n\nexport const probe = RpcError;\n";
+    expect(fromRule(await lintAs('db', code), NX_RULE).map((m) => m.message)).toEqual([
+      'A project tagged with "type:storage" cannot depend on any libs with tags',
+    ]);
+  });
+
   it('(d) control: crypto-core importing libsodium-wrappers-sumo lints clean', async () => {
     expect(await lintAs('crypto-core', fixture('import-libsodium.ts'))).toEqual([]);
   });
@@ -306,7 +350,7 @@ describe('project -> project layering, every pair in the current graph', () => {
     const target = projectNamed(targetName);
     const sourceType = typeTagOf(source) ?? '';
     const targetType = typeTagOf(target) ?? '';
-    const allowed = targetType !== 'type:app' && (LAYERS[sourceType] ?? []).includes(targetType);
+    const allowed = sourceType === 'type:tooling' ? targetType !== 'type:app' : mayImport(source.data.tags ?? [], target.data.tags ?? []);
     const code = `import * as target from '${packageNameOf(target)}';\n\nexport const probe = target;\n`;
     const messages = await lintAs(sourceName, code);
     if (allowed) {
@@ -364,6 +408,7 @@ describe('external packages', () => {
     ['session', '@noble/hashes/blake3', true],
     ['identity', 'blake3', true],
     ['identity', 'hash-wasm', true],
+    ['registry', '@peculiar/x509', true],
     ['proto', 'libsodium-wrappers', true],
     ['session', 'libsodium-wrappers-sumo', true],
     ['crypto-core', '@noble/hashes/blake3', false],

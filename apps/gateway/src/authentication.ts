@@ -6,10 +6,11 @@
  */
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
 import type { ConnectRequest } from '@parley/proto';
-import { RpcError, type Channel } from '@parley/rpc';
+import { RpcError } from '@parley/rpc';
+import type { Channel } from '@parley/async';
 import { isAgentId } from '@parley/session';
 import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link } from './context.js';
-import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from './layouts.js';
+import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parley/protocol';
 
 /**
  * hello → challenge → auth (§10.2); the caller sends welcome.

@@ -16,7 +16,8 @@ import { EXIT_CODES, Option, commandGroup, createProgram, exitCodeOf, jsonOption
 import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
-import { RpcError, TrustBundleFollower, createClient, type TrustBundleFollowerEvent } from '@parley/rpc';
+import { TrustBundleFollower, type TrustBundleFollowerEvent } from '@parley/protocol';
+import { RpcError, createClient } from '@parley/rpc';
 import type { Logger } from 'pino';
 import { SETTINGS, describeConfig, loadConfig, loadOrCreateAuditKey, readPolicyFile, watchPolicyFile, type GatewayConfig } from './config.js';
 import { Policy } from './policy.js';
@@ -146,7 +147,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   const config = configOf(values);
   const crypto = await createCrypto();
   checkFiles(crypto, config);
-  const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
+  const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS, openRevocationFloor }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
   const logger = pino({ level: config.logLevel, base: { service: PROGRAM, gateway_id: config.gatewayId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
   logger.info({ config: describeConfig(config) }, 'starting');
 
@@ -243,7 +244,16 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     throw error;
   }
   const gateway = running.gateway;
+  let floor;
+  try {
+    floor = await openRevocationFloor(running.database, registryId);
+  } catch (error) {
+    await running.close();
+    client.close();
+    throw error;
+  }
   const feed = new RevocationFeed({
+    floor,
     crypto,
     client,
     registryId,

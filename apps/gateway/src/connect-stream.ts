@@ -6,7 +6,8 @@
  * frames (routed one at a time, in order, by ./routing.ts) and Ack frames.
  */
 import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@parley/proto';
-import { Channel, RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
+import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
+import { Channel } from '@parley/async';
 import { authenticate } from './authentication.js';
 import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
 import type { Delivery } from './delivery.js';

@@ -7,9 +7,9 @@
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { RevocationChecker, TrustBundle, VerifiedCertificate } from '@parley/identity';
 import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
-import type { Channel } from '@parley/rpc';
+import type { Channel } from '@parley/async';
 import type { Logger } from 'pino';
-import type { RelayItem } from './layouts.js';
+import type { RelayItem } from '@parley/protocol';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 import type { PolicySubject } from './policy.js';

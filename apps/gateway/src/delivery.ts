@@ -14,7 +14,7 @@
 import type { RevocationChecker } from '@parley/identity';
 import { RpcError } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
-import type { RelayItem } from './layouts.js';
+import type { RelayItem } from '@parley/protocol';
 import type { MailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';

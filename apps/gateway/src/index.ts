@@ -14,23 +14,6 @@ export type { MetricsServer } from './metrics.js';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
 export { startGateway, isLoopback } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
-export { GatewayConnection, signReceipt, buildSendRequest } from '@parley/client';
-export type { GatewayConnectionOptions } from '@parley/client';
-export {
-  gatewayAuthLayout,
-  gatewaySendLayout,
-  handshakeFrameDigest,
-  deliveryReceiptLayout,
-  deliveryReceiptDigest,
-  itemDigest,
-  GATEWAY_AUTH_DOMAIN,
-  GATEWAY_SEND_DOMAIN,
-  HANDSHAKE_FRAME_DOMAIN,
-  DELIVERY_RECEIPT_DOMAIN,
-  CHALLENGE_NONCE_BYTES,
-  SEND_NONCE_BYTES,
-} from './layouts.js';
-export type { RelayItem } from './layouts.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';
 export { RateLimiter } from './rate-limit.js';

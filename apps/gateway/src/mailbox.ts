@@ -22,7 +22,7 @@ import {
 } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { bytes, int, intOrNull, type Database } from '@parley/db';
-import type { RelayItem } from './layouts.js';
+import type { RelayItem } from '@parley/protocol';
 
 /** Default mailbox TTL: 1 h, the default receiver max_age (§8.3). */
 export const DEFAULT_MAILBOX_TTL_MS = 3_600_000;
@@ -95,6 +95,19 @@ export const GATEWAY_MIGRATIONS: readonly { readonly version: number; readonly n
         table_name        text   PRIMARY KEY,
         writer_public_key bytea  NOT NULL CHECK (length(writer_public_key) = 32),
         created_at_ms     bigint NOT NULL
+      );
+    `,
+  },
+  {
+    version: 4,
+    name: 'revocation list high-water mark',
+    sql: `
+      -- The newest revocation list version any gateway on this database verified, per registry (§15.6):
+      -- a restart, or a registry restored from an older backup, never takes a gateway below it.
+      CREATE TABLE gateway_revocation_floor (
+        registry_id    bytea  PRIMARY KEY CHECK (length(registry_id) = 16),
+        version        bigint NOT NULL CHECK (version >= 0),
+        updated_at_ms  bigint NOT NULL
       );
     `,
   },

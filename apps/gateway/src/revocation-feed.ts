@@ -13,6 +13,16 @@
  * stale after its freshness bound and the gateway fails closed (unless the
  * set is fail-open) — no separate timer needed.
  *
+ * Rollback: a list older than one already verified — by this process, or by
+ * any gateway on the same database before (the high-water mark in
+ * `gateway_revocation_floor`, {@link openRevocationFloor}) — is refused, and
+ * the newer list kept: a registry restored from an older backup cannot
+ * un-revoke anyone, not even across a gateway restart. The gateway then fails
+ * closed once its list is stale, and logs one error a minute (event
+ * `revocation_rollback`) saying what happened and what the operator does: re-issue the
+ * lost revocations until the registry's version reaches the mark
+ * (docs/OPERATIONS.md, "Restoring the registry").
+ *
  * The registry client's channel must use {@link REGISTRY_CHANNEL_OPTIONS}: a
  * grpc-js channel has its own reconnect backoff (1 s × 1.6ⁿ up to 120 s), and
  * while it waits, every call fails at once — so after a long registry outage
@@ -21,9 +31,11 @@
  * channel's backoff below the feed's keeps the feed's bound the real one.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
+import { int, type Database } from '@parley/db';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
 import type { RegistryService } from '@parley/proto';
-import { RevocationListFollower, RpcError, type Client } from '@parley/rpc';
+import { RpcError, type Client } from '@parley/rpc';
+import { RevocationListFollower } from '@parley/identity';
 import type { Logger } from 'pino';
 
 /**
@@ -58,7 +70,39 @@ export interface RevocationFeedOptions {
   /** Default 5 000 (the channel's own reconnect backoff is capped below it: {@link REGISTRY_CHANNEL_OPTIONS}). */
   readonly maxBackoffMs?: number;
   readonly clock?: () => number;
+  /** The persisted high-water mark (default: none, only this process's own list counts). */
+  readonly floor?: RevocationFloor;
 }
+
+/** The newest list version verified before, kept across restarts. */
+export interface RevocationFloor {
+  /** The version loaded at start. */
+  readonly version: number;
+  /** Records a newer verified version (never lowers it). */
+  raise(version: number): Promise<void>;
+}
+
+/**
+ * The high-water mark of one registry's revocation list in the gateway database
+ * (shared by every gateway on it): read now, raised as newer lists verify.
+ */
+export async function openRevocationFloor(db: Database, registryId: Uint8Array): Promise<RevocationFloor> {
+  const id = Buffer.from(registryId);
+  const rows = await db.query<{ version: unknown }>('SELECT version FROM gateway_revocation_floor WHERE registry_id = $1', [id]);
+  return {
+    version: rows[0] === undefined ? 0 : int(rows[0].version),
+    async raise(version) {
+      await db.query(
+        `INSERT INTO gateway_revocation_floor (registry_id, version, updated_at_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (registry_id) DO UPDATE SET version = EXCLUDED.version, updated_at_ms = EXCLUDED.updated_at_ms
+         WHERE gateway_revocation_floor.version < EXCLUDED.version`,
+        [id, version, Date.now()],
+      );
+    },
+  };
+}
+
+const ROLLBACK = 'revocation list rollback';
 
 /** Follows a registry's revocation list into a MemoryRevocationSet until closed. */
 export class RevocationFeed {
@@ -67,6 +111,9 @@ export class RevocationFeed {
   readonly #abort = new AbortController();
   #follower: RevocationListFollower | undefined;
   #loop: Promise<void> | undefined;
+  /** The newest version verified so far (persisted in the floor, when there is one). */
+  #floor: number;
+  #rollbackLoggedAt = 0;
   #synced!: () => void;
   /** Resolves after the first full list has been applied. */
   readonly synced: Promise<void>;
@@ -76,6 +123,7 @@ export class RevocationFeed {
   constructor(options: RevocationFeedOptions) {
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
+    this.#floor = options.floor?.version ?? 0;
     this.synced = new Promise((resolve) => (this.#synced = resolve));
   }
 
@@ -109,6 +157,7 @@ export class RevocationFeed {
           if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
           const accepted = follower.apply(batch.entries, batch.head, this.#clock());
           this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
+          this.#raiseFloor(accepted.version);
           this.#announce(accepted.entries);
           backoff = minBackoff;
         }
@@ -119,6 +168,16 @@ export class RevocationFeed {
         const transient = e.code === 'unavailable' || e.code === 'deadline_exceeded' || e.code === 'cancelled';
         // A gap, a broken chain, a bad signature or a version the server no longer has: start over from a full list.
         if (!transient) this.#follower = undefined;
+        if (e.code === 'failed_precondition' && e.localDetails.startsWith(ROLLBACK)) {
+          // Said loudly once a minute (the retries go on every few seconds), quietly in between.
+          const now = this.#clock();
+          const loud = now - this.#rollbackLoggedAt >= 60_000;
+          if (loud) this.#rollbackLoggedAt = now;
+          logger[loud ? 'error' : 'debug']({ event: 'revocation_rollback', code: e.code, held_version: this.#heldVersion(), retry_ms: backoff }, e.localDetails);
+          await sleep(backoff, signal);
+          backoff = Math.min(backoff * 2, this.#o.maxBackoffMs ?? 5_000);
+          continue;
+        }
         logger.warn(
           { event: transient ? 'revocation_feed_disconnected' : 'revocation_feed_rejected', code: e.code, detail: e.localDetails, version: this.#o.revocations.version, retry_ms: backoff },
           transient ? 'revocation feed disconnected: reconnecting' : 'revocation feed refused a batch: reloading the full list',
@@ -142,12 +201,35 @@ export class RevocationFeed {
       issuedAtMs = accepted.issuedAtMs;
       if (BigInt(follower.version) >= res.currentVersion) break;
     }
+    const held = this.#heldVersion();
+    if (follower.version < held) {
+      throw new RpcError(
+        'failed_precondition',
+        `${ROLLBACK}: the registry's revocation list is at version ${follower.version}, older than version ${held} already verified here` +
+          ` (its database restored from a backup taken before the last ${held - follower.version} revocation(s)?). Keeping the newer list:` +
+          ` no revocation is undone, and agents are refused once it is stale. Operator: re-issue the revocations made after the backup` +
+          ` (\`parley-registry agent revoke\`; this gateway's "revocation received" log lines name them) until the registry's version reaches ${held};` +
+          ` see docs/OPERATIONS.md, "Restoring the registry"`,
+      );
+    }
     const before = revocations.version;
     revocations.replace(all, follower.version, issuedAtMs);
+    this.#raiseFloor(follower.version);
     this.#follower = follower;
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
     this.#announce(all.slice(before));
     this.#synced();
+  }
+
+  /** The newest version verified: this process's list, or the persisted mark. */
+  #heldVersion(): number {
+    return Math.max(this.#floor, this.#o.revocations.version);
+  }
+
+  #raiseFloor(version: number): void {
+    if (version <= this.#floor) return;
+    this.#floor = version;
+    this.#o.floor?.raise(version).catch((error: unknown) => this.#o.logger.warn({ err: error, version }, 'could not record the revocation list high-water mark'));
   }
 
   #announce(entries: readonly RevocationEntry[]): void {

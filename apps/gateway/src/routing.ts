@@ -23,7 +23,7 @@ import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, ver
 import { subjectOf, type GatewayContext, type Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
-import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from './layouts.js';
+import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 import { Policy, type PolicySubject } from './policy.js';

@@ -11,7 +11,7 @@ import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
 import type { SendRequest, SendResponseSchema, MessageInitShape } from '@parley/proto';
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
 import { subjectOf, type GatewayContext, type Sender } from './context.js';
-import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from './layouts.js';
+import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from '@parley/protocol';
 import { assertItemShape, type Router } from './routing.js';
 
 type SendResponseInit = MessageInitShape<typeof SendResponseSchema>;

@@ -15,7 +15,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fromBase64Url, toBase64Url, toHex } from '@parley/crypto-core';
-import type { TrustBundleStore } from '@parley/rpc';
+import type { TrustBundleStore } from '@parley/protocol';
 
 const TYPE = 'parley-followed-trust-bundle';
 

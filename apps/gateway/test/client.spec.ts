@@ -5,7 +5,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, deliveryReceiptLayout, fileStateStore, isClientError, signReceipt, buildSendRequest, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '@parley/client';
+import { connect, fileStateStore, isClientError, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '@parley/client';
+import { deliveryReceiptLayout, signReceipt, buildSendRequest } from '@parley/protocol';
 import { SecretKey, toHex, type Ed25519KeyPair } from '@parley/crypto-core';
 import { AgentGatewayService, MessageType, type DeliveryReceipt } from '@parley/proto';
 import { createClient } from '@parley/rpc';

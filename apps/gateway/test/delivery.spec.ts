@@ -12,7 +12,17 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
-import { GatewayConnection, buildSendRequest, connect, memoryStateStore, type StateStore, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '@parley/client';
+import {
+  GatewayConnection,
+  connect,
+  memoryStateStore,
+  type StateStore,
+  type Agent as SdkAgent,
+  type AgentEvent,
+  type ConnectOptions,
+  type ReceivedMessage,
+} from '@parley/client';
+import { buildSendRequest } from '@parley/protocol';
 import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
 import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
 import { createClient } from '@parley/rpc';

@@ -6,7 +6,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatewayConnection, buildSendRequest, signReceipt } from '@parley/client';
+import { GatewayConnection } from '@parley/client';
+import { buildSendRequest, signReceipt } from '@parley/protocol';
 import { credentials } from '@grpc/grpc-js';
 import { AgentGatewayService, DeliveryStatus, type Delivery, type SecureMessage } from '@parley/proto';
 import { createClient } from '@parley/rpc';

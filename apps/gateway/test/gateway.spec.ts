@@ -7,8 +7,8 @@ import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame }
 import { RpcError, createClient, type Client } from '@parley/rpc';
 import { InitiatorHandshake, SessionError, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayConnection, buildSendRequest, signReceipt } from '@parley/client';
-import { handshakeFrameDigest } from '../src/layouts.js';
+import { GatewayConnection } from '@parley/client';
+import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
 import { Policy } from '../src/policy.js';
 import type { DeliveryInit } from '../src/gateway.js';
 import type { RunningGateway } from '../src/server.js';

@@ -14,7 +14,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, deliveryReceiptLayout, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { connect, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { deliveryReceiptLayout } from '@parley/protocol';
 import { createCrypto, fromBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';

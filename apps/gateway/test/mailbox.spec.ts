@@ -14,7 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GatewayConnection } from '@parley/client';
 import type { DatabaseOptions } from '@parley/db';
-import { handshakeFrameDigest } from '../src/layouts.js';
+import { handshakeFrameDigest } from '@parley/protocol';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';
 

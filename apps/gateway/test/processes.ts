@@ -13,8 +13,8 @@ import { fromBase64Url, type ParleyCrypto, type SecretKey } from '@parley/crypto
 import { decodeCertificate } from '@parley/identity';
 import { AgentGatewayService, type AgentCertificate, type ConnectRequest, type ConnectResponse, type MessageInitShape, type ConnectRequestSchema, type OutboundSchema } from '@parley/proto';
 import { createClient } from '@parley/rpc';
-import { Channel } from '@parley/rpc';
-import { gatewayAuthLayout } from '../src/layouts.js';
+import { Channel } from '@parley/async';
+import { gatewayAuthLayout } from '@parley/protocol';
 
 export const GATEWAY_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
 const REGISTRY_CLI = join(GATEWAY_DIR, '..', 'registry', 'src', 'cli.ts');

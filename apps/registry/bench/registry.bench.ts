@@ -10,7 +10,7 @@ import type { Sample } from '@parley/bench-harness';
 import { printTable } from '@parley/bench-harness';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { ChallengePurpose } from '@parley/proto';
-import { registrationProofLayout } from '@parley/rpc';
+import { registrationProofLayout } from '@parley/protocol';
 import { initRegistry, operatorClient, plainClient, serve, type RegistryFixture, type RunningRegistry } from '../test/harness.js';
 
 process.env['DATABASE_URL'] ??= 'postgres://postgres@127.0.0.1:5432/test';

@@ -3,7 +3,7 @@
  * parley-registry: the registry's operator CLI (one executable): `init`,
  * `serve`, `agent register|enroll|list|show|rotate|revoke`, `revocations`,
  * `operator add|remove|list`, `trust-bundle`, `issuer rotate|list`,
- * `join-token create|list|revoke` — one file per
+ * `join-token create|list|revoke`, `tls init|issue` — one file per
  * command group under ./cli/, on the conventions every Parley CLI shares
  * (@parley/cli-kit, on commander).
  *
@@ -21,6 +21,7 @@ import { addJoinTokenCommands } from './cli/join-token.js';
 import { addOperatorCommands } from './cli/operator.js';
 import { addRevocationsCommand } from './cli/revocations.js';
 import { addServeCommand } from './cli/serve.js';
+import { addTlsCommands } from './cli/tls.js';
 import { addTrustBundleCommand } from './cli/trust-bundle.js';
 
 /** Exit codes (the table is in @parley/cli-kit, shared by every Parley CLI; also in the README). */
@@ -46,6 +47,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
   addTrustBundleCommand(program, cli);
   addIssuerCommands(program, cli);
   addJoinTokenCommands(program, cli);
+  addTlsCommands(program, cli);
   program.addHelpSection({
     heading: 'Exit codes:',
     align: 'section',

@@ -4,12 +4,10 @@
  * process has it open (PGlite is single-process; a second opener would
  * corrupt it), migrations are applied on every open, and the store is ready.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { RpcError } from '@parley/rpc';
 import { DATA_FILES } from './config.js';
-import { openDatabase, type Database } from '@parley/db';
+import { lockDirectory, openDatabase, type Database } from '@parley/db';
 import { applyMigrations, type MigrationResult } from './migrations.js';
 import { RegistryStore } from './store.js';
 
@@ -34,18 +32,6 @@ export interface OpenRegistry {
   close(): Promise<void>;
 }
 
-/** Lock files this process holds. */
-const HELD = new Set<string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: unknown }).code === 'EPERM';
-  }
-}
-
 /**
  * Takes the data directory's lock file (O_EXCL), replacing a stale one left by
  * a process that no longer exists.
@@ -53,42 +39,7 @@ function pidAlive(pid: number): boolean {
  * @throws RpcError `failed_precondition` when a live process holds it
  */
 export function lockDataDir(dataDir: string): () => void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const path = join(dataDir, DATA_FILES.lock);
-  if (HELD.has(path)) throw new RpcError('failed_precondition', `data directory ${dataDir} is already open in this process`);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      HELD.add(path);
-      let released = false;
-      const release = (): void => {
-        if (released) return;
-        released = true;
-        HELD.delete(path);
-        try {
-          unlinkSync(path);
-        } catch {
-          // already gone
-        }
-      };
-      process.once('exit', release);
-      return release;
-    } catch (error) {
-      if ((error as { code?: unknown }).code !== 'EEXIST') throw new RpcError('unavailable', `cannot create ${path}`, { cause: error });
-      const pid = Number(readFileSync(path, 'utf8').trim());
-      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-        throw new RpcError('failed_precondition', `data directory ${dataDir} is in use by process ${pid} (a running \`serve\`?)`);
-      }
-      try {
-        unlinkSync(path); // stale: its process is gone
-      } catch {
-        // someone else removed it first; try again
-      }
-    }
-  }
-  throw new RpcError('failed_precondition', `cannot lock data directory ${dataDir}`);
+  return lockDirectory(dataDir, DATA_FILES.lock);
 }
 
 /**

@@ -36,6 +36,7 @@ import {
   normaliseCapabilities,
   MAX_REVOCATION_REASON_LENGTH,
   type IssuerKey,
+  revocationHeadLayout,
 } from '@parley/identity';
 import {
   AgentStatus,
@@ -51,30 +52,31 @@ import {
   type SignedRevocationHeadSchema,
 } from '@parley/proto';
 import {
-  CHALLENGE_BYTES,
-  JOIN_TOKEN_ID_BYTES,
-  JOIN_TOKEN_SECRET_BYTES,
   RpcError,
-  enrolmentLayout,
-  formatJoinToken,
-  joinTokenHash,
-  parseAgentMetadata,
-  verifyAgentRequest,
   ServingStatus,
   addHealthService,
   addReflectionService,
   addService,
-  parseOperatorMetadata,
-  registrationProofLayout,
-  revocationHeadLayout,
-  rotationAuthorisationLayout,
-  rotationProofLayout,
-  verifyOperatorRequest,
   type CallContext,
   type CallRecord,
   type HealthReporter,
   type ServiceImplementation,
 } from '@parley/rpc';
+import {
+  CHALLENGE_BYTES,
+  JOIN_TOKEN_ID_BYTES,
+  JOIN_TOKEN_SECRET_BYTES,
+  enrolmentLayout,
+  formatJoinToken,
+  joinTokenHash,
+  parseAgentMetadata,
+  verifyAgentRequest,
+  parseOperatorMetadata,
+  registrationProofLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  verifyOperatorRequest,
+} from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
 import { parseAddress, isLoopback } from './address.js';
@@ -602,7 +604,7 @@ export class RegistryServer {
         if (req.maxEntries > MAX_LIST_ENTRIES) throw new RpcError('malformed', `max_entries must be at most ${MAX_LIST_ENTRIES}`);
         await this.#authorise(ctx, 'revocations');
         const current = await store.revocationHead();
-        const after = checkAfter(req.afterVersion, current.version);
+        const after = this.#checkAfter(req.afterVersion, current.version);
         const rows = limitBytes(await store.revocationsAfter(after, req.maxEntries === 0 ? MAX_LIST_ENTRIES : req.maxEntries), MAX_LIST_BYTES);
         const last = rows.at(-1);
         const head = last === undefined ? this.#head(after, await store.hashAt(after)) : this.#head(last.version, last.entryHash);
@@ -761,6 +763,36 @@ export class RegistryServer {
     };
   }
 
+  /** When each version beyond ours was last reported (a rollback is logged once a minute per version). */
+  readonly #rollbackLogged = new Map<bigint, number>();
+
+  /**
+   * A caller's `after_version` beyond our list means it verified a NEWER list
+   * than this database holds: the database was restored from an older backup
+   * (or is not the one the caller follows). Callers keep the newer list and
+   * refuse to go back (they fail closed once it is stale); the operator must
+   * re-issue the revocations made after the backup (docs/OPERATIONS.md
+   * "Restoring the registry"). Logged as an error, at most once a minute per
+   * version, and refused with a message that says the same.
+   */
+  #checkAfter(after: bigint, current: number): number {
+    if (after <= BigInt(current)) return Number(after);
+    const now = Date.now();
+    const last = this.#rollbackLogged.get(after);
+    if (last === undefined || now - last >= 60_000) {
+      if (this.#rollbackLogged.size >= 1000) this.#rollbackLogged.clear();
+      this.#rollbackLogged.set(after, now);
+      this.#o.logger.error(
+        { event: 'revocation_rollback', client_version: Number(after), registry_version: current, missing: Number(after) - current },
+        `a client verified revocation list version ${after}, but this registry's list ends at version ${current}: the database is older than what gateways and agents have seen (restored from a backup taken before the last ${Number(after) - current} revocation(s)?). They keep the newer list and refuse agents once it is stale. Re-issue the revocations made after the backup (\`parley-registry agent revoke\`; the gateways' "revocation received" log lines name them) until its version reaches ${after}; see docs/OPERATIONS.md, "Restoring the registry"`,
+      );
+    }
+    throw new RpcError(
+      'failed_precondition',
+      `after_version ${after} is beyond the current revocation list version ${current}: the registry's list is older than the one you verified (its database was restored from an older backup?); keep the newer list`,
+    );
+  }
+
   /**
    * WatchRevocations (§15.7): first the backlog after `afterVersion` in batches,
    * then live entries as they commit, each batch with a signed head; a signed
@@ -772,7 +804,7 @@ export class RegistryServer {
   async *#watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
     const { store, settings } = this.#o;
     await this.#authorise(ctx, 'revocations');
-    let cursor = checkAfter(afterVersion, (await store.revocationHead()).version);
+    let cursor = this.#checkAfter(afterVersion, (await store.revocationHead()).version);
     let hash = await store.hashAt(cursor);
     let sentAt = 0;
     let sentBundle = -1;
@@ -848,12 +880,6 @@ function field<T>(check: () => T): T {
   }
 }
 
-function checkAfter(after: bigint, current: number): number {
-  if (after > BigInt(current)) {
-    throw new RpcError('failed_precondition', `after_version ${after} is beyond the current revocation list version ${current}`);
-  }
-  return Number(after);
-}
 
 const PAGE_TOKEN_PREFIX = 'a1.';
 

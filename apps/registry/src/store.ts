@@ -14,9 +14,19 @@
  * registrations, rotations and revocations cannot deadlock.
  */
 import { SecretKey, concatBytes, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { encodeCertificate, encodeTrustBundleDocument, issueCertificate, signTrustBundleDocument, type IssuerKey, type IssuerLifecycleState } from '@parley/identity';
+import {
+  encodeCertificate,
+  encodeTrustBundleDocument,
+  issueCertificate,
+  signTrustBundleDocument,
+  EMPTY_CHAIN_HASH,
+  revocationEntryHash,
+  type IssuerKey,
+  type IssuerLifecycleState,
+  type RevocationEntryFields,
+} from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
-import { EMPTY_CHAIN_HASH, RpcError, revocationEntryHash, type RevocationEntryFields } from '@parley/rpc';
+import { RpcError } from '@parley/rpc';
 import { bytes, int, intOrNull, type Database, type Queryable } from '@parley/db';
 import { decodeCertificate } from '@parley/identity';
 

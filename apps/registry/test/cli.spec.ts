@@ -24,6 +24,7 @@ const COMMANDS = [
   ['init'],
   ['serve'],
   ['agent', 'register'],
+  ['agent', 'enroll'],
   ['agent', 'list'],
   ['agent', 'show'],
   ['agent', 'rotate'],
@@ -35,6 +36,9 @@ const COMMANDS = [
   ['trust-bundle'],
   ['issuer', 'rotate'],
   ['issuer', 'list'],
+  ['join-token', 'create'],
+  ['join-token', 'list'],
+  ['join-token', 'revoke'],
 ];
 
 describe('help', () => {
@@ -54,7 +58,7 @@ describe('help', () => {
   });
 
   it('every help page is aligned (one description column, wrapped lines under it)', async () => {
-    for (const words of [[], ['agent'], ['operator'], ['issuer'], ...COMMANDS]) {
+    for (const words of [[], ['agent'], ['operator'], ['issuer'], ['join-token'], ...COMMANDS]) {
       const out: string[] = [];
       expect(await main([...words, '--help'], (t) => out.push(t))).toBe(EXIT_CODES.ok);
       expect(helpLayoutProblems(out.join('\n')), words.join(' ')).toEqual([]);
@@ -71,8 +75,8 @@ describe('help', () => {
       [['agent', 'show'], 'missing AGENT_ID (see `parley-registry agent show --help`)'],
       [['agent', 'show', 'a', 'b'], "unexpected argument 'b' (see `parley-registry agent show --help`)"],
       [['agent', 'register', 'a'], "option '--type <TYPE>' is required (see `parley-registry agent register --help`)"],
-      [['agent'], 'missing subcommand of agent (one of: register, list, show, rotate, revoke) (see `parley-registry agent --help`)'],
-      [['agent', 'lsit'], "unknown subcommand 'lsit' of agent (one of: register, list, show, rotate, revoke) (see `parley-registry agent --help`)"],
+      [['agent'], 'missing subcommand of agent (one of: register, enroll, list, show, rotate, revoke) (see `parley-registry agent --help`)'],
+      [['agent', 'lsit'], "unknown subcommand 'lsit' of agent (one of: register, enroll, list, show, rotate, revoke) (see `parley-registry agent --help`)"],
       [['frobnicate'], "unknown command 'frobnicate' (see `parley-registry --help`)"],
       [['--data-dir'], "option '--data-dir <DIR>' needs a value (see `parley-registry --help`)"],
     ];

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { credentials } from '@grpc/grpc-js';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { RegistryService } from '@parley/proto';
-import { createClient, operatorRequestSigner, type Client } from '@parley/rpc';
+import { createClient, type Client } from '@parley/rpc';
+import { operatorRequestSigner } from '@parley/protocol';
 import pg from 'pg';
 import { readKeyFile, type LoadedKey } from '../src/key-file.js';
 

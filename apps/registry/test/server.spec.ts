@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client as GrpcClient, Metadata, credentials, status } from '@grpc/grpc-js';
 import { createCrypto, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, isIdentityError, verifyCertificate } from '@parley/identity';
+import { IdentityError, MemoryRevocationSet, RevocationListFollower, TrustBundle, isIdentityError, verifyCertificate } from '@parley/identity';
 import {
   AgentStatus,
   ChallengePurpose,
@@ -22,25 +22,20 @@ import {
   create,
   toBinary,
 } from '@parley/proto';
+import { RpcError, ServingStatus, createClient, isRpcError, type RpcErrorCode } from '@parley/rpc';
 import {
-  RevocationListFollower,
-  RpcError,
-  ServingStatus,
   TrustBundleFollower,
   agentRequestSigner,
-  createClient,
   enrolmentLayout,
   formatJoinToken,
   joinTokenHash,
-  signAgentRequest,
-  isRpcError,
   operatorRequestSigner,
   registrationProofLayout,
   rotationAuthorisationLayout,
   rotationProofLayout,
+  signAgentRequest,
   signOperatorRequest,
-  type RpcErrorCode,
-} from '@parley/rpc';
+} from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
@@ -381,7 +376,7 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     // Tampering is caught: a changed reason breaks the chain; a changed head breaks the signature.
     const tampered = structuredClone(list.entries);
     tampered[0]!.reasonText = 'nothing to see';
-    expect(() => new RevocationListFollower(crypto, { registryId: op.registryId, trustBundle }).apply(tampered, list.head)).toThrow(RpcError);
+    expect(() => new RevocationListFollower(crypto, { registryId: op.registryId, trustBundle }).apply(tampered, list.head)).toThrow(IdentityError);
     const badHead = { ...list.head!, issuedAtMs: list.head!.issuedAtMs + 1n };
     expect(() => new RevocationListFollower(crypto, { registryId: op.registryId, trustBundle }).apply(list.entries, badHead)).toThrow(/signature/);
     // Paging with max_entries: each page is signed at its own last version.

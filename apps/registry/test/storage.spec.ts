@@ -6,9 +6,11 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, TrustBundleChain, createIssuerKey, decodeTrustBundleDocument, keyId, type IssuerKey } from '@parley/identity';
+import { RevocationListFollower, TrustBundle, TrustBundleChain, createIssuerKey, decodeTrustBundleDocument, keyId, revocationHeadLayout, type IssuerKey } from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, create, RevocationListEntrySchema } from '@parley/proto';
-import { RevocationListFollower, isRpcError, joinTokenHash, revocationHeadLayout } from '@parley/rpc';
+import { isDbError } from '@parley/db';
+import { joinTokenHash } from '@parley/protocol';
+import { isRpcError } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, applyMigrations, openDatabase, openRegistry, RegistryStore, type Database } from '../src/index.js';
 import { APP_DIR, BACKENDS, DATABASE_URL, REQUIRE_POSTGRES, dropSchema, freshSchema, tempDir } from './harness.js';
@@ -21,7 +23,7 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
     await promise;
   } catch (error) {
-    if (isRpcError(error)) return error.code;
+    if (isRpcError(error) || isDbError(error)) return error.code;
     throw error;
   }
   throw new Error('expected a failure');

@@ -54,8 +54,10 @@ import {
   type SessionTimeouts,
   type SkewLimits,
 } from '@parley/session';
-import { Channel, TrustBundleFollower, createClient, type Client, type TrustBundleFollowerEvent, type TrustBundleFollowerState } from '@parley/rpc';
-import { GatewayConnection, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from './connection.js';
+import { Channel } from '@parley/async';
+import { TrustBundleFollower, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature, type TrustBundleFollowerEvent, type TrustBundleFollowerState } from '@parley/protocol';
+import { createClient, type Client } from '@parley/rpc';
+import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';
 import type { StateStore } from './state-store.js';

@@ -20,12 +20,18 @@ export { MemoryClient, MemoryError, isMemoryError } from '@parley/memory';
 export type { MemoryClientOptions, MemoryInfo, MemoryListing, ReadResult, WriteResult, SegmentInfo, AccessLevel, MemoryErrorCode } from '@parley/memory';
 export type { StateStore } from './state-store.js';
 
-// Low level: one authenticated gateway stream, receipts, unary Send
-export { GatewayConnection, signReceipt, verifyReceiptSignature, signSessionReject, verifySessionRejectSignature, buildSendRequest } from './connection.js';
+// Low level: one authenticated gateway stream
+export { GatewayConnection } from './connection.js';
 export type { GatewayConnectionOptions } from './connection.js';
 
-// The gateway's byte layouts (docs/PROTOCOL.md §10), shared with apps/gateway
+// The gateway protocol (docs/PROTOCOL.md §10, §17.4) as the SDK's users need it: receipts, session
+// rejects, unary Send, and the byte layouts (from @parley/protocol, which the gateway imports too)
 export {
+  signReceipt,
+  verifyReceiptSignature,
+  signSessionReject,
+  verifySessionRejectSignature,
+  buildSendRequest,
   gatewayAuthLayout,
   gatewaySendLayout,
   handshakeFrameDigest,
@@ -44,5 +50,5 @@ export {
   SERIAL_BYTES,
   ITEM_HASH_BYTES,
   SIGNATURE_BYTES,
-} from './layouts.js';
-export type { RelayItem } from './layouts.js';
+} from '@parley/protocol';
+export type { RelayItem } from '@parley/protocol';

@@ -8,10 +8,11 @@
  * as Buffers, PGlite as numbers and Uint8Arrays; rows leave this module through
  * {@link int} and {@link bytes}, which accept both.
  */
-import { mkdirSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
-import { RpcError } from '@parley/rpc';
+import { DbError } from './errors.js';
+import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, usableTemplate } from './pglite-files.js';
 
 /** Something SQL can be sent to: the database, or one transaction. */
 export interface Queryable {
@@ -60,17 +61,17 @@ export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 
 /**
  * Checks a PostgreSQL schema name (it is interpolated into SQL: `CREATE SCHEMA`, `search_path`).
- * @throws RpcError `malformed` unless it is 1..63 characters of [a-z0-9_], not starting with a digit
+ * @throws DbError `malformed` unless it is 1..63 characters of [a-z0-9_], not starting with a digit
  */
 export function assertSchemaName(schema: string): string {
-  if (!SCHEMA_RE.test(schema)) throw new RpcError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
+  if (!SCHEMA_RE.test(schema)) throw new DbError('malformed', 'database schema name must be 1..63 characters of [a-z0-9_], not starting with a digit');
   return schema;
 }
 
 /** A safe integer from an int8/int4 column (string from pg, number from PGlite). */
 export function int(value: unknown): number {
   const n = typeof value === 'string' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new RpcError('internal', 'database returned a non-integer where an integer was expected');
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new DbError('internal', 'database returned a non-integer where an integer was expected');
   return n;
 }
 
@@ -81,7 +82,7 @@ export function intOrNull(value: unknown): number | null {
 
 /** A bytea column as a plain Uint8Array (Buffer from pg, Uint8Array from PGlite). */
 export function bytes(value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array)) throw new RpcError('internal', 'database returned a non-bytea where bytea was expected');
+  if (!(value instanceof Uint8Array)) throw new DbError('internal', 'database returned a non-bytea where bytea was expected');
   return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
 }
 
@@ -98,10 +99,10 @@ export function redactUrl(url: string): string {
 }
 
 /** Connection errors from pg (ECONNREFUSED, DNS, auth) become one clear `unavailable`. */
-function unreachable(location: string, cause: unknown): RpcError {
+function unreachable(location: string, cause: unknown): DbError {
   const code = (cause as { code?: unknown }).code;
   const why = typeof code === 'string' ? code : cause instanceof Error ? cause.message.split('\n')[0] : 'unknown error';
-  return new RpcError('unavailable', `database unreachable at ${location} (${why})`, { cause });
+  return new DbError('unavailable', `database unreachable at ${location} (${why})`, { cause });
 }
 
 function ignoreDuplicateSchema(error: unknown): void {
@@ -124,7 +125,7 @@ function isConnectionError(error: unknown): boolean {
  *
  * @param options URL or data directory, optional schema
  * @returns the database
- * @throws RpcError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
+ * @throws DbError `unavailable` when PostgreSQL cannot be reached; `malformed` on a bad schema name
  */
 export async function openDatabase(options: DatabaseOptions = {}): Promise<Database> {
   if (options.schema !== undefined) assertSchemaName(options.schema);
@@ -215,13 +216,15 @@ async function openPostgres(url: string, schema: string | undefined, max: number
 }
 
 async function openPglite(dataDir: string | undefined): Promise<Database> {
-  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const { PGlite } = await import('@electric-sql/pglite');
+  const release = dataDir === undefined ? () => undefined : lockDirectory(dataDir, PGLITE_LOCK_FILE, 'PGlite data directory');
   let db: PGlite;
   try {
-    db = await PGlite.create(dataDir);
+    db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir);
   } catch (cause) {
-    throw new RpcError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
+    release();
+    if (cause instanceof DbError) throw cause;
+    throw new DbError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
   const on = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
     query: async <R>(sql: string, params?: readonly unknown[]) => (await q.query<R>(sql, params as unknown[])).rows,
@@ -237,6 +240,38 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
       const unsubscribe = await db.listen(channel, () => onNotify());
       return async () => unsubscribe();
     },
-    close: () => db.close(),
+    async close() {
+      try {
+        await db.close();
+      } finally {
+        release();
+      }
+    },
   };
+}
+
+/**
+ * Opens PGlite in a locked data directory. A fresh one starts as a copy of the
+ * cached template cluster when there is one (made here on first use), which
+ * spares the initdb; any failure on that path falls back to initdb (./pglite-files.ts).
+ */
+async function openPgliteDir(PGliteClass: typeof PGlite, dataDir: string): Promise<PGlite> {
+  if (isFreshDataDir(dataDir)) {
+    const root = pgliteTemplateRoot();
+    const template =
+      usableTemplate(root) ??
+      (await makeTemplate(root, async (dir) => {
+        await (await PGliteClass.create(dir)).close();
+      }));
+    if (template !== undefined) {
+      try {
+        copyTemplate(template, dataDir);
+        return await PGliteClass.create(dataDir);
+      } catch {
+        emptyDataDir(dataDir);
+        rmSync(template, { recursive: true, force: true }); // unusable: the next fresh directory makes a new one
+      }
+    }
+  }
+  return PGliteClass.create(dataDir);
 }

@@ -15,3 +15,6 @@ export {
   IDLE_IN_TRANSACTION_TIMEOUT_MS,
 } from './db.js';
 export type { Database, DatabaseOptions, Queryable } from './db.js';
+export { DbError, isDbError, DB_ERROR_CODES } from './errors.js';
+export type { DbErrorCode } from './errors.js';
+export { lockDirectory, pgliteTemplateRoot, PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV } from './pglite-files.js';

@@ -20,8 +20,10 @@
  * - `not_yet_valid`        now < valid_from
  * - `revoked`              the agent id or the certificate serial is revoked
  * - `identity_mismatch`    the certificate is for another agent than the one expected
- * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable): fail closed
- * - `bad_signature`        a signed trust bundle document's signature does not verify (docs/PROTOCOL.md §15.9)
+ * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable), or a
+ *                          revocation list batch skips versions: fail closed
+ * - `bad_signature`        a revocation list head's (§15.6) or a signed trust bundle document's (§15.9)
+ *                          issuer signature does not verify
  * - `rollback`             a trust bundle document older than (or a different one at) the version already held
  */
 export type IdentityErrorCode =

@@ -41,6 +41,21 @@ export type {
   RevocationEntry,
   MemoryRevocationSetOptions,
 } from './revocation.js';
+// Following a registry's signed revocation list (docs/PROTOCOL.md §15.6) into a MemoryRevocationSet
+export {
+  RevocationListFollower,
+  revocationEntryHash,
+  revocationHeadLayout,
+  entryFields,
+  reasonString,
+  CHAIN_HASH_BYTES,
+  EMPTY_CHAIN_HASH,
+  REGISTRY_ID_BYTES,
+  REVOCATION_DOMAINS,
+  REVOCATION_KIND,
+  DEFAULT_REVOCATION_CLOCK_SKEW_MS,
+} from './revocation-list.js';
+export type { AcceptedBatch, RevocationEntryFields, RevocationHeadFields } from './revocation-list.js';
 export { toDidKey, fromDidKey, DID_KEY_PREFIX } from './did-key.js';
 export { keyId, KEY_ID_BYTES, KEY_ID_DOMAIN, PUBLIC_KEY_BYTES } from './key-id.js';
 

@@ -185,7 +185,8 @@ export class RpcError extends Error {
    * Converts anything thrown into an RpcError. An RpcError is returned as is;
    * an error whose `code` is a Parley code (an IdentityError, say) keeps its
    * code, but the peer gets only a fixed line for it (PROTOCOL §11) while its
-   * message stays in `localDetails` for the log; a CryptoError's validation codes become `malformed`;
+   * message stays in `localDetails` for the log; a ProtocolError or DbError keeps its code and line; a CryptoError's
+   * validation codes become `malformed`;
    * anything else becomes `internal` with a generic message, so no library or
    * database message (which may echo inputs) reaches a peer. The original is
    * kept as `cause` for the local log.
@@ -200,6 +201,14 @@ export class RpcError extends Error {
       const named = error.name === 'IdentityError' || error.name === 'SessionError' || error.name === 'AuditError';
       if (named && typeof code === 'string' && CODE_SET.has(code)) {
         return new RpcError(code as RpcErrorCode, peerMessage(code as RpcErrorCode), { cause: error, localDetails: stripCodePrefix(error.message) });
+      }
+      // A database error (@parley/db) names what failed and where (a redacted location), never a value: its line stays.
+      if (error.name === 'DbError' && typeof code === 'string' && CODE_SET.has(code)) {
+        return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
+      }
+      // A protocol check names the field of the peer's own request that is wrong (never its contents): the peer gets that line.
+      if (error.name === 'ProtocolError' && typeof code === 'string' && CODE_SET.has(code)) {
+        return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
       }
       if (error.name === 'CryptoError' && typeof code === 'string' && code.startsWith('invalid_')) {
         return new RpcError('malformed', stripCodePrefix(error.message), { cause: error });

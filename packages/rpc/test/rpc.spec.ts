@@ -75,6 +75,15 @@ describe('error table', () => {
     expect(new RpcError('not_found', 'x').localDetails).toBe('x');
     const cryptoError = Object.assign(new Error('[invalid_length] x must be 32 bytes'), { name: 'CryptoError', code: 'invalid_length' });
     expect(RpcError.from(cryptoError).code).toBe('malformed');
+    // @parley/db and @parley/protocol import nothing of gRPC: their errors keep their code and line here.
+    const database = Object.assign(new Error('[unavailable] database unreachable at postgres://db/x (ECONNREFUSED)'), { name: 'DbError', code: 'unavailable' });
+    expect(RpcError.from(database).code).toBe('unavailable');
+    expect(RpcError.from(database).toStatus().details).toBe('database unreachable at postgres://db/x (ECONNREFUSED)');
+    const protocol = Object.assign(new Error('[unauthenticated] operator signature metadata: all of … are required'), { name: 'ProtocolError', code: 'unauthenticated' });
+    expect(RpcError.from(protocol).code).toBe('unauthenticated');
+    expect(RpcError.from(protocol).details).toBe('operator signature metadata: all of … are required');
+    const unknownCode = Object.assign(new Error('[weird] x'), { name: 'DbError', code: 'weird' });
+    expect(RpcError.from(unknownCode).code).toBe('internal');
   });
 });
 

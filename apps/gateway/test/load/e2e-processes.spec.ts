@@ -17,7 +17,8 @@
 // feeds the gateway's revocation list.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, deliveryReceiptLayout, isClientError, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { connect, isClientError, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { deliveryReceiptLayout } from '@parley/protocol';
 import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
 import type { LocalIdentity } from '@parley/session';

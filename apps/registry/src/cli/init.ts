@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { Option, UsageError, printJson, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
 import { createIssuerKey, keyId as computeKeyId } from '@parley/identity';
-import { RpcError, isRpcError } from '@parley/rpc';
+import { RpcError } from '@parley/rpc';
 import { DATA_FILES, DEFAULT_SETTINGS, settingsJson, type RegistrySettings } from '../config.js';
 import { fields } from '../format.js';
 import { writeKeyFile, writeSecretFile, type KdfStrength } from '../key-file.js';
@@ -87,7 +87,7 @@ async function init(ctx: CommandContext<InitOptions>): Promise<void> {
       await registry.store.initialise({ registryId, issuer, operator: { publicKey: operator.publicKey, keyId: operatorKeyId, name: operatorName }, nowMs: Date.now() });
     } catch (error) {
       // A lost connection may have lost it during COMMIT: the outcome is unknown, so the keys must stay.
-      if (isRpcError(error, 'unavailable')) committed = true;
+      if (RpcError.from(error).code === 'unavailable') committed = true;
       throw error;
     }
     committed = true;

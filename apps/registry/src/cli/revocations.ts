@@ -5,8 +5,7 @@
  */
 import { Option, UsageError, printJson, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
-import { TrustBundle } from '@parley/identity';
-import { RevocationListFollower } from '@parley/rpc';
+import { TrustBundle, RevocationListFollower } from '@parley/identity';
 import { ENTRY_HEADERS, entryJson, entryRow, table } from '../format.js';
 import { bundleOf, connect } from './connection.js';
 import { PROGRAM, addClientOptions, readFileOr, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';

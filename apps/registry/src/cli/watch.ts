@@ -3,7 +3,8 @@
  * WatchRevocations stream, every batch verified by the follower (hash chain
  * and signed head, docs/PROTOCOL.md §15.6), reconnecting with backoff.
  */
-import { RpcError, type RevocationListFollower } from '@parley/rpc';
+import { RpcError } from '@parley/rpc';
+import type { RevocationListFollower } from '@parley/identity';
 import { entryJson, entryRow } from '../format.js';
 import type { Connection } from './connection.js';
 import { PROGRAM, type CommandContext } from './context.js';

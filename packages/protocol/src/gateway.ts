@@ -1,12 +1,13 @@
 /**
- * The gateway's byte layouts (docs/PROTOCOL.md §10), shared by the gateway (which imports them from @parley/client)
- * and its clients. Built with crypto-core's `layout()` (§2); nothing here
- * hashes or signs protobuf bytes.
+ * The gateway protocol's byte layouts (docs/PROTOCOL.md §10, §17.4), shared by
+ * the gateway and its clients (the agent SDK, the tests' raw clients), with
+ * the signatures over them: stream authentication, unary Send, delivery
+ * receipts and session rejects. Built with crypto-core's `layout()` (§2);
+ * nothing here hashes or signs protobuf bytes.
  */
 import { layout, type ParleyCrypto } from '@parley/crypto-core';
-import type { DeliveryReceipt, HandshakeFrame, SessionReject } from '@parley/proto';
-import { messageHash, SESSION_ID_BYTES } from '@parley/session';
-import type { SecureMessage } from '@parley/proto';
+import type { DeliveryReceipt, HandshakeFrame, MessageInitShape, SecureMessage, SendRequestSchema, SessionReject } from '@parley/proto';
+import { messageHash, SESSION_ID_BYTES, type LocalIdentity } from '@parley/session';
 
 export const GATEWAY_AUTH_DOMAIN = 'parley/v1/gateway-auth';
 export const GATEWAY_SEND_DOMAIN = 'parley/v1/gateway-send';
@@ -112,4 +113,73 @@ export function itemDigest(crypto: ParleyCrypto, item: RelayItem): Uint8Array {
     case 'sessionReject':
       return sessionRejectDigest(crypto, item.value);
   }
+}
+
+/**
+ * Signs a delivery receipt for an envelope this agent received (§10.5).
+ * @param fields the envelope's message hash and sender, and when it was received
+ */
+export function signReceipt(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  fields: { readonly messageHash: Uint8Array; readonly senderId: string; readonly receivedAtMs: number },
+): DeliveryReceipt {
+  const body = { version: 1, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, receivedAtMs: BigInt(fields.receivedAtMs) };
+  const signature = crypto.ed25519.sign(deliveryReceiptLayout(body), identity.signingKey);
+  return { $typeName: 'parley.v1.DeliveryReceipt', ...body, signature };
+}
+
+/**
+ * Verifies a delivery receipt (§10.5) against the recipient's certified identity
+ * key: well-formed, signed by `recipientPublicKey`. The caller checks that its
+ * fields (message hash, sender, recipient) are the ones it expects.
+ */
+export function verifyReceiptSignature(crypto: ParleyCrypto, receipt: DeliveryReceipt, recipientPublicKey: Uint8Array): boolean {
+  if (receipt.version !== 1 || receipt.messageHash.length !== ITEM_HASH_BYTES || receipt.signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return crypto.ed25519.verify(receipt.signature, deliveryReceiptLayout(receipt), recipientPublicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Signs a session reject (§17.4) for an envelope this agent can never open:
+ * its session is unknown and no handshake for it is in progress.
+ */
+export function signSessionReject(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  fields: { readonly sessionId: Uint8Array; readonly messageHash: Uint8Array; readonly senderId: string; readonly rejectedAtMs: number },
+): SessionReject {
+  const body = { version: 1, sessionId: fields.sessionId, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, rejectedAtMs: BigInt(fields.rejectedAtMs) };
+  const signature = crypto.ed25519.sign(sessionRejectLayout(body), identity.signingKey);
+  return { $typeName: 'parley.v1.SessionReject', ...body, signature };
+}
+
+/** Verifies a session reject (§17.4) against the rejecting recipient's certified identity key. */
+export function verifySessionRejectSignature(crypto: ParleyCrypto, reject: SessionReject, recipientPublicKey: Uint8Array): boolean {
+  if (reject.version !== 1 || reject.sessionId.length !== 16 || reject.messageHash.length !== ITEM_HASH_BYTES || reject.signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return crypto.ed25519.verify(reject.signature, sessionRejectLayout(reject), recipientPublicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Builds a signed unary SendRequest (§10.6) for `AgentGatewayService.send`.
+ * @param item the item; its shape must be valid
+ */
+export function buildSendRequest(
+  crypto: ParleyCrypto,
+  identity: LocalIdentity,
+  gatewayId: string,
+  item: RelayItem,
+  options: { readonly nowMs?: number; readonly nonce?: Uint8Array } = {},
+): MessageInitShape<typeof SendRequestSchema> {
+  const timestampMs = BigInt(options.nowMs ?? Date.now());
+  const nonce = options.nonce ?? crypto.randomBytes(SEND_NONCE_BYTES);
+  const signature = crypto.ed25519.sign(gatewaySendLayout(gatewayId, timestampMs, nonce, itemDigest(crypto, item)), identity.signingKey);
+  return { certificate: identity.certificate, timestampMs, nonce, signature, item };
 }

@@ -18,16 +18,20 @@
  * never seen (nonces are persisted, so a replay fails after a restart too).
  */
 import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import { keyId as computeKeyId } from '@parley/identity';
-import { RpcError } from './errors.js';
-import type { RequestSigner } from './service.js';
+import { REGISTRY_ID_BYTES, keyId as computeKeyId } from '@parley/identity';
+import { ProtocolError } from './errors.js';
 
 /** Domain tag of the operator request layout. */
 export const OPERATOR_REQUEST_DOMAIN = 'parley/v1/operator-request';
 /** Length of an operator request nonce. */
 export const OPERATOR_NONCE_BYTES = 16;
-/** Length of a registry id. */
-export const REGISTRY_ID_BYTES = 16;
+
+/**
+ * Signs one outgoing call: given the gRPC method path and the exact request
+ * bytes, the metadata entries to send with it (the shape of `@parley/rpc`'s
+ * `RequestSigner`, which `createClient` accepts).
+ */
+export type OperatorRequestSigner = (path: string, requestBytes: Uint8Array) => Readonly<Record<string, string>>;
 
 /** Metadata keys of a signed operator request (all ASCII values). */
 export const OPERATOR_METADATA_KEYS = Object.freeze({
@@ -118,13 +122,13 @@ export function signOperatorRequest(
 }
 
 /**
- * A {@link RequestSigner} for {@link createClient} that signs every call.
+ * A request signer for `@parley/rpc`'s `createClient` that signs every call.
  * @param crypto the ParleyCrypto instance
  * @param key the operator's key
  * @param registryId the registry's 16-byte id
  * @returns the signer
  */
-export function operatorRequestSigner(crypto: ParleyCrypto, key: OperatorKey, registryId: Uint8Array): RequestSigner {
+export function operatorRequestSigner(crypto: ParleyCrypto, key: OperatorKey, registryId: Uint8Array): OperatorRequestSigner {
   return (path, body) => signOperatorRequest(crypto, key, { registryId, path, body });
 }
 
@@ -136,7 +140,7 @@ const DECIMAL = /^(0|[1-9][0-9]{0,15})$/;
  *
  * @param get returns the (first) value of a metadata key, or undefined
  * @returns the parsed fields, or undefined when no operator metadata is present at all
- * @throws RpcError `unauthenticated` when some but not all entries are present, or one is malformed
+ * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed
  */
 export function parseOperatorMetadata(get: (key: string) => string | undefined): OperatorRequestAuth | undefined {
   const raw = {
@@ -148,7 +152,7 @@ export function parseOperatorMetadata(get: (key: string) => string | undefined):
   const present = Object.values(raw).filter((v) => v !== undefined).length;
   if (present === 0) return undefined;
   const bad = (what: string): never => {
-    throw new RpcError('unauthenticated', `operator signature metadata: ${what}`);
+    throw new ProtocolError('unauthenticated', `operator signature metadata: ${what}`);
   };
   if (present !== 4) bad(`all of ${Object.values(OPERATOR_METADATA_KEYS).join(', ')} are required`);
   if (!HEX32.test(raw.keyId!)) bad(`${OPERATOR_METADATA_KEYS.keyId} must be 32 lowercase hex digits`);

@@ -21,9 +21,9 @@
  * timestamp within the skew; the nonce never seen.
  */
 import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import { RpcError } from './errors.js';
-import { OPERATOR_NONCE_BYTES, REGISTRY_ID_BYTES, type OperatorRequestTarget } from './operator-auth.js';
-import type { RequestSigner } from './service.js';
+import { REGISTRY_ID_BYTES } from '@parley/identity';
+import { ProtocolError } from './errors.js';
+import { OPERATOR_NONCE_BYTES, type OperatorRequestSigner, type OperatorRequestTarget } from './operator-auth.js';
 
 /** Domain tag of the agent request layout. */
 export const AGENT_REQUEST_DOMAIN = 'parley/v1/agent-request';
@@ -92,8 +92,8 @@ export function signAgentRequest(crypto: ParleyCrypto, key: AgentRequestKey, tar
   };
 }
 
-/** A {@link RequestSigner} that signs every call as this agent. */
-export function agentRequestSigner(crypto: ParleyCrypto, key: AgentRequestKey, registryId: Uint8Array): RequestSigner {
+/** A request signer (`@parley/rpc`'s `RequestSigner` shape) that signs every call as this agent. */
+export function agentRequestSigner(crypto: ParleyCrypto, key: AgentRequestKey, registryId: Uint8Array): OperatorRequestSigner {
   return (path, body) => signAgentRequest(crypto, key, { registryId, path, body });
 }
 
@@ -104,7 +104,7 @@ const AGENT_ID = /^[a-z0-9][a-z0-9._:-]{0,127}$/;
 /**
  * Reads an agent signature from request metadata.
  * @returns the parsed fields, or undefined when no agent metadata is present at all
- * @throws RpcError `unauthenticated` when some but not all entries are present, or one is malformed
+ * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed
  */
 export function parseAgentMetadata(get: (key: string) => string | undefined): AgentRequestAuth | undefined {
   const raw = {
@@ -117,7 +117,7 @@ export function parseAgentMetadata(get: (key: string) => string | undefined): Ag
   const present = Object.values(raw).filter((v) => v !== undefined).length;
   if (present === 0) return undefined;
   const bad = (what: string): never => {
-    throw new RpcError('unauthenticated', `agent signature metadata: ${what}`);
+    throw new ProtocolError('unauthenticated', `agent signature metadata: ${what}`);
   };
   if (present !== 5) bad(`all of ${Object.values(AGENT_METADATA_KEYS).join(', ')} are required`);
   if (!AGENT_ID.test(raw.agentId!)) bad(`${AGENT_METADATA_KEYS.agentId} is not an agent id`);

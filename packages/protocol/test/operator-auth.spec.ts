@@ -3,7 +3,7 @@
 import { createCrypto, layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { keyId } from '@parley/identity';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { OPERATOR_METADATA_KEYS, isRpcError, operatorRequestLayout, parseOperatorMetadata, signOperatorRequest, verifyOperatorRequest } from './index.js';
+import { OPERATOR_METADATA_KEYS, isProtocolError, operatorRequestLayout, parseOperatorMetadata, signOperatorRequest, verifyOperatorRequest } from '../src/index.js';
 
 describe('operator request signatures', () => {
   let crypto: ParleyCrypto;
@@ -51,7 +51,7 @@ describe('operator request signatures', () => {
       try {
         parseOperatorMetadata((k) => m[k]);
       } catch (error) {
-        return isRpcError(error, 'unauthenticated');
+        return isProtocolError(error, 'unauthenticated');
       }
       return false;
     };

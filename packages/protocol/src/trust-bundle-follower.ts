@@ -17,10 +17,25 @@
  * reported, not followed.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { IdentityError, TrustBundle, TrustBundleChain, isIdentityError, type ChainAdvance } from '@parley/identity';
-import { SignedTrustBundleSchema, fromBinary, type RegistryService, type SignedTrustBundle } from '@parley/proto';
-import { RpcError, type RpcErrorCode } from './errors.js';
-import type { Client } from './service.js';
+import { IdentityError, TrustBundle, TrustBundleChain, type ChainAdvance } from '@parley/identity';
+import { SignedTrustBundleSchema, fromBinary, type GetTrustBundleResponse, type SignedTrustBundle } from '@parley/proto';
+import { ProtocolError } from './errors.js';
+
+/**
+ * Where the documents come from: the registry's GetTrustBundle (a `@parley/rpc` client of
+ * RegistryService has this shape). Errors it throws should carry a Parley `code` (`unavailable`, …).
+ */
+export interface TrustBundleSource {
+  getTrustBundle(request: { afterVersion: bigint }, options?: { timeoutMs?: number }): Promise<GetTrustBundleResponse>;
+}
+
+/** A failure's stable code and one line: the error's own `code` when it has one, else `internal`. */
+function describeError(error: unknown): { code: string; detail: string } {
+  const code = (error as { code?: unknown } | null)?.code;
+  const localDetails = (error as { localDetails?: unknown } | null)?.localDetails;
+  const detail = typeof localDetails === 'string' ? localDetails : error instanceof Error ? error.message.replace(/^\[[a-z_]+\] /, '') : String(error);
+  return { code: typeof code === 'string' && /^[a-z_]+$/.test(code) ? code : 'internal', detail };
+}
 
 /** Where a follower keeps the newest document it accepted (its database, a file, a sealed state store). */
 export interface TrustBundleStore {
@@ -35,15 +50,15 @@ export type TrustBundleFollowerEvent =
   | { readonly kind: 'restored'; readonly version: number }
   | { readonly kind: 'restore_failed'; readonly code: string; readonly detail: string }
   | { readonly kind: 'updated'; readonly from: number; readonly to: number; readonly accepted: readonly number[] }
-  | { readonly kind: 'refused'; readonly code: RpcErrorCode; readonly version: number; readonly detail: string }
-  | { readonly kind: 'unreachable'; readonly code: RpcErrorCode; readonly version: number; readonly detail: string }
+  | { readonly kind: 'refused'; readonly code: string; readonly version: number; readonly detail: string }
+  | { readonly kind: 'unreachable'; readonly code: string; readonly version: number; readonly detail: string }
   | { readonly kind: 'save_failed'; readonly version: number; readonly detail: string };
 
 /** Settings of a {@link TrustBundleFollower}. */
 export interface TrustBundleFollowerOptions {
   readonly crypto: ParleyCrypto;
-  /** A client of the registry (GetTrustBundle needs no signature). */
-  readonly client: Client<typeof RegistryService>;
+  /** The registry (a `@parley/rpc` client of RegistryService; GetTrustBundle needs no signature). */
+  readonly client: TrustBundleSource;
   /** The registry's id; when omitted, the saved state's, else the registry's own answer. */
   readonly registryId?: Uint8Array;
   /** The pinned bundle (§3.3 JSON): the anchor while no document was ever accepted. */
@@ -80,7 +95,7 @@ export class TrustBundleFollower {
   readonly trustBundle: TrustBundle;
 
   constructor(options: TrustBundleFollowerOptions) {
-    if (!(options.pinned instanceof TrustBundle)) throw new RpcError('malformed', 'pinned must be a TrustBundle');
+    if (!(options.pinned instanceof TrustBundle)) throw new IdentityError('malformed', 'pinned must be a TrustBundle');
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
     this.#registryId = options.registryId === undefined ? undefined : new Uint8Array(options.registryId);
@@ -128,8 +143,8 @@ export class TrustBundleFollower {
       this.#registryId = registryId;
       this.#emit({ kind: 'restored', version: this.#chain.version });
     } catch (error) {
-      const e = RpcError.from(error);
-      this.#emit({ kind: 'restore_failed', code: e.code, detail: e.localDetails });
+      const e = describeError(error);
+      this.#emit({ kind: 'restore_failed', code: e.code, detail: e.detail });
     }
   }
 
@@ -167,7 +182,7 @@ export class TrustBundleFollower {
   /**
    * Fetches and verifies the documents after the version held (one refresh at a time: concurrent calls share it).
    * @returns what was accepted
-   * @throws RpcError / IdentityError: the registry is unreachable (`unavailable`, …) or what it sent was
+   * @throws the source's error when the registry is unreachable (`unavailable`, …), IdentityError when what it sent was
    *   refused (`rollback`, `unknown_issuer`, `bad_signature`, …); the held version is unchanged
    */
   refresh(): Promise<ChainAdvance> {
@@ -202,10 +217,10 @@ export class TrustBundleFollower {
         after = Number(last.version);
       }
     } catch (error) {
-      const e = RpcError.from(error);
+      const e = describeError(error);
       this.#state = 'unreachable';
-      this.#emit({ kind: 'unreachable', code: e.code, version: before, detail: e.localDetails });
-      throw e;
+      this.#emit({ kind: 'unreachable', code: e.code, version: before, detail: e.detail });
+      throw error;
     }
     try {
       if (current < before) {
@@ -222,9 +237,9 @@ export class TrustBundleFollower {
       }
       return result;
     } catch (error) {
-      const e = RpcError.from(error);
+      const e = describeError(error);
       this.#state = 'refusing';
-      this.#emit({ kind: 'refused', code: isIdentityError(error) ? (error.code as RpcErrorCode) : e.code, version: this.version, detail: e.localDetails });
+      this.#emit({ kind: 'refused', code: e.code, version: this.version, detail: e.detail });
       throw error;
     }
   }
@@ -255,6 +270,6 @@ function savedRegistryId(encoded: Uint8Array): Uint8Array {
     if (doc.registryId.length !== 16) throw new Error('registry id must be 16 bytes');
     return doc.registryId;
   } catch (cause) {
-    throw new IdentityError('malformed', 'the saved trust bundle does not decode', { cause });
+    throw new ProtocolError('malformed', 'the saved trust bundle does not decode', { cause });
   }
 }

@@ -1,163 +1,38 @@
 /**
- * The registry's signed byte layouts (docs/PROTOCOL.md §15.4–§15.6), shared by
- * the registry server and everything that talks to it (its CLI, the gateway,
- * the client SDK):
+ * A registry's signed revocation list (docs/PROTOCOL.md §15.6), shared by the
+ * registry that writes it and everything that follows it (the gateway's
+ * revocation feed, the registry CLI's `revocations`):
  *
- * - proofs of possession for RegisterAgent and RotateKey, signed by agent keys;
- * - the revocation list's hash chain and its signed head;
+ * - the list's hash chain and its signed head;
  * - {@link RevocationListFollower}, which checks batches from
  *   GetRevocationList / WatchRevocations (gapless versions, chain, issuer
- *   signature) and turns them into `@parley/identity` RevocationEntry deltas
- *   for a MemoryRevocationSet.
+ *   signature) and turns them into RevocationEntry deltas for a
+ *   MemoryRevocationSet.
+ *
+ * It lives beside the revocation set it feeds and the trust bundle it checks
+ * against, so that following a registry needs no gRPC library.
  */
-import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, type RevocationEntry } from '@parley/identity';
+import { layout, type ParleyCrypto } from '@parley/crypto-core';
 import { RevocationReason, type RevocationListEntry, type SignedRevocationHead } from '@parley/proto';
-import { RpcError } from './errors.js';
-import { REGISTRY_ID_BYTES } from './operator-auth.js';
+import { IdentityError } from './errors.js';
+import type { RevocationEntry } from './revocation.js';
+import type { TrustBundle } from './trust-bundle.js';
 
-/** Length of a registration or rotation challenge. */
-export const CHALLENGE_BYTES = 32;
+/** Length of a registry id. */
+export const REGISTRY_ID_BYTES = 16;
 /** Length of a revocation chain hash. */
 export const CHAIN_HASH_BYTES = 32;
 /** The chain hash "before entry 1". */
 export const EMPTY_CHAIN_HASH: Uint8Array = new Uint8Array(CHAIN_HASH_BYTES);
 
-/** Domain tags of the registry layouts. */
-export const REGISTRY_DOMAINS = Object.freeze({
-  registration: 'parley/v1/registry-registration',
-  rotationAuthorisation: 'parley/v1/registry-rotate-key',
-  rotationProof: 'parley/v1/registry-rotate-key-proof',
+/** Domain tags of the revocation list layouts. */
+export const REVOCATION_DOMAINS = Object.freeze({
   revocationEntry: 'parley/v1/revocation-entry',
   revocationHead: 'parley/v1/revocation-head',
-  joinToken: 'parley/v1/join-token',
-  enrolment: 'parley/v1/registry-enrolment',
 } as const);
-
-/** Length of a join token id. */
-export const JOIN_TOKEN_ID_BYTES = 16;
-/** Length of a join token secret. */
-export const JOIN_TOKEN_SECRET_BYTES = 32;
-/** Prefix of a join token's text form. */
-export const JOIN_TOKEN_PREFIX = 'pjt1';
-
-/**
- * The hash a registry stores for a join token (§15.11), and which the enrolment proof signs:
- * `BLAKE3(str("parley/v1/join-token") ‖ fixed16(token_id) ‖ fixed32(token_secret))`.
- * @throws CryptoError on a wrong length
- */
-export function joinTokenHash(crypto: ParleyCrypto, tokenId: Uint8Array, tokenSecret: Uint8Array): Uint8Array {
-  return crypto.blake3(layout(REGISTRY_DOMAINS.joinToken).fixed(tokenId, JOIN_TOKEN_ID_BYTES, 'tokenId').fixed(tokenSecret, JOIN_TOKEN_SECRET_BYTES, 'tokenSecret').bytes());
-}
-
-/** The fields an enrolment proof of possession covers. */
-export interface EnrolmentFields {
-  readonly registryId: Uint8Array;
-  readonly tokenId: Uint8Array;
-  /** {@link joinTokenHash} of the token. */
-  readonly tokenHash: Uint8Array;
-  readonly agentId: string;
-  readonly identityPublicKey: Uint8Array;
-  readonly timestampMs: bigint | number;
-}
-
-/**
- * What the agent's new identity key signs to enrol with a join token (§15.11).
- * @returns `layout('parley/v1/registry-enrolment').fixed16(registry_id).fixed16(token_id).fixed32(token_hash)
- *   .str(agent_id).fixed32(identity_public_key).i64(timestamp_ms)`
- */
-export function enrolmentLayout(fields: EnrolmentFields): Uint8Array {
-  return layout(REGISTRY_DOMAINS.enrolment)
-    .fixed(fields.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .fixed(fields.tokenId, JOIN_TOKEN_ID_BYTES, 'tokenId')
-    .fixed(fields.tokenHash, 32, 'tokenHash')
-    .str(fields.agentId)
-    .fixed(fields.identityPublicKey, 32, 'identityPublicKey')
-    .i64(fields.timestampMs)
-    .bytes();
-}
-
-/** The text form of a join token: `pjt1.` hex(token_id) `.` base64url(secret). */
-export function formatJoinToken(tokenId: Uint8Array, tokenSecret: Uint8Array): string {
-  return `${JOIN_TOKEN_PREFIX}.${toHex(tokenId)}.${toBase64Url(tokenSecret)}`;
-}
-
-/**
- * Parses a join token's text form.
- * @throws RpcError `malformed`
- */
-export function parseJoinToken(text: string): { tokenId: Uint8Array; tokenSecret: Uint8Array } {
-  const m = /^pjt1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$/.exec(text.trim());
-  if (m === null) throw new RpcError('malformed', 'a join token is "pjt1." followed by 32 hex digits, "." and 43 base64url characters');
-  let tokenSecret: Uint8Array;
-  try {
-    tokenSecret = fromBase64Url(m[2]!);
-  } catch {
-    throw new RpcError('malformed', 'the join token secret is not canonical base64url');
-  }
-  if (tokenSecret.length !== JOIN_TOKEN_SECRET_BYTES) throw new RpcError('malformed', 'the join token secret must be 32 bytes');
-  return { tokenId: fromHex(m[1]!), tokenSecret };
-}
 
 /** Revocation subject kinds as encoded in the entry layout. */
 export const REVOCATION_KIND = Object.freeze({ agent: 1, serial: 2 } as const);
-
-/**
- * What an agent signs to register (§15.4): proof that it holds the identity
- * key, bound to this registry, this challenge and this agent id.
- *
- * @returns `layout('parley/v1/registry-registration').fixed16(registry_id).fixed32(challenge).str(agent_id).fixed32(identity_public_key)`
- * @throws CryptoError on a wrong length
- */
-export function registrationProofLayout(fields: {
-  readonly registryId: Uint8Array;
-  readonly challenge: Uint8Array;
-  readonly agentId: string;
-  readonly identityPublicKey: Uint8Array;
-}): Uint8Array {
-  return layout(REGISTRY_DOMAINS.registration)
-    .fixed(fields.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .fixed(fields.challenge, CHALLENGE_BYTES, 'challenge')
-    .str(fields.agentId)
-    .fixed(fields.identityPublicKey, 32, 'identityPublicKey')
-    .bytes();
-}
-
-/** The fields both rotation signatures cover. */
-export interface RotationFields {
-  readonly registryId: Uint8Array;
-  readonly challenge: Uint8Array;
-  readonly agentId: string;
-  readonly oldPublicKey: Uint8Array;
-  readonly newPublicKey: Uint8Array;
-}
-
-function rotationLayout(domain: string, f: RotationFields): Uint8Array {
-  return layout(domain)
-    .fixed(f.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .fixed(f.challenge, CHALLENGE_BYTES, 'challenge')
-    .str(f.agentId)
-    .fixed(f.oldPublicKey, 32, 'oldPublicKey')
-    .fixed(f.newPublicKey, 32, 'newPublicKey')
-    .bytes();
-}
-
-/**
- * What the current identity key signs to authorise a rotation (§15.5).
- * @returns `layout('parley/v1/registry-rotate-key').fixed16(registry_id).fixed32(challenge).str(agent_id).fixed32(old_pk).fixed32(new_pk)`
- */
-export function rotationAuthorisationLayout(fields: RotationFields): Uint8Array {
-  return rotationLayout(REGISTRY_DOMAINS.rotationAuthorisation, fields);
-}
-
-/**
- * What the new identity key signs to prove possession (§15.5): the same fields
- * under another domain tag, so neither signature can stand in for the other.
- * @returns `layout('parley/v1/registry-rotate-key-proof')…` with the fields of {@link rotationAuthorisationLayout}
- */
-export function rotationProofLayout(fields: RotationFields): Uint8Array {
-  return rotationLayout(REGISTRY_DOMAINS.rotationProof, fields);
-}
 
 /** The hashed fields of one revocation list entry. */
 export interface RevocationEntryFields {
@@ -185,7 +60,7 @@ export interface RevocationEntryFields {
  */
 export function revocationEntryHash(crypto: ParleyCrypto, registryId: Uint8Array, previousHash: Uint8Array, entry: RevocationEntryFields): Uint8Array {
   return crypto.blake3(
-    layout(REGISTRY_DOMAINS.revocationEntry)
+    layout(REVOCATION_DOMAINS.revocationEntry)
       .fixed(registryId, REGISTRY_ID_BYTES, 'registryId')
       .fixed(previousHash, CHAIN_HASH_BYTES, 'previousHash')
       .u64(entry.version)
@@ -213,7 +88,7 @@ export interface RevocationHeadFields {
  * @returns `layout('parley/v1/revocation-head').fixed16(registry_id).u64(version).fixed32(head_hash).i64(issued_at_ms).fixed16(issuer_key_id)`
  */
 export function revocationHeadLayout(head: RevocationHeadFields): Uint8Array {
-  return layout(REGISTRY_DOMAINS.revocationHead)
+  return layout(REVOCATION_DOMAINS.revocationHead)
     .fixed(head.registryId, REGISTRY_ID_BYTES, 'registryId')
     .u64(head.version)
     .fixed(head.headHash, CHAIN_HASH_BYTES, 'headHash')
@@ -231,7 +106,7 @@ export function entryFields(entry: RevocationListEntry): RevocationEntryFields {
   if (s.case === 'serial' && s.value.length === 16) {
     return { version: entry.version, kind: 'serial', agentId: '', serial: s.value, reason: entry.reason, reasonText: entry.reasonText, revokedAtMs: entry.revokedAtMs };
   }
-  throw new RpcError('malformed', `revocation entry ${entry.version} has no valid subject`);
+  throw new IdentityError('malformed', `revocation entry ${entry.version} has no valid subject`);
 }
 
 /** The reason string an identity RevocationEntry carries: the text, else the reason's name. */
@@ -322,24 +197,24 @@ export class RevocationListFollower {
    * @param head the signed head after them
    * @param nowMs the current time (to check the issuer key's not-after bound and cap `issued_at_ms`)
    * @returns the accepted entries as identity deltas, with the freshness to give `MemoryRevocationSet.apply`
-   * @throws RpcError `revocation_stale` for a gap, `malformed` for a repeat or a broken chain,
+   * @throws IdentityError `revocation_stale` for a gap, `malformed` for a repeat or a broken chain,
    *   `unknown_issuer` / `bad_signature` / `expired` for a head that does not verify
    */
   apply(entries: readonly RevocationListEntry[], head: SignedRevocationHead | undefined, nowMs: number = Date.now()): AcceptedBatch {
-    if (head === undefined) throw new RpcError('malformed', 'revocation batch has no signed head');
+    if (head === undefined) throw new IdentityError('malformed', 'revocation batch has no signed head');
     let version = this.#version;
     let hash = this.#headHash;
     const out: RevocationEntry[] = [];
     for (const entry of entries) {
       if (entry.version !== version + 1n) {
         throw entry.version > version + 1n
-          ? new RpcError('revocation_stale', `revocation entry ${entry.version} follows ${version}: versions are missing`)
-          : new RpcError('malformed', `revocation entry ${entry.version} repeats or reorders (have ${version})`);
+          ? new IdentityError('revocation_stale', `revocation entry ${entry.version} follows ${version}: versions are missing`)
+          : new IdentityError('malformed', `revocation entry ${entry.version} repeats or reorders (have ${version})`);
       }
       const fields = entryFields(entry);
       const expected = revocationEntryHash(this.#crypto, this.#registryId, hash, fields);
       if (!this.#crypto.constantTimeEqual(expected, entry.entryHash)) {
-        throw new RpcError('malformed', `revocation entry ${entry.version} does not link to the chain`);
+        throw new IdentityError('malformed', `revocation entry ${entry.version} does not link to the chain`);
       }
       const revokedAtMs = Number(entry.revokedAtMs);
       const reason = reasonString(entry.reason, entry.reasonText);
@@ -351,12 +226,12 @@ export class RevocationListFollower {
       version = entry.version;
       hash = expected;
     }
-    if (head.version !== version) throw new RpcError('malformed', `revocation head is at version ${head.version}, the entries end at ${version}`);
-    if (!this.#crypto.constantTimeEqual(head.headHash, hash)) throw new RpcError('malformed', 'revocation head hash does not match the chain');
-    if (!this.#crypto.constantTimeEqual(head.registryId, this.#registryId)) throw new RpcError('identity_mismatch', 'revocation head is from another registry');
+    if (head.version !== version) throw new IdentityError('malformed', `revocation head is at version ${head.version}, the entries end at ${version}`);
+    if (!this.#crypto.constantTimeEqual(head.headHash, hash)) throw new IdentityError('malformed', 'revocation head hash does not match the chain');
+    if (!this.#crypto.constantTimeEqual(head.registryId, this.#registryId)) throw new IdentityError('identity_mismatch', 'revocation head is from another registry');
     const issuer = this.#trustBundle.get(head.issuerKeyId);
-    if (issuer === undefined) throw new RpcError('unknown_issuer', 'revocation head is signed by a key outside the trust bundle');
-    if (issuer.notAfterMs !== undefined && nowMs >= issuer.notAfterMs) throw new RpcError('expired', 'revocation head issuer key is past its not-after time');
+    if (issuer === undefined) throw new IdentityError('unknown_issuer', 'revocation head is signed by a key outside the trust bundle');
+    if (issuer.notAfterMs !== undefined && nowMs >= issuer.notAfterMs) throw new IdentityError('expired', 'revocation head issuer key is past its not-after time');
     const signed = revocationHeadLayout({
       registryId: this.#registryId,
       version: head.version,
@@ -365,7 +240,7 @@ export class RevocationListFollower {
       issuerKeyId: head.issuerKeyId,
     });
     if (!this.#crypto.ed25519.verify(head.signature, signed, issuer.publicKey)) {
-      throw new RpcError('bad_signature', 'revocation head signature does not verify');
+      throw new IdentityError('bad_signature', 'revocation head signature does not verify');
     }
     // Freshness comes from the signed time, never from when the batch arrived. A head older than one
     // already accepted (a replay, or a slower registry process) still carries valid entries but

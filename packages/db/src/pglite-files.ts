@@ -1,0 +1,201 @@
+/**
+ * What an on-disk PGlite data directory needs around PGlite itself:
+ *
+ * - **A lock.** PGlite is single-process and writes `postmaster.pid` but never
+ *   checks it: a second process opening the same directory corrupts it. Every
+ *   on-disk open takes `<dataDir>/parley.lock` (O_EXCL, with the pid), released
+ *   on close and on process exit; a lock left by a process that no longer
+ *   exists (SIGKILL, power loss) is replaced.
+ * - **A template for fresh directories.** A fresh directory costs an initdb
+ *   (PostgreSQL's bootstrap, run in WebAssembly): 5–15 s of CPU, most of a
+ *   first `registry init` and of a gateway's first start. Every cluster initdb
+ *   makes is the same apart from its system identifier (which nothing in
+ *   PGlite uses), so the first one made on a machine is kept in a cache
+ *   directory and later fresh directories start as a file copy of it, which
+ *   PGlite then opens as an existing database. The template is made by the
+ *   installed PGlite (its version and wasm sizes name it), only ever from a
+ *   clean initdb, published by an atomic rename, and used only when the cache
+ *   directory and the template belong to this user and nobody else can write
+ *   them (the database starts as its files). Any failure falls back to initdb.
+ */
+import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { DbError } from './errors.js';
+
+/** The lock file inside an on-disk PGlite data directory. */
+export const PGLITE_LOCK_FILE = 'parley.lock';
+
+/**
+ * Environment variable naming the directory PGlite templates are cached in;
+ * `off` (or `0`) disables the template (every fresh directory runs initdb).
+ * Default: `$XDG_CACHE_HOME/parley/pglite`, else `~/.cache/parley/pglite`.
+ */
+export const PGLITE_TEMPLATE_ENV = 'PARLEY_PGLITE_TEMPLATE_DIR';
+
+/** Lock files this process holds. */
+const HELD = new Set<string>();
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: unknown }).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes a directory's lock file (created with O_EXCL, holding this pid),
+ * replacing a stale one whose process no longer exists.
+ *
+ * @param dir the directory (created, mode 0700, when missing)
+ * @param fileName the lock file's name inside it
+ * @param what how errors name the directory ("data directory")
+ * @returns the release function (idempotent; also run on process exit)
+ * @throws DbError `failed_precondition` when a live process (or this one) holds it; `unavailable` when it cannot be created
+ */
+export function lockDirectory(dir: string, fileName: string, what = 'data directory'): () => void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, fileName);
+  if (HELD.has(path)) throw new DbError('failed_precondition', `${what} ${dir} is already open in this process`);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      HELD.add(path);
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        HELD.delete(path);
+        process.off('exit', release);
+        try {
+          unlinkSync(path);
+        } catch {
+          // already gone
+        }
+      };
+      process.on('exit', release);
+      return release;
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'EEXIST') throw new DbError('unavailable', `cannot create ${path}`, { cause: error });
+      let text = '';
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch {
+        continue; // removed meanwhile: try again
+      }
+      const pid = Number(text.trim());
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+        throw new DbError('failed_precondition', `${what} ${dir} is in use by process ${pid} (${path}); stop that process first`);
+      }
+      try {
+        unlinkSync(path); // stale: its process is gone
+      } catch {
+        // someone else removed it first; try again
+      }
+    }
+  }
+  throw new DbError('failed_precondition', `cannot lock ${what} ${dir}`);
+}
+
+/** Where templates are cached, or undefined when disabled. */
+export function pgliteTemplateRoot(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const set = env[PGLITE_TEMPLATE_ENV];
+  if (set !== undefined && set !== '') return set === 'off' || set === '0' ? undefined : set;
+  const xdg = env['XDG_CACHE_HOME'];
+  const base = xdg !== undefined && xdg.startsWith('/') ? xdg : join(homedir(), '.cache');
+  return join(base, 'parley', 'pglite');
+}
+
+/** The installed PGlite's identity: version and the sizes of its two wasm files. */
+function pgliteBuildKey(): string | undefined {
+  try {
+    const require = createRequire(import.meta.url);
+    const wasm = require.resolve('@electric-sql/pglite/pglite.wasm');
+    const initdb = require.resolve('@electric-sql/pglite/initdb.wasm');
+    const pkg = JSON.parse(readFileSync(join(dirname(wasm), '..', 'package.json'), 'utf8')) as { version?: unknown };
+    if (typeof pkg.version !== 'string' || !/^[0-9A-Za-z.+-]{1,40}$/.test(pkg.version)) return undefined;
+    return `${pkg.version}-${statSync(wasm).size}-${statSync(initdb).size}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Ours alone: a real directory (no symlink) owned by this user that nobody else can write. */
+function privateDirectory(path: string): boolean {
+  try {
+    const s = lstatSync(path);
+    const uid = typeof process.getuid === 'function' ? process.getuid() : s.uid;
+    return s.isDirectory() && s.uid === uid && (s.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** True when a data directory holds no cluster yet (missing, or empty). */
+export function isFreshDataDir(dataDir: string): boolean {
+  if (!existsSync(dataDir)) return true;
+  return readdirSync(dataDir).every((name) => name === PGLITE_LOCK_FILE);
+}
+
+/** A template this process can use: its path, or undefined. */
+export function usableTemplate(root: string | undefined): string | undefined {
+  const key = pgliteBuildKey();
+  if (root === undefined || key === undefined) return undefined;
+  const template = join(root, `cluster-${key}`);
+  if (!privateDirectory(root) || !privateDirectory(template) || !existsSync(join(template, 'PG_VERSION'))) return undefined;
+  return template;
+}
+
+/** Copies the template's files into a fresh data directory (not the lock). */
+export function copyTemplate(template: string, dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  for (const name of readdirSync(template)) {
+    if (name === PGLITE_LOCK_FILE || name === 'postmaster.pid') continue;
+    cpSync(join(template, name), join(dataDir, name), { recursive: true, errorOnExist: true, force: false });
+  }
+}
+
+/** Removes everything in a data directory but the lock (a failed copy or a failed first open). */
+export function emptyDataDir(dataDir: string): void {
+  for (const name of readdirSync(dataDir)) if (name !== PGLITE_LOCK_FILE) rmSync(join(dataDir, name), { recursive: true, force: true });
+}
+
+/**
+ * Makes the template: a clean initdb in a private temporary directory of the
+ * cache, closed, then renamed into place (a concurrent maker's rename wins,
+ * ours is removed). Best effort: returns undefined when anything fails.
+ *
+ * @param root the cache directory
+ * @param create opens (running initdb) and closes a PGlite cluster in a directory
+ */
+export async function makeTemplate(root: string | undefined, create: (dir: string) => Promise<void>): Promise<string | undefined> {
+  const key = pgliteBuildKey();
+  if (root === undefined || key === undefined) return undefined;
+  let tmp: string | undefined;
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    if (!privateDirectory(root)) return undefined;
+    tmp = mkdtempSync(join(root, `.making-${process.pid}-`));
+    await create(tmp);
+    const template = join(root, `cluster-${key}`);
+    try {
+      renameSync(tmp, template);
+      tmp = undefined;
+    } catch {
+      // another process published one first
+    }
+    return usableTemplate(root);
+  } catch {
+    return undefined;
+  } finally {
+    if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
+  }
+}

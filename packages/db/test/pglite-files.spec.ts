@@ -1,0 +1,124 @@
+// The on-disk PGlite directory's lock and the template cluster that spares a
+// fresh directory its initdb (src/pglite-files.ts), on real directories.
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV, lockDirectory, openDatabase, pgliteTemplateRoot } from '../src/index.js';
+import { usableTemplate } from '../src/pglite-files.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'parley-db-files-'));
+const root = join(dir, 'cache');
+const previous = process.env[PGLITE_TEMPLATE_ENV];
+process.env[PGLITE_TEMPLATE_ENV] = root;
+afterAll(() => {
+  if (previous === undefined) delete process.env[PGLITE_TEMPLATE_ENV];
+  else process.env[PGLITE_TEMPLATE_ENV] = previous;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function deadPid(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['-e', '']);
+    child.on('exit', () => resolve(child.pid!));
+  });
+}
+
+// Each PGlite boot takes seconds on a loaded 2-core machine (more on the first, which runs initdb):
+// generous per-test bounds; nothing here asserts a timing.
+describe('data directory lock', { timeout: 120_000 }, () => {
+  it('refuses a second open while a live process holds it, and releases on close', async () => {
+    const dataDir = join(dir, 'locked');
+    const db = await openDatabase({ dataDir });
+    try {
+      expect(readFileSync(join(dataDir, PGLITE_LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+      await expect(openDatabase({ dataDir })).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringContaining('already open in this process') });
+    } finally {
+      await db.close();
+    }
+    expect(existsSync(join(dataDir, PGLITE_LOCK_FILE))).toBe(false);
+    // Another live process's lock: refused, naming the pid.
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+    try {
+      writeFileSync(join(dataDir, PGLITE_LOCK_FILE), `${sleeper.pid}\n`);
+      await expect(openDatabase({ dataDir })).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringContaining(`in use by process ${sleeper.pid}`) });
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+    // A dead process's lock is stale: replaced.
+    writeFileSync(join(dataDir, PGLITE_LOCK_FILE), `${await deadPid()}\n`);
+    const again = await openDatabase({ dataDir });
+    try {
+      expect((await again.query<{ n: number }>('SELECT 1 AS n'))[0]!.n).toBe(1);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('lockDirectory is exclusive within a process and idempotent to release', () => {
+    const release = lockDirectory(join(dir, 'plain'), 'x.lock');
+    expect(() => lockDirectory(join(dir, 'plain'), 'x.lock')).toThrow(/already open in this process/);
+    release();
+    release();
+    lockDirectory(join(dir, 'plain'), 'x.lock')();
+  });
+});
+
+describe('template cluster', { timeout: 120_000 }, () => {
+  it('makes the template on the first fresh directory, copies it into later ones, and refuses one others can write', async () => {
+    const first = await openDatabase({ dataDir: join(dir, 'first') });
+    await first.exec('CREATE TABLE mine (id int)');
+    await first.close();
+    const template = usableTemplate(root);
+    expect(template).toBeDefined();
+    // The template is the clean initdb cluster: nothing the first database did afterwards.
+    writeFileSync(join(template!, 'marker'), 'from the template');
+    const second = await openDatabase({ dataDir: join(dir, 'second') });
+    try {
+      expect(readFileSync(join(dir, 'second', 'marker'), 'utf8')).toBe('from the template');
+      expect(await second.query("SELECT 1 FROM pg_tables WHERE tablename = 'mine'")).toEqual([]);
+      await second.exec('CREATE TABLE t (id int)');
+      await second.query('INSERT INTO t VALUES (1)');
+    } finally {
+      await second.close();
+    }
+    // Reopened: an ordinary existing cluster, data kept.
+    const reopened = await openDatabase({ dataDir: join(dir, 'second') });
+    try {
+      expect(await reopened.query('SELECT id FROM t')).toEqual([{ id: 1 }]);
+    } finally {
+      await reopened.close();
+    }
+    // A cache directory others can write is not trusted.
+    chmodSync(root, 0o777);
+    expect(usableTemplate(root)).toBeUndefined();
+    chmodSync(root, 0o700);
+    chmodSync(template!, 0o775);
+    expect(usableTemplate(root)).toBeUndefined();
+    chmodSync(template!, 0o700);
+    expect(usableTemplate(root)).toBe(template);
+  });
+
+  it('falls back to initdb when the template does not open, and drops it', async () => {
+    const template = usableTemplate(root) ?? '';
+    expect(template).not.toBe('');
+    writeFileSync(join(template, 'global', 'pg_control'), 'not a control file');
+    const db = await openDatabase({ dataDir: join(dir, 'fallback') });
+    try {
+      expect((await db.query<{ n: number }>('SELECT 1 AS n'))[0]!.n).toBe(1);
+      expect(existsSync(join(dir, 'fallback', 'marker'))).toBe(false);
+    } finally {
+      await db.close();
+    }
+    expect(existsSync(template)).toBe(false);
+    expect(readdirSync(root).filter((n) => n.startsWith('.making-'))).toEqual([]);
+  });
+
+  it('is off with PARLEY_PGLITE_TEMPLATE_DIR=off, else under XDG_CACHE_HOME or ~/.cache', () => {
+    expect(pgliteTemplateRoot({ [PGLITE_TEMPLATE_ENV]: 'off' })).toBeUndefined();
+    expect(pgliteTemplateRoot({ [PGLITE_TEMPLATE_ENV]: '/x/y' })).toBe('/x/y');
+    expect(pgliteTemplateRoot({ XDG_CACHE_HOME: '/c' })).toBe('/c/parley/pglite');
+    expect(pgliteTemplateRoot({})).toMatch(/\.cache\/parley\/pglite$/);
+  });
+});
