@@ -10,20 +10,14 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, watch, writeSync, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import { RpcError, isLoopbackHost, parseHostPort, type HostPort } from '@parley/rpc';
 import type { Logger } from 'pino';
 import { redactUrl } from '@parley/db';
 import { ConfigError, ProblemList, suggestKey } from '@parley/cli-kit';
-import { RpcError } from '@parley/rpc';
 
 export { ConfigError, ProblemList } from '@parley/cli-kit';
 export type { ConfigProblem } from '@parley/cli-kit';
 import { Policy } from './policy.js';
-
-/** A `host:port` split (IPv6 hosts without brackets). */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
 
 /** Validated settings of a gateway process. Paths are absolute. */
 export interface GatewayConfig {
@@ -112,23 +106,6 @@ const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 
 function bad(message: string): never {
   throw new RpcError('malformed', message);
-}
-
-/**
- * Parses `host:port` / `[v6]:port`.
- * @throws RpcError `malformed`
- */
-export function parseHostPort(text: string, what: string): HostPort {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
-  const port = m === null ? NaN : Number(m[3]);
-  if (m === null || port > 65_535) bad(`${what} must be HOST:PORT (port 0..65535), got '${text}'`);
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-/** Whether a host is a loopback address (plaintext is allowed only there). */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
 /** Files a configuration names (absolute paths), for checks beyond the values. */

@@ -14,7 +14,7 @@ export type { FeedSource, RevocationSource } from './metrics.js';
 export { Readiness } from '@parley/ops';
 export type { CheckResult, ReadinessReport } from '@parley/ops';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
-export { startGateway, isLoopback, GATEWAY_PROGRAM } from './server.js';
+export { startGateway, GATEWAY_PROGRAM } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';

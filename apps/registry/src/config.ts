@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProblemList, suggestKey } from '@parley/cli-kit';
 import { RpcError } from '@parley/rpc';
-import { parseAddress } from './address.js';
+import { parseHostPort } from '@parley/rpc';
 
 /** Settings a running registry uses. */
 export interface RegistrySettings {
@@ -163,7 +163,7 @@ export function readSettings(dataDir: string): RegistrySettings {
 
 function isAddress(value: string): boolean {
   try {
-    parseAddress(value);
+    parseHostPort(value);
     return true;
   } catch {
     return false;

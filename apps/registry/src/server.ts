@@ -43,11 +43,14 @@ import {
   type SignedRevocationHeadSchema,
 } from '@parley/proto';
 import {
-  RpcError,
-  ServingStatus,
   addHealthService,
   addReflectionService,
   addService,
+  formatHostPort,
+  isLoopbackHost,
+  parseHostPort,
+  RpcError,
+  ServingStatus,
   type CallContext,
   type CallRecord,
   type HealthReporter,
@@ -65,7 +68,6 @@ import {
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
 import { RegistryMetrics } from './metrics.js';
-import { parseAddress, isLoopback } from './address.js';
 import { REVOCATION_CHANNEL, type AgentRow, type RegistryStore, type RevocationRow } from './store.js';
 
 /** Largest request the server accepts (every registry request is far smaller). */
@@ -206,8 +208,8 @@ export class RegistryServer {
    *   plaintext on a public address), `unavailable` (cannot bind)
    */
   async start(address: string, tlsFiles?: TlsFiles): Promise<{ host: string; port: number }> {
-    const { host, port } = parseAddress(address);
-    if (tlsFiles === undefined && !isLoopback(host)) {
+    const { host, port } = parseHostPort(address);
+    if (tlsFiles === undefined && !isLoopbackHost(host)) {
       throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: give --tls-cert and --tls-key`);
     }
     const { store, issuer, logger } = this.#o;
@@ -246,11 +248,11 @@ export class RegistryServer {
       credentials = ServerCredentials.createSsl(null, [{ cert_chain: tlsFiles.certChain, private_key: tlsFiles.privateKey }], false);
     }
     const bound = await new Promise<number>((resolve, reject) =>
-      this.#server.bindAsync(`${host}:${port}`, credentials, (error, p) =>
-        error ? reject(new RpcError('unavailable', `cannot listen on ${host}:${port}: ${error.message}`, { cause: error })) : resolve(p),
+      this.#server.bindAsync(formatHostPort({ host, port }), credentials, (error, p) =>
+        error ? reject(new RpcError('unavailable', `cannot listen on ${formatHostPort({ host, port })}: ${error.message}`, { cause: error })) : resolve(p),
       ),
     );
-    return { host, port: bound };
+    return { host: host.includes(':') ? `[${host}]` : host, port: bound };
   }
 
   /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */

@@ -7,8 +7,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
-import { RpcError } from '@parley/rpc';
-import { parseAddress } from '../address.js';
+import { RpcError, parseHostPort } from '@parley/rpc';
 import { DATA_FILES, DEFAULT_SETTINGS, readSettings } from '../config.js';
 import type { CommandContext, RegistryCli } from './context.js';
 import { metricsListenOf } from './serve.js';
@@ -53,7 +52,7 @@ function baseUrl(ctx: CommandContext<CheckOptions>): string {
   const settings = existsSync(join(ctx.dataDir, DATA_FILES.config)) ? readSettings(ctx.dataDir) : DEFAULT_SETTINGS;
   const listen = metricsListenOf(ctx.options.metricsListen, settings);
   if (listen === 'off') throw new UsageError('the operations listener is off (metrics_listen in registry.json): there is no /readyz to ask (turn it on, or give --url)');
-  const { host, port } = parseAddress(listen);
+  const { host, port } = parseHostPort(listen);
   if (port === 0) throw new UsageError('metrics_listen has port 0 (any free port): give --url with the port `serve` logged');
   const bare = host.replace(/^\[|\]$/g, '');
   const asked = bare === '0.0.0.0' ? '127.0.0.1' : bare === '::' ? '::1' : bare;

@@ -7,8 +7,7 @@ import { join } from 'node:path';
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
 import { createIssuerKey } from '@parley/identity';
-import { RpcError } from '@parley/rpc';
-import { isLoopback, parseAddress } from '../address.js';
+import { isLoopbackHost, parseHostPort, RpcError } from '@parley/rpc';
 import { DATA_FILES, checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
 import { isSealedKeyFile, readKeyFile } from '../key-file.js';
 import {
@@ -79,7 +78,7 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   const metricsListen = metricsListenOf(ctx.options.metricsListen, settings);
 
   const listen = ctx.options.listen ?? settings.listen;
-  if (tlsFiles === undefined && !isLoopback(parseAddress(listen).host)) {
+  if (tlsFiles === undefined && !isLoopbackHost(parseHostPort(listen, '--listen').host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${listen}: give --tls-cert and --tls-key`);
   }
   const issuerPath = join(ctx.dataDir, DATA_FILES.issuerKey);
@@ -104,7 +103,7 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
     await checkInterruptedIssuerRotation(crypto, registry.store, issuerPath, issuer.keyId);
     bound = await server.start(listen, tlsFiles);
     if (metricsListen !== 'off') {
-      const { host, port } = parseAddress(metricsListen);
+      const { host, port } = parseHostPort(metricsListen, '--metrics-listen');
       ops = await startOpsServer({
         host: host.replace(/^\[|\]$/g, ''),
         port,
