@@ -5,7 +5,8 @@
 //
 //   type:app      apps/gateway, apps/registry (their src/ never imports the agent SDK, scope:client;
 //                 their tests may drive them with it)
-//   type:service  packages/memory-server  (server components shared by the apps)
+//   type:service  packages/memory-server, packages/ops  (server components shared by the apps: shared
+//                                         memory, readiness, /healthz /readyz /metrics)
 //   type:sdk      packages/client, packages/memory  (what agents link)
 //   type:rpc      packages/rpc            (gRPC plumbing only: the protobuf-es <-> grpc-js adapter, the
 //                                         error -> status table, health, reflection, transport addresses)

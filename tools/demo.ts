@@ -308,7 +308,7 @@ async function main(): Promise<void> {
   writeFileSync(trustBundleFile, trustBundleJson);
   const trustBundle = TrustBundle.fromJSON(crypto, trustBundleJson);
   const policyFile = join(gatewayDir, 'policy.json');
-  writeFileSync(policyFile, `${JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }, null, 2)}\n`);
+  writeFileSync(policyFile, `${JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }, null, 2)}\n`);
   const configFile = join(gatewayDir, 'gateway.json');
   const gatewayDataDir = join(gatewayDir, 'pgdata');
   writeFileSync(

@@ -113,6 +113,7 @@ const PLANNED_PROJECTS: Readonly<Record<string, Tags>> = {
   db: ['type:storage', 'scope:storage'],
   memory: ['type:sdk', 'scope:memory'],
   'memory-server': ['type:service', 'scope:memory'],
+  ops: ['type:service', 'scope:ops'],
   'test-support': ['type:test', 'scope:test'],
   gateway: ['type:app', 'scope:gateway'],
   registry: ['type:app', 'scope:registry'],

@@ -54,7 +54,7 @@ if (config.mode === 'gateway') {
     gatewayId: config.gatewayId ?? 'gw-bench.local',
     trustBundle,
     revocations,
-    policy: Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }),
+    policy: Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }),
     logger: pino({ level: 'error' }, pino.destination({ dest: 2, sync: false })),
     metrics: false,
     rateLimit: { ratePerSecond: 1_000_000, burst: 1_000_000 },

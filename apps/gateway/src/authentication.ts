@@ -9,7 +9,7 @@ import type { ConnectRequest } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import type { Channel } from '@parley/async';
 import { isAgentId } from '@parley/session';
-import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link } from './context.js';
+import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link, type SecuritySubject } from './context.js';
 import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parley/protocol';
 
 /**
@@ -23,8 +23,10 @@ export async function authenticate(
   out: Channel<ConnectResponseInit>,
   remote: string,
 ): Promise<Link | undefined> {
-  const refuse = (code: RpcError['code'], message: string, agent?: string): never => {
-    ctx.security('connect', code, { remote, ...(agent === undefined ? {} : { agent }) }, message);
+  const claimed: { agent?: string; identityKey?: Uint8Array; serial?: Uint8Array } = {};
+  const refuse = (code: RpcError['code'], message: string): never => {
+    ctx.metrics.authRefusals.inc({ code });
+    ctx.security('connect', code, { remote, ...claimed }, message);
     throw new RpcError(code, message);
   };
   const first = await it.next();
@@ -33,6 +35,11 @@ export async function authenticate(
   if (hello.case !== 'hello') return refuse('unauthenticated', 'the first frame must be hello');
   if (hello.value.version !== 1) return refuse('unsupported_version', `hello version ${hello.value.version} is not supported`);
   if (hello.value.certificate === undefined) return refuse('malformed', 'hello carries no certificate');
+  const presented = hello.value.certificate;
+  // What the certificate claims, for the security log (checked below; logged as ids only).
+  if (isAgentId(presented.agentId)) claimed.agent = presented.agentId;
+  if (presented.identityPublicKey.length === 32) claimed.identityKey = presented.identityPublicKey;
+  if (presented.serial.length === 16) claimed.serial = presented.serial;
   let cert: VerifiedCertificate;
   try {
     cert = verifyCertificate(ctx.crypto, hello.value.certificate, {
@@ -42,7 +49,7 @@ export async function authenticate(
     });
   } catch (error) {
     const e = RpcError.from(error);
-    return refuse(e.code, e.details, isAgentId(hello.value.certificate.agentId) ? hello.value.certificate.agentId : undefined);
+    return refuse(e.code, e.details);
   }
   const nonce = ctx.crypto.randomBytes(CHALLENGE_NONCE_BYTES);
   out.push({ kind: { case: 'challenge', value: { gatewayId: ctx.gatewayId, nonce, serverTimeMs: BigInt(ctx.clock()) } } });
@@ -50,10 +57,10 @@ export async function authenticate(
   const second = await it.next();
   if (second.done === true || out.closed) return undefined;
   const auth = second.value.kind;
-  if (auth.case !== 'auth') return refuse('unauthenticated', 'the second frame must be auth', cert.agentId);
+  if (auth.case !== 'auth') return refuse('unauthenticated', 'the second frame must be auth');
   const signed = gatewayAuthLayout(ctx.gatewayId, nonce, cert.agentId, cert.serial);
   if (auth.value.signature.length !== SIGNATURE_BYTES || !ctx.crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
-    return refuse('bad_signature', 'auth proof does not verify', cert.agentId);
+    return refuse('bad_signature', 'auth proof does not verify');
   }
   return {
     cert,
@@ -81,7 +88,7 @@ export function closeRevokedLinks(ctx: GatewayContext, subject: { readonly agent
   for (const link of [...ctx.links.values()]) {
     const hit = 'agentId' in subject ? link.cert.agentId === subject.agentId : ctx.crypto.constantTimeEqual(link.cert.serial, subject.serial);
     if (hit) {
-      ctx.security('revocation', 'revoked', { agent: link.cert.agentId, remote: link.remote }, 'certificate revoked while connected');
+      ctx.security('revocation', 'revoked', linkSubject(link), 'certificate revoked while connected');
       ctx.goAway(link, 'revoked', 'certificate revoked');
       closed++;
     }
@@ -120,8 +127,13 @@ export function recheckLinks(ctx: GatewayContext, now: number): void {
       code = RpcError.from(error).code === 'revocation_stale' ? 'revocation_stale' : 'internal';
     }
     if (code !== undefined) {
-      ctx.security('revocation', code, { agent: link.cert.agentId, remote: link.remote }, 'live stream certificate no longer valid');
+      ctx.security('revocation', code, linkSubject(link), 'live stream certificate no longer valid');
       ctx.goAway(link, code, GO_AWAY_MESSAGES[code] ?? 'certificate no longer valid');
     }
   }
+}
+
+/** A live stream's agent, for the security log. */
+export function linkSubject(link: Link): SecuritySubject {
+  return { agent: link.cert.agentId, identityKey: link.cert.identityPublicKey, serial: link.cert.serial, remote: link.remote };
 }

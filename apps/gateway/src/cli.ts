@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
  * parley-gateway: runs and checks a Parley agent gateway. Commands: `serve`,
+ * `check` (is a running gateway ready? exit codes for scripts and monitoring),
  * `check-config`, `policy check FILE`. Settings come from a JSON config file
  * (`--config FILE` or PARLEY_GATEWAY_CONFIG) and PARLEY_GATEWAY_* variables
  * (./config.ts). The command line is @parley/cli-kit's (commander): failures
@@ -12,14 +13,25 @@
  */
 import { readFileSync } from 'node:fs';
 import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
-import { EXIT_CODES, Option, commandGroup, createProgram, exitCodeOf, jsonOption, runProgram, runWhenExecuted, type CliCommand, type Failure } from '@parley/cli-kit';
+import { EXIT_CODES, Option, UsageError, commandGroup, createProgram, exitCodeOf, jsonOption, runProgram, runWhenExecuted, type CliCommand, type Failure } from '@parley/cli-kit';
 import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
+import { ReadyzUnavailableError, formatReadyz, probeReadyz, type ReadyzProbe } from '@parley/ops';
 import { TrustBundleFollower, type TrustBundleFollowerEvent } from '@parley/protocol';
-import { RpcError, createClient } from '@parley/rpc';
 import type { Logger } from 'pino';
-import { SETTINGS, describeConfig, loadConfig, loadOrCreateAuditKey, readPolicyFile, watchPolicyFile, type GatewayConfig } from './config.js';
+import { RpcError, createClient } from '@parley/rpc';
+import {
+  SETTINGS,
+  configWarnings,
+  describeConfig,
+  loadConfig,
+  loadOrCreateAuditKey,
+  readPolicyFile,
+  watchPolicyFile,
+  type ConfigSources,
+  type GatewayConfig,
+} from './config.js';
 import { Policy } from './policy.js';
 import { fileTrustBundleStore, followedBundlePath } from './trust-bundle-state.js';
 
@@ -33,6 +45,8 @@ interface Values {
   readonly config?: string;
   readonly trustOnFirstUse?: boolean;
   readonly json?: boolean;
+  readonly url?: string;
+  readonly timeoutMs?: string;
 }
 
 /** The options of the commands that load the configuration. */
@@ -55,9 +69,9 @@ const SETTINGS_HELP = {
   ],
 };
 
-function configOf(values: Values): GatewayConfig {
+function configOf(values: Values, checkFiles?: ConfigSources['checkFiles']): GatewayConfig {
   const file = values.config ?? nonEmpty(process.env['PARLEY_GATEWAY_CONFIG']);
-  return loadConfig({ ...(file === undefined ? {} : { file }), env: process.env, trustOnFirstUse: values.trustOnFirstUse === true });
+  return loadConfig({ ...(file === undefined ? {} : { file }), env: process.env, trustOnFirstUse: values.trustOnFirstUse === true, ...(checkFiles === undefined ? {} : { checkFiles }) });
 }
 
 function nonEmpty(v: string | undefined): string | undefined {
@@ -112,41 +126,92 @@ function logTrustBundleEvent(logger: Logger, event: TrustBundleFollowerEvent, fi
   }
 }
 
-/** Everything `check-config` can verify without a network: files readable and well-formed. */
-function checkFiles(crypto: ParleyCrypto, config: GatewayConfig): void {
-  if (config.tls !== undefined) {
-    readFileOr(config.tls.certFile, 'TLS certificate');
-    readFileOr(config.tls.keyFile, 'TLS key');
-    if (config.tls.clientCaFile !== undefined) readFileOr(config.tls.clientCaFile, 'TLS client CA');
-  }
-  if (config.registry.tlsCaFile !== undefined) readFileOr(config.registry.tlsCaFile, 'registry TLS CA');
-  if (config.registry.trustBundleFile !== undefined) pinnedBundle(crypto, config.registry.trustBundleFile);
-  if (config.policyFile !== undefined) readPolicyFile(config.policyFile);
+/**
+ * Everything `check-config` and `serve` can verify without a network: the
+ * files the settings name are readable and well-formed. Problems join the
+ * settings' own, so that all are reported at once.
+ */
+function fileChecks(crypto: ParleyCrypto): NonNullable<ConfigSources['checkFiles']> {
+  return (files, problems) => {
+    if (files.tlsCertFile !== undefined) problems.check(() => readFileOr(files.tlsCertFile!, 'TLS certificate'));
+    if (files.tlsKeyFile !== undefined) problems.check(() => readFileOr(files.tlsKeyFile!, 'TLS key'));
+    if (files.tlsClientCaFile !== undefined) problems.check(() => readFileOr(files.tlsClientCaFile!, 'TLS client CA'));
+    if (files.registryTlsCaFile !== undefined) problems.check(() => readFileOr(files.registryTlsCaFile!, 'registry TLS CA'));
+    if (files.trustBundleFile !== undefined) problems.check(() => pinnedBundle(crypto, files.trustBundleFile!));
+    if (files.policyFile !== undefined) problems.check(() => readPolicyFile(files.policyFile!));
+  };
 }
 
-/** `check-config`: everything verifiable without a network, then the settings. */
+/** `check-config`: everything verifiable without a network (all problems at once), then the settings and warnings. */
 async function checkConfig(values: Values, out: (text: string) => void): Promise<void> {
-  const config = configOf(values);
   const crypto = await createCrypto();
-  checkFiles(crypto, config);
+  const config = configOf(values, fileChecks(crypto));
+  const policy = config.policyFile === undefined ? undefined : readPolicyFile(config.policyFile);
+  const warnings = configWarnings(config, policy);
   const summary = describeConfig(config);
-  if (values.json === true) out(JSON.stringify({ ok: true, config: summary }, null, 2));
-  else out(`configuration OK\n${JSON.stringify(summary, null, 2)}`);
+  if (values.json === true) out(JSON.stringify({ ok: true, warnings, config: summary }, null, 2));
+  else {
+    const head = warnings.length === 0 ? 'configuration OK' : `configuration OK, with ${warnings.length} warning${warnings.length === 1 ? '' : 's'}:\n${warnings.map((w) => `  warning: ${w}`).join('\n')}`;
+    out(`${head}\n${JSON.stringify(summary, null, 2)}`);
+  }
 }
 
-/** `policy check FILE`: the check `serve` applies on every reload. */
+/** A readiness verdict that is not "ready": exit code 9 (`notReady`). */
+class NotReady extends Error {
+  override readonly name = 'NotReady';
+}
+
+/**
+ * Where `check` asks: `--url`, else the operations listener of the settings
+ * (`metrics_listen`; a wildcard host is asked on loopback).
+ * @throws UsageError when there is none to ask
+ */
+function readyzBase(values: Values): string {
+  if (values.url !== undefined) {
+    if (!/^https?:\/\/[^\s/]+(\/.*)?$/.test(values.url)) throw new UsageError(`--url must be http://HOST:PORT, got '${values.url}'`);
+    return values.url;
+  }
+  const config = configOf(values);
+  if (config.metrics === false) throw new UsageError('metrics_listen is "off": there is no /readyz to ask (turn it on, or give --url)');
+  if (config.metrics.port === 0) throw new UsageError('metrics_listen has port 0 (any free port): give --url with the port the gateway printed');
+  const host = config.metrics.host === '0.0.0.0' ? '127.0.0.1' : config.metrics.host === '::' ? '::1' : config.metrics.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.metrics.port}`;
+}
+
+/** `check`: asks a running gateway's /readyz; exit 0 ready, 9 not ready, 7 unreachable, 2 usage. */
+async function check(values: Values, out: (text: string) => void): Promise<void> {
+  const timeout = values.timeoutMs === undefined ? 5_000 : Number(values.timeoutMs);
+  if (!Number.isSafeInteger(timeout) || timeout < 1 || timeout > 600_000) throw new UsageError('--timeout-ms must be an integer from 1 to 600000');
+  let probe: ReadyzProbe;
+  try {
+    probe = await probeReadyz(readyzBase(values), timeout);
+  } catch (error) {
+    if (error instanceof ReadyzUnavailableError) throw new RpcError('unavailable', error.message, { cause: error });
+    throw error;
+  }
+  out(values.json === true ? JSON.stringify({ url: probe.url, ...probe.body }, null, 2) : formatReadyz(probe));
+  if (!probe.ready) {
+    const failing = probe.body.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.detail})`);
+    throw new NotReady(`not ready: ${failing.join('; ') || 'no check passes'}`);
+  }
+}
+
+/** `policy check FILE`: the check `serve` applies on every reload, with deprecated key spellings named. */
 async function policyCheck(file: string, values: Values, out: (text: string) => void): Promise<void> {
   const policy = readPolicyFile(file);
   const rules = policy.document.rules.length;
-  if (values.json === true) out(JSON.stringify({ ok: true, file, rules }));
-  else out(`${file}: valid policy with ${rules} rule${rules === 1 ? '' : 's'}`);
+  const warnings = [
+    ...(rules === 0 ? ['no rules: every route is denied (deny all)'] : []),
+    ...(policy.deprecations.length === 0 ? [] : [`deprecated key spellings ${policy.deprecations.join(', ')}: rename them`]),
+  ];
+  if (values.json === true) out(JSON.stringify({ ok: true, file, rules, warnings }));
+  else out([`${file}: valid policy with ${rules} rule${rules === 1 ? '' : 's'}`, ...warnings.map((w) => `  warning: ${w}`)].join('\n'));
 }
 
 /** `serve`: runs until SIGTERM / SIGINT. */
 async function serve(values: Values, out: (text: string) => void): Promise<void> {
-  const config = configOf(values);
   const crypto = await createCrypto();
-  checkFiles(crypto, config);
+  const config = configOf(values, fileChecks(crypto));
   const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS, openRevocationFloor }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
   const logger = pino({ level: config.logLevel, base: { service: PROGRAM, gateway_id: config.gatewayId, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
   logger.info({ config: describeConfig(config) }, 'starting');
@@ -189,13 +254,19 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   // reaches this gateway before the new key signs anything. The newest verified version is kept beside
   // the pinned file, so a restart does not fall back to a bundle older than a rotation.
   const followedPath = followedBundlePath(config.registry.trustBundleFile, config.auditKeyFile);
+  // Readiness (informational only, §15.9: an unreachable registry or a refused version leaves the last
+  // verified bundle in force, which never refuses anything new): set once the gateway runs.
+  const trustBundleReport: { set?: () => void } = {};
   const follower = new TrustBundleFollower({
     crypto,
     client,
     registryId,
     pinned,
     store: fileTrustBundleStore(followedPath, registryId),
-    onEvent: (event) => logTrustBundleEvent(logger, event, followedPath),
+    onEvent: (event) => {
+      logTrustBundleEvent(logger, event, followedPath);
+      trustBundleReport.set?.();
+    },
   });
   await follower.restore();
   if (remote !== undefined) await follower.refresh().catch(() => undefined); // reported by onEvent; the last verified bundle stays
@@ -204,7 +275,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
 
   const revocations = new MemoryRevocationSet({ maxAgeMs: config.revocation.maxAgeMs, failOpen: config.revocation.failOpen });
   const policy = config.policyFile === undefined ? Policy.denyAll() : readPolicyFile(config.policyFile);
-  if (config.policyFile === undefined) logger.warn('no policy_file: every route is denied');
+  for (const warning of configWarnings(config, config.policyFile === undefined ? undefined : policy)) logger.warn({ warning }, 'configuration warning');
   const { keyPair: auditKey, created } = loadOrCreateAuditKey(crypto, config.auditKeyFile);
   if (created) logger.info({ audit_key_file: config.auditKeyFile, audit_public_key: toHex(auditKey.publicKey) }, 'audit key created');
   let running;
@@ -237,6 +308,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
           }),
       shutdownGraceMs: config.shutdownGraceMs,
       memory: config.memory === false ? false : { quotas: config.memory.quotas },
+      processMetrics: true,
     });
   } catch (error) {
     await follower.close();
@@ -263,8 +335,17 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     onRevoked: (entry) => void (entry.kind === 'agent' ? gateway.onRevocation({ agentId: entry.agentId }) : gateway.onRevocation({ serial: entry.serial })),
     onTrustBundleVersion: (version) => follower.hint(version),
   });
+  gateway.metrics.watchFeed(feed);
   feed.start();
   const synced = await Promise.race([feed.synced.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
+  trustBundleReport.set = (): void =>
+    running.readiness.set('trust_bundle', {
+      ok: true,
+      detail: `version ${follower.version} (${follower.state}${follower.lastVerifiedAtMs === undefined ? ', never confirmed by the registry' : `, confirmed by the registry ${Math.round((Date.now() - follower.lastVerifiedAtMs) / 1000)} s ago`})`,
+    });
+  trustBundleReport.set();
+  const trustBundleReportTimer = setInterval(() => trustBundleReport.set?.(), 10_000);
+  trustBundleReportTimer.unref();
   if (!synced) logger.warn('revocation list not loaded yet: agents are refused (fail closed) until it is');
   const policyWatch = config.policyFile === undefined ? undefined : watchPolicyFile(config.policyFile, (p) => gateway.setPolicy(p), logger);
   const onHup = (): void => {
@@ -277,17 +358,20 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       ready: true,
       address: running.address,
       metrics_url: running.metricsUrl ?? null,
+      health_url: running.opsUrl === undefined ? null : `${running.opsUrl}/healthz`,
+      readiness_url: running.opsUrl === undefined ? null : `${running.opsUrl}/readyz`,
       gateway_id: config.gatewayId,
       audit_public_key: toHex(auditKey.publicKey),
       revocations_synced: synced,
       trust_bundle_version: follower.version,
     }),
   );
-  logger.info({ address: running.address, metrics_url: running.metricsUrl }, 'ready');
+  logger.info({ address: running.address, metrics_url: running.metricsUrl, serving: running.readiness.ready, failing: running.readiness.report().failing }, 'started');
   await new Promise<void>((done) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
       process.off('SIGHUP', onHup);
+      clearInterval(trustBundleReportTimer);
       policyWatch?.close();
       void feed
         .close()
@@ -347,9 +431,24 @@ export async function main(argv: readonly string[], out: (text: string) => void 
     .action(async function (this: CliCommand) {
       await checkConfig(values(this), out);
     });
-  for (const command of [serveCommand, checkConfigCommand]) {
+  const checkCommand = program
+    .command('check')
+    .summary('is a running gateway ready? (exit 0 ready, 9 not ready, 7 unreachable)')
+    .usage('[--config <FILE> | --url <URL>] [--timeout-ms <N>] [--json]')
+    .description(
+      [
+        'is a running gateway ready? (exit 0 ready, 9 not ready, 7 unreachable)',
+        'Asks GET /readyz on the gateway\'s operations listener (metrics_listen of the settings, or --url) and prints each readiness check: revocation (the revocation copy is within its freshness bound), storage (the database answers), and any other a component added. The same checks drive gRPC health (grpc.health.v1: NOT_SERVING while one fails). For scripts and monitoring: exit 0 ready, 9 not ready (the gateway answered; a check fails), 7 unreachable (nothing answered in time), 2 usage.',
+      ].join('\n\n'),
+    )
+    .addOption(new Option('--url <URL>', 'the operations listener to ask, http://HOST:PORT (default: from metrics_listen)'))
+    .addOption(new Option('--timeout-ms <N>', 'how long to wait for the answer (default 5000)'))
+    .action(async function (this: CliCommand) {
+      await check(values(this), out);
+    });
+  for (const command of [serveCommand, checkConfigCommand, checkCommand]) {
     for (const option of configOptions()) command.addOption(option);
-    command.addHelpSection(SETTINGS_HELP);
+    if (command !== checkCommand) command.addHelpSection(SETTINGS_HELP);
   }
   commandGroup(program, 'policy', 'routing policy files')
     .command('check')
@@ -371,8 +470,9 @@ export async function main(argv: readonly string[], out: (text: string) => void 
       ['3', 'not found (a file)'],
       ['5', 'permission denied (registry id mismatch)'],
       ['6', 'invalid argument (malformed config value, policy or trust bundle)'],
-      ['7', 'unavailable (registry, database or listen address)'],
+      ['7', 'unavailable (registry, database or listen address; check: the gateway did not answer)'],
       ['8', 'failed precondition (plaintext on non-loopback, no pinned trust bundle, audit key file readable by others)'],
+      ['9', 'not ready (check: the gateway answered, a readiness check fails)'],
     ],
   });
   return runProgram(program, argv, { classify });
@@ -380,6 +480,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
 
 /** An error's exit code and line: its Parley code's, with the full local detail (a file name, a setting). */
 function classify(error: unknown): Failure {
+  if (error instanceof NotReady) return { exitCode: EXIT_CODES.notReady, code: 'not_ready', message: error.message };
   const e = RpcError.from(error);
   if (e.code === 'internal') {
     return { exitCode: EXIT_CODES.internal, code: 'internal', message: `internal error: ${e.cause instanceof Error ? e.cause.message.split('\n')[0] : e.localDetails}` };

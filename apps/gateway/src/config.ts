@@ -10,16 +10,14 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, watch, writeSync, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
-import { RpcError } from '@parley/rpc';
+import { RpcError, isLoopbackHost, parseHostPort, type HostPort } from '@parley/rpc';
 import type { Logger } from 'pino';
 import { redactUrl } from '@parley/db';
-import { Policy } from './policy.js';
+import { ConfigError, ProblemList, suggestKey } from '@parley/cli-kit';
 
-/** A `host:port` split (IPv6 hosts without brackets). */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
+export { ConfigError, ProblemList } from '@parley/cli-kit';
+export type { ConfigProblem } from '@parley/cli-kit';
+import { Policy } from './policy.js';
 
 /** Validated settings of a gateway process. Paths are absolute. */
 export interface GatewayConfig {
@@ -110,21 +108,14 @@ function bad(message: string): never {
   throw new RpcError('malformed', message);
 }
 
-/**
- * Parses `host:port` / `[v6]:port`.
- * @throws RpcError `malformed`
- */
-export function parseHostPort(text: string, what: string): HostPort {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
-  const port = m === null ? NaN : Number(m[3]);
-  if (m === null || port > 65_535) bad(`${what} must be HOST:PORT (port 0..65535), got '${text}'`);
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-/** Whether a host is a loopback address (plaintext is allowed only there). */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+/** Files a configuration names (absolute paths), for checks beyond the values. */
+export interface ConfigFiles {
+  readonly tlsCertFile?: string | undefined;
+  readonly tlsKeyFile?: string | undefined;
+  readonly tlsClientCaFile?: string | undefined;
+  readonly registryTlsCaFile?: string | undefined;
+  readonly trustBundleFile?: string | undefined;
+  readonly policyFile?: string | undefined;
 }
 
 /** Where the settings came from: a config file (optional) and an environment. */
@@ -133,14 +124,21 @@ export interface ConfigSources {
   readonly env?: NodeJS.ProcessEnv;
   /** `--trust-on-first-use` (only ever from the command line). */
   readonly trustOnFirstUse?: boolean;
+  /**
+   * Also checks the files the settings name (readable, well-formed), adding
+   * what fails to the same problem list, so that every problem is reported at once.
+   */
+  readonly checkFiles?: (files: ConfigFiles, problems: ProblemList) => void;
 }
 
 /**
- * Reads and validates the settings: defaults, then the file, then the environment.
- * @throws RpcError `malformed` (bad value, unknown key), `not_found` (unreadable file), `failed_precondition` (an unsafe combination)
+ * Reads and validates the settings: defaults, then the file, then the
+ * environment. Every problem is reported, all at once (one ConfigError).
+ * @throws ConfigError: `malformed` (bad value, unknown key), `not_found` (unreadable file), `failed_precondition` (an unsafe combination)
  */
 export function loadConfig(sources: ConfigSources): GatewayConfig {
   const env = sources.env ?? process.env;
+  const problems = new ProblemList();
   let file: Record<string, unknown> = {};
   const base = sources.file === undefined ? process.cwd() : dirname(resolve(sources.file));
   if (sources.file !== undefined) {
@@ -148,17 +146,17 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     try {
       text = readFileSync(sources.file, 'utf8');
     } catch {
-      throw new RpcError('not_found', `cannot read config file ${sources.file}`);
+      throw new ConfigError([{ code: 'not_found', message: `cannot read config file ${sources.file}` }]);
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
-      bad(`${sources.file} is not valid JSON`);
+      throw new ConfigError([{ code: 'malformed', message: `${sources.file} is not valid JSON` }]);
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) bad(`${sources.file} must hold a JSON object`);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError([{ code: 'malformed', message: `${sources.file} must hold a JSON object` }]);
     file = parsed as Record<string, unknown>;
-    for (const key of Object.keys(file)) if (!KNOWN_KEYS.has(key)) bad(`${sources.file}: unknown setting '${key}'`);
+    for (const key of Object.keys(file)) if (!KNOWN_KEYS.has(key)) problems.add('malformed', `${sources.file}: unknown setting '${key}'${suggestKey(key, KNOWN_KEYS)}`);
   }
   const raw = new Map<string, { value: unknown; from: string }>();
   for (const s of SETTINGS) {
@@ -167,10 +165,12 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     else if (file[s.key] !== undefined) raw.set(s.key, { value: file[s.key], from: `${sources.file ?? 'config'}: ${s.key}` });
     else if (s.def !== undefined) raw.set(s.key, { value: s.def, from: `default ${s.key}` });
   }
+  const bad = (message: string): undefined => problems.add('malformed', message);
+  const unsafe = (message: string): undefined => problems.add('failed_precondition', message);
   const str = (key: string): string | undefined => {
     const r = raw.get(key);
     if (r === undefined) return undefined;
-    if (typeof r.value !== 'string' || r.value === '') bad(`${r.from} must be a non-empty string`);
+    if (typeof r.value !== 'string' || r.value === '') return bad(`${r.from} must be a non-empty string`);
     return r.value;
   };
   const path = (key: string): string | undefined => {
@@ -181,62 +181,66 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     const r = raw.get(key);
     if (r === undefined) return undefined;
     const n = typeof r.value === 'string' && /^\d+$/.test(r.value) ? Number(r.value) : r.value;
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min || n > max) bad(`${r.from} must be an integer from ${min} to ${max}`);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min || n > max) return bad(`${r.from} must be an integer from ${min} to ${max}`);
     return n;
   };
-  const bool = (key: string): boolean => {
+  const bool = (key: string): boolean | undefined => {
     const r = raw.get(key)!;
     if (typeof r.value === 'boolean') return r.value;
     if (r.value === 'true' || r.value === '1') return true;
     if (r.value === 'false' || r.value === '0') return false;
     return bad(`${r.from} must be true or false`);
   };
+  const hostPort = (key: string): HostPort | undefined => {
+    const text = str(key);
+    return text === undefined ? undefined : problems.check(() => parseHostPort(text, key));
+  };
 
-  const gatewayId = str('gateway_id') ?? bad('gateway_id is required (config file or PARLEY_GATEWAY_ID)');
-  if (!GATEWAY_ID_RE.test(gatewayId)) bad(`gateway_id must be 1..128 characters of [a-z0-9._:-], got '${gatewayId}'`);
-  const listen = parseHostPort(str('listen')!, 'listen');
+  const gatewayId = str('gateway_id');
+  if (!raw.has('gateway_id')) bad('gateway_id is required (config file or PARLEY_GATEWAY_ID)');
+  else if (gatewayId !== undefined && !GATEWAY_ID_RE.test(gatewayId)) bad(`gateway_id must be 1..128 characters of [a-z0-9._:-], got '${gatewayId}'`);
+  const listen = hostPort('listen');
   const certFile = path('tls_cert_file');
   const keyFile = path('tls_key_file');
   const clientCaFile = path('tls_client_ca_file');
   if ((certFile === undefined) !== (keyFile === undefined)) bad('tls_cert_file and tls_key_file go together');
   if (certFile === undefined && clientCaFile !== undefined) bad('tls_client_ca_file needs tls_cert_file and tls_key_file');
-  if (certFile === undefined && !isLoopbackHost(listen.host)) {
-    throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${listen.host}: set tls_cert_file and tls_key_file`);
+  if (certFile === undefined && listen !== undefined && !isLoopbackHost(listen.host)) {
+    unsafe(`refusing to serve plaintext on non-loopback address ${listen.host}: set tls_cert_file and tls_key_file`);
   }
   const url = env['DATABASE_URL'] === '' ? undefined : env['DATABASE_URL'];
   const schema = str('database_schema');
   if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) bad('database_schema must be 1..63 characters of [a-z0-9_], not starting with a digit');
   if (url !== undefined && !/^postgres(ql)?:\/\//.test(url)) bad('DATABASE_URL must be a postgres:// URL');
-  const database = url !== undefined ? { url, ...(schema === undefined ? {} : { schema }) } : { dataDir: path('data_dir')! };
+  const dataDir = url === undefined ? path('data_dir') : undefined;
 
-  const registryAddress = str('registry_address')!;
-  const registryHost = parseHostPort(registryAddress, 'registry_address').host;
+  const registryAddress = str('registry_address');
+  const registryHost = registryAddress === undefined ? undefined : problems.check(() => parseHostPort(registryAddress, 'registry_address').host);
   const registryCa = path('registry_tls_ca_file');
-  if (registryCa === undefined && !isLoopbackHost(registryHost)) {
-    throw new RpcError('failed_precondition', `refusing to talk plaintext to non-loopback registry ${registryAddress}: set registry_tls_ca_file`);
+  if (registryCa === undefined && registryHost !== undefined && !isLoopbackHost(registryHost)) {
+    unsafe(`refusing to talk plaintext to non-loopback registry ${registryAddress}: set registry_tls_ca_file`);
   }
   const registryId = str('registry_id');
   if (registryId !== undefined && !/^[0-9a-f]{32}$/.test(registryId)) bad('registry_id must be 32 lowercase hex digits');
   const trustBundleFile = path('trust_bundle_file');
   const trustOnFirstUse = sources.trustOnFirstUse === true;
-  if (trustBundleFile === undefined && !trustOnFirstUse) {
-    throw new RpcError(
-      'failed_precondition',
-      'no pinned trust bundle: set trust_bundle_file (from `parley-registry trust-bundle`), or pass --trust-on-first-use to accept the registry\'s own',
-    );
+  if (!raw.has('trust_bundle_file') && !trustOnFirstUse) {
+    unsafe("no pinned trust bundle: set trust_bundle_file (from `parley-registry trust-bundle`), or pass --trust-on-first-use to accept the registry's own");
   }
   const serverName = str('registry_tls_server_name');
 
-  const mailboxTtlMs = int('mailbox_ttl_ms', 1000, 3_600_000)!;
-  const metricsText = str('metrics_listen')!;
-  const metrics = metricsText === 'off' ? false : parseHostPort(metricsText, 'metrics_listen');
-  const level = str('log_level')!;
-  if (!(LEVELS as readonly string[]).includes(level)) bad(`log_level must be one of ${LEVELS.join(', ')}`);
+  const mailboxTtlMs = int('mailbox_ttl_ms', 1000, 3_600_000);
+  const metricsText = str('metrics_listen');
+  const metrics = metricsText === 'off' ? false : metricsText === undefined ? undefined : problems.check(() => parseHostPort(metricsText, 'metrics_listen'));
+  const level = str('log_level');
+  if (level !== undefined && !(LEVELS as readonly string[]).includes(level)) bad(`log_level must be one of ${LEVELS.join(', ')}`);
   const trustedRaw = raw.get('audit_trusted_keys');
   let auditTrustedKeys: string[] = [];
   if (trustedRaw !== undefined) {
     const v = trustedRaw.value;
-    auditTrustedKeys = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : Array.isArray(v) ? (v as unknown[]).map(String) : bad(`${trustedRaw.from} must be a list of hex keys`);
+    if (typeof v === 'string') auditTrustedKeys = v.split(',').map((x) => x.trim()).filter((x) => x !== '');
+    else if (Array.isArray(v)) auditTrustedKeys = (v as unknown[]).map(String);
+    else bad(`${trustedRaw.from} must be a list of hex keys`);
     for (const k of auditTrustedKeys) if (!/^[0-9a-f]{64}$/.test(k)) bad(`${trustedRaw.from}: '${k}' is not 64 lowercase hex digits`);
   }
   const maxFrameBytes = int('max_frame_bytes', 1024, 64 * 1024 * 1024);
@@ -252,31 +256,43 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     const v = int(key, 1, Number.MAX_SAFE_INTEGER);
     if (v !== undefined) quotas[name] = v;
   }
+  const maxAgeMs = int('revocation_max_age_ms', 1000, 86_400_000);
+  const failOpen = bool('revocation_fail_open');
+  const ratePerSecond = int('rate_per_second', 1, 1_000_000);
+  const burst = int('rate_burst', 1, 1_000_000);
+  const auditKeyFile = path('audit_key_file');
+  const verifySignatures = bool('verify_signatures');
+  const shutdownGraceMs = int('shutdown_grace_ms', 0, 600_000);
+  const memory = bool('memory');
+  sources.checkFiles?.({ tlsCertFile: certFile, tlsKeyFile: keyFile, tlsClientCaFile: clientCaFile, registryTlsCaFile: registryCa, trustBundleFile, policyFile }, problems);
+  problems.take();
+  // Past take(): every value below was checked (defaults fill what is optional).
+  const database = url !== undefined ? { url, ...(schema === undefined ? {} : { schema }) } : { dataDir: dataDir! };
   return {
-    gatewayId,
-    listen,
+    gatewayId: gatewayId!,
+    listen: listen!,
     ...(certFile === undefined || keyFile === undefined ? {} : { tls: { certFile, keyFile, ...(clientCaFile === undefined ? {} : { clientCaFile }) } }),
     database,
     registry: {
-      address: registryAddress,
+      address: registryAddress!,
       ...(registryCa === undefined ? {} : { tlsCaFile: registryCa }),
       ...(serverName === undefined ? {} : { tlsServerName: serverName }),
       ...(registryId === undefined ? {} : { registryId }),
       ...(trustBundleFile === undefined ? {} : { trustBundleFile }),
       trustOnFirstUse,
     },
-    revocation: { maxAgeMs: int('revocation_max_age_ms', 1000, 86_400_000)!, failOpen: bool('revocation_fail_open') },
+    revocation: { maxAgeMs: maxAgeMs!, failOpen: failOpen! },
     ...(policyFile === undefined ? {} : { policyFile }),
-    rateLimit: { ratePerSecond: int('rate_per_second', 1, 1_000_000)!, burst: int('rate_burst', 1, 1_000_000)! },
+    rateLimit: { ratePerSecond: ratePerSecond!, burst: burst! },
     ...(maxFrameBytes === undefined ? {} : { maxFrameBytes }),
-    mailboxTtlMs,
-    auditKeyFile: path('audit_key_file')!,
+    mailboxTtlMs: mailboxTtlMs!,
+    auditKeyFile: auditKeyFile!,
     auditTrustedKeys,
-    metrics,
-    verifySignatures: bool('verify_signatures'),
+    metrics: metrics!,
+    verifySignatures: verifySignatures!,
     logLevel: level as GatewayConfig['logLevel'],
-    shutdownGraceMs: int('shutdown_grace_ms', 0, 600_000)!,
-    memory: bool('memory') ? { quotas } : false,
+    shutdownGraceMs: shutdownGraceMs!,
+    memory: memory! ? { quotas } : false,
   };
 }
 
@@ -300,6 +316,22 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
   };
 }
 
+
+/**
+ * What an operator should hear about a valid configuration: settings that are
+ * allowed but are rarely what is meant (deny-all policy, fail-open revocation,
+ * trust on first use), and deprecated spellings in the policy file.
+ */
+export function configWarnings(config: GatewayConfig, policy?: Policy): string[] {
+  const warnings: string[] = [];
+  if (config.policyFile === undefined) warnings.push('no policy_file: the gateway denies every route (deny all) until one is configured');
+  else if (policy !== undefined && policy.document.rules.length === 0) warnings.push(`${config.policyFile} has no rules: the gateway denies every route (deny all)`);
+  if (policy !== undefined && policy.deprecations.length > 0) warnings.push(`${config.policyFile}: deprecated key spellings ${policy.deprecations.join(', ')}: rename them`);
+  if (config.revocation.failOpen) warnings.push('revocation_fail_open is true: on stale revocation data the gateway keeps admitting agents (a revoked agent may get through)');
+  if (config.registry.trustOnFirstUse && config.registry.trustBundleFile === undefined) warnings.push("--trust-on-first-use without trust_bundle_file: whoever answers at registry_address decides which certificates are valid");
+  if (!config.verifySignatures) warnings.push('verify_signatures is false: forged or tampered items reach mailboxes and audit logs (recipients still refuse them)');
+  return warnings;
+}
 
 /**
  * Reads and parses a policy file.
@@ -340,8 +372,10 @@ export function watchPolicyFile(file: string, apply: (policy: Policy) => void, l
   let timer: NodeJS.Timeout | undefined;
   const reload = (reason: string): boolean => {
     try {
-      apply(readPolicyFile(file));
-      logger.info({ policy_file: file, reason }, 'policy file loaded');
+      const policy = readPolicyFile(file);
+      apply(policy);
+      logger.info({ policy_file: file, reason, rules: policy.document.rules.length }, 'policy file loaded');
+      if (policy.deprecations.length > 0) logger.warn({ policy_file: file, deprecated_keys: policy.deprecations }, 'policy file uses deprecated key spellings: rename them (snake_case)');
       return true;
     } catch (error) {
       logger.error({ policy_file: file, reason, error: error instanceof RpcError ? error.localDetails : String(error) }, 'policy file rejected: keeping the previous policy');

@@ -8,7 +8,7 @@
 import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@parley/proto';
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
 import { Channel } from '@parley/async';
-import { authenticate } from './authentication.js';
+import { authenticate, linkSubject } from './authentication.js';
 import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
 import type { Delivery } from './delivery.js';
 import type { Router } from './routing.js';
@@ -61,6 +61,7 @@ export class ConnectStreams {
     const it = requests[Symbol.asyncIterator]();
     const remote = call.peer;
     const authTimer = setTimeout(() => {
+      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
       ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
       out.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
     }, this.#authTimeoutMs);
@@ -103,7 +104,7 @@ export class ConnectStreams {
             this.#delivery.ack(link, request.kind.value.deliveryId);
             break;
           default:
-            ctx.security('connect', 'malformed', { agent: link.cert.agentId, remote }, `unexpected ${request.kind.case ?? 'empty'} frame`);
+            ctx.security('connect', 'malformed', linkSubject(link), `unexpected ${request.kind.case ?? 'empty'} frame`);
             out.fail(new RpcError('malformed', 'only send and ack frames are allowed after welcome'));
             return;
         }
@@ -113,8 +114,9 @@ export class ConnectStreams {
     } catch (error) {
       clearTimeout(authTimer);
       if (closedByClient(error)) {
-        // The agent went away (closed its stream, or the connection dropped): routine, not an error (§10.10).
-        ctx.log.info({ agent: state.link?.cert.agentId, remote }, 'stream closed by the agent');
+        // The agent went away (closed its stream, or the connection dropped), or the gateway is stopping and the
+        // stream was cut after its GoAway: routine, not an error (§10.10).
+        ctx.log.info({ agent: state.link?.cert.agentId, remote }, ctx.closing ? 'stream closed (gateway shutting down)' : 'stream closed by the agent');
         out.end();
         return;
       }

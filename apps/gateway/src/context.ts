@@ -5,7 +5,7 @@
  * structured security log.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
-import type { RevocationChecker, TrustBundle, VerifiedCertificate } from '@parley/identity';
+import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { Channel } from '@parley/async';
 import type { Logger } from 'pino';
@@ -74,8 +74,15 @@ export interface Sender {
 
 /** Who a security event is about: ids and addresses only. */
 export interface SecuritySubject {
+  /** The agent id (verified, or as claimed by a certificate that did not verify). */
   agent?: string;
+  /** The agent's identity public key (logged as its key id, never itself). */
+  identityKey?: Uint8Array;
+  /** The agent's certificate serial. */
+  serial?: Uint8Array;
+  /** The other agent of the item (its addressee). */
   peer?: string;
+  /** The remote address as gRPC reports it (`ipv4:127.0.0.1:51234`). */
   remote?: string;
   requestId?: bigint;
 }
@@ -124,7 +131,7 @@ export class GatewayContext {
     this.log = init.log;
     this.mailbox = init.mailbox;
     this.maxFrameBytes = init.maxFrameBytes;
-    this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth() });
+    this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth(), clock: this.clock });
   }
 
   /** Registers database work in flight, so `drain()` waits for it. */
@@ -143,18 +150,33 @@ export class GatewayContext {
   /** Sends GoAway and ends the stream; the link leaves the table if it is still the agent's current one. */
   goAway(link: Link, code: string, message: string): void {
     if (this.links.get(link.cert.agentId) === link) this.links.delete(link.cert.agentId);
+    this.metrics.goAways.inc({ code });
     link.out.push({ kind: { case: 'goAway', value: { code, message } } });
     link.out.end();
   }
 
-  /** A structured security event: codes and names only, never key material or payload. */
+  /**
+   * A structured security event (the stable fields are tabled in the README):
+   * `event: "security"`, `stage`, `code`, `agent`, `key_id`, `serial`, `peer`,
+   * `remote`, `request_id`, `detail` — ids, codes and addresses only, never key
+   * material or payload. Counted in `parley_gateway_security_events_total`.
+   */
   security(stage: string, code: string, who: SecuritySubject, detail: string): void {
+    this.metrics.securityEvents.inc({ stage, code });
+    let id: string | undefined;
+    try {
+      id = who.identityKey === undefined ? undefined : Buffer.from(keyId(this.crypto, who.identityKey)).toString('hex');
+    } catch {
+      id = undefined; // a claimed key of the wrong length: there is no key id to give
+    }
     this.log.warn(
       {
         event: 'security',
         stage,
         code,
         agent: who.agent,
+        key_id: id,
+        serial: who.serial === undefined ? undefined : Buffer.from(who.serial).toString('hex'),
         peer: who.peer,
         remote: who.remote,
         request_id: who.requestId?.toString(),

@@ -12,6 +12,7 @@
  * read one page at a time, never more than the free slots.
  */
 import type { RevocationChecker } from '@parley/identity';
+import { linkSubject } from './authentication.js';
 import { RpcError } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
@@ -32,6 +33,9 @@ export type DeliveryTamperForTestingOnly = (delivery: DeliveryInit) => void;
 export const DEFAULT_MAX_IN_FLIGHT = 256;
 /** Most rows one backlog page reads. */
 const PAGE_ROWS = 128;
+/** Most items remembered as written-and-not-acked, to count redeliveries (the oldest are forgotten first). */
+const MAX_REMEMBERED_WRITES = 50_000;
+
 /** Default time a live delivery may stay un-acked before it is written to the mailbox, ms. */
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 
@@ -66,6 +70,8 @@ export class Delivery {
 
   /** Free slots that make a backlog page worth reading. */
   readonly #lowWater: number;
+  /** Items (recipient, item hash) written to a stream and not acked yet: a second write is a redelivery. Bounded. */
+  readonly #written = new Set<string>();
 
   constructor(ctx: GatewayContext, options: DeliveryOptions) {
     this.#ctx = ctx;
@@ -160,13 +166,14 @@ export class Delivery {
   /** An Ack frame (§10.4): the item is released; a stored one leaves the mailbox. An id never written to this stream is refused. */
   ack(link: Link, id: bigint): void {
     if (id < 1n || id > link.lastDeliveryId) {
-      this.#ctx.security('ack', 'malformed', { agent: link.cert.agentId, remote: link.remote }, `ack of unknown delivery_id ${id}`);
+      this.#ctx.security('ack', 'malformed', linkSubject(link), `ack of unknown delivery_id ${id}`);
       link.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
       return;
     }
     const held = link.inflight.get(id);
     if (held === undefined) return; // a duplicate ack
     link.inflight.delete(id);
+    this.#written.delete(writeKey(held.recipientId, held.itemHash));
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
     if (link.backlog && (this.#o.maxInFlight - link.inflight.size >= this.#lowWater || link.inflight.size === 0)) this.pump(link);
@@ -228,7 +235,14 @@ export class Delivery {
     // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
     if (item.item.case === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
     else if (item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
-    this.#ctx.metrics.redelivered.inc();
+    const metrics = this.#ctx.metrics;
+    metrics.deliveries.inc({ source: rowId === undefined ? 'live' : 'mailbox' });
+    const key = writeKey(item.recipientId, item.itemHash);
+    if (this.#written.has(key)) metrics.redelivered.inc();
+    else {
+      this.#written.add(key);
+      if (this.#written.size > MAX_REMEMBERED_WRITES) this.#written.delete(this.#written.values().next().value!);
+    }
     return true;
   }
 
@@ -309,4 +323,9 @@ function cloneItem(item: RelayItem): NonNullable<DeliveryInit['item']> {
     case 'sessionReject':
       return { case: 'sessionReject', value: { ...item.value } };
   }
+}
+
+/** The key of an item for one recipient in the written-items set. */
+function writeKey(recipientId: string, itemHash: Uint8Array): string {
+  return `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
 }

@@ -9,10 +9,12 @@ export { Mailbox, DEFAULT_MAILBOX_TTL_MS, GATEWAY_MIGRATIONS, migrateGatewaySche
 export type { MailboxItem, MailboxOptions } from './mailbox.js';
 export { openDatabase } from '@parley/db';
 export type { Database, DatabaseOptions } from '@parley/db';
-export { GatewayMetrics, startMetricsServer } from './metrics.js';
-export type { MetricsServer } from './metrics.js';
+export { GatewayMetrics } from './metrics.js';
+export type { FeedSource, RevocationSource } from './metrics.js';
+export { Readiness } from '@parley/ops';
+export type { CheckResult, ReadinessReport } from '@parley/ops';
 export type { GatewayOptions, DeliveryInit } from './gateway.js';
-export { startGateway, isLoopback } from './server.js';
+export { startGateway, GATEWAY_PROGRAM } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';

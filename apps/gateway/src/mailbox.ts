@@ -7,8 +7,8 @@
  * (`gateway_agents`: the last certificate seen per agent), which the policy
  * check uses for recipients that are offline.
  *
- * Same SQL on PostgreSQL and PGlite (./db.ts). Migrations are versioned in
- * `gateway_migrations` and serialised with an advisory lock.
+ * Same SQL on PostgreSQL and PGlite (@parley/db). Migrations are versioned in
+ * `gateway_migrations` and serialised with an advisory lock (@parley/db's `migrate`).
  */
 import {
   AgentCertificateSchema,
@@ -21,7 +21,7 @@ import {
   type AgentCertificate,
 } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { bytes, int, intOrNull, type Database } from '@parley/db';
+import { bytes, int, intOrNull, migrate, type Database, type Migration } from '@parley/db';
 import type { RelayItem } from '@parley/protocol';
 
 /** Default mailbox TTL: 1 h, the default receiver max_age (§8.3). */
@@ -31,7 +31,7 @@ export const DEFAULT_MAILBOX_TTL_MS = 3_600_000;
 const MIGRATION_LOCK_KEY = 0x7061726c65796777n;
 
 /** The schema, in order. Never edit an applied migration: add one. */
-export const GATEWAY_MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = Object.freeze([
+export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
     name: 'mailbox and agents',
@@ -186,23 +186,11 @@ export function decodeItem(kind: number, data: Uint8Array): RelayItem {
 }
 
 /**
- * Applies the gateway migrations not yet recorded (idempotent; safe from several processes at once).
- * @throws RpcError `failed_precondition` when the database records a version newer than this build knows
+ * Applies the gateway migrations not yet recorded (@parley/db's runner: idempotent; safe from several processes at once).
+ * @throws DbError `failed_precondition` when the database records a version newer than this build knows
  */
 export async function migrateGatewaySchema(db: Database): Promise<void> {
-  const known = GATEWAY_MIGRATIONS[GATEWAY_MIGRATIONS.length - 1]!.version;
-  for (const migration of GATEWAY_MIGRATIONS) {
-    await db.transaction(async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
-      await tx.exec('CREATE TABLE IF NOT EXISTS gateway_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at_ms bigint NOT NULL)');
-      const rows = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM gateway_migrations');
-      const current = int(rows[0]?.v ?? 0);
-      if (current > known) throw new RpcError('failed_precondition', `gateway schema is at version ${current}, newer than this build (${known})`);
-      if (current >= migration.version) return;
-      await tx.exec(migration.sql);
-      await tx.query('INSERT INTO gateway_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)', [migration.version, migration.name, Date.now()]);
-    });
-  }
+  await migrate(db, { component: 'gateway', table: 'gateway_migrations', lockKey: MIGRATION_LOCK_KEY, migrations: GATEWAY_MIGRATIONS });
 }
 
 /** Settings of {@link Mailbox}. */

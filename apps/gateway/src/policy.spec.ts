@@ -18,8 +18,8 @@ describe('Policy', () => {
       JSON.stringify({
         version: 1,
         rules: [
-          { from: { agentType: 'planner' }, to: { agentType: 'worker' } },
-          { from: { capability: 'tasks:run' }, to: { agentId: 'security-desk' }, bidirectional: true },
+          { from: { agent_type: 'planner' }, to: { agent_type: 'worker' } },
+          { from: { capability: 'tasks:run' }, to: { agent_id: 'security-desk' }, bidirectional: true },
         ],
       }),
     );
@@ -28,6 +28,14 @@ describe('Policy', () => {
     expect(p.allows(worker, desk)).toBe(true);
     expect(p.allows(desk, worker)).toBe(true);
     expect(p.allows(planner, desk)).toBe(false);
+    expect(p.deprecations).toEqual([]);
+  });
+
+  it('still reads the old camelCase keys (agentId, agentType), noting each as deprecated; both spellings at once are refused', () => {
+    const old = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentId: 'worker-1' } }, { from: { agentType: 'worker' }, to: {} }] });
+    expect(old.allows(planner, worker)).toBe(true);
+    expect(old.deprecations).toEqual(['"agentType" (now "agent_type")', '"agentId" (now "agent_id")']);
+    expect(() => Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner', agent_type: 'planner' }, to: {} }] })).toThrow('both "agent_type" and its old spelling "agentType"');
   });
 
   it('rejects malformed documents with a clear message', () => {
@@ -37,7 +45,8 @@ describe('Policy', () => {
       [{ version: 2, rules: [] }, 'version must be 1'],
       [{ version: 1 }, 'rules must be an array'],
       [{ version: 1, rules: [{ from: {}, to: {}, extra: 1 }] }, 'unknown key "extra"'],
-      [{ version: 1, rules: [{ from: { agentType: 'Bad Type' }, to: {} }] }, 'rules[0].from.agentType'],
+      [{ version: 1, rules: [{ from: { agent_type: 'Bad Type' }, to: {} }] }, 'rules[0].from.agent_type'],
+      [{ version: 1, rules: [{ from: { agentKind: 'x' }, to: {} }] }, 'unknown key "agentKind"'],
       [{ version: 1, rules: [{ from: {}, to: 'x' }] }, 'rules[0].to must be an object'],
       [{ version: 1, rules: [{ from: {}, to: {}, bidirectional: 'yes' }] }, 'bidirectional must be a boolean'],
       [{ version: 1, rules: [], other: 1 }, 'unknown top-level key'],
@@ -77,6 +86,7 @@ describe('the policy example of apps/gateway/README.md ("Routing policy file")',
     const json = /```json\n([\s\S]*?)```/.exec(section)?.[1];
     expect(json).toBeDefined();
     const p = Policy.parse(json);
+    expect(p.deprecations).toEqual([]);
     const alerter = { agentId: 'sensor-7', agentType: 'sensor', capabilities: ['alerts:raise'] };
     const securityDesk = { agentId: 'security-desk', agentType: 'monitor', capabilities: [] };
     const goWorker = { agentId: 'go-worker-1', agentType: 'worker', capabilities: [] };

@@ -3,17 +3,20 @@
  * by agent id, agent type and capability — the only things a relay can see,
  * since message types travel encrypted.
  *
- * Policy file (JSON):
+ * Policy file (JSON, snake_case keys like every Parley configuration file):
  *
  *   {
  *     "version": 1,
  *     "rules": [
- *       { "from": { "agentType": "planner" }, "to": { "agentType": "worker" }, "bidirectional": true },
- *       { "from": { "capability": "alerts:raise" }, "to": { "agentId": "security-desk" } }
+ *       { "from": { "agent_type": "planner" }, "to": { "agent_type": "worker" }, "bidirectional": true },
+ *       { "from": { "capability": "alerts:raise" }, "to": { "agent_id": "security-desk" } }
  *     ]
  *   }
  *
- * A matcher holds any of agentId, agentType, capability (all given must hold;
+ * The earlier camelCase spellings `agentId` and `agentType` are still read, with
+ * a deprecation note (`Policy.deprecations`, logged and shown by `policy check`).
+ *
+ * A matcher holds any of agent_id, agent_type, capability (all given must hold;
  * an empty matcher `{}` matches any authenticated agent). A message from A to
  * B is allowed when some rule's `from` matches A and `to` matches B (or, for a
  * bidirectional rule, the other way round). Nothing matches → denied.
@@ -55,22 +58,32 @@ const TYPE_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const CAP_RE = /^[a-z0-9][a-z0-9._:/-]{0,127}$/;
 const MAX_RULES = 10_000;
 
-function parseMatcher(value: unknown, where: string): Matcher {
+/** Deprecated spellings of matcher keys (camelCase, before every file went snake_case) → the key. */
+export const DEPRECATED_POLICY_KEYS: Readonly<Record<string, string>> = Object.freeze({ agentId: 'agent_id', agentType: 'agent_type' });
+
+function parseMatcher(value: unknown, where: string, deprecated: Set<string>): Matcher {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new PolicyError(`${where} must be an object`);
-  const m = value as Record<string, unknown>;
-  for (const key of Object.keys(m)) {
-    if (key !== 'agentId' && key !== 'agentType' && key !== 'capability') throw new PolicyError(`${where} has unknown key "${key}"`);
+  const given = value as Record<string, unknown>;
+  const m: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(given)) {
+    const name = DEPRECATED_POLICY_KEYS[key] ?? key;
+    if (name !== 'agent_id' && name !== 'agent_type' && name !== 'capability') throw new PolicyError(`${where} has unknown key "${key}"`);
+    if (name !== key) {
+      if (given[name] !== undefined) throw new PolicyError(`${where} has both "${name}" and its old spelling "${key}"`);
+      deprecated.add(key);
+    }
+    m[name] = v;
   }
   const check = (key: string, re: RegExp) => {
     const v = m[key];
     if (v !== undefined && (typeof v !== 'string' || !re.test(v))) throw new PolicyError(`${where}.${key} is not a valid ${key}`);
   };
-  check('agentId', ID_RE);
-  check('agentType', TYPE_RE);
+  check('agent_id', ID_RE);
+  check('agent_type', TYPE_RE);
   check('capability', CAP_RE);
   return {
-    ...(m['agentId'] === undefined ? {} : { agentId: m['agentId'] as string }),
-    ...(m['agentType'] === undefined ? {} : { agentType: m['agentType'] as string }),
+    ...(m['agent_id'] === undefined ? {} : { agentId: m['agent_id'] as string }),
+    ...(m['agent_type'] === undefined ? {} : { agentType: m['agent_type'] as string }),
     ...(m['capability'] === undefined ? {} : { capability: m['capability'] as string }),
   };
 }
@@ -80,6 +93,20 @@ function parseMatcher(value: unknown, where: string): Matcher {
  * @throws PolicyError naming the first offending field
  */
 export function parsePolicy(input: unknown): PolicyDocument {
+  return parsePolicyNoting(input).document;
+}
+
+/**
+ * {@link parsePolicy}, also returning the deprecated key spellings it read
+ * (`agentId` for `agent_id`, …), each once, as `"agentId" (now "agent_id")`.
+ */
+export function parsePolicyNoting(input: unknown): { document: PolicyDocument; deprecations: string[] } {
+  const deprecated = new Set<string>();
+  const document = parseDocument(input, deprecated);
+  return { document, deprecations: [...deprecated].map((k) => `"${k}" (now "${DEPRECATED_POLICY_KEYS[k]}")`) };
+}
+
+function parseDocument(input: unknown, deprecated: Set<string>): PolicyDocument {
   let value = input;
   if (typeof value === 'string') {
     try {
@@ -107,8 +134,8 @@ export function parsePolicy(input: unknown): PolicyDocument {
         throw new PolicyError(`rules[${i}].bidirectional must be a boolean`);
       }
       return {
-        from: parseMatcher(rule['from'], `rules[${i}].from`),
-        to: parseMatcher(rule['to'], `rules[${i}].to`),
+        from: parseMatcher(rule['from'], `rules[${i}].from`, deprecated),
+        to: parseMatcher(rule['to'], `rules[${i}].to`, deprecated),
         ...(rule['bidirectional'] === true ? { bidirectional: true } : {}),
       };
     }),
@@ -126,9 +153,12 @@ function matches(m: Matcher, s: PolicySubject): boolean {
 /** A compiled policy. Immutable: reloading swaps in a new one. */
 export class Policy {
   readonly document: PolicyDocument;
+  /** Deprecated key spellings the document used (empty for a current one): warn the operator. */
+  readonly deprecations: readonly string[];
 
-  constructor(document: PolicyDocument) {
+  constructor(document: PolicyDocument, deprecations: readonly string[] = []) {
     this.document = document;
+    this.deprecations = deprecations;
   }
 
   /** The policy that denies everything (the default when none is configured). */
@@ -136,8 +166,13 @@ export class Policy {
     return new Policy({ version: 1, rules: [] });
   }
 
+  /**
+   * Parses a policy document (JSON text or value).
+   * @throws PolicyError naming the first offending field
+   */
   static parse(input: unknown): Policy {
-    return new Policy(parsePolicy(input));
+    const { document, deprecations } = parsePolicyNoting(input);
+    return new Policy(document, deprecations);
   }
 
   /** May `from` send to `to`? Default deny. */

@@ -119,6 +119,8 @@ export class RevocationFeed {
   readonly synced: Promise<void>;
   /** Times the watch was (re)opened. */
   connects = 0;
+  /** Whether the registry answers: true after a full list or a watch batch verified, false after a failure until the next. */
+  connected = false;
 
   constructor(options: RevocationFeedOptions) {
     this.#o = options;
@@ -158,11 +160,13 @@ export class RevocationFeed {
           const accepted = follower.apply(batch.entries, batch.head, this.#clock());
           this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
           this.#raiseFloor(accepted.version);
+          this.connected = true;
           this.#announce(accepted.entries);
           backoff = minBackoff;
         }
         throw new RpcError('unavailable', 'revocation watch ended');
       } catch (error) {
+        this.connected = false;
         if (signal.aborted) break;
         const e = RpcError.from(error);
         const transient = e.code === 'unavailable' || e.code === 'deadline_exceeded' || e.code === 'cancelled';
@@ -216,6 +220,7 @@ export class RevocationFeed {
     revocations.replace(all, follower.version, issuedAtMs);
     this.#raiseFloor(follower.version);
     this.#follower = follower;
+    this.connected = true;
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
     this.#announce(all.slice(before));
     this.#synced();

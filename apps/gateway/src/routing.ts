@@ -264,7 +264,14 @@ export class Router {
       ctx.security(
         where.stage,
         code,
-        { agent, remote: sender.remote, ...(routed.peer === undefined ? {} : { peer: routed.peer }), ...(where.requestId === undefined ? {} : { requestId: where.requestId }) },
+        {
+          agent,
+          identityKey: sender.cert.identityPublicKey,
+          serial: sender.cert.serial,
+          remote: sender.remote,
+          ...(routed.peer === undefined ? {} : { peer: routed.peer }),
+          ...(where.requestId === undefined ? {} : { requestId: where.requestId }),
+        },
         message,
       );
       throw new RpcError(code, message);

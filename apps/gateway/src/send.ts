@@ -10,7 +10,8 @@ import { toHex } from '@parley/crypto-core';
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
 import type { SendRequest, SendResponseSchema, MessageInitShape } from '@parley/proto';
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
-import { subjectOf, type GatewayContext, type Sender } from './context.js';
+import { isAgentId } from '@parley/session';
+import { subjectOf, type GatewayContext, type SecuritySubject, type Sender } from './context.js';
 import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from '@parley/protocol';
 import { assertItemShape, type Router } from './routing.js';
 
@@ -34,12 +35,17 @@ export class UnarySend {
     const ctx = this.#ctx;
     if (ctx.closing) throw new RpcError('unavailable', 'gateway is shutting down');
     const remote = call.peer;
-    const refuse = (code: RpcError['code'], message: string, agent?: string): never => {
-      ctx.security('send', code, { remote, ...(agent === undefined ? {} : { agent }) }, message);
+    const claimed: SecuritySubject = { remote };
+    const refuse = (code: RpcError['code'], message: string): never => {
+      ctx.security('send', code, claimed, message);
       ctx.metrics.rejected.inc({ code });
       throw new RpcError(code, message);
     };
     if (request.certificate === undefined) return refuse('malformed', 'send carries no certificate');
+    // What the certificate claims, for the security log (ids only; checked below).
+    if (isAgentId(request.certificate.agentId)) claimed.agent = request.certificate.agentId;
+    if (request.certificate.identityPublicKey.length === 32) claimed.identityKey = request.certificate.identityPublicKey;
+    if (request.certificate.serial.length === 16) claimed.serial = request.certificate.serial;
     if (request.nonce.length !== SEND_NONCE_BYTES) return refuse('malformed', `nonce must be ${SEND_NONCE_BYTES} bytes`);
     if (request.signature.length !== SIGNATURE_BYTES) return refuse('malformed', `signature must be ${SIGNATURE_BYTES} bytes`);
     const now = ctx.clock();
@@ -53,17 +59,17 @@ export class UnarySend {
     const agent = cert.agentId;
     const skew = this.#maxClockSkewMs;
     const ts = request.timestampMs;
-    if (ts < BigInt(now - skew)) return refuse('stale_timestamp', 'send timestamp too old', agent);
-    if (ts > BigInt(now + skew)) return refuse('future_timestamp', 'send timestamp in the future', agent);
+    if (ts < BigInt(now - skew)) return refuse('stale_timestamp', 'send timestamp too old');
+    if (ts > BigInt(now + skew)) return refuse('future_timestamp', 'send timestamp in the future');
     let item: RelayItem;
     try {
       item = assertItemShape(request.item);
     } catch (error) {
       const e = RpcError.from(error);
-      return refuse(e.code, e.details, agent);
+      return refuse(e.code, e.details);
     }
     const signed = gatewaySendLayout(ctx.gatewayId, ts, request.nonce, itemDigest(ctx.crypto, item));
-    if (!ctx.crypto.ed25519.verify(request.signature, signed, cert.identityPublicKey)) return refuse('bad_signature', 'send signature does not verify', agent);
+    if (!ctx.crypto.ed25519.verify(request.signature, signed, cert.identityPublicKey)) return refuse('bad_signature', 'send signature does not verify');
     // Recorded only after the signature verifies; kept until the timestamp is outside the window (then the
     // timestamp check refuses a replay). The sweep deletes expired nonces.
     let fresh: boolean;
@@ -71,9 +77,9 @@ export class UnarySend {
       fresh = await ctx.track(ctx.mailbox.useSendNonce(agent, request.nonce, Number(ts) + skew + 1000));
     } catch (error) {
       ctx.log.error({ err: error, agent }, 'send nonce write failed');
-      return refuse('unavailable', 'gateway storage unavailable', agent);
+      return refuse('unavailable', 'gateway storage unavailable');
     }
-    if (!fresh) return refuse('replay', `send nonce ${toHex(request.nonce)} already used`, agent);
+    if (!fresh) return refuse('replay', `send nonce ${toHex(request.nonce)} already used`);
     const size = requestBytesOf(request)?.length ?? call.requestBytes.length;
     const sender: Sender = { cert, subject: subjectOf(cert), remote };
     return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }));

@@ -3,6 +3,15 @@
  * store parley.v1.MemoryService (@parley/memory-server, docs/PROTOCOL.md §18),
  * grpc.health.v1 and server reflection, on grpc-js. Plaintext is served only
  * on loopback; anything else needs TLS (1.3 minimum).
+ *
+ * Health reflects readiness (@parley/ops Readiness): every service is
+ * NOT_SERVING while a readiness check fails — `revocation` (the copy is older
+ * than its freshness bound: agents are refused, fail closed) or `storage`
+ * (the database does not answer a probe) — and SERVING again by itself once
+ * they pass. Other components add their own checks through
+ * `RunningGateway.readiness` (a trust-bundle follower: `trust_bundle`). The
+ * operations listener serves the same verdict at `/readyz`, liveness at
+ * `/healthz`, and Prometheus metrics at `/metrics`.
  */
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -11,11 +20,15 @@ import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-co
 import { AgentGatewayService, Health, MemoryService } from '@parley/proto';
 import { MemoryStore, type MemoryQuotas } from '@parley/memory-server';
 import { MAX_SEGMENT_CIPHERTEXT_BYTES } from '@parley/memory';
-import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, type CallRecord } from '@parley/rpc';
+import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, isLoopbackHost, type CallRecord } from '@parley/rpc';
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
+import { Readiness, ServerMetrics, buildInfo, logReadiness, startOpsServer, type OpsServer } from '@parley/ops';
 import { Gateway, type GatewayOptions } from './gateway.js';
 import { MAILBOX_CHANNEL, Mailbox } from './mailbox.js';
-import { startMetricsServer, type MetricsServer } from './metrics.js';
+import type { RevocationSource } from './metrics.js';
+
+/** The program name in `parley_build_info` and logs. */
+export const GATEWAY_PROGRAM = 'parley-gateway';
 
 /** Settings of {@link startGateway}: the Gateway's, plus where and how to listen. */
 export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'audit'> {
@@ -41,8 +54,19 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
    * in `gateway_audit_chains`, so instances sharing a database never contend on one chain.
    */
   readonly auditTable?: string;
-  /** Prometheus listener (`GET /metrics`), default 127.0.0.1 on a free port; `false`: none. */
+  /**
+   * The operations listener (`GET /metrics`, `/healthz`, `/readyz`), default
+   * 127.0.0.1 on a free port; `false`: none (gRPC health still follows readiness).
+   */
   readonly metrics?: false | { readonly host?: string; readonly port?: number };
+  /**
+   * Also export prom-client's process and Node.js metrics (`process_*`,
+   * `nodejs_*`). Default false: they belong to a process, not to one gateway
+   * (the CLI turns them on; a test running several gateways leaves them off).
+   */
+  readonly processMetrics?: boolean;
+  /** How often the `storage` readiness check probes the database, ms. Default 2 000 (timeout 5 000). */
+  readonly storageProbeIntervalMs?: number;
   /** Host to bind. Default 127.0.0.1. A non-loopback host requires `tls`. */
   readonly host?: string;
   /** Port; 0 (default) picks a free one. */
@@ -79,16 +103,26 @@ export interface RunningGateway {
   readonly database: Database;
   /** The shared-memory store, unless `memory: false`. */
   readonly memory: MemoryStore | undefined;
-  /** `http://host:port/metrics`, unless metrics are off. */
+  /** `http://host:port/metrics`, unless the operations listener is off. */
   readonly metricsUrl: string | undefined;
+  /** `http://host:port` of the operations listener (`/healthz`, `/readyz`, `/metrics`), unless it is off. */
+  readonly opsUrl: string | undefined;
+  /**
+   * The readiness checks behind gRPC health and `/readyz`: `revocation`,
+   * `storage`, and whatever other components add (`set(name, { ok, detail })`
+   * or `addProbe(name, fn)`; e.g. a trust-bundle follower's `trust_bundle`).
+   */
+  readonly readiness: Readiness;
   /** GoAway `shutting_down` to every stream, health NOT_SERVING, then a graceful shutdown with a timeout. */
   close(): Promise<void>;
 }
 
-/** Whether a host is a loopback address (plaintext is allowed only there). */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+/** Whether a revocation checker can tell its freshness (a MemoryRevocationSet can). */
+function revocationSource(checker: unknown): (RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean }) | undefined {
+  const c = checker as { isFresh?: unknown; maxAgeMs?: unknown; version?: unknown };
+  return typeof c.isFresh === 'function' && typeof c.maxAgeMs === 'number' && typeof c.version === 'number'
+    ? (checker as RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean })
+    : undefined;
 }
 
 /**
@@ -97,13 +131,15 @@ export function isLoopback(host: string): boolean {
  */
 export async function startGateway(options: StartGatewayOptions): Promise<RunningGateway> {
   const host = options.host ?? '127.0.0.1';
-  if (options.tls === undefined && !isLoopback(host)) {
+  if (options.tls === undefined && !isLoopbackHost(host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: configure TLS`);
   }
   const { logger } = options;
   const database = await openDatabase(options.database);
   let audit: AuditLog | undefined;
-  let metrics: MetricsServer | undefined;
+  let metrics: OpsServer | undefined;
+  let serverMetrics: ServerMetrics | undefined;
+  const readiness = new Readiness(options.clock === undefined ? {} : { clock: options.clock });
   let listener: MailboxListener | undefined;
   let memory: MemoryStore | undefined;
   let heartbeat: Heartbeat | undefined;
@@ -148,12 +184,35 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         ...options.memory,
       });
     }
-    if (options.metrics !== false) metrics = await startMetricsServer(gateway.metrics.registry, options.metrics ?? {});
+    addReadinessChecks(readiness, { database, revocations: options.revocations, clock: options.clock ?? Date.now, storageProbeIntervalMs: options.storageProbeIntervalMs ?? 2_000 });
+    const revocationFigures = revocationSource(options.revocations);
+    if (revocationFigures !== undefined) gateway.metrics.watchRevocations(revocationFigures);
+    serverMetrics = new ServerMetrics({
+      registry: gateway.metrics.registry,
+      build: buildInfo(GATEWAY_PROGRAM, new URL('../package.json', import.meta.url)),
+      processMetrics: options.processMetrics === true,
+      database,
+      readiness,
+    });
+    logReadiness(readiness, logger);
+    await readiness.start();
+    if (options.metrics !== false) {
+      metrics = await startOpsServer({
+        ...(options.metrics ?? {}),
+        metrics: gateway.metrics.registry,
+        readiness,
+        onRequest: (r) => logger.debug({ method: r.method, path: r.path, status: r.status, remote: r.remote, duration_ms: Math.round(r.durationMs * 10) / 10 }, 'ops request'),
+      }).catch((cause: unknown) => {
+        throw new RpcError('unavailable', cause instanceof Error ? cause.message : String(cause), { cause });
+      });
+    }
     logger.info(
-      { database: database.engine, location: database.location, mailbox_ttl_ms: mailbox.ttlMs, audit_public_key: toHex(writer.publicKey), metrics: metrics?.url },
+      { database: database.engine, location: database.location, mailbox_ttl_ms: mailbox.ttlMs, audit_public_key: toHex(writer.publicKey), metrics: metrics?.metricsUrl },
       'gateway storage ready',
     );
   } catch (error) {
+    readiness.close();
+    serverMetrics?.close();
     await memory?.close();
     await heartbeat?.close();
     await listener?.close();
@@ -167,19 +226,20 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     'grpc.max_receive_message_length': Math.max(Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024), memory === undefined ? 0 : MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536),
     'grpc.keepalive_permit_without_calls': 1,
   });
+  const callMetrics = serverMetrics;
   const onCallEnd = (r: CallRecord): void => {
+    callMetrics.onCallEnd(r);
     const fields = { method: r.path, peer: r.peer, grpc_code: r.grpcCode, code: r.code ?? 'ok', duration_ms: Math.round(r.durationMs * 10) / 10 };
     if (r.code === 'internal') logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
+    else if (r.path.startsWith(HEALTH_PATH_PREFIX)) logger.debug({ ...fields, detail: r.error?.details }, 'health call'); // probes: every few seconds, forever
     else if (r.code !== undefined) logger.info({ ...fields, detail: r.error?.details }, 'call refused');
     else logger.info(fields, 'call');
   };
   addService(server, AgentGatewayService, gateway, { onCallEnd });
   if (memory !== undefined) addService(server, MemoryService, memory, { onCallEnd });
-  const health = addHealthService(
-    server,
-    { '': ServingStatus.SERVING, [AgentGatewayService.typeName]: ServingStatus.SERVING, ...(memory === undefined ? {} : { [MemoryService.typeName]: ServingStatus.SERVING }) },
-    { onCallEnd },
-  );
+  const services = ['', AgentGatewayService.typeName, ...(memory === undefined ? [] : [MemoryService.typeName])];
+  const health = addHealthService(server, Object.fromEntries(services.map((name) => [name, ServingStatus.NOT_SERVING])), { onCallEnd });
+  readiness.bindHealth(health, services);
   addReflectionService(server, memory === undefined ? [AgentGatewayService, Health] : [AgentGatewayService, MemoryService, Health]);
 
   let credentials: ServerCredentials;
@@ -201,6 +261,8 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
       ),
     );
   } catch (error) {
+    readiness.close();
+    serverMetrics.close();
     await gateway.close();
     await memory?.close();
     await heartbeat?.close();
@@ -210,7 +272,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     await database.close().catch(() => undefined);
     throw error;
   }
-  logger.info({ address: `${bindHost}:${port}`, gateway_id: options.gatewayId, tls: options.tls !== undefined }, 'gateway listening');
+  logger.info({ address: `${bindHost}:${port}`, tls: options.tls !== undefined, ready: readiness.ready, failing: readiness.report().failing }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -221,9 +283,12 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     audit: auditLog,
     database,
     memory,
-    metricsUrl: metrics?.url,
+    metricsUrl: metrics?.metricsUrl,
+    opsUrl: metrics?.baseUrl,
+    readiness,
     close() {
       closing ??= (async () => {
+        readiness.shutdown();
         health.shutdown();
         const drained = gateway.close();
         await new Promise<void>((resolve) => {
@@ -242,12 +307,52 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         await heartbeat?.close();
         await listener?.close();
         await metrics?.close();
+        serverMetrics.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
         await database.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed'));
       })();
       return closing;
     },
   };
+}
+
+/** Calls of grpc.health.v1.Health (logged at debug level: probes come every few seconds). */
+const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
+
+/**
+ * The gateway's own readiness checks:
+ * - `revocation` (when the checker can tell its freshness, as a MemoryRevocationSet can): fails while the copy
+ *   is older than its bound — agents are refused then (fail closed); with fail-open it passes and says so;
+ * - `storage`: `SELECT 1` within 5 s every `storageProbeIntervalMs`.
+ */
+function addReadinessChecks(
+  readiness: Readiness,
+  o: { readonly database: Database; readonly revocations: unknown; readonly clock: () => number; readonly storageProbeIntervalMs: number },
+): void {
+  const revocations = revocationSource(o.revocations);
+  if (revocations !== undefined) {
+    readiness.addProbe(
+      'revocation',
+      () => {
+        const now = o.clock();
+        const last = revocations.lastUpdatedMs;
+        const age = last === undefined ? undefined : Math.max(0, Math.round((now - last) / 1000));
+        const bound = Math.round(revocations.maxAgeMs / 1000);
+        if (revocations.isFresh(now)) return { ok: true, detail: `revocation list version ${revocations.version}, ${age ?? 0} s old (bound ${bound} s)` };
+        const why = last === undefined ? 'revocation list not loaded yet' : `revocation list version ${revocations.version} is ${age} s old (bound ${bound} s): registry unreachable?`;
+        return revocations.failOpen === true ? { ok: true, detail: `${why}; serving anyway (revocation_fail_open)` } : { ok: false, detail: `${why}; agents are refused (fail closed)` };
+      },
+      { intervalMs: 500, timeoutMs: 1_000 },
+    );
+  }
+  readiness.addProbe(
+    'storage',
+    async () => {
+      await o.database.ping(5_000);
+      return { ok: true, detail: `${o.database.engine} answers` };
+    },
+    { intervalMs: o.storageProbeIntervalMs, timeoutMs: 6_000 },
+  );
 }
 
 /**

@@ -35,6 +35,9 @@ export const DEFAULT_MAILBOX_QUOTA: Required<MailboxQuota> = Object.freeze({
   perSenderBytes: 64 * 1024 * 1024,
 });
 
+/** Which quota refused an item (the `limit` label of `parley_gateway_mailbox_quota_refusals_total`). */
+export type QuotaLimit = 'recipient_items' | 'recipient_bytes' | 'sender_items' | 'sender_bytes';
+
 /** How long a usage figure read from the database is trusted before it is read again (other instances write too). */
 const USAGE_REFRESH_MS = 30_000;
 /** Most usage figures cached (beyond it the idlest are dropped and read again when needed). */
@@ -59,8 +62,11 @@ export class Quotas {
   readonly #recipients = new Map<string, Usage>();
   readonly #senders = new Map<string, Usage>();
 
-  constructor(mailbox: Mailbox, limits: MailboxQuota | undefined, clock: () => number) {
+  readonly #onRefusal: (limit: QuotaLimit) => void;
+
+  constructor(mailbox: Mailbox, limits: MailboxQuota | undefined, clock: () => number, onRefusal: (limit: QuotaLimit) => void = () => undefined) {
     this.#mailbox = mailbox;
+    this.#onRefusal = onRefusal;
     this.#limits = { ...DEFAULT_MAILBOX_QUOTA, ...limits };
     for (const [k, v] of Object.entries(this.#limits)) if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`mailboxQuota.${k} must be a non-negative integer`);
     this.#clock = clock;
@@ -88,10 +94,14 @@ export class Quotas {
     const r = await this.#usage(this.#recipients, 'recipient', recipientId);
     const s = await this.#usage(this.#senders, 'sender', senderId);
     const l = this.#limits;
-    if (l.perRecipientItems > 0 && r.items + 1 > l.perRecipientItems) throw new RpcError('quota_exceeded', `the mailbox of ${recipientId} holds ${r.items} items, its limit`);
-    if (l.perRecipientBytes > 0 && r.bytes + size > l.perRecipientBytes) throw new RpcError('quota_exceeded', `the mailbox of ${recipientId} is at its byte limit`);
-    if (l.perSenderItems > 0 && s.items + 1 > l.perSenderItems) throw new RpcError('quota_exceeded', 'this sender has its limit of items waiting in mailboxes');
-    if (l.perSenderBytes > 0 && s.bytes + size > l.perSenderBytes) throw new RpcError('quota_exceeded', 'this sender has its byte limit waiting in mailboxes');
+    const refuse = (limit: QuotaLimit, message: string): never => {
+      this.#onRefusal(limit);
+      throw new RpcError('quota_exceeded', message);
+    };
+    if (l.perRecipientItems > 0 && r.items + 1 > l.perRecipientItems) refuse('recipient_items', `the mailbox of ${recipientId} holds ${r.items} items, its limit`);
+    if (l.perRecipientBytes > 0 && r.bytes + size > l.perRecipientBytes) refuse('recipient_bytes', `the mailbox of ${recipientId} is at its byte limit`);
+    if (l.perSenderItems > 0 && s.items + 1 > l.perSenderItems) refuse('sender_items', 'this sender has its limit of items waiting in mailboxes');
+    if (l.perSenderBytes > 0 && s.bytes + size > l.perSenderBytes) refuse('sender_bytes', 'this sender has its byte limit waiting in mailboxes');
     this.added(recipientId, senderId, size);
   }
 
@@ -139,8 +149,8 @@ export class Storage {
 
   constructor(mailbox: Mailbox, options: { readonly quota?: MailboxQuota; readonly clock: () => number; readonly metrics: GatewayMetrics; readonly isLocal: (agentId: string) => boolean }) {
     this.mailbox = mailbox;
-    this.quotas = new Quotas(mailbox, options.quota, options.clock);
     const { metrics, isLocal } = options;
+    this.quotas = new Quotas(mailbox, options.quota, options.clock, (limit) => metrics.quotaRefusals.inc({ limit }));
     this.#inserts = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
       onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_insert' }, n),

@@ -4,10 +4,12 @@
 // refusals at start (no pinned trust bundle), and a graceful SIGTERM
 // (GoAway `shutting_down`, exit 0).
 import { writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, rawConnect, run, start, startRegistry, tempDir, within, type RunningProcess, type TestRegistry } from './processes.js';
+import { EXIT_CODES } from '../src/cli.js';
+import { GATEWAY_CLI, duplicateKeys, rawConnect, run, start, startRegistry, tempDir, within, type RunningProcess, type TestRegistry } from './processes.js';
 
 const GATEWAY_ID = 'gw-cli.test';
 
@@ -21,7 +23,7 @@ describe('parley-gateway serve (process)', () => {
     crypto = await createCrypto();
     registry = await startRegistry(['--heartbeat-ms', '500']);
     const policyFile = join(dir.path, 'policy.json');
-    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     env = {
       PARLEY_GATEWAY_ID: GATEWAY_ID,
       PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
@@ -59,6 +61,16 @@ describe('parley-gateway serve (process)', () => {
       const agent = await registry.register(crypto, 'worker-early', 'worker');
       await expect(rawConnect(crypto, gw.readyLine['address'] as string, GATEWAY_ID, agent)).rejects.toThrow();
       expect(gw.stderr.some((l) => l.includes('revocation_stale'))).toBe(true);
+      // `check`: the gateway answers, and is not ready (exit 9), naming the failing check.
+      const readinessUrl = gw.readyLine['readiness_url'] as string;
+      expect(readinessUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/readyz$/);
+      const notReady = await run(GATEWAY_CLI, ['check', '--url', readinessUrl.replace('/readyz', '')]);
+      expect(notReady.code, notReady.stderr).toBe(EXIT_CODES.notReady);
+      expect(notReady.stdout).toMatch(/^NOT READY: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +FAIL +revocation list not loaded yet; agents are refused \(fail closed\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
+      expect(notReady.stderr).toBe('parley-gateway: error: not ready: revocation (revocation list not loaded yet; agents are refused (fail closed))\n');
+      const json = await run(GATEWAY_CLI, ['check', '--url', readinessUrl, '--json']);
+      expect(json.code).toBe(EXIT_CODES.notReady);
+      expect(JSON.parse(json.stdout)).toMatchObject({ url: readinessUrl, ready: false, failing: ['revocation'] });
     } finally {
       expect(await gw.stop()).toBe(0);
     }
@@ -81,6 +93,35 @@ describe('parley-gateway serve (process)', () => {
       const b = await rawConnect(crypto, address, GATEWAY_ID, other);
       const metrics = await (await fetch(metricsUrl)).text();
       expect(metrics).toMatch(/parley_gateway_connected_agents 2/);
+      expect(metrics).toMatch(/^parley_build_info\{program="parley-gateway",version="[^"]+",commit="[0-9a-f]{40}|unknown",node="v[\d.]+"\} 1$/m);
+      expect(metrics).toMatch(/^process_cpu_seconds_total \d/m); // process defaults, in the CLI
+      expect(metrics).toMatch(/^parley_gateway_revocation_feed_connected 1$/m);
+
+      // `check` against the running gateway: ready (exit 0); unreachable (7); usage (2).
+      const opsBase = (ready['readiness_url'] as string).replace('/readyz', '');
+      const ok = await run(GATEWAY_CLI, ['check', '--url', opsBase]);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stdout).toMatch(/^ready: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +ok +revocation list version \d+, \d+ s old \(bound 60 s\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
+      expect(ok.stderr).toBe('');
+      const closedPort = await new Promise<number>((resolve) => {
+        const s = createServer().listen(0, '127.0.0.1', () => {
+          const port = (s.address() as AddressInfo).port;
+          s.close(() => resolve(port));
+        });
+      });
+      const [unreachable, badUrl, portZero, off] = await Promise.all([
+        run(GATEWAY_CLI, ['check', '--url', `http://127.0.0.1:${closedPort}`, '--timeout-ms', '3000']),
+        run(GATEWAY_CLI, ['check', '--url', 'nope']),
+        run(GATEWAY_CLI, ['check'], env), // metrics_listen 127.0.0.1:0: nothing to find
+        run(GATEWAY_CLI, ['check'], { ...env, PARLEY_GATEWAY_METRICS_LISTEN: 'off' }),
+      ]);
+      expect(unreachable.code, unreachable.stderr).toBe(EXIT_CODES.unavailable);
+      expect(unreachable.stderr).toBe(`parley-gateway: error: http://127.0.0.1:${closedPort}/readyz unreachable (ECONNREFUSED)\n`);
+      expect(badUrl.code).toBe(EXIT_CODES.usage);
+      expect(portZero.code).toBe(EXIT_CODES.usage);
+      expect(portZero.stderr).toMatch(/metrics_listen has port 0/);
+      expect(off.code).toBe(EXIT_CODES.usage);
+      expect(off.stderr).toMatch(/metrics_listen is "off"/);
 
       await registry.revoke('worker-cli-victim');
       await within(2_000, () => a.goAway() === 'revoked', 'GoAway revoked from the serve process');
@@ -97,6 +138,11 @@ describe('parley-gateway serve (process)', () => {
       expect(b.goAway()).toBe('shutting_down');
       const logs = gw.stderr.map((l) => JSON.parse(l) as Record<string, unknown>);
       expect(logs.some((l) => l['msg'] === 'stopped')).toBe(true);
+      // Log hygiene: no line with a key twice; health probes at debug (not at this info level); a SIGTERM with
+      // agents connected logs no error (level 50+).
+      for (const line of gw.stderr) expect(duplicateKeys(line), line).toEqual([]);
+      expect(logs.filter((l) => String(l['method']).startsWith('/grpc.health.v1.Health/') || String(l['path']).startsWith('/readyz'))).toEqual([]);
+      expect(logs.filter((l) => (l['level'] as number) >= 50 && l['msg'] !== 'policy file rejected: keeping the previous policy').map((l) => l['msg'])).toEqual([]);
       // No secrets in the logs.
       expect(gw.stderr.join('\n')).not.toMatch(/"seed"|secret_key|password/);
     } finally {

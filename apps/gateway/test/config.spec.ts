@@ -9,14 +9,14 @@ import { RpcError } from '@parley/rpc';
 import pino from 'pino';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { EXIT_CODES, main } from '../src/cli.js';
-import { loadConfig, loadOrCreateAuditKey, watchPolicyFile, type ConfigSources } from '../src/config.js';
+import { ConfigError, loadConfig, loadOrCreateAuditKey, watchPolicyFile, type ConfigSources } from '../src/config.js';
 import type { Policy } from '../src/policy.js';
 import { tempDir } from './processes.js';
 
 const dir = tempDir('config');
 afterAll(() => dir.remove());
 
-const POLICY = { version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' } }] };
+const POLICY = { version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' } }] };
 writeFileSync(join(dir.path, 'policy.json'), JSON.stringify(POLICY));
 writeFileSync(join(dir.path, 'bundle.json'), '{"version":1,"issuers":[]}');
 
@@ -83,6 +83,36 @@ describe('loadConfig', () => {
     // Trust on first use only when asked for on the command line.
     expect(loadConfig({ env: { PARLEY_GATEWAY_ID: 'gw-2' }, trustOnFirstUse: true }).registry.trustOnFirstUse).toBe(true);
   });
+
+  it('reports every problem at once, in one line, with the worst code; a misspelt key gets a suggestion', () => {
+    const file = write('many.json', { gateway_id: 'GW 1', listen: '0.0.0.0:7443', mailbox_ttl_ms: 0, log_level: 'loud', rate_brust: 5, metrics_listen: 'nowhere' });
+    let error: unknown;
+    try {
+      loadConfig({ file, env: { PARLEY_GATEWAY_VERIFY_SIGNATURES: 'maybe' } });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const e = error as ConfigError;
+    expect(e.code).toBe('malformed'); // a bad value outranks the unsafe combinations
+    expect(e.problems.map((p) => p.message)).toEqual([
+      `${file}: unknown setting 'rate_brust' (did you mean 'rate_burst'?)`,
+      "gateway_id must be 1..128 characters of [a-z0-9._:-], got 'GW 1'",
+      'refusing to serve plaintext on non-loopback address 0.0.0.0: set tls_cert_file and tls_key_file',
+      "no pinned trust bundle: set trust_bundle_file (from `parley-registry trust-bundle`), or pass --trust-on-first-use to accept the registry's own",
+      `${file}: mailbox_ttl_ms must be an integer from 1000 to 3600000`,
+      "metrics_listen must be HOST:PORT (port 0..65535), got 'nowhere'",
+      'log_level must be one of trace, debug, info, warn, error',
+      'PARLEY_GATEWAY_VERIFY_SIGNATURES must be true or false',
+    ]);
+    expect(e.localDetails).toMatch(/^8 problems in the configuration: .*rate_brust.*; .*PARLEY_GATEWAY_VERIFY_SIGNATURES must be true or false$/);
+    expect(e.localDetails).not.toContain('\n');
+    // Only unsafe combinations: failed_precondition.
+    expect(failure({ file: write('unsafe.json', { gateway_id: 'gw-1', listen: '10.0.0.1:7443', registry_address: '10.0.0.2:50051' }), env: {} })).toMatchObject({
+      code: 'failed_precondition',
+      message: expect.stringMatching(/^3 problems in the configuration: refusing to serve plaintext .*; refusing to talk plaintext .*; no pinned trust bundle/) as string,
+    });
+  });
 });
 
 describe('audit key file', () => {
@@ -113,7 +143,7 @@ describe('policy file watch', () => {
     const applied: Policy[] = [];
     const w = watchPolicyFile(file, (p) => applied.push(p), logger, 50);
     try {
-      writeFileSync(file, JSON.stringify({ version: 1, rules: [...POLICY.rules, { from: { agentType: 'worker' }, to: { agentType: 'worker' } }] }));
+      writeFileSync(file, JSON.stringify({ version: 1, rules: [...POLICY.rules, { from: { agent_type: 'worker' }, to: { agent_type: 'worker' } }] }));
       await vi.waitFor(() => expect(applied.at(-1)?.document.rules.length).toBe(2), { timeout: 3_000 });
       const count = applied.length;
       writeFileSync(file, '{"version": 1, "rules": [{"from": 5}]}');
@@ -145,7 +175,7 @@ describe('CLI without a server', () => {
     const top = await cli(['--help']);
     expect(top.code).toBe(0);
     expect(top.out).toMatch(/Exit codes:/);
-    for (const c of [['serve'], ['check-config'], ['policy', 'check'], ['policy']]) {
+    for (const c of [['serve'], ['check'], ['check-config'], ['policy', 'check'], ['policy']]) {
       const r = await cli([...c, '--help']);
       expect(r.code, c.join(' ')).toBe(0);
       expect(r.out).toMatch(/Usage: parley-gateway/);
@@ -159,7 +189,7 @@ describe('CLI without a server', () => {
   });
 
   it('help pages are aligned; usage errors are one line in our words with a --help pointer, exit 2', async () => {
-    for (const c of [[], ['serve'], ['check-config'], ['policy'], ['policy', 'check']]) {
+    for (const c of [[], ['serve'], ['check'], ['check-config'], ['policy'], ['policy', 'check']]) {
       const r = await cli([...c, '--help']);
       expect(helpLayoutProblems(r.out), c.join(' ')).toEqual([]);
     }
@@ -182,8 +212,28 @@ describe('CLI without a server', () => {
     const good = write('good.json', { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json', policy_file: 'policy.json' });
     const ok = await cli(['check-config', '--config', good, '--json']);
     expect(ok.code).toBe(0);
-    expect(JSON.parse(ok.out)).toMatchObject({ ok: true, config: { gateway_id: 'gw-1', verify_signatures: true } });
+    expect(JSON.parse(ok.out)).toMatchObject({ ok: true, warnings: [], config: { gateway_id: 'gw-1', verify_signatures: true } });
     expect(ok.out).not.toMatch(/secret|password/i);
+    expect((await cli(['check-config', '--config', good])).out).toMatch(/^configuration OK\n\{/);
+    // Valid but deny-all (no policy file): OK, with a warning saying so.
+    const denyAll = await cli(['check-config', '--config', write('denyall.json', { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json' })]);
+    expect(denyAll.code).toBe(0);
+    expect(denyAll.out).toMatch(/^configuration OK, with 1 warning:\n {2}warning: no policy_file: the gateway denies every route \(deny all\) until one is configured\n/);
+    const oldPolicy = write('oldpolicy.json', { version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentId: 'w-1' } }] });
+    const deprecated = await cli(['check-config', '--config', write('oldp.json', { gateway_id: 'gw-1', trust_bundle_file: 'bundle.json', policy_file: 'oldpolicy.json', revocation_fail_open: true }), '--json']);
+    expect(deprecated.code).toBe(0);
+    expect((JSON.parse(deprecated.out) as { warnings: string[] }).warnings).toEqual([
+      `${oldPolicy}: deprecated key spellings "agentType" (now "agent_type"), "agentId" (now "agent_id"): rename them`,
+      'revocation_fail_open is true: on stale revocation data the gateway keeps admitting agents (a revoked agent may get through)',
+    ]);
+    const oldCheck = await cli(['policy', 'check', oldPolicy]);
+    expect(oldCheck.code).toBe(0);
+    expect(oldCheck.out).toContain('warning: deprecated key spellings "agentType" (now "agent_type"), "agentId" (now "agent_id")');
+    // Every problem at once, the files' with the values': one line on stderr.
+    const all = await cli(['check-config', '--config', write('allbad.json', { gateway_id: 'gw-1', trust_bundle_file: 'policy.json', policy_file: 'nope.json', log_level: 'loud' })]);
+    expect(all.code).toBe(EXIT_CODES.invalidArgument);
+    expect(all.err.trim().split('\n')).toHaveLength(1);
+    expect(all.err).toMatch(/^parley-gateway: error: 3 problems in the configuration: log_level must be one of .*; .*policy\.json is not a trust bundle.*; cannot read policy file .*nope\.json$/m);
     const noPin = await cli(['check-config', '--config', write('nopin.json', { gateway_id: 'gw-1' })]);
     expect(noPin.code).toBe(EXIT_CODES.failedPrecondition);
     expect(noPin.err.trim().split('\n')).toHaveLength(1);

@@ -48,7 +48,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     agentA = agent('planner-a', 'planner');
     agentB = agent('worker-b', 'worker');
     const logger = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
-    const policy = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+    const policy = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
     const auditKeys = [crypto.ed25519.generateKeyPair(), crypto.ed25519.generateKeyPair()];
     const common = { crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy, logger, metrics: false as const, database: { url, schema } };
     // One audit chain per instance: neither needs to trust the other's key.

@@ -18,7 +18,7 @@ export interface Agent extends LocalIdentity {
 }
 
 /** Allows planner ↔ worker; nothing else. */
-export const DEFAULT_POLICY = Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] });
+export const DEFAULT_POLICY = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
 
 export interface World {
   readonly crypto: ParleyCrypto;

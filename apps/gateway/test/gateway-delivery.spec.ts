@@ -208,7 +208,7 @@ describe('issue 13 (gateway findings)', () => {
 
   it('(7) a step 2 only answers a step 1 relayed the other way; a receipt only an envelope relayed the other way', async () => {
     // Before: under a one-way planner → worker policy a worker could put any step-2 frame or receipt into a planner's stream.
-    const gw = await start({ policy: Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' } }] }) });
+    const gw = await start({ policy: Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' } }] }) });
     const planner = world.agent('planner-c1', { agentType: 'planner' });
     const worker = world.agent('worker-c1');
     const p = await open(gw, planner);

@@ -229,15 +229,15 @@ describe('Outbound checks', () => {
       Policy.parse({
         version: 1,
         rules: [
-          { from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true },
-          { from: { agentId: 'auditor-1' }, to: { capability: 'tasks:read' } },
+          { from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true },
+          { from: { agent_id: 'auditor-1' }, to: { capability: 'tasks:read' } },
         ],
       }),
     );
     try {
       expect((await auditor.conn.sendFrame(step1(auditor, 'worker-6'))).status).toBe(DeliveryStatus.DELIVERED);
     } finally {
-      gw.gateway.setPolicy(Policy.parse({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+      gw.gateway.setPolicy(Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     }
     expect((await rejection(auditor.conn.sendFrame(step1(auditor, 'worker-6')))).code).toBe('policy_denied');
   });

@@ -216,6 +216,15 @@ describe.each(BACKENDS)('mailbox, audit and metrics on %s', (backend) => {
     expect(worker.opened).toHaveLength(1); // the application saw it once
     expect(isSessionError(worker.failures[0]) && worker.failures[0].code).toBe('replay');
     await vi.waitFor(async () => expect(await gw.mailbox.depth('worker-m2')).toBe(0), { timeout: 5_000 });
+    // The metrics tell first deliveries from redeliveries: the worker got steps 1 and 3 and the envelope (the
+    // planner step 2), none acked by the worker; after the reconnect those three came again, from the mailbox.
+    const text = await gw.gateway.metrics.registry.metrics();
+    const count = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    const live = count(/^parley_gateway_deliveries_total\{source="live"\} (\d+)$/m);
+    const stored = count(/^parley_gateway_deliveries_total\{source="mailbox"\} (\d+)$/m);
+    expect(live + stored).toBe(7);
+    expect(stored).toBeGreaterThanOrEqual(3);
+    expect(text).toMatch(/^parley_gateway_redeliveries_total 3$/m);
     await stop(gw);
   });
 

@@ -274,3 +274,33 @@ export async function within(ms: number, check: () => boolean, what: string): Pr
   }
   return Date.now() - t0;
 }
+
+/**
+ * Keys that occur twice in one object of a JSON text (JSON.parse keeps the
+ * last silently; log pipelines that refuse duplicates drop the whole line).
+ */
+export function duplicateKeys(text: string): string[] {
+  const dups: string[] = [];
+  const stack: { object: boolean; keys: Set<string> }[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (ch === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        const top = stack[stack.length - 1]!;
+        if (top.keys.has(key)) dups.push(key);
+        top.keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (ch === '{' || ch === '[') {
+      stack.push({ object: ch === '{', keys: new Set() });
+      expectKey = ch === '{';
+    } else if (ch === '}' || ch === ']') stack.pop();
+    else if (ch === ',') expectKey = stack[stack.length - 1]?.object === true;
+  }
+  return dups;
+}

@@ -14,6 +14,7 @@
 import { EXIT_CODES, Option, createProgram, exitCodeOf, jsonOption, runProgram, runWhenExecuted, type Failure } from '@parley/cli-kit';
 import { ERROR_CODE_METADATA_KEY, RpcError } from '@parley/rpc';
 import { addAgentCommands } from './cli/agent.js';
+import { NotReady, addCheckCommand } from './cli/check.js';
 import { PROGRAM, createRegistryCli } from './cli/context.js';
 import { addInitCommand } from './cli/init.js';
 import { addIssuerCommands } from './cli/issuer.js';
@@ -41,6 +42,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
   const cli = createRegistryCli(out);
   addInitCommand(program, cli);
   addServeCommand(program, cli);
+  addCheckCommand(program, cli);
   addAgentCommands(program, cli);
   addRevocationsCommand(program, cli);
   addOperatorCommands(program, cli);
@@ -61,6 +63,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
       ['6', 'invalid argument (bad key encoding, malformed field)'],
       ['7', 'unavailable (server or database unreachable)'],
       ['8', 'failed precondition (not initialised, challenge expired, dir in use)'],
+      ['9', 'not ready (check: the registry answered, a readiness check fails)'],
     ],
   });
   return runProgram(program, argv, { classify });
@@ -68,6 +71,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
 
 /** An error's exit code and line: an unreachable server says so, a local bug is "internal error", else its code's. */
 function classify(error: unknown): Failure {
+  if (error instanceof NotReady) return { exitCode: EXIT_CODES.notReady, code: 'not_ready', message: error.message };
   const e = RpcError.from(error);
   if (e.code === 'unavailable' && e.details.includes('No connection established')) {
     const why = /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT/.exec(e.details)?.[0] ?? 'no connection';

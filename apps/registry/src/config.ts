@@ -2,10 +2,15 @@
  * The registry's settings file, `registry.json` in the data directory,
  * written by `init` and read by every command. It holds no secret and no
  * database URL (which may carry a password): that comes from DATABASE_URL.
+ * Keys are snake_case, like every Parley configuration file; an unknown key is
+ * refused (a typo must not fall back to a default silently), and every
+ * problem of the file is reported at once.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ProblemList, suggestKey } from '@parley/cli-kit';
 import { RpcError } from '@parley/rpc';
+import { parseHostPort } from '@parley/rpc';
 
 /** Settings a running registry uses. */
 export interface RegistrySettings {
@@ -30,6 +35,11 @@ export interface RegistrySettings {
   readonly challengeTtlMs: number;
   /** Interval of signed heartbeats on a revocation watch. */
   readonly heartbeatMs: number;
+  /**
+   * The operations listener (`/metrics`, `/healthz`, `/readyz`) of `serve`, `host:port`, or `off`
+   * (the default: a registry opens no port an operator did not ask for).
+   */
+  readonly metricsListen: string;
 }
 
 const DAY = 86_400_000;
@@ -45,6 +55,7 @@ export const DEFAULT_SETTINGS: RegistrySettings = Object.freeze({
   maxValidityMs: 365 * DAY,
   challengeTtlMs: 5 * 60_000,
   heartbeatMs: 15_000,
+  metricsListen: 'off',
 });
 
 /** File names inside the data directory. */
@@ -67,7 +78,23 @@ interface SettingsJson {
   max_validity_ms: number;
   challenge_ttl_ms: number;
   heartbeat_ms: number;
+  metrics_listen: string;
 }
+
+/** Every key `registry.json` may hold. */
+const KNOWN_KEYS: ReadonlySet<string> = new Set([
+  'version',
+  'listen',
+  'reads_require_auth',
+  'directory_reads',
+  'issuer_activation_delay_ms',
+  'max_clock_skew_ms',
+  'default_validity_ms',
+  'max_validity_ms',
+  'challenge_ttl_ms',
+  'heartbeat_ms',
+  'metrics_listen',
+]);
 
 /** The JSON text of settings (what `init` writes). */
 export function settingsJson(s: RegistrySettings): string {
@@ -82,49 +109,85 @@ export function settingsJson(s: RegistrySettings): string {
     max_validity_ms: s.maxValidityMs,
     challenge_ttl_ms: s.challengeTtlMs,
     heartbeat_ms: s.heartbeatMs,
+    metrics_listen: s.metricsListen,
   };
   return `${JSON.stringify(json, null, 2)}\n`;
 }
 
 /**
- * Reads `registry.json` from a data directory.
- * @throws RpcError `failed_precondition` when the directory is not initialised; `malformed` on a bad file
+ * Checks an operations listener setting: `off`, or `host:port`.
+ * @throws RpcError `malformed`
+ */
+export function checkMetricsListen(value: string, what: string): string {
+  if (value !== 'off' && !isAddress(value)) throw new RpcError('malformed', `${what} must be "off" or host:port, got '${value}'`);
+  return value;
+}
+
+/**
+ * Reads `registry.json` from a data directory, reporting every problem at once.
+ * @throws RpcError `failed_precondition` when the directory is not initialised; ConfigError (`malformed`) on a bad file
  */
 export function readSettings(dataDir: string): RegistrySettings {
   const path = join(dataDir, DATA_FILES.config);
   if (!existsSync(path)) {
     throw new RpcError('failed_precondition', `${dataDir} is not an initialised registry data directory (no ${DATA_FILES.config}): run \`init\` first`);
   }
-  let json: Partial<SettingsJson>;
+  let parsed: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8')) as Partial<SettingsJson>;
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch {
     throw new RpcError('malformed', `${path} is not valid JSON`);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new RpcError('malformed', `${path} must hold a JSON object`);
+  const json = parsed as Record<string, unknown>;
+  const problems = new ProblemList();
+  for (const key of Object.keys(json)) if (!KNOWN_KEYS.has(key)) problems.add('malformed', `unknown key '${key}'${suggestKey(key, KNOWN_KEYS)}`);
+  if (json['version'] !== 1) problems.add('malformed', `unsupported version ${JSON.stringify(json['version'] ?? null)} (expected 1)`);
   const num = (key: keyof SettingsJson, min: number): number => {
     const v = json[key] ?? DEFAULT_SETTINGS[camel(key) as keyof RegistrySettings];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RpcError('malformed', `${path}: ${key} must be an integer ≥ ${min}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+      problems.add('malformed', `${key} must be an integer ≥ ${min}`);
+      return 0;
+    }
     return v;
   };
-  if (json.version !== 1) throw new RpcError('malformed', `${path}: unsupported version (expected 1)`);
-  const listen = json.listen ?? DEFAULT_SETTINGS.listen;
-  if (typeof listen !== 'string') throw new RpcError('malformed', `${path}: listen must be "host:port"`);
-  const reads = json.reads_require_auth ?? DEFAULT_SETTINGS.readsRequireAuth;
-  if (typeof reads !== 'boolean') throw new RpcError('malformed', `${path}: reads_require_auth must be true or false`);
+  const address = (key: keyof SettingsJson, offAllowed: boolean): string => {
+    const v = json[key] ?? DEFAULT_SETTINGS[camel(key) as keyof RegistrySettings];
+    const ok = typeof v === 'string' && ((offAllowed && v === 'off') || isAddress(v));
+    if (ok) return v;
+    problems.add('malformed', `${key} must be ${offAllowed ? '"off" or ' : ''}"host:port", got ${JSON.stringify(v)}`);
+    return '';
+  };
+  const listen = address('listen', false);
+  const metricsListen = address('metrics_listen', true);
+  const reads = json['reads_require_auth'] ?? DEFAULT_SETTINGS.readsRequireAuth;
+  if (typeof reads !== 'boolean') problems.add('malformed', 'reads_require_auth must be true or false');
   // Absent (a registry.json written before this setting existed) means the default: authenticated.
-  const directory = json.directory_reads ?? DEFAULT_SETTINGS.directoryReads;
-  if (directory !== 'authenticated' && directory !== 'public') throw new RpcError('malformed', `${path}: directory_reads must be "authenticated" or "public"`);
-  return {
+  const directory = json['directory_reads'] ?? DEFAULT_SETTINGS.directoryReads;
+  if (directory !== 'authenticated' && directory !== 'public') problems.add('malformed', 'directory_reads must be "authenticated" or "public"');
+  const settings: RegistrySettings = {
     listen,
-    readsRequireAuth: reads,
-    directoryReads: directory,
+    readsRequireAuth: reads === true,
+    directoryReads: directory === 'public' ? 'public' : 'authenticated',
     issuerActivationDelayMs: num('issuer_activation_delay_ms', 0),
     maxClockSkewMs: num('max_clock_skew_ms', 1000),
     defaultValidityMs: num('default_validity_ms', 60_000),
     maxValidityMs: num('max_validity_ms', 60_000),
     challengeTtlMs: num('challenge_ttl_ms', 1000),
     heartbeatMs: num('heartbeat_ms', 100),
+    metricsListen,
   };
+  problems.take(path);
+  return settings;
+}
+
+function isAddress(value: string): boolean {
+  try {
+    parseHostPort(value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function camel(key: string): string {

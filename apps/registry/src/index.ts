@@ -3,7 +3,6 @@
  * "Registry"; docs/PROTOCOL.md §15): gRPC server, storage on PostgreSQL or
  * PGlite, and the operator CLI (`parley-registry`, src/cli.ts).
  */
-export { isLoopback, parseAddress } from './address.js';
 export { RegistryServer, MAX_REQUEST_BYTES, MAX_PAGE_SIZE, MAX_LIST_ENTRIES } from './server.js';
 export type { RegistryServerOptions, TlsFiles } from './server.js';
 export { RegistryStore, REVOCATION_CHANNEL } from './store.js';

@@ -1,24 +1,12 @@
 /**
- * Versioned SQL migrations, applied on start (DESIGN.md "Registry"). The same
- * SQL runs on PostgreSQL and PGlite.
- *
- * Each migration runs in its own transaction that first takes a
- * transaction-scoped advisory lock (`pg_advisory_xact_lock`), then reads the
- * `registry_migrations` table: so two processes starting at once serialise,
- * the second sees the first's committed record and skips, and a migration is
- * either applied and recorded or neither. Running them again is a no-op.
- * A database that records a version this build does not know is refused: an
- * older binary must not run against a newer schema.
+ * The registry's schema: versioned SQL migrations, applied on start (DESIGN.md
+ * "Registry") by @parley/db's one migration runner (`migrate`: an advisory
+ * lock per component, a `registry_migrations` table, a newer schema refused).
+ * The same SQL runs on PostgreSQL and PGlite.
  */
-import { RpcError } from '@parley/rpc';
-import { assertSchemaName, int, type Database } from '@parley/db';
+import { migrate, type Database, type Migration, type MigrationResult } from '@parley/db';
 
-/** One migration: a version (1, 2, …, gapless), a name, and its SQL. */
-export interface Migration {
-  readonly version: number;
-  readonly name: string;
-  readonly sql: string;
-}
+export type { Migration, MigrationResult };
 
 /** Advisory lock key that serialises migrations (any fixed 64-bit value; this is "parleyrg"). */
 export const MIGRATION_LOCK_KEY = 0x7061726c65797267n;
@@ -193,59 +181,17 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   },
 ]);
 
-/** What {@link applyMigrations} did. */
-export interface MigrationResult {
-  /** Versions this call applied (empty when the schema was current). */
-  readonly applied: number[];
-  /** The schema version afterwards. */
-  readonly version: number;
-}
-
 /**
- * Applies every migration not yet recorded, each in its own transaction under
- * the advisory lock. Safe to run twice and from several processes at once.
+ * Applies every registry migration not yet recorded, each in its own transaction under the advisory lock.
+ * Safe to run twice and from several processes at once.
  *
  * @param db the database (with its search_path schema, if any)
  * @param schema when set, created first (PostgreSQL only; PGlite uses `public`)
  * @param migrations the list to apply (default {@link MIGRATIONS})
  * @returns the versions applied and the resulting version
- * @throws RpcError `failed_precondition` when the database records a newer version than this build knows;
+ * @throws DbError `failed_precondition` when the database records a newer version than this build knows;
  *   `malformed` on a bad schema name
  */
-export async function applyMigrations(db: Database, schema?: string, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationResult> {
-  // Interpolated into CREATE SCHEMA below: the same check as openDatabase, here too (this function is exported).
-  if (schema !== undefined) assertSchemaName(schema);
-  const applied: number[] = [];
-  const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1]!.version;
-  const prepare = async (tx: Pick<Database, 'query' | 'exec'>): Promise<number> => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
-    if (schema !== undefined) await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-    await tx.exec(`
-      CREATE TABLE IF NOT EXISTS registry_migrations (
-        version        integer PRIMARY KEY,
-        name           text    NOT NULL,
-        applied_at_ms  bigint  NOT NULL
-      )`);
-    const rows = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM registry_migrations');
-    return int(rows[0]?.v ?? 0);
-  };
-  for (const migration of migrations) {
-    await db.transaction(async (tx) => {
-      const current = await prepare(tx);
-      if (current > known) {
-        throw new RpcError('failed_precondition', `database schema is at version ${current}, newer than this registry build (${known}): upgrade the registry`);
-      }
-      if (current >= migration.version) return;
-      if (current !== migration.version - 1) throw new RpcError('internal', `migration ${migration.version} cannot follow schema version ${current}`);
-      await tx.exec(migration.sql);
-      await tx.query('INSERT INTO registry_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)', [migration.version, migration.name, Date.now()]);
-      applied.push(migration.version);
-    });
-  }
-  // Also refuses a newer schema when every known migration was already applied.
-  const version = await db.transaction(async (tx) => prepare(tx));
-  if (version > known) {
-    throw new RpcError('failed_precondition', `database schema is at version ${version}, newer than this registry build (${known}): upgrade the registry`);
-  }
-  return { applied, version };
+export function applyMigrations(db: Database, schema?: string, migrations: readonly Migration[] = MIGRATIONS): Promise<MigrationResult> {
+  return migrate(db, { component: 'registry', table: 'registry_migrations', lockKey: MIGRATION_LOCK_KEY, migrations }, schema === undefined ? {} : { schema });
 }

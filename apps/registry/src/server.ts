@@ -19,7 +19,12 @@
  * signed by the active key); a timer activates it when due (the new trust
  * bundle version is signed by the new key) and drops retired keys past their
  * not_after_ms. The same timer notices changes made by other registry
- * processes on a shared database and loads the key they activated.
+ * processes on a shared database and loads the key they activated. Every
+ * refused authorisation is a security event (`event: "security"`, stable
+ * fields, see the README) and counted.
+ *
+ * Health reflects readiness (@parley/ops): NOT_SERVING while the database does
+ * not answer a probe (`storage`), SERVING again by itself when it does.
  */
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -52,16 +57,20 @@ import {
   type SignedRevocationHeadSchema,
 } from '@parley/proto';
 import {
-  RpcError,
-  ServingStatus,
   addHealthService,
   addReflectionService,
   addService,
+  formatHostPort,
+  isLoopbackHost,
+  parseHostPort,
+  RpcError,
+  ServingStatus,
   type CallContext,
   type CallRecord,
   type HealthReporter,
   type ServiceImplementation,
 } from '@parley/rpc';
+import { Readiness, ServerMetrics, buildInfo, logReadiness } from '@parley/ops';
 import {
   CHALLENGE_BYTES,
   JOIN_TOKEN_ID_BYTES,
@@ -79,8 +88,8 @@ import {
 } from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
-import { parseAddress, isLoopback } from './address.js';
 import type { IssuerKeyFiles } from './issuer-keys.js';
+import { RegistryMetrics } from './metrics.js';
 import { REVOCATION_CHANNEL, TRUST_BUNDLE_CHANNEL, type AgentRow, type IssuerRow, type JoinTokenRow, type RegistryStore, type RevocationRow } from './store.js';
 
 /** Largest request the server accepts (every registry request is far smaller). */
@@ -127,7 +136,19 @@ export interface RegistryServerOptions {
   readonly keyFiles: IssuerKeyFiles;
   readonly settings: RegistrySettings;
   readonly logger: Logger;
+  /**
+   * Also export prom-client's process and Node.js metrics (one set per process:
+   * `serve` turns them on; tests running several registries leave them off).
+   */
+  readonly processMetrics?: boolean;
+  /** How often the `storage` readiness check probes the database, ms. Default 2 000 (timeout 5 000). */
+  readonly storageProbeIntervalMs?: number;
 }
+
+/** The program name in `parley_build_info`. */
+export const REGISTRY_PROGRAM = 'parley-registry';
+/** Calls of grpc.health.v1.Health (logged at debug level: probes come every few seconds). */
+const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
 
 /** The authenticated operator of a call, when there is one. */
 interface Caller {
@@ -185,6 +206,14 @@ export class RegistryServer {
   #activeKeyId: Uint8Array | undefined;
   #bundleVersion = 0;
   #stopped = false;
+  /**
+   * The readiness checks behind gRPC health and `/readyz` (`storage`; other
+   * components add theirs: `set(name, { ok, detail })` or `addProbe`).
+   */
+  readonly readiness = new Readiness();
+  /** The registry's metrics; `metrics.registry` is what the operations listener serves. */
+  readonly metrics: RegistryMetrics;
+  readonly #serverMetrics: ServerMetrics;
 
   constructor(options: RegistryServerOptions) {
     this.#o = options;
@@ -192,6 +221,24 @@ export class RegistryServer {
       'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
       'grpc.keepalive_permit_without_calls': 1,
     });
+    const { store } = options;
+    this.metrics = new RegistryMetrics({ revocationVersion: async () => (await store.revocationHead()).version });
+    this.#serverMetrics = new ServerMetrics({
+      registry: this.metrics.registry,
+      build: buildInfo(REGISTRY_PROGRAM, new URL('../package.json', import.meta.url)),
+      processMetrics: options.processMetrics === true,
+      database: store.db,
+      readiness: this.readiness,
+    });
+    this.readiness.addProbe(
+      'storage',
+      async () => {
+        await store.db.ping(5_000);
+        return { ok: true, detail: `${store.db.engine} answers` };
+      },
+      { intervalMs: options.storageProbeIntervalMs ?? 2_000, timeoutMs: 6_000 },
+    );
+    logReadiness(this.readiness, options.logger);
   }
 
   /**
@@ -205,8 +252,8 @@ export class RegistryServer {
    *   plaintext on a public address), `unavailable` (cannot bind)
    */
   async start(address: string, tlsFiles?: TlsFiles): Promise<{ host: string; port: number }> {
-    const { host, port } = parseAddress(address);
-    if (tlsFiles === undefined && !isLoopback(host)) {
+    const { host, port } = parseHostPort(address);
+    if (tlsFiles === undefined && !isLoopbackHost(host)) {
       throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: give --tls-cert and --tls-key`);
     }
     const { store, keyFiles, logger } = this.#o;
@@ -217,9 +264,15 @@ export class RegistryServer {
     this.#activeKeyId = keys[0]!.keyId;
     this.#bundleVersion = await store.ensureTrustBundle((id) => this.#key(id), Date.now());
 
-    const onCallEnd = (r: CallRecord): void => this.#logCall(r);
+    const onCallEnd = (r: CallRecord): void => {
+      this.#serverMetrics.onCallEnd(r);
+      this.#logCall(r);
+    };
     addService(this.#server, RegistryService, this.#implementation(), { onCallEnd });
-    this.#health = addHealthService(this.#server, { '': ServingStatus.SERVING, [RegistryService.typeName]: ServingStatus.SERVING }, { onCallEnd });
+    const services = ['', RegistryService.typeName];
+    this.#health = addHealthService(this.#server, Object.fromEntries(services.map((name) => [name, ServingStatus.NOT_SERVING])), { onCallEnd });
+    await this.readiness.start();
+    this.readiness.bindHealth(this.#health, services);
     addReflectionService(this.#server, [RegistryService, Health]);
 
     this.#unlisten = await store.db.listen(REVOCATION_CHANNEL, () => this.#notifier.notify());
@@ -240,16 +293,18 @@ export class RegistryServer {
       credentials = ServerCredentials.createSsl(null, [{ cert_chain: tlsFiles.certChain, private_key: tlsFiles.privateKey }], false);
     }
     const bound = await new Promise<number>((resolve, reject) =>
-      this.#server.bindAsync(`${host}:${port}`, credentials, (error, p) =>
-        error ? reject(new RpcError('unavailable', `cannot listen on ${host}:${port}: ${error.message}`, { cause: error })) : resolve(p),
+      this.#server.bindAsync(formatHostPort({ host, port }), credentials, (error, p) =>
+        error ? reject(new RpcError('unavailable', `cannot listen on ${formatHostPort({ host, port })}: ${error.message}`, { cause: error })) : resolve(p),
       ),
     );
-    return { host, port: bound };
+    return { host: host.includes(':') ? `[${host}]` : host, port: bound };
   }
 
   /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */
   async stop(graceMs = 5_000): Promise<void> {
     this.#stopped = true;
+    this.readiness.shutdown();
+    this.#serverMetrics.close();
     this.#health?.shutdown();
     if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
     if (this.#lifecycleTimer !== undefined) clearInterval(this.#lifecycleTimer);
@@ -358,9 +413,32 @@ export class RegistryServer {
 
   #logCall(r: CallRecord): void {
     const fields = { method: r.path, peer: r.peer, grpc_code: r.grpcCode, code: r.code ?? 'ok', duration_ms: Math.round(r.durationMs * 10) / 10 };
-    if (r.code === 'internal' || r.code === 'unavailable') this.#o.logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
+    if (r.code === 'internal' || (r.code === 'unavailable' && this.readiness.ready)) this.#o.logger.error({ ...fields, err: r.error?.cause ?? r.error }, 'call failed');
+    else if (r.code === 'unavailable') this.#o.logger.warn({ ...fields, detail: r.error?.localDetails }, 'call failed: not ready'); // the storage check already says why
+    else if (r.path.startsWith(HEALTH_PATH_PREFIX)) this.#o.logger.debug({ ...fields, detail: r.error?.localDetails }, 'health call');
     else if (r.code !== undefined) this.#o.logger.info({ ...fields, detail: r.error?.localDetails }, 'call refused');
     else this.#o.logger.info(fields, 'call');
+  }
+
+  /**
+   * Refuses a call for a failed security check: a security event with the
+   * stable fields (README), counted, then the error.
+   */
+  #refuse(ctx: CallContext, code: 'unauthenticated' | 'permission_denied' | 'bad_signature', message: string, who: { keyId?: Uint8Array; agent?: string } = {}): never {
+    this.metrics.authRefusals.inc({ code });
+    this.#o.logger.warn(
+      {
+        event: 'security',
+        stage: `registry.${ctx.method.name}`,
+        code,
+        agent: who.agent,
+        key_id: who.keyId === undefined ? undefined : toHex(who.keyId),
+        remote: ctx.peer,
+        detail: message,
+      },
+      'security event',
+    );
+    throw new RpcError(code, message);
   }
 
   // -------------------------------------------------------------------------
@@ -388,23 +466,25 @@ export class RegistryServer {
       const open =
         kind === 'revocations' ? !settings.readsRequireAuth : kind === 'directory' || kind === 'operators' ? settings.directoryReads === 'public' && !settings.readsRequireAuth : false;
       if (open) return undefined;
-      throw new RpcError(
+      return this.#refuse(
+        ctx,
         'unauthenticated',
         kind === 'directory' ? `${ctx.method.name} requires an operator or agent request signature (directory_reads is "authenticated")` : `${ctx.method.name} requires an operator request signature`,
       );
     }
+    const who = { keyId: auth.keyId };
     const operator = await this.#o.store.operator(auth.keyId);
-    if (operator === undefined) throw new RpcError('permission_denied', `key ${toHex(auth.keyId)} is not a listed operator of this registry`);
+    if (operator === undefined) return this.#refuse(ctx, 'permission_denied', `key ${toHex(auth.keyId)} is not a listed operator of this registry`, who);
     const target = { registryId: this.#registryId, path: ctx.path, body: ctx.requestBytes };
     if (!verifyOperatorRequest(this.#o.crypto, operator.publicKey, auth, target)) {
-      throw new RpcError('permission_denied', 'operator request signature does not verify');
+      return this.#refuse(ctx, 'permission_denied', 'operator request signature does not verify', who);
     }
     const skew = auth.timestampMs - Date.now();
     if (Math.abs(skew) > this.#o.settings.maxClockSkewMs) {
-      throw new RpcError('permission_denied', `operator request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${this.#o.settings.maxClockSkewMs / 1000} s)`);
+      return this.#refuse(ctx, 'permission_denied', `operator request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${this.#o.settings.maxClockSkewMs / 1000} s)`, who);
     }
     const fresh = await this.#o.store.useNonce(auth.keyId, auth.nonce, auth.timestampMs + this.#o.settings.maxClockSkewMs + 1000);
-    if (!fresh) throw new RpcError('permission_denied', 'operator request replayed (nonce already used)');
+    if (!fresh) return this.#refuse(ctx, 'permission_denied', 'operator request replayed (nonce already used)', who);
     return { keyId: auth.keyId, name: operator.name };
   }
 
@@ -412,21 +492,22 @@ export class RegistryServer {
   async #authoriseAgent(ctx: CallContext, auth: NonNullable<ReturnType<typeof parseAgentMetadata>>): Promise<void> {
     const { store, crypto, settings } = this.#o;
     const nowMs = Date.now();
+    const who = { agent: auth.agentId };
     const agent = await store.agent(auth.agentId, nowMs);
     if (agent === undefined || !crypto.constantTimeEqual(agent.certificate.serial, auth.serial)) {
-      throw new RpcError('permission_denied', 'the signing agent is unknown, or the serial is not its current certificate');
+      return this.#refuse(ctx, 'permission_denied', 'the signing agent is unknown, or the serial is not its current certificate', who);
     }
     if (agent.status !== AgentStatus.ACTIVE || nowMs < Number(agent.certificate.validFromMs)) {
-      throw new RpcError('permission_denied', `the signing agent's certificate is ${agent.status === AgentStatus.REVOKED ? 'revoked' : 'not valid now'}`);
+      return this.#refuse(ctx, 'permission_denied', `the signing agent's certificate is ${agent.status === AgentStatus.REVOKED ? 'revoked' : 'not valid now'}`, who);
     }
     const target = { registryId: this.#registryId, path: ctx.path, body: ctx.requestBytes };
-    if (!verifyAgentRequest(crypto, agent.certificate.identityPublicKey, auth, target)) throw new RpcError('permission_denied', 'agent request signature does not verify');
+    if (!verifyAgentRequest(crypto, agent.certificate.identityPublicKey, auth, target)) return this.#refuse(ctx, 'permission_denied', 'agent request signature does not verify', who);
     const skew = auth.timestampMs - nowMs;
     if (Math.abs(skew) > settings.maxClockSkewMs) {
-      throw new RpcError('permission_denied', `agent request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${settings.maxClockSkewMs / 1000} s)`);
+      return this.#refuse(ctx, 'permission_denied', `agent request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${settings.maxClockSkewMs / 1000} s)`, who);
     }
     const fresh = await store.useNonce(computeKeyId(crypto, agent.certificate.identityPublicKey), auth.nonce, auth.timestampMs + settings.maxClockSkewMs + 1000);
-    if (!fresh) throw new RpcError('permission_denied', 'agent request replayed (nonce already used)');
+    if (!fresh) return this.#refuse(ctx, 'permission_denied', 'agent request replayed (nonce already used)', who);
   }
 
   // -------------------------------------------------------------------------
@@ -488,9 +569,9 @@ export class RegistryServer {
     return value;
   }
 
-  #verifyAgentSignature(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, what: string): void {
+  #verifyAgentSignature(ctx: CallContext, signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, what: string, agent: string): void {
     this.#bytes(signature, 64, what);
-    if (!this.#o.crypto.ed25519.verify(signature, message, publicKey)) throw new RpcError('bad_signature', `${what} does not verify`);
+    if (!this.#o.crypto.ed25519.verify(signature, message, publicKey)) this.#refuse(ctx, 'bad_signature', `${what} does not verify`, { agent, keyId: computeKeyId(this.#o.crypto, publicKey) });
   }
 
   // -------------------------------------------------------------------------
@@ -519,12 +600,15 @@ export class RegistryServer {
         const validity = this.#validity(req.validFromMs, req.validUntilMs, nowMs);
         const caller = await this.#authorise(ctx, 'write');
         this.#verifyAgentSignature(
+          ctx,
           req.proofSignature,
           registrationProofLayout({ registryId: this.#registryId, challenge, agentId, identityPublicKey }),
           identityPublicKey,
           'proof_signature (the agent key over the registration challenge)',
+          agentId,
         );
         const agent = await store.registerAgent(this.#active(), { agentId, identityPublicKey, agentType, capabilities, ...validity, challenge, nowMs });
+        this.metrics.issued.inc({ reason: 'register' });
         this.#o.logger.info({ agent_id: agentId, serial: toHex(agent.certificate.serial), operator: caller?.name }, 'agent registered');
         return { agent: this.#record(agent) };
       },
@@ -558,7 +642,7 @@ export class RegistryServer {
         return { agents: page.agents.map((a) => this.#record(a)), nextPageToken: page.more && last !== undefined ? encodePageToken(last.agentId) : '' };
       },
 
-      rotateKey: async (req) => {
+      rotateKey: async (req, ctx) => {
         const nowMs = Date.now();
         const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
         const newPublicKey = this.#bytes(req.newIdentityPublicKey, 32, 'new_identity_public_key');
@@ -570,9 +654,11 @@ export class RegistryServer {
         const oldPublicKey = agent.certificate.identityPublicKey;
         const fields = { registryId: this.#registryId, challenge, agentId, oldPublicKey, newPublicKey };
         // Authorised by the current key; the new key proves possession. Both before anything is written.
-        this.#verifyAgentSignature(req.oldKeySignature, rotationAuthorisationLayout(fields), oldPublicKey, 'old_key_signature (the current identity key)');
-        this.#verifyAgentSignature(req.newKeySignature, rotationProofLayout(fields), newPublicKey, 'new_key_signature (the new identity key)');
+        this.#verifyAgentSignature(ctx, req.oldKeySignature, rotationAuthorisationLayout(fields), oldPublicKey, 'old_key_signature (the current identity key)', agentId);
+        this.#verifyAgentSignature(ctx, req.newKeySignature, rotationProofLayout(fields), newPublicKey, 'new_key_signature (the new identity key)', agentId);
         const result = await store.rotateKey(this.#active(), { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+        this.metrics.issued.inc({ reason: 'rotate' });
+        this.metrics.revoked.inc({ subject: 'serial', via: 'rotate' });
         this.#notifier.notify();
         this.#o.logger.info({ agent_id: agentId, serial: toHex(result.agent.certificate.serial), superseded_version: result.superseded.version }, 'agent key rotated');
         return { agent: this.#record(result.agent), superseded: this.#entry(result.superseded) };
@@ -595,6 +681,7 @@ export class RegistryServer {
         const caller = await this.#authorise(ctx, 'write');
         const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs };
         const entry = agentId !== undefined ? await store.revokeAgent(agentId, request) : await store.revokeSerial(serial!, request);
+        this.metrics.revoked.inc({ subject: agentId !== undefined ? 'agent' : 'serial', via: 'revoke' });
         this.#notifier.notify();
         this.#o.logger.info({ version: entry.version, agent_id: agentId, serial: serial && toHex(serial), operator: caller?.name }, 'revoked');
         return { entry: this.#entry(entry) };
@@ -714,10 +801,12 @@ export class RegistryServer {
         if (req.timestampMs < 0n || req.timestampMs > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpcError('malformed', 'timestamp_ms must be milliseconds since the epoch');
         const tokenHash = joinTokenHash(crypto, tokenId, tokenSecret);
         this.#verifyAgentSignature(
+          ctx,
           req.proofSignature,
           enrolmentLayout({ registryId: this.#registryId, tokenId, tokenHash, agentId, identityPublicKey, timestampMs: req.timestampMs }),
           identityPublicKey,
           'proof_signature (the agent key over the enrolment layout)',
+          agentId,
         );
         const skew = Number(req.timestampMs) - nowMs;
         if (skew < -settings.maxClockSkewMs) throw new RpcError('stale_timestamp', `enrolment timestamp is ${Math.round(-skew / 1000)} s old (allowed ${settings.maxClockSkewMs / 1000} s)`);
@@ -732,6 +821,7 @@ export class RegistryServer {
           }
           throw error;
         }
+        this.metrics.issued.inc({ reason: 'enrol' });
         this.#o.logger.info({ event: 'agent_enrolled', agent_id: agentId, token_id: toHex(tokenId), serial: toHex(agent.certificate.serial) }, 'agent enrolled with a join token');
         return { agent: this.#record(agent) };
       },
@@ -749,7 +839,7 @@ export class RegistryServer {
         const keyId = this.#bytes(req.keyId, 16, 'key_id');
         const caller = await this.#authorise(ctx, 'write');
         const op = await store.removeOperator(keyId, caller?.keyId ?? null, Date.now());
-        this.#o.logger.warn({ event: 'security', stage: 'operator', operator_key_id: toHex(op.keyId), name: op.name, by: caller?.name }, 'operator removed');
+        this.#o.logger.warn({ event: 'security', stage: 'registry.RemoveOperator', code: 'operator_removed', key_id: toHex(op.keyId), name: op.name, by: caller?.name, remote: ctx.peer }, 'operator removed');
         return { operator: { keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) } };
       },
 
@@ -802,8 +892,17 @@ export class RegistryServer {
    * with its last head version resumes exactly after it.
    */
   async *#watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
-    const { store, settings } = this.#o;
     await this.#authorise(ctx, 'revocations');
+    this.metrics.watchers.inc();
+    try {
+      yield* this.#follow(afterVersion, ctx);
+    } finally {
+      this.metrics.watchers.dec();
+    }
+  }
+
+  async *#follow(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
+    const { store, settings } = this.#o;
     let cursor = this.#checkAfter(afterVersion, (await store.revocationHead()).version);
     let hash = await store.hashAt(cursor);
     let sentAt = 0;

@@ -23,6 +23,7 @@ function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
 const COMMANDS = [
   ['init'],
   ['serve'],
+  ['check'],
   ['agent', 'register'],
   ['agent', 'enroll'],
   ['agent', 'list'],

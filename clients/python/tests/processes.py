@@ -128,7 +128,7 @@ class Deployment:
         bundle = self.registry_cli(["trust-bundle"])
         self.trust_bundle.write_text(bundle.stdout)
         policy = self.dir / "policy.json"
-        policy.write_text(json.dumps({"version": 1, "rules": [{"from": {"agentType": "planner"}, "to": {"agentType": "worker"}, "bidirectional": True}]}))
+        policy.write_text(json.dumps({"version": 1, "rules": [{"from": {"agent_type": "planner"}, "to": {"agent_type": "worker"}, "bidirectional": True}]}))
         self.start_gateway()
         return self
 

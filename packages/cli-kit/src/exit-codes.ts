@@ -18,6 +18,8 @@ export const EXIT_CODES = Object.freeze({
   invalidArgument: 6,
   unavailable: 7,
   failedPrecondition: 8,
+  /** `check` commands: the server answered, and is not ready (a readiness check fails). No error code maps here. */
+  notReady: 9,
 } as const);
 
 /** One of {@link EXIT_CODES}. */

@@ -10,8 +10,10 @@
 export { EXIT_CODES, EXIT_CODE_BY_ERROR_CODE, exitCodeOf } from './exit-codes.js';
 export type { ExitCode } from './exit-codes.js';
 
-// For every CLI: the usage error
+// For every CLI: the usage error, and configuration problems reported all at once
 export { UsageError, isUsageError } from './usage-error.js';
+export { ConfigError, ProblemList, suggestKey } from './config-problems.js';
+export type { ConfigProblem } from './config-problems.js';
 
 // For every CLI: program, help, running
 export { CliCommand, commandGroup, commandPath, createProgram, internalFailure, runProgram } from './program.js';

@@ -3,8 +3,11 @@
 // runner's exit codes, and the error-code table.
 import { describe, expect, it } from 'vitest';
 import {
+  ConfigError,
   EXIT_CODES,
+  EXIT_CODE_BY_ERROR_CODE,
   Option,
+  ProblemList,
   UsageError,
   commandGroup,
   createProgram,
@@ -15,6 +18,7 @@ import {
   jsonOption,
   printJson,
   runProgram,
+  suggestKey,
   type Failure,
 } from '../src/index.js';
 
@@ -206,7 +210,42 @@ describe('exit codes and errors', () => {
     expect(exitCodeOf('internal')).toBe(1);
     expect(exitCodeOf('constructor')).toBe(1);
     expect(exitCodeOf('')).toBe(1);
-    expect(new Set(Object.values(EXIT_CODES))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8]));
+    expect(new Set(Object.values(EXIT_CODES))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    // 9 (not ready) belongs to the `check` commands: no error code maps to it.
+    expect([...EXIT_CODE_BY_ERROR_CODE.values()]).not.toContain(EXIT_CODES.notReady);
+  });
+
+  it('collects configuration problems and reports them all at once, with the worst code', () => {
+    const problems = new ProblemList();
+    expect(problems.check(() => 42)).toBe(42);
+    problems.add('failed_precondition', 'refusing plaintext on 0.0.0.0');
+    problems.check(() => {
+      throw Object.assign(new Error('[not_found] cannot read policy file p.json'), { code: 'not_found' });
+    });
+    problems.check(() => {
+      throw Object.assign(new Error('x'), { code: 'bad_signature', localDetails: 'bundle.json does not verify' });
+    });
+    expect(() => problems.check(() => {
+      throw new TypeError('a bug, not a problem');
+    })).toThrow(TypeError);
+    expect(problems.size).toBe(3);
+    let error: unknown;
+    try {
+      problems.take('gateway.json');
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error).toMatchObject({
+      name: 'ConfigError',
+      code: 'malformed',
+      details: '3 problems in gateway.json: refusing plaintext on 0.0.0.0; cannot read policy file p.json; bundle.json does not verify',
+    });
+    expect(exitCodeOf((error as ConfigError).code)).toBe(EXIT_CODES.invalidArgument);
+    expect(new ConfigError([{ code: 'not_found', message: 'cannot read x' }], 'registry.json').message).toBe('[not_found] registry.json: cannot read x');
+    expect(suggestKey('rateBurst', ['rate_burst', 'listen'])).toBe(" (did you mean 'rate_burst'?)");
+    expect(suggestKey('lisen', ['rate_burst', 'listen'])).toBe(" (did you mean 'listen'?)");
+    expect(suggestKey('colour', ['rate_burst', 'listen'])).toBe('');
   });
 
   it('recognises its usage errors and nothing else', () => {

@@ -56,7 +56,7 @@ import {
 } from '@parley/session';
 import { Channel } from '@parley/async';
 import { TrustBundleFollower, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature, type TrustBundleFollowerEvent, type TrustBundleFollowerState } from '@parley/protocol';
-import { createClient, type Client } from '@parley/rpc';
+import { createClient, isLoopbackAddress, type Client } from '@parley/rpc';
 import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';
@@ -334,16 +334,6 @@ export async function connect(options: ConnectOptions): Promise<Agent> {
     throw ClientError.from(error);
   }
   return agent;
-}
-
-/** Whether `host:port` names a loopback host (127.0.0.0/8, ::1, localhost). */
-export function isLoopbackAddress(address: string): boolean {
-  let host = address.trim();
-  if (host.startsWith('dns:')) host = host.slice(4).replace(/^\/\/[^/]*\//, '');
-  if (host.startsWith('[')) host = host.slice(1, host.indexOf(']'));
-  else if (host.split(':').length === 2) host = host.slice(0, host.lastIndexOf(':'));
-  host = host.toLowerCase();
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** A connected agent. Create with {@link connect}. */

@@ -10,9 +10,8 @@ import { createCrypto, type Ed25519KeyPair, type ParleyCrypto } from '@parley/cr
 import { verifyCertificate, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import { RegistryService, type AgentCertificate } from '@parley/proto';
 import { enrolmentLayout, joinTokenHash, parseJoinToken } from '@parley/protocol';
-import { createClient } from '@parley/rpc';
+import { createClient, isLoopbackAddress } from '@parley/rpc';
 import type { LocalIdentity } from '@parley/session';
-import { isLoopbackAddress } from './agent.js';
 import { ClientError } from './errors.js';
 
 /** Settings of {@link enroll}. */

@@ -5,7 +5,9 @@
  */
 
 // For agents
-export { connect, Agent, isLoopbackAddress } from './agent.js';
+export { connect, Agent } from './agent.js';
+/** Whether an address names a loopback host: the only place `connect` allows plaintext (the rule every Parley program shares). */
+export { isLoopbackAddress } from '@parley/rpc';
 export type { ConnectOptions, RegistryFollowOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
 // Enrolment with a join token: the agent's key is generated where it runs (docs/PROTOCOL.md §15.11)
 export { enroll } from './enrol.js';

@@ -63,6 +63,8 @@ export {
   i64be,
 } from './encoding.js';
 
-// For sibling packages: validation helpers with the same error shape
-export { abytes, abytesRange, anumber, astring, au64, U64_MAX } from './assert.js';
+// For sibling packages: validation helpers with the same error shape, and the one set of checks
+// each package binds to its own error class (identity, audit)
+export { abytes, abytesRange, anumber, astring, au64, U64_MAX, createAssertions, describe as describeType, looksLikeParleyCrypto } from './assert.js';
+export type { Assertions, AssertionFailure, AssertionKind } from './assert.js';
 export { Layout, layout } from './layout.js';

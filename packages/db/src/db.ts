@@ -28,15 +28,51 @@ export interface Database extends Queryable {
   readonly engine: 'postgres' | 'pglite';
   /** Where (a URL without password, a directory, or `memory`), for logs and errors. */
   readonly location: string;
-  /** The raw client (`pg.Pool` or PGlite) in the shape `@parley/audit`'s `openPostgresStore` takes. */
+  /** The pool (`pg.Pool`) or PGlite, timed like `query`, in the shape `@parley/audit`'s `openPostgresStore` takes. */
   readonly sqlClient: { query(text: string, params?: unknown[]): Promise<{ rows: unknown[] }> };
   /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Calls `onNotify` on every NOTIFY on `channel` (from any process); resolves to an unsubscribe function. */
   listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  /**
+   * One `SELECT 1` with a deadline: the readiness probe of the servers.
+   * @param timeoutMs how long to wait for the answer (default 5 000)
+   * @throws DbError `unavailable` when the database does not answer in time or refuses
+   */
+  ping(timeoutMs?: number): Promise<void>;
+  /** Connection pool figures (PostgreSQL) and totals of statements run, for metrics. */
+  stats(): DatabaseStats;
+  /**
+   * Calls `listener` after every statement (`query`, `exec`, a transaction as
+   * one, and the statements of `sqlClient`) with its duration; for metrics.
+   * @returns a function that removes the listener
+   */
+  observe(listener: QueryListener): () => void;
   /** Closes every connection. */
   close(): Promise<void>;
 }
+
+/** What {@link Database.stats} reports. */
+export interface DatabaseStats {
+  readonly engine: 'postgres' | 'pglite';
+  /** PostgreSQL only: connections open, idle in the pool, and requests waiting for one (pg.Pool totalCount, idleCount, waitingCount). */
+  readonly pool?: { readonly total: number; readonly idle: number; readonly waiting: number; readonly max: number };
+  /** Statements (and transactions) run, and how many of them failed, since open. */
+  readonly queries: number;
+  readonly failures: number;
+}
+
+/** One finished statement, as {@link Database.observe} reports it. */
+export interface QueryEvent {
+  /** Wall time, seconds. */
+  readonly seconds: number;
+  /** `query`, `exec` or `transaction`. */
+  readonly kind: 'query' | 'exec' | 'transaction';
+  readonly ok: boolean;
+}
+
+/** A {@link Database.observe} listener. */
+export type QueryListener = (event: QueryEvent) => void;
 
 /** Where the database is. */
 export interface DatabaseOptions {
@@ -117,6 +153,64 @@ function isConnectionError(error: unknown): boolean {
   return /^E[A-Z]+$/.test(code) || /^(08|28|3D|57P)/.test(code);
 }
 
+/** Timing of statements for {@link Database.observe} and {@link Database.stats}. */
+class QueryObserver {
+  readonly #listeners = new Set<QueryListener>();
+  queries = 0;
+  failures = 0;
+
+  add(listener: QueryListener): () => void {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  /** Runs `fn`, timing it. */
+  async time<T>(kind: QueryEvent['kind'], fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    let ok = false;
+    try {
+      const result = await fn();
+      ok = true;
+      return result;
+    } finally {
+      this.queries++;
+      if (!ok) this.failures++;
+      if (this.#listeners.size > 0) {
+        const event: QueryEvent = { seconds: (performance.now() - t0) / 1000, kind, ok };
+        for (const listener of this.#listeners) {
+          try {
+            listener(event);
+          } catch {
+            // a metrics listener must never break a statement
+          }
+        }
+      }
+    }
+  }
+}
+
+/** `SELECT 1` on `q`, failing with `unavailable` after `timeoutMs`. */
+async function pingWith(q: Queryable, location: string, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DbError('unavailable', `database at ${location} did not answer within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+  });
+  try {
+    await Promise.race([q.query('SELECT 1'), deadline]);
+  } catch (error) {
+    if (error instanceof DbError && error.code === 'unavailable') throw error;
+    const code = (error as { code?: unknown }).code;
+    const first = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    throw new DbError('unavailable', `database at ${location} refused a probe (${typeof code === 'string' ? `${code}: ` : ''}${first})`, { cause: error });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Default deadline of {@link Database.ping}, ms. */
+export const DEFAULT_PING_TIMEOUT_MS = 5_000;
+
 /**
  * Opens a database: PostgreSQL when `url` is given, else PGlite in `dataDir`
  * (in memory without one).
@@ -168,22 +262,34 @@ async function openPostgres(url: string, schema: string | undefined, max: number
       throw isConnectionError(error) ? unreachable(location, error) : error;
     }
   };
-  const on = (client: pg.Pool | pg.PoolClient): Queryable => ({
-    query: <R>(sql: string, params?: readonly unknown[]) => wrap(async () => (await client.query(sql, params as unknown[])).rows as R[]),
-    exec: (sql: string) => wrap(async () => void (await client.query(sql))),
+  const observer = new QueryObserver();
+  // Statements inside a transaction are timed as the transaction, not again one by one.
+  const on = (client: pg.Pool | pg.PoolClient, timed: boolean): Queryable => ({
+    query: <R>(sql: string, params?: readonly unknown[]) => {
+      const run = () => wrap(async () => (await client.query(sql, params as unknown[])).rows as R[]);
+      return timed ? observer.time('query', run) : run();
+    },
+    exec: (sql: string) => {
+      const run = () => wrap(async () => void (await client.query(sql)));
+      return timed ? observer.time('exec', run) : run();
+    },
   });
   const listeners: pg.Client[] = [];
+  const top = on(pool, true);
   return {
     engine: 'postgres',
     location,
-    sqlClient: pool,
-    ...on(pool),
+    sqlClient: { query: (text: string, params?: unknown[]) => observer.time('query', () => pool.query(text, params)) },
+    ...top,
+    ping: (timeoutMs = DEFAULT_PING_TIMEOUT_MS) => pingWith(on(pool, false), location, timeoutMs),
+    stats: () => ({ engine: 'postgres', pool: { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max }, queries: observer.queries, failures: observer.failures }),
+    observe: (listener) => observer.add(listener),
     transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
-      wrap(async () => {
+      observer.time('transaction', () => wrap(async () => {
         const client = await pool.connect();
         try {
           await client.query('BEGIN');
-          const result = await fn(on(client));
+          const result = await fn(on(client, false));
           await client.query('COMMIT');
           return result;
         } catch (error) {
@@ -192,7 +298,7 @@ async function openPostgres(url: string, schema: string | undefined, max: number
         } finally {
           client.release();
         }
-      }),
+      })),
     async listen(channel, onNotify) {
       // A dedicated connection: LISTEN belongs to a session, and pooled sessions come and go.
       const client = new pg.Client(config);
@@ -226,16 +332,27 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     if (cause instanceof DbError) throw cause;
     throw new DbError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
-  const on = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
-    query: async <R>(sql: string, params?: readonly unknown[]) => (await q.query<R>(sql, params as unknown[])).rows,
-    exec: async (sql: string) => void (await q.exec(sql)),
+  const observer = new QueryObserver();
+  const location = dataDir ?? 'memory';
+  const on = (q: Pick<PGlite, 'query' | 'exec'>, timed: boolean): Queryable => ({
+    query: <R>(sql: string, params?: readonly unknown[]) => {
+      const run = async () => (await q.query<R>(sql, params as unknown[])).rows;
+      return timed ? observer.time('query', run) : run();
+    },
+    exec: (sql: string) => {
+      const run = async () => void (await q.exec(sql));
+      return timed ? observer.time('exec', run) : run();
+    },
   });
   return {
     engine: 'pglite',
-    location: dataDir ?? 'memory',
-    sqlClient: { query: async (text, params) => ({ rows: (await db.query(text, params)).rows }) },
-    ...on(db),
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(on(tx))),
+    location,
+    sqlClient: { query: (text, params) => observer.time('query', async () => ({ rows: (await db.query(text, params)).rows })) },
+    ...on(db, true),
+    ping: (timeoutMs = DEFAULT_PING_TIMEOUT_MS) => pingWith(on(db, false), location, timeoutMs),
+    stats: () => ({ engine: 'pglite', queries: observer.queries, failures: observer.failures }),
+    observe: (listener) => observer.add(listener),
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => observer.time('transaction', () => db.transaction((tx) => fn(on(tx, false)))),
     async listen(channel, onNotify) {
       const unsubscribe = await db.listen(channel, () => onNotify());
       return async () => unsubscribe();

@@ -92,6 +92,66 @@ describe.each(engines)('%s', (_name, open) => {
   });
 });
 
+describe.each(engines)('%s: probes and figures', (_name, open) => {
+  it('ping answers; observe times statements, transactions and sqlClient; stats counts them', async () => {
+    const db = await open();
+    try {
+      await db.ping();
+      const events: { kind: string; ok: boolean; seconds: number }[] = [];
+      const stop = db.observe((e) => events.push(e));
+      await db.query('SELECT 1');
+      await db.exec('CREATE TABLE IF NOT EXISTS probe_t (x int)');
+      await db.transaction(async (tx) => {
+        await tx.query('INSERT INTO probe_t VALUES (1)');
+        await tx.query('INSERT INTO probe_t VALUES (2)');
+      });
+      await db.sqlClient.query('SELECT count(*) FROM probe_t');
+      await expect(db.query('SELECT * FROM no_such_table')).rejects.toBeDefined();
+      stop();
+      await db.query('SELECT 1');
+      expect(events.map((e) => [e.kind, e.ok])).toEqual([
+        ['query', true],
+        ['exec', true],
+        ['transaction', true],
+        ['query', true],
+        ['query', false],
+      ]);
+      for (const e of events) expect(e.seconds).toBeGreaterThanOrEqual(0);
+      const stats = db.stats();
+      expect(stats.failures).toBeGreaterThanOrEqual(1);
+      expect(stats.queries).toBeGreaterThanOrEqual(6);
+      if (db.engine === 'postgres') expect(stats.pool).toMatchObject({ total: expect.any(Number), idle: expect.any(Number), waiting: 0, max: 4 });
+      else expect(stats.pool).toBeUndefined();
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe.skipIf(DATABASE_URL === undefined)('PostgreSQL: ping while the database refuses connections', () => {
+  it('rejects with unavailable while connections are refused, and answers again once they are allowed', async () => {
+    const admin = new pg.Client({ connectionString: DATABASE_URL });
+    await admin.connect();
+    const name = `parley_db_ping_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(DATABASE_URL!);
+    url.pathname = `/${name}`;
+    const db = await openDatabase({ url: url.toString(), maxConnections: 2 });
+    try {
+      await db.ping();
+      await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS false`);
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
+      await expect(db.ping(3_000)).rejects.toMatchObject({ code: 'unavailable' });
+      await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS true`);
+      await db.ping();
+    } finally {
+      await db.close().catch(() => undefined);
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+});
+
 describe('failures', () => {
   it('refuses a schema name that is not a plain identifier (it is interpolated into SQL)', async () => {
     await expect(openDatabase({ url: 'postgres://postgres@127.0.0.1:1/x', schema: 'x; DROP TABLE y' })).rejects.toMatchObject({ code: 'malformed' });

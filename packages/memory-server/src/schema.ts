@@ -1,6 +1,6 @@
 /**
- * The shared-memory store's schema (docs/PROTOCOL.md §18.10), versioned like
- * the gateway's and the registry's: each migration runs in its own transaction
+ * The shared-memory store's schema (docs/PROTOCOL.md §18.10), versioned with
+ * @parley/db's one migration runner, like the gateway's and the registry's: each migration runs in its own transaction
  * under a transaction-scoped advisory lock, recorded in `memory_migrations`, so
  * several processes starting at once apply each exactly once; a database that
  * records a version this build does not know is refused. Same SQL on
@@ -10,14 +10,13 @@
  * digests, signatures, certificates, sealed key copies and ciphertext. No
  * column ever holds a key or a plaintext.
  */
-import { int, type Database } from '@parley/db';
-import { RpcError } from '@parley/rpc';
+import { migrate, type Database, type Migration } from '@parley/db';
 
 /** Advisory lock key serialising the memory migrations ("parleymm"). */
 const MIGRATION_LOCK_KEY = 0x7061726c65796d6dn;
 
 /** The schema, in order. Never edit an applied migration: add one. */
-export const MEMORY_MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = Object.freeze([
+export const MEMORY_MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
     name: 'shared memory',
@@ -119,26 +118,10 @@ export const MEMORY_MIGRATIONS: readonly { readonly version: number; readonly na
 ]);
 
 /**
- * Applies the memory migrations not yet recorded (idempotent; safe from several processes at once).
- * @throws RpcError `failed_precondition` when the database records a version newer than this build knows
+ * Applies the memory migrations not yet recorded (@parley/db's runner: idempotent; safe from several processes at once).
+ * @returns the schema version afterwards
+ * @throws DbError `failed_precondition` when the database records a version newer than this build knows
  */
 export async function migrateMemorySchema(db: Database): Promise<number> {
-  const known = MEMORY_MIGRATIONS[MEMORY_MIGRATIONS.length - 1]!.version;
-  let version = 0;
-  for (const migration of MEMORY_MIGRATIONS) {
-    await db.transaction(async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
-      await tx.exec('CREATE TABLE IF NOT EXISTS memory_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at_ms bigint NOT NULL)');
-      const rows = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM memory_migrations');
-      const current = int(rows[0]?.v ?? 0);
-      if (current > known) throw new RpcError('failed_precondition', `memory schema is at version ${current}, newer than this build (${known})`);
-      version = current;
-      if (current >= migration.version) return;
-      if (current !== migration.version - 1) throw new RpcError('internal', `memory migration ${migration.version} cannot follow schema version ${current}`);
-      await tx.exec(migration.sql);
-      await tx.query('INSERT INTO memory_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)', [migration.version, migration.name, Date.now()]);
-      version = migration.version;
-    });
-  }
-  return version;
+  return (await migrate(db, { component: 'shared-memory store', table: 'memory_migrations', lockKey: MIGRATION_LOCK_KEY, migrations: MEMORY_MIGRATIONS })).version;
 }

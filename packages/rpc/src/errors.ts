@@ -203,7 +203,8 @@ export class RpcError extends Error {
         return new RpcError(code as RpcErrorCode, peerMessage(code as RpcErrorCode), { cause: error, localDetails: stripCodePrefix(error.message) });
       }
       // A database error (@parley/db) names what failed and where (a redacted location), never a value: its line stays.
-      if (error.name === 'DbError' && typeof code === 'string' && CODE_SET.has(code)) {
+      // So does a configuration error (@parley/cli-kit): it names settings and files of the local operator.
+      if ((error.name === 'DbError' || error.name === 'ConfigError') && typeof code === 'string' && CODE_SET.has(code)) {
         return new RpcError(code as RpcErrorCode, stripCodePrefix(error.message), { cause: error });
       }
       // A protocol check names the field of the peer's own request that is wrong (never its contents): the peer gets that line.
@@ -229,7 +230,7 @@ export class RpcError extends Error {
     const status = (error.code ?? GrpcStatus.UNKNOWN) as GrpcStatus;
     const code =
       typeof fromMetadata === 'string' && CODE_SET.has(fromMetadata) ? (fromMetadata as RpcErrorCode) : (CODE_BY_STATUS[status] ?? 'internal');
-    const details = error.details !== undefined && error.details !== '' ? error.details : `gRPC status ${GrpcStatus[status] ?? status}`;
+    const details = error.details !== undefined && error.details !== '' ? withoutEmptyNote(error.details) : `gRPC status ${GrpcStatus[status] ?? status}`;
     return new RpcError(code, details, { cause: error });
   }
 
@@ -262,6 +263,15 @@ export function isRpcError(value: unknown, code?: RpcErrorCode): value is RpcErr
  */
 export function isRpcErrorCode(value: unknown): value is RpcErrorCode {
   return typeof value === 'string' && CODE_SET.has(value);
+}
+
+/**
+ * grpc-js ends a connection failure with "Resolution note: <note>" even when
+ * the note is empty ("… Last error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: "):
+ * the empty tail is dropped, a real note kept.
+ */
+function withoutEmptyNote(details: string): string {
+  return details.replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 function stripCodePrefix(message: string): string {

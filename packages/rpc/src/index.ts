@@ -2,7 +2,7 @@
  * @parley/rpc — gRPC plumbing shared by Parley's servers (registry, gateway)
  * and clients (CLI, client SDK): the protobuf-es ↔ grpc-js adapter, the one
  * table from Parley error codes to gRPC statuses, health checking, server
- * reflection.
+ * reflection, and the addresses and plaintext-on-loopback rule of its channels.
  */
 
 // For users: services and clients
@@ -24,3 +24,7 @@ export type { RpcErrorCode } from './errors.js';
 export { addHealthService, ServingStatus } from './health.js';
 export type { HealthReporter } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
+
+// For servers and clients: addresses, and the one rule for plaintext (loopback only)
+export { parseHostPort, formatHostPort, isLoopbackHost, isLoopbackAddress } from './address.js';
+export type { HostPort } from './address.js';

@@ -55,6 +55,10 @@ describe('error table', () => {
     expect(RpcError.fromStatus({ code: status.NOT_FOUND, details: 'x' }).code).toBe('not_found');
     expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: '' }).code).toBe('unavailable');
     expect(RpcError.fromStatus({ code: status.DATA_LOSS, details: 'x' }).code).toBe('internal');
+    // grpc-js's connection failures end in an empty "Resolution note:" that says nothing: dropped; a real note stays.
+    const refused = 'No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ';
+    expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: refused }).details).toBe('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1');
+    expect(RpcError.fromStatus({ code: status.UNAVAILABLE, details: 'No addresses resolved. Resolution note: DNS ENOTFOUND' }).details).toBe('No addresses resolved. Resolution note: DNS ENOTFOUND');
     // grpc-js's own "message larger than max" has no trailer: too_large, not rate_limited.
     expect(RpcError.fromStatus({ code: status.RESOURCE_EXHAUSTED, details: 'Received message larger than max' }).code).toBe('too_large');
     const limited = new RpcError('rate_limited', 'slow down').toStatus();

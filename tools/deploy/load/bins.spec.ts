@@ -85,7 +85,7 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
     const bundleJson = await mustRun('registry', ['trust-bundle', ...server]);
     writeFileSync(join(dir.path, 'trust-bundle.json'), bundleJson);
 
-    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     const config = {
       gateway_id: 'gw-tls',
       listen: '127.0.0.1:0',

@@ -66,7 +66,7 @@ describe('restore drill: registry database restored from a backup taken before a
       identities.set(id, { signingKey: crypto.ed25519.keyPairFromSeed(seed).secretKey, certificate: decodeCertificate(fromBase64Url(out.certificate.encoded)) });
     }
 
-    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+    writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
     writeFileSync(
       join(dir.path, 'gateway.json'),
       JSON.stringify({

@@ -51,7 +51,7 @@ beforeAll(async () => {
   const testBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]).toJSON();
   trustBundle = TrustBundle.fromJSON(crypto, { ...registryBundle, issuers: [...registryBundle.issuers, ...testBundle.issuers] });
   writeFileSync(join(dir.path, 'bundle.json'), JSON.stringify(trustBundle.toJSON()));
-  writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agentType: 'planner' }, to: { agentType: 'worker' }, bidirectional: true }] }));
+  writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
 }, 120_000);
 
 afterAll(async () => {

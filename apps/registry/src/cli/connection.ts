@@ -10,9 +10,8 @@ import { UsageError } from '@parley/cli-kit';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
-import { RpcError, createClient, type Client } from '@parley/rpc';
+import { createClient, isLoopbackAddress, RpcError, type Client } from '@parley/rpc';
 import { operatorRequestSigner } from '@parley/protocol';
-import { isLoopback, parseAddress } from '../address.js';
 import { DATA_FILES, DEFAULT_SETTINGS, readSettings, type RegistrySettings } from '../config.js';
 import { isSealedKeyFile, readKeyFile } from '../key-file.js';
 import { PROGRAM, nonEmpty, passphraseOf, readFileOr, type ClientOptions, type CommandContext, type PassphraseOptions } from './context.js';
@@ -45,7 +44,7 @@ export async function connect(ctx: CommandContext<ClientOptions & PassphraseOpti
   let creds: ChannelCredentials = credentials.createInsecure();
   const channelOptions: Record<string, string | number> = {};
   const ca = ctx.options.tlsCa;
-  if (ca === undefined && !plaintextAllowed(address)) {
+  if (ca === undefined && !isLoopbackAddress(address)) {
     // Operator signatures, agent keys' proofs and the trust bundle itself must not cross a network in the clear.
     throw new RpcError('failed_precondition', `refusing to talk plaintext to non-loopback registry ${address}: give --tls-ca FILE (the CA of its TLS certificate)`);
   }
@@ -79,15 +78,6 @@ export async function connect(ctx: CommandContext<ClientOptions & PassphraseOpti
   } catch (error) {
     client.close();
     throw error;
-  }
-}
-
-/** Plaintext only to a loopback `host:port` (anything unparsable is not known to be loopback). */
-function plaintextAllowed(address: string): boolean {
-  try {
-    return isLoopback(parseAddress(address).host);
-  } catch {
-    return false;
   }
 }
 
