@@ -19,8 +19,8 @@ import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
 import { ReadyzUnavailableError, formatReadyz, probeReadyz, type ReadyzProbe } from '@parley/ops';
 import { TrustBundleFollower, type TrustBundleFollowerEvent } from '@parley/protocol';
-import { RpcError, createClient } from '@parley/rpc';
 import type { Logger } from 'pino';
+import { RpcError, createClient } from '@parley/rpc';
 import {
   SETTINGS,
   configWarnings,
@@ -254,13 +254,19 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   // reaches this gateway before the new key signs anything. The newest verified version is kept beside
   // the pinned file, so a restart does not fall back to a bundle older than a rotation.
   const followedPath = followedBundlePath(config.registry.trustBundleFile, config.auditKeyFile);
+  // Readiness (informational only, §15.9: an unreachable registry or a refused version leaves the last
+  // verified bundle in force, which never refuses anything new): set once the gateway runs.
+  const trustBundleReport: { set?: () => void } = {};
   const follower = new TrustBundleFollower({
     crypto,
     client,
     registryId,
     pinned,
     store: fileTrustBundleStore(followedPath, registryId),
-    onEvent: (event) => logTrustBundleEvent(logger, event, followedPath),
+    onEvent: (event) => {
+      logTrustBundleEvent(logger, event, followedPath);
+      trustBundleReport.set?.();
+    },
   });
   await follower.restore();
   if (remote !== undefined) await follower.refresh().catch(() => undefined); // reported by onEvent; the last verified bundle stays
@@ -332,6 +338,14 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   gateway.metrics.watchFeed(feed);
   feed.start();
   const synced = await Promise.race([feed.synced.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
+  trustBundleReport.set = (): void =>
+    running.readiness.set('trust_bundle', {
+      ok: true,
+      detail: `version ${follower.version} (${follower.state}${follower.lastVerifiedAtMs === undefined ? ', never confirmed by the registry' : `, confirmed by the registry ${Math.round((Date.now() - follower.lastVerifiedAtMs) / 1000)} s ago`})`,
+    });
+  trustBundleReport.set();
+  const trustBundleReportTimer = setInterval(() => trustBundleReport.set?.(), 10_000);
+  trustBundleReportTimer.unref();
   if (!synced) logger.warn('revocation list not loaded yet: agents are refused (fail closed) until it is');
   const policyWatch = config.policyFile === undefined ? undefined : watchPolicyFile(config.policyFile, (p) => gateway.setPolicy(p), logger);
   const onHup = (): void => {
@@ -357,6 +371,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
       process.off('SIGHUP', onHup);
+      clearInterval(trustBundleReportTimer);
       policyWatch?.close();
       void feed
         .close()
