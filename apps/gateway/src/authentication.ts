@@ -104,16 +104,24 @@ export function closeRevokedLinks(ctx: GatewayContext, subject: { readonly agent
 const GO_AWAY_MESSAGES: Partial<Record<RpcError['code'], string>> = {
   revoked: 'certificate revoked',
   expired: 'certificate expired',
+  unknown_issuer: 'certificate issuer no longer trusted',
   revocation_stale: "the gateway's copy of the revocation list is stale (its registry is unreachable); reconnect later",
   internal: 'gateway could not re-check the certificate; reconnect later',
 };
 
-/** Re-checks every live stream's certificate (revocation, expiry) at `now`; closes those no longer valid. */
+/**
+ * Re-checks every live stream's certificate (expiry, its issuer still in the trust bundle and within its
+ * not_after_ms — a retired issuer key past its grace period, §15.9 —, revocation) at `now`; closes those
+ * no longer valid.
+ */
 export function recheckLinks(ctx: GatewayContext, now: number): void {
   for (const link of [...ctx.links.values()]) {
     let code: RpcError['code'] | undefined;
     try {
+      const issuer = ctx.trustBundle.get(link.cert.issuerKeyId);
       if (now >= link.cert.validUntilMs) code = 'expired';
+      else if (issuer === undefined) code = 'unknown_issuer';
+      else if (issuer.notAfterMs !== undefined && now >= issuer.notAfterMs) code = 'expired';
       else if (ctx.revocations.check({ agentId: link.cert.agentId, serial: link.cert.serial }, now).revoked) code = 'revoked';
     } catch (error) {
       code = RpcError.from(error).code === 'revocation_stale' ? 'revocation_stale' : 'internal';

@@ -18,6 +18,8 @@ import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
 import { ReadyzUnavailableError, formatReadyz, probeReadyz, type ReadyzProbe } from '@parley/ops';
+import { TrustBundleFollower, type TrustBundleFollowerEvent } from '@parley/protocol';
+import type { Logger } from 'pino';
 import { RpcError, createClient } from '@parley/rpc';
 import {
   SETTINGS,
@@ -31,6 +33,7 @@ import {
   type GatewayConfig,
 } from './config.js';
 import { Policy } from './policy.js';
+import { fileTrustBundleStore, followedBundlePath } from './trust-bundle-state.js';
 
 /** Exit codes (the table is in @parley/cli-kit, shared by every Parley CLI; also in the README). */
 export { EXIT_CODES };
@@ -97,6 +100,30 @@ function bundleOf(crypto: ParleyCrypto, bundle: GetTrustBundleResponse): TrustBu
     crypto,
     bundle.issuers.map((i) => (i.notAfterMs === 0n ? { keyId: i.keyId, publicKey: i.publicKey } : { keyId: i.keyId, publicKey: i.publicKey, notAfterMs: Number(i.notAfterMs) })),
   );
+}
+
+/** The trust bundle follower's events as log lines: refusals are security events, an outage a warning. */
+function logTrustBundleEvent(logger: Logger, event: TrustBundleFollowerEvent, file: string): void {
+  switch (event.kind) {
+    case 'restored':
+      logger.info({ event: 'trust_bundle_restored', trust_bundle_version: event.version, file }, 'followed trust bundle restored');
+      break;
+    case 'restore_failed':
+      logger.warn({ event: 'trust_bundle_restore_failed', code: event.code, detail: event.detail, file }, 'followed trust bundle file not usable: starting from the pinned bundle');
+      break;
+    case 'updated':
+      logger.info({ event: 'trust_bundle_updated', from: event.from, to: event.to, accepted: event.accepted }, 'trust bundle updated');
+      break;
+    case 'refused':
+      logger.warn({ event: 'security', stage: 'trust_bundle', code: event.code, trust_bundle_version: event.version, detail: event.detail }, 'trust bundle from the registry refused: keeping the last verified version');
+      break;
+    case 'unreachable':
+      logger.warn({ event: 'trust_bundle_unreachable', code: event.code, trust_bundle_version: event.version }, 'registry unreachable for the trust bundle: keeping the last verified version');
+      break;
+    case 'save_failed':
+      logger.error({ event: 'trust_bundle_save_failed', trust_bundle_version: event.version, detail: event.detail, file }, 'cannot save the followed trust bundle: a restart would start from an older version');
+      break;
+  }
 }
 
 /**
@@ -217,12 +244,34 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     throw new RpcError('identity_mismatch', `registry at ${config.registry.address} has id ${toHex(remote.registryId)}, not the configured ${config.registry.registryId}`);
   }
   const registryId = config.registry.registryId === undefined ? remote!.registryId : fromHex(config.registry.registryId);
-  let trustBundle: TrustBundle;
-  if (config.registry.trustBundleFile !== undefined) trustBundle = pinnedBundle(crypto, config.registry.trustBundleFile);
+  let pinned: TrustBundle;
+  if (config.registry.trustBundleFile !== undefined) pinned = pinnedBundle(crypto, config.registry.trustBundleFile);
   else {
-    trustBundle = bundleOf(crypto, remote!);
+    pinned = bundleOf(crypto, remote!);
     logger.warn({ event: 'security', code: 'trust_on_first_use', registry: config.registry.address }, 'trust bundle NOT pinned: using the keys the registry sent (--trust-on-first-use)');
   }
+  // The registry's signed trust bundle, followed from the pinned one (§15.9): an online issuer rotation
+  // reaches this gateway before the new key signs anything. The newest verified version is kept beside
+  // the pinned file, so a restart does not fall back to a bundle older than a rotation.
+  const followedPath = followedBundlePath(config.registry.trustBundleFile, config.auditKeyFile);
+  // Readiness (informational only, §15.9: an unreachable registry or a refused version leaves the last
+  // verified bundle in force, which never refuses anything new): set once the gateway runs.
+  const trustBundleReport: { set?: () => void } = {};
+  const follower = new TrustBundleFollower({
+    crypto,
+    client,
+    registryId,
+    pinned,
+    store: fileTrustBundleStore(followedPath, registryId),
+    onEvent: (event) => {
+      logTrustBundleEvent(logger, event, followedPath);
+      trustBundleReport.set?.();
+    },
+  });
+  await follower.restore();
+  if (remote !== undefined) await follower.refresh().catch(() => undefined); // reported by onEvent; the last verified bundle stays
+  follower.start();
+  const trustBundle = follower.trustBundle;
 
   const revocations = new MemoryRevocationSet({ maxAgeMs: config.revocation.maxAgeMs, failOpen: config.revocation.failOpen });
   const policy = config.policyFile === undefined ? Policy.denyAll() : readPolicyFile(config.policyFile);
@@ -262,6 +311,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       processMetrics: true,
     });
   } catch (error) {
+    await follower.close();
     client.close();
     throw error;
   }
@@ -283,10 +333,19 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     revocations,
     logger,
     onRevoked: (entry) => void (entry.kind === 'agent' ? gateway.onRevocation({ agentId: entry.agentId }) : gateway.onRevocation({ serial: entry.serial })),
+    onTrustBundleVersion: (version) => follower.hint(version),
   });
   gateway.metrics.watchFeed(feed);
   feed.start();
   const synced = await Promise.race([feed.synced.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
+  trustBundleReport.set = (): void =>
+    running.readiness.set('trust_bundle', {
+      ok: true,
+      detail: `version ${follower.version} (${follower.state}${follower.lastVerifiedAtMs === undefined ? ', never confirmed by the registry' : `, confirmed by the registry ${Math.round((Date.now() - follower.lastVerifiedAtMs) / 1000)} s ago`})`,
+    });
+  trustBundleReport.set();
+  const trustBundleReportTimer = setInterval(() => trustBundleReport.set?.(), 10_000);
+  trustBundleReportTimer.unref();
   if (!synced) logger.warn('revocation list not loaded yet: agents are refused (fail closed) until it is');
   const policyWatch = config.policyFile === undefined ? undefined : watchPolicyFile(config.policyFile, (p) => gateway.setPolicy(p), logger);
   const onHup = (): void => {
@@ -304,6 +363,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       gateway_id: config.gatewayId,
       audit_public_key: toHex(auditKey.publicKey),
       revocations_synced: synced,
+      trust_bundle_version: follower.version,
     }),
   );
   logger.info({ address: running.address, metrics_url: running.metricsUrl, serving: running.readiness.ready, failing: running.readiness.report().failing }, 'started');
@@ -311,9 +371,11 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
       process.off('SIGHUP', onHup);
+      clearInterval(trustBundleReportTimer);
       policyWatch?.close();
       void feed
         .close()
+        .then(() => follower.close())
         .then(() => running.close())
         .then(() => client.close())
         .then(() => {

@@ -53,11 +53,17 @@ export interface RevocationFeedOptions {
   /** A client of the registry (unsigned: revocation reads need no operator key unless the registry says so). */
   readonly client: Client<typeof RegistryService>;
   readonly registryId: Uint8Array;
-  /** The pinned trust bundle: the issuer keys revocation heads must be signed by. */
+  /** The trust bundle revocation heads must be signed by (a live view when the gateway follows the registry's). */
   readonly trustBundle: TrustBundle;
   readonly revocations: MemoryRevocationSet;
   /** Called for every entry newly applied (after the set has it). */
   readonly onRevoked: (entry: RevocationEntry) => void;
+  /**
+   * Called with each batch's `trust_bundle_version` hint (§15.9) and awaited before the batch is
+   * checked: a trust bundle follower fetches a newer version first, so a head signed by a key that
+   * version introduces verifies. Must not throw.
+   */
+  readonly onTrustBundleVersion?: (version: bigint) => Promise<void>;
   readonly logger: Logger;
   /** First reconnect delay, ms (doubles up to `maxBackoffMs`). Default 500. */
   readonly minBackoffMs?: number;
@@ -150,6 +156,7 @@ export class RevocationFeed {
         this.connects++;
         const follower = this.#follower!;
         for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal })) {
+          if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
           const accepted = follower.apply(batch.entries, batch.head, this.#clock());
           this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
           this.#raiseFloor(accepted.version);

@@ -66,7 +66,7 @@ describe('parley-gateway serve (process)', () => {
       expect(readinessUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/readyz$/);
       const notReady = await run(GATEWAY_CLI, ['check', '--url', readinessUrl.replace('/readyz', '')]);
       expect(notReady.code, notReady.stderr).toBe(EXIT_CODES.notReady);
-      expect(notReady.stdout).toMatch(/^NOT READY: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +FAIL +revocation list not loaded yet; agents are refused \(fail closed\)\n {2}storage +ok +pglite answers\n$/);
+      expect(notReady.stdout).toMatch(/^NOT READY: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +FAIL +revocation list not loaded yet; agents are refused \(fail closed\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
       expect(notReady.stderr).toBe('parley-gateway: error: not ready: revocation (revocation list not loaded yet; agents are refused (fail closed))\n');
       const json = await run(GATEWAY_CLI, ['check', '--url', readinessUrl, '--json']);
       expect(json.code).toBe(EXIT_CODES.notReady);
@@ -101,7 +101,7 @@ describe('parley-gateway serve (process)', () => {
       const opsBase = (ready['readiness_url'] as string).replace('/readyz', '');
       const ok = await run(GATEWAY_CLI, ['check', '--url', opsBase]);
       expect(ok.code, ok.stderr).toBe(0);
-      expect(ok.stdout).toMatch(/^ready: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +ok +revocation list version \d+, \d+ s old \(bound 60 s\)\n {2}storage +ok +pglite answers\n$/);
+      expect(ok.stdout).toMatch(/^ready: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +ok +revocation list version \d+, \d+ s old \(bound 60 s\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
       expect(ok.stderr).toBe('');
       const closedPort = await new Promise<number>((resolve) => {
         const s = createServer().listen(0, '127.0.0.1', () => {

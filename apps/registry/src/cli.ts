@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * parley-registry: the registry's operator CLI (one executable): `init`,
- * `serve`, `agent register|list|show|rotate|revoke`, `revocations`,
- * `operator add|remove|list`, `trust-bundle`, `issuer rotate`, `tls init|issue` — one file per
+ * `serve`, `agent register|enroll|list|show|rotate|revoke`, `revocations`,
+ * `operator add|remove|list`, `trust-bundle`, `issuer rotate|list`,
+ * `join-token create|list|revoke`, `tls init|issue` — one file per
  * command group under ./cli/, on the conventions every Parley CLI shares
  * (@parley/cli-kit, on commander).
  *
@@ -17,6 +18,7 @@ import { NotReady, addCheckCommand } from './cli/check.js';
 import { PROGRAM, createRegistryCli } from './cli/context.js';
 import { addInitCommand } from './cli/init.js';
 import { addIssuerCommands } from './cli/issuer.js';
+import { addJoinTokenCommands } from './cli/join-token.js';
 import { addOperatorCommands } from './cli/operator.js';
 import { addRevocationsCommand } from './cli/revocations.js';
 import { addServeCommand } from './cli/serve.js';
@@ -46,6 +48,7 @@ export async function main(argv: readonly string[], out: (text: string) => void 
   addOperatorCommands(program, cli);
   addTrustBundleCommand(program, cli);
   addIssuerCommands(program, cli);
+  addJoinTokenCommands(program, cli);
   addTlsCommands(program, cli);
   program.addHelpSection({
     heading: 'Exit codes:',

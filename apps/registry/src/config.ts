@@ -16,8 +16,15 @@ import { parseHostPort } from '@parley/rpc';
 export interface RegistrySettings {
   /** Default `serve` address, `host:port`. */
   readonly listen: string;
-  /** Whether read calls need an operator signature too (writes always do). */
+  /** Whether every read (revocation list and watch too) needs an operator signature (writes always do). */
   readonly readsRequireAuth: boolean;
+  /**
+   * Who may read the agent directory (GetAgent, ListAgents, ListOperators): `authenticated` (default: an
+   * operator signature, or an agent's own signature for GetAgent and ListAgents) or `public`.
+   */
+  readonly directoryReads: 'authenticated' | 'public';
+  /** How long a new issuer key stays prepared (published, signing nothing) before it becomes active. */
+  readonly issuerActivationDelayMs: number;
   /** Largest accepted difference between an operator request's timestamp and the server clock. */
   readonly maxClockSkewMs: number;
   /** Certificate validity when a registration does not ask for one. */
@@ -41,6 +48,8 @@ const DAY = 86_400_000;
 export const DEFAULT_SETTINGS: RegistrySettings = Object.freeze({
   listen: '127.0.0.1:50051',
   readsRequireAuth: false,
+  directoryReads: 'authenticated',
+  issuerActivationDelayMs: 10 * 60_000,
   maxClockSkewMs: 60_000,
   defaultValidityMs: 90 * DAY,
   maxValidityMs: 365 * DAY,
@@ -62,6 +71,8 @@ interface SettingsJson {
   version: 1;
   listen: string;
   reads_require_auth: boolean;
+  directory_reads: 'authenticated' | 'public';
+  issuer_activation_delay_ms: number;
   max_clock_skew_ms: number;
   default_validity_ms: number;
   max_validity_ms: number;
@@ -75,6 +86,8 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'version',
   'listen',
   'reads_require_auth',
+  'directory_reads',
+  'issuer_activation_delay_ms',
   'max_clock_skew_ms',
   'default_validity_ms',
   'max_validity_ms',
@@ -89,6 +102,8 @@ export function settingsJson(s: RegistrySettings): string {
     version: 1,
     listen: s.listen,
     reads_require_auth: s.readsRequireAuth,
+    directory_reads: s.directoryReads,
+    issuer_activation_delay_ms: s.issuerActivationDelayMs,
     max_clock_skew_ms: s.maxClockSkewMs,
     default_validity_ms: s.defaultValidityMs,
     max_validity_ms: s.maxValidityMs,
@@ -147,9 +162,14 @@ export function readSettings(dataDir: string): RegistrySettings {
   const metricsListen = address('metrics_listen', true);
   const reads = json['reads_require_auth'] ?? DEFAULT_SETTINGS.readsRequireAuth;
   if (typeof reads !== 'boolean') problems.add('malformed', 'reads_require_auth must be true or false');
+  // Absent (a registry.json written before this setting existed) means the default: authenticated.
+  const directory = json['directory_reads'] ?? DEFAULT_SETTINGS.directoryReads;
+  if (directory !== 'authenticated' && directory !== 'public') problems.add('malformed', 'directory_reads must be "authenticated" or "public"');
   const settings: RegistrySettings = {
     listen,
     readsRequireAuth: reads === true,
+    directoryReads: directory === 'public' ? 'public' : 'authenticated',
+    issuerActivationDelayMs: num('issuer_activation_delay_ms', 0),
     maxClockSkewMs: num('max_clock_skew_ms', 1000),
     defaultValidityMs: num('default_validity_ms', 60_000),
     maxValidityMs: num('max_validity_ms', 60_000),

@@ -128,3 +128,25 @@ export function operatorJson(o: Operator): Record<string, unknown> {
     added_by_key_id: o.addedByKeyId.length === 0 ? null : toHex(o.addedByKeyId),
   };
 }
+
+const DURATION_UNITS: Readonly<Record<string, number>> = Object.freeze({ ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 });
+
+/**
+ * Parses a duration: a whole number with a unit (`500ms`, `30s`, `10m`, `2h`, `7d`), or plain milliseconds.
+ * @returns milliseconds, or undefined for anything else
+ */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d{1,12})(ms|s|m|h|d)?$/.exec(text.trim());
+  if (m === null) return undefined;
+  const ms = Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms']!;
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}
+
+/** A duration for people: `90 s`, `10 min`, `3 h`, `7 d`. */
+export function durationText(ms: number): string {
+  if (ms % 86_400_000 === 0 && ms >= 86_400_000) return `${ms / 86_400_000} d`;
+  if (ms % 3_600_000 === 0 && ms >= 3_600_000) return `${ms / 3_600_000} h`;
+  if (ms % 60_000 === 0 && ms >= 60_000) return `${ms / 60_000} min`;
+  if (ms % 1000 === 0) return `${ms / 1000} s`;
+  return `${ms} ms`;
+}

@@ -13,7 +13,7 @@ export class RegistryMetrics {
   readonly registry = new Registry();
   readonly issued = new Counter({
     name: 'parley_registry_certificates_issued_total',
-    help: 'Agent certificates issued, by reason (register, rotate)',
+    help: 'Agent certificates issued, by reason (register, enrol, rotate)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

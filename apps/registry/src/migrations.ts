@@ -137,6 +137,48 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       DELETE FROM challenges;
     `,
   },
+  {
+    version: 4,
+    name: 'issuer lifecycle, signed trust bundles, join tokens',
+    sql: `
+      -- Issuer keys move prepared (1) -> active (2) -> retired (3) -> dropped (4, no longer in the
+      -- trust bundle) (docs/PROTOCOL.md §15.9). \`active\` stays equal to (state = 2).
+      ALTER TABLE issuer_keys ADD COLUMN state smallint;
+      UPDATE issuer_keys SET state = CASE WHEN active THEN 2 ELSE 3 END;
+      ALTER TABLE issuer_keys ALTER COLUMN state SET NOT NULL;
+      ALTER TABLE issuer_keys ADD CONSTRAINT issuer_keys_state CHECK (state BETWEEN 1 AND 4 AND active = (state = 2));
+      -- For a prepared key: when it becomes active, and the grace it gives the key it retires
+      -- (0: until the last certificate that key signed expires).
+      ALTER TABLE issuer_keys ADD COLUMN activates_at_ms bigint;
+      ALTER TABLE issuer_keys ADD COLUMN retire_grace_ms bigint;
+      ALTER TABLE issuer_keys ADD COLUMN activated_at_ms bigint;
+      CREATE UNIQUE INDEX issuer_keys_one_prepared ON issuer_keys (state) WHERE state = 1;
+
+      -- Every version of the signed trust bundle document (SignedTrustBundle protobuf), gapless.
+      CREATE TABLE trust_bundles (
+        version       bigint PRIMARY KEY CHECK (version > 0),
+        issued_at_ms  bigint NOT NULL,
+        document      bytea  NOT NULL
+      );
+
+      -- One-time enrolment tokens (§15.11): only a hash of the secret is stored.
+      CREATE TABLE join_tokens (
+        token_id           bytea  PRIMARY KEY CHECK (length(token_id) = 16),
+        token_hash         bytea  NOT NULL CHECK (length(token_hash) = 32),
+        agent_id           text   NOT NULL,
+        agent_type         text   NOT NULL,
+        capabilities       text[] NOT NULL,
+        validity_ms        bigint NOT NULL,
+        created_at_ms      bigint NOT NULL,
+        expires_at_ms      bigint NOT NULL,
+        created_by_key_id  bytea  NOT NULL,
+        used_at_ms         bigint,
+        used_serial        bytea,
+        revoked_at_ms      bigint
+      );
+      CREATE INDEX join_tokens_by_expiry ON join_tokens (expires_at_ms);
+    `,
+  },
 ]);
 
 /**

@@ -6,12 +6,22 @@
  * one store transaction.
  *
  * Authorisation (§15.3): state-changing calls need an operator request
- * signature (default deny); reads need one only when `readsRequireAuth`;
- * RotateKey is authorised by the agent's current key instead; CreateChallenge
- * and GetTrustBundle are open (they change nothing an attacker could use, and
- * the trust bundle is what lets a client check everything else). Every refused
- * authorisation is a security event (`event: "security"`, stable fields, see
- * the README) and counted.
+ * signature (default deny); directory reads (agents, operators) need an
+ * operator's or the reading agent's own signature unless `directoryReads` is
+ * `public`; revocation reads need one only when `readsRequireAuth`; RotateKey
+ * is authorised by the agent's current key and EnrollAgent by a join token
+ * with the new key's proof of possession; CreateChallenge and GetTrustBundle
+ * are open (they change nothing an attacker could use, and the trust bundle is
+ * what lets a client check everything else).
+ *
+ * Issuer lifecycle (§15.9): RotateIssuer prepares a new key (its file written
+ * first, then the database row and the trust bundle version that publishes it,
+ * signed by the active key); a timer activates it when due (the new trust
+ * bundle version is signed by the new key) and drops retired keys past their
+ * not_after_ms. The same timer notices changes made by other registry
+ * processes on a shared database and loads the key they activated. Every
+ * refused authorisation is a security event (`event: "security"`, stable
+ * fields, see the README) and counted.
  *
  * Health reflects readiness (@parley/ops): NOT_SERVING while the database does
  * not answer a probe (`storage`), SERVING again by itself when it does.
@@ -24,6 +34,8 @@ import {
   assertAgentId,
   assertAgentType,
   assertCapability,
+  createIssuerKey,
+  decodeTrustBundleDocument,
   isIdentityError,
   keyId as computeKeyId,
   normaliseCapabilities,
@@ -35,9 +47,11 @@ import {
   AgentStatus,
   ChallengePurpose,
   Health,
+  IssuerKeyState,
   RegistryService,
   RevocationReason,
   type AgentRecordSchema,
+  type JoinTokenSchema,
   type MessageInitShape,
   type RevocationListEntrySchema,
   type SignedRevocationHeadSchema,
@@ -59,6 +73,13 @@ import {
 import { Readiness, ServerMetrics, buildInfo, logReadiness } from '@parley/ops';
 import {
   CHALLENGE_BYTES,
+  JOIN_TOKEN_ID_BYTES,
+  JOIN_TOKEN_SECRET_BYTES,
+  enrolmentLayout,
+  formatJoinToken,
+  joinTokenHash,
+  parseAgentMetadata,
+  verifyAgentRequest,
   parseOperatorMetadata,
   registrationProofLayout,
   rotationAuthorisationLayout,
@@ -67,8 +88,9 @@ import {
 } from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
+import type { IssuerKeyFiles } from './issuer-keys.js';
 import { RegistryMetrics } from './metrics.js';
-import { REVOCATION_CHANNEL, type AgentRow, type RegistryStore, type RevocationRow } from './store.js';
+import { REVOCATION_CHANNEL, TRUST_BUNDLE_CHANNEL, type AgentRow, type IssuerRow, type JoinTokenRow, type RegistryStore, type RevocationRow } from './store.js';
 
 /** Largest request the server accepts (every registry request is far smaller). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -89,6 +111,16 @@ const WATCH_BATCH = 256;
 /** Fallback poll of a watch, in case a notification is lost (a dropped LISTEN connection). */
 const WATCH_POLL_MS = 5_000;
 const OPERATOR_NAME_RE = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
+/** Most trust bundle documents one GetTrustBundle response carries. */
+export const MAX_BUNDLE_DOCUMENTS = 64;
+/** Longest RotateIssuer activate_after_ms (30 days) and grace_ms (400 days). */
+const MAX_ACTIVATE_AFTER_MS = 30 * 86_400_000;
+const MAX_GRACE_MS = 400 * 86_400_000;
+/** Join token lifetimes: 1 s .. 7 days. */
+const MIN_JOIN_TOKEN_TTL_MS = 1000;
+const MAX_JOIN_TOKEN_TTL_MS = 7 * 86_400_000;
+/** How often a registry process checks the issuer lifecycle (due activations, drops, changes by other processes). */
+const LIFECYCLE_INTERVAL_MS = 1000;
 
 /** TLS material for `serve`. */
 export interface TlsFiles {
@@ -100,8 +132,8 @@ export interface TlsFiles {
 export interface RegistryServerOptions {
   readonly crypto: ParleyCrypto;
   readonly store: RegistryStore;
-  /** The active issuer key (checked against the database at start). */
-  readonly issuer: IssuerKey;
+  /** The issuer key files: the active key (checked against the database at start), prepared keys, rotation. */
+  readonly keyFiles: IssuerKeyFiles;
   readonly settings: RegistrySettings;
   readonly logger: Logger;
   /**
@@ -124,9 +156,13 @@ interface Caller {
   readonly name: string;
 }
 
+/** What a read call needs (§15.3). */
+type ReadKind = 'directory' | 'operators' | 'revocations';
+
 type AgentRecordInit = MessageInitShape<typeof AgentRecordSchema>;
 type EntryInit = MessageInitShape<typeof RevocationListEntrySchema>;
 type HeadInit = MessageInitShape<typeof SignedRevocationHeadSchema>;
+type JoinTokenInit = MessageInitShape<typeof JoinTokenSchema>;
 
 /** A fan-out wake-up for watchers: notify() resolves every pending wait(). */
 class Notifier {
@@ -160,8 +196,16 @@ export class RegistryServer {
   readonly #notifier = new Notifier();
   #health: HealthReporter | undefined;
   #unlisten: (() => Promise<void>) | undefined;
+  #unlistenBundle: (() => Promise<void>) | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
+  #lifecycleTimer: NodeJS.Timeout | undefined;
+  #lifecycle: Promise<void> = Promise.resolve();
   #registryId: Uint8Array = new Uint8Array(16);
+  /** Issuer keys this process holds (active, and prepared when its file is here), by hex key id. */
+  readonly #keys = new Map<string, IssuerKey>();
+  #activeKeyId: Uint8Array | undefined;
+  #bundleVersion = 0;
+  #stopped = false;
   /**
    * The readiness checks behind gRPC health and `/readyz` (`storage`; other
    * components add theirs: `set(name, { ok, detail })` or `addProbe`).
@@ -212,15 +256,13 @@ export class RegistryServer {
     if (tlsFiles === undefined && !isLoopbackHost(host)) {
       throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: give --tls-cert and --tls-key`);
     }
-    const { store, issuer, logger } = this.#o;
+    const { store, keyFiles, logger } = this.#o;
     this.#registryId = await store.registryId();
-    const active = (await store.issuers()).find((i) => i.active);
-    if (active === undefined || !this.#o.crypto.constantTimeEqual(active.keyId, issuer.keyId)) {
-      throw new RpcError(
-        'failed_precondition',
-        `the issuer key file (key id ${toHex(issuer.keyId)}) is not the registry's active issuer key${active === undefined ? '' : ` (${toHex(active.keyId)})`}`,
-      );
-    }
+    const { keys, notes } = keyFiles.loadFor(await store.issuers());
+    for (const note of notes) logger.warn({ event: 'issuer_keys' }, note);
+    for (const key of keys) this.#keys.set(toHex(key.keyId), key);
+    this.#activeKeyId = keys[0]!.keyId;
+    this.#bundleVersion = await store.ensureTrustBundle((id) => this.#key(id), Date.now());
 
     const onCallEnd = (r: CallRecord): void => {
       this.#serverMetrics.onCallEnd(r);
@@ -234,6 +276,9 @@ export class RegistryServer {
     addReflectionService(this.#server, [RegistryService, Health]);
 
     this.#unlisten = await store.db.listen(REVOCATION_CHANNEL, () => this.#notifier.notify());
+    this.#unlistenBundle = await store.db.listen(TRUST_BUNDLE_CHANNEL, () => this.#scheduleLifecycle());
+    this.#lifecycleTimer = setInterval(() => this.#scheduleLifecycle(), LIFECYCLE_INTERVAL_MS);
+    this.#lifecycleTimer.unref();
     this.#pruneTimer = setInterval(() => {
       store.prune(Date.now(), this.#o.settings.maxClockSkewMs).catch((error: unknown) => logger.warn({ err: error }, 'pruning expired challenges and nonces failed'));
     }, 60_000);
@@ -257,11 +302,15 @@ export class RegistryServer {
 
   /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */
   async stop(graceMs = 5_000): Promise<void> {
+    this.#stopped = true;
     this.readiness.shutdown();
     this.#serverMetrics.close();
     this.#health?.shutdown();
     if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
+    if (this.#lifecycleTimer !== undefined) clearInterval(this.#lifecycleTimer);
+    await this.#lifecycle.catch(() => undefined);
     await this.#unlisten?.().catch(() => undefined);
+    await this.#unlistenBundle?.().catch(() => undefined);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.#server.forceShutdown();
@@ -272,6 +321,94 @@ export class RegistryServer {
         resolve();
       });
     });
+  }
+
+  // -------------------------------------------------------------------------
+  // Issuer keys and their lifecycle (§15.9)
+
+  /** The key id this process signs with now. */
+  get activeKeyId(): Uint8Array | undefined {
+    return this.#activeKeyId === undefined ? undefined : new Uint8Array(this.#activeKeyId);
+  }
+
+  /** The trust bundle version this process last saw. */
+  get trustBundleVersion(): number {
+    return this.#bundleVersion;
+  }
+
+  #key(keyId: Uint8Array): IssuerKey | undefined {
+    return this.#keys.get(toHex(keyId));
+  }
+
+  /** The active issuer key, to sign with. */
+  #active(): IssuerKey {
+    const key = this.#activeKeyId === undefined ? undefined : this.#key(this.#activeKeyId);
+    if (key === undefined) {
+      throw new RpcError('failed_precondition', `this registry process does not hold the active issuer key${this.#activeKeyId === undefined ? '' : ` (${toHex(this.#activeKeyId)})`}: copy its key file here and restart`);
+    }
+    return key;
+  }
+
+  /** Runs one lifecycle step after the previous one (never two at once in this process). */
+  #scheduleLifecycle(): void {
+    if (this.#stopped) return;
+    this.#lifecycle = this.#lifecycle
+      .then(() => this.#lifecycleStep())
+      .catch((error: unknown) => this.#o.logger.warn({ event: 'issuer_lifecycle', err: error }, 'issuer lifecycle step failed (retried in 1 s)'));
+  }
+
+  async #lifecycleStep(): Promise<void> {
+    if (this.#stopped) return;
+    const { store, keyFiles, logger } = this.#o;
+    const nowMs = Date.now();
+    const activated = await store.activateDueIssuer((id) => this.#key(id), nowMs);
+    if (activated !== undefined) {
+      logger.warn(
+        { event: 'security', stage: 'issuer', code: 'issuer_activated', issuer_key_id: toHex(activated.activated), retired_key_id: toHex(activated.retired), retired_not_after_ms: activated.notAfterMs, trust_bundle_version: activated.version },
+        'issuer key activated; the previous one is retired',
+      );
+    }
+    const dropped = await store.dropExpiredIssuers((id) => this.#key(id), nowMs);
+    if (dropped !== undefined) {
+      logger.info({ event: 'issuer_dropped', issuer_key_ids: dropped.dropped.map(toHex), trust_bundle_version: dropped.version }, 'retired issuer keys past their grace period left the trust bundle');
+    }
+    // Follow the database (this process's changes and other processes'): the active key, the version.
+    const issuers = await store.issuers();
+    const active = issuers.find((i) => i.state === 'active');
+    if (active !== undefined && (this.#activeKeyId === undefined || !this.#o.crypto.constantTimeEqual(active.keyId, this.#activeKeyId))) {
+      this.#switchActive(active, issuers);
+    }
+    const prepared = issuers.find((i) => i.state === 'prepared');
+    if (prepared !== undefined && this.#key(prepared.keyId) === undefined) {
+      const next = keyFiles.keyIdOf(keyFiles.nextPath);
+      if (next !== undefined && this.#o.crypto.constantTimeEqual(next, prepared.keyId)) this.#keys.set(toHex(prepared.keyId), keyFiles.read(keyFiles.nextPath));
+    }
+    const version = await store.trustBundleVersion();
+    if (version !== this.#bundleVersion) {
+      this.#bundleVersion = version;
+      this.#notifier.notify(); // watches send the new version at once
+    }
+  }
+
+  /** Another key became active (here or in another registry process): sign with it, forget the old secret. */
+  #switchActive(active: IssuerRow, issuers: readonly IssuerRow[]): void {
+    const { keyFiles, logger } = this.#o;
+    try {
+      keyFiles.promote(active.keyId);
+      if (this.#key(active.keyId) === undefined) this.#keys.set(toHex(active.keyId), keyFiles.read(keyFiles.activePath));
+    } catch (error) {
+      logger.error({ event: 'issuer_keys', issuer_key_id: toHex(active.keyId), err: error }, 'the active issuer key is not in this data directory: this process cannot sign until it is');
+    }
+    const previous = this.#activeKeyId;
+    this.#activeKeyId = active.keyId;
+    for (const [hex, key] of this.#keys) {
+      const row = issuers.find((i) => toHex(i.keyId) === hex);
+      if (row === undefined || row.state === 'retired' || row.state === 'dropped') {
+        key.secretKey.wipe();
+        this.#keys.delete(hex);
+      }
+    }
+    logger.info({ issuer_key_id: toHex(active.keyId), previous_key_id: previous === undefined ? undefined : toHex(previous) }, 'signing with the new active issuer key');
   }
 
   #logCall(r: CallRecord): void {
@@ -307,15 +444,33 @@ export class RegistryServer {
   // -------------------------------------------------------------------------
   // Authorisation
 
-  /** Checks an operator request signature (§15.3); returns the operator, or undefined for an unsigned read that is allowed. */
-  async #authorise(ctx: CallContext, kind: 'write' | 'read'): Promise<Caller | undefined> {
-    const auth = parseOperatorMetadata((key) => {
+  /**
+   * Checks a request's signature (§15.3): an operator's, or for a directory read an agent's own.
+   * Returns the operator, or undefined for an agent or an unsigned read that is allowed.
+   */
+  async #authorise(ctx: CallContext, kind: 'write' | ReadKind): Promise<Caller | undefined> {
+    const get = (key: string): string | undefined => {
       const value = ctx.metadata.get(key)[0];
       return typeof value === 'string' ? value : undefined;
-    });
+    };
+    const auth = parseOperatorMetadata(get);
     if (auth === undefined) {
-      if (kind === 'read' && !this.#o.settings.readsRequireAuth) return undefined;
-      return this.#refuse(ctx, 'unauthenticated', `${ctx.method.name} requires an operator request signature`);
+      const { settings } = this.#o;
+      if (kind === 'directory') {
+        const agent = parseAgentMetadata(get);
+        if (agent !== undefined) {
+          await this.#authoriseAgent(ctx, agent);
+          return undefined;
+        }
+      }
+      const open =
+        kind === 'revocations' ? !settings.readsRequireAuth : kind === 'directory' || kind === 'operators' ? settings.directoryReads === 'public' && !settings.readsRequireAuth : false;
+      if (open) return undefined;
+      return this.#refuse(
+        ctx,
+        'unauthenticated',
+        kind === 'directory' ? `${ctx.method.name} requires an operator or agent request signature (directory_reads is "authenticated")` : `${ctx.method.name} requires an operator request signature`,
+      );
     }
     const who = { keyId: auth.keyId };
     const operator = await this.#o.store.operator(auth.keyId);
@@ -331,6 +486,28 @@ export class RegistryServer {
     const fresh = await this.#o.store.useNonce(auth.keyId, auth.nonce, auth.timestampMs + this.#o.settings.maxClockSkewMs + 1000);
     if (!fresh) return this.#refuse(ctx, 'permission_denied', 'operator request replayed (nonce already used)', who);
     return { keyId: auth.keyId, name: operator.name };
+  }
+
+  /** An agent's own signature on a directory read (§15.3): its current, valid, unrevoked certificate's key. */
+  async #authoriseAgent(ctx: CallContext, auth: NonNullable<ReturnType<typeof parseAgentMetadata>>): Promise<void> {
+    const { store, crypto, settings } = this.#o;
+    const nowMs = Date.now();
+    const who = { agent: auth.agentId };
+    const agent = await store.agent(auth.agentId, nowMs);
+    if (agent === undefined || !crypto.constantTimeEqual(agent.certificate.serial, auth.serial)) {
+      return this.#refuse(ctx, 'permission_denied', 'the signing agent is unknown, or the serial is not its current certificate', who);
+    }
+    if (agent.status !== AgentStatus.ACTIVE || nowMs < Number(agent.certificate.validFromMs)) {
+      return this.#refuse(ctx, 'permission_denied', `the signing agent's certificate is ${agent.status === AgentStatus.REVOKED ? 'revoked' : 'not valid now'}`, who);
+    }
+    const target = { registryId: this.#registryId, path: ctx.path, body: ctx.requestBytes };
+    if (!verifyAgentRequest(crypto, agent.certificate.identityPublicKey, auth, target)) return this.#refuse(ctx, 'permission_denied', 'agent request signature does not verify', who);
+    const skew = auth.timestampMs - nowMs;
+    if (Math.abs(skew) > settings.maxClockSkewMs) {
+      return this.#refuse(ctx, 'permission_denied', `agent request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${settings.maxClockSkewMs / 1000} s)`, who);
+    }
+    const fresh = await store.useNonce(computeKeyId(crypto, agent.certificate.identityPublicKey), auth.nonce, auth.timestampMs + settings.maxClockSkewMs + 1000);
+    if (!fresh) return this.#refuse(ctx, 'permission_denied', 'agent request replayed (nonce already used)', who);
   }
 
   // -------------------------------------------------------------------------
@@ -361,8 +538,9 @@ export class RegistryServer {
   }
 
   #head(version: number, headHash: Uint8Array): HeadInit {
-    const fields = { registryId: this.#registryId, version: BigInt(version), headHash, issuedAtMs: BigInt(Date.now()), issuerKeyId: this.#o.issuer.keyId };
-    return { ...fields, signature: this.#o.crypto.ed25519.sign(revocationHeadLayout(fields), this.#o.issuer.secretKey) };
+    const issuer = this.#active();
+    const fields = { registryId: this.#registryId, version: BigInt(version), headHash, issuedAtMs: BigInt(Date.now()), issuerKeyId: issuer.keyId };
+    return { ...fields, signature: this.#o.crypto.ed25519.sign(revocationHeadLayout(fields), issuer.secretKey) };
   }
 
   // -------------------------------------------------------------------------
@@ -400,7 +578,7 @@ export class RegistryServer {
   // RegistryService
 
   #implementation(): ServiceImplementation<typeof RegistryService> {
-    const { store, crypto, settings, issuer } = this.#o;
+    const { store, crypto, settings } = this.#o;
     return {
       createChallenge: async (req) => {
         if (req.purpose !== ChallengePurpose.REGISTER && req.purpose !== ChallengePurpose.ROTATE_KEY) {
@@ -429,7 +607,7 @@ export class RegistryServer {
           'proof_signature (the agent key over the registration challenge)',
           agentId,
         );
-        const agent = await store.registerAgent(issuer, { agentId, identityPublicKey, agentType, capabilities, ...validity, challenge, nowMs });
+        const agent = await store.registerAgent(this.#active(), { agentId, identityPublicKey, agentType, capabilities, ...validity, challenge, nowMs });
         this.metrics.issued.inc({ reason: 'register' });
         this.#o.logger.info({ agent_id: agentId, serial: toHex(agent.certificate.serial), operator: caller?.name }, 'agent registered');
         return { agent: this.#record(agent) };
@@ -437,7 +615,7 @@ export class RegistryServer {
 
       getAgent: async (req, ctx) => {
         const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
-        await this.#authorise(ctx, 'read');
+        await this.#authorise(ctx, 'directory');
         const agent = await store.agent(agentId, Date.now());
         if (agent === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
         return { agent: this.#record(agent) };
@@ -451,7 +629,7 @@ export class RegistryServer {
         if (AgentStatus[req.status] === undefined) throw new RpcError('malformed', `unknown agent status ${req.status}`);
         const status = req.status === AgentStatus.UNSPECIFIED ? undefined : req.status;
         const afterAgentId = req.pageToken === '' ? undefined : decodePageToken(req.pageToken);
-        await this.#authorise(ctx, 'read');
+        await this.#authorise(ctx, 'directory');
         const page = await store.listAgents({
           limit,
           nowMs: Date.now(),
@@ -478,7 +656,7 @@ export class RegistryServer {
         // Authorised by the current key; the new key proves possession. Both before anything is written.
         this.#verifyAgentSignature(ctx, req.oldKeySignature, rotationAuthorisationLayout(fields), oldPublicKey, 'old_key_signature (the current identity key)', agentId);
         this.#verifyAgentSignature(ctx, req.newKeySignature, rotationProofLayout(fields), newPublicKey, 'new_key_signature (the new identity key)', agentId);
-        const result = await store.rotateKey(issuer, { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+        const result = await store.rotateKey(this.#active(), { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
         this.metrics.issued.inc({ reason: 'rotate' });
         this.metrics.revoked.inc({ subject: 'serial', via: 'rotate' });
         this.#notifier.notify();
@@ -511,7 +689,7 @@ export class RegistryServer {
 
       getRevocationList: async (req, ctx) => {
         if (req.maxEntries > MAX_LIST_ENTRIES) throw new RpcError('malformed', `max_entries must be at most ${MAX_LIST_ENTRIES}`);
-        await this.#authorise(ctx, 'read');
+        await this.#authorise(ctx, 'revocations');
         const current = await store.revocationHead();
         const after = this.#checkAfter(req.afterVersion, current.version);
         const rows = limitBytes(await store.revocationsAfter(after, req.maxEntries === 0 ? MAX_LIST_ENTRIES : req.maxEntries), MAX_LIST_BYTES);
@@ -522,13 +700,130 @@ export class RegistryServer {
 
       watchRevocations: (req, ctx) => this.#watch(req.afterVersion, ctx),
 
-      getTrustBundle: async () => {
+      getTrustBundle: async (req) => {
         const nowMs = Date.now();
-        const issuers = (await store.issuers()).filter((i) => i.notAfterMs === null || i.notAfterMs > nowMs);
+        const issuers = (await store.issuers()).filter((i) => i.state !== 'dropped' && (i.notAfterMs === null || i.notAfterMs > nowMs));
+        const currentVersion = await store.trustBundleVersion();
+        const documents = await store.trustBundlesAfter(req.afterVersion > BigInt(currentVersion) ? currentVersion : Number(req.afterVersion), MAX_BUNDLE_DOCUMENTS);
         return {
           registryId: this.#registryId,
-          issuers: issuers.map((i) => ({ keyId: i.keyId, publicKey: i.publicKey, notAfterMs: BigInt(i.notAfterMs ?? 0), active: i.active })),
+          issuers: issuers.map((i) => ({
+            keyId: i.keyId,
+            publicKey: i.publicKey,
+            notAfterMs: BigInt(i.state === 'retired' ? (i.notAfterMs ?? 0) : 0),
+            active: i.active,
+            state: i.state === 'prepared' ? IssuerKeyState.PREPARED : i.state === 'active' ? IssuerKeyState.ACTIVE : IssuerKeyState.RETIRED,
+            activatesAtMs: BigInt(i.state === 'prepared' ? (i.activatesAtMs ?? 0) : 0),
+          })),
+          documents: documents.map((d) => decodeTrustBundleDocument(d.document)),
+          currentVersion: BigInt(currentVersion),
         };
+      },
+
+      rotateIssuer: async (req, ctx) => {
+        const activateAfterMs = Number(req.activateAfterMs === 0n ? BigInt(settings.issuerActivationDelayMs) : req.activateAfterMs);
+        if (req.activateAfterMs < 0n || activateAfterMs > MAX_ACTIVATE_AFTER_MS) throw new RpcError('malformed', `activate_after_ms must be 0..${MAX_ACTIVATE_AFTER_MS}`);
+        if (req.graceMs < 0n || req.graceMs > BigInt(MAX_GRACE_MS)) throw new RpcError('malformed', `grace_ms must be 0..${MAX_GRACE_MS}`);
+        const caller = await this.#authorise(ctx, 'write');
+        const nowMs = Date.now();
+        const key = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+        const { keyFiles } = this.#o;
+        // The key is on disk (and synced) before the database names it; a failed commit removes it.
+        keyFiles.writeNext(key);
+        let result: { version: number; outlivingGrace: number };
+        try {
+          result = await store.prepareIssuer(key, { activatesAtMs: nowMs + activateAfterMs, retireGraceMs: Number(req.graceMs) }, (id) => this.#key(id), nowMs);
+        } catch (error) {
+          if (!isRpcErrorCode(error, 'unavailable')) keyFiles.removeNext();
+          key.secretKey.wipe();
+          throw error;
+        }
+        this.#keys.set(toHex(key.keyId), key);
+        this.#bundleVersion = result.version;
+        this.#notifier.notify();
+        this.#o.logger.warn(
+          { event: 'security', stage: 'issuer', code: 'issuer_prepared', issuer_key_id: toHex(key.keyId), activates_at_ms: nowMs + activateAfterMs, grace_ms: Number(req.graceMs), trust_bundle_version: result.version, operator: caller?.name },
+          'issuer key prepared',
+        );
+        return {
+          prepared: { keyId: key.keyId, publicKey: key.publicKey, notAfterMs: 0n, active: false, state: IssuerKeyState.PREPARED, activatesAtMs: BigInt(nowMs + activateAfterMs) },
+          activatesAtMs: BigInt(nowMs + activateAfterMs),
+          trustBundleVersion: BigInt(result.version),
+          certificatesOutlivingGrace: BigInt(result.outlivingGrace),
+        };
+      },
+
+      createJoinToken: async (req, ctx) => {
+        const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
+        const agentType = field(() => assertAgentType(req.agentType, 'agent_type'));
+        const capabilities = field(() => normaliseCapabilities(req.capabilities));
+        if (req.ttlMs < BigInt(MIN_JOIN_TOKEN_TTL_MS) || req.ttlMs > BigInt(MAX_JOIN_TOKEN_TTL_MS)) throw new RpcError('malformed', `ttl_ms must be ${MIN_JOIN_TOKEN_TTL_MS}..${MAX_JOIN_TOKEN_TTL_MS} (1 s .. 7 days)`);
+        const validityMs = req.validityMs === 0n ? settings.defaultValidityMs : Number(req.validityMs);
+        if (req.validityMs < 0n || validityMs > settings.maxValidityMs || validityMs < 1000) throw new RpcError('malformed', `validity_ms must be 1000..${settings.maxValidityMs} (0: the default)`);
+        const caller = await this.#authorise(ctx, 'write');
+        const nowMs = Date.now();
+        const tokenId = crypto.randomBytes(JOIN_TOKEN_ID_BYTES);
+        const tokenSecret = crypto.randomBytes(JOIN_TOKEN_SECRET_BYTES);
+        const row = await store.createJoinToken({
+          tokenId,
+          tokenHash: joinTokenHash(crypto, tokenId, tokenSecret),
+          agentId,
+          agentType,
+          capabilities,
+          validityMs,
+          createdAtMs: nowMs,
+          expiresAtMs: nowMs + Number(req.ttlMs),
+          createdByKeyId: caller!.keyId,
+        });
+        this.#o.logger.info({ event: 'join_token_created', token_id: toHex(tokenId), agent_id: agentId, expires_at_ms: row.expiresAtMs, operator: caller?.name }, 'join token created');
+        return { tokenId, tokenSecret, expiresAtMs: BigInt(row.expiresAtMs), token: formatJoinToken(tokenId, tokenSecret) };
+      },
+
+      listJoinTokens: async (req, ctx) => {
+        await this.#authorise(ctx, 'write');
+        return { tokens: (await store.joinTokens(req.all, Date.now())).map(joinTokenMessage) };
+      },
+
+      revokeJoinToken: async (req, ctx) => {
+        const tokenId = this.#bytes(req.tokenId, JOIN_TOKEN_ID_BYTES, 'token_id');
+        const caller = await this.#authorise(ctx, 'write');
+        const row = await store.revokeJoinToken(tokenId, Date.now());
+        this.#o.logger.info({ event: 'join_token_revoked', token_id: toHex(tokenId), operator: caller?.name }, 'join token revoked');
+        return { token: joinTokenMessage(row) };
+      },
+
+      enrollAgent: async (req, ctx) => {
+        const nowMs = Date.now();
+        const tokenId = this.#bytes(req.tokenId, JOIN_TOKEN_ID_BYTES, 'token_id');
+        const tokenSecret = this.#bytes(req.tokenSecret, JOIN_TOKEN_SECRET_BYTES, 'token_secret');
+        const agentId = field(() => assertAgentId(req.agentId, 'agent_id'));
+        const identityPublicKey = this.#bytes(req.identityPublicKey, 32, 'identity_public_key');
+        if (req.timestampMs < 0n || req.timestampMs > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpcError('malformed', 'timestamp_ms must be milliseconds since the epoch');
+        const tokenHash = joinTokenHash(crypto, tokenId, tokenSecret);
+        this.#verifyAgentSignature(
+          ctx,
+          req.proofSignature,
+          enrolmentLayout({ registryId: this.#registryId, tokenId, tokenHash, agentId, identityPublicKey, timestampMs: req.timestampMs }),
+          identityPublicKey,
+          'proof_signature (the agent key over the enrolment layout)',
+          agentId,
+        );
+        const skew = Number(req.timestampMs) - nowMs;
+        if (skew < -settings.maxClockSkewMs) throw new RpcError('stale_timestamp', `enrolment timestamp is ${Math.round(-skew / 1000)} s old (allowed ${settings.maxClockSkewMs / 1000} s)`);
+        if (skew > settings.maxClockSkewMs) throw new RpcError('future_timestamp', `enrolment timestamp is ${Math.round(skew / 1000)} s ahead (allowed ${settings.maxClockSkewMs / 1000} s)`);
+        let agent: AgentRow;
+        try {
+          agent = await store.enrollAgent(this.#active(), { tokenId, tokenHash, agentId, identityPublicKey, nowMs });
+        } catch (error) {
+          const e = RpcError.from(error);
+          if (e.code.startsWith('join_token_')) {
+            this.#o.logger.warn({ event: 'security', stage: 'enrolment', code: e.code, token_id: toHex(tokenId), agent_id: agentId, peer: ctx.peer }, 'enrolment refused');
+          }
+          throw error;
+        }
+        this.metrics.issued.inc({ reason: 'enrol' });
+        this.#o.logger.info({ event: 'agent_enrolled', agent_id: agentId, token_id: toHex(tokenId), serial: toHex(agent.certificate.serial) }, 'agent enrolled with a join token');
+        return { agent: this.#record(agent) };
       },
 
       addOperator: async (req, ctx) => {
@@ -549,7 +844,7 @@ export class RegistryServer {
       },
 
       listOperators: async (_req, ctx) => {
-        await this.#authorise(ctx, 'read');
+        await this.#authorise(ctx, 'operators');
         const ops = await store.operators();
         return {
           operators: ops.map((op) => ({ keyId: op.keyId, publicKey: op.publicKey, name: op.name, addedAtMs: BigInt(op.addedAtMs), addedByKeyId: op.addedByKeyId ?? new Uint8Array(0) })),
@@ -596,8 +891,8 @@ export class RegistryServer {
    * table, so the stream has no gap and no repeat; a client that reconnects
    * with its last head version resumes exactly after it.
    */
-  async *#watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit }> {
-    await this.#authorise(ctx, 'read');
+  async *#watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
+    await this.#authorise(ctx, 'revocations');
     this.metrics.watchers.inc();
     try {
       yield* this.#follow(afterVersion, ctx);
@@ -606,31 +901,53 @@ export class RegistryServer {
     }
   }
 
-  async *#follow(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit }> {
+  async *#follow(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
     const { store, settings } = this.#o;
     let cursor = this.#checkAfter(afterVersion, (await store.revocationHead()).version);
     let hash = await store.hashAt(cursor);
     let sentAt = 0;
+    let sentBundle = -1;
     while (!ctx.signal.aborted) {
       // Register for the wake-up before reading, so a commit between the read and the wait is not missed.
       const due = sentAt === 0 ? 0 : settings.heartbeatMs - (Date.now() - sentAt);
       const woken = this.#notifier.wait(Math.max(0, Math.min(due, WATCH_POLL_MS)), ctx.signal);
       const rows = await store.revocationsAfter(cursor, WATCH_BATCH);
       const last = rows.at(-1);
+      const bundle = this.#bundleVersion;
       if (last !== undefined) {
         cursor = last.version;
         hash = last.entryHash;
-        yield { entries: rows.map((r) => this.#entry(r)), head: this.#head(cursor, hash) };
+        yield { entries: rows.map((r) => this.#entry(r)), head: this.#head(cursor, hash), trustBundleVersion: BigInt(bundle) };
         sentAt = Date.now();
+        sentBundle = bundle;
         if (rows.length === WATCH_BATCH) continue; // more backlog: no waiting
-      } else if (sentAt === 0 || Date.now() - sentAt >= settings.heartbeatMs) {
-        // The first message says "you are current" at once; later ones are heartbeats.
-        yield { entries: [], head: this.#head(cursor, hash) };
+      } else if (sentAt === 0 || Date.now() - sentAt >= settings.heartbeatMs || bundle !== sentBundle) {
+        // The first message says "you are current" at once; later ones are heartbeats, or tell of a new trust bundle version.
+        yield { entries: [], head: this.#head(cursor, hash), trustBundleVersion: BigInt(bundle) };
         sentAt = Date.now();
+        sentBundle = bundle;
       }
       await woken;
     }
   }
+}
+
+function joinTokenMessage(t: JoinTokenRow): JoinTokenInit {
+  return {
+    tokenId: t.tokenId,
+    agentId: t.agentId,
+    agentType: t.agentType,
+    capabilities: t.capabilities,
+    createdAtMs: BigInt(t.createdAtMs),
+    expiresAtMs: BigInt(t.expiresAtMs),
+    usedAtMs: BigInt(t.usedAtMs ?? 0),
+    revokedAtMs: BigInt(t.revokedAtMs ?? 0),
+    createdByKeyId: t.createdByKeyId,
+  };
+}
+
+function isRpcErrorCode(error: unknown, code: string): boolean {
+  return error instanceof RpcError && error.code === code;
 }
 
 /** Upper bound of one entry's protobuf size: subject, reason text, hash, and generous framing for the varints. */

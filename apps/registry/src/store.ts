@@ -13,8 +13,18 @@
  * Row locks are always taken agent → certificate → counter, so concurrent
  * registrations, rotations and revocations cannot deadlock.
  */
-import { SecretKey, concatBytes, type ParleyCrypto } from '@parley/crypto-core';
-import { encodeCertificate, issueCertificate, type IssuerKey, EMPTY_CHAIN_HASH, revocationEntryHash, type RevocationEntryFields } from '@parley/identity';
+import { SecretKey, concatBytes, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import {
+  encodeCertificate,
+  encodeTrustBundleDocument,
+  issueCertificate,
+  signTrustBundleDocument,
+  EMPTY_CHAIN_HASH,
+  revocationEntryHash,
+  type IssuerKey,
+  type IssuerLifecycleState,
+  type RevocationEntryFields,
+} from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { bytes, int, intOrNull, type Database, type Queryable } from '@parley/db';
@@ -22,6 +32,16 @@ import { decodeCertificate } from '@parley/identity';
 
 /** NOTIFY channel for new revocations (its payload is the new version). */
 export const REVOCATION_CHANNEL = 'parley_registry_revocations';
+/** NOTIFY channel for new trust bundle versions (its payload is the new version). */
+export const TRUST_BUNDLE_CHANNEL = 'parley_registry_trust_bundle';
+/** Most join tokens outstanding (unused, unrevoked, unexpired) at once. */
+export const MAX_OUTSTANDING_JOIN_TOKENS = 1000;
+/** How long used, revoked and expired join tokens are kept (for `join-token list --all`) after they expire. */
+export const JOIN_TOKEN_RETENTION_MS = 7 * 86_400_000;
+
+/** Issuer key states as stored (docs/PROTOCOL.md §15.9); `dropped`: retired and no longer in the trust bundle. */
+export const ISSUER_STATE = Object.freeze({ prepared: 1, active: 2, retired: 3, dropped: 4 } as const);
+const STATE_NAME: Readonly<Record<number, IssuerLifecycleState | 'dropped'>> = Object.freeze({ 1: 'prepared', 2: 'active', 3: 'retired', 4: 'dropped' });
 
 /** An agent as stored, with its current certificate. */
 export interface AgentRow {
@@ -59,6 +79,29 @@ export interface IssuerRow {
   readonly createdAtMs: number;
   readonly notAfterMs: number | null;
   readonly active: boolean;
+  readonly state: IssuerLifecycleState | 'dropped';
+  /** For a prepared key: when it becomes active. */
+  readonly activatesAtMs: number | null;
+  /** For a prepared key: the grace it gives the key it retires (0: until that key's last certificate expires). */
+  readonly retireGraceMs: number | null;
+}
+
+/** Finds the in-memory issuer key (secret included) for a key id, when this process holds it. */
+export type IssuerKeyLookup = (keyId: Uint8Array) => IssuerKey | undefined;
+
+/** A join token as stored (never its secret). */
+export interface JoinTokenRow {
+  readonly tokenId: Uint8Array;
+  readonly tokenHash: Uint8Array;
+  readonly agentId: string;
+  readonly agentType: string;
+  readonly capabilities: string[];
+  readonly validityMs: number;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
+  readonly createdByKeyId: Uint8Array;
+  readonly usedAtMs: number | null;
+  readonly revokedAtMs: number | null;
 }
 
 /** Filters and cursor of {@link RegistryStore.listAgents}. */
@@ -190,11 +233,13 @@ export class RegistryStore {
         throw new RpcError('already_exists', `the database already holds a registry (id ${Buffer.from(bytes(existing[0]!.registry_id)).toString('hex')})`);
       }
       await tx.query('INSERT INTO registry_meta (registry_id, created_at_ms) VALUES ($1, $2)', [init.registryId, init.nowMs]);
-      await tx.query('INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active) VALUES ($1, $2, $3, true)', [
+      await tx.query('INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active, state) VALUES ($1, $2, $3, true, 2)', [
         init.issuer.keyId,
         init.issuer.publicKey,
         init.nowMs,
       ]);
+      this.#registryId = new Uint8Array(init.registryId);
+      await this.#publish(tx, (id) => (this.#crypto.constantTimeEqual(id, init.issuer.keyId) ? init.issuer : undefined), init.nowMs);
       await tx.query('INSERT INTO operators (key_id, public_key, name, added_at_ms, added_by_key_id) VALUES ($1, $2, $3, $4, NULL)', [
         init.operator.keyId,
         init.operator.publicKey,
@@ -229,40 +274,164 @@ export class RegistryStore {
   /** Every issuer key, newest first. */
   async issuers(): Promise<IssuerRow[]> {
     const rows = await this.#db.query<Record<string, unknown>>(
-      'SELECT key_id, public_key, created_at_ms, not_after_ms, active FROM issuer_keys ORDER BY active DESC, created_at_ms DESC',
+      'SELECT key_id, public_key, created_at_ms, not_after_ms, active, state, activates_at_ms, retire_grace_ms FROM issuer_keys ORDER BY active DESC, created_at_ms DESC',
     );
-    return rows.map((r) => ({
-      keyId: bytes(r['key_id']),
-      publicKey: bytes(r['public_key']),
-      createdAtMs: int(r['created_at_ms']),
-      notAfterMs: intOrNull(r['not_after_ms']),
-      active: r['active'] === true,
-    }));
+    return rows.map(issuerFrom);
+  }
+
+  // -------------------------------------------------------------------------
+  // Issuer lifecycle and the signed trust bundle (docs/PROTOCOL.md §15.9). Every change is one
+  // transaction that takes the issuer_keys table lock first, so changes from several registry
+  // processes are serialised and every one publishes the next trust bundle version.
+
+  /** The current trust bundle version (0: none published yet). */
+  async trustBundleVersion(): Promise<number> {
+    const rows = await this.#db.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM trust_bundles');
+    return int(rows[0]!.v);
+  }
+
+  /** Signed documents with version > `after`, oldest first, at most `limit`. */
+  async trustBundlesAfter(after: number, limit: number): Promise<{ version: number; document: Uint8Array }[]> {
+    const rows = await this.#db.query<{ version: unknown; document: unknown }>('SELECT version, document FROM trust_bundles WHERE version > $1 ORDER BY version LIMIT $2', [after, limit]);
+    return rows.map((r) => ({ version: int(r.version), document: bytes(r.document) }));
   }
 
   /**
-   * Makes `issuer` the active issuer key. The previous one is retired with
-   * `not_after_ms` = the end of validity of the last certificate it signed (or
-   * now, when it signed none), so everything it issued keeps verifying through
-   * the trust bundle until it expires, and nothing after.
-   * @returns the retired key's id and not-after time
+   * Publishes version 1 when no trust bundle was ever published (a registry created before signed
+   * trust bundles), signed by the active key.
+   * @returns the current version
    */
-  async rotateIssuer(issuer: IssuerKey, nowMs: number): Promise<{ retiredKeyId: Uint8Array; notAfterMs: number }> {
+  async ensureTrustBundle(keys: IssuerKeyLookup, nowMs: number): Promise<number> {
     return this.#db.transaction(async (tx) => {
-      const current = await tx.query<{ key_id: unknown }>('SELECT key_id FROM issuer_keys WHERE active FOR UPDATE');
-      if (current.length === 0) throw new RpcError('failed_precondition', 'the registry has no active issuer key');
-      const retired = bytes(current[0]!.key_id);
-      const last = await tx.query<{ until: unknown }>('SELECT MAX(valid_until_ms) AS until FROM certificates WHERE issuer_key_id = $1', [retired]);
-      const notAfterMs = Math.max(intOrNull(last[0]?.until) ?? nowMs, nowMs);
-      await tx.query('UPDATE issuer_keys SET active = false, retired_at_ms = $2, not_after_ms = $3 WHERE key_id = $1', [retired, nowMs, notAfterMs]);
+      await tx.exec('LOCK TABLE issuer_keys IN SHARE ROW EXCLUSIVE MODE');
+      const rows = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM trust_bundles');
+      const current = int(rows[0]!.v);
+      if (current > 0) return current;
+      // Keys retired before this version existed, already past their bound, are left out (dropped).
+      await tx.query('UPDATE issuer_keys SET state = 4 WHERE state = 3 AND not_after_ms <= $1', [nowMs]);
+      return this.#publish(tx, keys, nowMs);
+    });
+  }
+
+  /**
+   * Records a new PREPARED issuer key and publishes the trust bundle version that lists it, signed by
+   * the active key (§15.9): every follower trusts the key before it signs anything.
+   * @returns the new version, and how many valid certificates of the active key would outlive the grace
+   * @throws RpcError `failed_precondition` (a key is already prepared, or the bundle would be too large),
+   *   `already_exists` (the key was used before)
+   */
+  async prepareIssuer(
+    prepared: { keyId: Uint8Array; publicKey: Uint8Array },
+    plan: { activatesAtMs: number; retireGraceMs: number },
+    keys: IssuerKeyLookup,
+    nowMs: number,
+  ): Promise<{ version: number; outlivingGrace: number }> {
+    return this.#db.transaction(async (tx) => {
+      await tx.exec('LOCK TABLE issuer_keys IN SHARE ROW EXCLUSIVE MODE');
+      const live = (await tx.query<Record<string, unknown>>('SELECT key_id, public_key, created_at_ms, not_after_ms, active, state, activates_at_ms, retire_grace_ms FROM issuer_keys WHERE state IN (1, 2, 3)')).map(issuerFrom);
+      const waiting = live.find((i) => i.state === 'prepared');
+      if (waiting !== undefined) {
+        throw new RpcError('failed_precondition', `issuer key ${toHex(waiting.keyId)} is already prepared (activates at ${new Date(waiting.activatesAtMs ?? 0).toISOString()}): one rotation at a time`);
+      }
+      if (live.length >= MAX_BUNDLE_ISSUERS) {
+        throw new RpcError('failed_precondition', `the trust bundle already holds ${live.length} issuer keys (retired keys within their grace period): wait until some drop out`);
+      }
       try {
-        await tx.query('INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active) VALUES ($1, $2, $3, true)', [issuer.keyId, issuer.publicKey, nowMs]);
+        await tx.query(
+          'INSERT INTO issuer_keys (key_id, public_key, created_at_ms, active, state, activates_at_ms, retire_grace_ms) VALUES ($1, $2, $3, false, 1, $4, $5)',
+          [prepared.keyId, prepared.publicKey, nowMs, plan.activatesAtMs, plan.retireGraceMs],
+        );
       } catch (error) {
         if (isUniqueViolation(error)) throw new RpcError('already_exists', 'this issuer key was already used by the registry');
         throw error;
       }
-      return { retiredKeyId: retired, notAfterMs };
+      let outlivingGrace = 0;
+      const active = live.find((i) => i.state === 'active');
+      if (plan.retireGraceMs > 0 && active !== undefined) {
+        const counted = await tx.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM certificates WHERE issuer_key_id = $1 AND revoked_version IS NULL AND valid_until_ms > $2', [
+          active.keyId,
+          plan.activatesAtMs + plan.retireGraceMs,
+        ]);
+        outlivingGrace = int(counted[0]!.n);
+      }
+      const version = await this.#publish(tx, keys, nowMs);
+      return { version, outlivingGrace };
     });
+  }
+
+  /**
+   * Activates the prepared key when its time has come: the active key is retired with
+   * `not_after_ms` = now + the prepared key's grace (0: the latest `valid_until_ms` of the certificates
+   * it signed, at least now + 1 minute), the prepared key becomes active, and the new trust bundle version is
+   * signed by it. Does nothing when no key is due, or when this process does not hold the prepared
+   * key's secret (another registry process with it will).
+   * @returns what changed, or undefined
+   */
+  async activateDueIssuer(keys: IssuerKeyLookup, nowMs: number): Promise<{ activated: Uint8Array; retired: Uint8Array; notAfterMs: number; version: number } | undefined> {
+    return this.#db.transaction(async (tx) => {
+      await tx.exec('LOCK TABLE issuer_keys IN SHARE ROW EXCLUSIVE MODE');
+      const live = (await tx.query<Record<string, unknown>>('SELECT key_id, public_key, created_at_ms, not_after_ms, active, state, activates_at_ms, retire_grace_ms FROM issuer_keys WHERE state IN (1, 2)')).map(issuerFrom);
+      const prepared = live.find((i) => i.state === 'prepared');
+      const active = live.find((i) => i.state === 'active');
+      if (prepared === undefined || active === undefined || (prepared.activatesAtMs ?? 0) > nowMs || keys(prepared.keyId) === undefined) return undefined;
+      let notAfterMs = nowMs + (prepared.retireGraceMs ?? 0);
+      if ((prepared.retireGraceMs ?? 0) === 0) {
+        // Until its last certificate expires, and at least a minute: what it signed just before (a revocation
+        // head) keeps verifying while every registry process switches to the new key.
+        const last = await tx.query<{ until: unknown }>('SELECT MAX(valid_until_ms) AS until FROM certificates WHERE issuer_key_id = $1', [active.keyId]);
+        notAfterMs = Math.max(intOrNull(last[0]?.until) ?? nowMs, nowMs + MIN_RETIRED_TRUST_MS);
+      }
+      await tx.query('UPDATE issuer_keys SET active = false, state = 3, retired_at_ms = $2, not_after_ms = $3 WHERE key_id = $1', [active.keyId, nowMs, notAfterMs]);
+      await tx.query('UPDATE issuer_keys SET active = true, state = 2, activated_at_ms = $2 WHERE key_id = $1', [prepared.keyId, nowMs]);
+      const version = await this.#publish(tx, keys, nowMs);
+      return { activated: prepared.keyId, retired: active.keyId, notAfterMs, version };
+    });
+  }
+
+  /**
+   * Drops retired keys past their `not_after_ms` out of the trust bundle (a new version, signed by the
+   * active key). Does nothing when none is due, or when this process does not hold the active key.
+   * @returns the dropped key ids and the new version, or undefined
+   */
+  async dropExpiredIssuers(keys: IssuerKeyLookup, nowMs: number): Promise<{ dropped: Uint8Array[]; version: number } | undefined> {
+    return this.#db.transaction(async (tx) => {
+      await tx.exec('LOCK TABLE issuer_keys IN SHARE ROW EXCLUSIVE MODE');
+      const due = await tx.query<{ key_id: unknown }>('SELECT key_id FROM issuer_keys WHERE state = 3 AND not_after_ms <= $1', [nowMs]);
+      if (due.length === 0) return undefined;
+      const active = await tx.query<{ key_id: unknown }>('SELECT key_id FROM issuer_keys WHERE state = 2');
+      if (active[0] === undefined || keys(bytes(active[0].key_id)) === undefined) return undefined;
+      const dropped = due.map((r) => bytes(r.key_id));
+      await tx.query('UPDATE issuer_keys SET state = 4 WHERE state = 3 AND not_after_ms <= $1', [nowMs]);
+      const version = await this.#publish(tx, keys, nowMs);
+      return { dropped, version };
+    });
+  }
+
+  /** Builds, signs (with the active key) and stores the next trust bundle version from the live issuer rows. */
+  async #publish(tx: Queryable, keys: IssuerKeyLookup, nowMs: number): Promise<number> {
+    const registryId = await this.#registryIdIn(tx);
+    const rows = (await tx.query<Record<string, unknown>>('SELECT key_id, public_key, created_at_ms, not_after_ms, active, state, activates_at_ms, retire_grace_ms FROM issuer_keys WHERE state IN (1, 2, 3)')).map(issuerFrom);
+    const active = rows.find((r) => r.state === 'active');
+    const signer = active === undefined ? undefined : keys(active.keyId);
+    if (active === undefined || signer === undefined) {
+      throw new RpcError('failed_precondition', `this registry process does not hold the active issuer key${active === undefined ? '' : ` (${toHex(active.keyId)})`}: it cannot sign the trust bundle`);
+    }
+    const last = await tx.query<{ v: unknown }>('SELECT COALESCE(MAX(version), 0) AS v FROM trust_bundles');
+    const version = int(last[0]!.v) + 1;
+    const document = signTrustBundleDocument(
+      this.#crypto,
+      {
+        registryId,
+        version,
+        issuedAtMs: nowMs,
+        issuers: rows.map((r) => ({ publicKey: r.publicKey, state: r.state as IssuerLifecycleState, ...(r.state === 'retired' ? { notAfterMs: Math.max(1, r.notAfterMs ?? nowMs) } : {}) })),
+      },
+      signer,
+    );
+    await tx.query('INSERT INTO trust_bundles (version, issued_at_ms, document) VALUES ($1, $2, $3)', [version, nowMs, encodeTrustBundleDocument(this.#crypto, document)]);
+    // Delivered at commit to every registry process that LISTENs: their watches send the new version.
+    await tx.query('SELECT pg_notify($1, $2)', [TRUST_BUNDLE_CHANNEL, String(version)]);
+    return version;
   }
 
   // -------------------------------------------------------------------------
@@ -388,7 +557,8 @@ export class RegistryStore {
   async prune(nowMs: number, nonceGraceMs = 0): Promise<number> {
     const a = await this.#db.query('DELETE FROM challenges WHERE expires_at_ms < $1 RETURNING 1', [nowMs]);
     const b = await this.#db.query('DELETE FROM operator_nonces WHERE expires_at_ms < $1 RETURNING 1', [nowMs - nonceGraceMs]);
-    return a.length + b.length;
+    const c = await this.#db.query('DELETE FROM join_tokens WHERE expires_at_ms < $1 RETURNING 1', [nowMs - JOIN_TOKEN_RETENTION_MS]);
+    return a.length + b.length + c.length;
   }
 
   // -------------------------------------------------------------------------
@@ -445,6 +615,98 @@ export class RegistryStore {
       if (inserted.length === 0) throw new RpcError('already_exists', `agent '${a.agentId}' already exists`);
       await insertCertificate(tx, cert, a.nowMs);
       return agentOf(cert, a.agentType, a.nowMs, a.nowMs);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Join tokens and enrolment (docs/PROTOCOL.md §15.11)
+
+  /**
+   * Stores a new join token (its hash only).
+   * @throws RpcError `quota_exceeded` (too many outstanding), `already_exists` (the agent id is registered)
+   */
+  async createJoinToken(t: Omit<JoinTokenRow, 'usedAtMs' | 'revokedAtMs'>): Promise<JoinTokenRow> {
+    return this.#db.transaction(async (tx) => {
+      await tx.exec('LOCK TABLE join_tokens IN SHARE ROW EXCLUSIVE MODE');
+      const outstanding = await tx.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM join_tokens WHERE used_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1', [t.createdAtMs]);
+      if (int(outstanding[0]!.n) >= MAX_OUTSTANDING_JOIN_TOKENS) {
+        throw new RpcError('quota_exceeded', `${MAX_OUTSTANDING_JOIN_TOKENS} join tokens are outstanding: revoke unused ones or wait for them to expire`);
+      }
+      const taken = await tx.query('SELECT 1 FROM agents WHERE agent_id = $1', [t.agentId]);
+      if (taken.length > 0) throw new RpcError('already_exists', `agent '${t.agentId}' already exists`);
+      const rows = await tx.query<Record<string, unknown>>(
+        `INSERT INTO join_tokens (token_id, token_hash, agent_id, agent_type, capabilities, validity_ms, created_at_ms, expires_at_ms, created_by_key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+        [t.tokenId, t.tokenHash, t.agentId, t.agentType, t.capabilities, t.validityMs, t.createdAtMs, t.expiresAtMs, t.createdByKeyId],
+      );
+      return joinTokenFrom(rows[0]!);
+    });
+  }
+
+  /** Join tokens, newest first: the outstanding ones, or (`all`) every one still kept. */
+  async joinTokens(all: boolean, nowMs: number): Promise<JoinTokenRow[]> {
+    const rows = all
+      ? await this.#db.query<Record<string, unknown>>('SELECT * FROM join_tokens ORDER BY created_at_ms DESC, token_id LIMIT 10000')
+      : await this.#db.query<Record<string, unknown>>(
+          'SELECT * FROM join_tokens WHERE used_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1 ORDER BY created_at_ms DESC, token_id',
+          [nowMs],
+        );
+    return rows.map(joinTokenFrom);
+  }
+
+  /**
+   * Makes an unused join token unusable.
+   * @throws RpcError `not_found`, `failed_precondition` (already used or revoked)
+   */
+  async revokeJoinToken(tokenId: Uint8Array, nowMs: number): Promise<JoinTokenRow> {
+    return this.#db.transaction(async (tx) => {
+      const rows = await tx.query<Record<string, unknown>>('SELECT * FROM join_tokens WHERE token_id = $1 FOR UPDATE', [tokenId]);
+      if (rows[0] === undefined) throw new RpcError('not_found', `no join token ${toHex(tokenId)}`);
+      const token = joinTokenFrom(rows[0]);
+      if (token.usedAtMs !== null) throw new RpcError('failed_precondition', `join token ${toHex(tokenId)} was already used`);
+      if (token.revokedAtMs !== null) throw new RpcError('failed_precondition', `join token ${toHex(tokenId)} is already revoked`);
+      const updated = await tx.query<Record<string, unknown>>('UPDATE join_tokens SET revoked_at_ms = $2 WHERE token_id = $1 RETURNING *', [tokenId, nowMs]);
+      return joinTokenFrom(updated[0]!);
+    });
+  }
+
+  /**
+   * Enrols an agent with a join token, in one transaction: the token (its hash compared in constant
+   * time, then: not revoked, not used, not expired, for this agent id) is consumed, the agent inserted
+   * and its certificate issued (type, capabilities and validity from the token). A failure rolls it all
+   * back, the token included.
+   * @throws RpcError `join_token_invalid` (unknown, wrong secret, revoked, another agent id),
+   *   `join_token_used`, `join_token_expired`, `already_exists` (agent id or identity key)
+   */
+  async enrollAgent(issuer: IssuerKey, e: { tokenId: Uint8Array; tokenHash: Uint8Array; agentId: string; identityPublicKey: Uint8Array; nowMs: number }): Promise<AgentRow> {
+    return this.#db.transaction(async (tx) => {
+      const rows = await tx.query<Record<string, unknown>>('SELECT * FROM join_tokens WHERE token_id = $1 FOR UPDATE', [e.tokenId]);
+      const invalid = (): never => {
+        throw new RpcError('join_token_invalid', 'join token unknown, revoked, or not for this agent id');
+      };
+      if (rows[0] === undefined) invalid();
+      const token = joinTokenFrom(rows[0]!);
+      if (!this.#crypto.constantTimeEqual(token.tokenHash, e.tokenHash)) invalid();
+      if (token.revokedAtMs !== null || token.agentId !== e.agentId) invalid();
+      if (token.usedAtMs !== null) throw new RpcError('join_token_used', 'join token already used: ask an operator for a new one');
+      if (token.expiresAtMs <= e.nowMs) throw new RpcError('join_token_expired', 'join token expired: ask an operator for a new one');
+      const cert = issueCertificate(this.#crypto, issuer, {
+        agentId: token.agentId,
+        identityPublicKey: e.identityPublicKey,
+        agentType: token.agentType,
+        capabilities: token.capabilities,
+        validFromMs: e.nowMs,
+        validUntilMs: e.nowMs + token.validityMs,
+      });
+      const inserted = await tx.query(
+        `INSERT INTO agents (agent_id, agent_type, capabilities, current_serial, registered_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (agent_id) DO NOTHING RETURNING 1`,
+        [token.agentId, token.agentType, cert.capabilities, cert.serial, e.nowMs],
+      );
+      if (inserted.length === 0) throw new RpcError('already_exists', `agent '${token.agentId}' already exists`);
+      await insertCertificate(tx, cert, e.nowMs);
+      await tx.query('UPDATE join_tokens SET used_at_ms = $2, used_serial = $3 WHERE token_id = $1', [e.tokenId, e.nowMs, cert.serial]);
+      return agentOf(cert, token.agentType, e.nowMs, e.nowMs);
     });
   }
 
@@ -608,6 +870,43 @@ export class RegistryStore {
     );
     return rows.map(revocationFrom);
   }
+}
+
+/** Shortest time a key retired with the default grace stays trusted. */
+const MIN_RETIRED_TRUST_MS = 60_000;
+
+/** Most issuer keys the trust bundle lists at once (the document's limit, docs/PROTOCOL.md §15.9). */
+const MAX_BUNDLE_ISSUERS = 64;
+
+function issuerFrom(r: Record<string, unknown>): IssuerRow {
+  const state = STATE_NAME[int(r['state'])];
+  if (state === undefined) throw new RpcError('internal', `issuer key state ${String(r['state'])} is unknown`);
+  return {
+    keyId: bytes(r['key_id']),
+    publicKey: bytes(r['public_key']),
+    createdAtMs: int(r['created_at_ms']),
+    notAfterMs: intOrNull(r['not_after_ms']),
+    active: r['active'] === true,
+    state,
+    activatesAtMs: intOrNull(r['activates_at_ms']),
+    retireGraceMs: intOrNull(r['retire_grace_ms']),
+  };
+}
+
+function joinTokenFrom(r: Record<string, unknown>): JoinTokenRow {
+  return {
+    tokenId: bytes(r['token_id']),
+    tokenHash: bytes(r['token_hash']),
+    agentId: r['agent_id'] as string,
+    agentType: r['agent_type'] as string,
+    capabilities: [...(r['capabilities'] as string[])],
+    validityMs: int(r['validity_ms']),
+    createdAtMs: int(r['created_at_ms']),
+    expiresAtMs: int(r['expires_at_ms']),
+    createdByKeyId: bytes(r['created_by_key_id']),
+    usedAtMs: intOrNull(r['used_at_ms']),
+    revokedAtMs: intOrNull(r['revoked_at_ms']),
+  };
 }
 
 function operatorFrom(r: Record<string, unknown>): OperatorRow {

@@ -11,7 +11,9 @@ import { IdentityError, MemoryRevocationSet, RevocationListFollower, TrustBundle
 import {
   AgentStatus,
   ChallengePurpose,
+  GetAgentRequestSchema,
   Health,
+  IssuerKeyState,
   RegisterAgentRequestSchema,
   RegistryService,
   RevocationReason,
@@ -21,7 +23,19 @@ import {
   toBinary,
 } from '@parley/proto';
 import { RpcError, ServingStatus, createClient, isRpcError, type RpcErrorCode } from '@parley/rpc';
-import { operatorRequestSigner, registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout, signOperatorRequest } from '@parley/protocol';
+import {
+  TrustBundleFollower,
+  agentRequestSigner,
+  enrolmentLayout,
+  formatJoinToken,
+  joinTokenHash,
+  operatorRequestSigner,
+  registrationProofLayout,
+  rotationAuthorisationLayout,
+  rotationProofLayout,
+  signAgentRequest,
+  signOperatorRequest,
+} from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
@@ -299,8 +313,9 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     const anonymous = plainClient(registry);
     const unsigned = await codeOf(anonymous.revokeAgent({ subject: { case: 'agentId', value: 'x-1' } }));
     expect(unsigned).toMatchObject({ code: 'unauthenticated', grpc: status.UNAUTHENTICATED });
-    // Reads are open by default.
-    expect((await anonymous.listAgents({ pageSize: 1 })).agents.length).toBeLessThanOrEqual(1);
+    // The directory is not open by default (directory_reads "authenticated"); the revocation list is.
+    expect(await codeOf(anonymous.listAgents({ pageSize: 1 }))).toMatchObject({ code: 'unauthenticated', grpc: status.UNAUTHENTICATED });
+    expect((await anonymous.getRevocationList({})).head).toBeDefined();
     anonymous.close();
 
     const { agent } = await register(newId('auth'));
@@ -429,6 +444,84 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     expect(await codeOf(op.client.watchRevocations({ afterVersion: BigInt(follower.version + 100) })[Symbol.asyncIterator]().next())).toMatchObject({
       code: 'failed_precondition',
     });
+  });
+
+  it('directory reads: an operator or the agent itself (its current, valid certificate\'s key) signs; no replay, no revoked or superseded agent', async () => {
+    const { agent, key } = await register(newId('reader'));
+    const raw = plainClient(registry);
+    const asAgent = (serial = agent.certificate!.serial, secretKey = key.secretKey) =>
+      agentRequestSigner(crypto, { agentId: agent.agentId, serial, secretKey }, op.registryId);
+    const client = createClient(RegistryService, registry.address, credentials.createInsecure(), { signer: asAgent() });
+    try {
+      expect((await client.getAgent({ agentId: agent.agentId })).agent!.agentId).toBe(agent.agentId);
+      expect((await client.listAgents({ pageSize: 2 })).agents.length).toBeGreaterThan(0);
+      // Operators only: ListOperators.
+      expect(await codeOf(client.listOperators({}))).toMatchObject({ code: 'unauthenticated' });
+      const path = '/parley.v1.RegistryService/GetAgent';
+      const request = { agentId: agent.agentId };
+      const body = toBinary(GetAgentRequestSchema, create(GetAgentRequestSchema, request));
+      const signed = signAgentRequest(crypto, { agentId: agent.agentId, serial: agent.certificate!.serial, secretKey: key.secretKey }, { registryId: op.registryId, path, body });
+      await raw.getAgent(request, { metadata: signed });
+      expect(await codeOf(raw.getAgent(request, { metadata: signed }))).toMatchObject({ code: 'permission_denied', details: 'agent request replayed (nonce already used)' });
+      const stranger = crypto.ed25519.generateKeyPair();
+      const forged = signAgentRequest(crypto, { agentId: agent.agentId, serial: agent.certificate!.serial, secretKey: stranger.secretKey }, { registryId: op.registryId, path, body });
+      expect(await codeOf(raw.getAgent(request, { metadata: forged }))).toMatchObject({ code: 'permission_denied', details: 'agent request signature does not verify' });
+      const wrongSerial = signAgentRequest(crypto, { agentId: agent.agentId, serial: new Uint8Array(16), secretKey: key.secretKey }, { registryId: op.registryId, path, body });
+      expect(await codeOf(raw.getAgent(request, { metadata: wrongSerial }))).toMatchObject({ code: 'permission_denied' });
+      expect(await codeOf(raw.getAgent(request, { metadata: { 'parley-agent-id': agent.agentId } }))).toMatchObject({ code: 'unauthenticated' });
+      await op.client.revokeAgent({ subject: { case: 'agentId', value: agent.agentId }, reason: RevocationReason.KEY_COMPROMISE });
+      expect(await codeOf(client.getAgent({ agentId: agent.agentId }))).toMatchObject({ code: 'permission_denied', details: "the signing agent's certificate is revoked" });
+    } finally {
+      client.close();
+      raw.close();
+    }
+  });
+
+  it('join tokens: created by an operator, used once by the agent with its own key; expired, reused, revoked, wrong secret and bad proofs refused with their codes', async () => {
+    const agentId = newId('enrol');
+    const anon = plainClient(registry);
+    try {
+      expect(await codeOf(anon.createJoinToken({ agentId, agentType: 'worker', ttlMs: 60_000n }))).toMatchObject({ code: 'unauthenticated' });
+      expect(await codeOf(op.client.createJoinToken({ agentId, agentType: 'worker', ttlMs: 10n }))).toMatchObject({ code: 'malformed' });
+      const created = await op.client.createJoinToken({ agentId, agentType: 'worker', capabilities: ['msg:send'], ttlMs: 60_000n, validityMs: BigInt(HOUR) });
+      expect(created.token).toBe(formatJoinToken(created.tokenId, created.tokenSecret));
+      const listed = await op.client.listJoinTokens({});
+      expect(listed.tokens.map((t) => toHex(t.tokenId))).toContain(toHex(created.tokenId));
+      expect(JSON.stringify(listed.tokens, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))).not.toContain('tokenSecret');
+      const key = crypto.ed25519.generateKeyPair();
+      const enrol = (o: { secret?: Uint8Array; signer?: Ed25519KeyPair; timestampMs?: number; tokenId?: Uint8Array; agentId?: string } = {}) => {
+        const tokenId = o.tokenId ?? created.tokenId;
+        const secret = o.secret ?? created.tokenSecret;
+        const timestampMs = BigInt(o.timestampMs ?? Date.now());
+        const id = o.agentId ?? agentId;
+        const proof = enrolmentLayout({ registryId: op.registryId, tokenId, tokenHash: joinTokenHash(crypto, tokenId, secret), agentId: id, identityPublicKey: key.publicKey, timestampMs });
+        return anon.enrollAgent({ tokenId, tokenSecret: secret, agentId: id, identityPublicKey: key.publicKey, timestampMs, proofSignature: crypto.ed25519.sign(proof, (o.signer ?? key).secretKey) });
+      };
+      expect(await codeOf(enrol({ secret: crypto.randomBytes(32) }))).toMatchObject({ code: 'join_token_invalid', grpc: status.UNAUTHENTICATED });
+      expect(await codeOf(enrol({ tokenId: crypto.randomBytes(16) }))).toMatchObject({ code: 'join_token_invalid' });
+      expect(await codeOf(enrol({ signer: crypto.ed25519.generateKeyPair() }))).toMatchObject({ code: 'bad_signature' });
+      expect(await codeOf(enrol({ timestampMs: Date.now() - 10 * 60_000 }))).toMatchObject({ code: 'stale_timestamp' });
+      expect(await codeOf(enrol({ agentId: newId('other') }))).toMatchObject({ code: 'join_token_invalid' });
+      const enrolled = (await enrol()).agent!;
+      expect(enrolled.certificate!.identityPublicKey).toEqual(key.publicKey);
+      expect(enrolled.capabilities).toEqual(['msg:send']);
+      expect(verifyCertificate(crypto, enrolled.certificate!, { trustBundle: await bundle(), nowMs: Date.now(), expectedAgentId: agentId }).agentId).toBe(agentId);
+      expect(await codeOf(enrol())).toMatchObject({ code: 'join_token_used', grpc: status.PERMISSION_DENIED });
+      // Expiry: a 1 s token, used after it ended.
+      const shortId = newId('enrol');
+      const short = await op.client.createJoinToken({ agentId: shortId, agentType: 'worker', ttlMs: 1000n });
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(await codeOf(enrol({ tokenId: short.tokenId, secret: short.tokenSecret, agentId: shortId }))).toMatchObject({ code: 'join_token_expired', grpc: status.PERMISSION_DENIED });
+      // Revoked.
+      const revId = newId('enrol');
+      const rev = await op.client.createJoinToken({ agentId: revId, agentType: 'worker', ttlMs: 60_000n });
+      await op.client.revokeJoinToken({ tokenId: rev.tokenId });
+      expect(await codeOf(enrol({ tokenId: rev.tokenId, secret: rev.tokenSecret, agentId: revId }))).toMatchObject({ code: 'join_token_invalid' });
+      // A registered agent id cannot get a token.
+      expect(await codeOf(op.client.createJoinToken({ agentId, agentType: 'worker', ttlMs: 60_000n }))).toMatchObject({ code: 'already_exists' });
+    } finally {
+      anon.close();
+    }
   });
 
   it('rotates a key, authorised by the old key; the old certificate is revoked as superseded', async () => {
@@ -609,4 +702,60 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     }
     expect(BigInt(follower.version)).toBe(first.currentVersion);
   }, 120_000);
+
+  it('rotates the issuer online: prepared and published first, active when due (heads and certificates signed by it), the old key retired, then dropped', async () => {
+    const pinned = await bundle();
+    const follower = new TrustBundleFollower({ crypto, client: op.client, registryId: op.registryId, pinned });
+    await follower.refresh();
+    const before = follower.version;
+    const { agent: oldAgent } = await register(newId('pre-rotation'));
+    const anon = plainClient(registry);
+    expect(await codeOf(anon.rotateIssuer({}))).toMatchObject({ code: 'unauthenticated' });
+    anon.close();
+    expect(await codeOf(op.client.rotateIssuer({ graceMs: -1n }))).toMatchObject({ code: 'malformed' });
+    const rotation = await op.client.rotateIssuer({ activateAfterMs: 1500n, graceMs: 3000n });
+    expect(rotation.certificatesOutlivingGrace).toBeGreaterThan(0n);
+    expect(await codeOf(op.client.rotateIssuer({ activateAfterMs: 1500n }))).toMatchObject({ code: 'failed_precondition' });
+    const newKeyId = toHex(rotation.prepared!.keyId);
+    // Published at once, PREPARED: a follower trusts it before it signs anything.
+    await follower.refresh();
+    expect(follower.version).toBe(before + 1);
+    expect(follower.trustBundle.get(rotation.prepared!.keyId)).toBeDefined();
+    const state = (await op.client.getTrustBundle({})).issuers.find((i) => toHex(i.keyId) === newKeyId);
+    expect(state).toMatchObject({ state: IssuerKeyState.PREPARED, active: false });
+    // Until it activates, everything is still signed by the old key.
+    const head = (await op.client.getRevocationList({})).head!;
+    expect(toHex(head.issuerKeyId)).not.toBe(newKeyId);
+    // Active when due: the next document is signed by it, and so are heads and new certificates.
+    const activeBy = Date.now() + 15_000;
+    for (;;) {
+      const issuers = (await op.client.getTrustBundle({})).issuers;
+      if (issuers.find((i) => toHex(i.keyId) === newKeyId)?.state === IssuerKeyState.ACTIVE) break;
+      if (Date.now() > activeBy) throw new Error('the prepared key did not become active');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await follower.refresh();
+    expect(toHex(follower.document!.signerKeyId)).toBe(newKeyId);
+    expect(toHex((await op.client.getRevocationList({})).head!.issuerKeyId)).toBe(newKeyId);
+    const { agent: newAgent } = await register(newId('post-rotation'));
+    expect(toHex(newAgent.certificate!.issuerKeyId)).toBe(newKeyId);
+    // Both verify under the followed bundle; the old one only until the grace ends.
+    const verify = (cert: typeof oldAgent.certificate, nowMs = Date.now()) => verifyCertificate(crypto, cert!, { trustBundle: follower.trustBundle, nowMs });
+    expect(verify(oldAgent.certificate).agentId).toBe(oldAgent.agentId);
+    expect(verify(newAgent.certificate).agentId).toBe(newAgent.agentId);
+    const retired = follower.trustBundle.get(oldAgent.certificate!.issuerKeyId)!;
+    expect(retired.notAfterMs).toBeDefined();
+    expect(() => verify(oldAgent.certificate, retired.notAfterMs!)).toThrow(/expired/);
+    // After the grace, the retired key leaves the bundle.
+    const droppedBy = Date.now() + 20_000;
+    for (;;) {
+      await follower.refresh();
+      if (follower.trustBundle.get(oldAgent.certificate!.issuerKeyId) === undefined) break;
+      if (Date.now() > droppedBy) throw new Error('the retired key was not dropped');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(() => verify(oldAgent.certificate)).toThrow(/unknown_issuer/);
+    expect(verify(newAgent.certificate).agentId).toBe(newAgent.agentId);
+    await follower.close();
+  }, 60_000);
 });

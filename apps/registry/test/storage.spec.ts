@@ -5,10 +5,11 @@
 // single-use, and revocation versions stay gapless with 50 concurrent writers.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
-import { RevocationListFollower, TrustBundle, createIssuerKey, keyId, revocationHeadLayout, type IssuerKey } from '@parley/identity';
+import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { RevocationListFollower, TrustBundle, TrustBundleChain, createIssuerKey, decodeTrustBundleDocument, keyId, revocationHeadLayout, type IssuerKey } from '@parley/identity';
 import { AgentStatus, ChallengePurpose, RevocationReason, create, RevocationListEntrySchema } from '@parley/proto';
 import { isDbError } from '@parley/db';
+import { joinTokenHash } from '@parley/protocol';
 import { isRpcError } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, applyMigrations, openDatabase, openRegistry, RegistryStore, type Database } from '../src/index.js';
@@ -251,19 +252,76 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     expect(stored).toEqual(versions);
   }, 60_000);
 
-  it('rotates the issuer key: the old key stays trusted until its last certificate expires', async () => {
+  it('rotates the issuer key in steps: prepared and published, activated when due, retired, dropped after its grace; every version chains', async () => {
+    const keys = new Map<string, IssuerKey>([[toHex(issuer.keyId), issuer]]);
+    const lookup = (k: Uint8Array): IssuerKey | undefined => keys.get(toHex(k));
+    const chain = TrustBundleChain.fromPinned(crypto, registryId, TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]));
+    const follow = async (): Promise<number> => {
+      const docs = await store.trustBundlesAfter(chain.version, 64);
+      chain.advance(docs.map((d) => decodeTrustBundleDocument(d.document)), Date.now());
+      return chain.version;
+    };
+    const v0 = await follow();
+    expect(v0).toBe(await store.trustBundleVersion());
     const a = await register(id('issuer'));
     const next = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-    const { retiredKeyId, notAfterMs } = await store.rotateIssuer(next, Date.now());
-    expect(retiredKeyId).toEqual(issuer.keyId);
-    expect(notAfterMs).toBeGreaterThanOrEqual(Number(a.certificate.validUntilMs));
+    const now = Date.now();
+    const prepared = await store.prepareIssuer(next, { activatesAtMs: now + 60_000, retireGraceMs: 2_000 }, lookup, now);
+    expect(prepared.outlivingGrace).toBeGreaterThan(0); // `a` is valid for an hour, the grace is 2 s
+    expect(await codeOf(store.prepareIssuer(createIssuerKey(crypto, crypto.ed25519.generateKeyPair()), { activatesAtMs: now, retireGraceMs: 0 }, lookup, now))).toBe('failed_precondition');
+    expect(await follow()).toBe(prepared.version);
+    expect(chain.trustBundle.get(next.keyId)).toBeDefined(); // trusted before it signs anything
+    // Not due yet; and a process without the prepared key never activates it.
+    expect(await store.activateDueIssuer(lookup, now)).toBeUndefined();
+    expect(await store.activateDueIssuer(lookup, now + 60_000)).toBeUndefined();
+    keys.set(toHex(next.keyId), next);
+    const activated = await store.activateDueIssuer(lookup, now + 60_000);
+    expect(activated).toMatchObject({ activated: next.keyId, retired: issuer.keyId, notAfterMs: now + 62_000 });
+    expect(await follow()).toBe(activated!.version);
+    expect(chain.trustBundle.get(issuer.keyId)?.notAfterMs).toBe(now + 62_000);
     const issuers = await store.issuers();
-    expect(issuers[0]!.active).toBe(true);
-    expect(issuers[0]!.keyId).toEqual(next.keyId);
-    expect(issuers.find((i) => !i.active)!.notAfterMs).toBe(notAfterMs);
+    expect(issuers.find((i) => i.active)!.keyId).toEqual(next.keyId);
+    const old = issuer;
     issuer = next;
     const b = await register(id('issuer'));
     expect(b.certificate.issuerKeyId).toEqual(next.keyId);
+    expect(a.certificate.issuerKeyId).toEqual(old.keyId);
+    expect(await store.dropExpiredIssuers(lookup, now + 61_999)).toBeUndefined();
+    const dropped = await store.dropExpiredIssuers(lookup, now + 62_000);
+    expect(dropped?.dropped).toEqual([old.keyId]);
+    expect(await follow()).toBe(dropped!.version);
+    expect(chain.trustBundle.get(old.keyId)).toBeUndefined();
+    expect((await store.issuers()).find((i) => toHex(i.keyId) === toHex(old.keyId))!.state).toBe('dropped');
+  });
+
+  it('keeps join tokens hashed and single use; enrolment consumes one in the same transaction as the registration', async () => {
+    const agentId = id('enrol');
+    const tokenId = crypto.randomBytes(16);
+    const secret = crypto.randomBytes(32);
+    const nowMs = Date.now();
+    const operatorKeyId = crypto.randomBytes(16);
+    const base = { tokenId, tokenHash: joinTokenHash(crypto, tokenId, secret), agentId, agentType: 'worker', capabilities: ['x'], validityMs: 3_600_000, createdAtMs: nowMs, expiresAtMs: nowMs + 60_000, createdByKeyId: operatorKeyId };
+    await store.createJoinToken(base);
+    const rows = await db.query<Record<string, unknown>>('SELECT * FROM join_tokens WHERE token_id = $1', [tokenId]);
+    expect(JSON.stringify(rows)).not.toContain(Buffer.from(secret).toString('hex'));
+    const key = crypto.ed25519.generateKeyPair().publicKey;
+    const enrol = (hash: Uint8Array, at = Date.now(), who = agentId, pk = key) => store.enrollAgent(issuer, { tokenId, tokenHash: hash, agentId: who, identityPublicKey: pk, nowMs: at });
+    expect(await codeOf(enrol(joinTokenHash(crypto, tokenId, crypto.randomBytes(32))))).toBe('join_token_invalid');
+    expect(await codeOf(enrol(base.tokenHash, Date.now(), id('other')))).toBe('join_token_invalid');
+    expect(await codeOf(enrol(base.tokenHash, nowMs + 60_000))).toBe('join_token_expired');
+    // A registration that fails (key taken) leaves the token unused.
+    const taken = (await register(id('taken'))).certificate.identityPublicKey;
+    expect(await codeOf(enrol(base.tokenHash, Date.now(), agentId, taken))).toBe('already_exists');
+    const agent = await enrol(base.tokenHash);
+    expect(agent.capabilities).toEqual(['x']);
+    expect(Number(agent.certificate.validUntilMs) - Number(agent.certificate.validFromMs)).toBe(3_600_000);
+    expect(await codeOf(enrol(base.tokenHash))).toBe('join_token_used');
+    expect(await codeOf(store.createJoinToken({ ...base, tokenId: crypto.randomBytes(16) }))).toBe('already_exists');
+    const other = await store.createJoinToken({ ...base, tokenId: crypto.randomBytes(16), agentId: id('rv') });
+    await store.revokeJoinToken(other.tokenId, Date.now());
+    expect(await codeOf(store.revokeJoinToken(other.tokenId, Date.now()))).toBe('failed_precondition');
+    expect((await store.joinTokens(false, Date.now())).map((t) => toHex(t.tokenId))).not.toContain(toHex(other.tokenId));
+    expect((await store.joinTokens(true, Date.now())).map((t) => toHex(t.tokenId))).toContain(toHex(other.tokenId));
   });
 });
 

@@ -42,6 +42,7 @@ from .keys import load_certificate, load_identity, load_key_file
 from .memory import MemoryClient, MemoryInfo, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
 from .revocation import RegistryRevocations, RevocationList
 from .session import LocalIdentity, SkewLimits
+from .trust_bundle import RegistryTrustBundle, TrustBundleChain
 from .types import Backoff, Event, MessageType, Receipt
 
 Identity = LocalIdentity
@@ -72,10 +73,12 @@ __all__ = [
     "ReadResult",
     "Receipt",
     "RegistryRevocations",
+    "RegistryTrustBundle",
     "ResendPolicy",
     "Revocation",
     "RevocationChecker",
     "RevocationList",
+    "TrustBundleChain",
     "SegmentInfo",
     "SessionError",
     "SharedMemoryError",

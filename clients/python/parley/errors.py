@@ -75,6 +75,11 @@ ErrorCode = Literal[
     "conflict",  # a write's compare-and-set lost, or a membership/epoch change raced another (reload and retry)
     "quota_exceeded",  # a memory's or owner's byte, segment or member quota refuses the change
     "rotation_required",  # a holder of the current epoch key is gone: start the next epoch first
+    # §15.9, §15.11: trust bundle and enrolment
+    "rollback",  # a trust bundle document older than (or different at) the version already held
+    "join_token_invalid",  # join token unknown, wrong secret, revoked, or for another agent id
+    "join_token_used",  # join token already used
+    "join_token_expired",  # join token past its expiry
 ]
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))

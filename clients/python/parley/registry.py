@@ -7,6 +7,11 @@
     rotation proof the same fields under str("parley/v1/registry-rotate-key-proof") signed by the new key
     operator       str("parley/v1/operator-request") fixed16(registry_id) str(method_path)
                    fixed32(BLAKE3(request_bytes)) i64(timestamp_ms) fixed16(nonce) fixed16(operator_key_id)
+    agent request  str("parley/v1/agent-request") fixed16(registry_id) str(method_path)
+                   fixed32(BLAKE3(request_bytes)) i64(timestamp_ms) fixed16(nonce) str(agent_id) fixed16(serial)
+    join token     token_hash = BLAKE3(str("parley/v1/join-token") fixed16(token_id) fixed32(token_secret))   (§15.11)
+    enrolment      str("parley/v1/registry-enrolment") fixed16(registry_id) fixed16(token_id) fixed32(token_hash)
+                   str(agent_id) fixed32(identity_public_key) i64(timestamp_ms)   signed by the new agent key
 
 An agent needs these only to enrol or rotate itself without the registry CLI;
 they are here so the SDK checks every layout of the conformance vectors.
@@ -78,3 +83,49 @@ def operator_metadata(operator: crypto.SigningKey, registry_id: bytes, method_pa
         ("parley-operator-nonce", nonce.hex()),
         ("parley-operator-signature", b64url_encode(signature)),
     ]
+
+
+def agent_request_layout(registry_id: bytes, method_path: str, request_bytes: bytes, timestamp_ms: int, nonce: bytes, agent_id: str, serial: bytes) -> bytes:
+    """§15.3: an agent's own signature on a directory read (GetAgent, ListAgents)."""
+    return (
+        Layout("parley/v1/agent-request")
+        .fixed(registry_id, 16, "registry_id")
+        .str(method_path)
+        .fixed(crypto.blake3(request_bytes), 32, "request digest")
+        .i64(timestamp_ms)
+        .fixed(nonce, 16, "nonce")
+        .str(agent_id)
+        .fixed(serial, 16, "serial")
+        .bytes()
+    )
+
+
+def agent_metadata(agent: crypto.SigningKey, agent_id: str, serial: bytes, registry_id: bytes, method_path: str, request_bytes: bytes, timestamp_ms: int, nonce: bytes) -> list[tuple[str, str]]:
+    """The five §15.3 metadata entries of an agent-signed directory read."""
+    signature = agent.sign(agent_request_layout(registry_id, method_path, request_bytes, timestamp_ms, nonce, agent_id, serial))
+    return [
+        ("parley-agent-id", agent_id),
+        ("parley-agent-serial", serial.hex()),
+        ("parley-agent-timestamp-ms", str(timestamp_ms)),
+        ("parley-agent-nonce", nonce.hex()),
+        ("parley-agent-signature", b64url_encode(signature)),
+    ]
+
+
+def join_token_hash(token_id: bytes, token_secret: bytes) -> bytes:
+    """§15.11: what the registry stores for a join token, and what the enrolment proof signs."""
+    return crypto.blake3(Layout("parley/v1/join-token").fixed(token_id, 16, "token_id").fixed(token_secret, 32, "token_secret").bytes())
+
+
+def enrolment_layout(registry_id: bytes, token_id: bytes, token_hash: bytes, agent_id: str, identity_public_key: bytes, timestamp_ms: int) -> bytes:
+    """§15.11: signed by the agent's new identity key to enrol with a join token."""
+    return (
+        Layout("parley/v1/registry-enrolment")
+        .fixed(registry_id, 16, "registry_id")
+        .fixed(token_id, 16, "token_id")
+        .fixed(token_hash, 32, "token_hash")
+        .str(agent_id)
+        .fixed(identity_public_key, 32, "identity_public_key")
+        .i64(timestamp_ms)
+        .bytes()
+    )

@@ -56,6 +56,10 @@ export const EXIT_CODE_BY_ERROR_CODE: ReadonlyMap<string, ExitCode> = new Map<st
   ['conflict', EXIT_CODES.failedPrecondition],
   ['quota_exceeded', EXIT_CODES.failedPrecondition],
   ['rotation_required', EXIT_CODES.failedPrecondition],
+  ['rollback', EXIT_CODES.failedPrecondition],
+  ['join_token_invalid', EXIT_CODES.permissionDenied],
+  ['join_token_expired', EXIT_CODES.permissionDenied],
+  ['join_token_used', EXIT_CODES.permissionDenied],
 ]);
 
 /**

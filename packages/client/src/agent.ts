@@ -16,11 +16,12 @@
  */
 import { credentials as grpcCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 import { createCrypto, fromBase64Url, fromHex, toBase64Url, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import type { RevocationChecker, TrustBundle } from '@parley/identity';
+import { TrustBundle, type RevocationChecker } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
 import {
   AgentCertificateSchema,
   DeliveryReceiptSchema,
+  RegistryService,
   DeliveryStatus,
   MessagePayloadSchema,
   SecureMessageSchema,
@@ -54,8 +55,8 @@ import {
   type SkewLimits,
 } from '@parley/session';
 import { Channel } from '@parley/async';
-import { isLoopbackAddress } from '@parley/rpc';
-import { signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
+import { TrustBundleFollower, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature, type TrustBundleFollowerEvent, type TrustBundleFollowerState } from '@parley/protocol';
+import { createClient, isLoopbackAddress, type Client } from '@parley/rpc';
 import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';
@@ -68,6 +69,22 @@ export interface TlsOptions {
   /** PEM client key and certificate chain, for gateways that require mTLS. */
   readonly privateKey?: Buffer;
   readonly certChain?: Buffer;
+}
+
+/**
+ * The registry whose signed trust bundle an agent follows (docs/PROTOCOL.md §15.9): every new version is
+ * checked against the one before (starting from `trustBundle`, the pinned one), the newest is kept in the
+ * state store, and an online issuer rotation reaches the agent before the new key signs anything.
+ */
+export interface RegistryFollowOptions {
+  /** `host:port` of the registry. */
+  readonly address: string;
+  /** PEM CA certificates of the registry's TLS certificate (required unless the registry is on loopback). */
+  readonly rootCerts?: Buffer;
+  /** The registry id (16 bytes); default: the saved state's, else the registry's own (its documents must still verify under the pinned keys). */
+  readonly registryId?: Uint8Array;
+  /** Poll interval, ms. Default 60 000. */
+  readonly pollIntervalMs?: number;
 }
 
 /** Settings of {@link connect}. */
@@ -83,8 +100,10 @@ export interface ConnectOptions {
   readonly expectedGatewayId: string;
   /** This agent: id, Ed25519 identity secret key, certificate. */
   readonly identity: LocalIdentity;
-  /** Issuer keys that peers' certificates must chain to. */
+  /** Issuer keys that peers' certificates must chain to (the pinned bundle, when `registry` is given). */
   readonly trustBundle: TrustBundle;
+  /** Follow this registry's signed trust bundle from `trustBundle` on (§15.9). Without it the bundle never changes. */
+  readonly registry?: RegistryFollowOptions;
   /** Revocation data checked for every peer at handshake time and for every message opened (§17). */
   readonly revocations?: RevocationChecker;
   /** Required unless the gateway is on loopback. */
@@ -194,7 +213,8 @@ export type SendOutcome =
  * - `send_settled`: the final outcome of a send;
  * - `resealed`: the recipient refused a session (SessionReject) and pending sends moved to a new one;
  * - `connected`, `disconnected`, `reconnecting`: the gateway stream;
- * - `state_error`: saving agent state failed — the agent stops (fail closed).
+ * - `state_error`: saving agent state failed — the agent stops (fail closed);
+ * - `trust_bundle`: the followed trust bundle was restored, updated, or a version was refused (with `registry`).
  */
 export type AgentEvent =
   | SessionManagerEvent
@@ -205,7 +225,8 @@ export type AgentEvent =
   | { readonly kind: 'connected'; readonly gatewayId: string; readonly mailboxDepth: number }
   | { readonly kind: 'disconnected'; readonly error: ClientError }
   | { readonly kind: 'reconnecting'; readonly attempt: number; readonly delayMs: number }
-  | { readonly kind: 'state_error'; readonly error: ClientError };
+  | { readonly kind: 'state_error'; readonly error: ClientError }
+  | { readonly kind: 'trust_bundle'; readonly event: TrustBundleFollowerEvent };
 
 /** Failures at (re)connection that retrying cannot fix. */
 const FATAL_CODES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
@@ -342,19 +363,26 @@ export class Agent {
   #compacting: Promise<void> | undefined;
   readonly #closeListeners = new Set<(error: ClientError) => void>();
   #memory: MemoryClient | undefined;
+  /** What peers' certificates are verified against: the pinned bundle, or a live view of the followed one. */
+  readonly #trust: TrustBundle;
+  #follower: TrustBundleFollower | undefined;
+  #registry: Client<typeof RegistryService> | undefined;
+  /** The trust bundle document the journal held at start. */
+  #savedBundle: { version: number; doc: string } | undefined;
 
   /** @internal use {@link connect} */
   constructor(crypto: ParleyCrypto, options: ConnectOptions) {
     this.#crypto = crypto;
     this.#options = options;
     this.#journal = options.stateStore !== undefined && options.stateKey !== undefined ? new Journal(crypto, options.stateKey, options.stateStore) : undefined;
+    this.#trust = options.registry === undefined ? options.trustBundle : TrustBundle.live(() => this.#follower?.trustBundle ?? options.trustBundle);
     const transport: FrameTransport = { sendFrame: (frame) => this.#relayFrame(frame) };
     const journal = this.#journal;
     this.#manager = new SessionManager({
       crypto,
       handshake: {
         identity: options.identity,
-        trustBundle: options.trustBundle,
+        trustBundle: this.#trust,
         ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
         ...(options.rekeyThreshold === undefined ? {} : { rekeyThreshold: options.rekeyThreshold }),
         ...(options.skew === undefined ? {} : { skew: options.skew }),
@@ -403,7 +431,7 @@ export class Agent {
         identity: o.identity,
         address: o.gateway,
         serviceId,
-        trustBundle: o.trustBundle,
+        trustBundle: this.#trust,
         ...(o.revocations === undefined ? {} : { revocations: o.revocations }),
         credentials: o.tls === undefined ? grpcCredentials.createInsecure() : grpcCredentials.createSsl(o.tls.rootCerts ?? null, o.tls.privateKey ?? null, o.tls.certChain ?? null),
       });
@@ -421,9 +449,34 @@ export class Agent {
     return [...this.#outbox.values()].map((e) => ({ id: e.id, to: e.to, createdAtMs: e.createdAtMs, expiresAtMs: e.expiresAtMs }));
   }
 
+  /** The trust bundle peers are verified against now (a live view when the agent follows its registry). */
+  get trustBundle(): TrustBundle {
+    return this.#trust;
+  }
+
+  /**
+   * Where the followed trust bundle stands (§15.9): its version (0: the pinned bundle), the follower's
+   * state and when a poll last confirmed it current; undefined without `registry`.
+   */
+  trustBundleStatus(): { version: number; state: TrustBundleFollowerState; lastVerifiedAtMs: number | undefined } | undefined {
+    const f = this.#follower;
+    return f === undefined ? undefined : { version: f.version, state: f.state, lastVerifiedAtMs: f.lastVerifiedAtMs };
+  }
+
+  /** Fetches the registry's trust bundle now (with `registry`); rejects when it is unreachable or refused. */
+  async refreshTrustBundle(): Promise<number> {
+    if (this.#follower === undefined) throw new ClientError('failed_precondition', 'this agent follows no registry (connect without `registry`)');
+    try {
+      return (await this.#follower.refresh()).version;
+    } catch (error) {
+      throw ClientError.from(error);
+    }
+  }
+
   /** @internal called once by {@link connect} */
   async start(): Promise<void> {
     if (this.#journal !== undefined) await this.#restore(this.#journal);
+    if (this.#options.registry !== undefined) await this.#followRegistry(this.#options.registry);
     this.#started = true;
     const conn = await this.#open();
     this.#attach(conn);
@@ -505,6 +558,8 @@ export class Agent {
       await this.#handover.catch(() => undefined);
       await this.#compact().catch(() => undefined); // fresh snapshots; never over state that failed to load
     }
+    await this.#follower?.close();
+    this.#registry?.close();
     this.#manager.close();
     this.#memory?.close();
     this.#conn?.close();
@@ -513,10 +568,48 @@ export class Agent {
     this.#app.end();
   }
 
+  /** Starts following the registry's trust bundle, from the journal's saved version or the pinned one. */
+  async #followRegistry(r: RegistryFollowOptions): Promise<void> {
+    if (r.rootCerts === undefined && !isLoopbackAddress(r.address)) {
+      throw new ClientError('malformed', `refusing plaintext to registry ${r.address}: give registry.rootCerts (plaintext is for loopback registries only)`);
+    }
+    this.#registry = createClient(RegistryService, r.address, r.rootCerts === undefined ? grpcCredentials.createInsecure() : grpcCredentials.createSsl(r.rootCerts), {
+      channelOptions: { 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 5_000 },
+    });
+    const journal = this.#journal;
+    this.#follower = new TrustBundleFollower({
+      crypto: this.#crypto,
+      client: this.#registry,
+      pinned: this.#options.trustBundle,
+      ...(r.registryId === undefined ? {} : { registryId: r.registryId }),
+      ...(r.pollIntervalMs === undefined ? {} : { pollIntervalMs: r.pollIntervalMs }),
+      callTimeoutMs: 5_000,
+      ...(journal === undefined
+        ? {}
+        : {
+            store: {
+              load: () => Promise.resolve(this.#savedBundle === undefined ? undefined : fromBase64Url(this.#savedBundle.doc)),
+              save: async (encoded: Uint8Array, version: number) => {
+                this.#savedBundle = { version, doc: toBase64Url(encoded) };
+                await this.#record([{ t: 'bundle', ...this.#savedBundle }]);
+              },
+            },
+          }),
+      onEvent: (event) => this.#emit({ kind: 'trust_bundle', event }),
+    });
+    await this.#follower.restore();
+    // The first poll runs now, but connecting does not wait long for it: an unreachable registry leaves the
+    // last verified bundle in force (§15.9), and the next poll tries again.
+    const first = this.#follower.refresh().catch(() => undefined);
+    await Promise.race([first, new Promise((resolve) => setTimeout(resolve, 3_000).unref())]);
+    this.#follower.start();
+  }
+
   // --- state -------------------------------------------------------------------------------
 
   async #restore(journal: Journal): Promise<void> {
     const state = replay(await journal.load());
+    this.#savedBundle = state.bundle;
     for (const [id, s] of state.sessions) {
       let session: Session;
       try {
@@ -606,6 +699,7 @@ export class Agent {
     for (const [hash, r] of this.#receipts) {
       if (r.at >= floor) records.push({ t: 'in_done', hash, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, r.receipt)), at: r.at });
     }
+    if (this.#savedBundle !== undefined) records.push({ t: 'bundle', ...this.#savedBundle });
     this.#recordsSinceCompaction = 0;
     const run = journal.rewrite(records).finally(() => {
       this.#compacting = undefined;

@@ -8,7 +8,10 @@
 export { connect, Agent } from './agent.js';
 /** Whether an address names a loopback host: the only place `connect` allows plaintext (the rule every Parley program shares). */
 export { isLoopbackAddress } from '@parley/rpc';
-export type { ConnectOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+export type { ConnectOptions, RegistryFollowOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+// Enrolment with a join token: the agent's key is generated where it runs (docs/PROTOCOL.md §15.11)
+export { enroll } from './enrol.js';
+export type { EnrolOptions, Enrolment } from './enrol.js';
 export { Journal, replay } from './journal.js';
 export type { JournalRecord, JournalState } from './journal.js';
 export { ClientError, isClientError } from './errors.js';

@@ -10,6 +10,8 @@
  *   in        an opened message not yet acknowledged by the application — also the replay-window mark
  *             of its counter and hash, in the same record, so the two can never disagree after a crash
  *   in_done   the application acknowledged it: the receipt signed for it (re-sent on redelivery)
+ *   bundle    the newest trust bundle document the agent accepted from its registry (§15.9), so a restart
+ *             continues from it instead of the pinned bundle; the highest version wins
  *
  * Each record is sealed on its own: "PAR1" ‖ salt(32) ‖ ChaCha20-Poly1305(k, 0, "PAR1" ‖ salt, JSON) with
  * k = BLAKE2b-256(key = stateKey, "parley/v1/agent-journal" ‖ salt). A fresh random salt per record gives a
@@ -68,7 +70,9 @@ export type JournalRecord =
       readonly cert: string;
       readonly at: number;
     }
-  | { readonly t: 'in_done'; readonly hash: string; readonly receipt: string; readonly at: number };
+  | { readonly t: 'in_done'; readonly hash: string; readonly receipt: string; readonly at: number }
+  /** A SignedTrustBundle protobuf, base64url, at trust bundle version `version` (not `v`: that is the record format's). */
+  | { readonly t: 'bundle'; readonly version: number; readonly doc: string };
 
 /** Seals and opens journal records, and keeps the store's order. */
 export class Journal {
@@ -185,11 +189,13 @@ export interface JournalState {
   readonly outbox: Map<string, Extract<JournalRecord, { t: 'out' }>>;
   readonly inbox: Map<string, Extract<JournalRecord, { t: 'in' }>>;
   readonly receipts: Map<string, { receipt: string; at: number }>;
+  /** The newest trust bundle document recorded, if any. */
+  bundle: { readonly version: number; readonly doc: string } | undefined;
 }
 
 /** Replays records into the state they describe (idempotent, order-respecting). */
 export function replay(records: readonly JournalRecord[]): JournalState {
-  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map() };
+  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined };
   const mark = (sid: string, n: number, hash: string): void => {
     let list = state.marks.get(sid);
     if (list === undefined) state.marks.set(sid, (list = []));
@@ -224,6 +230,10 @@ export function replay(records: readonly JournalRecord[]): JournalState {
       case 'in_done':
         state.inbox.delete(r.hash);
         state.receipts.set(r.hash, { receipt: r.receipt, at: r.at });
+        break;
+      case 'bundle':
+        if (typeof r.version !== 'number' || typeof r.doc !== 'string') throw new ClientError('state_corrupt', 'agent state: a malformed trust bundle record');
+        if (state.bundle === undefined || r.version > state.bundle.version) state.bundle = { version: r.version, doc: r.doc };
         break;
       default:
         throw new ClientError('state_corrupt', 'agent state record of an unknown type');

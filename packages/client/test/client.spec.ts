@@ -63,6 +63,19 @@ describe('state store', () => {
     const other = new Journal(crypto, crypto.randomKey('aead'), store);
     await expect(other.load()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
   });
+
+  it('journal: keeps the newest trust bundle document recorded (the follower saves each one it accepts)', async () => {
+    const store = memoryStateStore();
+    const journal = new Journal(crypto, crypto.randomKey('aead'), store);
+    expect(replay(await journal.load()).bundle).toBeUndefined();
+    await journal.append([
+      { t: 'bundle', version: 3, doc: 'AAA' },
+      { t: 'bundle', version: 5, doc: 'BBB' },
+      { t: 'bundle', version: 4, doc: 'CCC' },
+    ]);
+    expect(replay(await journal.load()).bundle).toEqual({ version: 5, doc: 'BBB' });
+    expect(() => replay([{ t: 'bundle', doc: 'x' } as never])).toThrow(/state_corrupt/);
+  });
 });
 
 describe('ClientError', () => {

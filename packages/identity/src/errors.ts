@@ -22,7 +22,9 @@
  * - `identity_mismatch`    the certificate is for another agent than the one expected
  * - `revocation_stale`     revocation data is older than its freshness bound (or unavailable), or a
  *                          revocation list batch skips versions: fail closed
- * - `bad_signature`        a revocation list head's issuer signature does not verify (§15.6)
+ * - `bad_signature`        a revocation list head's (§15.6) or a signed trust bundle document's (§15.9)
+ *                          issuer signature does not verify
+ * - `rollback`             a trust bundle document older than (or a different one at) the version already held
  */
 export type IdentityErrorCode =
   | 'malformed'
@@ -34,7 +36,8 @@ export type IdentityErrorCode =
   | 'revoked'
   | 'identity_mismatch'
   | 'revocation_stale'
-  | 'bad_signature';
+  | 'bad_signature'
+  | 'rollback';
 
 /** Every {@link IdentityErrorCode}, in the documented order. */
 export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze([
@@ -48,6 +51,7 @@ export const IDENTITY_ERROR_CODES: readonly IdentityErrorCode[] = Object.freeze(
   'identity_mismatch',
   'revocation_stale',
   'bad_signature',
+  'rollback',
 ] as const);
 
 /**

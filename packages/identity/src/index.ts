@@ -19,6 +19,20 @@ export {
 export type { IssuerKey, CertificateFields, VerifyCertificateOptions, VerifiedCertificate } from './certificate.js';
 export { TrustBundle, TRUST_BUNDLE_VERSION, MAX_TRUST_BUNDLE_ISSUERS } from './trust-bundle.js';
 export type { TrustBundleEntry, TrustBundleEntryInit, TrustBundleJson, TrustBundleIssuerJson } from './trust-bundle.js';
+export {
+  TrustBundleChain,
+  checkTrustBundleDocument,
+  signTrustBundleDocument,
+  trustBundleLayout,
+  trustBundleOfDocument,
+  verifyDocumentSignature,
+  encodeTrustBundleDocument,
+  decodeTrustBundleDocument,
+  TRUST_BUNDLE_DOMAIN,
+  MAX_DOCUMENT_ISSUERS,
+  MAX_TRUST_BUNDLE_DOCUMENT_BYTES,
+} from './trust-bundle-document.js';
+export type { ChainAdvance, CheckedTrustBundleDocument, DocumentIssuer, IssuerLifecycleState, TrustBundleDocumentFields } from './trust-bundle-document.js';
 export { MemoryRevocationSet, DEFAULT_REVOCATION_MAX_AGE_MS, MAX_REVOCATION_REASON_LENGTH } from './revocation.js';
 export type {
   RevocationChecker,

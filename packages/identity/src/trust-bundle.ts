@@ -58,12 +58,40 @@ const KEY_ID_HEX_RE = /^[0-9a-f]{32}$/;
 const BUNDLE_KEYS = new Set(['version', 'issuers']);
 const ISSUER_KEYS = new Set(['key_id', 'public_key', 'not_after_ms']);
 
-/** An immutable set of trusted issuer keys. */
+/**
+ * A set of trusted issuer keys: an immutable snapshot ({@link TrustBundle.from},
+ * {@link TrustBundle.fromJSON}), or a live view of whatever bundle a follower
+ * holds now ({@link TrustBundle.live}), which every verifier reads at each lookup.
+ */
 export class TrustBundle {
-  readonly #byKeyId: ReadonlyMap<string, TrustBundleEntry>;
+  readonly #read: () => ReadonlyMap<string, TrustBundleEntry>;
 
-  private constructor(entries: ReadonlyMap<string, TrustBundleEntry>) {
-    this.#byKeyId = entries;
+  private constructor(read: () => ReadonlyMap<string, TrustBundleEntry>) {
+    this.#read = read;
+  }
+
+  get #byKeyId(): ReadonlyMap<string, TrustBundleEntry> {
+    return this.#read();
+  }
+
+  /**
+   * A live view: every lookup reads the bundle `current()` returns at that moment, so a session,
+   * gateway or verifier given the view follows a trust bundle that a follower replaces over time
+   * (docs/PROTOCOL.md §15.9) without being rebuilt.
+   *
+   * @param current returns the bundle to use now (a snapshot; called at every lookup, so keep it cheap)
+   * @returns a TrustBundle whose contents are always `current()`'s
+   * @throws IdentityError `malformed` when `current` is not a function
+   * @example
+   * const view = TrustBundle.live(() => follower.trustBundle);
+   */
+  static live(current: () => TrustBundle): TrustBundle {
+    if (typeof current !== 'function') malformed(`current must be a function, got ${describe(current)}`);
+    return new TrustBundle(() => {
+      const bundle = current();
+      if (!(bundle instanceof TrustBundle)) malformed(`a live trust bundle's source returned ${describe(bundle)}, not a TrustBundle`);
+      return bundle.#byKeyId;
+    });
   }
 
   /**
@@ -99,7 +127,7 @@ export class TrustBundle {
       if (map.has(hex)) malformed(`${name} duplicates issuer key id ${hex}`);
       map.set(hex, Object.freeze(notAfterMs === undefined ? { keyId: computed, publicKey } : { keyId: computed, publicKey, notAfterMs }));
     }
-    return new TrustBundle(map);
+    return new TrustBundle(() => map);
   }
 
   /**

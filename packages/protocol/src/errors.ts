@@ -9,12 +9,13 @@
 /**
  * Stable error codes. Callers switch on `error.code`, never on the message.
  *
- * - `unauthenticated`  operator signature metadata is incomplete or malformed (§15.3)
+ * - `unauthenticated`  operator or agent signature metadata is incomplete or malformed (§15.3)
+ * - `malformed`        a join token's text form is not `pjt1.<32 hex>.<43 base64url>` (§15.11)
  */
-export type ProtocolErrorCode = 'unauthenticated';
+export type ProtocolErrorCode = 'unauthenticated' | 'malformed';
 
 /** Every {@link ProtocolErrorCode}. */
-export const PROTOCOL_ERROR_CODES: readonly ProtocolErrorCode[] = Object.freeze(['unauthenticated'] as const);
+export const PROTOCOL_ERROR_CODES: readonly ProtocolErrorCode[] = Object.freeze(['unauthenticated', 'malformed'] as const);
 
 /** The error type of @parley/protocol. */
 export class ProtocolError extends Error {

@@ -40,6 +40,26 @@ export type { RelayItem } from './gateway.js';
 // The registry's proofs of possession (§15.4–§15.5)
 export { registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout, CHALLENGE_BYTES, REGISTRY_DOMAINS } from './registry.js';
 export type { RotationFields } from './registry.js';
+
+// Join tokens and enrolment (§15.11)
+export {
+  joinTokenHash,
+  enrolmentLayout,
+  formatJoinToken,
+  parseJoinToken,
+  JOIN_TOKEN_ID_BYTES,
+  JOIN_TOKEN_SECRET_BYTES,
+  JOIN_TOKEN_PREFIX,
+} from './registry.js';
+export type { EnrolmentFields } from './registry.js';
+
+// Agent request signatures on directory reads (§15.3)
+export { agentRequestLayout, signAgentRequest, agentRequestSigner, parseAgentMetadata, verifyAgentRequest, AGENT_REQUEST_DOMAIN, AGENT_METADATA_KEYS } from './agent-auth.js';
+export type { AgentRequestAuth, AgentRequestKey } from './agent-auth.js';
+
+// Following a registry's signed trust bundle (§15.9), for gateways and agents
+export { TrustBundleFollower } from './trust-bundle-follower.js';
+export type { TrustBundleFollowerEvent, TrustBundleFollowerOptions, TrustBundleFollowerState, TrustBundleSource, TrustBundleStore } from './trust-bundle-follower.js';
 export { REGISTRY_ID_BYTES } from '@parley/identity';
 
 // Operator request signatures (§15.3)

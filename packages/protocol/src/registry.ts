@@ -4,10 +4,12 @@
  * to rotate. Shared by the registry server that checks them and the clients
  * that make them (its CLI, tests, other SDKs through the conformance vectors).
  * The revocation list's layouts (§15.6) live in @parley/identity, beside the
- * revocation set they feed.
+ * revocation set they feed. Also here: the join token hash and the enrolment
+ * proof of possession (§15.11).
  */
-import { layout } from '@parley/crypto-core';
+import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { REGISTRY_ID_BYTES } from '@parley/identity';
+import { ProtocolError } from './errors.js';
 
 /** Length of a registration or rotation challenge. */
 export const CHALLENGE_BYTES = 32;
@@ -17,6 +19,8 @@ export const REGISTRY_DOMAINS = Object.freeze({
   registration: 'parley/v1/registry-registration',
   rotationAuthorisation: 'parley/v1/registry-rotate-key',
   rotationProof: 'parley/v1/registry-rotate-key-proof',
+  joinToken: 'parley/v1/join-token',
+  enrolment: 'parley/v1/registry-enrolment',
 } as const);
 
 /**
@@ -74,4 +78,69 @@ export function rotationAuthorisationLayout(fields: RotationFields): Uint8Array 
  */
 export function rotationProofLayout(fields: RotationFields): Uint8Array {
   return rotationLayout(REGISTRY_DOMAINS.rotationProof, fields);
+}
+
+/** Length of a join token id. */
+export const JOIN_TOKEN_ID_BYTES = 16;
+/** Length of a join token secret. */
+export const JOIN_TOKEN_SECRET_BYTES = 32;
+/** Prefix of a join token's text form. */
+export const JOIN_TOKEN_PREFIX = 'pjt1';
+
+/**
+ * The hash a registry stores for a join token (§15.11), and which the enrolment proof signs:
+ * `BLAKE3(str("parley/v1/join-token") ‖ fixed16(token_id) ‖ fixed32(token_secret))`.
+ * @throws CryptoError on a wrong length
+ */
+export function joinTokenHash(crypto: ParleyCrypto, tokenId: Uint8Array, tokenSecret: Uint8Array): Uint8Array {
+  return crypto.blake3(layout(REGISTRY_DOMAINS.joinToken).fixed(tokenId, JOIN_TOKEN_ID_BYTES, 'tokenId').fixed(tokenSecret, JOIN_TOKEN_SECRET_BYTES, 'tokenSecret').bytes());
+}
+
+/** The fields an enrolment proof of possession covers. */
+export interface EnrolmentFields {
+  readonly registryId: Uint8Array;
+  readonly tokenId: Uint8Array;
+  /** {@link joinTokenHash} of the token. */
+  readonly tokenHash: Uint8Array;
+  readonly agentId: string;
+  readonly identityPublicKey: Uint8Array;
+  readonly timestampMs: bigint | number;
+}
+
+/**
+ * What the agent's new identity key signs to enrol with a join token (§15.11).
+ * @returns `layout('parley/v1/registry-enrolment').fixed16(registry_id).fixed16(token_id).fixed32(token_hash)
+ *   .str(agent_id).fixed32(identity_public_key).i64(timestamp_ms)`
+ */
+export function enrolmentLayout(fields: EnrolmentFields): Uint8Array {
+  return layout(REGISTRY_DOMAINS.enrolment)
+    .fixed(fields.registryId, REGISTRY_ID_BYTES, 'registryId')
+    .fixed(fields.tokenId, JOIN_TOKEN_ID_BYTES, 'tokenId')
+    .fixed(fields.tokenHash, 32, 'tokenHash')
+    .str(fields.agentId)
+    .fixed(fields.identityPublicKey, 32, 'identityPublicKey')
+    .i64(fields.timestampMs)
+    .bytes();
+}
+
+/** The text form of a join token: `pjt1.` hex(token_id) `.` base64url(secret). */
+export function formatJoinToken(tokenId: Uint8Array, tokenSecret: Uint8Array): string {
+  return `${JOIN_TOKEN_PREFIX}.${toHex(tokenId)}.${toBase64Url(tokenSecret)}`;
+}
+
+/**
+ * Parses a join token's text form (surrounding whitespace ignored).
+ * @throws ProtocolError `malformed`
+ */
+export function parseJoinToken(text: string): { tokenId: Uint8Array; tokenSecret: Uint8Array } {
+  const m = /^pjt1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$/.exec(text.trim());
+  if (m === null) throw new ProtocolError('malformed', 'a join token is "pjt1." followed by 32 hex digits, "." and 43 base64url characters');
+  let tokenSecret: Uint8Array;
+  try {
+    tokenSecret = fromBase64Url(m[2]!);
+  } catch {
+    throw new ProtocolError('malformed', 'the join token secret is not canonical base64url');
+  }
+  if (tokenSecret.length !== JOIN_TOKEN_SECRET_BYTES) throw new ProtocolError('malformed', 'the join token secret must be 32 bytes');
+  return { tokenId: fromHex(m[1]!), tokenSecret };
 }

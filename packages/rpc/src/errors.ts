@@ -18,7 +18,8 @@ export const ERROR_CODE_METADATA_KEY = 'parley-error-code';
  * Every Parley error code and its gRPC status: the single mapping used by
  * every Parley server (registry, gateway) and client. The first group is
  * docs/PROTOCOL.md §11; the second the API codes of §15.8; the third the
- * shared-memory codes of §18.11.
+ * shared-memory codes of §18.11; the last the trust bundle and enrolment codes
+ * of §15.9 and §15.11.
  */
 export const GRPC_STATUS_BY_CODE = Object.freeze({
   // §11: message, handshake and certificate rejections
@@ -62,6 +63,11 @@ export const GRPC_STATUS_BY_CODE = Object.freeze({
   // §18.11: shared memory
   conflict: GrpcStatus.ABORTED,
   rotation_required: GrpcStatus.FAILED_PRECONDITION,
+  // §15.9, §15.11: trust bundle and enrolment
+  rollback: GrpcStatus.FAILED_PRECONDITION,
+  join_token_invalid: GrpcStatus.UNAUTHENTICATED,
+  join_token_expired: GrpcStatus.PERMISSION_DENIED,
+  join_token_used: GrpcStatus.PERMISSION_DENIED,
 } as const);
 
 /**
@@ -128,6 +134,7 @@ const PEER_MESSAGES: Readonly<Partial<Record<RpcErrorCode, string>>> = Object.fr
   nonce_exhausted: 'nonce space exhausted',
   rate_limited: 'rate limited',
   state_corrupt: 'internal error',
+  rollback: 'trust bundle rollback refused',
 });
 
 /** The fixed line a peer gets for `code` (see {@link PEER_MESSAGES}). */

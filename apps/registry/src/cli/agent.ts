@@ -1,6 +1,6 @@
 /**
- * `parley-registry agent register|list|show|rotate|revoke`: agents, their
- * identity keys (proof of possession, docs/PROTOCOL.md §15.2) and revocation.
+ * `parley-registry agent register|enroll|list|show|rotate|revoke`: agents, their
+ * identity keys (proof of possession, docs/PROTOCOL.md §15.2, §15.11) and revocation.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,17 +8,23 @@ import { Option, UsageError, commandGroup, printJson, type CliCommand } from '@p
 import { fromHex } from '@parley/crypto-core';
 import { ChallengePurpose, RevocationReason } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
+import { enrolmentLayout, joinTokenHash, parseJoinToken, registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
 import { AGENT_HEADERS, agentFields, agentJson, agentRow, entryJson, table } from '../format.js';
 import { readKeyFile, renameDurably, writeKeyFile } from '../key-file.js';
 import { connect } from './connection.js';
-import { addClientOptions, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';
+import { addClientOptions, nonEmpty, readFileOr, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';
 
 interface RegisterOptions extends ClientOptions {
   readonly type: string;
   readonly cap?: string[];
   readonly keyFile?: string;
   readonly validDays?: string;
+}
+
+interface EnrollOptions extends ClientOptions {
+  readonly token?: string;
+  readonly tokenFile?: string;
+  readonly keyFile?: string;
 }
 
 interface ListOptions extends ClientOptions {
@@ -47,7 +53,7 @@ const REASON_HELP = 'unspecified, key-compromise, superseded, cessation-of-opera
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 export function addAgentCommands(program: CliCommand, cli: RegistryCli): void {
-  const agent = commandGroup(program, 'agent', 'register, list, show, rotate and revoke agents');
+  const agent = commandGroup(program, 'agent', 'register, enrol, list, show, rotate and revoke agents');
 
   const register = agent
     .command('register')
@@ -64,6 +70,22 @@ export function addAgentCommands(program: CliCommand, cli: RegistryCli): void {
     .addOption(new Option('--valid-days <N>', "certificate validity in days (default: the registry's, 90)"));
   addClientOptions(register).action(async function (this: CliCommand, agentId: string) {
     await agentRegister(cli.context<RegisterOptions>(this), agentId);
+  });
+
+  const enroll = agent
+    .command('enroll')
+    .summary("enrol this machine's agent with a join token (its key never leaves this machine)")
+    .usage('<AGENT_ID> (--token-file <FILE> | --token <TOKEN>) [--key-file <FILE>]')
+    .description(
+      "enrol this machine's agent with a join token (its key never leaves this machine).\n\n" +
+        'Run on the agent\'s machine with a one-time join token from `join-token create`. Generates the identity key here (written to --key-file first, mode 0600; an existing key file is reused), signs the enrolment proof of possession over the token, the registry id, the agent id and the time, and registers. Needs no operator key. The token is a bearer secret: pass it in a file (or PARLEY_JOIN_TOKEN) rather than on the command line, and use TLS (--tls-ca) off loopback. Default key file: DATA_DIR/agents/AGENT_ID.key.json.',
+    )
+    .argument('<AGENT_ID>', 'the agent id the token was created for')
+    .addOption(new Option('--token-file <FILE>', 'read the join token from FILE'))
+    .addOption(new Option('--token <TOKEN>', 'the join token (visible to other users of this machine: prefer --token-file or env PARLEY_JOIN_TOKEN)'))
+    .addOption(new Option('--key-file <FILE>', "the agent's key file (created when missing)"));
+  addClientOptions(enroll).action(async function (this: CliCommand, agentId: string) {
+    await agentEnroll(cli.context<EnrollOptions>(this), agentId);
   });
 
   const list = agent
@@ -150,6 +172,39 @@ async function agentRegister(ctx: CommandContext<RegisterOptions>, agentId: stri
       proofSignature,
       validFromMs: BigInt(nowMs),
       validUntilMs: days === undefined ? 0n : BigInt(nowMs + Number(days) * 86_400_000),
+    });
+    if (agent === undefined) throw new RpcError('internal', 'server returned no agent');
+    if (ctx.json) printJson(ctx.out, { ...agentJson(agent), key_file: keyPath });
+    else ctx.out(agentFields(agent, [['key file', keyPath]]));
+  } finally {
+    conn.close();
+  }
+}
+
+async function agentEnroll(ctx: CommandContext<EnrollOptions>, agentId: string): Promise<void> {
+  const { tokenFile, token: tokenText } = ctx.options;
+  if (tokenFile !== undefined && tokenText !== undefined) throw new UsageError('give --token-file or --token, not both');
+  const text = tokenFile !== undefined ? readFileOr(tokenFile, 'join token file').toString('utf8') : (tokenText ?? nonEmpty(process.env['PARLEY_JOIN_TOKEN']));
+  if (text === undefined) throw new UsageError('a join token is required: --token-file FILE, --token TOKEN or env PARLEY_JOIN_TOKEN');
+  const token = parseJoinToken(text);
+  const conn = await connect(ctx, 'never');
+  try {
+    const { crypto, client, registryId } = conn;
+    const keyPath = agentKeyPath(ctx, agentId);
+    if (!existsSync(keyPath)) {
+      mkdirSync(join(keyPath, '..'), { recursive: true, mode: 0o700 });
+      writeKeyFile(crypto, keyPath, 'parley-agent-key', crypto.ed25519.generateKeyPair());
+    }
+    const key = readKeyFile(crypto, keyPath, 'parley-agent-key');
+    const timestampMs = BigInt(Date.now());
+    const proof = enrolmentLayout({ registryId, tokenId: token.tokenId, tokenHash: joinTokenHash(crypto, token.tokenId, token.tokenSecret), agentId, identityPublicKey: key.publicKey, timestampMs });
+    const { agent } = await client.enrollAgent({
+      tokenId: token.tokenId,
+      tokenSecret: token.tokenSecret,
+      agentId,
+      identityPublicKey: key.publicKey,
+      timestampMs,
+      proofSignature: crypto.ed25519.sign(proof, key.secretKey),
     });
     if (agent === undefined) throw new RpcError('internal', 'server returned no agent');
     if (ctx.json) printJson(ctx.out, { ...agentJson(agent), key_file: keyPath });

@@ -3,13 +3,11 @@
  * JSON logs on stdout; the first "listening" line carries the bound port (and
  * the operations listener's URLs when `metrics_listen` is on).
  */
-import { join } from 'node:path';
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
-import { createIssuerKey } from '@parley/identity';
 import { isLoopbackHost, parseHostPort, RpcError } from '@parley/rpc';
-import { DATA_FILES, checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
-import { isSealedKeyFile, readKeyFile } from '../key-file.js';
+import { checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
+import { IssuerKeyFiles } from '../issuer-keys.js';
 import {
   addDatabaseOptions,
   addPassphraseOptions,
@@ -21,7 +19,6 @@ import {
   type PassphraseOptions,
   type RegistryCli,
 } from './context.js';
-import { checkInterruptedIssuerRotation } from './issuer.js';
 
 interface ServeOptions extends DatabaseOptions, PassphraseOptions {
   readonly listen?: string;
@@ -81,8 +78,9 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   if (tlsFiles === undefined && !isLoopbackHost(parseHostPort(listen, '--listen').host)) {
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${listen}: give --tls-cert and --tls-key`);
   }
-  const issuerPath = join(ctx.dataDir, DATA_FILES.issuerKey);
-  const issuer = createIssuerKey(crypto, readKeyFile(crypto, issuerPath, 'parley-registry-issuer-key', isSealedKeyFile(issuerPath) ? passphraseOf(ctx) : undefined));
+  const keyFiles = new IssuerKeyFiles(crypto, ctx.dataDir, passphraseOf(ctx));
+  // Read now, so a wrong passphrase or a bad file fails before anything starts (loadFor reads it again).
+  const issuer = keyFiles.read(keyFiles.activePath);
   // Server-side modules load only here, so client commands start quickly.
   const [{ pino }, { openRegistry }, { RegistryServer }, { startOpsServer }] = await Promise.all([
     import('pino'),
@@ -96,11 +94,10 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   // Lifecycle lines (listening, stopping, stopped) are printed at every log level: supervisors and tests read the port from them.
   const lifecycle = pino({ level: 'info', base }, destination);
   const registry = await openRegistry(crypto, { ...databaseOf(ctx), ...(maxConnections === undefined ? {} : { maxConnections: Number(maxConnections) }) });
-  const server = new RegistryServer({ crypto, store: registry.store, issuer, settings, logger, processMetrics: true });
+  const server = new RegistryServer({ crypto, store: registry.store, keyFiles, settings, logger, processMetrics: true });
   let bound: { host: string; port: number };
   let ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   try {
-    await checkInterruptedIssuerRotation(crypto, registry.store, issuerPath, issuer.keyId);
     bound = await server.start(listen, tlsFiles);
     if (metricsListen !== 'off') {
       const { host, port } = parseHostPort(metricsListen, '--metrics-listen');
@@ -128,7 +125,9 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
       database_location: registry.db.location,
       schema_version: registry.migrations.version,
       migrations_applied: registry.migrations.applied,
-      issuer_key_id: toHex(issuer.keyId),
+      issuer_key_id: toHex(server.activeKeyId ?? issuer.keyId),
+      trust_bundle_version: server.trustBundleVersion,
+      directory_reads: settings.directoryReads,
       metrics_url: ops?.metricsUrl ?? null,
       readiness_url: ops === undefined ? null : `${ops.baseUrl}/readyz`,
       ready: server.readiness.ready,

@@ -13,13 +13,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parley/v1/identity.proto\x12\tparley.v1\"\xe5\x01\n\x10\x41gentCertificate\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1b\n\x13identity_public_key\x18\x03 \x01(\x0c\x12\x12\n\nagent_type\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x15\n\rvalid_from_ms\x18\x06 \x01(\x03\x12\x16\n\x0evalid_until_ms\x18\x07 \x01(\x03\x12\x0e\n\x06serial\x18\x08 \x01(\x0c\x12\x15\n\rissuer_key_id\x18\t \x01(\x0c\x12\x11\n\tsignature\x18\n \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parley/v1/identity.proto\x12\tparley.v1\"\xe5\x01\n\x10\x41gentCertificate\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1b\n\x13identity_public_key\x18\x03 \x01(\x0c\x12\x12\n\nagent_type\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x15\n\rvalid_from_ms\x18\x06 \x01(\x03\x12\x16\n\x0evalid_until_ms\x18\x07 \x01(\x03\x12\x0e\n\x06serial\x18\x08 \x01(\x0c\x12\x15\n\rissuer_key_id\x18\t \x01(\x0c\x12\x11\n\tsignature\x18\n \x01(\x0c\"w\n\x11TrustBundleIssuer\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.parley.v1.IssuerKeyState\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\"\xa8\x01\n\x11SignedTrustBundle\x12\x13\n\x0bregistry_id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0cissued_at_ms\x18\x03 \x01(\x03\x12-\n\x07issuers\x18\x04 \x03(\x0b\x32\x1c.parley.v1.TrustBundleIssuer\x12\x15\n\rsigner_key_id\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c*\x8c\x01\n\x0eIssuerKeyState\x12 \n\x1cISSUER_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ISSUER_KEY_STATE_PREPARED\x10\x01\x12\x1b\n\x17ISSUER_KEY_STATE_ACTIVE\x10\x02\x12\x1c\n\x18ISSUER_KEY_STATE_RETIRED\x10\x03\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.identity_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _ISSUERKEYSTATE._serialized_start=564
+  _ISSUERKEYSTATE._serialized_end=704
   _AGENTCERTIFICATE._serialized_start=40
   _AGENTCERTIFICATE._serialized_end=269
+  _TRUSTBUNDLEISSUER._serialized_start=271
+  _TRUSTBUNDLEISSUER._serialized_end=390
+  _SIGNEDTRUSTBUNDLE._serialized_start=393
+  _SIGNEDTRUSTBUNDLE._serialized_end=561
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,54 @@ class CreateChallengeResponse(_message.Message):
     expires_at_ms: int
     def __init__(self, challenge: _Optional[bytes] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
+class CreateJoinTokenRequest(_message.Message):
+    __slots__ = ["agent_id", "agent_type", "capabilities", "ttl_ms", "validity_ms"]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_MS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    agent_type: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    ttl_ms: int
+    validity_ms: int
+    def __init__(self, agent_id: _Optional[str] = ..., agent_type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., ttl_ms: _Optional[int] = ..., validity_ms: _Optional[int] = ...) -> None: ...
+
+class CreateJoinTokenResponse(_message.Message):
+    __slots__ = ["expires_at_ms", "token", "token_id", "token_secret"]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    expires_at_ms: int
+    token: str
+    token_id: bytes
+    token_secret: bytes
+    def __init__(self, token_id: _Optional[bytes] = ..., token_secret: _Optional[bytes] = ..., expires_at_ms: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class EnrollAgentRequest(_message.Message):
+    __slots__ = ["agent_id", "identity_public_key", "proof_signature", "timestamp_ms", "token_id", "token_secret"]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    identity_public_key: bytes
+    proof_signature: bytes
+    timestamp_ms: int
+    token_id: bytes
+    token_secret: bytes
+    def __init__(self, token_id: _Optional[bytes] = ..., token_secret: _Optional[bytes] = ..., agent_id: _Optional[str] = ..., identity_public_key: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., proof_signature: _Optional[bytes] = ...) -> None: ...
+
+class EnrollAgentResponse(_message.Message):
+    __slots__ = ["agent"]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: AgentRecord
+    def __init__(self, agent: _Optional[_Union[AgentRecord, _Mapping]] = ...) -> None: ...
+
 class GetAgentRequest(_message.Message):
     __slots__ = ["agent_id"]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -99,16 +147,44 @@ class GetRevocationListResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[RevocationListEntry, _Mapping]]] = ..., head: _Optional[_Union[SignedRevocationHead, _Mapping]] = ..., current_version: _Optional[int] = ...) -> None: ...
 
 class GetTrustBundleRequest(_message.Message):
-    __slots__ = []
-    def __init__(self) -> None: ...
+    __slots__ = ["after_version"]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    after_version: int
+    def __init__(self, after_version: _Optional[int] = ...) -> None: ...
 
 class GetTrustBundleResponse(_message.Message):
-    __slots__ = ["issuers", "registry_id"]
+    __slots__ = ["current_version", "documents", "issuers", "registry_id"]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ISSUERS_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    current_version: int
+    documents: _containers.RepeatedCompositeFieldContainer[_identity_pb2.SignedTrustBundle]
     issuers: _containers.RepeatedCompositeFieldContainer[TrustedIssuer]
     registry_id: bytes
-    def __init__(self, issuers: _Optional[_Iterable[_Union[TrustedIssuer, _Mapping]]] = ..., registry_id: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, issuers: _Optional[_Iterable[_Union[TrustedIssuer, _Mapping]]] = ..., registry_id: _Optional[bytes] = ..., documents: _Optional[_Iterable[_Union[_identity_pb2.SignedTrustBundle, _Mapping]]] = ..., current_version: _Optional[int] = ...) -> None: ...
+
+class JoinToken(_message.Message):
+    __slots__ = ["agent_id", "agent_type", "capabilities", "created_at_ms", "created_by_key_id", "expires_at_ms", "revoked_at_ms", "token_id", "used_at_ms"]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    agent_type: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    created_at_ms: int
+    created_by_key_id: bytes
+    expires_at_ms: int
+    revoked_at_ms: int
+    token_id: bytes
+    used_at_ms: int
+    def __init__(self, token_id: _Optional[bytes] = ..., agent_id: _Optional[str] = ..., agent_type: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., used_at_ms: _Optional[int] = ..., revoked_at_ms: _Optional[int] = ..., created_by_key_id: _Optional[bytes] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ["agent_type", "capability", "page_size", "page_token", "status"]
@@ -131,6 +207,18 @@ class ListAgentsResponse(_message.Message):
     agents: _containers.RepeatedCompositeFieldContainer[AgentRecord]
     next_page_token: str
     def __init__(self, agents: _Optional[_Iterable[_Union[AgentRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListJoinTokensRequest(_message.Message):
+    __slots__ = ["all"]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: bool = ...) -> None: ...
+
+class ListJoinTokensResponse(_message.Message):
+    __slots__ = ["tokens"]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[JoinToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[JoinToken, _Mapping]]] = ...) -> None: ...
 
 class ListOperatorsRequest(_message.Message):
     __slots__ = []
@@ -232,6 +320,38 @@ class RevokeAgentResponse(_message.Message):
     entry: RevocationListEntry
     def __init__(self, entry: _Optional[_Union[RevocationListEntry, _Mapping]] = ...) -> None: ...
 
+class RevokeJoinTokenRequest(_message.Message):
+    __slots__ = ["token_id"]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: bytes
+    def __init__(self, token_id: _Optional[bytes] = ...) -> None: ...
+
+class RevokeJoinTokenResponse(_message.Message):
+    __slots__ = ["token"]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: JoinToken
+    def __init__(self, token: _Optional[_Union[JoinToken, _Mapping]] = ...) -> None: ...
+
+class RotateIssuerRequest(_message.Message):
+    __slots__ = ["activate_after_ms", "grace_ms"]
+    ACTIVATE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    activate_after_ms: int
+    grace_ms: int
+    def __init__(self, activate_after_ms: _Optional[int] = ..., grace_ms: _Optional[int] = ...) -> None: ...
+
+class RotateIssuerResponse(_message.Message):
+    __slots__ = ["activates_at_ms", "certificates_outliving_grace", "prepared", "trust_bundle_version"]
+    ACTIVATES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_OUTLIVING_GRACE_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    activates_at_ms: int
+    certificates_outliving_grace: int
+    prepared: TrustedIssuer
+    trust_bundle_version: int
+    def __init__(self, prepared: _Optional[_Union[TrustedIssuer, _Mapping]] = ..., activates_at_ms: _Optional[int] = ..., trust_bundle_version: _Optional[int] = ..., certificates_outliving_grace: _Optional[int] = ...) -> None: ...
+
 class RotateKeyRequest(_message.Message):
     __slots__ = ["agent_id", "challenge", "new_identity_public_key", "new_key_signature", "old_key_signature", "valid_until_ms"]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -273,16 +393,20 @@ class SignedRevocationHead(_message.Message):
     def __init__(self, version: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., registry_id: _Optional[bytes] = ..., issuer_key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TrustedIssuer(_message.Message):
-    __slots__ = ["active", "key_id", "not_after_ms", "public_key"]
+    __slots__ = ["activates_at_ms", "active", "key_id", "not_after_ms", "public_key", "state"]
+    ACTIVATES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    activates_at_ms: int
     active: bool
     key_id: bytes
     not_after_ms: int
     public_key: bytes
-    def __init__(self, key_id: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., not_after_ms: _Optional[int] = ..., active: bool = ...) -> None: ...
+    state: _identity_pb2.IssuerKeyState
+    def __init__(self, key_id: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., not_after_ms: _Optional[int] = ..., active: bool = ..., state: _Optional[_Union[_identity_pb2.IssuerKeyState, str]] = ..., activates_at_ms: _Optional[int] = ...) -> None: ...
 
 class WatchRevocationsRequest(_message.Message):
     __slots__ = ["after_version"]
@@ -291,12 +415,14 @@ class WatchRevocationsRequest(_message.Message):
     def __init__(self, after_version: _Optional[int] = ...) -> None: ...
 
 class WatchRevocationsResponse(_message.Message):
-    __slots__ = ["entries", "head"]
+    __slots__ = ["entries", "head", "trust_bundle_version"]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[RevocationListEntry]
     head: SignedRevocationHead
-    def __init__(self, entries: _Optional[_Iterable[_Union[RevocationListEntry, _Mapping]]] = ..., head: _Optional[_Union[SignedRevocationHead, _Mapping]] = ...) -> None: ...
+    trust_bundle_version: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[RevocationListEntry, _Mapping]]] = ..., head: _Optional[_Union[SignedRevocationHead, _Mapping]] = ..., trust_bundle_version: _Optional[int] = ...) -> None: ...
 
 class ChallengePurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

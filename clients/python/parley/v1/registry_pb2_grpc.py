@@ -80,6 +80,31 @@ class RegistryServiceStub(object):
                 request_serializer=parley_dot_v1_dot_registry__pb2.RemoveOperatorRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_registry__pb2.RemoveOperatorResponse.FromString,
                 )
+        self.RotateIssuer = channel.unary_unary(
+                '/parley.v1.RegistryService/RotateIssuer',
+                request_serializer=parley_dot_v1_dot_registry__pb2.RotateIssuerRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_registry__pb2.RotateIssuerResponse.FromString,
+                )
+        self.CreateJoinToken = channel.unary_unary(
+                '/parley.v1.RegistryService/CreateJoinToken',
+                request_serializer=parley_dot_v1_dot_registry__pb2.CreateJoinTokenRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_registry__pb2.CreateJoinTokenResponse.FromString,
+                )
+        self.ListJoinTokens = channel.unary_unary(
+                '/parley.v1.RegistryService/ListJoinTokens',
+                request_serializer=parley_dot_v1_dot_registry__pb2.ListJoinTokensRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_registry__pb2.ListJoinTokensResponse.FromString,
+                )
+        self.RevokeJoinToken = channel.unary_unary(
+                '/parley.v1.RegistryService/RevokeJoinToken',
+                request_serializer=parley_dot_v1_dot_registry__pb2.RevokeJoinTokenRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_registry__pb2.RevokeJoinTokenResponse.FromString,
+                )
+        self.EnrollAgent = channel.unary_unary(
+                '/parley.v1.RegistryService/EnrollAgent',
+                request_serializer=parley_dot_v1_dot_registry__pb2.EnrollAgentRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_registry__pb2.EnrollAgentResponse.FromString,
+                )
 
 
 class RegistryServiceServicer(object):
@@ -160,7 +185,8 @@ class RegistryServiceServicer(object):
 
     def GetTrustBundle(self, request, context):
         """GetTrustBundle returns the issuer public keys that verify this registry's
-        certificates and revocation heads. Never needs an operator signature.
+        certificates and revocation heads, and the signed trust bundle documents
+        after a version (docs/PROTOCOL.md §15.9). Never needs a signature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +209,48 @@ class RegistryServiceServicer(object):
     def RemoveOperator(self, request, context):
         """RemoveOperator delists an operator key (a leaked or retired one); the
         last operator cannot be removed. Operator-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateIssuer(self, request, context):
+        """RotateIssuer prepares a new issuer key: generated and kept by the
+        registry, published at once in a new trust bundle version signed by the
+        active key, and made active (the old key retired) after
+        activate_after_ms (docs/PROTOCOL.md §15.9). Operator-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateJoinToken(self, request, context):
+        """CreateJoinToken creates a one-time, short-lived enrolment token for one
+        agent id, type and capability set (docs/PROTOCOL.md §15.11). The token
+        is returned once and stored hashed. Operator-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJoinTokens(self, request, context):
+        """ListJoinTokens lists join tokens (never their secrets). Operator-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeJoinToken(self, request, context):
+        """RevokeJoinToken makes an unused join token unusable. Operator-signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollAgent(self, request, context):
+        """EnrollAgent registers an agent that generated its identity key itself,
+        authorised by a join token and the key's proof of possession
+        (docs/PROTOCOL.md §15.11). No operator signature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -250,6 +318,31 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.RemoveOperator,
                     request_deserializer=parley_dot_v1_dot_registry__pb2.RemoveOperatorRequest.FromString,
                     response_serializer=parley_dot_v1_dot_registry__pb2.RemoveOperatorResponse.SerializeToString,
+            ),
+            'RotateIssuer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateIssuer,
+                    request_deserializer=parley_dot_v1_dot_registry__pb2.RotateIssuerRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_registry__pb2.RotateIssuerResponse.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=parley_dot_v1_dot_registry__pb2.CreateJoinTokenRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_registry__pb2.CreateJoinTokenResponse.SerializeToString,
+            ),
+            'ListJoinTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJoinTokens,
+                    request_deserializer=parley_dot_v1_dot_registry__pb2.ListJoinTokensRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_registry__pb2.ListJoinTokensResponse.SerializeToString,
+            ),
+            'RevokeJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeJoinToken,
+                    request_deserializer=parley_dot_v1_dot_registry__pb2.RevokeJoinTokenRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_registry__pb2.RevokeJoinTokenResponse.SerializeToString,
+            ),
+            'EnrollAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollAgent,
+                    request_deserializer=parley_dot_v1_dot_registry__pb2.EnrollAgentRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_registry__pb2.EnrollAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -468,5 +561,90 @@ class RegistryService(object):
         return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/RemoveOperator',
             parley_dot_v1_dot_registry__pb2.RemoveOperatorRequest.SerializeToString,
             parley_dot_v1_dot_registry__pb2.RemoveOperatorResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RotateIssuer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/RotateIssuer',
+            parley_dot_v1_dot_registry__pb2.RotateIssuerRequest.SerializeToString,
+            parley_dot_v1_dot_registry__pb2.RotateIssuerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/CreateJoinToken',
+            parley_dot_v1_dot_registry__pb2.CreateJoinTokenRequest.SerializeToString,
+            parley_dot_v1_dot_registry__pb2.CreateJoinTokenResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListJoinTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/ListJoinTokens',
+            parley_dot_v1_dot_registry__pb2.ListJoinTokensRequest.SerializeToString,
+            parley_dot_v1_dot_registry__pb2.ListJoinTokensResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevokeJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/RevokeJoinToken',
+            parley_dot_v1_dot_registry__pb2.RevokeJoinTokenRequest.SerializeToString,
+            parley_dot_v1_dot_registry__pb2.RevokeJoinTokenResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EnrollAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/parley.v1.RegistryService/EnrollAgent',
+            parley_dot_v1_dot_registry__pb2.EnrollAgentRequest.SerializeToString,
+            parley_dot_v1_dot_registry__pb2.EnrollAgentResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

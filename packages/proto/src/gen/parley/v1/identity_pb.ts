@@ -2,15 +2,15 @@
 // @generated from file parley/v1/identity.proto (package parley.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/identity.proto.
  */
 export const file_parley_v1_identity: GenFile = /*@__PURE__*/
-  fileDesc("ChhwYXJsZXkvdjEvaWRlbnRpdHkucHJvdG8SCXBhcmxleS52MSLlAQoQQWdlbnRDZXJ0aWZpY2F0ZRIPCgd2ZXJzaW9uGAEgASgNEhAKCGFnZW50X2lkGAIgASgJEhsKE2lkZW50aXR5X3B1YmxpY19rZXkYAyABKAwSEgoKYWdlbnRfdHlwZRgEIAEoCRIUCgxjYXBhYmlsaXRpZXMYBSADKAkSFQoNdmFsaWRfZnJvbV9tcxgGIAEoAxIWCg52YWxpZF91bnRpbF9tcxgHIAEoAxIOCgZzZXJpYWwYCCABKAwSFQoNaXNzdWVyX2tleV9pZBgJIAEoDBIRCglzaWduYXR1cmUYCiABKAxiBnByb3RvMw");
+  fileDesc("ChhwYXJsZXkvdjEvaWRlbnRpdHkucHJvdG8SCXBhcmxleS52MSLlAQoQQWdlbnRDZXJ0aWZpY2F0ZRIPCgd2ZXJzaW9uGAEgASgNEhAKCGFnZW50X2lkGAIgASgJEhsKE2lkZW50aXR5X3B1YmxpY19rZXkYAyABKAwSEgoKYWdlbnRfdHlwZRgEIAEoCRIUCgxjYXBhYmlsaXRpZXMYBSADKAkSFQoNdmFsaWRfZnJvbV9tcxgGIAEoAxIWCg52YWxpZF91bnRpbF9tcxgHIAEoAxIOCgZzZXJpYWwYCCABKAwSFQoNaXNzdWVyX2tleV9pZBgJIAEoDBIRCglzaWduYXR1cmUYCiABKAwidwoRVHJ1c3RCdW5kbGVJc3N1ZXISDgoGa2V5X2lkGAEgASgMEhIKCnB1YmxpY19rZXkYAiABKAwSKAoFc3RhdGUYAyABKA4yGS5wYXJsZXkudjEuSXNzdWVyS2V5U3RhdGUSFAoMbm90X2FmdGVyX21zGAQgASgDIqgBChFTaWduZWRUcnVzdEJ1bmRsZRITCgtyZWdpc3RyeV9pZBgBIAEoDBIPCgd2ZXJzaW9uGAIgASgEEhQKDGlzc3VlZF9hdF9tcxgDIAEoAxItCgdpc3N1ZXJzGAQgAygLMhwucGFybGV5LnYxLlRydXN0QnVuZGxlSXNzdWVyEhUKDXNpZ25lcl9rZXlfaWQYBSABKAwSEQoJc2lnbmF0dXJlGAYgASgMKowBCg5Jc3N1ZXJLZXlTdGF0ZRIgChxJU1NVRVJfS0VZX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZSVNTVUVSX0tFWV9TVEFURV9QUkVQQVJFRBABEhsKF0lTU1VFUl9LRVlfU1RBVEVfQUNUSVZFEAISHAoYSVNTVUVSX0tFWV9TVEFURV9SRVRJUkVEEANiBnByb3RvMw");
 
 /**
  * AgentCertificate binds an AgentId to an Ed25519 identity key, issued and
@@ -104,4 +104,151 @@ export type AgentCertificate = Message<"parley.v1.AgentCertificate"> & {
  */
 export const AgentCertificateSchema: GenMessage<AgentCertificate> = /*@__PURE__*/
   messageDesc(file_parley_v1_identity, 0);
+
+/**
+ * TrustBundleIssuer is one issuer key of a signed trust bundle document.
+ *
+ * @generated from message parley.v1.TrustBundleIssuer
+ */
+export type TrustBundleIssuer = Message<"parley.v1.TrustBundleIssuer"> & {
+  /**
+   * Key id of public_key (docs/PROTOCOL.md §3.1), exactly 16 bytes.
+   *
+   * @generated from field: bytes key_id = 1;
+   */
+  keyId: Uint8Array;
+
+  /**
+   * Ed25519 public key, exactly 32 bytes.
+   *
+   * @generated from field: bytes public_key = 2;
+   */
+  publicKey: Uint8Array;
+
+  /**
+   * PREPARED, ACTIVE or RETIRED.
+   *
+   * @generated from field: parley.v1.IssuerKeyState state = 3;
+   */
+  state: IssuerKeyState;
+
+  /**
+   * 0: no bound (PREPARED and ACTIVE keys); for a RETIRED key the instant,
+   * milliseconds since the Unix epoch, from which nothing it signed verifies.
+   *
+   * @generated from field: int64 not_after_ms = 4;
+   */
+  notAfterMs: bigint;
+};
+
+/**
+ * Describes the message parley.v1.TrustBundleIssuer.
+ * Use `create(TrustBundleIssuerSchema)` to create a new message.
+ */
+export const TrustBundleIssuerSchema: GenMessage<TrustBundleIssuer> = /*@__PURE__*/
+  messageDesc(file_parley_v1_identity, 1);
+
+/**
+ * SignedTrustBundle is one version of a registry's trust bundle, signed by
+ * the issuer key that is ACTIVE in it (docs/PROTOCOL.md §15.9). The signature
+ * covers the language-neutral trust bundle layout rebuilt from these fields,
+ * never these protobuf bytes. At most 8192 bytes encoded.
+ *
+ * @generated from message parley.v1.SignedTrustBundle
+ */
+export type SignedTrustBundle = Message<"parley.v1.SignedTrustBundle"> & {
+  /**
+   * The registry's id, exactly 16 bytes.
+   *
+   * @generated from field: bytes registry_id = 1;
+   */
+  registryId: Uint8Array;
+
+  /**
+   * Version: 1 for the first document, then +1 for every change, no gap.
+   *
+   * @generated from field: uint64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * When the registry signed it, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 issued_at_ms = 3;
+   */
+  issuedAtMs: bigint;
+
+  /**
+   * 1..64 issuer keys, strictly ascending by key_id: exactly one ACTIVE, at most
+   * one PREPARED.
+   *
+   * @generated from field: repeated parley.v1.TrustBundleIssuer issuers = 4;
+   */
+  issuers: TrustBundleIssuer[];
+
+  /**
+   * Key id of the signing key: the ACTIVE issuer's, exactly 16 bytes.
+   *
+   * @generated from field: bytes signer_key_id = 5;
+   */
+  signerKeyId: Uint8Array;
+
+  /**
+   * Ed25519 signature over the trust bundle layout, exactly 64 bytes.
+   *
+   * @generated from field: bytes signature = 6;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.SignedTrustBundle.
+ * Use `create(SignedTrustBundleSchema)` to create a new message.
+ */
+export const SignedTrustBundleSchema: GenMessage<SignedTrustBundle> = /*@__PURE__*/
+  messageDesc(file_parley_v1_identity, 2);
+
+/**
+ * IssuerKeyState is where an issuer key is in its lifecycle
+ * (docs/PROTOCOL.md §15.9): prepared (published, signs nothing yet), active
+ * (signs certificates, revocation heads and trust bundle documents), retired
+ * (signs nothing more; trusted until its not_after_ms, then dropped).
+ *
+ * @generated from enum parley.v1.IssuerKeyState
+ */
+export enum IssuerKeyState {
+  /**
+   * Not set; a document carrying it is malformed.
+   *
+   * @generated from enum value: ISSUER_KEY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Published so that every follower trusts it before it signs anything.
+   *
+   * @generated from enum value: ISSUER_KEY_STATE_PREPARED = 1;
+   */
+  PREPARED = 1,
+
+  /**
+   * The one key that signs now.
+   *
+   * @generated from enum value: ISSUER_KEY_STATE_ACTIVE = 2;
+   */
+  ACTIVE = 2,
+
+  /**
+   * Signs nothing more; what it signed verifies until not_after_ms.
+   *
+   * @generated from enum value: ISSUER_KEY_STATE_RETIRED = 3;
+   */
+  RETIRED = 3,
+}
+
+/**
+ * Describes the enum parley.v1.IssuerKeyState.
+ */
+export const IssuerKeyStateSchema: GenEnum<IssuerKeyState> = /*@__PURE__*/
+  enumDesc(file_parley_v1_identity, 0);
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { AgentCertificate } from "./identity_pb.js";
+import type { AgentCertificate, IssuerKeyState, SignedTrustBundle } from "./identity_pb.js";
 import { file_parley_v1_identity } from "./identity_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/registry.proto.
  */
 export const file_parley_v1_registry: GenFile = /*@__PURE__*/
-  fileDesc("ChhwYXJsZXkvdjEvcmVnaXN0cnkucHJvdG8SCXBhcmxleS52MSJGChZDcmVhdGVDaGFsbGVuZ2VSZXF1ZXN0EiwKB3B1cnBvc2UYASABKA4yGy5wYXJsZXkudjEuQ2hhbGxlbmdlUHVycG9zZSJDChdDcmVhdGVDaGFsbGVuZ2VSZXNwb25zZRIRCgljaGFsbGVuZ2UYASABKAwSFQoNZXhwaXJlc19hdF9tcxgCIAEoAyLKAQoUUmVnaXN0ZXJBZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSGwoTaWRlbnRpdHlfcHVibGljX2tleRgCIAEoDBISCgphZ2VudF90eXBlGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIVCg12YWxpZF9mcm9tX21zGAUgASgDEhYKDnZhbGlkX3VudGlsX21zGAYgASgDEhEKCWNoYWxsZW5nZRgHIAEoDBIXCg9wcm9vZl9zaWduYXR1cmUYCCABKAwiPgoVUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEiUKBWFnZW50GAEgASgLMhYucGFybGV5LnYxLkFnZW50UmVjb3JkIvABCgtBZ2VudFJlY29yZBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF90eXBlGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRImCgZzdGF0dXMYBCABKA4yFi5wYXJsZXkudjEuQWdlbnRTdGF0dXMSMAoLY2VydGlmaWNhdGUYBSABKAsyGy5wYXJsZXkudjEuQWdlbnRDZXJ0aWZpY2F0ZRIYChByZWdpc3RlcmVkX2F0X21zGAYgASgDEhUKDXVwZGF0ZWRfYXRfbXMYByABKAMSGgoScmV2b2NhdGlvbl92ZXJzaW9uGAggASgEIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI5ChBHZXRBZ2VudFJlc3BvbnNlEiUKBWFnZW50GAEgASgLMhYucGFybGV5LnYxLkFnZW50UmVjb3JkIooBChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRISCgphZ2VudF90eXBlGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSJgoGc3RhdHVzGAUgASgOMhYucGFybGV5LnYxLkFnZW50U3RhdHVzIlUKEkxpc3RBZ2VudHNSZXNwb25zZRImCgZhZ2VudHMYASADKAsyFi5wYXJsZXkudjEuQWdlbnRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqYBChBSb3RhdGVLZXlSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEh8KF25ld19pZGVudGl0eV9wdWJsaWNfa2V5GAIgASgMEhEKCWNoYWxsZW5nZRgDIAEoDBIZChFvbGRfa2V5X3NpZ25hdHVyZRgEIAEoDBIZChFuZXdfa2V5X3NpZ25hdHVyZRgFIAEoDBIWCg52YWxpZF91bnRpbF9tcxgGIAEoAyJuChFSb3RhdGVLZXlSZXNwb25zZRIlCgVhZ2VudBgBIAEoCzIWLnBhcmxleS52MS5BZ2VudFJlY29yZBIyCgpzdXBlcnNlZGVkGAIgASgLMh4ucGFybGV5LnYxLlJldm9jYXRpb25MaXN0RW50cnkingEKElJldm9rZUFnZW50UmVxdWVzdBISCghhZ2VudF9pZBgBIAEoCUgAEhAKBnNlcmlhbBgCIAEoDEgAEisKBnJlYXNvbhgDIAEoDjIbLnBhcmxleS52MS5SZXZvY2F0aW9uUmVhc29uEhMKC3JlYXNvbl90ZXh0GAQgASgJEhUKDXJldm9rZWRfYXRfbXMYBSABKANCCQoHc3ViamVjdCJEChNSZXZva2VBZ2VudFJlc3BvbnNlEi0KBWVudHJ5GAEgASgLMh4ucGFybGV5LnYxLlJldm9jYXRpb25MaXN0RW50cnkixAEKE1Jldm9jYXRpb25MaXN0RW50cnkSDwoHdmVyc2lvbhgBIAEoBBISCghhZ2VudF9pZBgCIAEoCUgAEhAKBnNlcmlhbBgDIAEoDEgAEisKBnJlYXNvbhgEIAEoDjIbLnBhcmxleS52MS5SZXZvY2F0aW9uUmVhc29uEhMKC3JlYXNvbl90ZXh0GAUgASgJEhUKDXJldm9rZWRfYXRfbXMYBiABKAMSEgoKZW50cnlfaGFzaBgHIAEoDEIJCgdzdWJqZWN0Io8BChRTaWduZWRSZXZvY2F0aW9uSGVhZBIPCgd2ZXJzaW9uGAEgASgEEhEKCWhlYWRfaGFzaBgCIAEoDBIUCgxpc3N1ZWRfYXRfbXMYAyABKAMSEwoLcmVnaXN0cnlfaWQYBCABKAwSFQoNaXNzdWVyX2tleV9pZBgFIAEoDBIRCglzaWduYXR1cmUYBiABKAwiRgoYR2V0UmV2b2NhdGlvbkxpc3RSZXF1ZXN0EhUKDWFmdGVyX3ZlcnNpb24YASABKAQSEwoLbWF4X2VudHJpZXMYAiABKA0ilAEKGUdldFJldm9jYXRpb25MaXN0UmVzcG9uc2USLwoHZW50cmllcxgBIAMoCzIeLnBhcmxleS52MS5SZXZvY2F0aW9uTGlzdEVudHJ5Ei0KBGhlYWQYAiABKAsyHy5wYXJsZXkudjEuU2lnbmVkUmV2b2NhdGlvbkhlYWQSFwoPY3VycmVudF92ZXJzaW9uGAMgASgEIjAKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhUKDWFmdGVyX3ZlcnNpb24YASABKAQiegoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEi8KB2VudHJpZXMYASADKAsyHi5wYXJsZXkudjEuUmV2b2NhdGlvbkxpc3RFbnRyeRItCgRoZWFkGAIgASgLMh8ucGFybGV5LnYxLlNpZ25lZFJldm9jYXRpb25IZWFkIhcKFUdldFRydXN0QnVuZGxlUmVxdWVzdCJYChZHZXRUcnVzdEJ1bmRsZVJlc3BvbnNlEikKB2lzc3VlcnMYASADKAsyGC5wYXJsZXkudjEuVHJ1c3RlZElzc3VlchITCgtyZWdpc3RyeV9pZBgCIAEoDCJZCg1UcnVzdGVkSXNzdWVyEg4KBmtleV9pZBgBIAEoDBISCgpwdWJsaWNfa2V5GAIgASgMEhQKDG5vdF9hZnRlcl9tcxgDIAEoAxIOCgZhY3RpdmUYBCABKAgiNgoSQWRkT3BlcmF0b3JSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKcHVibGljX2tleRgCIAEoDCI8ChNBZGRPcGVyYXRvclJlc3BvbnNlEiUKCG9wZXJhdG9yGAEgASgLMhMucGFybGV5LnYxLk9wZXJhdG9yIhYKFExpc3RPcGVyYXRvcnNSZXF1ZXN0Ij8KFUxpc3RPcGVyYXRvcnNSZXNwb25zZRImCglvcGVyYXRvcnMYASADKAsyEy5wYXJsZXkudjEuT3BlcmF0b3IiJwoVUmVtb3ZlT3BlcmF0b3JSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoDCI/ChZSZW1vdmVPcGVyYXRvclJlc3BvbnNlEiUKCG9wZXJhdG9yGAEgASgLMhMucGFybGV5LnYxLk9wZXJhdG9yImoKCE9wZXJhdG9yEg4KBmtleV9pZBgBIAEoDBISCgpwdWJsaWNfa2V5GAIgASgMEgwKBG5hbWUYAyABKAkSEwoLYWRkZWRfYXRfbXMYBCABKAMSFwoPYWRkZWRfYnlfa2V5X2lkGAUgASgMKncKEENoYWxsZW5nZVB1cnBvc2USIQodQ0hBTExFTkdFX1BVUlBPU0VfVU5TUEVDSUZJRUQQABIeChpDSEFMTEVOR0VfUFVSUE9TRV9SRUdJU1RFUhABEiAKHENIQUxMRU5HRV9QVVJQT1NFX1JPVEFURV9LRVkQAip4CgtBZ2VudFN0YXR1cxIcChhBR0VOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNBR0VOVF9TVEFUVVNfQUNUSVZFEAESGAoUQUdFTlRfU1RBVFVTX1JFVk9LRUQQAhIYChRBR0VOVF9TVEFUVVNfRVhQSVJFRBADKoECChBSZXZvY2F0aW9uUmVhc29uEiEKHVJFVk9DQVRJT05fUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVWT0NBVElPTl9SRUFTT05fS0VZX0NPTVBST01JU0UQARIgChxSRVZPQ0FUSU9OX1JFQVNPTl9TVVBFUlNFREVEEAISLAooUkVWT0NBVElPTl9SRUFTT05fQ0VTU0FUSU9OX09GX09QRVJBVElPThADEikKJVJFVk9DQVRJT05fUkVBU09OX0FGRklMSUFUSU9OX0NIQU5HRUQQBBIpCiVSRVZPQ0FUSU9OX1JFQVNPTl9QUklWSUxFR0VfV0lUSERSQVdOEAUy9AcKD1JlZ2lzdHJ5U2VydmljZRJYCg9DcmVhdGVDaGFsbGVuZ2USIS5wYXJsZXkudjEuQ3JlYXRlQ2hhbGxlbmdlUmVxdWVzdBoiLnBhcmxleS52MS5DcmVhdGVDaGFsbGVuZ2VSZXNwb25zZRJSCg1SZWdpc3RlckFnZW50Eh8ucGFybGV5LnYxLlJlZ2lzdGVyQWdlbnRSZXF1ZXN0GiAucGFybGV5LnYxLlJlZ2lzdGVyQWdlbnRSZXNwb25zZRJDCghHZXRBZ2VudBIaLnBhcmxleS52MS5HZXRBZ2VudFJlcXVlc3QaGy5wYXJsZXkudjEuR2V0QWdlbnRSZXNwb25zZRJJCgpMaXN0QWdlbnRzEhwucGFybGV5LnYxLkxpc3RBZ2VudHNSZXF1ZXN0Gh0ucGFybGV5LnYxLkxpc3RBZ2VudHNSZXNwb25zZRJGCglSb3RhdGVLZXkSGy5wYXJsZXkudjEuUm90YXRlS2V5UmVxdWVzdBocLnBhcmxleS52MS5Sb3RhdGVLZXlSZXNwb25zZRJMCgtSZXZva2VBZ2VudBIdLnBhcmxleS52MS5SZXZva2VBZ2VudFJlcXVlc3QaHi5wYXJsZXkudjEuUmV2b2tlQWdlbnRSZXNwb25zZRJeChFHZXRSZXZvY2F0aW9uTGlzdBIjLnBhcmxleS52MS5HZXRSZXZvY2F0aW9uTGlzdFJlcXVlc3QaJC5wYXJsZXkudjEuR2V0UmV2b2NhdGlvbkxpc3RSZXNwb25zZRJdChBXYXRjaFJldm9jYXRpb25zEiIucGFybGV5LnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GiMucGFybGV5LnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABElUKDkdldFRydXN0QnVuZGxlEiAucGFybGV5LnYxLkdldFRydXN0QnVuZGxlUmVxdWVzdBohLnBhcmxleS52MS5HZXRUcnVzdEJ1bmRsZVJlc3BvbnNlEkwKC0FkZE9wZXJhdG9yEh0ucGFybGV5LnYxLkFkZE9wZXJhdG9yUmVxdWVzdBoeLnBhcmxleS52MS5BZGRPcGVyYXRvclJlc3BvbnNlElIKDUxpc3RPcGVyYXRvcnMSHy5wYXJsZXkudjEuTGlzdE9wZXJhdG9yc1JlcXVlc3QaIC5wYXJsZXkudjEuTGlzdE9wZXJhdG9yc1Jlc3BvbnNlElUKDlJlbW92ZU9wZXJhdG9yEiAucGFybGV5LnYxLlJlbW92ZU9wZXJhdG9yUmVxdWVzdBohLnBhcmxleS52MS5SZW1vdmVPcGVyYXRvclJlc3BvbnNlYgZwcm90bzM", [file_parley_v1_identity]);
+  fileDesc("ChhwYXJsZXkvdjEvcmVnaXN0cnkucHJvdG8SCXBhcmxleS52MSJGChZDcmVhdGVDaGFsbGVuZ2VSZXF1ZXN0EiwKB3B1cnBvc2UYASABKA4yGy5wYXJsZXkudjEuQ2hhbGxlbmdlUHVycG9zZSJDChdDcmVhdGVDaGFsbGVuZ2VSZXNwb25zZRIRCgljaGFsbGVuZ2UYASABKAwSFQoNZXhwaXJlc19hdF9tcxgCIAEoAyLKAQoUUmVnaXN0ZXJBZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSGwoTaWRlbnRpdHlfcHVibGljX2tleRgCIAEoDBISCgphZ2VudF90eXBlGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIVCg12YWxpZF9mcm9tX21zGAUgASgDEhYKDnZhbGlkX3VudGlsX21zGAYgASgDEhEKCWNoYWxsZW5nZRgHIAEoDBIXCg9wcm9vZl9zaWduYXR1cmUYCCABKAwiPgoVUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEiUKBWFnZW50GAEgASgLMhYucGFybGV5LnYxLkFnZW50UmVjb3JkIvABCgtBZ2VudFJlY29yZBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF90eXBlGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRImCgZzdGF0dXMYBCABKA4yFi5wYXJsZXkudjEuQWdlbnRTdGF0dXMSMAoLY2VydGlmaWNhdGUYBSABKAsyGy5wYXJsZXkudjEuQWdlbnRDZXJ0aWZpY2F0ZRIYChByZWdpc3RlcmVkX2F0X21zGAYgASgDEhUKDXVwZGF0ZWRfYXRfbXMYByABKAMSGgoScmV2b2NhdGlvbl92ZXJzaW9uGAggASgEIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI5ChBHZXRBZ2VudFJlc3BvbnNlEiUKBWFnZW50GAEgASgLMhYucGFybGV5LnYxLkFnZW50UmVjb3JkIooBChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRISCgphZ2VudF90eXBlGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSJgoGc3RhdHVzGAUgASgOMhYucGFybGV5LnYxLkFnZW50U3RhdHVzIlUKEkxpc3RBZ2VudHNSZXNwb25zZRImCgZhZ2VudHMYASADKAsyFi5wYXJsZXkudjEuQWdlbnRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqYBChBSb3RhdGVLZXlSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEh8KF25ld19pZGVudGl0eV9wdWJsaWNfa2V5GAIgASgMEhEKCWNoYWxsZW5nZRgDIAEoDBIZChFvbGRfa2V5X3NpZ25hdHVyZRgEIAEoDBIZChFuZXdfa2V5X3NpZ25hdHVyZRgFIAEoDBIWCg52YWxpZF91bnRpbF9tcxgGIAEoAyJuChFSb3RhdGVLZXlSZXNwb25zZRIlCgVhZ2VudBgBIAEoCzIWLnBhcmxleS52MS5BZ2VudFJlY29yZBIyCgpzdXBlcnNlZGVkGAIgASgLMh4ucGFybGV5LnYxLlJldm9jYXRpb25MaXN0RW50cnkingEKElJldm9rZUFnZW50UmVxdWVzdBISCghhZ2VudF9pZBgBIAEoCUgAEhAKBnNlcmlhbBgCIAEoDEgAEisKBnJlYXNvbhgDIAEoDjIbLnBhcmxleS52MS5SZXZvY2F0aW9uUmVhc29uEhMKC3JlYXNvbl90ZXh0GAQgASgJEhUKDXJldm9rZWRfYXRfbXMYBSABKANCCQoHc3ViamVjdCJEChNSZXZva2VBZ2VudFJlc3BvbnNlEi0KBWVudHJ5GAEgASgLMh4ucGFybGV5LnYxLlJldm9jYXRpb25MaXN0RW50cnkixAEKE1Jldm9jYXRpb25MaXN0RW50cnkSDwoHdmVyc2lvbhgBIAEoBBISCghhZ2VudF9pZBgCIAEoCUgAEhAKBnNlcmlhbBgDIAEoDEgAEisKBnJlYXNvbhgEIAEoDjIbLnBhcmxleS52MS5SZXZvY2F0aW9uUmVhc29uEhMKC3JlYXNvbl90ZXh0GAUgASgJEhUKDXJldm9rZWRfYXRfbXMYBiABKAMSEgoKZW50cnlfaGFzaBgHIAEoDEIJCgdzdWJqZWN0Io8BChRTaWduZWRSZXZvY2F0aW9uSGVhZBIPCgd2ZXJzaW9uGAEgASgEEhEKCWhlYWRfaGFzaBgCIAEoDBIUCgxpc3N1ZWRfYXRfbXMYAyABKAMSEwoLcmVnaXN0cnlfaWQYBCABKAwSFQoNaXNzdWVyX2tleV9pZBgFIAEoDBIRCglzaWduYXR1cmUYBiABKAwiRgoYR2V0UmV2b2NhdGlvbkxpc3RSZXF1ZXN0EhUKDWFmdGVyX3ZlcnNpb24YASABKAQSEwoLbWF4X2VudHJpZXMYAiABKA0ilAEKGUdldFJldm9jYXRpb25MaXN0UmVzcG9uc2USLwoHZW50cmllcxgBIAMoCzIeLnBhcmxleS52MS5SZXZvY2F0aW9uTGlzdEVudHJ5Ei0KBGhlYWQYAiABKAsyHy5wYXJsZXkudjEuU2lnbmVkUmV2b2NhdGlvbkhlYWQSFwoPY3VycmVudF92ZXJzaW9uGAMgASgEIjAKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhUKDWFmdGVyX3ZlcnNpb24YASABKAQimAEKGFdhdGNoUmV2b2NhdGlvbnNSZXNwb25zZRIvCgdlbnRyaWVzGAEgAygLMh4ucGFybGV5LnYxLlJldm9jYXRpb25MaXN0RW50cnkSLQoEaGVhZBgCIAEoCzIfLnBhcmxleS52MS5TaWduZWRSZXZvY2F0aW9uSGVhZBIcChR0cnVzdF9idW5kbGVfdmVyc2lvbhgDIAEoBCIuChVHZXRUcnVzdEJ1bmRsZVJlcXVlc3QSFQoNYWZ0ZXJfdmVyc2lvbhgBIAEoBCKiAQoWR2V0VHJ1c3RCdW5kbGVSZXNwb25zZRIpCgdpc3N1ZXJzGAEgAygLMhgucGFybGV5LnYxLlRydXN0ZWRJc3N1ZXISEwoLcmVnaXN0cnlfaWQYAiABKAwSLwoJZG9jdW1lbnRzGAMgAygLMhwucGFybGV5LnYxLlNpZ25lZFRydXN0QnVuZGxlEhcKD2N1cnJlbnRfdmVyc2lvbhgEIAEoBCKcAQoNVHJ1c3RlZElzc3VlchIOCgZrZXlfaWQYASABKAwSEgoKcHVibGljX2tleRgCIAEoDBIUCgxub3RfYWZ0ZXJfbXMYAyABKAMSDgoGYWN0aXZlGAQgASgIEigKBXN0YXRlGAUgASgOMhkucGFybGV5LnYxLklzc3VlcktleVN0YXRlEhcKD2FjdGl2YXRlc19hdF9tcxgGIAEoAyI2ChJBZGRPcGVyYXRvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMIjwKE0FkZE9wZXJhdG9yUmVzcG9uc2USJQoIb3BlcmF0b3IYASABKAsyEy5wYXJsZXkudjEuT3BlcmF0b3IiFgoUTGlzdE9wZXJhdG9yc1JlcXVlc3QiPwoVTGlzdE9wZXJhdG9yc1Jlc3BvbnNlEiYKCW9wZXJhdG9ycxgBIAMoCzITLnBhcmxleS52MS5PcGVyYXRvciInChVSZW1vdmVPcGVyYXRvclJlcXVlc3QSDgoGa2V5X2lkGAEgASgMIj8KFlJlbW92ZU9wZXJhdG9yUmVzcG9uc2USJQoIb3BlcmF0b3IYASABKAsyEy5wYXJsZXkudjEuT3BlcmF0b3IiagoIT3BlcmF0b3ISDgoGa2V5X2lkGAEgASgMEhIKCnB1YmxpY19rZXkYAiABKAwSDAoEbmFtZRgDIAEoCRITCgthZGRlZF9hdF9tcxgEIAEoAxIXCg9hZGRlZF9ieV9rZXlfaWQYBSABKAwiQgoTUm90YXRlSXNzdWVyUmVxdWVzdBIZChFhY3RpdmF0ZV9hZnRlcl9tcxgBIAEoAxIQCghncmFjZV9tcxgCIAEoAyKfAQoUUm90YXRlSXNzdWVyUmVzcG9uc2USKgoIcHJlcGFyZWQYASABKAsyGC5wYXJsZXkudjEuVHJ1c3RlZElzc3VlchIXCg9hY3RpdmF0ZXNfYXRfbXMYAiABKAMSHAoUdHJ1c3RfYnVuZGxlX3ZlcnNpb24YAyABKAQSJAocY2VydGlmaWNhdGVzX291dGxpdmluZ19ncmFjZRgEIAEoBCJ5ChZDcmVhdGVKb2luVG9rZW5SZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X3R5cGUYAiABKAkSFAoMY2FwYWJpbGl0aWVzGAMgAygJEg4KBnR0bF9tcxgEIAEoAxITCgt2YWxpZGl0eV9tcxgFIAEoAyJnChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIQCgh0b2tlbl9pZBgBIAEoDBIUCgx0b2tlbl9zZWNyZXQYAiABKAwSFQoNZXhwaXJlc19hdF9tcxgDIAEoAxINCgV0b2tlbhgEIAEoCSIkChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QSCwoDYWxsGAEgASgIIj4KFkxpc3RKb2luVG9rZW5zUmVzcG9uc2USJAoGdG9rZW5zGAEgAygLMhQucGFybGV5LnYxLkpvaW5Ub2tlbiLNAQoJSm9pblRva2VuEhAKCHRva2VuX2lkGAEgASgMEhAKCGFnZW50X2lkGAIgASgJEhIKCmFnZW50X3R5cGUYAyABKAkSFAoMY2FwYWJpbGl0aWVzGAQgAygJEhUKDWNyZWF0ZWRfYXRfbXMYBSABKAMSFQoNZXhwaXJlc19hdF9tcxgGIAEoAxISCgp1c2VkX2F0X21zGAcgASgDEhUKDXJldm9rZWRfYXRfbXMYCCABKAMSGQoRY3JlYXRlZF9ieV9rZXlfaWQYCSABKAwiKgoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoDCI+ChdSZXZva2VKb2luVG9rZW5SZXNwb25zZRIjCgV0b2tlbhgBIAEoCzIULnBhcmxleS52MS5Kb2luVG9rZW4imgEKEkVucm9sbEFnZW50UmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoDBIUCgx0b2tlbl9zZWNyZXQYAiABKAwSEAoIYWdlbnRfaWQYAyABKAkSGwoTaWRlbnRpdHlfcHVibGljX2tleRgEIAEoDBIUCgx0aW1lc3RhbXBfbXMYBSABKAMSFwoPcHJvb2Zfc2lnbmF0dXJlGAYgASgMIjwKE0Vucm9sbEFnZW50UmVzcG9uc2USJQoFYWdlbnQYASABKAsyFi5wYXJsZXkudjEuQWdlbnRSZWNvcmQqdwoQQ2hhbGxlbmdlUHVycG9zZRIhCh1DSEFMTEVOR0VfUFVSUE9TRV9VTlNQRUNJRklFRBAAEh4KGkNIQUxMRU5HRV9QVVJQT1NFX1JFR0lTVEVSEAESIAocQ0hBTExFTkdFX1BVUlBPU0VfUk9UQVRFX0tFWRACKngKC0FnZW50U3RhdHVzEhwKGEFHRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0FHRU5UX1NUQVRVU19BQ1RJVkUQARIYChRBR0VOVF9TVEFUVVNfUkVWT0tFRBACEhgKFEFHRU5UX1NUQVRVU19FWFBJUkVEEAMqgQIKEFJldm9jYXRpb25SZWFzb24SIQodUkVWT0NBVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBSRVZPQ0FUSU9OX1JFQVNPTl9LRVlfQ09NUFJPTUlTRRABEiAKHFJFVk9DQVRJT05fUkVBU09OX1NVUEVSU0VERUQQAhIsCihSRVZPQ0FUSU9OX1JFQVNPTl9DRVNTQVRJT05fT0ZfT1BFUkFUSU9OEAMSKQolUkVWT0NBVElPTl9SRUFTT05fQUZGSUxJQVRJT05fQ0hBTkdFRBAEEikKJVJFVk9DQVRJT05fUkVBU09OX1BSSVZJTEVHRV9XSVRIRFJBV04QBTKeCwoPUmVnaXN0cnlTZXJ2aWNlElgKD0NyZWF0ZUNoYWxsZW5nZRIhLnBhcmxleS52MS5DcmVhdGVDaGFsbGVuZ2VSZXF1ZXN0GiIucGFybGV5LnYxLkNyZWF0ZUNoYWxsZW5nZVJlc3BvbnNlElIKDVJlZ2lzdGVyQWdlbnQSHy5wYXJsZXkudjEuUmVnaXN0ZXJBZ2VudFJlcXVlc3QaIC5wYXJsZXkudjEuUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEkMKCEdldEFnZW50EhoucGFybGV5LnYxLkdldEFnZW50UmVxdWVzdBobLnBhcmxleS52MS5HZXRBZ2VudFJlc3BvbnNlEkkKCkxpc3RBZ2VudHMSHC5wYXJsZXkudjEuTGlzdEFnZW50c1JlcXVlc3QaHS5wYXJsZXkudjEuTGlzdEFnZW50c1Jlc3BvbnNlEkYKCVJvdGF0ZUtleRIbLnBhcmxleS52MS5Sb3RhdGVLZXlSZXF1ZXN0GhwucGFybGV5LnYxLlJvdGF0ZUtleVJlc3BvbnNlEkwKC1Jldm9rZUFnZW50Eh0ucGFybGV5LnYxLlJldm9rZUFnZW50UmVxdWVzdBoeLnBhcmxleS52MS5SZXZva2VBZ2VudFJlc3BvbnNlEl4KEUdldFJldm9jYXRpb25MaXN0EiMucGFybGV5LnYxLkdldFJldm9jYXRpb25MaXN0UmVxdWVzdBokLnBhcmxleS52MS5HZXRSZXZvY2F0aW9uTGlzdFJlc3BvbnNlEl0KEFdhdGNoUmV2b2NhdGlvbnMSIi5wYXJsZXkudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIy5wYXJsZXkudjEuV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlMAESVQoOR2V0VHJ1c3RCdW5kbGUSIC5wYXJsZXkudjEuR2V0VHJ1c3RCdW5kbGVSZXF1ZXN0GiEucGFybGV5LnYxLkdldFRydXN0QnVuZGxlUmVzcG9uc2USTAoLQWRkT3BlcmF0b3ISHS5wYXJsZXkudjEuQWRkT3BlcmF0b3JSZXF1ZXN0Gh4ucGFybGV5LnYxLkFkZE9wZXJhdG9yUmVzcG9uc2USUgoNTGlzdE9wZXJhdG9ycxIfLnBhcmxleS52MS5MaXN0T3BlcmF0b3JzUmVxdWVzdBogLnBhcmxleS52MS5MaXN0T3BlcmF0b3JzUmVzcG9uc2USVQoOUmVtb3ZlT3BlcmF0b3ISIC5wYXJsZXkudjEuUmVtb3ZlT3BlcmF0b3JSZXF1ZXN0GiEucGFybGV5LnYxLlJlbW92ZU9wZXJhdG9yUmVzcG9uc2USTwoMUm90YXRlSXNzdWVyEh4ucGFybGV5LnYxLlJvdGF0ZUlzc3VlclJlcXVlc3QaHy5wYXJsZXkudjEuUm90YXRlSXNzdWVyUmVzcG9uc2USWAoPQ3JlYXRlSm9pblRva2VuEiEucGFybGV5LnYxLkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QaIi5wYXJsZXkudjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USVQoOTGlzdEpvaW5Ub2tlbnMSIC5wYXJsZXkudjEuTGlzdEpvaW5Ub2tlbnNSZXF1ZXN0GiEucGFybGV5LnYxLkxpc3RKb2luVG9rZW5zUmVzcG9uc2USWAoPUmV2b2tlSm9pblRva2VuEiEucGFybGV5LnYxLlJldm9rZUpvaW5Ub2tlblJlcXVlc3QaIi5wYXJsZXkudjEuUmV2b2tlSm9pblRva2VuUmVzcG9uc2USTAoLRW5yb2xsQWdlbnQSHS5wYXJsZXkudjEuRW5yb2xsQWdlbnRSZXF1ZXN0Gh4ucGFybGV5LnYxLkVucm9sbEFnZW50UmVzcG9uc2ViBnByb3RvMw", [file_parley_v1_identity]);
 
 /**
  * CreateChallengeRequest asks for a new challenge.
@@ -763,6 +763,15 @@ export type WatchRevocationsResponse = Message<"parley.v1.WatchRevocationsRespon
    * @generated from field: parley.v1.SignedRevocationHead head = 2;
    */
   head?: SignedRevocationHead | undefined;
+
+  /**
+   * The registry's current trust bundle version (unsigned hint: a follower
+   * holding an older version fetches the new documents with GetTrustBundle;
+   * docs/PROTOCOL.md §15.9). A batch is sent when it changes.
+   *
+   * @generated from field: uint64 trust_bundle_version = 3;
+   */
+  trustBundleVersion: bigint;
 };
 
 /**
@@ -778,6 +787,15 @@ export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse
  * @generated from message parley.v1.GetTrustBundleRequest
  */
 export type GetTrustBundleRequest = Message<"parley.v1.GetTrustBundleRequest"> & {
+  /**
+   * Also return the signed documents with version > after_version, oldest
+   * first (at most 64; page on current_version). 0: from version 1. Beyond
+   * the current version: no documents (current_version then tells a follower
+   * that the registry is behind it).
+   *
+   * @generated from field: uint64 after_version = 1;
+   */
+  afterVersion: bigint;
 };
 
 /**
@@ -794,7 +812,9 @@ export const GetTrustBundleRequestSchema: GenMessage<GetTrustBundleRequest> = /*
  */
 export type GetTrustBundleResponse = Message<"parley.v1.GetTrustBundleResponse"> & {
   /**
-   * Issuer keys whose certificates may still be valid, newest first.
+   * Issuer keys whose certificates may still be valid (prepared, active and
+   * retired keys within their grace period), newest first: the current
+   * document's keys with their state.
    *
    * @generated from field: repeated parley.v1.TrustedIssuer issuers = 1;
    */
@@ -807,6 +827,21 @@ export type GetTrustBundleResponse = Message<"parley.v1.GetTrustBundleResponse">
    * @generated from field: bytes registry_id = 2;
    */
   registryId: Uint8Array;
+
+  /**
+   * Signed trust bundle documents after the request's after_version, oldest
+   * first, versions consecutive.
+   *
+   * @generated from field: repeated parley.v1.SignedTrustBundle documents = 3;
+   */
+  documents: SignedTrustBundle[];
+
+  /**
+   * The current trust bundle version.
+   *
+   * @generated from field: uint64 current_version = 4;
+   */
+  currentVersion: bigint;
 };
 
 /**
@@ -851,6 +886,21 @@ export type TrustedIssuer = Message<"parley.v1.TrustedIssuer"> & {
    * @generated from field: bool active = 4;
    */
   active: boolean;
+
+  /**
+   * PREPARED, ACTIVE or RETIRED.
+   *
+   * @generated from field: parley.v1.IssuerKeyState state = 5;
+   */
+  state: IssuerKeyState;
+
+  /**
+   * For a PREPARED key: when it is due to become active, milliseconds since
+   * the Unix epoch (informational, unsigned); else 0.
+   *
+   * @generated from field: int64 activates_at_ms = 6;
+   */
+  activatesAtMs: bigint;
 };
 
 /**
@@ -1038,6 +1088,416 @@ export type Operator = Message<"parley.v1.Operator"> & {
  */
 export const OperatorSchema: GenMessage<Operator> = /*@__PURE__*/
   messageDesc(file_parley_v1_registry, 28);
+
+/**
+ * RotateIssuerRequest prepares a new issuer key.
+ *
+ * @generated from message parley.v1.RotateIssuerRequest
+ */
+export type RotateIssuerRequest = Message<"parley.v1.RotateIssuerRequest"> & {
+  /**
+   * How long the new key stays PREPARED (published, signing nothing) before
+   * it becomes ACTIVE, milliseconds; 0 = the registry's
+   * issuer_activation_delay_ms. At most 30 days.
+   *
+   * @generated from field: int64 activate_after_ms = 1;
+   */
+  activateAfterMs: bigint;
+
+  /**
+   * How long the retired key stays trusted after the activation,
+   * milliseconds; 0 = until the last certificate it signed expires (so every
+   * certificate keeps verifying until its own end). At most 400 days.
+   *
+   * @generated from field: int64 grace_ms = 2;
+   */
+  graceMs: bigint;
+};
+
+/**
+ * Describes the message parley.v1.RotateIssuerRequest.
+ * Use `create(RotateIssuerRequestSchema)` to create a new message.
+ */
+export const RotateIssuerRequestSchema: GenMessage<RotateIssuerRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 29);
+
+/**
+ * RotateIssuerResponse describes the prepared key.
+ *
+ * @generated from message parley.v1.RotateIssuerResponse
+ */
+export type RotateIssuerResponse = Message<"parley.v1.RotateIssuerResponse"> & {
+  /**
+   * The new key, PREPARED.
+   *
+   * @generated from field: parley.v1.TrustedIssuer prepared = 1;
+   */
+  prepared?: TrustedIssuer | undefined;
+
+  /**
+   * When it becomes active, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 activates_at_ms = 2;
+   */
+  activatesAtMs: bigint;
+
+  /**
+   * The trust bundle version that publishes it.
+   *
+   * @generated from field: uint64 trust_bundle_version = 3;
+   */
+  trustBundleVersion: bigint;
+
+  /**
+   * Certificates of the active key that are valid now and will still be
+   * valid when the grace period ends: they stop verifying then unless renewed
+   * (0 when grace_ms is 0).
+   *
+   * @generated from field: uint64 certificates_outliving_grace = 4;
+   */
+  certificatesOutlivingGrace: bigint;
+};
+
+/**
+ * Describes the message parley.v1.RotateIssuerResponse.
+ * Use `create(RotateIssuerResponseSchema)` to create a new message.
+ */
+export const RotateIssuerResponseSchema: GenMessage<RotateIssuerResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 30);
+
+/**
+ * CreateJoinTokenRequest says what the token may enrol.
+ *
+ * @generated from message parley.v1.CreateJoinTokenRequest
+ */
+export type CreateJoinTokenRequest = Message<"parley.v1.CreateJoinTokenRequest"> & {
+  /**
+   * The agent id the token enrols (see RegisterAgentRequest.agent_id); it
+   * must not be registered yet.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * The agent type of the certificate.
+   *
+   * @generated from field: string agent_type = 2;
+   */
+  agentType: string;
+
+  /**
+   * The capabilities of the certificate (any order, stored sorted).
+   *
+   * @generated from field: repeated string capabilities = 3;
+   */
+  capabilities: string[];
+
+  /**
+   * How long the token is usable, milliseconds: 1 s .. 7 days.
+   *
+   * @generated from field: int64 ttl_ms = 4;
+   */
+  ttlMs: bigint;
+
+  /**
+   * Validity of the certificate issued at enrolment, milliseconds from the
+   * enrolment; 0 = the registry's default validity.
+   *
+   * @generated from field: int64 validity_ms = 5;
+   */
+  validityMs: bigint;
+};
+
+/**
+ * Describes the message parley.v1.CreateJoinTokenRequest.
+ * Use `create(CreateJoinTokenRequestSchema)` to create a new message.
+ */
+export const CreateJoinTokenRequestSchema: GenMessage<CreateJoinTokenRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 31);
+
+/**
+ * CreateJoinTokenResponse returns the token, once.
+ *
+ * @generated from message parley.v1.CreateJoinTokenResponse
+ */
+export type CreateJoinTokenResponse = Message<"parley.v1.CreateJoinTokenResponse"> & {
+  /**
+   * The token's id, exactly 16 bytes.
+   *
+   * @generated from field: bytes token_id = 1;
+   */
+  tokenId: Uint8Array;
+
+  /**
+   * The token's secret, exactly 32 bytes; the registry keeps only its hash.
+   *
+   * @generated from field: bytes token_secret = 2;
+   */
+  tokenSecret: Uint8Array;
+
+  /**
+   * When the token stops being usable, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 expires_at_ms = 3;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * The token in its text form, "pjt1." hex(token_id) "." base64url(secret).
+   *
+   * @generated from field: string token = 4;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message parley.v1.CreateJoinTokenResponse.
+ * Use `create(CreateJoinTokenResponseSchema)` to create a new message.
+ */
+export const CreateJoinTokenResponseSchema: GenMessage<CreateJoinTokenResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 32);
+
+/**
+ * ListJoinTokensRequest asks for the join tokens.
+ *
+ * @generated from message parley.v1.ListJoinTokensRequest
+ */
+export type ListJoinTokensRequest = Message<"parley.v1.ListJoinTokensRequest"> & {
+  /**
+   * Also list used, revoked and expired tokens (kept 7 days after expiry).
+   *
+   * @generated from field: bool all = 1;
+   */
+  all: boolean;
+};
+
+/**
+ * Describes the message parley.v1.ListJoinTokensRequest.
+ * Use `create(ListJoinTokensRequestSchema)` to create a new message.
+ */
+export const ListJoinTokensRequestSchema: GenMessage<ListJoinTokensRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 33);
+
+/**
+ * ListJoinTokensResponse lists join tokens, newest first.
+ *
+ * @generated from message parley.v1.ListJoinTokensResponse
+ */
+export type ListJoinTokensResponse = Message<"parley.v1.ListJoinTokensResponse"> & {
+  /**
+   * The tokens, never their secrets.
+   *
+   * @generated from field: repeated parley.v1.JoinToken tokens = 1;
+   */
+  tokens: JoinToken[];
+};
+
+/**
+ * Describes the message parley.v1.ListJoinTokensResponse.
+ * Use `create(ListJoinTokensResponseSchema)` to create a new message.
+ */
+export const ListJoinTokensResponseSchema: GenMessage<ListJoinTokensResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 34);
+
+/**
+ * JoinToken is a join token as the registry holds it.
+ *
+ * @generated from message parley.v1.JoinToken
+ */
+export type JoinToken = Message<"parley.v1.JoinToken"> & {
+  /**
+   * The token's id, exactly 16 bytes.
+   *
+   * @generated from field: bytes token_id = 1;
+   */
+  tokenId: Uint8Array;
+
+  /**
+   * The agent id it enrols.
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * The agent type it enrols.
+   *
+   * @generated from field: string agent_type = 3;
+   */
+  agentType: string;
+
+  /**
+   * The capabilities it grants.
+   *
+   * @generated from field: repeated string capabilities = 4;
+   */
+  capabilities: string[];
+
+  /**
+   * When it was created, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 created_at_ms = 5;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * When it stops being usable, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 expires_at_ms = 6;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * When it was used, or 0.
+   *
+   * @generated from field: int64 used_at_ms = 7;
+   */
+  usedAtMs: bigint;
+
+  /**
+   * When an operator revoked it, or 0.
+   *
+   * @generated from field: int64 revoked_at_ms = 8;
+   */
+  revokedAtMs: bigint;
+
+  /**
+   * Key id of the operator who created it, 16 bytes.
+   *
+   * @generated from field: bytes created_by_key_id = 9;
+   */
+  createdByKeyId: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.JoinToken.
+ * Use `create(JoinTokenSchema)` to create a new message.
+ */
+export const JoinTokenSchema: GenMessage<JoinToken> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 35);
+
+/**
+ * RevokeJoinTokenRequest names the token to revoke.
+ *
+ * @generated from message parley.v1.RevokeJoinTokenRequest
+ */
+export type RevokeJoinTokenRequest = Message<"parley.v1.RevokeJoinTokenRequest"> & {
+  /**
+   * The token's id, exactly 16 bytes; NOT_FOUND when unknown.
+   *
+   * @generated from field: bytes token_id = 1;
+   */
+  tokenId: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.RevokeJoinTokenRequest.
+ * Use `create(RevokeJoinTokenRequestSchema)` to create a new message.
+ */
+export const RevokeJoinTokenRequestSchema: GenMessage<RevokeJoinTokenRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 36);
+
+/**
+ * RevokeJoinTokenResponse returns the revoked token.
+ *
+ * @generated from message parley.v1.RevokeJoinTokenResponse
+ */
+export type RevokeJoinTokenResponse = Message<"parley.v1.RevokeJoinTokenResponse"> & {
+  /**
+   * The token as it is now.
+   *
+   * @generated from field: parley.v1.JoinToken token = 1;
+   */
+  token?: JoinToken | undefined;
+};
+
+/**
+ * Describes the message parley.v1.RevokeJoinTokenResponse.
+ * Use `create(RevokeJoinTokenResponseSchema)` to create a new message.
+ */
+export const RevokeJoinTokenResponseSchema: GenMessage<RevokeJoinTokenResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 37);
+
+/**
+ * EnrollAgentRequest registers an agent with a join token.
+ *
+ * @generated from message parley.v1.EnrollAgentRequest
+ */
+export type EnrollAgentRequest = Message<"parley.v1.EnrollAgentRequest"> & {
+  /**
+   * The token's id, exactly 16 bytes.
+   *
+   * @generated from field: bytes token_id = 1;
+   */
+  tokenId: Uint8Array;
+
+  /**
+   * The token's secret, exactly 32 bytes.
+   *
+   * @generated from field: bytes token_secret = 2;
+   */
+  tokenSecret: Uint8Array;
+
+  /**
+   * The agent id; must be the one the token was created for.
+   *
+   * @generated from field: string agent_id = 3;
+   */
+  agentId: string;
+
+  /**
+   * The agent's Ed25519 identity public key, exactly 32 bytes, generated on
+   * the agent's machine.
+   *
+   * @generated from field: bytes identity_public_key = 4;
+   */
+  identityPublicKey: Uint8Array;
+
+  /**
+   * When the agent signed, milliseconds since the Unix epoch; within the
+   * registry's allowed clock skew.
+   *
+   * @generated from field: int64 timestamp_ms = 5;
+   */
+  timestampMs: bigint;
+
+  /**
+   * Ed25519 signature by the identity key over the enrolment layout
+   * (docs/PROTOCOL.md §15.11), exactly 64 bytes.
+   *
+   * @generated from field: bytes proof_signature = 6;
+   */
+  proofSignature: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.EnrollAgentRequest.
+ * Use `create(EnrollAgentRequestSchema)` to create a new message.
+ */
+export const EnrollAgentRequestSchema: GenMessage<EnrollAgentRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 38);
+
+/**
+ * EnrollAgentResponse returns the new agent.
+ *
+ * @generated from message parley.v1.EnrollAgentResponse
+ */
+export type EnrollAgentResponse = Message<"parley.v1.EnrollAgentResponse"> & {
+  /**
+   * The agent with its first certificate.
+   *
+   * @generated from field: parley.v1.AgentRecord agent = 1;
+   */
+  agent?: AgentRecord | undefined;
+};
+
+/**
+ * Describes the message parley.v1.EnrollAgentResponse.
+ * Use `create(EnrollAgentResponseSchema)` to create a new message.
+ */
+export const EnrollAgentResponseSchema: GenMessage<EnrollAgentResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_registry, 39);
 
 /**
  * ChallengePurpose says which proof of possession a challenge is for; a
@@ -1276,7 +1736,8 @@ export const RegistryService: GenService<{
   },
   /**
    * GetTrustBundle returns the issuer public keys that verify this registry's
-   * certificates and revocation heads. Never needs an operator signature.
+   * certificates and revocation heads, and the signed trust bundle documents
+   * after a version (docs/PROTOCOL.md §15.9). Never needs a signature.
    *
    * @generated from rpc parley.v1.RegistryService.GetTrustBundle
    */
@@ -1315,6 +1776,63 @@ export const RegistryService: GenService<{
     methodKind: "unary";
     input: typeof RemoveOperatorRequestSchema;
     output: typeof RemoveOperatorResponseSchema;
+  },
+  /**
+   * RotateIssuer prepares a new issuer key: generated and kept by the
+   * registry, published at once in a new trust bundle version signed by the
+   * active key, and made active (the old key retired) after
+   * activate_after_ms (docs/PROTOCOL.md §15.9). Operator-signed.
+   *
+   * @generated from rpc parley.v1.RegistryService.RotateIssuer
+   */
+  rotateIssuer: {
+    methodKind: "unary";
+    input: typeof RotateIssuerRequestSchema;
+    output: typeof RotateIssuerResponseSchema;
+  },
+  /**
+   * CreateJoinToken creates a one-time, short-lived enrolment token for one
+   * agent id, type and capability set (docs/PROTOCOL.md §15.11). The token
+   * is returned once and stored hashed. Operator-signed.
+   *
+   * @generated from rpc parley.v1.RegistryService.CreateJoinToken
+   */
+  createJoinToken: {
+    methodKind: "unary";
+    input: typeof CreateJoinTokenRequestSchema;
+    output: typeof CreateJoinTokenResponseSchema;
+  },
+  /**
+   * ListJoinTokens lists join tokens (never their secrets). Operator-signed.
+   *
+   * @generated from rpc parley.v1.RegistryService.ListJoinTokens
+   */
+  listJoinTokens: {
+    methodKind: "unary";
+    input: typeof ListJoinTokensRequestSchema;
+    output: typeof ListJoinTokensResponseSchema;
+  },
+  /**
+   * RevokeJoinToken makes an unused join token unusable. Operator-signed.
+   *
+   * @generated from rpc parley.v1.RegistryService.RevokeJoinToken
+   */
+  revokeJoinToken: {
+    methodKind: "unary";
+    input: typeof RevokeJoinTokenRequestSchema;
+    output: typeof RevokeJoinTokenResponseSchema;
+  },
+  /**
+   * EnrollAgent registers an agent that generated its identity key itself,
+   * authorised by a join token and the key's proof of possession
+   * (docs/PROTOCOL.md §15.11). No operator signature.
+   *
+   * @generated from rpc parley.v1.RegistryService.EnrollAgent
+   */
+  enrollAgent: {
+    methodKind: "unary";
+    input: typeof EnrollAgentRequestSchema;
+    output: typeof EnrollAgentResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_registry, 0);

@@ -1,0 +1,386 @@
+"""The registry's signed, versioned trust bundle (docs/PROTOCOL.md §15.9) and a follower of it.
+
+Signed layout (n issuers, ascending by key id; offsets in bytes)::
+
+    0     str("parley/v1/trust-bundle")          u32(22) ‖ 22 bytes
+    26    fixed16(registry_id)
+    42    u64(version)
+    50    i64(issued_at_ms)
+    58    fixed16(signer_key_id)                  the ACTIVE issuer's key id
+    74    u32(n)
+    78    n × [ fixed16(key_id) ‖ fixed32(public_key) ‖ u8(state) ‖ i64(not_after_ms) ]   (57 bytes each)
+
+:class:`TrustBundleChain` holds the newest accepted document and applies the
+follower rule: version ``v+1`` is accepted at version ``v`` only when it is
+well-formed, names the same registry, is exactly ``v+1`` (lower, or the same
+version with other bytes, is ``rollback``), and is signed by a key of version
+``v`` that is not RETIRED there and not past its ``not_after_ms``. Before any
+document, a pinned bundle stands for ``v``: documents not signed by a pinned
+key are skipped, the first one signed by one is the anchor.
+
+:class:`RegistryTrustBundle` is a :class:`~parley.identity.TrustBundle` that
+follows a registry: it polls ``GetTrustBundle``, keeps the newest verified
+version in a file (so a restart does not fall back to the pinned bundle), and
+keeps the last verified version when the registry cannot be reached. Pass it
+as ``trust_bundle`` to :func:`parley.connect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import grpc
+
+from . import crypto
+from .errors import IdentityError
+from .identity import TrustBundle, TrustedIssuer, has_unknown_fields, key_id
+from .layout import Layout
+from .session import now_ms
+from .v1 import identity_pb2, registry_pb2, registry_pb2_grpc
+
+DOMAIN: Final = "parley/v1/trust-bundle"
+MAX_ISSUERS: Final = 64
+MAX_DOCUMENT_BYTES: Final = 8192
+PREPARED: Final = 1
+ACTIVE: Final = 2
+RETIRED: Final = 3
+_STATE_NAMES: Final = {PREPARED: "prepared", ACTIVE: "active", RETIRED: "retired"}
+_MAX_SAFE: Final = 2**53 - 1
+
+_log = logging.getLogger("parley.trust_bundle")
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentIssuer:
+    key_id: bytes
+    public_key: bytes
+    state: int
+    not_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrustBundleDocument:
+    """A structurally checked document (its signature is checked by :class:`TrustBundleChain`)."""
+
+    registry_id: bytes
+    version: int
+    issued_at_ms: int
+    issuers: tuple[DocumentIssuer, ...]
+    signer_key_id: bytes
+    signature: bytes
+    encoded: bytes
+
+    @property
+    def active(self) -> DocumentIssuer:
+        return next(i for i in self.issuers if i.state == ACTIVE)
+
+    def layout(self) -> bytes:
+        return trust_bundle_layout(self.registry_id, self.version, self.issued_at_ms, self.signer_key_id, self.issuers)
+
+    def trust_bundle(self) -> TrustBundle:
+        """Every key it lists (PREPARED ones too); RETIRED ones bounded by their ``not_after_ms``."""
+        return TrustBundle([TrustedIssuer(i.key_id, i.public_key, i.not_after_ms if i.state == RETIRED else None) for i in self.issuers])
+
+
+def _malformed(what: str) -> IdentityError:
+    return IdentityError("malformed", what)
+
+
+def trust_bundle_layout(registry_id: bytes, version: int, issued_at_ms: int, signer_key_id: bytes, issuers: Iterable[DocumentIssuer]) -> bytes:
+    """§15.9: the bytes the ACTIVE issuer signs."""
+    entries = list(issuers)
+    layout = Layout(DOMAIN).fixed(registry_id, 16, "registry_id").u64(version).i64(issued_at_ms).fixed(signer_key_id, 16, "signer_key_id").u32(len(entries))
+    for i in entries:
+        layout.fixed(i.key_id, 16, "key_id").fixed(i.public_key, 32, "public_key").u8(i.state).i64(i.not_after_ms)
+    return layout.bytes()
+
+
+def decode_document(data: bytes) -> TrustBundleDocument:
+    """Decodes and checks a ``SignedTrustBundle`` (§15.9 structure rules; ``malformed``)."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise _malformed(f"trust bundle document larger than {MAX_DOCUMENT_BYTES} bytes")
+    message = identity_pb2.SignedTrustBundle()
+    try:
+        message.ParseFromString(bytes(data))
+    except Exception as error:
+        raise _malformed("trust bundle document does not decode") from error
+    if has_unknown_fields(message) or any(has_unknown_fields(i) for i in message.issuers):
+        raise _malformed("trust bundle document carries fields v1 does not define")
+    if len(message.registry_id) != 16 or len(message.signer_key_id) != 16 or len(message.signature) != 64:
+        raise _malformed("trust bundle document field lengths")
+    if not 1 <= message.version <= _MAX_SAFE or not 0 <= message.issued_at_ms <= _MAX_SAFE:
+        raise _malformed("trust bundle version or time out of range")
+    if not 1 <= len(message.issuers) <= MAX_ISSUERS:
+        raise _malformed(f"a trust bundle document holds 1..{MAX_ISSUERS} issuers")
+    issuers: list[DocumentIssuer] = []
+    previous = b""
+    for n, i in enumerate(message.issuers):
+        if len(i.key_id) != 16 or len(i.public_key) != 32 or not crypto.constant_time_equal(key_id(i.public_key), i.key_id):
+            raise _malformed(f"issuers[{n}]: key id and public key")
+        if previous and i.key_id <= previous:
+            raise _malformed("issuers must be strictly ascending by key_id")
+        previous = bytes(i.key_id)
+        if i.state not in _STATE_NAMES:
+            raise _malformed(f"issuers[{n}].state must be PREPARED, ACTIVE or RETIRED")
+        if not 0 <= i.not_after_ms <= _MAX_SAFE or (i.state == RETIRED) != (i.not_after_ms != 0):
+            raise _malformed(f"issuers[{n}].not_after_ms is set for RETIRED keys only")
+        issuers.append(DocumentIssuer(bytes(i.key_id), bytes(i.public_key), i.state, i.not_after_ms))
+    active = [i for i in issuers if i.state == ACTIVE]
+    if len(active) != 1 or len([i for i in issuers if i.state == PREPARED]) > 1:
+        raise _malformed("exactly one ACTIVE and at most one PREPARED issuer")
+    if active[0].key_id != message.signer_key_id:
+        raise _malformed("signer_key_id must be the ACTIVE issuer")
+    return TrustBundleDocument(bytes(message.registry_id), message.version, message.issued_at_ms, tuple(issuers), bytes(message.signer_key_id), bytes(message.signature), bytes(data))
+
+
+def _verify_signature(doc: TrustBundleDocument, trusted: TrustBundle, now: int, previous: TrustBundleDocument | None) -> None:
+    signer = trusted.get(doc.signer_key_id)
+    if signer is None:
+        raise IdentityError("unknown_issuer", f"trust bundle version {doc.version} is signed by a key the trusted bundle does not hold")
+    if previous is not None and any(i.key_id == doc.signer_key_id and i.state == RETIRED for i in previous.issuers):
+        raise IdentityError("expired", f"trust bundle version {doc.version} is signed by a RETIRED key")
+    if signer.not_after_ms is not None and now >= signer.not_after_ms:
+        raise IdentityError("expired", f"trust bundle version {doc.version} is signed by a key past its not_after_ms")
+    if not crypto.ed25519_verify(doc.signature, doc.layout(), signer.public_key):
+        raise IdentityError("bad_signature", f"trust bundle version {doc.version}: the signature does not verify")
+
+
+class TrustBundleChain:
+    """A follower's trusted bundle: the pinned one, then the documents accepted, each checked against the one before."""
+
+    def __init__(self, registry_id: bytes, pinned: TrustBundle, document: TrustBundleDocument | None = None) -> None:
+        if len(registry_id) != 16:
+            raise _malformed("registry_id is 16 bytes")
+        self.registry_id = bytes(registry_id)
+        self._pinned = pinned
+        self.document = document
+        self.trust_bundle = document.trust_bundle() if document is not None else pinned
+
+    @classmethod
+    def from_saved(cls, registry_id: bytes, encoded: bytes, pinned: TrustBundle) -> TrustBundleChain:
+        """Restores a follower's own saved document (structure, registry, its own signature)."""
+        doc = decode_document(encoded)
+        if doc.registry_id != registry_id:
+            raise IdentityError("identity_mismatch", "the saved trust bundle is of another registry")
+        if not crypto.ed25519_verify(doc.signature, doc.layout(), doc.active.public_key):
+            raise IdentityError("bad_signature", "the saved trust bundle does not verify under its own active key")
+        return cls(registry_id, pinned, doc)
+
+    @property
+    def version(self) -> int:
+        return self.document.version if self.document is not None else 0
+
+    def advance(self, documents: Iterable[bytes | TrustBundleDocument], now: int) -> list[int]:
+        """Accepts documents in order, all or nothing; returns the versions accepted."""
+        current, trusted = self.document, self.trust_bundle
+        accepted: list[int] = []
+        items = list(documents)
+        for item in items:
+            doc = item if isinstance(item, TrustBundleDocument) else decode_document(item)
+            if not crypto.constant_time_equal(doc.registry_id, self.registry_id):
+                raise IdentityError("identity_mismatch", f"trust bundle version {doc.version} is of another registry")
+            if current is None:
+                try:
+                    _verify_signature(doc, trusted, now, None)
+                except IdentityError as error:
+                    if error.code == "unknown_issuer":
+                        continue
+                    raise
+            else:
+                if doc.version <= current.version:
+                    if doc.version == current.version and doc.encoded == current.encoded:
+                        continue
+                    raise IdentityError("rollback", f"trust bundle version {doc.version} is older than (or differs from) the version {current.version} held")
+                if doc.version != current.version + 1:
+                    raise _malformed(f"trust bundle version {doc.version} does not follow {current.version}")
+                _verify_signature(doc, trusted, now, current)
+            current, trusted = doc, doc.trust_bundle()
+            accepted.append(doc.version)
+        if current is None and items:
+            raise IdentityError("unknown_issuer", "no trust bundle version the registry sent is signed by a key of the pinned bundle")
+        if accepted:
+            self.document, self.trust_bundle = current, trusted
+        return accepted
+
+
+class RegistryTrustBundle(TrustBundle):
+    """A :class:`TrustBundle` that follows a registry's signed trust bundle (§15.9).
+
+    ::
+
+        async with RegistryTrustBundle("registry:50051", "trust-bundle.json", state_file="state/bundle.json") as bundle:
+            agent = await parley.connect(..., trust_bundle=bundle)
+
+    ``pinned`` is where it starts (a bundle or the §3.3 JSON file); the newest
+    verified document is saved in ``state_file`` and used on the next start.
+    Refused documents (``rollback``, ``unknown_issuer``, …) and an unreachable
+    registry leave the last verified version in force; ``state`` and
+    ``last_verified_at_ms`` say how it stands.
+    """
+
+    __slots__ = ("_address", "_tls", "_state_file", "_refresh_s", "_channel", "_task", "_chain", "_pinned_bundle", "_registry_id", "_lock", "state", "last_verified_at_ms", "_clock")
+
+    def __init__(
+        self,
+        address: str,
+        pinned: TrustBundle | str | Path,
+        *,
+        tls: grpc.ChannelCredentials | None = None,
+        registry_id: bytes | None = None,
+        state_file: str | Path | None = None,
+        refresh_ms: int = 60_000,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._pinned_bundle = pinned if isinstance(pinned, TrustBundle) else TrustBundle.from_file(pinned)
+        self._address = address
+        self._tls = tls
+        self._state_file = Path(state_file) if state_file is not None else None
+        self._refresh_s = max(0.05, refresh_ms / 1000)
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._registry_id = registry_id
+        self._chain: TrustBundleChain | None = None
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.state = "starting"
+        self.last_verified_at_ms: int | None = None
+        self._restore()
+
+    @property  # type: ignore[override]
+    def _by_key_id(self) -> dict[bytes, TrustedIssuer]:
+        current = self._chain.trust_bundle if self._chain is not None else self._pinned_bundle
+        return current._by_key_id  # noqa: SLF001 - the same class family
+
+    @property
+    def version(self) -> int:
+        return self._chain.version if self._chain is not None else 0
+
+    def _restore(self) -> None:
+        if self._state_file is None or not self._state_file.exists():
+            return
+        try:
+            saved = json.loads(self._state_file.read_text())
+            encoded = base64.urlsafe_b64decode(saved["document"] + "=" * (-len(saved["document"]) % 4))
+            registry_id = self._registry_id if self._registry_id is not None else bytes.fromhex(saved["registry_id"])
+            self._chain = TrustBundleChain.from_saved(registry_id, encoded, self._pinned_bundle)
+            self._registry_id = registry_id
+        except Exception as error:  # a bad file is reported and the pinned bundle used
+            _log.warning("saved trust bundle %s not usable (%s): starting from the pinned bundle", self._state_file, error)
+
+    def _save(self) -> None:
+        if self._state_file is None or self._chain is None or self._chain.document is None:
+            return
+        doc = self._chain.document
+        text = json.dumps({"version": 1, "type": "parley-followed-trust-bundle", "registry_id": doc.registry_id.hex(), "bundle_version": doc.version, "saved_at_ms": now_ms(), "document": base64.urlsafe_b64encode(doc.encoded).rstrip(b"=").decode()})
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._state_file)
+
+    async def start(self) -> RegistryTrustBundle:
+        """Opens the channel, refreshes once (an unreachable registry is logged, not raised) and polls."""
+        if self._channel is None:
+            self._channel = grpc.aio.secure_channel(self._address, self._tls) if self._tls is not None else grpc.aio.insecure_channel(self._address)
+        with contextlib.suppress(IdentityError):
+            await self.refresh()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="parley-trust-bundle")
+        return self
+
+    async def refresh(self) -> list[int]:
+        """Fetches the documents after the version before the one held (so it is compared too) and applies them."""
+        if self._channel is None:
+            raise IdentityError("unavailable", "not started")
+        stub = registry_pb2_grpc.RegistryServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        held = self.version
+        after = max(0, held - 1)
+        documents: list[bytes] = []
+        current = 0
+        try:
+            for _ in range(100):
+                response = await stub.GetTrustBundle(registry_pb2.GetTrustBundleRequest(after_version=after), timeout=10)
+                if self._registry_id is None:
+                    self._registry_id = bytes(response.registry_id)
+                current = response.current_version
+                documents.extend(d.SerializeToString() for d in response.documents)
+                if not response.documents or response.documents[-1].version >= current:
+                    break
+                after = response.documents[-1].version
+        except grpc.aio.AioRpcError as error:
+            self.state = "unreachable"
+            raise IdentityError("unavailable", f"registry unreachable: {error.code().name}") from error
+        try:
+            if current < held:
+                raise IdentityError("rollback", f"the registry's trust bundle version {current} is older than the version {held} held")
+            with self._lock:
+                if self._chain is None:
+                    assert self._registry_id is not None
+                    self._chain = TrustBundleChain(self._registry_id, self._pinned_bundle)
+                accepted = self._chain.advance(documents, self._clock())
+                if self._chain.version < current:
+                    raise _malformed(f"the registry announced version {current} but sent documents up to {self._chain.version}")
+        except IdentityError as error:
+            self.state = "refusing"
+            _log.warning("trust bundle refused (%s): keeping version %d", error.code, self.version)
+            raise
+        self.state = "current"
+        self.last_verified_at_ms = self._clock()
+        if accepted:
+            self._save()
+        return accepted
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self.refresh()
+            except Exception as error:  # logged; the last verified version stays in force
+                _log.warning("trust bundle refresh failed: %s", error)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def __aenter__(self) -> RegistryTrustBundle:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"RegistryTrustBundle({self._address!r}, version={self.version}, state={self.state!r})"
+
+
+def state_name(state: int) -> str:
+    return _STATE_NAMES.get(state, f"state_{state}")
+
+
+__all__ = [
+    "RegistryTrustBundle",
+    "TrustBundleChain",
+    "TrustBundleDocument",
+    "decode_document",
+    "trust_bundle_layout",
+    "state_name",
+]
