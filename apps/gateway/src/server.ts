@@ -16,15 +16,15 @@
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { AuditLog, openPostgresStore, writerKeyId, type AuditStore } from '@parley/audit';
-import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import { toHex, utf8, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { AgentGatewayService, Health, MemoryService } from '@parley/proto';
-import { MemoryStore, type MemoryQuotas } from '@parley/memory-server';
+import { MEMORY_MIGRATIONS, MemoryStore, migrateMemorySchema, type MemoryQuotas } from '@parley/memory-server';
 import { MAX_SEGMENT_CIPHERTEXT_BYTES } from '@parley/memory';
 import { RpcError, ServingStatus, addHealthService, addReflectionService, addService, isLoopbackHost, type CallRecord } from '@parley/rpc';
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Readiness, ServerMetrics, buildInfo, logReadiness, startOpsServer, type OpsServer } from '@parley/ops';
 import { Gateway, type GatewayOptions } from './gateway.js';
-import { MAILBOX_CHANNEL, Mailbox } from './mailbox.js';
+import { GATEWAY_MIGRATIONS, MAILBOX_CHANNEL, Mailbox, migrateGatewaySchema } from './mailbox.js';
 import type { RevocationSource } from './metrics.js';
 
 /** The program name in `parley_build_info` and logs. */
@@ -126,6 +126,27 @@ function revocationSource(checker: unknown): (RevocationSource & { isFresh(nowMs
 }
 
 /**
+ * A fresh PGlite directory starts as a copy of a cached cluster that already holds the gateway's (and the
+ * memory store's) migrations, named after a hash of them (@parley/db `prepared`); PostgreSQL is unchanged.
+ */
+function withPreparedTemplate(options: StartGatewayOptions): DatabaseOptions | undefined {
+  const database = options.database;
+  if (database?.dataDir === undefined || database.url !== undefined) return database;
+  const memory = options.memory !== false;
+  const digest = toHex(options.crypto.blake3(utf8(JSON.stringify([GATEWAY_MIGRATIONS, memory ? MEMORY_MIGRATIONS : []]))).subarray(0, 8));
+  return {
+    ...database,
+    prepared: {
+      name: `gateway-${memory ? 'memory-' : ''}${digest}`,
+      prepare: async (fresh) => {
+        await migrateGatewaySchema(fresh);
+        if (memory) await migrateMemorySchema(fresh);
+      },
+    },
+  };
+}
+
+/**
  * Starts a gateway server.
  * @throws RpcError `failed_precondition` (plaintext on a non-loopback host), `unavailable` (cannot bind)
  */
@@ -135,7 +156,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     throw new RpcError('failed_precondition', `refusing to serve plaintext on non-loopback address ${host}: configure TLS`);
   }
   const { logger } = options;
-  const database = await openDatabase(options.database);
+  const database = await openDatabase(withPreparedTemplate(options));
   let audit: AuditLog | undefined;
   let metrics: OpsServer | undefined;
   let serverMetrics: ServerMetrics | undefined;

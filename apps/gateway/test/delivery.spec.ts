@@ -27,7 +27,7 @@ import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
 import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
 import { createClient } from '@parley/rpc';
 import { SessionManager } from '@parley/session';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../src/server.js';
 import { GATEWAY_DIR, onLines } from './processes.js';
 import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';
@@ -43,6 +43,10 @@ beforeAll(async () => {
   gw = await world.start({ database: { dataDir: join(tmp, 'gateway-db') } });
   cleanup.push(() => gw.close());
 }, 60_000);
+
+// The revocation copy is refreshed once per test: on a loaded machine this file runs longer than its 60 s
+// freshness bound, and a stale copy refuses every agent (fail closed), which is not what these tests are about.
+beforeEach(() => world.refresh());
 
 afterAll(async () => {
   for (const fn of cleanup.reverse()) await fn();

@@ -5,10 +5,10 @@
  * corrupt it), migrations are applied on every open, and the store is ready.
  */
 import { join } from 'node:path';
-import type { ParleyCrypto } from '@parley/crypto-core';
+import { toHex, utf8, type ParleyCrypto } from '@parley/crypto-core';
 import { DATA_FILES } from './config.js';
 import { lockDirectory, openDatabase, type Database } from '@parley/db';
-import { applyMigrations, type MigrationResult } from './migrations.js';
+import { MIGRATIONS, applyMigrations, type MigrationResult } from './migrations.js';
 import { RegistryStore } from './store.js';
 
 /** Where a registry keeps its state. */
@@ -52,7 +52,10 @@ export async function openRegistry(crypto: ParleyCrypto, where: RegistryLocation
   let db: Database | undefined;
   try {
     db = await openDatabase({
-      ...(where.databaseUrl === undefined ? { dataDir: join(where.dataDir, DATA_FILES.pgliteDir) } : { url: where.databaseUrl }),
+      ...(where.databaseUrl === undefined
+        ? // A fresh PGlite directory starts as a copy of a cached cluster that already has these migrations.
+          { dataDir: join(where.dataDir, DATA_FILES.pgliteDir), prepared: { name: `registry-${migrationsDigest(crypto)}`, prepare: async (fresh) => void (await applyMigrations(fresh)) } }
+        : { url: where.databaseUrl }),
       ...(where.databaseSchema === undefined ? {} : { schema: where.databaseSchema }),
       ...(where.maxConnections === undefined ? {} : { maxConnections: where.maxConnections }),
     });
@@ -72,4 +75,9 @@ export async function openRegistry(crypto: ParleyCrypto, where: RegistryLocation
     release();
     throw error;
   }
+}
+
+/** Names the prepared PGlite template after the migrations it holds (16 hex digits of their BLAKE3). */
+function migrationsDigest(crypto: ParleyCrypto): string {
+  return toHex(crypto.blake3(utf8(JSON.stringify(MIGRATIONS))).subarray(0, 8));
 }

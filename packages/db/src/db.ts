@@ -87,7 +87,24 @@ export interface DatabaseOptions {
   readonly schema?: string;
   /** Largest number of pooled connections (PostgreSQL). Default 10. */
   readonly maxConnections?: number;
+  /**
+   * PGlite on disk only: what a fresh directory should already hold, as a cached
+   * template (./pglite-files.ts) — `prepare` (the app's migrations) runs once per
+   * user and `name`, and later fresh directories start as a copy. `name` must
+   * change whenever `prepare` would do something else (put a hash of the
+   * migrations in it): `[a-z0-9-]{1,80}`. The app still runs its migrations
+   * after opening (a no-op on a prepared copy).
+   */
+  readonly prepared?: PreparedTemplate;
 }
+
+/** A prepared template: see {@link DatabaseOptions.prepared}. */
+export interface PreparedTemplate {
+  readonly name: string;
+  prepare(db: Database): Promise<void>;
+}
+
+const PREPARED_NAME_RE = /^[a-z0-9][a-z0-9-]{0,79}$/;
 
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 /** Longest wait for a row lock (PostgreSQL `lock_timeout`). */
@@ -224,7 +241,8 @@ export const DEFAULT_PING_TIMEOUT_MS = 5_000;
 export async function openDatabase(options: DatabaseOptions = {}): Promise<Database> {
   if (options.schema !== undefined) assertSchemaName(options.schema);
   if (options.url !== undefined) return openPostgres(options.url, options.schema, options.maxConnections ?? 10);
-  return openPglite(options.dataDir);
+  if (options.prepared !== undefined && !PREPARED_NAME_RE.test(options.prepared.name)) throw new DbError('malformed', 'prepared template name must be 1..80 characters of [a-z0-9-]');
+  return openPglite(options.dataDir, options.prepared);
 }
 
 async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Database> {
@@ -321,19 +339,22 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   };
 }
 
-async function openPglite(dataDir: string | undefined): Promise<Database> {
+async function openPglite(dataDir: string | undefined, prepared: PreparedTemplate | undefined): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   const release = dataDir === undefined ? () => undefined : lockDirectory(dataDir, PGLITE_LOCK_FILE, 'PGlite data directory');
   let db: PGlite;
   try {
-    db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir);
+    db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir, prepared);
   } catch (cause) {
     release();
     if (cause instanceof DbError) throw cause;
     throw new DbError('unavailable', `cannot open the embedded database in ${dataDir ?? 'memory'}`, { cause });
   }
+  return wrapPglite(db, dataDir ?? 'memory', release);
+}
+
+function wrapPglite(db: PGlite, location: string, release: () => void): Database {
   const observer = new QueryObserver();
-  const location = dataDir ?? 'memory';
   const on = (q: Pick<PGlite, 'query' | 'exec'>, timed: boolean): Queryable => ({
     query: <R>(sql: string, params?: readonly unknown[]) => {
       const run = async () => (await q.query<R>(sql, params as unknown[])).rows;
@@ -369,17 +390,35 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
 
 /**
  * Opens PGlite in a locked data directory. A fresh one starts as a copy of the
- * cached template cluster when there is one (made here on first use), which
- * spares the initdb; any failure on that path falls back to initdb (./pglite-files.ts).
+ * cached template cluster when there is one (made here on first use) — or of
+ * the app's prepared template, the cluster with its migrations — which spares
+ * the initdb (and the migrations); any failure on that path falls back to
+ * initdb (./pglite-files.ts).
  */
-async function openPgliteDir(PGliteClass: typeof PGlite, dataDir: string): Promise<PGlite> {
+async function openPgliteDir(PGliteClass: typeof PGlite, dataDir: string, prepared: PreparedTemplate | undefined): Promise<PGlite> {
   if (isFreshDataDir(dataDir)) {
     const root = pgliteTemplateRoot();
-    const template =
+    const base =
       usableTemplate(root) ??
       (await makeTemplate(root, async (dir) => {
         await (await PGliteClass.create(dir)).close();
       }));
+    let template = base;
+    if (base !== undefined && prepared !== undefined) {
+      const name = `prepared-${prepared.name}`;
+      template =
+        usableTemplate(root, name) ??
+        (await makeTemplate(
+          root,
+          async (dir) => {
+            copyTemplate(base, dir);
+            const pg = await PGliteClass.create(dir);
+            await prepared.prepare(wrapPglite(pg, dir, () => undefined)).finally(() => pg.close());
+          },
+          name,
+        )) ??
+        base;
+    }
     if (template !== undefined) {
       try {
         copyTemplate(template, dataDir);

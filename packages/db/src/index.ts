@@ -15,7 +15,7 @@ export {
   IDLE_IN_TRANSACTION_TIMEOUT_MS,
   DEFAULT_PING_TIMEOUT_MS,
 } from './db.js';
-export type { Database, DatabaseOptions, DatabaseStats, Queryable, QueryEvent, QueryListener } from './db.js';
+export type { Database, DatabaseOptions, DatabaseStats, PreparedTemplate, Queryable, QueryEvent, QueryListener } from './db.js';
 export { migrate } from './migrations.js';
 export type { Migration, MigrationSet, MigrationResult } from './migrations.js';
 export { DbError, isDbError, DB_ERROR_CODES } from './errors.js';

@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV, lockDirectory, openDatabase, pgliteTemplateRoot } from '../src/index.js';
+import { PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV, lockDirectory, openDatabase, pgliteTemplateRoot, type Database } from '../src/index.js';
 import { usableTemplate } from '../src/pglite-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-db-files-'));
@@ -98,6 +98,28 @@ describe('template cluster', { timeout: 120_000 }, () => {
     expect(usableTemplate(root)).toBeUndefined();
     chmodSync(template!, 0o700);
     expect(usableTemplate(root)).toBe(template);
+  });
+
+  it('a prepared template runs the app\'s preparation once; later fresh directories start with its result', async () => {
+    let runs = 0;
+    const prepared = {
+      name: 'test-app-1',
+      prepare: async (db: Database): Promise<void> => {
+        runs++;
+        await db.exec('CREATE TABLE app_t (x int)');
+      },
+    };
+    for (const name of ['p1', 'p2']) {
+      const db = await openDatabase({ dataDir: join(dir, name), prepared });
+      try {
+        expect(await db.query('SELECT x FROM app_t')).toEqual([]);
+      } finally {
+        await db.close();
+      }
+    }
+    expect(runs).toBe(1);
+    expect(usableTemplate(root, 'prepared-test-app-1')).toBeDefined();
+    await expect(openDatabase({ dataDir: join(dir, 'p3'), prepared: { ...prepared, name: 'Bad Name' } })).rejects.toMatchObject({ code: 'malformed' });
   });
 
   it('falls back to initdb when the template does not open, and drops it', async () => {
