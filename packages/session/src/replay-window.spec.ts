@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_COUNTER, ReplayWindow, WINDOW_SIZE } from './replay-window.js';
 
-describe('ReplayWindow', () => {
+// The properties run thousands of window operations: seconds on a quiet machine, more on a loaded
+// 2-core one, so a generous bound (nothing here asserts a timing).
+describe('ReplayWindow', { timeout: 120_000 }, () => {
   it('covers at least 8128 positions', () => {
     expect(WINDOW_SIZE).toBeGreaterThanOrEqual(8128);
   });
