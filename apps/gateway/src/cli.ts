@@ -19,8 +19,8 @@ import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { RegistryService, type GetTrustBundleResponse } from '@parley/proto';
 import { ReadyzUnavailableError, formatReadyz, probeReadyz, type ReadyzProbe } from '@parley/ops';
 import { TrustBundleFollower, type TrustBundleFollowerEvent } from '@parley/protocol';
-import { RpcError, createClient } from '@parley/rpc';
 import type { Logger } from 'pino';
+import { RpcError, createClient } from '@parley/rpc';
 import {
   SETTINGS,
   configWarnings,

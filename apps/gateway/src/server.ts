@@ -117,14 +117,6 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-/** Whether a revocation checker can tell its freshness (a MemoryRevocationSet can). */
-function revocationSource(checker: unknown): (RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean }) | undefined {
-  const c = checker as { isFresh?: unknown; maxAgeMs?: unknown; version?: unknown };
-  return typeof c.isFresh === 'function' && typeof c.maxAgeMs === 'number' && typeof c.version === 'number'
-    ? (checker as RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean })
-    : undefined;
-}
-
 /**
  * A fresh PGlite directory starts as a copy of a cached cluster that already holds the gateway's (and the
  * memory store's) migrations, named after a hash of them (@parley/db `prepared`); PostgreSQL is unchanged.
@@ -144,6 +136,14 @@ function withPreparedTemplate(options: StartGatewayOptions): DatabaseOptions | u
       },
     },
   };
+}
+
+/** Whether a revocation checker can tell its freshness (a MemoryRevocationSet can). */
+function revocationSource(checker: unknown): (RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean }) | undefined {
+  const c = checker as { isFresh?: unknown; maxAgeMs?: unknown; version?: unknown };
+  return typeof c.isFresh === 'function' && typeof c.maxAgeMs === 'number' && typeof c.version === 'number'
+    ? (checker as RevocationSource & { isFresh(nowMs: number): boolean; readonly failOpen?: boolean })
+    : undefined;
 }
 
 /**

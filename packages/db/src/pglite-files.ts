@@ -185,6 +185,34 @@ export function copyTemplate(template: string, dataDir: string): void {
   walk(template, dataDir, true);
 }
 
+/** How many prepared templates of one family (`prepared-registry-*`, say) are kept, newest first. */
+export const PREPARED_TEMPLATES_KEPT = 3;
+
+/**
+ * Keeps the cache bounded: of the prepared templates of `name`'s family (its
+ * name without the last `-` part, the migrations digest), only the
+ * {@link PREPARED_TEMPLATES_KEPT} newest stay; `name` itself always does.
+ * Best effort (another process may be removing the same ones).
+ */
+export function pruneTemplates(root: string, name: string): void {
+  const cut = name.lastIndexOf('-');
+  if (!name.startsWith('prepared-') || cut <= 'prepared-'.length) return;
+  const family = name.slice(0, cut + 1);
+  const mine = `${name}-`;
+  const entries: { path: string; mtimeMs: number }[] = [];
+  for (const entry of readdirSync(root, { withFileTypes: true })) {
+    // Same family: the family prefix, then a hex digest (so `prepared-gateway-` does not take `prepared-gateway-memory-…`).
+    if (!entry.isDirectory() || !entry.name.startsWith(family) || entry.name.startsWith(mine) || !/^[0-9a-f]+-/.test(entry.name.slice(family.length))) continue;
+    try {
+      entries.push({ path: join(root, entry.name), mtimeMs: statSync(join(root, entry.name)).mtimeMs });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  entries.sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const old of entries.slice(PREPARED_TEMPLATES_KEPT - 1)) rmSync(old.path, { recursive: true, force: true });
+}
+
 /** Removes everything in a data directory but the lock (a failed copy or a failed first open). */
 export function emptyDataDir(dataDir: string): void {
   for (const name of readdirSync(dataDir)) if (name !== PGLITE_LOCK_FILE) rmSync(join(dataDir, name), { recursive: true, force: true });
@@ -214,6 +242,7 @@ export async function makeTemplate(root: string | undefined, create: (dir: strin
     } catch {
       // another process published one first
     }
+    pruneTemplates(root, name);
     return usableTemplate(root, name);
   } catch {
     return undefined;

@@ -1,12 +1,12 @@
 // The on-disk PGlite directory's lock and the template cluster that spares a
 // fresh directory its initdb (src/pglite-files.ts), on real directories.
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV, lockDirectory, openDatabase, pgliteTemplateRoot, type Database } from '../src/index.js';
-import { usableTemplate } from '../src/pglite-files.js';
+import { pruneTemplates, usableTemplate } from '../src/pglite-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-db-files-'));
 const root = join(dir, 'cache');
@@ -120,6 +120,24 @@ describe('template cluster', { timeout: 120_000 }, () => {
     expect(runs).toBe(1);
     expect(usableTemplate(root, 'prepared-test-app-1')).toBeDefined();
     await expect(openDatabase({ dataDir: join(dir, 'p3'), prepared: { ...prepared, name: 'Bad Name' } })).rejects.toMatchObject({ code: 'malformed' });
+  });
+
+  it('keeps at most three prepared templates of one family, the newest', () => {
+    const cache = mkdtempSync(join(dir, 'prune-'));
+    const make = (name: string, ageS: number): void => {
+      mkdirSync(join(cache, name));
+      const t = new Date(Date.now() - ageS * 1000);
+      utimesSync(join(cache, name), t, t);
+    };
+    make('cluster-k', 100);
+    make('prepared-app-aaaa-k', 50);
+    make('prepared-app-bbbb-k', 40);
+    make('prepared-app-cccc-k', 30);
+    make('prepared-app-dddd-k', 20);
+    make('prepared-other-eeee-k', 500);
+    make('prepared-app-memory-ffff-k', 600);
+    pruneTemplates(cache, 'prepared-app-aaaa'); // the one just made stays, whatever its age
+    expect(readdirSync(cache).sort()).toEqual(['cluster-k', 'prepared-app-aaaa-k', 'prepared-app-cccc-k', 'prepared-app-dddd-k', 'prepared-app-memory-ffff-k', 'prepared-other-eeee-k']);
   });
 
   it('falls back to initdb when the template does not open, and drops it', async () => {
