@@ -268,10 +268,15 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       trustBundleReport.set?.();
     },
   });
-  await follower.restore();
-  if (remote !== undefined) await follower.refresh().catch(() => undefined); // reported by onEvent; the last verified bundle stays
-  follower.start();
-  const trustBundle = follower.trustBundle;
+  const follow = config.registry.followTrustBundle;
+  if (follow) {
+    await follower.restore();
+    if (remote !== undefined) await follower.refresh().catch(() => undefined); // reported by onEvent; the last verified bundle stays
+    follower.start();
+  } else {
+    logger.warn({ trust_bundle_follow: false }, "trust_bundle_follow is off: the pinned bundle is used as is (an issuer rotation needs a new file and a restart)");
+  }
+  const trustBundle = follow ? follower.trustBundle : pinned;
 
   const revocations = new MemoryRevocationSet({ maxAgeMs: config.revocation.maxAgeMs, failOpen: config.revocation.failOpen });
   const policy = config.policyFile === undefined ? Policy.denyAll() : readPolicyFile(config.policyFile);
@@ -333,13 +338,13 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     revocations,
     logger,
     onRevoked: (entry) => void (entry.kind === 'agent' ? gateway.onRevocation({ agentId: entry.agentId }) : gateway.onRevocation({ serial: entry.serial })),
-    onTrustBundleVersion: (version) => follower.hint(version),
+    ...(follow ? { onTrustBundleVersion: (version: bigint) => follower.hint(version) } : {}),
   });
   gateway.metrics.watchFeed(feed);
   feed.start();
   const synced = await Promise.race([feed.synced.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
   trustBundleReport.set = (): void =>
-    running.readiness.set('trust_bundle', {
+    running.readiness.set('trust_bundle', !follow ? { ok: true, detail: 'the pinned bundle, not followed (trust_bundle_follow off)' } : {
       ok: true,
       detail: `version ${follower.version} (${follower.state}${follower.lastVerifiedAtMs === undefined ? ', never confirmed by the registry' : `, confirmed by the registry ${Math.round((Date.now() - follower.lastVerifiedAtMs) / 1000)} s ago`})`,
     });

@@ -36,6 +36,8 @@ export interface GatewayConfig {
     /** Pinned trust bundle JSON (`parley-registry trust-bundle`); absent only with `trustOnFirstUse`. */
     readonly trustBundleFile?: string;
     readonly trustOnFirstUse: boolean;
+    /** Follow the registry's signed trust bundle from the pinned one (§15.9); false: the pinned bundle as is, forever. */
+    readonly followTrustBundle: boolean;
   };
   readonly revocation: { readonly maxAgeMs: number; readonly failOpen: boolean };
   readonly policyFile?: string;
@@ -80,6 +82,7 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'registry_id', env: 'PARLEY_GATEWAY_REGISTRY_ID', kind: 'string', help: 'expected registry id (32 hex digits); checked against the registry' },
   { key: 'trust_bundle_file', env: 'PARLEY_GATEWAY_TRUST_BUNDLE', kind: 'string', help: 'pinned trust bundle JSON (required unless --trust-on-first-use)' },
   { key: 'revocation_max_age_ms', env: 'PARLEY_GATEWAY_REVOCATION_MAX_AGE_MS', kind: 'int', def: '60000', help: 'freshness bound of revocation data' },
+  { key: 'trust_bundle_follow', env: 'PARLEY_GATEWAY_TRUST_BUNDLE_FOLLOW', kind: 'bool', def: 'true', help: 'follow the registry\'s signed trust bundle from the pinned one (PROTOCOL §15.9); false: the pinned bundle never changes (an issuer rotation then needs a new file and a restart)' },
   { key: 'revocation_fail_open', env: 'PARLEY_GATEWAY_REVOCATION_FAIL_OPEN', kind: 'bool', def: 'false', help: 'keep serving on stale revocation data (default fail closed)' },
   { key: 'policy_file', env: 'PARLEY_GATEWAY_POLICY', kind: 'string', help: 'routing policy JSON; reloaded on SIGHUP and on change (absent: deny all)' },
   { key: 'rate_per_second', env: 'PARLEY_GATEWAY_RATE_PER_SECOND', kind: 'int', def: '100', help: 'per-agent token refill rate' },
@@ -228,6 +231,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     unsafe("no pinned trust bundle: set trust_bundle_file (from `parley-registry trust-bundle`), or pass --trust-on-first-use to accept the registry's own");
   }
   const serverName = str('registry_tls_server_name');
+  const followTrustBundle = bool('trust_bundle_follow');
 
   const mailboxTtlMs = int('mailbox_ttl_ms', 1000, 3_600_000);
   const metricsText = str('metrics_listen');
@@ -280,6 +284,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
       ...(registryId === undefined ? {} : { registryId }),
       ...(trustBundleFile === undefined ? {} : { trustBundleFile }),
       trustOnFirstUse,
+      followTrustBundle: followTrustBundle!,
     },
     revocation: { maxAgeMs: maxAgeMs!, failOpen: failOpen! },
     ...(policyFile === undefined ? {} : { policyFile }),
@@ -304,7 +309,7 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
     listen: `${c.listen.host}:${c.listen.port}`,
     tls: c.tls === undefined ? false : { cert_file: c.tls.certFile, mtls: c.tls.clientCaFile !== undefined },
     database: db,
-    registry: { address: c.registry.address, tls: c.registry.tlsCaFile !== undefined, trust_bundle_file: c.registry.trustBundleFile ?? null, trust_on_first_use: c.registry.trustOnFirstUse },
+    registry: { address: c.registry.address, tls: c.registry.tlsCaFile !== undefined, trust_bundle_file: c.registry.trustBundleFile ?? null, trust_on_first_use: c.registry.trustOnFirstUse, trust_bundle_follow: c.registry.followTrustBundle },
     revocation: { max_age_ms: c.revocation.maxAgeMs, fail_open: c.revocation.failOpen },
     policy_file: c.policyFile ?? null,
     rate_limit: { per_second: c.rateLimit.ratePerSecond, burst: c.rateLimit.burst },

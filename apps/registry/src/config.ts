@@ -162,17 +162,13 @@ export function readSettings(dataDir: string): RegistrySettings {
   const metricsListen = address('metrics_listen', true);
   const reads = json['reads_require_auth'] ?? DEFAULT_SETTINGS.readsRequireAuth;
   if (typeof reads !== 'boolean') problems.add('malformed', 'reads_require_auth must be true or false');
-  const directoryReadsOf = (): RegistrySettings['directoryReads'] => {
-    const v = json['directory_reads'] ?? DEFAULT_SETTINGS.directoryReads;
-    if (v === 'authenticated' || v === 'public') return v;
-    problems.add('malformed', `directory_reads must be "authenticated" or "public", got ${JSON.stringify(v)}`);
-    return 'authenticated';
-  };
+  // Absent (a registry.json written before this setting existed) means the default: authenticated.
+  const directory = json['directory_reads'] ?? DEFAULT_SETTINGS.directoryReads;
+  if (directory !== 'authenticated' && directory !== 'public') problems.add('malformed', 'directory_reads must be "authenticated" or "public"');
   const settings: RegistrySettings = {
     listen,
     readsRequireAuth: reads === true,
-    // Absent (a registry.json written before this setting existed) means the default: authenticated.
-    directoryReads: directoryReadsOf(),
+    directoryReads: directory === 'public' ? 'public' : 'authenticated',
     issuerActivationDelayMs: num('issuer_activation_delay_ms', 0),
     maxClockSkewMs: num('max_clock_skew_ms', 1000),
     defaultValidityMs: num('default_validity_ms', 60_000),

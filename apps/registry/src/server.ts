@@ -19,12 +19,12 @@
  * signed by the active key); a timer activates it when due (the new trust
  * bundle version is signed by the new key) and drops retired keys past their
  * not_after_ms. The same timer notices changes made by other registry
- * processes on a shared database and loads the key they activated.
- *
- * Health reflects readiness (@parley/ops): NOT_SERVING while the database does
- * not answer a probe (`storage`), SERVING again by itself when it does. Every
+ * processes on a shared database and loads the key they activated. Every
  * refused authorisation is a security event (`event: "security"`, stable
  * fields, see the README) and counted.
+ *
+ * Health reflects readiness (@parley/ops): NOT_SERVING while the database does
+ * not answer a probe (`storage`), SERVING again by itself when it does.
  */
 import tls from 'node:tls';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -88,8 +88,8 @@ import {
 } from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
-import { RegistryMetrics } from './metrics.js';
 import type { IssuerKeyFiles } from './issuer-keys.js';
+import { RegistryMetrics } from './metrics.js';
 import { REVOCATION_CHANNEL, TRUST_BUNDLE_CHANNEL, type AgentRow, type IssuerRow, type JoinTokenRow, type RegistryStore, type RevocationRow } from './store.js';
 
 /** Largest request the server accepts (every registry request is far smaller). */
@@ -201,6 +201,11 @@ export class RegistryServer {
   #lifecycleTimer: NodeJS.Timeout | undefined;
   #lifecycle: Promise<void> = Promise.resolve();
   #registryId: Uint8Array = new Uint8Array(16);
+  /** Issuer keys this process holds (active, and prepared when its file is here), by hex key id. */
+  readonly #keys = new Map<string, IssuerKey>();
+  #activeKeyId: Uint8Array | undefined;
+  #bundleVersion = 0;
+  #stopped = false;
   /**
    * The readiness checks behind gRPC health and `/readyz` (`storage`; other
    * components add theirs: `set(name, { ok, detail })` or `addProbe`).
@@ -209,11 +214,6 @@ export class RegistryServer {
   /** The registry's metrics; `metrics.registry` is what the operations listener serves. */
   readonly metrics: RegistryMetrics;
   readonly #serverMetrics: ServerMetrics;
-  /** Issuer keys this process holds (active, and prepared when its file is here), by hex key id. */
-  readonly #keys = new Map<string, IssuerKey>();
-  #activeKeyId: Uint8Array | undefined;
-  #bundleVersion = 0;
-  #stopped = false;
 
   constructor(options: RegistryServerOptions) {
     this.#o = options;
@@ -302,9 +302,9 @@ export class RegistryServer {
 
   /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */
   async stop(graceMs = 5_000): Promise<void> {
+    this.#stopped = true;
     this.readiness.shutdown();
     this.#serverMetrics.close();
-    this.#stopped = true;
     this.#health?.shutdown();
     if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
     if (this.#lifecycleTimer !== undefined) clearInterval(this.#lifecycleTimer);

@@ -55,8 +55,8 @@ import {
   type SkewLimits,
 } from '@parley/session';
 import { Channel } from '@parley/async';
-import { createClient, isLoopbackAddress, type Client } from '@parley/rpc';
 import { TrustBundleFollower, signReceipt, signSessionReject, verifyReceiptSignature, verifySessionRejectSignature, type TrustBundleFollowerEvent, type TrustBundleFollowerState } from '@parley/protocol';
+import { createClient, isLoopbackAddress, type Client } from '@parley/rpc';
 import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import { Journal, replay, type JournalRecord, type OutboxMessage } from './journal.js';

@@ -100,6 +100,8 @@ function gatewayEnv(name: string, listen: string): Record<string, string> {
     PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, `${name}-audit-key.json`),
     PARLEY_GATEWAY_REGISTRY: registry.address,
     PARLEY_GATEWAY_TRUST_BUNDLE: join(dir.path, 'bundle.json'),
+    // Certificates of a test issuer the registry does not know: the pinned bundle as is (§15.9 following off).
+    PARLEY_GATEWAY_TRUST_BUNDLE_FOLLOW: 'false',
     PARLEY_GATEWAY_POLICY: join(dir.path, 'policy.json'),
     PARLEY_GATEWAY_RATE_PER_SECOND: '100000',
     PARLEY_GATEWAY_RATE_BURST: '100000',

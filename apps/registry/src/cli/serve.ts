@@ -126,11 +126,11 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
       schema_version: registry.migrations.version,
       migrations_applied: registry.migrations.applied,
       issuer_key_id: toHex(server.activeKeyId ?? issuer.keyId),
+      trust_bundle_version: server.trustBundleVersion,
+      directory_reads: settings.directoryReads,
       metrics_url: ops?.metricsUrl ?? null,
       readiness_url: ops === undefined ? null : `${ops.baseUrl}/readyz`,
       ready: server.readiness.ready,
-      trust_bundle_version: server.trustBundleVersion,
-      directory_reads: settings.directoryReads,
     },
     'listening',
   );
