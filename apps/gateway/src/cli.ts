@@ -358,21 +358,9 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     else policyWatch.reload('SIGHUP');
   };
   process.on('SIGHUP', onHup);
-  out(
-    JSON.stringify({
-      ready: true,
-      address: running.address,
-      metrics_url: running.metricsUrl ?? null,
-      health_url: running.opsUrl === undefined ? null : `${running.opsUrl}/healthz`,
-      readiness_url: running.opsUrl === undefined ? null : `${running.opsUrl}/readyz`,
-      gateway_id: config.gatewayId,
-      audit_public_key: toHex(auditKey.publicKey),
-      revocations_synced: synced,
-      trust_bundle_version: follower.version,
-    }),
-  );
-  logger.info({ address: running.address, metrics_url: running.metricsUrl, serving: running.readiness.ready, failing: running.readiness.report().failing }, 'started');
-  await new Promise<void>((done) => {
+  // SIGINT / SIGTERM handlers are in place before the ready line: a supervisor that signals as soon as
+  // it reads that line must never meet the default handler (which would kill without releasing locks).
+  const stopped = new Promise<void>((done) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
       process.off('SIGHUP', onHup);
@@ -391,6 +379,21 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  out(
+    JSON.stringify({
+      ready: true,
+      address: running.address,
+      metrics_url: running.metricsUrl ?? null,
+      health_url: running.opsUrl === undefined ? null : `${running.opsUrl}/healthz`,
+      readiness_url: running.opsUrl === undefined ? null : `${running.opsUrl}/readyz`,
+      gateway_id: config.gatewayId,
+      audit_public_key: toHex(auditKey.publicKey),
+      revocations_synced: synced,
+      trust_bundle_version: follower.version,
+    }),
+  );
+  logger.info({ address: running.address, metrics_url: running.metricsUrl, serving: running.readiness.ready, failing: running.readiness.report().failing }, 'started');
+  await stopped;
 }
 
 /**

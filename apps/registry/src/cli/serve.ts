@@ -116,6 +116,24 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
     await registry.close();
     throw error;
   }
+  // The signal handlers are in place before the "listening" line: a supervisor (or a test) that signals
+  // as soon as it reads that line must never find the default handler, which would kill the process
+  // without releasing its locks.
+  const stopped = new Promise<void>((done) => {
+    const stop = (signal: string): void => {
+      lifecycle.info({ signal }, 'stopping');
+      void server
+        .stop()
+        .then(() => ops?.close())
+        .then(() => registry.close())
+        .then(() => {
+          lifecycle.info('stopped');
+          done();
+        });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
   lifecycle.info(
     {
       address: bound.host,
@@ -134,21 +152,7 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
     },
     'listening',
   );
-  await new Promise<void>((done) => {
-    const stop = (signal: string): void => {
-      lifecycle.info({ signal }, 'stopping');
-      void server
-        .stop()
-        .then(() => ops?.close())
-        .then(() => registry.close())
-        .then(() => {
-          lifecycle.info('stopped');
-          done();
-        });
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  await stopped;
 }
 
 /**
