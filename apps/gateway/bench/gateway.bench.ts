@@ -46,6 +46,9 @@ const WINDOW = 4; // sends in flight per agent
 const GATEWAY_ID = 'gw-bench.local';
 const NATS_URL = process.env['NATS_URL'] ?? '127.0.0.1:4222';
 
+/** BENCH_GATEWAY_OPTIONS: JSON of extra startGateway options, for experiments (e.g. {"verifySignatures":false}). */
+const EXTRA_OPTIONS = JSON.parse(process.env['BENCH_GATEWAY_OPTIONS'] ?? '{}') as Record<string, unknown>;
+
 const runs = (n: number): boolean => ONLY === undefined || ONLY.has(n);
 
 // ---------------------------------------------------------------------------
@@ -369,7 +372,7 @@ async function main(): Promise<void> {
   let schemaCounter = 0;
   const database = (): Record<string, unknown> => (url === undefined ? {} : { database: { url, schema: `gw_${schemaCounter++}` } });
   const gatewayProcess = (extra: Record<string, unknown> = {}, db = database()): Promise<ServerProcess> =>
-    spawnServer({ mode: 'gateway', issuerPublicKey, gatewayId: GATEWAY_ID, ...db, ...extra });
+    spawnServer({ mode: 'gateway', issuerPublicKey, gatewayId: GATEWAY_ID, ...db, ...extra, options: { ...EXTRA_OPTIONS, ...(extra['options'] as object | undefined) } });
   const relay = await spawnServer({ mode: 'relay', issuerPublicKey });
   const relayClient = new Client(relay.address, credentials.createInsecure());
   let relayId = 0;
