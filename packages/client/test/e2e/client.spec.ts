@@ -143,12 +143,12 @@ describe('@parley/client through a gateway', () => {
     expect(worker.received).toHaveLength(1);
   });
 
-  it('a receipt that does not verify is rejected; the genuine one resolves the send', async () => {
-    const unsigned = await world.startGateway({ env: { PARLEY_GATEWAY_VERIFY_SIGNATURES: 'false' } });
+  it('a receipt that does not verify is relayed by the gateway (§10.3 step 6) and rejected by the sender; the genuine one resolves the send', async () => {
+    const relay = await world.startGateway();
     const plannerId = world.agent('planner-f', { agentType: 'planner' });
     const workerId = world.agent('worker-f');
-    const planner = await start(plannerId, unsigned.address);
-    const worker = await connectAgent(world, unsigned.address, workerId); // a raw client that sends its own receipts
+    const planner = await start(plannerId, relay.address);
+    const worker = await connectAgent(world, relay.address, workerId); // a raw client that sends its own receipts
     cleanup.push(() => worker.close());
 
     let settled: DeliveryReceipt | undefined;
