@@ -311,7 +311,6 @@ function storedToAccepted(stored: MailboxItem): Accepted {
   };
 }
 
-/** A shallow copy of the item with its byte fields copied (TEST-ONLY tampering works on it). */
 /** The key of an item for one recipient in the written-items set. */
 function writeKey(recipientId: string, itemHash: Uint8Array): string {
   return `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
