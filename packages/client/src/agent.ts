@@ -43,7 +43,9 @@ import {
   SessionManager,
   isSessionError,
   messageHash as computeMessageHash,
+  messageHashOf,
   type Disclosure,
+  type EnvelopeDigest,
   type FrameTransport,
   type LocalIdentity,
   type OpenedMessage,
@@ -346,6 +348,8 @@ export class Agent {
   readonly #outbox = new Map<string, OutboxEntry>();
   readonly #outboxByHash = new Map<string, OutboxEntry>();
   readonly #inbox = new Map<string, InboxEntry>();
+  /** Inbox entries not (yet) acknowledged by the application: the back-pressure count, kept as entries change. */
+  #unacked = 0;
   /** Receipts this agent signed, by message hash (durable with a store): re-sent when the envelope comes again. */
   readonly #receipts = new Map<string, { receipt: DeliveryReceipt; at: number }>();
   readonly #held = new Map<string, Held>();
@@ -661,6 +665,7 @@ export class Agent {
         redelivered: true,
       });
       this.#inbox.set(r.hash, { message, hashHex: r.hash, deliveries: [], acked: false });
+      this.#unacked += 1;
       this.#app.push(message);
     }
     // Start the new run from a compact journal (drops a torn tail and settled records).
@@ -781,12 +786,14 @@ export class Agent {
     };
     this.#outbox.set(id, entry);
     this.#outboxByHash.set(entry.hashHex, entry);
-    try {
-      // Durable before it leaves this process: a crash from here on resends it after restart.
-      await this.#record([this.#outRecord(entry)]);
-    } catch (error) {
-      this.#forget(entry);
-      throw error;
+    if (this.#journal !== undefined) {
+      try {
+        // Durable before it leaves this process: a crash from here on resends it after restart.
+        await this.#record([this.#outRecord(entry)]);
+      } catch (error) {
+        this.#forget(entry);
+        throw error;
+      }
     }
     void this.#transmit(entry);
     return entry;
@@ -834,7 +841,7 @@ export class Agent {
     if (this.#outbox.get(entry.id) !== entry) return;
     this.#forget(entry);
     // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt.
-    void this.#record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
+    if (this.#journal !== undefined) void this.#record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
     for (const w of entry.waiters) {
       if (result.outcome === 'delivered') w.resolve(result.receipt);
       else w.reject(result.error);
@@ -874,7 +881,7 @@ export class Agent {
         entry.backoffMs = this.#resendBase();
         entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
         this.#outboxByHash.set(entry.hashHex, entry);
-        await this.#record([this.#outRecord(entry)]);
+        if (this.#journal !== undefined) await this.#record([this.#outRecord(entry)]);
         void this.#transmit(entry);
       } catch (error) {
         const e = ClientError.from(error);
@@ -1035,27 +1042,14 @@ export class Agent {
 
   // --- receiving -------------------------------------------------------------------------
 
-  async #onDelivery(delivery: Delivery, conn: GatewayConnection): Promise<void> {
+  /** One delivery, in order; only a handshake frame returns a promise (the next delivery waits for it). */
+  #onDelivery(delivery: Delivery, conn: GatewayConnection): void | Promise<void> {
     if (this.#fatal !== undefined || this.#closed) return; // not acked: the gateway keeps it
     const item = delivery.item;
     const ack = (): void => conn.ack(delivery.deliveryId);
     switch (item.case) {
-      case 'handshake': {
-        let done: Promise<Session | undefined> | undefined;
-        const events = this.#captured(() => {
-          done = this.#manager.handleFrame(item.value);
-        });
-        // A frame of a handshake already finished (or a step 1 already answered) is a redelivery.
-        for (const e of events) {
-          if (e.kind === 'security' && e.stage === 'handshake' && (e.code === 'replay' || (e.code === 'unknown_session' && item.value.step !== 1))) {
-            this.#emit({ kind: 'duplicate', item: 'handshake', senderId: item.value.senderId, detail: e.detail });
-          } else this.#emit(e);
-        }
-        const session = await done?.catch(() => undefined);
-        ack();
-        if (session !== undefined) this.#releaseHeld(session.idHex);
-        return;
-      }
+      case 'handshake':
+        return this.#onHandshakeFrame(item.value, ack);
       case 'envelope':
         this.#onEnvelope(item.value, conn, delivery.deliveryId);
         return;
@@ -1073,11 +1067,29 @@ export class Agent {
     }
   }
 
+  async #onHandshakeFrame(frame: HandshakeFrame, ack: () => void): Promise<void> {
+    let done: Promise<Session | undefined> | undefined;
+    const events = this.#captured(() => {
+      done = this.#manager.handleFrame(frame);
+    });
+    // A frame of a handshake already finished (or a step 1 already answered) is a redelivery.
+    for (const e of events) {
+      if (e.kind === 'security' && e.stage === 'handshake' && (e.code === 'replay' || (e.code === 'unknown_session' && frame.step !== 1))) {
+        this.#emit({ kind: 'duplicate', item: 'handshake', senderId: frame.senderId, detail: e.detail });
+      } else this.#emit(e);
+    }
+    const session = await done?.catch(() => undefined);
+    ack();
+    if (session !== undefined) this.#releaseHeld(session.idHex);
+  }
+
   #onEnvelope(envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint): void {
     const ack = (): void => conn.ack(deliveryId);
+    let digest: EnvelopeDigest;
     let hashHex: string;
     try {
-      hashHex = toHex(computeMessageHash(this.#crypto, envelope));
+      digest = messageHashOf(this.#crypto, envelope); // taken once: the lookups below and open() share it
+      hashHex = toHex(digest.hash);
     } catch {
       ack(); // not even a well-formed envelope: nothing will ever open it
       return;
@@ -1097,13 +1109,13 @@ export class Agent {
       ack();
       return;
     }
-    if (this.#unackedCount() >= (this.#options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
+    if (this.#unacked >= (this.#options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
     const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';
     let opened: OpenedMessage | undefined;
     let failure: unknown;
     const events = this.#captured(() => {
       try {
-        opened = this.#manager.open(envelope);
+        opened = this.#manager.open(envelope, digest);
       } catch (error) {
         failure = error;
       }
@@ -1140,7 +1152,9 @@ export class Agent {
     const message = this.#received({
       envelope,
       hash: opened.messageHash,
+      hashHex,
       payload: opened.payload,
+      content: opened.content,
       payloadBytes: opened.disclosure.payload,
       salt: opened.disclosure.salt,
       certificate: live.peerCertificate,
@@ -1149,6 +1163,12 @@ export class Agent {
     });
     const entry: InboxEntry = { message, hashHex, deliveries: [{ conn, id: deliveryId }], acked: false };
     this.#inbox.set(hashHex, entry);
+    this.#unacked += 1;
+    if (this.#journal === undefined) {
+      // Nothing to make durable: handed over now, in arrival order (every message takes this path).
+      this.#app.push(message);
+      return;
+    }
     // Durable before the application sees it (one record: inbox entry and replay mark), then handed over in order.
     const durable = this.#record([this.#inRecord(message, hashHex)]);
     durable.catch(() => undefined);
@@ -1162,29 +1182,27 @@ export class Agent {
     });
   }
 
-  #unackedCount(): number {
-    let n = 0;
-    for (const e of this.#inbox.values()) if (!e.acked) n++;
-    return n;
-  }
-
   /** Builds the application's view of an opened message, with its ack. */
   #received(m: {
     envelope: SecureMessage;
     hash: Uint8Array;
+    /** toHex(hash), when the caller has it. */
+    hashHex?: string;
     payload: MessagePayload;
+    /** payload.content as JSON, when the caller has it (the session's open converts it). */
+    content?: JsonValue;
     payloadBytes: Uint8Array;
     salt: Uint8Array;
     certificate: AgentCertificate;
     receivedAtMs: number;
     redelivered: boolean;
   }): ReceivedMessage {
-    const hashHex = toHex(m.hash);
+    const hashHex = m.hashHex ?? toHex(m.hash);
     const ack = (): Promise<void> => this.#ackMessage(hashHex);
     return {
       from: m.envelope.senderId,
       type: m.payload.type,
-      content: m.payload.content === undefined ? null : (toJson(ValueSchema, m.payload.content) as JsonValue),
+      content: m.content !== undefined ? m.content : m.payload.content === undefined ? null : (toJson(ValueSchema, m.payload.content) as JsonValue),
       messageHash: m.hash,
       envelope: m.envelope,
       payload: m.payload,
@@ -1202,11 +1220,15 @@ export class Agent {
     const m = entry.message;
     const receipt = signReceipt(this.#crypto, this.#options.identity, { messageHash: m.messageHash, senderId: m.from, receivedAtMs: m.receivedAtMs });
     entry.acked = true;
-    try {
-      await this.#record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
-    } catch (error) {
-      entry.acked = false;
-      throw ClientError.from(error);
+    this.#unacked -= 1;
+    if (this.#journal !== undefined) {
+      try {
+        await this.#record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
+      } catch (error) {
+        entry.acked = false;
+        this.#unacked += 1;
+        throw ClientError.from(error);
+      }
     }
     this.#inbox.delete(hashHex);
     this.#receipts.set(hashHex, { receipt, at: m.receivedAtMs });
