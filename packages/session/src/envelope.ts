@@ -18,7 +18,7 @@
  * without decrypting, and a recipient can later prove what the sender sent by
  * disclosing (payload, salt) — see verifyDisclosure.
  */
-import { layout, type Layout, type ParleyCrypto } from '@parley/crypto-core';
+import { abytes, layout, type Layout, type ParleyCrypto } from '@parley/crypto-core';
 import type { SecureMessage } from '@parley/proto';
 import { SessionError } from './errors.js';
 
@@ -115,6 +115,15 @@ export class EnvelopeHeaderFields {
     return layout(MAC_DOMAIN).fieldsOf(this.#layout).var(encryptedPayload, 'encrypted_payload').bytes();
   }
 
+  /**
+   * The same input in two parts, header ‖ u32 length and the ciphertext itself, for a
+   * MAC computed over their concatenation without copying the ciphertext.
+   */
+  macInputParts(encryptedPayload: Uint8Array): [Uint8Array, Uint8Array] {
+    abytes(encryptedPayload, 'encrypted_payload');
+    return [layout(MAC_DOMAIN).fieldsOf(this.#layout).u32(encryptedPayload.length).bytes(), encryptedPayload];
+  }
+
   /** The bytes the sender's Ed25519 identity key signs. */
   signedBytes(crypto: ParleyCrypto, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
     return layout(SIGNATURE_DOMAIN)
@@ -157,6 +166,8 @@ export interface EnvelopeDigest {
   readonly signed: Uint8Array;
   /** BLAKE3(signed): the message hash. */
   readonly hash: Uint8Array;
+  /** The envelope's header fields, encoded (for its AD and MAC input). */
+  readonly fields: EnvelopeHeaderFields;
 }
 
 /**
@@ -165,13 +176,16 @@ export interface EnvelopeDigest {
  * @throws CryptoError when a header field has the wrong length (a malformed envelope)
  */
 export function messageHashOf(crypto: ParleyCrypto, envelope: SecureMessage): EnvelopeDigest {
-  const signed = envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag);
-  return { envelope, signed, hash: crypto.blake3(signed) };
+  const fields = new EnvelopeHeaderFields(envelope);
+  const signed = fields.signedBytes(crypto, envelope.encryptedPayload, envelope.authTag);
+  return { envelope, signed, hash: crypto.blake3(signed), fields };
 }
 
 /** Salted commitment to the encoded payload. */
 export function payloadCommitment(crypto: ParleyCrypto, salt: Uint8Array, payload: Uint8Array): Uint8Array {
-  return crypto.blake3(layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').var(payload, 'payload').bytes());
+  // BLAKE3 of the layout ‖ var(payload), hashed in two parts so the payload is not copied.
+  abytes(payload, 'payload');
+  return crypto.blake3Parts([layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').u32(payload.length).bytes(), payload]);
 }
 
 /**

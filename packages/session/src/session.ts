@@ -234,7 +234,7 @@ export class Session {
     const plaintext = concatBytes(salt, payload);
     const encryptedPayload = keys.cipher.encryptAt(header.nonce, fields.ad(), plaintext);
     plaintext.fill(0);
-    const authTag = this.#crypto.hmacSha256(keys.macKey, fields.macInput(encryptedPayload));
+    const authTag = this.#crypto.hmacSha256Parts(keys.macKey, fields.macInputParts(encryptedPayload));
     const signed = fields.signedBytes(this.#crypto, encryptedPayload, authTag);
     const signature = this.#crypto.ed25519.sign(signed, this.local.signingKey);
     this.#sendCounter = counter + 1;
@@ -281,8 +281,8 @@ export class Session {
     if (envelope.senderId !== this.peer.agentId) throw new SessionError('identity_mismatch', 'envelope sender is not the session peer');
     this.#checkPeerStanding(nowMs);
 
-    const fields = new EnvelopeHeaderFields(envelope); // encoded once for the three layouts
     const own = digest !== undefined && digest.envelope === envelope;
+    const fields = own ? digest.fields : new EnvelopeHeaderFields(envelope); // encoded once for the three layouts
     const signed = own ? digest.signed : fields.signedBytes(this.#crypto, envelope.encryptedPayload, envelope.authTag);
     if (!this.#crypto.ed25519.verify(envelope.signature, signed, this.peer.identityPublicKey)) {
       throw new SessionError('bad_signature', 'envelope signature does not verify');
@@ -303,8 +303,7 @@ export class Session {
     let salt: Uint8Array;
     let payload: MessagePayload;
     try {
-      const macInput = fields.macInput(envelope.encryptedPayload);
-      if (!this.#crypto.hmacSha256Verify(keys.macKey, macInput, envelope.authTag)) {
+      if (!this.#crypto.hmacSha256VerifyParts(keys.macKey, fields.macInputParts(envelope.encryptedPayload), envelope.authTag)) {
         throw new SessionError('bad_tag', 'auth tag does not verify');
       }
       const plaintext = keys.cipher.decryptAt(envelope.nonce, fields.ad(), envelope.encryptedPayload);
