@@ -46,6 +46,9 @@ const WINDOW = 4; // sends in flight per agent
 const GATEWAY_ID = 'gw-bench.local';
 const NATS_URL = process.env['NATS_URL'] ?? '127.0.0.1:4222';
 
+/** BENCH_GATEWAY_OPTIONS: JSON of extra startGateway options, for experiments (e.g. {"verifySignatures":false}). */
+const EXTRA_OPTIONS = JSON.parse(process.env['BENCH_GATEWAY_OPTIONS'] ?? '{}') as Record<string, unknown>;
+
 const runs = (n: number): boolean => ONLY === undefined || ONLY.has(n);
 
 // ---------------------------------------------------------------------------
@@ -128,12 +131,14 @@ async function alternate(cases: readonly (() => Promise<Run>)[]): Promise<Run[]>
 
 interface ServerProcess {
   readonly address: string;
+  /** An op name, or a JSON command line with arguments. */
   command(op: string): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
 }
 
 async function spawnServer(config: Record<string, unknown>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--expose-gc', ...(config['mode'] === 'gateway' && process.env['BENCH_GATEWAY_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_GATEWAY_PROF']}`] : []), '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
+  const flags = config['mode'] === 'gateway' ? (process.env['BENCH_GATEWAY_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '') : [];
+  const child = spawn(process.execPath, ['--expose-gc', ...flags, ...(config['mode'] === 'gateway' && process.env['BENCH_GATEWAY_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_GATEWAY_PROF']}`] : []), '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
     cwd: join(HERE, '..'),
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -147,7 +152,7 @@ async function spawnServer(config: Record<string, unknown>): Promise<ServerProce
     address: ready['address'] as string,
     command(op) {
       const answer = next();
-      child.stdin!.write(`${JSON.stringify({ op })}\n`);
+      child.stdin!.write(`${op.startsWith('{') ? op : JSON.stringify({ op })}\n`);
       return answer;
     },
     async stop() {
@@ -369,7 +374,7 @@ async function main(): Promise<void> {
   let schemaCounter = 0;
   const database = (): Record<string, unknown> => (url === undefined ? {} : { database: { url, schema: `gw_${schemaCounter++}` } });
   const gatewayProcess = (extra: Record<string, unknown> = {}, db = database()): Promise<ServerProcess> =>
-    spawnServer({ mode: 'gateway', issuerPublicKey, gatewayId: GATEWAY_ID, ...db, ...extra });
+    spawnServer({ mode: 'gateway', issuerPublicKey, gatewayId: GATEWAY_ID, ...db, ...extra, options: { ...EXTRA_OPTIONS, ...(extra['options'] as object | undefined) } });
   const relay = await spawnServer({ mode: 'relay', issuerPublicKey });
   const relayClient = new Client(relay.address, credentials.createInsecure());
   let relayId = 0;
@@ -471,14 +476,18 @@ async function main(): Promise<void> {
         relayId += PAIRS * 2;
         const ragents = await Promise.all(Array.from({ length: PAIRS * 2 }, (_, i) => relayAgent(base + i, relayClient)));
         let round = 0;
+        let gatewayCpuUs = 0;
         const [ours, raw] = await alternate([
           async () => {
             const from = round++ * PER;
             const target = delivered + PAIRS * PER;
+            const cpu0 = (await gw.command('stats'))['cpuUs'] as number;
             const t0 = performance.now();
             await Promise.all(Array.from({ length: PAIRS }, (_, p) => Promise.all(envelopes[p]!.slice(from, from + PER).map((e) => conns[2 * p]!.sendEnvelope(e)))));
             await waitUntil(() => delivered >= target, 120_000, 'pre-sealed deliveries');
-            return { opsPerSec: (PAIRS * PER * 1000) / (performance.now() - t0), p50: Number.NaN, p99: Number.NaN };
+            const ms = performance.now() - t0;
+            gatewayCpuUs += ((await gw.command('stats'))['cpuUs'] as number) - cpu0;
+            return { opsPerSec: (PAIRS * PER * 1000) / ms, p50: Number.NaN, p99: Number.NaN };
           },
           async () => {
             const before = ragents.reduce((s, r) => s + r.received(), 0);
@@ -491,6 +500,7 @@ async function main(): Promise<void> {
         printTable(`2. Pre-sealed envelopes (${envelopeBytes} B), ${PAIRS} senders × ${PER} pipelined to live recipients, send → recipient's stream, acked (target ≥ 0.25×)`, 'grpc-js relay', [
           { label: 'envelopes/s', ours: throughput(ours!.opsPerSec), peer: throughput(raw!.opsPerSec), unit: 'ops/s' },
         ]);
+        console.log(`   gateway CPU per relayed envelope (check, audit, deliver, ack): ${(gatewayCpuUs / (ROUNDS * PAIRS * PER)).toFixed(0)} µs`);
         for (const c of conns) c.close();
         for (const r of ragents) r.close();
         await gw.stop();
@@ -639,9 +649,12 @@ async function main(): Promise<void> {
         for (const c of warm) c.close();
         await sleep(300);
         const g0 = (await gw.command('mem'))['heapUsed'] as number;
+        const snapshots = process.env['BENCH_HEAP_SNAPSHOTS']; // a directory: heap snapshots before and after, to diff
+        if (snapshots !== undefined) await gw.command(JSON.stringify({ op: 'snapshot', path: join(snapshots, 'before.heapsnapshot') }));
         const conns = await openConnections(world, gw.address, agents);
         await sleep(500);
         const g1 = (await gw.command('mem'))['heapUsed'] as number;
+        if (snapshots !== undefined) await gw.command(JSON.stringify({ op: 'snapshot', path: join(snapshots, 'after.heapsnapshot') }));
         const r0 = (await relay.command('mem'))['heapUsed'] as number;
         const ragents: RelayAgent[] = [];
         for (let i = 0; i < N; i++) ragents.push(await relayAgent(60_000 - i, relayClient));

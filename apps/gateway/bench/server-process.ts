@@ -6,9 +6,11 @@
 // argv[2]: JSON { mode: 'gateway' | 'relay', issuerPublicKey (base64url), gatewayId?, database?, options? }.
 // stdout: one JSON line {"ready":true,"address":…} when serving; then one JSON line per stdin command:
 //   {"op":"mem"}    → {"heapUsed":…,"rss":…}     after two full GCs (run with --expose-gc)
+//   {"op":"snapshot","path":…} → {"path":…}  a V8 heap snapshot after a full GC (BENCH_HEAP_SNAPSHOTS in case 6)
 //   {"op":"stats"}  → {"statements":…,"cpuUs":…}  SQL statements sent through pg so far, process CPU time
 //   {"op":"stop"}   → closes and exits 0
 import { createInterface } from 'node:readline';
+import { writeHeapSnapshot } from 'node:v8';
 import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
 import { createCrypto, fromBase64Url } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
@@ -101,6 +103,9 @@ for await (const line of createInterface({ input: process.stdin })) {
     gc?.();
     const m = process.memoryUsage();
     out({ heapUsed: m.heapUsed, rss: m.rss, external: m.external, arrayBuffers: m.arrayBuffers });
+  } else if (cmd.op === 'snapshot') {
+    gc?.();
+    out({ path: writeHeapSnapshot((cmd as { op: string; path?: string }).path) });
   } else if (cmd.op === 'stats') {
     const u = process.cpuUsage();
     out({ statements, cpuUs: u.user + u.system });

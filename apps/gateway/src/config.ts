@@ -92,7 +92,7 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'audit_key_file', env: 'PARLEY_GATEWAY_AUDIT_KEY', kind: 'string', def: './.data/gateway/audit-key.json', help: 'audit signing key; created (0600) if absent' },
   { key: 'audit_trusted_keys', env: 'PARLEY_GATEWAY_AUDIT_TRUSTED_KEYS', kind: 'list', help: 'other writers\' audit public keys (hex; env: comma-separated)' },
   { key: 'metrics_listen', env: 'PARLEY_GATEWAY_METRICS_LISTEN', kind: 'string', def: '127.0.0.1:9464', help: 'Prometheus /metrics address, or "off"' },
-  { key: 'verify_signatures', env: 'PARLEY_GATEWAY_VERIFY_SIGNATURES', kind: 'bool', def: 'true', help: 'verify envelope and receipt signatures before relaying' },
+  { key: 'verify_signatures', env: 'PARLEY_GATEWAY_VERIFY_SIGNATURES', kind: 'bool', def: 'true', help: 'verify envelope signatures before relaying (receipts: their addressee verifies them)' },
   { key: 'log_level', env: 'PARLEY_GATEWAY_LOG_LEVEL', kind: 'string', def: 'info', help: 'trace, debug, info, warn, error' },
   { key: 'shutdown_grace_ms', env: 'PARLEY_GATEWAY_SHUTDOWN_GRACE_MS', kind: 'int', def: '5000', help: 'how long shutdown waits for calls to drain' },
   { key: 'memory', env: 'PARLEY_GATEWAY_MEMORY', kind: 'bool', def: 'true', help: 'serve parley.v1.MemoryService: end-to-end encrypted shared memory (PROTOCOL §18)' },
@@ -334,7 +334,7 @@ export function configWarnings(config: GatewayConfig, policy?: Policy): string[]
   if (policy !== undefined && policy.deprecations.length > 0) warnings.push(`${config.policyFile}: deprecated key spellings ${policy.deprecations.join(', ')}: rename them`);
   if (config.revocation.failOpen) warnings.push('revocation_fail_open is true: on stale revocation data the gateway keeps admitting agents (a revoked agent may get through)');
   if (config.registry.trustOnFirstUse && config.registry.trustBundleFile === undefined) warnings.push("--trust-on-first-use without trust_bundle_file: whoever answers at registry_address decides which certificates are valid");
-  if (!config.verifySignatures) warnings.push('verify_signatures is false: forged or tampered items reach mailboxes and audit logs (recipients still refuse them)');
+  if (!config.verifySignatures) warnings.push('verify_signatures is false: forged or tampered envelopes reach mailboxes and audit logs (recipients still refuse them)');
   return warnings;
 }
 

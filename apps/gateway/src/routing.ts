@@ -1,7 +1,7 @@
 /**
  * Routing (docs/PROTOCOL.md §10.3, §17.6): the checks every relayed item
  * passes after authentication — shape, sender, size, rate, route and policy
- * (replies only to what went the other way), signatures — in that order, then
+ * (replies only to what went the other way), an envelope's signature — in that order, then
  * the relay decision:
  * - live recipient with a free slot and no backlog: its audit entry is
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
@@ -23,7 +23,7 @@ import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, ver
 import { subjectOf, type GatewayContext, type Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
-import { ITEM_HASH_BYTES, SIGNATURE_BYTES, deliveryReceiptLayout, itemDigest, sessionRejectLayout, type RelayItem } from '@parley/protocol';
+import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 import { Policy, type PolicySubject } from './policy.js';
@@ -324,17 +324,11 @@ export class Router {
     if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
     const allowed = isReply ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
     if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
-    // 6. signatures (the gateway holds no session key; these need none)
-    if (this.#verifySignatures) {
-      if (item.case === 'envelope' && !verifyEnvelopeSignature(ctx.crypto, item.value, sender.cert.identityPublicKey)) {
-        return refuse('bad_signature', 'envelope signature does not verify');
-      }
-      if (item.case === 'receipt' && !ctx.crypto.ed25519.verify(item.value.signature, deliveryReceiptLayout(item.value), sender.cert.identityPublicKey)) {
-        return refuse('bad_signature', 'receipt signature does not verify');
-      }
-      if (item.case === 'sessionReject' && !ctx.crypto.ed25519.verify(item.value.signature, sessionRejectLayout(item.value), sender.cert.identityPublicKey)) {
-        return refuse('bad_signature', 'session reject signature does not verify');
-      }
+    // 6. signature of an envelope (the gateway holds no session key; it needs none). Receipts and SessionRejects
+    //    are verified by their addressee, the only party they act on (§10.3 step 6): checking them here too would
+    //    add a second Ed25519 verification to every message's fast path for nothing the end does not check.
+    if (this.#verifySignatures && item.case === 'envelope' && !verifyEnvelopeSignature(ctx.crypto, item.value, sender.cert.identityPublicKey)) {
+      return refuse('bad_signature', 'envelope signature does not verify');
     }
     if (isReply) this.#consumeReply(item);
     // A resend of an envelope this instance already relayed (the sender's outbox, §17.2) gets no second audit entry.

@@ -148,8 +148,8 @@ describe('@parley/client through a gateway', () => {
     expect(worker.received).toHaveLength(1);
   });
 
-  it('a receipt that does not verify is rejected; the genuine one resolves the send', async () => {
-    const unsigned = await world.start({ verifySignatures: false });
+  it('a receipt that does not verify is relayed by the gateway (§10.3 step 6) and rejected by the sender; the genuine one resolves the send', async () => {
+    const unsigned = await world.start();
     cleanup.push(() => unsigned.close());
     const plannerId = world.agent('planner-f', { agentType: 'planner' });
     const workerId = world.agent('worker-f');

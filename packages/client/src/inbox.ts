@@ -1,0 +1,329 @@
+/**
+ * The durable inbox and the application's acknowledgement (docs/PROTOCOL.md §10.5, §17.3–§17.5): an
+ * opened envelope is recorded (the same record marks its counter and hash in the replay window), handed
+ * to the application in arrival order, and only the application's `ack()` signs the receipt, records it
+ * and acks the gateway's deliveries. Receipts signed before are sent again when an envelope comes again;
+ * an envelope that can never open is answered with a signed SessionReject.
+ */
+import { fromBase64Url, fromHex, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import {
+  AgentCertificateSchema,
+  DeliveryReceiptSchema,
+  MessagePayloadSchema,
+  SecureMessageSchema,
+  ValueSchema,
+  fromBinary,
+  toBinary,
+  toJson,
+  type AgentCertificate,
+  type DeliveryReceipt,
+  type JsonValue,
+  type MessagePayload,
+  type SecureMessage,
+  type SessionReject,
+} from '@parley/proto';
+import {
+  isSessionError,
+  messageHash as computeMessageHash,
+  messageHashOf,
+  type EnvelopeDigest,
+  type LocalIdentity,
+  type OpenedMessage,
+  type SessionManager,
+  type SessionManagerEvent,
+} from '@parley/session';
+import { signReceipt, signSessionReject } from '@parley/protocol';
+import { maxAgeMs, type AgentEvent, type ConnectOptions, type ReceivedMessage } from './agent-options.js';
+import type { GatewayConnection } from './connection.js';
+import { ClientError } from './errors.js';
+import type { JournalRecord, JournalState } from './journal.js';
+
+const RECEIPT_STORE_SIZE = 100_000;
+
+/** An envelope as the gateway delivered it on one stream (acked there once it is settled). */
+export interface DeliveredEnvelope {
+  readonly envelope: SecureMessage;
+  readonly conn: GatewayConnection;
+  readonly deliveryId: bigint;
+}
+
+/** One message in the inbox: opened, durable, handed to the application, not yet acknowledged. */
+interface InboxEntry {
+  readonly message: ReceivedMessage;
+  readonly hashHex: string;
+  /** Gateway deliveries of this envelope to ack once the application acks (per stream). */
+  readonly deliveries: { conn: GatewayConnection; id: bigint }[];
+  acked: boolean;
+}
+
+/** What the inbox works with. */
+export interface InboxDeps {
+  readonly crypto: ParleyCrypto;
+  readonly options: ConnectOptions;
+  readonly manager: SessionManager;
+  /** Appends journal records (fail closed). */
+  readonly record: (records: JournalRecord[]) => Promise<void>;
+  /** Whether there is a journal: without one no record is built and messages are handed over at once. */
+  readonly durable: boolean;
+  readonly emit: (event: AgentEvent) => void;
+  /** Runs `fn`, returning the session events it emitted instead of forwarding them. */
+  readonly captured: (fn: () => void) => SessionManagerEvent[];
+  /** The gateway stream right now, if any. */
+  readonly connection: () => GatewayConnection | undefined;
+  /** Hands a message to the application (`messages()`). */
+  readonly deliver: (message: ReceivedMessage) => void;
+  /** Keeps an envelope that overtook step 3 of a handshake this agent is responding to (§17.3). */
+  readonly hold: (sessionIdHex: string, item: DeliveredEnvelope) => void;
+}
+
+export class Inbox {
+  readonly #deps: InboxDeps;
+  readonly #entries = new Map<string, InboxEntry>();
+  /** Entries not (yet) acknowledged by the application: the back-pressure count, kept as entries change. */
+  #unacked = 0;
+  /** Receipts this agent signed, by message hash (durable with a store): re-sent when the envelope comes again. */
+  readonly #receipts = new Map<string, { receipt: DeliveryReceipt; at: number }>();
+  /** Inbox records are handed to the application in the order their envelopes arrived. */
+  #handover: Promise<void> = Promise.resolve();
+
+  constructor(deps: InboxDeps) {
+    this.#deps = deps;
+  }
+
+  /** Settles once every message recorded so far has been handed to the application (or failed to record). */
+  handedOver(): Promise<void> {
+    return this.#handover;
+  }
+
+  /** Takes back the recent receipts and the messages a previous process did not get acknowledged (`redelivered`). */
+  restore(state: JournalState): void {
+    const now = Date.now();
+    const maxAge = maxAgeMs(this.#deps.options);
+    for (const [hash, r] of state.receipts) {
+      if (r.at >= now - maxAge) this.#receipts.set(hash, { receipt: fromBinary(DeliveryReceiptSchema, fromBase64Url(r.receipt)), at: r.at });
+    }
+    for (const r of state.inbox.values()) {
+      const payload = fromBinary(MessagePayloadSchema, fromBase64Url(r.payload));
+      const message = this.#received({
+        envelope: fromBinary(SecureMessageSchema, fromBase64Url(r.env)),
+        hash: fromHex(r.hash),
+        payload,
+        payloadBytes: fromBase64Url(r.payload),
+        salt: fromBase64Url(r.salt),
+        certificate: fromBinary(AgentCertificateSchema, fromBase64Url(r.cert)),
+        receivedAtMs: r.at,
+        redelivered: true,
+      });
+      this.#entries.set(r.hash, { message, hashHex: r.hash, deliveries: [], acked: false });
+      this.#unacked += 1;
+      this.#deps.deliver(message);
+    }
+  }
+
+  /** The journal records of unacknowledged messages and of the receipts still within the message lifetime (for compaction). */
+  records(): JournalRecord[] {
+    const records: JournalRecord[] = [];
+    for (const e of this.#entries.values()) if (!e.acked) records.push(inRecord(e.message, e.hashHex));
+    const floor = Date.now() - maxAgeMs(this.#deps.options);
+    for (const [hash, r] of this.#receipts) {
+      if (r.at >= floor) records.push({ t: 'in_done', hash, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, r.receipt)), at: r.at });
+    }
+    return records;
+  }
+
+  /** Drops receipts older than a message's lifetime, and the oldest beyond the store's size. */
+  pruneReceipts(now: number): void {
+    for (const [hash, r] of this.#receipts) {
+      if (r.at >= now - maxAgeMs(this.#deps.options) && this.#receipts.size <= RECEIPT_STORE_SIZE) break;
+      this.#receipts.delete(hash);
+    }
+  }
+
+  /** An envelope delivered by the gateway: opened, recorded and handed over — or dropped, held, or refused. */
+  onEnvelope(envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint): void {
+    const deps = this.#deps;
+    const ack = (): void => conn.ack(deliveryId);
+    let digest: EnvelopeDigest;
+    let hashHex: string;
+    try {
+      digest = messageHashOf(deps.crypto, envelope); // taken once: the lookups below and open() share it
+      hashHex = toHex(digest.hash);
+    } catch {
+      ack(); // not even a well-formed envelope: nothing will ever open it
+      return;
+    }
+    // Already taken and not yet acknowledged by the application: ack this copy with it.
+    const held = this.#entries.get(hashHex);
+    if (held !== undefined) {
+      if (held.acked) ack();
+      else held.deliveries.push({ conn, id: deliveryId });
+      return;
+    }
+    // Acknowledged before: the receipt may have been lost; send it again.
+    const receipt = this.#receipts.get(hashHex);
+    if (receipt !== undefined) {
+      deps.emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'envelope already acknowledged: receipt sent again' });
+      void conn.sendReceipt(receipt.receipt).catch(() => undefined);
+      ack();
+      return;
+    }
+    if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
+    const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';
+    let opened: OpenedMessage | undefined;
+    let failure: unknown;
+    const events = deps.captured(() => {
+      try {
+        opened = deps.manager.open(envelope, digest);
+      } catch (error) {
+        failure = error;
+      }
+    });
+    if (opened === undefined) {
+      if (isSessionError(failure, 'unknown_session')) {
+        if (deps.manager.isResponding(sidHex)) {
+          // Overtook step 3 of a handshake this agent is responding to: hold it (§17.3).
+          deps.hold(sidHex, { envelope, conn, deliveryId });
+          return;
+        }
+        for (const e of events) deps.emit(e);
+        rejectSession(deps.crypto, deps.options.identity, envelope, conn);
+        ack();
+        return;
+      }
+      if (isSessionError(failure, 'revocation_stale')) {
+        // The session checks the peer's revocation for every message (§8.4, §17.5); with stale data it fails
+        // closed: the envelope stays unacknowledged at the gateway and opens once the data is fresh again.
+        for (const e of events) deps.emit(e);
+        return;
+      }
+      if (isSessionError(failure, 'replay')) {
+        deps.emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'replayed envelope dropped' });
+      } else for (const e of events) deps.emit(e); // revoked or expired peer (session closed), forgeries, …
+      ack(); // it will never open
+      return;
+    }
+    for (const e of events) deps.emit(e);
+    const live = deps.manager.sessionById(sidHex);
+    if (live === undefined) return;
+    const message = this.#received({
+      envelope,
+      hash: opened.messageHash,
+      hashHex,
+      payload: opened.payload,
+      content: opened.content,
+      payloadBytes: opened.disclosure.payload,
+      salt: opened.disclosure.salt,
+      certificate: live.peerCertificate,
+      receivedAtMs: Date.now(),
+      redelivered: false,
+    });
+    const entry: InboxEntry = { message, hashHex, deliveries: [{ conn, id: deliveryId }], acked: false };
+    this.#entries.set(hashHex, entry);
+    this.#unacked += 1;
+    if (!deps.durable) {
+      // Nothing to make durable: handed over now, in arrival order (every message takes this path).
+      deps.deliver(message);
+      return;
+    }
+    // Durable before the application sees it (one record: inbox entry and replay mark), then handed over in order.
+    const durable = deps.record([inRecord(message, hashHex)]);
+    durable.catch(() => undefined);
+    this.#handover = this.#handover.then(async () => {
+      try {
+        await durable;
+      } catch {
+        return; // the agent stopped (fail closed); the gateway still holds the delivery
+      }
+      deps.deliver(message);
+    });
+  }
+
+  /** Builds the application's view of an opened message, with its ack. */
+  #received(m: {
+    envelope: SecureMessage;
+    hash: Uint8Array;
+    /** toHex(hash), when the caller has it. */
+    hashHex?: string;
+    payload: MessagePayload;
+    /** payload.content as JSON, when the caller has it (the session's open converts it). */
+    content?: JsonValue;
+    payloadBytes: Uint8Array;
+    salt: Uint8Array;
+    certificate: AgentCertificate;
+    receivedAtMs: number;
+    redelivered: boolean;
+  }): ReceivedMessage {
+    const hashHex = m.hashHex ?? toHex(m.hash);
+    const ack = (): Promise<void> => this.#ackMessage(hashHex);
+    return {
+      from: m.envelope.senderId,
+      type: m.payload.type,
+      content: m.content !== undefined ? m.content : m.payload.content === undefined ? null : (toJson(ValueSchema, m.payload.content) as JsonValue),
+      messageHash: m.hash,
+      envelope: m.envelope,
+      payload: m.payload,
+      disclosure: { payload: m.payloadBytes, salt: m.salt },
+      senderCertificate: m.certificate,
+      receivedAtMs: m.receivedAtMs,
+      redelivered: m.redelivered,
+      ack,
+    };
+  }
+
+  /** The application took the message: sign and record the receipt, send it, ack the gateway's deliveries. */
+  async #ackMessage(hashHex: string): Promise<void> {
+    const entry = this.#entries.get(hashHex);
+    if (entry === undefined || entry.acked) return;
+    const m = entry.message;
+    const receipt = signReceipt(this.#deps.crypto, this.#deps.options.identity, { messageHash: m.messageHash, senderId: m.from, receivedAtMs: m.receivedAtMs });
+    entry.acked = true;
+    this.#unacked -= 1;
+    if (this.#deps.durable) {
+      try {
+        await this.#deps.record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
+      } catch (error) {
+        entry.acked = false;
+        this.#unacked += 1;
+        throw ClientError.from(error);
+      }
+    }
+    this.#entries.delete(hashHex);
+    this.#receipts.set(hashHex, { receipt, at: m.receivedAtMs });
+    const conn = this.#deps.connection();
+    if (conn?.isOpen === true) void conn.sendReceipt(receipt).catch(() => undefined); // lost with the stream: re-sent on redelivery
+    for (const d of entry.deliveries) d.conn.ack(d.id);
+  }
+}
+
+/** Answers an envelope this agent can never open with a signed SessionReject (§17.4). */
+export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, envelope: SecureMessage, conn: GatewayConnection): void {
+  if (!(envelope.sessionId instanceof Uint8Array) || envelope.sessionId.length !== 16 || envelope.recipientId !== identity.agentId) return;
+  let reject: SessionReject;
+  try {
+    reject = signSessionReject(crypto, identity, {
+      sessionId: envelope.sessionId,
+      messageHash: computeMessageHash(crypto, envelope),
+      senderId: envelope.senderId,
+      rejectedAtMs: Date.now(),
+    });
+  } catch {
+    return;
+  }
+  void conn.sendSessionReject(reject).catch(() => undefined); // lost: the sender's next resend gets another
+}
+
+/** The journal record of a received message (also its replay-window mark). */
+function inRecord(m: ReceivedMessage, hashHex: string): JournalRecord {
+  return {
+    t: 'in',
+    hash: hashHex,
+    sid: toHex(m.envelope.sessionId),
+    n: Number(m.envelope.nonce),
+    from: m.from,
+    env: toBase64Url(toBinary(SecureMessageSchema, m.envelope)),
+    payload: toBase64Url(m.disclosure.payload),
+    salt: toBase64Url(m.disclosure.salt),
+    cert: toBase64Url(toBinary(AgentCertificateSchema, m.senderCertificate)),
+    at: m.receivedAtMs,
+  };
+}

@@ -1,0 +1,367 @@
+/**
+ * The durable outbox (docs/PROTOCOL.md §13, §17.1–§17.2): a send is sealed on a durably reserved counter,
+ * recorded, relayed, resent after reconnects and silent intervals, resealed in a new session when the
+ * recipient refuses the session (a verified SessionReject), and settled by the recipient's verified
+ * receipt, by expiry or by a permanent refusal.
+ */
+import { fromBase64Url, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { DeliveryStatus, SecureMessageSchema, fromBinary, toBinary, type DeliveryReceipt, type JsonValue, type MessageType, type SecureMessage, type SessionReject } from '@parley/proto';
+import type { OutgoingMessage, Session, SessionManager } from '@parley/session';
+import { verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
+import { maxAgeMs, resendBaseMs, type AgentEvent, type ConnectOptions, type ReceiptSecurityEvent, type SendOptions } from './agent-options.js';
+import type { GatewayConnection } from './connection.js';
+import { ClientError, type ClientErrorCode } from './errors.js';
+import type { JournalRecord, JournalState, OutboxMessage } from './journal.js';
+import type { Lifecycle } from './lifecycle.js';
+
+/** Gateway refusals of an envelope that retrying cannot change: the send fails for good. */
+const PERMANENT_REFUSALS: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
+  'policy_denied',
+  'too_large',
+  'malformed',
+  'unsupported_version',
+  'identity_mismatch',
+  'bad_signature',
+  'revoked',
+  'expired',
+  'nonce_exhausted',
+]);
+
+const MAX_RESEALS = 5;
+
+/** Someone waiting for a send's outcome (a `send()` call). */
+export interface SendWaiter {
+  readonly resolve: (r: DeliveryReceipt) => void;
+  readonly reject: (e: ClientError) => void;
+}
+
+/** One message in the outbox. */
+export interface OutboxEntry {
+  readonly id: string;
+  readonly to: string;
+  readonly msg: OutboxMessage;
+  envelope: SecureMessage;
+  hashHex: string;
+  sessionIdHex: string;
+  /** The recipient's certified identity key for this session (verifies receipts and rejects). */
+  peerKey: Uint8Array;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
+  reseals: number;
+  /** The gateway's last answer: DELIVERED (live, may be lost with the gateway) or QUEUED (durable). */
+  status: DeliveryStatus | undefined;
+  /** When to relay again if no receipt came (DELIVERED or not yet accepted). */
+  nextAttemptAtMs: number;
+  backoffMs: number;
+  inFlight: boolean;
+  readonly waiters: Set<SendWaiter>;
+}
+
+/** What the outbox works with. */
+export interface OutboxDeps {
+  readonly crypto: ParleyCrypto;
+  readonly options: ConnectOptions;
+  readonly manager: SessionManager;
+  readonly lifecycle: Lifecycle;
+  /** Appends journal records (fail closed). */
+  readonly record: (records: JournalRecord[]) => Promise<void>;
+  /** Whether there is a journal: without one no record is built (`record` would drop it). */
+  readonly durable: boolean;
+  readonly emit: (event: AgentEvent) => void;
+  /** The gateway stream right now, if any. */
+  readonly connection: () => GatewayConnection | undefined;
+}
+
+type Settlement = { outcome: 'delivered'; receipt: DeliveryReceipt } | { outcome: 'expired' | 'failed'; error: ClientError };
+
+export class Outbox {
+  readonly #deps: OutboxDeps;
+  readonly #entries = new Map<string, OutboxEntry>();
+  readonly #byHash = new Map<string, OutboxEntry>();
+
+  constructor(deps: OutboxDeps) {
+    this.#deps = deps;
+  }
+
+  /** The pending send with this id (idempotency key), if any. */
+  get(id: string): OutboxEntry | undefined {
+    return this.#entries.get(id);
+  }
+
+  /** Sends waiting for a receipt. */
+  pending(): { id: string; to: string; createdAtMs: number; expiresAtMs: number }[] {
+    return [...this.#entries.values()].map((e) => ({ id: e.id, to: e.to, createdAtMs: e.createdAtMs, expiresAtMs: e.expiresAtMs }));
+  }
+
+  /** Fails every waiting `send()` with `error` (the entries stay, for the next run). */
+  rejectWaiters(error: ClientError): void {
+    for (const e of this.#entries.values()) for (const w of e.waiters) w.reject(error);
+  }
+
+  /** Takes back the sends a previous process left pending (sessions already restored). */
+  restore(state: JournalState): void {
+    const { manager, options } = this.#deps;
+    for (const r of state.outbox.values()) {
+      const envelope = fromBinary(SecureMessageSchema, fromBase64Url(r.env));
+      const session = manager.sessionById(r.sid);
+      const entry: OutboxEntry = {
+        id: r.id,
+        to: r.to,
+        msg: r.msg,
+        envelope,
+        hashHex: r.hash,
+        sessionIdHex: r.sid,
+        peerKey: session?.peer.identityPublicKey ?? new Uint8Array(0),
+        createdAtMs: r.at,
+        expiresAtMs: r.exp,
+        reseals: r.reseals,
+        status: undefined,
+        nextAttemptAtMs: 0,
+        backoffMs: resendBaseMs(options),
+        inFlight: false,
+        waiters: new Set(),
+      };
+      this.#entries.set(entry.id, entry);
+      this.#byHash.set(entry.hashHex, entry);
+      // A send whose session did not survive is resealed once the stream is up (see onConnected).
+    }
+  }
+
+  /** The journal records of every pending send (for compaction). */
+  records(): JournalRecord[] {
+    return [...this.#entries.values()].map((e) => outRecord(e));
+  }
+
+  /** Seals a new send, records it durably and relays it. */
+  async enqueue(to: string, type: MessageType, content: JsonValue, options: SendOptions): Promise<OutboxEntry> {
+    const deps = this.#deps;
+    if (this.#entries.size >= (deps.options.maxPendingSends ?? 10_000)) throw new ClientError('rate_limited', 'too many sends waiting for a receipt');
+    const msg: OutboxMessage = {
+      type,
+      content,
+      ...(options.handoffHash === undefined ? {} : { handoffHash: toBase64Url(options.handoffHash) }),
+      ...(options.parentMessageHash === undefined ? {} : { parentMessageHash: toBase64Url(options.parentMessageHash) }),
+    };
+    const now = Date.now();
+    const id = options.id ?? toHex(deps.crypto.randomBytes(16));
+    const { session, sealed } = await this.#seal(to, msg);
+    deps.lifecycle.assertUsable();
+    const existing = this.#entries.get(id);
+    if (existing !== undefined) return existing; // the same id raced in meanwhile: the first one stands
+    const entry: OutboxEntry = {
+      id,
+      to,
+      msg,
+      envelope: sealed.envelope,
+      hashHex: toHex(sealed.messageHash),
+      sessionIdHex: session.idHex,
+      peerKey: session.peer.identityPublicKey,
+      createdAtMs: now,
+      expiresAtMs: Number(sealed.envelope.timestampMs) + maxAgeMs(deps.options),
+      reseals: 0,
+      status: undefined,
+      nextAttemptAtMs: now + resendBaseMs(deps.options),
+      backoffMs: resendBaseMs(deps.options),
+      inFlight: false,
+      waiters: new Set(),
+    };
+    this.#entries.set(id, entry);
+    this.#byHash.set(entry.hashHex, entry);
+    if (deps.durable) {
+      try {
+        // Durable before it leaves this process: a crash from here on resends it after restart.
+        await deps.record([outRecord(entry)]);
+      } catch (error) {
+        this.#forget(entry);
+        throw error;
+      }
+    }
+    void this.#transmit(entry);
+    return entry;
+  }
+
+  /** A new stream is up: everything not yet confirmed goes out again (the recipient drops duplicates). */
+  onConnected(): void {
+    const { manager, options } = this.#deps;
+    for (const entry of this.#entries.values()) {
+      entry.status = undefined;
+      entry.backoffMs = resendBaseMs(options);
+      if (entry.sessionIdHex !== '' && manager.sessionById(entry.sessionIdHex) !== undefined) void this.#transmit(entry);
+      else entry.nextAttemptAtMs = 0;
+    }
+  }
+
+  /** The periodic pass: expire, resend what got no receipt, reseal what lost its session (when `connected`). */
+  onTick(now: number, connected: boolean): void {
+    const orphans = new Map<string, string>();
+    for (const entry of this.#entries.values()) {
+      if (now >= entry.expiresAtMs) {
+        this.#settle(entry, { outcome: 'expired', error: new ClientError('expired', `no verified receipt from '${entry.to}' before the message expired`) });
+        continue;
+      }
+      if (entry.sessionIdHex === '' || this.#deps.manager.sessionById(entry.sessionIdHex) === undefined) {
+        if (now >= entry.nextAttemptAtMs || entry.sessionIdHex !== '') orphans.set(entry.sessionIdHex, entry.to);
+        continue;
+      }
+      if (now >= entry.nextAttemptAtMs) void this.#transmit(entry);
+    }
+    if (connected) for (const [sid, to] of orphans) void this.#reseal(to, sid);
+  }
+
+  /** A delivery receipt came (§10.5): settles the send it names once its signature verifies. */
+  onReceipt(receipt: DeliveryReceipt): void {
+    const { crypto, emit } = this.#deps;
+    const agentId = this.#deps.options.identity.agentId;
+    const hash = toHex(receipt.messageHash);
+    const pending = this.#byHash.get(hash);
+    if (pending === undefined) {
+      emit({ kind: 'duplicate', item: 'receipt', senderId: receipt.recipientId, detail: 'receipt for no pending send' });
+      return;
+    }
+    const reject = (code: ReceiptSecurityEvent['code'], detail: string): void =>
+      emit({ kind: 'security', stage: 'receipt', code, senderId: receipt.recipientId, recipientId: agentId, messageHash: hash, atMs: Date.now(), detail });
+    if (receipt.senderId !== agentId || receipt.recipientId !== pending.to) {
+      reject('identity_mismatch', `receipt names ${receipt.recipientId} → ${receipt.senderId}, expected ${pending.to} → ${agentId}`);
+      return;
+    }
+    if (!verifyReceiptSignature(crypto, receipt, pending.peerKey)) {
+      reject('bad_signature', "receipt signature does not verify with the recipient's certified key");
+      return;
+    }
+    this.#settle(pending, { outcome: 'delivered', receipt });
+  }
+
+  /** A SessionReject came (§17.4): once it verifies, the sends of that session move to a new one. */
+  onSessionReject(r: SessionReject): void {
+    const { crypto, emit } = this.#deps;
+    const agentId = this.#deps.options.identity.agentId;
+    const hash = toHex(r.messageHash);
+    const pending = this.#byHash.get(hash);
+    if (pending === undefined) return; // nothing pending under that hash (already resealed or settled)
+    const bad = (code: ReceiptSecurityEvent['code'], detail: string): void =>
+      emit({ kind: 'security', stage: 'receipt', code, senderId: r.recipientId, recipientId: agentId, messageHash: hash, atMs: Date.now(), detail });
+    if (r.senderId !== agentId || r.recipientId !== pending.to || toHex(r.sessionId) !== pending.sessionIdHex) {
+      bad('identity_mismatch', 'session reject does not name this pending send');
+      return;
+    }
+    if (!verifySessionRejectSignature(crypto, r, pending.peerKey)) {
+      bad('bad_signature', "session reject signature does not verify with the recipient's certified key");
+      return;
+    }
+    void this.#reseal(pending.to, pending.sessionIdHex);
+  }
+
+  async #seal(to: string, msg: OutboxMessage): Promise<{ session: Session; sealed: Awaited<ReturnType<SessionManager['sealIn']>> }> {
+    const manager = this.#deps.manager;
+    const session = await manager.session(to);
+    const outgoing: OutgoingMessage = {
+      type: msg.type as MessageType,
+      content: msg.content as JsonValue,
+      ...(msg.handoffHash === undefined ? {} : { handoffHash: fromBase64Url(msg.handoffHash) }),
+      ...(msg.parentMessageHash === undefined ? {} : { parentMessageHash: fromBase64Url(msg.parentMessageHash) }),
+    };
+    return { session, sealed: await manager.sealIn(session, outgoing) };
+  }
+
+  /** Relays an outbox entry on the live stream (if any); the tick and reconnects call it again. */
+  async #transmit(entry: OutboxEntry): Promise<void> {
+    const conn = this.#deps.connection();
+    if (conn === undefined || !conn.isOpen || entry.inFlight || this.#deps.lifecycle.closed) return;
+    entry.inFlight = true;
+    const hash = entry.hashHex;
+    try {
+      const accepted = await conn.sendEnvelope(entry.envelope);
+      if (entry.hashHex !== hash) return; // resealed meanwhile
+      entry.status = accepted.status;
+      // QUEUED: the gateway holds it durably until the recipient acks; DELIVERED: it may hold it only in memory.
+      entry.nextAttemptAtMs = accepted.status === DeliveryStatus.QUEUED ? Number.POSITIVE_INFINITY : Date.now() + entry.backoffMs;
+      entry.backoffMs = Math.min(entry.backoffMs * 2, 60_000);
+    } catch (error) {
+      const e = ClientError.from(error);
+      if (!conn.isOpen) return; // the stream ended: resent after reconnection
+      if (PERMANENT_REFUSALS.has(e.code)) {
+        this.#settle(entry, { outcome: 'failed', error: e });
+        return;
+      }
+      entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // rate_limited, unavailable, …: try again later
+      entry.backoffMs = Math.min(entry.backoffMs * 2, 60_000);
+    } finally {
+      entry.inFlight = false;
+    }
+  }
+
+  #settle(entry: OutboxEntry, result: Settlement): void {
+    if (this.#entries.get(entry.id) !== entry) return;
+    this.#forget(entry);
+    // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt.
+    if (this.#deps.durable) void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
+    for (const w of entry.waiters) {
+      if (result.outcome === 'delivered') w.resolve(result.receipt);
+      else w.reject(result.error);
+    }
+    entry.waiters.clear();
+    this.#deps.emit(result.outcome === 'delivered' ? { kind: 'send_settled', id: entry.id, to: entry.to, outcome: 'delivered', receipt: result.receipt } : { kind: 'send_settled', id: entry.id, to: entry.to, outcome: result.outcome, error: result.error });
+  }
+
+  #forget(entry: OutboxEntry): void {
+    this.#entries.delete(entry.id);
+    if (this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
+  }
+
+  /** Moves every pending send of a dead session to a new session with its peer (§17.2). */
+  async #reseal(peerId: string, sessionIdHex: string): Promise<void> {
+    const { manager, options, lifecycle } = this.#deps;
+    const dead = manager.sessionById(sessionIdHex);
+    if (dead !== undefined) manager.closeSession(dead);
+    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex);
+    if (entries.length === 0) return;
+    this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: entries.length });
+    for (const entry of entries) {
+      if (this.#entries.get(entry.id) !== entry) continue;
+      if (entry.reseals >= MAX_RESEALS) {
+        this.#settle(entry, { outcome: 'failed', error: new ClientError('unknown_session', `'${entry.to}' refused ${MAX_RESEALS + 1} sessions in a row`) });
+        continue;
+      }
+      try {
+        const { session, sealed } = await this.#seal(entry.to, entry.msg);
+        if (this.#entries.get(entry.id) !== entry) continue;
+        this.#byHash.delete(entry.hashHex);
+        entry.envelope = sealed.envelope;
+        entry.hashHex = toHex(sealed.messageHash);
+        entry.sessionIdHex = session.idHex;
+        entry.peerKey = session.peer.identityPublicKey;
+        entry.reseals += 1;
+        entry.status = undefined;
+        entry.backoffMs = resendBaseMs(options);
+        entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
+        this.#byHash.set(entry.hashHex, entry);
+        if (this.#deps.durable) await this.#deps.record([outRecord(entry)]);
+        void this.#transmit(entry);
+      } catch (error) {
+        const e = ClientError.from(error);
+        if (lifecycle.stopped) return;
+        if (e.code === 'handshake_failed' || e.code === 'unavailable' || e.code === 'rate_limited') {
+          entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // the tick retries the reseal
+          entry.status = undefined;
+          entry.sessionIdHex = '';
+        } else this.#settle(entry, { outcome: 'failed', error: e });
+      }
+    }
+  }
+}
+
+/** The journal record of an outbox entry. */
+function outRecord(e: OutboxEntry): JournalRecord {
+  return {
+    t: 'out',
+    id: e.id,
+    to: e.to,
+    msg: e.msg,
+    env: toBase64Url(toBinary(SecureMessageSchema, e.envelope)),
+    hash: e.hashHex,
+    sid: e.sessionIdHex,
+    at: e.createdAtMs,
+    exp: e.expiresAtMs,
+    reseals: e.reseals,
+  };
+}
