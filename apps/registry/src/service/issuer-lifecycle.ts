@@ -1,0 +1,143 @@
+/**
+ * The issuer keys this registry process holds and their lifecycle (docs/PROTOCOL.md §15.9): the active key
+ * signs; a lifecycle step (one at a time) activates a prepared key when due, drops retired keys past their
+ * grace, and follows what other registry processes on the same database changed (the active key, a
+ * prepared key whose file is here, the trust bundle version).
+ */
+import type { ParleyCrypto } from '@parley/crypto-core';
+import { toHex } from '@parley/crypto-core';
+import type { IssuerKey } from '@parley/identity';
+import { RpcError } from '@parley/rpc';
+import type { Logger } from 'pino';
+import type { IssuerKeyFiles } from '../issuer-keys.js';
+import type { IssuerRow, RegistryStore } from '../store.js';
+
+export interface IssuerKeyRingOptions {
+  readonly crypto: ParleyCrypto;
+  readonly store: RegistryStore;
+  readonly keyFiles: IssuerKeyFiles;
+  readonly logger: Logger;
+  /** The trust bundle version changed (watches send it at once). */
+  readonly onBundleVersion: () => void;
+}
+
+export class IssuerKeyRing {
+  readonly #o: IssuerKeyRingOptions;
+  /** Issuer keys this process holds (active, and prepared when its file is here), by hex key id. */
+  readonly #keys = new Map<string, IssuerKey>();
+  #activeKeyId: Uint8Array | undefined;
+  #bundleVersion = 0;
+  #lifecycle: Promise<void> = Promise.resolve();
+  #stopped = false;
+
+  constructor(options: IssuerKeyRingOptions) {
+    this.#o = options;
+  }
+
+  /** Loads the key files for the database's issuers (checked against it) and makes sure a trust bundle is published. */
+  async load(): Promise<void> {
+    const { store, keyFiles, logger } = this.#o;
+    const { keys, notes } = keyFiles.loadFor(await store.issuers());
+    for (const note of notes) logger.warn({ event: 'issuer_keys' }, note);
+    for (const key of keys) this.#keys.set(toHex(key.keyId), key);
+    this.#activeKeyId = keys[0]!.keyId;
+    this.#bundleVersion = await store.ensureTrustBundle((id) => this.key(id), Date.now());
+  }
+
+  /** The key id this process signs with now. */
+  get activeKeyId(): Uint8Array | undefined {
+    return this.#activeKeyId === undefined ? undefined : new Uint8Array(this.#activeKeyId);
+  }
+
+  /** The trust bundle version this process last saw. */
+  get bundleVersion(): number {
+    return this.#bundleVersion;
+  }
+
+  key(keyId: Uint8Array): IssuerKey | undefined {
+    return this.#keys.get(toHex(keyId));
+  }
+
+  /** The active issuer key, to sign with. @throws RpcError `failed_precondition` when this process does not hold it */
+  active(): IssuerKey {
+    const key = this.#activeKeyId === undefined ? undefined : this.key(this.#activeKeyId);
+    if (key === undefined) {
+      throw new RpcError('failed_precondition', `this registry process does not hold the active issuer key${this.#activeKeyId === undefined ? '' : ` (${toHex(this.#activeKeyId)})`}: copy its key file here and restart`);
+    }
+    return key;
+  }
+
+  /** A key this process just prepared (RotateIssuer) and the trust bundle version that publishes it. */
+  adoptPrepared(key: IssuerKey, bundleVersion: number): void {
+    this.#keys.set(toHex(key.keyId), key);
+    this.#bundleVersion = bundleVersion;
+  }
+
+  /** Runs one lifecycle step after the previous one (never two at once in this process). */
+  schedule(): void {
+    if (this.#stopped) return;
+    this.#lifecycle = this.#lifecycle
+      .then(() => this.#lifecycleStep())
+      .catch((error: unknown) => this.#o.logger.warn({ event: 'issuer_lifecycle', err: error }, 'issuer lifecycle step failed (retried in 1 s)'));
+  }
+
+  /** No new steps; resolves when the running one has finished. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#lifecycle.catch(() => undefined);
+  }
+
+  async #lifecycleStep(): Promise<void> {
+    if (this.#stopped) return;
+    const { store, keyFiles, logger } = this.#o;
+    const nowMs = Date.now();
+    const activated = await store.activateDueIssuer((id) => this.key(id), nowMs);
+    if (activated !== undefined) {
+      logger.warn(
+        { event: 'security', stage: 'issuer', code: 'issuer_activated', issuer_key_id: toHex(activated.activated), retired_key_id: toHex(activated.retired), retired_not_after_ms: activated.notAfterMs, trust_bundle_version: activated.version },
+        'issuer key activated; the previous one is retired',
+      );
+    }
+    const dropped = await store.dropExpiredIssuers((id) => this.key(id), nowMs);
+    if (dropped !== undefined) {
+      logger.info({ event: 'issuer_dropped', issuer_key_ids: dropped.dropped.map(toHex), trust_bundle_version: dropped.version }, 'retired issuer keys past their grace period left the trust bundle');
+    }
+    // Follow the database (this process's changes and other processes'): the active key, the version.
+    const issuers = await store.issuers();
+    const active = issuers.find((i) => i.state === 'active');
+    if (active !== undefined && (this.#activeKeyId === undefined || !this.#o.crypto.constantTimeEqual(active.keyId, this.#activeKeyId))) {
+      this.#switchActive(active, issuers);
+    }
+    const prepared = issuers.find((i) => i.state === 'prepared');
+    if (prepared !== undefined && this.key(prepared.keyId) === undefined) {
+      const next = keyFiles.keyIdOf(keyFiles.nextPath);
+      if (next !== undefined && this.#o.crypto.constantTimeEqual(next, prepared.keyId)) this.#keys.set(toHex(prepared.keyId), keyFiles.read(keyFiles.nextPath));
+    }
+    const version = await store.trustBundleVersion();
+    if (version !== this.#bundleVersion) {
+      this.#bundleVersion = version;
+      this.#o.onBundleVersion(); // watches send the new version at once
+    }
+  }
+
+  /** Another key became active (here or in another registry process): sign with it, forget the old secret. */
+  #switchActive(active: IssuerRow, issuers: readonly IssuerRow[]): void {
+    const { keyFiles, logger } = this.#o;
+    try {
+      keyFiles.promote(active.keyId);
+      if (this.key(active.keyId) === undefined) this.#keys.set(toHex(active.keyId), keyFiles.read(keyFiles.activePath));
+    } catch (error) {
+      logger.error({ event: 'issuer_keys', issuer_key_id: toHex(active.keyId), err: error }, 'the active issuer key is not in this data directory: this process cannot sign until it is');
+    }
+    const previous = this.#activeKeyId;
+    this.#activeKeyId = active.keyId;
+    for (const [hex, key] of this.#keys) {
+      const row = issuers.find((i) => toHex(i.keyId) === hex);
+      if (row === undefined || row.state === 'retired' || row.state === 'dropped') {
+        key.secretKey.wipe();
+        this.#keys.delete(hex);
+      }
+    }
+    logger.info({ issuer_key_id: toHex(active.keyId), previous_key_id: previous === undefined ? undefined : toHex(previous) }, 'signing with the new active issuer key');
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Membership and key epochs (docs/PROTOCOL.md §18.4–§18.6): UpdateMembership appends a signed GRANT (with
+ * the member's certificate and its copy of the current key) or REVOKE (with the next key epoch) to the
+ * log; RotateEpoch starts the next epoch. A retry of an applied change is recognised by its signature.
+ */
+import { bytes } from '@parley/db';
+import { verifyCertificate } from '@parley/identity';
+import { assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, verifyKeyWrap } from '@parley/memory';
+import {
+  AgentCertificateSchema,
+  EpochRecordSchema,
+  KeyWrapSchema,
+  MembershipChange,
+  MembershipEntrySchema,
+  MemoryAccess,
+  fromBinary,
+  toBinary,
+  type RotateEpochRequest,
+  type RotateEpochResponseSchema,
+  type UpdateMembershipRequest,
+  type UpdateMembershipResponseSchema,
+} from '@parley/proto';
+import { access, installEpoch, loadLog } from './access.js';
+import { assertTime, callTx, refuse, type Caller, type Init, type OpContext, type Outcome } from './call.js';
+
+export async function updateMembership(c: OpContext, req: UpdateMembershipRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> {
+  const entry = assertMembershipEntryShape(req.entry);
+  if (entry.signerId !== caller.cert.agentId) refuse('identity_mismatch', 'the entry must be signed by the caller');
+  return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> => {
+    const { memory } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.ADMIN, 'update');
+    const log = await loadLog(c.crypto, tx, memory);
+    if (entry.version <= log.version) {
+      const stored = log.entries[Number(entry.version) - 1];
+      if (stored !== undefined && c.crypto.constantTimeEqual(stored.signature, entry.signature)) {
+        return { response: { membershipVersion: log.version, currentEpoch: memory.currentEpoch }, outcome: 'already_applied' };
+      }
+    }
+    log.append(entry); // version, chain, signer rights, signature
+    assertTime(c.skewMs, entry.timestampMs, 'entry', now);
+    const hash = membershipEntryHash(c.crypto, memory.memoryId, entry);
+    if (entry.change === MembershipChange.GRANT) {
+      if (entry.expiresAtMs !== 0n && entry.expiresAtMs <= BigInt(now)) refuse('malformed', 'grant expiry is in the past');
+      if (log.members().length > c.quotas.maxMembersPerMemory) refuse('quota_exceeded', `a memory has at most ${c.quotas.maxMembersPerMemory} members`);
+      const certificate = req.memberCertificate;
+      if (certificate === undefined) refuse('malformed', "a grant carries the member's certificate");
+      const cert = verifyCertificate(c.crypto, certificate, { trustBundle: c.trustBundle, nowMs: now, revocations: c.revocations, expectedAgentId: entry.memberId });
+      if (!c.crypto.constantTimeEqual(cert.identityPublicKey, entry.memberPublicKey)) refuse('identity_mismatch', "the grant is not for the key in the member's certificate");
+      if (req.wraps.length !== 1 || req.epoch !== undefined) refuse('malformed', "a grant carries exactly the member's copy of the current epoch key");
+      const wrap = assertKeyWrapShape(req.wraps[0]);
+      if (wrap.epoch !== memory.currentEpoch) refuse('conflict', `the key copy is of epoch ${wrap.epoch}, the current epoch is ${memory.currentEpoch}`);
+      if (wrap.memberId !== entry.memberId || wrap.signerId !== caller.cert.agentId || !c.crypto.constantTimeEqual(wrap.memberPublicKey, entry.memberPublicKey)) {
+        refuse('malformed', "the key copy must be the granted member's, sealed to the granted key, signed by the caller");
+      }
+      verifyKeyWrap(c.crypto, log, wrap);
+      await tx.query(
+        `INSERT INTO memory_members (memory_id, member_id, access, public_key, expires_at_ms, certificate) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (memory_id, member_id) DO UPDATE SET access = EXCLUDED.access, public_key = EXCLUDED.public_key, expires_at_ms = EXCLUDED.expires_at_ms, certificate = EXCLUDED.certificate`,
+        [memory.memoryId, entry.memberId, entry.access, entry.memberPublicKey, Number(entry.expiresAtMs), toBinary(AgentCertificateSchema, certificate)],
+      );
+      await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
+      await tx.query('INSERT INTO memory_key_wraps (memory_id, member_id, epoch, wrap) VALUES ($1, $2, $3, $4)', [memory.memoryId, entry.memberId, wrap.epoch, toBinary(KeyWrapSchema, wrap)]);
+    } else {
+      if (req.epoch === undefined) refuse('malformed', 'a revocation carries the next key epoch');
+      if (req.memberCertificate !== undefined) refuse('malformed', 'a revocation carries no certificate');
+      await tx.query('DELETE FROM memory_members WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
+      await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
+      await installEpoch(c, tx, memory, log, req.epoch, req.wraps, caller, now);
+    }
+    await tx.query('INSERT INTO memory_membership_log (memory_id, version, entry, entry_hash) VALUES ($1, $2, $3, $4)', [
+      memory.memoryId,
+      entry.version.toString(),
+      toBinary(MembershipEntrySchema, entry),
+      hash,
+    ]);
+    await tx.query('UPDATE memories SET membership_version = $2, membership_head = $3 WHERE memory_id = $1', [memory.memoryId, entry.version.toString(), hash]);
+    const epoch = entry.change === MembershipChange.REVOKE ? memory.currentEpoch + 1 : memory.currentEpoch;
+    return { response: { membershipVersion: entry.version, currentEpoch: epoch } };
+  });
+}
+
+export async function rotateEpoch(c: OpContext, req: RotateEpochRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> {
+  const epoch = assertEpochRecordShape(req.epoch);
+  return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
+    const { memory } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
+    if (epoch.epoch <= memory.currentEpoch) {
+      const stored = await tx.query<{ record: unknown }>('SELECT record FROM memory_epochs WHERE memory_id = $1 AND epoch = $2', [memory.memoryId, epoch.epoch]);
+      if (stored[0] !== undefined && c.crypto.constantTimeEqual(fromBinary(EpochRecordSchema, bytes(stored[0].record)).signature, epoch.signature)) {
+        return { response: { currentEpoch: memory.currentEpoch }, outcome: 'already_applied' };
+      }
+    }
+    const log = await loadLog(c.crypto, tx, memory);
+    await installEpoch(c, tx, memory, log, epoch, req.wraps, caller, now);
+    return { response: { currentEpoch: epoch.epoch } };
+  });
+}
