@@ -246,7 +246,11 @@ describe('delivery contract (§17)', () => {
     expect(r.recipientId).toBe('worker-sr');
     await waitFor(() => worker2.received.length === 1, 10_000, 'delivered in the new session');
     expect(worker2.received[0]!.content).toEqual({ n: 2 });
-    expect(planner.events.some((e) => e.kind === 'resealed' && e.sessionIdHex === firstSession)).toBe(true);
+    // Moved once: the tick (every 250 ms) must not start a second reseal of the same send while the new
+    // handshake runs — that sealed it twice and the application saw it twice (1 run in 3 before the fix).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(worker2.received.map((m) => m.content)).toEqual([{ n: 2 }]);
+    expect(planner.events.filter((e) => e.kind === 'resealed' && e.sessionIdHex === firstSession)).toHaveLength(1);
     expect(planner.agent.sessions.current('worker-sr')!.idHex).not.toBe(firstSession);
   }, 60_000);
 

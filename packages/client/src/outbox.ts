@@ -54,6 +54,12 @@ export interface OutboxEntry {
   nextAttemptAtMs: number;
   backoffMs: number;
   inFlight: boolean;
+  /**
+   * Being moved to a new session right now (#reseal awaits a handshake): no second reseal may pick it up
+   * meanwhile — two reseals would seal the message twice, in two envelopes that the recipient cannot tell
+   * are one message (different session, counter and hash), and its application would see it twice.
+   */
+  resealing: boolean;
   readonly waiters: Set<SendWaiter>;
 }
 
@@ -119,6 +125,7 @@ export class Outbox {
         nextAttemptAtMs: 0,
         backoffMs: resendBaseMs(options),
         inFlight: false,
+        resealing: false,
         waiters: new Set(),
       };
       this.#entries.set(entry.id, entry);
@@ -163,6 +170,7 @@ export class Outbox {
       nextAttemptAtMs: now + resendBaseMs(deps.options),
       backoffMs: resendBaseMs(deps.options),
       inFlight: false,
+      resealing: false,
       waiters: new Set(),
     };
     this.#entries.set(id, entry);
@@ -199,6 +207,7 @@ export class Outbox {
         this.#settle(entry, { outcome: 'expired', error: new ClientError('expired', `no verified receipt from '${entry.to}' before the message expired`) });
         continue;
       }
+      if (entry.resealing) continue; // its reseal is under way (a failed one is retried by a later tick)
       if (entry.sessionIdHex === '' || this.#deps.manager.sessionById(entry.sessionIdHex) === undefined) {
         if (now >= entry.nextAttemptAtMs || entry.sessionIdHex !== '') orphans.set(entry.sessionIdHex, entry.to);
         continue;
@@ -313,39 +322,46 @@ export class Outbox {
     const { manager, options, lifecycle } = this.#deps;
     const dead = manager.sessionById(sessionIdHex);
     if (dead !== undefined) manager.closeSession(dead);
-    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex);
+    // Claimed all at once, before the first await: a SessionReject, the tick and a reconnect can each ask
+    // for the same dead session while its replacement's handshake runs.
+    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex && !e.resealing);
     if (entries.length === 0) return;
+    for (const entry of entries) entry.resealing = true;
     this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: entries.length });
-    for (const entry of entries) {
-      if (this.#entries.get(entry.id) !== entry) continue;
-      if (entry.reseals >= MAX_RESEALS) {
-        this.#settle(entry, { outcome: 'failed', error: new ClientError('unknown_session', `'${entry.to}' refused ${MAX_RESEALS + 1} sessions in a row`) });
-        continue;
-      }
-      try {
-        const { session, sealed } = await this.#seal(entry.to, entry.msg);
+    try {
+      for (const entry of entries) {
         if (this.#entries.get(entry.id) !== entry) continue;
-        this.#byHash.delete(entry.hashHex);
-        entry.envelope = sealed.envelope;
-        entry.hashHex = toHex(sealed.messageHash);
-        entry.sessionIdHex = session.idHex;
-        entry.peerKey = session.peer.identityPublicKey;
-        entry.reseals += 1;
-        entry.status = undefined;
-        entry.backoffMs = resendBaseMs(options);
-        entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
-        this.#byHash.set(entry.hashHex, entry);
-        if (this.#deps.durable) await this.#deps.record([outRecord(entry)]);
-        void this.#transmit(entry);
-      } catch (error) {
-        const e = ClientError.from(error);
-        if (lifecycle.stopped) return;
-        if (e.code === 'handshake_failed' || e.code === 'unavailable' || e.code === 'rate_limited') {
-          entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // the tick retries the reseal
+        if (entry.reseals >= MAX_RESEALS) {
+          this.#settle(entry, { outcome: 'failed', error: new ClientError('unknown_session', `'${entry.to}' refused ${MAX_RESEALS + 1} sessions in a row`) });
+          continue;
+        }
+        try {
+          const { session, sealed } = await this.#seal(entry.to, entry.msg);
+          if (this.#entries.get(entry.id) !== entry) continue;
+          this.#byHash.delete(entry.hashHex);
+          entry.envelope = sealed.envelope;
+          entry.hashHex = toHex(sealed.messageHash);
+          entry.sessionIdHex = session.idHex;
+          entry.peerKey = session.peer.identityPublicKey;
+          entry.reseals += 1;
           entry.status = undefined;
-          entry.sessionIdHex = '';
-        } else this.#settle(entry, { outcome: 'failed', error: e });
+          entry.backoffMs = resendBaseMs(options);
+          entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
+          this.#byHash.set(entry.hashHex, entry);
+          if (this.#deps.durable) await this.#deps.record([outRecord(entry)]);
+          void this.#transmit(entry);
+        } catch (error) {
+          const e = ClientError.from(error);
+          if (lifecycle.stopped) return;
+          if (e.code === 'handshake_failed' || e.code === 'unavailable' || e.code === 'rate_limited') {
+            entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // the tick retries the reseal
+            entry.status = undefined;
+            entry.sessionIdHex = '';
+          } else this.#settle(entry, { outcome: 'failed', error: e });
+        }
       }
+    } finally {
+      for (const entry of entries) entry.resealing = false;
     }
   }
 }
