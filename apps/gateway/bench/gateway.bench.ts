@@ -138,7 +138,7 @@ interface ServerProcess {
 
 async function spawnServer(config: Record<string, unknown>): Promise<ServerProcess> {
   const flags = config['mode'] === 'gateway' ? (process.env['BENCH_GATEWAY_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '') : [];
-  const child = spawn(process.execPath, ['--expose-gc', ...flags, ...(config['mode'] === 'gateway' && process.env['BENCH_GATEWAY_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_GATEWAY_PROF']}`] : []), '--conditions=@parley/source', '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
+  const child = spawn(process.execPath, ['--expose-gc', ...flags, ...(config['mode'] === 'gateway' && process.env['BENCH_GATEWAY_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_GATEWAY_PROF']}`] : []), '--import', 'tsx', join(HERE, 'server-process.ts'), JSON.stringify(config)], {
     cwd: join(HERE, '..'),
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -379,7 +379,7 @@ async function main(): Promise<void> {
   const relayClient = new Client(relay.address, credentials.createInsecure());
   let relayId = 0;
   console.log(
-    `gateway bench — Node ${process.version}, gateway and relay each in their own process, database: ${url === undefined ? 'PGlite in memory' : `PostgreSQL (${new URL(url).host}, database ${dbName})`}, ` +
+    `gateway bench — Node ${process.version}, gateway and relay each in their own process, the built packages (dist: what \`parley-gateway serve\` and SDK users run), database: ${url === undefined ? 'PGlite in memory' : `PostgreSQL (${new URL(url).host}, database ${dbName})`}, ` +
       `verify_signatures on, ${ROUNDS} round(s) per case alternated with the peers, ${WINDOW} sends in flight per agent where saturated, SDK agents without a state store`,
   );
 

@@ -1,6 +1,6 @@
 // A bench server in its own process, as in production (the load generator and
-// the server never share an event loop): either the gateway (startGateway,
-// exactly what `parley-gateway serve` runs, minus the registry feed: its
+// the server never share an event loop): either the gateway (startGateway from
+// the built package, exactly what `parley-gateway serve` runs, minus the registry feed: its
 // revocation set is refreshed locally) or the plain grpc-js relay peer.
 //
 // argv[2]: JSON { mode: 'gateway' | 'relay', issuerPublicKey (base64url), gatewayId?, database?, options? }.
@@ -16,8 +16,10 @@ import { createCrypto, fromBase64Url } from '@parley/crypto-core';
 import { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import pg from 'pg';
 import pino from 'pino';
-import { Policy } from '../src/policy.js';
-import { startGateway } from '../src/server.js';
+// The built gateway (dist), what `parley-gateway serve` runs: not the TypeScript sources through tsx, whose
+// esbuild transform (keepNames) adds a property store to every named closure — ~2 KiB per stream, and CPU.
+// (`npm run bench` builds first: the bench target depends on build.) Typed by the sources, loaded from dist.
+const { Policy, startGateway } = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../src/index.js');
 
 interface Config {
   readonly mode: 'gateway' | 'relay';

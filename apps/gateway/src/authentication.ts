@@ -5,7 +5,7 @@
  * verifies with GoAway.
  */
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
-import type { ConnectRequest } from '@parley/proto';
+import type { AgentCertificate, ConnectRequest } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import type { Channel } from '@parley/async';
 import { isAgentId } from '@parley/session';
@@ -14,7 +14,9 @@ import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parl
 
 /**
  * hello → challenge → auth (§10.2); the caller sends welcome.
- * @returns the authenticated Link, or undefined when the stream ended first
+ * @returns the authenticated Link and the certificate it presented (for the agent directory; the Link keeps
+ *   only the verified view, so a connected agent does not hold its decoded certificate too), or undefined
+ *   when the stream ended first
  * @throws RpcError with the code of the failed check (already logged as a security event)
  */
 export async function authenticate(
@@ -22,7 +24,7 @@ export async function authenticate(
   it: AsyncIterator<ConnectRequest>,
   out: Channel<ConnectResponseInit>,
   remote: string,
-): Promise<Link | undefined> {
+): Promise<{ link: Link; certificate: AgentCertificate } | undefined> {
   const claimed: { agent?: string; identityKey?: Uint8Array; serial?: Uint8Array } = {};
   const refuse = (code: RpcError['code'], message: string): never => {
     ctx.metrics.authRefusals.inc({ code });
@@ -62,9 +64,8 @@ export async function authenticate(
   if (auth.value.signature.length !== SIGNATURE_BYTES || !ctx.crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
     return refuse('bad_signature', 'auth proof does not verify');
   }
-  return {
+  const link: Link = {
     cert,
-    certificate: hello.value.certificate,
     subject: subjectOf(cert),
     out,
     remote,
@@ -76,6 +77,7 @@ export async function authenticate(
     dirty: false,
     turn: Promise.resolve(),
   };
+  return { link, certificate: hello.value.certificate };
 }
 
 /**

@@ -67,11 +67,8 @@ export class ConnectStreams {
     }, this.#authTimeoutMs);
     authTimer.unref();
     try {
-      const link = await authenticate(ctx, it, out, remote);
-      clearTimeout(authTimer);
+      const link = await this.#authenticate(it, out, remote, authTimer, state);
       if (link === undefined) return;
-      state.link = link;
-      await ctx.track(ctx.mailbox.rememberAgent(link.certificate));
       const depth = await ctx.track(ctx.mailbox.depth(link.cert.agentId));
       // Welcome goes out before the link is visible to routing, so no delivery can
       // precede it; anything stored meanwhile is in the mailbox and the pump below
@@ -124,6 +121,25 @@ export class ConnectStreams {
       if (e.code === 'internal') ctx.log.error({ err: error, remote }, 'connect stream failed');
       out.fail(e);
     }
+  }
+
+  /**
+   * Authenticates the stream and records the agent's certificate in the directory. Its own frame, so that the
+   * decoded certificate is not kept alive in the stream's long-lived frame: a Link holds the verified view only.
+   */
+  async #authenticate(
+    it: AsyncIterator<ConnectRequest>,
+    out: Channel<ConnectResponseInit>,
+    remote: string,
+    authTimer: NodeJS.Timeout,
+    state: { link: Link | undefined },
+  ): Promise<Link | undefined> {
+    const authenticated = await authenticate(this.#ctx, it, out, remote);
+    clearTimeout(authTimer);
+    if (authenticated === undefined) return undefined;
+    state.link = authenticated.link;
+    await this.#ctx.track(this.#ctx.mailbox.rememberAgent(authenticated.certificate));
+    return authenticated.link;
   }
 
   /** A Send frame: routed, answered with Accepted or Rejected (never ends the stream). */

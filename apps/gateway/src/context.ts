@@ -6,7 +6,7 @@
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
-import type { AgentCertificate, ConnectResponseSchema, MessageInitShape } from '@parley/proto';
+import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { Channel } from '@parley/async';
 import type { Logger } from 'pino';
 import type { RelayItem } from '@parley/protocol';
@@ -43,7 +43,6 @@ export interface InFlight {
 /** An authenticated stream (made by ./authentication.ts). */
 export interface Link {
   readonly cert: VerifiedCertificate;
-  readonly certificate: AgentCertificate;
   readonly subject: PolicySubject;
   readonly out: Channel<ConnectResponseInit>;
   readonly remote: string;

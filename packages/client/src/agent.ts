@@ -152,12 +152,14 @@ export class Agent {
       onConnected: () => this.#outbox.onConnected(),
       stop: (error) => this.#stop(error),
     });
-    this.#outbox = new Outbox({ crypto, options, manager, lifecycle, record, emit, connection });
+    const durable = journal !== undefined;
+    this.#outbox = new Outbox({ crypto, options, manager, lifecycle, record, durable, emit, connection });
     this.#inbox = new Inbox({
       crypto,
       options,
       manager,
       record,
+      durable,
       emit,
       captured,
       connection,
@@ -382,14 +384,14 @@ export class Agent {
     this.#inbox.pruneReceipts(now);
   }
 
-  async #onDelivery(delivery: Delivery, conn: GatewayConnection): Promise<void> {
+  /** One delivery, in order; only a handshake frame returns a promise (the next delivery waits for it). */
+  #onDelivery(delivery: Delivery, conn: GatewayConnection): void | Promise<void> {
     if (this.#lifecycle.stopped) return; // not acked: the gateway keeps it
     const item = delivery.item;
     const ack = (): void => conn.ack(delivery.deliveryId);
     switch (item.case) {
       case 'handshake':
-        await this.#handshakes.onFrame(item.value, ack);
-        return;
+        return this.#handshakes.onFrame(item.value, ack);
       case 'envelope':
         this.#inbox.onEnvelope(item.value, conn, delivery.deliveryId);
         return;

@@ -66,6 +66,11 @@ export class GatewayConnection {
   readonly #pending = new Map<bigint, Pending>();
   #nextRequestId = 1n;
   #ended: RpcError | undefined;
+  /** With `onDelivery`: deliveries waiting for the one in progress, and whether one is. */
+  readonly #onDelivery: GatewayConnectionOptions['onDelivery'];
+  readonly #manualAck: boolean;
+  readonly #queue: Delivery[] = [];
+  #dispatching = false;
 
   private constructor(
     client: Client<typeof AgentGatewayService>,
@@ -80,8 +85,9 @@ export class GatewayConnection {
     this.#requests = requests;
     this.welcome = welcome;
     this.gatewayId = gatewayId;
+    this.#onDelivery = onDelivery;
+    this.#manualAck = manualAck;
     this.closed = this.#read(responses);
-    if (onDelivery !== undefined) void this.#dispatch(onDelivery, manualAck);
   }
 
   /**
@@ -188,15 +194,48 @@ export class GatewayConnection {
     });
   }
 
-  async #dispatch(onDelivery: NonNullable<GatewayConnectionOptions['onDelivery']>, manualAck: boolean): Promise<void> {
-    for await (const delivery of this.#deliveries) {
-      try {
-        await onDelivery(delivery, this);
-      } catch {
-        // The callback's own failure (a rejected frame, say) is its business; keep delivering.
-      }
-      if (!manualAck && this.#ended === undefined) this.ack(delivery.deliveryId);
+  /** A delivery off the stream: to `onDelivery` (one at a time, in order) or to `deliveries()`. */
+  #deliver(delivery: Delivery): void {
+    if (this.#onDelivery === undefined) {
+      this.#deliveries.push(delivery);
+      return;
     }
+    this.#queue.push(delivery);
+    if (!this.#dispatching) this.#dispatch();
+  }
+
+  /**
+   * Runs `onDelivery` for the queued deliveries in order, the next only once the previous
+   * one's promise (if it returned one) has settled. A callback that returns nothing is done
+   * when it returns, so deliveries it handles synchronously cost no promise round trip.
+   * Deliveries queued when the stream ends are still handed over, as before.
+   */
+  #dispatch(): void {
+    const onDelivery = this.#onDelivery!;
+    this.#dispatching = true;
+    for (let delivery = this.#queue.shift(); delivery !== undefined; delivery = this.#queue.shift()) {
+      let result: unknown;
+      try {
+        result = onDelivery(delivery, this);
+      } catch {
+        result = undefined; // the callback's own failure (a rejected frame, say) is its business; keep delivering
+      }
+      if (isThenable(result)) {
+        const d = delivery;
+        const next = (): void => {
+          this.#done(d);
+          this.#dispatch();
+        };
+        result.then(next, next);
+        return; // still dispatching: the rest waits for this one
+      }
+      this.#done(delivery);
+    }
+    this.#dispatching = false;
+  }
+
+  #done(delivery: Delivery): void {
+    if (!this.#manualAck && this.#ended === undefined) this.ack(delivery.deliveryId);
   }
 
   async #read(responses: AsyncIterator<ConnectResponse>): Promise<GoAway | RpcError | undefined> {
@@ -218,7 +257,7 @@ export class GatewayConnection {
             break;
           }
           case 'delivery':
-            this.#deliveries.push(kind.value);
+            this.#deliver(kind.value);
             break;
           case 'goAway':
             goAway = kind.value;
@@ -239,4 +278,8 @@ export class GatewayConnection {
     this.#client.close();
     return goAway ?? failure;
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }

@@ -51,7 +51,8 @@ export interface GatewayLinkDeps {
   readonly lifecycle: Lifecycle;
   readonly emit: (event: AgentEvent) => void;
   /** An item the gateway delivered on `conn` (acked by the handler, or left for redelivery). */
-  readonly onDelivery: (delivery: Delivery, conn: GatewayConnection) => Promise<void>;
+  /** One delivery, in order; a returned promise holds the next one back until it settles. */
+  readonly onDelivery: (delivery: Delivery, conn: GatewayConnection) => void | Promise<void>;
   /** A new stream is up (after `connected` was emitted and relays waiting for it were released). */
   readonly onConnected: (conn: GatewayConnection) => void;
   /** Stops the agent for good with `error`. */

@@ -22,7 +22,16 @@ import {
   type SecureMessage,
   type SessionReject,
 } from '@parley/proto';
-import { isSessionError, messageHash as computeMessageHash, type LocalIdentity, type OpenedMessage, type SessionManager, type SessionManagerEvent } from '@parley/session';
+import {
+  isSessionError,
+  messageHash as computeMessageHash,
+  messageHashOf,
+  type EnvelopeDigest,
+  type LocalIdentity,
+  type OpenedMessage,
+  type SessionManager,
+  type SessionManagerEvent,
+} from '@parley/session';
 import { signReceipt, signSessionReject } from '@parley/protocol';
 import { maxAgeMs, type AgentEvent, type ConnectOptions, type ReceivedMessage } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
@@ -54,6 +63,8 @@ export interface InboxDeps {
   readonly manager: SessionManager;
   /** Appends journal records (fail closed). */
   readonly record: (records: JournalRecord[]) => Promise<void>;
+  /** Whether there is a journal: without one no record is built and messages are handed over at once. */
+  readonly durable: boolean;
   readonly emit: (event: AgentEvent) => void;
   /** Runs `fn`, returning the session events it emitted instead of forwarding them. */
   readonly captured: (fn: () => void) => SessionManagerEvent[];
@@ -68,6 +79,8 @@ export interface InboxDeps {
 export class Inbox {
   readonly #deps: InboxDeps;
   readonly #entries = new Map<string, InboxEntry>();
+  /** Entries not (yet) acknowledged by the application: the back-pressure count, kept as entries change. */
+  #unacked = 0;
   /** Receipts this agent signed, by message hash (durable with a store): re-sent when the envelope comes again. */
   readonly #receipts = new Map<string, { receipt: DeliveryReceipt; at: number }>();
   /** Inbox records are handed to the application in the order their envelopes arrived. */
@@ -102,6 +115,7 @@ export class Inbox {
         redelivered: true,
       });
       this.#entries.set(r.hash, { message, hashHex: r.hash, deliveries: [], acked: false });
+      this.#unacked += 1;
       this.#deps.deliver(message);
     }
   }
@@ -129,9 +143,11 @@ export class Inbox {
   onEnvelope(envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint): void {
     const deps = this.#deps;
     const ack = (): void => conn.ack(deliveryId);
+    let digest: EnvelopeDigest;
     let hashHex: string;
     try {
-      hashHex = toHex(computeMessageHash(deps.crypto, envelope));
+      digest = messageHashOf(deps.crypto, envelope); // taken once: the lookups below and open() share it
+      hashHex = toHex(digest.hash);
     } catch {
       ack(); // not even a well-formed envelope: nothing will ever open it
       return;
@@ -151,13 +167,13 @@ export class Inbox {
       ack();
       return;
     }
-    if (this.#unackedCount() >= (deps.options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
+    if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
     const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';
     let opened: OpenedMessage | undefined;
     let failure: unknown;
     const events = deps.captured(() => {
       try {
-        opened = deps.manager.open(envelope);
+        opened = deps.manager.open(envelope, digest);
       } catch (error) {
         failure = error;
       }
@@ -192,7 +208,9 @@ export class Inbox {
     const message = this.#received({
       envelope,
       hash: opened.messageHash,
+      hashHex,
       payload: opened.payload,
+      content: opened.content,
       payloadBytes: opened.disclosure.payload,
       salt: opened.disclosure.salt,
       certificate: live.peerCertificate,
@@ -201,6 +219,12 @@ export class Inbox {
     });
     const entry: InboxEntry = { message, hashHex, deliveries: [{ conn, id: deliveryId }], acked: false };
     this.#entries.set(hashHex, entry);
+    this.#unacked += 1;
+    if (!deps.durable) {
+      // Nothing to make durable: handed over now, in arrival order (every message takes this path).
+      deps.deliver(message);
+      return;
+    }
     // Durable before the application sees it (one record: inbox entry and replay mark), then handed over in order.
     const durable = deps.record([inRecord(message, hashHex)]);
     durable.catch(() => undefined);
@@ -214,29 +238,27 @@ export class Inbox {
     });
   }
 
-  #unackedCount(): number {
-    let n = 0;
-    for (const e of this.#entries.values()) if (!e.acked) n++;
-    return n;
-  }
-
   /** Builds the application's view of an opened message, with its ack. */
   #received(m: {
     envelope: SecureMessage;
     hash: Uint8Array;
+    /** toHex(hash), when the caller has it. */
+    hashHex?: string;
     payload: MessagePayload;
+    /** payload.content as JSON, when the caller has it (the session's open converts it). */
+    content?: JsonValue;
     payloadBytes: Uint8Array;
     salt: Uint8Array;
     certificate: AgentCertificate;
     receivedAtMs: number;
     redelivered: boolean;
   }): ReceivedMessage {
-    const hashHex = toHex(m.hash);
+    const hashHex = m.hashHex ?? toHex(m.hash);
     const ack = (): Promise<void> => this.#ackMessage(hashHex);
     return {
       from: m.envelope.senderId,
       type: m.payload.type,
-      content: m.payload.content === undefined ? null : (toJson(ValueSchema, m.payload.content) as JsonValue),
+      content: m.content !== undefined ? m.content : m.payload.content === undefined ? null : (toJson(ValueSchema, m.payload.content) as JsonValue),
       messageHash: m.hash,
       envelope: m.envelope,
       payload: m.payload,
@@ -255,11 +277,15 @@ export class Inbox {
     const m = entry.message;
     const receipt = signReceipt(this.#deps.crypto, this.#deps.options.identity, { messageHash: m.messageHash, senderId: m.from, receivedAtMs: m.receivedAtMs });
     entry.acked = true;
-    try {
-      await this.#deps.record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
-    } catch (error) {
-      entry.acked = false;
-      throw ClientError.from(error);
+    this.#unacked -= 1;
+    if (this.#deps.durable) {
+      try {
+        await this.#deps.record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
+      } catch (error) {
+        entry.acked = false;
+        this.#unacked += 1;
+        throw ClientError.from(error);
+      }
     }
     this.#entries.delete(hashHex);
     this.#receipts.set(hashHex, { receipt, at: m.receivedAtMs });

@@ -71,6 +71,8 @@ export interface OutboxDeps {
   readonly lifecycle: Lifecycle;
   /** Appends journal records (fail closed). */
   readonly record: (records: JournalRecord[]) => Promise<void>;
+  /** Whether there is a journal: without one no record is built (`record` would drop it). */
+  readonly durable: boolean;
   readonly emit: (event: AgentEvent) => void;
   /** The gateway stream right now, if any. */
   readonly connection: () => GatewayConnection | undefined;
@@ -173,12 +175,14 @@ export class Outbox {
     };
     this.#entries.set(id, entry);
     this.#byHash.set(entry.hashHex, entry);
-    try {
-      // Durable before it leaves this process: a crash from here on resends it after restart.
-      await deps.record([outRecord(entry)]);
-    } catch (error) {
-      this.#forget(entry);
-      throw error;
+    if (deps.durable) {
+      try {
+        // Durable before it leaves this process: a crash from here on resends it after restart.
+        await deps.record([outRecord(entry)]);
+      } catch (error) {
+        this.#forget(entry);
+        throw error;
+      }
     }
     void this.#transmit(entry);
     return entry;
@@ -299,7 +303,7 @@ export class Outbox {
     if (this.#entries.get(entry.id) !== entry) return;
     this.#forget(entry);
     // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt.
-    void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
+    if (this.#deps.durable) void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
     for (const w of entry.waiters) {
       if (result.outcome === 'delivered') w.resolve(result.receipt);
       else w.reject(result.error);
@@ -344,7 +348,7 @@ export class Outbox {
           entry.backoffMs = resendBaseMs(options);
           entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
           this.#byHash.set(entry.hashHex, entry);
-          await this.#deps.record([outRecord(entry)]);
+          if (this.#deps.durable) await this.#deps.record([outRecord(entry)]);
           void this.#transmit(entry);
         } catch (error) {
           const e = ClientError.from(error);

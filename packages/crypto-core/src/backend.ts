@@ -29,8 +29,8 @@ export interface CryptoBackend {
   aeadSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
   /** ChaCha20-Poly1305 IETF open; null when authentication fails. */
   aeadOpen(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null;
-  /** HMAC-SHA256 (RFC 2104 / FIPS 198-1). */
-  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /** HMAC-SHA256 (RFC 2104 / FIPS 198-1) of `data`, or of the concatenation of its parts. */
+  hmacSha256(key: Uint8Array, data: Uint8Array | readonly Uint8Array[]): Uint8Array;
   /** BLAKE2b (RFC 7693) with 1..64 output bytes and an optional 16..64-byte key. */
   blake2b(data: Uint8Array, outLen: number, key: Uint8Array | undefined): Uint8Array;
   /** SHA-256 (FIPS 180-4). */

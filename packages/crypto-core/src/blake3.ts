@@ -13,6 +13,8 @@ export interface Blake3 {
   readonly name: string;
   /** BLAKE3 hash of `data`, 32 bytes. */
   hash(data: Uint8Array): Uint8Array;
+  /** BLAKE3 hash of the concatenation of `parts`, 32 bytes. */
+  hashParts(parts: readonly Uint8Array[]): Uint8Array;
 }
 
 export async function createBlake3(): Promise<Blake3> {
@@ -24,6 +26,11 @@ export async function createBlake3(): Promise<Blake3> {
     hash(data) {
       hasher.init();
       hasher.update(data);
+      return hasher.digest('binary');
+    },
+    hashParts(parts) {
+      hasher.init();
+      for (const part of parts) hasher.update(part);
       return hasher.digest('binary');
     },
   };

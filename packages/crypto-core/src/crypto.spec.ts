@@ -269,6 +269,52 @@ describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium
         expectCode(() => c.hmacSha256(key, bad as Uint8Array), 'invalid_type');
       }
     });
+
+    it('hmacSha256Parts is the tag of the concatenation, for keys of any length', () => {
+      const data = c.randomBytes(1200);
+      for (const length of [16, 32, 33, 64, 100]) {
+        const key = c.randomKey('mac', length);
+        const tag = c.hmacSha256(key, data);
+        for (const cuts of [[], [0], [1], [600], [0, 1200], [3, 4, 1199]]) {
+          const parts: Uint8Array[] = [];
+          let at = 0;
+          for (const cut of [...cuts, data.length]) {
+            parts.push(data.subarray(at, cut));
+            at = cut;
+          }
+          expect(Buffer.from(c.hmacSha256Parts(key, parts)).equals(Buffer.from(tag))).toBe(true);
+          expect(c.hmacSha256VerifyParts(key, parts, tag)).toBe(true);
+        }
+        const flipped = tag.slice();
+        flipped[0]! ^= 1;
+        expect(c.hmacSha256VerifyParts(key, [data], flipped)).toBe(false);
+        expect(c.hmacSha256VerifyParts(key, [data], tag.subarray(0, 31))).toBe(false);
+      }
+      expect(Buffer.from(c.hmacSha256Parts(c.randomKey('mac'), [])).length).toBe(32);
+      const key = c.randomKey('mac');
+      for (const bad of WRONG_TYPES) {
+        expectCode(() => c.hmacSha256Parts(bad as SecretKey, [data]), 'invalid_type');
+        if (!Array.isArray(bad)) expectCode(() => c.hmacSha256Parts(key, bad as Uint8Array[]), 'invalid_type');
+        if (!Array.isArray(bad)) expectCode(() => c.blake3Parts(bad as Uint8Array[]), 'invalid_type');
+        expectCode(() => c.hmacSha256Parts(key, [data, bad as Uint8Array]), 'invalid_type');
+        expectCode(() => c.blake3Parts([bad as Uint8Array]), 'invalid_type');
+      }
+    });
+
+    it('blake3Parts is the hash of the concatenation', () => {
+      const data = c.randomBytes(3000);
+      const whole = Buffer.from(c.blake3(data));
+      for (const cuts of [[], [0], [1], [1024], [1500, 2048], [0, 3000]]) {
+        const parts: Uint8Array[] = [];
+        let at = 0;
+        for (const cut of [...cuts, data.length]) {
+          parts.push(data.subarray(at, cut));
+          at = cut;
+        }
+        expect(Buffer.from(c.blake3Parts(parts)).equals(whole)).toBe(true);
+      }
+      expect(Buffer.from(c.blake3Parts([])).equals(Buffer.from(c.blake3(new Uint8Array(0))))).toBe(true);
+    });
   });
 
   describe('hashes and kdf', () => {

@@ -199,8 +199,12 @@ export interface ParleyCrypto {
   randomKey(kind: SecretKey['kind'], length?: number): SecretKey;
   /** HMAC-SHA256 with a key of any length. */
   hmacSha256(key: SecretKey, data: Uint8Array): Uint8Array;
+  /** HMAC-SHA256 of the concatenation of `parts` (the same tag as over the joined bytes, without joining them). */
+  hmacSha256Parts(key: SecretKey, parts: readonly Uint8Array[]): Uint8Array;
   /** Constant-time check of a 32-byte HMAC-SHA256 tag; false on any malformed input. */
   hmacSha256Verify(key: SecretKey, data: Uint8Array, tag: Uint8Array): boolean;
+  /** {@link hmacSha256Verify} over the concatenation of `parts`. */
+  hmacSha256VerifyParts(key: SecretKey, parts: readonly Uint8Array[], tag: Uint8Array): boolean;
   /** HMAC (RFC 2104) over BLAKE2b-512, as Noise's HMAC-HASH uses it. 64 bytes. */
   hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array;
   /** BLAKE2b with 1..64 output bytes (default 64) and an optional 16..64-byte key. */
@@ -209,6 +213,8 @@ export interface ParleyCrypto {
   sha256(data: Uint8Array): Uint8Array;
   /** BLAKE3 hash (hash mode, 32 bytes). */
   blake3(data: Uint8Array): Uint8Array;
+  /** BLAKE3 of the concatenation of `parts` (the same hash as over the joined bytes, without joining them). */
+  blake3Parts(parts: readonly Uint8Array[]): Uint8Array;
   /** HKDF-SHA256 (RFC 5869), 1..8160 output bytes, info up to 1024 bytes. */
   hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array;
   /**
@@ -375,6 +381,26 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
     return guard('hmac-sha256', () => use.hmacSha256.hmacSha256(k, data));
   };
 
+  const aparts = (parts: readonly Uint8Array[], name: string): readonly Uint8Array[] => {
+    if (!Array.isArray(parts)) throw new CryptoError('invalid_type', `${name} must be an array of Uint8Array`);
+    for (const part of parts) abytes(part, name);
+    return parts;
+  };
+
+  const hmacSha256Parts = (key: SecretKey, parts: readonly Uint8Array[]): Uint8Array => {
+    const k = asecret(key, 'key', 'any');
+    aparts(parts, 'parts');
+    return guard('hmac-sha256', () => use.hmacSha256.hmacSha256(k, parts));
+  };
+
+  const verifyTag = (expected: Uint8Array, tag: Uint8Array): boolean => {
+    try {
+      return nodeCrypto.timingSafeEqual(expected, tag);
+    } finally {
+      expected.fill(0);
+    }
+  };
+
   const constantTimeEqual = (a: Uint8Array, b: Uint8Array): boolean => {
     abytes(a, 'a');
     abytes(b, 'b');
@@ -521,14 +547,14 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
       return SecretKey.adopt(randomBytes(length), kind);
     },
     hmacSha256,
+    hmacSha256Parts,
     hmacSha256Verify(key: SecretKey, data: Uint8Array, tag: Uint8Array): boolean {
       if (!(tag instanceof Uint8Array) || tag.length !== HMAC_SHA256_BYTES) return false;
-      const expected = hmacSha256(key, data);
-      try {
-        return nodeCrypto.timingSafeEqual(expected, tag);
-      } finally {
-        expected.fill(0);
-      }
+      return verifyTag(hmacSha256(key, data), tag);
+    },
+    hmacSha256VerifyParts(key: SecretKey, parts: readonly Uint8Array[], tag: Uint8Array): boolean {
+      if (!(tag instanceof Uint8Array) || tag.length !== HMAC_SHA256_BYTES) return false;
+      return verifyTag(hmacSha256Parts(key, parts), tag);
     },
     hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array {
       // libsodium has keyed BLAKE2b but not HMAC-BLAKE2b, which Noise's HMAC-HASH
@@ -558,6 +584,10 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
     blake3(data: Uint8Array): Uint8Array {
       abytes(data, 'data');
       return guard('blake3', () => blake3.hash(data));
+    },
+    blake3Parts(parts: readonly Uint8Array[]): Uint8Array {
+      aparts(parts, 'parts');
+      return guard('blake3', () => blake3.hashParts(parts));
     },
     hkdfSha256(ikm: Uint8Array | SecretKey, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
       const ikmBytes = toSecretBytes(ikm, 'ikm');

@@ -51,4 +51,28 @@ describe('layout', () => {
     expect(() => layout('parley/v1/t').u64(-1n)).toThrow(CryptoError);
     expect(() => layout('parley/v1/t').i64(1n << 63n)).toThrow(CryptoError);
   });
+
+  it('encodes str() as TextEncoder does, ASCII or not (lone surrogates become U+FFFD)', () => {
+    for (const text of ['', 'agent-1.example', 'é', 'ü日本\u{1f600}', 'a\ud800b', '\udc00', 'x'.repeat(300) + 'é'.repeat(200)]) {
+      const utf8 = new TextEncoder().encode(text);
+      const expected = Buffer.concat([Buffer.from('0000000e', 'hex'), Buffer.from('parley/v1/test'), Buffer.from(utf8.length.toString(16).padStart(8, '0'), 'hex'), utf8]);
+      expect(toHex(layout('parley/v1/test').str(text).bytes())).toBe(toHex(expected));
+    }
+  });
+
+  it('fieldsOf appends the fields of another layout, without its domain tag', () => {
+    const shared = layout('parley/v1/shared').u32(7).str('abc').var(Uint8Array.of(1, 2));
+    const direct = layout('parley/v1/other').u8(9).u32(7).str('abc').var(Uint8Array.of(1, 2)).u64(5n);
+    expect(toHex(layout('parley/v1/other').u8(9).fieldsOf(shared).u64(5n).bytes())).toBe(toHex(direct.bytes()));
+    expect(toHex(layout('parley/v1/other').fieldsOf(layout('parley/v1/shared')).bytes())).toBe(toHex(layout('parley/v1/other').bytes()));
+    expect(() => layout('parley/v1/t').fieldsOf({} as never)).toThrow(CryptoError);
+  });
+
+  it('checks a domain tag every time it is used, cached or not', () => {
+    expect(toHex(layout('parley/v1/test').bytes())).toBe(toHex(layout('parley/v1/test').bytes()));
+    for (let i = 0; i < 300; i++) expect(() => layout(`parley/v1/t${i}`)).not.toThrow();
+    expect(() => layout('Parley V1')).toThrow(CryptoError);
+    expect(() => layout('Parley V1')).toThrow(CryptoError);
+    expect(() => layout(7 as unknown as string)).toThrow(CryptoError);
+  });
 });

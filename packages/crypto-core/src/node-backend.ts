@@ -113,7 +113,10 @@ export function createNodeBackend(fallback: CryptoBackend): CryptoBackend {
       return u8(plain);
     },
     hmacSha256(key, data) {
-      return u8(nodeCrypto.createHmac('sha256', key).update(data).digest());
+      const hmac = nodeCrypto.createHmac('sha256', key);
+      if (data instanceof Uint8Array) hmac.update(data);
+      else for (const part of data) hmac.update(part);
+      return u8(hmac.digest());
     },
     blake2b(data, outLen, key) {
       if (key !== undefined || outLen !== 64) return fallback.blake2b(data, outLen, key);

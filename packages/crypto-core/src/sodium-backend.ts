@@ -61,9 +61,10 @@ export async function createSodiumBackend(): Promise<CryptoBackend & PwhashBacke
     hmacSha256(key, data) {
       // crypto_auth_hmacsha256 takes a 32-byte key; the streaming API takes any
       // length (longer keys are hashed first, as RFC 2104 requires).
-      if (key.length === sodium.crypto_auth_hmacsha256_KEYBYTES) return sodium.crypto_auth_hmacsha256(data, key);
+      if (data instanceof Uint8Array && key.length === sodium.crypto_auth_hmacsha256_KEYBYTES) return sodium.crypto_auth_hmacsha256(data, key);
       const state = sodium.crypto_auth_hmacsha256_init(key);
-      sodium.crypto_auth_hmacsha256_update(state, data);
+      if (data instanceof Uint8Array) sodium.crypto_auth_hmacsha256_update(state, data);
+      else for (const part of data) sodium.crypto_auth_hmacsha256_update(state, part);
       return sodium.crypto_auth_hmacsha256_final(state);
     },
     blake2b(data, outLen, key) {

@@ -214,6 +214,9 @@ export function addService<S extends DescService>(
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>;
 
+/** The requestBytes of a call with no single request (bidi): one shared empty array, not one per stream. */
+const NO_REQUEST_BYTES = new Uint8Array(0);
+
 function contextOf(method: DescMethod, path: string, call: AnyCall, requestBytes: Uint8Array): { context: CallContext; done: () => void } {
   const controller = new AbortController();
   const abort = (): void => controller.abort(new RpcError('cancelled', 'call cancelled'));
@@ -261,7 +264,7 @@ function unaryHandler(method: DescMethod, path: string, handler: (...args: unkno
       let done = (): void => undefined;
       try {
         const request = checkDecoded(call.request);
-        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? new Uint8Array(0));
+        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
         done = ctx.done;
         const result = await handler(request, ctx.context);
         const response = create(method.output, result as MessageInitShape<DescMessage>);
@@ -316,7 +319,7 @@ function serverStreamHandler(method: DescMethod, path: string, handler: (...args
       let done = (): void => undefined;
       try {
         const request = checkDecoded(call.request);
-        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? new Uint8Array(0));
+        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
         done = ctx.done;
         await writeAll(method, call, handler(request, ctx.context) as AsyncIterable<unknown>, ctx.context.signal);
         if (ctx.context.signal.aborted) {
@@ -341,7 +344,7 @@ function bidiHandler(method: DescMethod, path: string, handler: (...args: unknow
     const start = performance.now();
     const peer = call.getPeer();
     void (async () => {
-      const ctx = contextOf(method, path, call, new Uint8Array(0));
+      const ctx = contextOf(method, path, call, NO_REQUEST_BYTES);
       try {
         async function* requests(): AsyncGenerator<unknown> {
           // Not `for await (… of call)`: a finished async iterator destroys the stream,

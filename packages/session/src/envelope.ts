@@ -18,7 +18,7 @@
  * without decrypting, and a recipient can later prove what the sender sent by
  * disclosing (payload, salt) — see verifyDisclosure.
  */
-import { layout, type ParleyCrypto } from '@parley/crypto-core';
+import { abytes, layout, type Layout, type ParleyCrypto } from '@parley/crypto-core';
 import type { SecureMessage } from '@parley/proto';
 import { SessionError } from './errors.js';
 
@@ -83,33 +83,70 @@ export interface EnvelopeHeader {
   readonly payloadCommitment: Uint8Array;
 }
 
-function header(domain: string, h: EnvelopeHeader) {
-  return layout(domain)
-    .u32(h.version)
-    .str(h.senderId)
-    .str(h.recipientId)
-    .fixed(h.sessionId, SESSION_ID_BYTES, 'session_id')
-    .u64(h.nonce)
-    .i64(h.timestampMs)
-    .fixed(h.payloadCommitment, COMMITMENT_BYTES, 'payload_commitment');
+const AD_DOMAIN = 'parley/v1/envelope-ad';
+const MAC_DOMAIN = 'parley/v1/envelope-mac';
+const SIGNATURE_DOMAIN = 'parley/v1/envelope-signature';
+
+/**
+ * The header fields shared by the three layouts, encoded once (under the AD tag; each
+ * layout takes the fields after its own tag). Seal and open build all three from one.
+ */
+export class EnvelopeHeaderFields {
+  readonly #layout: Layout;
+
+  constructor(h: EnvelopeHeader) {
+    this.#layout = layout(AD_DOMAIN)
+      .u32(h.version)
+      .str(h.senderId)
+      .str(h.recipientId)
+      .fixed(h.sessionId, SESSION_ID_BYTES, 'session_id')
+      .u64(h.nonce)
+      .i64(h.timestampMs)
+      .fixed(h.payloadCommitment, COMMITMENT_BYTES, 'payload_commitment');
+  }
+
+  /** AEAD associated data: header("parley/v1/envelope-ad"). */
+  ad(): Uint8Array {
+    return this.#layout.bytes();
+  }
+
+  /** Input of the HMAC-SHA256 auth tag. */
+  macInput(encryptedPayload: Uint8Array): Uint8Array {
+    return layout(MAC_DOMAIN).fieldsOf(this.#layout).var(encryptedPayload, 'encrypted_payload').bytes();
+  }
+
+  /**
+   * The same input in two parts, header ‖ u32 length and the ciphertext itself, for a
+   * MAC computed over their concatenation without copying the ciphertext.
+   */
+  macInputParts(encryptedPayload: Uint8Array): [Uint8Array, Uint8Array] {
+    abytes(encryptedPayload, 'encrypted_payload');
+    return [layout(MAC_DOMAIN).fieldsOf(this.#layout).u32(encryptedPayload.length).bytes(), encryptedPayload];
+  }
+
+  /** The bytes the sender's Ed25519 identity key signs. */
+  signedBytes(crypto: ParleyCrypto, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
+    return layout(SIGNATURE_DOMAIN)
+      .fieldsOf(this.#layout)
+      .fixed(crypto.blake3(encryptedPayload), 32, 'ciphertext digest')
+      .fixed(authTag, AUTH_TAG_BYTES, 'auth_tag')
+      .bytes();
+  }
 }
 
 /** AEAD associated data. */
 export function envelopeAd(h: EnvelopeHeader): Uint8Array {
-  return header('parley/v1/envelope-ad', h).bytes();
+  return new EnvelopeHeaderFields(h).ad();
 }
 
 /** Input of the HMAC-SHA256 auth tag. */
 export function envelopeMacInput(h: EnvelopeHeader, encryptedPayload: Uint8Array): Uint8Array {
-  return header('parley/v1/envelope-mac', h).var(encryptedPayload, 'encrypted_payload').bytes();
+  return new EnvelopeHeaderFields(h).macInput(encryptedPayload);
 }
 
 /** The bytes the sender's Ed25519 identity key signs. */
 export function envelopeSignedBytes(crypto: ParleyCrypto, h: EnvelopeHeader, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
-  return header('parley/v1/envelope-signature', h)
-    .fixed(crypto.blake3(encryptedPayload), 32, 'ciphertext digest')
-    .fixed(authTag, AUTH_TAG_BYTES, 'auth_tag')
-    .bytes();
+  return new EnvelopeHeaderFields(h).signedBytes(crypto, encryptedPayload, authTag);
 }
 
 /** BLAKE3 message hash: identifies an envelope in replay caches, receipts and the audit trail. */
@@ -117,9 +154,38 @@ export function messageHash(crypto: ParleyCrypto, envelope: SecureMessage): Uint
   return crypto.blake3(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag));
 }
 
+/**
+ * An envelope's signed bytes and message hash, taken once: a receiver that needs the
+ * hash before opening (its inbox and receipt lookups) hands this to `open`, which
+ * then checks the signature over these bytes instead of encoding them again.
+ */
+export interface EnvelopeDigest {
+  /** The envelope these were computed from (`open` uses them only for this very object). */
+  readonly envelope: SecureMessage;
+  /** envelopeSignedBytes of the envelope's header, ciphertext and auth tag. */
+  readonly signed: Uint8Array;
+  /** BLAKE3(signed): the message hash. */
+  readonly hash: Uint8Array;
+  /** The envelope's header fields, encoded (for its AD and MAC input). */
+  readonly fields: EnvelopeHeaderFields;
+}
+
+/**
+ * The signed bytes and message hash of an envelope. The envelope must not change
+ * between this call and the `open` it is given to.
+ * @throws CryptoError when a header field has the wrong length (a malformed envelope)
+ */
+export function messageHashOf(crypto: ParleyCrypto, envelope: SecureMessage): EnvelopeDigest {
+  const fields = new EnvelopeHeaderFields(envelope);
+  const signed = fields.signedBytes(crypto, envelope.encryptedPayload, envelope.authTag);
+  return { envelope, signed, hash: crypto.blake3(signed), fields };
+}
+
 /** Salted commitment to the encoded payload. */
 export function payloadCommitment(crypto: ParleyCrypto, salt: Uint8Array, payload: Uint8Array): Uint8Array {
-  return crypto.blake3(layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').var(payload, 'payload').bytes());
+  // BLAKE3 of the layout ‖ var(payload), hashed in two parts so the payload is not copied.
+  abytes(payload, 'payload');
+  return crypto.blake3Parts([layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').u32(payload.length).bytes(), payload]);
 }
 
 /**

@@ -29,12 +29,14 @@ export {
   envelopeAd,
   envelopeMacInput,
   envelopeSignedBytes,
+  messageHashOf,
+  EnvelopeHeaderFields,
   messageHash,
   payloadCommitment,
   verifyEnvelopeSignature,
   isAgentId,
 } from './envelope.js';
-export type { EnvelopeHeader } from './envelope.js';
+export type { EnvelopeDigest, EnvelopeHeader } from './envelope.js';
 export { ReplayWindow, WINDOW_SIZE } from './replay-window.js';
 export { MessageHashCache } from './message-cache.js';
 export { DirectionKeys, DEFAULT_REKEY_THRESHOLD, HMAC_KEY_NONCE } from './key-schedule.js';

@@ -16,7 +16,7 @@ import { InitiatorHandshake, ResponderHandshake, type HandshakeConfig } from './
 import { MessageHashCache } from './message-cache.js';
 import { exportSessionState, importSessionState } from './sealed-state.js';
 import type { OpenedMessage, OutgoingMessage, SealedMessage, Session } from './session.js';
-import { MAX_MESSAGE_COUNTER } from './envelope.js';
+import { MAX_MESSAGE_COUNTER, type EnvelopeDigest } from './envelope.js';
 
 /** Session lifetimes, in minutes, as operators configure them. */
 export interface SessionTimeouts {
@@ -197,9 +197,9 @@ export class SessionManager {
   }
 
   #sealNow(session: Session, message: OutgoingMessage): SealedMessage {
-    const before = session.stats.sendEpoch;
+    const before = session.sendEpoch;
     const sealed = session.seal(message);
-    if (session.stats.sendEpoch !== before) this.#snapshot(session);
+    if (session.sendEpoch !== before) this.#snapshot(session);
     return sealed;
   }
 
@@ -215,9 +215,10 @@ export class SessionManager {
 
   /**
    * Opens an envelope addressed to this agent.
+   * @param digest the envelope's signed bytes and hash from `messageHashOf`, when the caller took them already
    * @throws SessionError (`unknown_session`, `bad_signature`, `replay`, …); a security event is emitted
    */
-  open(envelope: SecureMessage): OpenedMessage {
+  open(envelope: SecureMessage, digest?: EnvelopeDigest): OpenedMessage {
     const id = envelope?.sessionId instanceof Uint8Array ? Buffer.from(envelope.sessionId).toString('hex') : '';
     const session = this.#sessions.get(id);
     if (session === undefined) {
@@ -235,7 +236,7 @@ export class SessionManager {
       throw error;
     }
     try {
-      return session.open(envelope); // the session emits its own security events
+      return session.open(envelope, digest); // the session emits its own security events
     } catch (error) {
       // A peer found revoked or expired closes its session (§8.1 step 2): forget it here too.
       if (session.isClosed && this.#sessions.get(session.idHex) === session) this.#forget(session);

@@ -30,11 +30,10 @@ import {
   MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   SALT_BYTES,
+  EnvelopeHeaderFields,
   assertEnvelopeShape,
-  envelopeAd,
-  envelopeMacInput,
-  envelopeSignedBytes,
   payloadCommitment,
+  type EnvelopeDigest,
   type EnvelopeHeader,
 } from './envelope.js';
 import { SessionError, isSessionError } from './errors.js';
@@ -201,6 +200,11 @@ export class Session {
     return this.#send.threshold;
   }
 
+  /** The epoch this side seals in (what `stats.sendEpoch` reports, without building the rest). */
+  get sendEpoch(): number {
+    return this.#send.newestEpoch;
+  }
+
   get stats(): { sent: number; received: number; sendEpoch: number; receiveEpochs: number[] } {
     return { sent: this.#sent, received: this.#received, sendEpoch: this.#send.newestEpoch, receiveEpochs: this.#receive.heldEpochs() };
   }
@@ -226,11 +230,12 @@ export class Session {
       payloadCommitment: payloadCommitment(this.#crypto, salt, payload),
     };
     const keys = this.#send.forSend(counter);
+    const fields = new EnvelopeHeaderFields(header); // encoded once for the three layouts
     const plaintext = concatBytes(salt, payload);
-    const encryptedPayload = keys.cipher.encryptAt(header.nonce, envelopeAd(header), plaintext);
+    const encryptedPayload = keys.cipher.encryptAt(header.nonce, fields.ad(), plaintext);
     plaintext.fill(0);
-    const authTag = this.#crypto.hmacSha256(keys.macKey, envelopeMacInput(header, encryptedPayload));
-    const signed = envelopeSignedBytes(this.#crypto, header, encryptedPayload, authTag);
+    const authTag = this.#crypto.hmacSha256Parts(keys.macKey, fields.macInputParts(encryptedPayload));
+    const signed = fields.signedBytes(this.#crypto, encryptedPayload, authTag);
     const signature = this.#crypto.ed25519.sign(signed, this.local.signingKey);
     this.#sendCounter = counter + 1;
     this.#sent += 1;
@@ -241,12 +246,14 @@ export class Session {
 
   /**
    * Verifies, decrypts and accepts a SecureMessage from the peer.
+   * @param digest the envelope's signed bytes and hash from {@link messageHashOf}, if the caller took them
+   *   already (used only when taken from this very envelope object; the checks are the same either way)
    * @throws SessionError with the rejection code; a security event is emitted first
    */
-  open(envelope: SecureMessage): OpenedMessage {
+  open(envelope: SecureMessage, digest?: EnvelopeDigest): OpenedMessage {
     const nowMs = this.#clock();
     try {
-      return this.#open(envelope, nowMs);
+      return this.#open(envelope, nowMs, digest);
     } catch (error) {
       const e = isSessionError(error) ? error : new SessionError('malformed', 'envelope rejected', { cause: error });
       this.#events({
@@ -263,7 +270,7 @@ export class Session {
     }
   }
 
-  #open(envelope: SecureMessage, nowMs: number): OpenedMessage {
+  #open(envelope: SecureMessage, nowMs: number, digest: EnvelopeDigest | undefined): OpenedMessage {
     if (typeof envelope !== 'object' || envelope === null || envelope.$typeName !== 'parley.v1.SecureMessage') {
       throw new SessionError('malformed', 'not a SecureMessage');
     }
@@ -274,7 +281,9 @@ export class Session {
     if (envelope.senderId !== this.peer.agentId) throw new SessionError('identity_mismatch', 'envelope sender is not the session peer');
     this.#checkPeerStanding(nowMs);
 
-    const signed = envelopeSignedBytes(this.#crypto, envelope, envelope.encryptedPayload, envelope.authTag);
+    const own = digest !== undefined && digest.envelope === envelope;
+    const fields = own ? digest.fields : new EnvelopeHeaderFields(envelope); // encoded once for the three layouts
+    const signed = own ? digest.signed : fields.signedBytes(this.#crypto, envelope.encryptedPayload, envelope.authTag);
     if (!this.#crypto.ed25519.verify(envelope.signature, signed, this.peer.identityPublicKey)) {
       throw new SessionError('bad_signature', 'envelope signature does not verify');
     }
@@ -286,7 +295,7 @@ export class Session {
     const counter = Number(envelope.nonce);
     const verdict = this.#window.check(counter);
     if (verdict !== 'ok') throw new SessionError('replay', `nonce rejected by the replay window (${verdict})`);
-    const hash = this.#crypto.blake3(signed);
+    const hash = own ? digest.hash : this.#crypto.blake3(signed);
     if (this.#cache.has(hash)) throw new SessionError('replay', 'message hash seen before');
 
     const { keys, derived } = this.#receive.lookup(this.#receive.epochOf(counter));
@@ -294,11 +303,10 @@ export class Session {
     let salt: Uint8Array;
     let payload: MessagePayload;
     try {
-      const macInput = envelopeMacInput(envelope, envelope.encryptedPayload);
-      if (!this.#crypto.hmacSha256Verify(keys.macKey, macInput, envelope.authTag)) {
+      if (!this.#crypto.hmacSha256VerifyParts(keys.macKey, fields.macInputParts(envelope.encryptedPayload), envelope.authTag)) {
         throw new SessionError('bad_tag', 'auth tag does not verify');
       }
-      const plaintext = keys.cipher.decryptAt(envelope.nonce, envelopeAd(envelope), envelope.encryptedPayload);
+      const plaintext = keys.cipher.decryptAt(envelope.nonce, fields.ad(), envelope.encryptedPayload);
       salt = plaintext.slice(0, SALT_BYTES);
       payloadBytes = plaintext.slice(SALT_BYTES);
       plaintext.fill(0);

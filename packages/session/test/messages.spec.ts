@@ -10,6 +10,8 @@ import {
   SessionError,
   exportSessionState,
   importSessionState,
+  messageHash,
+  messageHashOf,
   verifyDisclosure,
   verifyEnvelopeSignature,
   type SecurityEvent,
@@ -47,6 +49,42 @@ function codeOf(fn: () => unknown): string {
 }
 
 const note = (text: string) => ({ type: MessageType.STATUS_UPDATE, content: { text } });
+
+describe('open with a digest taken before (messageHashOf)', () => {
+  const copy = (e: SecureMessage): SecureMessage => fromBinary(SecureMessageSchema, toBinary(SecureMessageSchema, e));
+
+  it('gives the same hash as messageHash and opens with it, once', () => {
+    const sealed = a.seal(note('one'));
+    const envelope = copy(sealed.envelope);
+    const digest = messageHashOf(w.crypto, envelope);
+    expect(toHex(digest.hash)).toBe(toHex(messageHash(w.crypto, envelope)));
+    expect(toHex(digest.hash)).toBe(toHex(sealed.messageHash));
+    const opened = b.open(envelope, digest);
+    expect(toHex(opened.messageHash)).toBe(toHex(sealed.messageHash));
+    expect(opened.content).toEqual({ text: 'one' });
+    expect(codeOf(() => b.open(envelope, digest))).toBe('replay');
+  });
+
+  it('ignores a digest of another envelope object: every check runs on the envelope given', () => {
+    const first = copy(a.seal(note('first')).envelope);
+    const second = copy(a.seal(note('second')).envelope);
+    // A digest of `first` handed in with `second`: `second` is checked on its own bytes and opens.
+    expect(b.open(second, messageHashOf(w.crypto, first)).content).toEqual({ text: 'second' });
+    // A forgery handed in with the digest of the genuine envelope is still refused.
+    const forged = copy(first);
+    forged.encryptedPayload[0]! ^= 1;
+    expect(codeOf(() => b.open(forged, messageHashOf(w.crypto, first)))).toBe('bad_signature');
+    expect(b.open(first, messageHashOf(w.crypto, first)).content).toEqual({ text: 'first' });
+  });
+
+  it('refuses a tampered envelope whose digest was taken from its own (tampered) bytes', () => {
+    for (const field of ['encryptedPayload', 'authTag', 'payloadCommitment', 'signature'] as const) {
+      const envelope = copy(a.seal(note(field)).envelope);
+      envelope[field][3]! ^= 0x10;
+      expect(codeOf(() => b.open(envelope, messageHashOf(w.crypto, envelope)))).toBe('bad_signature');
+    }
+  });
+});
 
 describe('SecureMessage', () => {
   it('round-trips JSON content with type, timestamp and optional hashes', () => {

@@ -1,0 +1,190 @@
+// The inbox on its own (no gateway): two SessionManagers wired back to back seal real envelopes, a
+// stand-in for the gateway stream records acks and receipts. Covers the back-pressure bound
+// (`maxUnacked`), the hand-over with and without a journal, and duplicates.
+import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
+import { MessageType, type DeliveryReceipt, type HandshakeFrame, type SecureMessage } from '@parley/proto';
+import { SessionManager, type LocalIdentity, type Session } from '@parley/session';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { AgentEvent, ConnectOptions, ReceivedMessage } from '../src/agent-options.js';
+import type { GatewayConnection } from '../src/connection.js';
+import { Inbox } from '../src/inbox.js';
+import type { JournalRecord } from '../src/journal.js';
+import { verifyReceiptSignature } from '../src/index.js';
+
+const DAY = 86_400_000;
+let crypto: ParleyCrypto;
+let alice: LocalIdentity & { publicKey: Uint8Array };
+let bob: LocalIdentity & { publicKey: Uint8Array };
+let trustBundle: TrustBundle;
+const revocations = new MemoryRevocationSet({ maxAgeMs: 60 * 60_000 });
+
+beforeAll(async () => {
+  crypto = await createCrypto();
+  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
+  trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
+  revocations.apply([], 0, Date.now());
+  const agent = (agentId: string): LocalIdentity & { publicKey: Uint8Array } => {
+    const keyPair = crypto.ed25519.generateKeyPair();
+    const now = Date.now();
+    const certificate = issueCertificate(crypto, issuer, {
+      agentId,
+      identityPublicKey: keyPair.publicKey,
+      agentType: 'worker',
+      capabilities: [],
+      validFromMs: now - DAY,
+      validUntilMs: now + DAY,
+    });
+    return { agentId, signingKey: keyPair.secretKey, certificate, publicKey: keyPair.publicKey };
+  };
+  alice = agent('alice');
+  bob = agent('bob');
+});
+
+/** Alice's session to Bob and Bob's manager (the one the inbox opens with). */
+async function pair(): Promise<{ session: Session; sender: SessionManager; recipient: SessionManager }> {
+  const managers: { a?: SessionManager; b?: SessionManager } = {};
+  const make = (identity: LocalIdentity, peer: () => SessionManager): SessionManager =>
+    new SessionManager({
+      crypto,
+      handshake: { identity, trustBundle, revocations },
+      transport: { sendFrame: (frame: HandshakeFrame) => void peer().handleFrame(frame).catch(() => undefined) },
+    });
+  managers.a = make(alice, () => managers.b!);
+  managers.b = make(bob, () => managers.a!);
+  const session = await managers.a.session(bob.agentId);
+  return { session, sender: managers.a, recipient: managers.b };
+}
+
+/** The gateway stream, as the inbox uses it: acks and receipts are recorded. */
+function stream(): { conn: GatewayConnection; acked: bigint[]; receipts: DeliveryReceipt[] } {
+  const acked: bigint[] = [];
+  const receipts: DeliveryReceipt[] = [];
+  const conn = {
+    isOpen: true,
+    ack: (id: bigint) => void acked.push(id),
+    sendReceipt: (r: DeliveryReceipt) => {
+      receipts.push(r);
+      return Promise.resolve({});
+    },
+    sendSessionReject: () => Promise.resolve({}),
+  } as unknown as GatewayConnection;
+  return { conn, acked, receipts };
+}
+
+function inbox(recipient: SessionManager, conn: GatewayConnection, options: { maxUnacked?: number; durable?: boolean; record?: (r: JournalRecord[]) => Promise<void> } = {}) {
+  const handed: ReceivedMessage[] = [];
+  const events: AgentEvent[] = [];
+  const records: JournalRecord[][] = [];
+  const box = new Inbox({
+    crypto,
+    options: { identity: bob, ...(options.maxUnacked === undefined ? {} : { maxUnacked: options.maxUnacked }) } as unknown as ConnectOptions,
+    manager: recipient,
+    record:
+      options.record ??
+      ((r) => {
+        records.push(r);
+        return Promise.resolve();
+      }),
+    durable: options.durable ?? false,
+    emit: (e) => void events.push(e),
+    captured: (fn) => {
+      fn();
+      return [];
+    },
+    connection: () => conn,
+    deliver: (m) => void handed.push(m),
+    hold: () => undefined,
+  });
+  return { box, handed, events, records };
+}
+
+const seal = async (sender: SessionManager, session: Session, n: number): Promise<SecureMessage> =>
+  (await sender.sealIn(session, { type: MessageType.STATUS_UPDATE, content: { n } })).envelope;
+
+describe('inbox', () => {
+  it('holds at most maxUnacked messages for the application: beyond it a delivery is left unacknowledged until one is acked', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn, acked, receipts } = stream();
+    const { box, handed } = inbox(recipient, conn, { maxUnacked: 2 });
+    const envelopes = [await seal(sender, session, 0), await seal(sender, session, 1), await seal(sender, session, 2)];
+    envelopes.forEach((e, i) => box.onEnvelope(e, conn, BigInt(i)));
+    await box.handedOver();
+    // Handed over in order; the third is refused (back-pressure): not acked, so the gateway delivers it again.
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }]);
+    expect(acked).toEqual([]);
+    await handed[0]!.ack();
+    expect(acked).toEqual([0n]);
+    expect(receipts).toHaveLength(1);
+    expect(verifyReceiptSignature(crypto, receipts[0]!, bob.publicKey)).toBe(true);
+    expect(toHex(receipts[0]!.messageHash)).toBe(toHex(handed[0]!.messageHash));
+    // The gateway delivers the third again: now there is room.
+    box.onEnvelope(envelopes[2]!, conn, 3n);
+    await box.handedOver();
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
+    // A second ack of the same message changes nothing; the bound counts only unacknowledged ones.
+    await handed[0]!.ack();
+    expect(receipts).toHaveLength(1);
+    box.onEnvelope(await seal(sender, session, 3), conn, 4n);
+    await box.handedOver();
+    expect(handed).toHaveLength(3); // two unacknowledged again
+    await handed[1]!.ack();
+    await handed[2]!.ack();
+    expect(acked).toEqual([0n, 1n, 3n]);
+    sender.close();
+    recipient.close();
+  });
+
+  it('a delivery of a message already handed over is acked with it; one already acknowledged gets its receipt again', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn, acked, receipts } = stream();
+    const { box, handed, events } = inbox(recipient, conn);
+    const envelope = await seal(sender, session, 7);
+    box.onEnvelope(envelope, conn, 1n);
+    box.onEnvelope(envelope, conn, 2n); // the same envelope again before the application acked
+    await box.handedOver();
+    expect(handed).toHaveLength(1);
+    expect(acked).toEqual([]);
+    await handed[0]!.ack();
+    expect(acked).toEqual([1n, 2n]);
+    box.onEnvelope(envelope, conn, 3n); // and after
+    expect(acked).toEqual([1n, 2n, 3n]);
+    expect(receipts).toHaveLength(2);
+    expect(events.some((e) => e.kind === 'duplicate' && e.item === 'envelope')).toBe(true);
+    expect(handed).toHaveLength(1);
+    sender.close();
+    recipient.close();
+  });
+
+  it('builds journal records only with a journal, and then hands a message over only once its record is written', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn } = stream();
+    const plain = inbox(recipient, conn);
+    plain.box.onEnvelope(await seal(sender, session, 1), conn, 1n);
+    await plain.box.handedOver();
+    await plain.handed[0]!.ack();
+    expect(plain.records).toEqual([]);
+
+    const second = await pair();
+    let release!: () => void;
+    const written = new Promise<void>((resolve) => (release = resolve));
+    const records: JournalRecord[][] = [];
+    const durable = inbox(second.recipient, conn, {
+      durable: true,
+      record: (r) => {
+        records.push(r);
+        return r[0]!.t === 'in' ? written : Promise.resolve();
+      },
+    });
+    durable.box.onEnvelope(await seal(second.sender, second.session, 2), conn, 2n);
+    expect(records.map((r) => r[0]!.t)).toEqual(['in']);
+    await Promise.resolve();
+    expect(durable.handed).toHaveLength(0); // not before its record is durable
+    release();
+    await durable.box.handedOver();
+    expect(durable.handed.map((m) => m.content)).toEqual([{ n: 2 }]);
+    await durable.handed[0]!.ack();
+    expect(records.map((r) => r[0]!.t)).toEqual(['in', 'in_done']);
+    for (const m of [sender, recipient, second.sender, second.recipient]) m.close();
+  });
+});
