@@ -74,7 +74,7 @@ describe('parley-gateway serve (process)', () => {
   it('serves: ready line, metrics, revocation within 2 s, SIGHUP, graceful SIGTERM', async () => {
     let gw: RunningProcess | undefined;
     try {
-      gw = await startApp('gateway', ['serve'], { env: env, ready: (line, stream) => stream === 'stdout' && line['ready'] === true });
+      gw = await startApp('gateway', ['serve'], { env, ready: (line, stream) => stream === 'stdout' && line['ready'] === true });
       const ready = gw.readyLine;
       expect(ready).toMatchObject({ ready: true, gateway_id: GATEWAY_ID, revocations_synced: true });
       expect(gw.stdout).toHaveLength(1);

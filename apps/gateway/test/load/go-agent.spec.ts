@@ -21,7 +21,7 @@ import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appDir, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { appDir, gatewayReady, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const ROOT = join(appDir('gateway'), '..', '..');
 const GO_DIR = join(ROOT, 'examples', 'go-agent');
@@ -122,7 +122,8 @@ suite('Go example agent', () => {
       DATABASE_URL === undefined
         ? { PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata') }
         : { DATABASE_URL, PARLEY_GATEWAY_DB_SCHEMA: (schema = `gw_go_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`) };
-    gateway = await startApp('gateway', ['serve'], { env: {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
@@ -134,7 +135,10 @@ suite('Go example agent', () => {
         PARLEY_GATEWAY_POLICY: join(dir.path, 'policy.json'),
         PARLEY_GATEWAY_LOG_LEVEL: 'warn',
         ...db,
-      }, ready: (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, timeoutMs: 60_000 });
+      },
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     address = gateway.readyLine['address'] as string;
   }, 360_000);
 

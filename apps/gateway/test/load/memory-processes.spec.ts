@@ -29,7 +29,7 @@ import { createClient } from '@parley/rpc';
 import type { LocalIdentity } from '@parley/session';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pinCombinedTrustBundle, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { gatewayReady, pinCombinedTrustBundle, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-memory.test';
 const DAY = 86_400_000;
@@ -104,7 +104,7 @@ function gatewayEnv(name: string, db: Storage, extra: Record<string, string> = {
 }
 
 function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
-  return startApp('gateway', ['serve'], { env: env, ready: (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, timeoutMs: 60_000 });
+  return startApp('gateway', ['serve'], { env, ready: gatewayReady(), timeoutMs: 60_000 });
 }
 
 interface TestAgent {

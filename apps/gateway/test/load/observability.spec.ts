@@ -22,7 +22,7 @@ import { ServingStatus, createClient } from '@parley/rpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli.js';
-import { appDir, onLines, runApp, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { appDir, gatewayReady, onLines, runApp, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-observe.test';
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
@@ -104,7 +104,8 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
       url.pathname = `/${database}`;
       db['DATABASE_URL'] = url.toString();
     } else db['PARLEY_GATEWAY_DATA_DIR'] = join(dir.path, 'pgdata');
-    gateway = await startApp('gateway', ['serve'], { env: {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_METRICS_LISTEN: `127.0.0.1:${gatewayOps}`,
@@ -113,7 +114,10 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
         PARLEY_GATEWAY_TRUST_BUNDLE: registry.trustBundleFile,
         PARLEY_GATEWAY_REVOCATION_MAX_AGE_MS: String(MAX_AGE_MS),
         ...db,
-      }, ready: (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, timeoutMs: 60_000 });
+      },
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     opsUrl = `http://127.0.0.1:${gatewayOps}`;
 
     const promDir = join(dir.path, 'prometheus');

@@ -31,7 +31,7 @@ import { writeLayout } from '@parley/memory';
 import { createClient, type Client } from '@parley/rpc';
 import { envelopeSignedBytes, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appDir, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { appDir, gatewayReady, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const ROOT = join(appDir('gateway'), '..', '..');
 const PY_DIR = join(ROOT, 'clients', 'python');
@@ -101,7 +101,8 @@ suite('Python SDK agent', () => {
     registry = await startRegistry(['--heartbeat-ms', '1000']);
     trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
     writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
-    gateway = await startApp('gateway', ['serve'], { env: {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
@@ -113,7 +114,10 @@ suite('Python SDK agent', () => {
         PARLEY_GATEWAY_POLICY: join(dir.path, 'policy.json'),
         PARLEY_GATEWAY_LOG_LEVEL: 'warn',
         PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata'),
-      }, ready: (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, timeoutMs: 60_000 });
+      },
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     address = gateway.readyLine['address'] as string;
     sendClient = createClient(AgentGatewayService, address, credentials.createSsl(readFileSync(tlsCert)));
   }, 180_000);

@@ -24,7 +24,7 @@ import { MessageType } from '@parley/proto';
 import type { LocalIdentity } from '@parley/session';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pinCombinedTrustBundle, rawConnect, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { gatewayReady, pinCombinedTrustBundle, rawConnect, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-resilience.test';
 const DAY = 86_400_000;
@@ -93,7 +93,7 @@ function gatewayEnv(name: string, database: Record<string, string>, extra: Recor
 }
 
 async function startGateway(env: Record<string, string>): Promise<Gateway> {
-  const gw = await startApp('gateway', ['serve'], { env: env, ready: (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, timeoutMs: 60_000 });
+  const gw = await startApp('gateway', ['serve'], { env, ready: gatewayReady(), timeoutMs: 60_000 });
   gateways.push(gw);
   return gw;
 }
