@@ -1,4 +1,5 @@
 import { projectConfig } from '../vitest.shared.js';
 
-// deploy/load/: the built programs as real processes (`nx run tools:test-load`, after the build).
-export default projectConfig({ include: ['**/*.spec.ts'], exclude: ['deploy/load/**'] });
+// Suites that start the programs are the test-load target's (vitest.load.config.ts): deploy/load/ (the
+// built programs), cli-consistency/ (every CLI's help and errors, a process per call) and demo/ (`npm start`).
+export default projectConfig({ include: ['**/*.spec.ts'], exclude: ['deploy/load/**', 'cli-consistency/**', 'demo/**'] });

@@ -1,5 +1,5 @@
 import { projectConfig } from '../../vitest.shared.js';
 
-// Generous per-test timeout: these suites spawn real registry processes and CLI
-// commands on 2-core machines, where one process start can take seconds.
-export default projectConfig({ testTimeout: 60_000 });
+// test/load (real registry processes and CLI commands: the gRPC server, the operator walkthrough,
+// operations) has its own target, vitest.load.config.ts.
+export default projectConfig({ include: ['src/**/*.spec.ts', 'test/*.spec.ts'], testTimeout: 60_000 });

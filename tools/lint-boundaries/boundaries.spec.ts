@@ -289,6 +289,27 @@ describe('the brief\'s probes', () => {
     ]);
   });
 
+  it('(h) the test-support package: only tests import it, and it imports no app and not the SDK', async () => {
+    const code = "import { startRegistry } from '@parley/test-support';\n\nexport const probe = startRegistry;\n";
+    // Production code of any layer (here the SDK, an app and a domain package) may not import it ...
+    for (const project of ['client', 'gateway', 'session']) {
+      expect(fromRule(await lintAs(project, code), NX_RULE).map((m) => m.message), project).toEqual([
+        expect.stringMatching(expectedDenial(projectNamed(project), projectNamed('test-support'))),
+      ]);
+      // ... their tests may.
+      expect(layeringErrors(await lintAs(project, code, 'test/__boundary_probe__.spec.ts')), project).toEqual([]);
+    }
+    // It locates the apps' programs by resolving their package.json, never by importing them.
+    const importApp = "import * as gateway from '@parley/gateway';\n\nexport const probe = gateway;\n";
+    expect(fromRule(await lintAs('test-support', importApp), NX_RULE).map((m) => m.message)).toEqual([
+      expect.stringMatching(expectedDenial(projectNamed('test-support'), projectNamed('gateway'))),
+    ]);
+    const importSdk = "import { connect } from '@parley/client';\n\nexport const probe = connect;\n";
+    expect(fromRule(await lintAs('test-support', importSdk), NX_RULE).map((m) => m.message)).toEqual([
+      expect.stringMatching(expectedDenial(projectNamed('test-support'), projectNamed('client'))),
+    ]);
+  });
+
   it('(d) control: crypto-core importing libsodium-wrappers-sumo lints clean', async () => {
     expect(await lintAs('crypto-core', fixture('import-libsodium.ts'))).toEqual([]);
   });

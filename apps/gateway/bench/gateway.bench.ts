@@ -33,7 +33,7 @@ import { DeliveryReceiptSchema, MessageType, SecureMessageSchema, toBinary, type
 import { envelopeSignedBytes } from '@parley/session';
 import { AckPolicy, StorageType, connect as natsConnect, type JetStreamClient, type NatsConnection } from 'nats';
 import pg from 'pg';
-import { onLines } from '../test/processes.js';
+import { onLines } from '@parley/test-support';
 import { createWorld, fakeEnvelope, type Agent, type World } from '../test/fixtures.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));

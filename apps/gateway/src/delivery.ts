@@ -11,6 +11,7 @@
  * or with a mailbox backlog, goes to the mailbox instead, and the backlog is
  * read one page at a time, never more than the free slots.
  */
+import type { Channel } from '@parley/async';
 import type { RevocationChecker } from '@parley/identity';
 import { linkSubject } from './authentication.js';
 import { RpcError } from '@parley/rpc';
@@ -20,14 +21,18 @@ import type { MailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 
-/** A Delivery as the gateway writes it (what the test-only tamper hook may change). */
+/** A Delivery as the gateway writes it to a recipient's stream. */
 export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
 
 /**
- * TEST-ONLY: called on every Delivery just before it is written, so a test can
- * play a malicious relay (GatewayOptions.tamperWithRelayedFramesForTestingOnly).
+ * Puts a Delivery on a recipient's stream; false when the stream is closed. The gateway's is
+ * {@link pushDelivery}; another can be injected (GatewayOptions.deliveryWriter) — the tests inject one
+ * that plays a malicious relay — so the delivery path itself has no test branch.
  */
-export type DeliveryTamperForTestingOnly = (delivery: DeliveryInit) => void;
+export type DeliveryWriter = (stream: Channel<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
+
+/** Writes the Delivery as it is. */
+export const pushDelivery: DeliveryWriter = (stream, delivery) => stream.push({ kind: { case: 'delivery', value: delivery } });
 
 /** Default bound of deliveries written to one stream and not acked yet. */
 export const DEFAULT_MAX_IN_FLIGHT = 256;
@@ -60,7 +65,8 @@ export interface DeliveryOptions {
   readonly ackTimeoutMs: number;
   /** Audits an item dropped because its sender is revoked or expired (never throws). */
   readonly auditDrop: (itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string) => Promise<void>;
-  readonly tamperForTestingOnly?: DeliveryTamperForTestingOnly;
+  /** How a Delivery reaches the stream ({@link pushDelivery}). */
+  readonly write: DeliveryWriter;
 }
 
 /** Writes items to streams, holds them until acked, spills, drains backlogs, takes acks. */
@@ -221,13 +227,7 @@ export class Delivery {
     if (link.out.closed) return false;
     const deliveryId = link.lastDeliveryId + 1n;
     const delivery: DeliveryInit = { deliveryId, acceptedAtMs: BigInt(item.acceptedAtMs), item: item.item };
-    const tamper = this.#o.tamperForTestingOnly;
-    let written: DeliveryInit = delivery;
-    if (tamper !== undefined) {
-      written = { ...delivery, item: cloneItem(item.item) };
-      tamper(written);
-    }
-    if (!link.out.push({ kind: { case: 'delivery', value: written } })) return false;
+    if (!this.#o.write(link.out, delivery)) return false;
     link.lastDeliveryId = deliveryId;
     const held: InFlight = { ...item, deliveryId, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
     link.inflight.set(deliveryId, held);
@@ -309,20 +309,6 @@ function storedToAccepted(stored: MailboxItem): Accepted {
     acceptedAtMs: stored.acceptedAtMs,
     size: stored.size,
   };
-}
-
-/** A shallow copy of the item with its byte fields copied (TEST-ONLY tampering works on it). */
-function cloneItem(item: RelayItem): NonNullable<DeliveryInit['item']> {
-  switch (item.case) {
-    case 'envelope':
-      return { case: 'envelope', value: { ...item.value, encryptedPayload: item.value.encryptedPayload.slice() } };
-    case 'handshake':
-      return { case: 'handshake', value: { ...item.value, noiseMessage: item.value.noiseMessage.slice() } };
-    case 'receipt':
-      return { case: 'receipt', value: { ...item.value } };
-    case 'sessionReject':
-      return { case: 'sessionReject', value: { ...item.value } };
-  }
 }
 
 /** The key of an item for one recipient in the written-items set. */

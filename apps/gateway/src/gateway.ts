@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
 import { ConnectStreams } from './connect-stream.js';
 import { GatewayContext, type ConnectResponseInit } from './context.js';
-import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, type DeliveryTamperForTestingOnly } from './delivery.js';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, type DeliveryWriter } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { ReplyGuard } from './reply-guard.js';
 import { Storage, type MailboxQuota } from './storage.js';
@@ -42,7 +42,8 @@ import type { RateLimitOptions } from './rate-limit.js';
 import { Router } from './routing.js';
 import { UnarySend } from './send.js';
 
-export type { DeliveryInit } from './delivery.js';
+export type { DeliveryInit, DeliveryWriter } from './delivery.js';
+export { pushDelivery } from './delivery.js';
 
 const GATEWAY_ID_RE = /^[a-z0-9._:-]{1,128}$/;
 /** Default receiver max_age (§8.3): the mailbox TTL must not exceed it. */
@@ -95,11 +96,11 @@ export interface GatewayOptions {
   /** How often expired mailbox items are deleted, ms. Default 60 000. */
   readonly mailboxSweepIntervalMs?: number;
   /**
-   * TEST-ONLY: called on every Delivery (a copy) just before it is written, so a
-   * test can play a malicious relay. Never set this outside tests; the
-   * configuration file and CLI cannot set it.
+   * How a Delivery reaches a recipient's stream. Default {@link pushDelivery}: as it is. Tests inject one
+   * that plays a malicious relay (flipping bits in what it forwards); the configuration file and the CLI
+   * cannot set it.
    */
-  readonly tamperWithRelayedFramesForTestingOnly?: DeliveryTamperForTestingOnly;
+  readonly deliveryWriter?: DeliveryWriter;
 }
 
 /**
@@ -147,7 +148,7 @@ export class Gateway {
       maxInFlight,
       ackTimeoutMs: options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS,
       auditDrop: (itemHash, senderId, recipientId, outcome) => this.#router.auditEntry(itemHash, senderId, recipientId, outcome).then(() => undefined),
-      ...(options.tamperWithRelayedFramesForTestingOnly === undefined ? {} : { tamperForTestingOnly: options.tamperWithRelayedFramesForTestingOnly }),
+      write: options.deliveryWriter ?? pushDelivery,
     });
     this.#router = new Router(ctx, {
       policy: options.policy ?? Policy.denyAll(),

@@ -8,9 +8,9 @@ import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GATEWAY_DIR } from './processes.js';
+import { appDir } from '@parley/test-support';
 
-const ROOT = join(GATEWAY_DIR, '..', '..');
+const ROOT = join(appDir('gateway'), '..', '..');
 const RULES_DIR = join(ROOT, 'deploy', 'prometheus');
 const REQUIRE = process.env['CI'] === 'true' || process.env['CI'] === '1';
 
@@ -41,7 +41,7 @@ describe('the metrics the rules name', () => {
   it('are all exported by the servers', () => {
     const rules = readFileSync(join(RULES_DIR, 'parley-alerts.yml'), 'utf8');
     const used = new Set([...rules.matchAll(/\b(parley_[a-z_]+)/g)].map((m) => m[1]!.replace(/_(bucket|sum|count)$/, '')));
-    const sources = [join(GATEWAY_DIR, 'src', 'metrics.ts'), join(ROOT, 'apps', 'registry', 'src', 'metrics.ts'), join(ROOT, 'packages', 'ops', 'src', 'server-metrics.ts')];
+    const sources = [join(appDir('gateway'), 'src', 'metrics.ts'), join(ROOT, 'apps', 'registry', 'src', 'metrics.ts'), join(ROOT, 'packages', 'ops', 'src', 'server-metrics.ts')];
     const defined = new Set(sources.flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/name: '(parley_[a-z_]+)'/g)].map((m) => m[1]!)));
     expect(used.size).toBeGreaterThan(5);
     for (const name of used) expect(defined, `${name} is used by a rule but no server defines it`).toContain(name);

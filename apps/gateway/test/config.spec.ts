@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { EXIT_CODES, main } from '../src/cli.js';
 import { ConfigError, loadConfig, loadOrCreateAuditKey, watchPolicyFile, type ConfigSources } from '../src/config.js';
 import type { Policy } from '../src/policy.js';
-import { tempDir } from './processes.js';
+import { tempDir } from '@parley/test-support';
 
 const dir = tempDir('config');
 afterAll(() => dir.remove());

@@ -13,7 +13,7 @@ import { SecureMessageSchema, create, type SecureMessage } from '@parley/proto';
 import { envelopeSignedBytes } from '@parley/session';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
-import { rawConnect, within, type RegisteredAgent } from './processes.js';
+import { rawConnect, within, type RegisteredAgent } from '@parley/test-support';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';

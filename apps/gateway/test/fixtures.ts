@@ -1,21 +1,20 @@
 // Test fixtures: an issuer, a trust bundle, a revocation set refreshed by the
 // test, agents with certificates on the real clock, a gateway started in-process
 // over real gRPC on 127.0.0.1, and agents wired to it through SessionManager.
-import { createCrypto, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate, type IssuerKey, type RevocationEntry } from '@parley/identity';
+import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
+import { MemoryRevocationSet, type IssuerKey, type TrustBundle, type RevocationEntry } from '@parley/identity';
 import { SecureMessageSchema, create, type DeliveryReceipt, type SecureMessage } from '@parley/proto';
 import { SessionManager, type LocalIdentity, type OpenedMessage, type SessionManagerEvent } from '@parley/session';
 import pino from 'pino';
 import { GatewayConnection } from '@parley/client';
+import { createTestIssuer, type AgentOverrides, type TestAgent } from '@parley/test-support';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway, type StartGatewayOptions } from '../src/server.js';
 
-export const DAY = 86_400_000;
 export const GATEWAY_ID = 'gw-test.local';
 
-export interface Agent extends LocalIdentity {
-  readonly keyPair: Ed25519KeyPair;
-}
+/** An agent of the world's test issuer (@parley/test-support). */
+export type Agent = TestAgent & LocalIdentity;
 
 /** Allows planner ↔ worker; nothing else. */
 export const DEFAULT_POLICY = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
@@ -27,7 +26,7 @@ export interface World {
   readonly revocations: MemoryRevocationSet;
   /** Structured log lines the gateways wrote. */
   readonly logs: Record<string, unknown>[];
-  agent(agentId: string, overrides?: Partial<{ validFromMs: number; validUntilMs: number; issuer: IssuerKey; agentType: string }>): Agent;
+  agent(agentId: string, overrides?: AgentOverrides): Agent;
   /** Applies revocations (and refreshes the set). */
   revoke(...entries: RevocationEntry[]): void;
   /** Refreshes the revocation set's freshness without changes. */
@@ -37,8 +36,7 @@ export interface World {
 
 export async function createWorld(): Promise<World> {
   const crypto = await createCrypto();
-  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  const trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
+  const { issuer, trustBundle, agent } = createTestIssuer(crypto);
   const revocations = new MemoryRevocationSet({ maxAgeMs: 60_000 });
   let version = 0;
   revocations.apply([], version, Date.now());
@@ -50,19 +48,7 @@ export async function createWorld(): Promise<World> {
     trustBundle,
     revocations,
     logs,
-    agent(agentId, overrides = {}) {
-      const keyPair = crypto.ed25519.generateKeyPair();
-      const now = Date.now();
-      const certificate = issueCertificate(crypto, overrides.issuer ?? issuer, {
-        agentId,
-        identityPublicKey: keyPair.publicKey,
-        agentType: overrides.agentType ?? 'worker',
-        capabilities: ['tasks:read', 'tasks:write'],
-        validFromMs: overrides.validFromMs ?? now - DAY,
-        validUntilMs: overrides.validUntilMs ?? now + 30 * DAY,
-      });
-      return { agentId, signingKey: keyPair.secretKey, certificate, keyPair };
-    },
+    agent,
     revoke(...entries) {
       version += entries.length;
       revocations.apply(entries, version, Date.now());
@@ -142,15 +128,6 @@ export async function connectAgent(world: World, address: string, agent: Agent):
       conn.close();
     },
   };
-}
-
-/** Polls until `check` returns true, or fails after `timeoutMs`. */
-export async function waitFor(check: () => boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** A shape-valid envelope with a bogus signature (for checks that come before the signature). */

@@ -10,14 +10,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayConnection } from '@parley/client';
 import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
 import { Policy } from '../src/policy.js';
-import type { DeliveryInit } from '../src/gateway.js';
+import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway } from '../src/server.js';
-import { DAY, GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, waitFor, type ConnectedAgent, type World } from './fixtures.js';
+import { DAY, waitFor } from '@parley/test-support';
+import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
 let gw: RunningGateway;
-/** What the test-only tamper hook of `gw` does now (undefined: nothing). */
+/** What the malicious relay injected into `gw` does now to each Delivery (undefined: nothing). */
 let tamper: ((delivery: DeliveryInit) => void) | undefined;
+
+/**
+ * A malicious relay, injected as `gw`'s delivery writer: it changes a deep copy of each Delivery
+ * (never what the gateway holds for redelivery) with `tamper`, then writes it as the gateway would.
+ */
+const tamperingWriter: DeliveryWriter = (stream, delivery) => {
+  if (tamper === undefined) return pushDelivery(stream, delivery);
+  const copy = structuredClone(delivery);
+  tamper(copy);
+  return pushDelivery(stream, copy);
+};
 const open: ConnectedAgent[] = [];
 
 async function connect(agentId: string, agentType = 'worker', target: RunningGateway = gw): Promise<ConnectedAgent> {
@@ -47,7 +59,7 @@ function securityLogs(code: string): Record<string, unknown>[] {
 
 beforeAll(async () => {
   world = await createWorld();
-  gw = await world.start({ tamperWithRelayedFramesForTestingOnly: (delivery) => tamper?.(delivery) });
+  gw = await world.start({ deliveryWriter: tamperingWriter });
 });
 
 afterAll(async () => {
@@ -80,7 +92,7 @@ describe('relaying a Parley session', () => {
     await waitFor(() => planner.receipts.length === 1, 5_000, 'receipt');
     expect(Buffer.from(planner.receipts[0]!.messageHash)).toEqual(Buffer.from(toWorker.messageHash));
     // A receipt with a bad signature is relayed: its addressee verifies it, not the gateway (§10.3 step 6;
-    // client.spec.ts shows the SDK refusing one and the genuine receipt settling the send).
+    // packages/client/test/e2e/client.spec.ts shows the SDK refusing one and the genuine receipt settling the send).
     expect((await worker.conn.sendReceipt({ ...receipt, signature: new Uint8Array(64) })).status).toBe(DeliveryStatus.DELIVERED);
   });
 

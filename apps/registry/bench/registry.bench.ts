@@ -11,7 +11,8 @@ import { printTable } from '@parley/bench-harness';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { ChallengePurpose } from '@parley/proto';
 import { registrationProofLayout } from '@parley/protocol';
-import { initRegistry, operatorClient, plainClient, serve, type RegistryFixture, type RunningRegistry } from '../test/harness.js';
+import { initRegistry, serveRegistry, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
+import { operatorClient, plainClient } from '../test/clients.js';
 
 process.env['DATABASE_URL'] ??= 'postgres://postgres@127.0.0.1:5432/test';
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
   try {
     for (const backend of ['pglite', 'postgres'] as const) {
       const fixture = await initRegistry(backend, `bench${backend}`);
-      const registry = await serve(fixture, ['--log-level', 'warn']);
+      const registry = await serveRegistry(fixture, ['--log-level', 'warn']);
       const op = await operatorClient(registry, fixture, crypto);
       targets.push({ name: backend, fixture, registry, op, reader: plainClient(registry), ids: [] });
     }

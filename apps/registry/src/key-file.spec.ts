@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { isRpcError, type RpcErrorCode } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../test/harness.js';
+import { tempDir } from '@parley/test-support';
 import { isSealedKeyFile, readKeyFile, readPublicKey, writeKeyFile, writeSecretFile } from './key-file.js';
 
 function code(fn: () => unknown): RpcErrorCode | undefined {

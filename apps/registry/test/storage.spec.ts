@@ -13,7 +13,7 @@ import { joinTokenHash } from '@parley/protocol';
 import { isRpcError } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, applyMigrations, openDatabase, openRegistry, RegistryStore, type Database } from '../src/index.js';
-import { APP_DIR, BACKENDS, DATABASE_URL, REQUIRE_POSTGRES, dropSchema, freshSchema, tempDir } from './harness.js';
+import { appDir, BACKENDS, DATABASE_URL, dropSchema, freshSchema, REQUIRE_POSTGRES, tempDir } from '@parley/test-support';
 
 it('runs on PostgreSQL in CI (DATABASE_URL must be set)', () => {
   if (REQUIRE_POSTGRES) expect(DATABASE_URL, 'CI=true requires DATABASE_URL: the PostgreSQL suites must not be skipped').toBeDefined();
@@ -353,8 +353,8 @@ describe('migrations from two processes at once', () => {
     const schema = freshSchema('mig2');
     const run = () =>
       new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', join(APP_DIR, 'test/fixtures/migrate.ts'), schema], {
-          cwd: APP_DIR,
+        const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', join(appDir('registry'), 'test/fixtures/migrate.ts'), schema], {
+          cwd: appDir('registry'),
           env: process.env,
         });
         let out = '';

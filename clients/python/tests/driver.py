@@ -1,4 +1,4 @@
-"""A Python agent driven over stdin/stdout, for process-level tests (apps/gateway/test/python-agent.spec.ts
+"""A Python agent driven over stdin/stdout, for process-level tests (apps/gateway/test/load/python-agent.spec.ts
 and tests/test_e2e_gateway.py). It is a real agent (``parley.connect``) with a real state directory;
 the test decides what it sends and when it acks, and may SIGKILL it at any point.
 

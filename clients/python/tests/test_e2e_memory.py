@@ -4,7 +4,7 @@ write, a reader cannot write, a non-member is refused, compare-and-set conflicts
 ``update`` loses no increment under concurrency, an expired grant stops working on time and the next
 write moves to a new key epoch by itself, and a revoked member can read nothing written after its
 removal (refused by the store, and no key it holds opens it) while it still opens what it had.
-TypeScript ↔ Python interop is apps/gateway/test/python-agent.spec.ts."""
+TypeScript ↔ Python interop is apps/gateway/test/load/python-agent.spec.ts."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 membership-log rules in their order, key epochs, key copies, writes, and the client's verification
 of what a store answers (a store is not trusted for integrity: whatever it forges or rolls back
 must be refused). The store itself is exercised in test_e2e_memory.py and in the TypeScript
-interop test (apps/gateway/test/python-agent.spec.ts)."""
+interop test (apps/gateway/test/load/python-agent.spec.ts)."""
 
 from __future__ import annotations
 

@@ -20,17 +20,15 @@
 //
 // BENCH_ROUNDS (default 3) rounds; BENCH_OPS (default 100) operations per round and case;
 // BENCH_PROFILE_DIR writes the gateway process's CPU profile.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { printTable, type Row, type Sample } from '@parley/bench-harness';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
-import pg from 'pg';
+import { createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
 import { createClient as createRedis, RESP_TYPES } from 'redis';
 import { MemoryClient, type MemoryIdentity } from '@parley/memory';
+import { dropSchema, gatewayEnv, gatewayReady, pinCombinedTrustBundle, startApp, startRegistry, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -38,81 +36,10 @@ const OPS = Number(process.env['BENCH_OPS'] ?? 100);
 const WINDOW = 8;
 const SIZES = [1024, 64 * 1024] as const;
 const GATEWAY_ID = 'gw-bench';
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const GATEWAY_DIR = join(ROOT, 'apps', 'gateway');
-const REGISTRY_CLI = join(ROOT, 'apps', 'registry', 'src', 'cli.ts');
-const GATEWAY_CLI = join(GATEWAY_DIR, 'src', 'cli.ts');
 const DAY = 86_400_000;
-
-// ---------------------------------------------------------------------------
-// Processes
-
-interface Proc {
-  readonly child: ChildProcess;
-  readonly ready: Record<string, unknown>;
-}
-
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PARLEY_') && k !== 'DATABASE_URL') env[k] = v;
-  return { ...env, ...extra };
-}
-
-function run(cli: string, args: string[], env: Record<string, string> = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', cli, ...args], { cwd: GATEWAY_DIR, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cli} ${args[0]} exited ${code}: ${err.slice(-500)}`))));
-  });
-}
 
 /** BENCH_PROFILE_DIR: write the gateway's CPU profile there (node --cpu-prof) to see where its time goes. */
 const PROFILE_DIR = process.env['BENCH_PROFILE_DIR'];
-
-function serve(cli: string, args: string[], env: Record<string, string>, ready: (line: Record<string, unknown>) => boolean): Promise<Proc> {
-  return new Promise((resolve, reject) => {
-    const profile = PROFILE_DIR !== undefined && cli === GATEWAY_CLI ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
-    const child = spawn(process.execPath, ['--conditions=@parley/source', ...profile, '--import', 'tsx', cli, ...args], { cwd: GATEWAY_DIR, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cli} not ready in 60 s`));
-    }, 60_000);
-    let buffer = '';
-    const onData = (d: Buffer): void => {
-      buffer += d.toString();
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          const parsed = JSON.parse(line) as Record<string, unknown>;
-          if (ready(parsed)) {
-            clearTimeout(timer);
-            resolve({ child, ready: parsed });
-          }
-        } catch {
-          // not JSON
-        }
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${cli} exited ${code} before ready`));
-    });
-  });
-}
-
-async function stop(p: Proc | undefined): Promise<void> {
-  if (p === undefined || p.child.exitCode !== null) return;
-  const exited = new Promise((resolve) => p.child.once('exit', resolve));
-  p.child.kill('SIGTERM');
-  await exited;
-}
 
 // ---------------------------------------------------------------------------
 // Statistics
@@ -182,39 +109,33 @@ async function main(): Promise<void> {
   const crypto = await createCrypto();
   const dir = mkdtempSync(join(tmpdir(), 'parley-memory-bench-'));
   const schema = DATABASE_URL === undefined ? undefined : `memory_bench_${process.pid}`;
-  let registry: Proc | undefined;
-  let gateway: Proc | undefined;
+  let registry: TestRegistry | undefined;
+  let gateway: RunningProcess | undefined;
   const redis = createRedis({ url: 'redis://127.0.0.1:6379' }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
   const clients: MemoryClient[] = [];
   try {
     await redis.connect();
-    // A real registry (the gateway follows its revocation list) and a real gateway process.
-    const regData = join(dir, 'registry');
-    await run(REGISTRY_CLI, ['init', '--data-dir', regData, '--kdf', 'interactive']);
-    registry = await serve(REGISTRY_CLI, ['serve', '--data-dir', regData, '--listen', '127.0.0.1:0'], {}, (l) => l['msg'] === 'listening');
-    const registryAddress = `127.0.0.1:${registry.ready['port'] as number}`;
-    const bundleText = await run(REGISTRY_CLI, ['trust-bundle', '--data-dir', regData, '--server', registryAddress]);
+    // A real registry (the gateway follows its revocation list) and a real gateway process (@parley/test-support),
+    // which trusts the bench's own issuer too (its pinned bundle as is: trust_bundle_follow false).
+    registry = await startRegistry();
     const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-    const registryBundle = TrustBundle.fromJSON(crypto, bundleText).toJSON();
-    const testBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]).toJSON();
-    const trustBundle = TrustBundle.fromJSON(crypto, { ...registryBundle, issuers: [...registryBundle.issuers, ...testBundle.issuers] });
-    writeFileSync(join(dir, 'bundle.json'), JSON.stringify(trustBundle.toJSON()));
-    gateway = await serve(
-      GATEWAY_CLI,
-      ['serve'],
-      {
-        PARLEY_GATEWAY_ID: GATEWAY_ID,
-        PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
-        PARLEY_GATEWAY_METRICS_LISTEN: 'off',
-        PARLEY_GATEWAY_AUDIT_KEY: join(dir, 'audit-key.json'),
-        PARLEY_GATEWAY_REGISTRY: registryAddress,
-        PARLEY_GATEWAY_TRUST_BUNDLE: join(dir, 'bundle.json'),
-        PARLEY_GATEWAY_LOG_LEVEL: 'warn',
-        ...(DATABASE_URL === undefined ? { PARLEY_GATEWAY_DATA_DIR: join(dir, 'gateway-data') } : { DATABASE_URL, PARLEY_GATEWAY_DB_SCHEMA: schema! }),
-      },
-      (l) => l['ready'] === true && l['revocations_synced'] === true,
-    );
-    const address = gateway.ready['address'] as string;
+    const trustBundle = pinCombinedTrustBundle(crypto, registry.trustBundleFile, [issuer], join(dir, 'bundle.json'));
+    gateway = await startApp('gateway', ['serve'], {
+      env: gatewayEnv({
+        gatewayId: GATEWAY_ID,
+        registryAddress: registry.address,
+        trustBundleFile: join(dir, 'bundle.json'),
+        followTrustBundle: false,
+        dir,
+        env: {
+          PARLEY_GATEWAY_LOG_LEVEL: 'warn',
+          ...(DATABASE_URL === undefined ? { PARLEY_GATEWAY_DATA_DIR: join(dir, 'gateway-data') } : { DATABASE_URL, PARLEY_GATEWAY_DB_SCHEMA: schema! }),
+        },
+      }),
+      ready: gatewayReady(),
+      ...(PROFILE_DIR === undefined ? {} : { nodeOptions: ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] }),
+    });
+    const address = gateway.readyLine['address'] as string;
     const client = (who: MemoryIdentity): MemoryClient => {
       const c = new MemoryClient({ crypto, identity: who, address, serviceId: GATEWAY_ID, trustBundle, retryUnavailableMs: 0 });
       clients.push(c);
@@ -273,13 +194,9 @@ async function main(): Promise<void> {
     for (const c of clients) c.close();
     await redis.del((await redis.keys('parley-bench:*')).map(String)).catch(() => undefined);
     await redis.quit().catch(() => undefined);
-    await stop(gateway);
-    await stop(registry);
-    if (schema !== undefined) {
-      const c = new pg.Client({ connectionString: DATABASE_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => c.end());
-    }
+    await gateway?.stop();
+    await registry?.cleanup();
+    if (schema !== undefined) await dropSchema(schema);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,6 @@
 // The README's example is compiled (typecheck) and loads: it must be
 // test/readme-example.ts verbatim, except that it imports the package by name.
-// The same calls run end to end against a gateway process in apps/gateway/test/memory-processes.spec.ts.
+// The same calls run end to end against a gateway process in apps/gateway/test/load/memory-processes.spec.ts.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 

@@ -15,10 +15,11 @@ import { connect, verifyReceiptSignature } from '@parley/client';
 import { createCrypto, fromBase64Url, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType } from '@parley/proto';
-import { ROOT, alive, binPath, buildBins, mustRun, runBin, startBin, tempDir, type Server } from '../support.js';
+import { appCli, mustRunApp, runApp, startApp, tempDir, type RunningProcess } from '@parley/test-support';
+import { ROOT, alive, buildBins } from '../support.js';
 
 const dir = tempDir('bins');
-const servers: Server[] = [];
+const servers: RunningProcess[] = [];
 let crypto: ParleyCrypto;
 
 beforeAll(async () => {
@@ -46,9 +47,9 @@ function tlsProtocol(port: number, ca: Buffer, maxVersion?: 'TLSv1.2'): Promise<
 describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
   it('declare their bins with a node shebang, and run without tsx', async () => {
     for (const app of ['registry', 'gateway'] as const) {
-      expect(binPath(app)).toBe(join(ROOT, 'apps', app, 'dist', 'cli.js'));
-      expect(readFileSync(binPath(app), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
-      const help = await runBin(app, ['--help']);
+      expect(appCli(app, 'built')).toBe(join(ROOT, 'apps', app, 'dist', 'cli.js'));
+      expect(readFileSync(appCli(app, 'built'), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+      const help = await runApp(app, ['--help'], { build: 'built' });
       expect(help.code).toBe(0);
       expect(help.stdout).toContain(`Usage: parley-${app}`);
     }
@@ -59,19 +60,15 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
     const registryDir = join(dir.path, 'registry');
     const gatewayDir = join(dir.path, 'gateway');
     // First setup: a private CA, the registry's certificate, the gateway's.
-    const init = JSON.parse(await mustRun('registry', ['tls', 'init', '--out', tls, '--host', 'localhost', '--host', '127.0.0.1', '--json'])) as Record<string, string>;
+    const init = JSON.parse(await mustRunApp('registry', ['tls', 'init', '--out', tls, '--host', 'localhost', '--host', '127.0.0.1', '--json'], { build: 'built' })) as Record<string, string>;
     expect(init['certificate']).toBe(join(tls, 'server.pem'));
-    await mustRun('registry', ['tls', 'issue', '--out', tls, '--name', 'gateway', '--host', 'localhost', '--host', '127.0.0.1']);
-    const refused = await runBin('registry', ['tls', 'init', '--out', tls, '--host', 'localhost']);
+    await mustRunApp('registry', ['tls', 'issue', '--out', tls, '--name', 'gateway', '--host', 'localhost', '--host', '127.0.0.1'], { build: 'built' });
+    const refused = await runApp('registry', ['tls', 'init', '--out', tls, '--host', 'localhost'], { build: 'built' });
     expect(refused.code).toBe(4); // already exists: never overwrites a CA
     const ca = readFileSync(join(tls, 'ca.pem'));
 
-    await mustRun('registry', ['init', '--data-dir', registryDir]);
-    const registry = await startBin(
-      'registry',
-      ['serve', '--data-dir', registryDir, '--listen', '127.0.0.1:0', '--tls-cert', join(tls, 'server.pem'), '--tls-key', join(tls, 'server-key.pem')],
-      (l) => l['msg'] === 'listening',
-    );
+    await mustRunApp('registry', ['init', '--data-dir', registryDir], { build: 'built' });
+    const registry = await startApp('registry', ['serve', '--data-dir', registryDir, '--listen', '127.0.0.1:0', '--tls-cert', join(tls, 'server.pem'), '--tls-key', join(tls, 'server-key.pem')], { build: 'built', ready: (l) => l['msg'] === 'listening' });
     servers.push(registry);
     // The PID we started is the server itself (no wrapper between a supervisor and it).
     expect(registry.readyLine['pid']).toBe(registry.pid);
@@ -81,8 +78,8 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
     expect(await tlsProtocol(registryPort, ca, 'TLSv1.2')).toMatch(/^error/);
     const server = ['--data-dir', registryDir, '--server', `localhost:${registryPort}`, '--tls-ca', join(tls, 'ca.pem')];
     // Plaintext to a TLS registry fails; the CLI over TLS with the CA works.
-    expect((await runBin('registry', ['trust-bundle', '--data-dir', registryDir, '--server', `127.0.0.1:${registryPort}`, '--timeout', '3'])).code).not.toBe(0);
-    const bundleJson = await mustRun('registry', ['trust-bundle', ...server]);
+    expect((await runApp('registry', ['trust-bundle', '--data-dir', registryDir, '--server', `127.0.0.1:${registryPort}`, '--timeout', '3'], { build: 'built' })).code).not.toBe(0);
+    const bundleJson = await mustRunApp('registry', ['trust-bundle', ...server], { build: 'built' });
     writeFileSync(join(dir.path, 'trust-bundle.json'), bundleJson);
 
     writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
@@ -101,7 +98,7 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
       shutdown_grace_ms: 2000,
     };
     writeFileSync(join(dir.path, 'gateway.json'), JSON.stringify(config));
-    const gateway = await startBin('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], (l, stream) => stream === 'stdout' && l['ready'] === true);
+    const gateway = await startApp('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], { build: 'built', ready: (l, stream) => stream === 'stdout' && l['ready'] === true });
     servers.push(gateway);
     expect(gateway.readyLine['revocations_synced']).toBe(true);
     const gatewayPort = Number(String(gateway.readyLine['address']).split(':').pop());
@@ -111,7 +108,7 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
     // Two agents enrolled by the CLI over TLS, connected over TLS, one message with its verified receipt.
     const trustBundle = TrustBundle.fromJSON(crypto, bundleJson);
     const enrol = async (agentId: string, type: string) => {
-      const out = JSON.parse(await mustRun('registry', ['agent', 'register', agentId, '--type', type, '--json', ...server])) as { certificate: { encoded: string }; key_file: string };
+      const out = JSON.parse(await mustRunApp('registry', ['agent', 'register', agentId, '--type', type, '--json', ...server], { build: 'built' })) as { certificate: { encoded: string }; key_file: string };
       const seed = fromBase64Url((JSON.parse(readFileSync(out.key_file, 'utf8')) as { seed: string }).seed);
       const certificate = decodeCertificate(fromBase64Url(out.certificate.encoded));
       const agent = await connect({
@@ -143,21 +140,21 @@ describe('built programs (npm run build → node apps/*/dist/cli.js)', () => {
 
     // SIGTERM to the gateway's PID: clean exit, lock released, process gone.
     gateway.signal('SIGTERM');
-    expect(await gateway.exited).toEqual({ code: 0, signal: null });
+    expect(await gateway.exitStatus).toEqual({ code: 0, signal: null });
     expect(gateway.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
     expect(existsSync(join(gatewayDir, 'parley.lock'))).toBe(false);
     expect(alive(gateway.pid)).toBe(false);
     // And the registry's: both its locks released.
     expect(existsSync(join(registryDir, 'registry.lock'))).toBe(true);
     registry.signal('SIGTERM');
-    expect(await registry.exited).toEqual({ code: 0, signal: null });
+    expect(await registry.exitStatus).toEqual({ code: 0, signal: null });
     expect(registry.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
     expect(existsSync(join(registryDir, 'registry.lock'))).toBe(false);
     expect(existsSync(join(registryDir, 'pgdata', 'parley.lock'))).toBe(false);
     // The released directories open again at once (a leftover holder would be refused).
-    const again = await startBin('registry', ['serve', '--data-dir', registryDir, '--listen', '127.0.0.1:0'], (l) => l['msg'] === 'listening');
+    const again = await startApp('registry', ['serve', '--data-dir', registryDir, '--listen', '127.0.0.1:0'], { build: 'built', ready: (l) => l['msg'] === 'listening' });
     servers.push(again);
     again.signal('SIGINT');
-    expect((await again.exited).code).toBe(0);
+    expect((await again.exitStatus).code).toBe(0);
   }, 300_000);
 });

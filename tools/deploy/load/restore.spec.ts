@@ -19,10 +19,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, connect } from '@parley/client';
 import { createCrypto, fromBase64Url, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
-import { buildBins, mustRun, startBin, tempDir, type Server } from '../support.js';
+import { mustRunApp, startApp, tempDir, type RunningProcess } from '@parley/test-support';
+import { buildBins } from '../support.js';
 
 const dir = tempDir('restore');
-const servers: Server[] = [];
+const servers: RunningProcess[] = [];
 let crypto: ParleyCrypto;
 
 beforeAll(async () => {
@@ -39,19 +40,19 @@ const registryDir = join(dir.path, 'registry');
 const isListening = (l: Record<string, unknown>): boolean => l['msg'] === 'listening';
 const isReady = (l: Record<string, unknown>, stream: 'stdout' | 'stderr'): boolean => stream === 'stdout' && l['ready'] === true;
 
-async function stop(server: Server): Promise<void> {
+async function stop(server: RunningProcess): Promise<void> {
   server.signal('SIGTERM');
-  expect((await server.exited).code).toBe(0);
+  expect((await server.exitStatus).code).toBe(0);
 }
 
 describe('restore drill: registry database restored from a backup taken before a revocation', () => {
   it('gateways keep the newer list and fail closed, both sides say why and what to do, and re-issuing the revocation recovers', async () => {
-    await mustRun('registry', ['init', '--data-dir', registryDir]);
+    await mustRunApp('registry', ['init', '--data-dir', registryDir], { build: 'built' });
     const serveArgs = (listen: string): string[] => ['serve', '--data-dir', registryDir, '--listen', listen, '--heartbeat-ms', '300'];
-    let registry = await startBin('registry', serveArgs('127.0.0.1:0'), isListening);
+    let registry = await startApp('registry', serveArgs('127.0.0.1:0'), { build: 'built', ready: isListening });
     servers.push(registry);
     const address = `127.0.0.1:${String(registry.readyLine['port'])}`;
-    const cli = (args: readonly string[]): Promise<string> => mustRun('registry', [...args, '--data-dir', registryDir, '--server', address]);
+    const cli = (args: readonly string[]): Promise<string> => mustRunApp('registry', [...args, '--data-dir', registryDir, '--server', address], { build: 'built' });
     const bundleJson = await cli(['trust-bundle']);
     writeFileSync(join(dir.path, 'trust-bundle.json'), bundleJson);
     const trustBundle = TrustBundle.fromJSON(crypto, bundleJson);
@@ -82,8 +83,8 @@ describe('restore drill: registry database restored from a backup taken before a
         shutdown_grace_ms: 1000,
       }),
     );
-    const startGateway = async (listen?: string): Promise<Server> => {
-      const gw = await startBin('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], isReady, listen === undefined ? {} : { PARLEY_GATEWAY_LISTEN: listen });
+    const startGateway = async (listen?: string): Promise<RunningProcess> => {
+      const gw = await startApp('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], { build: 'built', ready: isReady, env: listen === undefined ? {} : { PARLEY_GATEWAY_LISTEN: listen } });
       servers.push(gw);
       return gw;
     };
@@ -106,7 +107,7 @@ describe('restore drill: registry database restored from a backup taken before a
     // 1. The backup: the registry stopped, its directory copied (keys, settings, PGlite database together).
     await stop(registry);
     cpSync(registryDir, join(dir.path, 'backup'), { recursive: true });
-    registry = await startBin('registry', serveArgs(address), isListening);
+    registry = await startApp('registry', serveArgs(address), { build: 'built', ready: isListening });
     servers.push(registry);
 
     // 2. A revocation after the backup; the gateway applies it.
@@ -120,7 +121,7 @@ describe('restore drill: registry database restored from a backup taken before a
     rmSync(registryDir, { recursive: true });
     renameSync(join(dir.path, 'backup'), registryDir);
     const gatewayRollback = gateway.waitFor((l) => l['event'] === 'revocation_rollback' && l['level'] === 50, 60_000);
-    registry = await startBin('registry', serveArgs(address), isListening);
+    registry = await startApp('registry', serveArgs(address), { build: 'built', ready: isListening });
     servers.push(registry);
 
     // 4. The gateway refuses to go back, and says so; so does the registry.
@@ -139,7 +140,7 @@ describe('restore drill: registry database restored from a backup taken before a
 
     // A gateway restart does not forget: the high-water mark is in its database.
     await stop(gateway);
-    const again = await startBin('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], isReady, { PARLEY_GATEWAY_LISTEN: gatewayAddress });
+    const again = await startApp('gateway', ['serve', '--config', join(dir.path, 'gateway.json')], { build: 'built', ready: isReady, env: { PARLEY_GATEWAY_LISTEN: gatewayAddress } });
     servers.push(again);
     gateway = again;
     expect(gateway.readyLine['revocations_synced']).toBe(false);

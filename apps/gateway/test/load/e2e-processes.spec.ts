@@ -18,17 +18,17 @@
 // registry's keys in the gateway's trust bundle file (registering 200 agents
 // through the registry CLI would take minutes); the registry process still
 // feeds the gateway's revocation list.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, isClientError, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
 import { deliveryReceiptLayout } from '@parley/protocol';
 import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
+import { createIssuerKey, issueCertificate, type IssuerKey, type TrustBundle } from '@parley/identity';
 import type { LocalIdentity } from '@parley/session';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '../processes.js';
+import { gatewayReady, pinCombinedTrustBundle, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-e2e.test';
 const DAY = 86_400_000;
@@ -36,7 +36,7 @@ const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.en
 const AGENTS = Number(process.env['E2E_AGENTS'] ?? 200);
 const MESSAGES = Number(process.env['E2E_MESSAGES'] ?? 100);
 
-type Gateway = RunningProcess & { readonly readyLine: Record<string, unknown> };
+type Gateway = RunningProcess;
 
 interface TestAgent {
   readonly identity: LocalIdentity;
@@ -62,10 +62,7 @@ beforeAll(async () => {
   registry = await startRegistry(['--heartbeat-ms', '1000']);
   issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
   // The registry's pinned keys (revocation heads, its own agents) plus the test issuer.
-  const registryBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8')).toJSON();
-  const testBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]).toJSON();
-  trustBundle = TrustBundle.fromJSON(crypto, { ...registryBundle, issuers: [...registryBundle.issuers, ...testBundle.issuers] });
-  writeFileSync(join(dir.path, 'bundle.json'), JSON.stringify(trustBundle.toJSON()));
+  trustBundle = pinCombinedTrustBundle(crypto, registry.trustBundleFile, [issuer], join(dir.path, 'bundle.json'));
   writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
 }, 120_000);
 
@@ -111,7 +108,7 @@ function gatewayEnv(name: string, listen: string): Record<string, string> {
 }
 
 function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
-  return start(GATEWAY_CLI, ['serve'], env, (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, 60_000);
+  return startApp('gateway', ['serve'], { env, ready: gatewayReady(), timeoutMs: 60_000 });
 }
 
 function agent(agentId: string, agentType: 'planner' | 'worker'): TestAgent {

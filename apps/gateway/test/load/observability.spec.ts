@@ -22,12 +22,12 @@ import { ServingStatus, createClient } from '@parley/rpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli.js';
-import { GATEWAY_CLI, GATEWAY_DIR, onLines, run, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '../processes.js';
+import { appDir, gatewayReady, onLines, runApp, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-observe.test';
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const REQUIRE = process.env['CI'] === 'true' || process.env['CI'] === '1';
-const RULES = join(GATEWAY_DIR, '..', '..', 'deploy', 'prometheus', 'parley-alerts.yml');
+const RULES = join(appDir('gateway'), '..', '..', 'deploy', 'prometheus', 'parley-alerts.yml');
 const MAX_AGE_MS = 3_000;
 
 const prometheusAvailable = await new Promise<boolean>((resolve) => {
@@ -66,7 +66,7 @@ interface PromAlert {
 describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', () => {
   const dir = tempDir('observe');
   let registry: TestRegistry;
-  let gateway: RunningProcess & { readonly readyLine: Record<string, unknown> };
+  let gateway: RunningProcess;
   let prometheus: ChildProcess | undefined;
   let promUrl: string;
   let opsUrl: string;
@@ -104,10 +104,8 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
       url.pathname = `/${database}`;
       db['DATABASE_URL'] = url.toString();
     } else db['PARLEY_GATEWAY_DATA_DIR'] = join(dir.path, 'pgdata');
-    gateway = await start(
-      GATEWAY_CLI,
-      ['serve'],
-      {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_METRICS_LISTEN: `127.0.0.1:${gatewayOps}`,
@@ -117,9 +115,9 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
         PARLEY_GATEWAY_REVOCATION_MAX_AGE_MS: String(MAX_AGE_MS),
         ...db,
       },
-      (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true,
-      60_000,
-    );
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     opsUrl = `http://127.0.0.1:${gatewayOps}`;
 
     const promDir = join(dir.path, 'prometheus');
@@ -181,13 +179,13 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
     await until(async () => (await query('parley_ready{job="parley-gateway"} == 1')).length === 1 || undefined, 30_000, 'the gateway ready in Prometheus');
     expect(health.statuses.at(-1)).toBe(ServingStatus.SERVING);
     expect((await alerts()).filter((a) => a.labels['alertname'] === 'ParleyRevocationFeedStale')).toEqual([]);
-    expect((await run(GATEWAY_CLI, ['check', '--url', opsUrl])).code).toBe(EXIT_CODES.ok);
+    expect((await runApp('gateway', ['check', '--url', opsUrl])).code).toBe(EXIT_CODES.ok);
     const before = (await feedAge())!;
     expect(before).toBeLessThan(MAX_AGE_MS / 1000);
 
     await registry.stop();
     await until(() => health.statuses.at(-1) === ServingStatus.NOT_SERVING || undefined, 20_000, 'Health.Watch NOT_SERVING');
-    const down = await run(GATEWAY_CLI, ['check', '--url', opsUrl]);
+    const down = await runApp('gateway', ['check', '--url', opsUrl]);
     expect(down.code, down.stdout).toBe(EXIT_CODES.notReady);
     expect(down.stdout).toMatch(/ {2}revocation +FAIL +revocation list version \d+ is \d+ s old \(bound 3 s\): registry unreachable\?; agents are refused \(fail closed\)/);
     // The feed age rises, scrape after scrape…
@@ -207,7 +205,7 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
     await registry.restart();
     await until(() => health.statuses.at(-1) === ServingStatus.SERVING || undefined, 30_000, 'Health.Watch SERVING again');
     expect(health.statuses.slice(-3)).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING, ServingStatus.SERVING]);
-    const up = await run(GATEWAY_CLI, ['check', '--url', opsUrl]);
+    const up = await runApp('gateway', ['check', '--url', opsUrl]);
     expect(up.code, up.stdout).toBe(EXIT_CODES.ok);
     await until(async () => ((await feedAge()) ?? Infinity) < MAX_AGE_MS / 1000 || undefined, 30_000, 'the scraped feed age reset');
     await until(async () => !(await alerts()).some((a) => a.labels['alertname'] === 'ParleyRevocationFeedStale') || undefined, 30_000, 'ParleyRevocationFeedStale resolved');
@@ -224,7 +222,7 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
     const readyz = await fetch(`${opsUrl}/readyz`);
     expect(readyz.status).toBe(503);
     expect(await readyz.json()).toMatchObject({ ready: false, failing: ['storage'] });
-    const down = await run(GATEWAY_CLI, ['check', '--url', opsUrl]);
+    const down = await runApp('gateway', ['check', '--url', opsUrl]);
     expect(down.code).toBe(EXIT_CODES.notReady);
     expect(down.stderr).toMatch(/^parley-gateway: error: not ready: storage \(database .*\)\n$/);
     // /metrics still answers while the database does not (the scrape must not fail with it).
@@ -239,7 +237,7 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
 
     await admin!.query(`ALTER DATABASE ${database} ALLOW_CONNECTIONS true`);
     await until(() => health.statuses.at(-1) === ServingStatus.SERVING || undefined, 30_000, 'Health.Watch SERVING again');
-    expect((await run(GATEWAY_CLI, ['check', '--url', opsUrl])).code).toBe(EXIT_CODES.ok);
+    expect((await runApp('gateway', ['check', '--url', opsUrl])).code).toBe(EXIT_CODES.ok);
     await until(async () => !(await alerts()).some((a) => a.labels['alertname'] === 'ParleyNotReady') || undefined, 30_000, 'ParleyNotReady gone');
     // The gateway logged the episode once each way, at warn then info (not once per probe).
     const logs = gateway.stderr.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['check'] === 'storage');

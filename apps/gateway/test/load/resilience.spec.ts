@@ -19,12 +19,12 @@ import { join } from 'node:path';
 import { decodeEntry, verifyChain } from '@parley/audit';
 import { connect, isClientError, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
 import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle, createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
+import { createIssuerKey, issueCertificate, type IssuerKey, type TrustBundle } from '@parley/identity';
 import { MessageType } from '@parley/proto';
 import type { LocalIdentity } from '@parley/session';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, rawConnect, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '../processes.js';
+import { gatewayReady, pinCombinedTrustBundle, rawConnect, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-resilience.test';
 const DAY = 86_400_000;
@@ -32,7 +32,7 @@ const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.en
 const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';
 const MAX_AGE_MS = 15_000;
 
-type Gateway = RunningProcess & { readonly readyLine: Record<string, unknown> };
+type Gateway = RunningProcess;
 
 let crypto: ParleyCrypto;
 let issuer: IssuerKey;
@@ -47,10 +47,7 @@ beforeAll(async () => {
   crypto = await createCrypto();
   registry = await startRegistry(['--heartbeat-ms', '500']);
   issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  const registryBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8')).toJSON();
-  const testBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]).toJSON();
-  trustBundle = TrustBundle.fromJSON(crypto, { ...registryBundle, issuers: [...registryBundle.issuers, ...testBundle.issuers] });
-  writeFileSync(join(dir.path, 'bundle.json'), JSON.stringify(trustBundle.toJSON()));
+  trustBundle = pinCombinedTrustBundle(crypto, registry.trustBundleFile, [issuer], join(dir.path, 'bundle.json'));
   writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
 }, 120_000);
 
@@ -96,7 +93,7 @@ function gatewayEnv(name: string, database: Record<string, string>, extra: Recor
 }
 
 async function startGateway(env: Record<string, string>): Promise<Gateway> {
-  const gw = await start(GATEWAY_CLI, ['serve'], env, (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, 60_000);
+  const gw = await startApp('gateway', ['serve'], { env, ready: gatewayReady(), timeoutMs: 60_000 });
   gateways.push(gw);
   return gw;
 }

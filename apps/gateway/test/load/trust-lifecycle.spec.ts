@@ -25,12 +25,11 @@ import { createClient } from '@parley/rpc';
 import { credentials } from '@grpc/grpc-js';
 import type { LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, rawConnect, run, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '../processes.js';
+import { rawConnect, runRegistryCli, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-trust.test';
-const REGISTRY_CLI = join(import.meta.dirname, '..', '..', '..', 'registry', 'src', 'cli.ts');
 
-type Gateway = RunningProcess & { readonly readyLine: Record<string, unknown> };
+type Gateway = RunningProcess;
 
 let crypto: ParleyCrypto;
 let registry: TestRegistry;
@@ -87,7 +86,7 @@ function gatewayEnv(): Record<string, string> {
 }
 
 async function startGateway(ready: (line: Record<string, unknown>) => boolean = (l) => l['revocations_synced'] === true): Promise<Gateway> {
-  return start(GATEWAY_CLI, ['serve'], gatewayEnv(), (line, stream) => stream === 'stdout' && line['ready'] === true && ready(line), 60_000);
+  return startApp('gateway', ['serve'], { env: gatewayEnv(), ready: (line, stream) => stream === 'stdout' && line['ready'] === true && ready(line), timeoutMs: 60_000 });
 }
 
 /** Gateway log lines (stderr JSON) that match. */
@@ -268,7 +267,7 @@ describe('online issuer rotation', () => {
 describe('enrolment with join tokens', () => {
   it('an agent enrols with its own key: a token works once, expires, and is refused when reused, with stable codes', async () => {
     const agentMachine = join(dir.path, 'agent-machine'); // no operator key here
-    const enrolCli = (args: string[]) => run(REGISTRY_CLI, [...args, '--data-dir', agentMachine, '--server', registry.address]);
+    const enrolCli = (args: string[]) => runRegistryCli([...args, '--data-dir', agentMachine, '--server', registry.address]);
     const create = async (name: string, ttl: string, type = 'worker'): Promise<string> => {
       const r = await registry.cli(['join-token', 'create', '--name', name, '--type', type, '--ttl', ttl, '--json']);
       expect(r.code, r.stderr).toBe(0);

@@ -16,7 +16,7 @@ import (
 
 // The three-entry list and signed head of the repository's conformance
 // vectors (§15.6), served page by page by a registry stand-in; the end-to-end
-// test (apps/gateway/test/go-agent.spec.ts) follows a real registry.
+// test (apps/gateway/test/load/go-agent.spec.ts) follows a real registry.
 const vectorFile = "../../../../docs/conformance/parley-v1.json"
 
 type vectorList struct {

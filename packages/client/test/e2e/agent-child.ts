@@ -9,7 +9,7 @@
 //   {"ev":"receipt","id":…,"hash":hex,"signer":…} {"ev":"send_failed","id":…,"code":…} {"ev":"event",…}
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { connect, fileStateStore, type ReceivedMessage } from '@parley/client';
+import { connect, fileStateStore, type ReceivedMessage } from '../../src/index.js';
 import { SecretKey, createCrypto, fromBase64Url, toHex } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { AgentCertificateSchema, MessageType, fromBinary } from '@parley/proto';

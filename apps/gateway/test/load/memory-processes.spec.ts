@@ -16,13 +16,12 @@
 //   - every access attempt has its audit entry: the gateway's own call log and the audit
 //     table agree call for call, refusals (and an unsigned call) included
 //   - the gateway SIGKILLed mid-write and restarted: no acknowledged write lost, none applied twice
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials } from '@grpc/grpc-js';
 import { connect, isMemoryError, type Agent as SdkAgent } from '@parley/client';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { openDatabase, bytes as dbBytes, type Database } from '@parley/db';
-import { TrustBundle, createIssuerKey, issueCertificate, type IssuerKey } from '@parley/identity';
+import { createIssuerKey, issueCertificate, type IssuerKey, type TrustBundle } from '@parley/identity';
 import { decodeEntry } from '@parley/audit';
 import { backLinkAd, memoryRequestSigner, openWrap, openWrite, followBackLink, type EpochKey } from '@parley/memory';
 import { EpochRecordSchema, KeyWrapSchema, MemoryService, WriteRecordSchema, fromBinary, type AuditMessage } from '@parley/proto';
@@ -30,7 +29,7 @@ import { createClient } from '@parley/rpc';
 import type { LocalIdentity } from '@parley/session';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+import { gatewayReady, pinCombinedTrustBundle, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-memory.test';
 const DAY = 86_400_000;
@@ -38,7 +37,7 @@ const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.en
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const str = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-type Gateway = RunningProcess & { readonly readyLine: Record<string, unknown> };
+type Gateway = RunningProcess;
 
 let crypto: ParleyCrypto;
 let issuer: IssuerKey;
@@ -52,10 +51,7 @@ beforeAll(async () => {
   crypto = await createCrypto();
   registry = await startRegistry(['--heartbeat-ms', '1000']);
   issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  const registryBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8')).toJSON();
-  const testBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]).toJSON();
-  trustBundle = TrustBundle.fromJSON(crypto, { ...registryBundle, issuers: [...registryBundle.issuers, ...testBundle.issuers] });
-  writeFileSync(join(dir.path, 'bundle.json'), JSON.stringify(trustBundle.toJSON()));
+  trustBundle = pinCombinedTrustBundle(crypto, registry.trustBundleFile, [issuer], join(dir.path, 'bundle.json'));
 }, 120_000);
 
 afterAll(async () => {
@@ -108,7 +104,7 @@ function gatewayEnv(name: string, db: Storage, extra: Record<string, string> = {
 }
 
 function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
-  return start(GATEWAY_CLI, ['serve'], env, (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true, 60_000);
+  return startApp('gateway', ['serve'], { env, ready: gatewayReady(), timeoutMs: 60_000 });
 }
 
 interface TestAgent {

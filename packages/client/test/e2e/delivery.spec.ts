@@ -1,5 +1,5 @@
-// The delivery contract (docs/PROTOCOL.md §17) end to end, against a real
-// gateway over gRPC on loopback, with agents as real processes where a crash
+// The delivery contract (docs/PROTOCOL.md §17) end to end, against a REAL
+// gateway process (started by @parley/test-support) over gRPC on loopback, with agents as real processes where a crash
 // is part of the test (SIGKILL, then a restart from the same state file):
 // - a recipient killed before its application acked gets the message again after restart, once,
 //   and the sender's receipt comes only after that ack;
@@ -7,11 +7,18 @@
 //   sees the message once; the sender gets the receipt;
 // - an envelope that overtakes step 3 of its handshake is held and delivered, not dropped;
 // - a recipient that lost the session answers with a SessionReject and the sender reseals.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { credentials } from '@grpc/grpc-js';
+import { buildSendRequest } from '@parley/protocol';
+import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
+import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
+import { createClient } from '@parley/rpc';
+import { SessionManager } from '@parley/session';
+import { onLines, sleep, spawnNode, tsxArgv, waitFor, type RunningGatewayProcess } from '@parley/test-support';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   GatewayConnection,
   connect,
@@ -21,36 +28,25 @@ import {
   type AgentEvent,
   type ConnectOptions,
   type ReceivedMessage,
-} from '@parley/client';
-import { buildSendRequest } from '@parley/protocol';
-import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
-import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
-import { createClient } from '@parley/rpc';
-import { SessionManager } from '@parley/session';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { RunningGateway } from '../src/server.js';
-import { GATEWAY_DIR, onLines } from './processes.js';
-import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';
+} from '../../src/index.js';
+import { GATEWAY_ID, createWorld, type Agent, type World } from './world.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
 
 let world: World;
-let gw: RunningGateway;
+let gw: RunningGatewayProcess;
 let tmp: string;
 const cleanup: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
   world = await createWorld();
-  tmp = mkdtempSync(join(tmpdir(), 'parley-delivery-'));
-  gw = await world.start({ database: { dataDir: join(tmp, 'gateway-db') } });
-  cleanup.push(() => gw.close());
-}, 60_000);
-
-// The revocation copy is refreshed once per test: on a loaded machine this file runs longer than its 60 s
-// freshness bound, and a stale copy refuses every agent (fail closed), which is not what these tests are about.
-beforeEach(() => world.refresh());
+  tmp = world.dir;
+  gw = await world.startGateway();
+}, 180_000);
 
 afterAll(async () => {
   for (const fn of cleanup.reverse()) await fn();
-  rmSync(tmp, { recursive: true, force: true });
+  await world?.close();
 });
 
 interface Running {
@@ -66,7 +62,6 @@ async function startSdk(agent: Agent, extra: Partial<ConnectOptions> = {}, autoA
     gateway: gw.address,
     identity: agent,
     trustBundle: world.trustBundle,
-    revocations: world.revocations,
     expectedGatewayId: GATEWAY_ID,
     crypto: world.crypto,
     reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
@@ -114,10 +109,7 @@ async function startChild(agent: Agent, name: string, autoAck: boolean, rekeyThr
       rekeyThreshold,
     }),
   );
-  const child = spawn(process.execPath, ['--conditions=@parley/source', '--import', 'tsx', join(GATEWAY_DIR, 'test', 'agent-child.ts'), configPath], {
-    cwd: GATEWAY_DIR,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawnNode(tsxArgv(join(HERE, 'agent-child.ts'), [configPath]), { cwd: HERE, stdin: 'pipe' });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
   onLines(child.stdout!, (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
@@ -143,7 +135,6 @@ async function startChild(agent: Agent, name: string, autoAck: boolean, rekeyThr
 }
 
 const receivedLines = (c: Child) => c.lines.filter((l) => l['ev'] === 'received');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('delivery contract (§17)', () => {
   it('a recipient killed before its application acked gets the message again after restart, once; the receipt waits for the ack', async () => {

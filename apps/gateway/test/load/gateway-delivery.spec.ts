@@ -13,9 +13,10 @@ import { AgentGatewayService, DeliveryStatus, type Delivery, type SecureMessage 
 import { createClient } from '@parley/rpc';
 import { InitiatorHandshake, ResponderHandshake, envelopeSignedBytes } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Policy } from '../src/policy.js';
-import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
-import { GATEWAY_ID, createWorld, fakeEnvelope, waitFor, type Agent, type World } from './fixtures.js';
+import { Policy } from '../../src/policy.js';
+import type { RunningGateway, StartGatewayOptions } from '../../src/server.js';
+import { waitFor } from '@parley/test-support';
+import { GATEWAY_ID, createWorld, fakeEnvelope, type Agent, type World } from '../fixtures.js';
 
 let world: World;
 let dir: string;

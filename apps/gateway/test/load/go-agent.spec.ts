@@ -21,9 +21,9 @@ import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, GATEWAY_DIR, onLines, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+import { appDir, gatewayReady, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
-const ROOT = join(GATEWAY_DIR, '..', '..');
+const ROOT = join(appDir('gateway'), '..', '..');
 const GO_DIR = join(ROOT, 'examples', 'go-agent');
 const GO_BIN = join(GO_DIR, 'bin', 'parley-go-agent');
 const VECTORS = join(ROOT, 'docs', 'conformance', 'parley-v1.json');
@@ -98,7 +98,7 @@ function runGo(args: readonly string[]): GoProcess {
 suite('Go example agent', () => {
   let crypto: ParleyCrypto;
   let registry: TestRegistry;
-  let gateway: RunningProcess & { readonly readyLine: Record<string, unknown> };
+  let gateway: RunningProcess;
   let address: string;
   let trustBundle: TrustBundle;
   const dir = tempDir('go-agent');
@@ -122,10 +122,8 @@ suite('Go example agent', () => {
       DATABASE_URL === undefined
         ? { PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata') }
         : { DATABASE_URL, PARLEY_GATEWAY_DB_SCHEMA: (schema = `gw_go_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`) };
-    gateway = await start(
-      GATEWAY_CLI,
-      ['serve'],
-      {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
@@ -138,9 +136,9 @@ suite('Go example agent', () => {
         PARLEY_GATEWAY_LOG_LEVEL: 'warn',
         ...db,
       },
-      (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true,
-      60_000,
-    );
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     address = gateway.readyLine['address'] as string;
   }, 360_000);
 

@@ -12,8 +12,8 @@ import { Health, RegistryService } from '@parley/proto';
 import { ServingStatus, createClient } from '@parley/rpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXIT_CODES } from '../src/cli.js';
-import { DATABASE_URL, REQUIRE_POSTGRES, initRegistry, runCli, serve, tempDir, type RegistryFixture, type RunningRegistry } from './harness.js';
+import { EXIT_CODES } from '../../src/cli.js';
+import { DATABASE_URL, initRegistry, REQUIRE_POSTGRES, runRegistryCli, serveRegistry, tempDir, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
 
 if (DATABASE_URL === undefined && REQUIRE_POSTGRES) throw new Error('DATABASE_URL is required under CI=true');
 
@@ -68,7 +68,7 @@ describe('registry operations listener and check (PGlite)', () => {
 
   beforeAll(async () => {
     fixture = await initRegistry('pglite', 'ops');
-    registry = await serve(fixture, ['--metrics-listen', '127.0.0.1:0']);
+    registry = await serveRegistry(fixture, ['--metrics-listen', '127.0.0.1:0']);
     const listening = registry.logs.find((l) => l['msg'] === 'listening')!;
     ops = (listening['readiness_url'] as string).replace('/readyz', '');
   }, 60_000);
@@ -86,7 +86,7 @@ describe('registry operations listener and check (PGlite)', () => {
     expect(readyz.status).toBe(200);
     expect(await readyz.json()).toMatchObject({ ready: true, failing: [], checks: [{ name: 'storage', ok: true, detail: 'pglite answers' }] });
 
-    const cli = (args: string[]) => runCli([...args, '--data-dir', fixture.dataDir, '--server', registry.address]);
+    const cli = (args: string[]) => runRegistryCli([...args, '--data-dir', fixture.dataDir, '--server', registry.address]);
     expect((await cli(['agent', 'register', 'worker-ops', '--type', 'worker'])).code).toBe(0);
     expect((await cli(['agent', 'revoke', 'worker-ops', '--reason', 'key-compromise'])).code).toBe(0);
     const metrics = await (await fetch(`${ops}/metrics`)).text();
@@ -99,16 +99,16 @@ describe('registry operations listener and check (PGlite)', () => {
     expect(metrics).toMatch(/^parley_db_query_duration_seconds_count\{engine="pglite",kind="transaction",ok="true"\} [1-9]/m);
     expect(metrics).toMatch(/^process_resident_memory_bytes \d/m);
 
-    const ok = await runCli(['check', '--url', ops]);
+    const ok = await runRegistryCli(['check', '--url', ops]);
     expect(ok.code, ok.stderr).toBe(EXIT_CODES.ok);
     expect(ok.stdout).toMatch(/^ready: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}storage +ok +pglite answers\n$/);
-    const json = await runCli(['check', '--url', ops, '--json']);
+    const json = await runRegistryCli(['check', '--url', ops, '--json']);
     expect(JSON.parse(json.stdout)).toMatchObject({ ready: true, failing: [], url: `${ops}/readyz` });
     const port = await closedPort();
     const [unreachable, off, badUrl] = await Promise.all([
-      runCli(['check', '--url', `http://127.0.0.1:${port}`]),
-      runCli(['check', '--data-dir', fixture.dataDir]), // registry.json: metrics_listen off
-      runCli(['check', '--url', 'ftp:x']),
+      runRegistryCli(['check', '--url', `http://127.0.0.1:${port}`]),
+      runRegistryCli(['check', '--data-dir', fixture.dataDir]), // registry.json: metrics_listen off
+      runRegistryCli(['check', '--url', 'ftp:x']),
     ]);
     expect(unreachable.code, unreachable.stderr).toBe(EXIT_CODES.unavailable);
     expect(unreachable.stderr).toBe(`parley-registry: error: http://127.0.0.1:${port}/readyz unreachable (ECONNREFUSED)\n`);
@@ -122,8 +122,8 @@ describe('registry operations listener and check (PGlite)', () => {
     try {
       // A key nobody listed signs a write: refused, logged as a security event with its key id.
       const key = join(stranger.path, 'k.json');
-      await runCli(['operator', 'add', 'zed', '--key-file', key, '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']);
-      const denied = await runCli(['agent', 'register', 'worker-x', '--type', 'worker', '--operator-key', key, '--data-dir', fixture.dataDir, '--server', registry.address]);
+      await runRegistryCli(['operator', 'add', 'zed', '--key-file', key, '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']);
+      const denied = await runRegistryCli(['agent', 'register', 'worker-x', '--type', 'worker', '--operator-key', key, '--data-dir', fixture.dataDir, '--server', registry.address]);
       expect(denied.code).toBe(EXIT_CODES.permissionDenied);
       const health = createClient(Health, registry.address, credentials.createInsecure());
       expect((await health.check({ service: RegistryService.typeName })).status).toBe(ServingStatus.SERVING);
@@ -151,7 +151,7 @@ describe('registry.json validation', () => {
       const written = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
       expect(written).toMatchObject({ version: 1, metrics_listen: 'off' });
       writeFileSync(path, JSON.stringify({ ...written, heartbeatMs: 500, listen: 'nowhere', challenge_ttl_ms: -1, metrics_listen: 'everywhere', colour: 'blue' }));
-      const r = await runCli(['serve', '--data-dir', fixture.dataDir]);
+      const r = await runRegistryCli(['serve', '--data-dir', fixture.dataDir]);
       expect(r.code).toBe(EXIT_CODES.invalidArgument);
       const lines = r.stderr.trim().split('\n');
       expect(lines).toHaveLength(1);
@@ -161,7 +161,7 @@ describe('registry.json validation', () => {
       );
       // A bad --metrics-listen is a usage error.
       writeFileSync(path, JSON.stringify(written));
-      const flag = await runCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', 'x']);
+      const flag = await runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', 'x']);
       expect(flag.code).toBe(EXIT_CODES.usage);
       expect(flag.stderr).toMatch(/--metrics-listen must be "off" or host:port, got 'x'/);
     } finally {
@@ -182,9 +182,9 @@ describe.skipIf(DATABASE_URL === undefined)('PostgreSQL refusing connections: he
     let registry: RunningRegistry | undefined;
     const health = { statuses: [] as ServingStatus[], abort: new AbortController() };
     try {
-      const init = await runCli(['init', '--data-dir', dir.path, '--database-url', url.toString()]);
+      const init = await runRegistryCli(['init', '--data-dir', dir.path, '--database-url', url.toString()]);
       expect(init.code, init.stderr).toBe(0);
-      registry = await serve({ backend: 'postgres', dataDir: dir.path, env: { DATABASE_URL: url.toString() }, cleanup: async () => undefined }, ['--metrics-listen', '127.0.0.1:0']);
+      registry = await serveRegistry({ dataDir: dir.path, env: { DATABASE_URL: url.toString() } }, ['--metrics-listen', '127.0.0.1:0']);
       const ops = (registry.logs.find((l) => l['msg'] === 'listening')!['readiness_url'] as string).replace('/readyz', '');
       const client = createClient(Health, registry.address, credentials.createInsecure());
       void (async () => {
@@ -202,7 +202,7 @@ describe.skipIf(DATABASE_URL === undefined)('PostgreSQL refusing connections: he
       await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS false`);
       await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name]);
       await until(() => health.statuses.at(-1) === ServingStatus.NOT_SERVING, 15_000, 'Health.Watch NOT_SERVING');
-      const down = await runCli(['check', '--url', ops]);
+      const down = await runRegistryCli(['check', '--url', ops]);
       expect(down.code, down.stdout).toBe(EXIT_CODES.notReady);
       expect(down.stdout).toMatch(/^NOT READY: .*\n {2}storage +FAIL +database (?:unreachable )?at postgres:\/\/postgres@127\.0\.0\.1:5432\/parley_reg_ops_\w+ .*\n$/);
       expect(down.stderr).toMatch(/^parley-registry: error: not ready: storage \(database/);
@@ -210,7 +210,7 @@ describe.skipIf(DATABASE_URL === undefined)('PostgreSQL refusing connections: he
       await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS true`);
       await until(() => health.statuses.at(-1) === ServingStatus.SERVING, 15_000, 'Health.Watch SERVING again');
       expect(health.statuses).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING, ServingStatus.SERVING]);
-      expect((await runCli(['check', '--url', ops])).code).toBe(EXIT_CODES.ok);
+      expect((await runRegistryCli(['check', '--url', ops])).code).toBe(EXIT_CODES.ok);
       health.abort.abort();
       client.close();
       // Readiness transitions are logged: a failure at warn, the recovery at info.

@@ -37,17 +37,8 @@ import {
   signOperatorRequest,
 } from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BACKENDS,
-  DATABASE_URL,
-  REQUIRE_POSTGRES,
-  initRegistry,
-  operatorClient,
-  plainClient,
-  serve,
-  type RegistryFixture,
-  type RunningRegistry,
-} from './harness.js';
+import { BACKENDS, DATABASE_URL, initRegistry, REQUIRE_POSTGRES, serveRegistry, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
+import { operatorClient, plainClient } from '../clients.js';
 
 const HOUR = 3_600_000;
 
@@ -80,7 +71,7 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     const configPath = join(fixture.dataDir, 'registry.json');
     const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
     writeFileSync(configPath, JSON.stringify({ ...config, challenge_ttl_ms: 1500 }));
-    registry = await serve(fixture, ['--heartbeat-ms', '300']);
+    registry = await serveRegistry(fixture, ['--heartbeat-ms', '300']);
     op = await operatorClient(registry, fixture, crypto);
   }, 60_000);
 
@@ -669,7 +660,7 @@ describe.each(BACKENDS)('registry server over gRPC on %s', (backend) => {
     raw.close();
     op.close();
     expect(await registry.stop()).toBe(0);
-    registry = await serve(fixture, ['--heartbeat-ms', '300']);
+    registry = await serveRegistry(fixture, ['--heartbeat-ms', '300']);
     op = await operatorClient(registry, fixture, crypto);
     const again = plainClient(registry);
     expect(await codeOf(again.revokeAgent(request, { metadata: signed }))).toMatchObject({ code: 'permission_denied', details: 'operator request replayed (nonce already used)' });

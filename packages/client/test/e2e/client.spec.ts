@@ -1,19 +1,18 @@
-// The agent SDK (@parley/client) end to end against a real gateway over gRPC on
-// 127.0.0.1: sessions through the gateway, verified receipts both ways, the
-// mailbox for offline recipients, persisted sessions across a client restart,
-// reconnection across a gateway restart, and forged receipts.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// The agent SDK (@parley/client) end to end against a REAL gateway process (and
+// the registry it follows), started from their CLIs by @parley/test-support, over
+// gRPC on 127.0.0.1: sessions through the gateway, verified receipts both ways,
+// the mailbox for offline recipients, persisted sessions across a client
+// restart, reconnection across a gateway restart, and forged receipts.
 import { join } from 'node:path';
-import { connect, fileStateStore, isClientError, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '@parley/client';
 import { deliveryReceiptLayout, signReceipt, buildSendRequest } from '@parley/protocol';
 import { SecretKey, toHex, type Ed25519KeyPair } from '@parley/crypto-core';
 import { AgentGatewayService, MessageType, type DeliveryReceipt } from '@parley/proto';
 import { createClient } from '@parley/rpc';
 import { credentials } from '@grpc/grpc-js';
+import { sleep, waitFor, type RunningGatewayProcess } from '@parley/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningGateway } from '../src/server.js';
-import { GATEWAY_ID, connectAgent, createWorld, waitFor, type Agent, type World } from './fixtures.js';
+import { connect, fileStateStore, isClientError, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '../../src/index.js';
+import { GATEWAY_ID, connectAgent, createWorld, type Agent, type World } from './world.js';
 
 interface Running {
   readonly agent: SdkAgent;
@@ -22,17 +21,15 @@ interface Running {
 }
 
 let world: World;
-let tmp: string;
 const cleanup: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
   world = await createWorld();
-  tmp = mkdtempSync(join(tmpdir(), 'parley-client-'));
 });
 
 afterAll(async () => {
   for (const fn of cleanup.reverse()) await fn();
-  rmSync(tmp, { recursive: true, force: true });
+  await world?.close();
 });
 
 async function start(agent: Agent, address: string, extra: Partial<ConnectOptions> = {}): Promise<Running> {
@@ -42,7 +39,6 @@ async function start(agent: Agent, address: string, extra: Partial<ConnectOption
     gateway: address,
     identity: agent,
     trustBundle: world.trustBundle,
-    revocations: world.revocations,
     expectedGatewayId: GATEWAY_ID,
     crypto: world.crypto,
     reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
@@ -74,10 +70,9 @@ function expectVerifiedReceipt(receipt: DeliveryReceipt, signer: Agent, senderId
 const security = (events: AgentEvent[]) => events.filter((e) => e.kind === 'security');
 
 describe('@parley/client through a gateway', () => {
-  let gw: RunningGateway;
+  let gw: RunningGatewayProcess;
   beforeAll(async () => {
-    gw = await world.start();
-    cleanup.push(() => gw.close());
+    gw = await world.startGateway();
   });
 
   it('two agents send both ways and get verified receipts', async () => {
@@ -114,7 +109,7 @@ describe('@parley/client through a gateway', () => {
     await expect(connect({ ...base } as unknown as ConnectOptions)).rejects.toSatisfy((e) => isClientError(e, 'malformed'));
     // An agent that meant to reach 'gw-elsewhere' is shown this gateway's challenge: it refuses to sign.
     await expect(connect({ ...base, expectedGatewayId: 'gw-elsewhere' })).rejects.toSatisfy((e) => isClientError(e, 'identity_mismatch'));
-    expect(world.logs.some((l) => l['agent'] === 'worker-gid' && l['msg'] === 'agent connected')).toBe(false);
+    expect(gw.logs.some((l) => l['agent'] === 'worker-gid' && l['msg'] === 'agent connected')).toBe(false);
   });
 
   it('refuses plaintext to a gateway that is not on loopback', async () => {
@@ -139,22 +134,21 @@ describe('@parley/client through a gateway', () => {
     await first.agent.close();
     const planner = await start(plannerId, gw.address);
     const sending = planner.agent.send('worker-o', MessageType.TASK_ASSIGNMENT, { queued: true });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     const worker = await start(workerId, gw.address);
     const receipt = await sending;
     await waitFor(() => worker.received.length === 1, 5_000, 'delivered');
     expectVerifiedReceipt(receipt, workerId, 'planner-o', worker.received[0]);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     expect(worker.received).toHaveLength(1);
   });
 
   it('a receipt that does not verify is relayed by the gateway (§10.3 step 6) and rejected by the sender; the genuine one resolves the send', async () => {
-    const unsigned = await world.start();
-    cleanup.push(() => unsigned.close());
+    const relay = await world.startGateway();
     const plannerId = world.agent('planner-f', { agentType: 'planner' });
     const workerId = world.agent('worker-f');
-    const planner = await start(plannerId, unsigned.address);
-    const worker = await connectAgent(world, unsigned.address, workerId); // a raw client that sends its own receipts
+    const planner = await start(plannerId, relay.address);
+    const worker = await connectAgent(world, relay.address, workerId); // a raw client that sends its own receipts
     cleanup.push(() => worker.close());
 
     let settled: DeliveryReceipt | undefined;
@@ -179,7 +173,7 @@ describe('@parley/client through a gateway', () => {
     const plannerId = world.agent('planner-p', { agentType: 'planner' });
     const workerId = world.agent('worker-p');
     const stateKey = SecretKey.from(world.crypto.randomBytes(32));
-    const store = fileStateStore(join(tmp, 'worker-p', 'agent.state'));
+    const store = fileStateStore(join(world.dir, 'worker-p', 'agent.state'));
     const planner = await start(plannerId, gw.address);
     const worker1 = await start(workerId, gw.address, { stateStore: store, stateKey });
     await planner.agent.send('worker-p', MessageType.TASK_ASSIGNMENT, { n: 1 });
@@ -217,9 +211,8 @@ describe('@parley/client through a gateway', () => {
 
 describe('@parley/client across a gateway restart', () => {
   it('reconnects with backoff and messages continue; a send during the outage completes', async () => {
-    const auditKey = world.crypto.ed25519.generateKeyPair();
-    const database = { dataDir: join(tmp, 'gw-restart') };
-    let gw = await world.start({ database, auditKey });
+    // The same database and audit key after the restart (the gateway's directory), on the same port.
+    let gw = await world.startGateway({ name: 'gw-restart' });
     const port = gw.port;
     const plannerId = world.agent('planner-r', { agentType: 'planner' });
     const workerId = world.agent('worker-r');
@@ -227,12 +220,11 @@ describe('@parley/client across a gateway restart', () => {
     const worker = await start(workerId, gw.address);
     await planner.agent.send('worker-r', MessageType.TASK_ASSIGNMENT, { before: true });
 
-    await gw.close();
+    expect(await gw.stop()).toBe(0);
     await waitFor(() => !planner.agent.connected && !worker.agent.connected, 5_000, 'both disconnected');
     const during = planner.agent.send('worker-r', MessageType.TASK_ASSIGNMENT, { during: true });
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    gw = await world.start({ database, auditKey, port });
-    cleanup.push(() => gw.close());
+    await sleep(200);
+    gw = await world.startGateway({ name: 'gw-restart', port });
 
     const r2 = await during;
     const r3 = await worker.agent.send('planner-r', MessageType.TASK_ASSIGNMENT, { after: true });
@@ -246,10 +238,10 @@ describe('@parley/client across a gateway restart', () => {
   });
 
   it('a send times out with deadline_exceeded when no gateway comes back', async () => {
-    const gw = await world.start();
+    const gw = await world.startGateway();
     const planner = await start(world.agent('planner-t', { agentType: 'planner' }), gw.address);
     world.agent('worker-t');
-    await gw.close();
+    expect(await gw.stop()).toBe(0);
     await expect(planner.agent.send('worker-t', MessageType.TASK_ASSIGNMENT, {}, { timeoutMs: 300 })).rejects.toSatisfy((e) => isClientError(e, 'deadline_exceeded'));
   });
 });

@@ -31,9 +31,9 @@ import { writeLayout } from '@parley/memory';
 import { createClient, type Client } from '@parley/rpc';
 import { envelopeSignedBytes, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GATEWAY_CLI, GATEWAY_DIR, onLines, start, startRegistry, tempDir, type RunningProcess, type TestRegistry } from './processes.js';
+import { appDir, gatewayReady, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
-const ROOT = join(GATEWAY_DIR, '..', '..');
+const ROOT = join(appDir('gateway'), '..', '..');
 const PY_DIR = join(ROOT, 'clients', 'python');
 const DRIVER = join(PY_DIR, 'tests', 'driver.py');
 const PYTHON = process.env['PARLEY_PYTHON'] ?? '/usr/bin/python3';
@@ -85,7 +85,7 @@ const content = (from: string, seq: number): JsonValue => ({ from, seq, text: `Ã
 suite('Python SDK agent', () => {
   let crypto: ParleyCrypto;
   let registry: TestRegistry;
-  let gateway: RunningProcess & { readonly readyLine: Record<string, unknown> };
+  let gateway: RunningProcess;
   let address: string;
   let trustBundle: TrustBundle;
   let sendClient: Client<typeof AgentGatewayService>;
@@ -101,10 +101,8 @@ suite('Python SDK agent', () => {
     registry = await startRegistry(['--heartbeat-ms', '1000']);
     trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
     writeFileSync(join(dir.path, 'policy.json'), JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
-    gateway = await start(
-      GATEWAY_CLI,
-      ['serve'],
-      {
+    gateway = await startApp('gateway', ['serve'], {
+      env: {
         PARLEY_GATEWAY_ID: GATEWAY_ID,
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
@@ -117,9 +115,9 @@ suite('Python SDK agent', () => {
         PARLEY_GATEWAY_LOG_LEVEL: 'warn',
         PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata'),
       },
-      (line, stream) => stream === 'stdout' && line['ready'] === true && line['revocations_synced'] === true,
-      60_000,
-    );
+      ready: gatewayReady(),
+      timeoutMs: 60_000,
+    });
     address = gateway.readyLine['address'] as string;
     sendClient = createClient(AgentGatewayService, address, credentials.createSsl(readFileSync(tlsCert)));
   }, 180_000);

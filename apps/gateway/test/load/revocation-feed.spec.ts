@@ -14,10 +14,10 @@ import { ServingStatus, createClient } from '@parley/rpc';
 import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Policy } from '../src/policy.js';
-import { RevocationFeed } from '../src/revocation-feed.js';
-import { startGateway, type RunningGateway } from '../src/server.js';
-import { rawConnect, startRegistry, within, type TestRegistry } from './processes.js';
+import { Policy } from '../../src/policy.js';
+import { RevocationFeed } from '../../src/revocation-feed.js';
+import { startGateway, type RunningGateway } from '../../src/server.js';
+import { rawConnect, startRegistry, within, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-feed.test';
 const POLICY = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });

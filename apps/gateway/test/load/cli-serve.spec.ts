@@ -8,8 +8,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXIT_CODES } from '../src/cli.js';
-import { GATEWAY_CLI, duplicateKeys, rawConnect, run, start, startRegistry, tempDir, within, type RunningProcess, type TestRegistry } from './processes.js';
+import { EXIT_CODES } from '../../src/cli.js';
+import { duplicateKeys, rawConnect, runApp, startApp, startRegistry, tempDir, within, type RunningProcess, type TestRegistry } from '@parley/test-support';
 
 const GATEWAY_ID = 'gw-cli.test';
 
@@ -42,7 +42,7 @@ describe('parley-gateway serve (process)', () => {
   }, 60_000);
 
   it('refuses to start without a pinned trust bundle, in one line, exit 8', async () => {
-    const r = await run(GATEWAY_CLI, ['serve'], { ...env, PARLEY_GATEWAY_TRUST_BUNDLE: undefined });
+    const r = await runApp('gateway', ['serve'], { env: { ...env, PARLEY_GATEWAY_TRUST_BUNDLE: undefined } });
     expect(r.code).toBe(8);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/^parley-gateway: error: no pinned trust bundle/);
@@ -50,12 +50,7 @@ describe('parley-gateway serve (process)', () => {
   }, 60_000);
 
   it('starts without the registry when the bundle and registry id are pinned, refusing agents until it loads', async () => {
-    const gw = await start(
-      GATEWAY_CLI,
-      ['serve'],
-      { ...env, PARLEY_GATEWAY_REGISTRY: '127.0.0.1:1', PARLEY_GATEWAY_REGISTRY_ID: '00'.repeat(16), PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata-2'), PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-2.json') },
-      (line, stream) => stream === 'stdout' && line['ready'] === true,
-    );
+    const gw = await startApp('gateway', ['serve'], { env: { ...env, PARLEY_GATEWAY_REGISTRY: '127.0.0.1:1', PARLEY_GATEWAY_REGISTRY_ID: '00'.repeat(16), PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata-2'), PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-2.json') }, ready: (line, stream) => stream === 'stdout' && line['ready'] === true });
     try {
       expect(gw.readyLine['revocations_synced']).toBe(false);
       const agent = await registry.register(crypto, 'worker-early', 'worker');
@@ -64,11 +59,11 @@ describe('parley-gateway serve (process)', () => {
       // `check`: the gateway answers, and is not ready (exit 9), naming the failing check.
       const readinessUrl = gw.readyLine['readiness_url'] as string;
       expect(readinessUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/readyz$/);
-      const notReady = await run(GATEWAY_CLI, ['check', '--url', readinessUrl.replace('/readyz', '')]);
+      const notReady = await runApp('gateway', ['check', '--url', readinessUrl.replace('/readyz', '')]);
       expect(notReady.code, notReady.stderr).toBe(EXIT_CODES.notReady);
       expect(notReady.stdout).toMatch(/^NOT READY: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +FAIL +revocation list not loaded yet; agents are refused \(fail closed\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
       expect(notReady.stderr).toBe('parley-gateway: error: not ready: revocation (revocation list not loaded yet; agents are refused (fail closed))\n');
-      const json = await run(GATEWAY_CLI, ['check', '--url', readinessUrl, '--json']);
+      const json = await runApp('gateway', ['check', '--url', readinessUrl, '--json']);
       expect(json.code).toBe(EXIT_CODES.notReady);
       expect(JSON.parse(json.stdout)).toMatchObject({ url: readinessUrl, ready: false, failing: ['revocation'] });
     } finally {
@@ -77,9 +72,9 @@ describe('parley-gateway serve (process)', () => {
   }, 60_000);
 
   it('serves: ready line, metrics, revocation within 2 s, SIGHUP, graceful SIGTERM', async () => {
-    let gw: (RunningProcess & { readyLine: Record<string, unknown> }) | undefined;
+    let gw: RunningProcess | undefined;
     try {
-      gw = await start(GATEWAY_CLI, ['serve'], env, (line, stream) => stream === 'stdout' && line['ready'] === true);
+      gw = await startApp('gateway', ['serve'], { env, ready: (line, stream) => stream === 'stdout' && line['ready'] === true });
       const ready = gw.readyLine;
       expect(ready).toMatchObject({ ready: true, gateway_id: GATEWAY_ID, revocations_synced: true });
       expect(gw.stdout).toHaveLength(1);
@@ -99,7 +94,7 @@ describe('parley-gateway serve (process)', () => {
 
       // `check` against the running gateway: ready (exit 0); unreachable (7); usage (2).
       const opsBase = (ready['readiness_url'] as string).replace('/readyz', '');
-      const ok = await run(GATEWAY_CLI, ['check', '--url', opsBase]);
+      const ok = await runApp('gateway', ['check', '--url', opsBase]);
       expect(ok.code, ok.stderr).toBe(0);
       expect(ok.stdout).toMatch(/^ready: http:\/\/127\.0\.0\.1:\d+\/readyz\n {2}revocation +ok +revocation list version \d+, \d+ s old \(bound 60 s\)\n {2}storage +ok +pglite answers\n {2}trust_bundle +ok +version \d+ \([a-z]+[^)]*\)\n$/);
       expect(ok.stderr).toBe('');
@@ -110,10 +105,10 @@ describe('parley-gateway serve (process)', () => {
         });
       });
       const [unreachable, badUrl, portZero, off] = await Promise.all([
-        run(GATEWAY_CLI, ['check', '--url', `http://127.0.0.1:${closedPort}`, '--timeout-ms', '3000']),
-        run(GATEWAY_CLI, ['check', '--url', 'nope']),
-        run(GATEWAY_CLI, ['check'], env), // metrics_listen 127.0.0.1:0: nothing to find
-        run(GATEWAY_CLI, ['check'], { ...env, PARLEY_GATEWAY_METRICS_LISTEN: 'off' }),
+        runApp('gateway', ['check', '--url', `http://127.0.0.1:${closedPort}`, '--timeout-ms', '3000']),
+        runApp('gateway', ['check', '--url', 'nope']),
+        runApp('gateway', ['check'], { env: env }), // metrics_listen 127.0.0.1:0: nothing to find
+        runApp('gateway', ['check'], { env: { ...env, PARLEY_GATEWAY_METRICS_LISTEN: 'off' } }),
       ]);
       expect(unreachable.code, unreachable.stderr).toBe(EXIT_CODES.unavailable);
       expect(unreachable.stderr).toBe(`parley-gateway: error: http://127.0.0.1:${closedPort}/readyz unreachable (ECONNREFUSED)\n`);

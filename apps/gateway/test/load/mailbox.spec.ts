@@ -15,8 +15,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GatewayConnection } from '@parley/client';
 import type { DatabaseOptions } from '@parley/db';
 import { handshakeFrameDigest } from '@parley/protocol';
-import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
-import { GATEWAY_ID, createWorld, waitFor, type Agent, type World } from './fixtures.js';
+import type { RunningGateway, StartGatewayOptions } from '../../src/server.js';
+import { waitFor } from '@parley/test-support';
+import { GATEWAY_ID, createWorld, type Agent, type World } from '../fixtures.js';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';

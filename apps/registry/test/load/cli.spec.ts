@@ -1,0 +1,268 @@
+// The operator CLI as an operator uses it: real processes, real exit codes,
+// tables and --json, one-line errors (never a stack trace), a sealed issuer
+// key, TLS, and `revocations --watch` (the test-load target; --help on every
+// command and the usage errors in this process: ../cli.spec.ts).
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCrypto, toHex } from '@parley/crypto-core';
+import { EXIT_CODES } from '../../src/cli.js';
+import { readPublicKey } from '../../src/key-file.js';
+import { initRegistry, runRegistryCli, spawnApp, serveRegistry, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
+
+function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
+  expect(r.code, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(code);
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^parley-registry: error: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+describe('help, in a real process', () => {
+  it('a real process prints help and exits 0; usage errors exit 2 in one line', async () => {
+    const [help, unknownCommand, unknownFlag, missing] = await Promise.all([
+      runRegistryCli(['agent', 'revoke', '--help']),
+      runRegistryCli(['frobnicate']),
+      runRegistryCli(['agent', 'list', '--colour']),
+      runRegistryCli(['agent', 'register', '--type', 'x']),
+    ]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--reason');
+    expectOneLineError(unknownCommand, EXIT_CODES.usage, /unknown command 'frobnicate'/);
+    expectOneLineError(unknownFlag, EXIT_CODES.usage, /--colour/);
+    expectOneLineError(missing, EXIT_CODES.usage, /missing AGENT_ID/);
+  });
+});
+
+describe('operator walkthrough on PGlite', () => {
+  let fixture: RegistryFixture;
+  let registry: RunningRegistry;
+  let cli: (args: string[], env?: Record<string, string | undefined>) => Promise<CliResult>;
+
+  beforeAll(async () => {
+    fixture = await initRegistry('pglite', 'cli');
+    registry = await serveRegistry(fixture);
+    cli = (args, env = {}) => runRegistryCli([...args, '--data-dir', fixture.dataDir, '--server', registry.address], env);
+  }, 60_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+    await fixture?.cleanup();
+  });
+
+  it('init wrote mode-0600 key files and refuses to run twice', async () => {
+    for (const f of ['issuer-key.json', 'operator-key.json']) expect(statSync(join(fixture.dataDir, f)).mode & 0o777).toBe(0o600);
+    expectOneLineError(await runRegistryCli(['init', '--data-dir', fixture.dataDir]), EXIT_CODES.alreadyExists, /already initialised/);
+  });
+
+  it('registers, lists, shows, revokes and prints the verified list, in tables and JSON', async () => {
+    const reg = await cli(['agent', 'register', 'planner-1', '--type', 'planner', '--cap', 'task:delegate', '--cap', 'msg:send', '--json']);
+    expect(reg.code, reg.stderr).toBe(0);
+    const agent = JSON.parse(reg.stdout) as Record<string, unknown>;
+    expect(agent).toMatchObject({ agent_id: 'planner-1', agent_type: 'planner', capabilities: ['msg:send', 'task:delegate'], status: 'active' });
+    expect(statSync(agent['key_file'] as string).mode & 0o777).toBe(0o600);
+
+    const [dup, table, show, unknown] = await Promise.all([
+      cli(['agent', 'register', 'planner-1', '--type', 'planner']),
+      cli(['agent', 'list']),
+      cli(['agent', 'show', 'planner-1']),
+      cli(['agent', 'show', 'ghost']),
+    ]);
+    expectOneLineError(dup, EXIT_CODES.alreadyExists, /agent 'planner-1' already exists/);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^AGENT ID\s+TYPE\s+STATUS/);
+    expect(table.stdout).toMatch(/planner-1\s+planner\s+active/);
+    expect(show.stdout).toMatch(/did:key:z6Mk/);
+    expectOneLineError(unknown, EXIT_CODES.notFound, /unknown agent 'ghost'/);
+
+    const revoke = await cli(['agent', 'revoke', 'planner-1', '--reason', 'key-compromise', '-m', 'laptop stolen']);
+    expect(revoke.code, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toContain('revocation list version 1');
+    const [list, listJson, again] = await Promise.all([
+      cli(['revocations']),
+      cli(['revocations', '--json']),
+      cli(['agent', 'revoke', 'planner-1']),
+    ]);
+    expect(list.stdout).toMatch(/1\s+agent planner-1\s+key_compromise\s+laptop stolen/);
+    // Not pinned: trust on first use, said in one warning line, never "verified".
+    expect(list.stdout).not.toContain('verified');
+    expect(list.stderr).toMatch(/^parley-registry: warning: trust bundle not pinned.*--trust-bundle FILE\n$/);
+    expect(JSON.parse(listJson.stdout)).toMatchObject({ version: 1, verified: false, trust_bundle_pinned: false, entries: [{ version: 1, agent_id: 'planner-1', reason: 'key_compromise' }] });
+    // Pinned: verified.
+    const bundleFile = join(fixture.dataDir, 'pinned-bundle.json');
+    writeFileSync(bundleFile, (await cli(['trust-bundle'])).stdout);
+    const pinned = await cli(['revocations', '--trust-bundle', bundleFile]);
+    expect(pinned.code, pinned.stderr).toBe(0);
+    expect(pinned.stdout).toContain('chain and issuer signature verified');
+    expect(pinned.stderr).toBe('');
+    expect(JSON.parse((await cli(['revocations', '--json', '--trust-bundle', bundleFile])).stdout)).toMatchObject({ verified: true, trust_bundle_pinned: true });
+    expectOneLineError(again, EXIT_CODES.alreadyExists, /already revoked/);
+    const revoked = JSON.parse((await cli(['agent', 'list', '--status', 'revoked', '--json'])).stdout) as { agents: { agent_id: string }[] };
+    expect(revoked.agents.map((a) => a.agent_id)).toEqual(['planner-1']);
+  });
+
+  it('adds an operator from a key file, removes it, and then refuses its key', async () => {
+    const keyFile = join(fixture.dataDir, 'frank-operator-key.json');
+    const added = await cli(['operator', 'add', 'frank', '--key-file', keyFile, '--json']);
+    expect(added.code, added.stderr).toBe(0);
+    const keyId = (JSON.parse(added.stdout) as { key_id: string }).key_id;
+    expect((await cli(['agent', 'list', '--operator-key', keyFile])).code).toBe(0);
+    const removed = await cli(['operator', 'remove', keyId]);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stdout).toContain(`removed operator "frank" with key ${keyId}`);
+    expect((await cli(['operator', 'list'])).stdout).not.toContain('frank');
+    expectOneLineError(await cli(['agent', 'register', 'frank-1', '--type', 'worker', '--operator-key', keyFile]), EXIT_CODES.permissionDenied, /not a listed operator/);
+    expectOneLineError(await cli(['operator', 'remove', keyId]), EXIT_CODES.notFound, /no listed operator/);
+    expectOneLineError(await cli(['operator', 'remove', 'xyz']), EXIT_CODES.usage, /KEY_ID must be 32 lowercase hex digits/);
+  });
+
+  it('rotates an agent key and replaces the key file', async () => {
+    expect((await cli(['agent', 'register', 'rot-1', '--type', 'worker'])).code).toBe(0);
+    const before = (JSON.parse((await cli(['agent', 'show', 'rot-1', '--json'])).stdout) as { certificate: { serial: string } }).certificate.serial;
+    const rotated = await cli(['agent', 'rotate', 'rot-1', '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const after = JSON.parse(rotated.stdout) as { certificate: { serial: string }; superseded: { serial: string; reason: string } };
+    expect(after.certificate.serial).not.toBe(before);
+    expect(after.superseded).toMatchObject({ serial: before, reason: 'superseded' });
+  });
+
+  it('gives clear one-line errors: bad key encoding, permission denied, server and database unreachable, plaintext off loopback', async () => {
+    const stranger = tempDir('stranger');
+    try {
+      const strangerKey = join(stranger.path, 'op.json');
+      const [badKey, badSerial, denied, unreachable, noDb, offLoopback] = await Promise.all([
+        cli(['operator', 'add', 'carol', 'not-a-key']),
+        cli(['agent', 'revoke', '--serial', 'xyz']),
+        cli(['operator', 'add', 'dave', '--key-file', strangerKey]).then(() => cli(['agent', 'list', '--operator-key', strangerKey])),
+        runRegistryCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']),
+        runRegistryCli(['init', '--data-dir', join(stranger.path, 'db'), '--database-url', 'postgres://postgres@127.0.0.1:1/nowhere']),
+        runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '0.0.0.0:0']),
+      ]);
+      expectOneLineError(badKey, EXIT_CODES.invalidArgument, /bad key encoding/);
+      expectOneLineError(badSerial, EXIT_CODES.invalidArgument, /bad serial encoding/);
+      // dave's key was listed by the admin, so signing with it works; a key nobody listed is refused.
+      expect(denied.code, denied.stderr).toBe(0);
+      const other = join(stranger.path, 'other.json');
+      // `operator add --key-file` creates the key file first, then fails to reach this (wrong) server: a key nobody listed.
+      await runRegistryCli(['operator', 'add', 'erin', '--key-file', other, '--data-dir', fixture.dataDir, '--server', '127.0.0.1:1']);
+      expectOneLineError(await cli(['agent', 'list', '--operator-key', other]), EXIT_CODES.permissionDenied, /not a listed operator/);
+      expectOneLineError(unreachable, EXIT_CODES.unavailable, /registry server unreachable/);
+      expectOneLineError(noDb, EXIT_CODES.unavailable, /database unreachable at postgres:\/\/postgres@127\.0\.0\.1:1\/nowhere/);
+      expectOneLineError(offLoopback, EXIT_CODES.failedPrecondition, /refusing to serve plaintext on non-loopback/);
+      // The client side too: no plaintext to a registry off loopback without --tls-ca (refused before connecting).
+      expectOneLineError(await runRegistryCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', '192.0.2.1:50051']), EXIT_CODES.failedPrecondition, /refusing to talk plaintext to non-loopback registry 192\.0\.2\.1:50051/);
+      // Without an operator key: writes are refused locally with a pointer; directory reads go unsigned and are
+      // refused (directory_reads is "authenticated" by default), the revocation list is open.
+      const empty = join(stranger.path, 'empty');
+      const [noKeyWrite, noKeyRead, noKeyRevocations] = await Promise.all([
+        runRegistryCli(['agent', 'revoke', 'planner-1', '--data-dir', empty, '--server', registry.address]),
+        runRegistryCli(['agent', 'list', '--json', '--data-dir', empty, '--server', registry.address]),
+        runRegistryCli(['revocations', '--json', '--data-dir', empty, '--server', registry.address]),
+      ]);
+      expectOneLineError(noKeyWrite, EXIT_CODES.failedPrecondition, /no operator key at .*pass --operator-key FILE/);
+      expectOneLineError(noKeyRead, EXIT_CODES.permissionDenied, /ListAgents requires an operator or agent request signature \(directory_reads is "authenticated"\)/);
+      expect(noKeyRevocations.code, noKeyRevocations.stderr).toBe(0);
+    } finally {
+      stranger.remove();
+    }
+  });
+
+  it('watches revocations live as NDJSON', async () => {
+    const child = spawnApp('registry', ['revocations', '--watch', '--json', '--data-dir', fixture.dataDir, '--server', registry.address]);
+    const lines: Record<string, unknown>[] = [];
+    let buffer = '';
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const waiters = new Set<() => void>();
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>);
+        buffer = buffer.slice(nl + 1);
+      }
+      for (const wake of waiters) wake();
+    });
+    const seen = (pred: (l: Record<string, unknown>) => boolean) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out; got ${JSON.stringify(lines)}; stderr ${stderr}`)), 30_000);
+        const check = (): void => {
+          if (lines.some(pred)) {
+            clearTimeout(timer);
+            waiters.delete(check);
+            resolve();
+          }
+        };
+        waiters.add(check);
+        check();
+      });
+    try {
+      await seen((l) => l['type'] === 'heartbeat'); // caught up with the backlog
+      expect((await cli(['agent', 'register', 'watched-1', '--type', 'worker'])).code).toBe(0);
+      expect((await cli(['agent', 'revoke', 'watched-1'])).code).toBe(0);
+      await seen((l) => l['type'] === 'entry' && l['agent_id'] === 'watched-1');
+      const versions = lines.filter((l) => l['type'] === 'entry').map((l) => l['version']);
+      expect(versions).toEqual(Array.from({ length: versions.length }, (_, i) => i + 1));
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 60_000);
+
+  it('issuer rotate asks the running registry: the key is prepared, then active (its file replaces the old one), and issuer list shows it', async () => {
+    expectOneLineError(await cli(['issuer', 'rotate', '--grace', '0']), EXIT_CODES.usage, /--grace must be longer than 0/);
+    const before = JSON.parse((await cli(['issuer', 'list', '--json'])).stdout) as { trust_bundle_version: number };
+    const rotated = await cli(['issuer', 'rotate', '--activate-after', '500ms', '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const prepared = JSON.parse(rotated.stdout) as { prepared_key_id: string; trust_bundle_version: number };
+    expect(prepared.trust_bundle_version).toBe(before.trust_bundle_version + 1);
+    const issuerPath = join(fixture.dataDir, 'issuer-key.json');
+    // Wait for the activation: the prepared file becomes the active one (the old secret is gone).
+    const crypto = await createCrypto();
+    const deadline = Date.now() + 15_000;
+    while (toHex(readPublicKey(crypto, issuerPath).keyId) !== prepared.prepared_key_id) {
+      if (Date.now() > deadline) throw new Error('not activated');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(existsSync(`${issuerPath}.next`)).toBe(false);
+    const listed = JSON.parse((await cli(['issuer', 'list', '--json'])).stdout) as { trust_bundle_version: number; issuers: { key_id: string; state: string; not_after_ms: number | null }[] };
+    expect(listed.trust_bundle_version).toBe(prepared.trust_bundle_version + 1);
+    expect(listed.issuers.find((i) => i.key_id === prepared.prepared_key_id)?.state).toBe('active');
+    expect(listed.issuers.find((i) => i.state === 'retired')?.not_after_ms).toBeGreaterThan(Date.now());
+  });
+});
+
+describe('sealed issuer key and TLS', () => {
+  it('serves only with the passphrase, and over TLS 1.3 with a CA-verified certificate', async () => {
+    const dir = tempDir('sealed');
+    const passFile = join(dir.path, 'pass');
+    writeFileSync(passFile, 'correct horse battery staple\n', { mode: 0o600 });
+    let fixture: RegistryFixture | undefined;
+    let registry: RunningRegistry | undefined;
+    try {
+      fixture = await initRegistry('pglite', 'sealed', ['--passphrase-file', passFile, '--kdf', 'interactive']);
+      const noPass = await runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0']);
+      expectOneLineError(noPass, EXIT_CODES.permissionDenied, /sealed: a passphrase is required/);
+      writeFileSync(join(dir.path, 'wrong'), 'wrong\n');
+      const wrong = await runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--passphrase-file', join(dir.path, 'wrong')]);
+      expectOneLineError(wrong, EXIT_CODES.permissionDenied, /wrong passphrase/);
+
+      // A self-signed certificate for localhost (openssl, test only).
+      const cert = join(dir.path, 'cert.pem');
+      const key = join(dir.path, 'key.pem');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      registry = await serveRegistry(fixture, ['--passphrase-file', passFile, '--tls-cert', cert, '--tls-key', key]);
+      expect(registry.logs.find((l) => l['msg'] === 'listening')).toMatchObject({ tls: true });
+      const overTls = await runRegistryCli(['agent', 'list', '--json', '--data-dir', fixture.dataDir, '--server', registry.address, '--tls-ca', cert, '--tls-server-name', 'localhost']);
+      expect(overTls.code, overTls.stderr).toBe(0);
+      expect(JSON.parse(overTls.stdout)).toEqual({ agents: [], next_page_token: null });
+      const plain = await runRegistryCli(['agent', 'list', '--data-dir', fixture.dataDir, '--server', registry.address, '--timeout', '3']);
+      expect(plain.code).toBe(EXIT_CODES.unavailable);
+    } finally {
+      await registry?.stop();
+      await fixture?.cleanup();
+      dir.remove();
+    }
+  }, 60_000);
+});
