@@ -1,6 +1,6 @@
 // Registry benchmark: registrations/s (CreateChallenge + RegisterAgent with
 // proof of possession and an operator signature: two calls) and GetAgent
-// lookups/s (unsigned reads, as gateways and agents make them), over real gRPC on loopback against a spawned `serve` process,
+// lookups/s (operator-signed reads: directory reads are authenticated by default), over real gRPC on loopback against a spawned `serve` process,
 // PGlite beside PostgreSQL measured in the same run. Rounds alternate
 // (PGlite, PostgreSQL, PGlite, …) so machine drift hits both; the median round
 // is reported. Calls are issued with a fixed number in flight.
@@ -12,7 +12,7 @@ import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { ChallengePurpose } from '@parley/proto';
 import { registrationProofLayout } from '@parley/protocol';
 import { initRegistry, serveRegistry, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
-import { operatorClient, plainClient } from '../test/clients.js';
+import { operatorClient } from '../test/clients.js';
 
 process.env['DATABASE_URL'] ??= 'postgres://postgres@127.0.0.1:5432/test';
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -25,8 +25,8 @@ interface Target {
   readonly fixture: RegistryFixture;
   readonly registry: RunningRegistry;
   readonly op: Awaited<ReturnType<typeof operatorClient>>;
-  /** Unsigned: reads are open by default, as a gateway or agent reads them. */
-  readonly reader: ReturnType<typeof plainClient>;
+  /** Operator-signed: directory reads are authenticated by default (`directory_reads: "authenticated"`). */
+  readonly reader: Awaited<ReturnType<typeof operatorClient>>['client'];
   readonly ids: string[];
 }
 
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
       const fixture = await initRegistry(backend, `bench${backend}`);
       const registry = await serveRegistry(fixture, ['--log-level', 'warn']);
       const op = await operatorClient(registry, fixture, crypto);
-      targets.push({ name: backend, fixture, registry, op, reader: plainClient(registry), ids: [] });
+      targets.push({ name: backend, fixture, registry, op, reader: op.client, ids: [] });
     }
     // Warm-up: JIT, connection pools, and a population to look up.
     for (const t of targets) await round(() => registerOne(crypto, t), IN_FLIGHT_REGISTER, 500);
