@@ -13,36 +13,9 @@ import { ServingStatus, createClient } from '@parley/rpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli.js';
-import { DATABASE_URL, initRegistry, REQUIRE_POSTGRES, runRegistryCli, serveRegistry, tempDir, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
+import { DATABASE_URL, duplicateKeys, initRegistry, REQUIRE_POSTGRES, runRegistryCli, serveRegistry, tempDir, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
 
 if (DATABASE_URL === undefined && REQUIRE_POSTGRES) throw new Error('DATABASE_URL is required under CI=true');
-
-/** Keys that occur twice in one object of a JSON text (log pipelines that refuse duplicates drop such lines). */
-function duplicateKeys(text: string): string[] {
-  const dups: string[] = [];
-  const stack: { object: boolean; keys: Set<string> }[] = [];
-  let expectKey = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (ch === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
-      if (expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)) as string;
-        const top = stack[stack.length - 1]!;
-        if (top.keys.has(key)) dups.push(key);
-        top.keys.add(key);
-        expectKey = false;
-      }
-      i = j;
-    } else if (ch === '{' || ch === '[') {
-      stack.push({ object: ch === '{', keys: new Set() });
-      expectKey = ch === '{';
-    } else if (ch === '}' || ch === ']') stack.pop();
-    else if (ch === ',') expectKey = stack[stack.length - 1]?.object === true;
-  }
-  return dups;
-}
 
 async function closedPort(): Promise<number> {
   return new Promise((resolve) => {
