@@ -7,17 +7,13 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   AuditLog,
-  encodeEntry,
-  FILE_MAGIC,
   openFileStore,
-  RECORD_OVERHEAD,
   verifyChain,
   type AuditStore,
-  type FileAuditStore,
-  type FileStoreEvent,
   type FileStoreOptions,
 } from '../src/index.js';
 import { buildChain, crypto, fieldsFor, writerA, WRONG, tempDir } from './fixtures.js';
+import { cutAtEveryOffset, openCollecting, writeLog } from './crash-cut.js';
 import { storeSuite } from './store-suite.js';
 
 const dir = tempDir();
@@ -39,55 +35,14 @@ function fileBackend(options: FileStoreOptions) {
 storeSuite('file, fsync always', fileBackend({ fsync: 'always' }));
 storeSuite('file, fsync batched', fileBackend({ fsync: { entries: 7, ms: 5 } }));
 
-async function writeLog(count: number): Promise<{ path: string; bytes: Uint8Array; boundaries: number[] }> {
-  const path = join(dir, `log-${n++}.log`);
-  const store = await openFileStore(crypto, path);
-  const chain = buildChain(count);
-  for (const e of chain) await store.append(e);
-  await store.close();
-  const boundaries = [FILE_MAGIC.length];
-  for (const e of chain) boundaries.push(boundaries.at(-1)! + RECORD_OVERHEAD + encodeEntry(e).length);
-  const bytes = new Uint8Array(readFileSync(path));
-  expect(bytes.length).toBe(boundaries.at(-1));
-  return { path, bytes, boundaries };
-}
-
-async function openCollecting(path: string, options: FileStoreOptions = {}): Promise<{ store: FileAuditStore; events: FileStoreEvent[] }> {
-  const events: FileStoreEvent[] = [];
-  const store = await openFileStore(crypto, path, { ...options, onEvent: (e) => events.push(e) });
-  return { store, events };
-}
-
 describe('crash recovery', () => {
-  it('a file cut at every byte offset reopens at its last whole entry, says so, and appends on', async () => {
-    const { bytes, boundaries } = await writeLog(4);
-    const chain = buildChain(5);
-    for (let len = 0; len <= bytes.length; len++) {
-      const path = join(dir, `cut-${len}.log`);
-      writeFileSync(path, bytes.subarray(0, len));
-      const { store, events } = await openCollecting(path);
-      const whole = boundaries.filter((b) => b <= len).length - 1; // records entirely within len
-      const end = Math.max(FILE_MAGIC.length, boundaries[Math.max(0, whole)]!);
-      expect(await store.size(), `cut at ${len}`).toBe(Math.max(0, whole));
-      const isBoundary = len === 0 || boundaries.includes(len);
-      if (isBoundary) {
-        expect(events, `cut at ${len}`).toEqual([]);
-      } else {
-        expect(events, `cut at ${len}`).toMatchObject([
-          { type: 'torn_record', action: 'cut', cause: len < FILE_MAGIC.length ? 'header' : 'incomplete', bytes: len < FILE_MAGIC.length ? len : len - end },
-        ]);
-      }
-      expect(statSync(path).size, `cut at ${len}`).toBe(end);
-      const size = await store.size();
-      await store.append(chain[size]!);
-      const result = await verifyChain(crypto, store.read(0, size + 1), { keys: writerA.publicKey });
-      expect(result.ok, `cut at ${len}`).toBe(true);
-      await store.close();
-    }
+  // Every offset of a 4-entry file is test/load/file-store.spec.ts's.
+  it('a file cut at every byte offset (2 entries) reopens at its last whole entry, says so, and appends on', async () => {
+    await cutAtEveryOffset(dir, 2);
   });
 
   it('a zero-filled tail (blocks allocated, never written) is cut', async () => {
-    const { path, bytes } = await writeLog(3);
+    const { path, bytes } = await writeLog(dir, 3);
     writeFileSync(path, Buffer.concat([bytes, new Uint8Array(8192)]));
     const { store, events } = await openCollecting(path);
     expect(await store.size()).toBe(3);
@@ -97,7 +52,7 @@ describe('crash recovery', () => {
   });
 
   it('a last record that fails its checksum is cut as torn', async () => {
-    const { path, bytes, boundaries } = await writeLog(3);
+    const { path, bytes, boundaries } = await writeLog(dir, 3);
     const copy = new Uint8Array(bytes);
     copy[boundaries[2]! + 10]! ^= 0x40;
     writeFileSync(path, copy);
@@ -108,7 +63,7 @@ describe('crash recovery', () => {
   });
 
   it('a half-zeroed last record followed by zero pages (power loss, batched fsync) is cut as torn', async () => {
-    const { path, bytes, boundaries } = await writeLog(3);
+    const { path, bytes, boundaries } = await writeLog(dir, 3);
     const copy = new Uint8Array(bytes);
     const mid = boundaries[2]! + Math.floor((boundaries[3]! - boundaries[2]!) / 2);
     copy.fill(0, mid);
@@ -123,7 +78,7 @@ describe('crash recovery', () => {
   });
 
   it('a damaged last record followed by zeros and then data is still corruption', async () => {
-    const { path, bytes, boundaries } = await writeLog(3);
+    const { path, bytes, boundaries } = await writeLog(dir, 3);
     const copy = new Uint8Array(bytes);
     copy[boundaries[2]! + 10]! ^= 0x40;
     writeFileSync(path, Buffer.concat([copy, new Uint8Array(4096), new Uint8Array([1])]));
@@ -131,7 +86,7 @@ describe('crash recovery', () => {
   });
 
   it('a damaged record with data after it is corruption: refused, reported read-only, cut only on request', async () => {
-    const { path, bytes, boundaries } = await writeLog(4);
+    const { path, bytes, boundaries } = await writeLog(dir, 4);
     const copy = new Uint8Array(bytes);
     copy[boundaries[1]! + 12]! ^= 0x01;
     writeFileSync(path, copy);
@@ -150,7 +105,7 @@ describe('crash recovery', () => {
   });
 
   it('a read-only open of a torn file leaves it alone and reports the tear', async () => {
-    const { path, bytes } = await writeLog(2);
+    const { path, bytes } = await writeLog(dir, 2);
     writeFileSync(path, bytes.subarray(0, bytes.length - 5));
     const { store, events } = await openCollecting(path, { readOnly: true });
     expect(await store.size()).toBe(1);
@@ -161,7 +116,7 @@ describe('crash recovery', () => {
   });
 
   it('without a handler, a cut is a process warning (never silent)', async () => {
-    const { path, bytes } = await writeLog(2);
+    const { path, bytes } = await writeLog(dir, 2);
     writeFileSync(path, bytes.subarray(0, bytes.length - 3));
     const warnings: Error[] = [];
     const listener = (w: Error) => warnings.push(w);
@@ -177,7 +132,7 @@ describe('crash recovery', () => {
   });
 
   it('a record rewritten on disk with a valid checksum is caught by the verifier', async () => {
-    const { path, bytes, boundaries } = await writeLog(5);
+    const { path, bytes, boundaries } = await writeLog(dir, 5);
     const copy = new Uint8Array(bytes);
     const at = boundaries[2]!;
     const len = new DataView(copy.buffer).getUint32(at);
@@ -190,7 +145,7 @@ describe('crash recovery', () => {
   });
 
   it('a record damaged after open fails its checksum on read: malformed at that index', async () => {
-    const { path, bytes, boundaries } = await writeLog(5);
+    const { path, bytes, boundaries } = await writeLog(dir, 5);
     const store = await openFileStore(crypto, path, { readOnly: true });
     const copy = new Uint8Array(bytes);
     copy[boundaries[3]! + 9]! ^= 0x10;

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytes, int, intOrNull, openDatabase, redactUrl, type Database } from '../src/index.js';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
@@ -40,62 +40,54 @@ if (DATABASE_URL !== undefined) {
   ]);
 }
 
+// One database per engine for the whole file (a PGlite boot costs seconds of WebAssembly): each test
+// works in tables of its own, so none depends on another's leftovers.
 describe.each(engines)('%s', (_name, open) => {
+  let db: Database;
+  beforeAll(async () => {
+    db = await open();
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+
   it('runs the same SQL, and int/bytes decode both engines\' values alike', async () => {
-    const db = await open();
-    try {
-      await db.exec('CREATE TABLE t (id BIGINT PRIMARY KEY, data BYTEA NOT NULL, maybe BIGINT)');
-      await db.query('INSERT INTO t VALUES ($1, $2, NULL)', [9007199254740991n, new Uint8Array([1, 2, 3])]);
-      const [row] = await db.query<{ id: unknown; data: unknown; maybe: unknown }>('SELECT * FROM t');
-      expect(int(row!.id)).toBe(Number.MAX_SAFE_INTEGER);
-      expect(bytes(row!.data)).toEqual(new Uint8Array([1, 2, 3]));
-      expect(Object.getPrototypeOf(bytes(row!.data))).toBe(Uint8Array.prototype);
-      expect(intOrNull(row!.maybe)).toBeNull();
-      expect((await db.sqlClient.query('SELECT count(*)::int AS n FROM t')).rows).toEqual([{ n: 1 }]);
-    } finally {
-      await db.close();
-    }
+    await db.exec('CREATE TABLE sql_t (id BIGINT PRIMARY KEY, data BYTEA NOT NULL, maybe BIGINT)');
+    await db.query('INSERT INTO sql_t VALUES ($1, $2, NULL)', [9007199254740991n, new Uint8Array([1, 2, 3])]);
+    const [row] = await db.query<{ id: unknown; data: unknown; maybe: unknown }>('SELECT * FROM sql_t');
+    expect(int(row!.id)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(bytes(row!.data)).toEqual(new Uint8Array([1, 2, 3]));
+    expect(Object.getPrototypeOf(bytes(row!.data))).toBe(Uint8Array.prototype);
+    expect(intOrNull(row!.maybe)).toBeNull();
+    expect((await db.sqlClient.query('SELECT count(*)::int AS n FROM sql_t')).rows).toEqual([{ n: 1 }]);
   });
 
   it('commits a transaction that resolves and rolls back one that throws', async () => {
-    const db = await open();
-    try {
-      await db.exec('CREATE TABLE t (v INT)');
-      await db.transaction(async (tx) => {
-        await tx.query('INSERT INTO t VALUES (1)');
-      });
-      await expect(
-        db.transaction(async (tx) => {
-          await tx.query('INSERT INTO t VALUES (2)');
-          throw new Error('abort');
-        }),
-      ).rejects.toThrow('abort');
-      expect((await db.query<{ v: number }>('SELECT v FROM t')).map((r) => r.v)).toEqual([1]);
-    } finally {
-      await db.close();
-    }
+    await db.exec('CREATE TABLE tx_t (v INT)');
+    await db.transaction(async (tx) => {
+      await tx.query('INSERT INTO tx_t VALUES (1)');
+    });
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.query('INSERT INTO tx_t VALUES (2)');
+        throw new Error('abort');
+      }),
+    ).rejects.toThrow('abort');
+    expect((await db.query<{ v: number }>('SELECT v FROM tx_t')).map((r) => r.v)).toEqual([1]);
   });
 
   it('delivers NOTIFY to a listener until it unsubscribes', async () => {
-    const db = await open();
-    try {
-      let heard = 0;
-      const stop = await db.listen('parley_db_test', () => (heard += 1));
-      await db.exec("NOTIFY parley_db_test, 'x'");
-      const deadline = Date.now() + 5000;
-      while (heard === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-      expect(heard).toBe(1);
-      await stop();
-    } finally {
-      await db.close();
-    }
+    let heard = 0;
+    const stop = await db.listen('parley_db_test', () => (heard += 1));
+    await db.exec("NOTIFY parley_db_test, 'x'");
+    const deadline = Date.now() + 5000;
+    while (heard === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(heard).toBe(1);
+    await stop();
   });
-});
 
-describe.each(engines)('%s: probes and figures', (_name, open) => {
-  it('ping answers; observe times statements, transactions and sqlClient; stats counts them', async () => {
-    const db = await open();
-    try {
+  describe('probes and figures', () => {
+    it('ping answers; observe times statements, transactions and sqlClient; stats counts them', async () => {
       await db.ping();
       const events: { kind: string; ok: boolean; seconds: number }[] = [];
       const stop = db.observe((e) => events.push(e));
@@ -122,9 +114,7 @@ describe.each(engines)('%s: probes and figures', (_name, open) => {
       expect(stats.queries).toBeGreaterThanOrEqual(6);
       if (db.engine === 'postgres') expect(stats.pool).toMatchObject({ total: expect.any(Number), idle: expect.any(Number), waiting: 0, max: 4 });
       else expect(stats.pool).toBeUndefined();
-    } finally {
-      await db.close();
-    }
+    });
   });
 });
 

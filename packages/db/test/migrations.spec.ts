@@ -3,7 +3,7 @@
 // schema is refused (also when nothing is left to apply); bad names and gapped lists are refused before any SQL.
 // PGlite in memory always; PostgreSQL (a fresh schema) when DATABASE_URL is set.
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isDbError, migrate, openDatabase, type Database, type MigrationSet } from '../src/index.js';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
@@ -19,15 +19,18 @@ afterAll(async () => {
   }
 });
 
-const SET: MigrationSet = {
-  component: 'test component',
-  table: 'test_migrations',
-  lockKey: 0x7061726c65797473n,
-  migrations: [
-    { version: 1, name: 'one', sql: 'CREATE TABLE t1 (x int)' },
-    { version: 2, name: 'two', sql: 'CREATE TABLE t2 (y int)' },
-  ],
-};
+/** A component's migrations in tables of its own (`<prefix>_migrations`, `<prefix>_t1`, `<prefix>_t2`): each test uses its own prefix on the file's one database. */
+function setOf(prefix: string): MigrationSet {
+  return {
+    component: 'test component',
+    table: `${prefix}_migrations`,
+    lockKey: 0x7061726c65797473n,
+    migrations: [
+      { version: 1, name: 'one', sql: `CREATE TABLE ${prefix}_t1 (x int)` },
+      { version: 2, name: 'two', sql: `CREATE TABLE ${prefix}_t2 (y int)` },
+    ],
+  };
+}
 
 async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
@@ -51,41 +54,43 @@ if (DATABASE_URL !== undefined) {
   ]);
 }
 
+// One database per engine for the whole file (a PGlite boot costs seconds of WebAssembly).
 describe.each(engines)('migrate on %s', (_name, open) => {
+  let db: Database;
+  let options: { schema?: string } = {};
+  beforeAll(async () => {
+    const opened = await open();
+    db = opened.db;
+    options = opened.schema === undefined ? {} : { schema: opened.schema };
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+
   it('applies in order once, records each version, and a second run is a no-op', async () => {
-    const { db, schema } = await open();
-    try {
-      const options = schema === undefined ? {} : { schema };
-      const runs = await Promise.all([migrate(db, SET, options), migrate(db, SET, options)]);
-      expect(runs.map((r) => r.version)).toEqual([2, 2]);
-      expect([...runs[0]!.applied, ...runs[1]!.applied].sort()).toEqual([1, 2]);
-      expect(await migrate(db, SET, options)).toEqual({ applied: [], version: 2 });
-      const rows = await db.query<{ version: number; name: string }>('SELECT version, name FROM test_migrations ORDER BY version');
-      expect(rows.map((r) => [Number(r.version), r.name])).toEqual([
-        [1, 'one'],
-        [2, 'two'],
-      ]);
-      await db.query('INSERT INTO t2 (y) VALUES (1)');
-    } finally {
-      await db.close();
-    }
+    const SET = setOf('applies');
+    const runs = await Promise.all([migrate(db, SET, options), migrate(db, SET, options)]);
+    expect(runs.map((r) => r.version)).toEqual([2, 2]);
+    expect([...runs[0]!.applied, ...runs[1]!.applied].sort()).toEqual([1, 2]);
+    expect(await migrate(db, SET, options)).toEqual({ applied: [], version: 2 });
+    const rows = await db.query<{ version: number; name: string }>('SELECT version, name FROM applies_migrations ORDER BY version');
+    expect(rows.map((r) => [Number(r.version), r.name])).toEqual([
+      [1, 'one'],
+      [2, 'two'],
+    ]);
+    await db.query('INSERT INTO applies_t2 (y) VALUES (1)');
   });
 
   it('refuses a newer schema, naming the component; refuses bad names and gapped lists before any SQL', async () => {
-    const { db, schema } = await open();
-    try {
-      const options = schema === undefined ? {} : { schema };
-      await migrate(db, SET, options);
-      const older = { ...SET, migrations: SET.migrations.slice(0, 1) };
-      const refused = await migrate(db, older, options).catch((e: unknown) => e);
-      expect(isDbError(refused, 'failed_precondition')).toBe(true);
-      expect((refused as Error).message).toContain('test component schema is at version 2, newer than this build knows (1)');
-      expect(await codeOf(migrate(db, { ...SET, table: 'x; DROP TABLE t1' }))).toBe('malformed');
-      expect(await codeOf(migrate(db, SET, { schema: 'Upper' }))).toBe('malformed');
-      expect(await codeOf(migrate(db, { ...SET, migrations: [SET.migrations[1]!] }))).toBe('internal');
-      expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM t1'))[0]!.n).toBe(0);
-    } finally {
-      await db.close();
-    }
+    const SET = setOf('refuses');
+    await migrate(db, SET, options);
+    const older = { ...SET, migrations: SET.migrations.slice(0, 1) };
+    const refused = await migrate(db, older, options).catch((e: unknown) => e);
+    expect(isDbError(refused, 'failed_precondition')).toBe(true);
+    expect((refused as Error).message).toContain('test component schema is at version 2, newer than this build knows (1)');
+    expect(await codeOf(migrate(db, { ...SET, table: 'x; DROP TABLE refuses_t1' }))).toBe('malformed');
+    expect(await codeOf(migrate(db, SET, { schema: 'Upper' }))).toBe('malformed');
+    expect(await codeOf(migrate(db, { ...SET, migrations: [SET.migrations[1]!] }))).toBe('internal');
+    expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM refuses_t1'))[0]!.n).toBe(0);
   });
 });
