@@ -11,8 +11,8 @@ import { GatewayConnection } from '@parley/client';
 import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
 import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
-import type { RunningGateway } from '../src/server.js';
-import { DAY, waitFor } from '@parley/test-support';
+import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
+import { DAY, tempDir, waitFor, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
@@ -57,14 +57,27 @@ function securityLogs(code: string): Record<string, unknown>[] {
   return world.logs.filter((l) => l['event'] === 'security' && l['code'] === code);
 }
 
+const dirs: TempDir[] = [];
+/**
+ * A gateway on PGlite in a fresh directory of its own: it starts as a copy of the cached template with
+ * the gateway's migrations applied (@parley/db), a fraction of a second where an in-memory PGlite runs
+ * initdb and the migrations (seconds of WebAssembly) on every start.
+ */
+function start(overrides: Partial<StartGatewayOptions> = {}): Promise<RunningGateway> {
+  const dir = tempDir('gateway-spec');
+  dirs.push(dir);
+  return world.start({ database: { dataDir: dir.path }, ...overrides });
+}
+
 beforeAll(async () => {
   world = await createWorld();
-  gw = await world.start({ deliveryWriter: tamperingWriter });
+  gw = await start({ deliveryWriter: tamperingWriter });
 });
 
 afterAll(async () => {
   for (const a of open) a.close();
   await gw.close();
+  for (const dir of dirs) dir.remove();
 });
 
 describe('relaying a Parley session', () => {
@@ -200,7 +213,7 @@ describe('stream authentication', () => {
   });
 
   it('closes a stream that does not authenticate in time', async () => {
-    const quick = await world.start({ authTimeoutMs: 200 });
+    const quick = await start({ authTimeoutMs: 200 });
     const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, quick.address, credentials.createInsecure());
     try {
       const never = (async function* () {
@@ -261,7 +274,7 @@ describe('Outbound checks', () => {
   });
 
   it('rate limits and size limits per agent', async () => {
-    const small = await world.start({ rateLimit: { ratePerSecond: 0.5, burst: 3 }, maxFrameBytes: 4096 });
+    const small = await start({ rateLimit: { ratePerSecond: 0.5, burst: 3 }, maxFrameBytes: 4096 });
     try {
       const planner = await connect('planner-8', 'planner', small);
       await connect('worker-8', 'worker', small);
