@@ -13,6 +13,7 @@ import pytest
 from ._paths import CLIENT_DIR, CONFORMANCE_FILE
 
 
+@pytest.mark.process  # venv + pip: seconds of processes, the test-load target's
 @pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX shell environment")
 def test_pip_installs_the_package_into_a_venv_and_it_works(tmp_path: Path) -> None:
     source = tmp_path / "src"
