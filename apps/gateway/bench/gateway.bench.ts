@@ -523,6 +523,8 @@ async function main(): Promise<void> {
         const envelopes = senders.map((s, p) => Array.from({ length: PER }, (_, k) => toEnvelopeBytes(signedEnvelope(world, s, recipients[p]!.agentId, k))));
         const conns = await openConnections(world, gw.address, senders);
         const IN_FLIGHT = 512;
+        const gwCpu = async (): Promise<number> => (await gw.command('stats'))['cpuUs'] as number;
+        const insertCpu0 = await gwCpu();
         const t0 = performance.now();
         await Promise.all(
           conns.map(async (c, p) => {
@@ -535,6 +537,7 @@ async function main(): Promise<void> {
           }),
         );
         const insertMs = performance.now() - t0;
+        const insertCpuUs = (await gwCpu()) - insertCpu0;
         for (const c of conns) c.close();
 
         const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
@@ -561,11 +564,16 @@ async function main(): Promise<void> {
         // Drain: the recipients connect and ack everything; done when the mailbox is empty.
         const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
         let delivered = 0;
+        const drainCpu0 = await gwCpu();
+        const benchCpu0 = process.cpuUsage();
         const t2 = performance.now();
         const rconns = await openConnections(world, gw.address, recipients, () => void delivered++);
         await waitUntil(() => delivered >= RECIPIENTS * PER, 600_000, 'drain deliveries');
         await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
         const drainMs = performance.now() - t2;
+        const drainCpuUs = (await gwCpu()) - drainCpu0;
+        const benchCpu = process.cpuUsage(benchCpu0);
+        const recipientsCpuUs = benchCpu.user + benchCpu.system;
         for (const c of rconns) c.close();
 
         const t3 = performance.now();
@@ -586,6 +594,7 @@ async function main(): Promise<void> {
           { label: 'insert (accepted QUEUED) vs single-row INSERTs', ours: throughput((total * 1000) / insertMs), peer: throughput((total * 1000) / peerInsertMs), unit: 'ops/s' },
           { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
         ]);
+        console.log(`   gateway CPU per envelope: insert ${(insertCpuUs / total).toFixed(0)} µs (busy ${((100 * insertCpuUs) / 1000 / insertMs).toFixed(0)} % of the insert's wall time), drain ${(drainCpuUs / total).toFixed(0)} µs (busy ${((100 * drainCpuUs) / 1000 / drainMs).toFixed(0)} %; the recipients' process ${(recipientsCpuUs / total).toFixed(0)} µs, busy ${((100 * recipientsCpuUs) / 1000 / drainMs).toFixed(0)} %)`);
         await gw.stop();
       });
     }
