@@ -73,6 +73,7 @@ export async function authenticate(
     inflight: new Map(),
     rows: new Set(),
     backlog: true,
+    cursor: 0n,
     pumping: false,
     dirty: false,
     turn: Promise.resolve(),
