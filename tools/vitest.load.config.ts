@@ -6,4 +6,4 @@
 // - demo/: `npm start -- --once`, the whole demo.
 import { projectConfig } from '../vitest.shared.js';
 
-export default projectConfig({ include: ['deploy/load/**/*.spec.ts', 'cli-consistency/**/*.spec.ts', 'demo/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 600_000 });
+export default projectConfig({ workers: 'one-core-free', include: ['deploy/load/**/*.spec.ts', 'cli-consistency/**/*.spec.ts', 'demo/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 600_000 });

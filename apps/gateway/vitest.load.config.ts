@@ -2,4 +2,4 @@
 // (`nx run gateway:test-load`, `npm run test:load -w apps/gateway`), so the fast loop stays fast.
 import { projectConfig } from '../../vitest.shared.js';
 
-export default projectConfig({ include: ['test/load/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 120_000 });
+export default projectConfig({ workers: 'one-core-free', include: ['test/load/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 120_000 });

@@ -3,4 +3,4 @@
 // Generous per-test time: one process start can take seconds on a loaded 2-core machine.
 import { projectConfig } from '../../vitest.shared.js';
 
-export default projectConfig({ include: ['test/load/**/*.spec.ts'], testTimeout: 120_000, hookTimeout: 120_000 });
+export default projectConfig({ workers: 'one-core-free', include: ['test/load/**/*.spec.ts'], testTimeout: 120_000, hookTimeout: 120_000 });

@@ -3,4 +3,4 @@
 // (`nx run client:test-load`), so the fast loop stays fast. .ci/run runs it after `npm test`.
 import { projectConfig } from '../../vitest.shared.js';
 
-export default projectConfig({ include: ['test/e2e/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 180_000 });
+export default projectConfig({ workers: 'one-core-free', include: ['test/e2e/**/*.spec.ts'], testTimeout: 300_000, hookTimeout: 180_000 });
