@@ -8,11 +8,11 @@
  * as Buffers, PGlite as numbers and Uint8Arrays; rows leave this module through
  * {@link int} and {@link bytes}, which accept both.
  */
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
 import { DbError } from './errors.js';
-import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, usableTemplate } from './pglite-files.js';
+import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, saveMemoryImage, usableMemoryImage, usableTemplate } from './pglite-files.js';
 
 /** Something SQL can be sent to: the database, or one transaction. */
 export interface Queryable {
@@ -344,7 +344,7 @@ async function openPglite(dataDir: string | undefined, prepared: PreparedTemplat
   const release = dataDir === undefined ? () => undefined : lockDirectory(dataDir, PGLITE_LOCK_FILE, 'PGlite data directory');
   let db: PGlite;
   try {
-    db = dataDir === undefined ? await PGlite.create() : await openPgliteDir(PGlite, dataDir, prepared);
+    db = dataDir === undefined ? await openPgliteMemory(PGlite) : await openPgliteDir(PGlite, dataDir, prepared);
   } catch (cause) {
     release();
     if (cause instanceof DbError) throw cause;
@@ -386,6 +386,27 @@ function wrapPglite(db: PGlite, location: string, release: () => void): Database
       }
     },
   };
+}
+
+/**
+ * Opens PGlite in memory. Its cluster starts from the cached memory image (a
+ * dump of a clean cluster, made here on first use) when there is one, which
+ * spares the initdb; a failure on that path drops the image and falls back to
+ * initdb (./pglite-files.ts).
+ */
+async function openPgliteMemory(PGliteClass: typeof PGlite): Promise<PGlite> {
+  const root = pgliteTemplateRoot();
+  const image = usableMemoryImage(root);
+  if (image !== undefined) {
+    try {
+      return await PGliteClass.create({ loadDataDir: new Blob([readFileSync(image)]) });
+    } catch {
+      rmSync(image, { force: true }); // unusable: this open makes a new one
+    }
+  }
+  const db = await PGliteClass.create();
+  if (root !== undefined) await saveMemoryImage(root, () => db.dumpDataDir('none'));
+  return db;
 }
 
 /**

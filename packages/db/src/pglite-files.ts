@@ -20,8 +20,16 @@
  * - **Prepared templates.** An app may name a second template: the clean
  *   cluster with its migrations applied (`DatabaseOptions.prepared`), named
  *   after a hash of those migrations, so a fresh directory also skips them.
+ * - **A memory image.** An in-memory PGlite has no directory to copy into, but
+ *   PGlite loads a cluster from a tar of its data directory (`loadDataDir`,
+ *   the format its `dumpDataDir` writes). The first in-memory database made on
+ *   a machine dumps its clean cluster into the same cache (`memory-<build>.tar`,
+ *   published by an atomic rename), and later ones load it instead of running
+ *   initdb: 0.5–0.9 s instead of 2–5 s on a 2-core machine. Used under the same
+ *   conditions as a template (ours, nobody else can write it or the cache);
+ *   any failure falls back to initdb.
  */
-import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -142,6 +150,17 @@ function privateDirectory(path: string): boolean {
   }
 }
 
+/** Ours alone: a regular file (no symlink) owned by this user that nobody else can write. */
+function privateFile(path: string): boolean {
+  try {
+    const s = lstatSync(path);
+    const uid = typeof process.getuid === 'function' ? process.getuid() : s.uid;
+    return s.isFile() && s.uid === uid && (s.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** True when a data directory holds no cluster yet (missing, or empty). */
 export function isFreshDataDir(dataDir: string): boolean {
   if (!existsSync(dataDir)) return true;
@@ -244,6 +263,44 @@ export async function makeTemplate(root: string | undefined, create: (dir: strin
     }
     pruneTemplates(root, name);
     return usableTemplate(root, name);
+  } catch {
+    return undefined;
+  } finally {
+    if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The memory image this process can use (a tar of a clean cluster, see above): its path, or undefined. */
+export function usableMemoryImage(root: string | undefined): string | undefined {
+  const key = pgliteBuildKey();
+  if (root === undefined || key === undefined) return undefined;
+  const image = join(root, `memory-${key}.tar`);
+  if (!privateDirectory(root) || !privateFile(image)) return undefined;
+  return image;
+}
+
+/**
+ * Publishes the memory image: `dump` (a clean cluster's `dumpDataDir`) written
+ * into a private temporary directory of the cache, then renamed into place (a
+ * concurrent maker's image is replaced by an equal one). Best effort: returns
+ * undefined when anything fails.
+ *
+ * @param root the cache directory
+ * @param dump the tar of a clean cluster
+ */
+export async function saveMemoryImage(root: string | undefined, dump: () => Promise<Blob>): Promise<string | undefined> {
+  const key = pgliteBuildKey();
+  if (root === undefined || key === undefined) return undefined;
+  let tmp: string | undefined;
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    if (!privateDirectory(root)) return undefined;
+    const bytes = new Uint8Array(await (await dump()).arrayBuffer());
+    tmp = mkdtempSync(join(root, `.making-${process.pid}-`));
+    const file = join(tmp, 'memory.tar');
+    writeFileSync(file, bytes, { mode: 0o600, flag: 'wx' });
+    renameSync(file, join(root, `memory-${key}.tar`));
+    return usableMemoryImage(root);
   } catch {
     return undefined;
   } finally {

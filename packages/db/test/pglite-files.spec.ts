@@ -1,30 +1,39 @@
-// The on-disk PGlite directory's lock and the template cluster that spares a
-// fresh directory its initdb (src/pglite-files.ts), on real directories. The
-// cache directory here is private to this file but seeded with a copy of this
-// machine's template (made once if there is none), so no test runs an initdb:
-// making the template from an empty cache and the initdb fallback are
-// test/load/pglite-template.spec.ts's (target test-load).
+// The on-disk PGlite directory's lock, the template cluster that spares a
+// fresh directory its initdb and the memory image that spares an in-memory
+// database its initdb (src/pglite-files.ts), on real directories. The cache
+// directory here is private to this file but seeded with a copy of this
+// machine's template and memory image (made once if there are none), so no
+// test runs an initdb: making them from an empty cache and the initdb
+// fallbacks are test/load/pglite-template.spec.ts's (target test-load).
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PGLITE_LOCK_FILE, PGLITE_TEMPLATE_ENV, lockDirectory, openDatabase, pgliteTemplateRoot, type Database } from '../src/index.js';
-import { copyTemplate, pruneTemplates, usableTemplate } from '../src/pglite-files.js';
+import { PGlite } from '@electric-sql/pglite';
+import { copyTemplate, pruneTemplates, saveMemoryImage, usableMemoryImage, usableTemplate } from '../src/pglite-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-db-files-'));
 const root = join(dir, 'cache');
 const previous = process.env[PGLITE_TEMPLATE_ENV];
 beforeAll(async () => {
-  // This machine's template (the first fresh directory ever opened here makes it), copied into our cache.
+  // This machine's template and memory image (the first fresh directory and the first in-memory database
+  // ever opened here make them), copied into our cache.
   let machine = usableTemplate(pgliteTemplateRoot());
   if (machine === undefined) {
     await (await openDatabase({ dataDir: join(dir, 'seed') })).close();
     machine = usableTemplate(pgliteTemplateRoot());
   }
+  let image = usableMemoryImage(pgliteTemplateRoot());
+  if (image === undefined) {
+    await (await openDatabase()).close();
+    image = usableMemoryImage(pgliteTemplateRoot());
+  }
   process.env[PGLITE_TEMPLATE_ENV] = root;
   mkdirSync(root, { mode: 0o700 });
   if (machine !== undefined) copyTemplate(machine, join(root, basename(machine)));
+  if (image !== undefined) copyFileSync(image, join(root, basename(image)));
 }, 120_000);
 afterAll(() => {
   if (previous === undefined) delete process.env[PGLITE_TEMPLATE_ENV];
@@ -152,6 +161,33 @@ describe('template cluster', { timeout: 120_000 }, () => {
     make('prepared-app-memory-ffff-k', 600);
     pruneTemplates(cache, 'prepared-app-aaaa'); // the one just made stays, whatever its age
     expect(readdirSync(cache).sort()).toEqual(['cluster-k', 'prepared-app-aaaa-k', 'prepared-app-cccc-k', 'prepared-app-dddd-k', 'prepared-app-memory-ffff-k', 'prepared-other-eeee-k']);
+  });
+
+  it('an in-memory database starts from the memory image; an image others can write is not used', async () => {
+    const image = usableMemoryImage(root);
+    expect(image).toBeDefined();
+    // An image whose cluster holds a table: a database loaded from it has that table.
+    const pg = await PGlite.create({ loadDataDir: new Blob([readFileSync(image!)]) });
+    try {
+      await pg.exec('CREATE TABLE from_the_image (x int); INSERT INTO from_the_image VALUES (7)');
+      expect(await saveMemoryImage(root, () => pg.dumpDataDir('none'))).toBe(image);
+    } finally {
+      await pg.close();
+    }
+    expect(readdirSync(root).filter((n) => n.startsWith('.making-'))).toEqual([]);
+    const db = await openDatabase();
+    try {
+      expect(await db.query('SELECT x FROM from_the_image')).toEqual([{ x: 7 }]);
+    } finally {
+      await db.close();
+    }
+    chmodSync(image!, 0o664);
+    expect(usableMemoryImage(root)).toBeUndefined();
+    chmodSync(image!, 0o600);
+    chmodSync(root, 0o777);
+    expect(usableMemoryImage(root)).toBeUndefined();
+    chmodSync(root, 0o700);
+    expect(usableMemoryImage(root)).toBe(image);
   });
 
   it('is off with PARLEY_PGLITE_TEMPLATE_DIR=off, else under XDG_CACHE_HOME or ~/.cache', () => {

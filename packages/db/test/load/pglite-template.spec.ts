@@ -1,14 +1,15 @@
-// The template cluster that spares a fresh directory its initdb (src/pglite-files.ts), from an empty
-// cache directory: made by the first fresh directory (an initdb), copied into later ones, and dropped
-// (initdb again) when it does not open. Two initdb runs: the test-load target's, not the fast loop's;
-// test/pglite-files.spec.ts covers the lock, copies, prepared templates and pruning from a cache seeded
-// with a copy of this machine's template.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// The template cluster that spares a fresh directory its initdb and the memory image that spares an
+// in-memory database its initdb (src/pglite-files.ts), from an empty cache directory: each made by the
+// first database of its kind (an initdb), used by later ones, and dropped (initdb again) when it does not
+// open. Four initdb runs: the test-load target's, not the fast loop's; test/pglite-files.spec.ts covers
+// the lock, copies, prepared templates, the image's use and pruning from a cache seeded with a copy of
+// this machine's template and image.
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PGLITE_TEMPLATE_ENV, openDatabase } from '../../src/index.js';
-import { usableTemplate } from '../../src/pglite-files.js';
+import { usableMemoryImage, usableTemplate } from '../../src/pglite-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-db-files-'));
 const root = join(dir, 'cache');
@@ -68,6 +69,36 @@ describe('template cluster', { timeout: 120_000 }, () => {
       await db.close();
     }
     expect(existsSync(template)).toBe(false);
+    expect(readdirSync(root).filter((n) => n.startsWith('.making-'))).toEqual([]);
+  });
+
+  it('the first in-memory database makes the memory image, later ones load it; a broken one is dropped and initdb runs', async () => {
+    expect(usableMemoryImage(root)).toBeUndefined();
+    const first = await openDatabase();
+    try {
+      await first.exec('CREATE TABLE only_in_first (x int)');
+    } finally {
+      await first.close();
+    }
+    const image = usableMemoryImage(root);
+    expect(image).toBeDefined();
+    // The image is the clean cluster: nothing the first database did afterwards.
+    const second = await openDatabase();
+    try {
+      expect(await second.query("SELECT 1 FROM pg_tables WHERE tablename = 'only_in_first'")).toEqual([]);
+    } finally {
+      await second.close();
+    }
+    writeFileSync(image!, 'not a tar');
+    const third = await openDatabase();
+    try {
+      expect((await third.query<{ n: number }>('SELECT 1 AS n'))[0]!.n).toBe(1);
+    } finally {
+      await third.close();
+    }
+    // Dropped, and made again from the initdb that replaced it.
+    expect(usableMemoryImage(root)).toBe(image);
+    expect(statSync(image!).size).toBeGreaterThan(1_000_000);
     expect(readdirSync(root).filter((n) => n.startsWith('.making-'))).toEqual([]);
   });
 });
