@@ -9,7 +9,7 @@ import type { AgentCertificate, ConnectRequest } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import type { Channel } from '@parley/async';
 import { isAgentId } from '@parley/session';
-import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link, type SecuritySubject } from './context.js';
+import { SETTLED, type ConnectResponseInit, type GatewayContext, type Link, type SecuritySubject } from './context.js';
 import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parley/protocol';
 
 /**
@@ -66,16 +66,15 @@ export async function authenticate(
   }
   const link: Link = {
     cert,
-    subject: subjectOf(cert),
     out,
     remote,
     lastDeliveryId: 0n,
-    inflight: new Map(),
-    rows: new Set(),
+    inflight: undefined,
+    rows: undefined,
     backlog: true,
     pumping: false,
     dirty: false,
-    turn: Promise.resolve(),
+    turn: SETTLED,
   };
   return { link, certificate: hello.value.certificate };
 }

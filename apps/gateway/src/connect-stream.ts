@@ -60,14 +60,8 @@ export class ConnectStreams {
     const ctx = this.#ctx;
     const it = requests[Symbol.asyncIterator]();
     const remote = call.peer;
-    const authTimer = setTimeout(() => {
-      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
-      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
-      out.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
-    }, this.#authTimeoutMs);
-    authTimer.unref();
     try {
-      const link = await this.#authenticate(it, out, remote, authTimer, state);
+      const link = await this.#authenticate(it, out, remote, state);
       if (link === undefined) return;
       const depth = await ctx.track(ctx.mailbox.depth(link.cert.agentId));
       // Welcome goes out before the link is visible to routing, so no delivery can
@@ -84,7 +78,8 @@ export class ConnectStreams {
       // Up to MAX_PIPELINED items of this stream in flight at once: they are checked one at a time in order
       // (Router), and their writes overlap and are group-committed with other items. Beyond it, reading stops
       // (HTTP/2 flow control pushes back on the agent).
-      const pipelined = new Set<Promise<void>>();
+      // (Created by the first Send: an idle stream holds none.)
+      let pipelined: Set<Promise<void>> | undefined;
       for (;;) {
         const next = await it.next();
         if (next.done === true || out.closed) break;
@@ -92,9 +87,10 @@ export class ConnectStreams {
         switch (request.kind.case) {
           case 'send': {
             const p = this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
-            pipelined.add(p);
-            void p.finally(() => pipelined.delete(p));
-            if (pipelined.size >= MAX_PIPELINED) await Promise.race(pipelined);
+            const inFlight = (pipelined ??= new Set());
+            inFlight.add(p);
+            void p.finally(() => inFlight.delete(p));
+            if (inFlight.size >= MAX_PIPELINED) await Promise.race(inFlight);
             break;
           }
           case 'ack':
@@ -106,10 +102,9 @@ export class ConnectStreams {
             return;
         }
       }
-      await Promise.all(pipelined);
+      if (pipelined !== undefined) await Promise.all(pipelined);
       out.end();
     } catch (error) {
-      clearTimeout(authTimer);
       if (closedByClient(error)) {
         // The agent went away (closed its stream, or the connection dropped), or the gateway is stopping and the
         // stream was cut after its GoAway: routine, not an error (§10.10).
@@ -124,18 +119,29 @@ export class ConnectStreams {
   }
 
   /**
-   * Authenticates the stream and records the agent's certificate in the directory. Its own frame, so that the
-   * decoded certificate is not kept alive in the stream's long-lived frame: a Link holds the verified view only.
+   * Authenticates the stream within the auth timeout and records the agent's certificate in the directory. Its
+   * own frame, so that neither the decoded certificate nor the timer is kept alive in the stream's long-lived
+   * frame: a Link holds the verified view only.
    */
   async #authenticate(
     it: AsyncIterator<ConnectRequest>,
     out: Channel<ConnectResponseInit>,
     remote: string,
-    authTimer: NodeJS.Timeout,
     state: { link: Link | undefined },
   ): Promise<Link | undefined> {
-    const authenticated = await authenticate(this.#ctx, it, out, remote);
-    clearTimeout(authTimer);
+    const ctx = this.#ctx;
+    const authTimer = setTimeout(() => {
+      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
+      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
+      out.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
+    }, this.#authTimeoutMs);
+    authTimer.unref();
+    let authenticated: Awaited<ReturnType<typeof authenticate>>;
+    try {
+      authenticated = await authenticate(ctx, it, out, remote);
+    } finally {
+      clearTimeout(authTimer);
+    }
     if (authenticated === undefined) return undefined;
     state.link = authenticated.link;
     await this.#ctx.track(this.#ctx.mailbox.rememberAgent(authenticated.certificate));
