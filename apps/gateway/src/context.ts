@@ -7,7 +7,7 @@
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
-import type { Channel } from '@parley/async';
+import type { ResponseSink } from '@parley/rpc';
 import type { Logger } from 'pino';
 import type { RelayItem } from '@parley/protocol';
 import type { Mailbox } from './mailbox.js';
@@ -40,13 +40,14 @@ export interface InFlight {
 }
 
 /**
- * An authenticated stream (made by ./authentication.ts). Kept small: a gateway holds one per connected agent,
- * most of them idle, so what only a busy stream needs (the in-flight map, the row set) is created on first use.
+ * An authenticated stream (./connect-stream.ts's StreamLink). Kept small: a gateway holds one per connected
+ * agent, most of them idle, so what only a busy stream needs (the in-flight map, the row set) is created on first use.
  */
 export interface Link {
   /** The verified certificate; also the agent's policy subject (agent id, type, capabilities). */
   readonly cert: VerifiedCertificate;
-  readonly out: Channel<ConnectResponseInit>;
+  /** The stream's server side (@parley/rpc's call): push, end, fail, closed. */
+  readonly out: ResponseSink<ConnectResponseInit>;
   readonly remote: string;
   /** Highest delivery id written to this stream (acks above it are refused). Ids are per stream: 1, 2, 3, … */
   lastDeliveryId: bigint;

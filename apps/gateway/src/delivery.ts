@@ -11,10 +11,9 @@
  * or with a mailbox backlog, goes to the mailbox instead, and the backlog is
  * read one page at a time, never more than the free slots.
  */
-import type { Channel } from '@parley/async';
 import type { RevocationChecker } from '@parley/identity';
 import { linkSubject } from './authentication.js';
-import { RpcError } from '@parley/rpc';
+import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
 import type { MailboxItem } from './mailbox.js';
@@ -29,7 +28,7 @@ export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'deliver
  * {@link pushDelivery}; another can be injected (GatewayOptions.deliveryWriter) — the tests inject one
  * that plays a malicious relay — so the delivery path itself has no test branch.
  */
-export type DeliveryWriter = (stream: Channel<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
+export type DeliveryWriter = (stream: ResponseSink<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
 
 /** Writes the Delivery as it is. */
 export const pushDelivery: DeliveryWriter = (stream, delivery) => stream.push({ kind: { case: 'delivery', value: delivery } });

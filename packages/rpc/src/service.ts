@@ -178,9 +178,9 @@ export interface RequestListener<I> {
  * and with it HTTP/2 flow control pushes back on the client; `resume()` goes on). A handler returns its
  * responses as an async iterable, or returns nothing and writes them through the call's {@link ResponseSink}
  * side. The listener form holds no promise, generator, closure or abort controller per call while it is idle:
- * the shape for many long-lived streams.
+ * the shape for many long-lived streams. It is also the call's {@link CallContext} (the handler's second argument).
  */
-export interface ServerDuplex<I, O> extends AsyncIterableIterator<I>, ResponseSink<O> {
+export interface ServerDuplex<I, O> extends AsyncIterableIterator<I>, ResponseSink<O>, CallContext {
   /** From now on each request goes to `listener` (first those already received); the iterator is no longer used. */
   listen(listener: RequestListener<I>): void;
   /** Stops handing requests to the listener. */
