@@ -9,7 +9,8 @@
 //      stream on 127.0.0.1:4222, publisher waits for the publish ack, consumer acks
 //      and publishes the reply, the sender's consumer acks the reply) and the relay
 //   2. pre-sealed envelopes relayed to live recipients (only the relay is timed) vs the relay
-//   3. light load: 100 agents × 10 msg/s each, p50/p99 send → verified receipt, the relay beside it
+//   3. light load: 100 agents × 10 msg/s each, p50/p99 send → verified receipt, the relay beside it;
+//      3b: the same at 2 msg/s each, with both processes' CPU busy (what the path costs unsaturated)
 //   4. store-and-forward (PostgreSQL): BENCH_SAF (default 100 000) 1 KiB envelopes for 10 offline
 //      agents: insert rate vs plain `pg` single-row INSERTs of the same bytes; drain with acks vs
 //      plain select-and-delete (pages of 100)
@@ -456,6 +457,22 @@ async function main(): Promise<void> {
             { label: 'p50 send→receipt', ours: latency(ours!.p50), peer: latency(raw!.p50), unit: 'µs' },
             { label: 'p99 send→receipt', ours: latency(ours!.p99), peer: latency(raw!.p99), unit: 'µs' },
           ]);
+          // The same shape at a fifth of the rate: what the delivery path costs when the machine is not saturated
+          // (1 000 msg/s × the CPU per message of both processes is more than two shared cores give).
+          const cpu0 = (await gw.command('stats'))['cpuUs'] as number;
+          const c0 = process.cpuUsage();
+          const [slow, slowRaw] = await alternate([
+            () => paced(N, 500, DURATION, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD)),
+            () => paced(N, 500, DURATION, (a) => ragents[a]!.send(base + (a ^ 1), envelopeBytes, receiptBytes)),
+          ]);
+          const busy = (us: number): string => `${((100 * us) / (ROUNDS * 2 * DURATION * 1000)).toFixed(0)} %`;
+          const bench = process.cpuUsage(c0);
+          printTable(`3b. The same at ${N} agents × 2 msg/s (not in the issue: beside case 3 to show queueing)`, 'grpc-js relay', [
+            { label: 'messages/s', ours: throughput(slow!.opsPerSec), peer: throughput(slowRaw!.opsPerSec), unit: 'ops/s' },
+            { label: 'p50 send→receipt', ours: latency(slow!.p50), peer: latency(slowRaw!.p50), unit: 'µs' },
+            { label: 'p99 send→receipt', ours: latency(slow!.p99), peer: latency(slowRaw!.p99), unit: 'µs' },
+          ]);
+          console.log(`   CPU busy over 3b (both sides' rounds): gateway process ${busy(((await gw.command('stats'))['cpuUs'] as number) - cpu0)} of one core, agents' process ${busy(bench.user + bench.system)}`);
         }
         await Promise.all(sdks.map((s) => s.close()));
         for (const r of ragents) r.close();
@@ -523,6 +540,8 @@ async function main(): Promise<void> {
         const envelopes = senders.map((s, p) => Array.from({ length: PER }, (_, k) => toEnvelopeBytes(signedEnvelope(world, s, recipients[p]!.agentId, k))));
         const conns = await openConnections(world, gw.address, senders);
         const IN_FLIGHT = 512;
+        const gwCpu = async (): Promise<number> => (await gw.command('stats'))['cpuUs'] as number;
+        const insertCpu0 = await gwCpu();
         const t0 = performance.now();
         await Promise.all(
           conns.map(async (c, p) => {
@@ -535,6 +554,7 @@ async function main(): Promise<void> {
           }),
         );
         const insertMs = performance.now() - t0;
+        const insertCpuUs = (await gwCpu()) - insertCpu0;
         for (const c of conns) c.close();
 
         const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
@@ -561,11 +581,16 @@ async function main(): Promise<void> {
         // Drain: the recipients connect and ack everything; done when the mailbox is empty.
         const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
         let delivered = 0;
+        const drainCpu0 = await gwCpu();
+        const benchCpu0 = process.cpuUsage();
         const t2 = performance.now();
         const rconns = await openConnections(world, gw.address, recipients, () => void delivered++);
         await waitUntil(() => delivered >= RECIPIENTS * PER, 600_000, 'drain deliveries');
         await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
         const drainMs = performance.now() - t2;
+        const drainCpuUs = (await gwCpu()) - drainCpu0;
+        const benchCpu = process.cpuUsage(benchCpu0);
+        const recipientsCpuUs = benchCpu.user + benchCpu.system;
         for (const c of rconns) c.close();
 
         const t3 = performance.now();
@@ -586,6 +611,7 @@ async function main(): Promise<void> {
           { label: 'insert (accepted QUEUED) vs single-row INSERTs', ours: throughput((total * 1000) / insertMs), peer: throughput((total * 1000) / peerInsertMs), unit: 'ops/s' },
           { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
         ]);
+        console.log(`   gateway CPU per envelope: insert ${(insertCpuUs / total).toFixed(0)} µs (busy ${((100 * insertCpuUs) / 1000 / insertMs).toFixed(0)} % of the insert's wall time), drain ${(drainCpuUs / total).toFixed(0)} µs (busy ${((100 * drainCpuUs) / 1000 / drainMs).toFixed(0)} %; the recipients' process ${(recipientsCpuUs / total).toFixed(0)} µs, busy ${((100 * recipientsCpuUs) / 1000 / drainMs).toFixed(0)} %)`);
         await gw.stop();
       });
     }

@@ -58,6 +58,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   inflight: Map<bigint, InFlight> | undefined = undefined;
   rows: Set<bigint> | undefined = undefined;
   backlog = true;
+  cursor = 0n;
   pumping = false;
   dirty = false;
   turn: Promise<void> = SETTLED;

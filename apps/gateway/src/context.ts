@@ -57,6 +57,12 @@ export interface Link {
   rows: Set<bigint> | undefined;
   /** The mailbox may hold items for this agent that were not written to this stream yet. */
   backlog: boolean;
+  /**
+   * Highest mailbox row id the backlog drain has read (0n: read from the start). The drain reads pages
+   * after it, so a page costs the same at the end of a long backlog as at its start (rows acked and
+   * deleted before it are never scanned again); a drain ends only after one read from the start.
+   */
+  cursor: bigint;
   /** A backlog drain is running. */
   pumping: boolean;
   /** Something was stored while draining: drain again. */

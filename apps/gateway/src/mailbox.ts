@@ -321,14 +321,21 @@ export class Mailbox {
   }
 
   /**
-   * Up to `limit` unexpired items for a recipient, oldest first, leaving out
+   * Up to `limit` unexpired items for a recipient with a row id above `after`, oldest first, leaving out
    * `exclude` (row ids already written to the stream asking, or acked and not yet deleted).
+   *
+   * One ordered range scan of the primary key from `after`: rows deleted by acks below it are never
+   * visited again, so a backlog drains at the same cost per page from its first page to its last. The
+   * expiry test is written `expires_at_ms + 0` so the planner cannot answer the query by intersecting
+   * the expiry index with the key and sorting: with every row of a long backlog deleted or unexpired,
+   * that plan visits each heap page of the recipient's rows, dead ones included, on every page read.
    */
-  async pending(recipientId: string, exclude: readonly bigint[] = [], limit = 100): Promise<MailboxItem[]> {
+  async pending(recipientId: string, exclude: readonly bigint[] = [], limit = 100, after = 0n): Promise<MailboxItem[]> {
     const rows = await this.#db.query<Record<string, unknown>>(
       `SELECT ${SELECT_COLUMNS} FROM gateway_mailbox
-       WHERE recipient_id = $1 AND expires_at_ms > $2 AND delivery_id <> ALL($3::bigint[]) ORDER BY delivery_id LIMIT $4`,
-      [recipientId, this.#clock(), exclude.map(String), limit],
+       WHERE recipient_id = $1 AND delivery_id > $5 AND expires_at_ms + 0 > $2 AND delivery_id <> ALL($3::bigint[])
+       ORDER BY recipient_id, delivery_id LIMIT $4`,
+      [recipientId, this.#clock(), exclude.filter((id) => id > after).map(String), limit, after.toString()],
     );
     return rows.map(rowToItem);
   }

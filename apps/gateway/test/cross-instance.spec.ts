@@ -9,7 +9,7 @@ import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } f
 import pino from 'pino';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SecureMessageSchema, create, type SecureMessage } from '@parley/proto';
+import { SecureMessageSchema, create, toBinary, type SecureMessage } from '@parley/proto';
 import { envelopeSignedBytes } from '@parley/session';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
@@ -104,6 +104,42 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     a.close();
     b.close();
     await Promise.all([a.ended, b.ended]);
+  }, 30_000);
+
+  it('a row whose transaction took its id first and committed last is still delivered by a drain that read past it', async () => {
+    // The drain reads pages after the highest row id it has read (Link.cursor). Row ids are taken at
+    // INSERT, not at COMMIT: this row sits below the cursor once it commits, and only the drain's read
+    // from the start before it declares the backlog empty finds it.
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    const late = new pg.Client({ connectionString: url });
+    await late.connect();
+    try {
+      const early = signedEnvelope('planner-a', 'worker-b');
+      const next = signedEnvelope('planner-a', 'worker-b');
+      const delivered = (e: SecureMessage): boolean =>
+        b.responses.some((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' && Buffer.from(r.kind.value.item.value.sessionId).equals(Buffer.from(e.sessionId)));
+      await late.query('BEGIN');
+      const [{ id }] = (
+        await late.query<{ id: string }>(
+          `INSERT INTO ${schema}.gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
+           VALUES ('worker-b', 2, $1, $2, 'planner-a', $3, $4, $5, $6) RETURNING delivery_id AS id`,
+          [toBinary(SecureMessageSchema, early), crypto.randomBytes(32), agentA.certificate.serial, Date.now() + 3_600_000, Date.now(), Date.now() + 3_600_000],
+        )
+      ).rows as [{ id: string }];
+      // A later row, committed first: gw1 stores it and wakes gw2, whose drain reads it (its cursor passes `id`).
+      a.send({ case: 'envelope', value: next }, 300n);
+      await within(5_000, () => delivered(next), 'the later row delivered on gw2');
+      expect(delivered(early)).toBe(false);
+      await late.query(`SELECT pg_notify('parley_mailbox', 'worker-b')`);
+      await late.query('COMMIT');
+      await within(5_000, () => delivered(early), `row ${id}, committed last, delivered on gw2`);
+    } finally {
+      await late.end();
+      a.close();
+      b.close();
+      await Promise.all([a.ended, b.ended]);
+    }
   }, 30_000);
 
   it('NOTIFY only while another instance is alive, and once per recipient per batch, not per item', async () => {
