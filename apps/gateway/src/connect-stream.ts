@@ -47,8 +47,8 @@ const STOPPED = 2;
 
 /**
  * An authenticated stream: the Link that routing and delivery see, and the listener of the stream's frames
- * after authentication. Its methods live on the prototype: a connected agent costs this object, its
- * certificate and the rpc call, nothing per stream besides.
+ * after authentication. Its methods live on the prototype: besides what grpc-js holds for any call, a connected
+ * agent costs this object, its certificate and the rpc call object.
  */
 class StreamLink implements Link, RequestListener<ConnectRequest> {
   readonly cert: VerifiedCertificate;
@@ -117,8 +117,10 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     streamFailed(this.#parts.ctx, this.out, this.remote, this.cert.agentId, error);
   }
 
-  /** The stream is over: the link leaves the table if it is still the agent's current one, and what was written
-   * and not acked, and is only in memory, goes to the mailbox (§17.6). */
+  /**
+   * The stream is over: the link leaves the table if it is still the agent's current one, and what was written
+   * and not acked, and is only in memory, goes to the mailbox (§17.6).
+   */
   finished(): void {
     const ctx = this.#parts.ctx;
     if (ctx.links.get(this.cert.agentId) === this) ctx.links.delete(this.cert.agentId);
