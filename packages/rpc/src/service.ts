@@ -513,6 +513,7 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
   static #onClose(this: object): void {
     const duplex = DuplexCall.#of.get(this);
     if (duplex === undefined) return;
+    duplex.#queue = undefined; // nothing queued will be written: the listener hears of the close even if it waited for a drain
     duplex.#requestsFailed(prematureClose());
     duplex.#gone = true;
     duplex.#queue = undefined;
@@ -570,7 +571,10 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
     if (this.#pulling) return;
     this.#pulling = true;
     try {
-      while (this.#resolve !== undefined || (this.#listener !== undefined && !this.#paused)) {
+      // The listener is handed requests only while its responses flow: with responses queued (the client does
+      // not read them), reading stops and HTTP/2 flow control pushes back on the client, so what a client that
+      // writes without reading can make the server hold stays bounded by what its handler has in progress.
+      while (this.#resolve !== undefined || (this.#listener !== undefined && !this.#paused && this.#queue === undefined)) {
         if (this.#read === READ_OPEN) {
           // A destroyed call (cancelled) has nothing more to give: its 'close' reports it.
           const request: unknown = this.#call.destroyed ? null : this.#call.read();
@@ -708,6 +712,7 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
       }
     }
     if (this.#write === WRITE_ENDING) this.#finish();
+    else this.#pull(); // the responses flow again: so do the requests
   }
 
   /** The responses are over: the listener's `finished`, then the status (OK, or the failure's), then `onCallEnd`. */

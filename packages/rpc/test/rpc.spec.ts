@@ -332,7 +332,7 @@ describe('bidi calls: the requests as an iterator or pushed to a listener, the r
   const pushServer = new Server();
   const records: CallRecord[] = [];
   /** What the handlers saw, by the call's `x-id` header. */
-  const seen = new Map<string, { errors: unknown[]; finished: number; aborted: boolean; ended: boolean }>();
+  const seen = new Map<string, { errors: unknown[]; finished: number; aborted: boolean; ended: boolean; handled?: number }>();
   let iterPort = 0;
   let pushPort = 0;
   const echo = (r: Request): Response => ({ validHost: r.host });
@@ -369,10 +369,15 @@ describe('bidi calls: the requests as an iterator or pushed to a listener, the r
         serverReflectionInfo(call, context) {
           const id = context.metadata.get('x-id')[0] as string;
           const mode = context.metadata.get('x-mode')[0] as string;
-          const state = { errors: [] as unknown[], finished: 0, aborted: false, ended: false };
+          const state = { errors: [] as unknown[], finished: 0, aborted: false, ended: false, handled: 0 };
           seen.set(id, state);
           call.listen({
             message(r) {
+              state.handled++;
+              if (mode === 'big') {
+                call.push({ validHost: `${r.host}:${'z'.repeat(16_384)}` });
+                return;
+              }
               if (mode === 'fail' && r.host === 'fail') {
                 call.fail(new RpcError('permission_denied', 'not for you'));
                 return;
@@ -527,6 +532,27 @@ describe('bidi calls: the requests as an iterator or pushed to a listener, the r
     expect(c.hosts).toHaveLength(300);
     expect(c.hosts.map((h) => Number(h.split(':')[0]))).toEqual(Array.from({ length: 300 }, (_, i) => i));
     expect(seen.get('push-flood')!.finished).toBe(1);
+  });
+
+  it('listener form: a client that writes without reading its responses stops being read (bounded), and is read again once it reads', async () => {
+    const c = open(pushPort, 'push-unread', 'big');
+    c.call.pause(); // reads nothing: its HTTP/2 window and grpc-js's buffer fill with 16 KiB answers
+    const N = 2_000;
+    for (let i = 0; i < N; i++) c.send(`r${i}`);
+    await until(() => (seen.get('push-unread')?.handled ?? 0) > 0, 'the first requests handled');
+    await sleep(500);
+    const handled = seen.get('push-unread')!.handled!;
+    // Without the bound the handler is handed all 2 000 and the server queues 2 000 × 16 KiB for this client.
+    expect(handled).toBeLessThan(N / 4);
+    await sleep(300);
+    expect(seen.get('push-unread')!.handled).toBe(handled); // and it stays there
+    c.call.resume();
+    await until(() => c.hosts.length === N, 'every answer once the client reads');
+    expect(c.hosts.map((h) => h.split(':')[0])).toEqual(Array.from({ length: N }, (_, i) => `r${i}`));
+    c.call.end();
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(0);
   });
 
   it('listener form: a client gone while requests wait unread (paused) is a premature close to the listener once it resumes', async () => {
