@@ -6,15 +6,14 @@
  */
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
 import type { AgentCertificate, ConnectRequest } from '@parley/proto';
-import { RpcError } from '@parley/rpc';
-import type { Channel } from '@parley/async';
+import { RpcError, type ResponseSink } from '@parley/rpc';
 import { isAgentId } from '@parley/session';
-import { subjectOf, type ConnectResponseInit, type GatewayContext, type Link, type SecuritySubject } from './context.js';
+import type { ConnectResponseInit, GatewayContext, Link, SecuritySubject } from './context.js';
 import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parley/protocol';
 
 /**
- * hello → challenge → auth (§10.2); the caller sends welcome.
- * @returns the authenticated Link and the certificate it presented (for the agent directory; the Link keeps
+ * hello → challenge → auth (§10.2); the caller makes the Link and sends welcome.
+ * @returns the verified certificate and the certificate as presented (for the agent directory; the Link keeps
  *   only the verified view, so a connected agent does not hold its decoded certificate too), or undefined
  *   when the stream ended first
  * @throws RpcError with the code of the failed check (already logged as a security event)
@@ -22,9 +21,9 @@ import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parl
 export async function authenticate(
   ctx: GatewayContext,
   it: AsyncIterator<ConnectRequest>,
-  out: Channel<ConnectResponseInit>,
+  out: ResponseSink<ConnectResponseInit>,
   remote: string,
-): Promise<{ link: Link; certificate: AgentCertificate } | undefined> {
+): Promise<{ cert: VerifiedCertificate; certificate: AgentCertificate } | undefined> {
   const claimed: { agent?: string; identityKey?: Uint8Array; serial?: Uint8Array } = {};
   const refuse = (code: RpcError['code'], message: string): never => {
     ctx.metrics.authRefusals.inc({ code });
@@ -64,21 +63,7 @@ export async function authenticate(
   if (auth.value.signature.length !== SIGNATURE_BYTES || !ctx.crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
     return refuse('bad_signature', 'auth proof does not verify');
   }
-  const link: Link = {
-    cert,
-    subject: subjectOf(cert),
-    out,
-    remote,
-    lastDeliveryId: 0n,
-    inflight: new Map(),
-    rows: new Set(),
-    backlog: true,
-    cursor: 0n,
-    pumping: false,
-    dirty: false,
-    turn: Promise.resolve(),
-  };
-  return { link, certificate: hello.value.certificate };
+  return { cert, certificate: hello.value.certificate };
 }
 
 /**

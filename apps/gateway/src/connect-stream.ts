@@ -4,17 +4,25 @@
  * Link visible to routing (replacing an older stream of the same agent with
  * GoAway `replaced`), drain the backlog (./delivery.ts), then take Send
  * frames (routed one at a time, in order, by ./routing.ts) and Ack frames.
+ *
+ * A gateway holds one stream per connected agent, most of them idle, so after
+ * authentication a stream is driven by its frames (@parley/rpc's listener form):
+ * an idle one is its StreamLink and the rpc call object, with no pending promise,
+ * async frame, generator or timer of its own.
  */
 import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@parley/proto';
-import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
-import { Channel } from '@parley/async';
+import { RpcError, requestBytesOf, type RequestListener, type ServerDuplex } from '@parley/rpc';
+import type { VerifiedCertificate } from '@parley/identity';
 import { authenticate, linkSubject } from './authentication.js';
-import type { ConnectResponseInit, GatewayContext, Link } from './context.js';
+import { SETTLED, type ConnectResponseInit, type GatewayContext, type InFlight, type Link } from './context.js';
 import type { Delivery } from './delivery.js';
 import type { Router } from './routing.js';
 
 /** Most items of one stream being routed at once. */
 export const MAX_PIPELINED = 64;
+
+/** A Connect call as the gateway drives it. */
+export type ConnectCall = ServerDuplex<ConnectRequest, ConnectResponseInit>;
 
 /** Whether a stream error only means that the agent closed its side or the connection dropped. */
 function closedByClient(error: unknown): boolean {
@@ -23,137 +31,223 @@ function closedByClient(error: unknown): boolean {
   return error instanceof RpcError && error.code === 'cancelled';
 }
 
+/** What every stream of one gateway shares (one object, referenced by each StreamLink). */
+interface Parts {
+  readonly ctx: GatewayContext;
+  readonly router: Router;
+  readonly delivery: Delivery;
+}
+
+/** How a stream's frames are being read. */
+const READING = 0;
+/** Reading paused: MAX_PIPELINED sends are being routed (HTTP/2 flow control pushes back on the agent). */
+const STALLED = 1;
+/** No more frames are read (the agent half-closed, the stream failed or ended): it ends once its sends are answered. */
+const STOPPED = 2;
+
+/**
+ * An authenticated stream: the Link that routing and delivery see, and the listener of the stream's frames
+ * after authentication. Its methods live on the prototype: besides what grpc-js holds for any call, a connected
+ * agent costs this object, its certificate and the rpc call object.
+ */
+class StreamLink implements Link, RequestListener<ConnectRequest> {
+  readonly cert: VerifiedCertificate;
+  readonly out: ConnectCall;
+  readonly remote: string;
+  lastDeliveryId = 0n;
+  inflight: Map<bigint, InFlight> | undefined = undefined;
+  rows: Set<bigint> | undefined = undefined;
+  backlog = true;
+  cursor = 0n;
+  pumping = false;
+  dirty = false;
+  turn: Promise<void> = SETTLED;
+  /** Send frames being routed (at most MAX_PIPELINED). */
+  #pipelined = 0;
+  #reading = READING;
+  readonly #parts: Parts;
+
+  constructor(parts: Parts, cert: VerifiedCertificate, out: ConnectCall, remote: string) {
+    this.#parts = parts;
+    this.cert = cert;
+    this.out = out;
+    this.remote = remote;
+  }
+
+  /** A frame after Welcome: Send (routed, answered with Accepted or Rejected) or Ack. */
+  message(request: ConnectRequest): void {
+    if (this.out.closed) {
+      this.#stop();
+      return;
+    }
+    try {
+      switch (request.kind.case) {
+        case 'send': {
+          this.#pipelined++;
+          if (this.#pipelined >= MAX_PIPELINED) {
+            this.#reading = STALLED;
+            this.out.pause();
+          }
+          void this.#onOutbound(request.kind.value, requestBytesOf(request)?.length).finally(() => this.#routed());
+          break;
+        }
+        case 'ack':
+          this.#parts.delivery.ack(this, request.kind.value.deliveryId);
+          break;
+        default:
+          this.#parts.ctx.security('connect', 'malformed', linkSubject(this), `unexpected ${request.kind.case ?? 'empty'} frame`);
+          this.#reading = STOPPED;
+          this.out.pause();
+          this.out.fail(new RpcError('malformed', 'only send and ack frames are allowed after welcome'));
+      }
+    } catch (error) {
+      this.error(error);
+    }
+  }
+
+  /** The agent half-closed its side: the stream ends once the sends already read are answered. */
+  end(): void {
+    this.#stop();
+  }
+
+  /** The frames stopped with an error (the agent went away, an undecodable frame). */
+  error(error: unknown): void {
+    this.#reading = STOPPED;
+    this.out.pause();
+    streamFailed(this.#parts.ctx, this.out, this.remote, this.cert.agentId, error);
+  }
+
+  /**
+   * The stream is over: the link leaves the table if it is still the agent's current one, and what was written
+   * and not acked, and is only in memory, goes to the mailbox (§17.6).
+   */
+  finished(): void {
+    const ctx = this.#parts.ctx;
+    if (ctx.links.get(this.cert.agentId) === this) ctx.links.delete(this.cert.agentId);
+    this.#parts.delivery.streamEnded(this);
+  }
+
+  /** No more frames: end the stream once the sends being routed are answered. */
+  #stop(): void {
+    this.#reading = STOPPED;
+    this.out.pause();
+    if (this.#pipelined === 0) this.out.end();
+  }
+
+  /** A send was answered: read on below the bound; a stopped stream ends after its last one. */
+  #routed(): void {
+    this.#pipelined--;
+    if (this.#reading === STOPPED) {
+      if (this.#pipelined === 0) this.out.end();
+    } else if (this.#reading === STALLED && this.#pipelined < MAX_PIPELINED) {
+      this.#reading = READING;
+      this.out.resume();
+    }
+  }
+
+  /** A Send frame: routed, answered with Accepted or Rejected (never ends the stream). */
+  async #onOutbound(outbound: Outbound, wireBytes: number | undefined): Promise<void> {
+    const { ctx, router } = this.#parts;
+    const requestId = outbound.requestId;
+    try {
+      const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
+      const { itemHash, status } = await ctx.track(router.route(this, outbound.item, size, { requestId, stage: 'outbound' }));
+      if (this.out.closed) return;
+      this.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
+    } catch (error) {
+      const e = RpcError.from(error);
+      if (e.code === 'internal') ctx.log.error({ err: error, agent: this.cert.agentId }, 'relaying failed');
+      this.out.push({ kind: { case: 'rejected', value: { requestId, code: e.code, message: e.details } } });
+    }
+  }
+}
+
+/**
+ * A stream that failed while authenticating or reading: an agent that went away (or a gateway stopping, whose
+ * GoAway cut the stream) is routine (§10.10) and the stream just ends; anything else ends it with its code.
+ */
+function streamFailed(ctx: GatewayContext, out: ConnectCall, remote: string, agent: string | undefined, error: unknown): void {
+  if (closedByClient(error)) {
+    ctx.log.info({ agent, remote }, ctx.closing ? 'stream closed (gateway shutting down)' : 'stream closed by the agent');
+    out.end();
+    return;
+  }
+  const e = RpcError.from(error);
+  if (e.code === 'internal') ctx.log.error({ err: error, remote }, 'connect stream failed');
+  out.fail(e);
+}
+
 /** Serves Connect streams. */
 export class ConnectStreams {
   readonly #ctx: GatewayContext;
-  readonly #router: Router;
-  readonly #delivery: Delivery;
+  readonly #parts: Parts;
   readonly #authTimeoutMs: number;
 
   constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number) {
     this.#ctx = ctx;
-    this.#router = router;
-    this.#delivery = delivery;
+    this.#parts = { ctx, router, delivery };
     this.#authTimeoutMs = authTimeoutMs;
   }
 
-  /** One Connect stream: the server frames, until either side ends it. */
-  async *serve(requests: AsyncIterable<ConnectRequest>, call: CallContext): AsyncGenerator<ConnectResponseInit> {
-    if (this.#ctx.closing) throw new RpcError('unavailable', 'gateway is shutting down');
-    const out = new Channel<ConnectResponseInit>();
-    const state: { link: Link | undefined } = { link: undefined };
-    void this.#drive(requests, call, out, state);
-    try {
-      yield* out;
-    } finally {
-      out.end();
-      const link = state.link;
-      if (link !== undefined) {
-        if (this.#ctx.links.get(link.cert.agentId) === link) this.#ctx.links.delete(link.cert.agentId);
-        // What was written and not acked, and is only in memory, goes to the mailbox (§17.6).
-        this.#delivery.streamEnded(link);
-      }
+  /** One Connect stream: authenticated, then driven by its frames until either side ends it. */
+  serve(call: ConnectCall): void {
+    if (this.#ctx.closing) {
+      call.fail(new RpcError('unavailable', 'gateway is shutting down'));
+      return;
     }
+    void this.#open(call);
   }
 
-  async #drive(requests: AsyncIterable<ConnectRequest>, call: CallContext, out: Channel<ConnectResponseInit>, state: { link: Link | undefined }): Promise<void> {
+  /** Authentication and Welcome (the only part of a stream that awaits), then the stream's link listens. */
+  async #open(call: ConnectCall): Promise<void> {
     const ctx = this.#ctx;
-    const it = requests[Symbol.asyncIterator]();
     const remote = call.peer;
-    const authTimer = setTimeout(() => {
-      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
-      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
-      out.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
-    }, this.#authTimeoutMs);
-    authTimer.unref();
+    let link: StreamLink | undefined;
     try {
-      const link = await this.#authenticate(it, out, remote, authTimer, state);
+      link = await this.#authenticate(call, remote);
       if (link === undefined) return;
       const depth = await ctx.track(ctx.mailbox.depth(link.cert.agentId));
+      if (call.closed) return;
       // Welcome goes out before the link is visible to routing, so no delivery can
       // precede it; anything stored meanwhile is in the mailbox and the pump below
       // drains it.
-      out.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: ctx.maxFrameBytes } } });
+      call.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: ctx.maxFrameBytes } } });
       const previous = ctx.links.get(link.cert.agentId);
       ctx.links.set(link.cert.agentId, link);
       if (previous !== undefined) ctx.goAway(previous, 'replaced', 'a newer stream authenticated as this agent');
       ctx.log.info({ agent: link.cert.agentId, remote, mailbox_depth: depth }, 'agent connected');
       // The backlog first, in delivery-id order; items routed meanwhile join it (see Delivery.pump).
-      this.#delivery.pump(link);
-
-      // Up to MAX_PIPELINED items of this stream in flight at once: they are checked one at a time in order
-      // (Router), and their writes overlap and are group-committed with other items. Beyond it, reading stops
-      // (HTTP/2 flow control pushes back on the agent).
-      const pipelined = new Set<Promise<void>>();
-      for (;;) {
-        const next = await it.next();
-        if (next.done === true || out.closed) break;
-        const request = next.value;
-        switch (request.kind.case) {
-          case 'send': {
-            const p = this.#onOutbound(link, request.kind.value, requestBytesOf(request)?.length);
-            pipelined.add(p);
-            void p.finally(() => pipelined.delete(p));
-            if (pipelined.size >= MAX_PIPELINED) await Promise.race(pipelined);
-            break;
-          }
-          case 'ack':
-            this.#delivery.ack(link, request.kind.value.deliveryId);
-            break;
-          default:
-            ctx.security('connect', 'malformed', linkSubject(link), `unexpected ${request.kind.case ?? 'empty'} frame`);
-            out.fail(new RpcError('malformed', 'only send and ack frames are allowed after welcome'));
-            return;
-        }
-      }
-      await Promise.all(pipelined);
-      out.end();
+      this.#parts.delivery.pump(link);
+      // Then the frames, as they arrive: up to MAX_PIPELINED items of this stream in flight at once, checked one
+      // at a time in order (Router), their writes overlapping and group-committed with other items.
+      call.listen(link);
     } catch (error) {
-      clearTimeout(authTimer);
-      if (closedByClient(error)) {
-        // The agent went away (closed its stream, or the connection dropped), or the gateway is stopping and the
-        // stream was cut after its GoAway: routine, not an error (§10.10).
-        ctx.log.info({ agent: state.link?.cert.agentId, remote }, ctx.closing ? 'stream closed (gateway shutting down)' : 'stream closed by the agent');
-        out.end();
-        return;
-      }
-      const e = RpcError.from(error);
-      if (e.code === 'internal') ctx.log.error({ err: error, remote }, 'connect stream failed');
-      out.fail(e);
+      streamFailed(ctx, call, remote, link?.cert.agentId, error);
     }
   }
 
   /**
-   * Authenticates the stream and records the agent's certificate in the directory. Its own frame, so that the
-   * decoded certificate is not kept alive in the stream's long-lived frame: a Link holds the verified view only.
+   * hello → challenge → auth within the auth timeout, then the agent's certificate is recorded in the directory
+   * (the link keeps the verified view only).
+   * @returns the stream's link, or undefined when the stream ended first
    */
-  async #authenticate(
-    it: AsyncIterator<ConnectRequest>,
-    out: Channel<ConnectResponseInit>,
-    remote: string,
-    authTimer: NodeJS.Timeout,
-    state: { link: Link | undefined },
-  ): Promise<Link | undefined> {
-    const authenticated = await authenticate(this.#ctx, it, out, remote);
-    clearTimeout(authTimer);
-    if (authenticated === undefined) return undefined;
-    state.link = authenticated.link;
-    await this.#ctx.track(this.#ctx.mailbox.rememberAgent(authenticated.certificate));
-    return authenticated.link;
-  }
-
-  /** A Send frame: routed, answered with Accepted or Rejected (never ends the stream). */
-  async #onOutbound(link: Link, outbound: Outbound, wireBytes: number | undefined): Promise<void> {
-    const requestId = outbound.requestId;
+  async #authenticate(call: ConnectCall, remote: string): Promise<StreamLink | undefined> {
+    const ctx = this.#ctx;
+    const authTimer = setTimeout(() => {
+      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
+      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
+      call.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
+    }, this.#authTimeoutMs);
+    authTimer.unref();
+    let authenticated: Awaited<ReturnType<typeof authenticate>>;
     try {
-      const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
-      const { itemHash, status } = await this.#ctx.track(this.#router.route(link, outbound.item, size, { requestId, stage: 'outbound' }));
-      if (link.out.closed) return;
-      link.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
-    } catch (error) {
-      const e = RpcError.from(error);
-      if (e.code === 'internal') this.#ctx.log.error({ err: error, agent: link.cert.agentId }, 'relaying failed');
-      link.out.push({ kind: { case: 'rejected', value: { requestId, code: e.code, message: e.details } } });
+      authenticated = await authenticate(ctx, call, call, remote);
+    } finally {
+      clearTimeout(authTimer);
     }
+    if (authenticated === undefined) return undefined;
+    const link = new StreamLink(this.#parts, authenticated.cert, call, remote);
+    await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate));
+    return link;
   }
 }

@@ -7,12 +7,11 @@
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
-import type { Channel } from '@parley/async';
+import type { ResponseSink } from '@parley/rpc';
 import type { Logger } from 'pino';
 import type { RelayItem } from '@parley/protocol';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
-import type { PolicySubject } from './policy.js';
 
 /** A server frame of the Connect stream, as the gateway writes it. */
 export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
@@ -40,18 +39,22 @@ export interface InFlight {
   ackedWhileSpilling: boolean;
 }
 
-/** An authenticated stream (made by ./authentication.ts). */
+/**
+ * An authenticated stream (./connect-stream.ts's StreamLink). Kept small: a gateway holds one per connected
+ * agent, most of them idle, so what only a busy stream needs (the in-flight map, the row set) is created on first use.
+ */
 export interface Link {
+  /** The verified certificate; also the agent's policy subject (agent id, type, capabilities). */
   readonly cert: VerifiedCertificate;
-  readonly subject: PolicySubject;
-  readonly out: Channel<ConnectResponseInit>;
+  /** The stream's server side (@parley/rpc's call): push, end, fail, closed. */
+  readonly out: ResponseSink<ConnectResponseInit>;
   readonly remote: string;
   /** Highest delivery id written to this stream (acks above it are refused). Ids are per stream: 1, 2, 3, … */
   lastDeliveryId: bigint;
-  /** Deliveries written to this stream and not acked, by delivery id, in write order (at most `maxInFlight`). */
-  readonly inflight: Map<bigint, InFlight>;
-  /** Mailbox row ids written to this stream and not yet deleted (never written twice to one stream). */
-  readonly rows: Set<bigint>;
+  /** Deliveries written to this stream and not acked, by delivery id, in write order (at most `maxInFlight`); created by the first write. */
+  inflight: Map<bigint, InFlight> | undefined;
+  /** Mailbox row ids written to this stream and not yet deleted (never written twice to one stream); created on first use. */
+  rows: Set<bigint> | undefined;
   /** The mailbox may hold items for this agent that were not written to this stream yet. */
   backlog: boolean;
   /**
@@ -64,14 +67,17 @@ export interface Link {
   pumping: boolean;
   /** Something was stored while draining: drain again. */
   dirty: boolean;
-  /** Items from this stream are checked one at a time, in order (the tail of that chain). */
+  /** Items from this stream are checked one at a time, in order (the tail of that chain; {@link SETTLED} at first). */
   turn: Promise<void>;
 }
 
+/** An already settled turn: where a stream's chain of checks starts (one promise shared by every Link). */
+export const SETTLED: Promise<void> = Promise.resolve();
+
 /** Who sent an item: a stream's agent or a unary Send's verified certificate. */
 export interface Sender {
+  /** The verified certificate; also the sender's policy subject. */
   readonly cert: VerifiedCertificate;
-  readonly subject: PolicySubject;
   readonly remote: string;
   /** A stream's items are checked in order (Link.turn); a unary Send has none. */
   turn?: Promise<void>;
@@ -90,11 +96,6 @@ export interface SecuritySubject {
   /** The remote address as gRPC reports it (`ipv4:127.0.0.1:51234`). */
   remote?: string;
   requestId?: bigint;
-}
-
-/** The policy subject of a verified certificate. */
-export function subjectOf(cert: VerifiedCertificate): PolicySubject {
-  return { agentId: cert.agentId, agentType: cert.agentType, capabilities: cert.capabilities };
 }
 
 /** The state and helpers every part of one gateway shares. */

@@ -11,10 +11,9 @@
  * or with a mailbox backlog, goes to the mailbox instead, and the backlog is
  * read one page at a time, never more than the free slots.
  */
-import type { Channel } from '@parley/async';
 import type { RevocationChecker } from '@parley/identity';
 import { linkSubject } from './authentication.js';
-import { RpcError } from '@parley/rpc';
+import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
 import type { MailboxItem } from './mailbox.js';
@@ -29,7 +28,7 @@ export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'deliver
  * {@link pushDelivery}; another can be injected (GatewayOptions.deliveryWriter) — the tests inject one
  * that plays a malicious relay — so the delivery path itself has no test branch.
  */
-export type DeliveryWriter = (stream: Channel<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
+export type DeliveryWriter = (stream: ResponseSink<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
 
 /** Writes the Delivery as it is. */
 export const pushDelivery: DeliveryWriter = (stream, delivery) => stream.push({ kind: { case: 'delivery', value: delivery } });
@@ -91,7 +90,7 @@ export class Delivery {
 
   /** Whether a new item for this stream may be written live now (no backlog, a free slot). */
   canWriteLive(link: Link): boolean {
-    return !link.backlog && !link.out.closed && link.inflight.size < this.#o.maxInFlight;
+    return !link.backlog && !link.out.closed && inFlightCount(link) < this.#o.maxInFlight;
   }
 
   /**
@@ -126,17 +125,18 @@ export class Delivery {
       try {
         for (;;) {
           link.dirty = false;
-          const free = this.#o.maxInFlight - link.inflight.size;
+          const held = inFlightCount(link);
+          const free = this.#o.maxInFlight - held;
           // Read a page only when a useful number of slots is free (or the stream is idle): one query per
           // ack, one row each, would make the drain a round trip per item. An ack pumps again.
-          if (link.out.closed || free <= 0 || (free < this.#lowWater && link.inflight.size > 0)) return;
+          if (link.out.closed || free <= 0 || (free < this.#lowWater && held > 0)) return;
           const want = Math.min(free, PAGE_ROWS);
           const from = link.cursor;
-          const page = await this.#o.storage.mailbox.pending(agent, [...link.rows], want, from);
+          const page = await this.#o.storage.mailbox.pending(agent, link.rows === undefined ? [] : [...link.rows], want, from);
           for (const stored of page) {
             if (link.out.closed) return;
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
-            if (link.rows.has(stored.deliveryId)) continue;
+            if (link.rows?.has(stored.deliveryId) === true) continue;
             if (!(await this.#senderStillValid(link, stored))) continue;
             this.#write(link, storedToAccepted(stored), stored.deliveryId);
           }
@@ -171,7 +171,7 @@ export class Delivery {
     else if (this.#o.revocations.check({ agentId: stored.senderId, serial: stored.senderSerial ?? new Uint8Array(16) }, now).revoked) reason = 'revoked';
     if (reason === undefined) return true;
     this.#ctx.metrics.dropped.inc({ reason });
-    link.rows.add(stored.deliveryId); // never read again by this stream, even if the delete below fails
+    (link.rows ??= new Set()).add(stored.deliveryId); // never read again by this stream, even if the delete below fails
     this.#ctx.security('delivery', reason, { agent: stored.senderId, peer: stored.recipientId }, `stored item of a ${reason} sender dropped`);
     await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).catch(() => undefined);
     await this.#o.auditDrop(stored.itemHash, stored.senderId, stored.recipientId, `dropped:${reason}`);
@@ -185,25 +185,30 @@ export class Delivery {
       link.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
       return;
     }
-    const held = link.inflight.get(id);
-    if (held === undefined) return; // a duplicate ack
-    link.inflight.delete(id);
+    const inflight = link.inflight;
+    const held = inflight?.get(id);
+    if (inflight === undefined || held === undefined) return; // a duplicate ack
+    inflight.delete(id);
     this.#written.delete(writeKey(held.recipientId, held.itemHash));
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
-    if (link.backlog && (this.#o.maxInFlight - link.inflight.size >= this.#lowWater || link.inflight.size === 0)) this.pump(link);
+    const left = inFlightCount(link);
+    if (link.backlog && (this.#o.maxInFlight - left >= this.#lowWater || left === 0)) this.pump(link);
   }
 
   /** The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). */
   streamEnded(link: Link): void {
-    for (const held of link.inflight.values()) if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
-    link.inflight.clear();
+    const inflight = link.inflight;
+    if (inflight === undefined) return;
+    for (const held of inflight.values()) if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
+    inflight.clear();
   }
 
   /** Spills live deliveries not acked within the ack timeout (call periodically). */
   spillOverdue(): void {
     const due = this.#ctx.clock() - this.#o.ackTimeoutMs;
     for (const link of this.#ctx.links.values()) {
+      if (link.inflight === undefined) continue;
       for (const held of link.inflight.values()) {
         if (held.writtenAtMs > due) break; // write order: the rest are younger
         if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'ack_timeout');
@@ -239,8 +244,8 @@ export class Delivery {
     if (!this.#o.write(link.out, delivery)) return false;
     link.lastDeliveryId = deliveryId;
     const held: InFlight = { ...item, deliveryId, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
-    link.inflight.set(deliveryId, held);
-    if (rowId !== undefined) link.rows.add(rowId);
+    (link.inflight ??= new Map()).set(deliveryId, held);
+    if (rowId !== undefined) (link.rows ??= new Set()).add(rowId);
     // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
     if (item.item.case === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
     else if (item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
@@ -278,7 +283,7 @@ export class Delivery {
           held.spilling = false;
           held.rowId = stored.deliveryId;
           if (held.ackedWhileSpilling) this.#deleteRow(link, held, stored.deliveryId);
-          else if (link.inflight.get(held.deliveryId) === held) link.rows.add(stored.deliveryId);
+          else if (link.inflight?.get(held.deliveryId) === held) (link.rows ??= new Set()).add(stored.deliveryId);
           else {
             // Its stream is gone: if the agent has reconnected here meanwhile, its new stream drains it.
             const current = this.#ctx.links.get(held.recipientId);
@@ -297,9 +302,9 @@ export class Delivery {
   #deleteRow(link: Link, held: InFlight, rowId: bigint): void {
     void this.#ctx.track(
       this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.senderId, size: held.size }).then(
-        () => void link.rows.delete(rowId),
+        () => void link.rows?.delete(rowId),
         (error: unknown) => {
-          link.rows.delete(rowId);
+          link.rows?.delete(rowId);
           this.#ctx.log.error({ err: error, agent: link.cert.agentId }, 'mailbox ack failed (the item will be redelivered)');
         },
       ),
@@ -318,6 +323,11 @@ function storedToAccepted(stored: MailboxItem): Accepted {
     acceptedAtMs: stored.acceptedAtMs,
     size: stored.size,
   };
+}
+
+/** Deliveries held on a stream (written, not acked). */
+function inFlightCount(link: Link): number {
+  return link.inflight?.size ?? 0;
 }
 
 /** The key of an item for one recipient in the written-items set. */

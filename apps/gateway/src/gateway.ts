@@ -25,13 +25,13 @@
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { AuditLog } from '@parley/audit';
 import type { RevocationChecker, TrustBundle } from '@parley/identity';
-import type { ConnectRequest, SendRequest } from '@parley/proto';
+import type { SendRequest } from '@parley/proto';
 import type { CallContext } from '@parley/rpc';
 import { MAX_ENVELOPE_BYTES } from '@parley/session';
 import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
-import { ConnectStreams } from './connect-stream.js';
-import { GatewayContext, type ConnectResponseInit } from './context.js';
+import { ConnectStreams, type ConnectCall } from './connect-stream.js';
+import { GatewayContext } from './context.js';
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, type DeliveryWriter } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { ReplyGuard } from './reply-guard.js';
@@ -292,9 +292,12 @@ export class Gateway {
     await this.#ctx.drain();
   }
 
-  /** The bidirectional Connect stream (§10.2, §10.3). */
-  connect(requests: AsyncIterable<ConnectRequest>, ctx: CallContext): AsyncGenerator<ConnectResponseInit> {
-    return this.#streams.serve(requests, ctx);
+  /**
+   * The bidirectional Connect stream (§10.2, §10.3), in @parley/rpc's listener form: it drives the call (also
+   * its context) and returns nothing.
+   */
+  connect(call: ConnectCall): void {
+    this.#streams.serve(call);
   }
 
   /** Unary Send (§10.6): one item, authenticated by a signature over the send layout. */

@@ -20,7 +20,7 @@ import { verifyCertificate } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, verifyEnvelopeSignature } from '@parley/session';
-import { subjectOf, type GatewayContext, type Sender } from './context.js';
+import type { GatewayContext, Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
 import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@parley/protocol';
@@ -311,18 +311,18 @@ export class Router {
     // 5. route: the recipient's certificate (live stream, else the last one seen) and policy, in the
     //    direction of the conversation. Never seen (or no longer valid) reads as policy_denied, so a
     //    sender cannot probe which agent ids exist.
-    let recipient: PolicySubject | undefined = ctx.links.get(to)?.subject;
+    let recipient: PolicySubject | undefined = ctx.links.get(to)?.cert;
     if (recipient === undefined) {
       try {
         const cert = await this.#offline(to);
-        recipient = cert === undefined ? undefined : subjectOf(cert);
+        recipient = cert;
       } catch (error) {
         ctx.log.error({ err: error, agent, peer: to }, 'agent directory lookup failed');
         return fail('unavailable', 'gateway storage unavailable');
       }
     }
     if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
-    const allowed = isReply ? this.#policy.allows(recipient, sender.subject) : this.#policy.allows(sender.subject, recipient);
+    const allowed = isReply ? this.#policy.allows(recipient, sender.cert) : this.#policy.allows(sender.cert, recipient);
     if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
     // 6. signature of an envelope (the gateway holds no session key; it needs none). Receipts and SessionRejects
     //    are verified by their addressee, the only party they act on (§10.3 step 6): checking them here too would

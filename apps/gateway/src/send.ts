@@ -11,7 +11,7 @@ import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
 import type { SendRequest, SendResponseSchema, MessageInitShape } from '@parley/proto';
 import { RpcError, requestBytesOf, type CallContext } from '@parley/rpc';
 import { isAgentId } from '@parley/session';
-import { subjectOf, type GatewayContext, type SecuritySubject, type Sender } from './context.js';
+import type { GatewayContext, SecuritySubject, Sender } from './context.js';
 import { SEND_NONCE_BYTES, SIGNATURE_BYTES, gatewaySendLayout, itemDigest, type RelayItem } from '@parley/protocol';
 import { assertItemShape, type Router } from './routing.js';
 
@@ -81,7 +81,7 @@ export class UnarySend {
     }
     if (!fresh) return refuse('replay', `send nonce ${toHex(request.nonce)} already used`);
     const size = requestBytesOf(request)?.length ?? call.requestBytes.length;
-    const sender: Sender = { cert, subject: subjectOf(cert), remote };
+    const sender: Sender = { cert, remote };
     return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }));
   }
 }

@@ -1,8 +1,9 @@
 /**
  * A small unbounded async queue: producers `push`, one consumer iterates.
  * `end()` finishes the iteration after the queued items; `fail(error)` makes
- * the consumer throw once the queued items are drained. Used for the gateway's
- * per-stream outbox and the client's request stream.
+ * the consumer throw once the queued items are drained. Used for the client's
+ * request stream, deliveries and application inbox (the gateway writes its streams through @parley/rpc's
+ * ResponseSink instead: no pending promise per idle stream).
  */
 export class Channel<T> implements AsyncIterable<T> {
   readonly #items: T[] = [];

@@ -15,7 +15,10 @@ export type {
   Client,
   ClientOptions,
   MethodHandler,
+  RequestListener,
   RequestSigner,
+  ResponseSink,
+  ServerDuplex,
   ServiceDefinitionOptions,
   ServiceImplementation,
 } from './service.js';

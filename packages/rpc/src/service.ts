@@ -133,12 +133,60 @@ export interface CallContext {
   readonly metadata: Metadata;
   /** The peer address as grpc-js reports it (`ipv4:127.0.0.1:5555`). */
   readonly peer: string;
-  /** Aborted when the client cancels or the deadline passes. */
+  /** Aborted when the client cancels or the deadline passes (made on first use: a call that never asks holds none). */
   readonly signal: AbortSignal;
   /** The wire bytes of the request (unary and server-streaming calls). */
   readonly requestBytes: Uint8Array;
-  /** TLS details of the connection (peer certificate when mTLS is in use). */
+  /** TLS details of the connection (peer certificate when mTLS is in use), read from the connection when asked. */
   readonly authContext: ReturnType<ServerUnaryCall<unknown, unknown>['getAuthContext']>;
+}
+
+/**
+ * Where a handler writes a bidi call's responses when it drives the call itself (a bidi handler that returns
+ * nothing): in order, with back-pressure towards grpc-js (queued while the transport is full); then
+ * `end()` (status OK) or `fail(error)` (the error's status), each after the responses already pushed.
+ */
+export interface ResponseSink<O> {
+  /** Whether `end()` or `fail()` was called. */
+  readonly closed: boolean;
+  /** Writes a response; false (and ignored) once closed. After the client went away it is dropped. */
+  push(response: O): boolean;
+  /** Ends the call with status OK after the responses pushed so far. */
+  end(): void;
+  /** Ends the call with the status of `error` (see errors.ts) after the responses pushed so far. */
+  fail(error: unknown): void;
+}
+
+/** Takes a bidi call's requests as they arrive (see {@link ServerDuplex.listen}). Its methods are called with the listener as `this`. */
+export interface RequestListener<I> {
+  /** A request. */
+  message(request: I): void;
+  /** The client half-closed: no more requests. */
+  end(): void;
+  /**
+   * The request side failed: the client went away (`code` ERR_STREAM_PREMATURE_CLOSE), a request did not
+   * decode (RpcError `malformed`), or the stream errored. No more requests.
+   */
+  error(error: unknown): void;
+  /** The responses are over (after `end()` or `fail()`), just before the status is sent. Called once. */
+  finished(): void;
+}
+
+/**
+ * A bidi call as its handler sees it. Its requests are an async iterator (`for await`, or one `next()` at a
+ * time), or — after `listen(listener)` — handed to the listener as they arrive (`pause()` stops reading,
+ * and with it HTTP/2 flow control pushes back on the client; `resume()` goes on). A handler returns its
+ * responses as an async iterable, or returns nothing and writes them through the call's {@link ResponseSink}
+ * side. The listener form holds no promise, generator, closure or abort controller per call while it is idle:
+ * the shape for many long-lived streams. It is also the call's {@link CallContext} (the handler's second argument).
+ */
+export interface ServerDuplex<I, O> extends AsyncIterableIterator<I>, ResponseSink<O>, CallContext {
+  /** From now on each request goes to `listener` (first those already received); the iterator is no longer used. */
+  listen(listener: RequestListener<I>): void;
+  /** Stops handing requests to the listener. */
+  pause(): void;
+  /** Hands requests to the listener again. */
+  resume(): void;
 }
 
 type In<M> = M extends { input: infer I extends DescMessage } ? I : never;
@@ -150,7 +198,10 @@ export type MethodHandler<M> = M extends { methodKind: 'unary' }
   : M extends { methodKind: 'server_streaming' }
     ? (request: MessageShape<In<M>>, context: CallContext) => AsyncIterable<MessageInitShape<Out<M>>>
     : M extends { methodKind: 'bidi_streaming' }
-      ? (requests: AsyncIterable<MessageShape<In<M>>>, context: CallContext) => AsyncIterable<MessageInitShape<Out<M>>>
+      ? (
+          requests: ServerDuplex<MessageShape<In<M>>, MessageInitShape<Out<M>>>,
+          context: CallContext,
+        ) => AsyncIterable<MessageInitShape<Out<M>>> | void
       : never;
 
 /** An implementation of a whole service: one handler per method, keyed by `localName`. */
@@ -186,7 +237,8 @@ export interface AddServiceOptions extends ServiceDefinitionOptions {
  * @param server a grpc-js Server
  * @param service the generated service descriptor
  * @param implementation one handler per method (unary: async function;
- *   server streaming: async generator; bidi: async generator over an async iterable)
+ *   server streaming: async generator; bidi: async generator over the requests, or a function that
+ *   drives the {@link ServerDuplex} itself and returns nothing)
  * @param options `onCallEnd` for logging; `typeName` to serve under another name
  * @example
  * addService(server, RegistryService, { async getAgent(req, ctx) { return { agent: … } }, … });
@@ -217,22 +269,52 @@ type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown,
 /** The requestBytes of a call with no single request (bidi): one shared empty array, not one per stream. */
 const NO_REQUEST_BYTES = new Uint8Array(0);
 
-function contextOf(method: DescMethod, path: string, call: AnyCall, requestBytes: Uint8Array): { context: CallContext; done: () => void } {
-  const controller = new AbortController();
-  const abort = (): void => controller.abort(new RpcError('cancelled', 'call cancelled'));
-  const emitter = call as NodeJS.EventEmitter;
-  emitter.on('cancelled', abort);
-  if (call.cancelled) abort();
-  const context: CallContext = {
-    method,
-    path,
-    metadata: call.metadata,
-    peer: call.getPeer(),
-    signal: controller.signal,
-    requestBytes,
-    authContext: call.getAuthContext(),
-  };
-  return { context, done: () => emitter.off('cancelled', abort) };
+/** A handler's CallContext: what is rarely asked for (the abort signal, the TLS details) is made when asked. */
+class ServerCallContext implements CallContext {
+  readonly method: DescMethod;
+  readonly path: string;
+  readonly peer: string;
+  readonly requestBytes: Uint8Array;
+  protected readonly call: AnyCall;
+  #controller: AbortController | undefined;
+  #onCancelled: (() => void) | undefined;
+
+  constructor(method: DescMethod, path: string, call: AnyCall, requestBytes: Uint8Array) {
+    this.method = method;
+    this.path = path;
+    this.call = call;
+    this.peer = call.getPeer();
+    this.requestBytes = requestBytes;
+  }
+
+  get metadata(): Metadata {
+    return this.call.metadata;
+  }
+
+  get authContext(): CallContext['authContext'] {
+    return this.call.getAuthContext();
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      const controller = new AbortController();
+      this.#controller = controller;
+      const abort = (): void => controller.abort(new RpcError('cancelled', 'call cancelled'));
+      if (this.call.cancelled) abort();
+      else {
+        this.#onCancelled = abort;
+        (this.call as NodeJS.EventEmitter).on('cancelled', abort);
+      }
+    }
+    return this.#controller.signal;
+  }
+
+  /** The handler is done: the cancellation listener (if the signal was asked for) goes. */
+  release(): void {
+    if (this.#onCancelled === undefined) return;
+    (this.call as NodeJS.EventEmitter).off('cancelled', this.#onCancelled);
+    this.#onCancelled = undefined;
+  }
 }
 
 function checkDecoded(request: unknown): object {
@@ -261,12 +343,11 @@ function unaryHandler(method: DescMethod, path: string, handler: (...args: unkno
     const start = performance.now();
     const peer = call.getPeer();
     void (async () => {
-      let done = (): void => undefined;
+      let context: ServerCallContext | undefined;
       try {
         const request = checkDecoded(call.request);
-        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
-        done = ctx.done;
-        const result = await handler(request, ctx.context);
+        context = new ServerCallContext(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
+        const result = await handler(request, context);
         const response = create(method.output, result as MessageInitShape<DescMessage>);
         callback(null, response);
         report(options, path, peer, start);
@@ -275,32 +356,32 @@ function unaryHandler(method: DescMethod, path: string, handler: (...args: unkno
         callback(error.toStatus() as ServiceError, null);
         report(options, path, peer, start, error);
       } finally {
-        done();
+        context?.release();
       }
     })();
   };
 }
 
+/** Writes a handler's responses with back-pressure, until they end or the call is cancelled or gone. */
 async function writeAll(
   method: DescMethod,
   call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>,
   responses: AsyncIterable<unknown>,
-  signal: AbortSignal,
 ): Promise<void> {
   for await (const item of responses) {
-    if (signal.aborted) break;
+    if (call.cancelled || call.destroyed) break;
     const message = create(method.output, item as MessageInitShape<DescMessage>);
     if (!call.write(message)) {
-      // Back-pressure: wait until grpc-js drains, or the call ends.
+      // Back-pressure: wait until grpc-js drains, or the call is gone (a cancelled call is destroyed: 'close').
       const emitter = call as NodeJS.EventEmitter;
       await new Promise<void>((resolve) => {
         const finish = (): void => {
           emitter.off('drain', finish);
-          signal.removeEventListener('abort', finish);
+          emitter.off('close', finish);
           resolve();
         };
         emitter.once('drain', finish);
-        signal.addEventListener('abort', finish, { once: true });
+        emitter.once('close', finish);
       });
     }
   }
@@ -316,13 +397,12 @@ function serverStreamHandler(method: DescMethod, path: string, handler: (...args
     const start = performance.now();
     const peer = call.getPeer();
     void (async () => {
-      let done = (): void => undefined;
+      let context: ServerCallContext | undefined;
       try {
         const request = checkDecoded(call.request);
-        const ctx = contextOf(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
-        done = ctx.done;
-        await writeAll(method, call, handler(request, ctx.context) as AsyncIterable<unknown>, ctx.context.signal);
-        if (ctx.context.signal.aborted) {
+        context = new ServerCallContext(method, path, call, REQUEST_BYTES.get(request) ?? NO_REQUEST_BYTES);
+        await writeAll(method, call, handler(request, context) as AsyncIterable<unknown>);
+        if (call.cancelled) {
           report(options, path, peer, start, new RpcError('cancelled', 'call cancelled'));
         } else {
           call.end();
@@ -333,7 +413,7 @@ function serverStreamHandler(method: DescMethod, path: string, handler: (...args
         endWithError(call, error);
         report(options, path, peer, start, error);
       } finally {
-        done();
+        context?.release();
       }
     })();
   };
@@ -341,28 +421,335 @@ function serverStreamHandler(method: DescMethod, path: string, handler: (...args
 
 function bidiHandler(method: DescMethod, path: string, handler: (...args: unknown[]) => unknown, options: AddServiceOptions) {
   return (call: ServerDuplexStream<unknown, unknown>): void => {
-    const start = performance.now();
-    const peer = call.getPeer();
-    void (async () => {
-      const ctx = contextOf(method, path, call, NO_REQUEST_BYTES);
-      try {
-        async function* requests(): AsyncGenerator<unknown> {
-          // Not `for await (… of call)`: a finished async iterator destroys the stream,
-          // and with it the response side of this duplex call.
-          for await (const request of call.iterator({ destroyOnReturn: false })) yield checkDecoded(request);
-        }
-        await writeAll(method, call, handler(requests(), ctx.context) as AsyncIterable<unknown>, ctx.context.signal);
-        if (!ctx.context.signal.aborted) call.end();
-        report(options, path, peer, start);
-      } catch (thrown) {
-        const error = RpcError.from(thrown);
-        endWithError(call, error);
-        report(options, path, peer, start, error);
-      } finally {
-        ctx.done();
-      }
-    })();
+    const duplex = new DuplexCall(method, path, call, options);
+    let responses: unknown;
+    try {
+      responses = handler(duplex, duplex);
+    } catch (thrown) {
+      duplex.fail(thrown);
+      return;
+    }
+    // Nothing returned: the handler drives the call through `duplex` (push, end, fail).
+    if (responses !== undefined) void duplex.writeFrom(responses as AsyncIterable<unknown>);
   };
+}
+
+/** A premature close, as Node's stream utilities report one (the client went away before it half-closed). */
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+}
+
+// Reading states of a DuplexCall.
+const READ_OPEN = 0; // requests may come
+const READ_ENDED = 1; // the client half-closed (not reported yet)
+const READ_FAILED = 2; // the request side failed (not reported yet)
+const READ_DONE = 3; // nothing more to hand over
+// Writing states.
+const WRITE_OPEN = 0;
+const WRITE_ENDING = 1; // end() or fail() called, responses still queued
+const WRITE_DONE = 2; // the status is sent (or the call is gone)
+
+/**
+ * A bidi call: the CallContext, the requests (an iterator, or pushed to a listener) and the response sink, in
+ * one object per call. It reads requests from grpc-js's 'readable' events with `read()` — not through
+ * `call.iterator()`, whose async generator and end-of-stream closures cost ~2 KiB per idle stream — and its
+ * grpc-js event listeners are functions shared by every call (found through {@link DuplexCall.#of}).
+ */
+class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
+  /** The DuplexCall of each grpc-js call, for the shared listeners. */
+  static readonly #of = new WeakMap<object, DuplexCall<unknown, unknown>>();
+
+  readonly #options: AddServiceOptions;
+  readonly #start: number;
+  #listener: RequestListener<I> | undefined;
+  #paused = false;
+  #pulling = false;
+  #read = READ_OPEN;
+  #readError: unknown;
+  #resolve: ((result: IteratorResult<I>) => void) | undefined;
+  #reject: ((error: unknown) => void) | undefined;
+  #write = WRITE_OPEN;
+  #failed = false;
+  #failure: unknown;
+  /** Responses waiting for 'drain' (defined only while grpc-js's buffer is full). */
+  #queue: O[] | undefined;
+  /** The call is closed (cancelled or finished): responses are dropped. */
+  #gone = false;
+
+  constructor(method: DescMethod, path: string, call: ServerDuplexStream<unknown, unknown>, options: AddServiceOptions) {
+    super(method, path, call, NO_REQUEST_BYTES);
+    this.#options = options;
+    this.#start = performance.now();
+    DuplexCall.#of.set(call, this as DuplexCall<unknown, unknown>);
+    call.on('readable', DuplexCall.#onReadable);
+    call.on('end', DuplexCall.#onEnd);
+    call.on('error', DuplexCall.#onError);
+    call.on('close', DuplexCall.#onClose);
+  }
+
+  get #call(): ServerDuplexStream<unknown, unknown> {
+    return this.call as ServerDuplexStream<unknown, unknown>;
+  }
+
+  // --- grpc-js events (shared listeners: `this` is the grpc-js call)
+
+  static #onReadable(this: object): void {
+    const duplex = DuplexCall.#of.get(this);
+    if (duplex !== undefined) duplex.#pull();
+  }
+
+  static #onEnd(this: object): void {
+    const duplex = DuplexCall.#of.get(this);
+    if (duplex === undefined || duplex.#read !== READ_OPEN) return;
+    duplex.#read = READ_ENDED;
+    duplex.#pull();
+  }
+
+  static #onError(this: object, error: unknown): void {
+    const duplex = DuplexCall.#of.get(this);
+    if (duplex !== undefined) duplex.#requestsFailed(error);
+  }
+
+  static #onClose(this: object): void {
+    const duplex = DuplexCall.#of.get(this);
+    if (duplex === undefined) return;
+    duplex.#queue = undefined; // nothing queued will be written: the listener hears of the close even if it waited for a drain
+    duplex.#requestsFailed(prematureClose());
+    duplex.#gone = true;
+    duplex.#queue = undefined;
+    if (duplex.#write === WRITE_ENDING) duplex.#finish();
+  }
+
+  static #onDrain(this: object): void {
+    const duplex = DuplexCall.#of.get(this);
+    if (duplex !== undefined) duplex.#drained();
+  }
+
+  // --- requests
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<I>> {
+    if (this.#resolve !== undefined) return Promise.reject(new RpcError('internal', 'one next() at a time on a bidi call\'s requests'));
+    return new Promise<IteratorResult<I>>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+      this.#pull();
+    });
+  }
+
+  return(): Promise<IteratorResult<I>> {
+    this.#read = READ_DONE;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  listen(listener: RequestListener<I>): void {
+    this.#listener = listener;
+    this.#pull();
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#pull();
+  }
+
+  #requestsFailed(error: unknown): void {
+    if (this.#read !== READ_OPEN) return;
+    this.#read = READ_FAILED;
+    this.#readError = error;
+    this.#pull();
+  }
+
+  /** Hands over what there is to whoever waits: a pending next(), else the listener unless paused. */
+  #pull(): void {
+    if (this.#pulling) return;
+    this.#pulling = true;
+    try {
+      // The listener is handed requests only while its responses flow: with responses queued (the client does
+      // not read them), reading stops and HTTP/2 flow control pushes back on the client, so what a client that
+      // writes without reading can make the server hold stays bounded by what its handler has in progress.
+      while (this.#resolve !== undefined || (this.#listener !== undefined && !this.#paused && this.#queue === undefined)) {
+        if (this.#read === READ_OPEN) {
+          // A destroyed call (cancelled) has nothing more to give: its 'close' reports it.
+          const request: unknown = this.#call.destroyed ? null : this.#call.read();
+          if (request === null) return; // 'readable', 'end' or 'close' pulls again
+          this.#hand(request);
+        } else {
+          this.#handEnd();
+          return;
+        }
+      }
+    } finally {
+      this.#pulling = false;
+    }
+  }
+
+  #hand(request: unknown): void {
+    let decoded: object;
+    try {
+      decoded = checkDecoded(request);
+    } catch (error) {
+      // A request that does not decode ends the requests (as a throwing iterator would).
+      this.#read = READ_FAILED;
+      this.#readError = error;
+      return;
+    }
+    const resolve = this.#resolve;
+    if (resolve !== undefined) {
+      this.#resolve = undefined;
+      this.#reject = undefined;
+      resolve({ done: false, value: decoded as I });
+      return;
+    }
+    try {
+      this.#listener!.message(decoded as I);
+    } catch (error) {
+      this.#read = READ_DONE;
+      this.fail(error);
+    }
+  }
+
+  /** Reports the end (or failure) of the requests once, to a pending next() or the listener. */
+  #handEnd(): void {
+    const failed = this.#read === READ_FAILED;
+    if (this.#read === READ_DONE) {
+      // Already reported: a later next() reads as done.
+      const resolve = this.#resolve;
+      this.#resolve = undefined;
+      this.#reject = undefined;
+      resolve?.({ done: true, value: undefined });
+      return;
+    }
+    this.#read = READ_DONE;
+    const error = this.#readError;
+    this.#readError = undefined;
+    const resolve = this.#resolve;
+    const reject = this.#reject;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    if (resolve !== undefined) {
+      if (failed) reject!(error);
+      else resolve({ done: true, value: undefined });
+      return;
+    }
+    const listener = this.#listener!;
+    try {
+      if (failed) listener.error(error);
+      else listener.end();
+    } catch (thrown) {
+      this.fail(thrown);
+    }
+  }
+
+  // --- responses
+
+  get closed(): boolean {
+    return this.#write !== WRITE_OPEN;
+  }
+
+  push(response: O): boolean {
+    if (this.#write !== WRITE_OPEN) return false;
+    if (this.#queue !== undefined) this.#queue.push(response);
+    else if (!this.#gone) this.#send(response);
+    return true;
+  }
+
+  end(): void {
+    if (this.#write !== WRITE_OPEN) return;
+    this.#write = WRITE_ENDING;
+    if (this.#queue === undefined) this.#finish();
+  }
+
+  fail(error: unknown): void {
+    if (this.#write !== WRITE_OPEN) return;
+    this.#failed = true;
+    this.#failure = error;
+    this.#write = WRITE_ENDING;
+    if (this.#queue === undefined) this.#finish();
+  }
+
+  /**
+   * Writes one response; when grpc-js's buffer is full, later ones queue until 'drain'.
+   * @returns false when the buffer is full (or the call failed)
+   */
+  #send(response: O): boolean {
+    const call = this.#call;
+    let ok: boolean;
+    try {
+      ok = call.write(create(this.method.output, response as MessageInitShape<DescMessage>));
+    } catch (error) {
+      // A response that cannot be encoded ends the call as `internal`, as a throwing response iterable would.
+      this.#failed = true;
+      this.#failure = error;
+      this.#write = WRITE_ENDING;
+      this.#queue = undefined;
+      this.#finish();
+      return false;
+    }
+    if (!ok) {
+      this.#queue = [];
+      call.once('drain', DuplexCall.#onDrain);
+    }
+    return ok;
+  }
+
+  #drained(): void {
+    const queue = this.#queue;
+    this.#queue = undefined;
+    if (queue !== undefined) {
+      for (let i = 0; i < queue.length && !this.#gone && this.#write !== WRITE_DONE; i++) {
+        if (!this.#send(queue[i]!)) {
+          // Full again: the rest waits for the next 'drain'.
+          (this.#queue as O[] | undefined)?.push(...queue.slice(i + 1));
+          return;
+        }
+      }
+    }
+    if (this.#write === WRITE_ENDING) this.#finish();
+    else this.#pull(); // the responses flow again: so do the requests
+  }
+
+  /** The responses are over: the listener's `finished`, then the status (OK, or the failure's), then `onCallEnd`. */
+  #finish(): void {
+    if (this.#write === WRITE_DONE) return;
+    this.#write = WRITE_DONE;
+    this.#queue = undefined;
+    const listener = this.#listener;
+    if (listener !== undefined) {
+      try {
+        listener.finished();
+      } catch {
+        // The handler's clean-up never changes the call's outcome.
+      }
+    }
+    this.release();
+    const call = this.#call;
+    if (this.#failed) {
+      const error = RpcError.from(this.#failure);
+      this.#failure = undefined;
+      endWithError(call, error);
+      report(this.#options, this.path, this.peer, this.#start, error);
+    } else {
+      if (!call.cancelled) call.end();
+      report(this.#options, this.path, this.peer, this.#start);
+    }
+  }
+
+  /** The iterable form: writes the handler's responses, then ends the call (or fails it with what they threw). */
+  async writeFrom(responses: AsyncIterable<unknown>): Promise<void> {
+    try {
+      await writeAll(this.method, this.#call, responses);
+      this.end();
+    } catch (thrown) {
+      this.fail(thrown);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -324,3 +324,272 @@ describe('adapter, health and reflection over gRPC', () => {
     expect(files.map((f) => f.name)).toEqual(['parley/v1/registry', 'grpc/health/v1/health']);
   });
 });
+
+describe('bidi calls: the requests as an iterator or pushed to a listener, the responses as an iterable or a sink', () => {
+  type Request = ServerReflectionRequest;
+  type Response = MessageInitShape<typeof ServerReflectionResponseSchema>;
+  const iterServer = new Server();
+  const pushServer = new Server();
+  const records: CallRecord[] = [];
+  /** What the handlers saw, by the call's `x-id` header. */
+  const seen = new Map<string, { errors: unknown[]; finished: number; aborted: boolean; ended: boolean; handled?: number }>();
+  let iterPort = 0;
+  let pushPort = 0;
+  const echo = (r: Request): Response => ({ validHost: r.host });
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+  beforeAll(async () => {
+    addService(
+      iterServer,
+      ServerReflection,
+      {
+        async *serverReflectionInfo(requests, context) {
+          const id = context.metadata.get('x-id')[0] as string;
+          const state = { errors: [] as unknown[], finished: 0, aborted: false, ended: false };
+          seen.set(id, state);
+          context.signal.addEventListener('abort', () => (state.aborted = true));
+          try {
+            for await (const r of requests) {
+              yield echo(r);
+              if (r.host === 'stall') await sleep(300); // the client goes away meanwhile
+            }
+            state.ended = true;
+          } catch (error) {
+            state.errors.push(error);
+            throw error;
+          }
+        },
+      },
+      { onCallEnd: (r) => records.push(r) },
+    );
+    addService(
+      pushServer,
+      ServerReflection,
+      {
+        serverReflectionInfo(call, context) {
+          const id = context.metadata.get('x-id')[0] as string;
+          const mode = context.metadata.get('x-mode')[0] as string;
+          const state = { errors: [] as unknown[], finished: 0, aborted: false, ended: false, handled: 0 };
+          seen.set(id, state);
+          call.listen({
+            message(r) {
+              state.handled++;
+              if (mode === 'big') {
+                call.push({ validHost: `${r.host}:${'z'.repeat(16_384)}` });
+                return;
+              }
+              if (mode === 'fail' && r.host === 'fail') {
+                call.fail(new RpcError('permission_denied', 'not for you'));
+                return;
+              }
+              if (mode === 'flood') {
+                // Far more than grpc-js buffers: the sink queues and writes on 'drain', in order.
+                for (let i = 0; i < 300; i++) call.push({ validHost: `${i}:${'y'.repeat(16_384)}` });
+                call.end();
+                return;
+              }
+              call.push(echo(r));
+              if (mode === 'slow' || r.host === 'stall') {
+                // One request at a time, the next after a pause (back-pressure towards the client).
+                call.pause();
+                setTimeout(() => call.resume(), mode === 'slow' ? 2 : 300);
+              }
+            },
+            end() {
+              state.ended = true;
+              call.push({ validHost: 'bye' });
+              call.end();
+            },
+            error(error) {
+              state.errors.push(error);
+              call.end();
+            },
+            finished() {
+              state.finished++;
+            },
+          });
+        },
+      },
+      { onCallEnd: (r) => records.push(r) },
+    );
+    iterPort = await listen(iterServer);
+    pushPort = await listen(pushServer);
+  });
+
+  afterAll(() => {
+    iterServer.forceShutdown();
+    pushServer.forceShutdown();
+  });
+
+  function open(port: number, id: string, mode = '') {
+    const raw = new GrpcClient(`127.0.0.1:${port}`, credentials.createInsecure());
+    const metadata = new Metadata();
+    metadata.set('x-id', id);
+    metadata.set('x-mode', mode);
+    const call = raw.makeBidiStreamRequest(
+      methodPath(ServerReflection.method.serverReflectionInfo),
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      metadata,
+      {},
+    );
+    const hosts: string[] = [];
+    const done = new Promise<{ code: number; details: string; metadata: Metadata }>((resolve) => {
+      call.on('data', (chunk: Buffer) => hosts.push(fromBinary(ServerReflectionResponseSchema, new Uint8Array(chunk)).validHost));
+      call.on('error', () => undefined);
+      call.on('status', resolve);
+    });
+    const send = (host: string): boolean => call.write(Buffer.from(toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, { host }))));
+    return { raw, call, hosts, done, send };
+  }
+
+  async function until(check: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 5_000;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await sleep(5);
+    }
+  }
+
+  it('iterator form: requests in order, the end of the requests ends the call OK', async () => {
+    const c = open(iterPort, 'iter-ok');
+    for (let i = 0; i < 20; i++) c.send(`h${i}`);
+    c.call.end();
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(0);
+    expect(c.hosts).toEqual(Array.from({ length: 20 }, (_, i) => `h${i}`));
+    expect(seen.get('iter-ok')!.ended).toBe(true);
+  });
+
+  it('iterator form: an undecodable request throws malformed from the iterator (INVALID_ARGUMENT)', async () => {
+    const c = open(iterPort, 'iter-bad');
+    c.send('fine');
+    c.call.write(Buffer.from([0x0a, 0xff, 0xff]));
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(GRPC_STATUS_BY_CODE.malformed);
+    expect(c.hosts).toEqual(['fine']);
+    expect(isRpcError(seen.get('iter-bad')!.errors[0], 'malformed')).toBe(true);
+  });
+
+  it('iterator form: a cancelled call ends the requests (grpc-js half-closes it first)', async () => {
+    const c = open(iterPort, 'iter-cancel');
+    c.send('a');
+    await until(() => c.hosts.length === 1, 'the echo');
+    c.call.cancel();
+    await until(() => seen.get('iter-cancel')!.ended, 'the requests to end');
+    c.raw.close();
+    expect(seen.get('iter-cancel')!.errors).toEqual([]);
+  });
+
+  it('iterator form: a client gone while requests wait unread is a premature close to the handler', async () => {
+    const c = open(iterPort, 'iter-gone');
+    c.send('stall');
+    for (let i = 0; i < 5; i++) c.send(`unread${i}`);
+    await until(() => c.hosts.length === 1, 'the echo');
+    c.call.cancel();
+    await until(() => seen.get('iter-gone')!.errors.length === 1, 'the handler to see the close');
+    c.raw.close();
+    expect((seen.get('iter-gone')!.errors[0] as { code?: string }).code).toBe('ERR_STREAM_PREMATURE_CLOSE');
+    expect(seen.get('iter-gone')!.aborted).toBe(true);
+    expect(c.hosts).toEqual(['stall']);
+  });
+
+  it('listener form: requests pushed in order with pause/resume, half-close → end, finished once, OK', async () => {
+    const c = open(pushPort, 'push-slow', 'slow');
+    for (let i = 0; i < 50; i++) c.send(`p${i}`);
+    c.call.end();
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(0);
+    expect(c.hosts).toEqual([...Array.from({ length: 50 }, (_, i) => `p${i}`), 'bye']);
+    const state = seen.get('push-slow')!;
+    expect(state).toMatchObject({ ended: true, finished: 1, errors: [] });
+    expect(records.find((r) => r.grpcCode === 0 && r.path.endsWith('ServerReflectionInfo') && r.peer !== '')).toBeDefined();
+  });
+
+  it('listener form: fail(error) after responses already pushed sends them, then the status with the Parley code', async () => {
+    const c = open(pushPort, 'push-fail', 'fail');
+    c.send('one');
+    c.send('two');
+    c.send('fail');
+    c.send('never answered');
+    const status = await c.done;
+    c.raw.close();
+    expect(c.hosts).toEqual(['one', 'two']);
+    expect(status.code).toBe(GRPC_STATUS_BY_CODE.permission_denied);
+    expect(status.metadata.get(ERROR_CODE_METADATA_KEY)[0]).toBe('permission_denied');
+    await until(() => seen.get('push-fail')!.finished === 1, 'finished');
+  });
+
+  it('listener form: responses beyond what grpc-js buffers are queued and written in order on drain', async () => {
+    const c = open(pushPort, 'push-flood', 'flood');
+    c.send('go');
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(0);
+    expect(c.hosts).toHaveLength(300);
+    expect(c.hosts.map((h) => Number(h.split(':')[0]))).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(seen.get('push-flood')!.finished).toBe(1);
+  });
+
+  it('listener form: a client that writes without reading its responses stops being read (bounded), and is read again once it reads', async () => {
+    const c = open(pushPort, 'push-unread', 'big');
+    c.call.pause(); // reads nothing: its HTTP/2 window and grpc-js's buffer fill with 16 KiB answers
+    const N = 2_000;
+    for (let i = 0; i < N; i++) c.send(`r${i}`);
+    await until(() => (seen.get('push-unread')?.handled ?? 0) > 0, 'the first requests handled');
+    await sleep(500);
+    const handled = seen.get('push-unread')!.handled!;
+    // Without the bound the handler is handed all 2 000 and the server queues 2 000 × 16 KiB for this client.
+    expect(handled).toBeLessThan(N / 4);
+    await sleep(300);
+    expect(seen.get('push-unread')!.handled).toBe(handled); // and it stays there
+    c.call.resume();
+    await until(() => c.hosts.length === N, 'every answer once the client reads');
+    expect(c.hosts.map((h) => h.split(':')[0])).toEqual(Array.from({ length: N }, (_, i) => `r${i}`));
+    c.call.end();
+    const status = await c.done;
+    c.raw.close();
+    expect(status.code).toBe(0);
+  });
+
+  it('listener form: a client gone while requests wait unread (paused) is a premature close to the listener once it resumes', async () => {
+    const before = records.length;
+    const c = open(pushPort, 'push-gone');
+    c.send('stall');
+    for (let i = 0; i < 5; i++) c.send(`unread${i}`);
+    await until(() => c.hosts.length === 1, 'the echo');
+    c.call.cancel();
+    await until(() => seen.get('push-gone')!.finished === 1, 'finished');
+    c.raw.close();
+    const state = seen.get('push-gone')!;
+    expect(state.errors).toHaveLength(1);
+    expect((state.errors[0] as { code?: string }).code).toBe('ERR_STREAM_PREMATURE_CLOSE');
+    expect(state.ended).toBe(false);
+    await until(() => records.length > before, 'the call record');
+  });
+
+  it('listener form: a cancelled call ends the requests (grpc-js half-closes it first); the call finishes once', async () => {
+    const c = open(pushPort, 'push-cancel');
+    c.send('a');
+    await until(() => c.hosts.length === 1, 'the echo');
+    c.call.cancel();
+    await until(() => seen.get('push-cancel')!.finished === 1, 'finished');
+    c.raw.close();
+    expect(seen.get('push-cancel')).toMatchObject({ ended: true, errors: [] });
+  });
+
+  it('listener form: an undecodable request is a malformed error to the listener', async () => {
+    const c = open(pushPort, 'push-bad');
+    c.send('fine');
+    c.call.write(Buffer.from([0x0a, 0xff, 0xff]));
+    await until(() => seen.get('push-bad')?.errors.length === 1, 'the error');
+    c.call.end();
+    await c.done;
+    c.raw.close();
+    expect(c.hosts[0]).toBe('fine');
+    expect(isRpcError(seen.get('push-bad')!.errors[0], 'malformed')).toBe(true);
+  });
+});
