@@ -59,6 +59,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   rows: Set<bigint> | undefined = undefined;
   backlog = true;
   cursor = 0n;
+  rescan = false;
   pumping = false;
   dirty = false;
   turn: Promise<void> = SETTLED;

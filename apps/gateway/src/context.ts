@@ -60,9 +60,16 @@ export interface Link {
   /**
    * Highest mailbox row id the backlog drain has read (0n: read from the start). The drain reads pages
    * after it, so a page costs the same at the end of a long backlog as at its start (rows acked and
-   * deleted before it are never scanned again); a drain ends only after one read from the start.
+   * deleted before it are never scanned again).
    */
   cursor: bigint;
+  /**
+   * Rows were stored since the drain last read from the start: its next page is read from the start. Row
+   * ids are taken at insert, not at commit, so a row that committed late can sit below the cursor; every
+   * commit is followed by a wake-up (a local store, a NOTIFY, a re-drain after missed notifications) that
+   * sets this, so the read after it finds the row.
+   */
+  rescan: boolean;
   /** A backlog drain is running. */
   pumping: boolean;
   /** Something was stored while draining: drain again. */

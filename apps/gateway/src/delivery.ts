@@ -105,6 +105,7 @@ export class Delivery {
   /** An item was stored for a connected recipient: drain its mailbox (the item is in it). */
   stored(link: Link): void {
     link.backlog = true;
+    link.rescan = true;
     this.pump(link);
   }
 
@@ -131,8 +132,11 @@ export class Delivery {
           // ack, one row each, would make the drain a round trip per item. An ack pumps again.
           if (link.out.closed || free <= 0 || (free < this.#lowWater && held > 0)) return;
           const want = Math.min(free, PAGE_ROWS);
-          const from = link.cursor;
-          const page = await this.#o.storage.mailbox.pending(agent, link.rows === undefined ? [] : [...link.rows], want, from);
+          if (link.rescan) {
+            link.rescan = false;
+            link.cursor = 0n;
+          }
+          const page = await this.#o.storage.mailbox.pending(agent, link.rows === undefined ? [] : [...link.rows], want, link.cursor);
           for (const stored of page) {
             if (link.out.closed) return;
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
@@ -140,14 +144,7 @@ export class Delivery {
             if (!(await this.#senderStillValid(link, stored))) continue;
             this.#write(link, storedToAccepted(stored), stored.deliveryId);
           }
-          if (page.length < want && !link.dirty) {
-            // Row ids are taken when a row is inserted, not when it commits: a row of a transaction that
-            // committed late (another instance, a spill) can sit below the cursor. One read from the
-            // start finds it before the backlog is declared empty.
-            if (from > 0n) {
-              link.cursor = 0n;
-              continue;
-            }
+          if (page.length < want && !link.dirty && !link.rescan) {
             link.backlog = false;
             return;
           }

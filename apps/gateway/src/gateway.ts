@@ -199,7 +199,7 @@ export class Gateway {
   mailboxNotified(recipientId: string): boolean {
     const link = this.#ctx.links.get(recipientId);
     if (link === undefined || this.#ctx.closing) return false;
-    this.#delivery.pump(link);
+    this.#delivery.stored(link);
     return true;
   }
 
@@ -207,6 +207,7 @@ export class Gateway {
   pumpAll(): void {
     for (const link of this.#ctx.links.values()) {
       link.backlog = true;
+      link.rescan = true;
       this.#delivery.pump(link);
     }
   }
