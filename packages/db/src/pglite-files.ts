@@ -139,27 +139,19 @@ function pgliteBuildKey(): string | undefined {
   }
 }
 
-/** Ours alone: a real directory (no symlink) owned by this user that nobody else can write. */
-function privateDirectory(path: string): boolean {
+/** Ours alone: a real directory or regular file (no symlink) owned by this user that nobody else can write. */
+function privateEntry(path: string, kind: 'directory' | 'file'): boolean {
   try {
     const s = lstatSync(path);
     const uid = typeof process.getuid === 'function' ? process.getuid() : s.uid;
-    return s.isDirectory() && s.uid === uid && (s.mode & 0o022) === 0;
+    return (kind === 'directory' ? s.isDirectory() : s.isFile()) && s.uid === uid && (s.mode & 0o022) === 0;
   } catch {
     return false;
   }
 }
 
-/** Ours alone: a regular file (no symlink) owned by this user that nobody else can write. */
-function privateFile(path: string): boolean {
-  try {
-    const s = lstatSync(path);
-    const uid = typeof process.getuid === 'function' ? process.getuid() : s.uid;
-    return s.isFile() && s.uid === uid && (s.mode & 0o022) === 0;
-  } catch {
-    return false;
-  }
-}
+const privateDirectory = (path: string): boolean => privateEntry(path, 'directory');
+const privateFile = (path: string): boolean => privateEntry(path, 'file');
 
 /** True when a data directory holds no cluster yet (missing, or empty). */
 export function isFreshDataDir(dataDir: string): boolean {

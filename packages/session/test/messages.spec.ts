@@ -7,7 +7,6 @@ import { SecretKey, toHex } from '@parley/crypto-core';
 import { MessageType, SecureMessageSchema, create, fromBinary, toBinary, type SecureMessage } from '@parley/proto';
 import {
   MAX_PAYLOAD_BYTES,
-  SessionError,
   exportSessionState,
   importSessionState,
   messageHash,
@@ -18,7 +17,7 @@ import {
   type Session,
 } from '../src/index.js';
 import { createWorld, handshake, type Agent, type World } from './fixtures.js';
-import { anyInterleavingOpensOnce, everyBitFlipFails, oldEpochKeysAreGone } from './sweeps.js';
+import { anyInterleavingOpensOnce, codeOf, everyBitFlipFails, note, oldEpochKeysAreGone } from './sweeps.js';
 
 let w: World;
 let alice: Agent;
@@ -39,17 +38,6 @@ beforeEach(async () => {
   setup();
 });
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof SessionError) return error.code;
-    throw error;
-  }
-  return 'accepted';
-}
-
-const note = (text: string) => ({ type: MessageType.STATUS_UPDATE, content: { text } });
 
 describe('open with a digest taken before (messageHashOf)', () => {
   const copy = (e: SecureMessage): SecureMessage => fromBinary(SecureMessageSchema, toBinary(SecureMessageSchema, e));

@@ -18,7 +18,8 @@ export function codeOf(fn: () => unknown): string {
   return 'accepted';
 }
 
-const note = (text: string) => ({ type: MessageType.STATUS_UPDATE, content: { text } });
+/** A small STATUS_UPDATE message. */
+export const note = (text: string) => ({ type: MessageType.STATUS_UPDATE, content: { text } });
 
 function pair(w: World, alice: Agent, bob: Agent, rekeyThreshold = 1000): { a: Session; b: Session } {
   return handshake(w.crypto, w.config(alice, { rekeyThreshold }), w.config(bob));

@@ -2,8 +2,9 @@
 // across 100 epochs, in order and shuffled within the replay window.
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MessageType } from '@parley/proto';
-import { SessionError, type Session } from '../../src/index.js';
+import { type Session } from '../../src/index.js';
 import { createWorld, handshake, type Agent, type World } from '../fixtures.js';
+import { codeOf } from '../sweeps.js';
 
 let w: World;
 let alice: Agent;
@@ -21,16 +22,6 @@ beforeEach(async () => {
   bob = w.agent('bob');
   setup();
 });
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof SessionError) return error.code;
-    throw error;
-  }
-  return 'accepted';
-}
 
 function shuffle<T>(items: T[], seed: number): void {
   let s = seed + 1;
