@@ -151,6 +151,18 @@ function privateEntry(path: string, kind: 'directory' | 'file'): boolean {
 }
 
 const privateDirectory = (path: string): boolean => privateEntry(path, 'directory');
+
+/** The PGlite build key when `root` is a cache to write into (made if missing, ours alone), else undefined. */
+function privateCache(root: string | undefined): string | undefined {
+  const key = pgliteBuildKey();
+  if (root === undefined || key === undefined) return undefined;
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+  } catch {
+    return undefined;
+  }
+  return privateDirectory(root) ? key : undefined;
+}
 const privateFile = (path: string): boolean => privateEntry(path, 'file');
 
 /** True when a data directory holds no cluster yet (missing, or empty). */
@@ -238,12 +250,10 @@ export function emptyDataDir(dataDir: string): void {
  * @param create opens (running initdb) and closes a PGlite cluster in a directory
  */
 export async function makeTemplate(root: string | undefined, create: (dir: string) => Promise<void>, name = 'cluster'): Promise<string | undefined> {
-  const key = pgliteBuildKey();
+  const key = privateCache(root);
   if (root === undefined || key === undefined) return undefined;
   let tmp: string | undefined;
   try {
-    mkdirSync(root, { recursive: true, mode: 0o700 });
-    if (!privateDirectory(root)) return undefined;
     tmp = mkdtempSync(join(root, `.making-${process.pid}-`));
     await create(tmp);
     const template = join(root, `${name}-${key}`);
@@ -281,12 +291,10 @@ export function usableMemoryImage(root: string | undefined): string | undefined 
  * @param dump the tar of a clean cluster
  */
 export async function saveMemoryImage(root: string | undefined, dump: () => Promise<Blob>): Promise<string | undefined> {
-  const key = pgliteBuildKey();
+  const key = privateCache(root);
   if (root === undefined || key === undefined) return undefined;
   let tmp: string | undefined;
   try {
-    mkdirSync(root, { recursive: true, mode: 0o700 });
-    if (!privateDirectory(root)) return undefined;
     const bytes = new Uint8Array(await (await dump()).arrayBuffer());
     tmp = mkdtempSync(join(root, `.making-${process.pid}-`));
     const file = join(tmp, 'memory.tar');
