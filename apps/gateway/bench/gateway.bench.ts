@@ -541,6 +541,8 @@ async function main(): Promise<void> {
         const conns = await openConnections(world, gw.address, senders);
         const IN_FLIGHT = 512;
         const gwCpu = async (): Promise<number> => (await gw.command('stats'))['cpuUs'] as number;
+        const gwStatements = async (): Promise<number> => (await gw.command('stats'))['statements'] as number;
+        const insertStatements0 = await gwStatements();
         const insertCpu0 = await gwCpu();
         const t0 = performance.now();
         await Promise.all(
@@ -555,6 +557,7 @@ async function main(): Promise<void> {
         );
         const insertMs = performance.now() - t0;
         const insertCpuUs = (await gwCpu()) - insertCpu0;
+        const insertStatements = (await gwStatements()) - insertStatements0;
         for (const c of conns) c.close();
 
         const peerPool = new pg.Pool({ connectionString: url, max: RECIPIENTS });
@@ -581,6 +584,7 @@ async function main(): Promise<void> {
         // Drain: the recipients connect and ack everything; done when the mailbox is empty.
         const count = async (sql: string): Promise<number> => Number((await peerPool.query<{ n: string }>(sql)).rows[0]!.n);
         let delivered = 0;
+        const drainStatements0 = await gwStatements();
         const drainCpu0 = await gwCpu();
         const benchCpu0 = process.cpuUsage();
         const t2 = performance.now();
@@ -589,6 +593,7 @@ async function main(): Promise<void> {
         await waitUntil(async () => (await count(`SELECT count(*) AS n FROM ${schema}.gateway_mailbox`)) === 0, 120_000, 'drain acks');
         const drainMs = performance.now() - t2;
         const drainCpuUs = (await gwCpu()) - drainCpu0;
+        const drainStatements = (await gwStatements()) - drainStatements0;
         const benchCpu = process.cpuUsage(benchCpu0);
         const recipientsCpuUs = benchCpu.user + benchCpu.system;
         for (const c of rconns) c.close();
@@ -612,6 +617,7 @@ async function main(): Promise<void> {
           { label: 'drain with acks vs select-and-delete', ours: throughput((total * 1000) / drainMs), peer: throughput((total * 1000) / peerDrainMs), unit: 'ops/s' },
         ]);
         console.log(`   gateway CPU per envelope: insert ${(insertCpuUs / total).toFixed(0)} µs (busy ${((100 * insertCpuUs) / 1000 / insertMs).toFixed(0)} % of the insert's wall time), drain ${(drainCpuUs / total).toFixed(0)} µs (busy ${((100 * drainCpuUs) / 1000 / drainMs).toFixed(0)} %; the recipients' process ${(recipientsCpuUs / total).toFixed(0)} µs, busy ${((100 * recipientsCpuUs) / 1000 / drainMs).toFixed(0)} %)`);
+        console.log(`   gateway SQL statements per envelope: insert ${(insertStatements / total).toFixed(3)}, drain ${(drainStatements / total).toFixed(3)} (the peer: 1 and 0.02)`);
         await gw.stop();
       });
     }

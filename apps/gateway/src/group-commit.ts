@@ -3,7 +3,9 @@
  * its result; the items that arrive while one batch is being written are
  * written together as the next batch, in arrival order — one statement and one
  * commit for many items, with no timer (an idle queue writes a lone item at
- * once). A failed batch fails every item in it. The queue is bounded: beyond
+ * once). A batch is bounded in items and, optionally, in weight (bytes: one
+ * statement must stay far below PostgreSQL's 1 GB limit on a value). A failed
+ * batch fails every item in it. The queue is bounded: beyond
  * `maxQueued` items waiting, `add` refuses at once with `unavailable` (the
  * database is not keeping up).
  */
@@ -21,6 +23,10 @@ export interface GroupCommitOptions<T, R> {
   readonly write: (batch: readonly T[]) => Promise<readonly R[]>;
   /** Most items in one batch. */
   readonly maxBatch: number;
+  /** With `weigh`: most total weight (e.g. bytes) in one batch; a batch always takes at least one item. */
+  readonly maxBatchWeight?: number;
+  /** An item's weight for `maxBatchWeight`. */
+  readonly weigh?: (item: T) => number;
   /** Most items waiting (not yet in a batch being written). Default 100 000. */
   readonly maxQueued?: number;
   /** Called with each batch's size (metrics). */
@@ -71,7 +77,7 @@ export class GroupCommit<T, R> {
 
   async #run(): Promise<void> {
     while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#o.maxBatch);
+      const batch = this.#queue.splice(0, this.#batchLength());
       this.#o.onBatch?.(batch.length);
       try {
         const results = await this.#o.write(batch.map((w) => w.item));
@@ -83,5 +89,20 @@ export class GroupCommit<T, R> {
     }
     this.#running = false;
     this.#markIdle();
+  }
+
+  /** How many queued items the next batch takes: up to maxBatch, and up to maxBatchWeight (at least one). */
+  #batchLength(): number {
+    const { maxBatch, maxBatchWeight, weigh } = this.#o;
+    const most = Math.min(maxBatch, this.#queue.length);
+    if (weigh === undefined || maxBatchWeight === undefined) return most;
+    let weight = weigh(this.#queue[0]!.item);
+    let n = 1;
+    while (n < most) {
+      weight += weigh(this.#queue[n]!.item);
+      if (weight > maxBatchWeight) break;
+      n++;
+    }
+    return n;
   }
 }

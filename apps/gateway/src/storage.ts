@@ -14,7 +14,7 @@
 import { RpcError } from '@parley/rpc';
 import type { GatewayMetrics } from './metrics.js';
 import { GroupCommit } from './group-commit.js';
-import { MAILBOX_BATCH, type Mailbox, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
+import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, type Mailbox, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
 
 /** Mailbox quotas (§10.8); 0 disables one. */
 export interface MailboxQuota {
@@ -142,7 +142,7 @@ export interface RowKey {
 export class Storage {
   readonly mailbox: Mailbox;
   readonly quotas: Quotas;
-  readonly #inserts: GroupCommit<NewMailboxItem, MailboxItem>;
+  readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, MailboxItem>;
   readonly #deletes: GroupCommit<RowKey, boolean>;
   /** Another instance shares the database (heartbeat): wake it for recipients not connected here. */
   othersListening = false;
@@ -153,8 +153,14 @@ export class Storage {
     this.quotas = new Quotas(mailbox, options.quota, options.clock, (limit) => metrics.quotaRefusals.inc({ limit }));
     this.#inserts = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
+      maxBatchWeight: MAILBOX_BATCH_BYTES,
+      weigh: (x) => x.size,
       onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_insert' }, n),
-      write: (batch) => mailbox.putMany(batch, this.othersListening ? [...new Set(batch.map((b) => b.recipientId))].filter((r) => !isLocal(r)) : []),
+      write: (batch) =>
+        mailbox.putMany(
+          batch.map((x) => x.row),
+          this.othersListening ? [...new Set(batch.map((x) => x.row.recipientId))].filter((r) => !isLocal(r)) : [],
+        ),
     });
     this.#deletes = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
@@ -173,7 +179,7 @@ export class Storage {
   async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<MailboxItem> {
     if (!admitted) this.quotas.added(item.recipientId, item.senderId, size);
     try {
-      return await this.#inserts.add(item);
+      return await this.#inserts.add({ row: item, size });
     } catch (error) {
       this.quotas.removed(item.recipientId, item.senderId, size);
       throw error;

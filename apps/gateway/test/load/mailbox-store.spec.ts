@@ -1,0 +1,59 @@
+// The mailbox's batched insert on both engines: every byte column of every row of a batch (items of
+// very different sizes, each kind) reads back exactly, in the order given, with the notification sent.
+import { openDatabase, type Database } from '@parley/db';
+import { create, DeliveryReceiptSchema, HandshakeFrameSchema, SecureMessageSchema } from '@parley/proto';
+import type { RelayItem } from '@parley/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
+
+const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
+
+const bytes = (n: number, seed: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
+
+function item(i: number): NewMailboxItem {
+  const kinds: RelayItem[] = [
+    { case: 'envelope', value: create(SecureMessageSchema, { version: 1, senderId: 'a', recipientId: 'b', sessionId: bytes(16, i), nonce: BigInt(i), encryptedPayload: bytes([0, 1, 1290, 70_000][i % 4]!, i), authTag: bytes(32, i), signature: bytes(64, i) }) },
+    { case: 'handshake', value: create(HandshakeFrameSchema, { version: 1, senderId: 'a', recipientId: 'b', sessionId: bytes(16, i), step: 1, noiseMessage: bytes(32, i) }) },
+    { case: 'receipt', value: create(DeliveryReceiptSchema, { version: 1, messageHash: bytes(32, i), senderId: 'a', recipientId: 'b', receivedAtMs: BigInt(i), signature: bytes(64, i) }) },
+  ];
+  return { recipientId: `agent-${i % 3}`, item: kinds[i % 3]!, itemHash: bytes(32, 1000 + i), senderId: `sender-${i % 5}`, senderSerial: bytes(16, 2000 + i), senderValidUntilMs: 9_000_000_000_000 + i };
+}
+
+const SCHEMA = `t_mbx_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`;
+const engines: [string, { url?: string; schema?: string }][] = [['PGlite', {}]];
+if (DATABASE_URL !== undefined) engines.push(['PostgreSQL', { url: DATABASE_URL, schema: SCHEMA }]);
+
+describe.each(engines)('Mailbox.putMany on %s', (_, options) => {
+  let db: Database;
+  let mailbox: Mailbox;
+  beforeAll(async () => {
+    db = await openDatabase(options);
+    mailbox = await Mailbox.open(db);
+  }, 60_000);
+  afterAll(async () => {
+    if (options.schema !== undefined) await db?.query(`DROP SCHEMA IF EXISTS ${options.schema} CASCADE`);
+    await db?.close();
+  });
+
+  it('stores a batch of mixed items byte for byte, in the order given', async () => {
+    const items = Array.from({ length: 60 }, (_, i) => item(i));
+    const stored = await mailbox.putMany(items, ['agent-1']);
+    expect(stored.map((s) => s.recipientId)).toEqual(items.map((x) => x.recipientId));
+    const ids = stored.map((s) => s.deliveryId);
+    expect([...ids].sort((x, y) => (x < y ? -1 : 1))).toEqual(ids); // row ids follow the order given
+    for (const recipient of ['agent-0', 'agent-1', 'agent-2']) {
+      const want = items.filter((x) => x.recipientId === recipient);
+      const got = await mailbox.pending(recipient, [], 100);
+      expect(got.map((g) => g.item)).toEqual(want.map((x) => x.item));
+      expect(got.map((g) => [g.itemHash, g.senderSerial, g.senderId, g.senderValidUntilMs])).toEqual(
+        want.map((x) => [x.itemHash, x.senderSerial, x.senderId, x.senderValidUntilMs]),
+      );
+    }
+  });
+
+  it('refuses items whose hash or serial has the wrong length, and batches above MAILBOX_BATCH', async () => {
+    await expect(mailbox.putMany([{ ...item(1), itemHash: bytes(31, 0) }])).rejects.toThrow(RangeError);
+    await expect(mailbox.putMany([{ ...item(1), senderSerial: bytes(17, 0) }])).rejects.toThrow(RangeError);
+    await expect(mailbox.putMany(Array.from({ length: MAILBOX_BATCH + 1 }, (_, i) => item(i)))).rejects.toThrow(RangeError);
+  });
+});
