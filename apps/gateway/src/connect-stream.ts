@@ -75,7 +75,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     this.remote = remote;
   }
 
-  /** A frame after Welcome: Send (routed, answered with Accepted or Rejected) or Ack. */
+  /** A frame after Welcome: Send (routed, answered with Accepted or Rejected; it may carry an ack) or Ack. */
   message(request: ConnectRequest): void {
     if (this.out.closed) {
       this.#stop();
@@ -84,6 +84,8 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     try {
       switch (request.kind.case) {
         case 'send': {
+          // An ack carried by the item (a receipt answering its delivery, §10.4): taken first, as an Ack frame.
+          if (request.kind.value.ackDeliveryId !== 0n) this.#parts.delivery.ack(this, request.kind.value.ackDeliveryId);
           this.#pipelined++;
           if (this.#pipelined >= MAX_PIPELINED) {
             this.#reading = STALLED;
@@ -146,14 +148,14 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     }
   }
 
-  /** A Send frame: routed, answered with Accepted or Rejected (never ends the stream). */
+  /** A Send frame: routed, answered with Accepted (unless quiet) or Rejected (never ends the stream). */
   async #onOutbound(outbound: Outbound, wireBytes: number | undefined): Promise<void> {
     const { ctx, router } = this.#parts;
     const requestId = outbound.requestId;
     try {
       const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
       const { itemHash, status } = await ctx.track(router.route(this, outbound.item, size, { requestId, stage: 'outbound' }));
-      if (this.out.closed) return;
+      if (this.out.closed || outbound.quiet) return;
       this.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
     } catch (error) {
       const e = RpcError.from(error);
@@ -212,7 +214,7 @@ export class ConnectStreams {
       // Welcome goes out before the link is visible to routing, so no delivery can
       // precede it; anything stored meanwhile is in the mailbox and the pump below
       // drains it.
-      call.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: ctx.maxFrameBytes } } });
+      call.push({ kind: { case: 'welcome', value: { agentId: link.cert.agentId, mailboxDepth: BigInt(depth), maxFrameBytes: ctx.maxFrameBytes, outboundAcks: true } } });
       const previous = ctx.links.get(link.cert.agentId);
       ctx.links.set(link.cert.agentId, link);
       if (previous !== undefined) ctx.goAway(previous, 'replaced', 'a newer stream authenticated as this agent');

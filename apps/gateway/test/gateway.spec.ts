@@ -5,14 +5,14 @@ import { credentials } from '@grpc/grpc-js';
 import { createIssuerKey } from '@parley/identity';
 import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame } from '@parley/proto';
 import { RpcError, createClient, type Client } from '@parley/rpc';
-import { InitiatorHandshake, SessionError, isSessionError } from '@parley/session';
+import { InitiatorHandshake, SessionError, envelopeSignedBytes, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayConnection } from '@parley/client';
 import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
 import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
-import { DAY, tempDir, waitFor, type TempDir } from '@parley/test-support';
+import { DAY, rawConnect, sleep, tempDir, waitFor, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
@@ -107,6 +107,55 @@ describe('relaying a Parley session', () => {
     // A receipt with a bad signature is relayed: its addressee verifies it, not the gateway (§10.3 step 6;
     // packages/client/test/e2e/client.spec.ts shows the SDK refusing one and the genuine receipt settling the send).
     expect((await worker.conn.sendReceipt({ ...receipt, signature: new Uint8Array(64) })).status).toBe(DeliveryStatus.DELIVERED);
+  });
+
+  it('a quiet receipt carrying the ack of its delivery: no Accepted, the delivery released, the receipt relayed (§10.3)', async () => {
+    const planner = world.agent('planner-q', { agentType: 'planner' });
+    const worker = world.agent('worker-q', { agentType: 'worker' });
+    const raw = (a: typeof planner) => rawConnect(world.crypto, gw.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+    const w = await raw(worker);
+    const p = await raw(planner);
+    const welcome = w.responses.find((r) => r.kind.case === 'welcome');
+    expect(welcome?.kind.case === 'welcome' && welcome.kind.value.outboundAcks).toBe(true);
+    const envelope = () => {
+      const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId);
+      e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+      return e;
+    };
+    const deliveries = () => w.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' ? [r.kind.value] : []));
+    p.send({ case: 'envelope', value: envelope() }, 1n);
+    p.send({ case: 'envelope', value: envelope() }, 2n);
+    await waitFor(() => deliveries().length === 2, 5_000, 'two deliveries');
+    const [d1] = deliveries();
+    // An ack of a delivery id never written is refused like an Ack frame's (request_id 0, malformed).
+    w.send({ case: 'receipt', value: signReceipt(world.crypto, worker, { messageHash: world.crypto.randomBytes(32), senderId: planner.agentId, receivedAtMs: Date.now() }) }, 9n, { ackDeliveryId: 99n, quiet: true });
+    // The envelope's message hash is its item hash in the sender's Accepted.
+    const accepted = p.responses.find((r) => r.kind.case === 'accepted' && r.kind.value.requestId === 1n);
+    const messageHash = accepted?.kind.case === 'accepted' ? accepted.kind.value.itemHash : new Uint8Array(32);
+    w.send({ case: 'receipt', value: signReceipt(world.crypto, worker, { messageHash, senderId: planner.agentId, receivedAtMs: Date.now() }) }, 10n, { ackDeliveryId: d1!.deliveryId, quiet: true });
+    // A loud item after them: its Accepted comes after theirs would have (one stream's items in order).
+    w.send({ case: 'receipt', value: signReceipt(world.crypto, worker, { messageHash, senderId: planner.agentId, receivedAtMs: Date.now() }) }, 11n);
+    await waitFor(() => w.responses.some((r) => r.kind.case === 'accepted' && r.kind.value.requestId === 11n), 5_000, 'the loud receipt accepted');
+    await waitFor(() => p.responses.some((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'receipt'), 5_000, 'the receipt relayed');
+    const verdicts = w.responses.flatMap((r) =>
+      r.kind.case === 'accepted' ? [['accepted', '', r.kind.value.requestId]] : r.kind.case === 'rejected' ? [['rejected', r.kind.value.code, r.kind.value.requestId]] : [],
+    );
+    expect(verdicts.filter((v) => v[2] !== 11n)).toEqual([
+      ['rejected', 'malformed', 0n], // the bad ack
+      ['rejected', 'policy_denied', 9n], // that receipt answers nothing relayed: refused, quiet or not
+    ]);
+    // The first delivery was released by the carried ack, the second was not: when the stream ends only the
+    // second is spilled to the mailbox.
+    w.close();
+    await w.ended;
+    let depth = 0;
+    for (let waited = 0; depth === 0 && waited < 5_000; waited += 20) {
+      depth = await gw.mailbox.depth(worker.agentId);
+      if (depth === 0) await sleep(20);
+    }
+    await sleep(200); // both spills are one group-commit batch; a late second one would show here
+    expect(await gw.mailbox.depth(worker.agentId)).toBe(1);
+    p.close();
   });
 
   it('a gateway that flips a bit in a relayed envelope is caught by the recipient', async () => {

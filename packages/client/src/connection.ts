@@ -163,6 +163,22 @@ export class GatewayConnection {
     return this.#send({ case: 'receipt', value: receipt });
   }
 
+  /**
+   * Sends a receipt (or a session reject) that needs no Accepted, with the ack of `deliveryId` on
+   * this stream: one frame where the gateway takes both (Welcome.outbound_acks, §10.3), else the
+   * item and an Ack frame. Nothing to await: a lost reply is re-sent on the envelope's redelivery.
+   */
+  sendReply(item: Extract<RelayItem, { case: 'receipt' | 'sessionReject' }>, deliveryId?: bigint): void {
+    if (this.#ended !== undefined) return;
+    if (this.welcome.outboundAcks) {
+      const requestId = this.#nextRequestId++;
+      this.#requests.push({ kind: { case: 'send', value: { requestId, item, quiet: true, ackDeliveryId: deliveryId ?? 0n } } });
+      return;
+    }
+    void this.#send(item).catch(() => undefined);
+    if (deliveryId !== undefined) this.ack(deliveryId);
+  }
+
   /** Relays a session reject to the envelope's sender (§17.4). */
   sendSessionReject(reject: SessionReject): Promise<Accepted> {
     return this.#send({ case: 'sessionReject', value: reject });

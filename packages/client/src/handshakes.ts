@@ -70,8 +70,7 @@ export class Handshakes {
       const items = this.#held.get(event.sessionIdHex);
       this.#held.delete(event.sessionIdHex);
       for (const item of items ?? []) {
-        rejectSession(this.#deps.crypto, this.#deps.identity, item.envelope, item.conn);
-        item.conn.ack(item.deliveryId);
+        rejectSession(this.#deps.crypto, this.#deps.identity, item.envelope, item.conn, item.deliveryId);
       }
     }
     if (event.kind === 'established' && state.enabled) {

@@ -163,8 +163,7 @@ export class Inbox {
     const receipt = this.#receipts.get(hashHex);
     if (receipt !== undefined) {
       deps.emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'envelope already acknowledged: receipt sent again' });
-      void conn.sendReceipt(receipt.receipt).catch(() => undefined);
-      ack();
+      conn.sendReply({ case: 'receipt', value: receipt.receipt }, deliveryId);
       return;
     }
     if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
@@ -186,8 +185,7 @@ export class Inbox {
           return;
         }
         for (const e of events) deps.emit(e);
-        rejectSession(deps.crypto, deps.options.identity, envelope, conn);
-        ack();
+        rejectSession(deps.crypto, deps.options.identity, envelope, conn, deliveryId);
         return;
       }
       if (isSessionError(failure, 'revocation_stale')) {
@@ -289,27 +287,36 @@ export class Inbox {
     }
     this.#entries.delete(hashHex);
     this.#receipts.set(hashHex, { receipt, at: m.receivedAtMs });
+    // The receipt carries the ack of this envelope's delivery on the stream it goes out on (§10.3), the
+    // other deliveries (older streams, redeliveries) are acked on their own. Lost with the stream: re-sent
+    // on redelivery.
     const conn = this.#deps.connection();
-    if (conn?.isOpen === true) void conn.sendReceipt(receipt).catch(() => undefined); // lost with the stream: re-sent on redelivery
-    for (const d of entry.deliveries) d.conn.ack(d.id);
+    const carried = conn?.isOpen === true ? entry.deliveries.find((d) => d.conn === conn) : undefined;
+    if (conn?.isOpen === true) conn.sendReply({ case: 'receipt', value: receipt }, carried?.id);
+    for (const d of entry.deliveries) if (d !== carried) d.conn.ack(d.id);
   }
 }
 
-/** Answers an envelope this agent can never open with a signed SessionReject (§17.4). */
-export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, envelope: SecureMessage, conn: GatewayConnection): void {
-  if (!(envelope.sessionId instanceof Uint8Array) || envelope.sessionId.length !== 16 || envelope.recipientId !== identity.agentId) return;
-  let reject: SessionReject;
-  try {
-    reject = signSessionReject(crypto, identity, {
-      sessionId: envelope.sessionId,
-      messageHash: computeMessageHash(crypto, envelope),
-      senderId: envelope.senderId,
-      rejectedAtMs: Date.now(),
-    });
-  } catch {
-    return;
+/**
+ * Answers an envelope this agent can never open with a signed SessionReject (§17.4), quiet and carrying
+ * the ack of its delivery (§10.3); an envelope that cannot be answered is only acked.
+ */
+export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint): void {
+  let reject: SessionReject | undefined;
+  if (envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 && envelope.recipientId === identity.agentId) {
+    try {
+      reject = signSessionReject(crypto, identity, {
+        sessionId: envelope.sessionId,
+        messageHash: computeMessageHash(crypto, envelope),
+        senderId: envelope.senderId,
+        rejectedAtMs: Date.now(),
+      });
+    } catch {
+      reject = undefined;
+    }
   }
-  void conn.sendSessionReject(reject).catch(() => undefined); // lost: the sender's next resend gets another
+  if (reject === undefined) conn.ack(deliveryId);
+  else conn.sendReply({ case: 'sessionReject', value: reject }, deliveryId); // lost: the sender's next resend gets another
 }
 
 /** The journal record of a received message (also its replay-window mark). */

@@ -56,18 +56,18 @@ async function pair(): Promise<{ session: Session; sender: SessionManager; recip
   return { session, sender: managers.a, recipient: managers.b };
 }
 
-/** The gateway stream, as the inbox uses it: acks and receipts are recorded. */
+/** The gateway stream, as the inbox uses it: acks (on their own or carried by a reply) and receipts are recorded. */
 function stream(): { conn: GatewayConnection; acked: bigint[]; receipts: DeliveryReceipt[] } {
   const acked: bigint[] = [];
   const receipts: DeliveryReceipt[] = [];
   const conn = {
     isOpen: true,
     ack: (id: bigint) => void acked.push(id),
-    sendReceipt: (r: DeliveryReceipt) => {
-      receipts.push(r);
-      return Promise.resolve({});
+    // A receipt or session reject with the ack of its delivery in the same frame (§10.3).
+    sendReply: (item: { case: string; value: unknown }, deliveryId?: bigint) => {
+      if (item.case === 'receipt') receipts.push(item.value as DeliveryReceipt);
+      if (deliveryId !== undefined) acked.push(deliveryId);
     },
-    sendSessionReject: () => Promise.resolve({}),
   } as unknown as GatewayConnection;
   return { conn, acked, receipts };
 }

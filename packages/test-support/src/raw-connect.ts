@@ -25,8 +25,10 @@ export interface RawStream {
   goAway(): string | undefined;
   /** Resolves when the stream ends (GoAway or error). */
   readonly ended: Promise<void>;
-  /** Sends one Outbound item. */
-  send(item: NonNullable<MessageInitShape<typeof OutboundSchema>['item']>, requestId?: bigint): void;
+  /** Sends one Outbound item (`extra`: the ack it carries, quiet). */
+  send(item: NonNullable<MessageInitShape<typeof OutboundSchema>['item']>, requestId?: bigint, extra?: { readonly ackDeliveryId?: bigint; readonly quiet?: boolean }): void;
+  /** Sends an Ack frame. */
+  ack(deliveryId: bigint): void;
   close(): void;
 }
 
@@ -68,7 +70,8 @@ export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayI
       return g?.kind.case === 'goAway' ? g.kind.value.code : undefined;
     },
     ended,
-    send: (item, requestId = 1n) => void requests.push({ kind: { case: 'send', value: { requestId, item } } }),
+    send: (item, requestId = 1n, extra = {}) => void requests.push({ kind: { case: 'send', value: { requestId, item, ...extra } } }),
+    ack: (deliveryId) => void requests.push({ kind: { case: 'ack', value: { deliveryId } } }),
     close: () => requests.end(),
   };
 }

@@ -120,18 +120,22 @@ class Hello(_message.Message):
     def __init__(self, version: _Optional[int] = ..., certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
 
 class Outbound(_message.Message):
-    __slots__ = ["envelope", "handshake", "receipt", "request_id", "session_reject"]
+    __slots__ = ["ack_delivery_id", "envelope", "handshake", "quiet", "receipt", "request_id", "session_reject"]
+    ACK_DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_REJECT_FIELD_NUMBER: _ClassVar[int]
+    ack_delivery_id: int
     envelope: _message_pb2.SecureMessage
     handshake: _handshake_pb2.HandshakeFrame
+    quiet: bool
     receipt: DeliveryReceipt
     request_id: int
     session_reject: SessionReject
-    def __init__(self, request_id: _Optional[int] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ..., ack_delivery_id: _Optional[int] = ..., quiet: bool = ...) -> None: ...
 
 class Rejected(_message.Message):
     __slots__ = ["code", "message", "request_id"]
@@ -190,14 +194,16 @@ class SessionReject(_message.Message):
     def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., message_hash: _Optional[bytes] = ..., sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., rejected_at_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ["agent_id", "mailbox_depth", "max_frame_bytes"]
+    __slots__ = ["agent_id", "mailbox_depth", "max_frame_bytes", "outbound_acks"]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_ACKS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     mailbox_depth: int
     max_frame_bytes: int
-    def __init__(self, agent_id: _Optional[str] = ..., mailbox_depth: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ...) -> None: ...
+    outbound_acks: bool
+    def __init__(self, agent_id: _Optional[str] = ..., mailbox_depth: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., outbound_acks: bool = ...) -> None: ...
 
 class DeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
