@@ -13,8 +13,9 @@ import { CHALLENGE_NONCE_BYTES, SIGNATURE_BYTES, gatewayAuthLayout } from '@parl
 
 /**
  * hello → challenge → auth (§10.2); the caller makes the Link and sends welcome.
- * @returns the verified certificate and the certificate as presented (for the agent directory; the Link keeps
- *   only the verified view, so a connected agent does not hold its decoded certificate too), or undefined
+ * @returns the verified certificate, the certificate as presented (for the agent directory; the Link keeps
+ *   only the verified view, so a connected agent does not hold its decoded certificate too) and whether the
+ *   agent reads Deliveries frames (Hello.delivery_batches), or undefined
  *   when the stream ended first
  * @throws RpcError with the code of the failed check (already logged as a security event)
  */
@@ -23,7 +24,7 @@ export async function authenticate(
   it: AsyncIterator<ConnectRequest>,
   out: ResponseSink<ConnectResponseInit>,
   remote: string,
-): Promise<{ cert: VerifiedCertificate; certificate: AgentCertificate } | undefined> {
+): Promise<{ cert: VerifiedCertificate; certificate: AgentCertificate; deliveryBatches: boolean } | undefined> {
   const claimed: { agent?: string; identityKey?: Uint8Array; serial?: Uint8Array } = {};
   const refuse = (code: RpcError['code'], message: string): never => {
     ctx.metrics.authRefusals.inc({ code });
@@ -63,7 +64,7 @@ export async function authenticate(
   if (auth.value.signature.length !== SIGNATURE_BYTES || !ctx.crypto.ed25519.verify(auth.value.signature, signed, cert.identityPublicKey)) {
     return refuse('bad_signature', 'auth proof does not verify');
   }
-  return { cert, certificate: hello.value.certificate };
+  return { cert, certificate: hello.value.certificate, deliveryBatches: hello.value.deliveryBatches };
 }
 
 /**

@@ -11,15 +11,18 @@
  * async frame, generator or timer of its own.
  */
 import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@parley/proto';
-import { RpcError, requestBytesOf, type RequestListener, type ServerDuplex } from '@parley/rpc';
+import { RpcError, requestBytesOf, type RequestListener, type ResponseSink, type ServerDuplex } from '@parley/rpc';
 import type { VerifiedCertificate } from '@parley/identity';
 import { authenticate, linkSubject } from './authentication.js';
 import { SETTLED, type ConnectResponseInit, type GatewayContext, type InFlight, type Link } from './context.js';
 import type { Delivery } from './delivery.js';
+import { BatchingSink } from './delivery-batch.js';
 import type { Router } from './routing.js';
 
 /** Most items of one stream being routed at once. */
 export const MAX_PIPELINED = 64;
+/** Most ids an Ack frame carries besides its first (Ack.more_delivery_ids). */
+export const MAX_ACKS_PER_FRAME = 1024;
 
 /** A Connect call as the gateway drives it. */
 export type ConnectCall = ServerDuplex<ConnectRequest, ConnectResponseInit>;
@@ -52,7 +55,10 @@ const STOPPED = 2;
  */
 class StreamLink implements Link, RequestListener<ConnectRequest> {
   readonly cert: VerifiedCertificate;
-  readonly out: ConnectCall;
+  /** Where responses go: the call, or a BatchingSink over it when the agent reads Deliveries frames. */
+  readonly out: ResponseSink<ConnectResponseInit>;
+  /** The call itself (reading is paused and resumed on it). */
+  readonly #call: ConnectCall;
   readonly remote: string;
   lastDeliveryId = 0n;
   inflight: Map<bigint, InFlight> | undefined = undefined;
@@ -68,10 +74,11 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   #reading = READING;
   readonly #parts: Parts;
 
-  constructor(parts: Parts, cert: VerifiedCertificate, out: ConnectCall, remote: string) {
+  constructor(parts: Parts, cert: VerifiedCertificate, call: ConnectCall, remote: string, batches: boolean) {
     this.#parts = parts;
     this.cert = cert;
-    this.out = out;
+    this.#call = call;
+    this.out = batches ? new BatchingSink(call) : call;
     this.remote = remote;
   }
 
@@ -84,23 +91,32 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     try {
       switch (request.kind.case) {
         case 'send': {
-          // An ack carried by the item (a receipt answering its delivery, §10.4): taken first, as an Ack frame.
+          // An ack carried by the item (a receipt answering its delivery, §10.3): taken first, as an Ack frame.
           if (request.kind.value.ackDeliveryId !== 0n) this.#parts.delivery.ack(this, request.kind.value.ackDeliveryId);
           this.#pipelined++;
           if (this.#pipelined >= MAX_PIPELINED) {
             this.#reading = STALLED;
-            this.out.pause();
+            this.#call.pause();
           }
           void this.#onOutbound(request.kind.value, requestBytesOf(request)?.length).finally(() => this.#routed());
           break;
         }
-        case 'ack':
-          this.#parts.delivery.ack(this, request.kind.value.deliveryId);
+        case 'ack': {
+          const { deliveryId, moreDeliveryIds } = request.kind.value;
+          const delivery = this.#parts.delivery;
+          if (moreDeliveryIds.length > MAX_ACKS_PER_FRAME) {
+            this.#parts.ctx.security('ack', 'malformed', linkSubject(this), `an ack frame with ${moreDeliveryIds.length + 1} ids`);
+            this.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: `an ack frame carries at most ${MAX_ACKS_PER_FRAME + 1} ids` } } });
+            break;
+          }
+          delivery.ack(this, deliveryId);
+          for (const id of moreDeliveryIds) delivery.ack(this, id);
           break;
+        }
         default:
           this.#parts.ctx.security('connect', 'malformed', linkSubject(this), `unexpected ${request.kind.case ?? 'empty'} frame`);
           this.#reading = STOPPED;
-          this.out.pause();
+          this.#call.pause();
           this.out.fail(new RpcError('malformed', 'only send and ack frames are allowed after welcome'));
       }
     } catch (error) {
@@ -116,7 +132,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   /** The frames stopped with an error (the agent went away, an undecodable frame). */
   error(error: unknown): void {
     this.#reading = STOPPED;
-    this.out.pause();
+    this.#call.pause();
     streamFailed(this.#parts.ctx, this.out, this.remote, this.cert.agentId, error);
   }
 
@@ -133,7 +149,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   /** No more frames: end the stream once the sends being routed are answered. */
   #stop(): void {
     this.#reading = STOPPED;
-    this.out.pause();
+    this.#call.pause();
     if (this.#pipelined === 0) this.out.end();
   }
 
@@ -144,7 +160,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
       if (this.#pipelined === 0) this.out.end();
     } else if (this.#reading === STALLED && this.#pipelined < MAX_PIPELINED) {
       this.#reading = READING;
-      this.out.resume();
+      this.#call.resume();
     }
   }
 
@@ -169,7 +185,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
  * A stream that failed while authenticating or reading: an agent that went away (or a gateway stopping, whose
  * GoAway cut the stream) is routine (§10.10) and the stream just ends; anything else ends it with its code.
  */
-function streamFailed(ctx: GatewayContext, out: ConnectCall, remote: string, agent: string | undefined, error: unknown): void {
+function streamFailed(ctx: GatewayContext, out: ResponseSink<ConnectResponseInit>, remote: string, agent: string | undefined, error: unknown): void {
   if (closedByClient(error)) {
     ctx.log.info({ agent, remote }, ctx.closing ? 'stream closed (gateway shutting down)' : 'stream closed by the agent');
     out.end();
@@ -249,7 +265,7 @@ export class ConnectStreams {
       clearTimeout(authTimer);
     }
     if (authenticated === undefined) return undefined;
-    const link = new StreamLink(this.#parts, authenticated.cert, call, remote);
+    const link = new StreamLink(this.#parts, authenticated.cert, call, remote, authenticated.deliveryBatches);
     await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate));
     return link;
   }

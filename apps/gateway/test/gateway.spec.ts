@@ -158,6 +158,40 @@ describe('relaying a Parley session', () => {
     p.close();
   });
 
+  it('a backlog goes to an agent that asked for batches in deliveries frames, and one ack frame takes many ids (§10.3)', async () => {
+    const planner = world.agent('planner-b', { agentType: 'planner' });
+    const worker = world.agent('worker-b', { agentType: 'worker' });
+    const raw = (a: typeof planner, deliveryBatches: boolean) =>
+      rawConnect(world.crypto, gw.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey }, { deliveryBatches });
+    (await raw(worker, false)).close(); // seen once (the gateway's directory), then offline
+    const p = await raw(planner, false);
+    for (let i = 1; i <= 5; i++) {
+      const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId);
+      e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+      p.send({ case: 'envelope', value: e }, BigInt(i));
+    }
+    await waitFor(() => p.responses.filter((r) => r.kind.case === 'accepted').length === 5, 5_000, 'five stored');
+    expect(await gw.mailbox.depth(worker.agentId)).toBe(5);
+    const w = await raw(worker, true);
+    await waitFor(() => w.responses.some((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery'), 5_000, 'the backlog');
+    const frames = w.responses.filter((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery');
+    expect(frames.map((f) => (f.kind.case === 'deliveries' ? f.kind.value.items.map((d) => d.deliveryId) : f.kind.case))).toEqual([[1n, 2n, 3n, 4n, 5n]]);
+    // Too many ids in one frame: refused, none taken.
+    w.ack(1n, Array.from({ length: 1025 }, (_, i) => BigInt(i + 2)));
+    await waitFor(() => w.responses.some((r) => r.kind.case === 'rejected'), 5_000, 'the refusal');
+    const refusal = w.responses.find((r) => r.kind.case === 'rejected')!;
+    expect(refusal.kind.case === 'rejected' && [refusal.kind.value.requestId, refusal.kind.value.code]).toEqual([0n, 'malformed']);
+    w.ack(1n, [2n, 3n, 4n, 5n]);
+    let depth = 5;
+    for (let waited = 0; depth > 0 && waited < 5_000; waited += 20) {
+      depth = await gw.mailbox.depth(worker.agentId);
+      if (depth > 0) await sleep(20);
+    }
+    expect(depth).toBe(0);
+    w.close();
+    p.close();
+  });
+
   it('a gateway that flips a bit in a relayed envelope is caught by the recipient', async () => {
     const planner = await connect('planner-2', 'planner');
     const worker = await connect('worker-2');

@@ -49,6 +49,9 @@ export interface GatewayConnectionOptions {
   readonly timeoutMs?: number;
 }
 
+/** Most delivery ids in one Ack frame (the gateway takes up to 1 + 1024, §10.3). */
+const MAX_ACK_IDS = 1024;
+
 interface Pending {
   readonly resolve: (accepted: Accepted) => void;
   readonly reject: (error: RpcError) => void;
@@ -71,6 +74,8 @@ export class GatewayConnection {
   readonly #manualAck: boolean;
   readonly #queue: Delivery[] = [];
   #dispatching = false;
+  /** Acks of this turn not sent yet (with Welcome.outbound_acks). */
+  #acks: bigint[] | undefined;
 
   private constructor(
     client: Client<typeof AgentGatewayService>,
@@ -111,7 +116,7 @@ export class GatewayConnection {
       return r.value.kind;
     };
     try {
-      requests.push({ kind: { case: 'hello', value: { version: 1, certificate: identity.certificate } } });
+      requests.push({ kind: { case: 'hello', value: { version: 1, certificate: identity.certificate, deliveryBatches: true } } });
       const challenge = await next('challenge');
       if (challenge.case !== 'challenge') throw new RpcError('malformed', 'expected challenge');
       const { gatewayId, nonce } = challenge.value;
@@ -184,10 +189,31 @@ export class GatewayConnection {
     return this.#send({ case: 'sessionReject', value: reject });
   }
 
-  /** Acknowledges a delivery (done automatically after `onDelivery` unless `manualAck`). Ignored once the stream ended. */
+  /**
+   * Acknowledges a delivery (done automatically after `onDelivery` unless `manualAck`). Ignored once the
+   * stream ended. Where the gateway takes several ids in one Ack frame (Welcome.outbound_acks), the acks of
+   * one turn go out together at its end (at most MAX_ACK_IDS a frame).
+   */
   ack(deliveryId: bigint): void {
     if (this.#ended !== undefined) return;
-    this.#requests.push({ kind: { case: 'ack', value: { deliveryId } } });
+    if (!this.welcome.outboundAcks) {
+      this.#requests.push({ kind: { case: 'ack', value: { deliveryId } } });
+      return;
+    }
+    const acks = (this.#acks ??= []);
+    acks.push(deliveryId);
+    if (acks.length === 1) queueMicrotask(() => this.#flushAcks());
+  }
+
+  /** Sends the acks collected in this turn, MAX_ACK_IDS to a frame. */
+  #flushAcks(): void {
+    const acks = this.#acks;
+    this.#acks = undefined;
+    if (acks === undefined || this.#ended !== undefined) return;
+    for (let i = 0; i < acks.length; i += MAX_ACK_IDS) {
+      const ids = acks.slice(i, i + MAX_ACK_IDS);
+      this.#requests.push({ kind: { case: 'ack', value: { deliveryId: ids[0]!, moreDeliveryIds: ids.slice(1) } } });
+    }
   }
 
   /** Deliveries, in order (use either this or `onDelivery`). Ends when the stream ends. */
@@ -195,8 +221,9 @@ export class GatewayConnection {
     return this.#deliveries;
   }
 
-  /** Half-closes the stream and the channel. */
+  /** Half-closes the stream and the channel (after the acks of this turn). */
   close(): void {
+    this.#flushAcks();
     this.#requests.end();
     this.#client.close();
   }
@@ -274,6 +301,9 @@ export class GatewayConnection {
           }
           case 'delivery':
             this.#deliver(kind.value);
+            break;
+          case 'deliveries':
+            for (const d of kind.value.items) this.#deliver(d);
             break;
           case 'goAway':
             goAway = kind.value;

@@ -27,8 +27,8 @@ export interface RawStream {
   readonly ended: Promise<void>;
   /** Sends one Outbound item (`extra`: the ack it carries, quiet). */
   send(item: NonNullable<MessageInitShape<typeof OutboundSchema>['item']>, requestId?: bigint, extra?: { readonly ackDeliveryId?: bigint; readonly quiet?: boolean }): void;
-  /** Sends an Ack frame. */
-  ack(deliveryId: bigint): void;
+  /** Sends an Ack frame (with more ids: Ack.more_delivery_ids). */
+  ack(deliveryId: bigint, more?: readonly bigint[]): void;
   close(): void;
 }
 
@@ -36,14 +36,14 @@ export interface RawStream {
  * Authenticates an agent on a gateway's Connect stream and keeps it open.
  * @throws Error when the gateway ends the stream (or says GoAway) before Welcome
  */
-export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayId: string, agent: RawAgent): Promise<RawStream> {
+export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayId: string, agent: RawAgent, options: { readonly deliveryBatches?: boolean } = {}): Promise<RawStream> {
   const client = createClient(AgentGatewayService, address, credentials.createInsecure());
   const requests = new Channel<ConnectRequestInit>();
   const responses: ConnectResponse[] = [];
   let welcomed!: () => void;
   let failed!: (e: unknown) => void;
   const welcome = new Promise<void>((resolve, reject) => ((welcomed = resolve), (failed = reject)));
-  requests.push({ kind: { case: 'hello', value: { version: 1, certificate: agent.certificate } } });
+  requests.push({ kind: { case: 'hello', value: { version: 1, certificate: agent.certificate, deliveryBatches: options.deliveryBatches === true } } });
   const ended = (async () => {
     try {
       for await (const res of client.connect(requests as AsyncIterable<ConnectRequest>)) {
@@ -71,7 +71,7 @@ export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayI
     },
     ended,
     send: (item, requestId = 1n, extra = {}) => void requests.push({ kind: { case: 'send', value: { requestId, item, ...extra } } }),
-    ack: (deliveryId) => void requests.push({ kind: { case: 'ack', value: { deliveryId } } }),
+    ack: (deliveryId, more = []) => void requests.push({ kind: { case: 'ack', value: { deliveryId, moreDeliveryIds: [...more] } } }),
     close: () => requests.end(),
   };
 }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/gateway.proto.
  */
 export const file_parley_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("ChdwYXJsZXkvdjEvZ2F0ZXdheS5wcm90bxIJcGFybGV5LnYxIqUBCg5Db25uZWN0UmVxdWVzdBIhCgVoZWxsbxgBIAEoCzIQLnBhcmxleS52MS5IZWxsb0gAEiQKBGF1dGgYAiABKAsyFC5wYXJsZXkudjEuQXV0aFByb29mSAASIwoEc2VuZBgDIAEoCzITLnBhcmxleS52MS5PdXRib3VuZEgAEh0KA2FjaxgEIAEoCzIOLnBhcmxleS52MS5BY2tIAEIGCgRraW5kIowCCg9Db25uZWN0UmVzcG9uc2USKQoJY2hhbGxlbmdlGAEgASgLMhQucGFybGV5LnYxLkNoYWxsZW5nZUgAEiUKB3dlbGNvbWUYAiABKAsyEi5wYXJsZXkudjEuV2VsY29tZUgAEicKCGRlbGl2ZXJ5GAMgASgLMhMucGFybGV5LnYxLkRlbGl2ZXJ5SAASJwoIYWNjZXB0ZWQYBCABKAsyEy5wYXJsZXkudjEuQWNjZXB0ZWRIABInCghyZWplY3RlZBgFIAEoCzITLnBhcmxleS52MS5SZWplY3RlZEgAEiQKB2dvX2F3YXkYBiABKAsyES5wYXJsZXkudjEuR29Bd2F5SABCBgoEa2luZCJKCgVIZWxsbxIPCgd2ZXJzaW9uGAEgASgNEjAKC2NlcnRpZmljYXRlGAIgASgLMhsucGFybGV5LnYxLkFnZW50Q2VydGlmaWNhdGUiRgoJQ2hhbGxlbmdlEhIKCmdhdGV3YXlfaWQYASABKAkSDQoFbm9uY2UYAiABKAwSFgoOc2VydmVyX3RpbWVfbXMYAyABKAMiHgoJQXV0aFByb29mEhEKCXNpZ25hdHVyZRgBIAEoDCJiCgdXZWxjb21lEhAKCGFnZW50X2lkGAEgASgJEhUKDW1haWxib3hfZGVwdGgYAiABKAQSFwoPbWF4X2ZyYW1lX2J5dGVzGAMgASgNEhUKDW91dGJvdW5kX2Fja3MYBCABKAgijwIKCE91dGJvdW5kEhIKCnJlcXVlc3RfaWQYASABKAQSLgoJaGFuZHNoYWtlGAIgASgLMhkucGFybGV5LnYxLkhhbmRzaGFrZUZyYW1lSAASLAoIZW52ZWxvcGUYAyABKAsyGC5wYXJsZXkudjEuU2VjdXJlTWVzc2FnZUgAEi0KB3JlY2VpcHQYBCABKAsyGi5wYXJsZXkudjEuRGVsaXZlcnlSZWNlaXB0SAASMgoOc2Vzc2lvbl9yZWplY3QYBSABKAsyGC5wYXJsZXkudjEuU2Vzc2lvblJlamVjdEgAEhcKD2Fja19kZWxpdmVyeV9pZBgGIAEoBBINCgVxdWlldBgHIAEoCEIGCgRpdGVtIhoKA0FjaxITCgtkZWxpdmVyeV9pZBgBIAEoBCKAAgoIRGVsaXZlcnkSEwoLZGVsaXZlcnlfaWQYASABKAQSFgoOYWNjZXB0ZWRfYXRfbXMYAiABKAMSLgoJaGFuZHNoYWtlGAMgASgLMhkucGFybGV5LnYxLkhhbmRzaGFrZUZyYW1lSAASLAoIZW52ZWxvcGUYBCABKAsyGC5wYXJsZXkudjEuU2VjdXJlTWVzc2FnZUgAEi0KB3JlY2VpcHQYBSABKAsyGi5wYXJsZXkudjEuRGVsaXZlcnlSZWNlaXB0SAASMgoOc2Vzc2lvbl9yZWplY3QYBiABKAsyGC5wYXJsZXkudjEuU2Vzc2lvblJlamVjdEgAQgYKBGl0ZW0iXAoIQWNjZXB0ZWQSEgoKcmVxdWVzdF9pZBgBIAEoBBIRCglpdGVtX2hhc2gYAiABKAwSKQoGc3RhdHVzGAMgASgOMhkucGFybGV5LnYxLkRlbGl2ZXJ5U3RhdHVzIj0KCFJlamVjdGVkEhIKCnJlcXVlc3RfaWQYASABKAQSDAoEY29kZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIicKBkdvQXdheRIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkijAEKD0RlbGl2ZXJ5UmVjZWlwdBIPCgd2ZXJzaW9uGAEgASgNEhQKDG1lc3NhZ2VfaGFzaBgCIAEoDBIRCglzZW5kZXJfaWQYAyABKAkSFAoMcmVjaXBpZW50X2lkGAQgASgJEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDEhEKCXNpZ25hdHVyZRgGIAEoDCKeAQoNU2Vzc2lvblJlamVjdBIPCgd2ZXJzaW9uGAEgASgNEhIKCnNlc3Npb25faWQYAiABKAwSFAoMbWVzc2FnZV9oYXNoGAMgASgMEhEKCXNlbmRlcl9pZBgEIAEoCRIUCgxyZWNpcGllbnRfaWQYBSABKAkSFgoOcmVqZWN0ZWRfYXRfbXMYBiABKAMSEQoJc2lnbmF0dXJlGAcgASgMIsACCgtTZW5kUmVxdWVzdBIwCgtjZXJ0aWZpY2F0ZRgBIAEoCzIbLnBhcmxleS52MS5BZ2VudENlcnRpZmljYXRlEhQKDHRpbWVzdGFtcF9tcxgCIAEoAxINCgVub25jZRgDIAEoDBIRCglzaWduYXR1cmUYBCABKAwSLgoJaGFuZHNoYWtlGAUgASgLMhkucGFybGV5LnYxLkhhbmRzaGFrZUZyYW1lSAASLAoIZW52ZWxvcGUYBiABKAsyGC5wYXJsZXkudjEuU2VjdXJlTWVzc2FnZUgAEi0KB3JlY2VpcHQYByABKAsyGi5wYXJsZXkudjEuRGVsaXZlcnlSZWNlaXB0SAASMgoOc2Vzc2lvbl9yZWplY3QYCCABKAsyGC5wYXJsZXkudjEuU2Vzc2lvblJlamVjdEgAQgYKBGl0ZW0iTAoMU2VuZFJlc3BvbnNlEhEKCWl0ZW1faGFzaBgBIAEoDBIpCgZzdGF0dXMYAiABKA4yGS5wYXJsZXkudjEuRGVsaXZlcnlTdGF0dXMqbAoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBABEhoKFkRFTElWRVJZX1NUQVRVU19RVUVVRUQQAjKUAQoTQWdlbnRHYXRld2F5U2VydmljZRJECgdDb25uZWN0EhkucGFybGV5LnYxLkNvbm5lY3RSZXF1ZXN0GhoucGFybGV5LnYxLkNvbm5lY3RSZXNwb25zZSgBMAESNwoEU2VuZBIWLnBhcmxleS52MS5TZW5kUmVxdWVzdBoXLnBhcmxleS52MS5TZW5kUmVzcG9uc2ViBnByb3RvMw", [file_parley_v1_handshake, file_parley_v1_identity, file_parley_v1_message]);
+  fileDesc("ChdwYXJsZXkvdjEvZ2F0ZXdheS5wcm90bxIJcGFybGV5LnYxIqUBCg5Db25uZWN0UmVxdWVzdBIhCgVoZWxsbxgBIAEoCzIQLnBhcmxleS52MS5IZWxsb0gAEiQKBGF1dGgYAiABKAsyFC5wYXJsZXkudjEuQXV0aFByb29mSAASIwoEc2VuZBgDIAEoCzITLnBhcmxleS52MS5PdXRib3VuZEgAEh0KA2FjaxgEIAEoCzIOLnBhcmxleS52MS5BY2tIAEIGCgRraW5kIrkCCg9Db25uZWN0UmVzcG9uc2USKQoJY2hhbGxlbmdlGAEgASgLMhQucGFybGV5LnYxLkNoYWxsZW5nZUgAEiUKB3dlbGNvbWUYAiABKAsyEi5wYXJsZXkudjEuV2VsY29tZUgAEicKCGRlbGl2ZXJ5GAMgASgLMhMucGFybGV5LnYxLkRlbGl2ZXJ5SAASJwoIYWNjZXB0ZWQYBCABKAsyEy5wYXJsZXkudjEuQWNjZXB0ZWRIABInCghyZWplY3RlZBgFIAEoCzITLnBhcmxleS52MS5SZWplY3RlZEgAEiQKB2dvX2F3YXkYBiABKAsyES5wYXJsZXkudjEuR29Bd2F5SAASKwoKZGVsaXZlcmllcxgHIAEoCzIVLnBhcmxleS52MS5EZWxpdmVyaWVzSABCBgoEa2luZCJkCgVIZWxsbxIPCgd2ZXJzaW9uGAEgASgNEjAKC2NlcnRpZmljYXRlGAIgASgLMhsucGFybGV5LnYxLkFnZW50Q2VydGlmaWNhdGUSGAoQZGVsaXZlcnlfYmF0Y2hlcxgDIAEoCCJGCglDaGFsbGVuZ2USEgoKZ2F0ZXdheV9pZBgBIAEoCRINCgVub25jZRgCIAEoDBIWCg5zZXJ2ZXJfdGltZV9tcxgDIAEoAyIeCglBdXRoUHJvb2YSEQoJc2lnbmF0dXJlGAEgASgMImIKB1dlbGNvbWUSEAoIYWdlbnRfaWQYASABKAkSFQoNbWFpbGJveF9kZXB0aBgCIAEoBBIXCg9tYXhfZnJhbWVfYnl0ZXMYAyABKA0SFQoNb3V0Ym91bmRfYWNrcxgEIAEoCCKPAgoIT3V0Ym91bmQSEgoKcmVxdWVzdF9pZBgBIAEoBBIuCgloYW5kc2hha2UYAiABKAsyGS5wYXJsZXkudjEuSGFuZHNoYWtlRnJhbWVIABIsCghlbnZlbG9wZRgDIAEoCzIYLnBhcmxleS52MS5TZWN1cmVNZXNzYWdlSAASLQoHcmVjZWlwdBgEIAEoCzIaLnBhcmxleS52MS5EZWxpdmVyeVJlY2VpcHRIABIyCg5zZXNzaW9uX3JlamVjdBgFIAEoCzIYLnBhcmxleS52MS5TZXNzaW9uUmVqZWN0SAASFwoPYWNrX2RlbGl2ZXJ5X2lkGAYgASgEEg0KBXF1aWV0GAcgASgIQgYKBGl0ZW0iNQoDQWNrEhMKC2RlbGl2ZXJ5X2lkGAEgASgEEhkKEW1vcmVfZGVsaXZlcnlfaWRzGAIgAygEIoACCghEZWxpdmVyeRITCgtkZWxpdmVyeV9pZBgBIAEoBBIWCg5hY2NlcHRlZF9hdF9tcxgCIAEoAxIuCgloYW5kc2hha2UYAyABKAsyGS5wYXJsZXkudjEuSGFuZHNoYWtlRnJhbWVIABIsCghlbnZlbG9wZRgEIAEoCzIYLnBhcmxleS52MS5TZWN1cmVNZXNzYWdlSAASLQoHcmVjZWlwdBgFIAEoCzIaLnBhcmxleS52MS5EZWxpdmVyeVJlY2VpcHRIABIyCg5zZXNzaW9uX3JlamVjdBgGIAEoCzIYLnBhcmxleS52MS5TZXNzaW9uUmVqZWN0SABCBgoEaXRlbSIwCgpEZWxpdmVyaWVzEiIKBWl0ZW1zGAEgAygLMhMucGFybGV5LnYxLkRlbGl2ZXJ5IlwKCEFjY2VwdGVkEhIKCnJlcXVlc3RfaWQYASABKAQSEQoJaXRlbV9oYXNoGAIgASgMEikKBnN0YXR1cxgDIAEoDjIZLnBhcmxleS52MS5EZWxpdmVyeVN0YXR1cyI9CghSZWplY3RlZBISCgpyZXF1ZXN0X2lkGAEgASgEEgwKBGNvZGUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSInCgZHb0F3YXkSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIowBCg9EZWxpdmVyeVJlY2VpcHQSDwoHdmVyc2lvbhgBIAEoDRIUCgxtZXNzYWdlX2hhc2gYAiABKAwSEQoJc2VuZGVyX2lkGAMgASgJEhQKDHJlY2lwaWVudF9pZBgEIAEoCRIWCg5yZWNlaXZlZF9hdF9tcxgFIAEoAxIRCglzaWduYXR1cmUYBiABKAwingEKDVNlc3Npb25SZWplY3QSDwoHdmVyc2lvbhgBIAEoDRISCgpzZXNzaW9uX2lkGAIgASgMEhQKDG1lc3NhZ2VfaGFzaBgDIAEoDBIRCglzZW5kZXJfaWQYBCABKAkSFAoMcmVjaXBpZW50X2lkGAUgASgJEhYKDnJlamVjdGVkX2F0X21zGAYgASgDEhEKCXNpZ25hdHVyZRgHIAEoDCLAAgoLU2VuZFJlcXVlc3QSMAoLY2VydGlmaWNhdGUYASABKAsyGy5wYXJsZXkudjEuQWdlbnRDZXJ0aWZpY2F0ZRIUCgx0aW1lc3RhbXBfbXMYAiABKAMSDQoFbm9uY2UYAyABKAwSEQoJc2lnbmF0dXJlGAQgASgMEi4KCWhhbmRzaGFrZRgFIAEoCzIZLnBhcmxleS52MS5IYW5kc2hha2VGcmFtZUgAEiwKCGVudmVsb3BlGAYgASgLMhgucGFybGV5LnYxLlNlY3VyZU1lc3NhZ2VIABItCgdyZWNlaXB0GAcgASgLMhoucGFybGV5LnYxLkRlbGl2ZXJ5UmVjZWlwdEgAEjIKDnNlc3Npb25fcmVqZWN0GAggASgLMhgucGFybGV5LnYxLlNlc3Npb25SZWplY3RIAEIGCgRpdGVtIkwKDFNlbmRSZXNwb25zZRIRCglpdGVtX2hhc2gYASABKAwSKQoGc3RhdHVzGAIgASgOMhkucGFybGV5LnYxLkRlbGl2ZXJ5U3RhdHVzKmwKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQARIaChZERUxJVkVSWV9TVEFUVVNfUVVFVUVEEAIylAEKE0FnZW50R2F0ZXdheVNlcnZpY2USRAoHQ29ubmVjdBIZLnBhcmxleS52MS5Db25uZWN0UmVxdWVzdBoaLnBhcmxleS52MS5Db25uZWN0UmVzcG9uc2UoATABEjcKBFNlbmQSFi5wYXJsZXkudjEuU2VuZFJlcXVlc3QaFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlYgZwcm90bzM", [file_parley_v1_handshake, file_parley_v1_identity, file_parley_v1_message]);
 
 /**
  * ConnectRequest is one frame from an agent to the gateway.
@@ -130,6 +130,15 @@ export type ConnectResponse = Message<"parley.v1.ConnectResponse"> & {
      */
     value: GoAway;
     case: "goAway";
+  } | {
+    /**
+     * Several items relayed to this agent in one frame (only when its Hello
+     * set delivery_batches).
+     *
+     * @generated from field: parley.v1.Deliveries deliveries = 7;
+     */
+    value: Deliveries;
+    case: "deliveries";
   } | { case: undefined; value?: undefined };
 };
 
@@ -159,6 +168,15 @@ export type Hello = Message<"parley.v1.Hello"> & {
    * @generated from field: parley.v1.AgentCertificate certificate = 2;
    */
   certificate?: AgentCertificate | undefined;
+
+  /**
+   * The agent reads Deliveries frames: the gateway may put the Deliveries it
+   * writes to this stream in one event-loop turn into one frame
+   * (docs/PROTOCOL.md §10.3). Without it, one Delivery per frame.
+   *
+   * @generated from field: bool delivery_batches = 3;
+   */
+  deliveryBatches: boolean;
 };
 
 /**
@@ -254,9 +272,9 @@ export type Welcome = Message<"parley.v1.Welcome"> & {
   maxFrameBytes: number;
 
   /**
-   * The gateway honours Outbound.ack_delivery_id and Outbound.quiet
-   * (docs/PROTOCOL.md §10.4). An agent sets either only when this is true: a
-   * gateway without them would ignore both.
+   * The gateway honours Outbound.ack_delivery_id, Outbound.quiet and
+   * Ack.more_delivery_ids (docs/PROTOCOL.md §10.3). An agent sets them only
+   * when this is true: a gateway without them would ignore them.
    *
    * @generated from field: bool outbound_acks = 4;
    */
@@ -335,7 +353,7 @@ export type Outbound = Message<"parley.v1.Outbound"> & {
   /**
    * No Accepted answers this item (a Rejected still does). For items whose
    * sender needs no confirmation because it re-sends them when the item they
-   * answer comes again: receipts and session rejects (docs/PROTOCOL.md §10.4).
+   * answer comes again: receipts and session rejects (docs/PROTOCOL.md §10.3).
    * Only when Welcome.outbound_acks is true.
    *
    * @generated from field: bool quiet = 7;
@@ -363,6 +381,14 @@ export type Ack = Message<"parley.v1.Ack"> & {
    * @generated from field: uint64 delivery_id = 1;
    */
   deliveryId: bigint;
+
+  /**
+   * More deliveries acknowledged in the same frame, at most 1024 (only when
+   * Welcome.outbound_acks is true; docs/PROTOCOL.md §10.3).
+   *
+   * @generated from field: repeated uint64 more_delivery_ids = 2;
+   */
+  moreDeliveryIds: bigint[];
 };
 
 /**
@@ -440,6 +466,28 @@ export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
   messageDesc(file_parley_v1_gateway, 8);
 
 /**
+ * Deliveries are several Delivery items in one frame, in delivery_id order,
+ * each acknowledged on its own as if it had come in a frame of its own.
+ *
+ * @generated from message parley.v1.Deliveries
+ */
+export type Deliveries = Message<"parley.v1.Deliveries"> & {
+  /**
+   * At least two.
+   *
+   * @generated from field: repeated parley.v1.Delivery items = 1;
+   */
+  items: Delivery[];
+};
+
+/**
+ * Describes the message parley.v1.Deliveries.
+ * Use `create(DeliveriesSchema)` to create a new message.
+ */
+export const DeliveriesSchema: GenMessage<Deliveries> = /*@__PURE__*/
+  messageDesc(file_parley_v1_gateway, 9);
+
+/**
  * Accepted confirms the gateway has taken responsibility for an item: it is
  * durably queued or delivered, and audited.
  *
@@ -474,7 +522,7 @@ export type Accepted = Message<"parley.v1.Accepted"> & {
  * Use `create(AcceptedSchema)` to create a new message.
  */
 export const AcceptedSchema: GenMessage<Accepted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 9);
+  messageDesc(file_parley_v1_gateway, 10);
 
 /**
  * Rejected refuses an item. Only the stable code is informative; the detail
@@ -510,7 +558,7 @@ export type Rejected = Message<"parley.v1.Rejected"> & {
  * Use `create(RejectedSchema)` to create a new message.
  */
 export const RejectedSchema: GenMessage<Rejected> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 10);
+  messageDesc(file_parley_v1_gateway, 11);
 
 /**
  * GoAway announces the gateway is closing the stream.
@@ -538,7 +586,7 @@ export type GoAway = Message<"parley.v1.GoAway"> & {
  * Use `create(GoAwaySchema)` to create a new message.
  */
 export const GoAwaySchema: GenMessage<GoAway> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 11);
+  messageDesc(file_parley_v1_gateway, 12);
 
 /**
  * DeliveryReceipt is signed by a recipient for every envelope it accepted,
@@ -598,7 +646,7 @@ export type DeliveryReceipt = Message<"parley.v1.DeliveryReceipt"> & {
  * Use `create(DeliveryReceiptSchema)` to create a new message.
  */
 export const DeliveryReceiptSchema: GenMessage<DeliveryReceipt> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 12);
+  messageDesc(file_parley_v1_gateway, 13);
 
 /**
  * SessionReject is signed by the recipient of an envelope whose session it
@@ -665,7 +713,7 @@ export type SessionReject = Message<"parley.v1.SessionReject"> & {
  * Use `create(SessionRejectSchema)` to create a new message.
  */
 export const SessionRejectSchema: GenMessage<SessionReject> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 13);
+  messageDesc(file_parley_v1_gateway, 14);
 
 /**
  * SendRequest relays one item without a stream, authenticated by a signature
@@ -747,7 +795,7 @@ export type SendRequest = Message<"parley.v1.SendRequest"> & {
  * Use `create(SendRequestSchema)` to create a new message.
  */
 export const SendRequestSchema: GenMessage<SendRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 14);
+  messageDesc(file_parley_v1_gateway, 15);
 
 /**
  * SendResponse confirms acceptance (errors travel as gRPC status).
@@ -775,7 +823,7 @@ export type SendResponse = Message<"parley.v1.SendResponse"> & {
  * Use `create(SendResponseSchema)` to create a new message.
  */
 export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_gateway, 15);
+  messageDesc(file_parley_v1_gateway, 16);
 
 /**
  * DeliveryStatus says where an accepted item is.
