@@ -814,7 +814,23 @@ class Agent:
 
     def _fire(self, conn: GatewayConnection, kind: str, item: Any, what: str) -> None:
         """Sends an item without waiting; a refusal is reported as an event."""
-        future = conn.send(kind, item)
+        self._report_refusal(conn.send(kind, item), what)
+
+    def _reply(self, kind: str, item: Any, what: str, conn: GatewayConnection | None, delivery_id: int) -> None:
+        """Sends a receipt or session reject on the current stream and acks the delivery ``(conn, delivery_id)``
+        it answers: carried by the item (quiet, one frame, §10.3) when that delivery came on the current stream
+        and the gateway offers it. Not awaited: a lost reply is sent again when the envelope comes again."""
+        current = self._conn
+        if current is None or not current.is_open:
+            self._gateway_ack(conn, delivery_id)
+            return
+        carried = delivery_id if conn is current and delivery_id > 0 else 0
+        self._report_refusal(current.send_reply(kind, item, carried), what)
+        if carried == 0:
+            self._gateway_ack(conn, delivery_id)
+
+    def _report_refusal(self, future: asyncio.Future[Any], what: str) -> None:
+        """Reports the gateway's refusal of an item sent without waiting as a ``gateway_refused`` event."""
 
         def done(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
@@ -1069,9 +1085,7 @@ class Agent:
 
     async def _reject_held(self, responding: _Responding) -> None:
         for conn, delivery_id, envelope in responding.held:
-            self._answer_unknown_session(envelope)
-            if conn is not None and conn is self._conn:
-                conn.ack(delivery_id)
+            self._answer_unknown_session(envelope, conn, delivery_id)
 
     # =========================================================================================
     # Sending
@@ -1232,12 +1246,13 @@ class Agent:
         if conn is not None and conn is self._conn and delivery_id > 0:
             conn.ack(delivery_id)
 
-    def _answer_unknown_session(self, envelope: Any) -> None:
-        """§17 recipient 5: a signed SessionReject (the only rejection ever answered on the wire)."""
-        conn = self._conn
-        if conn is None or not conn.is_open:
+    def _answer_unknown_session(self, envelope: Any, conn: GatewayConnection | None, delivery_id: int) -> None:
+        """§17 recipient 5: a signed SessionReject (the only rejection ever answered on the wire), and the ack of its delivery."""
+        current = self._conn
+        if current is None or not current.is_open:
+            self._gateway_ack(conn, delivery_id)
             return
-        self._fire(conn, "session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject")
+        self._reply("session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject", conn, delivery_id)
 
     async def _on_envelope(self, conn: GatewayConnection | None, delivery_id: int, envelope: Any) -> None:
         sender = str(envelope.sender_id)[:128]
@@ -1260,10 +1275,8 @@ class Agent:
             self._emit("duplicate", item="envelope", peer=sender, detail="still in the inbox, not acked by the application")
             return
         stored = self._receipts.get(digest)
-        if stored is not None:  # acked before: the receipt may have been lost, send it again
-            if self._conn is not None:
-                self._fire(self._conn, "receipt", _receipt_from_record(stored), "receipt (again)")
-            self._gateway_ack(conn, delivery_id)
+        if stored is not None:  # acked before: the receipt may have been lost, send it again (with the ack)
+            self._reply("receipt", _receipt_from_record(stored), "receipt (again)", conn, delivery_id)
             self._emit("duplicate", item="envelope", peer=sender, detail="already acked; receipt sent again")
             return
         session = self._sessions.get(sid)
@@ -1276,13 +1289,11 @@ class Agent:
                     self._security("message", "rate_limited", sender, sid, "more than 64 envelopes held for one handshake")
                 return
             self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
-            self._answer_unknown_session(envelope)
-            self._gateway_ack(conn, delivery_id)
+            self._answer_unknown_session(envelope, conn, delivery_id)
             return
         await self._wait_for_capacity()
-        opened = await self._open(session, envelope, sender)
+        opened = await self._open(session, envelope, sender, conn, delivery_id)
         if opened is None:
-            self._gateway_ack(conn, delivery_id)
             return
         entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
         if conn is not None:
@@ -1297,7 +1308,8 @@ class Agent:
         self._unacked[digest] = entry
         self._app.put_nowait(Message(self, entry, opened.payload, session.peer_certificate, redelivered=False))
 
-    async def _open(self, session: Session, envelope: Any, sender: str) -> Opened | None:
+    async def _open(self, session: Session, envelope: Any, sender: str, conn: GatewayConnection | None, delivery_id: int) -> Opened | None:
+        """Opens an envelope; None when it cannot be, its delivery then acked (or answered with a SessionReject)."""
         delay = 0.5
         while True:
             try:
@@ -1312,14 +1324,17 @@ class Agent:
                 self._security("message", error.code, sender, session.id, error.detail)
                 if error.code in ("revoked", "expired"):  # §8.4: the session is closed
                     await self._close_session(session, f"peer {error.code}")
+                self._gateway_ack(conn, delivery_id)
                 return None
             except ParleyError as error:
                 if error.code == "replay":
                     self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
                 elif error.code == "unknown_session":
-                    self._answer_unknown_session(envelope)
+                    self._answer_unknown_session(envelope, conn, delivery_id)
+                    return None
                 else:
                     self._security("message", error.code, sender, session.id, error.detail)
+                self._gateway_ack(conn, delivery_id)
                 return None
 
     async def _wait_for_capacity(self) -> None:
@@ -1349,11 +1364,16 @@ class Agent:
         self._receipts[entry.message_hash] = record
         self._unacked.pop(entry.message_hash, None)
         self._capacity.set()
+        # The receipt carries the ack of this envelope's delivery on the stream it goes out on (§10.3); every
+        # other delivery of it (an older stream, a redelivery) is acked on its own, with the application's ack.
         conn = self._conn
+        carried: tuple[GatewayConnection, int] | None = None
         if conn is not None and conn.is_open:
-            self._fire(conn, "receipt", proto, "receipt")
-        for conn_, delivery_id in entry.deliveries:  # every delivery of this envelope, acked with the application's ack
-            self._gateway_ack(conn_, delivery_id)
+            carried = next((d for d in entry.deliveries if d[0] is conn), None)
+            self._reply("receipt", proto, "receipt", conn, carried[1] if carried is not None else 0)
+        for d in entry.deliveries:
+            if d is not carried:
+                self._gateway_ack(*d)
         entry.deliveries.clear()
         await self._delete("inbox", entry.message_hash.hex())
         return receipt

@@ -5,7 +5,10 @@ over the §10.2 layout}`` → ``welcome``. The agent checks that the challenge n
 the gateway it meant to reach and that ``welcome.agent_id`` is itself
 (``identity_mismatch``). After that, items go out as ``send {request_id, item}``
 (answered by ``accepted`` or ``rejected``), deliveries come in and are
-acknowledged with ``ack {delivery_id}``.
+acknowledged with ``ack {delivery_id}``. When ``welcome.outbound_acks`` is true
+(§10.3), a receipt or session reject goes out ``quiet`` (no ``accepted``; a
+``rejected`` still comes) and carries the ack of the delivery it answers in
+``ack_delivery_id``: one frame instead of two upstream and none back.
 
 Writes go through one writer task, in order (a handshake's step 3 always leaves
 before the first envelope of its session). Reads are one reader task that hands
@@ -17,6 +20,7 @@ on the gateway.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -32,6 +36,8 @@ from .session import LocalIdentity
 from .v1 import gateway_pb2, gateway_pb2_grpc
 
 ERROR_CODE_METADATA_KEY: Final = "parley-error-code"
+#: Quiet items whose refusal is still awaited: no ``accepted`` ends the wait, so only the newest are kept.
+QUIET_WATCHED: Final = 1024
 #: grpc status → Parley code when no ``parley-error-code`` trailer came (§15.8).
 _CODE_BY_STATUS: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: "malformed",
@@ -124,6 +130,7 @@ class GatewayConnection:
         self.gateway_id = gateway_id
         self._writes: asyncio.Queue[Any] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._quiet: collections.deque[int] = collections.deque()
         self._next_request_id = 1
         self._end: StreamEnd | None = None
         self.ended: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
@@ -220,6 +227,43 @@ class GatewayConnection:
         self._writes.put_nowait(request)
         return future
 
+    @property
+    def outbound_acks(self) -> bool:
+        """Whether the gateway takes an ack carried by an item and quiet items (``welcome.outbound_acks``, §10.3)."""
+        return bool(self.welcome.outbound_acks)
+
+    def send_reply(self, kind: str, item: Any, delivery_id: int = 0) -> asyncio.Future[Any]:
+        """Sends a receipt or session reject that needs no ``accepted``, with the ack of ``delivery_id`` (0: none).
+
+        With ``outbound_acks`` it is one quiet ``send`` carrying the ack (§10.3): the future
+        fails with GatewayError on a ``rejected`` (or when the stream ends, as every pending
+        send), and resolves with None once :data:`QUIET_WATCHED` newer quiet items went out.
+        Without, the item is sent as by :meth:`send` and the delivery acked with its own
+        frame. Nothing needs to await it: a lost reply is sent again on the envelope's
+        redelivery.
+        """
+        if not self.outbound_acks or self._end is not None:
+            future = self.send(kind, item)
+            self.ack(delivery_id)
+            return future
+        future = asyncio.get_running_loop().create_future()
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        request = gateway_pb2.ConnectRequest()
+        request.send.request_id = request_id
+        request.send.quiet = True
+        if 1 <= delivery_id <= self.last_delivery_id:
+            request.send.ack_delivery_id = delivery_id
+        getattr(request.send, kind).CopyFrom(item)
+        self._pending[request_id] = future
+        self._quiet.append(request_id)
+        if len(self._quiet) > QUIET_WATCHED:
+            old = self._pending.pop(self._quiet.popleft(), None)
+            if old is not None and not old.done():
+                old.set_result(None)
+        self._writes.put_nowait(request)
+        return future
+
     def ack(self, delivery_id: int) -> None:
         """Acknowledges a delivery written to this stream (ignored once the stream ended)."""
         if self._end is None and 1 <= delivery_id <= self.last_delivery_id:
@@ -282,6 +326,7 @@ class GatewayConnection:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self._quiet.clear()
         self._writes.put_nowait(None)
         self._call.cancel()
         if not self.ended.done():

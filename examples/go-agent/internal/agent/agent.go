@@ -219,7 +219,8 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 			return err
 		}
 		// Ack after processing (§10.8), duplicates included; a held
-		// envelope is acked once processed after its step 3 (§5.4).
+		// envelope is acked once processed after its step 3 (§5.4), and an
+		// envelope answered with a receipt by SendReceiptAck (§10.3).
 		return r.conn.Ack(k.Delivery.GetDeliveryId())
 	case *pb.ConnectResponse_Accepted:
 		if o := r.inFlight; o != nil && o.requestID == k.Accepted.GetRequestId() {
@@ -238,8 +239,9 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 	}
 }
 
-// deliver processes one delivery; ack is false for an envelope held until
-// its session's step 3 (§5.4).
+// deliver processes one delivery; ack is false when it needs no Ack frame:
+// an envelope held until its session's step 3 (§5.4), or one whose receipt
+// acked it (§10.3).
 func (r *runner) deliver(d *pb.Delivery) (ack bool, err error) {
 	switch it := d.GetItem().(type) {
 	case *pb.Delivery_Handshake:
@@ -255,7 +257,8 @@ func (r *runner) deliver(d *pb.Delivery) (ack bool, err error) {
 			r.early[id] = append(r.early[id], d)
 			return false, nil
 		}
-		return true, r.onEnvelope(d, it.Envelope)
+		acked, err := r.onEnvelope(d, it.Envelope)
+		return !acked, err
 	case *pb.Delivery_Receipt:
 		return true, r.onReceipt(it.Receipt)
 	default:
@@ -316,11 +319,14 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 		early := r.early[id]
 		delete(r.early, id)
 		for _, d := range early { // in arrival order, then acked (§5.4)
-			if err := r.onEnvelope(d, d.GetEnvelope()); err != nil {
+			acked, err := r.onEnvelope(d, d.GetEnvelope())
+			if err != nil {
 				return err
 			}
-			if err := r.conn.Ack(d.GetDeliveryId()); err != nil {
-				return err
+			if !acked {
+				if err := r.conn.Ack(d.GetDeliveryId()); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -362,34 +368,34 @@ func (r *runner) sendNext() error {
 }
 
 // onEnvelope opens a message from the peer (§8.1), reports it, and returns
-// a signed receipt (§10.5). Replays are dropped silently (their receipt is
-// sent again, in case it was lost).
-func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) error {
+// a signed receipt (§10.5) that also acks d (acked: no Ack frame is needed,
+// §10.3). Replays are dropped silently (their receipt is sent again, in case
+// it was lost).
+func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) (acked bool, err error) {
 	id := string(e.GetSessionId())
 	s := r.sessions[id]
 	if s == nil {
 		// §5.4 answers this with a SessionReject (§17); this example drops it
 		// until the gateway relays that item.
 		warn(parley.CodeUnknownSession, "envelope of no live session dropped (a redelivery from an earlier run?)")
-		return nil
+		return false, nil
 	}
 	opened, err := s.Open(e)
 	if parley.CodeOf(err) == parley.CodeReplay {
 		if hash, herr := parley.MessageHash(e); herr == nil {
 			if rc := r.receipts[string(hash)]; rc != nil {
-				_, err = r.conn.SendReceipt(rc)
-				return err
+				return true, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
 			}
 		}
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	receivedAt := nowMs()
 	content, err := protojson.Marshal(opened.Payload.GetContent())
 	if err != nil {
-		return err
+		return false, err
 	}
 	var compact json.RawMessage = content
 	if opened.Payload.GetContent() == nil {
@@ -402,11 +408,10 @@ func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) error {
 	})
 	rc, err := parley.SignReceipt(r.cfg.Identity.Key, opened.MessageHash, e.GetSenderId(), r.cfg.Identity.AgentID, receivedAt)
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.receipts[string(opened.MessageHash)] = rc
-	_, err = r.conn.SendReceipt(rc)
-	return err
+	return true, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
 }
 
 // onReceipt verifies the peer's receipt for the message in flight (§10.5).

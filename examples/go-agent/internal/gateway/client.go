@@ -51,7 +51,7 @@ func Dial(ctx context.Context, address string, o DialOptions) (*grpc.ClientConn,
 	return grpc.DialContext(ctx, address, creds, grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})))
 }
 
-// Conn is an authenticated Connect stream. Send, SendItem and Ack must be
+// Conn is an authenticated Connect stream. Its Send* methods and Ack must be
 // called from one goroutine; Recv from one (possibly another) goroutine.
 type Conn struct {
 	stream    pb.AgentGatewayService_ConnectClient
@@ -156,6 +156,22 @@ func (c *Conn) SendEnvelope(e *pb.SecureMessage) (uint64, error) {
 // SendReceipt relays a DeliveryReceipt; it returns the request id.
 func (c *Conn) SendReceipt(r *pb.DeliveryReceipt) (uint64, error) {
 	return c.send(&pb.Outbound{Item: &pb.Outbound_Receipt{Receipt: r}})
+}
+
+// SendReceiptAck relays a DeliveryReceipt and acks the delivery it answers
+// (deliveryID; 0: none). When the gateway's Welcome offers outbound_acks
+// (§10.3) that is one quiet Send carrying the ack: no Accepted answers it (a
+// Rejected still does), and a lost receipt is sent again when the envelope
+// comes again. Otherwise the receipt (answered by Accepted) and an Ack frame.
+func (c *Conn) SendReceiptAck(r *pb.DeliveryReceipt, deliveryID uint64) error {
+	if !c.Welcome.GetOutboundAcks() {
+		if _, err := c.SendReceipt(r); err != nil || deliveryID == 0 {
+			return err
+		}
+		return c.Ack(deliveryID)
+	}
+	_, err := c.send(&pb.Outbound{Item: &pb.Outbound_Receipt{Receipt: r}, AckDeliveryId: deliveryID, Quiet: true})
+	return err
 }
 
 func (c *Conn) send(o *pb.Outbound) (uint64, error) {
