@@ -1,10 +1,11 @@
 from parley.v1 import handshake_pb2 as _handshake_pb2
 from parley.v1 import identity_pb2 as _identity_pb2
 from parley.v1 import message_pb2 as _message_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DELIVERY_STATUS_DELIVERED: DeliveryStatus
 DELIVERY_STATUS_QUEUED: DeliveryStatus
@@ -22,10 +23,12 @@ class Accepted(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., item_hash: _Optional[bytes] = ..., status: _Optional[_Union[DeliveryStatus, str]] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ["delivery_id"]
+    __slots__ = ["delivery_id", "more_delivery_ids"]
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    MORE_DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
     delivery_id: int
-    def __init__(self, delivery_id: _Optional[int] = ...) -> None: ...
+    more_delivery_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, delivery_id: _Optional[int] = ..., more_delivery_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AuthProof(_message.Message):
     __slots__ = ["signature"]
@@ -56,20 +59,28 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., auth: _Optional[_Union[AuthProof, _Mapping]] = ..., send: _Optional[_Union[Outbound, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ["accepted", "challenge", "delivery", "go_away", "rejected", "welcome"]
+    __slots__ = ["accepted", "challenge", "deliveries", "delivery", "go_away", "rejected", "welcome"]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     GO_AWAY_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     accepted: Accepted
     challenge: Challenge
+    deliveries: Deliveries
     delivery: Delivery
     go_away: GoAway
     rejected: Rejected
     welcome: Welcome
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ...) -> None: ...
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., go_away: _Optional[_Union[GoAway, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ...) -> None: ...
+
+class Deliveries(_message.Message):
+    __slots__ = ["items"]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ["accepted_at_ms", "delivery_id", "envelope", "handshake", "receipt", "session_reject"]
@@ -112,12 +123,14 @@ class GoAway(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ["certificate", "version"]
+    __slots__ = ["certificate", "delivery_batches", "version"]
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_BATCHES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     certificate: _identity_pb2.AgentCertificate
+    delivery_batches: bool
     version: int
-    def __init__(self, version: _Optional[int] = ..., certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ..., delivery_batches: bool = ...) -> None: ...
 
 class Outbound(_message.Message):
     __slots__ = ["ack_delivery_id", "envelope", "handshake", "quiet", "receipt", "request_id", "session_reject"]
