@@ -109,8 +109,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
             this.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: `an ack frame carries at most ${MAX_ACKS_PER_FRAME + 1} ids` } } });
             break;
           }
-          delivery.ack(this, deliveryId);
-          for (const id of moreDeliveryIds) delivery.ack(this, id);
+          delivery.ack(this, deliveryId, moreDeliveryIds);
           break;
         }
         default:

@@ -175,13 +175,25 @@ export class Delivery {
     return false;
   }
 
-  /** An Ack frame (§10.4): the item is released; a stored one leaves the mailbox. An id never written to this stream is refused. */
-  ack(link: Link, id: bigint): void {
-    if (id < 1n || id > link.lastDeliveryId) {
-      this.#ctx.security('ack', 'malformed', linkSubject(link), `ack of unknown delivery_id ${id}`);
-      link.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
-      return;
+  /**
+   * An Ack frame (§10.3), or the ack an item carries: each item is released; a stored one leaves the
+   * mailbox. Ids never written to this stream are refused: one security event and one `rejected` for the
+   * frame, whatever its number of such ids; the others are taken.
+   */
+  ack(link: Link, id: bigint, more: readonly bigint[] = []): void {
+    let unknown: bigint | undefined;
+    for (let i = -1; i < more.length; i++) {
+      const x = i < 0 ? id : more[i]!;
+      if (x < 1n || x > link.lastDeliveryId) unknown ??= x;
+      else this.#release(link, x);
     }
+    if (unknown === undefined) return;
+    this.#ctx.security('ack', 'malformed', linkSubject(link), `ack of unknown delivery_id ${unknown}${more.length > 0 ? ` (in a frame of ${more.length + 1} ids)` : ''}`);
+    link.out.push({ kind: { case: 'rejected', value: { requestId: 0n, code: 'malformed', message: 'ack of an unknown delivery_id' } } });
+  }
+
+  /** Releases one delivery written to this stream (a duplicate ack is no error). */
+  #release(link: Link, id: bigint): void {
     const inflight = link.inflight;
     const held = inflight?.get(id);
     if (inflight === undefined || held === undefined) return; // a duplicate ack
