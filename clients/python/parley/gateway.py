@@ -1,6 +1,6 @@
 """One authenticated Connect stream to a gateway (docs/PROTOCOL.md §10.2–§10.4).
 
-``hello {version 1, certificate}`` → ``challenge {gateway_id, nonce}`` → ``auth {signature
+``hello {version 1, certificate, delivery_batches}`` → ``challenge {gateway_id, nonce}`` → ``auth {signature
 over the §10.2 layout}`` → ``welcome``. The agent checks that the challenge names
 the gateway it meant to reach and that ``welcome.agent_id`` is itself
 (``identity_mismatch``). After that, items go out as ``send {request_id, item}``
@@ -9,6 +9,12 @@ acknowledged with ``ack {delivery_id}``. When ``welcome.outbound_acks`` is true
 (§10.3), a receipt or session reject goes out ``quiet`` (no ``accepted``; a
 ``rejected`` still comes) and carries the ack of the delivery it answers in
 ``ack_delivery_id``: one frame instead of two upstream and none back.
+
+Deliveries may also come several to a frame (``deliveries {items}``, asked for by
+``hello.delivery_batches``, §10.3): each item is handed over in order exactly as a
+lone ``delivery``. With ``welcome.outbound_acks`` the acks issued while the reader
+handles one frame, or in one turn of the event loop, go out together as one ``ack``
+frame (``delivery_id`` and up to :data:`MAX_MORE_ACK_IDS` ``more_delivery_ids``).
 
 Writes go through one writer task, in order (a handshake's step 3 always leaves
 before the first envelope of its session). Reads are one reader task that hands
@@ -38,6 +44,8 @@ from .v1 import gateway_pb2, gateway_pb2_grpc
 ERROR_CODE_METADATA_KEY: Final = "parley-error-code"
 #: Quiet items whose refusal is still awaited: no ``accepted`` ends the wait, so only the newest are kept.
 QUIET_WATCHED: Final = 1024
+#: Most ids an ``ack`` frame carries in ``more_delivery_ids``, besides its ``delivery_id`` (§10.3).
+MAX_MORE_ACK_IDS: Final = 1024
 #: grpc status → Parley code when no ``parley-error-code`` trailer came (§15.8).
 _CODE_BY_STATUS: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: "malformed",
@@ -135,6 +143,8 @@ class GatewayConnection:
         self._end: StreamEnd | None = None
         self.ended: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
         self.last_delivery_id = 0
+        #: Acks not sent yet (with ``outbound_acks``): they go out at the end of the frame or turn.
+        self._acks: list[int] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -185,6 +195,7 @@ class GatewayConnection:
         hello = gateway_pb2.ConnectRequest()
         hello.hello.version = 1
         hello.hello.certificate.CopyFrom(identity.certificate)
+        hello.hello.delivery_batches = True
         try:
             await call.write(hello)
         except grpc.aio.AioRpcError as error:
@@ -265,10 +276,34 @@ class GatewayConnection:
         return future
 
     def ack(self, delivery_id: int) -> None:
-        """Acknowledges a delivery written to this stream (ignored once the stream ended)."""
-        if self._end is None and 1 <= delivery_id <= self.last_delivery_id:
+        """Acknowledges a delivery written to this stream (ignored once the stream ended).
+
+        With ``outbound_acks`` the id waits for the other acks of this frame or turn: they go out
+        as one ``ack`` frame when the reader is done with the frame, at the end of the event loop's
+        turn (``call_soon``), when a frame is full, or on :meth:`close`, whichever comes first.
+        """
+        if self._end is not None or not 1 <= delivery_id <= self.last_delivery_id:
+            return
+        if not self.outbound_acks:
             request = gateway_pb2.ConnectRequest()
             request.ack.delivery_id = delivery_id
+            self._writes.put_nowait(request)
+            return
+        self._acks.append(delivery_id)
+        if len(self._acks) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        elif len(self._acks) > MAX_MORE_ACK_IDS:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        """Queues the acks not sent yet, 1 + :data:`MAX_MORE_ACK_IDS` ids to a frame."""
+        acks, self._acks = self._acks, []
+        if self._end is not None:
+            return
+        for i in range(0, len(acks), 1 + MAX_MORE_ACK_IDS):
+            request = gateway_pb2.ConnectRequest()
+            request.ack.delivery_id = acks[i]
+            request.ack.more_delivery_ids.extend(acks[i + 1 : i + 1 + MAX_MORE_ACK_IDS])
             self._writes.put_nowait(request)
 
     async def _writer(self) -> None:
@@ -301,9 +336,12 @@ class GatewayConnection:
                             code = value.code if is_error_code(value.code) else "internal"
                             future.set_exception(GatewayError(code, value.message or "refused by the gateway"))  # type: ignore[arg-type]
                 elif kind == "delivery":
-                    if response.delivery.delivery_id > self.last_delivery_id:
-                        self.last_delivery_id = response.delivery.delivery_id
-                    await on_delivery(self, response.delivery)
+                    await self._deliver(on_delivery, response.delivery)
+                    self._flush_acks()
+                elif kind == "deliveries":
+                    for delivery in response.deliveries.items:
+                        await self._deliver(on_delivery, delivery)
+                    self._flush_acks()
                 elif kind == "go_away":
                     end = StreamEnd(response.go_away.code, response.go_away.message, True)
         except grpc.aio.AioRpcError as error:
@@ -317,6 +355,11 @@ class GatewayConnection:
                 end = StreamEnd("internal", f"delivery handling failed: {type(error).__name__}", False)
         self._finish(end or StreamEnd("unavailable", "gateway stream ended", False))
 
+    async def _deliver(self, on_delivery: OnDelivery, delivery: Any) -> None:
+        if delivery.delivery_id > self.last_delivery_id:
+            self.last_delivery_id = delivery.delivery_id
+        await on_delivery(self, delivery)
+
     def _finish(self, end: StreamEnd) -> None:
         if self._end is not None:
             return
@@ -327,13 +370,15 @@ class GatewayConnection:
                 future.set_exception(error)
         self._pending.clear()
         self._quiet.clear()
+        self._acks.clear()
         self._writes.put_nowait(None)
         self._call.cancel()
         if not self.ended.done():
             self.ended.set_result(end)
 
     async def close(self) -> None:
-        """Half-closes the stream and the channel; waits for the tasks."""
+        """Half-closes the stream and the channel (after the acks not sent yet); waits for the tasks."""
+        self._flush_acks()
         self._finish(StreamEnd("cancelled", "closed by the agent", False))
         current = asyncio.current_task()
         for task in self._tasks:

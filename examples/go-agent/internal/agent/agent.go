@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 		case resp := <-frames:
-			if err := r.handle(resp); err != nil {
+			if err := r.handleFrame(resp); err != nil {
 				return err
 			}
 		case err := <-readErr:
@@ -210,18 +210,30 @@ func (r *runner) initiate() error {
 	return err
 }
 
+// handleFrame processes one frame from the gateway, then sends the acks it
+// made as one Ack frame (with outbound_acks, §10.3).
+func (r *runner) handleFrame(resp *pb.ConnectResponse) error {
+	err := r.handle(resp)
+	if ferr := r.conn.FlushAcks(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
 // handle processes one frame from the gateway.
 func (r *runner) handle(resp *pb.ConnectResponse) error {
 	switch k := resp.GetKind().(type) {
 	case *pb.ConnectResponse_Delivery:
-		ack, err := r.deliver(k.Delivery)
-		if err != nil || !ack {
-			return err
+		return r.onDelivery(k.Delivery)
+	case *pb.ConnectResponse_Deliveries:
+		// Several deliveries in one frame (asked for by the Hello's
+		// delivery_batches, §10.3): each one in order, as if it came alone.
+		for _, d := range k.Deliveries.GetItems() {
+			if err := r.onDelivery(d); err != nil {
+				return err
+			}
 		}
-		// Ack after processing (§10.8), duplicates included; a held
-		// envelope is acked once processed after its step 3 (§5.4), and an
-		// envelope answered with a receipt by SendReceiptAck (§10.3).
-		return r.conn.Ack(k.Delivery.GetDeliveryId())
+		return nil
 	case *pb.ConnectResponse_Accepted:
 		if o := r.inFlight; o != nil && o.requestID == k.Accepted.GetRequestId() {
 			if hex.EncodeToString(k.Accepted.GetItemHash()) != hex.EncodeToString(o.hash) {
@@ -237,6 +249,18 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 	default:
 		return parley.Errorf(parley.CodeMalformed, "unexpected frame %T after welcome", k)
 	}
+}
+
+// onDelivery processes one delivery and acks it.
+func (r *runner) onDelivery(d *pb.Delivery) error {
+	ack, err := r.deliver(d)
+	if err != nil || !ack {
+		return err
+	}
+	// Ack after processing (§10.8), duplicates included; a held envelope is
+	// acked once processed after its step 3 (§5.4), and an envelope answered
+	// with a receipt by SendReceiptAck (§10.3).
+	return r.conn.Ack(d.GetDeliveryId())
 }
 
 // deliver processes one delivery; ack is false when it needs no Ack frame:

@@ -51,13 +51,25 @@ func Dial(ctx context.Context, address string, o DialOptions) (*grpc.ClientConn,
 	return grpc.DialContext(ctx, address, creds, grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})))
 }
 
-// Conn is an authenticated Connect stream. Its Send* methods and Ack must be
-// called from one goroutine; Recv from one (possibly another) goroutine.
+// MaxMoreAckIDs is the most ids an Ack frame carries in more_delivery_ids,
+// besides its delivery_id (§10.3).
+const MaxMoreAckIDs = 1024
+
+// Conn is an authenticated Connect stream. Its Send* methods, Ack, FlushAcks
+// and CloseSend must be called from one goroutine; Recv from one (possibly
+// another) goroutine.
 type Conn struct {
 	stream    pb.AgentGatewayService_ConnectClient
 	Welcome   *pb.Welcome
 	GatewayID string
 	nextID    uint64
+	acks      []uint64 // acked, not sent yet (with outbound_acks)
+}
+
+// NewConn is a Conn over an authenticated stream (Connect makes one; tests
+// pass a fake stream).
+func NewConn(stream pb.AgentGatewayService_ConnectClient, welcome *pb.Welcome, gatewayID string) *Conn {
+	return &Conn{stream: stream, Welcome: welcome, GatewayID: gatewayID}
 }
 
 // Connect opens the stream and authenticates (§10.2): hello → challenge →
@@ -68,7 +80,7 @@ func Connect(ctx context.Context, cc *grpc.ClientConn, id *parley.Identity, expe
 		return nil, statusError(err, nil)
 	}
 	if err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Hello{
-		Hello: &pb.Hello{Version: parley.ProtocolVersion, Certificate: id.Certificate},
+		Hello: &pb.Hello{Version: parley.ProtocolVersion, Certificate: id.Certificate, DeliveryBatches: true},
 	}}); err != nil {
 		return nil, streamFailure(stream, err)
 	}
@@ -102,7 +114,7 @@ func Connect(ctx context.Context, cc *grpc.ClientConn, id *parley.Identity, expe
 	if w.GetAgentId() != id.AgentID {
 		return nil, parley.Errorf(parley.CodeIdentityMismatch, "welcomed as %q", w.GetAgentId())
 	}
-	return &Conn{stream: stream, Welcome: w, GatewayID: ch.GetGatewayId()}, nil
+	return NewConn(stream, w, ch.GetGatewayId()), nil
 }
 
 func unexpected(want string, resp *pb.ConnectResponse) error {
@@ -140,7 +152,9 @@ func streamFailure(stream pb.AgentGatewayService_ConnectClient, err error) error
 // RecvError converts an error of Recv into a Parley error.
 func (c *Conn) RecvError(err error) error { return streamFailure(c.stream, err) }
 
-// Recv reads the next frame from the gateway.
+// Recv reads the next frame from the gateway: with the Hello's
+// delivery_batches, a Deliveries frame holds several Delivery items, each to
+// be handled and acked as if it had come alone (§10.3).
 func (c *Conn) Recv() (*pb.ConnectResponse, error) { return c.stream.Recv() }
 
 // SendFrame relays a handshake frame; it returns the request id.
@@ -180,10 +194,36 @@ func (c *Conn) send(o *pb.Outbound) (uint64, error) {
 	return o.RequestId, c.stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Send{Send: o}})
 }
 
-// Ack tells the gateway a delivery was processed (§10.3, §10.8).
+// Ack tells the gateway a delivery was processed (§10.3, §10.8). When the
+// gateway's Welcome offers outbound_acks the id waits for FlushAcks, which
+// sends the ids acked since in one Ack frame (more_delivery_ids); a full frame
+// of 1 + MaxMoreAckIDs ids goes out at once. Otherwise an Ack frame now.
 func (c *Conn) Ack(deliveryID uint64) error {
-	return c.stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Ack{Ack: &pb.Ack{DeliveryId: deliveryID}}})
+	if !c.Welcome.GetOutboundAcks() {
+		return c.stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Ack{Ack: &pb.Ack{DeliveryId: deliveryID}}})
+	}
+	c.acks = append(c.acks, deliveryID)
+	if len(c.acks) > MaxMoreAckIDs {
+		return c.FlushAcks()
+	}
+	return nil
 }
 
-// CloseSend half-closes the stream.
-func (c *Conn) CloseSend() error { return c.stream.CloseSend() }
+// FlushAcks sends the acks not sent yet as one Ack frame. The agent calls it
+// when it is done with each frame it received.
+func (c *Conn) FlushAcks() error {
+	ids := c.acks
+	c.acks = nil
+	if len(ids) == 0 {
+		return nil
+	}
+	return c.stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Ack{Ack: &pb.Ack{DeliveryId: ids[0], MoreDeliveryIds: ids[1:]}}})
+}
+
+// CloseSend sends the acks not sent yet and half-closes the stream.
+func (c *Conn) CloseSend() error {
+	if err := c.FlushAcks(); err != nil {
+		return err
+	}
+	return c.stream.CloseSend()
+}

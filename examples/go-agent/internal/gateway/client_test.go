@@ -1,10 +1,16 @@
 package gateway
 
 import (
+	"context"
+	"crypto/ed25519"
+	"net"
 	"reflect"
 	"testing"
 
+	"google.golang.org/grpc"
+
 	pb "parley/go-agent/internal/gen/parleyv1"
+	"parley/go-agent/internal/parley"
 )
 
 // recorder is the client side of a Connect stream that keeps what is sent.
@@ -75,5 +81,142 @@ func TestSendReceiptAck(t *testing.T) {
 				t.Fatalf("request id %d, want 1", id)
 			}
 		})
+	}
+}
+
+func (r *recorder) CloseSend() error {
+	r.sent = append(r.sent, nil)
+	return nil
+}
+
+// ackFrames is the ids of each Ack frame sent (delivery_id first), and "close"
+// for the half-close.
+func ackFrames(r *recorder) []any {
+	var out []any
+	for _, m := range r.sent {
+		if m == nil {
+			out = append(out, "close")
+		} else if a := m.GetAck(); a != nil {
+			out = append(out, append([]uint64{a.GetDeliveryId()}, a.GetMoreDeliveryIds()...))
+		}
+	}
+	return out
+}
+
+// With outbound_acks, the acks made until FlushAcks go out as one Ack frame
+// (more_delivery_ids, §10.3), and CloseSend sends them before it half-closes;
+// otherwise each Ack is its own frame, at once.
+func TestAcksInOneFrame(t *testing.T) {
+	for _, offer := range []bool{true, false} {
+		rec := &recorder{}
+		conn := NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: offer}, "gw")
+		for _, id := range []uint64{1, 2, 3} {
+			if err := conn.Ack(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := conn.FlushAcks(); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.FlushAcks(); err != nil { // nothing left: no frame
+			t.Fatal(err)
+		}
+		if err := conn.Ack(4); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		want := []any{[]uint64{1, 2, 3}, []uint64{4}, "close"}
+		if !offer {
+			want = []any{[]uint64{1}, []uint64{2}, []uint64{3}, []uint64{4}, "close"}
+		}
+		if got := ackFrames(rec); !reflect.DeepEqual(got, want) {
+			t.Fatalf("offer %v: frames %v, want %v", offer, got, want)
+		}
+	}
+}
+
+// An Ack frame carries at most 1 + MaxMoreAckIDs ids: a full one goes out at
+// once.
+func TestAckFrameBound(t *testing.T) {
+	rec := &recorder{}
+	conn := NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: true}, "gw")
+	var all []uint64
+	for id := uint64(1); id <= 1030; id++ {
+		all = append(all, id)
+		if err := conn.Ack(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rec.sent) != 1 {
+		t.Fatalf("%d frames before the flush, want 1", len(rec.sent))
+	}
+	if err := conn.FlushAcks(); err != nil {
+		t.Fatal(err)
+	}
+	got := ackFrames(rec)
+	if len(got) != 2 || len(got[0].([]uint64)) != 1+MaxMoreAckIDs {
+		t.Fatalf("frames of %v ids", got)
+	}
+	if joined := append(got[0].([]uint64), got[1].([]uint64)...); !reflect.DeepEqual(joined, all) {
+		t.Fatal("ids lost or reordered across frames")
+	}
+}
+
+// serverCodec is codec as grpc 1.33's server takes it.
+type serverCodec struct{ codec }
+
+func (serverCodec) String() string { return "proto" }
+
+// fakeGateway answers a Connect stream's hello and auth, keeping the hello.
+type fakeGateway struct {
+	pb.UnimplementedAgentGatewayServiceServer
+	hello chan *pb.Hello
+}
+
+func (g *fakeGateway) Connect(s pb.AgentGatewayService_ConnectServer) error {
+	req, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	g.hello <- req.GetHello()
+	if err := s.Send(&pb.ConnectResponse{Kind: &pb.ConnectResponse_Challenge{Challenge: &pb.Challenge{GatewayId: "gw", Nonce: make([]byte, 32)}}}); err != nil {
+		return err
+	}
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	return s.Send(&pb.ConnectResponse{Kind: &pb.ConnectResponse_Welcome{Welcome: &pb.Welcome{AgentId: "bob"}}})
+}
+
+// The hello asks for Deliveries frames (§10.3).
+func TestHelloAsksForDeliveryBatches(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.CustomCodec(serverCodec{}))
+	g := &fakeGateway{hello: make(chan *pb.Hello, 1)}
+	pb.RegisterAgentGatewayServiceServer(srv, g)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := &parley.Identity{AgentID: "bob", Key: key, Certificate: &pb.AgentCertificate{Serial: make([]byte, 16)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cc, err := Dial(ctx, lis.Addr().String(), DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := Connect(ctx, cc, id, "gw"); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-g.hello; !h.GetDeliveryBatches() {
+		t.Fatalf("hello %v does not set delivery_batches", h)
 	}
 }
