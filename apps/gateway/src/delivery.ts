@@ -136,7 +136,7 @@ export class Delivery {
             link.rescan = false;
             link.cursor = 0n;
           }
-          const page = await this.#o.storage.mailbox.pending(agent, link.rows === undefined ? [] : [...link.rows], want, link.cursor);
+          const page = await this.#o.storage.page({ recipientId: agent, exclude: link.rows === undefined ? [] : [...link.rows], limit: want, after: link.cursor });
           for (const stored of page) {
             if (link.out.closed) return;
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;

@@ -146,6 +146,16 @@ export interface NewMailboxItem {
   readonly acceptedAtMs?: number;
 }
 
+/** One backlog page asked for (see {@link Mailbox.pending}). */
+export interface PageRequest {
+  readonly recipientId: string;
+  /** Row ids to leave out. */
+  readonly exclude: readonly bigint[];
+  readonly limit: number;
+  /** Only rows above this id. */
+  readonly after: bigint;
+}
+
 /** Items and bytes stored for one recipient or from one sender. */
 export interface MailboxUsage {
   items: number;
@@ -352,6 +362,41 @@ export class Mailbox {
       [recipientId, this.#clock(), exclude.filter((id) => id > after).map(String), limit, after.toString()],
     );
     return rows.map(rowToItem);
+  }
+
+  /**
+   * {@link pending} for several recipients in ONE statement (a group read: the backlog pages that streams
+   * ask for at the same moment, e.g. after one NOTIFY woke several of them): each recipient's page is the
+   * same ordered range scan of the primary key, joined laterally. `exclude` is applied here rather than
+   * in SQL (a page reads `limit` + its excluded ids, at most, so it still holds `limit` items when there
+   * are that many). Results in the order of the requests.
+   */
+  async pendingMany(requests: readonly PageRequest[]): Promise<MailboxItem[][]> {
+    if (requests.length === 0) return [];
+    if (requests.length === 1) {
+      const r = requests[0]!;
+      return [await this.pending(r.recipientId, r.exclude, r.limit, r.after)];
+    }
+    const excluded = requests.map((r) => new Set(r.exclude.filter((id) => id > r.after)));
+    const rows = await this.#db.query<Record<string, unknown>>(
+      `SELECT r.ord, m.* FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(recipient, after, lim, ord)
+       CROSS JOIN LATERAL (
+         SELECT ${SELECT_COLUMNS} FROM gateway_mailbox
+         WHERE recipient_id = r.recipient AND delivery_id > r.after AND expires_at_ms + 0 > $4
+         ORDER BY recipient_id, delivery_id LIMIT r.lim) m
+       ORDER BY r.ord, m.delivery_id`,
+      [requests.map((r) => r.recipientId), requests.map((r) => r.after.toString()), requests.map((r, i) => r.limit + excluded[i]!.size), this.#clock()],
+    );
+    const pages: MailboxItem[][] = requests.map(() => []);
+    for (const row of rows) {
+      const i = int(row['ord']) - 1;
+      const page = pages[i];
+      if (page === undefined) throw new RpcError('internal', `mailbox page for request ${i + 1} of ${requests.length}`);
+      const item = rowToItem(row);
+      if (excluded[i]!.has(item.deliveryId) || page.length >= requests[i]!.limit) continue;
+      page.push(item);
+    }
+    return pages;
   }
 
   /** Deletes an acknowledged item; true when it was there. */

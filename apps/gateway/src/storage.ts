@@ -14,7 +14,7 @@
 import { RpcError } from '@parley/rpc';
 import type { GatewayMetrics } from './metrics.js';
 import { GroupCommit } from './group-commit.js';
-import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, type Mailbox, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
+import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, type Mailbox, type PageRequest, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
 
 /** Mailbox quotas (§10.8); 0 disables one. */
 export interface MailboxQuota {
@@ -40,6 +40,8 @@ export type QuotaLimit = 'recipient_items' | 'recipient_bytes' | 'sender_items' 
 
 /** How long a usage figure read from the database is trusted before it is read again (other instances write too). */
 const USAGE_REFRESH_MS = 30_000;
+/** Most backlog pages read in one statement (each at most 128 rows and its excluded ids). */
+const PAGE_READS_BATCH = 64;
 /** Most usage figures cached (beyond it the idlest are dropped and read again when needed). */
 const MAX_USAGE_ENTRIES = 50_000;
 
@@ -144,6 +146,7 @@ export class Storage {
   readonly quotas: Quotas;
   readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, MailboxItem>;
   readonly #deletes: GroupCommit<RowKey, boolean>;
+  readonly #reads: GroupCommit<PageRequest, MailboxItem[]>;
   /** Another instance shares the database (heartbeat): wake it for recipients not connected here. */
   othersListening = false;
 
@@ -161,6 +164,12 @@ export class Storage {
           batch.map((x) => x.row),
           this.othersListening ? [...new Set(batch.map((x) => x.row.recipientId))].filter((r) => !isLocal(r)) : [],
         ),
+    });
+    // Backlog pages asked for while one read runs are read together (one statement, §10.8).
+    this.#reads = new GroupCommit({
+      maxBatch: PAGE_READS_BATCH,
+      onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_read' }, n),
+      write: (batch) => mailbox.pendingMany(batch),
     });
     this.#deletes = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
@@ -186,6 +195,11 @@ export class Storage {
     }
   }
 
+  /** A backlog page (see {@link Mailbox.pending}), read together with the pages other streams ask for meanwhile. */
+  page(request: PageRequest): Promise<MailboxItem[]> {
+    return this.#reads.add(request);
+  }
+
   /** Deletes a row (group commit); the quota counts drop once it is gone. Failures are the caller's to log. */
   async delete(key: RowKey): Promise<void> {
     await this.#deletes.add(key);
@@ -194,7 +208,7 @@ export class Storage {
 
   /** Waits until nothing is queued or being written. */
   async idle(): Promise<void> {
-    await Promise.all([this.#inserts.idle(), this.#deletes.idle()]);
-    await Promise.all([this.#inserts.idle(), this.#deletes.idle()]);
+    await Promise.all([this.#inserts.idle(), this.#deletes.idle(), this.#reads.idle()]);
+    await Promise.all([this.#inserts.idle(), this.#deletes.idle(), this.#reads.idle()]);
   }
 }

@@ -51,6 +51,24 @@ describe.each(engines)('Mailbox.putMany on %s', (_, options) => {
     }
   });
 
+  it('reads several recipients\' pages in one statement exactly as one page each would read them', async () => {
+    const ids = (page: readonly { deliveryId: bigint }[]) => page.map((x) => x.deliveryId);
+    const rows = await mailbox.putMany(Array.from({ length: 30 }, (_, i) => ({ ...item(i), recipientId: `page-${i % 3}` })));
+    const of = (r: string) => rows.filter((x) => x.recipientId === r).map((x) => x.deliveryId);
+    const requests = [
+      { recipientId: 'page-0', exclude: [], limit: 4, after: 0n },
+      { recipientId: 'page-1', exclude: [of('page-1')[1]!, of('page-1')[2]!, of('page-1')[0]! - 1n], limit: 3, after: 0n }, // excluded ids skipped, the limit still met
+      { recipientId: 'page-2', exclude: [of('page-2')[0]!], limit: 100, after: of('page-2')[5]! }, // after the cursor; an exclude below it is moot
+      { recipientId: 'nobody', exclude: [], limit: 10, after: 0n },
+      { recipientId: 'page-0', exclude: [], limit: 2, after: of('page-0')[8]! },
+    ];
+    const together = await mailbox.pendingMany(requests);
+    const alone = await Promise.all(requests.map((r) => mailbox.pending(r.recipientId, r.exclude, r.limit, r.after)));
+    expect(together.map(ids)).toEqual(alone.map(ids));
+    expect(together.map(ids)).toEqual([of('page-0').slice(0, 4), [of('page-1')[0], of('page-1')[3], of('page-1')[4]], of('page-2').slice(6), [], of('page-0').slice(9)]);
+    expect(together[0]!.map((x) => x.item)).toEqual(alone[0]!.map((x) => x.item));
+  });
+
   it('refuses items whose hash or serial has the wrong length, and batches above MAILBOX_BATCH', async () => {
     await expect(mailbox.putMany([{ ...item(1), itemHash: bytes(31, 0) }])).rejects.toThrow(RangeError);
     await expect(mailbox.putMany([{ ...item(1), senderSerial: bytes(17, 0) }])).rejects.toThrow(RangeError);
