@@ -7,20 +7,10 @@ import (
 	"testing"
 
 	"parley/go-agent/internal/gateway"
+	"parley/go-agent/internal/gatewaytest"
 	pb "parley/go-agent/internal/gen/parleyv1"
 	"parley/go-agent/internal/parley"
 )
-
-// recorder is the client side of a Connect stream that keeps what is sent.
-type recorder struct {
-	pb.AgentGatewayService_ConnectClient
-	sent []*pb.ConnectRequest
-}
-
-func (r *recorder) Send(m *pb.ConnectRequest) error {
-	r.sent = append(r.sent, m)
-	return nil
-}
 
 // The items of a Deliveries frame (§10.3) are handled in order, each as if it
 // came alone, and their acks go out as one Ack frame when the gateway offers
@@ -45,7 +35,7 @@ func TestDeliveriesFrame(t *testing.T) {
 		return rc
 	}
 	for _, offer := range []bool{true, false} {
-		rec := &recorder{}
+		rec := &gatewaytest.Recorder{}
 		r := &runner{
 			cfg:      Config{Identity: &parley.Identity{AgentID: "bob", Key: key}, Peer: "alice", Out: io.Discard},
 			conn:     gateway.NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: offer}, "gw"),
@@ -63,7 +53,7 @@ func TestDeliveriesFrame(t *testing.T) {
 			t.Fatalf("offer %v: verified %d, in flight %v", offer, r.verified, r.inFlight)
 		}
 		var acks [][]uint64
-		for _, m := range rec.sent {
+		for _, m := range rec.Sent {
 			a := m.GetAck()
 			if a == nil {
 				t.Fatalf("offer %v: unexpected frame %v", offer, m)

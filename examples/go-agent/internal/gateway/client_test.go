@@ -9,20 +9,10 @@ import (
 
 	"google.golang.org/grpc"
 
+	"parley/go-agent/internal/gatewaytest"
 	pb "parley/go-agent/internal/gen/parleyv1"
 	"parley/go-agent/internal/parley"
 )
-
-// recorder is the client side of a Connect stream that keeps what is sent.
-type recorder struct {
-	pb.AgentGatewayService_ConnectClient
-	sent []*pb.ConnectRequest
-}
-
-func (r *recorder) Send(m *pb.ConnectRequest) error {
-	r.sent = append(r.sent, m)
-	return nil
-}
 
 // frame is a sent request, compactly: a Send's item kind, quiet flag and
 // carried ack, or an Ack's delivery id.
@@ -32,9 +22,9 @@ type frame struct {
 	ack   uint64
 }
 
-func frames(r *recorder) []frame {
+func frames(r *gatewaytest.Recorder) []frame {
 	var out []frame
-	for _, m := range r.sent {
+	for _, m := range r.Sent {
 		switch k := m.GetKind().(type) {
 		case *pb.ConnectRequest_Send:
 			f := frame{kind: "send", quiet: k.Send.GetQuiet(), ack: k.Send.GetAckDeliveryId()}
@@ -69,7 +59,7 @@ func TestSendReceiptAck(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &gatewaytest.Recorder{}
 			conn := &Conn{stream: rec, Welcome: &pb.Welcome{AgentId: "bob", OutboundAcks: c.offer}}
 			if err := conn.SendReceiptAck(rc, c.id); err != nil {
 				t.Fatal(err)
@@ -77,23 +67,18 @@ func TestSendReceiptAck(t *testing.T) {
 			if got := frames(rec); !reflect.DeepEqual(got, c.frames) {
 				t.Fatalf("frames %+v, want %+v", got, c.frames)
 			}
-			if id := rec.sent[0].GetSend().GetRequestId(); id != 1 {
+			if id := rec.Sent[0].GetSend().GetRequestId(); id != 1 {
 				t.Fatalf("request id %d, want 1", id)
 			}
 		})
 	}
 }
 
-func (r *recorder) CloseSend() error {
-	r.sent = append(r.sent, nil)
-	return nil
-}
-
 // ackFrames is the ids of each Ack frame sent (delivery_id first), and "close"
 // for the half-close.
-func ackFrames(r *recorder) []any {
+func ackFrames(r *gatewaytest.Recorder) []any {
 	var out []any
-	for _, m := range r.sent {
+	for _, m := range r.Sent {
 		if m == nil {
 			out = append(out, "close")
 		} else if a := m.GetAck(); a != nil {
@@ -108,7 +93,7 @@ func ackFrames(r *recorder) []any {
 // otherwise each Ack is its own frame, at once.
 func TestAcksInOneFrame(t *testing.T) {
 	for _, offer := range []bool{true, false} {
-		rec := &recorder{}
+		rec := &gatewaytest.Recorder{}
 		conn := NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: offer}, "gw")
 		for _, id := range []uint64{1, 2, 3} {
 			if err := conn.Ack(id); err != nil {
@@ -140,7 +125,7 @@ func TestAcksInOneFrame(t *testing.T) {
 // An Ack frame carries at most 1 + MaxMoreAckIDs ids: a full one goes out at
 // once.
 func TestAckFrameBound(t *testing.T) {
-	rec := &recorder{}
+	rec := &gatewaytest.Recorder{}
 	conn := NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: true}, "gw")
 	var all []uint64
 	for id := uint64(1); id <= 1030; id++ {
@@ -149,8 +134,8 @@ func TestAckFrameBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(rec.sent) != 1 {
-		t.Fatalf("%d frames before the flush, want 1", len(rec.sent))
+	if len(rec.Sent) != 1 {
+		t.Fatalf("%d frames before the flush, want 1", len(rec.Sent))
 	}
 	if err := conn.FlushAcks(); err != nil {
 		t.Fatal(err)
