@@ -39,6 +39,8 @@ interface Parts {
   readonly ctx: GatewayContext;
   readonly router: Router;
   readonly delivery: Delivery;
+  /** Counts the Deliveries of each frame a BatchingSink sends (one function for every stream). */
+  readonly onDeliveriesFrame: (items: number) => void;
 }
 
 /** How a stream's frames are being read. */
@@ -78,7 +80,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     this.#parts = parts;
     this.cert = cert;
     this.#call = call;
-    this.out = batches ? new BatchingSink(call) : call;
+    this.out = batches ? new BatchingSink(call, parts.onDeliveriesFrame) : call;
     this.remote = remote;
   }
 
@@ -203,7 +205,7 @@ export class ConnectStreams {
 
   constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number) {
     this.#ctx = ctx;
-    this.#parts = { ctx, router, delivery };
+    this.#parts = { ctx, router, delivery, onDeliveriesFrame: (items) => ctx.metrics.deliveriesPerFrame.observe(items) };
     this.#authTimeoutMs = authTimeoutMs;
   }
 

@@ -32,12 +32,15 @@ function estimate(d: DeliveryInit): number {
 /** A stream's response sink that batches its Deliveries (see the module comment). */
 export class BatchingSink implements ResponseSink<ConnectResponseInit> {
   readonly #sink: ResponseSink<ConnectResponseInit>;
+  readonly #onFrame: ((items: number) => void) | undefined;
   #waiting: DeliveryInit[] | undefined;
   #bytes = 0;
   #scheduled = false;
 
-  constructor(sink: ResponseSink<ConnectResponseInit>) {
+  /** @param onFrame told the number of Deliveries in each frame sent (metrics) */
+  constructor(sink: ResponseSink<ConnectResponseInit>, onFrame?: (items: number) => void) {
     this.#sink = sink;
+    this.#onFrame = onFrame;
   }
 
   get closed(): boolean {
@@ -85,5 +88,6 @@ export class BatchingSink implements ResponseSink<ConnectResponseInit> {
     this.#bytes = 0;
     if (waiting.length === 1) this.#sink.push({ kind: { case: 'delivery', value: waiting[0]! } });
     else this.#sink.push({ kind: { case: 'deliveries', value: { items: waiting } } });
+    this.#onFrame?.(waiting.length);
   }
 }

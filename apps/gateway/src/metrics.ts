@@ -55,6 +55,13 @@ export class GatewayMetrics {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [this.registry],
   });
+  /** Deliveries per frame written to agents that read Deliveries frames (1: a lone `delivery` frame). */
+  readonly deliveriesPerFrame = new Histogram({
+    name: 'parley_gateway_deliveries_per_frame',
+    help: 'Deliveries per frame written to agents that asked for deliveries frames (1: a lone delivery frame)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
   readonly spilled = new Counter({ name: 'parley_gateway_spilled_total', help: 'Live deliveries written to the mailbox, by reason (ack_timeout, stream_end, backlog)', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly dropped = new Counter({ name: 'parley_gateway_mailbox_dropped_total', help: 'Mailbox items dropped because their sender was revoked or expired', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly auditFailures = new Counter({ name: 'parley_gateway_audit_failures_total', help: 'Audit appends that failed (the items were refused: fail closed)', registers: [this.registry] });

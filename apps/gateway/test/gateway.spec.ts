@@ -176,6 +176,9 @@ describe('relaying a Parley session', () => {
     await waitFor(() => w.responses.some((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery'), 5_000, 'the backlog');
     const frames = w.responses.filter((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery');
     expect(frames.map((f) => (f.kind.case === 'deliveries' ? f.kind.value.items.map((d) => d.deliveryId) : f.kind.case))).toEqual([[1n, 2n, 3n, 4n, 5n]]);
+    // Counted for operators: one frame of 5 in parley_gateway_deliveries_per_frame.
+    const perFrame = (await gw.gateway.metrics.deliveriesPerFrame.get()).values;
+    expect(perFrame.find((v) => v.metricName === 'parley_gateway_deliveries_per_frame_sum')?.value).toBeGreaterThanOrEqual(5);
     // Too many ids in one frame: refused, none taken.
     w.ack(1n, Array.from({ length: 1025 }, (_, i) => BigInt(i + 2)));
     await waitFor(() => w.responses.some((r) => r.kind.case === 'rejected'), 5_000, 'the refusal');
