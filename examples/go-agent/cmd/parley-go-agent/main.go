@@ -29,7 +29,8 @@ const usage = `usage:
   parley-go-agent run --gateway HOST:PORT --gateway-id ID --key FILE --cert FILE
                       --trust-bundle FILE --peer AGENT_ID [--initiate] [--send N]
                       [--expect N] [--timeout-ms MS] [--rekey-threshold N]
-                      [--passphrase-file FILE] [--tls-ca FILE --tls-server-name NAME]
+                      [--offline-after N] [--passphrase-file FILE]
+                      [--tls-ca FILE --tls-server-name NAME]
                       [--registry HOST:PORT [--registry-id HEX] [--registry-tls-ca FILE
                        --registry-tls-server-name NAME] [--revocation-max-age-ms MS]]
 `
@@ -80,6 +81,7 @@ func runAgent(args []string) int {
 	send := fs.Int("send", 0, "messages to send")
 	expect := fs.Int("expect", 0, "messages to receive")
 	timeoutMs := fs.Int("timeout-ms", 30000, "overall timeout")
+	offlineAfter := fs.Int("offline-after", 0, "after N messages received, end the stream and connect again when a line arrives on stdin (0: never)")
 	rekey := fs.Uint("rekey-threshold", parley.DefaultRekeyThreshold, "messages per epoch for sessions this agent initiates")
 	tlsCA := fs.String("tls-ca", "", "CA certificate (PEM) for TLS 1.3; plaintext without it")
 	tlsName := fs.String("tls-server-name", "", "TLS server name")
@@ -98,8 +100,8 @@ func runAgent(args []string) int {
 	switch {
 	case *gatewayAddr == "" || *gatewayID == "" || *keyFile == "" || *certFile == "" || *bundleFile == "" || *peer == "":
 		return fail("usage", fmt.Errorf("--gateway, --gateway-id, --key, --cert, --trust-bundle and --peer are required"))
-	case *send < 0 || *expect < 0 || *timeoutMs <= 0:
-		return fail("usage", fmt.Errorf("--send, --expect must be ≥ 0 and --timeout-ms > 0"))
+	case *send < 0 || *expect < 0 || *offlineAfter < 0 || *timeoutMs <= 0:
+		return fail("usage", fmt.Errorf("--send, --expect, --offline-after must be ≥ 0 and --timeout-ms > 0"))
 	case *rekey < 1 || *rekey > parley.MaxRekeyThreshold:
 		return fail("usage", fmt.Errorf("--rekey-threshold must be in 1..%d", parley.MaxRekeyThreshold))
 	}
@@ -153,7 +155,7 @@ func runAgent(args []string) int {
 		Identity: &parley.Identity{AgentID: cert.GetAgentId(), Key: key, Certificate: cert},
 		Trust:    trust, Peer: *peer, Initiate: *initiate, Send: *send, Expect: *expect,
 		Timeout: time.Duration(*timeoutMs) * time.Millisecond, RekeyThreshold: uint32(*rekey),
-		Revocations: checker, Out: os.Stdout,
+		Revocations: checker, Out: os.Stdout, OfflineAfter: *offlineAfter, Resume: os.Stdin,
 	})
 	if err != nil {
 		agent.ReportError(err)

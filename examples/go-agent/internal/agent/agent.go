@@ -5,6 +5,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -40,6 +42,13 @@ type Config struct {
 	Revocations       parley.RevocationChecker
 	PeerCheckInterval time.Duration
 	Out               io.Writer // JSON event lines (stdout)
+	// OfflineAfter > 0: once that many messages were received (and not yet
+	// done), the agent ends its stream (its acks sent first), reports
+	// {"event":"offline"} and, when a line arrives on Resume, connects again
+	// with the same sessions: what the peer sent meanwhile waits in the
+	// gateway's mailbox and comes as the new stream's backlog. 0: one stream.
+	OfflineAfter int
+	Resume       io.Reader
 }
 
 // MaxHeldEnvelopes bounds the envelopes held for one handshake in progress
@@ -72,6 +81,7 @@ type outstanding struct {
 type runner struct {
 	cfg      Config
 	conn     *gateway.Conn
+	wentOff  bool // went offline once (OfflineAfter)
 	cache    *parley.MessageCache
 	pending  *parley.Handshake            // the initiator handshake waiting for step 2
 	accepted map[string]*parley.Handshake // responder handshakes waiting for step 3, by session id
@@ -95,36 +105,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cc.Close()
-	conn, err := gateway.Connect(ctx, cc, cfg.Identity, cfg.GatewayID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return parley.Errorf("deadline_exceeded", "no welcome from the gateway within the timeout")
-		}
-		return err
-	}
 	r := &runner{
-		cfg: cfg, conn: conn, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
+		cfg: cfg, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
 		accepted: map[string]*parley.Handshake{}, early: map[string][]*pb.Delivery{},
 		sessions: map[string]*parley.Session{}, receipts: map[string]*pb.DeliveryReceipt{},
 	}
-	r.emit(map[string]any{"event": "connected", "agent_id": conn.Welcome.GetAgentId(), "mailbox_depth": conn.Welcome.GetMailboxDepth()})
-
-	frames := make(chan *pb.ConnectResponse)
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			resp, err := conn.Recv()
-			if err != nil {
-				readErr <- conn.RecvError(err)
-				return
-			}
-			select {
-			case frames <- resp:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	s, err := r.connect(ctx, cc)
+	if err != nil {
+		return err
+	}
 
 	if cfg.Initiate {
 		if err := r.initiate(); err != nil {
@@ -143,11 +132,22 @@ func Run(ctx context.Context, cfg Config) error {
 			if err := r.checkPeers(); err != nil {
 				return err
 			}
-		case resp := <-frames:
+		case resp := <-s.frames:
 			if err := r.handleFrame(resp); err != nil {
 				return err
 			}
-		case err := <-readErr:
+			if r.offlineDue() {
+				if err := r.goOffline(ctx, s); err != nil {
+					return err
+				}
+				if err := waitLine(ctx, cfg.Resume); err != nil {
+					return err
+				}
+				if s, err = r.connect(ctx, cc); err != nil {
+					return err
+				}
+			}
+		case err := <-s.readErr:
 			return err
 		case <-ctx.Done():
 			return parley.Errorf("deadline_exceeded", "timed out after %v (sent %d, receipts %d, received %d)", cfg.Timeout, r.sent, r.verified, r.received)
@@ -155,12 +155,113 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	r.emit(map[string]any{"event": "done", "sent": r.sent, "receipts": r.verified, "received": r.received})
 	// Half-close and give the gateway a moment to take the last acks.
-	_ = conn.CloseSend()
+	_ = r.conn.CloseSend()
 	select {
-	case <-readErr:
+	case <-s.readErr:
 	case <-time.After(time.Second):
 	}
 	return nil
+}
+
+// stream is the reading side of one Connect stream: its frames, and the
+// error (io.EOF: the gateway ended it) that stopped the reader.
+type stream struct {
+	frames  chan *pb.ConnectResponse
+	readErr chan error
+}
+
+// read starts the goroutine that forwards conn's frames until it fails or
+// ctx ends.
+func read(ctx context.Context, conn *gateway.Conn) *stream {
+	s := &stream{frames: make(chan *pb.ConnectResponse), readErr: make(chan error, 1)}
+	go func() {
+		for {
+			resp, err := conn.Recv()
+			if err != nil {
+				s.readErr <- conn.RecvError(err)
+				return
+			}
+			select {
+			case s.frames <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// connect opens and authenticates a stream (§10.2), makes it the runner's,
+// reports {"event":"connected"} and starts reading it.
+func (r *runner) connect(ctx context.Context, cc *grpc.ClientConn) (*stream, error) {
+	conn, err := gateway.Connect(ctx, cc, r.cfg.Identity, r.cfg.GatewayID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, parley.Errorf("deadline_exceeded", "no welcome from the gateway within the timeout")
+		}
+		return nil, err
+	}
+	r.conn = conn
+	r.emit(map[string]any{"event": "connected", "agent_id": conn.Welcome.GetAgentId(), "mailbox_depth": conn.Welcome.GetMailboxDepth()})
+	return read(ctx, conn), nil
+}
+
+// offlineDue says whether the run goes offline now (Config.OfflineAfter):
+// once, when that many messages were received and the run is not done.
+func (r *runner) offlineDue() bool {
+	return r.cfg.OfflineAfter > 0 && !r.wentOff && r.received >= r.cfg.OfflineAfter && !r.done()
+}
+
+// goOffline sends the acks made, half-closes the stream and waits for the
+// gateway to end it, then reports {"event":"offline"}. Frames read meanwhile
+// are dropped unhandled: their deliveries are not acked, so the gateway
+// delivers them again on the next stream (§10.8).
+func (r *runner) goOffline(ctx context.Context, s *stream) error {
+	r.wentOff = true
+	if err := r.conn.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case resp := <-s.frames:
+			if resp.GetDelivery() != nil || resp.GetDeliveries() != nil {
+				warn("offline", "a delivery read after the half-close left unacked for redelivery")
+			}
+		case err := <-s.readErr:
+			if err != io.EOF {
+				return err
+			}
+			r.emit(map[string]any{"event": "offline", "received": r.received})
+			return nil
+		case <-ctx.Done():
+			return parley.Errorf("deadline_exceeded", "the gateway did not end the stream within the timeout")
+		}
+	}
+}
+
+// waitLine returns when a line (or its last bytes) arrives on in, and fails
+// when in ends first, is nil, or ctx ends.
+func waitLine(ctx context.Context, in io.Reader) error {
+	if in == nil {
+		return parley.Errorf("usage", "offline, and nothing to read the resume line from")
+	}
+	got := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(in).ReadString('\n')
+		if err == io.EOF && line != "" {
+			err = nil
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return parley.Errorf("usage", "offline, and no resume line: %v", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return parley.Errorf("deadline_exceeded", "offline, and no resume line within the timeout")
+	}
 }
 
 func (r *runner) done() bool {
@@ -228,6 +329,7 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 	case *pb.ConnectResponse_Deliveries:
 		// Several deliveries in one frame (asked for by the Hello's
 		// delivery_batches, §10.3): each one in order, as if it came alone.
+		r.emit(map[string]any{"event": "deliveries", "items": len(k.Deliveries.GetItems())})
 		for _, d := range k.Deliveries.GetItems() {
 			if err := r.onDelivery(d); err != nil {
 				return err
@@ -465,7 +567,7 @@ func (r *runner) emit(fields map[string]any) {
 }
 
 var keyOrder = []string{"event", "agent_id", "mailbox_depth", "peer", "session_id", "role", "seq", "from", "type",
-	"message_hash", "received_at_ms", "verified", "content", "sent", "receipts", "received", "code", "message"}
+	"message_hash", "received_at_ms", "verified", "content", "items", "sent", "receipts", "received", "code", "message"}
 
 func writeEvent(w io.Writer, fields map[string]any) {
 	buf := []byte{'{'}

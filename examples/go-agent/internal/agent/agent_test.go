@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"context"
 	"crypto/ed25519"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"parley/go-agent/internal/gateway"
 	"parley/go-agent/internal/gatewaytest"
@@ -36,8 +41,9 @@ func TestDeliveriesFrame(t *testing.T) {
 	}
 	for _, offer := range []bool{true, false} {
 		rec := &gatewaytest.Recorder{}
+		var out strings.Builder
 		r := &runner{
-			cfg:      Config{Identity: &parley.Identity{AgentID: "bob", Key: key}, Peer: "alice", Out: io.Discard},
+			cfg:      Config{Identity: &parley.Identity{AgentID: "bob", Key: key}, Peer: "alice", Out: &out},
 			conn:     gateway.NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: offer}, "gw"),
 			inFlight: &outstanding{seq: 1, requestID: 1, hash: hash, peerKey: peerPub},
 		}
@@ -48,6 +54,9 @@ func TestDeliveriesFrame(t *testing.T) {
 		}}}}
 		if err := r.handleFrame(frame); err != nil {
 			t.Fatal(err)
+		}
+		if first, _, _ := strings.Cut(out.String(), "\n"); first != `{"event":"deliveries","items":3}` {
+			t.Fatalf("offer %v: first event %s", offer, first)
 		}
 		if r.verified != 1 || r.inFlight != nil {
 			t.Fatalf("offer %v: verified %d, in flight %v", offer, r.verified, r.inFlight)
@@ -67,5 +76,88 @@ func TestDeliveriesFrame(t *testing.T) {
 		if !reflect.DeepEqual(acks, want) {
 			t.Fatalf("offer %v: acks %v, want %v", offer, acks, want)
 		}
+	}
+}
+
+// fakeStream is a Connect stream whose gateway sends frames and then ends it
+// (io.EOF); what the agent sends is recorded.
+type fakeStream struct {
+	gatewaytest.Recorder
+	frames []*pb.ConnectResponse
+}
+
+func (f *fakeStream) Recv() (*pb.ConnectResponse, error) {
+	if len(f.frames) == 0 {
+		return nil, io.EOF
+	}
+	resp := f.frames[0]
+	f.frames = f.frames[1:]
+	return resp, nil
+}
+
+func (f *fakeStream) Trailer() metadata.MD { return nil }
+
+// Going offline (Config.OfflineAfter) sends the acks made, half-closes the
+// stream, drops what the gateway wrote before ending it (unacked: delivered
+// again on the next stream) and reports the offline event; it happens once,
+// and not when the run is done.
+func TestGoOffline(t *testing.T) {
+	fake := &fakeStream{frames: []*pb.ConnectResponse{
+		{Kind: &pb.ConnectResponse_Delivery{Delivery: &pb.Delivery{DeliveryId: 9}}},
+	}}
+	var out strings.Builder
+	r := &runner{
+		cfg:     Config{Identity: &parley.Identity{AgentID: "bob"}, Peer: "alice", Expect: 3, OfflineAfter: 1, Out: &out},
+		conn:    gateway.NewConn(fake, &pb.Welcome{AgentId: "bob", OutboundAcks: true}, "gw"),
+		current: &parley.Session{},
+	}
+	if r.offlineDue() {
+		t.Fatal("offline before any message was received")
+	}
+	r.received = 1
+	if !r.offlineDue() {
+		t.Fatal("not offline after OfflineAfter messages")
+	}
+	if err := r.conn.Ack(7); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.goOffline(ctx, read(ctx, r.conn)); err != nil {
+		t.Fatal(err)
+	}
+	if len(fake.Sent) != 2 || fake.Sent[0].GetAck().GetDeliveryId() != 7 || fake.Sent[1] != nil {
+		t.Fatalf("sent %v, want the ack of 7 then the half-close", fake.Sent)
+	}
+	if out.String() != "{\"event\":\"offline\",\"received\":1}\n" {
+		t.Fatalf("events %q", out.String())
+	}
+	if r.received != 1 || r.offlineDue() {
+		t.Fatalf("received %d, offline due again %v", r.received, r.offlineDue())
+	}
+	done := &runner{cfg: Config{Expect: 1, OfflineAfter: 1}, received: 1, current: &parley.Session{}}
+	if done.offlineDue() {
+		t.Fatal("offline when the run is done")
+	}
+}
+
+// The resume line: a line or last bytes resume; an ended or missing input,
+// or the deadline, fail.
+func TestWaitLine(t *testing.T) {
+	ctx := context.Background()
+	for in, ok := range map[string]bool{"\n": true, "go\nmore": true, "go": true, "": false} {
+		if err := waitLine(ctx, strings.NewReader(in)); (err == nil) != ok {
+			t.Fatalf("%q: %v", in, err)
+		}
+	}
+	if err := waitLine(ctx, nil); err == nil {
+		t.Fatal("no input: no error")
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := waitLine(short, pr); parley.CodeOf(err) != "deadline_exceeded" {
+		t.Fatalf("no line before the deadline: %v", err)
 	}
 }
