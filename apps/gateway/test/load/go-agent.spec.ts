@@ -52,15 +52,17 @@ interface GoRun {
 interface GoProcess {
   readonly events: Record<string, unknown>[];
   readonly done: Promise<GoRun>;
-  /** Resolves with the first event of this kind. */
-  next(kind: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the first event of this kind (that matches). */
+  next(kind: string, match?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Writes a line to the agent's stdin (`--offline-after`: connect again). */
+  resume(): void;
 }
 
 /** Runs the Go agent binary; stdout is one JSON event per line. */
 function runGo(args: readonly string[]): GoProcess {
-  const child = spawn(GO_BIN, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(GO_BIN, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   const events: Record<string, unknown>[] = [];
-  const waiters: { kind: string; resolve: (e: Record<string, unknown>) => void }[] = [];
+  const waiters: { kind: string; match: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
   let stderr = '';
   onLines(child.stdout, (line) => {
     let event: Record<string, unknown>;
@@ -70,7 +72,7 @@ function runGo(args: readonly string[]): GoProcess {
       return;
     }
     events.push(event);
-    for (const w of waiters.filter((x) => x.kind === event['event'])) {
+    for (const w of waiters.filter((x) => x.kind === event['event'] && x.match(event))) {
       waiters.splice(waiters.indexOf(w), 1);
       w.resolve(event);
     }
@@ -80,12 +82,13 @@ function runGo(args: readonly string[]): GoProcess {
   return {
     events,
     done,
-    next(kind, timeoutMs = 20_000) {
-      const seen = events.find((e) => e['event'] === kind);
+    resume: () => void child.stdin.write('\n'),
+    next(kind, match = () => true, timeoutMs = 20_000) {
+      const seen = events.find((e) => e['event'] === kind && match(e));
       if (seen !== undefined) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`Go agent: no '${kind}' event within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
-        waiters.push({ kind, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+        waiters.push({ kind, match, resolve: (e) => (clearTimeout(timer), resolve(e)) });
         void done.then((r) => {
           clearTimeout(timer);
           reject(new Error(`Go agent exited (${String(r.code)}) before '${kind}': ${r.stderr}`));
@@ -100,6 +103,7 @@ suite('Go example agent', () => {
   let registry: TestRegistry;
   let gateway: RunningProcess;
   let address: string;
+  let metricsUrl: string;
   let trustBundle: TrustBundle;
   const dir = tempDir('go-agent');
   const tlsCert = join(dir.path, 'gateway-cert.pem');
@@ -128,7 +132,7 @@ suite('Go example agent', () => {
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
         PARLEY_GATEWAY_TLS_KEY: tlsKey,
-        PARLEY_GATEWAY_METRICS_LISTEN: 'off',
+        PARLEY_GATEWAY_METRICS_LISTEN: '127.0.0.1:0', // scraped by the backlog test
         PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-key.json'),
         PARLEY_GATEWAY_REGISTRY: registry.address,
         PARLEY_GATEWAY_TRUST_BUNDLE: registry.trustBundleFile,
@@ -140,6 +144,7 @@ suite('Go example agent', () => {
       timeoutMs: 60_000,
     });
     address = gateway.readyLine['address'] as string;
+    metricsUrl = gateway.readyLine['metrics_url'] as string;
   }, 360_000);
 
   afterAll(async () => {
@@ -215,6 +220,24 @@ suite('Go example agent', () => {
     }
   }
 
+  /** From the gateway's /metrics: parley_gateway_deliveries_per_frame's sum and count, and the mailbox depth (all recipients). */
+  async function scrape(): Promise<{ sum: number; count: number; depth: number }> {
+    const text = await (await fetch(metricsUrl)).text();
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    return { sum: value('parley_gateway_deliveries_per_frame_sum'), count: value('parley_gateway_deliveries_per_frame_count'), depth: value('parley_gateway_mailbox_depth') };
+  }
+
+  /** Scrapes until `check` holds; the last scrape. */
+  async function scrapeUntil(check: (m: Awaited<ReturnType<typeof scrape>>) => boolean, ms: number, what: string): Promise<Awaited<ReturnType<typeof scrape>>> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = await scrape();
+      if (check(m)) return m;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(m)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   it('checks every conformance vector (both languages check the same file)', async () => {
     const run = await runGo(['vectors', VECTORS]).done;
     const summary = run.stderr + JSON.stringify(run.events);
@@ -286,5 +309,46 @@ suite('Go example agent', () => {
     const errors = result.stderr.split('\n').filter((l) => l.includes('"event":"error"')).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(errors).toEqual([expect.objectContaining({ code: 'revoked', message: expect.stringContaining('ts-planner-3') })]);
     expect(Date.now() - revokedAt).toBeLessThan(20_000);
+  }, 90_000);
+
+  it('a backlog sent while the Go agent was offline comes in a deliveries frame (§10.3): each message opened once, its receipt verified at the TypeScript sender, the mailbox emptied', async () => {
+    const N = 4;
+    const go = await enrolGo('go-worker-batch');
+    const ts = await tsAgent('ts-planner-batch');
+    // Online: TypeScript starts the session (a message, receipted); then the agent ends its stream (--offline-after 1),
+    // keeping the session in memory, and connects again when told.
+    const proc = runGo(['run', ...go.args, '--peer', 'ts-planner-batch', '--expect', String(N + 1), '--offline-after', '1', '--timeout-ms', '30000']);
+    await proc.next('connected');
+    const first = await ts.sdk.send('go-worker-batch', MessageType.TASK_ASSIGNMENT, { from: 'ts', seq: 0 });
+    await proc.next('offline');
+
+    // Offline: N messages, each waiting for its receipt, stored in the gateway's mailbox.
+    const base = await scrape();
+    const sending = Array.from({ length: N }, (_, i) => ts.sdk.send('go-worker-batch', MessageType.STATUS_UPDATE, { from: 'ts', seq: i + 1, text: 'ünïcödé ✓' }, { timeoutMs: 30_000 }));
+    void Promise.allSettled(sending); // a failing test's pending sends end with the agent, unhandled otherwise
+    await scrapeUntil((m) => m.depth === base.depth + N, 10_000, `${N} messages in the mailbox`);
+    proc.resume();
+    expect((await proc.next('connected', (e) => e !== proc.events.find((x) => x['event'] === 'connected')))['mailbox_depth']).toBe(N);
+
+    const receipts = [first, ...(await Promise.all(sending))];
+    const result = await proc.done;
+    expect(result.code, result.stderr).toBe(0);
+    for (const r of receipts) expect(receiptFrom(r, 'go-worker-batch', 'ts-planner-batch', go.publicKey)).toBe(true);
+    const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
+    expect(by('connected').map((e) => e['mailbox_depth'])).toEqual([0, N]);
+    expect(by('offline')).toEqual([expect.objectContaining({ received: 1 })]);
+    // Each message opened once, in order, and its hash is the one TypeScript's receipt names.
+    expect(by('received').map((e) => (e['content'] as { seq: number }).seq)).toEqual(Array.from({ length: N + 1 }, (_, i) => i));
+    expect(by('received').map((e) => e['message_hash'])).toEqual(receipts.map((r) => toHex(r.messageHash)));
+    expect(by('done')).toEqual([expect.objectContaining({ sent: 0, receipts: 0, received: N + 1 })]);
+    // The agent read the backlog in deliveries frames, one at least of two or more (its own report, §10.3).
+    const frames = by('deliveries').map((e) => e['items'] as number);
+    expect(Math.max(0, ...frames)).toBeGreaterThanOrEqual(2);
+    expect(frames.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(N);
+    // Counted by the gateway since `base`: the backlog to Go and the receipts to TypeScript (which reads deliveries
+    // frames too), in fewer frames than deliveries — at least one frame of two or more (sum − count ≥ 1).
+    const after = await scrapeUntil((m) => m.depth === base.depth, 10_000, 'the mailbox emptied');
+    expect(after.sum - base.sum).toBeGreaterThanOrEqual(2 * N);
+    expect(after.sum - after.count - (base.sum - base.count)).toBeGreaterThanOrEqual(1);
   }, 90_000);
 });

@@ -87,6 +87,7 @@ suite('Python SDK agent', () => {
   let registry: TestRegistry;
   let gateway: RunningProcess;
   let address: string;
+  let metricsUrl: string;
   let trustBundle: TrustBundle;
   let sendClient: Client<typeof AgentGatewayService>;
   const dir = tempDir('python-agent');
@@ -107,7 +108,7 @@ suite('Python SDK agent', () => {
         PARLEY_GATEWAY_LISTEN: '127.0.0.1:0',
         PARLEY_GATEWAY_TLS_CERT: tlsCert,
         PARLEY_GATEWAY_TLS_KEY: tlsKey,
-        PARLEY_GATEWAY_METRICS_LISTEN: 'off',
+        PARLEY_GATEWAY_METRICS_LISTEN: '127.0.0.1:0', // scraped by the backlog test
         PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-key.json'),
         PARLEY_GATEWAY_REGISTRY: registry.address,
         PARLEY_GATEWAY_TRUST_BUNDLE: registry.trustBundleFile,
@@ -119,6 +120,7 @@ suite('Python SDK agent', () => {
       timeoutMs: 60_000,
     });
     address = gateway.readyLine['address'] as string;
+    metricsUrl = gateway.readyLine['metrics_url'] as string;
     sendClient = createClient(AgentGatewayService, address, credentials.createSsl(readFileSync(tlsCert)));
   }, 180_000);
 
@@ -248,6 +250,24 @@ suite('Python SDK agent', () => {
     while (!check()) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** From the gateway's /metrics: parley_gateway_deliveries_per_frame's sum and count, and the mailbox depth (all recipients). */
+  async function scrape(): Promise<{ sum: number; count: number; depth: number }> {
+    const text = await (await fetch(metricsUrl)).text();
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    return { sum: value('parley_gateway_deliveries_per_frame_sum'), count: value('parley_gateway_deliveries_per_frame_count'), depth: value('parley_gateway_mailbox_depth') };
+  }
+
+  /** Scrapes until `check` holds; the last scrape. */
+  async function scrapeUntil(check: (m: Awaited<ReturnType<typeof scrape>>) => boolean, ms: number, what: string): Promise<Awaited<ReturnType<typeof scrape>>> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = await scrape();
+      if (check(m)) return m;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(m)}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
@@ -502,4 +522,47 @@ suite('Python SDK agent', () => {
     expect(receiptVerifies(receipt, 'py-worker-6', 'ts-planner-6', py.publicKey)).toBe(true);
     await stopPython(second);
   }, 180_000);
+
+  it('a backlog sent while the Python agent was offline comes in a deliveries frame (§10.3): each message opened once, its receipt verified at the TypeScript sender, the mailbox emptied', async () => {
+    const N = 4;
+    const py = await enrolPython('py-worker-batch');
+    const ts = await tsAgent('ts-planner-batch');
+    // Online once: TypeScript starts the session (a message, receipted); the agent keeps it in its state directory.
+    const first = runPython([...py.args, '--auto-ack']);
+    await first.next('ready');
+    await ts.sdk.send('py-worker-batch', MessageType.STATUS_UPDATE, content('ts', 0));
+    await stopPython(first);
+
+    // Offline: N messages, each waiting for its receipt, stored in the gateway's mailbox.
+    const base = await scrape();
+    const sending = Array.from({ length: N }, (_, i) => ts.sdk.send('py-worker-batch', MESSAGE_TYPES[i]!, content('ts', i + 1), { timeoutMs: 30_000 }));
+    void Promise.allSettled(sending); // a failing test's pending sends end with the agent, unhandled otherwise
+    await scrapeUntil((m) => m.depth === base.depth + N, 10_000, `${N} messages in the mailbox`);
+
+    // Online again, acking only when told: until then nothing else is written to an agent reading deliveries frames.
+    const second = runPython(py.args);
+    expect((await second.next('connected'))['mailbox_depth']).toBe(N);
+    const received = (): PyEvent[] => second.events.filter((e) => e['event'] === 'received');
+    await until(() => received().length >= N, 20_000, 'the backlog');
+    const mid = await scrape();
+    // The N deliveries went out in fewer than N frames: at least one frame of two or more (sum − count ≥ 1).
+    expect(mid.sum - base.sum).toBe(N);
+    expect(mid.sum - mid.count - (base.sum - base.count)).toBeGreaterThanOrEqual(1);
+    expect(received().map((e) => [e['from'], e['type'], e['content'], e['redelivered']])).toEqual(
+      Array.from({ length: N }, (_, i) => ['ts-planner-batch', WIRE(i), content('ts', i + 1), false]),
+    );
+    for (const e of received()) second.command({ cmd: 'ack', message_hash: e['message_hash'] });
+
+    const receipts = await Promise.all(sending);
+    for (const r of receipts) expect(receiptVerifies(r, 'py-worker-batch', 'ts-planner-batch', py.publicKey)).toBe(true);
+    expect(receipts.map((r) => toHex(r.messageHash))).toEqual(received().map((e) => e['message_hash']));
+    // Every delivery acked (the receipts carried the acks): the mailbox is as before, nothing comes again.
+    await scrapeUntil((m) => m.depth === base.depth, 10_000, 'the mailbox emptied');
+    expect(received()).toHaveLength(N);
+    expect(second.events.filter((e) => e['event'] === 'duplicate' || e['event'] === 'security')).toEqual([]);
+    await stopPython(second);
+    const third = runPython(py.args);
+    expect((await third.next('connected'))['mailbox_depth']).toBe(0); // this agent's mailbox, as the gateway counts it
+    await stopPython(third);
+  }, 120_000);
 });
