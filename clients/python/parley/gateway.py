@@ -46,6 +46,8 @@ ERROR_CODE_METADATA_KEY: Final = "parley-error-code"
 QUIET_WATCHED: Final = 1024
 #: Most ids an ``ack`` frame carries in ``more_delivery_ids``, besides its ``delivery_id`` (§10.3).
 MAX_MORE_ACK_IDS: Final = 1024
+# How long close() waits for what is queued (the last acks among it) to be written before it ends the call.
+CLOSE_DRAIN_SECONDS: Final = 1.0
 #: grpc status → Parley code when no ``parley-error-code`` trailer came (§15.8).
 _CODE_BY_STATUS: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: "malformed",
@@ -377,8 +379,14 @@ class GatewayConnection:
             self.ended.set_result(end)
 
     async def close(self) -> None:
-        """Half-closes the stream and the channel (after the acks not sent yet); waits for the tasks."""
+        """Sends what is queued (the acks not sent yet among it) and half-closes, waiting at most
+        ``CLOSE_DRAIN_SECONDS`` for that, then ends the call and the channel; waits for the tasks."""
         self._flush_acks()
+        writer = next((t for t in self._tasks if t.get_name() == "parley-gateway-writer"), None)
+        if self._end is None and writer is not None and not writer.done():
+            self._writes.put_nowait(None)  # the writer half-closes after what is queued, then returns
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_DRAIN_SECONDS)
         self._finish(StreamEnd("cancelled", "closed by the agent", False))
         current = asyncio.current_task()
         for task in self._tasks:

@@ -130,3 +130,21 @@ def test_agent_acks_the_receipts_of_a_deliveries_frame_in_one_frame(world: World
     written = run(scenario)
     assert written == ([[1, 2, 3]] if outbound_acks else [[1], [2], [3]])
     assert not [e for e in events if e.kind == "gateway_refused"]
+
+
+def test_close_writes_the_acks_not_sent_yet_before_it_ends_the_call() -> None:
+    async def scenario() -> list[list[int]]:
+        call = FakeCall()
+        conn = GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw")  # type: ignore[arg-type]
+
+        async def on_delivery(c: GatewayConnection, delivery: Any) -> None:
+            pass
+
+        conn.start(on_delivery)
+        conn.last_delivery_id = 3
+        conn.ack(1)
+        conn.ack(3)
+        await conn.close()  # before the turn ends: the acks go out in close, before the call is cancelled
+        return acks(call)
+
+    assert run(scenario) == [[1, 3]]
