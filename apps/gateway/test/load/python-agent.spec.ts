@@ -32,6 +32,7 @@ import { createClient, type Client } from '@parley/rpc';
 import { envelopeSignedBytes, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appDir, gatewayReady, onLines, startApp, startRegistry, tempDir, type RunningProcess, type TestRegistry } from '@parley/test-support';
+import { scrapeFrames, scrapeFramesUntil, type FrameMetrics } from './metrics-scrape.js';
 
 const ROOT = join(appDir('gateway'), '..', '..');
 const PY_DIR = join(ROOT, 'clients', 'python');
@@ -253,23 +254,8 @@ suite('Python SDK agent', () => {
     }
   }
 
-  /** From the gateway's /metrics: parley_gateway_deliveries_per_frame's sum and count, and the mailbox depth (all recipients). */
-  async function scrape(): Promise<{ sum: number; count: number; depth: number }> {
-    const text = await (await fetch(metricsUrl)).text();
-    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-    return { sum: value('parley_gateway_deliveries_per_frame_sum'), count: value('parley_gateway_deliveries_per_frame_count'), depth: value('parley_gateway_mailbox_depth') };
-  }
-
-  /** Scrapes until `check` holds; the last scrape. */
-  async function scrapeUntil(check: (m: Awaited<ReturnType<typeof scrape>>) => boolean, ms: number, what: string): Promise<Awaited<ReturnType<typeof scrape>>> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = await scrape();
-      if (check(m)) return m;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(m)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const scrape = (): Promise<FrameMetrics> => scrapeFrames(metricsUrl);
+  const scrapeUntil = (check: (m: FrameMetrics) => boolean, ms: number, what: string): Promise<FrameMetrics> => scrapeFramesUntil(metricsUrl, check, ms, what);
 
   /** Relays one envelope through the gateway's unary Send, authenticated as `identity`. */
   async function unarySend(identity: LocalIdentity, envelope: SecureMessage): Promise<DeliveryStatus> {
