@@ -19,7 +19,7 @@ import type { AuditLog } from '@parley/audit';
 import { verifyCertificate } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, verifyEnvelopeSignature } from '@parley/session';
+import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigest } from '@parley/session';
 import type { GatewayContext, Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
@@ -301,7 +301,9 @@ export class Router {
     }
     // An unsolicited reply is refused before anything is written (a cheap refusal, not audited: no amplification).
     if (isReply && !answers) return fail('policy_denied', `${item.case === 'handshake' ? 'step 2' : item.case} answers nothing relayed the other way`);
-    const itemHash = itemDigest(ctx.crypto, item);
+    // An envelope's signed bytes are encoded once: its message hash and the signature check of step 6 share them.
+    const digest = item.case === 'envelope' ? messageHashOf(ctx.crypto, item.value) : undefined;
+    const itemHash = digest?.hash ?? itemDigest(ctx.crypto, item);
     // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
     // flood amplify into signatures and database writes).
     const refuse = async (code: RpcError['code'], message: string): Promise<never> => {
@@ -327,7 +329,7 @@ export class Router {
     // 6. signature of an envelope (the gateway holds no session key; it needs none). Receipts and SessionRejects
     //    are verified by their addressee, the only party they act on (§10.3 step 6): checking them here too would
     //    add a second Ed25519 verification to every message's fast path for nothing the end does not check.
-    if (this.#verifySignatures && item.case === 'envelope' && !verifyEnvelopeSignature(ctx.crypto, item.value, sender.cert.identityPublicKey)) {
+    if (this.#verifySignatures && digest !== undefined && !verifyEnvelopeDigest(ctx.crypto, digest, sender.cert.identityPublicKey)) {
       return refuse('bad_signature', 'envelope signature does not verify');
     }
     if (isReply) this.#consumeReply(item);

@@ -189,6 +189,19 @@ export function payloadCommitment(crypto: ParleyCrypto, salt: Uint8Array, payloa
 }
 
 /**
+ * {@link verifyEnvelopeSignature} over the signed bytes a {@link messageHashOf} already took (a gateway needs
+ * the message hash too: the bytes are encoded once). False on any malformed input.
+ */
+export function verifyEnvelopeDigest(crypto: ParleyCrypto, digest: EnvelopeDigest, identityPublicKey: Uint8Array): boolean {
+  try {
+    assertEnvelopeShape(digest.envelope);
+    return crypto.ed25519.verify(digest.envelope.signature, digest.signed, identityPublicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Checks the envelope signature against a sender's identity public key, with
  * no session key (what a gateway does). False on any malformed input.
  */

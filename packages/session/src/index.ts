@@ -30,6 +30,7 @@ export {
   envelopeMacInput,
   envelopeSignedBytes,
   messageHashOf,
+  verifyEnvelopeDigest,
   EnvelopeHeaderFields,
   messageHash,
   payloadCommitment,

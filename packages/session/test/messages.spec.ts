@@ -12,6 +12,7 @@ import {
   messageHash,
   messageHashOf,
   verifyDisclosure,
+  verifyEnvelopeDigest,
   verifyEnvelopeSignature,
   type SecurityEvent,
   type Session,
@@ -106,6 +107,12 @@ describe('SecureMessage', () => {
     expect(verifyEnvelopeSignature(w.crypto, sealed.envelope, bob.keyPair.publicKey)).toBe(false);
     const env = create(SecureMessageSchema, { ...sealed.envelope, recipientId: 'carol' });
     expect(verifyEnvelopeSignature(w.crypto, env, alice.keyPair.publicKey)).toBe(false);
+    // The same check over the bytes messageHashOf took (the gateway's: hash and signature share one encoding).
+    expect(verifyEnvelopeDigest(w.crypto, messageHashOf(w.crypto, sealed.envelope), alice.keyPair.publicKey)).toBe(true);
+    expect(verifyEnvelopeDigest(w.crypto, messageHashOf(w.crypto, sealed.envelope), bob.keyPair.publicKey)).toBe(false);
+    expect(verifyEnvelopeDigest(w.crypto, messageHashOf(w.crypto, env), alice.keyPair.publicKey)).toBe(false);
+    const shortSignature = create(SecureMessageSchema, { ...sealed.envelope, signature: sealed.envelope.signature.subarray(0, 63) });
+    expect(verifyEnvelopeDigest(w.crypto, messageHashOf(w.crypto, shortSignature), alice.keyPair.publicKey)).toBe(false);
   });
 
   it('rejects replays, reports security events, and commits nothing on rejection', () => {
