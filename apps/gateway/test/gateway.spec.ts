@@ -3,7 +3,7 @@
 // session between two agents, revocation while connected, and unary Send.
 import { credentials } from '@grpc/grpc-js';
 import { createIssuerKey } from '@parley/identity';
-import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame } from '@parley/proto';
+import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { RpcError, createClient, type Client } from '@parley/rpc';
 import { InitiatorHandshake, SessionError, envelopeSignedBytes, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,8 +12,8 @@ import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/pro
 import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
-import { DAY, rawConnect, sleep, tempDir, waitFor, type TempDir } from '@parley/test-support';
-import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type ConnectedAgent, type World } from './fixtures.js';
+import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
+import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
 let gw: RunningGateway;
@@ -41,6 +41,28 @@ async function connect(agentId: string, agentType = 'worker', target: RunningGat
 /** A fresh step-1 handshake frame from `from` to `to`. */
 function step1(a: ConnectedAgent, to: string): HandshakeFrame {
   return InitiatorHandshake.start(world.crypto, { identity: a.agent, trustBundle: world.trustBundle }, to).frame;
+}
+
+/** A raw Connect stream (no SDK) of a world agent on `gw`. */
+function rawAgent(a: Agent, deliveryBatches = false): Promise<RawStream> {
+  return rawConnect(world.crypto, gw.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey }, { deliveryBatches });
+}
+
+/** A shape-valid envelope signed by `from` (the gateway checks its signature, not its session). */
+function signedEnvelope(from: Agent, to: string): SecureMessage {
+  const e = fakeEnvelope(world.crypto, from.agentId, to);
+  e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), from.signingKey);
+  return e;
+}
+
+/** Polls `gw`'s mailbox depth of `agentId` until `done` holds (at most 5 s); the last depth read. */
+async function mailboxDepthUntil(agentId: string, done: (depth: number) => boolean): Promise<number> {
+  let depth = await gw.mailbox.depth(agentId);
+  for (let waited = 0; !done(depth) && waited < 5_000; waited += 20) {
+    await sleep(20);
+    depth = await gw.mailbox.depth(agentId);
+  }
+  return depth;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<RpcError> {
@@ -112,19 +134,13 @@ describe('relaying a Parley session', () => {
   it('a quiet receipt carrying the ack of its delivery: no Accepted, the delivery released, the receipt relayed (§10.3)', async () => {
     const planner = world.agent('planner-q', { agentType: 'planner' });
     const worker = world.agent('worker-q', { agentType: 'worker' });
-    const raw = (a: typeof planner) => rawConnect(world.crypto, gw.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
-    const w = await raw(worker);
-    const p = await raw(planner);
+    const w = await rawAgent(worker);
+    const p = await rawAgent(planner);
     const welcome = w.responses.find((r) => r.kind.case === 'welcome');
     expect(welcome?.kind.case === 'welcome' && welcome.kind.value.outboundAcks).toBe(true);
-    const envelope = () => {
-      const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId);
-      e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-      return e;
-    };
     const deliveries = () => w.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' ? [r.kind.value] : []));
-    p.send({ case: 'envelope', value: envelope() }, 1n);
-    p.send({ case: 'envelope', value: envelope() }, 2n);
+    p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, 1n);
+    p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, 2n);
     await waitFor(() => deliveries().length === 2, 5_000, 'two deliveries');
     const [d1] = deliveries();
     // An ack of a delivery id never written is refused like an Ack frame's (request_id 0, malformed).
@@ -148,11 +164,7 @@ describe('relaying a Parley session', () => {
     // second is spilled to the mailbox.
     w.close();
     await w.ended;
-    let depth = 0;
-    for (let waited = 0; depth === 0 && waited < 5_000; waited += 20) {
-      depth = await gw.mailbox.depth(worker.agentId);
-      if (depth === 0) await sleep(20);
-    }
+    await mailboxDepthUntil(worker.agentId, (depth) => depth > 0);
     await sleep(200); // both spills are one group-commit batch; a late second one would show here
     expect(await gw.mailbox.depth(worker.agentId)).toBe(1);
     p.close();
@@ -161,18 +173,12 @@ describe('relaying a Parley session', () => {
   it('a backlog goes to an agent that asked for batches in deliveries frames, and one ack frame takes many ids (§10.3)', async () => {
     const planner = world.agent('planner-b', { agentType: 'planner' });
     const worker = world.agent('worker-b', { agentType: 'worker' });
-    const raw = (a: typeof planner, deliveryBatches: boolean) =>
-      rawConnect(world.crypto, gw.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey }, { deliveryBatches });
-    (await raw(worker, false)).close(); // seen once (the gateway's directory), then offline
-    const p = await raw(planner, false);
-    for (let i = 1; i <= 5; i++) {
-      const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId);
-      e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-      p.send({ case: 'envelope', value: e }, BigInt(i));
-    }
+    (await rawAgent(worker)).close(); // seen once (the gateway's directory), then offline
+    const p = await rawAgent(planner);
+    for (let i = 1; i <= 5; i++) p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, BigInt(i));
     await waitFor(() => p.responses.filter((r) => r.kind.case === 'accepted').length === 5, 5_000, 'five stored');
     expect(await gw.mailbox.depth(worker.agentId)).toBe(5);
-    const w = await raw(worker, true);
+    const w = await rawAgent(worker, true);
     await waitFor(() => w.responses.some((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery'), 5_000, 'the backlog');
     const frames = w.responses.filter((r) => r.kind.case === 'deliveries' || r.kind.case === 'delivery');
     expect(frames.map((f) => (f.kind.case === 'deliveries' ? f.kind.value.items.map((d) => d.deliveryId) : f.kind.case))).toEqual([[1n, 2n, 3n, 4n, 5n]]);
@@ -185,12 +191,7 @@ describe('relaying a Parley session', () => {
     const refusal = w.responses.find((r) => r.kind.case === 'rejected')!;
     expect(refusal.kind.case === 'rejected' && [refusal.kind.value.requestId, refusal.kind.value.code]).toEqual([0n, 'malformed']);
     w.ack(1n, [2n, 3n, 4n, 5n]);
-    let depth = 5;
-    for (let waited = 0; depth > 0 && waited < 5_000; waited += 20) {
-      depth = await gw.mailbox.depth(worker.agentId);
-      if (depth > 0) await sleep(20);
-    }
-    expect(depth).toBe(0);
+    expect(await mailboxDepthUntil(worker.agentId, (depth) => depth === 0)).toBe(0);
     w.close();
     p.close();
   });
