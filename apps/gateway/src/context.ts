@@ -9,7 +9,7 @@ import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertifica
 import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
 import type { Logger } from 'pino';
-import type { RelayItem } from '@parley/protocol';
+import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 
@@ -20,15 +20,8 @@ export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>
 export interface InFlight {
   /** The delivery id on this stream. */
   readonly deliveryId: bigint;
-  readonly recipientId: string;
-  readonly item: RelayItem;
-  readonly itemHash: Uint8Array;
-  readonly senderId: string;
-  readonly senderSerial: Uint8Array;
-  readonly senderValidUntilMs: number;
-  readonly acceptedAtMs: number;
-  /** Encoded size, bytes (quotas). */
-  readonly size: number;
+  /** The item, as accepted (or as read back from the mailbox). */
+  readonly accepted: Accepted;
   /** When it was written to the stream (the ack timeout runs from here). */
   readonly writtenAtMs: number;
   /** The mailbox row holding it; undefined while it is in memory only. */

@@ -1,26 +1,36 @@
+import { ConnectResponseSchema, DeliveryReceiptSchema, DeliverySchema, HandshakeFrameSchema, SecureMessageSchema, SessionRejectSchema, create, fromBinary, toBinary } from '@parley/proto';
+import type { RelayItem } from '@parley/protocol';
 import { describe, expect, it } from 'vitest';
 import type { ConnectResponseInit } from './context.js';
-import { BatchingSink, MAX_BATCH_BYTES, MAX_BATCH_ITEMS } from './delivery-batch.js';
+import { BatchingSink, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliveriesFrame, deliveryFrame, deliveryOfFrame, encodeDelivery } from './delivery-batch.js';
 import type { DeliveryInit } from './delivery.js';
+import { encodeItem } from './mailbox.js';
 
-/** A sink that records the frames it is given. */
+/** A sink that records the frames it is given (an encoded one decoded, and counted in `encoded`). */
 function recorder() {
   const frames: ConnectResponseInit[] = [];
+  let encoded = 0;
   let closed = false;
   const sink = {
     get closed() {
       return closed;
     },
     push: (r: ConnectResponseInit) => (closed ? false : (frames.push(r), true)),
+    pushEncoded: (frame: Uint8Array) => (closed ? false : (frames.push(fromBinary(ConnectResponseSchema, frame)), encoded++, true)),
     end: () => void (closed = true),
     fail: () => void (closed = true),
   };
-  return { frames, sink, batching: new BatchingSink(sink) };
+  return { frames, sink, batching: new BatchingSink(sink), encodedFrames: () => encoded };
 }
 
 const delivery = (id: number, payloadBytes = 100): ConnectResponseInit => ({
   kind: { case: 'delivery', value: { deliveryId: BigInt(id), acceptedAtMs: 1n, item: { case: 'envelope', value: { encryptedPayload: new Uint8Array(payloadBytes) } } } },
 });
+/** The same Delivery as {@link delivery}, framed around its item's encoding as a stored item is. */
+const encodedDelivery = (id: number, payloadBytes = 100): Uint8Array => {
+  const d = delivery(id, payloadBytes).kind!.value as DeliveryInit;
+  return deliveryFrame(encodeDelivery(BigInt(id), 1n, encodeItem(create(DeliverySchema, d).item as RelayItem)));
+};
 const accepted = (id: number): ConnectResponseInit => ({ kind: { case: 'accepted', value: { requestId: BigInt(id) } } });
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -79,5 +89,56 @@ describe('BatchingSink', () => {
     expect(frames).toEqual([]);
     expect(batching.push(delivery(2))).toBe(false);
     expect(batching.closed).toBe(true);
+  });
+
+  it('batches deliveries pushed encoded with the others, in order; a lone one goes as a delivery frame; other encoded frames flush first', async () => {
+    const { frames, batching, encodedFrames } = recorder();
+    batching.push(delivery(1));
+    expect(batching.pushEncoded(encodedDelivery(2))).toBe(true);
+    batching.push(delivery(3));
+    await turn();
+    batching.pushEncoded(encodedDelivery(4));
+    await turn();
+    batching.pushEncoded(encodedDelivery(5));
+    batching.pushEncoded(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, accepted(9))));
+    await turn();
+    expect(shape(frames)).toEqual(['deliveries:1,2,3', 'delivery:4', 'delivery:5', 'accepted']);
+    expect(encodedFrames()).toBe(4);
+    const items = (frames[0]!.kind!.value as { items: DeliveryInit[] }).items;
+    expect(items.map((d) => (d.item?.case === 'envelope' ? d.item.value.encryptedPayload?.length : -1))).toEqual([100, 100, 100]);
+  });
+});
+
+describe('delivery frames around stored bytes', () => {
+  const items: RelayItem[] = [
+    { case: 'envelope', value: create(SecureMessageSchema, { senderId: 'a', recipientId: 'b', encryptedPayload: new Uint8Array([1, 2, 3]), signature: new Uint8Array(64) }) },
+    { case: 'receipt', value: create(DeliveryReceiptSchema, { recipientId: 'b', messageHash: new Uint8Array(32) }) },
+    { case: 'handshake', value: create(HandshakeFrameSchema, { step: 1, noiseMessage: new Uint8Array(32) }) },
+    { case: 'sessionReject', value: create(SessionRejectSchema, { senderId: 'b' }) },
+  ];
+
+  it('are the bytes protobuf-es writes for the decoded Delivery, for every item kind and id', () => {
+    for (const item of items) {
+      for (const [id, at] of [[1n, 1_700_000_000_000n], [2n ** 40n, 0n], [0n, 5n]] as const) {
+        const expected = toBinary(DeliverySchema, create(DeliverySchema, { deliveryId: id, acceptedAtMs: at, item }));
+        const ours = encodeDelivery(id, at, encodeItem(item));
+        expect(Buffer.from(ours).equals(Buffer.from(expected))).toBe(true);
+        const frame = deliveryFrame(ours);
+        expect(Buffer.from(frame).equals(Buffer.from(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, { kind: { case: 'delivery', value: create(DeliverySchema, { deliveryId: id, acceptedAtMs: at, item }) } }))))).toBe(true);
+        expect(Buffer.from(deliveryOfFrame(frame)!).equals(Buffer.from(ours))).toBe(true);
+      }
+    }
+    const many = items.map((item, i) => create(DeliverySchema, { deliveryId: BigInt(i + 1), acceptedAtMs: 7n, item }));
+    const frame = deliveriesFrame(many.map((d) => toBinary(DeliverySchema, d)));
+    expect(Buffer.from(frame).equals(Buffer.from(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, { kind: { case: 'deliveries', value: { items: many } } }))))).toBe(true);
+  });
+
+  it('are told apart from other frames', () => {
+    expect(deliveryOfFrame(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, accepted(1))))).toBeUndefined();
+    expect(deliveryOfFrame(deliveriesFrame([new Uint8Array([8, 1])]))).toBeUndefined();
+    expect(deliveryOfFrame(new Uint8Array(0))).toBeUndefined();
+    expect(deliveryOfFrame(new Uint8Array([0x1a, 10, 1]))).toBeUndefined(); // a length beyond the frame
+    const frame = deliveryFrame(new Uint8Array([8, 1]));
+    expect(deliveryOfFrame(new Uint8Array([...frame, 0x20, 1]))).toBeUndefined(); // anything after the delivery
   });
 });

@@ -1,13 +1,70 @@
 /**
- * Deliveries in batches (docs/PROTOCOL.md §10.3): for an agent whose Hello set `delivery_batches`, the
- * Deliveries written to its stream in one event-loop turn go out as one `deliveries` frame — a backlog
- * page, the items of one group commit — instead of a frame each. Every other frame (accepted, rejected,
- * go_away) and the end of the stream first send what is waiting, so frames keep the order they were
- * written in. A batch is bounded in items and in bytes; an item above the byte bound goes alone.
+ * Delivery frames (docs/PROTOCOL.md §10.3, §10.8).
+ *
+ * Deliveries relayed as stored: a Delivery of a mailbox item is framed around the item's stored bytes
+ * ({@link encodeDelivery}) instead of decoding them and encoding them again; the frame is the same
+ * protobuf a decoded item gives.
+ *
+ * Deliveries in batches: for an agent whose Hello set `delivery_batches`, the Deliveries written to its
+ * stream in one event-loop turn go out as one `deliveries` frame — a backlog page, the items of one group
+ * commit — instead of a frame each. Every other frame (accepted, rejected, go_away) and the end of the
+ * stream first send what is waiting, so frames keep the order they were written in. A batch is bounded in
+ * items and in bytes; an item above the byte bound goes alone.
  */
+import { BinaryReader, BinaryWriter, ConnectResponseSchema, DeliveriesSchema, DeliverySchema, WireType, create, toBinary } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit } from './context.js';
 import type { DeliveryInit } from './delivery.js';
+import type { EncodedItem } from './mailbox.js';
+
+const FIELD = {
+  delivery: ConnectResponseSchema.field['delivery']!.number,
+  deliveries: ConnectResponseSchema.field['deliveries']!.number,
+  items: DeliveriesSchema.field['items']!.number,
+  deliveryId: DeliverySchema.field['deliveryId']!.number,
+  acceptedAtMs: DeliverySchema.field['acceptedAtMs']!.number,
+  handshake: DeliverySchema.field['handshake']!.number,
+  envelope: DeliverySchema.field['envelope']!.number,
+  receipt: DeliverySchema.field['receipt']!.number,
+  sessionReject: DeliverySchema.field['sessionReject']!.number,
+} as const;
+
+/**
+ * A Delivery message (the bytes of one `Delivery`) around an item's stored encoding, fields in number
+ * order as protobuf-es writes them.
+ */
+export function encodeDelivery(deliveryId: bigint, acceptedAtMs: bigint, item: EncodedItem): Uint8Array {
+  const w = new BinaryWriter();
+  if (deliveryId !== 0n) w.tag(FIELD.deliveryId, WireType.Varint).uint64(deliveryId);
+  if (acceptedAtMs !== 0n) w.tag(FIELD.acceptedAtMs, WireType.Varint).int64(acceptedAtMs);
+  w.tag(FIELD[item.kind], WireType.LengthDelimited).bytes(item.bytes);
+  return w.finish();
+}
+
+/** A `delivery` ConnectResponse frame around an encoded Delivery. */
+export function deliveryFrame(delivery: Uint8Array): Uint8Array {
+  return new BinaryWriter().tag(FIELD.delivery, WireType.LengthDelimited).bytes(delivery).finish();
+}
+
+/** A `deliveries` ConnectResponse frame of encoded Deliveries. */
+export function deliveriesFrame(deliveries: readonly Uint8Array[]): Uint8Array {
+  const w = new BinaryWriter().tag(FIELD.deliveries, WireType.LengthDelimited).fork();
+  for (const d of deliveries) w.tag(FIELD.items, WireType.LengthDelimited).bytes(d);
+  return w.join().finish();
+}
+
+/** The encoded Delivery in a `delivery` frame; undefined for any other frame. */
+export function deliveryOfFrame(frame: Uint8Array): Uint8Array | undefined {
+  try {
+    const r = new BinaryReader(frame);
+    const [field, wireType] = r.tag();
+    if (field !== FIELD.delivery || wireType !== WireType.LengthDelimited) return undefined;
+    const delivery = r.bytes();
+    return r.pos === frame.length ? delivery : undefined;
+  } catch {
+    return undefined; // not a frame this module wrote: passed on as it is
+  }
+}
 
 /** Most Deliveries in one frame (a backlog page is at most 128 rows). */
 export const MAX_BATCH_ITEMS = 128;
@@ -33,7 +90,8 @@ function estimate(d: DeliveryInit): number {
 export class BatchingSink implements ResponseSink<ConnectResponseInit> {
   readonly #sink: ResponseSink<ConnectResponseInit>;
   readonly #onFrame: ((items: number) => void) | undefined;
-  #waiting: DeliveryInit[] | undefined;
+  /** Deliveries not sent yet: as given, or encoded (a Uint8Array: the bytes of one Delivery). */
+  #waiting: (DeliveryInit | Uint8Array)[] | undefined;
   #bytes = 0;
   #scheduled = false;
 
@@ -53,8 +111,21 @@ export class BatchingSink implements ResponseSink<ConnectResponseInit> {
       this.flush();
       return this.#sink.push(response);
     }
-    const delivery = response.kind.value;
-    const size = estimate(delivery);
+    return this.#add(response.kind.value, estimate(response.kind.value));
+  }
+
+  /** An encoded `delivery` frame waits for the turn's batch like any other; other frames go after what waits. */
+  pushEncoded(frame: Uint8Array): boolean {
+    if (this.#sink.closed) return false;
+    const delivery = deliveryOfFrame(frame);
+    if (delivery === undefined) {
+      this.flush();
+      return this.#sink.pushEncoded(frame);
+    }
+    return this.#add(delivery, delivery.length);
+  }
+
+  #add(delivery: DeliveryInit | Uint8Array, size: number): boolean {
     const n = this.#waiting?.length ?? 0;
     if (n > 0 && (n >= MAX_BATCH_ITEMS || this.#bytes + size > MAX_BATCH_BYTES)) this.flush();
     (this.#waiting ??= []).push(delivery);
@@ -86,8 +157,15 @@ export class BatchingSink implements ResponseSink<ConnectResponseInit> {
     if (waiting === undefined || waiting.length === 0) return;
     this.#waiting = undefined;
     this.#bytes = 0;
-    if (waiting.length === 1) this.#sink.push({ kind: { case: 'delivery', value: waiting[0]! } });
-    else this.#sink.push({ kind: { case: 'deliveries', value: { items: waiting } } });
+    const messages = waiting.filter((d): d is DeliveryInit => !(d instanceof Uint8Array));
+    if (messages.length === waiting.length) {
+      if (waiting.length === 1) this.#sink.push({ kind: { case: 'delivery', value: messages[0]! } });
+      else this.#sink.push({ kind: { case: 'deliveries', value: { items: messages } } });
+    } else if (waiting.length === 1) {
+      this.#sink.pushEncoded(deliveryFrame(waiting[0] as Uint8Array));
+    } else {
+      this.#sink.pushEncoded(deliveriesFrame(waiting.map((d) => (d instanceof Uint8Array ? d : toBinary(DeliverySchema, create(DeliverySchema, d))))));
+    }
     this.#onFrame?.(waiting.length);
   }
 }

@@ -16,7 +16,8 @@ import { linkSubject } from './authentication.js';
 import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
-import type { MailboxItem } from './mailbox.js';
+import { deliveryFrame, encodeDelivery } from './delivery-batch.js';
+import type { EncodedItem, MailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 
@@ -24,14 +25,17 @@ import type { Storage } from './storage.js';
 export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
 
 /**
- * Puts a Delivery on a recipient's stream; false when the stream is closed. The gateway's is
- * {@link pushDelivery}; another can be injected (GatewayOptions.deliveryWriter) — the tests inject one
- * that plays a malicious relay — so the delivery path itself has no test branch.
+ * Puts a Delivery on a recipient's stream; false when the stream is closed. `encoded`, when given, is the
+ * same Delivery already encoded (a mailbox item framed around its stored bytes), and `delivery.item` is
+ * then decoded only if read. The gateway's is {@link pushDelivery}; another can be injected
+ * (GatewayOptions.deliveryWriter) — the tests inject one that plays a malicious relay — so the delivery
+ * path itself has no test branch.
  */
-export type DeliveryWriter = (stream: ResponseSink<ConnectResponseInit>, delivery: DeliveryInit) => boolean;
+export type DeliveryWriter = (stream: ResponseSink<ConnectResponseInit>, delivery: DeliveryInit, encoded: Uint8Array | undefined) => boolean;
 
-/** Writes the Delivery as it is. */
-export const pushDelivery: DeliveryWriter = (stream, delivery) => stream.push({ kind: { case: 'delivery', value: delivery } });
+/** Writes the Delivery as it is: its encoding when there is one, else the message. */
+export const pushDelivery: DeliveryWriter = (stream, delivery, encoded) =>
+  encoded === undefined ? stream.push({ kind: { case: 'delivery', value: delivery } }) : stream.pushEncoded(deliveryFrame(encoded));
 
 /** Default bound of deliveries written to one stream and not acked yet. */
 export const DEFAULT_MAX_IN_FLIGHT = 256;
@@ -43,10 +47,12 @@ const MAX_REMEMBERED_WRITES = 50_000;
 /** Default time a live delivery may stay un-acked before it is written to the mailbox, ms. */
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 
-/** An item accepted for a recipient (before it is written anywhere). */
+/** An item accepted for a recipient (before it is written anywhere), or read back from the mailbox. */
 export interface Accepted {
   readonly recipientId: string;
   readonly item: RelayItem;
+  /** Its stored encoding, for an item read from the mailbox: relayed as it is (§10.8). */
+  readonly encoded?: EncodedItem;
   readonly itemHash: Uint8Array;
   readonly senderId: string;
   readonly senderSerial: Uint8Array;
@@ -198,7 +204,7 @@ export class Delivery {
     const held = inflight?.get(id);
     if (inflight === undefined || held === undefined) return; // a duplicate ack
     inflight.delete(id);
-    this.#written.delete(writeKey(held.recipientId, held.itemHash));
+    this.#written.delete(writeKey(held.accepted.recipientId, held.accepted.itemHash));
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
     const left = inFlightCount(link);
@@ -249,15 +255,28 @@ export class Delivery {
   #write(link: Link, item: Accepted, rowId: bigint | undefined): boolean {
     if (link.out.closed) return false;
     const deliveryId = link.lastDeliveryId + 1n;
-    const delivery: DeliveryInit = { deliveryId, acceptedAtMs: BigInt(item.acceptedAtMs), item: item.item };
-    if (!this.#o.write(link.out, delivery)) return false;
+    const acceptedAtMs = BigInt(item.acceptedAtMs);
+    const encoded = item.encoded;
+    // A stored item goes out framed around its stored bytes; its decoded form only for a writer that reads it.
+    const delivery: DeliveryInit =
+      encoded === undefined
+        ? { deliveryId, acceptedAtMs, item: item.item }
+        : {
+            deliveryId,
+            acceptedAtMs,
+            get item() {
+              return item.item;
+            },
+          };
+    if (!this.#o.write(link.out, delivery, encoded === undefined ? undefined : encodeDelivery(deliveryId, acceptedAtMs, encoded))) return false;
     link.lastDeliveryId = deliveryId;
-    const held: InFlight = { ...item, deliveryId, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
+    const held: InFlight = { deliveryId, accepted: item, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
     (link.inflight ??= new Map()).set(deliveryId, held);
     if (rowId !== undefined) (link.rows ??= new Set()).add(rowId);
     // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
-    if (item.item.case === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
-    else if (item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
+    const kind = encoded?.kind ?? item.item.case;
+    if (kind === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
+    else if (kind === 'handshake' && item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
     const metrics = this.#ctx.metrics;
     metrics.deliveries.inc({ source: rowId === undefined ? 'live' : 'mailbox' });
     const key = writeKey(item.recipientId, item.itemHash);
@@ -273,17 +292,18 @@ export class Delivery {
   #spill(link: Link, held: InFlight, reason: 'ack_timeout' | 'stream_end'): void {
     held.spilling = true;
     this.#ctx.metrics.spilled.inc({ reason });
+    const a = held.accepted;
     const store = this.#o.storage.store(
       {
-        recipientId: held.recipientId,
-        item: held.item,
-        itemHash: held.itemHash,
-        senderId: held.senderId,
-        senderSerial: held.senderSerial,
-        senderValidUntilMs: held.senderValidUntilMs,
-        acceptedAtMs: held.acceptedAtMs,
+        recipientId: a.recipientId,
+        item: a.item,
+        itemHash: a.itemHash,
+        senderId: a.senderId,
+        senderSerial: a.senderSerial,
+        senderValidUntilMs: a.senderValidUntilMs,
+        acceptedAtMs: a.acceptedAtMs,
       },
-      held.size,
+      a.size,
       false,
     );
     void this.#ctx.track(
@@ -295,7 +315,7 @@ export class Delivery {
           else if (link.inflight?.get(held.deliveryId) === held) (link.rows ??= new Set()).add(stored.deliveryId);
           else {
             // Its stream is gone: if the agent has reconnected here meanwhile, its new stream drains it.
-            const current = this.#ctx.links.get(held.recipientId);
+            const current = this.#ctx.links.get(a.recipientId);
             if (current !== undefined && current !== link) this.stored(current);
           }
         },
@@ -310,7 +330,7 @@ export class Delivery {
 
   #deleteRow(link: Link, held: InFlight, rowId: bigint): void {
     void this.#ctx.track(
-      this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.senderId, size: held.size }).then(
+      this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.accepted.senderId, size: held.accepted.size }).then(
         () => void link.rows?.delete(rowId),
         (error: unknown) => {
           link.rows?.delete(rowId);
@@ -324,7 +344,10 @@ export class Delivery {
 function storedToAccepted(stored: MailboxItem): Accepted {
   return {
     recipientId: stored.recipientId,
-    item: stored.item,
+    get item() {
+      return stored.item; // decoded when first read
+    },
+    encoded: stored.encoded,
     itemHash: stored.itemHash,
     senderId: stored.senderId,
     senderSerial: stored.senderSerial ?? new Uint8Array(16),

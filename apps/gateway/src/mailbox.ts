@@ -115,13 +115,25 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
 
 /** Item kinds as stored (`item_kind`). */
 const KIND_CODE = { handshake: 1, envelope: 2, receipt: 3, sessionReject: 4 } as const;
+/** The kind of a relayed item (the `item` oneof's case). */
+export type ItemKind = keyof typeof KIND_CODE;
+const KIND_OF_CODE = new Map<number, ItemKind>(Object.entries(KIND_CODE).map(([k, c]) => [c, k as ItemKind]));
+
+/** An item as the mailbox holds it: its kind and its protobuf encoding. */
+export interface EncodedItem {
+  readonly kind: ItemKind;
+  readonly bytes: Uint8Array;
+}
 
 /** One stored item. */
 export interface MailboxItem {
   readonly recipientId: string;
   /** The mailbox row id (a PostgreSQL sequence: unique, increasing in commit order per instance). */
   readonly deliveryId: bigint;
+  /** The item, decoded (from {@link encoded} when it is first read). */
   readonly item: RelayItem;
+  /** The item as stored: a delivery relays these bytes as they are (§10.8), without decoding them. */
+  readonly encoded: EncodedItem;
   readonly itemHash: Uint8Array;
   readonly senderId: string;
   /** The sender's certificate serial (16 bytes); undefined for rows stored before schema version 3. */
@@ -167,33 +179,32 @@ export const MAILBOX_BATCH = 512;
 /** Most item bytes the group commit puts in one insert statement (an item larger than this goes alone). */
 export const MAILBOX_BATCH_BYTES = 8 * 1024 * 1024;
 
-/** Protobuf bytes of an item and its kind code. */
-export function encodeItem(item: RelayItem): { kind: number; bytes: Uint8Array } {
+/** An item's kind and protobuf bytes. */
+export function encodeItem(item: RelayItem): EncodedItem {
   switch (item.case) {
     case 'handshake':
-      return { kind: KIND_CODE.handshake, bytes: toBinary(HandshakeFrameSchema, item.value) };
+      return { kind: 'handshake', bytes: toBinary(HandshakeFrameSchema, item.value) };
     case 'envelope':
-      return { kind: KIND_CODE.envelope, bytes: toBinary(SecureMessageSchema, item.value) };
+      return { kind: 'envelope', bytes: toBinary(SecureMessageSchema, item.value) };
     case 'receipt':
-      return { kind: KIND_CODE.receipt, bytes: toBinary(DeliveryReceiptSchema, item.value) };
+      return { kind: 'receipt', bytes: toBinary(DeliveryReceiptSchema, item.value) };
     case 'sessionReject':
-      return { kind: KIND_CODE.sessionReject, bytes: toBinary(SessionRejectSchema, item.value) };
+      return { kind: 'sessionReject', bytes: toBinary(SessionRejectSchema, item.value) };
   }
 }
 
 /** The inverse of {@link encodeItem}. */
-export function decodeItem(kind: number, data: Uint8Array): RelayItem {
-  switch (kind) {
-    case KIND_CODE.handshake:
+export function decodeItem(encoded: EncodedItem): RelayItem {
+  const data = encoded.bytes;
+  switch (encoded.kind) {
+    case 'handshake':
       return { case: 'handshake', value: fromBinary(HandshakeFrameSchema, data) };
-    case KIND_CODE.envelope:
+    case 'envelope':
       return { case: 'envelope', value: fromBinary(SecureMessageSchema, data) };
-    case KIND_CODE.receipt:
+    case 'receipt':
       return { case: 'receipt', value: fromBinary(DeliveryReceiptSchema, data) };
-    case KIND_CODE.sessionReject:
+    case 'sessionReject':
       return { case: 'sessionReject', value: fromBinary(SessionRejectSchema, data) };
-    default:
-      throw new RpcError('internal', `mailbox holds an item of unknown kind ${kind}`);
   }
 }
 
@@ -214,20 +225,45 @@ export interface MailboxOptions {
 
 const SELECT_COLUMNS = 'recipient_id, delivery_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms';
 
+/** A row read back: its item is decoded only when something reads it (a drain relays {@link encoded}). */
+class StoredItem implements MailboxItem {
+  readonly recipientId: string;
+  readonly deliveryId: bigint;
+  readonly encoded: EncodedItem;
+  readonly itemHash: Uint8Array;
+  readonly senderId: string;
+  readonly senderSerial: Uint8Array | undefined;
+  readonly senderValidUntilMs: number | undefined;
+  readonly acceptedAtMs: number;
+  readonly expiresAtMs: number;
+  readonly size: number;
+  #item: RelayItem | undefined;
+
+  constructor(r: Record<string, unknown>) {
+    const code = int(r['item_kind']);
+    const kind = KIND_OF_CODE.get(code);
+    if (kind === undefined) throw new RpcError('internal', `mailbox holds an item of unknown kind ${code}`);
+    const data = bytes(r['item']);
+    this.recipientId = String(r['recipient_id']);
+    this.deliveryId = BigInt(int(r['delivery_id']));
+    this.encoded = { kind, bytes: data };
+    this.itemHash = bytes(r['item_hash']);
+    this.senderId = String(r['sender_id']);
+    this.senderSerial = r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']);
+    this.senderValidUntilMs = intOrNull(r['sender_valid_until_ms']) ?? undefined;
+    this.acceptedAtMs = int(r['accepted_at_ms']);
+    this.expiresAtMs = int(r['expires_at_ms']);
+    this.size = data.length;
+  }
+
+  /** @throws ProtobufError when the stored bytes do not decode (a row written by something else) */
+  get item(): RelayItem {
+    return (this.#item ??= decodeItem(this.encoded));
+  }
+}
+
 function rowToItem(r: Record<string, unknown>): MailboxItem {
-  const data = bytes(r['item']);
-  return {
-    recipientId: String(r['recipient_id']),
-    deliveryId: BigInt(int(r['delivery_id'])),
-    item: decodeItem(int(r['item_kind']), data),
-    itemHash: bytes(r['item_hash']),
-    senderId: String(r['sender_id']),
-    senderSerial: r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']),
-    senderValidUntilMs: intOrNull(r['sender_valid_until_ms']) ?? undefined,
-    acceptedAtMs: int(r['accepted_at_ms']),
-    expiresAtMs: int(r['expires_at_ms']),
-    size: data.length,
-  };
+  return new StoredItem(r);
 }
 
 function buffer(b: Uint8Array): Buffer {
@@ -295,7 +331,7 @@ export class Mailbox {
       const item = encoded[i]!.bytes;
       if (x.itemHash.length !== 32 || x.senderSerial.length !== 16) throw new RangeError('mailbox items need a 32-byte item hash and a 16-byte sender serial');
       parts.push(x.itemHash, x.senderSerial, item);
-      const values = [x.recipientId, encoded[i]!.kind, offset, item.length, x.senderId, x.senderValidUntilMs, accepted, accepted + this.ttlMs];
+      const values = [x.recipientId, KIND_CODE[encoded[i]!.kind], offset, item.length, x.senderId, x.senderValidUntilMs, accepted, accepted + this.ttlMs];
       values.forEach((v, c) => cols[c]!.push(v));
       offset += 48 + item.length;
     });
@@ -318,6 +354,7 @@ export class Mailbox {
       recipientId: x.recipientId,
       deliveryId: BigInt(int(rows[i]!.delivery_id)),
       item: x.item,
+      encoded: encoded[i]!,
       itemHash: x.itemHash,
       senderId: x.senderId,
       senderSerial: x.senderSerial,

@@ -24,11 +24,11 @@ let tamper: ((delivery: DeliveryInit) => void) | undefined;
  * A malicious relay, injected as `gw`'s delivery writer: it changes a deep copy of each Delivery
  * (never what the gateway holds for redelivery) with `tamper`, then writes it as the gateway would.
  */
-const tamperingWriter: DeliveryWriter = (stream, delivery) => {
-  if (tamper === undefined) return pushDelivery(stream, delivery);
-  const copy = structuredClone(delivery);
+const tamperingWriter: DeliveryWriter = (stream, delivery, encoded) => {
+  if (tamper === undefined) return pushDelivery(stream, delivery, encoded);
+  const copy = structuredClone(delivery); // reads (decodes) a stored item; the copy has no encoding
   tamper(copy);
-  return pushDelivery(stream, copy);
+  return pushDelivery(stream, copy, undefined);
 };
 const open: ConnectedAgent[] = [];
 

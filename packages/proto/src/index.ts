@@ -13,5 +13,7 @@ export * from './gen/grpc/health/v1/health_pb.js';
 export * from './gen/grpc/reflection/v1/reflection_pb.js';
 export { create, toBinary, fromBinary, toJson, fromJson, clone, equals } from '@bufbuild/protobuf';
 export type { MessageInitShape, JsonValue } from '@bufbuild/protobuf';
+// The wire format's reader and writer, for code that frames bytes it already holds (e.g. a relay).
+export { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 export { ValueSchema } from '@bufbuild/protobuf/wkt';
 export type { Value } from '@bufbuild/protobuf/wkt';

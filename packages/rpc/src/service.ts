@@ -113,7 +113,8 @@ export function serviceDefinition(service: DescService, options: ServiceDefiniti
           return { [UNDECODABLE]: true, error } satisfies Undecodable;
         }
       },
-      responseSerialize: (value: unknown) => asBuffer(toBinary(method.output, value as MessageShape<DescMessage>)),
+      responseSerialize: (value: unknown) =>
+        asBuffer(value instanceof Uint8Array ? value : toBinary(method.output, value as MessageShape<DescMessage>)),
       responseDeserialize: (bytes: Buffer) => fromBinary(method.output, new Uint8Array(bytes)),
     };
   }
@@ -151,6 +152,12 @@ export interface ResponseSink<O> {
   readonly closed: boolean;
   /** Writes a response; false (and ignored) once closed. After the client went away it is dropped. */
   push(response: O): boolean;
+  /**
+   * Writes a response that is already encoded: `frame` is the protobuf encoding of one O message (a relay
+   * writing bytes it holds as they are, instead of decoding and encoding them again). In order with
+   * {@link push}; false (and ignored) once closed. The bytes are written unchecked: the caller vouches for them.
+   */
+  pushEncoded(frame: Uint8Array): boolean;
   /** Ends the call with status OK after the responses pushed so far. */
   end(): void;
   /** Ends the call with the status of `error` (see errors.ts) after the responses pushed so far. */
@@ -472,7 +479,7 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
   #failed = false;
   #failure: unknown;
   /** Responses waiting for 'drain' (defined only while grpc-js's buffer is full). */
-  #queue: O[] | undefined;
+  #queue: (O | Uint8Array)[] | undefined;
   /** The call is closed (cancelled or finished): responses are dropped. */
   #gone = false;
 
@@ -660,6 +667,14 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
     return true;
   }
 
+  pushEncoded(frame: Uint8Array): boolean {
+    if (!(frame instanceof Uint8Array)) throw new TypeError('pushEncoded takes the bytes of one encoded response');
+    if (this.#write !== WRITE_OPEN) return false;
+    if (this.#queue !== undefined) this.#queue.push(frame);
+    else if (!this.#gone) this.#send(frame);
+    return true;
+  }
+
   end(): void {
     if (this.#write !== WRITE_OPEN) return;
     this.#write = WRITE_ENDING;
@@ -678,11 +693,12 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
    * Writes one response; when grpc-js's buffer is full, later ones queue until 'drain'.
    * @returns false when the buffer is full (or the call failed)
    */
-  #send(response: O): boolean {
+  #send(response: O | Uint8Array): boolean {
     const call = this.#call;
     let ok: boolean;
     try {
-      ok = call.write(create(this.method.output, response as MessageInitShape<DescMessage>));
+      // An encoded response goes to the serializer as it is (it passes bytes through).
+      ok = call.write(response instanceof Uint8Array ? response : create(this.method.output, response as MessageInitShape<DescMessage>));
     } catch (error) {
       // A response that cannot be encoded ends the call as `internal`, as a throwing response iterable would.
       this.#failed = true;
@@ -706,7 +722,7 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
       for (let i = 0; i < queue.length && !this.#gone && this.#write !== WRITE_DONE; i++) {
         if (!this.#send(queue[i]!)) {
           // Full again: the rest waits for the next 'drain'.
-          (this.#queue as O[] | undefined)?.push(...queue.slice(i + 1));
+          (this.#queue as (O | Uint8Array)[] | undefined)?.push(...queue.slice(i + 1));
           return;
         }
       }

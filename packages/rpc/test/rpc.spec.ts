@@ -383,8 +383,13 @@ describe('bidi calls: the requests as an iterator or pushed to a listener, the r
                 return;
               }
               if (mode === 'flood') {
-                // Far more than grpc-js buffers: the sink queues and writes on 'drain', in order.
-                for (let i = 0; i < 300; i++) call.push({ validHost: `${i}:${'y'.repeat(16_384)}` });
+                // Far more than grpc-js buffers: the sink queues and writes on 'drain', in order; every other
+                // response is pushed already encoded (written as it is), in the same order as the others.
+                for (let i = 0; i < 300; i++) {
+                  const response = { validHost: `${i}:${'y'.repeat(16_384)}` };
+                  if (i % 2 === 0) call.push(response);
+                  else call.pushEncoded(toBinary(ServerReflectionResponseSchema, create(ServerReflectionResponseSchema, response)));
+                }
                 call.end();
                 return;
               }
@@ -523,7 +528,7 @@ describe('bidi calls: the requests as an iterator or pushed to a listener, the r
     await until(() => seen.get('push-fail')!.finished === 1, 'finished');
   });
 
-  it('listener form: responses beyond what grpc-js buffers are queued and written in order on drain', async () => {
+  it('listener form: responses beyond what grpc-js buffers (half of them pushed encoded) are queued and written in order on drain', async () => {
     const c = open(pushPort, 'push-flood', 'flood');
     c.send('go');
     const status = await c.done;
