@@ -148,6 +148,7 @@ export class Delivery {
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
             if (link.rows?.has(stored.deliveryId) === true) continue;
             if (!(await this.#senderStillValid(link, stored))) continue;
+            if (!(await this.#redeliverable(link, stored))) continue;
             this.#write(link, storedToAccepted(stored), stored.deliveryId);
           }
           if (page.length < want && !link.dirty && !link.rescan) {
@@ -173,12 +174,34 @@ export class Delivery {
     // Throws revocation_stale (fail closed): the drain stops and the items stay.
     else if (this.#o.revocations.check({ agentId: stored.senderId, serial: stored.senderSerial ?? new Uint8Array(16) }, now).revoked) reason = 'revoked';
     if (reason === undefined) return true;
+    this.#ctx.security('delivery', reason, { agent: stored.senderId, peer: stored.recipientId }, `stored item of a ${reason} sender dropped`);
+    await this.#drop(link, stored, reason);
+    return false;
+  }
+
+  /**
+   * §10.8: a stored item is relayed without being decoded; one written before and not acked (a redelivery)
+   * is decoded first, so that a row whose bytes do not decode is dropped and audited instead of failing its
+   * recipient's stream at every reconnect until it expires.
+   */
+  async #redeliverable(link: Link, stored: MailboxItem): Promise<boolean> {
+    if (!this.#written.has(writeKey(stored.recipientId, stored.itemHash))) return true;
+    try {
+      void stored.item;
+      return true;
+    } catch {
+      this.#ctx.log.error({ agent: stored.recipientId, deliveryId: stored.deliveryId }, 'a stored item does not decode: dropped');
+      await this.#drop(link, stored, 'malformed');
+      return false;
+    }
+  }
+
+  /** Drops a stored item instead of delivering it: deleted, never read again by this stream, counted and audited (`dropped:<reason>`). */
+  async #drop(link: Link, stored: MailboxItem, reason: 'revoked' | 'expired' | 'malformed'): Promise<void> {
     this.#ctx.metrics.dropped.inc({ reason });
     (link.rows ??= new Set()).add(stored.deliveryId); // never read again by this stream, even if the delete below fails
-    this.#ctx.security('delivery', reason, { agent: stored.senderId, peer: stored.recipientId }, `stored item of a ${reason} sender dropped`);
     await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).catch(() => undefined);
     await this.#o.auditDrop(stored.itemHash, stored.senderId, stored.recipientId, `dropped:${reason}`);
-    return false;
   }
 
   /**

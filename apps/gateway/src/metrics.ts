@@ -63,7 +63,7 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
   readonly spilled = new Counter({ name: 'parley_gateway_spilled_total', help: 'Live deliveries written to the mailbox, by reason (ack_timeout, stream_end, backlog)', labelNames: ['reason'] as const, registers: [this.registry] });
-  readonly dropped = new Counter({ name: 'parley_gateway_mailbox_dropped_total', help: 'Mailbox items dropped because their sender was revoked or expired', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly dropped = new Counter({ name: 'parley_gateway_mailbox_dropped_total', help: 'Mailbox items dropped instead of delivered: sender revoked or expired, or stored bytes that do not decode (reason)', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly auditFailures = new Counter({ name: 'parley_gateway_audit_failures_total', help: 'Audit appends that failed (the items were refused: fail closed)', registers: [this.registry] });
   /** Connect streams refused during authentication (hello → challenge → auth, or the auth timeout). */
   readonly authRefusals = new Counter({ name: 'parley_gateway_stream_auth_refusals_total', help: 'Connect streams refused during authentication, by code', labelNames: ['code'] as const, registers: [this.registry] });

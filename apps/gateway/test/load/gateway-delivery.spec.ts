@@ -273,3 +273,37 @@ describe('issue 13 (gateway findings)', () => {
     await stop(gw);
   });
 });
+
+describe('stored items relayed as stored (§10.8)', () => {
+  it('a stored item whose bytes do not decode costs its recipient one failed stream; then it is dropped and audited, and the rest is delivered', async () => {
+    // Stored items are relayed without being decoded (§10.8). Without the redelivery check, the damaged row failed
+    // the recipient's stream at every reconnect and nothing behind it was ever delivered.
+    const gw = await start();
+    const planner = world.agent('planner-m1', { agentType: 'planner' });
+    const worker = world.agent('worker-m1');
+    const p = await open(gw, planner);
+    (await open(gw, worker)).conn.close();
+    await sleep(100);
+    const sent = [envelope(planner, 'worker-m1'), envelope(planner, 'worker-m1')];
+    for (const e of sent) expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.QUEUED);
+    // The first row damaged in the database: 0xff 0xff is a varint that never ends.
+    await gw.database.query(
+      `UPDATE gateway_mailbox SET item = $1 WHERE delivery_id = (SELECT min(delivery_id) FROM gateway_mailbox WHERE recipient_id = 'worker-m1')`,
+      [new Uint8Array([0xff, 0xff])],
+    );
+    const first = await open(gw, worker);
+    expect(await first.conn.closed).toMatchObject({ code: 'internal' }); // the agent could not decode the frame
+    expect(first.deliveries).toHaveLength(0);
+    const second = await open(gw, worker);
+    await waitFor(() => second.deliveries.length === 1, 5_000, 'the intact item');
+    const d = second.deliveries[0]!;
+    expect(d.item.case === 'envelope' && Buffer.from(d.item.value.signature).equals(Buffer.from(sent[1]!.signature))).toBe(true);
+    await vi.waitFor(async () => expect(await gw.mailbox.depth('worker-m1')).toBe(0), { timeout: 5_000 });
+    const outcomes: string[] = [];
+    for (let i = 0; i < gw.audit.size; i++) outcomes.push((await gw.audit.entry(i)).outcome);
+    expect(outcomes).toEqual(['queued', 'queued', 'dropped:malformed']);
+    await sleep(300);
+    expect(second.deliveries).toHaveLength(1);
+    await stop(gw);
+  });
+});
