@@ -200,7 +200,10 @@ export class Delivery {
   async #drop(link: Link, stored: MailboxItem, reason: 'revoked' | 'expired' | 'malformed'): Promise<void> {
     this.#ctx.metrics.dropped.inc({ reason });
     (link.rows ??= new Set()).add(stored.deliveryId); // never read again by this stream, even if the delete below fails
-    await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).catch(() => undefined);
+    await this.#o.storage.delete({ recipientId: stored.recipientId, deliveryId: stored.deliveryId, senderId: stored.senderId, size: stored.size }).then(
+      () => void link.rows?.delete(stored.deliveryId), // gone: no page reads it again
+      () => undefined,
+    );
     await this.#o.auditDrop(stored.itemHash, stored.senderId, stored.recipientId, `dropped:${reason}`);
   }
 
