@@ -301,7 +301,7 @@ export class Delivery {
     if (rowId !== undefined) (link.rows ??= new Set()).add(rowId);
     // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
     const kind = encoded?.kind ?? item.item.case;
-    if (kind === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId);
+    if (kind === 'envelope') this.#o.replies.envelope(item.itemHash, item.senderId, item.recipientId, true);
     else if (kind === 'handshake' && item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
     const metrics = this.#ctx.metrics;
     metrics.deliveries.inc({ source: rowId === undefined ? 'live' : 'mailbox' });

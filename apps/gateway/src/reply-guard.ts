@@ -34,6 +34,8 @@ interface Entry {
   readonly to: string;
   expiresAtMs: number;
   uses: number;
+  /** (Envelopes) its audit entry is known to be committed: written here, or delivered here (only ever after it). */
+  audited: boolean;
 }
 
 class Table {
@@ -44,12 +46,16 @@ class Table {
     this.#max = max;
   }
 
-  /** Records (or refreshes) an entry; with `accumulate`, the uses left add up (to at most 4 × `uses`). */
-  record(key: string, from: string, to: string, expiresAtMs: number, uses: number, accumulate: boolean): void {
+  /**
+   * Records (or refreshes) an entry; with `accumulate`, the uses left add up (to at most 4 × `uses`). `audited`
+   * is kept once set for the same direction.
+   */
+  record(key: string, from: string, to: string, expiresAtMs: number, uses: number, accumulate: boolean, audited = false): void {
     const old = this.#entries.get(key);
     this.#entries.delete(key);
-    const left = accumulate && old?.from === from && old.to === to ? old.uses : 0;
-    this.#entries.set(key, { from, to, expiresAtMs, uses: Math.min(uses + left, 4 * uses) });
+    const same = old?.from === from && old.to === to;
+    const left = accumulate && same ? old!.uses : 0;
+    this.#entries.set(key, { from, to, expiresAtMs, uses: Math.min(uses + left, 4 * uses), audited: audited || (same && old!.audited) });
     if (this.#entries.size > this.#max) this.#entries.delete(this.#entries.keys().next().value!);
   }
 
@@ -61,10 +67,10 @@ class Table {
     return true;
   }
 
-  /** Whether an unexpired entry from `from` to `to` exists (uses left or not). */
-  has(key: string, from: string, to: string, now: number): boolean {
+  /** Whether an unexpired entry from `from` to `to` exists (uses left or not) whose audit entry is committed. */
+  audited(key: string, from: string, to: string, now: number): boolean {
     const e = this.#entries.get(key);
-    return e !== undefined && e.expiresAtMs > now && e.from === from && e.to === to;
+    return e !== undefined && e.expiresAtMs > now && e.from === from && e.to === to && e.audited;
   }
 
   sweep(now: number): void {
@@ -93,9 +99,12 @@ export class ReplyGuard {
     this.#handshakes.record(toHex(frame.sessionId), frame.senderId, frame.recipientId, this.#clock() + REPLY_WINDOW_MS, 1, false);
   }
 
-  /** An envelope relayed (by message hash). */
-  envelope(messageHash: Uint8Array, senderId: string, recipientId: string): void {
-    this.#envelopes.record(toHex(messageHash), senderId, recipientId, this.#clock() + REPLY_WINDOW_MS, REPLIES_PER_ENVELOPE, true);
+  /**
+   * An envelope relayed (by message hash): when it is routed (`audited` false, then true once its audit entry
+   * committed) and when it is written to a stream (`audited` true: nothing is written before its entry commits).
+   */
+  envelope(messageHash: Uint8Array, senderId: string, recipientId: string, audited: boolean): void {
+    this.#envelopes.record(toHex(messageHash), senderId, recipientId, this.#clock() + REPLY_WINDOW_MS, REPLIES_PER_ENVELOPE, true, audited);
   }
 
   /** Whether a step 2 from `frame.senderId` answers a step 1 relayed the other way (consumes it). */
@@ -103,9 +112,12 @@ export class ReplyGuard {
     return this.#handshakes.take(toHex(frame.sessionId), frame.senderId, frame.recipientId, this.#clock());
   }
 
-  /** Whether this instance relayed an envelope with this hash from `senderId` to `recipientId` within the window. */
-  knowsEnvelope(messageHash: Uint8Array, senderId: string, recipientId: string): boolean {
-    return this.#envelopes.has(toHex(messageHash), senderId, recipientId, this.#clock());
+  /**
+   * Whether, within the window, this instance wrote the audit entry of an envelope with this hash from `senderId`
+   * to `recipientId`, or delivered it (a resend of it needs no second entry).
+   */
+  audited(messageHash: Uint8Array, senderId: string, recipientId: string): boolean {
+    return this.#envelopes.audited(toHex(messageHash), senderId, recipientId, this.#clock());
   }
 
   /** {@link allowStep2} without consuming. */

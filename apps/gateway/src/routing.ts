@@ -333,10 +333,11 @@ export class Router {
       return refuse('bad_signature', 'envelope signature does not verify');
     }
     if (isReply) this.#consumeReply(item);
-    // A resend of an envelope this instance already relayed (the sender's outbox, §17.2) gets no second audit entry.
-    const resent = item.case === 'envelope' && this.#replies.knowsEnvelope(itemHash, agent, to);
+    // A resend of an envelope whose audit entry this instance wrote (or that it delivered, which it does only
+    // after that entry committed: the sender's outbox, §17.2) gets no second entry. One whose entry failed does.
+    const resent = item.case === 'envelope' && this.#replies.audited(itemHash, agent, to);
     // What the recipient may answer (recorded again where it is delivered).
-    if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to);
+    if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to, false);
     else if (item.case === 'handshake' && item.value.step === 1) this.#replies.step1(item.value);
 
     // 7. relay
@@ -355,21 +356,31 @@ export class Router {
       ctx.log.debug({ agent, peer: to, item: item.case, item_hash: toHex(itemHash), status: DeliveryStatus[status] }, 'routed');
       return { itemHash, status };
     };
+    /** The item's audit entry, queued now (in order); false when it could not be written (the item is then refused). */
+    const entry = async (outcome: 'delivered' | 'queued'): Promise<boolean> => {
+      if (!audited) return true;
+      if (!(await this.auditEntry(itemHash, agent, to, outcome))) return false;
+      if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to, true);
+      return true;
+    };
     const link = ctx.links.get(to);
     if (link !== undefined && this.#delivery.canWriteLive(link)) {
-      // Live: the audit entry is queued now (in order), awaited after this item's turn.
-      const entry = audited ? this.auditEntry(itemHash, agent, to, 'delivered') : Promise.resolve(true);
+      // Live: written once its audit entry has committed (§10.9: nothing is delivered whose entry a crash could lose).
+      const written = entry('delivered');
       return async () => {
-        if (!(await entry)) return fail('unavailable', 'audit log unavailable: item not accepted');
+        if (!(await written)) return fail('unavailable', 'audit log unavailable: item not accepted');
         const now = ctx.links.get(to);
         if (now !== undefined && this.#delivery.writeLive(now, accepted)) return log(DeliveryStatus.DELIVERED);
-        // The stream went away or filled up meanwhile: the item is accepted (and audited), so it is kept durably.
+        // The stream went away or filled up meanwhile: the item is accepted (and audited), so it is kept durably,
+        // like a spill (counted in the quota, never refused by it), and answered as what it now is: queued.
         ctx.metrics.spilled.inc({ reason: 'backlog' });
         await this.#store(accepted, false, fail);
-        return log(DeliveryStatus.DELIVERED);
+        return log(DeliveryStatus.QUEUED);
       };
     }
-    // Stored: quota first (reserves), then the mailbox row is queued now (in order).
+    // Stored: quota first (reserves). The audit entry is queued now (in order) and the row is written only once the
+    // entry has committed: a committed row can be read and delivered at once by any instance's drain (a NOTIFY, a
+    // reconnect), so it must not exist before its entry (§10.9, §17.7).
     try {
       await this.#storage.quotas.admit(to, agent, size);
     } catch (error) {
@@ -378,15 +389,13 @@ export class Router {
       ctx.log.error({ err: error, agent, peer: to }, 'mailbox quota lookup failed');
       return fail('unavailable', 'gateway storage unavailable');
     }
-    const stored = this.#store(accepted, true, fail);
+    const queued = entry('queued');
     return async () => {
-      const row = await stored;
-      if (audited && !(await this.auditEntry(itemHash, agent, to, 'queued'))) {
-        await this.#storage
-          .delete({ recipientId: to, deliveryId: row, senderId: agent, size })
-          .catch((error: unknown) => ctx.log.error({ err: error }, 'could not withdraw an unaudited item'));
+      if (!(await queued)) {
+        this.#storage.quotas.removed(to, agent, size); // the reservation
         return fail('unavailable', 'audit log unavailable: item not accepted');
       }
+      await this.#store(accepted, true, fail);
       return log(DeliveryStatus.QUEUED);
     };
   }

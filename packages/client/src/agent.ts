@@ -376,7 +376,7 @@ export class Agent {
     return records;
   }
 
-  /** Every 250 ms: expire, resend what got no receipt, reseal what lost its session; forget old receipts. */
+  /** Every 250 ms: expire, resend what got no receipt, seal what is not sealed; forget old receipts. */
   #onTick(): void {
     if (this.#lifecycle.stopped) return;
     const now = Date.now();

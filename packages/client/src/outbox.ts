@@ -188,33 +188,42 @@ export class Outbox {
     return entry;
   }
 
-  /** A new stream is up: everything not yet confirmed goes out again (the recipient drops duplicates). */
+  /**
+   * A new stream is up: everything not yet confirmed goes out again, as it was sealed (the recipient drops
+   * duplicates), whether or not its session is still open here (§17.2: only a verified SessionReject reseals).
+   */
   onConnected(): void {
-    const { manager, options } = this.#deps;
+    const { options } = this.#deps;
     for (const entry of this.#entries.values()) {
       entry.status = undefined;
       entry.backoffMs = resendBaseMs(options);
-      if (entry.sessionIdHex !== '' && manager.sessionById(entry.sessionIdHex) !== undefined) void this.#transmit(entry);
+      if (entry.sessionIdHex !== '') void this.#transmit(entry);
       else entry.nextAttemptAtMs = 0;
     }
   }
 
-  /** The periodic pass: expire, resend what got no receipt, reseal what lost its session (when `connected`). */
+  /**
+   * The periodic pass: expire, resend what got no receipt, seal (when `connected`) what is not sealed — a send
+   * whose reseal failed and waits to be retried. A sealed envelope is resent as it is even when its session has
+   * ended here (idle, past its lifetime, not restored after a restart): the recipient may hold it already, unacked
+   * by its application, and a new seal would be a new message to it. If the recipient cannot open it, its
+   * SessionReject reseals it (§17.2, §17.4).
+   */
   onTick(now: number, connected: boolean): void {
-    const orphans = new Map<string, string>();
+    const unsealed = new Set<string>();
     for (const entry of this.#entries.values()) {
       if (now >= entry.expiresAtMs) {
         this.#settle(entry, { outcome: 'expired', error: new ClientError('expired', `no verified receipt from '${entry.to}' before the message expired`) });
         continue;
       }
       if (entry.resealing) continue; // its reseal is under way (a failed one is retried by a later tick)
-      if (entry.sessionIdHex === '' || this.#deps.manager.sessionById(entry.sessionIdHex) === undefined) {
-        if (now >= entry.nextAttemptAtMs || entry.sessionIdHex !== '') orphans.set(entry.sessionIdHex, entry.to);
+      if (entry.sessionIdHex === '') {
+        if (now >= entry.nextAttemptAtMs) unsealed.add(entry.to);
         continue;
       }
       if (now >= entry.nextAttemptAtMs) void this.#transmit(entry);
     }
-    if (connected) for (const [sid, to] of orphans) void this.#reseal(to, sid);
+    if (connected) for (const to of unsealed) void this.#reseal(to, '');
   }
 
   /** A delivery receipt came (§10.5): settles the send it names once its signature verifies. */
@@ -317,14 +326,14 @@ export class Outbox {
     if (this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
   }
 
-  /** Moves every pending send of a dead session to a new session with its peer (§17.2). */
+  /** Moves every pending send of a dead session (or, with `sessionIdHex` empty, every unsealed send to `peerId`) to a new session with its peer (§17.2). */
   async #reseal(peerId: string, sessionIdHex: string): Promise<void> {
     const { manager, options, lifecycle } = this.#deps;
     const dead = manager.sessionById(sessionIdHex);
     if (dead !== undefined) manager.closeSession(dead);
     // Claimed all at once, before the first await: a SessionReject, the tick and a reconnect can each ask
     // for the same dead session while its replacement's handshake runs.
-    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex && !e.resealing);
+    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing);
     if (entries.length === 0) return;
     for (const entry of entries) entry.resealing = true;
     this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: entries.length });

@@ -307,3 +307,85 @@ describe('stored items relayed as stored (§10.8)', () => {
     await stop(gw);
   });
 });
+
+describe('nothing is delivered before its audit entry has committed (§10.9, §17.7)', () => {
+  /** Holds every audit append until the returned function is called. */
+  function gateAudit(gw: RunningGateway): { open: () => void; restore: () => void } {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const real = gw.audit.append.bind(gw.audit);
+    const spy = vi.spyOn(gw.audit, 'append').mockImplementation(async (fields) => {
+      await gate;
+      return real(fields);
+    });
+    return { open, restore: () => spy.mockRestore() };
+  }
+
+  it('a stored item has no mailbox row until its entry commits: a recipient that connects meanwhile gets it after, never before', async () => {
+    // Before: the row was inserted beside the entry, so a drain (this reconnect, another instance's NOTIFY) could deliver it first.
+    const gw = await start();
+    const planner = world.agent('planner-a1', { agentType: 'planner' });
+    const worker = world.agent('worker-a1');
+    const p = await open(gw, planner);
+    (await open(gw, worker)).conn.close();
+    await sleep(100);
+    const gate = gateAudit(gw);
+    const accepted = p.conn.sendEnvelope(envelope(planner, 'worker-a1'));
+    await sleep(200);
+    expect(await gw.mailbox.depth('worker-a1')).toBe(0);
+    const w = await open(gw, worker);
+    await sleep(300);
+    expect(w.deliveries).toHaveLength(0);
+    gate.open();
+    expect((await accepted).status).toBe(DeliveryStatus.QUEUED);
+    gate.restore();
+    await waitFor(() => w.deliveries.length === 1, 5_000, 'the item, once audited');
+    expect(gw.audit.size).toBe(1);
+    await stop(gw);
+  });
+
+  it('an item whose live stream went away before its entry committed is stored and answered QUEUED, not DELIVERED', async () => {
+    const gw = await start();
+    const planner = world.agent('planner-a2', { agentType: 'planner' });
+    const worker = world.agent('worker-a2');
+    const p = await open(gw, planner);
+    const w = await open(gw, worker);
+    const gate = gateAudit(gw);
+    const accepted = p.conn.sendEnvelope(envelope(planner, 'worker-a2'));
+    await sleep(200);
+    w.conn.close();
+    await sleep(200);
+    gate.open();
+    expect((await accepted).status).toBe(DeliveryStatus.QUEUED);
+    gate.restore();
+    expect(await gw.mailbox.depth('worker-a2')).toBe(1);
+    const again = await open(gw, worker);
+    await waitFor(() => again.deliveries.length === 1, 5_000, 'the stored item');
+    await stop(gw);
+  });
+
+  it('a resend of an envelope whose entry could not be written is audited (the first attempt left no entry)', async () => {
+    // Before: the first attempt marked the envelope as relayed at its check, so the resend was taken for a resend of
+    // an audited envelope and delivered with no entry at all.
+    const gw = await start();
+    const planner = world.agent('planner-a3', { agentType: 'planner' });
+    const worker = world.agent('worker-a3');
+    const p = await open(gw, planner);
+    const w = await open(gw, worker);
+    const e = envelope(planner, 'worker-a3');
+    const append = vi.spyOn(gw.audit, 'append').mockRejectedValueOnce(new Error('disk full'));
+    await expect(p.conn.sendEnvelope(e)).rejects.toMatchObject({ code: 'unavailable' });
+    append.mockRestore();
+    expect(w.deliveries).toHaveLength(0);
+    expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.DELIVERED);
+    await waitFor(() => w.deliveries.length === 1, 5_000, 'the resend');
+    const outcomes: string[] = [];
+    for (let i = 0; i < gw.audit.size; i++) outcomes.push((await gw.audit.entry(i)).outcome);
+    expect(outcomes).toEqual(['delivered']);
+    // A second resend of the now audited envelope gets no second entry.
+    expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.DELIVERED);
+    await waitFor(() => w.deliveries.length === 2, 5_000, 'the second resend');
+    expect(gw.audit.size).toBe(1);
+    await stop(gw);
+  });
+});

@@ -245,6 +245,24 @@ describe('delivery contract (§17)', () => {
     expect(planner.agent.sessions.current('worker-sr')!.idHex).not.toBe(firstSession);
   }, 60_000);
 
+  it('a send whose session ended on the sender\'s side only is resent as sealed, not resealed: the application sees it once', async () => {
+    // Before: the tick resealed every send whose session was gone locally (idle, past its lifetime, not restored):
+    // a new message hash, so a recipient still holding the first one unacked handed the application both.
+    const plannerId = world.agent('planner-se', { agentType: 'planner' });
+    const workerId = world.agent('worker-se');
+    const planner = await startSdk(plannerId);
+    const worker = await startSdk(workerId, {}, false); // its application has not acked yet
+    const sent = planner.agent.send('worker-se', MessageType.TASK_ASSIGNMENT, { n: 1 });
+    await waitFor(() => worker.received.length === 1, 10_000, 'delivered');
+    planner.agent.sessions.closeSession(planner.agent.sessions.current('worker-se')!);
+    await sleep(1_500); // ticks (250 ms) and resend intervals (300 ms) pass
+    expect(planner.events.filter((e) => e.kind === 'resealed')).toEqual([]);
+    await worker.received[0]!.ack();
+    expect((await sent).recipientId).toBe('worker-se');
+    await sleep(500);
+    expect(worker.received.map((m) => m.content)).toEqual([{ n: 1 }]);
+  }, 60_000);
+
   it('a full state disk stops the sender before it seals on an unreserved counter; a restart never reuses a (session, counter)', async () => {
     const plannerId = world.agent('planner-df', { agentType: 'planner' });
     const workerId = world.agent('worker-df');
