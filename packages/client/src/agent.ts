@@ -381,6 +381,7 @@ export class Agent {
     if (this.#lifecycle.stopped) return;
     const now = Date.now();
     this.#outbox.onTick(now, this.connected);
+    this.#inbox.retryDeferred();
     this.#inbox.pruneReceipts(now);
   }
 

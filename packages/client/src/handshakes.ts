@@ -56,10 +56,12 @@ export class Handshakes {
   }
 
   /** Holds an envelope that overtook step 3 of the handshake of `sessionIdHex` (at most {@link HELD_PER_HANDSHAKE}). */
-  hold(sessionIdHex: string, item: DeliveredEnvelope): void {
+  hold(sessionIdHex: string, item: DeliveredEnvelope): boolean {
     let items = this.#held.get(sessionIdHex);
     if (items === undefined) this.#held.set(sessionIdHex, (items = []));
-    if (items.length < HELD_PER_HANDSHAKE) items.push(item);
+    if (items.length >= HELD_PER_HANDSHAKE) return false;
+    items.push(item);
+    return true;
   }
 
   /** The agent's part in a session manager event (before it is forwarded). */

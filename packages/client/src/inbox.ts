@@ -39,6 +39,8 @@ import { ClientError } from './errors.js';
 import type { JournalRecord, JournalState } from './journal.js';
 
 const RECEIPT_STORE_SIZE = 100_000;
+/** Most deliveries waiting to be tried again (beyond it, only a reconnect brings one back). */
+const MAX_DEFERRED = 4096;
 
 /** An envelope as the gateway delivered it on one stream (acked there once it is settled). */
 export interface DeliveredEnvelope {
@@ -72,8 +74,8 @@ export interface InboxDeps {
   readonly connection: () => GatewayConnection | undefined;
   /** Hands a message to the application (`messages()`). */
   readonly deliver: (message: ReceivedMessage) => void;
-  /** Keeps an envelope that overtook step 3 of a handshake this agent is responding to (§17.3). */
-  readonly hold: (sessionIdHex: string, item: DeliveredEnvelope) => void;
+  /** Keeps an envelope that overtook step 3 of a handshake this agent is responding to (§17.3); false when that handshake holds its most. */
+  readonly hold: (sessionIdHex: string, item: DeliveredEnvelope) => boolean;
 }
 
 export class Inbox {
@@ -85,6 +87,15 @@ export class Inbox {
   readonly #receipts = new Map<string, { receipt: DeliveryReceipt; at: number }>();
   /** Inbox records are handed to the application in the order their envelopes arrived. */
   #handover: Promise<void> = Promise.resolve();
+  /**
+   * Deliveries left unacknowledged because they cannot be taken now — the application holds its most
+   * (back-pressure), revocation data is stale, their handshake holds its most — tried again every tick: a
+   * gateway never writes a delivery to the same stream twice, so without this they would come back only
+   * after a reconnect, each holding one of the stream's in-flight slots meanwhile (§17.3 item 6, §17.5).
+   */
+  #deferred: DeliveredEnvelope[] = [];
+  /** A deferred delivery is being tried again: what it already reported is not reported again each tick. */
+  #retrying = false;
 
   constructor(deps: InboxDeps) {
     this.#deps = deps;
@@ -131,6 +142,23 @@ export class Inbox {
     return records;
   }
 
+  /** Tries the deferred deliveries again, in arrival order: those of streams still open (the tick). */
+  retryDeferred(): void {
+    if (this.#deferred.length === 0) return;
+    const items = this.#deferred;
+    this.#deferred = [];
+    this.#retrying = true;
+    try {
+      for (const d of items) if (d.conn.isOpen) this.onEnvelope(d.envelope, d.conn, d.deliveryId);
+    } finally {
+      this.#retrying = false;
+    }
+  }
+
+  #defer(item: DeliveredEnvelope): void {
+    if (this.#deferred.length < MAX_DEFERRED) this.#deferred.push(item);
+  }
+
   /** Drops receipts older than a message's lifetime, and the oldest beyond the store's size. */
   pruneReceipts(now: number): void {
     for (const [hash, r] of this.#receipts) {
@@ -166,7 +194,10 @@ export class Inbox {
       conn.sendReply({ case: 'receipt', value: receipt.receipt }, deliveryId);
       return;
     }
-    if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) return; // back-pressure: not acked, it comes again
+    if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) {
+      this.#defer({ envelope, conn, deliveryId }); // back-pressure: not acked; tried again once the application acks
+      return;
+    }
     const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';
     let opened: OpenedMessage | undefined;
     let failure: unknown;
@@ -180,8 +211,8 @@ export class Inbox {
     if (opened === undefined) {
       if (isSessionError(failure, 'unknown_session')) {
         if (deps.manager.isResponding(sidHex)) {
-          // Overtook step 3 of a handshake this agent is responding to: hold it (§17.3).
-          deps.hold(sidHex, { envelope, conn, deliveryId });
+          // Overtook step 3 of a handshake this agent is responding to: hold it (§17.3), or try it again later.
+          if (!deps.hold(sidHex, { envelope, conn, deliveryId })) this.#defer({ envelope, conn, deliveryId });
           return;
         }
         for (const e of events) deps.emit(e);
@@ -191,7 +222,8 @@ export class Inbox {
       if (isSessionError(failure, 'revocation_stale')) {
         // The session checks the peer's revocation for every message (§8.4, §17.5); with stale data it fails
         // closed: the envelope stays unacknowledged at the gateway and opens once the data is fresh again.
-        for (const e of events) deps.emit(e);
+        if (!this.#retrying) for (const e of events) deps.emit(e);
+        this.#defer({ envelope, conn, deliveryId });
         return;
       }
       if (isSessionError(failure, 'replay')) {

@@ -94,7 +94,7 @@ function inbox(recipient: SessionManager, conn: GatewayConnection, options: { ma
     },
     connection: () => conn,
     deliver: (m) => void handed.push(m),
-    hold: () => undefined,
+    hold: () => true,
   });
   return { box, handed, events, records };
 }
@@ -103,23 +103,27 @@ const seal = async (sender: SessionManager, session: Session, n: number): Promis
   (await sender.sealIn(session, { type: MessageType.STATUS_UPDATE, content: { n } })).envelope;
 
 describe('inbox', () => {
-  it('holds at most maxUnacked messages for the application: beyond it a delivery is left unacknowledged until one is acked', async () => {
+  it('holds at most maxUnacked messages for the application: beyond it a delivery is left unacknowledged and tried again once one is acked', async () => {
     const { session, sender, recipient } = await pair();
     const { conn, acked, receipts } = stream();
     const { box, handed } = inbox(recipient, conn, { maxUnacked: 2 });
     const envelopes = [await seal(sender, session, 0), await seal(sender, session, 1), await seal(sender, session, 2)];
     envelopes.forEach((e, i) => box.onEnvelope(e, conn, BigInt(i)));
     await box.handedOver();
-    // Handed over in order; the third is refused (back-pressure): not acked, so the gateway delivers it again.
+    // Handed over in order; the third is refused (back-pressure): not acked, and kept to be tried again (a gateway
+    // never writes a delivery to the same stream twice).
     expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }]);
     expect(acked).toEqual([]);
+    box.retryDeferred(); // the tick: still no room
+    await box.handedOver();
+    expect(handed).toHaveLength(2);
     await handed[0]!.ack();
     expect(acked).toEqual([0n]);
     expect(receipts).toHaveLength(1);
     expect(verifyReceiptSignature(crypto, receipts[0]!, bob.publicKey)).toBe(true);
     expect(toHex(receipts[0]!.messageHash)).toBe(toHex(handed[0]!.messageHash));
-    // The gateway delivers the third again: now there is room.
-    box.onEnvelope(envelopes[2]!, conn, 3n);
+    // The next tick: now there is room.
+    box.retryDeferred();
     await box.handedOver();
     expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
     // A second ack of the same message changes nothing; the bound counts only unacknowledged ones.
@@ -130,7 +134,28 @@ describe('inbox', () => {
     expect(handed).toHaveLength(3); // two unacknowledged again
     await handed[1]!.ack();
     await handed[2]!.ack();
-    expect(acked).toEqual([0n, 1n, 3n]);
+    box.retryDeferred();
+    await box.handedOver();
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }, { n: 3 }]);
+    await handed[3]!.ack();
+    expect(acked).toEqual([0n, 1n, 2n, 4n]); // each delivery acked once, on the stream it came on
+    sender.close();
+    recipient.close();
+  });
+
+  it('a deferred delivery of a stream that has closed is not tried again (the next stream gets it again)', async () => {
+    const { session, sender, recipient } = await pair();
+    const first = stream();
+    const { box, handed } = inbox(recipient, first.conn, { maxUnacked: 1 });
+    box.onEnvelope(await seal(sender, session, 0), first.conn, 1n);
+    box.onEnvelope(await seal(sender, session, 1), first.conn, 2n);
+    await box.handedOver();
+    expect(handed).toHaveLength(1);
+    (first.conn as { isOpen: boolean }).isOpen = false;
+    await handed[0]!.ack();
+    box.retryDeferred();
+    await box.handedOver();
+    expect(handed).toHaveLength(1);
     sender.close();
     recipient.close();
   });
