@@ -405,7 +405,7 @@ export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
  */
 export type Delivery = Message<"parley.v1.Delivery"> & {
   /**
-   * Mailbox sequence number, unique per recipient; acknowledge it with Ack.
+   * The stream's sequence number (1, 2, 3, ... per stream); acknowledge it with Ack.
    *
    * @generated from field: uint64 delivery_id = 1;
    */
@@ -488,8 +488,9 @@ export const DeliveriesSchema: GenMessage<Deliveries> = /*@__PURE__*/
   messageDesc(file_parley_v1_gateway, 9);
 
 /**
- * Accepted confirms the gateway has taken responsibility for an item: it is
- * durably queued or delivered, and audited.
+ * Accepted confirms the gateway has taken the item: QUEUED durably stored,
+ * DELIVERED written to the recipient's stream (held in memory until acked);
+ * audited where docs/PROTOCOL.md §10.9 says so.
  *
  * @generated from message parley.v1.Accepted
  */
