@@ -370,7 +370,7 @@ export class Mailbox {
     await this.removeMany([{ recipientId, deliveryId }]);
   }
 
-  /** Deletes items (acked, withdrawn or dropped) in ONE statement; ids already gone are fine. Returns how many were there. */
+  /** Deletes items (acked or dropped) in ONE statement; ids already gone are fine. Returns how many were there. */
   async removeMany(keys: readonly { readonly recipientId: string; readonly deliveryId: bigint }[]): Promise<number> {
     if (keys.length === 0) return 0;
     const rows = await this.#db.query(

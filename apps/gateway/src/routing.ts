@@ -6,10 +6,11 @@
  * - live recipient with a free slot and no backlog: its audit entry is
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
  *   to the stream and held in memory until acked (./delivery.ts) — no mailbox write;
- * - otherwise: quota check, mailbox insert (group commit), audit entry (an item
- *   whose entry cannot be written is withdrawn and refused), then the
- *   recipient's stream drains it, or another instance is woken (batched
- *   NOTIFY, ./storage.ts), or it waits.
+ * - otherwise: quota check, audit entry (group commit; an item whose entry
+ *   cannot be written is refused), and only then the mailbox insert (group
+ *   commit: a committed row can be delivered at once, so it never exists
+ *   before its entry), then the recipient's stream drains it, or another
+ *   instance is woken (batched NOTIFY, ./storage.ts), or it waits.
  * Receipts and SessionRejects get no audit entry of their own: they are the
  * recipient's signed answers to an audited envelope, re-derivable end to end (§17.1).
  * The gateway holds no session key: it sees headers, never plaintext.

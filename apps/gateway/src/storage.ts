@@ -1,7 +1,7 @@
 /**
  * The gateway's durable writes, group-committed (docs/PROTOCOL.md §10.8,
  * §17.6): mailbox inserts (offline recipients, backlogs, spills) and deletes
- * (acks, withdrawals) each go through a {@link GroupCommit} — one statement and
+ * (acks, drops) each go through a {@link GroupCommit} — one statement and
  * one commit for every item that arrived while the previous batch was being
  * written — and the mailbox quotas (items and bytes per recipient and per
  * sender) are checked before an insert.

@@ -263,7 +263,7 @@ describe.each(BACKENDS)('mailbox, audit and metrics on %s', (backend) => {
     } finally {
       append.mockRestore();
     }
-    expect(await gw.mailbox.depth('worker-m4')).toBe(0); // withdrawn: never delivered unaudited
+    expect(await gw.mailbox.depth('worker-m4')).toBe(0); // never stored: a row exists only once its audit entry has committed
     expect((await planner.conn!.sendFrame(step1(planner, 'worker-m4'))).status).toBe(DeliveryStatus.QUEUED);
     const outcomes = (await auditEntries(gw)).map((e) => e.outcome);
     expect(outcomes).toEqual(['rejected:policy_denied', 'queued']);
