@@ -225,45 +225,30 @@ export interface MailboxOptions {
 
 const SELECT_COLUMNS = 'recipient_id, delivery_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms';
 
-/** A row read back: its item is decoded only when something reads it (a drain relays {@link encoded}). */
-class StoredItem implements MailboxItem {
-  readonly recipientId: string;
-  readonly deliveryId: bigint;
-  readonly encoded: EncodedItem;
-  readonly itemHash: Uint8Array;
-  readonly senderId: string;
-  readonly senderSerial: Uint8Array | undefined;
-  readonly senderValidUntilMs: number | undefined;
-  readonly acceptedAtMs: number;
-  readonly expiresAtMs: number;
-  readonly size: number;
-  #item: RelayItem | undefined;
-
-  constructor(r: Record<string, unknown>) {
-    const code = int(r['item_kind']);
-    const kind = KIND_OF_CODE.get(code);
-    if (kind === undefined) throw new RpcError('internal', `mailbox holds an item of unknown kind ${code}`);
-    const data = bytes(r['item']);
-    this.recipientId = String(r['recipient_id']);
-    this.deliveryId = BigInt(int(r['delivery_id']));
-    this.encoded = { kind, bytes: data };
-    this.itemHash = bytes(r['item_hash']);
-    this.senderId = String(r['sender_id']);
-    this.senderSerial = r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']);
-    this.senderValidUntilMs = intOrNull(r['sender_valid_until_ms']) ?? undefined;
-    this.acceptedAtMs = int(r['accepted_at_ms']);
-    this.expiresAtMs = int(r['expires_at_ms']);
-    this.size = data.length;
-  }
-
-  /** @throws ProtobufError when the stored bytes do not decode (a row written by something else) */
-  get item(): RelayItem {
-    return (this.#item ??= decodeItem(this.encoded));
-  }
-}
-
+/** A row read back. Its item is decoded only when something reads it (a drain relays `encoded`, §10.8). */
 function rowToItem(r: Record<string, unknown>): MailboxItem {
-  return new StoredItem(r);
+  const code = int(r['item_kind']);
+  const kind = KIND_OF_CODE.get(code);
+  if (kind === undefined) throw new RpcError('internal', `mailbox holds an item of unknown kind ${code}`);
+  const data = bytes(r['item']);
+  const encoded: EncodedItem = { kind, bytes: data };
+  let item: RelayItem | undefined;
+  return {
+    recipientId: String(r['recipient_id']),
+    deliveryId: BigInt(int(r['delivery_id'])),
+    encoded,
+    /** @throws ProtobufError when the stored bytes do not decode (a row damaged or written by something else) */
+    get item(): RelayItem {
+      return (item ??= decodeItem(encoded));
+    },
+    itemHash: bytes(r['item_hash']),
+    senderId: String(r['sender_id']),
+    senderSerial: r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']),
+    senderValidUntilMs: intOrNull(r['sender_valid_until_ms']) ?? undefined,
+    acceptedAtMs: int(r['accepted_at_ms']),
+    expiresAtMs: int(r['expires_at_ms']),
+    size: data.length,
+  };
 }
 
 function buffer(b: Uint8Array): Buffer {

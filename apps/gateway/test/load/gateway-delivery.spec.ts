@@ -75,6 +75,23 @@ function envelope(from: Agent, to: string, bytes = 64): SecureMessage {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A planner and a worker, each with an open stream on `gw` (deliveries recorded and acked). */
+async function plannerAndWorker(gw: RunningGateway, suffix: string): Promise<{ planner: Agent; worker: Agent; p: Open; w: Open }> {
+  const planner = world.agent(`planner-${suffix}`, { agentType: 'planner' });
+  const worker = world.agent(`worker-${suffix}`);
+  return { planner, worker, p: await open(gw, planner), w: await open(gw, worker) };
+}
+
+/** A planner with an open stream on `gw`, and a worker that `gw` has seen (its directory entry) and that is now offline. */
+async function plannerAndOfflineWorker(gw: RunningGateway, suffix: string): Promise<{ planner: Agent; worker: Agent; p: Open }> {
+  const planner = world.agent(`planner-${suffix}`, { agentType: 'planner' });
+  const worker = world.agent(`worker-${suffix}`);
+  const p = await open(gw, planner);
+  (await open(gw, worker)).conn.close();
+  await sleep(100);
+  return { planner, worker, p };
+}
+
 describe('live delivery without a mailbox write (§17.6)', () => {
   it('a live item is audited, written and held in memory until acked; one not acked in time is spilled to the mailbox', async () => {
     const gw = await start({ ackTimeoutMs: 300, revocationCheckIntervalMs: 100 });
@@ -279,11 +296,7 @@ describe('stored items relayed as stored (§10.8)', () => {
     // Stored items are relayed without being decoded (§10.8). Without the redelivery check, the damaged row failed
     // the recipient's stream at every reconnect and nothing behind it was ever delivered.
     const gw = await start();
-    const planner = world.agent('planner-m1', { agentType: 'planner' });
-    const worker = world.agent('worker-m1');
-    const p = await open(gw, planner);
-    (await open(gw, worker)).conn.close();
-    await sleep(100);
+    const { planner, worker, p } = await plannerAndOfflineWorker(gw, 'm1');
     const sent = [envelope(planner, 'worker-m1'), envelope(planner, 'worker-m1')];
     for (const e of sent) expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.QUEUED);
     // The first row damaged in the database: 0xff 0xff is a varint that never ends.
@@ -324,11 +337,7 @@ describe('nothing is delivered before its audit entry has committed (§10.9, §1
   it('a stored item has no mailbox row until its entry commits: a recipient that connects meanwhile gets it after, never before', async () => {
     // Before: the row was inserted beside the entry, so a drain (this reconnect, another instance's NOTIFY) could deliver it first.
     const gw = await start();
-    const planner = world.agent('planner-a1', { agentType: 'planner' });
-    const worker = world.agent('worker-a1');
-    const p = await open(gw, planner);
-    (await open(gw, worker)).conn.close();
-    await sleep(100);
+    const { planner, worker, p } = await plannerAndOfflineWorker(gw, 'a1');
     const gate = gateAudit(gw);
     const accepted = p.conn.sendEnvelope(envelope(planner, 'worker-a1'));
     await sleep(200);
@@ -346,10 +355,7 @@ describe('nothing is delivered before its audit entry has committed (§10.9, §1
 
   it('an item whose live stream went away before its entry committed is stored and answered QUEUED, not DELIVERED', async () => {
     const gw = await start();
-    const planner = world.agent('planner-a2', { agentType: 'planner' });
-    const worker = world.agent('worker-a2');
-    const p = await open(gw, planner);
-    const w = await open(gw, worker);
+    const { planner, worker, p, w } = await plannerAndWorker(gw, 'a2');
     const gate = gateAudit(gw);
     const accepted = p.conn.sendEnvelope(envelope(planner, 'worker-a2'));
     await sleep(200);
@@ -368,10 +374,7 @@ describe('nothing is delivered before its audit entry has committed (§10.9, §1
     // Before: the first attempt marked the envelope as relayed at its check, so the resend was taken for a resend of
     // an audited envelope and delivered with no entry at all.
     const gw = await start();
-    const planner = world.agent('planner-a3', { agentType: 'planner' });
-    const worker = world.agent('worker-a3');
-    const p = await open(gw, planner);
-    const w = await open(gw, worker);
+    const { planner, worker, p, w } = await plannerAndWorker(gw, 'a3');
     const e = envelope(planner, 'worker-a3');
     const append = vi.spyOn(gw.audit, 'append').mockRejectedValueOnce(new Error('disk full'));
     await expect(p.conn.sendEnvelope(e)).rejects.toMatchObject({ code: 'unavailable' });
