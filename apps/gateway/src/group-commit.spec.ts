@@ -72,5 +72,8 @@ describe('GroupCommit', () => {
     void gc.add(1);
     void gc.add(2);
     await expect(gc.add(3)).rejects.toMatchObject({ code: 'unavailable' });
+    // An item the caller holds and bounds itself (a spilled delivery) is never refused for the queue's length.
+    void gc.add(4, false);
+    expect(gc.queued).toBe(3);
   });
 });

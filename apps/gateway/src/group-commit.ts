@@ -52,11 +52,13 @@ export class GroupCommit<T, R> {
 
   /**
    * Adds one item to the next batch.
+   * @param bounded false for an item that the caller bounds itself and must not lose to this queue's bound (an
+   *   item already accepted and held, e.g. a spilled delivery: at most `maxInFlight` per stream)
    * @returns its result once its batch is written
-   * @throws RpcError `unavailable` when too many items are waiting; whatever the batch write threw
+   * @throws RpcError `unavailable` when too many items are waiting (a bounded item); whatever the batch write threw
    */
-  add(item: T): Promise<R> {
-    if (this.#queue.length >= (this.#o.maxQueued ?? 100_000)) return Promise.reject(new RpcError('unavailable', 'storage is not keeping up'));
+  add(item: T, bounded = true): Promise<R> {
+    if (bounded && this.#queue.length >= (this.#o.maxQueued ?? 100_000)) return Promise.reject(new RpcError('unavailable', 'storage is not keeping up'));
     return new Promise<R>((resolve, reject) => {
       this.#queue.push({ item, resolve, reject });
       if (!this.#running) this.#start();

@@ -499,15 +499,20 @@ export class Mailbox {
 
   /**
    * Records this instance as alive and counts the OTHER instances seen within `staleAfterMs` (one statement).
+   * Rows of instances not seen for {@link FORGET_INSTANCE_AFTER} × `staleAfterMs` (at least 10 min) are deleted
+   * in the same statement: each process has an id of its own, so every instance that crashed or was killed left
+   * a row behind (one that comes back records itself again).
    * @returns how many other instances share the database
    */
   async heartbeat(instanceId: string, staleAfterMs: number): Promise<number> {
     const now = this.#clock();
     const rows = await this.#db.query<{ n: unknown }>(
       `WITH up AS (INSERT INTO gateway_instances (instance_id, seen_at_ms) VALUES ($1, $2)
-                   ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = EXCLUDED.seen_at_ms RETURNING 1)
-       SELECT (SELECT COUNT(*) FROM up) * 0 + COUNT(*) AS n FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > $3`,
-      [instanceId, now, now - staleAfterMs],
+                   ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = EXCLUDED.seen_at_ms RETURNING 1),
+            gone AS (DELETE FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms < $4 RETURNING 1)
+       SELECT (SELECT COUNT(*) FROM up) * 0 + (SELECT COUNT(*) FROM gone) * 0 + COUNT(*) AS n
+       FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > $3`,
+      [instanceId, now, now - staleAfterMs, now - Math.max(FORGET_INSTANCE_AFTER * staleAfterMs, 600_000)],
     );
     return int(rows[0]?.n ?? 0);
   }
@@ -517,6 +522,9 @@ export class Mailbox {
     await this.#db.query('DELETE FROM gateway_instances WHERE instance_id = $1', [instanceId]);
   }
 }
+
+/** Heartbeat periods (× the stale bound) after which a silent instance's row is deleted. */
+export const FORGET_INSTANCE_AFTER = 100;
 
 /** The PostgreSQL notification channel of cross-instance mailbox wake-ups (payload: the recipient's agent id). */
 export const MAILBOX_CHANNEL = 'parley_mailbox';

@@ -183,12 +183,14 @@ export class Storage {
 
   /**
    * Stores an item (group commit).
-   * @param admitted whether the quota check already reserved it (else it is counted now: a spill)
+   * @param admitted whether the quota check already reserved it (a new item: refused with `unavailable` while too
+   *   many inserts wait); else it is an item already accepted and held (a spill), counted now and never refused
+   *   for the queue's length (held items are bounded by the streams' in-flight bound, and refusing one would lose it)
    */
   async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<MailboxItem> {
     if (!admitted) this.quotas.added(item.recipientId, item.senderId, size);
     try {
-      return await this.#inserts.add({ row: item, size });
+      return await this.#inserts.add({ row: item, size }, admitted);
     } catch (error) {
       this.quotas.removed(item.recipientId, item.senderId, size);
       throw error;

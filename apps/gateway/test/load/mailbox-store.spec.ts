@@ -1,10 +1,10 @@
-// The mailbox's batched insert on both engines: every byte column of every row of a batch (items of
+// The mailbox's statements on both engines. The batched insert: every byte column of every row of a batch (items of
 // very different sizes, each kind) reads back exactly, in the order given, with the notification sent.
 import { openDatabase, type Database } from '@parley/db';
 import { create, DeliveryReceiptSchema, HandshakeFrameSchema, SecureMessageSchema } from '@parley/proto';
 import type { RelayItem } from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
+import { FORGET_INSTANCE_AFTER, Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 
@@ -23,7 +23,7 @@ const SCHEMA = `t_mbx_${process.pid}_${Math.floor(Math.random() * 1e9).toString(
 const engines: [string, { url?: string; schema?: string }][] = [['PGlite', {}]];
 if (DATABASE_URL !== undefined) engines.push(['PostgreSQL', { url: DATABASE_URL, schema: SCHEMA }]);
 
-describe.each(engines)('Mailbox.putMany on %s', (_, options) => {
+describe.each(engines)('Mailbox statements on %s', (_, options) => {
   let db: Database;
   let mailbox: Mailbox;
   beforeAll(async () => {
@@ -73,5 +73,19 @@ describe.each(engines)('Mailbox.putMany on %s', (_, options) => {
     await expect(mailbox.putMany([{ ...item(1), itemHash: bytes(31, 0) }])).rejects.toThrow(RangeError);
     await expect(mailbox.putMany([{ ...item(1), senderSerial: bytes(17, 0) }])).rejects.toThrow(RangeError);
     await expect(mailbox.putMany(Array.from({ length: MAILBOX_BATCH + 1 }, (_, i) => item(i)))).rejects.toThrow(RangeError);
+  });
+
+  it('a heartbeat counts the other live instances and deletes the rows of instances long gone (crashed ones leave one each)', async () => {
+    const stale = 6_000;
+    const now = Date.now();
+    await db.query('INSERT INTO gateway_instances (instance_id, seen_at_ms) VALUES ($1, $2), ($3, $4), ($5, $6)', [
+      'live-peer', now,
+      'silent-peer', now - 60_000, // not counted, but kept: it may come back
+      'crashed-long-ago', now - Math.max(FORGET_INSTANCE_AFTER * stale, 600_000) - 1_000,
+    ]);
+    expect(await mailbox.heartbeat('me', stale)).toBe(1);
+    const ids = (await db.query<{ instance_id: string }>('SELECT instance_id FROM gateway_instances ORDER BY instance_id')).map((r) => r.instance_id);
+    expect(ids).toEqual(['live-peer', 'me', 'silent-peer']);
+    await db.query('DELETE FROM gateway_instances');
   });
 });
