@@ -71,9 +71,16 @@ describe('GroupCommit', () => {
     const gc = new GroupCommit<number, number>({ maxBatch: 1, maxQueued: 2, write: () => new Promise(() => undefined) });
     void gc.add(1);
     void gc.add(2);
-    await expect(gc.add(3)).rejects.toMatchObject({ code: 'unavailable' });
+    const refused = gc.add(3);
     // An item the caller holds and bounds itself (a spilled delivery) is never refused for the queue's length.
-    void gc.add(4, false);
-    expect(gc.queued).toBe(3);
+    let held = 'waiting';
+    void gc.add(4, false).then(
+      () => (held = 'written'),
+      () => (held = 'refused'),
+    );
+    await expect(refused).rejects.toMatchObject({ code: 'unavailable' });
+    await tick();
+    expect(held).toBe('waiting');
+    expect(gc.queued).toBe(2);
   });
 });
