@@ -134,6 +134,8 @@ const DIRECTORY_CACHE_ENTRIES = 10_000;
 export class Router {
   readonly #ctx: GatewayContext;
   readonly #limiter: RateLimiter;
+  /** Unary Sends per agent (the item rate), taken before a Send's nonce is written (a row per Send). */
+  readonly #unarySends: RateLimiter;
   readonly #bytes: RateLimiter;
   readonly #handshakes: RateLimiter;
   readonly #verifySignatures: boolean;
@@ -148,6 +150,7 @@ export class Router {
     this.#ctx = ctx;
     this.#policy = options.policy;
     this.#limiter = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
+    this.#unarySends = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
     this.#bytes = new RateLimiter({ ...options.byteRateLimit, clock: ctx.clock });
     this.#handshakes = new RateLimiter({ ...options.handshakeRateLimit, clock: ctx.clock });
     this.#verifySignatures = options.verifySignatures;
@@ -155,6 +158,15 @@ export class Router {
     this.#delivery = options.delivery;
     this.#storage = options.storage;
     this.#replies = options.replies;
+  }
+
+  /**
+   * One unary Send of an authenticated agent, charged before its nonce is written (§10.6): the nonce table
+   * holds a row per Send for minutes, so its growth per agent is bounded by this rate, not by how fast the
+   * gateway can verify. Its item is charged again as any item when it is routed (§10.3 step 4).
+   */
+  takeUnarySend(agentId: string): boolean {
+    return this.#unarySends.take(agentId);
   }
 
   /** Swaps in a new routing policy; applies to the next item checked. */
@@ -165,6 +177,7 @@ export class Router {
   /** Drops idle rate-limit buckets, expired reply entries and stale directory entries. */
   sweep(): void {
     this.#limiter.sweep();
+    this.#unarySends.sweep();
     this.#bytes.sweep();
     this.#handshakes.sweep();
     this.#replies.sweep();

@@ -70,8 +70,9 @@ export class UnarySend {
     }
     const signed = gatewaySendLayout(ctx.gatewayId, ts, request.nonce, itemDigest(ctx.crypto, item));
     if (!ctx.crypto.ed25519.verify(request.signature, signed, cert.identityPublicKey)) return refuse('bad_signature', 'send signature does not verify');
-    // Recorded only after the signature verifies; kept until the timestamp is outside the window (then the
-    // timestamp check refuses a replay). The sweep deletes expired nonces.
+    // Recorded only after the signature verifies and within the agent's Send rate (a row each, kept until the
+    // timestamp is outside the window; then the timestamp check refuses a replay). The sweep deletes expired nonces.
+    if (!this.#router.takeUnarySend(agent)) return refuse('rate_limited', 'too many unary sends');
     let fresh: boolean;
     try {
       fresh = await ctx.track(ctx.mailbox.useSendNonce(agent, request.nonce, Number(ts) + skew + 1000));

@@ -277,6 +277,23 @@ describe('issue 13 (gateway findings)', () => {
     await stop(gw2);
   });
 
+  it('unary Sends beyond the agent\'s rate are refused before their nonce is written (the nonce table grows at that rate at most)', async () => {
+    // Before: every Send that verified wrote its nonce row, and only its item was refused by the rate limit after.
+    const gw = await start({ rateLimit: { ratePerSecond: 0.01, burst: 2 } });
+    const { planner } = await plannerAndOfflineWorker(gw, 'u1');
+    const client = createClient(AgentGatewayService, gw.address, credentials.createInsecure());
+    try {
+      const send = (): Promise<unknown> => client.send(buildSendRequest(world.crypto, planner, GATEWAY_ID, { case: 'envelope', value: envelope(planner, 'worker-u1') }));
+      for (let i = 0; i < 2; i++) expect(await send()).toMatchObject({ status: DeliveryStatus.QUEUED });
+      for (let i = 0; i < 3; i++) await expect(send()).rejects.toMatchObject({ code: 'rate_limited' });
+    } finally {
+      client.close();
+    }
+    const rows = await gw.database.query<{ n: unknown }>('SELECT count(*) AS n FROM gateway_send_nonces');
+    expect(Number(rows[0]!.n)).toBe(2);
+    await stop(gw);
+  });
+
   it('(10) an agent closing its stream is not logged at error level', async () => {
     // Before: "connect stream failed" at level 50 with ERR_STREAM_PREMATURE_CLOSE and a stack.
     const gw = await start();
