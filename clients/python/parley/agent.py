@@ -545,7 +545,7 @@ class Agent:
             payload=payload,
             peer_key=session.peer.identity_public_key,
             created_at_ms=ts,
-            expires_at_ms=ts + self._skew.max_age_ms + self._skew.max_future_ms,
+            expires_at_ms=int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms,  # §17.1: the message's validity
         )
         entry.waiter = asyncio.get_running_loop().create_future()
         await self._put("outbox", entry.id, entry.record())  # durable before it is relayed
@@ -1201,7 +1201,7 @@ class Agent:
                 del self._by_hash[entry.message_hash]
             entry.session_id, entry.message_hash, entry.envelope, entry.payload = session.id, sealed.message_hash, sealed.envelope, payload
             entry.peer_key = session.peer.identity_public_key
-            entry.expires_at_ms = ts + self._skew.max_age_ms + self._skew.max_future_ms
+            entry.expires_at_ms = int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms  # §17.1: timestamp_ms + max_age
             entry.resends = 0
             entry.reseals += 1
             self._emit("resealed", peer=entry.to, session_id=session.id_hex, message_hash=sealed.message_hash.hex(), reseals=entry.reseals)
