@@ -61,8 +61,15 @@ FATAL_GO_AWAY: Final = frozenset({"revoked", "expired", "replaced"})
 FATAL_AUTH: Final = frozenset(
     {"bad_signature", "bad_certificate", "unknown_issuer", "revoked", "expired", "not_yet_valid", "identity_mismatch", "unsupported_version", "malformed", "unauthenticated"}
 )
-#: Gateway refusals of an envelope that a later resend can overcome; anything else is definite.
-TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal"})
+#: Refusals of a handshake step 1 (and failures of a reseal's handshake) that a later attempt can overcome;
+#: anything else fails the send or the reseal.
+TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal", "quota_exceeded"})
+#: Gateway refusals of an envelope that no resend can change: only these end a send (§17.2 item 2, as
+#: ``PERMANENT_REFUSALS`` of @parley/client's outbox). Any other code (``quota_exceeded``, ``rate_limited``,
+#: ``unavailable``, …) leaves the entry in the outbox, resent at its next interval until a receipt or expiry.
+PERMANENT_REFUSALS: Final = frozenset(
+    {"policy_denied", "too_large", "malformed", "unsupported_version", "identity_mismatch", "bad_signature", "revoked", "expired", "nonce_exhausted"}
+)
 RESERVE_BLOCK: Final = 256
 #: §17.2 item 4: a message is resealed at most this often, then its send fails with ``unknown_session``.
 MAX_RESEALS: Final = 5
@@ -1112,7 +1119,11 @@ class Agent:
             return sealed
 
     async def _relay(self, entry: _OutboxEntry) -> None:
-        """Relays an outbox entry's envelope (same bytes every time); definite refusals settle it."""
+        """Relays an outbox entry's envelope (same bytes every time); only a permanent refusal of the item settles it.
+
+        A stream that ends before the answer refused nothing (§17.2 item 2): the entry stays and goes out
+        again after the reconnect, or from its durable record after a restart when the agent stopped.
+        """
         conn = self._conn
         if conn is None or not conn.is_open or entry.resealing:
             return
@@ -1122,10 +1133,11 @@ class Agent:
         try:
             accepted = await conn.send("envelope", entry.envelope)
         except GatewayError as error:
-            if error.code in TRANSIENT_REFUSALS:
-                return
-            await self._settle(entry, error=error)
-            return
+            if not conn.is_open or self._fatal is not None or self._closed:
+                return  # the stream ended (or the agent stopped): no refusal of the item
+            if error.code in PERMANENT_REFUSALS:
+                await self._settle(entry, error=error)
+            return  # rate_limited, quota_exceeded, unavailable, …: resent at its next interval
         if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
             # §17.2 item 3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
             entry.next_resend_at = float("inf")
@@ -1193,6 +1205,12 @@ class Agent:
                 sealed = await self._seal(session, payload, ts)
             except ParleyError as error:
                 entry.resealing = False
+                if self._fatal is not None or self._closed:
+                    # The agent stopped (replaced, revoked, …): no outcome of the item; every durable record stays
+                    # for a restarted process, which resends the envelope it holds (and reseals on its reject).
+                    for rest in entries:
+                        rest.resealing = False
+                    return
                 if error.code in TRANSIENT_REFUSALS or error.code in ("handshake_failed", "state_error"):
                     continue  # the housekeeping resend retries; expiry ends it
                 await self._settle(entry, error=error)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from parley.agent import Agent
+from parley.errors import ParleyError
 from parley.gateway import GatewayConnection
 from parley.handshake import ResponderHandshake
 from parley.relay import sign_session_reject
@@ -98,3 +99,77 @@ def test_a_send_expires_at_its_timestamp_plus_max_age_also_when_resealed(world: 
     assert len(seen) == 2
     for expires, timestamp, recorded in seen:
         assert expires == recorded == timestamp + DEFAULT_SKEW.max_age_ms
+
+
+# §17.2 item 2: the outbox entry stays until a verified receipt, expiry, or a permanent refusal of the item.
+
+
+def test_a_quota_refusal_is_not_permanent_the_send_stays_and_is_resent(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, int, int, bool]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(rejected=gateway_pb2.Rejected(request_id=sent(call, "envelope")[0].request_id, code="quota_exceeded", message="mailbox full"))
+        await asyncio.sleep(0.1)
+        pending, records = agent.pending(), len(outbox_records(agent))
+        [entry] = agent._outbox.values()
+        agent._spawn(agent._relay(entry))  # what the housekeeping does once the resend interval passed
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)
+        resent = len(sent(call, "envelope"))
+        done = sending.done()
+        sending.cancel()
+        await agent.close()
+        return pending, records, resent, done
+
+    pending, records, resent, done = run(scenario)
+    assert (pending, records, resent, done) == (1, 1, 2, False)
+
+
+def test_a_stream_ended_by_a_go_away_is_no_refusal_of_the_sends_in_flight(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[str, int, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(go_away=gateway_pb2.GoAway(code="replaced", message="another stream authenticated as bob"))
+        call.cancel()  # the gateway ends the stream after its go_away
+        with pytest.raises(ParleyError) as error:
+            await sending
+        await asyncio.sleep(0.1)
+        pending, records = agent.pending(), len(outbox_records(agent))
+        await agent.close()
+        return error.value.code, pending, records
+
+    code, pending, records = run(scenario)
+    # The agent stopped for good (replaced): the caller learns it, but the durable record stays for a restarted process.
+    assert (code, pending, records) == ("replaced", 1, 1)
+    assert not [e for e in events if e.kind == "send_settled"]
+
+
+def test_a_reseal_under_way_when_the_agent_stops_keeps_its_durable_record(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[str, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(**reject(alice, sent(call, "envelope")[0].envelope, 1))
+        await wait_for(lambda: len(sent(call, "handshake")) == 1)  # the reseal's handshake is under way
+        call.play(go_away=gateway_pb2.GoAway(code="revoked", message="bob was revoked"))
+        call.cancel()
+        with pytest.raises(ParleyError) as error:
+            await sending
+        await asyncio.sleep(1.0)  # the handshake's retry finds the agent stopped
+        records = len(outbox_records(agent))
+        await agent.close()
+        return error.value.code, records
+
+    code, records = run(scenario)
+    assert (code, records) == ("revoked", 1)
+    assert not [e for e in events if e.kind == "send_settled"]
