@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -1215,18 +1216,35 @@ class Agent:
                     continue  # the housekeeping resend retries; expiry ends it
                 await self._settle(entry, error=error)
                 continue
+            resealed = dataclasses.replace(
+                entry,
+                session_id=session.id,
+                message_hash=sealed.message_hash,
+                envelope=sealed.envelope,
+                payload=payload,
+                peer_key=session.peer.identity_public_key,
+                expires_at_ms=int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms,  # §17.1: timestamp_ms + max_age
+                reseals=entry.reseals + 1,
+            )
+            try:
+                await self._put("outbox", entry.id, resealed.record())  # §17.2 item 2: durable before it is relayed
+            except ParleyError:
+                # Fail closed, as a send whose record cannot be written: the new envelope is not relayed. The entry
+                # keeps the envelope its durable record holds (the previous one), so this process and a restarted
+                # one agree; its next resend brings the next SessionReject and with it the next attempt (a state_error
+                # event was emitted). The caller's send stays pending: its previous record is durable.
+                entry.next_resend_at = time.monotonic() + min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
+                entry.resealing = False
+                continue
+            if self._outbox.get(entry.id) is not entry:  # settled meanwhile (expired): no record may outlive it
+                await self._delete("outbox", entry.id)
+                continue
             if self._by_hash.get(entry.message_hash) == entry.id:
                 del self._by_hash[entry.message_hash]
             entry.session_id, entry.message_hash, entry.envelope, entry.payload = session.id, sealed.message_hash, sealed.envelope, payload
-            entry.peer_key = session.peer.identity_public_key
-            entry.expires_at_ms = int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms  # §17.1: timestamp_ms + max_age
+            entry.peer_key, entry.expires_at_ms, entry.reseals = resealed.peer_key, resealed.expires_at_ms, resealed.reseals
             entry.resends = 0
-            entry.reseals += 1
             self._emit("resealed", peer=entry.to, session_id=session.id_hex, message_hash=sealed.message_hash.hex(), reseals=entry.reseals)
-            try:
-                await self._put("outbox", entry.id, entry.record())
-            except ParleyError:
-                pass  # the old record stays; a restart resends the old envelope and gets rejected again
             self._by_hash[entry.message_hash] = entry.id
             entry.resealing = False
             await self._relay(entry)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from parley.agent import Agent
-from parley.errors import ParleyError
+from parley.errors import ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import ResponderHandshake
 from parley.relay import sign_session_reject
@@ -173,3 +173,48 @@ def test_a_reseal_under_way_when_the_agent_stops_keeps_its_durable_record(world:
     code, records = run(scenario)
     assert (code, records) == ("revoked", 1)
     assert not [e for e in events if e.kind == "send_settled"]
+
+
+# §17.2 item 2: durable before relayed, a resealed envelope too.
+
+
+def test_a_resealed_envelope_whose_record_cannot_be_written_is_not_relayed(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> None:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        first = sent(call, "envelope")[0].envelope
+        [entry] = agent._outbox.values()
+        recorded = dict(outbox_records(agent)[entry.id])
+        store = agent._store
+        assert store is not None
+        real_put = store.put
+
+        def full_disk(kind: str, name: str, record: dict[str, Any]) -> None:
+            if kind == "outbox":
+                raise StateError("state_error", "No space left on device")
+            real_put(kind, name, record)
+
+        store.put = full_disk  # type: ignore[method-assign]
+        call.play(**reject(alice, first, 1))
+        await answer_handshake(world, call, alice, known=0, delivery_id=2)
+        await wait_for(lambda: any(e.kind == "state_error" for e in events))
+        await asyncio.sleep(0.2)
+        # Nothing relayed that is not durable; the entry still is what its record says, and stays pending.
+        assert len(sent(call, "envelope")) == 1
+        assert outbox_records(agent)[entry.id] == recorded
+        assert agent._outbox[entry.id] is entry and entry.message_hash.hex() == recorded["hash"] and not entry.resealing
+        assert entry.reseals == 0 and not sending.done()
+        # Its next resend brings the next SessionReject: once the record can be written, the reseal goes out.
+        store.put = real_put  # type: ignore[method-assign]
+        call.play(**reject(alice, first, 3))
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)
+        assert outbox_records(agent)[entry.id]["hash"] == entry.message_hash.hex() != recorded["hash"] and entry.reseals == 1
+        assert bytes(sent(call, "envelope")[1].envelope.session_id) != bytes(first.session_id)
+        sending.cancel()
+        await agent.close()
+
+    run(scenario)
