@@ -18,8 +18,10 @@ Recipient side
     ``await msg.ack()`` signs the receipt, records it, sends it, acks the gateway's deliveries and
     drops the inbox entry. A crash before the ack hands the message over again (``redelivered=True``),
     once. A copy that comes again is acked with the application's ack (still in the inbox) or answered
-    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held (at most 64)
-    until step 3; an envelope of an unknown session is answered with a signed SessionReject. The
+    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held
+    (at most 64) until step 3; a delivery that cannot be taken now (beyond those 64, or its inbox record
+    could not be written) is left unacknowledged and tried again every 250 ms while its stream is open (at
+    most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject. The
     peer's certificate is checked against revocation data at every message.
 """
 
@@ -82,6 +84,12 @@ MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
 #: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
 ENVELOPE_QUEUE: Final = 64
+#: Deliveries waiting to be tried again (§12); beyond it a delivery is left for the next stream.
+MAX_DEFERRED: Final = 4096
+#: How often deferred deliveries are tried again, seconds (§17.3 items 4 and 6).
+RETRY_INTERVAL: Final = 0.25
+#: Longest wait between two attempts at a delivery whose inbox record could not be written, seconds.
+MAX_STATE_RETRY: Final = 8.0
 RECORD_VERSION: Final = 1
 
 
@@ -243,38 +251,63 @@ class Message:
         return f"Message({self.type.name} from {self.sender}, {self.message_hash.hex()[:16]}…{', redelivered' if self.redelivered else ''})"
 
 
+@dataclass(slots=True)
+class _Delivered:
+    """An envelope as one stream delivered it (acked there once it is settled)."""
+
+    conn: GatewayConnection | None
+    delivery_id: int
+    envelope: Any
+    #: Why it waits to be tried again: ``handshake`` (its handshake holds its 64), ``state`` (its inbox record could not be written).
+    waiting: str = ""
+    #: How often it was deferred: only the first is reported, and a failing inbox write backs off.
+    deferrals: int = 0
+    #: Not tried again before this ``time.monotonic()``.
+    not_before: float = 0.0
+
+
 class _EnvelopeQueue:
-    """Deliveries of envelopes waiting to be opened: bounded (back-pressure), with a front for held ones."""
+    """Deliveries of envelopes waiting to be opened: bounded (back-pressure), with a front for held and deferred ones."""
 
     def __init__(self, bound: int) -> None:
         self._bound = bound
-        self._items: collections.deque[tuple[GatewayConnection | None, int, Any]] = collections.deque()
-        self._cond = asyncio.Condition()
+        self._items: collections.deque[_Delivered] = collections.deque()
+        self._not_empty = asyncio.Event()
+        self._not_full = asyncio.Event()
+        self._not_full.set()
 
-    async def put(self, item: tuple[GatewayConnection | None, int, Any]) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: len(self._items) < self._bound)
-            self._items.append(item)
-            self._cond.notify_all()
+    def __len__(self) -> int:
+        return len(self._items)
 
-    async def put_front(self, items: list[tuple[GatewayConnection | None, int, Any]]) -> None:
-        async with self._cond:
-            self._items.extendleft(reversed(items))
-            self._cond.notify_all()
+    async def put(self, item: _Delivered) -> None:
+        """Appends a delivery, waiting while the queue holds its bound."""
+        while len(self._items) >= self._bound:
+            self._not_full.clear()
+            await self._not_full.wait()
+        self._items.append(item)
+        self._not_empty.set()
 
-    async def get(self) -> tuple[GatewayConnection | None, int, Any]:
-        async with self._cond:
-            await self._cond.wait_for(lambda: bool(self._items))
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
+    def put_front(self, items: list[_Delivered]) -> None:
+        """Puts deliveries in front, in their order (beyond the bound: they were taken from the stream already)."""
+        self._items.extendleft(reversed(items))
+        if self._items:
+            self._not_empty.set()
+
+    async def get(self) -> _Delivered:
+        while not self._items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        item = self._items.popleft()
+        if len(self._items) < self._bound:
+            self._not_full.set()
+        return item
 
 
 @dataclass(slots=True)
 class _Responding:
     handshake: ResponderHandshake
     timer: asyncio.TimerHandle
-    held: list[tuple[GatewayConnection | None, int, Any]] = field(default_factory=list)
+    held: list[_Delivered] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -435,6 +468,8 @@ class Agent:
         self._app: asyncio.Queue[Any] = asyncio.Queue()
         self._capacity = asyncio.Event()
         self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
+        #: Deliveries left unacknowledged because they cannot be taken now, tried again (§17.3 items 4 and 6).
+        self._deferred: list[_Delivered] = []
         # connection
         self._conn: GatewayConnection | None = None
         self._live = asyncio.Event()
@@ -648,6 +683,7 @@ class Agent:
         self._main_tasks = [
             asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
             asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
+            asyncio.get_running_loop().create_task(self._retry_loop(), name="parley-deferred"),
         ]
         conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
         self._attach(conn)
@@ -1076,10 +1112,15 @@ class Agent:
                 await self._reject_held(responding)
                 return
             self._register(session)
+            # §17 recipient 4: processed in arrival order right after step 3 (before any envelope queued behind them),
+            # then those beyond the 64 it held.
+            later = [d for d in self._deferred if d.waiting == "handshake" and bytes(d.envelope.session_id) == sid]
+            if later:
+                self._deferred = [d for d in self._deferred if not (d.waiting == "handshake" and bytes(d.envelope.session_id) == sid)]
+            if responding.held or later:
+                self._envelopes.put_front(responding.held + later)
             with contextlib.suppress(ParleyError):
                 await self._save_session(session)
-            if responding.held:  # §17 recipient 4: processed in arrival order right after step 3
-                await self._envelopes.put_front(responding.held)
         else:
             self._security("handshake", "malformed", None, None, "handshake frame with an unknown step")
 
@@ -1092,8 +1133,9 @@ class Agent:
         await self._reject_held(responding)
 
     async def _reject_held(self, responding: _Responding) -> None:
-        for conn, delivery_id, envelope in responding.held:
-            self._answer_unknown_session(envelope, conn, delivery_id)
+        for d in responding.held:
+            self._answer_unknown_session(d.envelope, d.conn, d.delivery_id)
+        # Deferred ones beyond its 64 are answered the same way when they are tried again (no handshake any more).
 
     # =========================================================================================
     # Sending
@@ -1256,7 +1298,7 @@ class Agent:
         """Called by the reader for each delivery, in order. Envelopes queue (bounded); the rest is handled here."""
         kind = delivery.WhichOneof("item")
         if kind == "envelope":
-            await self._envelopes.put((conn, delivery.delivery_id, delivery.envelope))
+            await self._envelopes.put(_Delivered(conn, delivery.delivery_id, delivery.envelope))
             return
         try:
             if kind == "handshake":
@@ -1270,9 +1312,9 @@ class Agent:
 
     async def _envelope_loop(self) -> None:
         while True:
-            conn, delivery_id, envelope = await self._envelopes.get()
+            delivered = await self._envelopes.get()
             try:
-                await self._on_envelope(conn, delivery_id, envelope)
+                await self._on_envelope(delivered)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -1290,7 +1332,55 @@ class Agent:
             return
         self._reply("session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject", conn, delivery_id)
 
-    async def _on_envelope(self, conn: GatewayConnection | None, delivery_id: int, envelope: Any) -> None:
+    def _defer(self, delivered: _Delivered, why: str, delay: float = 0.0) -> None:
+        """Leaves a delivery unacknowledged and tries it again later (§17.3 items 4 and 6).
+
+        A gateway never writes a delivery to the same stream twice: without this it would come back only on
+        the next stream (or with the sender's resend), holding one of the stream's in-flight slots meanwhile.
+        At most :data:`MAX_DEFERRED` wait; a closed stream's are dropped, as its successor delivers them again.
+        """
+        conn = delivered.conn
+        if conn is None or not conn.is_open or conn is not self._conn:
+            return
+        if len(self._deferred) >= MAX_DEFERRED:
+            _log.debug("parley: %d deliveries wait to be tried again; delivery %d is left for the next stream", MAX_DEFERRED, delivered.delivery_id)
+            return
+        delivered.waiting = why
+        delivered.deferrals += 1
+        delivered.not_before = time.monotonic() + delay
+        self._deferred.append(delivered)
+
+    def _retry_deferred(self) -> None:
+        """Puts the deferred deliveries that may be taken now in front of the envelope queue, in arrival order;
+        drops those of a stream that ended (its successor delivers them again)."""
+        if not self._deferred:
+            return
+        mono = time.monotonic()
+        ready: list[_Delivered] = []
+        keep: list[_Delivered] = []
+        for d in self._deferred:
+            if d.conn is None or not d.conn.is_open or d.conn is not self._conn:
+                continue
+            if d.not_before > mono or (d.waiting == "handshake" and self._holds_its_most(bytes(d.envelope.session_id))):
+                keep.append(d)
+            else:
+                ready.append(d)
+        self._deferred = keep
+        if ready:
+            self._envelopes.put_front(ready)
+
+    def _holds_its_most(self, session_id: bytes) -> bool:
+        """Whether a handshake this agent is answering holds its :data:`MAX_HELD_PER_HANDSHAKE` envelopes."""
+        responding = self._responding.get(session_id)
+        return responding is not None and len(responding.held) >= MAX_HELD_PER_HANDSHAKE
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            self._retry_deferred()
+
+    async def _on_envelope(self, delivered: _Delivered) -> None:
+        conn, delivery_id, envelope = delivered.conn, delivered.delivery_id, delivered.envelope
         sender = str(envelope.sender_id)[:128]
         try:
             assert_envelope_shape(envelope)
@@ -1320,9 +1410,11 @@ class Agent:
             responding = self._responding.get(sid)
             if responding is not None:  # §17 recipient 4: hold until step 3
                 if len(responding.held) < MAX_HELD_PER_HANDSHAKE:
-                    responding.held.append((conn, delivery_id, envelope))
-                else:
-                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes held for one handshake")
+                    responding.held.append(delivered)
+                    return
+                if delivered.deferrals == 0:
+                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes for one handshake: left unacknowledged, tried again")
+                self._defer(delivered, "handshake")  # beyond its 64: tried again once it has room or has ended
                 return
             self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
             self._answer_unknown_session(envelope, conn, delivery_id)
@@ -1337,8 +1429,10 @@ class Agent:
         try:
             await self._put("inbox", digest.hex(), entry.record())  # §17 recipient 1: durable before anything else
         except ParleyError:
+            # Not acked, nothing marked: opened again later, backing off (the state_error event was emitted).
             opened.discard()
-            return  # not acked: the gateway delivers it again on the next stream
+            self._defer(delivered, "state", min(MAX_STATE_RETRY, RETRY_INTERVAL * 2**delivered.deferrals))
+            return
         if opened.commit():
             self._save_session_later(session)
         self._unacked[digest] = entry

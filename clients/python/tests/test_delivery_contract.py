@@ -14,14 +14,14 @@ import pytest
 from parley.agent import Agent
 from parley.errors import ParleyError, StateError
 from parley.gateway import GatewayConnection
-from parley.handshake import ResponderHandshake
+from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.relay import sign_session_reject
 from parley.session import DEFAULT_SKEW, Session, now_ms
 from parley.types import Event, MessageType
 from parley.v1 import gateway_pb2
 
 from .helpers import World
-from .test_gateway_replies import FakeCall, FakeChannel, make_agent, run
+from .test_gateway_replies import FakeCall, FakeChannel, make_agent, run, seal
 
 
 @pytest.fixture
@@ -218,3 +218,103 @@ def test_a_resealed_envelope_whose_record_cannot_be_written_is_not_relayed(world
         await agent.close()
 
     run(scenario)
+
+
+# §17.3 item 4: beyond the 64 envelopes held for a handshake, left unacknowledged and tried again.
+
+
+def start_loops(agent: Agent) -> list[asyncio.Task[Any]]:
+    """The agent's envelope and retry loops (what ``_start`` runs besides the housekeeping)."""
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(agent._envelope_loop()), loop.create_task(agent._retry_loop())]
+
+
+async def alice_starts_a_handshake(world: World, call: FakeCall, alice: Session) -> tuple[Any, Any]:
+    """Alice starts a second session with bob; returns her initiator and bob's step 2."""
+    initiator, frame1 = InitiatorHandshake.start(world.config(alice.local), "bob")
+    call.play(delivery=gateway_pb2.Delivery(delivery_id=1, handshake=frame1))
+    await wait_for(lambda: len(sent(call, "handshake")) == 1)
+    return initiator, sent(call, "handshake")[0].handshake
+
+
+def test_envelopes_beyond_the_64_held_for_a_handshake_are_opened_after_step_3(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._max_unacked = 100  # the application may hold all 70
+
+    async def scenario() -> list[int]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        initiator, frame2 = await alice_starts_a_handshake(world, call, alice)
+        frame3, session = initiator.receive(frame2)
+        for n in range(70):  # they overtake step 3
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=2 + n, envelope=seal(session, {"n": n})))
+        await asyncio.sleep(0.1)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=72, handshake=frame3))
+        got = [await asyncio.wait_for(agent._app.get(), 3) for _ in range(70)]
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return [m.content["n"] for m in got]
+
+    assert run(scenario) == list(range(70))  # all of them, in arrival order
+
+
+def test_envelopes_beyond_the_64_held_for_a_failed_handshake_are_answered_with_session_rejects(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, list[int]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        initiator, frame2 = await alice_starts_a_handshake(world, call, alice)
+        _, session = initiator.receive(frame2)
+        for n in range(66):
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=2 + n, envelope=seal(session, {"n": n})))
+        await asyncio.sleep(0.1)
+        assert not sent(call, "session_reject")  # held or waiting, none acked
+        await agent._responder_failed(session.id, "handshake timed out")
+        await wait_for(lambda: len(sent(call, "session_reject")) == 66)  # the two beyond the 64 when tried again
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return len(sent(call, "session_reject")), sorted(r.ack_delivery_id for r in sent(call, "session_reject"))
+
+    count, acked = run(scenario)
+    assert count == 66 and acked == list(range(2, 68))
+    assert len([e for e in events if e.kind == "security" and e.fields["code"] == "rate_limited"]) == 2  # reported once each
+
+
+def test_a_delivery_whose_inbox_record_cannot_be_written_is_tried_again(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[Any, list[Any]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        store = agent._store
+        assert store is not None
+        real_put = store.put
+        failures = [0]
+
+        def flaky_disk(kind: str, name: str, record: dict[str, Any]) -> None:
+            if kind == "inbox" and failures[0] < 2:
+                failures[0] += 1
+                raise StateError("state_error", "No space left on device")
+            real_put(kind, name, record)
+
+        store.put = flaky_disk  # type: ignore[method-assign]
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        message = await asyncio.wait_for(agent._app.get(), 3)
+        before_ack = list(call.written)
+        await message.ack()
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return message.content, before_ack
+
+    content, before_ack = run(scenario)
+    assert content == {"n": 1} and before_ack == []  # handed over once its record was written; nothing acked before
+    assert len([e for e in events if e.kind == "state_error"]) == 2
