@@ -258,8 +258,11 @@ class _Delivered:
     conn: GatewayConnection | None
     delivery_id: int
     envelope: Any
-    #: Why it waits to be tried again: ``handshake`` (its handshake holds its 64), ``state`` (its inbox record could not be written).
+    #: Why it waits to be tried again: ``capacity`` (the application holds ``max_unacked`` messages), ``handshake``
+    #: (its handshake holds its 64), ``stale`` (the revocation data is stale), ``state`` (its inbox record could not be written).
     waiting: str = ""
+    #: Its message hash, once computed (§6.6; not computed again when it is tried again).
+    digest: bytes | None = None
     #: How often it was deferred: only the first is reported, and a failing inbox write backs off.
     deferrals: int = 0
     #: Not tried again before this ``time.monotonic()``.
@@ -267,20 +270,19 @@ class _Delivered:
 
 
 class _EnvelopeQueue:
-    """Deliveries of envelopes waiting to be opened: bounded (back-pressure), with a front for held and deferred ones."""
+    """Deliveries of envelopes waiting to be opened: those read from the stream (bounded: when full, the reader
+    waits), and in front of them, in the order they were put there, held and deferred ones taken again."""
 
     def __init__(self, bound: int) -> None:
         self._bound = bound
         self._items: collections.deque[_Delivered] = collections.deque()
+        self._front: collections.deque[_Delivered] = collections.deque()
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     async def put(self, item: _Delivered) -> None:
-        """Appends a delivery, waiting while the queue holds its bound."""
+        """Appends a delivery read from the stream, waiting while the queue holds its bound."""
         while len(self._items) >= self._bound:
             self._not_full.clear()
             await self._not_full.wait()
@@ -288,15 +290,22 @@ class _EnvelopeQueue:
         self._not_empty.set()
 
     def put_front(self, items: list[_Delivered]) -> None:
-        """Puts deliveries in front, in their order (beyond the bound: they were taken from the stream already)."""
-        self._items.extendleft(reversed(items))
-        if self._items:
+        """Puts deliveries before every one read from the stream, after those put here before (not bounded:
+        they were read already, and the lists they come from are)."""
+        self._front.extend(items)
+        if self._front:
             self._not_empty.set()
 
+    def in_front(self, waiting: str) -> int:
+        """How many deliveries in front were deferred for ``waiting``."""
+        return sum(1 for d in self._front if d.waiting == waiting)
+
     async def get(self) -> _Delivered:
-        while not self._items:
+        while not self._front and not self._items:
             self._not_empty.clear()
             await self._not_empty.wait()
+        if self._front:
+            return self._front.popleft()
         item = self._items.popleft()
         if len(self._items) < self._bound:
             self._not_full.set()
@@ -356,7 +365,8 @@ async def connect(
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
         reconnect: backoff between reconnection attempts; ``None``: no reconnection.
-        max_unacked: messages handed to the application and not acked before reading stops (§17.3 item 6).
+        max_unacked: messages handed to the application and not acked; beyond, deliveries are left unacknowledged
+            at the gateway and tried again as the application acks (§17.3 item 6).
         accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
             False refuses it (the peer's certificate is still checked at step 3 when it returns True).
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
@@ -466,7 +476,8 @@ class Agent:
         self._unacked: dict[bytes, _InboxEntry] = {}
         self._receipts: dict[bytes, dict[str, Any]] = {}
         self._app: asyncio.Queue[Any] = asyncio.Queue()
-        self._capacity = asyncio.Event()
+        #: Deferred deliveries waiting for the application to ack (they go before any new envelope).
+        self._waiting_capacity = 0
         self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
         #: Deliveries left unacknowledged because they cannot be taken now, tried again (§17.3 items 4 and 6).
         self._deferred: list[_Delivered] = []
@@ -1349,25 +1360,46 @@ class Agent:
         delivered.deferrals += 1
         delivered.not_before = time.monotonic() + delay
         self._deferred.append(delivered)
+        if why == "capacity":
+            self._waiting_capacity += 1
 
     def _retry_deferred(self) -> None:
         """Puts the deferred deliveries that may be taken now in front of the envelope queue, in arrival order;
         drops those of a stream that ended (its successor delivers them again)."""
         if not self._deferred:
             return
-        mono = time.monotonic()
+        mono, now = time.monotonic(), now_ms()
+        free = self._max_unacked - len(self._unacked) - self._envelopes.in_front("capacity")
         ready: list[_Delivered] = []
         keep: list[_Delivered] = []
         for d in self._deferred:
             if d.conn is None or not d.conn.is_open or d.conn is not self._conn:
                 continue
-            if d.not_before > mono or (d.waiting == "handshake" and self._holds_its_most(bytes(d.envelope.session_id))):
-                keep.append(d)
+            if d.waiting == "capacity":
+                wait = free <= 0
+                free -= 0 if wait else 1
+            elif d.waiting == "handshake":
+                wait = self._holds_its_most(bytes(d.envelope.session_id))
+            elif d.waiting == "stale":
+                wait = self._revocation_stale(bytes(d.envelope.session_id), now)
             else:
-                ready.append(d)
+                wait = d.not_before > mono
+            (keep if wait else ready).append(d)
         self._deferred = keep
+        self._waiting_capacity = sum(1 for d in keep if d.waiting == "capacity")
         if ready:
             self._envelopes.put_front(ready)
+
+    def _revocation_stale(self, session_id: bytes, now: int) -> bool:
+        """Whether the peer of a session still cannot be checked for want of fresh revocation data (§17.5)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        try:
+            session.check_peer(now)
+        except IdentityError as error:
+            return error.code == "revocation_stale"
+        return False
 
     def _holds_its_most(self, session_id: bytes) -> bool:
         """Whether a handshake this agent is answering holds its :data:`MAX_HELD_PER_HANDSHAKE` envelopes."""
@@ -1393,7 +1425,9 @@ class Agent:
             self._security("message", "identity_mismatch", sender, sid, "envelope addressed to another agent")
             self._gateway_ack(conn, delivery_id)
             return
-        digest = message_hash(envelope)
+        if delivered.digest is None:
+            delivered.digest = message_hash(envelope)
+        digest = delivered.digest
         pending = self._unacked.get(digest)
         if pending is not None:  # §17.3 item 3: still in the inbox: this copy is acked with the application's ack
             if conn is not None:
@@ -1419,8 +1453,13 @@ class Agent:
             self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
             self._answer_unknown_session(envelope, conn, delivery_id)
             return
-        await self._wait_for_capacity()
-        opened = await self._open(session, envelope, sender, conn, delivery_id)
+        # §17.3 item 6, back-pressure: with the application max_unacked messages behind, a delivery is left
+        # unacknowledged at the gateway and tried again as the application acks. The stream is still read (receipts,
+        # Accepted, go-aways), and a new envelope waits behind those deferred before it, so the order holds.
+        if len(self._unacked) >= self._max_unacked or (delivered.deferrals == 0 and self._waiting_capacity > 0):
+            self._defer(delivered, "capacity")
+            return
+        opened = await self._open(session, delivered, sender)
         if opened is None:
             return
         entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
@@ -1438,40 +1477,35 @@ class Agent:
         self._unacked[digest] = entry
         self._app.put_nowait(Message(self, entry, opened.payload, session.peer_certificate, redelivered=False))
 
-    async def _open(self, session: Session, envelope: Any, sender: str, conn: GatewayConnection | None, delivery_id: int) -> Opened | None:
-        """Opens an envelope; None when it cannot be, its delivery then acked (or answered with a SessionReject)."""
-        delay = 0.5
-        while True:
-            try:
-                return session.open(envelope)
-            except IdentityError as error:
-                if error.code == "revocation_stale" and not self._closed:
-                    # Our own revocation copy is stale: nothing can be accepted until it is fresh (fail closed).
+    async def _open(self, session: Session, delivered: _Delivered, sender: str) -> Opened | None:
+        """Opens an envelope; None when it cannot be now, its delivery then acked (or answered with a SessionReject),
+        or deferred while the revocation data is stale."""
+        conn, delivery_id, envelope = delivered.conn, delivered.delivery_id, delivered.envelope
+        try:
+            return session.open(envelope)
+        except IdentityError as error:
+            if error.code == "revocation_stale":
+                # Our own revocation copy is stale: nothing can be accepted until it is fresh (fail closed, §17.5).
+                # Left unacknowledged and tried again once it is fresh; the stream is still read meanwhile.
+                if delivered.deferrals == 0:
                     self._security("message", error.code, sender, session.id, "waiting for fresh revocation data")
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
+                self._defer(delivered, "stale")
+                return None
+            self._security("message", error.code, sender, session.id, error.detail)
+            if error.code in ("revoked", "expired"):  # §8.4: the session is closed
+                await self._close_session(session, f"peer {error.code}")
+            self._gateway_ack(conn, delivery_id)
+            return None
+        except ParleyError as error:
+            if error.code == "replay":
+                self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
+            elif error.code == "unknown_session":
+                self._answer_unknown_session(envelope, conn, delivery_id)
+                return None
+            else:
                 self._security("message", error.code, sender, session.id, error.detail)
-                if error.code in ("revoked", "expired"):  # §8.4: the session is closed
-                    await self._close_session(session, f"peer {error.code}")
-                self._gateway_ack(conn, delivery_id)
-                return None
-            except ParleyError as error:
-                if error.code == "replay":
-                    self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
-                elif error.code == "unknown_session":
-                    self._answer_unknown_session(envelope, conn, delivery_id)
-                    return None
-                else:
-                    self._security("message", error.code, sender, session.id, error.detail)
-                self._gateway_ack(conn, delivery_id)
-                return None
-
-    async def _wait_for_capacity(self) -> None:
-        """Back-pressure: while the application is ``max_unacked`` messages behind, stop opening (and reading)."""
-        while len(self._unacked) >= self._max_unacked and not self._closed:
-            self._capacity.clear()
-            await self._capacity.wait()
+            self._gateway_ack(conn, delivery_id)
+            return None
 
     async def _ack(self, entry: _InboxEntry) -> Receipt:
         """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped."""
@@ -1493,7 +1527,7 @@ class Agent:
         entry.acked = receipt
         self._receipts[entry.message_hash] = record
         self._unacked.pop(entry.message_hash, None)
-        self._capacity.set()
+        self._retry_deferred()  # §17.3 item 6: tried again as the application acks
         # The receipt carries the ack of this envelope's delivery on the stream it goes out on (§10.3); every
         # other delivery of it (an older stream, a redelivery) is acked on its own, with the application's ack.
         conn = self._conn

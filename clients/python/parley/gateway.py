@@ -18,9 +18,10 @@ frame (``delivery_id`` and up to :data:`MAX_MORE_ACK_IDS` ``more_delivery_ids``)
 
 Writes go through one writer task, in order (a handshake's step 3 always leaves
 before the first envelope of its session). Reads are one reader task that hands
-each delivery to the agent's callback and awaits it: a callback that waits
-(the application is behind) stops reading, and gRPC flow control pushes back
-on the gateway.
+each delivery to the agent's callback and awaits it: a callback that waits stops
+reading, and gRPC flow control pushes back on the gateway. The agent's callback
+waits only while its envelope queue is full (envelopes read ahead and not yet
+opened); an application that is behind does not stop reading (§17.3 item 6).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from parley.agent import Agent
-from parley.errors import ParleyError, StateError
+from parley.errors import IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
-from parley.relay import sign_session_reject
+from parley.relay import sign_receipt, sign_session_reject
 from parley.session import DEFAULT_SKEW, Session, now_ms
 from parley.types import Event, MessageType
 from parley.v1 import gateway_pb2
@@ -318,3 +318,85 @@ def test_a_delivery_whose_inbox_record_cannot_be_written_is_tried_again(world: W
     content, before_ack = run(scenario)
     assert content == {"n": 1} and before_ack == []  # handed over once its record was written; nothing acked before
     assert len([e for e in events if e.kind == "state_error"]) == 2
+
+
+# §17.3 item 6: with the application max_unacked messages behind, deliveries are left unacknowledged and tried
+# again as it acks; the stream is still read (receipts, Accepted, go-aways).
+
+
+def test_back_pressure_leaves_deliveries_unacked_and_keeps_reading_the_stream(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)  # max_unacked=16
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"ask": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        [entry] = agent._outbox.values()
+        for n in range(100):  # more than the application's 16 and the 64 read ahead
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=1 + n, envelope=seal(alice, {"n": n})))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=101, receipt=sign_receipt(alice.local, message_hash=entry.message_hash, sender_id="bob", received_at_ms=now_ms())))
+        receipt = await asyncio.wait_for(sending, 3)  # read although the application acked nothing
+        assert receipt.message_hash == entry.message_hash
+        assert agent._app.qsize() == 16 and len(agent._unacked) == 16
+        acks_before = [r for r in call.written if r.WhichOneof("kind") == "ack" or r.send.ack_delivery_id]
+        assert [r.ack.delivery_id for r in acks_before] == [101]  # only the receipt's delivery: no envelope acked
+        got: list[int] = []
+        while len(got) < 100:
+            message = await asyncio.wait_for(agent._app.get(), 3)
+            got.append(message.content["n"])  # type: ignore[index]
+            await message.ack()
+        await asyncio.sleep(0.05)
+        carried = sorted(r.send.ack_delivery_id for r in call.written if r.WhichOneof("kind") == "send" and r.send.WhichOneof("item") == "receipt")
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return got, carried
+
+    got, carried = run(scenario)
+    assert got == list(range(100))  # each once, in arrival order
+    assert carried == list(range(1, 101))  # each delivery acked once, by the receipt the application's ack sent
+
+
+class StaleRevocations:
+    """Revocation data that is stale until the test says it is fresh."""
+
+    def __init__(self) -> None:
+        self.stale = True
+
+    def check(self, agent_id: str, serial: bytes, now_ms: int) -> None:
+        if self.stale:
+            raise IdentityError("revocation_stale", "revocation data is stale")
+        return None
+
+
+def test_stale_revocation_data_leaves_deliveries_unacked_and_keeps_reading_the_stream(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._max_unacked = 100
+    revocations = StaleRevocations()
+
+    async def scenario() -> list[int]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"ask": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        [entry] = agent._outbox.values()
+        [bobs] = agent._sessions.values()
+        bobs._revocations = revocations  # §17.5: checked at every message
+        for n in range(70):  # more than the 64 read ahead
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=1 + n, envelope=seal(alice, {"n": n})))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=71, receipt=sign_receipt(alice.local, message_hash=entry.message_hash, sender_id="bob", received_at_ms=now_ms())))
+        await asyncio.wait_for(sending, 3)  # read although no envelope can be opened
+        await asyncio.sleep(0.6)  # tried again meanwhile: still stale
+        assert agent._app.qsize() == 0 and [r.ack.delivery_id for r in call.written if r.WhichOneof("kind") == "ack"] == [71]
+        revocations.stale = False
+        got = [await asyncio.wait_for(agent._app.get(), 3) for _ in range(70)]
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return [m.content["n"] for m in got]
+
+    assert run(scenario) == list(range(70))
+    assert len([e for e in events if e.kind == "security" and e.fields["code"] == "revocation_stale"]) == 70  # once each
