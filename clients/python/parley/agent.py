@@ -18,8 +18,10 @@ Recipient side
     ``await msg.ack()`` signs the receipt, records it, sends it, acks the gateway's deliveries and
     drops the inbox entry. A crash before the ack hands the message over again (``redelivered=True``),
     once. A copy that comes again is acked with the application's ack (still in the inbox) or answered
-    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held (at most 64)
-    until step 3; an envelope of an unknown session is answered with a signed SessionReject. The
+    with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held
+    (at most 64) until step 3; a delivery that cannot be taken now (beyond those 64, or its inbox record
+    could not be written) is left unacknowledged and tried again every 250 ms while its stream is open (at
+    most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject. The
     peer's certificate is checked against revocation data at every message.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -61,8 +64,15 @@ FATAL_GO_AWAY: Final = frozenset({"revoked", "expired", "replaced"})
 FATAL_AUTH: Final = frozenset(
     {"bad_signature", "bad_certificate", "unknown_issuer", "revoked", "expired", "not_yet_valid", "identity_mismatch", "unsupported_version", "malformed", "unauthenticated"}
 )
-#: Gateway refusals of an envelope that a later resend can overcome; anything else is definite.
-TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal"})
+#: Refusals of a handshake step 1 (and failures of a reseal's handshake) that a later attempt can overcome;
+#: anything else fails the send or the reseal.
+TRANSIENT_REFUSALS: Final = frozenset({"unavailable", "rate_limited", "shutting_down", "cancelled", "deadline_exceeded", "revocation_stale", "internal", "quota_exceeded"})
+#: Gateway refusals of an envelope that no resend can change: only these end a send (§17.2 item 2, as
+#: ``PERMANENT_REFUSALS`` of @parley/client's outbox). Any other code (``quota_exceeded``, ``rate_limited``,
+#: ``unavailable``, …) leaves the entry in the outbox, resent at its next interval until a receipt or expiry.
+PERMANENT_REFUSALS: Final = frozenset(
+    {"policy_denied", "too_large", "malformed", "unsupported_version", "identity_mismatch", "bad_signature", "revoked", "expired", "nonce_exhausted"}
+)
 RESERVE_BLOCK: Final = 256
 #: §17.2 item 4: a message is resealed at most this often, then its send fails with ``unknown_session``.
 MAX_RESEALS: Final = 5
@@ -74,6 +84,12 @@ MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
 #: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
 ENVELOPE_QUEUE: Final = 64
+#: Deliveries waiting to be tried again (§12); beyond it a delivery is left for the next stream.
+MAX_DEFERRED: Final = 4096
+#: How often deferred deliveries are tried again, seconds (§17.3 items 4 and 6).
+RETRY_INTERVAL: Final = 0.25
+#: Longest wait between two attempts at a delivery whose inbox record could not be written, seconds.
+MAX_STATE_RETRY: Final = 8.0
 RECORD_VERSION: Final = 1
 
 
@@ -235,38 +251,72 @@ class Message:
         return f"Message({self.type.name} from {self.sender}, {self.message_hash.hex()[:16]}…{', redelivered' if self.redelivered else ''})"
 
 
+@dataclass(slots=True)
+class _Delivered:
+    """An envelope as one stream delivered it (acked there once it is settled)."""
+
+    conn: GatewayConnection | None
+    delivery_id: int
+    envelope: Any
+    #: Why it waits to be tried again: ``capacity`` (the application holds ``max_unacked`` messages), ``handshake``
+    #: (its handshake holds its 64), ``stale`` (the revocation data is stale), ``state`` (its inbox record could not be written).
+    waiting: str = ""
+    #: Its message hash, once computed (§6.6; not computed again when it is tried again).
+    digest: bytes | None = None
+    #: How often it was deferred: only the first is reported, and a failing inbox write backs off.
+    deferrals: int = 0
+    #: Not tried again before this ``time.monotonic()``.
+    not_before: float = 0.0
+
+
 class _EnvelopeQueue:
-    """Deliveries of envelopes waiting to be opened: bounded (back-pressure), with a front for held ones."""
+    """Deliveries of envelopes waiting to be opened: those read from the stream (bounded: when full, the reader
+    waits), and in front of them, in the order they were put there, held and deferred ones taken again."""
 
     def __init__(self, bound: int) -> None:
         self._bound = bound
-        self._items: collections.deque[tuple[GatewayConnection | None, int, Any]] = collections.deque()
-        self._cond = asyncio.Condition()
+        self._items: collections.deque[_Delivered] = collections.deque()
+        self._front: collections.deque[_Delivered] = collections.deque()
+        self._not_empty = asyncio.Event()
+        self._not_full = asyncio.Event()
+        self._not_full.set()
 
-    async def put(self, item: tuple[GatewayConnection | None, int, Any]) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: len(self._items) < self._bound)
-            self._items.append(item)
-            self._cond.notify_all()
+    async def put(self, item: _Delivered) -> None:
+        """Appends a delivery read from the stream, waiting while the queue holds its bound."""
+        while len(self._items) >= self._bound:
+            self._not_full.clear()
+            await self._not_full.wait()
+        self._items.append(item)
+        self._not_empty.set()
 
-    async def put_front(self, items: list[tuple[GatewayConnection | None, int, Any]]) -> None:
-        async with self._cond:
-            self._items.extendleft(reversed(items))
-            self._cond.notify_all()
+    def put_front(self, items: list[_Delivered]) -> None:
+        """Puts deliveries before every one read from the stream, after those put here before (not bounded:
+        they were read already, and the lists they come from are)."""
+        self._front.extend(items)
+        if self._front:
+            self._not_empty.set()
 
-    async def get(self) -> tuple[GatewayConnection | None, int, Any]:
-        async with self._cond:
-            await self._cond.wait_for(lambda: bool(self._items))
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
+    def in_front(self, waiting: str) -> int:
+        """How many deliveries in front were deferred for ``waiting``."""
+        return sum(1 for d in self._front if d.waiting == waiting)
+
+    async def get(self) -> _Delivered:
+        while not self._front and not self._items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        if self._front:
+            return self._front.popleft()
+        item = self._items.popleft()
+        if len(self._items) < self._bound:
+            self._not_full.set()
+        return item
 
 
 @dataclass(slots=True)
 class _Responding:
     handshake: ResponderHandshake
     timer: asyncio.TimerHandle
-    held: list[tuple[GatewayConnection | None, int, Any]] = field(default_factory=list)
+    held: list[_Delivered] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -315,7 +365,8 @@ async def connect(
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
         reconnect: backoff between reconnection attempts; ``None``: no reconnection.
-        max_unacked: messages handed to the application and not acked before reading stops (§17.3 item 6).
+        max_unacked: messages handed to the application and not acked; beyond, deliveries are left unacknowledged
+            at the gateway and tried again as the application acks (§17.3 item 6).
         accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
             False refuses it (the peer's certificate is still checked at step 3 when it returns True).
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
@@ -425,8 +476,11 @@ class Agent:
         self._unacked: dict[bytes, _InboxEntry] = {}
         self._receipts: dict[bytes, dict[str, Any]] = {}
         self._app: asyncio.Queue[Any] = asyncio.Queue()
-        self._capacity = asyncio.Event()
+        #: Deferred deliveries waiting for the application to ack (they go before any new envelope).
+        self._waiting_capacity = 0
         self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
+        #: Deliveries left unacknowledged because they cannot be taken now, tried again (§17.3 items 4 and 6).
+        self._deferred: list[_Delivered] = []
         # connection
         self._conn: GatewayConnection | None = None
         self._live = asyncio.Event()
@@ -545,7 +599,7 @@ class Agent:
             payload=payload,
             peer_key=session.peer.identity_public_key,
             created_at_ms=ts,
-            expires_at_ms=ts + self._skew.max_age_ms + self._skew.max_future_ms,
+            expires_at_ms=int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms,  # §17.1: the message's validity
         )
         entry.waiter = asyncio.get_running_loop().create_future()
         await self._put("outbox", entry.id, entry.record())  # durable before it is relayed
@@ -640,6 +694,7 @@ class Agent:
         self._main_tasks = [
             asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
             asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
+            asyncio.get_running_loop().create_task(self._retry_loop(), name="parley-deferred"),
         ]
         conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
         self._attach(conn)
@@ -1068,10 +1123,15 @@ class Agent:
                 await self._reject_held(responding)
                 return
             self._register(session)
+            # §17 recipient 4: processed in arrival order right after step 3 (before any envelope queued behind them),
+            # then those beyond the 64 it held.
+            later = [d for d in self._deferred if d.waiting == "handshake" and bytes(d.envelope.session_id) == sid]
+            if later:
+                self._deferred = [d for d in self._deferred if not (d.waiting == "handshake" and bytes(d.envelope.session_id) == sid)]
+            if responding.held or later:
+                self._envelopes.put_front(responding.held + later)
             with contextlib.suppress(ParleyError):
                 await self._save_session(session)
-            if responding.held:  # §17 recipient 4: processed in arrival order right after step 3
-                await self._envelopes.put_front(responding.held)
         else:
             self._security("handshake", "malformed", None, None, "handshake frame with an unknown step")
 
@@ -1084,8 +1144,9 @@ class Agent:
         await self._reject_held(responding)
 
     async def _reject_held(self, responding: _Responding) -> None:
-        for conn, delivery_id, envelope in responding.held:
-            self._answer_unknown_session(envelope, conn, delivery_id)
+        for d in responding.held:
+            self._answer_unknown_session(d.envelope, d.conn, d.delivery_id)
+        # Deferred ones beyond its 64 are answered the same way when they are tried again (no handshake any more).
 
     # =========================================================================================
     # Sending
@@ -1112,7 +1173,11 @@ class Agent:
             return sealed
 
     async def _relay(self, entry: _OutboxEntry) -> None:
-        """Relays an outbox entry's envelope (same bytes every time); definite refusals settle it."""
+        """Relays an outbox entry's envelope (same bytes every time); only a permanent refusal of the item settles it.
+
+        A stream that ends before the answer refused nothing (§17.2 item 2): the entry stays and goes out
+        again after the reconnect, or from its durable record after a restart when the agent stopped.
+        """
         conn = self._conn
         if conn is None or not conn.is_open or entry.resealing:
             return
@@ -1122,10 +1187,11 @@ class Agent:
         try:
             accepted = await conn.send("envelope", entry.envelope)
         except GatewayError as error:
-            if error.code in TRANSIENT_REFUSALS:
-                return
-            await self._settle(entry, error=error)
-            return
+            if not conn.is_open or self._fatal is not None or self._closed:
+                return  # the stream ended (or the agent stopped): no refusal of the item
+            if error.code in PERMANENT_REFUSALS:
+                await self._settle(entry, error=error)
+            return  # rate_limited, quota_exceeded, unavailable, …: resent at its next interval
         if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
             # §17.2 item 3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
             entry.next_resend_at = float("inf")
@@ -1193,22 +1259,45 @@ class Agent:
                 sealed = await self._seal(session, payload, ts)
             except ParleyError as error:
                 entry.resealing = False
+                if self._fatal is not None or self._closed:
+                    # The agent stopped (replaced, revoked, …): no outcome of the item; every durable record stays
+                    # for a restarted process, which resends the envelope it holds (and reseals on its reject).
+                    for rest in entries:
+                        rest.resealing = False
+                    return
                 if error.code in TRANSIENT_REFUSALS or error.code in ("handshake_failed", "state_error"):
                     continue  # the housekeeping resend retries; expiry ends it
                 await self._settle(entry, error=error)
                 continue
+            resealed = dataclasses.replace(
+                entry,
+                session_id=session.id,
+                message_hash=sealed.message_hash,
+                envelope=sealed.envelope,
+                payload=payload,
+                peer_key=session.peer.identity_public_key,
+                expires_at_ms=int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms,  # §17.1: timestamp_ms + max_age
+                reseals=entry.reseals + 1,
+            )
+            try:
+                await self._put("outbox", entry.id, resealed.record())  # §17.2 item 2: durable before it is relayed
+            except ParleyError:
+                # Fail closed, as a send whose record cannot be written: the new envelope is not relayed. The entry
+                # keeps the envelope its durable record holds (the previous one), so this process and a restarted
+                # one agree; its next resend brings the next SessionReject and with it the next attempt (a state_error
+                # event was emitted). The caller's send stays pending: its previous record is durable.
+                entry.next_resend_at = time.monotonic() + min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
+                entry.resealing = False
+                continue
+            if self._outbox.get(entry.id) is not entry:  # settled meanwhile (expired): no record may outlive it
+                await self._delete("outbox", entry.id)
+                continue
             if self._by_hash.get(entry.message_hash) == entry.id:
                 del self._by_hash[entry.message_hash]
             entry.session_id, entry.message_hash, entry.envelope, entry.payload = session.id, sealed.message_hash, sealed.envelope, payload
-            entry.peer_key = session.peer.identity_public_key
-            entry.expires_at_ms = ts + self._skew.max_age_ms + self._skew.max_future_ms
+            entry.peer_key, entry.expires_at_ms, entry.reseals = resealed.peer_key, resealed.expires_at_ms, resealed.reseals
             entry.resends = 0
-            entry.reseals += 1
             self._emit("resealed", peer=entry.to, session_id=session.id_hex, message_hash=sealed.message_hash.hex(), reseals=entry.reseals)
-            try:
-                await self._put("outbox", entry.id, entry.record())
-            except ParleyError:
-                pass  # the old record stays; a restart resends the old envelope and gets rejected again
             self._by_hash[entry.message_hash] = entry.id
             entry.resealing = False
             await self._relay(entry)
@@ -1220,7 +1309,7 @@ class Agent:
         """Called by the reader for each delivery, in order. Envelopes queue (bounded); the rest is handled here."""
         kind = delivery.WhichOneof("item")
         if kind == "envelope":
-            await self._envelopes.put((conn, delivery.delivery_id, delivery.envelope))
+            await self._envelopes.put(_Delivered(conn, delivery.delivery_id, delivery.envelope))
             return
         try:
             if kind == "handshake":
@@ -1234,9 +1323,9 @@ class Agent:
 
     async def _envelope_loop(self) -> None:
         while True:
-            conn, delivery_id, envelope = await self._envelopes.get()
+            delivered = await self._envelopes.get()
             try:
-                await self._on_envelope(conn, delivery_id, envelope)
+                await self._on_envelope(delivered)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -1254,7 +1343,76 @@ class Agent:
             return
         self._reply("session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject", conn, delivery_id)
 
-    async def _on_envelope(self, conn: GatewayConnection | None, delivery_id: int, envelope: Any) -> None:
+    def _defer(self, delivered: _Delivered, why: str, delay: float = 0.0) -> None:
+        """Leaves a delivery unacknowledged and tries it again later (§17.3 items 4 and 6).
+
+        A gateway never writes a delivery to the same stream twice: without this it would come back only on
+        the next stream (or with the sender's resend), holding one of the stream's in-flight slots meanwhile.
+        At most :data:`MAX_DEFERRED` wait; a closed stream's are dropped, as its successor delivers them again.
+        """
+        conn = delivered.conn
+        if conn is None or not conn.is_open or conn is not self._conn:
+            return
+        if len(self._deferred) >= MAX_DEFERRED:
+            _log.debug("parley: %d deliveries wait to be tried again; delivery %d is left for the next stream", MAX_DEFERRED, delivered.delivery_id)
+            return
+        delivered.waiting = why
+        delivered.deferrals += 1
+        delivered.not_before = time.monotonic() + delay
+        self._deferred.append(delivered)
+        if why == "capacity":
+            self._waiting_capacity += 1
+
+    def _retry_deferred(self) -> None:
+        """Puts the deferred deliveries that may be taken now in front of the envelope queue, in arrival order;
+        drops those of a stream that ended (its successor delivers them again)."""
+        if not self._deferred:
+            return
+        mono, now = time.monotonic(), now_ms()
+        free = self._max_unacked - len(self._unacked) - self._envelopes.in_front("capacity")
+        ready: list[_Delivered] = []
+        keep: list[_Delivered] = []
+        for d in self._deferred:
+            if d.conn is None or not d.conn.is_open or d.conn is not self._conn:
+                continue
+            if d.waiting == "capacity":
+                wait = free <= 0
+                free -= 0 if wait else 1
+            elif d.waiting == "handshake":
+                wait = self._holds_its_most(bytes(d.envelope.session_id))
+            elif d.waiting == "stale":
+                wait = self._revocation_stale(bytes(d.envelope.session_id), now)
+            else:
+                wait = d.not_before > mono
+            (keep if wait else ready).append(d)
+        self._deferred = keep
+        self._waiting_capacity = sum(1 for d in keep if d.waiting == "capacity")
+        if ready:
+            self._envelopes.put_front(ready)
+
+    def _revocation_stale(self, session_id: bytes, now: int) -> bool:
+        """Whether the peer of a session still cannot be checked for want of fresh revocation data (§17.5)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        try:
+            session.check_peer(now)
+        except IdentityError as error:
+            return error.code == "revocation_stale"
+        return False
+
+    def _holds_its_most(self, session_id: bytes) -> bool:
+        """Whether a handshake this agent is answering holds its :data:`MAX_HELD_PER_HANDSHAKE` envelopes."""
+        responding = self._responding.get(session_id)
+        return responding is not None and len(responding.held) >= MAX_HELD_PER_HANDSHAKE
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            self._retry_deferred()
+
+    async def _on_envelope(self, delivered: _Delivered) -> None:
+        conn, delivery_id, envelope = delivered.conn, delivered.delivery_id, delivered.envelope
         sender = str(envelope.sender_id)[:128]
         try:
             assert_envelope_shape(envelope)
@@ -1267,7 +1425,9 @@ class Agent:
             self._security("message", "identity_mismatch", sender, sid, "envelope addressed to another agent")
             self._gateway_ack(conn, delivery_id)
             return
-        digest = message_hash(envelope)
+        if delivered.digest is None:
+            delivered.digest = message_hash(envelope)
+        digest = delivered.digest
         pending = self._unacked.get(digest)
         if pending is not None:  # §17.3 item 3: still in the inbox: this copy is acked with the application's ack
             if conn is not None:
@@ -1284,15 +1444,22 @@ class Agent:
             responding = self._responding.get(sid)
             if responding is not None:  # §17 recipient 4: hold until step 3
                 if len(responding.held) < MAX_HELD_PER_HANDSHAKE:
-                    responding.held.append((conn, delivery_id, envelope))
-                else:
-                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes held for one handshake")
+                    responding.held.append(delivered)
+                    return
+                if delivered.deferrals == 0:
+                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes for one handshake: left unacknowledged, tried again")
+                self._defer(delivered, "handshake")  # beyond its 64: tried again once it has room or has ended
                 return
             self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
             self._answer_unknown_session(envelope, conn, delivery_id)
             return
-        await self._wait_for_capacity()
-        opened = await self._open(session, envelope, sender, conn, delivery_id)
+        # §17.3 item 6, back-pressure: with the application max_unacked messages behind, a delivery is left
+        # unacknowledged at the gateway and tried again as the application acks. The stream is still read (receipts,
+        # Accepted, go-aways), and a new envelope waits behind those deferred before it, so the order holds.
+        if len(self._unacked) >= self._max_unacked or (delivered.deferrals == 0 and self._waiting_capacity > 0):
+            self._defer(delivered, "capacity")
+            return
+        opened = await self._open(session, delivered, sender)
         if opened is None:
             return
         entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
@@ -1301,47 +1468,44 @@ class Agent:
         try:
             await self._put("inbox", digest.hex(), entry.record())  # §17 recipient 1: durable before anything else
         except ParleyError:
+            # Not acked, nothing marked: opened again later, backing off (the state_error event was emitted).
             opened.discard()
-            return  # not acked: the gateway delivers it again on the next stream
+            self._defer(delivered, "state", min(MAX_STATE_RETRY, RETRY_INTERVAL * 2**delivered.deferrals))
+            return
         if opened.commit():
             self._save_session_later(session)
         self._unacked[digest] = entry
         self._app.put_nowait(Message(self, entry, opened.payload, session.peer_certificate, redelivered=False))
 
-    async def _open(self, session: Session, envelope: Any, sender: str, conn: GatewayConnection | None, delivery_id: int) -> Opened | None:
-        """Opens an envelope; None when it cannot be, its delivery then acked (or answered with a SessionReject)."""
-        delay = 0.5
-        while True:
-            try:
-                return session.open(envelope)
-            except IdentityError as error:
-                if error.code == "revocation_stale" and not self._closed:
-                    # Our own revocation copy is stale: nothing can be accepted until it is fresh (fail closed).
+    async def _open(self, session: Session, delivered: _Delivered, sender: str) -> Opened | None:
+        """Opens an envelope; None when it cannot be now, its delivery then acked (or answered with a SessionReject),
+        or deferred while the revocation data is stale."""
+        conn, delivery_id, envelope = delivered.conn, delivered.delivery_id, delivered.envelope
+        try:
+            return session.open(envelope)
+        except IdentityError as error:
+            if error.code == "revocation_stale":
+                # Our own revocation copy is stale: nothing can be accepted until it is fresh (fail closed, §17.5).
+                # Left unacknowledged and tried again once it is fresh; the stream is still read meanwhile.
+                if delivered.deferrals == 0:
                     self._security("message", error.code, sender, session.id, "waiting for fresh revocation data")
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
+                self._defer(delivered, "stale")
+                return None
+            self._security("message", error.code, sender, session.id, error.detail)
+            if error.code in ("revoked", "expired"):  # §8.4: the session is closed
+                await self._close_session(session, f"peer {error.code}")
+            self._gateway_ack(conn, delivery_id)
+            return None
+        except ParleyError as error:
+            if error.code == "replay":
+                self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
+            elif error.code == "unknown_session":
+                self._answer_unknown_session(envelope, conn, delivery_id)
+                return None
+            else:
                 self._security("message", error.code, sender, session.id, error.detail)
-                if error.code in ("revoked", "expired"):  # §8.4: the session is closed
-                    await self._close_session(session, f"peer {error.code}")
-                self._gateway_ack(conn, delivery_id)
-                return None
-            except ParleyError as error:
-                if error.code == "replay":
-                    self._emit("duplicate", item="envelope", peer=sender, detail=error.detail)
-                elif error.code == "unknown_session":
-                    self._answer_unknown_session(envelope, conn, delivery_id)
-                    return None
-                else:
-                    self._security("message", error.code, sender, session.id, error.detail)
-                self._gateway_ack(conn, delivery_id)
-                return None
-
-    async def _wait_for_capacity(self) -> None:
-        """Back-pressure: while the application is ``max_unacked`` messages behind, stop opening (and reading)."""
-        while len(self._unacked) >= self._max_unacked and not self._closed:
-            self._capacity.clear()
-            await self._capacity.wait()
+            self._gateway_ack(conn, delivery_id)
+            return None
 
     async def _ack(self, entry: _InboxEntry) -> Receipt:
         """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped."""
@@ -1363,7 +1527,7 @@ class Agent:
         entry.acked = receipt
         self._receipts[entry.message_hash] = record
         self._unacked.pop(entry.message_hash, None)
-        self._capacity.set()
+        self._retry_deferred()  # §17.3 item 6: tried again as the application acks
         # The receipt carries the ack of this envelope's delivery on the stream it goes out on (§10.3); every
         # other delivery of it (an older stream, a redelivery) is acked on its own, with the application's ack.
         conn = self._conn

@@ -18,9 +18,10 @@ frame (``delivery_id`` and up to :data:`MAX_MORE_ACK_IDS` ``more_delivery_ids``)
 
 Writes go through one writer task, in order (a handshake's step 3 always leaves
 before the first envelope of its session). Reads are one reader task that hands
-each delivery to the agent's callback and awaits it: a callback that waits
-(the application is behind) stops reading, and gRPC flow control pushes back
-on the gateway.
+each delivery to the agent's callback and awaits it: a callback that waits stops
+reading, and gRPC flow control pushes back on the gateway. The agent's callback
+waits only while its envelope queue is full (envelopes read ahead and not yet
+opened); an application that is behind does not stop reading (§17.3 item 6).
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class GatewayConnection:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._end is not None:
-            future.set_exception(GatewayError(self._end.code if is_error_code(self._end.code) else "unavailable", "gateway stream ended"))  # type: ignore[arg-type]
+            future.set_exception(self._ended_error())
             return future
         request_id = self._next_request_id
         self._next_request_id += 1
@@ -366,7 +367,7 @@ class GatewayConnection:
         if self._end is not None:
             return
         self._end = end
-        error = GatewayError(end.code if is_error_code(end.code) else "unavailable", f"gateway stream ended: {end.message}")  # type: ignore[arg-type]
+        error = self._ended_error()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -377,6 +378,14 @@ class GatewayConnection:
         self._call.cancel()
         if not self.ended.done():
             self.ended.set_result(end)
+
+    def _ended_error(self) -> GatewayError:
+        """What a send gets when the stream ended before its answer: ``unavailable``, whatever the stream ended
+        with. The item was not refused (§17.2 item 2): a go-away ``replaced`` or ``revoked`` is about the stream
+        and the agent (:attr:`ended` says it), and the item goes out again on the next stream."""
+        end = self._end
+        assert end is not None
+        return GatewayError("unavailable", f"gateway stream ended before an answer ({end.code}: {end.message})")
 
     async def close(self) -> None:
         """Sends what is queued (the acks not sent yet among it) and half-closes, waiting at most

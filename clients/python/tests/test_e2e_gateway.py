@@ -280,7 +280,7 @@ def test_a_session_reject_reseals_pending_messages_in_a_new_session(deployment: 
     run(scenario(), 120)
 
 
-def test_back_pressure_stops_reading_until_the_application_acks(deployment: Deployment, tmp_path: Path) -> None:
+def test_back_pressure_leaves_deliveries_unacked_until_the_application_acks(deployment: Deployment, tmp_path: Path) -> None:
     planner = deployment.enrol("py-planner-4", "planner")
     worker = deployment.enrol("py-worker-4", "worker")
 

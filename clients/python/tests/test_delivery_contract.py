@@ -1,0 +1,402 @@
+"""The delivery contract (docs/PROTOCOL.md §17) of the agent, against a fake Connect stream.
+
+Bob's agent holds a session with alice (in memory); the test plays the gateway: it answers his sends,
+delivers alice's envelopes, receipts, SessionRejects and handshake frames, and ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from parley.agent import Agent
+from parley.errors import IdentityError, ParleyError, StateError
+from parley.gateway import GatewayConnection
+from parley.handshake import InitiatorHandshake, ResponderHandshake
+from parley.relay import sign_receipt, sign_session_reject
+from parley.session import DEFAULT_SKEW, Session, now_ms
+from parley.types import Event, MessageType
+from parley.v1 import gateway_pb2
+
+from .helpers import World
+from .test_gateway_replies import FakeCall, FakeChannel, make_agent, run, seal
+
+
+@pytest.fixture
+def world() -> World:
+    return World(now=now_ms())  # the agent's own checks (handshakes, expiry) run on the real clock
+
+
+def attach(agent: Agent, *, outbound_acks: bool = True) -> tuple[FakeCall, GatewayConnection]:
+    call = FakeCall()
+    conn = GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=outbound_acks), "gw")  # type: ignore[arg-type]
+    agent._attach(conn)
+    return call, conn
+
+
+def sent(call: FakeCall, kind: str) -> list[Any]:
+    """The ``send`` requests of one item kind written so far."""
+    return [r.send for r in call.written if r.WhichOneof("kind") == "send" and r.send.WhichOneof("item") == kind]
+
+
+def outbox_records(agent: Agent) -> dict[str, dict[str, Any]]:
+    assert agent._store is not None
+    return agent._store.load("outbox")
+
+
+async def wait_for(predicate: Any, seconds: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def answer_handshake(world: World, call: FakeCall, alice: Session, *, known: int, delivery_id: int) -> Session:
+    """Plays alice's side of the handshake bob's agent starts (its handshake frame number ``known``); returns her session."""
+    await wait_for(lambda: len(sent(call, "handshake")) > known)
+    step1 = sent(call, "handshake")[known]
+    call.play(accepted=gateway_pb2.Accepted(request_id=step1.request_id, status=gateway_pb2.DELIVERY_STATUS_DELIVERED))
+    responder, frame2 = ResponderHandshake.accept(world.config(alice.local), step1.handshake)
+    call.play(delivery=gateway_pb2.Delivery(delivery_id=delivery_id, handshake=frame2))
+    await wait_for(lambda: len(sent(call, "handshake")) > known + 1)
+    return responder.receive(sent(call, "handshake")[known + 1].handshake)
+
+
+def reject(alice: Session, envelope: Any, delivery_id: int) -> dict[str, Any]:
+    """A delivery of alice's verified SessionReject of ``envelope``."""
+    return {"delivery": gateway_pb2.Delivery(delivery_id=delivery_id, session_reject=sign_session_reject(alice.local, envelope, now_ms()))}
+
+
+# §17.1: a message's validity is timestamp_ms + max_age (not + max_future as well).
+
+
+def test_a_send_expires_at_its_timestamp_plus_max_age_also_when_resealed(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> list[tuple[int, int, int]]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        seen: list[tuple[int, int, int]] = []
+
+        def note() -> None:
+            [entry] = agent._outbox.values()
+            seen.append((entry.expires_at_ms, entry.envelope.timestamp_ms, int(outbox_records(agent)[entry.id]["expires_at_ms"])))
+
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        note()
+        call.play(**reject(alice, sent(call, "envelope")[0].envelope, 1))
+        await answer_handshake(world, call, alice, known=0, delivery_id=2)
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)
+        note()
+        sending.cancel()
+        await agent.close()
+        return seen
+
+    seen = run(scenario)
+    assert len(seen) == 2
+    for expires, timestamp, recorded in seen:
+        assert expires == recorded == timestamp + DEFAULT_SKEW.max_age_ms
+
+
+# §17.2 item 2: the outbox entry stays until a verified receipt, expiry, or a permanent refusal of the item.
+
+
+def test_a_quota_refusal_is_not_permanent_the_send_stays_and_is_resent(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, int, int, bool]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(rejected=gateway_pb2.Rejected(request_id=sent(call, "envelope")[0].request_id, code="quota_exceeded", message="mailbox full"))
+        await asyncio.sleep(0.1)
+        pending, records = agent.pending(), len(outbox_records(agent))
+        [entry] = agent._outbox.values()
+        agent._spawn(agent._relay(entry))  # what the housekeeping does once the resend interval passed
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)
+        resent = len(sent(call, "envelope"))
+        done = sending.done()
+        sending.cancel()
+        await agent.close()
+        return pending, records, resent, done
+
+    pending, records, resent, done = run(scenario)
+    assert (pending, records, resent, done) == (1, 1, 2, False)
+
+
+def test_a_stream_ended_by_a_go_away_is_no_refusal_of_the_sends_in_flight(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[str, int, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(go_away=gateway_pb2.GoAway(code="replaced", message="another stream authenticated as bob"))
+        call.cancel()  # the gateway ends the stream after its go_away
+        with pytest.raises(ParleyError) as error:
+            await sending
+        await asyncio.sleep(0.1)
+        pending, records = agent.pending(), len(outbox_records(agent))
+        await agent.close()
+        return error.value.code, pending, records
+
+    code, pending, records = run(scenario)
+    # The agent stopped for good (replaced): the caller learns it, but the durable record stays for a restarted process.
+    assert (code, pending, records) == ("replaced", 1, 1)
+    assert not [e for e in events if e.kind == "send_settled"]
+
+
+def test_a_reseal_under_way_when_the_agent_stops_keeps_its_durable_record(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[str, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        call.play(**reject(alice, sent(call, "envelope")[0].envelope, 1))
+        await wait_for(lambda: len(sent(call, "handshake")) == 1)  # the reseal's handshake is under way
+        call.play(go_away=gateway_pb2.GoAway(code="revoked", message="bob was revoked"))
+        call.cancel()
+        with pytest.raises(ParleyError) as error:
+            await sending
+        await asyncio.sleep(1.0)  # the handshake's retry finds the agent stopped
+        records = len(outbox_records(agent))
+        await agent.close()
+        return error.value.code, records
+
+    code, records = run(scenario)
+    assert (code, records) == ("revoked", 1)
+    assert not [e for e in events if e.kind == "send_settled"]
+
+
+# §17.2 item 2: durable before relayed, a resealed envelope too.
+
+
+def test_a_resealed_envelope_whose_record_cannot_be_written_is_not_relayed(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> None:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        first = sent(call, "envelope")[0].envelope
+        [entry] = agent._outbox.values()
+        recorded = dict(outbox_records(agent)[entry.id])
+        store = agent._store
+        assert store is not None
+        real_put = store.put
+
+        def full_disk(kind: str, name: str, record: dict[str, Any]) -> None:
+            if kind == "outbox":
+                raise StateError("state_error", "No space left on device")
+            real_put(kind, name, record)
+
+        store.put = full_disk  # type: ignore[method-assign]
+        call.play(**reject(alice, first, 1))
+        await answer_handshake(world, call, alice, known=0, delivery_id=2)
+        await wait_for(lambda: any(e.kind == "state_error" for e in events))
+        await asyncio.sleep(0.2)
+        # Nothing relayed that is not durable; the entry still is what its record says, and stays pending.
+        assert len(sent(call, "envelope")) == 1
+        assert outbox_records(agent)[entry.id] == recorded
+        assert agent._outbox[entry.id] is entry and entry.message_hash.hex() == recorded["hash"] and not entry.resealing
+        assert entry.reseals == 0 and not sending.done()
+        # Its next resend brings the next SessionReject: once the record can be written, the reseal goes out.
+        store.put = real_put  # type: ignore[method-assign]
+        call.play(**reject(alice, first, 3))
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)
+        assert outbox_records(agent)[entry.id]["hash"] == entry.message_hash.hex() != recorded["hash"] and entry.reseals == 1
+        assert bytes(sent(call, "envelope")[1].envelope.session_id) != bytes(first.session_id)
+        sending.cancel()
+        await agent.close()
+
+    run(scenario)
+
+
+# §17.3 item 4: beyond the 64 envelopes held for a handshake, left unacknowledged and tried again.
+
+
+def start_loops(agent: Agent) -> list[asyncio.Task[Any]]:
+    """The agent's envelope and retry loops (what ``_start`` runs besides the housekeeping)."""
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(agent._envelope_loop()), loop.create_task(agent._retry_loop())]
+
+
+async def alice_starts_a_handshake(world: World, call: FakeCall, alice: Session) -> tuple[Any, Any]:
+    """Alice starts a second session with bob; returns her initiator and bob's step 2."""
+    initiator, frame1 = InitiatorHandshake.start(world.config(alice.local), "bob")
+    call.play(delivery=gateway_pb2.Delivery(delivery_id=1, handshake=frame1))
+    await wait_for(lambda: len(sent(call, "handshake")) == 1)
+    return initiator, sent(call, "handshake")[0].handshake
+
+
+def test_envelopes_beyond_the_64_held_for_a_handshake_are_opened_after_step_3(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._max_unacked = 100  # the application may hold all 70
+
+    async def scenario() -> list[int]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        initiator, frame2 = await alice_starts_a_handshake(world, call, alice)
+        frame3, session = initiator.receive(frame2)
+        for n in range(70):  # they overtake step 3
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=2 + n, envelope=seal(session, {"n": n})))
+        await asyncio.sleep(0.1)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=72, handshake=frame3))
+        got = [await asyncio.wait_for(agent._app.get(), 3) for _ in range(70)]
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return [m.content["n"] for m in got]
+
+    assert run(scenario) == list(range(70))  # all of them, in arrival order
+
+
+def test_envelopes_beyond_the_64_held_for_a_failed_handshake_are_answered_with_session_rejects(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, list[int]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        initiator, frame2 = await alice_starts_a_handshake(world, call, alice)
+        _, session = initiator.receive(frame2)
+        for n in range(66):
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=2 + n, envelope=seal(session, {"n": n})))
+        await asyncio.sleep(0.1)
+        assert not sent(call, "session_reject")  # held or waiting, none acked
+        await agent._responder_failed(session.id, "handshake timed out")
+        await wait_for(lambda: len(sent(call, "session_reject")) == 66)  # the two beyond the 64 when tried again
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return len(sent(call, "session_reject")), sorted(r.ack_delivery_id for r in sent(call, "session_reject"))
+
+    count, acked = run(scenario)
+    assert count == 66 and acked == list(range(2, 68))
+    assert len([e for e in events if e.kind == "security" and e.fields["code"] == "rate_limited"]) == 2  # reported once each
+
+
+def test_a_delivery_whose_inbox_record_cannot_be_written_is_tried_again(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[Any, list[Any]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        store = agent._store
+        assert store is not None
+        real_put = store.put
+        failures = [0]
+
+        def flaky_disk(kind: str, name: str, record: dict[str, Any]) -> None:
+            if kind == "inbox" and failures[0] < 2:
+                failures[0] += 1
+                raise StateError("state_error", "No space left on device")
+            real_put(kind, name, record)
+
+        store.put = flaky_disk  # type: ignore[method-assign]
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        message = await asyncio.wait_for(agent._app.get(), 3)
+        before_ack = list(call.written)
+        await message.ack()
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return message.content, before_ack
+
+    content, before_ack = run(scenario)
+    assert content == {"n": 1} and before_ack == []  # handed over once its record was written; nothing acked before
+    assert len([e for e in events if e.kind == "state_error"]) == 2
+
+
+# §17.3 item 6: with the application max_unacked messages behind, deliveries are left unacknowledged and tried
+# again as it acks; the stream is still read (receipts, Accepted, go-aways).
+
+
+def test_back_pressure_leaves_deliveries_unacked_and_keeps_reading_the_stream(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)  # max_unacked=16
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"ask": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        [entry] = agent._outbox.values()
+        for n in range(100):  # more than the application's 16 and the 64 read ahead
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=1 + n, envelope=seal(alice, {"n": n})))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=101, receipt=sign_receipt(alice.local, message_hash=entry.message_hash, sender_id="bob", received_at_ms=now_ms())))
+        receipt = await asyncio.wait_for(sending, 3)  # read although the application acked nothing
+        assert receipt.message_hash == entry.message_hash
+        assert agent._app.qsize() == 16 and len(agent._unacked) == 16
+        acks_before = [r for r in call.written if r.WhichOneof("kind") == "ack" or r.send.ack_delivery_id]
+        assert [r.ack.delivery_id for r in acks_before] == [101]  # only the receipt's delivery: no envelope acked
+        got: list[int] = []
+        while len(got) < 100:
+            message = await asyncio.wait_for(agent._app.get(), 3)
+            got.append(message.content["n"])  # type: ignore[index]
+            await message.ack()
+        await asyncio.sleep(0.05)
+        carried = sorted(r.send.ack_delivery_id for r in call.written if r.WhichOneof("kind") == "send" and r.send.WhichOneof("item") == "receipt")
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return got, carried
+
+    got, carried = run(scenario)
+    assert got == list(range(100))  # each once, in arrival order
+    assert carried == list(range(1, 101))  # each delivery acked once, by the receipt the application's ack sent
+
+
+class StaleRevocations:
+    """Revocation data that is stale until the test says it is fresh."""
+
+    def __init__(self) -> None:
+        self.stale = True
+
+    def check(self, agent_id: str, serial: bytes, now_ms: int) -> None:
+        if self.stale:
+            raise IdentityError("revocation_stale", "revocation data is stale")
+        return None
+
+
+def test_stale_revocation_data_leaves_deliveries_unacked_and_keeps_reading_the_stream(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._max_unacked = 100
+    revocations = StaleRevocations()
+
+    async def scenario() -> list[int]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"ask": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        [entry] = agent._outbox.values()
+        [bobs] = agent._sessions.values()
+        bobs._revocations = revocations  # §17.5: checked at every message
+        for n in range(70):  # more than the 64 read ahead
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=1 + n, envelope=seal(alice, {"n": n})))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=71, receipt=sign_receipt(alice.local, message_hash=entry.message_hash, sender_id="bob", received_at_ms=now_ms())))
+        await asyncio.wait_for(sending, 3)  # read although no envelope can be opened
+        await asyncio.sleep(0.6)  # tried again meanwhile: still stale
+        assert agent._app.qsize() == 0 and [r.ack.delivery_id for r in call.written if r.WhichOneof("kind") == "ack"] == [71]
+        revocations.stale = False
+        got = [await asyncio.wait_for(agent._app.get(), 3) for _ in range(70)]
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        return [m.content["n"] for m in got]
+
+    assert run(scenario) == list(range(70))
+    assert len([e for e in events if e.kind == "security" and e.fields["code"] == "revocation_stale"]) == 70  # once each
