@@ -21,6 +21,11 @@ import type { Router } from './routing.js';
 
 /** Most items of one stream being routed at once. */
 export const MAX_PIPELINED = 64;
+/**
+ * Default bound of streams authenticating at once: before hello → auth completes nothing says who opened a
+ * stream, so each holds a call, a timer and a pending read on the strength of a TCP connection alone.
+ */
+export const DEFAULT_MAX_AUTHENTICATING = 10_000;
 /** Most ids an Ack frame carries besides its first (Ack.more_delivery_ids). */
 export const MAX_ACKS_PER_FRAME = 1024;
 
@@ -202,9 +207,13 @@ export class ConnectStreams {
   readonly #ctx: GatewayContext;
   readonly #parts: Parts;
   readonly #authTimeoutMs: number;
+  readonly #maxAuthenticating: number;
+  /** Streams between their start and the end of authentication. */
+  #authenticating = 0;
 
-  constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number) {
+  constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number, maxAuthenticating: number) {
     this.#ctx = ctx;
+    this.#maxAuthenticating = maxAuthenticating;
     this.#parts = { ctx, router, delivery, onDeliveriesFrame: (items) => ctx.metrics.deliveriesPerFrame.observe(items) };
     this.#authTimeoutMs = authTimeoutMs;
   }
@@ -213,6 +222,12 @@ export class ConnectStreams {
   serve(call: ConnectCall): void {
     if (this.#ctx.closing) {
       call.fail(new RpcError('unavailable', 'gateway is shutting down'));
+      return;
+    }
+    if (this.#authenticating >= this.#maxAuthenticating) {
+      this.#ctx.metrics.authRefusals.inc({ code: 'unavailable' });
+      this.#ctx.security('connect', 'unavailable', { remote: call.peer }, `${this.#authenticating} streams are authenticating already`);
+      call.fail(new RpcError('unavailable', 'too many streams authenticating: retry later'));
       return;
     }
     void this.#open(call);
@@ -260,9 +275,11 @@ export class ConnectStreams {
     }, this.#authTimeoutMs);
     authTimer.unref();
     let authenticated: Awaited<ReturnType<typeof authenticate>>;
+    this.#authenticating++;
     try {
       authenticated = await authenticate(ctx, call, call, remote);
     } finally {
+      this.#authenticating--;
       clearTimeout(authTimer);
     }
     if (authenticated === undefined) return undefined;

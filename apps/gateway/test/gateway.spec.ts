@@ -318,6 +318,34 @@ describe('stream authentication', () => {
       await quick.close();
     }
   });
+
+  it('refuses streams beyond maxAuthenticating while they wait for hello → auth, and takes one again once one ends', async () => {
+    const small = await start({ authTimeoutMs: 600, maxAuthenticating: 2 });
+    const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, small.address, credentials.createInsecure());
+    const silent = (ms: number) =>
+      (async function* () {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        yield { kind: { case: undefined } } as const;
+      })();
+    const outcome = (ms: number): Promise<RpcError> =>
+      rejection(
+        (async () => {
+          for await (const _ of client.connect(silent(ms))) {
+            // nothing arrives
+          }
+        })(),
+      );
+    try {
+      const first = [outcome(5_000), outcome(5_000)];
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      expect((await outcome(5_000)).code).toBe('unavailable'); // the third, while two wait
+      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['unauthenticated', 'unauthenticated']);
+      expect((await outcome(5_000)).code).toBe('unauthenticated'); // a slot is free again: it waits, and times out
+    } finally {
+      client.close();
+      await small.close();
+    }
+  });
 });
 
 describe('Outbound checks', () => {

@@ -15,6 +15,15 @@ export { ServingStatus };
 /** Longest service name accepted in a health request. */
 const MAX_SERVICE_NAME = 256;
 
+/** Default bound of Watch calls open at once (see {@link HealthServiceOptions.maxWatches}). */
+export const DEFAULT_MAX_WATCHES = 1_000;
+
+/** Options of {@link addHealthService}: {@link AddServiceOptions} and the Watch bound. */
+export interface HealthServiceOptions extends AddServiceOptions {
+  /** Most Watch calls open at once; more are refused with `unavailable` (default {@link DEFAULT_MAX_WATCHES}). */
+  readonly maxWatches?: number;
+}
+
 /** Health state of a server, shared by `Check` and `Watch`. */
 export interface HealthReporter {
   /** Sets a service's status (the empty name is the whole server) and notifies watchers. */
@@ -36,9 +45,11 @@ export interface HealthReporter {
  * const health = addHealthService(server, { '': ServingStatus.SERVING, 'parley.v1.RegistryService': ServingStatus.SERVING });
  * health.setStatus('parley.v1.RegistryService', ServingStatus.NOT_SERVING);
  */
-export function addHealthService(server: Server, initial: Readonly<Record<string, ServingStatus>>, options: AddServiceOptions = {}): HealthReporter {
+export function addHealthService(server: Server, initial: Readonly<Record<string, ServingStatus>>, options: HealthServiceOptions = {}): HealthReporter {
+  const { maxWatches = DEFAULT_MAX_WATCHES, ...serviceOptions } = options;
   const statuses = new Map<string, ServingStatus>(Object.entries(initial));
   const watchers = new Set<() => void>();
+  let watches = 0;
   let closed = false;
   const notify = (): void => {
     for (const wake of [...watchers]) wake();
@@ -59,28 +70,40 @@ export function addHealthService(server: Server, initial: Readonly<Record<string
       },
       async *watch(request, context) {
         const name = checkName(request.service);
-        let last: ServingStatus | undefined;
-        while (!context.signal.aborted) {
-          const current = statuses.get(name) ?? ServingStatus.SERVICE_UNKNOWN;
-          if (current !== last) {
-            last = current;
-            yield { status: current };
-          }
-          if (closed) return;
-          await new Promise<void>((resolve) => {
-            const wake = (): void => {
-              watchers.delete(wake);
-              context.signal.removeEventListener('abort', wake);
-              resolve();
-            };
-            watchers.add(wake);
-            context.signal.addEventListener('abort', wake, { once: true });
-          });
+        // Watch is unauthenticated and never ends by itself: bounded, so open calls cannot grow without limit.
+        if (watches >= maxWatches) throw new RpcError('unavailable', `too many health watches (${maxWatches}): poll Check instead`);
+        watches++;
+        try {
+          yield* watchStatus(name, context.signal);
+        } finally {
+          watches--;
         }
       },
     },
-    options,
+    serviceOptions,
   );
+
+  /** The statuses of `name` as they change, until the call ends or the reporter shuts down. */
+  async function* watchStatus(name: string, signal: AbortSignal): AsyncGenerator<{ status: ServingStatus }> {
+    let last: ServingStatus | undefined;
+    while (!signal.aborted) {
+      const current = statuses.get(name) ?? ServingStatus.SERVICE_UNKNOWN;
+      if (current !== last) {
+        last = current;
+        yield { status: current };
+      }
+      if (closed) return;
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          watchers.delete(wake);
+          signal.removeEventListener('abort', wake);
+          resolve();
+        };
+        watchers.add(wake);
+        signal.addEventListener('abort', wake, { once: true });
+      });
+    }
+  }
 
   return {
     setStatus(service, status) {

@@ -24,8 +24,8 @@ export type {
 } from './service.js';
 export { RpcError, isRpcError, isRpcErrorCode, RPC_ERROR_CODES, GRPC_STATUS_BY_CODE, ERROR_CODE_METADATA_KEY } from './errors.js';
 export type { RpcErrorCode } from './errors.js';
-export { addHealthService, ServingStatus } from './health.js';
-export type { HealthReporter } from './health.js';
+export { addHealthService, DEFAULT_MAX_WATCHES, ServingStatus } from './health.js';
+export type { HealthReporter, HealthServiceOptions } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
 
 // For servers and clients: addresses, and the one rule for plaintext (loopback only)

@@ -124,7 +124,7 @@ describe('adapter, health and reflection over gRPC', () => {
       { onCallEnd: (r) => records.push(r) },
     );
     port = await listen(server);
-    health = addHealthService(healthServer, { '': ServingStatus.SERVING, 'parley.v1.RegistryService': ServingStatus.SERVING });
+    health = addHealthService(healthServer, { '': ServingStatus.SERVING, 'parley.v1.RegistryService': ServingStatus.SERVING }, { maxWatches: 2 });
     addReflectionService(healthServer, [RegistryService, Health]);
     healthPort = await listen(healthServer);
   });
@@ -191,6 +191,33 @@ describe('adapter, health and reflection over gRPC', () => {
       expect(got).toEqual([1, 1, 1]);
       expect(isRpcError(error, 'unavailable')).toBe(true);
     } finally {
+      client.close();
+    }
+  });
+
+  it('bounds the Watch calls open at once (unauthenticated, never ending): more are refused with unavailable', async () => {
+    const client = createClient(Health, `127.0.0.1:${healthPort}`, credentials.createInsecure());
+    const controllers = [new AbortController(), new AbortController()];
+    try {
+      const first = await Promise.all(
+        controllers.map(async (c) => {
+          const it = client.watch({ service: '' }, { signal: c.signal })[Symbol.asyncIterator]();
+          return (await it.next()).value as { status: number };
+        }),
+      );
+      expect(first.map((r) => r.status)).toEqual([ServingStatus.SERVING, ServingStatus.SERVING]);
+      const third = (async () => {
+        for await (const r of client.watch({ service: '' })) void r;
+      })().catch((e: unknown) => e);
+      expect(isRpcError(await third, 'unavailable')).toBe(true);
+      controllers[0]!.abort();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const again = new AbortController();
+      const it = client.watch({ service: '' }, { signal: again.signal })[Symbol.asyncIterator]();
+      expect(((await it.next()).value as { status: number }).status).toBe(ServingStatus.SERVING);
+      again.abort();
+    } finally {
+      controllers[1]!.abort();
       client.close();
     }
   });
