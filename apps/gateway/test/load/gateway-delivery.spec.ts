@@ -391,7 +391,7 @@ describe('nothing is delivered before its audit entry has committed (§10.9, §1
     // Before: the first attempt marked the envelope as relayed at its check, so the resend was taken for a resend of
     // an audited envelope and delivered with no entry at all.
     const gw = await start();
-    const { planner, worker, p, w } = await plannerAndWorker(gw, 'a3');
+    const { planner, p, w } = await plannerAndWorker(gw, 'a3');
     const e = envelope(planner, 'worker-a3');
     const append = vi.spyOn(gw.audit, 'append').mockRejectedValueOnce(new Error('disk full'));
     await expect(p.conn.sendEnvelope(e)).rejects.toMatchObject({ code: 'unavailable' });
