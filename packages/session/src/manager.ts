@@ -72,6 +72,15 @@ export interface SessionManagerOptions {
    */
   readonly maxPendingHandshakesPerPeer?: number;
   /**
+   * Most sessions held with one peer (the newest carries outgoing traffic, older ones keep receiving until
+   * they expire): registering one more closes the oldest, whose late envelopes are then answered with a
+   * SessionReject and resealed by their sender (§17.4). Without it a peer that completes handshakes over and
+   * over holds a session (keys, a replay window, a journal record) per handshake for a day. Default 8.
+   */
+  readonly maxSessionsPerPeer?: number;
+  /** Most sessions held in all; step-1 frames beyond it are dropped as `rate_limited`. Default 100 000. */
+  readonly maxSessions?: number;
+  /**
    * Whether to answer a step 1 from `peerId` (the gateway has authenticated
    * the frame's sender; the certificate is checked at step 3). Default: all.
    * A refused step 1 is dropped as `policy_denied` without any cryptography.
@@ -139,6 +148,10 @@ export class SessionManager {
     this.#options = options;
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     validateTimeouts(this.#timeouts);
+    for (const name of ['maxSessionsPerPeer', 'maxSessions'] as const) {
+      const v = options[name];
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new SessionError('malformed', `${name} must be a positive integer`);
+    }
     this.#clock = options.clock ?? Date.now;
     this.#config = {
       ...options.handshake,
@@ -271,6 +284,7 @@ export class SessionManager {
       case 1: {
         if (this.#responders.has(id) || this.#sessions.has(id)) return drop('replay', 'handshake for an existing session id');
         if (this.#responders.size >= (this.#options.maxPendingHandshakes ?? 1000)) return drop('rate_limited', 'too many handshakes in progress');
+        if (this.#sessions.size >= (this.#options.maxSessions ?? 100_000)) return drop('rate_limited', 'too many sessions');
         const peerId = typeof frame.senderId === 'string' ? frame.senderId : '';
         if ((this.#respondingPerPeer.get(peerId) ?? 0) >= (this.#options.maxPendingHandshakesPerPeer ?? 4)) {
           return drop('rate_limited', 'too many handshakes in progress with this peer');
@@ -540,6 +554,13 @@ export class SessionManager {
 
   #register(session: Session, renewing: Session | undefined): void {
     this.#sessions.set(session.idHex, session);
+    // Bounded per peer: the oldest of this peer's sessions beyond the bound are closed (never the new one).
+    const max = this.#options.maxSessionsPerPeer ?? 8;
+    const mine = [...this.#sessions.values()].filter((x) => x.peerId === session.peerId && x !== session);
+    if (mine.length >= max) {
+      mine.sort((a, b) => a.createdAtMs - b.createdAtMs);
+      for (const old of mine.slice(0, mine.length - max + 1)) this.#forget(old);
+    }
     const previous = this.#current.get(session.peerId);
     // The newest session carries outgoing traffic; older ones keep receiving until they expire.
     if (previous === undefined || previous.isClosed || previous.createdAtMs <= session.createdAtMs) this.#current.set(session.peerId, session);

@@ -178,6 +178,20 @@ describe('SessionManager', () => {
     void b;
   });
 
+  it('holds at most maxSessionsPerPeer sessions with one peer: a new one closes the oldest', async () => {
+    const { a, b, events } = pair({ maxSessionsPerPeer: 2 });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = await a.session('bob'); // a handshake each time: alice closed the last one on her side only
+      ids.push(s.idHex);
+      a.closeSession(s);
+    }
+    expect(new Set(ids).size).toBe(3);
+    expect(b.sessions().map((s) => s.idHex)).toEqual(ids.slice(1));
+    expect(events['bob']!.filter((e) => e.kind === 'closed').map((e) => (e as { session: { idHex: string } }).session.idHex)).toEqual([ids[0]]);
+    expect(() => pair({ maxSessionsPerPeer: 0 })).toThrow(/maxSessionsPerPeer must be a positive integer/);
+  });
+
   it('validates its configuration', () => {
     const alice = w.agent('alice');
     const base = { crypto: w.crypto, handshake: { identity: alice, trustBundle: w.trustBundle }, transport: { sendFrame: () => undefined } };
