@@ -57,6 +57,9 @@ interface Pending {
   readonly reject: (error: RpcError) => void;
 }
 
+/** Most deliveries waiting to be handled on one stream: far above any gateway's in-flight bound (default 256). */
+export const MAX_QUEUED_DELIVERIES = 65_536;
+
 /** An authenticated Connect stream to a gateway. */
 export class GatewayConnection {
   readonly welcome: Welcome;
@@ -277,6 +280,17 @@ export class GatewayConnection {
     this.#dispatching = false;
   }
 
+  /**
+   * Bounds what a gateway can make this agent queue: deliveries wait here only while earlier ones are being
+   * handled, and a gateway writes at most its in-flight bound (default 256) not yet acked, so more than
+   * {@link MAX_QUEUED_DELIVERIES} waiting is a gateway breaking the protocol: the stream ends (`malformed`).
+   */
+  #admit(n: number): void {
+    if (this.#onDelivery !== undefined && this.#queue.length + n > MAX_QUEUED_DELIVERIES) {
+      throw new RpcError('malformed', `the gateway sent more than ${MAX_QUEUED_DELIVERIES} deliveries not yet handled`);
+    }
+  }
+
   #done(delivery: Delivery): void {
     if (!this.#manualAck && this.#ended === undefined) this.ack(delivery.deliveryId);
   }
@@ -300,9 +314,11 @@ export class GatewayConnection {
             break;
           }
           case 'delivery':
+            this.#admit(1);
             this.#deliver(kind.value);
             break;
           case 'deliveries':
+            this.#admit(kind.value.items.length);
             for (const d of kind.value.items) this.#deliver(d);
             break;
           case 'goAway':
