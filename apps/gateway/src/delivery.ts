@@ -148,8 +148,9 @@ export class Delivery {
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
             if (link.rows?.has(stored.deliveryId) === true) continue;
             if (!(await this.#senderStillValid(link, stored))) continue;
-            if (!(await this.#redeliverable(link, stored))) continue;
-            this.#write(link, storedToAccepted(stored), stored.deliveryId);
+            const key = writeKey(stored.recipientId, stored.itemHash);
+            if (!(await this.#redeliverable(link, stored, key))) continue;
+            this.#write(link, storedToAccepted(stored), stored.deliveryId, key);
           }
           if (page.length < want && !link.dirty && !link.rescan) {
             link.backlog = false;
@@ -184,8 +185,8 @@ export class Delivery {
    * is decoded first, so that a row whose bytes do not decode is dropped and audited instead of failing its
    * recipient's stream at every reconnect until it expires.
    */
-  async #redeliverable(link: Link, stored: MailboxItem): Promise<boolean> {
-    if (!this.#written.has(writeKey(stored.recipientId, stored.itemHash))) return true;
+  async #redeliverable(link: Link, stored: MailboxItem, key: string): Promise<boolean> {
+    if (!this.#written.has(key)) return true;
     try {
       void stored.item;
       return true;
@@ -277,8 +278,8 @@ export class Delivery {
     }
   }
 
-  /** Writes one item to a stream as a Delivery with the stream's next delivery id, and holds it. */
-  #write(link: Link, item: Accepted, rowId: bigint | undefined): boolean {
+  /** Writes one item to a stream as a Delivery with the stream's next delivery id, and holds it (`key`: its {@link writeKey}, if already made). */
+  #write(link: Link, item: Accepted, rowId: bigint | undefined, key = writeKey(item.recipientId, item.itemHash)): boolean {
     if (link.out.closed) return false;
     const deliveryId = link.lastDeliveryId + 1n;
     const acceptedAtMs = BigInt(item.acceptedAtMs);
@@ -305,7 +306,6 @@ export class Delivery {
     else if (kind === 'handshake' && item.item.case === 'handshake' && item.item.value.step === 1) this.#o.replies.step1(item.item.value);
     const metrics = this.#ctx.metrics;
     metrics.deliveries.inc({ source: rowId === undefined ? 'live' : 'mailbox' });
-    const key = writeKey(item.recipientId, item.itemHash);
     if (this.#written.has(key)) metrics.redelivered.inc();
     else {
       this.#written.add(key);

@@ -67,6 +67,12 @@ class Table {
     return true;
   }
 
+  /** Notes that an entry's audit entry committed (its uses and expiry unchanged); nothing when it is gone. */
+  markAudited(key: string, from: string, to: string): void {
+    const e = this.#entries.get(key);
+    if (e !== undefined && e.from === from && e.to === to) e.audited = true;
+  }
+
   /** Whether an unexpired entry from `from` to `to` exists (uses left or not) whose audit entry is committed. */
   audited(key: string, from: string, to: string, now: number): boolean {
     const e = this.#entries.get(key);
@@ -100,11 +106,17 @@ export class ReplyGuard {
   }
 
   /**
-   * An envelope relayed (by message hash): when it is routed (`audited` false, then true once its audit entry
-   * committed) and when it is written to a stream (`audited` true: nothing is written before its entry commits).
+   * An envelope relayed (by message hash): when it is routed (`audited` false; {@link envelopeAudited} once its
+   * audit entry committed) and when it is written to a stream (`audited` true: nothing is written before its
+   * entry commits).
    */
   envelope(messageHash: Uint8Array, senderId: string, recipientId: string, audited: boolean): void {
     this.#envelopes.record(toHex(messageHash), senderId, recipientId, this.#clock() + REPLY_WINDOW_MS, REPLIES_PER_ENVELOPE, true, audited);
+  }
+
+  /** The audit entry of an envelope recorded by {@link envelope} committed (a resend needs no second one). */
+  envelopeAudited(messageHash: Uint8Array, senderId: string, recipientId: string): void {
+    this.#envelopes.markAudited(toHex(messageHash), senderId, recipientId);
   }
 
   /** Whether a step 2 from `frame.senderId` answers a step 1 relayed the other way (consumes it). */

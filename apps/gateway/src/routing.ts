@@ -374,7 +374,7 @@ export class Router {
     const entry = async (outcome: 'delivered' | 'queued'): Promise<boolean> => {
       if (!audited) return true;
       if (!(await this.auditEntry(itemHash, agent, to, outcome))) return false;
-      if (item.case === 'envelope') this.#replies.envelope(itemHash, agent, to, true);
+      if (item.case === 'envelope') this.#replies.envelopeAudited(itemHash, agent, to);
       return true;
     };
     const link = ctx.links.get(to);
