@@ -76,6 +76,8 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   pumping = false;
   dirty = false;
   turn: Promise<void> = SETTLED;
+  /** The `seen_at_ms` of this stream's recorded presence (./cluster.ts); undefined when none was recorded. */
+  presenceMs: number | undefined = undefined;
   /** Send frames being routed (at most MAX_PIPELINED). */
   #pipelined = 0;
   #reading = READING;
@@ -150,6 +152,8 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     const ctx = this.#parts.ctx;
     if (ctx.links.get(this.cert.agentId) === this) ctx.links.delete(this.cert.agentId);
     this.#parts.delivery.streamEnded(this);
+    // Its presence is cleared unless a newer stream of the agent is here (that one recorded its own).
+    if (this.presenceMs !== undefined && !ctx.links.has(this.cert.agentId)) ctx.streamLeft(this.cert.agentId, this.presenceMs);
   }
 
   /** No more frames: end the stream once the sends being routed are answered. */
@@ -284,7 +288,9 @@ export class ConnectStreams {
     }
     if (authenticated === undefined) return undefined;
     const link = new StreamLink(this.#parts, authenticated.cert, call, remote, authenticated.deliveryBatches);
-    await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate));
+    const instanceId = ctx.cluster?.instanceId;
+    const seenAtMs = await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate, instanceId));
+    if (instanceId !== undefined) link.presenceMs = seenAtMs;
     return link;
   }
 }

@@ -9,6 +9,7 @@ import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertifica
 import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
 import type { Logger } from 'pino';
+import type { Cluster } from './cluster.js';
 import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
@@ -116,6 +117,13 @@ export class GatewayContext {
   readonly metrics: GatewayMetrics;
   /** `close()` has begun: no new streams or sends. */
   closing = false;
+  /**
+   * The instances sharing this database (./cluster.ts), once startGateway has joined them: streams' presence is
+   * recorded, and items for agents on another instance are forwarded to it. Undefined alone (PGlite, or off).
+   */
+  cluster: Cluster | undefined = undefined;
+  /** A stream whose presence was recorded ended, and its agent has no stream here any more (set with {@link cluster}). */
+  streamLeft: (agentId: string, seenAtMs: number) => void = () => undefined;
   /** Operations touching the database, awaited by `drain()`. */
   readonly #inflight = new Set<Promise<unknown>>();
 

@@ -17,7 +17,7 @@ import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
 import { deliveryFrame, encodeDelivery } from './delivery-batch.js';
-import type { EncodedItem, MailboxItem } from './mailbox.js';
+import type { EncodedItem, MailboxItem, NewMailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 
@@ -319,19 +319,7 @@ export class Delivery {
     held.spilling = true;
     this.#ctx.metrics.spilled.inc({ reason });
     const a = held.accepted;
-    const store = this.#o.storage.store(
-      {
-        recipientId: a.recipientId,
-        item: a.item,
-        itemHash: a.itemHash,
-        senderId: a.senderId,
-        senderSerial: a.senderSerial,
-        senderValidUntilMs: a.senderValidUntilMs,
-        acceptedAtMs: a.acceptedAtMs,
-      },
-      a.size,
-      false,
-    );
+    const store = this.#o.storage.store(toNewItem(a), a.size, false);
     void this.#ctx.track(
       store.then(
         (stored) => {
@@ -365,6 +353,22 @@ export class Delivery {
       ),
     );
   }
+}
+
+/** An accepted item as a mailbox row to write (its encoding, when it has one, is stored as it is). */
+export function toNewItem(a: Accepted): NewMailboxItem {
+  return {
+    recipientId: a.recipientId,
+    get item() {
+      return a.item;
+    },
+    ...(a.encoded === undefined ? {} : { encoded: a.encoded }),
+    itemHash: a.itemHash,
+    senderId: a.senderId,
+    senderSerial: a.senderSerial,
+    senderValidUntilMs: a.senderValidUntilMs,
+    acceptedAtMs: a.acceptedAtMs,
+  };
 }
 
 function storedToAccepted(stored: MailboxItem): Accepted {

@@ -32,7 +32,8 @@ import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
 import { ConnectStreams, DEFAULT_MAX_AUTHENTICATING, type ConnectCall } from './connect-stream.js';
 import { GatewayContext } from './context.js';
-import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, type DeliveryWriter } from './delivery.js';
+import { decodeForward, type Cluster } from './cluster.js';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, toNewItem, type Accepted, type DeliveryWriter } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { ReplyGuard } from './reply-guard.js';
 import { Storage, type MailboxQuota } from './storage.js';
@@ -46,6 +47,8 @@ export type { DeliveryInit, DeliveryWriter } from './delivery.js';
 export { pushDelivery } from './delivery.js';
 
 const GATEWAY_ID_RE = /^[a-z0-9._:-]{1,128}$/;
+/** Most items forwarded by other instances being stored here at once (their recipient's stream could not take them). */
+export const MAX_FORWARDS_STORING = 10_000;
 /** Default receiver max_age (§8.3): the mailbox TTL must not exceed it. */
 export const DEFAULT_RECEIVER_MAX_AGE_MS = 3_600_000;
 /** Largest encoded Outbound accepted by default: the largest envelope plus room for the wrapper. */
@@ -118,6 +121,8 @@ export class Gateway {
   readonly #unary: UnarySend;
   readonly #timer: NodeJS.Timeout;
   readonly #sweepTimer: NodeJS.Timeout;
+  /** Forwarded items being stored (./cluster.ts): bounded by {@link MAX_FORWARDS_STORING}. */
+  #forwardsStoring = 0;
   /** Prometheus instruments (served by startGateway's metrics listener). */
   readonly metrics: GatewayMetrics;
 
@@ -203,6 +208,65 @@ export class Gateway {
     if (link === undefined || this.#ctx.closing) return false;
     this.#delivery.stored(link);
     return true;
+  }
+
+  /**
+   * Joins the instances sharing this database (startGateway does, on PostgreSQL): each stream's presence is
+   * recorded from now on, and items for agents on another live instance are forwarded to it (§10.8).
+   */
+  joinCluster(cluster: Cluster): void {
+    const ctx = this.#ctx;
+    ctx.cluster = cluster;
+    ctx.streamLeft = (agentId, seenAtMs) => this.#storage.left(cluster.instanceId, agentId, seenAtMs);
+  }
+
+  /**
+   * An item another instance forwarded here (§10.8, its channel's notification): written to its recipient's
+   * stream as a live item of this instance (held until acked, spilled on ack timeout or stream end), or stored
+   * when no stream here can take it now. Bounded: beyond {@link MAX_FORWARDS_STORING} such stores in flight, or
+   * when it does not decode, it is dropped and counted — the instance that forwarded it answered `DELIVERED`,
+   * so its sender's outbox resends it (§17.2).
+   */
+  forwarded(payload: string): void {
+    const ctx = this.#ctx;
+    const metrics = ctx.metrics.forwarded;
+    let accepted: Accepted;
+    try {
+      accepted = decodeForward(payload);
+    } catch (error) {
+      metrics.inc({ direction: 'in', result: 'dropped' });
+      ctx.log.error({ err: error }, 'a forwarded item does not decode: dropped');
+      return;
+    }
+    const link = ctx.links.get(accepted.recipientId);
+    if (link !== undefined && !ctx.closing && this.#delivery.writeLive(link, accepted)) {
+      metrics.inc({ direction: 'in', result: 'live' });
+      return;
+    }
+    if (this.#forwardsStoring >= MAX_FORWARDS_STORING) {
+      metrics.inc({ direction: 'in', result: 'dropped' });
+      ctx.log.warn({ agent: accepted.senderId, peer: accepted.recipientId }, 'too many forwarded items being stored: dropped (its sender resends it)');
+      return;
+    }
+    this.#forwardsStoring++;
+    void ctx.track(
+      this.#storage.store(toNewItem(accepted), accepted.size, false).then(
+        () => {
+          metrics.inc({ direction: 'in', result: 'stored' });
+          const now = ctx.links.get(accepted.recipientId);
+          if (now !== undefined) this.#delivery.stored(now);
+        },
+        (error: unknown) => {
+          metrics.inc({ direction: 'in', result: 'dropped' });
+          ctx.log.warn({ err: error, agent: accepted.senderId, peer: accepted.recipientId }, 'storing a forwarded item failed: dropped (its sender resends it)');
+        },
+      ).finally(() => void this.#forwardsStoring--),
+    );
+  }
+
+  /** The other live instance that holds `agentId`'s stream, as this one last heard (./cluster.ts); undefined: here, nowhere, or unknown. */
+  instanceOf(agentId: string): string | undefined {
+    return this.#ctx.cluster?.holder(agentId);
   }
 
   /** Re-drains every connected agent's mailbox (after notifications may have been missed). */

@@ -111,6 +111,16 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 5,
+    name: 'presence of agents on instances',
+    sql: `
+      -- The instance whose stream the agent is connected to (NULL: none known), announced on parley_presence:
+      -- an item for an agent on another live instance is forwarded to it instead of stored (§10.8).
+      ALTER TABLE gateway_agents ADD COLUMN instance_id text;
+      CREATE INDEX gateway_agents_instance ON gateway_agents (instance_id) WHERE instance_id IS NOT NULL;
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */
@@ -150,6 +160,8 @@ export interface MailboxItem {
 export interface NewMailboxItem {
   readonly recipientId: string;
   readonly item: RelayItem;
+  /** The item's encoding when it is at hand (a forwarded or stored item): stored as it is, not encoded again. */
+  readonly encoded?: EncodedItem;
   readonly itemHash: Uint8Array;
   readonly senderId: string;
   readonly senderSerial: Uint8Array;
@@ -308,7 +320,7 @@ export class Mailbox {
     // driver writes and the server parses, which cost the store-and-forward path about half its database
     // time. Scalars stay arrays; row order is the order given (ORDER BY ord).
     const cols: unknown[][] = [[], [], [], [], [], [], [], []];
-    const encoded = items.map((x) => encodeItem(x.item));
+    const encoded = items.map((x) => x.encoded ?? encodeItem(x.item));
     const parts: Uint8Array[] = [];
     let offset = 1; // substring() counts from 1
     items.forEach((x, i) => {
@@ -468,12 +480,55 @@ export class Mailbox {
     return rows.map((r) => ({ recipientId: String(r['recipient_id']), senderId: String(r['sender_id']), itemHash: bytes(r['item_hash']), size: int(r['size']) }));
   }
 
-  /** Records the certificate an agent just authenticated with. */
-  async rememberAgent(certificate: AgentCertificate): Promise<void> {
+  /**
+   * Records the certificate an agent just authenticated with. `instanceId`: the instance its stream is on,
+   * recorded and announced on {@link PRESENCE_CHANNEL} in the same statement (§10.8); without it, none.
+   * @returns the time recorded (`seen_at_ms`): with the instance, it names this stream's presence ({@link leftMany})
+   */
+  async rememberAgent(certificate: AgentCertificate, instanceId?: string): Promise<number> {
+    const now = this.#clock();
+    const params = [certificate.agentId, toBinary(AgentCertificateSchema, certificate), now];
+    const upsert = `INSERT INTO gateway_agents (agent_id, certificate, seen_at_ms, instance_id) VALUES ($1, $2, $3, ${instanceId === undefined ? 'NULL' : '$4::text'})
+       ON CONFLICT (agent_id) DO UPDATE SET certificate = EXCLUDED.certificate, seen_at_ms = EXCLUDED.seen_at_ms, instance_id = EXCLUDED.instance_id`;
+    if (instanceId === undefined) await this.#db.query(upsert, params);
+    else await this.#db.query(`WITH up AS (${upsert} RETURNING 1) SELECT pg_notify('${PRESENCE_CHANNEL}', $1 || ' ' || $4::text), (SELECT count(*) FROM up)`, [...params, instanceId]);
+    return now;
+  }
+
+  /**
+   * Streams that ended on `instanceId` (each named by its agent and the `seen_at_ms` its
+   * {@link rememberAgent} recorded): their presence is cleared and announced (`<agent id>` on
+   * {@link PRESENCE_CHANNEL}) — unless the agent has authenticated again since, here or elsewhere.
+   */
+  async leftMany(streams: readonly { readonly agentId: string; readonly seenAtMs: number }[], instanceId: string): Promise<void> {
+    if (streams.length === 0) return;
     await this.#db.query(
-      `INSERT INTO gateway_agents (agent_id, certificate, seen_at_ms) VALUES ($1, $2, $3)
-       ON CONFLICT (agent_id) DO UPDATE SET certificate = EXCLUDED.certificate, seen_at_ms = EXCLUDED.seen_at_ms`,
-      [certificate.agentId, toBinary(AgentCertificateSchema, certificate), this.#clock()],
+      `WITH u AS (UPDATE gateway_agents a SET instance_id = NULL FROM unnest($1::text[], $2::bigint[]) AS l(id, seen)
+                  WHERE a.agent_id = l.id AND a.seen_at_ms = l.seen AND a.instance_id = $3 RETURNING a.agent_id)
+       SELECT count(pg_notify('${PRESENCE_CHANNEL}', agent_id)) FROM u`,
+      [streams.map((x) => x.agentId), streams.map((x) => x.seenAtMs), instanceId],
+    );
+  }
+
+  /** Where agents are connected, except on `instanceId` (at most `limit` rows). */
+  async presence(instanceId: string, limit: number): Promise<{ agentId: string; instanceId: string }[]> {
+    const rows = await this.#db.query<{ agent_id: unknown; instance_id: unknown }>(
+      'SELECT agent_id, instance_id FROM gateway_agents WHERE instance_id IS NOT NULL AND instance_id <> $1 LIMIT $2',
+      [instanceId, limit],
+    );
+    return rows.map((r) => ({ agentId: String(r.agent_id), instanceId: String(r.instance_id) }));
+  }
+
+  /**
+   * Sends notifications, all in ONE statement (group-committed by the caller): items forwarded to other
+   * instances (§10.8). A transaction that writes nothing but notifications writes no WAL, so its commit
+   * waits for no flush (measured: ≈ 0.4 ms, against ≈ 1.8 ms for a one-row insert on the same server).
+   */
+  async notifyMany(notifications: readonly { readonly channel: string; readonly payload: string }[]): Promise<void> {
+    if (notifications.length === 0) return;
+    await this.#db.query(
+      'SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)',
+      [notifications.map((n) => n.channel), notifications.map((n) => n.payload)],
     );
   }
 
@@ -502,29 +557,39 @@ export class Mailbox {
    * Rows of instances not seen for {@link FORGET_INSTANCE_AFTER} × `staleAfterMs` (at least 10 min) are deleted
    * in the same statement: each process has an id of its own, so every instance that crashed or was killed left
    * a row behind (one that comes back records itself again).
-   * @returns how many other instances share the database
+   * The presence the deleted instances recorded (`gateway_agents.instance_id`) is cleared with them.
+   * @returns the ids of the other instances alive
    */
-  async heartbeat(instanceId: string, staleAfterMs: number): Promise<number> {
+  async heartbeat(instanceId: string, staleAfterMs: number): Promise<string[]> {
     const now = this.#clock();
-    const rows = await this.#db.query<{ n: unknown }>(
+    const rows = await this.#db.query<{ id: unknown }>(
       `WITH up AS (INSERT INTO gateway_instances (instance_id, seen_at_ms) VALUES ($1, $2)
                    ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = EXCLUDED.seen_at_ms RETURNING 1),
-            gone AS (DELETE FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms < $4 RETURNING 1)
-       SELECT (SELECT COUNT(*) FROM up) * 0 + (SELECT COUNT(*) FROM gone) * 0 + COUNT(*) AS n
+            gone AS (DELETE FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms < $4 RETURNING instance_id),
+            away AS (UPDATE gateway_agents SET instance_id = NULL WHERE instance_id IN (SELECT instance_id FROM gone) RETURNING 1)
+       SELECT instance_id AS id, (SELECT COUNT(*) FROM up) + (SELECT COUNT(*) FROM away) AS n
        FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > $3`,
       [instanceId, now, now - staleAfterMs, now - Math.max(FORGET_INSTANCE_AFTER * staleAfterMs, 600_000)],
     );
-    return int(rows[0]?.n ?? 0);
+    return rows.map((r) => String(r.id));
   }
 
-  /** Removes this instance's heartbeat (clean shutdown). */
+  /** Removes this instance's heartbeat and the presence it recorded, announced (clean shutdown). */
   async leave(instanceId: string): Promise<void> {
-    await this.#db.query('DELETE FROM gateway_instances WHERE instance_id = $1', [instanceId]);
+    await this.#db.query(
+      `WITH gone AS (DELETE FROM gateway_instances WHERE instance_id = $1 RETURNING 1),
+            u AS (UPDATE gateway_agents SET instance_id = NULL WHERE instance_id = $1 RETURNING agent_id)
+       SELECT count(pg_notify('${PRESENCE_CHANNEL}', agent_id)) + (SELECT count(*) FROM gone) FROM u`,
+      [instanceId],
+    );
   }
 }
 
 /** Heartbeat periods (× the stale bound) after which a silent instance's row is deleted. */
 export const FORGET_INSTANCE_AFTER = 100;
+
+/** The PostgreSQL notification channel of presence announcements (./cluster.ts). */
+export const PRESENCE_CHANNEL = 'parley_presence';
 
 /** The PostgreSQL notification channel of cross-instance mailbox wake-ups (payload: the recipient's agent id). */
 export const MAILBOX_CHANNEL = 'parley_mailbox';

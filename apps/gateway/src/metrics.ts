@@ -50,7 +50,7 @@ export class GatewayMetrics {
   });
   readonly batch = new Histogram({
     name: 'parley_gateway_group_commit_size',
-    help: 'Items per group-committed statement, by kind (audit, mailbox_insert, mailbox_delete, mailbox_read)',
+    help: 'Items per group-committed statement, by kind (audit, mailbox_insert, mailbox_delete, mailbox_read, forward)',
     labelNames: ['kind'] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [this.registry],
@@ -63,6 +63,17 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
   readonly spilled = new Counter({ name: 'parley_gateway_spilled_total', help: 'Live deliveries written to the mailbox, by reason (ack_timeout, stream_end, backlog)', labelNames: ['reason'] as const, registers: [this.registry] });
+  /**
+   * Items forwarded between instances (§10.8): `out` sent (`sent`) or not (`stored`: the statement failed and the
+   * item was stored instead); `in` written to the recipient's stream (`live`), stored because the stream could not
+   * take it (`stored`), or dropped (`dropped`: it did not decode, or could not be stored; its sender resends it).
+   */
+  readonly forwarded = new Counter({
+    name: 'parley_gateway_forwarded_total',
+    help: 'Items forwarded to or from another instance, by direction (out, in) and result (sent, stored, live, dropped)',
+    labelNames: ['direction', 'result'] as const,
+    registers: [this.registry],
+  });
   readonly dropped = new Counter({ name: 'parley_gateway_mailbox_dropped_total', help: 'Mailbox items dropped instead of delivered: sender revoked or expired, or stored bytes that do not decode (reason)', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly auditFailures = new Counter({ name: 'parley_gateway_audit_failures_total', help: 'Audit appends that failed (the items were refused: fail closed)', registers: [this.registry] });
   /** Connect streams refused during authentication (hello → challenge → auth, or the auth timeout). */

@@ -6,6 +6,9 @@
  * - live recipient with a free slot and no backlog: its audit entry is
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
  *   to the stream and held in memory until acked (./delivery.ts) — no mailbox write;
+ * - recipient connected to another live instance: the same, except that the item
+ *   is forwarded to that instance (a group-committed notification, ./cluster.ts),
+ *   which writes it to the stream — no mailbox write either;
  * - otherwise: quota check, audit entry (group commit; an item whose entry
  *   cannot be written is refused), and only then the mailbox insert (group
  *   commit: a committed row can be delivered at once, so it never exists
@@ -27,6 +30,7 @@ import type { Accepted, Delivery } from './delivery.js';
 import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
+import { encodeForward, forwardChannel } from './cluster.js';
 import { Policy, type PolicySubject } from './policy.js';
 import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
 
@@ -390,6 +394,27 @@ export class Router {
         ctx.metrics.spilled.inc({ reason: 'backlog' });
         await this.#store(accepted, false, fail);
         return log(DeliveryStatus.QUEUED);
+      };
+    }
+    // Another live instance holds the recipient's stream (./cluster.ts, §10.8): the item is forwarded to it once its
+    // audit entry has committed, and that instance writes it to the stream as a live item of its own — no mailbox row.
+    const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
+    const forward = holder === undefined ? undefined : encodeForward(accepted);
+    if (holder !== undefined && forward !== undefined) {
+      const written = entry('delivered');
+      return async () => {
+        if (!(await written)) return fail('unavailable', 'audit log unavailable: item not accepted');
+        try {
+          await this.#storage.forward(forwardChannel(holder), forward);
+          ctx.metrics.forwarded.inc({ direction: 'out', result: 'sent' });
+          return log(DeliveryStatus.DELIVERED);
+        } catch (error) {
+          // Accepted and audited: kept durably instead (its recipient's instance is woken), like a spill.
+          ctx.metrics.forwarded.inc({ direction: 'out', result: 'stored' });
+          ctx.log.warn({ err: error, agent, peer: to }, 'forwarding to another instance failed: item stored instead');
+          await this.#store(accepted, false, fail);
+          return log(DeliveryStatus.QUEUED);
+        }
       };
     }
     // Stored: quota first (reserves). The audit entry is queued now (in order) and the row is written only once the

@@ -24,7 +24,8 @@ import { RpcError, ServingStatus, addHealthService, addReflectionService, addSer
 import { openDatabase, type Database, type DatabaseOptions } from '@parley/db';
 import { Readiness, ServerMetrics, buildInfo, logReadiness, startOpsServer, type OpsServer } from '@parley/ops';
 import { Gateway, type GatewayOptions } from './gateway.js';
-import { GATEWAY_MIGRATIONS, MAILBOX_CHANNEL, Mailbox, migrateGatewaySchema } from './mailbox.js';
+import { Cluster, MAX_PRESENCE_ENTRIES, forwardChannel, newInstanceId } from './cluster.js';
+import { GATEWAY_MIGRATIONS, MAILBOX_CHANNEL, Mailbox, PRESENCE_CHANNEL, migrateGatewaySchema } from './mailbox.js';
 import type { RevocationSource } from './metrics.js';
 
 /** The program name in `parley_build_info` and logs. */
@@ -103,6 +104,8 @@ export interface RunningGateway {
   readonly database: Database;
   /** The shared-memory store, unless `memory: false`. */
   readonly memory: MemoryStore | undefined;
+  /** This instance's id among those sharing the database (`gateway_instances`), when cross-instance routing is on. */
+  readonly instanceId: string | undefined;
   /** `http://host:port/metrics`, unless the operations listener is off. */
   readonly metricsUrl: string | undefined;
   /** `http://host:port` of the operations listener (`/healthz`, `/readyz`, `/metrics`), unless it is off. */
@@ -164,6 +167,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let listener: MailboxListener | undefined;
   let memory: MemoryStore | undefined;
   let heartbeat: Heartbeat | undefined;
+  let instanceId: string | undefined;
   let gateway: Gateway;
   let mailbox: Mailbox;
   try {
@@ -186,8 +190,11 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     const g = gateway;
     metricsHolder.batch = (n) => g.metrics.batch.observe({ kind: 'audit' }, n);
     if (crossInstance && options.database?.url !== undefined) {
-      listener = await listenForMailbox(options.database.url, gateway, logger);
-      heartbeat = startHeartbeat(mailbox, gateway, options.heartbeatMs ?? 2_000, logger);
+      const cluster = new Cluster(newInstanceId());
+      instanceId = cluster.instanceId;
+      listener = await listenForMailbox(options.database.url, gateway, mailbox, cluster, logger);
+      gateway.joinCluster(cluster);
+      heartbeat = startHeartbeat(mailbox, gateway, cluster, options.heartbeatMs ?? 2_000, logger);
       await heartbeat.first;
     }
     if (options.memory !== false) {
@@ -293,7 +300,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     await database.close().catch(() => undefined);
     throw error;
   }
-  logger.info({ address: `${bindHost}:${port}`, tls: options.tls !== undefined, ready: readiness.ready, failing: readiness.report().failing }, 'gateway listening');
+  logger.info({ address: `${bindHost}:${port}`, tls: options.tls !== undefined, instance: instanceId, ready: readiness.ready, failing: readiness.report().failing }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -304,6 +311,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     audit: auditLog,
     database,
     memory,
+    instanceId,
     metricsUrl: metrics?.metricsUrl,
     opsUrl: metrics?.baseUrl,
     readiness,
@@ -415,24 +423,26 @@ interface Heartbeat {
 
 /**
  * Records this instance in `gateway_instances` every `periodMs` and learns
- * whether others are alive (one statement each time). While another is, stored
- * items for agents not connected here are announced (batched NOTIFY). For the
- * first beats after this instance appears, it re-drains its own agents'
- * mailboxes, since the others had not been notifying it yet.
+ * which others are alive (one statement each time): items are forwarded only to
+ * those (./cluster.ts), and while there are any, stored items for agents not
+ * connected here are announced (batched NOTIFY). For the first beats after
+ * another instance appears, this one re-drains its own agents' mailboxes, since
+ * the others had not been notifying it yet.
  */
-function startHeartbeat(mailbox: Mailbox, gateway: Gateway, periodMs: number, logger: StartGatewayOptions['logger']): Heartbeat {
-  const instanceId = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+function startHeartbeat(mailbox: Mailbox, gateway: Gateway, cluster: Cluster, periodMs: number, logger: StartGatewayOptions['logger']): Heartbeat {
+  const instanceId = cluster.instanceId;
   let beats = 0;
   let stopped = false;
   const beat = async (): Promise<void> => {
     try {
       const others = await mailbox.heartbeat(instanceId, 3 * periodMs);
+      cluster.setLive(others);
       const was = gateway.othersListening;
-      gateway.othersListening = others > 0;
-      if (others > 0 && (!was || beats <= 3)) gateway.pumpAll();
+      gateway.othersListening = others.length > 0;
+      if (others.length > 0 && (!was || beats <= 3)) gateway.pumpAll();
       beats++;
     } catch (err) {
-      // Unknown: announce to be safe (a NOTIFY nobody hears costs little).
+      // Unknown: announce to be safe (a NOTIFY nobody hears costs little); forwards go on to the instances last seen.
       gateway.othersListening = true;
       logger.warn({ err }, 'instance heartbeat failed');
     }
@@ -446,6 +456,7 @@ function startHeartbeat(mailbox: Mailbox, gateway: Gateway, periodMs: number, lo
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
+      cluster.setLive([]);
       await mailbox.leave(instanceId).catch(() => undefined);
     },
   };
@@ -456,13 +467,15 @@ interface MailboxListener {
 }
 
 /**
- * A dedicated connection that LISTENs on {@link MAILBOX_CHANNEL} and wakes the
- * gateway for recipients connected here. Reconnects with backoff; after a
- * reconnect every connected agent's mailbox is drained again, since
- * notifications sent meanwhile are lost.
+ * A dedicated connection that LISTENs on {@link MAILBOX_CHANNEL} (wakes the gateway for recipients connected
+ * here), {@link PRESENCE_CHANNEL} (where agents are connected) and this instance's forward channel (items
+ * forwarded here, ./cluster.ts). Reconnects with backoff; after every (re)connect the presence is read again
+ * and, after a reconnect, every connected agent's mailbox is drained again, since notifications sent meanwhile
+ * are lost (forwards lost so are resent by their senders' outboxes, §17.2).
  */
-async function listenForMailbox(url: string, gateway: Gateway, logger: StartGatewayOptions['logger']): Promise<MailboxListener> {
+async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox, cluster: Cluster, logger: StartGatewayOptions['logger']): Promise<MailboxListener> {
   const { default: pgModule } = await import('pg');
+  const forwards = forwardChannel(cluster.instanceId);
   let closed = false;
   let client: InstanceType<typeof pgModule.Client> | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -470,7 +483,11 @@ async function listenForMailbox(url: string, gateway: Gateway, logger: StartGate
   const connect = async (first: boolean): Promise<void> => {
     const c = new pgModule.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 5000 });
     c.on('notification', (n) => {
-      if (n.channel === MAILBOX_CHANNEL && n.payload !== undefined && n.payload !== '') gateway.mailboxNotified(n.payload);
+      const payload = n.payload;
+      if (payload === undefined || payload === '') return;
+      if (n.channel === forwards) gateway.forwarded(payload);
+      else if (n.channel === PRESENCE_CHANNEL) cluster.presenceNotified(payload);
+      else if (n.channel === MAILBOX_CHANNEL) gateway.mailboxNotified(payload);
     });
     c.on('error', (err) => {
       logger.warn({ err }, 'mailbox LISTEN connection lost: reconnecting');
@@ -478,7 +495,9 @@ async function listenForMailbox(url: string, gateway: Gateway, logger: StartGate
       schedule();
     });
     await c.connect();
-    await c.query(`LISTEN ${MAILBOX_CHANNEL}`);
+    await c.query(`LISTEN ${MAILBOX_CHANNEL}; LISTEN ${PRESENCE_CHANNEL}; LISTEN ${forwards}`);
+    // Read after LISTEN: a change committed in between is both read and heard (hearing it again is harmless).
+    cluster.load(await mailbox.presence(cluster.instanceId, MAX_PRESENCE_ENTRIES));
     client = c;
     backoff = 250;
     if (!first) gateway.pumpAll();

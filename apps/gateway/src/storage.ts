@@ -42,6 +42,8 @@ export type QuotaLimit = 'recipient_items' | 'recipient_bytes' | 'sender_items' 
 const USAGE_REFRESH_MS = 30_000;
 /** Most backlog pages read in one statement (each at most 128 rows and its excluded ids). */
 const PAGE_READS_BATCH = 64;
+/** Most notifications in one forward statement. */
+const FORWARD_BATCH = 256;
 /** Most usage figures cached (beyond it the idlest are dropped and read again when needed). */
 const MAX_USAGE_ENTRIES = 50_000;
 
@@ -147,6 +149,10 @@ export class Storage {
   readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, MailboxItem>;
   readonly #deletes: GroupCommit<RowKey, boolean>;
   readonly #reads: GroupCommit<PageRequest, MailboxItem[]>;
+  /** Items forwarded to other instances (./cluster.ts): one statement of notifications per batch. */
+  readonly #forwards: GroupCommit<{ readonly channel: string; readonly payload: string }, undefined>;
+  /** Presence of streams that ended, cleared in batches; bound to one instance id. */
+  #left: GroupCommit<{ readonly agentId: string; readonly seenAtMs: number }, undefined> | undefined;
   /** Another instance shares the database (heartbeat): wake it for recipients not connected here. */
   othersListening = false;
 
@@ -170,6 +176,14 @@ export class Storage {
       maxBatch: PAGE_READS_BATCH,
       onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_read' }, n),
       write: (batch) => mailbox.pendingMany(batch),
+    });
+    this.#forwards = new GroupCommit({
+      maxBatch: FORWARD_BATCH,
+      onBatch: (n) => metrics.batch.observe({ kind: 'forward' }, n),
+      write: async (batch) => {
+        await mailbox.notifyMany(batch);
+        return batch.map(() => undefined);
+      },
     });
     this.#deletes = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
@@ -208,9 +222,34 @@ export class Storage {
     this.quotas.removed(key.recipientId, key.senderId, key.size);
   }
 
+  /**
+   * Sends an item to the instance that holds its recipient's stream (a notification on that instance's
+   * channel, group-committed); resolves once the statement that carries it has completed.
+   * @throws RpcError `unavailable` while too many forwards wait; whatever the statement threw
+   */
+  async forward(channel: string, payload: string): Promise<void> {
+    await this.#forwards.add({ channel, payload });
+  }
+
+  /** Clears, in batches, the presence that `instanceId` recorded for streams that ended (./cluster.ts). */
+  left(instanceId: string, agentId: string, seenAtMs: number): void {
+    const mailbox = this.mailbox;
+    const left = (this.#left ??= new GroupCommit({
+      maxBatch: MAILBOX_BATCH,
+      write: async (batch) => {
+        await mailbox.leftMany(batch, instanceId);
+        return batch.map(() => undefined);
+      },
+    }));
+    // A lost clear leaves the agent announced on a live instance: items for it are forwarded there and stored
+    // by it (its stream is gone), so they are delivered all the same, through the mailbox.
+    left.add({ agentId, seenAtMs }).catch(() => undefined);
+  }
+
   /** Waits until nothing is queued or being written. */
   async idle(): Promise<void> {
-    await Promise.all([this.#inserts.idle(), this.#deletes.idle(), this.#reads.idle()]);
-    await Promise.all([this.#inserts.idle(), this.#deletes.idle(), this.#reads.idle()]);
+    const all = () => [this.#inserts.idle(), this.#deletes.idle(), this.#reads.idle(), this.#forwards.idle(), this.#left?.idle()];
+    await Promise.all(all());
+    await Promise.all(all());
   }
 }

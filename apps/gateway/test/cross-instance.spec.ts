@@ -9,11 +9,11 @@ import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } f
 import pino from 'pino';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SecureMessageSchema, create, toBinary, type SecureMessage } from '@parley/proto';
+import { DeliveryReceiptSchema, DeliveryStatus, SecureMessageSchema, create, toBinary, type ConnectResponse, type SecureMessage } from '@parley/proto';
 import { envelopeSignedBytes } from '@parley/session';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
-import { rawConnect, within, type RegisteredAgent } from '@parley/test-support';
+import { rawConnect, within, type RawStream, type RegisteredAgent } from '@parley/test-support';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';
@@ -31,6 +31,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
   let gw2: RunningGateway;
   let agentA: RegisteredAgent;
   let agentB: RegisteredAgent;
+  let common: Parameters<typeof startGateway>[0];
   const logs: Record<string, unknown>[] = [];
 
   beforeAll(async () => {
@@ -50,7 +51,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     const logger = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
     const policy = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
     const auditKeys = [crypto.ed25519.generateKeyPair(), crypto.ed25519.generateKeyPair()];
-    const common = { crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy, logger, metrics: false as const, database: { url, schema } };
+    common = { crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy, logger, metrics: false as const, database: { url, schema } };
     // One audit chain per instance: neither needs to trust the other's key.
     gw1 = await startGateway({ ...common, auditKey: auditKeys[0]!, heartbeatMs: 200 });
     gw2 = await startGateway({ ...common, auditKey: auditKeys[1]!, heartbeatMs: 200 });
@@ -58,7 +59,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
   }, 60_000);
 
   /** A signed envelope (the gateway checks its signature, not its session). */
-  function signedEnvelope(senderId: string, recipientId: string): SecureMessage {
+  function signedEnvelope(senderId: string, recipientId: string, payloadBytes = 96): SecureMessage {
     const envelope = create(SecureMessageSchema, {
       version: 1,
       senderId,
@@ -67,7 +68,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
       nonce: 0n,
       timestampMs: BigInt(Date.now()),
       payloadCommitment: crypto.randomBytes(32),
-      encryptedPayload: crypto.randomBytes(96),
+      encryptedPayload: crypto.randomBytes(payloadBytes),
       authTag: crypto.randomBytes(32),
     });
     envelope.signature = crypto.ed25519.sign(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag), agentA.secretKey);
@@ -83,24 +84,162 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     await client.end();
   }, 60_000);
 
-  it('delivers an item stored by one instance to the recipient connected to the other, at once', async () => {
+  /** The Accepted or Rejected answering `requestId`, once it came. */
+  async function verdict(stream: RawStream, requestId: bigint): Promise<ConnectResponse['kind']> {
+    const find = () => stream.responses.find((r) => (r.kind.case === 'accepted' || r.kind.case === 'rejected') && r.kind.value.requestId === requestId);
+    await within(5_000, () => find() !== undefined, `verdict on ${requestId}`);
+    return find()!.kind;
+  }
+
+  /** The Deliveries of envelopes (by session id) or receipts written to a stream so far. */
+  const deliveries = (stream: RawStream) => stream.responses.flatMap((r) => (r.kind.case === 'delivery' ? [r.kind.value] : []));
+  const delivered = (stream: RawStream, e: SecureMessage) =>
+    deliveries(stream).find((d) => d.item.case === 'envelope' && Buffer.from(d.item.value.sessionId).equals(Buffer.from(e.sessionId)));
+  const mailboxRows = async (): Promise<number> => Number((await gw1.database.query<{ n: unknown }>('SELECT count(*) AS n FROM gateway_mailbox'))[0]!.n);
+  const forwarded = async (gw: RunningGateway, direction: 'in' | 'out', result: string): Promise<number> =>
+    (await gw.gateway.metrics.forwarded.get()).values.find((v) => v.labels['direction'] === direction && v.labels['result'] === result)?.value ?? 0;
+
+  it('forwards an item for an agent on the other instance to it: DELIVERED, written live there, no mailbox row; the receipt comes back the same way', async () => {
     const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
     const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
     expect(gw1.gateway.connectedAgents()).toEqual(['planner-a']);
     expect(gw2.gateway.connectedAgents()).toEqual(['worker-b']);
-    // A signed envelope from planner-a to worker-b, routed by gw1 (the gateway checks its signature, not its session).
-    a.send({ case: 'envelope', value: signedEnvelope('planner-a', 'worker-b') }, 7n);
-    await within(5_000, () => a.responses.some((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected'), 'Accepted from gw1');
-    const verdict = a.responses.find((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected')!;
-    expect(verdict.kind.case).toBe('accepted');
-    // Far below the reconnect path: delivered by the NOTIFY wake-up.
-    await within(2_000, () => b.responses.some((r) => r.kind.case === 'delivery'), 'delivery on gw2');
-    const delivery = b.responses.find((r) => r.kind.case === 'delivery')!;
-    expect(delivery.kind.case === 'delivery' && delivery.kind.value.item.case).toBe('envelope');
-    // Each instance audited on its own chain: gw1 routed the envelope.
-    // (NOTIFY: counted in the next test.)
-    expect(gw1.audit.size).toBe(1);
-    expect(gw2.audit.size).toBe(0);
+    await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId && gw2.gateway.instanceOf('planner-a') === gw1.instanceId, 'presence heard');
+    const audited = [gw1.audit.size, gw2.audit.size];
+    const sent = [await forwarded(gw1, 'out', 'sent'), await forwarded(gw2, 'out', 'sent')];
+    const live = [await forwarded(gw1, 'in', 'live'), await forwarded(gw2, 'in', 'live')];
+    const envelope = signedEnvelope('planner-a', 'worker-b');
+    a.send({ case: 'envelope', value: envelope }, 7n);
+    const accepted = await verdict(a, 7n);
+    expect(accepted.case === 'accepted' && accepted.value.status).toBe(DeliveryStatus.DELIVERED);
+    await within(2_000, () => delivered(b, envelope) !== undefined, 'delivery on gw2');
+    expect(await mailboxRows()).toBe(0);
+    // The receipt (the gateway checks its shape and that it answers what it relayed; its signature is the sender's to check).
+    const receipt = create(DeliveryReceiptSchema, {
+      version: 1,
+      messageHash: accepted.case === 'accepted' ? accepted.value.itemHash : new Uint8Array(32),
+      senderId: 'planner-a',
+      recipientId: 'worker-b',
+      receivedAtMs: BigInt(Date.now()),
+      signature: crypto.randomBytes(64),
+    });
+    b.send({ case: 'receipt', value: receipt }, 8n, { ackDeliveryId: delivered(b, envelope)!.deliveryId });
+    const answered = await verdict(b, 8n);
+    expect(answered.case === 'accepted' && answered.value.status).toBe(DeliveryStatus.DELIVERED);
+    await within(2_000, () => deliveries(a).some((d) => d.item.case === 'receipt'), 'receipt delivered on gw1');
+    a.ack(deliveries(a).find((d) => d.item.case === 'receipt')!.deliveryId);
+    expect(await mailboxRows()).toBe(0);
+    expect([await forwarded(gw1, 'out', 'sent'), await forwarded(gw2, 'out', 'sent')]).toEqual([sent[0]! + 1, sent[1]! + 1]);
+    expect([await forwarded(gw1, 'in', 'live'), await forwarded(gw2, 'in', 'live')]).toEqual([live[0]! + 1, live[1]! + 1]);
+    // One audit entry, on the chain of the instance that accepted the envelope; none for the receipt.
+    expect([gw1.audit.size, gw2.audit.size]).toEqual([audited[0]! + 1, audited[1]!]);
+    a.close();
+    b.close();
+    await Promise.all([a.ended, b.ended]);
+  }, 30_000);
+
+  it('a forwarded item not acked within the ack timeout is spilled to the mailbox by the instance that wrote it, and redelivered from there', async () => {
+    // gw3 holds the recipient with a short ack timeout; gw1 forwards to it.
+    const gw3 = await startGateway({ ...common, auditKey: crypto.ed25519.generateKeyPair(), heartbeatMs: 200, ackTimeoutMs: 300 });
+    try {
+      await within(5_000, () => gw1.gateway.othersListening && gw3.instanceId !== undefined, 'gw3 alive');
+      const b = await rawConnect(crypto, gw3.address, GATEWAY_ID, agentB);
+      const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+      await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw3.instanceId, 'presence heard');
+      const envelope = signedEnvelope('planner-a', 'worker-b');
+      a.send({ case: 'envelope', value: envelope }, 9n);
+      expect((await verdict(a, 9n)).case).toBe('accepted');
+      await within(2_000, () => delivered(b, envelope) !== undefined, 'delivery on gw3');
+      // Not acked: spilled after 300 ms (one row), still held on the stream.
+      await within(5_000, async () => (await mailboxRows()) === 1, 'spilled');
+      b.close();
+      await b.ended;
+      // The next stream of the agent, on any instance, gets it from the mailbox.
+      const b2 = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+      await within(5_000, () => delivered(b2, envelope) !== undefined, 'redelivered from the mailbox');
+      b2.ack(delivered(b2, envelope)!.deliveryId);
+      await within(5_000, async () => (await mailboxRows()) === 0, 'acked and deleted');
+      a.close();
+      b2.close();
+      await Promise.all([a.ended, b2.ended]);
+    } finally {
+      await gw3.close();
+    }
+  }, 30_000);
+
+  it('presence follows the stream: once it ends, items are stored (QUEUED) and delivered when the agent connects again', async () => {
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId, 'presence heard');
+    b.close();
+    await b.ended;
+    await within(5_000, () => gw1.gateway.instanceOf('worker-b') === undefined, 'departure heard');
+    const envelope = signedEnvelope('planner-a', 'worker-b');
+    a.send({ case: 'envelope', value: envelope }, 10n);
+    const answer = await verdict(a, 10n);
+    expect(answer.case === 'accepted' && answer.value.status).toBe(DeliveryStatus.QUEUED);
+    expect(await mailboxRows()).toBe(1);
+    const b2 = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    await within(5_000, () => delivered(b2, envelope) !== undefined, 'delivered from the mailbox');
+    b2.ack(delivered(b2, envelope)!.deliveryId);
+    await within(5_000, async () => (await mailboxRows()) === 0, 'acked and deleted');
+    a.close();
+    b2.close();
+    await Promise.all([a.ended, b2.ended]);
+  }, 30_000);
+
+  it('an out-of-date announcement costs no item: one forwarded to an instance without the stream is stored there; an instance not seen alive gets none', async () => {
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      // worker-b is offline, but gw1 is told it is on gw2.
+      await admin.query(`SELECT pg_notify('parley_presence', $1)`, [`worker-b ${gw2.instanceId}`]);
+      await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId, 'stale presence heard');
+      const stored = await forwarded(gw2, 'in', 'stored');
+      const first = signedEnvelope('planner-a', 'worker-b');
+      a.send({ case: 'envelope', value: first }, 11n);
+      const answer = await verdict(a, 11n);
+      expect(answer.case === 'accepted' && answer.value.status).toBe(DeliveryStatus.DELIVERED); // forwarded
+      await within(5_000, async () => (await forwarded(gw2, 'in', 'stored')) === stored + 1 && (await mailboxRows()) === 1, 'stored by gw2');
+      // Told it is on an instance that no heartbeat shows: not forwarded, stored at once.
+      await admin.query(`SELECT pg_notify('parley_presence', 'worker-b g1_gone_instance')`);
+      await within(5_000, () => gw1.gateway.instanceOf('worker-b') === undefined, 'unknown instance ignored');
+      const second = signedEnvelope('planner-a', 'worker-b');
+      a.send({ case: 'envelope', value: second }, 12n);
+      const queued = await verdict(a, 12n);
+      expect(queued.case === 'accepted' && queued.value.status).toBe(DeliveryStatus.QUEUED);
+      expect(await mailboxRows()).toBe(2);
+      const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+      await within(5_000, () => delivered(b, first) !== undefined && delivered(b, second) !== undefined, 'both delivered');
+      b.ack(delivered(b, first)!.deliveryId, [delivered(b, second)!.deliveryId]);
+      await within(5_000, async () => (await mailboxRows()) === 0, 'acked and deleted');
+      b.close();
+      await b.ended;
+    } finally {
+      await admin.end();
+      a.close();
+      await a.ended;
+    }
+  }, 30_000);
+
+  it('a forward that does not decode is dropped and counted, and the instance goes on; an item too large for a notification crosses through the mailbox', async () => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const dropped = await forwarded(gw2, 'in', 'dropped');
+    await admin.query(`SELECT pg_notify($1, 'bm90IGEgZm9yd2FyZA==')`, [`parley_fwd_${gw2.instanceId}`]);
+    await admin.end();
+    await within(5_000, async () => (await forwarded(gw2, 'in', 'dropped')) === dropped + 1, 'dropped');
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId, 'presence heard');
+    const large = signedEnvelope('planner-a', 'worker-b', 7_000);
+    a.send({ case: 'envelope', value: large }, 13n);
+    const answer = await verdict(a, 13n);
+    expect(answer.case === 'accepted' && answer.value.status).toBe(DeliveryStatus.QUEUED);
+    await within(2_000, () => delivered(b, large) !== undefined, 'delivered on gw2 (its NOTIFY wake-up)');
+    b.ack(delivered(b, large)!.deliveryId);
+    await within(5_000, async () => (await mailboxRows()) === 0, 'acked and deleted');
     a.close();
     b.close();
     await Promise.all([a.ended, b.ended]);

@@ -1,12 +1,12 @@
 /** Polling helpers for tests that wait on another process or an event loop. */
 
 /**
- * Polls until `check` holds; resolves with how long it took (a figure to report, never to assert on).
+ * Polls until `check` holds (it may be async: a database query); resolves with how long it took (a figure to report, never to assert on).
  * @throws Error naming `what` after `timeoutMs`
  */
-export async function waitFor(check: () => boolean, timeoutMs = 5_000, what = 'condition', intervalMs = 10): Promise<number> {
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, what = 'condition', intervalMs = 10): Promise<number> {
   const t0 = Date.now();
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what} (${timeoutMs} ms)`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
@@ -14,7 +14,7 @@ export async function waitFor(check: () => boolean, timeoutMs = 5_000, what = 'c
 }
 
 /** `waitFor` with the bound first (the process tests' spelling). */
-export function within(timeoutMs: number, check: () => boolean, what: string): Promise<number> {
+export function within(timeoutMs: number, check: () => boolean | Promise<boolean>, what: string): Promise<number> {
   return waitFor(check, timeoutMs, what, 20);
 }
 

@@ -1,7 +1,7 @@
 // The mailbox's statements on both engines. The batched insert: every byte column of every row of a batch (items of
 // very different sizes, each kind) reads back exactly, in the order given, with the notification sent.
 import { openDatabase, type Database } from '@parley/db';
-import { create, DeliveryReceiptSchema, HandshakeFrameSchema, SecureMessageSchema } from '@parley/proto';
+import { AgentCertificateSchema, create, DeliveryReceiptSchema, HandshakeFrameSchema, SecureMessageSchema } from '@parley/proto';
 import type { RelayItem } from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FORGET_INSTANCE_AFTER, Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
@@ -83,9 +83,36 @@ describe.each(engines)('Mailbox statements on %s', (_, options) => {
       'silent-peer', now - 60_000, // not counted, but kept: it may come back
       'crashed-long-ago', now - Math.max(FORGET_INSTANCE_AFTER * stale, 600_000) - 1_000,
     ]);
-    expect(await mailbox.heartbeat('me', stale)).toBe(1);
+    // The presence each recorded: the long-gone instance's is cleared with its row.
+    const cert = (agentId: string) => create(AgentCertificateSchema, { agentId, serial: new Uint8Array(16) });
+    await mailbox.rememberAgent(cert('agent-on-live'), 'live-peer');
+    await mailbox.rememberAgent(cert('agent-on-gone'), 'crashed-long-ago');
+    expect(await mailbox.heartbeat('me', stale)).toEqual(['live-peer']);
     const ids = (await db.query<{ instance_id: string }>('SELECT instance_id FROM gateway_instances ORDER BY instance_id')).map((r) => r.instance_id);
     expect(ids).toEqual(['live-peer', 'me', 'silent-peer']);
+    expect(await mailbox.presence('me', 10)).toEqual([{ agentId: 'agent-on-live', instanceId: 'live-peer' }]);
     await db.query('DELETE FROM gateway_instances');
+    await db.query('DELETE FROM gateway_agents');
+  });
+
+  it('presence: a stream ending clears only its own record (not one a newer stream of the agent wrote, here or elsewhere)', async () => {
+    const cert = create(AgentCertificateSchema, { agentId: 'agent-moving', serial: new Uint8Array(16) });
+    const first = await mailbox.rememberAgent(cert, 'inst_a');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const second = await mailbox.rememberAgent(cert, 'inst_b'); // moved before its first stream's end was recorded
+    await mailbox.leftMany([{ agentId: 'agent-moving', seenAtMs: first }], 'inst_a');
+    expect(await mailbox.presence('me', 10)).toEqual([{ agentId: 'agent-moving', instanceId: 'inst_b' }]);
+    await mailbox.leftMany([{ agentId: 'agent-moving', seenAtMs: second }], 'inst_a'); // not inst_a's record
+    expect(await mailbox.presence('me', 10)).toHaveLength(1);
+    await mailbox.leftMany([{ agentId: 'agent-moving', seenAtMs: second }], 'inst_b');
+    expect(await mailbox.presence('me', 10)).toEqual([]);
+    // Without an instance (PGlite, one instance) nothing is recorded; leaving clears an instance's records.
+    await mailbox.rememberAgent(cert);
+    expect(await mailbox.presence('me', 10)).toEqual([]);
+    await mailbox.rememberAgent(cert, 'inst_c');
+    await mailbox.leave('inst_c');
+    expect(await mailbox.presence('me', 10)).toEqual([]);
+    await mailbox.notifyMany([{ channel: 'parley_fwd_nobody', payload: 'x' }]); // notifications nobody hears: no error
+    await db.query('DELETE FROM gateway_agents');
   });
 });
