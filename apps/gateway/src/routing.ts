@@ -19,7 +19,7 @@
  * The gateway holds no session key: it sees headers, never plaintext.
  */
 import { toHex } from '@parley/crypto-core';
-import type { AuditLog } from '@parley/audit';
+import type { AuditLog, AuditNotification } from '@parley/audit';
 import { verifyCertificate } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
@@ -240,10 +240,13 @@ export class Router {
     this.#directory.delete(agentId);
   }
 
-  /** One audit entry (group-committed by the AuditLog); false (logged, counted) when it could not be written. */
-  async auditEntry(itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string): Promise<boolean> {
+  /**
+   * One audit entry (group-committed by the AuditLog); false (logged, counted) when it could not be written.
+   * `notify`: a notification sent in the same transaction, if and only if the entry is stored (a forward).
+   */
+  async auditEntry(itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string, notify?: AuditNotification): Promise<boolean> {
     try {
-      await this.#audit.append({ messageHash: itemHash, senderId, recipientId, messageType: MessageType.UNSPECIFIED, outcome });
+      await this.#audit.append({ messageHash: itemHash, senderId, recipientId, messageType: MessageType.UNSPECIFIED, outcome }, notify === undefined ? undefined : { notify });
       return true;
     } catch (error) {
       this.#ctx.metrics.auditFailures.inc();
@@ -375,9 +378,9 @@ export class Router {
       return { itemHash, status };
     };
     /** The item's audit entry, queued now (in order); false when it could not be written (the item is then refused). */
-    const entry = async (outcome: 'delivered' | 'queued'): Promise<boolean> => {
+    const entry = async (outcome: 'delivered' | 'queued', notify?: AuditNotification): Promise<boolean> => {
       if (!audited) return true;
-      if (!(await this.auditEntry(itemHash, agent, to, outcome))) return false;
+      if (!(await this.auditEntry(itemHash, agent, to, outcome, notify))) return false;
       if (item.case === 'envelope') this.#replies.envelopeAudited(itemHash, agent, to);
       return true;
     };
@@ -396,16 +399,20 @@ export class Router {
         return log(DeliveryStatus.QUEUED);
       };
     }
-    // Another live instance holds the recipient's stream (./cluster.ts, §10.8): the item is forwarded to it once its
-    // audit entry has committed, and that instance writes it to the stream as a live item of its own — no mailbox row.
+    // Another live instance holds the recipient's stream (./cluster.ts, §10.8): the item is forwarded to it, and that
+    // instance writes it to the stream as a live item of its own — no mailbox row. An audited item's forward is
+    // sent in its audit entry's own statement (sent if and only if the entry commits: never before it, and no
+    // statement of its own); anything else (a receipt, a reject, a resend) in a group-committed forward statement.
     const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
     const forward = holder === undefined ? undefined : encodeForward(accepted);
     if (holder !== undefined && forward !== undefined) {
-      const written = entry('delivered');
+      const notify: AuditNotification = { channel: forwardChannel(holder), payload: forward };
+      const withEntry = audited && this.#audit.store.notifies === true;
+      const written = entry('delivered', withEntry ? notify : undefined);
       return async () => {
         if (!(await written)) return fail('unavailable', 'audit log unavailable: item not accepted');
         try {
-          await this.#storage.forward(forwardChannel(holder), forward);
+          if (!withEntry) await this.#storage.forward(notify.channel, notify.payload);
           ctx.metrics.forwarded.inc({ direction: 'out', result: 'sent' });
           return log(DeliveryStatus.DELIVERED);
         } catch (error) {

@@ -404,9 +404,9 @@ function countBatches(store: AuditStore, onBatch: (n: number) => void): AuditSto
     ...(appendMany === undefined
       ? {}
       : {
-          appendMany: (entries: Parameters<NonNullable<AuditStore['appendMany']>>[0]) => {
+          appendMany: (entries: Parameters<NonNullable<AuditStore['appendMany']>>[0], notifications?: Parameters<NonNullable<AuditStore['appendMany']>>[1]) => {
             onBatch(entries.length);
-            return appendMany(entries);
+            return appendMany(entries, notifications);
           },
         }),
     size: () => store.size(),

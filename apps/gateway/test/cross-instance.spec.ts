@@ -99,6 +99,9 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
   const forwarded = async (gw: RunningGateway, direction: 'in' | 'out', result: string): Promise<number> =>
     (await gw.gateway.metrics.forwarded.get()).values.find((v) => v.labels['direction'] === direction && v.labels['result'] === result)?.value ?? 0;
 
+  const forwardStatements = async (gw: RunningGateway): Promise<number> =>
+    (await gw.gateway.metrics.batch.get()).values.find((v) => v.labels['kind'] === 'forward' && v.metricName?.endsWith('_count') === true)?.value ?? 0;
+
   it('forwards an item for an agent on the other instance to it: DELIVERED, written live there, no mailbox row; the receipt comes back the same way', async () => {
     const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
     const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
@@ -108,6 +111,7 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     const audited = [gw1.audit.size, gw2.audit.size];
     const sent = [await forwarded(gw1, 'out', 'sent'), await forwarded(gw2, 'out', 'sent')];
     const live = [await forwarded(gw1, 'in', 'live'), await forwarded(gw2, 'in', 'live')];
+    const statements = [await forwardStatements(gw1), await forwardStatements(gw2)];
     const envelope = signedEnvelope('planner-a', 'worker-b');
     a.send({ case: 'envelope', value: envelope }, 7n);
     const accepted = await verdict(a, 7n);
@@ -131,6 +135,8 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
     expect(await mailboxRows()).toBe(0);
     expect([await forwarded(gw1, 'out', 'sent'), await forwarded(gw2, 'out', 'sent')]).toEqual([sent[0]! + 1, sent[1]! + 1]);
     expect([await forwarded(gw1, 'in', 'live'), await forwarded(gw2, 'in', 'live')]).toEqual([live[0]! + 1, live[1]! + 1]);
+    // The envelope's forward went in its audit entry's statement; the receipt (no entry) in a forward statement.
+    expect([await forwardStatements(gw1), await forwardStatements(gw2)]).toEqual([statements[0]!, statements[1]! + 1]);
     // One audit entry, on the chain of the instance that accepted the envelope; none for the receipt.
     expect([gw1.audit.size, gw2.audit.size]).toEqual([audited[0]! + 1, audited[1]!]);
     a.close();

@@ -16,7 +16,7 @@ import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObjec
 import { AuditError, isAuditError } from './errors.js';
 import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
 import { MerkleTree, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
-import type { AuditStore } from './store.js';
+import type { AuditNotification, AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
 import { chainError, verifyChain } from './verify.js';
 
@@ -25,6 +25,7 @@ export const MAX_GROUP = 256;
 
 interface PendingAppend {
   readonly fields: AuditEntryFields;
+  readonly notify: AuditNotification | undefined;
   readonly resolve: (entry: AuditMessage) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -157,20 +158,24 @@ export class AuditLog {
    * that group, none of which is then in the store.
    *
    * @param fields message hash, sender, recipient, message type, outcome, optional timestamp
+   * @param options `notify`: a notification sent in the same transaction as the entry — if and only if it is
+   *   stored (a store whose `notifies` is set: PostgreSQL). A consumer that acts on it knows the entry is durable.
    * @returns the stored entry
    * @throws AuditError `malformed` (fields), `conflict` (lost more than `maxRetries` races),
    *   `bad_signature` (another entry in the store is not signed by a trusted key: nothing is chained onto it),
    *   a break reason (another writer's entries do not link), `storage_failure`
    */
-  append(fields: AuditEntryFields): Promise<AuditMessage> {
+  append(fields: AuditEntryFields, options?: { readonly notify?: AuditNotification }): Promise<AuditMessage> {
     return new Promise<AuditMessage>((resolve, reject) => {
+      const notify = options?.notify;
       try {
         assertEntryFields(fields);
+        if (notify !== undefined && this.#store.notifies !== true) malformed('this audit store cannot send notifications with entries');
       } catch (error) {
         reject(error);
         return;
       }
-      this.#pending.push({ fields, resolve, reject });
+      this.#pending.push({ fields, notify, resolve, reject });
       if (!this.#drainScheduled) this.#scheduleDrain();
     });
   }
@@ -189,7 +194,8 @@ export class AuditLog {
     if (this.#pending.length > 0) this.#scheduleDrain();
     try {
       this.#check();
-      const entries = await this.#write(group.map((p) => p.fields));
+      const notifications = group.flatMap((p) => (p.notify === undefined ? [] : [p.notify]));
+      const entries = await this.#write(group.map((p) => p.fields), notifications);
       group.forEach((p, i) => p.resolve(entries[i]!));
     } catch (error) {
       for (const p of group) p.reject(error);
@@ -197,7 +203,7 @@ export class AuditLog {
   }
 
   /** Signs `fields` at the tip and stores them (one statement when the store can); retries lost races. */
-  async #write(fields: readonly AuditEntryFields[]): Promise<AuditMessage[]> {
+  async #write(fields: readonly AuditEntryFields[], notifications: readonly AuditNotification[]): Promise<AuditMessage[]> {
     for (let attempt = 0; ; attempt++) {
       let previousHash = this.#tip;
       const signed = fields.map((f, i) => {
@@ -207,7 +213,8 @@ export class AuditLog {
         return result;
       });
       try {
-        if (signed.length === 1) await this.#store.append(signed[0]!.entry);
+        if (notifications.length > 0) await this.#store.appendMany!(signed.map((x) => x.entry), notifications);
+        else if (signed.length === 1) await this.#store.append(signed[0]!.entry);
         else await this.#store.appendMany!(signed.map((x) => x.entry));
       } catch (cause) {
         if (isAuditError(cause, 'conflict') && attempt < this.#maxRetries) {

@@ -18,7 +18,7 @@ export { signTreeHead, verifyTreeHead, assertSignedTreeHead, treeHeadToJson, tre
 export type { SignedTreeHead, SignedTreeHeadJson } from './tree-head.js';
 
 // Storage
-export type { AuditStore } from './store.js';
+export type { AuditNotification, AuditStore } from './store.js';
 export { openFileStore, FileAuditStore, FILE_MAGIC, RECORD_OVERHEAD } from './file-store.js';
 export type { FileStoreOptions, FsyncPolicy, FileStoreEvent, FileDamage, DamageCause } from './file-store.js';
 export { openPostgresStore, PostgresAuditStore } from './postgres-store.js';

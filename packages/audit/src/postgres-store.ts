@@ -30,10 +30,12 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
 import { assertEntry, digestEntry, encodeEntry } from './entry.js';
-import { checkRange, decodeStream, type AuditStore } from './store.js';
+import { checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
 
-/** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535). */
+/** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535), and most notifications it sends. */
 export const MAX_BATCH = 256;
+
+const CHANNEL_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /** The part of `pg.Pool`, `pg.Client` and PGlite that the store uses. */
 export interface SqlClient {
@@ -110,6 +112,8 @@ export async function openPostgresStore(crypto: ParleyCrypto, client: SqlClient,
 /** The PostgreSQL backend; see {@link openPostgresStore}. */
 export class PostgresAuditStore implements AuditStore {
   readonly kind = 'postgres';
+  /** `appendMany` sends notifications in the same statement as the entries (sent iff they are stored). */
+  readonly notifies = true;
   /** The (possibly schema-qualified) table. */
   readonly table: string;
   readonly #crypto: ParleyCrypto;
@@ -181,9 +185,14 @@ export class PostgresAuditStore implements AuditStore {
    * applies to the first row, and the links between the rows are checked here first, so the statement
    * inserts all of them or none.
    */
-  async appendMany(entries: readonly AuditMessage[]): Promise<void> {
+  async appendMany(entries: readonly AuditMessage[], notifications: readonly AuditNotification[] = []): Promise<void> {
     this.#check();
     if (!Array.isArray(entries) || entries.length === 0 || entries.length > MAX_BATCH) malformed(`appendMany takes 1..${MAX_BATCH} entries`);
+    if (!Array.isArray(notifications) || notifications.length > MAX_BATCH) malformed(`appendMany takes 0..${MAX_BATCH} notifications`);
+    for (const n of notifications) {
+      if (typeof n?.channel !== 'string' || !CHANNEL_RE.test(n.channel)) malformed('a notification channel is 1..63 characters of [a-z0-9_]');
+      if (typeof n.payload !== 'string' || Buffer.byteLength(n.payload) >= 8_000) malformed('a notification payload is text of fewer than 8 000 bytes');
+    }
     const params: unknown[] = [];
     const rowsSql: string[] = [];
     let previous: { index: bigint; hash: Uint8Array } | undefined;
@@ -205,19 +214,23 @@ export class PostgresAuditStore implements AuditStore {
     const idx = first.index.toString();
     const i = params.length + 1;
     params.push(idx, toBuffer(first.previousHash));
-    let rows: unknown[];
-    try {
-      rows = (
-        await this.#client.query(
-          `INSERT INTO ${this.table} (idx, entry, entry_hash)
+    const insert = `INSERT INTO ${this.table} (idx, entry, entry_hash)
            SELECT v.idx, v.entry, v.entry_hash FROM (VALUES ${rowsSql.join(', ')}) AS v(idx, entry, entry_hash)
            WHERE NOT EXISTS (SELECT 1 FROM ${this.table} WHERE idx >= $${i}::bigint)
              AND ($${i}::bigint = 0 OR EXISTS (SELECT 1 FROM ${this.table} WHERE idx = $${i}::bigint - 1 AND entry_hash = $${i + 1}::bytea))
              AND ($${i}::bigint <> 0 OR $${i + 1}::bytea = decode(repeat('00', 32), 'hex'))
-           RETURNING idx`,
-          params,
-        )
-      ).rows;
+           RETURNING idx`;
+    let sql = insert;
+    if (notifications.length > 0) {
+      // Sent only when the rows were inserted (the guard held) and the statement commits.
+      sql = `WITH ins AS (${insert}),
+                  n AS (SELECT pg_notify(c, p) FROM unnest($${i + 2}::text[], $${i + 3}::text[]) AS t(c, p) WHERE (SELECT count(*) FROM ins) > 0)
+             SELECT idx, (SELECT count(*) FROM n) AS notified FROM ins`;
+      params.push(notifications.map((n) => n.channel), notifications.map((n) => n.payload));
+    }
+    let rows: unknown[];
+    try {
+      rows = (await this.#client.query(sql, params)).rows;
     } catch (cause) {
       if (sqlState(cause) === '23505') throw new AuditError('conflict', `index ${idx} was taken by another writer`, { cause });
       throw storageFailure(`appending to ${this.table}`, cause);

@@ -13,6 +13,14 @@ import { assertSafeInt } from './assert.js';
 import { AuditError } from './errors.js';
 import { decodeEntry } from './entry.js';
 
+/** A notification sent with a group of entries (PostgreSQL `NOTIFY channel, payload`; see {@link AuditStore.notifies}). */
+export interface AuditNotification {
+  /** 1..63 characters of [a-z0-9_], starting with a letter or `_`. */
+  readonly channel: string;
+  /** Text, fewer than 8 000 bytes. */
+  readonly payload: string;
+}
+
 /** An append-only store of audit entries. */
 export interface AuditStore {
   /** `'file'`, `'postgres'`, … (for logs and messages). */
@@ -31,7 +39,12 @@ export interface AuditStore {
    * instead of one per entry (group commit); stores without it get one `append` per entry.
    * @throws as {@link AuditStore.append}, for the batch as a whole
    */
-  appendMany?(entries: readonly AuditMessage[]): Promise<void>;
+  appendMany?(entries: readonly AuditMessage[], notifications?: readonly AuditNotification[]): Promise<void>;
+  /**
+   * Optional: `appendMany` also sends `notifications`, in the same transaction as the entries — sent if and only
+   * if they are stored (PostgreSQL `NOTIFY`). A store without it leaves this unset.
+   */
+  readonly notifies?: boolean;
   /**
    * Protobuf bytes of entries `from` (inclusive) to `to` (exclusive), in index order.
    * @throws AuditError `not_found` when the range is not within 0..size, `malformed` for a record that fails its checksum,

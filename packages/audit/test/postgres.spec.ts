@@ -115,4 +115,53 @@ if (url === undefined || url === '') {
       }
     });
   });
+
+  describe('PostgreSQL: notifications sent with entries', () => {
+    it('sends a notification in the entry\'s own statement, only when the entry is stored; a store without them refuses them', async () => {
+      const table = `${schema}.notify_${n++}`;
+      const channel = `parley_test_${process.pid}`;
+      const listener = new pg.Client({ connectionString: url });
+      await listener.connect();
+      const heard: string[] = [];
+      listener.on('notification', (m) => void heard.push(m.payload ?? ''));
+      await listener.query(`LISTEN ${channel}`);
+      let statements = 0;
+      const store = await openPostgresStore(crypto, pool, { table });
+      const wrap = (notifies: boolean): AuditStore => ({
+        size: () => store.size(),
+        read: (from: number, to: number) => store.read(from, to),
+        readEncoded: (from: number, to: number) => store.readEncoded(from, to),
+        close: () => Promise.resolve(),
+        append: (e) => (statements++, store.append(e)),
+        appendMany: (e, x) => (statements++, store.appendMany(e, x)),
+        ...(notifies ? { notifies } : {}),
+      });
+      const counting = wrap(true);
+      expect(counting.notifies).toBe(true);
+      const writer = crypto.ed25519.generateKeyPair();
+      const log = await AuditLog.open(crypto, { store: counting, writer });
+      const fields = (i: number) => ({ messageHash: new Uint8Array(32).fill(i), senderId: 'a', recipientId: 'b', messageType: MessageType.TASK_ASSIGNMENT, outcome: 'delivered' });
+      // Three appends at once: one group, one statement, the two notifications with it.
+      await Promise.all([log.append(fields(1), { notify: { channel, payload: 'one' } }), log.append(fields(2)), log.append(fields(3), { notify: { channel, payload: 'three' } })]);
+      expect(statements).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard.sort()).toEqual(['one', 'three']);
+      // Another writer took the next index: this statement inserts nothing, and notifies nothing.
+      const other = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, pool, { table }), writer, maxRetries: 0 });
+      await other.append(fields(4));
+      await expect(log.append(fields(5), { notify: { channel, payload: 'lost race' } }).then(
+        () => 'stored',
+        (e: unknown) => (isAuditError(e, 'conflict') ? 'conflict' : String(e)),
+      )).resolves.toBe('stored'); // retried after catching up: stored, then notified once
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard.filter((h) => h === 'lost race')).toHaveLength(1);
+      await expect(store.appendMany([], [{ channel, payload: 'x' }])).rejects.toThrow(/1\.\.256 entries/);
+      await expect(log.append(fields(6), { notify: { channel: 'Bad Channel', payload: 'x' } })).rejects.toThrow(/channel/);
+      await expect(log.append(fields(7), { notify: { channel, payload: 'x'.repeat(8_000) } })).rejects.toThrow(/payload/);
+      // A store that cannot send them (a file store has no `notifies`): refused before anything is written.
+      const plain = await AuditLog.open(crypto, { store: wrap(false), writer, trustedKeys: [writer.publicKey] });
+      await expect(plain.append(fields(8), { notify: { channel, payload: 'x' } })).rejects.toThrow(/cannot send notifications/);
+      await listener.end();
+    });
+  });
 }
