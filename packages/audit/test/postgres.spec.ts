@@ -128,6 +128,7 @@ if (url === undefined || url === '') {
       let statements = 0;
       const store = await openPostgresStore(crypto, pool, { table });
       const wrap = (notifies: boolean): AuditStore => ({
+        kind: store.kind,
         size: () => store.size(),
         read: (from: number, to: number) => store.read(from, to),
         readEncoded: (from: number, to: number) => store.readEncoded(from, to),
