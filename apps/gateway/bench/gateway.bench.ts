@@ -16,7 +16,7 @@
 //      plain select-and-delete (pages of 100)
 //   5. two gateway instances on one PostgreSQL database vs one: SQL statements and commits
 //      per message (statements counted in the gateway processes, commits from pg_stat_database
-//      xact_commit of a database of the bench's own)
+//      xact_commit of a database of the bench's own), and send → receipt latency at a light load in each setup
 //   6. gateway memory per connected agent at 1 000 agents, beside the relay's
 //
 // Database: PostgreSQL when DATABASE_URL is set (a database of the bench's own is created
@@ -634,7 +634,7 @@ async function main(): Promise<void> {
           await admin.query('SELECT pg_stat_clear_snapshot()');
           return Number((await admin.query<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0]!.n);
         };
-        const measure = async (instances: number, split = true): Promise<{ statements: number; commits: number; rate: number }> => {
+        const measure = async (instances: number, split = true): Promise<{ statements: number; commits: number; rate: number; light: Run }> => {
           const db = database();
           const seeds = [world.crypto.randomBytes(32), world.crypto.randomBytes(32)];
           const publicKeys = seeds.map((s) => toBase64Url(world.crypto.ed25519.keyPairFromSeed(s).publicKey));
@@ -652,17 +652,22 @@ async function main(): Promise<void> {
           const stmt1 = (await Promise.all(gws.map((g) => g.command('stats')))).reduce((s, x) => s + (x['statements'] as number), 0);
           const c1 = await commits();
           const messages = PAIRS * 2 * PER;
+          // Latency at a light load (each agent 5 msg/s): what crossing instances adds to send → verified receipt.
+          const light = await paced(PAIRS * 2, 200, 3_000, (a) => sdks[a]!.send(agents[a ^ 1]!.agentId, MessageType.TASK_ASSIGNMENT, PAYLOAD));
           await Promise.all(sdks.map((s) => s.close()));
           for (const g of gws) await g.stop();
           // Subtract the measuring connection's own snapshot queries (one commit each).
-          return { statements: (stmt1 - stmt0) / messages, commits: (c1 - c0 - 2) / messages, rate: run.opsPerSec };
+          return { statements: (stmt1 - stmt0) / messages, commits: (c1 - c0 - 2) / messages, rate: run.opsPerSec, light };
         };
         const one = await measure(1);
         const two = await measure(2, true);
         const colocated = await measure(2, false);
         await admin.end();
-        const line = (label: string, r: { statements: number; commits: number; rate: number }): void =>
-          console.log(`   ${label.padEnd(44)} ${r.statements.toFixed(2)} statements, ${r.commits.toFixed(2)} commits per message (${Math.round(r.rate)} msg/s)`);
+        const line = (label: string, r: { statements: number; commits: number; rate: number; light: Run }): void =>
+          console.log(
+            `   ${label.padEnd(44)} ${r.statements.toFixed(2)} statements, ${r.commits.toFixed(2)} commits per message (${Math.round(r.rate)} msg/s); ` +
+              `at ${PAIRS * 2} × 5 msg/s p50 ${(r.light.p50 / 1000).toFixed(1)} ms, p99 ${(r.light.p99 / 1000).toFixed(1)} ms`,
+          );
         console.log(`\n5. One PostgreSQL database, ${PAIRS * 2} agents × ${PER} messages send → verified receipt`);
         line('one instance', one);
         line('two instances, each pair on one instance', colocated);
