@@ -86,6 +86,8 @@ describe('forwarded items (PROTOCOL §10.8)', () => {
     ];
     for (const [why, text] of bad) expect(() => decodeForward(text), why).toThrow(ForwardError);
     expect(decodeForward(payload({ ...good(), 99: 'a later field' })).recipientId).toBe('worker-b');
+    // A handshake frame is decoded at once (it is read where it is written): one that does not decode is refused.
+    expect(() => decodeForward(payload({ ...good(), 3: 1, 4: new Uint8Array([0xff, 0xff, 0xff]) }))).toThrow(ForwardError);
   });
 });
 
@@ -126,6 +128,26 @@ describe('Cluster', () => {
     expect(c.holder('agent-new')).toBeUndefined();
     c.presenceNotified('agent-7 g3_peer');
     expect(c.holder('agent-7')).toBe('g3_peer');
+  });
+
+  it('what is heard while the directory is read again is applied after the read, in order', () => {
+    const c = new Cluster('g1_me');
+    c.setLive(['g2_peer', 'g3_peer']);
+    c.beginLoad();
+    c.presenceNotified('worker-b g3_peer'); // committed after the read's snapshot: the read has it on g2
+    c.presenceNotified('worker-c');
+    expect(c.size).toBe(0);
+    c.load([
+      { agentId: 'worker-b', instanceId: 'g2_peer' },
+      { agentId: 'worker-c', instanceId: 'g2_peer' },
+    ]);
+    expect(c.holder('worker-b')).toBe('g3_peer');
+    expect(c.holder('worker-c')).toBeUndefined();
+    // A read that failed applies what was heard all the same.
+    c.beginLoad();
+    c.presenceNotified('worker-d g2_peer');
+    c.endLoad();
+    expect(c.holder('worker-d')).toBe('g2_peer');
   });
 
   it('instance ids and channels need no quoting', () => {

@@ -133,6 +133,15 @@ export function decodeForward(payload: string): Accepted {
   if (f.validUntil === undefined || f.validUntil > max || f.acceptedAt === undefined || f.acceptedAt > max || f.size === undefined) throw new ForwardError('forward times or size out of range');
   const encoded: EncodedItem = { kind, bytes: f.item };
   let item: Accepted['item'] | undefined;
+  // A handshake frame is read where it is written (a step 1 is recorded for its step 2): decoded now, so that one
+  // that does not decode is refused here. Other kinds are relayed as their bytes, as a mailbox row is (§10.8).
+  if (kind === 'handshake') {
+    try {
+      item = decodeItem(encoded);
+    } catch (cause) {
+      throw new ForwardError('forwarded handshake frame does not decode', { cause });
+    }
+  }
   return {
     recipientId: f.recipientId,
     get item() {
@@ -159,6 +168,8 @@ export class Cluster {
   readonly instanceId: string;
   readonly #where = new Map<string, string>();
   #live: ReadonlySet<string> = new Set();
+  /** Announcements heard while a full read is under way: applied after it, in order (bounded). */
+  #heardDuringLoad: string[] | undefined;
 
   constructor(instanceId: string) {
     if (!INSTANCE_ID_RE.test(instanceId)) throw new RangeError('an instance id is 1..48 characters of [a-z0-9_]');
@@ -190,6 +201,10 @@ export class Cluster {
 
   /** A presence notification's payload (`<agent id> <instance id>` or `<agent id>`); malformed ones are ignored. */
   presenceNotified(payload: string): void {
+    if (this.#heardDuringLoad !== undefined) {
+      if (this.#heardDuringLoad.length < MAX_PRESENCE_ENTRIES) this.#heardDuringLoad.push(payload);
+      return;
+    }
     const space = payload.indexOf(' ');
     const agentId = space < 0 ? payload : payload.slice(0, space);
     const at = space < 0 ? undefined : payload.slice(space + 1);
@@ -197,10 +212,26 @@ export class Cluster {
     this.#set(agentId, at);
   }
 
-  /** Replaces what is known with a full read of the directory (after the LISTEN connection was (re)established). */
+  /**
+   * A full read of the directory is about to start (the LISTEN connection is being (re)established): what is heard
+   * from now on is applied after it ({@link load}), since the read may or may not include it.
+   */
+  beginLoad(): void {
+    this.#heardDuringLoad ??= [];
+  }
+
+  /** Replaces what is known with a full read of the directory, then applies what was heard since {@link beginLoad}. */
   load(rows: Iterable<{ readonly agentId: string; readonly instanceId: string }>): void {
     this.#where.clear();
     for (const r of rows) this.#set(r.agentId, r.instanceId);
+    this.endLoad();
+  }
+
+  /** Ends a load (also one that failed): what was heard meanwhile is applied. */
+  endLoad(): void {
+    const heard = this.#heardDuringLoad;
+    this.#heardDuringLoad = undefined;
+    for (const p of heard ?? []) this.presenceNotified(p);
   }
 
   #set(agentId: string, at: string | undefined): void {

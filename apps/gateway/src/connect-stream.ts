@@ -242,11 +242,13 @@ export class ConnectStreams {
     const ctx = this.#ctx;
     const remote = call.peer;
     let link: StreamLink | undefined;
+    let registered = false;
     try {
       link = await this.#authenticate(call, remote);
       if (link === undefined) return;
       const depth = await ctx.track(ctx.mailbox.depth(link.cert.agentId));
       if (call.closed) return;
+      registered = true;
       // Welcome goes out before the link is visible to routing, so no delivery can
       // precede it; anything stored meanwhile is in the mailbox and the pump below
       // drains it.
@@ -262,6 +264,9 @@ export class ConnectStreams {
       call.listen(link);
     } catch (error) {
       streamFailed(ctx, call, remote, link?.cert.agentId, error);
+    } finally {
+      // Its presence was recorded, but the stream ended before it was registered (so it never finishes): cleared.
+      if (!registered && link?.presenceMs !== undefined && !ctx.links.has(link.cert.agentId)) ctx.streamLeft(link.cert.agentId, link.presenceMs);
     }
   }
 

@@ -217,51 +217,64 @@ export class Gateway {
   joinCluster(cluster: Cluster): void {
     const ctx = this.#ctx;
     ctx.cluster = cluster;
-    ctx.streamLeft = (agentId, seenAtMs) => this.#storage.left(cluster.instanceId, agentId, seenAtMs);
+    ctx.streamLeft = (agentId, seenAtMs) =>
+      this.#storage.left(cluster.instanceId, agentId, seenAtMs, (err) => ctx.log.warn({ err, agent: agentId }, 'clearing a stream\'s presence failed (items forwarded here meanwhile are stored)'));
   }
 
   /**
    * An item another instance forwarded here (§10.8, its channel's notification): written to its recipient's
    * stream as a live item of this instance (held until acked, spilled on ack timeout or stream end), or stored
-   * when no stream here can take it now. Bounded: beyond {@link MAX_FORWARDS_STORING} such stores in flight, or
-   * when it does not decode, it is dropped and counted — the instance that forwarded it answered `DELIVERED`,
-   * so its sender's outbox resends it (§17.2).
+   * when no stream here can take it now — within the mailbox quotas, as any stored item. Never throws (it runs in
+   * the LISTEN connection's event handler): a payload that does not decode or check, an item the quotas refuse,
+   * one beyond {@link MAX_FORWARDS_STORING} stores in flight, or one whose store fails is dropped and counted —
+   * the instance that forwarded it answered `DELIVERED`, so its sender's outbox resends it (§17.2).
    */
   forwarded(payload: string): void {
     const ctx = this.#ctx;
     const metrics = ctx.metrics.forwarded;
-    let accepted: Accepted;
     try {
-      accepted = decodeForward(payload);
+      const accepted = decodeForward(payload);
+      const link = ctx.links.get(accepted.recipientId);
+      if (link !== undefined && !ctx.closing && this.#delivery.writeLive(link, accepted)) {
+        metrics.inc({ direction: 'in', result: 'live' });
+        return;
+      }
+      if (this.#forwardsStoring >= MAX_FORWARDS_STORING) {
+        metrics.inc({ direction: 'in', result: 'dropped' });
+        ctx.log.warn({ agent: accepted.senderId, peer: accepted.recipientId }, 'too many forwarded items being stored: dropped (its sender resends it)');
+        return;
+      }
+      this.#forwardsStoring++;
+      void ctx.track(this.#storeForwarded(accepted)).finally(() => void this.#forwardsStoring--);
     } catch (error) {
       metrics.inc({ direction: 'in', result: 'dropped' });
-      ctx.log.error({ err: error }, 'a forwarded item does not decode: dropped');
+      ctx.log.error({ err: error }, 'a forwarded item does not decode or check: dropped');
+    }
+  }
+
+  /** Stores a forwarded item that no stream here could take (quotas checked, the insert queue bounded); never rejects. */
+  async #storeForwarded(accepted: Accepted): Promise<void> {
+    const ctx = this.#ctx;
+    const metrics = ctx.metrics.forwarded;
+    const storage = this.#storage;
+    const { recipientId, senderId, size } = accepted;
+    try {
+      await storage.quotas.admit(recipientId, senderId, size);
+    } catch (error) {
+      metrics.inc({ direction: 'in', result: 'refused' });
+      ctx.log.warn({ err: error, agent: senderId, peer: recipientId }, 'a forwarded item the mailbox quotas refuse: dropped (its sender resends it)');
       return;
     }
-    const link = ctx.links.get(accepted.recipientId);
-    if (link !== undefined && !ctx.closing && this.#delivery.writeLive(link, accepted)) {
-      metrics.inc({ direction: 'in', result: 'live' });
-      return;
-    }
-    if (this.#forwardsStoring >= MAX_FORWARDS_STORING) {
+    try {
+      await storage.store(toNewItem(accepted), size, true);
+    } catch (error) {
       metrics.inc({ direction: 'in', result: 'dropped' });
-      ctx.log.warn({ agent: accepted.senderId, peer: accepted.recipientId }, 'too many forwarded items being stored: dropped (its sender resends it)');
+      ctx.log.warn({ err: error, agent: senderId, peer: recipientId }, 'storing a forwarded item failed: dropped (its sender resends it)');
       return;
     }
-    this.#forwardsStoring++;
-    void ctx.track(
-      this.#storage.store(toNewItem(accepted), accepted.size, false).then(
-        () => {
-          metrics.inc({ direction: 'in', result: 'stored' });
-          const now = ctx.links.get(accepted.recipientId);
-          if (now !== undefined) this.#delivery.stored(now);
-        },
-        (error: unknown) => {
-          metrics.inc({ direction: 'in', result: 'dropped' });
-          ctx.log.warn({ err: error, agent: accepted.senderId, peer: accepted.recipientId }, 'storing a forwarded item failed: dropped (its sender resends it)');
-        },
-      ).finally(() => void this.#forwardsStoring--),
-    );
+    metrics.inc({ direction: 'in', result: 'stored' });
+    const now = ctx.links.get(recipientId);
+    if (now !== undefined) this.#delivery.stored(now);
   }
 
   /** The other live instance that holds `agentId`'s stream, as this one last heard (./cluster.ts); undefined: here, nowhere, or unknown. */

@@ -277,6 +277,8 @@ export class Mailbox {
   readonly #db: Database;
   readonly #clock: () => number;
   readonly ttlMs: number;
+  /** The last `seen_at_ms` {@link rememberAgent} recorded. */
+  #lastSeenAtMs = 0;
 
   private constructor(db: Database, options: MailboxOptions) {
     this.#db = db;
@@ -486,7 +488,8 @@ export class Mailbox {
    * @returns the time recorded (`seen_at_ms`): with the instance, it names this stream's presence ({@link leftMany})
    */
   async rememberAgent(certificate: AgentCertificate, instanceId?: string): Promise<number> {
-    const now = this.#clock();
+    // Distinct per call on this instance (a stream's presence is named by it), even within one millisecond.
+    const now = (this.#lastSeenAtMs = Math.max(this.#clock(), this.#lastSeenAtMs + 1));
     const params = [certificate.agentId, toBinary(AgentCertificateSchema, certificate), now];
     const upsert = `INSERT INTO gateway_agents (agent_id, certificate, seen_at_ms, instance_id) VALUES ($1, $2, $3, ${instanceId === undefined ? 'NULL' : '$4::text'})
        ON CONFLICT (agent_id) DO UPDATE SET certificate = EXCLUDED.certificate, seen_at_ms = EXCLUDED.seen_at_ms, instance_id = EXCLUDED.instance_id`;
@@ -553,25 +556,30 @@ export class Mailbox {
   }
 
   /**
-   * Records this instance as alive and counts the OTHER instances seen within `staleAfterMs` (one statement).
+   * Records this instance as alive and lists the OTHER instances seen within `staleAfterMs` (one statement).
    * Rows of instances not seen for {@link FORGET_INSTANCE_AFTER} × `staleAfterMs` (at least 10 min) are deleted
    * in the same statement: each process has an id of its own, so every instance that crashed or was killed left
    * a row behind (one that comes back records itself again).
-   * The presence the deleted instances recorded (`gateway_agents.instance_id`) is cleared with them.
+   * The presence the deleted instances recorded (`gateway_agents.instance_id`) is cleared with them, and announced.
+   * @param record false while this instance cannot hear forwards (its LISTEN connection is down): it is not recorded,
+   *   so the others stop counting it as alive
    * @returns the ids of the other instances alive
    */
-  async heartbeat(instanceId: string, staleAfterMs: number): Promise<string[]> {
-    const now = this.#clock();
-    const rows = await this.#db.query<{ id: unknown }>(
-      `WITH up AS (INSERT INTO gateway_instances (instance_id, seen_at_ms) VALUES ($1, $2)
+  async heartbeat(instanceId: string, staleAfterMs: number, record = true): Promise<string[]> {
+    // The database's clock, not each host's: liveness compares times that instances on different hosts wrote.
+    const rows = await this.#db.query<{ ids: unknown }>(
+      `WITH t AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now),
+            up AS (INSERT INTO gateway_instances (instance_id, seen_at_ms) SELECT $1, now FROM t WHERE $2::boolean
                    ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = EXCLUDED.seen_at_ms RETURNING 1),
-            gone AS (DELETE FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms < $4 RETURNING instance_id),
-            away AS (UPDATE gateway_agents SET instance_id = NULL WHERE instance_id IN (SELECT instance_id FROM gone) RETURNING 1)
-       SELECT instance_id AS id, (SELECT COUNT(*) FROM up) + (SELECT COUNT(*) FROM away) AS n
-       FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > $3`,
-      [instanceId, now, now - staleAfterMs, now - Math.max(FORGET_INSTANCE_AFTER * staleAfterMs, 600_000)],
+            gone AS (DELETE FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms < (SELECT now FROM t) - $4::bigint RETURNING instance_id),
+            away AS (UPDATE gateway_agents SET instance_id = NULL WHERE instance_id IN (SELECT instance_id FROM gone) RETURNING agent_id),
+            said AS (SELECT pg_notify('${PRESENCE_CHANNEL}', agent_id) FROM away)
+       SELECT (SELECT count(*) FROM up) AS up, (SELECT count(*) FROM said) AS said,
+              ARRAY(SELECT instance_id FROM gateway_instances WHERE instance_id <> $1 AND seen_at_ms > (SELECT now FROM t) - $3::bigint) AS ids`,
+      [instanceId, record, staleAfterMs, Math.max(FORGET_INSTANCE_AFTER * staleAfterMs, 600_000)],
     );
-    return rows.map((r) => String(r.id));
+    const ids = rows[0]?.ids;
+    return Array.isArray(ids) ? ids.map(String) : [];
   }
 
   /** Removes this instance's heartbeat and the presence it recorded, announced (clean shutdown). */

@@ -64,13 +64,14 @@ export class GatewayMetrics {
   });
   readonly spilled = new Counter({ name: 'parley_gateway_spilled_total', help: 'Live deliveries written to the mailbox, by reason (ack_timeout, stream_end, backlog)', labelNames: ['reason'] as const, registers: [this.registry] });
   /**
-   * Items forwarded between instances (§10.8): `out` sent (`sent`) or not (`stored`: the statement failed and the
-   * item was stored instead); `in` written to the recipient's stream (`live`), stored because the stream could not
-   * take it (`stored`), or dropped (`dropped`: it did not decode, or could not be stored; its sender resends it).
+   * Items forwarded between instances (§10.8): `out` `sent`; `in` written to the recipient's stream (`live`), stored
+   * because no stream here could take it (`stored`), refused by the mailbox quotas (`refused`), or dropped
+   * (`dropped`: it did not decode or check, too many were being stored, or its store failed). The sender of a
+   * refused or dropped item resends it (§17.2).
    */
   readonly forwarded = new Counter({
     name: 'parley_gateway_forwarded_total',
-    help: 'Items forwarded to or from another instance, by direction (out, in) and result (sent, stored, live, dropped)',
+    help: 'Items forwarded to or from another instance, by direction (out, in) and result (sent; live, stored, refused, dropped)',
     labelNames: ['direction', 'result'] as const,
     registers: [this.registry],
   });

@@ -400,28 +400,37 @@ export class Router {
       };
     }
     // Another live instance holds the recipient's stream (./cluster.ts, §10.8): the item is forwarded to it, and that
-    // instance writes it to the stream as a live item of its own — no mailbox row. An audited item's forward is
+    // instance writes it to the stream as a live item of its own — no mailbox row here. An audited item's forward is
     // sent in its audit entry's own statement (sent if and only if the entry commits: never before it, and no
     // statement of its own); anything else (a receipt, a reject, a resend) in a group-committed forward statement.
+    // The quotas are checked first: what the holder cannot write at once it stores, within them.
     const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
     const forward = holder === undefined ? undefined : encodeForward(accepted);
     if (holder !== undefined && forward !== undefined) {
+      try {
+        await this.#storage.quotas.check(to, agent, size);
+      } catch (error) {
+        const e = RpcError.from(error);
+        if (e.code === 'quota_exceeded') return fail('quota_exceeded', e.details);
+        ctx.log.error({ err: error, agent, peer: to }, 'mailbox quota lookup failed');
+        return fail('unavailable', 'gateway storage unavailable');
+      }
       const notify: AuditNotification = { channel: forwardChannel(holder), payload: forward };
       const withEntry = audited && this.#audit.store.notifies === true;
       const written = entry('delivered', withEntry ? notify : undefined);
       return async () => {
         if (!(await written)) return fail('unavailable', 'audit log unavailable: item not accepted');
-        try {
-          if (!withEntry) await this.#storage.forward(notify.channel, notify.payload);
-          ctx.metrics.forwarded.inc({ direction: 'out', result: 'sent' });
-          return log(DeliveryStatus.DELIVERED);
-        } catch (error) {
-          // Accepted and audited: kept durably instead (its recipient's instance is woken), like a spill.
-          ctx.metrics.forwarded.inc({ direction: 'out', result: 'stored' });
-          ctx.log.warn({ err: error, agent, peer: to }, 'forwarding to another instance failed: item stored instead');
-          await this.#store(accepted, false, fail);
-          return log(DeliveryStatus.QUEUED);
+        if (!withEntry) {
+          try {
+            await this.#storage.forward(notify.channel, notify.payload);
+          } catch (error) {
+            // Not audited here (a reply, a reject, a resend): nothing to keep; its author sends it again.
+            ctx.log.warn({ err: error, agent, peer: to }, 'forwarding to another instance failed');
+            return fail('unavailable', 'gateway storage unavailable');
+          }
         }
+        ctx.metrics.forwarded.inc({ direction: 'out', result: 'sent' });
+        return log(DeliveryStatus.DELIVERED);
       };
     }
     // Stored: quota first (reserves). The audit entry is queued now (in order) and the row is written only once the

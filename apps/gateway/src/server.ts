@@ -192,9 +192,10 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     if (crossInstance && options.database?.url !== undefined) {
       const cluster = new Cluster(newInstanceId());
       instanceId = cluster.instanceId;
-      listener = await listenForMailbox(options.database.url, gateway, mailbox, cluster, logger);
+      const listening = await listenForMailbox(options.database.url, gateway, mailbox, cluster, logger);
+      listener = listening;
       gateway.joinCluster(cluster);
-      heartbeat = startHeartbeat(mailbox, gateway, cluster, options.heartbeatMs ?? 2_000, logger);
+      heartbeat = startHeartbeat(mailbox, gateway, cluster, listening, options.heartbeatMs ?? 2_000, logger);
       await heartbeat.first;
     }
     if (options.memory !== false) {
@@ -331,10 +332,12 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
           });
         });
         await drained;
-        await gateway.close(); // what the streams' ends queued (spills) is written before the database closes
-        await memory?.close();
+        // Leave the other instances (they stop forwarding here: this instance's presence is cleared and announced),
+        // then stop hearing forwards; what was heard is stored by the close below.
         await heartbeat?.close();
         await listener?.close();
+        await gateway.close(); // what the streams' ends queued (spills) is written before the database closes
+        await memory?.close();
         await metrics?.close();
         serverMetrics.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
@@ -425,17 +428,19 @@ interface Heartbeat {
  * Records this instance in `gateway_instances` every `periodMs` and learns
  * which others are alive (one statement each time): items are forwarded only to
  * those (./cluster.ts), and while there are any, stored items for agents not
- * connected here are announced (batched NOTIFY). For the first beats after
- * another instance appears, this one re-drains its own agents' mailboxes, since
- * the others had not been notifying it yet.
+ * connected here are announced (batched NOTIFY). While this instance's LISTEN
+ * connection is down it does not record itself (it would hear no forward), so
+ * the others stop forwarding to it within three periods. For the first beats
+ * after another instance appears, this one re-drains its own agents' mailboxes,
+ * since the others had not been notifying it yet.
  */
-function startHeartbeat(mailbox: Mailbox, gateway: Gateway, cluster: Cluster, periodMs: number, logger: StartGatewayOptions['logger']): Heartbeat {
+function startHeartbeat(mailbox: Mailbox, gateway: Gateway, cluster: Cluster, listener: MailboxListener, periodMs: number, logger: StartGatewayOptions['logger']): Heartbeat {
   const instanceId = cluster.instanceId;
   let beats = 0;
   let stopped = false;
   const beat = async (): Promise<void> => {
     try {
-      const others = await mailbox.heartbeat(instanceId, 3 * periodMs);
+      const others = await mailbox.heartbeat(instanceId, 3 * periodMs, listener.listening);
       cluster.setLive(others);
       const was = gateway.othersListening;
       gateway.othersListening = others.length > 0;
@@ -463,6 +468,8 @@ function startHeartbeat(mailbox: Mailbox, gateway: Gateway, cluster: Cluster, pe
 }
 
 interface MailboxListener {
+  /** The LISTEN connection is up (and the presence was read after it). */
+  readonly listening: boolean;
   close(): Promise<void>;
 }
 
@@ -470,8 +477,10 @@ interface MailboxListener {
  * A dedicated connection that LISTENs on {@link MAILBOX_CHANNEL} (wakes the gateway for recipients connected
  * here), {@link PRESENCE_CHANNEL} (where agents are connected) and this instance's forward channel (items
  * forwarded here, ./cluster.ts). Reconnects with backoff; after every (re)connect the presence is read again
- * and, after a reconnect, every connected agent's mailbox is drained again, since notifications sent meanwhile
- * are lost (forwards lost so are resent by their senders' outboxes, §17.2).
+ * (announcements heard meanwhile are applied after the read, in order) and, after a reconnect, every connected
+ * agent's mailbox is drained again, since notifications sent meanwhile are lost (forwards lost so are resent by
+ * their senders' outboxes, §17.2). Only the current connection is heeded: one that failed is ended, and nothing
+ * it still emits is acted on.
  */
 async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox, cluster: Cluster, logger: StartGatewayOptions['logger']): Promise<MailboxListener> {
   const { default: pgModule } = await import('pg');
@@ -482,7 +491,10 @@ async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox,
   let backoff = 250;
   const connect = async (first: boolean): Promise<void> => {
     const c = new pgModule.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 5000 });
+    let current = false;
+    let failed = false;
     c.on('notification', (n) => {
+      if (failed || closed) return;
       const payload = n.payload;
       if (payload === undefined || payload === '') return;
       if (n.channel === forwards) gateway.forwarded(payload);
@@ -490,14 +502,26 @@ async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox,
       else if (n.channel === MAILBOX_CHANNEL) gateway.mailboxNotified(payload);
     });
     c.on('error', (err) => {
-      logger.warn({ err }, 'mailbox LISTEN connection lost: reconnecting');
+      if (failed) return;
+      failed = true;
       void c.end().catch(() => undefined);
+      if (!current) return; // still connecting: the caller sees the failure
+      logger.warn({ err }, 'mailbox LISTEN connection lost: reconnecting');
       schedule();
     });
-    await c.connect();
-    await c.query(`LISTEN ${MAILBOX_CHANNEL}; LISTEN ${PRESENCE_CHANNEL}; LISTEN ${forwards}`);
-    // Read after LISTEN: a change committed in between is both read and heard (hearing it again is harmless).
-    cluster.load(await mailbox.presence(cluster.instanceId, MAX_PRESENCE_ENTRIES));
+    try {
+      await c.connect();
+      cluster.beginLoad(); // announcements heard from now on wait for the read below
+      await c.query(`LISTEN ${MAILBOX_CHANNEL}; LISTEN ${PRESENCE_CHANNEL}; LISTEN ${forwards}`);
+      cluster.load(await mailbox.presence(cluster.instanceId, MAX_PRESENCE_ENTRIES));
+      if (failed) throw new Error('the LISTEN connection failed while it was being set up');
+    } catch (error) {
+      failed = true;
+      cluster.endLoad();
+      await c.end().catch(() => undefined);
+      throw error;
+    }
+    current = true;
     client = c;
     backoff = 250;
     if (!first) gateway.pumpAll();
@@ -523,10 +547,14 @@ async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox,
     throw new RpcError('unavailable', 'cannot LISTEN for cross-instance mailbox notifications', { cause });
   }
   return {
+    get listening() {
+      return client !== undefined;
+    },
     async close() {
       closed = true;
       clearTimeout(retry);
       await client?.end().catch(() => undefined);
+      client = undefined;
     },
   };
 }

@@ -109,6 +109,16 @@ export class Quotas {
     this.added(recipientId, senderId, size);
   }
 
+  /**
+   * Checks, without reserving, that one item of `size` bytes from `senderId` for `recipientId` would be admitted:
+   * an item forwarded to another instance is stored there only if its stream cannot take it, and admitted there.
+   * @throws RpcError `quota_exceeded`
+   */
+  async check(recipientId: string, senderId: string, size: number): Promise<void> {
+    await this.admit(recipientId, senderId, size);
+    this.removed(recipientId, senderId, size);
+  }
+
   /** Counts an item stored without a check (a spilled live item, already accepted) or reserved by {@link admit}. */
   added(recipientId: string, senderId: string, size: number): void {
     this.#change(this.#recipients.get(recipientId), 1, size);
@@ -232,7 +242,7 @@ export class Storage {
   }
 
   /** Clears, in batches, the presence that `instanceId` recorded for streams that ended (./cluster.ts). */
-  left(instanceId: string, agentId: string, seenAtMs: number): void {
+  left(instanceId: string, agentId: string, seenAtMs: number, onError: (error: unknown) => void = () => undefined): void {
     const mailbox = this.mailbox;
     const left = (this.#left ??= new GroupCommit({
       maxBatch: MAILBOX_BATCH,
@@ -243,7 +253,7 @@ export class Storage {
     }));
     // A lost clear leaves the agent announced on a live instance: items for it are forwarded there and stored
     // by it (its stream is gone), so they are delivered all the same, through the mailbox.
-    left.add({ agentId, seenAtMs }).catch(() => undefined);
+    left.add({ agentId, seenAtMs }).catch(onError);
   }
 
   /** Waits until nothing is queued or being written. */

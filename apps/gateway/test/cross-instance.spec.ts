@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeliveryReceiptSchema, DeliveryStatus, SecureMessageSchema, create, toBinary, type ConnectResponse, type SecureMessage } from '@parley/proto';
 import { envelopeSignedBytes } from '@parley/session';
+import { encodeForward } from '../src/cluster.js';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
 import { rawConnect, within, type RawStream, type RegisteredAgent } from '@parley/test-support';
@@ -279,11 +280,110 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
       await late.query(`SELECT pg_notify('parley_mailbox', 'worker-b')`);
       await late.query('COMMIT');
       await within(5_000, () => delivered(early), `row ${id}, committed last, delivered on gw2`);
+      for (const r of b.responses) if (r.kind.case === 'delivery') b.ack(r.kind.value.deliveryId);
+      await within(5_000, async () => (await mailboxRows()) === 0, 'acked and deleted');
     } finally {
       await late.end();
       a.close();
       b.close();
       await Promise.all([a.ended, b.ended]);
+    }
+  }, 30_000);
+
+  it('a forward whose handshake frame does not decode is dropped and counted, not a crash', async () => {
+    const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+    const dropped = await forwarded(gw2, 'in', 'dropped');
+    const bad = encodeForward(
+      {
+        recipientId: 'worker-b',
+        item: undefined as never,
+        itemHash: new Uint8Array(32),
+        senderId: 'planner-a',
+        senderSerial: new Uint8Array(16),
+        senderValidUntilMs: Date.now() + 60_000,
+        acceptedAtMs: Date.now(),
+        size: 3,
+      },
+      { kind: 'handshake', bytes: new Uint8Array([0xff, 0xff, 0xff]) },
+    )!;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query('SELECT pg_notify($1, $2)', [`parley_fwd_${gw2.instanceId}`, bad]);
+    await admin.end();
+    await within(5_000, async () => (await forwarded(gw2, 'in', 'dropped')) === dropped + 1, 'dropped');
+    expect(deliveries(b).filter((d) => d.item.case === 'handshake')).toEqual([]);
+    // Still serving: the next forward reaches the stream.
+    const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+    await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId, 'presence heard');
+    const envelope = signedEnvelope('planner-a', 'worker-b');
+    a.send({ case: 'envelope', value: envelope }, 20n);
+    await within(5_000, () => delivered(b, envelope) !== undefined, 'delivered');
+    b.ack(delivered(b, envelope)!.deliveryId);
+    a.close();
+    b.close();
+    await Promise.all([a.ended, b.ended]);
+  }, 30_000);
+
+  it('forwards that the holding instance cannot write at once are stored there within its mailbox quotas; beyond them refused and counted', async () => {
+    // gw3 holds the recipient with one delivery in flight at most and a mailbox of 3 items per recipient.
+    expect(await mailboxRows()).toBe(0);
+    const gw3 = await startGateway({ ...common, auditKey: crypto.ed25519.generateKeyPair(), heartbeatMs: 200, maxInFlight: 1, mailboxQuota: { perRecipientItems: 3 } });
+    try {
+      const b = await rawConnect(crypto, gw3.address, GATEWAY_ID, agentB);
+      const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+      await within(5_000, () => gw1.gateway.instanceOf('worker-b') === gw3.instanceId, 'presence heard');
+      for (let i = 0; i < 6; i++) a.send({ case: 'envelope', value: signedEnvelope('planner-a', 'worker-b') }, BigInt(30 + i));
+      for (let i = 0; i < 6; i++) expect((await verdict(a, BigInt(30 + i))).case).toBe('accepted');
+      await within(5_000, async () => (await forwarded(gw3, 'in', 'live')) + (await forwarded(gw3, 'in', 'stored')) + (await forwarded(gw3, 'in', 'refused')) === 6, 'all six handled');
+      expect(await forwarded(gw3, 'in', 'live')).toBe(1);
+      expect(await forwarded(gw3, 'in', 'stored')).toBe(3);
+      expect(await forwarded(gw3, 'in', 'refused')).toBe(2);
+      expect(await mailboxRows()).toBe(3);
+      // The recipient drains them as it acks.
+      for (let n = 1; n <= 4; n++) {
+        await within(5_000, () => deliveries(b).length >= n, `delivery ${n}`);
+        b.ack(deliveries(b)[n - 1]!.deliveryId);
+      }
+      await within(5_000, async () => (await mailboxRows()) === 0, 'drained');
+      a.close();
+      b.close();
+      await Promise.all([a.ended, b.ended]);
+    } finally {
+      await gw3.close();
+    }
+  }, 30_000);
+
+  it('after its LISTEN connection is cut, an instance listens again on one connection: presence read again, each forward delivered once', async () => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const listeners = async (gw: RunningGateway): Promise<number[]> =>
+      (await admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE query LIKE $1`, [`%LISTEN parley_fwd_${gw.instanceId}%`])).rows.map((r) => r.pid);
+    try {
+      const before = await listeners(gw2);
+      expect(before).toHaveLength(1);
+      await admin.query('SELECT pg_terminate_backend($1)', [before[0]]);
+      // Reconnected (one new connection), and seen alive again by gw1.
+      await within(10_000, async () => {
+        const now = await listeners(gw2);
+        return now.length === 1 && now[0] !== before[0];
+      }, 'gw2 listening again');
+      const b = await rawConnect(crypto, gw2.address, GATEWAY_ID, agentB);
+      const a = await rawConnect(crypto, gw1.address, GATEWAY_ID, agentA);
+      await within(10_000, () => gw1.gateway.instanceOf('worker-b') === gw2.instanceId && gw2.gateway.instanceOf('planner-a') === gw1.instanceId, 'presence heard both ways');
+      const envelope = signedEnvelope('planner-a', 'worker-b');
+      a.send({ case: 'envelope', value: envelope }, 40n);
+      const answer = await verdict(a, 40n);
+      expect(answer.case === 'accepted' && answer.value.status).toBe(DeliveryStatus.DELIVERED);
+      await within(5_000, () => delivered(b, envelope) !== undefined, 'delivered');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(deliveries(b).filter((d) => d.item.case === 'envelope' && Buffer.from(d.item.value.sessionId).equals(Buffer.from(envelope.sessionId)))).toHaveLength(1);
+      expect(await listeners(gw2)).toHaveLength(1);
+      b.ack(delivered(b, envelope)!.deliveryId);
+      a.close();
+      b.close();
+      await Promise.all([a.ended, b.ended]);
+    } finally {
+      await admin.end();
     }
   }, 30_000);
 
