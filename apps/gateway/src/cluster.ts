@@ -8,14 +8,15 @@
  * memory ({@link Cluster}), bounded, and re-reads it whenever its LISTEN connection is (re)established.
  *
  * Forwarding: an item for a recipient whose stream is on another live instance is sent to that instance
- * in a notification on its own channel ({@link forwardChannel}), group-committed (one statement for every
- * item forwarded while the previous one ran), after the item's audit entry has committed. The instance
+ * in a notification on its own channel ({@link forwardChannel}): an audited item (envelope, handshake
+ * frame) in its audit entry's own statement, so that it is sent if and only if the entry commits; any
+ * other (a receipt, a reject, a resend) in a statement of notifications, group-committed. The instance
  * that hears it writes it to the recipient's stream exactly as a live item of its own — held in memory
  * until acked, spilled to the mailbox on ack timeout or stream end — or, when the stream cannot take it
- * (gone, backed up), stores it in the mailbox. A forward that no instance hears (the holder crashed, its
- * LISTEN connection was down) is lost at the gateways like any live item in a crashed instance's memory:
- * its sender's outbox resends it (§17.2). No mailbox row, read or delete for a message between two
- * connected agents on different instances.
+ * (gone, backed up), stores it in the mailbox within the quotas. A forward that no instance hears (the
+ * holder crashed, its LISTEN connection was down) is lost at the gateways like any live item in a crashed
+ * instance's memory: its sender's outbox resends it (§17.2). No mailbox row, read or delete for a message
+ * between two connected agents on different instances.
  */
 import { BinaryReader, BinaryWriter, WireType } from '@parley/proto';
 import { isAgentId } from '@parley/session';
@@ -59,8 +60,8 @@ const KINDS: readonly ItemKind[] = ['handshake', 'envelope', 'receipt', 'session
  * @returns the payload, or undefined when it would exceed {@link MAX_FORWARD_PAYLOAD}
  */
 export function encodeForward(a: Accepted, encoded: EncodedItem = a.encoded ?? encodeItem(a.item)): string | undefined {
-  // base64 grows 4/3: skip the encoding when the item alone is already too large.
-  if (Math.ceil((encoded.bytes.length + 200 + a.recipientId.length + a.senderId.length) / 3) * 4 > MAX_FORWARD_PAYLOAD) return undefined;
+  // base64 grows 4/3: an item whose bytes alone would exceed the bound is not encoded at all.
+  if (Math.ceil(encoded.bytes.length / 3) * 4 > MAX_FORWARD_PAYLOAD) return undefined;
   const w = new BinaryWriter();
   w.tag(1, WireType.Varint).uint32(FORWARD_VERSION);
   w.tag(2, WireType.LengthDelimited).string(a.recipientId);

@@ -50,7 +50,7 @@ export class GatewayMetrics {
   });
   readonly batch = new Histogram({
     name: 'parley_gateway_group_commit_size',
-    help: 'Items per group-committed statement, by kind (audit, mailbox_insert, mailbox_delete, mailbox_read, forward)',
+    help: 'Items per group-committed statement, by kind (audit, mailbox_insert, mailbox_delete, mailbox_read, forward: items forwarded without an audit entry of their own)',
     labelNames: ['kind'] as const,
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [this.registry],

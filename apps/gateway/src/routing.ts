@@ -7,8 +7,9 @@
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
  *   to the stream and held in memory until acked (./delivery.ts) — no mailbox write;
  * - recipient connected to another live instance: the same, except that the item
- *   is forwarded to that instance (a group-committed notification, ./cluster.ts),
- *   which writes it to the stream — no mailbox write either;
+ *   is forwarded to that instance (a notification sent with its audit entry, or
+ *   group-committed for an item without one, ./cluster.ts), which writes it to the
+ *   stream — no mailbox write either;
  * - otherwise: quota check, audit entry (group commit; an item whose entry
  *   cannot be written is refused), and only then the mailbox insert (group
  *   commit: a committed row can be delivered at once, so it never exists

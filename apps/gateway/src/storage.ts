@@ -159,7 +159,7 @@ export class Storage {
   readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, MailboxItem>;
   readonly #deletes: GroupCommit<RowKey, boolean>;
   readonly #reads: GroupCommit<PageRequest, MailboxItem[]>;
-  /** Items forwarded to other instances (./cluster.ts): one statement of notifications per batch. */
+  /** Items forwarded to other instances without an audit entry to ride with (./cluster.ts): one statement of notifications per batch. */
   readonly #forwards: GroupCommit<{ readonly channel: string; readonly payload: string }, undefined>;
   /** Presence of streams that ended, cleared in batches; bound to one instance id. */
   #left: GroupCommit<{ readonly agentId: string; readonly seenAtMs: number }, undefined> | undefined;

@@ -1,7 +1,9 @@
-// Cross-instance routing (PROTOCOL §10.8): two Gateway instances on ONE
-// PostgreSQL schema. An item stored by instance 1 for an agent connected to
-// instance 2 is announced with `NOTIFY parley_mailbox, '<agent id>'`, and
-// instance 2 (LISTENing) delivers it at once. PostgreSQL only: PGlite is one
+// Cross-instance routing (PROTOCOL §10.8): Gateway instances on ONE PostgreSQL
+// schema. An item for an agent connected to another instance is forwarded to
+// it (a notification on its `parley_fwd_<instance id>` channel) and written
+// there as a live item; an item stored by one instance for an agent connected
+// to another is announced with `NOTIFY parley_mailbox, '<agent id>'`, and that
+// instance (LISTENing) delivers it at once. PostgreSQL only: PGlite is one
 // process, so this suite is skipped without DATABASE_URL (and fails under
 // CI=true without it).
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
