@@ -407,15 +407,19 @@ export class Router {
     // The quotas are checked first: what the holder cannot write at once it stores, within them.
     const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
     const forward = holder === undefined ? undefined : encodeForward(accepted);
-    if (holder !== undefined && forward !== undefined) {
+    /** The mailbox quotas (§10.8): `reserve` for an item stored here, else only checked. */
+    const quotas = async (reserve: boolean): Promise<void> => {
       try {
-        await this.#storage.quotas.check(to, agent, size);
+        await (reserve ? this.#storage.quotas.admit(to, agent, size) : this.#storage.quotas.check(to, agent, size));
       } catch (error) {
         const e = RpcError.from(error);
         if (e.code === 'quota_exceeded') return fail('quota_exceeded', e.details);
         ctx.log.error({ err: error, agent, peer: to }, 'mailbox quota lookup failed');
         return fail('unavailable', 'gateway storage unavailable');
       }
+    };
+    if (holder !== undefined && forward !== undefined) {
+      await quotas(false);
       const notify: AuditNotification = { channel: forwardChannel(holder), payload: forward };
       const withEntry = audited && this.#audit.store.notifies === true;
       const written = entry('delivered', withEntry ? notify : undefined);
@@ -437,14 +441,7 @@ export class Router {
     // Stored: quota first (reserves). The audit entry is queued now (in order) and the row is written only once the
     // entry has committed: a committed row can be read and delivered at once by any instance's drain (a NOTIFY, a
     // reconnect), so it must not exist before its entry (§10.9, §17.7).
-    try {
-      await this.#storage.quotas.admit(to, agent, size);
-    } catch (error) {
-      const e = RpcError.from(error);
-      if (e.code === 'quota_exceeded') return fail('quota_exceeded', e.details);
-      ctx.log.error({ err: error, agent, peer: to }, 'mailbox quota lookup failed');
-      return fail('unavailable', 'gateway storage unavailable');
-    }
+    await quotas(true);
     const queued = entry('queued');
     return async () => {
       if (!(await queued)) {
