@@ -1,5 +1,5 @@
 /**
- * Instances sharing one PostgreSQL database (docs/PROTOCOL.md §10.8 "Several instances", §10.11, §17.6).
+ * Instances sharing one PostgreSQL database (docs/PROTOCOL.md §10.8 "Several instances", §17.6).
  *
  * Presence: each instance records, in the agent directory row it writes when an agent authenticates
  * (`gateway_agents.instance_id`), that the agent's stream is here, and clears it when the stream ends;
