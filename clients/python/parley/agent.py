@@ -28,6 +28,7 @@ Recipient side
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -1359,7 +1360,9 @@ class Agent:
         delivered.waiting = why
         delivered.deferrals += 1
         delivered.not_before = time.monotonic() + delay
-        self._deferred.append(delivered)
+        # In arrival order (delivery ids of the current stream): one tried again and deferred once more (the
+        # application's capacity was taken meanwhile) goes back before those that arrived after it.
+        bisect.insort(self._deferred, delivered, key=lambda d: d.delivery_id)
         if why == "capacity":
             self._waiting_capacity += 1
 
