@@ -94,6 +94,8 @@ export class Inbox {
    * after a reconnect, each holding one of the stream's in-flight slots meanwhile (§17.3 item 6, §17.5).
    */
   #deferred: DeliveredEnvelope[] = [];
+  /** Deferred deliveries waiting for the application's capacity: a new one waits behind them (arrival order). */
+  #waitingCapacity = 0;
   /** A deferred delivery is being tried again: what it already reported is not reported again each tick. */
   #retrying = false;
 
@@ -147,6 +149,7 @@ export class Inbox {
     if (this.#deferred.length === 0) return;
     const items = this.#deferred;
     this.#deferred = [];
+    this.#waitingCapacity = 0;
     this.#retrying = true;
     try {
       for (const d of items) if (d.conn.isOpen) this.onEnvelope(d.envelope, d.conn, d.deliveryId);
@@ -155,8 +158,11 @@ export class Inbox {
     }
   }
 
-  #defer(item: DeliveredEnvelope): void {
-    if (this.#deferred.length < MAX_DEFERRED) this.#deferred.push(item);
+  /** Keeps a delivery to be tried again (at most MAX_DEFERRED); false when it was left for the next stream. */
+  #defer(item: DeliveredEnvelope): boolean {
+    if (this.#deferred.length >= MAX_DEFERRED) return false;
+    this.#deferred.push(item);
+    return true;
   }
 
   /** Drops receipts older than a message's lifetime, and the oldest beyond the store's size. */
@@ -194,8 +200,10 @@ export class Inbox {
       conn.sendReply({ case: 'receipt', value: receipt.receipt }, deliveryId);
       return;
     }
-    if (this.#unacked >= (deps.options.maxUnacked ?? 1024)) {
-      this.#defer({ envelope, conn, deliveryId }); // back-pressure: not acked; tried again once the application acks
+    // Back-pressure: not acked, tried again once the application acks; a new delivery also waits while older ones
+    // wait for capacity, so that the application gets them in arrival order.
+    if (this.#unacked >= (deps.options.maxUnacked ?? 1024) || (!this.#retrying && this.#waitingCapacity > 0)) {
+      if (this.#defer({ envelope, conn, deliveryId })) this.#waitingCapacity += 1;
       return;
     }
     const sidHex = envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 ? toHex(envelope.sessionId) : '';

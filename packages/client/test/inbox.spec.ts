@@ -143,6 +143,28 @@ describe('inbox', () => {
     recipient.close();
   });
 
+  it('a delivery arriving while older ones wait for capacity waits behind them: the application gets them in arrival order', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn } = stream();
+    const { box, handed } = inbox(recipient, conn, { maxUnacked: 1 });
+    box.onEnvelope(await seal(sender, session, 0), conn, 1n);
+    box.onEnvelope(await seal(sender, session, 1), conn, 2n); // no room: deferred
+    await box.handedOver();
+    await handed[0]!.ack(); // room again, before the tick tries the deferred one
+    box.onEnvelope(await seal(sender, session, 2), conn, 3n);
+    await box.handedOver();
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }]); // not handed over ahead of n = 1
+    box.retryDeferred();
+    await box.handedOver();
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }]);
+    await handed[1]!.ack();
+    box.retryDeferred();
+    await box.handedOver();
+    expect(handed.map((m) => m.content)).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
+    sender.close();
+    recipient.close();
+  });
+
   it('a deferred delivery of a stream that has closed is not tried again (the next stream gets it again)', async () => {
     const { session, sender, recipient } = await pair();
     const first = stream();
