@@ -24,10 +24,13 @@ import { ITEM_HASH_BYTES } from '@parley/protocol';
 import type { Accepted } from './delivery.js';
 import { decodeItem, encodeItem, type EncodedItem, type ItemKind } from './mailbox.js';
 
-export { PRESENCE_CHANNEL } from './mailbox.js';
 
 /** An instance id: `g<pid>_<time, base 36>_<random, base 36>` — only [a-z0-9_], so its channel name needs no quoting. */
-export const INSTANCE_ID_RE = /^[a-z0-9_]{1,48}$/;
+const INSTANCE_ID_RE = /^[a-z0-9_]{1,48}$/;
+
+function assertInstanceId(instanceId: string): void {
+  if (!INSTANCE_ID_RE.test(instanceId)) throw new RangeError('an instance id is 1..48 characters of [a-z0-9_]');
+}
 
 /** A fresh instance id (one per process start). */
 export function newInstanceId(): string {
@@ -36,7 +39,7 @@ export function newInstanceId(): string {
 
 /** The channel on which an instance hears items forwarded to it. */
 export function forwardChannel(instanceId: string): string {
-  if (!INSTANCE_ID_RE.test(instanceId)) throw new RangeError('an instance id is 1..48 characters of [a-z0-9_]');
+  assertInstanceId(instanceId);
   return `parley_fwd_${instanceId}`;
 }
 
@@ -173,17 +176,13 @@ export class Cluster {
   #heardDuringLoad: string[] | undefined;
 
   constructor(instanceId: string) {
-    if (!INSTANCE_ID_RE.test(instanceId)) throw new RangeError('an instance id is 1..48 characters of [a-z0-9_]');
+    assertInstanceId(instanceId);
     this.instanceId = instanceId;
   }
 
   /** The other instances alive at the last heartbeat. */
   setLive(instanceIds: Iterable<string>): void {
     this.#live = new Set(instanceIds);
-  }
-
-  get othersAlive(): number {
-    return this.#live.size;
   }
 
   /** Agents whose instance is known. */
