@@ -7,9 +7,9 @@
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
  *   to the stream and held in memory until acked (./delivery.ts) — no mailbox write;
  * - recipient connected to another live instance: the same, except that the item
- *   is forwarded to that instance (a notification sent with its audit entry, or
- *   group-committed for an item without one, ./cluster.ts), which writes it to the
- *   stream — no mailbox write either;
+ *   is forwarded to that instance (a notification sent with its audit entry; for an
+ *   item without one, with the next group of audit entries, ./cluster.ts), which
+ *   writes it to the stream — no mailbox write either;
  * - otherwise: quota check, audit entry (group commit; an item whose entry
  *   cannot be written is refused), and only then the mailbox insert (group
  *   commit: a committed row can be delivered at once, so it never exists
@@ -403,7 +403,8 @@ export class Router {
     // Another live instance holds the recipient's stream (./cluster.ts, §10.8): the item is forwarded to it, and that
     // instance writes it to the stream as a live item of its own — no mailbox row here. An audited item's forward is
     // sent in its audit entry's own statement (sent if and only if the entry commits: never before it, and no
-    // statement of its own); anything else (a receipt, a reject, a resend) in a group-committed forward statement.
+    // statement of its own); anything else (a receipt, a reject, a resend) through the audit log's group commit: with
+    // the next group of entries, or with the other such forwards in a statement of their own when no entry comes.
     // The quotas are checked first: what the holder cannot write at once it stores, within them.
     const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
     const forward = holder === undefined ? undefined : encodeForward(accepted);
@@ -427,7 +428,10 @@ export class Router {
         if (!(await written)) return fail('unavailable', 'audit log unavailable: item not accepted');
         if (!withEntry) {
           try {
-            await this.#storage.forward(notify.channel, notify.payload);
+            // With the next audit group when one is waiting (no statement of its own while the gateway is busy),
+            // else in a group-committed statement of forwards.
+            const sent = this.#audit.store.notifies === true ? this.#audit.notify(notify) : undefined;
+            await (sent ?? this.#storage.forward(notify.channel, notify.payload));
           } catch (error) {
             // Not audited here (a reply, a reject, a resend): nothing to keep; its author sends it again.
             ctx.log.warn({ err: error, agent, peer: to }, 'forwarding to another instance failed');

@@ -412,6 +412,7 @@ function countBatches(store: AuditStore, onBatch: (n: number) => void): AuditSto
             return appendMany(entries, notifications);
           },
         }),
+    ...(store.notify === undefined ? {} : { notify: store.notify.bind(store) }),
     size: () => store.size(),
     read: (from: number, to: number) => store.read(from, to),
     readEncoded: (from: number, to: number) => store.readEncoded(from, to),

@@ -16,12 +16,21 @@ import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObjec
 import { AuditError, isAuditError } from './errors.js';
 import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
 import { MerkleTree, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
-import type { AuditNotification, AuditStore } from './store.js';
+import { assertNotification, type AuditNotification, type AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
 import { chainError, verifyChain } from './verify.js';
 
 /** Most entries one group write stores (the PostgreSQL store's `appendMany` limit). */
 export const MAX_GROUP = 256;
+/** Most notifications waiting to be sent with the log's writes ({@link AuditLog.notify}). */
+export const MAX_RIDERS = 16 * MAX_GROUP;
+
+/** A notification sent with the next group written ({@link AuditLog.notify}). */
+interface Rider {
+  readonly notify: AuditNotification;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
 
 interface PendingAppend {
   readonly fields: AuditEntryFields;
@@ -78,6 +87,8 @@ export class AuditLog {
   #queue: Promise<unknown> = Promise.resolve();
   /** Appends waiting for the next group write, in call order. */
   readonly #pending: PendingAppend[] = [];
+  /** Notifications with no entry of their own, sent with the next group (at most {@link MAX_RIDERS}). */
+  readonly #riders: Rider[] = [];
   #drainScheduled = false;
   #closed = false;
 
@@ -170,12 +181,34 @@ export class AuditLog {
       const notify = options?.notify;
       try {
         assertEntryFields(fields);
-        if (notify !== undefined && this.#store.notifies !== true) malformed('this audit store cannot send notifications with entries');
+        if (notify !== undefined) {
+          if (this.#store.notifies !== true) malformed('this audit store cannot send notifications with entries');
+          assertNotification(notify); // here, not in the store: it would fail the whole group
+        }
       } catch (error) {
         reject(error);
         return;
       }
       this.#pending.push({ fields, notify, resolve, reject });
+      if (!this.#drainScheduled) this.#scheduleDrain();
+    });
+  }
+
+  /**
+   * Sends a notification that has no entry of its own, through the log's group commit: in the statement of the
+   * next group of entries when appends arrive while one is being written, or — when none do — with the other
+   * such notifications waiting, in one statement of their own. While the log is busy it costs no statement of
+   * its own; it is never sent before the statement in flight completes.
+   *
+   * @returns settled when sent (rejected with its group's error: not sent); undefined when the store sends no
+   *   notifications or {@link MAX_RIDERS} wait already: the caller sends it its own way
+   * @throws AuditError `malformed` (channel or payload: checked here, as a bad one would fail the whole group)
+   */
+  notify(notification: AuditNotification): Promise<void> | undefined {
+    assertNotification(notification);
+    if (this.#closed || this.#store.notifies !== true || this.#store.appendMany === undefined || this.#store.notify === undefined || this.#riders.length >= MAX_RIDERS) return undefined;
+    return new Promise<void>((resolve, reject) => {
+      this.#riders.push({ notify: notification, resolve, reject });
       if (!this.#drainScheduled) this.#scheduleDrain();
     });
   }
@@ -191,14 +224,23 @@ export class AuditLog {
     this.#drainScheduled = false;
     const grouped = this.#store.appendMany !== undefined;
     const group = this.#pending.splice(0, grouped ? MAX_GROUP : 1);
-    if (this.#pending.length > 0) this.#scheduleDrain();
+    const notifications = group.flatMap((p) => (p.notify === undefined ? [] : [p.notify]));
+    // Riders fill what the group leaves of one statement's notifications (2 × MAX_GROUP), or go alone.
+    const riders = grouped ? this.#riders.splice(0, 2 * MAX_GROUP - notifications.length) : [];
+    if (this.#pending.length > 0 || this.#riders.length > 0) this.#scheduleDrain();
     try {
       this.#check();
-      const notifications = group.flatMap((p) => (p.notify === undefined ? [] : [p.notify]));
-      const entries = await this.#write(group.map((p) => p.fields), notifications);
-      group.forEach((p, i) => p.resolve(entries[i]!));
+      for (const r of riders) notifications.push(r.notify);
+      if (group.length === 0) {
+        if (riders.length > 0) await this.#store.notify!(notifications);
+      } else {
+        const entries = await this.#write(group.map((p) => p.fields), notifications);
+        group.forEach((p, i) => p.resolve(entries[i]!));
+      }
+      for (const r of riders) r.resolve();
     } catch (error) {
       for (const p of group) p.reject(error);
+      for (const r of riders) r.reject(error);
     }
   }
 

@@ -30,12 +30,15 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
 import { assertEntry, digestEntry, encodeEntry } from './entry.js';
-import { checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
+import { assertNotification, checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
 
-/** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535), and most notifications it sends. */
+/** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535). */
 export const MAX_BATCH = 256;
-
-const CHANNEL_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+/**
+ * Most notifications one `appendMany` statement sends (two array parameters, whatever their number): the entries'
+ * own and as many sent along with them (`AuditLog.notify`).
+ */
+export const MAX_NOTIFICATIONS = 2 * MAX_BATCH;
 
 /** The part of `pg.Pool`, `pg.Client` and PGlite that the store uses. */
 export interface SqlClient {
@@ -188,11 +191,8 @@ export class PostgresAuditStore implements AuditStore {
   async appendMany(entries: readonly AuditMessage[], notifications: readonly AuditNotification[] = []): Promise<void> {
     this.#check();
     if (!Array.isArray(entries) || entries.length === 0 || entries.length > MAX_BATCH) malformed(`appendMany takes 1..${MAX_BATCH} entries`);
-    if (!Array.isArray(notifications) || notifications.length > MAX_BATCH) malformed(`appendMany takes 0..${MAX_BATCH} notifications`);
-    for (const n of notifications) {
-      if (typeof n?.channel !== 'string' || !CHANNEL_RE.test(n.channel)) malformed('a notification channel is 1..63 characters of [a-z0-9_]');
-      if (typeof n.payload !== 'string' || Buffer.byteLength(n.payload) >= 8_000) malformed('a notification payload is text of fewer than 8 000 bytes');
-    }
+    if (!Array.isArray(notifications) || notifications.length > MAX_NOTIFICATIONS) malformed(`appendMany takes 0..${MAX_NOTIFICATIONS} notifications`);
+    for (const n of notifications) assertNotification(n);
     const params: unknown[] = [];
     const rowsSql: string[] = [];
     let previous: { index: bigint; hash: Uint8Array } | undefined;
@@ -241,6 +241,21 @@ export class PostgresAuditStore implements AuditStore {
     const size = await this.size();
     if (BigInt(size) !== first.index) throw new AuditError('conflict', `entry index ${idx} is not the next index ${size}`);
     throw new AuditError('bad_link', `entry ${idx}'s previous_hash is not the entry hash of entry ${size - 1}`);
+  }
+
+  /** Sends notifications in one statement of their own (no entry: a group with none, `AuditLog.notify`). */
+  async notify(notifications: readonly AuditNotification[]): Promise<void> {
+    this.#check();
+    if (!Array.isArray(notifications) || notifications.length === 0 || notifications.length > MAX_NOTIFICATIONS) malformed(`notify takes 1..${MAX_NOTIFICATIONS} notifications`);
+    for (const n of notifications) assertNotification(n);
+    try {
+      await this.#client.query('SELECT count(pg_notify(c, p)) AS notified FROM unnest($1::text[], $2::text[]) AS t(c, p)', [
+        notifications.map((n) => n.channel),
+        notifications.map((n) => n.payload),
+      ]);
+    } catch (cause) {
+      throw storageFailure(`notifying from ${this.table}`, cause);
+    }
   }
 
   /** Protobuf bytes of entries [from, to), paged by index. */

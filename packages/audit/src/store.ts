@@ -21,6 +21,17 @@ export interface AuditNotification {
   readonly payload: string;
 }
 
+const CHANNEL_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Checks a notification's channel and payload (what PostgreSQL accepts, without quoting).
+ * @throws AuditError `malformed`
+ */
+export function assertNotification(n: AuditNotification): void {
+  if (typeof n?.channel !== 'string' || !CHANNEL_RE.test(n.channel)) throw new AuditError('malformed', 'a notification channel is 1..63 characters of [a-z0-9_]');
+  if (typeof n.payload !== 'string' || Buffer.byteLength(n.payload) >= 8_000) throw new AuditError('malformed', 'a notification payload is text of fewer than 8 000 bytes');
+}
+
 /** An append-only store of audit entries. */
 export interface AuditStore {
   /** `'file'`, `'postgres'`, … (for logs and messages). */
@@ -41,10 +52,13 @@ export interface AuditStore {
    */
   appendMany?(entries: readonly AuditMessage[], notifications?: readonly AuditNotification[]): Promise<void>;
   /**
-   * Optional: `appendMany` also sends `notifications`, in the same transaction as the entries — sent if and only
-   * if they are stored (PostgreSQL `NOTIFY`). A store without it leaves this unset.
+   * Optional: `appendMany` also sends `notifications` (at most twice as many as entries it can take), in the same
+   * transaction as the entries — sent if and only if they are stored (PostgreSQL `NOTIFY`). A store without it
+   * leaves this unset.
    */
   readonly notifies?: boolean;
+  /** With `notifies`: sends notifications in a statement of their own (at most twice `appendMany`'s entries). */
+  notify?(notifications: readonly AuditNotification[]): Promise<void>;
   /**
    * Protobuf bytes of entries `from` (inclusive) to `to` (exclusive), in index order.
    * @throws AuditError `not_found` when the range is not within 0..size, `malformed` for a record that fails its checksum,

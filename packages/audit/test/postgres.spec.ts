@@ -135,6 +135,7 @@ if (url === undefined || url === '') {
         close: () => Promise.resolve(),
         append: (e) => (statements++, store.append(e)),
         appendMany: (e, x) => (statements++, store.appendMany(e, x)),
+        notify: (x) => (statements++, store.notify(x)),
         ...(notifies ? { notifies } : {}),
       });
       const counting = wrap(true);
@@ -162,6 +163,34 @@ if (url === undefined || url === '') {
       // A store that cannot send them (a file store has no `notifies`): refused before anything is written.
       const plain = await AuditLog.open(crypto, { store: wrap(false), writer, trustedKeys: [writer.publicKey] });
       await expect(plain.append(fields(8), { notify: { channel, payload: 'x' } })).rejects.toThrow(/cannot send notifications/);
+      expect(plain.notify({ channel, payload: 'x' })).toBeUndefined(); // the caller sends it its own way
+
+      // Notifications with no entry of their own go through the log's group commit: with the next group of
+      // entries when there is one, else all that wait in one statement of their own.
+      await log.refresh();
+      statements = 0;
+      await Promise.all([log.notify({ channel, payload: 'idle 1' }), log.notify({ channel, payload: 'idle 2' })]);
+      expect(statements).toBe(1); // nothing else to write: one statement of notifications
+      statements = 0;
+      const first = log.append(fields(9)); // a group waits to be written
+      const second = log.append(fields(10));
+      const rider = log.notify({ channel, payload: 'rider' });
+      expect(rider).toBeDefined();
+      expect(() => log.notify({ channel: 'Bad Channel', payload: 'x' })).toThrow(/channel/); // never fails a group
+      await Promise.all([first, second, rider]);
+      expect(statements).toBe(1); // the rider cost none
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard.filter((h) => h === 'rider' || h.startsWith('idle')).sort()).toEqual(['idle 1', 'idle 2', 'rider']);
+      // A group that fails takes its riders with it: rejected, and not sent.
+      const failing = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, pool, { table }), writer, maxRetries: 0 });
+      await log.append(fields(11)); // `failing` is now behind: its next write loses the race
+      const lost = failing.append(fields(12));
+      const lostRider = failing.notify({ channel, payload: 'lost rider' });
+      expect(lostRider).toBeDefined();
+      await expect(lost).rejects.toThrow();
+      await expect(lostRider).rejects.toThrow();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard).not.toContain('lost rider');
       await listener.end();
     });
   });
