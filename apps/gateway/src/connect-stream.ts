@@ -156,6 +156,10 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     if (this.presenceMs !== undefined && !ctx.links.has(this.cert.agentId)) ctx.streamLeft(this.cert.agentId, this.presenceMs);
   }
 
+  abort(): void {
+    this.#call.abort(new RpcError('unavailable', 'the stream did not end within its go-away grace period'));
+  }
+
   /** No more frames: end the stream once the sends being routed are answered. */
   #stop(): void {
     this.#reading = STOPPED;

@@ -14,6 +14,12 @@ import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 
+/**
+ * How long a stream told to go away (replaced, revoked, expired, shutdown) may take to end before it is reset:
+ * an agent reading its stream ends it within a round trip.
+ */
+export const GO_AWAY_GRACE_MS = 5_000;
+
 /** A server frame of the Connect stream, as the gateway writes it. */
 export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
 
@@ -42,6 +48,8 @@ export interface Link {
   readonly cert: VerifiedCertificate;
   /** The stream's server side (@parley/rpc's call): push, end, fail, closed. */
   readonly out: ResponseSink<ConnectResponseInit>;
+  /** Ends the stream now, dropping what it has not sent: for an agent that stopped reading (see `goAway`). */
+  abort(): void;
   readonly remote: string;
   /** Highest delivery id written to this stream (acks above it are refused). Ids are per stream: 1, 2, 3, … */
   lastDeliveryId: bigint;
@@ -167,6 +175,11 @@ export class GatewayContext {
     this.metrics.goAways.inc({ code });
     link.out.push({ kind: { case: 'goAway', value: { code, message } } });
     link.out.end();
+    // The stream ends once the agent has read what was sent before the go-away. One that stopped reading would never
+    // end (its status waits behind unsent data), holding its deliveries and buffers for as long as it keeps the
+    // connection — and an agent reconnecting over and over would leave one such stream each time (§12): after a
+    // grace period it is reset, and what it held goes back to the mailbox.
+    setTimeout(() => link.abort(), GO_AWAY_GRACE_MS).unref();
   }
 
   /**

@@ -12,6 +12,7 @@ import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/pro
 import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
+import { GO_AWAY_GRACE_MS } from '../src/context.js';
 import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
@@ -274,6 +275,41 @@ describe('relaying a Parley session', () => {
     expect(gw.gateway.connectedAgents()).toContain('worker-4');
     second.close();
   });
+
+  it('a stream told to go away whose agent stopped reading is reset after the grace period: what it held is delivered on the new stream', async () => {
+    const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+    try {
+      const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+      const planner = world.agent('planner-stall', { agentType: 'planner' });
+      const worker = world.agent('worker-stall', { agentType: 'worker' });
+      const sender = await raw(planner);
+      const stuck = await raw(worker);
+      stuck.stopReading();
+      // 48 envelopes of 200 KB: far more than HTTP/2's windows and the client's buffers, so the gateway's writes back up.
+      const N = 48;
+      for (let i = 0; i < N; i++) {
+        const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
+        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+        sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
+      }
+      const accepted = () => sender.responses.filter((r) => r.kind.case === 'accepted');
+      await waitFor(() => accepted().length === N, 10_000, 'all accepted');
+      expect(accepted().every((r) => r.kind.case === 'accepted' && r.kind.value.status === DeliveryStatus.DELIVERED)).toBe(true);
+      // The agent connects again: the old stream gets GoAway replaced, which it never reads, so it never ends; it held
+      // its deliveries for as long as its connection stayed up. Now it is reset after the grace period, they go back
+      // to the mailbox, and the new stream gets every one.
+      const fresh = await raw(worker);
+      const envelopes = () => fresh.responses.filter((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope');
+      await waitFor(() => envelopes().length === N, GO_AWAY_GRACE_MS + 10_000, 'the held deliveries on the new stream');
+      for (const r of envelopes()) if (r.kind.case === 'delivery') fresh.ack(r.kind.value.deliveryId);
+      await waitFor(async () => (await g.mailbox.depth(worker.agentId)) === 0, 5_000, 'acked');
+      fresh.close();
+      stuck.close();
+      sender.close();
+    } finally {
+      await g.close();
+    }
+  }, 30_000);
 });
 
 describe('stream authentication', () => {

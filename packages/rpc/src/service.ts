@@ -38,7 +38,10 @@ import {
   type MessageInitShape,
   type MessageShape,
 } from '@bufbuild/protobuf';
+import { constants as http2Constants } from 'node:http2';
 import { RpcError } from './errors.js';
+
+const NGHTTP2_CANCEL = http2Constants.NGHTTP2_CANCEL;
 
 // ---------------------------------------------------------------------------
 // Descriptor → grpc-js definition
@@ -194,6 +197,12 @@ export interface ServerDuplex<I, O> extends AsyncIterableIterator<I>, ResponseSi
   pause(): void;
   /** Hands requests to the listener again. */
   resume(): void;
+  /**
+   * Ends the call now: the responses not yet handed to grpc-js are dropped, the listener's `finished` runs, and
+   * the HTTP/2 stream is reset (RST_STREAM CANCEL) — for a client that stopped reading, whose call `end()` and
+   * `fail()` would hold open for as long as it keeps the connection (the status waits behind unsent data).
+   */
+  abort(error: unknown): void;
 }
 
 type In<M> = M extends { input: infer I extends DescMessage } ? I : never;
@@ -392,6 +401,25 @@ async function writeAll(
       });
     }
   }
+}
+
+/**
+ * Resets a server call's HTTP/2 stream (RST_STREAM CANCEL). grpc-js has no public way to do it: its call object
+ * holds the intercepting call chain (`call`, then `nextCall` of each interceptor), whose base holds the
+ * `http2.ServerHttp2Stream` (`stream`). Found by shape, not by class; when it is not there (another grpc-js),
+ * the call is destroyed instead, which ends it on our side.
+ */
+function resetStream(call: ServerDuplexStream<unknown, unknown>): void {
+  let at: unknown = (call as unknown as { call?: unknown }).call;
+  for (let depth = 0; depth < 8 && at !== null && typeof at === 'object'; depth++) {
+    const stream = (at as { stream?: { close?: unknown; destroyed?: boolean; closed?: boolean } }).stream;
+    if (stream !== undefined && typeof stream.close === 'function') {
+      if (stream.destroyed !== true && stream.closed !== true) (stream.close as (code: number) => void)(NGHTTP2_CANCEL);
+      return;
+    }
+    at = (at as { nextCall?: unknown }).nextCall;
+  }
+  call.destroy();
 }
 
 function endWithError(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>, error: RpcError): void {
@@ -687,6 +715,18 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
     this.#failure = error;
     this.#write = WRITE_ENDING;
     if (this.#queue === undefined) this.#finish();
+  }
+
+  abort(error: unknown): void {
+    if (this.#write === WRITE_DONE) return;
+    if (this.#write === WRITE_OPEN) {
+      this.#failed = true;
+      this.#failure = error;
+    }
+    this.#write = WRITE_ENDING;
+    this.#queue = undefined;
+    this.#finish();
+    resetStream(this.#call);
   }
 
   /**

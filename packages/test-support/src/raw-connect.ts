@@ -29,6 +29,8 @@ export interface RawStream {
   send(item: NonNullable<MessageInitShape<typeof OutboundSchema>['item']>, requestId?: bigint, extra?: { readonly ackDeliveryId?: bigint; readonly quiet?: boolean }): void;
   /** Sends an Ack frame (with more ids: Ack.more_delivery_ids). */
   ack(deliveryId: bigint, more?: readonly bigint[]): void;
+  /** Stops reading responses (an agent that hangs): HTTP/2 flow control then backs up the gateway's writes. */
+  stopReading(): void;
   close(): void;
 }
 
@@ -43,10 +45,14 @@ export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayI
   let welcomed!: () => void;
   let failed!: (e: unknown) => void;
   const welcome = new Promise<void>((resolve, reject) => ((welcomed = resolve), (failed = reject)));
+  let stalled = false;
+  let unstall: () => void = () => undefined;
+  const unstalled = new Promise<void>((resolve) => (unstall = resolve));
   requests.push({ kind: { case: 'hello', value: { version: 1, certificate: agent.certificate, deliveryBatches: options.deliveryBatches === true } } });
   const ended = (async () => {
     try {
       for await (const res of client.connect(requests as AsyncIterable<ConnectRequest>)) {
+        if (stalled) await unstalled; // reads nothing more until close()
         responses.push(res);
         if (res.kind.case === 'challenge') {
           const signature = crypto.ed25519.sign(gatewayAuthLayout(gatewayId, res.kind.value.nonce, agent.agentId, agent.certificate.serial), agent.secretKey);
@@ -72,6 +78,10 @@ export async function rawConnect(crypto: ParleyCrypto, address: string, gatewayI
     ended,
     send: (item, requestId = 1n, extra = {}) => void requests.push({ kind: { case: 'send', value: { requestId, item, ...extra } } }),
     ack: (deliveryId, more = []) => void requests.push({ kind: { case: 'ack', value: { deliveryId, moreDeliveryIds: [...more] } } }),
-    close: () => requests.end(),
+    stopReading: () => void (stalled = true),
+    close: () => {
+      unstall();
+      requests.end();
+    },
   };
 }
