@@ -26,6 +26,17 @@ export const MAX_PIPELINED = 64;
  * stream, so each holds a call, a timer and a pending read on the strength of a TCP connection alone.
  */
 export const DEFAULT_MAX_AUTHENTICATING = 10_000;
+/**
+ * Default bound of streams authenticating at once from one network address: one connection (HTTP/2 multiplexes
+ * thousands of streams over it) must not take every slot of {@link DEFAULT_MAX_AUTHENTICATING} from the others.
+ */
+export const DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS = 1_000;
+
+/** The network address of a gRPC peer (`host:port`, `[v6]:port`): the host, without the port. */
+export function peerAddress(peer: string): string {
+  const m = /^(?:ipv[46]:)?\[?([^\]]*?)\]?:\d+$/.exec(peer);
+  return m?.[1] ?? peer;
+}
 /** Most ids an Ack frame carries besides its first (Ack.more_delivery_ids). */
 export const MAX_ACKS_PER_FRAME = 1024;
 
@@ -216,10 +227,14 @@ export class ConnectStreams {
   readonly #parts: Parts;
   readonly #authTimeoutMs: number;
   readonly #maxAuthenticating: number;
+  readonly #maxPerAddress: number;
+  /** Streams authenticating, by peer address (an entry only while its count is above 0: at most #maxAuthenticating). */
+  readonly #authenticatingBy = new Map<string, number>();
   /** Streams between their start and the end of authentication. */
   #authenticating = 0;
 
-  constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number, maxAuthenticating: number) {
+  constructor(ctx: GatewayContext, router: Router, delivery: Delivery, authTimeoutMs: number, maxAuthenticating: number, maxPerAddress: number) {
+    this.#maxPerAddress = maxPerAddress;
     this.#ctx = ctx;
     this.#maxAuthenticating = maxAuthenticating;
     this.#parts = { ctx, router, delivery, onDeliveriesFrame: (items) => ctx.metrics.deliveriesPerFrame.observe(items) };
@@ -235,6 +250,14 @@ export class ConnectStreams {
     if (this.#authenticating >= this.#maxAuthenticating) {
       this.#ctx.metrics.authRefusals.inc({ code: 'unavailable' });
       this.#ctx.security('connect', 'unavailable', { remote: call.peer }, `${this.#authenticating} streams are authenticating already`);
+      call.fail(new RpcError('unavailable', 'too many streams authenticating: retry later'));
+      return;
+    }
+    const address = peerAddress(call.peer);
+    const fromAddress = this.#authenticatingBy.get(address) ?? 0;
+    if (fromAddress >= this.#maxPerAddress) {
+      this.#ctx.metrics.authRefusals.inc({ code: 'unavailable' });
+      this.#ctx.security('connect', 'unavailable', { remote: call.peer }, `${fromAddress} streams from this address are authenticating already`);
       call.fail(new RpcError('unavailable', 'too many streams authenticating: retry later'));
       return;
     }
@@ -288,11 +311,16 @@ export class ConnectStreams {
     }, this.#authTimeoutMs);
     authTimer.unref();
     let authenticated: Awaited<ReturnType<typeof authenticate>>;
+    const address = peerAddress(remote);
     this.#authenticating++;
+    this.#authenticatingBy.set(address, (this.#authenticatingBy.get(address) ?? 0) + 1);
     try {
       authenticated = await authenticate(ctx, call, call, remote);
     } finally {
       this.#authenticating--;
+      const left = this.#authenticatingBy.get(address)! - 1;
+      if (left > 0) this.#authenticatingBy.set(address, left);
+      else this.#authenticatingBy.delete(address);
       clearTimeout(authTimer);
     }
     if (authenticated === undefined) return undefined;

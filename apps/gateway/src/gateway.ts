@@ -30,7 +30,7 @@ import type { CallContext } from '@parley/rpc';
 import { MAX_ENVELOPE_BYTES } from '@parley/session';
 import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
-import { ConnectStreams, DEFAULT_MAX_AUTHENTICATING, type ConnectCall } from './connect-stream.js';
+import { ConnectStreams, DEFAULT_MAX_AUTHENTICATING, DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS, type ConnectCall } from './connect-stream.js';
 import { GatewayContext } from './context.js';
 import { decodeForward, type Cluster } from './cluster.js';
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, toNewItem, type Accepted, type DeliveryWriter } from './delivery.js';
@@ -83,6 +83,8 @@ export interface GatewayOptions {
   readonly authTimeoutMs?: number;
   /** Most Connect streams authenticating at once (hello → auth, before the agent is known); more are refused with `unavailable`. Default 10 000. */
   readonly maxAuthenticating?: number;
+  /** Most of those from one network address (the peer's host; behind an L7 proxy, the proxy's). Default 1 000. */
+  readonly maxAuthenticatingPerAddress?: number;
   /** How often live streams' certificates are re-checked against revocation and expiry, ms. Default 500. */
   readonly revocationCheckIntervalMs?: number;
   /** Allowed clock skew of a unary Send timestamp, ms. Default 60 000. */
@@ -168,7 +170,7 @@ export class Gateway {
       storage,
       replies,
     });
-    this.#streams = new ConnectStreams(ctx, this.#router, this.#delivery, options.authTimeoutMs ?? 10_000, options.maxAuthenticating ?? DEFAULT_MAX_AUTHENTICATING);
+    this.#streams = new ConnectStreams(ctx, this.#router, this.#delivery, options.authTimeoutMs ?? 10_000, options.maxAuthenticating ?? DEFAULT_MAX_AUTHENTICATING, options.maxAuthenticatingPerAddress ?? DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS);
     this.#unary = new UnarySend(ctx, this.#router, options.maxClockSkewMs ?? 60_000);
     this.#timer = setInterval(() => this.recheckLiveStreams(), options.revocationCheckIntervalMs ?? 500);
     this.#timer.unref();

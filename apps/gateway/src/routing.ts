@@ -78,6 +78,10 @@ function assertSessionRejectShape(r: SessionReject): void {
  */
 export function assertItemShape(item: Outbound['item'] | SendRequest['item']): RelayItem {
   try {
+    // Fields version 1 does not define are covered by no signature or digest: relayed, they would be bytes a sender
+    // adds at will (past the size estimates of batches, outside the audited item hash). Refused.
+    const unknown = (item.value as { $unknown?: readonly unknown[] } | undefined)?.$unknown;
+    if (unknown !== undefined && unknown.length > 0) reject('malformed', `${item.case ?? 'item'} carries fields version 1 does not define`);
     switch (item.case) {
       case 'handshake': {
         const step = item.value.step;
@@ -101,6 +105,9 @@ export function assertItemShape(item: Outbound['item'] | SendRequest['item']): R
     throw RpcError.from(error);
   }
 }
+
+/** What a sender is told when the route is refused (§10.3 step 5), whether or not the addressee exists. */
+const ROUTE_DENIED = 'the route to this recipient is not allowed';
 
 /** The agent an item must come from (the authenticated one), and the agent it goes to. */
 function routeOf(item: RelayItem): { from: string; to: string } {
@@ -282,7 +289,8 @@ export class Router {
     const ctx = this.#ctx;
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
-    const fail = (code: RpcError['code'], message: string): never => {
+    /** Logs the refusal (a security event, with `message`) and throws it — with `answer` on the wire when given. */
+    const fail = (code: RpcError['code'], message: string, answer: string = message): never => {
       ctx.security(
         where.stage,
         code,
@@ -296,7 +304,7 @@ export class Router {
         },
         message,
       );
-      throw new RpcError(code, message);
+      throw new RpcError(code, answer);
     };
     // 1. shape
     let item: RelayItem;
@@ -328,9 +336,9 @@ export class Router {
     const itemHash = digest?.hash ?? itemDigest(ctx.crypto, item);
     // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
     // flood amplify into signatures and database writes).
-    const refuse = async (code: RpcError['code'], message: string): Promise<never> => {
+    const refuse = async (code: RpcError['code'], message: string, answer: string = message): Promise<never> => {
       await this.auditEntry(itemHash, agent, to, `rejected:${code}`);
-      return fail(code, message);
+      return fail(code, message, answer);
     };
     // 5. route: the recipient's certificate (live stream, else the last one seen) and policy, in the
     //    direction of the conversation. Never seen (or no longer valid) reads as policy_denied, so a
@@ -345,9 +353,10 @@ export class Router {
         return fail('unavailable', 'gateway storage unavailable');
       }
     }
-    if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`);
+    // The same answer on the wire for both (the detail is in the security log only): which ids exist is not told.
+    if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`, ROUTE_DENIED);
     const allowed = isReply ? this.#policy.allows(recipient, sender.cert) : this.#policy.allows(sender.cert, recipient);
-    if (!allowed) return refuse('policy_denied', 'policy does not allow this route');
+    if (!allowed) return refuse('policy_denied', 'policy does not allow this route', ROUTE_DENIED);
     // 6. signature of an envelope (the gateway holds no session key; it needs none). Receipts and SessionRejects
     //    are verified by their addressee, the only party they act on (§10.3 step 6): checking them here too would
     //    add a second Ed25519 verification to every message's fast path for nothing the end does not check.

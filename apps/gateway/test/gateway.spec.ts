@@ -3,7 +3,7 @@
 // session between two agents, revocation while connected, and unary Send.
 import { credentials } from '@grpc/grpc-js';
 import { createIssuerKey } from '@parley/identity';
-import { AgentGatewayService, DeliveryStatus, MessageType, type HandshakeFrame, type SecureMessage } from '@parley/proto';
+import { AgentGatewayService, BinaryWriter, DeliveryStatus, MessageType, SecureMessageSchema, WireType, fromBinary, toBinary, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { RpcError, createClient, type Client } from '@parley/rpc';
 import { InitiatorHandshake, SessionError, envelopeSignedBytes, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GO_AWAY_GRACE_MS } from '../src/context.js';
+import { peerAddress } from '../src/connect-stream.js';
 import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
@@ -276,6 +277,37 @@ describe('relaying a Parley session', () => {
     second.close();
   });
 
+  it('refuses an item carrying fields version 1 does not define, and answers an unknown recipient as a denied route', async () => {
+    const planner = world.agent('planner-u', { agentType: 'planner' });
+    const worker = world.agent('worker-u', { agentType: 'worker' });
+    const otherPlanner = world.agent('planner-u2', { agentType: 'planner' });
+    const w = await rawAgent(worker);
+    const q = await rawAgent(otherPlanner);
+    const p = await rawAgent(planner);
+    const verdict = async (requestId: bigint) => {
+      await waitFor(() => p.responses.some((r) => (r.kind.case === 'accepted' || r.kind.case === 'rejected') && r.kind.value.requestId === requestId), 5_000, `answer ${requestId}`);
+      const r = p.responses.find((x) => (x.kind.case === 'accepted' || x.kind.case === 'rejected') && x.kind.value.requestId === requestId)!;
+      return r.kind.case === 'rejected' ? { code: r.kind.value.code, message: r.kind.value.message } : { code: 'accepted', message: '' };
+    };
+    // A signed envelope padded with 100 KB of a field no version defines: its signature and hash still hold.
+    const signed = signedEnvelope(planner, worker.agentId);
+    const padding = new BinaryWriter().tag(99, WireType.LengthDelimited).bytes(new Uint8Array(100_000)).finish();
+    const padded = fromBinary(SecureMessageSchema, Buffer.concat([toBinary(SecureMessageSchema, signed), padding]));
+    expect(padded.$unknown?.length).toBe(1);
+    p.send({ case: 'envelope', value: padded }, 1n);
+    expect(await verdict(1n)).toEqual({ code: 'malformed', message: 'envelope carries fields version 1 does not define' });
+    p.send({ case: 'envelope', value: signed }, 2n);
+    expect((await verdict(2n)).code).toBe('accepted');
+    // Never seen vs seen but not allowed (planner → planner): one answer, so which ids exist is not told.
+    p.send({ case: 'envelope', value: signedEnvelope(planner, 'worker-nobody-u') }, 3n);
+    p.send({ case: 'envelope', value: signedEnvelope(planner, otherPlanner.agentId) }, 4n);
+    const [unknown, denied] = [await verdict(3n), await verdict(4n)];
+    expect(unknown.code).toBe('policy_denied');
+    expect(unknown).toEqual(denied);
+    expect(securityLogs('policy_denied').some((l) => String(l['detail']).includes('worker-nobody-u'))).toBe(true); // the detail: in the log
+    for (const s of [p, q, w]) s.close();
+  });
+
   it('a stream told to go away whose agent stopped reading is reset after the grace period: what it held is delivered on the new stream', async () => {
     const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
     try {
@@ -381,6 +413,41 @@ describe('stream authentication', () => {
       client.close();
       await small.close();
     }
+  });
+
+  it('refuses streams beyond maxAuthenticatingPerAddress from one address, leaving the other slots to other addresses', async () => {
+    const small = await start({ authTimeoutMs: 600, maxAuthenticating: 10, maxAuthenticatingPerAddress: 2 });
+    const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, small.address, credentials.createInsecure());
+    const silent = (ms: number) =>
+      (async function* () {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        yield { kind: { case: undefined } } as const;
+      })();
+    const outcome = (ms: number): Promise<RpcError> =>
+      rejection(
+        (async () => {
+          for await (const _ of client.connect(silent(ms))) {
+            // nothing arrives
+          }
+        })(),
+      );
+    try {
+      const first = [outcome(5_000), outcome(5_000)];
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      expect((await outcome(5_000)).code).toBe('unavailable'); // the third from 127.0.0.1, while two wait
+      expect(securityLogs('unavailable').some((l) => String(l['detail']).includes('from this address'))).toBe(true);
+      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['unauthenticated', 'unauthenticated']);
+    } finally {
+      client.close();
+      await small.close();
+    }
+  });
+
+  it('reads a peer\'s network address without its port', () => {
+    expect(peerAddress('127.0.0.1:5050')).toBe('127.0.0.1');
+    expect(peerAddress('[::1]:5050')).toBe('::1');
+    expect(peerAddress('ipv4:10.0.0.2:443')).toBe('10.0.0.2');
+    expect(peerAddress('unix:/run/parley.sock')).toBe('unix:/run/parley.sock');
   });
 });
 
