@@ -75,7 +75,9 @@ export class UnarySend {
     if (!this.#router.takeUnarySend(agent)) return refuse('rate_limited', 'too many unary sends');
     let fresh: boolean;
     try {
-      fresh = await ctx.track(ctx.mailbox.useSendNonce(agent, request.nonce, Number(ts) + skew + 1000));
+      // Kept a skew longer than this instance would accept its timestamp: another instance sharing the database (and
+      // sweeping it by its own clock) whose clock is behind by up to the skew still finds it.
+      fresh = await ctx.track(ctx.mailbox.useSendNonce(agent, request.nonce, Number(ts) + 2 * skew + 1000));
     } catch (error) {
       ctx.log.error({ err: error, agent }, 'send nonce write failed');
       return refuse('unavailable', 'gateway storage unavailable');
