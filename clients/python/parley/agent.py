@@ -81,6 +81,10 @@ MAX_RESEALS: Final = 5
 MAX_RESPONDERS_PER_PEER: Final = 4
 MAX_HELD_PER_HANDSHAKE: Final = 64
 MAX_PENDING_RESPONDERS: Final = 1000
+#: Sessions held with one peer (§12): a new one closes the oldest beyond it (its late envelopes get a SessionReject).
+MAX_SESSIONS_PER_PEER: Final = 8
+#: Sessions held in all: beyond it a peer's handshake is refused (``rate_limited``, frame dropped), as @parley/session's.
+MAX_SESSIONS: Final = 100_000
 MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
 #: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
@@ -128,6 +132,8 @@ class _OutboxEntry:
     next_resend_at: float = 0.0
     waiter: asyncio.Future[Receipt] | None = None
     resealing: bool = False
+    #: The message hash of the envelope being relayed and not answered yet (None: none): one relay at a time.
+    in_flight: bytes | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -170,11 +176,13 @@ class _InboxEntry:
     salt: bytes
     received_at_ms: int
     sender_serial: bytes
+    #: The sender's certificate (§17.3 item 1); None only in a record written before it was kept.
+    sender_certificate: Any | None = None
     deliveries: list[tuple[GatewayConnection, int]] = field(default_factory=list)
     acked: Receipt | None = None
 
     def record(self) -> dict[str, Any]:
-        return {
+        r: dict[str, Any] = {
             "v": RECORD_VERSION,
             "hash": self.message_hash.hex(),
             "session": self.session_id.hex(),
@@ -185,9 +193,13 @@ class _InboxEntry:
             "received_at_ms": self.received_at_ms,
             "sender_serial": self.sender_serial.hex(),
         }
+        if self.sender_certificate is not None:
+            r["sender_certificate"] = b64url_encode(self.sender_certificate.SerializeToString())
+        return r
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> _InboxEntry:
+        cert = r.get("sender_certificate")
         return cls(
             message_hash=bytes.fromhex(r["hash"]),
             session_id=bytes.fromhex(r["session"]),
@@ -197,6 +209,7 @@ class _InboxEntry:
             salt=bytes.fromhex(r["salt"]),
             received_at_ms=int(r["received_at_ms"]),
             sender_serial=bytes.fromhex(r["sender_serial"]),
+            sender_certificate=decode_certificate(b64url_decode(cert)) if cert is not None else None,
         )
 
 
@@ -244,7 +257,8 @@ class Message:
         """Acknowledges the message: signs and durably records the receipt, sends it, acks the gateway.
 
         Idempotent. Raises ``state_error`` if the receipt could not be recorded
-        (the message then stays unacknowledged; try again).
+        (the message then stays unacknowledged; try again), and ``cancelled`` once the
+        agent is closed (the message stays in the inbox: handed over again after a restart).
         """
         return await self._agent._ack(self._entry)
 
@@ -473,6 +487,8 @@ class Agent:
         self._responding: dict[bytes, _Responding] = {}
         # delivery state
         self._outbox: dict[str, _OutboxEntry] = {}
+        #: Ids of sends being sealed and recorded, not in the outbox yet: a second send with the same id waits.
+        self._claims: dict[str, asyncio.Future[None]] = {}
         self._by_hash: dict[bytes, str] = {}
         self._unacked: dict[bytes, _InboxEntry] = {}
         self._receipts: dict[bytes, dict[str, Any]] = {}
@@ -577,16 +593,40 @@ class Agent:
         budget = self._send_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         entry_id = crypto.random_bytes(16).hex() if id is None else _entry_id(id)
-        existing = self._outbox.get(entry_id)
-        if existing is not None:
-            if existing.waiter is None or existing.waiter.done():
-                existing.waiter = asyncio.get_running_loop().create_future()
-            return await self._await_receipt(existing.waiter, to, deadline, budget)
+        while True:
+            existing = self._outbox.get(entry_id)
+            if existing is not None:
+                if existing.waiter is None or existing.waiter.done():
+                    existing.waiter = asyncio.get_running_loop().create_future()
+                return await self._await_receipt(existing.waiter, to, deadline, budget)
+            claim = self._claims.get(entry_id)
+            if claim is None:
+                break
+            # A send with this id is on its way to the outbox: the first one stands (wait for it to be recorded,
+            # or to fail before that, then look again).
+            try:
+                await asyncio.wait_for(asyncio.shield(claim), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise DeliveryError("deadline_exceeded", f"a send with this id to {to!r} is still being prepared after {budget:g} s") from None
+            self._check_usable()
         payload_type = int(message_type)
         # Validate the content before any network work.
         encode_payload(payload_type, content, now_ms(), handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
         if len(self._outbox) >= MAX_OUTBOX:
             raise DeliveryError("rate_limited", f"the outbox holds {MAX_OUTBOX} unconfirmed messages")
+        claim = self._claims[entry_id] = asyncio.get_running_loop().create_future()  # reserved before the first await
+        try:
+            entry = await self._prepare(entry_id, to, payload_type, content, handoff_hash, parent_message_hash, deadline)
+        finally:
+            del self._claims[entry_id]
+            claim.set_result(None)
+        waiter = entry.waiter
+        assert waiter is not None
+        self._spawn(self._relay(entry))
+        return await self._await_receipt(waiter, to, deadline, budget)
+
+    async def _prepare(self, entry_id: str, to: str, payload_type: int, content: object, handoff_hash: bytes | None, parent_message_hash: bytes | None, deadline: float) -> _OutboxEntry:
+        """Seals a new send and records it in the outbox, durably (not relayed yet)."""
         session = await self._session_for(to, deadline)
         ts = now_ms()
         payload = encode_payload(payload_type, content, ts, handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
@@ -606,9 +646,7 @@ class Agent:
         await self._put("outbox", entry.id, entry.record())  # durable before it is relayed
         self._outbox[entry.id] = entry
         self._by_hash[entry.message_hash] = entry.id
-        waiter = entry.waiter
-        self._spawn(self._relay(entry))
-        return await self._await_receipt(waiter, to, deadline, budget)
+        return entry
 
     async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float) -> Receipt:
         try:
@@ -670,7 +708,9 @@ class Agent:
         for session in self._sessions.values():
             session.close()
         if self._store is not None:
-            self._store.close()
+            store = self._store
+            async with self._io:  # after the writes in progress: none is sealed under a wiped key
+                await asyncio.to_thread(store.close)
         self._app.put_nowait(_END)
 
     async def __aenter__(self) -> Agent:
@@ -735,7 +775,9 @@ class Agent:
             self._mark(entry.session_id, entry.counter, entry.message_hash)
             self._unacked[entry.message_hash] = entry
             session = self._sessions.get(entry.session_id)
-            self._app.put_nowait(Message(self, entry, payload, session.peer_certificate if session else None, redelivered=True))
+            if entry.sender_certificate is None and session is not None:  # a record written before the certificate was kept
+                entry.sender_certificate = session.peer_certificate
+            self._app.put_nowait(Message(self, entry, payload, entry.sender_certificate, redelivered=True))
         for session in self._sessions.values():
             session.prune_receive_keys()
         for name, r in outbox.items():
@@ -824,6 +866,8 @@ class Agent:
         if session.closed:
             return
         async with self._io:
+            if session.closed:  # closed while this waited for the lock: its keys are gone, nothing to save
+                return
             record = self._session_record(session)  # taken under the lock: the newest state wins
             assert self._store is not None
             try:
@@ -951,6 +995,10 @@ class Agent:
                     self._emit("disconnected", code=error.code, detail=error.detail, go_away=False)
                     self._stop(error)
                     return
+                _log.info("parley: reconnection attempt %d failed: %s", attempt, error)
+                continue
+            except Exception as error:  # anything else (a TLS file that cannot be read, …) is transient: this loop never dies
+                _log.warning("parley: reconnection attempt %d failed: %s: %s", attempt, type(error).__name__, error)
                 continue
             self._attach(fresh)
             return
@@ -991,6 +1039,13 @@ class Agent:
 
     def _register(self, session: Session, *, announce: bool = True) -> None:
         self._sessions[session.id] = session
+        # Bounded per peer (§12): the oldest of this peer's sessions beyond the bound are closed, never the new one.
+        mine = [s for s in self._sessions.values() if s.peer_id == session.peer_id and s is not session]
+        if len(mine) >= MAX_SESSIONS_PER_PEER:
+            mine.sort(key=lambda s: s.created_at_ms)
+            for old in mine[: len(mine) - MAX_SESSIONS_PER_PEER + 1]:
+                self._forget_session(old, "too many sessions with this peer")
+                self._spawn(self._delete("sessions", old.id.hex()))
         current = self._current.get(session.peer_id)
         # The newest session carries outgoing traffic; older ones keep receiving until they end.
         if current is None or current.closed or current.created_at_ms <= session.created_at_ms:
@@ -999,6 +1054,11 @@ class Agent:
             self._emit("session_established", peer=session.peer_id, session_id=session.id_hex, role=session.role)
 
     async def _close_session(self, session: Session, reason: str) -> None:
+        self._forget_session(session, reason)
+        await self._delete("sessions", session.id.hex())
+
+    def _forget_session(self, session: Session, reason: str) -> None:
+        """Closes a session and drops it from memory (its durable record is the caller's to delete)."""
         self._sessions.pop(session.id, None)
         if self._current.get(session.peer_id) is session:
             del self._current[session.peer_id]
@@ -1007,7 +1067,6 @@ class Agent:
         if not session.closed:
             session.close()
             self._emit("session_closed", peer=session.peer_id, session_id=session.id_hex, reason=reason)
-        await self._delete("sessions", session.id.hex())
 
     async def _session_for(self, peer: str, deadline: float) -> Session:
         """The session used to send to ``peer``, establishing one (as initiator) when there is none."""
@@ -1074,6 +1133,9 @@ class Agent:
                 self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 1 of a known session")
                 return
             peer = str(frame.sender_id)[:128]
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._security("handshake", "rate_limited", peer, sid if len(sid) == 16 else None, f"this agent holds {MAX_SESSIONS} sessions")
+                return
             if len(self._responding) >= MAX_PENDING_RESPONDERS or sum(1 for r in self._responding.values() if r.handshake.peer_id == peer) >= MAX_RESPONDERS_PER_PEER:
                 self._security("handshake", "rate_limited", peer, sid if len(sid) == 16 else None, "too many handshakes in progress")
                 return
@@ -1162,12 +1224,18 @@ class Agent:
                 self._reserved[session.id] = counter + RESERVE_BLOCK
                 try:
                     await self._save_session(session)
-                except ParleyError:
+                except StateError:
                     # §17.2 item 1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
                     self._reserved[session.id] = previous
                     error = StateError("state_error", "could not reserve send counters: nothing was sealed, the agent stopped")
                     self._stop(error)
                     raise error from None
+                except BaseException:
+                    self._reserved[session.id] = previous  # not a failed write: nothing sealed
+                    raise
+                if session.closed:  # closed while the reservation waited for the lock (nothing was saved): nothing sealed
+                    self._reserved.pop(session.id, None)
+                    raise SessionError("unknown_session", "session is closed")
             sealed = session.seal_at(counter, payload, ts)
             if sealed.send_epoch_moved:
                 self._save_session_later(session)  # the old epoch key is wiped on disk too
@@ -1180,19 +1248,29 @@ class Agent:
         again after the reconnect, or from its durable record after a restart when the agent stopped.
         """
         conn = self._conn
-        if conn is None or not conn.is_open or entry.resealing:
+        digest = entry.message_hash
+        # One relay of an envelope at a time (as @parley/client's outbox); a resealed envelope is another one.
+        if conn is None or not conn.is_open or entry.resealing or entry.in_flight == digest:
             return
         interval = min(self._resend.max_s, self._resend.initial_s * 2 ** min(entry.resends, 16))
         entry.next_resend_at = time.monotonic() + interval
         entry.resends += 1
+        entry.in_flight = digest
         try:
             accepted = await conn.send("envelope", entry.envelope)
         except GatewayError as error:
             if not conn.is_open or self._fatal is not None or self._closed:
                 return  # the stream ended (or the agent stopped): no refusal of the item
+            if entry.message_hash != digest:
+                return  # resealed meanwhile: the answer is about the envelope it replaced
             if error.code in PERMANENT_REFUSALS:
                 await self._settle(entry, error=error)
             return  # rate_limited, quota_exceeded, unavailable, …: resent at its next interval
+        finally:
+            if entry.in_flight == digest:
+                entry.in_flight = None
+        if entry.message_hash != digest:
+            return  # resealed meanwhile: the answer is about the envelope it replaced
         if accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED:
             # §17.2 item 3: the gateway holds a QUEUED envelope durably: resent after a reconnect, not on a timer.
             entry.next_resend_at = float("inf")
@@ -1465,7 +1543,7 @@ class Agent:
         opened = await self._open(session, delivered, sender)
         if opened is None:
             return
-        entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial)
+        entry = _InboxEntry(digest, sid, opened.counter, envelope, opened.payload_bytes, opened.salt, now_ms(), session.peer.serial, session.peer_certificate)
         if conn is not None:
             entry.deliveries.append((conn, delivery_id))
         try:
@@ -1478,7 +1556,7 @@ class Agent:
         if opened.commit():
             self._save_session_later(session)
         self._unacked[digest] = entry
-        self._app.put_nowait(Message(self, entry, opened.payload, session.peer_certificate, redelivered=False))
+        self._app.put_nowait(Message(self, entry, opened.payload, entry.sender_certificate, redelivered=False))
 
     async def _open(self, session: Session, delivered: _Delivered, sender: str) -> Opened | None:
         """Opens an envelope; None when it cannot be now, its delivery then acked (or answered with a SessionReject),
@@ -1511,9 +1589,14 @@ class Agent:
             return None
 
     async def _ack(self, entry: _InboxEntry) -> Receipt:
-        """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped."""
+        """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped.
+
+        Refused once the agent is closed (its state store is): the message stays in the durable inbox and is
+        handed over again after a restart (§17.1)."""
         if entry.acked is not None:
             return entry.acked
+        if self._closed:
+            raise DeliveryError("cancelled", "agent closed: the message stays in the inbox and is handed over again after a restart")
         proto = sign_receipt(self.identity, message_hash=entry.message_hash, sender_id=entry.envelope.sender_id, received_at_ms=entry.received_at_ms)
         record = {
             "v": RECORD_VERSION,

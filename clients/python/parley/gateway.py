@@ -160,7 +160,9 @@ class GatewayConnection:
         tls: TlsConfig | None,
         timeout: float = 10.0,
     ) -> GatewayConnection:
-        """Connects and authenticates; raises GatewayError with the gateway's code (``revoked``, ``unknown_issuer``, …)."""
+        """Connects and authenticates; raises GatewayError with the gateway's code (``revoked``, ``unknown_issuer``, …),
+        ``unavailable`` when the stream fails on the way (whatever gRPC raised), or the ParleyError of unreadable
+        TLS files (``not_found``). Nothing else."""
         options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 2 << 20)]
         if tls is None:
             channel = grpc.aio.insecure_channel(address, options=options)
@@ -173,6 +175,14 @@ class GatewayConnection:
             call.cancel()
             await channel.close()
             raise GatewayError("deadline_exceeded", "gateway authentication timed out") from error
+        except ParleyError:
+            call.cancel()
+            await channel.close()
+            raise
+        except Exception as error:  # whatever else gRPC raises on a stream that ended: typed, never raw
+            call.cancel()
+            await channel.close()
+            raise GatewayError("unavailable", f"gateway stream failed during authentication ({type(error).__name__})") from error
         except BaseException:
             call.cancel()
             await channel.close()
@@ -185,6 +195,8 @@ class GatewayConnection:
                 response = await call.read()
             except grpc.aio.AioRpcError as error:
                 raise GatewayError(rpc_error_code(error), error.details() or "gateway refused the stream") from error  # type: ignore[arg-type]
+            except (asyncio.InvalidStateError, grpc.aio.UsageError, RuntimeError) as error:
+                raise GatewayError("unavailable", f"gateway ended the stream before {expected}") from error
             if response is grpc.aio.EOF:
                 raise GatewayError("unavailable", f"gateway closed the stream before {expected}")
             kind = response.WhichOneof("kind")
@@ -195,14 +207,20 @@ class GatewayConnection:
                 raise GatewayError("malformed", f"expected {expected}, got {kind}")
             return getattr(response, expected)
 
+        async def write(request: Any, what: str) -> None:
+            # The gateway may end the stream at any step (a restart, a shutdown): typed, whatever gRPC raises.
+            try:
+                await call.write(request)
+            except grpc.aio.AioRpcError as error:
+                raise GatewayError(rpc_error_code(error), error.details() or f"gateway ended the stream before {what}") from error  # type: ignore[arg-type]
+            except (asyncio.InvalidStateError, grpc.aio.UsageError, RuntimeError) as error:
+                raise GatewayError("unavailable", f"gateway ended the stream before {what}") from error
+
         hello = gateway_pb2.ConnectRequest()
         hello.hello.version = 1
         hello.hello.certificate.CopyFrom(identity.certificate)
         hello.hello.delivery_batches = True
-        try:
-            await call.write(hello)
-        except grpc.aio.AioRpcError as error:
-            raise GatewayError(rpc_error_code(error), error.details() or "gateway unreachable") from error  # type: ignore[arg-type]
+        await write(hello, "hello")
         challenge = await next_kind("challenge")
         if challenge.gateway_id != expected_gateway_id:
             raise GatewayError("identity_mismatch", f"connected to gateway {challenge.gateway_id!r}, expected {expected_gateway_id!r}")
@@ -210,7 +228,7 @@ class GatewayConnection:
             raise GatewayError("malformed", "challenge nonce is not 32 bytes")
         auth = gateway_pb2.ConnectRequest()
         auth.auth.signature = identity.signing_key.sign(gateway_auth_layout(challenge.gateway_id, bytes(challenge.nonce), identity.agent_id, bytes(identity.certificate.serial)))
-        await call.write(auth)
+        await write(auth, "auth")
         welcome = await next_kind("welcome")
         if welcome.agent_id != identity.agent_id:
             raise GatewayError("identity_mismatch", f"gateway welcomed {welcome.agent_id!r}, not this agent")

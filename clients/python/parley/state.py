@@ -87,18 +87,24 @@ class MemoryStateStore:
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        self._closed = False
 
     def load(self, kind: str) -> dict[str, dict[str, Any]]:
         return {n: json.loads(json.dumps(r)) for n, r in self._data[kind].items()}
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
+        """Stores a copy; ``state_error`` once closed (as the directory store)."""
+        if self._closed:
+            raise StateError("state_error", f"cannot write {kind}/{name}: the state store is closed")
         self._data[kind][name] = json.loads(json.dumps(record))
 
     def delete(self, kind: str, name: str) -> None:
+        if self._closed:
+            raise StateError("state_error", f"cannot delete {kind}/{name}: the state store is closed")
         self._data[kind].pop(name, None)
 
     def close(self) -> None:
-        pass
+        self._closed = True
 
 
 class DirectoryStateStore:
@@ -111,7 +117,9 @@ class DirectoryStateStore:
             raise StateError("malformed", "the state key is 32 bytes")
         self.path = Path(path)
         self._key = bytearray(state_key)
+        #: Held by every read, write and deletion, and by close(): the key is never wiped under a write in progress.
         self._io = threading.Lock()
+        self._closed = False
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             for kind in KINDS:
@@ -141,6 +149,11 @@ class DirectoryStateStore:
             raise StateError("malformed", f"bad record name {kind}/{name}")
         return self.path / kind / f"{name}.rec"
 
+    def _check_open(self, what: str) -> None:
+        """Under ``_io``: after close() the key is wiped, so nothing more is read or written (``state_error``)."""
+        if self._closed:
+            raise StateError("state_error", f"cannot {what}: the state store is closed")
+
     def _seal(self, kind: str, name: str, record: dict[str, Any]) -> bytes:
         plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
         nonce = crypto.random_bytes(_NONCE_BYTES)
@@ -166,6 +179,7 @@ class DirectoryStateStore:
         """Every record of a kind; ``state_corrupt`` when one does not open."""
         out: dict[str, dict[str, Any]] = {}
         with self._io:
+            self._check_open(f"read {kind}")
             for file in sorted((self.path / kind).glob("*.rec")):
                 name = file.stem
                 if _NAME_RE.fullmatch(name) is None:
@@ -180,12 +194,13 @@ class DirectoryStateStore:
         return out
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
-        """Writes a record atomically and durably (tmp + fsync + rename + directory fsync)."""
+        """Writes a record atomically and durably (tmp + fsync + rename + directory fsync); ``state_error`` once closed."""
         target = self._file(kind, name)
-        data = self._seal(kind, name, record)
         directory = target.parent
         tmp = directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         with self._io:
+            self._check_open(f"write {kind}/{name}")
+            data = self._seal(kind, name, record)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
@@ -203,9 +218,10 @@ class DirectoryStateStore:
                 raise StateError("state_error", f"cannot write {kind}/{name}: {error.strerror}") from error
 
     def delete(self, kind: str, name: str) -> None:
-        """Removes a record durably; a missing one is fine."""
+        """Removes a record durably; a missing one is fine; ``state_error`` once closed."""
         target = self._file(kind, name)
         with self._io:
+            self._check_open(f"delete {kind}/{name}")
             try:
                 target.unlink()
             except FileNotFoundError:
@@ -226,10 +242,16 @@ class DirectoryStateStore:
         return (f.stem for f in (self.path / kind).glob("*.rec"))
 
     def close(self) -> None:
-        crypto.wipe(self._key)
-        with contextlib.suppress(OSError):
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+        """Waits for a write in progress, wipes the key and releases the directory. Idempotent; every
+        later put, delete or load raises ``state_error``."""
+        with self._io:
+            if self._closed:
+                return
+            self._closed = True
+            crypto.wipe(self._key)
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
 
     def __repr__(self) -> str:
         return f"DirectoryStateStore({self.path})"

@@ -6,10 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import parley
-from parley.gateway import is_loopback
+from parley.gateway import GatewayConnection, is_loopback
+from parley.v1 import gateway_pb2, gateway_pb2_grpc
 
 from .helpers import World
 
@@ -65,3 +67,67 @@ def test_every_error_carries_a_known_code() -> None:
     import pickle
 
     assert pickle.loads(pickle.dumps(e)).code == "expired"
+
+
+class _EndsAfterChallenge(gateway_pb2_grpc.AgentGatewayServiceServicer):  # type: ignore[misc]
+    """A gateway that ends the stream right after its challenge (a restart, a shutdown)."""
+
+    async def Connect(self, request_iterator: Any, context: Any) -> Any:
+        await request_iterator.__aiter__().__anext__()
+        response = gateway_pb2.ConnectResponse()
+        response.challenge.gateway_id = "gw-1"
+        response.challenge.nonce = bytes(32)
+        yield response
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+
+def test_a_gateway_that_ends_the_stream_between_challenge_and_auth_is_a_typed_error(tmp_path: Path) -> None:
+    async def scenario() -> list[BaseException]:
+        server = grpc.aio.server()
+        gateway_pb2_grpc.add_AgentGatewayServiceServicer_to_server(_EndsAfterChallenge(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        errors: list[BaseException] = []
+        try:
+            for _ in range(2):
+                try:
+                    await parley.connect(gateway=f"127.0.0.1:{port}", identity=World().identity("worker-1"), trust_bundle=World().trust, expected_gateway_id="gw-1", tls=None, state_dir=None, auth_timeout=5.0)
+                except BaseException as error:  # what connect raises is the point
+                    errors.append(error)
+        finally:
+            await server.stop(0)
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert len(errors) == 2
+    assert all(isinstance(e, parley.GatewayError) and e.code == "unavailable" for e in errors), errors
+
+
+class _CallThatFails:
+    """The agent's side of a Connect stream that plays a challenge, then fails the next write with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.writes = 0
+
+    async def write(self, _request: Any) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            raise self.error
+
+    async def read(self) -> Any:
+        response = gateway_pb2.ConnectResponse()
+        response.challenge.gateway_id = "gw-1"
+        response.challenge.nonce = bytes(32)
+        return response
+
+
+@pytest.mark.parametrize(
+    "error",
+    [grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "bye"), asyncio.InvalidStateError("RPC already finished"), grpc.aio.UsageError("done")],
+)
+def test_a_failed_auth_write_is_a_gateway_error(error: BaseException) -> None:
+    identity = World().identity("worker-1")
+    with pytest.raises(parley.GatewayError) as e:
+        asyncio.run(GatewayConnection._authenticate(None, _CallThatFails(error), identity, "gw-1"))  # type: ignore[arg-type]
+    assert e.value.code == "unavailable"

@@ -7,17 +7,22 @@ delivers alice's envelopes, receipts, SessionRejects and handshake frames, and e
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from parley.agent import Agent
+import parley.agent
+from parley.agent import Agent, ResendPolicy, SessionTimeouts
+from parley.envelope import encode_payload
 from parley.errors import IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
+from parley.key_schedule import DEFAULT_REKEY_THRESHOLD
 from parley.relay import sign_receipt, sign_session_reject
 from parley.session import DEFAULT_SKEW, Session, now_ms
-from parley.types import Event, MessageType
+from parley.state import DirectoryStateStore
+from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
 from .helpers import World
@@ -400,3 +405,266 @@ def test_stale_revocation_data_leaves_deliveries_unacked_and_keeps_reading_the_s
 
     assert run(scenario) == list(range(70))
     assert len([e for e in events if e.kind == "security" and e.fields["code"] == "revocation_stale"]) == 70  # once each
+
+
+# Reconnection: a failed attempt, whatever it raised, is followed by the next one (the loop never dies).
+
+
+def test_reconnection_goes_on_after_an_attempt_fails_with_an_unexpected_error(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Event] = []
+    agent, _ = make_agent(world, events)
+    agent._reconnect = Backoff(initial_s=0.01, max_s=0.02)
+    failures: list[BaseException] = [ParleyError("not_found", "cannot read ca.pem"), RuntimeError("grpc: call already finished")]
+
+    async def scenario() -> tuple[bool, int]:
+        call, _ = attach(agent)
+        fresh = FakeCall()
+
+        async def open_(**_kw: Any) -> GatewayConnection:
+            if failures:
+                raise failures.pop(0)  # a TLS file being replaced; something gRPC raised that nobody typed
+            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")  # type: ignore[arg-type]
+
+        monkeypatch.setattr(GatewayConnection, "open", open_)
+        call.cancel()  # the gateway ends the stream
+        await wait_for(lambda: agent.connected and agent._conn is not None and agent._conn._call is fresh)
+        connected, attempts = agent.connected, len([e for e in events if e.kind == "reconnecting"])
+        await agent.close()
+        return connected, attempts
+
+    connected, attempts = run(scenario)
+    assert connected and attempts == 3 and agent._fatal is None
+
+
+# After close(): no record is written under the wiped key; an ack is refused and the message handed over again.
+
+
+def restarted(agent: Agent, events: list[Event]) -> Agent:
+    """Bob's agent again (same identity and trust), without a store: the test gives it one."""
+    return Agent(
+        gateway="127.0.0.1:1",
+        identity=agent.identity,
+        trust_bundle=agent._trust,
+        expected_gateway_id="gw",
+        tls=None,
+        state_dir=None,
+        state_key=None,
+        revocations=None,
+        rekey_threshold=DEFAULT_REKEY_THRESHOLD,
+        skew=DEFAULT_SKEW,
+        send_timeout=5,
+        handshake_timeout=5,
+        auth_timeout=5,
+        reconnect=Backoff(),
+        resend=ResendPolicy(),
+        timeouts=SessionTimeouts(),
+        max_unacked=16,
+        on_event=events.append,
+    )
+
+
+def test_an_ack_after_close_is_refused_and_the_message_is_handed_over_again_after_a_restart(world: World, tmp_path: Path) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._store = DirectoryStateStore(tmp_path / "state", bytes(range(32)))
+
+    async def scenario() -> tuple[str, Any]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        message = await asyncio.wait_for(agent._app.get(), 3)
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        with pytest.raises(ParleyError) as error:
+            await message.ack()  # the application acks late
+        again = restarted(agent, [])
+        again._store = DirectoryStateStore(tmp_path / "state", bytes(range(32)))
+        await again._load_state()  # opens: nothing was sealed under the wiped key
+        redelivered = again._app.get_nowait()
+        await again.close()
+        return error.value.code, redelivered
+
+    code, redelivered = run(scenario)
+    assert code == "cancelled"
+    assert redelivered.redelivered and redelivered.content == {"n": 1} and not redelivered.acked
+    assert not [e for e in events if e.kind == "state_error"]
+
+
+# A session that closes while its counter reservation waits for the state lock: that send fails, the agent goes on.
+
+
+def test_a_session_closed_while_its_counter_reservation_waits_does_not_stop_the_agent(world: World) -> None:
+    events: list[Event] = []
+    agent, _ = make_agent(world, events)
+
+    async def scenario() -> tuple[str, ParleyError | None]:
+        [session] = agent._sessions.values()
+        await agent._io.acquire()  # another record is being written
+        ts = now_ms()
+        sealing = asyncio.ensure_future(agent._seal(session, encode_payload(1, {"x": 1}, ts), ts))
+        await asyncio.sleep(0.01)
+        session.close()  # e.g. a verified SessionReject, or the peer's certificate expired
+        agent._io.release()
+        with pytest.raises(ParleyError) as error:
+            await sealing
+        fatal = agent._fatal
+        await agent.close()
+        return error.value.code, fatal
+
+    code, fatal = run(scenario)
+    assert code == "unknown_session" and fatal is None
+    assert not [e for e in events if e.kind == "state_error"]
+
+
+# send(id=...) is idempotent also when two calls overlap: the first one stands.
+
+
+def test_overlapping_sends_with_the_same_id_seal_and_relay_once(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, int, bytes, bytes]:
+        call, _ = attach(agent)
+        first = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, id="order-42", timeout=10))
+        second = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, id="order-42", timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) >= 1)
+        await asyncio.sleep(0.1)
+        envelopes, records = len(sent(call, "envelope")), len(outbox_records(agent))
+        [entry] = agent._outbox.values()
+        receipt = sign_receipt(alice.local, message_hash=entry.message_hash, sender_id="bob", received_at_ms=now_ms())
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, receipt=receipt))
+        a, b = await asyncio.wait_for(asyncio.gather(first, second), 3)
+        await agent.close()
+        return envelopes, records, a.message_hash, b.message_hash
+
+    envelopes, records, a, b = run(scenario)
+    assert (envelopes, records) == (1, 1) and a == b
+
+
+# §12: sessions held with one peer (8, the oldest closed) and in all (beyond it, handshakes are refused).
+
+
+async def complete_handshake(world: World, call: FakeCall, alice: Session, known: int, delivery_id: int) -> Session:
+    """Alice starts a session with bob and completes it (bob's step 2 is his handshake frame number ``known``)."""
+    initiator, frame1 = InitiatorHandshake.start(world.config(alice.local), "bob")
+    call.play(delivery=gateway_pb2.Delivery(delivery_id=delivery_id, handshake=frame1))
+    await wait_for(lambda: len(sent(call, "handshake")) > known)
+    frame3, session = initiator.receive(sent(call, "handshake")[known].handshake)
+    call.play(delivery=gateway_pb2.Delivery(delivery_id=delivery_id + 1, handshake=frame3))
+    return session
+
+
+def test_a_peer_holds_at_most_8_sessions_the_oldest_is_closed(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[int, bool, bytes]:
+        call, _ = attach(agent)
+        [oldest] = agent._sessions.values()
+        newest = None
+        for n in range(8):  # the peer completes handshake after handshake
+            newest = await complete_handshake(world, call, alice, n, 1 + 2 * n)
+            await wait_for(lambda: newest is not None and newest.id in agent._sessions)
+        assert newest is not None
+        held, closed, current = len(agent._sessions), oldest.closed, agent._current["alice"].id
+        await agent.close()
+        return held, closed, current if current == newest.id else b""
+
+    held, closed, current = run(scenario)
+    assert held == 8 and closed and current
+    assert [e.fields["reason"] for e in events if e.kind == "session_closed"][:1] == ["too many sessions with this peer"]
+
+
+def test_beyond_the_sessions_held_in_all_a_handshake_is_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    monkeypatch.setattr(parley.agent, "MAX_SESSIONS", 1, raising=False)  # bob holds one already
+
+    async def scenario() -> int:
+        call, _ = attach(agent)
+        _, frame1 = InitiatorHandshake.start(world.config(alice.local), "bob")
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, handshake=frame1))
+        await asyncio.sleep(0.1)
+        answered = len(sent(call, "handshake"))
+        await agent.close()
+        return answered
+
+    assert run(scenario) == 0  # no step 2
+    assert [e.fields["code"] for e in events if e.kind == "security"] == ["rate_limited"]
+
+
+# Relaying: one relay of an envelope at a time; a late answer about an envelope a reseal replaced is ignored.
+
+
+def test_an_envelope_is_relayed_once_at_a_time(world: World) -> None:
+    events: list[Event] = []
+    agent, _ = make_agent(world, events)
+
+    async def scenario() -> int:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        [entry] = agent._outbox.values()
+        agent._spawn(agent._relay(entry))  # the housekeeping's resend while the first relay waits for its answer
+        await asyncio.sleep(0.1)
+        relayed = len(sent(call, "envelope"))
+        sending.cancel()
+        await agent.close()
+        return relayed
+
+    assert run(scenario) == 1
+
+
+def test_a_late_refusal_of_an_envelope_a_reseal_replaced_does_not_end_the_send(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[bool, int, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        first = sent(call, "envelope")[0]  # not answered yet
+        call.play(**reject(alice, first.envelope, 1))
+        await answer_handshake(world, call, alice, known=0, delivery_id=2)
+        await wait_for(lambda: len(sent(call, "envelope")) == 2)  # resealed and relayed
+        call.play(rejected=gateway_pb2.Rejected(request_id=first.request_id, code="policy_denied", message="about the first envelope"))
+        await asyncio.sleep(0.1)
+        done, pending, records = sending.done(), agent.pending(), len(outbox_records(agent))
+        sending.cancel()
+        await agent.close()
+        return done, pending, records
+
+    assert run(scenario) == (False, 1, 1)
+    assert not [e for e in events if e.kind == "send_settled"]
+
+
+# §17.3 item 1: the inbox record holds the sender's certificate.
+
+
+def test_the_inbox_record_keeps_the_senders_certificate(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+
+    async def scenario() -> tuple[dict[str, Any], Any]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        await asyncio.wait_for(agent._app.get(), 3)
+        for t in tasks:
+            t.cancel()
+        store = agent._store
+        assert store is not None
+        [record] = store.load("inbox").values()
+        for name in store.load("sessions"):
+            store.delete("sessions", name)  # its session did not survive the restart
+        again = restarted(agent, [])
+        again._store = store
+        await again._load_state()
+        message = again._app.get_nowait()
+        await agent.close()
+        return record, message.sender_certificate
+
+    record, certificate = run(scenario)
+    assert "sender_certificate" in record
+    assert certificate is not None and certificate.SerializeToString() == alice.local.certificate.SerializeToString()

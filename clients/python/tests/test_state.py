@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,27 @@ def test_memory_store_and_key_derivation() -> None:
     seed = crypto.random_bytes(32)
     assert derive_state_key(seed) == derive_state_key(seed) and derive_state_key(seed) != derive_state_key(bytes(32))
     assert len(derive_state_key(seed)) == 32
+
+
+def test_a_closed_store_refuses_writes_and_close_waits_for_a_write_in_progress(tmp_path: Path) -> None:
+    store = DirectoryStateStore(tmp_path / "s", KEY)
+    store.put("receipts", NAME, {"v": 1})
+    store._io.acquire()  # a write in progress (in another thread)
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(0.1)
+    assert closing.is_alive() and bytes(store._key) == KEY  # the key is not wiped under it
+    store._io.release()
+    closing.join(5)
+    for late in (lambda: store.put("receipts", "ff" * 16, {"v": 1}), lambda: store.delete("receipts", NAME)):
+        with pytest.raises(StateError) as e:
+            late()  # e.g. Message.ack() after Agent.close()
+        assert e.value.code == "state_error"
+    store.close()  # idempotent
+    again = DirectoryStateStore(tmp_path / "s", KEY)
+    assert again.load("receipts") == {NAME: {"v": 1}}  # nothing sealed under the wiped key
+    again.close()
+    memory = MemoryStateStore()
+    memory.close()
+    with pytest.raises(StateError):
+        memory.put("inbox", NAME, {})
