@@ -324,6 +324,12 @@ export class ConnectStreams {
       clearTimeout(authTimer);
     }
     if (authenticated === undefined) return undefined;
+    if (!this.#parts.router.takeConnect(authenticated.cert.agentId)) {
+      ctx.metrics.authRefusals.inc({ code: 'rate_limited' });
+      ctx.security('connect', 'rate_limited', { agent: authenticated.cert.agentId, serial: authenticated.cert.serial, remote }, 'this agent opened too many streams');
+      call.fail(new RpcError('rate_limited', 'this agent connects too often: retry later'));
+      return undefined;
+    }
     const link = new StreamLink(this.#parts, authenticated.cert, call, remote, authenticated.deliveryBatches);
     const instanceId = ctx.cluster?.instanceId;
     const seenAtMs = await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate, instanceId));

@@ -106,6 +106,9 @@ export function assertItemShape(item: Outbound['item'] | SendRequest['item']): R
   }
 }
 
+/** Authenticated Connect streams per agent: sustained and burst (a restart loop, a flapping network stay within it). */
+export const CONNECT_RATE = { ratePerSecond: 2, burst: 20 } as const;
+
 /** What a sender is told when the route is refused (§10.3 step 5), whether or not the addressee exists. */
 const ROUTE_DENIED = 'the route to this recipient is not allowed';
 
@@ -150,6 +153,8 @@ export class Router {
   readonly #unarySends: RateLimiter;
   readonly #bytes: RateLimiter;
   readonly #handshakes: RateLimiter;
+  /** Authenticated streams per agent ({@link CONNECT_RATE}). */
+  readonly #connects: RateLimiter;
   readonly #verifySignatures: boolean;
   readonly #audit: AuditLog;
   readonly #delivery: Delivery;
@@ -165,6 +170,7 @@ export class Router {
     this.#unarySends = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
     this.#bytes = new RateLimiter({ ...options.byteRateLimit, clock: ctx.clock });
     this.#handshakes = new RateLimiter({ ...options.handshakeRateLimit, clock: ctx.clock });
+    this.#connects = new RateLimiter({ ...CONNECT_RATE, clock: ctx.clock });
     this.#verifySignatures = options.verifySignatures;
     this.#audit = options.audit;
     this.#delivery = options.delivery;
@@ -181,6 +187,14 @@ export class Router {
     return this.#unarySends.take(agentId);
   }
 
+  /**
+   * One authenticated Connect stream of an agent, charged before its directory row is written and its mailbox
+   * counted (§10.2): an agent reconnecting in a loop would otherwise cost two statements per stream at network speed.
+   */
+  takeConnect(agentId: string): boolean {
+    return this.#connects.take(agentId);
+  }
+
   /** Swaps in a new routing policy; applies to the next item checked. */
   setPolicy(policy: Policy): void {
     this.#policy = policy;
@@ -192,6 +206,7 @@ export class Router {
     this.#unarySends.sweep();
     this.#bytes.sweep();
     this.#handshakes.sweep();
+    this.#connects.sweep();
     this.#replies.sweep();
     const old = this.#ctx.clock() - DIRECTORY_CACHE_MS;
     for (const [k, v] of this.#directory) if (v.atMs < old) this.#directory.delete(k);

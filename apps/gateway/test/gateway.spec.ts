@@ -14,6 +14,7 @@ import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/del
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GO_AWAY_GRACE_MS } from '../src/context.js';
 import { peerAddress } from '../src/connect-stream.js';
+import { CONNECT_RATE } from '../src/routing.js';
 import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
@@ -441,6 +442,23 @@ describe('stream authentication', () => {
       client.close();
       await small.close();
     }
+  });
+
+  it('refuses an agent that opens streams too often (rate_limited, a security event), before writing anything for it', async () => {
+    const a = world.agent('worker-flap');
+    const opened: RawStream[] = [];
+    let refused: unknown;
+    for (let i = 0; i < 2 * CONNECT_RATE.burst && refused === undefined; i++) {
+      try {
+        opened.push(await rawAgent(a));
+      } catch (error) {
+        refused = error;
+      }
+    }
+    expect(opened.length).toBeGreaterThanOrEqual(CONNECT_RATE.burst);
+    expect(String(refused)).toMatch(/connects too often/);
+    expect(securityLogs('rate_limited').some((l) => l['agent'] === 'worker-flap')).toBe(true);
+    for (const s of opened) s.close();
   });
 
   it('reads a peer\'s network address without its port', () => {
