@@ -14,7 +14,7 @@ import { OutboundSchema, toBinary, type ConnectRequest, type Outbound } from '@p
 import { RpcError, requestBytesOf, type RequestListener, type ResponseSink, type ServerDuplex } from '@parley/rpc';
 import type { VerifiedCertificate } from '@parley/identity';
 import { authenticate, linkSubject } from './authentication.js';
-import { SETTLED, type ConnectResponseInit, type GatewayContext, type InFlight, type Link } from './context.js';
+import { SETTLED, peerAddress, type ConnectResponseInit, type GatewayContext, type InFlight, type Link } from './context.js';
 import type { Delivery } from './delivery.js';
 import { BatchingSink } from './delivery-batch.js';
 import type { Router } from './routing.js';
@@ -32,11 +32,6 @@ export const DEFAULT_MAX_AUTHENTICATING = 10_000;
  */
 export const DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS = 1_000;
 
-/** The network address of a gRPC peer (`host:port`, `[v6]:port`): the host, without the port. */
-export function peerAddress(peer: string): string {
-  const m = /^(?:ipv[46]:)?\[?([^\]]*?)\]?:\d+$/.exec(peer);
-  return m?.[1] ?? peer;
-}
 /** Most ids an Ack frame carries besides its first (Ack.more_delivery_ids). */
 export const MAX_ACKS_PER_FRAME = 1024;
 

@@ -13,12 +13,28 @@ import type { Cluster } from './cluster.js';
 import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
+import { RateLimiter } from './rate-limit.js';
 
 /**
  * How long a stream told to go away (replaced, revoked, expired, shutdown) may take to end before it is reset:
  * an agent reading its stream ends it within a round trip.
  */
 export const GO_AWAY_GRACE_MS = 5_000;
+
+/** The network address of a gRPC peer (`host:port`, `[v6]:port`): the host, without the port. */
+export function peerAddress(peer: string): string {
+  const m = /^(?:ipv[46]:)?\[?([^\]]*?)\]?:\d+$/.exec(peer);
+  return m?.[1] ?? peer;
+}
+
+/**
+ * Security events logged per subject (an agent, else a peer address): a flood of cheap refused frames (an ack of
+ * an unknown id is ten bytes) must not turn into a flood of log lines. The metric counts every event; what is
+ * not logged is counted and reported in the subject's next line (`suppressed`), or by {@link GatewayContext.sweep}.
+ */
+export const SECURITY_LOG_RATE = { ratePerSecond: 20, burst: 200 } as const;
+/** Most subjects with a security log bucket; beyond it new ones share one. */
+export const MAX_SECURITY_SUBJECTS = 100_000;
 
 /** A server frame of the Connect stream, as the gateway writes it. */
 export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
@@ -134,6 +150,10 @@ export class GatewayContext {
   streamLeft: (agentId: string, seenAtMs: number) => void = () => undefined;
   /** Operations touching the database, awaited by `drain()`. */
   readonly #inflight = new Set<Promise<unknown>>();
+  /** Security log lines per subject ({@link SECURITY_LOG_RATE}). */
+  readonly #securityLog: RateLimiter;
+  /** Security events not logged, per subject, since its last line (at most one entry per subject with a bucket). */
+  readonly #suppressed = new Map<string, number>();
 
   constructor(init: {
     readonly crypto: ParleyCrypto;
@@ -153,6 +173,7 @@ export class GatewayContext {
     this.log = init.log;
     this.mailbox = init.mailbox;
     this.maxFrameBytes = init.maxFrameBytes;
+    this.#securityLog = new RateLimiter({ ...SECURITY_LOG_RATE, clock: init.clock });
     this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth(), clock: this.clock });
   }
 
@@ -190,6 +211,14 @@ export class GatewayContext {
    */
   security(stage: string, code: string, who: SecuritySubject, detail: string): void {
     this.metrics.securityEvents.inc({ stage, code });
+    let subject = who.agent ?? (who.remote === undefined ? '-' : peerAddress(who.remote));
+    if (this.#securityLog.size >= MAX_SECURITY_SUBJECTS && !this.#securityLog.has(subject)) subject = '*'; // bounded: the rest share one
+    if (!this.#securityLog.take(subject)) {
+      this.#suppressed.set(subject, (this.#suppressed.get(subject) ?? 0) + 1);
+      return;
+    }
+    const suppressed = this.#suppressed.get(subject);
+    if (suppressed !== undefined) this.#suppressed.delete(subject);
     let id: string | undefined;
     try {
       id = who.identityKey === undefined ? undefined : Buffer.from(keyId(this.crypto, who.identityKey)).toString('hex');
@@ -208,8 +237,18 @@ export class GatewayContext {
         remote: who.remote,
         request_id: who.requestId?.toString(),
         detail,
+        ...(suppressed === undefined ? {} : { suppressed }),
       },
       'security event',
     );
+  }
+
+  /** Reports the security events not logged since (one line per subject) and drops idle log buckets. */
+  sweep(): void {
+    for (const [subject, n] of this.#suppressed) {
+      this.log.warn({ event: 'security', code: 'suppressed', subject, suppressed: n }, 'security events not logged (too many from one subject)');
+    }
+    this.#suppressed.clear();
+    this.#securityLog.sweep();
   }
 }

@@ -355,6 +355,7 @@ export class Gateway {
     recheckLinks(this.#ctx, this.#ctx.clock());
     this.#delivery.spillOverdue();
     this.#router.sweep();
+    this.#ctx.sweep();
   }
 
   /**

@@ -56,6 +56,11 @@ export class RateLimiter {
     for (const [id, b] of this.#buckets) if (now - b.updatedMs > fullAfterMs) this.#buckets.delete(id);
   }
 
+  /** Whether `agentId` has a bucket. */
+  has(agentId: string): boolean {
+    return this.#buckets.has(agentId);
+  }
+
   get size(): number {
     return this.#buckets.size;
   }

@@ -12,8 +12,7 @@ import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/pro
 import { Policy } from '../src/policy.js';
 import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/delivery.js';
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
-import { GO_AWAY_GRACE_MS } from '../src/context.js';
-import { peerAddress } from '../src/connect-stream.js';
+import { GO_AWAY_GRACE_MS, SECURITY_LOG_RATE, peerAddress } from '../src/context.js';
 import { CONNECT_RATE } from '../src/routing.js';
 import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
@@ -459,6 +458,22 @@ describe('stream authentication', () => {
     expect(String(refused)).toMatch(/connects too often/);
     expect(securityLogs('rate_limited').some((l) => l['agent'] === 'worker-flap')).toBe(true);
     for (const s of opened) s.close();
+  });
+
+  it('logs a flood of refused frames from one agent at a bounded rate; the metric counts every one, and the rest are reported as suppressed', async () => {
+    const a = world.agent('worker-noisy');
+    const s = await rawAgent(a);
+    const counted = async () =>
+      (await gw.gateway.metrics.securityEvents.get()).values.find((v) => v.labels['stage'] === 'ack' && v.labels['code'] === 'malformed')?.value ?? 0;
+    const before = await counted();
+    const N = SECURITY_LOG_RATE.burst + 300;
+    for (let i = 0; i < N; i++) s.ack(1_000_000n + BigInt(i)); // acks of deliveries that never were: ten bytes each
+    await waitFor(() => s.responses.filter((r) => r.kind.case === 'rejected').length === N, 10_000, 'every ack refused');
+    expect((await counted()) - before).toBe(N);
+    const lines = () => world.logs.filter((l) => l['event'] === 'security' && (l['agent'] === 'worker-noisy' || l['subject'] === 'worker-noisy'));
+    expect(lines().filter((l) => l['code'] === 'malformed').length).toBeLessThan(N - 100);
+    await waitFor(() => lines().some((l) => l['code'] === 'suppressed'), 5_000, 'the suppressed events reported');
+    s.close();
   });
 
   it('reads a peer\'s network address without its port', () => {
