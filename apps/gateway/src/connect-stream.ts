@@ -300,9 +300,11 @@ export class ConnectStreams {
   async #authenticate(call: ConnectCall, remote: string): Promise<StreamLink | undefined> {
     const ctx = this.#ctx;
     const authTimer = setTimeout(() => {
-      ctx.metrics.authRefusals.inc({ code: 'unauthenticated' });
-      ctx.security('connect', 'unauthenticated', { remote }, 'stream did not authenticate in time');
-      call.fail(new RpcError('unauthenticated', 'stream did not authenticate in time'));
+      // deadline_exceeded, not unauthenticated: an agent retries it (a reconnect storm, a stalled connection), while
+      // unauthenticated (frames out of order) stops it — nothing a well-behaved agent would see (§10.2).
+      ctx.metrics.authRefusals.inc({ code: 'deadline_exceeded' });
+      ctx.security('connect', 'deadline_exceeded', { remote }, 'stream did not authenticate in time');
+      call.fail(new RpcError('deadline_exceeded', 'stream did not authenticate in time'));
     }, this.#authTimeoutMs);
     authTimer.unref();
     let authenticated: Awaited<ReturnType<typeof authenticate>>;

@@ -380,7 +380,7 @@ describe('stream authentication', () => {
           // nothing arrives before the timeout
         }
       })());
-      expect(e.code).toBe('unauthenticated');
+      expect(e.code).toBe('deadline_exceeded'); // transient: an agent retries it
     } finally {
       client.close();
       await quick.close();
@@ -407,8 +407,8 @@ describe('stream authentication', () => {
       const first = [outcome(5_000), outcome(5_000)];
       await new Promise((resolve) => setTimeout(resolve, 150));
       expect((await outcome(5_000)).code).toBe('unavailable'); // the third, while two wait
-      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['unauthenticated', 'unauthenticated']);
-      expect((await outcome(5_000)).code).toBe('unauthenticated'); // a slot is free again: it waits, and times out
+      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['deadline_exceeded', 'deadline_exceeded']);
+      expect((await outcome(5_000)).code).toBe('deadline_exceeded'); // a slot is free again: it waits, and times out
     } finally {
       client.close();
       await small.close();
@@ -436,7 +436,7 @@ describe('stream authentication', () => {
       await new Promise((resolve) => setTimeout(resolve, 150));
       expect((await outcome(5_000)).code).toBe('unavailable'); // the third from 127.0.0.1, while two wait
       expect(securityLogs('unavailable').some((l) => String(l['detail']).includes('from this address'))).toBe(true);
-      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['unauthenticated', 'unauthenticated']);
+      expect((await Promise.all(first)).map((e) => e.code)).toEqual(['deadline_exceeded', 'deadline_exceeded']);
     } finally {
       client.close();
       await small.close();
