@@ -69,6 +69,12 @@ export interface RevocationFeedOptions {
   readonly minBackoffMs?: number;
   /** Default 5 000 (the channel's own reconnect backoff is capped below it: {@link REGISTRY_CHANNEL_OPTIONS}). */
   readonly maxBackoffMs?: number;
+  /**
+   * A watch that delivers nothing for this long is cancelled and opened again (default {@link WATCH_IDLE_MS}): a
+   * registry sends a heartbeat every 15 s (its default) even when nothing changes, so silence means a stream the
+   * network or a stuck server left open — which TCP keepalive does not notice while the connection itself lives.
+   */
+  readonly idleTimeoutMs?: number;
   readonly clock?: () => number;
   /** The persisted high-water mark (default: none, only this process's own list counts). */
   readonly floor?: RevocationFloor;
@@ -105,6 +111,9 @@ export async function openRevocationFloor(db: Database, registryId: Uint8Array):
 const ROLLBACK = 'revocation list rollback';
 
 /** Follows a registry's revocation list into a MemoryRevocationSet until closed. */
+/** Default {@link RevocationFeedOptions.idleTimeoutMs}: two registry heartbeats (15 s each) and some. */
+export const WATCH_IDLE_MS = 40_000;
+
 export class RevocationFeed {
   readonly #o: RevocationFeedOptions;
   readonly #clock: () => number;
@@ -149,26 +158,49 @@ export class RevocationFeed {
     const { logger } = this.#o;
     const signal = this.#abort.signal;
     const minBackoff = this.#o.minBackoffMs ?? 500;
+    const idleMs = this.#o.idleTimeoutMs ?? WATCH_IDLE_MS;
     let backoff = minBackoff;
+    let silent = false;
     while (!signal.aborted) {
       try {
         if (this.#follower === undefined) await this.#loadFull();
         this.connects++;
         const follower = this.#follower!;
-        for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal })) {
-          if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
-          const accepted = follower.apply(batch.entries, batch.head, this.#clock());
-          this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
-          this.#raiseFloor(accepted.version);
-          this.connected = true;
-          this.#announce(accepted.entries);
-          backoff = minBackoff;
+        // This watch's own signal: cancelled with the feed, or when the stream stays silent too long.
+        const attempt = new AbortController();
+        const stop = (): void => attempt.abort();
+        signal.addEventListener('abort', stop, { once: true });
+        let idle: NodeJS.Timeout | undefined;
+        const arm = (): void => {
+          clearTimeout(idle);
+          idle = setTimeout(() => {
+            silent = true;
+            attempt.abort();
+          }, idleMs);
+          idle.unref();
+        };
+        silent = false;
+        try {
+          arm();
+          for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: attempt.signal })) {
+            arm();
+            if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
+            const accepted = follower.apply(batch.entries, batch.head, this.#clock());
+            this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
+            this.#raiseFloor(accepted.version);
+            this.connected = true;
+            this.#announce(accepted.entries);
+            backoff = minBackoff;
+          }
+        } finally {
+          clearTimeout(idle);
+          signal.removeEventListener('abort', stop);
         }
         throw new RpcError('unavailable', 'revocation watch ended');
       } catch (error) {
         this.connected = false;
         if (signal.aborted) break;
-        const e = RpcError.from(error);
+        const e = silent ? new RpcError('deadline_exceeded', `the revocation watch sent nothing for ${idleMs} ms`) : RpcError.from(error);
         const transient = e.code === 'unavailable' || e.code === 'deadline_exceeded' || e.code === 'cancelled';
         // A gap, a broken chain, a bad signature or a version the server no longer has: start over from a full list.
         if (!transient) this.#follower = undefined;

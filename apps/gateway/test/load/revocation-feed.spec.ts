@@ -155,4 +155,29 @@ describe('revocation feed against a real registry process', () => {
     await within(2_000, () => again.goAway() === 'revoked', 'GoAway revoked after the reconnect');
     await again.ended;
   }, 90_000);
+
+  it('cancels a watch that stays silent (a stopped registry whose connection lives on) and follows the registry again once it answers', async () => {
+    // A second feed, with a 1 s idle bound (the registry's heartbeats come every 300 ms).
+    const silentLogs: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void silentLogs.push(JSON.parse(line) as Record<string, unknown>) });
+    const set = new MemoryRevocationSet({ maxAgeMs: 60_000 });
+    const trustBundle = TrustBundle.fromJSON(crypto, readFileSync(registry.trustBundleFile, 'utf8'));
+    const { registryId } = await client.getTrustBundle({});
+    const watcher = new RevocationFeed({ crypto, client, registryId, trustBundle, revocations: set, logger, minBackoffMs: 100, maxBackoffMs: 300, idleTimeoutMs: 1_000, onRevoked: () => undefined });
+    watcher.start();
+    try {
+      await watcher.synced;
+      const connects = watcher.connects;
+      // SIGSTOP: the process sends nothing, but its TCP connection stays up (the kernel still acknowledges).
+      process.kill(registry.process.pid, 'SIGSTOP');
+      try {
+        await within(5_000, () => silentLogs.some((l) => l['event'] === 'revocation_feed_disconnected' && l['code'] === 'deadline_exceeded'), 'the silent watch cancelled');
+      } finally {
+        process.kill(registry.process.pid, 'SIGCONT');
+      }
+      await within(10_000, () => watcher.connects > connects && watcher.connected, 'the feed to follow the registry again');
+    } finally {
+      await watcher.close();
+    }
+  }, 30_000);
 });
