@@ -344,6 +344,25 @@ describe('relaying a Parley session', () => {
   }, 30_000);
 });
 
+/** Connect streams to `target` that send nothing for `ms`: `outcome` is the error each ends with. */
+function silentStreams(target: RunningGateway): { client: Client<typeof AgentGatewayService>; outcome: (ms: number) => Promise<RpcError> } {
+  const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, target.address, credentials.createInsecure());
+  const silent = (ms: number) =>
+    (async function* () {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      yield { kind: { case: undefined } } as const;
+    })();
+  const outcome = (ms: number): Promise<RpcError> =>
+    rejection(
+      (async () => {
+        for await (const _ of client.connect(silent(ms))) {
+          // nothing arrives
+        }
+      })(),
+    );
+  return { client, outcome };
+}
+
 describe('stream authentication', () => {
   const refused = async (identity: Parameters<typeof GatewayConnection.open>[0]['identity']): Promise<RpcError> =>
     rejection(GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity }));
@@ -389,20 +408,7 @@ describe('stream authentication', () => {
 
   it('refuses streams beyond maxAuthenticating while they wait for hello → auth, and takes one again once one ends', async () => {
     const small = await start({ authTimeoutMs: 600, maxAuthenticating: 2 });
-    const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, small.address, credentials.createInsecure());
-    const silent = (ms: number) =>
-      (async function* () {
-        await new Promise((resolve) => setTimeout(resolve, ms));
-        yield { kind: { case: undefined } } as const;
-      })();
-    const outcome = (ms: number): Promise<RpcError> =>
-      rejection(
-        (async () => {
-          for await (const _ of client.connect(silent(ms))) {
-            // nothing arrives
-          }
-        })(),
-      );
+    const { client, outcome } = silentStreams(small);
     try {
       const first = [outcome(5_000), outcome(5_000)];
       await new Promise((resolve) => setTimeout(resolve, 150));
@@ -415,22 +421,9 @@ describe('stream authentication', () => {
     }
   });
 
-  it('refuses streams beyond maxAuthenticatingPerAddress from one address, leaving the other slots to other addresses', async () => {
+  it('refuses streams beyond maxAuthenticatingPerAddress from one address, below the bound of all', async () => {
     const small = await start({ authTimeoutMs: 600, maxAuthenticating: 10, maxAuthenticatingPerAddress: 2 });
-    const client: Client<typeof AgentGatewayService> = createClient(AgentGatewayService, small.address, credentials.createInsecure());
-    const silent = (ms: number) =>
-      (async function* () {
-        await new Promise((resolve) => setTimeout(resolve, ms));
-        yield { kind: { case: undefined } } as const;
-      })();
-    const outcome = (ms: number): Promise<RpcError> =>
-      rejection(
-        (async () => {
-          for await (const _ of client.connect(silent(ms))) {
-            // nothing arrives
-          }
-        })(),
-      );
+    const { client, outcome } = silentStreams(small);
     try {
       const first = [outcome(5_000), outcome(5_000)];
       await new Promise((resolve) => setTimeout(resolve, 150));
