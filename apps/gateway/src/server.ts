@@ -491,7 +491,7 @@ async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox,
   let retry: NodeJS.Timeout | undefined;
   let backoff = 250;
   const connect = async (first: boolean): Promise<void> => {
-    const c = new pgModule.Client({ connectionString: url, keepAlive: true, connectionTimeoutMillis: 5000 });
+    const c = new pgModule.Client({ connectionString: url, keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: 5000 });
     let current = false;
     let failed = false;
     c.on('notification', (n) => {

@@ -253,8 +253,10 @@ async function openPostgres(url: string, schema: string | undefined, max: number
     connectionString: url,
     max,
     connectionTimeoutMillis: 5000,
-    // Notice a silently dropped connection (NAT, failover) instead of waiting on it forever.
+    // Notice a silently dropped connection (NAT, failover) instead of waiting on it forever: probes after 10 s
+    // idle (the system's default waits two hours before the first).
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     // A lock wait or an abandoned transaction must fail, not hold rows (and the revocation counter) indefinitely.
     options: [`-c lock_timeout=${LOCK_TIMEOUT_MS}`, `-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_TIMEOUT_MS}`, ...(schema === undefined ? [] : [`-c search_path=${schema}`])].join(' '),
   };
