@@ -158,6 +158,7 @@ export class Agent {
       crypto,
       options,
       manager,
+      lifecycle,
       record,
       durable,
       emit,

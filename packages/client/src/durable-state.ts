@@ -2,6 +2,13 @@
  * The agent's durable state (docs/PROTOCOL.md §13): appends journal records — a failure stops the agent
  * (fail closed) — and rewrites the journal as a compact snapshot of the live state. Without a state store
  * every call is a no-op.
+ *
+ * Compaction loses nothing: the snapshot is taken and the rewrite handed to the store in one synchronous
+ * step, the store replaces only what was appended before the rewrite and keeps every later append after it,
+ * so each record is either reflected in the snapshot (it was asked for before it) or appended after it. The
+ * snapshot therefore must reflect every record already passed to `record()`, durable yet or not — the live
+ * state is updated before its record is made — and for counter reservations this class makes sure of it
+ * itself: the manager raises its mark only once the reservation is durable, after `record()` returned.
  */
 import { ClientError } from './errors.js';
 import { replay, type Journal, type JournalRecord, type JournalState } from './journal.js';
@@ -9,10 +16,15 @@ import { replay, type Journal, type JournalRecord, type JournalState } from './j
 const COMPACT_AFTER_RECORDS = 20_000;
 
 export interface DurableStateOptions {
-  /** Every record the live state needs, in replay order (sessions, outbox, inbox, receipts); the bundle is added here. */
+  /**
+   * Every record the live state needs, in replay order (sessions, outbox, inbox, receipts), reflecting every
+   * record already passed to `record()`; the bundle and the reservations recorded here are added here.
+   */
   readonly snapshot: () => JournalRecord[];
   /** Saving failed: the agent reports it and stops. */
   readonly onFailure: (error: ClientError) => void;
+  /** Compact after this many records appended since the last compaction. Default 20 000. */
+  readonly compactAfterRecords?: number;
 }
 
 export class DurableState {
@@ -20,6 +32,13 @@ export class DurableState {
   readonly #options: DurableStateOptions;
   #recordsSinceCompaction = 0;
   #compacting: Promise<void> | undefined;
+  /**
+   * The highest counter mark recorded per session (from the `reserve` records passed to `record()`, durable
+   * yet or not): a snapshot never writes a lower one. The session manager raises its own mark only after the
+   * reservation is durable, so a compaction started meanwhile — by that very record — would write the old
+   * mark, and a restore would seal again counters already used (§13).
+   */
+  readonly #reserved = new Map<string, number>();
   /** The newest trust bundle document recorded (restored at start, replaced by the follower). */
   #savedBundle: { version: number; doc: string } | undefined;
 
@@ -59,6 +78,10 @@ export class DurableState {
   /** Appends journal records (no-op without a store). A failure stops the agent (fail closed). */
   async record(records: JournalRecord[]): Promise<void> {
     if (this.#journal === undefined) return;
+    for (const r of records) {
+      if (r.t === 'reserve') this.#reserved.set(r.id, Math.max(r.upTo, this.#reserved.get(r.id) ?? 0));
+      else if (r.t === 'closed') this.#reserved.delete(r.id);
+    }
     try {
       await this.#journal.append(records);
     } catch (error) {
@@ -67,7 +90,7 @@ export class DurableState {
       throw e;
     }
     this.#recordsSinceCompaction += records.length;
-    if (this.#recordsSinceCompaction >= COMPACT_AFTER_RECORDS && this.#compacting === undefined) void this.compact().catch(() => undefined);
+    if (this.#recordsSinceCompaction >= (this.#options.compactAfterRecords ?? COMPACT_AFTER_RECORDS) && this.#compacting === undefined) void this.compact().catch(() => undefined);
   }
 
   /** Rewrites the journal as the current state: fresh session snapshots, pending sends and messages, recent receipts. */
@@ -76,6 +99,17 @@ export class DurableState {
     if (journal === undefined) return Promise.resolve();
     if (this.#compacting !== undefined) return this.#compacting;
     const records = this.#options.snapshot();
+    // Each session's mark is the higher of the snapshot's (the manager's) and the one recorded here.
+    const marks = new Map<string, number>();
+    for (const r of records) {
+      if (r.t === 'session') marks.set(r.id, marks.get(r.id) ?? 0);
+      else if (r.t === 'reserve') marks.set(r.id, Math.max(marks.get(r.id) ?? 0, r.upTo));
+    }
+    for (const [id, upTo] of [...this.#reserved]) {
+      const snapshotMark = marks.get(id);
+      if (snapshotMark === undefined) this.#reserved.delete(id); // the session ended
+      else if (upTo > snapshotMark) records.push({ t: 'reserve', id, upTo });
+    }
     if (this.#savedBundle !== undefined) records.push({ t: 'bundle', ...this.#savedBundle });
     this.#recordsSinceCompaction = 0;
     const run = journal.rewrite(records).finally(() => {

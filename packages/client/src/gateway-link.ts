@@ -79,9 +79,10 @@ export class GatewayLink {
     return this.#conn?.isOpen === true;
   }
 
-  /** Opens the first stream. @throws ClientError the gateway's refusal */
+  /** Opens the first stream. @throws ClientError the gateway's refusal, or `cancelled` / the fatal error if the agent stopped meanwhile */
   async connect(): Promise<void> {
     this.#attach(await this.#open());
+    this.#deps.lifecycle.assertUsable();
   }
 
   /** Relays an item on the live stream; if the stream ends first, waits for the next one and tries again. */
@@ -140,8 +141,9 @@ export class GatewayLink {
     });
   }
 
+  /** Takes a newly authenticated stream — unless the agent was closed or stopped for good while it was being opened. */
   #attach(conn: GatewayConnection): void {
-    if (this.#deps.lifecycle.closed) {
+    if (this.#deps.lifecycle.stopped) {
       conn.close();
       return;
     }
@@ -176,7 +178,7 @@ export class GatewayLink {
         this.#sleep = { timer: setTimeout(resolve, delayMs), resolve };
       });
       this.#sleep = undefined;
-      if (lifecycle.closed) return;
+      if (lifecycle.stopped) return;
       try {
         const next = await this.#open();
         this.#attach(next);

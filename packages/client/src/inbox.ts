@@ -37,10 +37,13 @@ import { maxAgeMs, type AgentEvent, type ConnectOptions, type ReceivedMessage } 
 import type { GatewayConnection } from './connection.js';
 import { ClientError } from './errors.js';
 import type { JournalRecord, JournalState } from './journal.js';
+import type { Lifecycle } from './lifecycle.js';
 
 const RECEIPT_STORE_SIZE = 100_000;
 /** Most deliveries waiting to be tried again (beyond it, only a reconnect brings one back). */
 const MAX_DEFERRED = 4096;
+/** Most streams whose delivery of one unacknowledged message is kept to ack with the application's ack. */
+const MAX_DELIVERIES_PER_MESSAGE = 16;
 
 /** An envelope as the gateway delivered it on one stream (acked there once it is settled). */
 export interface DeliveredEnvelope {
@@ -53,9 +56,11 @@ export interface DeliveredEnvelope {
 interface InboxEntry {
   readonly message: ReceivedMessage;
   readonly hashHex: string;
-  /** Gateway deliveries of this envelope to ack once the application acks (per stream). */
-  readonly deliveries: { conn: GatewayConnection; id: bigint }[];
+  /** Gateway deliveries of this envelope to ack once the application acks: one per open stream, at most MAX_DELIVERIES_PER_MESSAGE. */
+  deliveries: { conn: GatewayConnection; id: bigint }[];
   acked: boolean;
+  /** The receipt signed when the application acked, while its record is being written (a snapshot keeps it). */
+  receipt: DeliveryReceipt | undefined;
 }
 
 /** What the inbox works with. */
@@ -63,6 +68,7 @@ export interface InboxDeps {
   readonly crypto: ParleyCrypto;
   readonly options: ConnectOptions;
   readonly manager: SessionManager;
+  readonly lifecycle: Lifecycle;
   /** Appends journal records (fail closed). */
   readonly record: (records: JournalRecord[]) => Promise<void>;
   /** Whether there is a journal: without one no record is built and messages are handed over at once. */
@@ -127,19 +133,25 @@ export class Inbox {
         receivedAtMs: r.at,
         redelivered: true,
       });
-      this.#entries.set(r.hash, { message, hashHex: r.hash, deliveries: [], acked: false });
+      this.#entries.set(r.hash, { message, hashHex: r.hash, deliveries: [], acked: false, receipt: undefined });
       this.#unacked += 1;
       this.#deps.deliver(message);
     }
   }
 
-  /** The journal records of unacknowledged messages and of the receipts still within the message lifetime (for compaction). */
+  /**
+   * The journal records of unacknowledged messages and of the receipts still within the message lifetime (for
+   * compaction) — including the receipt of an ack whose record is being written: the compaction replaces it.
+   */
   records(): JournalRecord[] {
     const records: JournalRecord[] = [];
-    for (const e of this.#entries.values()) if (!e.acked) records.push(inRecord(e.message, e.hashHex));
+    for (const e of this.#entries.values()) {
+      if (!e.acked) records.push(inRecord(e.message, e.hashHex));
+      else if (e.receipt !== undefined) records.push(inDoneRecord(e.hashHex, e.receipt, e.message.receivedAtMs));
+    }
     const floor = Date.now() - maxAgeMs(this.#deps.options);
     for (const [hash, r] of this.#receipts) {
-      if (r.at >= floor) records.push({ t: 'in_done', hash, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, r.receipt)), at: r.at });
+      if (r.at >= floor) records.push(inDoneRecord(hash, r.receipt, r.at));
     }
     return records;
   }
@@ -186,10 +198,16 @@ export class Inbox {
       ack(); // not even a well-formed envelope: nothing will ever open it
       return;
     }
-    // Already taken and not yet acknowledged by the application: ack this copy with it.
+    // Already taken and not yet acknowledged by the application: ack this copy with it — one delivery per open
+    // stream is enough (the gateway holds it until then); further copies (the sender's resends) are acked now.
     const held = this.#entries.get(hashHex);
     if (held !== undefined) {
-      if (held.acked) ack();
+      if (held.acked) {
+        ack();
+        return;
+      }
+      held.deliveries = held.deliveries.filter((d) => d.conn.isOpen); // an ended stream's deliveries come again on the next
+      if (held.deliveries.length >= MAX_DELIVERIES_PER_MESSAGE || held.deliveries.some((d) => d.conn === conn)) ack();
       else held.deliveries.push({ conn, id: deliveryId });
       return;
     }
@@ -255,7 +273,7 @@ export class Inbox {
       receivedAtMs: Date.now(),
       redelivered: false,
     });
-    const entry: InboxEntry = { message, hashHex, deliveries: [{ conn, id: deliveryId }], acked: false };
+    const entry: InboxEntry = { message, hashHex, deliveries: [{ conn, id: deliveryId }], acked: false, receipt: undefined };
     this.#entries.set(hashHex, entry);
     this.#unacked += 1;
     if (!deps.durable) {
@@ -308,19 +326,26 @@ export class Inbox {
     };
   }
 
-  /** The application took the message: sign and record the receipt, send it, ack the gateway's deliveries. */
+  /**
+   * The application took the message: sign and record the receipt, send it, ack the gateway's deliveries.
+   * @throws ClientError `cancelled` once the agent is closed, or the error that stopped it: nothing is signed
+   *   or recorded, and the message is handed over again after a restart (`redelivered`)
+   */
   async #ackMessage(hashHex: string): Promise<void> {
     const entry = this.#entries.get(hashHex);
     if (entry === undefined || entry.acked) return;
+    this.#deps.lifecycle.assertUsable();
     const m = entry.message;
     const receipt = signReceipt(this.#deps.crypto, this.#deps.options.identity, { messageHash: m.messageHash, senderId: m.from, receivedAtMs: m.receivedAtMs });
     entry.acked = true;
     this.#unacked -= 1;
     if (this.#deps.durable) {
+      entry.receipt = receipt; // a compaction meanwhile keeps it: its record may be written to the file being replaced
       try {
-        await this.#deps.record([{ t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at: m.receivedAtMs }]);
+        await this.#deps.record([inDoneRecord(hashHex, receipt, m.receivedAtMs)]);
       } catch (error) {
         entry.acked = false;
+        entry.receipt = undefined;
         this.#unacked += 1;
         throw ClientError.from(error);
       }
@@ -357,6 +382,11 @@ export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, env
   }
   if (reject === undefined) conn.ack(deliveryId);
   else conn.sendReply({ case: 'sessionReject', value: reject }, deliveryId); // lost: the sender's next resend gets another
+}
+
+/** The journal record of a receipt this agent signed. */
+function inDoneRecord(hashHex: string, receipt: DeliveryReceipt, at: number): JournalRecord {
+  return { t: 'in_done', hash: hashHex, receipt: toBase64Url(toBinary(DeliveryReceiptSchema, receipt)), at };
 }
 
 /** The journal record of a received message (also its replay-window mark). */

@@ -5,7 +5,8 @@
  *   session   sealed session state (PSS1, §13), replacing any earlier one of that session
  *   closed    the session ended; forget it
  *   reserve   the session may seal counters below `upTo`: written (and fsynced) BEFORE any of them is sealed
- *   out       an outbox entry: the sealed envelope and the plaintext to reseal it, until its receipt
+ *   out       an outbox entry: the sealed envelope, the plaintext to reseal it and the recipient's certified
+ *             key (to verify its receipt or SessionReject without the session), until its receipt
  *   out_done  the outbox entry is settled (receipt, expiry, permanent refusal)
  *   in        an opened message not yet acknowledged by the application — also the replay-window mark
  *             of its counter and hash, in the same record, so the two can never disagree after a crash
@@ -50,6 +51,8 @@ export type JournalRecord =
       readonly env: string;
       readonly hash: string;
       readonly sid: string;
+      /** The recipient's certified identity key in session `sid`, base64url: verifies its receipt and SessionReject after a restart without the session (absent in older records). */
+      readonly peer?: string;
       readonly at: number;
       readonly exp: number;
       readonly reseals: number;

@@ -28,6 +28,8 @@ const PERMANENT_REFUSALS: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode
 ]);
 
 const MAX_RESEALS = 5;
+/** Sessions tried for one seal when each ends while its counters are being reserved. */
+const MAX_SEAL_ATTEMPTS = 5;
 
 /** Someone waiting for a send's outcome (a `send()` call). */
 export interface SendWaiter {
@@ -54,6 +56,17 @@ export interface OutboxEntry {
   nextAttemptAtMs: number;
   backoffMs: number;
   inFlight: boolean;
+  /**
+   * Its outbox record is durable (or there is no journal): only then may its envelope leave this process
+   * (§17.2 item 2) — `#transmit` checks it, whoever calls it (enqueue, a reconnect, the tick).
+   */
+  durable: boolean;
+  /**
+   * The record of its new seal while #reseal writes it: the new envelope replaces the current one only once
+   * that record is durable, and a compaction meanwhile writes this record (the one being written may go to
+   * the file the compaction replaces).
+   */
+  staged: Extract<JournalRecord, { t: 'out' }> | undefined;
   /**
    * Being moved to a new session right now (#reseal awaits a handshake): no second reseal may pick it up
    * meanwhile — two reseals would seal the message twice, in two envelopes that the recipient cannot tell
@@ -117,7 +130,9 @@ export class Outbox {
         envelope,
         hashHex: r.hash,
         sessionIdHex: r.sid,
-        peerKey: session?.peer.identityPublicKey ?? new Uint8Array(0),
+        // Kept in the record, so that its receipt or SessionReject verifies without the session (a record of
+        // an older version has none: without its session, such a send settles only by expiry).
+        peerKey: r.peer !== undefined ? fromBase64Url(r.peer) : (session?.peer.identityPublicKey ?? new Uint8Array(0)),
         createdAtMs: r.at,
         expiresAtMs: r.exp,
         reseals: r.reseals,
@@ -125,18 +140,20 @@ export class Outbox {
         nextAttemptAtMs: 0,
         backoffMs: resendBaseMs(options),
         inFlight: false,
+        durable: true,
+        staged: undefined,
         resealing: false,
         waiters: new Set(),
       };
       this.#entries.set(entry.id, entry);
       this.#byHash.set(entry.hashHex, entry);
-      // A send whose session did not survive is resealed once the stream is up (see onConnected).
+      // Resent as sealed once the stream is up, whether or not its session survived (see onConnected).
     }
   }
 
-  /** The journal records of every pending send (for compaction). */
+  /** The journal records of every pending send (for compaction), each with the seal being recorded, if any. */
   records(): JournalRecord[] {
-    return [...this.#entries.values()].map((e) => outRecord(e));
+    return [...this.#entries.values()].map((e) => e.staged ?? outRecord(e));
   }
 
   /** Seals a new send, records it durably and relays it. */
@@ -170,6 +187,8 @@ export class Outbox {
       nextAttemptAtMs: now + resendBaseMs(deps.options),
       backoffMs: resendBaseMs(deps.options),
       inFlight: false,
+      durable: !deps.durable,
+      staged: undefined,
       resealing: false,
       waiters: new Set(),
     };
@@ -183,6 +202,7 @@ export class Outbox {
         this.#forget(entry);
         throw error;
       }
+      entry.durable = true;
     }
     void this.#transmit(entry);
     return entry;
@@ -195,6 +215,7 @@ export class Outbox {
   onConnected(): void {
     const { options } = this.#deps;
     for (const entry of this.#entries.values()) {
+      if (entry.resealing) continue; // its reseal relays it once it is sealed again and recorded
       entry.status = undefined;
       entry.backoffMs = resendBaseMs(options);
       if (entry.sessionIdHex !== '') void this.#transmit(entry);
@@ -269,22 +290,35 @@ export class Outbox {
     void this.#reseal(pending.to, pending.sessionIdHex);
   }
 
+  /**
+   * Seals a message in the current session with `to` (establishing one if needed). A session that ends while
+   * its counters are being reserved (idle expiry, a SessionReject, the per-peer bound) sealed nothing: the
+   * message is sealed in a new one.
+   * @throws the handshake's or the reservation's failure; `unavailable` if session after session ended meanwhile
+   */
   async #seal(to: string, msg: OutboxMessage): Promise<{ session: Session; sealed: Awaited<ReturnType<SessionManager['sealIn']>> }> {
-    const manager = this.#deps.manager;
-    const session = await manager.session(to);
+    const { manager, lifecycle } = this.#deps;
     const outgoing: OutgoingMessage = {
       type: msg.type as MessageType,
       content: msg.content as JsonValue,
       ...(msg.handoffHash === undefined ? {} : { handoffHash: fromBase64Url(msg.handoffHash) }),
       ...(msg.parentMessageHash === undefined ? {} : { parentMessageHash: fromBase64Url(msg.parentMessageHash) }),
     };
-    return { session, sealed: await manager.sealIn(session, outgoing) };
+    for (let attempt = 1; ; attempt++) {
+      const session = await manager.session(to);
+      try {
+        return { session, sealed: await manager.sealIn(session, outgoing) };
+      } catch (error) {
+        if (!session.isClosed || lifecycle.stopped) throw error;
+        if (attempt >= MAX_SEAL_ATTEMPTS) throw new ClientError('unavailable', `${MAX_SEAL_ATTEMPTS} sessions with '${to}' ended while a message was being sealed`, { cause: error });
+      }
+    }
   }
 
   /** Relays an outbox entry on the live stream (if any); the tick and reconnects call it again. */
   async #transmit(entry: OutboxEntry): Promise<void> {
     const conn = this.#deps.connection();
-    if (conn === undefined || !conn.isOpen || entry.inFlight || this.#deps.lifecycle.closed) return;
+    if (!entry.durable || conn === undefined || !conn.isOpen || entry.inFlight || this.#deps.lifecycle.stopped) return;
     entry.inFlight = true;
     const hash = entry.hashHex;
     try {
@@ -347,17 +381,27 @@ export class Outbox {
         try {
           const { session, sealed } = await this.#seal(entry.to, entry.msg);
           if (this.#entries.get(entry.id) !== entry) continue;
+          const next = { envelope: sealed.envelope, hashHex: toHex(sealed.messageHash), sessionIdHex: session.idHex, peerKey: session.peer.identityPublicKey, reseals: entry.reseals + 1 };
+          if (this.#deps.durable) {
+            // Recorded before the new envelope replaces the old one: until then nothing can relay it (§17.2 item 2).
+            entry.staged = outRecord({ ...entry, ...next });
+            try {
+              await this.#deps.record([entry.staged]);
+            } finally {
+              entry.staged = undefined;
+            }
+            if (this.#entries.get(entry.id) !== entry) continue; // settled meanwhile (expired, a receipt of the old envelope)
+          }
           this.#byHash.delete(entry.hashHex);
-          entry.envelope = sealed.envelope;
-          entry.hashHex = toHex(sealed.messageHash);
-          entry.sessionIdHex = session.idHex;
-          entry.peerKey = session.peer.identityPublicKey;
-          entry.reseals += 1;
+          entry.envelope = next.envelope;
+          entry.hashHex = next.hashHex;
+          entry.sessionIdHex = next.sessionIdHex;
+          entry.peerKey = next.peerKey;
+          entry.reseals = next.reseals;
           entry.status = undefined;
           entry.backoffMs = resendBaseMs(options);
           entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
           this.#byHash.set(entry.hashHex, entry);
-          if (this.#deps.durable) await this.#deps.record([outRecord(entry)]);
           void this.#transmit(entry);
         } catch (error) {
           const e = ClientError.from(error);
@@ -375,8 +419,8 @@ export class Outbox {
   }
 }
 
-/** The journal record of an outbox entry. */
-function outRecord(e: OutboxEntry): JournalRecord {
+/** The journal record of an outbox entry (or of its next seal). */
+function outRecord(e: Pick<OutboxEntry, 'id' | 'to' | 'msg' | 'envelope' | 'hashHex' | 'sessionIdHex' | 'peerKey' | 'createdAtMs' | 'expiresAtMs' | 'reseals'>): Extract<JournalRecord, { t: 'out' }> {
   return {
     t: 'out',
     id: e.id,
@@ -385,6 +429,7 @@ function outRecord(e: OutboxEntry): JournalRecord {
     env: toBase64Url(toBinary(SecureMessageSchema, e.envelope)),
     hash: e.hashHex,
     sid: e.sessionIdHex,
+    ...(e.peerKey.length === 0 ? {} : { peer: toBase64Url(e.peerKey) }),
     at: e.createdAtMs,
     exp: e.expiresAtMs,
     reseals: e.reseals,

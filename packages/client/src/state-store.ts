@@ -9,8 +9,9 @@
  * - `append` resolves only once the records are durable (fsync), in order;
  * - `load` returns every record appended since the last `rewrite`, in order,
  *   dropping only a torn tail (a record cut by a crash mid-write);
- * - `rewrite` atomically replaces everything (a crash leaves the old or the new
- *   records, never a mix).
+ * - `rewrite` atomically replaces everything appended before it was called (a
+ *   crash leaves the old or the new records, never a mix); records appended
+ *   after it was called are kept, after the new records.
  */
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -22,7 +23,7 @@ export interface StateStore {
   load(): Promise<Uint8Array[]>;
   /** Appends records; resolves once they are durable. Rejects (and keeps nothing of the batch it cannot vouch for) on failure. */
   append(records: readonly Uint8Array[]): Promise<void>;
-  /** Atomically replaces every record (compaction). */
+  /** Atomically replaces every record appended before this call (compaction); later appends follow the new records. */
   rewrite(records: readonly Uint8Array[]): Promise<void>;
   /** Waits for appends in flight and releases file handles (a later call reopens them). */
   close(): Promise<void>;
@@ -67,19 +68,30 @@ export function parseRecords(bytes: Uint8Array, from = 0): { records: Uint8Array
 
 let tmpCounter = 0;
 
+/** One operation on the file, in the order it was asked for. */
+interface StoreOp {
+  readonly kind: 'append' | 'rewrite' | 'close';
+  /** Framed records (append, rewrite). */
+  readonly bytes?: Uint8Array;
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+}
+
 /**
- * A StateStore in one file: "PAJ1" ‖ framed records. Appends are
- * group-committed: records appended while a write and fsync are in flight go
- * out together in the next one, so many concurrent sends and receipts cost one
- * fsync. `rewrite` writes a temporary file (mode 0600) in the same directory,
- * fsyncs it, renames it over `path` and fsyncs the directory. A torn tail
- * found by `load` is cut off before the next append.
+ * A StateStore in one file: "PAJ1" ‖ framed records. Appends, rewrites and closes run one at a time in the
+ * order they were called. Appends are group-committed: consecutive appends waiting while a write and fsync
+ * are in flight go out together in the next one, so many concurrent sends and receipts cost one fsync.
+ * `rewrite` writes a temporary file (mode 0600) in the same directory, fsyncs it, renames it over `path`
+ * and fsyncs the directory; it replaces what was appended before it was called, and appends called after
+ * it wait for it and go to the new file (none is written to the file being replaced). A torn tail found by
+ * `load` is cut off before the next append.
  */
 export function fileStateStore(path: string): StateStore {
   let handle: FileHandle | undefined;
   let size = 0;
-  let queue: { bytes: Uint8Array; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  let writing: Promise<void> | undefined;
+  const ops: StoreOp[] = [];
+  /** Whether the runner is working through `ops` (cleared in the same turn as it finds `ops` empty). */
+  let running = false;
 
   const ensureOpen = async (): Promise<FileHandle> => {
     if (handle !== undefined) return handle;
@@ -95,34 +107,103 @@ export function fileStateStore(path: string): StateStore {
     return h;
   };
 
-  const flush = async (): Promise<void> => {
-    while (queue.length > 0) {
-      const batch = queue;
-      queue = [];
-      const total = batch.reduce((n, b) => n + b.bytes.length, 0);
-      const bytes = new Uint8Array(total);
-      let at = 0;
-      for (const b of batch) {
-        bytes.set(b.bytes, at);
-        at += b.bytes.length;
-      }
-      try {
-        const h = await ensureOpen();
-        const before = size;
-        try {
-          await h.write(bytes, 0, bytes.length, before);
-          await h.datasync();
-          size = before + bytes.length;
-        } catch (error) {
-          // Cut whatever part of the batch reached the file: none of it was promised durable.
-          await h.truncate(before).catch(() => undefined);
-          throw error;
-        }
-        for (const b of batch) b.resolve();
-      } catch (error) {
-        for (const b of batch) b.reject(error);
-      }
+  const closeHandle = async (): Promise<void> => {
+    const h = handle;
+    handle = undefined;
+    await h?.close();
+  };
+
+  /** Writes one group of appends with one fsync; on failure cuts whatever part of it reached the file. */
+  const appendBatch = async (batch: readonly StoreOp[]): Promise<void> => {
+    const total = batch.reduce((n, b) => n + b.bytes!.length, 0);
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const b of batch) {
+      bytes.set(b.bytes!, at);
+      at += b.bytes!.length;
     }
+    const h = await ensureOpen();
+    const before = size;
+    try {
+      await h.write(bytes, 0, bytes.length, before);
+      await h.datasync();
+      size = before + bytes.length;
+    } catch (error) {
+      // None of the batch was promised durable.
+      await h.truncate(before).catch(() => undefined);
+      throw error;
+    }
+  };
+
+  const rewriteFile = async (framed: Uint8Array): Promise<void> => {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
+    const h = await open(tmp, 'wx', 0o600);
+    try {
+      await h.write(MAGIC, 0, MAGIC.length, 0);
+      await h.write(framed, 0, framed.length, MAGIC.length);
+      await h.sync();
+    } catch (error) {
+      await h.close();
+      await rm(tmp, { force: true });
+      throw error;
+    }
+    await h.close();
+    try {
+      await rename(tmp, path);
+    } catch (error) {
+      await rm(tmp, { force: true });
+      throw error;
+    }
+    // The old handle is the replaced file's: never append to it again, whatever happens next.
+    await closeHandle().catch(() => undefined);
+    const dir = await open(dirname(path), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+    await ensureOpen();
+  };
+
+  const run = async (): Promise<void> => {
+    await Promise.resolve(); // appends made in this turn join the first batch
+    try {
+      while (ops.length > 0) {
+        const head = ops[0]!;
+        if (head.kind === 'append') {
+          let n = 1;
+          while (n < ops.length && ops[n]!.kind === 'append') n++;
+          const batch = ops.splice(0, n);
+          try {
+            await appendBatch(batch);
+            for (const b of batch) b.resolve();
+          } catch (error) {
+            for (const b of batch) b.reject(error);
+          }
+          continue;
+        }
+        ops.shift();
+        try {
+          if (head.kind === 'rewrite') await rewriteFile(head.bytes!);
+          else await closeHandle();
+          head.resolve();
+        } catch (error) {
+          head.reject(error);
+        }
+      }
+    } finally {
+      running = false;
+    }
+  };
+
+  const enqueue = (kind: StoreOp['kind'], bytes?: Uint8Array): Promise<void> => {
+    const done = new Promise<void>((resolve, reject) => ops.push({ kind, ...(bytes === undefined ? {} : { bytes }), resolve, reject }));
+    if (!running) {
+      running = true;
+      void run();
+    }
+    return done;
   };
 
   return {
@@ -153,50 +234,20 @@ export function fileStateStore(path: string): StateStore {
       } catch (error) {
         return Promise.reject(error);
       }
-      const done = new Promise<void>((resolve, reject) => queue.push({ bytes, resolve, reject }));
-      if (writing === undefined) {
-        writing = flush().finally(() => {
-          writing = undefined;
-        });
-      }
-      return done;
+      return enqueue('append', bytes);
     },
-    async rewrite(records) {
-      while (writing !== undefined) await writing;
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
-      const framed = frameRecords(records);
-      const h = await open(tmp, 'wx', 0o600);
+    rewrite(records) {
+      let bytes: Uint8Array;
       try {
-        await h.write(MAGIC, 0, MAGIC.length, 0);
-        await h.write(framed, 0, framed.length, MAGIC.length);
-        await h.sync();
+        bytes = frameRecords(records);
       } catch (error) {
-        await h.close();
-        await rm(tmp, { force: true });
-        throw error;
+        return Promise.reject(error);
       }
-      await h.close();
-      try {
-        await rename(tmp, path);
-      } catch (error) {
-        await rm(tmp, { force: true });
-        throw error;
-      }
-      const dir = await open(dirname(path), 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
-      if (handle !== undefined) await handle.close();
-      handle = undefined;
-      await ensureOpen();
+      return enqueue('rewrite', bytes);
     },
-    async close() {
-      while (writing !== undefined) await writing;
-      await handle?.close();
-      handle = undefined;
+    close() {
+      // After everything asked for before it; a later append reopens the file.
+      return enqueue('close');
     },
   };
 }

@@ -10,7 +10,8 @@ import type { AgentEvent, ConnectOptions, ReceivedMessage } from '../src/agent-o
 import type { GatewayConnection } from '../src/connection.js';
 import { Inbox } from '../src/inbox.js';
 import type { JournalRecord } from '../src/journal.js';
-import { verifyReceiptSignature } from '../src/index.js';
+import { Lifecycle } from '../src/lifecycle.js';
+import { isClientError, verifyReceiptSignature } from '../src/index.js';
 
 const DAY = 86_400_000;
 let crypto: ParleyCrypto;
@@ -76,8 +77,10 @@ function inbox(recipient: SessionManager, conn: GatewayConnection, options: { ma
   const handed: ReceivedMessage[] = [];
   const events: AgentEvent[] = [];
   const records: JournalRecord[][] = [];
+  const lifecycle = new Lifecycle();
   const box = new Inbox({
     crypto,
+    lifecycle,
     options: { identity: bob, ...(options.maxUnacked === undefined ? {} : { maxUnacked: options.maxUnacked }) } as unknown as ConnectOptions,
     manager: recipient,
     record:
@@ -96,7 +99,7 @@ function inbox(recipient: SessionManager, conn: GatewayConnection, options: { ma
     deliver: (m) => void handed.push(m),
     hold: () => true,
   });
-  return { box, handed, events, records };
+  return { box, handed, events, records, lifecycle };
 }
 
 const seal = async (sender: SessionManager, session: Session, n: number): Promise<SecureMessage> =>
@@ -185,17 +188,20 @@ describe('inbox', () => {
   it('a delivery of a message already handed over is acked with it; one already acknowledged gets its receipt again', async () => {
     const { session, sender, recipient } = await pair();
     const { conn, acked, receipts } = stream();
+    const other = stream();
     const { box, handed, events } = inbox(recipient, conn);
     const envelope = await seal(sender, session, 7);
     box.onEnvelope(envelope, conn, 1n);
-    box.onEnvelope(envelope, conn, 2n); // the same envelope again before the application acked
+    box.onEnvelope(envelope, other.conn, 2n); // the same envelope again on another stream before the application acked
     await box.handedOver();
     expect(handed).toHaveLength(1);
     expect(acked).toEqual([]);
+    expect(other.acked).toEqual([]);
     await handed[0]!.ack();
-    expect(acked).toEqual([1n, 2n]);
+    expect(acked).toEqual([1n]); // carried by the receipt
+    expect(other.acked).toEqual([2n]);
     box.onEnvelope(envelope, conn, 3n); // and after
-    expect(acked).toEqual([1n, 2n, 3n]);
+    expect(acked).toEqual([1n, 3n]);
     expect(receipts).toHaveLength(2);
     expect(events.some((e) => e.kind === 'duplicate' && e.item === 'envelope')).toBe(true);
     expect(handed).toHaveLength(1);
@@ -234,4 +240,72 @@ describe('inbox', () => {
     expect(records.map((r) => r[0]!.t)).toEqual(['in', 'in_done']);
     for (const m of [sender, recipient, second.sender, second.recipient]) m.close();
   });
+
+  it('keeps one delivery per stream of a message not yet acknowledged: further copies on that stream are acked at once, ended streams are dropped', async () => {
+    const { session, sender, recipient } = await pair();
+    const first = stream();
+    const second = stream();
+    const { box, handed } = inbox(recipient, first.conn);
+    const envelope = await seal(sender, session, 8);
+    box.onEnvelope(envelope, first.conn, 1n);
+    await box.handedOver();
+    // The sender resends while the application holds the message: each copy is a new delivery on the stream.
+    const resends = Array.from({ length: 50 }, (_, i) => BigInt(i + 2));
+    for (const id of resends) box.onEnvelope(envelope, first.conn, id);
+    expect(first.acked).toEqual(resends); // the first delivery stays unacknowledged until the application acks
+    (first.conn as { isOpen: boolean }).isOpen = false; // the stream ends; the next one gets the envelope again
+    box.onEnvelope(envelope, second.conn, 100n);
+    box.onEnvelope(envelope, second.conn, 101n);
+    expect(second.acked).toEqual([101n]);
+    // At most 16 streams' deliveries are kept: a copy beyond them is acked at once.
+    const more = Array.from({ length: 20 }, () => stream());
+    more.forEach((s, i) => box.onEnvelope(envelope, s.conn, BigInt(200 + i)));
+    expect(more.filter((s) => s.acked.length > 0)).toHaveLength(5);
+    await handed[0]!.ack();
+    expect(second.acked).toEqual([101n, 100n]);
+    expect(first.acked).toEqual(resends); // nothing more on the stream that ended
+    expect(more.every((s) => s.acked.length === 1)).toBe(true);
+    expect(handed).toHaveLength(1);
+    sender.close();
+    recipient.close();
+  });
+
+  it('an ack after the agent closed is refused (cancelled) and records nothing: the message stays in the journal for the next run', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn, acked, receipts } = stream();
+    const { box, handed, records, lifecycle } = inbox(recipient, conn, { durable: true });
+    box.onEnvelope(await seal(sender, session, 9), conn, 1n);
+    await box.handedOver();
+    lifecycle.closed = true;
+    await expect(handed[0]!.ack()).rejects.toSatisfy((e) => isClientError(e, 'cancelled'));
+    expect(records.map((r) => r[0]!.t)).toEqual(['in']);
+    expect(acked).toEqual([]);
+    expect(receipts).toEqual([]);
+    expect(box.records().map((r) => r.t)).toEqual(['in']); // still unacknowledged: the last compaction keeps it
+    sender.close();
+    recipient.close();
+  });
+
+  it('a message whose ack is being recorded is in a compaction snapshot as acknowledged (with its receipt), not dropped', async () => {
+    const { session, sender, recipient } = await pair();
+    const { conn } = stream();
+    const written = deferred();
+    const { box, handed } = inbox(recipient, conn, { durable: true, record: (r) => (r[0]!.t === 'in_done' ? written.promise : Promise.resolve()) });
+    box.onEnvelope(await seal(sender, session, 10), conn, 1n);
+    await box.handedOver();
+    const hash = toHex(handed[0]!.messageHash);
+    const acking = handed[0]!.ack();
+    expect(box.records()).toEqual([expect.objectContaining({ t: 'in_done', hash })]);
+    written.resolve();
+    await acking;
+    expect(box.records()).toEqual([expect.objectContaining({ t: 'in_done', hash })]);
+    sender.close();
+    recipient.close();
+  });
 });
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
