@@ -1,17 +1,23 @@
 /**
  * The issuer key files of one registry process (docs/PROTOCOL.md §15.2,
- * §15.9): `issuer-key.json` holds the active key, `issuer-key.next.json` a
- * prepared one. A rotation writes the prepared key's file (synced) before the
- * database names it; the activation commits first and then renames the
- * prepared file over the active one, which deletes the retired key's secret.
- * A process that stopped between that commit and the rename finishes the
- * rename when it starts again.
+ * §15.9): `issuer-key.json` holds the active key, `issuer-key.json.next.<key
+ * id in hex>` a prepared one. A rotation writes the prepared key's file
+ * (synced) before the database names it; the activation commits first and then
+ * renames the prepared file over the active one, which deletes the retired
+ * key's secret. A process that stopped between that commit and the rename
+ * finishes the rename when it starts again.
+ *
+ * *Why one file per key id:* a rotation whose commit fails removes its file, and
+ * it must only ever remove its own — with one shared name, a losing concurrent
+ * rotation deleted the winner's key, which the database then named (found by
+ * review). A data directory written before this layout may hold the prepared
+ * key as `issuer-key.json.next`: it is still found, by the key id it holds.
  *
  * The prepared key is sealed like the active one: with the passphrase the
  * server was started with, at the same Argon2id cost.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { createIssuerKey, type IssuerKey } from '@parley/identity';
 import { RpcError } from '@parley/rpc';
@@ -27,8 +33,8 @@ export class IssuerKeyFiles {
   readonly #passphrase: string | undefined;
   /** The active key file. */
   readonly activePath: string;
-  /** The prepared key file. */
-  readonly nextPath: string;
+  /** The prepared key file of releases before per-key files (still read: a prepared key found here by its key id is used). */
+  readonly legacyNextPath: string;
 
   /**
    * @param crypto the ParleyCrypto instance
@@ -39,7 +45,35 @@ export class IssuerKeyFiles {
     this.#crypto = crypto;
     this.#passphrase = passphrase;
     this.activePath = join(dataDir, DATA_FILES.issuerKey);
-    this.nextPath = `${this.activePath}.next`;
+    this.legacyNextPath = `${this.activePath}.next`;
+  }
+
+  /** The file of prepared key `keyId` (`issuer-key.json.next.<key id in hex>`). */
+  preparedPath(keyId: Uint8Array): string {
+    return `${this.legacyNextPath}.${toHex(keyId)}`;
+  }
+
+  /** The file holding prepared key `keyId` (its own, or the legacy `issuer-key.json.next`), or undefined. */
+  findPrepared(keyId: Uint8Array): string | undefined {
+    for (const path of [this.preparedPath(keyId), this.legacyNextPath]) {
+      const held = this.keyIdOf(path);
+      if (held !== undefined && this.#crypto.constantTimeEqual(held, keyId)) return path;
+    }
+    return undefined;
+  }
+
+  /** Every prepared key file in the data directory (per-key and legacy), whatever key it holds. */
+  preparedFiles(): string[] {
+    const dir = dirname(this.activePath);
+    const legacy = basename(this.legacyNextPath);
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return [];
+    }
+    const isPrepared = (n: string): boolean => n === legacy || (n.startsWith(`${legacy}.`) && /^[0-9a-f]{32}$/.test(n.slice(legacy.length + 1)));
+    return names.filter(isPrepared).sort().map((n) => join(dir, n));
   }
 
   /** Reads a key file (sealed or not). */
@@ -58,18 +92,19 @@ export class IssuerKeyFiles {
   }
 
   /**
-   * Writes a new prepared key's file, sealed like the active key's (same passphrase and cost), replacing
-   * a leftover prepared file that the database never named.
+   * Writes a new prepared key's file, under its own key id's name, sealed like the active key's (same
+   * passphrase and cost).
+   * @throws RpcError `failed_precondition` (sealed without a passphrase), `already_exists` (the file exists)
    */
-  writeNext(key: IssuerKey): void {
+  writePrepared(key: IssuerKey): void {
     const sealed = isSealedKeyFile(this.activePath);
     if (sealed && this.#passphrase === undefined) throw new RpcError('failed_precondition', 'the issuer key is sealed but this process has no passphrase to seal a new one');
-    writeKeyFile(this.#crypto, this.nextPath, TYPE, key, { ...(sealed ? { passphrase: this.#passphrase!, kdf: kdfOf(this.activePath) } : {}), overwrite: true });
+    writeKeyFile(this.#crypto, this.preparedPath(key.keyId), TYPE, key, sealed ? { passphrase: this.#passphrase!, kdf: kdfOf(this.activePath) } : {});
   }
 
-  /** Removes the prepared key file (a rotation whose commit failed). */
-  removeNext(): void {
-    rmSync(this.nextPath, { force: true });
+  /** Removes prepared key `keyId`'s own file (a rotation whose commit failed); never another key's. */
+  removePrepared(keyId: Uint8Array): void {
+    rmSync(this.preparedPath(keyId), { force: true });
   }
 
   /**
@@ -80,11 +115,11 @@ export class IssuerKeyFiles {
   promote(keyId: Uint8Array): void {
     const active = this.keyIdOf(this.activePath);
     if (active !== undefined && this.#crypto.constantTimeEqual(active, keyId)) return;
-    const next = this.keyIdOf(this.nextPath);
-    if (next === undefined || !this.#crypto.constantTimeEqual(next, keyId)) {
-      throw new RpcError('failed_precondition', `neither ${this.activePath} nor ${this.nextPath} holds issuer key ${toHex(keyId)}`);
+    const next = this.findPrepared(keyId);
+    if (next === undefined) {
+      throw new RpcError('failed_precondition', `neither ${this.activePath} nor ${this.preparedPath(keyId)} holds issuer key ${toHex(keyId)}`);
     }
-    renameDurably(this.nextPath, this.activePath);
+    renameDurably(next, this.activePath);
   }
 
   /**
@@ -98,10 +133,11 @@ export class IssuerKeyFiles {
     const active = issuers.find((i) => i.state === 'active');
     if (active === undefined) throw new RpcError('failed_precondition', 'the registry has no active issuer key');
     const prepared = issuers.find((i) => i.state === 'prepared');
-    const nextId = this.keyIdOf(this.nextPath);
-    if (nextId !== undefined && this.#crypto.constantTimeEqual(nextId, active.keyId)) {
-      renameDurably(this.nextPath, this.activePath);
-      notes.push(`finished an interrupted issuer activation: ${this.nextPath} moved over ${this.activePath}`);
+    const held = this.keyIdOf(this.activePath);
+    const activated = held !== undefined && this.#crypto.constantTimeEqual(held, active.keyId) ? undefined : this.findPrepared(active.keyId);
+    if (activated !== undefined) {
+      renameDurably(activated, this.activePath);
+      notes.push(`finished an interrupted issuer activation: ${activated} moved over ${this.activePath}`);
     }
     const current = this.read(this.activePath);
     if (!this.#crypto.constantTimeEqual(current.keyId, active.keyId)) {
@@ -111,12 +147,13 @@ export class IssuerKeyFiles {
       );
     }
     const keys = [current];
-    const next = this.keyIdOf(this.nextPath);
+    const preparedFile = prepared === undefined ? undefined : this.findPrepared(prepared.keyId);
     if (prepared !== undefined) {
-      if (next !== undefined && this.#crypto.constantTimeEqual(next, prepared.keyId)) keys.push(this.read(this.nextPath));
-      else notes.push(`issuer key ${toHex(prepared.keyId)} is prepared but ${this.nextPath} does not hold it: this process cannot sign once it is active (another registry process will activate it)`);
-    } else if (next !== undefined) {
-      notes.push(`${this.nextPath} holds a key the registry never prepared (an interrupted rotation): it is ignored and replaced by the next rotation`);
+      if (preparedFile !== undefined) keys.push(this.read(preparedFile));
+      else notes.push(`issuer key ${toHex(prepared.keyId)} is prepared but ${this.preparedPath(prepared.keyId)} does not hold it: this process cannot sign once it is active (another registry process will activate it)`);
+    }
+    for (const path of this.preparedFiles()) {
+      if (path !== preparedFile) notes.push(`${path} holds a key the registry has not prepared (an interrupted rotation): it is ignored (delete it once no rotation is running)`);
     }
     return { keys, notes };
   }

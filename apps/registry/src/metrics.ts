@@ -25,7 +25,7 @@ export class RegistryMetrics {
   });
   readonly authRefusals = new Counter({
     name: 'parley_registry_auth_refusals_total',
-    help: 'Calls refused by authorisation (missing or bad operator signature, unknown operator, replayed nonce, clock skew, bad proof of possession), by code',
+    help: 'Calls refused by a security check (missing or bad operator signature, unknown operator, replayed nonce, clock skew, bad proof of possession; a key rotation within a minute: rate_limited; a revocation watch beyond its bounds: unavailable), by code',
     labelNames: ['code'] as const,
     registers: [this.registry],
   });

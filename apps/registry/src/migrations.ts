@@ -179,6 +179,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       CREATE INDEX join_tokens_by_expiry ON join_tokens (expires_at_ms);
     `,
   },
+  {
+    version: 5,
+    name: 'key rotation rate limit',
+    sql: `
+      -- When the agent last rotated its key (RotateKey). Each rotation appends a SUPERSEDED entry to the
+      -- revocation list for ever, so an agent rotates at most once a minute (docs/PROTOCOL.md §15.5).
+      ALTER TABLE agents ADD COLUMN last_rotated_at_ms bigint;
+    `,
+  },
 ]);
 
 /**

@@ -61,6 +61,7 @@ import { Notifier, type ServiceContext } from './service/context.js';
 import { directoryHandlers } from './service/directory.js';
 import { IssuerKeyRing } from './service/issuer-lifecycle.js';
 import { joinTokenHandlers } from './service/join-tokens.js';
+import { DEFAULT_MAX_REVOCATION_WATCHES, DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS } from './service/limits.js';
 import { operatorHandlers } from './service/operators.js';
 import { revocationHandlers } from './service/revocations.js';
 import { trustBundleHandlers } from './service/trust-bundle.js';
@@ -69,6 +70,7 @@ import { REVOCATION_CHANNEL, TRUST_BUNDLE_CHANNEL, type RegistryStore } from './
 export { MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE } from './service/directory.js';
 export { MAX_LIST_ENTRIES, MAX_LIST_BYTES } from './service/revocations.js';
 export { MAX_BUNDLE_DOCUMENTS } from './service/trust-bundle.js';
+export { DEFAULT_MAX_REVOCATION_WATCHES, DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS } from './service/limits.js';
 
 /** Largest request the server accepts (every registry request is far smaller). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -96,6 +98,10 @@ export interface RegistryServerOptions {
   readonly processMetrics?: boolean;
   /** How often the `storage` readiness check probes the database, ms. Default 2 000 (timeout 5 000). */
   readonly storageProbeIntervalMs?: number;
+  /** Most WatchRevocations streams open at once (default {@link DEFAULT_MAX_REVOCATION_WATCHES}, 10 000). */
+  readonly maxRevocationWatches?: number;
+  /** Most WatchRevocations streams open at once from one network address (default {@link DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS}, 100). */
+  readonly maxRevocationWatchesPerAddress?: number;
 }
 
 /** The program name in `parley_build_info`. */
@@ -252,7 +258,11 @@ export class RegistryServer {
     const { crypto, store, settings, logger, keyFiles } = this.#o;
     const registryId = this.#registryId;
     const auth = new Authoriser({ crypto, store, settings, logger, metrics: this.metrics, registryId });
-    const c: ServiceContext = { crypto, store, settings, logger, keyFiles, metrics: this.metrics, registryId, issuers: this.#issuers, auth, notifier: this.#notifier };
+    const watchLimits = {
+      total: this.#o.maxRevocationWatches ?? DEFAULT_MAX_REVOCATION_WATCHES,
+      perAddress: this.#o.maxRevocationWatchesPerAddress ?? DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS,
+    };
+    const c: ServiceContext = { crypto, store, settings, logger, keyFiles, metrics: this.metrics, registryId, issuers: this.#issuers, auth, notifier: this.#notifier, watchLimits };
     return {
       ...certificateHandlers(c),
       ...directoryHandlers(c),

@@ -233,8 +233,9 @@ export class RegistryStore {
    * must be valid now (not expired, not yet-to-start), and the new one is valid
    * from now until `validUntilMs` capped at the old certificate's end (default:
    * the old end): rotation replaces the key, never extends the grant.
+   * At most one rotation per agent a minute (by `nowMs`, checked under the agent's row lock).
    * @throws RpcError `not_found`, `challenge_invalid`, `failed_precondition` (revoked, expired or not yet valid,
-   *   or rotated concurrently), `already_exists` (key used before)
+   *   or rotated concurrently), `rate_limited` (rotated less than a minute ago), `already_exists` (key used before)
    */
   rotateKey(
     issuer: IssuerKey,

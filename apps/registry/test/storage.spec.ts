@@ -214,14 +214,55 @@ describe.each(BACKENDS)('registry store on %s', (backend) => {
     // Expired: an agent cannot renew its own certificate.
     expect(await codeOf(rotate(oldUntil))).toBe('failed_precondition');
     expect(await codeOf(rotate(oldUntil + 86_400_000))).toBe('failed_precondition');
-    // Valid: the new certificate ends when the old one did, however long the request asks for.
-    const extended = await rotate(Date.now(), Date.now() + 300 * 86_400_000);
+    // Valid: the new certificate ends when the old one did, however long the request asks for
+    // (rotations a minute apart: at most one a minute per agent).
+    const t = Date.now();
+    const extended = await rotate(t, t + 300 * 86_400_000);
     expect(Number(extended.agent.certificate.validUntilMs)).toBe(oldUntil);
-    const byDefault = await rotate(Date.now());
+    const byDefault = await rotate(t + 60_000);
     expect(Number(byDefault.agent.certificate.validUntilMs)).toBe(oldUntil);
-    const shorter = await rotate(Date.now(), Date.now() + 60_000);
+    const shorter = await rotate(t + 120_000, t + 180_000);
     expect(Number(shorter.agent.certificate.validUntilMs)).toBeLessThan(oldUntil);
   });
+
+  it('rotates an agent key at most once a minute, checked in the transaction: the refusal writes nothing and keeps the challenge', async () => {
+    const agentId = id('rotlimit');
+    await register(agentId);
+    const t = Date.now();
+    const rotate = async (nowMs: number, challenge?: Uint8Array) => {
+      const current = await store.agent(agentId, nowMs);
+      const c = challenge ?? (await store.createChallenge(ChallengePurpose.ROTATE_KEY, t + 300_000));
+      return store.rotateKey(issuer, { agentId, expectedSerial: current!.certificate.serial, newPublicKey: crypto.ed25519.generateKeyPair().publicKey, challenge: c, nowMs });
+    };
+    await rotate(t);
+    const before = await store.revocationHead();
+    const challenge = await store.createChallenge(ChallengePurpose.ROTATE_KEY, t + 300_000);
+    expect(await codeOf(rotate(t + 1_000, challenge))).toBe('rate_limited');
+    expect(await codeOf(rotate(t + 59_999, challenge))).toBe('rate_limited');
+    expect((await store.revocationHead()).version).toBe(before.version); // nothing appended
+    // A minute later it may rotate again; the refused attempts rolled back, so their challenge is still unused.
+    await rotate(t + 60_000, challenge);
+    expect((await store.revocationHead()).version).toBe(before.version + 1);
+    expect(await codeOf(rotate(t + 60_001))).toBe('rate_limited');
+  });
+
+  it('consumes a challenge through the transaction: a challenge made before a restart, used first by a fresh store on one connection, does not hang', async () => {
+    const single = backend === 'postgres' ? await openDatabase({ url: DATABASE_URL!, schema, maxConnections: 1 }) : db;
+    try {
+      const nowMs = Date.now();
+      const challenge = await store.createChallenge(ChallengePurpose.REGISTER, nowMs + 60_000);
+      const restarted = new RegistryStore(single, crypto); // no challenge secret cached
+      const agentId = id('restart');
+      const hang = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('registerAgent hung')), 5_000).unref());
+      const registered = restarted.registerAgent(issuer, { agentId, identityPublicKey: crypto.ed25519.generateKeyPair().publicKey, agentType: 'w', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 60_000, challenge, nowMs });
+      expect((await Promise.race([registered, hang])).agentId).toBe(agentId);
+      // The same store makes and checks challenges afterwards (the secret it read is the shared one).
+      const next = await restarted.createChallenge(ChallengePurpose.REGISTER, nowMs + 60_000);
+      await store.registerAgent(issuer, { agentId: id('restart'), identityPublicKey: crypto.ed25519.generateKeyPair().publicKey, agentType: 'w', capabilities: [], validFromMs: nowMs, validUntilMs: nowMs + 60_000, challenge: next, nowMs });
+    } finally {
+      if (single !== db) await single.close();
+    }
+  }, 20_000);
 
   it('appends revocations through the open transaction: a fresh store on one connection does not hang', async () => {
     const single = backend === 'postgres' ? await openDatabase({ url: DATABASE_URL!, schema, maxConnections: 1 }) : db;

@@ -15,7 +15,7 @@
 //    gateway and the agent refuse the rollback, and after a restart both
 //    continue from the newest version they had verified (saved beside the
 //    pinned file / in the agent's state store), not from the pinned file.
-import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, enroll, fileStateStore, type Agent as SdkAgent, type AgentEvent, type ReceivedMessage } from '@parley/client';
 import { SecretKey, createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
@@ -317,7 +317,7 @@ describe('rollback', () => {
     rmSync(join(registry.dataDir, 'pgdata'), { recursive: true, force: true });
     cpSync(join(backup, 'pgdata'), join(registry.dataDir, 'pgdata'), { recursive: true });
     cpSync(join(backup, 'issuer-key.json'), join(registry.dataDir, 'issuer-key.json'));
-    rmSync(join(registry.dataDir, 'issuer-key.json.next'), { force: true });
+    for (const f of readdirSync(registry.dataDir)) if (f.startsWith('issuer-key.json.next')) rmSync(join(registry.dataDir, f), { force: true }); // prepared keys
     const gatewayLogStart = gateway.stderr.length;
     await registry.restart();
     expect((await issuers()).trust_bundle_version).toBe(1);

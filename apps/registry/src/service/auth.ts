@@ -112,6 +112,16 @@ export class Authoriser {
    * stable fields (README), counted, then the error.
    */
   #refuse(ctx: CallContext, code: 'unauthenticated' | 'permission_denied' | 'bad_signature', message: string, who: { keyId?: Uint8Array; agent?: string } = {}): never {
+    this.securityEvent(ctx, code, message, who);
+    throw new RpcError(code, message);
+  }
+
+  /**
+   * Logs a refused security check as a security event with the stable fields (README) and counts it in
+   * `parley_registry_auth_refusals_total{code}`; the caller refuses the call. Also used outside
+   * authorisation: a rate-limited key rotation, a revocation watch over its bound.
+   */
+  securityEvent(ctx: Pick<CallContext, 'method' | 'peer'>, code: string, message: string, who: { keyId?: Uint8Array; agent?: string } = {}): void {
     this.#o.metrics.authRefusals.inc({ code });
     this.#o.logger.warn(
       {
@@ -125,7 +135,6 @@ export class Authoriser {
       },
       'security event',
     );
-    throw new RpcError(code, message);
   }
 
   /** Checks an agent's signature over `message` (a proof of possession, a rotation authorisation). @throws RpcError `malformed`, `bad_signature` (a security event) */

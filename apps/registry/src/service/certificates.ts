@@ -4,7 +4,7 @@
  * authorises, the new key proves possession; the old certificate is revoked in the same transaction).
  */
 import { toHex } from '@parley/crypto-core';
-import { assertAgentId, assertAgentType, normaliseCapabilities } from '@parley/identity';
+import { assertAgentId, assertAgentType, keyId as computeKeyId, normaliseCapabilities } from '@parley/identity';
 import { ChallengePurpose, type RegistryService } from '@parley/proto';
 import { RpcError, type ServiceImplementation } from '@parley/rpc';
 import { CHALLENGE_BYTES, registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
@@ -62,7 +62,14 @@ export function certificateHandlers(c: ServiceContext): Pick<ServiceImplementati
       // Authorised by the current key; the new key proves possession. Both before anything is written.
       c.auth.verifyAgentSignature(ctx, req.oldKeySignature, rotationAuthorisationLayout(fields), oldPublicKey, 'old_key_signature (the current identity key)', agentId);
       c.auth.verifyAgentSignature(ctx, req.newKeySignature, rotationProofLayout(fields), newPublicKey, 'new_key_signature (the new identity key)', agentId);
-      const result = await store.rotateKey(c.issuers.active(), { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+      let result: Awaited<ReturnType<typeof store.rotateKey>>;
+      try {
+        result = await store.rotateKey(c.issuers.active(), { agentId, expectedSerial: agent.certificate.serial, newPublicKey, validUntilMs, challenge, nowMs });
+      } catch (error) {
+        // At most one rotation a minute per agent (§15.5): each one grows the revocation list for ever.
+        if (error instanceof RpcError && error.code === 'rate_limited') c.auth.securityEvent(ctx, 'rate_limited', error.message, { agent: agentId, keyId: computeKeyId(c.crypto, oldPublicKey) });
+        throw error;
+      }
       c.metrics.issued.inc({ reason: 'rotate' });
       c.metrics.revoked.inc({ subject: 'serial', via: 'rotate' });
       c.notifier.notify();

@@ -26,13 +26,22 @@ export interface ServiceContext {
   readonly auth: Authoriser;
   /** Wakes revocation watches (a revocation committed, a new trust bundle version). */
   readonly notifier: Notifier;
+  /** Bounds of WatchRevocations streams: in all, and from one network address. */
+  readonly watchLimits: { readonly total: number; readonly perAddress: number };
 }
 
 /** A fan-out wake-up for watchers: notify() resolves every pending wait(). */
 export class Notifier {
   #waiters = new Set<() => void>();
+  #generation = 0;
+
+  /** How many notifications there were: a read started after it changed sees what they announced. */
+  get generation(): number {
+    return this.#generation;
+  }
 
   notify(): void {
+    this.#generation++;
     const waiters = this.#waiters;
     this.#waiters = new Set();
     for (const wake of waiters) wake();

@@ -110,8 +110,8 @@ export class IssuerKeyRing {
     }
     const prepared = issuers.find((i) => i.state === 'prepared');
     if (prepared !== undefined && this.key(prepared.keyId) === undefined) {
-      const next = keyFiles.keyIdOf(keyFiles.nextPath);
-      if (next !== undefined && this.#o.crypto.constantTimeEqual(next, prepared.keyId)) this.#keys.set(toHex(prepared.keyId), keyFiles.read(keyFiles.nextPath));
+      const file = keyFiles.findPrepared(prepared.keyId);
+      if (file !== undefined) this.#keys.set(toHex(prepared.keyId), keyFiles.read(file));
     }
     const version = await store.trustBundleVersion();
     if (version !== this.#bundleVersion) {

@@ -8,9 +8,10 @@ import { toHex } from '@parley/crypto-core';
 import { assertAgentId, MAX_REVOCATION_REASON_LENGTH, revocationHeadLayout } from '@parley/identity';
 import { RevocationReason, type MessageInitShape, type RegistryService, type SignedRevocationHeadSchema } from '@parley/proto';
 import { RpcError, type CallContext, type ServiceImplementation } from '@parley/rpc';
-import type { RevocationRow } from '../store.js';
-import type { ServiceContext } from './context.js';
+import type { RegistryStore, RevocationRow } from '../store.js';
+import type { Notifier, ServiceContext } from './context.js';
 import { field, requireBytes, revocationEntry, type EntryInit } from './fields.js';
+import { CallSlots, LogThrottle, peerAddress } from './limits.js';
 
 /** Most revocation entries one GetRevocationList response or watch batch carries. */
 export const MAX_LIST_ENTRIES = 10_000;
@@ -24,14 +25,70 @@ export const MAX_LIST_BYTES = 1024 * 1024;
 const WATCH_BATCH = 256;
 /** Fallback poll of a watch, in case a notification is lost (a dropped LISTEN connection). */
 const WATCH_POLL_MS = 5_000;
+/** How long the current version read for one watch serves the others' polls (without a notification between). */
+const SHARED_HEAD_MS = 1_000;
+/** At most one `revocation_rollback` error line this often (the ones held back are counted in the next). */
+const ROLLBACK_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * The revocation list as every watch of this process reads it: one read per wake-up shared by all
+ * watches instead of one query per watch. The current version is read once per notification (a commit
+ * here, or `LISTEN/NOTIFY` from another process) and at most once a {@link SHARED_HEAD_MS} for the
+ * safety polls; a watch that is current (the usual case) then reads nothing else. Entries are read only
+ * when the version is ahead of a watch's cursor, and concurrent reads after the same cursor share one
+ * query. A read is shared only with watches that saw the same notification count, so a watch woken by
+ * a notification never takes a read that started before the commit it announced.
+ */
+export class RevocationFeed {
+  readonly #store: RegistryStore;
+  readonly #notifier: Notifier;
+  #head: { generation: number; atMs: number; version: Promise<number> } | undefined;
+  readonly #reads = new Map<string, Promise<RevocationRow[]>>();
+
+  constructor(store: RegistryStore, notifier: Notifier) {
+    this.#store = store;
+    this.#notifier = notifier;
+  }
+
+  /** The current version of the list. */
+  currentVersion(): Promise<number> {
+    const generation = this.#notifier.generation;
+    const nowMs = Date.now();
+    const cached = this.#head;
+    if (cached !== undefined && cached.generation === generation && nowMs >= cached.atMs && nowMs - cached.atMs < SHARED_HEAD_MS) return cached.version;
+    const entry = { generation, atMs: nowMs, version: this.#store.revocationHead().then((h) => h.version) };
+    this.#head = entry;
+    entry.version.catch(() => {
+      if (this.#head === entry) this.#head = undefined; // a failed read is not shared with later watches
+    });
+    return entry.version;
+  }
+
+  /** Entries with version > `cursor`, at most {@link WATCH_BATCH}. */
+  entriesAfter(cursor: number): Promise<RevocationRow[]> {
+    const key = `${this.#notifier.generation}:${cursor}`;
+    let read = this.#reads.get(key);
+    if (read === undefined) {
+      read = this.#store.revocationsAfter(cursor, WATCH_BATCH).finally(() => this.#reads.delete(key));
+      this.#reads.set(key, read);
+    }
+    return read;
+  }
+}
 
 type HeadInit = MessageInitShape<typeof SignedRevocationHeadSchema>;
 
 /** RevokeAgent, GetRevocationList, WatchRevocations. */
 export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementation<typeof RegistryService>, 'revokeAgent' | 'getRevocationList' | 'watchRevocations'> {
   const { store, settings } = c;
-  /** When each version beyond ours was last reported (a rollback is logged once a minute per version). */
-  const rollbackLogged = new Map<bigint, number>();
+  /**
+   * The rollback error line, at most once a minute in all. *Why global:* `after_version` is the caller's
+   * choice, and the reads are anonymous by default: a limit per version let anyone write a line per
+   * version they invented (found by review).
+   */
+  const rollbackLog = new LogThrottle(ROLLBACK_LOG_INTERVAL_MS);
+  const feed = new RevocationFeed(store, c.notifier);
+  const watchSlots = new CallSlots(c.watchLimits);
 
   /** A signed head of the list at `version` (§15.6), by the active issuer key. */
   function signedHead(version: number, headHash: Uint8Array): HeadInit {
@@ -46,18 +103,16 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
    * (or is not the one the caller follows). Callers keep the newer list and
    * refuse to go back (they fail closed once it is stale); the operator must
    * re-issue the revocations made after the backup (docs/OPERATIONS.md
-   * "Restoring the registry"). Logged as an error, at most once a minute per
-   * version, and refused with a message that says the same.
+   * "Restoring the registry"). Logged as an error, at most once a minute in
+   * all (with the count of the ones held back), and refused with a message
+   * that says the same.
    */
   function checkAfter(after: bigint, current: number): number {
     if (after <= BigInt(current)) return Number(after);
-    const now = Date.now();
-    const last = rollbackLogged.get(after);
-    if (last === undefined || now - last >= 60_000) {
-      if (rollbackLogged.size >= 1000) rollbackLogged.clear();
-      rollbackLogged.set(after, now);
+    const admitted = rollbackLog.admit(Date.now());
+    if (admitted !== undefined) {
       c.logger.error(
-        { event: 'revocation_rollback', client_version: Number(after), registry_version: current, missing: Number(after) - current },
+        { event: 'revocation_rollback', client_version: Number(after), registry_version: current, missing: Number(after) - current, suppressed: admitted.suppressed },
         `a client verified revocation list version ${after}, but this registry's list ends at version ${current}: the database is older than what gateways and agents have seen (restored from a backup taken before the last ${Number(after) - current} revocation(s)?). They keep the newer list and refuse agents once it is stale. Re-issue the revocations made after the backup (\`parley-registry agent revoke\`; the gateways' "revocation received" log lines name them) until its version reaches ${after}; see docs/OPERATIONS.md, "Restoring the registry"`,
       );
     }
@@ -77,11 +132,19 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
    */
   async function* watch(afterVersion: bigint, ctx: CallContext): AsyncGenerator<{ entries: EntryInit[]; head: HeadInit; trustBundleVersion: bigint }> {
     await c.auth.authorise(ctx, 'revocations');
+    // Bounded in all and per address (§12): a watch is anonymous by default, never ends by itself, and
+    // holds a timer, a wake-up and a signature every heartbeat.
+    const slot = watchSlots.take(peerAddress(ctx.peer));
+    if ('refused' in slot) {
+      c.auth.securityEvent(ctx, 'unavailable', `revocation watch refused: ${slot.refused}`);
+      throw new RpcError('unavailable', 'too many revocation watches: retry later, or poll GetRevocationList');
+    }
     c.metrics.watchers.inc();
     try {
       yield* follow(afterVersion, ctx);
     } finally {
       c.metrics.watchers.dec();
+      slot.release();
     }
   }
 
@@ -94,7 +157,8 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
       // Register for the wake-up before reading, so a commit between the read and the wait is not missed.
       const due = sentAt === 0 ? 0 : settings.heartbeatMs - (Date.now() - sentAt);
       const woken = c.notifier.wait(Math.max(0, Math.min(due, WATCH_POLL_MS)), ctx.signal);
-      const rows = await store.revocationsAfter(cursor, WATCH_BATCH);
+      // One read per wake-up shared by every watch (RevocationFeed); entries only when there are new ones.
+      const rows = (await feed.currentVersion()) > cursor ? await feed.entriesAfter(cursor) : [];
       const last = rows.at(-1);
       const bundle = c.issuers.bundleVersion;
       if (last !== undefined) {

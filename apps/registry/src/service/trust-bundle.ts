@@ -19,6 +19,14 @@ const MAX_GRACE_MS = 400 * 86_400_000;
 /** GetTrustBundle, RotateIssuer. */
 export function trustBundleHandlers(c: ServiceContext): Pick<ServiceImplementation<typeof RegistryService>, 'getTrustBundle' | 'rotateIssuer'> {
   const { store, crypto, settings } = c;
+  /**
+   * Whether a RotateIssuer call of this process is between writing its key file and adopting its key.
+   * *Why:* the database allows one prepared key, so of two concurrent rotations one must fail; they are
+   * serialised here so the second is refused before it generates, writes or removes anything (and each
+   * rotation writes and removes only its own per-key file, for rotations of other processes sharing
+   * the data directory).
+   */
+  let rotating = false;
   return {
     getTrustBundle: async (req) => {
       const nowMs = Date.now();
@@ -45,20 +53,29 @@ export function trustBundleHandlers(c: ServiceContext): Pick<ServiceImplementati
       if (req.activateAfterMs < 0n || activateAfterMs > MAX_ACTIVATE_AFTER_MS) throw new RpcError('malformed', `activate_after_ms must be 0..${MAX_ACTIVATE_AFTER_MS}`);
       if (req.graceMs < 0n || req.graceMs > BigInt(MAX_GRACE_MS)) throw new RpcError('malformed', `grace_ms must be 0..${MAX_GRACE_MS}`);
       const caller = await c.auth.authorise(ctx, 'write');
+      if (rotating) throw new RpcError('failed_precondition', 'another issuer rotation is in progress: one rotation at a time');
+      rotating = true;
       const nowMs = Date.now();
       const key = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
       const { keyFiles } = c;
-      // The key is on disk (and synced) before the database names it; a failed commit removes it.
-      keyFiles.writeNext(key);
       let result: { version: number; outlivingGrace: number };
       try {
-        result = await store.prepareIssuer(key, { activatesAtMs: nowMs + activateAfterMs, retireGraceMs: Number(req.graceMs) }, (id) => c.issuers.key(id), nowMs);
+        // The key is on disk (its own file, synced) before the database names it; a failed commit removes
+        // that file (never another key's). `unavailable`: the commit may have happened, so the file stays.
+        keyFiles.writePrepared(key);
+        try {
+          result = await store.prepareIssuer(key, { activatesAtMs: nowMs + activateAfterMs, retireGraceMs: Number(req.graceMs) }, (id) => c.issuers.key(id), nowMs);
+        } catch (error) {
+          if (!isRpcErrorCode(error, 'unavailable')) keyFiles.removePrepared(key.keyId);
+          throw error;
+        }
+        c.issuers.adoptPrepared(key, result.version);
       } catch (error) {
-        if (!isRpcErrorCode(error, 'unavailable')) keyFiles.removeNext();
         key.secretKey.wipe();
         throw error;
+      } finally {
+        rotating = false;
       }
-      c.issuers.adoptPrepared(key, result.version);
       c.notifier.notify();
       c.logger.warn(
         { event: 'security', stage: 'issuer', code: 'issuer_prepared', issuer_key_id: toHex(key.keyId), activates_at_ms: nowMs + activateAfterMs, grace_ms: Number(req.graceMs), trust_bundle_version: result.version, operator: caller?.name },

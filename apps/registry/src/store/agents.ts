@@ -4,12 +4,18 @@
  * taken agent → certificate → counter, as everywhere in the store.
  */
 import { encodeCertificate, issueCertificate, type IssuerKey } from '@parley/identity';
-import { bytes, int, type Queryable } from '@parley/db';
+import { bytes, int, intOrNull, type Queryable } from '@parley/db';
 import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import type { Challenges } from './challenges.js';
 import type { StoreState } from './context.js';
 import { appendRevocation } from './revocations.js';
+
+/**
+ * Shortest time between two key rotations of one agent (docs/PROTOCOL.md §15.5): each rotation appends a
+ * SUPERSEDED entry to the revocation list for ever, and RotateKey needs only the agent's own key.
+ */
+export const MIN_ROTATION_INTERVAL_MS = 60_000;
 import { AGENT_SELECT, agentFrom, agentOf, isUniqueViolation, type AgentJoin, type AgentRow, type ListAgentsQuery, type NewAgent, type RevocationRow } from './rows.js';
 
 /** One agent, or undefined. */
@@ -74,8 +80,9 @@ export async function registerAgent(s: StoreState, challenges: Challenges, issue
  * must be valid now (not expired, not yet-to-start), and the new one is valid
  * from now until `validUntilMs` capped at the old certificate's end (default:
  * the old end): rotation replaces the key, never extends the grant.
+ * At most one rotation per agent per {@link MIN_ROTATION_INTERVAL_MS} (by `nowMs`, checked under the row lock).
  * @throws RpcError `not_found`, `challenge_invalid`, `failed_precondition` (revoked, expired or not yet valid,
- *   or rotated concurrently), `already_exists` (key used before)
+ *   or rotated concurrently), `rate_limited` (rotated less than a minute ago), `already_exists` (key used before)
  */
 export async function rotateKey(
   s: StoreState,
@@ -85,8 +92,8 @@ export async function rotateKey(
 ): Promise<{ agent: AgentRow; superseded: RevocationRow }> {
   return s.db.transaction(async (tx) => {
     await challenges.consume(tx, r.challenge, ChallengePurpose.ROTATE_KEY, r.nowMs);
-    const rows = await tx.query<{ current_serial: unknown; revoked_version: unknown; agent_type: string; capabilities: string[]; registered_at_ms: unknown }>(
-      'SELECT current_serial, revoked_version, agent_type, capabilities, registered_at_ms FROM agents WHERE agent_id = $1 FOR UPDATE',
+    const rows = await tx.query<{ current_serial: unknown; revoked_version: unknown; agent_type: string; capabilities: string[]; registered_at_ms: unknown; last_rotated_at_ms: unknown }>(
+      'SELECT current_serial, revoked_version, agent_type, capabilities, registered_at_ms, last_rotated_at_ms FROM agents WHERE agent_id = $1 FOR UPDATE',
       [r.agentId],
     );
     const row = rows[0];
@@ -107,6 +114,12 @@ export async function rotateKey(
     const oldUntilMs = int(old[0].valid_until_ms);
     if (r.nowMs >= oldUntilMs) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is expired: an operator must register it again`);
     if (r.nowMs < oldFromMs) throw new RpcError('failed_precondition', `the current certificate of agent '${r.agentId}' is not yet valid`);
+    // Checked under the agent's row lock, so concurrent rotations (any registry process) cannot both pass.
+    const lastRotatedMs = intOrNull(row.last_rotated_at_ms);
+    if (lastRotatedMs !== null && r.nowMs - lastRotatedMs < MIN_ROTATION_INTERVAL_MS) {
+      const waitS = Math.ceil((lastRotatedMs + MIN_ROTATION_INTERVAL_MS - r.nowMs) / 1000);
+      throw new RpcError('rate_limited', `agent '${r.agentId}' rotated its key less than ${MIN_ROTATION_INTERVAL_MS / 1000} s ago: try again in ${waitS} s`);
+    }
     const cert = issueCertificate(s.crypto, issuer, {
       agentId: r.agentId,
       identityPublicKey: r.newPublicKey,
@@ -116,7 +129,7 @@ export async function rotateKey(
       validUntilMs: Math.min(r.validUntilMs ?? oldUntilMs, oldUntilMs),
     });
     await insertCertificate(tx, cert, r.nowMs);
-    await tx.query('UPDATE agents SET current_serial = $2, updated_at_ms = $3 WHERE agent_id = $1', [r.agentId, cert.serial, r.nowMs]);
+    await tx.query('UPDATE agents SET current_serial = $2, updated_at_ms = $3, last_rotated_at_ms = $3 WHERE agent_id = $1', [r.agentId, cert.serial, r.nowMs]);
     const superseded = await appendRevocation(s, tx, { kind: 'serial', agentId: '', serial: oldSerial }, {
       reason: RevocationReason.SUPERSEDED,
       reasonText: 'key rotated',

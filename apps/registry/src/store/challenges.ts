@@ -29,7 +29,7 @@ export class Challenges {
     body[14] = purpose;
     const out = new Uint8Array(32);
     out.set(body, 0);
-    out.set(await this.#challengeTag(body), CHALLENGE_BODY_BYTES);
+    out.set(this.#tag(await this.#challengeKey(), body), CHALLENGE_BODY_BYTES);
     return out;
   }
 
@@ -41,7 +41,11 @@ export class Challenges {
   async consume(tx: Queryable, challenge: Uint8Array, purpose: ChallengePurpose, nowMs: number): Promise<void> {
     if (challenge.length !== 32) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
     const body = challenge.subarray(0, CHALLENGE_BODY_BYTES);
-    if (!this.#s.crypto.constantTimeEqual(await this.#challengeTag(body), challenge.subarray(CHALLENGE_BODY_BYTES))) {
+    // The secret is read through the transaction: a query on the pool while the transaction holds PGlite's
+    // only connection would never return (a registry restarted with no secret cached hung on its first
+    // registration, found by review), and on PostgreSQL it would take a second pooled connection.
+    const key = await this.#challengeKeyIn(tx);
+    if (key === undefined || !this.#s.crypto.constantTimeEqual(this.#tag(key, body), challenge.subarray(CHALLENGE_BODY_BYTES))) {
       throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
     }
     if (body[14] !== purpose) throw new RpcError('challenge_invalid', 'challenge was issued for another purpose');
@@ -51,17 +55,27 @@ export class Challenges {
     if (rows.length === 0) throw new RpcError('challenge_invalid', 'challenge unknown or already used: request a new one');
   }
 
-  async #challengeTag(body: Uint8Array): Promise<Uint8Array> {
-    const key = await this.#challengeKey();
+  #tag(key: SecretKey, body: Uint8Array): Uint8Array {
     return this.#s.crypto.hmacSha256(key, concatBytes(CHALLENGE_MAC_DOMAIN, body)).subarray(0, 32 - CHALLENGE_BODY_BYTES);
   }
 
-  /** The registry's challenge secret: created once (by whichever instance comes first), then cached. */
+  /** The registry's challenge secret: created once (by whichever instance comes first), then cached. Outside any transaction. */
   async #challengeKey(): Promise<SecretKey> {
     if (this.#challengeSecret !== undefined) return this.#challengeSecret;
     await this.#s.db.query("INSERT INTO registry_secrets (name, secret) VALUES ('challenge', $1) ON CONFLICT (name) DO NOTHING", [this.#s.crypto.randomBytes(32)]);
-    const rows = await this.#s.db.query<{ secret: unknown }>("SELECT secret FROM registry_secrets WHERE name = 'challenge'");
-    this.#challengeSecret = SecretKey.from(bytes(rows[0]!.secret), 'mac');
+    return (await this.#challengeKeyIn(this.#s.db))!;
+  }
+
+  /**
+   * The challenge secret read through `q` (the caller's transaction) when not cached; undefined when none
+   * was ever created — then no challenge was ever made, and none is valid. Never creates it: a secret
+   * inserted by a transaction that then rolls back would stay cached here but not in the database.
+   */
+  async #challengeKeyIn(q: Queryable): Promise<SecretKey | undefined> {
+    if (this.#challengeSecret !== undefined) return this.#challengeSecret;
+    const rows = await q.query<{ secret: unknown }>("SELECT secret FROM registry_secrets WHERE name = 'challenge'");
+    if (rows[0] === undefined) return undefined;
+    this.#challengeSecret ??= SecretKey.from(bytes(rows[0].secret), 'mac');
     return this.#challengeSecret;
   }
 }

@@ -225,7 +225,7 @@ describe('operator walkthrough on PGlite', () => {
       if (Date.now() > deadline) throw new Error('not activated');
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect(existsSync(`${issuerPath}.next`)).toBe(false);
+    expect(existsSync(`${issuerPath}.next.${prepared.prepared_key_id}`)).toBe(false); // renamed over the active file
     const listed = JSON.parse((await cli(['issuer', 'list', '--json'])).stdout) as { trust_bundle_version: number; issuers: { key_id: string; state: string; not_after_ms: number | null }[] };
     expect(listed.trust_bundle_version).toBe(prepared.trust_bundle_version + 1);
     expect(listed.issuers.find((i) => i.key_id === prepared.prepared_key_id)?.state).toBe('active');
