@@ -277,6 +277,39 @@ describe('relaying a Parley session', () => {
     second.close();
   });
 
+  it('resets a stream told to go away whose agent stopped reading also when the gateway had few frames left to write', async () => {
+    const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+    try {
+      const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+      const planner = world.agent('planner-stall2', { agentType: 'planner' });
+      const worker = world.agent('worker-stall2', { agentType: 'worker' });
+      const sender = await raw(planner);
+      const stuck = await raw(worker);
+      stuck.stopReading();
+      // 30 envelopes of 200 KB: the client's buffers take about half; the rest (and later the GoAway and the
+      // status) wait in the gateway's HTTP/2 stream — fewer frames than grpc-js buffers, so its end() completes
+      // at once and only a reset frees the stream.
+      const N = 30;
+      for (let i = 0; i < N; i++) {
+        const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
+        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+        sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
+      }
+      await waitFor(() => sender.responses.filter((r) => r.kind.case === 'accepted').length === N, 20_000, 'all accepted');
+      const fresh = await raw(worker); // GoAway replaced for the stuck one
+      await sleep(GO_AWAY_GRACE_MS + 1_000);
+      // It reads again: had the stream not been reset, the frames still waiting would arrive, then the GoAway.
+      stuck.close();
+      await stuck.ended;
+      expect(stuck.goAway()).toBeUndefined();
+      expect(stuck.responses.filter((r) => r.kind.case === 'delivery').length).toBeLessThan(N);
+      fresh.close();
+      sender.close();
+    } finally {
+      await g.close();
+    }
+  }, 60_000);
+
   it('refuses an item carrying fields version 1 does not define, and answers an unknown recipient as a denied route', async () => {
     const planner = world.agent('planner-u', { agentType: 'planner' });
     const worker = world.agent('worker-u', { agentType: 'worker' });

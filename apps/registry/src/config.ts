@@ -12,6 +12,9 @@ import { ProblemList, suggestKey } from '@parley/cli-kit';
 import { RpcError } from '@parley/rpc';
 import { parseHostPort } from '@parley/rpc';
 
+/** Largest `heartbeat_ms`: half the 40 s after which a gateway reopens a silent revocation watch. */
+export const MAX_HEARTBEAT_MS = 20_000;
+
 /** Settings a running registry uses. */
 export interface RegistrySettings {
   /** Default `serve` address, `host:port`. */
@@ -151,6 +154,12 @@ export function readSettings(dataDir: string): RegistrySettings {
     }
     return v;
   };
+  // Gateways cancel a revocation watch that sends nothing for 40 s (PROTOCOL §12): a heartbeat must come well inside it.
+  const heartbeat = (): number => {
+    const v = num('heartbeat_ms', 100);
+    if (v > MAX_HEARTBEAT_MS) problems.add('malformed', `heartbeat_ms must be at most ${MAX_HEARTBEAT_MS} (gateways reopen a watch silent for 40 s)`);
+    return v;
+  };
   const address = (key: keyof SettingsJson, offAllowed: boolean): string => {
     const v = json[key] ?? DEFAULT_SETTINGS[camel(key) as keyof RegistrySettings];
     const ok = typeof v === 'string' && ((offAllowed && v === 'off') || isAddress(v));
@@ -174,7 +183,7 @@ export function readSettings(dataDir: string): RegistrySettings {
     defaultValidityMs: num('default_validity_ms', 60_000),
     maxValidityMs: num('max_validity_ms', 60_000),
     challengeTtlMs: num('challenge_ttl_ms', 1000),
-    heartbeatMs: num('heartbeat_ms', 100),
+    heartbeatMs: heartbeat(),
     metricsListen,
   };
   problems.take(path);

@@ -862,6 +862,15 @@ class Agent:
             except StateError as error:
                 self._emit("state_error", code=error.code, detail=error.detail)
 
+    def _restore_reserved(self, session: Session, previous: int) -> None:
+        """Puts back a reservation mark that was not written (only for a session still held: no entry outlives it)."""
+        if session.id not in self._sessions:
+            self._reserved.pop(session.id, None)
+        elif previous < 0:
+            self._reserved.pop(session.id, None)
+        else:
+            self._reserved[session.id] = previous
+
     async def _save_session(self, session: Session) -> None:
         if session.closed:
             return
@@ -1226,12 +1235,12 @@ class Agent:
                     await self._save_session(session)
                 except StateError:
                     # §17.2 item 1: fail closed — nothing is sealed and the agent stops (it resumes from the store after a restart).
-                    self._reserved[session.id] = previous
+                    self._restore_reserved(session, previous)
                     error = StateError("state_error", "could not reserve send counters: nothing was sealed, the agent stopped")
                     self._stop(error)
                     raise error from None
                 except BaseException:
-                    self._reserved[session.id] = previous  # not a failed write: nothing sealed
+                    self._restore_reserved(session, previous)  # not a failed write: nothing sealed
                     raise
                 if session.closed:  # closed while the reservation waited for the lock (nothing was saved): nothing sealed
                     self._reserved.pop(session.id, None)

@@ -718,15 +718,18 @@ class DuplexCall<I, O> extends ServerCallContext implements ServerDuplex<I, O> {
   }
 
   abort(error: unknown): void {
-    if (this.#write === WRITE_DONE) return;
-    if (this.#write === WRITE_OPEN) {
-      this.#failed = true;
-      this.#failure = error;
+    if (this.#write !== WRITE_DONE) {
+      if (this.#write === WRITE_OPEN) {
+        this.#failed = true;
+        this.#failure = error;
+      }
+      this.#write = WRITE_ENDING;
+      this.#queue = undefined;
+      this.#finish();
     }
-    this.#write = WRITE_ENDING;
-    this.#queue = undefined;
-    this.#finish();
-    resetStream(this.#call);
+    // Also after `end()` finished at once (fewer responses waiting than grpc-js buffers): those, and the status,
+    // still wait behind a client that does not read, until the stream is reset.
+    if (!this.#gone) resetStream(this.#call);
   }
 
   /**

@@ -6,7 +6,7 @@
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
 import { isLoopbackHost, parseHostPort, RpcError } from '@parley/rpc';
-import { checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
+import { MAX_HEARTBEAT_MS, checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
 import { IssuerKeyFiles } from '../issuer-keys.js';
 import {
   addDatabaseOptions,
@@ -61,7 +61,9 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   const crypto = await ctx.crypto();
   const fileSettings = readSettings(ctx.dataDir);
   const heartbeat = ctx.options.heartbeatMs;
-  if (heartbeat !== undefined && !/^[1-9]\d{2,7}$/.test(heartbeat)) throw new UsageError('--heartbeat-ms must be an integer from 100');
+  if (heartbeat !== undefined && (!/^[1-9]\d{2,7}$/.test(heartbeat) || Number(heartbeat) > MAX_HEARTBEAT_MS)) {
+    throw new UsageError(`--heartbeat-ms must be an integer from 100 to ${MAX_HEARTBEAT_MS} (gateways reopen a revocation watch silent for 40 s)`);
+  }
   const settings: RegistrySettings = { ...fileSettings, ...(heartbeat === undefined ? {} : { heartbeatMs: Number(heartbeat) }) };
   const certPath = ctx.options.tlsCert;
   const keyPath = ctx.options.tlsKey;

@@ -54,11 +54,11 @@ export function trustBundleHandlers(c: ServiceContext): Pick<ServiceImplementati
       if (req.graceMs < 0n || req.graceMs > BigInt(MAX_GRACE_MS)) throw new RpcError('malformed', `grace_ms must be 0..${MAX_GRACE_MS}`);
       const caller = await c.auth.authorise(ctx, 'write');
       if (rotating) throw new RpcError('failed_precondition', 'another issuer rotation is in progress: one rotation at a time');
-      rotating = true;
       const nowMs = Date.now();
       const key = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
       const { keyFiles } = c;
       let result: { version: number; outlivingGrace: number };
+      rotating = true; // cleared by the finally below, whatever happens from here
       try {
         // The key is on disk (its own file, synced) before the database names it; a failed commit removes
         // that file (never another key's). `unavailable`: the commit may have happened, so the file stays.

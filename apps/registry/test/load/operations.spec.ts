@@ -123,20 +123,24 @@ describe('registry.json validation', () => {
       const path = join(fixture.dataDir, 'registry.json');
       const written = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
       expect(written).toMatchObject({ version: 1, metrics_listen: 'off' });
-      writeFileSync(path, JSON.stringify({ ...written, heartbeatMs: 500, listen: 'nowhere', challenge_ttl_ms: -1, metrics_listen: 'everywhere', colour: 'blue' }));
+      writeFileSync(path, JSON.stringify({ ...written, heartbeatMs: 500, heartbeat_ms: 60_000, listen: 'nowhere', challenge_ttl_ms: -1, metrics_listen: 'everywhere', colour: 'blue' }));
       const r = await runRegistryCli(['serve', '--data-dir', fixture.dataDir]);
       expect(r.code).toBe(EXIT_CODES.invalidArgument);
       const lines = r.stderr.trim().split('\n');
       expect(lines).toHaveLength(1);
       expect(lines[0]).toBe(
-        `parley-registry: error: 5 problems in ${path}: unknown key 'heartbeatMs' (did you mean 'heartbeat_ms'?); unknown key 'colour'; ` +
-          'listen must be "host:port", got "nowhere"; metrics_listen must be "off" or "host:port", got "everywhere"; challenge_ttl_ms must be an integer ≥ 1000',
+        `parley-registry: error: 6 problems in ${path}: unknown key 'heartbeatMs' (did you mean 'heartbeat_ms'?); unknown key 'colour'; ` +
+          'listen must be "host:port", got "nowhere"; metrics_listen must be "off" or "host:port", got "everywhere"; challenge_ttl_ms must be an integer ≥ 1000; ' +
+          'heartbeat_ms must be at most 20000 (gateways reopen a watch silent for 40 s)',
       );
       // A bad --metrics-listen is a usage error.
       writeFileSync(path, JSON.stringify(written));
       const flag = await runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', 'x']);
       expect(flag.code).toBe(EXIT_CODES.usage);
       expect(flag.stderr).toMatch(/--metrics-listen must be "off" or host:port, got 'x'/);
+      const slow = await runRegistryCli(['serve', '--data-dir', fixture.dataDir, '--listen', '127.0.0.1:0', '--heartbeat-ms', '60000']);
+      expect(slow.code).toBe(EXIT_CODES.usage);
+      expect(slow.stderr).toMatch(/--heartbeat-ms must be an integer from 100 to 20000/);
     } finally {
       await fixture.cleanup();
     }
