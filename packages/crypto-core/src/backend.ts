@@ -19,8 +19,6 @@ export interface CryptoBackend {
   ed25519KeyPairFromSeed(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array };
   /** Ed25519 (RFC 8032, pure) signature of `message` with a 64-byte seed‖pk secret key. */
   ed25519Sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array;
-  /** Ed25519 verification; false on any malformed input. */
-  ed25519Verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
   /** X25519 public key for a 32-byte private scalar (RFC 7748). */
   x25519PublicKey(secretKey: Uint8Array): Uint8Array;
   /** X25519 shared secret, or null when it is all zeros (low-order peer key). */
@@ -53,9 +51,16 @@ export interface PwhashBackend {
  * Primitives only libsodium has: XChaCha20-Poly1305 (24-byte random nonces),
  * the Ed25519 → X25519 key conversion and sealed boxes (`crypto_box_seal`).
  * node:crypto has none of them, so libsodium serves them in every backend
- * choice, the way it serves password hashing.
+ * choice, the way it serves password hashing. Ed25519 verification is here too:
+ * node:crypto has it, but with other acceptance rules (below).
  */
 export interface SodiumOnlyBackend {
+  /**
+   * Ed25519 verification (`crypto_sign_verify_detached`); false on any malformed input. libsodium's, in
+   * every backend choice: it refuses a small-order or non-canonical public key or R and a non-canonical S,
+   * where OpenSSL accepts the small-order forgery (A = R = identity, S = 0) for every message.
+   */
+  ed25519Verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
   /** XChaCha20-Poly1305 IETF (draft-irtf-cfrg-xchacha) seal: ciphertext ‖ 16-byte tag. */
   xchachaSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
   /** XChaCha20-Poly1305 IETF open; null when authentication fails. */

@@ -2,7 +2,7 @@
 // backend choice so one suite proves them interchangeable.
 import { inspect } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CryptoError, SecretKey, createCrypto, fromHex, type ParleyCrypto } from './index.js';
+import { CryptoError, SecretKey, createCrypto, fromHex, toHex, type ParleyCrypto } from './index.js';
 
 // Each backend choice with each libsodium build (native addon and WebAssembly), so the two builds
 // are proved interchangeable on every behaviour and negative case.
@@ -127,6 +127,22 @@ describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium
         const s = sig.slice();
         s[bit * 8]! ^= 1 << bit;
         expect(c.ed25519.verify(s, msg, kp.publicKey)).toBe(false);
+      }
+    });
+
+    it('refuses the small-order forgery (identity public key, R = identity, S = 0) for every message', () => {
+      // With A the identity point, [k]A is the identity for every k, so R = identity, S = 0 satisfies
+      // [S]B = R + [k]A for any message: OpenSSL accepts it, libsodium refuses small-order and
+      // non-canonical A and R. The last two keys are non-canonical encodings of the identity (y = p + 1,
+      // and y = 1 with the sign bit of x = 0 set).
+      const identity = fromHex(`01${'00'.repeat(31)}`);
+      const keys = [identity, fromHex(`ee${'ff'.repeat(30)}7f`), fromHex(`01${'00'.repeat(30)}80`)];
+      const forged = new Uint8Array(64);
+      forged.set(identity, 0);
+      for (const publicKey of keys) {
+        for (const message of ['hello', 'anything else', '']) {
+          expect(c.ed25519.verify(forged, new TextEncoder().encode(message), publicKey), `${toHex(publicKey)} / ${message}`).toBe(false);
+        }
       }
     });
 

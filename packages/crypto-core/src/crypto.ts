@@ -95,7 +95,11 @@ export interface Ed25519Api {
   exportSeed(secretKey: SecretKey): Uint8Array;
   /** 64-byte signature. @throws invalid_type, invalid_length, key_wiped */
   sign(message: Uint8Array, secretKey: SecretKey): Uint8Array;
-  /** True only for a valid signature; false (never throws) on any malformed input. */
+  /**
+   * True only for a valid signature; false (never throws) on any malformed input. Always libsodium's
+   * `crypto_sign_verify_detached`, whatever the backend: a small-order or non-canonical public key or R,
+   * or a non-canonical S, is refused (OpenSSL accepts the identity-key forgery for every message).
+   */
   verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
 }
 
@@ -184,7 +188,10 @@ export interface SealedBoxApi {
 
 /** The synchronous crypto API returned by {@link createCrypto}. */
 export interface ParleyCrypto {
-  /** Which backend serves each primitive, e.g. `{ ed25519: 'libsodium', aead: 'node', … }`. */
+  /**
+   * Which backend serves each primitive, e.g. `{ ed25519: 'libsodium', aead: 'node', … }`. For `ed25519`
+   * it names key generation and signing; verification is libsodium's in every backend choice.
+   */
   readonly backends: Readonly<Record<PrimitiveName, string>>;
   readonly ed25519: Ed25519Api;
   readonly x25519: X25519Api;
@@ -446,7 +453,8 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
           return false;
         }
         try {
-          return use.ed25519.ed25519Verify(signature, message, publicKey);
+          // libsodium in every backend choice: OpenSSL accepts small-order A and R (SodiumOnlyBackend).
+          return pw.ed25519Verify(signature, message, publicKey);
         } catch {
           return false;
         }

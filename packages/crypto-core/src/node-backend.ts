@@ -45,6 +45,9 @@ function u8(buffer: Buffer): Uint8Array {
 /**
  * Creates the node:crypto backend. OpenSSL's BLAKE2b in node has neither a key
  * nor a variable output length, so those calls go to `fallback` (libsodium).
+ * It has no Ed25519 verification: OpenSSL accepts small-order public keys and R
+ * (the identity key verifies a zero signature for every message), so verification
+ * is libsodium's in every backend choice (SodiumOnlyBackend).
  */
 export function createNodeBackend(fallback: CryptoBackend): CryptoBackend {
   return {
@@ -62,14 +65,6 @@ export function createNodeBackend(fallback: CryptoBackend): CryptoBackend {
     ed25519Sign(message, secretKey) {
       const jwk = { kty: 'OKP', crv: 'Ed25519', d: b64url(secretKey.subarray(0, 32)), x: b64url(secretKey.subarray(32)) };
       return u8(nodeCrypto.sign(null, message, nodeCrypto.createPrivateKey({ key: jwk, format: 'jwk' })));
-    },
-    ed25519Verify(signature, message, pk) {
-      try {
-        const key = nodeCrypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: b64url(pk) }, format: 'jwk' });
-        return nodeCrypto.verify(null, message, key, signature);
-      } catch {
-        return false;
-      }
     },
     x25519PublicKey(secretKey) {
       return rawPublic(nodeCrypto.createPublicKey(privateKey(X25519_PKCS8, secretKey)));

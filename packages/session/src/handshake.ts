@@ -11,10 +11,19 @@
  *   -> s, se                   frame step 3, payload = initiator's HandshakePayload
  */
 import { layout, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
-import { isIdentityError, verifyCertificate, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import {
+  MAX_CERTIFICATE_BYTES,
+  isIdentityError,
+  verifyCertificate,
+  type RevocationChecker,
+  type TrustBundle,
+  type VerifiedCertificate,
+} from '@parley/identity';
+import {
+  BinaryReader,
   HandshakeFrameSchema,
   HandshakePayloadSchema,
+  WireType,
   create,
   fromBinary,
   toBinary,
@@ -173,11 +182,35 @@ function verifyPeerPayload(
 
 function decodeHandshakePayload(bytes: Uint8Array) {
   if (bytes.length === 0 || bytes.length > MAX_HANDSHAKE_PAYLOAD_BYTES) throw new SessionError('malformed', 'handshake payload size out of range');
+  let payload;
   try {
-    return fromBinary(HandshakePayloadSchema, bytes, { readUnknownFields: false });
+    // Unknown fields are kept (the default): the payload's own are ignored (§5.3), the certificate's are
+    // refused as `malformed` by verifyCertificate (§3.2: unsigned data must not travel with signed data).
+    // `readUnknownFields: false` would drop them from the nested certificate too, and nothing would see them.
+    payload = fromBinary(HandshakePayloadSchema, bytes);
   } catch (cause) {
     throw new SessionError('malformed', 'handshake payload does not decode', { cause });
   }
+  // §3.2: an encoded certificate is at most 4096 bytes — its bytes as sent, not a re-encoding of them.
+  if (certificateBytes(bytes) > MAX_CERTIFICATE_BYTES) {
+    throw new SessionError('malformed', `the certificate in the handshake payload is over ${MAX_CERTIFICATE_BYTES} bytes`);
+  }
+  return payload;
+}
+
+/**
+ * Bytes of the certificate field (HandshakePayload field 1) as sent. Every occurrence counts: protobuf
+ * merges repeated occurrences of a message field into the one certificate that is then verified.
+ */
+function certificateBytes(payload: Uint8Array): number {
+  const reader = new BinaryReader(payload);
+  let total = 0;
+  while (reader.pos < reader.len) {
+    const [fieldNo, wireType] = reader.tag();
+    if (fieldNo === 1 && wireType === WireType.LengthDelimited) total += reader.bytes().length;
+    else reader.skip(wireType, fieldNo);
+  }
+  return total;
 }
 
 function makeSession(
@@ -203,16 +236,11 @@ function makeSession(
     clock: ctx.clock,
     // §8.1 step 2: the peer's certificate is re-checked on every message (validity, issuer bound, revocation).
     ...(config.revocations === undefined ? {} : { revocations: config.revocations }),
-    ...peerNotAfter(config.trustBundle, peer.verified.issuerKeyId),
+    // … and its issuer against the trust bundle as it is then (a live bundle follows issuer rotations).
+    trustBundle: config.trustBundle,
     ...(config.skew === undefined ? {} : { skew: config.skew }),
     ...(config.messageCache === undefined ? {} : { messageCache: config.messageCache }),
   });
-}
-
-/** The issuer entry's `not_after_ms` (§3.3 step 4), which bounds the session's peer certificate too. */
-function peerNotAfter(bundle: TrustBundle, issuerKeyId: Uint8Array): { peerNotAfterMs?: number } {
-  const notAfterMs = bundle.get(issuerKeyId)?.notAfterMs;
-  return notAfterMs === undefined ? {} : { peerNotAfterMs: notAfterMs };
 }
 
 function frame(sessionId: Uint8Array, senderId: string, recipientId: string, step: 1 | 2 | 3, noiseMessage: Uint8Array, rekeyThreshold: number): HandshakeFrame {

@@ -282,7 +282,10 @@ export class SessionManager {
     const reported = (): undefined => undefined;
     switch (frame?.step) {
       case 1: {
-        if (this.#responders.has(id) || this.#sessions.has(id)) return drop('replay', 'handshake for an existing session id');
+        // A session id this agent holds in any role — a session, a handshake it answers, or one it started and
+        // waits on (another agent that saw the id go by could otherwise open a second session under it) —
+        // makes the step 1 a redelivery or a collision: dropped (§5.1).
+        if (this.#responders.has(id) || this.#sessions.has(id) || this.#pendingById.has(id)) return drop('replay', 'handshake for an existing session id');
         if (this.#responders.size >= (this.#options.maxPendingHandshakes ?? 1000)) return drop('rate_limited', 'too many handshakes in progress');
         if (this.#sessions.size >= (this.#options.maxSessions ?? 100_000)) return drop('rate_limited', 'too many sessions');
         const peerId = typeof frame.senderId === 'string' ? frame.senderId : '';
@@ -336,7 +339,10 @@ export class SessionManager {
           pending.reject(new SessionError('handshake_failed', 'could not send the final handshake frame', { cause: error }));
           return undefined;
         }
-        this.#register(completed.session, pending.renewing);
+        if (!this.#register(completed.session, pending.renewing)) {
+          pending.reject(new SessionError('replay', 'a session with this id is live already'));
+          return undefined;
+        }
         pending.resolve(completed.session);
         return completed.session;
       }
@@ -351,8 +357,11 @@ export class SessionManager {
           this.#endResponder(id, responder.peerId, true);
           return reported();
         }
+        if (!this.#register(session, undefined)) {
+          this.#endResponder(id, responder.peerId, true);
+          return undefined;
+        }
         this.#endResponder(id, responder.peerId, false);
-        this.#register(session, undefined);
         return session;
       }
       default:
@@ -428,8 +437,18 @@ export class SessionManager {
     return [...this.#sessions.values()].map((s) => exportSessionState(this.#crypto, s, key));
   }
 
-  /** Restores sessions from `exportState()` output (requires `stateKey`). */
+  /**
+   * Restores sessions from `exportState()` output (requires `stateKey`). Senders resume two epochs past the
+   * snapshot's counter, which is safe only without reservations (§13): with `reserveCounters` configured
+   * the previous process may have sealed up to its durable mark, further than that, so this refuses
+   * (`malformed`, nothing imported) and {@link restore} with the recorded mark is the way back.
+   * @throws SessionError `malformed` (reservations on, or no `stateKey`), `state_corrupt`, `identity_mismatch`,
+   *   `replay` (a session with that id is live here already)
+   */
   importState(sealed: readonly Uint8Array[]): Session[] {
+    if (this.#options.reserveCounters !== undefined) {
+      throw new SessionError('malformed', 'importState cannot resume sending under counter reservations: use restore(sealed, reservedMark)');
+    }
     return sealed.map((bytes) => {
       const session = this.#import(bytes, undefined);
       this.#snapshot(session);
@@ -442,7 +461,8 @@ export class SessionManager {
    * snapshot taken by the owner) and resumes sending at `resumeSendCounter`:
    * the durable reservation mark recorded through `reserveCounters` (never
    * below the snapshot's own counter). The next seal reserves a new block.
-   * @throws SessionError `state_corrupt`, `identity_mismatch`, `malformed`
+   * @throws SessionError `state_corrupt`, `identity_mismatch`, `malformed`, `replay` (a session with that id
+   *   is live here already)
    */
   restore(sealed: Uint8Array, resumeSendCounter: number): Session {
     const session = this.#import(sealed, resumeSendCounter);
@@ -453,6 +473,7 @@ export class SessionManager {
   #import(sealed: Uint8Array, resumeSendCounter: number | undefined): Session {
     const session = importSessionState(this.#crypto, sealed, this.#stateKey(), {
       identity: this.#config.identity,
+      trustBundle: this.#config.trustBundle, // the live bundle: the peer's issuer is checked at every open (§8.1 step 2)
       clock: this.#clock,
       events: (e) => this.#emit(e),
       messageCache: this.#cache,
@@ -460,6 +481,11 @@ export class SessionManager {
       ...(this.#config.skew === undefined ? {} : { skew: this.#config.skew }),
       ...(this.#config.revocations === undefined ? {} : { revocations: this.#config.revocations }),
     });
+    if (this.#sessions.has(session.idHex)) {
+      // Never two sessions under one id (the live one would be orphaned, keys and all).
+      session.close();
+      throw new SessionError('replay', 'a session with this id is live already');
+    }
     this.#sessions.set(session.idHex, session);
     const cur = this.#current.get(session.peerId);
     if (cur === undefined || cur.createdAtMs < session.createdAtMs) this.#current.set(session.peerId, session);
@@ -552,7 +578,27 @@ export class SessionManager {
     if (this.#pendingByPeer.get(p.handshake.peerId) === p) this.#pendingByPeer.delete(p.handshake.peerId);
   }
 
-  #register(session: Session, renewing: Session | undefined): void {
+  /**
+   * Adds a session a handshake completed. A live session under the same id is never replaced (that would
+   * leave it orphaned with live keys and send its peer's envelopes to the newcomer): the new one is closed,
+   * its keys wiped, and the refusal reported as `replay`.
+   * @returns whether the session was registered
+   */
+  #register(session: Session, renewing: Session | undefined): boolean {
+    if (this.#sessions.has(session.idHex)) {
+      session.close();
+      this.#emit({
+        kind: 'security',
+        code: 'replay',
+        stage: 'handshake',
+        sessionId: session.idHex,
+        senderId: session.peerId,
+        recipientId: this.agentId,
+        atMs: this.#clock(),
+        detail: 'a session with this id is live already; the handshake that completed under it is closed',
+      });
+      return false;
+    }
     this.#sessions.set(session.idHex, session);
     // Bounded per peer: the oldest of this peer's sessions beyond the bound are closed (never the new one).
     const max = this.#options.maxSessionsPerPeer ?? 8;
@@ -567,6 +613,7 @@ export class SessionManager {
     this.#emit({ kind: 'established', session });
     if (renewing) this.#emit({ kind: 'renewed', previous: renewing, session });
     this.#snapshot(session);
+    return true;
   }
 
   #expire(session: Session, reason: 'idle' | 'max_duration'): void {

@@ -13,7 +13,7 @@
  * is refreshed at least once per epoch (SessionManager does so).
  */
 import { SecretKey, concatBytes, fromBase64Url, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
-import type { RevocationChecker, VerifiedCertificate } from '@parley/identity';
+import { TrustBundle, type RevocationChecker, type VerifiedCertificate } from '@parley/identity';
 import { AgentCertificateSchema, fromBinary, toBinary } from '@parley/proto';
 import { SessionError } from './errors.js';
 import type { SecurityEventSink } from './events.js';
@@ -60,7 +60,15 @@ export function exportSessionState(crypto: ParleyCrypto, session: Session, local
   if (!(localKey instanceof SecretKey) || localKey.length !== 32) throw new SessionError('malformed', 'state key must be a 32-byte SecretKey');
   const { send, receive, window, lastActivityMs } = session.unsafeExportInternals();
   const w = window.exportState();
-  const epochs = (dk: DirectionKeys): EpochJson[] => dk.unsafeExport().map((e) => ({ epoch: e.epoch, key: toBase64Url(e.key) }));
+  // The key copies unsafeExport makes are wiped once encoded (the JSON string itself cannot be: see the README).
+  const epochs = (dk: DirectionKeys): EpochJson[] =>
+    dk.unsafeExport().map((e) => {
+      try {
+        return { epoch: e.epoch, key: toBase64Url(e.key) };
+      } finally {
+        crypto.wipe(e.key);
+      }
+    });
   const p = session.peer;
   const state: StateJson = {
     v: SEALED_STATE_VERSION,
@@ -113,33 +121,52 @@ export interface ImportOptions {
   readonly resumeSendCounter?: number;
   /** The agent's revocation data: every `open` re-checks the peer against it (docs/PROTOCOL.md §8.1 step 2). */
   readonly revocations?: RevocationChecker;
+  /**
+   * The agent's trust bundle (a live view when it follows the registry's, §15.9): every `open` looks the
+   * peer certificate's issuer up in it, as the session did before the restart (docs/PROTOCOL.md §8.1
+   * step 2). The sealed state holds the issuer's key id, never a copy of its `not_after_ms`.
+   */
+  readonly trustBundle: TrustBundle;
 }
 
 /**
  * Opens sealed state and rebuilds the session.
- * @throws SessionError `state_corrupt` when it does not open or parse, `identity_mismatch` for another local agent
+ * @throws SessionError `state_corrupt` when it does not open or parse, `identity_mismatch` for another local agent,
+ *   `malformed` without a trust bundle
  */
 export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, localKey: SecretKey, options: ImportOptions): Session {
+  if (!(options?.trustBundle instanceof TrustBundle)) throw new SessionError('malformed', 'importing a session needs the trust bundle its peer is checked against');
   if (!(sealed instanceof Uint8Array) || sealed.length < MAGIC.length + SALT + 16) throw new SessionError('state_corrupt', 'sealed state too short');
   if (!crypto.constantTimeEqual(sealed.subarray(0, MAGIC.length), MAGIC)) throw new SessionError('state_corrupt', 'not sealed session state');
   const header = sealed.subarray(0, MAGIC.length + SALT);
   const key = sealKey(crypto, localKey, sealed.subarray(MAGIC.length, MAGIC.length + SALT));
   let state: StateJson;
+  let plaintext: Uint8Array | undefined;
   try {
-    const plaintext = crypto.aead.open(key, 0n, sealed.subarray(header.length), header);
+    plaintext = crypto.aead.open(key, 0n, sealed.subarray(header.length), header);
     state = JSON.parse(new TextDecoder().decode(plaintext)) as StateJson;
-    plaintext.fill(0);
   } catch (cause) {
     throw new SessionError('state_corrupt', 'sealed state does not open', { cause });
   } finally {
     key.wipe();
+    if (plaintext !== undefined) crypto.wipe(plaintext);
   }
+  let send: DirectionKeys | undefined;
+  let receive: DirectionKeys | undefined;
   try {
     if (state.v !== SEALED_STATE_VERSION) throw new SessionError('state_corrupt', 'unsupported sealed state version');
     if (state.localId !== options.identity.agentId) throw new SessionError('identity_mismatch', 'state belongs to another local agent');
-    const decodeEpochs = (list: EpochJson[]) => list.map((e) => ({ epoch: e.epoch, key: fromBase64Url(e.key) }));
-    const send = DirectionKeys.fromExport(crypto, state.threshold, decodeEpochs(state.send));
-    const receive = DirectionKeys.fromExport(crypto, state.threshold, decodeEpochs(state.receive));
+    // DirectionKeys.fromExport copies each key into a SecretKey; the decoded bytes are wiped after.
+    const directionKeys = (list: EpochJson[]): DirectionKeys => {
+      const epochs = list.map((e) => ({ epoch: e.epoch, key: fromBase64Url(e.key) }));
+      try {
+        return DirectionKeys.fromExport(crypto, state.threshold, epochs);
+      } finally {
+        for (const e of epochs) crypto.wipe(e.key);
+      }
+    };
+    send = directionKeys(state.send);
+    receive = directionKeys(state.receive);
     const ringBytes = fromBase64Url(state.window.ring);
     if (ringBytes.length !== RING_BLOCKS * 4) throw new SessionError('state_corrupt', 'bad replay window');
     const window = ReplayWindow.fromState({ top: state.window.top, ring: new Uint32Array(ringBytes.buffer.slice(ringBytes.byteOffset, ringBytes.byteOffset + ringBytes.byteLength)) });
@@ -176,8 +203,12 @@ export function importSessionState(crypto: ParleyCrypto, sealed: Uint8Array, loc
       ...(options.skew === undefined ? {} : { skew: options.skew }),
       ...(options.messageCache === undefined ? {} : { messageCache: options.messageCache }),
       ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
+      trustBundle: options.trustBundle,
     });
   } catch (cause) {
+    // Keys rebuilt before the failure are wiped: no session will ever hold them.
+    send?.wipe();
+    receive?.wipe();
     if (cause instanceof SessionError) throw cause;
     throw new SessionError('state_corrupt', 'sealed state does not parse', { cause });
   }

@@ -4,12 +4,12 @@
  * handshake (handshake.ts) or by importing sealed state (sealed-state.ts).
  *
  * Receive-path check order (normative, docs/PROTOCOL.md §8.1): shape → session,
- * routing and the peer certificate's standing (validity, revocation) → signature → timestamp skew → replay window → message-hash
+ * routing and the peer certificate's standing (issuer in the trust bundle, validity, revocation) → signature → timestamp skew → replay window → message-hash
  * cache → epoch key → HMAC tag → AEAD → commitment → payload. Nothing is
  * committed (window, cache, epoch keys) until every check has passed.
  */
 import { concatBytes, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import { isIdentityError, type RevocationChecker, type VerifiedCertificate } from '@parley/identity';
+import { TrustBundle, isIdentityError, type RevocationChecker, type VerifiedCertificate } from '@parley/identity';
 import {
   MessagePayloadSchema,
   MessageType,
@@ -117,8 +117,12 @@ export interface SessionInit {
    * (docs/PROTOCOL.md §8.1 step 2): a revoked peer closes the session.
    */
   readonly revocations?: RevocationChecker;
-  /** The `not_after_ms` of the issuer that signed the peer's certificate, when the trust bundle sets one. */
-  readonly peerNotAfterMs?: number;
+  /**
+   * The agent's trust bundle — a live view (`TrustBundle.live`) when the agent follows the registry's
+   * (§15.9). Every `open` looks the peer certificate's issuer up in it (docs/PROTOCOL.md §8.1 step 2): an
+   * issuer no longer in it (`unknown_issuer`) or past its `not_after_ms` (`expired`) closes the session.
+   */
+  readonly trustBundle: TrustBundle;
 }
 
 const HASH_BYTES = 32;
@@ -149,7 +153,7 @@ export class Session {
   readonly #events: SecurityEventSink;
   readonly #clock: () => number;
   readonly #revocations: RevocationChecker | undefined;
-  readonly #peerNotAfterMs: number | undefined;
+  readonly #trustBundle: TrustBundle;
   #sendCounter: number;
   #lastActivityMs: number;
   #closed = false;
@@ -174,7 +178,8 @@ export class Session {
     this.#events = init.events ?? ignoreEvents;
     this.#clock = init.clock ?? Date.now;
     this.#revocations = init.revocations;
-    this.#peerNotAfterMs = init.peerNotAfterMs;
+    if (!(init.trustBundle instanceof TrustBundle)) throw new SessionError('malformed', 'a session needs the trust bundle its peer is checked against');
+    this.#trustBundle = init.trustBundle;
     this.#sendCounter = init.sendCounter ?? 0;
     this.#lastActivityMs = init.lastActivityMs ?? init.createdAtMs;
   }
@@ -360,14 +365,22 @@ export class Session {
 
   /**
    * §8.1 step 2: the certificate the handshake authenticated must still stand when each message is opened
-   * (§3.3 steps 4 and 6 again, on signed data the session already holds). An expired or revoked peer closes
-   * the session: nothing it sends can be accepted any more, and its keys are wiped now. Stale revocation data
-   * refuses the message (fail closed) but keeps the session, since fresher data may clear the peer.
+   * (§3.3 steps 2, 4 and 6 again, on signed data the session already holds and on the agent's current trust
+   * bundle and revocation data). A peer whose issuer has left the trust bundle, or that is expired (its own
+   * validity or its issuer's `not_after_ms`, read from the bundle now, not copied at the handshake) or
+   * revoked, closes the session: nothing it sends can be accepted any more, and its keys are wiped now.
+   * Stale revocation data refuses the message (fail closed) but keeps the session, since fresher data may
+   * clear the peer.
    */
   #checkPeerStanding(nowMs: number): void {
-    if (nowMs >= this.peer.validUntilMs || (this.#peerNotAfterMs !== undefined && nowMs >= this.#peerNotAfterMs)) {
+    const issuer = this.#trustBundle.get(this.peer.issuerKeyId);
+    if (issuer === undefined) {
       this.close();
-      throw new SessionError('expired', "the peer's certificate has expired; session closed");
+      throw new SessionError('unknown_issuer', "the issuer of the peer's certificate is no longer in the trust bundle; session closed");
+    }
+    if (nowMs >= this.peer.validUntilMs || (issuer.notAfterMs !== undefined && nowMs >= issuer.notAfterMs)) {
+      this.close();
+      throw new SessionError('expired', "the peer's certificate (or its issuer) has expired; session closed");
     }
     if (this.#revocations === undefined) return;
     let status: unknown;

@@ -1,10 +1,29 @@
 // Identity-bound handshake: success, and each rejection with its own code.
 import { beforeEach, describe, expect, it } from 'vitest';
 import { SecretKey, toHex } from '@parley/crypto-core';
-import { createIssuerKey, TrustBundle } from '@parley/identity';
-import { HandshakeFrameSchema, HandshakePayloadSchema, create, toBinary, type HandshakeFrame } from '@parley/proto';
-import { InitiatorHandshake, ResponderHandshake, SessionError, type SecurityEvent } from '../src/index.js';
-import { DAY, NOW, createWorld, handshake, type World } from './fixtures.js';
+import { certificateTbs, createIssuerKey, TrustBundle } from '@parley/identity';
+import {
+  AgentCertificateSchema,
+  HandshakeFrameSchema,
+  HandshakePayloadSchema,
+  create,
+  fromBinary,
+  toBinary,
+  type AgentCertificate,
+  type HandshakeFrame,
+} from '@parley/proto';
+import {
+  HandshakeState,
+  InitiatorHandshake,
+  PARLEY_NOISE_PROTOCOL,
+  ResponderHandshake,
+  SessionError,
+  identityBindingBytes,
+  noisePrologue,
+  parseProtocolName,
+  type SecurityEvent,
+} from '../src/index.js';
+import { DAY, NOW, createWorld, handshake, type Agent, type World } from './fixtures.js';
 
 let w: World;
 beforeEach(async () => {
@@ -189,6 +208,73 @@ describe('identity-bound Noise XX handshake', () => {
     const payloadLength = f2.noiseMessage.length - 32 - 48 - 16;
     const payloadSize = toBinary(HandshakePayloadSchema, create(HandshakePayloadSchema, { certificate: bob.certificate, identitySignature: new Uint8Array(64) })).length;
     expect(payloadLength).toBe(payloadSize);
+  });
+});
+
+describe('the certificate in a HandshakePayload (§3.2: no unknown fields, at most 4096 bytes encoded)', () => {
+  /**
+   * Answers step 1 as `responder` would, but with `payloadOf(staticPublicKey, signature)` as its Noise
+   * payload: what a peer that sends any bytes it likes can put there.
+   */
+  function step2With(frame1: HandshakeFrame, responder: Agent, payloadOf: (certificate: AgentCertificate, signature: Uint8Array) => Uint8Array): HandshakeFrame {
+    const staticKey = w.crypto.x25519.generateKeyPair();
+    const hs = new HandshakeState(w.crypto, {
+      protocol: parseProtocolName(PARLEY_NOISE_PROTOCOL, w.crypto),
+      initiator: false,
+      prologue: noisePrologue(frame1.sessionId, frame1.senderId, responder.agentId, frame1.rekeyThreshold),
+      staticKeyPair: staticKey,
+    });
+    hs.readMessage(frame1.noiseMessage);
+    const signature = w.crypto.ed25519.sign(identityBindingBytes(frame1.sessionId, responder.agentId, 2, staticKey.publicKey), responder.signingKey);
+    const { message } = hs.writeMessage(payloadOf(responder.certificate, signature));
+    return create(HandshakeFrameSchema, { ...frame1, senderId: responder.agentId, recipientId: frame1.senderId, step: 2, noiseMessage: message });
+  }
+  const encode = (certificate: AgentCertificate, identitySignature: Uint8Array) =>
+    toBinary(HandshakePayloadSchema, create(HandshakePayloadSchema, { certificate, identitySignature }));
+  /** An unknown varint field 99 = 1: tag (99 << 3) | 0 = 792 = 0x98 0x06. */
+  const UNKNOWN_FIELD = Uint8Array.of(0x98, 0x06, 0x01);
+
+  function initiatorReads(payloadOf: Parameters<typeof step2With>[2], bob = w.agent('bob')) {
+    const alice = w.agent('alice');
+    const { handshake: i, frame: f1 } = InitiatorHandshake.start(w.crypto, w.config(alice), 'bob');
+    const f2 = step2With(f1, bob, payloadOf);
+    return () => i.receive(f2);
+  }
+
+  it('accepts a well-formed payload built this way (the helper is faithful)', () => {
+    expect(initiatorReads(encode)().session.peerId).toBe('bob');
+  });
+
+  it('refuses a certificate carrying a field unknown to v1 (unsigned data riding with signed data): malformed', () => {
+    // The issuer's signature covers the TBS layout only, so it still verifies with the extra field.
+    const receive = initiatorReads((cert, sig) => {
+      const certBytes = Uint8Array.from([...toBinary(AgentCertificateSchema, cert), ...UNKNOWN_FIELD]);
+      const withUnknown = fromBinary(AgentCertificateSchema, certBytes);
+      expect(withUnknown.$unknown).toHaveLength(1);
+      return encode(withUnknown, sig);
+    });
+    expect(receive).toThrow(expect.objectContaining({ code: 'malformed', message: expect.stringMatching(/fields that version 1 does not define/) as string }) as Error);
+  });
+
+  it('refuses a validly signed certificate over 4096 bytes inside a payload under 8192: malformed', () => {
+    const bob = w.agent('bob');
+    // 64 capabilities of 100 characters: every §3.2 field rule holds, the encoding is about 6.7 KB.
+    const capabilities = Array.from({ length: 64 }, (_, i) => `cap-${String(i).padStart(2, '0')}-${'x'.repeat(93)}`);
+    const fields = create(AgentCertificateSchema, { ...bob.certificate, capabilities, signature: new Uint8Array(0) });
+    const big = create(AgentCertificateSchema, { ...fields, signature: w.crypto.ed25519.sign(certificateTbs(fields), w.issuer.secretKey) });
+    const bigBytes = toBinary(AgentCertificateSchema, big).length;
+    expect(bigBytes).toBeGreaterThan(4096);
+    const receive = initiatorReads((_cert, sig) => {
+      const payload = encode(big, sig);
+      expect(payload.length).toBeLessThanOrEqual(8192);
+      return payload;
+    }, bob);
+    expect(receive).toThrow(expect.objectContaining({ code: 'malformed', message: expect.stringMatching(/over 4096 bytes/) as string }) as Error);
+  });
+
+  it('ignores unknown fields of the HandshakePayload itself (§5.3: encrypted and bound into the handshake hash)', () => {
+    const receive = initiatorReads((cert, sig) => Uint8Array.from([...encode(cert, sig), ...UNKNOWN_FIELD]));
+    expect(receive().session.peerId).toBe('bob');
   });
 });
 

@@ -3,6 +3,7 @@
 // sealed export/import across a simulated restart.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SecretKey } from '@parley/crypto-core';
+import { TrustBundle } from '@parley/identity';
 import { MessageType, type HandshakeFrame } from '@parley/proto';
 import { InitiatorHandshake, SessionError, SessionManager, type SessionManagerEvent, type SessionManagerOptions } from '../src/index.js';
 import { createWorld, type Agent, type World } from './fixtures.js';
@@ -159,6 +160,163 @@ describe('SessionManager', () => {
     const reply = await b2.seal('alice', { type: MessageType.STATUS_UPDATE, content: 'back' });
     expect(a.open(reply.envelope).content).toBe('back');
     void alice;
+  });
+
+  it("restore takes the live trust bundle: a restored session closes once its peer's issuer is past not_after_ms", async () => {
+    let current = w.trustBundle;
+    const live = TrustBundle.live(() => current);
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const alice = w.agent('alice');
+    const bob = w.agent('bob');
+    const peers = new Map<string, SessionManager>();
+    const make = (agent: Agent) => {
+      const m = new SessionManager({
+        crypto: w.crypto,
+        handshake: { identity: agent, trustBundle: live, revocations: w.revocations },
+        transport: { sendFrame: async (frame: HandshakeFrame) => void (await peers.get(frame.recipientId)?.handleFrame(frame)) },
+        clock: w.clock,
+        stateKey,
+      });
+      peers.set(agent.agentId, m);
+      managers.push(m);
+      return m;
+    };
+    const a = make(alice);
+    const b = make(bob);
+    await a.session('bob');
+    const saved = b.exportSession(b.sessions()[0]!);
+    b.close();
+    const closed: string[] = [];
+    const b2 = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: bob, trustBundle: live, revocations: w.revocations },
+      transport: { sendFrame: () => undefined },
+      clock: w.clock,
+      stateKey,
+      onEvent: (e) => void (e.kind === 'closed' && closed.push(e.session.idHex)),
+    });
+    managers.push(b2);
+    const restored = b2.restore(saved, 0);
+    current = TrustBundle.from(w.crypto, [{ publicKey: w.issuer.publicKey, notAfterMs: w.clock.now + MINUTE }]);
+    expect(b2.open((await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 1 })).envelope).content).toBe(1);
+    w.clock.now += MINUTE;
+    w.revocations.apply([], 0, w.clock.now);
+    const late = (await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 2 })).envelope;
+    expect(() => b2.open(late)).toThrow(expect.objectContaining({ code: 'expired' }) as Error);
+    expect(restored.isClosed).toBe(true);
+    expect(b2.sessionById(restored.idHex)).toBeUndefined();
+    expect(closed).toEqual([restored.idHex]);
+  });
+
+  it('drops a step 1 whose session id is its own handshake in progress (replay): no second session under that id', async () => {
+    const alice = w.agent('alice');
+    const bob = w.agent('bob');
+    const mallory = w.agent('mallory');
+    const toBob: HandshakeFrame[] = [];
+    const toMallory: HandshakeFrame[] = [];
+    const events: SessionManagerEvent[] = [];
+    const a = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: alice, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: { sendFrame: (f: HandshakeFrame) => void (f.recipientId === 'bob' ? toBob : toMallory).push(f) },
+      clock: w.clock,
+      onEvent: (e) => events.push(e),
+    });
+    managers.push(a);
+    const established = a.session('bob');
+    await new Promise((r) => setTimeout(r, 0));
+    const step1 = toBob[0]!;
+    const id = Buffer.from(step1.sessionId).toString('hex');
+    // mallory saw the session id go by and starts her own handshake with alice under it
+    const { handshake: m, frame: m1 } = InitiatorHandshake.start(w.crypto, w.config(mallory), 'alice', step1.sessionId);
+    await a.handleFrame(m1);
+    expect(a.isResponding(id)).toBe(false);
+    expect(toMallory).toHaveLength(0);
+    expect(events.some((e) => e.kind === 'security' && e.code === 'replay' && e.senderId === 'mallory')).toBe(true);
+    m.abort();
+    // bob's genuine handshake completes and owns the id
+    const b = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: bob, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: { sendFrame: async (f: HandshakeFrame) => void (await a.handleFrame(f)) },
+      clock: w.clock,
+    });
+    managers.push(b);
+    await b.handleFrame(step1);
+    const session = await established;
+    expect(session.peerId).toBe('bob');
+    expect(a.sessionById(id)).toBe(session);
+  });
+
+  it('never lets a completed handshake replace a live session with the same id', async () => {
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const { a, b, bob } = pair({ stateKey });
+    const original = await a.session('bob');
+    const saved = b.exportSession(b.sessions()[0]!);
+    const events: SessionManagerEvent[] = [];
+    const toMallory: HandshakeFrame[] = [];
+    const b2 = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: bob, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: { sendFrame: (f: HandshakeFrame) => void toMallory.push(f) },
+      clock: w.clock,
+      stateKey,
+      onEvent: (e) => events.push(e),
+    });
+    managers.push(b2);
+    // mallory opens a handshake under the id of bob's session before bob's restart has restored it …
+    const mallory = w.agent('mallory');
+    const { handshake: m, frame: m1 } = InitiatorHandshake.start(w.crypto, w.config(mallory), 'bob', original.id);
+    await b2.handleFrame(m1);
+    expect(b2.isResponding(original.idHex)).toBe(true);
+    const [restored] = b2.importState([saved]);
+    // … and completes it afterwards: refused, the restored session stays the one under that id, mallory's is closed
+    const { frame: m3, session: mSession } = m.receive(toMallory[0]!);
+    expect(await b2.handleFrame(m3)).toBeUndefined();
+    expect(b2.sessionById(original.idHex)).toBe(restored);
+    expect(b2.sessions()).toEqual([restored]);
+    expect(events.some((e) => e.kind === 'security' && e.code === 'replay' && e.senderId === 'mallory')).toBe(true);
+    expect(events.some((e) => e.kind === 'established')).toBe(false);
+    const sealed = await a.seal('bob', { type: MessageType.STATUS_UPDATE, content: 'still bob' });
+    expect(b2.open(sealed.envelope).content).toBe('still bob');
+    mSession.close();
+  });
+
+  it('refuses to import the state of a session whose id is live already', async () => {
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const { a, b } = pair({ stateKey });
+    await a.session('bob');
+    const [live] = b.sessions();
+    expect(() => b.importState([b.exportSession(live!)])).toThrow(expect.objectContaining({ code: 'replay' }) as Error);
+    expect(b.sessions()).toEqual([live]);
+    expect(live!.isClosed).toBe(false);
+  });
+
+  it('refuses importState when counter reservations are on (restore with the durable mark instead)', async () => {
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const { a, b, alice } = pair({ stateKey });
+    await a.session('bob');
+    const saved = a.exportState();
+    a.close();
+    const reserved: number[] = [];
+    const a2 = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: alice, trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: { sendFrame: () => undefined },
+      clock: w.clock,
+      stateKey,
+      reserveCounters: async (_s, upTo) => void reserved.push(upTo),
+    });
+    managers.push(a2);
+    expect(() => a2.importState(saved)).toThrow(expect.objectContaining({ code: 'malformed' }) as Error);
+    expect(a2.sessions()).toHaveLength(0);
+    expect(reserved).toEqual([]);
+    // restore, with the mark the store recorded, is the way back for a sender that reserves
+    const restored = a2.restore(saved[0]!, 0);
+    const sealed = await a2.sealIn(restored, { type: MessageType.STATUS_UPDATE, content: 'after restart' });
+    expect(reserved).toHaveLength(1);
+    expect(Number(sealed.envelope.nonce)).toBeLessThan(reserved[0]!);
+    expect(b.open(sealed.envelope).content).toBe('after restart');
   });
 
   it('caps the responder handshakes in progress', async () => {

@@ -4,6 +4,7 @@
 // are in test/load (target test-load).
 import { beforeEach, describe, expect, it } from 'vitest';
 import { SecretKey, toHex } from '@parley/crypto-core';
+import { TrustBundle } from '@parley/identity';
 import { MessageType, SecureMessageSchema, create, fromBinary, toBinary, type SecureMessage } from '@parley/proto';
 import {
   MAX_PAYLOAD_BYTES,
@@ -189,8 +190,8 @@ describe('restart', () => {
     const sealedA = exportSessionState(w.crypto, a, stateKey);
     b.close();
     a.close();
-    const b2 = importSessionState(w.crypto, sealedB, stateKey, { identity: bob, clock: w.clock });
-    const a2 = importSessionState(w.crypto, sealedA, stateKey, { identity: alice, clock: w.clock });
+    const b2 = importSessionState(w.crypto, sealedB, stateKey, { identity: bob, clock: w.clock, trustBundle: w.trustBundle });
+    const a2 = importSessionState(w.crypto, sealedA, stateKey, { identity: alice, clock: w.clock, trustBundle: w.trustBundle });
     for (const e of sent) expect(codeOf(() => b2.open(e))).toBe('replay');
     // The sender resumes two epochs ahead: never a nonce the old process may have used.
     expect(a2.sendCounter).toBe(2000);
@@ -201,12 +202,61 @@ describe('restart', () => {
   it('sealed state does not open under another key or when tampered, and never shows keys', () => {
     const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
     const sealed = exportSessionState(w.crypto, b, stateKey);
-    expect(codeOf(() => importSessionState(w.crypto, sealed, SecretKey.from(w.crypto.randomBytes(32), 'aead'), { identity: bob }))).toBe('state_corrupt');
+    expect(codeOf(() => importSessionState(w.crypto, sealed, SecretKey.from(w.crypto.randomBytes(32), 'aead'), { identity: bob, trustBundle: w.trustBundle }))).toBe('state_corrupt');
     const t = sealed.slice();
     t[t.length - 5]! ^= 1;
-    expect(codeOf(() => importSessionState(w.crypto, t, stateKey, { identity: bob }))).toBe('state_corrupt');
-    expect(codeOf(() => importSessionState(w.crypto, sealed, stateKey, { identity: alice }))).toBe('identity_mismatch');
+    expect(codeOf(() => importSessionState(w.crypto, t, stateKey, { identity: bob, trustBundle: w.trustBundle }))).toBe('state_corrupt');
+    expect(codeOf(() => importSessionState(w.crypto, sealed, stateKey, { identity: alice, trustBundle: w.trustBundle }))).toBe('identity_mismatch');
     expect(String(b)).not.toMatch(/[0-9a-f]{64}/);
+  });
+});
+
+describe("the peer's issuer, read from the live trust bundle at every open (§8.1 step 2)", () => {
+  /** A handshake over a trust bundle that the test replaces, as a follower does (§15.9). */
+  function liveSetup() {
+    let current = w.trustBundle;
+    const live = TrustBundle.live(() => current);
+    const pair = handshake(w.crypto, w.config(alice, { trustBundle: live }), w.config(bob, { trustBundle: live }));
+    const set = (entries: { notAfterMs?: number }[]) => {
+      current = TrustBundle.from(w.crypto, entries.map((e) => ({ publicKey: w.issuer.publicKey, ...e })));
+    };
+    return { ...pair, live, set };
+  }
+  const later = (ms: number) => {
+    w.clock.now += ms;
+    w.revocations.apply([], 0, w.clock.now); // fresh revocation data: only the issuer decides
+  };
+
+  it("a restored session refuses an envelope once its issuer's not_after_ms has passed, and closes", () => {
+    const { a: a1, b: b1, live, set } = liveSetup();
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const sealed = exportSessionState(w.crypto, b1, stateKey);
+    b1.close();
+    const restored = importSessionState(w.crypto, sealed, stateKey, { identity: bob, clock: w.clock, trustBundle: live, revocations: w.revocations });
+    set([{ notAfterMs: w.clock.now + 60_000 }]); // the issuer is retired after the restart
+    expect(restored.open(a1.seal(note('before')).envelope).content).toEqual({ text: 'before' });
+    later(60_000);
+    const after = a1.seal(note('after')).envelope;
+    expect(codeOf(() => restored.open(after))).toBe('expired');
+    expect(restored.isClosed).toBe(true);
+    expect(codeOf(() => restored.open(after))).toBe('unknown_session');
+  });
+
+  it('a session whose issuer leaves the trust bundle is closed on the next open (unknown_issuer)', () => {
+    const { a: a1, b: b1, set } = liveSetup();
+    expect(b1.open(a1.seal(note('one')).envelope).content).toEqual({ text: 'one' });
+    set([]); // a bundle without the issuer
+    const two = a1.seal(note('two')).envelope;
+    expect(codeOf(() => b1.open(two))).toBe('unknown_issuer');
+    expect(b1.isClosed).toBe(true);
+    set([{}]); // the issuer back: the session stays closed
+    expect(codeOf(() => b1.open(two))).toBe('unknown_session');
+  });
+
+  it('refuses to import state without a trust bundle', () => {
+    const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
+    const sealed = exportSessionState(w.crypto, b, stateKey);
+    expect(codeOf(() => importSessionState(w.crypto, sealed, stateKey, { identity: bob } as never))).toBe('malformed');
   });
 });
 

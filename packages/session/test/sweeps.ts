@@ -65,13 +65,13 @@ export function oldEpochKeysAreGone(w: World, alice: Agent, bob: Agent, { messag
   const stateKey = SecretKey.from(w.crypto.randomBytes(32), 'aead');
   const early = a.seal(note('epoch 0'));
   const snapshot = exportSessionState(w.crypto, b, stateKey); // b holds epoch 0
-  const epoch0Keys = importSessionState(w.crypto, snapshot, stateKey, { identity: bob }).unsafeExportInternals().receive.unsafeExport();
+  const epoch0Keys = importSessionState(w.crypto, snapshot, stateKey, { identity: bob, trustBundle: w.trustBundle }).unsafeExportInternals().receive.unsafeExport();
   expect(epoch0Keys[0]!.epoch).toBe(0);
   for (let i = 0; i < messages; i++) {
     const sealed = a.seal(note(`m${i}`));
     if (i % openEvery === 0 || i === messages - 1) b.open(sealed.envelope);
   }
-  const after = importSessionState(w.crypto, exportSessionState(w.crypto, b, stateKey), stateKey, { identity: bob });
+  const after = importSessionState(w.crypto, exportSessionState(w.crypto, b, stateKey), stateKey, { identity: bob, trustBundle: w.trustBundle });
   const held = after.unsafeExportInternals().receive.unsafeExport();
   expect(held[0]!.epoch).toBeGreaterThan(0);
   const oldKeyHex = toHex(epoch0Keys[0]!.key);

@@ -72,14 +72,12 @@ export class CipherState {
 
   /** Rekey(): k = REKEY(k) = first 32 bytes of ENCRYPT(k, 2^64-1, zerolen, zeros). n is unchanged (§11.3). */
   rekey(): void {
-    const next = this.#crypto.aead.seal(this.#key(), MAX_NONCE, ZEROS_32, EMPTY).slice(0, 32);
-    this.initializeKeyKeepNonce(SecretKey.adopt(next, 'aead'));
+    this.initializeKeyKeepNonce(this.#rekeyKey());
   }
 
   /** A new CipherState holding REKEY(k), leaving this one untouched. */
   rekeyed(): CipherState {
-    const next = this.#crypto.aead.seal(this.#key(), MAX_NONCE, ZEROS_32, EMPTY).slice(0, 32);
-    return new CipherState(this.#crypto, SecretKey.adopt(next, 'aead'));
+    return new CipherState(this.#crypto, this.#rekeyKey());
   }
 
   /** Wipes the key. The state can no longer encrypt. */
@@ -104,6 +102,16 @@ export class CipherState {
   private initializeKeyKeepNonce(key: SecretKey): void {
     this.#k?.wipe();
     this.#k = key;
+  }
+
+  /** REKEY(k) (§4.2) as a new key; the 48-byte ENCRYPT output it is cut from (k(e+1) ‖ tag) is wiped. */
+  #rekeyKey(): SecretKey {
+    const block = this.#crypto.aead.seal(this.#key(), MAX_NONCE, ZEROS_32, EMPTY);
+    try {
+      return SecretKey.adopt(block.slice(0, 32), 'aead');
+    } finally {
+      this.#crypto.wipe(block);
+    }
   }
 
   #key(): SecretKey {

@@ -10,10 +10,12 @@ export class SymmetricState {
   #ck: SecretKey;
   #h: Uint8Array;
   readonly #hash: NoiseHash;
+  readonly #crypto: ParleyCrypto;
 
   /** InitializeSymmetric(protocol_name). */
   constructor(crypto: ParleyCrypto, hash: NoiseHash, protocolName: string) {
     this.#hash = hash;
+    this.#crypto = crypto;
     const name = new TextEncoder().encode(protocolName);
     // §5.2: if protocol_name is <= HASHLEN bytes, pad with zeros; otherwise hash it.
     if (name.length <= hash.hashLen) {
@@ -31,8 +33,15 @@ export class SymmetricState {
     const tempKey = SecretKey.adopt(this.#hash.hmac(this.#ck, ikm), 'mac');
     try {
       const output1 = this.#hash.hmac(tempKey, Uint8Array.of(0x01));
-      const output2 = this.#hash.hmac(tempKey, concatBytes(output1, Uint8Array.of(0x02)));
-      return [output1, output2];
+      const input2 = concatBytes(output1, Uint8Array.of(0x02)); // a copy of output1, the next chaining key
+      try {
+        return [output1, this.#hash.hmac(tempKey, input2)];
+      } catch (error) {
+        this.#crypto.wipe(output1);
+        throw error;
+      } finally {
+        this.#crypto.wipe(input2);
+      }
     } finally {
       tempKey.wipe();
     }
@@ -44,7 +53,7 @@ export class SymmetricState {
     this.#ck.wipe();
     this.#ck = SecretKey.adopt(ck, 'mac');
     this.cipherState.initializeKey(SecretKey.adopt(tempK.slice(0, 32), 'aead'));
-    tempK.fill(0);
+    this.#crypto.wipe(tempK);
   }
 
   /** MixHash(data): h = HASH(h ‖ data). */
@@ -76,8 +85,8 @@ export class SymmetricState {
     const [k1, k2] = this.#hkdf2(new Uint8Array(0));
     const c1 = new CipherState(crypto, SecretKey.adopt(k1.slice(0, 32), 'aead'));
     const c2 = new CipherState(crypto, SecretKey.adopt(k2.slice(0, 32), 'aead'));
-    k1.fill(0);
-    k2.fill(0);
+    this.#crypto.wipe(k1);
+    this.#crypto.wipe(k2);
     return [c1, c2];
   }
 
