@@ -5,7 +5,7 @@
  */
 import { type ParleyCrypto } from '@parley/crypto-core';
 import { bytes, int, type Queryable } from '@parley/db';
-import { MAX_EPOCHS, Membership, assertEpochRecordShape, assertKeyWrapShape, isMemoryId, verifyEpochRecord, verifyKeyWrap, type Member } from '@parley/memory';
+import { Membership, assertEpochRecordShape, assertKeyWrapShape, isMemoryId, verifyEpochRecord, verifyKeyWrap, type Member } from '@parley/memory';
 import { EpochRecordSchema, KeyWrapSchema, MembershipEntrySchema, MemoryAccess, fromBinary, toBinary, type EpochRecord, type KeyWrap } from '@parley/proto';
 import { assertTime, refuse, type Caller, type OpContext } from './call.js';
 import { MEMORY_COLUMNS, live, memberRow, memoryRow, type MemberRow, type MemoryRow } from './rows.js';
@@ -34,13 +34,18 @@ export async function access(c: OpContext, q: Queryable, memoryId: string, calle
   return { memory, member };
 }
 
-/** The stored log, rebuilt (without re-verifying signatures it checked on acceptance) and checked against the head. */
+/**
+ * The stored log, rebuilt (without re-verifying the signatures it checked on acceptance, with the entry hashes it
+ * stored) and checked against the head: work linear in the log, once per call that changes membership or epochs,
+ * and only after the refusals that need no log (§18.4).
+ */
 export async function loadLog(crypto: ParleyCrypto, q: Queryable, memory: MemoryRow): Promise<Membership> {
-  const rows = await q.query<{ entry: unknown }>('SELECT entry FROM memory_membership_log WHERE memory_id = $1 ORDER BY version', [memory.memoryId]);
+  const rows = await q.query<{ entry: unknown; entry_hash: unknown }>('SELECT entry, entry_hash FROM memory_membership_log WHERE memory_id = $1 ORDER BY version', [memory.memoryId]);
   const log = Membership.restore(
     crypto,
     memory.memoryId,
     rows.map((r) => fromBinary(MembershipEntrySchema, bytes(r.entry))),
+    rows.map((r) => bytes(r.entry_hash)),
   );
   if (log.version !== memory.membershipVersion || !crypto.constantTimeEqual(log.head, memory.head)) refuse('state_corrupt', 'stored membership log does not match its head');
   return log;
@@ -62,8 +67,25 @@ export async function rotationRequired(q: Queryable, memory: MemoryRow, now: num
   return rows.length > 0;
 }
 
-/** Checks a new epoch and its key copies (exactly the active members) and stores them (§18.5, §18.6). */
-export async function installEpoch(c: OpContext, q: Queryable, memory: MemoryRow, log: Membership, epoch: EpochRecord, wraps: readonly KeyWrap[], caller: Caller, now: number): Promise<void> {
+/**
+ * Checks a new epoch and its key copies (exactly the active members) and stores them (§18.5, §18.6).
+ * Epoch records no stored segment needs any more are pruned first; then, when `bounded`, the epoch is
+ * refused (`quota_exceeded`) if the memory already keeps `maxEpochsPerMemory` of them. A REVOKE's epoch and
+ * a rotation that is required are not bounded: each is paid for by a log entry (the REVOKE, or the
+ * expiring GRANT that made the rotation due), so they cannot be repeated at will, and refusing them
+ * would let whoever filled the table block a removal for good.
+ */
+export async function installEpoch(
+  c: OpContext,
+  q: Queryable,
+  memory: MemoryRow,
+  log: Membership,
+  epoch: EpochRecord,
+  wraps: readonly KeyWrap[],
+  caller: Caller,
+  now: number,
+  bounded: boolean,
+): Promise<void> {
   assertEpochRecordShape(epoch);
   if (epoch.epoch !== memory.currentEpoch + 1) refuse('conflict', `epoch ${epoch.epoch} does not follow the current epoch ${memory.currentEpoch}`);
   if (epoch.membershipVersion !== log.version) refuse('conflict', `epoch is for membership version ${epoch.membershipVersion}, the log is at ${log.version}`);
@@ -77,19 +99,21 @@ export async function installEpoch(c: OpContext, q: Queryable, memory: MemoryRow
     verifyKeyWrap(c.crypto, log, w);
   }
   if (!sameMembers(c.crypto, wraps, active)) refuse('conflict', 'the new epoch must be sealed to exactly the active members, each under its key on record');
-  const count = await q.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM memory_epochs WHERE memory_id = $1', [memory.memoryId]);
-  if (int(count[0]?.n ?? 0) >= MAX_EPOCHS) refuse('quota_exceeded', `a memory keeps at most ${MAX_EPOCHS} key epochs`);
+  // Epochs below the oldest one a live segment uses are no longer needed (the new key reaches the rest through back links).
+  await q.query(
+    `DELETE FROM memory_epochs WHERE memory_id = $1 AND epoch < COALESCE((SELECT MIN(key_epoch) FROM memory_segments WHERE memory_id = $1 AND (expires_at_ms = 0 OR expires_at_ms > $3)), $2)`,
+    [memory.memoryId, epoch.epoch, now],
+  );
+  if (bounded) {
+    const count = await q.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM memory_epochs WHERE memory_id = $1', [memory.memoryId]);
+    if (int(count[0]?.n ?? 0) >= c.quotas.maxEpochsPerMemory) refuse('quota_exceeded', `a memory keeps at most ${c.quotas.maxEpochsPerMemory} key epochs that segments still use`);
+  }
   await q.query('INSERT INTO memory_epochs (memory_id, epoch, record) VALUES ($1, $2, $3)', [memory.memoryId, epoch.epoch, toBinary(EpochRecordSchema, epoch)]);
   // Older copies are no longer needed: the new key opens the earlier ones through back links.
   await q.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND epoch < $2', [memory.memoryId, epoch.epoch]);
   for (const w of wraps) {
     await q.query('INSERT INTO memory_key_wraps (memory_id, member_id, epoch, wrap) VALUES ($1, $2, $3, $4)', [memory.memoryId, w.memberId, w.epoch, toBinary(KeyWrapSchema, w)]);
   }
-  // Epochs no segment uses any more, below the oldest one a segment uses, are no longer needed.
-  await q.query(
-    `DELETE FROM memory_epochs WHERE memory_id = $1 AND epoch < COALESCE((SELECT MIN(key_epoch) FROM memory_segments WHERE memory_id = $1), $2)`,
-    [memory.memoryId, epoch.epoch],
-  );
   await q.query('UPDATE memories SET current_epoch = $2 WHERE memory_id = $1', [memory.memoryId, epoch.epoch]);
 }
 

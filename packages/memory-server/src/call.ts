@@ -1,8 +1,9 @@
 /**
  * Every MemoryService call (docs/PROTOCOL.md §18.8, §18.10): authenticate the request signature, rate-limit
  * the caller, run the operation in one transaction that first claims the request nonce, and append one
- * audit entry — allowed or refused; nothing is answered without its audit entry (fail closed). Also the
- * small checks every operation shares and what operations get to work with.
+ * audit entry — allowed or refused; nothing is answered without its audit entry (fail closed). A call
+ * refused by the rate limit writes nothing (no nonce, no audit entry): it is counted, and reported as a
+ * sampled security event. Also the small checks every operation shares and what operations get to work with.
  */
 import type { AuditLog } from '@parley/audit';
 import { toHex, type ParleyCrypto } from '@parley/crypto-core';
@@ -44,6 +45,9 @@ export interface OpContext {
   /** Another directory of certificates (the gateway's agents) for GetAgentCertificate. */
   readonly directory: ((agentId: string) => Promise<AgentCertificate | undefined>) | undefined;
 }
+
+/** At most one `rate_limited` security event per this many ms (the rest are counted in the next one). */
+const RATE_LIMIT_EVENT_INTERVAL_MS = 1000;
 
 const AUTH_CODES: ReadonlySet<string> = new Set([
   'unauthenticated',
@@ -130,6 +134,9 @@ export class CallPipeline {
   /** agent id → hex serial of the certificate last recorded for it (bounded). */
   readonly #seen = new Map<string, string>();
   #closing = false;
+  #rateLimitedTotal = 0;
+  #rateLimitedUnreported = 0;
+  #rateLimitedLoggedAt: number | undefined;
 
   constructor(options: CallPipelineOptions) {
     this.#o = options;
@@ -160,13 +167,20 @@ export class CallPipeline {
     let sender = 'unknown';
     let audited = false;
     let caller: Caller | undefined;
+    let limited = false;
     try {
       if (this.#closing) refuse('unavailable', 'memory service is shutting down');
       caller = await this.#authenticate(ctx, (claimed) => {
         if (isAgentId(claimed)) sender = claimed;
       });
       sender = caller.cert.agentId;
-      if (!this.#o.limiter.take(sender)) refuse('rate_limited', 'memory call rate limit exceeded');
+      if (!this.#o.limiter.take(sender)) {
+        // §18.8: refused before anything is written — no nonce, no audit entry (a flood must not turn
+        // into database writes); counted, and reported as a sampled security event.
+        limited = true;
+        this.#rateLimited(op, sender, recipient, ctx.peer);
+        refuse('rate_limited', 'memory call rate limit exceeded');
+      }
       await this.#remember(caller);
       const result = await fn(caller, this.#o.clock());
       audited = true;
@@ -177,6 +191,7 @@ export class CallPipeline {
       return result.response;
     } catch (error) {
       const e = toRpc(error);
+      if (limited) throw e;
       if (caller !== undefined && e.code !== 'replay') {
         // The call's transaction (and its nonce claim) rolled back: the nonce is still spent.
         await this.#o.db
@@ -190,6 +205,25 @@ export class CallPipeline {
       if (!audited) await this.#audit(digest, sender, recipient, `memory.${op}:${e.code}`);
       throw e;
     }
+  }
+
+  /** Counts a rate-limited call and logs at most one security event a second for all of them, with the count since the last. */
+  #rateLimited(op: string, agent: string, memory: string, remote: string): void {
+    this.#rateLimitedTotal++;
+    this.#rateLimitedUnreported++;
+    const now = this.#o.clock();
+    if (this.#rateLimitedLoggedAt !== undefined && Math.abs(now - this.#rateLimitedLoggedAt) < RATE_LIMIT_EVENT_INTERVAL_MS) return;
+    this.#rateLimitedLoggedAt = now;
+    this.#o.logger.warn(
+      { event: 'security', stage: `memory.${op}`, code: 'rate_limited', agent, memory, remote, refused: this.#rateLimitedUnreported, refused_total: this.#rateLimitedTotal },
+      'security event',
+    );
+    this.#rateLimitedUnreported = 0;
+  }
+
+  /** Calls refused with `rate_limited` since the pipeline started (none of them wrote anything). */
+  get rateLimitedCalls(): number {
+    return this.#rateLimitedTotal;
   }
 
   async #audit(messageHash: Uint8Array, senderId: string, recipientId: string, outcome: string): Promise<boolean> {
@@ -216,7 +250,9 @@ export class CallPipeline {
     if (!verifyMemoryRequest(this.#o.crypto, auth, { serviceId: this.#o.serviceId, path: ctx.path, body: ctx.requestBytes }, cert)) {
       refuse('bad_signature', 'request signature does not verify');
     }
-    return { cert, certificate: auth.certificate, nonce: auth.nonce, nonceExpiresAtMs: auth.timestampMs + this.#o.skewMs + 1000 };
+    // Kept until the timestamp is out of every instance's window: an instance whose clock is behind the
+    // sweeper's by up to the skew still accepts timestamps down to the sweeper's now − 2 × skew (§18.8).
+    return { cert, certificate: auth.certificate, nonce: auth.nonce, nonceExpiresAtMs: auth.timestampMs + 2 * this.#o.skewMs + 1000 };
   }
 
   /** Records the certificate an agent called with (GetAgentCertificate), and refreshes its grants' certificates for the same key. */

@@ -5,7 +5,7 @@
  */
 import { bytes } from '@parley/db';
 import { verifyCertificate } from '@parley/identity';
-import { assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, verifyKeyWrap } from '@parley/memory';
+import { ADMIN_GRANT_LIMIT, GRANT_LIMIT, assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, membershipLayout, verifyKeyWrap } from '@parley/memory';
 import {
   AgentCertificateSchema,
   EpochRecordSchema,
@@ -19,8 +19,9 @@ import {
   type RotateEpochResponseSchema,
   type UpdateMembershipRequest,
   type UpdateMembershipResponseSchema,
+  type MembershipEntry,
 } from '@parley/proto';
-import { access, installEpoch, loadLog } from './access.js';
+import { access, installEpoch, loadLog, rotationRequired } from './access.js';
 import { assertTime, callTx, refuse, type Caller, type Init, type OpContext, type Outcome } from './call.js';
 
 export async function updateMembership(c: OpContext, req: UpdateMembershipRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> {
@@ -28,13 +29,23 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
   if (entry.signerId !== caller.cert.agentId) refuse('identity_mismatch', 'the entry must be signed by the caller');
   return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> => {
     const { memory } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.ADMIN, 'update');
-    const log = await loadLog(c.crypto, tx, memory);
-    if (entry.version <= log.version) {
-      const stored = log.entries[Number(entry.version) - 1];
-      if (stored !== undefined && c.crypto.constantTimeEqual(stored.signature, entry.signature)) {
-        return { response: { membershipVersion: log.version, currentEpoch: memory.currentEpoch }, outcome: 'already_applied' };
+    // Refusals that need no log first: what a call costs must not grow with the log (§18.4).
+    if (entry.version <= memory.membershipVersion) {
+      const stored = await tx.query<{ entry: unknown }>('SELECT entry FROM memory_membership_log WHERE memory_id = $1 AND version = $2', [memory.memoryId, entry.version.toString()]);
+      if (stored[0] !== undefined && c.crypto.constantTimeEqual(fromBinary(MembershipEntrySchema, bytes(stored[0].entry)).signature, entry.signature)) {
+        return { response: { membershipVersion: memory.membershipVersion, currentEpoch: memory.currentEpoch }, outcome: 'already_applied' };
       }
     }
+    if (entry.version !== memory.membershipVersion + 1n) refuse('conflict', `membership entry has version ${entry.version}, the log is at ${memory.membershipVersion}`);
+    assertLogRoom(entry, memory.ownerId);
+    if (!c.crypto.ed25519.verify(entry.signature, membershipLayout(memory.memoryId, entry), caller.cert.identityPublicKey)) refuse('bad_signature', 'membership entry signature does not verify');
+    if (entry.change === MembershipChange.REVOKE) {
+      const epoch = req.epoch;
+      if (epoch === undefined) refuse('malformed', 'a revocation carries the next key epoch');
+      if (epoch.epoch !== memory.currentEpoch + 1) refuse('conflict', `epoch ${epoch.epoch} does not follow the current epoch ${memory.currentEpoch}`);
+      if (epoch.membershipVersion !== entry.version) refuse('conflict', `epoch is for membership version ${epoch.membershipVersion}, the revocation is version ${entry.version}`);
+    }
+    const log = await loadLog(c.crypto, tx, memory);
     log.append(entry); // version, chain, signer rights, signature
     assertTime(c.skewMs, entry.timestampMs, 'entry', now);
     const hash = membershipEntryHash(c.crypto, memory.memoryId, entry);
@@ -60,11 +71,11 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
       await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
       await tx.query('INSERT INTO memory_key_wraps (memory_id, member_id, epoch, wrap) VALUES ($1, $2, $3, $4)', [memory.memoryId, entry.memberId, wrap.epoch, toBinary(KeyWrapSchema, wrap)]);
     } else {
-      if (req.epoch === undefined) refuse('malformed', 'a revocation carries the next key epoch');
       if (req.memberCertificate !== undefined) refuse('malformed', 'a revocation carries no certificate');
       await tx.query('DELETE FROM memory_members WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
       await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
-      await installEpoch(c, tx, memory, log, req.epoch, req.wraps, caller, now);
+      // A revocation's epoch is never refused by the epoch bound: the owner (and admins) can always remove a member (§18.5).
+      await installEpoch(c, tx, memory, log, req.epoch!, req.wraps, caller, now, false);
     }
     await tx.query('INSERT INTO memory_membership_log (memory_id, version, entry, entry_hash) VALUES ($1, $2, $3, $4)', [
       memory.memoryId,
@@ -78,18 +89,38 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
   });
 }
 
+/**
+ * §18.4 log room: a GRANT by an admin other than the owner only up to version {@link ADMIN_GRANT_LIMIT}, by
+ * the owner up to {@link GRANT_LIMIT}; the rest is kept for REVOKEs, enough to remove every member there can be.
+ * @throws RpcError `quota_exceeded`
+ */
+function assertLogRoom(entry: MembershipEntry, ownerId: string): void {
+  if (entry.change !== MembershipChange.GRANT) return;
+  const limit = entry.signerId === ownerId ? GRANT_LIMIT : ADMIN_GRANT_LIMIT;
+  if (entry.version > BigInt(limit)) {
+    refuse('quota_exceeded', `the membership log takes grants ${entry.signerId === ownerId ? '' : "by admins other than the owner "}up to entry ${limit}; the rest is kept for revocations`);
+  }
+}
+
 export async function rotateEpoch(c: OpContext, req: RotateEpochRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> {
   const epoch = assertEpochRecordShape(req.epoch);
   return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
-    const { memory } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
+    const { memory, member } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
     if (epoch.epoch <= memory.currentEpoch) {
       const stored = await tx.query<{ record: unknown }>('SELECT record FROM memory_epochs WHERE memory_id = $1 AND epoch = $2', [memory.memoryId, epoch.epoch]);
       if (stored[0] !== undefined && c.crypto.constantTimeEqual(fromBinary(EpochRecordSchema, bytes(stored[0].record)).signature, epoch.signature)) {
         return { response: { currentEpoch: memory.currentEpoch }, outcome: 'already_applied' };
       }
     }
+    // Refusals that need no log first (§18.4: a call's cost does not grow with the log).
+    if (epoch.epoch !== memory.currentEpoch + 1) refuse('conflict', `epoch ${epoch.epoch} does not follow the current epoch ${memory.currentEpoch}`);
+    if (epoch.membershipVersion !== memory.membershipVersion) refuse('conflict', `epoch is for membership version ${epoch.membershipVersion}, the log is at ${memory.membershipVersion}`);
+    if (epoch.creatorId !== caller.cert.agentId) refuse('identity_mismatch', 'epoch creator is not the caller');
+    // §18.5: a writer starts an epoch only when one is required; an admin at any time, within the epoch bound.
+    const required = await rotationRequired(tx, memory, now);
+    if (!required && member.access < MemoryAccess.ADMIN) refuse('permission_denied', 'a writer starts a key epoch only when a rotation is required; admins at any time');
     const log = await loadLog(c.crypto, tx, memory);
-    await installEpoch(c, tx, memory, log, epoch, req.wraps, caller, now);
+    await installEpoch(c, tx, memory, log, epoch, req.wraps, caller, now, !required);
     return { response: { currentEpoch: epoch.epoch } };
   });
 }

@@ -18,7 +18,7 @@ import type { AuditLog } from '@parley/audit';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import type { Database } from '@parley/db';
 import type { RevocationChecker, TrustBundle } from '@parley/identity';
-import { MAX_MEMBERS } from '@parley/memory';
+import { MAX_EPOCHS, MAX_MEMBERS } from '@parley/memory';
 import {
   MembershipChange,
   type AgentCertificate,
@@ -64,6 +64,11 @@ export interface MemoryQuotas {
   readonly maxMemoriesPerOwner: number;
   /** Members of one memory (owner and expired grants included), at most 256. Default 256. */
   readonly maxMembersPerMemory: number;
+  /**
+   * Key epochs one memory keeps that stored segments still use, at most 4096. Default 4096. Only a
+   * rotation nobody needed counts against it: a REVOKE's epoch and a required rotation are always accepted (§18.5).
+   */
+  readonly maxEpochsPerMemory: number;
 }
 
 export const DEFAULT_MEMORY_QUOTAS: MemoryQuotas = Object.freeze({
@@ -73,6 +78,7 @@ export const DEFAULT_MEMORY_QUOTAS: MemoryQuotas = Object.freeze({
   maxSegmentsPerOwner: 100_000,
   maxMemoriesPerOwner: 1000,
   maxMembersPerMemory: MAX_MEMBERS,
+  maxEpochsPerMemory: MAX_EPOCHS,
 });
 
 /** The logging calls the store makes (pino's Logger fits). Never given key material or data. */
@@ -127,6 +133,7 @@ export class MemoryStore {
     this.#quotas = { ...DEFAULT_MEMORY_QUOTAS, ...options.quotas };
     for (const [k, v] of Object.entries(this.#quotas)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`memory quota ${k} must be a positive integer`);
     if (this.#quotas.maxMembersPerMemory > MAX_MEMBERS) throw new RangeError(`maxMembersPerMemory must be at most ${MAX_MEMBERS}`);
+    if (this.#quotas.maxEpochsPerMemory > MAX_EPOCHS) throw new RangeError(`maxEpochsPerMemory must be at most ${MAX_EPOCHS}`);
     this.#limiter = new RateLimiter(options.rateLimit ?? { ratePerSecond: 200, burst: 400 }, this.#clock);
     this.#log = options.logger;
     this.#c = { crypto, db, skewMs, quotas: this.#quotas, trustBundle: options.trustBundle, revocations: options.revocations, directory: options.directory };
@@ -155,6 +162,11 @@ export class MemoryStore {
   /** The quotas in force. */
   get quotas(): MemoryQuotas {
     return this.#quotas;
+  }
+
+  /** Calls refused with `rate_limited` since the store opened (they write no nonce and no audit entry, §18.8). */
+  get rateLimitedCalls(): number {
+    return this.#calls.rateLimitedCalls;
   }
 
   /** Stops the sweep and waits for calls in flight (then close the audit log and the database). */

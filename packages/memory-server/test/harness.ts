@@ -61,6 +61,8 @@ let counter = 0;
 export interface StoreOptions {
   readonly quotas?: Partial<MemoryQuotas>;
   readonly rateLimit?: { ratePerSecond: number; burst: number };
+  /** The store's database (default: the harness's), e.g. one that counts what a call reads. */
+  readonly database?: Database;
 }
 
 /** One database and audit log per test file (opening PGlite takes seconds); `fresh()` per test. */
@@ -83,7 +85,7 @@ export async function openHarness(): Promise<Harness> {
   };
   const optionsOf = (o: StoreOptions) => ({
     crypto,
-    database: db,
+    database: o.database ?? db,
     audit,
     serviceId: SERVICE_ID,
     trustBundle,

@@ -3,8 +3,10 @@
 // ACL (default deny), compare-and-set writes, key epochs on revocation and
 // expiry, quotas, expiry and its sweep, one audit entry per call, and nothing
 // in the database that a key could be recovered from or a plaintext read in.
-import { MemoryAccess, MembershipChange, WriteRecordSchema, clone, type AuditMessage } from '@parley/proto';
+import { AgentCertificateSchema, MemoryAccess, MembershipChange, MembershipEntrySchema, WriteRecordSchema, clone, toBinary, type AuditMessage } from '@parley/proto';
 import {
+  ADMIN_GRANT_LIMIT,
+  GRANT_LIMIT,
   Membership,
   MEMORY_METADATA_KEYS,
   changeEntry,
@@ -20,6 +22,7 @@ import {
 import { createIssuerKey } from '@parley/identity';
 import { RpcError, type RpcErrorCode } from '@parley/rpc';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Queryable } from '@parley/db';
 import { DATABASE_URL, openHarness, type Harness, type TestAgent } from './harness.js';
 
 const ENGINE = DATABASE_URL === undefined ? 'PGlite' : 'PostgreSQL';
@@ -311,13 +314,144 @@ describe(`memory store on ${ENGINE}`, () => {
     await expectCode(TestMemory.create(h, owner), 'quota_exceeded');
   });
 
-  it('rate-limits each agent with rate_limited', async () => {
+  it('rate-limits each agent with rate_limited, writing nothing for a refused call: no nonce, no audit entry, one sampled security event', async () => {
     await h.fresh({ rateLimit: { ratePerSecond: 1, burst: 3 } });
     const m = await TestMemory.create(h, owner);
-    await h.call(owner, 'getMemory', { memoryId: m.memoryId });
-    await h.call(owner, 'getMemory', { memoryId: m.memoryId });
-    await expectCode(h.call(owner, 'getMemory', { memoryId: m.memoryId }), 'rate_limited');
-    expect((await h.auditEntries()).at(-1)!.outcome).toBe('memory.get:rate_limited');
+    const req = { memoryId: m.memoryId };
+    await h.call(owner, 'getMemory', req);
+    await h.call(owner, 'getMemory', req);
+    const nonces = async () => (await h.db.query('SELECT 1 FROM memory_request_nonces WHERE agent_id = $1', [owner.agentId])).length;
+    const [audited, stored] = [(await h.auditEntries()).length, await nonces()];
+    let refused: Record<string, string> = {};
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void (refused = { ...md })), 'rate_limited');
+    for (let i = 0; i < 5; i++) await expectCode(h.call(owner, 'getMemory', req), 'rate_limited');
+    expect((await h.auditEntries()).length).toBe(audited);
+    expect(await nonces()).toBe(stored);
+    expect(h.store.rateLimitedCalls).toBe(6);
+    expect(h.events.filter((e) => e['code'] === 'rate_limited')).toEqual([expect.objectContaining({ event: 'security', agent: owner.agentId, refused: 1 })]);
+    // The refused request had no effect and spent no nonce: sent again once the bucket has a token, it is served once.
+    h.clock.advance(1000);
+    await h.call(owner, 'getMemory', req, (md) => void Object.assign(md, refused));
+    h.clock.advance(1000);
+    await expectCode(h.call(owner, 'getMemory', req, (md) => void Object.assign(md, refused)), 'replay');
+  });
+
+  it('keeps a request nonce until timestamp + 2 × skew + 1 s: an instance whose clock is the skew behind the sweeper still refuses the replay', async () => {
+    const m = await TestMemory.create(h, owner);
+    let saved: Record<string, string> = {};
+    const sent = h.clock.now;
+    await h.call(owner, 'getMemory', { memoryId: m.memoryId }, (md) => void (saved = { ...md }));
+    const rows = await h.db.query<{ expires_at_ms: unknown }>('SELECT expires_at_ms FROM memory_request_nonces WHERE agent_id = $1 ORDER BY expires_at_ms DESC LIMIT 1', [owner.agentId]);
+    expect(Number(rows[0]!.expires_at_ms)).toBe(sent + 2 * 60_000 + 1000);
+    // The sweeping instance's clock: past timestamp + skew + 1 s.
+    h.clock.now = sent + 60_000 + 1001;
+    await h.store.sweep();
+    // An instance sharing the database whose clock is 60 s behind: the request's timestamp is within its window.
+    h.clock.now = sent + 1001;
+    await expectCode(h.call(owner, 'getMemory', { memoryId: m.memoryId }, (md) => void Object.assign(md, saved)), 'replay');
+  });
+
+  it('a writer cannot exhaust the epoch bound, and the owner can always revoke: a REVOKE brings an epoch beyond it', async () => {
+    await h.fresh({ quotas: { maxEpochsPerMemory: 4 } });
+    const admin = h.agent('admin-5');
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await m.grant(owner, admin, MemoryAccess.ADMIN);
+    await m.write(writer, 'pin', 'written at epoch 1', 0n); // keeps epoch 1, and so every later one, from being pruned
+    // A writer starts an epoch only when one is required.
+    await expectCode(m.rotate(writer, [owner, writer, admin]), 'permission_denied');
+    // An admin may rotate at will, up to the bound.
+    for (let i = 0; i < 3; i++) await m.rotate(admin, [owner, writer, admin]);
+    await expectCode(m.rotate(admin, [owner, writer, admin]), 'quota_exceeded');
+    // A required rotation passes the bound: a reader's grant expires, and the writer rotates.
+    const expiry = h.clock.now + 5000;
+    await m.grant(owner, reader, MemoryAccess.READ, expiry);
+    h.clock.now = expiry;
+    await m.rotate(writer, [owner, writer, admin]);
+    const writerKey = m.epoch; // the newest key the writer will ever have
+    // The owner revokes the admin, then the writer: each REVOKE's epoch is accepted beyond the bound.
+    await m.rotate(owner, [owner, writer], admin);
+    await m.rotate(owner, [owner], writer);
+    expect(m.epoch.record.epoch).toBe(7);
+    const epochs = await h.db.query('SELECT epoch FROM memory_epochs WHERE memory_id = $1', [m.memoryId]);
+    expect(epochs.length).toBe(7);
+    // The revoked writer is refused, holds no copy of the new epoch, and what it holds does not open what is written now.
+    await expectCode(h.call(writer, 'readSegment', { memoryId: m.memoryId, segmentId: 'pin' }), 'permission_denied');
+    await expectCode(h.call(writer, 'getMemory', { memoryId: m.memoryId }), 'permission_denied');
+    const copies = await h.db.query<{ member_id: string }>('SELECT member_id FROM memory_key_wraps WHERE memory_id = $1', [m.memoryId]);
+    expect(copies.map((r) => r.member_id)).toEqual([owner.agentId]);
+    expect((await m.write(owner, 'after', 'after the writer left', 0n)).outcome.case).toBe('accepted');
+    const after = await h.call(owner, 'readSegment', { memoryId: m.memoryId, segmentId: 'after' });
+    expect(after.record.keyEpoch).toBe(7);
+    expect(() => openWrite(h.crypto, m.memoryId, { ...writerKey, record: { ...writerKey.record, epoch: 7 } }, after.record, after.ciphertext)).toThrow();
+    expect(await m.read(owner, 'after')).toBe('after the writer left');
+    // Once no segment uses the old epochs, the next rotation prunes them and admins may rotate again.
+    await m.write(owner, 'pin', 'rewritten', 1n);
+    await m.rotate(owner, [owner]);
+    expect((await h.db.query('SELECT epoch FROM memory_epochs WHERE memory_id = $1', [m.memoryId])).length).toBeLessThanOrEqual(2);
+  });
+
+  it('refuses a membership entry or an epoch for another log version before reading the log, and reads it once otherwise', async () => {
+    // The store's database, counting the log rows its transactions read.
+    let logRows = 0;
+    const counting = (tx: Queryable): Queryable => ({
+      query: async <R,>(sql: string, params?: readonly unknown[]) => {
+        const rows = await tx.query<R>(sql, params);
+        if (sql.includes('FROM memory_membership_log')) logRows += rows.length;
+        return rows;
+      },
+      exec: (sql: string) => tx.exec(sql),
+    });
+    const database = new Proxy(h.db, {
+      get: (target, key) => {
+        if (key === 'transaction') return <T,>(fn: (tx: Queryable) => Promise<T>) => target.transaction((tx) => fn(counting(tx)));
+        const value: unknown = Reflect.get(target, key, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    await h.fresh({ database });
+    const m = await TestMemory.create(h, owner);
+    for (let i = 0; i < 120; i++) await m.grant(owner, reader, i % 2 === 0 ? MemoryAccess.READ : MemoryAccess.WRITE);
+    expect(m.log.version).toBe(121n);
+    const next = changeEntry(h.crypto, owner, m.log, { kind: 'grant', memberId: writer.agentId, access: MemoryAccess.WRITE, publicKey: writer.publicKey, expiresAtMs: 0 }, h.clock.now);
+    const wraps = [wrapKey(h.crypto, owner, m.memoryId, m.epoch, { memberId: writer.agentId, publicKey: writer.publicKey })];
+    const read = async (call: Promise<unknown>, code?: RpcErrorCode): Promise<number> => {
+      logRows = 0;
+      if (code === undefined) await call;
+      else await expectCode(call, code);
+      return logRows;
+    };
+    const stale = clone(MembershipEntrySchema, next);
+    stale.version = 60n;
+    const ahead = clone(MembershipEntrySchema, next);
+    ahead.version = 123n;
+    const forged = clone(MembershipEntrySchema, next);
+    forged.signature = h.crypto.ed25519.sign(new Uint8Array(1), owner.signingKey);
+    const oldEpoch = newEpoch(h.crypto, owner, m.memoryId, { version: 60n, hash: m.log.hashAt(60n)! }, m.epoch, h.clock.now);
+    // A stale entry reads the one stored entry it could be a retry of; the others read nothing of the log.
+    expect(await read(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: stale, memberCertificate: writer.certificate, wraps }), 'conflict')).toBe(1);
+    expect(await read(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: ahead, memberCertificate: writer.certificate, wraps }), 'conflict')).toBe(0);
+    expect(await read(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: forged, memberCertificate: writer.certificate, wraps }), 'bad_signature')).toBe(0);
+    expect(await read(h.call(owner, 'rotateEpoch', { memoryId: m.memoryId, epoch: oldEpoch.record, wraps: [] }), 'conflict')).toBe(0);
+    // The call that needs the log reads it once.
+    expect(await read(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: next, memberCertificate: writer.certificate, wraps }))).toBe(121);
+  });
+
+  it('keeps the end of the membership log for revocations: grants stop at entry 3584 (admins) and 3840 (the owner)', async () => {
+    const admin = h.agent('admin-5');
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, admin, MemoryAccess.ADMIN);
+    await fillLog(h, m, owner, reader, ADMIN_GRANT_LIMIT);
+    await expectCode(m.grant(admin, writer, MemoryAccess.WRITE), 'quota_exceeded');
+    await m.grant(owner, writer, MemoryAccess.WRITE); // the owner's grants go on
+    await fillLog(h, m, owner, reader, GRANT_LIMIT);
+    await expectCode(m.grant(owner, outsider, MemoryAccess.READ), 'quota_exceeded');
+    // Every member can still be removed.
+    await m.rotate(owner, [owner, reader, writer].sort((a, b) => (a.agentId < b.agentId ? -1 : 1)), admin);
+    await m.rotate(owner, [owner, reader].sort((a, b) => (a.agentId < b.agentId ? -1 : 1)), writer);
+    await m.rotate(owner, [owner], reader);
+    expect(m.log.version).toBe(BigInt(GRANT_LIMIT + 3));
+    expect((await h.call(owner, 'getMemory', { memoryId: m.memoryId, afterVersion: BigInt(GRANT_LIMIT) })).memory.membershipVersion).toBe(m.log.version);
   });
 
   it('expires segments and memories on time and sweeps them, keeping usage exact', async () => {
@@ -363,6 +497,26 @@ describe(`memory store on ${ENGINE}`, () => {
     expect(scanned).toBeGreaterThan(1000);
   });
 });
+
+/**
+ * Appends owner-signed grants of `member` to the log until it reaches `version`, written straight to the
+ * store's tables as it writes them (thousands of calls would take minutes); the store then reads them as its own.
+ */
+async function fillLog(h: Harness, m: TestMemory, owner: TestAgent, member: TestAgent, version: number): Promise<void> {
+  await h.db.transaction(async (tx) => {
+    while (m.log.version < BigInt(version)) {
+      const e = changeEntry(h.crypto, owner, m.log, { kind: 'grant', memberId: member.agentId, access: MemoryAccess.READ, publicKey: member.publicKey, expiresAtMs: 0 }, h.clock.now);
+      m.log.append(e);
+      await tx.query('INSERT INTO memory_membership_log (memory_id, version, entry, entry_hash) VALUES ($1, $2, $3, $4)', [m.memoryId, e.version.toString(), toBinary(MembershipEntrySchema, e), m.log.head]);
+    }
+    await tx.query('UPDATE memories SET membership_version = $2, membership_head = $3 WHERE memory_id = $1', [m.memoryId, m.log.version.toString(), m.log.head]);
+    await tx.query(
+      `INSERT INTO memory_members (memory_id, member_id, access, public_key, expires_at_ms, certificate) VALUES ($1, $2, $3, $4, 0, $5)
+       ON CONFLICT (memory_id, member_id) DO UPDATE SET access = EXCLUDED.access`,
+      [m.memoryId, member.agentId, MemoryAccess.READ, member.publicKey, toBinary(AgentCertificateSchema, member.certificate)],
+    );
+  });
+}
 
 /** The writer's key of the current epoch, opened from its copy (what a member has). */
 async function freshKey(h: Harness, m: TestMemory, who: TestAgent): Promise<EpochKey> {

@@ -28,7 +28,7 @@ import {
 import { createClient, type Client } from '@parley/rpc';
 import { MemoryError, fail, isMemoryError } from './errors.js';
 import { membershipEntryHash } from './layouts.js';
-import { Membership, sameWrite, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
+import { Membership, sameWrite, verifyCurrentEpoch, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
 import { accessOf, assertAgent, assertMemoryId, assertSegmentId, levelOf, MAX_SEGMENT_CIPHERTEXT_BYTES, MAX_SEGMENT_PLAINTEXT_BYTES, type AccessLevel } from './names.js';
 import { changeEntry, createEntry, followBackLink, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
 import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
@@ -413,7 +413,7 @@ export class MemoryClient {
    * GRANT entry and seals the current epoch key to its certified identity key.
    * A new member can read everything the memory holds (§18.5: back links).
    * @throws MemoryError `permission_denied` (not admin; admin level needs the owner), `not_found` (no certificate known),
-   *   the certificate's code (`revoked`, `expired`, `unknown_issuer`, …), `quota_exceeded` (members)
+   *   the certificate's code (`revoked`, `expired`, `unknown_issuer`, …), `quota_exceeded` (members, or the log's room for grants, §18.4)
    */
   async grant(memoryId: string, agentId: string, access: AccessLevel, options: GrantOptions = {}): Promise<MemoryInfo> {
     assertMemoryId(memoryId);
@@ -468,7 +468,12 @@ export class MemoryClient {
     }
   }
 
-  /** Starts the next key epoch for the active members (writes do this themselves when the store asks). @returns the new epoch */
+  /**
+   * Starts the next key epoch for the active members (writes do this themselves when the store asks).
+   * @returns the new epoch
+   * @throws MemoryError `permission_denied` (a writer, when no rotation is required: only admins rotate at will, §18.5),
+   *   `quota_exceeded` (an admin, when the memory keeps as many epochs in use as it may)
+   */
   async rotate(memoryId: string): Promise<number> {
     assertMemoryId(memoryId);
     const state = await this.#rotate(await this.#refresh(memoryId));
@@ -605,11 +610,12 @@ export class MemoryClient {
       for (const e of entries) log.append(e);
       if (log.version !== summary.membershipVersion) fail('bad_signature', 'membership log does not reach the version the store reports');
 
-      // Epochs: ascending, chained, each made by a member who could. Same records as any seen before.
+      // Epochs: ascending, chained (to the ones already verified too), each made by a member who could,
+      // while its grant was in force. Same records as any seen before.
       const epochs = new Map<number, EpochRecord>(cached?.epochs ?? []);
       let previous: EpochRecord | undefined;
       for (const r of res.epochs) {
-        verifyEpochRecord(this.#crypto, log, r, previous);
+        verifyEpochRecord(this.#crypto, log, r, previous ?? epochs.get(r.epoch - 1));
         const known = epochs.get(r.epoch);
         if (known !== undefined && !this.#crypto.constantTimeEqual(known.signature, r.signature)) fail('bad_signature', `the store returned a second epoch ${r.epoch}`);
         epochs.set(r.epoch, r);
@@ -617,6 +623,9 @@ export class MemoryClient {
       }
       if (previous === undefined || previous.epoch !== summary.currentEpoch) fail('bad_signature', 'epochs do not reach the current epoch');
       if (cached !== undefined && summary.currentEpoch < cached.currentEpoch) fail('replay', 'the store returned an older key epoch than already seen');
+      // The epoch new writes go under: made for the last revocation or later, and not for an earlier log
+      // version than any epoch already accepted (an epoch of a removed member is refused, §18.5).
+      verifyCurrentEpoch(log, previous, epochs.values());
 
       const keys = new Map(cached?.keys ?? []);
       const wrap = res.wrap;

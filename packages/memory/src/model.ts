@@ -142,8 +142,10 @@ export function isActive(member: Member, nowMs: number): boolean {
   return member.expiresAtMs === 0 || nowMs < member.expiresAtMs;
 }
 
-interface Snapshot {
-  readonly members: ReadonlyMap<string, Member>;
+/** One change of an agent's membership: what it became at `version` (undefined: revoked). */
+interface Change {
+  readonly version: bigint;
+  readonly member: Member | undefined;
 }
 
 /**
@@ -152,6 +154,10 @@ interface Snapshot {
  * admin whose grant was in force at the entry's timestamp (admin grants and
  * revocations: by the owner), chained by hash. `append` verifies before it
  * changes anything: a rejected entry leaves the log as it was.
+ *
+ * Folding is linear in the log: the member list at the head is one map changed in place, and the
+ * list as of an earlier version is read from each agent's own history of changes (one item per
+ * entry that names it), so no entry copies the member list.
  */
 export class Membership {
   readonly memoryId: string;
@@ -163,10 +169,13 @@ export class Membership {
   readonly #crypto: ParleyCrypto;
   readonly #entries: MembershipEntry[] = [];
   readonly #hashes: Uint8Array[] = [];
-  /** The member list after each version (index version − 1); shares unchanged Member objects. */
-  readonly #snapshots: Snapshot[] = [];
+  /** The member list at the head. */
+  readonly #members = new Map<string, Member>();
+  /** Per agent, every change the log made to its membership, in log order. */
+  readonly #history = new Map<string, Change[]>();
   /** Every key each agent has held in the log, with the highest level it had under that key. */
   readonly #keys = new Map<string, Map<string, { key: Uint8Array; access: MemoryAccess }>>();
+  #lastRevoke = 0n;
 
   private constructor(crypto: ParleyCrypto, memoryId: string, create: MembershipEntry) {
     this.#crypto = crypto;
@@ -189,18 +198,20 @@ export class Membership {
   /**
    * Rebuilds a log from entries its holder verified when it accepted them (the
    * store's own table): the same rules and chain checks, without re-verifying
-   * each signature. Never use it on entries from anyone else.
+   * each signature, and with each entry's hash taken from `hashes` (the entry_hash
+   * the holder stored with it) when given, instead of computed again. Never use it on entries from anyone else.
    * @throws MemoryError as {@link create} and {@link append}
    */
-  static restore(crypto: ParleyCrypto, memoryId: string, entries: readonly MembershipEntry[]): Membership {
+  static restore(crypto: ParleyCrypto, memoryId: string, entries: readonly MembershipEntry[], hashes?: readonly Uint8Array[]): Membership {
     const [first, ...rest] = entries;
     if (first === undefined) fail('internal', 'stored membership log is empty');
-    const log = Membership.#start(crypto, first, memoryId, false);
-    for (const e of rest) log.#append(e, false);
+    if (hashes !== undefined && hashes.length !== entries.length) fail('internal', 'stored membership log has another number of hashes than entries');
+    const log = Membership.#start(crypto, first, memoryId, false, hashes?.[0]);
+    rest.forEach((e, i) => log.#append(e, false, hashes?.[i + 1]));
     return log;
   }
 
-  static #start(crypto: ParleyCrypto, entry: MembershipEntry, memoryId: string | undefined, verify: boolean): Membership {
+  static #start(crypto: ParleyCrypto, entry: MembershipEntry, memoryId: string | undefined, verify: boolean, hash?: Uint8Array): Membership {
     const e = assertMembershipEntryShape(entry);
     if (e.version !== 1n || e.change !== MembershipChange.CREATE) fail('malformed', 'membership entry 1 must be CREATE');
     if (!constantTimeEqual(crypto, e.previousHash, ZERO_HASH)) fail('malformed', 'entry 1 previous_hash must be 32 zero bytes');
@@ -213,7 +224,7 @@ export class Membership {
     if (verify && !crypto.ed25519.verify(e.signature, membershipLayout(id, e), e.memberPublicKey)) fail('bad_signature', 'CREATE entry signature does not verify');
     const log = new Membership(crypto, id, e);
     const owner: Member = { memberId: e.memberId, access: MemoryAccess.ADMIN, publicKey: e.memberPublicKey.slice(), expiresAtMs: 0, version: 1n };
-    log.#commit(e, new Map([[owner.memberId, owner]]), owner);
+    log.#commit(e, owner.memberId, owner, hash);
     return log;
   }
 
@@ -225,6 +236,11 @@ export class Membership {
   /** entry_hash of the head entry. */
   get head(): Uint8Array {
     return this.#hashes[this.#hashes.length - 1]!;
+  }
+
+  /** The version of the last REVOKE entry, 0n when there is none: every epoch in use is made for this version or a later one (§18.5). */
+  get lastRevokeVersion(): bigint {
+    return this.#lastRevoke;
   }
 
   /** The verified entries, in order. */
@@ -239,18 +255,31 @@ export class Membership {
 
   /** A member at the head (expired grants included), or undefined. */
   member(memberId: string): Member | undefined {
-    return this.#snapshots[this.#snapshots.length - 1]!.members.get(memberId);
+    return this.#members.get(memberId);
   }
 
-  /** A member as of `version`. */
+  /** A member as of `version` (a binary search in that agent's history). */
   memberAt(memberId: string, version: bigint): Member | undefined {
     if (version < 1n || version > this.version) return undefined;
-    return this.#snapshots[Number(version) - 1]!.members.get(memberId);
+    const history = this.#history.get(memberId);
+    if (history === undefined) return undefined;
+    let lo = 0;
+    let hi = history.length - 1;
+    let found: Change | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const change = history[mid]!;
+      if (change.version <= version) {
+        found = change;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found?.member;
   }
 
   /** Every member on record at the head, expired grants included. */
   members(): Member[] {
-    return [...this.#snapshots[this.#snapshots.length - 1]!.members.values()];
+    return [...this.#members.values()];
   }
 
   /** The members whose grants are in force at `nowMs` (the owner always), ordered by id. */
@@ -279,18 +308,16 @@ export class Membership {
     this.#append(entry, true);
   }
 
-  #append(entry: MembershipEntry, verify: boolean): void {
+  #append(entry: MembershipEntry, verify: boolean, hash?: Uint8Array): void {
     const e = assertMembershipEntryShape(entry);
     if (e.version !== this.version + 1n) fail('conflict', `membership entry has version ${e.version}, the log is at ${this.version}`);
     if (!constantTimeEqual(this.#crypto, e.previousHash, this.head)) fail('conflict', 'membership entry does not follow the head of the log');
     if (e.change === MembershipChange.CREATE) fail('malformed', 'only entry 1 may be CREATE');
-    const members = this.#snapshots[this.#snapshots.length - 1]!.members;
-    const signer = members.get(e.signerId);
+    const signer = this.#members.get(e.signerId);
     const ts = Number(e.timestampMs);
     if (signer === undefined || signer.access !== MemoryAccess.ADMIN || !isActive(signer, ts)) fail('permission_denied', `${e.signerId} is not an admin of this memory`);
     if (e.memberId === this.ownerId) fail('permission_denied', 'the owner cannot be granted or revoked');
-    const current = members.get(e.memberId);
-    const next = new Map(members);
+    const current = this.#members.get(e.memberId);
     let changed: Member | undefined;
     if (e.change === MembershipChange.GRANT) {
       if (e.access === MemoryAccess.UNSPECIFIED) fail('malformed', 'GRANT needs an access level');
@@ -299,30 +326,35 @@ export class Membership {
         fail('permission_denied', 'only the owner grants or changes admin');
       }
       changed = { memberId: e.memberId, access: e.access, publicKey: e.memberPublicKey.slice(), expiresAtMs: Number(e.expiresAtMs), version: e.version };
-      next.set(e.memberId, changed);
     } else {
       if (current === undefined) fail('malformed', `${e.memberId} is not a member`);
       if (e.access !== MemoryAccess.UNSPECIFIED || e.expiresAtMs !== 0n) fail('malformed', 'REVOKE carries no access level or expiry');
       if (!constantTimeEqual(this.#crypto, e.memberPublicKey, current.publicKey)) fail('malformed', "REVOKE must name the member's key on record");
       if (current.access === MemoryAccess.ADMIN && e.signerId !== this.ownerId) fail('permission_denied', 'only the owner revokes an admin');
-      next.delete(e.memberId);
     }
     if (verify && !this.#crypto.ed25519.verify(e.signature, membershipLayout(this.memoryId, e), signer.publicKey)) {
       fail('bad_signature', 'membership entry signature does not verify');
     }
-    this.#commit(e, next, changed);
+    this.#commit(e, e.memberId, changed, hash);
   }
 
-  #commit(e: MembershipEntry, members: Map<string, Member>, changed: Member | undefined): void {
+  /** Applies a verified entry: `member` is what `memberId` becomes (undefined: revoked). Nothing here can fail. */
+  #commit(e: MembershipEntry, memberId: string, member: Member | undefined, hash: Uint8Array | undefined): void {
     this.#entries.push(e);
-    this.#hashes.push(membershipEntryHash(this.#crypto, this.memoryId, e));
-    this.#snapshots.push({ members });
-    if (changed !== undefined) {
-      const keys = this.#keys.get(changed.memberId) ?? new Map<string, { key: Uint8Array; access: MemoryAccess }>();
-      const hex = hexOf(changed.publicKey);
+    this.#hashes.push(hash ?? membershipEntryHash(this.#crypto, this.memoryId, e));
+    if (member === undefined) {
+      this.#members.delete(memberId);
+      this.#lastRevoke = e.version;
+    } else this.#members.set(memberId, member);
+    const history = this.#history.get(memberId);
+    if (history === undefined) this.#history.set(memberId, [{ version: e.version, member }]);
+    else history.push({ version: e.version, member });
+    if (member !== undefined) {
+      const keys = this.#keys.get(memberId) ?? new Map<string, { key: Uint8Array; access: MemoryAccess }>();
+      const hex = hexOf(member.publicKey);
       const known = keys.get(hex);
-      keys.set(hex, { key: changed.publicKey, access: known === undefined || known.access < changed.access ? changed.access : known.access });
-      this.#keys.set(changed.memberId, keys);
+      keys.set(hex, { key: member.publicKey, access: known === undefined || known.access < member.access ? member.access : known.access });
+      this.#keys.set(memberId, keys);
     }
   }
 }
@@ -333,8 +365,8 @@ export class Membership {
 /**
  * Verifies an epoch record against the log: shape, chain (`previous` is the
  * record before it), the membership version it names (hash and existence), its
- * creator (the owner for epoch 1; a writer or admin at that version otherwise)
- * and the creator's signature.
+ * creator (the owner for epoch 1; otherwise a writer or admin at that version whose
+ * grant was in force at the record's `created_at_ms`) and the creator's signature.
  * @throws MemoryError `malformed`, `conflict` (out of sequence, or a membership version the log does not have), `permission_denied`, `bad_signature`
  */
 export function verifyEpochRecord(crypto: ParleyCrypto, log: Membership, record: EpochRecord, previous: EpochRecord | undefined): void {
@@ -347,18 +379,38 @@ export function verifyEpochRecord(crypto: ParleyCrypto, log: Membership, record:
   const creator = log.memberAt(r.creatorId, r.membershipVersion);
   if (r.epoch === 1 && (r.membershipVersion !== 1n || r.creatorId !== log.ownerId)) fail('malformed', 'epoch 1 is made by the owner for membership version 1');
   if (creator === undefined || creator.access < MemoryAccess.WRITE) fail('permission_denied', `${r.creatorId} could not start epoch ${r.epoch}`);
+  if (!isActive(creator, Number(r.createdAtMs))) fail('permission_denied', `${r.creatorId}'s grant had expired when epoch ${r.epoch} was made`);
   if (!crypto.ed25519.verify(r.signature, epochLayout(log.memoryId, r), creator.publicKey)) fail('bad_signature', `epoch ${r.epoch} signature does not verify`);
 }
 
 /**
+ * Checks that `current` (verified with {@link verifyEpochRecord}) may be the epoch new writes use:
+ * it is made for the log's last REVOKE or later — every revocation starts an epoch made for its
+ * own version, so an older one is an epoch a removed member could have made (§18.5) — and for no
+ * earlier log version than any epoch already accepted (`known`).
+ * @throws MemoryError `conflict`
+ */
+export function verifyCurrentEpoch(log: Membership, current: EpochRecord, known: Iterable<EpochRecord> = []): void {
+  if (current.membershipVersion < log.lastRevokeVersion) {
+    fail('conflict', `epoch ${current.epoch} is made for membership version ${current.membershipVersion}, before the revocation at version ${log.lastRevokeVersion}`);
+  }
+  for (const k of known) {
+    if (k.membershipVersion > current.membershipVersion) fail('conflict', `epoch ${current.epoch} goes back in the membership log from epoch ${k.epoch}`);
+  }
+}
+
+/**
  * Verifies a key wrap's shape, that it is for a key its member held in the log,
- * and its signature by a member who held write access (the epoch's creator, or an admin granting).
+ * and its signature by a member on record at the head (not removed) with write or admin
+ * access, under a key it held with write access (the epoch's creator, or an admin granting).
  * It does not open it (only the member can).
- * @throws MemoryError `malformed`, `permission_denied`, `bad_signature`
+ * @throws MemoryError `malformed`, `permission_denied` (sealed to a key its member never held), `bad_signature` (signer)
  */
 export function verifyKeyWrap(crypto: ParleyCrypto, log: Membership, wrap: KeyWrap): void {
   const w = assertKeyWrapShape(wrap);
   if (!log.keysOf(w.memberId).some((k) => constantTimeEqual(crypto, k, w.memberPublicKey))) fail('permission_denied', `key copy for ${w.memberId} is sealed to a key it never held here`);
+  const signer = log.member(w.signerId);
+  if (signer === undefined || signer.access < MemoryAccess.WRITE) fail('bad_signature', `key copy is signed by ${w.signerId}, not a writer of this memory now`);
   if (!log.verifiesAs(w.signerId, MemoryAccess.WRITE, w.signature, keyWrapLayout(crypto, log.memoryId, w))) fail('bad_signature', 'key copy signature does not verify');
 }
 

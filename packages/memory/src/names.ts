@@ -30,6 +30,13 @@ export const MAX_SEGMENT_CIPHERTEXT_BYTES = MAX_SEGMENT_PLAINTEXT_BYTES + 40;
 export const MAX_MEMBERSHIP_ENTRIES = 4096;
 /** Most members of one memory (owner included). */
 export const MAX_MEMBERS = 256;
+/**
+ * Highest log version a GRANT by the owner may have (§18.4): the last {@link MAX_MEMBERS} entries are kept
+ * for REVOKEs, so every member (at most 255 besides the owner) can always be removed.
+ */
+export const GRANT_LIMIT = MAX_MEMBERSHIP_ENTRIES - MAX_MEMBERS;
+/** Highest log version a GRANT by an admin other than the owner may have: {@link MAX_MEMBERS} more are kept for the owner's grants. */
+export const ADMIN_GRANT_LIMIT = MAX_MEMBERSHIP_ENTRIES - 2 * MAX_MEMBERS;
 /** Most key epochs a memory keeps (older ones no segment uses are pruned). */
 export const MAX_EPOCHS = 4096;
 

@@ -2,7 +2,7 @@
 // the membership log's rules, key epochs and back links, key copies, signed
 // writes and request signatures, each with the refusals that protect it.
 import { clone } from '@bufbuild/protobuf';
-import { MembershipEntrySchema, MemoryAccess, WriteRecordSchema, EpochRecordSchema, KeyWrapSchema, type MembershipEntry } from '@parley/proto';
+import { MembershipChange, MembershipEntrySchema, MemoryAccess, WriteRecordSchema, EpochRecordSchema, KeyWrapSchema, type MembershipEntry } from '@parley/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   Membership,
@@ -17,6 +17,7 @@ import {
   parseMemoryMetadata,
   sealWrite,
   signMemoryRequest,
+  verifyCurrentEpoch,
   verifyEpochRecord,
   verifyKeyWrap,
   verifyMemoryRequest,
@@ -113,6 +114,50 @@ describe('membership log (§18.4)', () => {
     await expectCode(() => log.append(grant(log, admin, reader, MemoryAccess.READ, 0, NOW + 1000)), 'permission_denied');
   });
 
+  it('folds a full log in linear work: no entry copies the member list, and every earlier version is still answered', () => {
+    // 4096 entries over 255 members: a member-list copy per entry would copy about a million members.
+    const log = newLog();
+    const members = Array.from({ length: 255 }, (_, i) => ({ agentId: `worker-${i}`, publicKey: w.crypto.ed25519.generateKeyPair().publicKey }));
+    for (let v = 2; v <= 4096; v++) {
+      const m = members[(v - 2) % members.length]!;
+      const entry =
+        v % 7 === 0 && log.member(m.agentId) !== undefined
+          ? changeEntry(w.crypto, owner, log, { kind: 'revoke', memberId: m.agentId, publicKey: m.publicKey }, NOW + v)
+          : changeEntry(w.crypto, owner, log, { kind: 'grant', memberId: m.agentId, access: v % 2 === 0 ? MemoryAccess.READ : MemoryAccess.WRITE, publicKey: m.publicKey, expiresAtMs: 0 }, NOW + v);
+      log.append(entry);
+    }
+    const RealMap = globalThis.Map;
+    let copied = 0;
+    let made = 0;
+    class CountingMap<K, V> extends RealMap<K, V> {
+      constructor(entries?: Iterable<readonly [K, V]> | null) {
+        super(entries);
+        made++;
+        copied += this.size;
+      }
+    }
+    globalThis.Map = CountingMap as MapConstructor;
+    let restored: Membership;
+    try {
+      restored = Membership.restore(w.crypto, log.memoryId, log.entries);
+    } finally {
+      globalThis.Map = RealMap;
+    }
+    expect(restored.version).toBe(4096n);
+    expect(copied).toBe(0);
+    expect(made).toBeLessThanOrEqual(2 + 2 * members.length); // the log's maps, one history and one key map per agent
+    // The same answers as the log folded entry by entry, at the head and as of earlier versions.
+    expect(restored.members().map((m) => m.memberId).sort()).toEqual(log.members().map((m) => m.memberId).sort());
+    for (const v of [1n, 2n, 7n, 300n, 2048n, 4095n, 4096n]) {
+      for (const m of [members[0]!, members[5]!, members[254]!]) {
+        const entry = [...log.entries.slice(0, Number(v))].reverse().find((e) => e.memberId === m.agentId);
+        const expected = entry === undefined || entry.change !== MembershipChange.GRANT ? undefined : entry.access;
+        expect(restored.memberAt(m.agentId, v)?.access, `${m.agentId} at ${v}`).toBe(expected);
+      }
+    }
+    expect(restored.lastRevokeVersion).toBe([...log.entries].reverse().find((e) => e.change === MembershipChange.REVOKE)!.version);
+  });
+
   it('validates every field shape with `malformed`', async () => {
     const log = newLog();
     const good = grant(log, owner, writer, MemoryAccess.WRITE);
@@ -177,6 +222,49 @@ describe('key epochs, back links and key copies (§18.5, §18.6)', () => {
     const tampered = clone(EpochRecordSchema, e2.record);
     tampered.createdAtMs += 1n;
     await expectCode(() => verifyEpochRecord(w.crypto, log, tampered, e1.record), 'bad_signature');
+  });
+
+  it('refuses an epoch made by a creator whose grant had expired when it was made', async () => {
+    const log = newLog();
+    const e1 = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
+    log.append(grant(log, owner, writer, MemoryAccess.WRITE, NOW + 1000));
+    const inTime = newEpoch(w.crypto, writer, log.memoryId, { version: log.version, hash: log.head }, e1, NOW + 999);
+    verifyEpochRecord(w.crypto, log, inTime.record, e1.record);
+    const late = newEpoch(w.crypto, writer, log.memoryId, { version: log.version, hash: log.head }, e1, NOW + 1000);
+    await expectCode(() => verifyEpochRecord(w.crypto, log, late.record, e1.record), 'permission_denied');
+  });
+
+  it('the current epoch is made for the last revocation or later, and for no earlier log version than one already seen', async () => {
+    const log = newLog();
+    const e1 = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
+    log.append(grant(log, owner, writer, MemoryAccess.WRITE));
+    log.append(grant(log, owner, reader, MemoryAccess.WRITE));
+    const e2 = newEpoch(w.crypto, owner, log.memoryId, { version: 3n, hash: log.head }, e1, NOW + 2);
+    // The writer, still a member at version 3, makes an epoch it keeps for itself; then it is revoked.
+    const byWriter = newEpoch(w.crypto, writer, log.memoryId, { version: 2n, hash: log.hashAt(2n)! }, e1, NOW + 3);
+    log.append(changeEntry(w.crypto, owner, log, { kind: 'revoke', memberId: writer.agentId, publicKey: writer.publicKey }, NOW + 4));
+    expect(log.lastRevokeVersion).toBe(4n);
+    const e3 = newEpoch(w.crypto, owner, log.memoryId, { version: 4n, hash: log.head }, e2, NOW + 4);
+    verifyEpochRecord(w.crypto, log, byWriter.record, e1.record); // a valid record of its time…
+    await expectCode(() => verifyCurrentEpoch(log, byWriter.record), 'conflict'); // …but not one to write under
+    verifyCurrentEpoch(log, e3.record, [e1.record, e2.record, e3.record]);
+    const e4 = newEpoch(w.crypto, reader, log.memoryId, { version: 4n, hash: log.head }, e3, NOW + 5);
+    verifyCurrentEpoch(log, e4.record, [e3.record]);
+    // After the revocation, but older than an epoch already accepted: a store going back.
+    log.append(grant(log, owner, outsider, MemoryAccess.READ));
+    const later = newEpoch(w.crypto, owner, log.memoryId, { version: 5n, hash: log.head }, e3, NOW + 6);
+    await expectCode(() => verifyCurrentEpoch(log, e4.record, [later.record]), 'conflict');
+  });
+
+  it('refuses a key copy signed by a member no longer on record, even under a key it once held with write access', async () => {
+    const log = newLog();
+    const e1 = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
+    log.append(grant(log, owner, writer, MemoryAccess.WRITE));
+    log.append(grant(log, owner, reader, MemoryAccess.READ));
+    const byWriter = wrapKey(w.crypto, writer, log.memoryId, e1, { memberId: reader.agentId, publicKey: reader.publicKey });
+    verifyKeyWrap(w.crypto, log, byWriter);
+    log.append(changeEntry(w.crypto, owner, log, { kind: 'revoke', memberId: writer.agentId, publicKey: writer.publicKey }, NOW + 2));
+    await expectCode(() => verifyKeyWrap(w.crypto, log, byWriter), 'bad_signature');
   });
 
   it('refuses a key copy sealed to a key its member never held, or signed by a reader', async () => {
