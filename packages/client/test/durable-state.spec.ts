@@ -4,36 +4,28 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCrypto, fromBase64Url, toBase64Url, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
+import { fromBase64Url, toBase64Url, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
+import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { MessageType, type HandshakeFrame } from '@parley/proto';
 import { SessionManager, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DurableState } from '../src/durable-state.js';
 import { Journal, fileStateStore, replay, type JournalRecord, type StateStore } from '../src/index.js';
+import { testWorld } from './world.js';
 
-const DAY = 86_400_000;
 let crypto: ParleyCrypto;
 let dir: string;
 let alice: LocalIdentity;
 let bob: LocalIdentity;
 let trustBundle: TrustBundle;
-const revocations = new MemoryRevocationSet({ maxAgeMs: 60 * 60_000 });
+let revocations: MemoryRevocationSet;
 
 beforeAll(async () => {
-  crypto = await createCrypto();
+  const world = await testWorld();
+  ({ crypto, trustBundle, revocations } = world);
   dir = mkdtempSync(join(tmpdir(), 'parley-durable-state-'));
-  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
-  revocations.apply([], 0, Date.now());
-  const agent = (agentId: string): LocalIdentity => {
-    const keyPair = crypto.ed25519.generateKeyPair();
-    const now = Date.now();
-    const certificate = issueCertificate(crypto, issuer, { agentId, identityPublicKey: keyPair.publicKey, agentType: 'worker', capabilities: [], validFromMs: now - DAY, validUntilMs: now + DAY });
-    return { agentId, signingKey: keyPair.secretKey, certificate };
-  };
-  alice = agent('alice');
-  bob = agent('bob');
+  alice = world.agent('alice');
+  bob = world.agent('bob');
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -1,8 +1,8 @@
 // The inbox on its own (no gateway): two SessionManagers wired back to back seal real envelopes, a
 // stand-in for the gateway stream records acks and receipts. Covers the back-pressure bound
 // (`maxUnacked`), the hand-over with and without a journal, and duplicates.
-import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
+import { toHex, type ParleyCrypto } from '@parley/crypto-core';
+import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { MessageType, type DeliveryReceipt, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { SessionManager, type LocalIdentity, type Session } from '@parley/session';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -12,34 +12,19 @@ import { Inbox } from '../src/inbox.js';
 import type { JournalRecord } from '../src/journal.js';
 import { Lifecycle } from '../src/lifecycle.js';
 import { isClientError, verifyReceiptSignature } from '../src/index.js';
+import { testWorld } from './world.js';
 
-const DAY = 86_400_000;
 let crypto: ParleyCrypto;
 let alice: LocalIdentity & { publicKey: Uint8Array };
 let bob: LocalIdentity & { publicKey: Uint8Array };
 let trustBundle: TrustBundle;
-const revocations = new MemoryRevocationSet({ maxAgeMs: 60 * 60_000 });
+let revocations: MemoryRevocationSet;
 
 beforeAll(async () => {
-  crypto = await createCrypto();
-  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
-  revocations.apply([], 0, Date.now());
-  const agent = (agentId: string): LocalIdentity & { publicKey: Uint8Array } => {
-    const keyPair = crypto.ed25519.generateKeyPair();
-    const now = Date.now();
-    const certificate = issueCertificate(crypto, issuer, {
-      agentId,
-      identityPublicKey: keyPair.publicKey,
-      agentType: 'worker',
-      capabilities: [],
-      validFromMs: now - DAY,
-      validUntilMs: now + DAY,
-    });
-    return { agentId, signingKey: keyPair.secretKey, certificate, publicKey: keyPair.publicKey };
-  };
-  alice = agent('alice');
-  bob = agent('bob');
+  const world = await testWorld();
+  ({ crypto, trustBundle, revocations } = world);
+  alice = world.agent('alice');
+  bob = world.agent('bob');
 });
 
 /** Alice's session to Bob and Bob's manager (the one the inbox opens with). */

@@ -3,8 +3,8 @@
 // Covers: nothing leaves before its outbox record is durable (§17.2 item 2), a restored send whose session
 // is gone still settles by its receipt or a SessionReject, a session closing during a counter reservation,
 // and no relay once the agent stopped.
-import { createCrypto, fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
+import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { DeliveryStatus, MessageType, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { SessionManager, type LocalIdentity, type Session, type SessionManagerOptions } from '@parley/session';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -13,27 +13,19 @@ import type { GatewayConnection } from '../src/connection.js';
 import { Lifecycle } from '../src/lifecycle.js';
 import { Outbox } from '../src/outbox.js';
 import { ClientError, replay, signReceipt, signSessionReject, type JournalRecord } from '../src/index.js';
+import { testWorld } from './world.js';
 
-const DAY = 86_400_000;
 let crypto: ParleyCrypto;
 let alice: LocalIdentity;
 let bob: LocalIdentity;
 let trustBundle: TrustBundle;
-const revocations = new MemoryRevocationSet({ maxAgeMs: 60 * 60_000 });
+let revocations: MemoryRevocationSet;
 
 beforeAll(async () => {
-  crypto = await createCrypto();
-  const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-  trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
-  revocations.apply([], 0, Date.now());
-  const agent = (agentId: string): LocalIdentity => {
-    const keyPair = crypto.ed25519.generateKeyPair();
-    const now = Date.now();
-    const certificate = issueCertificate(crypto, issuer, { agentId, identityPublicKey: keyPair.publicKey, agentType: 'worker', capabilities: [], validFromMs: now - DAY, validUntilMs: now + DAY });
-    return { agentId, signingKey: keyPair.secretKey, certificate };
-  };
-  alice = agent('alice');
-  bob = agent('bob');
+  const world = await testWorld();
+  ({ crypto, trustBundle, revocations } = world);
+  alice = world.agent('alice');
+  bob = world.agent('bob');
 });
 
 /** Alice's manager (the sender's) and Bob's, wired back to back. */
