@@ -53,7 +53,7 @@ from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
 from .memory import MemoryClient
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
 from .replay import MessageHashCache, ReplayWindow
-from .session import DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
+from .session import CLOSING_CODES, DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
 from .state import DirectoryStateStore, MemoryStateStore, derive_state_key
 from .types import Backoff, Event, MessageType, Receipt
 
@@ -826,6 +826,9 @@ class Agent:
                 local=self.identity,
                 peer=peer,
                 peer_certificate=cert,
+                # The agent's (live) trust bundle: the peer's issuer is looked up in it at every open (§8.1
+                # step 2, §13). Records never held a copy of the issuer's not_after_ms; none is taken here.
+                trust_bundle=self._trust,
                 handshake_hash=bytes.fromhex(r["handshake_hash"]),
                 send=DirectionKeys.from_export(threshold, [(int(e), bytes.fromhex(k)) for e, k in r["send"]]),
                 receive=DirectionKeys.from_export(threshold, [(int(e), bytes.fromhex(k)) for e, k in r["receive"]]),
@@ -835,7 +838,6 @@ class Agent:
                 cache=self._cache,
                 skew=self._skew,
                 revocations=self._revocations,
-                peer_issuer_not_after_ms=issuer.not_after_ms if (issuer := self._trust.get(peer.issuer_key_id)) is not None else None,
             )
         except (KeyError, ValueError, TypeError) as error:
             raise StateError("state_corrupt", "session record does not parse") from error
@@ -1068,12 +1070,12 @@ class Agent:
 
     def _forget_session(self, session: Session, reason: str) -> None:
         """Closes a session and drops it from memory (its durable record is the caller's to delete)."""
-        self._sessions.pop(session.id, None)
+        held = self._sessions.pop(session.id, None) is session
         if self._current.get(session.peer_id) is session:
             del self._current[session.peer_id]
         self._reserved.pop(session.id, None)
         self._seal_locks.pop(session.id, None)
-        if not session.closed:
+        if not session.closed or held:  # held: a session its own peer check closed (§8.4) is announced here
             session.close()
             self._emit("session_closed", peer=session.peer_id, session_id=session.id_hex, reason=reason)
 
@@ -1082,9 +1084,9 @@ class Agent:
         current = self._current.get(peer)
         if current is not None and not current.closed:
             try:
-                current.check_peer(now_ms())  # nothing more is sealed to a revoked or expired peer (§8.4)
+                current.check_peer(now_ms())  # nothing more is sealed to a revoked or expired peer, or one whose issuer left the bundle (§8.4)
             except IdentityError as error:
-                if error.code in ("revoked", "expired"):
+                if error.code in CLOSING_CODES:
                     await self._close_session(current, f"peer {error.code}")
                 raise
             return current
@@ -1483,11 +1485,14 @@ class Agent:
     def _revocation_stale(self, session_id: bytes, now: int) -> bool:
         """Whether the peer of a session still cannot be checked for want of fresh revocation data (§17.5)."""
         session = self._sessions.get(session_id)
-        if session is None:
+        if session is None or session.closed:
             return False
         try:
             session.check_peer(now)
         except IdentityError as error:
+            if error.code in CLOSING_CODES:  # closed by the check (§8.4): the retried delivery is answered as such
+                self._security("revocation", error.code, session.peer_id, session.id, error.detail)
+                self._spawn(self._close_session(session, f"peer {error.code}"))
             return error.code == "revocation_stale"
         return False
 
@@ -1582,7 +1587,7 @@ class Agent:
                 self._defer(delivered, "stale")
                 return None
             self._security("message", error.code, sender, session.id, error.detail)
-            if error.code in ("revoked", "expired"):  # §8.4: the session is closed
+            if error.code in CLOSING_CODES:  # §8.4: the session closed itself; forget it and its record
                 await self._close_session(session, f"peer {error.code}")
             self._gateway_ack(conn, delivery_id)
             return None
@@ -1658,11 +1663,12 @@ class Agent:
     async def _session_lifetimes(self, now: int) -> None:
         t = self._timeouts
         for session in list(self._sessions.values()):
-            # §8.4: when the revocation data changes (checked every second), a revoked or expired peer's session closes.
+            # §8.4: when the revocation data or the trust bundle changes (checked every second), the session of a
+            # revoked or expired peer, or of one whose issuer left the bundle, closes.
             try:
                 session.check_peer(now)
             except IdentityError as error:
-                if error.code in ("revoked", "expired"):
+                if error.code in CLOSING_CODES:
                     self._security("revocation", error.code, session.peer_id, session.id, error.detail)
                     await self._close_session(session, f"peer {error.code}")
                     continue

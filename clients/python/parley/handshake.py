@@ -148,13 +148,15 @@ def _frame(session_id: bytes, sender: str, recipient: str, step: int, message: b
 
 
 def _session(config: HandshakeConfig, role: str, session_id: bytes, threshold: int, result: HandshakeResult, peer: tuple[VerifiedCertificate, Any]) -> Session:
-    issuer = config.trust_bundle.get(peer[0].issuer_key_id)
     return Session(
         session_id=session_id,
         role=role,
         local=config.identity,
         peer=peer[0],
         peer_certificate=peer[1],
+        # §8.1 step 2: the bundle itself, not its issuer's not_after_ms now: a live bundle (one that follows
+        # the registry's, §15.9) is read at every open, so a retired or dropped issuer is noticed there.
+        trust_bundle=config.trust_bundle,
         handshake_hash=result.handshake_hash,
         send=DirectionKeys(result.send, threshold),
         receive=DirectionKeys(result.receive, threshold),
@@ -162,7 +164,6 @@ def _session(config: HandshakeConfig, role: str, session_id: bytes, threshold: i
         cache=config.cache,
         skew=config.skew,
         revocations=config.revocations,
-        peer_issuer_not_after_ms=issuer.not_after_ms if issuer is not None else None,
         clock=config.clock,
     )
 

@@ -12,10 +12,14 @@ writes the durable inbox record (§17) between the two, so a crash can never
 leave a counter marked whose message was not recorded.
 
 The peer's standing (§8.1 step 2, §8.4): before the signature, on the agent's
-own data only, the peer's certificate is checked again — its validity and its
-issuer's ``not_after_ms`` (``expired``), its revocation status when the session
-has a checker (``revoked``, ``revocation_stale``). The caller closes the session
-on ``expired`` and ``revoked``.
+own data only, the peer's certificate is checked again against the agent's
+trust bundle as it is now (a :class:`~parley.trust_bundle.RegistryTrustBundle`
+follows the registry's): its issuer still in it (``unknown_issuer``), its
+validity and the issuer's ``not_after_ms`` read from it at that moment, never a
+copy taken at the handshake (``expired``), its revocation status when the
+session has a checker (``revoked``, ``revocation_stale``). ``unknown_issuer``,
+``expired`` and ``revoked`` close the session (:data:`CLOSING_CODES`); a
+restored session is given the same bundle and checked the same way.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from .envelope import (
     payload_commitment,
 )
 from .errors import IdentityError, ParleyError, SessionError
-from .identity import RevocationChecker, VerifiedCertificate, check_revocation
+from .identity import RevocationChecker, TrustBundle, VerifiedCertificate, check_revocation
 from .key_schedule import DirectionKeys, EpochKeys
 from .replay import MessageHashCache, ReplayWindow
 
@@ -54,6 +58,9 @@ class SkewLimits:
 
 
 DEFAULT_SKEW: Final = SkewLimits()
+
+#: §8.4: the peer-standing codes that close the session (``revocation_stale`` refuses the message only).
+CLOSING_CODES: Final = frozenset({"unknown_issuer", "expired", "revoked"})
 
 
 @dataclass(slots=True)
@@ -127,6 +134,7 @@ class Session:
         local: LocalIdentity,
         peer: VerifiedCertificate,
         peer_certificate: Any,
+        trust_bundle: TrustBundle,
         handshake_hash: bytes,
         send: DirectionKeys,
         receive: DirectionKeys,
@@ -136,7 +144,6 @@ class Session:
         cache: MessageHashCache | None = None,
         skew: SkewLimits = DEFAULT_SKEW,
         revocations: RevocationChecker | None = None,
-        peer_issuer_not_after_ms: int | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.id = bytes(session_id)
@@ -154,7 +161,10 @@ class Session:
         self._cache = cache if cache is not None else MessageHashCache()
         self._skew = skew
         self._revocations = revocations
-        self.peer_issuer_not_after_ms = peer_issuer_not_after_ms
+        if not isinstance(trust_bundle, TrustBundle):
+            raise SessionError("malformed", "a session needs the trust bundle its peer is checked against")
+        #: The agent's trust bundle (live when it follows the registry's): read at every check, never copied.
+        self._trust_bundle = trust_bundle
         self._clock = clock
         self.closed = False
         self.sent = 0
@@ -243,9 +253,9 @@ class Session:
             raise SessionError("identity_mismatch", "envelope is addressed to another agent")
         if envelope.sender_id != self.peer.agent_id:
             raise SessionError("identity_mismatch", "envelope sender is not the session peer")
-        #    then the peer's standing (§8.1 step 2, §8.4), on the agent's own data only: still valid,
-        #    its issuer not past not_after_ms (`expired`), not revoked (`revoked`), data fresh
-        #    (`revocation_stale`). The caller closes the session on `expired` and `revoked`.
+        #    then the peer's standing (§8.1 step 2, §8.4), on the agent's own data only: its issuer still in
+        #    the trust bundle (`unknown_issuer`), still valid and its issuer not past not_after_ms (`expired`),
+        #    not revoked (`revoked`), data fresh (`revocation_stale`). The first three close the session.
         self.check_peer(now)
         # 3. signature, with the peer's certified identity key
         signed = envelope_signed_bytes(envelope)
@@ -285,14 +295,35 @@ class Session:
             raise
         return Opened(self, envelope, digest, payload, payload_bytes, salt, counter, derived)
 
+    @property
+    def peer_issuer_not_after_ms(self) -> int | None:
+        """The ``not_after_ms`` of the peer certificate's issuer in the trust bundle now (None: no bound, or gone)."""
+        issuer = self._trust_bundle.get(self.peer.issuer_key_id)
+        return issuer.not_after_ms if issuer is not None else None
+
     def check_peer(self, now: int) -> None:
-        """§8.4: the peer's certificate still stands at ``now`` (``expired``, ``revoked``, ``revocation_stale``)."""
-        if now >= self.peer.valid_until_ms:
-            raise IdentityError("expired", "the peer's certificate has expired")
-        if self.peer_issuer_not_after_ms is not None and now >= self.peer_issuer_not_after_ms:
-            raise IdentityError("expired", "the peer's certificate issuer is past its not_after_ms")
-        if self._revocations is not None:
-            check_revocation(self._revocations, self.peer.agent_id, self.peer.serial, now)
+        """§8.1 step 2, §8.4: the peer's certificate still stands at ``now`` in the trust bundle as it is now.
+
+        Its issuer is looked up in the bundle at every call (``unknown_issuer`` when it has left it), the
+        certificate's validity and that issuer's ``not_after_ms`` are checked (``expired``), then revocation
+        (``revoked``, ``revocation_stale``). ``unknown_issuer``, ``expired`` and ``revoked`` close the session
+        (its keys wiped) before raising; ``revocation_stale`` refuses without closing (fresher data may clear
+        the peer).
+        """
+        issuer = self._trust_bundle.get(self.peer.issuer_key_id)
+        try:
+            if issuer is None:
+                raise IdentityError("unknown_issuer", "the issuer of the peer's certificate is no longer in the trust bundle; session closed")
+            if now >= self.peer.valid_until_ms:
+                raise IdentityError("expired", "the peer's certificate has expired; session closed")
+            if issuer.not_after_ms is not None and now >= issuer.not_after_ms:
+                raise IdentityError("expired", "the peer's certificate issuer is past its not_after_ms in the trust bundle; session closed")
+            if self._revocations is not None:
+                check_revocation(self._revocations, self.peer.agent_id, self.peer.serial, now)
+        except IdentityError as error:
+            if error.code in CLOSING_CODES:
+                self.close()
+            raise
 
     def _commit(self, opened: Opened) -> bool:
         if self.closed:

@@ -25,7 +25,7 @@ from parley.state import DirectoryStateStore
 from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
-from .helpers import World
+from .helpers import FollowedRegistry, World
 from .test_gateway_replies import FakeCall, FakeChannel, make_agent, run, seal
 
 
@@ -668,3 +668,77 @@ def test_the_inbox_record_keeps_the_senders_certificate(world: World) -> None:
     record, certificate = run(scenario)
     assert "sender_certificate" in record
     assert certificate is not None and certificate.SerializeToString() == alice.local.certificate.SerializeToString()
+
+
+# §8.1 step 2, §8.4, §13: a session checks its peer's issuer in the agent's trust bundle as it is at every open
+# (a followed bundle changes), a restored one too: retired past its not_after_ms (`expired`) or gone
+# (`unknown_issuer`) closes the session and deletes its record.
+
+
+def test_a_restored_session_refuses_an_envelope_once_its_issuers_not_after_ms_has_passed(world: World) -> None:
+    events: list[Event] = []
+    registry = FollowedRegistry(world)
+    agent, alice = make_agent(world, events, trust=registry.follower)
+    clock = [world.now]
+
+    async def scenario() -> tuple[list[object], Session, dict[str, Any]]:
+        [session] = agent._sessions.values()
+        await agent._save_session(session)
+        again = restarted(agent, events)  # the same (followed) trust bundle
+        again._store = agent._store
+        await again._load_state()
+        [restored] = again._sessions.values()
+        restored._clock = lambda: clock[0]
+        call, _ = attach(again)
+        tasks = start_loops(again)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        got = [(await asyncio.wait_for(again._app.get(), 3)).content]
+        registry.rotate(old_not_after_ms=world.now + 60_000)  # the issuer is retired after the restart
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=2, envelope=seal(alice, {"n": 2})))
+        got.append((await asyncio.wait_for(again._app.get(), 3)).content)  # still within its bound
+        clock[0] = world.now + 60_000  # the bound has passed
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=3, envelope=seal(alice, {"n": 3})))
+        await wait_for(lambda: restored.id not in again._sessions)
+        for t in tasks:
+            t.cancel()
+        records = again._store.load("sessions") if again._store is not None else {}
+        await again.close()
+        await agent.close()
+        return got, restored, records
+
+    got, restored, records = run(scenario)
+    assert got == [{"n": 1}, {"n": 2}]
+    assert restored.closed and records == {}
+    assert [e.fields["code"] for e in events if e.kind == "security"] == ["expired"]
+    assert [e.fields["reason"] for e in events if e.kind == "session_closed"] == ["peer expired"]
+
+
+def test_a_session_whose_issuer_leaves_the_agents_trust_bundle_is_closed_at_the_next_open(world: World) -> None:
+    events: list[Event] = []
+    registry = FollowedRegistry(world)
+    agent, alice = make_agent(world, events, trust=registry.follower)
+
+    async def scenario() -> tuple[object, int, Session, list[str]]:
+        [session] = agent._sessions.values()
+        await agent._save_session(session)
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        first = (await asyncio.wait_for(agent._app.get(), 3)).content
+        registry.rotate(old_not_after_ms=None)  # the agent's bundle follows a rotation that drops the issuer
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=2, envelope=seal(alice, {"n": 2})))
+        await wait_for(lambda: session.id not in agent._sessions)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=3, envelope=seal(alice, {"n": 3})))  # names a closed session
+        await wait_for(lambda: len(sent(call, "session_reject")) == 1)
+        for t in tasks:
+            t.cancel()
+        assert agent._store is not None
+        records, waiting = list(agent._store.load("sessions")), agent._app.qsize()
+        await agent.close()
+        return first, waiting, session, records
+
+    first, waiting, session, records = run(scenario)
+    assert first == {"n": 1} and waiting == 0  # neither later envelope reached the application
+    assert session.closed and records == []
+    assert [e.fields["code"] for e in events if e.kind == "security"] == ["unknown_issuer", "unknown_session"]
+    assert [e.fields["reason"] for e in events if e.kind == "session_closed"] == ["peer unknown_issuer"]

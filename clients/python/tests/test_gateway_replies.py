@@ -18,6 +18,7 @@ from parley.agent import Agent, ResendPolicy, SessionTimeouts
 from parley.envelope import encode_payload
 from parley.errors import GatewayError
 from parley.gateway import GatewayConnection
+from parley.identity import TrustBundle
 from parley.key_schedule import DEFAULT_REKEY_THRESHOLD
 from parley.relay import sign_receipt
 from parley.session import DEFAULT_SKEW, Session
@@ -114,14 +115,16 @@ def test_send_reply_carries_the_ack_only_when_offered(world: World, outbound_ack
     assert code == "rate_limited"  # a quiet item's refusal still reaches the sender's future
 
 
-def make_agent(world: World, events: list[Event]) -> tuple[Agent, Session]:
-    """Bob's agent (in memory) holding a session with alice; returns it and alice's end of the session."""
+def make_agent(world: World, events: list[Event], trust: TrustBundle | None = None) -> tuple[Agent, Session]:
+    """Bob's agent (in memory) holding a session with alice; returns it and alice's end of the session.
+    ``trust``: bob's trust bundle (the world's by default), also the one his session was made with."""
+    trust = world.trust if trust is None else trust
     alice, bob = world.identity("alice"), world.identity("bob")
-    sa, sb = world.sessions(world.config(alice), world.config(bob))
+    sa, sb = world.sessions(world.config(alice), world.config(bob, trust_bundle=trust))
     agent = Agent(
         gateway="127.0.0.1:1",
         identity=bob,
-        trust_bundle=world.trust,
+        trust_bundle=trust,
         expected_gateway_id="gw",
         tls=None,
         state_dir=None,

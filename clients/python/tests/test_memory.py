@@ -20,7 +20,7 @@ from parley.errors import ERROR_CODES
 from parley.memory.client import MemoryClient, _State
 from parley.memory.conformance import METADATA_KEYS, MemoryChecker
 from parley.memory.layouts import membership_entry_hash, membership_layout, write_layout
-from parley.memory.model import Membership, verify_epoch_record, verify_key_wrap, verify_write_record
+from parley.memory.model import Membership, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
 from parley.memory.names import ACCESS_ADMIN, ACCESS_READ, ACCESS_WRITE, CHANGE_GRANT, CHANGE_REVOKE
 from parley.memory.records import EpochKey, change_entry, create_entry, follow_back_link, new_epoch, open_wrap, open_write, seal_write, wrap_key
 from parley.session import LocalIdentity
@@ -279,20 +279,91 @@ def test_a_removed_writer_s_earlier_writes_still_verify() -> None:
     verify_write_record(m.log, record)
 
 
+def test_the_log_answers_every_earlier_version_from_each_members_history() -> None:
+    # Folded in linear work (no member-list copy per entry): member_at must still answer as of any version.
+    m = Memory()
+    others = [m.world.identity(f"worker-{i}") for i in range(5, 9)]
+    for n in range(24):
+        who = others[n % len(others)]
+        if n % 5 == 4 and m.log.member(who.agent_id) is not None:
+            m.log.append(m.entry(m.owner, CHANGE_REVOKE, who))
+        else:
+            m.grant(who, ACCESS_READ if n % 2 else ACCESS_WRITE)
+    entries = m.log.entries
+    for version in range(1, m.log.version + 1):
+        for who in [m.owner, m.writer, m.reader, *others]:
+            last = next((e for e in reversed(entries[:version]) if e.member_id == who.agent_id), None)
+            expected = None if last is None or last.change == CHANGE_REVOKE else (ACCESS_ADMIN if last.version == 1 else last.access)
+            got = m.log.member_at(who.agent_id, version)
+            assert (got.access if got is not None else None) == expected, (who.agent_id, version)
+    assert m.log.member_at(m.owner.agent_id, 0) is None and m.log.member_at(m.owner.agent_id, m.log.version + 1) is None
+    assert m.log.last_revoke_version == max(e.version for e in entries if e.change == CHANGE_REVOKE)
+    assert sorted(x.member_id for x in m.log.members()) == sorted({e.member_id for e in entries} - {e.member_id for e in entries if m.log.member(e.member_id) is None})
+
+
+def test_an_epoch_made_by_a_creator_whose_grant_had_expired_is_refused() -> None:
+    m = Memory()
+    m.log.append(m.entry(m.owner, CHANGE_GRANT, m.outsider, ACCESS_WRITE, expires_at_ms=NOW + 1000))
+    in_time = new_epoch(m.outsider.agent_id, m.outsider.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 999)
+    verify_epoch_record(m.log, in_time.record, m.epoch1.record)
+    late = new_epoch(m.outsider.agent_id, m.outsider.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 1000)  # expiry is exclusive
+    assert code(lambda: verify_epoch_record(m.log, late.record, m.epoch1.record)) == "permission_denied"
+
+
+def test_the_current_epoch_is_made_for_the_last_revocation_or_later_and_never_goes_back() -> None:
+    m = Memory()  # versions: 1 CREATE, 2 writer, 3 reader
+    m.grant(m.outsider, ACCESS_WRITE)  # 4
+    e2 = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, 4, m.log.head, m.epoch1, NOW + 2)
+    # the writer, still a member at version 2, makes an epoch it keeps for itself; then it is revoked
+    by_writer = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, 2, m.log.hash_at(2) or b"", m.epoch1, NOW + 3)
+    m.log.append(m.entry(m.owner, CHANGE_REVOKE, m.writer, at=NOW + 4))  # 5
+    assert m.log.last_revoke_version == 5
+    e3 = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, 5, m.log.head, e2, NOW + 4)
+    verify_epoch_record(m.log, by_writer.record, m.epoch1.record)  # a valid record of its time…
+    assert code(lambda: verify_current_epoch(m.log, by_writer.record)) == "conflict"  # …but not one to write under
+    verify_current_epoch(m.log, e3.record, [m.epoch1.record, e2.record, e3.record])
+    e4 = new_epoch(m.outsider.agent_id, m.outsider.signing_key, m.memory_id, 5, m.log.head, e3, NOW + 5)
+    verify_current_epoch(m.log, e4.record, [e3.record])
+    # after the revocation, but older than an epoch already accepted: a store going back
+    m.grant(m.world.identity("worker-5"), ACCESS_READ)  # 6
+    later = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, 6, m.log.head, e3, NOW + 6)
+    assert code(lambda: verify_current_epoch(m.log, e4.record, [later.record])) == "conflict"
+
+
+def test_a_key_copy_signed_by_a_member_no_longer_on_record_is_refused() -> None:
+    m = Memory()
+    by_writer = m.wrap(m.epoch1, m.reader, signer=m.writer)
+    verify_key_wrap(m.log, by_writer)
+    m.log.append(m.entry(m.owner, CHANGE_REVOKE, m.writer))
+    # under a key it once held with write access, but it is no writer now
+    assert code(lambda: verify_key_wrap(m.log, by_writer)) == "bad_signature"
+
+
 # --- the client's verification of a store's answers ---------------------------------------------
 
 
-def answer(m: Memory, *, for_member: LocalIdentity, after: int = 0, wrap_epoch: EpochKey | None = None) -> Any:
+def answer(
+    m: Memory,
+    *,
+    for_member: LocalIdentity,
+    after: int = 0,
+    wrap_epoch: EpochKey | None = None,
+    epochs: list[EpochKey] | None = None,
+    wrap_signer: LocalIdentity | None = None,
+) -> Any:
+    """GetMemory's answer for ``m``: the log after ``after``, ``epochs`` (epoch 1 by default; the last one
+    current), and ``for_member``'s copy of ``wrap_epoch`` (the current epoch) signed by ``wrap_signer`` (the owner)."""
+    epochs = [m.epoch1] if epochs is None else epochs
     res = memory_pb2.GetMemoryResponse()
     res.memory.memory_id = m.memory_id
     res.memory.owner_id = m.owner.agent_id
     res.memory.membership_version = m.log.version
-    res.memory.current_epoch = 1
+    res.memory.current_epoch = epochs[-1].record.epoch
     res.entries.extend(m.log.entries[after:])
     for who in (m.owner, m.writer, m.reader):
         res.members.add(member_id=who.agent_id, access=ACCESS_ADMIN, member_public_key=who.signing_key.public_key, certificate=who.certificate)
-    res.epochs.append(m.epoch1.record)
-    res.wrap.CopyFrom(m.wrap(wrap_epoch or m.epoch1, for_member))
+    res.epochs.extend(e.record for e in epochs)
+    res.wrap.CopyFrom(m.wrap(wrap_epoch or epochs[-1], for_member, signer=wrap_signer))
     return res
 
 
@@ -377,6 +448,131 @@ def test_the_client_derives_older_keys_through_back_links_only() -> None:
     later, later_ct = m.write(m.owner, epoch2, b"after the revocation")
     assert code(lambda: r.open(m.memory_id, later, later_ct)) == "permission_denied"  # no key of epoch 2 or later
     assert r.open(m.memory_id, record, ciphertext).data == b"plan v1"  # what it had, it keeps
+
+
+def removed_member_memory() -> tuple[Memory, LocalIdentity, EpochKey]:
+    """As a store holds it: the owner grants the writer and ``me`` write; the writer (as any writer may)
+    starts epoch 2. Returns the memory, ``me`` and epoch 2."""
+    m = Memory()
+    me = m.world.identity("worker-5")
+    m.grant(me, ACCESS_WRITE)
+    e2 = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 3)
+    return m, me, e2
+
+
+def test_the_client_refuses_a_current_epoch_and_a_key_copy_made_by_a_member_the_log_removed() -> None:
+    # §18.5, §18.12: a store that serves an epoch of a removed member would have us write under a key it holds.
+    m, me, e2 = removed_member_memory()
+    revoke = m.entry(m.owner, CHANGE_REVOKE, m.writer, at=NOW + 4)
+    # the owner removes the writer, with the next epoch made for the REVOKE's version (what an honest store keeps)
+    honest = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, revoke.version, membership_entry_hash(m.memory_id, revoke), e2, NOW + 4)
+    # before its removal was recorded, the removed writer made an epoch 3 of its own (it knows that key)
+    forged = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, m.log.version, m.log.head, e2, NOW + 4)
+    m.log.append(revoke)
+    state = client_for(m, me)._verify_state(m.memory_id, None, answer(m, for_member=me, epochs=[m.epoch1, e2, honest]))
+    assert state.current_epoch == 3 and bytes(state.keys[3].key) == bytes(honest.key)
+    seen: list[tuple[str, str, str]] = []
+    fooled = MemoryClient(identity=me, address="127.0.0.1:1", service_id="gw-test", trust_bundle=m.world.trust, clock=lambda: NOW + 10, on_security=lambda *a: seen.append(a))
+    with pytest.raises(SharedMemoryError) as error:
+        fooled._verify_state(m.memory_id, None, answer(m, for_member=me, epochs=[m.epoch1, e2, forged], wrap_signer=m.writer))
+    assert error.value.code == "bad_signature" and "revocation" in error.value.detail
+    assert [(x[0], x[1]) for x in seen] == [("bad_signature", m.memory_id)]
+    # the honest epoch with a copy handed out by the removed member: refused too
+    assert code(lambda: client_for(m, me)._verify_state(m.memory_id, None, answer(m, for_member=me, epochs=[m.epoch1, e2, honest], wrap_signer=m.writer))) == "bad_signature"
+
+
+def test_the_client_refuses_an_epoch_whose_creator_s_grant_had_expired() -> None:
+    m = Memory()
+    m.log.append(m.entry(m.owner, CHANGE_GRANT, m.outsider, ACCESS_WRITE, expires_at_ms=NOW + 5))
+    late = new_epoch(m.outsider.agent_id, m.outsider.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 5)
+    assert code(lambda: client_for(m, m.writer)._verify_state(m.memory_id, None, answer(m, for_member=m.writer, epochs=[m.epoch1, late], wrap_signer=m.outsider))) == "bad_signature"
+    in_time = new_epoch(m.outsider.agent_id, m.outsider.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 4)
+    assert client_for(m, m.writer)._verify_state(m.memory_id, None, answer(m, for_member=m.writer, epochs=[m.epoch1, in_time])).current_epoch == 2
+
+
+def test_the_client_refuses_a_next_epoch_made_for_an_older_log_version_than_one_it_accepted() -> None:
+    m, me, e2 = removed_member_memory()
+    m.grant(m.world.identity("worker-6"), ACCESS_READ)
+    e3 = new_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, m.log.version, m.log.head, e2, NOW + 6)
+    c = client_for(m, me)
+    seen = c._verify_state(m.memory_id, None, answer(m, for_member=me, epochs=[m.epoch1, e2, e3]))
+    assert seen.current_epoch == 3
+    # the store drops the older records and serves an epoch 4 a writer made for log version 3, before epoch 3's
+    back = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, 3, m.log.hash_at(3) or b"", e3, NOW + 7)
+    res = answer(m, for_member=me, after=m.log.version, epochs=[back], wrap_signer=m.writer)
+    assert code(lambda: c._verify_state(m.memory_id, seen, res)) == "bad_signature"
+
+
+class FakeStore:
+    """A store in process for one client (its ``_call`` replaced): GetMemory answers the memory's signed records,
+    WriteSegment accepts unless a rotation is due (``rotation_required``), and RotateEpoch refuses a writer's
+    rotation nobody needed (``permission_denied``, §18.5) — the rules the real store applies to these calls."""
+
+    def __init__(self, m: Memory, me: LocalIdentity) -> None:
+        self.m, self.me = m, me
+        self.epochs: list[Any] = [m.epoch1.record]
+        self.wrap = m.wrap(m.epoch1, me)
+        self.required = False
+        self.calls: list[str] = []
+
+    async def call(self, name: str, request: Any, response_type: type) -> Any:
+        self.calls.append(name)
+        m = self.m
+        if name == "GetMemory":
+            res = memory_pb2.GetMemoryResponse(rotation_required=self.required)
+            res.memory.memory_id, res.memory.owner_id = m.memory_id, m.owner.agent_id
+            res.memory.membership_version, res.memory.current_epoch = m.log.version, self.epochs[-1].epoch
+            res.entries.extend(m.log.entries[request.after_version :])
+            for who in (m.owner, m.writer, m.reader):
+                res.members.add(member_id=who.agent_id, access=ACCESS_ADMIN, member_public_key=who.signing_key.public_key, certificate=who.certificate)
+            res.epochs.extend(self.epochs)
+            res.wrap.CopyFrom(self.wrap)
+            return res
+        if name == "WriteSegment":
+            if self.required:
+                raise SharedMemoryError("rotation_required", "a holder of the current key is no longer a member")
+            assert request.record.key_epoch == self.epochs[-1].epoch
+            return memory_pb2.WriteSegmentResponse(accepted=memory_pb2.WriteAccepted(version=request.record.version))
+        if name == "RotateEpoch":
+            member = m.log.member(self.me.agent_id)
+            if member is None or (member.access < ACCESS_ADMIN and not self.required):
+                raise SharedMemoryError("permission_denied", "only an admin rotates while no rotation is required")
+            verify_epoch_record(m.log, request.epoch, self.epochs[-1])
+            self.epochs.append(request.epoch)
+            self.wrap = next(w for w in request.wraps if w.member_id == self.me.agent_id)
+            self.required = False
+            return memory_pb2.RotateEpochResponse(current_epoch=request.epoch.epoch)
+        raise AssertionError(f"unexpected call {name}")
+
+
+def test_a_writer_rotates_only_when_the_store_asks() -> None:
+    import asyncio
+
+    m = Memory()
+    store = FakeStore(m, m.writer)
+    c = client_for(m, m.writer)
+    c._call = store.call  # type: ignore[method-assign]
+
+    async def scenario() -> list[tuple[Any, ...]]:
+        steps: list[tuple[Any, ...]] = []
+        first = await c.write(m.memory_id, "plan", b"v1", previous_version=0)
+        steps.append(("write", first.version, store.calls[:]))
+        store.calls.clear()
+        with pytest.raises(SharedMemoryError) as refused:  # a writer's rotation nobody needed
+            await c.rotate(m.memory_id)
+        steps.append(("rotate", refused.value.code, store.calls[:], len(store.epochs)))
+        store.calls.clear()
+        store.required = True  # e.g. a member's grant expired: writes wait for the next epoch
+        second = await c.write(m.memory_id, "plan", b"v2", previous_version=1)
+        steps.append(("write", second.version, store.calls[:], len(store.epochs)))
+        await c.close()
+        return steps
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [
+        ("write", 1, ["GetMemory", "WriteSegment"]),  # no rotation of its own
+        ("rotate", "permission_denied", ["GetMemory", "RotateEpoch"], 1),
+        ("write", 2, ["WriteSegment", "GetMemory", "RotateEpoch", "GetMemory", "WriteSegment"], 2),
+    ]
 
 
 def test_an_answer_that_does_not_verify_is_a_security_event() -> None:

@@ -14,7 +14,7 @@ from parley.identity import StaticRevocations
 from parley.replay import WINDOW_SIZE, MessageHashCache, ReplayWindow
 from parley.session import Session
 
-from .helpers import DAY, World
+from .helpers import DAY, FollowedRegistry, World
 
 
 def pair(world: World, **kw: Any) -> tuple[Session, Session]:
@@ -192,13 +192,33 @@ def test_revocation_is_checked_at_every_message(world: World) -> None:
     assert code_of_open(b, seal(a).envelope) == "ok"
     b._revocations = StaticRevocations(agent_ids={"alice"})
     assert code_of_open(b, seal(a).envelope) == "revoked"
+    assert b.closed and code_of_open(b, seal(a).envelope) == "unknown_session"  # §8.4: the session is closed
 
     class Stale:
         def check(self, agent_id: str, serial: bytes, now_ms: int) -> None:
             raise RuntimeError("cannot answer")
 
+    a, b = pair(world, revocations=revocations)
     b._revocations = Stale()
     assert code_of_open(b, seal(a).envelope) == "revocation_stale"  # fail closed
+    assert not b.closed  # fresher data may clear the peer
+
+
+def test_the_peers_issuer_is_looked_up_in_the_live_trust_bundle_at_every_open(world: World) -> None:
+    # §8.1 step 2, §8.4: the bundle as it is at the open (here one following a registry), never a copy taken
+    # at the handshake: the issuer retired with a bound refuses from that bound on, then gone refuses too.
+    registry = FollowedRegistry(world)
+    a, b = pair(world, trust_bundle=registry.follower)
+    assert code_of_open(b, seal(a).envelope) == "ok"
+    registry.rotate(old_not_after_ms=world.now + DAY)  # retired, trusted a day more
+    assert code_of_open(b, seal(a).envelope) == "ok" and b.peer_issuer_not_after_ms == world.now + DAY
+    assert code_of_open(b, seal(a).envelope, world.now + DAY) == "expired"
+    assert b.closed and code_of_open(b, seal(a).envelope) == "unknown_session"  # closed, keys wiped
+    a, b = pair(world, trust_bundle=registry.follower)  # the world's issuer still signs certificates: a new session
+    assert code_of_open(b, seal(a).envelope) == "ok"
+    registry.rotate(old_not_after_ms=None)  # the peer's issuer leaves the bundle
+    assert code_of_open(b, seal(a).envelope) == "unknown_issuer"
+    assert b.closed and code_of_open(b, seal(a).envelope) == "unknown_session"
 
 
 def test_repr_hides_keys(world: World) -> None:

@@ -33,7 +33,7 @@ from ..identity import RevocationChecker, TrustBundle, VerifiedCertificate, chec
 from ..session import LocalIdentity, now_ms
 from ..v1 import memory_pb2
 from .layouts import membership_entry_hash
-from .model import Member, Membership, same_write, verify_epoch_record, verify_key_wrap, verify_write_record
+from .model import Member, Membership, same_write, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
 from .names import (
     CHANGE_GRANT,
     CHANGE_REVOKE,
@@ -537,7 +537,15 @@ class MemoryClient:
                 epoch.wipe()
 
     async def rotate(self, memory_id: str) -> int:
-        """Starts the next key epoch for the active members (writes do this themselves when the store asks). Returns the new epoch."""
+        """Starts the next key epoch for the active members. Returns the new epoch.
+
+        Writes do this themselves, and only when the store asks (``rotation_required``, §18.5). Only an
+        admin rotates at will: the store refuses a writer's rotation while none is required.
+
+        Raises: ``permission_denied`` (a writer, when no rotation is required; a reader), ``quota_exceeded``
+        (an admin, when the memory keeps as many epochs in use as it may), ``not_found`` / certificate codes
+        (a member whose certificate cannot be verified now: revoke it first), …
+        """
         assert_memory_id(memory_id)
         state = await self._rotate(await self._refresh(memory_id))
         return state.current_epoch
@@ -669,8 +677,11 @@ class MemoryClient:
 
     def _verify_state(self, memory_id: str, cached: _State | None, res: Any) -> _State:
         """Folds the store's answer into the verified state: the log continues the one already seen
-        (never shorter: ``replay``), the owner's certificate is trusted, epochs chain and are signed by
-        members who could make them, and the key copy opens."""
+        (never shorter: ``replay``), the owner's certificate is trusted, epochs chain (to those already
+        seen too) and are signed by members who could make them while their grants were in force, the
+        current epoch is made for the log's last revocation or later and goes back from no epoch already
+        accepted (§18.5), and the key copy, signed by a writer or admin on record now (§18.6), opens.
+        Whatever fails in the store's answer is ``bad_signature`` (or ``replay``, ``decrypt_failed``)."""
         try:
             return self._verify_answer(memory_id, cached, res)
         except SharedMemoryError as error:
@@ -700,11 +711,12 @@ class MemoryClient:
             if log.version != summary.membership_version:
                 raise fail("bad_signature", "membership log does not reach the version the store reports")
 
-            # Epochs: ascending, chained, each made by a member who could; the same records as any seen before.
+            # Epochs: ascending, chained (to the ones already verified too), each made by a member who could,
+            # while its grant was in force; the same records as any seen before.
             epochs = dict(cached.epochs) if cached is not None else {}
             previous: Any | None = None
             for r in res.epochs:
-                verify_epoch_record(log, r, previous)
+                verify_epoch_record(log, r, previous if previous is not None else epochs.get(r.epoch - 1))
                 known = epochs.get(r.epoch)
                 if known is not None and not crypto.constant_time_equal(bytes(known.signature), bytes(r.signature)):
                     raise fail("bad_signature", f"the store returned a second epoch {r.epoch}")
@@ -714,6 +726,9 @@ class MemoryClient:
                 raise fail("bad_signature", "epochs do not reach the current epoch")
             if cached is not None and summary.current_epoch < cached.current_epoch:
                 raise fail("replay", "the store returned an older key epoch than already seen")
+            # The epoch new writes go under: made for the last revocation or later, and not for an earlier log
+            # version than any epoch already accepted (an epoch of a removed member is refused, §18.5).
+            verify_current_epoch(log, previous, epochs.values())
 
             keys = dict(cached.keys) if cached is not None else {}
             if res.HasField("wrap") and res.wrap.epoch not in keys:

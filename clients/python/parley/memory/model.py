@@ -9,6 +9,8 @@ here (``bad_signature``, ``decrypt_failed``, ``replay``).
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +178,10 @@ class Membership:
     Entry 1 is the owner's CREATE; each later entry is a GRANT or REVOKE signed by an admin whose
     grant was in force at the entry's timestamp (admin grants and revocations: by the owner), chained
     by hash. :meth:`append` verifies before it changes anything: a refused entry leaves the log as it was.
+
+    Folding is linear in the log: the member list at the head is one dict changed in place, and the
+    list as of an earlier version is read from each agent's own history of changes (one item per
+    entry that names it), so no entry copies the member list.
     """
 
     def __init__(self, memory_id: str, create: Any) -> None:
@@ -186,9 +192,14 @@ class Membership:
         self.created_at_ms: int = create.timestamp_ms
         self._entries: list[Any] = []
         self._hashes: list[bytes] = []
-        self._snapshots: list[dict[str, Member]] = []
+        #: The member list at the head.
+        self._members: dict[str, Member] = {}
+        #: agent id → the versions of the entries that named it, and what each made it (None: revoked), in log order.
+        self._history_versions: dict[str, list[int]] = {}
+        self._history: dict[str, list[Member | None]] = {}
         #: agent id → {key: highest level held under that key}
         self._keys: dict[str, dict[bytes, int]] = {}
+        self._last_revoke = 0
 
     @classmethod
     def create(cls, entry: Any, memory_id: str | None = None) -> Membership:
@@ -215,7 +226,7 @@ class Membership:
             raise fail("bad_signature", "CREATE entry signature does not verify")
         log = cls(mid, e)
         owner = Member(e.member_id, ACCESS_ADMIN, bytes(e.member_public_key), 0, 1)
-        log._commit(e, {owner.member_id: owner}, owner)
+        log._commit(e, owner.member_id, owner)
         return log
 
     @property
@@ -232,20 +243,31 @@ class Membership:
     def entries(self) -> list[Any]:
         return list(self._entries)
 
+    @property
+    def last_revoke_version(self) -> int:
+        """The version of the last REVOKE entry, 0 when there is none: every epoch in use is made for this
+        version or a later one (§18.5)."""
+        return self._last_revoke
+
     def hash_at(self, version: int) -> bytes | None:
         return self._hashes[version - 1] if 1 <= version <= self.version else None
 
     def member(self, member_id: str) -> Member | None:
         """A member at the head (expired grants included)."""
-        return self._snapshots[-1].get(member_id)
+        return self._members.get(member_id)
 
     def member_at(self, member_id: str, version: int) -> Member | None:
+        """A member as of ``version`` (a binary search in that agent's history)."""
         if not 1 <= version <= self.version:
             return None
-        return self._snapshots[version - 1].get(member_id)
+        versions = self._history_versions.get(member_id)
+        if versions is None:
+            return None
+        i = bisect.bisect_right(versions, version)
+        return self._history[member_id][i - 1] if i > 0 else None
 
     def members(self) -> list[Member]:
-        return list(self._snapshots[-1].values())
+        return list(self._members.values())
 
     def active(self, now_ms: int) -> list[Member]:
         """The members whose grants are in force at ``now_ms`` (the owner always), ordered by id."""
@@ -272,14 +294,12 @@ class Membership:
             raise fail("conflict", "membership entry does not follow the head of the log")
         if e.change == CHANGE_CREATE:
             raise fail("malformed", "only entry 1 may be CREATE")
-        members = self._snapshots[-1]
-        signer = members.get(e.signer_id)
+        signer = self._members.get(e.signer_id)
         if signer is None or signer.access != ACCESS_ADMIN or not is_active(signer, e.timestamp_ms):
             raise fail("permission_denied", f"{e.signer_id} is not an admin of this memory")
         if e.member_id == self.owner_id:
             raise fail("permission_denied", "the owner cannot be granted or revoked")
-        current = members.get(e.member_id)
-        after = dict(members)
+        current = self._members.get(e.member_id)
         changed: Member | None = None
         if e.change == CHANGE_GRANT:
             if e.access == ACCESS_UNSPECIFIED:
@@ -289,7 +309,6 @@ class Membership:
             if (e.access == ACCESS_ADMIN or (current is not None and current.access == ACCESS_ADMIN)) and e.signer_id != self.owner_id:
                 raise fail("permission_denied", "only the owner grants or changes admin")
             changed = Member(e.member_id, e.access, bytes(e.member_public_key), e.expires_at_ms, e.version)
-            after[e.member_id] = changed
         else:
             if current is None:
                 raise fail("malformed", f"{e.member_id} is not a member")
@@ -299,18 +318,23 @@ class Membership:
                 raise fail("malformed", "REVOKE must name the member's key on record")
             if current.access == ACCESS_ADMIN and e.signer_id != self.owner_id:
                 raise fail("permission_denied", "only the owner revokes an admin")
-            del after[e.member_id]
         if not crypto.ed25519_verify(bytes(e.signature), membership_layout(self.memory_id, e), signer.public_key):
             raise fail("bad_signature", "membership entry signature does not verify")
-        self._commit(e, after, changed)
+        self._commit(e, e.member_id, changed)
 
-    def _commit(self, e: Any, members: dict[str, Member], changed: Member | None) -> None:
+    def _commit(self, e: Any, member_id: str, member: Member | None) -> None:
+        """Applies a verified entry: ``member`` is what ``member_id`` becomes (None: revoked). Nothing here can fail."""
         self._entries.append(e)
         self._hashes.append(membership_entry_hash(self.memory_id, e))
-        self._snapshots.append(members)
-        if changed is not None:
-            keys = self._keys.setdefault(changed.member_id, {})
-            keys[changed.public_key] = max(keys.get(changed.public_key, 0), changed.access)
+        if member is None:
+            self._members.pop(member_id, None)
+            self._last_revoke = e.version
+        else:
+            self._members[member_id] = member
+            keys = self._keys.setdefault(member_id, {})
+            keys[member.public_key] = max(keys.get(member.public_key, 0), member.access)
+        self._history_versions.setdefault(member_id, []).append(e.version)
+        self._history.setdefault(member_id, []).append(member)
 
 
 # --- epochs, key copies and writes, verified against a log ----------------------------------------
@@ -318,8 +342,8 @@ class Membership:
 
 def verify_epoch_record(log: Membership, record: Any, previous: Any | None) -> None:
     """Verifies an epoch record: shape, chain (``previous`` is the record before it), the membership
-    version it names, its creator (the owner for epoch 1; a writer or admin at that version otherwise)
-    and the creator's signature.
+    version it names, its creator (the owner for epoch 1; otherwise a writer or admin at that version
+    whose grant was in force at the record's ``created_at_ms``) and the creator's signature.
 
     Raises ``malformed``, ``conflict`` (out of sequence, or beyond the log), ``permission_denied``, ``bad_signature``.
     """
@@ -338,19 +362,44 @@ def verify_epoch_record(log: Membership, record: Any, previous: Any | None) -> N
     creator = log.member_at(r.creator_id, r.membership_version)
     if creator is None or creator.access < ACCESS_WRITE:
         raise fail("permission_denied", f"{r.creator_id} could not start epoch {r.epoch}")
+    if not is_active(creator, r.created_at_ms):
+        raise fail("permission_denied", f"{r.creator_id}'s grant had expired when epoch {r.epoch} was made")
     if not crypto.ed25519_verify(bytes(r.signature), epoch_layout(log.memory_id, r), creator.public_key):
         raise fail("bad_signature", f"epoch {r.epoch} signature does not verify")
 
 
+def verify_current_epoch(log: Membership, current: Any, known: Iterable[Any] = ()) -> None:
+    """Checks that ``current`` (verified with :func:`verify_epoch_record`) may be the epoch new writes use
+    (§18.5): it is made for the log's last REVOKE or later — every revocation starts an epoch made for its
+    own version, so an older one is an epoch a removed member could have made — and for no earlier log
+    version than any epoch already accepted (``known``).
+
+    Raises ``conflict``.
+    """
+    if current.membership_version < log.last_revoke_version:
+        raise fail(
+            "conflict",
+            f"epoch {current.epoch} is made for membership version {current.membership_version}, before the revocation at version {log.last_revoke_version}",
+        )
+    for k in known:
+        if k.membership_version > current.membership_version:
+            raise fail("conflict", f"epoch {current.epoch} goes back in the membership log from epoch {k.epoch}")
+
+
 def verify_key_wrap(log: Membership, wrap: Any) -> None:
     """Verifies a key copy's shape, that it is sealed to a key its member held in the log, and its
-    signature by a member who held write access. It does not open it (only the member can).
+    signature by a member on record at the head (not removed) with write or admin access, under a key
+    it held with write access (the epoch's creator, or an admin granting). It does not open it (only
+    the member can).
 
-    Raises ``malformed``, ``permission_denied``, ``bad_signature``.
+    Raises ``malformed``, ``permission_denied`` (sealed to a key its member never held), ``bad_signature`` (signer).
     """
     w = assert_key_wrap_shape(wrap)
     if not any(_eq(k, bytes(w.member_public_key)) for k in log.keys_of(w.member_id)):
         raise fail("permission_denied", f"key copy for {w.member_id} is sealed to a key it never held here")
+    signer = log.member(w.signer_id)
+    if signer is None or signer.access < ACCESS_WRITE:
+        raise fail("bad_signature", f"key copy is signed by {w.signer_id}, not a writer of this memory now")
     if not log.verifies_as(w.signer_id, ACCESS_WRITE, bytes(w.signature), key_wrap_layout(log.memory_id, w)):
         raise fail("bad_signature", "key copy signature does not verify")
 
