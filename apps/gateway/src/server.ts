@@ -184,7 +184,9 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     }
     const metricsHolder: { batch?: (n: number) => void } = {};
     const store = countBatches(await openPostgresStore(options.crypto, database.sqlClient, { table: auditTable }), (n) => metricsHolder.batch?.(n));
-    audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])] });
+    // No proofs here (verifiers read the chain from the table, `parley-audit`): the log keeps its current root
+    // only, so the gateway's memory does not grow with its chain (≈ 64 bytes an entry with proofs).
+    audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])], proofs: false });
     const crossInstance = database.engine === 'postgres' && options.crossInstance !== false;
     gateway = new Gateway({ ...options, mailbox, audit });
     const g = gateway;

@@ -15,7 +15,7 @@ import type { Ed25519KeyPair, ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, isAuditError } from './errors.js';
 import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
-import { MerkleTree, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
+import { MerkleTree, RootAccumulator, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import { assertNotification, type AuditNotification, type AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
 import { chainError, verifyChain } from './verify.js';
@@ -62,6 +62,14 @@ export interface AuditLogOptions {
   readonly trustedKeys?: readonly Uint8Array[];
   /** How often one append may lose a race and retry. Default 64. */
   readonly maxRetries?: number;
+  /**
+   * Keep what proofs need (default `true`): every entry's leaf hash and the tree above them, ≈ 64 bytes an
+   * entry for as long as the process runs. `false` keeps only the compact range of the current tree
+   * (⌈log₂ n⌉ hashes): appends, `size`, `rootHash()` and `treeHead()` of the current size work; older sizes,
+   * proofs and leaf hashes throw `not_found`. For a writer that never serves proofs (a gateway: verifiers
+   * read the chain from its store), so its memory does not grow with its log.
+   */
+  readonly proofs?: boolean;
 }
 
 /**
@@ -82,7 +90,7 @@ export class AuditLog {
   readonly #keyId: Uint8Array;
   readonly #clock: () => number;
   readonly #maxRetries: number;
-  readonly #tree: MerkleTree;
+  readonly #tree: MerkleTree | RootAccumulator;
   #tip: Uint8Array = ZERO_HASH;
   #queue: Promise<unknown> = Promise.resolve();
   /** Appends waiting for the next group write, in call order. */
@@ -92,7 +100,7 @@ export class AuditLog {
   #drainScheduled = false;
   #closed = false;
 
-  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries'>> & { keys: WriterKeys }) {
+  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries' | 'proofs'>> & { keys: WriterKeys }) {
     this.#crypto = crypto;
     this.#store = options.store;
     this.#writer = options.writer;
@@ -100,7 +108,7 @@ export class AuditLog {
     this.#keyId = writerKeyId(crypto, options.writer.publicKey);
     this.#clock = options.clock;
     this.#maxRetries = options.maxRetries;
-    this.#tree = new MerkleTree(merkleHasher(crypto));
+    this.#tree = options.proofs ? new MerkleTree(merkleHasher(crypto)) : new RootAccumulator(merkleHasher(crypto));
   }
 
   /**
@@ -128,7 +136,8 @@ export class AuditLog {
     const maxRetries = assertSafeInt(o['maxRetries'] === undefined ? 64 : o['maxRetries'], 'options.maxRetries', 0, 10_000);
     // Explicitly: the writer's own key, plus the keys of the other writers the caller names. Nothing else.
     const keys = WriterKeys.from(crypto, [writer.publicKey, ...(trusted as unknown[] as Uint8Array[])]);
-    const log = new AuditLog(crypto, { store, writer, clock, maxRetries, keys });
+    if (o['proofs'] !== undefined && typeof o['proofs'] !== 'boolean') malformed(`options.proofs must be a boolean, got ${describe(o['proofs'])}`);
+    const log = new AuditLog(crypto, { store, writer, clock, maxRetries, keys, proofs: o['proofs'] !== false });
     if (verify === 'full') {
       const size = await store.size();
       const result = await verifyChain(crypto, store.read(0, size), { keys, tree: log.#tree });
@@ -293,7 +302,16 @@ export class AuditLog {
    * @throws AuditError `not_found` beyond the log
    */
   rootHash(treeSize: number = this.size): Uint8Array {
-    return this.#tree.root(treeSize);
+    const tree = this.#tree;
+    if (tree instanceof MerkleTree) return tree.root(treeSize);
+    if (treeSize !== tree.size) throw new AuditError('not_found', `this log keeps only its current root (size ${tree.size}), opened with proofs: false`);
+    return tree.root();
+  }
+
+  /** The full tree, for what needs more than the current root. */
+  #fullTree(what: string): MerkleTree {
+    if (this.#tree instanceof MerkleTree) return this.#tree;
+    throw new AuditError('not_found', `this log keeps no ${what} (opened with proofs: false)`);
   }
 
   /**
@@ -301,7 +319,7 @@ export class AuditLog {
    * @throws AuditError `not_found` beyond the log
    */
   treeHead(treeSize: number = this.size): SignedTreeHead {
-    const rootHash = this.#tree.root(treeSize);
+    const rootHash = this.rootHash(treeSize);
     return signTreeHead(this.#crypto, this.#writer, { treeSize, rootHash, timestampMs: assertIntLike(this.#clock(), 'clock()') });
   }
 
@@ -310,7 +328,7 @@ export class AuditLog {
    * @throws AuditError `not_found` unless index < treeSize ≤ size
    */
   inclusionProof(index: number, treeSize: number = this.size): InclusionProof {
-    return this.#tree.inclusionProof(index, treeSize);
+    return this.#fullTree('proofs').inclusionProof(index, treeSize);
   }
 
   /**
@@ -318,12 +336,12 @@ export class AuditLog {
    * @throws AuditError `not_found` / `malformed` for sizes outside the log
    */
   consistencyProof(oldSize: number, newSize: number = this.size): ConsistencyProof {
-    return this.#tree.consistencyProof(oldSize, newSize);
+    return this.#fullTree('proofs').consistencyProof(oldSize, newSize);
   }
 
   /** Leaf hash of entry `index`. */
   leafHash(index: number): Uint8Array {
-    return this.#tree.leafHash(index);
+    return this.#fullTree('leaf hashes').leafHash(index);
   }
 
   /**

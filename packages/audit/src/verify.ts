@@ -86,10 +86,10 @@ export interface VerifyChainOptions {
   /** A signed tree head the log must match (detects a cut tail and a rewritten history). */
   readonly head?: SignedTreeHead;
   /**
-   * An empty MerkleTree that receives the leaf hash of every entry that verifies, so one pass both
-   * verifies a log and prepares its proofs.
+   * An empty MerkleTree (or RootAccumulator) that receives the leaf hash of every entry that verifies, so one
+   * pass both verifies a log and prepares its proofs (or its root).
    */
-  readonly tree?: MerkleTree;
+  readonly tree?: MerkleTree | RootAccumulator;
 }
 
 interface Item {
@@ -181,7 +181,7 @@ export async function verifyChain(crypto: ParleyCrypto, entries: ChainSource, op
   const keys = WriterKeys.from(crypto, o['keys'] as VerifyChainOptions['keys']);
   const head = o['head'] === undefined ? undefined : assertSignedTreeHead(crypto, o['head'], keys, 'options.head');
   const tree = o['tree'];
-  if (tree !== undefined && (!(tree instanceof MerkleTree) || tree.size !== 0)) malformed('options.tree must be an empty MerkleTree');
+  if (tree !== undefined && (!(tree instanceof MerkleTree || tree instanceof RootAccumulator) || tree.size !== 0)) malformed('options.tree must be an empty MerkleTree or RootAccumulator');
   const equal = (a: Uint8Array, b: Uint8Array): boolean => crypto.constantTimeEqual(a, b);
   const reader = new Reader(entries);
   const acc = new RootAccumulator(merkleHasher(crypto));

@@ -303,6 +303,29 @@ describe('AuditLog', () => {
     expect(toHex((await treeFromEntries(crypto, chain)).root())).toBe(toHex(ok.rootHash()));
   });
 
+  it('with proofs: false keeps only the current root: the same root and tree heads, no history, reopened by a full verification', async () => {
+    const chain = buildChain(37);
+    const full = await AuditLog.open(crypto, { store: memoryStore([...chain]), writer: writerA });
+    const compact = await AuditLog.open(crypto, { store: memoryStore([...chain]), writer: writerA, proofs: false });
+    expect(compact.size).toBe(37);
+    expect(toHex(compact.rootHash())).toBe(toHex(full.rootHash()));
+    for (let i = 0; i < 29; i++) {
+      await full.append(fields);
+      await compact.append(fields);
+      expect(toHex(compact.rootHash())).toBe(toHex(full.rootHash()));
+    }
+    expect(verifyTreeHead(crypto, compact.treeHead(), writerA.publicKey)).toBe(true);
+    expect(compact.treeHead().rootHash).toEqual(full.rootHash());
+    expect(() => compact.rootHash(10)).toThrow(/\[not_found\].*proofs: false/);
+    expect(() => compact.inclusionProof(0)).toThrow(/\[not_found\]/);
+    expect(() => compact.consistencyProof(1)).toThrow(/\[not_found\]/);
+    expect(() => compact.leafHash(0)).toThrow(/\[not_found\]/);
+    expect((await compact.entry(40)).index).toBe(40n); // entries are read from the store
+    const again = await AuditLog.open(crypto, { store: memoryStore([...chain]), writer: writerA, proofs: false, verify: 'full' });
+    expect(toHex(again.rootHash())).toBe(toHex((await treeFromEntries(crypto, chain)).root()));
+    await expect(AuditLog.open(crypto, { store: memoryStore(), writer: writerA, proofs: 'no' } as never)).rejects.toMatchObject({ code: 'malformed' });
+  });
+
   it('a store failure other than a lost race is not retried', async () => {
     const store = memoryStore();
     let calls = 0;
