@@ -7,8 +7,9 @@
  * Secrets never live in the config file: the database URL (which may carry a
  * password) comes from DATABASE_URL, and the audit key from its own 0600 file.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, watch, writeSync, type FSWatcher } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, watch, writeSync, type FSWatcher } from 'node:fs';
+import { threadId } from 'node:worker_threads';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { RpcError, isLoopbackHost, parseHostPort, type HostPort } from '@parley/rpc';
 import type { Logger } from 'pino';
@@ -413,25 +414,29 @@ export function watchPolicyFile(file: string, apply: (policy: Policy) => void, l
 const AUDIT_KEY_TYPE = 'parley-gateway-audit-key';
 
 /**
- * Loads the audit key from its file, or creates the file (mode 0600, exclusive) with a new key.
+ * Loads the audit key from its file, or creates the file with a new key: mode 0600, written whole to a
+ * temporary file and linked into place (never replacing a file that exists), so a crash leaves either no
+ * file or the complete one.
  * @returns the key pair and whether it was created now
- * @throws RpcError `malformed` on a file that is not an audit key, `failed_precondition` when it is readable by group or others
+ * @throws RpcError `malformed` on a file that is not an audit key, `failed_precondition` when it is readable by group or others,
+ *   or cannot be created (another process created it meanwhile, or the directory is not writable)
  */
 export function loadOrCreateAuditKey(crypto: ParleyCrypto, file: string): { keyPair: Ed25519KeyPair; created: boolean } {
   if (!existsSync(file)) {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     const keyPair = crypto.ed25519.generateKeyPair();
-    const json = { version: 1, type: AUDIT_KEY_TYPE, public_key: toHex(keyPair.publicKey), seed: toBase64Url(crypto.ed25519.exportSeed(keyPair.secretKey)), created_at_ms: Date.now() };
-    let fd: number;
+    const seed = crypto.ed25519.exportSeed(keyPair.secretKey);
+    let text: string;
     try {
-      fd = openSync(file, 'wx', 0o600);
-    } catch (cause) {
-      throw new RpcError('failed_precondition', `cannot create audit key file ${file}`, { cause });
+      text = `${JSON.stringify({ version: 1, type: AUDIT_KEY_TYPE, public_key: toHex(keyPair.publicKey), seed: toBase64Url(seed), created_at_ms: Date.now() }, null, 2)}\n`;
+    } finally {
+      crypto.wipe(seed);
     }
     try {
-      writeSync(fd, `${JSON.stringify(json, null, 2)}\n`);
-    } finally {
-      closeSync(fd);
+      createSecretFile(file, text);
+    } catch (cause) {
+      const exists = (cause as NodeJS.ErrnoException).code === 'EEXIST';
+      throw new RpcError('failed_precondition', exists ? `audit key file ${file} was created by another process meanwhile` : `cannot create audit key file ${file}`, { cause });
     }
     return { keyPair, created: true };
   }
@@ -451,4 +456,43 @@ export function loadOrCreateAuditKey(crypto: ParleyCrypto, file: string): { keyP
   }
   if (!crypto.constantTimeEqual(keyPair.publicKey, fromHex(json.public_key))) bad(`${file}: public_key does not match the seed`);
   return { keyPair, created: false };
+}
+
+/** Temporary files made by this thread: with the pid, thread and time, a name no other writer uses. */
+let tmpFiles = 0;
+
+/**
+ * Creates `path` holding `text` with mode 0600, never replacing an existing file: a temporary file in the
+ * same directory is written and fsynced, hard-linked to `path` (which fails with EEXIST when `path`
+ * exists) and removed, then the directory is fsynced. On any error the temporary file is removed.
+ */
+function createSecretFile(path: string, text: string): void {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${threadId}.${Date.now()}.${++tmpFiles}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(tmp, 0o600); // the umask can only narrow the mode; this pins it on platforms that ignore it
+    linkSync(tmp, path);
+  } finally {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+  }
+  let dirFd: number | undefined;
+  try {
+    dirFd = openSync(dir, 'r');
+    fsyncSync(dirFd);
+  } catch {
+    // some platforms cannot open or fsync a directory; the link is atomic anyway
+  } finally {
+    if (dirFd !== undefined) closeSync(dirFd);
+  }
 }

@@ -12,8 +12,9 @@
  * The public key and key id stay readable, so `operator list` and the trust
  * bundle need no passphrase.
  */
-import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
+import { basename, dirname, join } from 'node:path';
 import {
   PWHASH_MEMLIMIT_INTERACTIVE,
   PWHASH_MEMLIMIT_MODERATE,
@@ -114,14 +115,20 @@ export function writeKeyFile(
   }
 }
 
+/** Temporary files made by this thread: with the pid, thread and time, a name no other writer uses. */
+let tmpFiles = 0;
+
 /**
- * Writes text to `path` with mode 0600 via a temporary file, fsync, rename and
- * an fsync of the directory (so the rename itself survives a crash). On any
- * error the temporary file is removed: no partial secret is left behind.
+ * Writes text to `path` with mode 0600 via a temporary file, fsync, then a
+ * hard link (a new file: fails atomically when `path` exists, so of two
+ * writers racing exactly one wins) or a rename (`overwrite`), and an fsync of
+ * the directory (so the new name survives a crash). The temporary file is
+ * always removed: no partial secret is left behind.
+ * @throws RpcError `already_exists` when `path` exists and `overwrite` is false
  */
 export function writeSecretFile(path: string, text: string, overwrite = false): void {
   const dir = dirname(path);
-  const tmp = join(dir, `.${Date.now()}-${process.pid}.tmp`);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${threadId}.${Date.now()}.${++tmpFiles}.tmp`);
   const fd = openSync(tmp, 'wx', 0o600);
   try {
     try {
@@ -131,15 +138,22 @@ export function writeSecretFile(path: string, text: string, overwrite = false): 
       closeSync(fd);
     }
     chmodSync(tmp, 0o600); // in case the umask narrowed nothing but the platform ignored the mode
-    if (!overwrite && existsSync(path)) throw new RpcError('already_exists', `${path} already exists`);
-    renameSync(tmp, path);
-  } catch (error) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
+    if (overwrite) {
+      renameSync(tmp, path);
+    } else {
+      try {
+        linkSync(tmp, path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new RpcError('already_exists', `${path} already exists`, { cause: error });
+        throw error;
+      }
     }
-    throw error;
+  } finally {
+    try {
+      unlinkSync(tmp); // after a link: the file stays under `path`
+    } catch {
+      // already gone (renamed)
+    }
   }
   syncDirectory(dir);
 }

@@ -8,7 +8,7 @@
  * trusted writer key), so nothing is proved or signed over a broken log. Exit
  * codes: 0 ok · 1 verification failed · 2 usage error · 3 storage error.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { EXIT_CODES, Option, UsageError, createProgram, jsonOption, runProgram, runWhenExecuted, type CliCommand, type Failure } from '@parley/cli-kit';
 import { createCrypto, fromHex, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import {
@@ -77,13 +77,26 @@ async function readHexKey(value: string, what: string): Promise<Uint8Array> {
   return fromHex(text);
 }
 
+/**
+ * Reads the writer key (a seed as hex, as keygen writes it).
+ * @throws UsageError when the file cannot be read, is readable by group or others (like the registry's and
+ *   the gateway's key files: a secret is 0600), or does not hold a seed
+ */
 async function readWriterKey(crypto: ParleyCrypto, file: string): Promise<Ed25519KeyPair> {
   let text: string;
+  let mode: number;
   try {
-    text = (await readFile(file, 'utf8')).trim();
+    const handle = await open(file, 'r');
+    try {
+      mode = (await handle.stat()).mode;
+      text = (await handle.readFile('utf8')).trim();
+    } finally {
+      await handle.close();
+    }
   } catch {
     throw new UsageError(`cannot read the writer key file ${file}`);
   }
+  if ((mode & 0o077) !== 0) throw new UsageError(`writer key file ${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}): chmod 600 it`);
   if (!HEX64.test(text)) throw new UsageError(`writer key file ${file} must hold a 32-byte seed as 64 hex characters`);
   const seed = fromHex(text);
   try {
@@ -112,10 +125,35 @@ interface OpenedLog {
   close(): Promise<void>;
 }
 
+const POSTGRES_URL = /^postgres(ql)?:\/\//;
+
+/**
+ * The PostgreSQL URL of a log argument: `postgres` is the database in DATABASE_URL (no password in argv,
+ * where every user of the machine sees it); a postgres:// URL as given; undefined for a file.
+ */
+function postgresUrl(log: string, io: Io): string | undefined {
+  if (log === 'postgres') {
+    const url = process.env['DATABASE_URL'];
+    if (url === undefined || url === '') throw new UsageError('--log postgres takes the database URL from DATABASE_URL, which is not set');
+    if (!POSTGRES_URL.test(url)) throw new UsageError('DATABASE_URL must be a postgres:// or postgresql:// URL');
+    return url;
+  }
+  if (!POSTGRES_URL.test(log)) return undefined;
+  let password = false;
+  try {
+    password = new URL(log).password !== '';
+  } catch {
+    // pg reports a malformed URL when it connects
+  }
+  if (password) io.warn('the database password is on the command line, where other users of the machine can see it: put the URL in DATABASE_URL and give postgres as the log');
+  return log;
+}
+
 async function openLog(crypto: ParleyCrypto, log: string, table: string | undefined, io: Io): Promise<OpenedLog> {
-  if (/^postgres(ql)?:\/\//.test(log)) {
+  const url = postgresUrl(log, io);
+  if (url !== undefined) {
     const { default: pg } = await import('pg');
-    const client = new pg.Client({ connectionString: log });
+    const client = new pg.Client({ connectionString: url });
     try {
       await client.connect();
       const store = await openPostgresStore(crypto, client, { migrate: false, ...(table === undefined ? {} : { table }) });
@@ -186,7 +224,7 @@ async function trustedKeys(crypto: ParleyCrypto, v: Values, required: boolean): 
 }
 
 function needLog(v: Values): string {
-  if (v.log === undefined) throw new UsageError('--log <file | postgres://…> is required');
+  if (v.log === undefined) throw new UsageError('--log <file | postgres | postgres://…> is required');
   return v.log;
 }
 
@@ -350,17 +388,17 @@ async function run(crypto: ParleyCrypto, command: string, args: readonly string[
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 const OPTIONS = {
-  log: () => new Option('--log <log>', 'the audit log: a file, or postgres://… / postgresql://…').makeOptionMandatory(),
+  log: () => new Option('--log <log>', 'the audit log: a file, postgres (the database in DATABASE_URL), or postgres://… / postgresql://…').makeOptionMandatory(),
   publicKey: () => new Option('--public-key <key>', 'a trusted writer public key: 64 hex characters, or a file holding them (repeatable)').argParser(collect),
   key: () =>
-    new Option('--key <file>', 'the writer key: a file holding the 32-byte Ed25519 seed as 64 hex characters (from keygen); proofs then carry tree heads signed with it'),
+    new Option('--key <file>', 'the writer key: a file (mode 0600) holding the 32-byte Ed25519 seed as 64 hex characters (from keygen); proofs then carry tree heads signed with it'),
   head: () => new Option('--head <file>', 'a signed tree head (JSON from `head`) the log must match: catches a cut tail'),
   size: () => new Option('--size <n>', 'tree size to prove against or sign (default: the whole log)'),
   table: () => new Option('--table <name>', 'the table of a PostgreSQL log (default parley_audit)'),
   out: () => new Option('--out <file>', 'the key file to create (mode 0600; never overwritten)').makeOptionMandatory(),
 };
 
-const LOG_ARGUMENT = 'an audit file, or postgres://… / postgresql://… (table: --table, default parley_audit)';
+const LOG_ARGUMENT = 'an audit file, postgres (the database in DATABASE_URL: no password on the command line), or postgres://… / postgresql://… (table: --table, default parley_audit)';
 
 interface CommandSpec {
   readonly name: string;
@@ -468,6 +506,10 @@ export async function main(argv: readonly string[], streams: Streams = {}): Prom
       ['2', 'usage error (arguments, unreadable key or proof files, an index or size beyond the log)'],
       ['3', 'storage error (missing or non-audit file, unreachable database, missing table, I/O)'],
     ],
+  });
+  program.addHelpSection({
+    heading: 'Environment:',
+    items: [['DATABASE_URL', 'the PostgreSQL URL of the log `postgres` (keeps the password out of the command line)']],
   });
   const code = await runProgram(program, argv, {
     classify: (cause): Failure => {

@@ -1,7 +1,10 @@
 // The parley-audit command line in this process (`main` with captured output): help pages and usage
 // errors by the @parley/cli-kit conventions. The CLI spawned as a user runs it, every command and exit
 // code, is test/load/cli.spec.ts (the test-load target).
-import { describe, expect, it } from 'vitest';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { tempDir } from '@parley/test-support';
 import { helpLayoutProblems } from '@parley/cli-kit';
 import { AUDIT_EXIT_CODES, main } from '../src/cli.js';
 
@@ -45,5 +48,54 @@ describe('parley-audit command line (@parley/cli-kit conventions)', () => {
     const json = await inProcess('verify', '--json');
     expect(json.code).toBe(2);
     expect(JSON.parse(json.out)).toEqual({ ok: false, error: 'usage', message: 'missing <log>' });
+  });
+});
+
+describe('parley-audit secrets', () => {
+  const dir = tempDir('audit-cli');
+  afterAll(() => dir.remove());
+  afterEach(() => vi.unstubAllEnvs());
+
+  function keyFile(name: string, mode: number): string {
+    const path = join(dir.path, name);
+    writeFileSync(path, `${'5a'.repeat(32)}\n`, { mode });
+    chmodSync(path, mode); // whatever the umask
+    return path;
+  }
+
+  it('refuses a writer key file readable by group or others (usage error, exit 2), and takes a 0600 one', async () => {
+    for (const mode of [0o640, 0o604]) {
+      const r = await inProcess('head', '--log', logPath, '--key', keyFile(`key-${mode.toString(8)}`, mode), '--json');
+      expect(r.code, mode.toString(8)).toBe(AUDIT_EXIT_CODES.usage);
+      expect(JSON.parse(r.out)).toMatchObject({ ok: false, error: 'usage', message: expect.stringMatching(/is readable by group or others .*chmod 600/) as string });
+    }
+    // A 0600 key is read; the (missing) log is what fails then.
+    const ok = await inProcess('head', '--log', logPath, '--key', keyFile('key-600', 0o600), '--json');
+    expect(ok.code).toBe(AUDIT_EXIT_CODES.storage);
+    expect(JSON.parse(ok.out)).toMatchObject({ ok: false, error: 'not_found' });
+  });
+
+  it('takes a PostgreSQL log from DATABASE_URL with `postgres` (no password on the command line)', async () => {
+    vi.stubEnv('DATABASE_URL', 'postgres://nobody@127.0.0.1:1/none');
+    for (const argv of [['verify', 'postgres', '--public-key', publicKey, '--json'], ['prove', '0', '--log', 'postgres', '--public-key', publicKey, '--json']]) {
+      const r = await inProcess(...argv);
+      expect(r.code, argv.join(' ')).toBe(AUDIT_EXIT_CODES.storage);
+      expect(JSON.parse(r.out), argv.join(' ')).toEqual({ ok: false, error: 'storage_failure', message: expect.stringContaining('cannot connect to PostgreSQL') as string });
+    }
+    vi.stubEnv('DATABASE_URL', '');
+    const unset = await inProcess('verify', 'postgres', '--public-key', publicKey);
+    expect(unset.code).toBe(AUDIT_EXIT_CODES.usage);
+    expect(unset.err).toMatch(/--log postgres takes the database URL from DATABASE_URL, which is not set/);
+    vi.stubEnv('DATABASE_URL', '/var/lib/audit.log');
+    expect((await inProcess('verify', 'postgres', '--public-key', publicKey)).err).toMatch(/DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/);
+  });
+
+  it('warns when a database password is given on the command line (without repeating it)', async () => {
+    const r = await inProcess('verify', 'postgres://nobody:hunter2@127.0.0.1:1/none', '--public-key', publicKey);
+    expect(r.code).toBe(AUDIT_EXIT_CODES.storage);
+    expect(r.err).toMatch(/^parley-audit: warning: the database password is on the command line.*DATABASE_URL/m);
+    expect(r.err).toMatch(/cannot connect to PostgreSQL/);
+    expect(r.err + r.out).not.toContain('hunter2');
+    expect((await inProcess('verify', 'postgres://nobody@127.0.0.1:1/none', '--public-key', publicKey)).err).not.toMatch(/warning/);
   });
 });

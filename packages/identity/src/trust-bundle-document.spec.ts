@@ -181,6 +181,18 @@ describe('TrustBundleChain (PROTOCOL §15.9 follower rule)', () => {
     expect(chain.version).toBe(0);
   });
 
+  it('anchors past documents signed by a pinned key beyond its not_after_ms (bundle pinned during a grace period)', () => {
+    // Pinned during the grace period of v3: K1 RETIRED with not_after_ms, K2 active; the follower starts after it.
+    const grace = TrustBundle.from(crypto, [{ publicKey: k1.publicKey, notAfterMs: T0 + 10 * DAY }, { publicKey: k2.publicKey }]);
+    const chain = TrustBundleChain.fromPinned(crypto, REGISTRY, grace);
+    expect(chain.advance(rotation(), T0 + 11 * DAY)).toEqual({ accepted: [3, 4], version: 4 });
+    expect(chain.trustBundle.get(k1.keyId)).toBeUndefined();
+    // Nothing signed by a still-valid pinned key: still refused, as expired, and nothing changes.
+    const onlyK1 = TrustBundleChain.fromPinned(crypto, REGISTRY, TrustBundle.from(crypto, [{ publicKey: k1.publicKey, notAfterMs: T0 + DAY }]));
+    expectCode(() => onlyK1.advance(rotation().slice(0, 2), T0 + 2 * DAY), 'expired');
+    expect(onlyK1.version).toBe(0);
+  });
+
   it('refuses when no document is signed by a pinned key', () => {
     const chain = TrustBundleChain.fromPinned(crypto, REGISTRY, TrustBundle.from(crypto, [{ publicKey: k3.publicKey }]));
     expectCode(() => chain.advance(rotation(), T0), 'unknown_issuer');

@@ -364,8 +364,10 @@ export class TrustBundleChain {
   /**
    * Accepts documents in order, all or nothing. A document at the version held is ignored when it
    * is byte for byte the one held; any other document at or below that version is a rollback. While
-   * only the pinned bundle is held, documents not signed by one of its keys are skipped until one is
-   * (the anchor), and every later one must chain from it.
+   * only the pinned bundle is held, documents not signed by one of its keys, or signed by one past its
+   * pinned not_after_ms, are skipped until one is signed by a pinned key still valid (the anchor), and
+   * every later one must chain from it; if none anchors the call fails (`expired` when a pinned key past
+   * its not_after_ms signed some of them, otherwise `unknown_issuer`).
    *
    * @param documents documents in ascending version order (as GetTrustBundle returns them)
    * @param nowMs the current time (a signer past its not_after_ms signs nothing)
@@ -381,6 +383,7 @@ export class TrustBundleChain {
     let currentDoc = this.#document;
     let trusted = this.#bundle;
     const accepted: number[] = [];
+    let skippedExpired = false;
     for (const doc of documents) {
       const checked = checkTrustBundleDocument(this.#crypto, doc);
       if (!this.#crypto.constantTimeEqual(checked.registryId, this.#registryId)) {
@@ -388,12 +391,15 @@ export class TrustBundleChain {
       }
       if (current === undefined) {
         // Anchoring on the pinned bundle: any version, signed by a pinned key.
-        try {
-          verifyDocumentSignature(this.#crypto, checked, trusted, nowMs);
-        } catch (error) {
-          if (error instanceof IdentityError && error.code === 'unknown_issuer') continue; // before the pinned keys' time
-          throw error;
+        // A document signed by a key the pinned bundle does not hold (before the pinned keys' time) or holds
+        // past its not_after_ms (a bundle pinned during a rotation's grace period) is skipped, not fatal.
+        const signer = trusted.get(checked.signerKeyId);
+        if (signer === undefined) continue;
+        if (signer.notAfterMs !== undefined && nowMs >= signer.notAfterMs) {
+          skippedExpired = true;
+          continue;
         }
+        verifyDocumentSignature(this.#crypto, checked, trusted, nowMs);
       } else {
         if (checked.version <= current.version) {
           if (checked.version === current.version && sameDocument(currentDoc!, doc)) continue;
@@ -413,6 +419,9 @@ export class TrustBundleChain {
       accepted.push(checked.version);
     }
     if (current === undefined && documents.length > 0) {
+      if (skippedExpired) {
+        throw new IdentityError('expired', 'no trust bundle version the registry sent is signed by a key of the pinned bundle still within its not_after_ms: pin its current bundle');
+      }
       throw new IdentityError('unknown_issuer', 'no trust bundle version the registry sent is signed by a key of the pinned bundle: pin its current bundle');
     }
     if (accepted.length > 0) {
