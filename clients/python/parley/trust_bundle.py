@@ -185,6 +185,7 @@ class TrustBundleChain:
         current, trusted = self.document, self.trust_bundle
         accepted: list[int] = []
         items = list(documents)
+        expired_signer = False
         for item in items:
             doc = item if isinstance(item, TrustBundleDocument) else decode_document(item)
             if not crypto.constant_time_equal(doc.registry_id, self.registry_id):
@@ -193,7 +194,12 @@ class TrustBundleChain:
                 try:
                     _verify_signature(doc, trusted, now, None)
                 except IdentityError as error:
+                    # Not yet anchored: a document signed by a key the pinned bundle does not hold, or holds past its
+                    # not_after_ms (a bundle pinned during a rotation's grace), is skipped; a later one may anchor.
                     if error.code == "unknown_issuer":
+                        continue
+                    if error.code == "expired":
+                        expired_signer = True
                         continue
                     raise
             else:
@@ -207,6 +213,8 @@ class TrustBundleChain:
             current, trusted = doc, doc.trust_bundle()
             accepted.append(doc.version)
         if current is None and items:
+            if expired_signer:
+                raise IdentityError("expired", "the trust bundle versions the registry sent are signed by pinned keys past their not_after_ms, or by keys the pinned bundle does not hold")
             raise IdentityError("unknown_issuer", "no trust bundle version the registry sent is signed by a key of the pinned bundle")
         if accepted:
             self.document, self.trust_bundle = current, trusted

@@ -99,3 +99,36 @@ def test_follower_state_survives_a_restart_and_a_live_bundle_follows(tmp_path) -
     saved["document"] = saved["document"][:-4] + ("AAAA" if not saved["document"].endswith("AAAA") else "BBBB")
     state.write_text(json.dumps(saved))
     assert RegistryTrustBundle("127.0.0.1:1", pinned, state_file=state).version == 0  # a tampered file is not used
+
+
+def test_a_follower_anchors_past_documents_signed_by_a_pinned_key_beyond_its_not_after_ms() -> None:
+    """A bundle pinned during a rotation's grace lists the old key RETIRED until not_after_ms; a follower that
+    starts after that skips the versions the old key signed, as it skips unknown signers, and anchors at the first
+    one a still-valid pinned key signed (it refused the whole batch with ``expired`` and never followed)."""
+    from parley.trust_bundle import ACTIVE, PREPARED, DocumentIssuer
+    from parley.v1 import identity_pb2
+
+    registry_id, day, t0 = bytes(range(16)), 86_400_000, 1_700_000_000_000
+    k1, k2 = crypto.SigningKey.generate(), crypto.SigningKey.generate()
+
+    def document(version: int, issuers: list[tuple[crypto.SigningKey, int, int]], signer: crypto.SigningKey) -> bytes:
+        entries = sorted((DocumentIssuer(key_id(k.public_key), k.public_key, state, not_after) for k, state, not_after in issuers), key=lambda i: i.key_id)
+        signer_kid = key_id(signer.public_key)
+        doc = identity_pb2.SignedTrustBundle(registry_id=registry_id, version=version, issued_at_ms=t0, signer_key_id=signer_kid,
+                                             signature=signer.sign(trust_bundle_layout(registry_id, version, t0, signer_kid, entries)))
+        for i in entries:
+            doc.issuers.add(key_id=i.key_id, public_key=i.public_key, state=i.state, not_after_ms=i.not_after_ms)  # type: ignore[arg-type]
+        return doc.SerializeToString()
+
+    v1 = document(1, [(k1, ACTIVE, 0)], k1)
+    v2 = document(2, [(k1, ACTIVE, 0), (k2, PREPARED, 0)], k1)
+    v3 = document(3, [(k2, ACTIVE, 0), (k1, RETIRED, t0 + 10 * day)], k2)
+    v4 = document(4, [(k2, ACTIVE, 0)], k2)
+    pinned = decode_document(v3).trust_bundle()  # printed during the grace: K1 until t0 + 10 days, and K2
+    chain = TrustBundleChain(registry_id, pinned)
+    assert chain.advance([v1, v2, v3, v4], t0 + 11 * day) == [3, 4]
+    # Only expired pinned keys signed: still refused, as expired.
+    only_old = TrustBundleChain(registry_id, decode_document(v3).trust_bundle())
+    with pytest.raises(IdentityError) as refused:
+        only_old.advance([v1, v2], t0 + 11 * day)
+    assert refused.value.code == "expired"
