@@ -7,14 +7,13 @@
  * Secrets never live in the config file: the database URL (which may carry a
  * password) comes from DATABASE_URL, and the audit key from its own 0600 file.
  */
-import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, watch, writeSync, type FSWatcher } from 'node:fs';
-import { threadId } from 'node:worker_threads';
-import { basename, dirname, join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { fromBase64Url, fromHex, toBase64Url, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { RpcError, isLoopbackHost, parseHostPort, type HostPort } from '@parley/rpc';
 import type { Logger } from 'pino';
 import { redactUrl } from '@parley/db';
-import { ConfigError, ProblemList, suggestKey } from '@parley/cli-kit';
+import { ConfigError, ProblemList, suggestKey, writeSecretFile } from '@parley/cli-kit';
 
 export { ConfigError, ProblemList } from '@parley/cli-kit';
 export type { ConfigProblem } from '@parley/cli-kit';
@@ -433,7 +432,7 @@ export function loadOrCreateAuditKey(crypto: ParleyCrypto, file: string): { keyP
       crypto.wipe(seed);
     }
     try {
-      createSecretFile(file, text);
+      writeSecretFile(file, text);
     } catch (cause) {
       const exists = (cause as NodeJS.ErrnoException).code === 'EEXIST';
       throw new RpcError('failed_precondition', exists ? `audit key file ${file} was created by another process meanwhile` : `cannot create audit key file ${file}`, { cause });
@@ -458,41 +457,3 @@ export function loadOrCreateAuditKey(crypto: ParleyCrypto, file: string): { keyP
   return { keyPair, created: false };
 }
 
-/** Temporary files made by this thread: with the pid, thread and time, a name no other writer uses. */
-let tmpFiles = 0;
-
-/**
- * Creates `path` holding `text` with mode 0600, never replacing an existing file: a temporary file in the
- * same directory is written and fsynced, hard-linked to `path` (which fails with EEXIST when `path`
- * exists) and removed, then the directory is fsynced. On any error the temporary file is removed.
- */
-function createSecretFile(path: string, text: string): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${threadId}.${Date.now()}.${++tmpFiles}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    try {
-      writeSync(fd, text);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    chmodSync(tmp, 0o600); // the umask can only narrow the mode; this pins it on platforms that ignore it
-    linkSync(tmp, path);
-  } finally {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
-    }
-  }
-  let dirFd: number | undefined;
-  try {
-    dirFd = openSync(dir, 'r');
-    fsyncSync(dirFd);
-  } catch {
-    // some platforms cannot open or fsync a directory; the link is atomic anyway
-  } finally {
-    if (dirFd !== undefined) closeSync(dirFd);
-  }
-}

@@ -12,9 +12,8 @@
  * The public key and key id stay readable, so `operator list` and the trust
  * bundle need no passphrase.
  */
-import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { threadId } from 'node:worker_threads';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { renameDurably, writeSecretFile as writeSecret } from '@parley/cli-kit';
 import {
   PWHASH_MEMLIMIT_INTERACTIVE,
   PWHASH_MEMLIMIT_MODERATE,
@@ -115,66 +114,21 @@ export function writeKeyFile(
   }
 }
 
-/** Temporary files made by this thread: with the pid, thread and time, a name no other writer uses. */
-let tmpFiles = 0;
-
 /**
- * Writes text to `path` with mode 0600 via a temporary file, fsync, then a
- * hard link (a new file: fails atomically when `path` exists, so of two
- * writers racing exactly one wins) or a rename (`overwrite`), and an fsync of
- * the directory (so the new name survives a crash). The temporary file is
- * always removed: no partial secret is left behind.
+ * Writes a secret file (@parley/cli-kit's `writeSecretFile`: 0600, whole or not at all, linked into place
+ * unless `overwrite`).
  * @throws RpcError `already_exists` when `path` exists and `overwrite` is false
  */
 export function writeSecretFile(path: string, text: string, overwrite = false): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${threadId}.${Date.now()}.${++tmpFiles}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
   try {
-    try {
-      writeSync(fd, text);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    chmodSync(tmp, 0o600); // in case the umask narrowed nothing but the platform ignored the mode
-    if (overwrite) {
-      renameSync(tmp, path);
-    } else {
-      try {
-        linkSync(tmp, path);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new RpcError('already_exists', `${path} already exists`, { cause: error });
-        throw error;
-      }
-    }
-  } finally {
-    try {
-      unlinkSync(tmp); // after a link: the file stays under `path`
-    } catch {
-      // already gone (renamed)
-    }
-  }
-  syncDirectory(dir);
-}
-
-/** Renames `from` to `to` and fsyncs the directory, so the new name is durable. */
-export function renameDurably(from: string, to: string): void {
-  renameSync(from, to);
-  syncDirectory(dirname(to));
-}
-
-function syncDirectory(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some platforms (Windows) cannot open or fsync a directory; the rename is still atomic there.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
+    writeSecret(path, text, { overwrite });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new RpcError('already_exists', `${path} already exists`, { cause: error });
+    throw error;
   }
 }
+
+export { renameDurably };
 
 /**
  * Whether a key file is sealed (needs a passphrase).

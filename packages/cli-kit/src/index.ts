@@ -2,7 +2,8 @@
  * @parley/cli-kit — what Parley's command-line programs (parley-registry,
  * parley-gateway, parley-audit) share, on top of commander: exit codes and the
  * error-code → exit-code table, the one UsageError, help layout and parse
- * errors in our words, `--json`, and the run-when-executed entry point.
+ * errors in our words, `--json`, the run-when-executed entry point, and
+ * secret files written whole (0600, never replacing another writer's).
  * It depends on commander and nothing of Parley (no gRPC).
  */
 
@@ -20,6 +21,9 @@ export { CliCommand, commandGroup, commandPath, createProgram, internalFailure, 
 export type { Failure, HelpItem, HelpSection, ProgramIo, ProgramOptions, RunOptions } from './program.js';
 export { jsonOption, printJson } from './output.js';
 export { runWhenExecuted } from './run-when-executed.js';
+
+// For every program that writes keys: whole or not at all, 0600, never replacing another writer's file
+export { renameDurably, writeSecretFile } from './secret-file.js';
 
 // For the CLIs' tests: the help layout check
 export { helpLayoutProblems } from './help-layout.js';
