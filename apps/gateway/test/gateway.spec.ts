@@ -278,24 +278,12 @@ describe('relaying a Parley session', () => {
   });
 
   it('resets a stream told to go away whose agent stopped reading also when the gateway had few frames left to write', async () => {
-    const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+    // 30 envelopes of 200 KB: the client's buffers take about half; the rest (and later the GoAway and the
+    // status) wait in the gateway's HTTP/2 stream — fewer frames than grpc-js buffers, so its end() completes
+    // at once and only a reset frees the stream.
+    const N = 30;
+    const { g, raw, worker, sender, stuck } = await stalledRecipient('stall2', N);
     try {
-      const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
-      const planner = world.agent('planner-stall2', { agentType: 'planner' });
-      const worker = world.agent('worker-stall2', { agentType: 'worker' });
-      const sender = await raw(planner);
-      const stuck = await raw(worker);
-      stuck.stopReading();
-      // 30 envelopes of 200 KB: the client's buffers take about half; the rest (and later the GoAway and the
-      // status) wait in the gateway's HTTP/2 stream — fewer frames than grpc-js buffers, so its end() completes
-      // at once and only a reset frees the stream.
-      const N = 30;
-      for (let i = 0; i < N; i++) {
-        const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
-        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-        sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
-      }
-      await waitFor(() => sender.responses.filter((r) => r.kind.case === 'accepted').length === N, 20_000, 'all accepted');
       const fresh = await raw(worker); // GoAway replaced for the stuck one
       await sleep(GO_AWAY_GRACE_MS + 1_000);
       // It reads again: had the stream not been reset, the frames still waiting would arrive, then the GoAway.
@@ -342,24 +330,10 @@ describe('relaying a Parley session', () => {
   });
 
   it('a stream told to go away whose agent stopped reading is reset after the grace period: what it held is delivered on the new stream', async () => {
-    const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+    // 48 envelopes of 200 KB: far more than HTTP/2's windows and the client's buffers, so the gateway's writes back up.
+    const N = 48;
+    const { g, raw, worker, sender, stuck } = await stalledRecipient('stall', N);
     try {
-      const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
-      const planner = world.agent('planner-stall', { agentType: 'planner' });
-      const worker = world.agent('worker-stall', { agentType: 'worker' });
-      const sender = await raw(planner);
-      const stuck = await raw(worker);
-      stuck.stopReading();
-      // 48 envelopes of 200 KB: far more than HTTP/2's windows and the client's buffers, so the gateway's writes back up.
-      const N = 48;
-      for (let i = 0; i < N; i++) {
-        const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
-        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-        sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
-      }
-      const accepted = () => sender.responses.filter((r) => r.kind.case === 'accepted');
-      await waitFor(() => accepted().length === N, 10_000, 'all accepted');
-      expect(accepted().every((r) => r.kind.case === 'accepted' && r.kind.value.status === DeliveryStatus.DELIVERED)).toBe(true);
       // The agent connects again: the old stream gets GoAway replaced, which it never reads, so it never ends; it held
       // its deliveries for as long as its connection stayed up. Now it is reset after the grace period, they go back
       // to the mailbox, and the new stream gets every one.
@@ -376,6 +350,30 @@ describe('relaying a Parley session', () => {
     }
   }, 30_000);
 });
+
+/**
+ * On a gateway of its own with no rate limits: `planner` sends `n` signed envelopes of 200 KB to `worker`, whose
+ * stream has stopped reading, and every one is accepted (what the gateway cannot write waits in its HTTP/2 stream).
+ * The caller closes the gateway.
+ */
+async function stalledRecipient(name: string, n: number): Promise<{ g: RunningGateway; raw: (a: Agent) => Promise<RawStream>; worker: Agent; sender: RawStream; stuck: RawStream }> {
+  const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+  const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+  const planner = world.agent(`planner-${name}`, { agentType: 'planner' });
+  const worker = world.agent(`worker-${name}`, { agentType: 'worker' });
+  const sender = await raw(planner);
+  const stuck = await raw(worker);
+  stuck.stopReading();
+  for (let i = 0; i < n; i++) {
+    const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
+    e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+    sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
+  }
+  const accepted = () => sender.responses.filter((r) => r.kind.case === 'accepted');
+  await waitFor(() => accepted().length === n, 20_000, 'all accepted');
+  expect(accepted().every((r) => r.kind.case === 'accepted' && r.kind.value.status === DeliveryStatus.DELIVERED)).toBe(true);
+  return { g, raw, worker, sender, stuck };
+}
 
 /** Connect streams to `target` that send nothing for `ms`: `outcome` is the error each ends with. */
 function silentStreams(target: RunningGateway): { client: Client<typeof AgentGatewayService>; outcome: (ms: number) => Promise<RpcError> } {
