@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 
 import parley.agent
-from parley.agent import Agent, ResendPolicy, SessionTimeouts
+from parley.agent import Agent
 from parley.envelope import encode_payload
 from parley.errors import IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
-from parley.key_schedule import DEFAULT_REKEY_THRESHOLD
 from parley.relay import sign_receipt, sign_session_reject
 from parley.session import DEFAULT_SKEW, Session, now_ms
 from parley.state import DirectoryStateStore
@@ -26,7 +25,7 @@ from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
 from .helpers import FollowedRegistry, World
-from .test_gateway_replies import FakeCall, FakeChannel, make_agent, run, seal
+from .test_gateway_replies import FakeCall, FakeChannel, make_agent, memory_agent, run, seal
 
 
 @pytest.fixture
@@ -441,26 +440,7 @@ def test_reconnection_goes_on_after_an_attempt_fails_with_an_unexpected_error(wo
 
 def restarted(agent: Agent, events: list[Event]) -> Agent:
     """Bob's agent again (same identity and trust), without a store: the test gives it one."""
-    return Agent(
-        gateway="127.0.0.1:1",
-        identity=agent.identity,
-        trust_bundle=agent._trust,
-        expected_gateway_id="gw",
-        tls=None,
-        state_dir=None,
-        state_key=None,
-        revocations=None,
-        rekey_threshold=DEFAULT_REKEY_THRESHOLD,
-        skew=DEFAULT_SKEW,
-        send_timeout=5,
-        handshake_timeout=5,
-        auth_timeout=5,
-        reconnect=Backoff(),
-        resend=ResendPolicy(),
-        timeouts=SessionTimeouts(),
-        max_unacked=16,
-        on_event=events.append,
-    )
+    return memory_agent(agent.identity, agent._trust, events)
 
 
 def test_an_ack_after_close_is_refused_and_the_message_is_handed_over_again_after_a_restart(world: World, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from parley.gateway import GatewayConnection
 from parley.identity import TrustBundle
 from parley.key_schedule import DEFAULT_REKEY_THRESHOLD
 from parley.relay import sign_receipt
-from parley.session import DEFAULT_SKEW, Session
+from parley.session import DEFAULT_SKEW, LocalIdentity, Session
 from parley.state import MemoryStateStore
 from parley.types import Backoff, Event
 from parley.v1 import gateway_pb2
@@ -115,15 +115,11 @@ def test_send_reply_carries_the_ack_only_when_offered(world: World, outbound_ack
     assert code == "rate_limited"  # a quiet item's refusal still reaches the sender's future
 
 
-def make_agent(world: World, events: list[Event], trust: TrustBundle | None = None) -> tuple[Agent, Session]:
-    """Bob's agent (in memory) holding a session with alice; returns it and alice's end of the session.
-    ``trust``: bob's trust bundle (the world's by default), also the one his session was made with."""
-    trust = world.trust if trust is None else trust
-    alice, bob = world.identity("alice"), world.identity("bob")
-    sa, sb = world.sessions(world.config(alice), world.config(bob, trust_bundle=trust))
-    agent = Agent(
+def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event]) -> Agent:
+    """An agent that is not connected and keeps no store of its own (a test gives it one), with short timeouts."""
+    return Agent(
         gateway="127.0.0.1:1",
-        identity=bob,
+        identity=identity,
         trust_bundle=trust,
         expected_gateway_id="gw",
         tls=None,
@@ -141,6 +137,15 @@ def make_agent(world: World, events: list[Event], trust: TrustBundle | None = No
         max_unacked=16,
         on_event=events.append,
     )
+
+
+def make_agent(world: World, events: list[Event], trust: TrustBundle | None = None) -> tuple[Agent, Session]:
+    """Bob's agent (in memory) holding a session with alice; returns it and alice's end of the session.
+    ``trust``: bob's trust bundle (the world's by default), also the one his session was made with."""
+    trust = world.trust if trust is None else trust
+    alice, bob = world.identity("alice"), world.identity("bob")
+    sa, sb = world.sessions(world.config(alice), world.config(bob, trust_bundle=trust))
+    agent = memory_agent(bob, trust, events)
     agent._store = MemoryStateStore()
     agent._register(sb, announce=False)
     return agent, sa
