@@ -295,6 +295,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       rateLimit: config.rateLimit,
       ...(config.maxFrameBytes === undefined ? {} : { maxFrameBytes: config.maxFrameBytes }),
       verifySignatures: config.verifySignatures,
+      ...(config.verifyThreads === undefined ? {} : { verifyThreads: config.verifyThreads }),
       database: config.database,
       mailboxTtlMs: config.mailboxTtlMs,
       auditKey,

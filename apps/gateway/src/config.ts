@@ -49,6 +49,8 @@ export interface GatewayConfig {
   /** `false`: no metrics listener. */
   readonly metrics: false | HostPort;
   readonly verifySignatures: boolean;
+  /** Signature-check worker threads; absent: the gateway's default (one per core but one, 1..4). */
+  readonly verifyThreads?: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
   readonly shutdownGraceMs: number;
   /** The shared-memory store (§18) and its quotas (unset: the store's defaults); `false`: not served. */
@@ -93,6 +95,7 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'audit_trusted_keys', env: 'PARLEY_GATEWAY_AUDIT_TRUSTED_KEYS', kind: 'list', help: 'other writers\' audit public keys (hex; env: comma-separated)' },
   { key: 'metrics_listen', env: 'PARLEY_GATEWAY_METRICS_LISTEN', kind: 'string', def: '127.0.0.1:9464', help: 'Prometheus /metrics address, or "off"' },
   { key: 'verify_signatures', env: 'PARLEY_GATEWAY_VERIFY_SIGNATURES', kind: 'bool', def: 'true', help: 'verify envelope signatures before relaying (receipts: their addressee verifies them)' },
+  { key: 'verify_threads', env: 'PARLEY_GATEWAY_VERIFY_THREADS', kind: 'int', help: 'worker threads checking envelope signatures off the event loop, 0..64; 0: on it (default: one per core but one, 1..4)' },
   { key: 'log_level', env: 'PARLEY_GATEWAY_LOG_LEVEL', kind: 'string', def: 'info', help: 'trace, debug, info, warn, error' },
   { key: 'shutdown_grace_ms', env: 'PARLEY_GATEWAY_SHUTDOWN_GRACE_MS', kind: 'int', def: '5000', help: 'how long shutdown waits for calls to drain' },
   { key: 'memory', env: 'PARLEY_GATEWAY_MEMORY', kind: 'bool', def: 'true', help: 'serve parley.v1.MemoryService: end-to-end encrypted shared memory (PROTOCOL §18)' },
@@ -266,6 +269,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   const burst = int('rate_burst', 1, 1_000_000);
   const auditKeyFile = path('audit_key_file');
   const verifySignatures = bool('verify_signatures');
+  const verifyThreads = int('verify_threads', 0, 64);
   const shutdownGraceMs = int('shutdown_grace_ms', 0, 600_000);
   const memory = bool('memory');
   sources.checkFiles?.({ tlsCertFile: certFile, tlsKeyFile: keyFile, tlsClientCaFile: clientCaFile, registryTlsCaFile: registryCa, trustBundleFile, policyFile }, problems);
@@ -295,6 +299,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     auditTrustedKeys,
     metrics: metrics!,
     verifySignatures: verifySignatures!,
+    ...(verifyThreads === undefined ? {} : { verifyThreads }),
     logLevel: level as GatewayConfig['logLevel'],
     shutdownGraceMs: shutdownGraceMs!,
     memory: memory! ? { quotas } : false,
@@ -317,6 +322,7 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
     audit_key_file: c.auditKeyFile,
     metrics: c.metrics === false ? false : `${c.metrics.host}:${c.metrics.port}`,
     verify_signatures: c.verifySignatures,
+    verify_threads: c.verifyThreads ?? null,
     memory: c.memory === false ? false : { quotas: c.memory.quotas },
   };
 }

@@ -22,7 +22,8 @@
  * handshake frame gets one audit entry (packages/audit), and an item whose
  * entry cannot be written is refused (fail closed).
  */
-import type { ParleyCrypto } from '@parley/crypto-core';
+import { availableParallelism } from 'node:os';
+import { createVerifyPool, type ParleyCrypto, type VerifyPool } from '@parley/crypto-core';
 import type { AuditLog } from '@parley/audit';
 import type { RevocationChecker, TrustBundle } from '@parley/identity';
 import type { SendRequest } from '@parley/proto';
@@ -79,6 +80,11 @@ export interface GatewayOptions {
   readonly maxFrameBytes?: number;
   /** Check envelope and receipt signatures before relaying. Default true. */
   readonly verifySignatures?: boolean;
+  /**
+   * Worker threads that check envelope signatures (Ed25519), off the event loop; 0 checks them on it.
+   * Default {@link defaultVerifyThreads}: one per core but one, at most 4.
+   */
+  readonly verifyThreads?: number;
   /** A stream must authenticate within this many ms. Default 10 000. */
   readonly authTimeoutMs?: number;
   /** Most Connect streams authenticating at once (hello → auth, before the agent is known); more are refused with `unavailable`. Default 10 000. */
@@ -110,6 +116,11 @@ export interface GatewayOptions {
   readonly deliveryWriter?: DeliveryWriter;
 }
 
+/** Signature-check threads by default: one per core but one (the event loop's), at least 1, at most 4. */
+export function defaultVerifyThreads(): number {
+  return Math.min(4, Math.max(1, availableParallelism() - 1));
+}
+
 /**
  * The gateway service. Register it with `addService(server, AgentGatewayService, gateway)`
  * (startGateway in server.ts does), and call `close()` on shutdown.
@@ -123,6 +134,7 @@ export class Gateway {
   readonly #unary: UnarySend;
   readonly #timer: NodeJS.Timeout;
   readonly #sweepTimer: NodeJS.Timeout;
+  readonly #verifyPool: VerifyPool;
   /** Forwarded items being stored (./cluster.ts): bounded by {@link MAX_FORWARDS_STORING}. */
   #forwardsStoring = 0;
   /** Prometheus instruments (served by startGateway's metrics listener). */
@@ -159,12 +171,17 @@ export class Gateway {
       auditDrop: (itemHash, senderId, recipientId, outcome) => this.#router.auditEntry(itemHash, senderId, recipientId, outcome).then(() => undefined),
       write: options.deliveryWriter ?? pushDelivery,
     });
+    this.#verifyPool = createVerifyPool(options.crypto, {
+      threads: options.verifyThreads ?? defaultVerifyThreads(),
+      onWorkerError: (err) => ctx.log.error({ err }, 'a signature-check worker failed: its checks ran on the event loop, and it was replaced'),
+    });
     this.#router = new Router(ctx, {
       policy: options.policy ?? Policy.denyAll(),
       rateLimit: options.rateLimit ?? { ratePerSecond: 100, burst: 200 },
       byteRateLimit: options.byteRateLimit ?? { ratePerSecond: 8 * 1024 * 1024, burst: 16 * 1024 * 1024 },
       handshakeRateLimit: options.handshakeRateLimit ?? { ratePerSecond: 1, burst: 10 },
       verifySignatures: options.verifySignatures !== false,
+      verify: this.#verifyPool.verify,
       audit,
       delivery: this.#delivery,
       storage,
@@ -373,6 +390,7 @@ export class Gateway {
     await this.#ctx.drain();
     await this.#storage.idle();
     await this.#ctx.drain();
+    await this.#verifyPool.close();
   }
 
   /**

@@ -4,7 +4,7 @@
  * at-least-once mailbox, an audit entry per routed item and Prometheus
  * metrics (docs/PROTOCOL.md §10).
  */
-export { Gateway, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVER_MAX_AGE_MS } from './gateway.js';
+export { Gateway, DEFAULT_MAX_FRAME_BYTES, DEFAULT_RECEIVER_MAX_AGE_MS, defaultVerifyThreads } from './gateway.js';
 export { Mailbox, DEFAULT_MAILBOX_TTL_MS, GATEWAY_MIGRATIONS, migrateGatewaySchema } from './mailbox.js';
 export type { MailboxItem, MailboxOptions } from './mailbox.js';
 export { openDatabase } from '@parley/db';

@@ -24,7 +24,7 @@ import type { AuditLog, AuditNotification } from '@parley/audit';
 import { verifyCertificate } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
-import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigest } from '@parley/session';
+import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigestWith, type EnvelopeDigest } from '@parley/session';
 import type { GatewayContext, Sender } from './context.js';
 import type { VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
@@ -125,6 +125,11 @@ function routeOf(item: RelayItem): { from: string; to: string } {
   }
 }
 
+/** An envelope's checks started before its turn (Router#early). */
+type Early =
+  | { readonly item: RelayItem; readonly charged: false; readonly digest?: undefined; readonly verified?: undefined }
+  | { readonly item: RelayItem; readonly charged: true; readonly digest: EnvelopeDigest; readonly verified: Promise<boolean> };
+
 /** Settings of the {@link Router}. */
 export interface RouterOptions {
   readonly policy: Policy;
@@ -135,6 +140,8 @@ export interface RouterOptions {
   /** Handshake step 1 per (initiator, responder) pair. */
   readonly handshakeRateLimit: Omit<RateLimitOptions, 'clock'>;
   readonly verifySignatures: boolean;
+  /** The Ed25519 check of step 6 (a crypto-core VerifyPool's: off the event loop). */
+  readonly verify: (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array) => Promise<boolean>;
   readonly audit: AuditLog;
   readonly delivery: Delivery;
   readonly storage: Storage;
@@ -156,6 +163,7 @@ export class Router {
   /** Authenticated streams per agent ({@link CONNECT_RATE}). */
   readonly #connects: RateLimiter;
   readonly #verifySignatures: boolean;
+  readonly #verify: RouterOptions['verify'];
   readonly #audit: AuditLog;
   readonly #delivery: Delivery;
   readonly #storage: Storage;
@@ -172,6 +180,7 @@ export class Router {
     this.#handshakes = new RateLimiter({ ...options.handshakeRateLimit, clock: ctx.clock });
     this.#connects = new RateLimiter({ ...CONNECT_RATE, clock: ctx.clock });
     this.#verifySignatures = options.verifySignatures;
+    this.#verify = options.verify;
     this.#audit = options.audit;
     this.#delivery = options.delivery;
     this.#storage = options.storage;
@@ -291,16 +300,42 @@ export class Router {
     if (previous !== undefined) sender.turn = new Promise<void>((resolve) => (release = resolve));
     let commit: () => Promise<Routed>;
     try {
+      // Started before this item's turn: an envelope's signature check runs while earlier items are checked.
+      const early = previous === undefined ? undefined : this.#early(sender, rawItem, size);
       if (previous !== undefined) await previous;
-      commit = await this.#check(sender, rawItem, size, where);
+      commit = await this.#check(sender, rawItem, size, where, early);
     } finally {
       release?.();
     }
     return commit();
   }
 
+  /**
+   * What an envelope waiting for its turn can start at once: steps 1–4 pass (shape, sender, size, and its
+   * rate charged now), then its digest and the step 6 signature check, on the verify pool while the items
+   * before it are checked. Undefined when anything of steps 1–3 fails (#check then finds and reports it, in
+   * order); `charged: false` when the rate limit refused it (#check reports that without charging again).
+   * The result is taken in order, after step 5: the check of a policy-denied envelope is wasted work, but
+   * bounded by the rate limit that was charged before it started.
+   */
+  #early(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number): Early | undefined {
+    if (rawItem.case !== 'envelope' || !this.#verifySignatures) return undefined;
+    const agent = sender.cert.agentId;
+    let item: RelayItem;
+    try {
+      item = assertItemShape(rawItem);
+    } catch {
+      return undefined;
+    }
+    if (item.case !== 'envelope' || routeOf(item).from !== agent || size > this.#ctx.maxFrameBytes) return undefined;
+    if (!this.#limiter.take(agent) || !this.#bytes.take(agent, size)) return { item, charged: false };
+    const digest = messageHashOf(this.#ctx.crypto, item.value);
+    const verified = verifyEnvelopeDigestWith(digest, sender.cert.identityPublicKey, this.#verify);
+    return { item, charged: true, digest, verified };
+  }
+
   /** Steps 1–6 and the start of step 7 (queued in order); returns the rest of step 7. */
-  async #check(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource): Promise<() => Promise<Routed>> {
+  async #check(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource, early?: Early): Promise<() => Promise<Routed>> {
     const ctx = this.#ctx;
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
@@ -323,11 +358,14 @@ export class Router {
     };
     // 1. shape
     let item: RelayItem;
-    try {
-      item = assertItemShape(rawItem);
-    } catch (error) {
-      const e = RpcError.from(error);
-      return fail(e.code, e.details);
+    if (early !== undefined) item = early.item;
+    else {
+      try {
+        item = assertItemShape(rawItem);
+      } catch (error) {
+        const e = RpcError.from(error);
+        return fail(e.code, e.details);
+      }
     }
     const { from, to } = routeOf(item);
     routed.peer = to;
@@ -341,13 +379,13 @@ export class Router {
     const isReply = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
     const answers = isReply && this.#answersRelayed(item);
     if (!answers) {
-      if (!this.#limiter.take(agent) || !this.#bytes.take(agent, size)) return fail('rate_limited', 'rate limit exceeded');
+      if (early !== undefined ? !early.charged : !this.#limiter.take(agent) || !this.#bytes.take(agent, size)) return fail('rate_limited', 'rate limit exceeded');
       if (item.case === 'handshake' && item.value.step === 1 && !this.#handshakes.take(`${agent}\n${to}`)) return fail('rate_limited', 'too many handshakes with this agent');
     }
     // An unsolicited reply is refused before anything is written (a cheap refusal, not audited: no amplification).
     if (isReply && !answers) return fail('policy_denied', `${item.case === 'handshake' ? 'step 2' : item.case} answers nothing relayed the other way`);
     // An envelope's signed bytes are encoded once: its message hash and the signature check of step 6 share them.
-    const digest = item.case === 'envelope' ? messageHashOf(ctx.crypto, item.value) : undefined;
+    const digest = early?.digest ?? (item.case === 'envelope' ? messageHashOf(ctx.crypto, item.value) : undefined);
     const itemHash = digest?.hash ?? itemDigest(ctx.crypto, item);
     // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
     // flood amplify into signatures and database writes).
@@ -375,7 +413,9 @@ export class Router {
     // 6. signature of an envelope (the gateway holds no session key; it needs none). Receipts and SessionRejects
     //    are verified by their addressee, the only party they act on (§10.3 step 6): checking them here too would
     //    add a second Ed25519 verification to every message's fast path for nothing the end does not check.
-    if (this.#verifySignatures && digest !== undefined && !verifyEnvelopeDigest(ctx.crypto, digest, sender.cert.identityPublicKey)) {
+    //    Ed25519 runs on the verify pool's threads (the gateway's largest single cost per envelope); this
+    //    sender's next item waits for it (§10.3: one sender's items are checked in arrival order).
+    if (this.#verifySignatures && digest !== undefined && !(await (early?.verified ?? verifyEnvelopeDigestWith(digest, sender.cert.identityPublicKey, this.#verify)))) {
       return refuse('bad_signature', 'envelope signature does not verify');
     }
     if (isReply) this.#consumeReply(item);

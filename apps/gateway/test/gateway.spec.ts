@@ -570,6 +570,31 @@ describe('Outbound checks', () => {
     expect((await rejection(planner.conn.sendFrame(bad))).code).toBe('malformed');
     expect((await rejection(planner.conn.sendEnvelope(fakeEnvelope(world.crypto, 'planner-9', 'worker-9')))).code).toBe('bad_signature');
   });
+  it('pipelined envelopes, checked on the verify pool before their turn, are answered with the first failing check of each, in order', async () => {
+    for (const verifyThreads of [1, 0]) {
+      const g = await start({ rateLimit: { ratePerSecond: 0.01, burst: 4 }, verifyThreads });
+      try {
+        const tag = `p${verifyThreads}`;
+        const planner = await connect(`planner-${tag}`, 'planner', g);
+        const worker = await connect(`worker-${tag}`, 'worker', g);
+        const other = world.agent(`planner-${tag}-other`, { agentType: 'planner' });
+        const forged = fakeEnvelope(world.crypto, planner.agent.agentId, worker.agent.agentId);
+        const answers = await Promise.allSettled([
+          planner.conn.sendEnvelope(signedEnvelope(planner.agent, worker.agent.agentId)), // delivered (token 1)
+          planner.conn.sendEnvelope(forged), // bad_signature (token 2)
+          planner.conn.sendEnvelope(signedEnvelope(other, worker.agent.agentId)), // identity_mismatch (no token)
+          planner.conn.sendEnvelope(fakeEnvelope(world.crypto, planner.agent.agentId, 'worker-never-seen')), // route first: policy_denied (token 3)
+          planner.conn.sendEnvelope(signedEnvelope(planner.agent, worker.agent.agentId)), // delivered (token 4)
+          planner.conn.sendEnvelope(signedEnvelope(planner.agent, worker.agent.agentId)), // rate_limited
+        ]);
+        const codes = answers.map((a) => (a.status === 'fulfilled' ? DeliveryStatus[a.value.status] : (a.reason as RpcError).code));
+        expect(codes).toEqual(['DELIVERED', 'bad_signature', 'identity_mismatch', 'policy_denied', 'DELIVERED', 'rate_limited']);
+        await waitFor(() => worker.failures.length === 2, 5_000); // both delivered (and refused by the worker: no session)
+      } finally {
+        await g.close();
+      }
+    }
+  });
 });
 
 describe('revocation while connected', () => {

@@ -68,3 +68,5 @@ export {
 export { abytes, abytesRange, anumber, astring, au64, U64_MAX, createAssertions, describe as describeType, looksLikeParleyCrypto } from './assert.js';
 export type { Assertions, AssertionFailure, AssertionKind } from './assert.js';
 export { Layout, layout } from './layout.js';
+export { createVerifyPool, MAX_RESTARTS as VERIFY_POOL_MAX_RESTARTS } from './verify-pool.js';
+export type { VerifyPool, VerifyPoolOptions } from './verify-pool.js';

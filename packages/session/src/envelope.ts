@@ -202,6 +202,23 @@ export function verifyEnvelopeDigest(crypto: ParleyCrypto, digest: EnvelopeDiges
 }
 
 /**
+ * {@link verifyEnvelopeDigest} with the Ed25519 check made by `verify` (a crypto-core VerifyPool's:
+ * off the event loop). False on any malformed input; never rejects.
+ */
+export async function verifyEnvelopeDigestWith(
+  digest: EnvelopeDigest,
+  identityPublicKey: Uint8Array,
+  verify: (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array) => Promise<boolean>,
+): Promise<boolean> {
+  try {
+    assertEnvelopeShape(digest.envelope);
+  } catch {
+    return false;
+  }
+  return verify(digest.envelope.signature, digest.signed, identityPublicKey).catch(() => false);
+}
+
+/**
  * Checks the envelope signature against a sender's identity public key, with
  * no session key (what a gateway does). False on any malformed input.
  */

@@ -31,6 +31,7 @@ export {
   envelopeSignedBytes,
   messageHashOf,
   verifyEnvelopeDigest,
+  verifyEnvelopeDigestWith,
   EnvelopeHeaderFields,
   messageHash,
   payloadCommitment,
