@@ -75,6 +75,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   readonly remote: string;
   lastDeliveryId = 0n;
   inflight: Map<bigint, InFlight> | undefined = undefined;
+  inflightBytes = 0;
   rows: Set<bigint> | undefined = undefined;
   backlog = true;
   cursor = 0n;

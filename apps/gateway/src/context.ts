@@ -71,6 +71,8 @@ export interface Link {
   lastDeliveryId: bigint;
   /** Deliveries written to this stream and not acked, by delivery id, in write order (at most `maxInFlight`); created by the first write. */
   inflight: Map<bigint, InFlight> | undefined;
+  /** Bytes (encoded items) of `inflight`: at most `maxInFlightBytes`, or one item of any size. */
+  inflightBytes: number;
   /** Mailbox row ids written to this stream and not yet deleted (never written twice to one stream); created on first use. */
   rows: Set<bigint> | undefined;
   /** The mailbox may hold items for this agent that were not written to this stream yet. */

@@ -7,9 +7,12 @@
  * stored item before it is delivered, and the mailbox TTL sweep.
  *
  * Bounded: a stream holds at most `maxInFlight` deliveries not yet acked
- * (like JetStream's max_ack_pending); an item for a recipient at that bound,
- * or with a mailbox backlog, goes to the mailbox instead, and the backlog is
- * read one page at a time, never more than the free slots.
+ * (like JetStream's max_ack_pending) and `maxInFlightBytes` of them, and all
+ * streams together at most `maxHeldBytes` (a stream holding nothing always
+ * takes one item, whatever its size, so every stream makes progress); an item
+ * for a recipient at a bound, or with a mailbox backlog, goes to the mailbox
+ * instead, and the backlog is read one page at a time, never more than the
+ * free slots, and written only while the bytes fit.
  */
 import type { RevocationChecker } from '@parley/identity';
 import { linkSubject } from './authentication.js';
@@ -39,6 +42,10 @@ export const pushDelivery: DeliveryWriter = (stream, delivery, encoded) =>
 
 /** Default bound of deliveries written to one stream and not acked yet. */
 export const DEFAULT_MAX_IN_FLIGHT = 256;
+/** Default bound of the bytes of those deliveries (encoded items), per stream. */
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
+/** Default bound of the bytes held for all streams together. */
+export const DEFAULT_MAX_HELD_BYTES = 256 * 1024 * 1024;
 /** Most rows one backlog page reads. */
 const PAGE_ROWS = 128;
 /** Most items remembered as written-and-not-acked, to count redeliveries (the oldest are forgotten first). */
@@ -67,6 +74,10 @@ export interface DeliveryOptions {
   readonly replies: ReplyGuard;
   readonly revocations: RevocationChecker;
   readonly maxInFlight: number;
+  /** Bytes of held deliveries per stream (a stream holding nothing takes one item of any size). */
+  readonly maxInFlightBytes: number;
+  /** Bytes of held deliveries of all streams together (the same exception). */
+  readonly maxHeldBytes: number;
   readonly ackTimeoutMs: number;
   /** Audits an item dropped because its sender is revoked or expired (never throws). */
   readonly auditDrop: (itemHash: Uint8Array, senderId: string, recipientId: string, outcome: string) => Promise<void>;
@@ -83,6 +94,8 @@ export class Delivery {
   readonly #lowWater: number;
   /** Items (recipient, item hash) written to a stream and not acked yet: a second write is a redelivery. Bounded. */
   readonly #written = new Set<string>();
+  /** Bytes held for all streams (the sum of their `inflightBytes`). */
+  #heldBytes = 0;
 
   constructor(ctx: GatewayContext, options: DeliveryOptions) {
     this.#ctx = ctx;
@@ -94,9 +107,20 @@ export class Delivery {
     return this.#o.maxInFlight;
   }
 
-  /** Whether a new item for this stream may be written live now (no backlog, a free slot). */
-  canWriteLive(link: Link): boolean {
-    return !link.backlog && !link.out.closed && inFlightCount(link) < this.#o.maxInFlight;
+  /** Bytes held for all streams now (deliveries written and not acked). */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /** Whether a new item of `size` bytes for this stream may be written live now (no backlog, a free slot, its bytes fit). */
+  canWriteLive(link: Link, size: number): boolean {
+    return !link.backlog && !link.out.closed && inFlightCount(link) < this.#o.maxInFlight && this.#fits(link, size);
+  }
+
+  /** Whether `size` more bytes fit the stream's and the gateway's bounds (always, for a stream holding nothing). */
+  #fits(link: Link, size: number): boolean {
+    if (inFlightCount(link) === 0) return true;
+    return link.inflightBytes + size <= this.#o.maxInFlightBytes && this.#heldBytes + size <= this.#o.maxHeldBytes;
   }
 
   /**
@@ -104,7 +128,7 @@ export class Delivery {
    * @returns false when the stream cannot take it now (the caller stores it)
    */
   writeLive(link: Link, item: Accepted): boolean {
-    if (!this.canWriteLive(link)) return false;
+    if (!this.canWriteLive(link, item.size)) return false;
     return this.#write(link, item, undefined);
   }
 
@@ -145,6 +169,8 @@ export class Delivery {
           const page = await this.#o.storage.page({ recipientId: agent, exclude: link.rows === undefined ? [] : [...link.rows], limit: want, after: link.cursor });
           for (const stored of page) {
             if (link.out.closed) return;
+            // Bytes full: the rest of the page is read again after acks free some (the cursor stays before it).
+            if (!link.rows?.has(stored.deliveryId) && !this.#fits(link, stored.size)) return;
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
             if (link.rows?.has(stored.deliveryId) === true) continue;
             if (!(await this.#senderStillValid(link, stored))) continue;
@@ -231,18 +257,28 @@ export class Delivery {
     const held = inflight?.get(id);
     if (inflight === undefined || held === undefined) return; // a duplicate ack
     inflight.delete(id);
+    this.#unhold(link, held);
     this.#written.delete(writeKey(held.accepted.recipientId, held.accepted.itemHash));
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
     const left = inFlightCount(link);
-    if (link.backlog && (this.#o.maxInFlight - left >= this.#lowWater || left === 0)) this.pump(link);
+    if (link.backlog && ((this.#o.maxInFlight - left >= this.#lowWater && link.inflightBytes <= this.#o.maxInFlightBytes / 2) || left === 0)) this.pump(link);
+  }
+
+  /** A held delivery left its stream: its bytes no longer count. */
+  #unhold(link: Link, held: InFlight): void {
+    link.inflightBytes -= held.accepted.size;
+    this.#heldBytes -= held.accepted.size;
   }
 
   /** The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). */
   streamEnded(link: Link): void {
     const inflight = link.inflight;
     if (inflight === undefined) return;
-    for (const held of inflight.values()) if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
+    for (const held of inflight.values()) {
+      if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
+      this.#unhold(link, held);
+    }
     inflight.clear();
   }
 
@@ -299,6 +335,8 @@ export class Delivery {
     link.lastDeliveryId = deliveryId;
     const held: InFlight = { deliveryId, accepted: item, writtenAtMs: this.#ctx.clock(), rowId, spilling: false, ackedWhileSpilling: false };
     (link.inflight ??= new Map()).set(deliveryId, held);
+    link.inflightBytes += item.size;
+    this.#heldBytes += item.size;
     if (rowId !== undefined) (link.rows ??= new Set()).add(rowId);
     // The recipient may answer what it was handed (§10.3 step 5): record it on the delivering instance too.
     const kind = encoded?.kind ?? item.item.case;

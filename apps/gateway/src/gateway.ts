@@ -34,7 +34,7 @@ import { closeRevokedLinks, recheckLinks } from './authentication.js';
 import { ConnectStreams, DEFAULT_MAX_AUTHENTICATING, DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS, type ConnectCall } from './connect-stream.js';
 import { GatewayContext } from './context.js';
 import { decodeForward, type Cluster } from './cluster.js';
-import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT, Delivery, pushDelivery, toNewItem, type Accepted, type DeliveryWriter } from './delivery.js';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, Delivery, pushDelivery, toNewItem, type Accepted, type DeliveryWriter } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { ReplyGuard } from './reply-guard.js';
 import { Storage, type MailboxQuota } from './storage.js';
@@ -74,6 +74,10 @@ export interface GatewayOptions {
   readonly mailboxQuota?: MailboxQuota;
   /** Deliveries written to one stream and not acked yet; beyond it items wait in the mailbox. Default 256. */
   readonly maxInFlight?: number;
+  /** Bytes (encoded items) of those deliveries per stream; beyond it items wait in the mailbox. Default 8 MiB (a stream holding nothing takes one item of any size). */
+  readonly maxInFlightBytes?: number;
+  /** Bytes of deliveries held (written, not acked) for all streams together; beyond it items wait in the mailbox. Default 256 MiB (the same exception). */
+  readonly maxHeldBytes?: number;
   /** A live delivery not acked within this long is written to the mailbox, ms. Default 5 000. */
   readonly ackTimeoutMs?: number;
   /** Largest encoded Outbound (or SendRequest) accepted, bytes. Default {@link DEFAULT_MAX_FRAME_BYTES}. */
@@ -158,6 +162,10 @@ export class Gateway {
     this.metrics = ctx.metrics;
     const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1) throw new RangeError('maxInFlight must be a positive integer');
+    const maxInFlightBytes = options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_BYTES;
+    if (!Number.isSafeInteger(maxInFlightBytes) || maxInFlightBytes < 1) throw new RangeError('maxInFlightBytes must be a positive integer');
+    const maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    if (!Number.isSafeInteger(maxHeldBytes) || maxHeldBytes < 1) throw new RangeError('maxHeldBytes must be a positive integer');
     const storage = new Storage(options.mailbox, { ...(options.mailboxQuota === undefined ? {} : { quota: options.mailboxQuota }), clock: ctx.clock, metrics: ctx.metrics, isLocal: (id) => ctx.links.has(id) });
     this.#storage = storage;
     const replies = new ReplyGuard(ctx.clock);
@@ -167,6 +175,8 @@ export class Gateway {
       replies,
       revocations: options.revocations,
       maxInFlight,
+      maxInFlightBytes,
+      maxHeldBytes,
       ackTimeoutMs: options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS,
       auditDrop: (itemHash, senderId, recipientId, outcome) => this.#router.auditEntry(itemHash, senderId, recipientId, outcome).then(() => undefined),
       write: options.deliveryWriter ?? pushDelivery,
@@ -175,6 +185,7 @@ export class Gateway {
       threads: options.verifyThreads ?? defaultVerifyThreads(),
       onWorkerError: (err) => ctx.log.error({ err }, 'a signature-check worker failed: its checks ran on the event loop, and it was replaced'),
     });
+    ctx.metrics.watchHeld(() => this.#delivery.heldBytes);
     this.#router = new Router(ctx, {
       policy: options.policy ?? Policy.denyAll(),
       rateLimit: options.rateLimit ?? { ratePerSecond: 100, burst: 200 },

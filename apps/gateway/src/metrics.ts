@@ -91,6 +91,7 @@ export class GatewayMetrics {
   readonly mailboxDepth: Gauge;
   #revocations: RevocationSource | undefined;
   #feed: FeedSource | undefined;
+  #held: (() => number) | undefined;
   readonly #startedAtMs: number;
 
   constructor(sources: { connectedAgents: () => number; mailboxDepth: () => Promise<number>; clock?: () => number }) {
@@ -116,6 +117,15 @@ export class GatewayMetrics {
       },
     });
     const self = (): GatewayMetrics => this;
+    new Gauge({
+      name: 'parley_gateway_held_bytes',
+      help: 'Bytes of deliveries written to streams and not acked yet, held in memory (bounded by max_held_bytes)',
+      registers: [this.registry],
+      collect() {
+        const h = self().#held;
+        if (h !== undefined) this.set(h());
+      },
+    });
     new Gauge({
       name: 'parley_gateway_revocation_age_seconds',
       help: 'Age of the revocation copy: now minus the issued_at of the last verified signed head (since start when none was loaded yet)',
@@ -169,6 +179,11 @@ export class GatewayMetrics {
   /** Exports the revocation copy's age, bound and version. */
   watchRevocations(source: RevocationSource): void {
     this.#revocations = source;
+  }
+
+  /** Exports the bytes of held deliveries. */
+  watchHeld(source: () => number): void {
+    this.#held = source;
   }
 
   /** Exports the revocation feed's connection state. */

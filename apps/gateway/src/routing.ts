@@ -450,7 +450,7 @@ export class Router {
       return true;
     };
     const link = ctx.links.get(to);
-    if (link !== undefined && this.#delivery.canWriteLive(link)) {
+    if (link !== undefined && this.#delivery.canWriteLive(link, size)) {
       // Live: written once its audit entry has committed (§10.9: nothing is delivered whose entry a crash could lose).
       const written = entry('delivered');
       return async () => {

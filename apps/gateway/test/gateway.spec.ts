@@ -198,6 +198,60 @@ describe('relaying a Parley session', () => {
     p.close();
   });
 
+  it('bounds the bytes held for a stream and for all streams: beyond them items are queued, and drained as acks free room', async () => {
+    const g = await start({ maxInFlightBytes: 3_000, maxHeldBytes: 5_000 });
+    try {
+      const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+      const planner = world.agent('planner-held', { agentType: 'planner' });
+      const workers = [world.agent('worker-held-1'), world.agent('worker-held-2')];
+      const [w1, w2] = await Promise.all(workers.map(raw));
+      const p = await raw(planner);
+      const envelope = (to: Agent): SecureMessage => {
+        const e = fakeEnvelope(world.crypto, planner.agentId, to.agentId, 1_200);
+        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+        return e;
+      };
+      const statuses = async (from: number, n: number): Promise<string[]> => {
+        await waitFor(() => p.responses.filter((r) => r.kind.case === 'accepted').length === from + n, 5_000, 'accepted');
+        return p.responses.flatMap((r) => (r.kind.case === 'accepted' ? [DeliveryStatus[r.kind.value.status]] : [])).slice(from);
+      };
+      let id = 0n;
+      // ~1.4 KB each: two fit the stream's 3,000 bytes, the third does not.
+      for (let i = 0; i < 4; i++) p.send({ case: 'envelope', value: envelope(workers[0]!) }, ++id);
+      expect(await statuses(0, 4)).toEqual(['DELIVERED', 'DELIVERED', 'QUEUED', 'QUEUED']);
+      // The second stream holds nothing: its first item goes live whatever the total; its second passes 5,000 in all.
+      for (let i = 0; i < 2; i++) p.send({ case: 'envelope', value: envelope(workers[1]!) }, ++id);
+      expect(await statuses(4, 2)).toEqual(['DELIVERED', 'QUEUED']);
+      const held = (await g.gateway.metrics.registry.getSingleMetric('parley_gateway_held_bytes')!.get()).values[0]!.value;
+      expect(held).toBeGreaterThan(3 * 1_200);
+      expect(held).toBeLessThan(5_000 + 1_500);
+      // Acks free room: everything arrives, in order, once each.
+      const deliveries = (s: RawStream): bigint[] => s.responses.flatMap((r) => (r.kind.case === 'delivery' ? [r.kind.value.deliveryId] : []));
+      const ackAll = (s: RawStream, acked: Set<bigint>): void => {
+        for (const d of deliveries(s)) {
+          if (acked.has(d)) continue;
+          acked.add(d);
+          s.ack(d);
+        }
+      };
+      const acked = [new Set<bigint>(), new Set<bigint>()];
+      await waitFor(
+        () => {
+          ackAll(w1!, acked[0]!);
+          ackAll(w2!, acked[1]!);
+          return deliveries(w1!).length === 4 && deliveries(w2!).length === 2;
+        },
+        5_000,
+        'every item delivered',
+      );
+      expect(deliveries(w1!)).toEqual([1n, 2n, 3n, 4n]);
+      expect(deliveries(w2!)).toEqual([1n, 2n]);
+      for (const s of [w1!, w2!, p]) s.close();
+    } finally {
+      await g.close();
+    }
+  });
+
   it('a gateway that flips a bit in a relayed envelope is caught by the recipient', async () => {
     const planner = await connect('planner-2', 'planner');
     const worker = await connect('worker-2');
@@ -352,12 +406,13 @@ describe('relaying a Parley session', () => {
 });
 
 /**
- * On a gateway of its own with no rate limits: `planner` sends `n` signed envelopes of 200 KB to `worker`, whose
+ * On a gateway of its own with no rate limits (and room for every delivery held): `planner` sends `n` signed envelopes of 200 KB to `worker`, whose
  * stream has stopped reading, and every one is accepted (what the gateway cannot write waits in its HTTP/2 stream).
  * The caller closes the gateway.
  */
 async function stalledRecipient(name: string, n: number): Promise<{ g: RunningGateway; raw: (a: Agent) => Promise<RawStream>; worker: Agent; sender: RawStream; stuck: RawStream }> {
-  const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 } });
+  // Room for all n held (n × 200 KB is past the default 8 MiB a stream may hold): the stall is HTTP/2's here.
+  const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 }, maxInFlightBytes: 64 * 1024 * 1024 });
   const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
   const planner = world.agent(`planner-${name}`, { agentType: 'planner' });
   const worker = world.agent(`worker-${name}`, { agentType: 'worker' });
