@@ -186,7 +186,13 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     const store = countBatches(await openPostgresStore(options.crypto, database.sqlClient, { table: auditTable }), (n) => metricsHolder.batch?.(n));
     // No proofs here (verifiers read the chain from the table, `parley-audit`): the log keeps its current root
     // only, so the gateway's memory does not grow with its chain (≈ 64 bytes an entry with proofs).
+    // Opened from its latest signed checkpoint (§9.6): a restart reads the entries written since, not the whole chain.
     audit = await AuditLog.open(options.crypto, { store, writer, trustedKeys: [...(options.auditTrustedKeys ?? [])], proofs: false });
+    const opening = audit.opening;
+    if (opening.checkpointRefused !== undefined) {
+      logger.warn({ event: 'security', stage: 'audit', code: 'bad_checkpoint', table: auditTable, entries_read: opening.entriesRead }, `audit checkpoint refused (${opening.checkpointRefused}): every entry was read and verified instead`);
+    }
+    logger.info({ table: auditTable, entries: audit.size, from_checkpoint: opening.checkpointSize, entries_read: opening.entriesRead }, 'audit log opened');
     const crossInstance = database.engine === 'postgres' && options.crossInstance !== false;
     gateway = new Gateway({ ...options, mailbox, audit });
     const g = gateway;
@@ -415,6 +421,8 @@ function countBatches(store: AuditStore, onBatch: (n: number) => void): AuditSto
           },
         }),
     ...(store.notify === undefined ? {} : { notify: store.notify.bind(store) }),
+    ...(store.saveCheckpoint === undefined ? {} : { saveCheckpoint: store.saveCheckpoint.bind(store) }),
+    ...(store.latestCheckpoint === undefined ? {} : { latestCheckpoint: store.latestCheckpoint.bind(store) }),
     size: () => store.size(),
     read: (from: number, to: number) => store.read(from, to),
     readEncoded: (from: number, to: number) => store.readEncoded(from, to),

@@ -6,6 +6,8 @@
 //      (DATABASE_URL, else PGlite in memory) vs signing + hashing the same entries;
 //   2. chain verification MB/s over AUDIT_BENCH_ENTRIES entries (default 1,000,000)
 //      read from a file vs Ed25519-verify + hashing alone;
+//   1b. reopening a log of AUDIT_BENCH_REOPEN entries (default 50,000; PostgreSQL with DATABASE_URL, else
+//      PGlite) from its latest signed checkpoint vs reading and verifying every entry (a gateway restart);
 //   3. inclusion-proof generation and verification at that size vs the raw
 //      BLAKE3 node hashes a proof of that depth needs.
 //
@@ -155,6 +157,50 @@ if (url !== undefined && url !== '') {
 }
 printTable('Appends: AuditLog.append (validate, sign, hash, store, extend tree) vs raw sign + hash per entry', 'raw crypto', appendRows);
 rmSync(scratch, { recursive: true, force: true });
+
+// 1b. Reopening a log (a restart): from its latest signed checkpoint vs reading and verifying every entry -------
+{
+  const R = Number(process.env['AUDIT_BENCH_REOPEN'] ?? 50_000);
+  const pool = url !== undefined && url !== '' ? new pg.Pool({ connectionString: url, max: 4 }) : undefined;
+  const lite = pool === undefined ? new PGlite() : undefined;
+  const client = pool ?? lite!;
+  const table = `parley_audit_reopen_${process.pid}`;
+  try {
+    const log = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer, proofs: false });
+    for (let i = 0; i < R; i += 500) await Promise.all(Array.from({ length: Math.min(500, R - i) }, (_, k) => log.append(fields(i + k))));
+    await log.append(fields(R)); // one entry past the last checkpoint taken while appending
+    const withCheckpoints = async (): Promise<number> => {
+      const t0 = performance.now();
+      const l = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table, migrate: false }), writer, proofs: false, checkpointEvery: 0 });
+      if (l.size !== R + 1 || l.opening.checkpointSize === 0) throw new Error('bench: the reopened log did not adopt a checkpoint');
+      return performance.now() - t0;
+    };
+    const everyEntry = async (): Promise<number> => {
+      const store = await openPostgresStore(crypto, client, { table, migrate: false });
+      const blind = Object.assign(Object.create(store) as AuditStore, { latestCheckpoint: undefined, size: () => store.size(), read: (a: number, b: number) => store.read(a, b), readEncoded: (a: number, b: number) => store.readEncoded(a, b) });
+      const t0 = performance.now();
+      const l = await AuditLog.open(crypto, { store: blind, writer, proofs: false, checkpointEvery: 0 });
+      if (l.size !== R + 1 || l.opening.entriesRead !== R + 1) throw new Error('bench: the full reopen did not read every entry');
+      return performance.now() - t0;
+    };
+    const ours: number[] = [];
+    const peer: number[] = [];
+    for (let r = 0; r < Math.max(1, Math.min(ROUNDS, 3)); r++) {
+      ours.push(await withCheckpoints());
+      peer.push(await everyEntry());
+    }
+    const ms = (m: number): Sample => ({ opsPerSec: 1000 / m, usPerOp: m * 1000 });
+    printTable(`Reopening a log of ${(R + 1).toLocaleString('en-US')} entries (${pool === undefined ? 'PGlite in memory' : 'PostgreSQL'}), as a gateway restart does`, 'read + verify every entry', [
+      { label: 'AuditLog.open from the latest checkpoint', unit: 'µs', ours: ms(median(ours)), peer: ms(median(peer)) },
+    ]);
+  } finally {
+    if (pool !== undefined) {
+      for (const t of [table, `${table}_checkpoints`]) await pool.query(`DROP TABLE IF EXISTS ${t}`);
+      await pool.query(`DROP FUNCTION IF EXISTS ${table}_append_only()`);
+      await pool.end();
+    } else await lite!.close();
+  }
+}
 
 // 2. Verification over N entries -----------------------------------------------------------------
 const bigLog = join(tmpdir(), `parley-audit-bench-${N}.log`);

@@ -18,6 +18,7 @@ import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, 
 import { MerkleTree, RootAccumulator, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import { assertNotification, type AuditNotification, type AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
+import { openCheckpoint, signCheckpoint } from './checkpoint.js';
 import { chainError, verifyChain } from './verify.js';
 
 /** Most entries one group write stores (the PostgreSQL store's `appendMany` limit). */
@@ -70,6 +71,23 @@ export interface AuditLogOptions {
    * read the chain from its store), so its memory does not grow with its log.
    */
   readonly proofs?: boolean;
+  /**
+   * With `proofs: false` and a store that keeps checkpoints (PostgreSQL): every this many entries, and on
+   * `close()`, the log stores a signed checkpoint of its state (§9.6), and `open` adopts the latest one
+   * instead of reading and verifying every entry before it. Default 10 000; 0 stores none (the latest stored
+   * one is still adopted).
+   */
+  readonly checkpointEvery?: number;
+}
+
+/** How {@link AuditLog.open} found the stored log. */
+export interface AuditLogOpening {
+  /** Entries adopted on the strength of a signed checkpoint (0: none was adopted). */
+  readonly checkpointSize: number;
+  /** Entries read and verified one by one. */
+  readonly entriesRead: number;
+  /** Why the latest stored checkpoint was not adopted (every entry was then read): a security event for the caller to log. */
+  readonly checkpointRefused?: string;
 }
 
 /**
@@ -90,8 +108,14 @@ export class AuditLog {
   readonly #keyId: Uint8Array;
   readonly #clock: () => number;
   readonly #maxRetries: number;
-  readonly #tree: MerkleTree | RootAccumulator;
+  #tree: MerkleTree | RootAccumulator;
   #tip: Uint8Array = ZERO_HASH;
+  readonly #checkpointEvery: number;
+  /** Tree size of the last checkpoint stored or adopted. */
+  #checkpointSize = 0;
+  /** A checkpoint being stored (one at a time). */
+  #checkpointWrite: Promise<void> | undefined;
+  #opening: AuditLogOpening = { checkpointSize: 0, entriesRead: 0 };
   #queue: Promise<unknown> = Promise.resolve();
   /** Appends waiting for the next group write, in call order. */
   readonly #pending: PendingAppend[] = [];
@@ -100,7 +124,7 @@ export class AuditLog {
   #drainScheduled = false;
   #closed = false;
 
-  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries' | 'proofs'>> & { keys: WriterKeys }) {
+  private constructor(crypto: ParleyCrypto, options: Required<Pick<AuditLogOptions, 'store' | 'writer' | 'clock' | 'maxRetries' | 'proofs' | 'checkpointEvery'>> & { keys: WriterKeys }) {
     this.#crypto = crypto;
     this.#store = options.store;
     this.#writer = options.writer;
@@ -109,6 +133,7 @@ export class AuditLog {
     this.#clock = options.clock;
     this.#maxRetries = options.maxRetries;
     this.#tree = options.proofs ? new MerkleTree(merkleHasher(crypto)) : new RootAccumulator(merkleHasher(crypto));
+    this.#checkpointEvery = options.checkpointEvery;
   }
 
   /**
@@ -137,15 +162,83 @@ export class AuditLog {
     // Explicitly: the writer's own key, plus the keys of the other writers the caller names. Nothing else.
     const keys = WriterKeys.from(crypto, [writer.publicKey, ...(trusted as unknown[] as Uint8Array[])]);
     if (o['proofs'] !== undefined && typeof o['proofs'] !== 'boolean') malformed(`options.proofs must be a boolean, got ${describe(o['proofs'])}`);
-    const log = new AuditLog(crypto, { store, writer, clock, maxRetries, keys, proofs: o['proofs'] !== false });
+    const checkpointEvery = assertSafeInt(o['checkpointEvery'] === undefined ? 10_000 : o['checkpointEvery'], 'options.checkpointEvery', 0, Number.MAX_SAFE_INTEGER);
+    const log = new AuditLog(crypto, { store, writer, clock, maxRetries, keys, proofs: o['proofs'] !== false, checkpointEvery });
     if (verify === 'full') {
       const size = await store.size();
       const result = await verifyChain(crypto, store.read(0, size), { keys, tree: log.#tree });
       if (!result.ok) throw chainError(result);
       log.#tip = result.lastEntryHash;
+    } else if (log.#tree instanceof RootAccumulator && store.latestCheckpoint !== undefined) {
+      await log.#adoptCheckpoint();
     }
+    const from = log.#tree.size;
     await log.#catchUp();
+    log.#opening = { ...log.#opening, entriesRead: verify === 'full' ? log.#tree.size : log.#tree.size - from };
     return log;
+  }
+
+  /** How `open` found the stored log: entries adopted from a checkpoint, entries read, a checkpoint refused. */
+  get opening(): AuditLogOpening {
+    return this.#opening;
+  }
+
+  /**
+   * Adopts the latest stored checkpoint (§9.6) if it checks: signed by a trusted key, peaks folding to its
+   * root, its last entry in the store, signed by a trusted key and hashing to its last_entry_hash. Anything
+   * else leaves the log empty (every entry is then read and verified) and says why in `opening`.
+   * @throws AuditError `removed` when the store holds fewer entries than the checkpoint covers (a cut log)
+   */
+  async #adoptCheckpoint(): Promise<void> {
+    const crypto = this.#crypto;
+    let checkpoint;
+    try {
+      checkpoint = await this.#store.latestCheckpoint!();
+    } catch (error) {
+      this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `reading it failed: ${error instanceof Error ? error.message : String(error)}` };
+      return;
+    }
+    if (checkpoint === undefined) return;
+    const size = await this.#store.size();
+    let tree: RootAccumulator;
+    let last: AuditMessage | undefined;
+    try {
+      tree = openCheckpoint(crypto, merkleHasher(crypto), this.#keys, checkpoint);
+      if (checkpoint.treeSize > size) {
+        // Signed, so the writer stored that many: entries were removed.
+        throw new AuditError('removed', `the store holds ${size} entries, fewer than the ${checkpoint.treeSize} its signed checkpoint covers`);
+      }
+      for await (const e of this.#store.read(checkpoint.treeSize - 1, checkpoint.treeSize)) last = e;
+      if (last === undefined || last.index !== BigInt(checkpoint.treeSize - 1)) throw new AuditError('removed', `entry ${checkpoint.treeSize - 1} is not where the checkpoint says`);
+      const digest = digestEntry(crypto, last);
+      const pk = this.#keys.get(last.signerKeyId);
+      if (pk === undefined || !crypto.ed25519.verify(last.signature, digest.layout, pk)) throw new AuditError('bad_signature', `entry ${checkpoint.treeSize - 1} is not signed by a trusted key`);
+      if (!crypto.constantTimeEqual(digest.entryHash, checkpoint.lastEntryHash)) throw new AuditError('modified', `entry ${checkpoint.treeSize - 1} does not hash to the checkpoint's last_entry_hash`);
+    } catch (error) {
+      if (isAuditError(error, 'removed') && checkpoint.treeSize > size) throw error;
+      this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `the checkpoint at ${checkpoint.treeSize} entries: ${error instanceof Error ? error.message : String(error)}` };
+      return;
+    }
+    this.#tree = tree;
+    this.#tip = checkpoint.lastEntryHash.slice();
+    this.#checkpointSize = checkpoint.treeSize;
+    this.#opening = { checkpointSize: checkpoint.treeSize, entriesRead: 0 };
+  }
+
+  /** Stores a checkpoint of the current state when `every` entries passed since the last (one write at a time; failures are retried later). */
+  #maybeCheckpoint(force = false): void {
+    const tree = this.#tree;
+    if (!(tree instanceof RootAccumulator) || this.#store.saveCheckpoint === undefined || this.#checkpointWrite !== undefined || tree.size === 0) return;
+    if (this.#checkpointEvery === 0 || (!force && tree.size - this.#checkpointSize < this.#checkpointEvery) || tree.size === this.#checkpointSize) return;
+    const checkpoint = signCheckpoint(this.#crypto, this.#writer, this.#keyId, tree, this.#tip, assertIntLike(this.#clock(), 'clock()'));
+    const previous = this.#checkpointSize;
+    this.#checkpointSize = checkpoint.treeSize;
+    this.#checkpointWrite = this.#store
+      .saveCheckpoint(checkpoint)
+      .catch(() => {
+        if (this.#checkpointSize === checkpoint.treeSize) this.#checkpointSize = previous; // tried again after the next group
+      })
+      .finally(() => (this.#checkpointWrite = undefined));
   }
 
   /** Number of entries. */
@@ -278,6 +371,7 @@ export class AuditLog {
         this.#tree.append(digest.leafHash);
         this.#tip = digest.entryHash;
       }
+      this.#maybeCheckpoint();
       return signed.map((x) => x.entry);
     }
   }
@@ -361,6 +455,10 @@ export class AuditLog {
     if (this.#closed) return;
     this.#closed = true;
     await this.#queue;
+    // A restart after a graceful close reads no entry at all.
+    await this.#checkpointWrite;
+    this.#maybeCheckpoint(true);
+    await this.#checkpointWrite;
     await this.#store.close();
   }
 

@@ -9,7 +9,9 @@
 export { AuditError, isAuditError, AUDIT_ERROR_CODES } from './errors.js';
 export type { AuditErrorCode } from './errors.js';
 export { AuditLog, treeFromEntries } from './audit-log.js';
-export type { AuditLogOptions } from './audit-log.js';
+export type { AuditLogOptions, AuditLogOpening } from './audit-log.js';
+export { checkpointLayout, signCheckpoint, openCheckpoint, CHECKPOINT_DOMAIN } from './checkpoint.js';
+export type { AuditCheckpoint } from './checkpoint.js';
 export { verifyChain, chainError, BREAK_REASONS } from './verify.js';
 export type { ChainVerification, ChainSource, VerifyChainOptions, BreakReason } from './verify.js';
 export { checkInclusion, checkConsistency, inclusionProofToJson, consistencyProofToJson, proofFromJson } from './proofs.js';
@@ -52,6 +54,7 @@ export {
 export type { AuditEntryFields, UnsignedEntry } from './entry.js';
 export {
   MerkleTree,
+  RootAccumulator,
   merkleHasher,
   createTreeHasher,
   rootFromInclusionProof,

@@ -303,6 +303,30 @@ export class RootAccumulator {
     this.#count++;
   }
 
+  /**
+   * The peaks: the roots of the perfect subtrees the leaves so far form, largest first (one per set bit of
+   * `size`, from the highest). With the size they are the whole state: {@link RootAccumulator.fromPeaks}.
+   */
+  peaks(): Uint8Array[] {
+    return this.#peaks.map((p) => p.hash.slice());
+  }
+
+  /**
+   * An accumulator at `size` leaves from its {@link RootAccumulator.peaks} (a checkpoint's).
+   * @throws AuditError `malformed` when the count of peaks is not the number of set bits of `size`
+   */
+  static fromPeaks(hasher: TreeHasher, size: number, peaks: readonly Uint8Array[]): RootAccumulator {
+    assertSafeInt(size, 'size');
+    if (!Array.isArray(peaks)) malformed(`peaks must be an array of hashes, got ${describe(peaks)}`);
+    const sizes: number[] = [];
+    for (let bit = 2 ** 52; bit >= 1; bit /= 2) if (Math.floor(size / bit) % 2 === 1) sizes.push(bit);
+    if (peaks.length !== sizes.length) malformed(`a tree of ${size} leaves has ${sizes.length} peaks, not ${peaks.length}`);
+    const acc = new RootAccumulator(hasher);
+    peaks.forEach((h, i) => acc.#peaks.push({ size: sizes[i]!, hash: new Uint8Array(assertBytes(h, `peaks[${i}]`, HASH_BYTES)) }));
+    acc.#count = size;
+    return acc;
+  }
+
   /** MTH of all leaves so far: the peaks, largest first, folded from the right. */
   root(): Uint8Array {
     if (this.#peaks.length === 0) return this.#h.emptyRoot();

@@ -29,7 +29,8 @@ import type { AuditMessage } from '@parley/proto';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
-import { assertEntry, digestEntry, encodeEntry } from './entry.js';
+import { HASH_BYTES, assertEntry, digestEntry, encodeEntry } from './entry.js';
+import type { AuditCheckpoint } from './checkpoint.js';
 import { assertNotification, checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
 
 /** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535). */
@@ -156,6 +157,16 @@ export class PostgresAuditStore implements AuditStore {
            CREATE TRIGGER ${trigger}_truncate BEFORE TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
          END IF;
        END $$`,
+      // The writer's signed checkpoints (§9.6): what it adopts on open without reading the entries before them.
+      `CREATE TABLE IF NOT EXISTS ${t}_checkpoints (
+         tree_size BIGINT PRIMARY KEY CHECK (tree_size > 0),
+         root_hash BYTEA NOT NULL,
+         last_entry_hash BYTEA NOT NULL,
+         timestamp_ms BIGINT NOT NULL,
+         signer_key_id BYTEA NOT NULL,
+         peaks BYTEA NOT NULL,
+         signature BYTEA NOT NULL,
+         recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
     ];
     for (const sql of statements) {
       for (let attempt = 0; ; attempt++) {
@@ -241,6 +252,43 @@ export class PostgresAuditStore implements AuditStore {
     const size = await this.size();
     if (BigInt(size) !== first.index) throw new AuditError('conflict', `entry index ${idx} is not the next index ${size}`);
     throw new AuditError('bad_link', `entry ${idx}'s previous_hash is not the entry hash of entry ${size - 1}`);
+  }
+
+  /** Stores a checkpoint (§9.6); one for the same tree size already stored is kept. */
+  async saveCheckpoint(c: AuditCheckpoint): Promise<void> {
+    this.#check();
+    const peaks = new Uint8Array(c.peaks.length * HASH_BYTES);
+    c.peaks.forEach((p, i) => peaks.set(p, i * HASH_BYTES));
+    await this.#query(
+      `INSERT INTO ${this.table}_checkpoints (tree_size, root_hash, last_entry_hash, timestamp_ms, signer_key_id, peaks, signature)
+       VALUES ($1::bigint, $2, $3, $4::bigint, $5, $6, $7) ON CONFLICT (tree_size) DO NOTHING`,
+      [String(c.treeSize), toBuffer(c.rootHash), toBuffer(c.lastEntryHash), String(c.timestampMs), toBuffer(c.signerKeyId), toBuffer(peaks), toBuffer(c.signature)],
+      'storing a checkpoint',
+    );
+  }
+
+  /** The checkpoint with the largest tree size (unchecked: the writer checks it), or undefined. */
+  async latestCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    this.#check();
+    const rows = await this.#query(
+      `SELECT tree_size::text AS n, root_hash, last_entry_hash, timestamp_ms::text AS t, signer_key_id, peaks, signature
+         FROM ${this.table}_checkpoints ORDER BY tree_size DESC LIMIT 1`,
+      [],
+      'reading the latest checkpoint',
+    );
+    const r = rows[0] as Record<string, unknown> | undefined;
+    if (r === undefined) return undefined;
+    const peaks = toBytes(r['peaks'], 'checkpoint peaks');
+    if (peaks.length % HASH_BYTES !== 0) throw new AuditError('storage_failure', `a stored checkpoint's peaks are ${peaks.length} bytes, not a multiple of ${HASH_BYTES}`);
+    return {
+      treeSize: toCount(r['n'], 'tree_size'),
+      rootHash: toBytes(r['root_hash'], 'checkpoint root_hash'),
+      lastEntryHash: toBytes(r['last_entry_hash'], 'checkpoint last_entry_hash'),
+      timestampMs: toCount(r['t'], 'timestamp_ms'),
+      signerKeyId: toBytes(r['signer_key_id'], 'checkpoint signer_key_id'),
+      peaks: Array.from({ length: peaks.length / HASH_BYTES }, (_, i) => peaks.slice(i * HASH_BYTES, (i + 1) * HASH_BYTES)),
+      signature: toBytes(r['signature'], 'checkpoint signature'),
+    };
   }
 
   /** Sends notifications in one statement of their own (no entry: a group with none, `AuditLog.notify`). */

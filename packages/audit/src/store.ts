@@ -8,6 +8,7 @@
  * `conflict`, previous_hash ≠ the tip's entry hash → `bad_link`), and returns
  * what it holds. Signatures are the writer's and the verifier's business.
  */
+import type { AuditCheckpoint } from './checkpoint.js';
 import type { AuditMessage } from '@parley/proto';
 import { assertSafeInt } from './assert.js';
 import { AuditError } from './errors.js';
@@ -67,6 +68,18 @@ export interface AuditStore {
   readEncoded(from: number, to: number): AsyncIterable<Uint8Array>;
   /** Decoded entries, as {@link AuditStore.readEncoded}; a record that does not decode throws `malformed`. */
   read(from: number, to: number): AsyncIterable<AuditMessage>;
+  /**
+   * Optional: stores a checkpoint (§9.6) of this store's log, as given (the writer signed it). A second one for
+   * the same tree size is ignored.
+   * @throws AuditError `storage_failure`
+   */
+  saveCheckpoint?(checkpoint: AuditCheckpoint): Promise<void>;
+  /**
+   * Optional: the stored checkpoint with the largest tree size, unchecked (the writer checks it before it
+   * adopts anything: AuditLog.open); undefined when there is none.
+   * @throws AuditError `storage_failure`
+   */
+  latestCheckpoint?(): Promise<AuditCheckpoint | undefined>;
   /** Flushes and releases the store; later calls throw `storage_failure`. Idempotent. */
   close(): Promise<void>;
 }

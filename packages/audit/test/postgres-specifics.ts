@@ -125,6 +125,78 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       expect((await verifyChain(crypto, store.read(0, 120), { keys: [writerA.publicKey, writerB.publicKey] })).ok).toBe(true);
     });
 
+    it('checkpoints: a reopened log adopts the latest signed one and reads only the entries after it; same root, same tip', async () => {
+      const { client, table } = make();
+      const open = async (extra: Record<string, unknown> = {}) =>
+        AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerA, proofs: false, checkpointEvery: 5, ...extra });
+      const log = await open();
+      expect(log.opening).toEqual({ checkpointSize: 0, entriesRead: 0 });
+      for (let i = 0; i < 23; i++) await log.append(fieldsFor(i));
+      const root = log.rootHash();
+      // Taken at 5, 10, 15, 20 (one write at a time, after the group that passed the mark).
+      await new Promise((r) => setTimeout(r, 50));
+      const sizes = (await client.query(`SELECT tree_size::int AS n FROM ${table}_checkpoints ORDER BY tree_size`)).rows.map((r) => (r as { n: number }).n);
+      expect(sizes).toEqual([5, 10, 15, 20]);
+      // Not closed (a crash): the next writer adopts the checkpoint at 20 and reads entries 20..22.
+      const again = await open();
+      expect(again.opening).toEqual({ checkpointSize: 20, entriesRead: 3 });
+      expect(again.size).toBe(23);
+      expect(again.rootHash()).toEqual(root);
+      // It chains on correctly: the whole chain verifies, and its root is the one a full read computes.
+      await again.append(fieldsFor(23));
+      const full = await verifyChain(crypto, again.store.read(0, 24), { keys: writerA.publicKey });
+      expect(full.ok).toBe(true);
+      const fresh = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerA, verify: 'full' });
+      expect(fresh.rootHash()).toEqual(again.rootHash());
+      // A graceful close stores one at the end: the next open reads nothing.
+      await again.close();
+      const after = await open();
+      expect(after.opening).toEqual({ checkpointSize: 24, entriesRead: 0 });
+      expect(after.rootHash()).toEqual(fresh.rootHash());
+      await after.close();
+      await fresh.close();
+    });
+
+    it('checkpoints: one that does not check is refused (said why) and every entry is read; one beyond the store is a cut log', async () => {
+      const { client, table } = make();
+      const open = async (extra: Record<string, unknown> = {}) =>
+        AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table }), writer: writerA, proofs: false, checkpointEvery: 4, ...extra });
+      const log = await open();
+      for (let i = 0; i < 10; i++) await log.append(fieldsFor(i));
+      await log.close(); // checkpoints at 4, 8 and 10
+      const root = (await open()).rootHash();
+      const latest = `(SELECT max(tree_size) FROM ${table}_checkpoints)`;
+      // A forged signature (no key: anyone with UPDATE on the table): refused, the whole chain read instead.
+      await client.query(`UPDATE ${table}_checkpoints SET signature = set_byte(signature, 0, get_byte(signature, 0) # 1) WHERE tree_size = ${latest}`);
+      let reopened = await open();
+      expect(reopened.opening).toMatchObject({ checkpointSize: 0, entriesRead: 10 });
+      expect(reopened.opening.checkpointRefused).toMatch(/not signed by the writer key or a trusted key/);
+      expect(reopened.rootHash()).toEqual(root);
+      // Signed by a key the log does not trust: refused the same way.
+      await client.query(`DELETE FROM ${table}_checkpoints`);
+      const other = await open({ writer: writerB, trustedKeys: [writerA.publicKey] });
+      await other.close(); // writerB's checkpoint at 10 (it trusts A's entries)
+      reopened = await open();
+      expect(reopened.opening.checkpointRefused).toMatch(/not signed/);
+      expect(reopened.opening.entriesRead).toBe(10);
+      // Trusted (a rotated key): adopted.
+      reopened = await open({ trustedKeys: [writerB.publicKey] });
+      expect(reopened.opening).toEqual({ checkpointSize: 10, entriesRead: 0 });
+      // The store holds fewer entries than a signed checkpoint covers: entries were removed.
+      await client.query(`ALTER TABLE ${table} DISABLE TRIGGER USER`);
+      await client.query(`DELETE FROM ${table} WHERE idx = 9`);
+      await expect(open({ trustedKeys: [writerB.publicKey] })).rejects.toMatchObject({ code: 'removed' });
+      // Its last entry replaced: refused, and the full read names the break.
+      await client.query(`DELETE FROM ${table}_checkpoints`);
+      const { rows } = await client.query(`SELECT entry FROM ${table} WHERE idx = 8`);
+      const cp = await open({ checkpointEvery: 1 });
+      await cp.close(); // a checkpoint at 9
+      await client.query(`UPDATE ${table} SET entry = set_byte(entry, length(entry) - 1, get_byte(entry, length(entry) - 1) # 1) WHERE idx = 8`);
+      await expect(open()).rejects.toMatchObject({ code: 'bad_signature' });
+      await client.query(`UPDATE ${table} SET entry = $1 WHERE idx = 8`, [(rows[0] as { entry: Buffer }).entry]);
+      expect((await open()).opening).toEqual({ checkpointSize: 9, entriesRead: 0 });
+    });
+
     it('tampering behind the trigger is caught by the verifier: modified, reordered, removed', async () => {
       const { client, table } = make();
       const store = await openPostgresStore(crypto, client, { table });

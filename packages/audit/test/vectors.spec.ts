@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { concatBytes, fromHex, i64be, toHex, u32be, u64be, utf8 } from '@parley/crypto-core';
 import { describe, expect, it } from 'vitest';
-import { decodeEntry, encodeEntry, treeHeadFromJson, verifyTreeHead } from '../src/index.js';
+import { WriterKeys, checkpointLayout, decodeEntry, encodeEntry, merkleHasher, openCheckpoint, treeHeadFromJson, verifyTreeHead } from '../src/index.js';
 import { crypto } from './fixtures.js';
 
 interface EntryVector {
@@ -33,6 +33,7 @@ interface AuditVector {
   consistency_1_to_3: string[];
   consistency_2_to_3: string[];
   tree_head: { treeSize: number; rootHash: string; timestampMs: number; signerKeyId: string; signature: string };
+  checkpoint: { tree_size: number; root_hash: string; last_entry_hash: string; timestamp_ms: number; signer_key_id: string; peaks: string[]; signature: string };
 }
 
 const V = JSON.parse(readFileSync(new URL('./vectors/audit-v1.json', import.meta.url), 'utf8')) as AuditVector;
@@ -92,5 +93,28 @@ describe('audit v1 regression vector', () => {
     expect(crypto.ed25519.verify(fromHex(t.signature), body, fromHex(V.writer_public_key))).toBe(true);
     expect(t.rootHash).toBe(V.roots[2]);
     expect(verifyTreeHead(crypto, treeHeadFromJson(t), fromHex(V.writer_public_key))).toBe(true);
+  });
+
+  it('checkpoint (§9.6)', () => {
+    const c = V.checkpoint;
+    const [l0, l1, l2] = V.entries.map((e) => fromHex(e.leaf_hash)) as [Uint8Array, Uint8Array, Uint8Array];
+    // Three leaves: the peaks are the 2-leaf subtree's root and the third leaf, largest first; they fold to the root.
+    expect(c.peaks).toEqual([toHex(node(l0, l1)), toHex(l2)]);
+    expect(c.root_hash).toBe(V.roots[2]);
+    expect(c.last_entry_hash).toBe(V.entries[2]!.entry_hash);
+    const body = concatBytes(
+      str('parley/v1/audit-checkpoint'),
+      u64be(c.tree_size),
+      fromHex(c.root_hash),
+      fromHex(c.last_entry_hash),
+      i64be(c.timestamp_ms),
+      fromHex(c.signer_key_id),
+      u32be(c.peaks.length),
+      ...c.peaks.map((p) => fromHex(p)),
+    );
+    expect(crypto.ed25519.verify(fromHex(c.signature), body, fromHex(V.writer_public_key))).toBe(true);
+    const checkpoint = { treeSize: c.tree_size, rootHash: fromHex(c.root_hash), lastEntryHash: fromHex(c.last_entry_hash), timestampMs: c.timestamp_ms, signerKeyId: fromHex(c.signer_key_id), peaks: c.peaks.map((p) => fromHex(p)), signature: fromHex(c.signature) };
+    expect(toHex(checkpointLayout(checkpoint))).toBe(toHex(body));
+    expect(toHex(openCheckpoint(crypto, merkleHasher(crypto), WriterKeys.from(crypto, fromHex(V.writer_public_key)), checkpoint).root())).toBe(c.root_hash);
   });
 });

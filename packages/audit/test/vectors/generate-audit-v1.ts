@@ -11,6 +11,9 @@ import {
   entryHash,
   entryLayout,
   leafHash,
+  merkleHasher,
+  RootAccumulator,
+  signCheckpoint,
   treeHeadToJson,
   writerKeyId,
   type AuditStore,
@@ -43,6 +46,9 @@ const fields = [
 ];
 for (const f of fields) await log.append(f);
 const head = log.treeHead();
+const accumulator = new RootAccumulator(merkleHasher(crypto));
+for (const e of entries) accumulator.append(leafHash(crypto, e));
+const checkpoint = signCheckpoint(crypto, writer, writerKeyId(crypto, writer.publicKey), accumulator, entryHash(crypto, entries[2]!), 1_767_225_600_004);
 
 const vector = {
   source:
@@ -71,6 +77,15 @@ const vector = {
   consistency_1_to_3: log.consistencyProof(1, 3).path.map((h) => toHex(h)),
   consistency_2_to_3: log.consistencyProof(2, 3).path.map((h) => toHex(h)),
   tree_head: treeHeadToJson(head),
+  checkpoint: {
+    tree_size: checkpoint.treeSize,
+    root_hash: toHex(checkpoint.rootHash),
+    last_entry_hash: toHex(checkpoint.lastEntryHash),
+    timestamp_ms: checkpoint.timestampMs,
+    signer_key_id: toHex(checkpoint.signerKeyId),
+    peaks: checkpoint.peaks.map((p) => toHex(p)),
+    signature: toHex(checkpoint.signature),
+  },
 };
 writeFileSync(new URL('./audit-v1.json', import.meta.url), `${JSON.stringify(vector, null, 2)}\n`);
 console.log('wrote audit-v1.json');
