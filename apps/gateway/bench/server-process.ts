@@ -7,7 +7,8 @@
 // stdout: one JSON line {"ready":true,"address":…} when serving; then one JSON line per stdin command:
 //   {"op":"mem"}    → {"heapUsed":…,"rss":…}     after two full GCs (run with --expose-gc)
 //   {"op":"snapshot","path":…} → {"path":…}  a V8 heap snapshot after a full GC (BENCH_HEAP_SNAPSHOTS in case 6)
-//   {"op":"stats"}  → {"statements":…,"cpuUs":…}  SQL statements sent through pg so far, process CPU time
+//   {"op":"stats"}  → {"statements":…,"cpuUs":…,"loopUs":…}  SQL statements sent through pg so far, process CPU time
+//                    (every thread), time the main thread's event loop was busy
 //   {"op":"stop"}   → closes and exits 0
 import { createInterface } from 'node:readline';
 import { writeHeapSnapshot } from 'node:v8';
@@ -110,7 +111,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     out({ path: writeHeapSnapshot((cmd as { op: string; path?: string }).path) });
   } else if (cmd.op === 'stats') {
     const u = process.cpuUsage();
-    out({ statements, cpuUs: u.user + u.system });
+    out({ statements, cpuUs: u.user + u.system, loopUs: performance.eventLoopUtilization().active * 1000 });
   } else if (cmd.op === 'stop') {
     await close();
     out({ stopped: true });
