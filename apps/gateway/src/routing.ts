@@ -299,12 +299,17 @@ export class Router {
     let release!: () => void;
     if (previous !== undefined) sender.turn = new Promise<void>((resolve) => (release = resolve));
     let commit: () => Promise<Routed>;
+    let early: Early | undefined;
     try {
-      // Started before this item's turn: an envelope's signature check runs while earlier items are checked.
-      const early = previous === undefined ? undefined : this.#early(sender, rawItem, size);
+      // Started before this item's turn: an envelope's signature check runs while earlier items are checked. Only
+      // when every item ahead of it has been charged already (its rate is charged at arrival: charges stay in
+      // arrival order, so a later envelope never takes the token of an earlier handshake or reply).
+      early = previous === undefined || sender.uncharged !== undefined ? undefined : this.#early(sender, rawItem, size);
+      if (previous !== undefined && early === undefined) sender.uncharged = (sender.uncharged ?? 0) + 1;
       if (previous !== undefined) await previous;
       commit = await this.#check(sender, rawItem, size, where, early);
     } finally {
+      if (previous !== undefined && early === undefined && sender.uncharged !== undefined && --sender.uncharged === 0) sender.uncharged = undefined;
       release?.();
     }
     return commit();
@@ -458,7 +463,9 @@ export class Router {
         const now = ctx.links.get(to);
         if (now !== undefined && this.#delivery.writeLive(now, accepted)) return log(DeliveryStatus.DELIVERED);
         // The stream went away or filled up meanwhile: the item is accepted (and audited), so it is kept durably,
-        // like a spill (counted in the quota, never refused by it), and answered as what it now is: queued.
+        // like a spill (counted in the quota, never refused by it), and answered as what it now is: queued. Its
+        // stream has a backlog from now on, so that no later item is written live before this one's row.
+        if (now !== undefined) now.backlog = true;
         ctx.metrics.spilled.inc({ reason: 'backlog' });
         await this.#store(accepted, false, fail);
         return log(DeliveryStatus.QUEUED);
@@ -508,7 +515,10 @@ export class Router {
     }
     // Stored: quota first (reserves). The audit entry is queued now (in order) and the row is written only once the
     // entry has committed: a committed row can be read and delivered at once by any instance's drain (a NOTIFY, a
-    // reconnect), so it must not exist before its entry (§10.9, §17.7).
+    // reconnect), so it must not exist before its entry (§10.9, §17.7). A connected recipient's stream has a
+    // backlog from this moment (not from the insert): a later, smaller item that its bounds would let through
+    // must not be written live before this one (delivery in the order the gateway accepted them, §17.6).
+    if (link !== undefined) link.backlog = true;
     await quotas(true);
     const queued = entry('queued');
     return async () => {

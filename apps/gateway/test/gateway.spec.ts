@@ -14,7 +14,7 @@ import { pushDelivery, type DeliveryInit, type DeliveryWriter } from '../src/del
 import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GO_AWAY_GRACE_MS, SECURITY_LOG_RATE, peerAddress } from '../src/context.js';
 import { CONNECT_RATE } from '../src/routing.js';
-import { DAY, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
+import { DATABASE_URL, DAY, dropSchema, freshSchema, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
@@ -249,6 +249,80 @@ describe('relaying a Parley session', () => {
       for (const s of [w1!, w2!, p]) s.close();
     } finally {
       await g.close();
+    }
+  });
+
+  it('rate tokens are charged in arrival order: an envelope checked early never takes the token of a handshake ahead of it', async () => {
+    for (const verifyThreads of [1, 0]) {
+      const K = 40;
+      const g = await start({ rateLimit: { ratePerSecond: 0.001, burst: K + 1 }, verifyThreads });
+      try {
+        const planner = world.agent(`planner-order-${verifyThreads}`, { agentType: 'planner' });
+        const worker = world.agent(`worker-order-${verifyThreads}`);
+        const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+        const w = await raw(worker);
+        const p = await raw(planner);
+        for (let i = 1; i <= K; i++) p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, BigInt(i)); // tokens 1..K
+        p.send({ case: 'handshake', value: InitiatorHandshake.start(world.crypto, { identity: planner, trustBundle: world.trustBundle }, worker.agentId).frame }, BigInt(K + 1)); // token K+1
+        p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, BigInt(K + 2)); // none left
+        const answer = (id: bigint): string | undefined => {
+          for (const r of p.responses) {
+            if (r.kind.case === 'accepted' && r.kind.value.requestId === id) return DeliveryStatus[r.kind.value.status];
+            if (r.kind.case === 'rejected' && r.kind.value.requestId === id) return r.kind.value.code;
+          }
+          return undefined;
+        };
+        await waitFor(() => answer(BigInt(K + 2)) !== undefined && answer(BigInt(K + 1)) !== undefined, 5_000, 'the answers');
+        expect([answer(BigInt(K)), answer(BigInt(K + 1)), answer(BigInt(K + 2))]).toEqual(['DELIVERED', 'DELIVERED', 'rate_limited']);
+        w.close();
+        p.close();
+      } finally {
+        await g.close();
+      }
+    }
+  });
+
+  it('a large item queued for want of room is not overtaken by later, smaller items of the same sender (PostgreSQL too)', async () => {
+    for (const engine of DATABASE_URL === undefined ? ['pglite'] : ['pglite', 'postgres']) {
+      const schema = freshSchema('gw_order');
+      const g = await start({ maxInFlightBytes: 4_000, ...(engine === 'postgres' ? { database: { url: DATABASE_URL!, schema } } : {}) });
+      try {
+        const planner = world.agent(`planner-big-${engine}`, { agentType: 'planner' });
+        const worker = world.agent(`worker-big-${engine}`);
+        const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+        const w = await raw(worker);
+        const p = await raw(planner);
+        const envelope = (bytes: number): SecureMessage => {
+          const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, bytes);
+          e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
+          return e;
+        };
+        // Two of 2.5 KB (the second does not fit the 4,000 bytes the first holds), then ten small ones: all in one go.
+        const sent = [envelope(2_500), envelope(2_500), ...Array.from({ length: 10 }, () => envelope(64))];
+        sent.forEach((e, i) => p.send({ case: 'envelope', value: e }, BigInt(i + 1)));
+        const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
+        const got = (): number[] =>
+          w.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' ? [sent.findIndex((e) => key(e) === key(r.kind.value.item.value as SecureMessage)) + 1] : []));
+        const acked = new Set<bigint>();
+        await waitFor(
+          () => {
+            for (const r of w.responses) {
+              if (r.kind.case !== 'delivery' || acked.has(r.kind.value.deliveryId)) continue;
+              acked.add(r.kind.value.deliveryId);
+              w.ack(r.kind.value.deliveryId);
+            }
+            return got().length === sent.length;
+          },
+          10_000,
+          'every item',
+        );
+        expect(got()).toEqual(sent.map((_, i) => i + 1));
+        w.close();
+        p.close();
+      } finally {
+        await g.close();
+        if (engine === 'postgres') await dropSchema(schema);
+      }
     }
   });
 
