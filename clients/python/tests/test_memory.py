@@ -610,3 +610,165 @@ def test_an_unreachable_store_is_unavailable_after_the_retry_budget_and_a_closed
         return first, second
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == ("unavailable", "cancelled")
+
+
+# --- the largest answer (docs/PROTOCOL.md §18.2) ----------------------------------------------------------
+
+_OLD_RECEIVE_LIMIT = 2 * (1024 * 1024 + 40) + 65_536
+_TIME = (1 << 53) - 1
+_U32 = 0xFFFF_FFFF
+
+
+def _long_id(prefix: str, i: int = 0) -> str:
+    """A 128-byte agent id, distinct per ``i``."""
+    return f"{prefix}-{i}.".ljust(128, "z")
+
+
+def _largest_certificate(agent_id: str) -> Any:
+    """A structurally valid certificate (encode_certificate accepts it) of exactly 4096 bytes."""
+    from parley.identity import MAX_CERTIFICATE_BYTES, AgentCertificate, encode_certificate
+
+    fields: dict[str, Any] = dict(
+        version=1, agent_id=agent_id, identity_public_key=b"\x01" * 32, agent_type="t" * 64, valid_from_ms=_TIME - 1, valid_until_ms=_TIME, serial=b"\x02" * 16, issuer_key_id=b"\x03" * 16, signature=b"\x04" * 64
+    )
+    room = MAX_CERTIFICATE_BYTES - AgentCertificate(**fields).ByteSize()
+    full = room // 131  # 128-byte capabilities: tag 1, length 2
+    caps = [f"{i:02d}".ljust(128, "c") for i in range(full)]
+    caps.append("99".ljust(room - full * 131 - 2, "c"))
+    cert = AgentCertificate(**fields, capabilities=caps)
+    assert len(encode_certificate(cert)) == MAX_CERTIFICATE_BYTES
+    return cert
+
+
+def test_a_get_memory_answer_at_every_maximum_encodes_to_the_bound() -> None:
+    from parley.memory import names
+
+    def entry(change: int) -> Any:
+        return memory_pb2.MembershipEntry(
+            version=names.MAX_MEMBERSHIP_ENTRIES, previous_hash=b"\xab" * 32, change=change, member_id=_long_id("member"), access=ACCESS_ADMIN, member_public_key=b"\xab" * 32,
+            expires_at_ms=_TIME, timestamp_ms=_TIME, signer_id=_long_id("signer"), creation_nonce=b"\xab" * 16 if change == names.CHANGE_CREATE else b"", signature=b"\xab" * 64,
+        )  # fmt: skip
+
+    epoch = memory_pb2.EpochRecord(
+        epoch=_U32, key_commitment=b"\xab" * 32, back_link=b"\xab" * 72, membership_version=names.MAX_MEMBERSHIP_ENTRIES, membership_hash=b"\xab" * 32,
+        created_at_ms=_TIME, creator_id=_long_id("creator"), signature=b"\xab" * 64,
+    )  # fmt: skip
+    wrap = memory_pb2.KeyWrap(epoch=_U32, member_id=_long_id("member"), member_public_key=b"\xab" * 32, sealed_key=b"\xab" * names.MAX_SEALED_KEY_BYTES, signer_id=_long_id("signer"), signature=b"\xab" * 64)
+    res = memory_pb2.GetMemoryResponse(rotation_required=True)
+    res.memory.MergeFrom(memory_pb2.MemorySummary(
+        memory_id="mem-" + "f" * 32, owner_id=_long_id("owner"), access=ACCESS_ADMIN, created_at_ms=_TIME, expires_at_ms=_TIME,
+        membership_version=names.MAX_MEMBERSHIP_ENTRIES, current_epoch=_U32,
+    ))  # fmt: skip
+    res.entries.append(entry(names.CHANGE_CREATE))
+    res.entries.extend(entry(CHANGE_GRANT) for _ in range(names.MAX_MEMBERSHIP_ENTRIES - 1))
+    for i in range(names.MAX_MEMBERS):
+        res.members.add(member_id=_long_id("member", i), access=ACCESS_ADMIN, member_public_key=b"\xab" * 32, expires_at_ms=_TIME, certificate=_largest_certificate(_long_id("member", i)))
+    res.epochs.extend(epoch for _ in range(names.MAX_EPOCH_RECORDS))
+    res.wrap.CopyFrom(wrap)
+    u64 = (1 << 64) - 1
+    res.usage.MergeFrom(memory_pb2.MemoryUsage(bytes=u64, segments=u64, max_bytes=u64, max_segments=u64, owner_bytes=u64, owner_segments=u64, owner_max_bytes=u64, owner_max_segments=u64))
+
+    assert entry(CHANGE_GRANT).ByteSize() == names.MAX_MEMBERSHIP_ENTRY_BYTES == 421
+    assert epoch.ByteSize() == names.MAX_EPOCH_RECORD_BYTES == 357
+    assert wrap.ByteSize() == names.MAX_KEY_WRAP_BYTES == 657
+    assert res.members[0].ByteSize() == names.MAX_MEMORY_MEMBER_BYTES == 4275
+    # The same bound as the TypeScript SDK's (packages/memory/src/limits.ts), and the client admits it.
+    assert res.ByteSize() == names.MAX_GET_MEMORY_RESPONSE_BYTES == 5_781_963
+    assert names.MEMORY_MAX_RECEIVE_BYTES >= names.MAX_GET_MEMORY_RESPONSE_BYTES > _OLD_RECEIVE_LIMIT
+    # The shapes the client checks accept every item at these maxima, and nothing beyond.
+    from parley.memory.model import assert_epoch_record_shape, assert_key_wrap_shape, assert_membership_entry_shape
+
+    assert_membership_entry_shape(entry(names.CHANGE_CREATE))
+    assert_epoch_record_shape(epoch)
+    assert_key_wrap_shape(wrap)
+    too_long = memory_pb2.KeyWrap()
+    too_long.CopyFrom(wrap)
+    too_long.sealed_key = b"\xab" * (names.MAX_SEALED_KEY_BYTES + 1)
+    assert code(lambda: assert_key_wrap_shape(too_long)) == "malformed"
+
+
+def test_the_client_reads_an_answer_larger_than_the_old_receive_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in store on loopback answers GetMemory with a true answer of about 2.4 MB (256 members with
+    ~4 KB certificates, 3500 epochs, 128-byte ids): the client reads it; with the old limit it could not."""
+    import asyncio
+
+    import grpc
+
+    from parley import memory as memory_module
+    from parley.identity import encode_certificate, issue_certificate
+    from parley.memory import client as client_module
+    from parley.memory.layouts import epoch_layout
+
+    from .helpers import DAY
+
+    world = World()
+
+    def large(agent_id: str) -> LocalIdentity:
+        key = crypto.SigningKey.generate()
+        caps = [f"{i:02d}".ljust(127, "c") for i in range(29)]
+        cert = issue_certificate(
+            world.issuer, agent_id=agent_id, identity_public_key=key.public_key, agent_type="worker", capabilities=caps,
+            valid_from_ms=NOW - DAY, valid_until_ms=NOW + 30 * DAY, serial=crypto.random_bytes(16),
+        )  # fmt: skip
+        assert 3900 < len(encode_certificate(cert)) <= 4096
+        return LocalIdentity(agent_id, key, cert)
+
+    owner = large(_long_id("owner"))
+    members = [large(_long_id("member", i)) for i in range(255)]
+    memory_id, create = create_entry(owner.agent_id, owner.signing_key, now_ms=NOW)
+    log = Membership.create(create, memory_id)
+    first = new_epoch(owner.agent_id, owner.signing_key, memory_id, 1, log.head, None, NOW)
+    for m in members:
+        log.append(change_entry(owner.agent_id, owner.signing_key, log, change=CHANGE_GRANT, member_id=m.agent_id, public_key=m.signing_key.public_key, access=ACCESS_WRITE, now_ms=NOW + 1))
+    # Signed epoch records (their keys are never needed here), then a real current epoch with the owner's copy.
+    records = [first.record]
+    for e in range(2, 3500):
+        r = memory_pb2.EpochRecord(
+            epoch=e, key_commitment=crypto.random_bytes(32), back_link=crypto.random_bytes(72), membership_version=log.version, membership_hash=log.head,
+            created_at_ms=NOW + 2, creator_id=owner.agent_id,
+        )  # fmt: skip
+        r.signature = owner.signing_key.sign(epoch_layout(memory_id, r))
+        records.append(r)
+    current = new_epoch(owner.agent_id, owner.signing_key, memory_id, log.version, log.head, EpochKey(records[-1], bytearray(crypto.random_bytes(32))), NOW + 2)
+    records.append(current.record)
+    res = memory_pb2.GetMemoryResponse()
+    res.memory.MergeFrom(memory_pb2.MemorySummary(memory_id=memory_id, owner_id=owner.agent_id, access=ACCESS_ADMIN, membership_version=log.version, current_epoch=current.record.epoch))
+    res.entries.extend(log.entries)
+    for who, access in [(owner, ACCESS_ADMIN)] + [(m, ACCESS_WRITE) for m in members]:
+        res.members.add(member_id=who.agent_id, access=access, member_public_key=who.signing_key.public_key, certificate=who.certificate)
+    res.epochs.extend(records)
+    res.wrap.CopyFrom(wrap_key(owner.agent_id, owner.signing_key, memory_id, current, owner.agent_id, owner.signing_key.public_key))
+    body = res.SerializeToString()
+    assert len(body) > _OLD_RECEIVE_LIMIT
+
+    async def get_memory(request: bytes, context: Any) -> bytes:
+        return body
+
+    async def scenario() -> tuple[Any, str]:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("parley.v1.MemoryService", {"GetMemory": grpc.unary_unary_rpc_method_handler(get_memory)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            c = memory_module.MemoryClient(identity=owner, address=f"127.0.0.1:{port}", service_id="gw-test", trust_bundle=world.trust, clock=lambda: NOW + 10, retry_unavailable=0)
+            try:
+                info = await c.get(memory_id)
+            finally:
+                await c.close()
+            monkeypatch.setattr(client_module, "MEMORY_MAX_RECEIVE_BYTES", _OLD_RECEIVE_LIMIT)
+            old = memory_module.MemoryClient(identity=owner, address=f"127.0.0.1:{port}", service_id="gw-test", trust_bundle=world.trust, clock=lambda: NOW + 10, retry_unavailable=0)
+            try:
+                await old.get(memory_id)
+                refused = "ok"
+            except SharedMemoryError as error:
+                refused = error.code
+            finally:
+                await old.close()
+            return info, refused
+        finally:
+            await server.stop(None)
+
+    info, refused = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert info.current_epoch == 3500
+    assert len(info.members) == 256
+    assert refused == "too_large"

@@ -4,7 +4,7 @@
  * log; RotateEpoch starts the next epoch. A retry of an applied change is recognised by its signature.
  */
 import { bytes } from '@parley/db';
-import { verifyCertificate } from '@parley/identity';
+import { MAX_CERTIFICATE_BYTES, verifyCertificate } from '@parley/identity';
 import { ADMIN_GRANT_LIMIT, GRANT_LIMIT, assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, membershipLayout, verifyKeyWrap } from '@parley/memory';
 import {
   AgentCertificateSchema,
@@ -56,6 +56,9 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
       if (certificate === undefined) refuse('malformed', "a grant carries the member's certificate");
       const cert = verifyCertificate(c.crypto, certificate, { trustBundle: c.trustBundle, nowMs: now, revocations: c.revocations, expectedAgentId: entry.memberId });
       if (!c.crypto.constantTimeEqual(cert.identityPublicKey, entry.memberPublicKey)) refuse('identity_mismatch', "the grant is not for the key in the member's certificate");
+      // Every GetMemory answer carries it: its cap is part of the answer's bound (@parley/memory limits.ts).
+      const encodedCertificate = toBinary(AgentCertificateSchema, certificate);
+      if (encodedCertificate.length > MAX_CERTIFICATE_BYTES) refuse('malformed', `the member's certificate is ${encodedCertificate.length} bytes, more than ${MAX_CERTIFICATE_BYTES}`);
       if (req.wraps.length !== 1 || req.epoch !== undefined) refuse('malformed', "a grant carries exactly the member's copy of the current epoch key");
       const wrap = assertKeyWrapShape(req.wraps[0]);
       if (wrap.epoch !== memory.currentEpoch) refuse('conflict', `the key copy is of epoch ${wrap.epoch}, the current epoch is ${memory.currentEpoch}`);
@@ -66,7 +69,7 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
       await tx.query(
         `INSERT INTO memory_members (memory_id, member_id, access, public_key, expires_at_ms, certificate) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (memory_id, member_id) DO UPDATE SET access = EXCLUDED.access, public_key = EXCLUDED.public_key, expires_at_ms = EXCLUDED.expires_at_ms, certificate = EXCLUDED.certificate`,
-        [memory.memoryId, entry.memberId, entry.access, entry.memberPublicKey, Number(entry.expiresAtMs), toBinary(AgentCertificateSchema, certificate)],
+        [memory.memoryId, entry.memberId, entry.access, entry.memberPublicKey, Number(entry.expiresAtMs), encodedCertificate],
       );
       await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
       await tx.query('INSERT INTO memory_key_wraps (memory_id, member_id, epoch, wrap) VALUES ($1, $2, $3, $4)', [memory.memoryId, entry.memberId, wrap.epoch, toBinary(KeyWrapSchema, wrap)]);

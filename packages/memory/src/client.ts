@@ -28,8 +28,9 @@ import {
 import { createClient, type Client } from '@parley/rpc';
 import { MemoryError, fail, isMemoryError } from './errors.js';
 import { membershipEntryHash } from './layouts.js';
+import { MEMORY_MAX_RECEIVE_BYTES, MEMORY_MAX_SEND_BYTES } from './limits.js';
 import { Membership, sameWrite, verifyCurrentEpoch, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
-import { accessOf, assertAgent, assertMemoryId, assertSegmentId, levelOf, MAX_SEGMENT_CIPHERTEXT_BYTES, MAX_SEGMENT_PLAINTEXT_BYTES, type AccessLevel } from './names.js';
+import { accessOf, assertAgent, assertMemoryId, assertSegmentId, levelOf, MAX_SEGMENT_PLAINTEXT_BYTES, type AccessLevel } from './names.js';
 import { changeEntry, createEntry, followBackLink, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
 import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
 
@@ -218,8 +219,9 @@ export class MemoryClient {
       signer: memoryRequestSigner(options.crypto, options.identity, options.serviceId, this.#clock),
       defaultTimeoutMs: options.timeoutMs ?? 30_000,
       channelOptions: {
-        'grpc.max_receive_message_length': 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536,
-        'grpc.max_send_message_length': 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536,
+        // The largest valid answer is GetMemory's for a memory at every limit (limits.ts), not a segment.
+        'grpc.max_receive_message_length': MEMORY_MAX_RECEIVE_BYTES,
+        'grpc.max_send_message_length': MEMORY_MAX_SEND_BYTES,
         ...options.channelOptions,
       },
     });

@@ -18,6 +18,7 @@ import {
   CREATION_NONCE_BYTES,
   HASH_BYTES,
   MAX_MEMBERSHIP_ENTRIES,
+  MAX_SEALED_KEY_BYTES,
   MAX_SEGMENT_CIPHERTEXT_BYTES,
   PUBLIC_KEY_BYTES,
   SIGNATURE_BYTES,
@@ -87,9 +88,6 @@ export function assertEpochRecordShape(r: EpochRecord | undefined, name = 'epoch
   if (hasUnknownFields(r)) fail('malformed', `${name} carries fields v1 does not define`);
   return r;
 }
-
-/** Largest sealed key of a wrap: 48 bytes of box overhead and the longest possible plaintext. */
-const MAX_SEALED_KEY_BYTES = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32;
 
 /** @throws MemoryError `malformed` */
 export function assertKeyWrapShape(w: KeyWrap | undefined, name = 'wrap'): KeyWrap {

@@ -22,6 +22,11 @@ export const PUBLIC_KEY_BYTES = 32;
 export const SIGNATURE_BYTES = 64;
 /** Bytes of a back link: nonce (24) ‖ sealed previous key (32) ‖ tag (16). */
 export const BACK_LINK_BYTES = 72;
+/**
+ * Largest sealed key of a key copy (§18.6): 48 bytes of sealed-box overhead and the longest wrap plaintext,
+ * str("parley/v1/memory-epoch-key") 4 + 26 ‖ str(memory_id) 4 + 36 ‖ u32(epoch) 4 ‖ str(member_id) 4 + 128 ‖ key 32: 286 bytes.
+ */
+export const MAX_SEALED_KEY_BYTES = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32;
 /** Largest plaintext of one segment version: 1 MiB. */
 export const MAX_SEGMENT_PLAINTEXT_BYTES = 1024 * 1024;
 /** Largest ciphertext of one segment version: the plaintext plus nonce and tag. */

@@ -16,6 +16,8 @@ export type { RegisteredAgent, RegistryFixture, RunningRegistry, TestRegistry } 
 export { gatewayEnv, gatewayReady, startGatewayProcess } from './gateway.js';
 export type { GatewayProcessOptions, RunningGatewayProcess } from './gateway.js';
 export { rawConnect } from './raw-connect.js';
+export { loopbackCredentials, serveOnLoopback } from './loopback.js';
+export type { LoopbackServer } from './loopback.js';
 export type { RawAgent, RawStream } from './raw-connect.js';
 
 // Fixtures.

@@ -38,8 +38,9 @@ from .names import (
     CHANGE_GRANT,
     CHANGE_REVOKE,
     MAX_SAFE_INTEGER,
-    MAX_SEGMENT_CIPHERTEXT_BYTES,
     MAX_SEGMENT_PLAINTEXT_BYTES,
+    MEMORY_MAX_RECEIVE_BYTES,
+    MEMORY_MAX_SEND_BYTES,
     AccessLevel,
     access_of,
     assert_agent,
@@ -53,7 +54,6 @@ from .request_auth import sign_memory_request
 
 SERVICE: Final = "/parley.v1.MemoryService/"
 RETRYABLE: Final = frozenset({"unavailable", "deadline_exceeded"})
-_MAX_MESSAGE: Final = 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536
 #: Codes the log rules give that, in the store's answer, mean the store sent something that does not verify.
 _STORE_FAULTS: Final = frozenset({"malformed", "conflict", "permission_denied", "identity_mismatch"})
 #: Codes that mean an answer of the store did not verify: reported as security events.
@@ -573,7 +573,8 @@ class MemoryClient:
 
     def _method(self, name: str) -> Any:
         if self._channel is None:
-            options = [("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
+            # The largest valid answer is GetMemory's for a memory at every limit (names.py), not a segment.
+            options = [("grpc.max_receive_message_length", MEMORY_MAX_RECEIVE_BYTES), ("grpc.max_send_message_length", MEMORY_MAX_SEND_BYTES)]
             if self._tls is None:
                 self._channel = grpc.aio.insecure_channel(self._address, options=options)
             else:

@@ -30,6 +30,7 @@ from .names import (
     HASH_BYTES,
     MAX_MEMBERSHIP_ENTRIES,
     MAX_SAFE_INTEGER,
+    MAX_SEALED_KEY_BYTES,
     MAX_SEGMENT_CIPHERTEXT_BYTES,
     MAX_U32,
     PUBLIC_KEY_BYTES,
@@ -39,8 +40,6 @@ from .names import (
 )
 
 _XAEAD_OVERHEAD = 40
-#: Largest sealed key: 48 bytes of box overhead and the longest possible wrap plaintext.
-MAX_SEALED_KEY_BYTES = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32
 
 
 def _eq(a: bytes, b: bytes) -> bool:

@@ -9,7 +9,7 @@ import re
 from typing import Final, Literal
 
 from ..errors import SharedMemoryError
-from ..identity import is_agent_id
+from ..identity import MAX_CERTIFICATE_BYTES, is_agent_id
 
 #: ``mem-`` and 32 lowercase hex digits (16 bytes of BLAKE3, §18.4); also a valid agent id.
 MEMORY_ID_RE: Final = re.compile(r"mem-[0-9a-f]{32}")
@@ -34,6 +34,84 @@ MAX_EPOCHS: Final = 4096
 MAX_U32: Final = 0xFFFF_FFFF
 #: Times and versions are at most 2^53 − 1 (what every implementation represents exactly).
 MAX_SAFE_INTEGER: Final = (1 << 53) - 1
+#: Largest sealed key of a key copy (§18.6): 48 bytes of sealed-box overhead and the longest wrap plaintext,
+#: str("parley/v1/memory-epoch-key") ‖ str(memory_id) ‖ u32(epoch) ‖ str(member_id ≤ 128) ‖ key (32).
+MAX_SEALED_KEY_BYTES: Final = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32
+
+
+# --- the largest answer (§18.2; packages/memory/src/limits.ts) -----------------------------------------
+# Field numbers are ≤ 15 (one-byte tags); a varint field up to ``max`` is 1 + varint(max) bytes, a string,
+# bytes or message field of ``n`` bytes 1 + varint(n) + n. Times ≤ 2^53 − 1, versions ≤ 4096, epochs ≤ 2^32 − 1.
+
+
+def _varint_bytes(value: int) -> int:
+    n = 1
+    while value >= 128:
+        value >>= 7
+        n += 1
+    return n
+
+
+def _scalar(maximum: int) -> int:
+    return 1 + _varint_bytes(maximum)
+
+
+def _delimited(length: int) -> int:
+    return 1 + _varint_bytes(length) + length
+
+
+_AGENT_ID: Final = 128
+_ENUM: Final = 3
+
+#: A MembershipEntry other than the CREATE (which adds an 18-byte creation nonce field): 421 bytes.
+MAX_MEMBERSHIP_ENTRY_BYTES: Final = (
+    _scalar(MAX_MEMBERSHIP_ENTRIES)
+    + _delimited(HASH_BYTES)
+    + _scalar(_ENUM)
+    + _delimited(_AGENT_ID)
+    + _scalar(_ENUM)
+    + _delimited(PUBLIC_KEY_BYTES)
+    + 2 * _scalar(MAX_SAFE_INTEGER)
+    + _delimited(_AGENT_ID)
+    + _delimited(SIGNATURE_BYTES)
+)
+_MAX_CREATE_ENTRY_BYTES: Final = MAX_MEMBERSHIP_ENTRY_BYTES + _delimited(CREATION_NONCE_BYTES)
+#: An EpochRecord: 357 bytes.
+MAX_EPOCH_RECORD_BYTES: Final = (
+    _scalar(MAX_U32)
+    + _delimited(HASH_BYTES)
+    + _delimited(BACK_LINK_BYTES)
+    + _scalar(MAX_MEMBERSHIP_ENTRIES)
+    + _delimited(HASH_BYTES)
+    + _scalar(MAX_SAFE_INTEGER)
+    + _delimited(_AGENT_ID)
+    + _delimited(SIGNATURE_BYTES)
+)
+#: A KeyWrap: 657 bytes.
+MAX_KEY_WRAP_BYTES: Final = _scalar(MAX_U32) + 2 * _delimited(_AGENT_ID) + _delimited(PUBLIC_KEY_BYTES) + _delimited(MAX_SEALED_KEY_BYTES) + _delimited(SIGNATURE_BYTES)
+#: A MemoryMember with its certificate (at most 4096 bytes: the store refuses a larger one): 4275 bytes.
+MAX_MEMORY_MEMBER_BYTES: Final = _delimited(_AGENT_ID) + _scalar(_ENUM) + _delimited(PUBLIC_KEY_BYTES) + _scalar(MAX_SAFE_INTEGER) + _delimited(MAX_CERTIFICATE_BYTES)
+_MAX_SUMMARY_BYTES: Final = _delimited(36) + _delimited(_AGENT_ID) + _scalar(_ENUM) + 2 * _scalar(MAX_SAFE_INTEGER) + _scalar(MAX_MEMBERSHIP_ENTRIES) + _scalar(MAX_U32)
+_MAX_USAGE_BYTES: Final = 8 * (1 + 10)
+#: Epoch records a memory keeps at most (§18.5): MAX_EPOCHS, and one per log entry (a REVOKE's, a required rotation).
+MAX_EPOCH_RECORDS: Final = MAX_EPOCHS + MAX_MEMBERSHIP_ENTRIES
+#: The largest valid GetMemoryResponse, encoded: 5,781,963 bytes (summary 201; the CREATE 442 and 4095
+#: entries × 424; 256 members × 4278; 8192 epochs × 360; the key copy 660; usage 90; rotation_required 2).
+MAX_GET_MEMORY_RESPONSE_BYTES: Final = (
+    _delimited(_MAX_SUMMARY_BYTES)
+    + _delimited(_MAX_CREATE_ENTRY_BYTES)
+    + (MAX_MEMBERSHIP_ENTRIES - 1) * _delimited(MAX_MEMBERSHIP_ENTRY_BYTES)
+    + MAX_MEMBERS * _delimited(MAX_MEMORY_MEMBER_BYTES)
+    + MAX_EPOCH_RECORDS * _delimited(MAX_EPOCH_RECORD_BYTES)
+    + _delimited(MAX_KEY_WRAP_BYTES)
+    + _delimited(_MAX_USAGE_BYTES)
+    + _scalar(1)
+)
+#: A MemoryService client's receive limit: the largest answer (GetMemory's; a ReadSegment carries one
+#: ciphertext) and 64 KiB: 5,847,499 bytes.
+MEMORY_MAX_RECEIVE_BYTES: Final = max(MAX_GET_MEMORY_RESPONSE_BYTES, 2 * MAX_SEGMENT_CIPHERTEXT_BYTES) + 65_536
+#: Its send limit: the largest request is a WriteSegment (one ciphertext and its record).
+MEMORY_MAX_SEND_BYTES: Final = 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536
 
 # Wire values of proto/parley/v1/memory.proto.
 ACCESS_UNSPECIFIED: Final = 0
