@@ -422,7 +422,7 @@ function countBatches(store: AuditStore, onBatch: (n: number) => void): AuditSto
         }),
     ...(store.notify === undefined ? {} : { notify: store.notify.bind(store) }),
     ...(store.saveCheckpoint === undefined ? {} : { saveCheckpoint: store.saveCheckpoint.bind(store) }),
-    ...(store.latestCheckpoint === undefined ? {} : { latestCheckpoint: store.latestCheckpoint.bind(store) }),
+    ...(store.checkpoints === undefined ? {} : { checkpoints: store.checkpoints.bind(store) }),
     size: () => store.size(),
     read: (from: number, to: number) => store.read(from, to),
     readEncoded: (from: number, to: number) => store.readEncoded(from, to),

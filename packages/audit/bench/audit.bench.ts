@@ -177,7 +177,7 @@ rmSync(scratch, { recursive: true, force: true });
     };
     const everyEntry = async (): Promise<number> => {
       const store = await openPostgresStore(crypto, client, { table, migrate: false });
-      const blind = Object.assign(Object.create(store) as AuditStore, { latestCheckpoint: undefined, size: () => store.size(), read: (a: number, b: number) => store.read(a, b), readEncoded: (a: number, b: number) => store.readEncoded(a, b) });
+      const blind = Object.assign(Object.create(store) as AuditStore, { checkpoints: undefined, size: () => store.size(), read: (a: number, b: number) => store.read(a, b), readEncoded: (a: number, b: number) => store.readEncoded(a, b) });
       const t0 = performance.now();
       const l = await AuditLog.open(crypto, { store: blind, writer, proofs: false, checkpointEvery: 0 });
       if (l.size !== R + 1 || l.opening.entriesRead !== R + 1) throw new Error('bench: the full reopen did not read every entry');

@@ -11,16 +11,18 @@
  * `trustedKeys`): chaining onto an entry commits to its bytes.
  */
 import type { AuditMessage } from '@parley/proto';
-import type { Ed25519KeyPair, ParleyCrypto } from '@parley/crypto-core';
+import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, isAuditError } from './errors.js';
 import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
 import { MerkleTree, RootAccumulator, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import { assertNotification, type AuditNotification, type AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
-import { openCheckpoint, signCheckpoint } from './checkpoint.js';
+import { openCheckpoint, signCheckpoint, type AuditCheckpoint } from './checkpoint.js';
 import { chainError, verifyChain } from './verify.js';
 
+/** Most stored checkpoints `open` tries, newest first, before it reads every entry instead. */
+export const MAX_CHECKPOINTS_TRIED = 16;
 /** Most entries one group write stores (the PostgreSQL store's `appendMany` limit). */
 export const MAX_GROUP = 256;
 /** Most notifications waiting to be sent with the log's writes ({@link AuditLog.notify}). */
@@ -106,6 +108,7 @@ export class AuditLog {
   readonly #writer: Ed25519KeyPair;
   readonly #keys: WriterKeys;
   readonly #keyId: Uint8Array;
+  readonly #keyIdHex: string;
   readonly #clock: () => number;
   readonly #maxRetries: number;
   #tree: MerkleTree | RootAccumulator;
@@ -115,6 +118,10 @@ export class AuditLog {
   #checkpointSize = 0;
   /** A checkpoint being stored (one at a time). */
   #checkpointWrite: Promise<void> | undefined;
+  /** Entry hash of entry 0 (undefined: no entry yet, or not known after a `verify: 'full'` open). */
+  #first: Uint8Array | undefined;
+  /** Key ids that signed the entries so far, by hex (undefined: not known after a `verify: 'full'` open: no checkpoints). */
+  #signers: Map<string, Uint8Array> | undefined = new Map();
   #opening: AuditLogOpening = { checkpointSize: 0, entriesRead: 0 };
   #queue: Promise<unknown> = Promise.resolve();
   /** Appends waiting for the next group write, in call order. */
@@ -130,6 +137,7 @@ export class AuditLog {
     this.#writer = options.writer;
     this.#keys = options.keys;
     this.#keyId = writerKeyId(crypto, options.writer.publicKey);
+    this.#keyIdHex = toHex(this.#keyId);
     this.#clock = options.clock;
     this.#maxRetries = options.maxRetries;
     this.#tree = options.proofs ? new MerkleTree(merkleHasher(crypto)) : new RootAccumulator(merkleHasher(crypto));
@@ -169,7 +177,8 @@ export class AuditLog {
       const result = await verifyChain(crypto, store.read(0, size), { keys, tree: log.#tree });
       if (!result.ok) throw chainError(result);
       log.#tip = result.lastEntryHash;
-    } else if (log.#tree instanceof RootAccumulator && store.latestCheckpoint !== undefined) {
+      log.#signers = undefined; // which keys signed is not known: this log stores no checkpoint
+    } else if (log.#tree instanceof RootAccumulator && store.checkpoints !== undefined) {
       await log.#adoptCheckpoint();
     }
     const from = log.#tree.size;
@@ -184,60 +193,83 @@ export class AuditLog {
   }
 
   /**
-   * Adopts the latest stored checkpoint (§9.6) if it checks: signed by a trusted key, peaks folding to its
-   * root, its last entry in the store, signed by a trusted key and hashing to its last_entry_hash. Anything
-   * else leaves the log empty (every entry is then read and verified) and says why in `opening`.
-   * @throws AuditError `removed` when the store holds fewer entries than the checkpoint covers (a cut log)
+   * Adopts the latest stored checkpoint (§9.6) that checks — of the {@link MAX_CHECKPOINTS_TRIED} latest, newest
+   * first: signed by a trusted key, naming only trusted keys as its entries' signers, peaks folding to its root, a
+   * checkpoint of this log (entry 0 hashes to its first_entry_hash), and its last entry in the store hashing to its
+   * last_entry_hash. If none does, the log stays empty (every entry is then read and verified) and `opening` says
+   * why.
+   * @throws AuditError `removed` when a checkpoint that checks covers more entries than the store holds (a cut log)
    */
   async #adoptCheckpoint(): Promise<void> {
     const crypto = this.#crypto;
-    let checkpoint;
+    let list: AuditCheckpoint[];
     try {
-      checkpoint = await this.#store.latestCheckpoint!();
+      list = await this.#store.checkpoints!(MAX_CHECKPOINTS_TRIED);
     } catch (error) {
-      this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `reading it failed: ${error instanceof Error ? error.message : String(error)}` };
+      this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `reading them failed: ${error instanceof Error ? error.message : String(error)}` };
       return;
     }
-    if (checkpoint === undefined) return;
+    if (list.length === 0) return;
     const size = await this.#store.size();
-    let tree: RootAccumulator;
-    let last: AuditMessage | undefined;
-    try {
-      tree = openCheckpoint(crypto, merkleHasher(crypto), this.#keys, checkpoint);
-      if (checkpoint.treeSize > size) {
-        // Signed, so the writer stored that many: entries were removed.
-        throw new AuditError('removed', `the store holds ${size} entries, fewer than the ${checkpoint.treeSize} its signed checkpoint covers`);
+    const reasons: string[] = [];
+    let first: Uint8Array | undefined;
+    for (const checkpoint of list) {
+      try {
+        const tree = openCheckpoint(crypto, merkleHasher(crypto), this.#keys, checkpoint);
+        if (size === 0) throw new AuditError('removed', 'the store holds no entry');
+        first ??= await this.#entryHashAt(0);
+        if (!crypto.constantTimeEqual(first, checkpoint.firstEntryHash)) throw new AuditError('malformed', 'it is not a checkpoint of this log (its first entry differs)');
+        if (checkpoint.treeSize > size) {
+          // Signed, of this log, so its writer stored that many: entries were removed.
+          throw Object.assign(new AuditError('removed', `the store holds ${size} entries, fewer than the ${checkpoint.treeSize} a signed checkpoint of this log covers`), { fatal: true });
+        }
+        let last: AuditMessage | undefined;
+        for await (const e of this.#store.read(checkpoint.treeSize - 1, checkpoint.treeSize)) last = e;
+        if (last === undefined || last.index !== BigInt(checkpoint.treeSize - 1)) throw new AuditError('removed', `entry ${checkpoint.treeSize - 1} is not where the checkpoint says`);
+        const digest = digestEntry(crypto, last);
+        const pk = this.#keys.get(last.signerKeyId);
+        if (pk === undefined || !crypto.ed25519.verify(last.signature, digest.layout, pk)) throw new AuditError('bad_signature', `entry ${checkpoint.treeSize - 1} is not signed by a trusted key`);
+        if (!crypto.constantTimeEqual(digest.entryHash, checkpoint.lastEntryHash)) throw new AuditError('modified', `entry ${checkpoint.treeSize - 1} does not hash to the checkpoint's last_entry_hash`);
+        this.#tree = tree;
+        this.#tip = checkpoint.lastEntryHash.slice();
+        this.#first = checkpoint.firstEntryHash.slice();
+        this.#signers = new Map(checkpoint.entrySigners.map((k) => [toHex(k), k.slice()]));
+        this.#checkpointSize = checkpoint.treeSize;
+        this.#opening = {
+          checkpointSize: checkpoint.treeSize,
+          entriesRead: 0,
+          ...(reasons.length === 0 ? {} : { checkpointRefused: `${reasons.length} newer checkpoint(s) refused: ${reasons[0]}` }),
+        };
+        return;
+      } catch (error) {
+        if ((error as { fatal?: boolean }).fatal === true) throw error;
+        reasons.push(`the checkpoint at ${checkpoint.treeSize} entries: ${error instanceof Error ? error.message : String(error)}`);
       }
-      for await (const e of this.#store.read(checkpoint.treeSize - 1, checkpoint.treeSize)) last = e;
-      if (last === undefined || last.index !== BigInt(checkpoint.treeSize - 1)) throw new AuditError('removed', `entry ${checkpoint.treeSize - 1} is not where the checkpoint says`);
-      const digest = digestEntry(crypto, last);
-      const pk = this.#keys.get(last.signerKeyId);
-      if (pk === undefined || !crypto.ed25519.verify(last.signature, digest.layout, pk)) throw new AuditError('bad_signature', `entry ${checkpoint.treeSize - 1} is not signed by a trusted key`);
-      if (!crypto.constantTimeEqual(digest.entryHash, checkpoint.lastEntryHash)) throw new AuditError('modified', `entry ${checkpoint.treeSize - 1} does not hash to the checkpoint's last_entry_hash`);
-    } catch (error) {
-      if (isAuditError(error, 'removed') && checkpoint.treeSize > size) throw error;
-      this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `the checkpoint at ${checkpoint.treeSize} entries: ${error instanceof Error ? error.message : String(error)}` };
-      return;
     }
-    this.#tree = tree;
-    this.#tip = checkpoint.lastEntryHash.slice();
-    this.#checkpointSize = checkpoint.treeSize;
-    this.#opening = { checkpointSize: checkpoint.treeSize, entriesRead: 0 };
+    this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: reasons.length === 1 ? reasons[0]! : `${reasons.length} checkpoints refused, the latest: ${reasons[0]}` };
   }
 
-  /** Stores a checkpoint of the current state when `every` entries passed since the last (one write at a time; failures are retried later). */
+  /** The entry hash of stored entry `index` (its bytes as stored: compared with a signed hash, not trusted on their own). */
+  async #entryHashAt(index: number): Promise<Uint8Array> {
+    for await (const e of this.#store.read(index, index + 1)) {
+      if (e.index !== BigInt(index)) break;
+      return digestEntry(this.#crypto, e).entryHash;
+    }
+    throw new AuditError('removed', `entry ${index} is missing from the store`);
+  }
+
+  /** Stores a checkpoint of the current state once `every` entries passed since the last (one write at a time; a failed one is tried again `every` entries later, or at close). */
   #maybeCheckpoint(force = false): void {
     const tree = this.#tree;
-    if (!(tree instanceof RootAccumulator) || this.#store.saveCheckpoint === undefined || this.#checkpointWrite !== undefined || tree.size === 0) return;
-    if (this.#checkpointEvery === 0 || (!force && tree.size - this.#checkpointSize < this.#checkpointEvery) || tree.size === this.#checkpointSize) return;
-    const checkpoint = signCheckpoint(this.#crypto, this.#writer, this.#keyId, tree, this.#tip, assertIntLike(this.#clock(), 'clock()'));
-    const previous = this.#checkpointSize;
+    const signers = this.#signers;
+    const first = this.#first;
+    if (!(tree instanceof RootAccumulator) || this.#store.saveCheckpoint === undefined || this.#checkpointWrite !== undefined || signers === undefined || first === undefined) return;
+    if (tree.size === 0 || this.#checkpointEvery === 0 || tree.size === this.#checkpointSize || (!force && tree.size - this.#checkpointSize < this.#checkpointEvery)) return;
+    const checkpoint = signCheckpoint(this.#crypto, this.#writer, this.#keyId, { tree, firstEntryHash: first, lastEntryHash: this.#tip, entrySigners: signers.values() }, assertIntLike(this.#clock(), 'clock()'));
     this.#checkpointSize = checkpoint.treeSize;
     this.#checkpointWrite = this.#store
       .saveCheckpoint(checkpoint)
-      .catch(() => {
-        if (this.#checkpointSize === checkpoint.treeSize) this.#checkpointSize = previous; // tried again after the next group
-      })
+      .catch(() => undefined) // the next one, `every` entries on (or at close), covers these entries too
       .finally(() => (this.#checkpointWrite = undefined));
   }
 
@@ -367,10 +399,12 @@ export class AuditLog {
         }
         throw cause;
       }
+      if (this.#tree.size === 0) this.#first = signed[0]!.digest.entryHash;
       for (const { digest } of signed) {
         this.#tree.append(digest.leafHash);
         this.#tip = digest.entryHash;
       }
+      if (this.#signers !== undefined && !this.#signers.has(this.#keyIdHex)) this.#signers.set(this.#keyIdHex, this.#keyId);
       this.#maybeCheckpoint();
       return signed.map((x) => x.entry);
     }
@@ -487,6 +521,11 @@ export class AuditLog {
       }
       if (!this.#crypto.constantTimeEqual(entry.previousHash, this.#tip)) {
         throw new AuditError('bad_link', `stored entry ${expected} does not link to entry ${expected - 1} (run verifyChain to classify)`);
+      }
+      if (expected === 0) this.#first = digest.entryHash;
+      if (this.#signers !== undefined) {
+        const id = toHex(entry.signerKeyId);
+        if (!this.#signers.has(id)) this.#signers.set(id, entry.signerKeyId.slice());
       }
       this.#tree.append(digest.leafHash);
       this.#tip = digest.entryHash;

@@ -8,10 +8,10 @@
 // For users: write, verify, prove
 export { AuditError, isAuditError, AUDIT_ERROR_CODES } from './errors.js';
 export type { AuditErrorCode } from './errors.js';
-export { AuditLog, treeFromEntries } from './audit-log.js';
+export { AuditLog, treeFromEntries, MAX_CHECKPOINTS_TRIED } from './audit-log.js';
 export type { AuditLogOptions, AuditLogOpening } from './audit-log.js';
-export { checkpointLayout, signCheckpoint, openCheckpoint, CHECKPOINT_DOMAIN } from './checkpoint.js';
-export type { AuditCheckpoint } from './checkpoint.js';
+export { checkpointLayout, signCheckpoint, openCheckpoint, CHECKPOINT_DOMAIN, MAX_CHECKPOINT_SIGNERS } from './checkpoint.js';
+export type { AuditCheckpoint, CheckpointState } from './checkpoint.js';
 export { verifyChain, chainError, BREAK_REASONS } from './verify.js';
 export type { ChainVerification, ChainSource, VerifyChainOptions, BreakReason } from './verify.js';
 export { checkInclusion, checkConsistency, inclusionProofToJson, consistencyProofToJson, proofFromJson } from './proofs.js';

@@ -29,7 +29,7 @@ import type { AuditMessage } from '@parley/proto';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
-import { HASH_BYTES, assertEntry, digestEntry, encodeEntry } from './entry.js';
+import { HASH_BYTES, KEY_ID_BYTES, assertEntry, digestEntry, encodeEntry } from './entry.js';
 import type { AuditCheckpoint } from './checkpoint.js';
 import { assertNotification, checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
 
@@ -56,7 +56,9 @@ export interface PostgresStoreOptions {
   readonly pageSize?: number;
 }
 
-const TABLE_RE = /^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
+// The name part at most 51 characters: `<name>_checkpoints` must stay within PostgreSQL's 63 (longer names are
+// cut to 63, and that one would then be the table itself).
+const TABLE_RE = /^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,50}$/;
 
 /** SQLSTATEs that mean "someone else created it first" during a concurrent migration. */
 const MIGRATION_RACE = new Set(['23505', '42P07', '42710', 'XX000']);
@@ -100,7 +102,7 @@ export async function openPostgresStore(crypto: ParleyCrypto, client: SqlClient,
   }
   const o = assertObject(options, 'options');
   const table = o['table'] === undefined ? 'parley_audit' : o['table'];
-  if (typeof table !== 'string' || !TABLE_RE.test(table)) malformed('options.table must be [schema.]name of [a-z0-9_], starting with [a-z_]');
+  if (typeof table !== 'string' || !TABLE_RE.test(table)) malformed('options.table must be [schema.]name of [a-z0-9_], starting with [a-z_], the name at most 51 characters');
   const migrate = o['migrate'] === undefined ? true : o['migrate'];
   if (typeof migrate !== 'boolean') malformed(`options.migrate must be a boolean, got ${describe(migrate)}`);
   const pageSize = assertSafeInt(o['pageSize'] === undefined ? 1000 : o['pageSize'], 'options.pageSize', 1, 100_000);
@@ -158,15 +160,26 @@ export class PostgresAuditStore implements AuditStore {
          END IF;
        END $$`,
       // The writer's signed checkpoints (§9.6): what it adopts on open without reading the entries before them.
+      // Append-only too (the same function; trigger names are per table).
       `CREATE TABLE IF NOT EXISTS ${t}_checkpoints (
          tree_size BIGINT PRIMARY KEY CHECK (tree_size > 0),
+         first_entry_hash BYTEA NOT NULL,
          root_hash BYTEA NOT NULL,
          last_entry_hash BYTEA NOT NULL,
          timestamp_ms BIGINT NOT NULL,
          signer_key_id BYTEA NOT NULL,
+         entry_signers BYTEA NOT NULL,
          peaks BYTEA NOT NULL,
          signature BYTEA NOT NULL,
          recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
+      `DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'parley_append_only' AND tgrelid = '${t}_checkpoints'::regclass) THEN
+           CREATE TRIGGER parley_append_only BEFORE UPDATE OR DELETE ON ${t}_checkpoints FOR EACH ROW EXECUTE FUNCTION ${fn}();
+         END IF;
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'parley_append_only_truncate' AND tgrelid = '${t}_checkpoints'::regclass) THEN
+           CREATE TRIGGER parley_append_only_truncate BEFORE TRUNCATE ON ${t}_checkpoints FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();
+         END IF;
+       END $$`,
     ];
     for (const sql of statements) {
       for (let attempt = 0; ; attempt++) {
@@ -257,38 +270,63 @@ export class PostgresAuditStore implements AuditStore {
   /** Stores a checkpoint (§9.6); one for the same tree size already stored is kept. */
   async saveCheckpoint(c: AuditCheckpoint): Promise<void> {
     this.#check();
-    const peaks = new Uint8Array(c.peaks.length * HASH_BYTES);
-    c.peaks.forEach((p, i) => peaks.set(p, i * HASH_BYTES));
     await this.#query(
-      `INSERT INTO ${this.table}_checkpoints (tree_size, root_hash, last_entry_hash, timestamp_ms, signer_key_id, peaks, signature)
-       VALUES ($1::bigint, $2, $3, $4::bigint, $5, $6, $7) ON CONFLICT (tree_size) DO NOTHING`,
-      [String(c.treeSize), toBuffer(c.rootHash), toBuffer(c.lastEntryHash), String(c.timestampMs), toBuffer(c.signerKeyId), toBuffer(peaks), toBuffer(c.signature)],
+      `INSERT INTO ${this.table}_checkpoints (tree_size, first_entry_hash, root_hash, last_entry_hash, timestamp_ms, signer_key_id, entry_signers, peaks, signature)
+       VALUES ($1::bigint, $2, $3, $4, $5::bigint, $6, $7, $8, $9) ON CONFLICT (tree_size) DO NOTHING`,
+      [
+        String(c.treeSize),
+        toBuffer(c.firstEntryHash),
+        toBuffer(c.rootHash),
+        toBuffer(c.lastEntryHash),
+        String(c.timestampMs),
+        toBuffer(c.signerKeyId),
+        Buffer.concat(c.entrySigners.map(toBuffer)),
+        Buffer.concat(c.peaks.map(toBuffer)),
+        toBuffer(c.signature),
+      ],
       'storing a checkpoint',
     );
   }
 
-  /** The checkpoint with the largest tree size (unchecked: the writer checks it), or undefined. */
-  async latestCheckpoint(): Promise<AuditCheckpoint | undefined> {
+  /**
+   * The stored checkpoints, largest tree size first, at most `limit` (unchecked: the writer checks them); none when
+   * the checkpoint table does not exist (a table migrated before checkpoints, opened with `migrate: false`).
+   */
+  async checkpoints(limit: number): Promise<AuditCheckpoint[]> {
     this.#check();
-    const rows = await this.#query(
-      `SELECT tree_size::text AS n, root_hash, last_entry_hash, timestamp_ms::text AS t, signer_key_id, peaks, signature
-         FROM ${this.table}_checkpoints ORDER BY tree_size DESC LIMIT 1`,
-      [],
-      'reading the latest checkpoint',
-    );
-    const r = rows[0] as Record<string, unknown> | undefined;
-    if (r === undefined) return undefined;
-    const peaks = toBytes(r['peaks'], 'checkpoint peaks');
-    if (peaks.length % HASH_BYTES !== 0) throw new AuditError('storage_failure', `a stored checkpoint's peaks are ${peaks.length} bytes, not a multiple of ${HASH_BYTES}`);
-    return {
-      treeSize: toCount(r['n'], 'tree_size'),
-      rootHash: toBytes(r['root_hash'], 'checkpoint root_hash'),
-      lastEntryHash: toBytes(r['last_entry_hash'], 'checkpoint last_entry_hash'),
-      timestampMs: toCount(r['t'], 'timestamp_ms'),
-      signerKeyId: toBytes(r['signer_key_id'], 'checkpoint signer_key_id'),
-      peaks: Array.from({ length: peaks.length / HASH_BYTES }, (_, i) => peaks.slice(i * HASH_BYTES, (i + 1) * HASH_BYTES)),
-      signature: toBytes(r['signature'], 'checkpoint signature'),
-    };
+    assertSafeInt(limit, 'limit', 1, 1000);
+    let rows: unknown[];
+    try {
+      rows = (
+        await this.#client.query(
+          `SELECT tree_size::text AS n, first_entry_hash, root_hash, last_entry_hash, timestamp_ms::text AS t, signer_key_id, entry_signers, peaks, signature
+             FROM ${this.table}_checkpoints ORDER BY tree_size DESC LIMIT $1`,
+          [limit],
+        )
+      ).rows;
+    } catch (cause) {
+      if (sqlState(cause) === '42P01') return [];
+      throw storageFailure(`reading checkpoints from ${this.table}`, cause);
+    }
+    return rows.map((row) => {
+      const r = row as Record<string, unknown>;
+      const split = (column: string, size: number): Uint8Array[] => {
+        const all = toBytes(r[column], `checkpoint ${column}`);
+        if (all.length % size !== 0) throw new AuditError('storage_failure', `a stored checkpoint's ${column} is ${all.length} bytes, not a multiple of ${size}`);
+        return Array.from({ length: all.length / size }, (_, i) => all.slice(i * size, (i + 1) * size));
+      };
+      return {
+        treeSize: toCount(r['n'], 'tree_size'),
+        firstEntryHash: toBytes(r['first_entry_hash'], 'checkpoint first_entry_hash'),
+        rootHash: toBytes(r['root_hash'], 'checkpoint root_hash'),
+        lastEntryHash: toBytes(r['last_entry_hash'], 'checkpoint last_entry_hash'),
+        timestampMs: toCount(r['t'], 'timestamp_ms'),
+        signerKeyId: toBytes(r['signer_key_id'], 'checkpoint signer_key_id'),
+        entrySigners: split('entry_signers', KEY_ID_BYTES),
+        peaks: split('peaks', HASH_BYTES),
+        signature: toBytes(r['signature'], 'checkpoint signature'),
+      };
+    });
   }
 
   /** Sends notifications in one statement of their own (no entry: a group with none, `AuditLog.notify`). */

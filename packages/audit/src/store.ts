@@ -75,11 +75,11 @@ export interface AuditStore {
    */
   saveCheckpoint?(checkpoint: AuditCheckpoint): Promise<void>;
   /**
-   * Optional: the stored checkpoint with the largest tree size, unchecked (the writer checks it before it
-   * adopts anything: AuditLog.open); undefined when there is none.
+   * Optional: the stored checkpoints, largest tree size first, at most `limit`, unchecked (the writer checks each
+   * before it adopts anything: AuditLog.open); none when there are none.
    * @throws AuditError `storage_failure`
    */
-  latestCheckpoint?(): Promise<AuditCheckpoint | undefined>;
+  checkpoints?(limit: number): Promise<AuditCheckpoint[]>;
   /** Flushes and releases the store; later calls throw `storage_failure`. Idempotent. */
   close(): Promise<void>;
 }

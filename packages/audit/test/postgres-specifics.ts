@@ -165,36 +165,95 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       for (let i = 0; i < 10; i++) await log.append(fieldsFor(i));
       await log.close(); // checkpoints at 4, 8 and 10
       const root = (await open()).rootHash();
+      // The checkpoints are append-only too.
+      await expect(client.query(`DELETE FROM ${table}_checkpoints`)).rejects.toThrow(/append-only/);
+      await client.query(`ALTER TABLE ${table}_checkpoints DISABLE TRIGGER USER`);
+      // A forged signature (no key: anyone with UPDATE on the table): refused; the next one back (at 8) is adopted.
       const latest = `(SELECT max(tree_size) FROM ${table}_checkpoints)`;
-      // A forged signature (no key: anyone with UPDATE on the table): refused, the whole chain read instead.
       await client.query(`UPDATE ${table}_checkpoints SET signature = set_byte(signature, 0, get_byte(signature, 0) # 1) WHERE tree_size = ${latest}`);
       let reopened = await open();
-      expect(reopened.opening).toMatchObject({ checkpointSize: 0, entriesRead: 10 });
-      expect(reopened.opening.checkpointRefused).toMatch(/not signed by the writer key or a trusted key/);
+      expect(reopened.opening).toMatchObject({ checkpointSize: 8, entriesRead: 2 });
+      expect(reopened.opening.checkpointRefused).toMatch(/1 newer checkpoint\(s\) refused: the checkpoint at 10 entries: .*not signed by the writer key or a trusted key/);
       expect(reopened.rootHash()).toEqual(root);
-      // Signed by a key the log does not trust: refused the same way.
+      // Rows of junk with huge tree sizes (INSERT, no key) hide nothing: the walk skips them.
+      for (let i = 0; i < 3; i++) {
+        await client.query(
+          `INSERT INTO ${table}_checkpoints (tree_size, first_entry_hash, root_hash, last_entry_hash, timestamp_ms, signer_key_id, entry_signers, peaks, signature)
+           VALUES ($1, '\\x00', '\\x00', '\\x00', 0, '\\x00', '\\x', '\\x', '\\x00')`,
+          [String(9_000_000_000_000 + i)],
+        );
+      }
+      expect((await open()).opening).toMatchObject({ checkpointSize: 8, entriesRead: 2 });
+      // Signed by a key the log does not trust: refused the same way; trusted (a rotated key), adopted.
       await client.query(`DELETE FROM ${table}_checkpoints`);
       const other = await open({ writer: writerB, trustedKeys: [writerA.publicKey] });
       await other.close(); // writerB's checkpoint at 10 (it trusts A's entries)
       reopened = await open();
+      expect(reopened.opening).toMatchObject({ checkpointSize: 0, entriesRead: 10 });
       expect(reopened.opening.checkpointRefused).toMatch(/not signed/);
-      expect(reopened.opening.entriesRead).toBe(10);
-      // Trusted (a rotated key): adopted.
       reopened = await open({ trustedKeys: [writerB.publicKey] });
       expect(reopened.opening).toEqual({ checkpointSize: 10, entriesRead: 0 });
-      // The store holds fewer entries than a signed checkpoint covers: entries were removed.
+      // The store holds fewer entries than a signed checkpoint of this log covers: entries were removed.
       await client.query(`ALTER TABLE ${table} DISABLE TRIGGER USER`);
+      const { rows: tail } = await client.query(`SELECT idx, entry, entry_hash FROM ${table} WHERE idx = 9`);
       await client.query(`DELETE FROM ${table} WHERE idx = 9`);
       await expect(open({ trustedKeys: [writerB.publicKey] })).rejects.toMatchObject({ code: 'removed' });
-      // Its last entry replaced: refused, and the full read names the break.
-      await client.query(`DELETE FROM ${table}_checkpoints`);
-      const { rows } = await client.query(`SELECT entry FROM ${table} WHERE idx = 8`);
-      const cp = await open({ checkpointEvery: 1 });
-      await cp.close(); // a checkpoint at 9
-      await client.query(`UPDATE ${table} SET entry = set_byte(entry, length(entry) - 1, get_byte(entry, length(entry) - 1) # 1) WHERE idx = 8`);
-      await expect(open()).rejects.toMatchObject({ code: 'bad_signature' });
-      await client.query(`UPDATE ${table} SET entry = $1 WHERE idx = 8`, [(rows[0] as { entry: Buffer }).entry]);
-      expect((await open()).opening).toEqual({ checkpointSize: 9, entriesRead: 0 });
+      const t = tail[0] as { idx: string; entry: Buffer; entry_hash: Buffer };
+      await client.query(`INSERT INTO ${table} (idx, entry, entry_hash) VALUES ($1, $2, $3)`, [t.idx, t.entry, t.entry_hash]);
+      // Its last entry replaced: the checkpoint is refused, and the full read names the break.
+      const { rows } = await client.query(`SELECT entry FROM ${table} WHERE idx = 9`);
+      await client.query(`UPDATE ${table} SET entry = set_byte(entry, length(entry) - 1, get_byte(entry, length(entry) - 1) # 1) WHERE idx = 9`);
+      await expect(open({ trustedKeys: [writerB.publicKey] })).rejects.toMatchObject({ code: 'bad_signature' });
+      await client.query(`UPDATE ${table} SET entry = $1 WHERE idx = 9`, [(rows[0] as { entry: Buffer }).entry]);
+      expect((await open({ trustedKeys: [writerB.publicKey] })).opening).toEqual({ checkpointSize: 10, entriesRead: 0 });
+    });
+
+    it('checkpoints are bound to their log and to the keys trusted now; a store without the table works without them', async () => {
+      const { client, table } = make();
+      const open = async (t: string, extra: Record<string, unknown> = {}) =>
+        AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table: t }), writer: writerA, proofs: false, checkpointEvery: 5, ...extra });
+      // Another log under the same key: its (valid, larger) checkpoint copied into this log's table is refused, not fatal.
+      const other = await open(`${table}_o`);
+      for (let i = 0; i < 30; i++) await other.append(fieldsFor(i));
+      await other.close();
+      const mine = await open(table);
+      for (let i = 0; i < 12; i++) await mine.append(fieldsFor(100 + i));
+      await mine.close();
+      await client.query(`INSERT INTO ${table}_checkpoints SELECT * FROM ${table}_o_checkpoints ORDER BY tree_size DESC LIMIT 1`);
+      const reopened = await open(table);
+      expect(reopened.opening).toMatchObject({ checkpointSize: 12, entriesRead: 0 });
+      expect(reopened.opening.checkpointRefused).toMatch(/not a checkpoint of this log/);
+      await reopened.close();
+      // Entries signed by B, then a checkpoint by A covering them: once B is no longer trusted, A reads everything (and refuses B's entries).
+      const t = `${table}_k`;
+      const a = await open(t, { trustedKeys: [writerB.publicKey] });
+      for (let i = 0; i < 3; i++) await a.append(fieldsFor(i));
+      await a.close();
+      const b = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table: t }), writer: writerB, trustedKeys: [writerA.publicKey], proofs: false, checkpointEvery: 0 });
+      for (let i = 3; i < 6; i++) await b.append(fieldsFor(i));
+      await b.close();
+      const a2 = await open(t, { trustedKeys: [writerB.publicKey] });
+      expect(a2.opening.checkpointSize).toBe(3);
+      for (let i = 6; i < 9; i++) await a2.append(fieldsFor(i));
+      await a2.close(); // A's checkpoint at 9 names A and B as signers
+      expect((await open(t, { trustedKeys: [writerB.publicKey] })).opening).toEqual({ checkpointSize: 9, entriesRead: 0 });
+      await expect(open(t)).rejects.toMatchObject({ code: 'bad_signature' });
+      // A table from before checkpoints, opened without migrating: no checkpoint read or refused, saves tried only every 5 entries.
+      const old = `${table}_old`;
+      await (await openPostgresStore(crypto, client, { table: old })).close();
+      await client.query(`DROP TABLE ${old}_checkpoints`);
+      const store = await openPostgresStore(crypto, client, { table: old, migrate: false });
+      let saves = 0;
+      const save = store.saveCheckpoint.bind(store);
+      store.saveCheckpoint = (c) => (saves++, save(c));
+      const log = await AuditLog.open(crypto, { store, writer: writerA, proofs: false, checkpointEvery: 5 });
+      expect(log.opening).toEqual({ checkpointSize: 0, entriesRead: 0 });
+      for (let i = 0; i < 25; i++) await log.append(fieldsFor(i));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(saves).toBe(5);
+      await log.close();
+      // A table name whose `_checkpoints` table would pass PostgreSQL's 63 characters is refused up front.
+      await expect(openPostgresStore(crypto, client, { table: `a${'b'.repeat(51)}` })).rejects.toMatchObject({ code: 'malformed' });
     });
 
     it('tampering behind the trigger is caught by the verifier: modified, reordered, removed', async () => {

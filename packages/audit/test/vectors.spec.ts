@@ -33,7 +33,7 @@ interface AuditVector {
   consistency_1_to_3: string[];
   consistency_2_to_3: string[];
   tree_head: { treeSize: number; rootHash: string; timestampMs: number; signerKeyId: string; signature: string };
-  checkpoint: { tree_size: number; root_hash: string; last_entry_hash: string; timestamp_ms: number; signer_key_id: string; peaks: string[]; signature: string };
+  checkpoint: { tree_size: number; first_entry_hash: string; root_hash: string; last_entry_hash: string; timestamp_ms: number; signer_key_id: string; entry_signers: string[]; peaks: string[]; signature: string };
 }
 
 const V = JSON.parse(readFileSync(new URL('./vectors/audit-v1.json', import.meta.url), 'utf8')) as AuditVector;
@@ -102,18 +102,33 @@ describe('audit v1 regression vector', () => {
     expect(c.peaks).toEqual([toHex(node(l0, l1)), toHex(l2)]);
     expect(c.root_hash).toBe(V.roots[2]);
     expect(c.last_entry_hash).toBe(V.entries[2]!.entry_hash);
+    expect(c.first_entry_hash).toBe(V.entries[0]!.entry_hash);
+    expect(c.entry_signers).toEqual([V.writer_key_id]);
     const body = concatBytes(
       str('parley/v1/audit-checkpoint'),
       u64be(c.tree_size),
+      fromHex(c.first_entry_hash),
       fromHex(c.root_hash),
       fromHex(c.last_entry_hash),
       i64be(c.timestamp_ms),
       fromHex(c.signer_key_id),
+      u32be(c.entry_signers.length),
+      ...c.entry_signers.map((k) => fromHex(k)),
       u32be(c.peaks.length),
       ...c.peaks.map((p) => fromHex(p)),
     );
     expect(crypto.ed25519.verify(fromHex(c.signature), body, fromHex(V.writer_public_key))).toBe(true);
-    const checkpoint = { treeSize: c.tree_size, rootHash: fromHex(c.root_hash), lastEntryHash: fromHex(c.last_entry_hash), timestampMs: c.timestamp_ms, signerKeyId: fromHex(c.signer_key_id), peaks: c.peaks.map((p) => fromHex(p)), signature: fromHex(c.signature) };
+    const checkpoint = {
+      treeSize: c.tree_size,
+      firstEntryHash: fromHex(c.first_entry_hash),
+      rootHash: fromHex(c.root_hash),
+      lastEntryHash: fromHex(c.last_entry_hash),
+      timestampMs: c.timestamp_ms,
+      signerKeyId: fromHex(c.signer_key_id),
+      entrySigners: c.entry_signers.map((k) => fromHex(k)),
+      peaks: c.peaks.map((p) => fromHex(p)),
+      signature: fromHex(c.signature),
+    };
     expect(toHex(checkpointLayout(checkpoint))).toBe(toHex(body));
     expect(toHex(openCheckpoint(crypto, merkleHasher(crypto), WriterKeys.from(crypto, fromHex(V.writer_public_key)), checkpoint).root())).toBe(c.root_hash);
   });

@@ -97,6 +97,19 @@ describe('createVerifyPool', () => {
     expect(await Promise.all(all.map((x) => pool.verify(x.signature, x.message, x.publicKey)))).toEqual(expected);
   });
 
+  it('replacements are bounded per window, not for life: once the window has room, a worker is started again', async () => {
+    const errors: Error[] = [];
+    const pool = track(createVerifyPool(native, { threads: 1, addon: '/nonexistent/sodium-native.node', restartWindowMs: 3_000, onWorkerError: (e) => errors.push(e) }));
+    const [x] = cases(native, 1);
+    await pool.verify(x!.signature, x!.message, x!.publicKey);
+    for (let i = 0; i < 200 && pool.threads > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(errors.length).toBe(1 + VERIFY_POOL_MAX_RESTARTS);
+    await new Promise((r) => setTimeout(r, 3_100));
+    await expect(pool.verify(x!.signature, x!.message, x!.publicKey)).resolves.toBe(true);
+    for (let i = 0; i < 200 && errors.length === 1 + VERIFY_POOL_MAX_RESTARTS; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(errors.length).toBeGreaterThan(1 + VERIFY_POOL_MAX_RESTARTS); // tried again (and failed again: the addon is still missing)
+  });
+
   it('close: what waits is answered, later calls are verified on the event loop', async () => {
     const pool = createVerifyPool(native, { threads: 1 });
     const all = cases(native, 20);
@@ -113,5 +126,6 @@ describe('createVerifyPool', () => {
     expect(() => createVerifyPool(native, { threads: 1.5 })).toThrow(RangeError);
     expect(() => createVerifyPool(native, { threads: 65 })).toThrow(RangeError);
     expect(() => createVerifyPool(native, { maxPending: 0 })).toThrow(RangeError);
+    expect(() => createVerifyPool(native, { restartWindowMs: 0 })).toThrow(RangeError);
   });
 });

@@ -9,7 +9,8 @@
  * (one message each way, packed into one transferred buffer), to the worker
  * with the fewest outstanding; the workers start at the first verification. Nothing is lost when a worker fails: its batches
  * are verified on the event loop, and a new worker takes its place (at most
- * {@link MAX_RESTARTS} times; after that the pool verifies on the event loop).
+ * {@link MAX_RESTARTS} within `restartWindowMs`; beyond that the pool verifies on the event loop until the
+ * window has room again).
  * Bounded: at most `maxPending` verifications wait for workers; more are verified
  * on the event loop at once (back-pressure instead of a growing queue).
  *
@@ -29,6 +30,8 @@ export interface VerifyPoolOptions {
   readonly maxPending?: number;
   /** Told when a worker fails (its work is verified on the event loop; never secret data). */
   readonly onWorkerError?: (error: Error) => void;
+  /** The window {@link MAX_RESTARTS} counts failures in, ms. Default 600 000 (10 min). */
+  readonly restartWindowMs?: number;
   /** @internal The addon file the workers load (default: the resolved `sodium-native`); the tests give one that fails. */
   readonly addon?: string;
 }
@@ -50,7 +53,7 @@ export interface VerifyPool {
 
 /** Most workers a pool starts. */
 const MAX_THREADS = 64;
-/** Times failed workers are replaced before the pool stays on the event loop. */
+/** Failed workers replaced within {@link VerifyPoolOptions.restartWindowMs}; beyond that the pool verifies on the event loop until the window has room again. */
 export const MAX_RESTARTS = 8;
 /** Most verifications in one batch (a batch is one message each way). */
 const MAX_BATCH = 256;
@@ -109,6 +112,8 @@ export function createVerifyPool(crypto: ParleyCrypto, options: VerifyPoolOption
   if (!Number.isSafeInteger(requested) || requested < 0 || requested > MAX_THREADS) throw new RangeError(`threads must be an integer in 0..${MAX_THREADS}`);
   const maxPending = options.maxPending ?? 65_536;
   if (!Number.isSafeInteger(maxPending) || maxPending < 1) throw new RangeError('maxPending must be a positive integer');
+  const restartWindowMs = options.restartWindowMs ?? 600_000;
+  if (!Number.isSafeInteger(restartWindowMs) || restartWindowMs < 1) throw new RangeError('restartWindowMs must be a positive integer');
   let addon: string | undefined;
   if (requested > 0 && crypto.backends.ed25519 === 'libsodium-native') {
     try {
@@ -131,7 +136,16 @@ export function createVerifyPool(crypto: ParleyCrypto, options: VerifyPoolOption
   let pending = 0;
   let scheduled = false;
   let nextId = 0;
-  let restarts = 0;
+  /** When workers were replaced, within the window. */
+  let restarts: number[] = [];
+  /** Whether the window has room for one more replacement (and records it). */
+  const mayRestart = (): boolean => {
+    const now = Date.now();
+    restarts = restarts.filter((t) => now - t < restartWindowMs);
+    if (restarts.length >= MAX_RESTARTS) return false;
+    restarts.push(now);
+    return true;
+  };
   let closed = false;
 
   const start = (): Slot => {
@@ -159,10 +173,7 @@ export function createVerifyPool(crypto: ParleyCrypto, options: VerifyPoolOption
       if (!closed) {
         options.onWorkerError?.(error);
         void worker.terminate();
-        if (restarts < MAX_RESTARTS) {
-          restarts++;
-          slots.push(start());
-        }
+        if (mayRestart()) slots.push(start());
       }
     };
     worker.on('error', fail);
@@ -227,6 +238,8 @@ export function createVerifyPool(crypto: ParleyCrypto, options: VerifyPoolOption
       ) {
         return Promise.resolve(false);
       }
+      // Workers lost beyond the window's replacements: one more once the window has room again.
+      if (!closed && started && slots.length < requested && mayRestart()) slots.push(start());
       if (closed || (started && slots.length === 0) || pending >= maxPending) return Promise.resolve(crypto.ed25519.verify(signature, message, publicKey));
       return new Promise<boolean>((resolve) => {
         // Copied into the batch when it is sent, at the end of this turn.

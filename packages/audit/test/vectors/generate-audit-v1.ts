@@ -48,7 +48,13 @@ for (const f of fields) await log.append(f);
 const head = log.treeHead();
 const accumulator = new RootAccumulator(merkleHasher(crypto));
 for (const e of entries) accumulator.append(leafHash(crypto, e));
-const checkpoint = signCheckpoint(crypto, writer, writerKeyId(crypto, writer.publicKey), accumulator, entryHash(crypto, entries[2]!), 1_767_225_600_004);
+const checkpoint = signCheckpoint(
+  crypto,
+  writer,
+  writerKeyId(crypto, writer.publicKey),
+  { tree: accumulator, firstEntryHash: entryHash(crypto, entries[0]!), lastEntryHash: entryHash(crypto, entries[2]!), entrySigners: [writerKeyId(crypto, writer.publicKey)] },
+  1_767_225_600_004,
+);
 
 const vector = {
   source:
@@ -79,10 +85,12 @@ const vector = {
   tree_head: treeHeadToJson(head),
   checkpoint: {
     tree_size: checkpoint.treeSize,
+    first_entry_hash: toHex(checkpoint.firstEntryHash),
     root_hash: toHex(checkpoint.rootHash),
     last_entry_hash: toHex(checkpoint.lastEntryHash),
     timestamp_ms: checkpoint.timestampMs,
     signer_key_id: toHex(checkpoint.signerKeyId),
+    entry_signers: checkpoint.entrySigners.map((k) => toHex(k)),
     peaks: checkpoint.peaks.map((p) => toHex(p)),
     signature: toHex(checkpoint.signature),
   },
