@@ -109,7 +109,7 @@ export interface Sender {
   /** A stream's items are checked in order (Link.turn); a unary Send has none. */
   turn?: Promise<void>;
   /** Items waiting for their turn whose rate is charged at it (not at arrival); undefined when none. */
-  uncharged?: number;
+  uncharged?: number | undefined;
 }
 
 /** Who a security event is about: ids and addresses only. */

@@ -133,6 +133,29 @@ describe('delivery frames around stored bytes', () => {
     expect(Buffer.from(frame).equals(Buffer.from(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, { kind: { case: 'deliveries', value: { items: many } } }))))).toBe(true);
   });
 
+  it('are those bytes too at every varint boundary: ids, times (a negative one: ten bytes), lengths of 0..2^21 + 1, batches of 1..130', () => {
+    const ids = [0n, 1n, 127n, 128n, 16_383n, 16_384n, 2n ** 35n - 1n, 2n ** 35n, 2n ** 63n, 2n ** 64n - 1n];
+    const times = [0n, 1n, 127n, 128n, 1_767_225_600_000n, -1n, -(2n ** 63n)];
+    const lengths = [0, 1, 126, 127, 128, 16_381, 16_383, 16_384, 2 ** 21 - 3, 2 ** 21 + 1];
+    let n = 0;
+    for (const length of lengths) {
+      const item: RelayItem = { case: 'envelope', value: create(SecureMessageSchema, { encryptedPayload: new Uint8Array(length).fill(length % 251) }) };
+      const encoded = encodeItem(item);
+      for (const id of ids) {
+        const at = times[n++ % times.length]!;
+        const message = create(DeliverySchema, { deliveryId: id, acceptedAtMs: at, item });
+        const ours = encodeDelivery(id, at, encoded);
+        expect(Buffer.from(ours).equals(Buffer.from(toBinary(DeliverySchema, message))), `id ${id}, at ${at}, length ${length}`).toBe(true);
+        expect(Buffer.from(deliveryFrame(ours)).equals(Buffer.from(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, { kind: { case: 'delivery', value: message } }))))).toBe(true);
+      }
+    }
+    for (const count of [1, 2, 127, 128, 130]) {
+      const many = Array.from({ length: count }, (_, i) => create(DeliverySchema, { deliveryId: BigInt(i + 1), acceptedAtMs: 7n, item: { case: 'envelope', value: create(SecureMessageSchema, { encryptedPayload: new Uint8Array((i * 37) % 300) }) } }));
+      const frame = deliveriesFrame(many.map((d) => toBinary(DeliverySchema, d)));
+      expect(Buffer.from(frame).equals(Buffer.from(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, { kind: { case: 'deliveries', value: { items: many } } }))))).toBe(true);
+    }
+  });
+
   it('are told apart from other frames', () => {
     expect(deliveryOfFrame(toBinary(ConnectResponseSchema, create(ConnectResponseSchema, accepted(1))))).toBeUndefined();
     expect(deliveryOfFrame(deliveriesFrame([new Uint8Array([8, 1])]))).toBeUndefined();

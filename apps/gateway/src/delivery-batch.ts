@@ -11,7 +11,7 @@
  * stream first send what is waiting, so frames keep the order they were written in. A batch is bounded in
  * items and in bytes; an item above the byte bound goes alone.
  */
-import { BinaryReader, BinaryWriter, ConnectResponseSchema, DeliveriesSchema, DeliverySchema, WireType, create, toBinary } from '@parley/proto';
+import { BinaryReader, ConnectResponseSchema, DeliveriesSchema, DeliverySchema, WireType, create, toBinary } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit } from './context.js';
 import type { DeliveryInit } from './delivery.js';
@@ -29,28 +29,90 @@ const FIELD = {
   sessionReject: DeliverySchema.field['sessionReject']!.number,
 } as const;
 
+/** Bytes of the varint encoding of `v` (a non-negative bigint below 2^64). */
+function varintSize(v: bigint): number {
+  let n = 1;
+  for (let x = v >> 7n; x > 0n; x >>= 7n) n++;
+  return n;
+}
+
+/** Bytes of the varint encoding of a length (a non-negative safe integer). */
+function lengthSize(v: number): number {
+  let n = 1;
+  for (let x = Math.floor(v / 128); x > 0; x = Math.floor(x / 128)) n++;
+  return n;
+}
+
+/** Writes the varint of `v` at `at`; returns the position after it. */
+function putVarint(out: Uint8Array, at: number, v: bigint): number {
+  while (v >= 0x80n) {
+    out[at++] = Number(v & 0x7fn) | 0x80;
+    v >>= 7n;
+  }
+  out[at++] = Number(v);
+  return at;
+}
+
+/** Writes a length varint at `at`; returns the position after it. */
+function putLength(out: Uint8Array, at: number, v: number): number {
+  while (v >= 0x80) {
+    out[at++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[at++] = v;
+  return at;
+}
+
+/** The key (tag) of a field: field number and wire type, as a varint (every field here is below 2^28). */
+const key = (field: number, wireType: WireType): bigint => BigInt((field << 3) | wireType);
+
 /**
  * A Delivery message (the bytes of one `Delivery`) around an item's stored encoding, fields in number
- * order as protobuf-es writes them.
+ * order as protobuf-es writes them: one allocation of the exact size and one copy of the item.
  */
 export function encodeDelivery(deliveryId: bigint, acceptedAtMs: bigint, item: EncodedItem): Uint8Array {
-  const w = new BinaryWriter();
-  if (deliveryId !== 0n) w.tag(FIELD.deliveryId, WireType.Varint).uint64(deliveryId);
-  if (acceptedAtMs !== 0n) w.tag(FIELD.acceptedAtMs, WireType.Varint).int64(acceptedAtMs);
-  w.tag(FIELD[item.kind], WireType.LengthDelimited).bytes(item.bytes);
-  return w.finish();
+  // int64 as protobuf writes it: a negative value is its two's complement, 10 bytes.
+  const accepted = acceptedAtMs < 0n ? BigInt.asUintN(64, acceptedAtMs) : acceptedAtMs;
+  const k1 = key(FIELD.deliveryId, WireType.Varint);
+  const k2 = key(FIELD.acceptedAtMs, WireType.Varint);
+  const k3 = key(FIELD[item.kind], WireType.LengthDelimited);
+  const size =
+    (deliveryId !== 0n ? varintSize(k1) + varintSize(deliveryId) : 0) +
+    (accepted !== 0n ? varintSize(k2) + varintSize(accepted) : 0) +
+    varintSize(k3) +
+    lengthSize(item.bytes.length) +
+    item.bytes.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  if (deliveryId !== 0n) at = putVarint(out, putVarint(out, at, k1), deliveryId);
+  if (accepted !== 0n) at = putVarint(out, putVarint(out, at, k2), accepted);
+  at = putLength(out, putVarint(out, at, k3), item.bytes.length);
+  out.set(item.bytes, at);
+  return out;
 }
 
 /** A `delivery` ConnectResponse frame around an encoded Delivery. */
 export function deliveryFrame(delivery: Uint8Array): Uint8Array {
-  return new BinaryWriter().tag(FIELD.delivery, WireType.LengthDelimited).bytes(delivery).finish();
+  const k = key(FIELD.delivery, WireType.LengthDelimited);
+  const out = new Uint8Array(varintSize(k) + lengthSize(delivery.length) + delivery.length);
+  out.set(delivery, putLength(out, putVarint(out, 0, k), delivery.length));
+  return out;
 }
 
-/** A `deliveries` ConnectResponse frame of encoded Deliveries. */
+/** A `deliveries` ConnectResponse frame of encoded Deliveries: one allocation of the exact size, one copy of each. */
 export function deliveriesFrame(deliveries: readonly Uint8Array[]): Uint8Array {
-  const w = new BinaryWriter().tag(FIELD.deliveries, WireType.LengthDelimited).fork();
-  for (const d of deliveries) w.tag(FIELD.items, WireType.LengthDelimited).bytes(d);
-  return w.join().finish();
+  const kItem = key(FIELD.items, WireType.LengthDelimited);
+  const kOuter = key(FIELD.deliveries, WireType.LengthDelimited);
+  let inner = 0;
+  for (const d of deliveries) inner += varintSize(kItem) + lengthSize(d.length) + d.length;
+  const out = new Uint8Array(varintSize(kOuter) + lengthSize(inner) + inner);
+  let at = putLength(out, putVarint(out, 0, kOuter), inner);
+  for (const d of deliveries) {
+    at = putLength(out, putVarint(out, at, kItem), d.length);
+    out.set(d, at);
+    at += d.length;
+  }
+  return out;
 }
 
 /** The encoded Delivery in a `delivery` frame; undefined for any other frame. */
@@ -122,6 +184,12 @@ export class BatchingSink implements ResponseSink<ConnectResponseInit> {
       this.flush();
       return this.#sink.pushEncoded(frame);
     }
+    return this.#add(delivery, delivery.length);
+  }
+
+  /** An encoded Delivery (not a frame: {@link encodeDelivery}'s bytes) waits for the turn's batch like any other. */
+  pushDeliveryBytes(delivery: Uint8Array): boolean {
+    if (this.#sink.closed) return false;
     return this.#add(delivery, delivery.length);
   }
 

@@ -19,7 +19,7 @@ import { linkSubject } from './authentication.js';
 import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
 import type { RelayItem } from '@parley/protocol';
-import { deliveryFrame, encodeDelivery } from './delivery-batch.js';
+import { BatchingSink, deliveryFrame, encodeDelivery } from './delivery-batch.js';
 import type { EncodedItem, MailboxItem, NewMailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
@@ -37,8 +37,11 @@ export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'deliver
 export type DeliveryWriter = (stream: ResponseSink<ConnectResponseInit>, delivery: DeliveryInit, encoded: Uint8Array | undefined) => boolean;
 
 /** Writes the Delivery as it is: its encoding when there is one, else the message. */
-export const pushDelivery: DeliveryWriter = (stream, delivery, encoded) =>
-  encoded === undefined ? stream.push({ kind: { case: 'delivery', value: delivery } }) : stream.pushEncoded(deliveryFrame(encoded));
+export const pushDelivery: DeliveryWriter = (stream, delivery, encoded) => {
+  if (encoded === undefined) return stream.push({ kind: { case: 'delivery', value: delivery } });
+  // A batching stream takes the Delivery's bytes as they are (no frame to wrap them in and take apart again).
+  return stream instanceof BatchingSink ? stream.pushDeliveryBytes(encoded) : stream.pushEncoded(deliveryFrame(encoded));
+};
 
 /** Default bound of deliveries written to one stream and not acked yet. */
 export const DEFAULT_MAX_IN_FLIGHT = 256;

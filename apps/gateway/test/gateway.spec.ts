@@ -302,7 +302,11 @@ describe('relaying a Parley session', () => {
         sent.forEach((e, i) => p.send({ case: 'envelope', value: e }, BigInt(i + 1)));
         const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
         const got = (): number[] =>
-          w.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' ? [sent.findIndex((e) => key(e) === key(r.kind.value.item.value as SecureMessage)) + 1] : []));
+          w.responses.flatMap((r) => {
+            if (r.kind.case !== 'delivery' || r.kind.value.item.case !== 'envelope') return [];
+            const k = key(r.kind.value.item.value);
+            return [sent.findIndex((e) => key(e) === k) + 1];
+          });
         const acked = new Set<bigint>();
         await waitFor(
           () => {
