@@ -145,6 +145,7 @@ if (url !== undefined && url !== '') {
   } finally {
     for (const t of [table, `${table}_g`]) {
       await pool.query(`DROP TABLE IF EXISTS ${t}`);
+      await pool.query(`DROP TABLE IF EXISTS ${t}_checkpoints`);
       await pool.query(`DROP FUNCTION IF EXISTS ${t}_append_only()`);
     }
     await pool.end();

@@ -206,7 +206,7 @@ describe('parley-audit CLI', () => {
       expect((await cli('prove', '5', '--log', url!, '--table', table, '--key', keyPath)).code).toBe(0);
       expect((await cli('verify', url!, '--table', 'no_such_table', '--public-key', publicKey)).code).toBe(3);
     } finally {
-      await client.query(`DROP TABLE IF EXISTS ${table}; DROP FUNCTION IF EXISTS ${table}_append_only()`);
+      await client.query(`DROP TABLE IF EXISTS ${table}; DROP TABLE IF EXISTS ${table}_checkpoints; DROP FUNCTION IF EXISTS ${table}_append_only()`);
       await client.end();
     }
   });
