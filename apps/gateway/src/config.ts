@@ -49,7 +49,7 @@ export interface GatewayConfig {
   /** `false`: no metrics listener. */
   readonly metrics: false | HostPort;
   readonly verifySignatures: boolean;
-  /** Signature-check worker threads; absent: the gateway's default (one per core but one, 1..4). */
+  /** Signature-check worker threads; absent: the gateway's default (none below 4 cores, else one per core but two, at most 4). */
   readonly verifyThreads?: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
   readonly shutdownGraceMs: number;
@@ -95,7 +95,7 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'audit_trusted_keys', env: 'PARLEY_GATEWAY_AUDIT_TRUSTED_KEYS', kind: 'list', help: 'other writers\' audit public keys (hex; env: comma-separated)' },
   { key: 'metrics_listen', env: 'PARLEY_GATEWAY_METRICS_LISTEN', kind: 'string', def: '127.0.0.1:9464', help: 'Prometheus /metrics address, or "off"' },
   { key: 'verify_signatures', env: 'PARLEY_GATEWAY_VERIFY_SIGNATURES', kind: 'bool', def: 'true', help: 'verify envelope signatures before relaying (receipts: their addressee verifies them)' },
-  { key: 'verify_threads', env: 'PARLEY_GATEWAY_VERIFY_THREADS', kind: 'int', help: 'worker threads checking envelope signatures off the event loop, 0..64; 0: on it (default: one per core but one, 1..4)' },
+  { key: 'verify_threads', env: 'PARLEY_GATEWAY_VERIFY_THREADS', kind: 'int', help: 'worker threads checking envelope signatures off the event loop, 0..64; 0: on it (default: none below 4 cores, else one per core but two, at most 4)' },
   { key: 'log_level', env: 'PARLEY_GATEWAY_LOG_LEVEL', kind: 'string', def: 'info', help: 'trace, debug, info, warn, error' },
   { key: 'shutdown_grace_ms', env: 'PARLEY_GATEWAY_SHUTDOWN_GRACE_MS', kind: 'int', def: '5000', help: 'how long shutdown waits for calls to drain' },
   { key: 'memory', env: 'PARLEY_GATEWAY_MEMORY', kind: 'bool', def: 'true', help: 'serve parley.v1.MemoryService: end-to-end encrypted shared memory (PROTOCOL §18)' },
