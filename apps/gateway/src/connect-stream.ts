@@ -76,6 +76,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
   lastDeliveryId = 0n;
   inflight: Map<bigint, InFlight> | undefined = undefined;
   inflightBytes = 0;
+  storing = 0;
   rows: Set<bigint> | undefined = undefined;
   backlog = true;
   cursor = 0n;

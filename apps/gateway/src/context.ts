@@ -77,6 +77,8 @@ export interface Link {
   rows: Set<bigint> | undefined;
   /** The mailbox may hold items for this agent that were not written to this stream yet. */
   backlog: boolean;
+  /** Items for this agent being stored (queued at their check, row not yet inserted): the backlog stays while any is. */
+  storing: number;
   /**
    * Highest mailbox row id the backlog drain has read (0n: read from the start). The drain reads pages
    * after it, so a page costs the same at the end of a long backlog as at its start (rows acked and

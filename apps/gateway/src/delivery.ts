@@ -182,7 +182,8 @@ export class Delivery {
             this.#write(link, storedToAccepted(stored), stored.deliveryId, key);
           }
           if (page.length < want && !link.dirty && !link.rescan) {
-            link.backlog = false;
+            // An item queued at its check whose row is not inserted yet keeps the backlog (its insert drains again).
+            if (link.storing === 0) link.backlog = false;
             return;
           }
         }

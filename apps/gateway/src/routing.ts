@@ -300,16 +300,26 @@ export class Router {
     if (previous !== undefined) sender.turn = new Promise<void>((resolve) => (release = resolve));
     let commit: () => Promise<Routed>;
     let early: Early | undefined;
+    /** This item counts in `sender.uncharged` until its rate is charged (step 4), or it fails before. */
+    let counted = false;
+    const charged = (): void => {
+      if (!counted) return;
+      counted = false;
+      if (sender.uncharged !== undefined && --sender.uncharged === 0) sender.uncharged = undefined;
+    };
     try {
       // Started before this item's turn: an envelope's signature check runs while earlier items are checked. Only
       // when every item ahead of it has been charged already (its rate is charged at arrival: charges stay in
       // arrival order, so a later envelope never takes the token of an earlier handshake or reply).
       early = previous === undefined || sender.uncharged !== undefined ? undefined : this.#early(sender, rawItem, size);
-      if (previous !== undefined && early === undefined) sender.uncharged = (sender.uncharged ?? 0) + 1;
+      if (previous !== undefined && early === undefined) {
+        sender.uncharged = (sender.uncharged ?? 0) + 1;
+        counted = true;
+      }
       if (previous !== undefined) await previous;
-      commit = await this.#check(sender, rawItem, size, where, early);
+      commit = await this.#check(sender, rawItem, size, where, early, charged);
     } finally {
-      if (previous !== undefined && early === undefined && sender.uncharged !== undefined && --sender.uncharged === 0) sender.uncharged = undefined;
+      charged();
       release?.();
     }
     return commit();
@@ -340,7 +350,14 @@ export class Router {
   }
 
   /** Steps 1–6 and the start of step 7 (queued in order); returns the rest of step 7. */
-  async #check(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource, early?: Early): Promise<() => Promise<Routed>> {
+  async #check(
+    sender: Sender,
+    rawItem: Outbound['item'] | SendRequest['item'],
+    size: number,
+    where: RouteSource,
+    early?: Early,
+    charged?: () => void,
+  ): Promise<() => Promise<Routed>> {
     const ctx = this.#ctx;
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
@@ -384,9 +401,12 @@ export class Router {
     const isReply = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
     const answers = isReply && this.#answersRelayed(item);
     if (!answers) {
-      if (early !== undefined ? !early.charged : !this.#limiter.take(agent) || !this.#bytes.take(agent, size)) return fail('rate_limited', 'rate limit exceeded');
+      const taken = early !== undefined ? early.charged : this.#limiter.take(agent) && this.#bytes.take(agent, size);
+      charged?.(); // charged (or refused) in arrival order: the envelopes behind it may start early again
+      if (!taken) return fail('rate_limited', 'rate limit exceeded');
       if (item.case === 'handshake' && item.value.step === 1 && !this.#handshakes.take(`${agent}\n${to}`)) return fail('rate_limited', 'too many handshakes with this agent');
     }
+    charged?.();
     // An unsolicited reply is refused before anything is written (a cheap refusal, not audited: no amplification).
     if (isReply && !answers) return fail('policy_denied', `${item.case === 'handshake' ? 'step 2' : item.case} answers nothing relayed the other way`);
     // An envelope's signed bytes are encoded once: its message hash and the signature check of step 6 share them.
@@ -465,9 +485,16 @@ export class Router {
         // The stream went away or filled up meanwhile: the item is accepted (and audited), so it is kept durably,
         // like a spill (counted in the quota, never refused by it), and answered as what it now is: queued. Its
         // stream has a backlog from now on, so that no later item is written live before this one's row.
-        if (now !== undefined) now.backlog = true;
+        if (now !== undefined) {
+          now.backlog = true;
+          now.storing++;
+        }
         ctx.metrics.spilled.inc({ reason: 'backlog' });
-        await this.#store(accepted, false, fail);
+        try {
+          await this.#store(accepted, false, fail);
+        } finally {
+          if (now !== undefined) now.storing--;
+        }
         return log(DeliveryStatus.QUEUED);
       };
     }
@@ -518,15 +545,33 @@ export class Router {
     // reconnect), so it must not exist before its entry (§10.9, §17.7). A connected recipient's stream has a
     // backlog from this moment (not from the insert): a later, smaller item that its bounds would let through
     // must not be written live before this one (delivery in the order the gateway accepted them, §17.6).
-    if (link !== undefined) link.backlog = true;
-    await quotas(true);
+    // Until its row is inserted (or the item refused), no drain clears that backlog (Link.storing).
+    let storing = link;
+    const stored = (): void => {
+      if (storing !== undefined) storing.storing--;
+      storing = undefined;
+    };
+    if (link !== undefined) {
+      link.backlog = true;
+      link.storing++;
+    }
+    try {
+      await quotas(true);
+    } catch (error) {
+      stored();
+      throw error;
+    }
     const queued = entry('queued');
     return async () => {
-      if (!(await queued)) {
-        this.#storage.quotas.removed(to, agent, size); // the reservation
-        return fail('unavailable', 'audit log unavailable: item not accepted');
+      try {
+        if (!(await queued)) {
+          this.#storage.quotas.removed(to, agent, size); // the reservation
+          return fail('unavailable', 'audit log unavailable: item not accepted');
+        }
+        await this.#store(accepted, true, fail);
+      } finally {
+        stored();
       }
-      await this.#store(accepted, true, fail);
       return log(DeliveryStatus.QUEUED);
     };
   }

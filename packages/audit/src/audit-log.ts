@@ -18,7 +18,7 @@ import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, 
 import { MerkleTree, RootAccumulator, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import { assertNotification, type AuditNotification, type AuditStore } from './store.js';
 import { signTreeHead, type SignedTreeHead } from './tree-head.js';
-import { openCheckpoint, signCheckpoint, type AuditCheckpoint } from './checkpoint.js';
+import { MAX_CHECKPOINT_SIGNERS, openCheckpoint, signCheckpoint, type AuditCheckpoint } from './checkpoint.js';
 import { chainError, verifyChain } from './verify.js';
 
 /** Most stored checkpoints `open` tries, newest first, before it reads every entry instead. */
@@ -114,8 +114,10 @@ export class AuditLog {
   #tree: MerkleTree | RootAccumulator;
   #tip: Uint8Array = ZERO_HASH;
   readonly #checkpointEvery: number;
-  /** Tree size of the last checkpoint stored or adopted. */
+  /** Tree size of the last checkpoint tried (stored or not) or adopted. */
   #checkpointSize = 0;
+  /** Tree size of the last checkpoint known stored (or adopted). */
+  #checkpointStored = 0;
   /** A checkpoint being stored (one at a time). */
   #checkpointWrite: Promise<void> | undefined;
   /** Entry hash of entry 0 (undefined: no entry yet, or not known after a `verify: 'full'` open). */
@@ -193,38 +195,50 @@ export class AuditLog {
   }
 
   /**
-   * Adopts the latest stored checkpoint (§9.6) that checks — of the {@link MAX_CHECKPOINTS_TRIED} latest, newest
-   * first: signed by a trusted key, naming only trusted keys as its entries' signers, peaks folding to its root, a
-   * checkpoint of this log (entry 0 hashes to its first_entry_hash), and its last entry in the store hashing to its
-   * last_entry_hash. If none does, the log stays empty (every entry is then read and verified) and `opening` says
-   * why.
-   * @throws AuditError `removed` when a checkpoint that checks covers more entries than the store holds (a cut log)
+   * Adopts the latest stored checkpoint (§9.6) that checks — of the {@link MAX_CHECKPOINTS_TRIED} latest within the
+   * store's size, newest first: signed by a trusted key, naming only trusted keys as its entries' signers, peaks
+   * folding to its root, a checkpoint of this log (entry 0 hashes to its first_entry_hash), and its last entry in
+   * the store hashing to its last_entry_hash. If none does, the log stays empty (every entry is then read and
+   * verified) and `opening` says why.
+   * @throws AuditError `removed` when a checkpoint that checks and is of this log (on an empty store: signed by this
+   *   writer's own key) covers more entries than the store holds (a cut log)
    */
   async #adoptCheckpoint(): Promise<void> {
     const crypto = this.#crypto;
+    const store = this.#store;
+    const size = await store.size();
+    let above: AuditCheckpoint[];
     let list: AuditCheckpoint[];
     try {
-      list = await this.#store.checkpoints!(MAX_CHECKPOINTS_TRIED);
+      // Read apart: rows beyond the store (a cut log, or junk) cannot hide the ones that could be adopted.
+      above = (await store.checkpoints!(MAX_CHECKPOINTS_TRIED)).filter((c) => c.treeSize > size);
+      list = await store.checkpoints!(MAX_CHECKPOINTS_TRIED, size);
     } catch (error) {
       this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: `reading them failed: ${error instanceof Error ? error.message : String(error)}` };
       return;
     }
-    if (list.length === 0) return;
-    const size = await this.#store.size();
     const reasons: string[] = [];
     let first: Uint8Array | undefined;
+    const firstHash = async (): Promise<Uint8Array> => (first ??= await this.#entryHashAt(0));
+    // A checkpoint that checks and is of this log (or, on an empty store, signed by this writer's own key) covering
+    // more entries than the store holds: entries were removed.
+    for (const checkpoint of above) {
+      try {
+        openCheckpoint(crypto, merkleHasher(crypto), this.#keys, checkpoint);
+        const ours = size === 0 ? crypto.constantTimeEqual(checkpoint.signerKeyId, this.#keyId) : crypto.constantTimeEqual(await firstHash(), checkpoint.firstEntryHash);
+        if (ours) throw Object.assign(new AuditError('removed', `the store holds ${size} entries, fewer than the ${checkpoint.treeSize} a signed checkpoint of this log covers`), { fatal: true });
+        reasons.push(`the checkpoint at ${checkpoint.treeSize} entries: it is not a checkpoint of this log`);
+      } catch (error) {
+        if ((error as { fatal?: boolean }).fatal === true) throw error;
+        reasons.push(`the checkpoint at ${checkpoint.treeSize} entries: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
     for (const checkpoint of list) {
       try {
         const tree = openCheckpoint(crypto, merkleHasher(crypto), this.#keys, checkpoint);
-        if (size === 0) throw new AuditError('removed', 'the store holds no entry');
-        first ??= await this.#entryHashAt(0);
-        if (!crypto.constantTimeEqual(first, checkpoint.firstEntryHash)) throw new AuditError('malformed', 'it is not a checkpoint of this log (its first entry differs)');
-        if (checkpoint.treeSize > size) {
-          // Signed, of this log, so its writer stored that many: entries were removed.
-          throw Object.assign(new AuditError('removed', `the store holds ${size} entries, fewer than the ${checkpoint.treeSize} a signed checkpoint of this log covers`), { fatal: true });
-        }
+        if (!crypto.constantTimeEqual(await firstHash(), checkpoint.firstEntryHash)) throw new AuditError('malformed', 'it is not a checkpoint of this log (its first entry differs)');
         let last: AuditMessage | undefined;
-        for await (const e of this.#store.read(checkpoint.treeSize - 1, checkpoint.treeSize)) last = e;
+        for await (const e of store.read(checkpoint.treeSize - 1, checkpoint.treeSize)) last = e;
         if (last === undefined || last.index !== BigInt(checkpoint.treeSize - 1)) throw new AuditError('removed', `entry ${checkpoint.treeSize - 1} is not where the checkpoint says`);
         const digest = digestEntry(crypto, last);
         const pk = this.#keys.get(last.signerKeyId);
@@ -235,18 +249,18 @@ export class AuditLog {
         this.#first = checkpoint.firstEntryHash.slice();
         this.#signers = new Map(checkpoint.entrySigners.map((k) => [toHex(k), k.slice()]));
         this.#checkpointSize = checkpoint.treeSize;
+        this.#checkpointStored = checkpoint.treeSize;
         this.#opening = {
           checkpointSize: checkpoint.treeSize,
           entriesRead: 0,
-          ...(reasons.length === 0 ? {} : { checkpointRefused: `${reasons.length} newer checkpoint(s) refused: ${reasons[0]}` }),
+          ...(reasons.length === 0 ? {} : { checkpointRefused: `${reasons.length} other checkpoint(s) refused: ${reasons[0]}` }),
         };
         return;
       } catch (error) {
-        if ((error as { fatal?: boolean }).fatal === true) throw error;
         reasons.push(`the checkpoint at ${checkpoint.treeSize} entries: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: reasons.length === 1 ? reasons[0]! : `${reasons.length} checkpoints refused, the latest: ${reasons[0]}` };
+    if (reasons.length > 0) this.#opening = { checkpointSize: 0, entriesRead: 0, checkpointRefused: reasons.length === 1 ? reasons[0]! : `${reasons.length} checkpoints refused, the latest: ${reasons[0]}` };
   }
 
   /** The entry hash of stored entry `index` (its bytes as stored: compared with a signed hash, not trusted on their own). */
@@ -258,18 +272,31 @@ export class AuditLog {
     throw new AuditError('removed', `entry ${index} is missing from the store`);
   }
 
-  /** Stores a checkpoint of the current state once `every` entries passed since the last (one write at a time; a failed one is tried again `every` entries later, or at close). */
+  /**
+   * Stores a checkpoint of the current state once `every` entries passed since the last attempt (one write at a
+   * time; a failed one is tried again `every` entries later, or at close). Never throws: it runs after the
+   * entries are stored.
+   */
   #maybeCheckpoint(force = false): void {
     const tree = this.#tree;
     const signers = this.#signers;
     const first = this.#first;
     if (!(tree instanceof RootAccumulator) || this.#store.saveCheckpoint === undefined || this.#checkpointWrite !== undefined || signers === undefined || first === undefined) return;
-    if (tree.size === 0 || this.#checkpointEvery === 0 || tree.size === this.#checkpointSize || (!force && tree.size - this.#checkpointSize < this.#checkpointEvery)) return;
-    const checkpoint = signCheckpoint(this.#crypto, this.#writer, this.#keyId, { tree, firstEntryHash: first, lastEntryHash: this.#tip, entrySigners: signers.values() }, assertIntLike(this.#clock(), 'clock()'));
+    if (tree.size === 0 || this.#checkpointEvery === 0 || signers.size > MAX_CHECKPOINT_SIGNERS) return;
+    if (force ? tree.size === this.#checkpointStored : tree.size - this.#checkpointSize < this.#checkpointEvery) return;
+    let checkpoint: AuditCheckpoint;
+    try {
+      checkpoint = signCheckpoint(this.#crypto, this.#writer, this.#keyId, { tree, firstEntryHash: first, lastEntryHash: this.#tip, entrySigners: signers.values() }, assertIntLike(this.#clock(), 'clock()'));
+    } catch {
+      return; // a clock that does not answer: the next one
+    }
     this.#checkpointSize = checkpoint.treeSize;
     this.#checkpointWrite = this.#store
       .saveCheckpoint(checkpoint)
-      .catch(() => undefined) // the next one, `every` entries on (or at close), covers these entries too
+      .then(
+        () => void (this.#checkpointStored = Math.max(this.#checkpointStored, checkpoint.treeSize)),
+        () => undefined, // the next one, `every` entries on (or at close), covers these entries too
+      )
       .finally(() => (this.#checkpointWrite = undefined));
   }
 

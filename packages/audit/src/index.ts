@@ -23,7 +23,7 @@ export type { SignedTreeHead, SignedTreeHeadJson } from './tree-head.js';
 export type { AuditNotification, AuditStore } from './store.js';
 export { openFileStore, FileAuditStore, FILE_MAGIC, RECORD_OVERHEAD } from './file-store.js';
 export type { FileStoreOptions, FsyncPolicy, FileStoreEvent, FileDamage, DamageCause } from './file-store.js';
-export { openPostgresStore, PostgresAuditStore } from './postgres-store.js';
+export { openPostgresStore, PostgresAuditStore, MAX_CHECKPOINTED_TABLE_NAME } from './postgres-store.js';
 export type { SqlClient, PostgresStoreOptions } from './postgres-store.js';
 
 // Entries, layouts and the Merkle tree (for other implementations, gateways and tests)

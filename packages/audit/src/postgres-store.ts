@@ -56,9 +56,13 @@ export interface PostgresStoreOptions {
   readonly pageSize?: number;
 }
 
-// The name part at most 51 characters: `<name>_checkpoints` must stay within PostgreSQL's 63 (longer names are
-// cut to 63, and that one would then be the table itself).
-const TABLE_RE = /^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,50}$/;
+const TABLE_RE = /^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
+/**
+ * Longest table name (without its schema) that gets a checkpoints table: `<name>_checkpoints` must stay within
+ * PostgreSQL's 63 characters (a longer one is cut to 63 — and would then be the table itself). A new table is
+ * refused above it; an existing one opened with `migrate: false` is read and written without checkpoints.
+ */
+export const MAX_CHECKPOINTED_TABLE_NAME = 51;
 
 /** SQLSTATEs that mean "someone else created it first" during a concurrent migration. */
 const MIGRATION_RACE = new Set(['23505', '42P07', '42710', 'XX000']);
@@ -102,9 +106,12 @@ export async function openPostgresStore(crypto: ParleyCrypto, client: SqlClient,
   }
   const o = assertObject(options, 'options');
   const table = o['table'] === undefined ? 'parley_audit' : o['table'];
-  if (typeof table !== 'string' || !TABLE_RE.test(table)) malformed('options.table must be [schema.]name of [a-z0-9_], starting with [a-z_], the name at most 51 characters');
+  if (typeof table !== 'string' || !TABLE_RE.test(table)) malformed('options.table must be [schema.]name of [a-z0-9_], starting with [a-z_], at most 63 characters each');
   const migrate = o['migrate'] === undefined ? true : o['migrate'];
   if (typeof migrate !== 'boolean') malformed(`options.migrate must be a boolean, got ${describe(migrate)}`);
+  if (migrate && table.replace(/^.*\./, '').length > MAX_CHECKPOINTED_TABLE_NAME) {
+    malformed(`options.table: a new table's name is at most ${MAX_CHECKPOINTED_TABLE_NAME} characters (its checkpoints table adds 12); open a longer existing one with migrate: false`);
+  }
   const pageSize = assertSafeInt(o['pageSize'] === undefined ? 1000 : o['pageSize'], 'options.pageSize', 1, 100_000);
   const store = new PostgresAuditStore(crypto, client, table, pageSize);
   if (migrate) await store.migrate();
@@ -126,6 +133,8 @@ export class PostgresAuditStore implements AuditStore {
   readonly #client: SqlClient;
   readonly #pageSize: number;
   #closed = false;
+  /** Whether this table's name leaves room for `<name>_checkpoints` (else: no checkpoints read or written). */
+  readonly #checkpointed: boolean;
 
   /** @internal use {@link openPostgresStore} */
   constructor(crypto: ParleyCrypto, client: SqlClient, table: string, pageSize: number) {
@@ -133,6 +142,7 @@ export class PostgresAuditStore implements AuditStore {
     this.#client = client;
     this.table = table;
     this.#pageSize = pageSize;
+    this.#checkpointed = table.replace(/^.*\./, '').length <= MAX_CHECKPOINTED_TABLE_NAME;
   }
 
   /** Idempotent migration: table, append-only triggers (UPDATE/DELETE per row, TRUNCATE per statement). Safe to run from several processes at once. */
@@ -270,6 +280,7 @@ export class PostgresAuditStore implements AuditStore {
   /** Stores a checkpoint (§9.6); one for the same tree size already stored is kept. */
   async saveCheckpoint(c: AuditCheckpoint): Promise<void> {
     this.#check();
+    if (!this.#checkpointed) return;
     await this.#query(
       `INSERT INTO ${this.table}_checkpoints (tree_size, first_entry_hash, root_hash, last_entry_hash, timestamp_ms, signer_key_id, entry_signers, peaks, signature)
        VALUES ($1::bigint, $2, $3, $4, $5::bigint, $6, $7, $8, $9) ON CONFLICT (tree_size) DO NOTHING`,
@@ -292,20 +303,23 @@ export class PostgresAuditStore implements AuditStore {
    * The stored checkpoints, largest tree size first, at most `limit` (unchecked: the writer checks them); none when
    * the checkpoint table does not exist (a table migrated before checkpoints, opened with `migrate: false`).
    */
-  async checkpoints(limit: number): Promise<AuditCheckpoint[]> {
+  async checkpoints(limit: number, atMost: number = Number.MAX_SAFE_INTEGER): Promise<AuditCheckpoint[]> {
     this.#check();
     assertSafeInt(limit, 'limit', 1, 1000);
+    assertSafeInt(atMost, 'atMost');
+    if (!this.#checkpointed) return [];
     let rows: unknown[];
     try {
       rows = (
         await this.#client.query(
           `SELECT tree_size::text AS n, first_entry_hash, root_hash, last_entry_hash, timestamp_ms::text AS t, signer_key_id, entry_signers, peaks, signature
-             FROM ${this.table}_checkpoints ORDER BY tree_size DESC LIMIT $1`,
-          [limit],
+             FROM ${this.table}_checkpoints WHERE tree_size <= $2::bigint ORDER BY tree_size DESC LIMIT $1`,
+          [limit, String(atMost)],
         )
       ).rows;
     } catch (cause) {
-      if (sqlState(cause) === '42P01') return [];
+      // No table (migrated before checkpoints, opened with migrate: false), or one of another shape: none.
+      if (sqlState(cause) === '42P01' || sqlState(cause) === '42703') return [];
       throw storageFailure(`reading checkpoints from ${this.table}`, cause);
     }
     return rows.map((row) => {

@@ -75,11 +75,11 @@ export interface AuditStore {
    */
   saveCheckpoint?(checkpoint: AuditCheckpoint): Promise<void>;
   /**
-   * Optional: the stored checkpoints, largest tree size first, at most `limit`, unchecked (the writer checks each
+   * Optional: the stored checkpoints (with `atMost`: of at most that tree size), largest tree size first, at most `limit`, unchecked (the writer checks each
    * before it adopts anything: AuditLog.open); none when there are none.
    * @throws AuditError `storage_failure`
    */
-  checkpoints?(limit: number): Promise<AuditCheckpoint[]>;
+  checkpoints?(limit: number, atMost?: number): Promise<AuditCheckpoint[]>;
   /** Flushes and releases the store; later calls throw `storage_failure`. Idempotent. */
   close(): Promise<void>;
 }
