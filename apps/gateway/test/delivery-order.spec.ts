@@ -2,11 +2,10 @@
 // stream's backlog while an item queued at its check has no row yet, or a later, smaller item is written live
 // before it. Page reads and inserts are held at gates so that the interleaving is the same on every run.
 import { DeliveryStatus, type SecureMessage } from '@parley/proto';
-import { envelopeSignedBytes } from '@parley/session';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RunningGateway } from '../src/server.js';
-import { rawConnect, sleep, tempDir, waitFor, type RawStream } from '@parley/test-support';
-import { GATEWAY_ID, createWorld, fakeEnvelope, type Agent, type World } from './fixtures.js';
+import { sleep, tempDir, waitFor, type RawStream } from '@parley/test-support';
+import { createWorld, rawStream, signedFakeEnvelope, type Agent, type World } from './fixtures.js';
 
 let world: World;
 beforeAll(async () => { world = await createWorld(); });
@@ -18,14 +17,10 @@ it('a drain reading a page keeps the backlog of an item whose row is not inserte
   try {
     const planner = world.agent('planner-order', { agentType: 'planner' });
     const worker = world.agent('worker-order');
-    const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+    const raw = (a: Agent): Promise<RawStream> => rawStream(world.crypto, g.address, a);
     const w = await raw(worker);
     const p = await raw(planner);
-    const env = (bytes: number): SecureMessage => {
-      const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, bytes);
-      e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-      return e;
-    };
+    const env = (bytes: number): SecureMessage => signedFakeEnvelope(world.crypto, planner, worker.agentId, bytes);
     const sent = [env(2_500), env(2_500), env(64), env(64)];
     const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
     const got = (): number[] =>

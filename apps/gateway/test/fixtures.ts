@@ -4,10 +4,10 @@
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { MemoryRevocationSet, type IssuerKey, type TrustBundle, type RevocationEntry } from '@parley/identity';
 import { SecureMessageSchema, create, type DeliveryReceipt, type SecureMessage } from '@parley/proto';
-import { SessionManager, type LocalIdentity, type OpenedMessage, type SessionManagerEvent } from '@parley/session';
+import { SessionManager, envelopeSignedBytes, type LocalIdentity, type OpenedMessage, type SessionManagerEvent } from '@parley/session';
 import pino from 'pino';
 import { GatewayConnection } from '@parley/client';
-import { createTestIssuer, type AgentOverrides, type TestAgent } from '@parley/test-support';
+import { createTestIssuer, rawConnect, type AgentOverrides, type RawStream, type TestAgent } from '@parley/test-support';
 import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway, type StartGatewayOptions } from '../src/server.js';
 
@@ -144,4 +144,16 @@ export function fakeEnvelope(crypto: ParleyCrypto, senderId: string, recipientId
     authTag: crypto.randomBytes(32),
     signature: crypto.randomBytes(64),
   });
+}
+
+/** A shape-valid envelope of `ciphertextBytes` from `from` to `to`, correctly signed (the gateway checks signatures, not sessions). */
+export function signedFakeEnvelope(crypto: ParleyCrypto, from: Agent, to: string, ciphertextBytes = 64): SecureMessage {
+  const e = fakeEnvelope(crypto, from.agentId, to, ciphertextBytes);
+  e.signature = crypto.ed25519.sign(envelopeSignedBytes(crypto, e, e.encryptedPayload, e.authTag), from.signingKey);
+  return e;
+}
+
+/** An agent's raw Connect stream (no SDK) on the gateway at `address`. */
+export function rawStream(crypto: ParleyCrypto, address: string, agent: Agent): Promise<RawStream> {
+  return rawConnect(crypto, address, GATEWAY_ID, { agentId: agent.agentId, certificate: agent.certificate, secretKey: agent.signingKey });
 }

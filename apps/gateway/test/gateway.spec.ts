@@ -5,7 +5,7 @@ import { credentials } from '@grpc/grpc-js';
 import { createIssuerKey } from '@parley/identity';
 import { AgentGatewayService, BinaryWriter, DeliveryStatus, MessageType, SecureMessageSchema, WireType, fromBinary, toBinary, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { RpcError, createClient, type Client } from '@parley/rpc';
-import { InitiatorHandshake, SessionError, envelopeSignedBytes, isSessionError } from '@parley/session';
+import { InitiatorHandshake, SessionError, isSessionError } from '@parley/session';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayConnection } from '@parley/client';
 import { handshakeFrameDigest, buildSendRequest, signReceipt } from '@parley/protocol';
@@ -15,7 +15,7 @@ import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GO_AWAY_GRACE_MS, SECURITY_LOG_RATE, peerAddress } from '../src/context.js';
 import { CONNECT_RATE } from '../src/routing.js';
 import { DATABASE_URL, DAY, dropSchema, freshSchema, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
-import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
+import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, rawStream, signedFakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
 let gw: RunningGateway;
@@ -52,9 +52,7 @@ function rawAgent(a: Agent, deliveryBatches = false): Promise<RawStream> {
 
 /** A shape-valid envelope signed by `from` (the gateway checks its signature, not its session). */
 function signedEnvelope(from: Agent, to: string): SecureMessage {
-  const e = fakeEnvelope(world.crypto, from.agentId, to);
-  e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), from.signingKey);
-  return e;
+  return signedFakeEnvelope(world.crypto, from, to);
 }
 
 /** Polls `gw`'s mailbox depth of `agentId` until `done` holds (at most 5 s); the last depth read. */
@@ -203,16 +201,12 @@ describe('relaying a Parley session', () => {
   it('bounds the bytes held for a stream and for all streams: beyond them items are queued, and drained as acks free room', async () => {
     const g = await start({ maxInFlightBytes: 3_000, maxHeldBytes: 5_000 });
     try {
-      const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+      const raw = (a: Agent): Promise<RawStream> => rawStream(world.crypto, g.address, a);
       const planner = world.agent('planner-held', { agentType: 'planner' });
       const workers = [world.agent('worker-held-1'), world.agent('worker-held-2')];
       const [w1, w2] = await Promise.all(workers.map(raw));
       const p = await raw(planner);
-      const envelope = (to: Agent): SecureMessage => {
-        const e = fakeEnvelope(world.crypto, planner.agentId, to.agentId, 1_200);
-        e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-        return e;
-      };
+      const envelope = (to: Agent): SecureMessage => signedFakeEnvelope(world.crypto, planner, to.agentId, 1_200);
       const statuses = async (from: number, n: number): Promise<string[]> => {
         await waitFor(() => p.responses.filter((r) => r.kind.case === 'accepted').length === from + n, 5_000, 'accepted');
         return p.responses.flatMap((r) => (r.kind.case === 'accepted' ? [DeliveryStatus[r.kind.value.status]] : [])).slice(from);
@@ -261,7 +255,7 @@ describe('relaying a Parley session', () => {
       try {
         const planner = world.agent(`planner-order-${verifyThreads}`, { agentType: 'planner' });
         const worker = world.agent(`worker-order-${verifyThreads}`);
-        const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+        const raw = (a: Agent): Promise<RawStream> => rawStream(world.crypto, g.address, a);
         const w = await raw(worker);
         const p = await raw(planner);
         for (let i = 1; i <= K; i++) p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, BigInt(i)); // tokens 1..K
@@ -291,14 +285,10 @@ describe('relaying a Parley session', () => {
       try {
         const planner = world.agent(`planner-big-${engine}`, { agentType: 'planner' });
         const worker = world.agent(`worker-big-${engine}`);
-        const raw = (a: Agent): Promise<RawStream> => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+        const raw = (a: Agent): Promise<RawStream> => rawStream(world.crypto, g.address, a);
         const w = await raw(worker);
         const p = await raw(planner);
-        const envelope = (bytes: number): SecureMessage => {
-          const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, bytes);
-          e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-          return e;
-        };
+        const envelope = (bytes: number): SecureMessage => signedFakeEnvelope(world.crypto, planner, worker.agentId, bytes);
         // Two of 2.5 KB (the second does not fit the 4,000 bytes the first holds), then ten small ones: all in one go.
         const sent = [envelope(2_500), envelope(2_500), ...Array.from({ length: 10 }, () => envelope(64))];
         sent.forEach((e, i) => p.send({ case: 'envelope', value: e }, BigInt(i + 1)));
@@ -494,16 +484,14 @@ describe('relaying a Parley session', () => {
 async function stalledRecipient(name: string, n: number): Promise<{ g: RunningGateway; raw: (a: Agent) => Promise<RawStream>; worker: Agent; sender: RawStream; stuck: RawStream }> {
   // Room for all n held (n × 200 KB is past the default 8 MiB a stream may hold): the stall is HTTP/2's here.
   const g = await start({ byteRateLimit: { ratePerSecond: 1e9, burst: 1e9 }, rateLimit: { ratePerSecond: 1e6, burst: 1e6 }, maxInFlightBytes: 64 * 1024 * 1024 });
-  const raw = (a: Agent) => rawConnect(world.crypto, g.address, GATEWAY_ID, { agentId: a.agentId, certificate: a.certificate, secretKey: a.signingKey });
+  const raw = (a: Agent) => rawStream(world.crypto, g.address, a);
   const planner = world.agent(`planner-${name}`, { agentType: 'planner' });
   const worker = world.agent(`worker-${name}`, { agentType: 'worker' });
   const sender = await raw(planner);
   const stuck = await raw(worker);
   stuck.stopReading();
   for (let i = 0; i < n; i++) {
-    const e = fakeEnvelope(world.crypto, planner.agentId, worker.agentId, 200_000);
-    e.signature = world.crypto.ed25519.sign(envelopeSignedBytes(world.crypto, e, e.encryptedPayload, e.authTag), planner.signingKey);
-    sender.send({ case: 'envelope', value: e }, BigInt(i + 1));
+    sender.send({ case: 'envelope', value: signedFakeEnvelope(world.crypto, planner, worker.agentId, 200_000) }, BigInt(i + 1));
   }
   const accepted = () => sender.responses.filter((r) => r.kind.case === 'accepted');
   await waitFor(() => accepted().length === n, 20_000, 'all accepted');

@@ -274,6 +274,17 @@ const AUTO_CHOICE_NATIVE: Readonly<Record<BackendPrimitive, 'libsodium' | 'node'
 
 const PRIMITIVES = Object.keys(AUTO_CHOICE) as BackendPrimitive[];
 
+/** Whether Ed25519 verification inputs have the types and lengths a signature check needs (else: not valid). */
+export function ed25519VerifyInputs(signature: unknown, message: unknown, publicKey: unknown): boolean {
+  return (
+    signature instanceof Uint8Array &&
+    signature.length === ED25519_SIGNATURE_BYTES &&
+    message instanceof Uint8Array &&
+    publicKey instanceof Uint8Array &&
+    publicKey.length === ED25519_PUBLIC_KEY_BYTES
+  );
+}
+
 function toSecretBytes(value: Uint8Array | SecretKey, name: string): Uint8Array {
   return value instanceof SecretKey ? value.unsafeBytes() : abytes(value, name);
 }
@@ -443,15 +454,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
         return guard('ed25519 sign', () => use.ed25519.ed25519Sign(message, sk));
       },
       verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
-        if (
-          !(signature instanceof Uint8Array) ||
-          signature.length !== ED25519_SIGNATURE_BYTES ||
-          !(message instanceof Uint8Array) ||
-          !(publicKey instanceof Uint8Array) ||
-          publicKey.length !== ED25519_PUBLIC_KEY_BYTES
-        ) {
-          return false;
-        }
+        if (!ed25519VerifyInputs(signature, message, publicKey)) return false;
         try {
           // libsodium in every backend choice: OpenSSL accepts small-order A and R (SodiumOnlyBackend).
           return pw.ed25519Verify(signature, message, publicKey);

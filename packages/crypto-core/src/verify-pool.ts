@@ -20,7 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { ED25519_PUBLIC_KEY_BYTES, ED25519_SIGNATURE_BYTES, type ParleyCrypto } from './crypto.js';
+import { ED25519_PUBLIC_KEY_BYTES, ED25519_SIGNATURE_BYTES, ed25519VerifyInputs, type ParleyCrypto } from './crypto.js';
 
 /** Settings of {@link createVerifyPool}. */
 export interface VerifyPoolOptions {
@@ -229,15 +229,7 @@ export function createVerifyPool(crypto: ParleyCrypto, options: VerifyPoolOption
       return closed ? 0 : started ? slots.length : requested;
     },
     verify(signature, message, publicKey) {
-      if (
-        !(signature instanceof Uint8Array) ||
-        signature.length !== ED25519_SIGNATURE_BYTES ||
-        !(message instanceof Uint8Array) ||
-        !(publicKey instanceof Uint8Array) ||
-        publicKey.length !== ED25519_PUBLIC_KEY_BYTES
-      ) {
-        return Promise.resolve(false);
-      }
+      if (!ed25519VerifyInputs(signature, message, publicKey)) return Promise.resolve(false);
       // Workers lost beyond the window's replacements: one more once the window has room again.
       if (!closed && started && slots.length < requested && mayRestart()) slots.push(start());
       if (closed || (started && slots.length === 0) || pending >= maxPending) return Promise.resolve(crypto.ed25519.verify(signature, message, publicKey));

@@ -117,17 +117,21 @@ async function stored(memoryId: string, owner: TestAgent): Promise<{ log: Member
   return { log, epoch };
 }
 
+/** A memory created by `owner` through a client of its own (closed after). */
+async function createdBy(owner: Parameters<typeof clientFor>[0]): Promise<string> {
+  const creator = clientFor(owner);
+  try {
+    return (await creator.create()).memoryId;
+  } finally {
+    creator.close();
+  }
+}
+
 describe('a memory at its limits over gRPC (§18.2)', () => {
   it('is read whole by a client, though its GetMemory answer is larger than the old receive limit', async () => {
     const owner = largeAgent(agentId('owner'));
     const members = Array.from({ length: 255 }, (_, i) => largeAgent(agentId('member', i)));
-    const creator = clientFor(owner);
-    let memoryId: string;
-    try {
-      ({ memoryId } = await creator.create());
-    } finally {
-      creator.close();
-    }
+    const memoryId = await createdBy(owner);
 
     // The log: 255 grants, then a member revoked and granted again up to entry 4096 (the last REVOKE is 4095).
     const { log, epoch: first } = await stored(memoryId, owner);
@@ -214,13 +218,7 @@ describe('a memory at its limits over gRPC (§18.2)', () => {
 
   it('refuses a grant whose certificate encodes to more than 4096 bytes (every GetMemory answer repeats it)', async () => {
     const owner = h.agent('owner-small');
-    const creator = clientFor(owner);
-    let memoryId: string;
-    try {
-      ({ memoryId } = await creator.create());
-    } finally {
-      creator.close();
-    }
+    const memoryId = await createdBy(owner);
     const { log, epoch } = await stored(memoryId, owner);
     const kp = h.crypto.ed25519.generateKeyPair();
     const id = agentId('big');
