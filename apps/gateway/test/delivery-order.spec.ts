@@ -5,7 +5,7 @@ import { DeliveryStatus, type SecureMessage } from '@parley/proto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RunningGateway } from '../src/server.js';
 import { sleep, tempDir, waitFor, type RawStream } from '@parley/test-support';
-import { createWorld, rawStream, signedFakeEnvelope, type Agent, type World } from './fixtures.js';
+import { createWorld, deliveredOrder, rawStream, signedFakeEnvelope, type Agent, type World } from './fixtures.js';
 
 let world: World;
 beforeAll(async () => { world = await createWorld(); });
@@ -23,12 +23,7 @@ it('a drain reading a page keeps the backlog of an item whose row is not inserte
     const env = (bytes: number): SecureMessage => signedFakeEnvelope(world.crypto, planner, worker.agentId, bytes);
     const sent = [env(2_500), env(2_500), env(64), env(64)];
     const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
-    const got = (): number[] =>
-      w.responses.flatMap((r) => {
-        if (r.kind.case !== 'delivery' || r.kind.value.item.case !== 'envelope') return [];
-        const k = key(r.kind.value.item.value);
-        return [sent.findIndex((e) => key(e) === k) + 1];
-      });
+    const got = (): number[] => deliveredOrder(w, sent);
     const answer = (id: bigint): string | undefined => {
       for (const r of p.responses) if (r.kind.case === 'accepted' && r.kind.value.requestId === id) return DeliveryStatus[r.kind.value.status];
       return undefined;

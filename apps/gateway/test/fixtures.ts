@@ -157,3 +157,13 @@ export function signedFakeEnvelope(crypto: ParleyCrypto, from: Agent, to: string
 export function rawStream(crypto: ParleyCrypto, address: string, agent: Agent): Promise<RawStream> {
   return rawConnect(crypto, address, GATEWAY_ID, { agentId: agent.agentId, certificate: agent.certificate, secretKey: agent.signingKey });
 }
+
+/**
+ * Which of `sent` each envelope delivered on `stream` so far is, in delivery order (1-based; 0: none of
+ * them). Fake envelopes differ in their random session ids.
+ */
+export function deliveredOrder(stream: RawStream, sent: readonly SecureMessage[]): number[] {
+  const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
+  const index = new Map(sent.map((e, i) => [key(e), i + 1]));
+  return stream.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope' ? [index.get(key(r.kind.value.item.value)) ?? 0] : []));
+}

@@ -15,7 +15,7 @@ import type { RunningGateway, StartGatewayOptions } from '../src/server.js';
 import { GO_AWAY_GRACE_MS, SECURITY_LOG_RATE, peerAddress } from '../src/context.js';
 import { CONNECT_RATE } from '../src/routing.js';
 import { DATABASE_URL, DAY, dropSchema, freshSchema, rawConnect, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
-import { GATEWAY_ID, connectAgent, createWorld, fakeEnvelope, rawStream, signedFakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
+import { GATEWAY_ID, connectAgent, createWorld, deliveredOrder, fakeEnvelope, rawStream, signedFakeEnvelope, type Agent, type ConnectedAgent, type World } from './fixtures.js';
 
 let world: World;
 let gw: RunningGateway;
@@ -292,13 +292,7 @@ describe('relaying a Parley session', () => {
         // Two of 2.5 KB (the second does not fit the 4,000 bytes the first holds), then ten small ones: all in one go.
         const sent = [envelope(2_500), envelope(2_500), ...Array.from({ length: 10 }, () => envelope(64))];
         sent.forEach((e, i) => p.send({ case: 'envelope', value: e }, BigInt(i + 1)));
-        const key = (e: SecureMessage): string => Buffer.from(e.sessionId).toString('hex');
-        const got = (): number[] =>
-          w.responses.flatMap((r) => {
-            if (r.kind.case !== 'delivery' || r.kind.value.item.case !== 'envelope') return [];
-            const k = key(r.kind.value.item.value);
-            return [sent.findIndex((e) => key(e) === k) + 1];
-          });
+        const got = (): number[] => deliveredOrder(w, sent);
         const acked = new Set<bigint>();
         await waitFor(
           () => {
