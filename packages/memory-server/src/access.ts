@@ -93,12 +93,14 @@ export async function installEpoch(
   assertTime(c.skewMs, epoch.createdAtMs, 'epoch', now);
   verifyEpochRecord(c.crypto, log, epoch, await currentEpoch(q, memory));
   const active = log.active(now);
+  // Every cheap check of all the copies before the first signature check: a request's signature checks are
+  // bounded by the active members (at most MAX_MEMBERS), never by how many copies the caller sent.
   for (const w of wraps) {
     assertKeyWrapShape(w);
     if (w.epoch !== epoch.epoch || w.signerId !== caller.cert.agentId) refuse('malformed', 'key copies must be of the new epoch, signed by the caller');
-    verifyKeyWrap(c.crypto, log, w);
   }
   if (!sameMembers(c.crypto, wraps, active)) refuse('conflict', 'the new epoch must be sealed to exactly the active members, each under its key on record');
+  for (const w of wraps) verifyKeyWrap(c.crypto, log, w);
   // Epochs below the oldest one a live segment uses are no longer needed (the new key reaches the rest through back links).
   await q.query(
     `DELETE FROM memory_epochs WHERE memory_id = $1 AND epoch < COALESCE((SELECT MIN(key_epoch) FROM memory_segments WHERE memory_id = $1 AND (expires_at_ms = 0 OR expires_at_ms > $3)), $2)`,

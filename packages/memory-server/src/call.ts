@@ -12,7 +12,7 @@ import { isAgentId, verifyCertificate, type RevocationChecker, type TrustBundle,
 import { MemoryError, parseMemoryMetadata, verifyMemoryRequest } from '@parley/memory';
 import { AgentCertificateSchema, MessageType, toBinary, type AgentCertificate, type MessageInitShape } from '@parley/proto';
 import { RpcError, type CallContext, type RpcErrorCode } from '@parley/rpc';
-import type { RateLimiter } from './rate-limit.js';
+import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
 import type { MemoryLogger, MemoryQuotas } from './service.js';
 
 export type Init<S extends Parameters<typeof toBinary>[0]> = MessageInitShape<S>;
@@ -48,6 +48,8 @@ export interface OpContext {
 
 /** At most one `rate_limited` security event per this many ms (the rest are counted in the next one). */
 const RATE_LIMIT_EVENT_INTERVAL_MS = 1000;
+/** Audit entries of calls refused before authentication, for all callers together (§18.10). */
+export const UNAUTHENTICATED_AUDIT_RATE: RateLimitOptions = Object.freeze({ ratePerSecond: 10, burst: 100 });
 
 const AUTH_CODES: ReadonlySet<string> = new Set([
   'unauthenticated',
@@ -137,9 +139,19 @@ export class CallPipeline {
   #rateLimitedTotal = 0;
   #rateLimitedUnreported = 0;
   #rateLimitedLoggedAt: number | undefined;
+  /**
+   * Audit entries of calls refused before their caller authenticated (§18.10): at most
+   * {@link UNAUTHENTICATED_AUDIT_RATE} a second for everyone together. Such a call costs its sender no key,
+   * so without this bound anyone reaching the port could grow the append-only audit log at request speed.
+   */
+  readonly #unauthenticatedAudit: RateLimiter;
+  #unaudited = 0;
+  /** Security lines of refusals before authentication: code → when one was last written, and how many were held back since. */
+  readonly #authLogged = new Map<string, { at: number; held: number }>();
 
   constructor(options: CallPipelineOptions) {
     this.#o = options;
+    this.#unauthenticatedAudit = new RateLimiter(UNAUTHENTICATED_AUDIT_RATE, options.clock);
   }
 
   /** Refuses new calls (`unavailable`) and waits for those in flight. */
@@ -200,9 +212,14 @@ export class CallPipeline {
       }
       if (e.code === 'internal') this.#o.logger.error({ err: e.cause ?? e, op, agent: sender, memory: recipient }, 'memory call failed');
       else if (AUTH_CODES.has(e.code)) {
-        this.#o.logger.warn({ event: 'security', stage: `memory.${op}`, code: e.code, agent: sender, memory: recipient, remote: ctx.peer, detail: e.localDetails }, 'security event');
+        if (caller !== undefined) {
+          this.#o.logger.warn({ event: 'security', stage: `memory.${op}`, code: e.code, agent: sender, memory: recipient, remote: ctx.peer, detail: e.localDetails }, 'security event');
+        } else this.#unauthenticatedEvent(op, e, sender, recipient, ctx.peer);
       }
-      if (!audited) await this.#audit(digest, sender, recipient, `memory.${op}:${e.code}`);
+      if (!audited) {
+        if (caller !== undefined || this.#unauthenticatedAudit.take('*')) await this.#audit(digest, sender, recipient, `memory.${op}:${e.code}`);
+        else this.#unaudited++;
+      }
       throw e;
     }
   }
@@ -219,6 +236,29 @@ export class CallPipeline {
       'security event',
     );
     this.#rateLimitedUnreported = 0;
+  }
+
+  /**
+   * A refusal before authentication: one security line per code a second at most, with the number held back
+   * since the last (`suppressed`); `agent` is only what the certificate claims (`claimed`).
+   */
+  #unauthenticatedEvent(op: string, e: RpcError, claimed: string, memory: string, remote: string): void {
+    const now = this.#o.clock();
+    const last = this.#authLogged.get(e.code);
+    if (last !== undefined && Math.abs(now - last.at) < RATE_LIMIT_EVENT_INTERVAL_MS) {
+      last.held++;
+      return;
+    }
+    this.#authLogged.set(e.code, { at: now, held: 0 }); // keyed by error code: a fixed, small set
+    this.#o.logger.warn(
+      { event: 'security', stage: `memory.${op}`, code: e.code, agent: claimed, claimed: true, memory, remote, detail: e.localDetails, suppressed: last?.held ?? 0, unaudited_total: this.#unaudited },
+      'security event',
+    );
+  }
+
+  /** Calls refused before authentication beyond the audit bound (refused all the same, not audited). */
+  get unauditedRefusals(): number {
+    return this.#unaudited;
   }
 
   /** Calls refused with `rate_limited` since the pipeline started (none of them wrote anything). */

@@ -5,7 +5,7 @@
  */
 import { bytes } from '@parley/db';
 import { MAX_CERTIFICATE_BYTES, verifyCertificate } from '@parley/identity';
-import { ADMIN_GRANT_LIMIT, GRANT_LIMIT, assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, membershipLayout, verifyKeyWrap } from '@parley/memory';
+import { ADMIN_GRANT_LIMIT, GRANT_LIMIT, MAX_MEMBERS, assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, membershipLayout, verifyKeyWrap } from '@parley/memory';
 import {
   AgentCertificateSchema,
   EpochRecordSchema,
@@ -27,6 +27,7 @@ import { assertTime, callTx, refuse, type Caller, type Init, type OpContext, typ
 export async function updateMembership(c: OpContext, req: UpdateMembershipRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> {
   const entry = assertMembershipEntryShape(req.entry);
   if (entry.signerId !== caller.cert.agentId) refuse('identity_mismatch', 'the entry must be signed by the caller');
+  assertWrapCount(req.wraps.length);
   return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof UpdateMembershipResponseSchema>>> => {
     const { memory } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.ADMIN, 'update');
     // Refusals that need no log first: what a call costs must not grow with the log (§18.4).
@@ -93,6 +94,15 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
 }
 
 /**
+ * A request carries at most one key copy per member there can be (§18.5), refused before the transaction
+ * and before any signature check: the copies' count is the caller's choice, the members' is bounded.
+ * @throws RpcError `malformed`
+ */
+function assertWrapCount(n: number): void {
+  if (n > MAX_MEMBERS) refuse('malformed', `${n} key copies: a memory has at most ${MAX_MEMBERS} members, one copy each`);
+}
+
+/**
  * §18.4 log room: a GRANT by an admin other than the owner only up to version {@link ADMIN_GRANT_LIMIT}, by
  * the owner up to {@link GRANT_LIMIT}; the rest is kept for REVOKEs, enough to remove every member there can be.
  * @throws RpcError `quota_exceeded`
@@ -107,6 +117,7 @@ function assertLogRoom(entry: MembershipEntry, ownerId: string): void {
 
 export async function rotateEpoch(c: OpContext, req: RotateEpochRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> {
   const epoch = assertEpochRecordShape(req.epoch);
+  assertWrapCount(req.wraps.length);
   return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
     const { memory, member } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');
     if (epoch.epoch <= memory.currentEpoch) {

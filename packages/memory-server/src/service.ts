@@ -169,6 +169,11 @@ export class MemoryStore {
     return this.#calls.rateLimitedCalls;
   }
 
+  /** Calls refused before authentication beyond their audit bound (§18.10): refused, counted, not audited. */
+  get unauditedRefusals(): number {
+    return this.#calls.unauditedRefusals;
+  }
+
   /** Stops the sweep and waits for calls in flight (then close the audit log and the database). */
   async close(): Promise<void> {
     clearInterval(this.#timer);

@@ -63,6 +63,8 @@ export interface StoreOptions {
   readonly rateLimit?: { ratePerSecond: number; burst: number };
   /** The store's database (default: the harness's), e.g. one that counts what a call reads. */
   readonly database?: Database;
+  /** The store's crypto (default: the harness's), e.g. one that counts signature checks. */
+  readonly crypto?: ParleyCrypto;
 }
 
 /** One database and audit log per test file (opening PGlite takes seconds); `fresh()` per test. */
@@ -84,7 +86,7 @@ export async function openHarness(): Promise<Harness> {
     error: (fields: object) => void events.push({ ...(fields as Record<string, unknown>), level: 'error' }),
   };
   const optionsOf = (o: StoreOptions) => ({
-    crypto,
+    crypto: o.crypto ?? crypto,
     database: o.database ?? db,
     audit,
     serviceId: SERVICE_ID,

@@ -7,6 +7,7 @@ import { AgentCertificateSchema, MemoryAccess, MembershipChange, MembershipEntry
 import {
   ADMIN_GRANT_LIMIT,
   GRANT_LIMIT,
+  MAX_MEMBERS,
   Membership,
   MEMORY_METADATA_KEYS,
   changeEntry,
@@ -24,6 +25,7 @@ import { RpcError, type RpcErrorCode } from '@parley/rpc';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Queryable } from '@parley/db';
 import { DATABASE_URL, openHarness, type Harness, type TestAgent } from './harness.js';
+import { UNAUTHENTICATED_AUDIT_RATE } from '../src/call.js';
 
 const ENGINE = DATABASE_URL === undefined ? 'PGlite' : 'PostgreSQL';
 
@@ -237,6 +239,30 @@ describe(`memory store on ${ENGINE}`, () => {
     expect(h.events.filter((e) => e['event'] === 'security').map((e) => e['code'])).toEqual(expect.arrayContaining(['replay', 'bad_signature', 'revoked']));
   });
 
+  it('audits refusals before authentication up to a bound for all callers together: beyond it they are refused alike, counted, not audited, and logged once a second per code', async () => {
+    const m = await TestMemory.create(h, owner);
+    const req = { memoryId: m.memoryId };
+    const before = (await h.auditEntries()).length;
+    const unsigned = (): Promise<unknown> => expectCode(h.call(owner, 'getMemory', req, (md) => void delete md[MEMORY_METADATA_KEYS.signature]), 'unauthenticated');
+    for (let i = 0; i < 150; i++) await unsigned(); // the clock stands still: no refill
+    const entries = (await h.auditEntries()).slice(before);
+    expect(entries.length).toBe(UNAUTHENTICATED_AUDIT_RATE.burst);
+    expect(h.store.unauditedRefusals).toBe(150 - UNAUTHENTICATED_AUDIT_RATE.burst);
+    const lines = h.events.filter((e) => e['event'] === 'security' && e['code'] === 'unauthenticated');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ claimed: true });
+    // An authenticated caller's refusals are audited whatever the bound's state, each with its own line.
+    await expectCode(h.call(outsider, 'getMemory', req), 'permission_denied');
+    expect((await h.auditEntries()).slice(before).map((e) => e.outcome).at(-1)).toBe('memory.get:permission_denied');
+    // The bound refills with time: a second later, ten more are audited, and one more line says how many were held back.
+    h.clock.advance(1_000);
+    for (let i = 0; i < 11; i++) await unsigned();
+    expect(h.store.unauditedRefusals).toBe(150 - UNAUTHENTICATED_AUDIT_RATE.burst + 1);
+    const later = h.events.filter((e) => e['event'] === 'security' && e['code'] === 'unauthenticated');
+    expect(later).toHaveLength(2);
+    expect(later[1]).toMatchObject({ suppressed: 149 });
+  });
+
   it('revocation rotates the epoch: the removed member is refused, and the new key is sealed to the rest only', async () => {
     const m = await TestMemory.create(h, owner);
     await m.grant(owner, writer, MemoryAccess.WRITE);
@@ -435,6 +461,32 @@ describe(`memory store on ${ENGINE}`, () => {
     expect(await read(h.call(owner, 'rotateEpoch', { memoryId: m.memoryId, epoch: oldEpoch.record, wraps: [] }), 'conflict')).toBe(0);
     // The call that needs the log reads it once.
     expect(await read(h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: next, memberCertificate: writer.certificate, wraps }))).toBe(121);
+  });
+
+  it('counts key copies and matches them to the members before checking any of their signatures: a flood of copies costs no signature check', async () => {
+    // The store's crypto, counting the signatures it checks.
+    let verified = 0;
+    const ed25519 = { ...h.crypto.ed25519, verify: (...args: Parameters<typeof h.crypto.ed25519.verify>) => (verified++, h.crypto.ed25519.verify(...args)) };
+    await h.fresh({ crypto: { ...h.crypto, ed25519 } });
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, reader, MemoryAccess.READ);
+    const next = newEpoch(h.crypto, owner, m.memoryId, { version: m.log.version, hash: m.log.head }, m.epoch, h.clock.now);
+    const copy = (to: TestAgent) => wrapKey(h.crypto, owner, m.memoryId, next, { memberId: to.agentId, publicKey: to.publicKey });
+    const checks = async (wraps: unknown[], code?: RpcErrorCode): Promise<number> => {
+      verified = 0;
+      const call = h.call(owner, 'rotateEpoch', { memoryId: m.memoryId, epoch: next.record, wraps });
+      if (code === undefined) await call;
+      else await expectCode(call, code);
+      return verified;
+    };
+    // One copy short of the members: refused after the request's own checks (caller, certificate, epoch record).
+    const base = await checks([copy(owner)], 'conflict');
+    // The same copy as many times as a memory can have members: refused as cheaply, none of the copies verified.
+    expect(await checks(Array.from({ length: MAX_MEMBERS }, () => copy(owner)), 'conflict')).toBe(base);
+    // More copies than a memory can have members: refused before the transaction and the epoch record's check.
+    expect(await checks(Array.from({ length: MAX_MEMBERS + 1 }, () => copy(owner)), 'malformed')).toBeLessThan(base);
+    // The right members: each copy is verified once, and the epoch is installed.
+    expect(await checks([copy(owner), copy(reader)])).toBe(base + 2);
   });
 
   it('keeps the end of the membership log for revocations: grants stop at entry 3584 (admins) and 3840 (the owner)', async () => {
