@@ -13,7 +13,7 @@ import type { Cluster } from './cluster.js';
 import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter } from '@parley/rpc';
 
 /**
  * How long a stream told to go away (replaced, revoked, expired, shutdown) may take to end before it is reset:

@@ -40,7 +40,7 @@ import { ReplyGuard } from './reply-guard.js';
 import { Storage, type MailboxQuota } from './storage.js';
 import type { GatewayMetrics } from './metrics.js';
 import { Policy } from './policy.js';
-import type { RateLimitOptions } from './rate-limit.js';
+import type { RateLimitOptions } from '@parley/rpc';
 import { Router } from './routing.js';
 import { UnarySend } from './send.js';
 

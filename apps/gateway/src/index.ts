@@ -19,5 +19,5 @@ export { startGateway, GATEWAY_PROGRAM } from './server.js';
 export type { StartGatewayOptions, RunningGateway } from './server.js';
 export { Policy, PolicyError, parsePolicy } from './policy.js';
 export type { PolicyDocument, PolicyRule, PolicySubject, Matcher } from './policy.js';
-export { RateLimiter } from './rate-limit.js';
-export type { RateLimitOptions } from './rate-limit.js';
+export { RateLimiter } from '@parley/rpc';
+export type { RateLimitOptions } from '@parley/rpc';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Policy, PolicyError } from './policy.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter } from '@parley/rpc';
 
 const planner = { agentId: 'planner-1', agentType: 'planner', capabilities: ['tasks:assign'] };
 const worker = { agentId: 'worker-1', agentType: 'worker', capabilities: ['tasks:run'] };

@@ -33,7 +33,7 @@ import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 import { encodeForward, forwardChannel } from './cluster.js';
 import { Policy, type PolicySubject } from './policy.js';
-import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
+import { RateLimiter, type RateLimitOptions } from '@parley/rpc';
 
 /** Where an item came in, for the security log and metrics. */
 export interface RouteSource {

@@ -9,12 +9,13 @@ import { credentials } from '@grpc/grpc-js';
 import { createCrypto, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { createIssuerKey, keyId, type IssuerKey } from '@parley/identity';
 import { ChallengePurpose, RegistryService } from '@parley/proto';
-import { operatorRequestSigner, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
+import { agentRequestSigner, operatorRequestSigner, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
 import { createClient, isRpcError, type Client } from '@parley/rpc';
 import { tempDir } from '@parley/test-support';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IssuerKeyFiles } from '../src/issuer-keys.js';
+import { AGENT_READ_RATE } from '../src/service/auth.js';
 import { DEFAULT_SETTINGS, RegistryServer, RegistryStore, applyMigrations, openDatabase, writeKeyFile, type Database } from '../src/index.js';
 
 const PER_ADDRESS = 25;
@@ -28,6 +29,7 @@ let keyFiles: IssuerKeyFiles;
 let server: RegistryServer;
 let op: Client<typeof RegistryService>;
 let anon: Client<typeof RegistryService>;
+let address: string;
 const logs: Record<string, unknown>[] = [];
 let n = 0;
 
@@ -60,7 +62,7 @@ beforeAll(async () => {
     maxRevocationWatchesPerAddress: PER_ADDRESS,
   });
   const { port } = await server.start('127.0.0.1:0');
-  const address = `127.0.0.1:${port}`;
+  address = `127.0.0.1:${port}`;
   op = createClient(RegistryService, address, credentials.createInsecure(), { signer: operatorRequestSigner(crypto, operator, registryId), defaultTimeoutMs: 15_000 });
   anon = createClient(RegistryService, address, credentials.createInsecure(), { defaultTimeoutMs: 15_000 });
 }, 60_000);
@@ -208,6 +210,41 @@ describe('RotateKey', () => {
     const events = securityEvents('rate_limited', 'registry.RotateKey');
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ agent: agentId });
+  });
+});
+
+describe('directory reads signed by an agent', () => {
+  it(`are rate limited per agent key (burst ${AGENT_READ_RATE.burst}, ${AGENT_READ_RATE.ratePerSecond}/s) before the nonce is written: a flood grows no table, logs a line a second, and leaves other agents alone`, async () => {
+    const signed = async () => {
+      const { agentId, key } = await register();
+      const agent = (await store.agent(agentId, Date.now()))!;
+      const registryId = (await anon.getTrustBundle({})).registryId;
+      return createClient(RegistryService, address, credentials.createInsecure(), { signer: agentRequestSigner(crypto, { agentId, serial: agent.certificate.serial, secretKey: key.secretKey }, registryId), defaultTimeoutMs: 15_000 });
+    };
+    const nonces = async (): Promise<number> => Number((await db.query<{ n: unknown }>('SELECT COUNT(*) AS n FROM operator_nonces'))[0]!.n);
+    const flooder = await signed();
+    const other = await signed();
+    try {
+      const before = await nonces();
+      const t0 = Date.now();
+      const codes: string[] = [];
+      for (let i = 0; i < 3 * AGENT_READ_RATE.burst; i++) codes.push(await flooder.getAgent({ agentId: 'bounds-1' }).then(() => 'ok', (e: unknown) => (isRpcError(e) ? e.code : String(e))));
+      const seconds = (Date.now() - t0) / 1000;
+      const ok = codes.filter((c) => c === 'ok').length;
+      expect(new Set(codes)).toEqual(new Set(['ok', 'rate_limited']));
+      expect(ok).toBeGreaterThanOrEqual(AGENT_READ_RATE.burst);
+      expect(ok).toBeLessThanOrEqual(AGENT_READ_RATE.burst + Math.ceil(seconds * AGENT_READ_RATE.ratePerSecond) + 1);
+      // Only the answered calls wrote a nonce.
+      expect((await nonces()) - before).toBe(ok);
+      const lines = securityEvents('rate_limited', 'registry.GetAgent');
+      expect(lines.length).toBeGreaterThanOrEqual(1);
+      expect(lines.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+      // Another agent's bucket is its own.
+      expect((await other.getAgent({ agentId: 'bounds-1' })).agent!.agentId).toBe('bounds-1');
+    } finally {
+      flooder.close();
+      other.close();
+    }
   });
 });
 

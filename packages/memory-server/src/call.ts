@@ -11,8 +11,7 @@ import type { Database, Queryable } from '@parley/db';
 import { isAgentId, verifyCertificate, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import { MemoryError, parseMemoryMetadata, verifyMemoryRequest } from '@parley/memory';
 import { AgentCertificateSchema, MessageType, toBinary, type AgentCertificate, type MessageInitShape } from '@parley/proto';
-import { RpcError, type CallContext, type RpcErrorCode } from '@parley/rpc';
-import { RateLimiter, type RateLimitOptions } from './rate-limit.js';
+import { RateLimiter, RpcError, type CallContext, type RateLimitOptions, type RpcErrorCode } from '@parley/rpc';
 import type { MemoryLogger, MemoryQuotas } from './service.js';
 
 export type Init<S extends Parameters<typeof toBinary>[0]> = MessageInitShape<S>;
@@ -151,7 +150,7 @@ export class CallPipeline {
 
   constructor(options: CallPipelineOptions) {
     this.#o = options;
-    this.#unauthenticatedAudit = new RateLimiter(UNAUTHENTICATED_AUDIT_RATE, options.clock);
+    this.#unauthenticatedAudit = new RateLimiter({ ...UNAUTHENTICATED_AUDIT_RATE, clock: options.clock });
   }
 
   /** Refuses new calls (`unavailable`) and waits for those in flight. */

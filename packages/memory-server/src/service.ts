@@ -41,11 +41,10 @@ import {
   type WriteSegmentRequest,
   type WriteSegmentResponseSchema,
 } from '@parley/proto';
-import type { CallContext } from '@parley/rpc';
+import { RateLimiter, type CallContext } from '@parley/rpc';
 import { CallPipeline, type Init, type OpContext } from './call.js';
 import { createMemory, derivedMemoryId, getAgentCertificate, getMemory, listMemories } from './memories.js';
 import { rotateEpoch, updateMembership } from './membership.js';
-import { RateLimiter } from './rate-limit.js';
 import { migrateMemorySchema } from './schema.js';
 import { listSegments, readSegment, writeSegment } from './segments.js';
 import { sweep } from './sweep.js';
@@ -134,7 +133,7 @@ export class MemoryStore {
     for (const [k, v] of Object.entries(this.#quotas)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`memory quota ${k} must be a positive integer`);
     if (this.#quotas.maxMembersPerMemory > MAX_MEMBERS) throw new RangeError(`maxMembersPerMemory must be at most ${MAX_MEMBERS}`);
     if (this.#quotas.maxEpochsPerMemory > MAX_EPOCHS) throw new RangeError(`maxEpochsPerMemory must be at most ${MAX_EPOCHS}`);
-    this.#limiter = new RateLimiter(options.rateLimit ?? { ratePerSecond: 200, burst: 400 }, this.#clock);
+    this.#limiter = new RateLimiter({ ...(options.rateLimit ?? { ratePerSecond: 200, burst: 400 }), clock: this.#clock });
     this.#log = options.logger;
     this.#c = { crypto, db, skewMs, quotas: this.#quotas, trustBundle: options.trustBundle, revocations: options.revocations, directory: options.directory };
     this.#calls = new CallPipeline({

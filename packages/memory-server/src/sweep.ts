@@ -4,7 +4,7 @@
  * owner's kept exact.
  */
 import type { Database } from '@parley/db';
-import type { RateLimiter } from './rate-limit.js';
+import type { RateLimiter } from '@parley/rpc';
 import { MEMORY_COLUMNS, memoryRow } from './rows.js';
 import type { MemoryLogger } from './service.js';
 import { int } from '@parley/db';

@@ -8,7 +8,7 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { toHex } from '@parley/crypto-core';
 import { keyId as computeKeyId } from '@parley/identity';
 import { AgentStatus } from '@parley/proto';
-import { RpcError, type CallContext } from '@parley/rpc';
+import { RateLimiter, RpcError, type CallContext, type RateLimitOptions } from '@parley/rpc';
 import { parseAgentMetadata, parseOperatorMetadata, verifyAgentRequest, verifyOperatorRequest } from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from '../config.js';
@@ -32,13 +32,28 @@ export interface AuthoriserOptions {
   readonly logger: Logger;
   readonly metrics: RegistryMetrics;
   readonly registryId: Uint8Array;
+  /** Agent-signed directory reads per agent key (default {@link AGENT_READ_RATE}). */
+  readonly agentReadRate?: RateLimitOptions;
 }
+
+/**
+ * Directory reads signed by an agent, per agent key (§15.3): checked after the signature and before the
+ * nonce is written, so one agent cannot grow the nonce table at the speed it can sign.
+ */
+export const AGENT_READ_RATE: RateLimitOptions = Object.freeze({ ratePerSecond: 50, burst: 100 });
+/** Agent-signed reads between two sweeps of the buckets that are full again. */
+const SWEEP_EVERY = 1024;
 
 export class Authoriser {
   readonly #o: AuthoriserOptions;
+  readonly #agentReads: RateLimiter;
+  #sinceSweep = 0;
+  #rateLimitedLoggedAt = 0;
+  #rateLimitedHeld = 0;
 
   constructor(options: AuthoriserOptions) {
     this.#o = options;
+    this.#agentReads = new RateLimiter(options.agentReadRate ?? AGENT_READ_RATE);
   }
 
   /**
@@ -103,7 +118,27 @@ export class Authoriser {
     if (Math.abs(skew) > settings.maxClockSkewMs) {
       return this.#refuse(ctx, 'permission_denied', `agent request timestamp is ${Math.round(skew / 1000)} s off the registry clock (allowed ±${settings.maxClockSkewMs / 1000} s)`, who);
     }
-    const fresh = await store.useNonce(computeKeyId(crypto, agent.certificate.identityPublicKey), auth.nonce, auth.timestampMs + settings.maxClockSkewMs + 1000);
+    const keyId = computeKeyId(crypto, agent.certificate.identityPublicKey);
+    if (++this.#sinceSweep >= SWEEP_EVERY) {
+      this.#sinceSweep = 0;
+      this.#agentReads.sweep();
+    }
+    if (!this.#agentReads.take(toHex(keyId))) {
+      const message = `more than ${this.#agentReads.burst} directory reads at once or ${this.#agentReads.ratePerSecond}/s sustained signed by this agent: retry later`;
+      // Counted every time, logged at most once a second in all with the number held back: a flood of
+      // refusals must not become a flood of log lines.
+      const now = Date.now();
+      if (now - this.#rateLimitedLoggedAt >= 1000) {
+        this.#rateLimitedLoggedAt = now;
+        this.securityEvent(ctx, 'rate_limited', `${message} (${this.#rateLimitedHeld} more refused since the last line)`, who);
+        this.#rateLimitedHeld = 0;
+      } else {
+        this.#o.metrics.authRefusals.inc({ code: 'rate_limited' });
+        this.#rateLimitedHeld++;
+      }
+      throw new RpcError('rate_limited', message);
+    }
+    const fresh = await store.useNonce(keyId, auth.nonce, auth.timestampMs + settings.maxClockSkewMs + 1000);
     if (!fresh) return this.#refuse(ctx, 'permission_denied', 'agent request replayed (nonce already used)', who);
   }
 

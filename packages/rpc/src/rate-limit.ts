@@ -1,13 +1,14 @@
 /**
- * Per-agent token buckets: each agent may send `burst` frames at once and
- * `ratePerSecond` sustained. Buckets of agents idle for a while are dropped so
- * memory stays bounded by the active agents.
+ * Keyed token buckets (the gateway's frames and bytes per agent, the memory store's calls per agent, the
+ * registry's agent-signed reads per key): each key may take `burst` tokens at once and `ratePerSecond`
+ * sustained. Only keys of authenticated callers should get a bucket, and buckets idle long enough to be
+ * full again are dropped by `sweep`, so the map is bounded by the keys active in the last few seconds.
  */
 
 export interface RateLimitOptions {
-  /** Sustained frames per second per agent. */
+  /** Sustained tokens per second per key. */
   readonly ratePerSecond: number;
-  /** Bucket size (frames that may be sent at once). */
+  /** Bucket size (tokens that may be taken at once). */
   readonly burst: number;
   /** Clock in ms (tests). Default Date.now. */
   readonly clock?: () => number;
@@ -54,6 +55,16 @@ export class RateLimiter {
     const now = this.#clock();
     const fullAfterMs = (this.#burst / this.#rate) * 1000;
     for (const [id, b] of this.#buckets) if (now - b.updatedMs > fullAfterMs) this.#buckets.delete(id);
+  }
+
+  /** Sustained tokens per second per key. */
+  get ratePerSecond(): number {
+    return this.#rate;
+  }
+
+  /** Tokens a full bucket holds. */
+  get burst(): number {
+    return this.#burst;
   }
 
   /** Whether `agentId` has a bucket. */
