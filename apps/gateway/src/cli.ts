@@ -317,6 +317,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
       processMetrics: true,
     });
   } catch (error) {
+    auditKey.secretKey.wipe();
     await follower.close();
     client.close();
     throw error;
@@ -327,6 +328,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
     floor = await openRevocationFloor(running.database, registryId);
   } catch (error) {
     await running.close();
+    auditKey.secretKey.wipe();
     client.close();
     throw error;
   }
@@ -371,6 +373,7 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
         .close()
         .then(() => follower.close())
         .then(() => running.close())
+        .then(() => auditKey.secretKey.wipe())
         .then(() => client.close())
         .then(() => {
           logger.info('stopped');

@@ -454,12 +454,19 @@ export function loadOrCreateAuditKey(crypto: ParleyCrypto, file: string): { keyP
   }
   if (json.type !== AUDIT_KEY_TYPE || typeof json.seed !== 'string' || typeof json.public_key !== 'string') bad(`${file} is not a ${AUDIT_KEY_TYPE} file`);
   let keyPair: Ed25519KeyPair;
+  let seed: Uint8Array | undefined;
   try {
-    keyPair = crypto.ed25519.keyPairFromSeed(fromBase64Url(json.seed));
+    seed = fromBase64Url(json.seed);
+    keyPair = crypto.ed25519.keyPairFromSeed(seed);
   } catch {
     return bad(`${file}: the seed is not a valid Ed25519 seed`);
+  } finally {
+    if (seed !== undefined) crypto.wipe(seed);
   }
-  if (!crypto.constantTimeEqual(keyPair.publicKey, fromHex(json.public_key))) bad(`${file}: public_key does not match the seed`);
+  if (!crypto.constantTimeEqual(keyPair.publicKey, fromHex(json.public_key))) {
+    keyPair.secretKey.wipe();
+    bad(`${file}: public_key does not match the seed`);
+  }
   return { keyPair, created: false };
 }
 

@@ -45,6 +45,8 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
    * The audit writer's Ed25519 key. Default: generated at start (its public key
    * is logged) — which only works on an empty audit table, since a log signed
    * by another key is not extended (list old writer keys in `auditTrustedKeys`).
+   * A generated key is wiped when the gateway closes; a given one stays the
+   * caller's to wipe (the CLI wipes the one it loaded once the gateway closed).
    */
   readonly auditKey?: Ed25519KeyPair;
   /** Public keys of other writers sharing the audit table (other instances, earlier keys). */
@@ -168,11 +170,13 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
   let memory: MemoryStore | undefined;
   let heartbeat: Heartbeat | undefined;
   let instanceId: string | undefined;
+  /** The audit key generated here (no `auditKey` given): wiped once the audit log is closed. */
+  let ownKey: Ed25519KeyPair | undefined;
   let gateway: Gateway;
   let mailbox: Mailbox;
   try {
     mailbox = await Mailbox.open(database, { ...(options.mailboxTtlMs === undefined ? {} : { ttlMs: options.mailboxTtlMs }), ...(options.clock === undefined ? {} : { clock: options.clock }) });
-    const writer = options.auditKey ?? options.crypto.ed25519.generateKeyPair();
+    const writer = options.auditKey ?? (ownKey = options.crypto.ed25519.generateKeyPair());
     if (options.auditKey === undefined) logger.warn({ audit_public_key: toHex(writer.publicKey) }, 'no audit key configured: generated one for this run');
     const auditTable = options.auditTable ?? gatewayAuditTable(options.crypto, writer.publicKey);
     if (options.auditTable === undefined) {
@@ -254,6 +258,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     await heartbeat?.close();
     await listener?.close();
     await audit?.close().catch(() => undefined);
+    ownKey?.secretKey.wipe();
     await database.close().catch(() => undefined);
     throw error;
   }
@@ -306,6 +311,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     await listener?.close();
     await metrics?.close();
     await auditLog.close().catch(() => undefined);
+    ownKey?.secretKey.wipe();
     await database.close().catch(() => undefined);
     throw error;
   }
@@ -349,6 +355,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
         await metrics?.close();
         serverMetrics.close();
         await auditLog.close().catch((err: unknown) => logger.error({ err }, 'closing the audit log failed'));
+        ownKey?.secretKey.wipe(); // after the close: it signs the shutdown checkpoint
         await database.close().catch((err: unknown) => logger.error({ err }, 'closing the database failed'));
       })();
       return closing;

@@ -8,6 +8,7 @@ import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { tempDir } from '@parley/test-support';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadOrCreateAuditKey } from '../src/config.js';
+import { createWorld } from './fixtures.js';
 
 const fault = vi.hoisted(() => ({ partialWrite: false, hide: undefined as string | undefined }));
 
@@ -67,5 +68,62 @@ describe('audit key file creation', () => {
     expect(() => loadOrCreateAuditKey(crypto, file)).toThrow(/created by another process meanwhile/);
     expect(readFileSync(file, 'utf8')).toBe('theirs');
     expect(readdirSync(keys)).toEqual(['audit-key.json']);
+  });
+});
+
+describe('audit key material is wiped', () => {
+  it('the seed decoded from the file is zeroed once the key pair is made; a key whose public key does not match is wiped too', () => {
+    const file = join(dir.path, 'wipe', 'audit-key.json');
+    const created = loadOrCreateAuditKey(crypto, file).keyPair;
+    const seeds: Uint8Array[] = [];
+    const made: { secretKey: { isWiped: boolean } }[] = [];
+    const recording: ParleyCrypto = {
+      ...crypto,
+      ed25519: {
+        ...crypto.ed25519,
+        keyPairFromSeed: (seed: Uint8Array) => {
+          seeds.push(seed);
+          const pair = crypto.ed25519.keyPairFromSeed(seed);
+          made.push(pair);
+          return pair;
+        },
+      },
+    };
+    const loaded = loadOrCreateAuditKey(recording, file).keyPair;
+    expect(Buffer.from(loaded.publicKey).equals(Buffer.from(created.publicKey))).toBe(true);
+    expect(seeds).toHaveLength(1);
+    expect(seeds[0]!.every((b) => b === 0)).toBe(true);
+    expect(loaded.secretKey.isWiped).toBe(false);
+    // The same seed under another public key: refused, and the key pair made from it wiped.
+    const json = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify({ ...json, public_key: '00'.repeat(32) }), { mode: 0o600 });
+    expect(() => loadOrCreateAuditKey(recording, file)).toThrow(/does not match the seed/);
+    expect(seeds[1]!.every((b) => b === 0)).toBe(true);
+    expect(made[1]!.secretKey.isWiped).toBe(true);
+  });
+
+  it('a gateway wipes the audit key it generated itself once it has closed, and leaves a given key to its owner', async () => {
+    const world = await createWorld();
+    const generated: { secretKey: { isWiped: boolean } }[] = [];
+    const recording: ParleyCrypto = {
+      ...world.crypto,
+      ed25519: {
+        ...world.crypto.ed25519,
+        generateKeyPair: () => {
+          const pair = world.crypto.ed25519.generateKeyPair();
+          generated.push(pair);
+          return pair;
+        },
+      },
+    };
+    const own = await world.start({ crypto: recording });
+    expect(generated.length).toBeGreaterThanOrEqual(1);
+    expect(generated.some((k) => k.secretKey.isWiped)).toBe(false);
+    await own.close();
+    expect(generated.filter((k) => k.secretKey.isWiped)).toHaveLength(1);
+    const given = crypto.ed25519.generateKeyPair();
+    const g = await world.start({ auditKey: given });
+    await g.close();
+    expect(given.secretKey.isWiped).toBe(false);
   });
 });
