@@ -64,6 +64,34 @@ describe('key files', () => {
     expect(code(() => readKeyFile(crypto, path, 'parley-registry-issuer-key', 'pw'))).toBe('malformed');
   });
 
+  it('wipes the passphrase bytes it hands to Argon2id, on write and on read', () => {
+    const path = join(dir.path, 'wiped-passphrase.json');
+    const kp = crypto.ed25519.generateKeyPair();
+    // ParleyCrypto is frozen: wrap it and record the password argument of each pwhash call.
+    const passwords: Uint8Array[] = [];
+    const recording: ParleyCrypto = {
+      ...crypto,
+      pwhash: (password, salt, options) => {
+        passwords.push(password);
+        return crypto.pwhash(password, salt, options);
+      },
+    };
+    const zero = (bytes: Uint8Array): boolean => bytes.every((b) => b === 0);
+    writeKeyFile(recording, path, 'parley-operator-key', kp, { passphrase: 'correct horse', kdf: 'interactive' });
+    expect(passwords).toHaveLength(1);
+    expect(passwords[0]!.length).toBe('correct horse'.length);
+    expect(zero(passwords[0]!)).toBe(true);
+    expect(readKeyFile(recording, path, 'parley-operator-key', 'correct horse').publicKey).toEqual(kp.publicKey);
+    expect(code(() => readKeyFile(recording, path, 'parley-operator-key', 'wrong horse'))).toBe('permission_denied');
+    // Also when Argon2id refuses the file's cost parameters.
+    const json = JSON.parse(readFileSync(path, 'utf8')) as { sealed: Record<string, unknown> };
+    json.sealed['mem_limit'] = 2 ** 40;
+    writeFileSync(path, JSON.stringify(json), { mode: 0o600 });
+    expect(code(() => readKeyFile(recording, path, 'parley-operator-key', 'correct horse'))).toBe('malformed');
+    expect(passwords).toHaveLength(4);
+    for (const password of passwords) expect(zero(password)).toBe(true);
+  });
+
   it('refuses a seed that does not match the recorded public key', () => {
     const path = join(dir.path, 'mismatch.json');
     writeKeyFile(crypto, path, 'parley-agent-key', crypto.ed25519.generateKeyPair());

@@ -100,7 +100,13 @@ export function writeKeyFile(
     } else {
       const cost = KDF[options.kdf ?? 'moderate'];
       const salt = crypto.randomBytes(PWHASH_SALT_BYTES);
-      const key = crypto.pwhash(utf8(options.passphrase), salt, cost);
+      const password = utf8(options.passphrase);
+      let key;
+      try {
+        key = crypto.pwhash(password, salt, cost);
+      } finally {
+        crypto.wipe(password);
+      }
       try {
         const ciphertext = crypto.aead.seal(key, 0n, seed, sealedAd(type, keyPair.publicKey));
         json.sealed = { kdf: 'argon2id', ops_limit: cost.opsLimit, mem_limit: cost.memLimit, salt: toBase64Url(salt), ciphertext: toBase64Url(ciphertext) };
@@ -214,11 +220,14 @@ export function readKeyFile(crypto: ParleyCrypto, path: string, type: KeyFileTyp
     if (s.kdf !== 'argon2id' || !Number.isSafeInteger(s.ops_limit) || !Number.isSafeInteger(s.mem_limit)) bad(path, 'unknown sealing parameters');
     const salt = decode(path, 'sealed.salt', () => fromBase64Url(s.salt));
     const ciphertext = decode(path, 'sealed.ciphertext', () => fromBase64Url(s.ciphertext));
+    const password = utf8(passphrase);
     let key;
     try {
-      key = crypto.pwhash(utf8(passphrase), salt, { opsLimit: s.ops_limit, memLimit: s.mem_limit });
+      key = crypto.pwhash(password, salt, { opsLimit: s.ops_limit, memLimit: s.mem_limit });
     } catch (cause) {
       throw new RpcError('malformed', `key file ${path}: sealing parameters out of range`, { cause });
+    } finally {
+      crypto.wipe(password);
     }
     try {
       seed = crypto.aead.open(key, 0n, ciphertext, sealedAd(type, publicKey));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CryptoError, layout, toHex } from './index.js';
+import { CryptoError, layout, toHex, type Layout } from './index.js';
 
 describe('layout', () => {
   it('encodes each field type exactly as docs/PROTOCOL.md §2 says', () => {
@@ -66,6 +66,43 @@ describe('layout', () => {
     expect(toHex(layout('parley/v1/other').u8(9).fieldsOf(shared).u64(5n).bytes())).toBe(toHex(direct.bytes()));
     expect(toHex(layout('parley/v1/other').fieldsOf(layout('parley/v1/shared')).bytes())).toBe(toHex(layout('parley/v1/other').bytes()));
     expect(() => layout('parley/v1/t').fieldsOf({} as never)).toThrow(CryptoError);
+  });
+
+  it('bytesAndWipe returns the bytes and zeroes every buffer the layout wrote a secret into, outgrown ones too', () => {
+    const secret = Uint8Array.from({ length: 32 }, (_, i) => 0xa0 + i);
+    const holds = (buf: Uint8Array): boolean => Buffer.from(buf).includes(Buffer.from(secret));
+    // Records the buffers Layout copies into (its own growable buffer, before and after growing); restored in finally.
+    const proto = Uint8Array.prototype;
+    const originalSet = proto.set;
+    const targets = new Set<Uint8Array>();
+    proto.set = function (this: Uint8Array, ...args: Parameters<Uint8Array['set']>): void {
+      targets.add(this);
+      originalSet.apply(this, args);
+    };
+    let l1: Layout;
+    let l2: Layout;
+    let small: Uint8Array;
+    let grown: Uint8Array;
+    try {
+      l1 = layout('parley/v1/test').str('memory-1').fixed(secret, 32, 'key');
+      l2 = layout('parley/v1/test').fixed(secret, 32, 'key').var(new Uint8Array(1000)); // the secret is written before the buffer grows
+      small = l1.bytesAndWipe();
+      grown = l2.bytesAndWipe();
+    } finally {
+      proto.set = originalSet;
+    }
+    expect(toHex(small)).toBe(toHex(layout('parley/v1/test').str('memory-1').fixed(secret, 32).bytes()));
+    expect(toHex(grown)).toBe(toHex(layout('parley/v1/test').fixed(secret, 32).var(new Uint8Array(1000)).bytes()));
+    expect(targets.size).toBeGreaterThanOrEqual(3); // l1's buffer, l2's first buffer and the one it grew into
+    for (const buf of targets) expect(holds(buf)).toBe(false);
+    // What is left is the domain tag alone, and the layout can be used again.
+    expect(toHex(l1.bytes())).toBe(toHex(layout('parley/v1/test').bytes()));
+    expect(toHex(l2.bytesAndWipe())).toBe(toHex(layout('parley/v1/test').bytes()));
+    expect(toHex(l1.u8(1).bytes())).toBe(toHex(layout('parley/v1/test').u8(1).bytes()));
+    // bytes() keeps the layout's own copy.
+    const kept = layout('parley/v1/test').fixed(secret, 32);
+    kept.bytes();
+    expect(toHex(kept.bytes())).toContain(toHex(secret));
   });
 
   it('checks a domain tag every time it is used, cached or not', () => {

@@ -71,6 +71,7 @@ export class Layout {
       while (size < at + n) size *= 2;
       const next = new Uint8Array(size);
       next.set(this.#buf.subarray(0, at));
+      this.#buf.fill(0); // the outgrown buffer may hold secret fields written so far (see bytesAndWipe)
       this.#buf = next;
       this.#view = undefined;
     }
@@ -184,9 +185,24 @@ export class Layout {
     return 4 + ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!);
   }
 
-  /** The encoded bytes (a copy). */
+  /** The encoded bytes (a copy). The layout keeps its own copy: see {@link bytesAndWipe} for secret fields. */
   bytes(): Uint8Array {
     return this.#buf.slice(0, this.#len);
+  }
+
+  /**
+   * The encoded bytes (a copy, as {@link bytes} returns), after which the layout's own buffer is zeroed
+   * and the layout holds its domain tag alone again (a later `bytes()` returns what `layout(domain).bytes()`
+   * does). For layouts that contain secret material, such as a key in a `fixed` field: `bytes()` would
+   * leave the secret in the layout's buffer until it is garbage-collected. Buffers the layout outgrew
+   * were zeroed when it grew. The caller wipes the returned copy when done with it.
+   */
+  bytesAndWipe(): Uint8Array {
+    const out = this.#buf.slice(0, this.#len);
+    const fieldsStart = this.#fieldsStart();
+    this.#buf.fill(0, fieldsStart);
+    this.#len = fieldsStart;
+    return out;
   }
 }
 

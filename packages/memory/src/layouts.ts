@@ -98,9 +98,17 @@ export function membershipEntryHash(crypto: ParleyCrypto, memoryId: string, entr
   );
 }
 
-/** The key commitment of an epoch key (§18.5): BLAKE3(str(domain) ‖ str(memory_id) ‖ u32(epoch) ‖ fixed32(key)). */
+/**
+ * The key commitment of an epoch key (§18.5): BLAKE3(str(domain) ‖ str(memory_id) ‖ u32(epoch) ‖ fixed32(key)).
+ * The hashed bytes hold the key: the layout's buffer and the copy hashed are wiped.
+ */
 export function keyCommitment(crypto: ParleyCrypto, memoryId: string, epoch: number, key: Uint8Array): Uint8Array {
-  return crypto.blake3(layout(KEY_COMMITMENT_DOMAIN).str(memoryId).u32(epoch).fixed(key, EPOCH_KEY_BYTES, 'key').bytes());
+  const input = layout(KEY_COMMITMENT_DOMAIN).str(memoryId).u32(epoch).fixed(key, EPOCH_KEY_BYTES, 'key').bytesAndWipe();
+  try {
+    return crypto.blake3(input);
+  } finally {
+    crypto.wipe(input);
+  }
 }
 
 /** Associated data of the back link of `epoch` (which seals the key of `epoch − 1`). */
@@ -122,9 +130,12 @@ export function epochLayout(memoryId: string, r: Omit<EpochRecord, 'signature' |
     .bytes();
 }
 
-/** The plaintext a key wrap seals (§18.6): it names what the key is for, so a copy cannot be moved to another memory, epoch or member. */
+/**
+ * The plaintext a key wrap seals (§18.6): it names what the key is for, so a copy cannot be moved to another memory, epoch or member.
+ * It holds the key: the layout's buffer is wiped, and the caller wipes the bytes returned.
+ */
 export function wrapPlaintext(memoryId: string, epoch: number, memberId: string, key: Uint8Array): Uint8Array {
-  return layout(EPOCH_KEY_DOMAIN).str(memoryId).u32(epoch).str(memberId).fixed(key, EPOCH_KEY_BYTES, 'key').bytes();
+  return layout(EPOCH_KEY_DOMAIN).str(memoryId).u32(epoch).str(memberId).fixed(key, EPOCH_KEY_BYTES, 'key').bytesAndWipe();
 }
 
 /**

@@ -207,6 +207,45 @@ describe('key epochs, back links and key copies (§18.5, §18.6)', () => {
     await expectCode(() => followBackLink(w.crypto, log.memoryId, { record: e2.record, key: w.crypto.randomKey('aead') }, e1.record), 'decrypt_failed');
   });
 
+  it('leaves no copy of an epoch key behind: every buffer the key is copied into is zero once the key is wiped', () => {
+    // Records every Uint8Array the key could be copied into: the targets of set() (the layouts' growable
+    // buffers among them) and the copies slice() makes (what a layout's bytes() returns). Restored in finally.
+    const proto = Uint8Array.prototype;
+    const originalSet = proto.set;
+    const originalSlice = proto.slice;
+    const targets = new Set<Uint8Array>();
+    proto.set = function (this: Uint8Array, ...args: Parameters<Uint8Array['set']>): void {
+      targets.add(this);
+      originalSet.apply(this, args);
+    };
+    proto.slice = function (this: Uint8Array, ...args: Parameters<Uint8Array['slice']>): Uint8Array {
+      const copy = originalSlice.apply(this, args);
+      targets.add(copy);
+      return copy;
+    } as Uint8Array['slice'];
+    let epoch: EpochKey;
+    try {
+      const log = newLog();
+      epoch = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
+      wrapKey(w.crypto, owner, log.memoryId, epoch, { memberId: writer.agentId, publicKey: writer.publicKey });
+    } finally {
+      proto.set = originalSet;
+      proto.slice = originalSlice;
+    }
+    const key = epoch.key.unsafeBytes().slice();
+    epoch.key.wipe();
+    const holders: string[] = [];
+    for (const buf of targets) {
+      for (let i = 0; i + key.length <= buf.length; i++) {
+        let j = 0;
+        while (j < key.length && buf[i + j] === key[j]) j++;
+        if (j === key.length) holders.push(`${buf.length}-byte buffer at offset ${i}`);
+      }
+    }
+    expect(targets.size).toBeGreaterThan(0);
+    expect(holders).toEqual([]);
+  });
+
   it('refuses epochs out of sequence, by a reader, or for a membership log the verifier does not have', async () => {
     const log = newLog();
     const e1 = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
