@@ -80,6 +80,10 @@ MAX_RESEALS: Final = 5
 #: Responder handshakes in progress per initiating peer (a flood from one peer cannot crowd out others).
 MAX_RESPONDERS_PER_PEER: Final = 4
 MAX_HELD_PER_HANDSHAKE: Final = 64
+#: §17.3 item 3: streams whose delivery of one message taken and not yet acknowledged by the application is kept,
+#: to ack with the application's ack (one per open stream is enough); further copies are acked at once, as
+#: ``MAX_DELIVERIES_PER_MESSAGE`` of @parley/client's inbox.
+MAX_DELIVERIES_PER_MESSAGE: Final = 16
 MAX_PENDING_RESPONDERS: Final = 1000
 #: Sessions held with one peer (§12): a new one closes the oldest beyond it (its late envelopes get a SessionReject).
 MAX_SESSIONS_PER_PEER: Final = 8
@@ -1525,8 +1529,14 @@ class Agent:
         digest = delivered.digest
         pending = self._unacked.get(digest)
         if pending is not None:  # §17.3 item 3: still in the inbox: this copy is acked with the application's ack
-            if conn is not None:
+            # One delivery per open stream is enough (the gateway holds it in the stream's in-flight set until then);
+            # an ended stream's deliveries come again on the next. Further copies (the sender's resends, a peer
+            # replaying its envelope) are acked at once: held, they would fill the stream and stall it.
+            pending.deliveries[:] = [d for d in pending.deliveries if d[0].is_open]
+            if conn is not None and conn.is_open and len(pending.deliveries) < MAX_DELIVERIES_PER_MESSAGE and not any(d[0] is conn for d in pending.deliveries):
                 pending.deliveries.append((conn, delivery_id))
+            else:
+                self._gateway_ack(conn, delivery_id)
             self._emit("duplicate", item="envelope", peer=sender, detail="still in the inbox, not acked by the application")
             return
         stored = self._receipts.get(digest)
