@@ -121,6 +121,23 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
       CREATE INDEX gateway_agents_instance ON gateway_agents (instance_id) WHERE instance_id IS NOT NULL;
     `,
   },
+  {
+    version: 6,
+    name: 'revocations kept',
+    sql: `
+      -- Every revocation a gateway on this database verified, per registry (§10.7): a subject once revoked
+      -- stays revoked across restarts, even when a registry restored from an older backup serves a list
+      -- that lacks it. Bounded by the registry's own list (every row was in a list whose head verified).
+      CREATE TABLE gateway_revocations_kept (
+        registry_id    bytea    NOT NULL CHECK (length(registry_id) = 16),
+        kind           smallint NOT NULL CHECK (kind IN (1, 2)),
+        subject        text     NOT NULL,
+        reason         text     NOT NULL,
+        revoked_at_ms  bigint   NOT NULL,
+        PRIMARY KEY (registry_id, kind, subject)
+      );
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */

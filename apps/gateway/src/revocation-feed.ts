@@ -16,8 +16,11 @@
  * Rollback: a list older than one already verified — by this process, or by
  * any gateway on the same database before (the high-water mark in
  * `gateway_revocation_floor`, {@link openRevocationFloor}) — is refused, and
- * the newer list kept: a registry restored from an older backup cannot
- * un-revoke anyone, not even across a gateway restart. The gateway then fails
+ * the newer list kept. Fork: a list at or past the mark that lacks a revocation
+ * verified before (kept in `gateway_revocations_kept`) is taken with every
+ * revocation held kept, and logged (`revocation_fork`): a registry restored
+ * from an older backup cannot un-revoke anyone, not even across a gateway
+ * restart (PROTOCOL §10.7). The gateway then fails
  * closed once its list is stale, and logs one error a minute (event
  * `revocation_rollback`) saying what happened and what the operator does: re-issue the
  * lost revocations until the registry's version reaches the mark
@@ -30,7 +33,7 @@
  * fired (43 s after the registry was back, in the review). Capping the
  * channel's backoff below the feed's keeps the feed's bound the real one.
  */
-import type { ParleyCrypto } from '@parley/crypto-core';
+import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { int, type Database } from '@parley/db';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
 import type { RegistryService } from '@parley/proto';
@@ -80,23 +83,43 @@ export interface RevocationFeedOptions {
   readonly floor?: RevocationFloor;
 }
 
-/** The newest list version verified before, kept across restarts. */
+/** What was verified before, kept across restarts: the newest list version, and every revocation. */
 export interface RevocationFloor {
   /** The version loaded at start. */
   readonly version: number;
+  /** The revocations loaded at start: they stay revoked whatever list the registry serves later. */
+  readonly kept: readonly RevocationEntry[];
   /** Records a newer verified version (never lowers it). */
   raise(version: number): Promise<void>;
+  /** Records verified revocations (those already recorded are skipped). */
+  remember(entries: readonly RevocationEntry[]): Promise<void>;
 }
 
+/** Rows of one `remember` statement. */
+const REMEMBER_ROWS = 1000;
+
 /**
- * The high-water mark of one registry's revocation list in the gateway database
- * (shared by every gateway on it): read now, raised as newer lists verify.
+ * The high-water mark of one registry's revocation list and the revocations verified so far, in the
+ * gateway database (shared by every gateway on it): read now, added to as lists verify.
  */
 export async function openRevocationFloor(db: Database, registryId: Uint8Array): Promise<RevocationFloor> {
   const id = Buffer.from(registryId);
   const rows = await db.query<{ version: unknown }>('SELECT version FROM gateway_revocation_floor WHERE registry_id = $1', [id]);
+  const keptRows = await db.query<{ kind: unknown; subject: unknown; reason: unknown; revoked_at_ms: unknown }>(
+    'SELECT kind, subject, reason, revoked_at_ms FROM gateway_revocations_kept WHERE registry_id = $1',
+    [id],
+  );
+  const kept: RevocationEntry[] = [];
+  const recorded = new Set<string>();
+  for (const r of keptRows) {
+    const kind = int(r.kind) === 1 ? 'agent' : 'serial';
+    const subject = String(r.subject);
+    recorded.add(`${kind}:${subject}`);
+    kept.push(kind === 'agent' ? { kind, agentId: subject, reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) } : { kind, serial: fromHex(subject), reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) });
+  }
   return {
     version: rows[0] === undefined ? 0 : int(rows[0].version),
+    kept,
     async raise(version) {
       await db.query(
         `INSERT INTO gateway_revocation_floor (registry_id, version, updated_at_ms) VALUES ($1, $2, $3)
@@ -105,10 +128,33 @@ export async function openRevocationFloor(db: Database, registryId: Uint8Array):
         [id, version, Date.now()],
       );
     },
+    async remember(entries) {
+      const fresh = entries.map((e) => ({ e, key: e.kind === 'agent' ? `agent:${e.agentId}` : `serial:${toHex(e.serial)}` })).filter((x) => !recorded.has(x.key));
+      for (let i = 0; i < fresh.length; i += REMEMBER_ROWS) {
+        const chunk = fresh.slice(i, i + REMEMBER_ROWS);
+        await db.query(
+          `INSERT INTO gateway_revocations_kept (registry_id, kind, subject, reason, revoked_at_ms)
+           SELECT $1::bytea, * FROM unnest($2::smallint[], $3::text[], $4::text[], $5::bigint[]) ON CONFLICT DO NOTHING`,
+          [
+            id,
+            chunk.map(({ e }) => (e.kind === 'agent' ? 1 : 2)),
+            chunk.map(({ e }) => (e.kind === 'agent' ? e.agentId : toHex(e.serial))),
+            chunk.map(({ e }) => e.reason),
+            chunk.map(({ e }) => String(e.revokedAtMs)),
+          ],
+        );
+        for (const { key } of chunk) recorded.add(key);
+      }
+    },
   };
 }
 
 const ROLLBACK = 'revocation list rollback';
+/**
+ * Pages of one full list at the most: the registry's list bound (10 000 entries a page, at least one) makes
+ * this far more than any list needs; a registry that pages on beyond it is not followed.
+ */
+const MAX_LIST_PAGES = 100_000;
 
 /** Follows a registry's revocation list into a MemoryRevocationSet until closed. */
 /** Default {@link RevocationFeedOptions.idleTimeoutMs}: two registry heartbeats (15 s each) and some. */
@@ -123,6 +169,7 @@ export class RevocationFeed {
   /** The newest version verified so far (persisted in the floor, when there is one). */
   #floor: number;
   #rollbackLoggedAt = 0;
+  #forkLoggedAt = Number.NEGATIVE_INFINITY;
   #synced!: () => void;
   /** Resolves after the first full list has been applied. */
   readonly synced: Promise<void>;
@@ -135,6 +182,8 @@ export class RevocationFeed {
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
     this.#floor = options.floor?.version ?? 0;
+    // Revoked before, on this database: revoked still, whatever list the registry serves from now on.
+    if (options.floor !== undefined && options.floor.kept.length > 0) options.revocations.keep(options.floor.kept);
     this.synced = new Promise((resolve) => (this.#synced = resolve));
   }
 
@@ -164,6 +213,7 @@ export class RevocationFeed {
     while (!signal.aborted) {
       try {
         if (this.#follower === undefined) await this.#loadFull();
+        if (signal.aborted) break; // closed while the list loaded: its abort listener below would never fire
         this.connects++;
         const follower = this.#follower!;
         // This watch's own signal: cancelled with the feed, or when the stream stays silent too long.
@@ -188,6 +238,7 @@ export class RevocationFeed {
             const accepted = follower.apply(batch.entries, batch.head, this.#clock());
             this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
             this.#raiseFloor(accepted.version);
+            this.#remember(accepted.entries);
             this.connected = true;
             this.#announce(accepted.entries);
             backoff = minBackoff;
@@ -230,12 +281,17 @@ export class RevocationFeed {
     const follower = new RevocationListFollower(crypto, { registryId, trustBundle });
     const all: RevocationEntry[] = [];
     let issuedAtMs = 0;
-    for (;;) {
+    for (let pages = 1; ; pages++) {
       const res = await client.getRevocationList({ afterVersion: BigInt(follower.version) }, { signal: this.#abort.signal, timeoutMs: 15_000 });
       const accepted = follower.apply(res.entries, res.head, this.#clock());
       all.push(...accepted.entries);
       issuedAtMs = accepted.issuedAtMs;
       if (BigInt(follower.version) >= res.currentVersion) break;
+      // A page behind the current version must bring entries (§15.6: at least one); one that does not, or more
+      // pages than the versions could need, is a registry that cannot be followed: refused (the loop retries
+      // with backoff) rather than asked again at once, forever.
+      if (accepted.entries.length === 0) throw new RpcError('malformed', `the registry's revocation list page after version ${follower.version} brought no entries, but its current version is ${res.currentVersion}`);
+      if (pages >= MAX_LIST_PAGES) throw new RpcError('malformed', `the registry's revocation list took more than ${MAX_LIST_PAGES} pages`);
     }
     const held = this.#heldVersion();
     if (follower.version < held) {
@@ -248,14 +304,32 @@ export class RevocationFeed {
           ` see docs/OPERATIONS.md, "Restoring the registry"`,
       );
     }
-    const before = revocations.version;
-    revocations.replace(all, follower.version, issuedAtMs);
+    const { added, lacking } = revocations.replace(all, follower.version, issuedAtMs);
     this.#raiseFloor(follower.version);
+    this.#remember(all);
     this.#follower = follower;
     this.connected = true;
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
-    this.#announce(all.slice(before));
+    if (lacking > 0) {
+      // Said loudly once a minute: the condition lasts until the operator re-issues what the registry lost.
+      const now = this.#clock();
+      if (now - this.#forkLoggedAt >= 60_000) {
+        this.#forkLoggedAt = now;
+        this.#o.logger.error(
+          { event: 'security', stage: 'revocation', code: 'revocation_fork', version: follower.version, kept: lacking },
+          `the registry's revocation list at version ${follower.version} lacks ${lacking} revocation(s) verified here before (its database restored from a backup?):` +
+            ` they stay revoked on this gateway. Operator: re-issue them on the registry (\`parley-registry agent revoke\`); see docs/OPERATIONS.md, "Restoring the registry"`,
+        );
+      }
+    }
+    this.#announce(added);
     this.#synced();
+  }
+
+  /** Records verified revocations in the floor (a failure is logged: they are kept in memory all the same). */
+  #remember(entries: readonly RevocationEntry[]): void {
+    if (entries.length === 0 || this.#o.floor === undefined) return;
+    this.#o.floor.remember(entries).catch((error: unknown) => this.#o.logger.warn({ err: error, revocations: entries.length }, 'could not record revocations in the database'));
   }
 
   /** The newest version verified: this process's list, or the persisted mark. */

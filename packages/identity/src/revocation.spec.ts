@@ -81,17 +81,31 @@ describe('MemoryRevocationSet', () => {
     expect(set.check({ agentId: 'a', serial: S1 }, T)).toMatchObject({ reason: 'first' });
   });
 
-  it('replace loads a full list, never an older one', () => {
+  it('replace loads a full list, never an older one, and never un-revokes: a list lacking a revoked subject (a fork) leaves it revoked', () => {
     const set = new MemoryRevocationSet();
     set.apply([revokeAgent('a'), revokeAgent('b')], 2, T);
-    const full = [revokeSerial(S2), revokeAgent('c'), revokeAgent('d')];
-    set.replace(full, 3, T + 1);
+    const full = [revokeSerial(S2), revokeAgent('c'), revokeAgent('b')];
+    const { added, lacking } = set.replace(full, 3, T + 1);
     expect(set.version).toBe(3);
-    expect(set.check({ agentId: 'a', serial: S1 }, T + 1)).toEqual({ revoked: false });
-    expect(set.check({ agentId: 'a', serial: S2 }, T + 1).revoked).toBe(true);
+    expect(added).toEqual([revokeSerial(S2), revokeAgent('c')]);
+    expect(lacking).toBe(1); // 'a'
+    expect(set.check({ agentId: 'a', serial: S1 }, T + 1).revoked).toBe(true);
+    expect(set.check({ agentId: 'x', serial: S2 }, T + 1).revoked).toBe(true);
     expectCode(() => set.replace([revokeSerial(S2)], 1, T + 2), 'malformed');
-    set.replace(full, 3, T + 3); // same version: a refresh
+    expect(set.replace(full, 3, T + 3)).toEqual({ added: [], lacking: 1 }); // same version: a refresh
     expect(set.lastUpdatedMs).toBe(T + 3);
+  });
+
+  it('keep adds revocations verified before without changing the version or the freshness', () => {
+    const set = new MemoryRevocationSet({ maxAgeMs: 1000 });
+    set.keep([revokeAgent('k'), revokeSerial(S2)]);
+    expect(set.version).toBe(0);
+    expect(set.lastUpdatedMs).toBeUndefined();
+    expectCode(() => set.check({ agentId: 'k', serial: S1 }, T), 'revocation_stale'); // still fails closed until fresh
+    set.replace([revokeAgent('z')], 1, T);
+    expect(set.check({ agentId: 'k', serial: S1 }, T).revoked).toBe(true);
+    expect(set.check({ agentId: 'y', serial: S2 }, T).revoked).toBe(true);
+    expectCode(() => set.keep([{ kind: 'agent', agentId: '', reason: 'x', revokedAtMs: 1 } as never]), 'malformed');
   });
 
   it('replace refuses a list whose entry count is not its version (a shortened list would un-revoke)', () => {

@@ -161,29 +161,48 @@ export class MemoryRevocationSet implements RevocationChecker {
   }
 
   /**
-   * Replaces the whole copy with a full list (a snapshot fetched after a gap or
-   * at start-up). The version may not go backwards, and the list must hold
-   * exactly `version` entries (one version per revocation): an older or
-   * shortened list could un-revoke. All or nothing.
+   * Takes a full list (a snapshot fetched after a gap or at start-up) as the copy's version. The version
+   * may not go backwards, and the list must hold exactly `version` entries (one version per revocation):
+   * an older or shortened list could un-revoke. A subject this copy already holds as revoked stays revoked
+   * even when the list lacks it — revocations are never undone (§15.6), so a list without one is a fork
+   * (a registry restored from an older backup that went on revoking others), never a correction. All or nothing.
    *
    * @param entries every revocation in the list (versions 1 … version)
    * @param version the list's version (>= the current one; = entries.length)
    * @param asOfMs the time the source vouches the list was current at (the signed head's `issued_at_ms`);
    *   `lastUpdatedMs` becomes max(lastUpdatedMs, asOfMs)
+   * @returns `added`: the entries whose subject this copy did not hold as revoked, in list order;
+   *   `lacking`: how many subjects revoked in this copy the list lacks (0 unless the list forked from the copy's)
    * @throws IdentityError `malformed` when `version` is older than the current one, does not equal the
    *   number of entries, or any entry is malformed
    */
-  replace(entries: readonly RevocationEntry[], version: number, asOfMs: number): void {
+  replace(entries: readonly RevocationEntry[], version: number, asOfMs: number): { readonly added: readonly RevocationEntry[]; readonly lacking: number } {
     const checked = checkEntries(entries);
     assertSafeInt(version, 'version');
     assertSafeInt(asOfMs, 'asOfMs');
     if (version < this.#version) malformed(`revocation list version ${version} is older than this copy's ${this.#version}`);
     if (checked.length !== version) malformed(`revocation list at version ${version} must hold ${version} entries (one per version), got ${checked.length}`);
-    this.#byAgent.clear();
-    this.#bySerial.clear();
-    for (const entry of checked) this.#add(entry);
+    const listed = new Set(checked.map((e) => `${e.kind}:${e.key}`));
+    let lacking = 0;
+    for (const key of this.#byAgent.keys()) if (!listed.has(`agent:${key}`)) lacking++;
+    for (const key of this.#bySerial.keys()) if (!listed.has(`serial:${key}`)) lacking++;
+    const added: RevocationEntry[] = [];
+    checked.forEach((entry, i) => {
+      if (this.#add(entry)) added.push(entries[i]!);
+    });
     this.#version = version;
     this.#refresh(asOfMs);
+    return { added, lacking };
+  }
+
+  /**
+   * Adds revocations verified earlier (by this holder, kept across a restart) without changing the
+   * version or the freshness: a subject once revoked stays revoked, even if the list the source serves
+   * later lacks it (see {@link replace}).
+   * @throws IdentityError `malformed` when an entry is malformed (then nothing is added)
+   */
+  keep(entries: readonly RevocationEntry[]): void {
+    for (const entry of checkEntries(entries)) this.#add(entry);
   }
 
   #refresh(asOfMs: number): void {
@@ -218,10 +237,12 @@ export class MemoryRevocationSet implements RevocationChecker {
     return NOT_REVOKED;
   }
 
-  #add(entry: CheckedEntry): void {
+  /** Adds a revocation; false when its subject was revoked already (the first revocation of a subject stands). */
+  #add(entry: CheckedEntry): boolean {
     const map = entry.kind === 'agent' ? this.#byAgent : this.#bySerial;
-    // The first revocation of a subject stands; a later one changes nothing.
-    if (!map.has(entry.key)) map.set(entry.key, Object.freeze({ reason: entry.reason, revokedAtMs: entry.revokedAtMs }));
+    if (map.has(entry.key)) return false;
+    map.set(entry.key, Object.freeze({ reason: entry.reason, revokedAtMs: entry.revokedAtMs }));
+    return true;
   }
 }
 
