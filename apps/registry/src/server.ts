@@ -232,6 +232,7 @@ export class RegistryServer {
         resolve();
       });
     });
+    this.#issuers.wipe(); // every call has ended: the issuer keys are not needed in memory any more
   }
 
   /** The key id this process signs with now. */

@@ -87,6 +87,12 @@ export class IssuerKeyRing {
     await this.#lifecycle.catch(() => undefined);
   }
 
+  /** Wipes every key held and forgets them (the server has stopped: nothing signs any more). */
+  wipe(): void {
+    for (const key of this.#keys.values()) key.secretKey.wipe();
+    this.#keys.clear();
+  }
+
   async #lifecycleStep(): Promise<void> {
     if (this.#stopped) return;
     const { store, keyFiles, logger } = this.#o;
