@@ -208,8 +208,28 @@ async function policyCheck(file: string, values: Values, out: (text: string) => 
   else out([`${file}: valid policy with ${rules} rule${rules === 1 ? '' : 's'}`, ...warnings.map((w) => `  warning: ${w}`)].join('\n'));
 }
 
-/** `serve`: runs until SIGTERM / SIGINT. */
+/** What SIGHUP does: set once the policy watch runs; before that a SIGHUP is only noted. */
+interface HupState {
+  onHup: (() => void) | undefined;
+  whileStarting: boolean;
+}
+
+/**
+ * `serve`: runs until SIGTERM / SIGINT. SIGHUP is handled from the first instruction to the last: its
+ * default action kills the process, and a reload sent while the gateway starts or stops must not.
+ */
 async function serve(values: Values, out: (text: string) => void): Promise<void> {
+  const state: HupState = { onHup: undefined, whileStarting: false };
+  const hup = (): void => (state.onHup === undefined ? void (state.whileStarting = true) : state.onHup());
+  process.on('SIGHUP', hup);
+  try {
+    await serveUntilStopped(values, out, state);
+  } finally {
+    process.off('SIGHUP', hup);
+  }
+}
+
+async function serveUntilStopped(values: Values, out: (text: string) => void, hup: HupState): Promise<void> {
   const crypto = await createCrypto();
   const config = configOf(values, fileChecks(crypto));
   const [{ pino }, { startGateway }, { RevocationFeed, REGISTRY_CHANNEL_OPTIONS, openRevocationFloor }] = await Promise.all([import('pino'), import('./server.js'), import('./revocation-feed.js')]);
@@ -356,17 +376,19 @@ async function serve(values: Values, out: (text: string) => void): Promise<void>
   trustBundleReportTimer.unref();
   if (!synced) logger.warn('revocation list not loaded yet: agents are refused (fail closed) until it is');
   const policyWatch = config.policyFile === undefined ? undefined : watchPolicyFile(config.policyFile, (p) => gateway.setPolicy(p), logger);
-  const onHup = (): void => {
+  // Read once more now that the watch runs: a change made between the first read (at start) and the watch
+  // produced no event, and the gateway would otherwise keep enforcing the older policy without a word.
+  policyWatch?.reload(hup.whileStarting ? 'SIGHUP while starting' : 'watch started');
+  hup.onHup = (): void => {
     if (policyWatch === undefined) logger.warn('SIGHUP: no policy_file to reload');
     else policyWatch.reload('SIGHUP');
   };
-  process.on('SIGHUP', onHup);
   // SIGINT / SIGTERM handlers are in place before the ready line: a supervisor that signals as soon as
   // it reads that line must never meet the default handler (which would kill without releasing locks).
   const stopped = new Promise<void>((done) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
-      process.off('SIGHUP', onHup);
+      hup.onHup = (): void => logger.info('SIGHUP while stopping: ignored'); // still handled: the default would kill
       clearInterval(trustBundleReportTimer);
       policyWatch?.close();
       void feed

@@ -11,7 +11,7 @@ export { Readiness, SHUTDOWN_CHECK, logReadiness } from './readiness.js';
 export type { CheckResult, CheckState, Probe, ProbeOptions, ReadinessChange, ReadinessLog, ReadinessOptions, ReadinessReport } from './readiness.js';
 
 // The operations listener
-export { startOpsServer, readyzBody, probeReadyz, formatReadyz, ReadyzUnavailableError } from './ops-server.js';
+export { startOpsServer, readyzBody, probeReadyz, formatReadyz, ReadyzUnavailableError, OPS_MAX_CONNECTIONS, OPS_REQUEST_TIMEOUT_MS } from './ops-server.js';
 export type { HealthzBody, OpsRequestRecord, OpsServer, OpsServerOptions, ReadyzBody, ReadyzProbe } from './ops-server.js';
 
 // Standard metrics

@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net';
 import { Registry, Counter } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { startOpsServer, type OpsRequestRecord } from './ops-server.js';
@@ -77,5 +78,68 @@ describe('startOpsServer (real HTTP on loopback)', () => {
     } finally {
       await first.close();
     }
+  });
+
+  describe('bounds', () => {
+    /** A raw TCP client: resolves `closed` when the server closes the socket, with what it answered. */
+    const raw = (port: number): Promise<{ socket: Socket; received: () => string; closed: Promise<number> }> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1');
+        let data = '';
+        const t0 = performance.now();
+        const closed = new Promise<number>((done) => socket.once('close', () => done(performance.now() - t0)));
+        socket.on('data', (d: Buffer) => (data += d.toString('latin1')));
+        socket.on('error', () => undefined);
+        socket.once('connect', () => resolve({ socket, received: () => data, closed }));
+        socket.once('error', reject);
+      });
+
+    it('closes a socket that sends nothing, or trickles its headers, once the request timeout passes', async () => {
+      const ops = await startOpsServer({ requestTimeoutMs: 500 });
+      try {
+        const idle = await raw(ops.port);
+        const trickle = await raw(ops.port);
+        trickle.socket.write('GET /healthz HTTP/1.1\r\n');
+        const drip = setInterval(() => trickle.socket.write('x-drip: 1\r\n'), 100); // active, never complete
+        try {
+          expect(await idle.closed).toBeLessThan(5_000);
+          expect(await trickle.closed).toBeLessThan(5_000);
+        } finally {
+          clearInterval(drip);
+        }
+        expect(trickle.received()).toMatch(/^HTTP\/1\.1 408|^$/);
+      } finally {
+        await ops.close();
+      }
+    });
+
+    it('keeps at most maxConnections sockets open (more are closed on accept) and still answers once they go', async () => {
+      const ops = await startOpsServer({ maxConnections: 3 });
+      const sockets: Awaited<ReturnType<typeof raw>>[] = [];
+      try {
+        for (let i = 0; i < 5; i++) sockets.push(await raw(ops.port));
+        const extra = await Promise.race([Promise.all([sockets[3]!.closed, sockets[4]!.closed]).then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 3_000))]);
+        expect(extra).toBe('closed');
+        for (const s of sockets.slice(0, 3)) expect(s.socket.destroyed).toBe(false);
+        for (const s of sockets) s.socket.destroy();
+        await new Promise((r) => setTimeout(r, 100));
+        expect((await fetch(`${ops.baseUrl}/healthz`)).status).toBe(200);
+      } finally {
+        for (const s of sockets) s.socket.destroy();
+        await ops.close();
+      }
+    });
+
+    it('refuses a request that announces a body with 413 and closes the connection', async () => {
+      const ops = await startOpsServer({});
+      try {
+        const c = await raw(ops.port);
+        c.socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\nx');
+        await c.closed;
+        expect(c.received()).toMatch(/^HTTP\/1\.1 413/);
+      } finally {
+        await ops.close();
+      }
+    });
   });
 });

@@ -31,6 +31,10 @@ export interface OpsServerOptions {
   readonly maxEventLoopLagMs?: number;
   /** Called after every request (must not throw). */
   readonly onRequest?: (record: OpsRequestRecord) => void;
+  /** Most sockets open at once (default {@link OPS_MAX_CONNECTIONS}); more are closed on accept. */
+  readonly maxConnections?: number;
+  /** How long headers, a request, and an idle socket may take, ms (default {@link OPS_REQUEST_TIMEOUT_MS}). */
+  readonly requestTimeoutMs?: number;
 }
 
 /** One served request. */
@@ -106,6 +110,11 @@ class LoopMonitor {
   }
 }
 
+/** Most sockets the operations listener keeps open at once (beyond: closed on accept). */
+export const OPS_MAX_CONNECTIONS = 64;
+/** How long a request's headers, a whole request, and an idle socket may take on the operations listener, ms. */
+export const OPS_REQUEST_TIMEOUT_MS = 10_000;
+
 /**
  * Starts the operations listener.
  * @throws Error when it cannot bind (`EADDRINUSE`, …), with the address in the message
@@ -126,7 +135,9 @@ export async function startOpsServer(options: OpsServerOptions = {}): Promise<Op
     const ok = lag < maxLag;
     return { status: ok ? 200 : 503, body: { status: ok ? 'ok' : 'event_loop_stalled', uptime_s: Math.round((performance.now() - started) / 100) / 10, event_loop_lag_ms: lag } };
   };
-  const server = http.createServer((req, res) => {
+  const timeoutMs = options.requestTimeoutMs ?? OPS_REQUEST_TIMEOUT_MS;
+  // Node checks the headers and request timeouts on this interval (30 s by default): checked each second.
+  const server = http.createServer({ headersTimeout: timeoutMs, requestTimeout: timeoutMs, connectionsCheckingInterval: Math.min(1_000, timeoutMs) }, (req, res) => {
     const t0 = performance.now();
     const path = (req.url ?? '/').split('?')[0]!;
     const method = req.method ?? 'GET';
@@ -138,8 +149,14 @@ export async function startOpsServer(options: OpsServerOptions = {}): Promise<Op
       }
     };
     if (method !== 'GET' && method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      res.writeHead(405, { allow: 'GET, HEAD', connection: 'close' }).end();
       done(405);
+      return;
+    }
+    // Nothing here takes a body: one announced is refused, and the connection closed rather than drained.
+    if ((req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined) {
+      res.writeHead(413, { connection: 'close' }).end();
+      done(413);
       return;
     }
     const head = method === 'HEAD';
@@ -178,7 +195,13 @@ export async function startOpsServer(options: OpsServerOptions = {}): Promise<Op
     res.writeHead(404).end();
     done(404);
   });
-  server.keepAliveTimeout = 5_000;
+  // Bounded (PROTOCOL §12, the operations listener row): a client that connects and sends nothing, or trickles its
+  // headers or a body, holds a socket for seconds, not Node's defaults (60 s for headers, 300 s for a
+  // request); at most OPS_MAX_CONNECTIONS sockets at once (more are closed on accept): scrapers and probes
+  // need a handful, and each idle socket is a file descriptor the gateway shares with its database and streams.
+  server.keepAliveTimeout = Math.min(5_000, timeoutMs);
+  server.maxConnections = options.maxConnections ?? OPS_MAX_CONNECTIONS;
+  server.setTimeout(timeoutMs, (socket) => socket.destroy());
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -49,6 +49,28 @@ describe('parley-gateway serve (process)', () => {
     expect(r.stdout).toBe('');
   }, 60_000);
 
+  it('a SIGHUP while starting neither kills it nor is lost, and a policy file changed while starting is applied once the watch runs', async () => {
+    const policyFile = join(dir.path, 'policy-starting.json');
+    writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] }));
+    // An unreachable registry (bundle and id pinned) keeps it starting for up to 5 s: the window of the review's repro.
+    const gw = await startApp('gateway', ['serve'], {
+      env: { ...env, PARLEY_GATEWAY_POLICY: policyFile, PARLEY_GATEWAY_REGISTRY: '127.0.0.1:1', PARLEY_GATEWAY_REGISTRY_ID: '00'.repeat(16), PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata-3'), PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-3.json') },
+      ready: (line, stream) => stream === 'stderr' && line['msg'] === 'starting',
+    });
+    try {
+      writeFileSync(policyFile, JSON.stringify({ version: 1, rules: [] })); // deny-all, before the watch exists
+      gw.signal('SIGHUP');
+      const ready = await gw.waitFor((l) => l['ready'] === true, 30_000);
+      expect(ready['revocations_synced']).toBe(false);
+      const loaded = await gw.waitFor((l) => l['msg'] === 'policy file loaded', 5_000);
+      expect(loaded).toMatchObject({ rules: 0 });
+      expect(['SIGHUP while starting', 'watch started']).toContain(loaded['reason']);
+      expect(gw.isRunning()).toBe(true);
+    } finally {
+      expect(await gw.stop()).toBe(0);
+    }
+  }, 60_000);
+
   it('starts without the registry when the bundle and registry id are pinned, refusing agents until it loads', async () => {
     const gw = await startApp('gateway', ['serve'], { env: { ...env, PARLEY_GATEWAY_REGISTRY: '127.0.0.1:1', PARLEY_GATEWAY_REGISTRY_ID: '00'.repeat(16), PARLEY_GATEWAY_DATA_DIR: join(dir.path, 'pgdata-2'), PARLEY_GATEWAY_AUDIT_KEY: join(dir.path, 'audit-2.json') }, ready: (line, stream) => stream === 'stdout' && line['ready'] === true });
     try {
