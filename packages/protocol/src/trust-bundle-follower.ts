@@ -76,8 +76,10 @@ export interface TrustBundleFollowerOptions {
 /** Where a follower stands (for readiness and metrics). */
 export type TrustBundleFollowerState = 'starting' | 'current' | 'unreachable' | 'refusing';
 
-/** Most GetTrustBundle pages one refresh reads (64 documents each). */
+/** Most GetTrustBundle pages one refresh reads. */
 const MAX_PAGES = 100;
+/** Most documents one GetTrustBundle page may carry (§15.10; the registry sends at most this many). */
+const MAX_PAGE_DOCUMENTS = 64;
 
 /** Follows one registry's trust bundle until closed. */
 export class TrustBundleFollower {
@@ -206,37 +208,55 @@ export class TrustBundleFollower {
     let after = Math.max(0, before - 1);
     const documents: SignedTrustBundle[] = [];
     let current = 0;
+    // The registry id of this refresh: the one of the chain held, or (none anchored yet) this answer's — adopted
+    // only once a document signed by a pinned key verifies, so a wrong or broken first answer (another
+    // registry, a half-started one) does not bind the follower for good.
+    let registryId = this.#registryId;
     try {
       for (let page = 0; page < MAX_PAGES; page++) {
-        const res = await client.getTrustBundle({ afterVersion: BigInt(after) }, { timeoutMs: this.#o.callTimeoutMs ?? 10_000 });
-        if (this.#registryId === undefined) this.#registryId = new Uint8Array(res.registryId);
+        let res: Awaited<ReturnType<typeof client.getTrustBundle>>;
+        try {
+          res = await client.getTrustBundle({ afterVersion: BigInt(after) }, { timeoutMs: this.#o.callTimeoutMs ?? 10_000 });
+        } catch (error) {
+          const e = describeError(error);
+          this.#state = 'unreachable';
+          this.#emit({ kind: 'unreachable', code: e.code, version: before, detail: e.detail });
+          throw new Unreachable(error);
+        }
+        registryId ??= new Uint8Array(res.registryId);
         current = Number(res.currentVersion);
+        // Checked before anything is kept: a page is at most 64 documents, of the consecutive versions after the
+        // one asked for — a registry cannot make one refresh hold more than MAX_PAGES pages of them, nor ask again
+        // without moving forward.
+        if (res.documents.length > MAX_PAGE_DOCUMENTS) throw new IdentityError('malformed', `a trust bundle page of ${res.documents.length} documents (at most ${MAX_PAGE_DOCUMENTS})`);
+        res.documents.forEach((d, i) => {
+          if (Number(d.version) !== after + 1 + i) throw new IdentityError('malformed', `trust bundle page after version ${after} holds version ${d.version} at position ${i + 1}`);
+        });
         documents.push(...res.documents);
         const last = res.documents.at(-1);
         if (last === undefined || Number(last.version) >= current) break;
         after = Number(last.version);
       }
-    } catch (error) {
-      const e = describeError(error);
-      this.#state = 'unreachable';
-      this.#emit({ kind: 'unreachable', code: e.code, version: before, detail: e.detail });
-      throw error;
-    }
-    try {
       if (current < before) {
         throw new IdentityError('rollback', `the registry's current trust bundle version ${current} is older than the version ${before} already held (a restored backup?)`);
       }
-      this.#chain ??= TrustBundleChain.fromPinned(this.#o.crypto, this.#registryId!, this.#o.pinned);
-      const result = this.#chain.advance(documents, this.#clock());
-      if (result.version < current) throw new IdentityError('malformed', `the registry announced trust bundle version ${current} but sent documents up to ${result.version}`);
-      this.#state = 'current';
-      this.#lastVerifiedAtMs = this.#clock();
+      if (registryId === undefined || registryId.length !== 16) throw new IdentityError('malformed', `the registry's id must be 16 bytes, got ${registryId?.length ?? 0}`);
+      const chain = this.#chain ?? TrustBundleChain.fromPinned(this.#o.crypto, registryId, this.#o.pinned);
+      const result = chain.advance(documents, this.#clock());
+      // Anchored: from now on this chain and its registry id are the follower's.
+      this.#chain = chain;
+      this.#registryId = registryId;
       if (result.accepted.length > 0) {
+        // Reported and saved even when the check below refuses the rest: these documents verified and are trusted now.
         this.#emit({ kind: 'updated', from: before, to: result.version, accepted: result.accepted });
         await this.#save();
       }
+      if (result.version < current) throw new IdentityError('malformed', `the registry announced trust bundle version ${current} but sent documents up to ${result.version}`);
+      this.#state = 'current';
+      this.#lastVerifiedAtMs = this.#clock();
       return result;
     } catch (error) {
+      if (error instanceof Unreachable) throw error.cause;
       const e = describeError(error);
       this.#state = 'refusing';
       this.#emit({ kind: 'refused', code: e.code, version: this.version, detail: e.detail });
@@ -271,5 +291,12 @@ function savedRegistryId(encoded: Uint8Array): Uint8Array {
     return doc.registryId;
   } catch (cause) {
     throw new ProtocolError('malformed', 'the saved trust bundle does not decode', { cause });
+  }
+}
+
+/** A transport failure of GetTrustBundle, already reported as `unreachable` (rethrown as its cause). */
+class Unreachable extends Error {
+  constructor(override readonly cause: unknown) {
+    super('unreachable');
   }
 }
