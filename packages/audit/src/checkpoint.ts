@@ -24,6 +24,8 @@ import { RootAccumulator, type TreeHasher } from './merkle.js';
 export const CHECKPOINT_DOMAIN = 'parley/v1/audit-checkpoint';
 /** Most distinct keys a checkpoint may name as signers of its entries. */
 export const MAX_CHECKPOINT_SIGNERS = 256;
+/** Most peaks a checkpoint holds: one per set bit of a tree size below 2^53. */
+export const MAX_CHECKPOINT_PEAKS = 53;
 
 /** A signed checkpoint (see the module comment). */
 export interface AuditCheckpoint {
@@ -61,7 +63,7 @@ export function checkpointLayout(c: Omit<AuditCheckpoint, 'signature'>): Uint8Ar
   const o = assertObject(c, 'checkpoint');
   const treeSize = assertSafeInt(o['treeSize'], 'checkpoint.treeSize', 1);
   const peaks = o['peaks'];
-  if (!Array.isArray(peaks) || peaks.length > 53) malformed('checkpoint.peaks must be an array of at most 53 hashes');
+  if (!Array.isArray(peaks) || peaks.length > MAX_CHECKPOINT_PEAKS) malformed(`checkpoint.peaks must be an array of at most ${MAX_CHECKPOINT_PEAKS} hashes`);
   const signers = o['entrySigners'];
   if (!Array.isArray(signers) || signers.length === 0 || signers.length > MAX_CHECKPOINT_SIGNERS) malformed(`checkpoint.entrySigners must be an array of 1..${MAX_CHECKPOINT_SIGNERS} key ids`);
   const l = layout(CHECKPOINT_DOMAIN)

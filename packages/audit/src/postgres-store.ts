@@ -5,7 +5,8 @@
  *
  *   CREATE TABLE IF NOT EXISTS parley_audit (
  *     idx         BIGINT PRIMARY KEY CHECK (idx >= 0),
- *     entry       BYTEA NOT NULL,                 -- protobuf AuditMessage
+ *     entry       BYTEA NOT NULL                  -- protobuf AuditMessage
+ *                 CHECK (octet_length(entry) BETWEEN 1 AND 1024), -- MAX_ENTRY_BYTES; tables created from now on
  *     entry_hash  BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32),
  *     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())
  *
@@ -29,8 +30,8 @@ import type { AuditMessage } from '@parley/proto';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, storageFailure } from './errors.js';
-import { HASH_BYTES, KEY_ID_BYTES, assertEntry, digestEntry, encodeEntry } from './entry.js';
-import type { AuditCheckpoint } from './checkpoint.js';
+import { HASH_BYTES, KEY_ID_BYTES, MAX_ENTRY_BYTES, SIGNATURE_BYTES, assertEntry, digestEntry, encodeEntry } from './entry.js';
+import { MAX_CHECKPOINT_PEAKS, MAX_CHECKPOINT_SIGNERS, type AuditCheckpoint } from './checkpoint.js';
 import { assertNotification, checkRange, decodeStream, type AuditNotification, type AuditStore } from './store.js';
 
 /** Most entries one `appendMany` statement inserts (3 parameters each, far below PostgreSQL's 65535). */
@@ -80,6 +81,36 @@ function toBuffer(bytes: Uint8Array): Buffer {
 function toBytes(value: unknown, what: string): Uint8Array {
   if (!(value instanceof Uint8Array)) throw new AuditError('storage_failure', `${what} is not bytea`);
   return new Uint8Array(value);
+}
+
+/**
+ * Byte bound of each bytea column read from the checkpoints table (a checkpoint's own shape, checkpoint.ts).
+ * Stored rows are not trusted: each column is selected as `bounded()`, so a longer value never leaves the server.
+ */
+const CHECKPOINT_COLUMN_BYTES: Readonly<Record<string, number>> = {
+  first_entry_hash: HASH_BYTES,
+  root_hash: HASH_BYTES,
+  last_entry_hash: HASH_BYTES,
+  signer_key_id: KEY_ID_BYTES,
+  entry_signers: MAX_CHECKPOINT_SIGNERS * KEY_ID_BYTES,
+  peaks: MAX_CHECKPOINT_PEAKS * HASH_BYTES,
+  signature: SIGNATURE_BYTES,
+};
+
+/**
+ * SQL selecting bytea `column` only when it is at most `max` bytes (NULL otherwise), and its length as
+ * `<column>_length`: whoever can insert rows cannot make a reader load (or pg's parser choke on) a huge value.
+ */
+function bounded(column: string, max: number): string {
+  return `octet_length(${column}) AS ${column}_length, CASE WHEN octet_length(${column}) <= ${max} THEN ${column} END AS ${column}`;
+}
+
+/** The bytes of a column selected with {@link bounded}; `malformed` when the stored value is longer than `max`. */
+function boundedBytes(row: Record<string, unknown>, column: string, max: number, what: string): Uint8Array {
+  const length = row[`${column}_length`];
+  const n = typeof length === 'string' || typeof length === 'number' ? Number(length) : Number.NaN;
+  if (n > max) malformed(`${what} is ${n} bytes, more than ${max}`);
+  return toBytes(row[column], what);
 }
 
 function toCount(value: unknown, what: string): number {
@@ -151,9 +182,11 @@ export class PostgresAuditStore implements AuditStore {
     const fn = `${t}_append_only`;
     const trigger = `${t.replace(/^.*\./, '')}_append_only`;
     const statements = [
+      // The entry length CHECK is on tables created from now on only: an existing table is not altered (a migration
+      // validating every row of a big append-only table is out of scope); readers bound the length themselves (#records).
       `CREATE TABLE IF NOT EXISTS ${t} (
          idx BIGINT PRIMARY KEY CHECK (idx >= 0),
-         entry BYTEA NOT NULL,
+         entry BYTEA NOT NULL CHECK (octet_length(entry) BETWEEN 1 AND ${MAX_ENTRY_BYTES}),
          entry_hash BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32),
          recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
       `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -312,7 +345,10 @@ export class PostgresAuditStore implements AuditStore {
     try {
       rows = (
         await this.#client.query(
-          `SELECT tree_size::text AS n, first_entry_hash, root_hash, last_entry_hash, timestamp_ms::text AS t, signer_key_id, entry_signers, peaks, signature
+          `SELECT tree_size::text AS n, timestamp_ms::text AS t,
+                  ${Object.entries(CHECKPOINT_COLUMN_BYTES)
+                    .map(([column, max]) => bounded(column, max))
+                    .join(',\n                  ')}
              FROM ${this.table}_checkpoints WHERE tree_size <= $2::bigint ORDER BY tree_size DESC LIMIT $1`,
           [limit, String(atMost)],
         )
@@ -324,21 +360,22 @@ export class PostgresAuditStore implements AuditStore {
     }
     return rows.map((row) => {
       const r = row as Record<string, unknown>;
+      const bytes = (column: string): Uint8Array => boundedBytes(r, column, CHECKPOINT_COLUMN_BYTES[column]!, `a stored checkpoint's ${column}`);
       const split = (column: string, size: number): Uint8Array[] => {
-        const all = toBytes(r[column], `checkpoint ${column}`);
+        const all = bytes(column);
         if (all.length % size !== 0) throw new AuditError('storage_failure', `a stored checkpoint's ${column} is ${all.length} bytes, not a multiple of ${size}`);
         return Array.from({ length: all.length / size }, (_, i) => all.slice(i * size, (i + 1) * size));
       };
       return {
         treeSize: toCount(r['n'], 'tree_size'),
-        firstEntryHash: toBytes(r['first_entry_hash'], 'checkpoint first_entry_hash'),
-        rootHash: toBytes(r['root_hash'], 'checkpoint root_hash'),
-        lastEntryHash: toBytes(r['last_entry_hash'], 'checkpoint last_entry_hash'),
+        firstEntryHash: bytes('first_entry_hash'),
+        rootHash: bytes('root_hash'),
+        lastEntryHash: bytes('last_entry_hash'),
         timestampMs: toCount(r['t'], 'timestamp_ms'),
-        signerKeyId: toBytes(r['signer_key_id'], 'checkpoint signer_key_id'),
+        signerKeyId: bytes('signer_key_id'),
         entrySigners: split('entry_signers', KEY_ID_BYTES),
         peaks: split('peaks', HASH_BYTES),
-        signature: toBytes(r['signature'], 'checkpoint signature'),
+        signature: bytes('signature'),
       };
     });
   }
@@ -383,15 +420,17 @@ export class PostgresAuditStore implements AuditStore {
       this.#check();
       const rows = await this.#query(
         // The alias must not be "idx": ORDER BY would then sort by the text.
-        `SELECT idx::text AS position, entry FROM ${this.table} WHERE idx >= $1::bigint AND idx < $2::bigint ORDER BY idx LIMIT $3`,
+        // An entry longer than MAX_ENTRY_BYTES (a table created before its CHECK, or altered) stays on the server.
+        `SELECT idx::text AS position, ${bounded('entry', MAX_ENTRY_BYTES)} FROM ${this.table} WHERE idx >= $1::bigint AND idx < $2::bigint ORDER BY idx LIMIT $3`,
         [String(next), String(to), this.#pageSize],
         'reading entries',
       );
       if (rows.length === 0) return; // rows deleted behind the trigger's back: the verifier names the gap
       for (const row of rows) {
-        const r = row as { position?: unknown; entry?: unknown };
-        next = toCount(r.position, 'idx') + 1;
-        yield toBytes(r.entry, `entry ${next - 1}`);
+        const r = row as Record<string, unknown>;
+        next = toCount(r['position'], 'idx') + 1;
+        // The decoder's own error for an oversized entry (`malformed`), without the bytes.
+        yield boundedBytes(r, 'entry', MAX_ENTRY_BYTES, `stored entry ${next - 1}`);
       }
     }
   }

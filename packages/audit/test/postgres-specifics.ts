@@ -1,6 +1,6 @@
 // PostgreSQL-store behaviour shared by the PGlite and real-PostgreSQL runs.
 import { describe, expect, it } from 'vitest';
-import { AuditLog, openPostgresStore, verifyChain, type SqlClient } from '../src/index.js';
+import { AuditLog, MAX_ENTRY_BYTES, openPostgresStore, verifyChain, type SqlClient } from '../src/index.js';
 import { buildChain, crypto, fieldsFor, hashOf, writerA, writerB } from './fixtures.js';
 
 /** A client that counts the INSERT statements it forwards and can be told to fail the next ones. */
@@ -20,6 +20,23 @@ function countingClient(client: SqlClient): SqlClient & { inserts: number; failI
     },
   };
   return counting;
+}
+
+/** A client that records the longest bytea value any result row brought back. */
+function byteaWatchingClient(client: SqlClient): SqlClient & { largest: number } {
+  const watching = {
+    largest: 0,
+    async query(text: string, params?: unknown[]) {
+      const result = await client.query(text, params);
+      for (const row of result.rows) {
+        for (const value of Object.values(row as Record<string, unknown>)) {
+          if (value instanceof Uint8Array) watching.largest = Math.max(watching.largest, value.length);
+        }
+      }
+      return result;
+    },
+  };
+  return watching;
 }
 
 /** Registers the PostgreSQL-specific tests; `make` gives a client and a fresh table name. */
@@ -263,6 +280,47 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       const reopenedLong = await AuditLog.open(crypto, { store: await openPostgresStore(crypto, client, { table: long, migrate: false }), writer: writerA, proofs: false });
       expect(reopenedLong.opening).toEqual({ checkpointSize: 0, entriesRead: 3 });
       await client.query(`DROP TABLE ${long}`);
+    });
+
+    it('an oversized stored entry or checkpoint column never leaves the server: reads, verify and open fail `malformed`', async () => {
+      const { client, table } = make();
+      const huge = 5 * 1024 * 1024;
+      const hugeBytes = `decode(repeat('ab', ${huge}), 'hex')`;
+      const zeroHash = `decode(repeat('00', 32), 'hex')`;
+      // A new table refuses an entry longer than MAX_ENTRY_BYTES (or empty) itself.
+      await (await openPostgresStore(crypto, client, { table: `${table}_new` })).close();
+      await expect(client.query(`INSERT INTO ${table}_new (idx, entry, entry_hash) VALUES (0, ${hugeBytes}, ${zeroHash})`)).rejects.toMatchObject({ code: '23514' });
+      await expect(client.query(`INSERT INTO ${table}_new (idx, entry, entry_hash) VALUES (0, '\\x', ${zeroHash})`)).rejects.toMatchObject({ code: '23514' });
+      // A table created by an earlier version (no length CHECK; migrating does not add one): anyone able to INSERT can
+      // store a huge entry after the real ones.
+      await client.query(
+        `CREATE TABLE ${table} (idx BIGINT PRIMARY KEY CHECK (idx >= 0), entry BYTEA NOT NULL,
+           entry_hash BYTEA NOT NULL CHECK (octet_length(entry_hash) = 32), recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
+      );
+      const watching = byteaWatchingClient(client);
+      const store = await openPostgresStore(crypto, watching, { table, pageSize: 2 });
+      for (const e of buildChain(3)) await store.append(e);
+      await client.query(`INSERT INTO ${table} (idx, entry, entry_hash) VALUES (3, ${hugeBytes}, ${zeroHash})`);
+      const rows = async () => {
+        const out: Uint8Array[] = [];
+        for await (const bytes of store.readEncoded(0, 4)) out.push(bytes);
+        return out;
+      };
+      await expect(rows()).rejects.toMatchObject({ code: 'malformed', message: expect.stringContaining(`stored entry 3 is ${huge} bytes, more than ${MAX_ENTRY_BYTES}`) });
+      expect(watching.largest).toBeLessThanOrEqual(MAX_ENTRY_BYTES);
+      const { rows: raw } = await watching.query(`SELECT octet_length(entry) AS n FROM ${table} WHERE idx = 3`);
+      expect(Number((raw[0] as { n: unknown }).n)).toBe(huge); // the row is there; it is just not sent
+      expect(await verifyChain(crypto, store.readEncoded(0, 4), { keys: writerA.publicKey })).toMatchObject({ ok: false, index: 3, reason: 'malformed' });
+      expect(await verifyChain(crypto, store.read(0, 4), { keys: writerA.publicKey })).toMatchObject({ ok: false, index: 3, reason: 'malformed' });
+      await expect(AuditLog.open(crypto, { store, writer: writerA })).rejects.toMatchObject({ code: 'malformed' });
+      expect(watching.largest).toBeLessThanOrEqual(MAX_ENTRY_BYTES);
+      // A checkpoint row with a huge column: refused `malformed` without its bytes (open then reads every entry).
+      await client.query(
+        `INSERT INTO ${table}_checkpoints (tree_size, first_entry_hash, root_hash, last_entry_hash, timestamp_ms, signer_key_id, entry_signers, peaks, signature)
+         VALUES (2, ${zeroHash}, ${zeroHash}, ${zeroHash}, 0, decode(repeat('00', 16), 'hex'), decode(repeat('00', 16), 'hex'), ${hugeBytes}, decode(repeat('00', 64), 'hex'))`,
+      );
+      await expect(store.checkpoints!(16)).rejects.toMatchObject({ code: 'malformed', message: expect.stringContaining(`peaks is ${huge} bytes`) });
+      expect(watching.largest).toBeLessThanOrEqual(MAX_ENTRY_BYTES);
     });
 
     it('tampering behind the trigger is caught by the verifier: modified, reordered, removed', async () => {
