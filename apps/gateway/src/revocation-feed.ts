@@ -37,7 +37,7 @@ import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { int, type Database } from '@parley/db';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
 import type { RegistryService } from '@parley/proto';
-import { RpcError, type Client } from '@parley/rpc';
+import { LogThrottle, RpcError, type Client } from '@parley/rpc';
 import { RevocationListFollower } from '@parley/identity';
 import type { Logger } from 'pino';
 
@@ -95,6 +95,11 @@ export interface RevocationFloor {
   remember(entries: readonly RevocationEntry[]): Promise<void>;
 }
 
+/** A kept row's `subject`: the agent id, or the serial in hex. */
+const subjectOf = (e: RevocationEntry): string => (e.kind === 'agent' ? e.agentId : toHex(e.serial));
+/** One key per revoked subject. */
+const keyOf = (e: RevocationEntry): string => `${e.kind}:${subjectOf(e)}`;
+
 /** Rows of one `remember` statement. */
 const REMEMBER_ROWS = 1000;
 
@@ -109,14 +114,12 @@ export async function openRevocationFloor(db: Database, registryId: Uint8Array):
     'SELECT kind, subject, reason, revoked_at_ms FROM gateway_revocations_kept WHERE registry_id = $1',
     [id],
   );
-  const kept: RevocationEntry[] = [];
-  const recorded = new Set<string>();
-  for (const r of keptRows) {
-    const kind = int(r.kind) === 1 ? 'agent' : 'serial';
-    const subject = String(r.subject);
-    recorded.add(`${kind}:${subject}`);
-    kept.push(kind === 'agent' ? { kind, agentId: subject, reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) } : { kind, serial: fromHex(subject), reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) });
-  }
+  const kept: RevocationEntry[] = keptRows.map((r) =>
+    int(r.kind) === 1
+      ? { kind: 'agent', agentId: String(r.subject), reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) }
+      : { kind: 'serial', serial: fromHex(String(r.subject)), reason: String(r.reason), revokedAtMs: int(r.revoked_at_ms) },
+  );
+  const recorded = new Set(kept.map(keyOf));
   return {
     version: rows[0] === undefined ? 0 : int(rows[0].version),
     kept,
@@ -129,7 +132,7 @@ export async function openRevocationFloor(db: Database, registryId: Uint8Array):
       );
     },
     async remember(entries) {
-      const fresh = entries.map((e) => ({ e, key: e.kind === 'agent' ? `agent:${e.agentId}` : `serial:${toHex(e.serial)}` })).filter((x) => !recorded.has(x.key));
+      const fresh = entries.map((e) => ({ e, key: keyOf(e) })).filter((x) => !recorded.has(x.key));
       for (let i = 0; i < fresh.length; i += REMEMBER_ROWS) {
         const chunk = fresh.slice(i, i + REMEMBER_ROWS);
         await db.query(
@@ -138,7 +141,7 @@ export async function openRevocationFloor(db: Database, registryId: Uint8Array):
           [
             id,
             chunk.map(({ e }) => (e.kind === 'agent' ? 1 : 2)),
-            chunk.map(({ e }) => (e.kind === 'agent' ? e.agentId : toHex(e.serial))),
+            chunk.map(({ e }) => subjectOf(e)),
             chunk.map(({ e }) => e.reason),
             chunk.map(({ e }) => String(e.revokedAtMs)),
           ],
@@ -169,7 +172,8 @@ export class RevocationFeed {
   /** The newest version verified so far (persisted in the floor, when there is one). */
   #floor: number;
   #rollbackLoggedAt = 0;
-  #forkLoggedAt = Number.NEGATIVE_INFINITY;
+  /** The fork's error line: once a minute (it lasts until the operator re-issues what the registry lost). */
+  readonly #forkLog = new LogThrottle(60_000);
   #synced!: () => void;
   /** Resolves after the first full list has been applied. */
   readonly synced: Promise<void>;
@@ -310,17 +314,12 @@ export class RevocationFeed {
     this.#follower = follower;
     this.connected = true;
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
-    if (lacking > 0) {
-      // Said loudly once a minute: the condition lasts until the operator re-issues what the registry lost.
-      const now = this.#clock();
-      if (now - this.#forkLoggedAt >= 60_000) {
-        this.#forkLoggedAt = now;
-        this.#o.logger.error(
-          { event: 'security', stage: 'revocation', code: 'revocation_fork', version: follower.version, kept: lacking },
-          `the registry's revocation list at version ${follower.version} lacks ${lacking} revocation(s) verified here before (its database restored from a backup?):` +
-            ` they stay revoked on this gateway. Operator: re-issue them on the registry (\`parley-registry agent revoke\`); see docs/OPERATIONS.md, "Restoring the registry"`,
-        );
-      }
+    if (lacking > 0 && this.#forkLog.admit(this.#clock()) !== undefined) {
+      this.#o.logger.error(
+        { event: 'security', stage: 'revocation', code: 'revocation_fork', version: follower.version, kept: lacking },
+        `the registry's revocation list at version ${follower.version} lacks ${lacking} revocation(s) verified here before (its database restored from a backup?):` +
+          ` they stay revoked on this gateway. Operator: re-issue them on the registry (\`parley-registry agent revoke\`); see docs/OPERATIONS.md, "Restoring the registry"`,
+      );
     }
     this.#announce(added);
     this.#synced();

@@ -11,7 +11,7 @@ import type { Database, Queryable } from '@parley/db';
 import { isAgentId, verifyCertificate, type RevocationChecker, type TrustBundle, type VerifiedCertificate } from '@parley/identity';
 import { MemoryError, parseMemoryMetadata, verifyMemoryRequest } from '@parley/memory';
 import { AgentCertificateSchema, MessageType, toBinary, type AgentCertificate, type MessageInitShape } from '@parley/proto';
-import { RateLimiter, RpcError, type CallContext, type RateLimitOptions, type RpcErrorCode } from '@parley/rpc';
+import { LogThrottle, RateLimiter, RpcError, type CallContext, type RateLimitOptions, type RpcErrorCode } from '@parley/rpc';
 import type { MemoryLogger, MemoryQuotas } from './service.js';
 
 export type Init<S extends Parameters<typeof toBinary>[0]> = MessageInitShape<S>;
@@ -145,8 +145,8 @@ export class CallPipeline {
    */
   readonly #unauthenticatedAudit: RateLimiter;
   #unaudited = 0;
-  /** Security lines of refusals before authentication: code → when one was last written, and how many were held back since. */
-  readonly #authLogged = new Map<string, { at: number; held: number }>();
+  /** Security lines of refusals before authentication, one a second per error code (a fixed, small set of keys). */
+  readonly #authLogged = new Map<string, LogThrottle>();
 
   constructor(options: CallPipelineOptions) {
     this.#o = options;
@@ -242,15 +242,12 @@ export class CallPipeline {
    * since the last (`suppressed`); `agent` is only what the certificate claims (`claimed`).
    */
   #unauthenticatedEvent(op: string, e: RpcError, claimed: string, memory: string, remote: string): void {
-    const now = this.#o.clock();
-    const last = this.#authLogged.get(e.code);
-    if (last !== undefined && Math.abs(now - last.at) < RATE_LIMIT_EVENT_INTERVAL_MS) {
-      last.held++;
-      return;
-    }
-    this.#authLogged.set(e.code, { at: now, held: 0 }); // keyed by error code: a fixed, small set
+    let throttle = this.#authLogged.get(e.code);
+    if (throttle === undefined) this.#authLogged.set(e.code, (throttle = new LogThrottle(RATE_LIMIT_EVENT_INTERVAL_MS)));
+    const admitted = throttle.admit(this.#o.clock());
+    if (admitted === undefined) return;
     this.#o.logger.warn(
-      { event: 'security', stage: `memory.${op}`, code: e.code, agent: claimed, claimed: true, memory, remote, detail: e.localDetails, suppressed: last?.held ?? 0, unaudited_total: this.#unaudited },
+      { event: 'security', stage: `memory.${op}`, code: e.code, agent: claimed, claimed: true, memory, remote, detail: e.localDetails, suppressed: admitted.suppressed, unaudited_total: this.#unaudited },
       'security event',
     );
   }

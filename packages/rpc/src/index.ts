@@ -27,7 +27,7 @@ export type { RpcErrorCode } from './errors.js';
 export { addHealthService, DEFAULT_MAX_WATCHES, ServingStatus } from './health.js';
 export type { HealthReporter, HealthServiceOptions } from './health.js';
 export { addReflectionService, REFLECTION_V1ALPHA_SERVICE } from './reflection.js';
-export { RateLimiter } from './rate-limit.js';
+export { LogThrottle, RateLimiter } from './rate-limit.js';
 export type { RateLimitOptions } from './rate-limit.js';
 
 // For servers and clients: addresses, and the one rule for plaintext (loopback only)

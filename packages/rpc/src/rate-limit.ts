@@ -76,3 +76,30 @@ export class RateLimiter {
     return this.#buckets.size;
   }
 }
+
+/**
+ * Lets a log line through at most once per `intervalMs` in all, and counts the ones held back, which the
+ * next line that goes through reports. Global, not per value: a key per value (a caller-chosen version, an
+ * address) lets any caller write a line per value it invents.
+ */
+export class LogThrottle {
+  readonly #intervalMs: number;
+  #lastMs: number | undefined;
+  #suppressed = 0;
+
+  constructor(intervalMs: number) {
+    this.#intervalMs = intervalMs;
+  }
+
+  /** @returns undefined when the line is held back; else how many were held back since the last one. */
+  admit(nowMs: number): { suppressed: number } | undefined {
+    if (this.#lastMs !== undefined && nowMs - this.#lastMs < this.#intervalMs && nowMs >= this.#lastMs) {
+      this.#suppressed++;
+      return undefined;
+    }
+    this.#lastMs = nowMs;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return { suppressed };
+  }
+}

@@ -8,7 +8,7 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { toHex } from '@parley/crypto-core';
 import { keyId as computeKeyId } from '@parley/identity';
 import { AgentStatus } from '@parley/proto';
-import { RateLimiter, RpcError, type CallContext, type RateLimitOptions } from '@parley/rpc';
+import { LogThrottle, RateLimiter, RpcError, type CallContext, type RateLimitOptions } from '@parley/rpc';
 import { parseAgentMetadata, parseOperatorMetadata, verifyAgentRequest, verifyOperatorRequest } from '@parley/protocol';
 import type { Logger } from 'pino';
 import type { RegistrySettings } from '../config.js';
@@ -48,8 +48,8 @@ export class Authoriser {
   readonly #o: AuthoriserOptions;
   readonly #agentReads: RateLimiter;
   #sinceSweep = 0;
-  #rateLimitedLoggedAt = 0;
-  #rateLimitedHeld = 0;
+  /** Refusals by the read rate: one security line a second in all (counted every time). */
+  readonly #rateLimitedLog = new LogThrottle(1000);
 
   constructor(options: AuthoriserOptions) {
     this.#o = options;
@@ -127,15 +127,9 @@ export class Authoriser {
       const message = `more than ${this.#agentReads.burst} directory reads at once or ${this.#agentReads.ratePerSecond}/s sustained signed by this agent: retry later`;
       // Counted every time, logged at most once a second in all with the number held back: a flood of
       // refusals must not become a flood of log lines.
-      const now = Date.now();
-      if (now - this.#rateLimitedLoggedAt >= 1000) {
-        this.#rateLimitedLoggedAt = now;
-        this.securityEvent(ctx, 'rate_limited', `${message} (${this.#rateLimitedHeld} more refused since the last line)`, who);
-        this.#rateLimitedHeld = 0;
-      } else {
-        this.#o.metrics.authRefusals.inc({ code: 'rate_limited' });
-        this.#rateLimitedHeld++;
-      }
+      const admitted = this.#rateLimitedLog.admit(Date.now());
+      if (admitted !== undefined) this.securityEvent(ctx, 'rate_limited', `${message} (${admitted.suppressed} more refused since the last line)`, who);
+      else this.#o.metrics.authRefusals.inc({ code: 'rate_limited' });
       throw new RpcError('rate_limited', message);
     }
     const fresh = await store.useNonce(keyId, auth.nonce, auth.timestampMs + settings.maxClockSkewMs + 1000);
