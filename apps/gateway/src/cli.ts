@@ -318,6 +318,7 @@ async function serveUntilStopped(values: Values, out: (text: string) => void, hu
       ...(config.verifyThreads === undefined ? {} : { verifyThreads: config.verifyThreads }),
       database: config.database,
       mailboxTtlMs: config.mailboxTtlMs,
+      mailboxQuota: config.mailboxQuota,
       auditKey,
       auditTrustedKeys: config.auditTrustedKeys.map((k) => fromHex(k)),
       metrics: config.metrics === false ? false : { host: config.metrics.host, port: config.metrics.port },

@@ -44,6 +44,15 @@ export interface GatewayConfig {
   readonly rateLimit: { readonly ratePerSecond: number; readonly burst: number };
   readonly maxFrameBytes?: number;
   readonly mailboxTtlMs: number;
+  /** Mailbox quotas set in the configuration (unset: the gateway's defaults; 0 disables one). */
+  readonly mailboxQuota: {
+    readonly perRecipientItems?: number;
+    readonly perRecipientBytes?: number;
+    readonly perSenderItems?: number;
+    readonly perSenderBytes?: number;
+    readonly totalItems?: number;
+    readonly totalBytes?: number;
+  };
   readonly auditKeyFile: string;
   readonly auditTrustedKeys: readonly string[];
   /** `false`: no metrics listener. */
@@ -91,6 +100,12 @@ export const SETTINGS: readonly { readonly key: string; readonly env: string; re
   { key: 'rate_burst', env: 'PARLEY_GATEWAY_RATE_BURST', kind: 'int', def: '200', help: 'per-agent bucket size' },
   { key: 'max_frame_bytes', env: 'PARLEY_GATEWAY_MAX_FRAME_BYTES', kind: 'int', help: 'largest encoded item accepted (default: largest envelope + 1 KiB)' },
   { key: 'mailbox_ttl_ms', env: 'PARLEY_GATEWAY_MAILBOX_TTL_MS', kind: 'int', def: '3600000', help: 'mailbox item lifetime, at most 1 h (receivers\' max_age)' },
+  { key: 'mailbox_recipient_max_items', env: 'PARLEY_GATEWAY_MAILBOX_RECIPIENT_MAX_ITEMS', kind: 'int', help: 'items stored for one recipient (default 10000; 0: no limit)' },
+  { key: 'mailbox_recipient_max_bytes', env: 'PARLEY_GATEWAY_MAILBOX_RECIPIENT_MAX_BYTES', kind: 'int', help: 'bytes stored for one recipient (default 64 MiB; 0: no limit)' },
+  { key: 'mailbox_sender_max_items', env: 'PARLEY_GATEWAY_MAILBOX_SENDER_MAX_ITEMS', kind: 'int', help: 'items stored from one sender (default 10000; 0: no limit)' },
+  { key: 'mailbox_sender_max_bytes', env: 'PARLEY_GATEWAY_MAILBOX_SENDER_MAX_BYTES', kind: 'int', help: 'bytes stored from one sender (default 64 MiB; 0: no limit)' },
+  { key: 'mailbox_max_items', env: 'PARLEY_GATEWAY_MAILBOX_MAX_ITEMS', kind: 'int', help: 'items in the whole mailbox, all recipients and instances (default 1000000; 0: no limit)' },
+  { key: 'mailbox_max_bytes', env: 'PARLEY_GATEWAY_MAILBOX_MAX_BYTES', kind: 'int', help: 'bytes in the whole mailbox (default 4 GiB; 0: no limit)' },
   { key: 'audit_key_file', env: 'PARLEY_GATEWAY_AUDIT_KEY', kind: 'string', def: './.data/gateway/audit-key.json', help: 'audit signing key; created (0600) if absent' },
   { key: 'audit_trusted_keys', env: 'PARLEY_GATEWAY_AUDIT_TRUSTED_KEYS', kind: 'list', help: 'other writers\' audit public keys (hex; env: comma-separated)' },
   { key: 'metrics_listen', env: 'PARLEY_GATEWAY_METRICS_LISTEN', kind: 'string', def: '127.0.0.1:9464', help: 'Prometheus /metrics address, or "off"' },
@@ -263,6 +278,18 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     const v = int(key, 1, Number.MAX_SAFE_INTEGER);
     if (v !== undefined) quotas[name] = v;
   }
+  const mailboxQuota: Record<string, number> = {};
+  for (const [key, name] of [
+    ['mailbox_recipient_max_items', 'perRecipientItems'],
+    ['mailbox_recipient_max_bytes', 'perRecipientBytes'],
+    ['mailbox_sender_max_items', 'perSenderItems'],
+    ['mailbox_sender_max_bytes', 'perSenderBytes'],
+    ['mailbox_max_items', 'totalItems'],
+    ['mailbox_max_bytes', 'totalBytes'],
+  ] as const) {
+    const v = int(key, 0);
+    if (v !== undefined) mailboxQuota[name] = v;
+  }
   const maxAgeMs = int('revocation_max_age_ms', 1000, 86_400_000);
   const failOpen = bool('revocation_fail_open');
   const ratePerSecond = int('rate_per_second', 1, 1_000_000);
@@ -295,6 +322,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     rateLimit: { ratePerSecond: ratePerSecond!, burst: burst! },
     ...(maxFrameBytes === undefined ? {} : { maxFrameBytes }),
     mailboxTtlMs: mailboxTtlMs!,
+    mailboxQuota,
     auditKeyFile: auditKeyFile!,
     auditTrustedKeys,
     metrics: metrics!,
@@ -319,6 +347,7 @@ export function describeConfig(c: GatewayConfig): Record<string, unknown> {
     policy_file: c.policyFile ?? null,
     rate_limit: { per_second: c.rateLimit.ratePerSecond, burst: c.rateLimit.burst },
     mailbox_ttl_ms: c.mailboxTtlMs,
+    mailbox_quota: c.mailboxQuota,
     audit_key_file: c.auditKeyFile,
     metrics: c.metrics === false ? false : `${c.metrics.host}:${c.metrics.port}`,
     verify_signatures: c.verifySignatures,

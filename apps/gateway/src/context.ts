@@ -180,7 +180,7 @@ export class GatewayContext {
     this.mailbox = init.mailbox;
     this.maxFrameBytes = init.maxFrameBytes;
     this.#securityLog = new RateLimiter({ ...SECURITY_LOG_RATE, clock: init.clock });
-    this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth(), clock: this.clock });
+    this.metrics = new GatewayMetrics({ connectedAgents: () => this.links.size, mailboxDepth: () => this.mailbox.depth(), mailboxTotals: () => this.mailbox.totals(), clock: this.clock });
   }
 
   /** Registers database work in flight, so `drain()` waits for it. */

@@ -138,6 +138,47 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 7,
+    name: 'mailbox totals',
+    sql: `
+      -- Items and bytes in the whole mailbox (§10.8, the gateway-wide quota), kept exact by the statements that
+      -- change it: one row per shard (a backend's pid modulo 16), so that instances writing at once seldom wait on
+      -- one row; the total is the sum of the rows. Counted under a lock on the mailbox so that no row written by a
+      -- running instance is missed or counted twice. The gateway only inserts and deletes rows; an update (an
+      -- operator's repair) and a TRUNCATE are counted too.
+      LOCK TABLE gateway_mailbox IN SHARE ROW EXCLUSIVE MODE;
+      CREATE TABLE gateway_mailbox_totals (
+        shard smallint PRIMARY KEY CHECK (shard >= 0 AND shard < 16),
+        items bigint   NOT NULL,
+        bytes bigint   NOT NULL
+      );
+      INSERT INTO gateway_mailbox_totals (shard, items, bytes) SELECT 0, count(*), COALESCE(sum(octet_length(item)), 0) FROM gateway_mailbox;
+      CREATE FUNCTION gateway_mailbox_count() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+      BEGIN
+        IF TG_OP = 'TRUNCATE' THEN
+          DELETE FROM gateway_mailbox_totals;
+        ELSIF TG_OP = 'UPDATE' THEN -- the gateway never updates a row; an operator's repair stays counted
+          INSERT INTO gateway_mailbox_totals AS t (shard, items, bytes)
+            SELECT pg_backend_pid() % 16, 0, (SELECT COALESCE(sum(octet_length(item)), 0) FROM changed) - (SELECT COALESCE(sum(octet_length(item)), 0) FROM gone)
+            ON CONFLICT (shard) DO UPDATE SET bytes = t.bytes + excluded.bytes;
+        ELSE
+          INSERT INTO gateway_mailbox_totals AS t (shard, items, bytes)
+            SELECT pg_backend_pid() % 16, TG_ARGV[0]::int * count(*), TG_ARGV[0]::int * COALESCE(sum(octet_length(item)), 0) FROM changed HAVING count(*) > 0
+            ON CONFLICT (shard) DO UPDATE SET items = t.items + excluded.items, bytes = t.bytes + excluded.bytes;
+        END IF;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER gateway_mailbox_count_insert AFTER INSERT ON gateway_mailbox REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION gateway_mailbox_count(1);
+      CREATE TRIGGER gateway_mailbox_count_delete AFTER DELETE ON gateway_mailbox REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION gateway_mailbox_count('-1');
+      CREATE TRIGGER gateway_mailbox_count_update AFTER UPDATE ON gateway_mailbox REFERENCING OLD TABLE AS gone NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION gateway_mailbox_count(0);
+      CREATE TRIGGER gateway_mailbox_count_truncate AFTER TRUNCATE ON gateway_mailbox
+        FOR EACH STATEMENT EXECUTE FUNCTION gateway_mailbox_count(0);
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */
@@ -474,6 +515,12 @@ export class Mailbox {
       `SELECT COUNT(*) AS n, COALESCE(SUM(octet_length(item)), 0) AS b FROM gateway_mailbox WHERE ${column} = $1 AND expires_at_ms > $2`,
       [agentId, this.#clock()],
     );
+    return { items: int(rows[0]?.n ?? 0), bytes: int(rows[0]?.b ?? 0) };
+  }
+
+  /** Items and bytes in the whole mailbox (expired rows included until the sweep deletes them), exact as of the last commit. */
+  async totals(): Promise<MailboxUsage> {
+    const rows = await this.#db.query<{ n: unknown; b: unknown }>('SELECT COALESCE(SUM(items), 0) AS n, COALESCE(SUM(bytes), 0) AS b FROM gateway_mailbox_totals');
     return { items: int(rows[0]?.n ?? 0), bytes: int(rows[0]?.b ?? 0) };
   }
 

@@ -44,7 +44,7 @@ export class GatewayMetrics {
   readonly expired = new Counter({ name: 'parley_gateway_mailbox_expired_total', help: 'Mailbox items dropped by the TTL sweep', registers: [this.registry] });
   readonly quotaRefusals = new Counter({
     name: 'parley_gateway_mailbox_quota_refusals_total',
-    help: 'Items refused because a mailbox quota was reached, by limit (recipient_items, recipient_bytes, sender_items, sender_bytes)',
+    help: 'Items refused because a mailbox quota was reached, by limit (recipient_items, recipient_bytes, sender_items, sender_bytes, total_items, total_bytes)',
     labelNames: ['limit'] as const,
     registers: [this.registry],
   });
@@ -94,7 +94,7 @@ export class GatewayMetrics {
   #held: (() => number) | undefined;
   readonly #startedAtMs: number;
 
-  constructor(sources: { connectedAgents: () => number; mailboxDepth: () => Promise<number>; clock?: () => number }) {
+  constructor(sources: { connectedAgents: () => number; mailboxDepth: () => Promise<number>; mailboxTotals?: () => Promise<{ items: number; bytes: number }>; clock?: () => number }) {
     const clock = sources.clock ?? Date.now;
     this.#startedAtMs = clock();
     this.connected = new Gauge({
@@ -114,6 +114,24 @@ export class GatewayMetrics {
         // A scrape must not fail because the database is down: that is what the storage readiness check is for.
         lastDepth = await sources.mailboxDepth().catch(() => lastDepth);
         this.set(lastDepth);
+      },
+    });
+    let lastTotals = { items: 0, bytes: 0 };
+    const totals = async (): Promise<{ items: number; bytes: number }> => (lastTotals = (await sources.mailboxTotals?.().catch(() => lastTotals)) ?? lastTotals);
+    new Gauge({
+      name: 'parley_gateway_mailbox_bytes',
+      help: 'Bytes of items in the whole mailbox (every recipient and instance; expired items until the sweep deletes them), bounded by the mailbox_max_bytes quota',
+      registers: [this.registry],
+      async collect() {
+        this.set((await totals()).bytes);
+      },
+    });
+    new Gauge({
+      name: 'parley_gateway_mailbox_items',
+      help: 'Items in the whole mailbox (as parley_gateway_mailbox_bytes), bounded by the mailbox_max_items quota',
+      registers: [this.registry],
+      async collect() {
+        this.set((await totals()).items);
       },
     });
     const self = (): GatewayMetrics => this;

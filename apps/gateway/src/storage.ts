@@ -26,6 +26,10 @@ export interface MailboxQuota {
   readonly perSenderItems?: number;
   /** Most bytes stored from one sender. Default 64 MiB. */
   readonly perSenderBytes?: number;
+  /** Most items in the whole mailbox (every recipient, every instance on the database). Default 1 000 000. */
+  readonly totalItems?: number;
+  /** Most bytes of items in the whole mailbox. Default 4 GiB. */
+  readonly totalBytes?: number;
 }
 
 export const DEFAULT_MAILBOX_QUOTA: Required<MailboxQuota> = Object.freeze({
@@ -33,13 +37,17 @@ export const DEFAULT_MAILBOX_QUOTA: Required<MailboxQuota> = Object.freeze({
   perRecipientBytes: 64 * 1024 * 1024,
   perSenderItems: 10_000,
   perSenderBytes: 64 * 1024 * 1024,
+  totalItems: 1_000_000,
+  totalBytes: 4 * 1024 * 1024 * 1024,
 });
 
 /** Which quota refused an item (the `limit` label of `parley_gateway_mailbox_quota_refusals_total`). */
-export type QuotaLimit = 'recipient_items' | 'recipient_bytes' | 'sender_items' | 'sender_bytes';
+export type QuotaLimit = 'recipient_items' | 'recipient_bytes' | 'sender_items' | 'sender_bytes' | 'total_items' | 'total_bytes';
 
 /** How long a usage figure read from the database is trusted before it is read again (other instances write too). */
 const USAGE_REFRESH_MS = 30_000;
+/** How long the whole mailbox's figure (one small read: a row per shard) is trusted before it is read again. */
+const TOTAL_REFRESH_MS = 1_000;
 /** Most backlog pages read in one statement (each at most 128 rows and its excluded ids). */
 const PAGE_READS_BATCH = 64;
 /** Most notifications in one forward statement. */
@@ -58,6 +66,11 @@ interface Usage extends MailboxUsage {
  * reserves what it admits at once, so concurrent items cannot overshoot.
  * With k instances a recipient can exceed its quota by what the others
  * stored within one refresh interval.
+ *
+ * The whole mailbox (all recipients, all instances) is bounded too: its items
+ * and bytes are kept exact in the database by the statements that change them
+ * (`gateway_mailbox_totals`), read again every second, plus this instance's
+ * own changes since; it can overshoot by what is being written at a re-read.
  */
 export class Quotas {
   readonly #mailbox: Mailbox;
@@ -65,6 +78,8 @@ export class Quotas {
   readonly #clock: () => number;
   readonly #recipients = new Map<string, Usage>();
   readonly #senders = new Map<string, Usage>();
+  #total: Usage | undefined;
+  #totalLoading: Promise<Usage> | undefined;
 
   readonly #onRefusal: (limit: QuotaLimit) => void;
 
@@ -90,6 +105,27 @@ export class Quotas {
     return fresh;
   }
 
+  async #totals(): Promise<Usage> {
+    const cached = this.#total;
+    if (cached !== undefined && this.#clock() - cached.loadedAtMs <= TOTAL_REFRESH_MS) return cached;
+    this.#totalLoading ??= (async () => {
+      try {
+        const now = this.#clock();
+        const read = await this.#mailbox.totals();
+        this.#total = { items: read.items, bytes: read.bytes, loadedAtMs: now };
+        return this.#total;
+      } finally {
+        this.#totalLoading = undefined;
+      }
+    })();
+    return this.#totalLoading;
+  }
+
+  /** The whole mailbox as this instance counts it now (`undefined` before its first check). */
+  get total(): MailboxUsage | undefined {
+    return this.#total === undefined ? undefined : { items: this.#total.items, bytes: this.#total.bytes };
+  }
+
   /**
    * Admits one item of `size` bytes from `senderId` for `recipientId`, reserving it.
    * @throws RpcError `quota_exceeded` (nothing reserved)
@@ -97,6 +133,7 @@ export class Quotas {
   async admit(recipientId: string, senderId: string, size: number): Promise<void> {
     const r = await this.#usage(this.#recipients, 'recipient', recipientId);
     const s = await this.#usage(this.#senders, 'sender', senderId);
+    const t = await this.#totals();
     const l = this.#limits;
     const refuse = (limit: QuotaLimit, message: string): never => {
       this.#onRefusal(limit);
@@ -106,6 +143,8 @@ export class Quotas {
     if (l.perRecipientBytes > 0 && r.bytes + size > l.perRecipientBytes) refuse('recipient_bytes', `the mailbox of ${recipientId} is at its byte limit`);
     if (l.perSenderItems > 0 && s.items + 1 > l.perSenderItems) refuse('sender_items', 'this sender has its limit of items waiting in mailboxes');
     if (l.perSenderBytes > 0 && s.bytes + size > l.perSenderBytes) refuse('sender_bytes', 'this sender has its byte limit waiting in mailboxes');
+    if (l.totalItems > 0 && t.items + 1 > l.totalItems) refuse('total_items', `the gateway's mailbox holds ${t.items} items, its limit for all recipients`);
+    if (l.totalBytes > 0 && t.bytes + size > l.totalBytes) refuse('total_bytes', "the gateway's mailbox is at its byte limit for all recipients");
     this.added(recipientId, senderId, size);
   }
 
@@ -123,12 +162,14 @@ export class Quotas {
   added(recipientId: string, senderId: string, size: number): void {
     this.#change(this.#recipients.get(recipientId), 1, size);
     this.#change(this.#senders.get(senderId), 1, size);
+    this.#change(this.#total, 1, size);
   }
 
   /** Un-counts an item deleted (acked, expired, dropped) or a reservation whose insert failed. */
   removed(recipientId: string, senderId: string, size: number): void {
     this.#change(this.#recipients.get(recipientId), -1, -size);
     this.#change(this.#senders.get(senderId), -1, -size);
+    this.#change(this.#total, -1, -size);
   }
 
   #change(u: Usage | undefined, items: number, bytes: number): void {

@@ -55,6 +55,10 @@ describe('loadConfig', () => {
     const pg = loadConfig({ file, env: { DATABASE_URL: 'postgres://u:secret@db/x', PARLEY_GATEWAY_DB_SCHEMA: 'gw', PARLEY_GATEWAY_METRICS_LISTEN: 'off' } });
     expect(pg.database).toEqual({ url: 'postgres://u:secret@db/x', schema: 'gw' });
     expect(pg.metrics).toBe(false);
+    // Mailbox quotas: only what is set (the gateway's defaults fill the rest); 0 turns one off.
+    expect(c.mailboxQuota).toEqual({});
+    const quota = loadConfig({ file: write('q.json', { ...base, mailbox_max_items: 500_000, mailbox_recipient_max_bytes: 0 }), env: { PARLEY_GATEWAY_MAILBOX_MAX_BYTES: '1073741824' } });
+    expect(quota.mailboxQuota).toEqual({ totalItems: 500_000, totalBytes: 1_073_741_824, perRecipientBytes: 0 });
   });
 
   it('refuses bad settings with one line naming the setting', () => {
@@ -71,6 +75,8 @@ describe('loadConfig', () => {
       [{ ...base, surprise: 1 }, {}, 'malformed', /unknown setting 'surprise'/],
       [{ ...base, registry_id: 'xyz' }, {}, 'malformed', /registry_id must be 32/],
       [{ ...base, log_level: 'loud' }, {}, 'malformed', /log_level must be one of/],
+      [{ ...base, mailbox_max_items: -1 }, {}, 'malformed', /mailbox_max_items must be an integer from 0/],
+      [{ ...base }, { PARLEY_GATEWAY_MAILBOX_SENDER_MAX_BYTES: '1.5' }, 'malformed', /PARLEY_GATEWAY_MAILBOX_SENDER_MAX_BYTES must be an integer/],
     ];
     for (const [json, env, code, re] of cases) {
       const f = failure({ file: write('bad.json', json), env });

@@ -173,6 +173,27 @@ describe('issue 13 (gateway findings)', () => {
     await stop(gw);
   });
 
+  it('the whole mailbox is bounded too: beyond mailbox_max_items for all recipients, quota_exceeded (counted by limit)', async () => {
+    // Per-recipient and per-sender quotas alone bound the mailbox only by the number of agents times a quota.
+    const gw = await start({ mailboxQuota: { totalItems: 4 } });
+    const planners = [world.agent('planner-t1', { agentType: 'planner' }), world.agent('planner-t2', { agentType: 'planner' })];
+    const workers = ['worker-t1', 'worker-t2', 'worker-t3'].map((id) => world.agent(id));
+    const ps = await Promise.all(planners.map((a) => open(gw, a)));
+    for (const w of workers) (await open(gw, w)).conn.close(); // seen, then offline
+    await sleep(100);
+    for (let i = 0; i < 4; i++) expect((await ps[i % 2]!.conn.sendEnvelope(envelope(planners[i % 2]!, workers[i % 3]!.agentId))).status).toBe(DeliveryStatus.QUEUED);
+    await expect(ps[1]!.conn.sendEnvelope(envelope(planners[1]!, 'worker-t3'))).rejects.toMatchObject({ code: 'quota_exceeded' });
+    expect(await gw.gateway.metrics.registry.getSingleMetricAsString('parley_gateway_mailbox_quota_refusals_total')).toContain('limit="total_items"} 1');
+    expect(await gw.gateway.metrics.registry.getSingleMetricAsString('parley_gateway_mailbox_items')).toMatch(/parley_gateway_mailbox_items 4\b/);
+    // A recipient that drains frees room for everyone.
+    const w = await open(gw, workers[0]!, false);
+    await waitFor(() => w.deliveries.length === 2, 5_000, 'worker-t1 backlog');
+    for (const d of w.deliveries) w.conn.ack(d.deliveryId);
+    await vi.waitFor(async () => expect((await gw.mailbox.totals()).items).toBe(2), { timeout: 5_000 });
+    await vi.waitFor(async () => expect((await ps[1]!.conn.sendEnvelope(envelope(planners[1]!, 'worker-t3'))).status).toBe(DeliveryStatus.QUEUED), { timeout: 5_000 });
+    await stop(gw);
+  });
+
   it('(2) a revoked sender’s stored items are dropped and audited on revocation, and re-checked at delivery', async () => {
     // Before: the drain never re-checked the sender; a recipient that connected after the revocation got all 3.
     const gw = await start();

@@ -1,10 +1,11 @@
 // The mailbox's statements on both engines. The batched insert: every byte column of every row of a batch (items of
 // very different sizes, each kind) reads back exactly, in the order given, with the notification sent.
-import { openDatabase, type Database } from '@parley/db';
+import { migrate, openDatabase, type Database } from '@parley/db';
 import { AgentCertificateSchema, create, DeliveryReceiptSchema, HandshakeFrameSchema, SecureMessageSchema } from '@parley/proto';
 import type { RelayItem } from '@parley/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FORGET_INSTANCE_AFTER, Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
+import { FORGET_INSTANCE_AFTER, GATEWAY_MIGRATIONS, Mailbox, MAILBOX_BATCH, type NewMailboxItem } from '../../src/mailbox.js';
+import { Quotas, type QuotaLimit } from '../../src/storage.js';
 
 const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
 
@@ -117,5 +118,78 @@ describe.each(engines)('Mailbox statements on %s', (_, options) => {
     expect(await mailbox.presence('me', 10)).toEqual([]);
     await mailbox.notifyMany([{ channel: 'parley_fwd_nobody', payload: 'x' }]); // notifications nobody hears: no error
     await db.query('DELETE FROM gateway_agents');
+  });
+
+  it('keeps the whole mailbox\'s items and bytes exact through every statement that changes it (the gateway-wide quota\'s figure)', async () => {
+    const exact = async () => {
+      const [r] = await db.query<{ n: unknown; b: unknown }>('SELECT count(*) AS n, COALESCE(sum(octet_length(item)), 0) AS b FROM gateway_mailbox');
+      return { items: Number(r!.n), bytes: Number(r!.b) };
+    };
+    expect(await mailbox.totals()).toEqual(await exact()); // rows the tests above left
+    // Batches written at once (on PostgreSQL, on several connections: several shards).
+    const stored = (await Promise.all([0, 1, 2, 3].map((k) => mailbox.putMany(Array.from({ length: 20 }, (_, i) => ({ ...item(20 * k + i), recipientId: `tot-${i % 4}` })))))).flat();
+    expect((await mailbox.totals()).items).toBeGreaterThanOrEqual(80);
+    expect(await mailbox.totals()).toEqual(await exact());
+    await mailbox.removeMany(stored.slice(0, 15).map((s) => ({ recipientId: s.recipientId, deliveryId: s.deliveryId }))); // acks
+    expect(await mailbox.totals()).toEqual(await exact());
+    await mailbox.dropFromSender({ agentId: 'sender-1' }); // a revoked sender
+    expect(await mailbox.totals()).toEqual(await exact());
+    await db.query(`UPDATE gateway_mailbox SET item = '\\x0102'::bytea WHERE delivery_id = $1`, [stored[20]!.deliveryId.toString()]); // an operator's repair
+    expect(await mailbox.totals()).toEqual(await exact());
+    const later = await Mailbox.open(db, { clock: () => Date.now() + 10 * 3_600_000 });
+    expect((await later.sweep()).length).toBeGreaterThan(0); // everything has expired for it
+    expect(await mailbox.totals()).toEqual({ items: 0, bytes: 0 });
+    await mailbox.putMany([item(1), item(2)]);
+    await db.query('TRUNCATE gateway_mailbox');
+    expect(await mailbox.totals()).toEqual({ items: 0, bytes: 0 });
+    await mailbox.putMany([item(3)]);
+    expect(await mailbox.totals()).toEqual(await exact());
+    await db.query('DELETE FROM gateway_mailbox');
+  });
+
+  it('the totals migration counts the rows stored before it', async () => {
+    const other = await openDatabase(options.schema === undefined ? {} : { ...options, schema: `${options.schema}_m7` });
+    try {
+      await migrate(other, { component: 'gateway', table: 'gateway_migrations', lockKey: 0x7061726c65796777n, migrations: GATEWAY_MIGRATIONS.slice(0, 6) });
+      for (const n of [10, 200, 3000]) {
+        await other.query(
+          `INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms) VALUES ('r', 2, $1, $2, 's', 0, 1)`,
+          [Buffer.from(bytes(n, n)), Buffer.from(bytes(32, n))],
+        );
+      }
+      const upgraded = await Mailbox.open(other);
+      expect(await upgraded.totals()).toEqual({ items: 3, bytes: 3210 });
+    } finally {
+      if (options.schema !== undefined) await other.query(`DROP SCHEMA IF EXISTS ${options.schema}_m7 CASCADE`);
+      await other.close();
+    }
+  });
+
+  it('quotas: the whole mailbox is bounded in items and bytes (total_items, total_bytes), read again each second', async () => {
+    let now = Date.now();
+    const refused: QuotaLimit[] = [];
+    const base = await mailbox.totals();
+    const byItems = new Quotas(mailbox, { totalItems: base.items + 2 }, () => now, (l) => refused.push(l));
+    await byItems.admit('q-r1', 'q-s1', 10);
+    await byItems.admit('q-r2', 'q-s2', 10); // another recipient and sender: only the total refuses
+    await expect(byItems.admit('q-r3', 'q-s3', 10)).rejects.toMatchObject({ code: 'quota_exceeded', message: expect.stringContaining('for all recipients') });
+    expect(refused).toEqual(['total_items']);
+    byItems.removed('q-r1', 'q-s1', 10); // an item deleted here frees room at once
+    await byItems.admit('q-r3', 'q-s3', 10);
+    // Another instance's rows: seen at the next read, a second later.
+    const limit = new Quotas(mailbox, { totalItems: base.items + 2 }, () => now, (l) => refused.push(l));
+    await limit.admit('q-r1', 'q-s1', 10);
+    await mailbox.putMany([{ ...item(0), recipientId: 'q-elsewhere' }, { ...item(1), recipientId: 'q-elsewhere' }]);
+    await limit.admit('q-r1', 'q-s1', 10); // still the figure read a moment ago
+    now += 1_001;
+    await expect(limit.admit('q-r1', 'q-s1', 10)).rejects.toMatchObject({ code: 'quota_exceeded' });
+    const bytesNow = (await mailbox.totals()).bytes;
+    const byBytes = new Quotas(mailbox, { totalBytes: bytesNow + 100 }, () => now, (l) => refused.push(l));
+    await byBytes.admit('q-r1', 'q-s1', 60);
+    await expect(byBytes.admit('q-r2', 'q-s2', 60)).rejects.toMatchObject({ code: 'quota_exceeded' });
+    expect(refused.slice(-2)).toEqual(['total_items', 'total_bytes']);
+    const unbounded = new Quotas(mailbox, { totalItems: 0, totalBytes: 0 }, () => now);
+    await unbounded.admit('q-r9', 'q-s9', 1_000_000);
+    await db.query('DELETE FROM gateway_mailbox');
   });
 });
