@@ -287,7 +287,10 @@ export class Outbox {
       bad('bad_signature', "session reject signature does not verify with the recipient's certified key");
       return;
     }
-    void this.#reseal(pending.to, pending.sessionIdHex);
+    // Only the envelope it names: a reject proves the recipient cannot open that one, not that it never opened the
+    // others of the session — one it took before the session ended (its receipt lost) resealed would be a second
+    // message to its application. The others are resent as they are: a receipt, or each its own reject (§17.4).
+    void this.#reseal(pending.to, pending.sessionIdHex, pending);
   }
 
   /**
@@ -360,14 +363,18 @@ export class Outbox {
     if (this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
   }
 
-  /** Moves every pending send of a dead session (or, with `sessionIdHex` empty, every unsealed send to `peerId`) to a new session with its peer (§17.2). */
-  async #reseal(peerId: string, sessionIdHex: string): Promise<void> {
+  /**
+   * Moves to a new session with its peer (§17.2) the send a verified SessionReject names (`only`: the session
+   * it names is closed here too), or, with `sessionIdHex` empty, every unsealed send to `peerId`.
+   */
+  async #reseal(peerId: string, sessionIdHex: string, only?: OutboxEntry): Promise<void> {
     const { manager, options, lifecycle } = this.#deps;
     const dead = manager.sessionById(sessionIdHex);
     if (dead !== undefined) manager.closeSession(dead);
     // Claimed all at once, before the first await: a SessionReject, the tick and a reconnect can each ask
-    // for the same dead session while its replacement's handshake runs.
-    const entries = [...this.#entries.values()].filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing);
+    // for the same sends while a new session's handshake runs.
+    const candidates = only === undefined ? [...this.#entries.values()] : [only];
+    const entries = candidates.filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing);
     if (entries.length === 0) return;
     for (const entry of entries) entry.resealing = true;
     this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: entries.length });
