@@ -23,6 +23,7 @@ import {
   type SessionReject,
 } from '@parley/proto';
 import {
+  DEFAULT_SKEW,
   isSessionError,
   messageHash as computeMessageHash,
   messageHashOf,
@@ -82,6 +83,8 @@ export interface InboxDeps {
   readonly deliver: (message: ReceivedMessage) => void;
   /** Keeps an envelope that overtook step 3 of a handshake this agent is responding to (§17.3); false when that handshake holds its most. */
   readonly hold: (sessionIdHex: string, item: DeliveredEnvelope) => boolean;
+  /** Most receipts kept (tests); default {@link RECEIPT_STORE_SIZE}. */
+  readonly receiptStoreSize?: number;
 }
 
 export class Inbox {
@@ -91,6 +94,12 @@ export class Inbox {
   #unacked = 0;
   /** Receipts this agent signed, by message hash (durable with a store): re-sent when the envelope comes again. */
   readonly #receipts = new Map<string, { receipt: DeliveryReceipt; at: number }>();
+  /**
+   * The newest `at` of a receipt dropped while still within the message lifetime (the store was full): an
+   * envelope as old as that may have been taken here, so it gets no SessionReject (§17.4), whose reseal would
+   * make it a second message; -∞ while none was.
+   */
+  #forgottenUntilMs = Number.NEGATIVE_INFINITY;
   /** Inbox records are handed to the application in the order their envelopes arrived. */
   #handover: Promise<void> = Promise.resolve();
   /**
@@ -109,6 +118,10 @@ export class Inbox {
     this.#deps = deps;
   }
 
+  get #receiptStoreSize(): number {
+    return this.#deps.receiptStoreSize ?? RECEIPT_STORE_SIZE;
+  }
+
   /** Settles once every message recorded so far has been handed to the application (or failed to record). */
   handedOver(): Promise<void> {
     return this.#handover;
@@ -120,6 +133,13 @@ export class Inbox {
     const maxAge = maxAgeMs(this.#deps.options);
     for (const [hash, r] of state.receipts) {
       if (r.at >= now - maxAge) this.#receipts.set(hash, { receipt: fromBinary(DeliveryReceiptSchema, fromBase64Url(r.receipt)), at: r.at });
+    }
+    // A full store may have dropped receipts before the restart (the journal keeps what the store held): anything
+    // up to the oldest one kept may have been taken.
+    if (this.#receipts.size >= this.#receiptStoreSize) {
+      let oldest = Number.POSITIVE_INFINITY;
+      for (const r of this.#receipts.values()) oldest = Math.min(oldest, r.at);
+      this.#forgottenUntilMs = oldest;
     }
     for (const r of state.inbox.values()) {
       const payload = fromBinary(MessagePayloadSchema, fromBase64Url(r.payload));
@@ -180,7 +200,9 @@ export class Inbox {
   /** Drops receipts older than a message's lifetime, and the oldest beyond the store's size. */
   pruneReceipts(now: number): void {
     for (const [hash, r] of this.#receipts) {
-      if (r.at >= now - maxAgeMs(this.#deps.options) && this.#receipts.size <= RECEIPT_STORE_SIZE) break;
+      const young = r.at >= now - maxAgeMs(this.#deps.options);
+      if (young && this.#receipts.size <= this.#receiptStoreSize) break;
+      if (young) this.#forgottenUntilMs = Math.max(this.#forgottenUntilMs, r.at);
       this.#receipts.delete(hash);
     }
   }
@@ -242,6 +264,13 @@ export class Inbox {
           return;
         }
         for (const e of events) deps.emit(e);
+        // Its receipt may be among those a full store dropped (a message is taken at `at` only if its timestamp
+        // is at most `at` + the future skew): acked without a reject; its sender reports `expired`, never a duplicate.
+        if (Number(envelope.timestampMs) <= this.#forgottenUntilMs + (deps.options.skew?.maxFutureSkewMs ?? DEFAULT_SKEW.maxFutureSkewMs)) {
+          deps.emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'envelope of an unknown session no younger than a dropped receipt: acked without a SessionReject' });
+          ack();
+          return;
+        }
         rejectSession(deps.crypto, deps.options.identity, envelope, conn, deliveryId);
         return;
       }

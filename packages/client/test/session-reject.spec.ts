@@ -103,3 +103,50 @@ it('a verified SessionReject reseals the envelope it names, not the session\'s o
   m.a.close();
   m.b.close();
 });
+
+it('an envelope of an unknown session no younger than a receipt the full store dropped gets no SessionReject (it may have been taken); a later one does', async () => {
+  let bobOffset = 0;
+  const m: { a?: SessionManager; b?: SessionManager } = {};
+  m.a = new SessionManager({ crypto, handshake: { identity: alice, trustBundle, revocations }, transport: { sendFrame: (f: HandshakeFrame) => void m.b!.handleFrame(f).catch(() => undefined) } });
+  m.b = new SessionManager({ crypto, clock: () => Date.now() + bobOffset, handshake: { identity: bob, trustBundle, revocations }, transport: { sendFrame: (f: HandshakeFrame) => void m.a!.handleFrame(f).catch(() => undefined) } });
+  const toBob: SecureMessage[] = [];
+  const aliceConn = { isOpen: true, sendEnvelope: (e: SecureMessage) => (toBob.push(e), Promise.resolve({ status: DeliveryStatus.DELIVERED })) } as unknown as GatewayConnection;
+  const replies: { case: string; value: unknown }[] = [];
+  const bobConn = { isOpen: true, ack: () => undefined, sendReply: (item: { case: string; value: unknown }) => void replies.push(item) } as unknown as GatewayConnection;
+  const bobEvents: AgentEvent[] = [];
+  const outbox = new Outbox({ crypto, options: { identity: alice } as unknown as ConnectOptions, manager: m.a, lifecycle: new Lifecycle(), record: () => Promise.resolve(), durable: true, emit: () => undefined, connection: () => aliceConn });
+  const handed: ReceivedMessage[] = [];
+  const inbox = new Inbox({
+    crypto, lifecycle: new Lifecycle(), options: { identity: bob, skew: { maxAgeMs: 3_600_000, maxFutureSkewMs: 0 } } as unknown as ConnectOptions, manager: m.b, record: () => Promise.resolve(), durable: false,
+    emit: (e) => void bobEvents.push(e), captured: (fn) => (fn(), []), connection: () => bobConn, deliver: (x) => void handed.push(x), hold: () => true, receiptStoreSize: 1,
+  });
+  // Bob takes A1 and A2 and acks both; the gateway drops both receipts.
+  await outbox.enqueue('bob', MessageType.STATUS_UPDATE, { m: 'A1' }, {});
+  await outbox.enqueue('bob', MessageType.STATUS_UPDATE, { m: 'A2' }, {});
+  await new Promise((r) => setTimeout(r, 10));
+  const [a1, a2] = toBob.splice(0);
+  inbox.onEnvelope(a1!, bobConn, 1n);
+  inbox.onEnvelope(a2!, bobConn, 2n);
+  await inbox.handedOver();
+  for (const h of handed) await h.ack();
+  replies.length = 0;
+  inbox.pruneReceipts(Date.now()); // the store holds one: A1's receipt goes, still within the message lifetime
+  bobOffset = 31 * 60_000; // Bob's copy of the session idles out
+  m.b.tick();
+  // A1 again (its sender's resend): it may have been taken — no reject (a reseal would deliver it twice), acked.
+  inbox.onEnvelope(a1!, bobConn, 3n);
+  expect(replies).toEqual([]);
+  expect(bobEvents.some((e) => e.kind === 'duplicate' && e.detail.includes('without a SessionReject'))).toBe(true);
+  // A2 again: its receipt is still held and sent again.
+  inbox.onEnvelope(a2!, bobConn, 4n);
+  expect(replies.map((r) => r.case)).toEqual(['receipt']);
+  // A3, sealed after the dropped receipt: it cannot have been taken — a SessionReject, and Alice reseals it.
+  await new Promise((r) => setTimeout(r, 5));
+  await outbox.enqueue('bob', MessageType.STATUS_UPDATE, { m: 'A3' }, {});
+  await new Promise((r) => setTimeout(r, 10));
+  inbox.onEnvelope(toBob.splice(0)[0]!, bobConn, 5n);
+  expect(replies.map((r) => r.case)).toEqual(['receipt', 'sessionReject']);
+  expect(handed.map((x) => (x.content as { m: string }).m)).toEqual(['A1', 'A2']);
+  m.a.close();
+  m.b.close();
+});
