@@ -1334,13 +1334,17 @@ class Agent:
         session = self._sessions.get(sid)
         if session is not None:
             await self._close_session(session, "rejected by the peer")
-        affected = [e for e in self._outbox.values() if e.session_id == sid and not e.resealing]
-        for e in affected:
-            e.resealing = True
-        self._spawn(self._reseal(affected))
+        # Only the envelope it names: a reject proves the recipient cannot open that one, not that it never opened the
+        # others of the session — one it took before its copy of the session ended (its receipt lost), resealed under
+        # a new hash, would reach its application a second time. The others are resent as they are (same bytes) by the
+        # housekeeping: each brings its receipt again (from the recipient's receipt store) or its own reject (§17.4).
+        if entry.resealing:
+            return
+        entry.resealing = True
+        self._spawn(self._reseal([entry]))
 
     async def _reseal(self, entries: list[_OutboxEntry]) -> None:
-        """§17 sender 4: pending messages of a rejected session are resealed in a new session and sent again."""
+        """§17 sender 4: the pending message a verified SessionReject names is resealed in a new session and sent again."""
         for entry in entries:
             if entry.reseals >= MAX_RESEALS:
                 await self._settle(entry, error=SessionError("unknown_session", f"{entry.to!r} rejected the session {MAX_RESEALS} times"))

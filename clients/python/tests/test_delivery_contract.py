@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 import parley.agent
-from parley.agent import Agent
+from parley.agent import Agent, Message
 from parley.envelope import encode_payload
 from parley.errors import IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.relay import sign_receipt, sign_session_reject
 from parley.session import DEFAULT_SKEW, Session, now_ms
-from parley.state import DirectoryStateStore
+from parley.state import DirectoryStateStore, MemoryStateStore
 from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
@@ -220,6 +220,129 @@ def test_a_resealed_envelope_whose_record_cannot_be_written_is_not_relayed(world
         assert bytes(sent(call, "envelope")[1].envelope.session_id) != bytes(first.session_id)
         sending.cancel()
         await agent.close()
+
+    run(scenario)
+
+
+# §17.2 item 4: a verified SessionReject reseals the envelope it names, not the session's other pending ones.
+
+
+class GatewayCall(FakeCall):
+    """A stream whose gateway answers every item that asks for an answer (not quiet) with DELIVERED; the test
+    decides what it delivers, to whom, and what it drops or holds."""
+
+    async def write(self, request: Any) -> None:
+        await super().write(request)
+        if request.WhichOneof("kind") == "send" and not request.send.quiet:
+            self.play(accepted=gateway_pb2.Accepted(request_id=request.send.request_id, status=gateway_pb2.DELIVERY_STATUS_DELIVERED))
+
+
+class Relay:
+    """The gateway between two agents' streams: hands out each item written once, delivers what the test passes on."""
+
+    def __init__(self) -> None:
+        self.taken: dict[tuple[int, str], int] = {}
+        self.delivery_id = 0
+
+    def new(self, call: FakeCall, kind: str) -> list[Any]:
+        """The ``kind`` items written on ``call`` since the last look."""
+        items = [getattr(s, kind) for s in sent(call, kind)]
+        start = self.taken.get((id(call), kind), 0)
+        self.taken[(id(call), kind)] = len(items)
+        return items[start:]
+
+    async def next(self, call: FakeCall, kind: str) -> Any:
+        """The next ``kind`` item written on ``call`` (waits for it)."""
+        start = self.taken.get((id(call), kind), 0)
+        await wait_for(lambda: len(sent(call, kind)) > start)
+        self.taken[(id(call), kind)] = start + 1
+        return getattr(sent(call, kind)[start], kind)
+
+    def deliver(self, call: FakeCall, **item: Any) -> None:
+        self.delivery_id += 1
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=self.delivery_id, **item))
+
+
+def test_a_session_reject_reseals_only_the_envelope_it_names_one_taken_before_the_session_ended_is_not_delivered_twice(world: World) -> None:
+    # Review finding: every pending send of the rejected session was resealed, also one the recipient had taken and
+    # acked before its copy of the session ended (its receipt dropped): its application got it again, unflagged.
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    alice_id, bob_id = world.identity("alice"), world.identity("bob")
+    sa, sb = world.sessions(world.config(alice_id), world.config(bob_id))
+    alice, bob = memory_agent(alice_id, world.trust, a_events), memory_agent(bob_id, world.trust, b_events)
+    for agent, session in ((alice, sa), (bob, sb)):
+        agent._store = MemoryStateStore()
+        agent._register(session, announce=False)
+    gw = Relay()
+
+    async def scenario() -> None:
+        a_call, b_call = GatewayCall(), GatewayCall()
+        for agent, call in ((alice, a_call), (bob, b_call)):
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        tasks = start_loops(bob)
+        handed: list[Message] = []
+
+        async def application() -> None:
+            async for message in bob.messages():
+                handed.append(message)
+
+        tasks.append(asyncio.ensure_future(application()))
+
+        # 1. Alice sends M2; the gateway delivers it; Bob's application acks; the gateway DROPS Bob's receipt.
+        send2 = asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": "M2: transfer $100"}, timeout=20))
+        e2 = await gw.next(a_call, "envelope")
+        gw.deliver(b_call, envelope=e2)
+        await wait_for(lambda: len(handed) == 1)
+        await handed[0].ack()
+        assert len(gw.new(b_call, "receipt")) == 1  # dropped
+        # 2. Alice sends M1 in the same session; the gateway holds it.
+        send1 = asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": "M1"}, timeout=20))
+        e1 = await gw.next(a_call, "envelope")
+        assert bytes(e1.session_id) == bytes(e2.session_id) == sa.id
+        [m2] = [e for e in alice._outbox.values() if e.envelope == e2]
+        [m1] = [e for e in alice._outbox.values() if e.envelope == e1]
+        m2_hash, m1_hash = m2.message_hash, m1.message_hash
+        # 3. Bob's copy of the session idles out (nothing reached him for 31 minutes).
+        await bob._session_lifetimes(now_ms() + 31 * 60_000)
+        assert sb.id not in bob._sessions
+        # 4. The gateway releases M1: Bob answers with a genuine SessionReject, which reaches Alice.
+        gw.deliver(b_call, envelope=e1)
+        gw.deliver(a_call, session_reject=await gw.next(b_call, "session_reject"))
+        # 5. Alice reseals in a new session: its handshake goes through the gateway, then what she relays reaches Bob.
+        gw.deliver(b_call, handshake=await gw.next(a_call, "handshake"))
+        gw.deliver(a_call, handshake=await gw.next(b_call, "handshake"))
+        gw.deliver(b_call, handshake=await gw.next(a_call, "handshake"))
+        await wait_for(lambda: any(e.kind == "resealed" for e in a_events) and not any(e.resealing for e in alice._outbox.values()))
+        await asyncio.sleep(0.3)  # anything else resealed is relayed by now
+        for envelope in gw.new(a_call, "envelope"):
+            gw.deliver(b_call, envelope=envelope)
+        await wait_for(lambda: len(handed) >= 2)
+        await asyncio.sleep(0.3)
+        # Bob's application took M2 once (before the session ended) and M1 once (resealed): nothing twice.
+        assert [(m.content, m.redelivered) for m in handed] == [({"m": "M2: transfer $100"}, False), ({"m": "M1"}, False)]
+        # Only M1 was resealed (new session, new hash); M2 keeps its envelope, session and hash.
+        assert [e.fields["message_hash"] for e in a_events if e.kind == "resealed"] == [m1.message_hash.hex()]
+        assert m1.session_id != sa.id and m1.message_hash != m1_hash and m1.reseals == 1
+        assert (m2.envelope, m2.session_id, m2.message_hash, m2.reseals) == (e2, sa.id, m2_hash, 0)
+        assert outbox_records(alice)[m2.id]["hash"] == m2_hash.hex()
+        # 6. Bob acks M1: its receipt settles M1. M2's resend (the same bytes, as the housekeeping sends it once its
+        # interval passed) reaches Bob, whose receipt store answers with the receipt again: that settles M2.
+        await handed[1].ack()
+        gw.deliver(a_call, receipt=await gw.next(b_call, "receipt"))
+        assert (await send1).message_hash == m1.message_hash
+        alice._spawn(alice._relay(m2))
+        resent = await gw.next(a_call, "envelope")
+        assert resent.SerializeToString() == e2.SerializeToString()
+        gw.deliver(b_call, envelope=resent)
+        gw.deliver(a_call, receipt=await gw.next(b_call, "receipt"))
+        assert (await send2).message_hash == m2_hash
+        assert len(handed) == 2 and alice.pending() == 0
+        assert any(e.kind == "duplicate" and e.fields["detail"] == "already acked; receipt sent again" for e in b_events)
+        for t in tasks:
+            t.cancel()
+        await alice.close()
+        await bob.close()
 
     run(scenario)
 
