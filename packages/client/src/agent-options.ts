@@ -81,6 +81,12 @@ export interface ConnectOptions {
   /** Gateway authentication timeout per attempt, ms. Default 10 000. */
   readonly authTimeoutMs?: number;
   /**
+   * HTTP/2 keepalive PING interval to the gateway, ms: a gateway or a network path that goes silent behind an
+   * open connection is noticed within this plus 10 s (an unanswered PING drops the connection and the agent
+   * reconnects). Default 20 000; at least 1 000.
+   */
+  readonly keepaliveMs?: number;
+  /**
    * Most received messages held for the application and not yet acknowledged.
    * Beyond it, deliveries are left unacknowledged at the gateway (back-pressure;
    * they come again). Default 1024.

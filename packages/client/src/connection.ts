@@ -26,6 +26,16 @@ import { gatewayAuthLayout, type RelayItem } from '@parley/protocol';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 
+/**
+ * HTTP/2 keepalive: a PING every `keepaliveMs` (default 20 s), the connection dropped when one is not answered
+ * within 10 s (at most `keepaliveMs`) — so that a gateway, or a path to it, that went silent behind an open TCP
+ * connection is noticed in about 30 s and the agent reconnects, even while it has nothing to send (TCP keepalive
+ * takes hours; the Python SDK pings every 20 s too). The gateway permits pings on idle connections.
+ */
+function gatewayChannelOptions(keepaliveMs = 20_000): Record<string, number> {
+  return { 'grpc.keepalive_time_ms': keepaliveMs, 'grpc.keepalive_timeout_ms': Math.min(10_000, keepaliveMs), 'grpc.keepalive_permit_without_calls': 1 };
+}
+
 /** Settings of {@link GatewayConnection.open}. */
 export interface GatewayConnectionOptions {
   /** `host:port` of the gateway. */
@@ -47,6 +57,8 @@ export interface GatewayConnectionOptions {
   readonly manualAck?: boolean;
   /** Authentication must finish within this many ms. Default 10 000. */
   readonly timeoutMs?: number;
+  /** HTTP/2 keepalive PING interval, ms (an unanswered one drops the connection). Default 20 000. */
+  readonly keepaliveMs?: number;
 }
 
 /** Most delivery ids in one Ack frame (the gateway takes up to 1 + 1024, §10.3). */
@@ -104,7 +116,7 @@ export class GatewayConnection {
    */
   static async open(options: GatewayConnectionOptions): Promise<GatewayConnection> {
     const { crypto, identity } = options;
-    const client = createClient(AgentGatewayService, options.address, options.credentials ?? grpcCredentials.createInsecure());
+    const client = createClient(AgentGatewayService, options.address, options.credentials ?? grpcCredentials.createInsecure(), { channelOptions: gatewayChannelOptions(options.keepaliveMs) });
     const requests = new Channel<ConnectRequestInit>();
     const responses = client.connect(requests)[Symbol.asyncIterator]();
     let timer: NodeJS.Timeout | undefined;

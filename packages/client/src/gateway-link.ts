@@ -11,7 +11,12 @@ import { GatewayConnection } from './connection.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import type { Lifecycle } from './lifecycle.js';
 
-/** Failures at (re)connection that retrying cannot fix. */
+/**
+ * Failures at (re)connection that retrying cannot fix: the gateway's verdict on this agent's certificate or
+ * proof. Not `malformed`: an answer that breaks the protocol (a frame of the wrong kind, a bad challenge, a
+ * go-away `malformed`) says more about the gateway instance than about this agent — a broken instance behind a
+ * load balancer, or one forged frame, must not stop the agent for good — so it is retried with backoff.
+ */
 const FATAL_CODES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
   'bad_signature',
   'bad_certificate',
@@ -21,7 +26,6 @@ const FATAL_CODES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
   'not_yet_valid',
   'identity_mismatch',
   'unsupported_version',
-  'malformed',
   'unauthenticated',
 ]);
 
@@ -138,6 +142,7 @@ export class GatewayLink {
       onDelivery: (delivery, conn) => this.#deps.onDelivery(delivery, conn),
       expectedGatewayId: o.expectedGatewayId,
       ...(o.authTimeoutMs === undefined ? {} : { timeoutMs: o.authTimeoutMs }),
+      ...(o.keepaliveMs === undefined ? {} : { keepaliveMs: o.keepaliveMs }),
     });
   }
 

@@ -2,6 +2,7 @@
 // Its first stream ends at once; the second is answered only when the test says so — after the agent has
 // stopped for good. A reconnection that completes after the stop must not bring the agent back to life.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { createServer, connect as tcpConnect, type Socket } from 'node:net';
 import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { createIssuerKey, issueCertificate } from '@parley/identity';
 import { AgentGatewayService, type ConnectRequest, type ConnectResponseSchema, type MessageInitShape } from '@parley/proto';
@@ -102,4 +103,143 @@ describe('GatewayLink', () => {
     expect(link.connected).toBe(false);
     link.close();
   });
+});
+
+describe('GatewayLink against a gateway that breaks the protocol once', () => {
+  it('an answer that breaks the protocol at re-authentication (malformed) is retried with backoff, not fatal: the next stream attaches', async () => {
+    // Review finding: a frame of the wrong kind, a challenge with an 8-byte nonce or a go-away `malformed` during
+    // re-authentication stopped the agent for good, although the next stream would have been fine.
+    const bad = new Server();
+    let count = 0;
+    addService(bad, AgentGatewayService, {
+      connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
+        const index = count++;
+        call.listen({
+          message(request: ConnectRequest) {
+            if (request.kind.case === 'hello') {
+              if (index === 1) call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(8) } } });
+              else if (index === 2) call.push({ kind: { case: 'accepted', value: {} } });
+              else if (index === 3) call.push({ kind: { case: 'goAway', value: { code: 'malformed', message: 'busy' } } });
+              else call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
+            } else if (request.kind.case === 'auth') {
+              call.push({ kind: { case: 'welcome', value: { agentId: 'worker-1' } } });
+              if (index === 0) call.end(); // the first stream drops: the link reconnects
+            }
+          },
+          end: () => call.end(),
+          error: () => call.end(),
+          finished: () => undefined,
+        });
+      },
+      send() {
+        throw new Error('not used');
+      },
+    } as never);
+    const port = await new Promise<number>((resolve, reject) => bad.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+    const lifecycle = new Lifecycle();
+    const events: AgentEvent[] = [];
+    const attached: GatewayConnection[] = [];
+    let second: (() => void) | undefined;
+    const attachedAgain = new Promise<void>((r) => (second = r));
+    const link = new GatewayLink({
+      crypto,
+      options: { gateway: `127.0.0.1:${port}`, identity, expectedGatewayId: 'gw-1', reconnect: { initialDelayMs: 1, maxDelayMs: 20 } } as unknown as ConnectOptions,
+      lifecycle,
+      emit: (e) => void events.push(e),
+      onDelivery: () => undefined,
+      onConnected: (conn) => {
+        attached.push(conn);
+        if (attached.length === 2) second?.();
+      },
+      stop: (error) => (lifecycle.fatal = error),
+    });
+    try {
+      await link.connect();
+      await attachedAgain; // streams 1-3 broke the protocol; stream 4 authenticated
+      expect(count).toBe(5); // 0 authenticated, 1-3 broke the protocol, 4 authenticated
+      expect(lifecycle.fatal).toBeUndefined();
+      expect(link.connected).toBe(true);
+    } finally {
+      link.close();
+      bad.forceShutdown();
+    }
+  });
+});
+
+describe('GatewayLink keepalive', () => {
+  it('a gateway that goes silent behind an open connection is noticed by keepalive PINGs and the agent reconnects', async () => {
+    // Review finding: the TS agent set no keepalive — behind a path that dropped every byte but kept the sockets
+    // open it stayed "connected" for good (the Python SDK noticed in about 40 s). Here: PINGs every second.
+    const gw = new Server();
+    let streamsSeen = 0;
+    addService(gw, AgentGatewayService, {
+      connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
+        streamsSeen++;
+        call.listen({
+          message(request: ConnectRequest) {
+            if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
+            else if (request.kind.case === 'auth') call.push({ kind: { case: 'welcome', value: { agentId: 'worker-1' } } });
+          },
+          end: () => call.end(),
+          error: () => call.end(),
+          finished: () => undefined,
+        });
+      },
+      send() {
+        throw new Error('not used');
+      },
+    } as never);
+    const gwPort = await new Promise<number>((resolve, reject) => gw.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+    // A TCP proxy that can turn into a black hole: bytes are dropped both ways, the sockets stay open.
+    let silent = false;
+    const sockets: Socket[] = [];
+    const proxy = createServer((client) => {
+      const upstream = tcpConnect(gwPort, '127.0.0.1');
+      sockets.push(client, upstream);
+      client.on('data', (d) => void (silent || upstream.write(d)));
+      upstream.on('data', (d) => void (silent || client.write(d)));
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+    const proxyPort = await new Promise<number>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve((proxy.address() as { port: number }).port)));
+    const lifecycle = new Lifecycle();
+    const events: AgentEvent[] = [];
+    let connections = 0;
+    let reconnected: (() => void) | undefined;
+    const again = new Promise<void>((r) => (reconnected = r));
+    const link = new GatewayLink({
+      crypto,
+      options: { gateway: `127.0.0.1:${proxyPort}`, identity, expectedGatewayId: 'gw-1', keepaliveMs: 1_000, reconnect: { initialDelayMs: 10, maxDelayMs: 200 } } as unknown as ConnectOptions,
+      lifecycle,
+      emit: (e) => void events.push(e),
+      onDelivery: () => undefined,
+      onConnected: () => {
+        if (++connections === 2) reconnected?.();
+      },
+      stop: (error) => (lifecycle.fatal = error),
+    });
+    try {
+      await link.connect();
+      silent = true; // the path goes silent; nothing is sent, nothing ends
+      await new Promise<void>((resolve) => {
+        const poll = setInterval(() => {
+          if (events.some((e) => e.kind === 'disconnected')) resolve(clearInterval(poll));
+        }, 50);
+      });
+      // (without keepalive nothing ever noticed: the test's own timeout ended it)
+      expect(link.connected).toBe(false);
+      for (const s of sockets.splice(0)) s.destroy();
+      silent = false; // the path works again: the agent reconnects by itself
+      await again;
+      expect(streamsSeen).toBeGreaterThanOrEqual(2);
+      expect(lifecycle.fatal).toBeUndefined();
+    } finally {
+      link.close();
+      proxy.close();
+      for (const s of sockets) s.destroy();
+      gw.forceShutdown();
+    }
+  }, 20_000);
 });
