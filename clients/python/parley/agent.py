@@ -21,8 +21,9 @@ Recipient side
     with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held
     (at most 64) until step 3; a delivery that cannot be taken now (beyond those 64, or its inbox record
     could not be written) is left unacknowledged and tried again every 250 ms while its stream is open (at
-    most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject. The
-    peer's certificate is checked against revocation data at every message.
+    most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject, unless it
+    may have been taken here and its receipt dropped from a full receipt store (§17.4: then it is acked without
+    one). The peer's certificate is checked against revocation data at every message.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from google.protobuf.message import DecodeError
+
 from . import crypto
 from .disclosure import Disclosure
 from .encoding import b64url_decode, b64url_encode
@@ -55,7 +58,7 @@ from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, 
 from .replay import MessageHashCache, ReplayWindow
 from .session import CLOSING_CODES, DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
 from .state import DirectoryStateStore, MemoryStateStore, derive_state_key
-from .types import Backoff, Event, MessageType, Receipt
+from .types import Backoff, Event, EventKind, MessageType, Receipt
 
 _log = logging.getLogger("parley")
 
@@ -89,6 +92,9 @@ MAX_PENDING_RESPONDERS: Final = 1000
 MAX_SESSIONS_PER_PEER: Final = 8
 #: Sessions held in all: beyond it a peer's handshake is refused (``rate_limited``, frame dropped), as @parley/session's.
 MAX_SESSIONS: Final = 100_000
+#: Receipts kept (§12), the oldest dropped first beyond it; read at each use, so a test can patch it. Once it drops
+#: receipts still within the message lifetime, an envelope of an unknown session no younger than the newest of
+#: them gets no SessionReject (§17.4).
 MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
 #: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
@@ -496,6 +502,10 @@ class Agent:
         self._by_hash: dict[bytes, str] = {}
         self._unacked: dict[bytes, _InboxEntry] = {}
         self._receipts: dict[bytes, dict[str, Any]] = {}
+        #: The newest receipt time (``received_at_ms``) of a receipt dropped while still within the message lifetime
+        #: (the store was full), None while none was: an envelope that old may have been taken here, so it gets no
+        #: SessionReject (§17.4), whose reseal would make it a second message.
+        self._forgotten_until: int | None = None
         self._app: asyncio.Queue[Any] = asyncio.Queue()
         #: Deferred deliveries waiting for the application to ack (they go before any new envelope).
         self._waiting_capacity = 0
@@ -767,6 +777,15 @@ class Agent:
                 self._mark(bytes.fromhex(r["session"]), int(r["counter"]), digest)
             except (KeyError, ValueError) as error:
                 raise StateError("state_corrupt", f"receipt record {name} does not parse") from error
+        if len(self._receipts) >= MAX_RECEIPTS:
+            # A full store may have dropped receipts before the restart: the oldest receipt kept stands for the newest
+            # dropped (§17.4). Every receipt kept either outlived that drop (its envelope no older than the dropped
+            # ones) or was signed after it, so anything dropped is within the future skew of the oldest kept.
+            try:
+                oldest = min(_receipt_time(r) for r in self._receipts.values())
+            except (KeyError, ValueError, DecodeError) as error:
+                raise StateError("state_corrupt", "a receipt record does not parse") from error
+            self._forgotten_until = oldest if self._forgotten_until is None else max(self._forgotten_until, oldest)
         for name, r in inbox.items():
             try:
                 entry = _InboxEntry.from_record(r)
@@ -901,8 +920,8 @@ class Agent:
     # =========================================================================================
     # Events and tasks
 
-    def _emit(self, kind: str, **fields: Any) -> None:
-        event = Event(kind, fields)  # type: ignore[arg-type]
+    def _emit(self, kind: EventKind, **fields: Any) -> None:
+        event = Event(kind, fields)
         if kind == "security":
             _log.warning("parley security event at %s: %s", self.agent_id, fields)
         elif kind == "state_error":
@@ -1433,8 +1452,23 @@ class Agent:
         if conn is not None and conn is self._conn and delivery_id > 0:
             conn.ack(delivery_id)
 
+    def _may_have_been_taken(self, envelope: Any) -> bool:
+        """Whether an envelope's receipt may be among those a full receipt store dropped (§17.4): a message is taken
+        only if its timestamp is at most the future skew ahead of the recipient's clock, so one no younger than the
+        newest dropped receipt's time plus that skew may have been."""
+        return self._forgotten_until is not None and int(envelope.timestamp_ms) <= self._forgotten_until + self._skew.max_future_ms
+
     def _answer_unknown_session(self, envelope: Any, conn: GatewayConnection | None, delivery_id: int) -> None:
-        """§17 recipient 5: a signed SessionReject (the only rejection ever answered on the wire), and the ack of its delivery."""
+        """§17 recipient 5: a signed SessionReject (the only rejection ever answered on the wire), and the ack of its delivery.
+
+        An envelope this agent may have taken and forgotten the receipt of (:meth:`_may_have_been_taken`) gets no
+        reject — its reseal would hand it to the application a second time — only the ack: its sender reports
+        ``expired``, a typed failure (§17.4)."""
+        if self._may_have_been_taken(envelope):
+            detail = "envelope of an unknown session no younger than a dropped receipt: acked without a SessionReject"
+            self._emit("duplicate", item="envelope", peer=str(envelope.sender_id)[:128], detail=detail)
+            self._gateway_ack(conn, delivery_id)
+            return
         current = self._conn
         if current is None or not current.is_open:
             self._gateway_ack(conn, delivery_id)
@@ -1559,7 +1593,8 @@ class Agent:
                     self._security("message", "rate_limited", sender, sid, "more than 64 envelopes for one handshake: left unacknowledged, tried again")
                 self._defer(delivered, "handshake")  # beyond its 64: tried again once it has room or has ended
                 return
-            self._security("message", "unknown_session", sender, sid, "no session with that id: answered with a SessionReject")
+            answer = "acked without a SessionReject (it may have been taken)" if self._may_have_been_taken(envelope) else "answered with a SessionReject"
+            self._security("message", "unknown_session", sender, sid, f"no session with that id: {answer}")
             self._answer_unknown_session(envelope, conn, delivery_id)
             return
         # §17.3 item 6, back-pressure: with the application max_unacked messages behind, a delivery is left
@@ -1699,11 +1734,21 @@ class Agent:
                     self._spawn(self._initiate(peer, future, time.monotonic() + self._handshake_timeout))
 
     async def _prune_receipts(self, now: int) -> None:
+        """Drops receipts older than a message's lifetime, and the oldest beyond :data:`MAX_RECEIPTS`; the newest
+        receipt time of those dropped while still within the lifetime is kept (:attr:`_forgotten_until`, §17.4)."""
         horizon = now - self._skew.max_age_ms - self._skew.max_future_ms
         old = [h for h, r in self._receipts.items() if int(r["ts"]) < horizon]
         if len(self._receipts) - len(old) > MAX_RECEIPTS:
             by_age = sorted(self._receipts.items(), key=lambda kv: int(kv[1]["ts"]))
             old = [h for h, _ in by_age[: len(self._receipts) - MAX_RECEIPTS]]
+            for digest in old:
+                record = self._receipts[digest]
+                if int(record["ts"]) >= horizon:  # still within the lifetime: its envelope may come again
+                    try:
+                        at = _receipt_time(record)
+                    except (KeyError, ValueError, DecodeError):
+                        at = now  # signed before now, whenever it was
+                    self._forgotten_until = at if self._forgotten_until is None else max(self._forgotten_until, at)
         for digest in old:
             self._receipts.pop(digest, None)
             await self._delete("receipts", digest.hex())
@@ -1722,6 +1767,11 @@ def _receipt_from_record(record: dict[str, Any]) -> Any:
     from .relay import DeliveryReceipt
 
     return DeliveryReceipt.FromString(b64url_decode(record["receipt"]))
+
+
+def _receipt_time(record: dict[str, Any]) -> int:
+    """When the receipt of a record was signed (its ``received_at_ms``: the message was taken then)."""
+    return int(_receipt_from_record(record).received_at_ms)
 
 
 __all__ = ["Agent", "Message", "ResendPolicy", "SessionTimeouts", "connect"]

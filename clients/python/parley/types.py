@@ -73,11 +73,12 @@ EventKind = Literal[
     "disconnected",  # the stream ended: code, detail
     "reconnecting",  # waiting before the next attempt: attempt, delay_s
     "security",  # a refused item (stage, code, peer, session_id, detail); never key material
-    "duplicate",  # a redelivered item dropped or answered again (item, peer)
+    "duplicate",  # a redelivered item dropped or answered again (item, peer, detail)
     "session_established",  # peer, session_id, role
     "session_closed",  # peer, session_id, reason
-    "session_rejected",  # a verified SessionReject: the session is dead, pending messages are resealed
-    "outcome",  # the final outcome of a send: message_hash, peer, code ("ok" with receipt, or the failure)
+    "session_rejected",  # a verified SessionReject: the message it names is resealed in a new session
+    "resealed",  # a rejected message sealed again in a new session: peer, session_id, message_hash (the new one), reseals
+    "send_settled",  # the final outcome of a send: message_hash, peer, code ("ok" with receipt, or the failure), receipt
     "state_error",  # the state directory could not be written
     "gateway_refused",  # the gateway refused a receipt, frame or reject we sent: item, code
 ]

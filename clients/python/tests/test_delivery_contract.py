@@ -14,12 +14,12 @@ import pytest
 
 import parley.agent
 from parley.agent import Agent, Message
-from parley.envelope import encode_payload
+from parley.envelope import encode_payload, message_hash
 from parley.errors import IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.relay import sign_receipt, sign_session_reject
-from parley.session import DEFAULT_SKEW, Session, now_ms
+from parley.session import DEFAULT_SKEW, Session, SkewLimits, now_ms
 from parley.state import DirectoryStateStore, MemoryStateStore
 from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
@@ -345,6 +345,154 @@ def test_a_session_reject_reseals_only_the_envelope_it_names_one_taken_before_th
         await bob.close()
 
     run(scenario)
+
+
+def acked(call: FakeCall) -> set[int]:
+    """The delivery ids acked on ``call`` so far: Ack frames, and the acks a reply carries."""
+    ids: set[int] = set()
+    for r in call.written:
+        if r.WhichOneof("kind") == "ack":
+            ids.update([r.ack.delivery_id, *r.ack.more_delivery_ids])
+        elif r.send.ack_delivery_id:
+            ids.add(r.send.ack_delivery_id)
+    return ids
+
+
+def test_an_envelope_of_an_unknown_session_no_younger_than_a_receipt_the_full_store_dropped_gets_no_session_reject(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding (the second path): a full receipt store drops receipts still within the message lifetime; a resend
+    # of such an envelope into a session the recipient no longer holds was answered with a SessionReject, and its sender,
+    # resealing it, made it a second message to the application. §17.4: acked without a reject (its sender reports
+    # expired); an envelope sealed after the dropped receipt cannot have been taken and still gets one.
+    monkeypatch.setattr(parley.agent, "MAX_RECEIPTS", 1, raising=False)  # Bob's receipt store holds one
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    alice_id, bob_id = world.identity("alice"), world.identity("bob")
+    sa, sb = world.sessions(world.config(alice_id), world.config(bob_id))
+    alice, bob = memory_agent(alice_id, world.trust, a_events), memory_agent(bob_id, world.trust, b_events)
+    bob._skew = SkewLimits(max_age_ms=DEFAULT_SKEW.max_age_ms, max_future_ms=0)  # one clock: "sealed after" is a few ms later
+    for agent, session in ((alice, sa), (bob, sb)):
+        agent._store = MemoryStateStore()
+        agent._register(session, announce=False)
+    gw = Relay()
+
+    async def scenario() -> None:
+        a_call, b_call = GatewayCall(), GatewayCall()
+        for agent, call in ((alice, a_call), (bob, b_call)):
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        tasks = start_loops(bob)
+        handed: list[Message] = []
+
+        async def application() -> None:
+            async for message in bob.messages():
+                handed.append(message)
+
+        tasks.append(asyncio.ensure_future(application()))
+
+        # 1. Bob takes A1 and A2 and acks both; the gateway drops both receipts.
+        sends = []
+        for i, text in enumerate(("A1", "A2")):
+            sends.append(asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": text}, timeout=20)))
+            gw.deliver(b_call, envelope=await gw.next(a_call, "envelope"))
+            await wait_for(lambda: len(handed) == i + 1)
+            await handed[i].ack()
+            await asyncio.sleep(0.005)
+        send1, send2 = sends
+        assert len(gw.new(b_call, "receipt")) == 2  # dropped
+        m1, m2 = alice._outbox.values()
+        e1 = m1.envelope
+        # 2. The store holds one: the prune drops A1's receipt, still within the message lifetime.
+        await bob._prune_receipts(now_ms())
+        assert list(bob._receipts) == [m2.message_hash]
+        # 3. Bob's copy of the session idles out.
+        await bob._session_lifetimes(now_ms() + 31 * 60_000)
+        assert sb.id not in bob._sessions
+        # 4. A1 again (its sender's resend, the same bytes): it may have been taken — no reject (its reseal would make it
+        # a second message), its delivery acked.
+        alice._spawn(alice._relay(m1))
+        resent = await gw.next(a_call, "envelope")
+        assert resent.SerializeToString() == e1.SerializeToString()
+        rejects = len(sent(b_call, "session_reject"))
+        gw.deliver(b_call, envelope=resent)
+        a1_delivery = gw.delivery_id
+        await wait_for(lambda: a1_delivery in acked(b_call) or len(sent(b_call, "session_reject")) > rejects)
+        assert gw.new(b_call, "session_reject") == []
+        detail = "envelope of an unknown session no younger than a dropped receipt: acked without a SessionReject"
+        assert any(e.kind == "duplicate" and e.fields["detail"] == detail for e in b_events)
+        # 5. A2 again: its receipt is still held and sent again; it settles A2.
+        alice._spawn(alice._relay(m2))
+        gw.deliver(b_call, envelope=await gw.next(a_call, "envelope"))
+        gw.deliver(a_call, receipt=await gw.next(b_call, "receipt"))
+        assert (await send2).message_hash == m2.message_hash
+        # 6. A3, sealed after the dropped receipt, cannot have been taken: a SessionReject, and Alice reseals it (only it).
+        send3 = asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": "A3"}, timeout=20))
+        e3 = await gw.next(a_call, "envelope")
+        assert bytes(e3.session_id) == sa.id
+        gw.deliver(b_call, envelope=e3)
+        gw.deliver(a_call, session_reject=await gw.next(b_call, "session_reject"))
+        gw.deliver(b_call, handshake=await gw.next(a_call, "handshake"))
+        gw.deliver(a_call, handshake=await gw.next(b_call, "handshake"))
+        gw.deliver(b_call, handshake=await gw.next(a_call, "handshake"))
+        resealed = await gw.next(a_call, "envelope")
+        assert bytes(resealed.session_id) != sa.id
+        gw.deliver(b_call, envelope=resealed)
+        await wait_for(lambda: len(handed) == 3)
+        await handed[2].ack()
+        gw.deliver(a_call, receipt=await gw.next(b_call, "receipt"))
+        await send3
+        await asyncio.sleep(0.3)
+        # Bob's application took each message once; A1's send stays pending (its sender reports expired at its expiry).
+        assert [(m.content, m.redelivered) for m in handed] == [({"m": "A1"}, False), ({"m": "A2"}, False), ({"m": "A3"}, False)]
+        assert [e.fields["message_hash"] for e in a_events if e.kind == "resealed"] == [message_hash(resealed).hex()]
+        assert not send1.done() and alice.pending() == 1 and m1.envelope == e1
+        send1.cancel()
+        for t in tasks:
+            t.cancel()
+        await alice.close()
+        await bob.close()
+
+    run(scenario)
+
+
+def test_after_a_restart_with_a_full_receipt_store_the_oldest_receipt_kept_stands_for_the_newest_dropped(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parley.agent, "MAX_RECEIPTS", 1, raising=False)  # one receipt kept: the store is full
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    agent._store = DirectoryStateStore(tmp_path / "state", bytes(range(32)))
+
+    async def scenario() -> tuple[list[Any], set[int], list[Event], bytes]:
+        call, _ = attach(agent)
+        tasks = start_loops(agent)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=seal(alice, {"n": 1})))
+        message = await asyncio.wait_for(agent._app.get(), 3)
+        receipt = await message.ack()
+        for t in tasks:
+            t.cancel()
+        await agent.close()
+        again_events: list[Event] = []
+        again = restarted(agent, again_events)
+        again._store = DirectoryStateStore(tmp_path / "state", bytes(range(32)))
+        await again._load_state()
+        # Envelopes of a session the restarted agent does not hold: one within the future skew of the oldest receipt
+        # kept may have been taken before the restart (acked, no reject); one beyond it cannot have been (a reject).
+        other, _ = world.sessions(world.config(world.identity("alice")), world.config(agent.identity))
+        limit = receipt.received_at_ms + DEFAULT_SKEW.max_future_ms
+        old = other.seal_at(other.allocate_counter(), encode_payload(5, {"n": 2}, limit), limit).envelope
+        young = other.seal_at(other.allocate_counter(), encode_payload(5, {"n": 3}, limit + 1), limit + 1).envelope
+        call, _ = attach(again)
+        tasks = start_loops(again)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=1, envelope=old))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=2, envelope=young))
+        await wait_for(lambda: {1, 2} <= acked(call))
+        for t in tasks:
+            t.cancel()
+        await again.close()
+        return sent(call, "session_reject"), acked(call), again_events, message_hash(young)
+
+    rejects, acks, events_after, young_hash = run(scenario)
+    assert [(r.ack_delivery_id, bytes(r.session_reject.message_hash)) for r in rejects] == [(2, young_hash)]
+    assert {1, 2} <= acks
+    detail = "envelope of an unknown session no younger than a dropped receipt: acked without a SessionReject"
+    assert [e.fields["detail"] for e in events_after if e.kind == "duplicate"] == [detail]
 
 
 # §17.3 item 4: beyond the 64 envelopes held for a handshake, left unacknowledged and tried again.
