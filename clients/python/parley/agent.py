@@ -64,9 +64,12 @@ _log = logging.getLogger("parley")
 
 #: Go-away codes after which the agent stops (DELIVERY.md "Go-aways"); every other one is transient.
 FATAL_GO_AWAY: Final = frozenset({"revoked", "expired", "replaced"})
-#: Failures at (re)authentication that retrying cannot fix.
+#: Failures at (re)authentication that retrying cannot fix: the gateway's verdict on this agent's certificate or
+#: proof. Not ``malformed``: an answer that breaks the protocol (a frame of the wrong kind, a bad challenge, a
+#: go-away ``malformed``) says more about that gateway instance than about this agent — a broken instance behind a
+#: load balancer, or one forged frame, must not stop the agent for good — so it is retried with backoff.
 FATAL_AUTH: Final = frozenset(
-    {"bad_signature", "bad_certificate", "unknown_issuer", "revoked", "expired", "not_yet_valid", "identity_mismatch", "unsupported_version", "malformed", "unauthenticated"}
+    {"bad_signature", "bad_certificate", "unknown_issuer", "revoked", "expired", "not_yet_valid", "identity_mismatch", "unsupported_version", "unauthenticated"}
 )
 #: Refusals of a handshake step 1 (and failures of a reseal's handshake) that a later attempt can overcome;
 #: anything else fails the send or the reseal.

@@ -15,7 +15,7 @@ import pytest
 import parley.agent
 from parley.agent import Agent, Message
 from parley.envelope import encode_payload, message_hash
-from parley.errors import IdentityError, ParleyError, StateError
+from parley.errors import GatewayError, IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.relay import sign_receipt, sign_session_reject
@@ -704,6 +704,34 @@ def test_reconnection_goes_on_after_an_attempt_fails_with_an_unexpected_error(wo
 
     connected, attempts = run(scenario)
     assert connected and attempts == 3 and agent._fatal is None
+
+
+def test_an_answer_that_breaks_the_protocol_at_re_authentication_is_retried_not_fatal(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding: a frame of the wrong kind, a bad challenge or a go-away ``malformed`` while re-authenticating
+    # stopped the agent for good (FATAL_AUTH held ``malformed``), although the next stream would have been fine.
+    events: list[Event] = []
+    agent, _ = make_agent(world, events)
+    agent._reconnect = Backoff(initial_s=0.01, max_s=0.02)
+    failures = [GatewayError("malformed", "expected challenge, got accepted"), GatewayError("malformed", "nonce must be 32 bytes"), GatewayError("malformed", "busy")]
+
+    async def scenario() -> tuple[bool, int]:
+        call, _ = attach(agent)
+        fresh = FakeCall()
+
+        async def open_(**_kw: Any) -> GatewayConnection:
+            if failures:
+                raise failures.pop(0)
+            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")  # type: ignore[arg-type]
+
+        monkeypatch.setattr(GatewayConnection, "open", open_)
+        call.cancel()  # the gateway ends the stream
+        await wait_for(lambda: agent.connected and agent._conn is not None and agent._conn._call is fresh)
+        connected, attempts = agent.connected, len([e for e in events if e.kind == "reconnecting"])
+        await agent.close()
+        return connected, attempts
+
+    connected, attempts = run(scenario)
+    assert connected and attempts == 4 and agent._fatal is None
 
 
 # After close(): no record is written under the wiped key; an ack is refused and the message handed over again.
