@@ -19,7 +19,7 @@
  * establishment and held envelopes), `durable-state.ts` (the journal), `registry-follow.ts` (the trust
  * bundle), `events.ts` (onEvent). The public types are in `agent-options.ts`.
  */
-import { createCrypto, fromBase64Url, fromHex, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
+import { createCrypto, fromBase64Url, fromHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
 import type { Delivery, DeliveryReceipt, JsonValue, MessageType } from '@parley/proto';
@@ -38,6 +38,7 @@ import { Inbox } from './inbox.js';
 import { Journal, type JournalRecord } from './journal.js';
 import { Lifecycle } from './lifecycle.js';
 import { Outbox, type OutboxEntry, type SendWaiter } from './outbox.js';
+import { SessionSnapshots } from './session-snapshots.js';
 import { createRegistryFollow, startFollowing, type RegistryFollow } from './registry-follow.js';
 
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
@@ -82,6 +83,8 @@ export class Agent {
   readonly #outbox: Outbox;
   readonly #inbox: Inbox;
   readonly #handshakes: Handshakes;
+  /** Journals a fresh snapshot of a session whenever it moved far enough past the last one (§13, §7). */
+  readonly #snapshots = new SessionSnapshots(() => this.#manager);
   readonly #app = new Channel<ReceivedMessage>();
   #started = false;
   #tick: NodeJS.Timeout | undefined;
@@ -106,7 +109,9 @@ export class Agent {
         this.#stop(error);
       },
     });
-    const record = (records: JournalRecord[]): Promise<void> => this.#state.record(records);
+    // Every record that shows a session moving on (a reservation, a sent or a received message) brings the
+    // session's fresh snapshot along when it is far enough past the one journaled (session-snapshots.ts).
+    const record = (records: JournalRecord[]): Promise<void> => this.#state.record(this.#state.enabled ? this.#snapshots.refresh(records) : records);
     this.#trust = options.registry === undefined ? options.trustBundle : TrustBundle.live(() => this.#registry?.follower.trustBundle ?? options.trustBundle);
     const transport: FrameTransport = {
       sendFrame: async (frame) => {
@@ -134,10 +139,11 @@ export class Agent {
       ...(journal === undefined
         ? {}
         : {
-            // Never seal on a counter that is not durably reserved (§13): the manager awaits this first.
+            // Never seal on a counter that is not durably reserved (§13): the manager awaits this first. The session's
+            // fresh snapshot, when due, goes in the same append. (Not the manager's onStateChange: it names no
+            // session, says nothing of the receive side and exports at every send-epoch change, i.e. every message
+            // at threshold 1.)
             reserveCounters: (session: Session, upTo: number) => record([{ t: 'reserve', id: session.idHex, upTo }]),
-            // Fresher snapshots (new sessions, send-epoch changes) keep restores close to the live state.
-            onStateChange: () => undefined,
           }),
     });
     const manager = this.#manager;
@@ -173,6 +179,7 @@ export class Agent {
       manager,
       lifecycle,
       state: this.#state,
+      snapshots: this.#snapshots,
       emit,
       captured,
       openEnvelope: (item) => this.#inbox.onEnvelope(item.envelope, item.conn, item.deliveryId),
@@ -369,7 +376,7 @@ export class Agent {
   #snapshot(): JournalRecord[] {
     const records: JournalRecord[] = [];
     for (const session of this.#manager.sessions()) {
-      records.push({ t: 'session', id: session.idHex, sealed: toBase64Url(this.#manager.exportSession(session)) });
+      records.push(this.#snapshots.take(session));
       const reserved = this.#manager.reservedUpTo(session);
       if (reserved !== undefined) records.push({ t: 'reserve', id: session.idHex, upTo: reserved });
     }

@@ -2,15 +2,17 @@
  * Session establishment as the agent sees it (docs/PROTOCOL.md §6, §13, §17.3): relayed handshake frames
  * go to the session manager (a frame of a finished handshake is a `duplicate`); envelopes that overtook
  * step 3 of a handshake this agent is responding to are held and opened once it completes, or refused
- * with a SessionReject if it is abandoned; each new session's first snapshot and each end are journaled.
+ * with a SessionReject if it is abandoned; each new session's first snapshot and each end are journaled (later
+ * snapshots: session-snapshots.ts).
  */
-import { toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
+import type { ParleyCrypto } from '@parley/crypto-core';
 import type { HandshakeFrame } from '@parley/proto';
 import type { LocalIdentity, Session, SessionManager, SessionManagerEvent } from '@parley/session';
 import type { AgentEvent } from './agent-options.js';
 import type { DurableState } from './durable-state.js';
 import { rejectSession, type DeliveredEnvelope } from './inbox.js';
 import type { Lifecycle } from './lifecycle.js';
+import type { SessionSnapshots } from './session-snapshots.js';
 
 const HELD_PER_HANDSHAKE = 64;
 
@@ -21,6 +23,8 @@ export interface HandshakesDeps {
   readonly manager: SessionManager;
   readonly lifecycle: Lifecycle;
   readonly state: DurableState;
+  /** Builds the journaled snapshots of sessions (and tracks how far behind each one is). */
+  readonly snapshots: SessionSnapshots;
   readonly emit: (event: AgentEvent) => void;
   /** Runs `fn`, returning the session events it emitted instead of forwarding them. */
   readonly captured: (fn: () => void) => SessionManagerEvent[];
@@ -66,7 +70,7 @@ export class Handshakes {
 
   /** The agent's part in a session manager event (before it is forwarded). */
   onSessionEvent(event: SessionManagerEvent): void {
-    const { manager, state, lifecycle } = this.#deps;
+    const { state, snapshots, lifecycle } = this.#deps;
     if (event.kind === 'responder_abandoned') {
       // The handshake will never complete: whatever was held for it can never open.
       const items = this.#held.get(event.sessionIdHex);
@@ -77,10 +81,11 @@ export class Handshakes {
     }
     if (event.kind === 'established' && state.enabled) {
       // The session's first snapshot; reservations follow before anything is sealed in it.
-      void state.record([{ t: 'session', id: event.session.idHex, sealed: toBase64Url(manager.exportSession(event.session)) }]).catch(() => undefined);
+      void state.record([snapshots.take(event.session)]).catch(() => undefined);
     }
-    if ((event.kind === 'closed' || event.kind === 'expired') && state.enabled && !lifecycle.stopped) {
-      void state.record([{ t: 'closed', id: event.session.idHex }]).catch(() => undefined);
+    if (event.kind === 'closed' || event.kind === 'expired') {
+      snapshots.forget(event.session.idHex);
+      if (state.enabled && !lifecycle.stopped) void state.record([{ t: 'closed', id: event.session.idHex }]).catch(() => undefined);
     }
   }
 

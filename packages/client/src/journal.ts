@@ -2,7 +2,8 @@
  * The agent's journal (docs/PROTOCOL.md §13, §17): every fact the delivery
  * contract and the nonce rule depend on, as sealed records in a StateStore.
  *
- *   session   sealed session state (PSS1, §13), replacing any earlier one of that session
+ *   session   sealed session state (PSS1, §13), replacing any earlier one of that session — unless it is older:
+ *             `ep` (its send epoch + newest receive epoch, both only growing) below the held one's
  *   closed    the session ended; forget it
  *   reserve   the session may seal counters below `upTo`: written (and fsynced) BEFORE any of them is sealed
  *   out       an outbox entry: the sealed envelope, the plaintext to reseal it and the recipient's certified
@@ -39,7 +40,11 @@ export interface OutboxMessage {
 }
 
 export type JournalRecord =
-  | { readonly t: 'session'; readonly id: string; readonly sealed: string }
+  /**
+   * `ep`: the snapshot's send epoch plus its newest receive epoch (session-snapshots.ts); a record with a lower
+   * one than the session's record replayed before it is older and is ignored (absent in older records).
+   */
+  | { readonly t: 'session'; readonly id: string; readonly sealed: string; readonly ep?: number }
   | { readonly t: 'closed'; readonly id: string }
   | { readonly t: 'reserve'; readonly id: string; readonly upTo: number }
   | {
@@ -199,6 +204,8 @@ export interface JournalState {
 /** Replays records into the state they describe (idempotent, order-respecting). */
 export function replay(records: readonly JournalRecord[]): JournalState {
   const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined };
+  /** The `ep` of each session's record kept so far: an older snapshot never replaces a newer one. */
+  const positions = new Map<string, number>();
   const mark = (sid: string, n: number, hash: string): void => {
     let list = state.marks.get(sid);
     if (list === undefined) state.marks.set(sid, (list = []));
@@ -208,12 +215,17 @@ export function replay(records: readonly JournalRecord[]): JournalState {
     switch (r.t) {
       case 'session': {
         const prev = state.sessions.get(r.id);
+        const held = positions.get(r.id);
+        if (prev !== undefined && held !== undefined && typeof r.ep === 'number' && r.ep < held) break; // older than the one held
+        if (typeof r.ep === 'number') positions.set(r.id, r.ep);
+        else positions.delete(r.id); // a record of an older version of this code: replaces, as it always did
         state.sessions.set(r.id, { sealed: r.sealed, reservedUpTo: prev?.reservedUpTo ?? 0 });
         break;
       }
       case 'closed':
         state.sessions.delete(r.id);
         state.marks.delete(r.id);
+        positions.delete(r.id);
         break;
       case 'reserve': {
         const s = state.sessions.get(r.id);
