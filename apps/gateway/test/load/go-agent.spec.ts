@@ -14,7 +14,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, type Agent as SdkAgent, type ReceivedMessage } from '@parley/client';
+import { connect, type Agent as SdkAgent, type AgentEvent, type ReceivedMessage } from '@parley/client';
 import { deliveryReceiptLayout } from '@parley/protocol';
 import { createCrypto, fromBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
@@ -183,7 +183,7 @@ suite('Go example agent', () => {
     };
   }
 
-  async function tsAgent(agentId: string): Promise<{ sdk: SdkAgent; received: ReceivedMessage[]; publicKey: Uint8Array }> {
+  async function tsAgent(agentId: string, onEvent?: (event: AgentEvent) => void): Promise<{ sdk: SdkAgent; received: ReceivedMessage[]; publicKey: Uint8Array }> {
     const a = await registry.register(crypto, agentId, 'planner');
     const sdk = await connect({
       gateway: address,
@@ -194,6 +194,7 @@ suite('Go example agent', () => {
       crypto,
       sendTimeoutMs: 20_000,
       handshakeTimeoutMs: 20_000,
+      ...(onEvent !== undefined ? { onEvent } : {}),
     });
     running.push(sdk);
     const received: ReceivedMessage[] = [];
@@ -295,6 +296,38 @@ suite('Go example agent', () => {
     const errors = result.stderr.split('\n').filter((l) => l.includes('"event":"error"')).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(errors).toEqual([expect.objectContaining({ code: 'revoked', message: expect.stringContaining('ts-planner-3') })]);
     expect(Date.now() - revokedAt).toBeLessThan(20_000);
+  }, 90_000);
+
+  it('a Go agent that lost its session answers the envelope with a SessionReject (§17.4): the TypeScript sender verifies it, reseals in a new session and gets its receipt', async () => {
+    const go = await enrolGo('go-worker-reject');
+    const events: AgentEvent[] = [];
+    const ts = await tsAgent('ts-planner-reject', (e) => events.push(e));
+    const args = ['run', ...go.args, '--peer', 'ts-planner-reject', '--expect', '1', '--timeout-ms', '30000'];
+    // A first run: TypeScript starts a session, one message, receipted; the process ends, and its session with it.
+    const first = runGo(args);
+    await first.next('connected');
+    const r1 = await ts.sdk.send('go-worker-reject', MessageType.TASK_ASSIGNMENT, { from: 'ts', seq: 1 });
+    const run1 = await first.done;
+    expect(run1.code, run1.stderr).toBe(0);
+    const lost = run1.events.find((e) => e['event'] === 'session')?.['session_id'];
+    expect(lost).toEqual(expect.any(String));
+
+    // A second run of the same agent holds no session: TypeScript seals the next message in the one it still holds.
+    const second = runGo(args);
+    await second.next('connected');
+    const r2 = await ts.sdk.send('go-worker-reject', MessageType.STATUS_UPDATE, { from: 'ts', seq: 2 });
+    const run2 = await second.done;
+    expect(run2.code, run2.stderr).toBe(0);
+    for (const r of [r1, r2]) expect(receiptFrom(r, 'go-worker-reject', 'ts-planner-reject', go.publicKey)).toBe(true);
+    const by = (kind: string) => run2.events.filter((e) => e['event'] === kind);
+    // The Go agent refused the envelope of the lost session (signed with its identity key, verified by TypeScript) ...
+    expect(by('reject_sent')).toEqual([expect.objectContaining({ from: 'ts-planner-reject', session_id: lost })]);
+    expect(events.filter((e) => e.kind === 'resealed')).toEqual([{ kind: 'resealed', peerId: 'go-worker-reject', sessionIdHex: lost, messages: 1 }]);
+    // ... and took the message resealed in a new session (new hash), which TypeScript started and Go answered.
+    expect(by('session')).toEqual([expect.objectContaining({ peer: 'ts-planner-reject', role: 'responder' })]);
+    expect(by('session')[0]?.['session_id']).not.toBe(lost);
+    expect(by('received').map((e) => [e['content'], e['message_hash']])).toEqual([[{ from: 'ts', seq: 2 }, toHex(r2.messageHash)]]);
+    expect(by('reject_sent')[0]?.['message_hash']).not.toBe(toHex(r2.messageHash));
   }, 90_000);
 
   it('a backlog sent while the Go agent was offline comes in a deliveries frame (§10.3): each message opened once, its receipt verified at the TypeScript sender, the mailbox emptied', async () => {

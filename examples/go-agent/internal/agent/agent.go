@@ -6,6 +6,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -49,11 +50,30 @@ type Config struct {
 	// gateway's mailbox and comes as the new stream's backlog. 0: one stream.
 	OfflineAfter int
 	Resume       io.Reader
+	// HandshakeTimeout: a handshake this agent responds to whose step 3 has
+	// not come within it is abandoned, and what it held is answered with
+	// SessionRejects (§5.4). 0: DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
-// MaxHeldEnvelopes bounds the envelopes held for one handshake in progress
-// (§5.4); more are left unacked, for a later redelivery.
+// MaxHeldEnvelopes bounds the envelopes held for one handshake this agent is
+// responding to (§5.4, §17.3 item 4; @parley/client's HELD_PER_HANDSHAKE);
+// more are left unacked and tried again (MaxDeferred).
 const MaxHeldEnvelopes = 64
+
+// MaxDeferred bounds the deliveries left unacked to be tried again (each
+// tick, and when a handshake ends): beyond it a delivery comes back only from
+// the next stream or the sender's resend (§17.3 item 6; @parley/client's
+// MAX_DEFERRED).
+const MaxDeferred = 4096
+
+// DefaultHandshakeTimeout is the handshake timeout of §5.4.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// MaxReseals is how often one message is sealed again in a new session after
+// verified SessionRejects before its send fails with unknown_session (§17.2
+// item 4).
+const MaxReseals = 5
 
 // sendTypes is the cycle of message types the agent sends.
 var sendTypes = []pb.MessageType{
@@ -68,12 +88,31 @@ var sendTypes = []pb.MessageType{
 }
 
 // outstanding is the message in flight: sent, waiting for accepted and receipt.
+// It keeps what it was sealed from, so that a verified SessionReject can seal
+// it again in a new session (§17.2 item 4).
 type outstanding struct {
 	seq       int
+	msgType   pb.MessageType
+	content   *structpb.Value
 	requestID uint64
 	hash      []byte
-	peerKey   []byte
+	sessionID []byte // the session it was sealed in
+	to        string // its recipient
+	peerKey   []byte // the recipient's certified key in that session
 	accepted  bool
+	reseals   int
+	// resealing: its session was refused; it is sealed again as soon as a
+	// session with the peer is up.
+	resealing bool
+}
+
+// responding is a handshake this agent answered (step 2 sent) whose step 3
+// has not come yet, with the envelopes that overtook it (§5.4), in arrival
+// order.
+type responding struct {
+	h     *parley.Handshake
+	since time.Time
+	held  []*pb.Delivery
 }
 
 // runner holds the state of one run. Everything runs on one goroutine
@@ -83,12 +122,12 @@ type runner struct {
 	conn     *gateway.Conn
 	wentOff  bool // went offline once (OfflineAfter)
 	cache    *parley.MessageCache
-	pending  *parley.Handshake            // the initiator handshake waiting for step 2
-	accepted map[string]*parley.Handshake // responder handshakes waiting for step 3, by session id
-	early    map[string][]*pb.Delivery    // envelopes that arrived before their step 3
-	sessions map[string]*parley.Session   // by session id
-	current  *parley.Session              // the newest session with the peer (used to send)
-	receipts map[string]*pb.DeliveryReceipt
+	pending  *parley.Handshake          // the initiator handshake waiting for step 2
+	accepted map[string]*responding     // responder handshakes waiting for step 3, by session id
+	deferred []*pb.Delivery             // envelopes left unacked, tried again (MaxDeferred)
+	sessions map[string]*parley.Session // by session id
+	current  *parley.Session            // the newest session with the peer (used to send)
+	receipts *receiptStore
 	inFlight *outstanding
 	sent     int
 	verified int
@@ -105,11 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cc.Close()
-	r := &runner{
-		cfg: cfg, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
-		accepted: map[string]*parley.Handshake{}, early: map[string][]*pb.Delivery{},
-		sessions: map[string]*parley.Session{}, receipts: map[string]*pb.DeliveryReceipt{},
-	}
+	r := newRunner(cfg)
 	s, err := r.connect(ctx, cc)
 	if err != nil {
 		return err
@@ -129,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for !r.done() {
 		select {
 		case <-peerCheck.C:
-			if err := r.checkPeers(); err != nil {
+			if err := r.tick(time.Now()); err != nil {
 				return err
 			}
 		case resp := <-s.frames:
@@ -161,6 +196,14 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-time.After(time.Second):
 	}
 	return nil
+}
+
+func newRunner(cfg Config) *runner {
+	return &runner{
+		cfg: cfg, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
+		accepted: map[string]*responding{}, sessions: map[string]*parley.Session{},
+		receipts: newReceiptStore(ReceiptStoreSize, parley.DefaultSkew.MaxAgeMs),
+	}
 }
 
 // stream is the reading side of one Connect stream: its frames, and the
@@ -202,6 +245,12 @@ func (r *runner) connect(ctx context.Context, cc *grpc.ClientConn) (*stream, err
 		return nil, err
 	}
 	r.conn = conn
+	// What was held or deferred came on the stream before, whose delivery ids
+	// mean nothing on this one; not acked there, it comes again on this one.
+	for _, resp := range r.accepted {
+		resp.held = nil
+	}
+	r.deferred = nil
 	r.emit(map[string]any{"event": "connected", "agent_id": conn.Welcome.GetAgentId(), "mailbox_depth": conn.Welcome.GetMailboxDepth()})
 	return read(ctx, conn), nil
 }
@@ -273,6 +322,70 @@ func (r *runner) handshakeConfig() parley.HandshakeConfig {
 		Identity: r.cfg.Identity, Trust: r.cfg.Trust, Now: nowMs,
 		RekeyThreshold: r.cfg.RekeyThreshold, Cache: r.cache, Revocations: r.cfg.Revocations,
 	}
+}
+
+// tick runs every PeerCheckInterval: the peers' standing (§8.4), responder
+// handshakes past their timeout (§5.4), the deferred deliveries (§17.3 item
+// 6) and the receipt store's pruning; then the acks it made go out.
+func (r *runner) tick(now time.Time) error {
+	err := r.checkPeers()
+	if err == nil {
+		err = r.abandonStale(now)
+	}
+	if err == nil {
+		err = r.retryDeferred()
+	}
+	r.receipts.prune(now.UnixMilli())
+	if ferr := r.conn.FlushAcks(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// abandonStale abandons the handshakes this agent responds to whose step 3
+// has not come within the handshake timeout: what each held can never open
+// and is answered with a SessionReject (§5.4, §17.3 item 4).
+func (r *runner) abandonStale(now time.Time) error {
+	timeout := r.cfg.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	for id, resp := range r.accepted {
+		if now.Sub(resp.since) < timeout {
+			continue
+		}
+		delete(r.accepted, id)
+		warn(parley.CodeHandshakeFailed, fmt.Sprintf("handshake %x: no step 3 within %v; %d held envelope(s) answered with a SessionReject", id, timeout, len(resp.held)))
+		if err := r.rejectHeld(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rejectHeld answers every envelope held for an abandoned handshake with a
+// SessionReject that acks its delivery (§5.4).
+func (r *runner) rejectHeld(resp *responding) error {
+	held := resp.held
+	resp.held = nil
+	for _, d := range held {
+		if err := r.rejectSession(d, d.GetEnvelope()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryDeferred tries the deferred deliveries again, in arrival order.
+func (r *runner) retryDeferred() error {
+	items := r.deferred
+	r.deferred = nil
+	for _, d := range items {
+		if err := r.onDelivery(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkPeers re-checks every live session's peer (§8.4): a revoked or expired
@@ -366,30 +479,95 @@ func (r *runner) onDelivery(d *pb.Delivery) error {
 }
 
 // deliver processes one delivery; ack is false when it needs no Ack frame:
-// an envelope held until its session's step 3 (§5.4), or one whose receipt
-// acked it (§10.3).
+// an envelope held until its session's step 3 or deferred (§5.4, §17.3), or
+// one whose reply (receipt or SessionReject) acked it (§10.3).
 func (r *runner) deliver(d *pb.Delivery) (ack bool, err error) {
 	switch it := d.GetItem().(type) {
 	case *pb.Delivery_Handshake:
 		return true, r.onFrame(it.Handshake)
 	case *pb.Delivery_Envelope:
-		id := string(it.Envelope.GetSessionId())
-		if r.sessions[id] == nil && r.accepted[id] != nil {
-			// Step 3 not processed yet: hold it, unacked (§5.4), at most 64.
-			if len(r.early[id]) >= MaxHeldEnvelopes {
-				warn("held", "more than 64 envelopes before step 3: left unacked for redelivery")
-				return false, nil
-			}
-			r.early[id] = append(r.early[id], d)
-			return false, nil
-		}
-		acked, err := r.onEnvelope(d, it.Envelope)
-		return !acked, err
+		return r.onEnvelopeDelivery(d, it.Envelope)
 	case *pb.Delivery_Receipt:
 		return true, r.onReceipt(it.Receipt)
+	case *pb.Delivery_SessionReject:
+		return true, r.onSessionReject(it.SessionReject)
 	default:
 		return false, parley.Errorf(parley.CodeMalformed, "delivery %d carries no item", d.GetDeliveryId())
 	}
+}
+
+// onEnvelopeDelivery routes an envelope (§17.3, in @parley/client's order):
+// one taken before gets its receipt again; one of a live session is opened;
+// one of a handshake this agent is responding to is held until its step 3
+// (§5.4); any other is answered with a SessionReject (§17.4), unless it may
+// be one whose receipt the store dropped. ack as for deliver.
+func (r *runner) onEnvelopeDelivery(d *pb.Delivery, e *pb.SecureMessage) (ack bool, err error) {
+	hash, err := parley.MessageHash(e)
+	if err != nil {
+		warn(parley.CodeMalformed, "envelope that is not well-formed dropped: "+err.Error())
+		return true, nil // nothing will ever open it
+	}
+	// Taken before: its receipt may have been lost; send it again, acking
+	// this delivery (§17.3 item 3).
+	if rc := r.receipts.get(hash); rc != nil {
+		return false, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
+	}
+	id := string(e.GetSessionId())
+	if r.sessions[id] != nil {
+		acked, err := r.onEnvelope(d, e)
+		return !acked, err
+	}
+	if resp := r.accepted[id]; resp != nil {
+		// Overtook step 3 of a handshake this agent is responding to: held,
+		// unacked, at most MaxHeldEnvelopes; beyond, tried again (§5.4).
+		if len(resp.held) < MaxHeldEnvelopes {
+			resp.held = append(resp.held, d)
+		} else if !r.deferDelivery(d) {
+			warn("held", "more envelopes before step 3 than can be held or deferred: left unacked for the next stream")
+		}
+		return false, nil
+	}
+	// No session held and none being established: it can never open here.
+	// Its receipt may be among those the store dropped (§17.4): acked
+	// without a reject, and its sender reports expired, never a duplicate.
+	if r.receipts.mayHaveTaken(e.GetTimestampMs(), parley.DefaultSkew.MaxFutureMs) {
+		warn("duplicate", "envelope of an unknown session no younger than a dropped receipt: acked without a SessionReject")
+		return true, nil
+	}
+	return false, r.rejectSession(d, e)
+}
+
+// deferDelivery keeps a delivery to be tried again (at most MaxDeferred);
+// false when it is left for the next stream.
+func (r *runner) deferDelivery(d *pb.Delivery) bool {
+	if len(r.deferred) >= MaxDeferred {
+		return false
+	}
+	r.deferred = append(r.deferred, d)
+	return true
+}
+
+// rejectSession answers envelope e, which this agent can never open, with a
+// SessionReject signed by its identity key (§17.4) sent as the reply that
+// acks d (§10.3), as @parley/client's rejectSession does; an envelope that
+// cannot be answered (not addressed to this agent, no 16-byte session id) is
+// only acked. Callers make sure it was not taken here: no receipt for its
+// hash, no session that could open it, none being established.
+func (r *runner) rejectSession(d *pb.Delivery, e *pb.SecureMessage) error {
+	if len(e.GetSessionId()) != parley.SessionIDBytes || e.GetRecipientId() != r.cfg.Identity.AgentID {
+		return r.conn.Ack(d.GetDeliveryId())
+	}
+	hash, err := parley.MessageHash(e)
+	if err != nil {
+		return r.conn.Ack(d.GetDeliveryId())
+	}
+	rj, err := parley.SignSessionReject(r.cfg.Identity.Key, e, hash, nowMs())
+	if err != nil {
+		return r.conn.Ack(d.GetDeliveryId())
+	}
+	r.emit(map[string]any{"event": "reject_sent", "from": e.GetSenderId(), "session_id": hex.EncodeToString(e.GetSessionId()), "message_hash": hex.EncodeToString(hash)})
+	// Lost on the way: the sender's next resend gets another.
+	return r.conn.SendSessionRejectAck(rj, d.GetDeliveryId())
 }
 
 // onFrame drives the handshake. Redelivered frames of finished handshakes
@@ -410,7 +588,7 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 		if err != nil {
 			return err
 		}
-		r.accepted[id] = h
+		r.accepted[id] = &responding{h: h, since: time.Now()}
 		_, err = r.conn.SendFrame(f2)
 		return err
 	case 2:
@@ -429,33 +607,38 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 		}
 		return r.established(s)
 	case 3:
-		h := r.accepted[id]
-		if h == nil {
+		resp := r.accepted[id]
+		if resp == nil {
 			warn(parley.CodeUnknownSession, "handshake step 3 of no pending handshake dropped")
 			return nil
 		}
 		delete(r.accepted, id)
-		s, err := h.ReadStep3(f)
+		s, err := resp.h.ReadStep3(f)
 		if err != nil {
-			return err
+			// The handshake is poisoned (§5.4): nothing it held can ever
+			// open, so each is answered with a SessionReject. The peer, which
+			// holds the session, reseals them in a new one; the run goes on.
+			code := parley.CodeOf(err)
+			if code == "" {
+				code = parley.CodeHandshakeFailed
+			}
+			warn(code, fmt.Sprintf("handshake step 3 failed (%v); %d held envelope(s) answered with a SessionReject", err, len(resp.held)))
+			if err := r.rejectHeld(resp); err != nil {
+				return err
+			}
+			return r.retryDeferred()
 		}
 		if err := r.established(s); err != nil {
 			return err
 		}
-		early := r.early[id]
-		delete(r.early, id)
-		for _, d := range early { // in arrival order, then acked (§5.4)
-			acked, err := r.onEnvelope(d, d.GetEnvelope())
-			if err != nil {
+		held := resp.held
+		resp.held = nil
+		for _, d := range held { // in arrival order, then acked (§5.4)
+			if err := r.onDelivery(d); err != nil {
 				return err
 			}
-			if !acked {
-				if err := r.conn.Ack(d.GetDeliveryId()); err != nil {
-					return err
-				}
-			}
 		}
-		return nil
+		return r.retryDeferred()
 	default:
 		return parley.Errorf(parley.CodeMalformed, "handshake frame with step %d", f.GetStep())
 	}
@@ -468,18 +651,28 @@ func (r *runner) established(s *parley.Session) error {
 	return r.sendNext()
 }
 
-// sendNext sends the next message when none is in flight.
+// sendNext sends the next message when none is in flight, or seals the one
+// in flight again when a SessionReject refused its session (§17.2 item 4).
 func (r *runner) sendNext() error {
-	if r.inFlight != nil || r.sent >= r.cfg.Send || r.current == nil {
+	if r.current == nil {
 		return nil
 	}
-	seq := r.sent + 1
-	t := sendTypes[(seq-1)%len(sendTypes)]
-	content, err := structpb.NewValue(map[string]any{"from": "go", "seq": seq, "text": fmt.Sprintf("hello from Go #%d", seq)})
-	if err != nil {
-		return err
+	o := r.inFlight
+	if o == nil {
+		if r.sent >= r.cfg.Send {
+			return nil
+		}
+		seq := r.sent + 1
+		content, err := structpb.NewValue(map[string]any{"from": "go", "seq": seq, "text": fmt.Sprintf("hello from Go #%d", seq)})
+		if err != nil {
+			return err
+		}
+		o = &outstanding{seq: seq, msgType: sendTypes[(seq-1)%len(sendTypes)], content: content}
+	} else if !o.resealing {
+		return nil
 	}
-	sealed, err := r.current.Seal(t, content)
+	s := r.current
+	sealed, err := s.Seal(o.msgType, o.content)
 	if err != nil {
 		return err
 	}
@@ -487,9 +680,20 @@ func (r *runner) sendNext() error {
 	if err != nil {
 		return err
 	}
-	r.sent++
-	r.inFlight = &outstanding{seq: seq, requestID: reqID, hash: sealed.MessageHash, peerKey: r.current.PeerKey}
-	r.emit(map[string]any{"event": "sent", "seq": seq, "type": t.String(), "message_hash": hex.EncodeToString(sealed.MessageHash)})
+	o.requestID, o.hash, o.accepted = reqID, sealed.MessageHash, false
+	o.sessionID, o.to, o.peerKey = s.ID, s.PeerID, s.PeerKey
+	event := map[string]any{"seq": o.seq, "type": o.msgType.String(), "session_id": hex.EncodeToString(s.ID), "message_hash": hex.EncodeToString(sealed.MessageHash)}
+	if o.resealing {
+		o.resealing = false
+		o.reseals++
+		event["event"] = "resealed"
+	} else {
+		r.sent++
+		r.inFlight = o
+		event["event"] = "sent"
+		delete(event, "session_id")
+	}
+	r.emit(event)
 	return nil
 }
 
@@ -498,18 +702,15 @@ func (r *runner) sendNext() error {
 // §10.3). Replays are dropped silently (their receipt is sent again, in case
 // it was lost).
 func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) (acked bool, err error) {
-	id := string(e.GetSessionId())
-	s := r.sessions[id]
+	s := r.sessions[string(e.GetSessionId())]
 	if s == nil {
-		// §5.4 answers this with a SessionReject (§17); this example drops it
-		// until the gateway relays that item.
-		warn(parley.CodeUnknownSession, "envelope of no live session dropped (a redelivery from an earlier run?)")
-		return false, nil
+		// onEnvelopeDelivery sends the others a SessionReject (§17.4).
+		return false, parley.Errorf(parley.CodeUnknownSession, "onEnvelope without a live session")
 	}
 	opened, err := s.Open(e)
 	if parley.CodeOf(err) == parley.CodeReplay {
 		if hash, herr := parley.MessageHash(e); herr == nil {
-			if rc := r.receipts[string(hash)]; rc != nil {
+			if rc := r.receipts.get(hash); rc != nil {
 				return true, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
 			}
 		}
@@ -536,7 +737,7 @@ func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) (acked bool, er
 	if err != nil {
 		return false, err
 	}
-	r.receipts[string(opened.MessageHash)] = rc
+	r.receipts.add(opened.MessageHash, rc, receivedAt)
 	return true, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
 }
 
@@ -547,7 +748,7 @@ func (r *runner) onReceipt(rc *pb.DeliveryReceipt) error {
 		warn("duplicate", "receipt for no message in flight dropped")
 		return nil
 	}
-	if err := parley.VerifyReceipt(rc, o.hash, r.cfg.Identity.AgentID, r.cfg.Peer, o.peerKey); err != nil {
+	if err := parley.VerifyReceipt(rc, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey); err != nil {
 		return err
 	}
 	if !o.accepted {
@@ -559,6 +760,50 @@ func (r *runner) onReceipt(rc *pb.DeliveryReceipt) error {
 	r.inFlight = nil
 	r.emit(map[string]any{"event": "receipt", "message_hash": hex.EncodeToString(rc.GetMessageHash()), "received_at_ms": rc.GetReceivedAtMs(), "verified": true})
 	return r.sendNext()
+}
+
+// onSessionReject takes a SessionReject for the message in flight (§17.4,
+// as @parley/client's outbox does): it must name that envelope, sent to the
+// reject's signer in that session, and verify with that session's certified
+// peer key; otherwise it is ignored (a warning; a bad signature is a
+// security event). A verified reject closes the session (for sending, and
+// here for receiving too) and seals that message, and only that one, again
+// in a new session (§17.2 item 4): the current one if another is live, else
+// one this agent starts. After MaxReseals the send fails: the run ends with
+// unknown_session.
+func (r *runner) onSessionReject(rj *pb.SessionReject) error {
+	o := r.inFlight
+	if o == nil || o.resealing || !bytes.Equal(rj.GetMessageHash(), o.hash) {
+		warn("duplicate", "session reject for no message in flight dropped")
+		return nil
+	}
+	if rj.GetSenderId() != r.cfg.Identity.AgentID || rj.GetRecipientId() != o.to || !bytes.Equal(rj.GetSessionId(), o.sessionID) {
+		warn(parley.CodeIdentityMismatch, "session reject does not name this pending send: ignored")
+		return nil
+	}
+	if err := parley.VerifySessionReject(rj, o.sessionID, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey); err != nil {
+		warn(parley.CodeOf(err), "session reject ignored: "+err.Error())
+		return nil
+	}
+	r.emit(map[string]any{"event": "reject_received", "peer": o.to, "seq": o.seq, "session_id": hex.EncodeToString(o.sessionID), "message_hash": hex.EncodeToString(o.hash), "verified": true})
+	if s := r.sessions[string(o.sessionID)]; s != nil {
+		s.Close()
+		delete(r.sessions, string(o.sessionID))
+		if r.current == s {
+			r.current = nil
+		}
+	}
+	if o.reseals >= MaxReseals {
+		return parley.Errorf(parley.CodeUnknownSession, "%q refused %d sessions in a row (message %d)", o.to, MaxReseals+1, o.seq)
+	}
+	o.resealing = true
+	if r.current != nil {
+		return r.sendNext()
+	}
+	if r.pending != nil {
+		return nil // its step 2 brings the session the message is sealed in
+	}
+	return r.initiate()
 }
 
 // emit writes one JSON event line with keys in the documented order.

@@ -45,7 +45,7 @@ func TestDeliveriesFrame(t *testing.T) {
 		r := &runner{
 			cfg:      Config{Identity: &parley.Identity{AgentID: "bob", Key: key}, Peer: "alice", Out: &out},
 			conn:     gateway.NewConn(rec, &pb.Welcome{AgentId: "bob", OutboundAcks: offer}, "gw"),
-			inFlight: &outstanding{seq: 1, requestID: 1, hash: hash, peerKey: peerPub},
+			inFlight: &outstanding{seq: 1, requestID: 1, hash: hash, to: "alice", peerKey: peerPub},
 		}
 		frame := &pb.ConnectResponse{Kind: &pb.ConnectResponse_Deliveries{Deliveries: &pb.Deliveries{Items: []*pb.Delivery{
 			{DeliveryId: 1, Item: &pb.Delivery_Receipt{Receipt: receipt(other)}}, // for no message in flight: dropped

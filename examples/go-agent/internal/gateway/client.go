@@ -178,13 +178,30 @@ func (c *Conn) SendReceipt(r *pb.DeliveryReceipt) (uint64, error) {
 // Rejected still does), and a lost receipt is sent again when the envelope
 // comes again. Otherwise the receipt (answered by Accepted) and an Ack frame.
 func (c *Conn) SendReceiptAck(r *pb.DeliveryReceipt, deliveryID uint64) error {
+	return c.sendReplyAck(&pb.Outbound{Item: &pb.Outbound_Receipt{Receipt: r}}, deliveryID)
+}
+
+// SendSessionRejectAck relays a SessionReject (§17.4) as the reply that acks
+// the delivery of the envelope it refuses (deliveryID; 0: none), exactly as
+// SendReceiptAck does for a receipt: one quiet Send carrying the ack with
+// outbound_acks (a lost reject is signed again when the envelope comes
+// again), else the reject and an Ack frame.
+func (c *Conn) SendSessionRejectAck(r *pb.SessionReject, deliveryID uint64) error {
+	return c.sendReplyAck(&pb.Outbound{Item: &pb.Outbound_SessionReject{SessionReject: r}}, deliveryID)
+}
+
+// sendReplyAck relays a reply item (a receipt or a session reject) and acks
+// the delivery it answers (§10.3).
+func (c *Conn) sendReplyAck(o *pb.Outbound, deliveryID uint64) error {
 	if !c.Welcome.GetOutboundAcks() {
-		if _, err := c.SendReceipt(r); err != nil || deliveryID == 0 {
+		if _, err := c.send(o); err != nil || deliveryID == 0 {
 			return err
 		}
 		return c.Ack(deliveryID)
 	}
-	_, err := c.send(&pb.Outbound{Item: &pb.Outbound_Receipt{Receipt: r}, AckDeliveryId: deliveryID, Quiet: true})
+	o.AckDeliveryId = deliveryID
+	o.Quiet = true
+	_, err := c.send(o)
 	return err
 }
 

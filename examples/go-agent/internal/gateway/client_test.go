@@ -28,7 +28,9 @@ func frames(r *gatewaytest.Recorder) []frame {
 		switch k := m.GetKind().(type) {
 		case *pb.ConnectRequest_Send:
 			f := frame{kind: "send", quiet: k.Send.GetQuiet(), ack: k.Send.GetAckDeliveryId()}
-			if k.Send.GetReceipt() == nil {
+			if k.Send.GetSessionReject() != nil {
+				f.kind = "send(reject)"
+			} else if k.Send.GetReceipt() == nil {
 				f.kind = "send(not a receipt)"
 			}
 			out = append(out, f)
@@ -71,6 +73,30 @@ func TestSendReceiptAck(t *testing.T) {
 				t.Fatalf("request id %d, want 1", id)
 			}
 		})
+	}
+}
+
+// A session reject is a reply like a receipt (§17.4, §10.3): quiet and
+// carrying the ack of the envelope's delivery when offered, else the reject
+// and an Ack frame.
+func TestSendSessionRejectAck(t *testing.T) {
+	rj := &pb.SessionReject{Version: 1, SessionId: make([]byte, 16), MessageHash: make([]byte, 32), SenderId: "alice", RecipientId: "bob"}
+	for _, offer := range []bool{true, false} {
+		rec := &gatewaytest.Recorder{}
+		conn := &Conn{stream: rec, Welcome: &pb.Welcome{AgentId: "bob", OutboundAcks: offer}}
+		if err := conn.SendSessionRejectAck(rj, 9); err != nil {
+			t.Fatal(err)
+		}
+		want := []frame{{kind: "send(reject)", quiet: true, ack: 9}}
+		if !offer {
+			want = []frame{{kind: "send(reject)"}, {kind: "ack", ack: 9}}
+		}
+		if got := frames(rec); !reflect.DeepEqual(got, want) {
+			t.Fatalf("offer %v: frames %+v, want %+v", offer, got, want)
+		}
+		if rec.Sent[0].GetSend().GetSessionReject() != rj {
+			t.Fatalf("offer %v: the reject is not the item sent", offer)
+		}
 	}
 }
 

@@ -6,8 +6,9 @@ import (
 	pb "parley/go-agent/internal/gen/parleyv1"
 )
 
-// SessionRejectLayout is the §17 session-reject layout, signed by the
-// recipient of an envelope whose session it can never open.
+// SessionRejectLayout is the §17.4 session-reject layout, signed by the
+// recipient of an envelope whose session it can never open (byte for byte
+// @parley/protocol's sessionRejectLayout).
 func SessionRejectLayout(r *pb.SessionReject) ([]byte, error) {
 	return NewLayout("parley/v1/session-reject").
 		U32(r.GetVersion()).
@@ -19,8 +20,10 @@ func SessionRejectLayout(r *pb.SessionReject) ([]byte, error) {
 		Bytes()
 }
 
-// SignSessionReject refuses envelope e (addressed to this agent, the signer)
-// whose message hash is messageHash.
+// SignSessionReject refuses envelope e (addressed to this agent, the signer:
+// recipient_id is e's recipient, so callers check it is this agent) whose
+// message hash is messageHash. A recipient signs one only for an envelope it
+// has not taken, of a session it can never open an envelope of (§17.4).
 func SignSessionReject(key ed25519.PrivateKey, e *pb.SecureMessage, messageHash []byte, rejectedAtMs int64) (*pb.SessionReject, error) {
 	r := &pb.SessionReject{
 		Version: ProtocolVersion, SessionId: e.GetSessionId(), MessageHash: messageHash,
@@ -34,9 +37,10 @@ func SignSessionReject(key ed25519.PrivateKey, e *pb.SecureMessage, messageHash 
 	return r, nil
 }
 
-// VerifySessionReject is the sender's check of §17: the reject names this
-// sender, the recipient it sent to, the session and a pending message hash,
-// and is signed by the recipient's certified key.
+// VerifySessionReject is the sender's check of §17.4: version 1, the reject
+// names this sender, the recipient it sent to, the session (16 bytes) and a
+// pending message hash, and is signed by the recipient's certified key of
+// that session.
 func VerifySessionReject(r *pb.SessionReject, sessionID, messageHash []byte, senderID, recipientID string, recipientKey ed25519.PublicKey) error {
 	if r.GetVersion() != ProtocolVersion {
 		return Errorf(CodeUnsupportedVersion, "session reject version %d", r.GetVersion())
