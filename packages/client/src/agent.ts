@@ -113,9 +113,21 @@ export class Agent {
     // session's fresh snapshot along when it is far enough past the one journaled (session-snapshots.ts).
     const record = (records: JournalRecord[]): Promise<void> => this.#state.record(this.#state.enabled ? this.#snapshots.refresh(records) : records);
     this.#trust = options.registry === undefined ? options.trustBundle : TrustBundle.live(() => this.#registry?.follower.trustBundle ?? options.trustBundle);
+    const frameTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
     const transport: FrameTransport = {
+      // The gateway's answer to a frame sent while a delivery is handled (a responder's step 2, an initiator's step 3)
+      // holds every later delivery behind it: a gateway that never answers must not hold them for good, so it waits
+      // at most the handshake timeout (the handshake itself gives up then too).
       sendFrame: async (frame) => {
-        await this.#link.relay((conn) => conn.sendFrame(frame));
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `the gateway did not answer a handshake frame within ${frameTimeoutMs} ms`)), frameTimeoutMs);
+        });
+        try {
+          await Promise.race([this.#link.relay((conn) => conn.sendFrame(frame)), late]);
+        } finally {
+          clearTimeout(timer);
+        }
       },
     };
     this.#manager = new SessionManager({

@@ -71,6 +71,21 @@ interface Pending {
 
 /** Most deliveries waiting to be handled on one stream: far above any gateway's in-flight bound (default 256). */
 export const MAX_QUEUED_DELIVERIES = 65_536;
+/** Most bytes of deliveries waiting to be handled on one stream: far above a gateway's in-flight bytes (default 8 MiB). */
+export const MAX_QUEUED_DELIVERY_BYTES = 64 * 1024 * 1024;
+
+/** The bytes a delivery holds, near enough to bound a queue (its variable-length fields, plus a fixed part). */
+function deliveryBytes(d: Delivery): number {
+  const item = d.item;
+  switch (item.case) {
+    case 'envelope':
+      return 256 + item.value.encryptedPayload.length + item.value.senderId.length + item.value.recipientId.length;
+    case 'handshake':
+      return 256 + item.value.noiseMessage.length + item.value.senderId.length + item.value.recipientId.length;
+    default:
+      return 512;
+  }
+}
 
 /** An authenticated Connect stream to a gateway. */
 export class GatewayConnection {
@@ -88,6 +103,7 @@ export class GatewayConnection {
   readonly #onDelivery: GatewayConnectionOptions['onDelivery'];
   readonly #manualAck: boolean;
   readonly #queue: Delivery[] = [];
+  #queuedBytes = 0;
   #dispatching = false;
   /** Acks of this turn not sent yet (with Welcome.outbound_acks). */
   #acks: bigint[] | undefined;
@@ -259,6 +275,7 @@ export class GatewayConnection {
       return;
     }
     this.#queue.push(delivery);
+    this.#queuedBytes += deliveryBytes(delivery);
     if (!this.#dispatching) this.#dispatch();
   }
 
@@ -272,6 +289,7 @@ export class GatewayConnection {
     const onDelivery = this.#onDelivery!;
     this.#dispatching = true;
     for (let delivery = this.#queue.shift(); delivery !== undefined; delivery = this.#queue.shift()) {
+      this.#queuedBytes -= deliveryBytes(delivery);
       let result: unknown;
       try {
         result = onDelivery(delivery, this);
@@ -295,12 +313,17 @@ export class GatewayConnection {
   /**
    * Bounds what a gateway can make this agent queue: deliveries wait here only while earlier ones are being
    * handled, and a gateway writes at most its in-flight bound (default 256) not yet acked, so more than
-   * {@link MAX_QUEUED_DELIVERIES} waiting is a gateway breaking the protocol: the stream ends (`malformed`).
+   * {@link MAX_QUEUED_DELIVERIES} (or {@link MAX_QUEUED_DELIVERY_BYTES}) waiting is a gateway breaking the
+   * protocol: the stream ends (`malformed`), and the agent reconnects.
    */
-  #admit(n: number): void {
-    if (this.#onDelivery !== undefined && this.#queue.length + n > MAX_QUEUED_DELIVERIES) {
+  #admit(deliveries: readonly Delivery[]): void {
+    if (this.#onDelivery === undefined) return;
+    if (this.#queue.length + deliveries.length > MAX_QUEUED_DELIVERIES) {
       throw new RpcError('malformed', `the gateway sent more than ${MAX_QUEUED_DELIVERIES} deliveries not yet handled`);
     }
+    let bytes = this.#queuedBytes;
+    for (const d of deliveries) bytes += deliveryBytes(d);
+    if (bytes > MAX_QUEUED_DELIVERY_BYTES) throw new RpcError('malformed', `the gateway sent more than ${MAX_QUEUED_DELIVERY_BYTES} bytes of deliveries not yet handled`);
   }
 
   #done(delivery: Delivery): void {
@@ -326,11 +349,11 @@ export class GatewayConnection {
             break;
           }
           case 'delivery':
-            this.#admit(1);
+            this.#admit([kind.value]);
             this.#deliver(kind.value);
             break;
           case 'deliveries':
-            this.#admit(kind.value.items.length);
+            this.#admit(kind.value.items);
             for (const d of kind.value.items) this.#deliver(d);
             break;
           case 'goAway':

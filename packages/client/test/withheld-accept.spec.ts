@@ -1,0 +1,103 @@
+// A gateway that never answers the agent's handshake frame (a responder's step 2) held every later delivery
+// behind it for good — receipts, envelopes, nothing acked, no SessionReject sent — while it could push deliveries
+// without a byte bound (a hostile-gateway review finding: 600 × 1 MB took the agent to 750 MB). Now the frame's
+// answer is awaited at most the handshake timeout, and the deliveries waiting are bounded in bytes too.
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { AgentGatewayService, create, SecureMessageSchema, type ConnectRequest, type ConnectResponseSchema, type HandshakeFrame, type MessageInitShape } from '@parley/proto';
+import { addService, type ServerDuplex } from '@parley/rpc';
+import { SessionManager } from '@parley/session';
+import { afterEach, beforeAll, expect, it } from 'vitest';
+import { connect, type Agent } from '../src/index.js';
+import { testWorld, type TestWorld } from './world.js';
+
+type Push = (r: MessageInitShape<typeof ConnectResponseSchema>) => void;
+
+let world: TestWorld;
+const cleanup: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  world = await testWorld();
+});
+
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+/** A stand-in gateway: authenticates `agentId`, then runs `script` with the stream; never answers a send. */
+async function standIn(agentId: string, script: (push: Push, sends: ConnectRequest[], stream: number) => void): Promise<{ address: string; sends: ConnectRequest[]; streams: () => number }> {
+  const server = new Server();
+  const sends: ConnectRequest[] = [];
+  let streams = 0;
+  addService(server, AgentGatewayService, {
+    connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
+      const stream = streams++;
+      call.listen({
+        message(request: ConnectRequest) {
+          if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
+          else if (request.kind.case === 'auth') {
+            call.push({ kind: { case: 'welcome', value: { agentId, outboundAcks: true } } });
+            script((r) => call.push(r), sends, stream);
+          } else sends.push(request); // a send is never answered
+        },
+        end: () => call.end(),
+        error: () => call.end(),
+        finished: () => undefined,
+      });
+    },
+    send() {
+      throw new Error('not used');
+    },
+  } as never);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+  cleanup.push(() => server.forceShutdown());
+  return { address: `127.0.0.1:${port}`, sends, streams: () => streams };
+}
+
+/** A genuine step 1 from `alice` to `bob` (its sender waits for a step 2 that never comes). */
+async function stepOne(alice: ReturnType<TestWorld['agent']>): Promise<HandshakeFrame> {
+  let frame!: HandshakeFrame;
+  const sent = new Promise<void>((resolve) => {
+    const manager = new SessionManager({ crypto: world.crypto, handshake: { identity: alice, trustBundle: world.trustBundle }, transport: { sendFrame: async (f) => void ((frame = f), resolve()) } });
+    cleanup.push(() => manager.close());
+    void manager.session('bob').catch(() => undefined);
+  });
+  await sent;
+  return frame;
+}
+
+async function agent(address: string, bob: ReturnType<TestWorld['agent']>, handshakeTimeoutMs: number): Promise<Agent> {
+  const a = await connect({ gateway: address, expectedGatewayId: 'gw-1', identity: bob, trustBundle: world.trustBundle, crypto: world.crypto, handshakeTimeoutMs, reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+  cleanup.push(() => a.close());
+  return a;
+}
+
+function envelope(payloadBytes: number) {
+  return create(SecureMessageSchema, { version: 1, senderId: 'alice', recipientId: 'bob', sessionId: world.crypto.randomBytes(16), nonce: 1n, timestampMs: BigInt(Date.now()), payloadCommitment: new Uint8Array(32), encryptedPayload: new Uint8Array(payloadBytes), authTag: new Uint8Array(32), signature: new Uint8Array(64) });
+}
+
+it('a handshake frame the gateway never answers holds later deliveries at most the handshake timeout: the envelope behind it is answered', async () => {
+  const alice = world.agent('alice');
+  const bob = world.agent('bob');
+  const frame = await stepOne(alice);
+  const gw = await standIn('bob', (push, _sends, stream) => {
+    if (stream > 0) return;
+    push({ kind: { case: 'delivery', value: { deliveryId: 1n, item: { case: 'handshake', value: frame } } } });
+    push({ kind: { case: 'delivery', value: { deliveryId: 2n, item: { case: 'envelope', value: envelope(100) } } } }); // of a session bob does not have
+  });
+  await agent(gw.address, bob, 300);
+  // Bob's step 2 goes out and is never answered; after 300 ms the envelope behind it is handled: a SessionReject.
+  await expect.poll(() => gw.sends.map((s) => (s.kind.case === 'send' ? s.kind.value.item.case : s.kind.case)), { timeout: 5_000 }).toContain('sessionReject');
+});
+
+it('deliveries waiting behind one being handled are bounded in bytes: beyond 64 MiB the stream ends and the agent reconnects', async () => {
+  const alice = world.agent('alice');
+  const bob = world.agent('bob');
+  const frame = await stepOne(alice);
+  const gw = await standIn('bob', (push, _sends, stream) => {
+    if (stream > 0) return;
+    push({ kind: { case: 'delivery', value: { deliveryId: 1n, item: { case: 'handshake', value: frame } } } });
+    for (let i = 0; i < 70; i++) push({ kind: { case: 'delivery', value: { deliveryId: BigInt(10 + i), item: { case: 'envelope', value: envelope(1_000_000) } } } });
+  });
+  await agent(gw.address, bob, 60_000); // the frame's answer would hold them a minute
+  await expect.poll(() => gw.streams(), { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
+});
