@@ -43,6 +43,19 @@ export interface RegistrySettings {
    * (the default: a registry opens no port an operator did not ask for).
    */
   readonly metricsListen: string;
+  /**
+   * The database `init` created the registry in (absent in a registry.json written before it was
+   * recorded): `serve` refuses another one before opening anything (found by an operator review: a
+   * forgotten DATABASE_URL opened a new, empty PGlite database).
+   */
+  readonly database?: DatabaseRecord;
+}
+
+/** Which database a data directory's registry lives in (never the URL: it may carry a password). */
+export interface DatabaseRecord {
+  readonly engine: 'pglite' | 'postgresql';
+  /** PostgreSQL schema given to `init` (absent: the connection's default, normally `public`). */
+  readonly schema?: string;
 }
 
 const DAY = 86_400_000;
@@ -82,6 +95,8 @@ interface SettingsJson {
   challenge_ttl_ms: number;
   heartbeat_ms: number;
   metrics_listen: string;
+  database_engine?: 'pglite' | 'postgresql';
+  database_schema?: string;
 }
 
 /** Every key `registry.json` may hold. */
@@ -97,6 +112,8 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'challenge_ttl_ms',
   'heartbeat_ms',
   'metrics_listen',
+  'database_engine',
+  'database_schema',
 ]);
 
 /** The JSON text of settings (what `init` writes). */
@@ -113,6 +130,8 @@ export function settingsJson(s: RegistrySettings): string {
     challenge_ttl_ms: s.challengeTtlMs,
     heartbeat_ms: s.heartbeatMs,
     metrics_listen: s.metricsListen,
+    ...(s.database === undefined ? {} : { database_engine: s.database.engine }),
+    ...(s.database?.schema === undefined ? {} : { database_schema: s.database.schema }),
   };
   return `${JSON.stringify(json, null, 2)}\n`;
 }
@@ -174,6 +193,13 @@ export function readSettings(dataDir: string): RegistrySettings {
   // Absent (a registry.json written before this setting existed) means the default: authenticated.
   const directory = json['directory_reads'] ?? DEFAULT_SETTINGS.directoryReads;
   if (directory !== 'authenticated' && directory !== 'public') problems.add('malformed', 'directory_reads must be "authenticated" or "public"');
+  const engine = json['database_engine'];
+  const schema = json['database_schema'];
+  if (engine !== undefined && engine !== 'pglite' && engine !== 'postgresql') problems.add('malformed', 'database_engine must be "pglite" or "postgresql"');
+  if (schema !== undefined && (typeof schema !== 'string' || schema === '')) problems.add('malformed', 'database_schema must be a non-empty string');
+  if (schema !== undefined && engine !== 'postgresql') problems.add('malformed', 'database_schema goes only with "database_engine": "postgresql"');
+  const database: DatabaseRecord | undefined =
+    engine === 'pglite' || engine === 'postgresql' ? { engine, ...(typeof schema === 'string' && schema !== '' ? { schema } : {}) } : undefined;
   const settings: RegistrySettings = {
     listen,
     readsRequireAuth: reads === true,
@@ -185,6 +211,7 @@ export function readSettings(dataDir: string): RegistrySettings {
     challengeTtlMs: num('challenge_ttl_ms', 1000),
     heartbeatMs: heartbeat(),
     metricsListen,
+    ...(database === undefined ? {} : { database }),
   };
   problems.take(path);
   return settings;
@@ -201,4 +228,32 @@ function isAddress(value: string): boolean {
 
 function camel(key: string): string {
   return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** How a registry.json's database record reads in a message: `PGlite (DIR/pgdata)`, `PostgreSQL (schema X)`. */
+export function databaseText(record: DatabaseRecord, dataDir: string): string {
+  return record.engine === 'pglite' ? `PGlite (${join(dataDir, DATA_FILES.pgliteDir)})` : `PostgreSQL (schema ${record.schema ?? 'public'})`;
+}
+
+/**
+ * Checks that the database a command was given is the one `init` recorded, before anything opens it.
+ * Nothing to check for a registry.json without the record (written before it existed).
+ * @throws RpcError `failed_precondition` naming the mismatch and what to set
+ */
+export function checkDatabaseRecord(record: DatabaseRecord | undefined, given: { readonly dataDir: string; readonly databaseUrl?: string; readonly databaseSchema?: string }): void {
+  if (record === undefined) return;
+  const initialised = `this data directory (${given.dataDir}) was initialised for ${databaseText(record, given.dataDir)}`;
+  if (record.engine === 'postgresql' && given.databaseUrl === undefined) {
+    const schema = record.schema === undefined ? '' : ` and PARLEY_REGISTRY_DB_SCHEMA=${record.schema} (or --database-schema)`;
+    throw new RpcError('failed_precondition', `${initialised}: set DATABASE_URL (or --database-url) to its database${schema}; nothing was opened or created`);
+  }
+  if (record.engine === 'pglite' && given.databaseUrl !== undefined) {
+    throw new RpcError('failed_precondition', `${initialised}, not PostgreSQL: unset DATABASE_URL (and --database-url), or give the data directory initialised for that database; nothing was opened`);
+  }
+  if (record.engine === 'postgresql' && (record.schema ?? 'public') !== (given.databaseSchema ?? 'public')) {
+    throw new RpcError(
+      'failed_precondition',
+      `${initialised}, not schema ${given.databaseSchema ?? 'public'}: set PARLEY_REGISTRY_DB_SCHEMA=${record.schema ?? 'public'} (or --database-schema)${record.schema === undefined ? ', or unset it' : ''}; nothing was opened`,
+    );
+  }
 }

@@ -18,3 +18,5 @@ export type { RegistrySettings } from './config.js';
 export { readKeyFile, writeKeyFile, readPublicKey } from './key-file.js';
 export type { KeyFileType, LoadedKey } from './key-file.js';
 export { main, EXIT_CODES } from './cli.js';
+export { REVOKE_UNKNOWN_METADATA_KEY } from './wire.js';
+export { certificateBundle, normalisePem, pemFileText } from './pem.js';

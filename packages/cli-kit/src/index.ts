@@ -20,7 +20,7 @@ export type { ConfigProblem } from './config-problems.js';
 export { CliCommand, commandGroup, commandPath, createProgram, internalFailure, runProgram } from './program.js';
 export type { Failure, HelpItem, HelpSection, ProgramIo, ProgramOptions, RunOptions } from './program.js';
 export { jsonOption, printJson } from './output.js';
-export { runWhenExecuted } from './run-when-executed.js';
+export { exitQuietlyOnClosedPipe, runWhenExecuted } from './run-when-executed.js';
 
 // For every program that writes keys: whole or not at all, 0600, never replacing another writer's file
 export { renameDurably, writeSecretFile } from './secret-file.js';

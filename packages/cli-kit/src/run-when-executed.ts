@@ -15,6 +15,7 @@ import { EXIT_CODES } from './exit-codes.js';
 export function runWhenExecuted(program: string, main: (argv: readonly string[]) => Promise<number>): void {
   const invokedAs = process.argv[1] ?? '';
   if (!/cli\.(ts|js)$/.test(invokedAs) && !invokedAs.endsWith(program)) return;
+  exitQuietlyOnClosedPipe();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
@@ -24,4 +25,21 @@ export function runWhenExecuted(program: string, main: (argv: readonly string[])
       process.exitCode = EXIT_CODES.internal;
     },
   );
+}
+
+/**
+ * `parley-registry tls issue … | head -2`: the reader goes away, and the next write to stdout fails with
+ * EPIPE, which Node.js raises as an unhandled 'error' event (a stack trace, exit 1). Unix tools stop
+ * quietly then; so does this: exit 0 at once (the reader asked for no more), nothing on stderr. A closed
+ * stderr is ignored (there is nowhere left to report to). Other stream errors keep Node's behaviour.
+ */
+export function exitQuietlyOnClosedPipe(): void {
+  const closed = (error: NodeJS.ErrnoException): boolean => error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED';
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (!closed(error)) throw error;
+    process.exit(EXIT_CODES.ok);
+  });
+  process.stderr.on('error', (error: NodeJS.ErrnoException) => {
+    if (!closed(error)) throw error;
+  });
 }

@@ -11,6 +11,7 @@ import { RpcError } from '@parley/rpc';
 import { enrolmentLayout, joinTokenHash, parseJoinToken, registrationProofLayout, rotationAuthorisationLayout, rotationProofLayout } from '@parley/protocol';
 import { AGENT_HEADERS, agentFields, agentJson, agentRow, entryJson, table } from '../format.js';
 import { readKeyFile, renameDurably, writeKeyFile } from '../key-file.js';
+import { REVOKE_UNKNOWN_METADATA_KEY } from '../wire.js';
 import { connect } from './connection.js';
 import { addClientOptions, nonEmpty, readFileOr, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';
 
@@ -46,6 +47,7 @@ interface RevokeOptions extends ClientOptions {
   readonly reason?: string;
   readonly message?: string;
   readonly at?: string;
+  readonly unknownOk?: boolean;
 }
 
 const REASON_HELP = 'unspecified, key-compromise, superseded, cessation-of-operation, affiliation-changed, privilege-withdrawn';
@@ -133,16 +135,18 @@ export function addAgentCommands(program: CliCommand, cli: RegistryCli): void {
   const revoke = agent
     .command('revoke')
     .summary('revoke an agent id (all its certificates) or one certificate serial')
-    .usage('(<AGENT_ID> | --serial <HEX>) [--reason <R>] [--message <TEXT>] [--at <TIME>]')
+    .usage('(<AGENT_ID> | --serial <HEX>) [--reason <R>] [--message <TEXT>] [--at <TIME>] [--unknown-ok]')
     .description(
       'revoke an agent id (all its certificates) or one certificate serial.\n\n' +
-        'Appends one entry to the signed revocation list. Revoking an agent id revokes every certificate it has and will have; --serial revokes one certificate.',
+        'Appends one entry to the signed revocation list. Revoking an agent id revokes every certificate it has and will have; --serial revokes one certificate. ' +
+        'An id or serial the registry does not know is refused (a typo), unless --unknown-ok: for re-issuing, after a restore from an older backup, the revocations gateways kept (docs/OPERATIONS.md, section 7.3); such an agent id can never be registered afterwards.',
     )
     .argument('[AGENT_ID]', 'the agent to revoke (or give --serial)')
     .addOption(new Option('--serial <HEX>', 'revoke this certificate serial (32 hex digits) instead of an agent id'))
     .addOption(new Option('--reason <R>', REASON_HELP))
     .addOption(new Option('-m, --message <TEXT>', 'free-text detail (up to 1024 characters)'))
-    .addOption(new Option('--at <TIME>', 'when it takes effect: ISO 8601 or ms since the epoch (default now; not in the future)'));
+    .addOption(new Option('--at <TIME>', 'when it takes effect: ISO 8601 or ms since the epoch (default now; not in the future)'))
+    .addOption(new Option('--unknown-ok', 'revoke it even if this registry does not know the agent id or serial (re-issuing revocations after a restore)'));
   addClientOptions(revoke).action(async function (this: CliCommand, agentId: string | undefined) {
     await agentRevoke(cli.context<RevokeOptions>(this), agentId);
   });
@@ -296,15 +300,26 @@ async function agentRevoke(ctx: CommandContext<RevokeOptions>, agentId: string |
   const at = ctx.options.at;
   const conn = await connect(ctx, 'always');
   try {
-    const { entry } = await conn.client.revokeAgent({
-      subject: agentId !== undefined ? { case: 'agentId', value: agentId } : { case: 'serial', value: fromHex(serialText!.toLowerCase()) },
-      reason,
-      reasonText: ctx.options.message ?? '',
-      revokedAtMs: at === undefined ? 0n : BigInt(msOf(at, '--at')),
-    });
+    const unknownOk = ctx.options.unknownOk === true;
+    const { entry } = await conn.client
+      .revokeAgent(
+        {
+          subject: agentId !== undefined ? { case: 'agentId', value: agentId } : { case: 'serial', value: fromHex(serialText!.toLowerCase()) },
+          reason,
+          reasonText: ctx.options.message ?? '',
+          revokedAtMs: at === undefined ? 0n : BigInt(msOf(at, '--at')),
+        },
+        unknownOk ? { metadata: { [REVOKE_UNKNOWN_METADATA_KEY]: '1' } } : {},
+      )
+      .catch((error: unknown) => {
+        const e = RpcError.from(error);
+        if (e.code !== 'not_found' || unknownOk) throw error;
+        // After a restore, the revocations gateways kept name agents and certificates made after the backup.
+        throw new RpcError('not_found', `${e.localDetails}: if this revocation is being re-issued after a restore (docs/OPERATIONS.md, section 7.3), add --unknown-ok`, { cause: error });
+      });
     if (entry === undefined) throw new RpcError('internal', 'server returned no entry');
     if (ctx.json) printJson(ctx.out, entryJson(entry));
-    else ctx.out(`revoked ${agentId !== undefined ? `agent ${agentId}` : `certificate ${serialText!.toLowerCase()}`} at revocation list version ${entry.version}`);
+    else ctx.out(`revoked ${agentId !== undefined ? `agent ${agentId}` : `certificate ${serialText!.toLowerCase()}`} at revocation list version ${entry.version}${unknownOk ? ' (--unknown-ok)' : ''}`);
   } finally {
     conn.close();
   }

@@ -8,7 +8,7 @@ import { Option, UsageError, printJson, type CliCommand } from '@parley/cli-kit'
 import { toHex } from '@parley/crypto-core';
 import { createIssuerKey, keyId as computeKeyId } from '@parley/identity';
 import { RpcError } from '@parley/rpc';
-import { DATA_FILES, DEFAULT_SETTINGS, settingsJson, type RegistrySettings } from '../config.js';
+import { DATA_FILES, DEFAULT_SETTINGS, databaseText, readSettings, settingsJson, type RegistrySettings } from '../config.js';
 import { fields } from '../format.js';
 import { writeKeyFile, writeSecretFile, type KdfStrength } from '../key-file.js';
 import {
@@ -51,7 +51,16 @@ export function addInitCommand(program: CliCommand, cli: RegistryCli): void {
 async function init(ctx: CommandContext<InitOptions>): Promise<void> {
   const crypto = await ctx.crypto();
   const configPath = join(ctx.dataDir, DATA_FILES.config);
-  if (existsSync(configPath)) throw new RpcError('already_exists', `${ctx.dataDir} is already initialised (${DATA_FILES.config} exists)`);
+  if (existsSync(configPath)) {
+    let engine = '';
+    try {
+      const record = readSettings(ctx.dataDir).database;
+      if (record !== undefined) engine = ` for ${databaseText(record, ctx.dataDir)}`;
+    } catch {
+      // a registry.json with problems: `serve` reports them
+    }
+    throw new RpcError('already_exists', `${ctx.dataDir} is already initialised${engine} (${DATA_FILES.config} exists)`);
+  }
   const kdf = (ctx.options.kdf ?? 'moderate') as KdfStrength;
   if (kdf !== 'moderate' && kdf !== 'interactive') throw new UsageError('--kdf must be moderate or interactive');
   const operatorName = ctx.options.operatorName ?? 'admin';
@@ -63,6 +72,11 @@ async function init(ctx: CommandContext<InitOptions>): Promise<void> {
   };
   const passphrase = passphraseOf(ctx);
   const where = databaseOf(ctx);
+  // Recorded, so that `serve` without DATABASE_URL (or with another schema) refuses before opening anything.
+  const recorded: RegistrySettings = {
+    ...settings,
+    database: where.databaseUrl === undefined ? { engine: 'pglite' } : { engine: 'postgresql', ...(where.databaseSchema === undefined ? {} : { schema: where.databaseSchema }) },
+  };
   mkdirSync(ctx.dataDir, { recursive: true, mode: 0o700 });
 
   const { openRegistry } = await import('../registry.js');
@@ -80,7 +94,7 @@ async function init(ctx: CommandContext<InitOptions>): Promise<void> {
     writeKeyFile(crypto, operatorPath, 'parley-operator-key', operator);
     written.push(operatorPath);
     // Every file is written before the commit: once the database names these keys, they exist on disk.
-    writeSecretFile(configPath, settingsJson(settings));
+    writeSecretFile(configPath, settingsJson(recorded));
     written.push(configPath);
     const registryId = crypto.randomBytes(16);
     try {

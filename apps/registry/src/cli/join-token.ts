@@ -10,8 +10,8 @@ import { fromHex, toHex } from '@parley/crypto-core';
 import type { JoinToken } from '@parley/proto';
 import { durationText, fields, parseDuration, table, time } from '../format.js';
 import { writeSecretFile } from '../key-file.js';
-import { connect } from './connection.js';
-import { addClientOptions, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';
+import { connect, tlsArguments } from './connection.js';
+import { PROGRAM, addClientOptions, type ClientOptions, type CommandContext, type RegistryCli } from './context.js';
 
 interface CreateOptions extends ClientOptions {
   readonly name: string;
@@ -116,7 +116,7 @@ async function joinTokenCreate(ctx: CommandContext<CreateOptions>): Promise<void
           ['expires', `${time(result.expires_at_ms)} (in ${durationText(ttlMs)})`],
         ]),
       );
-      ctx.out(`\nOn the agent's machine: parley-registry agent enroll ${ctx.options.name} --token-file FILE --server ${conn.address}`);
+      ctx.out(`\nOn the agent's machine: ${PROGRAM} agent enroll ${ctx.options.name} --token-file FILE --server ${conn.address}${tlsArguments(ctx.options)}`);
     }
   } finally {
     conn.close();

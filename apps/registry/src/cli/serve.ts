@@ -3,11 +3,14 @@
  * JSON logs on stdout; the first "listening" line carries the bound port (and
  * the operations listener's URLs when `metrics_listen` is on).
  */
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { Option, UsageError, type CliCommand } from '@parley/cli-kit';
 import { toHex } from '@parley/crypto-core';
 import { isLoopbackHost, parseHostPort, RpcError } from '@parley/rpc';
-import { MAX_HEARTBEAT_MS, checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
+import { DATA_FILES, MAX_HEARTBEAT_MS, checkDatabaseRecord, checkMetricsListen, readSettings, type RegistrySettings } from '../config.js';
 import { IssuerKeyFiles } from '../issuer-keys.js';
+import { certificateBundle } from '../pem.js';
 import {
   addDatabaseOptions,
   addPassphraseOptions,
@@ -60,6 +63,9 @@ export function addServeCommand(program: CliCommand, cli: RegistryCli): void {
 async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   const crypto = await ctx.crypto();
   const fileSettings = readSettings(ctx.dataDir);
+  const where = databaseOf(ctx);
+  // The database init recorded, before anything is opened or created (a forgotten DATABASE_URL must not make a new PGlite database).
+  checkDatabaseRecord(fileSettings.database, where);
   const heartbeat = ctx.options.heartbeatMs;
   if (heartbeat !== undefined && (!/^[1-9]\d{2,7}$/.test(heartbeat) || Number(heartbeat) > MAX_HEARTBEAT_MS)) {
     throw new UsageError(`--heartbeat-ms must be an integer from 100 to ${MAX_HEARTBEAT_MS} (gateways reopen a revocation watch silent for 40 s)`);
@@ -69,7 +75,9 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   const keyPath = ctx.options.tlsKey;
   if ((certPath === undefined) !== (keyPath === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
   const tlsFiles =
-    certPath === undefined || keyPath === undefined ? undefined : { certChain: readFileOr(certPath, 'TLS certificate'), privateKey: readFileOr(keyPath, 'TLS key') };
+    certPath === undefined || keyPath === undefined
+      ? undefined
+      : { certChain: certificateBundle(certPath, readFileOr(certPath, 'TLS certificate'), 'TLS certificate'), privateKey: readFileOr(keyPath, 'TLS key') };
   const level = ctx.options.logLevel ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError('--log-level must be trace, debug, info, warn or error');
   const maxConnections = ctx.options.maxConnections;
@@ -95,7 +103,27 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   const logger = pino({ level, base }, destination);
   // Lifecycle lines (listening, stopping, stopped) are printed at every log level: supervisors and tests read the port from them.
   const lifecycle = pino({ level: 'info', base }, destination);
-  const registry = await openRegistry(crypto, { ...databaseOf(ctx), ...(maxConnections === undefined ? {} : { maxConnections: Number(maxConnections) }) });
+  // A registry.json without the database record (an older init): a PGlite directory this run creates holds no
+  // registry, and is removed again when serve refuses (the operator probably forgot DATABASE_URL).
+  const pgdata = join(ctx.dataDir, DATA_FILES.pgliteDir);
+  const freshPglite = where.databaseUrl === undefined && !existsSync(pgdata);
+  const forget = (error: unknown): unknown => {
+    if (!freshPglite) return error;
+    rmSync(pgdata, { recursive: true, force: true });
+    const e = RpcError.from(error);
+    if (e.code !== 'failed_precondition' || !e.details.includes('holds no registry')) return error;
+    return new RpcError(
+      'failed_precondition',
+      `${ctx.dataDir} has no PGlite database (no ${pgdata}): if it was initialised for PostgreSQL, set DATABASE_URL (and PARLEY_REGISTRY_DB_SCHEMA if init had one); otherwise run \`init\` first (nothing was left behind)`,
+      { cause: error },
+    );
+  };
+  let registry: Awaited<ReturnType<typeof openRegistry>>;
+  try {
+    registry = await openRegistry(crypto, { ...where, ...(maxConnections === undefined ? {} : { maxConnections: Number(maxConnections) }) });
+  } catch (error) {
+    throw forget(error);
+  }
   const server = new RegistryServer({ crypto, store: registry.store, keyFiles, settings, logger, processMetrics: true });
   let bound: { host: string; port: number };
   let ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
@@ -116,7 +144,7 @@ async function serve(ctx: CommandContext<ServeOptions>): Promise<void> {
   } catch (error) {
     await server.stop(0).catch(() => undefined);
     await registry.close();
-    throw error;
+    throw forget(error);
   }
   // The signal handlers are in place before the "listening" line: a supervisor (or a test) that signals
   // as soon as it reads that line must never find the default handler, which would kill the process

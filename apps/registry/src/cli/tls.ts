@@ -16,6 +16,7 @@ import { Option, UsageError, commandGroup, printJson, type CliCommand } from '@p
 import { RpcError } from '@parley/rpc';
 import { fields } from '../format.js';
 import { writeSecretFile } from '../key-file.js';
+import { pemFileText } from '../pem.js';
 import { PROGRAM, type CommandContext, type RegistryCli } from './context.js';
 
 interface TlsOptions {
@@ -112,12 +113,13 @@ async function tls(ctx: CommandContext<TlsOptions>, init: boolean): Promise<void
   } catch (error) {
     throw new RpcError('malformed', error instanceof Error ? error.message : String(error));
   }
+  // Every PEM file ends in a newline: `cat new/ca.pem old/ca.pem > both.pem` (a CA rollover) must make two blocks.
   if (init) {
-    writeSecretFile(paths.caKey, ca.privateKeyPem);
-    writeFileSync(paths.caCert, ca.certificatePem, { mode: 0o644, flag: 'wx' });
+    writeSecretFile(paths.caKey, pemFileText(ca.privateKeyPem));
+    writeFileSync(paths.caCert, pemFileText(ca.certificatePem), { mode: 0o644, flag: 'wx' });
   }
-  writeSecretFile(paths.key, leaf.privateKeyPem);
-  writeFileSync(paths.cert, leaf.certificatePem, { mode: 0o644, flag: 'wx' });
+  writeSecretFile(paths.key, pemFileText(leaf.privateKeyPem));
+  writeFileSync(paths.cert, pemFileText(leaf.certificatePem), { mode: 0o644, flag: 'wx' });
   const result = {
     out: resolve(out),
     ca_certificate: paths.caCert,
@@ -140,6 +142,22 @@ async function tls(ctx: CommandContext<TlsOptions>, init: boolean): Promise<void
         ['sha256', leaf.sha256],
       ]),
     );
-    if (o.client !== true) ctx.out(`\nNext: ${PROGRAM} serve --listen HOST:PORT --tls-cert ${paths.cert} --tls-key ${paths.key}; clients use --tls-ca ${paths.caCert}`);
+    const next = nextStep(name, { client: o.client === true, init }, paths);
+    if (next !== undefined) ctx.out(`\nNext: ${next}`);
   }
+}
+
+/**
+ * What to do with the server certificate just made, by its name: a gateway's (`gateway-gw1`, `gw1`)
+ * goes into the gateway's configuration, the registry's (`registry`, `server`, and the first one `tls
+ * init` makes) to `serve`; for another name both are said.
+ * @returns the "Next:" line, or undefined for a client certificate (its use depends on the server)
+ */
+export function nextStep(name: string, usage: { readonly client: boolean; readonly init: boolean }, paths: { readonly caCert: string; readonly cert: string; readonly key: string }): string | undefined {
+  if (usage.client) return undefined;
+  const gateway = `the gateway's configuration: "tls_cert_file": "${paths.cert}", "tls_key_file": "${paths.key}"; agents trust ${paths.caCert}`;
+  const registry = `${PROGRAM} serve --listen HOST:PORT --tls-cert ${paths.cert} --tls-key ${paths.key}; clients use --tls-ca ${paths.caCert}`;
+  if (/^(gateway|gw)/.test(name)) return `in ${gateway}`;
+  if (usage.init || /^(registry|server)/.test(name)) return registry;
+  return `for the registry, ${registry}; for a gateway, in ${gateway}`;
 }

@@ -19,7 +19,15 @@ export interface IssuerKeyRingOptions {
   readonly logger: Logger;
   /** The trust bundle version changed (watches send it at once). */
   readonly onBundleVersion: () => void;
+  /**
+   * While this process does not hold the active key, how often at most a call (or a lifecycle step) looks
+   * for its file in the data directory again (default {@link KEY_FILE_RECHECK_MS}).
+   */
+  readonly keyFileRecheckMs?: number;
 }
+
+/** How often at most a process missing the active issuer key looks for its file again. */
+export const KEY_FILE_RECHECK_MS = 2_000;
 
 export class IssuerKeyRing {
   readonly #o: IssuerKeyRingOptions;
@@ -29,6 +37,8 @@ export class IssuerKeyRing {
   #bundleVersion = 0;
   #lifecycle: Promise<void> = Promise.resolve();
   #stopped = false;
+  /** When this process last looked for a missing active key's file (0: not yet). */
+  #lastKeyFileCheckMs = 0;
 
   constructor(options: IssuerKeyRingOptions) {
     this.#o = options;
@@ -60,10 +70,40 @@ export class IssuerKeyRing {
 
   /** The active issuer key, to sign with. @throws RpcError `failed_precondition` when this process does not hold it */
   active(): IssuerKey {
-    const key = this.#activeKeyId === undefined ? undefined : this.key(this.#activeKeyId);
+    const key = this.#activeKeyId === undefined ? undefined : (this.key(this.#activeKeyId) ?? this.#pickUpActive(Date.now()));
     if (key === undefined) {
-      throw new RpcError('failed_precondition', `this registry process does not hold the active issuer key${this.#activeKeyId === undefined ? '' : ` (${toHex(this.#activeKeyId)})`}: copy its key file here and restart`);
+      const id = this.#activeKeyId === undefined ? '' : toHex(this.#activeKeyId);
+      throw new RpcError(
+        'failed_precondition',
+        `this registry process does not hold the active issuer key${id === '' ? '' : ` (${id})`}: copy its key file into this process's data directory (as ${this.#o.keyFiles.activePath}${this.#activeKeyId === undefined ? '' : `, or ${this.#o.keyFiles.preparedPath(this.#activeKeyId)}`}); it is picked up within seconds, no restart needed`,
+      );
     }
+    return key;
+  }
+
+  /**
+   * The active key, read from the data directory when its file has appeared there since (an operator
+   * copied it from the process that prepared it); looked for at most every `keyFileRecheckMs`.
+   */
+  #pickUpActive(nowMs: number): IssuerKey | undefined {
+    const activeKeyId = this.#activeKeyId;
+    if (activeKeyId === undefined || this.#stopped) return undefined;
+    if (this.#lastKeyFileCheckMs !== 0 && nowMs - this.#lastKeyFileCheckMs < (this.#o.keyFileRecheckMs ?? KEY_FILE_RECHECK_MS)) return undefined;
+    this.#lastKeyFileCheckMs = nowMs;
+    const { keyFiles, logger } = this.#o;
+    let key: IssuerKey;
+    try {
+      keyFiles.promote(activeKeyId); // a copied prepared file becomes the active one; no-op when the active file holds it
+      key = keyFiles.read(keyFiles.activePath);
+    } catch {
+      return undefined; // still not here (or not readable yet: a copy in progress); looked for again later
+    }
+    if (!this.#o.crypto.constantTimeEqual(key.keyId, activeKeyId)) {
+      key.secretKey.wipe();
+      return undefined;
+    }
+    this.#keys.set(toHex(activeKeyId), key);
+    logger.info({ issuer_key_id: toHex(activeKeyId), file: keyFiles.activePath }, 'the active issuer key file is here now: signing with the active issuer key');
     return key;
   }
 
@@ -113,6 +153,8 @@ export class IssuerKeyRing {
     const active = issuers.find((i) => i.state === 'active');
     if (active !== undefined && (this.#activeKeyId === undefined || !this.#o.crypto.constantTimeEqual(active.keyId, this.#activeKeyId))) {
       this.#switchActive(active, issuers);
+    } else if (this.#activeKeyId !== undefined && this.key(this.#activeKeyId) === undefined) {
+      this.#pickUpActive(nowMs); // its file may have been copied here since
     }
     const prepared = issuers.find((i) => i.state === 'prepared');
     if (prepared !== undefined && this.key(prepared.keyId) === undefined) {
@@ -129,14 +171,20 @@ export class IssuerKeyRing {
   /** Another key became active (here or in another registry process): sign with it, forget the old secret. */
   #switchActive(active: IssuerRow, issuers: readonly IssuerRow[]): void {
     const { keyFiles, logger } = this.#o;
+    let held = true;
     try {
       keyFiles.promote(active.keyId);
       if (this.key(active.keyId) === undefined) this.#keys.set(toHex(active.keyId), keyFiles.read(keyFiles.activePath));
     } catch (error) {
-      logger.error({ event: 'issuer_keys', issuer_key_id: toHex(active.keyId), err: error }, 'the active issuer key is not in this data directory: this process cannot sign until it is');
+      held = false;
+      logger.error(
+        { event: 'issuer_keys', issuer_key_id: toHex(active.keyId), err: error },
+        `the active issuer key is not in this data directory: this process cannot sign until it is (copy the key file here, as ${keyFiles.activePath} or ${keyFiles.preparedPath(active.keyId)}: it is picked up within seconds, no restart needed)`,
+      );
     }
     const previous = this.#activeKeyId;
     this.#activeKeyId = active.keyId;
+    this.#lastKeyFileCheckMs = held ? 0 : Date.now();
     for (const [hex, key] of this.#keys) {
       const row = issuers.find((i) => toHex(i.keyId) === hex);
       if (row === undefined || row.state === 'retired' || row.state === 'dropped') {
@@ -144,6 +192,7 @@ export class IssuerKeyRing {
         this.#keys.delete(hex);
       }
     }
-    logger.info({ issuer_key_id: toHex(active.keyId), previous_key_id: previous === undefined ? undefined : toHex(previous) }, 'signing with the new active issuer key');
+    // Only when it really signs with it: after the error above, this line would say the opposite (found by an operator review).
+    if (held) logger.info({ issuer_key_id: toHex(active.keyId), previous_key_id: previous === undefined ? undefined : toHex(previous) }, 'signing with the new active issuer key');
   }
 }

@@ -12,6 +12,7 @@ import type { RegistryStore, RevocationRow } from '../store.js';
 import type { Notifier, ServiceContext } from './context.js';
 import { field, requireBytes, revocationEntry, type EntryInit } from './fields.js';
 import { CallSlots, LogThrottle, peerAddress } from './limits.js';
+import { REVOKE_UNKNOWN_METADATA_KEY } from '../wire.js';
 
 /** Most revocation entries one GetRevocationList response or watch batch carries. */
 export const MAX_LIST_ENTRIES = 10_000;
@@ -194,11 +195,13 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
       const agentId = subject.case === 'agentId' ? field(() => assertAgentId(subject.value, 'agent_id')) : undefined;
       const serial = subject.case === 'serial' ? requireBytes(subject.value, 16, 'serial') : undefined;
       const caller = await c.auth.authorise(ctx, 'write');
-      const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs };
+      // The operator signed the subject; this header only lets an unknown one through (a restore, §7.3 of OPERATIONS.md).
+      const unknownOk = ctx.metadata.get(REVOKE_UNKNOWN_METADATA_KEY).some((v) => String(v) === '1');
+      const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs, unknownOk };
       const entry = agentId !== undefined ? await store.revokeAgent(agentId, request) : await store.revokeSerial(serial!, request);
       c.metrics.revoked.inc({ subject: agentId !== undefined ? 'agent' : 'serial', via: 'revoke' });
       c.notifier.notify();
-      c.logger.info({ version: entry.version, agent_id: agentId, serial: serial && toHex(serial), operator: caller?.name }, 'revoked');
+      c.logger.info({ version: entry.version, agent_id: agentId, serial: serial && toHex(serial), operator: caller?.name, ...(unknownOk ? { unknown_ok: true } : {}) }, 'revoked');
       return { entry: revocationEntry(entry) };
     },
 

@@ -9,7 +9,7 @@ import { AgentStatus, ChallengePurpose, RevocationReason, type AgentCertificate 
 import { RpcError } from '@parley/rpc';
 import type { Challenges } from './challenges.js';
 import type { StoreState } from './context.js';
-import { appendRevocation } from './revocations.js';
+import { appendRevocation, assertAgentIdNotRevoked } from './revocations.js';
 
 /**
  * Shortest time between two key rotations of one agent (docs/PROTOCOL.md §15.5): each rotation appends a
@@ -67,6 +67,7 @@ export async function registerAgent(s: StoreState, challenges: Challenges, issue
       [a.agentId, a.agentType, cert.capabilities, cert.serial, a.nowMs],
     );
     if (inserted.length === 0) throw new RpcError('already_exists', `agent '${a.agentId}' already exists`);
+    await assertAgentIdNotRevoked(tx, a.agentId); // revoked while unknown here (RevokeAgent with unknownOk)
     await insertCertificate(tx, cert, a.nowMs);
     return agentOf(cert, a.agentType, a.nowMs, a.nowMs);
   });

@@ -8,6 +8,7 @@ import { int } from '@parley/db';
 import { issueCertificate, type IssuerKey } from '@parley/identity';
 import { RpcError } from '@parley/rpc';
 import { insertCertificate } from './agents.js';
+import { assertAgentIdNotRevoked } from './revocations.js';
 import type { StoreState } from './context.js';
 import { agentOf, joinTokenFrom, type AgentRow, type JoinTokenRow } from './rows.js';
 
@@ -99,6 +100,7 @@ export async function enrollAgent(s: StoreState, issuer: IssuerKey, e: { tokenId
       [token.agentId, token.agentType, cert.capabilities, cert.serial, e.nowMs],
     );
     if (inserted.length === 0) throw new RpcError('already_exists', `agent '${token.agentId}' already exists`);
+    await assertAgentIdNotRevoked(tx, token.agentId); // revoked while unknown here (RevokeAgent with unknownOk)
     await insertCertificate(tx, cert, e.nowMs);
     await tx.query('UPDATE join_tokens SET used_at_ms = $2, used_serial = $3 WHERE token_id = $1', [e.tokenId, e.nowMs, cert.serial]);
     return agentOf(cert, token.agentType, e.nowMs, e.nowMs);

@@ -8,7 +8,7 @@ import { bytes, int, type Queryable } from '@parley/db';
 import { EMPTY_CHAIN_HASH, revocationEntryHash, type RevocationEntryFields } from '@parley/identity';
 import { RpcError } from '@parley/rpc';
 import type { StoreState } from './context.js';
-import { revocationFrom, type RevocationJoin, type RevocationRequest, type RevocationRow } from './rows.js';
+import { isUniqueViolation, revocationFrom, type RevocationJoin, type RevocationRequest, type RevocationRow } from './rows.js';
 
 /** NOTIFY channel for new revocations (its payload is the new version). */
 export const REVOCATION_CHANNEL = 'parley_registry_revocations';
@@ -20,7 +20,10 @@ export const REVOCATION_CHANNEL = 'parley_registry_revocations';
 export async function revokeAgent(s: StoreState, agentId: string, req: RevocationRequest): Promise<RevocationRow> {
   return s.db.transaction(async (tx) => {
     const rows = await tx.query<{ revoked_version: unknown }>('SELECT revoked_version FROM agents WHERE agent_id = $1 FOR UPDATE', [agentId]);
-    if (rows[0] === undefined) throw new RpcError('not_found', `unknown agent '${agentId}'`);
+    if (rows[0] === undefined) {
+      if (req.unknownOk !== true) throw new RpcError('not_found', `unknown agent '${agentId}'`);
+      return appendUnknown(s, tx, { kind: 'agent', agentId, serial: new Uint8Array(0) }, req, `agent '${agentId}'`);
+    }
     if (rows[0].revoked_version !== null) {
       throw new RpcError('already_exists', `agent '${agentId}' is already revoked (revocation version ${int(rows[0].revoked_version)})`);
     }
@@ -41,7 +44,10 @@ export async function revokeSerial(s: StoreState, serial: Uint8Array, req: Revoc
       [serial],
     );
     const hex = Buffer.from(serial).toString('hex');
-    if (rows[0] === undefined) throw new RpcError('not_found', `unknown certificate serial ${hex}`);
+    if (rows[0] === undefined) {
+      if (req.unknownOk !== true) throw new RpcError('not_found', `unknown certificate serial ${hex}`);
+      return appendUnknown(s, tx, { kind: 'serial', agentId: '', serial }, req, `certificate ${hex}`);
+    }
     if (rows[0].revoked_version !== null) {
       throw new RpcError('already_exists', `certificate ${hex} is already revoked (revocation version ${int(rows[0].revoked_version)})`);
     }
@@ -50,6 +56,46 @@ export async function revokeSerial(s: StoreState, serial: Uint8Array, req: Revoc
     await tx.query('UPDATE agents SET updated_at_ms = $2 WHERE agent_id = $1', [rows[0].agent_id, req.nowMs]);
     return entry;
   });
+}
+
+/**
+ * Revokes a subject this registry has no row for (`unknownOk`): the entry only, once per subject like
+ * every entry (the list's unique indexes; a concurrent twin loses on them and rolls back its version).
+ */
+async function appendUnknown(
+  s: StoreState,
+  tx: Queryable,
+  subject: { kind: 'agent' | 'serial'; agentId: string; serial: Uint8Array },
+  req: RevocationRequest,
+  what: string,
+): Promise<RevocationRow> {
+  const already = await revokedVersionOf(tx, subject);
+  if (already !== undefined) throw new RpcError('already_exists', `${what} is already revoked (revocation version ${already})`);
+  try {
+    return await appendRevocation(s, tx, subject, req);
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new RpcError('already_exists', `${what} is already revoked`);
+    throw error;
+  }
+}
+
+/** The version of the list entry that revokes this agent id or serial, or undefined. */
+export async function revokedVersionOf(q: Queryable, subject: { kind: 'agent' | 'serial'; agentId: string; serial: Uint8Array }): Promise<number | undefined> {
+  const rows =
+    subject.kind === 'agent'
+      ? await q.query<{ version: unknown }>('SELECT version FROM revocations WHERE agent_id = $1', [subject.agentId])
+      : await q.query<{ version: unknown }>('SELECT version FROM revocations WHERE serial = $1', [subject.serial]);
+  return rows[0] === undefined ? undefined : int(rows[0].version);
+}
+
+/**
+ * Refuses a registration under an agent id the list revokes (revoked while this registry did not know it,
+ * `unknownOk`): an id revoked is revoked with every certificate it will ever have.
+ * @throws RpcError `already_exists`
+ */
+export async function assertAgentIdNotRevoked(q: Queryable, agentId: string): Promise<void> {
+  const version = await revokedVersionOf(q, { kind: 'agent', agentId, serial: new Uint8Array(0) });
+  if (version !== undefined) throw new RpcError('already_exists', `agent id '${agentId}' is revoked (revocation list version ${version}): choose another id`);
 }
 
 /** Appends one entry: takes the next version from the counter row (locking it until commit) and extends the chain. */

@@ -101,6 +101,11 @@ export interface RevocationRequest {
   readonly revokedAtMs: number;
   readonly operatorKeyId: Uint8Array | null;
   readonly nowMs: number;
+  /**
+   * Revoke a subject this registry does not know too (an agent or a certificate made after the backup it
+   * was restored from: docs/OPERATIONS.md §7.3); the entry only adds to the list.
+   */
+  readonly unknownOk?: boolean;
 }
 
 const UNIQUE_VIOLATION = '23505';

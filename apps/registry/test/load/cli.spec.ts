@@ -3,7 +3,7 @@
 // key, TLS, and `revocations --watch` (the test-load target; --help on every
 // command and the usage errors in this process: ../cli.spec.ts).
 import { execFileSync } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCrypto, toHex } from '@parley/crypto-core';
@@ -265,4 +265,82 @@ describe('sealed issuer key and TLS', () => {
       dir.remove();
     }
   }, 60_000);
+});
+
+describe('operator review: TLS files and mistakes, revocations re-issued after a restore', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let fixture: RegistryFixture;
+  let registry: RunningRegistry;
+  let tls: string;
+  let other: string;
+  // Loopback by IP with a certificate for localhost: --tls-server-name keeps Node's "TLS ServerName to an IP" warning off stderr.
+  let cli: (args: string[]) => Promise<CliResult>;
+
+  beforeAll(async () => {
+    dir = tempDir('review');
+    tls = join(dir.path, 'tls');
+    other = join(dir.path, 'other');
+    for (const out of [tls, other]) {
+      const made = await runRegistryCli(['tls', 'init', '--host', 'localhost', '--host', '127.0.0.1', '--out', out]);
+      expect(made.code, made.stderr).toBe(0);
+    }
+    fixture = await initRegistry('pglite', 'review');
+    registry = await serveRegistry(fixture, ['--tls-cert', join(tls, 'server.pem'), '--tls-key', join(tls, 'server-key.pem')]);
+    cli = (args) => runRegistryCli([...args, '--data-dir', fixture.dataDir, '--server', registry.address, '--tls-server-name', 'localhost']);
+  }, 120_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+    await fixture?.cleanup();
+    dir?.remove();
+  });
+
+  it('PEM files end in a newline; a CA bundle concatenated from files without one is read whole', async () => {
+    for (const f of ['ca.pem', 'ca-key.pem', 'server.pem', 'server-key.pem']) expect(readFileSync(join(tls, f), 'utf8'), f).toMatch(/-----\n$/);
+    // The rollover bundle `cat new/ca.pem old/ca.pem`, made from files of the old release (no final newline).
+    const oldStyle = (path: string): string => readFileSync(path, 'utf8').replace(/\n$/, '');
+    const bundle = join(dir.path, 'both.pem');
+    writeFileSync(bundle, oldStyle(join(other, 'ca.pem')) + oldStyle(join(tls, 'ca.pem')));
+    expect(readFileSync(bundle, 'utf8')).toContain('-----END CERTIFICATE----------BEGIN CERTIFICATE-----');
+    const r = await cli(['agent', 'list', '--json', '--tls-ca', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    // And `cat` of the new files makes a bundle of two blocks.
+    expect(readFileSync(join(other, 'ca.pem'), 'utf8') + readFileSync(join(tls, 'ca.pem'), 'utf8')).not.toContain('----------');
+  });
+
+  it('says what probably went wrong: no --tls-ca against a TLS server, a CA that did not sign its certificate', async () => {
+    const [plain, wrongCa] = await Promise.all([cli(['agent', 'list', '--timeout', '5']), cli(['agent', 'list', '--timeout', '5', '--tls-ca', join(other, 'ca.pem')])]);
+    expectOneLineError(plain, EXIT_CODES.unavailable, /the server may require TLS: pass --tls-ca/);
+    expectOneLineError(wrongCa, EXIT_CODES.unavailable, /TLS handshake with 127\.0\.0\.1:\d+ failed \(.*\): is --tls-ca the CA that signed the server's certificate\?/);
+  });
+
+  it('join-token create over TLS prints the enrol step with --tls-ca', async () => {
+    const ca = join(tls, 'ca.pem');
+    const r = await cli(['join-token', 'create', '--name', 'worker-9', '--type', 'worker', '--tls-ca', ca]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`parley-registry agent enroll worker-9 --token-file FILE --server ${registry.address} --tls-ca ${ca} --tls-server-name localhost`);
+  });
+
+  it('tls issue for a gateway names the gateway configuration keys, not `serve`', async () => {
+    const r = await runRegistryCli(['tls', 'issue', '--host', 'gw1.example.net', '--name', 'gateway-gw1', '--out', tls]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Next: in the gateway's configuration: "tls_cert_file": ".*gateway-gw1\.pem", "tls_key_file": ".*gateway-gw1-key\.pem"/);
+    expect(r.stdout).not.toContain('parley-registry serve');
+  });
+
+  it('revokes an agent id or serial it does not know only with --unknown-ok (the error says so); once; and the id cannot be registered after', async () => {
+    const ca = ['--tls-ca', join(tls, 'ca.pem')];
+    expectOneLineError(await cli(['agent', 'revoke', 'worker-3', ...ca]), EXIT_CODES.notFound, /unknown agent 'worker-3': if this revocation is being re-issued after a restore .*add --unknown-ok/);
+    const serial = 'ab'.repeat(16);
+    expectOneLineError(await cli(['agent', 'revoke', '--serial', serial, ...ca]), EXIT_CODES.notFound, /unknown certificate serial a[b]+.*add --unknown-ok/);
+    const byId = await cli(['agent', 'revoke', 'worker-3', '--unknown-ok', '--reason', 'key-compromise', '--json', ...ca]);
+    expect(byId.code, byId.stderr).toBe(0);
+    const bySerial = await cli(['agent', 'revoke', '--serial', serial, '--unknown-ok', '--json', ...ca]);
+    expect(bySerial.code, bySerial.stderr).toBe(0);
+    expectOneLineError(await cli(['agent', 'revoke', 'worker-3', '--unknown-ok', ...ca]), EXIT_CODES.alreadyExists, /agent 'worker-3' is already revoked/);
+    const list = JSON.parse((await cli(['revocations', '--json', ...ca])).stdout) as { entries: { agent_id?: string | null; serial?: string | null; reason: string }[] };
+    expect(list.entries.some((e) => e.agent_id === 'worker-3')).toBe(true);
+    expect(list.entries.some((e) => e.serial === serial)).toBe(true);
+    expectOneLineError(await cli(['agent', 'register', 'worker-3', '--type', 'worker', ...ca]), EXIT_CODES.alreadyExists, /agent id 'worker-3' is revoked/);
+  });
 });
