@@ -10,7 +10,7 @@
  */
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { EXIT_CODES, Option, UsageError, createProgram, jsonOption, runProgram, runWhenExecuted, type CliCommand, type Failure } from '@parley/cli-kit';
-import { createCrypto, fromHex, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
+import { createCrypto, fromBase64Url, fromHex, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
 import {
   AuditError,
   checkConsistency,
@@ -77,8 +77,55 @@ async function readHexKey(value: string, what: string): Promise<Uint8Array> {
   return fromHex(text);
 }
 
+/** The `type` of the gateway's audit key file (apps/gateway, `audit_key_file`). */
+const GATEWAY_AUDIT_KEY_TYPE = 'parley-gateway-audit-key';
+
 /**
- * Reads the writer key (a seed as hex, as keygen writes it).
+ * The seed in a key file's text: 64 hex characters (as keygen writes them), or
+ * the gateway's audit key file, JSON `{ "version": 1, "type":
+ * "parley-gateway-audit-key", "public_key": hex, "seed": base64url }`. Errors
+ * never quote the file's content (it is a secret).
+ */
+function seedOf(crypto: ParleyCrypto, file: string, text: string): Uint8Array {
+  if (HEX64.test(text)) return fromHex(text);
+  if (!text.startsWith('{')) throw new UsageError(`writer key file ${file} must hold a 32-byte seed as 64 hex characters, or be a gateway audit key file (JSON)`);
+  let json: { version?: unknown; type?: unknown; seed?: unknown; public_key?: unknown };
+  try {
+    json = JSON.parse(text) as typeof json;
+  } catch {
+    throw new UsageError(`writer key file ${file} is not valid JSON`);
+  }
+  if (json === null || typeof json !== 'object' || json.type !== GATEWAY_AUDIT_KEY_TYPE || typeof json.seed !== 'string' || typeof json.public_key !== 'string') {
+    throw new UsageError(`writer key file ${file} is not a ${GATEWAY_AUDIT_KEY_TYPE} file (type, seed and public_key)`);
+  }
+  if (json.version !== undefined && json.version !== 1) throw new UsageError(`writer key file ${file}: unsupported version (this parley-audit reads version 1)`);
+  let seed: Uint8Array;
+  try {
+    seed = fromBase64Url(json.seed);
+  } catch {
+    throw new UsageError(`writer key file ${file}: the seed is not base64url`);
+  }
+  if (seed.length !== 32) {
+    crypto.wipe(seed);
+    throw new UsageError(`writer key file ${file}: the seed is not 32 bytes`);
+  }
+  if (!HEX64.test(json.public_key)) {
+    crypto.wipe(seed);
+    throw new UsageError(`writer key file ${file}: public_key is not 64 hex characters`);
+  }
+  const kp = crypto.ed25519.keyPairFromSeed(seed);
+  const matches = crypto.constantTimeEqual(kp.publicKey, fromHex(json.public_key));
+  kp.secretKey.wipe();
+  if (!matches) {
+    crypto.wipe(seed);
+    throw new UsageError(`writer key file ${file}: public_key does not match the seed`);
+  }
+  return seed;
+}
+
+/**
+ * Reads the writer key: a seed as hex, as keygen writes it, or the gateway's
+ * audit key file (JSON, see {@link seedOf}).
  * @throws UsageError when the file cannot be read, is readable by group or others (like the registry's and
  *   the gateway's key files: a secret is 0600), or does not hold a seed
  */
@@ -97,8 +144,7 @@ async function readWriterKey(crypto: ParleyCrypto, file: string): Promise<Ed2551
     throw new UsageError(`cannot read the writer key file ${file}`);
   }
   if ((mode & 0o077) !== 0) throw new UsageError(`writer key file ${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}): chmod 600 it`);
-  if (!HEX64.test(text)) throw new UsageError(`writer key file ${file} must hold a 32-byte seed as 64 hex characters`);
-  const seed = fromHex(text);
+  const seed = seedOf(crypto, file, text);
   try {
     return crypto.ed25519.keyPairFromSeed(seed);
   } finally {
@@ -391,7 +437,7 @@ const OPTIONS = {
   log: () => new Option('--log <log>', 'the audit log: a file, postgres (the database in DATABASE_URL), or postgres://… / postgresql://…').makeOptionMandatory(),
   publicKey: () => new Option('--public-key <key>', 'a trusted writer public key: 64 hex characters, or a file holding them (repeatable)').argParser(collect),
   key: () =>
-    new Option('--key <file>', 'the writer key: a file (mode 0600) holding the 32-byte Ed25519 seed as 64 hex characters (from keygen); proofs then carry tree heads signed with it'),
+    new Option('--key <file>', 'the writer key: a file (mode 0600) holding the 32-byte Ed25519 seed as 64 hex characters (from keygen), or the gateway\'s audit key file (audit_key_file); proofs then carry tree heads signed with it'),
   head: () => new Option('--head <file>', 'a signed tree head (JSON from `head`) the log must match: catches a cut tail'),
   size: () => new Option('--size <n>', 'tree size to prove against or sign (default: the whole log)'),
   table: () => new Option('--table <name>', 'the table of a PostgreSQL log (default parley_audit)'),

@@ -1,12 +1,15 @@
 // The parley-audit command line in this process (`main` with captured output): help pages and usage
 // errors by the @parley/cli-kit conventions. The CLI spawned as a user runs it, every command and exit
 // code, is test/load/cli.spec.ts (the test-load target).
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { tempDir } from '@parley/test-support';
 import { helpLayoutProblems } from '@parley/cli-kit';
+import { toBase64Url, toHex } from '@parley/crypto-core';
 import { AUDIT_EXIT_CODES, main } from '../src/cli.js';
+import { AuditLog, openFileStore, writerKeyId } from '../src/index.js';
+import { crypto, fieldsFor } from './fixtures.js';
 
 // Usage errors are found before any log is opened or key read: these are never touched.
 const logPath = '/nonexistent/audit.log';
@@ -73,6 +76,54 @@ describe('parley-audit secrets', () => {
     const ok = await inProcess('head', '--log', logPath, '--key', keyFile('key-600', 0o600), '--json');
     expect(ok.code).toBe(AUDIT_EXIT_CODES.storage);
     expect(JSON.parse(ok.out)).toMatchObject({ ok: false, error: 'not_found' });
+  });
+
+  // The gateway's audit_key_file, as apps/gateway writes it (config.ts, loadOrCreateAuditKey).
+  const gatewaySeed = new Uint8Array(32).fill(0x6e);
+  const gatewayWriter = crypto.ed25519.keyPairFromSeed(gatewaySeed);
+  function gatewayKeyFile(name: string, mode: number, fields: Record<string, unknown> = {}): string {
+    mkdirSync(join(dir.path, 'gw'), { recursive: true, mode: 0o700 });
+    const path = join(dir.path, 'gw', name);
+    const json = { version: 1, type: 'parley-gateway-audit-key', public_key: toHex(gatewayWriter.publicKey), seed: toBase64Url(gatewaySeed), created_at_ms: 1, ...fields };
+    writeFileSync(path, `${JSON.stringify(json, null, 2)}\n`, { mode });
+    chmodSync(path, mode);
+    return path;
+  }
+
+  it("head takes the gateway's audit key file (JSON with a seed), as the hex seed, and never prints the seed", async () => {
+    const gatewayLog = join(dir.path, 'gateway-audit.log');
+    const log = await AuditLog.open(crypto, { store: await openFileStore(crypto, gatewayLog), writer: gatewayWriter });
+    for (let i = 0; i < 3; i++) await log.append(fieldsFor(i));
+    await log.close();
+    const secrets = [toBase64Url(gatewaySeed), toHex(gatewaySeed)];
+    const r = await inProcess('head', '--log', gatewayLog, '--key', gatewayKeyFile('audit-key.json', 0o600), '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(AUDIT_EXIT_CODES.ok);
+    const head = (JSON.parse(r.out) as { head: { treeSize: number; signerKeyId: string } }).head;
+    expect(head).toMatchObject({ treeSize: 3, signerKeyId: toHex(writerKeyId(crypto, gatewayWriter.publicKey)) });
+    // The same key as a hex seed signs the same statement.
+    const hexKey = join(dir.path, 'gateway-hex.key');
+    writeFileSync(hexKey, `${toHex(gatewaySeed)}\n`, { mode: 0o600 });
+    chmodSync(hexKey, 0o600);
+    const hex = await inProcess('head', '--log', gatewayLog, '--key', hexKey, '--json');
+    expect(hex.code).toBe(AUDIT_EXIT_CODES.ok);
+    expect((JSON.parse(hex.out) as { head: { signerKeyId: string } }).head.signerKeyId).toBe(head.signerKeyId);
+    // Refused: group/other-readable (as the gateway refuses it), another type, a public_key that is not the seed's, a bad seed.
+    const refused: [string, RegExp][] = [
+      [gatewayKeyFile('audit-key-640.json', 0o640), /is readable by group or others .*chmod 600/],
+      [gatewayKeyFile('other-type.json', 0o600, { type: 'parley-registry-issuer-key' }), /is not a parley-gateway-audit-key file/],
+      [gatewayKeyFile('mismatch.json', 0o600, { public_key: 'ab'.repeat(32) }), /public_key does not match the seed/],
+      [gatewayKeyFile('short-seed.json', 0o600, { seed: toBase64Url(gatewaySeed.subarray(0, 31)) }), /the seed is not 32 bytes/],
+      [gatewayKeyFile('bad-seed.json', 0o600, { seed: `${toBase64Url(gatewaySeed)}!` }), /the seed is not base64url/],
+      [gatewayKeyFile('version-2.json', 0o600, { version: 2 }), /unsupported version/],
+    ];
+    for (const [file, message] of refused) {
+      const bad = await inProcess('head', '--log', gatewayLog, '--key', file, '--json');
+      expect(bad.code, file).toBe(AUDIT_EXIT_CODES.usage);
+      expect(JSON.parse(bad.out), file).toMatchObject({ ok: false, error: 'usage', message: expect.stringMatching(message) as string });
+      for (const secret of secrets) expect(bad.out + bad.err, file).not.toContain(secret);
+    }
+    for (const secret of secrets) expect(r.out + r.err + hex.out + hex.err).not.toContain(secret);
   });
 
   it('takes a PostgreSQL log from DATABASE_URL with `postgres` (no password on the command line)', async () => {

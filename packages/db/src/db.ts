@@ -12,7 +12,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
 import { DbError } from './errors.js';
-import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makeTemplate, pgliteTemplateRoot, saveMemoryImage, usableMemoryImage, usableTemplate } from './pglite-files.js';
+import { PGLITE_LOCK_FILE, copyTemplate, emptyDataDir, isFreshDataDir, lockDirectory, makePrivateDataDir, makeTemplate, pgliteTemplateRoot, saveMemoryImage, tightenTree, usableMemoryImage, usableTemplate } from './pglite-files.js';
 
 /** Something SQL can be sent to: the database, or one transaction. */
 export interface Queryable {
@@ -343,6 +343,8 @@ async function openPostgres(url: string, schema: string | undefined, max: number
 
 async function openPglite(dataDir: string | undefined, prepared: PreparedTemplate | undefined): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
+  // Mode 0700 before anything is written there: PGlite writes its files 0666 and directories 0777.
+  if (dataDir !== undefined) makePrivateDataDir(dataDir);
   const release = dataDir === undefined ? () => undefined : lockDirectory(dataDir, PGLITE_LOCK_FILE, 'PGlite data directory');
   let db: PGlite;
   try {
@@ -451,6 +453,14 @@ async function openPgliteDir(PGliteClass: typeof PGlite, dataDir: string, prepar
         rmSync(template, { recursive: true, force: true }); // unusable: the next fresh directory makes a new one
       }
     }
+    const db = await PGliteClass.create(dataDir); // initdb
+    try {
+      tightenTree(dataDir); // as a template copy's: 0600 files, 0700 directories
+    } catch (error) {
+      await db.close().catch(() => undefined);
+      throw error;
+    }
+    return db;
   }
   return PGliteClass.create(dataDir);
 }

@@ -28,8 +28,15 @@
  *   initdb: 0.5–0.9 s instead of 2–5 s on a 2-core machine. Used under the same
  *   conditions as a template (ours, nobody else can write it or the cache);
  *   any failure falls back to initdb.
+ * - **Modes.** PGlite's file system writes every file 0666 and every
+ *   directory 0777 whatever the umask, so the permissions of a cluster are
+ *   ours to set: a data directory is made 0700 whenever a database is opened
+ *   or created in it (refused when it cannot be: not ours), which also covers
+ *   the files PGlite creates later; a fresh cluster's files (a template copy, an
+ *   initdb) and a template's are made 0600, their directories 0700; the cache
+ *   directory is made 0700 when used.
  */
-import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -161,7 +168,72 @@ function privateCache(root: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
-  return privateDirectory(root) ? key : undefined;
+  return tightenCache(root) ? key : undefined;
+}
+
+/**
+ * The cache directory ours alone: a private directory (see {@link privateEntry})
+ * made 0700 if it was not (it holds clusters whose files PGlite wrote 0666).
+ */
+function tightenCache(root: string): boolean {
+  if (!privateDirectory(root)) return false;
+  try {
+    if ((lstatSync(root).mode & 0o777) !== 0o700) chmodSync(root, 0o700);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes a PGlite data directory ours alone before a database is opened or
+ * created in it: created 0700 when missing, an existing one made 0700 (PGlite
+ * writes its files 0666 and directories 0777, so the top directory is what
+ * keeps other local users from the cluster, now and for the files PGlite
+ * creates later). When it had to be tightened (a directory made by hand, or
+ * by a version before this check), the files already in it are too.
+ *
+ * @param dir the data directory (a symbolic link to a directory is followed)
+ * @param what how errors name it
+ * @throws DbError `failed_precondition` when it is not a directory, belongs to another user, or cannot be made 0700
+ */
+export function makePrivateDataDir(dir: string, what = 'PGlite data directory'): void {
+  let s;
+  try {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'EEXIST') throw error; // a file there: said below
+    }
+    s = statSync(dir);
+  } catch (cause) {
+    throw new DbError('failed_precondition', `cannot create ${what} ${dir} (${(cause as { code?: unknown }).code ?? String(cause)})`, { cause });
+  }
+  if (!s.isDirectory()) throw new DbError('failed_precondition', `${what} ${dir} is not a directory`);
+  const uid = typeof process.getuid === 'function' ? process.getuid() : s.uid;
+  if (s.uid !== uid) {
+    throw new DbError('failed_precondition', `${what} ${dir} belongs to uid ${s.uid}, not to this process's user (uid ${uid}); it must be ours alone (mode 0700), as PGlite writes its files readable and writable by everyone: chown it to uid ${uid} or use another directory`);
+  }
+  if ((s.mode & 0o777) === 0o700) return;
+  try {
+    chmodSync(dir, 0o700);
+  } catch (cause) {
+    throw new DbError('failed_precondition', `cannot make ${what} ${dir} mode 0700 (it is ${(s.mode & 0o777).toString(8).padStart(4, '0')}; ${(cause as { code?: unknown }).code ?? String(cause)})`, { cause });
+  }
+  tightenTree(dir);
+}
+
+/**
+ * Makes every file below `dir` 0600 and every directory 0700 (`dir` itself
+ * included); other entries (a cluster has none) are left alone.
+ */
+export function tightenTree(dir: string): void {
+  chmodSync(dir, 0o700);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) tightenTree(path);
+    else if (entry.isFile()) chmodSync(path, 0o600);
+  }
 }
 const privateFile = (path: string): boolean => privateEntry(path, 'file');
 
@@ -179,7 +251,7 @@ export function usableTemplate(root: string | undefined, name = 'cluster'): stri
   const key = pgliteBuildKey();
   if (root === undefined || key === undefined) return undefined;
   const template = join(root, `${name}-${key}`);
-  if (!privateDirectory(root) || !privateDirectory(template) || !existsSync(join(template, 'PG_VERSION'))) return undefined;
+  if (!tightenCache(root) || !privateDirectory(template) || !existsSync(join(template, 'PG_VERSION'))) return undefined;
   return template;
 }
 
@@ -189,7 +261,9 @@ export function usableTemplate(root: string | undefined, name = 'cluster'): stri
  * (the kernel copies) — rather than fs.cpSync, whose per-entry checks cost
  * about three times the CPU over a cluster's ~1,000 files. Only directories
  * and regular files are copied (a cluster has nothing else); the target must
- * not exist yet (COPYFILE_EXCL).
+ * not exist yet (COPYFILE_EXCL). Copies are made 0600, directories 0700,
+ * whatever the template's modes (a template made before modes were set holds
+ * PGlite's 0666 files).
  */
 export function copyTemplate(template: string, dataDir: string): void {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -201,8 +275,10 @@ export function copyTemplate(template: string, dataDir: string): void {
       if (entry.isDirectory()) {
         mkdirSync(target, { mode: 0o700 });
         walk(source, target, false);
-      } else if (entry.isFile()) copyFileSync(source, target, constants.COPYFILE_EXCL);
-      else throw new Error(`template holds ${source}, neither a file nor a directory`);
+      } else if (entry.isFile()) {
+        copyFileSync(source, target, constants.COPYFILE_EXCL); // takes the source's mode
+        chmodSync(target, 0o600);
+      } else throw new Error(`template holds ${source}, neither a file nor a directory`);
     }
   };
   walk(template, dataDir, true);
@@ -256,6 +332,7 @@ export async function makeTemplate(root: string | undefined, create: (dir: strin
   try {
     tmp = mkdtempSync(join(root, `.making-${process.pid}-`));
     await create(tmp);
+    tightenTree(tmp); // PGlite wrote its files 0666: the copies are made 0600 anyway, but the cache is ours alone too
     const template = join(root, `${name}-${key}`);
     try {
       renameSync(tmp, template);
@@ -277,7 +354,7 @@ export function usableMemoryImage(root: string | undefined): string | undefined 
   const key = pgliteBuildKey();
   if (root === undefined || key === undefined) return undefined;
   const image = join(root, `memory-${key}.tar`);
-  if (!privateDirectory(root) || !privateFile(image)) return undefined;
+  if (!tightenCache(root) || !privateFile(image)) return undefined;
   return image;
 }
 

@@ -6,7 +6,7 @@
 // test runs an initdb: making them from an empty cache and the initdb
 // fallbacks are test/load/pglite-template.spec.ts's (target test-load).
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -85,6 +85,74 @@ describe('data directory lock', { timeout: 120_000 }, () => {
     release();
     release();
     lockDirectory(join(dir, 'plain'), 'x.lock')();
+  });
+});
+
+/** Files and directories below `top` that any local user can write and reach (every directory on the way searchable by others). */
+function worldWritableReachable(top: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string): void => {
+    if ((statSync(d).mode & 0o001) === 0) return; // others cannot pass through
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, entry.name);
+      if ((lstatSync(path).mode & 0o002) !== 0) found.push(path);
+      if (entry.isDirectory()) walk(path);
+    }
+  };
+  walk(top);
+  return found;
+}
+
+const mode = (path: string): number => statSync(path).mode & 0o777;
+
+// PGlite's file system writes files 0666 and directories 0777 whatever the umask.
+describe('modes', { timeout: 120_000 }, () => {
+  it('makes a pre-created 0755 data directory 0700; the template\'s copies are 0600, their directories 0700', async () => {
+    const dataDir = join(dir, 'by-hand');
+    mkdirSync(dataDir);
+    chmodSync(dataDir, 0o755); // `mkdir` under umask 022
+    const db = await openDatabase({ dataDir });
+    try {
+      await db.exec('CREATE TABLE later (x int)'); // a file PGlite creates after the open
+    } finally {
+      await db.close();
+    }
+    expect(mode(dataDir)).toBe(0o700);
+    expect(worldWritableReachable(dataDir)).toEqual([]);
+    expect(mode(join(dataDir, 'postgresql.conf'))).toBe(0o600);
+    expect(mode(join(dataDir, 'pg_hba.conf'))).toBe(0o600);
+    expect(mode(join(dataDir, 'base'))).toBe(0o700);
+    // The cache: 0700 once used, its template's files 0600 (a template made here) or behind 0700 directories.
+    chmodSync(root, 0o755);
+    await (await openDatabase({ dataDir: join(dir, 'by-hand-2') })).close();
+    expect(mode(root)).toBe(0o700);
+    expect(worldWritableReachable(root)).toEqual([]);
+  });
+
+  it('tightens an existing directory and the files already in it', async () => {
+    const dataDir = join(dir, 'loose');
+    await (await openDatabase({ dataDir })).close();
+    chmodSync(dataDir, 0o777);
+    chmodSync(join(dataDir, 'pg_hba.conf'), 0o666);
+    const db = await openDatabase({ dataDir });
+    await db.close();
+    expect(mode(dataDir)).toBe(0o700);
+    expect(mode(join(dataDir, 'pg_hba.conf'))).toBe(0o600);
+  });
+
+  it('refuses a data directory that is not a directory', async () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, '');
+    await expect(openDatabase({ dataDir: file })).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringContaining('is not a directory') });
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses a data directory another user owns (run as root)', async () => {
+    const dataDir = join(dir, 'theirs');
+    mkdirSync(dataDir, { mode: 0o755 });
+    chownSync(dataDir, 65534, 65534);
+    await expect(openDatabase({ dataDir })).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringContaining('belongs to uid 65534') });
+    expect(mode(dataDir)).toBe(0o755);
+    expect(readdirSync(dataDir)).toEqual([]);
   });
 });
 

@@ -7,6 +7,7 @@
 
 // For users: services and clients
 export { addService, createClient, serviceDefinition, methodPath, requestBytesOf } from './service.js';
+export { withoutIpServerName } from './tls-server-name.js';
 export type {
   AddServiceOptions,
   CallContext,

@@ -40,6 +40,7 @@ import {
 } from '@bufbuild/protobuf';
 import { constants as http2Constants } from 'node:http2';
 import { RpcError } from './errors.js';
+import { withoutIpServerName } from './tls-server-name.js';
 
 const NGHTTP2_CANCEL = http2Constants.NGHTTP2_CANCEL;
 
@@ -877,7 +878,9 @@ function metadataOf(extra: Readonly<Record<string, string>> | undefined, signed:
  *
  * @param service the generated service descriptor
  * @param address `host:port`
- * @param credentials `credentials.createInsecure()` or `credentials.createSsl(...)`
+ * @param credentials `credentials.createInsecure()` or `credentials.createSsl(...)`; over TLS, an IP
+ *   address (the host, or `grpc.ssl_target_name_override`) is not sent as the server name (SNI), and the
+ *   certificate is still checked against it (its IP SANs)
  * @param options channel options, request signer, default deadline
  * @returns the client
  * @example
@@ -890,7 +893,8 @@ export function createClient<S extends DescService>(
   credentials: ChannelCredentials,
   options: ClientOptions = {},
 ): Client<S> {
-  const channel = new GrpcClient(address, credentials, options.channelOptions ?? {});
+  // No TLS server name for an IP address (./tls-server-name.ts): Node warns (DEP0123) on stderr otherwise.
+  const channel = new GrpcClient(address, withoutIpServerName(credentials), options.channelOptions ?? {});
   const definition = serviceDefinition(service);
   const client: Record<string, unknown> = {
     close: () => channel.close(),
