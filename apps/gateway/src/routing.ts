@@ -21,12 +21,12 @@
  */
 import { toHex } from '@parley/crypto-core';
 import type { AuditLog, AuditNotification } from '@parley/audit';
-import { verifyCertificate } from '@parley/identity';
+import { MAX_CERTIFICATE_BYTES, encodeCertificate, verifyCertificate } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigestWith, type EnvelopeDigest } from '@parley/session';
 import type { GatewayContext, Sender } from './context.js';
-import type { VerifiedCertificate } from '@parley/identity';
+import type { RevocationChecker, VerifiedCertificate } from '@parley/identity';
 import type { Accepted, Delivery } from './delivery.js';
 import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
@@ -59,6 +59,19 @@ function assertReceiptShape(r: DeliveryReceipt): void {
   if (!isAgentId(r.senderId) || !isAgentId(r.recipientId)) reject('malformed', 'receipt agent ids are not valid');
   if (r.senderId === r.recipientId) reject('malformed', 'receipt sender and recipient are the same agent');
   if (r.receivedAtMs < 0n || r.receivedAtMs > BigInt(Number.MAX_SAFE_INTEGER)) reject('malformed', 'receipt received_at_ms out of range');
+  assertSignerCertificateShape(r.signerCertificate, 'receipt');
+}
+
+/** A reply's `signer_certificate` (§17.8), when present: a well-formed certificate of at most 4096 bytes encoded. */
+function assertSignerCertificateShape(cert: DeliveryReceipt['signerCertificate'], what: string): void {
+  if (cert === undefined) return;
+  let size: number;
+  try {
+    size = encodeCertificate(cert).length;
+  } catch {
+    return reject('malformed', `${what} signer_certificate is not a well-formed certificate`);
+  }
+  if (size > MAX_CERTIFICATE_BYTES) reject('malformed', `${what} signer_certificate exceeds ${MAX_CERTIFICATE_BYTES} bytes`);
 }
 
 /** The checks of the session-reject shape (§17.4): version, lengths, ids, time range. */
@@ -70,6 +83,7 @@ function assertSessionRejectShape(r: SessionReject): void {
   if (!isAgentId(r.senderId) || !isAgentId(r.recipientId)) reject('malformed', 'session reject agent ids are not valid');
   if (r.senderId === r.recipientId) reject('malformed', 'session reject sender and recipient are the same agent');
   if (r.rejectedAtMs < 0n || r.rejectedAtMs > BigInt(Number.MAX_SAFE_INTEGER)) reject('malformed', 'session reject rejected_at_ms out of range');
+  assertSignerCertificateShape(r.signerCertificate, 'session reject');
 }
 
 /**
@@ -240,16 +254,27 @@ export class Router {
     }
   }
 
-  /** The certificate of an offline recipient: its last one seen, if that still verifies now. */
+  /**
+   * The certificate of an offline recipient: its last one seen, if that still verifies now. A certificate revoked
+   * by its serial alone (the agent id is not) still routes (§17.8): an agent whose key was rotated (its old
+   * certificate superseded) or re-issued is offline until it connects with its new certificate, and what is sent
+   * to it meanwhile waits in the mailbox; an agent id revoked refuses, as one never seen.
+   */
   async #offline(agentId: string): Promise<VerifiedCertificate | undefined> {
     const ctx = this.#ctx;
     const now = ctx.clock();
+    const agentRevocations: RevocationChecker = {
+      check: (subject, nowMs) => {
+        const status = ctx.revocations.check(subject, nowMs);
+        return status.revoked && status.by === 'serial' ? { revoked: false } : status;
+      },
+    };
     let entry = this.#directory.get(agentId);
     if (entry === undefined || now - entry.atMs > DIRECTORY_CACHE_MS) {
       const certificate = await ctx.mailbox.lastCertificate(agentId);
       let cert: VerifiedCertificate | undefined;
       try {
-        cert = certificate === undefined ? undefined : verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: ctx.revocations });
+        cert = certificate === undefined ? undefined : verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: agentRevocations });
       } catch {
         cert = undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
       }
@@ -261,7 +286,7 @@ export class Router {
     const cert = entry.cert;
     if (cert === undefined || now >= cert.validUntilMs || now < cert.validFromMs) return undefined;
     try {
-      return ctx.revocations.check({ agentId, serial: cert.serial }, now).revoked ? undefined : cert;
+      return agentRevocations.check({ agentId, serial: cert.serial }, now).revoked ? undefined : cert;
     } catch {
       return undefined;
     }
@@ -442,6 +467,14 @@ export class Router {
     //    sender's next item waits for it (§10.3: one sender's items are checked in arrival order).
     if (this.#verifySignatures && digest !== undefined && !(await (early?.verified ?? verifyEnvelopeDigestWith(digest, sender.cert.identityPublicKey, this.#verify)))) {
       return refuse('bad_signature', 'envelope signature does not verify');
+    }
+    // A reply's signer_certificate (§17.8) is bytes no signature covers: relayed only when it is the certificate
+    // its signer authenticated this stream with (the addressee verifies it again, against its own trust).
+    if ((item.case === 'receipt' || item.case === 'sessionReject') && item.value.signerCertificate !== undefined) {
+      const attached = item.value.signerCertificate;
+      if (attached.agentId !== agent || toHex(attached.serial) !== toHex(sender.cert.serial)) {
+        return refuse('identity_mismatch', `${item.case} signer_certificate is not the certificate this stream authenticated`);
+      }
     }
     if (isReply) this.#consumeReply(item);
     // A resend of an envelope whose audit entry this instance wrote (or that it delivered, which it does only

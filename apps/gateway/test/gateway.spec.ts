@@ -133,6 +133,40 @@ describe('relaying a Parley session', () => {
     expect((await worker.conn.sendReceipt({ ...receipt, signature: new Uint8Array(64) })).status).toBe(DeliveryStatus.DELIVERED);
   });
 
+  it('a reply\'s signer_certificate (§17.8) is relayed only when it is the certificate its signer authenticated the stream with', async () => {
+    const planner = world.agent('planner-sc', { agentType: 'planner' });
+    const worker = world.agent('worker-sc', { agentType: 'worker' });
+    const other = world.agent('worker-sc2', { agentType: 'worker' });
+    const w = await rawAgent(worker);
+    const p = await rawAgent(planner);
+    for (let i = 1n; i <= 3n; i++) p.send({ case: 'envelope', value: signedEnvelope(planner, worker.agentId) }, i);
+    await waitFor(() => p.responses.filter((r) => r.kind.case === 'accepted').length === 3, 5_000, 'three accepted');
+    const hashes = [1n, 2n, 3n].map((id) => {
+      const a = p.responses.find((r) => r.kind.case === 'accepted' && r.kind.value.requestId === id);
+      return a?.kind.case === 'accepted' ? a.kind.value.itemHash : new Uint8Array(32);
+    });
+    const receipt = (messageHash: Uint8Array, certificate?: typeof worker.certificate) => {
+      const r = signReceipt(world.crypto, worker, { messageHash, senderId: planner.agentId, receivedAtMs: Date.now() });
+      if (certificate !== undefined) r.signerCertificate = certificate;
+      return r;
+    };
+    w.send({ case: 'receipt', value: receipt(hashes[0]!, other.certificate) }, 1n); // another agent's certificate
+    const stale = world.agent('worker-sc', { agentType: 'worker' }); // the same agent's other (here: newer) certificate
+    w.send({ case: 'receipt', value: receipt(hashes[1]!, stale.certificate) }, 2n);
+    w.send({ case: 'receipt', value: receipt(hashes[2]!, worker.certificate) }, 3n); // the stream's own
+    await waitFor(() => w.responses.filter((r) => r.kind.case === 'accepted' || r.kind.case === 'rejected').length === 3, 5_000, 'three verdicts');
+    const verdicts = w.responses.flatMap((r) => (r.kind.case === 'accepted' ? [['accepted', r.kind.value.requestId]] : r.kind.case === 'rejected' ? [[r.kind.value.code, r.kind.value.requestId]] : []));
+    expect(verdicts).toEqual([
+      ['identity_mismatch', 1n],
+      ['identity_mismatch', 2n],
+      ['accepted', 3n],
+    ]);
+    await waitFor(() => p.responses.some((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'receipt'), 5_000, 'the receipt relayed');
+    const relayed = p.responses.flatMap((r) => (r.kind.case === 'delivery' && r.kind.value.item.case === 'receipt' ? [r.kind.value.item.value] : []));
+    expect(relayed).toHaveLength(1);
+    expect(relayed[0]!.signerCertificate?.serial).toEqual(worker.certificate.serial);
+  });
+
   it('a quiet receipt carrying the ack of its delivery: no Accepted, the delivery released, the receipt relayed (§10.3)', async () => {
     const planner = world.agent('planner-q', { agentType: 'planner' });
     const worker = world.agent('worker-q', { agentType: 'worker' });

@@ -19,10 +19,10 @@
  * establishment and held envelopes), `durable-state.ts` (the journal), `registry-follow.ts` (the trust
  * bundle), `events.ts` (onEvent). The public types are in `agent-options.ts`.
  */
-import { createCrypto, fromBase64Url, fromHex, type ParleyCrypto } from '@parley/crypto-core';
+import { createCrypto, fromBase64Url, fromHex, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
-import type { Delivery, DeliveryReceipt, JsonValue, MessageType } from '@parley/proto';
+import type { AgentCertificate, Delivery, DeliveryReceipt, JsonValue, MessageType } from '@parley/proto';
 import { SessionManager, type FrameTransport, type SecurityEvent, type Session } from '@parley/session';
 import { Channel } from '@parley/async';
 import type { TrustBundleFollower, TrustBundleFollowerState } from '@parley/protocol';
@@ -75,6 +75,10 @@ export async function connect(options: ConnectOptions): Promise<Agent> {
 export class Agent {
   readonly #crypto: ParleyCrypto;
   readonly #options: ConnectOptions;
+  /** This agent's identity public key, base64url (the journal's `identity` record). */
+  readonly #identityKey: string;
+  /** Set when this run's identity key is not the one the state was written under: attached to receipts and SessionRejects (§17.8). */
+  #signerCertificate: AgentCertificate | undefined;
   readonly #lifecycle = new Lifecycle();
   readonly #events: AgentEvents;
   readonly #manager: SessionManager;
@@ -98,6 +102,7 @@ export class Agent {
   constructor(crypto: ParleyCrypto, options: ConnectOptions) {
     this.#crypto = crypto;
     this.#options = options;
+    this.#identityKey = toBase64Url(options.identity.certificate.identityPublicKey);
     this.#events = new AgentEvents(options.onEvent);
     const emit = this.#events.emit.bind(this.#events);
     const captured = this.#events.captured.bind(this.#events);
@@ -171,7 +176,7 @@ export class Agent {
       stop: (error) => this.#stop(error),
     });
     const durable = journal !== undefined;
-    this.#outbox = new Outbox({ crypto, options, manager, lifecycle, record, durable, emit, connection });
+    this.#outbox = new Outbox({ crypto, options, manager, lifecycle, record, durable, emit, connection, trustBundle: () => this.#trust });
     this.#inbox = new Inbox({
       crypto,
       options,
@@ -184,6 +189,7 @@ export class Agent {
       connection,
       deliver: (message) => this.#app.push(message),
       hold: (sessionIdHex, item) => this.#handshakes.hold(sessionIdHex, item),
+      signerCertificate: () => this.#signerCertificate,
     });
     this.#handshakes = new Handshakes({
       crypto,
@@ -195,6 +201,7 @@ export class Agent {
       emit,
       captured,
       openEnvelope: (item) => this.#inbox.onEnvelope(item.envelope, item.conn, item.deliveryId),
+      signerCertificate: () => this.#signerCertificate,
     });
   }
 
@@ -368,8 +375,14 @@ export class Agent {
   /** Replays the saved state (sessions with their replay marks, sends, unacknowledged messages), then compacts. */
   async #restore(): Promise<void> {
     const state = await this.#state.load();
-    if (state === undefined) return;
-    for (const [id, s] of state.sessions) {
+    if (state === undefined) return; // no store
+    // Started with another identity key than the state was written under: the key was rotated (§17.8). The
+    // sessions are not restored — the peers hold them under the old certificate, which no longer stands, and
+    // nothing sealed or signed with the new key would verify in them — and every receipt and SessionReject this
+    // agent signs carries its certificate, so that peers still in those sessions can verify them.
+    const rotated = state.identityKey !== undefined && state.identityKey !== this.#identityKey;
+    if (rotated) this.#signerCertificate = this.#options.identity.certificate;
+    for (const [id, s] of rotated ? [] : state.sessions) {
       let session: Session;
       try {
         session = this.#manager.restore(fromBase64Url(s.sealed), s.reservedUpTo);
@@ -386,7 +399,7 @@ export class Agent {
 
   /** The journal records of the live state: session snapshots and reservations, pending sends, messages and receipts. */
   #snapshot(): JournalRecord[] {
-    const records: JournalRecord[] = [];
+    const records: JournalRecord[] = [{ t: 'identity', key: this.#identityKey }];
     for (const session of this.#manager.sessions()) {
       records.push(this.#snapshots.take(session));
       const reserved = this.#manager.reservedUpTo(session);

@@ -6,7 +6,7 @@
  * snapshots: session-snapshots.ts).
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
-import type { HandshakeFrame } from '@parley/proto';
+import type { AgentCertificate, HandshakeFrame } from '@parley/proto';
 import type { LocalIdentity, Session, SessionManager, SessionManagerEvent } from '@parley/session';
 import type { AgentEvent } from './agent-options.js';
 import type { DurableState } from './durable-state.js';
@@ -30,6 +30,8 @@ export interface HandshakesDeps {
   readonly captured: (fn: () => void) => SessionManagerEvent[];
   /** Processes an envelope (the inbox), for the ones held until their handshake completed. */
   readonly openEnvelope: (item: DeliveredEnvelope) => void;
+  /** This agent's certificate, attached to its SessionRejects after a key rotation (§17.8). */
+  readonly signerCertificate?: () => AgentCertificate | undefined;
 }
 
 export class Handshakes {
@@ -76,7 +78,7 @@ export class Handshakes {
       const items = this.#held.get(event.sessionIdHex);
       this.#held.delete(event.sessionIdHex);
       for (const item of items ?? []) {
-        rejectSession(this.#deps.crypto, this.#deps.identity, item.envelope, item.conn, item.deliveryId);
+        rejectSession(this.#deps.crypto, this.#deps.identity, item.envelope, item.conn, item.deliveryId, this.#deps.signerCertificate?.());
       }
     }
     if (event.kind === 'established' && state.enabled) {

@@ -85,6 +85,8 @@ export interface InboxDeps {
   readonly hold: (sessionIdHex: string, item: DeliveredEnvelope) => boolean;
   /** Most receipts kept (tests); default {@link RECEIPT_STORE_SIZE}. */
   readonly receiptStoreSize?: number;
+  /** This agent's certificate, to attach to the receipts and SessionRejects it signs after a key rotation (§17.8). */
+  readonly signerCertificate?: () => AgentCertificate | undefined;
 }
 
 export class Inbox {
@@ -271,7 +273,7 @@ export class Inbox {
           ack();
           return;
         }
-        rejectSession(deps.crypto, deps.options.identity, envelope, conn, deliveryId);
+        rejectSession(deps.crypto, deps.options.identity, envelope, conn, deliveryId, deps.signerCertificate?.());
         return;
       }
       if (isSessionError(failure, 'revocation_stale')) {
@@ -366,6 +368,8 @@ export class Inbox {
     this.#deps.lifecycle.assertUsable();
     const m = entry.message;
     const receipt = signReceipt(this.#deps.crypto, this.#deps.options.identity, { messageHash: m.messageHash, senderId: m.from, receivedAtMs: m.receivedAtMs });
+    const certificate = this.#deps.signerCertificate?.();
+    if (certificate !== undefined) receipt.signerCertificate = certificate; // after a key rotation (§17.8)
     entry.acked = true;
     this.#unacked -= 1;
     if (this.#deps.durable) {
@@ -395,7 +399,7 @@ export class Inbox {
  * Answers an envelope this agent can never open with a signed SessionReject (§17.4), quiet and carrying
  * the ack of its delivery (§10.3); an envelope that cannot be answered is only acked.
  */
-export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint): void {
+export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, envelope: SecureMessage, conn: GatewayConnection, deliveryId: bigint, signerCertificate?: AgentCertificate): void {
   let reject: SessionReject | undefined;
   if (envelope.sessionId instanceof Uint8Array && envelope.sessionId.length === 16 && envelope.recipientId === identity.agentId) {
     try {
@@ -405,6 +409,7 @@ export function rejectSession(crypto: ParleyCrypto, identity: LocalIdentity, env
         senderId: envelope.senderId,
         rejectedAtMs: Date.now(),
       });
+      if (signerCertificate !== undefined) reject.signerCertificate = signerCertificate; // after a key rotation (§17.8)
     } catch {
       reject = undefined;
     }

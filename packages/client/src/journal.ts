@@ -80,7 +80,12 @@ export type JournalRecord =
     }
   | { readonly t: 'in_done'; readonly hash: string; readonly receipt: string; readonly at: number }
   /** A SignedTrustBundle protobuf, base64url, at trust bundle version `version` (not `v`: that is the record format's). */
-  | { readonly t: 'bundle'; readonly version: number; readonly doc: string };
+  | { readonly t: 'bundle'; readonly version: number; readonly doc: string }
+  /**
+   * The identity public key (base64url) the state was written under: an agent started with another key (its key
+   * was rotated, §17.8) does not restore the sessions, which its peers hold under the old certificate.
+   */
+  | { readonly t: 'identity'; readonly key: string };
 
 /** Seals and opens journal records, and keeps the store's order. */
 export class Journal {
@@ -199,11 +204,13 @@ export interface JournalState {
   readonly receipts: Map<string, { receipt: string; at: number }>;
   /** The newest trust bundle document recorded, if any. */
   bundle: { readonly version: number; readonly doc: string } | undefined;
+  /** The identity key the state was last written under (absent in older journals). */
+  identityKey: string | undefined;
 }
 
 /** Replays records into the state they describe (idempotent, order-respecting). */
 export function replay(records: readonly JournalRecord[]): JournalState {
-  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined };
+  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined, identityKey: undefined };
   /** The `ep` of each session's record kept so far: an older snapshot never replaces a newer one. */
   const positions = new Map<string, number>();
   const mark = (sid: string, n: number, hash: string): void => {
@@ -249,6 +256,10 @@ export function replay(records: readonly JournalRecord[]): JournalState {
       case 'bundle':
         if (typeof r.version !== 'number' || typeof r.doc !== 'string') throw new ClientError('state_corrupt', 'agent state: a malformed trust bundle record');
         if (state.bundle === undefined || r.version > state.bundle.version) state.bundle = { version: r.version, doc: r.doc };
+        break;
+      case 'identity':
+        if (typeof r.key !== 'string' || r.key === '') throw new ClientError('state_corrupt', 'agent state: a malformed identity record');
+        state.identityKey = r.key;
         break;
       default:
         throw new ClientError('state_corrupt', 'agent state record of an unknown type');

@@ -7,6 +7,7 @@
 import { fromBase64Url, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { DeliveryStatus, SecureMessageSchema, fromBinary, toBinary, type DeliveryReceipt, type JsonValue, type MessageType, type SecureMessage, type SessionReject } from '@parley/proto';
 import type { OutgoingMessage, Session, SessionManager } from '@parley/session';
+import { verifyCertificate, type TrustBundle } from '@parley/identity';
 import { verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
 import { maxAgeMs, resendBaseMs, type AgentEvent, type ConnectOptions, type ReceiptSecurityEvent, type SendOptions } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
@@ -89,6 +90,8 @@ export interface OutboxDeps {
   readonly emit: (event: AgentEvent) => void;
   /** The gateway stream right now, if any. */
   readonly connection: () => GatewayConnection | undefined;
+  /** The trust bundle peers' certificates must chain to now (the followed one, when the agent follows its registry). */
+  readonly trustBundle?: () => TrustBundle;
 }
 
 type Settlement = { outcome: 'delivered'; receipt: DeliveryReceipt } | { outcome: 'expired' | 'failed'; error: ClientError };
@@ -263,7 +266,7 @@ export class Outbox {
       reject('identity_mismatch', `receipt names ${receipt.recipientId} → ${receipt.senderId}, expected ${pending.to} → ${agentId}`);
       return;
     }
-    if (!verifyReceiptSignature(crypto, receipt, pending.peerKey)) {
+    if (!verifyReceiptSignature(crypto, receipt, pending.peerKey) && !this.#byNewerCertificate(pending, receipt.signerCertificate, (key) => verifyReceiptSignature(crypto, receipt, key))) {
       reject('bad_signature', "receipt signature does not verify with the recipient's certified key");
       return;
     }
@@ -283,7 +286,7 @@ export class Outbox {
       bad('identity_mismatch', 'session reject does not name this pending send');
       return;
     }
-    if (!verifySessionRejectSignature(crypto, r, pending.peerKey)) {
+    if (!verifySessionRejectSignature(crypto, r, pending.peerKey) && !this.#byNewerCertificate(pending, r.signerCertificate, (key) => verifySessionRejectSignature(crypto, r, key))) {
       bad('bad_signature', "session reject signature does not verify with the recipient's certified key");
       return;
     }
@@ -291,6 +294,29 @@ export class Outbox {
     // others of the session — one it took before the session ended (its receipt lost) resealed would be a second
     // message to its application. The others are resent as they are: a receipt, or each its own reject (§17.4).
     void this.#reseal(pending.to, pending.sessionIdHex, pending);
+  }
+
+  /**
+   * A reply signed by its signer's *current* certificate (§17.8): an agent that rotated its identity key signs
+   * with the new one, which the session (established with the old certificate) does not know. Accepted when the
+   * certificate it carries is for the same agent, chains to this agent's trust bundle now, is valid and not
+   * revoked (when this agent has revocation data), and its key verifies the signature: it proves no less than
+   * the session's certificate would (both are the registry's word for that agent id).
+   */
+  #byNewerCertificate(pending: OutboxEntry, attached: DeliveryReceipt['signerCertificate'], verify: (key: Uint8Array) => boolean): boolean {
+    if (attached === undefined || attached.agentId !== pending.to) return false;
+    const { crypto, options } = this.#deps;
+    try {
+      const cert = verifyCertificate(crypto, attached, {
+        trustBundle: this.#deps.trustBundle?.() ?? options.trustBundle,
+        nowMs: Date.now(),
+        expectedAgentId: pending.to,
+        ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
+      });
+      return verify(cert.identityPublicKey);
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -2,10 +2,11 @@
 // envelope of the same session until the recipient's copy of the session idles out must not make the recipient's
 // application take the first message twice. Review finding: every pending send of the session was resealed,
 // including one the recipient had already taken (its receipt dropped), so its application got it again, unflagged.
-import { toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type HandshakeFrame, type SecureMessage, type SessionReject } from '@parley/proto';
 import { SessionManager, type LocalIdentity } from '@parley/session';
+import { signReceipt } from '@parley/protocol';
 import { beforeAll, expect, it } from 'vitest';
 import type { AgentEvent, ConnectOptions, ReceivedMessage } from '../src/agent-options.js';
 import type { GatewayConnection } from '../src/connection.js';
@@ -147,6 +148,38 @@ it('an envelope of an unknown session no younger than a receipt the full store d
   inbox.onEnvelope(toBob.splice(0)[0]!, bobConn, 5n);
   expect(replies.map((r) => r.case)).toEqual(['receipt', 'sessionReject']);
   expect(handed.map((x) => (x.content as { m: string }).m)).toEqual(['A1', 'A2']);
+  m.a.close();
+  m.b.close();
+});
+
+it('a receipt or SessionReject signed under the recipient\'s rotated key verifies by the certificate it carries (same agent, trusted, valid), never by another agent\'s', async () => {
+  const world = await testWorld();
+  const alice2 = world.agent('alice');
+  const bob2 = world.agent('bob');
+  const bobRotated = world.agent('bob'); // the same agent id, a new key and certificate
+  const mallory = world.agent('mallory');
+  const m: { a?: SessionManager; b?: SessionManager } = {};
+  m.a = new SessionManager({ crypto: world.crypto, handshake: { identity: alice2, trustBundle: world.trustBundle, revocations: world.revocations }, transport: { sendFrame: (f: HandshakeFrame) => void m.b!.handleFrame(f).catch(() => undefined) } });
+  m.b = new SessionManager({ crypto: world.crypto, handshake: { identity: bob2, trustBundle: world.trustBundle, revocations: world.revocations }, transport: { sendFrame: (f: HandshakeFrame) => void m.a!.handleFrame(f).catch(() => undefined) } });
+  const toBob: SecureMessage[] = [];
+  const conn = { isOpen: true, sendEnvelope: (e: SecureMessage) => (toBob.push(e), Promise.resolve({ status: DeliveryStatus.DELIVERED })) } as unknown as GatewayConnection;
+  const events: AgentEvent[] = [];
+  const outbox = new Outbox({ crypto: world.crypto, options: { identity: alice2, trustBundle: world.trustBundle } as unknown as ConnectOptions, manager: m.a, lifecycle: new Lifecycle(), record: () => Promise.resolve(), durable: true, emit: (e) => void events.push(e), connection: () => conn });
+  const entry = await outbox.enqueue('bob', MessageType.STATUS_UPDATE, { m: 'x' }, {});
+  await new Promise((r) => setTimeout(r, 10));
+  const receiptBy = (signer: typeof bob2, cert?: typeof bob2.certificate) => {
+    const r = signReceipt(world.crypto, signer, { messageHash: fromHex(entry.hashHex), senderId: 'alice', receivedAtMs: Date.now() });
+    if (cert !== undefined) r.signerCertificate = cert;
+    return r;
+  };
+  const settled = () => events.filter((e) => e.kind === 'send_settled');
+  outbox.onReceipt(receiptBy(bobRotated)); // the new key, no certificate: the session's key does not verify it
+  outbox.onReceipt(receiptBy(bobRotated, mallory.certificate)); // another agent's certificate
+  outbox.onReceipt(receiptBy(mallory, mallory.certificate));
+  expect(settled()).toEqual([]);
+  expect(events.filter((e) => e.kind === 'security').map((e) => (e as { code: string }).code)).toEqual(['bad_signature', 'bad_signature', 'identity_mismatch']);
+  outbox.onReceipt(receiptBy(bobRotated, bobRotated.certificate)); // bob's current certificate: accepted
+  expect(settled().map((e) => (e as { outcome: string }).outcome)).toEqual(['delivered']);
   m.a.close();
   m.b.close();
 });

@@ -195,7 +195,7 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
       const agentId = subject.case === 'agentId' ? field(() => assertAgentId(subject.value, 'agent_id')) : undefined;
       const serial = subject.case === 'serial' ? requireBytes(subject.value, 16, 'serial') : undefined;
       const caller = await c.auth.authorise(ctx, 'write');
-      // The operator signed the subject; this header only lets an unknown one through (a restore, §7.3 of OPERATIONS.md).
+      // The operator signed the subject; this header only lets an unknown one through (a restore: OPERATIONS.md, "Restoring an older revocation list").
       const unknownOk = ctx.metadata.get(REVOKE_UNKNOWN_METADATA_KEY).some((v) => String(v) === '1');
       const request = { reason: req.reason, reasonText: req.reasonText, revokedAtMs, operatorKeyId: caller?.keyId ?? null, nowMs, unknownOk };
       const entry = agentId !== undefined ? await store.revokeAgent(agentId, request) : await store.revokeSerial(serial!, request);

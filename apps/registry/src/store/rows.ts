@@ -103,7 +103,7 @@ export interface RevocationRequest {
   readonly nowMs: number;
   /**
    * Revoke a subject this registry does not know too (an agent or a certificate made after the backup it
-   * was restored from: docs/OPERATIONS.md §7.3); the entry only adds to the list.
+   * was restored from: docs/OPERATIONS.md, "Restoring an older revocation list"); the entry only adds to the list.
    */
   readonly unknownOk?: boolean;
 }

@@ -99,20 +99,22 @@ class Delivery(_message.Message):
     def __init__(self, delivery_id: _Optional[int] = ..., accepted_at_ms: _Optional[int] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ...) -> None: ...
 
 class DeliveryReceipt(_message.Message):
-    __slots__ = ["message_hash", "received_at_ms", "recipient_id", "sender_id", "signature", "version"]
+    __slots__ = ["message_hash", "received_at_ms", "recipient_id", "sender_id", "signature", "signer_certificate", "version"]
     MESSAGE_HASH_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     message_hash: bytes
     received_at_ms: int
     recipient_id: str
     sender_id: str
     signature: bytes
+    signer_certificate: _identity_pb2.AgentCertificate
     version: int
-    def __init__(self, version: _Optional[int] = ..., message_hash: _Optional[bytes] = ..., sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., received_at_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., message_hash: _Optional[bytes] = ..., sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., received_at_ms: _Optional[int] = ..., signature: _Optional[bytes] = ..., signer_certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
 
 class GoAway(_message.Message):
     __slots__ = ["code", "message"]
@@ -189,13 +191,14 @@ class SendResponse(_message.Message):
     def __init__(self, item_hash: _Optional[bytes] = ..., status: _Optional[_Union[DeliveryStatus, str]] = ...) -> None: ...
 
 class SessionReject(_message.Message):
-    __slots__ = ["message_hash", "recipient_id", "rejected_at_ms", "sender_id", "session_id", "signature", "version"]
+    __slots__ = ["message_hash", "recipient_id", "rejected_at_ms", "sender_id", "session_id", "signature", "signer_certificate", "version"]
     MESSAGE_HASH_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REJECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     message_hash: bytes
     recipient_id: str
@@ -203,8 +206,9 @@ class SessionReject(_message.Message):
     sender_id: str
     session_id: bytes
     signature: bytes
+    signer_certificate: _identity_pb2.AgentCertificate
     version: int
-    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., message_hash: _Optional[bytes] = ..., sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., rejected_at_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., message_hash: _Optional[bytes] = ..., sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., rejected_at_ms: _Optional[int] = ..., signature: _Optional[bytes] = ..., signer_certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ["agent_id", "mailbox_depth", "max_frame_bytes", "outbound_acks"]
