@@ -61,6 +61,9 @@ export interface GatewayConnectionOptions {
   readonly keepaliveMs?: number;
 }
 
+/** How long `close` waits for the gateway to end the call before cancelling it. */
+const CLOSE_GRACE_MS = 2_000;
+
 /** Most delivery ids in one Ack frame (the gateway takes up to 1 + 1024, §10.3). */
 const MAX_ACK_IDS = 1024;
 
@@ -94,6 +97,8 @@ export class GatewayConnection {
   /** Resolves when the stream ends: with the GoAway the gateway sent, if any. */
   readonly closed: Promise<GoAway | RpcError | undefined>;
   readonly #client: Client<typeof AgentGatewayService>;
+  /** Cancels the call: `close` half-closes it, and cancels it if the gateway has not ended it within {@link CLOSE_GRACE_MS}. */
+  readonly #cancel: AbortController;
   readonly #requests: Channel<ConnectRequestInit>;
   readonly #deliveries = new Channel<Delivery>();
   readonly #pending = new Map<bigint, Pending>();
@@ -116,7 +121,9 @@ export class GatewayConnection {
     gatewayId: string,
     onDelivery: GatewayConnectionOptions['onDelivery'],
     manualAck: boolean,
+    cancel: AbortController,
   ) {
+    this.#cancel = cancel;
     this.#client = client;
     this.#requests = requests;
     this.welcome = welcome;
@@ -134,7 +141,8 @@ export class GatewayConnection {
     const { crypto, identity } = options;
     const client = createClient(AgentGatewayService, options.address, options.credentials ?? grpcCredentials.createInsecure(), { channelOptions: gatewayChannelOptions(options.keepaliveMs) });
     const requests = new Channel<ConnectRequestInit>();
-    const responses = client.connect(requests)[Symbol.asyncIterator]();
+    const cancel = new AbortController();
+    const responses = client.connect(requests, { signal: cancel.signal })[Symbol.asyncIterator]();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new RpcError('deadline_exceeded', 'gateway authentication timed out')), options.timeoutMs ?? 10_000);
@@ -159,7 +167,7 @@ export class GatewayConnection {
       const welcome = await next('welcome');
       if (welcome.case !== 'welcome') throw new RpcError('malformed', 'expected welcome');
       if (welcome.value.agentId !== identity.agentId) throw new RpcError('identity_mismatch', `gateway welcomed '${welcome.value.agentId}', not this agent`);
-      return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery, options.manualAck === true);
+      return new GatewayConnection(client, requests, responses, welcome.value, gatewayId, options.onDelivery, options.manualAck === true, cancel);
     } catch (error) {
       requests.end();
       void responses.return?.();
@@ -252,11 +260,19 @@ export class GatewayConnection {
     return this.#deliveries;
   }
 
-  /** Half-closes the stream and the channel (after the acks of this turn). */
+  /**
+   * Half-closes the stream and the channel (after the acks of this turn). A gateway ends its side then; one that
+   * does not (broken, or hostile) has the call cancelled after {@link CLOSE_GRACE_MS}, so that nothing keeps the
+   * stream — or the process — alive.
+   */
   close(): void {
     this.#flushAcks();
     this.#requests.end();
     this.#client.close();
+    if (this.#ended !== undefined) return;
+    const timer = setTimeout(() => this.#cancel.abort(), CLOSE_GRACE_MS);
+    timer.unref();
+    void this.closed.finally(() => clearTimeout(timer));
   }
 
   #send(item: RelayItem): Promise<Accepted> {

@@ -7,7 +7,7 @@ import { AgentGatewayService, create, SecureMessageSchema, type ConnectRequest, 
 import { addService, type ServerDuplex } from '@parley/rpc';
 import { SessionManager } from '@parley/session';
 import { afterEach, beforeAll, expect, it } from 'vitest';
-import { connect, type Agent } from '../src/index.js';
+import { GatewayConnection, connect, type Agent } from '../src/index.js';
 import { testWorld, type TestWorld } from './world.js';
 
 type Push = (r: MessageInitShape<typeof ConnectResponseSchema>) => void;
@@ -101,3 +101,31 @@ it('deliveries waiting behind one being handled are bounded in bytes: beyond 64 
   await agent(gw.address, bob, 60_000); // the frame's answer would hold them a minute
   await expect.poll(() => gw.streams(), { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
 });
+
+it('close() cancels the call when the gateway does not end it after the half-close (nothing keeps the stream or the process alive)', async () => {
+  // Review finding: against a gateway that ignores the half-close, close() left the Connect call open for good.
+  const bob = world.agent('bob');
+  const server = new Server();
+  addService(server, AgentGatewayService, {
+    connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
+      call.listen({
+        message(request: ConnectRequest) {
+          if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
+          else if (request.kind.case === 'auth') call.push({ kind: { case: 'welcome', value: { agentId: 'bob' } } });
+        },
+        end: () => undefined, // the half-close is ignored: the call stays open from this side
+        error: () => undefined,
+        finished: () => undefined,
+      });
+    },
+    send() {
+      throw new Error('not used');
+    },
+  } as never);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+  cleanup.push(() => server.forceShutdown());
+  const conn = await GatewayConnection.open({ address: `127.0.0.1:${port}`, crypto: world.crypto, identity: bob, expectedGatewayId: 'gw-1' });
+  conn.close();
+  await conn.closed; // the call ends (cancelled after the grace) — before: never (the test timed out)
+  expect(conn.isOpen).toBe(false);
+}, 15_000);
