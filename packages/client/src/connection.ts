@@ -61,6 +61,9 @@ export interface GatewayConnectionOptions {
   readonly keepaliveMs?: number;
 }
 
+/** Most items sent on one stream and not answered yet: above the outbox's pending sends (10 000) and their replies. */
+export const MAX_UNANSWERED = 16_384;
+
 /** How long `close` waits for the gateway to end the call before cancelling it. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -277,6 +280,12 @@ export class GatewayConnection {
 
   #send(item: RelayItem): Promise<Accepted> {
     if (this.#ended !== undefined) return Promise.reject(this.#ended);
+    if (this.#pending.size >= MAX_UNANSWERED) {
+      // The gateway answers every item (Accepted or Rejected); this many without an answer is a gateway that
+      // stopped answering: the stream is cancelled (every waiting item fails and is sent again on the next one).
+      this.#cancel.abort();
+      return Promise.reject(new RpcError('unavailable', `the gateway left ${MAX_UNANSWERED} items unanswered: reconnecting`));
+    }
     const requestId = this.#nextRequestId++;
     return new Promise<Accepted>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject });
