@@ -24,6 +24,14 @@ Recipient side
     most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject, unless it
     may have been taken here and its receipt dropped from a full receipt store (§17.4: then it is acked without
     one). The peer's certificate is checked against revocation data at every message.
+
+Identity key rotation (§17.8)
+    The state records the identity key it was written under. An agent started under another key (its
+    key was rotated) restores no sessions — its peers hold them under the old certificate — but its
+    inbox, outbox and receipts, and attaches its certificate to every receipt and SessionReject it
+    signs. A receipt or SessionReject that does not verify under the key of the session a send was
+    sealed in is accepted with the certificate it carries when that is the recipient's, trusted, valid,
+    not revoked, and its key verifies it.
 """
 
 from __future__ import annotations
@@ -51,13 +59,13 @@ from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, Ses
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
-from .identity import RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
+from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
 from .memory import MemoryClient
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
 from .replay import MessageHashCache, ReplayWindow
 from .session import CLOSING_CODES, DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
-from .state import DirectoryStateStore, MemoryStateStore, derive_state_key
+from .state import IDENTITY_RECORD, DirectoryStateStore, MemoryStateStore, derive_state_key
 from .types import Backoff, Event, EventKind, MessageType, Receipt
 
 _log = logging.getLogger("parley")
@@ -487,6 +495,9 @@ class Agent:
         self._state_dir = state_dir
         self._state_key = state_key
         self._store: DirectoryStateStore | MemoryStateStore | None = None
+        #: This agent's certificate when this run's identity key is not the one the state was written under (its
+        #: key was rotated, §17.8): attached to every receipt and SessionReject it signs. None otherwise.
+        self._signer_certificate: Any | None = None
         self._io = asyncio.Lock()
         self._cache = MessageHashCache()
         self._config = HandshakeConfig(identity=identity, trust_bundle=trust_bundle, revocations=revocations, rekey_threshold=rekey_threshold, skew=skew, cache=self._cache)
@@ -748,7 +759,16 @@ class Agent:
                 self._store = await asyncio.to_thread(DirectoryStateStore, self._state_dir, key)
             finally:
                 crypto.wipe(key)
-        await self._load_state()
+        try:
+            await self._load_state()
+        except StateError as error:
+            if error.code != "state_corrupt" or self._state_dir is None or self._state_key is not None:
+                raise
+            hint = (
+                "; the state key is derived from the identity key: if that key was rotated, pass the previous one's as "
+                "state_key= (parley.state.derive_state_key(previous key's seed))"
+            )
+            raise StateError("state_corrupt", error.detail + hint) from error
         self._main_tasks = [
             asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
             asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
@@ -760,8 +780,28 @@ class Agent:
     async def _load_state(self) -> None:
         assert self._store is not None
         store = self._store
-        sessions, outbox, inbox, receipts = await asyncio.to_thread(lambda: (store.load("sessions"), store.load("outbox"), store.load("inbox"), store.load("receipts")))
+        sessions, outbox, inbox, receipts, identity = await asyncio.to_thread(
+            lambda: (store.load("sessions"), store.load("outbox"), store.load("inbox"), store.load("receipts"), store.load("identity"))
+        )
         now = now_ms()
+        key = self.identity.signing_key.public_key.hex()
+        recorded = identity.get(IDENTITY_RECORD)
+        if recorded is not None and (not isinstance(recorded.get("key"), str) or len(recorded["key"]) != 64):
+            raise StateError("state_corrupt", "the identity record does not parse")
+        if recorded is not None and recorded["key"] != key:
+            # Started under another identity key than the state was written under: the key was rotated (§17.8). The
+            # sessions are not restored — the peers hold them under the old certificate, and nothing sealed or signed
+            # with the new key would verify in them — and every receipt and SessionReject this agent signs carries its
+            # certificate, so that peers still holding those sessions can verify them.
+            self._signer_certificate = self.identity.certificate
+            for name in sessions:
+                self._emit("session_closed", session_id=name, reason="not restored: the identity key was rotated")
+                await self._delete("sessions", name, strict=True)  # none may be restored at the next start either
+            sessions = {}
+        if recorded is None or recorded["key"] != key:
+            # After the sessions' records are gone: a crash before this write finds the rotation again. A state written
+            # before this record existed cannot tell a rotation; it is recorded from now on.
+            await self._put("identity", IDENTITY_RECORD, {"v": RECORD_VERSION, "key": key})
         for name, r in sessions.items():
             try:
                 restored = self._session_from_record(r, now)
@@ -881,7 +921,8 @@ class Agent:
                 self._emit("state_error", code=error.code, detail=error.detail)
                 raise
 
-    async def _delete(self, kind: str, name: str) -> None:
+    async def _delete(self, kind: str, name: str, *, strict: bool = False) -> None:
+        """Deletes a record; a failure is a ``state_error`` event, and raised too when ``strict``."""
         assert self._store is not None
         store = self._store
         async with self._io:
@@ -889,6 +930,8 @@ class Agent:
                 await asyncio.to_thread(store.delete, kind, name)
             except StateError as error:
                 self._emit("state_error", code=error.code, detail=error.detail)
+                if strict:
+                    raise
 
     def _restore_reserved(self, session: Session, previous: int) -> None:
         """Puts back a reservation mark that was not written (only for a session still held: no entry outlives it)."""
@@ -1337,7 +1380,7 @@ class Agent:
         if r.sender_id != self.agent_id or r.recipient_id != entry.to:
             self._security("receipt", "identity_mismatch", r.recipient_id, entry.session_id, "receipt names other agents")
             return
-        if not verify_receipt_signature(r, entry.peer_key):
+        if not verify_receipt_signature(r, entry.peer_key) and not self._by_newer_certificate(entry, r, verify_receipt_signature):
             self._security("receipt", "bad_signature", r.recipient_id, entry.session_id, "receipt signature does not verify with the recipient's certified key")
             return
         self._spawn(self._settle(entry, receipt=Receipt.from_proto(r)))
@@ -1348,7 +1391,7 @@ class Agent:
         if entry is None or r.sender_id != self.agent_id or r.recipient_id != entry.to or bytes(r.session_id) != entry.session_id:
             self._emit("duplicate", item="session_reject", peer=r.recipient_id, detail="reject for no pending message")
             return
-        if not verify_session_reject_signature(r, entry.peer_key):
+        if not verify_session_reject_signature(r, entry.peer_key) and not self._by_newer_certificate(entry, r, verify_session_reject_signature):
             self._security("session_reject", "bad_signature", r.recipient_id, entry.session_id, "session reject signature does not verify")
             return
         sid = entry.session_id
@@ -1364,6 +1407,24 @@ class Agent:
             return
         entry.resealing = True
         self._spawn(self._reseal([entry]))
+
+    def _by_newer_certificate(self, entry: _OutboxEntry, reply: Any, verify: Callable[[Any, bytes], bool]) -> bool:
+        """Whether a receipt or SessionReject is signed under its signer's *current* certificate, which it carries
+        (§17.8): an agent that rotated its identity key signs with the new one, which the session the send was sealed
+        in (established under the old certificate) does not know. Accepted when that certificate is for the agent the
+        send went to, chains to this agent's trust bundle now, is valid, not revoked (when this agent has revocation
+        data) and its key verifies the signature: it is the registry's word for that agent id, as the session's is.
+        """
+        if not reply.HasField("signer_certificate"):
+            return False
+        cert = reply.signer_certificate
+        if cert.agent_id != entry.to or cert.ByteSize() > MAX_CERTIFICATE_BYTES:
+            return False
+        try:
+            verified = verify_certificate(cert, self._trust, now_ms(), expected_agent_id=entry.to, revocations=self._revocations)
+        except ParleyError:
+            return False
+        return verify(reply, verified.identity_public_key)
 
     async def _reseal(self, entries: list[_OutboxEntry]) -> None:
         """§17 sender 4: the pending message a verified SessionReject names is resealed in a new session and sent again."""
@@ -1476,7 +1537,8 @@ class Agent:
         if current is None or not current.is_open:
             self._gateway_ack(conn, delivery_id)
             return
-        self._reply("session_reject", sign_session_reject(self.identity, envelope, now_ms()), "session reject", conn, delivery_id)
+        reject = sign_session_reject(self.identity, envelope, now_ms(), signer_certificate=self._signer_certificate)  # §17.8
+        self._reply("session_reject", reject, "session reject", conn, delivery_id)
 
     def _defer(self, delivered: _Delivered, why: str, delay: float = 0.0) -> None:
         """Leaves a delivery unacknowledged and tries it again later (§17.3 items 4 and 6).
@@ -1663,7 +1725,13 @@ class Agent:
             return entry.acked
         if self._closed:
             raise DeliveryError("cancelled", "agent closed: the message stays in the inbox and is handed over again after a restart")
-        proto = sign_receipt(self.identity, message_hash=entry.message_hash, sender_id=entry.envelope.sender_id, received_at_ms=entry.received_at_ms)
+        proto = sign_receipt(
+            self.identity,
+            message_hash=entry.message_hash,
+            sender_id=entry.envelope.sender_id,
+            received_at_ms=entry.received_at_ms,
+            signer_certificate=self._signer_certificate,  # after a key rotation (§17.8); kept in the record, sent again with it
+        )
         record = {
             "v": RECORD_VERSION,
             "hash": entry.message_hash.hex(),

@@ -11,7 +11,9 @@ authentication, unary Send, and the item digests of §10.4.
     gateway send   str("parley/v1/gateway-send") str(gateway_id) i64(timestamp_ms) fixed16(nonce) fixed32(item_digest)
 
 A receipt or a session reject is signed by the envelope's RECIPIENT and routed
-to the envelope's SENDER; its item digest is BLAKE3 of its layout.
+to the envelope's SENDER; its item digest is BLAKE3 of its layout. Its optional
+``signer_certificate`` (the signer's certificate after a key rotation, §17.8) is in
+neither: a certificate authenticates itself.
 """
 
 from __future__ import annotations
@@ -61,15 +63,22 @@ def session_reject_layout(r: Any) -> bytes:
     )
 
 
-def sign_receipt(identity: LocalIdentity, *, message_hash: bytes, sender_id: str, received_at_ms: int) -> Any:
-    """A DeliveryReceipt for an envelope this agent opened (and its application acknowledged)."""
+def sign_receipt(identity: LocalIdentity, *, message_hash: bytes, sender_id: str, received_at_ms: int, signer_certificate: Any | None = None) -> Any:
+    """A DeliveryReceipt for an envelope this agent opened (and its application acknowledged).
+
+    ``signer_certificate``: this agent's current certificate, attached (not signed) after a rotation of its
+    identity key, so that a peer holding the session under the old certificate can verify the receipt (§17.8).
+    """
     r = DeliveryReceipt(version=VERSION, message_hash=message_hash, sender_id=sender_id, recipient_id=identity.agent_id, received_at_ms=received_at_ms)
     r.signature = identity.signing_key.sign(receipt_layout(r))
+    if signer_certificate is not None:
+        r.signer_certificate.CopyFrom(signer_certificate)
     return r
 
 
-def sign_session_reject(identity: LocalIdentity, envelope: Any, rejected_at_ms: int) -> Any:
-    """A SessionReject for an envelope whose session this agent does not hold and is not establishing."""
+def sign_session_reject(identity: LocalIdentity, envelope: Any, rejected_at_ms: int, *, signer_certificate: Any | None = None) -> Any:
+    """A SessionReject for an envelope whose session this agent does not hold and is not establishing;
+    ``signer_certificate`` as for :func:`sign_receipt` (§17.8)."""
     r = SessionReject(
         version=VERSION,
         session_id=bytes(envelope.session_id),
@@ -79,6 +88,8 @@ def sign_session_reject(identity: LocalIdentity, envelope: Any, rejected_at_ms: 
         rejected_at_ms=rejected_at_ms,
     )
     r.signature = identity.signing_key.sign(session_reject_layout(r))
+    if signer_certificate is not None:
+        r.signer_certificate.CopyFrom(signer_certificate)
     return r
 
 

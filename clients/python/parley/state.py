@@ -1,5 +1,6 @@
 """The agent's durable state (delivery contract, docs/PROTOCOL.md §17): sessions with their
-reserved send counters, the outbox, the inbox and the receipt store.
+reserved send counters, the outbox, the inbox, the receipt store, and the identity key the
+state was written under (§17.8).
 
 One directory per agent, one sealed file per record::
 
@@ -8,6 +9,11 @@ One directory per agent, one sealed file per record::
     state_dir/outbox/<entry>.rec    a sent envelope and its payload, until a verified receipt or expiry
     state_dir/inbox/<hash>.rec      an opened envelope and its payload, until the application acks it
     state_dir/receipts/<hash>.rec   a receipt this agent signed, re-sent when the envelope comes again
+    state_dir/identity/0000000000000000.rec
+                                    the identity public key the state was written under: an agent started
+                                    with another one (its key was rotated) restores no sessions (§17.8).
+                                    Absent in a directory written before it was kept (then recorded at the
+                                    next start; a rotation is not detected that once)
 
 Each file is ``b"PPY1" ‖ nonce(24) ‖ XChaCha20-Poly1305(state_key, nonce, ad, JSON)`` with
 ``ad = str("parley/python/state-record") ‖ str(kind) ‖ str(name)``, so a record
@@ -45,7 +51,9 @@ from . import crypto
 from .errors import StateError
 from .layout import Layout
 
-KINDS: Final = ("sessions", "outbox", "inbox", "receipts")
+KINDS: Final = ("sessions", "outbox", "inbox", "receipts", "identity")
+#: The one record of kind ``identity`` (replaced in place: a write is atomic).
+IDENTITY_RECORD: Final = "0" * 16
 _MAGIC: Final = b"PPY1"
 _NONCE_BYTES: Final = 24
 _NAME_RE: Final = re.compile(r"[0-9a-f]{16,64}")

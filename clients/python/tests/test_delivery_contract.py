@@ -7,20 +7,23 @@ delivers alice's envelopes, receipts, SessionRejects and handshake frames, and e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import parley.agent
+from parley import crypto
 from parley.agent import Agent, Message
 from parley.envelope import encode_payload, message_hash
 from parley.errors import GatewayError, IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
+from parley.identity import StaticRevocations
 from parley.relay import sign_receipt, sign_session_reject
-from parley.session import DEFAULT_SKEW, Session, SkewLimits, now_ms
-from parley.state import DirectoryStateStore, MemoryStateStore
+from parley.session import DEFAULT_SKEW, LocalIdentity, Session, SkewLimits, now_ms
+from parley.state import DirectoryStateStore, MemoryStateStore, derive_state_key
 from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
@@ -1021,3 +1024,252 @@ def test_a_session_whose_issuer_leaves_the_agents_trust_bundle_is_closed_at_the_
     assert session.closed and records == []
     assert [e.fields["code"] for e in events if e.kind == "security"] == ["unknown_issuer", "unknown_session"]
     assert [e.fields["reason"] for e in events if e.kind == "session_closed"] == ["peer unknown_issuer"]
+
+
+# §17.8: identity key rotation. A receipt or SessionReject signed under the recipient's new key is accepted with the
+# certificate it carries (same agent, trusted, valid, not revoked); an agent restarted under another key than its state
+# was written under restores no sessions and attaches its certificate to what it signs.
+
+
+def with_certificate(item: Any, certificate: Any) -> Any:
+    """``item`` (a receipt or SessionReject) carrying ``certificate`` (not signed: any copy can carry one)."""
+    item.signer_certificate.CopyFrom(certificate)
+    return item
+
+
+def signed_as(agent_id: str, identity: LocalIdentity) -> LocalIdentity:
+    """An identity that signs as ``agent_id`` with another identity's key (its certificate names its own id)."""
+    return LocalIdentity(agent_id, identity.signing_key, identity.certificate)
+
+
+def test_a_receipt_signed_under_the_recipients_new_key_settles_the_send_only_with_its_new_certificate(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)  # bob's agent; alice's session was made with her old certificate
+    rotated = world.identity("alice")  # alice's new key and certificate: same agent id, same issuer
+    mallory = world.identity("mallory")
+    stranger = world.identity("alice", issuer=crypto.SigningKey.generate())  # an issuer bob does not trust
+    revoked = world.identity("alice")
+
+    async def scenario() -> tuple[list[bool], Any]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        digest = message_hash(sent(call, "envelope")[0].envelope)
+
+        def receipt(signer: Any, certificate: Any | None) -> Any:
+            r = sign_receipt(signer, message_hash=digest, sender_id="bob", received_at_ms=now_ms())
+            return r if certificate is None else with_certificate(r, certificate)
+
+        refused = [
+            receipt(rotated, None),  # the new key, no certificate
+            receipt(signed_as("alice", mallory), mallory.certificate),  # another agent's, whose key signed it
+            receipt(stranger, stranger.certificate),  # alice's id, an issuer bob does not trust
+            receipt(revoked, revoked.certificate),  # revoked (bob's revocation data says so)
+            receipt(rotated, world.identity("alice").certificate),  # a genuine certificate whose key did not sign it
+        ]
+        agent._revocations = StaticRevocations(serials=[bytes(revoked.certificate.serial)])
+        settled: list[bool] = []
+        for i, r in enumerate(refused):
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=i + 1, receipt=r))
+            await wait_for(lambda: len([e for e in events if e.kind == "security"]) == i + 1)
+            await asyncio.sleep(0.05)
+            settled.append(sending.done())
+        good = receipt(rotated, rotated.certificate)
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=9, receipt=good))
+        result = await asyncio.wait_for(sending, 3)
+        await agent.close()
+        return settled, result
+
+    settled, result = run(scenario)
+    assert settled == [False] * 5
+    assert [(e.fields["stage"], e.fields["code"]) for e in events if e.kind == "security"] == [("receipt", "bad_signature")] * 5
+    assert result.recipient_id == "alice" and result.verify(rotated.signing_key.public_key)
+    assert [e.fields["code"] for e in events if e.kind == "send_settled"] == ["ok"]
+
+
+def test_a_session_reject_signed_under_the_recipients_new_key_reseals_only_with_its_new_certificate(world: World) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    rotated, mallory = world.identity("alice"), world.identity("mallory")
+
+    async def scenario() -> tuple[int, int]:
+        call, _ = attach(agent)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(call, "envelope")) == 1)
+        envelope = sent(call, "envelope")[0].envelope
+        for i, r in enumerate([
+            sign_session_reject(rotated, envelope, now_ms()),
+            with_certificate(sign_session_reject(signed_as("alice", mallory), envelope, now_ms()), mallory.certificate),
+        ]):
+            call.play(delivery=gateway_pb2.Delivery(delivery_id=i + 1, session_reject=r))
+            await wait_for(lambda: len([e for e in events if e.kind == "security"]) == i + 1)
+        await asyncio.sleep(0.1)
+        handshakes_before = len(sent(call, "handshake"))
+        call.play(delivery=gateway_pb2.Delivery(delivery_id=3, session_reject=with_certificate(sign_session_reject(rotated, envelope, now_ms()), rotated.certificate)))
+        await wait_for(lambda: len(sent(call, "handshake")) == 1)  # the reseal's handshake: a new session
+        sending.cancel()
+        await agent.close()
+        return handshakes_before, len([e for e in events if e.kind == "session_rejected"])
+
+    handshakes_before, rejected = run(scenario)
+    assert handshakes_before == 0 and rejected == 1
+    assert [(e.fields["stage"], e.fields["code"]) for e in events if e.kind == "security"] == [("session_reject", "bad_signature")] * 2
+
+
+def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_peer_goes_on(world: World, tmp_path: Path) -> None:
+    # Operator review finding (HIGH), the TypeScript SDK's: after `agent rotate`, the agent came back with its old
+    # sessions and signed receipts with the new key, which its peer checked against the old certificate
+    # (bad_signature, resent until expiry).
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    b2_events: list[Event] = []
+    alice_id, bob_id = world.identity("alice"), world.identity("bob")
+    bob_new = world.identity("bob")  # `agent rotate`: a new key and certificate for the same agent id, same issuer
+    sa, sb = world.sessions(world.config(alice_id), world.config(bob_id))
+    alice, bob = memory_agent(alice_id, world.trust, a_events), memory_agent(bob_id, world.trust, b_events)
+    alice._store = MemoryStateStore()
+    alice._register(sa, announce=False)
+    bob._store = DirectoryStateStore(tmp_path / "bob", bytes(range(32)))
+    gw = Relay()
+
+    async def scenario() -> tuple[list[Session], list[Message], list[Any], list[Message]]:
+        await bob._load_state()  # bob's first start: an empty state, which records his key
+        bob._register(sb, announce=False)
+        await bob._save_session(sb)
+        a_call, b_call = GatewayCall(), GatewayCall()
+        for agent, call in ((alice, a_call), (bob, b_call)):
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        tasks = start_loops(bob)
+        handed: list[Message] = []
+        tasks.append(asyncio.ensure_future(collect(bob, handed)))
+
+        # 1. Bob takes M2 from Alice and does not ack it. His key is rotated: the gateway sends him away, he stops.
+        send2 = asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": "M2"}, timeout=25))
+        e2 = await gw.next(a_call, "envelope")
+        gw.deliver(b_call, envelope=e2)
+        await wait_for(lambda: len(handed) == 1)
+        for t in tasks:
+            t.cancel()
+        await bob.close()
+        # 2. Meanwhile Alice sends M3 in the session she holds (the gateway stores it for Bob).
+        send3 = asyncio.ensure_future(alice.send("bob", MessageType.STATUS_UPDATE, {"m": "M3"}, timeout=25))
+        e3 = await gw.next(a_call, "envelope")
+        assert bytes(e3.session_id) == bytes(e2.session_id) == sa.id
+
+        # 3. Bob restarts under his new key, from the same state: no session restored; M2 handed over again.
+        bob2 = memory_agent(bob_new, world.trust, b2_events)
+        bob2._store = DirectoryStateStore(tmp_path / "bob", bytes(range(32)))
+        await bob2._load_state()
+        restored = bob2.sessions()
+        b2_call = GatewayCall()
+        bob2._attach(GatewayConnection(FakeChannel(), b2_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        tasks = start_loops(bob2)
+        handed2: list[Message] = []
+        tasks.append(asyncio.ensure_future(collect(bob2, handed2)))
+        await wait_for(lambda: len(handed2) == 1)
+        gw.deliver(b2_call, envelope=e2)  # the gateway's redelivery of M2: the inbox holds it, not handed over twice
+        await asyncio.sleep(0.1)
+        # 4. Bob acks M2: its receipt, signed with the new key, carries the new certificate and settles Alice's send.
+        await handed2[0].ack()
+        receipt2 = await gw.next(b2_call, "receipt")
+        gw.deliver(a_call, receipt=receipt2)
+        await wait_for(lambda: send2.done())
+        assert (await send2).message_hash == message_hash(e2)
+        # 5. M3 (of the old session) gets a SessionReject carrying the certificate; Alice reseals it in a new session
+        # that Bob opens, established with his new certificate.
+        gw.deliver(b2_call, envelope=e3)
+        reject3 = await gw.next(b2_call, "session_reject")
+        gw.deliver(a_call, session_reject=reject3)
+        gw.deliver(b2_call, handshake=await gw.next(a_call, "handshake"))
+        gw.deliver(a_call, handshake=await gw.next(b2_call, "handshake"))
+        gw.deliver(b2_call, handshake=await gw.next(a_call, "handshake"))
+        resealed = await gw.next(a_call, "envelope")
+        assert bytes(resealed.session_id) != sa.id
+        gw.deliver(b2_call, envelope=resealed)
+        await wait_for(lambda: len(handed2) == 2)
+        await handed2[1].ack()
+        gw.deliver(a_call, receipt=await gw.next(b2_call, "receipt"))
+        await wait_for(lambda: send3.done())
+        await send3
+        [new_session] = alice.sessions()
+        assert new_session.peer.identity_public_key == bob_new.signing_key.public_key
+        for t in tasks:
+            t.cancel()
+        await alice.close()
+        await bob2.close()
+        return restored, handed2, [receipt2, reject3], handed
+
+    restored, handed2, replies, handed = run(scenario)
+    assert restored == []
+    assert [(m.content, m.redelivered) for m in handed] == [({"m": "M2"}, False)]
+    assert [(m.content, m.redelivered) for m in handed2] == [({"m": "M2"}, True), ({"m": "M3"}, False)]
+    for reply in replies:
+        assert reply.HasField("signer_certificate") and reply.signer_certificate == bob_new.certificate
+    assert [e for e in a_events if e.kind == "security"] == []
+    assert [e.fields["code"] for e in a_events if e.kind == "send_settled"] == ["ok", "ok"]
+    assert [e.fields["reason"] for e in b2_events if e.kind == "session_closed"] == ["not restored: the identity key was rotated"]
+
+
+async def collect(agent: Agent, handed: list[Message]) -> None:
+    async for message in agent.messages():
+        handed.append(message)
+
+
+def test_the_state_records_its_identity_key_a_state_without_the_record_detects_no_rotation(world: World, tmp_path: Path) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    rotated = world.identity("bob")
+    path, key = tmp_path / "state", bytes(range(32))
+    agent._store = DirectoryStateStore(path, key)
+
+    async def scenario() -> list[tuple[int, bool, list[str]]]:
+        [session] = agent._sessions.values()
+        await agent._save_session(session)
+        await agent.close()
+        with contextlib.suppress(FileNotFoundError):
+            (path / "identity").rmdir()  # a directory an earlier release wrote: no identity record
+        seen: list[tuple[int, bool, list[str]]] = []
+        for identity in (agent.identity, agent.identity, rotated, rotated):
+            again = memory_agent(identity, world.trust, [])
+            again._store = DirectoryStateStore(path, key)
+            await again._load_state()
+            recorded = [r["key"] for r in again._store.load("identity").values()]
+            seen.append((len(again._sessions), again._signer_certificate is not None, recorded))
+            await again.close()
+        return seen
+
+    seen = run(scenario)
+    old, new = agent.identity.signing_key.public_key.hex(), rotated.signing_key.public_key.hex()
+    assert seen == [
+        (1, False, [old]),  # no record: not detected, the session restored; the key is recorded from now on
+        (1, False, [old]),  # the same key
+        (0, True, [new]),  # another key: rotated
+        (0, False, [new]),  # the next start under the new key: no rotation
+    ]
+
+
+def test_a_state_sealed_under_the_key_derived_from_a_rotated_identity_key_says_how_to_open_it(world: World, tmp_path: Path) -> None:
+    events: list[Event] = []
+    agent, alice = make_agent(world, events)
+    rotated = world.identity("bob")
+    path = tmp_path / "state"
+    agent._store = DirectoryStateStore(path, derive_state_key(agent.identity.signing_key.seed()))
+
+    async def scenario() -> tuple[str, str, bool]:
+        await agent._load_state()
+        await agent.close()
+        again = memory_agent(rotated, world.trust, [])
+        again._state_dir = path  # the default state key: derived from the new identity key
+        with pytest.raises(StateError) as error:
+            await again._start()
+        await again.close()
+        previous = memory_agent(rotated, world.trust, [])
+        previous._store = DirectoryStateStore(path, derive_state_key(agent.identity.signing_key.seed()))
+        await previous._load_state()  # with the previous key's state key it opens, and the rotation is seen
+        rotation_seen = previous._signer_certificate is not None
+        await previous.close()
+        return error.value.code, error.value.detail, rotation_seen
+
+    code, detail, rotation_seen = run(scenario)
+    assert code == "state_corrupt" and "state_key=" in detail and "rotated" in detail
+    assert rotation_seen
