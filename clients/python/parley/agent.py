@@ -29,7 +29,8 @@ Identity key rotation (§17.8)
     The state records the identity key it was written under. An agent started under another key (its
     key was rotated) restores no sessions — its peers hold them under the old certificate — but its
     inbox, outbox and receipts, and attaches its certificate to every receipt and SessionReject it
-    signs. A receipt or SessionReject that does not verify under the key of the session a send was
+    signs — for a message lifetime after the rotation, across restarts (the record keeps when it
+    happened). A receipt or SessionReject that does not verify under the key of the session a send was
     sealed in is accepted with the certificate it carries when that is the recipient's, trusted, valid,
     not revoked, and its key verifies it.
 """
@@ -495,9 +496,12 @@ class Agent:
         self._state_dir = state_dir
         self._state_key = state_key
         self._store: DirectoryStateStore | MemoryStateStore | None = None
-        #: This agent's certificate when this run's identity key is not the one the state was written under (its
-        #: key was rotated, §17.8): attached to every receipt and SessionReject it signs. None otherwise.
+        #: This agent's certificate for a message lifetime (the max-age skew bound) after its identity key replaced
+        #: the one the state was written under (its key was rotated, §17.8), across restarts: attached to every
+        #: receipt and SessionReject it signs. None otherwise.
         self._signer_certificate: Any | None = None
+        #: When this run's identity key first replaced another (kept in the identity record), if it did.
+        self._rotated_at_ms: int | None = None
         self._io = asyncio.Lock()
         self._cache = MessageHashCache()
         self._config = HandshakeConfig(identity=identity, trust_bundle=trust_bundle, revocations=revocations, rekey_threshold=rekey_threshold, skew=skew, cache=self._cache)
@@ -788,20 +792,33 @@ class Agent:
         recorded = identity.get(IDENTITY_RECORD)
         if recorded is not None and (not isinstance(recorded.get("key"), str) or len(recorded["key"]) != 64):
             raise StateError("state_corrupt", "the identity record does not parse")
-        if recorded is not None and recorded["key"] != key:
+        recorded_rotation = None if recorded is None else recorded.get("rotated_at_ms")
+        if recorded_rotation is not None and (not isinstance(recorded_rotation, int) or isinstance(recorded_rotation, bool) or recorded_rotation < 0):
+            raise StateError("state_corrupt", "the identity record does not parse")
+        rotated = recorded is not None and recorded["key"] != key
+        # When this key first replaced another: now if the record names another key, the recorded time if it names this
+        # one (absent: it never did). For a session lifetime after it (at least a message lifetime) every receipt and
+        # SessionReject this agent signs carries its certificate, across restarts — peers may go on sending in their old
+        # sessions that long, and a restart before they are answered would otherwise reply with signatures they cannot verify.
+        self._rotated_at_ms = now if rotated else recorded_rotation
+        attach_for_ms = max(self._skew.max_age_ms, int(self._timeouts.max_duration_s * 1000))
+        if self._rotated_at_ms is not None and now - self._rotated_at_ms < attach_for_ms:
+            self._signer_certificate = self.identity.certificate
+        if rotated:
             # Started under another identity key than the state was written under: the key was rotated (§17.8). The
             # sessions are not restored — the peers hold them under the old certificate, and nothing sealed or signed
-            # with the new key would verify in them — and every receipt and SessionReject this agent signs carries its
-            # certificate, so that peers still holding those sessions can verify them.
-            self._signer_certificate = self.identity.certificate
+            # with the new key would verify in them.
             for name in sessions:
                 self._emit("session_closed", session_id=name, reason="not restored: the identity key was rotated")
                 await self._delete("sessions", name, strict=True)  # none may be restored at the next start either
             sessions = {}
-        if recorded is None or recorded["key"] != key:
+        if recorded is None or rotated:
             # After the sessions' records are gone: a crash before this write finds the rotation again. A state written
             # before this record existed cannot tell a rotation; it is recorded from now on.
-            await self._put("identity", IDENTITY_RECORD, {"v": RECORD_VERSION, "key": key})
+            record: dict[str, Any] = {"v": RECORD_VERSION, "key": key}
+            if self._rotated_at_ms is not None:
+                record["rotated_at_ms"] = self._rotated_at_ms
+            await self._put("identity", IDENTITY_RECORD, record)
         for name, r in sessions.items():
             try:
                 restored = self._session_from_record(r, now)

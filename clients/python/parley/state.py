@@ -11,7 +11,10 @@ One directory per agent, one sealed file per record::
     state_dir/receipts/<hash>.rec   a receipt this agent signed, re-sent when the envelope comes again
     state_dir/identity/0000000000000000.rec
                                     the identity public key the state was written under: an agent started
-                                    with another one (its key was rotated) restores no sessions (§17.8).
+                                    with another one (its key was rotated) restores no sessions (§17.8);
+                                    ``rotated_at_ms``: when this key first replaced another (absent if it
+                                    never did) — for a message lifetime after it, replies carry the
+                                    agent's certificate, across restarts.
                                     Absent in a directory written before it was kept (then recorded at the
                                     next start; a rotation is not detected that once)
 

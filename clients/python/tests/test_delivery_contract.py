@@ -23,7 +23,7 @@ from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.identity import StaticRevocations
 from parley.relay import sign_receipt, sign_session_reject
 from parley.session import DEFAULT_SKEW, LocalIdentity, Session, SkewLimits, now_ms
-from parley.state import DirectoryStateStore, MemoryStateStore, derive_state_key
+from parley.state import IDENTITY_RECORD, DirectoryStateStore, MemoryStateStore, derive_state_key
 from parley.types import Backoff, Event, MessageType
 from parley.v1 import gateway_pb2
 
@@ -1123,6 +1123,7 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
     a_events: list[Event] = []
     b_events: list[Event] = []
     b2_events: list[Event] = []
+    b3_events: list[Event] = []
     alice_id, bob_id = world.identity("alice"), world.identity("bob")
     bob_new = world.identity("bob")  # `agent rotate`: a new key and certificate for the same agent id, same issuer
     sa, sb = world.sessions(world.config(alice_id), world.config(bob_id))
@@ -1167,28 +1168,45 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
         handed2: list[Message] = []
         tasks.append(asyncio.ensure_future(collect(bob2, handed2)))
         await wait_for(lambda: len(handed2) == 1)
-        gw.deliver(b2_call, envelope=e2)  # the gateway's redelivery of M2: the inbox holds it, not handed over twice
+        # 3b. Before acking it Bob restarts once more, under the same new key: the state's identity record now names
+        # that key, yet his replies still carry the certificate (for a message lifetime after the rotation, across
+        # restarts), or Alice could verify none of them.
+        for t in tasks:
+            t.cancel()
+        await bob2.close()
+        bob3 = memory_agent(bob_new, world.trust, b3_events)
+        bob3._store = DirectoryStateStore(tmp_path / "bob", bytes(range(32)))
+        await bob3._load_state()
+        restored += bob3.sessions()
+        b3_call = GatewayCall()
+        bob3._attach(GatewayConnection(FakeChannel(), b3_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        tasks = start_loops(bob3)
+        handed3: list[Message] = []
+        tasks.append(asyncio.ensure_future(collect(bob3, handed3)))
+        await wait_for(lambda: len(handed3) == 1)
+        gw.deliver(b3_call, envelope=e2)  # the gateway's redelivery of M2: the inbox holds it, not handed over twice
         await asyncio.sleep(0.1)
         # 4. Bob acks M2: its receipt, signed with the new key, carries the new certificate and settles Alice's send.
-        await handed2[0].ack()
-        receipt2 = await gw.next(b2_call, "receipt")
+        await handed3[0].ack()
+        receipt2 = await gw.next(b3_call, "receipt")
+        assert receipt2.HasField("signer_certificate"), "run 3's receipt carries no certificate"
         gw.deliver(a_call, receipt=receipt2)
         await wait_for(lambda: send2.done())
         assert (await send2).message_hash == message_hash(e2)
         # 5. M3 (of the old session) gets a SessionReject carrying the certificate; Alice reseals it in a new session
         # that Bob opens, established with his new certificate.
-        gw.deliver(b2_call, envelope=e3)
-        reject3 = await gw.next(b2_call, "session_reject")
+        gw.deliver(b3_call, envelope=e3)
+        reject3 = await gw.next(b3_call, "session_reject")
         gw.deliver(a_call, session_reject=reject3)
-        gw.deliver(b2_call, handshake=await gw.next(a_call, "handshake"))
-        gw.deliver(a_call, handshake=await gw.next(b2_call, "handshake"))
-        gw.deliver(b2_call, handshake=await gw.next(a_call, "handshake"))
+        gw.deliver(b3_call, handshake=await gw.next(a_call, "handshake"))
+        gw.deliver(a_call, handshake=await gw.next(b3_call, "handshake"))
+        gw.deliver(b3_call, handshake=await gw.next(a_call, "handshake"))
         resealed = await gw.next(a_call, "envelope")
         assert bytes(resealed.session_id) != sa.id
-        gw.deliver(b2_call, envelope=resealed)
-        await wait_for(lambda: len(handed2) == 2)
-        await handed2[1].ack()
-        gw.deliver(a_call, receipt=await gw.next(b2_call, "receipt"))
+        gw.deliver(b3_call, envelope=resealed)
+        await wait_for(lambda: len(handed3) == 2)
+        await handed3[1].ack()
+        gw.deliver(a_call, receipt=await gw.next(b3_call, "receipt"))
         await wait_for(lambda: send3.done())
         await send3
         [new_session] = alice.sessions()
@@ -1196,18 +1214,19 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
         for t in tasks:
             t.cancel()
         await alice.close()
-        await bob2.close()
-        return restored, handed2, [receipt2, reject3], handed
+        await bob3.close()
+        return restored, handed2 + handed3, [receipt2, reject3], handed
 
-    restored, handed2, replies, handed = run(scenario)
+    restored, handed23, replies, handed = run(scenario)
     assert restored == []
     assert [(m.content, m.redelivered) for m in handed] == [({"m": "M2"}, False)]
-    assert [(m.content, m.redelivered) for m in handed2] == [({"m": "M2"}, True), ({"m": "M3"}, False)]
+    assert [(m.content, m.redelivered) for m in handed23] == [({"m": "M2"}, True), ({"m": "M2"}, True), ({"m": "M3"}, False)]
     for reply in replies:
         assert reply.HasField("signer_certificate") and reply.signer_certificate == bob_new.certificate
     assert [e for e in a_events if e.kind == "security"] == []
     assert [e.fields["code"] for e in a_events if e.kind == "send_settled"] == ["ok", "ok"]
     assert [e.fields["reason"] for e in b2_events if e.kind == "session_closed"] == ["not restored: the identity key was rotated"]
+    assert [e for e in b3_events if e.kind == "session_closed"] == []
 
 
 async def collect(agent: Agent, handed: list[Message]) -> None:
@@ -1222,30 +1241,40 @@ def test_the_state_records_its_identity_key_a_state_without_the_record_detects_n
     path, key = tmp_path / "state", bytes(range(32))
     agent._store = DirectoryStateStore(path, key)
 
-    async def scenario() -> list[tuple[int, bool, list[str]]]:
+    async def scenario() -> tuple[list[tuple[int, bool, list[tuple[str, int | None]]]], int, int]:
         [session] = agent._sessions.values()
         await agent._save_session(session)
         await agent.close()
         with contextlib.suppress(FileNotFoundError):
             (path / "identity").rmdir()  # a directory an earlier release wrote: no identity record
-        seen: list[tuple[int, bool, list[str]]] = []
-        for identity in (agent.identity, agent.identity, rotated, rotated):
+        seen: list[tuple[int, bool, list[tuple[str, int | None]]]] = []
+        before = now_ms()
+        for identity in (agent.identity, agent.identity, rotated, rotated, rotated):
+            if len(seen) == 4:
+                # The rotation is older than a session lifetime (24 h by default, longer than a message's): no certificate.
+                store = DirectoryStateStore(path, key)
+                [record] = store.load("identity").values()
+                store.put("identity", IDENTITY_RECORD, {**record, "rotated_at_ms": now_ms() - 24 * 3600 * 1000 - 1})
+                store.close()
             again = memory_agent(identity, world.trust, [])
             again._store = DirectoryStateStore(path, key)
             await again._load_state()
-            recorded = [r["key"] for r in again._store.load("identity").values()]
+            recorded = [(r["key"], r.get("rotated_at_ms")) for r in again._store.load("identity").values()]
             seen.append((len(again._sessions), again._signer_certificate is not None, recorded))
             await again.close()
-        return seen
+        return seen, before, now_ms()
 
-    seen = run(scenario)
+    seen, before, after = run(scenario)
     old, new = agent.identity.signing_key.public_key.hex(), rotated.signing_key.public_key.hex()
-    assert seen == [
-        (1, False, [old]),  # no record: not detected, the session restored; the key is recorded from now on
-        (1, False, [old]),  # the same key
-        (0, True, [new]),  # another key: rotated
-        (0, False, [new]),  # the next start under the new key: no rotation
+    rotated_at = seen[2][2][0][1]
+    assert rotated_at is not None and before <= rotated_at <= after
+    assert seen[:4] == [
+        (1, False, [(old, None)]),  # no record: not detected, the session restored; the key is recorded from now on
+        (1, False, [(old, None)]),  # the same key: never rotated
+        (0, True, [(new, rotated_at)]),  # another key: rotated now, and when is recorded
+        (0, True, [(new, rotated_at)]),  # the next start under the new key: within a message lifetime of the rotation
     ]
+    assert seen[4][:2] == (0, False)  # a rotation older than that: none attached
 
 
 def test_a_state_sealed_under_the_key_derived_from_a_rotated_identity_key_says_how_to_open_it(world: World, tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ import { createCrypto, fromBase64Url, fromHex, toBase64Url, type ParleyCrypto } 
 import { TrustBundle } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
 import type { AgentCertificate, Delivery, DeliveryReceipt, JsonValue, MessageType } from '@parley/proto';
-import { SessionManager, type FrameTransport, type SecurityEvent, type Session } from '@parley/session';
+import { DEFAULT_TIMEOUTS, SessionManager, type FrameTransport, type SecurityEvent, type Session } from '@parley/session';
 import { Channel } from '@parley/async';
 import type { TrustBundleFollower, TrustBundleFollowerState } from '@parley/protocol';
 import { isLoopbackAddress } from '@parley/rpc';
-import type { ConnectOptions, ReceivedMessage, SendOptions } from './agent-options.js';
+import { maxAgeMs, type ConnectOptions, type ReceivedMessage, type SendOptions } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
 import { DurableState } from './durable-state.js';
 import { ClientError } from './errors.js';
@@ -79,6 +79,8 @@ export class Agent {
   readonly #identityKey: string;
   /** Set when this run's identity key is not the one the state was written under: attached to receipts and SessionRejects (§17.8). */
   #signerCertificate: AgentCertificate | undefined;
+  /** When this run's identity key first replaced another (journaled with it), if it did. */
+  #rotatedAtMs: number | undefined;
   readonly #lifecycle = new Lifecycle();
   readonly #events: AgentEvents;
   readonly #manager: SessionManager;
@@ -381,7 +383,12 @@ export class Agent {
     // nothing sealed or signed with the new key would verify in them — and every receipt and SessionReject this
     // agent signs carries its certificate, so that peers still in those sessions can verify them.
     const rotated = state.identityKey !== undefined && state.identityKey !== this.#identityKey;
-    if (rotated) this.#signerCertificate = this.#options.identity.certificate;
+    // Replies carry the certificate for a session lifetime after the rotation (and at least a message lifetime),
+    // across restarts: peers may go on sending in their old sessions that long, and each such envelope needs a
+    // reject they can verify.
+    this.#rotatedAtMs = rotated ? Date.now() : state.identityKey === this.#identityKey ? state.rotatedAtMs : undefined;
+    const attachFor = Math.max(maxAgeMs(this.#options), (this.#options.timeouts?.maxDurationMinutes ?? DEFAULT_TIMEOUTS.maxDurationMinutes) * 60_000);
+    if (this.#rotatedAtMs !== undefined && Date.now() - this.#rotatedAtMs < attachFor) this.#signerCertificate = this.#options.identity.certificate;
     for (const [id, s] of rotated ? [] : state.sessions) {
       let session: Session;
       try {
@@ -399,7 +406,7 @@ export class Agent {
 
   /** The journal records of the live state: session snapshots and reservations, pending sends, messages and receipts. */
   #snapshot(): JournalRecord[] {
-    const records: JournalRecord[] = [{ t: 'identity', key: this.#identityKey }];
+    const records: JournalRecord[] = [{ t: 'identity', key: this.#identityKey, ...(this.#rotatedAtMs === undefined ? {} : { rotatedAtMs: this.#rotatedAtMs }) }];
     for (const session of this.#manager.sessions()) {
       records.push(this.#snapshots.take(session));
       const reserved = this.#manager.reservedUpTo(session);

@@ -64,6 +64,9 @@ export interface GatewayConnectionOptions {
 /** Most items sent on one stream and not answered yet: above the outbox's pending sends (10 000) and their replies. */
 export const MAX_UNANSWERED = 16_384;
 
+/** How long the oldest of {@link MAX_UNANSWERED} unanswered items waits before the stream is taken for stalled. */
+const UNANSWERED_STALL_MS = 30_000;
+
 /** How long `close` waits for the gateway to end the call before cancelling it. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -73,6 +76,8 @@ const MAX_ACK_IDS = 1024;
 interface Pending {
   readonly resolve: (accepted: Accepted) => void;
   readonly reject: (error: RpcError) => void;
+  /** When it was written (the map keeps insertion order: the first is the oldest). */
+  readonly atMs: number;
 }
 
 /** Most deliveries waiting to be handled on one stream: far above any gateway's in-flight bound (default 256). */
@@ -281,14 +286,20 @@ export class GatewayConnection {
   #send(item: RelayItem): Promise<Accepted> {
     if (this.#ended !== undefined) return Promise.reject(this.#ended);
     if (this.#pending.size >= MAX_UNANSWERED) {
-      // The gateway answers every item (Accepted or Rejected); this many without an answer is a gateway that
-      // stopped answering: the stream is cancelled (every waiting item fails and is sent again on the next one).
-      this.#cancel.abort();
-      return Promise.reject(new RpcError('unavailable', `the gateway left ${MAX_UNANSWERED} items unanswered: reconnecting`));
+      // The gateway answers every item (Accepted or Rejected). This many waiting is refused (the outbox sends it
+      // again later); when the oldest has waited UNANSWERED_STALL_MS as well, the gateway stopped answering: the
+      // stream is cancelled (every waiting item fails and is sent again on the next one). A burst alone, answered
+      // as fast as the gateway can, is not a reason to drop a healthy stream.
+      const oldest = this.#pending.values().next().value;
+      if (oldest !== undefined && Date.now() - oldest.atMs >= UNANSWERED_STALL_MS) {
+        this.#cancel.abort();
+        return Promise.reject(new RpcError('unavailable', `the gateway left ${MAX_UNANSWERED} items unanswered for ${UNANSWERED_STALL_MS / 1000} s: reconnecting`));
+      }
+      return Promise.reject(new RpcError('unavailable', `${MAX_UNANSWERED} items wait for the gateway's answer: try again later`));
     }
     const requestId = this.#nextRequestId++;
     return new Promise<Accepted>((resolve, reject) => {
-      this.#pending.set(requestId, { resolve, reject });
+      this.#pending.set(requestId, { resolve, reject, atMs: Date.now() });
       this.#requests.push({ kind: { case: 'send', value: { requestId, item } } });
     });
   }

@@ -84,8 +84,10 @@ export type JournalRecord =
   /**
    * The identity public key (base64url) the state was written under: an agent started with another key (its key
    * was rotated, §17.8) does not restore the sessions, which its peers hold under the old certificate.
+   * `rotatedAtMs`: when this key first replaced another — for a message lifetime after it the agent's replies
+   * carry its certificate, across restarts, since its peers' old sessions and sends live that long.
    */
-  | { readonly t: 'identity'; readonly key: string };
+  | { readonly t: 'identity'; readonly key: string; readonly rotatedAtMs?: number };
 
 /** Seals and opens journal records, and keeps the store's order. */
 export class Journal {
@@ -206,11 +208,13 @@ export interface JournalState {
   bundle: { readonly version: number; readonly doc: string } | undefined;
   /** The identity key the state was last written under (absent in older journals). */
   identityKey: string | undefined;
+  /** When that key was first started replacing another (a rotation, §17.8), if it did. */
+  rotatedAtMs: number | undefined;
 }
 
 /** Replays records into the state they describe (idempotent, order-respecting). */
 export function replay(records: readonly JournalRecord[]): JournalState {
-  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined, identityKey: undefined };
+  const state: JournalState = { sessions: new Map(), marks: new Map(), outbox: new Map(), inbox: new Map(), receipts: new Map(), bundle: undefined, identityKey: undefined, rotatedAtMs: undefined };
   /** The `ep` of each session's record kept so far: an older snapshot never replaces a newer one. */
   const positions = new Map<string, number>();
   const mark = (sid: string, n: number, hash: string): void => {
@@ -259,7 +263,9 @@ export function replay(records: readonly JournalRecord[]): JournalState {
         break;
       case 'identity':
         if (typeof r.key !== 'string' || r.key === '') throw new ClientError('state_corrupt', 'agent state: a malformed identity record');
+        if (r.rotatedAtMs !== undefined && (typeof r.rotatedAtMs !== 'number' || !Number.isSafeInteger(r.rotatedAtMs))) throw new ClientError('state_corrupt', 'agent state: a malformed identity record');
         state.identityKey = r.key;
+        state.rotatedAtMs = r.rotatedAtMs;
         break;
       default:
         throw new ClientError('state_corrupt', 'agent state record of an unknown type');

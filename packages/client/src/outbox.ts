@@ -297,7 +297,7 @@ export class Outbox {
   }
 
   /**
-   * A reply signed by its signer's *current* certificate (§17.8): an agent that rotated its identity key signs
+   * A reply signed under another certificate of its signer (§17.8): an agent that rotated its identity key signs
    * with the new one, which the session (established with the old certificate) does not know. Accepted when the
    * certificate it carries is for the same agent, chains to this agent's trust bundle now, is valid and not
    * revoked (when this agent has revocation data), and its key verifies the signature: it proves no less than

@@ -6,7 +6,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { AgentGatewayService, create, DeliveryReceiptSchema, SecureMessageSchema, type ConnectRequest, type ConnectResponseSchema, type HandshakeFrame, type MessageInitShape } from '@parley/proto';
 import { addService, type ServerDuplex } from '@parley/rpc';
 import { SessionManager } from '@parley/session';
-import { afterEach, beforeAll, expect, it } from 'vitest';
+import { afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { GatewayConnection, connect, type Agent } from '../src/index.js';
 import { MAX_UNANSWERED } from '../src/connection.js';
 import { testWorld, type TestWorld } from './world.js';
@@ -131,14 +131,22 @@ it('close() cancels the call when the gateway does not end it after the half-clo
   expect(conn.isOpen).toBe(false);
 }, 15_000);
 
-it('items the gateway leaves unanswered are bounded: beyond MAX_UNANSWERED the stream is cancelled (the agent reconnects)', async () => {
+it('items the gateway leaves unanswered are bounded: beyond MAX_UNANSWERED refused, and when the oldest waited 30 s the stream is cancelled (the agent reconnects)', async () => {
   const bob = world.agent('bob');
   const gw = await standIn('bob', () => undefined); // never answers a send
   const conn = await GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity: bob, expectedGatewayId: 'gw-1' });
   cleanup.push(() => conn.close());
   const receipt = create(DeliveryReceiptSchema, { version: 1, messageHash: new Uint8Array(32), senderId: 'alice', recipientId: 'bob', receivedAtMs: 1n, signature: new Uint8Array(64) });
   const waiting = Array.from({ length: MAX_UNANSWERED }, () => conn.sendReceipt(receipt).catch((e: unknown) => e));
-  await expect(conn.sendReceipt(receipt)).rejects.toMatchObject({ code: 'unavailable' });
+  await expect(conn.sendReceipt(receipt)).rejects.toMatchObject({ code: 'unavailable' }); // a burst: refused, the stream kept
+  expect(conn.isOpen).toBe(true);
+  vi.useFakeTimers({ toFake: ['Date'] });
+  try {
+    vi.setSystemTime(Date.now() + 31_000); // the oldest has waited 31 s: the gateway stopped answering
+    await expect(conn.sendReceipt(receipt)).rejects.toMatchObject({ code: 'unavailable' });
+  } finally {
+    vi.useRealTimers();
+  }
   await conn.closed;
   expect((await Promise.all(waiting)).every((e) => e instanceof Error)).toBe(true); // each fails, to be sent again on the next stream
 }, 30_000);

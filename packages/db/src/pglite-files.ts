@@ -191,7 +191,8 @@ function tightenCache(root: string): boolean {
  * writes its files 0666 and directories 0777, so the top directory is what
  * keeps other local users from the cluster, now and for the files PGlite
  * creates later). When it had to be tightened (a directory made by hand, or
- * by a version before this check), the files already in it are too.
+ * by a version before this check) and holds a cluster (PG_VERSION), the files
+ * of the cluster are too; nothing else in a directory is ever chmodded.
  *
  * @param dir the data directory (a symbolic link to a directory is followed)
  * @param what how errors name it
@@ -220,7 +221,10 @@ export function makePrivateDataDir(dir: string, what = 'PGlite data directory'):
   } catch (cause) {
     throw new DbError('failed_precondition', `cannot make ${what} ${dir} mode 0700 (it is ${(s.mode & 0o777).toString(8).padStart(4, '0')}; ${(cause as { code?: unknown }).code ?? String(cause)})`, { cause });
   }
-  tightenTree(dir);
+  // Only a cluster's own files are tightened (it holds PG_VERSION): a data directory pointed by mistake at a
+  // directory of other things (`.`, a home directory) gets its top made 0700 — which already keeps other users
+  // out — but none of its files' modes changed.
+  if (existsSync(join(dir, 'PG_VERSION'))) tightenTree(dir);
 }
 
 /**

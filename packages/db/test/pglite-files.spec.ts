@@ -140,6 +140,20 @@ describe('modes', { timeout: 120_000 }, () => {
     expect(mode(join(dataDir, 'pg_hba.conf'))).toBe(0o600);
   });
 
+  it('never chmods files of a directory that is not a cluster (a data_dir pointed at `.` by mistake): only its top is made 0700', async () => {
+    // Review finding: the whole tree was made 0600/0700 — a script lost its execute bit, a page its read access.
+    const elsewhere = join(dir, 'not-a-cluster');
+    mkdirSync(join(elsewhere, 'bin'), { recursive: true, mode: 0o755 });
+    chmodSync(elsewhere, 0o755);
+    writeFileSync(join(elsewhere, 'bin', 'run.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    writeFileSync(join(elsewhere, 'index.html'), '<p>', { mode: 0o644 });
+    await (await openDatabase({ dataDir: elsewhere })).close();
+    expect(mode(elsewhere)).toBe(0o700);
+    expect(mode(join(elsewhere, 'bin', 'run.sh'))).toBe(0o755);
+    expect(mode(join(elsewhere, 'index.html'))).toBe(0o644);
+    expect(mode(join(elsewhere, 'bin'))).toBe(0o755);
+  });
+
   it('refuses a data directory that is not a directory', async () => {
     const file = join(dir, 'a-file');
     writeFileSync(file, '');

@@ -4,7 +4,7 @@
  */
 
 // For users
-export { SessionManager } from './manager.js';
+export { DEFAULT_TIMEOUTS, SessionManager } from './manager.js';
 export type { SessionManagerOptions, SessionTimeouts, FrameTransport, SessionManagerEvent } from './manager.js';
 export { Session, DEFAULT_SKEW, encodePayload, decodePayload } from './session.js';
 export type { LocalIdentity, SkewLimits, OutgoingMessage, SealedMessage, OpenedMessage, Disclosure } from './session.js';

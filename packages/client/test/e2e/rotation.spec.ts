@@ -87,13 +87,18 @@ it('a rotated agent comes back under its new key: what it held is acked and veri
   // Back under the new key, from the same state: M2 is handed over again (redelivered) and acked — its receipt,
   // signed with the new key, carries the new certificate; M3 (an envelope of a session the agent no longer
   // restores) gets a SessionReject with the certificate, and the planner reseals it in a new session.
-  const w2 = await start(newIdentity, workerStore, workerKey, true);
+  // It restarts once more before acking anything: the certificate is still attached (for a message lifetime after
+  // the rotation, across restarts), or its peer could verify none of its replies.
+  const w2 = await start(newIdentity, workerStore, workerKey, false);
+  await waitFor(() => w2.received.length >= 1, 10_000, 'M2 handed over again under the new key');
+  await w2.agent.close();
+  const w3 = await start(newIdentity, workerStore, workerKey, true);
   await m2;
   await m3;
   const m4 = await planner.agent.send('worker-rot', MessageType.TASK_ASSIGNMENT, { n: 4 });
   expect(m4.recipientId).toBe('worker-rot');
-  await waitFor(() => w2.received.length >= 3, 10_000, 'M2 again, M3, M4');
-  expect(w2.received.map((m) => [(m.content as { n: number }).n, m.redelivered])).toEqual([
+  await waitFor(() => w3.received.length >= 3, 10_000, 'M2 again, M3, M4');
+  expect(w3.received.map((m) => [(m.content as { n: number }).n, m.redelivered])).toEqual([
     [2, true],
     [3, false],
     [4, false],
