@@ -18,6 +18,7 @@ import { ConfigError, ProblemList, suggestKey, writeSecretFile } from '@parley/c
 export { ConfigError, ProblemList } from '@parley/cli-kit';
 export type { ConfigProblem } from '@parley/cli-kit';
 import { Policy } from './policy.js';
+import type { MailboxQuota } from './storage.js';
 
 /** Validated settings of a gateway process. Paths are absolute. */
 export interface GatewayConfig {
@@ -45,14 +46,7 @@ export interface GatewayConfig {
   readonly maxFrameBytes?: number;
   readonly mailboxTtlMs: number;
   /** Mailbox quotas set in the configuration (unset: the gateway's defaults; 0 disables one). */
-  readonly mailboxQuota: {
-    readonly perRecipientItems?: number;
-    readonly perRecipientBytes?: number;
-    readonly perSenderItems?: number;
-    readonly perSenderBytes?: number;
-    readonly totalItems?: number;
-    readonly totalBytes?: number;
-  };
+  readonly mailboxQuota: MailboxQuota;
   readonly auditKeyFile: string;
   readonly auditTrustedKeys: readonly string[];
   /** `false`: no metrics listener. */

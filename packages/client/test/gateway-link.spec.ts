@@ -13,6 +13,7 @@ import type { AgentEvent, ConnectOptions } from '../src/agent-options.js';
 import { GatewayLink } from '../src/gateway-link.js';
 import { Lifecycle } from '../src/lifecycle.js';
 import { ClientError, type GatewayConnection } from '../src/index.js';
+import { CHALLENGE, standInGateway } from './stand-in-gateway.js';
 
 let crypto: ParleyCrypto;
 let identity: LocalIdentity;
@@ -109,33 +110,15 @@ describe('GatewayLink against a gateway that breaks the protocol once', () => {
   it('an answer that breaks the protocol at re-authentication (malformed) is retried with backoff, not fatal: the next stream attaches', async () => {
     // Review finding: a frame of the wrong kind, a challenge with an 8-byte nonce or a go-away `malformed` during
     // re-authentication stopped the agent for good, although the next stream would have been fine.
-    const bad = new Server();
-    let count = 0;
-    addService(bad, AgentGatewayService, {
-      connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
-        const index = count++;
-        call.listen({
-          message(request: ConnectRequest) {
-            if (request.kind.case === 'hello') {
-              if (index === 1) call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(8) } } });
-              else if (index === 2) call.push({ kind: { case: 'accepted', value: {} } });
-              else if (index === 3) call.push({ kind: { case: 'goAway', value: { code: 'malformed', message: 'busy' } } });
-              else call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
-            } else if (request.kind.case === 'auth') {
-              call.push({ kind: { case: 'welcome', value: { agentId: 'worker-1' } } });
-              if (index === 0) call.end(); // the first stream drops: the link reconnects
-            }
-          },
-          end: () => call.end(),
-          error: () => call.end(),
-          finished: () => undefined,
-        });
+    const bad = await standInGateway({
+      hello: (stream, push) => {
+        if (stream === 1) push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(8) } } });
+        else if (stream === 2) push({ kind: { case: 'accepted', value: {} } });
+        else if (stream === 3) push({ kind: { case: 'goAway', value: { code: 'malformed', message: 'busy' } } });
+        else push(CHALLENGE);
       },
-      send() {
-        throw new Error('not used');
-      },
-    } as never);
-    const port = await new Promise<number>((resolve, reject) => bad.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+      welcomed: (stream, _push, end) => void (stream === 0 && end()), // the first stream drops: the link reconnects
+    });
     const lifecycle = new Lifecycle();
     const events: AgentEvent[] = [];
     const attached: GatewayConnection[] = [];
@@ -143,7 +126,7 @@ describe('GatewayLink against a gateway that breaks the protocol once', () => {
     const attachedAgain = new Promise<void>((r) => (second = r));
     const link = new GatewayLink({
       crypto,
-      options: { gateway: `127.0.0.1:${port}`, identity, expectedGatewayId: 'gw-1', reconnect: { initialDelayMs: 1, maxDelayMs: 20 } } as unknown as ConnectOptions,
+      options: { gateway: bad.address, identity, expectedGatewayId: 'gw-1', reconnect: { initialDelayMs: 1, maxDelayMs: 20 } } as unknown as ConnectOptions,
       lifecycle,
       emit: (e) => void events.push(e),
       onDelivery: () => undefined,
@@ -156,12 +139,12 @@ describe('GatewayLink against a gateway that breaks the protocol once', () => {
     try {
       await link.connect();
       await attachedAgain; // streams 1-3 broke the protocol; stream 4 authenticated
-      expect(count).toBe(5); // 0 authenticated, 1-3 broke the protocol, 4 authenticated
+      expect(bad.streams()).toBe(5); // 0 authenticated, 1-3 broke the protocol, 4 authenticated
       expect(lifecycle.fatal).toBeUndefined();
       expect(link.connected).toBe(true);
     } finally {
       link.close();
-      bad.forceShutdown();
+      bad.close();
     }
   });
 });
@@ -170,26 +153,8 @@ describe('GatewayLink keepalive', () => {
   it('a gateway that goes silent behind an open connection is noticed by keepalive PINGs and the agent reconnects', async () => {
     // Review finding: the TS agent set no keepalive — behind a path that dropped every byte but kept the sockets
     // open it stayed "connected" for good (the Python SDK noticed in about 40 s). Here: PINGs every second.
-    const gw = new Server();
-    let streamsSeen = 0;
-    addService(gw, AgentGatewayService, {
-      connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
-        streamsSeen++;
-        call.listen({
-          message(request: ConnectRequest) {
-            if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
-            else if (request.kind.case === 'auth') call.push({ kind: { case: 'welcome', value: { agentId: 'worker-1' } } });
-          },
-          end: () => call.end(),
-          error: () => call.end(),
-          finished: () => undefined,
-        });
-      },
-      send() {
-        throw new Error('not used');
-      },
-    } as never);
-    const gwPort = await new Promise<number>((resolve, reject) => gw.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+    const gw = await standInGateway();
+    const gwPort = gw.port;
     // A TCP proxy that can turn into a black hole: bytes are dropped both ways, the sockets stay open.
     let silent = false;
     const sockets: Socket[] = [];
@@ -233,13 +198,13 @@ describe('GatewayLink keepalive', () => {
       for (const s of sockets.splice(0)) s.destroy();
       silent = false; // the path works again: the agent reconnects by itself
       await again;
-      expect(streamsSeen).toBeGreaterThanOrEqual(2);
+      expect(gw.streams()).toBeGreaterThanOrEqual(2);
       expect(lifecycle.fatal).toBeUndefined();
     } finally {
       link.close();
       proxy.close();
       for (const s of sockets) s.destroy();
-      gw.forceShutdown();
+      gw.close();
     }
   }, 20_000);
 });

@@ -2,16 +2,13 @@
 // behind it for good — receipts, envelopes, nothing acked, no SessionReject sent — while it could push deliveries
 // without a byte bound (a hostile-gateway review finding: 600 × 1 MB took the agent to 750 MB). Now the frame's
 // answer is awaited at most the handshake timeout, and the deliveries waiting are bounded in bytes too.
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { AgentGatewayService, create, DeliveryReceiptSchema, SecureMessageSchema, type ConnectRequest, type ConnectResponseSchema, type HandshakeFrame, type MessageInitShape } from '@parley/proto';
-import { addService, type ServerDuplex } from '@parley/rpc';
+import { create, DeliveryReceiptSchema, SecureMessageSchema, type HandshakeFrame } from '@parley/proto';
 import { SessionManager } from '@parley/session';
 import { afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { GatewayConnection, connect, type Agent } from '../src/index.js';
 import { MAX_UNANSWERED } from '../src/connection.js';
+import { standInGateway, type Push, type StandIn } from './stand-in-gateway.js';
 import { testWorld, type TestWorld } from './world.js';
-
-type Push = (r: MessageInitShape<typeof ConnectResponseSchema>) => void;
 
 let world: TestWorld;
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -24,34 +21,11 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-/** A stand-in gateway: authenticates `agentId`, then runs `script` with the stream; never answers a send. */
-async function standIn(agentId: string, script: (push: Push, sends: ConnectRequest[], stream: number) => void): Promise<{ address: string; sends: ConnectRequest[]; streams: () => number }> {
-  const server = new Server();
-  const sends: ConnectRequest[] = [];
-  let streams = 0;
-  addService(server, AgentGatewayService, {
-    connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
-      const stream = streams++;
-      call.listen({
-        message(request: ConnectRequest) {
-          if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
-          else if (request.kind.case === 'auth') {
-            call.push({ kind: { case: 'welcome', value: { agentId, outboundAcks: true } } });
-            script((r) => call.push(r), sends, stream);
-          } else sends.push(request); // a send is never answered
-        },
-        end: () => call.end(),
-        error: () => call.end(),
-        finished: () => undefined,
-      });
-    },
-    send() {
-      throw new Error('not used');
-    },
-  } as never);
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
-  cleanup.push(() => server.forceShutdown());
-  return { address: `127.0.0.1:${port}`, sends, streams: () => streams };
+/** A stand-in gateway that runs `script` after each welcome and never answers a send (see stand-in-gateway.ts). */
+async function standIn(script: (push: Push, stream: number) => void): Promise<StandIn> {
+  const gw = await standInGateway({ welcomed: (stream, push) => script(push, stream) });
+  cleanup.push(() => gw.close());
+  return gw;
 }
 
 /** A genuine step 1 from `alice` to `bob` (its sender waits for a step 2 that never comes). */
@@ -80,21 +54,21 @@ it('a handshake frame the gateway never answers holds later deliveries at most t
   const alice = world.agent('alice');
   const bob = world.agent('bob');
   const frame = await stepOne(alice);
-  const gw = await standIn('bob', (push, _sends, stream) => {
+  const gw = await standIn((push, stream) => {
     if (stream > 0) return;
     push({ kind: { case: 'delivery', value: { deliveryId: 1n, item: { case: 'handshake', value: frame } } } });
     push({ kind: { case: 'delivery', value: { deliveryId: 2n, item: { case: 'envelope', value: envelope(100) } } } }); // of a session bob does not have
   });
   await agent(gw.address, bob, 300);
   // Bob's step 2 goes out and is never answered; after 300 ms the envelope behind it is handled: a SessionReject.
-  await expect.poll(() => gw.sends.map((s) => (s.kind.case === 'send' ? s.kind.value.item.case : s.kind.case)), { timeout: 5_000 }).toContain('sessionReject');
+  await expect.poll(() => gw.requests.map((s) => (s.kind.case === 'send' ? s.kind.value.item.case : s.kind.case)), { timeout: 5_000 }).toContain('sessionReject');
 });
 
 it('deliveries waiting behind one being handled are bounded in bytes: beyond 64 MiB the stream ends and the agent reconnects', async () => {
   const alice = world.agent('alice');
   const bob = world.agent('bob');
   const frame = await stepOne(alice);
-  const gw = await standIn('bob', (push, _sends, stream) => {
+  const gw = await standIn((push, stream) => {
     if (stream > 0) return;
     push({ kind: { case: 'delivery', value: { deliveryId: 1n, item: { case: 'handshake', value: frame } } } });
     for (let i = 0; i < 70; i++) push({ kind: { case: 'delivery', value: { deliveryId: BigInt(10 + i), item: { case: 'envelope', value: envelope(1_000_000) } } } });
@@ -106,26 +80,9 @@ it('deliveries waiting behind one being handled are bounded in bytes: beyond 64 
 it('close() cancels the call when the gateway does not end it after the half-close (nothing keeps the stream or the process alive)', async () => {
   // Review finding: against a gateway that ignores the half-close, close() left the Connect call open for good.
   const bob = world.agent('bob');
-  const server = new Server();
-  addService(server, AgentGatewayService, {
-    connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
-      call.listen({
-        message(request: ConnectRequest) {
-          if (request.kind.case === 'hello') call.push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
-          else if (request.kind.case === 'auth') call.push({ kind: { case: 'welcome', value: { agentId: 'bob' } } });
-        },
-        end: () => undefined, // the half-close is ignored: the call stays open from this side
-        error: () => undefined,
-        finished: () => undefined,
-      });
-    },
-    send() {
-      throw new Error('not used');
-    },
-  } as never);
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
-  cleanup.push(() => server.forceShutdown());
-  const conn = await GatewayConnection.open({ address: `127.0.0.1:${port}`, crypto: world.crypto, identity: bob, expectedGatewayId: 'gw-1' });
+  const gw = await standInGateway({ ignoreEnd: true }); // the half-close is ignored: the call stays open from that side
+  cleanup.push(() => gw.close());
+  const conn = await GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity: bob, expectedGatewayId: 'gw-1' });
   conn.close();
   await conn.closed; // the call ends (cancelled after the grace) — before: never (the test timed out)
   expect(conn.isOpen).toBe(false);
@@ -133,7 +90,7 @@ it('close() cancels the call when the gateway does not end it after the half-clo
 
 it('items the gateway leaves unanswered are bounded: beyond MAX_UNANSWERED refused, and when the oldest waited 30 s the stream is cancelled (the agent reconnects)', async () => {
   const bob = world.agent('bob');
-  const gw = await standIn('bob', () => undefined); // never answers a send
+  const gw = await standIn(() => undefined); // never answers a send
   const conn = await GatewayConnection.open({ address: gw.address, crypto: world.crypto, identity: bob, expectedGatewayId: 'gw-1' });
   cleanup.push(() => conn.close());
   const receipt = create(DeliveryReceiptSchema, { version: 1, messageHash: new Uint8Array(32), senderId: 'alice', recipientId: 'bob', receivedAtMs: 1n, signature: new Uint8Array(64) });
