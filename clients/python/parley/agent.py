@@ -19,9 +19,10 @@ Recipient side
     drops the inbox entry. A crash before the ack hands the message over again (``redelivered=True``),
     once. A copy that comes again is acked with the application's ack (still in the inbox) or answered
     with its stored receipt (already acked). Envelopes for a handshake this agent is answering are held
-    (at most 64) until step 3; a delivery that cannot be taken now (beyond those 64, or its inbox record
-    could not be written) is left unacknowledged and tried again every 250 ms while its stream is open (at
-    most 4096 wait). An envelope of an unknown session is answered with a signed SessionReject, unless it
+    (at most 64, and 64 MiB for all handshakes) until step 3; a delivery that cannot be taken now (beyond those,
+    or its inbox record could not be written) is left unacknowledged and tried again every 250 ms while its
+    stream is open (at most 4096 wait; more than 64 MiB of them is a gateway beyond its in-flight bound: the
+    stream ends ``malformed`` and the agent reconnects). An envelope of an unknown session is answered with a signed SessionReject, unless it
     may have been taken here and its receipt dropped from a full receipt store (§17.4: then it is acked without
     one). The peer's certificate is checked against revocation data at every message.
 
@@ -111,8 +112,17 @@ MAX_RECEIPTS: Final = 100_000
 MAX_OUTBOX: Final = 10_000
 #: Envelopes read from the stream and not yet opened; when full, the reader stops (gRPC flow control).
 ENVELOPE_QUEUE: Final = 64
+#: Bytes of those envelopes (each may be as large as the gateway's frame): when reached, the reader stops as well.
+MAX_QUEUED_DELIVERY_BYTES: Final = 64 * 1024 * 1024
+#: Bytes of envelopes held for all the handshakes this agent is answering (besides 64 per handshake): beyond it an
+#: envelope is deferred, as one beyond its handshake's 64.
+MAX_HELD_BYTES: Final = 64 * 1024 * 1024
 #: Deliveries waiting to be tried again (§12); beyond it a delivery is left for the next stream.
 MAX_DEFERRED: Final = 4096
+#: Bytes of the deliveries waiting to be tried again, all of the current stream and not acked: a gateway writes at
+#: most its in-flight bound (default 256 deliveries, 8 MiB) not yet acked, so more is a gateway breaking the
+#: protocol: the stream ends (``malformed``) and the agent reconnects, as @parley/client's ``MAX_QUEUED_DELIVERY_BYTES``.
+MAX_DEFERRED_BYTES: Final = 64 * 1024 * 1024
 #: How often deferred deliveries are tried again, seconds (§17.3 items 4 and 6).
 RETRY_INTERVAL: Final = 0.25
 #: Longest wait between two attempts at a delivery whose inbox record could not be written, seconds.
@@ -304,26 +314,44 @@ class _Delivered:
     deferrals: int = 0
     #: Not tried again before this ``time.monotonic()``.
     not_before: float = 0.0
+    #: The bytes it holds, near enough to bound a queue (:func:`_envelope_bytes`).
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = _envelope_bytes(self.envelope)
+
+
+def _envelope_bytes(envelope: Any) -> int:
+    """The bytes an envelope holds, near enough to bound a queue: its variable-length fields, plus a fixed part (as
+    @parley/client's ``deliveryBytes``)."""
+    return 256 + len(envelope.encrypted_payload) + len(envelope.sender_id) + len(envelope.recipient_id)
 
 
 class _EnvelopeQueue:
     """Deliveries of envelopes waiting to be opened: those read from the stream (bounded: when full, the reader
     waits), and in front of them, in the order they were put there, held and deferred ones taken again."""
 
-    def __init__(self, bound: int) -> None:
+    def __init__(self, bound: int, max_bytes: int = MAX_QUEUED_DELIVERY_BYTES) -> None:
         self._bound = bound
+        self._max_bytes = max_bytes
+        #: Bytes of the deliveries read from the stream and waiting here.
+        self._bytes = 0
         self._items: collections.deque[_Delivered] = collections.deque()
         self._front: collections.deque[_Delivered] = collections.deque()
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
 
+    def _full(self) -> bool:
+        return len(self._items) >= self._bound or (bool(self._items) and self._bytes >= self._max_bytes)
+
     async def put(self, item: _Delivered) -> None:
-        """Appends a delivery read from the stream, waiting while the queue holds its bound."""
-        while len(self._items) >= self._bound:
+        """Appends a delivery read from the stream, waiting while the queue holds its bound (in count or bytes)."""
+        while self._full():
             self._not_full.clear()
             await self._not_full.wait()
         self._items.append(item)
+        self._bytes += item.size
         self._not_empty.set()
 
     def put_front(self, items: list[_Delivered]) -> None:
@@ -344,7 +372,8 @@ class _EnvelopeQueue:
         if self._front:
             return self._front.popleft()
         item = self._items.popleft()
-        if len(self._items) < self._bound:
+        self._bytes -= item.size
+        if not self._full():
             self._not_full.set()
         return item
 
@@ -530,6 +559,9 @@ class Agent:
         self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
         #: Deliveries left unacknowledged because they cannot be taken now, tried again (§17.3 items 4 and 6).
         self._deferred: list[_Delivered] = []
+        #: Bytes of :attr:`_deferred`, and of the envelopes held for all responder handshakes.
+        self._deferred_bytes = 0
+        self._held_bytes = 0
         # connection
         self._conn: GatewayConnection | None = None
         self._live = asyncio.Event()
@@ -1276,6 +1308,7 @@ class Agent:
                 self._emit("duplicate", item="handshake", peer=frame.sender_id, detail="step 3 of no handshake in progress")
                 return
             responding.timer.cancel()
+            self._release_held(responding)
             try:
                 session = responding.handshake.receive(frame)
             except ParleyError as error:
@@ -1287,7 +1320,7 @@ class Agent:
             # then those beyond the 64 it held.
             later = [d for d in self._deferred if d.waiting == "handshake" and bytes(d.envelope.session_id) == sid]
             if later:
-                self._deferred = [d for d in self._deferred if not (d.waiting == "handshake" and bytes(d.envelope.session_id) == sid)]
+                self._set_deferred([d for d in self._deferred if not (d.waiting == "handshake" and bytes(d.envelope.session_id) == sid)])
             if responding.held or later:
                 self._envelopes.put_front(responding.held + later)
             with contextlib.suppress(ParleyError):
@@ -1300,8 +1333,13 @@ class Agent:
         if responding is None:
             return
         responding.handshake.abort()
+        self._release_held(responding)
         self._security("handshake", "handshake_failed", responding.handshake.peer_id, sid, reason)
         await self._reject_held(responding)
+
+    def _release_held(self, responding: _Responding) -> None:
+        """Its held envelopes leave the bytes held (they are opened, answered or taken again now)."""
+        self._held_bytes -= sum(d.size for d in responding.held)
 
     async def _reject_held(self, responding: _Responding) -> None:
         for d in responding.held:
@@ -1570,12 +1608,17 @@ class Agent:
         if len(self._deferred) >= MAX_DEFERRED:
             _log.debug("parley: %d deliveries wait to be tried again; delivery %d is left for the next stream", MAX_DEFERRED, delivered.delivery_id)
             return
+        if self._deferred_bytes + delivered.size > MAX_DEFERRED_BYTES:
+            # Every one is a delivery of this stream not acked: a gateway within its in-flight bound never gets here.
+            conn.fail("malformed", f"the gateway sent more than {MAX_DEFERRED_BYTES} bytes of deliveries not acked")
+            return
         delivered.waiting = why
         delivered.deferrals += 1
         delivered.not_before = time.monotonic() + delay
         # In arrival order (delivery ids of the current stream): one tried again and deferred once more (the
         # application's capacity was taken meanwhile) goes back before those that arrived after it.
         bisect.insort(self._deferred, delivered, key=lambda d: d.delivery_id)
+        self._deferred_bytes += delivered.size
         if why == "capacity":
             self._waiting_capacity += 1
 
@@ -1595,16 +1638,20 @@ class Agent:
                 wait = free <= 0
                 free -= 0 if wait else 1
             elif d.waiting == "handshake":
-                wait = self._holds_its_most(bytes(d.envelope.session_id))
+                wait = self._holds_its_most(bytes(d.envelope.session_id), d.size)
             elif d.waiting == "stale":
                 wait = self._revocation_stale(bytes(d.envelope.session_id), now)
             else:
                 wait = d.not_before > mono
             (keep if wait else ready).append(d)
-        self._deferred = keep
+        self._set_deferred(keep)
         self._waiting_capacity = sum(1 for d in keep if d.waiting == "capacity")
         if ready:
             self._envelopes.put_front(ready)
+
+    def _set_deferred(self, deferred: list[_Delivered]) -> None:
+        self._deferred = deferred
+        self._deferred_bytes = sum(d.size for d in deferred)
 
     def _revocation_stale(self, session_id: bytes, now: int) -> bool:
         """Whether the peer of a session still cannot be checked for want of fresh revocation data (§17.5)."""
@@ -1620,10 +1667,11 @@ class Agent:
             return error.code == "revocation_stale"
         return False
 
-    def _holds_its_most(self, session_id: bytes) -> bool:
-        """Whether a handshake this agent is answering holds its :data:`MAX_HELD_PER_HANDSHAKE` envelopes."""
+    def _holds_its_most(self, session_id: bytes, size: int = 0) -> bool:
+        """Whether a handshake this agent is answering holds its :data:`MAX_HELD_PER_HANDSHAKE` envelopes (or the
+        handshakes hold :data:`MAX_HELD_BYTES`)."""
         responding = self._responding.get(session_id)
-        return responding is not None and len(responding.held) >= MAX_HELD_PER_HANDSHAKE
+        return responding is not None and (len(responding.held) >= MAX_HELD_PER_HANDSHAKE or self._held_bytes + size > MAX_HELD_BYTES)
 
     async def _retry_loop(self) -> None:
         while True:
@@ -1668,11 +1716,13 @@ class Agent:
         if session is None:
             responding = self._responding.get(sid)
             if responding is not None:  # §17 recipient 4: hold until step 3
-                if len(responding.held) < MAX_HELD_PER_HANDSHAKE:
+                if len(responding.held) < MAX_HELD_PER_HANDSHAKE and self._held_bytes + delivered.size <= MAX_HELD_BYTES:
                     responding.held.append(delivered)
+                    self._held_bytes += delivered.size
                     return
                 if delivered.deferrals == 0:
-                    self._security("message", "rate_limited", sender, sid, "more than 64 envelopes for one handshake: left unacknowledged, tried again")
+                    what = "more than 64 envelopes for one handshake" if len(responding.held) >= MAX_HELD_PER_HANDSHAKE else f"more than {MAX_HELD_BYTES} bytes held for handshakes"
+                    self._security("message", "rate_limited", sender, sid, f"{what}: left unacknowledged, tried again")
                 self._defer(delivered, "handshake")  # beyond its 64: tried again once it has room or has ended
                 return
             answer = "acked without a SessionReject (it may have been taken)" if self._may_have_been_taken(envelope) else "answered with a SessionReject"

@@ -22,6 +22,11 @@ each delivery to the agent's callback and awaits it: a callback that waits stops
 reading, and gRPC flow control pushes back on the gateway. The agent's callback
 waits only while its envelope queue is full (envelopes read ahead and not yet
 opened); an application that is behind does not stop reading (§17.3 item 6).
+
+A gateway that breaks the protocol is bounded (§12): at most :data:`MAX_UNANSWERED` items wait for its answer and
+:data:`MAX_QUEUED_SEND_BYTES` of sends to be written (beyond, a send is refused ``unavailable``; a stall of
+:data:`UNANSWERED_STALL_SECONDS` ends the stream), :data:`MAX_QUEUED_REPLIES` acks and replies to be written (beyond,
+the stream ends ``malformed``); a frame that does not decode ends the stream ``malformed``. Logged in one line.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +47,9 @@ import grpc
 from .errors import GatewayError, ParleyError, is_error_code
 from .relay import gateway_auth_layout
 from .session import LocalIdentity
-from .v1 import gateway_pb2, gateway_pb2_grpc
+from .v1 import gateway_pb2
+
+_log = logging.getLogger("parley")
 
 ERROR_CODE_METADATA_KEY: Final = "parley-error-code"
 #: Quiet items whose refusal is still awaited: no ``accepted`` ends the wait, so only the newest are kept.
@@ -49,6 +58,21 @@ QUIET_WATCHED: Final = 1024
 MAX_MORE_ACK_IDS: Final = 1024
 # How long close() waits for what is queued (the last acks among it) to be written before it ends the call.
 CLOSE_DRAIN_SECONDS: Final = 1.0
+#: Most items sent on one stream that wait for the gateway's answer (``accepted`` or ``rejected``; quiet items are
+#: not counted): above the outbox's pending sends (10 000) and their replies, as @parley/client's. Beyond it a new
+#: item is refused (``unavailable``: the outbox sends it again later); when the oldest has waited
+#: :data:`UNANSWERED_STALL_SECONDS` as well, the gateway stopped answering and the stream is ended.
+MAX_UNANSWERED: Final = 16_384
+#: How long the oldest unanswered item waits, with the stream at one of its bounds, before the stream is taken for stalled.
+UNANSWERED_STALL_SECONDS: Final = 30.0
+#: Most bytes of sends waiting to be written (the gateway reads them no faster): beyond it a new send is refused
+#: (``unavailable``), and ends the stream as above when the oldest unanswered item has waited 30 s.
+MAX_QUEUED_SEND_BYTES: Final = 64 * 1024 * 1024
+#: Most acks and replies (receipts, session rejects) waiting to be written, in count and bytes: each answers a
+#: delivery, and a gateway writes at most its in-flight bound (default 256) of deliveries not yet acked, so more is a
+#: gateway that goes on delivering without reading this agent's acks: the stream ends (``malformed``).
+MAX_QUEUED_REPLIES: Final = 65_536
+MAX_QUEUED_REPLY_BYTES: Final = 16 * 1024 * 1024
 #: grpc status → Parley code when no ``parley-error-code`` trailer came (§15.8).
 _CODE_BY_STATUS: Final = {
     grpc.StatusCode.INVALID_ARGUMENT: "malformed",
@@ -131,6 +155,37 @@ class StreamEnd:
 OnDelivery = Callable[["GatewayConnection", Any], Awaitable[None]]
 
 
+class _Undecodable:
+    """What the stream yields for a frame that is not a valid ``ConnectResponse`` (a truncated message, a string field
+    that is not UTF-8): the gateway broke the protocol, and the stream ends ``malformed``."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def decode_response(data: bytes) -> Any:
+    """The Connect stream's deserializer: a ``ConnectResponse``, or :class:`_Undecodable` (gRPC's own would log a
+    traceback and hand over None)."""
+    try:
+        return gateway_pb2.ConnectResponse.FromString(data)
+    except Exception as error:  # DecodeError, and whatever a protobuf runtime raises on bytes it cannot parse
+        return _Undecodable(type(error).__name__)
+
+
+def _check_decoded(response: Any) -> None:
+    """Raises GatewayError ``malformed`` for a frame that did not decode (None: what gRPC yields when a deserializer fails)."""
+    if response is None or isinstance(response, _Undecodable):
+        why = f" ({response.reason})" if isinstance(response, _Undecodable) else ""
+        raise GatewayError("malformed", f"the gateway sent a frame that is not a valid ConnectResponse{why}")
+
+
+def _is_reply(request: Any) -> bool:
+    """Whether a queued request is an ack or a quiet reply (bounded by :data:`MAX_QUEUED_REPLIES`), not a send."""
+    return request.WhichOneof("kind") != "send" or bool(request.send.quiet)
+
+
 class GatewayConnection:
     """An authenticated Connect stream. Create with :meth:`open`."""
 
@@ -141,7 +196,14 @@ class GatewayConnection:
         self.gateway_id = gateway_id
         self._writes: asyncio.Queue[Any] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: The items of :attr:`_pending` that wait for ``accepted`` (not quiet): request id → when queued (monotonic),
+        #: oldest first.
+        self._unanswered: dict[int, float] = {}
         self._quiet: collections.deque[int] = collections.deque()
+        #: Bytes of sends, and count and bytes of acks and quiet replies, queued and not yet taken by the writer.
+        self._queued_send_bytes = 0
+        self._queued_replies = 0
+        self._queued_reply_bytes = 0
         self._next_request_id = 1
         self._end: StreamEnd | None = None
         self.ended: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
@@ -168,7 +230,11 @@ class GatewayConnection:
             channel = grpc.aio.insecure_channel(address, options=options)
         else:
             channel = grpc.aio.secure_channel(address, tls.credentials(), options=options + tls.options())
-        call = gateway_pb2_grpc.AgentGatewayServiceStub(channel).Connect()  # type: ignore[no-untyped-call]
+        # Not the generated stub's deserializer: on bytes that do not decode, gRPC logs a traceback and yields None.
+        connect = channel.stream_stream(
+            "/parley.v1.AgentGatewayService/Connect", request_serializer=gateway_pb2.ConnectRequest.SerializeToString, response_deserializer=decode_response
+        )
+        call = connect()
         try:
             return await asyncio.wait_for(cls._authenticate(channel, call, identity, expected_gateway_id), timeout)
         except asyncio.TimeoutError as error:
@@ -199,6 +265,7 @@ class GatewayConnection:
                 raise GatewayError("unavailable", f"gateway ended the stream before {expected}") from error
             if response is grpc.aio.EOF:
                 raise GatewayError("unavailable", f"gateway closed the stream before {expected}")
+            _check_decoded(response)
             kind = response.WhichOneof("kind")
             if kind == "go_away":
                 code = response.go_away.code if is_error_code(response.go_away.code) else "unavailable"
@@ -255,7 +322,24 @@ class GatewayConnection:
         request = gateway_pb2.ConnectRequest()
         request.send.request_id = request_id
         getattr(request.send, kind).CopyFrom(item)
+        size = request.ByteSize()  # as the writer counts it off
+        if len(self._unanswered) >= MAX_UNANSWERED or (self._queued_send_bytes > 0 and self._queued_send_bytes + size > MAX_QUEUED_SEND_BYTES):
+            # The gateway answers every item (accepted or rejected) and reads what is written. This many waiting is
+            # refused (the outbox sends it again later); when the oldest has waited UNANSWERED_STALL_SECONDS as well,
+            # the gateway stopped answering (or reading): the stream ends (every waiting item fails, and is sent again
+            # on the next one). A burst alone, answered as fast as the gateway can, does not drop a healthy stream.
+            waiting = f"{len(self._unanswered)} items ({self._queued_send_bytes} bytes not yet written)"
+            oldest = next(iter(self._unanswered.values()), None)
+            if oldest is not None and time.monotonic() - oldest >= UNANSWERED_STALL_SECONDS:
+                message = f"the gateway left {waiting} unanswered for {UNANSWERED_STALL_SECONDS:g} s: reconnecting"
+                self.fail("unavailable", message)
+                future.set_exception(GatewayError("unavailable", message))
+            else:
+                future.set_exception(GatewayError("unavailable", f"{waiting} wait for the gateway's answer: try again later"))
+            return future
         self._pending[request_id] = future
+        self._unanswered[request_id] = time.monotonic()
+        self._queued_send_bytes += size
         self._writes.put_nowait(request)
         return future
 
@@ -293,7 +377,7 @@ class GatewayConnection:
             old = self._pending.pop(self._quiet.popleft(), None)
             if old is not None and not old.done():
                 old.set_result(None)
-        self._writes.put_nowait(request)
+        self._put_reply(request)
         return future
 
     def ack(self, delivery_id: int) -> None:
@@ -308,7 +392,7 @@ class GatewayConnection:
         if not self.outbound_acks:
             request = gateway_pb2.ConnectRequest()
             request.ack.delivery_id = delivery_id
-            self._writes.put_nowait(request)
+            self._put_reply(request)
             return
         self._acks.append(delivery_id)
         if len(self._acks) == 1:
@@ -325,7 +409,37 @@ class GatewayConnection:
             request = gateway_pb2.ConnectRequest()
             request.ack.delivery_id = acks[i]
             request.ack.more_delivery_ids.extend(acks[i + 1 : i + 1 + MAX_MORE_ACK_IDS])
-            self._writes.put_nowait(request)
+            self._put_reply(request)
+
+    def _put_reply(self, request: Any) -> None:
+        """Queues an ack or a quiet reply. Beyond :data:`MAX_QUEUED_REPLIES` (or :data:`MAX_QUEUED_REPLY_BYTES`) not
+        yet written, the gateway goes on delivering without reading: the stream ends ``malformed`` (the agent
+        reconnects; the deliveries not acked come again on the next stream, their replies with them)."""
+        if self._end is not None:
+            return
+        size = request.ByteSize()
+        if self._queued_replies + 1 > MAX_QUEUED_REPLIES or self._queued_reply_bytes + size > MAX_QUEUED_REPLY_BYTES:
+            self.fail("malformed", f"the gateway does not read this agent's acks and replies ({self._queued_replies} waiting to be written) while it delivers more")
+            return
+        self._queued_replies += 1
+        self._queued_reply_bytes += size
+        self._writes.put_nowait(request)
+
+    def _taken(self, request: Any) -> None:
+        """Accounts for a request the writer took from the queue."""
+        if _is_reply(request):
+            self._queued_replies -= 1
+            self._queued_reply_bytes -= request.ByteSize()
+        else:
+            self._queued_send_bytes -= request.ByteSize()
+
+    def fail(self, code: str, message: str) -> None:
+        """Ends the stream from this side with ``code`` (the agent reconnects): a gateway that broke the protocol.
+        Logged once, without a traceback."""
+        if self._end is not None:
+            return
+        _log.warning("parley: ending the stream to gateway %s (%s): %s", self.gateway_id, code, message)
+        self._finish(StreamEnd(code, message, False))
 
     async def _writer(self) -> None:
         try:
@@ -335,6 +449,7 @@ class GatewayConnection:
                     with contextlib.suppress(Exception):
                         await self._call.done_writing()
                     return
+                self._taken(request)
                 await self._call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError, RuntimeError):
             return  # the reader reports how the stream ended
@@ -346,9 +461,11 @@ class GatewayConnection:
                 response = await self._call.read()
                 if response is grpc.aio.EOF:
                     break
+                _check_decoded(response)
                 kind = response.WhichOneof("kind")
                 if kind == "accepted" or kind == "rejected":
                     value = getattr(response, kind)
+                    self._unanswered.pop(value.request_id, None)
                     future = self._pending.pop(value.request_id, None)
                     if future is not None and not future.done():
                         if kind == "accepted":
@@ -368,6 +485,10 @@ class GatewayConnection:
         except grpc.aio.AioRpcError as error:
             if end is None:
                 end = StreamEnd(rpc_error_code(error), error.details() or "stream failed", False)
+        except GatewayError as error:  # the gateway broke the protocol (a frame that does not decode, a bound exceeded)
+            if end is None:
+                _log.warning("parley: ending the stream to gateway %s (%s): %s", self.gateway_id, error.code, error.detail)
+                end = StreamEnd(error.code, error.detail, False)
         except asyncio.CancelledError:
             if end is None:
                 end = StreamEnd("cancelled", "closed", False)
@@ -390,6 +511,7 @@ class GatewayConnection:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self._unanswered.clear()
         self._quiet.clear()
         self._acks.clear()
         self._writes.put_nowait(None)
