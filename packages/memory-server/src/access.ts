@@ -57,11 +57,18 @@ async function currentEpoch(q: Queryable, memory: MemoryRow): Promise<EpochRecor
   return fromBinary(EpochRecordSchema, bytes(rows[0].record));
 }
 
-/** Whether a holder of the current epoch key is no longer an active member (§18.5). */
+/**
+ * Whether a holder of the current epoch key is no longer an active member (§18.5): a copy of it held by a
+ * member that is gone or whose grant expired, or a copy sealed to a member key a later GRANT replaced (that
+ * copy is deleted with the grant, so the memory row keeps the epoch it was of).
+ */
 export async function rotationRequired(q: Queryable, memory: MemoryRow, now: number): Promise<boolean> {
   const rows = await q.query(
-    `SELECT 1 FROM memory_key_wraps w LEFT JOIN memory_members m ON m.memory_id = w.memory_id AND m.member_id = w.member_id
-     WHERE w.memory_id = $1 AND w.epoch = $2 AND (m.member_id IS NULL OR (m.expires_at_ms > 0 AND m.expires_at_ms <= $3)) LIMIT 1`,
+    `SELECT 1 FROM memories WHERE memory_id = $1 AND replaced_key_epoch = $2
+     UNION ALL
+     SELECT 1 FROM memory_key_wraps w LEFT JOIN memory_members m ON m.memory_id = w.memory_id AND m.member_id = w.member_id
+     WHERE w.memory_id = $1 AND w.epoch = $2 AND (m.member_id IS NULL OR (m.expires_at_ms > 0 AND m.expires_at_ms <= $3))
+     LIMIT 1`,
     [memory.memoryId, memory.currentEpoch, now],
   );
   return rows.length > 0;
@@ -72,8 +79,8 @@ export async function rotationRequired(q: Queryable, memory: MemoryRow, now: num
  * Epoch records no stored segment needs any more are pruned first; then, when `bounded`, the epoch is
  * refused (`quota_exceeded`) if the memory already keeps `maxEpochsPerMemory` of them. A REVOKE's epoch and
  * a rotation that is required are not bounded: each is paid for by a log entry (the REVOKE, or the
- * expiring GRANT that made the rotation due), so they cannot be repeated at will, and refusing them
- * would let whoever filled the table block a removal for good.
+ * expiring or key-replacing GRANT that made the rotation due), so they cannot be repeated at will, and
+ * refusing them would let whoever filled the table block a removal for good.
  */
 export async function installEpoch(
   c: OpContext,

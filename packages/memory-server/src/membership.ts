@@ -72,6 +72,17 @@ export async function updateMembership(c: OpContext, req: UpdateMembershipReques
          ON CONFLICT (memory_id, member_id) DO UPDATE SET access = EXCLUDED.access, public_key = EXCLUDED.public_key, expires_at_ms = EXCLUDED.expires_at_ms, certificate = EXCLUDED.certificate`,
         [memory.memoryId, entry.memberId, entry.access, entry.memberPublicKey, Number(entry.expiresAtMs), encodedCertificate],
       );
+      // §18.5: a grant that replaces the key a copy of the current epoch was sealed to leaves that key able to open the
+      // current epoch, and the copy it deletes was the only record of it: the memory keeps the epoch instead, and
+      // a rotation is required until the next epoch (sealed to the new key only) is made.
+      const held = await tx.query<{ wrap: unknown }>('SELECT wrap FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2 AND epoch = $3', [
+        memory.memoryId,
+        entry.memberId,
+        memory.currentEpoch,
+      ]);
+      if (held[0] !== undefined && !c.crypto.constantTimeEqual(fromBinary(KeyWrapSchema, bytes(held[0].wrap)).memberPublicKey, entry.memberPublicKey)) {
+        await tx.query('UPDATE memories SET replaced_key_epoch = $2 WHERE memory_id = $1', [memory.memoryId, memory.currentEpoch]);
+      }
       await tx.query('DELETE FROM memory_key_wraps WHERE memory_id = $1 AND member_id = $2', [memory.memoryId, entry.memberId]);
       await tx.query('INSERT INTO memory_key_wraps (memory_id, member_id, epoch, wrap) VALUES ($1, $2, $3, $4)', [memory.memoryId, entry.memberId, wrap.epoch, toBinary(KeyWrapSchema, wrap)]);
     } else {

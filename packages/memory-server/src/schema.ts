@@ -115,6 +115,16 @@ export const MEMORY_MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 2,
+    name: 'replaced member keys',
+    sql: `
+      -- The epoch that was current when a GRANT replaced a member's key that held a copy of it (0: none). While it
+      -- is still the current epoch, a key no member holds any more can open it, so a rotation is required
+      -- (§18.5): the next epoch is sealed to the new key only.
+      ALTER TABLE memories ADD COLUMN replaced_key_epoch integer NOT NULL DEFAULT 0 CHECK (replaced_key_epoch >= 0);
+    `,
+  },
 ]);
 
 /**

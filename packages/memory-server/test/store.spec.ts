@@ -306,6 +306,40 @@ describe(`memory store on ${ENGINE}`, () => {
     await expectCode(h.call(reader, 'getMemory', { memoryId: m.memoryId }), 'expired');
   });
 
+  it('a member granted again under a new identity key makes a rotation required: the next epoch goes to the new key only', async () => {
+    const m = await TestMemory.create(h, owner);
+    await m.grant(owner, writer, MemoryAccess.WRITE);
+    await m.grant(owner, reader, MemoryAccess.READ);
+    await m.write(writer, 'plan', 'v1', 0n);
+    // Granting again under the same key (another level) changes no key: no rotation.
+    await m.grant(owner, reader, MemoryAccess.WRITE);
+    expect((await h.call(owner, 'getMemory', { memoryId: m.memoryId })).rotationRequired).toBe(false);
+    // The writer rotates its identity key (registry, §15.5) and is granted again under the new one.
+    const oldKey = writer;
+    const rotated = h.agent(writer.agentId);
+    await expectCode(h.call(rotated, 'getMemory', { memoryId: m.memoryId }), 'identity_mismatch');
+    await m.grant(owner, rotated, MemoryAccess.WRITE);
+    // The old key still opens epoch 1: until a rotation, nothing more may be written under it.
+    expect((await h.call(owner, 'getMemory', { memoryId: m.memoryId })).rotationRequired).toBe(true);
+    expect((await h.call(rotated, 'getMemory', { memoryId: m.memoryId })).rotationRequired).toBe(true);
+    await expectCode(m.write(owner, 'plan', 'v2', 1n), 'rotation_required');
+    await expectCode(m.write(rotated, 'plan', 'v2', 1n), 'rotation_required');
+    await expectCode(m.rotate(rotated, [owner, oldKey, reader]), 'conflict'); // sealed to the replaced key: refused
+    // A writer may make the required epoch (not only an admin); its copies go to the keys on record.
+    await m.rotate(rotated, [owner, rotated, reader]);
+    expect((await h.call(owner, 'getMemory', { memoryId: m.memoryId })).rotationRequired).toBe(false);
+    expect((await m.write(owner, 'plan', 'v2', 1n)).outcome.case).toBe('accepted');
+    expect(await m.read(rotated, 'plan')).toBe('v2');
+    const state = await h.call(rotated, 'getMemory', { memoryId: m.memoryId });
+    expect(state.wrap.epoch).toBe(2);
+    expect(state.wrap.memberPublicKey).toEqual(rotated.publicKey);
+    expect(openWrap(h.crypto, rotated, m.memoryId, state.wrap, state.epochs.at(-1)).key.unsafeBytes()).toEqual(m.epoch.key.unsafeBytes());
+    expect(() => openWrap(h.crypto, oldKey, m.memoryId, state.wrap, state.epochs.at(-1))).toThrow();
+    // Exactly one copy of epoch 2 per member, none sealed to the replaced key.
+    const rows = await h.db.query<{ member_id: string; epoch: number }>('SELECT member_id, epoch FROM memory_key_wraps WHERE memory_id = $1 ORDER BY member_id', [m.memoryId]);
+    expect(rows.map((r) => `${r.member_id}@${r.epoch}`)).toEqual([owner.agentId, rotated.agentId, reader.agentId].sort().map((id) => `${id}@2`));
+  });
+
   it('admins only: grants by a writer are refused; an admin grant needs the owner; grants need a valid certificate', async () => {
     const m = await TestMemory.create(h, owner);
     await m.grant(owner, writer, MemoryAccess.WRITE);

@@ -28,9 +28,27 @@ import {
 import { createClient, type Client } from '@parley/rpc';
 import { MemoryError, fail, isMemoryError } from './errors.js';
 import { membershipEntryHash } from './layouts.js';
-import { MEMORY_MAX_RECEIVE_BYTES, MEMORY_MAX_SEND_BYTES } from './limits.js';
+import {
+  LIST_MEMORIES_PAGE_SIZE,
+  LIST_SEGMENTS_PAGE_SIZE,
+  MAX_LISTED_MEMORIES,
+  MAX_LISTED_SEGMENTS,
+  MEMORY_MAX_RECEIVE_BYTES,
+  MEMORY_MAX_SEND_BYTES,
+  MEMORY_SEEN_ENTRIES,
+} from './limits.js';
 import { Membership, sameWrite, verifyCurrentEpoch, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
-import { accessOf, assertAgent, assertMemoryId, assertSegmentId, levelOf, MAX_SEGMENT_PLAINTEXT_BYTES, type AccessLevel } from './names.js';
+import {
+  accessOf,
+  assertAgent,
+  assertMemoryId,
+  assertSegmentId,
+  DEFAULT_MAX_SEGMENTS_PER_MEMORY,
+  levelOf,
+  MAX_SEGMENT_PLAINTEXT_BYTES,
+  MEMORY_CLOCK_SKEW_MS,
+  type AccessLevel,
+} from './names.js';
 import { changeEntry, createEntry, followBackLink, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
 import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
 
@@ -56,6 +74,13 @@ export interface MemoryClientOptions {
   readonly retryUnavailableMs?: number;
   /** Memories whose verified state is cached (keys included, wiped on eviction). Default 64. */
   readonly cacheSize?: number;
+  /**
+   * Memories whose highest verified log version (and its entry hash) and epoch are remembered after they
+   * leave the cache, so a store cannot roll them back unnoticed (`replay`). Default 100,000, oldest dropped.
+   */
+  readonly seenSize?: number;
+  /** The clock skew the store allows (its `maxClockSkewMs`), ms. Default 60 000. */
+  readonly maxClockSkewMs?: number;
   readonly clock?: () => number;
 }
 
@@ -154,6 +179,20 @@ export interface GrantOptions {
   readonly certificate?: AgentCertificate;
 }
 
+/**
+ * The highest state of a memory this client verified, kept when the state itself leaves the cache: a
+ * fresh load must reach it (`replay` otherwise) and go through the same entry there.
+ */
+interface Seen {
+  readonly version: bigint;
+  readonly hash: Uint8Array;
+  readonly epoch: number;
+  /** The log version the current epoch was made for. */
+  readonly epochVersion: bigint;
+  /** This client's clock when it asked for the answer that showed the log at `version` (§18.4). */
+  readonly atMs: number;
+}
+
 /** A memory's verified state, cached per memory. */
 interface State {
   log: Membership;
@@ -191,6 +230,36 @@ function segmentInfo(r: WriteRecord): SegmentInfo {
 }
 
 /**
+ * The pages of one listing from a store that is not trusted to end it (§18.2): every page at most the size
+ * asked for, no page token twice, at most `maxItems` items in all (so at most that many pages with items,
+ * and one more). @throws MemoryError `malformed`
+ */
+class Pager {
+  readonly #tokens = new Set<string>();
+  #items = 0;
+  #pages = 0;
+
+  constructor(
+    readonly what: string,
+    readonly pageSize: number,
+    readonly maxItems: number,
+  ) {}
+
+  take(items: number, nextPageToken: string): void {
+    this.#pages++;
+    this.#items += items;
+    if (items > this.pageSize) fail('malformed', `the store answered a ${this.what} page of ${items} items, more than the ${this.pageSize} asked for`);
+    if (this.#items > this.maxItems || this.#pages > Math.ceil(this.maxItems / this.pageSize) + 1) {
+      fail('malformed', `the store's ${this.what} goes on beyond ${this.maxItems} items`);
+    }
+    if (nextPageToken !== '') {
+      if (this.#tokens.has(nextPageToken)) fail('malformed', `the store repeated a page token of the ${this.what}`);
+      this.#tokens.add(nextPageToken);
+    }
+  }
+}
+
+/**
  * Shared memory for one agent. Create one per agent (`agent.memory` in
  * @parley/client does), call {@link close} when done.
  *
@@ -208,6 +277,8 @@ export class MemoryClient {
   readonly #clock: () => number;
   readonly #states = new Map<string, State>();
   readonly #loading = new Map<string, Promise<State>>();
+  /** Per memory, the highest state verified (bounded, oldest first): rollback detection outlives the cache. */
+  readonly #seen = new Map<string, Seen>();
   #closed = false;
 
   constructor(options: MemoryClientOptions) {
@@ -276,9 +347,11 @@ export class MemoryClient {
   async list(): Promise<MemoryListing[]> {
     this.#assertOpen();
     const out: MemoryListing[] = [];
+    const pages = new Pager('memory listing', LIST_MEMORIES_PAGE_SIZE, MAX_LISTED_MEMORIES);
     let pageToken = '';
     do {
-      const page = await this.#call(() => this.#rpc.listMemories({ pageSize: 500, pageToken }));
+      const page = await this.#call(() => this.#rpc.listMemories({ pageSize: LIST_MEMORIES_PAGE_SIZE, pageToken }));
+      pages.take(page.memories.length, page.nextPageToken);
       for (const m of page.memories) {
         out.push({
           memoryId: m.memoryId,
@@ -298,9 +371,14 @@ export class MemoryClient {
     assertMemoryId(memoryId);
     let state = await this.#state(memoryId);
     const out: SegmentInfo[] = [];
+    // At most the memory's segment quota (as reported, within MAX_LISTED_SEGMENTS) and two pages of room.
+    const reported = num(state.usage?.maxSegments ?? 0n);
+    const quota = Math.min(reported > 0 ? reported : DEFAULT_MAX_SEGMENTS_PER_MEMORY, MAX_LISTED_SEGMENTS);
+    const pages = new Pager('segment listing', LIST_SEGMENTS_PAGE_SIZE, quota + 2 * LIST_SEGMENTS_PAGE_SIZE);
     let pageToken = '';
     do {
-      const page = await this.#call(() => this.#rpc.listSegments({ memoryId, pageSize: 1000, pageToken }));
+      const page = await this.#call(() => this.#rpc.listSegments({ memoryId, pageSize: LIST_SEGMENTS_PAGE_SIZE, pageToken }));
+      pages.take(page.segments.length, page.nextPageToken);
       for (const r of page.segments) {
         state = await this.#verifyFresh(state, r);
         out.push(segmentInfo(r));
@@ -354,8 +432,9 @@ export class MemoryClient {
     if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) fail('malformed', 'expiresAtMs must be a non-negative integer');
     let state = await this.#state(memoryId);
     for (let attempt = 0; ; attempt++) {
-      if (state.rotationRequired) state = await this.#rotate(state);
-      const sealed = sealWrite(this.#crypto, this.#o.identity, memoryId, this.#keyFor(state, state.currentEpoch), {
+      if (this.#rotationNeeded(state)) state = await this.#rotate(state);
+      if (this.#rotationNeeded(state)) fail('rotation_required', `the current epoch of ${memoryId} may be held by a member whose grant has expired, and no new epoch could be made`);
+      const sealed = sealWrite(this.#crypto, this.#o.identity, memoryId, this.#currentKey(state), {
         segmentId,
         previousVersion: previous,
         data: bytes,
@@ -429,7 +508,7 @@ export class MemoryClient {
     for (let attempt = 0; ; attempt++) {
       const state = await this.#refresh(memoryId);
       const entry = changeEntry(this.#crypto, this.#o.identity, state.log, { kind: 'grant', memberId: agentId, access: level, publicKey: member.identityPublicKey, expiresAtMs }, this.#clock());
-      const wrap = wrapKey(this.#crypto, this.#o.identity, memoryId, this.#keyFor(state, state.currentEpoch), { memberId: agentId, publicKey: member.identityPublicKey });
+      const wrap = wrapKey(this.#crypto, this.#o.identity, memoryId, this.#currentKey(state), { memberId: agentId, publicKey: member.identityPublicKey });
       try {
         await this.#call(() => this.#rpc.updateMembership({ memoryId, entry, memberCertificate: certificate, wraps: [wrap] }));
         return this.get(memoryId);
@@ -539,12 +618,67 @@ export class MemoryClient {
     }
   }
 
+  /**
+   * A record under epoch E verifies only as a write its writer could make while E was current (from E's
+   * log version to the next epoch's, §18.7): a removed writer cannot, with the store, date a new write
+   * under an old epoch whose key it kept.
+   */
   #verifyRecord(state: State, record: WriteRecord): void {
     try {
-      verifyWriteRecord(state.log, record);
+      const epoch = state.epochs.get(record.keyEpoch);
+      if (epoch === undefined) fail('bad_signature', `the write record of ${record.segmentId} is under epoch ${record.keyEpoch}, which this client does not know`);
+      const next = state.epochs.get(record.keyEpoch + 1);
+      const to = next?.membershipVersion ?? (record.keyEpoch === state.currentEpoch ? state.log.version : undefined);
+      if (to === undefined) fail('bad_signature', `epoch ${record.keyEpoch + 1} is not known`);
+      verifyWriteRecord(state.log, record, { from: epoch.membershipVersion, to, skewMs: this.#skewMs });
     } catch (error) {
       const e = MemoryError.from(error);
       throw e.code === 'malformed' ? new MemoryError('bad_signature', `the store returned a malformed write record: ${e.message}`, { cause: e }) : e;
+    }
+  }
+
+  get #skewMs(): number {
+    return this.#o.maxClockSkewMs ?? MEMORY_CLOCK_SKEW_MS;
+  }
+
+  /**
+   * Whether a rotation must come before the next write, decided here whatever the store says (§18.5): the
+   * store asked for one, or a member on record whose grant has expired could hold the current epoch's key —
+   * unless that epoch was made for its grant's version or later, at or after its expiry (then its maker
+   * sealed it only to members in force).
+   */
+  #rotationNeeded(state: State): boolean {
+    if (state.rotationRequired) return true;
+    const current = state.epochs.get(state.currentEpoch);
+    if (current === undefined) return true;
+    const now = this.#clock();
+    for (const m of state.log.members()) {
+      if (m.expiresAtMs === 0 || m.expiresAtMs > now) continue;
+      if (!(current.membershipVersion >= m.version && Number(current.createdAtMs) >= m.expiresAtMs)) return true;
+    }
+    return false;
+  }
+
+  /** The key of the current epoch, after checking the epoch against the state's log again (§18.5): nothing is sealed under another. */
+  #currentKey(state: State): EpochKey {
+    const current = state.epochs.get(state.currentEpoch);
+    if (current === undefined) fail('bad_signature', `epoch ${state.currentEpoch} is not known`);
+    try {
+      verifyCurrentEpoch(state.log, current, state.epochs.values());
+    } catch (error) {
+      throw new MemoryError('bad_signature', `the current epoch of ${state.log.memoryId} does not verify against its log: ${MemoryError.from(error).message}`, { cause: error });
+    }
+    return this.#keyFor(state, state.currentEpoch);
+  }
+
+  /** Remembers the highest state verified of a memory (bounded: the oldest memory is dropped first). */
+  #remember(memoryId: string, seen: Seen): void {
+    this.#seen.delete(memoryId);
+    this.#seen.set(memoryId, seen);
+    const max = this.#o.seenSize ?? MEMORY_SEEN_ENTRIES;
+    for (const id of this.#seen.keys()) {
+      if (this.#seen.size <= max) break;
+      this.#seen.delete(id);
     }
   }
 
@@ -567,8 +701,22 @@ export class MemoryClient {
     const p = (async () => {
       try {
         const cached = this.#states.get(memoryId);
+        const askedAtMs = this.#clock();
         const res = await this.#call(() => this.#rpc.getMemory({ memoryId, afterVersion: cached?.log.version ?? 0n }));
-        const state = this.#verifyState(memoryId, cached, res);
+        let state: State;
+        try {
+          state = this.#verifyState(memoryId, cached, res);
+        } catch (error) {
+          // A refused answer leaves nothing behind, and the state it came after is not used again: the
+          // next call loads afresh (checked against what this client has seen).
+          if (cached !== undefined && this.#states.get(memoryId) === cached) {
+            this.#states.delete(memoryId);
+            wipeState(cached);
+          }
+          throw error;
+        }
+        const current = state.epochs.get(state.currentEpoch)!;
+        this.#remember(memoryId, { version: state.log.version, hash: state.log.head, epoch: state.currentEpoch, epochVersion: current.membershipVersion, atMs: askedAtMs });
         this.#states.delete(memoryId);
         this.#states.set(memoryId, state);
         const max = this.#o.cacheSize ?? 64;
@@ -595,10 +743,15 @@ export class MemoryClient {
   #verifyState(memoryId: string, cached: State | undefined, res: GetMemoryResponse): State {
     const summary = res.memory;
     if (summary === undefined || summary.memoryId !== memoryId) fail('bad_signature', 'the store answered for another memory');
+    const seen = this.#seen.get(memoryId);
     try {
-      let log = cached?.log;
+      // Appended to a copy: an answer refused below leaves the cached log as it was.
+      let log = res.entries.length === 0 ? cached?.log : cached?.log.copy();
       if (cached !== undefined && summary.membershipVersion < cached.log.version) {
         fail('replay', `the store returned membership version ${summary.membershipVersion}, older than ${cached.log.version} already seen`);
+      }
+      if (seen !== undefined && summary.membershipVersion < seen.version) {
+        fail('replay', `the store returned membership version ${summary.membershipVersion}, older than ${seen.version} already seen`);
       }
       const entries = [...res.entries];
       if (log === undefined) {
@@ -609,8 +762,21 @@ export class MemoryClient {
         if (owner === undefined) fail('bad_signature', "the store returned no owner's certificate");
         this.#verifyOwner(log, owner);
       }
-      for (const e of entries) log.append(e);
+      for (const e of entries) {
+        // An entry after the head this client saw at `seen.atMs` was accepted by the store after then: its
+        // signer's grant cannot have expired long before (the store takes entries dated within the skew
+        // of its clock, and only from admins in force): an expired admin's backdated entry is refused (§18.4).
+        const signer = log.member(e.signerId);
+        if (seen !== undefined && e.version > seen.version && signer !== undefined && signer.expiresAtMs !== 0 && signer.expiresAtMs + 2 * this.#skewMs + 1000 <= seen.atMs) {
+          fail('permission_denied', `membership entry ${e.version} is signed by ${e.signerId}, whose grant had expired before this client saw version ${seen.version}`);
+        }
+        log.append(e);
+      }
       if (log.version !== summary.membershipVersion) fail('bad_signature', 'membership log does not reach the version the store reports');
+      if (seen !== undefined) {
+        const hash = log.hashAt(seen.version);
+        if (hash === undefined || !this.#crypto.constantTimeEqual(hash, seen.hash)) fail('bad_signature', `the store returned another membership log than this client saw at version ${seen.version}`);
+      }
 
       // Epochs: ascending, chained (to the ones already verified too), each made by a member who could,
       // while its grant was in force. Same records as any seen before.
@@ -625,6 +791,7 @@ export class MemoryClient {
       }
       if (previous === undefined || previous.epoch !== summary.currentEpoch) fail('bad_signature', 'epochs do not reach the current epoch');
       if (cached !== undefined && summary.currentEpoch < cached.currentEpoch) fail('replay', 'the store returned an older key epoch than already seen');
+      if (seen !== undefined && (summary.currentEpoch < seen.epoch || previous.membershipVersion < seen.epochVersion)) fail('replay', 'the store returned an older key epoch than already seen');
       // The epoch new writes go under: made for the last revocation or later, and not for an earlier log
       // version than any epoch already accepted (an epoch of a removed member is refused, §18.5).
       verifyCurrentEpoch(log, previous, epochs.values());
@@ -736,7 +903,7 @@ export class MemoryClient {
         // Someone else rotated first (or the members changed): take the store's epoch.
         if (attempt < 3 && isMemoryError(error, 'conflict')) {
           state = await this.#refresh(memoryId);
-          if (!state.rotationRequired) return state;
+          if (!this.#rotationNeeded(state)) return state;
           continue;
         }
         throw error;

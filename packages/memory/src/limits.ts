@@ -135,3 +135,25 @@ export const MEMORY_MAX_RECEIVE_BYTES = Math.max(MAX_GET_MEMORY_RESPONSE_BYTES, 
  * {@link MAX_SEGMENT_CIPHERTEXT_BYTES}, and its record); twice that and 64 KiB of room.
  */
 export const MEMORY_MAX_SEND_BYTES = 2 * MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536;
+
+/** Memories asked for per ListMemories page (the store's largest page, §18.2). */
+export const LIST_MEMORIES_PAGE_SIZE = 500;
+/**
+ * Most memories `MemoryClient.list` takes from a store: 100,000 (200 pages of 500), then `malformed`.
+ * A store is not trusted to end its listing: a page token it repeats, a page larger than asked for, or a
+ * listing beyond this cap is refused rather than followed without end.
+ */
+export const MAX_LISTED_MEMORIES = 100_000;
+/** Segments asked for per ListSegments page (the store's largest page, §18.2). */
+export const LIST_SEGMENTS_PAGE_SIZE = 1000;
+/**
+ * The most segments a client lists of one memory whatever the store reports as its quota (1,000,000). The
+ * listing is capped at the memory's segment quota (the usage the store reports, 10,000 by default, at most
+ * this) and two pages of room, so the signature checks of one listing stay bounded.
+ */
+export const MAX_LISTED_SEGMENTS = 1_000_000;
+/**
+ * Memories whose highest verified state (log version and entry hash, epoch) a client remembers after
+ * their keys left its cache, to detect a store rolling them back (§18.12): 100,000, oldest dropped first.
+ */
+export const MEMORY_SEEN_ENTRIES = 100_000;

@@ -197,7 +197,8 @@ export class Membership {
    * Rebuilds a log from entries its holder verified when it accepted them (the
    * store's own table): the same rules and chain checks, without re-verifying
    * each signature, and with each entry's hash taken from `hashes` (the entry_hash
-   * the holder stored with it) when given, instead of computed again. Never use it on entries from anyone else.
+   * the holder stored with it) when given, instead of computed again, and without the check that
+   * timestamps do not go back (applied when each entry arrived). Never use it on entries from anyone else.
    * @throws MemoryError as {@link create} and {@link append}
    */
   static restore(crypto: ParleyCrypto, memoryId: string, entries: readonly MembershipEntry[], hashes?: readonly Uint8Array[]): Membership {
@@ -287,9 +288,43 @@ export class Membership {
       .sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0));
   }
 
+  /**
+   * What `agentId` was at each stretch of the log: one span per entry that changed it, from that entry's
+   * version to the version before the next change (`to` = the head for the last one), with the entry
+   * that ended it (undefined while it lasts). Revoked stretches are left out.
+   */
+  spansOf(agentId: string): { readonly member: Member; readonly from: bigint; readonly to: bigint; readonly endedBy: MembershipEntry | undefined }[] {
+    const history = this.#history.get(agentId) ?? [];
+    const out: { member: Member; from: bigint; to: bigint; endedBy: MembershipEntry | undefined }[] = [];
+    history.forEach((change, i) => {
+      if (change.member === undefined) return;
+      const next = history[i + 1];
+      out.push({ member: change.member, from: change.version, to: next === undefined ? this.version : next.version - 1n, endedBy: next === undefined ? undefined : this.#entries[Number(next.version) - 1] });
+    });
+    return out;
+  }
+
+  /** The timestamp of the head entry, ms. */
+  get headTimestampMs(): number {
+    return Number(this.#entries[this.#entries.length - 1]!.timestampMs);
+  }
+
+  /**
+   * An independent copy of this log (the same verified entries and hashes, nothing verified again), so a
+   * caller can append to it and drop it when what follows does not verify.
+   */
+  copy(): Membership {
+    return Membership.restore(this.#crypto, this.memoryId, this.#entries, this.#hashes);
+  }
+
   /** Every key `agentId` has held in this log at `minAccess` or above. */
   keysOf(agentId: string, minAccess: MemoryAccess = MemoryAccess.READ): Uint8Array[] {
     return [...(this.#keys.get(agentId)?.values() ?? [])].filter((k) => k.access >= minAccess).map((k) => k.key);
+  }
+
+  /** Whether `signature` over `message` verifies under `publicKey`. */
+  verifies(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+    return this.#crypto.ed25519.verify(signature, message, publicKey);
   }
 
   /** Whether `signature` over `message` verifies under a key `agentId` held at `minAccess` or above. */
@@ -311,6 +346,10 @@ export class Membership {
     if (e.version !== this.version + 1n) fail('conflict', `membership entry has version ${e.version}, the log is at ${this.version}`);
     if (!constantTimeEqual(this.#crypto, e.previousHash, this.head)) fail('conflict', 'membership entry does not follow the head of the log');
     if (e.change === MembershipChange.CREATE) fail('malformed', 'only entry 1 may be CREATE');
+    // Timestamps never go back along the log: once an entry dated after an admin's expiry is on record,
+    // that admin can no longer add one dated inside its grant (§18.4). Checked on what arrives, not on
+    // what the holder's own table restores.
+    if (verify && e.timestampMs < this.#entries[this.#entries.length - 1]!.timestampMs) fail('malformed', 'membership entry is dated before the head of the log');
     const signer = this.#members.get(e.signerId);
     const ts = Number(e.timestampMs);
     if (signer === undefined || signer.access !== MemoryAccess.ADMIN || !isActive(signer, ts)) fail('permission_denied', `${e.signerId} is not an admin of this memory`);
@@ -413,16 +452,46 @@ export function verifyKeyWrap(crypto: ParleyCrypto, log: Membership, wrap: KeyWr
 }
 
 /**
+ * Where a write record under epoch E may come from (§18.7): the log versions while E was current, from
+ * E's `membership_version` to the next epoch's (`to`: the head while E is current), and the allowed clock
+ * skew between the store and its callers.
+ */
+export interface WriteWindow {
+  readonly from: bigint;
+  readonly to: bigint;
+  readonly skewMs: number;
+}
+
+/**
  * Verifies a write record's shape and its writer's signature under a key the
  * writer held with write access in the log (a writer revoked later still signed
  * its earlier writes validly).
+ *
+ * With `window` (the versions while the record's epoch was current, {@link WriteWindow}), the writer
+ * must have held write under the signing key at some version in that window — an honest store takes a
+ * write only under the current epoch from a writer in force, so a legitimate record always passes — and
+ * the record's timestamp must fit that grant: before its expiry plus the skew, and no later than the
+ * entry that ended it (a REVOKE, a lower level, another key) plus twice the skew. A removed writer
+ * signing, with the store, a new write under an old epoch it still has the key of is refused.
  * @throws MemoryError `malformed`, `bad_signature`
  */
-export function verifyWriteRecord(log: Membership, record: WriteRecord): void {
+export function verifyWriteRecord(log: Membership, record: WriteRecord, window?: WriteWindow): void {
   const r = assertWriteRecordShape(record);
-  if (!log.verifiesAs(r.writerId, MemoryAccess.WRITE, r.signature, writeLayout(log.memoryId, r))) {
-    fail('bad_signature', `write record of ${r.segmentId} v${r.version} does not verify as ${r.writerId}'s`);
+  const message = writeLayout(log.memoryId, r);
+  if (window === undefined) {
+    if (!log.verifiesAs(r.writerId, MemoryAccess.WRITE, r.signature, message)) {
+      fail('bad_signature', `write record of ${r.segmentId} v${r.version} does not verify as ${r.writerId}'s`);
+    }
+    return;
   }
+  const ts = Number(r.timestampMs);
+  for (const span of log.spansOf(r.writerId)) {
+    if (span.member.access < MemoryAccess.WRITE || span.to < window.from || span.from > window.to) continue;
+    if (span.member.expiresAtMs !== 0 && ts >= span.member.expiresAtMs + window.skewMs) continue;
+    if (span.endedBy !== undefined && ts > Number(span.endedBy.timestampMs) + 2 * window.skewMs) continue;
+    if (log.verifies(r.signature, message, span.member.publicKey)) return;
+  }
+  fail('bad_signature', `write record of ${r.segmentId} v${r.version} does not verify as a write ${r.writerId} could make under epoch ${r.keyEpoch}`);
 }
 
 /** Whether two write records are the same signed write (a retry of one write). */

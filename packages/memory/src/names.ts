@@ -42,6 +42,10 @@ export const MAX_MEMBERS = 256;
 export const GRANT_LIMIT = MAX_MEMBERSHIP_ENTRIES - MAX_MEMBERS;
 /** Highest log version a GRANT by an admin other than the owner may have: {@link MAX_MEMBERS} more are kept for the owner's grants. */
 export const ADMIN_GRANT_LIMIT = MAX_MEMBERSHIP_ENTRIES - 2 * MAX_MEMBERS;
+/** The clock skew a store allows between its clock and its callers' timestamps, ms (its default, §18.2). */
+export const MEMORY_CLOCK_SKEW_MS = 60_000;
+/** Segments of one memory a store allows by default (§18.2); its quota is configurable. */
+export const DEFAULT_MAX_SEGMENTS_PER_MEMORY = 10_000;
 /** Most key epochs a memory keeps (older ones no segment uses are pruned). */
 export const MAX_EPOCHS = 4096;
 

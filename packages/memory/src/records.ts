@@ -90,7 +90,8 @@ export function changeEntry(
     access: change.kind === 'grant' ? change.access : MemoryAccess.UNSPECIFIED,
     memberPublicKey: change.publicKey,
     expiresAtMs: BigInt(change.kind === 'grant' ? change.expiresAtMs : 0),
-    timestampMs: BigInt(nowMs),
+    // Never before the head's: timestamps do not go back along the log (§18.4), whatever this clock says.
+    timestampMs: BigInt(Math.max(nowMs, log.headTimestampMs)),
     signerId: signer.agentId,
     creationNonce: new Uint8Array(0),
   });
