@@ -33,12 +33,19 @@ from ..identity import RevocationChecker, TrustBundle, VerifiedCertificate, chec
 from ..session import LocalIdentity, now_ms
 from ..v1 import memory_pb2
 from .layouts import membership_entry_hash
-from .model import Member, Membership, same_write, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
+from .model import Member, Membership, rotation_due, same_write, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
 from .names import (
     CHANGE_GRANT,
     CHANGE_REVOKE,
+    DEFAULT_MAX_SEGMENTS,
+    LIST_MEMORIES_PAGE,
+    LIST_SEGMENTS_PAGE,
+    MAX_LISTED_MEMORIES,
+    MAX_LISTED_SEGMENTS,
+    MAX_REMEMBERED_MEMORIES,
     MAX_SAFE_INTEGER,
     MAX_SEGMENT_PLAINTEXT_BYTES,
+    MEMORY_CLOCK_SKEW_MS,
     MEMORY_MAX_RECEIVE_BYTES,
     MEMORY_MAX_SEND_BYTES,
     AccessLevel,
@@ -178,13 +185,29 @@ class _State:
     keys: dict[int, EpochKey]
     current_epoch: int
     certificates: dict[str, Any]
+    #: The store said so, or the client found it due itself (:func:`rotation_due`).
     rotation_required: bool
     usage: Any | None
+    #: When (this client's clock) the client asked for the answer that last showed the log ending at ``log.version``.
+    seen_at_ms: int = 0
 
     def wipe(self) -> None:
         for k in self.keys.values():
             k.wipe()
         self.keys.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What a client remembers of a memory whose verified state left its cache (no key): enough to refuse a
+    store that shows it an older or another log, or an older epoch, when it loads the memory again."""
+
+    version: int
+    head: bytes
+    epoch: int
+    #: The highest log version an accepted epoch was made for.
+    epoch_version: int
+    seen_at_ms: int
 
 
 def _opt(ms: int) -> int | None:
@@ -213,6 +236,42 @@ def _as_memory_error(error: BaseException) -> SharedMemoryError:
     out = SharedMemoryError("internal", f"{type(error).__name__}")
     out.__cause__ = error
     return out
+
+
+class _Pages:
+    """The pages of one listing from a store that is not trusted to end it (§18.2): no page larger than asked
+    for, no page token twice, at most ``max_items`` items in all (so at most that many pages with items, and
+    one more) — ``malformed`` otherwise."""
+
+    def __init__(self, what: str, page_size: int, max_items: int) -> None:
+        self._what = what
+        self._page_size = page_size
+        self._max_items = max_items
+        self._max_pages = -(-max_items // page_size) + 1
+        self._items = 0
+        self._pages = 0
+        self._tokens: set[str] = set()
+
+    def take(self, items: int, token: str) -> str:
+        """Checks one page (``items`` long, pointing on to ``token``) before any of it is used; returns ``token``."""
+        self._pages += 1
+        self._items += items
+        if items > self._page_size:
+            raise fail("malformed", f"the store answered a {self._what} page of {items} items, more than the {self._page_size} asked for")
+        if self._items > self._max_items or self._pages > self._max_pages:
+            raise fail("malformed", f"the store's {self._what} goes on beyond {self._max_items} items")
+        if token:
+            if token in self._tokens:
+                raise fail("malformed", f"the store repeated a page token of the {self._what}")
+            self._tokens.add(token)
+        return token
+
+
+def _segment_bound(usage: Any | None) -> int:
+    """The most segments a memory's listing may hold: its quota as the store reports it (DEFAULT_MAX_SEGMENTS
+    without one, never more than MAX_LISTED_SEGMENTS) and two pages of room (segments written while paging)."""
+    reported = int(usage.max_segments) if usage is not None else 0
+    return min(reported if reported > 0 else DEFAULT_MAX_SEGMENTS, MAX_LISTED_SEGMENTS) + 2 * LIST_SEGMENTS_PAGE
 
 
 class MemoryClient:
@@ -259,6 +318,8 @@ class MemoryClient:
         self._channel: grpc.aio.Channel | None = None
         self._methods: dict[str, Any] = {}
         self._states: collections.OrderedDict[str, _State] = collections.OrderedDict()
+        #: Memories no longer cached, oldest first (at most MAX_REMEMBERED_MEMORIES).
+        self._seen: collections.OrderedDict[str, _Seen] = collections.OrderedDict()
         self._loading: dict[str, asyncio.Future[_State]] = {}
         self._closed = False
 
@@ -319,12 +380,13 @@ class MemoryClient:
         """Every memory this agent is an active member of (as the store lists them; :meth:`get` verifies one)."""
         self._assert_open()
         out: builtins.list[MemoryListing] = []
+        pages = _Pages("memory listing", LIST_MEMORIES_PAGE, MAX_LISTED_MEMORIES)
         token = ""
         while True:
-            page = await self._call("ListMemories", memory_pb2.ListMemoriesRequest(page_size=500, page_token=token), memory_pb2.ListMemoriesResponse)
+            page = await self._call("ListMemories", memory_pb2.ListMemoriesRequest(page_size=LIST_MEMORIES_PAGE, page_token=token), memory_pb2.ListMemoriesResponse)
+            token = pages.take(len(page.memories), page.next_page_token)
             for m in page.memories:
                 out.append(MemoryListing(m.memory_id, m.owner_id, level_of(m.access), m.created_at_ms, _opt(m.expires_at_ms)))
-            token = page.next_page_token
             if not token:
                 return out
 
@@ -333,13 +395,15 @@ class MemoryClient:
         assert_memory_id(memory_id)
         state = await self._state(memory_id)
         out: builtins.list[SegmentInfo] = []
+        pages = _Pages("segment listing", LIST_SEGMENTS_PAGE, _segment_bound(state.usage))
         token = ""
         while True:
-            page = await self._call("ListSegments", memory_pb2.ListSegmentsRequest(memory_id=memory_id, page_size=1000, page_token=token), memory_pb2.ListSegmentsResponse)
+            page = await self._call("ListSegments", memory_pb2.ListSegmentsRequest(memory_id=memory_id, page_size=LIST_SEGMENTS_PAGE, page_token=token), memory_pb2.ListSegmentsResponse)
+            # Counted before any signature is checked: a store paging on for ever costs no verification beyond the bound.
+            token = pages.take(len(page.segments), page.next_page_token)
             for r in page.segments:
                 state = await self._verify_fresh(state, r)
                 out.append(_segment_info(r))
-            token = page.next_page_token
             if not token:
                 return out
 
@@ -384,6 +448,8 @@ class MemoryClient:
         state = self._states.get(memory_id)
         if state is None:
             raise fail("not_found", f"no verified state of {memory_id} is held: get it first")
+        if not any(e >= record.key_epoch for e in state.keys):  # first: its epoch may be one this client never saw
+            raise fail("permission_denied", f"this agent holds no key of epoch {record.key_epoch} or later")
         self._verify_record(state, record)
         data = open_write(memory_id, self._key_for(state, record.key_epoch), record, bytes(ciphertext))
         return ReadResult(_segment_info(record), data, record, bytes(ciphertext))
@@ -409,13 +475,15 @@ class MemoryClient:
         state = await self._state(memory_id)
         attempt = 0
         while True:
-            if state.rotation_required:
+            if self._rotation_due(state):
                 state = await self._rotate(state)
+                if self._rotation_due(state):
+                    raise fail("rotation_required", f"the current epoch of {memory_id} may be held by a member whose grant has expired, and no new epoch could be made")
             record, ciphertext = seal_write(
                 me.agent_id,
                 me.signing_key,
                 memory_id,
-                self._key_for(state, state.current_epoch),
+                self._writable_key(state),
                 segment_id=segment_id,
                 previous_version=previous_version,
                 data=payload,
@@ -493,7 +561,7 @@ class MemoryClient:
             entry = change_entry(
                 me.agent_id, me.signing_key, state.log, change=CHANGE_GRANT, member_id=agent_id, public_key=member.identity_public_key, access=level, expires_at_ms=expiry, now_ms=self._clock()
             )
-            wrap = wrap_key(me.agent_id, me.signing_key, memory_id, self._key_for(state, state.current_epoch), agent_id, member.identity_public_key)
+            wrap = wrap_key(me.agent_id, me.signing_key, memory_id, self._writable_key(state), agent_id, member.identity_public_key)
             request = memory_pb2.UpdateMembershipRequest(memory_id=memory_id, entry=entry, member_certificate=certificate, wraps=[wrap])
             try:
                 await self._call("UpdateMembership", request, memory_pb2.UpdateMembershipResponse)
@@ -654,16 +722,23 @@ class MemoryClient:
         try:
             cached = self._states.get(memory_id)
             after = cached.log.version if cached is not None else 0
+            asked_at = self._clock()  # the log the answer shows was the store's at this time or later
             res = await self._call("GetMemory", memory_pb2.GetMemoryRequest(memory_id=memory_id, after_version=after), memory_pb2.GetMemoryResponse)
-            state = self._verify_state(memory_id, cached, res)
+            try:
+                state = self._verify_state(memory_id, cached, res, asked_at)
+            except SharedMemoryError:
+                # A refused answer changes nothing verified, and the state it was checked against is not used
+                # again: the next call loads the memory afresh (checked against what this client remembers).
+                self._forget(memory_id)
+                raise
+            self._seen.pop(memory_id, None)  # the state now carries it
             self._states[memory_id] = state
             self._states.move_to_end(memory_id)
             while len(self._states) > self._cache_size:
-                old_id, old = next(iter(self._states.items()))
+                old_id = next(iter(self._states))
                 if old_id == memory_id:
                     break
-                del self._states[old_id]
-                old.wipe()
+                self._forget(old_id)
             future.set_result(state)
             return state
         except BaseException as error:
@@ -676,26 +751,75 @@ class MemoryClient:
         finally:
             del self._loading[memory_id]
 
-    def _verify_state(self, memory_id: str, cached: _State | None, res: Any) -> _State:
+    def _forget(self, memory_id: str) -> None:
+        """Drops a memory's cached state and wipes its keys, remembering (bounded) how far its log and epochs
+        had come, so that loading it again cannot go back (``replay``)."""
+        state = self._states.pop(memory_id, None)
+        if state is None:
+            return
+        state.wipe()
+        seen = _Seen(
+            state.log.version,
+            state.log.head,
+            state.current_epoch,
+            max((int(r.membership_version) for r in state.epochs.values()), default=0),
+            state.seen_at_ms,
+        )
+        before = self._seen.pop(memory_id, None)
+        if before is not None and before.version > seen.version:  # cannot happen: a state never goes back
+            seen = before
+        elif before is not None:
+            seen = _Seen(seen.version, seen.head, max(seen.epoch, before.epoch), max(seen.epoch_version, before.epoch_version), seen.seen_at_ms)
+        self._seen[memory_id] = seen
+        while len(self._seen) > MAX_REMEMBERED_MEMORIES:
+            self._seen.popitem(last=False)
+
+    def _rotation_due(self, state: _State) -> bool:
+        """Whether writes must wait for a new epoch: the store says so, or this client finds a member whose grant
+        has expired that could hold the current key (it does not take the store's word that none can)."""
+        current = state.epochs.get(state.current_epoch)
+        return state.rotation_required or (current is not None and rotation_due(state.log, current, self._clock()))
+
+    def _writable_key(self, state: _State) -> EpochKey:
+        """The current epoch's key, to seal under: the epoch checked again against the state's log (§18.5)."""
+        memory_id = state.log.memory_id
+        current = state.epochs.get(state.current_epoch)
+        if current is None:
+            raise self._refused(fail("bad_signature", f"epoch {state.current_epoch} of {memory_id} is not known"), memory_id)
+        try:
+            verify_current_epoch(state.log, current, state.epochs.values())
+        except SharedMemoryError as e:
+            raise self._refused(fail("bad_signature", f"the current epoch of {memory_id} may not be written under: {e.detail}"), memory_id) from e
+        return self._key_for(state, state.current_epoch)
+
+    def _verify_state(self, memory_id: str, cached: _State | None, res: Any, asked_at_ms: int | None = None) -> _State:
         """Folds the store's answer into the verified state: the log continues the one already seen
         (never shorter: ``replay``), the owner's certificate is trusted, epochs chain (to those already
         seen too) and are signed by members who could make them while their grants were in force, the
         current epoch is made for the log's last revocation or later and goes back from no epoch already
         accepted (§18.5), and the key copy, signed by a writer or admin on record now (§18.6), opens.
+        A memory loaded again after it left the cache is checked against what this client remembers of it
+        (log version and head, epoch: ``replay``, another log ``bad_signature``); entries after the head it
+        saw at ``asked_at_ms`` may not be signed by an admin whose grant had expired by then (§18.4); and
+        whether a rotation is due is decided from the log, whatever the store says (§18.5).
         Whatever fails in the store's answer is ``bad_signature`` (or ``replay``, ``decrypt_failed``)."""
         try:
-            return self._verify_answer(memory_id, cached, res)
+            return self._verify_answer(memory_id, cached, res, self._clock() if asked_at_ms is None else asked_at_ms)
         except SharedMemoryError as error:
             self._refused(error, memory_id)
             raise
 
-    def _verify_answer(self, memory_id: str, cached: _State | None, res: Any) -> _State:
+    def _verify_answer(self, memory_id: str, cached: _State | None, res: Any, asked_at_ms: int) -> _State:
         summary = res.memory
         if not res.HasField("memory") or summary.memory_id != memory_id:
             raise fail("bad_signature", "the store answered for another memory")
+        # What this client saw of the memory before: its cached state, or what it remembers of one it dropped.
+        remembered = self._seen.get(memory_id) if cached is None else None
+        seen_version = cached.log.version if cached is not None else remembered.version if remembered is not None else 0
+        seen_at = cached.seen_at_ms if cached is not None else remembered.seen_at_ms if remembered is not None else None
         try:
-            if cached is not None and summary.membership_version < cached.log.version:
-                raise fail("replay", f"the store returned membership version {summary.membership_version}, older than {cached.log.version} already seen")
+            if summary.membership_version < seen_version:
+                raise fail("replay", f"the store returned membership version {summary.membership_version}, older than {seen_version} already seen")
             entries = list(res.entries)
             if cached is None:
                 if not entries:
@@ -706,11 +830,22 @@ class MemoryClient:
                     raise fail("bad_signature", "the store returned no owner's certificate")
                 self._verify_owner(log, owner)
             else:
-                log = cached.log
+                # Appended to a copy: an answer refused half-way leaves the cached log as it was.
+                log = cached.log.copy() if entries else cached.log
             for e in entries:
+                if seen_at is not None and e.version > seen_version:
+                    # The store showed the log ending at seen_version at seen_at: an entry after it was made later,
+                    # so its signer's grant must still have been in force then (within the clock skew of both).
+                    signer = log.member(e.signer_id)
+                    if signer is not None and signer.expires_at_ms != 0 and signer.expires_at_ms + 2 * MEMORY_CLOCK_SKEW_MS + 1000 <= seen_at:
+                        raise fail("permission_denied", f"membership entry {e.version} is signed by {e.signer_id}, whose grant had expired before this client saw the log at version {seen_version}")
                 log.append(e)
             if log.version != summary.membership_version:
                 raise fail("bad_signature", "membership log does not reach the version the store reports")
+            if remembered is not None:
+                seen_head = log.hash_at(remembered.version)
+                if seen_head is None or not crypto.constant_time_equal(seen_head, remembered.head):
+                    raise fail("bad_signature", f"the store returned another membership log than the one this client saw at version {remembered.version}")
 
             # Epochs: ascending, chained (to the ones already verified too), each made by a member who could,
             # while its grant was in force; the same records as any seen before.
@@ -725,8 +860,11 @@ class MemoryClient:
                 previous = r
             if previous is None or previous.epoch != summary.current_epoch:
                 raise fail("bad_signature", "epochs do not reach the current epoch")
-            if cached is not None and summary.current_epoch < cached.current_epoch:
+            seen_epoch = cached.current_epoch if cached is not None else remembered.epoch if remembered is not None else 0
+            if summary.current_epoch < seen_epoch:
                 raise fail("replay", "the store returned an older key epoch than already seen")
+            if remembered is not None and previous.membership_version < remembered.epoch_version:
+                raise fail("replay", f"epoch {previous.epoch} is made for an older membership version than an epoch already accepted")
             # The epoch new writes go under: made for the last revocation or later, and not for an earlier log
             # version than any epoch already accepted (an epoch of a removed member is refused, §18.5).
             verify_current_epoch(log, previous, epochs.values())
@@ -740,7 +878,10 @@ class MemoryClient:
                 verify_key_wrap(log, wrap)
                 keys[wrap.epoch] = open_wrap(self.agent_id, self._identity.signing_key, memory_id, wrap, record)
             certificates = {m.member_id: m.certificate for m in res.members if m.HasField("certificate")}
-            return _State(log, epochs, keys, summary.current_epoch, certificates, res.rotation_required, res.usage if res.HasField("usage") else None)
+            # Whether a rotation is due is decided here too, from the log: a store saying none is, while a member whose
+            # grant expired could hold the current key, is not believed (§18.5).
+            required = res.rotation_required or rotation_due(log, previous, self._clock())
+            return _State(log, epochs, keys, summary.current_epoch, certificates, required, res.usage if res.HasField("usage") else None, asked_at_ms)
         except SharedMemoryError as e:
             # Anything the log rules refuse in the store's answer is the store's fault, not ours.
             if e.code in _STORE_FAULTS:
@@ -782,7 +923,7 @@ class MemoryClient:
 
     def _verify_record(self, state: _State, record: Any, *, report: bool = False) -> None:
         try:
-            verify_write_record(state.log, record)
+            verify_write_record(state.log, record, state.epochs)
         except SharedMemoryError as e:
             error = fail("bad_signature", f"the store returned a malformed write record: {e.detail}") if e.code == "malformed" else e
             raise (self._refused(error, state.log.memory_id) if report else error) from e
@@ -838,7 +979,7 @@ class MemoryClient:
                 if attempt < 3 and e.code == "conflict":
                     attempt += 1
                     state = await self._refresh(memory_id)
-                    if not state.rotation_required:
+                    if not self._rotation_due(state):
                         return state
                     continue
                 raise

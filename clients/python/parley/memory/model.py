@@ -10,7 +10,7 @@ here (``bad_signature``, ``decrypt_failed``, ``replay``).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from .names import (
     MAX_SEALED_KEY_BYTES,
     MAX_SEGMENT_CIPHERTEXT_BYTES,
     MAX_U32,
+    MEMORY_CLOCK_SKEW_MS,
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
     fail,
@@ -228,10 +229,33 @@ class Membership:
         log._commit(e, owner.member_id, owner)
         return log
 
+    def copy(self) -> Membership:
+        """An independent copy (entries are shared, never changed): append to it and keep this one as it was,
+        so that an answer refused half-way through leaves the log it started from unchanged."""
+        other = Membership.__new__(Membership)
+        other.memory_id = self.memory_id
+        other.owner_id = self.owner_id
+        other.owner_public_key = self.owner_public_key
+        other.expires_at_ms = self.expires_at_ms
+        other.created_at_ms = self.created_at_ms
+        other._entries = list(self._entries)
+        other._hashes = list(self._hashes)
+        other._members = dict(self._members)
+        other._history_versions = {k: list(v) for k, v in self._history_versions.items()}
+        other._history = {k: list(v) for k, v in self._history.items()}
+        other._keys = {k: dict(v) for k, v in self._keys.items()}
+        other._last_revoke = self._last_revoke
+        return other
+
     @property
     def version(self) -> int:
         """The head version (number of entries)."""
         return len(self._entries)
+
+    @property
+    def head_timestamp_ms(self) -> int:
+        """``timestamp_ms`` of the head entry: the next entry's may not be earlier."""
+        return int(self._entries[-1].timestamp_ms)
 
     @property
     def head(self) -> bytes:
@@ -268,6 +292,26 @@ class Membership:
     def members(self) -> list[Member]:
         return list(self._members.values())
 
+    def grants_between(self, member_id: str, low: int, high: int) -> list[tuple[Member, int | None]]:
+        """What ``member_id`` was at each log version from ``low`` to ``high`` (inclusive), once per entry that
+        made it so (revocations left out), each with the timestamp of the member's next entry (the one that
+        replaced or revoked it), None when there is none yet."""
+        versions = self._history_versions.get(member_id)
+        if versions is None or low > high:
+            return []
+        history = self._history[member_id]
+        start = max(bisect.bisect_right(versions, low) - 1, 0)
+        out: list[tuple[Member, int | None]] = []
+        for i in range(start, len(versions)):
+            if versions[i] > high:
+                break
+            member = history[i]
+            if member is None:
+                continue
+            nxt = int(self._entries[versions[i + 1] - 1].timestamp_ms) if i + 1 < len(versions) else None
+            out.append((member, nxt))
+        return out
+
     def active(self, now_ms: int) -> list[Member]:
         """The members whose grants are in force at ``now_ms`` (the owner always), ordered by id."""
         return sorted((m for m in self.members() if is_active(m, now_ms)), key=lambda m: m.member_id.encode())
@@ -293,6 +337,10 @@ class Membership:
             raise fail("conflict", "membership entry does not follow the head of the log")
         if e.change == CHANGE_CREATE:
             raise fail("malformed", "only entry 1 may be CREATE")
+        if e.timestamp_ms < self.head_timestamp_ms:
+            # Entry times never go down along the log: an entry dated before the head it follows was not made
+            # after it (a backdated entry of an admin whose grant has expired since, §18.4).
+            raise fail("malformed", f"membership entry {e.version} is dated before the entry it follows")
         signer = self._members.get(e.signer_id)
         if signer is None or signer.access != ACCESS_ADMIN or not is_active(signer, e.timestamp_ms):
             raise fail("permission_denied", f"{e.signer_id} is not an admin of this memory")
@@ -403,15 +451,67 @@ def verify_key_wrap(log: Membership, wrap: Any) -> None:
         raise fail("bad_signature", "key copy signature does not verify")
 
 
-def verify_write_record(log: Membership, record: Any) -> None:
+def verify_write_record(log: Membership, record: Any, epochs: Mapping[int, Any] | None = None) -> None:
     """Verifies a write record's shape and its writer's signature under a key the writer held with
-    write access somewhere in the log (a writer removed later signed its earlier writes validly).
+    write access (a writer removed later signed its earlier writes validly).
+
+    With ``epochs`` (epoch number → verified record), the writer must have held write access at a log
+    version while the record's epoch was current — from that epoch's ``membership_version`` to the next
+    epoch's (the head for the current one) — and the record must be dated before that grant's expiry and
+    the clock skew, and no later than the member's next entry (which ended that grant) and twice the clock
+    skew: a removed or expired writer cannot, with the store, have a new write accepted under an epoch it
+    held once. Without ``epochs`` (a record checked on its own, as the conformance vectors do) any point in
+    the log will do.
 
     Raises ``malformed``, ``bad_signature``.
     """
     r = assert_write_record_shape(record)
-    if not log.verifies_as(r.writer_id, ACCESS_WRITE, bytes(r.signature), write_layout(log.memory_id, r)):
-        raise fail("bad_signature", f"write record of {r.segment_id} v{r.version} does not verify as {r.writer_id}'s")
+    layout = write_layout(log.memory_id, r)
+    if epochs is None:
+        if not log.verifies_as(r.writer_id, ACCESS_WRITE, bytes(r.signature), layout):
+            raise fail("bad_signature", f"write record of {r.segment_id} v{r.version} does not verify as {r.writer_id}'s")
+        return
+    epoch = epochs.get(r.key_epoch)
+    if epoch is None:
+        raise fail("bad_signature", f"write record of {r.segment_id} v{r.version} names epoch {r.key_epoch}, which the store did not describe")
+    following = [e for n, e in epochs.items() if n > r.key_epoch]
+    low = int(epoch.membership_version)
+    high = min(int(e.membership_version) for e in following) if following else log.version
+    verified: dict[bytes, bool] = {}  # one signature check per key
+    late = False
+    for member, next_entry_ms in log.grants_between(r.writer_id, low, high):
+        if member.access < ACCESS_WRITE:
+            continue
+        ok = verified.get(member.public_key)
+        if ok is None:
+            ok = verified[member.public_key] = crypto.ed25519_verify(bytes(r.signature), layout, member.public_key)
+        if not ok:
+            continue
+        # Stamped within the skew of the store's clock: an honest write made while the grant was in force is
+        # dated before its expiry and the skew, and no later than the entry that ended it (itself stamped within
+        # the skew) and twice the skew.
+        if member.expires_at_ms != 0 and r.timestamp_ms >= member.expires_at_ms + MEMORY_CLOCK_SKEW_MS:
+            late = True
+            continue
+        if next_entry_ms is not None and r.timestamp_ms > next_entry_ms + 2 * MEMORY_CLOCK_SKEW_MS:
+            late = True
+            continue
+        return
+    if late:
+        raise fail("bad_signature", f"write record of {r.segment_id} v{r.version} is dated after {r.writer_id}'s grant ended")
+    raise fail("bad_signature", f"write record of {r.segment_id} v{r.version} does not verify as {r.writer_id}'s while epoch {r.key_epoch} was current")
+
+
+def rotation_due(log: Membership, current: Any, now_ms: int) -> bool:
+    """Whether writes must wait for a new epoch (§18.5), decided from the verified log and not the store's
+    word: a member on record whose grant has expired by ``now_ms`` could hold the key of ``current`` (the
+    current epoch's record) unless that epoch was made for its entry's version or later and after its expiry."""
+    for m in log.members():
+        if m.expires_at_ms == 0 or m.expires_at_ms > now_ms:
+            continue
+        if not (current.membership_version >= m.version and current.created_at_ms >= m.expires_at_ms):
+            return True
+    return False
 
 
 def same_write(a: Any, b: Any) -> bool:

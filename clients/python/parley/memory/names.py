@@ -34,6 +34,24 @@ MAX_EPOCHS: Final = 4096
 MAX_U32: Final = 0xFFFF_FFFF
 #: Times and versions are at most 2^53 − 1 (what every implementation represents exactly).
 MAX_SAFE_INTEGER: Final = (1 << 53) - 1
+#: Allowed skew of request and record timestamps against the store's clock, ms (§18.2: ±60 s). Two times stamped
+#: by different parties, each within the skew of the store's clock, differ by up to twice this.
+MEMORY_CLOCK_SKEW_MS: Final = 60_000
+#: Page sizes the client asks for (§18.2: list pages 1..500 memories, 1..1000 segments).
+LIST_MEMORIES_PAGE: Final = 500
+LIST_SEGMENTS_PAGE: Final = 1000
+#: The most memories :meth:`MemoryClient.list` accepts from a store (200 pages of 500): a store that pages on
+#: beyond, repeats a page token or sends a page larger than asked for is refused with ``malformed``.
+MAX_LISTED_MEMORIES: Final = 100_000
+#: Segments one memory holds when the store reports no quota (the default ``maxSegmentsPerMemory``).
+DEFAULT_MAX_SEGMENTS: Final = 10_000
+#: The most segments :meth:`MemoryClient.segments` accepts whatever quota the store reports (each costs a
+#: signature check). A listing takes at most the memory's quota as reported (or DEFAULT_MAX_SEGMENTS) and two
+#: pages of room; a store that pages on beyond is refused with ``malformed``.
+MAX_LISTED_SEGMENTS: Final = 1_000_000
+#: Memories whose highest log version, head hash and epoch a client remembers after their verified state
+#: left its cache (to detect a rollback when it loads them again, §18.12); the oldest are forgotten first.
+MAX_REMEMBERED_MEMORIES: Final = 100_000
 #: Largest sealed key of a key copy (§18.6): 48 bytes of sealed-box overhead and the longest wrap plaintext,
 #: str("parley/v1/memory-epoch-key") ‖ str(memory_id) ‖ u32(epoch) ‖ str(member_id ≤ 128) ‖ key (32).
 MAX_SEALED_KEY_BYTES: Final = 48 + 4 + 26 + 4 + 36 + 4 + 4 + 128 + 32

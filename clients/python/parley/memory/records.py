@@ -64,9 +64,11 @@ def create_entry(
 def change_entry(
     signer_id: str, signing_key: SigningKey, log: Membership, *, change: int, member_id: str, public_key: bytes, access: int = ACCESS_UNSPECIFIED, expires_at_ms: int = 0, now_ms: int
 ) -> Any:
-    """A GRANT or REVOKE entry at the head of ``log`` + 1, signed by ``signer_id``."""
+    """A GRANT or REVOKE entry at the head of ``log`` + 1, signed by ``signer_id``, dated ``now_ms`` or, when the
+    head is dated later (another admin's clock ahead of ours), the head's time: entry times never go down."""
     if change not in (CHANGE_GRANT, CHANGE_REVOKE):
         raise fail("internal", "change_entry makes GRANT or REVOKE entries")
+    now_ms = max(now_ms, log.head_timestamp_ms)
     entry = memory_pb2.MembershipEntry(
         version=log.version + 1,
         previous_hash=log.head,
