@@ -142,7 +142,15 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
     prometheus = p;
     const promLog: string[] = [];
     onLines(p.stderr!, (l) => promLog.push(l));
-    await until(async () => (await fetch(`${promUrl}/-/ready`).catch(() => undefined))?.ok, 60_000, `Prometheus ready: ${promLog.slice(-3).join(' | ')}`);
+    onLines(p.stdout!, (l) => promLog.push(l));
+    let exited: string | undefined;
+    p.on('exit', (code, signal) => (exited = `exited ${code ?? signal}`));
+    // Two shared cores running the other load suites beside this one: Prometheus may take a while to start.
+    try {
+      await until(async () => (await fetch(`${promUrl}/-/ready`).catch(() => undefined))?.ok, 120_000, 'Prometheus ready');
+    } catch (error) {
+      throw new Error(`${(error as Error).message} (Prometheus ${exited ?? 'running'}; its last lines: ${promLog.slice(-5).join(' | ') || 'none'})`, { cause: error });
+    }
 
     const client = createClient(Health, gateway.readyLine['address'] as string, credentials.createInsecure());
     void (async () => {
@@ -154,7 +162,7 @@ describe.skipIf(!prometheusAvailable)('observability with a real Prometheus', ()
         client.close();
       }
     })();
-  }, 180_000);
+  }, 300_000);
 
   afterAll(async () => {
     health.abort.abort();
