@@ -150,10 +150,10 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       expect(log.opening).toEqual({ checkpointSize: 0, entriesRead: 0 });
       for (let i = 0; i < 23; i++) await log.append(fieldsFor(i));
       const root = log.rootHash();
-      // Taken at 5, 10, 15, 20 (one write at a time, after the group that passed the mark).
-      await new Promise((r) => setTimeout(r, 50));
-      const sizes = (await client.query(`SELECT tree_size::int AS n FROM ${table}_checkpoints ORDER BY tree_size`)).rows.map((r) => (r as { n: number }).n);
-      expect(sizes).toEqual([5, 10, 15, 20]);
+      // Taken at 5, 10, 15, 20 (one write at a time, after the group that passed the mark; written in the
+      // background, so waited for: a fixed 50 ms was not enough on two busy cores).
+      const sizes = async (): Promise<number[]> => (await client.query(`SELECT tree_size::int AS n FROM ${table}_checkpoints ORDER BY tree_size`)).rows.map((r) => (r as { n: number }).n);
+      await expect.poll(sizes, { timeout: 10_000 }).toEqual([5, 10, 15, 20]);
       // Not closed (a crash): the next writer adopts the checkpoint at 20 and reads entries 20..22.
       const again = await open();
       expect(again.opening).toEqual({ checkpointSize: 20, entriesRead: 3 });
@@ -266,8 +266,7 @@ export function postgresSpecifics(name: string, make: () => { client: SqlClient;
       const log = await AuditLog.open(crypto, { store, writer: writerA, proofs: false, checkpointEvery: 5 });
       expect(log.opening).toEqual({ checkpointSize: 0, entriesRead: 0 });
       for (let i = 0; i < 25; i++) await log.append(fieldsFor(i));
-      await new Promise((r) => setTimeout(r, 20));
-      expect(saves).toBe(5);
+      await expect.poll(() => saves, { timeout: 10_000 }).toBe(5); // saved in the background
       await log.close();
       // A new table whose `_checkpoints` table would pass PostgreSQL's 63 characters is refused up front; an
       // existing one of that length is opened with migrate: false and works without checkpoints.
