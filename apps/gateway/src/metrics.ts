@@ -116,8 +116,17 @@ export class GatewayMetrics {
         this.set(lastDepth);
       },
     });
+    // One read of the totals row serves both gauges of a scrape: a read in flight, or one finished within the last
+    // second, is shared (the totals are re-read every second for the quota anyway).
     let lastTotals = { items: 0, bytes: 0 };
-    const totals = async (): Promise<{ items: number; bytes: number }> => (lastTotals = (await sources.mailboxTotals?.().catch(() => lastTotals)) ?? lastTotals);
+    let totalsRead: { promise: Promise<{ items: number; bytes: number }>; at: number } | undefined;
+    const totals = (): Promise<{ items: number; bytes: number }> => {
+      if (totalsRead === undefined || clock() - totalsRead.at >= 1_000) {
+        const promise = (async () => (lastTotals = (await sources.mailboxTotals?.().catch(() => lastTotals)) ?? lastTotals))();
+        totalsRead = { promise, at: clock() };
+      }
+      return totalsRead.promise;
+    };
     new Gauge({
       name: 'parley_gateway_mailbox_bytes',
       help: 'Bytes of items in the whole mailbox (every recipient and instance; expired items until the sweep deletes them), bounded by the mailbox_max_bytes quota',
