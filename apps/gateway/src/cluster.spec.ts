@@ -1,7 +1,7 @@
 import { BinaryWriter, SecureMessageSchema, WireType, create, toBinary } from '@parley/proto';
 import { describe, expect, it } from 'vitest';
 import { Cluster, ForwardError, MAX_FORWARD_PAYLOAD, MAX_PRESENCE_ENTRIES, decodeForward, encodeForward, forwardChannel, newInstanceId } from './cluster.js';
-import type { Accepted } from './delivery.js';
+import type { Accepted } from './accepted.js';
 import { encodeItem } from './mailbox.js';
 
 function accepted(payloadBytes = 100): Accepted {

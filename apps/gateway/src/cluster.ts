@@ -21,7 +21,7 @@
 import { BinaryReader, BinaryWriter, WireType } from '@parley/proto';
 import { isAgentId } from '@parley/session';
 import { ITEM_HASH_BYTES } from '@parley/protocol';
-import type { Accepted } from './delivery.js';
+import type { Accepted } from './accepted.js';
 import { decodeItem, encodeItem, type EncodedItem, type ItemKind } from './mailbox.js';
 
 

@@ -9,8 +9,8 @@ import { keyId, type RevocationChecker, type TrustBundle, type VerifiedCertifica
 import type { ConnectResponseSchema, MessageInitShape } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
 import type { Logger } from 'pino';
+import type { Accepted } from './accepted.js';
 import type { Cluster } from './cluster.js';
-import type { Accepted } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { GatewayMetrics } from './metrics.js';
 import { RateLimiter } from '@parley/rpc';
@@ -38,6 +38,10 @@ export const MAX_SECURITY_SUBJECTS = 100_000;
 
 /** A server frame of the Connect stream, as the gateway writes it. */
 export type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
+
+/** A Delivery as the gateway writes it to a recipient's stream. */
+export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
+
 
 /** An item written to a stream and not acked yet (§17.6: held in memory until the recipient acks it). */
 export interface InFlight {

@@ -3,7 +3,7 @@ import type { RelayItem } from '@parley/protocol';
 import { describe, expect, it } from 'vitest';
 import type { ConnectResponseInit } from './context.js';
 import { BatchingSink, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliveriesFrame, deliveryFrame, deliveryOfFrame, encodeDelivery } from './delivery-batch.js';
-import type { DeliveryInit } from './delivery.js';
+import type { DeliveryInit } from './context.js';
 import { encodeItem } from './mailbox.js';
 
 /** A sink that records the frames it is given (an encoded one decoded, and counted in `encoded`). */

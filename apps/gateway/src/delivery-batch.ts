@@ -13,8 +13,7 @@
  */
 import { BinaryReader, ConnectResponseSchema, DeliveriesSchema, DeliverySchema, WireType, create, toBinary } from '@parley/proto';
 import type { ResponseSink } from '@parley/rpc';
-import type { ConnectResponseInit } from './context.js';
-import type { DeliveryInit } from './delivery.js';
+import type { ConnectResponseInit, DeliveryInit } from './context.js';
 import type { EncodedItem } from './mailbox.js';
 
 const FIELD = {

@@ -17,15 +17,12 @@
 import type { RevocationChecker } from '@parley/identity';
 import { linkSubject } from './authentication.js';
 import { RpcError, type ResponseSink } from '@parley/rpc';
-import type { ConnectResponseInit, GatewayContext, InFlight, Link } from './context.js';
-import type { RelayItem } from '@parley/protocol';
+import type { Accepted } from './accepted.js';
+import type { ConnectResponseInit, DeliveryInit, GatewayContext, InFlight, Link } from './context.js';
 import { BatchingSink, deliveryFrame, encodeDelivery } from './delivery-batch.js';
-import type { EncodedItem, MailboxItem, NewMailboxItem } from './mailbox.js';
+import type { MailboxItem, NewMailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
-
-/** A Delivery as the gateway writes it to a recipient's stream. */
-export type DeliveryInit = Extract<ConnectResponseInit['kind'], { case: 'delivery' }>['value'];
 
 /**
  * Puts a Delivery on a recipient's stream; false when the stream is closed. `encoded`, when given, is the
@@ -57,19 +54,6 @@ const MAX_REMEMBERED_WRITES = 50_000;
 /** Default time a live delivery may stay un-acked before it is written to the mailbox, ms. */
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 
-/** An item accepted for a recipient (before it is written anywhere), or read back from the mailbox. */
-export interface Accepted {
-  readonly recipientId: string;
-  readonly item: RelayItem;
-  /** Its stored encoding, for an item read from the mailbox: relayed as it is (§10.8). */
-  readonly encoded?: EncodedItem;
-  readonly itemHash: Uint8Array;
-  readonly senderId: string;
-  readonly senderSerial: Uint8Array;
-  readonly senderValidUntilMs: number;
-  readonly acceptedAtMs: number;
-  readonly size: number;
-}
 
 /** Settings of {@link Delivery}. */
 export interface DeliveryOptions {

@@ -32,9 +32,10 @@ import { MAX_ENVELOPE_BYTES } from '@parley/session';
 import type { Logger } from 'pino';
 import { closeRevokedLinks, recheckLinks } from './authentication.js';
 import { ConnectStreams, DEFAULT_MAX_AUTHENTICATING, DEFAULT_MAX_AUTHENTICATING_PER_ADDRESS, type ConnectCall } from './connect-stream.js';
+import type { Accepted } from './accepted.js';
 import { GatewayContext } from './context.js';
 import { decodeForward, type Cluster } from './cluster.js';
-import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, Delivery, pushDelivery, toNewItem, type Accepted, type DeliveryWriter } from './delivery.js';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, Delivery, pushDelivery, toNewItem, type DeliveryWriter } from './delivery.js';
 import type { Mailbox } from './mailbox.js';
 import { ReplyGuard } from './reply-guard.js';
 import { Storage, type MailboxQuota } from './storage.js';
@@ -44,7 +45,8 @@ import type { RateLimitOptions } from '@parley/rpc';
 import { Router } from './routing.js';
 import { UnarySend } from './send.js';
 
-export type { DeliveryInit, DeliveryWriter } from './delivery.js';
+export type { DeliveryInit } from './context.js';
+export type { DeliveryWriter } from './delivery.js';
 export { pushDelivery } from './delivery.js';
 
 const GATEWAY_ID_RE = /^[a-z0-9._:-]{1,128}$/;

@@ -25,9 +25,10 @@ import { MAX_CERTIFICATE_BYTES, encodeCertificate, verifyCertificate } from '@pa
 import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigestWith, type EnvelopeDigest } from '@parley/session';
+import type { Accepted } from './accepted.js';
 import type { GatewayContext, Sender } from './context.js';
 import type { RevocationChecker, VerifiedCertificate } from '@parley/identity';
-import type { Accepted, Delivery } from './delivery.js';
+import type { Delivery } from './delivery.js';
 import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@parley/protocol';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';

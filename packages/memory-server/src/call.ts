@@ -12,7 +12,7 @@ import { isAgentId, verifyCertificate, type RevocationChecker, type TrustBundle,
 import { MemoryError, parseMemoryMetadata, verifyMemoryRequest } from '@parley/memory';
 import { AgentCertificateSchema, MessageType, toBinary, type AgentCertificate, type MessageInitShape } from '@parley/proto';
 import { LogThrottle, RateLimiter, RpcError, type CallContext, type RateLimitOptions, type RpcErrorCode } from '@parley/rpc';
-import type { MemoryLogger, MemoryQuotas } from './service.js';
+import type { MemoryLogger, MemoryQuotas } from './settings.js';
 
 export type Init<S extends Parameters<typeof toBinary>[0]> = MessageInitShape<S>;
 

@@ -4,6 +4,8 @@
  * membership log (default deny), quotas and expiry, audits every call, and
  * never holds a key. Mounted by the gateway (apps/gateway/src/server.ts).
  */
-export { MemoryStore, DEFAULT_MEMORY_QUOTAS } from './service.js';
-export type { MemoryServiceOptions, MemoryQuotas, MemoryLogger } from './service.js';
+export { MemoryStore } from './service.js';
+export type { MemoryServiceOptions } from './service.js';
+export { DEFAULT_MEMORY_QUOTAS } from './settings.js';
+export type { MemoryQuotas, MemoryLogger } from './settings.js';
 export { MEMORY_MIGRATIONS, migrateMemorySchema } from './schema.js';

@@ -6,7 +6,7 @@
 import type { Database } from '@parley/db';
 import type { RateLimiter } from '@parley/rpc';
 import { MEMORY_COLUMNS, memoryRow } from './rows.js';
-import type { MemoryLogger } from './service.js';
+import type { MemoryLogger } from './settings.js';
 import { int } from '@parley/db';
 
 export interface SweepOptions {
