@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from . import audit, crypto, registry, revocation
 from .disclosure import Disclosure, verify_disclosure
 from .encoding import b64url_encode
 from .envelope import SecureMessage, envelope_ad, envelope_mac_input, envelope_signed_bytes, payload_commitment
-from .errors import ParleyError, code_of
+from ._checks import CheckFailed, GroupResult, _eq, _expect, _Group
 from .envelope import message_hash
 from .handshake import HandshakeConfig, HandshakeFrame, HandshakePayload, InitiatorHandshake, ResponderHandshake, handshake_frame_digest, identity_binding, noise_prologue
 from .identity import StaticRevocations, TrustBundle, certificate_tbs, decode_certificate, key_id, verify_certificate
@@ -42,54 +40,6 @@ KEY_CHECK_NONCE = MAX_NONCE - 2
 
 #: Top-level keys that are not check groups.
 METADATA_KEYS = frozenset({"format", "version", "protocol", "generated_by", "notes", "now_ms"})
-
-
-class CheckFailed(AssertionError):
-    pass
-
-
-@dataclass
-class GroupResult:
-    name: str
-    passed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and self.passed > 0
-
-
-class _Group:
-    """Collects the checks of one group; each ``entry`` is one check."""
-
-    def __init__(self, name: str) -> None:
-        self.result = GroupResult(name)
-
-    @contextmanager
-    def entry(self, label: str) -> Iterator[None]:
-        try:
-            yield
-            self.result.passed += 1
-        except Exception as error:  # one failing entry never hides the others
-            self.result.failures.append(f"{self.result.name}/{label}: {type(error).__name__}: {error}")
-
-
-def _eq(what: str, got: bytes | str | int, want: str | int) -> None:
-    got_norm = got.hex() if isinstance(got, (bytes, bytearray)) else got
-    if got_norm != want:
-        raise CheckFailed(f"{what} mismatch: got {str(got_norm)[:80]}, want {str(want)[:80]}")
-
-
-def _expect(what: str, fn: Callable[[], object], want: str) -> None:
-    try:
-        fn()
-        got = "ok"
-    except ParleyError as error:
-        got = error.code
-    except Exception as error:
-        got = f"error({code_of(error)}: {error})"
-    if got != want:
-        raise CheckFailed(f"{what}: expected {want}, got {got}")
 
 
 class Checker:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import crypto
-from ..conformance import CheckFailed, GroupResult, _eq, _expect, _Group
+from .._checks import CheckFailed, GroupResult, _eq, _expect, _Group
 from ..encoding import b64url_decode
 from ..identity import TrustBundle, decode_certificate, key_id, verify_certificate
 from ..session import LocalIdentity
