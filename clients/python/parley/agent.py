@@ -31,7 +31,10 @@ Identity key rotation (§17.8)
     key was rotated) restores no sessions — its peers hold them under the old certificate — but its
     inbox, outbox and receipts, and attaches its certificate to every receipt and SessionReject it
     signs — for a message lifetime after the rotation, across restarts (the record keeps when it
-    happened). A receipt or SessionReject that does not verify under the key of the session a send was
+    happened). The default state key is derived from the identity key: ``previous_identity_keys=``
+    (or ``previous_state_keys=``) carries the state directory over to the new one at the first start,
+    crash-safely (``parley.state``), the identity record still naming the old key, so the rotation is
+    seen. A receipt or SessionReject that does not verify under the key of the session a send was
     sealed in is accepted with the certificate it carries when that is the recipient's, trusted, valid,
     not revoked, and its key verifies it.
 """
@@ -46,7 +49,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -63,11 +66,12 @@ from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
 from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
+from .keys import load_key_file
 from .memory import MemoryClient
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
 from .replay import MessageHashCache, ReplayWindow
 from .session import CLOSING_CODES, DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
-from .state import IDENTITY_RECORD, DirectoryStateStore, MemoryStateStore, derive_state_key
+from .state import IDENTITY_RECORD, MAX_PREVIOUS_STATE_KEYS, DirectoryStateStore, MemoryStateStore, StateKeyMismatch, check_previous_keys, derive_state_key
 from .types import Backoff, Event, EventKind, MessageType, Receipt
 
 _log = logging.getLogger("parley")
@@ -403,6 +407,8 @@ async def connect(
     tls: TlsConfig | None,
     state_dir: str | Path | None,
     state_key: bytes | None = None,
+    previous_identity_keys: Sequence[crypto.SigningKey | str | Path] = (),
+    previous_state_keys: Sequence[bytes] = (),
     revocations: RevocationChecker | None = None,
     rekey_threshold: int = DEFAULT_REKEY_THRESHOLD,
     skew: SkewLimits = DEFAULT_SKEW,
@@ -427,6 +433,13 @@ async def connect(
         state_dir: where the outbox, inbox, receipts and sessions live (durable, sealed, one process
             at a time). ``None`` keeps them in memory: a crash then loses what was in flight.
         state_key: 32 bytes sealing ``state_dir``; default: derived from the identity key.
+        previous_identity_keys: after an identity key rotation (``parley-registry agent rotate``), the earlier
+            identity key(s) — a key file path (loaded, then wiped) or a :class:`parley.SigningKey` — whose derived
+            state key sealed ``state_dir``: what opens under one is re-sealed under the current state key at this
+            start (crash-safe), after which the current key alone opens it. Its identity record still names the old
+            key, so the rotation is seen (§17.8).
+        previous_state_keys: the same for earlier ``state_key=`` values (32 bytes each). At most 4 earlier keys
+            in all (``malformed`` beyond); ignored when ``state_dir`` is None.
         revocations: checked at every handshake and every message (e.g. :class:`parley.RegistryRevocations`).
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
@@ -439,7 +452,8 @@ async def connect(
 
     Raises:
         GatewayError: the gateway's refusal (``revoked``, ``unknown_issuer``, …) or ``unavailable``.
-        StateError: ``state_error`` (directory in use, not writable) or ``state_corrupt``.
+        StateError: ``state_error`` (directory in use, not writable), ``state_corrupt`` (a record opens under no key
+            given: the message says which option to pass) or ``malformed`` (more than 4 earlier keys, or not 32 bytes).
     """
     if not isinstance(expected_gateway_id, str) or not expected_gateway_id:
         raise ParleyError("malformed", "expected_gateway_id is required")
@@ -457,6 +471,8 @@ async def connect(
         tls=tls,
         state_dir=state_dir,
         state_key=state_key,
+        previous_identity_keys=previous_identity_keys,
+        previous_state_keys=previous_state_keys,
         revocations=revocations,
         rekey_threshold=rekey_threshold,
         skew=skew,
@@ -476,6 +492,27 @@ async def connect(
         await agent.close()
         raise
     return agent
+
+
+def _open_directory(path: str | Path, key: bytearray, previous: list[bytearray], previous_identity_keys: list[crypto.SigningKey | str | Path]) -> DirectoryStateStore:
+    """In a worker thread: the state directory under ``key``, carried over from the earlier state keys ``previous`` and
+    those derived from ``previous_identity_keys`` (a key file is loaded, and wiped once derived). Wipes ``key`` and
+    every earlier key, given or derived, before it returns or raises."""
+    try:
+        for source in previous_identity_keys:
+            if isinstance(source, crypto.SigningKey):
+                previous.append(derive_state_key(source.seed()))
+                continue
+            loaded = load_key_file(source)
+            try:
+                previous.append(derive_state_key(loaded.seed()))
+            finally:
+                loaded.wipe()
+        return DirectoryStateStore(path, key, previous)
+    finally:
+        crypto.wipe(key)
+        for k in previous:
+            crypto.wipe(k)
 
 
 class Agent:
@@ -503,9 +540,20 @@ class Agent:
         max_unacked: int,
         on_event: Callable[[Event], None] | None,
         accept_handshake: Callable[[str], bool] | None = None,
+        previous_identity_keys: Sequence[crypto.SigningKey | str | Path] = (),
+        previous_state_keys: Sequence[bytes] = (),
     ) -> None:
         if not is_agent_id(identity.agent_id):
             raise ParleyError("malformed", "identity.agent_id is not a valid agent id")
+        check_previous_keys(previous_state_keys, "previous_state_keys")
+        if isinstance(previous_identity_keys, (str, Path)) or not all(isinstance(k, (crypto.SigningKey, str, Path)) for k in previous_identity_keys):
+            raise StateError("malformed", "previous_identity_keys: a sequence of key file paths or parley.SigningKey")
+        if len(previous_identity_keys) + len(previous_state_keys) > MAX_PREVIOUS_STATE_KEYS:
+            raise StateError(
+                "malformed",
+                f"at most {MAX_PREVIOUS_STATE_KEYS} previous_identity_keys and previous_state_keys in all, "
+                f"{len(previous_identity_keys) + len(previous_state_keys)} given: carry the state directory over after each rotation",
+            )
         self._gateway = gateway
         self.identity = identity
         self._trust = trust_bundle
@@ -524,6 +572,10 @@ class Agent:
         self._accept_handshake = accept_handshake
         self._state_dir = state_dir
         self._state_key = state_key
+        #: Earlier keys the state directory may be sealed under, until it is opened (then wiped and dropped: the
+        #: directory is carried over to the current key). SigningKeys are the caller's: dropped, not wiped.
+        self._previous_identity_keys: list[crypto.SigningKey | str | Path] = list(previous_identity_keys)
+        self._previous_state_keys: list[bytearray] = [bytearray(k) for k in previous_state_keys]
         self._store: DirectoryStateStore | MemoryStateStore | None = None
         #: This agent's certificate for a message lifetime (the max-age skew bound) after its identity key replaced
         #: the one the state was written under (its key was rotated, §17.8), across restarts: attached to every
@@ -742,6 +794,7 @@ class Agent:
         if self._closed:
             return
         self._closed = True
+        self._forget_previous_keys()
         cancelled = DeliveryError("cancelled", "agent closed")
         for entry in self._outbox.values():
             if entry.waiter is not None and not entry.waiter.done():
@@ -787,24 +840,7 @@ class Agent:
     # Start and state
 
     async def _start(self) -> None:
-        if self._state_dir is None:
-            self._store = MemoryStateStore()
-        else:
-            key = bytearray(self._state_key) if self._state_key is not None else derive_state_key(self.identity.signing_key.seed())
-            try:
-                self._store = await asyncio.to_thread(DirectoryStateStore, self._state_dir, key)
-            finally:
-                crypto.wipe(key)
-        try:
-            await self._load_state()
-        except StateError as error:
-            if error.code != "state_corrupt" or self._state_dir is None or self._state_key is not None:
-                raise
-            hint = (
-                "; the state key is derived from the identity key: if that key was rotated, pass the previous one's as "
-                "state_key= (parley.state.derive_state_key(previous key's seed))"
-            )
-            raise StateError("state_corrupt", error.detail + hint) from error
+        await self._open_state()
         self._main_tasks = [
             asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
             asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
@@ -812,6 +848,41 @@ class Agent:
         ]
         conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
         self._attach(conn)
+
+    async def _open_state(self) -> None:
+        """Opens the state — carried over from the earlier keys given, if it was sealed under one — and restores it.
+        A record that opens under no key given is ``state_corrupt``, saying which option to pass."""
+        try:
+            if self._state_dir is None:
+                self._store = MemoryStateStore()
+            else:
+                # Copies handed to the worker thread, which wipes them: nothing it reads is wiped under it here.
+                key = bytearray(self._state_key) if self._state_key is not None else derive_state_key(self.identity.signing_key.seed())
+                previous = [bytearray(k) for k in self._previous_state_keys]
+                store = await asyncio.to_thread(_open_directory, self._state_dir, key, previous, list(self._previous_identity_keys))
+                self._store = store
+                if store.carried_over:
+                    _log.info("state directory %s carried over to the current state key: %d records re-sealed", self._state_dir, store.carried_over)
+            await self._load_state()
+        except StateKeyMismatch as error:
+            if self._state_key is None:
+                hint = (
+                    "; the state key is derived from the identity key: if that key was rotated, pass the previous key file "
+                    '(or its parley.SigningKey) as previous_identity_keys=["old.key.json"], and the state is carried over to the new key'
+                )
+            else:
+                hint = "; if state_key= was changed, pass the earlier one as previous_state_keys=[…], and the state is carried over to this key"
+            raise StateKeyMismatch("state_corrupt", error.detail + hint) from error
+        finally:
+            self._forget_previous_keys()
+
+    def _forget_previous_keys(self) -> None:
+        """Wipes this agent's copies of the earlier state keys and drops the earlier identity keys (not needed once the
+        directory is open: it was carried over)."""
+        for k in self._previous_state_keys:
+            crypto.wipe(k)
+        self._previous_state_keys = []
+        self._previous_identity_keys = []
 
     async def _load_state(self) -> None:
         assert self._store is not None

@@ -23,6 +23,19 @@ Each file is ``b"PPY1" ‖ nonce(24) ‖ XChaCha20-Poly1305(state_key, nonce, ad
 cannot be read without the key, altered, or swapped with another record's file.
 A file that does not open is ``state_corrupt``.
 
+Carrying a directory over to a new state key (``previous_keys``, at most
+:data:`MAX_PREVIOUS_STATE_KEYS`): the default state key is derived from the identity key, so an identity key
+rotation (§17.8) changes it. Opened with earlier keys, the store re-seals, before anything else reads or
+writes it, every record that does not open under the current key but does under an earlier one: the same
+plaintext, kind and name (associated data), a fresh nonce, the current key, written as any record is
+(temporary file, fsync, rename; each directory fsynced once its records are done). Every step replaces
+one file atomically and none creates or deletes a record, so at any crash point each record is either
+its old file (opens under an earlier key) or its new one (opens under the current key): the directory
+opens with the current key and the earlier ones, nothing lost or duplicated, and the next open finishes
+the job. Once every record opens under the current key, that key alone opens it; the earlier keys are
+wiped when the open returns. A record that opens under none of them is ``state_corrupt``
+(:class:`StateKeyMismatch`).
+
 Writes are atomic and durable: a temporary file (mode 0600) is written and
 fsynced, renamed into place, and the directory fsynced, so after a crash a
 record is either the old one or the new one, never a mix. Deletions fsync the
@@ -43,7 +56,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -61,6 +74,45 @@ _MAGIC: Final = b"PPY1"
 _NONCE_BYTES: Final = 24
 _NAME_RE: Final = re.compile(r"[0-9a-f]{16,64}")
 MAX_RECORD_BYTES: Final = 4 << 20
+#: Earlier state keys one open may carry a directory over from (each record that does not open under the current
+#: key is tried under each of them): beyond, ``malformed``. Carry a directory over soon after each rotation.
+MAX_PREVIOUS_STATE_KEYS: Final = 4
+
+
+class StateKeyMismatch(StateError):
+    """``state_corrupt``: a record opens under neither the state key nor any earlier key given (another key, or
+    altered). The agent adds which option to pass."""
+
+
+def check_previous_keys(keys: Sequence[bytes | bytearray], what: str = "previous state keys") -> None:
+    """``malformed`` unless ``keys`` are at most :data:`MAX_PREVIOUS_STATE_KEYS` keys of 32 bytes."""
+    if isinstance(keys, (bytes, bytearray, str)):
+        raise StateError("malformed", f"{what}: a sequence of keys, not one key")
+    if len(keys) > MAX_PREVIOUS_STATE_KEYS:
+        raise StateError("malformed", f"at most {MAX_PREVIOUS_STATE_KEYS} {what} at once, {len(keys)} given: carry the state directory over after each rotation")
+    for key in keys:
+        if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+            raise StateError("malformed", f"{what}: each is 32 bytes")
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    """Replaces ``target`` atomically: a temporary file (mode 0600) written and fsynced, then renamed over it. The
+    caller fsyncs the directory. ``OSError`` on failure (the temporary file removed)."""
+    tmp = target.parent / f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _ad(kind: str, name: str) -> bytes:
@@ -123,9 +175,15 @@ class DirectoryStateStore:
 
     durable = True
 
-    def __init__(self, path: str | Path, state_key: bytes | bytearray) -> None:
+    def __init__(self, path: str | Path, state_key: bytes | bytearray, previous_keys: Sequence[bytes | bytearray] = ()) -> None:
+        """Opens (creates) the directory. ``previous_keys``: earlier state keys the directory may have been written
+        under; every record sealed under one of them is re-sealed under ``state_key`` before this returns (see the
+        module's docstring), and :attr:`carried_over` counts them. The caller keeps (and wipes) its own copies."""
         if len(state_key) != 32:
             raise StateError("malformed", "the state key is 32 bytes")
+        check_previous_keys(previous_keys)
+        #: Records this open re-sealed from an earlier state key to the current one.
+        self.carried_over = 0
         self.path = Path(path)
         self._key = bytearray(state_key)
         #: Held by every read, write and deletion, and by close(): the key is never wiped under a write in progress.
@@ -148,6 +206,52 @@ class DirectoryStateStore:
             self.close()
             raise StateError("state_error", f"state directory {self.path} is accessible by group or others (mode {mode:o})")
         self._sweep_temporary_files()
+        if previous_keys:
+            try:
+                self.carried_over = self._carry_over(previous_keys)
+            except BaseException:
+                self.close()  # the lock released, the key wiped: the next open goes on where this one stopped
+                raise
+
+    def _carry_over(self, previous_keys: Sequence[bytes | bytearray]) -> int:
+        """Re-seals under the current key every record that opens only under an earlier one; returns how many.
+        ``state_corrupt`` (:class:`StateKeyMismatch`) for a record that opens under none, ``state_error`` when a
+        record cannot be written. The copies of the earlier keys are wiped before it returns or raises."""
+        keys = [bytearray(k) for k in previous_keys if not crypto.constant_time_equal(bytes(k), bytes(self._key))]
+        carried = 0
+        try:
+            with self._io:
+                for kind in KINDS:
+                    directory = self.path / kind
+                    changed = False
+                    for file in sorted(directory.glob("*.rec")):
+                        name = file.stem
+                        if _NAME_RE.fullmatch(name) is None:
+                            continue
+                        data = self._read(file, kind, name)
+                        if self._decrypt(kind, name, data, self._key) is not None:
+                            continue  # already under the current key (written so, or carried over before a crash)
+                        plaintext = next((p for p in (self._decrypt(kind, name, data, k) for k in keys) if p is not None), None)
+                        if plaintext is None:
+                            raise StateKeyMismatch(
+                                "state_corrupt",
+                                f"{kind}/{name} opens neither with the state key nor with any of the {len(previous_keys)} previous state keys given (another key, or altered)",
+                            )
+                        try:
+                            _write_file(file, self._seal_plaintext(kind, name, plaintext))
+                        except OSError as error:
+                            raise StateError("state_error", f"cannot carry {kind}/{name} over to the state key: {error.strerror}") from error
+                        changed = True
+                        carried += 1
+                    if changed:
+                        try:
+                            self._sync_dir(directory)
+                        except OSError as error:
+                            raise StateError("state_error", f"cannot carry {kind} over to the state key: {error.strerror}") from error
+        finally:
+            for key in keys:
+                crypto.wipe(key)
+        return carried
 
     def _sweep_temporary_files(self) -> None:
         for kind in KINDS:
@@ -166,18 +270,39 @@ class DirectoryStateStore:
             raise StateError("state_error", f"cannot {what}: the state store is closed")
 
     def _seal(self, kind: str, name: str, record: dict[str, Any]) -> bytes:
-        plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+        return self._seal_plaintext(kind, name, json.dumps(record, separators=(",", ":"), sort_keys=True).encode())
+
+    def _seal_plaintext(self, kind: str, name: str, plaintext: bytes) -> bytes:
         nonce = crypto.random_bytes(_NONCE_BYTES)
         return _MAGIC + nonce + _sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, _ad(kind, name), nonce, bytes(self._key))
 
-    def _open(self, kind: str, name: str, data: bytes) -> dict[str, Any]:
+    @staticmethod
+    def _decrypt(kind: str, name: str, data: bytes, key: bytearray) -> bytes | None:
+        """The plaintext of a record's file under ``key``, None when it does not open under it; ``state_corrupt``
+        when the file is no sealed record at all."""
         if len(data) < len(_MAGIC) + _NONCE_BYTES + 16 or not data.startswith(_MAGIC):
             raise StateError("state_corrupt", f"{kind}/{name} is not a sealed state record")
         nonce = data[len(_MAGIC) : len(_MAGIC) + _NONCE_BYTES]
         try:
-            plaintext = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(data[len(_MAGIC) + _NONCE_BYTES :], _ad(kind, name), nonce, bytes(self._key))
-        except nacl.exceptions.CryptoError as error:
-            raise StateError("state_corrupt", f"{kind}/{name} does not open with the state key (another key, or altered)") from error
+            plaintext: bytes = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(data[len(_MAGIC) + _NONCE_BYTES :], _ad(kind, name), nonce, bytes(key))
+        except nacl.exceptions.CryptoError:
+            return None
+        return plaintext
+
+    @staticmethod
+    def _read(file: Path, kind: str, name: str) -> bytes:
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            raise StateError("state_error", f"cannot read {file}") from error
+        if len(data) > MAX_RECORD_BYTES:
+            raise StateError("state_corrupt", f"{kind}/{name} is too large")
+        return data
+
+    def _open(self, kind: str, name: str, data: bytes) -> dict[str, Any]:
+        plaintext = self._decrypt(kind, name, data, self._key)
+        if plaintext is None:
+            raise StateKeyMismatch("state_corrupt", f"{kind}/{name} does not open with the state key (another key, or altered)")
         try:
             record = json.loads(plaintext)
         except ValueError as error:
@@ -195,37 +320,19 @@ class DirectoryStateStore:
                 name = file.stem
                 if _NAME_RE.fullmatch(name) is None:
                     continue
-                try:
-                    data = file.read_bytes()
-                except OSError as error:
-                    raise StateError("state_error", f"cannot read {file}") from error
-                if len(data) > MAX_RECORD_BYTES:
-                    raise StateError("state_corrupt", f"{kind}/{name} is too large")
-                out[name] = self._open(kind, name, data)
+                out[name] = self._open(kind, name, self._read(file, kind, name))
         return out
 
     def put(self, kind: str, name: str, record: dict[str, Any]) -> None:
         """Writes a record atomically and durably (tmp + fsync + rename + directory fsync); ``state_error`` once closed."""
         target = self._file(kind, name)
-        directory = target.parent
-        tmp = directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         with self._io:
             self._check_open(f"write {kind}/{name}")
             data = self._seal(kind, name, record)
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, target)
-                self._sync_dir(directory)
+                _write_file(target, data)
+                self._sync_dir(target.parent)
             except OSError as error:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 raise StateError("state_error", f"cannot write {kind}/{name}: {error.strerror}") from error
 
     def delete(self, kind: str, name: str) -> None:

@@ -1300,5 +1300,5 @@ def test_a_state_sealed_under_the_key_derived_from_a_rotated_identity_key_says_h
         return error.value.code, error.value.detail, rotation_seen
 
     code, detail, rotation_seen = run(scenario)
-    assert code == "state_corrupt" and "state_key=" in detail and "rotated" in detail
+    assert code == "state_corrupt" and "previous_identity_keys=" in detail and "rotated" in detail
     assert rotation_seen
