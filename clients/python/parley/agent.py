@@ -1780,7 +1780,7 @@ class Agent:
             return
         stored = self._receipts.get(digest)
         if stored is not None:  # acked before: the receipt may have been lost, send it again (with the ack)
-            self._reply("receipt", _receipt_from_record(stored), "receipt (again)", conn, delivery_id)
+            self._reply("receipt", self._sendable_receipt(stored), "receipt (again)", conn, delivery_id)
             self._emit("duplicate", item="envelope", peer=sender, detail="already acked; receipt sent again")
             return
         session = self._sessions.get(sid)
@@ -1854,6 +1854,29 @@ class Agent:
             self._gateway_ack(conn, delivery_id)
             return None
 
+
+    def _sendable_receipt(self, stored: dict[str, Any]) -> Any:
+        """A stored receipt as it can be sent again now (§17.8): one carrying a certificate this agent no longer
+        authenticates with (its key was rotated again since it signed it) is signed anew — the same message,
+        sender and time — with the current key and carries the current certificate: the gateway relays only the
+        certificate the stream authenticated with, and the superseded one would not stand with the peer either.
+        Kept in memory (the record's copy is signed anew at its next resend after a restart)."""
+        receipt = _receipt_from_record(stored)
+        if not receipt.HasField("signer_certificate"):
+            return receipt
+        current = self.identity.certificate
+        attached = receipt.signer_certificate
+        if attached.agent_id == current.agent_id and bytes(attached.serial) == bytes(current.serial):
+            return receipt
+        again = sign_receipt(
+            self.identity,
+            message_hash=bytes(receipt.message_hash),
+            sender_id=receipt.sender_id,
+            received_at_ms=int(receipt.received_at_ms),
+            signer_certificate=current,
+        )
+        stored["receipt"] = b64url_encode(again.SerializeToString())
+        return again
     async def _ack(self, entry: _InboxEntry) -> Receipt:
         """§17 recipient 2: receipt signed and recorded, sent, gateway acked, inbox entry dropped.
 

@@ -21,7 +21,8 @@ from parley.errors import GatewayError, IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.handshake import InitiatorHandshake, ResponderHandshake
 from parley.identity import StaticRevocations
-from parley.relay import sign_receipt, sign_session_reject
+from parley.encoding import b64url_decode, b64url_encode
+from parley.relay import sign_receipt, sign_session_reject, verify_receipt_signature
 from parley.session import DEFAULT_SKEW, LocalIdentity, Session, SkewLimits, now_ms
 from parley.state import IDENTITY_RECORD, DirectoryStateStore, MemoryStateStore, derive_state_key
 from parley.types import Backoff, Event, MessageType
@@ -38,7 +39,7 @@ def world() -> World:
 
 def attach(agent: Agent, *, outbound_acks: bool = True) -> tuple[FakeCall, GatewayConnection]:
     call = FakeCall()
-    conn = GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=outbound_acks), "gw")  # type: ignore[arg-type]
+    conn = GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=outbound_acks), "gw")
     agent._attach(conn)
     return call, conn
 
@@ -282,7 +283,7 @@ def test_a_session_reject_reseals_only_the_envelope_it_names_one_taken_before_th
     async def scenario() -> None:
         a_call, b_call = GatewayCall(), GatewayCall()
         for agent, call in ((alice, a_call), (bob, b_call)):
-            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))
         tasks = start_loops(bob)
         handed: list[Message] = []
 
@@ -381,7 +382,7 @@ def test_an_envelope_of_an_unknown_session_no_younger_than_a_receipt_the_full_st
     async def scenario() -> None:
         a_call, b_call = GatewayCall(), GatewayCall()
         for agent, call in ((alice, a_call), (bob, b_call)):
-            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))
         tasks = start_loops(bob)
         handed: list[Message] = []
 
@@ -696,7 +697,7 @@ def test_reconnection_goes_on_after_an_attempt_fails_with_an_unexpected_error(wo
         async def open_(**_kw: Any) -> GatewayConnection:
             if failures:
                 raise failures.pop(0)  # a TLS file being replaced; something gRPC raised that nobody typed
-            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")  # type: ignore[arg-type]
+            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")
 
         monkeypatch.setattr(GatewayConnection, "open", open_)
         call.cancel()  # the gateway ends the stream
@@ -724,7 +725,7 @@ def test_an_answer_that_breaks_the_protocol_at_re_authentication_is_retried_not_
         async def open_(**_kw: Any) -> GatewayConnection:
             if failures:
                 raise failures.pop(0)
-            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")  # type: ignore[arg-type]
+            return GatewayConnection(FakeChannel(), fresh, gateway_pb2.Welcome(agent_id=agent.agent_id), "gw")
 
         monkeypatch.setattr(GatewayConnection, "open", open_)
         call.cancel()  # the gateway ends the stream
@@ -1139,7 +1140,7 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
         await bob._save_session(sb)
         a_call, b_call = GatewayCall(), GatewayCall()
         for agent, call in ((alice, a_call), (bob, b_call)):
-            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))  # type: ignore[arg-type]
+            agent._attach(GatewayConnection(FakeChannel(), call, gateway_pb2.Welcome(agent_id=agent.agent_id, outbound_acks=True), "gw"))
         tasks = start_loops(bob)
         handed: list[Message] = []
         tasks.append(asyncio.ensure_future(collect(bob, handed)))
@@ -1163,7 +1164,7 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
         await bob2._load_state()
         restored = bob2.sessions()
         b2_call = GatewayCall()
-        bob2._attach(GatewayConnection(FakeChannel(), b2_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        bob2._attach(GatewayConnection(FakeChannel(), b2_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))
         tasks = start_loops(bob2)
         handed2: list[Message] = []
         tasks.append(asyncio.ensure_future(collect(bob2, handed2)))
@@ -1179,7 +1180,7 @@ def test_an_agent_restarted_under_a_rotated_key_restores_no_sessions_and_its_pee
         await bob3._load_state()
         restored += bob3.sessions()
         b3_call = GatewayCall()
-        bob3._attach(GatewayConnection(FakeChannel(), b3_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))  # type: ignore[arg-type]
+        bob3._attach(GatewayConnection(FakeChannel(), b3_call, gateway_pb2.Welcome(agent_id="bob", outbound_acks=True), "gw"))
         tasks = start_loops(bob3)
         handed3: list[Message] = []
         tasks.append(asyncio.ensure_future(collect(bob3, handed3)))
@@ -1302,3 +1303,23 @@ def test_a_state_sealed_under_the_key_derived_from_a_rotated_identity_key_says_h
     code, detail, rotation_seen = run(scenario)
     assert code == "state_corrupt" and "previous_identity_keys=" in detail and "rotated" in detail
     assert rotation_seen
+
+
+def test_a_receipt_sent_again_after_a_second_key_rotation_is_signed_anew_and_carries_the_current_certificate(world: World) -> None:
+    # A receipt signed after one rotation carries that certificate (§17.8); after a second rotation the gateway relays
+    # only the certificate the stream authenticated with (identity_mismatch), and the superseded one would not stand
+    # with the peer: resent as it was, the sender's send ended `expired`.
+    first, second = world.identity("bob"), world.identity("bob")
+    bob = memory_agent(second, world.trust, [])
+    fields = {"message_hash": bytes(range(32)), "sender_id": "alice", "received_at_ms": 1_700_000_000_000}
+    stored = {"receipt": b64url_encode(sign_receipt(first, **fields, signer_certificate=first.certificate).SerializeToString())}
+    again = bob._sendable_receipt(stored)
+    assert again.signer_certificate == second.certificate
+    assert verify_receipt_signature(again, second.signing_key.public_key)
+    assert (bytes(again.message_hash), again.sender_id, again.received_at_ms) == (fields["message_hash"], "alice", fields["received_at_ms"])
+    assert bob._sendable_receipt(stored).SerializeToString() == again.SerializeToString()  # signed anew once, then kept
+    # Without a certificate (the session's key signed it: the peer verifies it so) or with the current one: as it was.
+    for cert in (None, second.certificate):
+        signer = first if cert is None else second
+        record = {"receipt": b64url_encode(sign_receipt(signer, **fields, signer_certificate=cert).SerializeToString())}
+        assert bob._sendable_receipt(record).SerializeToString() == b64url_decode(record["receipt"])

@@ -239,7 +239,7 @@ export class Inbox {
     const receipt = this.#receipts.get(hashHex);
     if (receipt !== undefined) {
       deps.emit({ kind: 'duplicate', item: 'envelope', senderId: envelope.senderId, detail: 'envelope already acknowledged: receipt sent again' });
-      conn.sendReply({ case: 'receipt', value: receipt.receipt }, deliveryId);
+      conn.sendReply({ case: 'receipt', value: this.#sendable(receipt) }, deliveryId);
       return;
     }
     // Back-pressure: not acked, tried again once the application acks; a new delivery also waits while older ones
@@ -355,6 +355,24 @@ export class Inbox {
       redelivered: m.redelivered,
       ack,
     };
+  }
+
+  /**
+   * A stored receipt as it can be sent again now. One carrying a certificate this agent no longer authenticates
+   * with (its key was rotated again since it signed it, §17.8) is signed anew — the same message, sender and
+   * time — with the current key and carries the current certificate: the gateway relays only the certificate
+   * the stream authenticated with, and the superseded one would not stand with the peer either. Kept in memory
+   * (the journal's copy is signed again at its next resend after a restart).
+   */
+  #sendable(stored: { receipt: DeliveryReceipt; at: number }): DeliveryReceipt {
+    const attached = stored.receipt.signerCertificate;
+    const identity = this.#deps.options.identity;
+    if (attached === undefined || (attached.agentId === identity.certificate.agentId && toHex(attached.serial) === toHex(identity.certificate.serial))) return stored.receipt;
+    const r = stored.receipt;
+    const again = signReceipt(this.#deps.crypto, identity, { messageHash: r.messageHash, senderId: r.senderId, receivedAtMs: Number(r.receivedAtMs) });
+    again.signerCertificate = identity.certificate;
+    stored.receipt = again;
+    return again;
   }
 
   /**

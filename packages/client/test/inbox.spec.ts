@@ -287,6 +287,54 @@ describe('inbox', () => {
     sender.close();
     recipient.close();
   });
+
+  it('a receipt sent again after a second key rotation is signed with the current key and carries the current certificate (the gateway relays only that one, §17.8)', async () => {
+    const world = await testWorld();
+    const { session, sender, recipient } = await pair();
+    const { conn, receipts } = stream();
+    // Bob after one rotation: its receipts carry that certificate. Then rotated again (and restarted): the stored
+    // receipt's certificate is neither the stream's nor standing.
+    const first = world.agent('bob');
+    const second = world.agent('bob');
+    let identity: typeof first = first;
+    const options = {
+      get identity() {
+        return identity;
+      },
+    } as unknown as ConnectOptions;
+    const handed: ReceivedMessage[] = [];
+    const box = new Inbox({
+      crypto,
+      lifecycle: new Lifecycle(),
+      options,
+      manager: recipient,
+      record: () => Promise.resolve(),
+      durable: false,
+      emit: () => undefined,
+      captured: (fn) => (fn(), []),
+      connection: () => conn,
+      deliver: (m) => void handed.push(m),
+      hold: () => true,
+      signerCertificate: () => identity.certificate,
+    });
+    const envelope = await seal(sender, session, 0);
+    box.onEnvelope(envelope, conn, 1n);
+    await box.handedOver();
+    await handed[0]!.ack();
+    expect(toHex(receipts[0]!.signerCertificate!.serial)).toBe(toHex(first.certificate.serial));
+    box.onEnvelope(envelope, conn, 2n); // the sender's resend, the receipt lost: sent again as it was
+    expect(receipts[1]).toBe(receipts[0]);
+    identity = second;
+    box.onEnvelope(envelope, conn, 3n);
+    const again = receipts[2]!;
+    expect(toHex(again.signerCertificate!.serial)).toBe(toHex(second.certificate.serial));
+    expect(verifyReceiptSignature(crypto, again, second.publicKey)).toBe(true);
+    expect([toHex(again.messageHash), again.senderId, again.receivedAtMs]).toEqual([toHex(receipts[0]!.messageHash), receipts[0]!.senderId, receipts[0]!.receivedAtMs]);
+    box.onEnvelope(envelope, conn, 4n); // signed again once, then kept
+    expect(receipts[3]).toBe(again);
+    sender.close();
+    recipient.close();
+  });
 });
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
