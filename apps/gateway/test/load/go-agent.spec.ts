@@ -14,9 +14,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, type Agent as SdkAgent, type AgentEvent, type ReceivedMessage } from '@parley/client';
+import { connect, fileStateStore, type Agent as SdkAgent, type AgentEvent, type ReceivedMessage } from '@parley/client';
 import { deliveryReceiptLayout } from '@parley/protocol';
-import { createCrypto, fromBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { SecretKey, createCrypto, fromBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import pg from 'pg';
@@ -329,6 +329,93 @@ suite('Go example agent', () => {
     expect(by('received').map((e) => [e['content'], e['message_hash']])).toEqual([[{ from: 'ts', seq: 2 }, toHex(r2.messageHash)]]);
     expect(by('reject_sent')[0]?.['message_hash']).not.toBe(toHex(r2.messageHash));
   }, 90_000);
+
+  it('a TypeScript peer rotates its identity key mid-conversation (§17.8): the Go agent verifies its receipt and its SessionReject by the certificate they carry, reseals, and ends in a session with the new certificate', async () => {
+    const go = await enrolGo('go-worker-rot');
+    // Without --registry: the rotation revokes the session's certificate (superseded), and with revocation data the
+    // Go agent closes that session and ends its run (§8.4, "--registry" in its README) before the rotated replies come.
+    const args = go.args.filter((a, i, all) => a !== '--registry' && all[i - 1] !== '--registry');
+    const agentId = 'ts-planner-rot';
+    const registered = await registry.register(crypto, agentId, 'planner');
+    type Identity = { agentId: string; signingKey: SecretKey; certificate: typeof registered.certificate };
+    // The TypeScript agent keeps a journal (§13), which records the key it was written under: started again under
+    // another key, it knows it was rotated and attaches its new certificate to what it signs (§17.8 item 3).
+    const store = fileStateStore(join(dir.path, `${agentId}-state`));
+    const stateKey = SecretKey.from(crypto.randomBytes(32));
+    const events: AgentEvent[] = [];
+    async function startTs(identity: Identity, autoAck: boolean): Promise<{ sdk: SdkAgent; received: ReceivedMessage[] }> {
+      const received: ReceivedMessage[] = [];
+      const sdk = await connect({
+        gateway: address,
+        identity,
+        trustBundle,
+        expectedGatewayId: GATEWAY_ID,
+        tls: { rootCerts: readFileSync(tlsCert) },
+        crypto,
+        stateStore: store,
+        stateKey,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+        onEvent: (e) => events.push(e),
+      });
+      running.push(sdk);
+      void (async () => {
+        try {
+          for await (const m of sdk.messages()) {
+            received.push(m);
+            if (autoAck) await m.ack();
+          }
+        } catch {
+          // closed
+        }
+      })();
+      return { sdk, received };
+    }
+
+    // Go starts a session with the first certificate; message 1 is receipted, message 2 taken but not acknowledged.
+    const w1 = await startTs({ agentId, signingKey: registered.secretKey, certificate: registered.certificate }, false);
+    const proc = runGo(['run', ...args, '--peer', agentId, '--initiate', '--send', '3', '--timeout-ms', '60000']);
+    await until(() => w1.received.length === 1, 20_000, 'message 1 from Go');
+    await w1.received[0]!.ack();
+    await proc.next('receipt');
+    await until(() => w1.received.length === 2, 20_000, 'message 2 from Go');
+
+    // The rotation: a new key and certificate, the old one revoked by serial; the gateway sends the old key away.
+    const rotated = await registry.cli(['agent', 'rotate', agentId, '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const out = JSON.parse(rotated.stdout) as { certificate: { encoded: string }; key_file: string };
+    const seed = (JSON.parse(readFileSync(out.key_file, 'utf8')) as { seed: string }).seed;
+    const certificate = decodeCertificate(fromBase64Url(out.certificate.encoded));
+    expect(toHex(certificate.serial)).not.toBe(toHex(registered.certificate.serial));
+    await until(() => events.some((e) => e.kind === 'disconnected'), 20_000, 'the old key sent away');
+    await w1.sdk.close();
+
+    // Back under the new key from the same journal: message 2 is handed over again and its receipt, signed by the new
+    // key, carries the new certificate; message 3, sealed by Go in the old session, gets a SessionReject carrying it.
+    const w2 = await startTs({ agentId, signingKey: crypto.ed25519.keyPairFromSeed(fromBase64Url(seed)).secretKey, certificate }, true);
+    const result = await proc.done;
+    expect(result.code, result.stderr).toBe(0);
+    const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
+    const rotatedSerial = toHex(certificate.serial);
+    // Receipt 1 and the receipt of message 3 (in the new session) verify under the session's key; receipt 2 only under
+    // the certificate it carries.
+    expect(by('receipt').map((e) => [e['verified'], e['signer_certificate']])).toEqual([
+      [true, undefined],
+      [true, rotatedSerial],
+      [true, undefined],
+    ]);
+    expect(by('reject_received')).toEqual([expect.objectContaining({ peer: agentId, seq: 3, verified: true, signer_certificate: rotatedSerial })]);
+    const sessions = by('session');
+    expect(sessions.map((e) => e['role'])).toEqual(['initiator', 'initiator']);
+    expect(by('reject_received')[0]?.['session_id']).toBe(sessions[0]?.['session_id']);
+    expect(by('resealed')).toEqual([expect.objectContaining({ seq: 3, session_id: sessions[1]?.['session_id'] })]);
+    expect(by('done')).toEqual([expect.objectContaining({ sent: 3, receipts: 3 })]);
+    expect(result.stderr).not.toContain('bad_signature');
+    await until(() => w2.received.length >= 2, 10_000, 'messages 2 and 3 under the new key');
+    expect(w2.received.map((m) => [(m.content as { seq: number }).seq, m.redelivered])).toEqual([
+      [2, true],
+      [3, false],
+    ]);
+  }, 120_000);
 
   it('a backlog sent while the Go agent was offline comes in a deliveries frame (§10.3): each message opened once, its receipt verified at the TypeScript sender, the mailbox emptied', async () => {
     const N = 4;

@@ -741,14 +741,27 @@ func (r *runner) onEnvelope(d *pb.Delivery, e *pb.SecureMessage) (acked bool, er
 	return true, r.conn.SendReceiptAck(rc, d.GetDeliveryId())
 }
 
-// onReceipt verifies the peer's receipt for the message in flight (§10.5).
+// signerCertificatePolicy is what a reply's signer_certificate is checked
+// with (§17.8 item 4): this agent's trust bundle and clock now, and its
+// revocation data if it has any (--registry).
+func (r *runner) signerCertificatePolicy() *parley.SignerCertificatePolicy {
+	return &parley.SignerCertificatePolicy{Trust: r.cfg.Trust, Revocations: r.cfg.Revocations, NowMs: nowMs()}
+}
+
+// onReceipt verifies the peer's receipt for the message in flight (§10.5):
+// signed by the peer's certified key of the session the message was sealed
+// in or, when the receipt carries signer_certificate (the peer rotated its
+// identity key), by that certificate's key if the certificate is the peer's,
+// verifies against the trust bundle now and is not revoked (§17.8 item 4).
+// A receipt that does not verify ends the run (bad_signature).
 func (r *runner) onReceipt(rc *pb.DeliveryReceipt) error {
 	o := r.inFlight
 	if o == nil || hex.EncodeToString(rc.GetMessageHash()) != hex.EncodeToString(o.hash) {
 		warn("duplicate", "receipt for no message in flight dropped")
 		return nil
 	}
-	if err := parley.VerifyReceipt(rc, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey); err != nil {
+	signer, err := parley.VerifyReceiptWith(rc, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey, r.signerCertificatePolicy())
+	if err != nil {
 		return err
 	}
 	if !o.accepted {
@@ -758,19 +771,24 @@ func (r *runner) onReceipt(rc *pb.DeliveryReceipt) error {
 	}
 	r.verified++
 	r.inFlight = nil
-	r.emit(map[string]any{"event": "receipt", "message_hash": hex.EncodeToString(rc.GetMessageHash()), "received_at_ms": rc.GetReceivedAtMs(), "verified": true})
+	event := map[string]any{"event": "receipt", "message_hash": hex.EncodeToString(rc.GetMessageHash()), "received_at_ms": rc.GetReceivedAtMs(), "verified": true}
+	if signer != nil {
+		event["signer_certificate"] = hex.EncodeToString(signer.GetSerial())
+	}
+	r.emit(event)
 	return r.sendNext()
 }
 
 // onSessionReject takes a SessionReject for the message in flight (§17.4,
 // as @parley/client's outbox does): it must name that envelope, sent to the
 // reject's signer in that session, and verify with that session's certified
-// peer key; otherwise it is ignored (a warning; a bad signature is a
-// security event). A verified reject closes the session (for sending, and
-// here for receiving too) and seals that message, and only that one, again
-// in a new session (§17.2 item 4): the current one if another is live, else
-// one this agent starts. After MaxReseals the send fails: the run ends with
-// unknown_session.
+// peer key or, when it carries signer_certificate, with that certificate's
+// key under the rules of §17.8 item 4 (as onReceipt); otherwise it is ignored
+// (a warning; a bad signature is a security event). A verified reject
+// closes the session (for sending, and here for receiving too) and seals
+// that message, and only that one, again in a new session (§17.2 item 4):
+// the current one if another is live, else one this agent starts. After
+// MaxReseals the send fails: the run ends with unknown_session.
 func (r *runner) onSessionReject(rj *pb.SessionReject) error {
 	o := r.inFlight
 	if o == nil || o.resealing || !bytes.Equal(rj.GetMessageHash(), o.hash) {
@@ -781,11 +799,16 @@ func (r *runner) onSessionReject(rj *pb.SessionReject) error {
 		warn(parley.CodeIdentityMismatch, "session reject does not name this pending send: ignored")
 		return nil
 	}
-	if err := parley.VerifySessionReject(rj, o.sessionID, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey); err != nil {
+	signer, err := parley.VerifySessionRejectWith(rj, o.sessionID, o.hash, r.cfg.Identity.AgentID, o.to, o.peerKey, r.signerCertificatePolicy())
+	if err != nil {
 		warn(parley.CodeOf(err), "session reject ignored: "+err.Error())
 		return nil
 	}
-	r.emit(map[string]any{"event": "reject_received", "peer": o.to, "seq": o.seq, "session_id": hex.EncodeToString(o.sessionID), "message_hash": hex.EncodeToString(o.hash), "verified": true})
+	event := map[string]any{"event": "reject_received", "peer": o.to, "seq": o.seq, "session_id": hex.EncodeToString(o.sessionID), "message_hash": hex.EncodeToString(o.hash), "verified": true}
+	if signer != nil {
+		event["signer_certificate"] = hex.EncodeToString(signer.GetSerial())
+	}
+	r.emit(event)
 	if s := r.sessions[string(o.sessionID)]; s != nil {
 		s.Close()
 		delete(r.sessions, string(o.sessionID))
@@ -812,7 +835,7 @@ func (r *runner) emit(fields map[string]any) {
 }
 
 var keyOrder = []string{"event", "agent_id", "mailbox_depth", "peer", "session_id", "role", "seq", "from", "type",
-	"message_hash", "received_at_ms", "verified", "content", "items", "sent", "receipts", "received", "code", "message"}
+	"message_hash", "received_at_ms", "verified", "signer_certificate", "content", "items", "sent", "receipts", "received", "code", "message"}
 
 func writeEvent(w io.Writer, fields map[string]any) {
 	buf := []byte{'{'}

@@ -22,6 +22,9 @@ import (
 type world struct {
 	trust  *parley.TrustBundle
 	issuer func(agentID string) *parley.Identity // certifies an agent
+	// issue certifies an agent, edit changing the certificate before the
+	// issuer signs it (nil: as issuer).
+	issue func(agentID string, edit func(c *pb.AgentCertificate)) *parley.Identity
 }
 
 func newWorld(t *testing.T) *world {
@@ -33,7 +36,8 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w := &world{trust: trust}
-	w.issuer = func(agentID string) *parley.Identity {
+	w.issuer = func(agentID string) *parley.Identity { return w.issue(agentID, nil) }
+	w.issue = func(agentID string, edit func(c *pb.AgentCertificate)) *parley.Identity {
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 		serial := make([]byte, 16)
 		_, _ = rand.Read(serial)
@@ -42,6 +46,9 @@ func newWorld(t *testing.T) *world {
 			Version: 1, AgentId: agentID, IdentityPublicKey: pub, AgentType: "worker",
 			Capabilities: []string{"msg:send"}, ValidFromMs: now - 60_000, ValidUntilMs: now + 3_600_000,
 			Serial: serial, IssuerKeyId: iid,
+		}
+		if edit != nil {
+			edit(c)
 		}
 		tbs, err := parley.CertificateTBS(c)
 		if err != nil {

@@ -36,13 +36,25 @@ const (
 )
 
 // Error is a protocol failure carrying a stable §11 code. Only the code is
-// meant for a peer; the message is local detail.
+// meant for a peer; the message is local detail. Cause, when set, is the
+// failure that led to this one (local detail too: a bad_signature whose
+// signer_certificate was refused carries that refusal, §17.8).
 type Error struct {
 	Code    string
 	Message string
+	Cause   error
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Code + ": " + e.Message + " (" + e.Cause.Error() + ")"
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Unwrap returns Cause (errors.Unwrap, errors.Is). CodeOf reads the outermost
+// code, so a cause never changes the code a caller acts on.
+func (e *Error) Unwrap() error { return e.Cause }
 
 // Errorf returns an *Error with the given code.
 func Errorf(code, format string, args ...any) error {

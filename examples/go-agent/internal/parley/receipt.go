@@ -61,25 +61,34 @@ func CheckReceiptShape(r *pb.DeliveryReceipt) error {
 
 // VerifyReceipt checks, as the envelope's sender, a receipt for a message it
 // sent: signer and addressee, message hash, and the signature by the signer's
-// certified identity key (§10.5).
+// certified identity key (§10.5). A signer_certificate the receipt carries is
+// not considered: VerifyReceiptWith does that.
 func VerifyReceipt(r *pb.DeliveryReceipt, messageHash []byte, senderID, signerID string, signerKey ed25519.PublicKey) error {
+	_, err := VerifyReceiptWith(r, messageHash, senderID, signerID, signerKey, nil)
+	return err
+}
+
+// VerifyReceiptWith is VerifyReceipt where the signature may also verify
+// under the receipt's signer_certificate, checked with policy as §17.8 item 4
+// says (verifyReplySignature), when it does not verify under signerKey, the
+// signer's certified key of the session the message was sealed in. nil
+// policy: signerKey only. It returns the signer_certificate whose key
+// verified the receipt, or nil when signerKey did.
+func VerifyReceiptWith(r *pb.DeliveryReceipt, messageHash []byte, senderID, signerID string, signerKey ed25519.PublicKey, policy *SignerCertificatePolicy) (*pb.AgentCertificate, error) {
 	if err := CheckReceiptShape(r); err != nil {
-		return err
+		return nil, err
 	}
 	if r.GetSenderId() != senderID || r.GetRecipientId() != signerID {
-		return Errorf(CodeIdentityMismatch, "receipt is for another pair of agents")
+		return nil, Errorf(CodeIdentityMismatch, "receipt is for another pair of agents")
 	}
 	if subtle.ConstantTimeCompare(r.GetMessageHash(), messageHash) != 1 {
-		return Errorf(CodeMalformed, "receipt is for another message")
+		return nil, Errorf(CodeMalformed, "receipt is for another message")
 	}
 	b, err := ReceiptLayout(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if !ed25519.Verify(signerKey, b, r.GetSignature()) {
-		return Errorf(CodeBadSignature, "receipt signature does not verify")
-	}
-	return nil
+	return verifyReplySignature("receipt", b, r.GetSignature(), signerKey, signerID, r.GetSignerCertificate(), policy)
 }
 
 // GatewayAuthLayout is the §10.2 stream-authentication proof layout.

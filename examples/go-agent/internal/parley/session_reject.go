@@ -40,23 +40,32 @@ func SignSessionReject(key ed25519.PrivateKey, e *pb.SecureMessage, messageHash 
 // VerifySessionReject is the sender's check of §17.4: version 1, the reject
 // names this sender, the recipient it sent to, the session (16 bytes) and a
 // pending message hash, and is signed by the recipient's certified key of
-// that session.
+// that session. A signer_certificate the reject carries is not considered:
+// VerifySessionRejectWith does that.
 func VerifySessionReject(r *pb.SessionReject, sessionID, messageHash []byte, senderID, recipientID string, recipientKey ed25519.PublicKey) error {
+	_, err := VerifySessionRejectWith(r, sessionID, messageHash, senderID, recipientID, recipientKey, nil)
+	return err
+}
+
+// VerifySessionRejectWith is VerifySessionReject where the signature may also
+// verify under the reject's signer_certificate, checked with policy as §17.8
+// item 4 says (verifyReplySignature), when it does not verify under
+// recipientKey. nil policy: recipientKey only. It returns the
+// signer_certificate whose key verified the reject, or nil when recipientKey
+// did.
+func VerifySessionRejectWith(r *pb.SessionReject, sessionID, messageHash []byte, senderID, recipientID string, recipientKey ed25519.PublicKey, policy *SignerCertificatePolicy) (*pb.AgentCertificate, error) {
 	if r.GetVersion() != ProtocolVersion {
-		return Errorf(CodeUnsupportedVersion, "session reject version %d", r.GetVersion())
+		return nil, Errorf(CodeUnsupportedVersion, "session reject version %d", r.GetVersion())
 	}
 	if r.GetSenderId() != senderID || r.GetRecipientId() != recipientID {
-		return Errorf(CodeIdentityMismatch, "session reject routing")
+		return nil, Errorf(CodeIdentityMismatch, "session reject routing")
 	}
 	if string(r.GetSessionId()) != string(sessionID) || string(r.GetMessageHash()) != string(messageHash) {
-		return Errorf(CodeUnknownSession, "session reject names no pending envelope")
+		return nil, Errorf(CodeUnknownSession, "session reject names no pending envelope")
 	}
 	b, err := SessionRejectLayout(r)
 	if err != nil {
-		return Errorf(CodeMalformed, "session reject layout: %v", err)
+		return nil, Errorf(CodeMalformed, "session reject layout: %v", err)
 	}
-	if len(r.GetSignature()) != ed25519.SignatureSize || !ed25519.Verify(recipientKey, b, r.GetSignature()) {
-		return Errorf(CodeBadSignature, "session reject signature does not verify")
-	}
-	return nil
+	return verifyReplySignature("session reject", b, r.GetSignature(), recipientKey, recipientID, r.GetSignerCertificate(), policy)
 }
