@@ -16,7 +16,8 @@ from parley.v1 import gateway_pb2, gateway_pb2_grpc
 from .helpers import World
 
 
-def _connect(tmp_path: Path, **overrides: Any) -> Any:
+def connect_offline(tmp_path: Path, **overrides: Any) -> Any:
+    """``parley.connect`` to a gateway nothing listens on (the options are checked before any call)."""
     world = World()
     args: dict[str, Any] = {
         "gateway": "127.0.0.1:1",
@@ -34,19 +35,19 @@ def _connect(tmp_path: Path, **overrides: Any) -> Any:
 @pytest.mark.parametrize("address", ["10.0.0.1:7443", "gateway.example:7443", "[2001:db8::1]:7443", "0.0.0.0:7443"])
 def test_plaintext_is_refused_off_loopback(tmp_path: Path, address: str) -> None:
     with pytest.raises(parley.ParleyError) as e:
-        _connect(tmp_path, gateway=address)
+        connect_offline(tmp_path, gateway=address)
     assert e.value.code == "failed_precondition"
 
 
 def test_the_gateway_id_is_required(tmp_path: Path) -> None:
     with pytest.raises(parley.ParleyError) as e:
-        _connect(tmp_path, expected_gateway_id="")
+        connect_offline(tmp_path, expected_gateway_id="")
     assert e.value.code == "malformed"
 
 
 def test_an_unreachable_gateway_is_unavailable_and_releases_the_state_dir(tmp_path: Path) -> None:
     with pytest.raises(parley.GatewayError) as e:
-        _connect(tmp_path)
+        connect_offline(tmp_path)
     assert e.value.code in ("unavailable", "deadline_exceeded")
     # The failed connect closed its state store: the directory lock is free again.
     from parley.state import DirectoryStateStore

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -115,16 +116,17 @@ def test_send_reply_carries_the_ack_only_when_offered(world: World, outbound_ack
     assert code == "rate_limited"  # a quiet item's refusal still reaches the sender's future
 
 
-def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event]) -> Agent:
-    """An agent that is not connected and keeps no store of its own (a test gives it one), with short timeouts."""
+def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event], state_dir: Path | None = None, **options: Any) -> Agent:
+    """An agent that is not connected, with short timeouts; without ``state_dir`` it keeps no store of its own (a test
+    gives it one). ``options``: further Agent options (state_key=, previous_*=)."""
     return Agent(
         gateway="127.0.0.1:1",
         identity=identity,
         trust_bundle=trust,
         expected_gateway_id="gw",
         tls=None,
-        state_dir=None,
-        state_key=None,
+        state_dir=state_dir,
+        state_key=options.pop("state_key", None),
         revocations=None,
         rekey_threshold=DEFAULT_REKEY_THRESHOLD,
         skew=DEFAULT_SKEW,
@@ -136,6 +138,7 @@ def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event
         timeouts=SessionTimeouts(),
         max_unacked=16,
         on_event=events.append,
+        **options,
     )
 
 

@@ -18,19 +18,19 @@ import pytest
 import parley
 import parley.state
 from parley import crypto
-from parley.agent import Agent, ResendPolicy, SessionTimeouts
+from parley.agent import Agent
 from parley.errors import StateError
 from parley.gateway import GatewayConnection
 from parley.identity import TrustBundle
-from parley.key_schedule import DEFAULT_REKEY_THRESHOLD
-from parley.session import DEFAULT_SKEW, LocalIdentity, now_ms
+from parley.session import LocalIdentity, now_ms
 from parley.state import IDENTITY_RECORD, KINDS, MAX_PREVIOUS_STATE_KEYS, DirectoryStateStore, StateKeyMismatch, derive_state_key
-from parley.types import Backoff, Event, MessageType
+from parley.types import Event, MessageType
 from parley.v1 import gateway_pb2
 
 from .helpers import World
 from .test_delivery_contract import attach, sent, start_loops, wait_for
-from .test_gateway_replies import make_agent, run, seal
+from .test_connect_options import connect_offline
+from .test_gateway_replies import make_agent, memory_agent, run, seal
 from .test_keys import key_file
 
 OLD = bytes(range(32))
@@ -176,27 +176,7 @@ def test_more_than_four_previous_keys_or_a_key_of_another_length_is_malformed(tm
 
 def state_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event], state_dir: Path, **options: Any) -> Agent:
     """An agent (not connected) whose state lives in ``state_dir``; ``options``: state_key=, previous_*=."""
-    return Agent(
-        gateway="127.0.0.1:1",
-        identity=identity,
-        trust_bundle=trust,
-        expected_gateway_id="gw",
-        tls=None,
-        state_dir=state_dir,
-        state_key=options.pop("state_key", None),
-        revocations=None,
-        rekey_threshold=DEFAULT_REKEY_THRESHOLD,
-        skew=DEFAULT_SKEW,
-        send_timeout=5,
-        handshake_timeout=5,
-        auth_timeout=5,
-        reconnect=Backoff(),
-        resend=ResendPolicy(),
-        timeouts=SessionTimeouts(),
-        max_unacked=16,
-        on_event=events.append,
-        **options,
-    )
+    return memory_agent(identity, trust, events, state_dir, **options)
 
 
 class BeforeRotation:
@@ -392,16 +372,6 @@ def test_an_independent_state_key_is_carried_over_with_previous_state_keys(befor
 
 
 def test_connect_refuses_more_than_four_previous_keys_before_touching_anything(tmp_path: Path) -> None:
-    world = World()
-    args: dict[str, Any] = {
-        "gateway": "127.0.0.1:1",
-        "identity": world.identity("worker-1"),
-        "trust_bundle": world.trust,
-        "expected_gateway_id": "gw-1",
-        "tls": None,
-        "state_dir": tmp_path / "state",
-        "auth_timeout": 2.0,
-    }
     keys = [crypto.SigningKey.generate() for _ in range(3)]
     refused: list[dict[str, Any]] = [
         {"previous_state_keys": [crypto.random_bytes(32)] * 2, "previous_identity_keys": keys},  # 5 in all
@@ -410,6 +380,6 @@ def test_connect_refuses_more_than_four_previous_keys_before_touching_anything(t
     ]
     for bad in refused:
         with pytest.raises(parley.StateError) as e:
-            asyncio.run(parley.connect(**args, **bad))
+            connect_offline(tmp_path, **bad)
         assert e.value.code == "malformed"
     assert not (tmp_path / "state").exists()
