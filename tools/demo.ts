@@ -227,6 +227,8 @@ interface AuditSummary {
   readonly rootHash: Uint8Array;
   readonly lastEntryHash: Uint8Array;
   readonly outcomes: Map<string, number>;
+  /** The audited items' hashes (an envelope's message hash, another item's digest), hex. */
+  readonly hashes: readonly string[];
 }
 
 async function verifyAudit(crypto: ParleyCrypto, where: { url: string; schema: string } | { dataDir: string }, publicKey: Uint8Array): Promise<AuditSummary> {
@@ -258,7 +260,7 @@ async function verifyAudit(crypto: ParleyCrypto, where: { url: string; schema: s
     if (!result.ok) throw new Error(`the gateway's audit chain does NOT verify: entry ${result.index}: ${result.reason} (${result.detail})`);
     const outcomes = new Map<string, number>();
     for (const e of entries) outcomes.set(e.outcome, (outcomes.get(e.outcome) ?? 0) + 1);
-    return { size: result.size, rootHash: result.rootHash, lastEntryHash: result.lastEntryHash, outcomes };
+    return { size: result.size, rootHash: result.rootHash, lastEntryHash: result.lastEntryHash, outcomes, hashes: entries.map((e) => toHex(e.messageHash)) };
   } finally {
     await close();
   }
@@ -364,6 +366,8 @@ async function main(): Promise<void> {
   // 4. The handoff conversation.
   say(bold('Handoff conversation') + dim('  (end-to-end encrypted; each send resolves with the recipient\'s verified, signed receipt)'));
   let n = 0;
+  /** The hashes of the messages exchanged, to tell them from the handshake frames in the audit log. */
+  const sentHashes = new Set<string>();
   const exchange = async (
     from: Enrolled,
     to: Enrolled,
@@ -386,6 +390,7 @@ async function main(): Promise<void> {
       received.from === from.agentId &&
       received.type === type;
     if (!ok) throw new Error(`step ${n}: the receipt or the received message does not match`);
+    sentHashes.add(toHex(received.messageHash));
     say();
     say(`  ${bold(`${n}.`)} ${bold(typeName.padEnd(16))} ${from.agentId} → ${to.agentId}`);
     step('content', summary, 5);
@@ -439,7 +444,8 @@ async function main(): Promise<void> {
     }
   }
   say(bold('Gateway audit log') + dim('  (hash-chained, Ed25519-signed; every entry verified)'));
-  step('entries', `${audit.size}  (${[...audit.outcomes].map(([k, v]) => `${k} ${v}`).join(', ')})`);
+  const messages = audit.hashes.filter((h) => sentHashes.has(h)).length;
+  step('entries', `${audit.size}  (${[...audit.outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}): ${messages} messages, ${audit.size - messages} handshake frames`);
   step('root', toHex(audit.rootHash));
   step('last', toHex(audit.lastEntryHash));
   step('signer', `${toHex(auditPublicKey)}  ${green('✓ chain verified')}`);

@@ -200,7 +200,7 @@ class DirectoryStateStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             os.close(self._lock_fd)
-            raise StateError("state_error", f"state directory {self.path} is in use by another process") from error
+            raise StateError("state_error", f"state directory {self.path} is in use by another agent (another process, or an agent of this process not closed yet): one agent per state directory") from error
         mode = self.path.stat().st_mode & 0o777
         if mode & 0o077:
             self.close()
