@@ -108,6 +108,12 @@ function logTrustBundleEvent(logger: Logger, event: TrustBundleFollowerEvent, fi
     case 'restored':
       logger.info({ event: 'trust_bundle_restored', trust_bundle_version: event.version, file }, 'followed trust bundle restored');
       break;
+    case 'pin_changed':
+      logger.warn(
+        { event: 'security', stage: 'trust_bundle', code: 'pin_changed', trust_bundle_version: event.version, from: event.from, to: event.to, detail: event.detail, file },
+        'followed trust bundle set aside: it was not followed from this pinned bundle, which is followed from now on',
+      );
+      break;
     case 'restore_failed':
       logger.warn({ event: 'trust_bundle_restore_failed', code: event.code, detail: event.detail, file }, 'followed trust bundle file not usable: starting from the pinned bundle');
       break;
@@ -282,6 +288,9 @@ async function serveUntilStopped(values: Values, out: (text: string) => void, hu
     client,
     registryId,
     pinned,
+    // Trusting on first use, `pinned` is what the registry sent at this start, not an operator's pin: the
+    // saved state keeps precedence over it (§15.9).
+    trustOnFirstUse: config.registry.trustBundleFile === undefined,
     store: fileTrustBundleStore(followedPath, registryId),
     onEvent: (event) => {
       logTrustBundleEvent(logger, event, followedPath);

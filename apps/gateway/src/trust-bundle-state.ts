@@ -6,11 +6,13 @@
  * through a temporary file, fsync and rename (mode 0600):
  *
  *   { "version": 1, "type": "parley-followed-trust-bundle", "registry_id": hex,
- *     "bundle_version": n, "saved_at_ms": n, "document": base64url(SignedTrustBundle) }
+ *     "bundle_version": n, "saved_at_ms": n, "document": base64url(follower's saved state) }
  *
- * The document is checked again when loaded (structure, registry, its own
- * signature) by @parley/identity's TrustBundleChain; a file that does not
- * pass is reported and the pinned bundle used instead.
+ * `document` is what the follower saves (@parley/protocol's TrustBundleFollower:
+ * the pinned bundle's hash ‖ the SignedTrustBundle; a file of an earlier release
+ * holds the bare SignedTrustBundle). The follower checks it again when loaded
+ * (the pin it was followed from, structure, registry, its own signature); a
+ * file that does not pass is reported and the pinned bundle used instead.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -23,6 +23,19 @@ follows a registry: it polls ``GetTrustBundle``, keeps the newest verified
 version in a file (so a restart does not fall back to the pinned bundle), and
 keeps the last verified version when the registry cannot be reached. Pass it
 as ``trust_bundle`` to :func:`parley.connect`.
+
+The saved state records the pinned bundle it was followed from
+(:func:`pinned_bundle_hash`); a restart with another pinned bundle does not
+use it (``pin_changed``): the pin is the operator's root, and a saved chain
+never outranks it. Saved state (the state file's ``document``, as
+@parley/protocol's TrustBundleFollower saves it)::
+
+    0     str("parley/v1/followed-trust-bundle")  u32(31) ‖ 31 bytes
+    35    fixed32(pin hash)                         pinned_bundle_hash of the pinned bundle
+    67    u32(m) ‖ m bytes                          the newest accepted SignedTrustBundle
+
+A file written before the pin was recorded holds the bare SignedTrustBundle
+(which never starts with a 0 byte: protobuf has no field 0) and is still read.
 """
 
 from __future__ import annotations
@@ -49,6 +62,9 @@ from .session import now_ms
 from .v1 import identity_pb2, registry_pb2, registry_pb2_grpc
 
 DOMAIN: Final = "parley/v1/trust-bundle"
+PINNED_DOMAIN: Final = "parley/v1/pinned-trust-bundle"
+FOLLOWED_DOMAIN: Final = "parley/v1/followed-trust-bundle"
+_PIN_HASH_BYTES: Final = 32
 MAX_ISSUERS: Final = 64
 MAX_DOCUMENT_BYTES: Final = 8192
 PREPARED: Final = 1
@@ -155,6 +171,46 @@ def _verify_signature(doc: TrustBundleDocument, trusted: TrustBundle, now: int, 
         raise IdentityError("bad_signature", f"trust bundle version {doc.version}: the signature does not verify")
 
 
+def pinned_bundle_hash(bundle: TrustBundle) -> bytes:
+    """What identifies a pinned bundle (§15.9): its issuer keys and their validity, not the spelling or order of its JSON.
+
+    ``BLAKE3(str("parley/v1/pinned-trust-bundle") ‖ u32(n) ‖ n × [fixed16(key_id) ‖ fixed32(public_key) ‖
+    u8(1 when not_after_ms is set, else 0) ‖ i64(not_after_ms, else 0)])``, issuers ascending by key id.
+    """
+    issuers = sorted(bundle.issuers(), key=lambda i: i.key_id)
+    layout = Layout(PINNED_DOMAIN).u32(len(issuers))
+    for i in issuers:
+        layout.fixed(i.key_id, 16, "key_id").fixed(i.public_key, 32, "public_key").u8(0 if i.not_after_ms is None else 1).i64(i.not_after_ms if i.not_after_ms is not None else 0)
+    return crypto.blake3(layout.bytes())
+
+
+def encode_followed_state(pin: bytes, document: bytes) -> bytes:
+    """The follower's saved state: the pin hash it was followed from ‖ the newest accepted document."""
+    return Layout(FOLLOWED_DOMAIN).fixed(pin, _PIN_HASH_BYTES, "pin").var(document, "document").bytes()
+
+
+def decode_followed_state(data: bytes) -> tuple[bytes | None, bytes]:
+    """``(pin hash, document)``; the pin is None for a state saved before it was recorded (the bare document)."""
+    prefix = Layout(FOLLOWED_DOMAIN).bytes()
+    if not data.startswith(prefix):
+        return None, bytes(data)
+    at = len(prefix) + _PIN_HASH_BYTES
+    length = int.from_bytes(data[at : at + 4], "big") if len(data) >= at + 4 else -1
+    if length < 0 or len(data) != at + 4 + length:
+        raise _malformed("the saved trust bundle state is truncated or has trailing bytes")
+    return bytes(data[len(prefix) : at]), bytes(data[at + 4 :])
+
+
+def _saved_version(document: bytes) -> int:
+    """The saved document's version, for a report (0 when it does not decode)."""
+    message = identity_pb2.SignedTrustBundle()
+    try:
+        message.ParseFromString(document)
+    except Exception:  # noqa: BLE001 - only a report
+        return 0
+    return int(message.version)
+
+
 class TrustBundleChain:
     """A follower's trusted bundle: the pinned one, then the documents accepted, each checked against the one before."""
 
@@ -230,13 +286,28 @@ class RegistryTrustBundle(TrustBundle):
             agent = await parley.connect(..., trust_bundle=bundle)
 
     ``pinned`` is where it starts (a bundle or the §3.3 JSON file); the newest
-    verified document is saved in ``state_file`` and used on the next start.
-    Refused documents (``rollback``, ``unknown_issuer``, …) and an unreachable
-    registry leave the last verified version in force; ``state`` and
-    ``last_verified_at_ms`` say how it stands.
+    verified document is saved in ``state_file`` and used on the next start —
+    unless it was followed from another pinned bundle: the pin is the
+    operator's root, so the file is then not used (``pin_changed``), the
+    follower starts from ``pinned`` and its next accepted document replaces the
+    file. A file written before the pin was recorded is used only when a key of
+    ``pinned``, still within its ``not_after_ms``, signed its document (the
+    anchor a fresh follow would accept), and is then written again with the pin;
+    otherwise it is treated as a changed pin. Refused documents (``rollback``,
+    ``unknown_issuer``, …) and an unreachable registry leave the last verified
+    version in force; ``state`` and ``last_verified_at_ms`` say how it stands.
+
+    ``on_event`` is called with what happens, as a dict without key material
+    (exceptions it raises are ignored): ``{"kind": "restored", "version"}``,
+    ``{"kind": "restore_failed", "code", "detail"}``, ``{"kind": "pin_changed",
+    "version", "from", "to", "detail"}`` (``from``/``to``: the pin hashes in hex;
+    ``from`` None for a file that recorded none), ``{"kind": "updated", "from",
+    "to", "accepted"}``, ``{"kind": "refused", "code", "version", "detail"}``,
+    ``{"kind": "unreachable", "code", "version", "detail"}`` — as
+    @parley/protocol's TrustBundleFollower reports them.
     """
 
-    __slots__ = ("_address", "_tls", "_state_file", "_refresh_s", "_channel", "_task", "_chain", "_pinned_bundle", "_registry_id", "_lock", "state", "last_verified_at_ms", "_clock")
+    __slots__ = ("_address", "_tls", "_state_file", "_refresh_s", "_channel", "_task", "_chain", "_pinned_bundle", "_pin", "_registry_id", "_lock", "state", "last_verified_at_ms", "_clock", "_on_event")
 
     def __init__(
         self,
@@ -248,8 +319,11 @@ class RegistryTrustBundle(TrustBundle):
         state_file: str | Path | None = None,
         refresh_ms: int = 60_000,
         clock: Callable[[], int] = now_ms,
+        on_event: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self._pinned_bundle = pinned if isinstance(pinned, TrustBundle) else TrustBundle.from_file(pinned)
+        self._pin = pinned_bundle_hash(self._pinned_bundle)
+        self._on_event = on_event
         self._address = address
         self._tls = tls
         self._state_file = Path(state_file) if state_file is not None else None
@@ -273,23 +347,59 @@ class RegistryTrustBundle(TrustBundle):
     def version(self) -> int:
         return self._chain.version if self._chain is not None else 0
 
+    def _emit(self, event: dict[str, object]) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # noqa: BLE001 - a reporting hook never changes what the follower does
+                pass
+
+    def _pin_changed(self, version: int, saved_pin: bytes | None, detail: str) -> None:
+        _log.warning("saved trust bundle %s not used: %s", self._state_file, detail)
+        self._emit({"kind": "pin_changed", "version": version, "from": saved_pin.hex() if saved_pin is not None else None, "to": self._pin.hex(), "detail": detail})
+
     def _restore(self) -> None:
         if self._state_file is None or not self._state_file.exists():
             return
         try:
             saved = json.loads(self._state_file.read_text())
             encoded = base64.urlsafe_b64decode(saved["document"] + "=" * (-len(saved["document"]) % 4))
+            pin, document = decode_followed_state(encoded)
+            if pin is not None and not crypto.constant_time_equal(pin, self._pin):
+                version = _saved_version(document)
+                self._pin_changed(version, pin, f"the saved trust bundle (version {version}) was followed from another pinned bundle: starting from the pinned one")
+                return
             registry_id = self._registry_id if self._registry_id is not None else bytes.fromhex(saved["registry_id"])
-            self._chain = TrustBundleChain.from_saved(registry_id, encoded, self._pinned_bundle)
+            chain = TrustBundleChain.from_saved(registry_id, document, self._pinned_bundle)
+            assert chain.document is not None
+            if pin is None:
+                # Saved before the pin was recorded, and only the newest document was: it can be related to the pin
+                # only when a pinned key signed it itself (a chain anchored further back cannot be checked from it).
+                try:
+                    _verify_signature(chain.document, self._pinned_bundle, self._clock(), None)
+                except IdentityError as error:
+                    self._pin_changed(chain.version, None, f"the saved trust bundle (version {chain.version}) records no pinned bundle and is not signed by a key of the pinned one ({error.code}): starting from the pinned one")
+                    return
+            self._chain = chain
             self._registry_id = registry_id
         except Exception as error:  # a bad file is reported and the pinned bundle used
             _log.warning("saved trust bundle %s not usable (%s): starting from the pinned bundle", self._state_file, error)
+            code = error.code if isinstance(error, IdentityError) else "unavailable" if isinstance(error, OSError) else "malformed"
+            self._emit({"kind": "restore_failed", "code": code, "detail": str(error)})
+            return
+        self._emit({"kind": "restored", "version": chain.version})
+        if pin is None:
+            try:
+                self._save()  # records the pin it is now followed from
+            except OSError as error:
+                _log.error("cannot save the followed trust bundle %s: %s", self._state_file, error)
 
     def _save(self) -> None:
         if self._state_file is None or self._chain is None or self._chain.document is None:
             return
         doc = self._chain.document
-        text = json.dumps({"version": 1, "type": "parley-followed-trust-bundle", "registry_id": doc.registry_id.hex(), "bundle_version": doc.version, "saved_at_ms": now_ms(), "document": base64.urlsafe_b64encode(doc.encoded).rstrip(b"=").decode()})
+        state = encode_followed_state(self._pin, doc.encoded)
+        text = json.dumps({"version": 1, "type": "parley-followed-trust-bundle", "registry_id": doc.registry_id.hex(), "bundle_version": doc.version, "saved_at_ms": now_ms(), "document": base64.urlsafe_b64encode(state).rstrip(b"=").decode()})
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state_file.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -331,6 +441,7 @@ class RegistryTrustBundle(TrustBundle):
                 after = response.documents[-1].version
         except grpc.aio.AioRpcError as error:
             self.state = "unreachable"
+            self._emit({"kind": "unreachable", "code": "unavailable", "version": held, "detail": error.code().name})
             raise IdentityError("unavailable", f"registry unreachable: {error.code().name}") from error
         try:
             if current < held:
@@ -345,10 +456,12 @@ class RegistryTrustBundle(TrustBundle):
         except IdentityError as error:
             self.state = "refusing"
             _log.warning("trust bundle refused (%s): keeping version %d", error.code, self.version)
+            self._emit({"kind": "refused", "code": error.code, "version": self.version, "detail": str(error)})
             raise
         self.state = "current"
         self.last_verified_at_ms = self._clock()
         if accepted:
+            self._emit({"kind": "updated", "from": held, "to": self.version, "accepted": list(accepted)})
             self._save()
         return accepted
 
@@ -389,6 +502,9 @@ __all__ = [
     "TrustBundleChain",
     "TrustBundleDocument",
     "decode_document",
+    "decode_followed_state",
+    "encode_followed_state",
+    "pinned_bundle_hash",
     "trust_bundle_layout",
     "state_name",
 ]

@@ -132,3 +132,191 @@ def test_a_follower_anchors_past_documents_signed_by_a_pinned_key_beyond_its_not
     with pytest.raises(IdentityError) as refused:
         only_old.advance([v1, v2], t0 + 11 * day)
     assert refused.value.code == "expired"
+
+
+# A changed pin (§15.9): the pinned bundle is the operator's root; a state saved while following another one is not used.
+
+def _document(registry_id: bytes, version: int, issuers: list[tuple[crypto.SigningKey, int, int]], signer: crypto.SigningKey) -> bytes:
+    from parley.trust_bundle import DocumentIssuer
+    from parley.v1 import identity_pb2
+
+    entries = sorted((DocumentIssuer(key_id(k.public_key), k.public_key, state, not_after) for k, state, not_after in issuers), key=lambda i: i.key_id)
+    signer_kid = key_id(signer.public_key)
+    doc = identity_pb2.SignedTrustBundle(registry_id=registry_id, version=version, issued_at_ms=V["now_ms"], signer_key_id=signer_kid,
+                                         signature=signer.sign(trust_bundle_layout(registry_id, version, V["now_ms"], signer_kid, entries)))
+    for i in entries:
+        doc.issuers.add(key_id=i.key_id, public_key=i.public_key, state=i.state, not_after_ms=i.not_after_ms)  # type: ignore[arg-type]
+    return doc.SerializeToString()
+
+
+class _Registry:
+    """Stands in for GetTrustBundle (the stub ``refresh`` builds) with a fixed list of documents."""
+
+    def __init__(self, registry_id: bytes, documents: list[bytes]) -> None:
+        self.registry_id, self.documents = registry_id, documents
+
+    def stub(self, _channel: object) -> _Registry:
+        return self
+
+    async def GetTrustBundle(self, request, timeout: float = 0):  # noqa: N802 - the RPC's name
+        from parley.v1 import identity_pb2, registry_pb2
+
+        docs = [identity_pb2.SignedTrustBundle.FromString(d) for d in self.documents]
+        return registry_pb2.GetTrustBundleResponse(registry_id=self.registry_id, current_version=len(docs), documents=[d for d in docs if d.version > request.after_version])
+
+
+def _refresh(monkeypatch, follower: RegistryTrustBundle, registry: _Registry) -> list[int]:
+    import asyncio
+
+    from parley import trust_bundle
+
+    monkeypatch.setattr(trust_bundle.registry_pb2_grpc, "RegistryServiceStub", registry.stub)
+    follower._channel = object()  # type: ignore[assignment]  # refresh only checks that it was started
+    try:
+        return asyncio.run(follower.refresh())
+    finally:
+        follower._channel = None
+
+
+def _follow(pinned: TrustBundle, state, events: list[dict], **more) -> RegistryTrustBundle:
+    return RegistryTrustBundle("127.0.0.1:1", pinned, state_file=state, clock=lambda: V["now_ms"], on_event=events.append, **more)
+
+
+def _saved_state(state) -> bytes:
+    document = json.loads(state.read_text())["document"]
+    return base64.urlsafe_b64decode(document + "=" * (-len(document) % 4))
+
+
+def _pin(*names: str) -> TrustBundle:
+    return TrustBundle.from_public_keys(*(h(V["keys"][n]["ed25519_public_key"]) for n in names))
+
+
+def _vectors(*versions: str) -> list[bytes]:
+    return [h(V["trust_bundles"][v]["encoded"]) for v in versions]
+
+
+def test_the_pin_hash_is_of_the_keys_and_their_validity_not_of_the_json() -> None:
+    from parley.identity import TrustedIssuer
+    from parley.trust_bundle import pinned_bundle_hash
+
+    pk1, pk2 = h(V["keys"]["k1"]["ed25519_public_key"]), h(V["keys"]["k2"]["ed25519_public_key"])
+    a = TrustBundle([TrustedIssuer(key_id(pk1), pk1, 1_800_000_000_000), TrustedIssuer(key_id(pk2), pk2)])
+    # The same vector as packages/protocol's trust-bundle-follower.spec.ts.
+    assert pinned_bundle_hash(a).hex() == "2fb5aa835ec387f08f0dd18d673320925b8e614baee580c0348808a458bce17d"
+    respelled = json.dumps({"issuers": list(reversed(a.to_json()["issuers"])), "version": 1}, indent=3)
+    assert pinned_bundle_hash(TrustBundle.from_json(respelled)) == pinned_bundle_hash(a)
+    others = [
+        TrustBundle([TrustedIssuer(key_id(pk1), pk1, 1_800_000_000_001), TrustedIssuer(key_id(pk2), pk2)]),
+        TrustBundle.from_public_keys(pk1, pk2),
+        TrustBundle.from_public_keys(pk2),
+    ]
+    assert len({pinned_bundle_hash(b) for b in [a, *others]}) == 4
+
+
+def test_the_same_pin_restores_the_saved_state_which_records_it(tmp_path, monkeypatch) -> None:
+    from parley.trust_bundle import decode_followed_state, pinned_bundle_hash
+
+    state, events = tmp_path / "bundle.json", []
+    first = _follow(_pin("k1"), state, events, registry_id=h(V["registry_id"]))
+    assert _refresh(monkeypatch, first, _Registry(h(V["registry_id"]), _vectors("v1", "v2", "v3"))) == [1, 2, 3]
+    pin, document = decode_followed_state(_saved_state(state))
+    assert pin == pinned_bundle_hash(_pin("k1")) and document == _vectors("v3")[0]
+    # The same pinned bundle, read from JSON written otherwise.
+    same = TrustBundle.from_json('{ "issuers": ' + json.dumps(_pin("k1").to_json()["issuers"]) + ',\n "version": 1 }')
+    events.clear()
+    restarted = _follow(same, state, events)
+    assert events == [{"kind": "restored", "version": 3}]
+    assert restarted.version == 3 and restarted.get(h(V["keys"]["k2"]["key_id"])) is not None
+
+
+def test_a_changed_pin_ignores_the_saved_state_reports_it_and_follows_from_the_new_pin(tmp_path, monkeypatch) -> None:
+    from parley.trust_bundle import ACTIVE, decode_followed_state, pinned_bundle_hash
+
+    state, events = tmp_path / "bundle.json", []
+    first = _follow(_pin("k1"), state, events)
+    _refresh(monkeypatch, first, _Registry(h(V["registry_id"]), _vectors("v1", "v2", "v3")))
+    assert first.version == 3
+    # The agent is moved to another registry: a new pin, no registry id given (the saved one must not be adopted).
+    other_id, kb = bytes(range(16)), crypto.SigningKey.generate()
+    pin_b = TrustBundle.from_public_keys(kb.public_key)
+    events.clear()
+    moved = _follow(pin_b, state, events)
+    assert [e["kind"] for e in events] == ["pin_changed"], events
+    assert events == [{"kind": "pin_changed", "version": 3, "from": pinned_bundle_hash(_pin("k1")).hex(), "to": pinned_bundle_hash(pin_b).hex(),
+                       "detail": events[0]["detail"]}]
+    assert "another pinned bundle" in str(events[0]["detail"])
+    text = json.dumps(events)
+    for public_key in [kb.public_key, *(h(k["ed25519_public_key"]) for k in V["keys"].values())]:
+        assert public_key.hex() not in text and base64.urlsafe_b64encode(public_key).rstrip(b"=").decode() not in text
+    assert moved.version == 0 and moved._registry_id is None
+    assert moved.get(h(V["keys"]["k1"]["key_id"])) is None and moved.get(key_id(kb.public_key)) is not None
+    b1 = _document(other_id, 1, [(kb, ACTIVE, 0)], kb)
+    assert _refresh(monkeypatch, moved, _Registry(other_id, [b1])) == [1]
+    assert moved._registry_id == other_id
+    # The next accepted document replaced the saved state: a restart with the new pin restores it.
+    assert decode_followed_state(_saved_state(state)) == (pinned_bundle_hash(pin_b), b1)
+    events.clear()
+    assert _follow(pin_b, state, events).version == 1
+    assert events == [{"kind": "restored", "version": 1}]
+
+
+def test_an_operators_new_pin_after_an_incident_outranks_the_saved_chain(tmp_path, monkeypatch) -> None:
+    from parley.trust_bundle import ACTIVE
+
+    registry_id, k1, k3 = bytes(range(16)), crypto.SigningKey.generate(), crypto.SigningKey.generate()
+    v1 = _document(registry_id, 1, [(k1, ACTIVE, 0)], k1)
+    v2 = _document(registry_id, 2, [(k3, ACTIVE, 0)], k3)  # k1 was compromised: the registry re-keyed
+    state, events = tmp_path / "bundle.json", []
+    _refresh(monkeypatch, _follow(TrustBundle.from_public_keys(k1.public_key), state, events, registry_id=registry_id), _Registry(registry_id, [v1]))
+    events.clear()
+    after = _follow(TrustBundle.from_public_keys(k3.public_key), state, events, registry_id=registry_id)
+    assert [e["kind"] for e in events] == ["pin_changed"]
+    assert after.get(key_id(k1.public_key)) is None
+    assert _refresh(monkeypatch, after, _Registry(registry_id, [v1, v2])) == [2]
+    assert after.get(key_id(k1.public_key)) is None
+
+
+def test_a_state_file_written_before_the_pin_was_recorded(tmp_path, monkeypatch) -> None:
+    """Used (and written again with the pin) when a pinned key signed its document; otherwise a changed pin:
+    only the newest document was saved, so a chain anchored further back cannot be checked."""
+    from parley.trust_bundle import decode_followed_state, pinned_bundle_hash
+
+    def old_file(name: str, version: str) -> object:
+        path = tmp_path / name
+        path.write_text(json.dumps({"version": 1, "type": "parley-followed-trust-bundle", "registry_id": V["registry_id"],
+                                    "bundle_version": V["trust_bundles"][version]["version"], "saved_at_ms": 0,
+                                    "document": base64.urlsafe_b64encode(_vectors(version)[0]).rstrip(b"=").decode()}))
+        return path
+
+    signer = V["trust_bundles"]["v2"]["signer"]
+    # Signed by a pinned key: the anchor a fresh follow would accept.
+    events: list[dict] = []
+    kept = _follow(_pin(signer), old_file("signed-by-pin.json", "v2"), events)
+    assert events == [{"kind": "restored", "version": 2}] and kept.version == 2
+    assert decode_followed_state(_saved_state(tmp_path / "signed-by-pin.json")) == (pinned_bundle_hash(_pin(signer)), _vectors("v2")[0])
+    # Signed by a key the pin does not hold (the v3 signer, after a rotation from the pinned key).
+    pinned = _pin(V["trust_bundles"]["v1"]["signer"])
+    assert V["trust_bundles"]["v3"]["signer"] != V["trust_bundles"]["v1"]["signer"]
+    events = []
+    rotated = _follow(pinned, old_file("rotated.json", "v3"), events)
+    assert [e["kind"] for e in events] == ["pin_changed"], events
+    assert events == [{"kind": "pin_changed", "version": 3, "from": None, "to": pinned_bundle_hash(pinned).hex(), "detail": events[0]["detail"]}]
+    assert "records no pinned bundle" in str(events[0]["detail"])
+    assert rotated.version == 0
+    assert _refresh(monkeypatch, rotated, _Registry(h(V["registry_id"]), _vectors("v1", "v2", "v3"))) == [1, 2, 3]
+    assert decode_followed_state(_saved_state(tmp_path / "rotated.json"))[0] == pinned_bundle_hash(pinned)
+    # Another registry's key pinned: not used either.
+    events = []
+    elsewhere = _follow(TrustBundle.from_public_keys(crypto.SigningKey.generate().public_key), old_file("elsewhere.json", "v2"), events)
+    assert [e["kind"] for e in events] == ["pin_changed"] and elsewhere.version == 0
+
+
+def test_a_saved_state_with_the_pin_cut_short_is_reported_and_not_used(tmp_path, monkeypatch) -> None:
+    state, events = tmp_path / "bundle.json", []
+    _refresh(monkeypatch, _follow(_pin("k1"), state, events), _Registry(h(V["registry_id"]), _vectors("v1")))
+    saved = json.loads(state.read_text())
+    saved["document"] = base64.urlsafe_b64encode(_saved_state(state)[:-1]).rstrip(b"=").decode()
+    state.write_text(json.dumps(saved))
+    events.clear()
+    assert _follow(_pin("k1"), state, events).version == 0
+    assert [(e["kind"], e["code"]) for e in events] == [("restore_failed", "malformed")] and "truncated" in str(events[0]["detail"])

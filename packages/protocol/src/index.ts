@@ -58,7 +58,7 @@ export { agentRequestLayout, signAgentRequest, agentRequestSigner, parseAgentMet
 export type { AgentRequestAuth, AgentRequestKey } from './agent-auth.js';
 
 // Following a registry's signed trust bundle (§15.9), for gateways and agents
-export { TrustBundleFollower } from './trust-bundle-follower.js';
+export { FOLLOWED_TRUST_BUNDLE_DOMAIN, PINNED_TRUST_BUNDLE_DOMAIN, TrustBundleFollower, pinnedTrustBundleHash } from './trust-bundle-follower.js';
 export type { TrustBundleFollowerEvent, TrustBundleFollowerOptions, TrustBundleFollowerState, TrustBundleSource, TrustBundleStore } from './trust-bundle-follower.js';
 export { REGISTRY_ID_BYTES } from '@parley/identity';
 

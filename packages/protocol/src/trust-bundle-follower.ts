@@ -15,9 +15,21 @@
  * it holds, so a registry that serves another document at that version (a
  * fork) or an older current version (a restored backup) is refused and
  * reported, not followed.
+ *
+ * The saved state records the pinned bundle it was followed from
+ * ({@link pinnedTrustBundleHash}); a restart with another pinned bundle does not
+ * use it (`pin_changed`): the pin is the operator's root, and a saved chain
+ * never outranks it. Saved state layout (`parley/v1/followed-trust-bundle`):
+ *
+ *   0    u32(31) ‖ "parley/v1/followed-trust-bundle"   str(domain)
+ *   35   fixed32(pin hash)                             pinnedTrustBundleHash of the pinned bundle
+ *   67   u32(m) ‖ m bytes                              the newest accepted SignedTrustBundle
+ *
+ * A state saved before the pin was recorded is the bare SignedTrustBundle
+ * (which never starts with a 0 byte: protobuf has no field 0) and is still read.
  */
-import type { ParleyCrypto } from '@parley/crypto-core';
-import { IdentityError, TrustBundle, TrustBundleChain, type ChainAdvance } from '@parley/identity';
+import { layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
+import { IdentityError, TrustBundle, TrustBundleChain, checkTrustBundleDocument, verifyDocumentSignature, type ChainAdvance } from '@parley/identity';
 import { SignedTrustBundleSchema, fromBinary, type GetTrustBundleResponse, type SignedTrustBundle } from '@parley/proto';
 import { ProtocolError } from './errors.js';
 
@@ -45,9 +57,15 @@ export interface TrustBundleStore {
   save(encoded: Uint8Array, version: number): Promise<void>;
 }
 
-/** What a follower reports. Never key material. */
+/**
+ * What a follower reports. Never key material. `pin_changed`: the saved state was followed from another
+ * pinned bundle (`from`, its pin hash in hex; null when a state saved before the pin was recorded is not signed
+ * by a pinned key) than the one given now (`to`), so it is not used: the follower starts from the pinned bundle
+ * and the next document it accepts replaces the saved state of version `version`.
+ */
 export type TrustBundleFollowerEvent =
   | { readonly kind: 'restored'; readonly version: number }
+  | { readonly kind: 'pin_changed'; readonly version: number; readonly from: string | null; readonly to: string; readonly detail: string }
   | { readonly kind: 'restore_failed'; readonly code: string; readonly detail: string }
   | { readonly kind: 'updated'; readonly from: number; readonly to: number; readonly accepted: readonly number[] }
   | { readonly kind: 'refused'; readonly code: string; readonly version: number; readonly detail: string }
@@ -61,8 +79,16 @@ export interface TrustBundleFollowerOptions {
   readonly client: TrustBundleSource;
   /** The registry's id; when omitted, the saved state's, else the registry's own answer. */
   readonly registryId?: Uint8Array;
-  /** The pinned bundle (§3.3 JSON): the anchor while no document was ever accepted. */
+  /**
+   * The pinned bundle (§3.3 JSON): the anchor while no document was ever accepted. It is the operator's root: a
+   * state saved while following another pinned bundle is not restored (`pin_changed`).
+   */
   readonly pinned: TrustBundle;
+  /**
+   * The pinned bundle is only what the registry sent at this start (a gateway's `--trust-on-first-use`), not an
+   * operator's pin: a saved state is restored whatever pin it recorded (the first use it followed from stands).
+   */
+  readonly trustOnFirstUse?: boolean;
   /** Where the newest accepted document is saved (none: memory only). */
   readonly store?: TrustBundleStore;
   /** Interval between polls, ms. Default 60 000. */
@@ -93,6 +119,7 @@ export class TrustBundleFollower {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #lastHint: number | undefined;
+  #pinHash: Uint8Array | undefined;
   /** The live view: always the newest accepted version (the pinned bundle before any). */
   readonly trustBundle: TrustBundle;
 
@@ -129,8 +156,18 @@ export class TrustBundleFollower {
     return this.#lastVerifiedAtMs;
   }
 
+  /** {@link pinnedTrustBundleHash} of the pinned bundle (computed once). */
+  get #pin(): Uint8Array {
+    this.#pinHash ??= pinnedTrustBundleHash(this.#o.crypto, this.#o.pinned);
+    return this.#pinHash;
+  }
+
   /**
-   * Loads the saved document, if any (a bad one is reported and the pinned bundle used instead).
+   * Loads the saved document, if any (a bad one is reported and the pinned bundle used instead). A state
+   * followed from another pinned bundle is not used (`pin_changed`): the follower starts from the pinned
+   * bundle. A state saved before the pin was recorded is used only when a key of the pinned bundle, still
+   * within its not_after_ms, signed it (the anchor a fresh follow would accept), and is saved again with the
+   * pin; otherwise it is reported as `pin_changed` (from null) and not used.
    * Call once before {@link start}.
    */
   async restore(): Promise<void> {
@@ -140,10 +177,42 @@ export class TrustBundleFollower {
     try {
       encoded = await store.load();
       if (encoded === undefined) return;
-      const registryId = this.#registryId ?? savedRegistryId(encoded);
-      this.#chain = TrustBundleChain.fromSaved(this.#o.crypto, registryId, encoded);
+      const saved = decodeFollowedState(encoded);
+      const pin = this.#pin;
+      const tofu = this.#o.trustOnFirstUse === true;
+      if (!tofu && saved.pin !== undefined && !this.#o.crypto.constantTimeEqual(saved.pin, pin)) {
+        const version = savedVersion(saved.document);
+        this.#emit({
+          kind: 'pin_changed',
+          version,
+          from: toHex(saved.pin),
+          to: toHex(pin),
+          detail: `the saved trust bundle (version ${version}) was followed from another pinned bundle: starting from the pinned one`,
+        });
+        return;
+      }
+      const registryId = this.#registryId ?? savedRegistryId(saved.document);
+      const chain = TrustBundleChain.fromSaved(this.#o.crypto, registryId, saved.document);
+      if (saved.pin === undefined && !tofu) {
+        // Saved before the pin was recorded, and only the newest document was: it can be related to the pin only
+        // when a pinned key signed it itself (a chain anchored further back cannot be checked from it).
+        try {
+          verifyDocumentSignature(this.#o.crypto, checkTrustBundleDocument(this.#o.crypto, chain.document!), this.#o.pinned, this.#clock());
+        } catch (error) {
+          this.#emit({
+            kind: 'pin_changed',
+            version: chain.version,
+            from: null,
+            to: toHex(pin),
+            detail: `the saved trust bundle (version ${chain.version}) records no pinned bundle and is not signed by a key of the pinned one (${describeError(error).code}): starting from the pinned one`,
+          });
+          return;
+        }
+      }
+      this.#chain = chain;
       this.#registryId = registryId;
-      this.#emit({ kind: 'restored', version: this.#chain.version });
+      this.#emit({ kind: 'restored', version: chain.version });
+      if (saved.pin === undefined) await this.#save(); // records the pin it is now followed from
     } catch (error) {
       const e = describeError(error);
       this.#emit({ kind: 'restore_failed', code: e.code, detail: e.detail });
@@ -266,10 +335,10 @@ export class TrustBundleFollower {
 
   async #save(): Promise<void> {
     const store = this.#o.store;
-    const encoded = this.#chain?.encoded();
-    if (store === undefined || encoded === undefined) return;
+    const document = this.#chain?.encoded();
+    if (store === undefined || document === undefined) return;
     try {
-      await store.save(encoded, this.version);
+      await store.save(encodeFollowedState(this.#pin, document), this.version);
     } catch (error) {
       this.#emit({ kind: 'save_failed', version: this.version, detail: error instanceof Error ? error.message : String(error) });
     }
@@ -281,6 +350,53 @@ export class TrustBundleFollower {
     } catch {
       // A reporting hook never changes what the follower does.
     }
+  }
+}
+
+/** Domain tag of {@link pinnedTrustBundleHash}. */
+export const PINNED_TRUST_BUNDLE_DOMAIN = 'parley/v1/pinned-trust-bundle';
+/** Domain tag of a follower's saved state (the module comment has its layout). */
+export const FOLLOWED_TRUST_BUNDLE_DOMAIN = 'parley/v1/followed-trust-bundle';
+const PIN_HASH_BYTES = 32;
+
+/**
+ * What identifies a pinned bundle (§15.9): its issuer keys and their validity, not the spelling or order of its
+ * JSON. BLAKE3(str("parley/v1/pinned-trust-bundle") ‖ u32(n) ‖ n × [fixed16(key_id) ‖ fixed32(public_key) ‖
+ * u8(1 when not_after_ms is set, else 0) ‖ i64(not_after_ms, else 0)]), issuers ascending by key_id.
+ * @returns 32 bytes
+ */
+export function pinnedTrustBundleHash(crypto: ParleyCrypto, pinned: TrustBundle): Uint8Array {
+  const entries = pinned.entries().sort((a, b) => compareBytes(a.keyId, b.keyId));
+  const l = layout(PINNED_TRUST_BUNDLE_DOMAIN).u32(entries.length);
+  for (const e of entries) l.fixed(e.keyId, 16, 'keyId').fixed(e.publicKey, 32, 'publicKey').u8(e.notAfterMs === undefined ? 0 : 1).i64(e.notAfterMs ?? 0);
+  return crypto.blake3(l.bytes());
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
+}
+
+function encodeFollowedState(pin: Uint8Array, document: Uint8Array): Uint8Array {
+  return layout(FOLLOWED_TRUST_BUNDLE_DOMAIN).fixed(pin, PIN_HASH_BYTES, 'pin').var(document, 'document').bytes();
+}
+
+/** The saved state: the pin it was followed from (undefined: saved before the pin was recorded) and the document. */
+function decodeFollowedState(encoded: Uint8Array): { pin: Uint8Array | undefined; document: Uint8Array } {
+  const prefix = layout(FOLLOWED_TRUST_BUNDLE_DOMAIN).bytes();
+  if (encoded.length < prefix.length || prefix.some((b, i) => encoded[i] !== b)) return { pin: undefined, document: encoded };
+  const at = prefix.length + PIN_HASH_BYTES;
+  const length = encoded.length >= at + 4 ? new DataView(encoded.buffer, encoded.byteOffset + at, 4).getUint32(0) : -1;
+  if (length < 0 || encoded.length !== at + 4 + length) throw new ProtocolError('malformed', 'the saved trust bundle state is truncated or has trailing bytes');
+  return { pin: encoded.slice(prefix.length, at), document: encoded.slice(at + 4) };
+}
+
+/** The saved document's version, for a report (0 when it does not decode). */
+function savedVersion(document: Uint8Array): number {
+  try {
+    return Number(fromBinary(SignedTrustBundleSchema, document).version);
+  } catch {
+    return 0;
   }
 }
 
