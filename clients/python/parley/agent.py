@@ -3,10 +3,15 @@ gateway (reconnecting with backoff), establishes Noise sessions through it in bo
 implements the delivery contract (docs/PROTOCOL.md §17, lead's DELIVERY.md).
 
 Sender side
-    Counters are reserved durably (in blocks) before sealing; the sealed envelope and its payload
+    A send is recorded durably before it waits for anything: without a session to its recipient, as an
+    unsealed record (``parley.state``), resumed after a restart, sealed once a handshake completes — one
+    per peer, retried with backoff until the message expires, waiting for the step 2 of a step 1 the
+    gateway stored for an offline peer (``QUEUED``) as long; a permanent handshake failure settles every
+    send waiting on that peer. Every seal (the first after a wait, a reseal) carries the message's
+    creation time: its validity at the recipient ends with its expiry here. Counters are reserved durably (in blocks) before sealing; the sealed envelope and its payload
     go to the outbox durably before they are relayed; the same bytes are resent after every
     reconnect, after a restart, and when no receipt came within a resend interval (5 s doubling to
-    60 s); a verified SessionReject reseals every pending message of that session in a new one;
+    60 s); a verified SessionReject reseals the pending message it names in a new session;
     :meth:`Agent.send` resolves with the recipient's verified receipt, or raises a typed outcome:
     a permanent gateway refusal, ``expired`` (no conforming recipient can accept it any more), or
     ``deadline_exceeded`` (the caller's timeout: not confirmed yet — the outbox keeps trying and
@@ -95,6 +100,16 @@ PERMANENT_REFUSALS: Final = frozenset(
     {"policy_denied", "too_large", "malformed", "unsupported_version", "identity_mismatch", "bad_signature", "revoked", "expired", "nonce_exhausted"}
 )
 RESERVE_BLOCK: Final = 256
+#: Failures of a handshake that retrying cannot change (§17.2 item 6, as @parley/client's
+#: ``PERMANENT_HANDSHAKE_FAILURES``): the gateway's word (its policy — also for a recipient it does not know —, its
+#: limits, the protocol) and the peer's certificate and identity. They settle every send waiting for a session with that
+#: peer with the code. Every other failure (a timeout — no step 2, a garbled one, one lost with a restart —, the gateway
+#: unavailable or reconnecting, ``rate_limited``, ``quota_exceeded``, stale revocation data, a peer certificate
+#: ``not_yet_valid``, a session id collision, …) is retried with backoff until the messages expire. Nothing of a send
+#: waiting for a session was sealed, so either answer is truthful about delivery.
+PERMANENT_HANDSHAKE_FAILURES: Final = frozenset(
+    {"policy_denied", "too_large", "malformed", "unsupported_version", "revoked", "expired", "bad_certificate", "unknown_issuer", "identity_mismatch", "bad_binding"}
+)
 #: §17.2 item 4: a message is resealed at most this often, then its send fails with ``unknown_session``.
 MAX_RESEALS: Final = 5
 #: Responder handshakes in progress per initiating peer (a flood from one peer cannot crowd out others).
@@ -200,6 +215,46 @@ class _OutboxEntry:
             expires_at_ms=int(r["expires_at_ms"]),
             reseals=int(r.get("reseals", 0)),
         )
+
+
+@dataclass(slots=True)
+class _UnsealedEntry:
+    """A send recorded before a session with its recipient exists (first contact, a session being established):
+    the sender holds it from the moment ``send`` is called (§17.1). Its durable record (kind ``unsealed``, named
+    by the outbox id) holds the payload as encoded at the call — type, content, handoff and parent hashes —,
+    restamped when it is sealed. Once sealed it becomes an :class:`_OutboxEntry` of the same id: the outbox record
+    is written durably first, then the unsealed record deleted; a restart that finds both keeps the sealed one."""
+
+    id: str
+    to: str
+    #: The MessagePayload encoded at the call (its timestamp is ``created_at_ms``).
+    payload: bytes
+    created_at_ms: int
+    #: ``created_at_ms + max_age``: the sends waiting on a handshake keep it going until the latest of theirs, and
+    #: one still unsealed then settles ``expired``.
+    expires_at_ms: int
+    waiter: asyncio.Future[Receipt] | None = None
+    #: Being sealed and recorded in the outbox right now (not expired under it).
+    sealing: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "v": RECORD_VERSION,
+            "id": self.id,
+            "to": self.to,
+            "payload": b64url_encode(self.payload),
+            "created_at_ms": self.created_at_ms,
+            "expires_at_ms": self.expires_at_ms,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> _UnsealedEntry:
+        to = r["to"]
+        if not isinstance(to, str) or not is_agent_id(to):
+            raise ValueError("not an agent id")
+        entry = cls(id=str(r["id"]), to=to, payload=b64url_decode(r["payload"]), created_at_ms=int(r["created_at_ms"]), expires_at_ms=int(r["expires_at_ms"]))
+        decode_payload(entry.payload, entry.created_at_ms)  # SessionError malformed when it does not parse
+        return entry
 
 
 @dataclass(slots=True)
@@ -596,6 +651,10 @@ class Agent:
         self._responding: dict[bytes, _Responding] = {}
         # delivery state
         self._outbox: dict[str, _OutboxEntry] = {}
+        #: Sends waiting for a session with their recipient, recorded durably (kind ``unsealed``), by outbox id.
+        self._unsealed: dict[str, _UnsealedEntry] = {}
+        #: Per peer, the task that obtains a session for the unsealed sends to it and seals them (one per peer).
+        self._awaiting: dict[str, asyncio.Task[Any]] = {}
         #: Ids of sends being sealed and recorded, not in the outbox yet: a second send with the same id waits.
         self._claims: dict[str, asyncio.Future[None]] = {}
         self._by_hash: dict[bytes, str] = {}
@@ -668,8 +727,9 @@ class Agent:
         return list(self._sessions.values())
 
     def pending(self) -> int:
-        """Messages in the outbox that have no verified receipt yet."""
-        return len(self._outbox)
+        """Messages sent that have no outcome yet: in the outbox (sealed, no verified receipt yet) or waiting for a
+        session with their recipient (recorded, not sealed yet)."""
+        return len(self._outbox) + len(self._unsealed)
 
     async def send(
         self,
@@ -684,9 +744,17 @@ class Agent:
     ) -> Receipt:
         """Sends one message and waits for the recipient's verified, signed receipt.
 
-        Establishes a session first when there is none. The message is in the
-        durable outbox before it is relayed and stays there until a verified
-        receipt arrives or it expires, across reconnects and restarts.
+        Establishes a session first when there is none. The message is recorded
+        durably before this waits for anything — for a session (first contact: as an
+        unsealed record, sealed once the session exists) or for the gateway (the
+        sealed envelope in the outbox, before it is relayed) — and stays until a
+        verified receipt, its expiry, or a permanent refusal, across reconnects and
+        restarts. A handshake that fails in a way a retry may fix (a timeout, no
+        gateway stream, stale revocation data) is retried with backoff until the
+        message expires (``created + max_age``; the envelope carries that creation time);
+        a step 1 the gateway stored for an offline recipient (``QUEUED``) waits for
+        its answer as long. Every send recorded ends in one ``send_settled`` event
+        (from the restarted process if this one stopped or closed first).
 
         ``id`` makes the send idempotent: while a send with the same id is pending
         (also one restored from the state directory after a restart), this call
@@ -696,9 +764,11 @@ class Agent:
             The :class:`Receipt`, its signature verified with the recipient's certified key.
 
         Raises:
-            GatewayError: a definite refusal (``policy_denied``, ``too_large``, ``revoked``, …).
-            SessionError: the handshake failed (``handshake_failed``, ``revoked``, ``unknown_issuer``, …)
-                or the content is not a JSON value (``malformed``, ``too_large``).
+            GatewayError: a definite refusal (``policy_denied`` — also of a handshake with an unknown
+                recipient —, ``too_large``, ``revoked``, …).
+            SessionError, IdentityError: the handshake failed for good, or the current session's peer did
+                (``revoked``, ``expired``, ``unknown_issuer``, ``bad_certificate``, ``identity_mismatch``,
+                ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``).
             DeliveryError: ``expired`` (definitely not delivered) or ``deadline_exceeded``
                 (not confirmed yet; the final outcome arrives as a ``send_settled`` event).
             StateError: the outbox or a counter reservation could not be written (nothing was sent).
@@ -710,7 +780,7 @@ class Agent:
         deadline = time.monotonic() + budget
         entry_id = crypto.random_bytes(16).hex() if id is None else _entry_id(id)
         while True:
-            existing = self._outbox.get(entry_id)
+            existing: _OutboxEntry | _UnsealedEntry | None = self._outbox.get(entry_id) or self._unsealed.get(entry_id)
             if existing is not None:
                 if existing.waiter is None or existing.waiter.done():
                     existing.waiter = asyncio.get_running_loop().create_future()
@@ -728,24 +798,69 @@ class Agent:
         payload_type = int(message_type)
         # Validate the content before any network work.
         encode_payload(payload_type, content, now_ms(), handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
-        if len(self._outbox) >= MAX_OUTBOX:
+        if self.pending() >= MAX_OUTBOX:
             raise DeliveryError("rate_limited", f"the outbox holds {MAX_OUTBOX} unconfirmed messages")
         claim = self._claims[entry_id] = asyncio.get_running_loop().create_future()  # reserved before the first await
         try:
-            entry = await self._prepare(entry_id, to, payload_type, content, handoff_hash, parent_message_hash, deadline)
+            waiter = await self._prepare(entry_id, to, payload_type, content, handoff_hash, parent_message_hash)
         finally:
             del self._claims[entry_id]
             claim.set_result(None)
-        waiter = entry.waiter
-        assert waiter is not None
-        self._spawn(self._relay(entry))
         return await self._await_receipt(waiter, to, deadline, budget)
 
-    async def _prepare(self, entry_id: str, to: str, payload_type: int, content: object, handoff_hash: bytes | None, parent_message_hash: bytes | None, deadline: float) -> _OutboxEntry:
-        """Seals a new send and records it in the outbox, durably (not relayed yet)."""
-        session = await self._session_for(to, deadline)
+    async def _prepare(self, entry_id: str, to: str, payload_type: int, content: object, handoff_hash: bytes | None, parent_message_hash: bytes | None) -> asyncio.Future[Receipt]:
+        """Records a new send durably and returns the future of its outcome. With a session to its recipient it is
+        sealed, recorded in the outbox and relayed; without one (or one that ended while its counters were being
+        reserved, or whose peer cannot be checked now) it is recorded unsealed, and sealed once a session exists
+        (:meth:`_establish_for`). Raises only what ends the send before anything was recorded."""
         ts = now_ms()
         payload = encode_payload(payload_type, content, ts, handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
+        refused: IdentityError | None = None
+        try:
+            session = await self._usable_session(to)
+        except IdentityError as error:  # the current session's peer is revoked or expired, or its issuer left the bundle
+            session, refused = None, error
+        if session is not None:
+            try:
+                entry = await self._record_sealed(entry_id, to, session, payload, ts)
+            except SessionError as error:
+                if error.code != "unknown_session" or not session.closed:
+                    raise
+                # The session ended while its counters were being reserved: nothing was sealed; wait for the next one.
+            else:
+                assert entry.waiter is not None
+                self._spawn(self._relay(entry))
+                return entry.waiter
+        held = _UnsealedEntry(id=entry_id, to=to, payload=payload, created_at_ms=ts, expires_at_ms=ts + self._skew.max_age_ms)
+        waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        held.waiter = waiter
+        await self._put("unsealed", held.id, held.record())  # durable before this waits for a session
+        self._unsealed[held.id] = held
+        if refused is not None:
+            await self._settle_unsealed(held, refused)  # permanent (§17.2 item 6): the send ends with that code
+        else:
+            self._establish_later(to)
+        return waiter
+
+    async def _usable_session(self, peer: str) -> Session | None:
+        """The current session to ``peer`` when one can seal now; None when there is none or its peer cannot be checked
+        now (stale revocation data: the send waits for a session like a first contact). A revoked or expired peer, or
+        one whose issuer left the trust bundle, closes the session and is raised (:class:`IdentityError`): nothing more
+        is sealed to it (§8.4)."""
+        current = self._current.get(peer)
+        if current is None or current.closed:
+            return None
+        try:
+            current.check_peer(now_ms())
+        except IdentityError as error:
+            if error.code in CLOSING_CODES:
+                await self._close_session(current, f"peer {error.code}")
+                raise
+            return None
+        return current
+
+    async def _record_sealed(self, entry_id: str, to: str, session: Session, payload: bytes, ts: int, *, created_at_ms: int | None = None) -> _OutboxEntry:
+        """Seals ``payload`` (timestamp ``ts``) in ``session`` and records it in the outbox durably (not relayed yet)."""
         sealed = await self._seal(session, payload, ts)
         entry = _OutboxEntry(
             id=entry_id,
@@ -755,7 +870,7 @@ class Agent:
             envelope=sealed.envelope,
             payload=payload,
             peer_key=session.peer.identity_public_key,
-            created_at_ms=ts,
+            created_at_ms=ts if created_at_ms is None else created_at_ms,
             expires_at_ms=int(sealed.envelope.timestamp_ms) + self._skew.max_age_ms,  # §17.1: the message's validity
         )
         entry.waiter = asyncio.get_running_loop().create_future()
@@ -771,8 +886,25 @@ class Agent:
             raise DeliveryError("deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying") from None
 
     def pending_sends(self) -> list[dict[str, Any]]:
-        """Sends waiting for a receipt: outbox id, recipient, current message hash, expiry."""
-        return [{"id": e.id, "to": e.to, "message_hash": e.message_hash.hex(), "expires_at_ms": e.expires_at_ms, "reseals": e.reseals} for e in self._outbox.values()]
+        """Sends without an outcome yet: outbox id, recipient, ``state`` — ``unsealed``: waiting for a session with the
+        recipient (a first contact, or a reseal after a SessionReject); ``sealed``: its envelope recorded and relayed,
+        resent until its receipt —, current message hash (None if never sealed), created, expiry, reseals."""
+        waiting = [
+            {"id": e.id, "to": e.to, "state": "unsealed", "message_hash": None, "created_at_ms": e.created_at_ms, "expires_at_ms": e.expires_at_ms, "reseals": 0}
+            for e in self._unsealed.values()
+        ]
+        return waiting + [
+            {
+                "id": e.id,
+                "to": e.to,
+                "state": "unsealed" if e.resealing else "sealed",
+                "message_hash": e.message_hash.hex(),
+                "created_at_ms": e.created_at_ms,
+                "expires_at_ms": e.expires_at_ms,
+                "reseals": e.reseals,
+            }
+            for e in self._outbox.values()
+        ]
 
     async def messages(self) -> AsyncIterator[Message]:
         """Received messages in delivery order, each handed over once per process (``redelivered`` after a restart).
@@ -796,10 +928,11 @@ class Agent:
         self._closed = True
         self._forget_previous_keys()
         cancelled = DeliveryError("cancelled", "agent closed")
-        for entry in self._outbox.values():
+        waiting: list[_OutboxEntry | _UnsealedEntry] = [*self._outbox.values(), *self._unsealed.values()]
+        for entry in waiting:
             if entry.waiter is not None and not entry.waiter.done():
                 entry.waiter.set_exception(cancelled)
-                entry.waiter.exception()  # retrieved: the outbox keeps the message for the next start
+                entry.waiter.exception()  # retrieved: the outbox (or the unsealed record) keeps the message for the next start
         for fut in list(self._initiations.values()):
             if not fut.done():
                 fut.cancel()
@@ -887,8 +1020,8 @@ class Agent:
     async def _load_state(self) -> None:
         assert self._store is not None
         store = self._store
-        sessions, outbox, inbox, receipts, identity = await asyncio.to_thread(
-            lambda: (store.load("sessions"), store.load("outbox"), store.load("inbox"), store.load("receipts"), store.load("identity"))
+        sessions, outbox, inbox, receipts, identity, unsealed = await asyncio.to_thread(
+            lambda: (store.load("sessions"), store.load("outbox"), store.load("inbox"), store.load("receipts"), store.load("identity"), store.load("unsealed"))
         )
         now = now_ms()
         key = self.identity.signing_key.public_key.hex()
@@ -973,6 +1106,21 @@ class Agent:
                 raise StateError("state_corrupt", f"outbox record {name} does not parse") from error
             self._outbox[sent.id] = sent
             self._by_hash[sent.message_hash] = sent.id
+        # Sends that waited for a session (a directory of an earlier release has none). Sealing one writes its outbox
+        # record (same name) durably, then deletes this one: finding both, the process died in between, and the
+        # sealed one stands — its envelope may have been relayed, and a second seal would be a second message to
+        # the recipient (another counter, another hash). Finding only this one, nothing of it left the process.
+        for name, r in unsealed.items():
+            if name in self._outbox:
+                await self._delete("unsealed", name)
+                continue
+            try:
+                held = _UnsealedEntry.from_record(r)
+            except (KeyError, ValueError, TypeError, ParleyError) as error:
+                raise StateError("state_corrupt", f"unsealed record {name} does not parse") from error
+            if held.id != name:
+                raise StateError("state_corrupt", f"unsealed record {name} names another send")
+            self._unsealed[held.id] = held  # resumed (a new handshake) once the agent is connected
 
     def _mark(self, session_id: bytes, counter: int, digest: bytes) -> None:
         """Replays a durable record into the replay window and the message-hash cache."""
@@ -1160,6 +1308,8 @@ class Agent:
         self._emit("connected", gateway_id=conn.gateway_id, mailbox_depth=int(conn.welcome.mailbox_depth))
         for entry in list(self._outbox.values()):  # §17 sender 3: resend after every reconnect
             self._spawn(self._relay(entry))
+        for peer in {e.to for e in self._unsealed.values()}:  # sends waiting for a session (also restored ones)
+            self._establish_later(peer)
         self._spawn(self._watch(conn))
 
     async def _watch(self, conn: GatewayConnection) -> None:
@@ -1212,7 +1362,8 @@ class Agent:
             conn, self._conn = self._conn, None
             self._live.clear()
             self._spawn(conn.close())
-        for entry in self._outbox.values():
+        waiting: list[_OutboxEntry | _UnsealedEntry] = [*self._outbox.values(), *self._unsealed.values()]
+        for entry in waiting:
             if entry.waiter is not None and not entry.waiter.done():
                 entry.waiter.set_exception(error)
                 entry.waiter.exception()
@@ -1220,6 +1371,10 @@ class Agent:
             if not fut.done():
                 fut.set_exception(error)
                 fut.exception()
+        for pending in self._initiating.values():  # a handshake waiting for its step 2 ends now (its keys wiped)
+            if not pending.waiter.done():
+                pending.waiter.set_exception(error)
+                pending.waiter.exception()
         self._app.put_nowait(_END)
 
     async def _wait_live(self, deadline: float) -> GatewayConnection:
@@ -1299,22 +1454,68 @@ class Agent:
             if self._initiations.get(peer) is result:
                 del self._initiations[peer]
 
+    def _waiting_deadline(self, peer: str) -> float:
+        """The latest expiry (``time.monotonic()`` scale) of the sends waiting for a session with ``peer`` — unsealed
+        ones, and sealed ones being resealed —; ``-inf`` when none waits. At most a message lifetime from now."""
+        latest = max((e.expires_at_ms for e in self._unsealed.values() if e.to == peer), default=None)
+        resealing = max((e.expires_at_ms for e in self._outbox.values() if e.to == peer and e.resealing), default=None)
+        if resealing is not None and (latest is None or resealing > latest):
+            latest = resealing
+        if latest is None:
+            return float("-inf")
+        return time.monotonic() + min(latest - now_ms(), self._skew.max_age_ms) / 1000
+
     async def _handshake_with(self, peer: str, deadline: float) -> Session:
-        """Runs handshakes until one completes or the deadline passes (a stream drop or a timeout is retried)."""
+        """Runs handshakes (one at a time) until one completes or the deadline passes — extended to the latest expiry
+        of the sends waiting for a session with ``peer`` —, retrying with backoff what a later attempt may overcome (a
+        timeout, a stream drop, a transient refusal, a step 2 that did not verify for want of fresh revocation data or
+        was garbled); any other failure is raised at once.
+
+        A step 1 the gateway answers ``DELIVERED`` waits ``handshake_timeout`` for its step 2. One it answers
+        ``QUEUED`` was stored for an offline peer, which answers when it connects and its mailbox drains: it waits
+        until the latest expiry of the sends waiting on it (none: ``handshake_timeout``, as before)."""
         last: ParleyError = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
-        while time.monotonic() < deadline:
-            conn = await self._wait_live(deadline)
+        attempt = 0
+        while True:
+            until = max(deadline, self._waiting_deadline(peer))
+            if time.monotonic() >= until:
+                raise last
+            if attempt > 0:  # no tight loop on a failure: the resend interval, doubling (§17.2 item 6)
+                await asyncio.sleep(max(0.0, min(self._retry_delay(attempt), until - time.monotonic())))
+                until = max(deadline, self._waiting_deadline(peer))
+                if time.monotonic() >= until:
+                    raise last
+            attempt += 1
+            conn = await self._wait_live(until)
             handshake, frame1 = InitiatorHandshake.start(self._config, peer)
             waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
             self._initiating[handshake.session_id] = _Initiating(handshake, waiter)
+            queued = False
             try:
-                await conn.send("handshake", frame1)  # a policy refusal is definite: raised as is
-                budget = min(self._handshake_timeout, max(0.0, deadline - time.monotonic()))
-                return await asyncio.wait_for(asyncio.shield(waiter), budget)
+                started = time.monotonic()
+                accepted = await conn.send("handshake", frame1)  # a policy refusal is definite: raised as is
+                queued = accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED
+                limit = time.monotonic() + self._handshake_timeout
+                if not queued:
+                    limit = min(limit, until)
+                # Stored for an offline peer: its step 2 comes when it connects. Waited for until the latest expiry of
+                # the sends waiting on it (asked again as the time comes: sends made meanwhile extend it), never
+                # longer than a message lifetime after step 1 (§5.4).
+                cap = started + self._skew.max_age_ms / 1000
+                while True:
+                    if queued:
+                        limit = max(limit, min(self._waiting_deadline(peer), cap))
+                    try:
+                        return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, limit - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        if not queued or min(self._waiting_deadline(peer), cap) <= time.monotonic():
+                            raise
             except asyncio.TimeoutError:
-                last = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
-            except GatewayError as error:
-                if error.code not in TRANSIENT_REFUSALS:
+                last = SessionError("handshake_failed", f"handshake with {peer!r} timed out" + (": its step 1 waits for the offline peer, and no message for it waits any more" if queued else ""))
+            except ParleyError as error:
+                # A refusal of step 1, or a step 2 that did not verify: only what retrying cannot change is raised at
+                # once (or the agent stopped); anything else is tried again.
+                if error.code in PERMANENT_HANDSHAKE_FAILURES or self._fatal is not None or self._closed:
                     raise
                 last = error
             finally:
@@ -1322,8 +1523,6 @@ class Agent:
                 if not waiter.done():
                     handshake.abort()
                     waiter.cancel()
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))  # no tight loop on a transient refusal
-        raise last
 
     async def _on_frame(self, conn: GatewayConnection, frame: Any) -> None:
         sid = bytes(frame.session_id)
@@ -1493,8 +1692,120 @@ class Agent:
             else:
                 waiter.set_exception(error or DeliveryError("internal", "send failed"))
                 waiter.exception()
-        self._emit("send_settled", message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
+        self._emit("send_settled", id=entry.id, message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
         await self._delete("outbox", entry.id)
+
+    # Sends waiting for a session -----------------------------------------------------------------
+
+    def _establish_later(self, peer: str) -> None:
+        """Starts the task that obtains a session for the unsealed sends to ``peer`` and seals them, unless it runs."""
+        if peer in self._awaiting or self._closed or self._fatal is not None:
+            return
+        self._awaiting[peer] = self._spawn(self._establish_for(peer))
+
+    def _waiting_on(self, peer: str) -> list[_UnsealedEntry]:
+        return sorted((e for e in self._unsealed.values() if e.to == peer), key=lambda e: e.created_at_ms)
+
+    async def _establish_for(self, peer: str) -> None:
+        """Obtains a session with ``peer`` (the current one, or a handshake: one per peer) and seals every send waiting
+        for it, in the order they were made. A failure a retry may fix is retried with backoff until the latest expiry
+        of those sends (each settles ``expired`` at its own); any other settles every send waiting on ``peer`` with
+        its code. When the agent stops or closes, the records stay for the next start."""
+        me = asyncio.current_task()
+        attempt = 0
+        try:
+            while not self._closed and self._fatal is None:
+                now = now_ms()
+                for held in self._waiting_on(peer):
+                    if now > held.expires_at_ms and not held.sealing:
+                        await self._settle_unsealed(held, DeliveryError("expired", f"no session with {peer!r} before the message expired"))
+                waiting = self._waiting_on(peer)
+                if not waiting:
+                    return
+                latest = max(e.expires_at_ms for e in waiting)
+                try:
+                    session = await self._session_for(peer, time.monotonic() + (latest - now) / 1000)
+                except ParleyError as error:
+                    if self._closed or self._fatal is not None:
+                        return
+                    if error.code in PERMANENT_HANDSHAKE_FAILURES:
+                        for held in self._waiting_on(peer):
+                            if not held.sealing:
+                                await self._settle_unsealed(held, error)
+                        return
+                    attempt += 1
+                    await self._retry_pause(attempt, latest)
+                    continue
+                for held in self._waiting_on(peer):
+                    if self._closed or self._fatal is not None:
+                        return
+                    try:
+                        await self._seal_unsealed(held, session)
+                        attempt = 0
+                    except ParleyError as error:
+                        if self._closed or self._fatal is not None:
+                            return  # e.g. the counter reservation failed: the agent stopped (§17.2 item 1)
+                        if session.closed:
+                            break  # it ended while sealing (nothing sealed): the next one
+                        if error.code in PERMANENT_HANDSHAKE_FAILURES:
+                            await self._settle_unsealed(held, error)
+                            continue
+                        # E.g. the outbox record could not be written (a state_error event was emitted): nothing was
+                        # relayed; the send stays unsealed and is tried again after its backoff.
+                        attempt += 1
+                        await self._retry_pause(attempt, held.expires_at_ms)
+                        break
+        finally:
+            if self._awaiting.get(peer) is me:
+                del self._awaiting[peer]
+            # A send recorded while this task was finishing (after its last look) gets a task of its own.
+            if not self._closed and self._fatal is None and any(e.to == peer for e in self._unsealed.values()):
+                self._establish_later(peer)
+
+    def _retry_delay(self, attempt: int) -> float:
+        """Backoff between two attempts at a session for waiting sends: the resend interval, doubling (§17.2 item 6)."""
+        return float(min(self._resend.max_s, self._resend.initial_s * 2.0 ** min(attempt - 1, 16)))
+
+    async def _retry_pause(self, attempt: int, until_ms: int) -> None:
+        """Waits :meth:`_retry_delay`, never past ``until_ms`` (then the sends waiting expire)."""
+        await asyncio.sleep(max(0.05, min(self._retry_delay(attempt), (until_ms - now_ms()) / 1000 + 0.01)))
+
+    async def _seal_unsealed(self, held: _UnsealedEntry, session: Session) -> None:
+        """Seals a waiting send in ``session`` and moves it to the outbox: its outbox record (the same name) is durable
+        before its unsealed record is deleted and before the envelope is relayed."""
+        if self._unsealed.get(held.id) is not held:
+            return
+        ts = now_ms()
+        if ts > held.expires_at_ms:  # a session came too late: nothing is sealed after the message's expiry
+            await self._settle_unsealed(held, DeliveryError("expired", f"no session with {held.to!r} before the message expired"))
+            return
+        # §17.2 item 7: stamped with its creation time, not the time it is sealed (never later than now): its validity
+        # at the recipient ends when its expiry here does, whenever the session came.
+        stamp = min(ts, held.created_at_ms)
+        held.sealing = True
+        try:
+            payload = held.payload if stamp == held.created_at_ms else _restamped(held.payload, held.created_at_ms, stamp)
+            entry = await self._record_sealed(held.id, held.to, session, payload, stamp, created_at_ms=held.created_at_ms)
+        finally:
+            held.sealing = False
+        # Its outcome now comes from the outbox: the caller's waiter (the newest, if a send with its id came meanwhile)
+        # goes with it.
+        entry.waiter = held.waiter
+        if self._unsealed.get(held.id) is held:
+            del self._unsealed[held.id]
+        await self._delete("unsealed", held.id)  # after the sealed record is durable: a crash before this keeps that one
+        self._spawn(self._relay(entry))
+
+    async def _settle_unsealed(self, held: _UnsealedEntry, error: ParleyError) -> None:
+        """A send that waited for a session ends without one: ``expired``, or the handshake's permanent failure."""
+        if self._unsealed.pop(held.id, None) is not held:
+            return
+        waiter = held.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()
+        self._emit("send_settled", id=held.id, message_hash=None, peer=held.to, code=code_of(error), receipt=None)
+        await self._delete("unsealed", held.id)
 
     def _on_receipt(self, r: Any) -> None:
         digest = bytes(r.message_hash)
@@ -1560,9 +1871,10 @@ class Agent:
                 continue
             try:
                 session = await self._session_for(entry.to, time.monotonic() + max(self._send_timeout, self._handshake_timeout))
-                old = decode_payload(entry.payload, entry.envelope.timestamp_ms)
-                ts = now_ms()
-                payload = encode_payload(old.type, from_value(old.content), ts, handoff_hash=bytes(old.handoff_hash) or None, parent_message_hash=bytes(old.parent_message_hash) or None)
+                # §17.2 item 7: the message's creation time, as its first envelope carried it (never later than now): a
+                # reseal does not extend its validity, which ends with its expiry here.
+                ts = min(now_ms(), int(entry.envelope.timestamp_ms))
+                payload = entry.payload if ts == int(entry.envelope.timestamp_ms) else _restamped(entry.payload, entry.envelope.timestamp_ms, ts)
                 sealed = await self._seal(session, payload, ts)
             except ParleyError as error:
                 entry.resealing = False
@@ -1572,8 +1884,8 @@ class Agent:
                     for rest in entries:
                         rest.resealing = False
                     return
-                if error.code in TRANSIENT_REFUSALS or error.code in ("handshake_failed", "state_error"):
-                    continue  # the housekeeping resend retries; expiry ends it
+                if error.code not in PERMANENT_HANDSHAKE_FAILURES:
+                    continue  # the housekeeping resend retries (the next SessionReject reseals again); expiry ends it
                 await self._settle(entry, error=error)
                 continue
             resealed = dataclasses.replace(
@@ -1936,6 +2248,9 @@ class Agent:
                     await self._settle(entry, error=DeliveryError("expired", f"no receipt from {entry.to!r} before the message expired"))
                 elif entry.next_resend_at <= mono and not entry.resealing and self.connected:
                     self._spawn(self._relay(entry))
+            for held in list(self._unsealed.values()):
+                if now > held.expires_at_ms and not held.sealing:  # no session before it expired: nothing was sealed
+                    await self._settle_unsealed(held, DeliveryError("expired", f"no session with {held.to!r} before the message expired"))
             await self._session_lifetimes(now)
             if mono - last_prune > 60:
                 last_prune = mono
@@ -1984,6 +2299,12 @@ class Agent:
         for digest in old:
             self._receipts.pop(digest, None)
             await self._delete("receipts", digest.hex())
+
+
+def _restamped(payload: bytes, timestamp_ms: int, ts: int) -> bytes:
+    """A payload encoded at ``timestamp_ms`` encoded again with the timestamp ``ts`` (the envelope's it is sealed in)."""
+    old = decode_payload(payload, timestamp_ms)
+    return encode_payload(old.type, from_value(old.content), ts, handoff_hash=bytes(old.handoff_hash) or None, parent_message_hash=bytes(old.parent_message_hash) or None)
 
 
 def _entry_id(user_id: str) -> str:

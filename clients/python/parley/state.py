@@ -1,12 +1,18 @@
 """The agent's durable state (delivery contract, docs/PROTOCOL.md §17): sessions with their
-reserved send counters, the outbox, the inbox, the receipt store, and the identity key the
-state was written under (§17.8).
+reserved send counters, the outbox (sends waiting for a session, and sealed ones), the inbox, the
+receipt store, and the identity key the state was written under (§17.8).
 
 One directory per agent, one sealed file per record::
 
     state_dir/LOCK                  flock: one process per state directory
     state_dir/sessions/<id>.rec     session keys, reserved send counter, replay window
     state_dir/outbox/<entry>.rec    a sent envelope and its payload, until a verified receipt or expiry
+    state_dir/unsealed/<entry>.rec  a send waiting for a session with its recipient (first contact): recipient,
+                                    payload (type, content, hashes), created and expiry; written before the send
+                                    waits for anything. Sealing it writes outbox/<entry>.rec (the same name)
+                                    durably, then deletes this one: a crash between leaves both, and the agent
+                                    keeps the sealed one (its envelope may have left the process; a second seal
+                                    would be a second message). Absent in a directory of an earlier release
     state_dir/inbox/<hash>.rec      an opened envelope and its payload, until the application acks it
     state_dir/receipts/<hash>.rec   a receipt this agent signed, re-sent when the envelope comes again
     state_dir/identity/0000000000000000.rec
@@ -39,10 +45,12 @@ wiped when the open returns. A record that opens under none of them is ``state_c
 Writes are atomic and durable: a temporary file (mode 0600) is written and
 fsynced, renamed into place, and the directory fsynced, so after a crash a
 record is either the old one or the new one, never a mix. Deletions fsync the
-directory too. Every write happens before the action it makes safe: a counter
-reservation before sealing, the outbox entry before relaying, the inbox record
-before the counter is marked and the message handed over, the receipt record
-before the inbox entry is dropped.
+directory too. Every write happens before the action it makes safe: a send's
+unsealed record before it waits for a session, a counter reservation before
+sealing, the outbox entry before relaying (and before the unsealed record is
+deleted), the inbox record before the counter is marked and the message handed
+over, the receipt record before the inbox entry is dropped. A directory of an
+earlier release gains the ``unsealed`` subdirectory, empty, when it is opened.
 
 This is the SDK's own local format (it never leaves the machine); §13's
 ``PSS1`` session export is the TypeScript SDK's.
@@ -67,7 +75,7 @@ from . import crypto
 from .errors import StateError
 from .layout import Layout
 
-KINDS: Final = ("sessions", "outbox", "inbox", "receipts", "identity")
+KINDS: Final = ("sessions", "outbox", "inbox", "receipts", "identity", "unsealed")
 #: The one record of kind ``identity`` (replaced in place: a write is atomic).
 IDENTITY_RECORD: Final = "0" * 16
 _MAGIC: Final = b"PPY1"

@@ -474,3 +474,60 @@ def test_a_counter_reservation_that_cannot_be_written_seals_nothing_and_stops_th
             await b.close()
 
     run(scenario(), 90)
+
+
+def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(deployment: Deployment, tmp_path: Path) -> None:
+    # Review finding: a send to a peer without a session was recorded nowhere until sealed (a caller's timeout shorter
+    # than the handshake ended it with nothing kept), and the step 1 the gateway stored for an offline recipient
+    # (QUEUED) was abandoned after the handshake timeout.
+    from parley.v1 import gateway_pb2
+
+    planner = deployment.enrol("py-planner-9", "planner")
+    worker = deployment.enrol("py-worker-9", "worker")
+
+    async def scenario() -> None:
+        # The worker has connected before (the gateway routes an offline agent by the certificate it last connected
+        # with) and is offline now; the planner has never talked to it.
+        await (await connect(deployment, worker, tmp_path / "b")).close()
+        a_events: list[parley.Event] = []
+        a = await connect(deployment, planner, tmp_path / "a", on_event=a_events.append, handshake_timeout=2.0)
+        b: parley.Agent | None = None
+        step1s: list[asyncio.Future[Any]] = []
+        conn = a._conn
+        assert conn is not None
+        original = conn.send
+
+        def send(kind: str, item: Any) -> "asyncio.Future[Any]":
+            answer = original(kind, item)
+            if kind == "handshake" and item.step == 1:
+                step1s.append(answer)
+            return answer
+
+        conn.send = send  # type: ignore[method-assign]
+        try:
+            with pytest.raises(parley.DeliveryError) as timed_out:
+                await a.send("py-worker-9", MessageType.TASK_ASSIGNMENT, {"task": "index"}, timeout=1.0)
+            assert timed_out.value.code == "deadline_exceeded" and a.pending() == 1
+            assert len(list((tmp_path / "a" / "unsealed").glob("*.rec"))) == 1  # recorded before the handshake
+            await asyncio.sleep(6.0)  # three handshake timeouts: the step 1 the gateway stored is still waited on
+            assert [f.result().status for f in step1s] == [gateway_pb2.DELIVERY_STATUS_QUEUED]
+            b = await connect(deployment, worker, tmp_path / "b")  # its mailbox drains: the step 1, answered
+            msg = await next_message(b, 30)
+            assert msg.sender == "py-planner-9" and msg.content == {"task": "index"} and not msg.redelivered
+            await msg.ack()
+            for _ in range(400):
+                if any(e.kind == "send_settled" for e in a_events):
+                    break
+                await asyncio.sleep(0.05)
+            [settled] = [e for e in a_events if e.kind == "send_settled"]
+            assert settled["code"] == "ok" and settled["message_hash"] == msg.message_hash.hex()
+            assert settled["receipt"].verify(worker.public_key)
+            await asyncio.sleep(1.0)
+            assert len(step1s) == 1 and b._app.qsize() == 0 and a.pending() == 0  # one handshake, delivered once
+            assert list((tmp_path / "a" / "unsealed").glob("*.rec")) == [] and list((tmp_path / "a" / "outbox").glob("*.rec")) == []
+        finally:
+            await a.close()
+            if b is not None:
+                await b.close()
+
+    run(scenario(), 120)

@@ -118,7 +118,8 @@ def test_send_reply_carries_the_ack_only_when_offered(world: World, outbound_ack
 
 def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event], state_dir: Path | None = None, **options: Any) -> Agent:
     """An agent that is not connected, with short timeouts; without ``state_dir`` it keeps no store of its own (a test
-    gives it one). ``options``: further Agent options (state_key=, previous_*=)."""
+    gives it one). ``options``: further Agent options (state_key=, previous_*=), and overrides of ``skew``,
+    ``send_timeout``, ``handshake_timeout`` and ``resend``."""
     return Agent(
         gateway="127.0.0.1:1",
         identity=identity,
@@ -129,12 +130,12 @@ def memory_agent(identity: LocalIdentity, trust: TrustBundle, events: list[Event
         state_key=options.pop("state_key", None),
         revocations=None,
         rekey_threshold=DEFAULT_REKEY_THRESHOLD,
-        skew=DEFAULT_SKEW,
-        send_timeout=5,
-        handshake_timeout=5,
+        skew=options.pop("skew", DEFAULT_SKEW),
+        send_timeout=options.pop("send_timeout", 5),
+        handshake_timeout=options.pop("handshake_timeout", 5),
         auth_timeout=5,
         reconnect=Backoff(),
-        resend=ResendPolicy(),
+        resend=options.pop("resend", ResendPolicy()),
         timeouts=SessionTimeouts(),
         max_unacked=16,
         on_event=events.append,
