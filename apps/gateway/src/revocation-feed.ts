@@ -33,6 +33,7 @@
  * fired (43 s after the registry was back, in the review). Capping the
  * channel's backoff below the feed's keeps the feed's bound the real one.
  */
+import { sleep } from '@parley/async';
 import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { int, type Database } from '@parley/db';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
@@ -355,16 +356,4 @@ export class RevocationFeed {
       }
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -2,6 +2,8 @@
  * @parley/async — small async building blocks with no dependencies, for
  * Parley's streams: {@link Channel}, a queue with producers on one side and
  * one async-iterating consumer on the other (the gateway's per-stream outbox,
- * the SDK's request stream and message queue).
+ * the SDK's request stream and message queue); {@link sleep}, a wait that an
+ * AbortSignal cuts short (backoff between retries).
  */
 export { Channel } from './channel.js';
+export { sleep } from './sleep.js';
