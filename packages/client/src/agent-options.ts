@@ -8,6 +8,7 @@ import type { AgentCertificate, DeliveryReceipt, JsonValue, MessagePayload, Mess
 import type { Disclosure, LocalIdentity, SessionManagerEvent, SessionTimeouts, SkewLimits } from '@parley/session';
 import type { TrustBundleFollowerEvent } from '@parley/protocol';
 import type { ClientError } from './errors.js';
+import type { RevocationListEvent, RevocationSecurityEvent } from './revocation-follow.js';
 import type { StateStore } from './state-store.js';
 
 /** TLS to the gateway (TLS 1.3 on the gateway side); omit for plaintext on loopback. */
@@ -52,8 +53,21 @@ export interface ConnectOptions {
   readonly trustBundle: TrustBundle;
   /** Follow this registry's signed trust bundle from `trustBundle` on (§15.9). Without it the bundle never changes. */
   readonly registry?: RegistryFollowOptions;
-  /** Revocation data checked for every peer at handshake time and for every message opened (§17). */
+  /**
+   * Revocation data checked for every peer at the handshake and for every message opened (§8.4, §17.5); a peer
+   * it comes to revoke has its sessions closed within a second. Default: with `registry`, that registry's signed
+   * revocation list, followed by the agent (a revocation closes the peer's sessions as it arrives; see
+   * `revocationMaxAgeMs`); without `registry`, none — the agent checks no revocation itself (only the gateway
+   * does) and says so at connect with a `revocation_unchecked` event.
+   */
   readonly revocations?: RevocationChecker;
+  /**
+   * With `registry` and no `revocations`: the freshness bound of the followed revocation list, ms, measured from
+   * its newest signed head (§15.6 `issued_at_ms`). Older data refuses every handshake and message with
+   * `revocation_stale` (fail closed: a message stays unacked at the gateway and is tried again) until a fresh
+   * head arrives. Default 60 000; at least 1 000. Refused (`malformed`) in any other configuration.
+   */
+  readonly revocationMaxAgeMs?: number;
   /** Required unless the gateway is on loopback. */
   readonly tls?: TlsOptions;
   /**
@@ -76,7 +90,11 @@ export interface ConnectOptions {
   readonly sendTimeoutMs?: number;
   /** A send relayed live with no receipt is resent after this long, doubling up to 60 s. Default 5 000. */
   readonly resendIntervalMs?: number;
-  /** Handshake timeout, ms. Default 10 000. */
+  /**
+   * Handshake timeout, ms. Default 10 000. A first contact whose step 1 the gateway stored for an offline
+   * recipient (`QUEUED`) waits for its answer longer: while sends to that peer wait, at most the message
+   * lifetime (PROTOCOL §5.4).
+   */
   readonly handshakeTimeoutMs?: number;
   /** Gateway authentication timeout per attempt, ms. Default 10 000. */
   readonly authTimeoutMs?: number;
@@ -168,7 +186,11 @@ export type SendOutcome =
  * - `resealed`: the recipient refused a session (SessionReject) and pending sends moved to a new one;
  * - `connected`, `disconnected`, `reconnecting`: the gateway stream;
  * - `state_error`: saving agent state failed — the agent stops (fail closed);
- * - `trust_bundle`: the followed trust bundle was restored, updated, or a version was refused (with `registry`).
+ * - `trust_bundle`: the followed trust bundle was restored, updated, or a version was refused (with `registry`);
+ * - `revocation_list`: the followed revocation list was loaded, brought revocations, became unreachable or was
+ *   refused, went stale (every check fails closed) or fresh again (with `registry` and no `revocations`);
+ * - `security` with stage `revocation`: a session closed because the agent's revocation data now revokes its peer;
+ * - `revocation_unchecked`: once at connect, when the agent has no revocation data (no `registry`, no `revocations`).
  */
 export type AgentEvent =
   | SessionManagerEvent
@@ -180,7 +202,10 @@ export type AgentEvent =
   | { readonly kind: 'disconnected'; readonly error: ClientError }
   | { readonly kind: 'reconnecting'; readonly attempt: number; readonly delayMs: number }
   | { readonly kind: 'state_error'; readonly error: ClientError }
-  | { readonly kind: 'trust_bundle'; readonly event: TrustBundleFollowerEvent };
+  | { readonly kind: 'trust_bundle'; readonly event: TrustBundleFollowerEvent }
+  | RevocationSecurityEvent
+  | { readonly kind: 'revocation_list'; readonly event: RevocationListEvent }
+  | { readonly kind: 'revocation_unchecked'; readonly detail: string };
 
 /** How long a message stays valid (the skew's `maxAgeMs`): it bounds retries of a send and the receipts kept. */
 export function maxAgeMs(options: ConnectOptions): number {

@@ -4,10 +4,11 @@
  * Noise sessions through it on demand, and keeps the delivery contract of
  * docs/PROTOCOL.md §17 end to end:
  *
- * - sending: the counter is durably reserved before sealing (§13), the sealed
- *   envelope waits in a durable outbox until the recipient's verified receipt,
- *   and is resent after reconnects, restarts and a silent interval; a verified
- *   SessionReject reseals it in a new session;
+ * - sending: the message is in the durable outbox from the `send` call on (before
+ *   any handshake, §17.2 item 2), the counter is durably reserved before sealing
+ *   (§13), the sealed envelope waits in the outbox until the recipient's verified
+ *   receipt, and is resent after reconnects, restarts and a silent interval; a
+ *   verified SessionReject reseals it in a new session;
  * - receiving: an opened message is written to a durable inbox (the same record
  *   marks its counter and hash in the replay window), handed to the application,
  *   and only the application's `ack()` signs the receipt and acks the gateway's
@@ -17,12 +18,13 @@
  * This file is the facade that wires the parts together: `gateway-link.ts` (the stream and reconnection),
  * `outbox.ts` (sending), `inbox.ts` (receiving and the application's ack), `handshakes.ts` (session
  * establishment and held envelopes), `durable-state.ts` (the journal), `registry-follow.ts` (the trust
- * bundle), `events.ts` (onEvent). The public types are in `agent-options.ts`.
+ * bundle), `revocation-follow.ts` (the agent's own revocation list, §8.4), `events.ts` (onEvent). The public
+ * types are in `agent-options.ts`.
  */
 import { createCrypto, fromBase64Url, fromHex, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
-import type { AgentCertificate, Delivery, DeliveryReceipt, JsonValue, MessageType } from '@parley/proto';
+import { DeliveryStatus, type AgentCertificate, type Delivery, type DeliveryReceipt, type JsonValue, type MessageType } from '@parley/proto';
 import { DEFAULT_TIMEOUTS, SessionManager, type FrameTransport, type SecurityEvent, type Session } from '@parley/session';
 import { Channel } from '@parley/async';
 import type { TrustBundleFollower, TrustBundleFollowerState } from '@parley/protocol';
@@ -37,11 +39,13 @@ import { Handshakes } from './handshakes.js';
 import { Inbox } from './inbox.js';
 import { Journal, type JournalRecord } from './journal.js';
 import { Lifecycle } from './lifecycle.js';
-import { Outbox, type OutboxEntry, type SendWaiter } from './outbox.js';
+import { Outbox, type OutboxEntry, type PendingSend, type SendWaiter } from './outbox.js';
 import { SessionSnapshots } from './session-snapshots.js';
 import { createRegistryFollow, startFollowing, type RegistryFollow } from './registry-follow.js';
+import { RegistryRevocations, closeRevokedSessions, type RevocationListStatus } from './revocation-follow.js';
 
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
+export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './revocation-follow.js';
 
 const SEND_ID_RE = /^[\x21-\x7e]{1,128}$/;
 
@@ -60,6 +64,14 @@ export async function connect(options: ConnectOptions): Promise<Agent> {
   }
   if (options.tls === undefined && !isLoopbackAddress(options.gateway)) {
     throw new ClientError('malformed', `refusing plaintext to ${options.gateway}: give tls options (plaintext is for loopback gateways only)`);
+  }
+  const maxAge = options.revocationMaxAgeMs;
+  if (maxAge !== undefined) {
+    // It bounds only the list the agent follows itself: anywhere else it would silently bound nothing.
+    if (options.registry === undefined || options.revocations !== undefined) {
+      throw new ClientError('malformed', 'revocationMaxAgeMs bounds the revocation list followed from `registry`: give `registry` and no `revocations` (a checker given as `revocations` has its own bound)');
+    }
+    if (!Number.isSafeInteger(maxAge) || maxAge < 1_000) throw new ClientError('malformed', `revocationMaxAgeMs must be an integer of at least 1000, got ${String(maxAge)}`);
   }
   const agent = new Agent(crypto, options);
   try {
@@ -99,10 +111,31 @@ export class Agent {
   /** What peers' certificates are verified against: the pinned bundle, or a live view of the followed one. */
   readonly #trust: TrustBundle;
   #registry: RegistryFollow | undefined;
+  /** The registry's revocation list, followed by this agent (with `registry` and no `revocations`, §8.4). */
+  readonly #revocationList: RegistryRevocations | undefined;
+  /** With a caller's `revocations`, every second: closes the sessions of peers it now revokes (§8.4). */
+  #revocationSweep: NodeJS.Timeout | undefined;
 
   /** @internal use {@link connect} */
   constructor(crypto: ParleyCrypto, options: ConnectOptions) {
     this.#crypto = crypto;
+    // With `registry` and no `revocations`, the agent follows that registry's signed revocation list itself (§8.4,
+    // §15.7), and it becomes `revocations` for every part below: handshakes, opened messages, a rotated peer's
+    // receipts, shared memory. Heads are verified with the followed trust bundle's keys.
+    this.#revocationList =
+      options.revocations === undefined && options.registry !== undefined
+        ? new RegistryRevocations({
+            crypto,
+            trustBundle: TrustBundle.live(() => this.#trust),
+            ...(options.revocationMaxAgeMs === undefined ? {} : { maxAgeMs: options.revocationMaxAgeMs }),
+            registryId: () => options.registry?.registryId ?? this.#registry?.follower.registryId,
+            onEvent: (event) => this.#events.emit({ kind: 'revocation_list', event }),
+            onRevoked: () => this.#closeRevoked(),
+            onTrustBundleVersion: (version) => this.#registry?.follower.hint(version) ?? Promise.resolve(),
+            onUnknownIssuer: async () => void (await this.#registry?.follower.refresh().catch(() => undefined)),
+          })
+        : undefined;
+    if (this.#revocationList !== undefined) options = { ...options, revocations: this.#revocationList };
     this.#options = options;
     this.#identityKey = toBase64Url(options.identity.certificate.identityPublicKey);
     this.#events = new AgentEvents(options.onEvent);
@@ -131,7 +164,9 @@ export class Agent {
           timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `the gateway did not answer a handshake frame within ${frameTimeoutMs} ms`)), frameTimeoutMs);
         });
         try {
-          await Promise.race([this.#link.relay((conn) => conn.sendFrame(frame)), late]);
+          const accepted = await Promise.race([this.#link.relay((conn) => conn.sendFrame(frame)), late]);
+          // QUEUED: stored for an offline recipient — a step 1 then waits for its answer while sends wait (§5.4).
+          return { queued: accepted.status === DeliveryStatus.QUEUED };
         } finally {
           clearTimeout(timer);
         }
@@ -149,6 +184,9 @@ export class Agent {
       transport,
       ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
       ...(options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+      // A first contact whose step 1 the gateway stored for the offline recipient waits for its answer until the
+      // latest expiry of the sends waiting for that peer (at most the message lifetime, §5.4).
+      queuedHandshakeUntil: (peerId) => this.#outbox.waitingUntil(peerId),
       ...(options.stateKey === undefined ? {} : { stateKey: options.stateKey }),
       ...(options.acceptHandshake === undefined ? {} : { acceptHandshake: options.acceptHandshake }),
       onEvent: (event) => {
@@ -247,8 +285,12 @@ export class Agent {
     return this.#manager;
   }
 
-  /** Sends waiting for a receipt (ids), including ones restored from the state store. */
-  pendingSends(): { id: string; to: string; createdAtMs: number; expiresAtMs: number }[] {
+  /**
+   * Sends waiting for a receipt, including ones restored from the state store: each with its id, recipient,
+   * state (`unsealed`: waiting for a session with the recipient — first contact, or a reseal; `sealed`: relayed
+   * and resent until its receipt), creation and expiry time.
+   */
+  pendingSends(): PendingSend[] {
     return this.#outbox.pending();
   }
 
@@ -264,6 +306,16 @@ export class Agent {
   trustBundleStatus(): { version: number; state: TrustBundleFollowerState; lastVerifiedAtMs: number | undefined } | undefined {
     const f = this.#follower;
     return f === undefined ? undefined : { version: f.version, state: f.state, lastVerifiedAtMs: f.lastVerifiedAtMs };
+  }
+
+  /**
+   * Where the revocation list this agent follows stands (§8.4, §15.7): its version, the follower's state, whether
+   * checks answer now (`fresh`; false: they fail closed with `revocation_stale`), the signed time it is fresh as
+   * of, the bound and how many revocations it holds. Undefined when the agent follows none (it was given
+   * `revocations`, or has no `registry`).
+   */
+  revocationStatus(): RevocationListStatus | undefined {
+    return this.#revocationList?.status();
   }
 
   /** Fetches the registry's trust bundle now (with `registry`); rejects when it is unreachable or refused. */
@@ -282,7 +334,19 @@ export class Agent {
     const registry = this.#options.registry;
     if (registry !== undefined) {
       this.#registry = createRegistryFollow({ crypto: this.#crypto, registry, pinned: this.#options.trustBundle, state: this.#state, emit: (e) => this.#events.emit(e) });
-      await startFollowing(this.#registry.follower);
+      const revocations = this.#revocationList === undefined ? undefined : { list: this.#revocationList, source: this.#registry.client };
+      await startFollowing(this.#registry.follower, revocations);
+    }
+    if (this.#options.revocations === undefined) {
+      this.#events.emit({
+        kind: 'revocation_unchecked',
+        detail: "no `registry` and no `revocations`: this agent checks no peer's revocation itself (only the gateway does); PROTOCOL.md §8.4 requires it",
+      });
+    } else if (this.#revocationList === undefined) {
+      // A checker the caller gave changes unseen: its revocations close sessions within a second (§8.4). The list
+      // this agent follows closes them as each batch arrives (onRevoked), with no sweep over every session.
+      this.#revocationSweep = setInterval(() => this.#closeRevoked(), 1_000);
+      this.#revocationSweep.unref();
     }
     this.#started = true;
     await this.#link.connect();
@@ -293,15 +357,17 @@ export class Agent {
   /**
    * Sends one application message and waits for the recipient's verified receipt
    * — which the recipient signs only after its application acknowledged the message.
-   * The sealed envelope stays in the outbox until then: it is relayed again after
-   * reconnects and restarts, and resealed in a new session if the recipient
-   * refuses the session (§17).
+   * The message is in the outbox (durably, with a state store) from this call on, before
+   * any handshake: sealed once a session exists, relayed again after reconnects and
+   * restarts, resealed in a new session if the recipient refuses the session (§17). Its
+   * outcome is always exactly one `send_settled` event, whether or not this call still waits.
    * @returns the DeliveryReceipt, its signature verified with the recipient's certified key
-   * @throws ClientError: a permanent refusal by the gateway (`policy_denied`, `too_large`, …) or the
-   *   handshake (`handshake_failed`, `revoked`, …): not delivered; `expired`: not delivered within the
-   *   message's validity; `deadline_exceeded`: not confirmed within `timeoutMs` — the outbox keeps trying
-   *   and reports the outcome as a `send_settled` event; `rate_limited`: too many sends pending;
-   *   `cancelled` (agent closed) or the error that stopped the agent
+   * @throws ClientError: a permanent refusal by the gateway (`policy_denied`, `too_large`, …) or of the
+   *   handshake (`revoked`, `unknown_issuer`, … — PROTOCOL §17.2 item 6): not delivered; `expired`: not
+   *   delivered within the message's validity; `deadline_exceeded`: not confirmed within `timeoutMs` — the
+   *   outbox keeps trying and reports the outcome as a `send_settled` event; refused before the outbox took
+   *   it (no event): `malformed` (recipient, content, id), `too_large`, `rate_limited` (too many sends
+   *   pending), `cancelled` (agent closed) or the error that stopped the agent
    */
   async send(to: string, type: MessageType, content: JsonValue, options: SendOptions = {}): Promise<DeliveryReceipt> {
     this.#lifecycle.assertUsable();
@@ -310,7 +376,10 @@ export class Agent {
     let timer: NodeJS.Timeout | undefined;
     let onClose: ((error: ClientError) => void) | undefined;
     const abort = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `no verified receipt from '${to}' within ${timeoutMs} ms (still trying until it expires)`)), timeoutMs);
+      timer = setTimeout(() => {
+        const which = entry === undefined ? '' : `; its outcome comes as the send_settled event of send id '${entry.id}'`;
+        reject(new ClientError('deadline_exceeded', `no verified receipt from '${to}' within ${timeoutMs} ms (still trying until it expires${which})`));
+      }, timeoutMs);
       onClose = reject;
       this.#closeListeners.add(onClose);
     });
@@ -321,10 +390,11 @@ export class Agent {
       const e = entry;
       return new Promise<DeliveryReceipt>((resolve, reject) => {
         waiter = { resolve, reject };
-        e.waiters.add(waiter);
+        this.#outbox.attach(e, waiter); // at once if it ended already (a handshake refused before this call got here)
       });
     })();
-    work.catch(() => undefined); // when the timeout wins, a later failure is nobody's business
+    // When the timeout wins, the send goes on in the outbox: its outcome arrives as its send_settled event.
+    work.catch(() => undefined);
     try {
       return await Promise.race([abort, work]);
     } catch (error) {
@@ -357,11 +427,13 @@ export class Agent {
     this.#outbox.rejectWaiters(error);
     this.#link.wake();
     if (this.#tick !== undefined) clearInterval(this.#tick);
+    if (this.#revocationSweep !== undefined) clearInterval(this.#revocationSweep);
     if (this.#started && this.#state.healthy) {
       await this.#inbox.handedOver().catch(() => undefined);
       await this.#state.compact().catch(() => undefined); // fresh snapshots; never over state that failed to load
     }
     await this.#follower?.close();
+    await this.#revocationList?.close();
     this.#registry?.client.close();
     this.#manager.close();
     this.#memory?.close();
@@ -372,6 +444,13 @@ export class Agent {
 
   get #follower(): TrustBundleFollower | undefined {
     return this.#registry?.follower;
+  }
+
+  /** Closes every session whose peer the revocation data now revokes (§8.4), each reported as a security event. */
+  #closeRevoked(): void {
+    const checker = this.#options.revocations;
+    if (checker === undefined || this.#lifecycle.stopped) return;
+    closeRevokedSessions(this.#manager, checker, (event) => this.#events.emit(event));
   }
 
   /** Replays the saved state (sessions with their replay marks, sends, unacknowledged messages), then compacts. */

@@ -23,15 +23,30 @@ export class ClientError extends Error {
     this.code = code;
   }
 
-  /** Wraps anything thrown (RpcError, SessionError, …), keeping its code; the original is `cause`. */
+  /**
+   * Wraps anything thrown (RpcError, SessionError, …), keeping its code; the original is `cause`. A
+   * SessionError that only carries the transport's failure to relay a handshake frame (its cause is the
+   * gateway's refusal, or the stream's end) takes the transport's code: `policy_denied` on first contact is
+   * `policy_denied`, as it is in an existing session. The code is printed once (`[code] detail`).
+   */
   static from(error: unknown): ClientError {
     if (error instanceof ClientError) return error;
     if (error instanceof RpcError) return new ClientError(error.code, error.details, { cause: error });
-    if (error instanceof SessionError) return new ClientError(error.code, error.message.replace(/^\[[a-z_]+\] /, ''), { cause: error });
+    if (error instanceof SessionError) {
+      const transport = error.cause instanceof ClientError || error.cause instanceof RpcError ? error.cause.code : undefined;
+      return new ClientError(transport ?? error.code, withoutCode(error), { cause: error });
+    }
     const code = (error as { code?: unknown } | null)?.code;
-    if (typeof code === 'string' && isRpcErrorCode(code)) return new ClientError(code, error instanceof Error ? error.message : String(error), { cause: error });
+    if (typeof code === 'string' && isRpcErrorCode(code)) return new ClientError(code, withoutCode(error), { cause: error });
     return new ClientError('internal', error instanceof Error ? error.message : String(error), { cause: error });
   }
+}
+
+/** An error's message without the `[code] ` its class put in front (so that wrapping prints the code once). */
+function withoutCode(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && error.message.startsWith(`[${code}] `) ? error.message.slice(code.length + 3) : error.message;
 }
 
 export function isClientError(value: unknown, code?: ClientErrorCode): value is ClientError {

@@ -9,14 +9,19 @@ export { connect, Agent } from './agent.js';
 /** Whether an address names a loopback host: the only place `connect` allows plaintext (the rule every Parley program shares). */
 export { isLoopbackAddress } from '@parley/rpc';
 export type { ConnectOptions, RegistryFollowOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
+// The agent's own revocation data (docs/PROTOCOL.md §8.4): the registry's list it follows, its events and status
+export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './agent.js';
 // Enrolment with a join token: the agent's key is generated where it runs (docs/PROTOCOL.md §15.11)
 export { enroll } from './enrol.js';
 export type { EnrolOptions, Enrolment } from './enrol.js';
 export { Journal, replay } from './journal.js';
 export type { JournalRecord, JournalState } from './journal.js';
+// What `pendingSends()` lists, and which handshake failures end a send (PROTOCOL §17.2 item 6)
+export type { PendingSend } from './outbox.js';
+export { PERMANENT_HANDSHAKE_FAILURES, isPermanentHandshakeFailure } from './outbox.js';
 export { ClientError, isClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
-export { fileStateStore, memoryStateStore, frameRecords, parseRecords } from './state-store.js';
+export { fileStateStore, memoryStateStore, frameRecords, parseRecords, stateKeyFile } from './state-store.js';
 // Shared memory (docs/PROTOCOL.md §18): `agent.memory` is a MemoryClient
 export { MemoryClient, MemoryError, isMemoryError } from '@parley/memory';
 export type { MemoryClientOptions, MemoryInfo, MemoryListing, ReadResult, WriteResult, SegmentInfo, AccessLevel, MemoryErrorCode } from '@parley/memory';

@@ -6,6 +6,10 @@
  *             `ep` (its send epoch + newest receive epoch, both only growing) below the held one's
  *   closed    the session ended; forget it
  *   reserve   the session may seal counters below `upTo`: written (and fsynced) BEFORE any of them is sealed
+ *   out_unsealed  a send not sealed yet (§17.2 item 2): the message as the application gave it, its recipient,
+ *             created and expiry times — written when `send` finds no session with the recipient, before the
+ *             agent waits for one; replaced by the entry's `out` record (same id) in one append once the
+ *             message is sealed (a send made in a live session is sealed at once: its `out` record only)
  *   out       an outbox entry: the sealed envelope, the plaintext to reseal it and the recipient's certified
  *             key (to verify its receipt or SessionReject without the session), until its receipt
  *   out_done  the outbox entry is settled (receipt, expiry, permanent refusal)
@@ -62,6 +66,11 @@ export type JournalRecord =
       readonly exp: number;
       readonly reseals: number;
     }
+  /**
+   * A send waiting for a session, nothing of it sealed yet (§17.2 item 2): replaced by its `out` record (same
+   * `id`), or ended by `out_done`. Journals written before it existed have none, and load as they did.
+   */
+  | { readonly t: 'out_unsealed'; readonly id: string; readonly to: string; readonly msg: OutboxMessage; readonly at: number; readonly exp: number }
   | { readonly t: 'out_done'; readonly id: string; readonly outcome: 'delivered' | 'expired' | 'failed' | 'cancelled' }
   | {
       readonly t: 'in';
@@ -185,7 +194,14 @@ export class Journal {
       parsed = JSON.parse(new TextDecoder().decode(plaintext));
       plaintext.fill(0);
     } catch (cause) {
-      throw new ClientError('state_corrupt', 'agent state record does not open (wrong stateKey, or tampered)', { cause });
+      const where = this.#store.location ?? 'the state store';
+      throw new ClientError(
+        'state_corrupt',
+        `agent state record does not open: ${where} was written under another stateKey, or it was altered. It cannot be read ` +
+          `without the key it was written with. To start afresh, move ${where} aside: the agent then starts with no saved state, ` +
+          'and what only that state held is lost — sends not yet confirmed by a receipt, received messages not yet acknowledged, and its sessions',
+        { cause },
+      );
     } finally {
       key.wipe();
     }
@@ -201,7 +217,8 @@ export interface JournalState {
   readonly sessions: Map<string, { sealed: string; reservedUpTo: number }>;
   /** Received counters and hashes per session, to mark in the restored windows. */
   readonly marks: Map<string, { n: number; hash: string }[]>;
-  readonly outbox: Map<string, Extract<JournalRecord, { t: 'out' }>>;
+  /** Pending sends by id: sealed (`out`) or still waiting for a session (`out_unsealed`). */
+  readonly outbox: Map<string, Extract<JournalRecord, { t: 'out' | 'out_unsealed' }>>;
   readonly inbox: Map<string, Extract<JournalRecord, { t: 'in' }>>;
   readonly receipts: Map<string, { receipt: string; at: number }>;
   /** The newest trust bundle document recorded, if any. */
@@ -245,6 +262,13 @@ export function replay(records: readonly JournalRecord[]): JournalState {
       }
       case 'out':
         state.outbox.set(r.id, r);
+        break;
+      case 'out_unsealed':
+        if (typeof r.id !== 'string' || typeof r.to !== 'string' || typeof r.at !== 'number' || typeof r.exp !== 'number' || typeof r.msg !== 'object' || r.msg === null) {
+          throw new ClientError('state_corrupt', 'agent state: a malformed unsealed send record');
+        }
+        // Its sealed record, once written, replaces it (it comes later in the journal); never the other way round.
+        if (state.outbox.get(r.id)?.t !== 'out') state.outbox.set(r.id, r);
         break;
       case 'out_done':
         state.outbox.delete(r.id);

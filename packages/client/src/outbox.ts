@@ -1,12 +1,14 @@
 /**
- * The durable outbox (docs/PROTOCOL.md §13, §17.1–§17.2): a send is sealed on a durably reserved counter,
- * recorded, relayed, resent after reconnects and silent intervals, resealed in a new session when the
- * recipient refuses the session (a verified SessionReject), and settled by the recipient's verified
- * receipt, by expiry or by a permanent refusal.
+ * The durable outbox (docs/PROTOCOL.md §13, §17.1–§17.2): a send is recorded the moment it is made — unsealed,
+ * before the agent waits for a session —, sealed on a durably reserved counter once the session exists (its
+ * sealed record replacing the unsealed one in one append), relayed, resent after reconnects and silent
+ * intervals, resealed in a new session when the recipient refuses the session (a verified SessionReject),
+ * and settled by the recipient's verified receipt, by expiry or by a permanent refusal — of the gateway, or
+ * of the handshake it waited for (§17.2 item 6). Every outcome is one `send_settled` event.
  */
 import { fromBase64Url, toBase64Url, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { DeliveryStatus, SecureMessageSchema, fromBinary, toBinary, type DeliveryReceipt, type JsonValue, type MessageType, type SecureMessage, type SessionReject } from '@parley/proto';
-import type { OutgoingMessage, Session, SessionManager } from '@parley/session';
+import { encodePayload, isAgentId, type OutgoingMessage, type Session, type SessionManager } from '@parley/session';
 import { verifyCertificate, type TrustBundle } from '@parley/identity';
 import { verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
 import { maxAgeMs, resendBaseMs, type AgentEvent, type ConnectOptions, type ReceiptSecurityEvent, type SendOptions } from './agent-options.js';
@@ -28,6 +30,36 @@ const PERMANENT_REFUSALS: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode
   'nonce_exhausted',
 ]);
 
+/**
+ * Handshake outcomes that retrying cannot change (§17.2 item 6): every send waiting for a session with that peer
+ * settles with the code. Every other failure of a handshake (a timeout, the gateway unavailable, reconnecting or
+ * rate limiting, stale revocation data, a peer certificate not yet valid, …) is retried with backoff until the
+ * message expires. Nothing of a send waiting for a session was sealed, so either answer is truthful about
+ * delivery; a wrong one would cost only liveness.
+ */
+export const PERMANENT_HANDSHAKE_FAILURES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
+  // the gateway's word (its policy, also for a recipient it does not know; its limits; the protocol)
+  'policy_denied',
+  'too_large',
+  'malformed',
+  'unsupported_version',
+  // the peer's certificate and identity, as the registry and the trust bundle say
+  'revoked',
+  'expired',
+  'bad_certificate',
+  'unknown_issuer',
+  'identity_mismatch',
+  'bad_binding',
+]);
+
+/** Whether a failure to get a session for waiting sends ends them (true) or is retried until they expire (false). */
+export function isPermanentHandshakeFailure(code: ClientErrorCode): boolean {
+  return PERMANENT_HANDSHAKE_FAILURES.has(code);
+}
+
+/** Longest delay between two attempts at a session for waiting sends (and between resends). */
+const MAX_BACKOFF_MS = 60_000;
+
 const MAX_RESEALS = 5;
 /** Sessions tried for one seal when each ends while its counters are being reserved. */
 const MAX_SEAL_ATTEMPTS = 5;
@@ -43,13 +75,17 @@ export interface OutboxEntry {
   readonly id: string;
   readonly to: string;
   readonly msg: OutboxMessage;
-  envelope: SecureMessage;
+  /** The sealed envelope; undefined until the message is first sealed (it waits for a session). */
+  envelope: SecureMessage | undefined;
+  /** Its message hash (hex); '' until first sealed. */
   hashHex: string;
+  /** The session it is sealed in; '' while it waits for a (new) session to be sealed in. */
   sessionIdHex: string;
   /** The recipient's certified identity key for this session (verifies receipts and rejects). */
   peerKey: Uint8Array;
   readonly createdAtMs: number;
   readonly expiresAtMs: number;
+  /** Seals after the first one (SessionRejects). */
   reseals: number;
   /** The gateway's last answer: DELIVERED (live, may be lost with the gateway) or QUEUED (durable). */
   status: DeliveryStatus | undefined;
@@ -75,6 +111,22 @@ export interface OutboxEntry {
    */
   resealing: boolean;
   readonly waiters: Set<SendWaiter>;
+  /** How it ended, once it did (a `send()` that attaches later gets it at once). */
+  settled: Settlement | undefined;
+}
+
+/** Where a pending send stands (`Agent.pendingSends()`). */
+export interface PendingSend {
+  readonly id: string;
+  readonly to: string;
+  /**
+   * `unsealed`: waiting for a session with the recipient — a first contact, or a reseal after a SessionReject
+   * (its handshake in progress, or retried with backoff, §17.2 item 6); nothing of it sealed in a session that
+   * can carry it. `sealed`: its envelope is recorded and relayed, resent until its receipt.
+   */
+  readonly state: 'unsealed' | 'sealed';
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
 }
 
 /** What the outbox works with. */
@@ -94,7 +146,7 @@ export interface OutboxDeps {
   readonly trustBundle?: () => TrustBundle;
 }
 
-type Settlement = { outcome: 'delivered'; receipt: DeliveryReceipt } | { outcome: 'expired' | 'failed'; error: ClientError };
+export type Settlement = { outcome: 'delivered'; receipt: DeliveryReceipt } | { outcome: 'expired' | 'failed'; error: ClientError };
 
 export class Outbox {
   readonly #deps: OutboxDeps;
@@ -110,9 +162,30 @@ export class Outbox {
     return this.#entries.get(id);
   }
 
-  /** Sends waiting for a receipt. */
-  pending(): { id: string; to: string; createdAtMs: number; expiresAtMs: number }[] {
-    return [...this.#entries.values()].map((e) => ({ id: e.id, to: e.to, createdAtMs: e.createdAtMs, expiresAtMs: e.expiresAtMs }));
+  /** Sends waiting for a receipt, sealed or still waiting for a session. */
+  pending(): PendingSend[] {
+    return [...this.#entries.values()].map((e) => ({ id: e.id, to: e.to, state: waitsForSession(e) ? 'unsealed' : 'sealed', createdAtMs: e.createdAtMs, expiresAtMs: e.expiresAtMs }));
+  }
+
+  /**
+   * Until when a handshake with `peerId` whose step 1 is stored for the offline peer is worth waiting for
+   * (§5.4): the latest expiry of the sends waiting for a session with it; undefined when none does.
+   */
+  waitingUntil(peerId: string): number | undefined {
+    let until: number | undefined;
+    for (const e of this.#entries.values()) if (e.to === peerId && waitsForSession(e) && (until === undefined || e.expiresAtMs > until)) until = e.expiresAtMs;
+    return until;
+  }
+
+  /**
+   * Waits for the outcome of `entry` with `waiter`: at once if it has one already (a handshake can fail before
+   * the caller that made the send got to wait), else when it comes.
+   */
+  attach(entry: OutboxEntry, waiter: SendWaiter): void {
+    const done = entry.settled;
+    if (done === undefined) entry.waiters.add(waiter);
+    else if (done.outcome === 'delivered') waiter.resolve(done.receipt);
+    else waiter.reject(done.error);
   }
 
   /** Fails every waiting `send()` with `error` (the entries stay, for the next run). */
@@ -120,33 +193,28 @@ export class Outbox {
     for (const e of this.#entries.values()) for (const w of e.waiters) w.reject(error);
   }
 
-  /** Takes back the sends a previous process left pending (sessions already restored). */
+  /**
+   * Takes back the sends a previous process left pending (sessions already restored): sealed ones are resent as
+   * they were sealed once the stream is up; unsealed ones wait for a session again (a new handshake).
+   */
   restore(state: JournalState): void {
     const { manager, options } = this.#deps;
     for (const r of state.outbox.values()) {
-      const envelope = fromBinary(SecureMessageSchema, fromBase64Url(r.env));
+      const base = { id: r.id, to: r.to, msg: r.msg, createdAtMs: r.at, expiresAtMs: r.exp, status: undefined, nextAttemptAtMs: 0, backoffMs: resendBaseMs(options), inFlight: false, durable: true, staged: undefined, resealing: false, waiters: new Set<SendWaiter>(), settled: undefined };
+      if (r.t === 'out_unsealed') {
+        this.#entries.set(r.id, { ...base, envelope: undefined, hashHex: '', sessionIdHex: '', peerKey: new Uint8Array(0), reseals: 0 });
+        continue; // the tick starts its handshake once the stream is up
+      }
       const session = manager.sessionById(r.sid);
       const entry: OutboxEntry = {
-        id: r.id,
-        to: r.to,
-        msg: r.msg,
-        envelope,
+        ...base,
+        envelope: fromBinary(SecureMessageSchema, fromBase64Url(r.env)),
         hashHex: r.hash,
         sessionIdHex: r.sid,
         // Kept in the record, so that its receipt or SessionReject verifies without the session (a record of
         // an older version has none: without its session, such a send settles only by expiry).
         peerKey: r.peer !== undefined ? fromBase64Url(r.peer) : (session?.peer.identityPublicKey ?? new Uint8Array(0)),
-        createdAtMs: r.at,
-        expiresAtMs: r.exp,
         reseals: r.reseals,
-        status: undefined,
-        nextAttemptAtMs: 0,
-        backoffMs: resendBaseMs(options),
-        inFlight: false,
-        durable: true,
-        staged: undefined,
-        resealing: false,
-        waiters: new Set(),
       };
       this.#entries.set(entry.id, entry);
       this.#byHash.set(entry.hashHex, entry);
@@ -156,12 +224,20 @@ export class Outbox {
 
   /** The journal records of every pending send (for compaction), each with the seal being recorded, if any. */
   records(): JournalRecord[] {
-    return [...this.#entries.values()].map((e) => e.staged ?? outRecord(e));
+    return [...this.#entries.values()].map((e) => e.staged ?? (e.envelope === undefined ? unsealedRecord(e) : outRecord({ ...e, envelope: e.envelope })));
   }
 
-  /** Seals a new send, records it durably and relays it. */
+  /**
+   * Takes a new send: records it durably before anything else (unsealed, §17.2 item 2), then has it sealed
+   * once a session with `to` exists, and relayed. Resolves once it is recorded; its outcome is one
+   * `send_settled` (and the waiters {@link attach}ed).
+   * @throws ClientError `malformed` (recipient, content), `too_large`, `rate_limited`: refused, no send exists;
+   *   or the journal's failure (the agent stops; the send's outcome is that failure)
+   */
   async enqueue(to: string, type: MessageType, content: JsonValue, options: SendOptions): Promise<OutboxEntry> {
     const deps = this.#deps;
+    if (!isAgentId(to)) throw new ClientError('malformed', `recipient '${String(to).slice(0, 128)}' is not a valid agent id`);
+    if (to === deps.options.identity.agentId) throw new ClientError('malformed', `'${to}' is this agent itself: an agent does not send to itself`);
     if (this.#entries.size >= (deps.options.maxPendingSends ?? 10_000)) throw new ClientError('rate_limited', 'too many sends waiting for a receipt');
     const msg: OutboxMessage = {
       type,
@@ -170,45 +246,92 @@ export class Outbox {
       ...(options.parentMessageHash === undefined ? {} : { parentMessageHash: toBase64Url(options.parentMessageHash) }),
     };
     const now = Date.now();
+    try {
+      // Checked now, before it is recorded: content that is no JSON value, or too large, is the caller's error, and
+      // one that cannot be written as JSON must never reach the journal (a failed append stops the agent).
+      encodePayload(outgoing(msg), now);
+    } catch (error) {
+      throw ClientError.from(error);
+    }
     const id = options.id ?? toHex(deps.crypto.randomBytes(16));
-    const { session, sealed } = await this.#seal(to, msg);
-    deps.lifecycle.assertUsable();
     const existing = this.#entries.get(id);
-    if (existing !== undefined) return existing; // the same id raced in meanwhile: the first one stands
+    if (existing !== undefined) return existing; // the same id came in meanwhile: the first one stands
     const entry: OutboxEntry = {
       id,
       to,
       msg,
-      envelope: sealed.envelope,
-      hashHex: toHex(sealed.messageHash),
-      sessionIdHex: session.idHex,
-      peerKey: session.peer.identityPublicKey,
+      envelope: undefined,
+      hashHex: '',
+      sessionIdHex: '',
+      peerKey: new Uint8Array(0),
       createdAtMs: now,
-      expiresAtMs: Number(sealed.envelope.timestampMs) + maxAgeMs(deps.options),
+      expiresAtMs: now + maxAgeMs(deps.options),
       reseals: 0,
       status: undefined,
-      nextAttemptAtMs: now + resendBaseMs(deps.options),
+      nextAttemptAtMs: 0,
       backoffMs: resendBaseMs(deps.options),
       inFlight: false,
       durable: !deps.durable,
       staged: undefined,
       resealing: false,
       waiters: new Set(),
+      settled: undefined,
     };
     this.#entries.set(id, entry);
-    this.#byHash.set(entry.hashHex, entry);
-    if (deps.durable) {
+    try {
+      // With a session to the recipient there is nothing to wait for: sealed at once, its sealed record its only
+      // one (the live path writes no more than before).
+      if (await this.#sealNow(entry)) return entry;
+      if (deps.durable) {
+        // Held from now on: a crash, a restart or a caller's timeout while the handshake runs loses nothing.
+        await deps.record([unsealedRecord(entry)]);
+        entry.durable = true;
+      }
+    } catch (error) {
+      // Not held anywhere (the journal failed: the agent stops, fail closed): this failure is the send's outcome.
+      this.#settle(entry, { outcome: 'failed', error: ClientError.from(error) });
+      throw error;
+    }
+    void this.#reseal(to, '');
+    return entry;
+  }
+
+  /**
+   * Seals a new send in the current session with its recipient, if there is one, records it and relays it.
+   * @returns false when there is no session, or it ended while its counters were being reserved (nothing was
+   *   sealed): the send then waits for a session like a first contact
+   * @throws the reservation's or the record's failure (the agent stops)
+   */
+  async #sealNow(entry: OutboxEntry): Promise<boolean> {
+    const { manager, durable, lifecycle } = this.#deps;
+    const session = manager.current(entry.to);
+    if (session === undefined || session.isClosed) return false;
+    entry.resealing = true; // claimed: no tick, reconnect or other send seals it meanwhile
+    try {
+      let sealed: Awaited<ReturnType<SessionManager['sealIn']>>;
       try {
-        // Durable before it leaves this process: a crash from here on resends it after restart.
-        await deps.record([outRecord(entry)]);
+        sealed = await manager.sealIn(session, { ...outgoing(entry.msg), timestampMs: entry.createdAtMs });
       } catch (error) {
-        this.#forget(entry);
+        if (session.isClosed && !lifecycle.stopped) return false;
         throw error;
       }
-      entry.durable = true;
+      if (this.#entries.get(entry.id) !== entry) return true; // settled meanwhile (the agent stopped)
+      const next = { envelope: sealed.envelope, hashHex: toHex(sealed.messageHash), sessionIdHex: session.idHex, peerKey: session.peer.identityPublicKey };
+      if (durable) {
+        entry.staged = outRecord({ ...entry, ...next });
+        try {
+          await this.#deps.record([entry.staged]); // durable before it leaves this process
+        } finally {
+          entry.staged = undefined;
+        }
+      }
+      Object.assign(entry, next, { durable: true, nextAttemptAtMs: Date.now() + entry.backoffMs });
+      this.#byHash.set(entry.hashHex, entry);
+      void this.#transmit(entry);
+      return true;
+    } finally {
+      entry.resealing = false;
     }
-    void this.#transmit(entry);
-    return entry;
   }
 
   /**
@@ -227,8 +350,8 @@ export class Outbox {
   }
 
   /**
-   * The periodic pass: expire, resend what got no receipt, seal (when `connected`) what is not sealed — a send
-   * whose reseal failed and waits to be retried. A sealed envelope is resent as it is even when its session has
+   * The periodic pass: expire, resend what got no receipt, seal (when `connected`) what waits for a session and
+   * is due — a send restored unsealed, or one whose handshake or reseal failed and waits for its next attempt. A sealed envelope is resent as it is even when its session has
    * ended here (idle, past its lifetime, not restored after a restart): the recipient may hold it already, unacked
    * by its application, and a new seal would be a new message to it. If the recipient cannot open it, its
    * SessionReject reseals it (§17.2, §17.4).
@@ -320,23 +443,18 @@ export class Outbox {
   }
 
   /**
-   * Seals a message in the current session with `to` (establishing one if needed). A session that ends while
-   * its counters are being reserved (idle expiry, a SessionReject, the per-peer bound) sealed nothing: the
-   * message is sealed in a new one.
+   * Seals a message in the current session with `to` (establishing one if needed), stamped with its creation
+   * time (§17.2 item 7). A session that ends while its counters are being reserved (idle expiry, a
+   * SessionReject, the per-peer bound) sealed nothing: the message is sealed in a new one.
    * @throws the handshake's or the reservation's failure; `unavailable` if session after session ended meanwhile
    */
-  async #seal(to: string, msg: OutboxMessage): Promise<{ session: Session; sealed: Awaited<ReturnType<SessionManager['sealIn']>> }> {
+  async #seal(to: string, msg: OutboxMessage, timestampMs: number): Promise<{ session: Session; sealed: Awaited<ReturnType<SessionManager['sealIn']>> }> {
     const { manager, lifecycle } = this.#deps;
-    const outgoing: OutgoingMessage = {
-      type: msg.type as MessageType,
-      content: msg.content as JsonValue,
-      ...(msg.handoffHash === undefined ? {} : { handoffHash: fromBase64Url(msg.handoffHash) }),
-      ...(msg.parentMessageHash === undefined ? {} : { parentMessageHash: fromBase64Url(msg.parentMessageHash) }),
-    };
+    const message: OutgoingMessage = { ...outgoing(msg), timestampMs };
     for (let attempt = 1; ; attempt++) {
       const session = await manager.session(to);
       try {
-        return { session, sealed: await manager.sealIn(session, outgoing) };
+        return { session, sealed: await manager.sealIn(session, message) };
       } catch (error) {
         if (!session.isClosed || lifecycle.stopped) throw error;
         if (attempt >= MAX_SEAL_ATTEMPTS) throw new ClientError('unavailable', `${MAX_SEAL_ATTEMPTS} sessions with '${to}' ended while a message was being sealed`, { cause: error });
@@ -347,16 +465,17 @@ export class Outbox {
   /** Relays an outbox entry on the live stream (if any); the tick and reconnects call it again. */
   async #transmit(entry: OutboxEntry): Promise<void> {
     const conn = this.#deps.connection();
-    if (!entry.durable || conn === undefined || !conn.isOpen || entry.inFlight || this.#deps.lifecycle.stopped) return;
+    const envelope = entry.envelope;
+    if (envelope === undefined || !entry.durable || conn === undefined || !conn.isOpen || entry.inFlight || this.#deps.lifecycle.stopped) return;
     entry.inFlight = true;
     const hash = entry.hashHex;
     try {
-      const accepted = await conn.sendEnvelope(entry.envelope);
+      const accepted = await conn.sendEnvelope(envelope);
       if (entry.hashHex !== hash) return; // resealed meanwhile
       entry.status = accepted.status;
       // QUEUED: the gateway holds it durably until the recipient acks; DELIVERED: it may hold it only in memory.
       entry.nextAttemptAtMs = accepted.status === DeliveryStatus.QUEUED ? Number.POSITIVE_INFINITY : Date.now() + entry.backoffMs;
-      entry.backoffMs = Math.min(entry.backoffMs * 2, 60_000);
+      entry.backoffMs = Math.min(entry.backoffMs * 2, MAX_BACKOFF_MS);
     } catch (error) {
       const e = ClientError.from(error);
       if (!conn.isOpen) return; // the stream ended: resent after reconnection
@@ -365,7 +484,7 @@ export class Outbox {
         return;
       }
       entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // rate_limited, unavailable, …: try again later
-      entry.backoffMs = Math.min(entry.backoffMs * 2, 60_000);
+      entry.backoffMs = Math.min(entry.backoffMs * 2, MAX_BACKOFF_MS);
     } finally {
       entry.inFlight = false;
     }
@@ -374,8 +493,10 @@ export class Outbox {
   #settle(entry: OutboxEntry, result: Settlement): void {
     if (this.#entries.get(entry.id) !== entry) return;
     this.#forget(entry);
-    // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt.
-    if (this.#deps.durable) void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
+    entry.settled = result;
+    // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt
+    // (or, for a send never sealed, seals it then: nothing of it had left). None for a send never recorded.
+    if (this.#deps.durable && entry.durable) void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
     for (const w of entry.waiters) {
       if (result.outcome === 'delivered') w.resolve(result.receipt);
       else w.reject(result.error);
@@ -386,37 +507,60 @@ export class Outbox {
 
   #forget(entry: OutboxEntry): void {
     this.#entries.delete(entry.id);
-    if (this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
+    if (entry.hashHex !== '' && this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
   }
 
   /**
-   * Moves to a new session with its peer (§17.2) the send a verified SessionReject names (`only`: the session
-   * it names is closed here too), or, with `sessionIdHex` empty, every unsealed send to `peerId`.
+   * Seals in a (new) session with its peer (§17.2) the send a verified SessionReject names (`only`: the session
+   * it names is closed here too), or, with `sessionIdHex` empty, every send to `peerId` that waits for a session
+   * — new ones (their first seal) and ones whose reseal waits to be retried. They share one handshake: its
+   * failure is theirs, permanent (settled with its code) or retried with backoff until they expire (§17.2 item 6).
    */
   async #reseal(peerId: string, sessionIdHex: string, only?: OutboxEntry): Promise<void> {
     const { manager, options, lifecycle } = this.#deps;
-    const dead = manager.sessionById(sessionIdHex);
+    const dead = sessionIdHex === '' ? undefined : manager.sessionById(sessionIdHex);
     if (dead !== undefined) manager.closeSession(dead);
-    // Claimed all at once, before the first await: a SessionReject, the tick and a reconnect can each ask
-    // for the same sends while a new session's handshake runs.
+    // Claimed all at once, before the first await: a SessionReject, the tick, a reconnect and new sends can each
+    // ask for the same sends while a handshake runs. Only recorded ones: a send is sealed once it is held.
     const candidates = only === undefined ? [...this.#entries.values()] : [only];
-    const entries = candidates.filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing);
+    const claimed = candidates.filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing && e.durable);
+    const entries: OutboxEntry[] = [];
+    for (const entry of claimed) {
+      if (entry.envelope !== undefined && entry.reseals >= MAX_RESEALS) {
+        this.#settle(entry, { outcome: 'failed', error: new ClientError('unknown_session', `'${entry.to}' refused ${MAX_RESEALS + 1} sessions in a row`) });
+      } else entries.push(entry);
+    }
     if (entries.length === 0) return;
     for (const entry of entries) entry.resealing = true;
-    this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: entries.length });
+    const moved = entries.filter((e) => e.envelope !== undefined).length;
+    if (moved > 0) this.#deps.emit({ kind: 'resealed', peerId, sessionIdHex, messages: moved });
     try {
+      try {
+        await manager.session(peerId); // one handshake for them all (and for every other send to the peer)
+      } catch (error) {
+        if (!lifecycle.stopped) this.#noSession(peerId, entries, ClientError.from(error), true);
+        return;
+      }
       for (const entry of entries) {
         if (this.#entries.get(entry.id) !== entry) continue;
-        if (entry.reseals >= MAX_RESEALS) {
-          this.#settle(entry, { outcome: 'failed', error: new ClientError('unknown_session', `'${entry.to}' refused ${MAX_RESEALS + 1} sessions in a row`) });
+        const now = Date.now();
+        if (now >= entry.expiresAtMs) {
+          this.#settle(entry, { outcome: 'expired', error: new ClientError('expired', `no verified receipt from '${entry.to}' before the message expired`) });
           continue;
         }
         try {
-          const { session, sealed } = await this.#seal(entry.to, entry.msg);
+          const { session, sealed } = await this.#seal(entry.to, entry.msg, Math.min(now, entry.expiresAtMs - maxAgeMs(options)));
           if (this.#entries.get(entry.id) !== entry) continue;
-          const next = { envelope: sealed.envelope, hashHex: toHex(sealed.messageHash), sessionIdHex: session.idHex, peerKey: session.peer.identityPublicKey, reseals: entry.reseals + 1 };
+          const next = {
+            envelope: sealed.envelope,
+            hashHex: toHex(sealed.messageHash),
+            sessionIdHex: session.idHex,
+            peerKey: session.peer.identityPublicKey,
+            reseals: entry.envelope === undefined ? entry.reseals : entry.reseals + 1,
+          };
           if (this.#deps.durable) {
             // Recorded before the new envelope replaces the old one: until then nothing can relay it (§17.2 item 2).
+            // For a first seal this one record replaces the unsealed one (same id): a crash leaves one of the two.
             entry.staged = outRecord({ ...entry, ...next });
             try {
               await this.#deps.record([entry.staged]);
@@ -425,7 +569,7 @@ export class Outbox {
             }
             if (this.#entries.get(entry.id) !== entry) continue; // settled meanwhile (expired, a receipt of the old envelope)
           }
-          this.#byHash.delete(entry.hashHex);
+          if (entry.hashHex !== '' && this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
           entry.envelope = next.envelope;
           entry.hashHex = next.hashHex;
           entry.sessionIdHex = next.sessionIdHex;
@@ -437,23 +581,61 @@ export class Outbox {
           this.#byHash.set(entry.hashHex, entry);
           void this.#transmit(entry);
         } catch (error) {
-          const e = ClientError.from(error);
           if (lifecycle.stopped) return;
-          if (e.code === 'handshake_failed' || e.code === 'unavailable' || e.code === 'rate_limited') {
-            entry.nextAttemptAtMs = Date.now() + entry.backoffMs; // the tick retries the reseal
-            entry.status = undefined;
-            entry.sessionIdHex = '';
-          } else this.#settle(entry, { outcome: 'failed', error: e });
+          // This message's own failure (or a later session's): it ends this one only.
+          this.#noSession(peerId, [entry], ClientError.from(error), false);
         }
       }
     } finally {
       for (const entry of entries) entry.resealing = false;
     }
   }
+
+  /**
+   * Sends waiting for a session with `peerId` did not get one, or could not be sealed in it (§17.2 item 6).
+   * Permanent: they settle with the failure's code — with `handshake`, every send to the peer that waits for a
+   * session, also those waiting for their next attempt. Otherwise they are tried again after their backoff
+   * (doubling), until they expire.
+   */
+  #noSession(peerId: string, entries: readonly OutboxEntry[], error: ClientError, handshake: boolean): void {
+    if (isPermanentHandshakeFailure(error.code)) {
+      const waiting = handshake ? [...this.#entries.values()].filter((e) => e.to === peerId && e.sessionIdHex === '' && !e.resealing && e.durable) : [];
+      for (const entry of new Set([...entries, ...waiting])) this.#settle(entry, { outcome: 'failed', error });
+      return;
+    }
+    const now = Date.now();
+    for (const entry of entries) {
+      if (this.#entries.get(entry.id) !== entry) continue;
+      entry.nextAttemptAtMs = now + entry.backoffMs; // the tick tries again
+      entry.backoffMs = Math.min(entry.backoffMs * 2, MAX_BACKOFF_MS);
+      entry.status = undefined;
+      entry.sessionIdHex = '';
+    }
+  }
+}
+
+/** The message as the session layer takes it. */
+function outgoing(msg: OutboxMessage): OutgoingMessage {
+  return {
+    type: msg.type as MessageType,
+    content: msg.content as JsonValue,
+    ...(msg.handoffHash === undefined ? {} : { handoffHash: fromBase64Url(msg.handoffHash) }),
+    ...(msg.parentMessageHash === undefined ? {} : { parentMessageHash: fromBase64Url(msg.parentMessageHash) }),
+  };
+}
+
+/** Whether a send waits for a session: never sealed, or its reseal is under way or waits to be retried. */
+function waitsForSession(e: OutboxEntry): boolean {
+  return e.envelope === undefined || e.sessionIdHex === '' || e.resealing;
+}
+
+/** The journal record of a send not sealed yet. */
+function unsealedRecord(e: Pick<OutboxEntry, 'id' | 'to' | 'msg' | 'createdAtMs' | 'expiresAtMs'>): Extract<JournalRecord, { t: 'out_unsealed' }> {
+  return { t: 'out_unsealed', id: e.id, to: e.to, msg: e.msg, at: e.createdAtMs, exp: e.expiresAtMs };
 }
 
 /** The journal record of an outbox entry (or of its next seal). */
-function outRecord(e: Pick<OutboxEntry, 'id' | 'to' | 'msg' | 'envelope' | 'hashHex' | 'sessionIdHex' | 'peerKey' | 'createdAtMs' | 'expiresAtMs' | 'reseals'>): Extract<JournalRecord, { t: 'out' }> {
+function outRecord(e: Pick<OutboxEntry, 'id' | 'to' | 'msg' | 'hashHex' | 'sessionIdHex' | 'peerKey' | 'createdAtMs' | 'expiresAtMs' | 'reseals'> & { readonly envelope: SecureMessage }): Extract<JournalRecord, { t: 'out' }> {
   return {
     t: 'out',
     id: e.id,

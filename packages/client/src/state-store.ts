@@ -12,10 +12,16 @@
  * - `rewrite` atomically replaces everything appended before it was called (a
  *   crash leaves the old or the new records, never a mix); records appended
  *   after it was called are kept, after the new records.
+ *
+ * One process at a time may use a state file (PROTOCOL §13): `fileStateStore` holds a lock file beside it from
+ * its first use until `close()` (./state-lock.ts).
  */
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { link, mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { SecretKey, createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { ClientError } from './errors.js';
+import { acquireStateLock, type StateLock } from './state-lock.js';
 
 /** Durable storage of the agent's sealed records. */
 export interface StateStore {
@@ -25,8 +31,10 @@ export interface StateStore {
   append(records: readonly Uint8Array[]): Promise<void>;
   /** Atomically replaces every record appended before this call (compaction); later appends follow the new records. */
   rewrite(records: readonly Uint8Array[]): Promise<void>;
-  /** Waits for appends in flight and releases file handles (a later call reopens them). */
+  /** Waits for appends in flight and releases file handles and locks (a later call reopens them). */
   close(): Promise<void>;
+  /** Where the records are kept (a file's path), for messages. */
+  readonly location?: string;
 }
 
 const MAGIC = new TextEncoder().encode('PAJ1');
@@ -85,8 +93,16 @@ interface StoreOp {
  * and fsyncs the directory; it replaces what was appended before it was called, and appends called after
  * it wait for it and go to the new file (none is written to the file being replaced). A torn tail found by
  * `load` is cut off before the next append.
+ *
+ * One writer at a time: the first `load`, `append` or `rewrite` takes `<path>.lock` (./state-lock.ts) and
+ * `close()` releases it (a later call takes it again). Another process's open fails with `failed_precondition`
+ * naming that process; so does a second store on the same file in this process. Every write checks before and
+ * after that the lock is still this store's, and fails (the agent stops) when it is not.
  */
 export function fileStateStore(path: string): StateStore {
+  let lock: StateLock | undefined;
+  /** Takes the lock on first use; @throws ClientError `failed_precondition` when another process holds it. */
+  const locked = (): StateLock => (lock ??= acquireStateLock(path));
   let handle: FileHandle | undefined;
   let size = 0;
   const ops: StoreOp[] = [];
@@ -96,6 +112,7 @@ export function fileStateStore(path: string): StateStore {
   const ensureOpen = async (): Promise<FileHandle> => {
     if (handle !== undefined) return handle;
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    locked();
     const h = await open(path, 'a+', 0o600);
     const stat = await h.stat();
     if (stat.size === 0) {
@@ -123,6 +140,7 @@ export function fileStateStore(path: string): StateStore {
       at += b.bytes!.length;
     }
     const h = await ensureOpen();
+    locked().check(); // nothing is written to a file another process may have taken over
     const before = size;
     try {
       await h.write(bytes, 0, bytes.length, before);
@@ -133,10 +151,14 @@ export function fileStateStore(path: string): StateStore {
       await h.truncate(before).catch(() => undefined);
       throw error;
     }
+    // Durable — but vouched for (a counter reservation counts) only while the lock is still ours: a process that
+    // took it over before this check loaded the state after this write.
+    locked().check();
   };
 
   const rewriteFile = async (framed: Uint8Array): Promise<void> => {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    locked().check();
     const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
     const h = await open(tmp, 'wx', 0o600);
     try {
@@ -150,6 +172,7 @@ export function fileStateStore(path: string): StateStore {
     }
     await h.close();
     try {
+      locked().check();
       await rename(tmp, path);
     } catch (error) {
       await rm(tmp, { force: true });
@@ -164,6 +187,7 @@ export function fileStateStore(path: string): StateStore {
       await dir.close();
     }
     await ensureOpen();
+    locked().check();
   };
 
   const run = async (): Promise<void> => {
@@ -186,7 +210,14 @@ export function fileStateStore(path: string): StateStore {
         ops.shift();
         try {
           if (head.kind === 'rewrite') await rewriteFile(head.bytes!);
-          else await closeHandle();
+          else {
+            try {
+              await closeHandle();
+            } finally {
+              lock?.release();
+              lock = undefined;
+            }
+          }
           head.resolve();
         } catch (error) {
           head.reject(error);
@@ -207,7 +238,9 @@ export function fileStateStore(path: string): StateStore {
   };
 
   return {
+    location: path,
     async load() {
+      locked(); // before reading: a second process must not restore what the first one uses
       let bytes: Uint8Array;
       try {
         bytes = await readFile(path);
@@ -220,6 +253,7 @@ export function fileStateStore(path: string): StateStore {
       const { records, tornAt } = parseRecords(bytes, MAGIC.length);
       if (tornAt !== undefined) {
         const h = await ensureOpen();
+        locked().check();
         await h.truncate(tornAt);
         await h.sync();
         size = tornAt;
@@ -250,6 +284,100 @@ export function fileStateStore(path: string): StateStore {
       return enqueue('close');
     },
   };
+}
+
+const STATE_KEY_BYTES = 32;
+
+/**
+ * The agent's `stateKey` kept in a file of its own: read when the file exists, else made (32 random bytes, mode
+ * 0600) — so a program started again continues from its state (a new key each run could not read it). The file
+ * is written as `<path>.<pid>.<random>.tmp` (O_EXCL, fsynced), then linked to `path` (which fails rather than
+ * replaces: two processes making it at once end with one key, the loser reads it) and the directory is fsynced.
+ * Keep it apart from the state file (another directory, another backup): the state is sealed under it.
+ * @param path the key file (its directory is created, mode 0700, when missing)
+ * @param options.crypto the ParleyCrypto to draw a new key from (default: a new one)
+ * @returns the key (`aead`); the caller may `wipe()` it once the agent is closed
+ * @throws ClientError `permission_denied` when group or others may access the file; `malformed` when it is not
+ *   a regular file of 32 bytes; `unavailable` when it cannot be read or written
+ */
+export async function stateKeyFile(path: string, options: { readonly crypto?: ParleyCrypto } = {}): Promise<SecretKey> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const existing = await readStateKeyFile(path);
+    if (existing !== undefined) return existing;
+    const made = await makeStateKeyFile(path, options.crypto ?? (await createCrypto()));
+    if (made !== undefined) return made;
+    // another process made it meanwhile: read that one
+  }
+  throw new ClientError('unavailable', `state key file ${path} keeps appearing and disappearing; try again`);
+}
+
+const ioError = (what: string, path: string, error: unknown): ClientError =>
+  new ClientError('unavailable', `cannot ${what} state key file ${path}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+
+async function readStateKeyFile(path: string): Promise<SecretKey | undefined> {
+  let h: FileHandle;
+  try {
+    h = await open(path, constants.O_RDONLY | constants.O_NONBLOCK); // never waits on a FIFO
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw ioError('read', path, error);
+  }
+  const bytes = new Uint8Array(STATE_KEY_BYTES);
+  try {
+    const stat = await h.stat();
+    if (!stat.isFile()) throw new ClientError('malformed', `state key file ${path} is not a regular file`);
+    const mode = stat.mode & 0o777;
+    if ((mode & 0o077) !== 0) throw new ClientError('permission_denied', `state key file ${path} is accessible by group or others (mode ${mode.toString(8)}): run chmod 600 ${path}`);
+    if (stat.size !== STATE_KEY_BYTES) {
+      throw new ClientError('malformed', `state key file ${path} is ${stat.size} bytes, not ${STATE_KEY_BYTES}: not a state key (a state key file holds the 32 raw key bytes)`);
+    }
+    const { bytesRead } = await h.read(bytes, 0, STATE_KEY_BYTES, 0);
+    if (bytesRead !== STATE_KEY_BYTES) throw new ClientError('malformed', `state key file ${path}: read ${bytesRead} of its ${STATE_KEY_BYTES} bytes`);
+    return SecretKey.from(bytes, 'aead');
+  } catch (error) {
+    throw error instanceof ClientError ? error : ioError('read', path, error);
+  } finally {
+    bytes.fill(0);
+    await h.close();
+  }
+}
+
+/** Makes the key file; undefined when one appeared meanwhile. */
+async function makeStateKeyFile(path: string, crypto: ParleyCrypto): Promise<SecretKey | undefined> {
+  const dir = dirname(path);
+  const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
+  const key = crypto.randomKey('aead', STATE_KEY_BYTES);
+  let made = false;
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const h = await open(tmp, 'wx', 0o600);
+    try {
+      await h.write(key.unsafeBytes(), 0, STATE_KEY_BYTES, 0);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    try {
+      await link(tmp, path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+      throw error;
+    }
+    await rm(tmp, { force: true });
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+    made = true;
+    return key;
+  } catch (error) {
+    throw ioError('create', path, error);
+  } finally {
+    if (!made) key.wipe();
+    await rm(tmp, { force: true }).catch(() => undefined);
+  }
 }
 
 /** A StateStore in memory (tests, and agents that need no persistence but want the same code path). */

@@ -31,23 +31,33 @@ describe('state store', () => {
   it('fileStateStore: missing file is empty; appends survive reopening; rewrite is atomic with mode 0600; a torn tail is cut', async () => {
     const path = join(dir, 'nested', 'state.bin');
     const store = fileStateStore(path);
+    /** What another store finds (one store at a time: `store` is closed first, and reopens at its next call). */
+    const reread = async (): Promise<Uint8Array[]> => {
+      await store.close();
+      const other = fileStateStore(path);
+      try {
+        return await other.load();
+      } finally {
+        await other.close();
+      }
+    };
     expect(await store.load()).toEqual([]);
     await Promise.all([store.append([new Uint8Array([7])]), store.append([new Uint8Array([8]), new Uint8Array([9])])]);
-    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([7]), new Uint8Array([8]), new Uint8Array([9])]);
+    expect(await reread()).toEqual([new Uint8Array([7]), new Uint8Array([8]), new Uint8Array([9])]);
     await store.rewrite([new Uint8Array([1])]);
     await store.append([new Uint8Array([2])]);
-    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([1]), new Uint8Array([2])]);
+    expect(readdirSync(join(dir, 'nested')).sort()).toEqual(['state.bin', 'state.bin.lock']); // no temporary files left; the lock while open
+    expect(await reread()).toEqual([new Uint8Array([1]), new Uint8Array([2])]);
     expect(statSync(path).mode & 0o777).toBe(0o600);
-    expect(readdirSync(join(dir, 'nested'))).toEqual(['state.bin']); // no temporary files left
-    await store.close();
+    expect(readdirSync(join(dir, 'nested'))).toEqual(['state.bin']); // closed: no lock either
     appendFileSync(path, new Uint8Array([0, 0, 0, 9, 1])); // a record cut by a crash mid-write
     const reopened = fileStateStore(path);
     expect(await reopened.load()).toEqual([new Uint8Array([1]), new Uint8Array([2])]);
     await reopened.append([new Uint8Array([3])]);
-    expect(await fileStateStore(path).load()).toEqual([new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([3])]);
     await reopened.close();
+    expect(await reread()).toEqual([new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([3])]);
     writeFileSync(path, 'garbage');
-    await expect(fileStateStore(path).load()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
+    await expect(reread()).rejects.toSatisfy((e) => isClientError(e, 'state_corrupt'));
   });
 
   it('journal: records are sealed (no plaintext on disk), replay is idempotent, a wrong key is state_corrupt', async () => {

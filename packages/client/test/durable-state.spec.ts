@@ -31,6 +31,26 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const bytes = (n: number): Uint8Array => new Uint8Array([n]);
 
+/** The records a new store finds in `path` (closed again: one store at a time holds a state file). */
+async function reread(path: string): Promise<Uint8Array[]> {
+  const store = fileStateStore(path);
+  try {
+    return await store.load();
+  } finally {
+    await store.close();
+  }
+}
+
+/** The journal records a new store finds in `path` (closed again). */
+async function journalRecords(path: string, stateKey: SecretKey): Promise<JournalRecord[]> {
+  const journal = new Journal(crypto, stateKey, fileStateStore(path));
+  try {
+    return await journal.load();
+  } finally {
+    await journal.close();
+  }
+}
+
 /** A store whose rewrites the test can wait for (the store itself is the real file store). */
 function observed(store: StateStore): { store: StateStore; rewrites: Promise<void>[] } {
   const rewrites: Promise<void>[] = [];
@@ -67,7 +87,7 @@ describe('fileStateStore ordering', () => {
     await store.append([bytes(1)]);
     const next = store.append([bytes(2)]);
     await store.close(); // waits for every append made before it
-    expect(await fileStateStore(path).load()).toEqual([bytes(1), bytes(2)]);
+    expect(await reread(path)).toEqual([bytes(1), bytes(2)]);
     await next;
   });
 
@@ -79,15 +99,16 @@ describe('fileStateStore ordering', () => {
     const rewritten = store.rewrite([bytes(10)]);
     const during = store.append([bytes(3)]);
     await Promise.all([before, rewritten, during]);
-    expect(await fileStateStore(path).load()).toEqual([bytes(10), bytes(3)]);
+    await store.close(); // one store at a time (it reopens at its next call)
+    expect(await reread(path)).toEqual([bytes(10), bytes(3)]);
     // An append made once the rewrite's file work is under way, awaited (resolved) before the rewrite is.
     const again = store.rewrite([bytes(20)]);
     await new Promise((resolve) => setImmediate(resolve));
     await store.append([bytes(4)]);
     await again;
     await store.append([bytes(5)]);
-    expect(await fileStateStore(path).load()).toEqual([bytes(20), bytes(4), bytes(5)]);
     await store.close();
+    expect(await reread(path)).toEqual([bytes(20), bytes(4), bytes(5)]);
   });
 });
 
@@ -101,7 +122,7 @@ describe('DurableState compaction', () => {
     const during = state.record([{ t: 'in_done', hash: 'bb', receipt: 'Ag', at: 2 }]);
     await Promise.all([compaction, during]);
     await state.close();
-    const saved = replay(await new Journal(crypto, stateKey, fileStateStore(path)).load());
+    const saved = replay(await journalRecords(path, stateKey));
     expect([...saved.receipts.keys()]).toEqual(['bb']); // 'aa' was not in the snapshot; 'bb' came after it
   });
 
@@ -140,8 +161,9 @@ describe('DurableState compaction', () => {
     for (let n = 0; n < 4; n++) used.push((await a.sealIn(session, { type: MessageType.STATUS_UPDATE, content: { n } })).envelope.nonce);
     await Promise.all(rewrites);
     expect(rewrites).toHaveLength(1);
-    // Crash: a new process restores the session from the journal at its recorded mark.
-    const saved = replay(await new Journal(crypto, stateKey, fileStateStore(path)).load()).sessions.get(session.idHex)!;
+    // Crash: a new process restores the session from the journal at its recorded mark (the crashed one's lock gone with it).
+    await state.close();
+    const saved = replay(await journalRecords(path, stateKey)).sessions.get(session.idHex)!;
     const restarted = new SessionManager({
       crypto,
       stateKey,

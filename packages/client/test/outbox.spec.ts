@@ -7,11 +7,11 @@ import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { DeliveryStatus, MessageType, type HandshakeFrame, type SecureMessage } from '@parley/proto';
 import { SessionManager, type LocalIdentity, type Session, type SessionManagerOptions } from '@parley/session';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AgentEvent, ConnectOptions } from '../src/agent-options.js';
 import type { GatewayConnection } from '../src/connection.js';
 import { Lifecycle } from '../src/lifecycle.js';
-import { Outbox } from '../src/outbox.js';
+import { Outbox, type OutboxEntry } from '../src/outbox.js';
 import { ClientError, replay, signReceipt, signSessionReject, type JournalRecord } from '../src/index.js';
 import { testWorld } from './world.js';
 
@@ -94,7 +94,12 @@ function outbox(manager: SessionManager, options: { durable?: boolean; record?: 
   return { box, sent, events, records, lifecycle, nextSent };
 }
 
-const send = (box: Outbox, n: number) => box.enqueue('bob', MessageType.STATUS_UPDATE, { n }, {});
+/** A send, once sealed and relayed (`enqueue` resolves as soon as it is recorded, before its handshake). */
+async function send(box: Outbox, n: number): Promise<OutboxEntry> {
+  const entry = await box.enqueue('bob', MessageType.STATUS_UPDATE, { n }, {});
+  await vi.waitFor(() => expect(entry.envelope !== undefined && !entry.resealing).toBe(true));
+  return entry;
+}
 
 describe('outbox', () => {
   it('relays a send only once its outbox record is durable: not on a reconnect or a tick while the record is written', async () => {

@@ -2,12 +2,13 @@
 // receipt. Both agents were enrolled with `parley-registry agent register <id> --type <type> --json > <id>.json`
 // (the JSON names the key file the CLI wrote); the trust bundle is `parley-registry trust-bundle > trust-bundle.json`.
 //   PARLEY_GATEWAY=127.0.0.1:7443 PARLEY_GATEWAY_ID=gw-1 PARLEY_REGISTRY=127.0.0.1:50051 \
-//   PARLEY_AGENTS_DIR=./agents PARLEY_TRUST_BUNDLE=./trust-bundle.json node agent.js
+//   PARLEY_AGENTS_DIR=./agents PARLEY_STATE_KEY_FILE=./state.key PARLEY_TRUST_BUNDLE=./trust-bundle.json \
+//   node --import tsx agent.ts      (TypeScript: run with tsx, or compile it first and run the .js)
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, fileStateStore, verifyReceiptSignature } from '../src/index.js';
-import { SecretKey, createCrypto, fromBase64Url } from '@parley/crypto-core';
+import { connect, fileStateStore, stateKeyFile, verifyReceiptSignature } from '../src/index.js';
+import { createCrypto, fromBase64Url } from '@parley/crypto-core';
 import { TrustBundle, decodeCertificate } from '@parley/identity';
 import { MessageType } from '@parley/proto';
 
@@ -16,7 +17,9 @@ const agentsDir = setting('PARLEY_AGENTS_DIR');
 const crypto = await createCrypto();
 const trustBundle = TrustBundle.fromJSON(crypto, readFileSync(setting('PARLEY_TRUST_BUNDLE'), 'utf8'));
 const ca = process.env['PARLEY_GATEWAY_CA']; // PEM; required unless the gateway is on loopback
-const stateKey = SecretKey.from(crypto.randomBytes(32), 'aead'); // keep it (0600) to continue after a restart
+// What the agents' state files are sealed under: made (0600) on the first run and read on the next ones, which
+// continue from the state (a new key each run could not open it). Keep it apart from the state files.
+const stateKey = await stateKeyFile(setting('PARLEY_STATE_KEY_FILE'), { crypto });
 
 /** What `agent register --json` printed: the certificate, and the key file it wrote. */
 function identityOf(agentId: string) {

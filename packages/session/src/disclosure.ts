@@ -14,7 +14,7 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import { isIdentityError, verifyCertificate, type RevocationChecker, type TrustBundle } from '@parley/identity';
 import { ValueSchema, toJson, type AgentCertificate, type JsonValue, type MessagePayload, type SecureMessage } from '@parley/proto';
 import { SALT_BYTES, assertEnvelopeShape, envelopeSignedBytes, payloadCommitment } from './envelope.js';
-import { SessionError, type SessionErrorCode } from './errors.js';
+import { SessionError, detailOf, type SessionErrorCode } from './errors.js';
 import { decodePayload, type Disclosure } from './session.js';
 
 export interface DisclosureProof {
@@ -59,7 +59,7 @@ export function verifyDisclosure(
       ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
     });
   } catch (error) {
-    if (isIdentityError(error)) throw new SessionError(error.code as SessionErrorCode, error.message, { cause: error });
+    if (isIdentityError(error)) throw new SessionError(error.code as SessionErrorCode, detailOf(error), { cause: error });
     throw error;
   }
   const signed = envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag);

@@ -57,6 +57,52 @@ export type SessionErrorCode =
   | 'rate_limited'
   | 'state_corrupt';
 
+/** Every code, once (the type makes the table complete). */
+const CODE_TABLE: Readonly<Record<SessionErrorCode, true>> = {
+  malformed: true,
+  unsupported_version: true,
+  unknown_session: true,
+  bad_signature: true,
+  bad_tag: true,
+  decrypt_failed: true,
+  replay: true,
+  stale_timestamp: true,
+  future_timestamp: true,
+  revoked: true,
+  expired: true,
+  not_yet_valid: true,
+  unknown_issuer: true,
+  bad_certificate: true,
+  identity_mismatch: true,
+  bad_binding: true,
+  bad_commitment: true,
+  revocation_stale: true,
+  handshake_failed: true,
+  nonce_exhausted: true,
+  too_large: true,
+  policy_denied: true,
+  rate_limited: true,
+  state_corrupt: true,
+};
+const CODES: ReadonlySet<string> = new Set(Object.keys(CODE_TABLE));
+
+/** Whether `value` is one of the {@link SessionErrorCode}s. */
+export function isSessionErrorCode(value: unknown): value is SessionErrorCode {
+  return typeof value === 'string' && CODES.has(value);
+}
+
+/**
+ * An error's message without its leading `[code] ` (every Parley error class puts its code there): what to
+ * pass on when wrapping it under the same code, so that the code is printed once (`[unknown_issuer] …`, not
+ * `[unknown_issuer] [unknown_issuer] …`).
+ */
+export function detailOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  const prefix = typeof code === 'string' ? `[${code}] ` : undefined;
+  return prefix !== undefined && error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+}
+
 export class SessionError extends Error {
   override readonly name = 'SessionError';
   readonly code: SessionErrorCode;

@@ -30,7 +30,7 @@ import {
   type HandshakeFrame,
 } from '@parley/proto';
 import { PROTOCOL_VERSION, SESSION_ID_BYTES, SIGNATURE_BYTES, isAgentId } from './envelope.js';
-import { SessionError, isSessionError, type SessionErrorCode } from './errors.js';
+import { SessionError, detailOf, isSessionError, type SessionErrorCode } from './errors.js';
 import { ignoreEvents, type SecurityEventSink } from './events.js';
 import { DEFAULT_REKEY_THRESHOLD, DirectionKeys, assertRekeyThreshold, MAX_REKEY_THRESHOLD } from './key-schedule.js';
 import type { MessageHashCache } from './message-cache.js';
@@ -129,7 +129,7 @@ function noise<T>(fn: () => T): T {
 function report(ctx: Context, error: unknown, sessionId: Uint8Array | undefined, peerId: string | undefined): SessionError {
   let e: SessionError;
   if (isSessionError(error)) e = error;
-  else if (isIdentityError(error)) e = new SessionError(error.code as SessionErrorCode, error.message, { cause: error });
+  else if (isIdentityError(error)) e = new SessionError(error.code as SessionErrorCode, detailOf(error), { cause: error });
   else e = new SessionError('handshake_failed', 'handshake rejected', { cause: error });
   ctx.events({
     kind: 'security',
@@ -310,11 +310,12 @@ export class InitiatorHandshake extends PendingHandshake {
 
   /**
    * Starts a handshake with `peerId`: returns the handshake and frame 1 to send.
-   * @throws SessionError `malformed` for an invalid peer id or threshold
+   * @throws SessionError `malformed` for an invalid peer id, the agent's own id, or an invalid threshold
    */
   static start(crypto: ParleyCrypto, config: HandshakeConfig, peerId: string, sessionId?: Uint8Array): { handshake: InitiatorHandshake; frame: HandshakeFrame } {
     const ctx = context(crypto, config);
-    if (!isAgentId(peerId) || peerId === config.identity.agentId) throw new SessionError('malformed', 'peer id is not a valid agent id');
+    if (!isAgentId(peerId)) throw new SessionError('malformed', 'peer id is not a valid agent id');
+    if (peerId === config.identity.agentId) throw new SessionError('malformed', `'${peerId}' is this agent itself: an agent has no session with itself`);
     const threshold = assertRekeyThreshold(config.rekeyThreshold ?? DEFAULT_REKEY_THRESHOLD);
     const id = sessionId ?? crypto.randomBytes(SESSION_ID_BYTES);
     if (id.length !== SESSION_ID_BYTES) throw new SessionError('malformed', 'session id must be 16 bytes');

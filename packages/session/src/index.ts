@@ -5,7 +5,7 @@
 
 // For users
 export { DEFAULT_TIMEOUTS, SessionManager } from './manager.js';
-export type { SessionManagerOptions, SessionTimeouts, FrameTransport, SessionManagerEvent } from './manager.js';
+export type { SessionManagerOptions, SessionTimeouts, FrameTransport, FrameRelayed, SessionManagerEvent } from './manager.js';
 export { Session, DEFAULT_SKEW, encodePayload, decodePayload } from './session.js';
 export type { LocalIdentity, SkewLimits, OutgoingMessage, SealedMessage, OpenedMessage, Disclosure } from './session.js';
 export { InitiatorHandshake, ResponderHandshake, noisePrologue, identityBindingBytes, assertFrameShape, MAX_HANDSHAKE_PAYLOAD_BYTES } from './handshake.js';

@@ -10,12 +10,12 @@
  */
 import type { ParleyCrypto, SecretKey } from '@parley/crypto-core';
 import type { HandshakeFrame, SecureMessage } from '@parley/proto';
-import { SessionError } from './errors.js';
+import { SessionError, detailOf, isSessionErrorCode } from './errors.js';
 import type { SecurityEvent } from './events.js';
 import { InitiatorHandshake, ResponderHandshake, type HandshakeConfig } from './handshake.js';
 import { MessageHashCache } from './message-cache.js';
 import { exportSessionState, importSessionState } from './sealed-state.js';
-import type { OpenedMessage, OutgoingMessage, SealedMessage, Session } from './session.js';
+import { DEFAULT_SKEW, type OpenedMessage, type OutgoingMessage, type SealedMessage, type Session } from './session.js';
 import { MAX_MESSAGE_COUNTER, type EnvelopeDigest } from './envelope.js';
 
 /** Session lifetimes, in minutes, as operators configure them. */
@@ -37,9 +37,22 @@ export const DEFAULT_TIMEOUTS: SessionTimeouts = Object.freeze({
   autoRenew: true,
 });
 
-/** Carries handshake frames to a peer (through the gateway, in practice). */
+/** What a transport may say about a frame it relayed. */
+export interface FrameRelayed {
+  /**
+   * The gateway stored the frame in the mailbox of a recipient that is offline (`accepted QUEUED`, §10.8):
+   * it is delivered when the recipient connects. For a step 1, the initiator may then wait for step 2 beyond
+   * the handshake timeout (docs/PROTOCOL.md §5.4, {@link SessionManagerOptions.queuedHandshakeUntil}).
+   */
+  readonly queued: boolean;
+}
+
+/**
+ * Carries handshake frames to a peer (through the gateway, in practice). A refusal rejects with an error
+ * whose `code` is the gateway's (`policy_denied`, …): the handshake fails with that code.
+ */
 export interface FrameTransport {
-  sendFrame(frame: HandshakeFrame): void | Promise<void>;
+  sendFrame(frame: HandshakeFrame): void | FrameRelayed | Promise<void | FrameRelayed>;
 }
 
 export type SessionManagerEvent =
@@ -59,6 +72,16 @@ export interface SessionManagerOptions {
   readonly timeouts?: Partial<SessionTimeouts>;
   /** A handshake not finished within this many ms fails. Default 10 000. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * How long a handshake this manager initiated waits for step 2 when the transport reports its step 1
+   * `queued` (stored for an offline peer, docs/PROTOCOL.md §5.4): until the time (this manager's clock, ms)
+   * this returns for the peer — asked again when that time comes, so sends made meanwhile extend it —, never
+   * longer than the message lifetime (the handshake's `skew.maxAgeMs`) after the handshake started.
+   * `undefined`, or a time already past, ends the handshake as a timeout (`handshake_failed`). The owner
+   * answers with the latest expiry of the messages waiting for that peer. Without it, and for a step 1 the
+   * transport does not report queued, the handshake times out after `handshakeTimeoutMs`.
+   */
+  readonly queuedHandshakeUntil?: (peerId: string) => number | undefined;
   /**
    * Most responder handshakes in progress at once (each costs a key generation,
    * two DH operations and a signature before the initiator is authenticated).
@@ -113,9 +136,16 @@ interface Pending {
   readonly promise: Promise<Session>;
   readonly resolve: (s: Session) => void;
   readonly reject: (e: unknown) => void;
-  readonly timer: NodeJS.Timeout;
+  /** The timeout; re-armed while a step 1 stored for an offline peer waits for its answer. */
+  timer: NodeJS.Timeout | undefined;
+  /** The transport reported step 1 stored for an offline peer (§5.4). */
+  queued: boolean;
+  readonly startedAtMs: number;
   readonly renewing?: Session;
 }
+
+/** Longest delay setTimeout takes (about 24.8 days); longer waits are re-armed when it fires. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 const MINUTE = 60_000;
 
@@ -180,7 +210,8 @@ export class SessionManager {
 
   /**
    * Returns the live session with `peerId`, establishing one if needed.
-   * @throws SessionError from the handshake (`unknown_issuer`, `revoked`, `handshake_failed` on timeout, …)
+   * @throws SessionError from the handshake (`unknown_issuer`, `revoked`, `handshake_failed` on timeout, …),
+   *   or with the transport's code when it refused a frame (`policy_denied`, `rate_limited`, …; its error is `cause`)
    */
   session(peerId: string): Promise<Session> {
     if (this.#closed) return Promise.reject(new SessionError('unknown_session', 'session manager is closed'));
@@ -336,7 +367,7 @@ export class SessionManager {
           await this.#options.transport.sendFrame(completed.frame);
         } catch (error) {
           completed.session.close();
-          pending.reject(new SessionError('handshake_failed', 'could not send the final handshake frame', { cause: error }));
+          pending.reject(transportFailure(error, 'could not send the final handshake frame'));
           return undefined;
         }
         if (!this.#register(completed.session, pending.renewing)) {
@@ -551,24 +582,62 @@ export class SessionManager {
       reject = rej;
     });
     promise.catch(() => undefined); // callers get the rejection; never an unhandled one
-    const timer = setTimeout(() => {
-      this.#dropPending(pending);
-      handshake.abort();
-      reject(new SessionError('handshake_failed', `handshake with ${peerId} timed out`));
-    }, this.#options.handshakeTimeoutMs ?? 10_000);
-    timer.unref();
-    const pending: Pending = { handshake, promise, resolve, reject, timer, ...(renewing ? { renewing } : {}) };
+    const pending: Pending = { handshake, promise, resolve, reject, timer: undefined, queued: false, startedAtMs: this.#clock(), ...(renewing ? { renewing } : {}) };
+    this.#arm(pending, this.#options.handshakeTimeoutMs ?? 10_000);
     const id = Buffer.from(handshake.sessionId).toString('hex');
     this.#pendingByPeer.set(peerId, pending);
     this.#pendingById.set(id, pending);
     Promise.resolve()
       .then(() => this.#options.transport.sendFrame(frame))
-      .catch((error: unknown) => {
-        this.#dropPending(pending);
-        handshake.abort();
-        reject(new SessionError('handshake_failed', 'could not send the handshake frame', { cause: error }));
-      });
+      .then(
+        (relayed) => {
+          // Stored for an offline peer: its answer comes when it connects (§5.4). The timer, when it fires, waits
+          // on while sends wait for this peer; step 2 (or a failure) ends the wait as usual.
+          if (relayed?.queued === true && this.#options.queuedHandshakeUntil !== undefined && this.#pendingById.get(id) === pending) pending.queued = true;
+        },
+        (error: unknown) => {
+          if (this.#pendingById.get(id) !== pending) return; // over already (timed out, closed)
+          this.#dropPending(pending);
+          handshake.abort();
+          reject(transportFailure(error, 'could not send the handshake frame'));
+        },
+      );
     return promise;
+  }
+
+  #arm(pending: Pending, delayMs: number): void {
+    clearTimeout(pending.timer);
+    pending.timer = setTimeout(() => this.#timedOut(pending), Math.max(0, Math.min(delayMs, MAX_TIMER_MS)));
+    pending.timer.unref();
+  }
+
+  /**
+   * A handshake's timer fired: it fails as timed out — unless its step 1 is stored for an offline peer and
+   * the owner still holds messages for that peer (§5.4): then it waits on, until their latest expiry and at
+   * most a message lifetime after it started.
+   */
+  #timedOut(pending: Pending): void {
+    const { handshake } = pending;
+    const peerId = handshake.peerId;
+    if (this.#pendingById.get(Buffer.from(handshake.sessionId).toString('hex')) !== pending) return;
+    if (pending.queued) {
+      const lifetime = this.#options.handshake.skew?.maxAgeMs ?? DEFAULT_SKEW.maxAgeMs;
+      const asked = this.#options.queuedHandshakeUntil?.(peerId);
+      const until = typeof asked === 'number' && Number.isFinite(asked) ? Math.min(asked, pending.startedAtMs + lifetime) : 0;
+      const now = this.#clock();
+      if (until > now) {
+        this.#arm(pending, until - now);
+        return;
+      }
+    }
+    this.#dropPending(pending);
+    handshake.abort();
+    pending.reject(
+      new SessionError(
+        'handshake_failed',
+        pending.queued ? `handshake with ${peerId} timed out: its step 1 waits for the offline peer, and no message for it waits any more` : `handshake with ${peerId} timed out`,
+      ),
+    );
   }
 
   #dropPending(p: Pending): void {
@@ -636,6 +705,17 @@ export class SessionManager {
       // A listener's failure must not break the session layer.
     }
   }
+}
+
+/**
+ * The handshake's failure when the transport could not relay a frame: the transport's code when it is one of
+ * the session codes (the gateway's `policy_denied`, `rate_limited`, `too_large`, …: the reason the handshake
+ * failed, which a caller must be able to tell from a failed handshake), `handshake_failed` otherwise
+ * (`unavailable`, `quota_exceeded`, …), the transport's error as `cause` either way.
+ */
+function transportFailure(error: unknown, what: string): SessionError {
+  const code = (error as { code?: unknown } | null)?.code;
+  return new SessionError(isSessionErrorCode(code) ? code : 'handshake_failed', `${what}: ${detailOf(error)}`, { cause: error });
 }
 
 function validateTimeouts(t: SessionTimeouts): void {

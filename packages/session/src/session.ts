@@ -69,6 +69,12 @@ export interface OutgoingMessage {
   readonly handoffHash?: Uint8Array;
   /** Optional 32-byte message hash of the message this answers. */
   readonly parentMessageHash?: Uint8Array;
+  /**
+   * When the message was created (ms), for one sealed later than that — an outbox that waited for a session,
+   * or a reseal (docs/PROTOCOL.md §17.2 item 7): its `timestamp_ms`, so that its validity at the recipient
+   * ends when the sender's expiry does. A time after now is taken as now. Default: now.
+   */
+  readonly timestampMs?: number;
 }
 
 /** What a recipient can disclose to prove what the sender sent (docs/PROTOCOL.md §6.4). */
@@ -216,14 +222,16 @@ export class Session {
 
   /**
    * Seals an application message into a signed SecureMessage.
-   * @throws SessionError `unknown_session` (closed), `malformed` (bad input), `too_large`, `nonce_exhausted`
+   * @throws SessionError `unknown_session` (closed), `malformed` (bad input), `too_large`, `nonce_exhausted`,
+   *   `stale_timestamp` (a `timestampMs` older than the message lifetime allows)
    */
   seal(message: OutgoingMessage): SealedMessage {
     if (this.#closed) throw new SessionError('unknown_session', 'session is closed');
     const counter = this.#sendCounter;
     if (counter >= MAX_MESSAGE_COUNTER) throw new SessionError('nonce_exhausted', 'send counter exhausted; renew the session');
     const nowMs = this.#clock();
-    const payload = encodePayload(message, nowMs);
+    const stampMs = this.#stamp(message.timestampMs, nowMs);
+    const payload = encodePayload(message, stampMs);
     const salt = this.#crypto.randomBytes(SALT_BYTES);
     const header: EnvelopeHeader = {
       version: PROTOCOL_VERSION,
@@ -231,7 +239,7 @@ export class Session {
       recipientId: this.peer.agentId,
       sessionId: this.id,
       nonce: BigInt(counter),
-      timestampMs: BigInt(nowMs),
+      timestampMs: BigInt(stampMs),
       payloadCommitment: payloadCommitment(this.#crypto, salt, payload),
     };
     const keys = this.#send.forSend(counter);
@@ -247,6 +255,15 @@ export class Session {
     this.#lastActivityMs = nowMs;
     const envelope = create(SecureMessageSchema, { ...header, encryptedPayload, authTag, signature });
     return { envelope, messageHash: this.#crypto.blake3(signed), disclosure: { payload, salt } };
+  }
+
+  /** The timestamp a message is sealed with: its creation time when given (never after now), else now. */
+  #stamp(createdAtMs: number | undefined, nowMs: number): number {
+    if (createdAtMs === undefined) return nowMs;
+    if (!Number.isSafeInteger(createdAtMs)) throw new SessionError('malformed', 'timestampMs must be an integer number of ms');
+    // A recipient refuses an envelope older than max_age (§8.3): sealing one is a message already expired.
+    if (createdAtMs <= nowMs - this.#skew.maxAgeMs) throw new SessionError('stale_timestamp', 'the message is older than its lifetime (max_age)');
+    return Math.min(createdAtMs, nowMs);
   }
 
   /**

@@ -1,8 +1,8 @@
 // An @parley/client agent in its own process, for crash tests (SIGKILL at any
 // point). Configured by a JSON file (argv[2]); driven by JSON lines on stdin:
-//   {"op":"send","to":"worker-1","content":{...},"id":"optional-send-id"}
+//   {"op":"send","to":"worker-1","content":{...},"id":"optional-send-id","timeoutMs":optional}
 //   {"op":"burst","to":"worker-1","content":{"n":N,"tag":"…"}}   N sends at once
-//   {"op":"pending"}        report how many sends wait for a receipt
+//   {"op":"pending"}        report how many sends wait for a receipt, and each one's state
 //   {"op":"ack"}            acknowledge every message received so far
 // and reporting JSON lines on stdout:
 //   {"ev":"ready"} {"ev":"received","content":…,"redelivered":bool,"hash":hex}
@@ -63,10 +63,10 @@ void (async () => {
 out({ ev: 'ready', pending: agent.pendingSends().length });
 
 for await (const line of createInterface({ input: process.stdin })) {
-  const cmd = JSON.parse(line) as { op: string; to?: string; content?: unknown; id?: string };
+  const cmd = JSON.parse(line) as { op: string; to?: string; content?: unknown; id?: string; timeoutMs?: number };
   if (cmd.op === 'send') {
     const id = cmd.id;
-    agent.send(cmd.to!, MessageType.TASK_ASSIGNMENT, cmd.content as never, id === undefined ? {} : { id }).then(
+    agent.send(cmd.to!, MessageType.TASK_ASSIGNMENT, cmd.content as never, { ...(id === undefined ? {} : { id }), ...(cmd.timeoutMs === undefined ? {} : { timeoutMs: cmd.timeoutMs }) }).then(
       (r) => out({ ev: 'receipt', id, hash: toHex(r.messageHash), signer: r.recipientId }),
       (e: { code?: string }) => out({ ev: 'send_failed', id, code: e.code }),
     );
@@ -75,7 +75,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     const { n, tag } = cmd.content as { n: number; tag: string };
     for (let i = 0; i < n; i++) void agent.send(cmd.to!, MessageType.STATUS_UPDATE, { tag, i }).catch(() => undefined);
   } else if (cmd.op === 'pending') {
-    out({ ev: 'pending', n: agent.pendingSends().length });
+    out({ ev: 'pending', n: agent.pendingSends().length, states: agent.pendingSends().map((p) => `${p.id}:${p.state}`) });
   } else if (cmd.op === 'ack') {
     for (const m of received.splice(0)) await m.ack();
     out({ ev: 'acked' });

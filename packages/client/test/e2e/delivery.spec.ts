@@ -22,7 +22,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   GatewayConnection,
   connect,
+  isClientError,
   memoryStateStore,
+  verifyReceiptSignature,
   type StateStore,
   type Agent as SdkAgent,
   type AgentEvent,
@@ -324,4 +326,93 @@ describe('delivery contract (§17)', () => {
     expect(worker.received.length).toBeGreaterThanOrEqual(15);
     expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
   }, 180_000);
+});
+
+// First contact (PROTOCOL §5.4, §17.2 items 2, 6–8): the message is held from the moment `send` is called,
+// before any handshake; a step 1 stored for an offline recipient waits for its answer; a refusal keeps its code.
+describe('first contact (§17.2 items 6–8)', () => {
+  const settledOf = (events: AgentEvent[], id: string) => events.filter((e): e is Extract<AgentEvent, { kind: 'send_settled' }> => e.kind === 'send_settled' && e.id === id);
+
+  it('an offline recipient (seen before) started 15 s later gets both sends once — one with the default timeout, one whose caller gave up after 2 s', async () => {
+    const plannerId = world.agent('planner-fc', { agentType: 'planner' });
+    const workerId = world.agent('worker-fc');
+    const seen = await startSdk(workerId); // the gateway learns the worker's certificate
+    await seen.agent.close();
+    const planner = await startSdk(plannerId);
+    const started = Date.now();
+    const waiting = planner.agent.send('worker-fc', MessageType.TASK_ASSIGNMENT, { which: 'default' }, { id: 'fc-default' });
+    const impatient = planner.agent.send('worker-fc', MessageType.TASK_ASSIGNMENT, { which: '2s' }, { id: 'fc-2s', timeoutMs: 2_000 });
+    waiting.catch(() => undefined);
+    await expect(impatient).rejects.toSatisfy((e) => isClientError(e, 'deadline_exceeded'));
+    // Not confirmed yet, and not forgotten: both are held, waiting for a session.
+    expect(planner.agent.pendingSends().map((p) => [p.id, p.state]).sort()).toEqual([
+      ['fc-2s', 'unsealed'],
+      ['fc-default', 'unsealed'],
+    ]);
+    await sleep(15_000 - (Date.now() - started)); // well past the 10 s handshake timeout
+    expect(planner.agent.pendingSends()).toHaveLength(2);
+    expect(planner.events.filter((e) => e.kind === 'send_settled')).toEqual([]);
+    const worker = await startSdk(workerId);
+    const receipt = await waiting;
+    await waitFor(() => worker.received.length === 2 && settledOf(planner.events, 'fc-2s').length === 1, 20_000, 'both delivered and settled');
+    expect(verifyReceiptSignature(world.crypto, receipt, workerId.keyPair.publicKey)).toBe(true);
+    const byContent = new Map(worker.received.map((m) => [JSON.stringify(m.content), m]));
+    expect(toHex(receipt.messageHash)).toBe(toHex(byContent.get(JSON.stringify({ which: 'default' }))!.messageHash));
+    const late = settledOf(planner.events, 'fc-2s')[0]!;
+    expect(late.outcome).toBe('delivered');
+    if (late.outcome !== 'delivered') throw new Error('unreachable');
+    expect(verifyReceiptSignature(world.crypto, late.receipt, workerId.keyPair.publicKey)).toBe(true);
+    expect(toHex(late.receipt.messageHash)).toBe(toHex(byContent.get(JSON.stringify({ which: '2s' }))!.messageHash));
+    await sleep(1_000); // resends, redeliveries
+    expect(worker.received.map((m) => m.content).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)))).toEqual([{ which: '2s' }, { which: 'default' }]);
+    expect(settledOf(planner.events, 'fc-default')).toEqual([expect.objectContaining({ outcome: 'delivered' })]);
+    expect(settledOf(planner.events, 'fc-2s')).toHaveLength(1);
+    expect(planner.agent.pendingSends()).toEqual([]);
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 120_000);
+
+  it('a sender killed while its first handshake waits for the offline recipient resumes the send after restart: delivered once', async () => {
+    const plannerId = world.agent('planner-fk', { agentType: 'planner' });
+    const workerId = world.agent('worker-fk');
+    const seen = await startSdk(workerId);
+    await seen.agent.close();
+    const planner = await startChild(plannerId, 'planner-fk', true);
+    planner.command({ op: 'send', to: 'worker-fk', content: { first: 'contact' }, id: 'fk-1' });
+    await waitFor(
+      () => {
+        planner.command({ op: 'pending' });
+        return planner.lines.some((l) => l['ev'] === 'pending' && (l['states'] as string[]).includes('fk-1:unsealed'));
+      },
+      10_000,
+      'the send is held, unsealed',
+    );
+    await sleep(500);
+    await planner.kill(); // SIGKILL while the handshake waits for step 2
+    const worker = await startSdk(workerId); // gets the dead process's step 1 and answers it; that answer goes nowhere
+    const restarted = await startChild(plannerId, 'planner-fk', true);
+    expect(restarted.lines.find((l) => l['ev'] === 'ready')).toMatchObject({ pending: 1 });
+    await waitFor(() => restarted.lines.some((l) => l['ev'] === 'settled' && l['id'] === 'fk-1'), 30_000, 'the restarted sender settles the send');
+    expect(restarted.lines.filter((l) => l['ev'] === 'settled')).toEqual([{ ev: 'settled', id: 'fk-1', outcome: 'delivered' }]);
+    await sleep(1_000);
+    expect(worker.received.map((m) => m.content)).toEqual([{ first: 'contact' }]);
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 120_000);
+
+  it('policy_denied on first contact (a peer the policy forbids, an unknown recipient) rejects policy_denied, and send_settled says so', async () => {
+    const sender = await startSdk(world.agent('worker-pd-a'));
+    const forbidden = await startSdk(world.agent('worker-pd-b')); // known to the gateway; worker → worker is not allowed
+    for (const [to, id] of [
+      ['worker-pd-b', 'pd-known'],
+      ['worker-pd-nobody', 'pd-unknown'],
+    ] as const) {
+      const error = await sender.agent.send(to, MessageType.TASK_ASSIGNMENT, { hi: true }, { id }).catch((e: unknown) => e);
+      expect(isClientError(error, 'policy_denied')).toBe(true);
+      expect((error as Error).message.match(/\[policy_denied\]/g)).toHaveLength(1);
+      const settled = settledOf(sender.events, id);
+      expect(settled).toHaveLength(1);
+      expect(settled[0]).toMatchObject({ outcome: 'failed', error: { code: 'policy_denied' } });
+    }
+    expect(sender.agent.pendingSends()).toEqual([]);
+    expect(forbidden.received).toEqual([]);
+  }, 60_000);
 });

@@ -1,6 +1,7 @@
 // The README's example (test/readme-example.ts, shown verbatim by README.md) runs as written: against a
 // REAL registry and gateway started from their CLIs, with planner-1 and worker-1 enrolled by
-// `parley-registry agent register … --json` and the trust bundle from `parley-registry trust-bundle`.
+// `parley-registry agent register … --json` and the trust bundle from `parley-registry trust-bundle`. It runs
+// twice, unchanged: the second run continues from the state files (under the key stateKeyFile kept).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gatewayEnv, startGatewayProcess, startRegistry, tempDir, type RunningGatewayProcess, type TestRegistry } from '@parley/test-support';
@@ -37,13 +38,18 @@ describe('README example', () => {
     vi.stubEnv('PARLEY_REGISTRY', registry.address);
     vi.stubEnv('PARLEY_AGENTS_DIR', dir.path);
     vi.stubEnv('PARLEY_TRUST_BUNDLE', registry.trustBundleFile);
+    vi.stubEnv('PARLEY_STATE_KEY_FILE', join(dir.path, 'keys', 'state.key'));
     const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
     try {
-      await import('../readme-example.js');
-      expect(log.mock.calls.map((c) => String(c[0]))).toEqual([
-        'planner-1 → worker-1: {"task":"reindex"}',
-        expect.stringMatching(/^receipt: worker-1 at \d{4}-\d\d-\d\dT/),
-      ]);
+      for (const run of [1, 2]) {
+        log.mockClear();
+        vi.resetModules(); // the example's module runs again, as a restarted program would
+        await import('../readme-example.js');
+        expect(log.mock.calls.map((c) => String(c[0])), `run ${run}`).toEqual([
+          'planner-1 → worker-1: {"task":"reindex"}',
+          expect.stringMatching(/^receipt: worker-1 at \d{4}-\d\d-\d\dT/),
+        ]);
+      }
     } finally {
       log.mockRestore();
       vi.unstubAllEnvs();
