@@ -852,7 +852,7 @@ export class MemoryClient {
       });
     } catch (error) {
       const e = MemoryError.from(error);
-      throw new MemoryError(e.code, `certificate of ${agentId}: ${e.message}`, { cause: error });
+      throw new MemoryError(e.code, `certificate of ${agentId}: ${e.detail}`, { cause: error });
     }
   }
 

@@ -40,6 +40,11 @@ export class MemoryError extends Error {
     this.current = options?.current;
   }
 
+  /** The message without its `[code] ` prefix (to wrap it in another message without printing the code twice). */
+  get detail(): string {
+    return this.message.slice(this.code.length + 3);
+  }
+
   /** Wraps anything thrown, keeping a Parley code (RpcError, IdentityError, CryptoError, …); the original is `cause`. */
   static from(error: unknown): MemoryError {
     if (error instanceof MemoryError) return error;

@@ -126,6 +126,18 @@ describe('MemoryClient against a lying store (§18.5, §18.12)', () => {
     }
   });
 
+  it('a grant with another agent\'s certificate is refused with the certificate\'s code, printed once', async () => {
+    const s = start();
+    const c = client();
+    try {
+      const error = await expectCode(() => c.grant(s.memoryId, removed.agentId, 'read', { certificate: owner.certificate }), 'identity_mismatch');
+      expect(error.message.match(/\[identity_mismatch\]/g)).toHaveLength(1);
+      expect(error.message).toMatch(/^\[identity_mismatch\] certificate of worker-2: /);
+    } finally {
+      c.close();
+    }
+  });
+
   it('refuses a next epoch made for an older log version than an epoch it has already accepted', async () => {
     const s = start();
     const [e1, e2] = s.epochs as [EpochKey, EpochKey];
