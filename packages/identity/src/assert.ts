@@ -25,6 +25,12 @@ export function assertBytes(value: unknown, name: string, length?: number): Uint
 /** Asserts a non-null, non-array object. */
 export const assertObject = check.object;
 
+/** Asserts an array (its elements are the caller's to check). */
+export function assertArray(value: unknown, name: string): readonly unknown[] {
+  if (!Array.isArray(value)) malformed(`${name} must be an array, got ${describe(value)}`);
+  return value;
+}
+
 /** Asserts a safe integer in [min, max] (a millisecond timestamp, a count, a version). */
 export const assertSafeInt = check.safeInt;
 

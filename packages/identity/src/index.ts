@@ -17,6 +17,8 @@ export {
   decodeCertificate,
 } from './certificate.js';
 export type { IssuerKey, CertificateFields, VerifyCertificateOptions, VerifiedCertificate } from './certificate.js';
+export { assertLocalIdentity } from './local-identity.js';
+export type { SigningIdentity } from './local-identity.js';
 export { TrustBundle, TRUST_BUNDLE_VERSION, MAX_TRUST_BUNDLE_ISSUERS } from './trust-bundle.js';
 export type { TrustBundleEntry, TrustBundleEntryInit, TrustBundleJson, TrustBundleIssuerJson } from './trust-bundle.js';
 export {

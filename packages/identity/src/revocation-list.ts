@@ -14,9 +14,10 @@
  */
 import { layout, type ParleyCrypto } from '@parley/crypto-core';
 import { RevocationReason, type RevocationListEntry, type SignedRevocationHead } from '@parley/proto';
+import { asMalformed, assertBytes, assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { IdentityError } from './errors.js';
 import type { RevocationEntry } from './revocation.js';
-import type { TrustBundle } from './trust-bundle.js';
+import { TrustBundle } from './trust-bundle.js';
 
 /** Length of a registry id. */
 export const REGISTRY_ID_BYTES = 16;
@@ -59,12 +60,15 @@ export interface RevocationEntryFields {
  * @returns 32 bytes
  */
 export function revocationEntryHash(crypto: ParleyCrypto, registryId: Uint8Array, previousHash: Uint8Array, entry: RevocationEntryFields): Uint8Array {
-  return crypto.blake3(
+  assertCrypto(crypto);
+  assertObject(entry, 'entry');
+  const kind = entry.kind === 'agent' || entry.kind === 'serial' ? REVOCATION_KIND[entry.kind] : malformed(`entry.kind must be 'agent' or 'serial', got ${describe(entry.kind)}`);
+  const bytes = asMalformed('revocation entry layout', () =>
     layout(REVOCATION_DOMAINS.revocationEntry)
       .fixed(registryId, REGISTRY_ID_BYTES, 'registryId')
       .fixed(previousHash, CHAIN_HASH_BYTES, 'previousHash')
       .u64(entry.version)
-      .u8(REVOCATION_KIND[entry.kind])
+      .u8(kind)
       .str(entry.agentId)
       .var(entry.serial, 'serial')
       .u32(entry.reason)
@@ -72,6 +76,7 @@ export function revocationEntryHash(crypto: ParleyCrypto, registryId: Uint8Array
       .i64(entry.revokedAtMs)
       .bytes(),
   );
+  return crypto.blake3(bytes);
 }
 
 /** The signed fields of a revocation head. */
@@ -88,18 +93,21 @@ export interface RevocationHeadFields {
  * @returns `layout('parley/v1/revocation-head').fixed16(registry_id).u64(version).fixed32(head_hash).i64(issued_at_ms).fixed16(issuer_key_id)`
  */
 export function revocationHeadLayout(head: RevocationHeadFields): Uint8Array {
-  return layout(REVOCATION_DOMAINS.revocationHead)
-    .fixed(head.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .u64(head.version)
-    .fixed(head.headHash, CHAIN_HASH_BYTES, 'headHash')
-    .i64(head.issuedAtMs)
-    .fixed(head.issuerKeyId, 16, 'issuerKeyId')
-    .bytes();
+  assertObject(head, 'head');
+  return asMalformed('revocation head layout', () =>
+    layout(REVOCATION_DOMAINS.revocationHead)
+      .fixed(head.registryId, REGISTRY_ID_BYTES, 'registryId')
+      .u64(head.version)
+      .fixed(head.headHash, CHAIN_HASH_BYTES, 'headHash')
+      .i64(head.issuedAtMs)
+      .fixed(head.issuerKeyId, 16, 'issuerKeyId')
+      .bytes(),
+  );
 }
 
 /** The fields of a proto entry, checked, for hashing. */
 export function entryFields(entry: RevocationListEntry): RevocationEntryFields {
-  const s = entry.subject;
+  const s = assertObject(assertObject(entry, 'entry')['subject'], 'entry.subject') as RevocationListEntry['subject'];
   if (s.case === 'agentId') {
     return { version: entry.version, kind: 'agent', agentId: s.value, serial: new Uint8Array(0), reason: entry.reason, reasonText: entry.reasonText, revokedAtMs: entry.revokedAtMs };
   }
@@ -172,12 +180,14 @@ export class RevocationListFollower {
       readonly maxClockSkewMs?: number;
     },
   ) {
-    this.#crypto = crypto;
-    this.#maxClockSkewMs = options.maxClockSkewMs ?? DEFAULT_REVOCATION_CLOCK_SKEW_MS;
-    this.#registryId = new Uint8Array(options.registryId);
-    this.#trustBundle = options.trustBundle;
-    this.#version = BigInt(options.version ?? 0);
-    this.#headHash = new Uint8Array(options.headHash ?? EMPTY_CHAIN_HASH);
+    this.#crypto = assertCrypto(crypto);
+    const o = assertObject(options, 'options');
+    this.#maxClockSkewMs = o['maxClockSkewMs'] === undefined ? DEFAULT_REVOCATION_CLOCK_SKEW_MS : assertSafeInt(o['maxClockSkewMs'], 'options.maxClockSkewMs');
+    this.#registryId = new Uint8Array(assertBytes(o['registryId'], 'options.registryId', REGISTRY_ID_BYTES));
+    if (!(o['trustBundle'] instanceof TrustBundle)) malformed(`options.trustBundle must be a TrustBundle, got ${describe(o['trustBundle'])}`);
+    this.#trustBundle = o['trustBundle'];
+    this.#version = BigInt(o['version'] === undefined ? 0 : assertSafeInt(o['version'], 'options.version'));
+    this.#headHash = new Uint8Array(o['headHash'] === undefined ? EMPTY_CHAIN_HASH : assertBytes(o['headHash'], 'options.headHash', CHAIN_HASH_BYTES));
   }
 
   /** The version accepted so far. */

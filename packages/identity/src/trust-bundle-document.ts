@@ -31,7 +31,7 @@
  */
 import { layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { IssuerKeyState, SignedTrustBundleSchema, TrustBundleIssuerSchema, create, fromBinary, toBinary, type SignedTrustBundle, type TrustBundleIssuer } from '@parley/proto';
-import { asMalformed, assertBytes, assertCrypto, assertObject, assertSafeInt, copyBytes, malformed } from './assert.js';
+import { asMalformed, assertArray, assertBytes, assertCrypto, assertObject, assertSafeInt, copyBytes, describe, malformed } from './assert.js';
 import type { IssuerKey } from './certificate.js';
 import { IdentityError } from './errors.js';
 import { KEY_ID_BYTES, PUBLIC_KEY_BYTES, keyId as computeKeyId } from './key-id.js';
@@ -171,16 +171,32 @@ export function checkTrustBundleDocument(crypto: ParleyCrypto, doc: SignedTrustB
  * @returns the layout
  */
 export function trustBundleLayout(doc: Pick<CheckedTrustBundleDocument, 'registryId' | 'version' | 'issuedAtMs' | 'signerKeyId' | 'issuers'>): Uint8Array {
-  const l = layout(TRUST_BUNDLE_DOMAIN)
-    .fixed(doc.registryId, REGISTRY_ID_LENGTH, 'registryId')
-    .u64(doc.version)
-    .i64(doc.issuedAtMs)
-    .fixed(doc.signerKeyId, KEY_ID_BYTES, 'signerKeyId')
-    .u32(doc.issuers.length);
-  for (const i of doc.issuers) {
-    l.fixed(i.keyId, KEY_ID_BYTES, 'keyId').fixed(i.publicKey, PUBLIC_KEY_BYTES, 'publicKey').u8(STATE_CODE[i.state]).i64(i.notAfterMs ?? 0);
-  }
-  return l.bytes();
+  const issuers = checkedIssuers(doc, 'doc');
+  return asMalformed('trust bundle layout', () => {
+    const l = layout(TRUST_BUNDLE_DOMAIN)
+      .fixed(doc.registryId, REGISTRY_ID_LENGTH, 'registryId')
+      .u64(doc.version)
+      .i64(doc.issuedAtMs)
+      .fixed(doc.signerKeyId, KEY_ID_BYTES, 'signerKeyId')
+      .u32(issuers.length);
+    for (const i of issuers) {
+      const state = STATE_CODE[i.state] ?? malformed(`an issuer's state must be prepared, active or retired`);
+      l.fixed(i.keyId, KEY_ID_BYTES, 'keyId').fixed(i.publicKey, PUBLIC_KEY_BYTES, 'publicKey').u8(state).i64(i.notAfterMs ?? 0);
+    }
+    return l.bytes();
+  });
+}
+
+/**
+ * The issuers of something shaped like a checked document (an object whose `issuers` is an array of
+ * objects): what the functions taking a {@link CheckedTrustBundleDocument} read before anything else.
+ * @throws IdentityError `malformed`
+ */
+function checkedIssuers(doc: unknown, name: string): readonly DocumentIssuer[] {
+  const d = assertObject(doc, name);
+  const issuers = assertArray(d['issuers'], `${name}.issuers`);
+  issuers.forEach((i, n) => assertObject(i, `${name}.issuers[${n}]`));
+  return issuers as readonly DocumentIssuer[];
 }
 
 /**
@@ -248,9 +264,10 @@ export function decodeTrustBundleDocument(bytes: Uint8Array): SignedTrustBundle 
  * new key before it signs anything), RETIRED ones bounded by their `not_after_ms`.
  */
 export function trustBundleOfDocument(crypto: ParleyCrypto, doc: CheckedTrustBundleDocument): TrustBundle {
+  assertCrypto(crypto);
   return TrustBundle.from(
     crypto,
-    doc.issuers.map((i): TrustBundleEntryInit => (i.notAfterMs === undefined ? { keyId: i.keyId, publicKey: i.publicKey } : { keyId: i.keyId, publicKey: i.publicKey, notAfterMs: i.notAfterMs })),
+    checkedIssuers(doc, 'doc').map((i): TrustBundleEntryInit => (i.notAfterMs === undefined ? { keyId: i.keyId, publicKey: i.publicKey } : { keyId: i.keyId, publicKey: i.publicKey, notAfterMs: i.notAfterMs })),
   );
 }
 
@@ -261,9 +278,15 @@ export function trustBundleOfDocument(crypto: ParleyCrypto, doc: CheckedTrustBun
  * @throws IdentityError `unknown_issuer`, `expired`, `bad_signature`
  */
 export function verifyDocumentSignature(crypto: ParleyCrypto, doc: CheckedTrustBundleDocument, trusted: TrustBundle, nowMs: number, previous?: CheckedTrustBundleDocument): void {
+  assertCrypto(crypto);
+  checkedIssuers(doc, 'doc');
+  assertBytes(doc.signerKeyId, 'doc.signerKeyId', KEY_ID_BYTES);
+  if (!(trusted instanceof TrustBundle)) malformed(`trusted must be a TrustBundle, got ${describe(trusted)}`);
+  assertSafeInt(nowMs, 'nowMs');
+  if (previous !== undefined) checkedIssuers(previous, 'previous');
   const signer = trusted.get(doc.signerKeyId);
   if (signer === undefined) throw new IdentityError('unknown_issuer', `trust bundle version ${doc.version} is signed by key ${toHex(doc.signerKeyId)}, which the trusted bundle does not hold`);
-  const state = previous?.issuers.find((i) => crypto.constantTimeEqual(i.keyId, doc.signerKeyId))?.state;
+  const state = previous?.issuers.find((i) => i.keyId instanceof Uint8Array && crypto.constantTimeEqual(i.keyId, doc.signerKeyId))?.state;
   if (state === 'retired') throw new IdentityError('expired', `trust bundle version ${doc.version} is signed by key ${toHex(doc.signerKeyId)}, RETIRED in version ${previous!.version}: a retired key signs nothing`);
   if (signer.notAfterMs !== undefined && nowMs >= signer.notAfterMs) {
     throw new IdentityError('expired', `trust bundle version ${doc.version} is signed by key ${toHex(doc.signerKeyId)}, past its not_after_ms in the trusted bundle`);

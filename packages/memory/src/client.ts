@@ -14,8 +14,8 @@
  * applied twice, and one lost with the crash is applied once).
  */
 import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
-import { type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
-import { verifyCertificate, type RevocationChecker, type TrustBundle } from '@parley/identity';
+import { looksLikeParleyCrypto, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
+import { TrustBundle, assertLocalIdentity, verifyCertificate, type RevocationChecker } from '@parley/identity';
 import {
   MemoryService,
   type AgentCertificate,
@@ -25,7 +25,7 @@ import {
   type MemoryUsage,
   type WriteRecord,
 } from '@parley/proto';
-import { createClient, type Client } from '@parley/rpc';
+import { createClient, parseHostPort, type Client } from '@parley/rpc';
 import { MemoryError, fail, isMemoryError } from './errors.js';
 import { membershipEntryHash } from './layouts.js';
 import {
@@ -175,7 +175,11 @@ export interface UpdateOptions {
 export interface GrantOptions {
   /** When the grant ends, ms since the epoch (then the member is refused and the key epoch rotates). */
   readonly expiresAtMs?: number;
-  /** The member's certificate; default: the last one the store saw it use. Verified either way. */
+  /**
+   * The member's certificate. Default: the store's — the last one the member used with it, or, when the store has
+   * a certificate directory (memory-server's `directory` option: the gateway's, of the agents connected to it),
+   * the directory's; a store that knows neither refuses with `not_found`. Verified either way.
+   */
   readonly certificate?: AgentCertificate;
 }
 
@@ -281,11 +285,28 @@ export class MemoryClient {
   readonly #seen = new Map<string, Seen>();
   #closed = false;
 
+  /**
+   * Checks the options before any call: among them that `identity`'s signing key is the one its certificate
+   * names and its agent id the certificate's (a client with another key signs entries and requests no store
+   * accepts: `create()` used to fail with a misleading `bad_signature`), and that `address` is `host:port`.
+   * @throws MemoryError `malformed` (a missing or ill-typed option: `crypto`, `identity`, `address`, `serviceId`,
+   *   `trustBundle`, `clock`), `identity_mismatch` (the signing key or agent id is not the certificate's)
+   */
   constructor(options: MemoryClientOptions) {
+    if (typeof options !== 'object' || options === null) fail('malformed', 'options must be an object');
     this.#o = options;
+    if (!looksLikeParleyCrypto(options.crypto)) fail('malformed', 'crypto must be the ParleyCrypto object from createCrypto()');
     this.#crypto = options.crypto;
+    try {
+      assertLocalIdentity(options.crypto, options.identity, 'identity');
+      parseHostPort(options.address, 'address');
+    } catch (error) {
+      throw MemoryError.from(error);
+    }
+    if (typeof options.serviceId !== 'string' || options.serviceId === '') fail('malformed', 'serviceId must be the store’s name (the gateway id)');
+    if (!(options.trustBundle instanceof TrustBundle)) fail('malformed', 'trustBundle must be a TrustBundle');
+    if (options.clock !== undefined && typeof options.clock !== 'function') fail('malformed', 'clock must be a function');
     this.#clock = options.clock ?? Date.now;
-    assertAgent(options.identity.agentId, 'identity.agentId');
     this.#rpc = createClient(MemoryService, options.address, options.credentials ?? grpcCredentials.createInsecure(), {
       signer: memoryRequestSigner(options.crypto, options.identity, options.serviceId, this.#clock),
       defaultTimeoutMs: options.timeoutMs ?? 30_000,

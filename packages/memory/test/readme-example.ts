@@ -6,7 +6,9 @@ export async function sharePlan(planner: MemoryClientOptions, worker: MemoryClie
   const w = new MemoryClient(worker);
   try {
     const { memoryId } = await p.create({ expiresAtMs: Date.now() + 86_400_000 });
-    await p.grant(memoryId, w.agentId, 'write', { expiresAtMs: Date.now() + 3_600_000 });
+    // The member's certificate travels with the grant: a store that has not seen the worker (and has no
+    // directory of agents, as the gateway has) could not name its key (`not_found`).
+    await p.grant(memoryId, w.agentId, 'write', { expiresAtMs: Date.now() + 3_600_000, certificate: worker.identity.certificate });
     await p.write(memoryId, 'plan', JSON.stringify({ steps: ['gather', 'draft'] }), { previousVersion: 0 });
 
     // The worker appends a step; update() re-reads and retries when another writer got there first.

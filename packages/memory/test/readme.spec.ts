@@ -17,4 +17,16 @@ describe('README', () => {
     const mod = await import('./readme-example.js');
     expect(typeof mod.sharePlan).toBe('function');
   });
+
+  // MAX_LISTED_MEMORIES was named here but not exported from the package entry.
+  it('every constant it names, and every function it lists for other implementations, is exported by the package', async () => {
+    const memory = (await import('../src/index.js')) as Record<string, unknown>;
+    const readme = read('../README.md');
+    const ticked = (text: string) => [...text.matchAll(/`([A-Za-z_][A-Za-z0-9_]*)`/g)].map((m) => m[1]!);
+    const constants = ticked(readme).filter((name) => /^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$/.test(name));
+    const forImplementations = ticked(/For other implementations and the store:[\s\S]*?\n\n/.exec(readme)?.[0] ?? '');
+    expect(constants).toContain('MAX_LISTED_MEMORIES');
+    expect(forImplementations).toContain('verifyMemoryRequest');
+    for (const name of [...constants, ...forImplementations]) expect(memory[name], `${name} is named in README.md`).toBeDefined();
+  });
 });

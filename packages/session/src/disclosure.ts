@@ -11,10 +11,11 @@
  * timestamp equals the envelope's.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { isIdentityError, verifyCertificate, type RevocationChecker, type TrustBundle } from '@parley/identity';
+import { TrustBundle, verifyCertificate, type RevocationChecker } from '@parley/identity';
 import { ValueSchema, toJson, type AgentCertificate, type JsonValue, type MessagePayload, type SecureMessage } from '@parley/proto';
+import { asSessionError, assertCrypto, check, describe, malformed } from './assert.js';
 import { SALT_BYTES, assertEnvelopeShape, envelopeSignedBytes, payloadCommitment } from './envelope.js';
-import { SessionError, detailOf, type SessionErrorCode } from './errors.js';
+import { SessionError } from './errors.js';
 import { decodePayload, type Disclosure } from './session.js';
 
 export interface DisclosureProof {
@@ -44,24 +45,23 @@ export function verifyDisclosure(
   proof: DisclosureProof,
   options: { trustBundle: TrustBundle; revocations?: RevocationChecker },
 ): ProvenMessage {
-  const { envelope, senderCertificate, disclosure } = proof;
+  assertCrypto(crypto);
+  const { envelope, senderCertificate, disclosure } = check.object(proof, 'proof') as Partial<DisclosureProof>;
+  const { trustBundle, revocations } = check.object(options, 'options') as Partial<typeof options>;
+  if (!(trustBundle instanceof TrustBundle)) malformed(`options.trustBundle must be a TrustBundle, got ${describe(trustBundle)}`);
   assertEnvelopeShape(envelope);
   if (!(disclosure?.salt instanceof Uint8Array) || disclosure.salt.length !== SALT_BYTES || !(disclosure.payload instanceof Uint8Array)) {
     throw new SessionError('malformed', 'disclosure must hold a 32-byte salt and the payload bytes');
   }
-  let cert;
-  try {
-    // The certificate must have been valid when the sender signed.
-    cert = verifyCertificate(crypto, senderCertificate, {
-      trustBundle: options.trustBundle,
+  // The certificate must have been valid when the sender signed.
+  const cert = asSessionError('sender certificate', () =>
+    verifyCertificate(crypto, senderCertificate!, {
+      trustBundle,
       nowMs: Number(envelope.timestampMs),
       expectedAgentId: envelope.senderId,
-      ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
-    });
-  } catch (error) {
-    if (isIdentityError(error)) throw new SessionError(error.code as SessionErrorCode, detailOf(error), { cause: error });
-    throw error;
-  }
+      ...(revocations === undefined ? {} : { revocations }),
+    }),
+  );
   const signed = envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag);
   if (!crypto.ed25519.verify(envelope.signature, signed, cert.identityPublicKey)) {
     throw new SessionError('bad_signature', 'envelope signature does not verify under the sender certificate');

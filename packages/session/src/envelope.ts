@@ -18,8 +18,9 @@
  * without decrypting, and a recipient can later prove what the sender sent by
  * disclosing (payload, salt) — see verifyDisclosure.
  */
-import { abytes, layout, type Layout, type ParleyCrypto } from '@parley/crypto-core';
+import { layout, type Layout, type ParleyCrypto } from '@parley/crypto-core';
 import type { SecureMessage } from '@parley/proto';
+import { asSessionError, assertCrypto, check, describe } from './assert.js';
 import { SessionError } from './errors.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -51,25 +52,37 @@ function fail(message: string): never {
 
 /**
  * Structural checks every receiver (and the gateway) applies before any
- * cryptography: version, identifiers, fixed lengths, size limits, counter
- * range. Cheap and total: never throws anything but SessionError.
+ * cryptography: a SecureMessage (protobuf-es, `$typeName` `parley.v1.SecureMessage`),
+ * version, identifiers, fixed lengths, size limits, counter range. Cheap and
+ * total: never throws anything but SessionError, whatever `envelope` is.
  */
-export function assertEnvelopeShape(envelope: SecureMessage): void {
+export function assertEnvelopeShape(value: unknown): asserts value is SecureMessage {
+  const envelope = value as SecureMessage;
+  if (typeof envelope !== 'object' || envelope === null || envelope.$typeName !== 'parley.v1.SecureMessage') {
+    fail(`not a SecureMessage: ${describe(envelope)}`);
+  }
+  if (typeof envelope.version !== 'number') fail('version must be a number');
   if (envelope.version !== PROTOCOL_VERSION) {
     throw new SessionError('unsupported_version', `envelope version ${envelope.version} is not supported`);
   }
   if (!isAgentId(envelope.senderId)) fail('sender_id is not a valid agent id');
   if (!isAgentId(envelope.recipientId)) fail('recipient_id is not a valid agent id');
-  if (envelope.sessionId.length !== SESSION_ID_BYTES) fail(`session_id must be ${SESSION_ID_BYTES} bytes`);
+  if (bytesOf(envelope.sessionId, 'session_id').length !== SESSION_ID_BYTES) fail(`session_id must be ${SESSION_ID_BYTES} bytes`);
+  if (typeof envelope.nonce !== 'bigint' || envelope.nonce < 0n) fail('nonce must be an unsigned 64-bit integer');
   if (envelope.nonce > BigInt(MAX_MESSAGE_COUNTER)) throw new SessionError('nonce_exhausted', 'nonce beyond 2^53 - 1');
-  if (envelope.timestampMs < 0n || envelope.timestampMs > BigInt(Number.MAX_SAFE_INTEGER)) fail('timestamp_ms out of range');
-  if (envelope.payloadCommitment.length !== COMMITMENT_BYTES) fail(`payload_commitment must be ${COMMITMENT_BYTES} bytes`);
-  if (envelope.encryptedPayload.length > MAX_CIPHERTEXT_BYTES) {
+  if (typeof envelope.timestampMs !== 'bigint' || envelope.timestampMs < 0n || envelope.timestampMs > BigInt(Number.MAX_SAFE_INTEGER)) fail('timestamp_ms out of range');
+  if (bytesOf(envelope.payloadCommitment, 'payload_commitment').length !== COMMITMENT_BYTES) fail(`payload_commitment must be ${COMMITMENT_BYTES} bytes`);
+  if (bytesOf(envelope.encryptedPayload, 'encrypted_payload').length > MAX_CIPHERTEXT_BYTES) {
     throw new SessionError('too_large', `encrypted_payload exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
   }
   if (envelope.encryptedPayload.length < SALT_BYTES + AEAD_TAG_BYTES) fail('encrypted_payload too short');
-  if (envelope.authTag.length !== AUTH_TAG_BYTES) fail(`auth_tag must be ${AUTH_TAG_BYTES} bytes`);
-  if (envelope.signature.length !== SIGNATURE_BYTES) fail(`signature must be ${SIGNATURE_BYTES} bytes`);
+  if (bytesOf(envelope.authTag, 'auth_tag').length !== AUTH_TAG_BYTES) fail(`auth_tag must be ${AUTH_TAG_BYTES} bytes`);
+  if (bytesOf(envelope.signature, 'signature').length !== SIGNATURE_BYTES) fail(`signature must be ${SIGNATURE_BYTES} bytes`);
+}
+
+/** A bytes field of an envelope (a Uint8Array; its length is the caller's to check, with its own message). */
+function bytesOf(value: unknown, name: string): Uint8Array {
+  return check.bytes(value, name);
 }
 
 /** The header fields shared by all three layouts. */
@@ -94,15 +107,19 @@ const SIGNATURE_DOMAIN = 'parley/v1/envelope-signature';
 export class EnvelopeHeaderFields {
   readonly #layout: Layout;
 
+  /** @throws SessionError `malformed` when a field has the wrong type or length */
   constructor(h: EnvelopeHeader) {
-    this.#layout = layout(AD_DOMAIN)
-      .u32(h.version)
-      .str(h.senderId)
-      .str(h.recipientId)
-      .fixed(h.sessionId, SESSION_ID_BYTES, 'session_id')
-      .u64(h.nonce)
-      .i64(h.timestampMs)
-      .fixed(h.payloadCommitment, COMMITMENT_BYTES, 'payload_commitment');
+    check.object(h, 'envelope header');
+    this.#layout = asSessionError('envelope header', () =>
+      layout(AD_DOMAIN)
+        .u32(h.version)
+        .str(h.senderId)
+        .str(h.recipientId)
+        .fixed(h.sessionId, SESSION_ID_BYTES, 'session_id')
+        .u64(h.nonce)
+        .i64(h.timestampMs)
+        .fixed(h.payloadCommitment, COMMITMENT_BYTES, 'payload_commitment'),
+    );
   }
 
   /** AEAD associated data: header("parley/v1/envelope-ad"). */
@@ -112,6 +129,7 @@ export class EnvelopeHeaderFields {
 
   /** Input of the HMAC-SHA256 auth tag. */
   macInput(encryptedPayload: Uint8Array): Uint8Array {
+    check.bytes(encryptedPayload, 'encrypted_payload');
     return layout(MAC_DOMAIN).fieldsOf(this.#layout).var(encryptedPayload, 'encrypted_payload').bytes();
   }
 
@@ -120,17 +138,15 @@ export class EnvelopeHeaderFields {
    * MAC computed over their concatenation without copying the ciphertext.
    */
   macInputParts(encryptedPayload: Uint8Array): [Uint8Array, Uint8Array] {
-    abytes(encryptedPayload, 'encrypted_payload');
+    check.bytes(encryptedPayload, 'encrypted_payload');
     return [layout(MAC_DOMAIN).fieldsOf(this.#layout).u32(encryptedPayload.length).bytes(), encryptedPayload];
   }
 
   /** The bytes the sender's Ed25519 identity key signs. */
   signedBytes(crypto: ParleyCrypto, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
-    return layout(SIGNATURE_DOMAIN)
-      .fieldsOf(this.#layout)
-      .fixed(crypto.blake3(encryptedPayload), 32, 'ciphertext digest')
-      .fixed(authTag, AUTH_TAG_BYTES, 'auth_tag')
-      .bytes();
+    check.bytes(encryptedPayload, 'encrypted_payload');
+    check.bytes(authTag, 'auth_tag', AUTH_TAG_BYTES);
+    return layout(SIGNATURE_DOMAIN).fieldsOf(this.#layout).fixed(crypto.blake3(encryptedPayload), 32, 'ciphertext digest').fixed(authTag, AUTH_TAG_BYTES, 'auth_tag').bytes();
   }
 }
 
@@ -146,12 +162,13 @@ export function envelopeMacInput(h: EnvelopeHeader, encryptedPayload: Uint8Array
 
 /** The bytes the sender's Ed25519 identity key signs. */
 export function envelopeSignedBytes(crypto: ParleyCrypto, h: EnvelopeHeader, encryptedPayload: Uint8Array, authTag: Uint8Array): Uint8Array {
+  assertCrypto(crypto);
   return new EnvelopeHeaderFields(h).signedBytes(crypto, encryptedPayload, authTag);
 }
 
 /** BLAKE3 message hash: identifies an envelope in replay caches, receipts and the audit trail. */
 export function messageHash(crypto: ParleyCrypto, envelope: SecureMessage): Uint8Array {
-  return crypto.blake3(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag));
+  return messageHashOf(crypto, envelope).hash;
 }
 
 /**
@@ -172,10 +189,14 @@ export interface EnvelopeDigest {
 
 /**
  * The signed bytes and message hash of an envelope. The envelope must not change
- * between this call and the `open` it is given to.
- * @throws CryptoError when a header field has the wrong length (a malformed envelope)
+ * between this call and the `open` it is given to. Checks only what the bytes need
+ * (an object whose header fields, ciphertext and auth tag have their types and fixed
+ * lengths): `open` applies every other check.
+ * @throws SessionError `malformed` when it is not such an object
  */
 export function messageHashOf(crypto: ParleyCrypto, envelope: SecureMessage): EnvelopeDigest {
+  assertCrypto(crypto);
+  check.object(envelope, 'envelope');
   const fields = new EnvelopeHeaderFields(envelope);
   const signed = fields.signedBytes(crypto, envelope.encryptedPayload, envelope.authTag);
   return { envelope, signed, hash: crypto.blake3(signed), fields };
@@ -183,8 +204,10 @@ export function messageHashOf(crypto: ParleyCrypto, envelope: SecureMessage): En
 
 /** Salted commitment to the encoded payload. */
 export function payloadCommitment(crypto: ParleyCrypto, salt: Uint8Array, payload: Uint8Array): Uint8Array {
+  assertCrypto(crypto);
+  check.bytes(salt, 'salt', SALT_BYTES);
   // BLAKE3 of the layout ‖ var(payload), hashed in two parts so the payload is not copied.
-  abytes(payload, 'payload');
+  check.bytes(payload, 'payload');
   return crypto.blake3Parts([layout('parley/v1/payload-commitment').fixed(salt, SALT_BYTES, 'salt').u32(payload.length).bytes(), payload]);
 }
 

@@ -10,13 +10,13 @@
  *   <- e, ee, s, es            frame step 2, payload = responder's HandshakePayload
  *   -> s, se                   frame step 3, payload = initiator's HandshakePayload
  */
-import { layout, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
+import { SecretKey, layout, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
 import {
   MAX_CERTIFICATE_BYTES,
+  TrustBundle,
   isIdentityError,
   verifyCertificate,
   type RevocationChecker,
-  type TrustBundle,
   type VerifiedCertificate,
 } from '@parley/identity';
 import {
@@ -29,6 +29,7 @@ import {
   toBinary,
   type HandshakeFrame,
 } from '@parley/proto';
+import { asSessionError, assertCrypto, check, describe, malformed } from './assert.js';
 import { PROTOCOL_VERSION, SESSION_ID_BYTES, SIGNATURE_BYTES, isAgentId } from './envelope.js';
 import { SessionError, detailOf, isSessionError, type SessionErrorCode } from './errors.js';
 import { ignoreEvents, type SecurityEventSink } from './events.js';
@@ -62,42 +63,36 @@ export interface HandshakeConfig {
 
 /** The Noise prologue (docs/PROTOCOL.md §5.2). */
 export function noisePrologue(sessionId: Uint8Array, initiatorId: string, responderId: string, rekeyThreshold: number): Uint8Array {
-  return layout('parley/v1/noise-prologue')
-    .u32(PROTOCOL_VERSION)
-    .fixed(sessionId, SESSION_ID_BYTES, 'session_id')
-    .str(initiatorId)
-    .str(responderId)
-    .u32(rekeyThreshold)
-    .bytes();
+  return asSessionError('noise prologue', () =>
+    layout('parley/v1/noise-prologue').u32(PROTOCOL_VERSION).fixed(sessionId, SESSION_ID_BYTES, 'session_id').str(initiatorId).str(responderId).u32(rekeyThreshold).bytes(),
+  );
 }
 
 /** The bytes an agent's identity key signs to bind its Noise static key (docs/PROTOCOL.md §5.3). */
 export function identityBindingBytes(sessionId: Uint8Array, agentId: string, role: 1 | 2, noiseStaticKey: Uint8Array): Uint8Array {
-  return layout('parley/v1/identity-binding')
-    .fixed(sessionId, SESSION_ID_BYTES, 'session_id')
-    .str(agentId)
-    .u8(role)
-    .fixed(noiseStaticKey, 32, 'noise static key')
-    .bytes();
+  return asSessionError('identity binding', () =>
+    layout('parley/v1/identity-binding').fixed(sessionId, SESSION_ID_BYTES, 'session_id').str(agentId).u8(role).fixed(noiseStaticKey, 32, 'noise static key').bytes(),
+  );
 }
 
-/** Structural checks on a frame before any cryptography. */
+/** Structural checks on a frame before any cryptography. Total: never throws anything but SessionError. */
 export function assertFrameShape(frame: HandshakeFrame, step: 1 | 2 | 3): void {
   if (typeof frame !== 'object' || frame === null || frame.$typeName !== 'parley.v1.HandshakeFrame') {
     throw new SessionError('malformed', 'not a HandshakeFrame');
   }
+  if (typeof frame.version !== 'number') throw new SessionError('malformed', 'version must be a number');
   if (frame.version !== PROTOCOL_VERSION) throw new SessionError('unsupported_version', `handshake version ${frame.version} is not supported`);
-  if (frame.sessionId.length !== SESSION_ID_BYTES) throw new SessionError('malformed', `session_id must be ${SESSION_ID_BYTES} bytes`);
+  if (check.bytes(frame.sessionId, 'session_id').length !== SESSION_ID_BYTES) throw new SessionError('malformed', `session_id must be ${SESSION_ID_BYTES} bytes`);
   if (!isAgentId(frame.senderId) || !isAgentId(frame.recipientId)) throw new SessionError('malformed', 'frame agent ids are not valid');
   if (frame.senderId === frame.recipientId) throw new SessionError('malformed', 'frame sender and recipient are the same agent');
   // §5.1: a step outside 1..3 is a field out of range (malformed, as the gateway's §10.3 step 1 says);
   // a defined step this receiver is not waiting for is a wrong turn (handshake_failed).
   if (frame.step !== 1 && frame.step !== 2 && frame.step !== 3) throw new SessionError('malformed', `handshake step must be 1, 2 or 3, got ${frame.step}`);
   if (frame.step !== step) throw new SessionError('handshake_failed', `expected handshake step ${step}, got ${frame.step}`);
-  if (frame.noiseMessage.length < 32 || frame.noiseMessage.length > NOISE_MAX_MESSAGE_BYTES) {
+  if (check.bytes(frame.noiseMessage, 'noise_message').length < 32 || frame.noiseMessage.length > NOISE_MAX_MESSAGE_BYTES) {
     throw new SessionError('malformed', 'noise_message length out of range');
   }
-  if (frame.rekeyThreshold < 1 || frame.rekeyThreshold > MAX_REKEY_THRESHOLD) throw new SessionError('malformed', 'rekey_threshold out of range');
+  if (typeof frame.rekeyThreshold !== 'number' || frame.rekeyThreshold < 1 || frame.rekeyThreshold > MAX_REKEY_THRESHOLD) throw new SessionError('malformed', 'rekey_threshold out of range');
 }
 
 interface Context {
@@ -107,8 +102,22 @@ interface Context {
   readonly events: SecurityEventSink;
 }
 
+/**
+ * The handshake's context, after checking the types of its configuration: a genuine crypto, an identity
+ * (a valid agent id, a SecretKey, a certificate), a TrustBundle. Whether the key is the certificate's is
+ * the SessionManager's check, at construction (`assertLocalIdentity`): a handshake driven directly is the
+ * caller's — tests play impostors through it. @throws SessionError `malformed`
+ */
 function context(crypto: ParleyCrypto, config: HandshakeConfig): Context {
-  if (!isAgentId(config.identity.agentId)) throw new SessionError('malformed', 'local agent id is not valid');
+  assertCrypto(crypto);
+  check.object(config, 'handshake config');
+  const identity = check.object(config.identity, 'handshake.identity');
+  if (!isAgentId(identity['agentId'])) throw new SessionError('malformed', 'local agent id is not valid');
+  if (!(identity['signingKey'] instanceof SecretKey)) malformed(`handshake.identity.signingKey must be a SecretKey, got ${describe(identity['signingKey'])}`);
+  check.object(identity['certificate'], 'handshake.identity.certificate');
+  if (!(config.trustBundle instanceof TrustBundle)) malformed(`handshake.trustBundle must be a TrustBundle, got ${describe(config.trustBundle)}`);
+  if (config.clock !== undefined) check.func(config.clock, 'handshake.clock');
+  if (config.events !== undefined) check.func(config.events, 'handshake.events');
   return { crypto, config, clock: config.clock ?? Date.now, events: config.events ?? ignoreEvents };
 }
 
@@ -318,7 +327,7 @@ export class InitiatorHandshake extends PendingHandshake {
     if (peerId === config.identity.agentId) throw new SessionError('malformed', `'${peerId}' is this agent itself: an agent has no session with itself`);
     const threshold = assertRekeyThreshold(config.rekeyThreshold ?? DEFAULT_REKEY_THRESHOLD);
     const id = sessionId ?? crypto.randomBytes(SESSION_ID_BYTES);
-    if (id.length !== SESSION_ID_BYTES) throw new SessionError('malformed', 'session id must be 16 bytes');
+    if (check.bytes(id, 'session id').length !== SESSION_ID_BYTES) throw new SessionError('malformed', 'session id must be 16 bytes');
     const staticKey = config.staticKeyPair ?? crypto.x25519.generateKeyPair();
     const hs = new HandshakeState(crypto, {
       protocol: parseProtocolName(PARLEY_NOISE_PROTOCOL, crypto),

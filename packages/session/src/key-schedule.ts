@@ -15,6 +15,7 @@
  * needed makes those keys unrecoverable: forward secrecy inside a session.
  */
 import { SecretKey, type ParleyCrypto } from '@parley/crypto-core';
+import { assertCrypto, check, malformed } from './assert.js';
 import { SessionError } from './errors.js';
 import { CipherState } from './noise/cipher-state.js';
 
@@ -68,10 +69,12 @@ export class DirectionKeys {
   /** Epochs held, ascending and contiguous. Never empty. */
   #epochs: EpochKeys[];
 
+  /** @throws SessionError `malformed` (crypto, a keyed CipherState, the threshold, the epoch) */
   constructor(crypto: ParleyCrypto, base: CipherState, threshold: number, baseEpoch = 0) {
-    this.#crypto = crypto;
+    this.#crypto = assertCrypto(crypto);
+    if (!(base instanceof CipherState) || !base.hasKey()) malformed('base must be a CipherState holding a key');
     this.threshold = assertRekeyThreshold(threshold);
-    this.#epochs = [epochKeys(baseEpoch, base)];
+    this.#epochs = [epochKeys(check.safeInt(baseEpoch, 'baseEpoch'), base)];
   }
 
   epochOf(counter: number): number {
@@ -143,7 +146,13 @@ export class DirectionKeys {
 
   /** Rebuilds from exported epoch keys (contiguous, ascending). */
   static fromExport(crypto: ParleyCrypto, threshold: number, epochs: { epoch: number; key: Uint8Array }[]): DirectionKeys {
-    if (epochs.length === 0) throw new SessionError('state_corrupt', 'no epoch keys');
+    assertCrypto(crypto);
+    if (!Array.isArray(epochs) || epochs.length === 0) throw new SessionError('state_corrupt', 'no epoch keys');
+    for (const e of epochs as unknown[]) {
+      const { epoch, key } = (e ?? {}) as { epoch?: unknown; key?: unknown };
+      if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) throw new SessionError('state_corrupt', 'an epoch number is not a non-negative integer');
+      if (!(key instanceof Uint8Array) || key.length !== 32) throw new SessionError('state_corrupt', 'an epoch key is not 32 bytes');
+    }
     const first = epochs[0]!;
     const dk = new DirectionKeys(crypto, new CipherState(crypto, SecretKey.from(first.key, 'aead')), threshold, first.epoch);
     for (let i = 1; i < epochs.length; i++) {

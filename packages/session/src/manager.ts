@@ -8,15 +8,17 @@
  *   one keeps receiving until it expires, so nothing in flight is lost);
  * - graceful close; sealed export/import of every session's state.
  */
-import type { ParleyCrypto, SecretKey } from '@parley/crypto-core';
+import { SecretKey, type ParleyCrypto } from '@parley/crypto-core';
+import { TrustBundle } from '@parley/identity';
 import type { HandshakeFrame, SecureMessage } from '@parley/proto';
+import { assertCrypto, assertLocalIdentity, check, describe, malformed, optionalObject } from './assert.js';
 import { SessionError, detailOf, isSessionErrorCode } from './errors.js';
 import type { SecurityEvent } from './events.js';
 import { InitiatorHandshake, ResponderHandshake, type HandshakeConfig } from './handshake.js';
 import { MessageHashCache } from './message-cache.js';
 import { exportSessionState, importSessionState } from './sealed-state.js';
 import { DEFAULT_SKEW, type OpenedMessage, type OutgoingMessage, type SealedMessage, type Session } from './session.js';
-import { MAX_MESSAGE_COUNTER, type EnvelopeDigest } from './envelope.js';
+import { MAX_MESSAGE_COUNTER, assertEnvelopeShape, type EnvelopeDigest } from './envelope.js';
 
 /** Session lifetimes, in minutes, as operators configure them. */
 export interface SessionTimeouts {
@@ -144,6 +146,27 @@ interface Pending {
   readonly renewing?: Session;
 }
 
+/** Options that are counts or durations in ms: positive integers when given. */
+const POSITIVE_INTEGER_OPTIONS = [
+  'maxSessionsPerPeer',
+  'maxSessions',
+  'maxPendingHandshakes',
+  'maxPendingHandshakesPerPeer',
+  'reservationBlock',
+  'handshakeTimeoutMs',
+  'tickMs',
+] as const satisfies readonly (keyof SessionManagerOptions)[];
+
+/** Options that are callbacks: functions when given. */
+const FUNCTION_OPTIONS = [
+  'queuedHandshakeUntil',
+  'acceptHandshake',
+  'reserveCounters',
+  'clock',
+  'onEvent',
+  'onStateChange',
+] as const satisfies readonly (keyof SessionManagerOptions)[];
+
 /** Longest delay setTimeout takes (about 24.8 days); longer waits are re-armed when it fires. */
 const MAX_TIMER_MS = 2_147_483_647;
 
@@ -173,15 +196,29 @@ export class SessionManager {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
+  /**
+   * Checks the options before anything runs — among them that `handshake.identity`'s signing key is the one
+   * its certificate names and its agent id the certificate's: a manager built with another key would seal
+   * envelopes no peer can accept (the peer refuses the handshake, `bad_binding`, and only the peer knows).
+   * @throws SessionError `malformed` (a missing or ill-typed option: `crypto`, `handshake`, `transport`, a
+   *   limit, a callback), `identity_mismatch` (the signing key or agent id is not the certificate's)
+   */
   constructor(options: SessionManagerOptions) {
-    this.#crypto = options.crypto;
+    check.object(options, 'options');
+    this.#crypto = assertCrypto(options.crypto, 'options.crypto');
+    check.object(options.handshake, 'options.handshake');
+    assertLocalIdentity(this.#crypto, options.handshake.identity, 'handshake.identity');
+    if (!(options.handshake.trustBundle instanceof TrustBundle)) malformed(`handshake.trustBundle must be a TrustBundle, got ${describe(options.handshake.trustBundle)}`);
+    check.func(check.object(options.transport, 'options.transport')['sendFrame'], 'options.transport.sendFrame');
     this.#options = options;
-    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...optionalObject(options.timeouts, 'options.timeouts') };
     validateTimeouts(this.#timeouts);
-    for (const name of ['maxSessionsPerPeer', 'maxSessions'] as const) {
+    for (const name of POSITIVE_INTEGER_OPTIONS) {
       const v = options[name];
-      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new SessionError('malformed', `${name} must be a positive integer`);
+      if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)) throw new SessionError('malformed', `${name} must be a positive integer`);
     }
+    for (const name of FUNCTION_OPTIONS) if (options[name] !== undefined) check.func(options[name], name);
+    if (options.stateKey !== undefined && !(options.stateKey instanceof SecretKey)) malformed(`stateKey must be a SecretKey, got ${describe(options.stateKey)}`);
     this.#clock = options.clock ?? Date.now;
     this.#config = {
       ...options.handshake,
@@ -264,9 +301,7 @@ export class SessionManager {
    */
   open(envelope: SecureMessage, digest?: EnvelopeDigest): OpenedMessage {
     const id = envelope?.sessionId instanceof Uint8Array ? Buffer.from(envelope.sessionId).toString('hex') : '';
-    const session = this.#sessions.get(id);
-    if (session === undefined) {
-      const error = new SessionError('unknown_session', 'no session with that id');
+    const refuse = (error: SessionError): never => {
       this.#emit({
         kind: 'security',
         code: error.code,
@@ -278,7 +313,15 @@ export class SessionManager {
         detail: error.message,
       });
       throw error;
+    };
+    // §8.1: the shape first (`malformed`, `unsupported_version`, …), then the session.
+    try {
+      assertEnvelopeShape(envelope);
+    } catch (error) {
+      return refuse(error as SessionError);
     }
+    const session = this.#sessions.get(id);
+    if (session === undefined) return refuse(new SessionError('unknown_session', 'no session with that id'));
     try {
       return session.open(envelope, digest); // the session emits its own security events
     } catch (error) {

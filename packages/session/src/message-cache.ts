@@ -4,6 +4,8 @@
  * window was rebuilt). Keys are message hashes (32 bytes), stored as base64url.
  */
 import { toBase64Url } from '@parley/crypto-core';
+import { check } from './assert.js';
+import { SessionError } from './errors.js';
 
 export const DEFAULT_MESSAGE_CACHE_SIZE = 100_000;
 
@@ -11,9 +13,9 @@ export class MessageHashCache {
   readonly capacity: number;
   readonly #entries = new Map<string, true>();
 
+  /** @throws SessionError `malformed` unless `capacity` is a positive integer */
   constructor(capacity = DEFAULT_MESSAGE_CACHE_SIZE) {
-    if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError('capacity must be a positive integer');
-    this.capacity = capacity;
+    this.capacity = check.safeInt(capacity, 'capacity', 1);
   }
 
   get size(): number {
@@ -40,8 +42,10 @@ export class MessageHashCache {
     return [...this.#entries.keys()];
   }
 
+  /** @throws SessionError `state_corrupt` unless `keys` is what {@link export} returns; `malformed` for the capacity */
   static fromExport(keys: readonly string[], capacity = DEFAULT_MESSAGE_CACHE_SIZE): MessageHashCache {
     const cache = new MessageHashCache(capacity);
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) throw new SessionError('state_corrupt', 'message hash cache export must be an array of strings');
     for (const k of keys.slice(-capacity)) cache.#entries.set(k, true);
     return cache;
   }

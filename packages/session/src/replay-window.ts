@@ -11,6 +11,8 @@
  * protocol renews sessions long before (docs/PROTOCOL.md §7).
  */
 
+import { SessionError } from './errors.js';
+
 export const BLOCK_BITS = 32;
 export const RING_BITS = 8192;
 export const RING_BLOCKS = RING_BITS / BLOCK_BITS;
@@ -74,10 +76,13 @@ export class ReplayWindow {
     return { top: this.#top, ring: this.#ring.slice() };
   }
 
+  /** @throws SessionError `state_corrupt` unless `state` is what {@link exportState} returns */
   static fromState(state: ReplayWindowState): ReplayWindow {
     const w = new ReplayWindow();
-    if (!Number.isSafeInteger(state.top) || state.top < -1 || !(state.ring instanceof Uint32Array) || state.ring.length !== RING_BLOCKS) {
-      throw new RangeError('invalid replay window state');
+    const top = (state as Partial<ReplayWindowState> | null | undefined)?.top;
+    const ring = (state as Partial<ReplayWindowState> | null | undefined)?.ring;
+    if (typeof top !== 'number' || !Number.isSafeInteger(top) || top < -1 || !(ring instanceof Uint32Array) || ring.length !== RING_BLOCKS) {
+      throw new SessionError('state_corrupt', 'invalid replay window state');
     }
     w.#top = state.top;
     w.#ring.set(state.ring);

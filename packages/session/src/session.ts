@@ -36,6 +36,7 @@ import {
   type EnvelopeDigest,
   type EnvelopeHeader,
 } from './envelope.js';
+import { check, describe, malformed } from './assert.js';
 import { SessionError, isSessionError } from './errors.js';
 import { ignoreEvents, type SecurityEventSink } from './events.js';
 import type { DirectionKeys } from './key-schedule.js';
@@ -293,9 +294,6 @@ export class Session {
   }
 
   #open(envelope: SecureMessage, nowMs: number, digest: EnvelopeDigest | undefined): OpenedMessage {
-    if (typeof envelope !== 'object' || envelope === null || envelope.$typeName !== 'parley.v1.SecureMessage') {
-      throw new SessionError('malformed', 'not a SecureMessage');
-    }
     assertEnvelopeShape(envelope);
     if (this.#closed) throw new SessionError('unknown_session', 'session is closed');
     if (!this.#crypto.constantTimeEqual(envelope.sessionId, this.id)) throw new SessionError('unknown_session', 'session id does not match');
@@ -447,6 +445,7 @@ function optionalHash(value: Uint8Array | undefined, name: string): Uint8Array {
 /** Encodes and validates the application's message (sender side). */
 export function encodePayload(message: OutgoingMessage, nowMs: number): Uint8Array {
   if (typeof message !== 'object' || message === null) throw new SessionError('malformed', 'message must be an object');
+  check.safeInt(nowMs, 'nowMs');
   if (!KNOWN_TYPES.has(message.type)) throw new SessionError('malformed', 'message type must be a known, non-UNSPECIFIED MessageType');
   let content;
   try {
@@ -470,6 +469,8 @@ export function encodePayload(message: OutgoingMessage, nowMs: number): Uint8Arr
 
 /** Decodes and validates a received payload (receiver side and disclosure verification). */
 export function decodePayload(bytes: Uint8Array, envelopeTimestampMs: bigint): MessagePayload {
+  check.bytes(bytes, 'payload');
+  if (typeof envelopeTimestampMs !== 'bigint') malformed(`envelopeTimestampMs must be a bigint, got ${describe(envelopeTimestampMs)}`);
   if (bytes.length > MAX_PAYLOAD_BYTES) throw new SessionError('too_large', 'payload exceeds the size limit');
   let payload: MessagePayload;
   try {

@@ -357,4 +357,47 @@ describe('SessionManager', () => {
     expect(() => new SessionManager({ ...base, timeouts: { maxDurationMinutes: 10, warningThresholdMinutes: 10 } })).toThrow(SessionError);
     expect(() => new SessionManager({ ...base, timeouts: { autoRenew: 'yes' as never } })).toThrow(SessionError);
   });
+
+  // A key that is not the certificate's used to be accepted: seal() resolved with an envelope, the peer refused
+  // the handshake (`bad_binding … identity signature does not bind this Noise static key`) and open() answered
+  // `unknown_session` — the sender never learned. Refused now where the owner sees it: at construction.
+  it('refuses at construction a signing key that is not the certificate’s (identity_mismatch), before any seal', () => {
+    const alice = w.agent('alice');
+    const transport = { sendFrame: () => undefined };
+    const stranger = w.crypto.ed25519.generateKeyPair().secretKey;
+    const code = (options: unknown) => {
+      try {
+        managers.push(new SessionManager(options as SessionManagerOptions));
+        return 'constructed';
+      } catch (error) {
+        expect(error).toBeInstanceOf(SessionError);
+        return (error as SessionError).code;
+      }
+    };
+    const handshake = (identity: unknown) => ({ identity, trustBundle: w.trustBundle });
+    expect(code({ crypto: w.crypto, handshake: handshake({ ...alice, signingKey: stranger }), transport })).toBe('identity_mismatch');
+    expect(code({ crypto: w.crypto, handshake: handshake({ ...alice, agentId: 'bob' }), transport })).toBe('identity_mismatch');
+    expect(code({ crypto: w.crypto, handshake: handshake({ ...alice, signingKey: new Uint8Array(64) }), transport })).toBe('malformed');
+    // A missing crypto is a typed error here, not a TypeError at the first seal.
+    expect(code({ handshake: handshake(alice), transport })).toBe('malformed');
+    expect(code({ crypto: w.crypto, transport })).toBe('malformed');
+    expect(code({ crypto: w.crypto, handshake: handshake(alice) })).toBe('malformed');
+    expect(code(null)).toBe('malformed');
+    expect(code({ crypto: w.crypto, handshake: handshake(alice), transport })).toBe('constructed');
+  });
+
+  it('open(null) and open({}) are malformed (the shape is checked before the session), reported as security events', () => {
+    const { b, events } = pair();
+    for (const hostile of [null, {}, undefined, 42, { sessionId: new Uint8Array(16) }]) {
+      let thrown: unknown;
+      try {
+        b.open(hostile as never);
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown, String(hostile)).toBeInstanceOf(SessionError);
+      expect((thrown as SessionError).code).toBe('malformed');
+    }
+    expect(events['bob']!.filter((e) => e.kind === 'security' && e.code === 'malformed' && e.stage === 'message')).toHaveLength(5);
+  });
 });

@@ -8,6 +8,8 @@ import { TrustBundle } from '@parley/identity';
 import { MessageType, SecureMessageSchema, create, fromBinary, toBinary, type SecureMessage } from '@parley/proto';
 import {
   MAX_PAYLOAD_BYTES,
+  assertEnvelopeShape,
+  decodePayload,
   exportSessionState,
   importSessionState,
   messageHash,
@@ -285,5 +287,29 @@ describe('non-repudiation', () => {
     expect(codeOf(() => verifyDisclosure(w.crypto, { ...base, senderCertificate: bob.certificate }, { trustBundle: w.trustBundle }))).toBe('identity_mismatch');
     const mallory = w.agent('alice'); // same name, different key, genuinely issued
     expect(codeOf(() => verifyDisclosure(w.crypto, { ...base, senderCertificate: mallory.certificate }, { trustBundle: w.trustBundle }))).toBe('bad_signature');
+  });
+
+  // These were raw TypeErrors ("Cannot destructure property 'envelope' of 'proof' as it is null", "reading 'trustBundle'").
+  it('a missing proof, options or trust bundle is malformed, never a TypeError', () => {
+    const sealed = a.seal({ type: MessageType.CONSENSUS_VOTE, content: { vote: 'yes' } });
+    const proof = { envelope: sealed.envelope, senderCertificate: alice.certificate, disclosure: b.open(sealed.envelope).disclosure };
+    expect(codeOf(() => verifyDisclosure(w.crypto, null as never, { trustBundle: w.trustBundle }))).toBe('malformed');
+    expect(codeOf(() => (verifyDisclosure as (...args: unknown[]) => unknown)(w.crypto, proof))).toBe('malformed');
+    expect(codeOf(() => verifyDisclosure(w.crypto, proof, {} as never))).toBe('malformed');
+    expect(codeOf(() => verifyDisclosure(undefined as never, proof, { trustBundle: w.trustBundle }))).toBe('malformed');
+    expect(verifyDisclosure(w.crypto, proof, { trustBundle: w.trustBundle }).content).toEqual({ vote: 'yes' });
+  });
+});
+
+describe('stateless envelope functions, given what is not an envelope', () => {
+  it('assertEnvelopeShape, messageHashOf, messageHash and decodePayload throw SessionError malformed, never a TypeError', () => {
+    for (const hostile of [null, undefined, {}, 42, { $typeName: 'parley.v1.SecureMessage' }]) {
+      expect(codeOf(() => assertEnvelopeShape(hostile)), String(hostile)).toBe('malformed');
+      expect(codeOf(() => messageHashOf(w.crypto, hostile as never)), String(hostile)).toBe('malformed');
+      expect(codeOf(() => messageHash(w.crypto, hostile as never)), String(hostile)).toBe('malformed');
+      expect(codeOf(() => decodePayload(hostile as never, 0n)), String(hostile)).toBe('malformed');
+    }
+    const { envelope } = a.seal({ type: MessageType.STATUS_UPDATE, content: 1 });
+    expect(codeOf(() => messageHashOf(w.crypto, { ...envelope, sessionId: new Uint8Array(3) }))).toBe('malformed'); // was a CryptoError
   });
 });

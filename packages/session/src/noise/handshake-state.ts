@@ -11,10 +11,11 @@
  * start a new handshake. (flynn/noise and snow document the same choice.)
  */
 import { SecretKey, type ParleyCrypto, type X25519KeyPair } from '@parley/crypto-core';
+import { assertCrypto, check, malformed } from '../assert.js';
 import { SessionError, isSessionError } from '../errors.js';
 import { CipherState } from './cipher-state.js';
 import type { Token } from './patterns.js';
-import type { NoiseProtocol } from './protocol.js';
+import { assertNoiseProtocol, type NoiseProtocol } from './protocol.js';
 import { SymmetricState } from './symmetric-state.js';
 
 /** §3: every Noise message is at most 65535 bytes. */
@@ -60,6 +61,14 @@ export interface ReadResult {
 
 export type HandshakeStatus = 'in_progress' | 'complete' | 'failed';
 
+/** Asserts an X25519 key pair: a 32-byte public key and its SecretKey. */
+function assertKeyPair(value: unknown, name: string): X25519KeyPair {
+  const pair = check.object(value, name);
+  check.bytes(pair['publicKey'], `${name}.publicKey`, DHLEN);
+  if (!(pair['secretKey'] instanceof SecretKey)) malformed(`${name}.secretKey must be a SecretKey`);
+  return value as X25519KeyPair;
+}
+
 export class HandshakeState {
   readonly #crypto: ParleyCrypto;
   readonly #protocol: NoiseProtocol;
@@ -75,11 +84,14 @@ export class HandshakeState {
 
   /** Initialize(handshake_pattern, initiator, prologue, s, e, rs, re) (§5.3). */
   constructor(crypto: ParleyCrypto, options: HandshakeOptions) {
-    this.#crypto = crypto;
-    this.#protocol = options.protocol;
+    this.#crypto = assertCrypto(crypto);
+    check.object(options, 'options');
+    this.#protocol = assertNoiseProtocol(options.protocol, 'options.protocol');
+    if (typeof options.initiator !== 'boolean') malformed('options.initiator must be a boolean');
     this.#initiator = options.initiator;
-    this.#s = options.staticKeyPair;
-    this.#fixedE = options.fixedEphemeralKeyForTestingOnly;
+    check.bytes(options.prologue, 'options.prologue');
+    this.#s = assertKeyPair(options.staticKeyPair, 'options.staticKeyPair');
+    this.#fixedE = options.fixedEphemeralKeyForTestingOnly === undefined ? undefined : assertKeyPair(options.fixedEphemeralKeyForTestingOnly, 'options.fixedEphemeralKeyForTestingOnly');
     this.#ss = new SymmetricState(crypto, options.protocol.hash, options.protocol.name);
     this.#ss.mixHash(options.prologue);
     // XX has no pre-messages; a pattern with them would mix the public keys here (§5.3).

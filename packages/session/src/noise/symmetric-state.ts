@@ -2,8 +2,9 @@
  * Noise SymmetricState (Noise spec rev. 34, §5.2) and HKDF (§4.3).
  */
 import { SecretKey, concatBytes, type ParleyCrypto } from '@parley/crypto-core';
+import { assertCrypto, check } from '../assert.js';
 import { CipherState } from './cipher-state.js';
-import type { NoiseHash } from './protocol.js';
+import { assertNoiseHash, type NoiseHash } from './protocol.js';
 
 export class SymmetricState {
   readonly cipherState: CipherState;
@@ -14,8 +15,9 @@ export class SymmetricState {
 
   /** InitializeSymmetric(protocol_name). */
   constructor(crypto: ParleyCrypto, hash: NoiseHash, protocolName: string) {
-    this.#hash = hash;
-    this.#crypto = crypto;
+    this.#crypto = assertCrypto(crypto);
+    this.#hash = assertNoiseHash(hash);
+    check.string(protocolName, 'protocolName');
     const name = new TextEncoder().encode(protocolName);
     // §5.2: if protocol_name is <= HASHLEN bytes, pad with zeros; otherwise hash it.
     if (name.length <= hash.hashLen) {
