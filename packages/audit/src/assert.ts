@@ -40,24 +40,54 @@ export function assertCrypto(value: unknown): ParleyCrypto {
   return value as ParleyCrypto;
 }
 
-/** Asserts an Ed25519 key pair from crypto-core (`{ publicKey: 32 bytes, secretKey: SecretKey }`). */
+/**
+ * Asserts an Ed25519 key pair from crypto-core (`{ publicKey: 32 bytes, secretKey: SecretKey }`).
+ * @throws AuditError `malformed`, `key_wiped` (a SecretKey that was wiped: it can sign nothing)
+ */
 export function assertKeyPair(value: unknown, name: string): Ed25519KeyPair {
   const kp = assertObject(value, name);
   assertBytes(kp['publicKey'], `${name}.publicKey`, 32);
-  const sk = kp['secretKey'] as { kind?: unknown; unsafeBytes?: unknown } | null | undefined;
+  const sk = kp['secretKey'] as { kind?: unknown; unsafeBytes?: unknown; isWiped?: unknown } | null | undefined;
   if (typeof sk !== 'object' || sk === null || sk.kind !== 'ed25519' || typeof sk.unsafeBytes !== 'function') {
     malformed(`${name}.secretKey must be an ed25519 SecretKey`);
   }
+  if (sk.isWiped === true) keyWiped(name);
   return value as Ed25519KeyPair;
 }
 
-/** Runs `fn`, turning a CryptoError (from a layout or a backend) into `malformed`; AuditErrors pass through. */
+/** Throws `key_wiped` for the key pair named `name`. */
+function keyWiped(name: string, cause?: unknown): never {
+  throw new AuditError('key_wiped', `${name}: the secret key was wiped; nothing can be signed with it`, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * Runs `fn`, turning a CryptoError (from a layout or a backend) into `malformed` — except a wiped key
+ * (`key_wiped` stays `key_wiped`: a signature that could not be made, not bad input); AuditErrors pass through.
+ */
 export function asMalformed<T>(what: string, fn: () => T): T {
   try {
     return fn();
   } catch (cause) {
     if (cause instanceof AuditError) throw cause;
+    if (cause instanceof CryptoError && cause.code === 'key_wiped') return keyWiped(what, cause);
     if (cause instanceof CryptoError) return malformed(`${what}: ${cause.message}`, cause);
     return malformed(`${what} failed`, cause);
   }
+}
+
+/** Asserts an iterable or async iterable (a string is iterable: its characters are then the items, each checked by the caller). */
+export function assertIterable<T>(value: unknown, name: string): Iterable<T> | AsyncIterable<T> {
+  const v = value as Partial<Iterable<T> & AsyncIterable<T>> | null | undefined;
+  const sync = typeof v === 'string' || (typeof v === 'object' && v !== null && typeof v[Symbol.iterator] === 'function');
+  const async = typeof v === 'object' && v !== null && typeof v[Symbol.asyncIterator] === 'function';
+  if (!sync && !async) malformed(`${name} must be an iterable or async iterable, got ${describe(value)}`);
+  return value as Iterable<T> | AsyncIterable<T>;
+}
+
+/** Asserts a Merkle hash path: an array of at most `max` 32-byte hashes. */
+export function assertHashPath(value: unknown, name: string, max: number): readonly Uint8Array[] {
+  if (!Array.isArray(value)) malformed(`${name} must be an array of hashes, got ${describe(value)}`);
+  if (value.length > max) malformed(`${name} has ${value.length} hashes, more than ${max}`);
+  value.forEach((h: unknown, i) => assertBytes(h, `${name}[${i}]`, 32));
+  return value as Uint8Array[];
 }

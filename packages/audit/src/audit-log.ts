@@ -12,7 +12,7 @@
  */
 import type { AuditMessage } from '@parley/proto';
 import { toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
-import { assertCrypto, assertFunction, assertIntLike, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
+import { assertCrypto, assertFunction, assertIntLike, assertIterable, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError, isAuditError } from './errors.js';
 import { assertEntry, assertEntryFields, digestEntry, signChecked, writerKeyId, WriterKeys, ZERO_HASH, type AuditEntryFields } from './entry.js';
 import { MerkleTree, RootAccumulator, merkleHasher, type ConsistencyProof, type InclusionProof } from './merkle.js';
@@ -339,18 +339,19 @@ export class AuditLog {
    */
   append(fields: AuditEntryFields, options?: { readonly notify?: AuditNotification }): Promise<AuditMessage> {
     return new Promise<AuditMessage>((resolve, reject) => {
-      const notify = options?.notify;
       try {
+        this.#check();
+        const notify = options === undefined ? undefined : assertObject(options, 'options')['notify'] as AuditNotification | undefined;
         assertEntryFields(fields);
         if (notify !== undefined) {
           if (this.#store.notifies !== true) malformed('this audit store cannot send notifications with entries');
           assertNotification(notify); // here, not in the store: it would fail the whole group
         }
+        this.#pending.push({ fields, notify, resolve, reject });
       } catch (error) {
         reject(error);
         return;
       }
-      this.#pending.push({ fields, notify, resolve, reject });
       if (!this.#drainScheduled) this.#scheduleDrain();
     });
   }
@@ -363,11 +364,13 @@ export class AuditLog {
    *
    * @returns settled when sent (rejected with its group's error: not sent); undefined when the store sends no
    *   notifications or {@link MAX_RIDERS} wait already: the caller sends it its own way
-   * @throws AuditError `malformed` (channel or payload: checked here, as a bad one would fail the whole group)
+   * @throws AuditError `malformed` (channel or payload: checked here, as a bad one would fail the whole group),
+   *   `storage_failure` once the log is closed
    */
   notify(notification: AuditNotification): Promise<void> | undefined {
+    this.#check();
     assertNotification(notification);
-    if (this.#closed || this.#store.notifies !== true || this.#store.appendMany === undefined || this.#store.notify === undefined || this.#riders.length >= MAX_RIDERS) return undefined;
+    if (this.#store.notifies !== true || this.#store.appendMany === undefined || this.#store.notify === undefined || this.#riders.length >= MAX_RIDERS) return undefined;
     return new Promise<void>((resolve, reject) => {
       this.#riders.push({ notify: notification, resolve, reject });
       if (!this.#drainScheduled) this.#scheduleDrain();
@@ -390,7 +393,8 @@ export class AuditLog {
     const riders = grouped ? this.#riders.splice(0, 2 * MAX_GROUP - notifications.length) : [];
     if (this.#pending.length > 0 || this.#riders.length > 0) this.#scheduleDrain();
     try {
-      this.#check();
+      // No closed check here: what was accepted before close() is written (close waits for it); later calls are
+      // refused where they are made.
       for (const r of riders) notifications.push(r.notify);
       if (group.length === 0) {
         if (riders.length > 0) await this.#store.notify!(notifications);
@@ -442,8 +446,12 @@ export class AuditLog {
    * @returns the new size
    */
   refresh(): Promise<number> {
-    const run = async (): Promise<number> => {
+    try {
       this.#check();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const run = async (): Promise<number> => {
       await this.#catchUp();
       return this.#tree.size;
     };
@@ -454,9 +462,11 @@ export class AuditLog {
 
   /**
    * MTH of the first `treeSize` entries.
-   * @throws AuditError `not_found` beyond the log
+   * @throws AuditError `not_found` beyond the log, `malformed` for a non-integer, `storage_failure` once closed
    */
   rootHash(treeSize: number = this.size): Uint8Array {
+    this.#check();
+    assertSafeInt(treeSize, 'treeSize');
     const tree = this.#tree;
     if (tree instanceof MerkleTree) return tree.root(treeSize);
     if (treeSize !== tree.size) throw new AuditError('not_found', `this log keeps only its current root (size ${tree.size}), opened with proofs: false`);
@@ -465,13 +475,15 @@ export class AuditLog {
 
   /** The full tree, for what needs more than the current root. */
   #fullTree(what: string): MerkleTree {
+    this.#check();
     if (this.#tree instanceof MerkleTree) return this.#tree;
     throw new AuditError('not_found', `this log keeps no ${what} (opened with proofs: false)`);
   }
 
   /**
    * Signs a tree head for the first `treeSize` entries (default: all), timestamped by the clock.
-   * @throws AuditError `not_found` beyond the log
+   * @throws AuditError `not_found` beyond the log, `key_wiped` when the writer key was wiped, `storage_failure` once
+   *   closed (a closed log signs nothing)
    */
   treeHead(treeSize: number = this.size): SignedTreeHead {
     const rootHash = this.rootHash(treeSize);
@@ -480,7 +492,8 @@ export class AuditLog {
 
   /**
    * Inclusion proof of entry `index` in the tree of `treeSize` entries (default: all).
-   * @throws AuditError `not_found` unless index < treeSize ≤ size
+   * @throws AuditError `not_found` unless index < treeSize ≤ size, `malformed` for a negative or non-integer index,
+   *   `storage_failure` once closed
    */
   inclusionProof(index: number, treeSize: number = this.size): InclusionProof {
     return this.#fullTree('proofs').inclusionProof(index, treeSize);
@@ -488,20 +501,23 @@ export class AuditLog {
 
   /**
    * Consistency proof between tree sizes `oldSize` ≤ `newSize` (default: all).
-   * @throws AuditError `not_found` / `malformed` for sizes outside the log
+   * @throws AuditError `not_found` / `malformed` for sizes outside the log, `storage_failure` once closed
    */
   consistencyProof(oldSize: number, newSize: number = this.size): ConsistencyProof {
     return this.#fullTree('proofs').consistencyProof(oldSize, newSize);
   }
 
-  /** Leaf hash of entry `index`. */
+  /**
+   * Leaf hash of entry `index`.
+   * @throws AuditError `malformed` unless a safe integer ≥ 0, `not_found` unless below the size, `storage_failure` once closed
+   */
   leafHash(index: number): Uint8Array {
     return this.#fullTree('leaf hashes').leafHash(index);
   }
 
   /**
    * Reads one stored entry.
-   * @throws AuditError `not_found` beyond the log
+   * @throws AuditError `not_found` beyond the log, `malformed` for a negative or non-integer index, `storage_failure` once closed
    */
   async entry(index: number): Promise<AuditMessage> {
     this.#check();
@@ -511,11 +527,20 @@ export class AuditLog {
     throw new AuditError('not_found', `entry ${index} is missing from the store`);
   }
 
-  /** Waits for pending appends and closes the store. Idempotent. */
+  /**
+   * Waits for the appends already made (they are written), then closes the store. Idempotent. Every method
+   * called afterwards — append, notify, refresh, entry, rootHash, treeHead, the proofs and leafHash — throws
+   * (or rejects with) the same `storage_failure` "the audit log is closed"; the getters (`size`, `publicKey`,
+   * `keyId`, `store`, `opening`) still answer.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#queue;
+    // Until the queue settles: a drain of more than one group schedules the next one.
+    for (let queue = this.#queue; ; queue = this.#queue) {
+      await queue;
+      if (queue === this.#queue) break;
+    }
     // A restart after a graceful close reads no entry at all.
     await this.#checkpointWrite;
     this.#maybeCheckpoint(true);
@@ -561,6 +586,7 @@ export class AuditLog {
     if (expected !== to) throw new AuditError('removed', `the store reported ${to} entries but returned ${expected}`);
   }
 
+  /** The one error of a closed log. */
   #check(): void {
     if (this.#closed) throw new AuditError('storage_failure', 'the audit log is closed');
   }
@@ -576,6 +602,7 @@ export class AuditLog {
  */
 export async function treeFromEntries(crypto: ParleyCrypto, entries: AsyncIterable<AuditMessage> | Iterable<AuditMessage>): Promise<MerkleTree> {
   assertCrypto(crypto);
+  assertIterable(entries, 'entries');
   const tree = new MerkleTree(merkleHasher(crypto));
   for await (const entry of entries) tree.append(digestEntry(crypto, assertEntry(entry)).leafHash);
   return tree;

@@ -15,9 +15,9 @@
  *   signature         = Ed25519(writer key, checkpoint_layout)
  */
 import { layout, toHex, type Ed25519KeyPair, type ParleyCrypto } from '@parley/crypto-core';
-import { assertBytes, assertObject, assertSafeInt, malformed } from './assert.js';
+import { asMalformed, assertBytes, assertCrypto, assertIterable, assertKeyPair, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError } from './errors.js';
-import { HASH_BYTES, KEY_ID_BYTES, SIGNATURE_BYTES, type WriterKeys } from './entry.js';
+import { HASH_BYTES, KEY_ID_BYTES, SIGNATURE_BYTES, WriterKeys } from './entry.js';
 import { RootAccumulator, type TreeHasher } from './merkle.js';
 
 /** Domain tag of the checkpoint layout. */
@@ -93,19 +93,31 @@ export interface CheckpointState {
   readonly entrySigners: Iterable<Uint8Array>;
 }
 
-/** Signs a checkpoint of a writer's log state. */
+/**
+ * Signs a checkpoint of a writer's log state.
+ * @throws AuditError `malformed` (any argument), `key_wiped` (the writer key was wiped)
+ */
 export function signCheckpoint(crypto: ParleyCrypto, writer: Ed25519KeyPair, signerKeyId: Uint8Array, state: CheckpointState, timestampMs: number): AuditCheckpoint {
+  assertCrypto(crypto);
+  assertKeyPair(writer, 'writer');
+  assertBytes(signerKeyId, 'signerKeyId', KEY_ID_BYTES);
+  const s = assertObject(state, 'state');
+  const tree = s['tree'];
+  if (!(tree instanceof RootAccumulator)) malformed(`state.tree must be a RootAccumulator, got ${describe(tree)}`);
+  const signers = assertIterable<unknown>(s['entrySigners'], 'state.entrySigners');
+  if (typeof signers === 'string' || !(Symbol.iterator in signers)) malformed('state.entrySigners must be an iterable of key ids');
   const unsigned = {
-    treeSize: state.tree.size,
-    firstEntryHash: new Uint8Array(state.firstEntryHash),
-    rootHash: state.tree.root(),
-    lastEntryHash: new Uint8Array(state.lastEntryHash),
+    treeSize: tree.size,
+    firstEntryHash: new Uint8Array(assertBytes(s['firstEntryHash'], 'state.firstEntryHash', HASH_BYTES)),
+    rootHash: tree.root(),
+    lastEntryHash: new Uint8Array(assertBytes(s['lastEntryHash'], 'state.lastEntryHash', HASH_BYTES)),
     timestampMs,
     signerKeyId: new Uint8Array(signerKeyId),
-    entrySigners: [...state.entrySigners].map((k) => new Uint8Array(k)).sort(compareBytes),
-    peaks: state.tree.peaks(),
+    entrySigners: [...signers].map((k, i) => new Uint8Array(assertBytes(k, `state.entrySigners[${i}]`, KEY_ID_BYTES))).sort(compareBytes),
+    peaks: tree.peaks(),
   };
-  return { ...unsigned, signature: crypto.ed25519.sign(checkpointLayout(unsigned), writer.secretKey) };
+  const bytes = checkpointLayout(unsigned);
+  return { ...unsigned, signature: asMalformed('checkpoint signature', () => crypto.ed25519.sign(bytes, writer.secretKey)) };
 }
 
 /**
@@ -115,7 +127,11 @@ export function signCheckpoint(crypto: ParleyCrypto, writer: Ed25519KeyPair, sig
  * @throws AuditError `bad_signature` (untrusted or invalid signature, an untrusted entry signer), `malformed`
  */
 export function openCheckpoint(crypto: ParleyCrypto, hasher: TreeHasher, keys: WriterKeys, c: AuditCheckpoint): RootAccumulator {
-  assertBytes(c.signature, 'checkpoint.signature', SIGNATURE_BYTES);
+  assertCrypto(crypto);
+  const h = assertObject(hasher, 'hasher');
+  if (typeof h['hashChildren'] !== 'function' || typeof h['emptyRoot'] !== 'function') malformed(`hasher must be a TreeHasher, got ${describe(hasher)}`);
+  if (!(keys instanceof WriterKeys)) malformed(`keys must be WriterKeys (WriterKeys.from), got ${describe(keys)}`);
+  assertBytes(assertObject(c, 'checkpoint')['signature'], 'checkpoint.signature', SIGNATURE_BYTES);
   const bytes = checkpointLayout(c);
   const pk = keys.get(c.signerKeyId);
   if (pk === undefined || !crypto.ed25519.verify(c.signature, bytes, pk)) {

@@ -212,15 +212,18 @@ async function openLog(crypto: ParleyCrypto, log: string, table: string | undefi
   }
   if (table !== undefined) throw new UsageError('--table applies to PostgreSQL logs only');
   const onEvent = (event: FileStoreEvent): void => {
-    if (event.type === 'torn_record') {
-      io.warn(`${event.cause === 'corrupt' ? 'damaged' : 'torn'} record (${event.cause}) at offset ${event.offset}: ${event.bytes} bytes after ${event.entries} whole entries were not read`);
+    // A torn tail (a crash's) is a warning. A damaged record with data after it is the break verifyChain reports.
+    if (event.type === 'torn_record' && event.cause !== 'corrupt') {
+      io.warn(`torn record (${event.cause}) at offset ${event.offset}: ${event.bytes} bytes after ${event.entries} whole entries were not read`);
     }
   };
-  const store = await openFileStore(crypto, log, { readOnly: true, onEvent });
+  // 'inspect': a damaged file opens, so that the first break is named even when it lies before the damage; the
+  // store's reads then end in the damage (the library's own rule), which verifyChain reports as a break.
+  const store = await openFileStore(crypto, log, { readOnly: true, onCorruption: 'inspect', onEvent });
   return { store, close: () => store.close() };
 }
 
-/** Verifies the whole log; a damaged (not merely torn) file record counts as a break after the good prefix. */
+/** Verifies the whole log (a damaged file record ends the store's read, so it is a break like any other). */
 async function verifyLog(
   crypto: ParleyCrypto,
   store: AuditStore,
@@ -228,12 +231,7 @@ async function verifyLog(
   head: SignedTreeHead | undefined,
 ): Promise<{ result: ChainVerification; tree: MerkleTree }> {
   const tree = new MerkleTree(merkleHasher(crypto));
-  const size = await store.size();
-  const result = await verifyChain(crypto, store.read(0, size), { keys, tree, ...(head === undefined ? {} : { head }) });
-  const damage = (store as { damage?: { cause: string; offset: number } }).damage;
-  if (result.ok && damage?.cause === 'corrupt') {
-    return { result: { ok: false, index: size, reason: 'malformed', detail: `record ${size} at offset ${damage.offset} is damaged and data follows it` }, tree };
-  }
+  const result = await verifyChain(crypto, store.read(0, await store.size()), { keys, tree, ...(head === undefined ? {} : { head }) });
   return { result, tree };
 }
 

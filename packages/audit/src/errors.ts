@@ -21,10 +21,12 @@
  * - `bad_link`         an authentic entry whose previous_hash is not the entry hash of the entry before it (a forked writer); or an append that does not extend the tip
  * - `head_mismatch`    the entries verify as a chain but do not hash to the root of the signed tree head for their size
  * - `torn_record`      a file ends in a partial or corrupt record (reported when it is cut on open; thrown when it may not be cut)
- * - `storage_failure`  an I/O or database operation failed, the file is locked by another writer, or the store is closed or poisoned
+ * - `storage_failure`  an I/O or database operation failed, the file is locked by another writer, or the store or log is closed or poisoned
  * - `conflict`         an append raced another writer: the index is taken or the tip moved (catch up and retry)
  * - `not_found`        an index or tree size beyond the log, or a missing file or table
  * - `bad_proof`        an inclusion or consistency proof does not lead to the signed root
+ * - `key_wiped`        the writer's secret key was wiped (`SecretKey.wipe()`) before something had to be signed with it
+ *                      (an entry, a tree head, a checkpoint): nothing was signed or stored
  */
 export type AuditErrorCode =
   | 'malformed'
@@ -39,7 +41,8 @@ export type AuditErrorCode =
   | 'storage_failure'
   | 'conflict'
   | 'not_found'
-  | 'bad_proof';
+  | 'bad_proof'
+  | 'key_wiped';
 
 /** Every {@link AuditErrorCode}, in the documented order. */
 export const AUDIT_ERROR_CODES: readonly AuditErrorCode[] = Object.freeze([
@@ -56,6 +59,7 @@ export const AUDIT_ERROR_CODES: readonly AuditErrorCode[] = Object.freeze([
   'conflict',
   'not_found',
   'bad_proof',
+  'key_wiped',
 ] as const);
 
 /**

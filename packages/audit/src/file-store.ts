@@ -17,11 +17,17 @@
  * record, and reports it (an `onEvent` callback, else a process warning):
  * never silently.
  *
- * A damaged record that is NOT the tail (valid data follows it) is not a crash
- * artefact: open refuses (`malformed`) rather than throw away good entries,
- * unless the caller opts in with `onCorruption: 'truncate'`. A read-only open
- * never changes the file; it reports the damage in `damage` and serves the
- * records before it.
+ * A damaged record that is NOT the tail (data follows it: bytes that are not
+ * zeros, or a whole record inside the span its length claims) is not a crash
+ * artefact, and the records before it are not the log. Every open refuses it
+ * (`malformed`, naming the record's index and offset) — a writer rather than
+ * throw away the data after it, a reader rather than present a shorter log as
+ * the whole one — unless the caller opts in: a writer with
+ * `onCorruption: 'truncate'` (cut from the damaged record), a reader with
+ * `onCorruption: 'inspect'` (serve the records before it; a read that reaches
+ * the end throws the same `malformed` after the last of them, so a verifier
+ * reading the whole log reports the damage as a break at that index). A
+ * read-only open never changes the file.
  *
  * One writer per file: a writable open holds `<path>.lock` (with its pid; a
  * lock left by a dead process is taken over). Readers take no lock.
@@ -74,8 +80,13 @@ export interface FileStoreOptions {
   readonly fsync?: FsyncPolicy;
   /** Open without the lock and never change the file (verification, proofs). Default false. */
   readonly readOnly?: boolean;
-  /** A damaged record followed by more data: `'fail'` (default) refuses to open; `'truncate'` cuts from it. */
-  readonly onCorruption?: 'fail' | 'truncate';
+  /**
+   * A damaged record followed by more data (not a torn tail): `'fail'` (default, readers and writers) refuses to
+   * open (`malformed`); `'truncate'` (writers only) cuts the file from it; `'inspect'` (readers only) opens it:
+   * `size()` counts the records before it, `damage` and `corruption` describe it, and a read that reaches the
+   * end throws `corruption` after the last record (so `verifyChain` over the whole log reports it as a break).
+   */
+  readonly onCorruption?: 'fail' | 'truncate' | 'inspect';
   /** Receives torn-record and sync-failure events; default: `process.emitWarning`. */
   readonly onEvent?: (event: FileStoreEvent) => void;
 }
@@ -132,6 +143,36 @@ async function allZero(fh: FileHandle, from: number, to: number): Promise<boolea
   return true;
 }
 
+/**
+ * Whether a whole record (a length in range and a checksum that matches) starts after `from` and within the
+ * longest span a record at `from` can claim: data after a damaged record, so it is no torn tail. A torn record is
+ * a prefix of one record's bytes (and zeros), in which a valid frame has a chance of 2^-32 per position.
+ */
+async function wholeRecordWithin(crypto: ParleyCrypto, fh: FileHandle, from: number, fileSize: number): Promise<boolean> {
+  const buf = await readAt(fh, from, Math.min(fileSize - from, 2 * (RECORD_OVERHEAD + MAX_ENTRY_BYTES)));
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let q = 1; q <= RECORD_OVERHEAD + MAX_ENTRY_BYTES && q + RECORD_OVERHEAD < buf.length; q++) {
+    const n = view.getUint32(q, false);
+    if (n < 1 || n > MAX_ENTRY_BYTES || q + RECORD_OVERHEAD + n > buf.length) continue;
+    if (crypto.constantTimeEqual(checksum(crypto, buf.subarray(q, q + 4 + n)), buf.subarray(q + 4 + n, q + RECORD_OVERHEAD + n))) return true;
+  }
+  return false;
+}
+
+/**
+ * The error for a damaged record with data after it (see the module comment): `malformed`, naming the record's
+ * index and offset. The same error whoever meets it — an open without the opt-in, a read in `inspect` mode.
+ */
+function corruptionError(path: string, damage: FileDamage, readOnly: boolean): AuditError {
+  const hint = readOnly
+    ? `to read the ${damage.entries} records before it, open with onCorruption: 'inspect'`
+    : "nothing is cut (to cut the file from it, pass onCorruption: 'truncate'; to inspect it, open read-only with onCorruption: 'inspect')";
+  return new AuditError(
+    'malformed',
+    `${path}: record ${damage.entries} at offset ${damage.offset} is damaged and data follows it (${damage.bytes} bytes from there to the end): not a torn tail; ${hint}`,
+  );
+}
+
 interface ScanResult {
   readonly offsets: Offsets;
   readonly end: number;
@@ -166,11 +207,13 @@ async function scan(crypto: ParleyCrypto, fh: FileHandle, fileSize: number): Pro
     if (rem < 4) return damaged('incomplete');
     const n = new DataView(view.buffer, view.byteOffset, 4).getUint32(0, false);
     if (n < 1 || n > MAX_ENTRY_BYTES) return damaged((await allZero(fh, pos, fileSize)) ? 'zeros' : 'corrupt');
-    if (rem < RECORD_OVERHEAD + n) return damaged('incomplete');
+    // A partial last record, or one failing its checksum with nothing but zeros after it, is a torn write (a power
+    // loss with batched fdatasync can leave zero-filled pages after it) — unless a whole record lies within the span
+    // its length claims: then the length itself is damaged, and the data after it is records, not a tear.
+    if (rem < RECORD_OVERHEAD + n) return damaged((await wholeRecordWithin(crypto, fh, pos, fileSize)) ? 'corrupt' : 'incomplete');
     if (!crypto.constantTimeEqual(checksum(crypto, view.subarray(0, 4 + n)), view.subarray(4 + n, RECORD_OVERHEAD + n))) {
-      // A record failing its checksum is a torn write when nothing but zeros follows it (a power loss with
-      // batched fdatasync can leave zero-filled pages after it); one with data after it is corruption.
-      return damaged((await allZero(fh, pos + RECORD_OVERHEAD + n, fileSize)) ? 'checksum' : 'corrupt');
+      const torn = (await allZero(fh, pos + RECORD_OVERHEAD + n, fileSize)) && !(await wholeRecordWithin(crypto, fh, pos, fileSize));
+      return damaged(torn ? 'checksum' : 'corrupt');
     }
     offsets.push(pos);
     last = view.subarray(4, 4 + n);
@@ -191,7 +234,9 @@ function checkOptions(options: unknown): Required<Pick<FileStoreOptions, 'readOn
   const readOnly = o['readOnly'] === undefined ? false : o['readOnly'];
   if (typeof readOnly !== 'boolean') malformed(`options.readOnly must be a boolean, got ${describe(readOnly)}`);
   const onCorruption = o['onCorruption'] === undefined ? 'fail' : o['onCorruption'];
-  if (onCorruption !== 'fail' && onCorruption !== 'truncate') malformed("options.onCorruption must be 'fail' or 'truncate'");
+  if (onCorruption !== 'fail' && onCorruption !== 'truncate' && onCorruption !== 'inspect') malformed("options.onCorruption must be 'fail', 'truncate' or 'inspect'");
+  if (onCorruption === 'truncate' && readOnly) malformed("options.onCorruption 'truncate' needs a writable open (a read-only store never changes the file): use 'inspect'");
+  if (onCorruption === 'inspect' && !readOnly) malformed("options.onCorruption 'inspect' is for a read-only open (readOnly: true): a writer cannot append after a damaged record");
   if (o['onEvent'] !== undefined) assertFunction(o['onEvent'], 'options.onEvent');
   return { ...(options as FileStoreOptions), fsync: fsync as FsyncPolicy, readOnly, onCorruption };
 }
@@ -298,8 +343,9 @@ async function syncDir(path: string): Promise<void> {
  * @param path file path
  * @param options fsync policy, read-only mode, corruption policy, event handler
  * @returns the store
- * @throws AuditError `not_found` (read-only and missing), `malformed` (not an audit file, or corrupt before
- *   the tail without `onCorruption: 'truncate'`), `storage_failure` (I/O, or locked by a live process)
+ * @throws AuditError `not_found` (read-only and missing), `malformed` (not an audit file, or a damaged record with
+ *   data after it, without `onCorruption: 'truncate'` (writer) or `'inspect'` (reader)), `storage_failure` (I/O, or
+ *   locked by a live process)
  * @example
  * const store = await openFileStore(crypto, '/var/lib/parley/audit.log', { fsync: { entries: 256, ms: 20 } });
  */
@@ -337,6 +383,11 @@ export class FileAuditStore implements AuditStore {
   readonly path: string;
   /** The torn or corrupt region found on open (cut, unless read-only), if any. */
   readonly damage: FileDamage | undefined;
+  /**
+   * With `onCorruption: 'inspect'`: the `malformed` error an open without it throws (a damaged record with data
+   * after it), which a read reaching the end throws too; undefined otherwise (a whole file, or a torn tail).
+   */
+  readonly corruption: AuditError | undefined;
   readonly #crypto: ParleyCrypto;
   readonly #fh: FileHandle;
   readonly #opts: ReturnType<typeof checkOptions>;
@@ -366,6 +417,7 @@ export class FileAuditStore implements AuditStore {
     this.#end = scanned.end;
     this.#tip = tip;
     this.damage = damage;
+    this.corruption = damage?.cause === 'corrupt' && opts.onCorruption === 'inspect' ? corruptionError(path, damage, true) : undefined;
   }
 
   /** @internal */
@@ -393,14 +445,8 @@ export class FileAuditStore implements AuditStore {
     let damage: FileDamage | undefined;
     if (scanned.damage !== undefined) {
       damage = { ...scanned.damage, entries: scanned.offsets.count };
-      const corrupt = damage.cause === 'corrupt';
-      if (!opts.readOnly && corrupt && opts.onCorruption === 'fail') {
-        throw new AuditError(
-          'malformed',
-          `${path}: record ${damage.entries} at offset ${damage.offset} is damaged and ${damage.bytes} bytes follow it: ` +
-            "not a torn tail, so nothing is cut (open read-only to inspect, or pass onCorruption: 'truncate')",
-        );
-      }
+      // Readers and writers alike: a damaged record with data after it is refused unless the caller opted in.
+      if (damage.cause === 'corrupt' && opts.onCorruption === 'fail') throw corruptionError(path, damage, opts.readOnly);
       if (!opts.readOnly) {
         await fh.truncate(damage.offset);
         await fh.datasync();
@@ -491,6 +537,12 @@ export class FileAuditStore implements AuditStore {
   async *#records(from: number, to: number): AsyncIterable<Uint8Array> {
     this.#check(false);
     checkRange(from, to, this.#offsets.count);
+    yield* this.#recordsIn(from, to);
+    // Inspecting a damaged file: the log does not end here, it breaks. Whoever reads to the end hears of it.
+    if (this.corruption !== undefined && to === this.#offsets.count) throw this.corruption;
+  }
+
+  async *#recordsIn(from: number, to: number): AsyncIterable<Uint8Array> {
     const offsets = this.#offsets;
     const offsetOf = (i: number): number => (i < offsets.count ? offsets.at(i) : this.#end);
     let i = from;

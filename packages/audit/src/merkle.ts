@@ -18,7 +18,7 @@
  * current one costs O(log² n) hashes and nothing is recomputed from leaves.
  */
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { assertBytes, assertCrypto, assertFunction, assertSafeInt, describe, malformed } from './assert.js';
+import { assertBytes, assertCrypto, assertFunction, assertHashPath, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError } from './errors.js';
 import { HASH_BYTES } from './entry.js';
 
@@ -181,10 +181,10 @@ export class MerkleTree {
 
   /**
    * The leaf hash at `index`.
-   * @throws AuditError `not_found` beyond the tree, `malformed` for a non-integer
+   * @throws AuditError `malformed` unless `index` is a safe integer ≥ 0, `not_found` unless it is below the size
    */
   leafHash(index: number): Uint8Array {
-    this.#checkSize(index + 1, 'index');
+    this.#checkIndex(index, 'index', this.#size);
     return this.#levels[0]!.view(index).slice();
   }
 
@@ -203,8 +203,7 @@ export class MerkleTree {
    */
   inclusionProof(leafIndex: number, treeSize: number = this.#size): InclusionProof {
     this.#checkSize(treeSize, 'treeSize');
-    assertSafeInt(leafIndex, 'leafIndex');
-    if (leafIndex >= treeSize) throw new AuditError('not_found', `leafIndex ${leafIndex} is not below treeSize ${treeSize}`);
+    this.#checkIndex(leafIndex, 'leafIndex', treeSize);
     const path: Uint8Array[] = [];
     // Iterative PATH: descend from the root, collecting the sibling of each step; the RFC lists them leaf-first.
     let lo = 0;
@@ -267,9 +266,18 @@ export class MerkleTree {
     return this.#h.hashChildren(left, this.#mth(lo + k, hi));
   }
 
+  /** A tree size: a safe integer in 0..size. */
   #checkSize(value: number, name: string): void {
     assertSafeInt(value, name);
     if (value > this.#size) throw new AuditError('not_found', `${name} ${value} exceeds the tree size ${this.#size}`);
+  }
+
+  /** A leaf index: a safe integer in 0..treeSize−1 (`malformed` below 0, `not_found` at or beyond treeSize). */
+  #checkIndex(value: number, name: string, treeSize: number): void {
+    assertSafeInt(value, name);
+    if (value >= treeSize) {
+      throw new AuditError('not_found', treeSize === 0 ? `${name} ${value}: the tree of size 0 has no leaves` : `${name} ${value} is not below the tree size ${treeSize}`);
+    }
   }
 }
 
@@ -337,10 +345,7 @@ export class RootAccumulator {
 }
 
 function checkPath(path: unknown, name: string): readonly Uint8Array[] {
-  if (!Array.isArray(path)) malformed(`${name} must be an array of hashes, got ${describe(path)}`);
-  if (path.length > MAX_PROOF_HASHES) malformed(`${name} has ${path.length} hashes, more than ${MAX_PROOF_HASHES}`);
-  path.forEach((h: unknown, i) => assertBytes(h, `${name}[${i}]`, HASH_BYTES));
-  return path as Uint8Array[];
+  return assertHashPath(path, name, MAX_PROOF_HASHES);
 }
 
 function checkHasher(hasher: unknown): TreeHasher {

@@ -5,10 +5,10 @@
  */
 import type { AuditMessage } from '@parley/proto';
 import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
-import { asMalformed, assertBytes, assertCrypto, assertObject, assertSafeInt, describe, malformed } from './assert.js';
+import { asMalformed, assertBytes, assertCrypto, assertHashPath, assertObject, assertSafeInt, describe, malformed } from './assert.js';
 import { AuditError } from './errors.js';
 import { assertEntry, decodeEntry, digestEntry, encodeEntry, HASH_BYTES, WriterKeys } from './entry.js';
-import { checkConsistencyProof, merkleHasher, rootFromInclusionProof, type ConsistencyProof, type InclusionProof } from './merkle.js';
+import { checkConsistencyProof, MAX_PROOF_HASHES, merkleHasher, rootFromInclusionProof, type ConsistencyProof, type InclusionProof } from './merkle.js';
 import { assertSignedTreeHead, treeHeadFromJson, treeHeadToJson, type SignedTreeHead, type SignedTreeHeadJson } from './tree-head.js';
 
 type KeysInput = Uint8Array | readonly Uint8Array[] | WriterKeys;
@@ -119,35 +119,45 @@ export interface ConsistencyProofJson {
   readonly newHead?: SignedTreeHeadJson;
 }
 
-/** Builds the JSON form of an inclusion proof. */
+/**
+ * Builds the JSON form of an inclusion proof (shapes checked, not the proof: that is {@link checkInclusion}'s).
+ * @throws AuditError `malformed`
+ */
 export function inclusionProofToJson(
   proof: InclusionProof,
   extra: { readonly leafHash: Uint8Array; readonly rootHash: Uint8Array; readonly entry?: AuditMessage; readonly head?: SignedTreeHead },
 ): InclusionProofJson {
+  const p = assertObject(proof, 'proof');
+  const x = assertObject(extra, 'extra');
   return {
     type: 'parley-audit-inclusion',
-    leafIndex: proof.leafIndex,
-    treeSize: proof.treeSize,
-    path: proof.path.map((h) => toHex(h)),
-    leafHash: toHex(extra.leafHash),
-    rootHash: toHex(extra.rootHash),
+    leafIndex: assertSafeInt(p['leafIndex'], 'proof.leafIndex'),
+    treeSize: assertSafeInt(p['treeSize'], 'proof.treeSize'),
+    path: assertHashPath(p['path'], 'proof.path', MAX_PROOF_HASHES).map((h) => toHex(h)),
+    leafHash: toHex(assertBytes(x['leafHash'], 'extra.leafHash', HASH_BYTES)),
+    rootHash: toHex(assertBytes(x['rootHash'], 'extra.rootHash', HASH_BYTES)),
     ...(extra.entry === undefined ? {} : { entry: toHex(encodeEntry(extra.entry)) }),
     ...(extra.head === undefined ? {} : { head: treeHeadToJson(extra.head) }),
   };
 }
 
-/** Builds the JSON form of a consistency proof. */
+/**
+ * Builds the JSON form of a consistency proof (shapes checked, not the proof: that is {@link checkConsistency}'s).
+ * @throws AuditError `malformed`
+ */
 export function consistencyProofToJson(
   proof: ConsistencyProof,
   extra: { readonly oldRoot: Uint8Array; readonly newRoot: Uint8Array; readonly oldHead?: SignedTreeHead; readonly newHead?: SignedTreeHead },
 ): ConsistencyProofJson {
+  const p = assertObject(proof, 'proof');
+  const x = assertObject(extra, 'extra');
   return {
     type: 'parley-audit-consistency',
-    oldSize: proof.oldSize,
-    newSize: proof.newSize,
-    path: proof.path.map((h) => toHex(h)),
-    oldRoot: toHex(extra.oldRoot),
-    newRoot: toHex(extra.newRoot),
+    oldSize: assertSafeInt(p['oldSize'], 'proof.oldSize'),
+    newSize: assertSafeInt(p['newSize'], 'proof.newSize'),
+    path: assertHashPath(p['path'], 'proof.path', MAX_PROOF_HASHES).map((h) => toHex(h)),
+    oldRoot: toHex(assertBytes(x['oldRoot'], 'extra.oldRoot', HASH_BYTES)),
+    newRoot: toHex(assertBytes(x['newRoot'], 'extra.newRoot', HASH_BYTES)),
     ...(extra.oldHead === undefined ? {} : { oldHead: treeHeadToJson(extra.oldHead) }),
     ...(extra.newHead === undefined ? {} : { newHead: treeHeadToJson(extra.newHead) }),
   };

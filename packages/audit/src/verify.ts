@@ -33,7 +33,7 @@
  */
 import type { AuditMessage } from '@parley/proto';
 import type { ParleyCrypto } from '@parley/crypto-core';
-import { assertCrypto, assertObject, describe, malformed } from './assert.js';
+import { assertCrypto, assertIterable, assertObject, assertSafeInt, malformed } from './assert.js';
 import { AuditError, isAuditError } from './errors.js';
 import { decodeEntry, digestEntry, entryProblem, WriterKeys, ZERO_HASH, type EntryDigest } from './entry.js';
 import { merkleHasher, MerkleTree, RootAccumulator } from './merkle.js';
@@ -104,10 +104,8 @@ class Reader {
   #done = false;
 
   constructor(source: ChainSource) {
-    const s = source as Partial<AsyncIterable<unknown> & Iterable<unknown>>;
-    if (typeof s?.[Symbol.asyncIterator] === 'function') this.#it = s[Symbol.asyncIterator]!();
-    else if (typeof s?.[Symbol.iterator] === 'function') this.#it = s[Symbol.iterator]!();
-    else malformed(`entries must be an iterable or async iterable, got ${describe(source)}`);
+    const s = assertIterable<unknown>(source, 'entries') as Partial<AsyncIterable<unknown> & Iterable<unknown>>;
+    this.#it = typeof s[Symbol.asyncIterator] === 'function' ? s[Symbol.asyncIterator]!() : s[Symbol.iterator]!();
   }
 
   async next(): Promise<Item | undefined> {
@@ -264,7 +262,15 @@ export async function verifyChain(crypto: ParleyCrypto, entries: ChainSource, op
  *
  * @param result a failed {@link ChainVerification}
  * @returns an AuditError whose code is the break reason
+ * @throws AuditError `malformed` when `result` is not a failed ChainVerification
  */
 export function chainError(result: Extract<ChainVerification, { ok: false }>): AuditError {
-  return new AuditError(result.reason, `audit chain breaks at index ${result.index}: ${result.detail}`);
+  const r = assertObject(result, 'result');
+  if (r['ok'] !== false) malformed('result must be a failed ChainVerification ({ ok: false, … })');
+  const reason = r['reason'];
+  if (!(BREAK_REASONS as readonly unknown[]).includes(reason)) malformed(`result.reason must be one of ${BREAK_REASONS.join(', ')}`);
+  const index = assertSafeInt(r['index'], 'result.index');
+  const detail = r['detail'];
+  if (typeof detail !== 'string') malformed('result.detail must be a string');
+  return new AuditError(reason as BreakReason, `audit chain breaks at index ${index}: ${detail}`);
 }

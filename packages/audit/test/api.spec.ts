@@ -28,6 +28,8 @@ import {
   MerkleTree,
   merkleHasher,
   proofFromJson,
+  RootAccumulator,
+  signCheckpoint,
   signEntry,
   signTreeHead,
   treeFromEntries,
@@ -290,6 +292,81 @@ describe('AuditLog', () => {
     await log.close();
     await log.close();
     await expect(log.append(fields)).rejects.toMatchObject({ code: 'storage_failure' });
+  });
+
+  it('once closed, every method throws the same closed error (a closed log signs and proves nothing); appends made before close are written', async () => {
+    const entries: AuditMessage[] = [];
+    const log = await AuditLog.open(crypto, { store: memoryStore(entries), writer: writerA, clock: () => 1234 });
+    await log.append(fields);
+    const before = log.append(fields); // accepted before close(): close waits for it and it is stored
+    await log.close();
+    expect((await before).index).toBe(1n);
+    expect(entries).toHaveLength(2);
+    const closed = { code: 'storage_failure', message: '[storage_failure] the audit log is closed' };
+    const calls: [string, () => unknown][] = [
+      ['append', () => log.append(fields)],
+      ['notify', () => log.notify({ channel: 'audit', payload: 'x' })],
+      ['refresh', () => log.refresh()],
+      ['entry', () => log.entry(0)],
+      ['rootHash', () => log.rootHash()],
+      ['treeHead', () => log.treeHead()],
+      ['treeHead(1)', () => log.treeHead(1)],
+      ['inclusionProof', () => log.inclusionProof(0)],
+      ['consistencyProof', () => log.consistencyProof(1)],
+      ['leafHash', () => log.leafHash(0)],
+    ];
+    for (const [name, call] of calls) {
+      let error: unknown;
+      try {
+        await call();
+      } catch (e) {
+        error = e;
+      }
+      expect(error, name).toBeInstanceOf(AuditError);
+      expect(error, name).toMatchObject(closed);
+    }
+    expect(log.size).toBe(2); // getters still answer
+    await log.close(); // idempotent
+  });
+
+  it('a wiped writer key is key_wiped (not malformed), at open, on append and for tree heads; nothing is stored', async () => {
+    const writer = crypto.ed25519.keyPairFromSeed(new Uint8Array(32).fill(0x77));
+    const entries: AuditMessage[] = [];
+    const log = await AuditLog.open(crypto, { store: memoryStore(entries), writer });
+    await log.append(fields);
+    writer.secretKey.wipe();
+    const wiped = { code: 'key_wiped', message: expect.stringContaining('wiped') as unknown as string };
+    throwsAudit(() => log.treeHead(), 'key_wiped');
+    expect(() => log.treeHead()).toThrow(/^\[key_wiped\] .*wiped/);
+    await expect(log.append(fields)).rejects.toMatchObject(wiped);
+    expect(entries).toHaveLength(1);
+    expect(log.size).toBe(1);
+    await expect(AuditLog.open(crypto, { store: memoryStore(), writer })).rejects.toMatchObject(wiped);
+    throwsAudit(() => signTreeHead(crypto, writer, { treeSize: 0, rootHash: new Uint8Array(32), timestampMs: 1 }), 'key_wiped');
+    throwsAudit(() => signEntry(crypto, writer, { ...fields, index: 0, previousHash: new Uint8Array(32) }), 'key_wiped');
+    const tree = new RootAccumulator(merkleHasher(crypto));
+    tree.append(new Uint8Array(32));
+    const state = { tree, firstEntryHash: new Uint8Array(32), lastEntryHash: new Uint8Array(32), entrySigners: [writerKeyId(crypto, writer.publicKey)] };
+    throwsAudit(() => signCheckpoint(crypto, writer, writerKeyId(crypto, writer.publicKey), state, 1), 'key_wiped');
+    expect(AUDIT_ERROR_CODES).toContain('key_wiped');
+  });
+
+  it('index arguments are integers 0..size−1: leafHash(-1) is malformed, not an empty hash (full and proofs: false)', async () => {
+    const full = await AuditLog.open(crypto, { store: memoryStore(buildChain(3)), writer: writerA });
+    const compact = await AuditLog.open(crypto, { store: memoryStore(buildChain(3)), writer: writerA, proofs: false });
+    for (const bad of [-1, 1.5, Number.NaN, '1']) {
+      throwsAudit(() => full.leafHash(bad as number));
+      throwsAudit(() => full.inclusionProof(bad as number));
+      throwsAudit(() => full.consistencyProof(bad as number));
+      throwsAudit(() => full.rootHash(bad as number));
+      throwsAudit(() => full.treeHead(bad as number));
+      throwsAudit(() => compact.rootHash(bad as number)); // was not_found "keeps only its current root"
+      throwsAudit(() => compact.treeHead(bad as number));
+      await expect(full.entry(bad as number)).rejects.toMatchObject({ code: 'malformed' });
+    }
+    expect(() => full.leafHash(3)).toThrow('[not_found] index 3 is not below the tree size 3');
+    expect(full.leafHash(2)).toHaveLength(32);
+    await expect(full.entry(3)).rejects.toMatchObject({ code: 'not_found' });
   });
 
   it('refuses to extend a store whose entries do not link (links check on open)', async () => {

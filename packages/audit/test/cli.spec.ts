@@ -1,7 +1,7 @@
 // The parley-audit command line in this process (`main` with captured output): help pages and usage
 // errors by the @parley/cli-kit conventions. The CLI spawned as a user runs it, every command and exit
 // code, is test/load/cli.spec.ts (the test-load target).
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { tempDir } from '@parley/test-support';
@@ -148,5 +148,62 @@ describe('parley-audit secrets', () => {
     expect(r.err).toMatch(/cannot connect to PostgreSQL/);
     expect(r.err + r.out).not.toContain('hunter2');
     expect((await inProcess('verify', 'postgres://nobody@127.0.0.1:1/none', '--public-key', publicKey)).err).not.toMatch(/warning/);
+  });
+});
+
+describe("parley-audit on a damaged file: the library's rule, not the CLI's own", () => {
+  const dir = tempDir('audit-cli-damage');
+  afterAll(() => dir.remove());
+  const writer = crypto.ed25519.keyPairFromSeed(new Uint8Array(32).fill(0x3c));
+  const key = toHex(writer.publicKey);
+
+  /** A file log of `n` entries and each record's offset (records follow the 8-byte header). */
+  async function logOf(name: string, n: number): Promise<{ path: string; bytes: Uint8Array; offsets: number[] }> {
+    const path = join(dir.path, name);
+    const log = await AuditLog.open(crypto, { store: await openFileStore(crypto, path), writer });
+    for (let i = 0; i < n; i++) await log.append(fieldsFor(i));
+    await log.close();
+    const bytes = new Uint8Array(readFileSync(path));
+    const offsets = [8];
+    while (offsets.length < n) offsets.push(offsets.at(-1)! + 8 + new DataView(bytes.buffer).getUint32(offsets.at(-1)!, false));
+    return { path, bytes, offsets };
+  }
+
+  it('a corrupt middle record is a break at its index (exit 1), also when its length swallows the records after it', async () => {
+    const { path, bytes, offsets } = await logOf('flipped.log', 10);
+    const flipped = new Uint8Array(bytes);
+    flipped[offsets[4]! + 20]! ^= 0x08;
+    writeFileSync(path, flipped);
+    const r = await inProcess('verify', path, '--public-key', key, '--json');
+    expect(r.code).toBe(AUDIT_EXIT_CODES.failed);
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, index: 4, reason: 'malformed', detail: expect.stringContaining(`record 4 at offset ${offsets[4]} is damaged`) as string });
+    expect(readFileSync(path)).toEqual(Buffer.from(flipped)); // never changed
+    // Record 8's length claims record 9 as well (its end is the file's): this read as a torn tail, and verify said OK for 8.
+    const swallowed = new Uint8Array(bytes);
+    const view = new DataView(swallowed.buffer);
+    view.setUint32(offsets[8]!, view.getUint32(offsets[8]!, false) + 8 + view.getUint32(offsets[9]!, false), false);
+    writeFileSync(path, swallowed);
+    const s = await inProcess('verify', path, '--public-key', key, '--json');
+    expect(s.code).toBe(AUDIT_EXIT_CODES.failed);
+    expect(JSON.parse(s.out)).toMatchObject({ ok: false, index: 8, reason: 'malformed' });
+    // prove / head refuse to work over it.
+    expect((await inProcess('prove', '0', '--log', path, '--public-key', key)).code).toBe(AUDIT_EXIT_CODES.failed);
+  });
+
+  it('a break before the damage is the one named; a torn tail stays a warning', async () => {
+    const { path, bytes, offsets } = await logOf('two-breaks.log', 10);
+    const copy = new Uint8Array(bytes);
+    copy[offsets[2]! + 9]! ^= 0x01; // entry 2 modified (checksum recomputed below: only the verifier sees it)
+    const len = new DataView(copy.buffer).getUint32(offsets[2]!, false);
+    copy.set(crypto.blake3(copy.subarray(offsets[2]!, offsets[2]! + 4 + len)).subarray(0, 4), offsets[2]! + 4 + len);
+    copy[offsets[6]! + 20]! ^= 0x08; // and record 6 damaged
+    writeFileSync(path, copy);
+    const r = await inProcess('verify', path, '--public-key', key, '--json');
+    expect(r.code).toBe(AUDIT_EXIT_CODES.failed);
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, index: 2, reason: 'modified' });
+    writeFileSync(path, bytes.subarray(0, bytes.length - 3));
+    const torn = await inProcess('verify', path, '--public-key', key, '--json');
+    expect(torn.code).toBe(AUDIT_EXIT_CODES.ok);
+    expect(JSON.parse(torn.out)).toMatchObject({ ok: true, size: 9, warnings: [expect.stringMatching(/^torn record \(incomplete\)/) as string] });
   });
 });

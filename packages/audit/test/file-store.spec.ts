@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   AuditLog,
   openFileStore,
+  RECORD_OVERHEAD,
   verifyChain,
   type AuditStore,
   type FileStoreOptions,
@@ -85,16 +86,19 @@ describe('crash recovery', () => {
     await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject({ code: 'malformed' });
   });
 
-  it('a damaged record with data after it is corruption: refused, reported read-only, cut only on request', async () => {
+  it('a damaged record with data after it is corruption: refused by writers and readers, inspected or cut only on request', async () => {
     const { path, bytes, boundaries } = await writeLog(dir, 4);
     const copy = new Uint8Array(bytes);
     copy[boundaries[1]! + 12]! ^= 0x01;
     writeFileSync(path, copy);
-    await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject({ code: 'malformed' });
+    const named = { code: 'malformed', message: expect.stringContaining(`record 1 at offset ${boundaries[1]} is damaged and data follows it`) as unknown as string };
+    await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject(named);
     expect(existsSync(`${path}.lock`)).toBe(false); // released on failure
-    const ro = await openCollecting(path, { readOnly: true });
+    await expect(openCollecting(path, { readOnly: true })).rejects.toMatchObject(named);
+    const ro = await openCollecting(path, { readOnly: true, onCorruption: 'inspect' });
     expect(await ro.store.size()).toBe(1);
     expect(ro.store.damage).toMatchObject({ cause: 'corrupt', offset: boundaries[1], entries: 1 });
+    expect(ro.store.corruption).toMatchObject(named);
     expect(ro.events).toMatchObject([{ action: 'ignored', cause: 'corrupt' }]);
     await ro.store.close();
     expect(readFileSync(path).length).toBe(bytes.length); // read-only never changes the file
@@ -102,6 +106,55 @@ describe('crash recovery', () => {
     expect(await store.size()).toBe(1);
     expect(events).toMatchObject([{ action: 'cut', cause: 'corrupt' }]);
     await store.close();
+  });
+
+  it('a library reader never takes a file with a corrupt middle record for a shorter valid log (10 entries, one byte flipped)', async () => {
+    const { path, bytes, boundaries } = await writeLog(dir, 10);
+    const copy = new Uint8Array(bytes);
+    copy[boundaries[4]! + 20]! ^= 0x08; // inside entry 4's protobuf: its checksum fails, entries 5..9 follow
+    writeFileSync(path, copy);
+    // The auditor's steps of the README, unchanged: the open itself refuses, naming the record and its offset.
+    await expect(openFileStore(crypto, path, { readOnly: true })).rejects.toMatchObject({
+      code: 'malformed',
+      message: expect.stringMatching(new RegExp(`record 4 at offset ${boundaries[4]} is damaged and data follows it.*onCorruption: 'inspect'`)) as unknown as string,
+    });
+    // Opted in: the four records before it can be read, but a verification of the whole log breaks at 4.
+    const reader = await openFileStore(crypto, path, { readOnly: true, onCorruption: 'inspect', onEvent: () => undefined });
+    expect(await reader.size()).toBe(4);
+    expect(reader.damage).toMatchObject({ offset: boundaries[4], cause: 'corrupt', entries: 4 });
+    expect(await verifyChain(crypto, reader.read(0, await reader.size()), { keys: writerA.publicKey })).toMatchObject({
+      ok: false,
+      index: 4,
+      reason: 'malformed',
+      detail: expect.stringContaining(`record 4 at offset ${boundaries[4]} is damaged`) as unknown as string,
+    });
+    expect(await verifyChain(crypto, reader.read(0, 3), { keys: writerA.publicKey })).toMatchObject({ ok: true, size: 3 }); // a prefix, asked for as such
+    await reader.close();
+    // A writer refuses it too, and cuts nothing.
+    await expect(openFileStore(crypto, path, { onEvent: () => undefined })).rejects.toMatchObject({ code: 'malformed' });
+    expect(readFileSync(path)).toEqual(Buffer.from(copy));
+  });
+
+  it('a damaged length that swallows whole records is corruption, not a torn tail: neither a writer nor a reader drops them', async () => {
+    const { path, bytes, boundaries } = await writeLog(dir, 3);
+    const length = (b: number): number => boundaries[b + 1]! - boundaries[b]! - RECORD_OVERHEAD;
+    // Record 1's length claims record 2 too: exactly (its checksum then fails with nothing after it), or beyond
+    // the end of the file (a "partial" record). Both looked like a torn tail, and a writer cut entry 2 with it.
+    for (const claimed of [length(1) + RECORD_OVERHEAD + length(2), length(1) + RECORD_OVERHEAD + length(2) + 7]) {
+      const copy = new Uint8Array(bytes);
+      new DataView(copy.buffer).setUint32(boundaries[1]!, claimed, false);
+      writeFileSync(path, copy);
+      await expect(openFileStore(crypto, path, { onEvent: () => undefined }), `length ${claimed}`).rejects.toMatchObject({
+        code: 'malformed',
+        message: expect.stringContaining(`record 1 at offset ${boundaries[1]} is damaged`) as unknown as string,
+      });
+      expect(readFileSync(path), `length ${claimed}`).toEqual(Buffer.from(copy)); // nothing cut
+      await expect(openFileStore(crypto, path, { readOnly: true }), `length ${claimed}`).rejects.toMatchObject({ code: 'malformed' });
+      const { store } = await openCollecting(path, { readOnly: true, onCorruption: 'inspect' });
+      expect(store.damage, `length ${claimed}`).toMatchObject({ cause: 'corrupt', entries: 1 });
+      expect(await verifyChain(crypto, store.read(0, 1), { keys: writerA.publicKey })).toMatchObject({ ok: false, index: 1, reason: 'malformed' });
+      await store.close();
+    }
   });
 
   it('a read-only open of a torn file leaves it alone and reports the tear', async () => {
@@ -213,6 +266,9 @@ describe('fsync policies and the writer on a file', () => {
       await expect(openFileStore(bad as never, path)).rejects.toMatchObject({ code: 'malformed' });
     }
     await expect(openFileStore(crypto, path, { fsync: {} })).rejects.toMatchObject({ code: 'malformed' });
+    // 'inspect' is a reader's, 'truncate' a writer's.
+    await expect(openFileStore(crypto, path, { onCorruption: 'inspect' })).rejects.toMatchObject({ code: 'malformed' });
+    await expect(openFileStore(crypto, path, { readOnly: true, onCorruption: 'truncate' })).rejects.toMatchObject({ code: 'malformed' });
     await expect(openFileStore(crypto, path, { fsync: { entries: 0 } })).rejects.toMatchObject({ code: 'malformed' });
     expect(existsSync(path)).toBe(false);
   });

@@ -169,6 +169,25 @@ describe('validation', () => {
     expect(() => createTreeHasher(() => new Uint8Array(16))).toThrow(/\[malformed\]/);
   });
 
+  it('every index-taking method takes integers 0..size−1: a negative index is malformed (leafHash(-1) was an empty hash), the message names the index given', () => {
+    for (const bad of [-1, -3, 1.5, Number.NaN, Number.MAX_SAFE_INTEGER + 1]) {
+      expect(() => tree.leafHash(bad), `leafHash(${bad})`).toThrow(/\[malformed\] index must be/);
+      expect(() => tree.inclusionProof(bad), `inclusionProof(${bad})`).toThrow(/\[malformed\] leafIndex must be/);
+      expect(() => tree.inclusionProof(0, bad), `inclusionProof(0, ${bad})`).toThrow(/\[malformed\] treeSize must be/);
+      expect(() => tree.consistencyProof(bad), `consistencyProof(${bad})`).toThrow(/\[malformed\] oldSize must be/);
+      expect(() => tree.consistencyProof(0, bad), `consistencyProof(0, ${bad})`).toThrow(/\[malformed\] newSize must be/);
+      expect(() => tree.root(bad), `root(${bad})`).toThrow(/\[malformed\] treeSize must be/);
+    }
+    expect(() => tree.leafHash(3)).toThrow('[not_found] index 3 is not below the tree size 3');
+    expect(() => tree.inclusionProof(2, 2)).toThrow('[not_found] leafIndex 2 is not below the tree size 2');
+    const empty = new MerkleTree(blake);
+    expect(() => empty.leafHash(5)).toThrow('[not_found] index 5: the tree of size 0 has no leaves');
+    expect(() => empty.leafHash(0)).toThrow(/\[not_found\] index 0/);
+    expect(() => empty.inclusionProof(0, 0)).toThrow(/\[not_found\] leafIndex 0/);
+    expect(tree.leafHash(2)).toHaveLength(32);
+    expect(tree.leafHash(0)).toEqual(blake.hashLeaf(new Uint8Array([1])));
+  });
+
   it('verifiers return false (and the checking forms throw malformed) on wrong types', () => {
     const root = tree.root();
     const good = tree.inclusionProof(1);

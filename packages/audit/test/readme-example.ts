@@ -30,7 +30,10 @@ checkInclusion(crypto, { proof: log.inclusionProof(3), head: head10, entry: awai
 checkConsistency(crypto, { proof: log.consistencyProof(7, 10), oldHead: head7, newHead: head10, keys: writer.publicKey });
 await log.close();
 
-// An auditor: verify the whole file, read-only, against the latest head.
+// An auditor: verify the whole file, read-only, against the latest head. A file with a damaged record that is
+// not a torn tail is refused by this open (`malformed`, naming the record and its offset), never read as a
+// shorter log; to look at the records before the damage, open with `onCorruption: 'inspect'` (verifyChain then
+// reports the damage as a break at that index).
 const reader = await openFileStore(crypto, path, { readOnly: true });
 const result = await verifyChain(crypto, reader.read(0, await reader.size()), { keys: writer.publicKey, head: head10 });
 assert.equal(result.ok, true);

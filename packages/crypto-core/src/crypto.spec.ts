@@ -265,6 +265,17 @@ describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium
       expectCode(() => c.aead.seal(SecretKey.from(new Uint8Array(32), 'mac'), 0n, plaintext, ad), 'invalid_type');
       for (const len of [0, 15]) expectCode(() => c.aead.open(key, 0n, new Uint8Array(len), ad), 'invalid_length');
     });
+
+    it('refuses a counter that is not a bigint, a number included (typed bigint; a string was already refused)', () => {
+      const key = c.randomKey('aead');
+      const sealed = c.aead.seal(key, 1n, plaintext, ad);
+      for (const counter of [1, 0, 1.5, '1', null, undefined]) {
+        expectCode(() => c.aead.seal(key, counter as unknown as bigint, plaintext, ad), 'invalid_type');
+        expectCode(() => c.aead.open(key, counter as unknown as bigint, sealed, ad), 'invalid_type');
+        expectCode(() => c.aead.nonce(counter as unknown as bigint), 'invalid_type');
+      }
+      expect(c.aead.open(key, 1n, sealed, ad)).toEqual(plaintext);
+    });
   });
 
   describe('hmac-sha256', () => {
@@ -284,6 +295,26 @@ describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium
         expectCode(() => c.hmacSha256(bad as SecretKey, data), 'invalid_type');
         expectCode(() => c.hmacSha256(key, bad as Uint8Array), 'invalid_type');
       }
+    });
+
+    it('takes a mac (or generic) key, never a signing, DH or AEAD key (as aead checks its kind)', () => {
+      const data = c.randomBytes(10);
+      const wrongKinds = [c.ed25519.generateKeyPair().secretKey, c.x25519.generateKeyPair().secretKey, c.randomKey('aead')];
+      for (const key of wrongKinds) {
+        expectCode(() => c.hmacSha256(key, data), 'invalid_type');
+        expectCode(() => c.hmacSha256Parts(key, [data]), 'invalid_type');
+        expectCode(() => c.hmacSha256Verify(key, data, new Uint8Array(32)), 'invalid_type');
+        expectCode(() => c.hmacSha256VerifyParts(key, [data], new Uint8Array(32)), 'invalid_type');
+        expectCode(() => c.hmacBlake2b(key, data), 'invalid_type');
+      }
+      // The kinds in use: `mac` (session MAC keys, Noise's chaining keys, the registry's challenge key) and
+      // `generic` (a key wrapped without a kind), with the same tag for the same bytes.
+      const bytes = c.randomBytes(32);
+      const mac = SecretKey.from(bytes, 'mac');
+      const generic = SecretKey.from(bytes);
+      expect(c.hmacSha256(generic, data)).toEqual(c.hmacSha256(mac, data));
+      expect(c.hmacSha256Verify(generic, data, c.hmacSha256(mac, data))).toBe(true);
+      expect(c.hmacBlake2b(generic, data)).toEqual(c.hmacBlake2b(mac, data));
     });
 
     it('hmacSha256Parts is the tag of the concatenation, for keys of any length', () => {
@@ -374,6 +405,22 @@ describe.each(BACKENDS)('crypto-core with backend $backend, libsodium $libsodium
       expect(c.randomBytes(32)).not.toEqual(c.randomBytes(32));
       expectCode(() => c.randomBytes(-1), 'invalid_value');
       expectCode(() => c.randomBytes(1.5), 'invalid_type');
+    });
+
+    it('refuses an unknown key kind: randomKey, SecretKey.from and SecretKey.adopt', () => {
+      for (const kind of ['bogus', 'MAC', '', 'any']) {
+        expectCode(() => c.randomKey(kind as SecretKey['kind']), 'invalid_value');
+        expectCode(() => SecretKey.from(new Uint8Array(32), kind as SecretKey['kind']), 'invalid_value');
+        expectCode(() => SecretKey.adopt(new Uint8Array(32), kind as SecretKey['kind']), 'invalid_value');
+      }
+      for (const kind of [42, null, {}]) {
+        expectCode(() => c.randomKey(kind as SecretKey['kind']), 'invalid_type');
+        expectCode(() => SecretKey.from(new Uint8Array(32), kind as SecretKey['kind']), 'invalid_type');
+      }
+      for (const kind of ['ed25519', 'x25519', 'aead', 'mac', 'generic'] as const) {
+        expect(c.randomKey(kind).kind).toBe(kind);
+        expect(SecretKey.from(new Uint8Array(32), kind).kind).toBe(kind);
+      }
     });
 
     it('wipes bytes', () => {

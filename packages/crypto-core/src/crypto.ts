@@ -5,12 +5,12 @@
  * stable code; no library message escapes and no key is ever printed.
  */
 import * as nodeCrypto from 'node:crypto';
-import { abytes, abytesRange, anumber, astring, au64 } from './assert.js';
+import { abytes, abytesRange, anumber, au64, describe as describeType } from './assert.js';
 import type { CryptoBackend, PwhashBackend, SodiumOnlyBackend } from './backend.js';
 import { createBlake3, type Blake3 } from './blake3.js';
 import { CryptoError } from './errors.js';
 import { createNodeBackend } from './node-backend.js';
-import { SecretKey, asecret } from './secret-key.js';
+import { SecretKey, asecret, assertKeyKind, type SecretKeyKind } from './secret-key.js';
 import { createSodiumBackend } from './sodium-backend.js';
 import { createSodiumNativeBackend } from './sodium-native-backend.js';
 
@@ -129,7 +129,7 @@ export interface PwhashOptions {
 
 /** ChaCha20-Poly1305 IETF with the Noise nonce layout (4 zero bytes ‖ 64-bit little-endian counter). */
 export interface AeadApi {
-  /** The 12-byte nonce for a 64-bit counter (Noise §12.3). */
+  /** The 12-byte nonce for a 64-bit counter (Noise §12.3). @throws invalid_type (not a bigint), invalid_value (outside 0..2^64−1) */
   nonce(counter: bigint): Uint8Array;
   /** Ciphertext ‖ 16-byte tag. */
   seal(key: SecretKey, counter: bigint, plaintext: Uint8Array, ad: Uint8Array): Uint8Array;
@@ -202,9 +202,9 @@ export interface ParleyCrypto {
   readonly sealedBox: SealedBoxApi;
   /** `length` bytes of OS randomness. */
   randomBytes(length: number): Uint8Array;
-  /** A fresh random SecretKey of `length` bytes (default 32). */
+  /** A fresh random SecretKey of `length` bytes (default 32). @throws invalid_value for an unknown kind */
   randomKey(kind: SecretKey['kind'], length?: number): SecretKey;
-  /** HMAC-SHA256 with a key of any length. */
+  /** HMAC-SHA256 with a key of any length, of kind `mac` (or `generic`). @throws invalid_type for another kind */
   hmacSha256(key: SecretKey, data: Uint8Array): Uint8Array;
   /** HMAC-SHA256 of the concatenation of `parts` (the same tag as over the joined bytes, without joining them). */
   hmacSha256Parts(key: SecretKey, parts: readonly Uint8Array[]): Uint8Array;
@@ -212,7 +212,7 @@ export interface ParleyCrypto {
   hmacSha256Verify(key: SecretKey, data: Uint8Array, tag: Uint8Array): boolean;
   /** {@link hmacSha256Verify} over the concatenation of `parts`. */
   hmacSha256VerifyParts(key: SecretKey, parts: readonly Uint8Array[], tag: Uint8Array): boolean;
-  /** HMAC (RFC 2104) over BLAKE2b-512, as Noise's HMAC-HASH uses it. 64 bytes. */
+  /** HMAC (RFC 2104) over BLAKE2b-512, as Noise's HMAC-HASH uses it. 64 bytes. The key as {@link hmacSha256}'s. */
   hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array;
   /** BLAKE2b with 1..64 output bytes (default 64) and an optional 16..64-byte key. */
   blake2b(data: Uint8Array, outLen?: number, key?: SecretKey): Uint8Array;
@@ -284,6 +284,14 @@ export function ed25519VerifyInputs(signature: unknown, message: unknown, public
     publicKey.length === ED25519_PUBLIC_KEY_BYTES
   );
 }
+
+/**
+ * The kinds of key the HMACs take: `mac`, and `generic` (untyped secret bytes, `SecretKey.from`'s default). In
+ * this repository every HMAC key is a `mac` key (the session's per-epoch MAC key, Noise's chaining and temporary
+ * keys, the registry's challenge key); `generic` is kept for keys wrapped without a kind (the client benchmark's).
+ * A signing, DH or AEAD key is refused: a key has one use.
+ */
+const MAC_KEY_KINDS: readonly SecretKeyKind[] = Object.freeze(['mac', 'generic'] as const);
 
 function toSecretBytes(value: Uint8Array | SecretKey, name: string): Uint8Array {
   return value instanceof SecretKey ? value.unsafeBytes() : abytes(value, name);
@@ -369,6 +377,8 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
   };
 
   const nonce = (counter: bigint): Uint8Array => {
+    // A bigint only, as typed: a number counter would silently lose precision above 2^53 in the caller's arithmetic.
+    if (typeof counter !== 'bigint') throw new CryptoError('invalid_type', `counter must be a bigint, got ${describeType(counter)}`);
     const n = au64(counter, 'counter');
     const out = new Uint8Array(AEAD_NONCE_BYTES);
     new DataView(out.buffer).setBigUint64(4, n, true); // Noise §12.3: 32 zero bits ‖ LE64(n)
@@ -394,7 +404,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
   };
 
   const hmacSha256 = (key: SecretKey, data: Uint8Array): Uint8Array => {
-    const k = asecret(key, 'key', 'any');
+    const k = asecret(key, 'key', MAC_KEY_KINDS);
     abytes(data, 'data');
     return guard('hmac-sha256', () => use.hmacSha256.hmacSha256(k, data));
   };
@@ -406,7 +416,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
   };
 
   const hmacSha256Parts = (key: SecretKey, parts: readonly Uint8Array[]): Uint8Array => {
-    const k = asecret(key, 'key', 'any');
+    const k = asecret(key, 'key', MAC_KEY_KINDS);
     aparts(parts, 'parts');
     return guard('hmac-sha256', () => use.hmacSha256.hmacSha256(k, parts));
   };
@@ -553,7 +563,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
     }),
     randomBytes,
     randomKey(kind: SecretKey['kind'], length = 32): SecretKey {
-      astring(kind, 'kind');
+      assertKeyKind(kind, 'kind');
       anumber(length, 'length', 16, 1024);
       return SecretKey.adopt(randomBytes(length), kind);
     },
@@ -570,7 +580,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
     hmacBlake2b(key: SecretKey, data: Uint8Array | SecretKey): Uint8Array {
       // libsodium has keyed BLAKE2b but not HMAC-BLAKE2b, which Noise's HMAC-HASH
       // requires (Noise §4.3); OpenSSL provides it, in every backend.
-      const k = asecret(key, 'key', 'any');
+      const k = asecret(key, 'key', MAC_KEY_KINDS);
       const d = toSecretBytes(data, 'data');
       return guard('hmac-blake2b', () => {
         const digest = nodeCrypto.createHmac('blake2b512', k).update(d).digest();
@@ -617,7 +627,7 @@ function buildCrypto(use: Record<BackendPrimitive, CryptoBackend>, blake3: Blake
       const memLimit = anumber(options.memLimit ?? PWHASH_MEMLIMIT_MODERATE, 'memLimit', PWHASH_MEMLIMIT_MIN, PWHASH_MEMLIMIT_MAX);
       if (memLimit % 1024 !== 0) throw new CryptoError('invalid_value', 'memLimit must be a multiple of 1024');
       const length = anumber(options.length ?? 32, 'length', 16, 64);
-      const kind = astring(options.kind ?? 'aead', 'kind') as SecretKey['kind'];
+      const kind = assertKeyKind(options.kind ?? 'aead', 'kind');
       const key = guard('argon2id', () => pw.pwhashArgon2id(length, password, salt, opsLimit, memLimit));
       return SecretKey.adopt(key, kind);
     },

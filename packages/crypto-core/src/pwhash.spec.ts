@@ -87,5 +87,6 @@ describe.each(['libsodium', 'node', 'auto'] as const)('pwhash (Argon2id) with ba
     expectCode(() => c.pwhash(utf8('pw'), salt, { ...o, length: 15 }), 'invalid_value');
     expectCode(() => c.pwhash(utf8('pw'), salt, { ...o, length: 65 }), 'invalid_value');
     expectCode(() => c.pwhash(utf8('pw'), salt, null as unknown as object), 'invalid_type');
+    expectCode(() => c.pwhash(utf8('pw'), salt, { ...o, kind: 'bogus' as never }), 'invalid_value');
   });
 });

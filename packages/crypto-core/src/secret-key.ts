@@ -15,6 +15,21 @@ const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 /** What a secret key is for; checked where it is used so keys cannot be mixed up. */
 export type SecretKeyKind = 'ed25519' | 'x25519' | 'aead' | 'mac' | 'generic';
 
+/** Every {@link SecretKeyKind}. */
+export const SECRET_KEY_KINDS: readonly SecretKeyKind[] = Object.freeze(['ed25519', 'x25519', 'aead', 'mac', 'generic'] as const);
+
+/**
+ * Asserts one of the {@link SECRET_KEY_KINDS}.
+ * @throws CryptoError `invalid_type` (not a string), `invalid_value` (an unknown kind)
+ */
+export function assertKeyKind(value: unknown, name: string): SecretKeyKind {
+  const kind = astring(value, name);
+  if (!(SECRET_KEY_KINDS as readonly string[]).includes(kind)) {
+    throw new CryptoError('invalid_value', `${name} must be one of ${SECRET_KEY_KINDS.join(', ')}`);
+  }
+  return kind as SecretKeyKind;
+}
+
 export class SecretKey {
   readonly #bytes: Uint8Array;
   readonly #kind: SecretKeyKind;
@@ -29,17 +44,21 @@ export class SecretKey {
    * Wraps a copy of `bytes`. The caller should wipe its own copy.
    * @param bytes secret bytes (copied)
    * @param kind what the key is for
-   * @throws CryptoError `invalid_type` if bytes is not a Uint8Array
+   * @throws CryptoError `invalid_type` if bytes is not a Uint8Array or kind not a string, `invalid_value` for an
+   *   unknown kind
    */
   static from(bytes: Uint8Array, kind: SecretKeyKind = 'generic'): SecretKey {
     abytes(bytes, 'bytes');
-    astring(kind, 'kind');
-    return new SecretKey(new Uint8Array(bytes), kind);
+    return new SecretKey(new Uint8Array(bytes), assertKeyKind(kind, 'kind'));
   }
 
-  /** Wraps `bytes` without copying; crypto-core takes ownership (internal use). */
+  /**
+   * Wraps `bytes` without copying; crypto-core takes ownership (internal use).
+   * @throws CryptoError as {@link SecretKey.from}
+   */
   static adopt(bytes: Uint8Array, kind: SecretKeyKind): SecretKey {
-    return new SecretKey(bytes, kind);
+    abytes(bytes, 'bytes');
+    return new SecretKey(bytes, assertKeyKind(kind, 'kind'));
   }
 
   get kind(): SecretKeyKind {
@@ -83,13 +102,13 @@ export class SecretKey {
   }
 }
 
-/** Asserts a live SecretKey of the expected kind (and length). */
-export function asecret(value: unknown, name: string, kind: SecretKeyKind | 'any', length?: number): Uint8Array {
+/** Asserts a live SecretKey of the expected kind (one of several, when a list is given) and length. */
+export function asecret(value: unknown, name: string, kind: SecretKeyKind | readonly SecretKeyKind[] | 'any', length?: number): Uint8Array {
   if (!(value instanceof SecretKey)) {
     throw new CryptoError('invalid_type', `${name} must be a SecretKey`);
   }
-  if (kind !== 'any' && value.kind !== kind) {
-    throw new CryptoError('invalid_type', `${name} must be a ${kind} SecretKey, got ${value.kind}`);
+  if (kind !== 'any' && (typeof kind === 'string' ? value.kind !== kind : !kind.includes(value.kind))) {
+    throw new CryptoError('invalid_type', `${name} must be a ${typeof kind === 'string' ? kind : kind.join(' or ')} SecretKey, got ${value.kind}`);
   }
   const bytes = value.unsafeBytes();
   if (length !== undefined && bytes.length !== length) {

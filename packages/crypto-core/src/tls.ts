@@ -33,11 +33,16 @@ const NAME_RE = /^[\x20-\x7e]{1,64}$/;
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
-/** A certificate and its private key, PEM. */
+/**
+ * A certificate and its private key, PEM. The private key never prints: `privateKeyPem` is a non-enumerable
+ * property (read it by name to write the key file; `Object.keys`, a spread `{ ...pair }` and `structuredClone`
+ * leave it out), and `JSON.stringify`, `console.log` and `util.inspect` (`showHidden` too) show `[redacted]` in
+ * its place.
+ */
 export interface TlsKeyPair {
   /** The certificate, PEM (`-----BEGIN CERTIFICATE-----`). */
   readonly certificatePem: string;
-  /** The private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`): write it mode 0600. */
+  /** The private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`): write it mode 0600. Non-enumerable; redacted when printed. */
   readonly privateKeyPem: string;
   /** SHA-256 of the certificate's DER, hex (for logs and pinning). */
   readonly sha256: string;
@@ -103,12 +108,30 @@ function serialNumber(): string {
   return Buffer.from(bytes).toString('hex');
 }
 
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
+const REDACTED = '[redacted]';
+
 async function pair(cert: x509.X509Certificate, privateKey: CryptoKey): Promise<TlsKeyPair> {
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', privateKey);
   const privateKeyPem = x509.PemConverter.encode(pkcs8, 'PRIVATE KEY');
   new Uint8Array(pkcs8).fill(0);
   const digest = await webcrypto.subtle.digest('SHA-256', cert.rawData);
-  return { certificatePem: cert.toString('pem'), privateKeyPem, sha256: Buffer.from(digest).toString('hex'), notAfter: cert.notAfter };
+  return redactedPair({ certificatePem: cert.toString('pem'), sha256: Buffer.from(digest).toString('hex'), notAfter: cert.notAfter }, privateKeyPem);
+}
+
+/**
+ * The result object: the public fields enumerable, `privateKeyPem` readable by name but not enumerable, and a
+ * `toJSON` and `util.inspect.custom` that show `[redacted]` for it (SecretKey's promise, for PEM text).
+ */
+function redactedPair(fields: Omit<TlsKeyPair, 'privateKeyPem'>, privateKeyPem: string): TlsKeyPair {
+  const printable = (): Record<string, unknown> => ({ ...fields, privateKeyPem: REDACTED });
+  const out = { ...fields };
+  Object.defineProperties(out, {
+    privateKeyPem: { value: privateKeyPem, enumerable: false },
+    toJSON: { value: printable, enumerable: false },
+    [INSPECT]: { value: printable, enumerable: false },
+  });
+  return Object.freeze(out) as TlsKeyPair;
 }
 
 function validity(now: Date | undefined, days: number): { notBefore: Date; notAfter: Date } {

@@ -3,6 +3,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, connect, type TLSSocket } from 'node:tls';
+import { format, inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { TLS_MAX_DAYS, createTlsCa, createTlsCertificate, tlsHostName } from '../src/tls.js';
 
@@ -62,6 +63,38 @@ describe('createTlsCa / createTlsCertificate', () => {
     await expect(createTlsCertificate({ certificatePem: 'garbage', privateKeyPem: ca.privateKeyPem }, { hosts: ['x'] })).rejects.toMatchObject({ code: 'invalid_encoding' });
     expect(tlsHostName('[::1]')).toEqual({ type: 'ip', value: '::1' });
     expect(tlsHostName('*.Example.org')).toEqual({ type: 'dns', value: '*.example.org' });
+  });
+
+  it('never prints a private key: JSON.stringify, console.log and util.inspect redact it; reading it by name still works', async () => {
+    const ca = await createTlsCa();
+    const leaf = await createTlsCertificate(ca, { hosts: ['localhost'] });
+    for (const made of [ca, leaf]) {
+      const body = made.privateKeyPem.split('\n')[1]!; // the first line of base64 key material
+      expect(made.privateKeyPem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+      expect(body.length).toBeGreaterThan(40);
+      const printed = [
+        JSON.stringify(made),
+        JSON.stringify({ made }),
+        format('%o', made), // console.log's formatting
+        format(made),
+        inspect(made, { showHidden: true, depth: 5 }),
+        inspect({ made }, { showHidden: true, depth: 5 }),
+        String(made),
+        Object.keys(made).join(','),
+        JSON.stringify({ ...made }),
+      ];
+      for (const text of printed) {
+        expect(text).not.toContain('PRIVATE KEY');
+        expect(text).not.toContain(body);
+      }
+      expect(JSON.parse(JSON.stringify(made))).toEqual({ certificatePem: made.certificatePem, privateKeyPem: '[redacted]', sha256: made.sha256, notAfter: made.notAfter.toISOString() });
+      expect(inspect(made)).toContain("privateKeyPem: '[redacted]'");
+      expect(Object.keys(made)).toEqual(['certificatePem', 'sha256', 'notAfter']);
+    }
+    // What the CLI does: the key read by name and written out; a CA made here signs the next certificate.
+    expect(createPrivateKey(leaf.privateKeyPem).asymmetricKeyType).toBe('ec');
+    const next = await createTlsCertificate(ca, { hosts: ['other'] });
+    expect(new X509Certificate(next.certificatePem).checkIssued(new X509Certificate(ca.certificatePem))).toBe(true);
   });
 
   it('serves a TLS 1.3 handshake that a client trusting only the CA accepts for the right name', async () => {

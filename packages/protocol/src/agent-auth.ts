@@ -22,6 +22,7 @@
  */
 import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
 import { REGISTRY_ID_BYTES } from '@parley/identity';
+import { asMalformed, assertCrypto, assertTarget, check, verifying } from './assert.js';
 import { ProtocolError } from './errors.js';
 import { OPERATOR_NONCE_BYTES, type OperatorRequestSigner, type OperatorRequestTarget } from './operator-auth.js';
 
@@ -62,27 +63,46 @@ export interface AgentRequestKey {
 
 /**
  * The signed bytes of an agent request.
- * @throws CryptoError on a wrong length
+ * @throws ProtocolError `malformed` on a wrong type or length
  */
 export function agentRequestLayout(crypto: ParleyCrypto, target: OperatorRequestTarget, auth: Omit<AgentRequestAuth, 'signature'>): Uint8Array {
-  return layout(AGENT_REQUEST_DOMAIN)
-    .fixed(target.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .str(target.path)
-    .fixed(crypto.blake3(target.body), 32, 'bodyDigest')
-    .i64(auth.timestampMs)
-    .fixed(auth.nonce, OPERATOR_NONCE_BYTES, 'nonce')
-    .str(auth.agentId)
-    .fixed(auth.serial, 16, 'serial')
-    .bytes();
+  assertCrypto(crypto);
+  const t = assertTarget(target);
+  const a = check.object(auth, 'auth') as unknown as Omit<AgentRequestAuth, 'signature'>;
+  return asMalformed('agent request', () =>
+    layout(AGENT_REQUEST_DOMAIN)
+      .fixed(t.registryId, REGISTRY_ID_BYTES, 'registryId')
+      .str(t.path)
+      .fixed(crypto.blake3(t.body), 32, 'bodyDigest')
+      .i64(a.timestampMs)
+      .fixed(a.nonce, OPERATOR_NONCE_BYTES, 'nonce')
+      .str(a.agentId)
+      .fixed(a.serial, 16, 'serial')
+      .bytes(),
+  );
+}
+
+/** Asserts an agent's request key: its agent id, its certificate's 16-byte serial and a secret key. */
+function assertAgentKey(key: unknown): AgentRequestKey {
+  const k = check.object(key, 'key');
+  check.string(k['agentId'], 'key.agentId');
+  check.bytes(k['serial'], 'key.serial', 16);
+  check.object(k['secretKey'], 'key.secretKey');
+  return key as AgentRequestKey;
 }
 
 /**
  * Signs one request as an agent: returns the metadata entries to send with it.
  * @param nowMs the timestamp to sign (default: now)
+ * @throws ProtocolError `malformed` (any argument); CryptoError `key_wiped` for a wiped key
  */
 export function signAgentRequest(crypto: ParleyCrypto, key: AgentRequestKey, target: OperatorRequestTarget, nowMs: number = Date.now()): Record<string, string> {
+  assertCrypto(crypto, ['randomBytes']);
+  assertAgentKey(key);
+  check.safeInt(nowMs, 'nowMs');
   const auth = { agentId: key.agentId, serial: key.serial, timestampMs: nowMs, nonce: crypto.randomBytes(OPERATOR_NONCE_BYTES) };
-  const signature = crypto.ed25519.sign(agentRequestLayout(crypto, target, auth), key.secretKey);
+  const signed = agentRequestLayout(crypto, target, auth);
+  const signature = asMalformed('agent signature', () => crypto.ed25519.sign(signed, key.secretKey));
   return {
     [AGENT_METADATA_KEYS.agentId]: auth.agentId,
     [AGENT_METADATA_KEYS.serial]: toHex(auth.serial),
@@ -92,8 +112,14 @@ export function signAgentRequest(crypto: ParleyCrypto, key: AgentRequestKey, tar
   };
 }
 
-/** A request signer (`@parley/rpc`'s `RequestSigner` shape) that signs every call as this agent. */
+/**
+ * A request signer (`@parley/rpc`'s `RequestSigner` shape) that signs every call as this agent.
+ * @throws ProtocolError `malformed` at once for a wrong argument (not at the first call)
+ */
 export function agentRequestSigner(crypto: ParleyCrypto, key: AgentRequestKey, registryId: Uint8Array): OperatorRequestSigner {
+  assertCrypto(crypto, ['randomBytes']);
+  assertAgentKey(key);
+  check.bytes(registryId, 'registryId', REGISTRY_ID_BYTES);
   return (path, body) => signAgentRequest(crypto, key, { registryId, path, body });
 }
 
@@ -104,9 +130,11 @@ const AGENT_ID = /^[a-z0-9][a-z0-9._:-]{0,127}$/;
 /**
  * Reads an agent signature from request metadata.
  * @returns the parsed fields, or undefined when no agent metadata is present at all
- * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed
+ * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed;
+ *   `malformed` when `get` is not a function
  */
 export function parseAgentMetadata(get: (key: string) => string | undefined): AgentRequestAuth | undefined {
+  check.func(get, 'get');
   const raw = {
     agentId: get(AGENT_METADATA_KEYS.agentId),
     serial: get(AGENT_METADATA_KEYS.serial),
@@ -120,6 +148,7 @@ export function parseAgentMetadata(get: (key: string) => string | undefined): Ag
     throw new ProtocolError('unauthenticated', `agent signature metadata: ${what}`);
   };
   if (present !== 5) bad(`all of ${Object.values(AGENT_METADATA_KEYS).join(', ')} are required`);
+  if (Object.values(raw).some((v) => typeof v !== 'string')) bad('every entry must be text');
   if (!AGENT_ID.test(raw.agentId!)) bad(`${AGENT_METADATA_KEYS.agentId} is not an agent id`);
   if (!HEX32.test(raw.serial!)) bad(`${AGENT_METADATA_KEYS.serial} must be 32 lowercase hex digits`);
   if (!DECIMAL.test(raw.timestamp!)) bad(`${AGENT_METADATA_KEYS.timestamp} must be decimal milliseconds`);
@@ -141,9 +170,5 @@ export function parseAgentMetadata(get: (key: string) => string | undefined): Ag
  * @returns true only for a valid signature; false on any malformed input
  */
 export function verifyAgentRequest(crypto: ParleyCrypto, publicKey: Uint8Array, auth: AgentRequestAuth, target: OperatorRequestTarget): boolean {
-  try {
-    return crypto.ed25519.verify(auth.signature, agentRequestLayout(crypto, target, auth), publicKey);
-  } catch {
-    return false;
-  }
+  return verifying(() => crypto.ed25519.verify(check.object(auth, 'auth')['signature'] as Uint8Array, agentRequestLayout(crypto, target, auth), publicKey));
 }

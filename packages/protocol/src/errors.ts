@@ -10,7 +10,13 @@
  * Stable error codes. Callers switch on `error.code`, never on the message.
  *
  * - `unauthenticated`  operator or agent signature metadata is incomplete or malformed (§15.3)
- * - `malformed`        a join token's text form is not `pjt1.<32 hex>.<43 base64url>` (§15.11)
+ * - `malformed`        an argument of the wrong type, length or shape — a layout's field of the wrong length
+ *                      (crypto-core's CryptoError `invalid_*` is turned into this, the original kept as `cause`), a
+ *                      key of the wrong kind, a join token's text form that is not `pjt1.<32 hex>.<43 base64url>`
+ *                      (§15.11), a saved trust bundle state that does not decode
+ *
+ * Not converted: a CryptoError `key_wiped` (a wiped signing key; not bad input) and the IdentityErrors of a trust
+ * bundle a registry serves (`rollback`, `bad_signature`, …: TrustBundleFollower.refresh).
  */
 export type ProtocolErrorCode = 'unauthenticated' | 'malformed';
 

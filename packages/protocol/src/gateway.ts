@@ -5,9 +5,10 @@
  * receipts and session rejects. Built with crypto-core's `layout()` (§2);
  * nothing here hashes or signs protobuf bytes.
  */
-import { layout, type ParleyCrypto } from '@parley/crypto-core';
+import { layout, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
 import type { DeliveryReceipt, HandshakeFrame, MessageInitShape, SecureMessage, SendRequestSchema, SessionReject } from '@parley/proto';
 import { messageHash, SESSION_ID_BYTES, type LocalIdentity } from '@parley/session';
+import { asMalformed, assertCrypto, check, malformed, optionalObject, verifying } from './assert.js';
 
 export const GATEWAY_AUTH_DOMAIN = 'parley/v1/gateway-auth';
 export const GATEWAY_SEND_DOMAIN = 'parley/v1/gateway-send';
@@ -26,71 +27,98 @@ export const ITEM_HASH_BYTES = 32;
 /** Bytes of an Ed25519 signature. */
 export const SIGNATURE_BYTES = 64;
 
-/** What the agent signs to authenticate a Connect stream (§10.2). */
+/**
+ * What the agent signs to authenticate a Connect stream (§10.2).
+ * @throws ProtocolError `malformed` (a field of the wrong type or length)
+ */
 export function gatewayAuthLayout(gatewayId: string, nonce: Uint8Array, agentId: string, serial: Uint8Array): Uint8Array {
-  return layout(GATEWAY_AUTH_DOMAIN)
-    .str(gatewayId)
-    .fixed(nonce, CHALLENGE_NONCE_BYTES, 'nonce')
-    .str(agentId)
-    .fixed(serial, SERIAL_BYTES, 'serial')
-    .bytes();
+  return asMalformed('gateway auth layout', () =>
+    layout(GATEWAY_AUTH_DOMAIN).str(gatewayId).fixed(nonce, CHALLENGE_NONCE_BYTES, 'nonce').str(agentId).fixed(serial, SERIAL_BYTES, 'serial').bytes(),
+  );
 }
 
-/** What the sender signs for a unary Send (§10.6). */
+/**
+ * What the sender signs for a unary Send (§10.6).
+ * @throws ProtocolError `malformed`
+ */
 export function gatewaySendLayout(gatewayId: string, timestampMs: bigint | number, nonce: Uint8Array, itemDigest: Uint8Array): Uint8Array {
-  return layout(GATEWAY_SEND_DOMAIN)
-    .str(gatewayId)
-    .i64(timestampMs)
-    .fixed(nonce, SEND_NONCE_BYTES, 'nonce')
-    .fixed(itemDigest, ITEM_HASH_BYTES, 'item_digest')
-    .bytes();
+  return asMalformed('gateway send layout', () =>
+    layout(GATEWAY_SEND_DOMAIN).str(gatewayId).i64(timestampMs).fixed(nonce, SEND_NONCE_BYTES, 'nonce').fixed(itemDigest, ITEM_HASH_BYTES, 'item_digest').bytes(),
+  );
 }
 
-/** BLAKE3 digest of a handshake frame (§10.4). */
+/**
+ * BLAKE3 digest of a handshake frame (§10.4).
+ * @throws ProtocolError `malformed`
+ */
 export function handshakeFrameDigest(crypto: ParleyCrypto, frame: HandshakeFrame): Uint8Array {
-  return crypto.blake3(
-    layout(HANDSHAKE_FRAME_DOMAIN)
-      .u32(frame.version)
-      .fixed(frame.sessionId, SESSION_ID_BYTES, 'session_id')
-      .str(frame.senderId)
-      .str(frame.recipientId)
-      .u32(frame.step)
-      .var(frame.noiseMessage, 'noise_message')
-      .u32(frame.rekeyThreshold)
+  assertCrypto(crypto);
+  const f = check.object(frame, 'frame') as unknown as HandshakeFrame;
+  return asMalformed('handshake frame', () =>
+    crypto.blake3(
+      layout(HANDSHAKE_FRAME_DOMAIN)
+        .u32(f.version)
+        .fixed(f.sessionId, SESSION_ID_BYTES, 'session_id')
+        .str(f.senderId)
+        .str(f.recipientId)
+        .u32(f.step)
+        .var(f.noiseMessage, 'noise_message')
+        .u32(f.rekeyThreshold)
+        .bytes(),
+    ),
+  );
+}
+
+/**
+ * The receipt layout its recipient signs (§10.5).
+ * @throws ProtocolError `malformed`
+ */
+export function deliveryReceiptLayout(receipt: Omit<DeliveryReceipt, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
+  const r = check.object(receipt, 'receipt') as unknown as typeof receipt;
+  return asMalformed('delivery receipt', () =>
+    layout(DELIVERY_RECEIPT_DOMAIN)
+      .u32(r.version)
+      .fixed(r.messageHash, ITEM_HASH_BYTES, 'message_hash')
+      .str(r.senderId)
+      .str(r.recipientId)
+      .i64(r.receivedAtMs)
       .bytes(),
   );
 }
 
-/** The receipt layout its recipient signs (§10.5). */
-export function deliveryReceiptLayout(receipt: Omit<DeliveryReceipt, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
-  return layout(DELIVERY_RECEIPT_DOMAIN)
-    .u32(receipt.version)
-    .fixed(receipt.messageHash, ITEM_HASH_BYTES, 'message_hash')
-    .str(receipt.senderId)
-    .str(receipt.recipientId)
-    .i64(receipt.receivedAtMs)
-    .bytes();
-}
-
-/** BLAKE3 digest of a receipt's layout (§10.4). */
+/**
+ * BLAKE3 digest of a receipt's layout (§10.4).
+ * @throws ProtocolError `malformed`
+ */
 export function deliveryReceiptDigest(crypto: ParleyCrypto, receipt: Omit<DeliveryReceipt, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
+  assertCrypto(crypto);
   return crypto.blake3(deliveryReceiptLayout(receipt));
 }
 
-/** The layout the recipient of an envelope signs to refuse it for good (§17.4). */
+/**
+ * The layout the recipient of an envelope signs to refuse it for good (§17.4).
+ * @throws ProtocolError `malformed`
+ */
 export function sessionRejectLayout(reject: Omit<SessionReject, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
-  return layout(SESSION_REJECT_DOMAIN)
-    .u32(reject.version)
-    .fixed(reject.sessionId, SESSION_ID_BYTES, 'session_id')
-    .fixed(reject.messageHash, ITEM_HASH_BYTES, 'message_hash')
-    .str(reject.senderId)
-    .str(reject.recipientId)
-    .i64(reject.rejectedAtMs)
-    .bytes();
+  const r = check.object(reject, 'reject') as unknown as typeof reject;
+  return asMalformed('session reject', () =>
+    layout(SESSION_REJECT_DOMAIN)
+      .u32(r.version)
+      .fixed(r.sessionId, SESSION_ID_BYTES, 'session_id')
+      .fixed(r.messageHash, ITEM_HASH_BYTES, 'message_hash')
+      .str(r.senderId)
+      .str(r.recipientId)
+      .i64(r.rejectedAtMs)
+      .bytes(),
+  );
 }
 
-/** BLAKE3 digest of a session reject's layout (§10.4). */
+/**
+ * BLAKE3 digest of a session reject's layout (§10.4).
+ * @throws ProtocolError `malformed`
+ */
 export function sessionRejectDigest(crypto: ParleyCrypto, reject: Omit<SessionReject, 'signature' | '$typeName' | '$unknown'>): Uint8Array {
+  assertCrypto(crypto);
   return crypto.blake3(sessionRejectLayout(reject));
 }
 
@@ -101,18 +129,33 @@ export type RelayItem =
   | { readonly case: 'receipt'; readonly value: DeliveryReceipt }
   | { readonly case: 'sessionReject'; readonly value: SessionReject };
 
-/** Item digest (§10.4): the message hash of an envelope, the frame or receipt digest otherwise. Shape must be checked first. */
+/**
+ * Item digest (§10.4): the message hash of an envelope, the frame or receipt digest otherwise. A relay checks the
+ * item's shape first (its own rules); here only what the digest needs is checked.
+ * @throws ProtocolError `malformed`
+ */
 export function itemDigest(crypto: ParleyCrypto, item: RelayItem): Uint8Array {
-  switch (item.case) {
+  assertCrypto(crypto);
+  const i = check.object(item, 'item') as unknown as RelayItem;
+  check.object(i.value, 'item.value');
+  switch (i.case) {
     case 'envelope':
-      return messageHash(crypto, item.value);
+      return asMalformed('envelope', () => messageHash(crypto, i.value));
     case 'handshake':
-      return handshakeFrameDigest(crypto, item.value);
+      return handshakeFrameDigest(crypto, i.value);
     case 'receipt':
-      return deliveryReceiptDigest(crypto, item.value);
+      return deliveryReceiptDigest(crypto, i.value);
     case 'sessionReject':
-      return sessionRejectDigest(crypto, item.value);
+      return sessionRejectDigest(crypto, i.value);
+    default:
+      return malformed("item.case must be 'handshake', 'envelope', 'receipt' or 'sessionReject'");
   }
+}
+
+/** The agent id and signing key of an identity (what signing a receipt, reject or Send needs of it). */
+function signerOf(identity: unknown): { agentId: string; signingKey: SecretKey } {
+  const id = check.object(identity, 'identity');
+  return { agentId: check.string(id['agentId'], 'identity.agentId'), signingKey: id['signingKey'] as SecretKey };
 }
 
 /**
@@ -124,8 +167,12 @@ export function signReceipt(
   identity: LocalIdentity,
   fields: { readonly messageHash: Uint8Array; readonly senderId: string; readonly receivedAtMs: number },
 ): DeliveryReceipt {
-  const body = { version: 1, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, receivedAtMs: BigInt(fields.receivedAtMs) };
-  const signature = crypto.ed25519.sign(deliveryReceiptLayout(body), identity.signingKey);
+  assertCrypto(crypto);
+  const signer = signerOf(identity);
+  const f = check.object(fields, 'fields') as unknown as typeof fields;
+  const receivedAtMs = BigInt(check.safeInt(f.receivedAtMs, 'fields.receivedAtMs'));
+  const body = { version: 1, messageHash: f.messageHash, senderId: f.senderId, recipientId: signer.agentId, receivedAtMs };
+  const signature = asMalformed('receipt signature', () => crypto.ed25519.sign(deliveryReceiptLayout(body), signer.signingKey));
   return { $typeName: 'parley.v1.DeliveryReceipt', ...body, signature };
 }
 
@@ -135,12 +182,11 @@ export function signReceipt(
  * fields (message hash, sender, recipient) are the ones it expects.
  */
 export function verifyReceiptSignature(crypto: ParleyCrypto, receipt: DeliveryReceipt, recipientPublicKey: Uint8Array): boolean {
-  if (receipt.version !== 1 || receipt.messageHash.length !== ITEM_HASH_BYTES || receipt.signature.length !== SIGNATURE_BYTES) return false;
-  try {
-    return crypto.ed25519.verify(receipt.signature, deliveryReceiptLayout(receipt), recipientPublicKey);
-  } catch {
-    return false;
-  }
+  return verifying(() => {
+    const r = check.object(receipt, 'receipt') as unknown as DeliveryReceipt;
+    if (r.version !== 1 || r.messageHash?.length !== ITEM_HASH_BYTES || r.signature?.length !== SIGNATURE_BYTES) return false;
+    return assertCrypto(crypto).ed25519.verify(r.signature, deliveryReceiptLayout(r), recipientPublicKey);
+  });
 }
 
 /**
@@ -152,24 +198,31 @@ export function signSessionReject(
   identity: LocalIdentity,
   fields: { readonly sessionId: Uint8Array; readonly messageHash: Uint8Array; readonly senderId: string; readonly rejectedAtMs: number },
 ): SessionReject {
-  const body = { version: 1, sessionId: fields.sessionId, messageHash: fields.messageHash, senderId: fields.senderId, recipientId: identity.agentId, rejectedAtMs: BigInt(fields.rejectedAtMs) };
-  const signature = crypto.ed25519.sign(sessionRejectLayout(body), identity.signingKey);
+  assertCrypto(crypto);
+  const signer = signerOf(identity);
+  const f = check.object(fields, 'fields') as unknown as typeof fields;
+  const rejectedAtMs = BigInt(check.safeInt(f.rejectedAtMs, 'fields.rejectedAtMs'));
+  const body = { version: 1, sessionId: f.sessionId, messageHash: f.messageHash, senderId: f.senderId, recipientId: signer.agentId, rejectedAtMs };
+  const signature = asMalformed('session reject signature', () => crypto.ed25519.sign(sessionRejectLayout(body), signer.signingKey));
   return { $typeName: 'parley.v1.SessionReject', ...body, signature };
 }
 
-/** Verifies a session reject (§17.4) against the rejecting recipient's certified identity key. */
+/**
+ * Verifies a session reject (§17.4) against the rejecting recipient's certified identity key.
+ * @returns true only for a valid signature; false on any malformed input (never throws)
+ */
 export function verifySessionRejectSignature(crypto: ParleyCrypto, reject: SessionReject, recipientPublicKey: Uint8Array): boolean {
-  if (reject.version !== 1 || reject.sessionId.length !== 16 || reject.messageHash.length !== ITEM_HASH_BYTES || reject.signature.length !== SIGNATURE_BYTES) return false;
-  try {
-    return crypto.ed25519.verify(reject.signature, sessionRejectLayout(reject), recipientPublicKey);
-  } catch {
-    return false;
-  }
+  return verifying(() => {
+    const r = check.object(reject, 'reject') as unknown as SessionReject;
+    if (r.version !== 1 || r.sessionId?.length !== SESSION_ID_BYTES || r.messageHash?.length !== ITEM_HASH_BYTES || r.signature?.length !== SIGNATURE_BYTES) return false;
+    return assertCrypto(crypto).ed25519.verify(r.signature, sessionRejectLayout(r), recipientPublicKey);
+  });
 }
 
 /**
  * Builds a signed unary SendRequest (§10.6) for `AgentGatewayService.send`.
  * @param item the item; its shape must be valid
+ * @throws ProtocolError `malformed`
  */
 export function buildSendRequest(
   crypto: ParleyCrypto,
@@ -178,8 +231,12 @@ export function buildSendRequest(
   item: RelayItem,
   options: { readonly nowMs?: number; readonly nonce?: Uint8Array } = {},
 ): MessageInitShape<typeof SendRequestSchema> {
-  const timestampMs = BigInt(options.nowMs ?? Date.now());
-  const nonce = options.nonce ?? crypto.randomBytes(SEND_NONCE_BYTES);
-  const signature = crypto.ed25519.sign(gatewaySendLayout(gatewayId, timestampMs, nonce, itemDigest(crypto, item)), identity.signingKey);
+  assertCrypto(crypto, ['randomBytes']);
+  const signer = signerOf(identity);
+  const o = optionalObject(options, 'options');
+  const timestampMs = BigInt(o['nowMs'] === undefined ? Date.now() : check.safeInt(o['nowMs'], 'options.nowMs'));
+  const nonce = o['nonce'] === undefined ? crypto.randomBytes(SEND_NONCE_BYTES) : check.bytes(o['nonce'], 'options.nonce', SEND_NONCE_BYTES);
+  const signed = gatewaySendLayout(gatewayId, timestampMs, nonce, itemDigest(crypto, item));
+  const signature = asMalformed('send signature', () => crypto.ed25519.sign(signed, signer.signingKey));
   return { certificate: identity.certificate, timestampMs, nonce, signature, item };
 }

@@ -19,6 +19,7 @@
  */
 import { fromBase64Url, fromHex, layout, toBase64Url, toHex, type ParleyCrypto, type SecretKey } from '@parley/crypto-core';
 import { REGISTRY_ID_BYTES, keyId as computeKeyId } from '@parley/identity';
+import { asMalformed, assertCrypto, assertTarget, check, verifying } from './assert.js';
 import { ProtocolError } from './errors.js';
 
 /** Domain tag of the operator request layout. */
@@ -77,21 +78,34 @@ export interface OperatorRequestTarget {
  * @param target registry id, method path and request bytes
  * @param auth key id, timestamp and nonce (the signature is not part of it)
  * @returns the layout bytes
- * @throws CryptoError on a wrong length
+ * @throws ProtocolError `malformed` on a wrong type or length
  */
 export function operatorRequestLayout(
   crypto: ParleyCrypto,
   target: OperatorRequestTarget,
   auth: Omit<OperatorRequestAuth, 'signature'>,
 ): Uint8Array {
-  return layout(OPERATOR_REQUEST_DOMAIN)
-    .fixed(target.registryId, REGISTRY_ID_BYTES, 'registryId')
-    .str(target.path)
-    .fixed(crypto.blake3(target.body), 32, 'bodyDigest')
-    .i64(auth.timestampMs)
-    .fixed(auth.nonce, OPERATOR_NONCE_BYTES, 'nonce')
-    .fixed(auth.keyId, 16, 'keyId')
-    .bytes();
+  assertCrypto(crypto);
+  const t = assertTarget(target);
+  const a = check.object(auth, 'auth') as unknown as Omit<OperatorRequestAuth, 'signature'>;
+  return asMalformed('operator request', () =>
+    layout(OPERATOR_REQUEST_DOMAIN)
+      .fixed(t.registryId, REGISTRY_ID_BYTES, 'registryId')
+      .str(t.path)
+      .fixed(crypto.blake3(t.body), 32, 'bodyDigest')
+      .i64(a.timestampMs)
+      .fixed(a.nonce, OPERATOR_NONCE_BYTES, 'nonce')
+      .fixed(a.keyId, 16, 'keyId')
+      .bytes(),
+  );
+}
+
+/** Asserts an operator's key: a 32-byte public key and a secret key (whose kind the signature checks). */
+function assertOperatorKey(key: unknown): OperatorKey {
+  const k = check.object(key, 'key');
+  check.bytes(k['publicKey'], 'key.publicKey', 32);
+  check.object(k['secretKey'], 'key.secretKey');
+  return key as OperatorKey;
 }
 
 /**
@@ -102,6 +116,7 @@ export function operatorRequestLayout(
  * @param target registry id, method path and the exact request bytes
  * @param nowMs the timestamp to sign (default: now)
  * @returns metadata key → value
+ * @throws ProtocolError `malformed` (any argument); CryptoError `key_wiped` for a wiped key
  * @example
  * const headers = signOperatorRequest(crypto, operator, { registryId, path, body });
  */
@@ -111,8 +126,13 @@ export function signOperatorRequest(
   target: OperatorRequestTarget,
   nowMs: number = Date.now(),
 ): Record<string, string> {
-  const auth = { keyId: computeKeyId(crypto, key.publicKey), timestampMs: nowMs, nonce: crypto.randomBytes(OPERATOR_NONCE_BYTES) };
-  const signature = crypto.ed25519.sign(operatorRequestLayout(crypto, target, auth), key.secretKey);
+  assertCrypto(crypto, ['randomBytes']);
+  assertOperatorKey(key);
+  assertTarget(target);
+  check.safeInt(nowMs, 'nowMs');
+  const auth = { keyId: asMalformed('operator key', () => computeKeyId(crypto, key.publicKey)), timestampMs: nowMs, nonce: crypto.randomBytes(OPERATOR_NONCE_BYTES) };
+  const signed = operatorRequestLayout(crypto, target, auth);
+  const signature = asMalformed('operator signature', () => crypto.ed25519.sign(signed, key.secretKey));
   return {
     [OPERATOR_METADATA_KEYS.keyId]: toHex(auth.keyId),
     [OPERATOR_METADATA_KEYS.timestamp]: String(auth.timestampMs),
@@ -127,8 +147,12 @@ export function signOperatorRequest(
  * @param key the operator's key
  * @param registryId the registry's 16-byte id
  * @returns the signer
+ * @throws ProtocolError `malformed` at once for a wrong argument (not at the first call)
  */
 export function operatorRequestSigner(crypto: ParleyCrypto, key: OperatorKey, registryId: Uint8Array): OperatorRequestSigner {
+  assertCrypto(crypto, ['randomBytes']);
+  assertOperatorKey(key);
+  check.bytes(registryId, 'registryId', REGISTRY_ID_BYTES);
   return (path, body) => signOperatorRequest(crypto, key, { registryId, path, body });
 }
 
@@ -140,9 +164,11 @@ const DECIMAL = /^(0|[1-9][0-9]{0,15})$/;
  *
  * @param get returns the (first) value of a metadata key, or undefined
  * @returns the parsed fields, or undefined when no operator metadata is present at all
- * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed
+ * @throws ProtocolError `unauthenticated` when some but not all entries are present, or one is malformed;
+ *   `malformed` when `get` is not a function
  */
 export function parseOperatorMetadata(get: (key: string) => string | undefined): OperatorRequestAuth | undefined {
+  check.func(get, 'get');
   const raw = {
     keyId: get(OPERATOR_METADATA_KEYS.keyId),
     timestamp: get(OPERATOR_METADATA_KEYS.timestamp),
@@ -155,6 +181,7 @@ export function parseOperatorMetadata(get: (key: string) => string | undefined):
     throw new ProtocolError('unauthenticated', `operator signature metadata: ${what}`);
   };
   if (present !== 4) bad(`all of ${Object.values(OPERATOR_METADATA_KEYS).join(', ')} are required`);
+  if (Object.values(raw).some((v) => typeof v !== 'string')) bad('every entry must be text');
   if (!HEX32.test(raw.keyId!)) bad(`${OPERATOR_METADATA_KEYS.keyId} must be 32 lowercase hex digits`);
   if (!DECIMAL.test(raw.timestamp!)) bad(`${OPERATOR_METADATA_KEYS.timestamp} must be decimal milliseconds`);
   if (!HEX32.test(raw.nonce!)) bad(`${OPERATOR_METADATA_KEYS.nonce} must be 32 lowercase hex digits`);
@@ -179,9 +206,5 @@ export function parseOperatorMetadata(get: (key: string) => string | undefined):
  * @returns true only for a valid signature; false on any malformed input
  */
 export function verifyOperatorRequest(crypto: ParleyCrypto, publicKey: Uint8Array, auth: OperatorRequestAuth, target: OperatorRequestTarget): boolean {
-  try {
-    return crypto.ed25519.verify(auth.signature, operatorRequestLayout(crypto, target, auth), publicKey);
-  } catch {
-    return false;
-  }
+  return verifying(() => crypto.ed25519.verify(check.object(auth, 'auth')['signature'] as Uint8Array, operatorRequestLayout(crypto, target, auth), publicKey));
 }

@@ -31,6 +31,7 @@
 import { layout, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { IdentityError, TrustBundle, TrustBundleChain, checkTrustBundleDocument, verifyDocumentSignature, type ChainAdvance } from '@parley/identity';
 import { SignedTrustBundleSchema, fromBinary, type GetTrustBundleResponse, type SignedTrustBundle } from '@parley/proto';
+import { assertCrypto, check, malformed } from './assert.js';
 import { ProtocolError } from './errors.js';
 
 /**
@@ -123,8 +124,11 @@ export class TrustBundleFollower {
   /** The live view: always the newest accepted version (the pinned bundle before any). */
   readonly trustBundle: TrustBundle;
 
+  /** @throws ProtocolError `malformed` (options not an object, `crypto` or `pinned` missing) */
   constructor(options: TrustBundleFollowerOptions) {
-    if (!(options.pinned instanceof TrustBundle)) throw new IdentityError('malformed', 'pinned must be a TrustBundle');
+    check.object(options, 'options');
+    assertCrypto(options.crypto);
+    if (!(options.pinned instanceof TrustBundle)) malformed('options.pinned must be a TrustBundle');
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
     this.#registryId = options.registryId === undefined ? undefined : new Uint8Array(options.registryId);
@@ -364,8 +368,11 @@ const PIN_HASH_BYTES = 32;
  * JSON. BLAKE3(str("parley/v1/pinned-trust-bundle") ‖ u32(n) ‖ n × [fixed16(key_id) ‖ fixed32(public_key) ‖
  * u8(1 when not_after_ms is set, else 0) ‖ i64(not_after_ms, else 0)]), issuers ascending by key_id.
  * @returns 32 bytes
+ * @throws ProtocolError `malformed` unless `pinned` is a TrustBundle
  */
 export function pinnedTrustBundleHash(crypto: ParleyCrypto, pinned: TrustBundle): Uint8Array {
+  assertCrypto(crypto);
+  if (!(pinned instanceof TrustBundle)) malformed('pinned must be a TrustBundle');
   const entries = pinned.entries().sort((a, b) => compareBytes(a.keyId, b.keyId));
   const l = layout(PINNED_TRUST_BUNDLE_DOMAIN).u32(entries.length);
   for (const e of entries) l.fixed(e.keyId, 16, 'keyId').fixed(e.publicKey, 32, 'publicKey').u8(e.notAfterMs === undefined ? 0 : 1).i64(e.notAfterMs ?? 0);
