@@ -1473,7 +1473,8 @@ class Agent:
 
         A step 1 the gateway answers ``DELIVERED`` waits ``handshake_timeout`` for its step 2. One it answers
         ``QUEUED`` was stored for an offline peer, which answers when it connects and its mailbox drains: it waits
-        until the latest expiry of the sends waiting on it (none: ``handshake_timeout``, as before)."""
+        until the latest expiry of the sends waiting on it (none: ``handshake_timeout``, as before), sending the same
+        step 1 again meanwhile at the resend interval, doubling."""
         last: ParleyError = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
         attempt = 0
         while True:
@@ -1501,15 +1502,30 @@ class Agent:
                 # Stored for an offline peer: its step 2 comes when it connects. Waited for until the latest expiry of
                 # the sends waiting on it (asked again as the time comes: sends made meanwhile extend it), never
                 # longer than a message lifetime after step 1 (§5.4).
+                # Meanwhile the same step 1 (byte-identical: same session id, same ephemeral) is sent again at the
+                # resend interval, doubling: the stored one or its step 2 may be lost (the responder dropped it, the
+                # gateway refused or lost the step 2). A responder drops a copy whose session id it holds (§5.1), so
+                # copies start at most one responder handshake; one whose handshake for it failed answers with a new
+                # step 2, which this handshake (the same state) takes as any other.
                 cap = started + self._skew.max_age_ms / 1000
+                resends = 0
+                next_resend = started + self._retry_delay(1)
                 while True:
                     if queued:
                         limit = max(limit, min(self._waiting_deadline(peer), cap))
+                    wake = min(limit, next_resend) if queued else limit
                     try:
-                        return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, limit - time.monotonic()))
+                        return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, wake - time.monotonic()))
                     except asyncio.TimeoutError:
-                        if not queued or min(self._waiting_deadline(peer), cap) <= time.monotonic():
+                        now = time.monotonic()
+                        if not queued or (now >= limit and min(self._waiting_deadline(peer), cap) <= now):
                             raise
+                        if now >= next_resend:  # the wait goes on
+                            resends += 1
+                            next_resend = now + self._retry_delay(resends + 1)
+                            current = self._conn
+                            if current is not None and current.is_open:
+                                self._fire(current, "handshake", frame1, "handshake step 1 (sent again)")
             except asyncio.TimeoutError:
                 last = SessionError("handshake_failed", f"handshake with {peer!r} timed out" + (": its step 1 waits for the offline peer, and no message for it waits any more" if queued else ""))
             except ParleyError as error:
@@ -1681,10 +1697,20 @@ class Agent:
             entry.next_resend_at = float("inf")
 
     async def _settle(self, entry: _OutboxEntry, *, receipt: Receipt | None = None, error: ParleyError | None = None) -> None:
+        """Ends a sealed send. A failure ("not delivered") is said only once its record is deleted durably: a record
+        left behind (a crash, or a delete that failed) is restored at the next start and its envelope relayed again,
+        which may deliver it. When that delete fails (a ``state_error`` event), nothing is said in this process: the
+        record stands, and the next start decides. A receipt is said first (a record left behind only brings the
+        same receipt again)."""
         if self._outbox.pop(entry.id, None) is None:
             return
         if self._by_hash.get(entry.message_hash) == entry.id:
             del self._by_hash[entry.message_hash]
+        if receipt is None:
+            try:
+                await self._delete("outbox", entry.id, strict=True)
+            except StateError:
+                return
         waiter = entry.waiter
         if waiter is not None and not waiter.done():
             if receipt is not None:
@@ -1693,7 +1719,8 @@ class Agent:
                 waiter.set_exception(error or DeliveryError("internal", "send failed"))
                 waiter.exception()
         self._emit("send_settled", id=entry.id, message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
-        await self._delete("outbox", entry.id)
+        if receipt is not None:
+            await self._delete("outbox", entry.id)
 
     # Sends waiting for a session -----------------------------------------------------------------
 
@@ -1797,15 +1824,22 @@ class Agent:
         self._spawn(self._relay(entry))
 
     async def _settle_unsealed(self, held: _UnsealedEntry, error: ParleyError) -> None:
-        """A send that waited for a session ends without one: ``expired``, or the handshake's permanent failure."""
+        """A send that waited for a session ends without one: ``expired``, or the handshake's permanent failure.
+
+        "Not delivered" is said only once its record is deleted durably: a record left behind (a crash, or a delete
+        that failed) is restored at the next start and sealed and delivered then. When the delete fails (a
+        ``state_error`` event), nothing is said in this process: the record stands, and the next start decides."""
         if self._unsealed.pop(held.id, None) is not held:
+            return
+        try:
+            await self._delete("unsealed", held.id, strict=True)
+        except StateError:
             return
         waiter = held.waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
             waiter.exception()
         self._emit("send_settled", id=held.id, message_hash=None, peer=held.to, code=code_of(error), receipt=None)
-        await self._delete("unsealed", held.id)
 
     def _on_receipt(self, r: Any) -> None:
         digest = bytes(r.message_hash)

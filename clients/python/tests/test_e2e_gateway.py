@@ -493,6 +493,7 @@ def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(d
         a = await connect(deployment, planner, tmp_path / "a", on_event=a_events.append, handshake_timeout=2.0)
         b: parley.Agent | None = None
         step1s: list[asyncio.Future[Any]] = []
+        frames: list[bytes] = []
         conn = a._conn
         assert conn is not None
         original = conn.send
@@ -501,6 +502,7 @@ def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(d
             answer = original(kind, item)
             if kind == "handshake" and item.step == 1:
                 step1s.append(answer)
+                frames.append(item.SerializeToString())
             return answer
 
         conn.send = send  # type: ignore[method-assign]
@@ -510,7 +512,8 @@ def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(d
             assert timed_out.value.code == "deadline_exceeded" and a.pending() == 1
             assert len(list((tmp_path / "a" / "unsealed").glob("*.rec"))) == 1  # recorded before the handshake
             await asyncio.sleep(6.0)  # three handshake timeouts: the step 1 the gateway stored is still waited on
-            assert [f.result().status for f in step1s] == [gateway_pb2.DELIVERY_STATUS_QUEUED]
+            # …and sent again (5 s after it: the resend interval), the same frame, which the gateway stores too.
+            assert [f.result().status for f in step1s] == [gateway_pb2.DELIVERY_STATUS_QUEUED] * 2 and len(set(frames)) == 1
             b = await connect(deployment, worker, tmp_path / "b")  # its mailbox drains: the step 1, answered
             msg = await next_message(b, 30)
             assert msg.sender == "py-planner-9" and msg.content == {"task": "index"} and not msg.redelivered
@@ -523,7 +526,10 @@ def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(d
             assert settled["code"] == "ok" and settled["message_hash"] == msg.message_hash.hex()
             assert settled["receipt"].verify(worker.public_key)
             await asyncio.sleep(1.0)
-            assert len(step1s) == 1 and b._app.qsize() == 0 and a.pending() == 0  # one handshake, delivered once
+            # One handshake (the worker dropped the copy of the step 1 it had answered), delivered once; nothing sent
+            # again after its step 2.
+            assert len(step1s) == 2 and len(set(frames)) == 1 and b._app.qsize() == 0 and a.pending() == 0
+            assert len(a.sessions()) == 1 and len(b.sessions()) == 1
             assert list((tmp_path / "a" / "unsealed").glob("*.rec")) == [] and list((tmp_path / "a" / "outbox").glob("*.rec")) == []
         finally:
             await a.close()

@@ -18,7 +18,7 @@ import pytest
 
 from parley.agent import Agent, Message, ResendPolicy
 from parley.envelope import message_hash
-from parley.errors import DeliveryError, GatewayError, IdentityError, ParleyError
+from parley.errors import DeliveryError, GatewayError, IdentityError, ParleyError, StateError
 from parley.gateway import GatewayConnection
 from parley.identity import Revocation
 from parley.relay import sign_receipt
@@ -476,5 +476,213 @@ def test_a_reseal_keeps_the_messages_creation_timestamp_and_expiry(world: World)
         assert second.timestamp_ms == first.timestamp_ms and entry.expires_at_ms == expires == first.timestamp_ms + DEFAULT_SKEW.max_age_ms
         sending.cancel()
         await bob.close()
+
+    run(scenario)
+
+
+# Step 1 QUEUED: sent again while its step 2 is waited for ----------------------------------------------------------
+
+
+def test_a_queued_step_1_whose_step_2_was_lost_is_sent_again_and_the_handshake_completes(world: World) -> None:
+    # Review finding: a handshake whose step 1 the gateway answered QUEUED waited for its step 2 and sent nothing
+    # again: a lost step 1 or step 2 (the responder dropped it, the gateway refused or lost the step 2) stranded every
+    # send to that peer until it expired. The same step 1 (byte-identical) is now sent again on the resend backoff.
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    alice = memory_agent(world.identity("alice"), world.trust, a_events, handshake_timeout=0.3)
+    alice._store = MemoryStateStore()
+    bob = memory_agent(world.identity("bob"), world.trust, b_events, handshake_timeout=0.3, send_timeout=30, resend=ResendPolicy(initial_s=0.3, max_s=0.6))
+    bob._store = MemoryStateStore()
+    gw = Relay()
+
+    async def scenario() -> None:
+        b_call = Gateway(status=QUEUED)  # alice is offline: her mailbox holds bob's step 1
+        connect_to(bob, b_call)
+        sending = asyncio.ensure_future(bob.send("alice", MessageType.TASK_ASSIGNMENT, {"task": "index"}))
+        await wait_for(lambda: len(step1s(b_call)) == 1)
+        first = step1s(b_call)[0]
+
+        # Alice connects and answers the stored step 1; her step 2 is lost (the gateway refused it), and her
+        # handshake for that session id ends (timed out).
+        a_call = GatewayCall()
+        connect_to(alice, a_call)
+        tasks = start_loops(alice)
+        handed: list[Message] = []
+        tasks.append(asyncio.ensure_future(collect(alice, handed)))
+        gw.deliver(a_call, handshake=first)
+        lost = await gw.next(a_call, "handshake")
+        assert lost.step == 2
+        await wait_for(lambda: alice._responding == {})
+
+        # Bob sends the same step 1 again: byte-identical (same session id, same ephemeral).
+        known = len(step1s(b_call))
+        await wait_for(lambda: len(step1s(b_call)) > known, 3)
+        copy = step1s(b_call)[-1]
+        assert copy.SerializeToString() == first.SerializeToString() and not sending.done()
+        b_call.status = DELIVERED
+        gw.deliver(a_call, handshake=copy)  # alice answers it with a new step 2, which bob's handshake takes
+        step2 = await gw.next(a_call, "handshake")
+        assert step2.step == 2 and bytes(step2.session_id) == bytes(first.session_id)
+        gw.deliver(b_call, handshake=step2)
+        await wait_for(lambda: any(s.handshake.step == 3 for s in sent(b_call, "handshake")))
+        step3 = [s.handshake for s in sent(b_call, "handshake") if s.handshake.step == 3]
+        gw.deliver(a_call, handshake=step3[0])
+        await deliver_and_ack(gw, b_call, a_call, handed)
+        receipt = await asyncio.wait_for(sending, 5)
+        assert receipt.message_hash == handed[0].message_hash and settled(b_events) == ["ok"]
+
+        # Step 2 arrived: nothing is sent again any more.
+        copies = len(step1s(b_call))
+        await asyncio.sleep(1.5)
+        assert len(step1s(b_call)) == copies and bob._initiating == {}
+        assert [m.content for m in handed] == [{"task": "index"}] and len(alice.sessions()) == 1
+        for t in tasks:
+            t.cancel()
+        await alice.close()
+        await bob.close()
+
+    run(scenario)
+
+
+def test_a_queued_step_1_is_sent_again_only_while_its_wait_lasts(world: World) -> None:
+    # No step 2 ever comes: the same step 1 is sent again (backoff) until the sends waiting on it expire; then
+    # nothing more is sent.
+    events: list[Event] = []
+    skew = SkewLimits(max_age_ms=2000, max_future_ms=DEFAULT_SKEW.max_future_ms)
+    bob = memory_agent(world.identity("bob"), world.trust, events, handshake_timeout=0.3, skew=skew, resend=ResendPolicy(initial_s=0.3, max_s=0.6))
+    bob._store = MemoryStateStore()
+
+    async def scenario() -> None:
+        b_call = Gateway(status=QUEUED)
+        connect_to(bob, b_call)
+        housekeeping = asyncio.ensure_future(bob._housekeeping())
+        with pytest.raises(DeliveryError) as error:
+            await bob.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10)
+        assert error.value.code == "expired"
+        frames = step1s(b_call)
+        assert len(frames) >= 3  # 0.3 s, then 0.6 s apart, within the 2 s the send waited
+        assert len({f.SerializeToString() for f in frames}) == 1  # one handshake: the same step 1 each time
+        await asyncio.sleep(1.5)
+        assert len(step1s(b_call)) == len(frames) and bob._initiating == {} and settled(events) == ["expired"]
+        housekeeping.cancel()
+        await bob.close()
+
+    run(scenario)
+
+
+# "Not delivered" only once the send's record is gone -----------------------------------------------------------------
+
+
+def test_a_crash_before_a_failed_sends_unsealed_record_is_deleted_reports_nothing_and_the_restart_delivers_it(world: World, tmp_path: Path) -> None:
+    # Review finding: send_settled (and the caller's error) came before the unsealed record's deletion was durable; a
+    # crash in between restored the record, and the next run sealed and delivered the send reported "not delivered".
+    a_events: list[Event] = []
+    b_events: list[Event] = []
+    b2_events: list[Event] = []
+    alice = memory_agent(world.identity("alice"), world.trust, a_events)
+    alice._store = MemoryStateStore()
+    bob_id = world.identity("bob")
+    bob = memory_agent(bob_id, world.trust, b_events)
+    bob._store = DirectoryStateStore(tmp_path / "bob", KEY)
+    gw = Relay()
+
+    async def scenario() -> None:
+        await bob._load_state()
+        b_call = Gateway()
+        b_call.refuse = "policy_denied"  # a permanent refusal: the send ends "not delivered"…
+        connect_to(bob, b_call)
+        real_delete = bob._delete
+
+        async def dies_deleting_the_unsealed_record(kind: str, name: str, *, strict: bool = False) -> None:
+            if kind == "unsealed":
+                raise Crash()  # …but the process dies before its record is gone
+            await real_delete(kind, name, strict=strict)
+
+        bob._delete = dies_deleting_the_unsealed_record  # type: ignore[method-assign]
+        sending = asyncio.ensure_future(bob.send("alice", MessageType.TASK_ASSIGNMENT, {"task": "index"}, id="order-9", timeout=30))
+        await wait_for(lambda: len(step1s(b_call)) == 1)
+        await asyncio.sleep(0.3)
+        assert settled(b_events) == [] and not sending.done() and records(tmp_path / "bob", "unsealed") == 1
+        sending.cancel()
+        await bob.close()
+
+        # The next run finds the send pending (never reported) and delivers it: reported once, "ok".
+        bob2 = memory_agent(bob_id, world.trust, b2_events)
+        bob2._store = DirectoryStateStore(tmp_path / "bob", KEY)
+        await bob2._load_state()
+        assert [p["state"] for p in bob2.pending_sends()] == ["unsealed"]
+        a_call, b2_call = GatewayCall(), GatewayCall()
+        connect_to(alice, a_call)
+        tasks = start_loops(alice)
+        handed: list[Message] = []
+        tasks.append(asyncio.ensure_future(collect(alice, handed)))
+        connect_to(bob2, b2_call)
+        again = asyncio.ensure_future(bob2.send("alice", MessageType.TASK_ASSIGNMENT, {"task": "index"}, id="order-9", timeout=30))
+        await relay_handshake(gw, b2_call, a_call)
+        await deliver_and_ack(gw, b2_call, a_call, handed)
+        await asyncio.wait_for(again, 5)
+        assert settled(b_events) == [] and settled(b2_events) == ["ok"] and [m.content for m in handed] == [{"task": "index"}]
+        for t in tasks:
+            t.cancel()
+        await alice.close()
+        await bob2.close()
+
+    run(scenario)
+
+
+class FailingDeletes(MemoryStateStore):
+    """A store whose deletes of one kind fail while ``broken``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.broken = True
+
+    def delete(self, kind: str, name: str) -> None:
+        if self.broken and kind == self.kind:
+            raise StateError("state_error", f"cannot delete {kind}/{name}: disk error")
+        super().delete(kind, name)
+
+    def close(self) -> None:
+        pass  # the records outlive the process: the next one opens them again
+
+
+def test_a_sealed_send_that_expires_is_reported_only_once_its_record_is_deleted(world: World) -> None:
+    # The sealed-entry path: an expired envelope whose outbox record cannot be deleted is not reported (a restart
+    # would restore and resend it); the next run, whose deletion works, reports it once.
+    events: list[Event] = []
+    events2: list[Event] = []
+    skew = SkewLimits(max_age_ms=1500, max_future_ms=DEFAULT_SKEW.max_future_ms)
+    alice_id, bob_id = world.identity("alice"), world.identity("bob")
+    _, sb = world.sessions(world.config(alice_id), world.config(bob_id))
+    store = FailingDeletes("outbox")
+    bob = memory_agent(bob_id, world.trust, events, skew=skew)
+    bob._store = store
+    bob._register(sb, announce=False)
+
+    async def scenario() -> None:
+        b_call = GatewayCall()
+        connect_to(bob, b_call)
+        housekeeping = asyncio.ensure_future(bob._housekeeping())
+        sending = asyncio.ensure_future(bob.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10))
+        await wait_for(lambda: len(sent(b_call, "envelope")) == 1)
+        await asyncio.sleep(2.5)  # expired (1.5 s), no receipt; its record cannot be deleted
+        assert any(e.kind == "state_error" for e in events)
+        assert settled(events) == [] and not sending.done() and len(store.load("outbox")) == 1
+        housekeeping.cancel()
+        sending.cancel()
+        await bob.close()
+
+        store.broken = False
+        bob2 = memory_agent(bob_id, world.trust, events2, skew=skew)
+        bob2._store = store
+        await bob2._load_state()
+        assert bob2.pending() == 1
+        housekeeping = asyncio.ensure_future(bob2._housekeeping())
+        await wait_for(lambda: settled(events2) == ["expired"])
+        await asyncio.sleep(0.3)
+        assert settled(events2) == ["expired"] and store.load("outbox") == {} and bob2.pending() == 0
+        housekeeping.cancel()
+        await bob2.close()
 
     run(scenario)
