@@ -42,7 +42,7 @@ import { Lifecycle } from './lifecycle.js';
 import { Outbox, type OutboxEntry, type PendingSend, type SendWaiter } from './outbox.js';
 import { SessionSnapshots } from './session-snapshots.js';
 import { createRegistryFollow, startFollowing, type RegistryFollow } from './registry-follow.js';
-import { RegistryRevocations, closeRevokedSessions, type RevocationListStatus } from './revocation-follow.js';
+import { RegistryRevocations, closeRevokedSessions, keptFromJournal, keptRecords, type KeptRevocations, type RevocationListStatus } from './revocation-follow.js';
 
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
 export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './revocation-follow.js';
@@ -115,6 +115,8 @@ export class Agent {
   readonly #revocationList: RegistryRevocations | undefined;
   /** With a caller's `revocations`, every second: closes the sessions of peers it now revokes (§8.4). */
   #revocationSweep: NodeJS.Timeout | undefined;
+  /** The followed list's kept revocations as the journal had them (compacted as they were when no list is followed). */
+  #keptRevocations: KeptRevocations | undefined;
 
   /** @internal use {@link connect} */
   constructor(crypto: ParleyCrypto, options: ConnectOptions) {
@@ -131,6 +133,8 @@ export class Agent {
             registryId: () => options.registry?.registryId ?? this.#registry?.follower.registryId,
             onEvent: (event) => this.#events.emit({ kind: 'revocation_list', event }),
             onRevoked: () => this.#closeRevoked(),
+            // With a state store: the version verified and the revocations held outlive a restart (§15.6, no-op without).
+            onKept: (kept) => void this.#state.record(keptRecords(kept)).catch(() => undefined),
             onTrustBundleVersion: (version) => this.#registry?.follower.hint(version) ?? Promise.resolve(),
             onUnknownIssuer: async () => void (await this.#registry?.follower.refresh().catch(() => undefined)),
           })
@@ -457,6 +461,8 @@ export class Agent {
   async #restore(): Promise<void> {
     const state = await this.#state.load();
     if (state === undefined) return; // no store
+    this.#keptRevocations = keptFromJournal(state);
+    if (this.#keptRevocations !== undefined) this.#revocationList?.restore(this.#keptRevocations);
     // Started with another identity key than the state was written under: the key was rotated (§17.8). The
     // sessions are not restored — the peers hold them under the old certificate, which no longer stands, and
     // nothing sealed or signed with the new key would verify in them — and every receipt and SessionReject this
@@ -492,6 +498,7 @@ export class Agent {
       if (reserved !== undefined) records.push({ t: 'reserve', id: session.idHex, upTo: reserved });
     }
     records.push(...this.#outbox.records(), ...this.#inbox.records());
+    records.push(...keptRecords(this.#revocationList?.kept() ?? this.#keptRevocations));
     return records;
   }
 

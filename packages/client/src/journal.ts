@@ -18,6 +18,11 @@
  *   in_done   the application acknowledged it: the receipt signed for it (re-sent on redelivery)
  *   bundle    the newest trust bundle document the agent accepted from its registry (§15.9), so a restart
  *             continues from it instead of the pinned bundle; the highest version wins
+ *   revocations  the revocation list this agent follows (§15.6, revocation-follow.ts): the registry id (hex), the
+ *             highest list version verified, and revocations held (`kept`: agent ids or serials in hex, with
+ *             their reason and time) — written when either changes, with the revocations newly held; replay
+ *             takes the union and the highest version (a record of another registry starts over), compaction
+ *             writes it all again (in records of at most 1 000). Nothing is un-revoked across a restart
  *
  * Each record is sealed on its own: "PAR1" ‖ salt(32) ‖ ChaCha20-Poly1305(k, 0, "PAR1" ‖ salt, JSON) with
  * k = BLAKE2b-256(key = stateKey, "parley/v1/agent-journal" ‖ salt). A fresh random salt per record gives a
@@ -90,6 +95,8 @@ export type JournalRecord =
   | { readonly t: 'in_done'; readonly hash: string; readonly receipt: string; readonly at: number }
   /** A SignedTrustBundle protobuf, base64url, at trust bundle version `version` (not `v`: that is the record format's). */
   | { readonly t: 'bundle'; readonly version: number; readonly doc: string }
+  /** Journals written before it existed have none, and load as they did (nothing kept). */
+  | { readonly t: 'revocations'; readonly registry: string; readonly version: number; readonly kept: readonly KeptRevocation[] }
   /**
    * The identity public key (base64url) the state was written under: an agent started with another key (its key
    * was rotated, §17.8) does not restore the sessions, which its peers hold under the old certificate.
@@ -97,6 +104,9 @@ export type JournalRecord =
    * carry its certificate, across restarts, since its peers' old sessions and sends live that long.
    */
   | { readonly t: 'identity'; readonly key: string; readonly rotatedAtMs?: number };
+
+/** A revocation held by the followed list: a revoked agent id, or a revoked serial (hex); `at`: its revokedAtMs. */
+export type KeptRevocation = { readonly agent: string; readonly reason: string; readonly at: number } | { readonly serial: string; readonly reason: string; readonly at: number };
 
 /** Seals and opens journal records, and keeps the store's order. */
 export class Journal {
@@ -227,6 +237,8 @@ export interface JournalState {
   identityKey: string | undefined;
   /** When that key was first started replacing another (a rotation, §17.8), if it did. */
   rotatedAtMs: number | undefined;
+  /** The followed revocation list's kept data (`revocations` records; absent in older journals), by subject. */
+  revocations?: { registry: string; version: number; readonly kept: Map<string, KeptRevocation> };
 }
 
 /** Replays records into the state they describe (idempotent, order-respecting). */
@@ -285,6 +297,21 @@ export function replay(records: readonly JournalRecord[]): JournalState {
         if (typeof r.version !== 'number' || typeof r.doc !== 'string') throw new ClientError('state_corrupt', 'agent state: a malformed trust bundle record');
         if (state.bundle === undefined || r.version > state.bundle.version) state.bundle = { version: r.version, doc: r.doc };
         break;
+      case 'revocations': {
+        if (typeof r.registry !== 'string' || !/^[0-9a-f]{32}$/.test(r.registry) || !Number.isSafeInteger(r.version) || r.version < 0 || !Array.isArray(r.kept)) {
+          throw new ClientError('state_corrupt', 'agent state: a malformed revocations record');
+        }
+        if (state.revocations === undefined || state.revocations.registry !== r.registry) state.revocations = { registry: r.registry, version: 0, kept: new Map() };
+        const held = state.revocations;
+        held.version = Math.max(held.version, r.version);
+        for (const k of r.kept as readonly unknown[]) {
+          const e = k as { agent?: unknown; serial?: unknown; reason?: unknown; at?: unknown };
+          const key = typeof e.agent === 'string' ? `agent:${e.agent}` : typeof e.serial === 'string' && /^[0-9a-f]{32}$/.test(e.serial) ? `serial:${e.serial}` : undefined;
+          if (key === undefined || typeof e.reason !== 'string' || typeof e.at !== 'number' || !Number.isSafeInteger(e.at)) throw new ClientError('state_corrupt', 'agent state: a malformed revocations record');
+          if (!held.kept.has(key)) held.kept.set(key, k as KeptRevocation); // the first revocation of a subject stands
+        }
+        break;
+      }
       case 'identity':
         if (typeof r.key !== 'string' || r.key === '') throw new ClientError('state_corrupt', 'agent state: a malformed identity record');
         if (r.rotatedAtMs !== undefined && (typeof r.rotatedAtMs !== 'number' || !Number.isSafeInteger(r.rotatedAtMs))) throw new ClientError('state_corrupt', 'agent state: a malformed identity record');

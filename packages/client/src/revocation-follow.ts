@@ -14,6 +14,15 @@
  * and goes stale). A watch the registry refuses while its list answers (its bound of watches per address,
  * §15.7) is replaced by polling GetRevocationList, which signs a fresh head at every call.
  *
+ * Nothing is un-revoked across a restart either (§15.6; the gateway's `gateway_revocation_floor` and
+ * `gateway_revocations_kept`, §10.7): with a durable state store the agent journals what it verified — the
+ * highest list version and every revocation held ({@link KeptRevocations}, the journal's `revocations` record,
+ * written only when either changes) — and a restarted agent {@link RegistryRevocations.restore}s it before it
+ * follows again: those subjects stay revoked whatever the registry serves (a full list lacking one is a fork,
+ * taken with them kept and reported `fork`), and a list older than that version is refused `rollback`. The
+ * freshness is never restored: checks fail closed (`revocation_stale`) until a fresh signed head arrives.
+ * Without a state store nothing is kept: a restart loads whatever list the registry serves.
+ *
  * {@link closeRevokedSessions} is the "when its revocation data changes" rule of §8.4: every session whose
  * peer the data now revokes is closed (run when a batch brings revocations, and every second for a checker
  * the caller gave, whose changes the agent cannot see).
@@ -21,8 +30,10 @@
 import { sleep } from '@parley/async';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { IdentityError, MemoryRevocationSet, isIdentityError, RevocationListFollower, type RevocationChecker, type RevocationEntry, type RevocationStatus, type RevocationSubject, type TrustBundle } from '@parley/identity';
+import { fromHex, toHex } from '@parley/crypto-core';
 import type { GetRevocationListResponse, WatchRevocationsResponse } from '@parley/proto';
 import type { SessionManager } from '@parley/session';
+import type { JournalRecord, JournalState } from './journal.js';
 
 /**
  * Where the list comes from: the registry's GetRevocationList and WatchRevocations (a `@parley/rpc` client of
@@ -46,7 +57,10 @@ export type RevokedSubject = { readonly agentId: string; readonly reason: string
  * - `unreachable` / `refused`: the registry cannot be reached, or sent something that does not verify (reported
  *   when the state or the code changes, not at every retry);
  * - `stale`: the copy is older than `maxAgeMs` (or was never loaded): every check fails closed with `revocation_stale`;
- * - `fresh`: a fresh signed head arrived after `stale`: checks answer again.
+ * - `fresh`: a fresh signed head arrived after `stale`: checks answer again;
+ * - `fork`: a full list at or past the version verified lacks `kept` revocations verified before (kept across a
+ *   restart, or in this run): they stay revoked here; the registry's operator should re-issue them (at most once a
+ *   minute, as the gateway's `revocation_fork`).
  */
 export type RevocationListEvent =
   | { readonly kind: 'synced'; readonly version: number; readonly revocations: number; readonly asOfMs: number }
@@ -54,7 +68,19 @@ export type RevocationListEvent =
   | { readonly kind: 'unreachable'; readonly code: string; readonly version: number; readonly detail: string }
   | { readonly kind: 'refused'; readonly code: string; readonly version: number; readonly detail: string }
   | { readonly kind: 'stale'; readonly version: number; readonly asOfMs: number | undefined; readonly maxAgeMs: number }
-  | { readonly kind: 'fresh'; readonly version: number; readonly asOfMs: number };
+  | { readonly kind: 'fresh'; readonly version: number; readonly asOfMs: number }
+  | { readonly kind: 'fork'; readonly code: 'revocation_fork'; readonly version: number; readonly kept: number; readonly detail: string };
+
+/**
+ * What a follower verified, kept across a restart (the journal's `revocations` record): the registry, the highest
+ * list version verified, and the revocations held. In {@link RegistryRevocationsOptions.onKept}: the version now
+ * verified and only the revocations newly held.
+ */
+export interface KeptRevocations {
+  readonly registryId: Uint8Array;
+  readonly version: number;
+  readonly entries: readonly RevocationEntry[];
+}
 
 /** What `Agent.revocationStatus()` returns. */
 export interface RevocationListStatus {
@@ -80,6 +106,11 @@ export interface RegistryRevocationsOptions {
   /** The registry id, when known (the option, or the trust bundle follower's); otherwise the first verified head's. */
   readonly registryId?: () => Uint8Array | undefined;
   readonly onEvent?: (event: RevocationListEvent) => void;
+  /**
+   * Called when the revocations held or the version verified change (not at a heartbeat), with the version and the
+   * revocations newly held: what a durable store journals (see {@link RegistryRevocations.restore}). Must not throw.
+   */
+  readonly onKept?: (change: KeptRevocations) => void;
   /** Called with the entries newly held (after the set has them). */
   readonly onRevoked?: (entries: readonly RevocationEntry[]) => void;
   /** A watch batch's `trust_bundle_version` hint (§15.9), awaited before the batch is checked. Must not throw. */
@@ -124,7 +155,14 @@ class SourceError extends Error {
 /** A registry's signed revocation list, followed until closed; the RevocationChecker an agent checks peers against. */
 export class RegistryRevocations implements RevocationChecker {
   readonly #o: RegistryRevocationsOptions;
-  readonly #set: MemoryRevocationSet;
+  #set: MemoryRevocationSet;
+  /** Every revocation held (the set's, by subject), and the version and registry they were last kept at. */
+  readonly #held = new Map<string, RevocationEntry>();
+  #keptVersion = 0;
+  #registryId: Uint8Array | undefined;
+  /** The version verified before a restart (restored): a list older than it is refused `rollback`. */
+  #floor = 0;
+  #forkReportedAt: number | undefined;
   readonly #clock: () => number;
   readonly #abort = new AbortController();
   #source: RevocationSource | undefined;
@@ -157,13 +195,35 @@ export class RegistryRevocations implements RevocationChecker {
 
   status(): RevocationListStatus {
     return {
-      version: this.#set.version,
+      version: Math.max(this.#floor, this.#set.version),
       state: this.#state,
       fresh: this.#set.isFresh(this.#clock()),
       asOfMs: this.#set.lastUpdatedMs,
       maxAgeMs: this.#set.maxAgeMs,
       revocations: this.#set.size,
     };
+  }
+
+  /**
+   * Before {@link start}: takes what was verified before a restart (the journal's `revocations` record). Its
+   * revocations are held at once (they stay revoked whatever the registry serves), and a list older than its
+   * version is refused `rollback`; the freshness is not restored, so checks still fail closed until a fresh
+   * signed head arrives. Kept data of another registry than the one followed is dropped at the first list.
+   * @throws IdentityError `malformed` when an entry is malformed (then nothing is taken)
+   */
+  restore(kept: KeptRevocations): void {
+    if (this.#loop !== undefined) return;
+    this.#set.keep(kept.entries);
+    for (const e of kept.entries) if (!this.#held.has(keyOf(e))) this.#held.set(keyOf(e), e);
+    this.#floor = Math.max(this.#floor, kept.version);
+    this.#keptVersion = Math.max(this.#keptVersion, kept.version);
+    this.#registryId = kept.registryId.slice();
+  }
+
+  /** Everything held now (what a compaction journals), or undefined before anything was verified or restored. */
+  kept(): KeptRevocations | undefined {
+    if (this.#registryId === undefined) return undefined;
+    return { registryId: this.#registryId, version: this.#keptVersion, entries: [...this.#held.values()] };
   }
 
   /** Starts following `source` (once). */
@@ -234,13 +294,14 @@ export class RegistryRevocations implements RevocationChecker {
     const { crypto, trustBundle } = this.#o;
     const source = this.#source!;
     let follower: RevocationListFollower | undefined;
+    let registryId: Uint8Array | undefined;
     const all: RevocationEntry[] = [];
     let issuedAtMs = 0;
     for (let pages = 1; ; pages++) {
       const res = await source.getRevocationList({ afterVersion: BigInt(follower?.version ?? 0) }, { signal: this.#abort.signal, timeoutMs: 15_000 });
       if (follower === undefined) {
         // Without a known id the head's own is taken: its signature (by a key of the trust bundle) covers it.
-        const registryId = this.#o.registryId?.() ?? res.head?.registryId;
+        registryId = this.#o.registryId?.() ?? res.head?.registryId;
         if (registryId === undefined || registryId.length !== 16) throw new IdentityError('malformed', 'the revocation list head names no 16-byte registry id');
         follower = new RevocationListFollower(crypto, { registryId, trustBundle });
       }
@@ -251,17 +312,40 @@ export class RegistryRevocations implements RevocationChecker {
       if (accepted.entries.length === 0) throw new IdentityError('malformed', `the registry's revocation list page after version ${follower.version} brought no entries, but its current version is ${res.currentVersion}`);
       if (pages >= MAX_LIST_PAGES) throw new IdentityError('malformed', `the registry's revocation list took more than ${MAX_LIST_PAGES} pages`);
     }
-    const held = this.#set.version;
+    if (registryId === undefined) throw new IdentityError('malformed', 'the revocation list named no registry id');
+    if (this.#registryId !== undefined && !sameBytes(this.#registryId, registryId)) {
+      // What was kept is another registry's (the agent now follows a different one): it does not apply here.
+      this.#set = new MemoryRevocationSet({ maxAgeMs: this.#set.maxAgeMs });
+      this.#held.clear();
+      this.#floor = 0;
+      this.#keptVersion = 0;
+    }
+    this.#registryId = registryId.slice();
+    const held = Math.max(this.#floor, this.#set.version);
     if (follower.version < held) {
       throw new IdentityError(
         'rollback',
         `the registry's revocation list is at version ${follower.version}, older than version ${held} verified here (its database restored from an older backup?): the newer list is kept, and goes stale`,
       );
     }
-    const { added } = this.#set.replace(all, follower.version, issuedAtMs);
+    const { added, lacking } = this.#set.replace(all, follower.version, issuedAtMs);
+    this.#keep(all, follower.version);
     this.#follower = follower;
     this.#current();
     this.#emit({ kind: 'synced', version: follower.version, revocations: this.#set.size, asOfMs: this.#set.lastUpdatedMs ?? issuedAtMs });
+    const now = this.#clock();
+    if (lacking > 0 && (this.#forkReportedAt === undefined || now - this.#forkReportedAt >= 60_000)) {
+      this.#forkReportedAt = now;
+      this.#emit({
+        kind: 'fork',
+        code: 'revocation_fork',
+        version: follower.version,
+        kept: lacking,
+        detail:
+          `the registry's revocation list at version ${follower.version} lacks ${lacking} revocation(s) verified here before (its database restored from a backup?):` +
+          ' they stay revoked for this agent. Operator: re-issue them on the registry (`parley-registry agent revoke`)',
+      });
+    }
     this.#synced();
     this.#checkFreshness();
     this.#revoked(added);
@@ -307,6 +391,7 @@ export class RegistryRevocations implements RevocationChecker {
     const from = this.#set.version;
     const accepted = follower.apply(batch.entries, batch.head, this.#clock());
     this.#set.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
+    this.#keep(accepted.entries, accepted.version);
     this.#current();
     this.#checkFreshness();
     if (accepted.entries.length > 0) this.#emit({ kind: 'updated', from, to: accepted.version, revoked: accepted.entries.map(subjectOf) });
@@ -341,6 +426,24 @@ export class RegistryRevocations implements RevocationChecker {
     while (!signal.aborted && this.#clock() < until) {
       await sleep(interval, signal);
       if (signal.aborted || !(await this.#catchUp())) return;
+    }
+  }
+
+  /** Holds `entries` (verified, now in the set) at `version`; reports a change of either to `onKept`. */
+  #keep(entries: readonly RevocationEntry[], version: number): void {
+    const added: RevocationEntry[] = [];
+    for (const e of entries) {
+      const key = keyOf(e);
+      if (this.#held.has(key)) continue; // the first revocation of a subject stands, as in the set
+      this.#held.set(key, e);
+      added.push(e);
+    }
+    if (added.length === 0 && version <= this.#keptVersion) return; // a heartbeat, or nothing new
+    this.#keptVersion = Math.max(this.#keptVersion, version);
+    try {
+      this.#o.onKept?.({ registryId: this.#registryId!, version: this.#keptVersion, entries: added });
+    } catch {
+      // A handler's failure never stops the follower.
     }
   }
 
@@ -385,6 +488,49 @@ export class RegistryRevocations implements RevocationChecker {
       // A listener's failure never changes what the follower does.
     }
   }
+}
+
+/** One key per revoked subject (as the set keys them). */
+const keyOf = (e: RevocationEntry): string => (e.kind === 'agent' ? `agent:${e.agentId}` : `serial:${toHex(e.serial)}`);
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Revocations a `revocations` journal record holds at the most. Bound relied on: the record holds one entry per
+ * subject the followed registry revoked (operator-signed, §15.3; a peer or the network adds none), i.e. no more
+ * than the follower already holds in memory; it is split into records of this many entries so that no record
+ * grows with the list.
+ */
+export const KEPT_RECORD_ENTRIES = 1_000;
+
+/** `kept` as journal records (`revocations`, at most {@link KEPT_RECORD_ENTRIES} entries each; one when none). */
+export function keptRecords(kept: KeptRevocations | undefined): JournalRecord[] {
+  if (kept === undefined) return [];
+  const registry = toHex(kept.registryId);
+  const out: JournalRecord[] = [];
+  for (let i = 0; i === 0 || i < kept.entries.length; i += KEPT_RECORD_ENTRIES) {
+    const chunk = kept.entries.slice(i, i + KEPT_RECORD_ENTRIES);
+    out.push({
+      t: 'revocations',
+      registry,
+      version: kept.version,
+      kept: chunk.map((e) => (e.kind === 'agent' ? { agent: e.agentId, reason: e.reason, at: e.revokedAtMs } : { serial: toHex(e.serial), reason: e.reason, at: e.revokedAtMs })),
+    });
+  }
+  return out;
+}
+
+/** What the journal kept of the followed revocation list (undefined in a journal without `revocations` records). */
+export function keptFromJournal(state: JournalState): KeptRevocations | undefined {
+  const r = state.revocations;
+  if (r === undefined) return undefined;
+  return {
+    registryId: fromHex(r.registry),
+    version: r.version,
+    entries: [...r.kept.values()].map((k): RevocationEntry => ('agent' in k ? { kind: 'agent', agentId: k.agent, reason: k.reason, revokedAtMs: k.at } : { kind: 'serial', serial: fromHex(k.serial), reason: k.reason, revokedAtMs: k.at })),
+  };
 }
 
 function subjectOf(e: RevocationEntry): RevokedSubject {

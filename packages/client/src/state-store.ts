@@ -17,8 +17,8 @@
  * its first use until `close()` (./state-lock.ts).
  */
 import { constants } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { link, lstat, mkdir, open, readFile, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { SecretKey, createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { ClientError } from './errors.js';
 import { acquireStateLock, type StateLock } from './state-lock.js';
@@ -95,14 +95,24 @@ interface StoreOp {
  * `load` is cut off before the next append.
  *
  * One writer at a time: the first `load`, `append` or `rewrite` takes `<path>.lock` (./state-lock.ts) and
- * `close()` releases it (a later call takes it again). Another process's open fails with `failed_precondition`
- * naming that process; so does a second store on the same file in this process. Every write checks before and
- * after that the lock is still this store's, and fails (the agent stops) when it is not.
+ * `close()` releases it (a later call takes it again). The lock, and every read and write, is on the state file's
+ * real path (a symlink is followed once, when the lock is taken; a file with several hard links is refused).
+ * Another process's open fails with `failed_precondition` naming that process; so does a second store on the
+ * same file in this process. Every write checks before and after that the lock is still this store's, and fails
+ * (the agent stops) when it is not.
  */
 export function fileStateStore(path: string): StateStore {
   let lock: StateLock | undefined;
+  /** The state file's real path, which the lock is taken on (set by `locked()`): read and written, never `path`. */
+  let file = path;
   /** Takes the lock on first use; @throws ClientError `failed_precondition` when another process holds it. */
-  const locked = (): StateLock => (lock ??= acquireStateLock(path));
+  const locked = (): StateLock => {
+    if (lock === undefined) {
+      lock = acquireStateLock(path);
+      file = lock.realPath;
+    }
+    return lock;
+  };
   let handle: FileHandle | undefined;
   let size = 0;
   const ops: StoreOp[] = [];
@@ -113,7 +123,7 @@ export function fileStateStore(path: string): StateStore {
     if (handle !== undefined) return handle;
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     locked();
-    const h = await open(path, 'a+', 0o600);
+    const h = await open(file, 'a+', 0o600);
     const stat = await h.stat();
     if (stat.size === 0) {
       await h.write(MAGIC, 0, MAGIC.length, 0);
@@ -159,7 +169,7 @@ export function fileStateStore(path: string): StateStore {
   const rewriteFile = async (framed: Uint8Array): Promise<void> => {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     locked().check();
-    const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
+    const tmp = `${file}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
     const h = await open(tmp, 'wx', 0o600);
     try {
       await h.write(MAGIC, 0, MAGIC.length, 0);
@@ -173,14 +183,14 @@ export function fileStateStore(path: string): StateStore {
     await h.close();
     try {
       locked().check();
-      await rename(tmp, path);
+      await rename(tmp, file);
     } catch (error) {
       await rm(tmp, { force: true });
       throw error;
     }
     // The old handle is the replaced file's: never append to it again, whatever happens next.
     await closeHandle().catch(() => undefined);
-    const dir = await open(dirname(path), 'r');
+    const dir = await open(dirname(file), 'r');
     try {
       await dir.sync();
     } finally {
@@ -243,7 +253,7 @@ export function fileStateStore(path: string): StateStore {
       locked(); // before reading: a second process must not restore what the first one uses
       let bytes: Uint8Array;
       try {
-        bytes = await readFile(path);
+        bytes = await readFile(file);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
         throw error;
@@ -293,6 +303,9 @@ const STATE_KEY_BYTES = 32;
  * 0600) — so a program started again continues from its state (a new key each run could not read it). The file
  * is written as `<path>.<pid>.<random>.tmp` (O_EXCL, fsynced), then linked to `path` (which fails rather than
  * replaces: two processes making it at once end with one key, the loser reads it) and the directory is fsynced.
+ * Such temporary files left by a maker that died before removing them (each a copy of the key) are removed by the
+ * next call: only files of that name pattern, regular and this user's, and not being written (neither this
+ * process's own in flight nor, unless older than a minute, one whose pid is alive).
  * Keep it apart from the state file (another directory, another backup): the state is sealed under it.
  * @param path the key file (its directory is created, mode 0700, when missing)
  * @param options.crypto the ParleyCrypto to draw a new key from (default: a new one)
@@ -301,6 +314,7 @@ const STATE_KEY_BYTES = 32;
  *   a regular file of 32 bytes; `unavailable` when it cannot be read or written
  */
 export async function stateKeyFile(path: string, options: { readonly crypto?: ParleyCrypto } = {}): Promise<SecretKey> {
+  await removeLeftoverKeyTemps(path);
   for (let attempt = 0; attempt < 3; attempt++) {
     const existing = await readStateKeyFile(path);
     if (existing !== undefined) return existing;
@@ -309,6 +323,45 @@ export async function stateKeyFile(path: string, options: { readonly crypto?: Pa
     // another process made it meanwhile: read that one
   }
   throw new ClientError('unavailable', `state key file ${path} keeps appearing and disappearing; try again`);
+}
+
+/** The temporary key files this process is writing (see makeStateKeyFile), which are not leftovers. */
+const keyTempsInFlight = new Set<string>();
+/** How old a temporary key file of a live pid must be to count as left over (making one takes milliseconds). */
+const KEY_TEMP_ABANDONED_MS = 60_000;
+
+/** Removes the temporary key files of `path` that a maker left behind (see stateKeyFile). Best effort. */
+async function removeLeftoverKeyTemps(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return; // no directory yet: nothing left over
+  }
+  for (const entry of entries) {
+    const named = entry.startsWith(prefix) ? /^(\d+)\.\d+\.\d+\.tmp$/.exec(entry.slice(prefix.length)) : null;
+    const tmp = join(dir, entry);
+    if (named === null || keyTempsInFlight.has(tmp)) continue;
+    try {
+      const stat = await lstat(tmp);
+      if (!stat.isFile() || (process.getuid !== undefined && stat.uid !== process.getuid())) continue;
+      const pid = Number(named[1]);
+      if (pid === process.pid || !pidAlive(pid) || Date.now() - stat.mtimeMs > KEY_TEMP_ABANDONED_MS) await rm(tmp, { force: true });
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 const ioError = (what: string, path: string, error: unknown): ClientError =>
@@ -348,6 +401,7 @@ async function makeStateKeyFile(path: string, crypto: ParleyCrypto): Promise<Sec
   const tmp = `${path}.${process.pid}.${Date.now()}.${tmpCounter++}.tmp`;
   const key = crypto.randomKey('aead', STATE_KEY_BYTES);
   let made = false;
+  keyTempsInFlight.add(tmp);
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const h = await open(tmp, 'wx', 0o600);
@@ -360,7 +414,10 @@ async function makeStateKeyFile(path: string, crypto: ParleyCrypto): Promise<Sec
     try {
       await link(tmp, path);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+      const code = (error as NodeJS.ErrnoException).code;
+      // EEXIST: another maker's key is in place (read it); ENOENT: this temporary file was taken for a leftover
+      // by a process that could not tell it is being written (another PID namespace): try again.
+      if (code === 'EEXIST' || code === 'ENOENT') return undefined;
       throw error;
     }
     await rm(tmp, { force: true });
@@ -377,6 +434,7 @@ async function makeStateKeyFile(path: string, crypto: ParleyCrypto): Promise<Sec
   } finally {
     if (!made) key.wipe();
     await rm(tmp, { force: true }).catch(() => undefined);
+    keyTempsInFlight.delete(tmp);
   }
 }
 

@@ -14,7 +14,9 @@ import { MessageType, RevocationReason, create, GetRevocationListResponseSchema,
 import type { LocalIdentity } from '@parley/session';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Agent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '../src/index.js';
-import { RegistryRevocations, type RevocationListEvent, type RevocationSource } from '../src/revocation-follow.js';
+import { Journal, replay, type JournalRecord } from '../src/journal.js';
+import { RegistryRevocations, keptFromJournal, type RevocationListEvent, type RevocationSource } from '../src/revocation-follow.js';
+import { memoryStateStore } from '../src/state-store.js';
 import { standInRegistry, type StandInRegistry } from './stand-in-registry.js';
 import { standInRelay, type StandInRelay } from './stand-in-relay.js';
 
@@ -270,4 +272,75 @@ describe('RegistryRevocations', () => {
     expect(r.check({ agentId: 'agent-3', serial: new Uint8Array(16) }, Date.now())).toMatchObject({ revoked: true });
     await r.close();
   });
+});
+
+// Review finding (Q5): the followed list lived only in memory — after the registry was restored from an older
+// backup, a restarted agent loaded the older list and accepted a peer it had seen revoked. With a state store the
+// version verified and the revocations held are journaled (`revocations` records) and restored before following.
+describe('with a state store, nothing is un-revoked across a restart (§15.6)', () => {
+  const revocationRecords = async (store: ReturnType<typeof memoryStateStore>, stateKey: ReturnType<ParleyCrypto['randomKey']>): Promise<Extract<JournalRecord, { t: 'revocations' }>[]> =>
+    (await new Journal(crypto, stateKey, store).load()).flatMap((r) => (r.t === 'revocations' ? [r] : []));
+
+  it('a revocation seen in run 1 stays in force in run 2 against a registry restored from an older backup: the older list is refused `rollback`, stale until a fresh head, then the peer is refused `revoked`', async () => {
+    const gw = await relay();
+    const reg = await registry();
+    const store = memoryStateStore();
+    const stateKey = crypto.randomKey('aead');
+    const durable = { registry: { address: reg.address }, stateStore: store, stateKey };
+
+    const run1 = await online('alice', gw, durable);
+    reg.revoke('mallory');
+    reg.revoke('eve');
+    await expect.poll(() => run1.agent.revocationStatus()?.version, { timeout: 5_000 }).toBe(2);
+    const written = await revocationRecords(store, stateKey);
+    expect(written.at(-1)?.version).toBe(2);
+    expect(written.flatMap((r) => r.kept)).toEqual([
+      { agent: 'mallory', reason: 'key-compromise', at: expect.any(Number) },
+      { agent: 'eve', reason: 'key-compromise', at: expect.any(Number) },
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(await revocationRecords(store, stateKey)).toHaveLength(written.length); // heartbeats (every 200 ms) write nothing
+    await run1.agent.close();
+
+    reg.restoreBackup(1); // the registry's database restored from a backup taken before eve's revocation
+    const run2 = await online('alice', gw, durable);
+    expect(listEvents(run2, 'refused').map((e) => 'code' in e && e.code)).toContain('rollback');
+    // Freshness is never restored: every check fails closed until a fresh head at or past version 2 arrives.
+    expect(run2.agent.revocationStatus()).toMatchObject({ version: 2, revocations: 2, fresh: false, state: 'refusing' });
+    const eve = await online('eve', gw); // eve checks nothing herself
+    await expect(eve.agent.send('alice', MessageType.TASK_ASSIGNMENT, { n: 1 }, { timeoutMs: 2_000 })).rejects.toBeDefined();
+    await expect.poll(() => security(run2, 'handshake', 'revocation_stale', 'eve').length, { timeout: 5_000 }).toBeGreaterThan(0);
+
+    // The restored registry goes on revoking someone else: version 2 again, without eve — a fork, taken with eve kept.
+    reg.revoke('zed');
+    await expect.poll(() => run2.agent.revocationStatus(), { timeout: 15_000 }).toMatchObject({ version: 2, revocations: 3, fresh: true, state: 'current' });
+    expect(listEvents(run2, 'fork')).toEqual([expect.objectContaining({ kind: 'fork', code: 'revocation_fork', version: 2, kept: 1 })]);
+    await expect(eve.agent.send('alice', MessageType.TASK_ASSIGNMENT, { n: 2 }, { timeoutMs: 2_000 })).rejects.toBeDefined();
+    await expect.poll(() => security(run2, 'handshake', 'revoked', 'eve').length, { timeout: 5_000 }).toBeGreaterThan(0);
+    expect(run2.received).toEqual([]);
+    await run2.agent.close();
+
+    // Compaction (at run 2's start) kept it all: the journal replays to version 2 with mallory, eve and zed.
+    const kept = keptFromJournal(replay(await new Journal(crypto, stateKey, store).load()));
+    expect(kept?.version).toBe(2);
+    expect(kept?.registryId).toEqual(reg.registryId);
+    expect(kept?.entries.map((e) => (e.kind === 'agent' ? e.agentId : '')).sort()).toEqual(['eve', 'mallory', 'zed']);
+  }, 60_000);
+
+  it('a journal written without `revocations` records (older code, or no registry) loads, and the list is followed from the registry', async () => {
+    const gw = await relay();
+    const reg = await registry();
+    reg.revoke('mallory');
+    const store = memoryStateStore();
+    const stateKey = crypto.randomKey('aead');
+    const before = await online('alice', gw, { stateStore: store, stateKey });
+    await before.agent.close();
+    expect(store.records.length).toBeGreaterThan(0);
+    expect(await revocationRecords(store, stateKey)).toEqual([]);
+    expect(replay(await new Journal(crypto, stateKey, store).load()).revocations).toBeUndefined();
+
+    const after = await online('alice', gw, { registry: { address: reg.address }, stateStore: store, stateKey });
+    expect(after.agent.revocationStatus()).toMatchObject({ version: 1, revocations: 1, fresh: true, state: 'current' });
+    await expect.poll(() => revocationRecords(store, stateKey).then((r) => r.map((x) => x.version)), { timeout: 5_000 }).toEqual([1]);
+  }, 30_000);
 });

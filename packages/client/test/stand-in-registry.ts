@@ -22,6 +22,8 @@ export interface StandInRegistry {
   signer: IssuerKey;
   /** Revokes an agent id (watches send it within 50 ms). */
   revoke(agentId: string): void;
+  /** Its database restored from a backup taken at `version`: the entries after it are gone. */
+  restoreBackup(version: number): void;
   /** Watches open now. */
   watches(): number;
   /** GetRevocationList calls so far. */
@@ -111,6 +113,9 @@ export async function standInRegistry(crypto: ParleyCrypto, issuer: IssuerKey, o
       const fields = { version, kind: 'agent' as const, agentId, serial: new Uint8Array(0), reason: RevocationReason.KEY_COMPROMISE, reasonText: 'key-compromise', revokedAtMs: Date.now() };
       const entryHash = revocationEntryHash(crypto, registryId, hashAt(version - 1), fields);
       entries.push({ version: BigInt(version), subject: { case: 'agentId', value: agentId }, reason: fields.reason, reasonText: fields.reasonText, revokedAtMs: BigInt(fields.revokedAtMs), entryHash });
+    },
+    restoreBackup(version) {
+      entries.length = Math.min(entries.length, version);
     },
     watches: () => watching,
     listCalls: () => listCalls,

@@ -3,7 +3,7 @@
 // one that cannot be judged from here (another host) is left alone. And the state key kept in a file
 // (stateKeyFile), and what a wrong key says.
 import { type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,7 @@ import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
 import { onLines, spawnNode, tempDir, tsxArgv } from '@parley/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Journal, fileStateStore, isClientError, stateKeyFile } from '../src/index.js';
-import { processStartTime, stateLockPath, stateLockTestHooks } from '../src/state-lock.js';
+import { STALE_MS, processStartTime, stateLockPath, stateLockTestHooks } from '../src/state-lock.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const dir = tempDir('client-state-lock');
@@ -35,8 +35,8 @@ interface Child {
 }
 
 /** Starts ./state-lock-child.ts on `statePath`. */
-function startChild(statePath: string, waitGo = false): Child {
-  const child = spawnNode(tsxArgv(join(HERE, 'state-lock-child.ts'), waitGo ? [statePath, 'wait-go'] : [statePath]), { cwd: HERE, stdin: 'pipe' });
+function startChild(statePath: string, mode?: 'wait-go' | 'worker'): Child {
+  const child = spawnNode(tsxArgv(join(HERE, 'state-lock-child.ts'), mode === undefined ? [statePath] : [statePath, mode]), { cwd: HERE, stdin: 'pipe' });
   children.push(child);
   const lines: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
@@ -61,6 +61,8 @@ function startChild(statePath: string, waitGo = false): Child {
   return { process: child, lines, exited, next };
 }
 
+/** Sets a file's mtime `ms` in the past. */
+const backdate = (file: string, ms: number): void => utimesSync(file, new Date(Date.now() - ms), new Date(Date.now() - ms));
 const lockOf = (statePath: string): Record<string, unknown> => JSON.parse(readFileSync(stateLockPath(statePath), 'utf8')) as Record<string, unknown>;
 const refusal = (p: Promise<unknown>): Promise<string> =>
   p.then(
@@ -109,7 +111,7 @@ describe('fileStateStore: one process at a time', () => {
     await new Promise((resolve) => gone.on('exit', resolve));
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(stateLockPath(path), JSON.stringify({ pid: gone.pid, hostname: hostname(), created_at: new Date(0).toISOString() }));
-    const racers = Array.from({ length: 4 }, () => startChild(path, true));
+    const racers = Array.from({ length: 4 }, () => startChild(path, 'wait-go'));
     await Promise.all(racers.map((r) => r.next('waiting')));
     for (const r of racers) r.process.stdin!.write('go\n');
     const outcomes = await Promise.all(racers.map((r) => r.next('held', 'refused')));
@@ -212,6 +214,99 @@ describe('fileStateStore: one process at a time', () => {
     await last.close();
   });
 
+  it('a symlink or a hard link to a held state file does not get a lock of its own: refused; a store opened through a symlink writes the real file', async () => {
+    const path = join(dir.path, 'links', 'agent.state');
+    const alias = join(dir.path, 'links', 'alias.state');
+    const hard = join(dir.path, 'links', 'hard.state');
+    const store = fileStateStore(path);
+    await store.append([new Uint8Array([1])]);
+    symlinkSync(path, alias);
+    expect(await refusal(fileStateStore(alias).load())).toContain(`in use by this process (pid ${process.pid}) (lock file ${stateLockPath(path)})`);
+    expect(stateLockPath(alias)).toBe(stateLockPath(path));
+
+    linkSync(path, hard);
+    expect(await refusal(fileStateStore(hard).load())).toContain(`agent state file ${hard} (${hard}) has 2 hard links`);
+    // Linked while held: the holder writes nothing more while the link is there.
+    await expect(store.append([new Uint8Array([2])])).rejects.toSatisfy((e) => isClientError(e, 'failed_precondition') && e.message.includes('got 2 hard links while this process held it'));
+    unlinkSync(hard);
+    await store.append([new Uint8Array([3])]);
+    await store.close();
+
+    // Through the symlink: the lock and the file are the real ones (a rewrite replaces the file, not the symlink).
+    const viaAlias = fileStateStore(alias);
+    expect(await viaAlias.load()).toEqual([new Uint8Array([1]), new Uint8Array([3])]);
+    expect(existsSync(stateLockPath(path))).toBe(true);
+    await viaAlias.rewrite([new Uint8Array([4])]);
+    await viaAlias.close();
+    expect(lstatSync(alias).isSymbolicLink()).toBe(true);
+    const direct = fileStateStore(path);
+    expect(await direct.load()).toEqual([new Uint8Array([4])]);
+    await direct.close();
+    expect(readdirSync(dirname(path)).sort()).toEqual(['agent.state', 'alias.state']);
+  });
+
+  it('a lock from another host or PID namespace is taken over once its mtime is older than the bound (its holder stopped refreshing it); a fresh one is refused', async () => {
+    const path = join(dir.path, 'unrefreshed', 'agent.state');
+    const lock = stateLockPath(path);
+    mkdirSync(dirname(path), { recursive: true });
+    const owners = [{ pid: process.pid, hostname: 'other-host.example', created_at: '2025-01-02T03:04:05.000Z' }];
+    if (process.platform === 'linux') owners.push({ pid: 1, pid_ns: 'pid:[1]', hostname: hostname(), created_at: '2025-01-02T03:04:05.000Z' } as (typeof owners)[0]);
+    for (const owner of owners) {
+      writeFileSync(lock, JSON.stringify(owner), { mode: 0o600 });
+      backdate(lock, STALE_MS - 5_000);
+      const fresh = await refusal(fileStateStore(path).load());
+      expect(fresh).toContain(`in use by process ${owner.pid}`);
+      backdate(lock, STALE_MS + 5_000);
+      const store = fileStateStore(path);
+      expect(await store.load()).toEqual([]);
+      expect(lockOf(path)).toMatchObject({ pid: process.pid, hostname: hostname() });
+      await store.close();
+      expect(existsSync(lock)).toBe(false);
+      expect(fresh).toMatch(/It was refreshed 2\d s ago; .* taken over once not refreshed for 30 s/);
+    }
+  });
+
+  it('a lock of this host and namespace whose process is alive stays refused however old its mtime', async () => {
+    const path = join(dir.path, 'alive-old', 'agent.state');
+    const lock = stateLockPath(path);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(lock, JSON.stringify({ pid: process.ppid, start_time: processStartTime(process.ppid), hostname: hostname(), created_at: new Date(0).toISOString() }));
+    backdate(lock, 10 * STALE_MS);
+    expect(await refusal(fileStateStore(path).load())).toContain(`in use by process ${process.ppid}`);
+    unlinkSync(lock);
+  });
+
+  it('a worker thread ended by terminate() (no exit hook) leaves a lock the process takes over once it is stale, not before', async () => {
+    const path = join(dir.path, 'worker', 'agent.state');
+    const child = startChild(path, 'worker');
+    const held = await child.next('worker-held');
+    expect(held['lock']).toMatchObject({ pid: child.process.pid, thread: expect.any(Number) as number });
+    const fresh = await child.next('fresh');
+    expect(fresh).toMatchObject({ outcome: 'refused', code: 'failed_precondition' });
+    expect(fresh['message']).toContain('Another thread of this process holds it');
+    expect(await child.next('stale')).toEqual({ ev: 'stale', outcome: 'held' });
+    expect(await child.exited).toBe(0);
+    expect(existsSync(stateLockPath(path))).toBe(false);
+  }, 60_000);
+
+  it('a holder\'s heartbeat keeps its lock fresh (the mtime advances) and its own checks still pass', async () => {
+    const path = join(dir.path, 'heartbeat', 'agent.state');
+    const lock = stateLockPath(path);
+    stateLockTestHooks.heartbeatMs = 20;
+    const store = fileStateStore(path);
+    try {
+      await store.append([new Uint8Array([1])]);
+    } finally {
+      stateLockTestHooks.heartbeatMs = undefined;
+    }
+    const first = statSync(lock, { bigint: true }).mtimeNs;
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(statSync(lock, { bigint: true }).mtimeNs).toBeGreaterThan(first);
+    await store.append([new Uint8Array([2])]); // the refreshed file is still this store's lock
+    await store.close();
+    expect(existsSync(lock)).toBe(false);
+  });
+
   it('a store whose lock was removed or replaced under it writes nothing more (fail closed), and leaves the new lock alone', async () => {
     const path = join(dir.path, 'stolen', 'agent.state');
     const lock = stateLockPath(path);
@@ -262,6 +357,22 @@ describe('stateKeyFile', () => {
     const keys = await Promise.all(Array.from({ length: 8 }, () => stateKeyFile(path, { crypto })));
     for (const k of keys) expect(Buffer.from(k.unsafeBytes()).equals(readFileSync(path))).toBe(true);
     expect(readdirSync(dirname(path))).toEqual(['state.key']);
+  });
+
+  it('temporary key files left by a maker that died (each a copy of a key) are removed by the next call; others are left', async () => {
+    const path = join(dir.path, 'keys-left', 'state.key');
+    mkdirSync(dirname(path), { recursive: true });
+    const gone = spawnNode(['-e', ''], { cwd: HERE });
+    await new Promise((resolve) => gone.on('exit', resolve));
+    const key = await stateKeyFile(path, { crypto });
+    const leftovers = [`state.key.${gone.pid}.1700000000000.0.tmp`, `state.key.${process.pid}.1700000000000.3.tmp`];
+    const kept = ['state.key.backup', `state.key.${process.ppid}.1700000000000.0.tmp`]; // another name; a live process's, just written
+    for (const name of [...leftovers, ...kept]) writeFileSync(join(dirname(path), name), key.unsafeBytes(), { mode: 0o600 });
+    expect(Buffer.from((await stateKeyFile(path)).unsafeBytes()).equals(Buffer.from(key.unsafeBytes()))).toBe(true);
+    expect(readdirSync(dirname(path)).sort()).toEqual(['state.key', ...kept].sort());
+    backdate(join(dirname(path), kept[1]!), 120_000); // a live pid's, but too old to be being written
+    await stateKeyFile(path);
+    expect(readdirSync(dirname(path)).sort()).toEqual(['state.key', 'state.key.backup']);
   });
 
   it('state written under one key, opened with another: state_corrupt says what happened, and how to start afresh', async () => {
