@@ -490,19 +490,40 @@ export class Outbox {
     }
   }
 
+  /**
+   * Ends a send: out of the outbox at once (nothing resends, reseals or settles it again; a snapshot leaves it
+   * out), and its `out_done` record written (none for a send never recorded). A `failed` or `expired` outcome —
+   * "not delivered" — is told (waiters, `send_settled`) only once that record is durable: told first, a crash
+   * before it would restore the send and the next run would seal and deliver it (§17.7). If the record cannot
+   * be written, the journal's failure stops the agent (`state_error`): the waiters get that error, no
+   * `send_settled` is emitted, and the send stays pending in the journal for the next run. `delivered` is told
+   * at once (the receipt proves it whatever happens next); a crash before its record is durable makes the
+   * next run resend, get the receipt again and report `delivered` once more (§17.7).
+   */
   #settle(entry: OutboxEntry, result: Settlement): void {
     if (this.#entries.get(entry.id) !== entry) return;
     this.#forget(entry);
-    entry.settled = result;
-    // Not awaited: if this record is lost in a crash, the next run resends and the recipient re-sends the receipt
-    // (or, for a send never sealed, seals it then: nothing of it had left). None for a send never recorded.
-    if (this.#deps.durable && entry.durable) void this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]).catch(() => undefined);
-    for (const w of entry.waiters) {
-      if (result.outcome === 'delivered') w.resolve(result.receipt);
-      else w.reject(result.error);
+    const tell = (): void => {
+      entry.settled = result;
+      for (const w of entry.waiters) {
+        if (result.outcome === 'delivered') w.resolve(result.receipt);
+        else w.reject(result.error);
+      }
+      entry.waiters.clear();
+      this.#deps.emit(result.outcome === 'delivered' ? { kind: 'send_settled', id: entry.id, to: entry.to, outcome: 'delivered', receipt: result.receipt } : { kind: 'send_settled', id: entry.id, to: entry.to, outcome: result.outcome, error: result.error });
+    };
+    // None for a send never recorded (nothing of it is in the journal to end).
+    if (!(this.#deps.durable && entry.durable)) return tell();
+    const written = this.#deps.record([{ t: 'out_done', id: entry.id, outcome: result.outcome }]);
+    if (result.outcome === 'delivered') {
+      written.catch(() => undefined); // a failure stops the agent (state_error); the receipt stands
+      return tell();
     }
-    entry.waiters.clear();
-    this.#deps.emit(result.outcome === 'delivered' ? { kind: 'send_settled', id: entry.id, to: entry.to, outcome: 'delivered', receipt: result.receipt } : { kind: 'send_settled', id: entry.id, to: entry.to, outcome: result.outcome, error: result.error });
+    written.then(tell, (error: unknown) => {
+      const failure = ClientError.from(error);
+      for (const w of entry.waiters) w.reject(failure);
+      entry.waiters.clear();
+    });
   }
 
   #forget(entry: OutboxEntry): void {

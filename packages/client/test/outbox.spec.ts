@@ -217,6 +217,69 @@ describe('outbox', () => {
     recipient.close();
   });
 
+  it('reports "not delivered" only once the record ending the send is durable: a crash before leaves it pending, never reported then delivered', async () => {
+    const refusing = (): Partial<SessionManagerOptions> => ({
+      transport: {
+        sendFrame: () => {
+          throw new ClientError('policy_denied', 'no route yet');
+        },
+      },
+    });
+    for (const outcome of ['failed', 'expired'] as const) {
+      const { sender, recipient } = managers(outcome === 'failed' ? refusing() : {});
+      const written = deferred();
+      const ending = deferred();
+      const o = outbox(sender, {
+        record: (r) => {
+          if (r[0]!.t === 'out_done') {
+            ending.resolve();
+            return written.promise; // the append is under way (write, fsync) …
+          }
+          o.records.push(...r);
+          return Promise.resolve();
+        },
+      });
+      const entry = await o.box.enqueue('bob', MessageType.STATUS_UPDATE, { outcome }, { id: `order-${outcome}` });
+      const told: string[] = [];
+      o.box.attach(entry, { resolve: () => told.push('delivered'), reject: (e) => told.push(e.code) });
+      if (outcome === 'expired') {
+        await vi.waitFor(() => expect(entry.envelope).toBeDefined());
+        o.box.onTick(entry.expiresAtMs, true); // no receipt before the message expired
+      }
+      await ending.promise;
+      await new Promise((r) => setTimeout(r, 20));
+      // … and a crash now: nothing was reported, and the journal still holds the send — the next run goes on with it.
+      expect(told).toEqual([]);
+      expect(o.events.filter((e) => e.kind === 'send_settled')).toEqual([]);
+      expect([...replay(o.records).outbox.keys()]).toEqual([entry.id]);
+      written.resolve();
+      await vi.waitFor(() => expect(told).toEqual([outcome === 'failed' ? 'policy_denied' : 'expired']));
+      expect(o.events.filter((e) => e.kind === 'send_settled')).toEqual([expect.objectContaining({ id: entry.id, outcome })]);
+      sender.close();
+      recipient.close();
+    }
+  });
+
+  it('a record ending a send that cannot be written reports no outcome: the waiters get the journal failure', async () => {
+    const { sender, recipient } = managers({
+      transport: {
+        sendFrame: () => {
+          throw new ClientError('policy_denied', 'no route yet');
+        },
+      },
+    });
+    const o = outbox(sender, {
+      record: (r) => (r[0]!.t === 'out_done' ? Promise.reject(new ClientError('unavailable', 'disk full')) : Promise.resolve()),
+    });
+    const entry = await o.box.enqueue('bob', MessageType.STATUS_UPDATE, { n: 5 }, {});
+    const told: string[] = [];
+    o.box.attach(entry, { resolve: () => told.push('delivered'), reject: (e) => told.push(e.code) });
+    await vi.waitFor(() => expect(told).toEqual(['unavailable']));
+    expect(o.events.filter((e) => e.kind === 'send_settled')).toEqual([]);
+    sender.close();
+    recipient.close();
+  });
+
   it('relays nothing once the agent stopped for good', async () => {
     const { sender, recipient } = managers();
     const o = outbox(sender);

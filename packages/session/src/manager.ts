@@ -85,6 +85,14 @@ export interface SessionManagerOptions {
    */
   readonly queuedHandshakeUntil?: (peerId: string) => number | undefined;
   /**
+   * While a handshake whose step 1 was stored for an offline peer waits for step 2 (§5.4), the same step-1
+   * frame (byte-identical: same session id, same ephemeral key) is sent again after this many ms, then after
+   * twice that, doubling up to 60 000 ms (or this value, if larger), until step 2 arrives or the wait ends:
+   * a step 1 or step 2 lost on the way (dropped by the responder, refused by the gateway, lost in a crash)
+   * then costs one interval, not the whole wait. Default 5 000.
+   */
+  readonly queuedHandshakeResendMs?: number;
+  /**
    * Most responder handshakes in progress at once (each costs a key generation,
    * two DH operations and a signature before the initiator is authenticated).
    * Further step-1 frames are dropped as `rate_limited`. Default 1000.
@@ -142,6 +150,10 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
   /** The transport reported step 1 stored for an offline peer (§5.4). */
   queued: boolean;
+  /** The step-1 frame, sent again as it is while a queued step 1 waits (§5.4). */
+  readonly frame: HandshakeFrame;
+  /** The next resend of {@link frame}, while queued. */
+  resendTimer: NodeJS.Timeout | undefined;
   readonly startedAtMs: number;
   readonly renewing?: Session;
 }
@@ -154,6 +166,7 @@ const POSITIVE_INTEGER_OPTIONS = [
   'maxPendingHandshakesPerPeer',
   'reservationBlock',
   'handshakeTimeoutMs',
+  'queuedHandshakeResendMs',
   'tickMs',
 ] as const satisfies readonly (keyof SessionManagerOptions)[];
 
@@ -171,6 +184,9 @@ const FUNCTION_OPTIONS = [
 const MAX_TIMER_MS = 2_147_483_647;
 
 const MINUTE = 60_000;
+
+/** Longest interval between two resends of a queued step 1 (unless `queuedHandshakeResendMs` is longer). */
+const MAX_STEP1_RESEND_MS = 60_000;
 
 export class SessionManager {
   readonly #crypto: ParleyCrypto;
@@ -359,6 +375,10 @@ export class SessionManager {
         // A session id this agent holds in any role — a session, a handshake it answers, or one it started and
         // waits on (another agent that saw the id go by could otherwise open a second session under it) —
         // makes the step 1 a redelivery or a collision: dropped (§5.1).
+        // A copy from the very peer this agent answers or holds that session with is its initiator's resend of
+        // a queued step 1 (§5.4), benign: dropped without a security event.
+        const held = this.#responders.get(id)?.peerId ?? this.#sessions.get(id)?.peerId;
+        if (held !== undefined && held === frame.senderId && !this.#pendingById.has(id)) return undefined;
         if (this.#responders.has(id) || this.#sessions.has(id) || this.#pendingById.has(id)) return drop('replay', 'handshake for an existing session id');
         if (this.#responders.size >= (this.#options.maxPendingHandshakes ?? 1000)) return drop('rate_limited', 'too many handshakes in progress');
         if (this.#sessions.size >= (this.#options.maxSessions ?? 100_000)) return drop('rate_limited', 'too many sessions');
@@ -625,7 +645,7 @@ export class SessionManager {
       reject = rej;
     });
     promise.catch(() => undefined); // callers get the rejection; never an unhandled one
-    const pending: Pending = { handshake, promise, resolve, reject, timer: undefined, queued: false, startedAtMs: this.#clock(), ...(renewing ? { renewing } : {}) };
+    const pending: Pending = { handshake, promise, resolve, reject, timer: undefined, queued: false, frame, resendTimer: undefined, startedAtMs: this.#clock(), ...(renewing ? { renewing } : {}) };
     this.#arm(pending, this.#options.handshakeTimeoutMs ?? 10_000);
     const id = Buffer.from(handshake.sessionId).toString('hex');
     this.#pendingByPeer.set(peerId, pending);
@@ -636,7 +656,11 @@ export class SessionManager {
         (relayed) => {
           // Stored for an offline peer: its answer comes when it connects (§5.4). The timer, when it fires, waits
           // on while sends wait for this peer; step 2 (or a failure) ends the wait as usual.
-          if (relayed?.queued === true && this.#options.queuedHandshakeUntil !== undefined && this.#pendingById.get(id) === pending) pending.queued = true;
+          // While it waits, the same step 1 is sent again on a backoff: a lost step 1 or step 2 is retried (§5.4).
+          if (relayed?.queued === true && this.#options.queuedHandshakeUntil !== undefined && this.#pendingById.get(id) === pending) {
+            pending.queued = true;
+            this.#resendLater(pending, this.#options.queuedHandshakeResendMs ?? 5_000);
+          }
         },
         (error: unknown) => {
           if (this.#pendingById.get(id) !== pending) return; // over already (timed out, closed)
@@ -646,6 +670,28 @@ export class SessionManager {
         },
       );
     return promise;
+  }
+
+  /**
+   * Sends the queued step 1 of `pending` again, byte for byte, after `delayMs`, then on a doubling interval,
+   * until the handshake is over (step 2, a failure, the end of the wait: {@link #dropPending} stops it). A
+   * responder holding that session id drops the copy as a replay (§5.1); one whose handshake for it ended
+   * answers with a new step 2, which this handshake takes. A resend the gateway refuses is tried again later.
+   */
+  #resendLater(pending: Pending, delayMs: number): void {
+    const id = Buffer.from(pending.handshake.sessionId).toString('hex');
+    clearTimeout(pending.resendTimer);
+    pending.resendTimer = setTimeout(
+      () => {
+        if (this.#closed || this.#pendingById.get(id) !== pending) return;
+        Promise.resolve()
+          .then(() => this.#options.transport.sendFrame(pending.frame))
+          .catch(() => undefined);
+        this.#resendLater(pending, Math.min(delayMs * 2, Math.max(MAX_STEP1_RESEND_MS, this.#options.queuedHandshakeResendMs ?? 0)));
+      },
+      Math.min(delayMs, MAX_TIMER_MS),
+    );
+    pending.resendTimer.unref();
   }
 
   #arm(pending: Pending, delayMs: number): void {
@@ -685,6 +731,7 @@ export class SessionManager {
 
   #dropPending(p: Pending): void {
     clearTimeout(p.timer);
+    clearTimeout(p.resendTimer);
     const id = Buffer.from(p.handshake.sessionId).toString('hex');
     this.#pendingById.delete(id);
     if (this.#pendingByPeer.get(p.handshake.peerId) === p) this.#pendingByPeer.delete(p.handshake.peerId);

@@ -5,7 +5,7 @@
 // sealed late carries its creation time.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIssuerKey } from '@parley/identity';
-import { MessageType, type HandshakeFrame } from '@parley/proto';
+import { HandshakeFrameSchema, MessageType, fromBinary, toBinary, type HandshakeFrame } from '@parley/proto';
 import { InitiatorHandshake, SessionError, SessionManager, type FrameRelayed, type SessionManagerOptions } from '../src/index.js';
 import { createWorld, type World } from './fixtures.js';
 
@@ -123,6 +123,90 @@ describe('first contact with an offline peer (§5.4)', () => {
     expect((session.error as SessionError | undefined)?.code).toBe('handshake_failed');
   });
 
+});
+
+describe('resending a queued step 1 (§5.4)', () => {
+  /**
+   * Alice's step 1 is stored (QUEUED) while Bob is offline; once he is online every frame goes straight through.
+   * `loseStep2` of Bob's step-2 frames are refused by the "gateway" (rate_limited) after he took the step 1.
+   */
+  function flaky(aliceOptions: Partial<SessionManagerOptions>, loseStep2: number) {
+    const step1s: Uint8Array[] = [];
+    const state = { online: false, lost: 0, replays: 0 };
+    const m: { a?: SessionManager; b?: SessionManager } = {};
+    m.a = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: w.agent('alice'), trustBundle: w.trustBundle, revocations: w.revocations },
+      transport: {
+        sendFrame: async (frame): Promise<FrameRelayed> => {
+          if (frame.step === 1) {
+            step1s.push(toBinary(HandshakeFrameSchema, frame));
+            if (!state.online) return { queued: true };
+          }
+          await m.b!.handleFrame(frame);
+          return { queued: false };
+        },
+      },
+      clock: w.clock,
+      handshakeTimeoutMs: 50,
+      queuedHandshakeResendMs: 20,
+      ...aliceOptions,
+    });
+    m.b = new SessionManager({
+      crypto: w.crypto,
+      handshake: { identity: w.agent('bob'), trustBundle: w.trustBundle, revocations: w.revocations },
+      onEvent: (e) => void (e.kind === 'security' && e.code === 'replay' && state.replays++),
+      transport: {
+        sendFrame: (frame) => {
+          if (frame.step === 2 && state.lost < loseStep2) {
+            state.lost++;
+            throw new SessionError('rate_limited', 'the gateway refused the step 2');
+          }
+          void m.a!.handleFrame(frame);
+        },
+      },
+      clock: w.clock,
+    });
+    managers.push(m.a, m.b);
+    return { a: m.a, b: m.b, step1s, state };
+  }
+
+  it('a step 2 lost after a QUEUED step 1 costs one resend of the same step 1, not the whole wait; none after step 2', async () => {
+    const { a, b, step1s, state } = flaky({ queuedHandshakeUntil: () => w.clock.now + 60_000 }, 1);
+    const session = track(a.session('bob'));
+    await sleep(10);
+    expect(step1s).toHaveLength(1);
+    state.online = true; // Bob connects; the stored step 1 is drained to him, his step 2 is refused once
+    await expect(b.handleFrame(fromBinary(HandshakeFrameSchema, step1s[0]!))).rejects.toMatchObject({ code: 'rate_limited' });
+    expect(state.lost).toBe(1);
+    for (let i = 0; i < 100 && !session.done; i++) await sleep(10);
+    expect(session.error).toBeUndefined();
+    expect(session.value?.peerId).toBe('bob');
+    expect(step1s.length).toBeGreaterThanOrEqual(2);
+    for (const copy of step1s) expect(Buffer.from(copy).equals(Buffer.from(step1s[0]!))).toBe(true); // byte-identical
+    const sent = step1s.length;
+    await sleep(200); // several resend intervals: nothing more once step 2 arrived
+    expect(step1s).toHaveLength(sent);
+    // A copy still in Bob's mailbox finds the session: dropped, and not reported as a replay (it is a resend).
+    await b.handleFrame(fromBinary(HandshakeFrameSchema, step1s[0]!));
+    expect(state.replays).toBe(0);
+  });
+
+  it('resends on a doubling interval while the wait lasts, and stops when it ends', async () => {
+    let waiting = true;
+    const { a, step1s } = flaky({ queuedHandshakeUntil: () => (waiting ? w.clock.now + 30 : undefined) }, 0);
+    const session = track(a.session('bob'));
+    await sleep(330); // resends at about 20, 60, 140, 300 ms (not 16 at a fixed 20 ms)
+    expect(session.done).toBe(false);
+    expect(step1s.length).toBeGreaterThanOrEqual(3);
+    expect(step1s.length).toBeLessThanOrEqual(7);
+    waiting = false;
+    for (let i = 0; i < 50 && !session.done; i++) await sleep(10);
+    expect((session.error as SessionError | undefined)?.code).toBe('handshake_failed');
+    const sent = step1s.length;
+    await sleep(400);
+    expect(step1s).toHaveLength(sent);
+  });
 });
 
 describe('refusals and messages', () => {

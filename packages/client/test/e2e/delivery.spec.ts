@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { credentials } from '@grpc/grpc-js';
 import { buildSendRequest } from '@parley/protocol';
 import { SecretKey, toBase64Url, toHex } from '@parley/crypto-core';
-import { AgentCertificateSchema, AgentGatewayService, MessageType, toBinary } from '@parley/proto';
+import { AgentCertificateSchema, AgentGatewayService, DeliveryStatus, HandshakeFrameSchema, MessageType, toBinary } from '@parley/proto';
 import { createClient } from '@parley/rpc';
 import { SessionManager } from '@parley/session';
 import { onLines, sleep, spawnNode, tsxArgv, waitFor, type RunningGatewayProcess } from '@parley/test-support';
@@ -397,6 +397,53 @@ describe('first contact (§17.2 items 6–8)', () => {
     expect(worker.received.map((m) => m.content)).toEqual([{ first: 'contact' }]);
     expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
   }, 120_000);
+
+  it('the real gateway relays byte-identical copies of a queued step 1 (§5.4): each accepted QUEUED, the recipient answers once, silently', async () => {
+    const plannerId = world.agent('planner-rs', { agentType: 'planner' });
+    const workerId = world.agent('worker-rs');
+    const seen = await startSdk(workerId);
+    await seen.agent.close();
+    const answers: string[] = [];
+    const copies: string[] = [];
+    const conn = await GatewayConnection.open({
+      address: gw.address,
+      crypto: world.crypto,
+      identity: plannerId,
+      expectedGatewayId: GATEWAY_ID,
+      onDelivery: async (d) => {
+        if (d.item.case === 'handshake') await manager.handleFrame(d.item.value);
+      },
+    });
+    cleanup.push(() => conn.close());
+    const manager: SessionManager = new SessionManager({
+      crypto: world.crypto,
+      handshake: { identity: plannerId, trustBundle: world.trustBundle },
+      handshakeTimeoutMs: 200,
+      queuedHandshakeResendMs: 300,
+      queuedHandshakeUntil: () => Date.now() + 60_000,
+      transport: {
+        sendFrame: async (frame) => {
+          if (frame.step === 1) copies.push(toHex(toBinary(HandshakeFrameSchema, frame)));
+          const accepted = await conn.sendFrame(frame).catch((e: unknown) => {
+            answers.push(`refused ${(e as { code?: string }).code}`);
+            throw e;
+          });
+          if (frame.step === 1) answers.push(DeliveryStatus[accepted.status]);
+          return { queued: accepted.status === DeliveryStatus.QUEUED };
+        },
+      },
+    });
+    cleanup.push(() => manager.close());
+    const session = manager.session('worker-rs');
+    session.catch(() => undefined);
+    await waitFor(() => answers.length >= 3, 10_000, 'two resends');
+    expect(answers.slice(0, 3)).toEqual(['QUEUED', 'QUEUED', 'QUEUED']);
+    expect(new Set(copies).size).toBe(1);
+    const worker = await startSdk(workerId); // drains every copy: answers the first, drops the others
+    expect((await session).peerId).toBe('worker-rs');
+    await sleep(1_000);
+    expect(worker.events.filter((e) => e.kind === 'security')).toEqual([]);
+  }, 60_000);
 
   it('policy_denied on first contact (a peer the policy forbids, an unknown recipient) rejects policy_denied, and send_settled says so', async () => {
     const sender = await startSdk(world.agent('worker-pd-a'));
