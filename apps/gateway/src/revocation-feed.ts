@@ -33,7 +33,7 @@
  * fired (43 s after the registry was back, in the review). Capping the
  * channel's backoff below the feed's keeps the feed's bound the real one.
  */
-import { sleep } from '@parley/async';
+import { IdleWatchdog, sleep } from '@parley/async';
 import { fromHex, toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { int, type Database } from '@parley/db';
 import type { MemoryRevocationSet, RevocationEntry, TrustBundle } from '@parley/identity';
@@ -222,23 +222,11 @@ export class RevocationFeed {
         this.connects++;
         const follower = this.#follower!;
         // This watch's own signal: cancelled with the feed, or when the stream stays silent too long.
-        const attempt = new AbortController();
-        const stop = (): void => attempt.abort();
-        signal.addEventListener('abort', stop, { once: true });
-        let idle: NodeJS.Timeout | undefined;
-        const arm = (): void => {
-          clearTimeout(idle);
-          idle = setTimeout(() => {
-            silent = true;
-            attempt.abort();
-          }, idleMs);
-          idle.unref();
-        };
+        const watchdog = new IdleWatchdog(signal, idleMs);
         silent = false;
         try {
-          arm();
-          for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: attempt.signal })) {
-            arm();
+          for await (const batch of this.#o.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: watchdog.signal })) {
+            watchdog.touch();
             if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
             const accepted = follower.apply(batch.entries, batch.head, this.#clock());
             this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
@@ -249,8 +237,8 @@ export class RevocationFeed {
             backoff = minBackoff;
           }
         } finally {
-          clearTimeout(idle);
-          signal.removeEventListener('abort', stop);
+          silent = watchdog.timedOut;
+          watchdog.dispose();
         }
         throw new RpcError('unavailable', 'revocation watch ended');
       } catch (error) {

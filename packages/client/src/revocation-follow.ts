@@ -27,7 +27,7 @@
  * peer the data now revokes is closed (run when a batch brings revocations, and every second for a checker
  * the caller gave, whose changes the agent cannot see).
  */
-import { sleep } from '@parley/async';
+import { IdleWatchdog, sleep } from '@parley/async';
 import type { ParleyCrypto } from '@parley/crypto-core';
 import { IdentityError, MemoryRevocationSet, isIdentityError, RevocationListFollower, type RevocationChecker, type RevocationEntry, type RevocationStatus, type RevocationSubject, type TrustBundle } from '@parley/identity';
 import { fromHex, toHex } from '@parley/crypto-core';
@@ -356,33 +356,19 @@ export class RegistryRevocations implements RevocationChecker {
     const follower = this.#follower!;
     const signal = this.#abort.signal;
     const idleMs = this.#o.idleTimeoutMs ?? Math.min(40_000, this.#set.maxAgeMs);
-    const attempt = new AbortController();
-    const stop = (): void => attempt.abort();
-    signal.addEventListener('abort', stop, { once: true });
-    let silent = false;
-    let idle: NodeJS.Timeout | undefined;
-    const arm = (): void => {
-      clearTimeout(idle);
-      idle = setTimeout(() => {
-        silent = true;
-        attempt.abort();
-      }, idleMs);
-      idle.unref();
-    };
+    const watchdog = new IdleWatchdog(signal, idleMs);
     try {
-      arm();
-      for await (const batch of this.#source!.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: attempt.signal })) {
-        arm();
+      for await (const batch of this.#source!.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: watchdog.signal })) {
+        watchdog.touch();
         if (batch.trustBundleVersion > 0n) await this.#o.onTrustBundleVersion?.(batch.trustBundleVersion);
         this.#take(follower, batch);
         onBatch();
       }
     } catch (error) {
-      if (silent && !signal.aborted) throw new SourceError('deadline_exceeded', `the revocation watch sent nothing for ${idleMs} ms`);
+      if (watchdog.timedOut && !signal.aborted) throw new SourceError('deadline_exceeded', `the revocation watch sent nothing for ${idleMs} ms`);
       throw error;
     } finally {
-      clearTimeout(idle);
-      signal.removeEventListener('abort', stop);
+      watchdog.dispose();
     }
   }
 
