@@ -135,12 +135,13 @@ class Hello(_message.Message):
     def __init__(self, version: _Optional[int] = ..., certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ..., delivery_batches: bool = ...) -> None: ...
 
 class Outbound(_message.Message):
-    __slots__ = ["ack_delivery_id", "envelope", "handshake", "quiet", "receipt", "request_id", "session_reject"]
+    __slots__ = ["ack_delivery_id", "envelope", "handshake", "quiet", "receipt", "recipient_certificate", "request_id", "session_reject"]
     ACK_DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     QUIET_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_REJECT_FIELD_NUMBER: _ClassVar[int]
     ack_delivery_id: int
@@ -148,9 +149,10 @@ class Outbound(_message.Message):
     handshake: _handshake_pb2.HandshakeFrame
     quiet: bool
     receipt: DeliveryReceipt
+    recipient_certificate: _identity_pb2.AgentCertificate
     request_id: int
     session_reject: SessionReject
-    def __init__(self, request_id: _Optional[int] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ..., ack_delivery_id: _Optional[int] = ..., quiet: bool = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ..., ack_delivery_id: _Optional[int] = ..., quiet: bool = ..., recipient_certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
 
 class Rejected(_message.Message):
     __slots__ = ["code", "message", "request_id"]
@@ -163,12 +165,13 @@ class Rejected(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SendRequest(_message.Message):
-    __slots__ = ["certificate", "envelope", "handshake", "nonce", "receipt", "session_reject", "signature", "timestamp_ms"]
+    __slots__ = ["certificate", "envelope", "handshake", "nonce", "receipt", "recipient_certificate", "session_reject", "signature", "timestamp_ms"]
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     SESSION_REJECT_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
@@ -177,10 +180,11 @@ class SendRequest(_message.Message):
     handshake: _handshake_pb2.HandshakeFrame
     nonce: bytes
     receipt: DeliveryReceipt
+    recipient_certificate: _identity_pb2.AgentCertificate
     session_reject: SessionReject
     signature: bytes
     timestamp_ms: int
-    def __init__(self, certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ...) -> None: ...
+    def __init__(self, certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., handshake: _Optional[_Union[_handshake_pb2.HandshakeFrame, _Mapping]] = ..., envelope: _Optional[_Union[_message_pb2.SecureMessage, _Mapping]] = ..., receipt: _Optional[_Union[DeliveryReceipt, _Mapping]] = ..., session_reject: _Optional[_Union[SessionReject, _Mapping]] = ..., recipient_certificate: _Optional[_Union[_identity_pb2.AgentCertificate, _Mapping]] = ...) -> None: ...
 
 class SendResponse(_message.Message):
     __slots__ = ["item_hash", "status"]
