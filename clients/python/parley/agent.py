@@ -169,7 +169,10 @@ class ResendPolicy:
 
 @dataclass(slots=True)
 class _OutboxEntry:
+    #: The outbox id: the record's name (a caller's send id hashed, :func:`_entry_id`, or the id made up for a send without one).
     id: str
+    #: The send's id as its caller knows it (``send_settled``, ``pending_sends()``): see :func:`_send_id_of`.
+    send_id: str
     to: str
     session_id: bytes
     message_hash: bytes
@@ -190,6 +193,7 @@ class _OutboxEntry:
         return {
             "v": RECORD_VERSION,
             "id": self.id,
+            "send_id": self.send_id,
             "to": self.to,
             "session": self.session_id.hex(),
             "hash": self.message_hash.hex(),
@@ -205,6 +209,7 @@ class _OutboxEntry:
     def from_record(cls, r: dict[str, Any]) -> _OutboxEntry:
         return cls(
             id=r["id"],
+            send_id=_send_id_of(r),
             to=r["to"],
             session_id=bytes.fromhex(r["session"]),
             message_hash=bytes.fromhex(r["hash"]),
@@ -226,6 +231,8 @@ class _UnsealedEntry:
     is written durably first, then the unsealed record deleted; a restart that finds both keeps the sealed one."""
 
     id: str
+    #: The send's id as its caller knows it (``send_settled``, ``pending_sends()``): see :func:`_send_id_of`.
+    send_id: str
     to: str
     #: The MessagePayload encoded at the call (its timestamp is ``created_at_ms``).
     payload: bytes
@@ -241,6 +248,7 @@ class _UnsealedEntry:
         return {
             "v": RECORD_VERSION,
             "id": self.id,
+            "send_id": self.send_id,
             "to": self.to,
             "payload": b64url_encode(self.payload),
             "created_at_ms": self.created_at_ms,
@@ -252,7 +260,7 @@ class _UnsealedEntry:
         to = r["to"]
         if not isinstance(to, str) or not is_agent_id(to):
             raise ValueError("not an agent id")
-        entry = cls(id=str(r["id"]), to=to, payload=b64url_decode(r["payload"]), created_at_ms=int(r["created_at_ms"]), expires_at_ms=int(r["expires_at_ms"]))
+        entry = cls(id=str(r["id"]), send_id=_send_id_of(r), to=to, payload=b64url_decode(r["payload"]), created_at_ms=int(r["created_at_ms"]), expires_at_ms=int(r["expires_at_ms"]))
         decode_payload(entry.payload, entry.created_at_ms)  # SessionError malformed when it does not parse
         return entry
 
@@ -753,8 +761,12 @@ class Agent:
         gateway stream, stale revocation data) is retried with backoff until the
         message expires (``created + max_age``; the envelope carries that creation time);
         a step 1 the gateway stored for an offline recipient (``QUEUED``) waits for
-        its answer as long. Every send recorded ends in one ``send_settled`` event
-        (from the restarted process if this one stopped or closed first).
+        its answer as long. Every send ends in exactly one ``send_settled`` event
+        (from the restarted process if this one stopped or closed first), whose
+        ``id`` is this call's ``id`` — or, without one, an id made up for the send
+        (32 hex digits; ``pending_sends()`` lists it, and a ``deadline_exceeded``
+        names it). Only a call refused before the send exists gets none: an
+        invalid recipient or content, the outbox full, the agent closed or stopped.
 
         ``id`` makes the send idempotent: while a send with the same id is pending
         (also one restored from the state directory after a restart), this call
@@ -771,20 +783,28 @@ class Agent:
                 ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``).
             DeliveryError: ``expired`` (definitely not delivered) or ``deadline_exceeded``
                 (not confirmed yet; the final outcome arrives as a ``send_settled`` event).
-            StateError: the outbox or a counter reservation could not be written (nothing was sent).
+            StateError: ``state_error``: the send's first record (unsealed or outbox record, or the counter
+                reservation before its seal) could not be written. Nothing was sent; the send settles with
+                ``state_error`` (its ``send_settled``, after the ``state_error`` event) and the agent stops
+                (fail closed): every later call, and ``messages()``, raise this same error.
         """
         self._check_usable()
         if not is_agent_id(to) or to == self.agent_id:
             raise SessionError("malformed", "recipient is not a valid agent id")
         budget = self._send_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        entry_id = crypto.random_bytes(16).hex() if id is None else _entry_id(id)
+        # As @parley/client: the send's id is the caller's, or one made up for it; its outcome (send_settled) and
+        # pending_sends() carry that id. Its outbox record is named by the id's hash (a caller's id is any string).
+        send_id = crypto.random_bytes(16).hex() if id is None else id
+        entry_id = send_id if id is None else _entry_id(id)
         while True:
             existing: _OutboxEntry | _UnsealedEntry | None = self._outbox.get(entry_id) or self._unsealed.get(entry_id)
             if existing is not None:
+                # Its id, also for a send restored from a record of an earlier release, which kept only its hash.
+                existing.send_id = send_id
                 if existing.waiter is None or existing.waiter.done():
                     existing.waiter = asyncio.get_running_loop().create_future()
-                return await self._await_receipt(existing.waiter, to, deadline, budget)
+                return await self._await_receipt(existing.waiter, to, deadline, budget, send_id)
             claim = self._claims.get(entry_id)
             if claim is None:
                 break
@@ -802,17 +822,34 @@ class Agent:
             raise DeliveryError("rate_limited", f"the outbox holds {MAX_OUTBOX} unconfirmed messages")
         claim = self._claims[entry_id] = asyncio.get_running_loop().create_future()  # reserved before the first await
         try:
-            waiter = await self._prepare(entry_id, to, payload_type, content, handoff_hash, parent_message_hash)
+            waiter = await self._prepare(entry_id, send_id, to, payload_type, content, handoff_hash, parent_message_hash)
+        except StateError as error:
+            raise self._unrecorded(send_id, to, error) from None
         finally:
             del self._claims[entry_id]
             claim.set_result(None)
-        return await self._await_receipt(waiter, to, deadline, budget)
+        return await self._await_receipt(waiter, to, deadline, budget, send_id)
 
-    async def _prepare(self, entry_id: str, to: str, payload_type: int, content: object, handoff_hash: bytes | None, parent_message_hash: bytes | None) -> asyncio.Future[Receipt]:
+    def _unrecorded(self, send_id: str, to: str, error: StateError) -> ParleyError:
+        """A new send whose first record — its unsealed or outbox record, or the counter reservation before its seal —
+        could not be written (the ``state_error`` event was emitted): nothing of it is held anywhere, so that failure
+        is its outcome (§17.2 item 8), as @parley/client's outbox has it. The agent stops (fail closed; a failed
+        reservation stopped it already), then the send settles — its one ``send_settled``, with the code of the error
+        that stopped the agent — and that error is what the caller gets (and every later call). Returns it."""
+        if self._fatal is None and not self._closed:
+            self._stop(StateError("state_error", f"could not record a send ({error.detail}): nothing of it was sent, the agent stopped"))
+        outcome = self._fatal or error
+        self._emit("send_settled", id=send_id, message_hash=None, peer=to, code=outcome.code, receipt=None)
+        return outcome
+
+    async def _prepare(
+        self, entry_id: str, send_id: str, to: str, payload_type: int, content: object, handoff_hash: bytes | None, parent_message_hash: bytes | None
+    ) -> asyncio.Future[Receipt]:
         """Records a new send durably and returns the future of its outcome. With a session to its recipient it is
         sealed, recorded in the outbox and relayed; without one (or one that ended while its counters were being
         reserved, or whose peer cannot be checked now) it is recorded unsealed, and sealed once a session exists
-        (:meth:`_establish_for`). Raises only what ends the send before anything was recorded."""
+        (:meth:`_establish_for`). Raises only what ends the send before anything was recorded (``state_error``: its
+        first record could not be written, :meth:`_unrecorded`)."""
         ts = now_ms()
         payload = encode_payload(payload_type, content, ts, handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
         refused: IdentityError | None = None
@@ -822,7 +859,7 @@ class Agent:
             session, refused = None, error
         if session is not None:
             try:
-                entry = await self._record_sealed(entry_id, to, session, payload, ts)
+                entry = await self._record_sealed(entry_id, send_id, to, session, payload, ts)
             except SessionError as error:
                 if error.code != "unknown_session" or not session.closed:
                     raise
@@ -831,7 +868,7 @@ class Agent:
                 assert entry.waiter is not None
                 self._spawn(self._relay(entry))
                 return entry.waiter
-        held = _UnsealedEntry(id=entry_id, to=to, payload=payload, created_at_ms=ts, expires_at_ms=ts + self._skew.max_age_ms)
+        held = _UnsealedEntry(id=entry_id, send_id=send_id, to=to, payload=payload, created_at_ms=ts, expires_at_ms=ts + self._skew.max_age_ms)
         waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         held.waiter = waiter
         await self._put("unsealed", held.id, held.record())  # durable before this waits for a session
@@ -859,11 +896,12 @@ class Agent:
             return None
         return current
 
-    async def _record_sealed(self, entry_id: str, to: str, session: Session, payload: bytes, ts: int, *, created_at_ms: int | None = None) -> _OutboxEntry:
+    async def _record_sealed(self, entry_id: str, send_id: str, to: str, session: Session, payload: bytes, ts: int, *, created_at_ms: int | None = None) -> _OutboxEntry:
         """Seals ``payload`` (timestamp ``ts``) in ``session`` and records it in the outbox durably (not relayed yet)."""
         sealed = await self._seal(session, payload, ts)
         entry = _OutboxEntry(
             id=entry_id,
+            send_id=send_id,
             to=to,
             session_id=session.id,
             message_hash=sealed.message_hash,
@@ -879,23 +917,28 @@ class Agent:
         self._by_hash[entry.message_hash] = entry.id
         return entry
 
-    async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float) -> Receipt:
+    async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float, send_id: str) -> Receipt:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            raise DeliveryError("deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying") from None
+            raise DeliveryError(
+                "deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying, its outcome comes as the send_settled event of send id {send_id!r}"
+            ) from None
 
     def pending_sends(self) -> list[dict[str, Any]]:
-        """Sends without an outcome yet: outbox id, recipient, ``state`` — ``unsealed``: waiting for a session with the
-        recipient (a first contact, or a reseal after a SessionReject); ``sealed``: its envelope recorded and relayed,
-        resent until its receipt —, current message hash (None if never sealed), created, expiry, reseals."""
+        """Sends without an outcome yet (also ones restored from the state directory): ``id`` — the caller's
+        (``send(id=…)``), or the one made up for a send without one: the ``id`` its ``send_settled`` will carry —,
+        recipient, ``state`` — ``unsealed``: waiting for a session with the recipient (a first contact, or a reseal
+        after a SessionReject); ``sealed``: its envelope recorded and relayed, resent until its receipt —, current
+        message hash (None if never sealed), created, expiry, reseals. A send restored from a record of an earlier
+        release, made with ``send(id=…)``, is listed under that id's hash until a caller sends with the id again."""
         waiting = [
-            {"id": e.id, "to": e.to, "state": "unsealed", "message_hash": None, "created_at_ms": e.created_at_ms, "expires_at_ms": e.expires_at_ms, "reseals": 0}
+            {"id": e.send_id, "to": e.to, "state": "unsealed", "message_hash": None, "created_at_ms": e.created_at_ms, "expires_at_ms": e.expires_at_ms, "reseals": 0}
             for e in self._unsealed.values()
         ]
         return waiting + [
             {
-                "id": e.id,
+                "id": e.send_id,
                 "to": e.to,
                 "state": "unsealed" if e.resealing else "sealed",
                 "message_hash": e.message_hash.hex(),
@@ -1718,7 +1761,7 @@ class Agent:
             else:
                 waiter.set_exception(error or DeliveryError("internal", "send failed"))
                 waiter.exception()
-        self._emit("send_settled", id=entry.id, message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
+        self._emit("send_settled", id=entry.send_id, message_hash=entry.message_hash.hex(), peer=entry.to, code="ok" if receipt is not None else code_of(error or Exception()), receipt=receipt)
         if receipt is not None:
             await self._delete("outbox", entry.id)
 
@@ -1812,12 +1855,12 @@ class Agent:
         held.sealing = True
         try:
             payload = held.payload if stamp == held.created_at_ms else _restamped(held.payload, held.created_at_ms, stamp)
-            entry = await self._record_sealed(held.id, held.to, session, payload, stamp, created_at_ms=held.created_at_ms)
+            entry = await self._record_sealed(held.id, held.send_id, held.to, session, payload, stamp, created_at_ms=held.created_at_ms)
         finally:
             held.sealing = False
         # Its outcome now comes from the outbox: the caller's waiter (the newest, if a send with its id came meanwhile)
-        # goes with it.
-        entry.waiter = held.waiter
+        # goes with it, and its id (given back meanwhile, for a record of an earlier release).
+        entry.waiter, entry.send_id = held.waiter, held.send_id
         if self._unsealed.get(held.id) is held:
             del self._unsealed[held.id]
         await self._delete("unsealed", held.id)  # after the sealed record is durable: a crash before this keeps that one
@@ -1839,7 +1882,7 @@ class Agent:
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
             waiter.exception()
-        self._emit("send_settled", id=held.id, message_hash=None, peer=held.to, code=code_of(error), receipt=None)
+        self._emit("send_settled", id=held.send_id, message_hash=None, peer=held.to, code=code_of(error), receipt=None)
 
     def _on_receipt(self, r: Any) -> None:
         digest = bytes(r.message_hash)
@@ -2348,6 +2391,23 @@ def _entry_id(user_id: str) -> str:
     if not isinstance(user_id, str) or not 1 <= len(user_id) <= 256:
         raise SessionError("malformed", "a send id is 1..256 characters")
     return hashlib.blake2b(user_id.encode("utf-8"), digest_size=16, person=b"parley-send-id").hexdigest()
+
+
+def _send_id_of(record: dict[str, Any]) -> str:
+    """The send id an outbox or unsealed record was made under, as its caller knows it: ``send_id``, the id given to
+    ``send(id=…)`` (the record's ``id``, its name, is that id's hash, :func:`_entry_id`), or the id made up for a send
+    without one (then the record's ``id`` too).
+
+    Compatibility: a record of an earlier release has no ``send_id`` (it kept only the hash). Its ``id`` stands for it:
+    for a send made without an id that is exactly the id it was made up under, and reported under then and now; for one
+    made with ``send(id=…)`` it is that id's hash, the caller's id being lost — until a caller sends with that id again,
+    which gives the send its id back (:meth:`Agent.send`; the send's next record keeps it). ``ValueError`` (the loader's
+    ``state_corrupt``) for a ``send_id`` that is not the record's ``id`` nor the id it is the hash of."""
+    outbox_id = record["id"]
+    send_id = record.get("send_id", outbox_id)
+    if not isinstance(outbox_id, str) or not isinstance(send_id, str) or (send_id != outbox_id and _entry_id(send_id) != outbox_id):
+        raise ValueError("the record's send id does not match its outbox id")
+    return send_id
 
 
 def _receipt_from_record(record: dict[str, Any]) -> Any:

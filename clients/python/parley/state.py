@@ -12,7 +12,11 @@ One directory per agent, one sealed file per record::
                                     waits for anything. Sealing it writes outbox/<entry>.rec (the same name)
                                     durably, then deletes this one: a crash between leaves both, and the agent
                                     keeps the sealed one (its envelope may have left the process; a second seal
-                                    would be a second message). Absent in a directory of an earlier release
+                                    would be a second message). Absent in a directory of an earlier release.
+                                    An outbox or unsealed record is named by its send's outbox id
+                                    (``<entry>``: a hash of the caller's send id, or the id made up for a
+                                    send without one) and keeps the send id itself (``send_id``; absent in a
+                                    record of an earlier release: see ``parley.agent._send_id_of``)
     state_dir/inbox/<hash>.rec      an opened envelope and its payload, until the application acks it
     state_dir/receipts/<hash>.rec   a receipt this agent signed, re-sent when the envelope comes again
     state_dir/identity/0000000000000000.rec

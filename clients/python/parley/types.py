@@ -78,7 +78,7 @@ EventKind = Literal[
     "session_closed",  # peer, session_id, reason
     "session_rejected",  # a verified SessionReject: the message it names is resealed in a new session
     "resealed",  # a rejected message sealed again in a new session: peer, session_id, message_hash (the new one), reseals
-    "send_settled",  # the final outcome of a send: id (its outbox id, as pending_sends() lists it), message_hash (None if never sealed), peer, code ("ok" with receipt, or the failure), receipt
+    "send_settled",  # the final outcome of a send: id (the caller's send id, or the one made up for it, as pending_sends() lists it), message_hash (None if never sealed), peer, code ("ok" with receipt, or the failure), receipt
     "state_error",  # the state directory could not be written
     "gateway_refused",  # the gateway refused a receipt, frame or reject we sent: item, code
 ]
