@@ -192,7 +192,7 @@ class StreamLink implements Link, RequestListener<ConnectRequest> {
     const requestId = outbound.requestId;
     try {
       const size = wireBytes ?? toBinary(OutboundSchema, outbound).length;
-      const { itemHash, status } = await ctx.track(router.route(this, outbound.item, size, { requestId, stage: 'outbound' }));
+      const { itemHash, status } = await ctx.track(router.route(this, outbound.item, size, { requestId, stage: 'outbound' }, outbound.recipientCertificate));
       if (this.out.closed || outbound.quiet) return;
       this.out.push({ kind: { case: 'accepted', value: { requestId, itemHash, status } } });
     } catch (error) {
@@ -332,6 +332,9 @@ export class ConnectStreams {
     const link = new StreamLink(this.#parts, authenticated.cert, call, remote, authenticated.deliveryBatches);
     const instanceId = ctx.cluster?.instanceId;
     const seenAtMs = await ctx.track(ctx.mailbox.rememberAgent(authenticated.certificate, instanceId));
+    // Its own certificate replaces whatever stood for it (one seen before, or one a sender introduced, §10.3 step 5):
+    // while connected the link's certificate is used, and after that the row just written, not a cached one.
+    this.#parts.router.forget(authenticated.cert.agentId);
     if (instanceId !== undefined) link.presenceMs = seenAtMs;
     return link;
   }

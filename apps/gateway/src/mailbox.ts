@@ -4,8 +4,9 @@
  * it, so delivery is at-least-once across disconnects and gateway restarts.
  * Items expire after a TTL (default 1 h, at most the receivers' max_age of
  * §8.3). Also the directory of agents the gateway has authenticated
- * (`gateway_agents`: the last certificate seen per agent), which the policy
- * check uses for recipients that are offline.
+ * (`gateway_agents`: the last certificate seen per agent, or, for an agent not
+ * connected yet, the registry-issued one a sender introduced, §10.3 step 5), which
+ * the policy check uses for recipients that are offline.
  *
  * Same SQL on PostgreSQL and PGlite (@parley/db). Migrations are versioned in
  * `gateway_migrations` and serialised with an advisory lock (@parley/db's `migrate`).
@@ -560,6 +561,31 @@ export class Mailbox {
     if (instanceId === undefined) await this.#db.query(upsert, params);
     else await this.#db.query(`WITH up AS (${upsert} RETURNING 1) SELECT pg_notify('${PRESENCE_CHANNEL}', $1 || ' ' || $4::text), (SELECT count(*) FROM up)`, [...params, instanceId]);
     return now;
+  }
+
+  /**
+   * Records a certificate a sender introduced for an agent (§10.3 step 5, first contact; verified by the caller) as
+   * its last certificate, in one statement: inserted when the agent has no row, or, when `replacing` is given (the
+   * row the caller read and found no longer verifies), put in its place only while the row still holds exactly
+   * that certificate — a row the agent wrote meanwhile by connecting is never overwritten. `instance_id` (presence)
+   * and `seen_at_ms` of an existing row are never touched: they name a stream's presence ({@link leftMany}).
+   * @returns whether it was recorded
+   */
+  async rememberCertificate(certificate: AgentCertificate, replacing?: AgentCertificate): Promise<boolean> {
+    const encoded = toBinary(AgentCertificateSchema, certificate);
+    const rows =
+      replacing === undefined
+        ? await this.#db.query('INSERT INTO gateway_agents (agent_id, certificate, seen_at_ms) VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING RETURNING 1 AS done', [
+            certificate.agentId,
+            encoded,
+            this.#clock(),
+          ])
+        : await this.#db.query('UPDATE gateway_agents SET certificate = $2 WHERE agent_id = $1 AND certificate = $3 RETURNING 1 AS done', [
+            certificate.agentId,
+            encoded,
+            toBinary(AgentCertificateSchema, replacing),
+          ]);
+    return rows.length === 1;
   }
 
   /**

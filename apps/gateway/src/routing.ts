@@ -1,7 +1,9 @@
 /**
  * Routing (docs/PROTOCOL.md §10.3, §17.6): the checks every relayed item
  * passes after authentication — shape, sender, size, rate, route and policy
- * (replies only to what went the other way), an envelope's signature — in that order, then
+ * (replies only to what went the other way; a recipient the gateway holds no
+ * certificate of is judged by the registry-issued one its sender introduced, verified
+ * and then remembered), an envelope's signature — in that order, then
  * the relay decision:
  * - live recipient with a free slot and no backlog: its audit entry is
  *   group-committed (awaited: nothing is relayed unaudited), then it is written
@@ -22,7 +24,7 @@
 import { toHex } from '@parley/crypto-core';
 import type { AuditLog, AuditNotification } from '@parley/audit';
 import { MAX_CERTIFICATE_BYTES, encodeCertificate, verifyCertificate } from '@parley/identity';
-import { DeliveryStatus, MessageType, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
+import { DeliveryStatus, MessageType, type AgentCertificate, type DeliveryReceipt, type Outbound, type SendRequest, type SessionReject } from '@parley/proto';
 import { RpcError } from '@parley/rpc';
 import { SESSION_ID_BYTES, assertEnvelopeShape, assertFrameShape, isAgentId, messageHashOf, verifyEnvelopeDigestWith, type EnvelopeDigest } from '@parley/session';
 import type { Accepted } from './accepted.js';
@@ -127,6 +129,41 @@ export const CONNECT_RATE = { ratePerSecond: 2, burst: 20 } as const;
 /** What a sender is told when the route is refused (§10.3 step 5), whether or not the addressee exists. */
 const ROUTE_DENIED = 'the route to this recipient is not allowed';
 
+/**
+ * Checks an item's `recipient_certificate` (§10.3 step 5, first contact), read only when the gateway holds no
+ * certificate of the addressee `to`: at most {@link MAX_CERTIFICATE_BYTES} encoded and well-formed, then §3.3 with
+ * the gateway's trust bundle, now, and the FULL revocation checker — not the serial-only relaxation of stored
+ * certificates (Router#offline): a sender gets the current certificate from the registry, so a superseded or
+ * revoked one has no business here —, and it must be a certificate of `to`.
+ * @returns the verified certificate
+ * @throws RpcError with the certificate's own code (`malformed`, `unsupported_version`, `unknown_issuer`,
+ *   `bad_certificate`, `not_yet_valid`, `expired`, `identity_mismatch`, `revoked`, `revocation_stale`): the peer
+ *   line speaks of the supplied certificate only; `localDetails` is the full reason, for the security log
+ */
+export function verifyRecipientCertificate(
+  ctx: Pick<GatewayContext, 'crypto' | 'trustBundle' | 'revocations'>,
+  certificate: AgentCertificate,
+  to: string,
+  nowMs: number,
+): VerifiedCertificate {
+  const refused = (error: unknown, answer?: string): never => {
+    const e = RpcError.from(error);
+    throw new RpcError(e.code, `recipient_certificate refused: ${answer ?? e.details}`, { cause: error, localDetails: `recipient_certificate refused: ${e.localDetails}` });
+  };
+  let encoded: Uint8Array;
+  try {
+    encoded = encodeCertificate(certificate); // its fields and version, no unknown fields, at most MAX_CERTIFICATE_BYTES
+  } catch (error) {
+    return refused(error, `not a well-formed certificate of at most ${MAX_CERTIFICATE_BYTES} bytes`);
+  }
+  if (encoded.length > MAX_CERTIFICATE_BYTES) return refused(new RpcError('malformed', `recipient_certificate exceeds ${MAX_CERTIFICATE_BYTES} bytes`));
+  try {
+    return verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs, revocations: ctx.revocations, expectedAgentId: to });
+  } catch (error) {
+    return refused(error, RpcError.from(error).code === 'identity_mismatch' ? "not a certificate of the item's recipient" : undefined);
+  }
+}
+
 /** The agent an item must come from (the authenticated one), and the agent it goes to. */
 function routeOf(item: RelayItem): { from: string; to: string } {
   switch (item.case) {
@@ -184,10 +221,21 @@ export class Router {
   readonly #storage: Storage;
   readonly #replies: ReplyGuard;
   readonly #directory = new Map<string, { cert: VerifiedCertificate | undefined; atMs: number }>();
+  /**
+   * The revocation check of stored certificates (#offline): a certificate revoked by its serial alone (the agent id
+   * is not) still routes (§17.8).
+   */
+  readonly #seenRevocations: RevocationChecker;
   #policy: Policy;
 
   constructor(ctx: GatewayContext, options: RouterOptions) {
     this.#ctx = ctx;
+    this.#seenRevocations = {
+      check: (subject, nowMs) => {
+        const status = ctx.revocations.check(subject, nowMs);
+        return status.revoked && status.by === 'serial' ? { revoked: false } : status;
+      },
+    };
     this.#policy = options.policy;
     this.#limiter = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
     this.#unarySends = new RateLimiter({ ...options.rateLimit, clock: ctx.clock });
@@ -238,13 +286,15 @@ export class Router {
 
   /**
    * Routes one item, with metrics: latency, routed by kind and status, rejected by code.
+   * `recipientCertificate`: the item's `recipient_certificate` (Outbound, SendRequest), read only when the gateway
+   * holds no certificate of the addressee (§10.3 step 5); otherwise ignored, unverified.
    * @throws RpcError with the stable code of the first failing check (already logged)
    */
-  async route(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource): Promise<Routed> {
+  async route(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource, recipientCertificate?: AgentCertificate): Promise<Routed> {
     const metrics = this.#ctx.metrics;
     const stop = metrics.latency.startTimer();
     try {
-      const result = await this.#route(sender, rawItem, size, where);
+      const result = await this.#route(sender, rawItem, size, where, recipientCertificate);
       stop();
       metrics.routed.inc({ kind: rawItem.case ?? 'none', status: result.status === DeliveryStatus.DELIVERED ? 'delivered' : 'queued' });
       if (rawItem.case === 'handshake') metrics.handshakes.inc({ step: String(rawItem.value.step) });
@@ -264,33 +314,67 @@ export class Router {
   async #offline(agentId: string): Promise<VerifiedCertificate | undefined> {
     const ctx = this.#ctx;
     const now = ctx.clock();
-    const agentRevocations: RevocationChecker = {
-      check: (subject, nowMs) => {
-        const status = ctx.revocations.check(subject, nowMs);
-        return status.revoked && status.by === 'serial' ? { revoked: false } : status;
-      },
-    };
-    let entry = this.#directory.get(agentId);
+    const entry = this.#directory.get(agentId);
     if (entry === undefined || now - entry.atMs > DIRECTORY_CACHE_MS) {
       const certificate = await ctx.mailbox.lastCertificate(agentId);
-      let cert: VerifiedCertificate | undefined;
-      try {
-        cert = certificate === undefined ? undefined : verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: agentRevocations });
-      } catch {
-        cert = undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
-      }
-      entry = { cert: cert?.agentId === agentId ? cert : undefined, atMs: now };
-      this.#directory.set(agentId, entry);
-      if (this.#directory.size > DIRECTORY_CACHE_ENTRIES) this.#directory.delete(this.#directory.keys().next().value!);
-      return entry.cert;
+      return this.#cache(agentId, certificate === undefined ? undefined : this.#verifiesAsSeen(certificate, agentId, now), now).cert;
     }
     const cert = entry.cert;
     if (cert === undefined || now >= cert.validUntilMs || now < cert.validFromMs) return undefined;
     try {
-      return agentRevocations.check({ agentId, serial: cert.serial }, now).revoked ? undefined : cert;
+      return this.#seenRevocations.check({ agentId, serial: cert.serial }, now).revoked ? undefined : cert;
     } catch {
       return undefined;
     }
+  }
+
+  /** A stored certificate of `agentId` verified as #offline does (serial-only revocation relaxed); undefined when it does not verify. */
+  #verifiesAsSeen(certificate: AgentCertificate, agentId: string, now: number): VerifiedCertificate | undefined {
+    const ctx = this.#ctx;
+    try {
+      const cert = verifyCertificate(ctx.crypto, certificate, { trustBundle: ctx.trustBundle, nowMs: now, revocations: this.#seenRevocations });
+      return cert.agentId === agentId ? cert : undefined;
+    } catch {
+      return undefined; // revoked, expired, or no longer trusted: treated like a never-seen agent
+    }
+  }
+
+  /** Records a directory entry (bounded: the oldest goes first). */
+  #cache(agentId: string, cert: VerifiedCertificate | undefined, now: number): { cert: VerifiedCertificate | undefined; atMs: number } {
+    const entry = { cert, atMs: now };
+    this.#directory.delete(agentId); // re-inserted last: the newest entry is the last one evicted
+    this.#directory.set(agentId, entry);
+    if (this.#directory.size > DIRECTORY_CACHE_ENTRIES) this.#directory.delete(this.#directory.keys().next().value!);
+    return entry;
+  }
+
+  /**
+   * Remembers a certificate a sender introduced for a recipient the gateway held none of (§10.3 step 5):
+   * stored as its last certificate (`gateway_agents`: inserted, or replacing a stored one that no longer verifies
+   * — never one that does, which the agent presented itself or another sender introduced meanwhile: the agent's
+   * own connect always wins, it upserts its row), its presence untouched; and cached here, so the next item is
+   * not verified again. A failed write is logged, not refused: the item was checked in full, and a later item
+   * without the certificate then finds none, as before.
+   */
+  async #remember(agentId: string, cert: VerifiedCertificate, certificate: AgentCertificate): Promise<void> {
+    const ctx = this.#ctx;
+    try {
+      // Read again, not from the cache: the agent may have connected (on any instance) since #offline looked.
+      const stored = await ctx.track(ctx.mailbox.lastCertificate(agentId));
+      if (stored !== undefined && this.#verifiesAsSeen(stored, agentId, ctx.clock()) !== undefined) {
+        this.#directory.delete(agentId); // the next item reads that one
+        return;
+      }
+      if (!(await ctx.track(ctx.mailbox.rememberCertificate(certificate, stored)))) {
+        this.#directory.delete(agentId); // written meanwhile by someone else: the next item reads it
+        return;
+      }
+    } catch (error) {
+      ctx.log.warn({ err: error, peer: agentId }, 'recording an introduced certificate failed');
+      return;
+    }
+    ctx.log.info({ peer: agentId, serial: toHex(cert.serial) }, 'recipient certificate introduced by a sender recorded');
+    this.#cache(agentId, cert, ctx.clock());
   }
 
   /** Forgets a cached directory entry (the agent authenticated again, or was revoked). */
@@ -320,7 +404,7 @@ export class Router {
    * overlap with the next item's checks.
    * @throws RpcError with the stable code of the first failing check (already logged)
    */
-  async #route(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource): Promise<Routed> {
+  async #route(sender: Sender, rawItem: Outbound['item'] | SendRequest['item'], size: number, where: RouteSource, recipientCertificate: AgentCertificate | undefined): Promise<Routed> {
     const previous = sender.turn;
     let release!: () => void;
     if (previous !== undefined) sender.turn = new Promise<void>((resolve) => (release = resolve));
@@ -343,7 +427,7 @@ export class Router {
         counted = true;
       }
       if (previous !== undefined) await previous;
-      commit = await this.#check(sender, rawItem, size, where, early, charged);
+      commit = await this.#check(sender, rawItem, size, where, recipientCertificate, early, charged);
     } finally {
       charged();
       release?.();
@@ -381,6 +465,7 @@ export class Router {
     rawItem: Outbound['item'] | SendRequest['item'],
     size: number,
     where: RouteSource,
+    recipientCertificate: AgentCertificate | undefined,
     early?: Early,
     charged?: () => void,
   ): Promise<() => Promise<Routed>> {
@@ -457,6 +542,24 @@ export class Router {
         return fail('unavailable', 'gateway storage unavailable');
       }
     }
+    // First contact: the gateway holds no certificate of the recipient, and the sender attached the one the
+    // registry issued (`recipient_certificate`, read only now: for a recipient the gateway knows it is ignored
+    // unverified, so the fast path pays nothing for it). It is verified fully — a certificate that fails is
+    // refused with its own code and a line about that certificate alone — and then stands for the recipient
+    // exactly as a certificate it authenticated would (the policy below), and is remembered once the item passes.
+    let introduced: { readonly cert: VerifiedCertificate; readonly certificate: AgentCertificate } | undefined;
+    if (recipient === undefined && recipientCertificate !== undefined) {
+      try {
+        const cert = verifyRecipientCertificate(ctx, recipientCertificate, to, ctx.clock());
+        introduced = { cert, certificate: recipientCertificate };
+        recipient = cert;
+      } catch (error) {
+        const e = RpcError.from(error);
+        const claimed = isAgentId(recipientCertificate.agentId) ? recipientCertificate.agentId : '(not an agent id)';
+        const serial = recipientCertificate.serial.length === 16 ? toHex(recipientCertificate.serial) : '(not a serial)';
+        return refuse(e.code, `${e.localDetails} (certificate of ${claimed}, serial ${serial})`, e.details);
+      }
+    }
     // The same answer on the wire for both (the detail is in the security log only): which ids exist is not told.
     if (recipient === undefined) return refuse('policy_denied', `recipient ${to} was never seen or its last certificate no longer verifies`, ROUTE_DENIED);
     const allowed = isReply ? this.#policy.allows(recipient, sender.cert) : this.#policy.allows(sender.cert, recipient);
@@ -477,6 +580,9 @@ export class Router {
         return refuse('identity_mismatch', `${item.case} signer_certificate is not the certificate this stream authenticated`);
       }
     }
+    // Every check passed: a certificate introduced above is now the recipient's last one seen (the database and
+    // this instance's directory), so that the next item needs none.
+    if (introduced !== undefined) await this.#remember(to, introduced.cert, introduced.certificate);
     if (isReply) this.#consumeReply(item);
     // A resend of an envelope whose audit entry this instance wrote (or that it delivered, which it does only
     // after that entry committed: the sender's outbox, §17.2) gets no second entry. One whose entry failed does.

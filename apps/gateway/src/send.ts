@@ -4,7 +4,8 @@
  * layout (gateway id, timestamp, nonce, item digest), with a timestamp window
  * and single-use nonces kept in the database (`gateway_send_nonces`), so a
  * captured request does not replay after a restart or on another instance
- * sharing the database; then routed like a stream's item (./routing.ts).
+ * sharing the database; then routed like a stream's item (./routing.ts), with
+ * its `recipient_certificate` for a first contact.
  */
 import { toHex } from '@parley/crypto-core';
 import { verifyCertificate, type VerifiedCertificate } from '@parley/identity';
@@ -85,6 +86,8 @@ export class UnarySend {
     if (!fresh) return refuse('replay', `send nonce ${toHex(request.nonce)} already used`);
     const size = requestBytesOf(request)?.length ?? call.requestBytes.length;
     const sender: Sender = { cert, remote };
-    return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }));
+    // `recipient_certificate` is not covered by the signature: a certificate is verified against its issuer,
+    // whoever attaches it, and only when the gateway holds no certificate of the recipient (./routing.ts).
+    return ctx.track(this.#router.route(sender, request.item, size, { stage: 'send' }, request.recipientCertificate));
   }
 }

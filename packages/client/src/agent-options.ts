@@ -8,6 +8,7 @@ import type { AgentCertificate, DeliveryReceipt, JsonValue, MessagePayload, Mess
 import type { Disclosure, LocalIdentity, SessionManagerEvent, SessionTimeouts, SkewLimits } from '@parley/session';
 import type { TrustBundleFollowerEvent } from '@parley/protocol';
 import type { ClientError } from './errors.js';
+import type { DirectorySecurityEvent } from './first-contact.js';
 import type { RevocationListEvent, RevocationSecurityEvent } from './revocation-follow.js';
 import type { StateStore } from './state-store.js';
 
@@ -190,6 +191,8 @@ export type SendOutcome =
  * - `revocation_list`: the followed revocation list was loaded, brought revocations, became unreachable or was
  *   refused, went stale (every check fails closed) or fresh again (with `registry` and no `revocations`);
  * - `security` with stage `revocation`: a session closed because the agent's revocation data now revokes its peer;
+ * - `security` with stage `directory`: the certificate the registry returned for a first contact's recipient (an agent
+ *   the gateway never saw) does not verify against the agent's trust bundle; the sends to it fail `policy_denied`;
  * - `revocation_unchecked`: once at connect, when the agent has no revocation data (no `registry`, no `revocations`).
  */
 export type AgentEvent =
@@ -204,6 +207,7 @@ export type AgentEvent =
   | { readonly kind: 'state_error'; readonly error: ClientError }
   | { readonly kind: 'trust_bundle'; readonly event: TrustBundleFollowerEvent }
   | RevocationSecurityEvent
+  | DirectorySecurityEvent
   | { readonly kind: 'revocation_list'; readonly event: RevocationListEvent }
   | { readonly kind: 'revocation_unchecked'; readonly detail: string };
 

@@ -18,22 +18,24 @@
  * This file is the facade that wires the parts together: `gateway-link.ts` (the stream and reconnection),
  * `outbox.ts` (sending), `inbox.ts` (receiving and the application's ack), `handshakes.ts` (session
  * establishment and held envelopes), `durable-state.ts` (the journal), `registry-follow.ts` (the trust
- * bundle), `revocation-follow.ts` (the agent's own revocation list, §8.4), `events.ts` (onEvent). The public
+ * bundle), `revocation-follow.ts` (the agent's own revocation list, §8.4), `first-contact.ts` (a recipient the gateway
+ * never saw, looked up in the registry, §10.3), `events.ts` (onEvent). The public
  * types are in `agent-options.ts`.
  */
 import { createCrypto, fromBase64Url, fromHex, toBase64Url, type ParleyCrypto } from '@parley/crypto-core';
 import { TrustBundle } from '@parley/identity';
 import { MemoryClient } from '@parley/memory';
-import { DeliveryStatus, type AgentCertificate, type Delivery, type DeliveryReceipt, type JsonValue, type MessageType } from '@parley/proto';
+import { DeliveryStatus, RegistryService, type AgentCertificate, type Delivery, type DeliveryReceipt, type JsonValue, type MessageType } from '@parley/proto';
 import { DEFAULT_TIMEOUTS, SessionManager, type FrameTransport, type SecurityEvent, type Session } from '@parley/session';
 import { Channel } from '@parley/async';
-import type { TrustBundleFollower, TrustBundleFollowerState } from '@parley/protocol';
+import { signAgentRequest, type TrustBundleFollower, type TrustBundleFollowerState } from '@parley/protocol';
 import { isLoopbackAddress } from '@parley/rpc';
 import { maxAgeMs, type ConnectOptions, type ReceivedMessage, type SendOptions } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
 import { DurableState } from './durable-state.js';
 import { ClientError } from './errors.js';
 import { AgentEvents } from './events.js';
+import { FirstContact } from './first-contact.js';
 import { GatewayLink, gatewayCredentials } from './gateway-link.js';
 import { Handshakes } from './handshakes.js';
 import { Inbox } from './inbox.js';
@@ -45,9 +47,16 @@ import { createRegistryFollow, startFollowing, type RegistryFollow } from './reg
 import { RegistryRevocations, closeRevokedSessions, keptFromJournal, keptRecords, type KeptRevocations, type RevocationListStatus } from './revocation-follow.js';
 
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
+export type { DirectorySecurityEvent } from './first-contact.js';
 export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './revocation-follow.js';
 
 const SEND_ID_RE = /^[\x21-\x7e]{1,128}$/;
+
+/** The registry method an agent signs itself (§15.3): the recipient lookup of a first contact. */
+const GET_AGENT_PATH = `/${RegistryService.typeName}/${RegistryService.method.getAgent.name}`;
+
+/** How long one registry lookup of a recipient may take. */
+const LOOKUP_TIMEOUT_MS = 5_000;
 
 /**
  * Connects an agent to its gateway: replays its saved state (if a
@@ -101,6 +110,8 @@ export class Agent {
   readonly #outbox: Outbox;
   readonly #inbox: Inbox;
   readonly #handshakes: Handshakes;
+  /** A first contact with an agent the gateway never saw: its certificate looked up in the registry (with `registry`). */
+  readonly #firstContact: FirstContact;
   /** Journals a fresh snapshot of a session whenever it moved far enough past the last one (§13, §7). */
   readonly #snapshots = new SessionSnapshots(() => this.#manager);
   readonly #app = new Channel<ReceivedMessage>();
@@ -158,20 +169,33 @@ export class Agent {
     const record = (records: JournalRecord[]): Promise<void> => this.#state.record(this.#state.enabled ? this.#snapshots.refresh(records) : records);
     this.#trust = options.registry === undefined ? options.trustBundle : TrustBundle.live(() => this.#registry?.follower.trustBundle ?? options.trustBundle);
     const frameTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
+    this.#firstContact = new FirstContact({
+      crypto,
+      agentId: options.identity.agentId,
+      getAgent: options.registry === undefined ? undefined : (agentId) => this.#getAgent(agentId),
+      trustBundle: () => this.#trust,
+      ...(options.revocations === undefined ? {} : { revocations: options.revocations }),
+      refreshTrustBundle: async () => void (await this.#registry?.follower.refresh()),
+      emit,
+    });
     const transport: FrameTransport = {
       // The gateway's answer to a frame sent while a delivery is handled (a responder's step 2, an initiator's step 3)
       // holds every later delivery behind it: a gateway that never answers must not hold them for good, so it waits
       // at most the handshake timeout (the handshake itself gives up then too).
       sendFrame: async (frame) => {
         let timer: NodeJS.Timeout | undefined;
+        let waiting = true;
         const late = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `the gateway did not answer a handshake frame within ${frameTimeoutMs} ms`)), frameTimeoutMs);
         });
         try {
-          const accepted = await Promise.race([this.#link.relay((conn) => conn.sendFrame(frame)), late]);
+          // A step 1 refused `policy_denied` for a recipient the gateway never saw goes again with its registry certificate.
+          const relayed = this.#firstContact.relay(frame, (certificate) => this.#link.relay((conn) => conn.sendFrame(frame, certificate)), () => waiting && !this.#lifecycle.stopped);
+          const accepted = await Promise.race([relayed, late]);
           // QUEUED: stored for an offline recipient — a step 1 then waits for its answer while sends wait (§5.4).
           return { queued: accepted.status === DeliveryStatus.QUEUED };
         } finally {
+          waiting = false;
           clearTimeout(timer);
         }
       },
@@ -194,6 +218,7 @@ export class Agent {
       ...(options.stateKey === undefined ? {} : { stateKey: options.stateKey }),
       ...(options.acceptHandshake === undefined ? {} : { acceptHandshake: options.acceptHandshake }),
       onEvent: (event) => {
+        if (event.kind === 'established') this.#firstContact.handshakeOver(event.session.idHex);
         this.#handshakes.onSessionEvent(event);
         this.#events.session(event);
       },
@@ -337,7 +362,14 @@ export class Agent {
     await this.#restore();
     const registry = this.#options.registry;
     if (registry !== undefined) {
-      this.#registry = createRegistryFollow({ crypto: this.#crypto, registry, pinned: this.#options.trustBundle, state: this.#state, emit: (e) => this.#events.emit(e) });
+      this.#registry = createRegistryFollow({
+        crypto: this.#crypto,
+        registry,
+        pinned: this.#options.trustBundle,
+        state: this.#state,
+        emit: (e) => this.#events.emit(e),
+        signer: (path, body) => this.#signDirectoryRead(path, body),
+      });
       const revocations = this.#revocationList === undefined ? undefined : { list: this.#revocationList, source: this.#registry.client };
       await startFollowing(this.#registry.follower, revocations);
     }
@@ -444,6 +476,33 @@ export class Agent {
     this.#link.close();
     await this.#state.close();
     this.#app.end();
+  }
+
+  /**
+   * The recipient lookup of a first contact (§15.3): `GetAgent` signed as this agent — a registry takes an agent's
+   * own signed directory read whatever its `directory_reads` setting.
+   * @throws ClientError the registry's code; `unavailable` while the registry's id is not known yet (it never answered)
+   */
+  async #getAgent(agentId: string): Promise<Awaited<ReturnType<RegistryFollow['client']['getAgent']>>> {
+    const registry = this.#registry;
+    if (registry === undefined || this.#registryId() === undefined) throw new ClientError('unavailable', 'the registry has not answered yet: its id, which an agent request signs, is not known');
+    try {
+      return await registry.client.getAgent({ agentId }, { timeoutMs: LOOKUP_TIMEOUT_MS });
+    } catch (error) {
+      throw ClientError.from(error);
+    }
+  }
+
+  /** The agent request signature of a GetAgent call (§15.3); nothing for every other call (they are open reads). */
+  #signDirectoryRead(path: string, body: Uint8Array): Record<string, string> | undefined {
+    const registryId = this.#registryId();
+    if (path !== GET_AGENT_PATH || registryId === undefined) return undefined;
+    const { identity } = this.#options;
+    return signAgentRequest(this.#crypto, { agentId: identity.agentId, serial: identity.certificate.serial, secretKey: identity.signingKey }, { registryId, path, body });
+  }
+
+  #registryId(): Uint8Array | undefined {
+    return this.#options.registry?.registryId ?? this.#registry?.follower.registryId;
   }
 
   get #follower(): TrustBundleFollower | undefined {

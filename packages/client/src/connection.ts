@@ -8,6 +8,7 @@ import type { ParleyCrypto } from '@parley/crypto-core';
 import {
   AgentGatewayService,
   type Accepted,
+  type AgentCertificate,
   type ConnectRequestSchema,
   type ConnectResponse,
   type Delivery,
@@ -200,9 +201,12 @@ export class GatewayConnection {
     };
   }
 
-  /** Relays a handshake frame. */
-  sendFrame(frame: HandshakeFrame): Promise<Accepted> {
-    return this.#send({ case: 'handshake', value: frame });
+  /**
+   * Relays a handshake frame; a step 1 may carry the recipient's registry certificate (`Outbound.recipient_certificate`),
+   * for a recipient the gateway may never have seen (docs/PROTOCOL.md §10.3).
+   */
+  sendFrame(frame: HandshakeFrame, recipientCertificate?: AgentCertificate): Promise<Accepted> {
+    return this.#send({ case: 'handshake', value: frame }, recipientCertificate);
   }
 
   /** Relays an envelope. */
@@ -283,7 +287,7 @@ export class GatewayConnection {
     void this.closed.finally(() => clearTimeout(timer));
   }
 
-  #send(item: RelayItem): Promise<Accepted> {
+  #send(item: RelayItem, recipientCertificate?: AgentCertificate): Promise<Accepted> {
     if (this.#ended !== undefined) return Promise.reject(this.#ended);
     if (this.#pending.size >= MAX_UNANSWERED) {
       // The gateway answers every item (Accepted or Rejected). This many waiting is refused (the outbox sends it
@@ -300,7 +304,7 @@ export class GatewayConnection {
     const requestId = this.#nextRequestId++;
     return new Promise<Accepted>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject, atMs: Date.now() });
-      this.#requests.push({ kind: { case: 'send', value: { requestId, item } } });
+      this.#requests.push({ kind: { case: 'send', value: { requestId, item, ...(recipientCertificate === undefined ? {} : { recipientCertificate }) } } });
     });
   }
 

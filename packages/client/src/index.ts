@@ -11,6 +11,8 @@ export { isLoopbackAddress } from '@parley/rpc';
 export type { ConnectOptions, RegistryFollowOptions, SendOptions, ReceivedMessage, AgentEvent, ReceiptSecurityEvent, SendOutcome, TlsOptions } from './agent.js';
 // The agent's own revocation data (docs/PROTOCOL.md §8.4): the registry's list it follows, its events and status
 export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './agent.js';
+// A first contact with an agent the gateway never saw: its registry certificate did not verify (PROTOCOL §10.3)
+export type { DirectorySecurityEvent } from './agent.js';
 // Enrolment with a join token: the agent's key is generated where it runs (docs/PROTOCOL.md §15.11)
 export { enroll } from './enrol.js';
 export type { EnrolOptions, Enrolment } from './enrol.js';

@@ -9,7 +9,7 @@ import { fromBase64Url, toBase64Url, type ParleyCrypto } from '@parley/crypto-co
 import type { TrustBundle } from '@parley/identity';
 import { RegistryService } from '@parley/proto';
 import { TrustBundleFollower } from '@parley/protocol';
-import { createClient, isLoopbackAddress, type Client } from '@parley/rpc';
+import { createClient, isLoopbackAddress, type Client, type RequestSigner } from '@parley/rpc';
 import type { AgentEvent, RegistryFollowOptions } from './agent-options.js';
 import type { DurableState } from './durable-state.js';
 import { ClientError } from './errors.js';
@@ -30,6 +30,8 @@ export function createRegistryFollow(o: {
   readonly pinned: TrustBundle;
   readonly state: DurableState;
   readonly emit: (event: AgentEvent) => void;
+  /** Signs the calls that need it (the agent's own directory reads, §15.3); the others go unsigned. */
+  readonly signer?: RequestSigner;
 }): RegistryFollow {
   const r = o.registry;
   if (r.rootCerts === undefined && !isLoopbackAddress(r.address)) {
@@ -40,6 +42,7 @@ export function createRegistryFollow(o: {
     // (apps/gateway's revocation-feed.ts): otherwise a registry back after an outage is seen only when the
     // channel's timer fires, and the agent's list stays stale (fail closed) meanwhile.
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 2_000 },
+    ...(o.signer === undefined ? {} : { signer: o.signer }),
   });
   const state = o.state;
   let follower: TrustBundleFollower;
