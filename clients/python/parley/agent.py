@@ -7,7 +7,9 @@ Sender side
     unsealed record (``parley.state``), resumed after a restart, sealed once a handshake completes — one
     per peer, retried with backoff until the message expires, waiting for the step 2 of a step 1 the
     gateway stored for an offline peer (``QUEUED``) as long; a permanent handshake failure settles every
-    send waiting on that peer. Every seal (the first after a wait, a reseal) carries the message's
+    send waiting on that peer. A step 1 refused ``policy_denied`` because the gateway never saw the peer is,
+    with a :class:`~parley.RegistryTrustBundle`, sent again with the peer's registry certificate attached
+    (a first contact, ``parley.directory``). Every seal (the first after a wait, a reseal) carries the message's
     creation time: its validity at the recipient ends with its expiry here. Counters are reserved durably (in blocks) before sealing; the sealed envelope and its payload
     go to the outbox durably before they are relayed; the same bytes are resent after every
     reconnect, after a restart, and when no receipt came within a resend interval (5 s doubling to
@@ -51,6 +53,7 @@ import bisect
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -66,6 +69,7 @@ from .disclosure import Disclosure
 from .encoding import b64url_decode, b64url_encode
 from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
 from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
+from .directory import FirstContact, send_step1
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
@@ -77,6 +81,7 @@ from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, 
 from .replay import MessageHashCache, ReplayWindow
 from .session import CLOSING_CODES, DEFAULT_SKEW, LocalIdentity, Opened, Session, SkewLimits, now_ms
 from .state import IDENTITY_RECORD, MAX_PREVIOUS_STATE_KEYS, DirectoryStateStore, MemoryStateStore, StateKeyMismatch, check_previous_keys, derive_state_key
+from .trust_bundle import RegistryTrustBundle
 from .types import Backoff, Event, EventKind, MessageType, Receipt
 
 _log = logging.getLogger("parley")
@@ -101,8 +106,9 @@ PERMANENT_REFUSALS: Final = frozenset(
 )
 RESERVE_BLOCK: Final = 256
 #: Failures of a handshake that retrying cannot change (§17.2 item 6, as @parley/client's
-#: ``PERMANENT_HANDSHAKE_FAILURES``): the gateway's word (its policy — also for a recipient it does not know —, its
-#: limits, the protocol) and the peer's certificate and identity. They settle every send waiting for a session with that
+#: ``PERMANENT_HANDSHAKE_FAILURES``): the gateway's word (its policy — also for a recipient it does not know, once the
+#: first-contact lookup could not introduce it, ``parley.directory`` —, its limits, the protocol) and the peer's
+#: certificate and identity. They settle every send waiting for a session with that
 #: peer with the code. Every other failure (a timeout — no step 2, a garbled one, one lost with a restart —, the gateway
 #: unavailable or reconnecting, ``rate_limited``, ``quota_exceeded``, stale revocation data, a peer certificate
 #: ``not_yet_valid``, a session id collision, …) is retried with backoff until the messages expire. Nothing of a send
@@ -490,7 +496,9 @@ async def connect(
     Args:
         gateway: ``host:port`` of the gateway.
         identity: this agent (:func:`parley.load_identity` reads what the registry CLI writes).
-        trust_bundle: the pinned issuer keys, or the path of the §3.3 JSON file.
+        trust_bundle: the pinned issuer keys, or the path of the §3.3 JSON file; a :class:`parley.RegistryTrustBundle`
+            follows the registry's signed bundle, and lets the agent write first to a recipient the gateway has never
+            seen (it looks the recipient's certificate up in the registry and attaches it to the handshake).
         expected_gateway_id: the gateway id its challenge must name (``identity_mismatch`` otherwise).
         tls: TLS settings; ``None`` (plaintext) is accepted only for a loopback gateway.
         state_dir: where the outbox, inbox, receipts and sessions live (durable, sealed, one process
@@ -649,6 +657,16 @@ class Agent:
         self._io = asyncio.Lock()
         self._cache = MessageHashCache()
         self._config = HandshakeConfig(identity=identity, trust_bundle=trust_bundle, revocations=revocations, rekey_threshold=rekey_threshold, skew=skew, cache=self._cache)
+        # A first contact with a recipient the gateway never saw: its certificate looked up in the registry the trust
+        # bundle follows (none without one: such a step 1 then fails policy_denied at once).
+        registry = trust_bundle if isinstance(trust_bundle, RegistryTrustBundle) else None
+        self._first_contact = FirstContact(
+            get_agent=None if registry is None else functools.partial(registry.get_agent, identity=identity),
+            trust_bundle=trust_bundle,
+            revocations=revocations,
+            refresh_trust_bundle=None if registry is None else registry.refresh,
+            on_security=lambda code, peer, detail: self._security("directory", code, peer, None, detail),
+        )
         # sessions
         self._sessions: dict[bytes, Session] = {}
         self._current: dict[str, Session] = {}
@@ -776,8 +794,9 @@ class Agent:
             The :class:`Receipt`, its signature verified with the recipient's certified key.
 
         Raises:
-            GatewayError: a definite refusal (``policy_denied`` — also of a handshake with an unknown
-                recipient —, ``too_large``, ``revoked``, …).
+            GatewayError: a definite refusal (``policy_denied`` — also of a handshake with a recipient the gateway
+                never saw, when the agent's trust bundle is no :class:`parley.RegistryTrustBundle` or the registry
+                has no such agent, or a certificate of it that verifies —, ``too_large``, ``revoked``, …).
             SessionError, IdentityError: the handshake failed for good, or the current session's peer did
                 (``revoked``, ``expired``, ``unknown_issuer``, ``bad_certificate``, ``identity_mismatch``,
                 ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``).
@@ -984,6 +1003,7 @@ class Agent:
         for task in self._main_tasks + list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._first_contact.close()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -1517,7 +1537,12 @@ class Agent:
         A step 1 the gateway answers ``DELIVERED`` waits ``handshake_timeout`` for its step 2. One it answers
         ``QUEUED`` was stored for an offline peer, which answers when it connects and its mailbox drains: it waits
         until the latest expiry of the sends waiting on it (none: ``handshake_timeout``, as before), sending the same
-        step 1 again meanwhile at the resend interval, doubling."""
+        step 1 again meanwhile at the resend interval, doubling.
+
+        A step 1 refused ``policy_denied`` — the gateway never saw the peer — is, when the agent follows its registry,
+        sent again as it is with the peer's verified registry certificate attached, and so are its resends
+        (``parley.directory``): the lookup failing for good is ``policy_denied``, for now (the registry unreachable)
+        a failure retried like the others."""
         last: ParleyError = SessionError("handshake_failed", f"handshake with {peer!r} timed out")
         attempt = 0
         while True:
@@ -1535,9 +1560,17 @@ class Agent:
             waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
             self._initiating[handshake.session_id] = _Initiating(handshake, waiter)
             queued = False
+            sid = handshake.session_id
             try:
                 started = time.monotonic()
-                accepted = await conn.send("handshake", frame1)  # a policy refusal is definite: raised as is
+                # A policy refusal is definite: raised as is — unless the gateway never saw the peer and its registry
+                # certificate can be attached (a first contact): then the same step 1 goes again with it.
+                accepted = await self._first_contact.relay(
+                    peer,
+                    sid,
+                    lambda certificate: send_step1(conn, frame1, certificate),
+                    lambda: sid in self._initiating and not waiter.done() and not self._closed and self._fatal is None,
+                )
                 queued = accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED
                 limit = time.monotonic() + self._handshake_timeout
                 if not queued:
@@ -1568,7 +1601,8 @@ class Agent:
                             next_resend = now + self._retry_delay(resends + 1)
                             current = self._conn
                             if current is not None and current.is_open:
-                                self._fire(current, "handshake", frame1, "handshake step 1 (sent again)")
+                                # With the recipient certificate its first copy carried, if it carried one.
+                                self._report_refusal(send_step1(current, frame1, self._first_contact.attached(sid)), "handshake step 1 (sent again)")
             except asyncio.TimeoutError:
                 last = SessionError("handshake_failed", f"handshake with {peer!r} timed out" + (": its step 1 waits for the offline peer, and no message for it waits any more" if queued else ""))
             except ParleyError as error:
@@ -1579,6 +1613,7 @@ class Agent:
                 last = error
             finally:
                 self._initiating.pop(handshake.session_id, None)
+                self._first_contact.handshake_over(handshake.session_id)
                 if not waiter.done():
                     handshake.abort()
                     waiter.cancel()

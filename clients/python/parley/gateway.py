@@ -310,8 +310,12 @@ class GatewayConnection:
     def is_open(self) -> bool:
         return self._end is None
 
-    def send(self, kind: str, item: Any) -> asyncio.Future[Any]:
-        """Queues ``send {request_id, item}``; the future resolves with ``Accepted`` or fails with GatewayError."""
+    def send(self, kind: str, item: Any, recipient_certificate: Any | None = None) -> asyncio.Future[Any]:
+        """Queues ``send {request_id, item}``; the future resolves with ``Accepted`` or fails with GatewayError.
+
+        ``recipient_certificate``: the recipient's registry-issued ``AgentCertificate``, for a first contact with an
+        agent the gateway may never have seen (``Outbound.recipient_certificate``, docs/PROTOCOL.md §10.3 step 5).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._end is not None:
@@ -322,6 +326,8 @@ class GatewayConnection:
         request = gateway_pb2.ConnectRequest()
         request.send.request_id = request_id
         getattr(request.send, kind).CopyFrom(item)
+        if recipient_certificate is not None:
+            request.send.recipient_certificate.CopyFrom(recipient_certificate)
         size = request.ByteSize()  # as the writer counts it off
         if len(self._unanswered) >= MAX_UNANSWERED or (self._queued_send_bytes > 0 and self._queued_send_bytes + size > MAX_QUEUED_SEND_BYTES):
             # The gateway answers every item (accepted or rejected) and reads what is written. This many waiting is

@@ -22,7 +22,9 @@ key are skipped, the first one signed by one is the anchor.
 follows a registry: it polls ``GetTrustBundle``, keeps the newest verified
 version in a file (so a restart does not fall back to the pinned bundle), and
 keeps the last verified version when the registry cannot be reached. Pass it
-as ``trust_bundle`` to :func:`parley.connect`.
+as ``trust_bundle`` to :func:`parley.connect`. An agent given one also looks up,
+in that registry, a recipient the gateway has never seen (:meth:`RegistryTrustBundle.get_agent`,
+``GetAgent`` signed as the agent, §15.3: a first contact, ``parley.directory``).
 
 The saved state records the pinned bundle it was followed from
 (:func:`pinned_bundle_hash`); a restart with another pinned bundle does not
@@ -56,9 +58,11 @@ import grpc
 
 from . import crypto
 from .errors import IdentityError
+from .gateway import rpc_error_code
 from .identity import TrustBundle, TrustedIssuer, has_unknown_fields, key_id
 from .layout import Layout
-from .session import now_ms
+from .registry import agent_metadata
+from .session import LocalIdentity, now_ms
 from .v1 import identity_pb2, registry_pb2, registry_pb2_grpc
 
 DOMAIN: Final = "parley/v1/trust-bundle"
@@ -72,6 +76,10 @@ ACTIVE: Final = 2
 RETIRED: Final = 3
 _STATE_NAMES: Final = {PREPARED: "prepared", ACTIVE: "active", RETIRED: "retired"}
 _MAX_SAFE: Final = 2**53 - 1
+#: The registry method an agent signs itself (§15.3): a directory read of one agent.
+GET_AGENT_PATH: Final = "/parley.v1.RegistryService/GetAgent"
+#: Largest GetAgent answer taken: one agent record (a certificate of at most 4096 bytes, its type and capabilities).
+MAX_GET_AGENT_BYTES: Final = 64 * 1024
 
 _log = logging.getLogger("parley.trust_bundle")
 
@@ -464,6 +472,52 @@ class RegistryTrustBundle(TrustBundle):
             self._emit({"kind": "updated", "from": held, "to": self.version, "accepted": list(accepted)})
             self._save()
         return accepted
+
+    @property
+    def registry_id(self) -> bytes | None:
+        """The followed registry's id (given, or learnt from its first answer); None before that."""
+        return self._registry_id
+
+    async def get_agent(self, agent_id: str, identity: LocalIdentity, *, timeout: float = 5.0) -> registry_pb2.AgentRecord:
+        """``GetAgent`` for one agent id, signed as ``identity`` (an agent request signature, §15.3: a registry takes
+        an agent's own signed directory read whatever its ``directory_reads`` setting). The record is returned as the
+        registry sent it: its certificate is NOT verified here (the caller verifies it against the trust bundle it
+        uses).
+
+        Raises:
+            IdentityError: the registry's code (``not_found``: no agent with that id; ``permission_denied``,
+                ``rate_limited``, ``unavailable``: unreachable, …), ``failed_precondition`` before :meth:`start`,
+                ``unavailable`` while the registry's id (which the signature covers) is not known yet, ``malformed``
+                for an answer that does not decode or holds no agent.
+        """
+        if self._channel is None:
+            raise IdentityError("failed_precondition", "the RegistryTrustBundle is not started (use it inside `async with`): no registry channel to look agents up in")
+        if self._registry_id is None:
+            with contextlib.suppress(IdentityError):
+                await self.refresh()  # its first answer names the registry
+            if self._registry_id is None:
+                raise IdentityError("unavailable", "the registry has not answered yet: its id, which an agent request signs, is not known")
+        body = registry_pb2.GetAgentRequest(agent_id=agent_id).SerializeToString()
+        metadata = agent_metadata(identity.signing_key, identity.agent_id, bytes(identity.certificate.serial), self._registry_id, GET_AGENT_PATH, body, now_ms(), crypto.random_bytes(16))
+        # Bytes in, bytes out: the signature covers the exact request bytes sent.
+        method = self._channel.unary_unary(GET_AGENT_PATH, request_serializer=None, response_deserializer=None)
+        try:
+            answer = await method(body, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            code = rpc_error_code(error)
+            raise IdentityError(code, f"registry GetAgent {agent_id!r}: {error.details() or error.code().name}") from error  # type: ignore[arg-type]
+        except Exception as error:  # the channel closed under the call, …: typed, never raw
+            raise IdentityError("unavailable", f"registry GetAgent {agent_id!r} failed ({type(error).__name__})") from error
+        if not isinstance(answer, bytes) or len(answer) > MAX_GET_AGENT_BYTES:
+            raise _malformed("the registry's GetAgent answer is too large")
+        response = registry_pb2.GetAgentResponse()
+        try:
+            response.ParseFromString(answer)
+        except Exception as error:
+            raise _malformed("the registry's GetAgent answer does not decode") from error
+        if not response.HasField("agent"):
+            raise _malformed("the registry's GetAgent answer holds no agent")
+        return response.agent
 
     async def _poll(self) -> None:
         while True:
