@@ -180,24 +180,34 @@ export class Agent {
     });
     const transport: FrameTransport = {
       // The gateway's answer to a frame sent while a delivery is handled (a responder's step 2, an initiator's step 3)
-      // holds every later delivery behind it: a gateway that never answers must not hold them for good, so it waits
-      // at most the handshake timeout (the handshake itself gives up then too).
+      // holds every later delivery behind it: a gateway that never answers must not hold them for good, so each of
+      // its answers is awaited at most the handshake timeout (the handshake itself gives up then too). A first
+      // contact's registry lookup between two answers is not the gateway's time: it has its own bound
+      // (LOOKUP_TIMEOUT_MS, and the trust bundle refresh's call timeout), and holds the handshake's own timeout
+      // meanwhile (SessionManager.holdHandshake), so a slow registry neither fails the handshake as a timeout nor
+      // lets the second send reach the recipient for a handshake that already gave up.
       sendFrame: async (frame) => {
-        let timer: NodeJS.Timeout | undefined;
-        let waiting = true;
-        const late = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `the gateway did not answer a handshake frame within ${frameTimeoutMs} ms`)), frameTimeoutMs);
-        });
-        try {
-          // A step 1 refused `policy_denied` for a recipient the gateway never saw goes again with its registry certificate.
-          const relayed = this.#firstContact.relay(frame, (certificate) => this.#link.relay((conn) => conn.sendFrame(frame, certificate)), () => waiting && !this.#lifecycle.stopped);
-          const accepted = await Promise.race([relayed, late]);
-          // QUEUED: stored for an offline recipient — a step 1 then waits for its answer while sends wait (§5.4).
-          return { queued: accepted.status === DeliveryStatus.QUEUED };
-        } finally {
-          waiting = false;
-          clearTimeout(timer);
-        }
+        const answer = async (certificate: AgentCertificate | undefined) => {
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new ClientError('deadline_exceeded', `the gateway did not answer a handshake frame within ${frameTimeoutMs} ms`)), frameTimeoutMs);
+          });
+          try {
+            return await Promise.race([this.#link.relay((conn) => conn.sendFrame(frame, certificate)), late]);
+          } finally {
+            clearTimeout(timer);
+          }
+        };
+        const sessionIdHex = Buffer.from(frame.sessionId).toString('hex'); // as the manager names it
+        const hold = (): (() => boolean) | undefined => {
+          if (this.#lifecycle.stopped) return undefined;
+          const release = this.#manager.holdHandshake(sessionIdHex);
+          return release === undefined ? undefined : () => release() && !this.#lifecycle.stopped;
+        };
+        // A step 1 refused `policy_denied` for a recipient the gateway never saw goes again with its registry certificate.
+        const accepted = await this.#firstContact.relay(frame, answer, hold);
+        // QUEUED: stored for an offline recipient — a step 1 then waits for its answer while sends wait (§5.4).
+        return { queued: accepted.status === DeliveryStatus.QUEUED };
       },
     };
     this.#manager = new SessionManager({

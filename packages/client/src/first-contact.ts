@@ -18,7 +18,11 @@
  *
  * Bounded: one lookup in flight per peer (concurrent handshakes and resends share it), at most
  * {@link MAX_LOOKUPS_IN_FLIGHT} at once; verified certificates cached for {@link CACHE_TTL_MS} for at most
- * {@link MAX_CACHED_PEERS} peers; certificates bound to step 1 frames for at most as many handshakes.
+ * {@link MAX_CACHED_PEERS} peers; certificates bound to step 1 frames for at most as many handshakes. Both are
+ * dropped only when the gateway refuses the certificate itself ({@link CERTIFICATE_REFUSALS}); a transient answer
+ * (a reconnect, a timeout, rate limiting, the gateway's revocation data stale, …) keeps them, so the retries and
+ * resends it causes read no registry. The handshake's timeout is held while its step 1 waits for the lookup
+ * ({@link HoldHandshake}): the time it gives the gateway and the peer is not spent on the registry.
  */
 import { toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { IdentityError, isIdentityError, verifyCertificate, type IdentityErrorCode, type RevocationChecker, type TrustBundle } from '@parley/identity';
@@ -34,6 +38,22 @@ export const MAX_LOOKUPS_IN_FLIGHT = 64;
 
 /** Registry answers that asking again will not change: the lookup fails for good (`policy_denied`, with the cause). */
 const PERMANENT_LOOKUP_FAILURES: ReadonlySet<string> = new Set(['not_found', 'permission_denied', 'unauthenticated', 'unimplemented', 'malformed']);
+
+/**
+ * The gateway's refusals of a `recipient_certificate` that speak of the certificate itself (apps/gateway
+ * routing.ts, verifyRecipientCertificate — minus `not_yet_valid` and `revocation_stale`, which time or fresher data
+ * change): the certificate attached to that step 1, and the cached one, are dropped, so the next attempt asks the
+ * registry again (revoked or rotated meanwhile, …). Every other answer — transient (`unavailable`,
+ * `deadline_exceeded`, `cancelled`, `rate_limited`, `quota_exceeded`, `not_yet_valid`, `revocation_stale`, …) or
+ * about the frame or the route — keeps both: an outbox retry, a reconnect or a step 1 resend reads no registry.
+ */
+const CERTIFICATE_REFUSALS: ReadonlySet<string> = new Set(['malformed', 'unsupported_version', 'unknown_issuer', 'bad_certificate', 'expired', 'identity_mismatch', 'revoked']);
+
+/**
+ * Holds the handshake's timeout while its step 1 waits for the registry lookup (SessionManager.holdHandshake).
+ * @returns the release, which says whether the handshake still waits for the frame; `undefined` when it does not
+ */
+export type HoldHandshake = () => (() => boolean) | undefined;
 
 /** Certificate checks that time or fresher data can change: the lookup is retried (the outbox's backoff). */
 const TRANSIENT_CERTIFICATE_FAILURES: ReadonlySet<IdentityErrorCode> = new Set<IdentityErrorCode>(['not_yet_valid', 'revocation_stale']);
@@ -92,10 +112,14 @@ export class FirstContact {
    * Relays a handshake frame with `send`. A step 1 of this agent refused `policy_denied` without a recipient
    * certificate is relayed once more, the same frame, with the recipient's registry certificate attached; a
    * step 1 that had one attached before (a resend) carries it again.
-   * @param live whether the handshake still waits for this frame (checked before relaying it again)
+   * @param send relays the frame once (with the certificate, if any) and waits for the gateway's answer — bounded
+   *   by the caller; the registry lookup between two sends is bounded on its own (the registry call's timeout)
+   * @param hold holds the handshake's timeout for the lookup's duration (the handshake's time is for the gateway
+   *   and the peer, not the registry); its release says whether the handshake still waits for the frame (checked
+   *   before relaying it again). Default: nothing held, the handshake always waits.
    * @throws ClientError the gateway's refusal, or the lookup's failure (see the module comment)
    */
-  async relay(frame: HandshakeFrame, send: (recipientCertificate: AgentCertificate | undefined) => Promise<Accepted>, live: () => boolean = () => true): Promise<Accepted> {
+  async relay(frame: HandshakeFrame, send: (recipientCertificate: AgentCertificate | undefined) => Promise<Accepted>, hold: HoldHandshake = () => () => true): Promise<Accepted> {
     if (frame.step !== 1 || frame.senderId !== this.#deps.agentId) return send(undefined);
     const sessionIdHex = toHex(frame.sessionId);
     const attached = this.#attached.get(sessionIdHex);
@@ -104,8 +128,7 @@ export class FirstContact {
     } catch (error) {
       const refusal = ClientError.from(error);
       if (refusal.code !== 'policy_denied') {
-        // A certificate the gateway would not take (revoked or rotated meanwhile, …): the next attempt asks the registry again.
-        if (attached !== undefined) this.#forget(frame.recipientId, sessionIdHex);
+        if (attached !== undefined) this.#refusedWith(refusal, frame.recipientId, sessionIdHex);
         throw refusal;
       }
       if (attached !== undefined) throw new ClientError('policy_denied', `${detail(refusal)} (refused with '${frame.recipientId}'s registry certificate attached: the gateway's policy denies this route)`, { cause: refusal });
@@ -116,18 +139,38 @@ export class FirstContact {
           { cause: refusal },
         );
       }
-      const certificate = await this.#certificateOf(frame.recipientId, refusal);
-      if (!live()) throw refusal; // the handshake gave up meanwhile: nothing to relay again
+      // Transient, never the refusal itself: a handshake that ended meanwhile ignores it, and one that did not
+      // must not settle its sends `policy_denied` for it.
+      const over = (): ClientError => new ClientError('cancelled', `the handshake with '${frame.recipientId}' ended while its certificate was looked up: its step 1 is not relayed again`, { cause: refusal });
+      const release = hold();
+      if (release === undefined) throw over(); // the handshake gave up already: nothing to look up for
+      let certificate: AgentCertificate;
+      try {
+        certificate = await this.#certificateOf(frame.recipientId, refusal);
+      } catch (failure) {
+        release();
+        throw failure;
+      }
+      if (!release()) throw over(); // the handshake gave up meanwhile (closed): nothing to relay again
       this.#bind(sessionIdHex, certificate);
       try {
         return await send(certificate);
       } catch (again) {
         const e = ClientError.from(again);
         if (e.code === 'policy_denied') throw new ClientError('policy_denied', `${detail(e)} (refused with '${frame.recipientId}'s registry certificate attached: the gateway's policy denies this route)`, { cause: e });
-        if (e.code !== 'unavailable' && e.code !== 'deadline_exceeded') this.#forget(frame.recipientId, sessionIdHex);
+        this.#refusedWith(e, frame.recipientId, sessionIdHex);
         throw e;
       }
     }
+  }
+
+  /**
+   * A step 1 that carried the recipient's certificate was refused `code` (not `policy_denied`): the certificate is
+   * dropped (attached and cached) only when the gateway refused the certificate itself; on any other answer — a
+   * reconnect, a timeout, rate limiting, stale revocation data at the gateway — the next attempt carries it again.
+   */
+  #refusedWith(refusal: ClientError, peerId: string, sessionIdHex: string): void {
+    if (CERTIFICATE_REFUSALS.has(refusal.code)) this.#forget(peerId, sessionIdHex);
   }
 
   /** A handshake ended (its session established): its step 1 is never resent. */

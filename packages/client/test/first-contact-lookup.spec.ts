@@ -8,18 +8,19 @@
 // that does not verify → policy_denied and a `directory` security event; the registry down → retried until the
 // sends expire (or it comes back); without `registry` → policy_denied at once saying what is missing; one lookup per
 // peer for many sends; the bounded cache.
+import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { toHex, type ParleyCrypto } from '@parley/crypto-core';
 import { createIssuerKey, issueCertificate, type MemoryRevocationSet, type TrustBundle } from '@parley/identity';
-import { AgentStatus, DeliveryStatus, GetAgentResponseSchema, HandshakeFrameSchema, MessageType, create, toBinary, type Accepted, type AgentCertificate, type GetAgentResponse, type HandshakeFrame, type SecureMessage } from '@parley/proto';
-import { RpcError } from '@parley/rpc';
+import { AgentGatewayService, AgentStatus, DeliveryStatus, GetAgentResponseSchema, RegistryService, type ConnectRequest, type ConnectResponseSchema, type MessageInitShape, HandshakeFrameSchema, MessageType, create, toBinary, type Accepted, type AgentCertificate, type GetAgentResponse, type HandshakeFrame, type SecureMessage } from '@parley/proto';
+import { RpcError, addService, type ServerDuplex } from '@parley/rpc';
 import { SessionManager, type LocalIdentity } from '@parley/session';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AgentEvent, ConnectOptions } from '../src/agent-options.js';
 import type { GatewayConnection } from '../src/connection.js';
 import { CACHE_TTL_MS, FirstContact, MAX_CACHED_PEERS, type DirectorySecurityEvent } from '../src/first-contact.js';
 import { Lifecycle } from '../src/lifecycle.js';
 import { Outbox } from '../src/outbox.js';
-import { ClientError, signReceipt } from '../src/index.js';
+import { ClientError, connect, signReceipt, type ClientErrorCode } from '../src/index.js';
 import { testWorld, type TestWorld } from './world.js';
 
 let tw: TestWorld;
@@ -75,7 +76,8 @@ function registry(agents: [string, AgentCertificate][] = []): Registry {
 }
 
 function world(options: { registry?: Registry; maxAgeMs?: number; handshakeTimeoutMs?: number } = {}) {
-  const gateway = { known: new Set<string>(), deny: false, bobOnline: false, stored: [] as HandshakeFrame[], relayed: [] as Relayed[] };
+  /** `refuseWithCertificate`: codes the next step 1 frames carrying a certificate are refused with, one each (a stale revocation list at the gateway, a reconnect, …). */
+  const gateway = { known: new Set<string>(), deny: false, bobOnline: false, stored: [] as HandshakeFrame[], relayed: [] as Relayed[], refuseWithCertificate: [] as ClientErrorCode[] };
   const events: AgentEvent[] = [];
   const firstContact = new FirstContact({
     crypto,
@@ -88,6 +90,8 @@ function world(options: { registry?: Registry; maxAgeMs?: number; handshakeTimeo
   /** The gateway's side (apps/gateway routing, §10.3): unknown recipient → policy_denied, unless its certificate is attached. */
   const relay = (frame: HandshakeFrame, certificate: AgentCertificate | undefined): Promise<Accepted> => {
     gateway.relayed.push({ frame, bytes: hex(frame), certificate });
+    const refused = certificate === undefined ? undefined : gateway.refuseWithCertificate.shift();
+    if (refused !== undefined) return Promise.reject(new ClientError(refused, `refused ${refused} (stand-in)`));
     if (frame.step === 1 && frame.recipientId === 'bob') {
       if (!gateway.known.has('bob')) {
         if (certificate === undefined) return Promise.reject(new ClientError('policy_denied', 'recipient bob was never seen or its last certificate no longer verifies', { cause: new RpcError('policy_denied', 'x') }));
@@ -370,5 +374,209 @@ describe('first contact with an agent the gateway never saw, without `registry`'
     expect(reg.calls).toEqual([]);
     expect(w.gateway.relayed.every((r) => r.certificate === undefined)).toBe(true);
     w.close();
+  });
+});
+
+describe('a refusal of a step 1 that carried the certificate: what it drops', () => {
+  /** The gateway's transient answers and §17.2 item 6's transient list: the certificate is kept (attached and cached). */
+  const TRANSIENT: ClientErrorCode[] = ['unavailable', 'deadline_exceeded', 'cancelled', 'rate_limited', 'quota_exceeded', 'not_yet_valid', 'revocation_stale', 'handshake_failed', 'replay', 'internal'];
+  /** The gateway's refusals of the recipient certificate itself: dropped, the registry asked again. */
+  const CERTIFICATE: ClientErrorCode[] = ['malformed', 'unsupported_version', 'unknown_issuer', 'bad_certificate', 'expired', 'identity_mismatch', 'revoked'];
+
+  /** A FirstContact over a scripted gateway: no certificate → policy_denied; with one → `failNext` once, else QUEUED. */
+  function scripted() {
+    const reg = registry([['bob', bob.certificate]]);
+    const fc = new FirstContact({ crypto, agentId: 'alice', getAgent: (id) => reg.getAgent(id), trustBundle: () => trustBundle, emit: () => undefined });
+    const g = { sent: [] as (string | undefined)[], failNext: undefined as ClientErrorCode | undefined };
+    const send = (cert: AgentCertificate | undefined): Promise<Accepted> => {
+      g.sent.push(cert?.agentId);
+      if (cert === undefined) return Promise.reject(new ClientError('policy_denied', 'never seen'));
+      const code = g.failNext;
+      g.failNext = undefined;
+      return code === undefined ? Promise.resolve(accepted(DeliveryStatus.QUEUED)) : Promise.reject(new ClientError(code, `refused ${code}`));
+    };
+    const frame = (i: number): HandshakeFrame => ({ version: 1, sessionId: new Uint8Array(16).fill(i), senderId: 'alice', recipientId: 'bob', step: 1 }) as HandshakeFrame;
+    return { reg, g, relay: (i: number) => fc.relay(frame(i), send) };
+  }
+
+  it('a transient answer to the relay with the certificate (the second send) keeps it: the resend carries it, a new handshake uses the cache — the registry is not read again', async () => {
+    for (const code of TRANSIENT) {
+      const { reg, g, relay } = scripted();
+      g.failNext = code;
+      await expect(relay(1)).rejects.toMatchObject({ code });
+      expect(g.sent).toEqual([undefined, 'bob']);
+      // The same step 1 again (its resend, or the outbox's retry of it): the certificate is still bound to it.
+      await expect(relay(1)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+      expect([code, g.sent]).toEqual([code, [undefined, 'bob', 'bob']]);
+      // Another handshake to the same peer: refused without, then the cached certificate.
+      await expect(relay(2)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+      expect([code, reg.calls]).toEqual([code, ['bob']]);
+    }
+  });
+
+  it('a transient answer to a resend that carried the certificate (a reconnect, a timeout, the gateway’s revocation data stale) keeps it too', async () => {
+    for (const code of TRANSIENT) {
+      const { reg, g, relay } = scripted();
+      await expect(relay(1)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+      g.failNext = code;
+      await expect(relay(1)).rejects.toMatchObject({ code });
+      await expect(relay(1)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+      expect([code, g.sent]).toEqual([code, [undefined, 'bob', 'bob', 'bob']]); // never again without it
+      await expect(relay(2)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+      expect([code, reg.calls]).toEqual([code, ['bob']]);
+    }
+  });
+
+  it('the gateway refusing the certificate itself drops it, from that step 1 and from the cache: the next attempt asks the registry again', async () => {
+    for (const code of CERTIFICATE) {
+      for (const on of ['second send', 'resend'] as const) {
+        const { reg, g, relay } = scripted();
+        if (on === 'resend') await relay(1);
+        g.failNext = code;
+        await expect(relay(1)).rejects.toMatchObject({ code });
+        const before = g.sent.length;
+        await expect(relay(1)).resolves.toMatchObject({ status: DeliveryStatus.QUEUED });
+        expect([code, on, g.sent.slice(before), reg.calls]).toEqual([code, on, [undefined, 'bob'], ['bob', 'bob']]);
+      }
+    }
+  });
+
+  it('end to end: the gateway’s revocation data stale, then a reconnect while resending — the sends wait on, one registry read, every later step 1 carries the certificate; Bob connects and gets both', async () => {
+    const reg = registry([['bob', bob.certificate]]);
+    const w = world({ registry: reg });
+    w.gateway.refuseWithCertificate.push('revocation_stale');
+    await w.send(1);
+    await w.send(2);
+    await vi.waitFor(() => {
+      w.box.onTick(Date.now(), true);
+      expect(w.gateway.stored.length).toBeGreaterThanOrEqual(1);
+    });
+    w.gateway.refuseWithCertificate.push('unavailable'); // the next resend
+    await vi.waitFor(() => expect(w.step1().filter((r) => r.certificate !== undefined).length).toBeGreaterThanOrEqual(4));
+    expect(w.settled()).toEqual([]);
+    expect(reg.calls).toEqual(['bob']);
+    // Without a certificate only the first step 1 of each handshake (refused, then relayed with it): the one after a
+    // refusal of the resend still carries it.
+    const withoutCertificate = w.step1().filter((r) => r.certificate === undefined);
+    expect(new Set(withoutCertificate.map((r) => toHex(r.frame.sessionId))).size).toBe(withoutCertificate.length);
+    const queued = toHex(w.gateway.stored[0]!.sessionId);
+    expect(w.step1().filter((r) => toHex(r.frame.sessionId) === queued && r.certificate === undefined)).toHaveLength(1);
+    w.connectBob();
+    await vi.waitFor(() => expect(w.sent).toHaveLength(2));
+    expect(w.sent.map((e) => w.recipient.open(e).content)).toEqual([{ n: 1 }, { n: 2 }]);
+    w.close();
+  });
+});
+
+// The agent itself (agent.ts's transport and its SessionManager) against a stand-in gRPC gateway and registry on
+// loopback: the handshake timeout is the gateway's and the peer's time, not the registry's.
+describe('the registry lookup does not count against the handshake timeout (a real agent)', () => {
+  const cleanup: (() => void)[] = [];
+  afterEach(() => {
+    for (const f of cleanup.splice(0).reverse()) f();
+  });
+
+  async function listen(server: Server): Promise<string> {
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
+    cleanup.push(() => server.forceShutdown());
+    return `127.0.0.1:${port}`;
+  }
+
+  /** A gateway that refuses a step 1 to Bob `policy_denied` without his certificate and stores it (QUEUED) with it. */
+  async function standInGateway() {
+    const step1: { readonly sessionId: string; readonly certificate: string | undefined }[] = [];
+    const server = new Server();
+    addService(server, AgentGatewayService, {
+      connect(call: ServerDuplex<ConnectRequest, MessageInitShape<typeof ConnectResponseSchema>>) {
+        let agentId = '';
+        const push = (r: MessageInitShape<typeof ConnectResponseSchema>): void => void call.push(r);
+        call.listen({
+          message(request: ConnectRequest) {
+            const kind = request.kind;
+            if (kind.case === 'hello') {
+              agentId = kind.value.certificate?.agentId ?? '';
+              push({ kind: { case: 'challenge', value: { gatewayId: 'gw-1', nonce: new Uint8Array(32) } } });
+            } else if (kind.case === 'auth') {
+              push({ kind: { case: 'welcome', value: { agentId, outboundAcks: true } } });
+            } else if (kind.case === 'send') {
+              const { requestId, item, recipientCertificate, quiet } = kind.value;
+              if (item.case === 'handshake' && item.value.step === 1 && item.value.recipientId === 'bob') {
+                step1.push({ sessionId: toHex(item.value.sessionId), certificate: recipientCertificate?.agentId });
+                if (recipientCertificate === undefined) push({ kind: { case: 'rejected', value: { requestId, code: 'policy_denied', message: 'the route to this recipient is not allowed' } } });
+                else push({ kind: { case: 'accepted', value: { requestId, itemHash: new Uint8Array(32), status: DeliveryStatus.QUEUED } } });
+              } else if (!quiet) push({ kind: { case: 'accepted', value: { requestId, itemHash: new Uint8Array(32), status: DeliveryStatus.DELIVERED } } });
+            }
+          },
+          end: () => call.end(),
+          error: () => call.end(),
+          finished: () => undefined,
+        });
+      },
+      send() {
+        throw new Error('not used');
+      },
+    } as never);
+    return { address: await listen(server), step1 };
+  }
+
+  /** A registry whose GetAgent answers once `open()` is called (a slow registry), with Bob's certificate. */
+  async function slowRegistry() {
+    const registryId = crypto.randomBytes(16);
+    const calls: string[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const implementation: Record<string, unknown> = {};
+    for (const method of RegistryService.methods) {
+      implementation[method.localName] = () => {
+        throw new RpcError('unimplemented', `${method.name} is not in the stand-in registry`);
+      };
+    }
+    implementation['getTrustBundle'] = () => ({ issuers: [], registryId, documents: [], currentVersion: 0n });
+    implementation['getAgent'] = async (request: { agentId: string }) => {
+      calls.push(request.agentId);
+      await gate;
+      return { agent: { agentId: request.agentId, agentType: 'worker', status: AgentStatus.ACTIVE, certificate: bob.certificate } };
+    };
+    const server = new Server();
+    addService(server, RegistryService, implementation as never);
+    return { address: await listen(server), registryId, calls, open };
+  }
+
+  it('a lookup that outlasts the handshake timeout: the same handshake relays its step 1 with the certificate (QUEUED) and waits — no timeout, no second handshake, no step 1 left behind', async () => {
+    const handshakeTimeoutMs = 400;
+    const gw = await standInGateway();
+    const reg = await slowRegistry();
+    const events: AgentEvent[] = [];
+    const agent = await connect({
+      gateway: gw.address,
+      expectedGatewayId: 'gw-1',
+      identity: alice,
+      trustBundle,
+      revocations,
+      crypto,
+      registry: { address: reg.address, registryId: reg.registryId },
+      handshakeTimeoutMs,
+      resendIntervalMs: 100,
+      reconnect: { initialDelayMs: 10, maxDelayMs: 100 },
+      onEvent: (e) => void events.push(e),
+    });
+    cleanup.unshift(() => void agent.close());
+    const sent = agent.send('bob', MessageType.TASK_ASSIGNMENT, { n: 1 });
+    sent.catch(() => undefined);
+    await vi.waitFor(() => expect(reg.calls).toEqual(['bob']));
+    // The registry answers only after several handshake timeouts (the frame timer's and the manager's alike).
+    await new Promise((resolve) => setTimeout(resolve, 3 * handshakeTimeoutMs));
+    reg.open();
+    await vi.waitFor(() => expect(gw.step1.filter((r) => r.certificate === 'bob')).toHaveLength(1));
+    // Long enough for a timed-out handshake to be retried (the outbox's backoff: 100 ms, ticks every 250 ms).
+    await new Promise((resolve) => setTimeout(resolve, 3 * handshakeTimeoutMs));
+    const first = gw.step1[0]!.sessionId;
+    expect(gw.step1).toEqual([
+      { sessionId: first, certificate: undefined },
+      { sessionId: first, certificate: 'bob' },
+    ]);
+    expect(reg.calls).toEqual(['bob']);
+    expect(events.filter((e) => e.kind === 'send_settled')).toEqual([]);
+    expect(agent.pendingSends().map((p) => p.state)).toEqual(['unsealed']);
   });
 });

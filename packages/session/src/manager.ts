@@ -156,6 +156,10 @@ interface Pending {
   resendTimer: NodeJS.Timeout | undefined;
   readonly startedAtMs: number;
   readonly renewing?: Session;
+  /** When {@link timer} fires (this manager's clock); what is left of it is kept while held. */
+  deadlineMs: number;
+  /** Holds of the timeout in force ({@link SessionManager.holdHandshake}): the timer is stopped while any is. */
+  holds: number;
 }
 
 /** Options that are counts or durations in ms: positive integers when given. */
@@ -303,6 +307,33 @@ export class SessionManager {
   /** Whether this agent is responding to a handshake with this session id (step 2 sent, step 3 not yet read). */
   isResponding(sessionIdHex: string): boolean {
     return this.#responders.has(sessionIdHex);
+  }
+
+  /**
+   * Holds the timeout of a handshake this manager initiated, by its session id (hex), while its owner works on
+   * getting its step 1 through — a first contact's registry lookup between the gateway's refusal and the relay
+   * with the recipient's certificate (docs/PROTOCOL.md §17.2 item 6) —: the timer does not fire while held, and
+   * the release re-arms it with what was left of it, so the handshake does not time out for that work's duration
+   * (the owner bounds it). Holds nest; a release counts once.
+   * @returns the release — which says whether the handshake still waits (it may have been closed meanwhile) —, or
+   *   `undefined` when no handshake of this manager waits under that id, or its timeout is due already
+   */
+  holdHandshake(sessionIdHex: string): (() => boolean) | undefined {
+    const pending = this.#pendingById.get(sessionIdHex);
+    if (pending === undefined || (pending.holds === 0 && pending.deadlineMs <= this.#clock())) return undefined;
+    if (pending.holds++ === 0) {
+      clearTimeout(pending.timer);
+      pending.timer = undefined;
+      pending.deadlineMs -= this.#clock(); // what is left, while held
+    }
+    let released = false;
+    return () => {
+      const waits = this.#pendingById.get(sessionIdHex) === pending;
+      if (released) return waits;
+      released = true;
+      if (--pending.holds === 0 && waits) this.#arm(pending, pending.deadlineMs);
+      return waits;
+    };
   }
 
   /** The live session with this id (hex), if any. */
@@ -645,7 +676,7 @@ export class SessionManager {
       reject = rej;
     });
     promise.catch(() => undefined); // callers get the rejection; never an unhandled one
-    const pending: Pending = { handshake, promise, resolve, reject, timer: undefined, queued: false, frame, resendTimer: undefined, startedAtMs: this.#clock(), ...(renewing ? { renewing } : {}) };
+    const pending: Pending = { handshake, promise, resolve, reject, timer: undefined, queued: false, frame, resendTimer: undefined, startedAtMs: this.#clock(), deadlineMs: 0, holds: 0, ...(renewing ? { renewing } : {}) };
     this.#arm(pending, this.#options.handshakeTimeoutMs ?? 10_000);
     const id = Buffer.from(handshake.sessionId).toString('hex');
     this.#pendingByPeer.set(peerId, pending);
@@ -696,7 +727,9 @@ export class SessionManager {
 
   #arm(pending: Pending, delayMs: number): void {
     clearTimeout(pending.timer);
-    pending.timer = setTimeout(() => this.#timedOut(pending), Math.max(0, Math.min(delayMs, MAX_TIMER_MS)));
+    const ms = Math.max(0, Math.min(delayMs, MAX_TIMER_MS));
+    pending.deadlineMs = this.#clock() + ms;
+    pending.timer = setTimeout(() => this.#timedOut(pending), ms);
     pending.timer.unref();
   }
 
