@@ -174,6 +174,12 @@ export class Cluster {
   #live: ReadonlySet<string> = new Set();
   /** Announcements heard while a full read is under way: applied after it, in order (bounded). */
   #heardDuringLoad: string[] | undefined;
+  /**
+   * Called for every agent announced connected on an instance (a notification, or a row of a full read): routing
+   * drops what it cached about that agent (a "never seen" entry above all, §10.8), since the row the announcing
+   * statement wrote is newer.
+   */
+  onConnected: (agentId: string) => void = () => undefined;
 
   constructor(instanceId: string) {
     assertInstanceId(instanceId);
@@ -239,6 +245,7 @@ export class Cluster {
       this.#where.delete(agentId);
       return;
     }
+    this.onConnected(agentId);
     if (!this.#where.has(agentId) && this.#where.size >= MAX_PRESENCE_ENTRIES) return;
     this.#where.set(agentId, at);
   }

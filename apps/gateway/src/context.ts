@@ -53,6 +53,8 @@ export interface InFlight {
   readonly writtenAtMs: number;
   /** The mailbox row holding it; undefined while it is in memory only. */
   rowId: bigint | undefined;
+  /** The bytes that row counts in the quotas, when it was spilled (its stored encoding); else `accepted.size`. */
+  rowSize?: number;
   /** Being written to the mailbox (spilled: ack timeout or stream end). */
   spilling: boolean;
   /** Acked while it was being spilled: delete the row once it exists. */
@@ -128,6 +130,12 @@ export interface SecuritySubject {
   serial?: Uint8Array;
   /** The other agent of the item (its addressee). */
   peer?: string;
+  /**
+   * A certificate the agent attached that is about someone else (a `recipient_certificate`, §10.3 step 5): the
+   * agent id it names (when it is one) and its serial. The fields above stay the actor's.
+   */
+  certificateAgent?: string;
+  certificateSerial?: Uint8Array;
   /** The remote address as gRPC reports it (`ipv4:127.0.0.1:51234`). */
   remote?: string;
   requestId?: bigint;
@@ -216,7 +224,7 @@ export class GatewayContext {
   /**
    * A structured security event (the stable fields are tabled in the README):
    * `event: "security"`, `stage`, `code`, `agent`, `key_id`, `serial`, `peer`,
-   * `remote`, `request_id`, `detail` — ids, codes and addresses only, never key
+   * `certificate_agent`, `certificate_serial`, `remote`, `request_id`, `detail` — ids, codes and addresses only, never key
    * material or payload. Counted in `parley_gateway_security_events_total`.
    */
   security(stage: string, code: string, who: SecuritySubject, detail: string): void {
@@ -244,6 +252,8 @@ export class GatewayContext {
         key_id: id,
         serial: who.serial === undefined ? undefined : Buffer.from(who.serial).toString('hex'),
         peer: who.peer,
+        certificate_agent: who.certificateAgent,
+        certificate_serial: who.certificateSerial === undefined ? undefined : Buffer.from(who.certificateSerial).toString('hex'),
         remote: who.remote,
         request_id: who.requestId?.toString(),
         detail,

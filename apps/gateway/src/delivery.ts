@@ -351,6 +351,7 @@ export class Delivery {
         (stored) => {
           held.spilling = false;
           held.rowId = stored.deliveryId;
+          held.rowSize = stored.size;
           if (held.ackedWhileSpilling) this.#deleteRow(link, held, stored.deliveryId);
           else if (link.inflight?.get(held.deliveryId) === held) (link.rows ??= new Set()).add(stored.deliveryId);
           else {
@@ -370,7 +371,7 @@ export class Delivery {
 
   #deleteRow(link: Link, held: InFlight, rowId: bigint): void {
     void this.#ctx.track(
-      this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.accepted.senderId, size: held.accepted.size }).then(
+      this.#o.storage.delete({ recipientId: link.cert.agentId, deliveryId: rowId, senderId: held.accepted.senderId, size: held.rowSize ?? held.accepted.size }).then(
         () => void link.rows?.delete(rowId),
         (error: unknown) => {
           link.rows?.delete(rowId);

@@ -255,6 +255,9 @@ export class Gateway {
   joinCluster(cluster: Cluster): void {
     const ctx = this.#ctx;
     ctx.cluster = cluster;
+    // An agent that connected on any instance has a directory row newer than what this instance cached about it
+    // (a "never seen" entry above all: items for it would be refused for up to 30 s while it is live elsewhere).
+    cluster.onConnected = (agentId) => this.#router.forget(agentId);
     ctx.streamLeft = (agentId, seenAtMs) =>
       this.#storage.left(cluster.instanceId, agentId, seenAtMs, (err) => ctx.log.warn({ err, agent: agentId }, 'clearing a stream\'s presence failed (items forwarded here meanwhile are stored)'));
   }

@@ -60,10 +60,10 @@ class Table {
   }
 
   /** Consumes one use of an entry recorded in the other direction (`from` answered `to`). */
-  take(key: string, replier: string, addressee: string, now: number, consume = true): boolean {
+  take(key: string, replier: string, addressee: string, now: number): boolean {
     const e = this.#entries.get(key);
     if (e === undefined || e.expiresAtMs <= now || e.from !== addressee || e.to !== replier || e.uses <= 0) return false;
-    if (consume) e.uses--;
+    e.uses--;
     return true;
   }
 
@@ -130,16 +130,6 @@ export class ReplyGuard {
    */
   audited(messageHash: Uint8Array, senderId: string, recipientId: string): boolean {
     return this.#envelopes.audited(toHex(messageHash), senderId, recipientId, this.#clock());
-  }
-
-  /** {@link allowStep2} without consuming. */
-  peekStep2(frame: HandshakeFrame): boolean {
-    return this.#handshakes.take(toHex(frame.sessionId), frame.senderId, frame.recipientId, this.#clock(), false);
-  }
-
-  /** {@link allowReply} without consuming. */
-  peekReply(messageHash: Uint8Array, signer: string, addressee: string): boolean {
-    return this.#envelopes.take(toHex(messageHash), signer, addressee, this.#clock(), false);
   }
 
   /** Whether a receipt or SessionReject signed by `signer` for `addressee` answers an envelope relayed the other way. */

@@ -35,6 +35,7 @@ import { ITEM_HASH_BYTES, SIGNATURE_BYTES, itemDigest, type RelayItem } from '@p
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 import { encodeForward, forwardChannel } from './cluster.js';
+import { encodeItem } from './mailbox.js';
 import { Policy, type PolicySubject } from './policy.js';
 import { RateLimiter, type RateLimitOptions } from '@parley/rpc';
 
@@ -126,6 +127,21 @@ export function assertItemShape(item: Outbound['item'] | SendRequest['item']): R
 /** Authenticated Connect streams per agent: sustained and burst (a restart loop, a flapping network stay within it). */
 export const CONNECT_RATE = { ratePerSecond: 2, burst: 20 } as const;
 
+/**
+ * The security-event stage of a refused `recipient_certificate` (§10.3 step 5): a certificate the sender attached for
+ * its addressee, not the sender's own — so an alert on (`stage`, `code`) or on `agent` for the sender's certificate
+ * being refused (`send`/`outbound`, `revoked`) never fires for an honest sender that introduced a revoked recipient.
+ */
+export const RECIPIENT_CERTIFICATE_STAGE = 'recipient_certificate';
+
+/** The certificate named by a recipient_certificate refusal's security event (`certificate_agent`, `certificate_serial`). */
+interface RecipientCertificateRefusal {
+  /** The agent id it names, when it is one. */
+  readonly agentId?: string;
+  /** Its serial, when 16 bytes. */
+  readonly serial?: Uint8Array;
+}
+
 /** What a sender is told when the route is refused (§10.3 step 5), whether or not the addressee exists. */
 const ROUTE_DENIED = 'the route to this recipient is not allowed';
 
@@ -204,6 +220,18 @@ export interface RouterOptions {
 const DIRECTORY_CACHE_MS = 30_000;
 const DIRECTORY_CACHE_ENTRIES = 10_000;
 
+/** A cached directory lookup (#offline). */
+interface DirectoryEntry {
+  /** The certificate that verified; undefined: none stored, or none that verifies ("never seen"). */
+  readonly cert: VerifiedCertificate | undefined;
+  readonly atMs: number;
+  /**
+   * Another instance was known to hold the agent's stream when the lookup began (so its row, written in the
+   * statement that announced it, was read). A "never seen" entry read before that is not trusted once one is.
+   */
+  readonly holderKnown: boolean;
+}
+
 /** The §10.3 checks and the relay decision, shared by the Connect stream and unary Send. */
 export class Router {
   readonly #ctx: GatewayContext;
@@ -220,7 +248,7 @@ export class Router {
   readonly #delivery: Delivery;
   readonly #storage: Storage;
   readonly #replies: ReplyGuard;
-  readonly #directory = new Map<string, { cert: VerifiedCertificate | undefined; atMs: number }>();
+  readonly #directory = new Map<string, DirectoryEntry>();
   /**
    * The revocation check of stored certificates (#offline): a certificate revoked by its serial alone (the agent id
    * is not) still routes (§17.8).
@@ -315,9 +343,14 @@ export class Router {
     const ctx = this.#ctx;
     const now = ctx.clock();
     const entry = this.#directory.get(agentId);
-    if (entry === undefined || now - entry.atMs > DIRECTORY_CACHE_MS) {
+    // A "never seen" entry is not trusted while the cluster knows an instance holding the agent's stream, unless it
+    // was read when that was already known (§10.8): its presence announcement drops the entry (Cluster.onConnected),
+    // but one cached by a lookup that overlapped the announcement would otherwise stand for up to 30 s.
+    const stale = entry !== undefined && entry.cert === undefined && !entry.holderKnown && ctx.cluster?.holder(agentId) !== undefined;
+    if (entry === undefined || now - entry.atMs > DIRECTORY_CACHE_MS || stale) {
+      const holderKnown = ctx.cluster?.holder(agentId) !== undefined;
       const certificate = await ctx.mailbox.lastCertificate(agentId);
-      return this.#cache(agentId, certificate === undefined ? undefined : this.#verifiesAsSeen(certificate, agentId, now), now).cert;
+      return this.#cache(agentId, certificate === undefined ? undefined : this.#verifiesAsSeen(certificate, agentId, now), now, holderKnown).cert;
     }
     const cert = entry.cert;
     if (cert === undefined || now >= cert.validUntilMs || now < cert.validFromMs) return undefined;
@@ -340,8 +373,8 @@ export class Router {
   }
 
   /** Records a directory entry (bounded: the oldest goes first). */
-  #cache(agentId: string, cert: VerifiedCertificate | undefined, now: number): { cert: VerifiedCertificate | undefined; atMs: number } {
-    const entry = { cert, atMs: now };
+  #cache(agentId: string, cert: VerifiedCertificate | undefined, now: number, holderKnown = false): DirectoryEntry {
+    const entry: DirectoryEntry = { cert, atMs: now, holderKnown };
     this.#directory.delete(agentId); // re-inserted last: the newest entry is the last one evicted
     this.#directory.set(agentId, entry);
     if (this.#directory.size > DIRECTORY_CACHE_ENTRIES) this.#directory.delete(this.#directory.keys().next().value!);
@@ -354,9 +387,9 @@ export class Router {
    * — never one that does, which the agent presented itself or another sender introduced meanwhile: the agent's
    * own connect always wins, it upserts its row), its presence untouched; and cached here, so the next item is
    * not verified again. A failed write is logged, not refused: the item was checked in full, and a later item
-   * without the certificate then finds none, as before.
+   * without the certificate then finds none, as before. `introducer`: the sender's certificate, named in the log line.
    */
-  async #remember(agentId: string, cert: VerifiedCertificate, certificate: AgentCertificate): Promise<void> {
+  async #remember(agentId: string, cert: VerifiedCertificate, certificate: AgentCertificate, introducer: VerifiedCertificate): Promise<void> {
     const ctx = this.#ctx;
     try {
       // Read again, not from the cache: the agent may have connected (on any instance) since #offline looked.
@@ -370,14 +403,18 @@ export class Router {
         return;
       }
     } catch (error) {
-      ctx.log.warn({ err: error, peer: agentId }, 'recording an introduced certificate failed');
+      ctx.log.warn({ err: error, agent: introducer.agentId, peer: agentId }, 'recording an introduced certificate failed');
       return;
     }
-    ctx.log.info({ peer: agentId, serial: toHex(cert.serial) }, 'recipient certificate introduced by a sender recorded');
+    // `agent` and `serial` name the sender who introduced it (the actor, as in security lines); the certificate recorded is `certificate_*`.
+    ctx.log.info(
+      { agent: introducer.agentId, serial: toHex(introducer.serial), peer: agentId, certificate_agent: agentId, certificate_serial: toHex(cert.serial) },
+      'recipient certificate introduced by a sender recorded',
+    );
     this.#cache(agentId, cert, ctx.clock());
   }
 
-  /** Forgets a cached directory entry (the agent authenticated again, or was revoked). */
+  /** Forgets a cached directory entry (the agent authenticated again, here or on another instance, or was revoked). */
   forget(agentId: string): void {
     this.#directory.delete(agentId);
   }
@@ -472,10 +509,14 @@ export class Router {
     const ctx = this.#ctx;
     const agent = sender.cert.agentId;
     const routed: { peer?: string } = {};
-    /** Logs the refusal (a security event, with `message`) and throws it — with `answer` on the wire when given. */
-    const fail = (code: RpcError['code'], message: string, answer: string = message): never => {
+    /**
+     * Logs the refusal (a security event, with `message`) and throws it — with `answer` on the wire when given.
+     * `about`: a refused `recipient_certificate` — its own stage and the certificate's fields, the sender's
+     * fields staying the actor's (not the sender's certificate that was refused, §10.3 step 5).
+     */
+    const fail = (code: RpcError['code'], message: string, answer: string = message, about?: RecipientCertificateRefusal): never => {
       ctx.security(
-        where.stage,
+        about === undefined ? where.stage : RECIPIENT_CERTIFICATE_STAGE,
         code,
         {
           agent,
@@ -483,6 +524,8 @@ export class Router {
           serial: sender.cert.serial,
           remote: sender.remote,
           ...(routed.peer === undefined ? {} : { peer: routed.peer }),
+          ...(about?.agentId === undefined ? {} : { certificateAgent: about.agentId }),
+          ...(about?.serial === undefined ? {} : { certificateSerial: about.serial }),
           ...(where.requestId === undefined ? {} : { requestId: where.requestId }),
         },
         message,
@@ -509,8 +552,13 @@ export class Router {
     // 4. rate. A reply (step 2, receipt, SessionReject) is charged to nobody when it answers what was relayed the
     //    other way (step 5 checks that; its count is bounded by what the other agent sent); anything else is
     //    charged to the sender's item and byte buckets, and a step 1 also to its (initiator, responder) pair.
+    //    An uncharged reply uses up its allowance here, before any later check, whatever they answer: a reply
+    //    refused past this step (policy, the database, its signer_certificate, the quotas) is one the replier
+    //    cannot send again for free — it was charged to nobody, so repeating it would cost the gateway a check,
+    //    a security line and an audit entry each time with no bucket in the way (§10.3 step 5). Taken in one step
+    //    (no await between the check and the use): two unary Sends of one reply cannot both pass.
     const isReply = item.case === 'receipt' || item.case === 'sessionReject' || (item.case === 'handshake' && item.value.step === 2);
-    const answers = isReply && this.#answersRelayed(item);
+    const answers = isReply && this.#useReply(item);
     if (!answers) {
       const taken = early !== undefined ? early.charged : this.#limiter.take(agent) && this.#bytes.take(agent, size);
       charged?.(); // charged (or refused) in arrival order: the envelopes behind it may start early again
@@ -525,9 +573,9 @@ export class Router {
     const itemHash = digest?.hash ?? itemDigest(ctx.crypto, item);
     // Refusals past the rate limit are audited too (cheap refusals before it are not: that would let a
     // flood amplify into signatures and database writes).
-    const refuse = async (code: RpcError['code'], message: string, answer: string = message): Promise<never> => {
+    const refuse = async (code: RpcError['code'], message: string, answer: string = message, about?: RecipientCertificateRefusal): Promise<never> => {
       await this.auditEntry(itemHash, agent, to, `rejected:${code}`);
-      return fail(code, message, answer);
+      return fail(code, message, answer, about);
     };
     // 5. route: the recipient's certificate (live stream, else the last one seen) and policy, in the
     //    direction of the conversation. Never seen (or no longer valid) reads as policy_denied, so a
@@ -548,16 +596,22 @@ export class Router {
     // refused with its own code and a line about that certificate alone — and then stands for the recipient
     // exactly as a certificate it authenticated would (the policy below), and is remembered once the item passes.
     let introduced: { readonly cert: VerifiedCertificate; readonly certificate: AgentCertificate } | undefined;
-    if (recipient === undefined && recipientCertificate !== undefined) {
+    // Never for a reply: its addressee sent what it answers through this gateway, so the gateway knows it (or it is
+    // an agent that only ever used unary Send, which has no stream to be answered on); the SDK attaches the
+    // certificate to a step 1 only. Read for a reply, it would be a certificate check on an item charged to nobody.
+    if (recipient === undefined && recipientCertificate !== undefined && !isReply) {
       try {
         const cert = verifyRecipientCertificate(ctx, recipientCertificate, to, ctx.clock());
         introduced = { cert, certificate: recipientCertificate };
         recipient = cert;
       } catch (error) {
         const e = RpcError.from(error);
-        const claimed = isAgentId(recipientCertificate.agentId) ? recipientCertificate.agentId : '(not an agent id)';
-        const serial = recipientCertificate.serial.length === 16 ? toHex(recipientCertificate.serial) : '(not a serial)';
-        return refuse(e.code, `${e.localDetails} (certificate of ${claimed}, serial ${serial})`, e.details);
+        const claimed = isAgentId(recipientCertificate.agentId) ? recipientCertificate.agentId : undefined;
+        const serial = recipientCertificate.serial.length === 16 ? recipientCertificate.serial : undefined;
+        const about: RecipientCertificateRefusal = { ...(claimed === undefined ? {} : { agentId: claimed }), ...(serial === undefined ? {} : { serial }) };
+        const via = where.stage === 'send' ? 'a unary Send' : where.stage === 'outbound' ? 'an Outbound' : where.stage;
+        const named = `certificate of ${claimed ?? '(not an agent id)'}, serial ${serial === undefined ? '(not a serial)' : toHex(serial)}`;
+        return refuse(e.code, `${e.localDetails} (${named}, attached by the sender to ${via})`, e.details, about);
       }
     }
     // The same answer on the wire for both (the detail is in the security log only): which ids exist is not told.
@@ -582,8 +636,7 @@ export class Router {
     }
     // Every check passed: a certificate introduced above is now the recipient's last one seen (the database and
     // this instance's directory), so that the next item needs none.
-    if (introduced !== undefined) await this.#remember(to, introduced.cert, introduced.certificate);
-    if (isReply) this.#consumeReply(item);
+    if (introduced !== undefined) await this.#remember(to, introduced.cert, introduced.certificate, sender.cert);
     // A resend of an envelope whose audit entry this instance wrote (or that it delivered, which it does only
     // after that entry committed: the sender's outbox, §17.2) gets no second entry. One whose entry failed does.
     const resent = item.case === 'envelope' && this.#replies.audited(itemHash, agent, to);
@@ -645,11 +698,20 @@ export class Router {
     // the next group of entries, or with the other such forwards in a statement of their own when no entry comes.
     // The quotas are checked first: what the holder cannot write at once it stores, within them.
     const holder = link === undefined ? ctx.cluster?.holder(to) : undefined;
-    const forward = holder === undefined ? undefined : encodeForward(accepted);
-    /** The mailbox quotas (§10.8): `reserve` for an item stored here, else only checked. */
-    const quotas = async (reserve: boolean): Promise<void> => {
+    // What a mailbox row of this item holds, here or at the holder, and so what the quotas count (§10.8): the item's
+    // own encoding — not the request around it (its request id; a recipient_certificate, up to 4 KiB; a unary Send's
+    // certificate and signature), which the row never holds and its delete (or expiry) never releases. Encoded
+    // once: the forward and the insert use these bytes.
+    const asStored = (): Accepted => {
+      const encoded = encodeItem(item);
+      return { ...accepted, encoded, size: encoded.bytes.length };
+    };
+    const forwarded = holder === undefined ? undefined : asStored();
+    const forward = forwarded === undefined ? undefined : encodeForward(forwarded);
+    /** The mailbox quotas (§10.8) for `row`: `reserve` for an item stored here, else only checked. */
+    const quotas = async (row: Accepted, reserve: boolean): Promise<void> => {
       try {
-        await (reserve ? this.#storage.quotas.admit(to, agent, size) : this.#storage.quotas.check(to, agent, size));
+        await (reserve ? this.#storage.quotas.admit(to, agent, row.size) : this.#storage.quotas.check(to, agent, row.size));
       } catch (error) {
         const e = RpcError.from(error);
         if (e.code === 'quota_exceeded') return fail('quota_exceeded', e.details);
@@ -657,8 +719,8 @@ export class Router {
         return fail('unavailable', 'gateway storage unavailable');
       }
     };
-    if (holder !== undefined && forward !== undefined) {
-      await quotas(false);
+    if (forwarded !== undefined && holder !== undefined && forward !== undefined) {
+      await quotas(forwarded, false);
       const notify: AuditNotification = { channel: forwardChannel(holder), payload: forward };
       const withEntry = audited && this.#audit.store.notifies === true;
       const written = entry('delivered', withEntry ? notify : undefined);
@@ -695,8 +757,9 @@ export class Router {
       link.backlog = true;
       link.storing++;
     }
+    const row = forwarded ?? asStored();
     try {
-      await quotas(true);
+      await quotas(row, true);
     } catch (error) {
       stored();
       throw error;
@@ -705,10 +768,10 @@ export class Router {
     return async () => {
       try {
         if (!(await queued)) {
-          this.#storage.quotas.removed(to, agent, size); // the reservation
+          this.#storage.quotas.removed(to, agent, row.size); // the reservation
           return fail('unavailable', 'audit log unavailable: item not accepted');
         }
-        await this.#store(accepted, true, fail);
+        await this.#store(row, true, fail);
       } finally {
         stored();
       }
@@ -731,24 +794,14 @@ export class Router {
     return row;
   }
 
-  /** Whether a reply answers an item relayed the other way (without consuming it). */
-  #answersRelayed(item: RelayItem): boolean {
-    return this.#replyCheck(item, false);
-  }
-
-  #consumeReply(item: RelayItem): void {
-    this.#replyCheck(item, true);
-  }
-
-  #replyCheck(item: RelayItem, consume: boolean): boolean {
+  /** Whether a reply answers an item relayed the other way; if so, one use of that allowance is taken. */
+  #useReply(item: RelayItem): boolean {
     switch (item.case) {
       case 'handshake':
-        return consume ? this.#replies.allowStep2(item.value) : this.#replies.peekStep2(item.value);
+        return this.#replies.allowStep2(item.value);
       case 'receipt':
       case 'sessionReject':
-        return consume
-          ? this.#replies.allowReply(item.value.messageHash, item.value.recipientId, item.value.senderId)
-          : this.#replies.peekReply(item.value.messageHash, item.value.recipientId, item.value.senderId);
+        return this.#replies.allowReply(item.value.messageHash, item.value.recipientId, item.value.senderId);
       default:
         return false;
     }

@@ -14,7 +14,7 @@
 import { RpcError } from '@parley/rpc';
 import type { GatewayMetrics } from './metrics.js';
 import { GroupCommit } from './group-commit.js';
-import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, type Mailbox, type PageRequest, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
+import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, encodeItem, type Mailbox, type PageRequest, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
 
 /** Mailbox quotas (§10.8); 0 disables one. */
 export interface MailboxQuota {
@@ -248,12 +248,19 @@ export class Storage {
 
   /**
    * Stores an item (group commit).
+   * @param size the bytes its quota reservation counted (`admitted`); an item not admitted is counted now with its
+   *   stored encoding's size instead, the size its delete or expiry releases (§10.8)
    * @param admitted whether the quota check already reserved it (a new item: refused with `unavailable` while too
    *   many inserts wait); else it is an item already accepted and held (a spill), counted now and never refused
    *   for the queue's length (held items are bounded by the streams' in-flight bound, and refusing one would lose it)
    */
   async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<MailboxItem> {
-    if (!admitted) this.quotas.added(item.recipientId, item.senderId, size);
+    if (!admitted) {
+      // Encoded here (the insert uses these bytes): a held item's size is its request's, a few bytes more.
+      if (item.encoded === undefined) item = { ...item, encoded: encodeItem(item.item) };
+      size = item.encoded!.bytes.length;
+      this.quotas.added(item.recipientId, item.senderId, size);
+    }
     try {
       return await this.#inserts.add({ row: item, size }, admitted);
     } catch (error) {

@@ -6,9 +6,10 @@ import { createIssuerKey } from '@parley/identity';
 import { AgentGatewayService, DeliveryStatus, type AgentCertificate, type ConnectResponse, type HandshakeFrame } from '@parley/proto';
 import { buildSendRequest } from '@parley/protocol';
 import { RpcError, createClient } from '@parley/rpc';
-import { InitiatorHandshake } from '@parley/session';
+import { InitiatorHandshake, ResponderHandshake } from '@parley/session';
 import { BACKENDS, DATABASE_URL, DAY, dropSchema, freshSchema, sleep, tempDir, waitFor, type RawStream, type TempDir } from '@parley/test-support';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { encodeItem } from '../src/mailbox.js';
 import type { RunningGateway } from '../src/server.js';
 import { GATEWAY_ID, createWorld, rawStream, signedFakeEnvelope, type Agent, type World } from './fixtures.js';
 
@@ -125,6 +126,13 @@ describe.each(BACKENDS)('first contact with a recipient the gateway never saw (%
       expect(await sendStep1(p, planner, worker.agentId, worker.certificate)).toEqual(QUEUED);
       // Remembered: the registry's certificate is the recipient's last one, with no presence recorded.
       expect(await storedSerial(worker.agentId)).toBe(hex(worker.certificate.serial));
+      // Its info line names who introduced it (the actor: agent, serial) and the certificate recorded.
+      expect(world.logs.find((l) => l['msg'] === 'recipient certificate introduced by a sender recorded' && l['peer'] === worker.agentId)).toMatchObject({
+        agent: planner.agentId,
+        serial: hex(planner.certificate.serial),
+        certificate_agent: worker.agentId,
+        certificate_serial: hex(worker.certificate.serial),
+      });
       expect((await gw.mailbox.presence('none', 1000)).map((x) => x.agentId)).not.toContain(worker.agentId);
       // A second item without the certificate is accepted too.
       const rid = ++requestId;
@@ -196,9 +204,18 @@ describe.each(BACKENDS)('first contact with a recipient the gateway never saw (%
       for (const c of cases) {
         expect(await sendStep1(p, planner, c.to, c.certificate), c.code).toEqual({ code: c.code, message: c.message });
         expect(await storedSerial(c.to), c.code).toBeUndefined();
-        // Logged as a security event about the sender and the addressee, and audited like refusals past the rate limit.
+        // Logged as a security event of its own stage: the sender is the actor (agent, key, serial: its own, which is
+        // fine), the refused certificate is named apart (certificate_agent, certificate_serial); audited like refusals
+        // past the rate limit.
         const line = world.logs.find((l) => l['event'] === 'security' && l['code'] === c.code && l['peer'] === c.to);
-        expect(line, c.code).toMatchObject({ stage: 'outbound', agent: planner.agentId, detail: expect.stringContaining('recipient_certificate refused') as unknown });
+        expect(line, c.code).toMatchObject({
+          stage: 'recipient_certificate',
+          agent: planner.agentId,
+          serial: hex(planner.certificate.serial),
+          detail: expect.stringContaining('recipient_certificate refused') as unknown,
+        });
+        expect(line?.['certificate_agent'], c.code).toBe(c.certificate.agentId);
+        expect(line?.['certificate_serial'], c.code).toBe(c.certificate.serial.length === 16 ? hex(c.certificate.serial) : undefined);
         expect(await auditOutcomes(c.to), c.code).toEqual([`rejected:${c.code}`]);
       }
       // Nothing was remembered either: the same recipients without a certificate are still unknown.
@@ -314,9 +331,82 @@ describe.each(BACKENDS)('first contact with a recipient the gateway never saw (%
       expect((await send(worker.agentId, worker.certificate)).status).toBe(DeliveryStatus.QUEUED);
       expect(await storedSerial(worker.agentId)).toBe(hex(worker.certificate.serial));
       expect((await send(worker.agentId)).status).toBe(DeliveryStatus.QUEUED); // remembered
-      expect(world.logs.some((l) => l['event'] === 'security' && l['stage'] === 'send' && l['code'] === 'expired' && l['peer'] === expired.agentId)).toBe(true);
+      expect(world.logs.some((l) => l['event'] === 'security' && l['stage'] === 'recipient_certificate' && l['code'] === 'expired' && l['peer'] === expired.agentId)).toBe(true);
     } finally {
       client.close();
+    }
+  });
+
+  it('a refused recipient_certificate is told apart from a refusal of the sender’s own certificate: its own stage, the certificate in fields of its own', async () => {
+    const honest = world.agent(id('planner-j'), { agentType: 'planner' });
+    const revokedRecipient = world.agent(id('worker-j'));
+    const revokedSender = world.agent(id('planner-j-revoked'), { agentType: 'planner' });
+    const now = Date.now();
+    world.revoke(
+      { kind: 'serial', serial: revokedRecipient.certificate.serial, reason: 'key compromise', revokedAtMs: now },
+      { kind: 'serial', serial: revokedSender.certificate.serial, reason: 'key compromise', revokedAtMs: now },
+    );
+    const client = createClient(AgentGatewayService, gw.address, credentials.createInsecure());
+    const send = (from: Agent, to: string, certificate?: AgentCertificate): Promise<string> =>
+      client
+        .send({ ...buildSendRequest(world.crypto, from, GATEWAY_ID, { case: 'handshake', value: step1(from, to) }), ...(certificate === undefined ? {} : { recipientCertificate: certificate }) })
+        .then(
+          () => 'accepted',
+          (e: unknown) => RpcError.from(e).code,
+        );
+    const counted = async (stage: string, code: string): Promise<number> =>
+      (await gw.gateway.metrics.securityEvents.get()).values.find((v) => v.labels['stage'] === stage && v.labels['code'] === code)?.value ?? 0;
+    const before = { introduced: await counted('recipient_certificate', 'revoked'), own: await counted('send', 'revoked') };
+    try {
+      expect(await send(honest, revokedRecipient.agentId, revokedRecipient.certificate)).toBe('revoked');
+      expect(await send(revokedSender, revokedRecipient.agentId)).toBe('revoked');
+      const revoked = (agent: Agent) => world.logs.filter((l) => l['event'] === 'security' && l['code'] === 'revoked' && l['agent'] === agent.agentId);
+      // The honest sender is the actor of a line of the recipient_certificate stage, which names the certificate apart.
+      expect(revoked(honest)).toHaveLength(1);
+      expect(revoked(honest)[0]).toMatchObject({
+        stage: 'recipient_certificate',
+        serial: hex(honest.certificate.serial),
+        peer: revokedRecipient.agentId,
+        certificate_agent: revokedRecipient.agentId,
+        certificate_serial: hex(revokedRecipient.certificate.serial),
+      });
+      // The sender whose own certificate is revoked: stage `send`, its own fields, no certificate_* fields.
+      expect(revoked(revokedSender)).toHaveLength(1);
+      expect(revoked(revokedSender)[0]).toMatchObject({ stage: 'send', serial: hex(revokedSender.certificate.serial) });
+      expect(revoked(revokedSender)[0]).not.toHaveProperty('certificate_agent');
+      // The metric tells them apart too.
+      expect((await counted('recipient_certificate', 'revoked')) - before.introduced).toBe(1);
+      expect((await counted('send', 'revoked')) - before.own).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
+  it.runIf(engine === 'postgres')('a "never seen" answer cached on one instance gives way when the recipient connects on another: an item without the certificate is forwarded', async () => {
+    const planner = world.agent(id('planner-k'), { agentType: 'planner' });
+    const worker = world.agent(id('worker-k'));
+    const p1 = await raw(planner, gw);
+    const p2 = await raw(planner, gw2!);
+    try {
+      // The SDK's first step 1 carries no certificate: gw2 caches "never seen" (30 s). Its resend with the
+      // certificate reaches gw, which records it.
+      expect(await sendStep1(p2, planner, worker.agentId)).toEqual(ROUTE_DENIED);
+      expect(await sendStep1(p1, planner, worker.agentId, worker.certificate)).toEqual(QUEUED);
+      const w = await raw(worker, gw);
+      try {
+        await waitFor(() => gw2!.gateway.instanceOf(worker.agentId) !== undefined, 10_000, 'gw2 hears that the worker is live on gw');
+        // Within the 30 s: an envelope without the certificate through gw2 is forwarded to gw, not policy_denied
+        // (which the SDK takes as final for an envelope).
+        const rid = ++requestId;
+        p2.send({ case: 'envelope', value: signedFakeEnvelope(world.crypto, planner, worker.agentId) }, rid);
+        expect(await verdict(p2, rid)).toEqual({ code: 'accepted', message: '', status: DeliveryStatus.DELIVERED });
+        await waitFor(() => deliveries(w).some((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'envelope'), 10_000, 'the envelope delivered');
+      } finally {
+        w.close();
+      }
+    } finally {
+      p1.close();
+      p2.close();
     }
   });
 
@@ -348,6 +438,110 @@ describe.each(BACKENDS)('first contact with a recipient the gateway never saw (%
     } finally {
       p1.close();
       p2.close();
+    }
+  });
+});
+
+describe('first contact costs what it may: replies and the quotas', () => {
+  let gw: RunningGateway;
+  let requestId = 0n;
+  beforeAll(async () => {
+    const dir = tempDir('gw-first-contact-bounds');
+    dirs.push(dir);
+    // A tight per-agent rate: 1 item/s, burst 3.
+    gw = await world.start({ database: { dataDir: dir.path }, rateLimit: { ratePerSecond: 1, burst: 3 } });
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  const step1 = (from: Agent, to: string): HandshakeFrame => InitiatorHandshake.start(world.crypto, { identity: from, trustBundle: world.trustBundle }, to).frame;
+
+  /** The audit outcomes recorded for items to `recipientId`. */
+  async function auditOutcomes(recipientId: string): Promise<string[]> {
+    const outcomes: string[] = [];
+    for (let i = 0; i < gw.audit.size; i++) {
+      const e = await gw.audit.entry(i);
+      if (e.recipientId === recipientId) outcomes.push(e.outcome);
+    }
+    return outcomes;
+  }
+
+  /** Sends `frame` `n` times on `s` (with `extra` spread into each Outbound); how many of each answer. */
+  async function sendMany(s: RawStream, frame: HandshakeFrame, n: number, extra: object = {}): Promise<Record<string, number>> {
+    const first = requestId + 1n;
+    for (let i = 0; i < n; i++) s.send({ case: 'handshake', value: frame }, ++requestId, { quiet: false, ...extra });
+    const last = requestId;
+    const mine = (r: ConnectResponse): boolean => (r.kind.case === 'accepted' || r.kind.case === 'rejected') && r.kind.value.requestId >= first && r.kind.value.requestId <= last;
+    await waitFor(() => s.responses.filter(mine).length === n, 20_000, `${n} answers`);
+    const codes: Record<string, number> = {};
+    for (const r of s.responses.filter(mine)) {
+      const code = r.kind.case === 'rejected' ? r.kind.value.code : 'accepted';
+      codes[code] = (codes[code] ?? 0) + 1;
+    }
+    return codes;
+  }
+
+  it('a reply, charged to nobody, never has a recipient_certificate read, and a refused one cannot be sent again for free', async () => {
+    // Agents that only ever use unary Send: the gateway holds no certificate of them, so a reply to them is refused.
+    const u1 = world.agent('planner-bounds-u1', { agentType: 'planner' });
+    const u2 = world.agent('planner-bounds-u2', { agentType: 'planner' });
+    const v = world.agent('worker-bounds-v');
+    const vs = await rawStream(world.crypto, gw.address, v);
+    const client = createClient(AgentGatewayService, gw.address, credentials.createInsecure());
+    const N = 30;
+    try {
+      for (const [u, extra] of [
+        // A step 2 with a certificate of someone else attached (identity_mismatch, after an Ed25519 check, if read).
+        [u1, { recipientCertificate: world.agent('someone-else-bounds').certificate }],
+        // The same without one: refused policy_denied past the rate-limit step.
+        [u2, {}],
+      ] as const) {
+        const frame = step1(u, v.agentId);
+        expect((await client.send(buildSendRequest(world.crypto, u, GATEWAY_ID, { case: 'handshake', value: frame }))).status).toBe(DeliveryStatus.DELIVERED);
+        await waitFor(() => vs.responses.some((r) => r.kind.case === 'delivery' && r.kind.value.item.case === 'handshake' && r.kind.value.item.value.senderId === u.agentId), 5_000, 'step 1 delivered');
+        const { frame: f2 } = ResponderHandshake.accept(world.crypto, { identity: v, trustBundle: world.trustBundle }, frame);
+        const codes = await sendMany(vs, f2, N, extra);
+        // The first answers the step 1 (uncharged) and uses up its allowance although it is refused; the others answer
+        // nothing, so they are charged (3 tokens at most, a cheap refusal) and then rate_limited.
+        expect(codes['identity_mismatch'], JSON.stringify(codes)).toBeUndefined();
+        expect(codes['policy_denied'], JSON.stringify(codes)).toBeLessThanOrEqual(5);
+        expect(codes['rate_limited'], JSON.stringify(codes)).toBeGreaterThanOrEqual(N - 5);
+        // One audit entry for the refusals (the uncharged one), not one per copy (the step 1's own is addressed to v).
+        expect(await auditOutcomes(u.agentId)).toEqual(['rejected:policy_denied']);
+      }
+      expect(world.logs.some((l) => l['event'] === 'security' && l['stage'] === 'recipient_certificate' && l['agent'] === v.agentId)).toBe(false);
+    } finally {
+      client.close();
+      vs.close();
+    }
+  });
+
+  it('the mailbox quotas count what is stored: the item, not the recipient_certificate (nor the request) around it', async () => {
+    const planner = world.agent('planner-bounds-q', { agentType: 'planner' });
+    const worker = world.agent('worker-bounds-q');
+    const size = encodeItem({ case: 'handshake', value: step1(planner, worker.agentId) }).bytes.length; // every step 1 of the pair
+    const dir = tempDir('gw-first-contact-quota');
+    dirs.push(dir);
+    // Room for exactly two step 1 frames of this pair.
+    const q = await world.start({ database: { dataDir: dir.path }, mailboxQuota: { perRecipientBytes: 2 * size, perSenderBytes: 2 * size } });
+    const p = await rawStream(world.crypto, q.address, planner);
+    const send = async (certificate?: AgentCertificate): Promise<string> => {
+      const rid = ++requestId;
+      p.send({ case: 'handshake', value: step1(planner, worker.agentId) }, rid, { quiet: false, ...(certificate === undefined ? {} : { recipientCertificate: certificate }) });
+      const answer = (r: ConnectResponse): boolean => (r.kind.case === 'accepted' || r.kind.case === 'rejected') && r.kind.value.requestId === rid;
+      await waitFor(() => p.responses.some(answer), 10_000, `answer ${rid}`);
+      const r = p.responses.find(answer)!;
+      return r.kind.case === 'rejected' ? r.kind.value.code : 'accepted';
+    };
+    try {
+      expect(await send(worker.certificate)).toBe('accepted'); // first contact: stored with the certificate attached
+      expect(await send()).toBe('accepted'); // remembered: the second fits exactly
+      expect(await send()).toBe('quota_exceeded');
+      expect(await q.mailbox.usage('recipient', worker.agentId)).toEqual({ items: 2, bytes: 2 * size });
+    } finally {
+      p.close();
+      await q.close();
     }
   });
 });
