@@ -114,6 +114,8 @@ export class RegistryServer {
   readonly #o: RegistryServerOptions;
   readonly #server: Server;
   readonly #notifier = new Notifier();
+  /** Aborted by `stop`: ends every revocation watch at once (ServiceContext.stopping). */
+  readonly #stopping = new AbortController();
   readonly #issuers: IssuerKeyRing;
   #health: HealthReporter | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -212,8 +214,13 @@ export class RegistryServer {
     return { host: host.includes(':') ? `[${host}]` : host, port: bound };
   }
 
-  /** Stops accepting calls, ends watches, waits up to `graceMs` for calls in flight, then closes. */
+  /**
+   * Stops accepting calls, ends the revocation watches at once (`unavailable`: streams this server owns, which
+   * never end by themselves — they would hold the shutdown for the whole grace period), waits up to `graceMs` for
+   * calls in flight, then closes.
+   */
   async stop(graceMs = 5_000): Promise<void> {
+    this.#stopping.abort();
     this.readiness.shutdown();
     this.#serverMetrics.close();
     this.#health?.shutdown();
@@ -263,7 +270,7 @@ export class RegistryServer {
       total: this.#o.maxRevocationWatches ?? DEFAULT_MAX_REVOCATION_WATCHES,
       perAddress: this.#o.maxRevocationWatchesPerAddress ?? DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS,
     };
-    const c: ServiceContext = { crypto, store, settings, logger, keyFiles, metrics: this.metrics, registryId, issuers: this.#issuers, auth, notifier: this.#notifier, watchLimits };
+    const c: ServiceContext = { crypto, store, settings, logger, keyFiles, metrics: this.metrics, registryId, issuers: this.#issuers, auth, notifier: this.#notifier, watchLimits, stopping: this.#stopping.signal };
     return {
       ...certificateHandlers(c),
       ...directoryHandlers(c),

@@ -8,7 +8,7 @@ import type { AgentCertificate, DeliveryReceipt, JsonValue, MessagePayload, Mess
 import type { Disclosure, LocalIdentity, SessionManagerEvent, SessionTimeouts, SkewLimits } from '@parley/session';
 import type { TrustBundleFollowerEvent } from '@parley/protocol';
 import type { ClientError } from './errors.js';
-import type { DirectorySecurityEvent } from './first-contact.js';
+import type { DirectorySecurityEvent, FirstContactLookupEvent } from './first-contact.js';
 import type { RevocationListEvent, RevocationSecurityEvent } from './revocation-follow.js';
 import type { StateStore } from './state-store.js';
 
@@ -85,8 +85,18 @@ export interface ConnectOptions {
   readonly rekeyThreshold?: number;
   /** Timestamp skew accepted on received envelopes. `maxAgeMs` also bounds how long a send is retried. */
   readonly skew?: SkewLimits;
-  /** Backoff when the stream drops; `false`: no reconnection. Default 100 ms .. 10 s. */
+  /** Backoff when the stream drops, and between `connect`'s attempts; `false`: no reconnection (and one attempt). Default 100 ms .. 10 s. */
   readonly reconnect?: false | { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /**
+   * How long `connect` keeps trying, ms, while the gateway answers what time fixes: its revocation copy is stale
+   * (`revocation_stale`, e.g. its registry is down), it is shutting down (a go-away `shutting_down`, reported as
+   * `unavailable`) or busy (`unavailable`, `rate_limited`) — each said by the gateway itself (a go-away, or the Connect call's status carrying the
+   * gateway's code), never a connection that could not be made (a wrong address, refused, TLS): that rejects at
+   * once, as does every verdict on this agent (`revoked`, `bad_certificate`, `unknown_issuer`, …). Attempts
+   * follow the `reconnect` backoff, each announced by a `connect_retry` event; at the deadline `connect` rejects
+   * with the last answer. Default 60 000; 0 (or `reconnect: false`): one attempt.
+   */
+  readonly connectTimeoutMs?: number;
   /** Default per-send timeout, ms: `send()` rejects with `deadline_exceeded` (the outbox keeps trying). Default 30 000. */
   readonly sendTimeoutMs?: number;
   /** A send relayed live with no receipt is resent after this long, doubling up to 60 s. Default 5 000. */
@@ -130,9 +140,10 @@ export interface SendOptions {
   /** Overrides `sendTimeoutMs` for this send. */
   readonly timeoutMs?: number;
   /**
-   * An idempotency key (1..128 printable ASCII). A send with the id of a send
-   * still in the outbox — before or after a restart — waits for that one's
-   * receipt instead of sending again.
+   * An idempotency key (1..128 printable ASCII), while that send is pending: a send with the id of a send still
+   * in the outbox — before or after a restart — waits for that one's receipt instead of sending again. Once it
+   * settled (`send_settled`) the id is forgotten, and the same id sends a new message: a program that re-runs its
+   * sends after a crash keeps its own record of the settled ids (`pendingSends()` lists the pending ones).
    */
   readonly id?: string;
 }
@@ -186,6 +197,8 @@ export type SendOutcome =
  * - `send_settled`: the final outcome of a send;
  * - `resealed`: the recipient refused a session (SessionReject) and pending sends moved to a new one;
  * - `connected`, `disconnected`, `reconnecting`: the gateway stream;
+ * - `connect_retry`: `connect` got an answer time fixes (`revocation_stale`, a go-away `shutting_down`, …) and tries again
+ *   after `delayMs` (it gives up `remainingMs` from now);
  * - `state_error`: saving agent state failed — the agent stops (fail closed);
  * - `trust_bundle`: the followed trust bundle was restored, updated, or a version was refused (with `registry`);
  * - `revocation_list`: the followed revocation list was loaded, brought revocations, became unreachable or was
@@ -193,6 +206,9 @@ export type SendOutcome =
  * - `security` with stage `revocation`: a session closed because the agent's revocation data now revokes its peer;
  * - `security` with stage `directory`: the certificate the registry returned for a first contact's recipient (an agent
  *   the gateway never saw) does not verify against the agent's trust bundle; the sends to it fail `policy_denied`;
+ * - `first_contact`: a first contact's registry lookup of `peerId` failed in a way time fixes (`code`: the registry
+ *   unreachable `unavailable`, `rate_limited`, the agent's revocation data `revocation_stale`, …): the sends to that
+ *   peer wait and the lookup is tried again on their backoff (with `registry`);
  * - `revocation_unchecked`: once at connect, when the agent has no revocation data (no `registry`, no `revocations`).
  */
 export type AgentEvent =
@@ -204,10 +220,12 @@ export type AgentEvent =
   | { readonly kind: 'connected'; readonly gatewayId: string; readonly mailboxDepth: number }
   | { readonly kind: 'disconnected'; readonly error: ClientError }
   | { readonly kind: 'reconnecting'; readonly attempt: number; readonly delayMs: number }
+  | { readonly kind: 'connect_retry'; readonly attempt: number; readonly delayMs: number; readonly remainingMs: number; readonly error: ClientError }
   | { readonly kind: 'state_error'; readonly error: ClientError }
   | { readonly kind: 'trust_bundle'; readonly event: TrustBundleFollowerEvent }
   | RevocationSecurityEvent
   | DirectorySecurityEvent
+  | FirstContactLookupEvent
   | { readonly kind: 'revocation_list'; readonly event: RevocationListEvent }
   | { readonly kind: 'revocation_unchecked'; readonly detail: string };
 

@@ -33,7 +33,7 @@ import { isLoopbackAddress } from '@parley/rpc';
 import { maxAgeMs, type ConnectOptions, type ReceivedMessage, type SendOptions } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
 import { DurableState } from './durable-state.js';
-import { ClientError } from './errors.js';
+import { ClientError, isTransientConnectRefusal } from './errors.js';
 import { AgentEvents } from './events.js';
 import { FirstContact } from './first-contact.js';
 import { GatewayLink, gatewayCredentials } from './gateway-link.js';
@@ -47,7 +47,7 @@ import { createRegistryFollow, startFollowing, type RegistryFollow } from './reg
 import { RegistryRevocations, closeRevokedSessions, keptFromJournal, keptRecords, type KeptRevocations, type RevocationListStatus } from './revocation-follow.js';
 
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
-export type { DirectorySecurityEvent } from './first-contact.js';
+export type { DirectorySecurityEvent, FirstContactLookupEvent } from './first-contact.js';
 export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './revocation-follow.js';
 
 const SEND_ID_RE = /^[\x21-\x7e]{1,128}$/;
@@ -58,12 +58,27 @@ const GET_AGENT_PATH = `/${RegistryService.typeName}/${RegistryService.method.ge
 /** How long one registry lookup of a recipient may take. */
 const LOOKUP_TIMEOUT_MS = 5_000;
 
+/** How long `connect` keeps trying while the gateway answers what time fixes (ConnectOptions.connectTimeoutMs). */
+const DEFAULT_CONNECT_TIMEOUT_MS = 60_000;
+
+/** The wait before attempt `attempt + 1`: "equal jitter" below a ceiling doubling from `initialDelayMs` to `maxDelayMs` (as GatewayLink's). */
+function backoffDelayMs(backoff: { readonly initialDelayMs?: number; readonly maxDelayMs?: number } | undefined, attempt: number): number {
+  const initial = Math.max(1, backoff?.initialDelayMs ?? 100);
+  const max = Math.max(initial, backoff?.maxDelayMs ?? 10_000);
+  const ceiling = Math.min(max, initial * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
 /**
  * Connects an agent to its gateway: replays its saved state (if a
  * `stateStore` is given), authenticates the stream, resends what is pending
  * and starts receiving.
- * @throws ClientError with the gateway's code (`revoked`, `unknown_issuer`, `unavailable`, …), `state_corrupt`,
- *   or `malformed` for bad options
+ * An answer time fixes — the gateway's revocation copy stale (`revocation_stale`: its registry down, or just
+ * back), the gateway shutting down or busy — is tried again with the reconnect backoff for up to
+ * `connectTimeoutMs` (default 60 s), each wait announced by a `connect_retry` event.
+ * @throws ClientError with the gateway's code (`revoked`, `unknown_issuer`, …; or, at the deadline, the last answer
+ *   time did not fix: `revocation_stale`, `unavailable`, …), `unavailable` at once when no connection could be
+ *   made (a wrong address, TLS), `state_corrupt`, or `malformed` for bad options
  */
 export async function connect(options: ConnectOptions): Promise<Agent> {
   const crypto = options.crypto ?? (await createCrypto());
@@ -81,6 +96,10 @@ export async function connect(options: ConnectOptions): Promise<Agent> {
       throw new ClientError('malformed', 'revocationMaxAgeMs bounds the revocation list followed from `registry`: give `registry` and no `revocations` (a checker given as `revocations` has its own bound)');
     }
     if (!Number.isSafeInteger(maxAge) || maxAge < 1_000) throw new ClientError('malformed', `revocationMaxAgeMs must be an integer of at least 1000, got ${String(maxAge)}`);
+  }
+  const connectTimeoutMs = options.connectTimeoutMs;
+  if (connectTimeoutMs !== undefined && (!Number.isSafeInteger(connectTimeoutMs) || connectTimeoutMs < 0)) {
+    throw new ClientError('malformed', `connectTimeoutMs must be a non-negative integer, got ${String(connectTimeoutMs)}`);
   }
   const agent = new Agent(crypto, options);
   try {
@@ -395,9 +414,37 @@ export class Agent {
       this.#revocationSweep.unref();
     }
     this.#started = true;
-    await this.#link.connect();
+    await this.#connectLink();
     this.#tick = setInterval(() => this.#onTick(), 250);
     this.#tick.unref();
+  }
+
+  /**
+   * Opens the first gateway stream. An answer time fixes, said by the gateway itself (its revocation copy stale,
+   * shutting down, busy: {@link isTransientConnectRefusal}), is tried again with the reconnect backoff until
+   * `connectTimeoutMs` (default 60 s) — fail closed, recover by itself, as an agent already connected does —,
+   * each wait announced by a `connect_retry` event; then the last answer is thrown. Everything else (a verdict on
+   * this agent, a connection that could not be made: a wrong address or TLS) is thrown at once.
+   */
+  async #connectLink(): Promise<void> {
+    const { reconnect, connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS } = this.#options;
+    const deadline = Date.now() + (reconnect === false ? 0 : connectTimeoutMs);
+    for (let attempt = 1; ; attempt++) {
+      let failure: ClientError;
+      try {
+        await this.#link.connect();
+        return;
+      } catch (error) {
+        failure = ClientError.from(error);
+      }
+      const remainingMs = deadline - Date.now();
+      if (this.#lifecycle.stopped || remainingMs <= 0 || !isTransientConnectRefusal(failure)) throw failure;
+      // The same "equal jitter" backoff as GatewayLink's reconnection; the last wait ends at the deadline, for one more attempt.
+      const delayMs = Math.min(remainingMs, backoffDelayMs(reconnect === false ? undefined : reconnect, attempt));
+      this.#events.emit({ kind: 'connect_retry', attempt, delayMs, remainingMs, error: failure });
+      await new Promise<void>((resolve) => setTimeout(resolve, delayMs));
+      if (this.#lifecycle.stopped) throw this.#lifecycle.fatal ?? failure;
+    }
   }
 
   /**

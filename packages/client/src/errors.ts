@@ -9,7 +9,7 @@
  * - `cancelled`         the agent was closed while the operation was pending
  * - `unavailable`       no gateway connection (and reconnection is off or gave up)
  */
-import { RpcError, isRpcErrorCode, type RpcErrorCode } from '@parley/rpc';
+import { ERROR_CODE_METADATA_KEY, RpcError, isRpcErrorCode, type RpcErrorCode } from '@parley/rpc';
 import { SessionError } from '@parley/session';
 
 export type ClientErrorCode = RpcErrorCode;
@@ -51,4 +51,32 @@ function withoutCode(error: unknown): string {
 
 export function isClientError(value: unknown, code?: ClientErrorCode): value is ClientError {
   return value instanceof ClientError && (code === undefined || value.code === code);
+}
+
+/**
+ * The gateway answers to `connect` that time can fix (see {@link isTransientConnectRefusal}): its revocation copy
+ * is stale, it is busy or shutting down (a go-away `shutting_down` — not a stable code — arrives as `unavailable`).
+ */
+export const TRANSIENT_CONNECT_CODES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(['revocation_stale', 'unavailable', 'rate_limited']);
+
+/**
+ * Whether a failed first connection is one `connect` retries until its deadline: a code time can fix
+ * ({@link TRANSIENT_CONNECT_CODES}) AND said by the gateway itself — a go-away frame (or the gateway ending the
+ * stream before its welcome), or the Connect call's status carrying the gateway's own `parley-error-code`. A
+ * connection that could not be made (nothing listening, a wrong host, a TLS failure, not a gRPC server) is
+ * `unavailable` from grpc-js with no such code: it is a configuration to fix, and rejects at once — the agent
+ * must not spend a minute retrying a typo. Every verdict on this agent (`revoked`, `bad_certificate`, …) and
+ * every other code rejects at once too.
+ */
+export function isTransientConnectRefusal(error: ClientError): boolean {
+  if (!TRANSIENT_CONNECT_CODES.has(error.code)) return false;
+  const rpc = error.cause;
+  if (!(rpc instanceof RpcError)) return false;
+  // connection.ts builds the RpcError of a go-away (and of a stream the gateway ended before its welcome)
+  // itself, with no cause; a failed call's is RpcError.fromStatus(status), the status its cause.
+  if (rpc.cause === undefined) return true;
+  const metadata = (rpc.cause as { metadata?: { get?: unknown } } | null)?.metadata;
+  if (typeof metadata?.get !== 'function') return false;
+  const codes = (metadata.get as (key: string) => unknown[]).call(metadata, ERROR_CODE_METADATA_KEY);
+  return Array.isArray(codes) && codes.length > 0;
 }

@@ -69,6 +69,21 @@ export interface DirectorySecurityEvent {
   readonly detail: string;
 }
 
+/**
+ * A first contact's registry lookup failed in a way time can fix (the registry unreachable or unavailable, rate
+ * limiting, the agent's revocation data stale, …): the sends to `peerId` wait, unsealed, and the lookup is tried
+ * again on their backoff until they expire. One event per failed attempt, so that a program can say why its sends
+ * are stuck. `code` is the lookup's (`unavailable`, `rate_limited`, `revocation_stale`, `not_yet_valid`, …).
+ */
+export interface FirstContactLookupEvent {
+  readonly kind: 'first_contact';
+  /** The agent looked up: the recipient of the first contact. */
+  readonly peerId: string;
+  readonly code: ClientErrorCode;
+  readonly atMs: number;
+  readonly detail: string;
+}
+
 /** What the first-contact lookup works with. */
 export interface FirstContactDeps {
   readonly crypto: ParleyCrypto;
@@ -85,7 +100,7 @@ export interface FirstContactDeps {
   readonly revocations?: RevocationChecker | undefined;
   /** A returned certificate's issuer is not in the trust bundle: fetch the registry's newest bundle (then verified once more). */
   readonly refreshTrustBundle?: () => Promise<void>;
-  readonly emit: (event: DirectorySecurityEvent) => void;
+  readonly emit: (event: DirectorySecurityEvent | FirstContactLookupEvent) => void;
   /** Default Date.now. */
   readonly clock?: () => number;
 }
@@ -205,18 +220,23 @@ export class FirstContact {
       response = await this.#deps.getAgent!(peerId);
     } catch (error) {
       const e = ClientError.from(error);
+      // The gateway's refusal of the step 1 does not say which it was (an id it never saw, or a denied route: the
+      // same answer, so that senders cannot probe which ids exist); the registry's answer does.
       if (e.code === 'not_found') {
-        throw new ClientError('policy_denied', `'${peerId}' is unknown to the gateway (${detail(refusal)}), and the registry has no agent with that id`, { cause: e });
+        throw new ClientError('policy_denied', `no agent '${peerId}': the registry has no agent with that id (the gateway had refused the first contact as it refuses any id it never saw: "${detail(refusal)}")`, { cause: e });
       }
       if (PERMANENT_LOOKUP_FAILURES.has(e.code)) {
-        throw new ClientError('policy_denied', `'${peerId}' is unknown to the gateway (${detail(refusal)}), and the registry refused to look it up: [${e.code}] ${detail(e)}`, { cause: e });
+        throw new ClientError('policy_denied', `the gateway refused a first contact with '${peerId}' ("${detail(refusal)}"), and the registry refused to look '${peerId}' up: [${e.code}] ${detail(e)}`, { cause: e });
       }
       // Unreachable, unavailable, rate limiting, …: the send's backoff tries again until it expires.
-      throw new ClientError(e.code === 'rate_limited' ? 'rate_limited' : 'unavailable', `'${peerId}' is unknown to the gateway, and its certificate could not be fetched from the registry: [${e.code}] ${detail(e)}`, { cause: e });
+      const code: ClientErrorCode = e.code === 'rate_limited' ? 'rate_limited' : 'unavailable';
+      const message = `the gateway refused a first contact with '${peerId}' (an agent it never saw, or a denied route), and the registry lookup of its certificate failed: [${e.code}] ${detail(e)}; tried again while the sends to it wait`;
+      this.#deps.emit({ kind: 'first_contact', peerId, code: e.code, atMs: this.#now(), detail: message });
+      throw new ClientError(code, message, { cause: e });
     }
     const record = response.agent;
-    if (record?.status === AgentStatus.REVOKED) throw new ClientError('policy_denied', `'${peerId}' is unknown to the gateway, and the registry lists it revoked`, { cause: refusal });
-    if (record?.status === AgentStatus.EXPIRED) throw new ClientError('policy_denied', `'${peerId}' is unknown to the gateway, and the registry lists its certificate expired`, { cause: refusal });
+    if (record?.status === AgentStatus.REVOKED) throw new ClientError('policy_denied', `the gateway refused a first contact with '${peerId}', and the registry lists '${peerId}' revoked`, { cause: refusal });
+    if (record?.status === AgentStatus.EXPIRED) throw new ClientError('policy_denied', `the gateway refused a first contact with '${peerId}', and the registry lists the certificate of '${peerId}' expired`, { cause: refusal });
     const certificate = record?.certificate;
     if (certificate === undefined) return this.#untrusted(peerId, new IdentityError('malformed', 'the registry returned no certificate'));
     try {
@@ -241,7 +261,9 @@ export class FirstContact {
     const code: IdentityErrorCode = isIdentityError(error) ? error.code : 'malformed';
     const why = error instanceof Error ? detail(error) : String(error);
     if (TRANSIENT_CERTIFICATE_FAILURES.has(code)) {
-      throw new ClientError(code as ClientErrorCode, `the registry's certificate of '${peerId}' cannot be checked now: ${why}`, { cause: error });
+      const message = `the registry's certificate of '${peerId}' cannot be checked now: ${why}; tried again while the sends to it wait`;
+      this.#deps.emit({ kind: 'first_contact', peerId, code: code as ClientErrorCode, atMs: this.#now(), detail: message });
+      throw new ClientError(code as ClientErrorCode, message, { cause: error });
     }
     const message = `the certificate the registry returned for '${peerId}' does not verify against this agent's trust bundle: [${code}] ${why}`;
     this.#deps.emit({ kind: 'security', stage: 'directory', code, peerId, atMs: this.#now(), detail: message });

@@ -224,7 +224,12 @@ describe('first contact with an agent the gateway never saw, with `registry`', (
     await vi.waitFor(() => expect(w.settled()).toHaveLength(1));
     expect(result.error?.code).toBe('policy_denied');
     expect(result.error?.message).toMatch(/the registry has no agent with that id/);
+    // Walkthrough nit: it read "'ghost' is unknown to the gateway (the route to this recipient is not allowed), and
+    // the registry has no agent with that id" — unknown, or a denied route? The gateway's answer is quoted as its own.
+    expect(result.error?.message).toMatch(/no agent 'bob': the registry has no agent with that id \(the gateway had refused the first contact as it refuses any id it never saw: "recipient bob was never seen/);
+    expect(result.error?.message).not.toMatch(/unknown to the gateway/);
     expect(result.error?.message.match(/\[policy_denied\]/g)).toHaveLength(1);
+    expect(w.events.filter((e) => e.kind === 'first_contact')).toEqual([]); // permanent: no "waiting" event
     expect(w.step1()).toHaveLength(1); // nothing to attach: not relayed again
     w.close();
   });
@@ -262,6 +267,10 @@ describe('first contact with an agent the gateway never saw, with `registry`', (
     expect(w.settled()).toEqual([]);
     expect(result.error).toBeUndefined();
     expect(w.box.pending()).toEqual([expect.objectContaining({ id: entry.id, state: 'unsealed' })]);
+    // Walkthrough finding: nothing told the program why its sends were stuck. Each failed lookup is a `first_contact` event.
+    const waiting = w.events.filter((e) => e.kind === 'first_contact');
+    expect(waiting.length).toBeGreaterThanOrEqual(3);
+    expect(waiting[0]).toEqual({ kind: 'first_contact', peerId: 'bob', code: 'unavailable', atMs: expect.any(Number), detail: expect.stringMatching(/registry lookup of its certificate failed: \[unavailable\] connect ECONNREFUSED/) });
     await vi.waitFor(
       () => {
         w.box.onTick(Date.now(), true);

@@ -1,9 +1,11 @@
 // An agent program: planner-1 hands worker-1 a task through a running gateway and gets worker-1's verified
-// receipt. Both agents were enrolled with `parley-registry agent register <id> --type <type> --json > <id>.json`
-// (the JSON names the key file the CLI wrote); the trust bundle is `parley-registry trust-bundle > trust-bundle.json`.
+// receipt. Both agents were enrolled in the checkout with
+// `npm run -s registry -- agent register <id> --type <type> --json > <id>.json` (the JSON names the key file the CLI
+// wrote, by its absolute path); the trust bundle is `npm run -s registry -- trust-bundle > trust-bundle.json`.
+// Run it from a directory inside the checkout ("Using the SDK from your own code" below):
 //   PARLEY_GATEWAY=127.0.0.1:7443 PARLEY_GATEWAY_ID=gw-1 PARLEY_REGISTRY=127.0.0.1:50051 \
 //   PARLEY_AGENTS_DIR=./agents PARLEY_STATE_KEY_FILE=./state.key PARLEY_TRUST_BUNDLE=./trust-bundle.json \
-//   node --import tsx agent.ts      (TypeScript: run with tsx, or compile it first and run the .js)
+//   node --conditions=@parley/source --import tsx agent.ts
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -8,8 +8,8 @@ import { addService, type ServerDuplex } from '@parley/rpc';
 export type Push = (response: MessageInitShape<typeof ConnectResponseSchema>) => void;
 
 export interface StandInOptions {
-  /** Answers a hello on stream number `stream` (0, 1, …). Default: the challenge. */
-  readonly hello?: (stream: number, push: Push) => void;
+  /** Answers a hello on stream number `stream` (0, 1, …); `fail` ends the call with an error's status (an RpcError's carries its code). Default: the challenge. */
+  readonly hello?: (stream: number, push: Push, fail: (error: unknown) => void) => void;
   /** Runs after the welcome of stream `stream`. */
   readonly welcomed?: (stream: number, push: Push, end: () => void) => void;
   /** The welcome's `outbound_acks`. Default true. */
@@ -44,7 +44,7 @@ export async function standInGateway(options: StandInOptions = {}): Promise<Stan
           if (request.kind.case === 'hello') {
             agentId = request.kind.value.certificate?.agentId ?? '';
             if (options.hello === undefined) push(CHALLENGE);
-            else options.hello(stream, push);
+            else options.hello(stream, push, (error) => call.fail(error));
           } else if (request.kind.case === 'auth') {
             push({ kind: { case: 'welcome', value: { agentId, outboundAcks: options.outboundAcks ?? true } } });
             options.welcomed?.(stream, push, () => call.end());

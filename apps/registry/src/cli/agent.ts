@@ -3,7 +3,7 @@
  * identity keys (proof of possession, docs/PROTOCOL.md §15.2, §15.11) and revocation.
  */
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Option, UsageError, commandGroup, printJson, type CliCommand } from '@parley/cli-kit';
 import { fromHex } from '@parley/crypto-core';
 import { ChallengePurpose, RevocationReason } from '@parley/proto';
@@ -344,6 +344,10 @@ function msOf(text: string, what: string): number {
   return ms;
 }
 
+/**
+ * The agent's key file, absolute: `register`, `enroll` and `rotate` print it (`key file`, JSON `key_file`), and a
+ * program reads it from wherever it runs — a path relative to where the command ran would not be found there.
+ */
 function agentKeyPath(ctx: CommandContext<{ readonly keyFile?: string }>, agentId: string): string {
-  return ctx.options.keyFile ?? join(ctx.dataDir, 'agents', `${agentId}.key.json`);
+  return resolve(ctx.options.keyFile ?? join(ctx.dataDir, 'agents', `${agentId}.key.json`));
 }

@@ -28,6 +28,8 @@ export interface ServiceContext {
   readonly notifier: Notifier;
   /** Bounds of WatchRevocations streams: in all, and from one network address. */
   readonly watchLimits: { readonly total: number; readonly perAddress: number };
+  /** Aborted when the server stops: every revocation watch (a stream the server owns, that never ends by itself) ends at once. */
+  readonly stopping: AbortSignal;
 }
 
 /** A fan-out wake-up for watchers: notify() resolves every pending wait(). */

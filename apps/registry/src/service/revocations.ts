@@ -79,6 +79,11 @@ export class RevocationFeed {
 
 type HeadInit = MessageInitShape<typeof SignedRevocationHeadSchema>;
 
+/** How a watch ends when the server stops: the client watches again (this registry restarted, or another one). */
+function stoppingError(): RpcError {
+  return new RpcError('unavailable', 'the registry is shutting down: watch again (after a restart, or on another registry instance)');
+}
+
 /** RevokeAgent, GetRevocationList, WatchRevocations. */
 export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementation<typeof RegistryService>, 'revokeAgent' | 'getRevocationList' | 'watchRevocations'> {
   const { store, settings } = c;
@@ -135,6 +140,7 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
     await c.auth.authorise(ctx, 'revocations');
     // Bounded in all and per address (§12): a watch is anonymous by default, never ends by itself, and
     // holds a timer, a wake-up and a signature every heartbeat.
+    if (c.stopping.aborted) throw stoppingError();
     const slot = watchSlots.take(peerAddress(ctx.peer));
     if ('refused' in slot) {
       c.auth.securityEvent(ctx, 'unavailable', `revocation watch refused: ${slot.refused}`);
@@ -154,10 +160,13 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
     let hash = await store.hashAt(cursor);
     let sentAt = 0;
     let sentBundle = -1;
-    while (!ctx.signal.aborted) {
+    // The client going away ends the watch; so does the server stopping (at once: a stream it owns, that would
+    // otherwise hold the shutdown for its whole grace period).
+    const signal = AbortSignal.any([ctx.signal, c.stopping]);
+    while (!signal.aborted) {
       // Register for the wake-up before reading, so a commit between the read and the wait is not missed.
       const due = sentAt === 0 ? 0 : settings.heartbeatMs - (Date.now() - sentAt);
-      const woken = c.notifier.wait(Math.max(0, Math.min(due, WATCH_POLL_MS)), ctx.signal);
+      const woken = c.notifier.wait(Math.max(0, Math.min(due, WATCH_POLL_MS)), signal);
       // One read per wake-up shared by every watch (RevocationFeed); entries only when there are new ones.
       const rows = (await feed.currentVersion()) > cursor ? await feed.entriesAfter(cursor) : [];
       const last = rows.at(-1);
@@ -177,6 +186,7 @@ export function revocationHandlers(c: ServiceContext): Pick<ServiceImplementatio
       }
       await woken;
     }
+    if (c.stopping.aborted && !ctx.signal.aborted) throw stoppingError();
   }
 
   return {

@@ -4,12 +4,12 @@
 // command and the usage errors in this process: ../cli.spec.ts).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCrypto, toHex } from '@parley/crypto-core';
 import { EXIT_CODES } from '../../src/cli.js';
 import { readPublicKey } from '../../src/key-file.js';
-import { initRegistry, runRegistryCli, spawnApp, serveRegistry, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
+import { appDir, initRegistry, runApp, runRegistryCli, spawnApp, serveRegistry, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
 
 function expectOneLineError(r: CliResult, code: number, pattern: RegExp): void {
   expect(r.code, `stdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(code);
@@ -101,6 +101,23 @@ describe('operator walkthrough on PGlite', () => {
     expectOneLineError(again, EXIT_CODES.alreadyExists, /already revoked/);
     const revoked = JSON.parse((await cli(['agent', 'list', '--status', 'revoked', '--json'])).stdout) as { agents: { agent_id: string }[] };
     expect(revoked.agents.map((a) => a.agent_id)).toEqual(['planner-1']);
+  });
+
+  it('prints the key file as an absolute path (JSON and text), also when --data-dir is relative', async () => {
+    // New-user walkthrough finding: `agent register --json` printed `key_file` relative to where the command ran
+    // (`.data/registry/agents/planner.key.json`), and a program reading it from another directory got ENOENT.
+    // The command runs in the app's directory (runApp's default): --data-dir relative to it.
+    const relativeDir = relative(appDir('registry'), fixture.dataDir);
+    expect(isAbsolute(relativeDir)).toBe(false);
+    const args = ['--data-dir', relativeDir, '--server', registry.address];
+    const reg = await runApp('registry', ['agent', 'register', 'worker-rel', '--type', 'worker', '--json', ...args]);
+    expect(reg.code, reg.stderr).toBe(0);
+    const keyFile = (JSON.parse(reg.stdout) as { key_file: string }).key_file;
+    expect(keyFile).toBe(join(fixture.dataDir, 'agents', 'worker-rel.key.json'));
+    expect(existsSync(keyFile)).toBe(true);
+    const text = await runApp('registry', ['agent', 'register', 'worker-rel2', '--type', 'worker', ...args]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(join(fixture.dataDir, 'agents', 'worker-rel2.key.json'));
   });
 
   it('adds an operator from a key file, removes it, and then refuses its key', async () => {
