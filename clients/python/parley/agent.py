@@ -73,7 +73,7 @@ from .directory import FirstContact, send_step1
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
-from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, decode_certificate, is_agent_id, verify_certificate
+from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, check_revocation, decode_certificate, is_agent_id, verify_certificate
 from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
 from .keys import load_key_file
 from .memory import MemoryClient
@@ -144,6 +144,9 @@ MAX_QUEUED_DELIVERY_BYTES: Final = 64 * 1024 * 1024
 MAX_HELD_BYTES: Final = 64 * 1024 * 1024
 #: Deliveries waiting to be tried again (§12); beyond it a delivery is left for the next stream.
 MAX_DEFERRED: Final = 4096
+#: Most handshake frames left unacknowledged until the revocation data is fresh again (§17.3 item 7); beyond it, one is
+#: left for the next stream.
+MAX_DEFERRED_FRAMES: Final = 256
 #: Bytes of the deliveries waiting to be tried again, all of the current stream and not acked: a gateway writes at
 #: most its in-flight bound (default 256 deliveries, 8 MiB) not yet acked, so more is a gateway breaking the
 #: protocol: the stream ends (``malformed``) and the agent reconnects, as @parley/client's ``MAX_QUEUED_DELIVERY_BYTES``.
@@ -456,6 +459,19 @@ class _Responding:
     handshake: ResponderHandshake
     timer: asyncio.TimerHandle
     held: list[_Delivered] = field(default_factory=list)
+    #: Its step 3 waits for fresh revocation data (§17.3 item 7): its timeout is held meanwhile.
+    waits: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _DeferredFrame:
+    """A handshake frame left unacknowledged until this agent can check its sender's revocation again (§17.3 item 7)."""
+
+    conn: GatewayConnection
+    delivery_id: int
+    frame: Any
+    #: step, session id and sender: a later copy of the same frame takes its place.
+    key: tuple[int, bytes, str]
 
 
 @dataclass(slots=True)
@@ -696,6 +712,9 @@ class Agent:
         self._envelopes = _EnvelopeQueue(ENVELOPE_QUEUE)
         #: Deliveries left unacknowledged because they cannot be taken now, tried again (§17.3 items 4 and 6).
         self._deferred: list[_Delivered] = []
+        #: Handshake frames left unacknowledged until the revocation data is fresh (§17.3 item 7), in arrival order.
+        self._deferred_frames: list[_DeferredFrame] = []
+        self._retrying_frames = False
         #: Bytes of :attr:`_deferred`, and of the envelopes held for all responder handshakes.
         self._deferred_bytes = 0
         self._held_bytes = 0
@@ -1692,6 +1711,79 @@ class Agent:
         else:
             self._security("handshake", "malformed", None, None, "handshake frame with an unknown step")
 
+    def _frame_waits_for_revocation(self, frame: Any) -> bool:
+        """Whether a handshake frame must wait for fresh revocation data (§17.3 item 7): a step 1 (answered, its step 3
+        would fail ``revocation_stale`` and the envelopes its initiator seals at once would be refused), or the step 3
+        of a handshake this agent responds to (its certificate check would fail and the handshake be abandoned), while
+        this agent's revocation data cannot answer for the sender."""
+        if self._revocations is None or frame.step not in (1, 3):
+            return False
+        if frame.step == 3 and bytes(frame.session_id) not in self._responding:
+            return False
+        try:
+            check_revocation(self._revocations, str(frame.sender_id), bytes(16), now_ms())
+        except IdentityError as error:
+            return error.code == "revocation_stale"
+        return False
+
+    def _defer_frame(self, conn: GatewayConnection, delivery_id: int, frame: Any) -> None:
+        """Leaves a handshake frame unacknowledged (the gateway keeps it: a crash loses nothing) and keeps it to be
+        processed once the revocation data is fresh; a step 3's handshake is held meanwhile. A later copy of a frame
+        already waiting (a queued step 1 sent again, a redelivery) takes its place, and the earlier copy is acked."""
+        sid = bytes(frame.session_id)
+        key = (int(frame.step), sid, str(frame.sender_id))
+        for i, d in enumerate(self._deferred_frames):
+            if d.key == key:
+                self._deferred_frames[i] = _DeferredFrame(conn, delivery_id, frame, key)
+                self._gateway_ack(d.conn, d.delivery_id)
+                return
+        if len(self._deferred_frames) >= MAX_DEFERRED_FRAMES:
+            return  # left unacked: the next stream delivers it again
+        if frame.step == 3:
+            responding = self._responding.get(sid)
+            if responding is not None and not responding.waits:
+                responding.timer.cancel()
+                responding.waits = True
+        self._deferred_frames.append(_DeferredFrame(conn, delivery_id, frame, key))
+        self._security("handshake", "revocation_stale", str(frame.sender_id)[:128], sid if len(sid) == 16 else None, f"revocation data is stale: step {frame.step} is left unacknowledged and processed once it is fresh again")
+
+    def _retry_frames(self) -> None:
+        """Processes the deferred handshake frames whose sender can be checked now (one pass at a time)."""
+        if self._deferred_frames and not self._retrying_frames:
+            self._retrying_frames = True
+            self._spawn(self._process_deferred_frames())
+
+    async def _process_deferred_frames(self) -> None:
+        try:
+            for d in list(self._deferred_frames):
+                if d not in self._deferred_frames:
+                    continue  # replaced by a later copy: the next pass takes that one
+                if d.conn is not self._conn or not d.conn.is_open:
+                    self._deferred_frames.remove(d)  # its stream ended: the next one delivers it again
+                    self._release_responder(d)
+                    continue
+                if self._frame_waits_for_revocation(d.frame):
+                    continue
+                self._deferred_frames.remove(d)
+                try:
+                    await self._on_frame(d.conn, d.frame)
+                except Exception:
+                    _log.exception("parley: handshake frame handling failed")
+                finally:
+                    self._gateway_ack(d.conn, d.delivery_id)
+                    self._release_responder(d)
+        finally:
+            self._retrying_frames = False
+
+    def _release_responder(self, d: _DeferredFrame) -> None:
+        """Re-arms the timeout of the handshake a deferred step 3 held, once none of its step 3 waits any more."""
+        sid = d.key[1]
+        responding = self._responding.get(sid)
+        if d.key[0] != 3 or responding is None or not responding.waits or any(x.key == d.key for x in self._deferred_frames):
+            return
+        responding.waits = False
+        responding.timer = asyncio.get_running_loop().call_later(self._handshake_timeout, lambda: self._spawn(self._responder_failed(sid, "handshake timed out")))
+
     async def _responder_failed(self, sid: bytes, reason: str) -> None:
         responding = self._responding.pop(sid, None)
         if responding is None:
@@ -1955,7 +2047,11 @@ class Agent:
         if entry.resealing:
             return
         entry.resealing = True
-        self._spawn(self._reseal([entry]))
+        # §17.2 item 4: the first reseal at once; after a reject of a resealed envelope (the new session refused too),
+        # the next one waits for the resend backoff, so that a recipient refusing within milliseconds cannot burn the
+        # budget before anything could change.
+        delay = 0.0 if entry.reseals == 0 or entry.reseals >= MAX_RESEALS else min(self._resend.max_s, self._resend.initial_s * 2 ** (entry.reseals - 1))
+        self._spawn(self._reseal([entry], delay))
 
     def _by_newer_certificate(self, entry: _OutboxEntry, reply: Any, verify: Callable[[Any, bytes], bool]) -> bool:
         """Whether a receipt or SessionReject is signed under its signer's *current* certificate, which it carries
@@ -1975,8 +2071,22 @@ class Agent:
             return False
         return verify(reply, verified.identity_public_key)
 
-    async def _reseal(self, entries: list[_OutboxEntry]) -> None:
-        """§17 sender 4: the pending message a verified SessionReject names is resealed in a new session and sent again."""
+    async def _reseal(self, entries: list[_OutboxEntry], delay: float = 0.0) -> None:
+        """§17 sender 4: the pending message a verified SessionReject names is resealed in a new session and sent again
+        (after ``delay`` seconds: the backoff between reseals)."""
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                if self._fatal is not None or self._closed:
+                    for entry in entries:
+                        entry.resealing = False
+            if self._fatal is not None or self._closed:
+                return
+            for entry in entries:
+                if self._outbox.get(entry.id) is not entry:
+                    entry.resealing = False  # settled meanwhile (expired, a receipt)
+            entries = [e for e in entries if self._outbox.get(e.id) is e]
         for entry in entries:
             if entry.reseals >= MAX_RESEALS:
                 await self._settle(entry, error=SessionError("unknown_session", f"{entry.to!r} rejected the session {MAX_RESEALS} times"))
@@ -2041,6 +2151,9 @@ class Agent:
         kind = delivery.WhichOneof("item")
         if kind == "envelope":
             await self._envelopes.put(_Delivered(conn, delivery.delivery_id, delivery.envelope))
+            return
+        if kind == "handshake" and self._frame_waits_for_revocation(delivery.handshake):
+            self._defer_frame(conn, delivery.delivery_id, delivery.handshake)  # §17.3 item 7: left unacknowledged
             return
         try:
             if kind == "handshake":
@@ -2172,6 +2285,7 @@ class Agent:
         while True:
             await asyncio.sleep(RETRY_INTERVAL)
             self._retry_deferred()
+            self._retry_frames()
 
     async def _on_envelope(self, delivered: _Delivered) -> None:
         conn, delivery_id, envelope = delivered.conn, delivered.delivery_id, delivered.envelope

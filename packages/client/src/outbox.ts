@@ -416,7 +416,30 @@ export class Outbox {
     // Only the envelope it names: a reject proves the recipient cannot open that one, not that it never opened the
     // others of the session — one it took before the session ended (its receipt lost) resealed would be a second
     // message to its application. The others are resent as they are: a receipt, or each its own reject (§17.4).
-    void this.#reseal(pending.to, pending.sessionIdHex, pending);
+    if (pending.reseals === 0 || pending.reseals >= MAX_RESEALS || pending.resealing) {
+      void this.#reseal(pending.to, pending.sessionIdHex, pending); // the first reseal at once; past the budget, settled
+      return;
+    }
+    this.#resealLater(pending);
+  }
+
+  /**
+   * A reject of a send already resealed: the new session was refused too. Its next reseal waits for the resend
+   * backoff (the resend interval doubling per reseal, at most 60 s, §17.2 item 4) instead of starting a handshake at
+   * once: a recipient that refuses session after session within milliseconds would otherwise burn the reseal budget
+   * before anything could change. The refused session is closed now; the send waits for a session like one whose
+   * handshake failed (the tick reseals it when due). Its old envelope is out of `#byHash`: the recipient refused
+   * it, so no receipt can come for it, and its further rejects (one per resend) are not this send's any more.
+   */
+  #resealLater(entry: OutboxEntry): void {
+    const { manager, options } = this.#deps;
+    const dead = manager.sessionById(entry.sessionIdHex);
+    if (dead !== undefined) manager.closeSession(dead);
+    if (this.#byHash.get(entry.hashHex) === entry) this.#byHash.delete(entry.hashHex);
+    entry.sessionIdHex = '';
+    entry.status = undefined;
+    entry.backoffMs = Math.min(resendBaseMs(options) * 2 ** (entry.reseals - 1), MAX_BACKOFF_MS);
+    entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
   }
 
   /**

@@ -9,7 +9,7 @@
  * - graceful close; sealed export/import of every session's state.
  */
 import { SecretKey, type ParleyCrypto } from '@parley/crypto-core';
-import { TrustBundle } from '@parley/identity';
+import { TrustBundle, isIdentityError } from '@parley/identity';
 import type { HandshakeFrame, SecureMessage } from '@parley/proto';
 import { assertCrypto, assertLocalIdentity, check, describe, malformed, optionalObject } from './assert.js';
 import { SessionError, detailOf, isSessionErrorCode } from './errors.js';
@@ -205,7 +205,7 @@ export class SessionManager {
   readonly #current = new Map<string, Session>();
   readonly #pendingByPeer = new Map<string, Pending>();
   readonly #pendingById = new Map<string, Pending>();
-  readonly #responders = new Map<string, { handshake: ResponderHandshake; timer: NodeJS.Timeout; peerId: string }>();
+  readonly #responders = new Map<string, { handshake: ResponderHandshake; timer: NodeJS.Timeout | undefined; peerId: string; holds: number }>();
   /** Responder handshakes in progress per initiating peer. */
   readonly #respondingPerPeer = new Map<string, number>();
   /** Send counters durably reserved per session (exclusive upper bound), when `reserveCounters` is set. */
@@ -336,6 +336,57 @@ export class SessionManager {
     };
   }
 
+  /**
+   * Whether this manager's revocation data cannot answer for `peerId` now: its checker reports `revocation_stale`
+   * or fails (fail closed, §3.3 step 6). A handshake with that peer would then fail at its certificate check (§5.3)
+   * for a reason time changes; its owner leaves the frame unprocessed meanwhile (docs/PROTOCOL.md §17.3 item 7).
+   * False without revocation data, and when the checker answers (revoked or not: the handshake decides then).
+   */
+  revocationStale(peerId: string): boolean {
+    const checker = this.#config.revocations;
+    if (checker === undefined) return false;
+    try {
+      checker.check({ agentId: peerId, serial: new Uint8Array(16) }, this.#clock());
+      return false;
+    } catch (error) {
+      return !isIdentityError(error) || error.code === 'revocation_stale';
+    }
+  }
+
+  /**
+   * Holds the timeout of a handshake this manager is responding to (step 2 sent, step 3 not yet read), by its
+   * session id (hex), while its owner leaves that step 3 unprocessed until its revocation data is fresh again
+   * (docs/PROTOCOL.md §17.3 item 7): the timer does not fire while held, and the last release re-arms the full
+   * handshake timeout. Holds nest; a release counts once.
+   * @returns the release, or `undefined` when this manager is not responding under that id
+   */
+  holdResponder(sessionIdHex: string): (() => void) | undefined {
+    const responder = this.#responders.get(sessionIdHex);
+    if (responder === undefined) return undefined;
+    if (responder.holds++ === 0) {
+      clearTimeout(responder.timer);
+      responder.timer = undefined;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--responder.holds === 0 && this.#responders.get(sessionIdHex) === responder && !this.#closed) responder.timer = this.#responderTimer(sessionIdHex);
+    };
+  }
+
+  /** The timeout of the responder handshake `id`: it is abandoned when it fires. */
+  #responderTimer(id: string): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      const r = this.#responders.get(id);
+      if (r === undefined) return;
+      r.handshake.abort();
+      this.#endResponder(id, r.peerId, true);
+    }, this.#options.handshakeTimeoutMs ?? 10_000);
+    timer.unref();
+    return timer;
+  }
+
   /** The live session with this id (hex), if any. */
   sessionById(sessionIdHex: string): Session | undefined {
     return this.#sessions.get(sessionIdHex);
@@ -424,14 +475,7 @@ export class SessionManager {
         } catch {
           return reported();
         }
-        const timer = setTimeout(() => {
-          const r = this.#responders.get(id);
-          if (r === undefined) return;
-          r.handshake.abort();
-          this.#endResponder(id, r.peerId, true);
-        }, this.#options.handshakeTimeoutMs ?? 10_000);
-        timer.unref();
-        this.#responders.set(id, { handshake: accepted.handshake, timer, peerId });
+        this.#responders.set(id, { handshake: accepted.handshake, timer: this.#responderTimer(id), peerId, holds: 0 });
         this.#respondingPerPeer.set(peerId, (this.#respondingPerPeer.get(peerId) ?? 0) + 1);
         try {
           await this.#options.transport.sendFrame(accepted.frame);
