@@ -191,22 +191,22 @@ class FirstContact:
         try:
             record = await asyncio.wait_for(self._get_agent(peer), LOOKUP_TIMEOUT_S)
         except asyncio.TimeoutError:
-            raise IdentityError("unavailable", f"{peer!r} is unknown to the gateway, and the registry did not answer its lookup within {LOOKUP_TIMEOUT_S:g} s") from None
+            raise IdentityError("unavailable", f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry did not answer the lookup of its certificate within {LOOKUP_TIMEOUT_S:g} s; tried again while the sends to it wait") from None
         except ParleyError as error:
             if error.code == "not_found":
-                raise GatewayError("policy_denied", f"{peer!r} is unknown to the gateway{why}, and the registry has no agent with that id") from error
+                raise GatewayError("policy_denied", f"no agent {peer!r}: the registry has no agent with that id (the gateway had refused the first contact as it refuses any id it never saw{why})") from error
             if error.code in PERMANENT_LOOKUP_FAILURES:
-                raise GatewayError("policy_denied", f"{peer!r} is unknown to the gateway{why}, and the registry refused to look it up: [{error.code}] {error.detail}") from error
+                raise GatewayError("policy_denied", f"the gateway refused a first contact with {peer!r}{why}, and the registry refused to look {peer!r} up: [{error.code}] {error.detail}") from error
             # Unreachable, unavailable, rate limiting, …: the handshake's backoff tries again until the sends expire.
             code: ErrorCode = "rate_limited" if error.code == "rate_limited" else "unavailable"
-            raise IdentityError(code, f"{peer!r} is unknown to the gateway, and its certificate could not be fetched from the registry: [{error.code}] {error.detail}") from error
+            raise IdentityError(code, f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry lookup of its certificate failed: [{error.code}] {error.detail}; tried again while the sends to it wait") from error
         except Exception as error:  # a get_agent that broke its contract: transient, typed
             raise IdentityError("unavailable", f"the registry lookup of {peer!r} failed ({type(error).__name__})") from error
         _log.debug("parley: registry lookup of %s took %.3f s", peer, time.monotonic() - started)
         if record.status == registry_pb2.AGENT_STATUS_REVOKED:
-            raise GatewayError("policy_denied", f"{peer!r} is unknown to the gateway, and the registry lists it revoked")
+            raise GatewayError("policy_denied", f"the gateway refused a first contact with {peer!r}, and the registry lists {peer!r} revoked")
         if record.status == registry_pb2.AGENT_STATUS_EXPIRED:
-            raise GatewayError("policy_denied", f"{peer!r} is unknown to the gateway, and the registry lists its certificate expired")
+            raise GatewayError("policy_denied", f"the gateway refused a first contact with {peer!r}, and the registry lists the certificate of {peer!r} expired")
         if not record.HasField("certificate"):
             self._untrusted(peer, IdentityError("malformed", "the registry returned no certificate"))
         certificate = record.certificate

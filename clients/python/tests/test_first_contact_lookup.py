@@ -259,7 +259,7 @@ def test_a_certificate_that_does_not_verify_settles_policy_denied_saying_so(worl
             await bob.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=10)
         assert error.value.code == "policy_denied"
         if case == "revoked in the registry":
-            assert "lists it revoked" in error.value.detail and security(events, "directory") == []
+            assert "lists 'alice' revoked" in error.value.detail and security(events, "directory") == []
         else:
             assert "does not verify against this agent's trust bundle" in error.value.detail
             [event] = security(events, "directory")
