@@ -36,7 +36,7 @@ import { DurableState } from './durable-state.js';
 import { ClientError, isTransientConnectRefusal } from './errors.js';
 import { AgentEvents } from './events.js';
 import { FirstContact } from './first-contact.js';
-import { GatewayLink, gatewayCredentials } from './gateway-link.js';
+import { GatewayLink, backoffDelayMs, gatewayCredentials } from './gateway-link.js';
 import { Handshakes } from './handshakes.js';
 import { Inbox } from './inbox.js';
 import { Journal, type JournalRecord } from './journal.js';
@@ -61,13 +61,6 @@ const LOOKUP_TIMEOUT_MS = 5_000;
 /** How long `connect` keeps trying while the gateway answers what time fixes (ConnectOptions.connectTimeoutMs). */
 const DEFAULT_CONNECT_TIMEOUT_MS = 60_000;
 
-/** The wait before attempt `attempt + 1`: "equal jitter" below a ceiling doubling from `initialDelayMs` to `maxDelayMs` (as GatewayLink's). */
-function backoffDelayMs(backoff: { readonly initialDelayMs?: number; readonly maxDelayMs?: number } | undefined, attempt: number): number {
-  const initial = Math.max(1, backoff?.initialDelayMs ?? 100);
-  const max = Math.max(initial, backoff?.maxDelayMs ?? 10_000);
-  const ceiling = Math.min(max, initial * 2 ** Math.min(attempt - 1, 30));
-  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-}
 
 /**
  * Connects an agent to its gateway: replays its saved state (if a

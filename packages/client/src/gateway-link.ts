@@ -54,13 +54,23 @@ export interface GatewayLinkDeps {
   readonly options: ConnectOptions;
   readonly lifecycle: Lifecycle;
   readonly emit: (event: AgentEvent) => void;
-  /** An item the gateway delivered on `conn` (acked by the handler, or left for redelivery). */
-  /** One delivery, in order; a returned promise holds the next one back until it settles. */
+  /** An item the gateway delivered on `conn`, in order (acked by the handler, or left for redelivery); a returned promise holds the next one back until it settles. */
   readonly onDelivery: (delivery: Delivery, conn: GatewayConnection) => void | Promise<void>;
   /** A new stream is up (after `connected` was emitted and relays waiting for it were released). */
   readonly onConnected: (conn: GatewayConnection) => void;
   /** Stops the agent for good with `error`. */
   readonly stop: (error: ClientError) => void;
+}
+
+/**
+ * The wait before reconnection attempt `attempt` (1, 2, …) — also `connect`'s retries: "equal jitter" below a
+ * ceiling doubling from `initialDelayMs` (100 ms) to `maxDelayMs` (10 s).
+ */
+export function backoffDelayMs(backoff: { readonly initialDelayMs?: number; readonly maxDelayMs?: number } | undefined, attempt: number): number {
+  const initial = Math.max(1, backoff?.initialDelayMs ?? 100);
+  const max = Math.max(initial, backoff?.maxDelayMs ?? 10_000);
+  const ceiling = Math.min(max, initial * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
 }
 
 export class GatewayLink {
@@ -172,12 +182,8 @@ export class GatewayLink {
       stop(error);
       return;
     }
-    const backoff = options.reconnect;
-    const initial = Math.max(1, backoff?.initialDelayMs ?? 100);
-    const max = Math.max(initial, backoff?.maxDelayMs ?? 10_000);
     for (let attempt = 1; !lifecycle.stopped; attempt++) {
-      const ceiling = Math.min(max, initial * 2 ** Math.min(attempt - 1, 30));
-      const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2); // "equal jitter"
+      const delayMs = backoffDelayMs(options.reconnect, attempt);
       emit({ kind: 'reconnecting', attempt, delayMs });
       await new Promise<void>((resolve) => {
         this.#sleep = { timer: setTimeout(resolve, delayMs), resolve };
