@@ -11,8 +11,8 @@ import { MessageType, type DeliveryReceipt } from '@parley/proto';
 import type { LocalIdentity } from '@parley/session';
 import { waitFor, type RunningGatewayProcess } from '@parley/test-support';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { connect, isClientError, verifyReceiptSignature, type Agent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '../../src/index.js';
-import { GATEWAY_ID, createWorld, type World } from './world.js';
+import { isClientError, verifyReceiptSignature, type ConnectOptions } from '../../src/index.js';
+import { GATEWAY_ID, createWorld, onlineSdkAgent, registeredIdentity, type RunningSdkAgent, type World } from './world.js';
 
 let world: World;
 let gw: RunningGatewayProcess;
@@ -32,46 +32,26 @@ afterAll(async () => {
   await world?.close();
 }, 60_000);
 
-interface Running {
-  readonly agent: Agent;
-  readonly events: AgentEvent[];
-  readonly received: ReceivedMessage[];
-}
+type Running = RunningSdkAgent;
 
-async function registered(agentId: string, type: string): Promise<LocalIdentity> {
-  const a = await world.registry.register(world.crypto, agentId, type);
-  return { agentId, signingKey: a.secretKey, certificate: a.certificate };
-}
+const registered = (agentId: string, type: string): Promise<LocalIdentity> => registeredIdentity(world.registry, world.crypto, agentId, type);
 
 /** An agent connected to the world's gateway, its application acking every message. */
-async function online(identity: LocalIdentity, extra: Partial<ConnectOptions> = {}): Promise<Running> {
-  const events: AgentEvent[] = [];
-  const received: ReceivedMessage[] = [];
-  const agent = await connect({
-    gateway: gw.address,
-    expectedGatewayId: GATEWAY_ID,
-    identity,
-    trustBundle,
-    crypto: world.crypto,
-    handshakeTimeoutMs: 5_000,
-    resendIntervalMs: 500,
-    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
-    onEvent: (e) => events.push(e),
-    ...extra,
-  });
-  cleanup.push(() => agent.close());
-  void (async () => {
-    try {
-      for await (const m of agent.messages()) {
-        received.push(m);
-        await m.ack();
-      }
-    } catch {
-      // stopped
-    }
-  })();
-  return { agent, events, received };
-}
+const online = (identity: LocalIdentity, extra: Partial<ConnectOptions> = {}): Promise<Running> =>
+  onlineSdkAgent(
+    {
+      gateway: gw.address,
+      expectedGatewayId: GATEWAY_ID,
+      identity,
+      trustBundle,
+      crypto: world.crypto,
+      handshakeTimeoutMs: 5_000,
+      resendIntervalMs: 500,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+      ...extra,
+    },
+    cleanup,
+  );
 
 it('with `registry`: two messages to a registered worker that never connected are delivered once it starts, seconds later; both receipts verify', async () => {
   const plannerId = await registered('planner-fc', 'planner');

@@ -15,8 +15,8 @@ import { MessageType } from '@parley/proto';
 import type { LocalIdentity } from '@parley/session';
 import { startRegistry, waitFor, type RunningGatewayProcess, type TestRegistry } from '@parley/test-support';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { connect, type Agent, type AgentEvent, type ReceivedMessage, type RevocationListEvent } from '../../src/index.js';
-import { GATEWAY_ID, createWorld, type World } from './world.js';
+import { type AgentEvent, type RevocationListEvent } from '../../src/index.js';
+import { GATEWAY_ID, createWorld, onlineSdkAgent, registeredIdentity, type RunningSdkAgent, type World } from './world.js';
 
 const MAX_AGE_MS = 3_000;
 
@@ -43,47 +43,27 @@ afterAll(async () => {
   await world?.close();
 }, 60_000);
 
-interface Running {
-  readonly agent: Agent;
-  readonly events: AgentEvent[];
-  readonly received: ReceivedMessage[];
-}
+type Running = RunningSdkAgent;
 
-async function registered(agentId: string, type: string): Promise<LocalIdentity> {
-  const a = await agentsRegistry.register(world.crypto, agentId, type);
-  return { agentId, signingKey: a.secretKey, certificate: a.certificate };
-}
+const registered = (agentId: string, type: string): Promise<LocalIdentity> => registeredIdentity(agentsRegistry, world.crypto, agentId, type);
 
 /** An agent connected with `registry` only (no `revocations`), its application acking every message. */
-async function online(identity: LocalIdentity): Promise<Running> {
-  const events: AgentEvent[] = [];
-  const received: ReceivedMessage[] = [];
-  const agent = await connect({
-    gateway: gw.address,
-    expectedGatewayId: GATEWAY_ID,
-    identity,
-    trustBundle,
-    registry: { address: agentsRegistry.address },
-    revocationMaxAgeMs: MAX_AGE_MS,
-    crypto: world.crypto,
-    handshakeTimeoutMs: 3_000,
-    resendIntervalMs: 500,
-    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
-    onEvent: (e) => events.push(e),
-  });
-  cleanup.push(() => agent.close());
-  void (async () => {
-    try {
-      for await (const m of agent.messages()) {
-        received.push(m);
-        await m.ack();
-      }
-    } catch {
-      // stopped
-    }
-  })();
-  return { agent, events, received };
-}
+const online = (identity: LocalIdentity): Promise<Running> =>
+  onlineSdkAgent(
+    {
+      gateway: gw.address,
+      expectedGatewayId: GATEWAY_ID,
+      identity,
+      trustBundle,
+      registry: { address: agentsRegistry.address },
+      revocationMaxAgeMs: MAX_AGE_MS,
+      crypto: world.crypto,
+      handshakeTimeoutMs: 3_000,
+      resendIntervalMs: 500,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+    },
+    cleanup,
+  );
 
 const security = (r: Running, stage: string, code: string, peer: string): AgentEvent[] =>
   r.events.filter((e) => e.kind === 'security' && e.stage === stage && e.code === code && 'senderId' in e && e.senderId === peer);

@@ -23,7 +23,7 @@ import {
   type TestAgent,
   type TestRegistry,
 } from '@parley/test-support';
-import { GatewayConnection } from '../../src/index.js';
+import { GatewayConnection, connect, type Agent as SdkAgent, type AgentEvent, type ConnectOptions, type ReceivedMessage } from '../../src/index.js';
 
 export const GATEWAY_ID = 'gw-test.local';
 
@@ -171,4 +171,39 @@ export async function connectAgent(world: World, address: string, agent: Agent):
       conn.close();
     },
   };
+}
+
+/** A registered agent's identity, as `parley-registry agent register` would give it. */
+export async function registeredIdentity(registry: TestRegistry, crypto: ParleyCrypto, agentId: string, agentType: string): Promise<LocalIdentity> {
+  const a = await registry.register(crypto, agentId, agentType);
+  return { agentId, signingKey: a.secretKey, certificate: a.certificate };
+}
+
+/** An SDK agent and what it saw: its events, and every message its application took (and acked). */
+export interface RunningSdkAgent {
+  readonly agent: SdkAgent;
+  readonly events: AgentEvent[];
+  readonly received: ReceivedMessage[];
+}
+
+/**
+ * Connects an SDK agent whose application acks every message as it arrives, recording its events (an `onEvent`
+ * in `options` is replaced); its `close` is pushed onto `cleanup`.
+ */
+export async function onlineSdkAgent(options: ConnectOptions, cleanup: (() => Promise<void> | void)[]): Promise<RunningSdkAgent> {
+  const events: AgentEvent[] = [];
+  const received: ReceivedMessage[] = [];
+  const agent = await connect({ ...options, onEvent: (e) => events.push(e) });
+  cleanup.push(() => agent.close());
+  void (async () => {
+    try {
+      for await (const m of agent.messages()) {
+        received.push(m);
+        await m.ack();
+      }
+    } catch {
+      // stopped
+    }
+  })();
+  return { agent, events, received };
 }
