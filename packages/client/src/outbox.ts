@@ -87,6 +87,12 @@ export interface OutboxEntry {
   readonly expiresAtMs: number;
   /** Seals after the first one (SessionRejects). */
   reseals: number;
+  /**
+   * Before this time (ms) its next reseal may not start: set when a reseal of it was refused too ({@link
+   * Outbox#resealLater}, §17.2 item 4). Neither a new send to the peer (whose reseal takes every other send
+   * waiting for a session), nor the tick for another send, nor a reconnect starts it earlier. 0: no such wait.
+   */
+  refusedUntilMs: number;
   /** The gateway's last answer: DELIVERED (live, may be lost with the gateway) or QUEUED (durable). */
   status: DeliveryStatus | undefined;
   /** When to relay again if no receipt came (DELIVERED or not yet accepted). */
@@ -200,7 +206,7 @@ export class Outbox {
   restore(state: JournalState): void {
     const { manager, options } = this.#deps;
     for (const r of state.outbox.values()) {
-      const base = { id: r.id, to: r.to, msg: r.msg, createdAtMs: r.at, expiresAtMs: r.exp, status: undefined, nextAttemptAtMs: 0, backoffMs: resendBaseMs(options), inFlight: false, durable: true, staged: undefined, resealing: false, waiters: new Set<SendWaiter>(), settled: undefined };
+      const base = { id: r.id, to: r.to, msg: r.msg, createdAtMs: r.at, expiresAtMs: r.exp, status: undefined, nextAttemptAtMs: 0, refusedUntilMs: 0, backoffMs: resendBaseMs(options), inFlight: false, durable: true, staged: undefined, resealing: false, waiters: new Set<SendWaiter>(), settled: undefined };
       if (r.t === 'out_unsealed') {
         this.#entries.set(r.id, { ...base, envelope: undefined, hashHex: '', sessionIdHex: '', peerKey: new Uint8Array(0), reseals: 0 });
         continue; // the tick starts its handshake once the stream is up
@@ -269,6 +275,7 @@ export class Outbox {
       reseals: 0,
       status: undefined,
       nextAttemptAtMs: 0,
+      refusedUntilMs: 0,
       backoffMs: resendBaseMs(deps.options),
       inFlight: false,
       durable: !deps.durable,
@@ -337,6 +344,8 @@ export class Outbox {
   /**
    * A new stream is up: everything not yet confirmed goes out again, as it was sealed (the recipient drops
    * duplicates), whether or not its session is still open here (§17.2: only a verified SessionReject reseals).
+   * What waits for a session is due at once — except a send whose reseal was refused: it keeps its backoff (a
+   * reconnect changes nothing about a recipient that refuses sessions, §17.2 item 4).
    */
   onConnected(): void {
     const { options } = this.#deps;
@@ -345,7 +354,7 @@ export class Outbox {
       entry.status = undefined;
       entry.backoffMs = resendBaseMs(options);
       if (entry.sessionIdHex !== '') void this.#transmit(entry);
-      else entry.nextAttemptAtMs = 0;
+      else entry.nextAttemptAtMs = entry.refusedUntilMs;
     }
   }
 
@@ -439,7 +448,7 @@ export class Outbox {
     entry.sessionIdHex = '';
     entry.status = undefined;
     entry.backoffMs = Math.min(resendBaseMs(options) * 2 ** (entry.reseals - 1), MAX_BACKOFF_MS);
-    entry.nextAttemptAtMs = Date.now() + entry.backoffMs;
+    entry.nextAttemptAtMs = entry.refusedUntilMs = Date.now() + entry.backoffMs;
   }
 
   /**
@@ -557,8 +566,10 @@ export class Outbox {
   /**
    * Seals in a (new) session with its peer (§17.2) the send a verified SessionReject names (`only`: the session
    * it names is closed here too), or, with `sessionIdHex` empty, every send to `peerId` that waits for a session
-   * — new ones (their first seal) and ones whose reseal waits to be retried. They share one handshake: its
-   * failure is theirs, permanent (settled with its code) or retried with backoff until they expire (§17.2 item 6).
+   * — new ones (their first seal) and ones whose reseal waits to be retried —, except one whose reseal was refused
+   * and waits for its backoff (§17.2 item 4: the tick takes it when due; a new send to the peer does not cut the wait
+   * short). They share one handshake: its failure is theirs, permanent (settled with its code) or retried with backoff
+   * until they expire (§17.2 item 6).
    */
   async #reseal(peerId: string, sessionIdHex: string, only?: OutboxEntry): Promise<void> {
     const { manager, options, lifecycle } = this.#deps;
@@ -567,7 +578,10 @@ export class Outbox {
     // Claimed all at once, before the first await: a SessionReject, the tick, a reconnect and new sends can each
     // ask for the same sends while a handshake runs. Only recorded ones: a send is sealed once it is held.
     const candidates = only === undefined ? [...this.#entries.values()] : [only];
-    const claimed = candidates.filter((e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing && e.durable);
+    const nowMs = Date.now();
+    const claimed = candidates.filter(
+      (e) => e.sessionIdHex === sessionIdHex && (sessionIdHex !== '' || e.to === peerId) && !e.resealing && e.durable && (only !== undefined || e.refusedUntilMs <= nowMs),
+    );
     const entries: OutboxEntry[] = [];
     for (const entry of claimed) {
       if (entry.envelope !== undefined && entry.reseals >= MAX_RESEALS) {

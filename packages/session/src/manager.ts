@@ -341,16 +341,21 @@ export class SessionManager {
    * or fails (fail closed, §3.3 step 6). A handshake with that peer would then fail at its certificate check (§5.3)
    * for a reason time changes; its owner leaves the frame unprocessed meanwhile (docs/PROTOCOL.md §17.3 item 7).
    * False without revocation data, and when the checker answers (revoked or not: the handshake decides then).
+   * An answer is what the certificate check takes as one (identity's `checkRevocation`, Session's peer check): a
+   * status whose `revoked` is `true` or `false`; anything else — a Promise of an async checker, `undefined` — is no
+   * answer, and the certificate check would fail closed `revocation_stale` on it, so this says stale too.
    */
   revocationStale(peerId: string): boolean {
     const checker = this.#config.revocations;
     if (checker === undefined) return false;
+    let status: unknown;
     try {
-      checker.check({ agentId: peerId, serial: new Uint8Array(16) }, this.#clock());
-      return false;
+      status = checker.check({ agentId: peerId, serial: new Uint8Array(16) }, this.#clock());
     } catch (error) {
       return !isIdentityError(error) || error.code === 'revocation_stale';
     }
+    const revoked = (status as { revoked?: unknown } | null)?.revoked;
+    return revoked !== true && revoked !== false;
   }
 
   /**
