@@ -144,9 +144,15 @@ MAX_QUEUED_DELIVERY_BYTES: Final = 64 * 1024 * 1024
 MAX_HELD_BYTES: Final = 64 * 1024 * 1024
 #: Deliveries waiting to be tried again (§12); beyond it a delivery is left for the next stream.
 MAX_DEFERRED: Final = 4096
-#: Most handshake frames left unacknowledged until the revocation data is fresh again (§17.3 item 7); beyond it, one is
-#: left for the next stream.
-MAX_DEFERRED_FRAMES: Final = 256
+#: Most handshake frames left unacknowledged, from all senders, until the revocation data is fresh again (§17.3 item 7),
+#: as @parley/client's. Each one takes a slot of the gateway's in-flight window of this stream (256 deliveries), which
+#: the envelopes held behind a waiting step 3 (up to 64 per handshake), the deferred deliveries and the receipts for
+#: this agent's own sends need too: 64 leaves three quarters of it to them. Beyond it, a step 1 is acked and dropped
+#: (its initiator retries it), and a step 3 takes the place of the oldest waiting step 1 (none: it is processed now).
+MAX_DEFERRED_FRAMES: Final = 64
+#: Most of those frames from one sender: its one step 1 (a newer one replaces it) and the step 3s of the handshakes this
+#: agent answers for it (at most :data:`MAX_RESPONDERS_PER_PEER`), so that no peer takes the slots of the others.
+MAX_DEFERRED_FRAMES_PER_SENDER: Final = MAX_RESPONDERS_PER_PEER + 1
 #: Bytes of the deliveries waiting to be tried again, all of the current stream and not acked: a gateway writes at
 #: most its in-flight bound (default 256 deliveries, 8 MiB) not yet acked, so more is a gateway breaking the
 #: protocol: the stream ends (``malformed``) and the agent reconnects, as @parley/client's ``MAX_QUEUED_DELIVERY_BYTES``.
@@ -470,7 +476,8 @@ class _DeferredFrame:
     conn: GatewayConnection
     delivery_id: int
     frame: Any
-    #: step, session id and sender: a later copy of the same frame takes its place.
+    #: step, session id and sender: a later copy of the same frame takes its place (and a later step 1 of that sender
+    #: any step 1 of it).
     key: tuple[int, bytes, str]
 
 
@@ -682,6 +689,7 @@ class Agent:
             revocations=revocations,
             refresh_trust_bundle=None if registry is None else registry.refresh,
             on_security=lambda code, peer, detail: self._security("directory", code, peer, None, detail),
+            on_lookup_failed=lambda peer, code, detail: self._emit("first_contact", peer=peer, code=code, detail=detail),
         )
         # sessions
         self._sessions: dict[bytes, Session] = {}
@@ -699,6 +707,8 @@ class Agent:
         self._awaiting: dict[str, asyncio.Task[Any]] = {}
         #: Ids of sends being sealed and recorded, not in the outbox yet: a second send with the same id waits.
         self._claims: dict[str, asyncio.Future[None]] = {}
+        #: Sends whose first record is being written (:meth:`_begin`): not cancelled with their caller; close() waits.
+        self._preparing: set[asyncio.Task[asyncio.Future[Receipt]]] = set()
         self._by_hash: dict[bytes, str] = {}
         self._unacked: dict[bytes, _InboxEntry] = {}
         self._receipts: dict[bytes, dict[str, Any]] = {}
@@ -806,8 +816,14 @@ class Agent:
         invalid recipient or content, the outbox full, the agent closed or stopped.
 
         ``id`` makes the send idempotent: while a send with the same id is pending
-        (also one restored from the state directory after a restart), this call
-        waits for it instead of sending again.
+        (also one restored from the state directory after a restart, and one made
+        without an id whose made-up id this is), this call waits for it instead of
+        sending again.
+
+        Once started, a send cannot be cancelled: cancelling this call only ends the
+        caller's wait (the send is recorded, relayed and settled as any other: its
+        ``send_settled`` event). :meth:`close` ends the calls still waiting with
+        ``cancelled``.
 
         Returns:
             The :class:`Receipt`, its signature verified with the recipient's certified key.
@@ -819,8 +835,9 @@ class Agent:
             SessionError, IdentityError: the handshake failed for good, or the current session's peer did
                 (``revoked``, ``expired``, ``unknown_issuer``, ``bad_certificate``, ``identity_mismatch``,
                 ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``).
-            DeliveryError: ``expired`` (definitely not delivered) or ``deadline_exceeded``
-                (not confirmed yet; the final outcome arrives as a ``send_settled`` event).
+            DeliveryError: ``expired`` (definitely not delivered), ``deadline_exceeded``
+                (not confirmed yet; the final outcome arrives as a ``send_settled`` event), or ``cancelled``
+                (the agent closed: the send is resumed by the restarted process).
             StateError: ``state_error``: the send's first record (unsealed or outbox record, or the counter
                 reservation before its seal) could not be written. Nothing was sent; the send settles with
                 ``state_error`` (its ``send_settled``, after the ``state_error`` event) and the agent stops
@@ -836,14 +853,14 @@ class Agent:
         send_id = crypto.random_bytes(16).hex() if id is None else id
         entry_id = send_id if id is None else _entry_id(id)
         while True:
-            existing: _OutboxEntry | _UnsealedEntry | None = self._outbox.get(entry_id) or self._unsealed.get(entry_id)
+            existing = self._pending_send(entry_id, send_id)
             if existing is not None:
                 # Its id, also for a send restored from a record of an earlier release, which kept only its hash.
                 existing.send_id = send_id
                 if existing.waiter is None or existing.waiter.done():
                     existing.waiter = asyncio.get_running_loop().create_future()
                 return await self._await_receipt(existing.waiter, to, deadline, budget, send_id)
-            claim = self._claims.get(entry_id)
+            claim = self._claims.get(entry_id) or self._claims.get(send_id)
             if claim is None:
                 break
             # A send with this id is on its way to the outbox: the first one stands (wait for it to be recorded,
@@ -859,14 +876,56 @@ class Agent:
         if self.pending() >= MAX_OUTBOX:
             raise DeliveryError("rate_limited", f"the outbox holds {MAX_OUTBOX} unconfirmed messages")
         claim = self._claims[entry_id] = asyncio.get_running_loop().create_future()  # reserved before the first await
+        # Once started, a send goes on (as @parley/client's: a started send cannot be cancelled): its first record is
+        # written, and it is sealed, relayed and settled as any other, in a task of its own. Cancelling this call only
+        # ends the caller's wait (its outcome comes as the send_settled event); close() waits for the record.
+        preparing = asyncio.get_running_loop().create_task(self._begin(claim, entry_id, send_id, to, payload_type, content, handoff_hash, parent_message_hash))
+        self._preparing.add(preparing)
+        preparing.add_done_callback(self._prepared)
+        waiter = await asyncio.shield(preparing)
+        return await self._await_receipt(waiter, to, deadline, budget, send_id)
+
+    def _pending_send(self, entry_id: str, send_id: str) -> _OutboxEntry | _UnsealedEntry | None:
+        """The pending send a call with ``send_id`` (outbox id ``entry_id``) waits for, if any: the one recorded under
+        ``entry_id`` (made with that id, or restored from an earlier release's record of it, which kept only the id's
+        hash), or one that has ``send_id`` as its send id — the id made up for a send without one, which names its
+        records (also an earlier release's), handed back by a caller (``pending_sends()``, a ``deadline_exceeded``).
+        A send's id is its outbox id or that id's preimage (:func:`_send_id_of`), so these two keys index every send
+        by its id."""
+        found = self._outbox.get(entry_id) or self._unsealed.get(entry_id)
+        if found is not None or entry_id == send_id:
+            return found
+        other = self._outbox.get(send_id) or self._unsealed.get(send_id)
+        return other if other is not None and other.send_id == send_id else None
+
+    async def _begin(
+        self,
+        claim: asyncio.Future[None],
+        entry_id: str,
+        send_id: str,
+        to: str,
+        payload_type: int,
+        content: object,
+        handoff_hash: bytes | None,
+        parent_message_hash: bytes | None,
+    ) -> asyncio.Future[Receipt]:
+        """:meth:`_prepare`, its claim on the id released when it ends; a first record that could not be written ends
+        the send (:meth:`_unrecorded`) whether or not its caller still waits."""
         try:
-            waiter = await self._prepare(entry_id, send_id, to, payload_type, content, handoff_hash, parent_message_hash)
+            return await self._prepare(entry_id, send_id, to, payload_type, content, handoff_hash, parent_message_hash)
         except StateError as error:
             raise self._unrecorded(send_id, to, error) from None
         finally:
             del self._claims[entry_id]
             claim.set_result(None)
-        return await self._await_receipt(waiter, to, deadline, budget, send_id)
+
+    def _prepared(self, task: asyncio.Task[asyncio.Future[Receipt]]) -> None:
+        self._preparing.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved: its caller may have stopped waiting
+        if error is not None and not isinstance(error, ParleyError):
+            _log.error("parley: a send could not be prepared", exc_info=error)
 
     def _unrecorded(self, send_id: str, to: str, error: StateError) -> ParleyError:
         """A new send whose first record — its unsealed or outbox record, or the counter reservation before its seal —
@@ -904,7 +963,8 @@ class Agent:
                 # The session ended while its counters were being reserved: nothing was sealed; wait for the next one.
             else:
                 assert entry.waiter is not None
-                self._spawn(self._relay(entry))
+                if not self._closed:  # closed meanwhile: relayed from its record after the next start
+                    self._spawn(self._relay(entry))
                 return entry.waiter
         held = _UnsealedEntry(id=entry_id, send_id=send_id, to=to, payload=payload, created_at_ms=ts, expires_at_ms=ts + self._skew.max_age_ms)
         waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -956,6 +1016,11 @@ class Agent:
         return entry
 
     async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float, send_id: str) -> Receipt:
+        if not waiter.done():  # the agent closed or stopped while its first record was written: kept for the next start
+            if self._closed:
+                raise DeliveryError("cancelled", "agent closed: the send is recorded and resumed after a restart")
+            if self._fatal is not None:
+                raise self._fatal
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
@@ -1022,6 +1087,15 @@ class Agent:
         for task in self._main_tasks + list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._preparing:
+            # Sends whose first record is being written: recorded before the store closes (resumed after a restart);
+            # their callers get ``cancelled``.
+            await asyncio.wait(list(self._preparing))
+            recorded: list[_OutboxEntry | _UnsealedEntry] = [*self._outbox.values(), *self._unsealed.values()]
+            for kept in recorded:
+                if kept.waiter is not None and not kept.waiter.done():
+                    kept.waiter.set_exception(cancelled)
+                    kept.waiter.exception()
         await self._first_contact.close()
         if self._conn is not None:
             await self._conn.close()
@@ -1529,8 +1603,20 @@ class Agent:
             if not result.done():
                 result.set_result(session)
         except BaseException as error:
+            failure: ParleyError
+            if isinstance(error, ParleyError):
+                failure = error
+            elif isinstance(error, Exception):
+                # A programming error (a bug here, a test hook or a dependency breaking its contract): logged, and
+                # ``internal`` — retried with backoff until the sends waiting expire, as @parley/client's
+                # ClientError.from(error) makes it (not a permanent handshake failure) —, never an unexplained
+                # handshake_failed.
+                _log.error("parley: the handshake with %s failed with an unexpected error: %s: %s", peer, type(error).__name__, error, exc_info=error)
+                failure = SessionError("internal", f"the handshake with {peer!r} failed: {type(error).__name__}: {error}")
+            else:
+                failure = SessionError("handshake_failed", "handshake cancelled")
             if not result.done():
-                result.set_exception(error if isinstance(error, ParleyError) else SessionError("handshake_failed", "handshake failed"))
+                result.set_exception(failure)
                 result.exception()
         finally:
             if self._initiations.get(peer) is result:
@@ -1726,47 +1812,111 @@ class Agent:
             return error.code == "revocation_stale"
         return False
 
-    def _defer_frame(self, conn: GatewayConnection, delivery_id: int, frame: Any) -> None:
+    def _frame_waits_behind(self, frame: Any) -> bool:
+        """Whether a step 1, or the step 3 of a handshake this agent responds to, must wait behind frames of its sender
+        that wait already (in arrival order, §17.3 item 7): the data may have become fresh since, and processing it
+        before them would answer a step 1 its initiator gave up on after the one it waits on, or take a responder slot
+        ahead of them (as @parley/client's)."""
+        if not self._deferred_frames:
+            return False
+        if frame.step != 1 and not (frame.step == 3 and bytes(frame.session_id) in self._responding):
+            return False
+        sender = str(frame.sender_id)
+        return any(d.key[2] == sender for d in self._deferred_frames)
+
+    def _defer_frame(self, conn: GatewayConnection, delivery_id: int, frame: Any) -> bool:
         """Leaves a handshake frame unacknowledged (the gateway keeps it: a crash loses nothing) and keeps it to be
-        processed once the revocation data is fresh; a step 3's handshake is held meanwhile. A later copy of a frame
-        already waiting (a queued step 1 sent again, a redelivery) takes its place, and the earlier copy is acked."""
+        processed once the revocation data is fresh; a step 3's handshake is held meanwhile — also across a stream's
+        end, until the agent closes: the next stream delivers the frame again, and that copy takes the place of the
+        earlier one (acked). A later copy of a step 3 waiting takes its place the same way. A step 1 replaces every
+        step 1 of its sender that waits (a copy of it, a queued step 1 sent again, or the step 1 of a handshake its
+        initiator gave up on: an initiator has one handshake in flight per peer), each acked — else the dead ones,
+        processed first, would take the per-peer responder slots and the live one be dropped ``rate_limited``.
+
+        Beyond :data:`MAX_DEFERRED_FRAMES_PER_SENDER` or :data:`MAX_DEFERRED_FRAMES`, a step 1 is acked and dropped
+        (``rate_limited``: nothing was answered, its initiator retries it after its timeout; left unacked it would hold
+        a slot of the gateway's in-flight window until the stream ends), and a step 3 takes the place of the oldest
+        waiting step 1 — or, when none waits, is to be processed at once. As @parley/client's handshakes.
+
+        Returns whether the frame could not be kept and is to be processed now."""
         sid = bytes(frame.session_id)
-        key = (int(frame.step), sid, str(frame.sender_id))
-        for i, d in enumerate(self._deferred_frames):
-            if d.key == key:
-                self._deferred_frames[i] = _DeferredFrame(conn, delivery_id, frame, key)
-                self._gateway_ack(d.conn, d.delivery_id)
-                return
-        if len(self._deferred_frames) >= MAX_DEFERRED_FRAMES:
-            return  # left unacked: the next stream delivers it again
+        sender = str(frame.sender_id)
+        key = (int(frame.step), sid, sender)
+
+        def report(code: str, detail: str, d_sid: bytes = sid, d_sender: str = sender) -> None:
+            self._security("handshake", code, d_sender[:128], d_sid if len(d_sid) == 16 else None, detail)
+
+        replaced = False
+        if frame.step == 1:
+            older = [d for d in self._deferred_frames if d.key[0] == 1 and d.key[2] == sender]
+            if older:
+                self._deferred_frames = [d for d in self._deferred_frames if d not in older]
+                for d in older:
+                    self._gateway_ack(d.conn, d.delivery_id)
+                replaced = True
+        else:
+            for i, d in enumerate(self._deferred_frames):
+                if d.key == key:
+                    self._deferred_frames[i] = _DeferredFrame(conn, delivery_id, frame, key)
+                    self._gateway_ack(d.conn, d.delivery_id)
+                    return False
+        full = len(self._deferred_frames) >= MAX_DEFERRED_FRAMES
+        if full or sum(1 for d in self._deferred_frames if d.key[2] == sender) >= MAX_DEFERRED_FRAMES_PER_SENDER:
+            oldest = next((d for d in self._deferred_frames if d.key[0] == 1), None) if frame.step == 3 and full else None
+            if oldest is None:
+                if frame.step == 3:
+                    return True
+                self._gateway_ack(conn, delivery_id)
+                report("rate_limited", "too many handshake frames wait for fresh revocation data: step 1 dropped (its initiator retries it)")
+                return False
+            self._deferred_frames.remove(oldest)
+            self._gateway_ack(oldest.conn, oldest.delivery_id)
+            report("rate_limited", "too many handshake frames wait for fresh revocation data: a waiting step 1 is dropped for a step 3 (its initiator retries it)", oldest.key[1], oldest.key[2])
         if frame.step == 3:
             responding = self._responding.get(sid)
             if responding is not None and not responding.waits:
                 responding.timer.cancel()
                 responding.waits = True
         self._deferred_frames.append(_DeferredFrame(conn, delivery_id, frame, key))
-        self._security("handshake", "revocation_stale", str(frame.sender_id)[:128], sid if len(sid) == 16 else None, f"revocation data is stale: step {frame.step} is left unacknowledged and processed once it is fresh again")
+        if not replaced:  # reported once per sender's handshake: a newer step 1 replacing a waiting one was with it
+            report("revocation_stale", f"revocation data is stale: step {frame.step} is left unacknowledged and processed once it is fresh again")
+        return False
 
     def _retry_frames(self) -> None:
         """Processes the deferred handshake frames whose sender can be checked now (one pass at a time)."""
-        if self._deferred_frames and not self._retrying_frames:
+        if self._deferred_frames and not self._retrying_frames and not self._closed:
             self._retrying_frames = True
             self._spawn(self._process_deferred_frames())
 
     async def _process_deferred_frames(self) -> None:
+        """Processes, in arrival order, the deferred frames whose sender can be checked now — a sender's frames in its
+        order: one that still waits keeps the later ones of its sender waiting. A frame whose stream ended is kept
+        (its handshake held) until its copy on the next stream takes its place, or is processed as it is once its
+        sender can be checked (its ack is then the copy's, answered as a duplicate); a step 1 only while a stream is
+        up to carry its step 2."""
         try:
+            blocked: set[str] = set()
             for d in list(self._deferred_frames):
+                if self._closed:
+                    return
                 if d not in self._deferred_frames:
                     continue  # replaced by a later copy: the next pass takes that one
-                if d.conn is not self._conn or not d.conn.is_open:
-                    self._deferred_frames.remove(d)  # its stream ended: the next one delivers it again
-                    self._release_responder(d)
+                sender = d.key[2]
+                if sender in blocked:
                     continue
                 if self._frame_waits_for_revocation(d.frame):
+                    blocked.add(sender)
                     continue
+                conn = d.conn
+                if not conn.is_open:
+                    current = self._conn
+                    if d.key[0] == 1 and (current is None or not current.is_open):
+                        blocked.add(sender)  # its step 2 could not go out: waits for a stream (and its copy on it)
+                        continue
+                    conn = current if current is not None else conn
                 self._deferred_frames.remove(d)
                 try:
-                    await self._on_frame(d.conn, d.frame)
+                    await self._on_frame(conn, d.frame)
                 except Exception:
                     _log.exception("parley: handshake frame handling failed")
                 finally:
@@ -1779,7 +1929,7 @@ class Agent:
         """Re-arms the timeout of the handshake a deferred step 3 held, once none of its step 3 waits any more."""
         sid = d.key[1]
         responding = self._responding.get(sid)
-        if d.key[0] != 3 or responding is None or not responding.waits or any(x.key == d.key for x in self._deferred_frames):
+        if d.key[0] != 3 or responding is None or not responding.waits or any(x.key == d.key for x in self._deferred_frames) or self._closed:
             return
         responding.waits = False
         responding.timer = asyncio.get_running_loop().call_later(self._handshake_timeout, lambda: self._spawn(self._responder_failed(sid, "handshake timed out")))
@@ -2152,9 +2302,9 @@ class Agent:
         if kind == "envelope":
             await self._envelopes.put(_Delivered(conn, delivery.delivery_id, delivery.envelope))
             return
-        if kind == "handshake" and self._frame_waits_for_revocation(delivery.handshake):
-            self._defer_frame(conn, delivery.delivery_id, delivery.handshake)  # §17.3 item 7: left unacknowledged
-            return
+        if kind == "handshake" and (self._frame_waits_for_revocation(delivery.handshake) or self._frame_waits_behind(delivery.handshake)):
+            if not self._defer_frame(conn, delivery.delivery_id, delivery.handshake):  # §17.3 item 7: left unacknowledged
+                return
         try:
             if kind == "handshake":
                 await self._on_frame(conn, delivery.handshake)

@@ -21,7 +21,11 @@ What a failure means for the sends waiting on that handshake (as @parley/client'
   once more);
 - the registry unreachable or unavailable, rate limiting, the certificate not valid yet or this agent's revocation
   data stale: transient (``unavailable``, …): the handshake is tried again on its backoff while the sends live,
-  and they end ``expired`` if that never succeeds.
+  and they end ``expired`` if that never succeeds. Each such failed lookup is reported (``on_lookup_failed``: the
+  agent's ``first_contact`` event, with ``peer``, ``code`` and ``detail``), so that a program can say why its sends
+  to that peer are stuck;
+- the handshake gave up while its recipient was looked up (the agent closed or stopped): ``cancelled`` — never the
+  gateway's ``policy_denied``, which would end the sends waiting.
 
 Without a registry-following trust bundle such a step 1 fails ``policy_denied`` at once, the message saying that a
 first contact with an agent the gateway never saw needs one (or the recipient to connect to the gateway once).
@@ -29,7 +33,9 @@ first contact with an agent the gateway never saw needs one (or the recipient to
 Bounded: one lookup in flight per peer (concurrent handshakes share it), at most :data:`MAX_LOOKUPS_IN_FLIGHT` at
 once; verified certificates cached for :data:`CACHE_TTL_MS` for at most :data:`MAX_CACHED_PEERS` peers; certificates
 bound to step 1 frames (for their resends) for at most as many handshakes. Nothing an outside party sends makes any of
-them grow: a lookup starts only for a step 1 this agent sent and the gateway refused.
+them grow: a lookup starts only for a step 1 this agent sent and the gateway refused. Both are dropped only when the
+gateway refuses the certificate itself (:data:`CERTIFICATE_REFUSALS`); a transient answer (a reconnect, a timeout, rate
+limiting, the gateway's revocation data stale, …) keeps them, so the retries and resends it causes read no registry.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn
 
-from .errors import ErrorCode, GatewayError, IdentityError, ParleyError
+from .errors import ErrorCode, GatewayError, IdentityError, ParleyError, SessionError
 from .gateway import GatewayConnection
 from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, verify_certificate
 from .session import now_ms
@@ -63,6 +69,13 @@ LOOKUP_TIMEOUT_S: Final = 5.0
 PERMANENT_LOOKUP_FAILURES: Final = frozenset({"not_found", "permission_denied", "unauthenticated", "unimplemented", "malformed", "failed_precondition"})
 #: Certificate checks that time or fresher data can change: the lookup is tried again (the handshake's backoff).
 TRANSIENT_CERTIFICATE_FAILURES: Final = frozenset({"not_yet_valid", "revocation_stale"})
+#: The gateway's refusals of a ``recipient_certificate`` that speak of the certificate itself (as @parley/client's
+#: ``CERTIFICATE_REFUSALS``: the gateway's checks of it, minus ``not_yet_valid`` and ``revocation_stale``, which time or
+#: fresher data change): the certificate attached to that step 1, and the cached one, are dropped, so that the next
+#: attempt asks the registry again (revoked or rotated meanwhile, …). Every other answer — transient (``unavailable``,
+#: ``deadline_exceeded``, ``cancelled``, ``rate_limited``, ``quota_exceeded``, ``internal``, ``not_yet_valid``,
+#: ``revocation_stale``, …) or about the frame or the route — keeps both.
+CERTIFICATE_REFUSALS: Final = frozenset({"malformed", "unsupported_version", "unknown_issuer", "bad_certificate", "expired", "identity_mismatch", "revoked"})
 
 #: ``GetAgent`` of one agent id, signed as this agent: the registry's ``AgentRecord``, or an error with its code.
 GetAgent = Callable[[str], Awaitable[Any]]
@@ -81,17 +94,22 @@ class FirstContact:
         revocations: RevocationChecker | None = None,
         refresh_trust_bundle: Callable[[], Awaitable[object]] | None = None,
         on_security: Callable[[str, str, str], None] | None = None,
+        on_lookup_failed: Callable[[str, str, str], None] | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         """``get_agent``: None without a registry (a step 1 refused ``policy_denied`` then fails at once).
         ``trust_bundle``: the one the agent verifies peers against (a live one: read at each check).
         ``refresh_trust_bundle``: fetches the registry's newest trust bundle (a certificate of an issuer not known yet).
-        ``on_security(code, peer, detail)``: a certificate the registry returned does not verify."""
+        ``on_security(code, peer, detail)``: a certificate the registry returned does not verify.
+        ``on_lookup_failed(peer, code, detail)``: a lookup failed in a way time can fix (``code``: the registry's, or the
+        certificate check's — ``unavailable``, ``deadline_exceeded``, ``rate_limited``, ``revocation_stale``, …); once per
+        failed lookup (the agent's ``first_contact`` event)."""
         self._get_agent = get_agent
         self._trust = trust_bundle
         self._revocations = revocations
         self._refresh = refresh_trust_bundle
         self._on_security = on_security
+        self._on_lookup_failed = on_lookup_failed
         self._clock = clock
         #: Verified registry certificates by peer id, least recently used first: (certificate, until_ms).
         self._cache: collections.OrderedDict[str, tuple[Any, int]] = collections.OrderedDict()
@@ -125,6 +143,7 @@ class FirstContact:
             GatewayError: the gateway's refusal; ``policy_denied`` with the cause for a failed first contact.
             IdentityError: a lookup that may succeed later (``unavailable``, ``rate_limited``, ``revocation_stale``,
                 ``not_yet_valid``, ``deadline_exceeded``): the handshake is tried again on its backoff.
+            SessionError: ``cancelled``: the handshake gave up (``live`` turned false) while the peer was looked up.
         """
         attached = self._attached.get(session_id)
         try:
@@ -133,7 +152,7 @@ class FirstContact:
             refusal = error
         if refusal.code != "policy_denied":
             if attached is not None:
-                self._forget(peer, session_id)  # a certificate the gateway would not take: asked for again next time
+                self._refused_with(refusal, peer, session_id)
             raise refusal
         if attached is not None:
             raise _route_denied(peer, refusal)
@@ -143,18 +162,29 @@ class FirstContact:
                 f"{refusal.detail} (a first contact with an agent this gateway never saw needs a parley.RegistryTrustBundle as the agent's "
                 f"trust_bundle, so that {peer!r}'s certificate can be looked up in the registry and attached; or {peer!r} must connect to the gateway once)",
             ) from refusal
+        # Transient, never the refusal itself: a handshake that ended meanwhile ignores it, and one that did not must
+        # not settle its sends policy_denied for it.
+        over = f"the handshake with {peer!r} ended while its certificate was looked up: its step 1 is not relayed again"
+        if not live():
+            raise SessionError("cancelled", over)  # the handshake gave up already: nothing to look up for
         certificate = await self.certificate_of(peer, refusal)
         if not live():
-            raise refusal  # the handshake gave up meanwhile: nothing to relay again
+            raise SessionError("cancelled", over)  # the handshake gave up meanwhile (closed): nothing to relay again
         self._bind(session_id, certificate)
         try:
             return await send(certificate)
         except GatewayError as again:
             if again.code == "policy_denied":
                 raise _route_denied(peer, again) from again
-            if again.code not in ("unavailable", "deadline_exceeded"):
-                self._forget(peer, session_id)  # e.g. the gateway found it revoked meanwhile: the next attempt asks again
+            self._refused_with(again, peer, session_id)
             raise
+
+    def _refused_with(self, refusal: ParleyError, peer: str, session_id: bytes) -> None:
+        """A step 1 that carried the peer's certificate was refused ``refusal`` (not ``policy_denied``): the certificate
+        is dropped (attached and cached) only when the gateway refused the certificate itself; on any other answer the
+        next attempt (a handshake retry, a step 1 resend) carries it again, reading no registry."""
+        if refusal.code in CERTIFICATE_REFUSALS:
+            self._forget(peer, session_id)
 
     async def certificate_of(self, peer: str, refusal: ParleyError | None = None) -> Any:
         """The peer's verified registry certificate: cached (and still verifying now), or looked up — one lookup per
@@ -191,7 +221,12 @@ class FirstContact:
         try:
             record = await asyncio.wait_for(self._get_agent(peer), LOOKUP_TIMEOUT_S)
         except asyncio.TimeoutError:
-            raise IdentityError("unavailable", f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry did not answer the lookup of its certificate within {LOOKUP_TIMEOUT_S:g} s; tried again while the sends to it wait") from None
+            raise self._transient(
+                peer,
+                "deadline_exceeded",
+                "unavailable",
+                f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry did not answer the lookup of its certificate within {LOOKUP_TIMEOUT_S:g} s; tried again while the sends to it wait",
+            ) from None
         except ParleyError as error:
             if error.code == "not_found":
                 raise GatewayError("policy_denied", f"no agent {peer!r}: the registry has no agent with that id (the gateway had refused the first contact as it refuses any id it never saw{why})") from error
@@ -199,9 +234,10 @@ class FirstContact:
                 raise GatewayError("policy_denied", f"the gateway refused a first contact with {peer!r}{why}, and the registry refused to look {peer!r} up: [{error.code}] {error.detail}") from error
             # Unreachable, unavailable, rate limiting, …: the handshake's backoff tries again until the sends expire.
             code: ErrorCode = "rate_limited" if error.code == "rate_limited" else "unavailable"
-            raise IdentityError(code, f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry lookup of its certificate failed: [{error.code}] {error.detail}; tried again while the sends to it wait") from error
+            message = f"the gateway refused a first contact with {peer!r} (an agent it never saw, or a denied route), and the registry lookup of its certificate failed: [{error.code}] {error.detail}; tried again while the sends to it wait"
+            raise self._transient(peer, error.code, code, message) from error
         except Exception as error:  # a get_agent that broke its contract: transient, typed
-            raise IdentityError("unavailable", f"the registry lookup of {peer!r} failed ({type(error).__name__})") from error
+            raise self._transient(peer, "internal", "unavailable", f"the registry lookup of {peer!r} failed ({type(error).__name__}); tried again while the sends to it wait") from error
         _log.debug("parley: registry lookup of %s took %.3f s", peer, time.monotonic() - started)
         if record.status == registry_pb2.AGENT_STATUS_REVOKED:
             raise GatewayError("policy_denied", f"the gateway refused a first contact with {peer!r}, and the registry lists {peer!r} revoked")
@@ -231,7 +267,7 @@ class FirstContact:
         """A returned certificate that does not verify: transient for time and stale revocation data, else
         ``policy_denied`` and a security event. Always raises."""
         if error.code in TRANSIENT_CERTIFICATE_FAILURES:
-            raise IdentityError(error.code, f"the registry's certificate of {peer!r} cannot be checked now: {error.detail}") from error
+            raise self._transient(peer, error.code, error.code, f"the registry's certificate of {peer!r} cannot be checked now: {error.detail}; tried again while the sends to it wait") from error
         detail = f"the certificate the registry returned for {peer!r} does not verify against this agent's trust bundle: [{error.code}] {error.detail}"
         if self._on_security is not None:
             try:
@@ -239,6 +275,16 @@ class FirstContact:
             except Exception:  # a listener's failure must not change the outcome
                 _log.exception("first-contact security listener failed")
         raise GatewayError("policy_denied", detail) from error
+
+    def _transient(self, peer: str, cause: str, code: ErrorCode, detail: str) -> IdentityError:
+        """A lookup failure time can fix: reported (``on_lookup_failed``, with the registry's or the check's code
+        ``cause``) and returned as the error the handshake retries on (``code``)."""
+        if self._on_lookup_failed is not None:
+            try:
+                self._on_lookup_failed(peer, cause, detail)
+            except Exception:  # a listener's failure must not change the outcome
+                _log.exception("first-contact lookup listener failed")
+        return IdentityError(code, detail)
 
     def _verify(self, certificate: Any, peer: str, now: int) -> None:
         if certificate.ByteSize() > MAX_CERTIFICATE_BYTES:
@@ -292,4 +338,4 @@ def send_step1(conn: GatewayConnection, frame: Any, recipient_certificate: Any |
     return conn.send("handshake", frame, recipient_certificate)
 
 
-__all__ = ["CACHE_TTL_MS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact", "send_step1"]
+__all__ = ["CACHE_TTL_MS", "CERTIFICATE_REFUSALS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact", "send_step1"]

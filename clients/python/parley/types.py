@@ -81,6 +81,7 @@ EventKind = Literal[
     "send_settled",  # the final outcome of a send: id (the caller's send id, or the one made up for it, as pending_sends() lists it), message_hash (None if never sealed), peer, code ("ok" with receipt, or the failure), receipt
     "state_error",  # the state directory could not be written
     "gateway_refused",  # the gateway refused a receipt, frame or reject we sent: item, code
+    "first_contact",  # a first contact's registry lookup of its recipient failed for now (tried again while its sends wait): peer, code (the registry's or the certificate check's: unavailable, deadline_exceeded, rate_limited, revocation_stale, …), detail
 ]
 
 

@@ -132,6 +132,15 @@ class Deployment:
         self.start_gateway()
         return self
 
+    def stop_registry(self) -> None:
+        """Stops the registry (SIGTERM); :meth:`restart_registry` serves the same data directory on the same port."""
+        assert self.registry is not None
+        self.registry.stop()
+
+    def restart_registry(self) -> None:
+        port = self.registry_address.rsplit(":", 1)[1]
+        self.registry = start(REGISTRY_CLI, ["serve", "--data-dir", str(self.registry_dir), "--listen", f"127.0.0.1:{port}", "--heartbeat-ms", "1000"], {}, lambda l: l.get("msg") == "listening")
+
     def start_gateway(self, listen: str = "127.0.0.1:0") -> None:
         env = {
             "PARLEY_GATEWAY_ID": self.gateway_id,

@@ -365,15 +365,15 @@ def _delay_first_step3(agent: parley.Agent, seconds: float) -> None:
     original = conn.send
     state = {"done": False}
 
-    def send(kind: str, item: Any) -> "asyncio.Future[Any]":
+    def send(kind: str, item: Any, *rest: Any) -> "asyncio.Future[Any]":  # *rest: e.g. a step 1's recipient certificate
         if kind != "handshake" or item.step != 3 or state["done"]:
-            return original(kind, item)
+            return original(kind, item, *rest)
         state["done"] = True
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         async def later() -> None:
             await asyncio.sleep(seconds)
-            inner = original(kind, item)
+            inner = original(kind, item, *rest)
             try:
                 result.set_result(await inner)
             except Exception as error:
@@ -498,8 +498,8 @@ def test_first_contact_with_an_offline_recipient_is_delivered_once_it_connects(d
         assert conn is not None
         original = conn.send
 
-        def send(kind: str, item: Any) -> "asyncio.Future[Any]":
-            answer = original(kind, item)
+        def send(kind: str, item: Any, *rest: Any) -> "asyncio.Future[Any]":  # *rest: a step 1's recipient certificate
+            answer = original(kind, item, *rest)
             if kind == "handshake" and item.step == 1:
                 step1s.append(answer)
                 frames.append(item.SerializeToString())

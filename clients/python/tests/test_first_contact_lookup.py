@@ -18,9 +18,9 @@ import pytest
 
 from parley import crypto
 from parley.agent import Agent, Message, ResendPolicy
-from parley.directory import MAX_CACHED_PEERS, FirstContact
+from parley.directory import CERTIFICATE_REFUSALS, MAX_CACHED_PEERS, FirstContact
 from parley.encoding import b64url_decode
-from parley.errors import DeliveryError, GatewayError, IdentityError
+from parley.errors import DeliveryError, GatewayError, IdentityError, ParleyError
 from parley.gateway import ERROR_CODE_METADATA_KEY
 from parley.identity import TrustBundle, verify_certificate
 from parley.registry import agent_request_layout
@@ -461,3 +461,142 @@ def test_get_agent_is_signed_as_the_agent_and_maps_the_registrys_codes(world: Wo
             await server.stop(None)
 
     run(scenario)
+
+
+# Review findings (as @parley/client's first-contact.ts): a transient answer of the gateway to a step 1 carrying the
+# certificate dropped it (every retry read the registry again); a failed lookup left no trace a program could see; a
+# handshake that gave up during the lookup was raised as the gateway's policy_denied refusal.
+
+TRANSIENT_ANSWERS = ["unavailable", "deadline_exceeded", "cancelled", "rate_limited", "quota_exceeded", "revocation_stale", "not_yet_valid", "internal", "shutting_down"]
+
+
+def directory_of(world: World, calls: list[str], **options: Any) -> FirstContact:
+    alice = world.identity("alice")
+
+    async def get_agent(peer: str) -> Any:
+        calls.append(peer)
+        return registry_pb2.AgentRecord(agent_id=peer, status=registry_pb2.AGENT_STATUS_ACTIVE, certificate=alice.certificate)
+
+    return FirstContact(get_agent=get_agent, trust_bundle=world.trust, **options)
+
+
+@pytest.mark.parametrize("code", TRANSIENT_ANSWERS + sorted(CERTIFICATE_REFUSALS))
+def test_only_the_gateways_refusal_of_the_certificate_itself_drops_it(world: World, code: str) -> None:
+    calls: list[str] = []
+    directory = directory_of(world, calls)
+
+    async def scenario() -> tuple[list[str], list[bool]]:
+        answers: list[str] = []
+        resent_with_it: list[bool] = []
+        for attempt in range(3):  # three handshakes (each a new step 1): the gateway answers the one with the certificate `code`
+            sid = bytes([attempt]) * 16
+
+            async def send(certificate: Any | None) -> Any:
+                if certificate is None:
+                    raise GatewayError("policy_denied", ROUTE_DENIED)
+                raise GatewayError(code, "answered the step 1 carrying the certificate")  # type: ignore[arg-type]
+
+            with pytest.raises(GatewayError) as error:
+                await directory.relay("alice", sid, send)
+            answers.append(error.value.code)
+            resent_with_it.append(directory.attached(sid) is not None)  # what the step 1's resend would carry
+            directory.handshake_over(sid)
+        # A resend of a step 1 that carried it (bound), refused `code` again.
+        sid = b"\x09" * 16
+        directory._bind(sid, world.identity("alice").certificate)
+
+        async def refuse(certificate: Any | None) -> Any:
+            assert certificate is not None
+            raise GatewayError(code, "answered the resend")  # type: ignore[arg-type]
+
+        with pytest.raises(GatewayError):
+            await directory.relay("alice", sid, refuse)
+        resent_with_it.append(directory.attached(sid) is not None)
+        await directory.close()
+        return answers, resent_with_it
+
+    answers, resent_with_it = run(scenario)
+    assert answers == [code] * 3
+    if code in CERTIFICATE_REFUSALS:
+        assert len(calls) == 3 and resent_with_it == [False] * 4  # asked again each time
+    else:
+        assert len(calls) == 1 and resent_with_it == [True] * 4  # kept: the retries read no registry
+
+
+def test_a_lookup_that_fails_for_now_is_a_first_contact_event_each_time(world: World) -> None:
+    events: list[Event] = []
+    registry = FakeRegistry(world)
+    registry.register(world.identity("alice"))
+    registry.down = True
+    bob = sender(world, events, registry, resend=ResendPolicy(initial_s=0.2, max_s=0.4))
+
+    async def scenario() -> None:
+        connect_to(bob, IntroducingGateway(known={"bob"}))
+        sending = asyncio.ensure_future(bob.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=30))
+        await wait_for(lambda: len(registry.calls) >= 2)
+        reported = [e.fields for e in events if e.kind == "first_contact"]
+        assert len(reported) >= 2 and {(f["peer"], f["code"]) for f in reported} == {("alice", "unavailable")}
+        assert "registry lookup" in reported[0]["detail"] and "unreachable" in reported[0]["detail"]
+        assert not settled(events) and bob.pending() == 1
+        sending.cancel()
+        await bob.close()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("failure", ["timeout", "not_yet_valid"])
+def test_a_lookup_timeout_or_a_certificate_not_valid_yet_is_reported_with_its_code(world: World, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    import parley.directory as directory_module
+
+    monkeypatch.setattr(directory_module, "LOOKUP_TIMEOUT_S", 0.05)
+    reported: list[tuple[str, str, str]] = []
+    alice = world.identity("alice")
+
+    async def get_agent(peer: str) -> Any:
+        if failure == "timeout":
+            await asyncio.sleep(1)
+        return registry_pb2.AgentRecord(agent_id=peer, status=registry_pb2.AGENT_STATUS_ACTIVE, certificate=alice.certificate)
+
+    # not_yet_valid: the agent's clock is before the certificate's validity.
+    clock = (lambda: int(alice.certificate.valid_from_ms) - 60_000) if failure == "not_yet_valid" else now_ms
+    directory = FirstContact(get_agent=get_agent, trust_bundle=world.trust, on_lookup_failed=lambda *a: reported.append(a), clock=clock)
+
+    async def scenario() -> str:
+        with pytest.raises(IdentityError) as error:
+            await directory.certificate_of("alice")
+        await directory.close()
+        return error.value.code
+
+    code = run(scenario)
+    expected = "deadline_exceeded" if failure == "timeout" else "not_yet_valid"
+    assert [(p, c) for p, c, _ in reported] == [("alice", expected)]
+    assert code == ("unavailable" if failure == "timeout" else "not_yet_valid")
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_handshake_that_gave_up_while_its_recipient_was_looked_up_is_cancelled_not_policy_denied(world: World, when: str) -> None:
+    # "before": it had given up when the refusal came (no lookup); "during": it gives up (the agent closes, …) while
+    # the registry answers. Either way nothing is relayed again, and the sends waiting are not settled policy_denied.
+    alice = world.identity("alice")
+    calls: list[str] = []
+    state = {"live": when == "during"}
+
+    async def get_agent(peer: str) -> Any:
+        calls.append(peer)
+        state["live"] = False
+        return registry_pb2.AgentRecord(agent_id=peer, status=registry_pb2.AGENT_STATUS_ACTIVE, certificate=alice.certificate)
+
+    directory = FirstContact(get_agent=get_agent, trust_bundle=world.trust)
+
+    async def scenario() -> str:
+        async def send(certificate: Any | None) -> Any:
+            assert certificate is None, "relayed again after the handshake gave up"
+            raise GatewayError("policy_denied", ROUTE_DENIED)
+
+        with pytest.raises(ParleyError) as error:
+            await directory.relay("alice", b"\x01" * 16, send, lambda: state["live"])
+        await directory.close()
+        return error.value.code
+
+    assert run(scenario) == "cancelled"
+    assert calls == ([] if when == "before" else ["alice"])
