@@ -70,7 +70,7 @@ from .encoding import b64url_decode, b64url_encode
 from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
 from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
 from .directory import FirstContact, send_step1
-from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback
+from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback, is_transient_connect_refusal
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
 from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, check_revocation, decode_certificate, is_agent_id, verify_certificate
@@ -489,6 +489,15 @@ class _Initiating:
 
 _END = object()
 
+#: How long :func:`connect` keeps trying while the gateway answers what time fixes (``connect_timeout``), seconds.
+DEFAULT_CONNECT_TIMEOUT: Final = 60.0
+
+
+def _backoff_delay(backoff: Backoff, attempt: int) -> float:
+    """The wait before attempt ``attempt + 1``: "equal jitter" below a ceiling doubling from ``initial_s`` to ``max_s``."""
+    ceiling = min(backoff.max_s, backoff.initial_s * 2 ** min(attempt - 1, 30))
+    return float(ceiling / 2 + random.random() * ceiling / 2)
+
 
 async def connect(
     *,
@@ -513,6 +522,7 @@ async def connect(
     max_unacked: int = 1024,
     accept_handshake: Callable[[str], bool] | None = None,
     on_event: Callable[[Event], None] | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Agent:
     """Connects an agent to its gateway and returns it, ready to send and receive.
 
@@ -537,7 +547,13 @@ async def connect(
         revocations: checked at every handshake and every message (e.g. :class:`parley.RegistryRevocations`).
         rekey_threshold: messages per epoch proposed for sessions this agent initiates.
         send_timeout: default time :meth:`Agent.send` waits for the receipt, seconds.
-        reconnect: backoff between reconnection attempts; ``None``: no reconnection.
+        reconnect: backoff between reconnection attempts; ``None``: no reconnection (and one connection attempt).
+        connect_timeout: how long, in seconds, the first connection is tried again while the gateway itself answers
+            what time fixes — its revocation copy stale (``revocation_stale``: its registry down or just restarted),
+            ``unavailable``, ``rate_limited``, ``shutting_down`` —, with the ``reconnect`` backoff, each wait announced by
+            a ``connect_retry`` event (attempt, delay_s, remaining_s, error); then the last answer is raised. 0: one
+            attempt. A connection that cannot be made (nothing listening, a wrong host, TLS) and every verdict on the
+            agent (``revoked``, ``bad_certificate``, …) are raised at once.
         max_unacked: messages handed to the application and not acked; beyond, deliveries are left unacknowledged
             at the gateway and tried again as the application acks (§17.3 item 6).
         accept_handshake: called with a peer's agent id before any cryptography for a handshake it starts;
@@ -545,7 +561,9 @@ async def connect(
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
 
     Raises:
-        GatewayError: the gateway's refusal (``revoked``, ``unknown_issuer``, …) or ``unavailable``.
+        GatewayError: the gateway's refusal (``revoked``, ``unknown_issuer``, …; at the ``connect_timeout`` deadline,
+            the last answer time did not fix: ``revocation_stale``, ``unavailable``, …) or ``unavailable`` at once
+            when no connection could be made.
         StateError: ``state_error`` (directory in use, not writable), ``state_corrupt`` (a record opens under no key
             given: the message says which option to pass) or ``malformed`` (more than 4 earlier keys, or not 32 bytes).
     """
@@ -557,6 +575,8 @@ async def connect(
         trust_bundle = TrustBundle.from_file(trust_bundle)
     if not 1 <= max_unacked <= 100_000:
         raise ParleyError("malformed", "max_unacked must be in 1..100000")
+    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or not 0 <= connect_timeout < float("inf"):
+        raise ParleyError("malformed", f"connect_timeout must be a non-negative number of seconds, got {connect_timeout!r}")
     agent = Agent(
         gateway=gateway,
         identity=identity,
@@ -581,7 +601,7 @@ async def connect(
         on_event=on_event,
     )
     try:
-        await agent._start()
+        await agent._start(connect_timeout=connect_timeout)
     except BaseException:
         await agent.close()
         raise
@@ -1128,14 +1148,35 @@ class Agent:
     # =========================================================================================
     # Start and state
 
-    async def _start(self) -> None:
+    async def _start(self, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        """Opens the state, starts the loops and opens the first gateway stream. An answer time fixes, said by the
+        gateway itself (:func:`parley.gateway.is_transient_connect_refusal`), is tried again with the reconnect backoff
+        until ``connect_timeout`` (none when reconnection is off), each wait announced by a ``connect_retry`` event;
+        then the last answer is raised. Everything else is raised at once."""
         await self._open_state()
         self._main_tasks = [
             asyncio.get_running_loop().create_task(self._envelope_loop(), name="parley-envelopes"),
             asyncio.get_running_loop().create_task(self._housekeeping(), name="parley-housekeeping"),
             asyncio.get_running_loop().create_task(self._retry_loop(), name="parley-deferred"),
         ]
-        conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
+        deadline = time.monotonic() + (0.0 if self._reconnect is None else connect_timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = await GatewayConnection.open(address=self._gateway, identity=self.identity, expected_gateway_id=self._expected_gateway_id, tls=self._tls, timeout=self._auth_timeout)
+                break
+            except GatewayError as error:
+                remaining = deadline - time.monotonic()
+                if self._closed or self._fatal is not None or remaining <= 0 or not is_transient_connect_refusal(error):
+                    raise
+                assert self._reconnect is not None
+                # The reconnect loop's backoff; the last wait ends at the deadline, for one more attempt.
+                delay = min(remaining, _backoff_delay(self._reconnect, attempt))
+                self._emit("connect_retry", attempt=attempt, delay_s=round(delay, 3), remaining_s=round(remaining, 3), error=error)
+                await asyncio.sleep(delay)
+                if self._closed or self._fatal is not None:
+                    raise self._fatal or error
         self._attach(conn)
 
     async def _open_state(self) -> None:
@@ -1488,8 +1529,7 @@ class Agent:
         attempt = 0
         while not self._closed:
             attempt += 1
-            ceiling = min(self._reconnect.max_s, self._reconnect.initial_s * 2 ** min(attempt - 1, 30))
-            delay = ceiling / 2 + random.random() * ceiling / 2  # "equal jitter"
+            delay = _backoff_delay(self._reconnect, attempt)
             self._emit("reconnecting", attempt=attempt, delay_s=round(delay, 3))
             await asyncio.sleep(delay)
             if self._closed:

@@ -143,6 +143,27 @@ def rpc_error_code(error: grpc.aio.AioRpcError) -> str:
     return _CODE_BY_STATUS.get(error.code(), "unavailable" if error.code() == grpc.StatusCode.UNKNOWN else "internal")
 
 
+#: The gateway's answers to a first connection that time can fix (see :func:`is_transient_connect_refusal`): its
+#: revocation copy is stale, it is busy, or it is shutting down.
+TRANSIENT_CONNECT_CODES: Final[frozenset[str]] = frozenset({"revocation_stale", "unavailable", "rate_limited", "shutting_down"})
+
+
+def is_transient_connect_refusal(error: BaseException) -> bool:
+    """Whether a failed :meth:`GatewayConnection.open` is one ``connect`` retries until its deadline: a code time can
+    fix (:data:`TRANSIENT_CONNECT_CODES`) AND said by the gateway itself — a go-away frame or the gateway ending the
+    stream before its welcome (raised here with no cause), or the call's status carrying the gateway's own
+    ``parley-error-code``. A connection that could not be made (nothing listening, a wrong host, TLS) is grpc's
+    ``UNAVAILABLE`` with no such code: a configuration to fix, not retried; nor is any verdict on the agent."""
+    if not isinstance(error, GatewayError) or error.code not in TRANSIENT_CONNECT_CODES:
+        return False
+    cause = error.__cause__
+    if cause is None:
+        return True
+    if not isinstance(cause, grpc.aio.AioRpcError):
+        return False
+    return any(key == ERROR_CODE_METADATA_KEY for key, _ in cause.trailing_metadata() or ())
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
     """Why a stream ended: a go-away code from the gateway, or the code of a failure."""

@@ -72,6 +72,7 @@ EventKind = Literal[
     "connected",  # a gateway stream authenticated: gateway_id, mailbox_depth
     "disconnected",  # the stream ended: code, detail
     "reconnecting",  # waiting before the next attempt: attempt, delay_s
+    "connect_retry",  # connect() waits before trying again an answer time fixes, said by the gateway: attempt, delay_s, remaining_s, error (the GatewayError)
     "security",  # a refused item (stage, code, peer, session_id, detail); never key material
     "duplicate",  # a redelivered item dropped or answered again (item, peer, detail)
     "session_established",  # peer, session_id, role
