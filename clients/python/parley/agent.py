@@ -69,7 +69,7 @@ from .disclosure import Disclosure
 from .encoding import b64url_decode, b64url_encode
 from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
 from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
-from .directory import FirstContact, send_step1
+from .directory import FirstContact
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback, is_transient_connect_refusal
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
@@ -1713,7 +1713,7 @@ class Agent:
                 accepted = await self._first_contact.relay(
                     peer,
                     sid,
-                    lambda certificate: send_step1(conn, frame1, certificate),
+                    lambda certificate: conn.send("handshake", frame1, certificate),
                     lambda: sid in self._initiating and not waiter.done() and not self._closed and self._fatal is None,
                 )
                 queued = accepted.status == gateway_pb2.DELIVERY_STATUS_QUEUED
@@ -1747,7 +1747,7 @@ class Agent:
                             current = self._conn
                             if current is not None and current.is_open:
                                 # With the recipient certificate its first copy carried, if it carried one.
-                                self._report_refusal(send_step1(current, frame1, self._first_contact.attached(sid)), "handshake step 1 (sent again)")
+                                self._report_refusal(current.send("handshake", frame1, self._first_contact.attached(sid)), "handshake step 1 (sent again)")
             except asyncio.TimeoutError:
                 last = SessionError("handshake_failed", f"handshake with {peer!r} timed out" + (": its step 1 waits for the offline peer, and no message for it waits any more" if queued else ""))
             except ParleyError as error:

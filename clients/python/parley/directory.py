@@ -48,7 +48,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn
 
 from .errors import ErrorCode, GatewayError, IdentityError, ParleyError, SessionError
-from .gateway import GatewayConnection
 from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, verify_certificate
 from .session import now_ms
 from .v1 import registry_pb2
@@ -333,9 +332,4 @@ def _route_denied(peer: str, refusal: ParleyError) -> GatewayError:
     return GatewayError("policy_denied", f"{refusal.detail} (refused with {peer!r}'s registry certificate attached: the gateway's policy denies this route)")
 
 
-def send_step1(conn: GatewayConnection, frame: Any, recipient_certificate: Any | None) -> asyncio.Future[Any]:
-    """``conn.send("handshake", frame)``, with ``Outbound.recipient_certificate`` set when one is given (§10.3 step 5)."""
-    return conn.send("handshake", frame, recipient_certificate)
-
-
-__all__ = ["CACHE_TTL_MS", "CERTIFICATE_REFUSALS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact", "send_step1"]
+__all__ = ["CACHE_TTL_MS", "CERTIFICATE_REFUSALS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact"]
