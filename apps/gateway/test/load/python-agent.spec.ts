@@ -543,7 +543,7 @@ suite('Python SDK agent', () => {
     for (const r of receipts) expect(receiptVerifies(r, 'py-worker-batch', 'ts-planner-batch', py.publicKey)).toBe(true);
     expect(receipts.map((r) => toHex(r.messageHash))).toEqual(received().map((e) => e['message_hash']));
     // Every delivery acked (the receipts carried the acks): the mailbox is as before, nothing comes again.
-    await scrapeUntil((m) => m.depth === base.depth, 10_000, 'the mailbox emptied');
+    await scrapeUntil((m) => m.depth === base.depth, 30_000, 'the mailbox emptied');
     expect(received()).toHaveLength(N);
     expect(second.events.filter((e) => e['event'] === 'duplicate' || e['event'] === 'security')).toEqual([]);
     await stopPython(second);
