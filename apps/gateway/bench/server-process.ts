@@ -7,7 +7,8 @@
 // stdout: one JSON line {"ready":true,"address":…} when serving; then one JSON line per stdin command:
 //   {"op":"mem"}    → {"heapUsed":…,"rss":…}     after two full GCs (run with --expose-gc)
 //   {"op":"snapshot","path":…} → {"path":…}  a V8 heap snapshot after a full GC (BENCH_HEAP_SNAPSHOTS in case 6)
-//   {"op":"stats"}  → {"statements":…,"cpuUs":…,"loopUs":…}  SQL statements sent through pg so far, process CPU time
+//   {"op":"stats"}  → {"statements":…,"commits":…,"cpuUs":…,"loopUs":…}  SQL statements sent through pg so far and
+//                    the transactions they committed, process CPU time
 //                    (every thread), time the main thread's event loop was busy
 //   {"op":"stop"}   → closes and exits 0
 import { createInterface } from 'node:readline';
@@ -37,16 +38,41 @@ interface Config {
 const config = JSON.parse(process.argv[2]!) as Config;
 const out = (line: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
 
-// Every statement any pg client in this process sends (pool queries go through Client.prototype.query).
+// Every statement any pg client in this process sends (pool queries go through Client.prototype.query), and the
+// transactions they commit, counted here rather than read from pg_stat_database: a backend that stays connected
+// reports its counters up to 10 s late (PostgreSQL 15+ flushes them at most once a second, and when idle only
+// after a 10 s timeout), which moved commits between the measured window and the ones around it. A statement
+// outside BEGIN … COMMIT is its own transaction; a block is one.
 let statements = 0;
+let commits = 0;
+const inTransaction = new WeakSet<object>();
+// BENCH_STATEMENT_LOG=1: also counts statements by their text's first 70 characters (printed on stderr at exit).
+const byText = process.env['BENCH_STATEMENT_LOG'] === undefined ? undefined : new Map<string, number>();
 const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
 (pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
   statements++;
+  const first = args[0];
+  const text = typeof first === 'string' ? first : typeof (first as { text?: unknown } | undefined)?.text === 'string' ? (first as { text: string }).text : '';
+  if (/^\s*(BEGIN|START\s+TRANSACTION)\b/i.test(text)) inTransaction.add(this);
+  else if (/^\s*(COMMIT|END)\b/i.test(text)) {
+    inTransaction.delete(this);
+    commits++;
+  } else if (/^\s*ROLLBACK\b/i.test(text)) inTransaction.delete(this);
+  else if (!inTransaction.has(this)) commits++;
+  if (byText !== undefined) {
+    const key = text.replace(/\s+/g, ' ').trim().slice(0, 70);
+    byText.set(key, (byText.get(key) ?? 0) + 1);
+  }
   return query.apply(this, args);
 };
 
 const gc = (globalThis as { gc?: () => void }).gc;
 let close: () => Promise<void>;
+if (byText !== undefined) {
+  process.on('exit', () => {
+    for (const [text, n] of [...byText].sort((a, b) => b[1] - a[1])) process.stderr.write(`${String(n).padStart(7)} ${text}\n`);
+  });
+}
 
 if (config.mode === 'gateway') {
   const crypto = await createCrypto();
@@ -111,7 +137,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     out({ path: writeHeapSnapshot((cmd as { op: string; path?: string }).path) });
   } else if (cmd.op === 'stats') {
     const u = process.cpuUsage();
-    out({ statements, cpuUs: u.user + u.system, loopUs: performance.eventLoopUtilization().active * 1000 });
+    out({ statements, commits, cpuUs: u.user + u.system, loopUs: performance.eventLoopUtilization().active * 1000 });
   } else if (cmd.op === 'stop') {
     await close();
     out({ stopped: true });
