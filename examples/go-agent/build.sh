@@ -41,7 +41,7 @@ echo "built $here/bin/parley-go-agent"
 # ./build.sh --check also runs gofmt, go vet and the unit tests (which include
 # the conformance vectors when docs/conformance/parley-v1.json exists).
 if [[ "${1:-}" == "--check" ]]; then
-  unformatted="$(gofmt -l cmd internal/parley internal/agent internal/gateway internal/vectors)"
+  unformatted="$(gofmt -l cmd internal/parley internal/agent internal/gateway internal/vectors internal/directory internal/revocations)"
   if [[ -n "$unformatted" ]]; then echo "build.sh: not gofmt-formatted: $unformatted" >&2; exit 1; fi
   go vet ./...
   go test ./...

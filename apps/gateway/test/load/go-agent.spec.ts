@@ -417,6 +417,63 @@ suite('Go example agent', () => {
     ]);
   }, 120_000);
 
+  it('first contact (§10.3 step 5, §17.2 item 6): the Go agent writes to a TypeScript agent that never connected — refused policy_denied, it reads the certificate from the registry (GetAgent signed as itself), verifies it and relays the same step 1 with it; the recipient, started seconds later, takes the message once and the Go agent verifies its receipt', async () => {
+    const go = await enrolGo('go-worker-fc');
+    const agentId = 'ts-planner-fc';
+    // Registered, never connected: the gateway has never seen it.
+    const registered = await registry.register(crypto, agentId, 'planner');
+    const proc = runGo(['run', ...go.args, '--peer', agentId, '--initiate', '--send', '1', '--timeout-ms', '60000']);
+    const introduced = await proc.next('first_contact');
+    expect(introduced).toEqual(expect.objectContaining({ peer: agentId, serial: toHex(registered.certificate.serial) }));
+    // The step 1 now waits in the recipient's mailbox; nothing else happens until it connects.
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(proc.events.filter((e) => e['event'] === 'session')).toEqual([]);
+
+    const received: ReceivedMessage[] = [];
+    const sdk = await connect({
+      gateway: address,
+      identity: { agentId, signingKey: registered.secretKey, certificate: registered.certificate },
+      trustBundle,
+      expectedGatewayId: GATEWAY_ID,
+      tls: { rootCerts: readFileSync(tlsCert) },
+      crypto,
+    });
+    running.push(sdk);
+    void (async () => {
+      try {
+        for await (const m of sdk.messages()) {
+          received.push(m);
+          await m.ack();
+        }
+      } catch {
+        // closed
+      }
+    })();
+    const result = await proc.done;
+    expect(result.code, result.stderr).toBe(0);
+    const by = (kind: string) => result.events.filter((e) => e['event'] === kind);
+    expect(by('first_contact')).toHaveLength(1);
+    expect(by('session')).toEqual([expect.objectContaining({ peer: agentId, role: 'initiator', session_id: introduced['session_id'] })]);
+    expect(by('receipt')).toEqual([expect.objectContaining({ verified: true })]);
+    expect(by('done')).toEqual([expect.objectContaining({ sent: 1, receipts: 1 })]);
+    // The gateway refused the first step 1 (it never saw the recipient): a warning, not the end of the run.
+    expect(result.stderr).toContain('"code":"policy_denied"');
+    // Taken once, and the hash it was receipted under is the one the Go agent sent and verified.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(received.map((m) => [m.from, (m.content as { seq: number }).seq, m.redelivered])).toEqual([['go-worker-fc', 1, false]]);
+    expect(by('receipt')[0]?.['message_hash']).toBe(toHex(received[0]!.messageHash));
+    expect(by('sent')[0]?.['message_hash']).toBe(toHex(received[0]!.messageHash));
+  }, 90_000);
+
+  it('first contact with an id the registry does not know ends the send policy_denied, naming the cause', async () => {
+    const go = await enrolGo('go-worker-fc-nobody');
+    const result = await runGo(['run', ...go.args, '--peer', 'ts-planner-nobody', '--initiate', '--send', '1', '--timeout-ms', '30000']).done;
+    expect(result.code, result.stderr).toBe(1);
+    const errors = result.stderr.split('\n').filter((l) => l.includes('"event":"error"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(errors).toEqual([expect.objectContaining({ code: 'policy_denied', message: expect.stringContaining("no agent \"ts-planner-nobody\"") })]);
+    expect(result.events.filter((e) => e['event'] === 'first_contact')).toEqual([]);
+  }, 60_000);
+
   it('a backlog sent while the Go agent was offline comes in a deliveries frame (§10.3): each message opened once, its receipt verified at the TypeScript sender, the mailbox emptied', async () => {
     const N = 4;
     const go = await enrolGo('go-worker-batch');

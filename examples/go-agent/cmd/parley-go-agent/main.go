@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"parley/go-agent/internal/agent"
+	"parley/go-agent/internal/directory"
 	"parley/go-agent/internal/gateway"
 	pb "parley/go-agent/internal/gen/parleyv1"
 	"parley/go-agent/internal/parley"
@@ -85,7 +86,7 @@ func runAgent(args []string) int {
 	rekey := fs.Uint("rekey-threshold", parley.DefaultRekeyThreshold, "messages per epoch for sessions this agent initiates")
 	tlsCA := fs.String("tls-ca", "", "CA certificate (PEM) for TLS 1.3; plaintext without it")
 	tlsName := fs.String("tls-server-name", "", "TLS server name")
-	registryAddr := fs.String("registry", "", "registry HOST:PORT whose signed revocation list this agent follows (§8.4)")
+	registryAddr := fs.String("registry", "", "registry HOST:PORT whose signed revocation list this agent follows (§8.4), and where it looks a peer up for a first contact (§17.2 item 6)")
 	registryIDHex := fs.String("registry-id", "", "expected registry id, 32 hex digits (default: the registry's answer)")
 	registryCA := fs.String("registry-tls-ca", "", "CA certificate (PEM) of the registry; plaintext without it (loopback only)")
 	registryName := fs.String("registry-tls-server-name", "", "registry TLS server name")
@@ -138,22 +139,27 @@ func runAgent(args []string) int {
 		return 1
 	}
 	var checker parley.RevocationChecker
+	var dir agent.Directory
+	identity := &parley.Identity{AgentID: cert.GetAgentId(), Key: key, Certificate: cert}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if *registryAddr == "" {
 		agent.Warn("revocation_unchecked", "no --registry: peers' revocation is not checked (PROTOCOL.md §8.4 requires it)")
 	} else {
-		follower, err := followRegistry(ctx, *registryAddr, *registryIDHex, gateway.DialOptions{CAFile: *registryCA, ServerName: *registryName}, trust, *revocationMaxAge)
+		reg, err := followRegistry(ctx, *registryAddr, *registryIDHex, gateway.DialOptions{CAFile: *registryCA, ServerName: *registryName}, trust, *revocationMaxAge)
 		if err != nil {
 			return fail(parley.CodeRevocationStale, err)
 		}
-		checker = follower
+		checker = reg.follower
+		// First contact (§17.2 item 6): the peer's certificate read from the
+		// same registry, signed as this agent, verified with this revocation data.
+		dir = directory.New(directory.Config{Client: reg.client, RegistryID: reg.id, Identity: identity, Trust: trust, Revocations: reg.follower})
 	}
 	err = agent.Run(ctx, agent.Config{
 		Gateway: *gatewayAddr, GatewayID: *gatewayID,
 		Dial:     gateway.DialOptions{CAFile: *tlsCA, ServerName: *tlsName},
-		Identity: &parley.Identity{AgentID: cert.GetAgentId(), Key: key, Certificate: cert},
-		Trust:    trust, Peer: *peer, Initiate: *initiate, Send: *send, Expect: *expect,
+		Identity: identity, Directory: dir,
+		Trust: trust, Peer: *peer, Initiate: *initiate, Send: *send, Expect: *expect,
 		Timeout: time.Duration(*timeoutMs) * time.Millisecond, RekeyThreshold: uint32(*rekey),
 		Revocations: checker, Out: os.Stdout, OfflineAfter: *offlineAfter, Resume: os.Stdin,
 	})
@@ -164,9 +170,17 @@ func runAgent(args []string) int {
 	return 0
 }
 
+// registry is the connection to --registry: its client, its id and the
+// follower of its revocation list.
+type registry struct {
+	client   pb.RegistryServiceClient
+	id       []byte
+	follower *revocations.Follower
+}
+
 // followRegistry syncs the registry's revocation list once (failing if it
 // cannot) and keeps it current in the background every 5 s.
-func followRegistry(ctx context.Context, address, idHex string, dial gateway.DialOptions, trust *parley.TrustBundle, maxAgeMs int64) (*revocations.Follower, error) {
+func followRegistry(ctx context.Context, address, idHex string, dial gateway.DialOptions, trust *parley.TrustBundle, maxAgeMs int64) (*registry, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cc, err := gateway.Dial(dctx, address, dial)
@@ -193,7 +207,7 @@ func followRegistry(ctx context.Context, address, idHex string, dial gateway.Dia
 		return nil, fmt.Errorf("revocation list of %s: %w", address, err)
 	}
 	go f.Run(ctx, 5*time.Second, func(err error) { agent.Warn(parley.CodeRevocationStale, err.Error()) })
-	return f, nil
+	return &registry{client: client, id: registryID, follower: f}, nil
 }
 
 // readPassphrase returns the passphrase for a sealed key file, or nil.

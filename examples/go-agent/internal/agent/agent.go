@@ -54,7 +54,31 @@ type Config struct {
 	// not come within it is abandoned, and what it held is answered with
 	// SessionRejects (§5.4). 0: DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Directory looks the peer up in the registry for a first contact
+	// (§5.4, §10.3 step 5, §17.2 item 6): a step 1 of this agent refused
+	// policy_denied is relayed once more with the certificate it returns. nil
+	// (no --registry): such a refusal ends the run with policy_denied.
+	Directory Directory
+	// LookupBackoff is the first wait before a lookup that failed
+	// transiently is tried again, doubling to MaxLookupBackoff, until the
+	// run's timeout (the send's expiry). 0: DefaultLookupBackoff.
+	LookupBackoff time.Duration
 }
+
+// Directory resolves an agent id to its registry certificate, verified
+// (internal/directory): an error of code policy_denied is permanent, any other
+// transient.
+type Directory interface {
+	Lookup(ctx context.Context, agentID string) (*pb.AgentCertificate, error)
+}
+
+// DefaultLookupBackoff and MaxLookupBackoff bound the retries of a directory
+// lookup that failed transiently: the resend interval of §17.2 item 3 (5 s,
+// doubling to 60 s), as item 6 asks of every transient failure.
+const (
+	DefaultLookupBackoff = 5 * time.Second
+	MaxLookupBackoff     = 60 * time.Second
+)
 
 // MaxHeldEnvelopes bounds the envelopes held for one handshake this agent is
 // responding to (§5.4, §17.3 item 4; @parley/client's HELD_PER_HANDSHAKE);
@@ -118,20 +142,31 @@ type responding struct {
 // runner holds the state of one run. Everything runs on one goroutine
 // (the event loop) except the stream reader, which only forwards frames.
 type runner struct {
-	cfg      Config
-	conn     *gateway.Conn
-	wentOff  bool // went offline once (OfflineAfter)
-	cache    *parley.MessageCache
-	pending  *parley.Handshake          // the initiator handshake waiting for step 2
-	accepted map[string]*responding     // responder handshakes waiting for step 3, by session id
-	deferred []*pb.Delivery             // envelopes left unacked, tried again (MaxDeferred)
-	sessions map[string]*parley.Session // by session id
-	current  *parley.Session            // the newest session with the peer (used to send)
-	receipts *receiptStore
-	inFlight *outstanding
-	sent     int
-	verified int
-	received int
+	cfg     Config
+	conn    *gateway.Conn
+	wentOff bool // went offline once (OfflineAfter)
+	cache   *parley.MessageCache
+	pending *parley.Handshake // the initiator handshake waiting for step 2
+	// The pending handshake's first contact (§17.2 item 6): its step 1 and
+	// the request id it was last relayed under, the recipient's certificate
+	// once attached, and the directory lookup (in flight, or due again).
+	step1      *pb.HandshakeFrame
+	step1Req   uint64
+	introduced *pb.AgentCertificate
+	lookingUp  bool
+	lookupDue  time.Time
+	lookupWait time.Duration
+	lookups    chan lookupResult
+	ctx        context.Context
+	accepted   map[string]*responding     // responder handshakes waiting for step 3, by session id
+	deferred   []*pb.Delivery             // envelopes left unacked, tried again (MaxDeferred)
+	sessions   map[string]*parley.Session // by session id
+	current    *parley.Session            // the newest session with the peer (used to send)
+	receipts   *receiptStore
+	inFlight   *outstanding
+	sent       int
+	verified   int
+	received   int
 }
 
 // Run executes `run`. It returns nil when N receipts were verified and the
@@ -145,6 +180,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cc.Close()
 	r := newRunner(cfg)
+	r.ctx = ctx
 	s, err := r.connect(ctx, cc)
 	if err != nil {
 		return err
@@ -182,6 +218,14 @@ func Run(ctx context.Context, cfg Config) error {
 					return err
 				}
 			}
+		case res := <-r.lookups:
+			err := r.onLookup(res)
+			if ferr := r.conn.FlushAcks(); err == nil {
+				err = ferr
+			}
+			if err != nil {
+				return err
+			}
 		case err := <-s.readErr:
 			return err
 		case <-ctx.Done():
@@ -203,6 +247,7 @@ func newRunner(cfg Config) *runner {
 		cfg: cfg, cache: parley.NewMessageCache(parley.DefaultMessageCacheSize),
 		accepted: map[string]*responding{}, sessions: map[string]*parley.Session{},
 		receipts: newReceiptStore(ReceiptStoreSize, parley.DefaultSkew.MaxAgeMs),
+		lookups:  make(chan lookupResult, 1), ctx: context.Background(),
 	}
 }
 
@@ -335,6 +380,10 @@ func (r *runner) tick(now time.Time) error {
 	if err == nil {
 		err = r.retryDeferred()
 	}
+	if err == nil && r.pending != nil && !r.lookupDue.IsZero() && !now.Before(r.lookupDue) {
+		r.lookupDue = time.Time{}
+		r.startLookup()
+	}
 	r.receipts.prune(now.UnixMilli())
 	if ferr := r.conn.FlushAcks(); err == nil {
 		err = ferr
@@ -419,9 +468,91 @@ func (r *runner) initiate() error {
 	if err != nil {
 		return err
 	}
-	r.pending = h
-	_, err = r.conn.SendFrame(f1)
+	r.pending, r.step1, r.introduced = h, f1, nil
+	r.lookupDue, r.lookupWait = time.Time{}, 0
+	r.step1Req, err = r.conn.SendFrame(f1)
 	return err
+}
+
+// lookupResult is a directory lookup's answer for the handshake step 1
+// (session) that asked for it.
+type lookupResult struct {
+	session string
+	cert    *pb.AgentCertificate
+	err     error
+}
+
+// firstContactRefused handles the gateway's policy_denied for the pending
+// handshake's step 1 (§10.3 step 5): the gateway may never have seen the
+// peer, so, the first time, the agent looks it up in the registry and relays
+// the same step 1 with its certificate (§17.2 item 6). Refused again with the
+// certificate attached, the route is denied: the run ends policy_denied.
+func (r *runner) firstContactRefused(rj *pb.Rejected) error {
+	peer := r.step1.GetRecipientId()
+	switch {
+	case r.introduced != nil:
+		return parley.Errorf(parley.CodePolicyDenied, "gateway refused the handshake with %q's registry certificate attached: the gateway's policy denies this route (%s)", peer, rj.GetMessage())
+	case r.cfg.Directory == nil:
+		return parley.Errorf(parley.CodePolicyDenied, "gateway refused the handshake with %q (%s); without --registry the agent cannot introduce a recipient the gateway never saw (§17.2 item 6)", peer, rj.GetMessage())
+	case r.lookingUp || !r.lookupDue.IsZero():
+		return nil
+	}
+	warn(parley.CodePolicyDenied, fmt.Sprintf("gateway refused the handshake with %q (%s): looking %q up in the registry for a first contact", peer, rj.GetMessage(), peer))
+	r.startLookup()
+	return nil
+}
+
+// startLookup asks the directory for the pending handshake's peer; the
+// answer comes to the event loop (onLookup).
+func (r *runner) startLookup() {
+	r.lookingUp = true
+	session, peer, ctx := string(r.pending.SessionID()), r.step1.GetRecipientId(), r.ctx
+	go func() {
+		cert, err := r.cfg.Directory.Lookup(ctx, peer)
+		select {
+		case r.lookups <- lookupResult{session: session, cert: cert, err: err}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// onLookup takes a directory answer: a verified certificate is attached to
+// the same step 1, relayed again; a permanent failure (policy_denied, naming
+// the cause) ends the run; a transient one is tried again with backoff.
+func (r *runner) onLookup(res lookupResult) error {
+	r.lookingUp = false
+	if r.pending == nil || string(r.pending.SessionID()) != res.session {
+		return nil // that handshake is gone
+	}
+	peer := r.step1.GetRecipientId()
+	if res.err != nil {
+		if parley.CodeOf(res.err) == parley.CodePolicyDenied {
+			return &parley.Error{Code: parley.CodePolicyDenied, Message: fmt.Sprintf("first contact with %q refused", peer), Cause: res.err}
+		}
+		if r.lookupWait == 0 {
+			r.lookupWait = r.cfg.LookupBackoff
+			if r.lookupWait <= 0 {
+				r.lookupWait = DefaultLookupBackoff
+			}
+		} else if r.lookupWait *= 2; r.lookupWait > MaxLookupBackoff {
+			r.lookupWait = MaxLookupBackoff
+		}
+		r.lookupDue = time.Now().Add(r.lookupWait)
+		code := parley.CodeOf(res.err)
+		if code == "" {
+			code = "unavailable"
+		}
+		warn(code, fmt.Sprintf("registry lookup of %q for a first contact failed (%v); trying again in %v", peer, res.err, r.lookupWait))
+		return nil
+	}
+	r.introduced = res.cert
+	reqID, err := r.conn.SendFirstContactFrame(r.step1, res.cert)
+	if err != nil {
+		return err
+	}
+	r.step1Req = reqID
+	r.emit(map[string]any{"event": "first_contact", "peer": peer, "session_id": hex.EncodeToString(r.step1.GetSessionId()), "serial": hex.EncodeToString(res.cert.GetSerial())})
+	return nil
 }
 
 // handleFrame processes one frame from the gateway, then sends the acks it
@@ -458,6 +589,9 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 		}
 		return nil
 	case *pb.ConnectResponse_Rejected:
+		if r.pending != nil && r.step1 != nil && k.Rejected.GetRequestId() == r.step1Req && k.Rejected.GetCode() == parley.CodePolicyDenied {
+			return r.firstContactRefused(k.Rejected)
+		}
 		return parley.Errorf(k.Rejected.GetCode(), "gateway rejected request %d: %s", k.Rejected.GetRequestId(), k.Rejected.GetMessage())
 	case *pb.ConnectResponse_GoAway:
 		return parley.Errorf(k.GoAway.GetCode(), "gateway go_away: %s", k.GoAway.GetMessage())
@@ -597,7 +731,7 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 			return nil
 		}
 		h := r.pending
-		r.pending = nil
+		r.pending, r.step1, r.introduced, r.lookupDue = nil, nil, nil, time.Time{}
 		f3, s, err := h.ReadStep2(f)
 		if err != nil {
 			return err
@@ -834,7 +968,7 @@ func (r *runner) emit(fields map[string]any) {
 	writeEvent(r.cfg.Out, fields)
 }
 
-var keyOrder = []string{"event", "agent_id", "mailbox_depth", "peer", "session_id", "role", "seq", "from", "type",
+var keyOrder = []string{"event", "agent_id", "mailbox_depth", "peer", "session_id", "serial", "role", "seq", "from", "type",
 	"message_hash", "received_at_ms", "verified", "signer_certificate", "content", "items", "sent", "receipts", "received", "code", "message"}
 
 func writeEvent(w io.Writer, fields map[string]any) {

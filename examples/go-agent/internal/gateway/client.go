@@ -162,6 +162,14 @@ func (c *Conn) SendFrame(f *pb.HandshakeFrame) (uint64, error) {
 	return c.send(&pb.Outbound{Item: &pb.Outbound_Handshake{Handshake: f}})
 }
 
+// SendFirstContactFrame relays a handshake step 1 with the recipient's
+// certificate attached (Outbound.recipient_certificate, §10.3 step 5): read by
+// a gateway that holds no certificate of the recipient (first contact),
+// ignored by one that does. It returns the request id.
+func (c *Conn) SendFirstContactFrame(f *pb.HandshakeFrame, recipient *pb.AgentCertificate) (uint64, error) {
+	return c.send(&pb.Outbound{Item: &pb.Outbound_Handshake{Handshake: f}, RecipientCertificate: recipient})
+}
+
 // SendEnvelope relays a SecureMessage; it returns the request id.
 func (c *Conn) SendEnvelope(e *pb.SecureMessage) (uint64, error) {
 	return c.send(&pb.Outbound{Item: &pb.Outbound_Envelope{Envelope: e}})

@@ -33,6 +33,7 @@ const (
 	CodeNonceExhausted     = "nonce_exhausted"
 	CodeTooLarge           = "too_large"
 	CodePermissionDenied   = "permission_denied"
+	CodePolicyDenied       = "policy_denied"
 )
 
 // Error is a protocol failure carrying a stable §11 code. Only the code is
