@@ -647,7 +647,7 @@ async function main(): Promise<void> {
           const sdks = await sdkPairs(world, agents, (i) => gws[split ? (i % 2 === 0 ? 0 : instances - 1) : (i >> 1) % instances]!.address);
           await sleep(500);
           const counts = async (): Promise<{ statements: number; commits: number }> =>
-            (await Promise.all(gws.map((g) => g.command('stats')))).reduce(
+            (await Promise.all(gws.map((g) => g.command('stats')))).reduce<{ statements: number; commits: number }>(
               (s, x) => ({ statements: s.statements + (x['statements'] as number), commits: s.commits + (x['commits'] as number) }),
               { statements: 0, commits: 0 },
             );
