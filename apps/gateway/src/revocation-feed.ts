@@ -182,6 +182,8 @@ export class RevocationFeed {
   connects = 0;
   /** Whether the registry answers: true after a full list or a watch batch verified, false after a failure until the next. */
   connected = false;
+  /** Since when the feed is down (its first failure since it was last up), and how many attempts failed since: for the one recovery line. */
+  #down: { sinceMs: number; failures: number } | undefined;
 
   constructor(options: RevocationFeedOptions) {
     this.#o = options;
@@ -232,7 +234,7 @@ export class RevocationFeed {
             this.#o.revocations.apply(accepted.entries, accepted.version, accepted.issuedAtMs);
             this.#raiseFloor(accepted.version);
             this.#remember(accepted.entries);
-            this.connected = true;
+            this.#up();
             this.#announce(accepted.entries);
             backoff = minBackoff;
           }
@@ -244,6 +246,8 @@ export class RevocationFeed {
       } catch (error) {
         this.connected = false;
         if (signal.aborted) break;
+        if (this.#down === undefined) this.#down = { sinceMs: this.#clock(), failures: 1 };
+        else this.#down.failures++;
         const e = silent ? new RpcError('deadline_exceeded', `the revocation watch sent nothing for ${idleMs} ms`) : RpcError.from(error);
         const transient = e.code === 'unavailable' || e.code === 'deadline_exceeded' || e.code === 'cancelled';
         // A gap, a broken chain, a bad signature or a version the server no longer has: start over from a full list.
@@ -301,7 +305,7 @@ export class RevocationFeed {
     this.#raiseFloor(follower.version);
     this.#remember(all);
     this.#follower = follower;
-    this.connected = true;
+    this.#up();
     this.#o.logger.info({ version: follower.version, revocations: all.length }, 'revocation list loaded');
     if (lacking > 0 && this.#forkLog.admit(this.#clock()) !== undefined) {
       this.#o.logger.error(
@@ -312,6 +316,23 @@ export class RevocationFeed {
     }
     this.#announce(added);
     this.#synced();
+  }
+
+  /**
+   * The registry answered with something that verified: connected. After a failure (the "revocation feed
+   * disconnected: reconnecting" warnings, one per retry) this logs one info line with how long it was down —
+   * once per outage, not per retry.
+   */
+  #up(): void {
+    this.connected = true;
+    const down = this.#down;
+    if (down === undefined) return;
+    this.#down = undefined;
+    const downMs = Math.max(0, this.#clock() - down.sinceMs);
+    this.#o.logger.info(
+      { event: 'revocation_feed_reconnected', down_ms: downMs, failed_attempts: down.failures, version: this.#o.revocations.version },
+      `revocation feed connected again after ${(downMs / 1000).toFixed(1)} s down (${down.failures} failed attempt${down.failures === 1 ? '' : 's'})`,
+    );
   }
 
   /** Records verified revocations in the floor (a failure is logged: they are kept in memory all the same). */

@@ -76,6 +76,9 @@ it('a process without the new active key says so once (no "signing with" line), 
     await until('its error line', () => second.lines.some((l) => l.level === 50));
     const error = second.lines.find((l) => l.level === 50)!;
     expect(error.msg).toMatch(/the active issuer key is not in this data directory: .*no restart needed/);
+    // It says what stops working — the revocation list too (gateways following this process fail closed), which
+    // the operations guide once left out (it listed register, enrol, key rotation and revoke).
+    expect(error.msg).toMatch(/refuses register, enrol, key rotation and the revocation list \(GetRevocationList, WatchRevocations.*gateways following it fail closed/);
     expect(second.lines.map((l) => l.msg)).not.toContain('signing with the new active issuer key');
     expect(() => second.ring.active()).toThrow(/does not hold the active issuer key .*picked up within seconds, no restart needed/);
 

@@ -33,6 +33,8 @@ import {
   type FileStoreEvent,
   type SignedTreeHead,
 } from './index.js';
+import { SCHEMA_RE, chooseTable, describeChain, gatewayChains, isPgliteDataDir, openPgliteDir, type GatewayChain } from './cli-sources.js';
+import type { SqlClient } from './postgres-store.js';
 
 const PROGRAM = 'parley-audit';
 
@@ -44,6 +46,8 @@ interface Io {
   json: boolean;
   out(value: Record<string, unknown>, text: string): void;
   warn(message: string): void;
+  /** What was chosen for the operator (stderr, text mode only: --json output stays one document). */
+  note(message: string): void;
   warnings: string[];
 }
 
@@ -58,6 +62,9 @@ function makeIo(json: boolean, write: Required<Streams>): Io {
     warn(message) {
       warnings.push(message);
       if (!json) write.err(`${PROGRAM}: warning: ${message}\n`);
+    },
+    note(message) {
+      if (!json) write.err(`${PROGRAM}: ${message}\n`);
     },
   };
 }
@@ -195,22 +202,49 @@ function postgresUrl(log: string, io: Io): string | undefined {
   return log;
 }
 
-async function openLog(crypto: ParleyCrypto, log: string, table: string | undefined, io: Io): Promise<OpenedLog> {
+/** A database the log is in: PostgreSQL (a URL) or a PGlite data directory; undefined for an audit file. */
+async function openDatabaseOf(log: string, io: Io): Promise<{ client: SqlClient; engine: 'postgres' | 'pglite'; close(): Promise<void> } | undefined> {
   const url = postgresUrl(log, io);
   if (url !== undefined) {
     const { default: pg } = await import('pg');
     const client = new pg.Client({ connectionString: url });
     try {
       await client.connect();
-      const store = await openPostgresStore(crypto, client, { migrate: false, ...(table === undefined ? {} : { table }) });
-      return { store, close: async () => void (await client.end().catch(() => undefined)) };
     } catch (cause) {
       await client.end().catch(() => undefined);
-      if (isAuditError(cause, 'malformed')) throw new UsageError(cause.message); // e.g. a bad --table
-      throw cause instanceof AuditError ? cause : new AuditError('storage_failure', 'cannot connect to PostgreSQL', { cause });
+      throw new AuditError('storage_failure', 'cannot connect to PostgreSQL', { cause });
+    }
+    return { client, engine: 'postgres', close: async () => void (await client.end().catch(() => undefined)) };
+  }
+  if (isPgliteDataDir(log)) return { ...(await openPgliteDir(log)), engine: 'pglite' };
+  return undefined;
+}
+
+function schemaOf(v: Values): string | undefined {
+  if (v.schema === undefined) return undefined;
+  if (!SCHEMA_RE.test(v.schema)) throw new UsageError('--schema must be 1..63 characters of [a-z0-9_], not starting with a digit (the gateway\'s database_schema)');
+  return v.schema;
+}
+
+async function openLog(crypto: ParleyCrypto, log: string, v: Values, keys: readonly Uint8Array[], io: Io): Promise<OpenedLog> {
+  const database = await openDatabaseOf(log, io);
+  if (database !== undefined) {
+    try {
+      const schema = database.engine === 'postgres' ? schemaOf(v) : undefined;
+      if (database.engine === 'pglite' && v.schema !== undefined) throw new UsageError('--schema applies to PostgreSQL only (an embedded gateway database has none)');
+      // A gateway's database: the chain of the writer key given, from gateway_audit_chains (--table overrides).
+      const { table, chain } = await chooseTable(crypto, database.client, { table: v.table, schema, keys });
+      if (chain !== undefined) io.note(`reading ${describeChain(crypto, chain)}`);
+      const store = await openPostgresStore(crypto, database.client, { migrate: false, ...(table === undefined ? {} : { table }) });
+      return { store, close: () => database.close() };
+    } catch (cause) {
+      await database.close();
+      if (isAuditError(cause, 'malformed')) throw new UsageError(cause.message.replace(/^\[[a-z_]+\] /, '')); // e.g. a bad --table
+      throw cause;
     }
   }
-  if (table !== undefined) throw new UsageError('--table applies to PostgreSQL logs only');
+  if (v.table !== undefined) throw new UsageError('--table applies to database logs only (PostgreSQL, or a PGlite data directory)');
+  if (v.schema !== undefined) throw new UsageError('--schema applies to PostgreSQL logs only');
   const onEvent = (event: FileStoreEvent): void => {
     // A torn tail (a crash's) is a warning. A damaged record with data after it is the break verifyChain reports.
     if (event.type === 'torn_record' && event.cause !== 'corrupt') {
@@ -221,6 +255,43 @@ async function openLog(crypto: ParleyCrypto, log: string, table: string | undefi
   // store's reads then end in the damage (the library's own rule), which verifyChain reports as a break.
   const store = await openFileStore(crypto, log, { readOnly: true, onCorruption: 'inspect', onEvent });
   return { store, close: () => store.close() };
+}
+
+/** The `chains` command: the audit chains a gateway's database lists, with their sizes. */
+async function listChains(crypto: ParleyCrypto, log: string, v: Values, io: Io): Promise<number> {
+  const database = await openDatabaseOf(log, io);
+  if (database === undefined) throw new UsageError('chains reads a gateway database: a PGlite data directory (the gateway\'s data_dir), postgres (DATABASE_URL) or postgres://…');
+  try {
+    const schema = database.engine === 'postgres' ? schemaOf(v) : undefined;
+    if (database.engine === 'pglite' && v.schema !== undefined) throw new UsageError('--schema applies to PostgreSQL only (an embedded gateway database has none)');
+    const chains = await gatewayChains(database.client, schema);
+    if (chains === undefined) {
+      throw new AuditError('not_found', `this database has no gateway_audit_chains table${schema === undefined ? ' (a gateway with database_schema set: give --schema)' : ` in schema ${schema}`}`);
+    }
+    const rows: { chain: GatewayChain; size: number }[] = [];
+    for (const chain of chains) {
+      const store = await openPostgresStore(crypto, database.client, { migrate: false, table: chain.table });
+      rows.push({ chain, size: await store.size() });
+    }
+    io.out(
+      {
+        ok: true,
+        chains: rows.map(({ chain, size }) => ({
+          table: chain.table,
+          writerPublicKey: toHex(chain.writerPublicKey),
+          writerKeyId: toHex(writerKeyId(crypto, chain.writerPublicKey)),
+          createdAtMs: chain.createdAtMs,
+          size,
+        })),
+      },
+      rows.length === 0
+        ? 'no audit chains'
+        : rows.map(({ chain, size }) => `${chain.table}  ${size} entries  writer key ${toHex(chain.writerPublicKey)}  created ${new Date(chain.createdAtMs).toISOString()}`).join('\n'),
+    );
+    return EXIT.ok;
+  } finally {
+    await database.close();
+  }
 }
 
 /** Verifies the whole log (a damaged file record ends the store's read, so it is a break like any other). */
@@ -252,6 +323,7 @@ interface Values {
   publicKey?: string[];
   head?: string;
   table?: string;
+  schema?: string;
   out?: string;
 }
 
@@ -268,7 +340,7 @@ async function trustedKeys(crypto: ParleyCrypto, v: Values, required: boolean): 
 }
 
 function needLog(v: Values): string {
-  if (v.log === undefined) throw new UsageError('--log <file | postgres | postgres://…> is required');
+  if (v.log === undefined) throw new UsageError('--log <file | PGlite data directory | postgres | postgres://…> is required');
   return v.log;
 }
 
@@ -276,6 +348,24 @@ function treeSizeFor(v: Values, size: number): number {
   const n = parseCount(v.size, '--size') ?? size;
   if (n > size) throw new UsageError(`--size ${n} exceeds the log size ${size}`);
   return n;
+}
+
+/**
+ * The tree head in a --head file: what `head` prints (the bare head), or what `head --json` prints (the
+ * head under `head`, beside `ok`), so either can be saved and given back.
+ */
+function headJsonOf(text: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text) as unknown;
+  } catch {
+    return text; // treeHeadFromJson says what is wrong
+  }
+  if (value !== null && typeof value === 'object' && !Array.isArray(value) && !('rootHash' in value)) {
+    const inner = (value as { head?: unknown }).head;
+    if (inner !== null && typeof inner === 'object') return inner;
+  }
+  return value;
 }
 
 async function withLog(
@@ -289,12 +379,12 @@ async function withLog(
   let head: SignedTreeHead | undefined;
   if (v.head !== undefined) {
     try {
-      head = treeHeadFromJson(await readJsonFile(v.head, 'the head file'));
+      head = treeHeadFromJson(headJsonOf(await readJsonFile(v.head, 'the head file')));
     } catch (cause) {
       throw cause instanceof UsageError ? cause : new UsageError(`--head: ${(cause as Error).message}`);
     }
   }
-  const opened = await openLog(crypto, log, v.table, io);
+  const opened = await openLog(crypto, log, v, keys, io);
   try {
     const { result, tree } = await verifyLog(crypto, opened.store, keys, head);
     if (!result.ok) return reportBreak(io, result);
@@ -405,6 +495,8 @@ async function run(crypto: ParleyCrypto, command: string, args: readonly string[
         return EXIT.failed;
       }
     }
+    case 'chains':
+      return listChains(crypto, args[0]!, v, io);
     case 'keygen': {
       if (v.out === undefined) throw new UsageError('--out <file> is required');
       const kp = crypto.ed25519.generateKeyPair();
@@ -432,17 +524,25 @@ async function run(crypto: ParleyCrypto, command: string, args: readonly string[
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 const OPTIONS = {
-  log: () => new Option('--log <log>', 'the audit log: a file, postgres (the database in DATABASE_URL), or postgres://… / postgresql://…').makeOptionMandatory(),
+  log: () =>
+    new Option('--log <log>', "the audit log: a file, a gateway's PGlite data directory (data_dir), postgres (the database in DATABASE_URL), or postgres://… / postgresql://…").makeOptionMandatory(),
   publicKey: () => new Option('--public-key <key>', 'a trusted writer public key: 64 hex characters, or a file holding them (repeatable)').argParser(collect),
   key: () =>
     new Option('--key <file>', 'the writer key: a file (mode 0600) holding the 32-byte Ed25519 seed as 64 hex characters (from keygen), or the gateway\'s audit key file (audit_key_file); proofs then carry tree heads signed with it'),
-  head: () => new Option('--head <file>', 'a signed tree head (JSON from `head`) the log must match: catches a cut tail'),
+  head: () => new Option('--head <file>', 'a signed tree head the log must match (what `head` prints, with or without --json): catches a cut tail'),
   size: () => new Option('--size <n>', 'tree size to prove against or sign (default: the whole log)'),
-  table: () => new Option('--table <name>', 'the table of a PostgreSQL log (default parley_audit)'),
+  table: () =>
+    new Option(
+      '--table <name>',
+      "the table of a database log (default: in a gateway's database, the chain gateway_audit_chains lists for the writer key given; else parley_audit)",
+    ),
+  schema: () => new Option('--schema <name>', "the PostgreSQL schema of a gateway's database (its database_schema; default public)"),
   out: () => new Option('--out <file>', 'the key file to create (mode 0600; never overwritten)').makeOptionMandatory(),
 };
 
-const LOG_ARGUMENT = 'an audit file, postgres (the database in DATABASE_URL: no password on the command line), or postgres://… / postgresql://… (table: --table, default parley_audit)';
+const LOG_ARGUMENT =
+  "an audit file; a gateway's database — its PGlite data directory (data_dir, the gateway stopped), or postgres (the database in DATABASE_URL: no password on the command line) or postgres://… / postgresql://… (with --schema for its database_schema) — where the chain of the writer key given is read; or any PostgreSQL table (--table, default parley_audit)";
+const DB_ARGUMENT = "a gateway's database: its PGlite data directory (data_dir, the gateway stopped), postgres (the database in DATABASE_URL) or postgres://… / postgresql://…";
 
 interface CommandSpec {
   readonly name: string;
@@ -458,37 +558,37 @@ const commandSpecs = (): readonly CommandSpec[] => [
   {
     name: 'verify',
     summary: 'verify the whole chain of a log',
-    usage: '<log> (--public-key <key>… | --key <file>) [--head <file>] [--table <name>] [--json]',
+    usage: '<log> (--public-key <key>… | --key <file>) [--head <file>] [--table <name>] [--schema <name>] [--json]',
     description: 'Checks every entry\'s hash link and writer signature, and with --head that the log still matches a signed tree head (a cut tail or a rewritten history fails). Prints the size and root, or the first break.',
     args: [['<log>', LOG_ARGUMENT]],
-    options: [OPTIONS.publicKey(), OPTIONS.key(), OPTIONS.head(), OPTIONS.table()],
+    options: [OPTIONS.publicKey(), OPTIONS.key(), OPTIONS.head(), OPTIONS.table(), OPTIONS.schema()],
   },
   {
     name: 'head',
     summary: 'sign a tree head over a verified log',
-    usage: '--log <log> --key <file> [--size <n>] [--table <name>] [--json]',
+    usage: '--log <log> --key <file> [--size <n>] [--table <name>] [--schema <name>] [--json]',
     description: 'Verifies the log, then signs its tree head (size and root) with the writer key: a statement only the writer can make. Heads are signed on demand, not stored; keep the ones you publish.',
     args: [],
-    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table()],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table(), OPTIONS.schema()],
   },
   {
     name: 'prove',
     summary: 'print an inclusion proof for one entry',
-    usage: '<index> --log <log> (--key <file> | --public-key <key>…) [--size <n>] [--table <name>] [--json]',
+    usage: '<index> --log <log> (--key <file> | --public-key <key>…) [--size <n>] [--table <name>] [--schema <name>] [--json]',
     description: 'Verifies the log, then prints a JSON proof bundle that entry <index> is in the tree of --size entries: the entry, its leaf hash, the path and the root; with --key also the signed head, which makes the bundle checkable by anyone with `check` and the public key alone.',
     args: [['<index>', 'the entry to prove, counted from 0']],
-    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table()],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.size(), OPTIONS.head(), OPTIONS.table(), OPTIONS.schema()],
   },
   {
     name: 'consistency',
     summary: 'print a consistency proof between two tree sizes',
-    usage: '<old-size> <new-size> --log <log> (--key <file> | --public-key <key>…) [--table <name>] [--json]',
+    usage: '<old-size> <new-size> --log <log> (--key <file> | --public-key <key>…) [--table <name>] [--schema <name>] [--json]',
     description: 'Verifies the log, then prints a JSON proof that its tree of <old-size> entries is a prefix of its tree of <new-size> entries; with --key also both signed heads.',
     args: [
       ['<old-size>', 'the earlier tree size'],
       ['<new-size>', 'the later tree size, at most the log size'],
     ],
-    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.head(), OPTIONS.table()],
+    options: [OPTIONS.log(), OPTIONS.key(), OPTIONS.publicKey(), OPTIONS.head(), OPTIONS.table(), OPTIONS.schema()],
   },
   {
     name: 'check',
@@ -497,6 +597,15 @@ const commandSpecs = (): readonly CommandSpec[] => [
     description: 'Verifies a proof file from `prove` or `consistency` with only the proof, its signed heads and the trusted public key; no log needed.',
     args: [['<proof-file>', 'JSON from prove or consistency']],
     options: [OPTIONS.publicKey(), OPTIONS.key()],
+  },
+  {
+    name: 'chains',
+    summary: "list the audit chains in a gateway's database",
+    usage: '<database> [--schema <name>] [--json]',
+    description:
+      "Lists the audit chains gateway_audit_chains names — one per gateway audit key: the table, its size, the writer public key and key id, and when it was created. verify, head, prove and consistency pick the chain of the writer key given (--key <audit_key_file> or --public-key) by themselves; --table names one explicitly. An embedded (PGlite) database is read only while its gateway is stopped.",
+    args: [['<database>', DB_ARGUMENT]],
+    options: [OPTIONS.schema()],
   },
   {
     name: 'keygen',
@@ -540,6 +649,14 @@ export async function main(argv: readonly string[], streams: Streams = {}): Prom
   }
   program.addHelpSection({
     text: 'Every command that reads a log verifies the whole chain first (with the trusted writer keys) and refuses to prove or sign over a broken one.',
+  });
+  program.addHelpSection({
+    heading: "A gateway's audit log:",
+    items: [
+      ['embedded (PGlite)', 'parley-audit verify <data_dir> --key <audit_key_file>   (the gateway stopped)'],
+      ['PostgreSQL', 'DATABASE_URL=postgres://… parley-audit verify postgres --key <audit_key_file> [--schema <database_schema>]'],
+      ['its chains', 'parley-audit chains <data_dir | postgres> [--schema <database_schema>]'],
+    ],
   });
   program.addHelpSection({
     heading: 'Exit codes:',

@@ -25,7 +25,7 @@ async function inProcess(...argv: string[]): Promise<{ code: number; out: string
 
 describe('parley-audit command line (@parley/cli-kit conventions)', () => {
   it('every help page is aligned; every command has one', async () => {
-    for (const argv of [['--help'], ...['verify', 'head', 'prove', 'consistency', 'check', 'keygen'].map((c) => [c, '--help'])]) {
+    for (const argv of [['--help'], ...['verify', 'head', 'prove', 'consistency', 'check', 'chains', 'keygen'].map((c) => [c, '--help'])]) {
       const r = await inProcess(...argv);
       expect(r.code, argv.join(' ')).toBe(AUDIT_EXIT_CODES.ok);
       expect(r.out).toMatch(/^Usage: parley-audit /);

@@ -8,14 +8,16 @@ import type { RevocationListFollower } from '@parley/identity';
 import { entryJson, entryRow } from '../format.js';
 import type { Connection } from './connection.js';
 import { PROGRAM, type CommandContext } from './context.js';
+import type { BatchVerifier } from './revocations.js';
 
 /**
  * Follows WatchRevocations after `follower.version` until SIGINT or SIGTERM,
  * printing each verified entry (and with --json each heartbeat) and resuming
  * after the last verified version when the stream drops, so nothing is missed
- * or printed twice.
+ * or printed twice. Each batch goes through `verify`, which keeps the trust bundle current (a batch's
+ * `trust_bundle_version` hint: an issuer rotation's new key verifies from its activation on).
  */
-export async function watch(ctx: CommandContext<unknown>, conn: Connection, follower: RevocationListFollower): Promise<void> {
+export async function watch(ctx: CommandContext<unknown>, conn: Connection, follower: RevocationListFollower, verify: BatchVerifier): Promise<void> {
   const controller = new AbortController();
   const stop = (): void => controller.abort();
   process.once('SIGINT', stop);
@@ -26,7 +28,7 @@ export async function watch(ctx: CommandContext<unknown>, conn: Connection, foll
       try {
         for await (const batch of conn.client.watchRevocations({ afterVersion: BigInt(follower.version) }, { signal: controller.signal })) {
           // Freshness is the signed head's time (capped at now + skew, never going back), not when it arrived.
-          const accepted = follower.apply(batch.entries, batch.head);
+          const accepted = await verify(follower, batch.entries, batch.head, batch.trustBundleVersion);
           backoffMs = 500;
           if (ctx.json) {
             for (const e of batch.entries) ctx.out(JSON.stringify({ type: 'entry', ...entryJson(e) }));

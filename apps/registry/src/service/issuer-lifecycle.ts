@@ -179,7 +179,7 @@ export class IssuerKeyRing {
       held = false;
       logger.error(
         { event: 'issuer_keys', issuer_key_id: toHex(active.keyId), err: error },
-        `the active issuer key is not in this data directory: this process cannot sign until it is (copy the key file here, as ${keyFiles.activePath} or ${keyFiles.preparedPath(active.keyId)}: it is picked up within seconds, no restart needed)`,
+        `the active issuer key is not in this data directory: this process cannot sign until it is, so it refuses register, enrol, key rotation and the revocation list (GetRevocationList, WatchRevocations: every answer carries a head signed by the active key), and gateways following it fail closed. Copy the key file here, as ${keyFiles.activePath} or ${keyFiles.preparedPath(active.keyId)}: it is picked up within seconds, no restart needed`,
       );
     }
     const previous = this.#activeKeyId;

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCrypto, toHex } from '@parley/crypto-core';
+import { TrustBundle } from '@parley/identity';
 import { EXIT_CODES } from '../../src/cli.js';
 import { readPublicKey } from '../../src/key-file.js';
 import { appDir, initRegistry, runApp, runRegistryCli, spawnApp, serveRegistry, tempDir, type CliResult, type RegistryFixture, type RunningRegistry } from '@parley/test-support';
@@ -247,6 +248,75 @@ describe('operator walkthrough on PGlite', () => {
     expect(listed.trust_bundle_version).toBe(prepared.trust_bundle_version + 1);
     expect(listed.issuers.find((i) => i.key_id === prepared.prepared_key_id)?.state).toBe('active');
     expect(listed.issuers.find((i) => i.state === 'retired')?.not_after_ms).toBeGreaterThan(Date.now());
+  });
+
+  // An operator walkthrough: `revocations --watch --trust-bundle <pinned file>` died at the activation ("revocation
+  // head is signed by a key outside the trust bundle"). It follows the registry's signed bundle from the pin now.
+  it('revocations --watch with a pinned trust bundle keeps going through an issuer rotation', async () => {
+    const pinnedFile = join(fixture.dataDir, 'pinned-before-rotation.json');
+    const bundle = await cli(['trust-bundle']);
+    expect(bundle.code, bundle.stderr).toBe(0);
+    writeFileSync(pinnedFile, bundle.stdout);
+    const child = spawnApp('registry', ['revocations', '--watch', '--json', '--trust-bundle', pinnedFile, '--data-dir', fixture.dataDir, '--server', registry.address]);
+    const lines: Record<string, unknown>[] = [];
+    let buffer = '';
+    let stderr = '';
+    let exited: number | null | undefined;
+    child.on('exit', (code) => (exited = code));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>);
+        buffer = buffer.slice(nl + 1);
+      }
+    });
+    const until = async (what: string, pred: () => boolean): Promise<void> => {
+      const deadline = Date.now() + 30_000;
+      while (!pred()) {
+        if (exited !== undefined) throw new Error(`the watch exited (${exited}) waiting for ${what}: ${stderr}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(lines)}; stderr ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      await until('the first heartbeat', () => lines.some((l) => l['type'] === 'heartbeat'));
+      const rotated = await cli(['issuer', 'rotate', '--activate-after', '500ms', '--json']);
+      expect(rotated.code, rotated.stderr).toBe(0);
+      const keyId = (JSON.parse(rotated.stdout) as { prepared_key_id: string }).prepared_key_id;
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const listed = JSON.parse((await cli(['issuer', 'list', '--json'])).stdout) as { issuers: { key_id: string; state: string }[] };
+        if (listed.issuers.find((i) => i.key_id === keyId)?.state === 'active') break;
+        if (Date.now() > deadline) throw new Error('not activated');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Heads are signed by the new key from now on; an entry revoked after the activation is printed.
+      expect((await cli(['agent', 'register', 'watched-rot', '--type', 'worker'])).code).toBe(0);
+      expect((await cli(['agent', 'revoke', 'watched-rot'])).code).toBe(0);
+      await until('the entry revoked after the activation', () => lines.some((l) => l['type'] === 'entry' && l['agent_id'] === 'watched-rot'));
+      expect(exited).toBeUndefined();
+      expect(stderr).not.toMatch(/outside the trust bundle/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 90_000);
+
+  it('revocations with a pinned bundle that cannot be followed says how to fetch it again (the exact command)', async () => {
+    const crypto = await createCrypto();
+    const stranger = TrustBundle.from(crypto, [{ publicKey: crypto.ed25519.generateKeyPair().publicKey }]);
+    const pinnedFile = join(fixture.dataDir, 'pinned-stranger.json');
+    writeFileSync(pinnedFile, JSON.stringify(stranger.toJSON()));
+    const r = await cli(['revocations', '--trust-bundle', pinnedFile]);
+    const quoted = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expectOneLineError(
+      r,
+      EXIT_CODES.permissionDenied,
+      new RegExp(
+        `revocation head is signed by a key outside the trust bundle; following the registry's trust bundle from it failed: .*pin its current bundle: the pinned trust bundle ${quoted(pinnedFile)} is too old .*; fetch the bundle again \\(check its keys out of band\\): parley-registry trust-bundle --server ${quoted(registry.address)} > ${quoted(pinnedFile)}$`,
+      ),
+    );
   });
 });
 
