@@ -4,8 +4,8 @@
  * Noise sessions through it on demand, and keeps the delivery contract of
  * docs/PROTOCOL.md §17 end to end:
  *
- * - sending: the message is in the durable outbox from the `send` call on (before
- *   any handshake, §17.2 item 2), the counter is durably reserved before sealing
+ * - sending: the message is in the durable outbox once its first record is written, within the `send`
+ *   call, before anything of it leaves the process or the call waits on the network (§17.2 item 2), the counter is durably reserved before sealing
  *   (§13), the sealed envelope waits in the outbox until the recipient's verified
  *   receipt, and is resent after reconnects, restarts and a silent interval; a
  *   verified SessionReject reseals it in a new session;
@@ -31,6 +31,7 @@ import { Channel } from '@parley/async';
 import { signAgentRequest, type TrustBundleFollower, type TrustBundleFollowerState } from '@parley/protocol';
 import { isLoopbackAddress } from '@parley/rpc';
 import { maxAgeMs, type ConnectOptions, type ReceivedMessage, type SendOptions } from './agent-options.js';
+import { checkConnectOptions, checkSendArguments } from './arguments.js';
 import type { GatewayConnection } from './connection.js';
 import { DurableState } from './durable-state.js';
 import { ClientError, isTransientConnectRefusal } from './errors.js';
@@ -49,8 +50,6 @@ import { RegistryRevocations, closeRevokedSessions, keptFromJournal, keptRecords
 export type { TlsOptions, RegistryFollowOptions, ConnectOptions, SendOptions, ReceivedMessage, ReceiptSecurityEvent, SendOutcome, AgentEvent } from './agent-options.js';
 export type { DirectorySecurityEvent, FirstContactLookupEvent } from './first-contact.js';
 export type { RevocationListEvent, RevocationListState, RevocationListStatus, RevocationSecurityEvent, RevokedSubject } from './revocation-follow.js';
-
-const SEND_ID_RE = /^[\x21-\x7e]{1,128}$/;
 
 /** The registry method an agent signs itself (§15.3): the recipient lookup of a first contact. */
 const GET_AGENT_PATH = `/${RegistryService.typeName}/${RegistryService.method.getAgent.name}`;
@@ -74,6 +73,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 60_000;
  *   made (a wrong address, TLS), `state_corrupt`, or `malformed` for bad options
  */
 export async function connect(options: ConnectOptions): Promise<Agent> {
+  checkConnectOptions(options); // the types, before anything is opened (a caller without TypeScript)
   const crypto = options.crypto ?? (await createCrypto());
   if (options.stateStore !== undefined && options.stateKey === undefined) throw new ClientError('malformed', 'stateStore needs a stateKey');
   if (typeof options.expectedGatewayId !== 'string' || options.expectedGatewayId.length === 0) {
@@ -129,6 +129,8 @@ export class Agent {
   readonly #app = new Channel<ReceivedMessage>();
   #started = false;
   #tick: NodeJS.Timeout | undefined;
+  /** Everything let go of (close(), or a stop for good): set once, by #release. */
+  #releasing: Promise<void> | undefined;
   readonly #closeListeners = new Set<(error: ClientError) => void>();
   #memory: MemoryClient | undefined;
   /** What peers' certificates are verified against: the pinned bundle, or a live view of the followed one. */
@@ -443,42 +445,54 @@ export class Agent {
   /**
    * Sends one application message and waits for the recipient's verified receipt
    * — which the recipient signs only after its application acknowledged the message.
-   * The message is in the outbox (durably, with a state store) from this call on, before
-   * any handshake: sealed once a session exists, relayed again after reconnects and
+   * The message is in the outbox (durably, with a state store) once its first record is written, within this
+   * call, before anything of it is sent or the call waits on the network (a crash before that leaves the call
+   * unanswered: nothing was promised); sealed once a session exists, relayed again after reconnects and
    * restarts, resealed in a new session if the recipient refuses the session (§17). Its
    * outcome is always exactly one `send_settled` event, whether or not this call still waits.
    * @returns the DeliveryReceipt, its signature verified with the recipient's certified key
    * @throws ClientError: a permanent refusal by the gateway (`policy_denied`, `too_large`, …) or of the
    *   handshake (`revoked`, `unknown_issuer`, … — PROTOCOL §17.2 item 6): not delivered; `expired`: not
    *   delivered within the message's validity; `deadline_exceeded`: not confirmed within `timeoutMs` — the
-   *   outbox keeps trying and reports the outcome as a `send_settled` event; refused before the outbox took
-   *   it (no event): `malformed` (recipient, content, id), `too_large`, `rate_limited` (too many sends
+   *   outbox keeps trying and reports the outcome as a `send_settled` event (never said before the send is
+   *   held); refused before the outbox took it (no event): `malformed` (recipient, message type, content,
+   *   options of the wrong type), `too_large`, `rate_limited` (too many sends
    *   pending), `cancelled` (agent closed) or the error that stopped the agent
    */
   async send(to: string, type: MessageType, content: JsonValue, options: SendOptions = {}): Promise<DeliveryReceipt> {
     this.#lifecycle.assertUsable();
-    if (options.id !== undefined && !SEND_ID_RE.test(options.id)) throw new ClientError('malformed', 'send id must be 1..128 printable ASCII characters');
+    // The arguments' types, before the outbox takes anything: a refused call sends nothing (no event).
+    checkSendArguments(to, type, options);
     const timeoutMs = options.timeoutMs ?? this.#options.sendTimeoutMs ?? 30_000;
+    let waiter: SendWaiter | undefined;
+    let entry: OutboxEntry | undefined;
+    // The send is held once its first record is written (enqueue resolved): only from then on may this call say
+    // `deadline_exceeded` — "not confirmed yet, the outbox keeps trying". A timeout that passes while the record
+    // is still being written waits for it (or rejects with its failure: then no send exists).
+    const held = (async () => {
+      entry = (options.id === undefined ? undefined : this.#outbox.get(options.id)) ?? (await this.#outbox.enqueue(to, type, content, options));
+      return entry;
+    })();
+    held.catch(() => undefined);
     let timer: NodeJS.Timeout | undefined;
     let onClose: ((error: ClientError) => void) | undefined;
     const abort = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const which = entry === undefined ? '' : `; its outcome comes as the send_settled event of send id '${entry.id}'`;
-        reject(new ClientError('deadline_exceeded', `no verified receipt from '${to}' within ${timeoutMs} ms (still trying until it expires${which})`));
+        held.then(
+          (e) => reject(new ClientError('deadline_exceeded', `no verified receipt from '${to}' within ${timeoutMs} ms (still trying until it expires; its outcome comes as the send_settled event of send id '${e.id}')`)),
+          (error: unknown) => reject(ClientError.from(error)),
+        );
       }, timeoutMs);
       onClose = reject;
       this.#closeListeners.add(onClose);
     });
-    let waiter: SendWaiter | undefined;
-    let entry: OutboxEntry | undefined;
-    const work = (async () => {
-      entry = (options.id === undefined ? undefined : this.#outbox.get(options.id)) ?? (await this.#outbox.enqueue(to, type, content, options));
-      const e = entry;
-      return new Promise<DeliveryReceipt>((resolve, reject) => {
-        waiter = { resolve, reject };
-        this.#outbox.attach(e, waiter); // at once if it ended already (a handshake refused before this call got here)
-      });
-    })();
+    const work = held.then(
+      (e) =>
+        new Promise<DeliveryReceipt>((resolve, reject) => {
+          waiter = { resolve, reject };
+          this.#outbox.attach(e, waiter); // at once if it ended already (a handshake refused before this call got here)
+        }),
+    );
     // When the timeout wins, the send goes on in the outbox: its outcome arrives as its send_settled event.
     work.catch(() => undefined);
     try {
@@ -495,37 +509,70 @@ export class Agent {
   /**
    * Received application messages, in delivery order; after a restart, first the ones a
    * previous process received and the application did not acknowledge (`redelivered`).
-   * One consumer. Acknowledge each with `await msg.ack()`. Ends when the agent closes;
-   * throws the ClientError that stopped the agent otherwise.
+   * One consumer. Acknowledge each with `await msg.ack()`. Ends as soon as `close()` is called (a message
+   * not handed over yet stays in the state store: handed over again after a restart); throws the ClientError
+   * that stopped the agent for good otherwise, once the agent released everything (the state file is free).
    */
   messages(): AsyncIterable<ReceivedMessage> {
-    return this.#app;
+    return { [Symbol.asyncIterator]: () => this.#messages() };
   }
 
-  /** Closes every session and the stream; pending sends stay in the state store for the next run. */
+  /** The application's messages; none once the agent closes or stops (their acks would fail: handed over again after a restart). */
+  async *#messages(): AsyncGenerator<ReceivedMessage> {
+    for await (const message of this.#app) {
+      if (this.#lifecycle.stopped) break;
+      yield message;
+    }
+    const fatal = this.#lifecycle.fatal;
+    if (fatal !== undefined) {
+      await this.#releasing?.catch(() => undefined); // thrown once everything is released (the state file free)
+      throw fatal;
+    }
+  }
+
+  /**
+   * Closes every session and the stream, releases the state store (its lock) and every timer, follower and
+   * channel; pending sends stay in the state store for the next run. `messages()` ends at once: nothing more is
+   * handed over (its ack would fail). After the agent stopped for good by itself it released all that already;
+   * close() then only waits for that to finish.
+   */
   async close(): Promise<void> {
-    if (this.#lifecycle.closed) return;
+    if (this.#lifecycle.closed) return this.#release();
     this.#lifecycle.closed = true;
+    this.#app.end(); // a consumer waiting in messages() ends now; what the inbox still hands over is dropped
     const error = new ClientError('cancelled', 'agent closed');
     for (const listener of this.#closeListeners) listener(error);
     this.#closeListeners.clear();
     this.#link.rejectWaiters(error);
     this.#outbox.rejectWaiters(error);
-    this.#link.wake();
-    if (this.#tick !== undefined) clearInterval(this.#tick);
-    if (this.#revocationSweep !== undefined) clearInterval(this.#revocationSweep);
-    if (this.#started && this.#state.healthy) {
-      await this.#inbox.handedOver().catch(() => undefined);
-      await this.#state.compact().catch(() => undefined); // fresh snapshots; never over state that failed to load
-    }
-    await this.#follower?.close();
-    await this.#revocationList?.close();
-    this.#registry?.client.close();
-    this.#manager.close();
-    this.#memory?.close();
-    this.#link.close();
-    await this.#state.close();
-    this.#app.end();
+    await this.#release();
+  }
+
+  /**
+   * Lets go of everything the agent holds, once: timers, the gateway stream and its channel, the registry
+   * followers and their streams, shared memory, the sessions — after saving what must outlive the process
+   * (the messages recorded handed over, a compact journal; never over state that failed) — and last the state
+   * store, whose lock it releases. Run by close(), and by a stop for good (#stop): a program like the README's
+   * then ends by itself, and a restart with the same state file opens it at once.
+   */
+  #release(): Promise<void> {
+    this.#releasing ??= (async () => {
+      this.#link.wake();
+      if (this.#tick !== undefined) clearInterval(this.#tick);
+      if (this.#revocationSweep !== undefined) clearInterval(this.#revocationSweep);
+      if (this.#started && this.#state.healthy) {
+        await this.#inbox.handedOver().catch(() => undefined);
+        await this.#state.compact().catch(() => undefined); // fresh snapshots; never over state that failed to load
+      }
+      await this.#follower?.close().catch(() => undefined);
+      await this.#revocationList?.close().catch(() => undefined);
+      this.#registry?.client.close();
+      this.#manager.close();
+      this.#memory?.close();
+      this.#link.close();
+      await this.#state.close();
+    })();
+    return this.#releasing;
   }
 
   /**
@@ -645,16 +692,22 @@ export class Agent {
     }
   }
 
-  /** Stops for good: pending and future operations fail with `error`, `messages()` throws it. */
+  /**
+   * Stops for good (a go-away `revoked`/`expired`/`replaced`, a verdict at reconnection, a state store that
+   * failed): pending and future operations fail with `error`; then everything is released as close() would
+   * (#release) and `messages()` throws `error` — by then the state file is free for a restart.
+   */
   #stop(error: ClientError): void {
-    if (this.#lifecycle.fatal !== undefined) return;
+    if (this.#lifecycle.stopped) return; // closed (close() releases) or stopped already
     this.#lifecycle.fatal = error;
     this.#link.rejectWaiters(error);
     for (const listener of this.#closeListeners) listener(error);
     this.#closeListeners.clear();
     this.#outbox.rejectWaiters(error);
     this.#link.current?.close();
-    this.#app.fail(error);
+    // Before connect() returned, it closes the agent itself (and so releases everything) when start() fails.
+    if (this.#started) void this.#release().finally(() => this.#app.fail(error));
+    else this.#app.fail(error);
   }
 }
 
