@@ -55,6 +55,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -69,12 +70,12 @@ from .disclosure import Disclosure
 from .encoding import b64url_decode, b64url_encode
 from .envelope import SecureMessage, assert_envelope_shape, decode_payload, encode_payload, from_value, message_hash
 from .errors import DeliveryError, GatewayError, IdentityError, ParleyError, SessionError, StateError, code_of
-from .directory import FirstContact
+from .directory import FirstContact, route_refused
 from .gateway import GatewayConnection, StreamEnd, TlsConfig, is_loopback, is_transient_connect_refusal
 from .v1 import gateway_pb2
 from .handshake import HandshakeConfig, InitiatorHandshake, ResponderHandshake
 from .identity import MAX_CERTIFICATE_BYTES, RevocationChecker, TrustBundle, check_revocation, decode_certificate, is_agent_id, verify_certificate
-from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys
+from .key_schedule import DEFAULT_REKEY_THRESHOLD, DirectionKeys, assert_rekey_threshold
 from .keys import load_key_file
 from .memory import MemoryClient
 from .relay import sign_receipt, sign_session_reject, verify_receipt_signature, verify_session_reject_signature
@@ -162,6 +163,9 @@ RETRY_INTERVAL: Final = 0.25
 #: Longest wait between two attempts at a delivery whose inbox record could not be written, seconds.
 MAX_STATE_RETRY: Final = 8.0
 RECORD_VERSION: Final = 1
+#: How long a graceful :meth:`Agent.close` waits for the durable bookkeeping already decided (the record deletions of
+#: sends that settled, …: local writes), seconds; beyond it they are cancelled and the next start decides.
+CLOSE_BOOKKEEPING_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +503,69 @@ def _backoff_delay(backoff: Backoff, attempt: int) -> float:
     return float(ceiling / 2 + random.random() * ceiling / 2)
 
 
+def _seconds(value: object, name: str, *, zero: bool = False) -> float:
+    """``value`` as a number of seconds: a finite real number (not a bool), positive (``zero``: or 0). ``malformed``
+    otherwise (a :class:`ParleyError`, as every argument the SDK refuses), before anything is done with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not zero):
+        what = "a non-negative" if zero else "a positive"
+        raise ParleyError("malformed", f"{name} must be {what}, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_options(
+    *,
+    gateway: object,
+    identity: object,
+    state_dir: object,
+    state_key: object,
+    revocations: object,
+    rekey_threshold: object,
+    skew: object,
+    reconnect: object,
+    resend: object,
+    timeouts: object,
+    max_unacked: object,
+    accept_handshake: object,
+    on_event: object,
+    tls: object,
+    timeouts_s: dict[str, object],
+) -> None:
+    """The options of :func:`connect`, checked before anything is opened: each wrong one is ``malformed`` naming it."""
+    if not isinstance(gateway, str) or not gateway.strip():
+        raise ParleyError("malformed", f"gateway must be the gateway's address as a 'host:port' string, got {gateway!r}")
+    if not isinstance(identity, LocalIdentity):
+        raise ParleyError("malformed", f"identity must be a parley.LocalIdentity (parley.load_identity(key_file, certificate_file)), got {type(identity).__name__}")
+    if tls is not None and not isinstance(tls, TlsConfig):
+        raise ParleyError("malformed", f"tls must be a parley.TlsConfig or None, got {type(tls).__name__}")
+    if state_dir is not None and not isinstance(state_dir, (str, Path)):
+        raise ParleyError("malformed", f"state_dir must be a path (str or pathlib.Path) or None, got {type(state_dir).__name__}")
+    if state_key is not None and (not isinstance(state_key, (bytes, bytearray)) or len(state_key) != 32):
+        raise ParleyError("malformed", "state_key must be 32 bytes, or None (derived from the identity key)")
+    if revocations is not None and not callable(getattr(revocations, "check", None)):
+        raise ParleyError("malformed", f"revocations must be a parley revocation checker (e.g. parley.RegistryRevocations) or None, got {type(revocations).__name__}")
+    try:
+        assert_rekey_threshold(rekey_threshold)
+    except SessionError as error:
+        raise ParleyError("malformed", f"rekey_threshold: {error.detail}, got {rekey_threshold!r}") from None
+    for name, value, kind in (("skew", skew, SkewLimits), ("resend", resend, ResendPolicy), ("timeouts", timeouts, SessionTimeouts)):
+        if not isinstance(value, kind):
+            raise ParleyError("malformed", f"{name} must be a parley.{kind.__name__}, got {type(value).__name__}")
+    if reconnect is not None and not isinstance(reconnect, Backoff):
+        raise ParleyError("malformed", f"reconnect must be a parley.Backoff or None (no reconnection), got {type(reconnect).__name__}")
+    for name, seconds in (("resend.initial_s", resend.initial_s), ("resend.max_s", resend.max_s)):  # type: ignore[attr-defined]
+        _seconds(seconds, name)
+    if reconnect is not None:
+        for name, seconds in (("reconnect.initial_s", reconnect.initial_s), ("reconnect.max_s", reconnect.max_s)):  # type: ignore[attr-defined]
+            _seconds(seconds, name)
+    if isinstance(max_unacked, bool) or not isinstance(max_unacked, int) or not 1 <= max_unacked <= 100_000:
+        raise ParleyError("malformed", f"max_unacked must be an integer in 1..100000, got {max_unacked!r}")
+    for name, callback in (("accept_handshake", accept_handshake), ("on_event", on_event)):
+        if callback is not None and not callable(callback):
+            raise ParleyError("malformed", f"{name} must be a callable or None, got {type(callback).__name__}")
+    for name, seconds in timeouts_s.items():
+        _seconds(seconds, name, zero=name == "connect_timeout")
+
+
 async def connect(
     *,
     gateway: str,
@@ -561,6 +628,8 @@ async def connect(
         on_event: receives :class:`Event`\\ s (security, lifecycle, final outcomes); never key material.
 
     Raises:
+        ParleyError: ``malformed``: an option of the wrong type or out of range (a timeout that is not a positive finite
+            number of seconds, ``gateway`` not a ``host:port`` string, …), before anything is opened.
         GatewayError: the gateway's refusal (``revoked``, ``unknown_issuer``, …; at the ``connect_timeout`` deadline,
             the last answer time did not fix: ``revocation_stale``, ``unavailable``, …) or ``unavailable`` at once
             when no connection could be made.
@@ -569,14 +638,29 @@ async def connect(
     """
     if not isinstance(expected_gateway_id, str) or not expected_gateway_id:
         raise ParleyError("malformed", "expected_gateway_id is required")
+    _check_options(
+        gateway=gateway,
+        identity=identity,
+        state_dir=state_dir,
+        state_key=state_key,
+        revocations=revocations,
+        rekey_threshold=rekey_threshold,
+        skew=skew,
+        reconnect=reconnect,
+        resend=resend,
+        timeouts=timeouts,
+        max_unacked=max_unacked,
+        accept_handshake=accept_handshake,
+        on_event=on_event,
+        tls=tls,
+        timeouts_s={"send_timeout": send_timeout, "handshake_timeout": handshake_timeout, "auth_timeout": auth_timeout, "connect_timeout": connect_timeout},
+    )
     if tls is None and not is_loopback(gateway):
         raise ParleyError("failed_precondition", f"plaintext is allowed only to a loopback gateway, not {gateway}: pass tls=TlsConfig(...)")
+    if not isinstance(trust_bundle, (TrustBundle, str, Path)):
+        raise ParleyError("malformed", f"trust_bundle must be a parley.TrustBundle (or RegistryTrustBundle) or the path of its JSON file, got {type(trust_bundle).__name__}")
     if not isinstance(trust_bundle, TrustBundle):
         trust_bundle = TrustBundle.from_file(trust_bundle)
-    if not 1 <= max_unacked <= 100_000:
-        raise ParleyError("malformed", "max_unacked must be in 1..100000")
-    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or not 0 <= connect_timeout < float("inf"):
-        raise ParleyError("malformed", f"connect_timeout must be a non-negative number of seconds, got {connect_timeout!r}")
     agent = Agent(
         gateway=gateway,
         identity=identity,
@@ -754,6 +838,8 @@ class Agent:
         self._fatal: ParleyError | None = None
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Durable bookkeeping already decided (:meth:`_durable`): not cancelled by close(), which waits for it.
+        self._bookkeeping: set[asyncio.Task[Any]] = set()
         self._main_tasks: list[asyncio.Task[Any]] = []
         self._memory: MemoryClient | None = None
 
@@ -829,11 +915,15 @@ class Agent:
         message expires (``created + max_age``; the envelope carries that creation time);
         a step 1 the gateway stored for an offline recipient (``QUEUED``) waits for
         its answer as long. Every send ends in exactly one ``send_settled`` event
-        (from the restarted process if this one stopped or closed first), whose
+        (from the restarted process if this one stopped or closed first; a crash
+        between a receipt's report and its record's deletion reports it once more
+        after the restart, with the same receipt: at least once), whose
         ``id`` is this call's ``id`` — or, without one, an id made up for the send
         (32 hex digits; ``pending_sends()`` lists it, and a ``deadline_exceeded``
         names it). Only a call refused before the send exists gets none: an
-        invalid recipient or content, the outbox full, the agent closed or stopped.
+        invalid recipient, argument or content, the outbox full, the agent closed
+        or stopped. ``timeout``: seconds, a positive finite number (default: the
+        agent's ``send_timeout``).
 
         ``id`` makes the send idempotent: while a send with the same id is pending
         (also one restored from the state directory after a restart, and one made
@@ -854,7 +944,8 @@ class Agent:
                 has no such agent, or a certificate of it that verifies —, ``too_large``, ``revoked``, …).
             SessionError, IdentityError: the handshake failed for good, or the current session's peer did
                 (``revoked``, ``expired``, ``unknown_issuer``, ``bad_certificate``, ``identity_mismatch``,
-                ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``).
+                ``bad_binding``, …), or the content is not a JSON value (``malformed``, ``too_large``), or an argument
+                is of the wrong type or out of range (``malformed``: nothing is sent).
             DeliveryError: ``expired`` (definitely not delivered), ``deadline_exceeded``
                 (not confirmed yet; the final outcome arrives as a ``send_settled`` event), or ``cancelled``
                 (the agent closed: the send is resumed by the restarted process).
@@ -866,7 +957,16 @@ class Agent:
         self._check_usable()
         if not is_agent_id(to) or to == self.agent_id:
             raise SessionError("malformed", "recipient is not a valid agent id")
-        budget = self._send_timeout if timeout is None else timeout
+        # Every argument checked before anything is done with it: a wrong one is ``malformed`` (a ParleyError), nothing sent.
+        payload_type = _message_type(message_type)
+        budget = self._send_timeout if timeout is None else _seconds(timeout, "timeout")
+        for name, h in (("parent_message_hash", parent_message_hash), ("handoff_hash", handoff_hash)):
+            if h is not None and not isinstance(h, (bytes, bytearray)):
+                raise SessionError("malformed", f"{name} must be 32 bytes or None, got {type(h).__name__}")
+        parent_message_hash = None if parent_message_hash is None else bytes(parent_message_hash)
+        handoff_hash = None if handoff_hash is None else bytes(handoff_hash)
+        if id is not None and (not isinstance(id, str) or not 1 <= len(id) <= 256):
+            raise SessionError("malformed", f"id must be a string of 1..256 characters or None, got {id!r}"[:200])
         deadline = time.monotonic() + budget
         # As @parley/client: the send's id is the caller's, or one made up for it; its outcome (send_settled) and
         # pending_sends() carry that id. Its outbox record is named by the id's hash (a caller's id is any string).
@@ -890,7 +990,6 @@ class Agent:
             except asyncio.TimeoutError:
                 raise DeliveryError("deadline_exceeded", f"a send with this id to {to!r} is still being prepared after {budget:g} s") from None
             self._check_usable()
-        payload_type = int(message_type)
         # Validate the content before any network work.
         encode_payload(payload_type, content, now_ms(), handoff_hash=handoff_hash, parent_message_hash=parent_message_hash)
         if self.pending() >= MAX_OUTBOX:
@@ -1075,12 +1174,14 @@ class Agent:
     async def messages(self) -> AsyncIterator[Message]:
         """Received messages in delivery order, each handed over once per process (``redelivered`` after a restart).
 
-        One consumer. Ends when the agent closes; raises the error that stopped
-        the agent otherwise. Ack every message (``await msg.ack()``) once processed.
+        One consumer. Ends when the agent closes — once :meth:`close` has begun it hands
+        out nothing more (what it did not hand out stays in the durable inbox and is
+        handed over after a restart) —; raises the error that stopped the agent
+        otherwise. Ack every message (``await msg.ack()``) once processed.
         """
         while True:
-            item = await self._app.get()
-            if item is _END:
+            item = None if self._closed else await self._app.get()
+            if item is None or item is _END or self._closed:
                 self._app.put_nowait(_END)
                 if self._fatal is not None:
                     raise self._fatal
@@ -1088,10 +1189,15 @@ class Agent:
             yield item
 
     async def close(self) -> None:
-        """Closes the stream and every session (their state is kept for the next start). Idempotent."""
+        """Closes the stream and every session (their state is kept for the next start). Idempotent.
+
+        From its first step :meth:`messages` hands out nothing more. Before the state directory closes it finishes the
+        durable bookkeeping already decided (:meth:`_durable`: the record deletion of a send whose outcome was reported,
+        …; bounded by :data:`CLOSE_BOOKKEEPING_TIMEOUT`), so that the next start neither resends nor reports it again."""
         if self._closed:
             return
         self._closed = True
+        self._app.put_nowait(_END)  # messages() hands out nothing more from now on
         self._forget_previous_keys()
         cancelled = DeliveryError("cancelled", "agent closed")
         waiting: list[_OutboxEntry | _UnsealedEntry] = [*self._outbox.values(), *self._unsealed.values()]
@@ -1116,6 +1222,7 @@ class Agent:
                 if kept.waiter is not None and not kept.waiter.done():
                     kept.waiter.set_exception(cancelled)
                     kept.waiter.exception()
+        await self._finish_bookkeeping()
         await self._first_contact.close()
         if self._conn is not None:
             await self._conn.close()
@@ -1138,6 +1245,24 @@ class Agent:
             async with self._io:  # after the writes in progress: none is sealed under a wiped key
                 await asyncio.to_thread(store.close)
         self._app.put_nowait(_END)
+
+    async def _finish_bookkeeping(self) -> None:
+        """close(): waits for the durable bookkeeping already decided (:meth:`_durable`) — e.g. the record deletion of a
+        send whose receipt was reported: left behind, the restarted process would resend it and report it again —,
+        bounded by :data:`CLOSE_BOOKKEEPING_TIMEOUT` (local writes); what is still running then is cancelled, and the
+        next start decides (as after a crash)."""
+        deadline = time.monotonic() + CLOSE_BOOKKEEPING_TIMEOUT
+        while self._bookkeeping:
+            remaining = deadline - time.monotonic()
+            late: set[asyncio.Task[Any]] = set(self._bookkeeping)
+            if remaining > 0:
+                _, late = await asyncio.wait(late, timeout=remaining)
+            if late and time.monotonic() >= deadline:
+                _log.warning("parley: %d state writes still running %g s after close() began: cancelled (the next start decides)", len(late), CLOSE_BOOKKEEPING_TIMEOUT)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
+                return
 
     async def __aenter__(self) -> Agent:
         return self
@@ -1452,6 +1577,21 @@ class Agent:
         task.add_done_callback(self._task_done)
         return task
 
+    def _durable(self, coro: Any) -> asyncio.Task[Any]:
+        """Runs durable bookkeeping already decided — a settled send's record deletion and the report that goes with it,
+        the deletion of a record nothing may restore — in a task of its own that close() does not cancel but waits for
+        (:meth:`_finish_bookkeeping`): a graceful close never leaves behind what this process already decided (a crash
+        still may: the next start then decides). Await it through :func:`asyncio.shield`."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping_done)
+        return task
+
+    def _bookkeeping_done(self, task: asyncio.Task[Any]) -> None:
+        self._bookkeeping.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ParleyError):
+            _log.error("parley state bookkeeping failed", exc_info=task.exception())
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -1596,7 +1736,7 @@ class Agent:
             mine.sort(key=lambda s: s.created_at_ms)
             for old in mine[: len(mine) - MAX_SESSIONS_PER_PEER + 1]:
                 self._forget_session(old, "too many sessions with this peer")
-                self._spawn(self._delete("sessions", old.id.hex()))
+                self._durable(self._delete("sessions", old.id.hex()))
         current = self._current.get(session.peer_id)
         # The newest session carries outgoing traffic; older ones keep receiving until they end.
         if current is None or current.closed or current.created_at_ms <= session.created_at_ms:
@@ -1606,7 +1746,7 @@ class Agent:
 
     async def _close_session(self, session: Session, reason: str) -> None:
         self._forget_session(session, reason)
-        await self._delete("sessions", session.id.hex())
+        await asyncio.shield(self._durable(self._delete("sessions", session.id.hex())))
 
     def _forget_session(self, session: Session, reason: str) -> None:
         """Closes a session and drops it from memory (its durable record is the caller's to delete)."""
@@ -2045,6 +2185,10 @@ class Agent:
             if entry.message_hash != digest:
                 return  # resealed meanwhile: the answer is about the envelope it replaced
             if error.code in PERMANENT_REFUSALS:
+                if error.code == "policy_denied":  # the gateway does not say why: the message names what it may be
+                    refused = route_refused(entry.to, error)
+                    refused.__cause__ = error
+                    error = refused
                 await self._settle(entry, error=error)
             return  # rate_limited, quota_exceeded, unavailable, …: resent at its next interval
         finally:
@@ -2066,6 +2210,11 @@ class Agent:
             return
         if self._by_hash.get(entry.message_hash) == entry.id:
             del self._by_hash[entry.message_hash]
+        # Decided: the deletion and the report go on whatever happens to the task that decided (close() waits for them).
+        await asyncio.shield(self._durable(self._settled(entry, receipt, error)))
+
+    async def _settled(self, entry: _OutboxEntry, receipt: Receipt | None, error: ParleyError | None) -> None:
+        """:meth:`_settle` of an entry taken out of the outbox: its record deleted, its outcome reported."""
         if receipt is None:
             try:
                 await self._delete("outbox", entry.id, strict=True)
@@ -2191,6 +2340,10 @@ class Agent:
         ``state_error`` event), nothing is said in this process: the record stands, and the next start decides."""
         if self._unsealed.pop(held.id, None) is not held:
             return
+        await asyncio.shield(self._durable(self._settled_unsealed(held, error)))
+
+    async def _settled_unsealed(self, held: _UnsealedEntry, error: ParleyError) -> None:
+        """:meth:`_settle_unsealed` of a send taken out of the unsealed ones: its record deleted, its outcome reported."""
         try:
             await self._delete("unsealed", held.id, strict=True)
         except StateError:
@@ -2321,7 +2474,7 @@ class Agent:
                 entry.resealing = False
                 continue
             if self._outbox.get(entry.id) is not entry:  # settled meanwhile (expired): no record may outlive it
-                await self._delete("outbox", entry.id)
+                await asyncio.shield(self._durable(self._delete("outbox", entry.id)))
                 continue
             if self._by_hash.get(entry.message_hash) == entry.id:
                 del self._by_hash[entry.message_hash]
@@ -2721,6 +2874,16 @@ def _restamped(payload: bytes, timestamp_ms: int, ts: int) -> bytes:
     """A payload encoded at ``timestamp_ms`` encoded again with the timestamp ``ts`` (the envelope's it is sealed in)."""
     old = decode_payload(payload, timestamp_ms)
     return encode_payload(old.type, from_value(old.content), ts, handoff_hash=bytes(old.handoff_hash) or None, parent_message_hash=bytes(old.parent_message_hash) or None)
+
+
+def _message_type(value: object) -> int:
+    """A :class:`MessageType` (or its integer value) as the payload's type; ``malformed`` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _MESSAGE_TYPES:
+        raise SessionError("malformed", f"message_type must be a parley.MessageType, got {value!r}"[:200])
+    return int(value)
+
+
+_MESSAGE_TYPES: Final = frozenset(int(t) for t in MessageType)
 
 
 def _entry_id(user_id: str) -> str:

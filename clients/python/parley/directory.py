@@ -27,8 +27,10 @@ What a failure means for the sends waiting on that handshake (as @parley/client'
 - the handshake gave up while its recipient was looked up (the agent closed or stopped): ``cancelled`` — never the
   gateway's ``policy_denied``, which would end the sends waiting.
 
-Without a registry-following trust bundle such a step 1 fails ``policy_denied`` at once, the message saying that a
-first contact with an agent the gateway never saw needs one (or the recipient to connect to the gateway once).
+Without a registry-following trust bundle such a step 1 fails ``policy_denied`` at once. The gateway answers every refused
+route alike, so the message cannot say which cause it was; it names them: the recipient unknown to the gateway (a first
+contact needs a registry-following trust bundle to introduce it, or the recipient to connect to the gateway once),
+revoked, or not allowed by the gateway's policy.
 
 Bounded: one lookup in flight per peer (concurrent handshakes share it), at most :data:`MAX_LOOKUPS_IN_FLIGHT` at
 once; verified certificates cached for :data:`CACHE_TTL_MS` for at most :data:`MAX_CACHED_PEERS` peers; certificates
@@ -156,10 +158,14 @@ class FirstContact:
         if attached is not None:
             raise _route_denied(peer, refusal)
         if self._get_agent is None:
+            # The gateway answers every refused route alike (so that senders cannot probe which ids exist): the SDK
+            # cannot tell why. Each possible cause is named, with what fixes the first one.
             raise GatewayError(
                 "policy_denied",
-                f"{refusal.detail} (a first contact with an agent this gateway never saw needs a parley.RegistryTrustBundle as the agent's "
-                f"trust_bundle, so that {peer!r}'s certificate can be looked up in the registry and attached; or {peer!r} must connect to the gateway once)",
+                f"{refusal.detail} (the gateway refused the route to {peer!r}; it does not say why: {peer!r} may be unknown to the gateway — "
+                f"a first contact with an agent it never saw needs a parley.RegistryTrustBundle as the agent's trust_bundle, so that "
+                f"{peer!r}'s certificate can be looked up in the registry and attached, or {peer!r} must connect to the gateway once —, "
+                f"revoked, or not allowed by the gateway's policy)",
             ) from refusal
         # Transient, never the refusal itself: a handshake that ended meanwhile ignores it, and one that did not must
         # not settle its sends policy_denied for it.
@@ -328,8 +334,16 @@ class FirstContact:
         self._attached.clear()
 
 
+def route_refused(peer: str, refusal: ParleyError) -> GatewayError:
+    """The gateway's ``policy_denied`` of an item to ``peer`` it already routes to (an envelope in a session): the message
+    names the possible causes, which the gateway does not tell apart (a peer revoked since, or its policy)."""
+    return GatewayError(
+        "policy_denied", f"{refusal.detail} (the gateway refused the route to {peer!r}; it does not say why: {peer!r} may have been revoked, or the gateway's policy does not allow it)"
+    )
+
+
 def _route_denied(peer: str, refusal: ParleyError) -> GatewayError:
     return GatewayError("policy_denied", f"{refusal.detail} (refused with {peer!r}'s registry certificate attached: the gateway's policy denies this route)")
 
 
-__all__ = ["CACHE_TTL_MS", "CERTIFICATE_REFUSALS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact"]
+__all__ = ["CACHE_TTL_MS", "CERTIFICATE_REFUSALS", "MAX_CACHED_PEERS", "MAX_LOOKUPS_IN_FLIGHT", "FirstContact", "route_refused"]

@@ -123,7 +123,9 @@ def _pem(value: bytes | str | Path | None) -> bytes | None:
 
 
 def is_loopback(address: str) -> bool:
-    """Whether ``host:port`` names a loopback host (127.0.0.0/8, ::1, localhost)."""
+    """Whether ``host:port`` names a loopback host (127.0.0.0/8, ::1, localhost); False for anything not a string."""
+    if not isinstance(address, str):
+        return False
     host = address.rsplit(":", 1)[0] if ":" in address else address
     host = host.strip("[]")
     if host == "localhost":
