@@ -39,7 +39,7 @@ from .errors import (
 from .gateway import TlsConfig
 from .identity import Revocation, RevocationChecker, StaticRevocations, TrustBundle, VerifiedCertificate, verify_certificate
 from .keys import load_certificate, load_identity, load_key_file
-from .memory import MemoryClient, MemoryInfo, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
+from .memory import MemoryClient, MemoryInfo, MemoryKeyFault, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
 from .revocation import RegistryRevocations, RevocationList
 from .session import LocalIdentity, SkewLimits
 from .trust_bundle import RegistryTrustBundle, TrustBundleChain
@@ -64,6 +64,7 @@ __all__ = [
     "LocalIdentity",
     "MemoryClient",
     "MemoryInfo",
+    "MemoryKeyFault",
     "MemoryListing",
     "MemoryMemberInfo",
     "MemoryUsageInfo",

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 
 import parley
+from parley import crypto
+from parley.memory.records import EpochKey, new_epoch, wrap_key
+from parley.v1 import memory_pb2
 
 from ._paths import IN_CI
 from .processes import Deployment, have_node_toolchain
@@ -65,7 +68,8 @@ def test_members_read_and_write_with_typed_conflicts_expiry_and_revocation(deplo
             mid = info.memory_id
             assert info.owner_id == "py-mem-owner" and info.access == "admin" and info.current_epoch == 1
             await owner.memory.grant(mid, "py-mem-writer", "write")
-            info = await owner.memory.grant(mid, "py-mem-reader", "read", expires_at_ms=int(time.time() * 1000) + 4_000)
+            # long enough for everything below up to the expiry to run on a loaded machine (4 s was not)
+            info = await owner.memory.grant(mid, "py-mem-reader", "read", expires_at_ms=int(time.time() * 1000) + 10_000)
             assert [(m.agent_id, m.access) for m in info.members] == [("py-mem-owner", "admin"), ("py-mem-reader", "read"), ("py-mem-writer", "write")]
 
             # a member writes, another reads it back verified (writer, version, signature)
@@ -125,3 +129,97 @@ def test_members_read_and_write_with_typed_conflicts_expiry_and_revocation(deplo
         assert closed.value.code == "cancelled"
 
     run(scenario(), timeout=180)
+
+
+async def rotate_with_a_bad_copy(attacker: parley.Agent, memory_id: str, victim_id: str) -> int:
+    """An admin's rotation at will, as its client makes it, except that ``victim_id``'s copy holds a random key
+    (sealed to its key and signed by the attacker: the store cannot tell). Returns the new epoch."""
+    mem = attacker.memory
+    state = await mem._refresh(memory_id)
+    me = mem._identity
+    now = mem._clock()
+    epoch = new_epoch(me.agent_id, me.signing_key, memory_id, state.log.version, state.log.head, mem._key_for(state, state.current_epoch), now)
+    bad = EpochKey(epoch.record, bytearray(crypto.random_bytes(32)))
+    wraps = [wrap_key(me.agent_id, me.signing_key, memory_id, bad if m.member_id == victim_id else epoch, m.member_id, m.public_key) for m in state.log.active(now)]
+    await mem._call("RotateEpoch", memory_pb2.RotateEpochRequest(memory_id=memory_id, epoch=epoch.record, wraps=wraps), memory_pb2.RotateEpochResponse)
+    return int(epoch.record.epoch)
+
+
+async def attacked_memory(d: Deployment, prefix: str) -> tuple[list[parley.Agent], str]:
+    """owner, reader, attacker (an admin) and a memory with "history" under epoch 1 and "plan" written by the
+    attacker under epoch 2, whose copy for the owner the attacker made with a random key."""
+    enrolled = [d.enrol(f"{prefix}-{name}", kind) for name, kind in (("owner", "planner"), ("reader", "worker"), ("attacker", "worker"))]
+    agents = [await connect(d, e) for e in enrolled]
+    owner, reader, attacker = agents
+    mid = (await owner.memory.create()).memory_id
+    await owner.memory.grant(mid, reader.agent_id, "read")
+    await owner.memory.grant(mid, attacker.agent_id, "admin")
+    await owner.memory.write(mid, "history", "written under epoch 1", previous_version=0)
+    assert await rotate_with_a_bad_copy(attacker, mid, owner.agent_id) == 2
+    await attacker.memory.write(mid, "plan", "written under epoch 2", previous_version=0)
+    return agents, mid
+
+
+def test_a_member_s_key_copy_that_does_not_open_is_adopted_and_attributed(deployment: Deployment) -> None:
+    """§18.5: the owner's client adopts the store's answer, holds no key of epoch 2, names the attacker in every
+    operation that needs it, and still reads what it reaches (epoch 1, whose key it held)."""
+
+    async def scenario() -> None:
+        agents, mid = await attacked_memory(deployment, "py-bad-copy")
+        owner, reader, attacker = agents
+        try:
+            info = await owner.memory.get(mid)
+            assert info.current_epoch == 2
+            assert (await reader.memory.read(mid, "plan")).text() == "written under epoch 2"  # the reader's copy opens
+            for call in (owner.memory.read(mid, "plan"), owner.memory.write(mid, "plan", "no", previous_version=1), owner.memory.rotate(mid)):
+                try:
+                    await call
+                    raise AssertionError("an operation needing epoch 2's key succeeded")
+                except parley.SharedMemoryError as error:
+                    assert error.code == "decrypt_failed" and "epoch 2" in error.detail and attacker.agent_id in error.detail and "revoke" in error.detail, error.detail
+            assert (await owner.memory.read(mid, "history")).text() == "written under epoch 1"  # its key of epoch 1
+        finally:
+            for a in agents:
+                await a.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_the_owner_revokes_the_member_at_fault_with_a_cut(deployment: Deployment) -> None:
+    """§18.5 item 2: the owner, holding no key of the current epoch, revokes the attacker with a cut epoch; new
+    writes and reads work; what was written before the cut fails "before the cut" for a client that holds no
+    key of that time, and stays readable to one that does."""
+
+    async def scenario() -> None:
+        agents, mid = await attacked_memory(deployment, "py-cut")
+        owner, reader, attacker = agents
+        late_reader: parley.Agent | None = None
+        try:
+            assert (await reader.memory.read(mid, "plan")).text() == "written under epoch 2"  # caches epoch 2's key
+            info = await owner.memory.revoke(mid, attacker.agent_id)
+            assert info.current_epoch == 3 and attacker.agent_id not in [m.agent_id for m in info.members]
+            state = owner.memory._states[mid]
+            assert len(state.epochs[3].back_link) == 0 and state.epochs[3].creator_id == owner.agent_id  # a cut
+            await owner.memory.write(mid, "after", "written after the cut", previous_version=0)
+            assert (await reader.memory.read(mid, "after")).text() == "written after the cut"
+            assert (await owner.memory.read(mid, "after")).text() == "written after the cut"
+            assert await refused(attacker.memory.read(mid, "after")) == "permission_denied"
+            # before the cut: the owner (no key of epoch 2) and a member granted after the cut (key 3 only) cannot reach it
+            late_reader = await connect(deployment, deployment.enrol("py-cut-late", "worker"))
+            await owner.memory.grant(mid, late_reader.agent_id, "read")
+            assert (await late_reader.memory.read(mid, "after")).text() == "written after the cut"
+            for agent, segment in ((owner, "plan"), (late_reader, "plan"), (late_reader, "history")):
+                try:
+                    await agent.memory.read(mid, segment)
+                    raise AssertionError("a segment before the cut was read without a key of its time")
+                except parley.SharedMemoryError as error:
+                    assert error.code == "decrypt_failed" and "before the cut at epoch 3" in error.detail, error.detail
+            assert (await reader.memory.read(mid, "plan")).text() == "written under epoch 2"  # its key of that time
+            assert (await owner.memory.read(mid, "history")).text() == "written under epoch 1"  # its key of epoch 1
+        finally:
+            for a in agents:
+                await a.close()
+            if late_reader is not None:
+                await late_reader.close()
+
+    run(scenario(), timeout=120)

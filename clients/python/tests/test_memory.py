@@ -401,11 +401,15 @@ def test_the_client_refuses_a_store_that_forges(tamper: Callable[[Memory, Any], 
     assert code(lambda: c._verify_state(m.memory_id, None, res)) == expect
 
 
-def test_the_client_refuses_a_substituted_key_copy() -> None:
+def test_a_substituted_key_copy_is_its_signer_s_fault_not_a_refusal() -> None:
+    # §18.5: the answer verified, so it is adopted; the copy's signer is remembered and no key of the epoch is held
+    # (test_memory_cut.py has the whole attack and its repair).
     m = Memory()
     c = client_for(m, m.writer)
     other = EpochKey(m.epoch1.record, bytearray(crypto.random_bytes(32)))
-    assert code(lambda: c._verify_state(m.memory_id, None, answer(m, for_member=m.writer, wrap_epoch=other))) == "decrypt_failed"
+    state = c._verify_state(m.memory_id, None, answer(m, for_member=m.writer, wrap_epoch=other))
+    assert state.keys == {} and state.log.version == 3 and state.current_epoch == 1
+    assert (state.faults[1].member_id, state.faults[1].kind) == ("owner-1", "key_copy")
 
 
 def test_the_client_refuses_a_rolled_back_log() -> None:
@@ -432,7 +436,8 @@ def test_the_client_derives_older_keys_through_back_links_only() -> None:
     res.memory.current_epoch = 2
     res.epochs.append(epoch2.record)
     state = c._verify_state(m.memory_id, None, res)
-    assert set(state.keys) == {2}
+    assert set(state.keys) == {2, 1}  # epoch 2's back link was checked on the way (§18.5), so key 1 is held too
+    state.keys.pop(1)
     assert bytes(c._key_for(state, 1).key) == bytes(m.epoch1.key)
     record, ciphertext = m.write(m.writer, m.epoch1)
     state.keys.pop(1)

@@ -1,11 +1,23 @@
 /**
  * Membership and key epochs (docs/PROTOCOL.md §18.4–§18.6): UpdateMembership appends a signed GRANT (with
- * the member's certificate and its copy of the current key) or REVOKE (with the next key epoch) to the
- * log; RotateEpoch starts the next epoch. A retry of an applied change is recognised by its signature.
+ * the member's certificate and its copy of the current key) or REVOKE (with the next key epoch, which may be a
+ * cut: no back link, §18.5) to the log; RotateEpoch starts the next epoch, never a cut. A retry of an applied
+ * change is recognised by its signature.
  */
 import { bytes } from '@parley/db';
 import { MAX_CERTIFICATE_BYTES, verifyCertificate } from '@parley/identity';
-import { ADMIN_GRANT_LIMIT, GRANT_LIMIT, MAX_MEMBERS, assertEpochRecordShape, assertKeyWrapShape, assertMembershipEntryShape, membershipEntryHash, membershipLayout, verifyKeyWrap } from '@parley/memory';
+import {
+  ADMIN_GRANT_LIMIT,
+  GRANT_LIMIT,
+  MAX_MEMBERS,
+  assertEpochRecordShape,
+  assertKeyWrapShape,
+  assertMembershipEntryShape,
+  isCutEpoch,
+  membershipEntryHash,
+  membershipLayout,
+  verifyKeyWrap,
+} from '@parley/memory';
 import {
   AgentCertificateSchema,
   EpochRecordSchema,
@@ -128,6 +140,8 @@ function assertLogRoom(entry: MembershipEntry, ownerId: string): void {
 
 export async function rotateEpoch(c: OpContext, req: RotateEpochRequest, caller: Caller, now: number): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> {
   const epoch = assertEpochRecordShape(req.epoch);
+  // §18.5: a cut (an epoch after the first without a back link) comes only with a REVOKE, in UpdateMembership.
+  if (isCutEpoch(epoch)) refuse('malformed', 'a key epoch without a back link (a cut) comes only with a revocation');
   assertWrapCount(req.wraps.length);
   return callTx(c.db, caller, async (tx): Promise<Outcome<Init<typeof RotateEpochResponseSchema>>> => {
     const { memory, member } = await access(c, tx, req.memoryId, caller, now, MemoryAccess.WRITE, 'update');

@@ -214,7 +214,8 @@ describe('a memory at its limits over gRPC (§18.2)', () => {
     } finally {
       c.close();
     }
-  }, 60_000);
+    // About 50 s on its own on a 2-CPU machine: room for running beside the other spec files.
+  }, 180_000);
 
   it('refuses a grant whose certificate encodes to more than 4096 bytes (every GetMemory answer repeats it)', async () => {
     const owner = h.agent('owner-small');

@@ -3,28 +3,47 @@
 // ACL (default deny), compare-and-set writes, key epochs on revocation and
 // expiry, quotas, expiry and its sweep, one audit entry per call, and nothing
 // in the database that a key could be recovered from or a plaintext read in.
-import { AgentCertificateSchema, MemoryAccess, MembershipChange, MembershipEntrySchema, WriteRecordSchema, clone, toBinary, type AuditMessage } from '@parley/proto';
+import {
+  AgentCertificateSchema,
+  MemoryAccess,
+  MemoryService,
+  MembershipChange,
+  MembershipEntrySchema,
+  WriteRecordSchema,
+  clone,
+  toBinary,
+  type AuditMessage,
+  type EpochRecord,
+  type MembershipEntry,
+} from '@parley/proto';
 import {
   ADMIN_GRANT_LIMIT,
+  BACK_LINK_BYTES,
   GRANT_LIMIT,
   MAX_MEMBERS,
+  MAX_SEGMENT_CIPHERTEXT_BYTES,
   Membership,
+  MemoryClient,
   MEMORY_METADATA_KEYS,
   changeEntry,
   createEntry,
+  isMemoryError,
   membershipEntryHash,
+  newCutEpoch,
   newEpoch,
   openWrap,
   openWrite,
   sealWrite,
   wrapKey,
   type EpochKey,
+  type MemoryError,
 } from '@parley/memory';
 import { createIssuerKey } from '@parley/identity';
-import { RpcError, type RpcErrorCode } from '@parley/rpc';
+import { RpcError, addService, type RpcErrorCode } from '@parley/rpc';
+import { serveOnLoopback } from '@parley/test-support';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Queryable } from '@parley/db';
-import { DATABASE_URL, openHarness, type Harness, type TestAgent } from './harness.js';
+import { DATABASE_URL, SERVICE_ID, openHarness, type Harness, type TestAgent } from './harness.js';
 import { UNAUTHENTICATED_AUDIT_RATE } from '../src/call.js';
 
 const ENGINE = DATABASE_URL === undefined ? 'PGlite' : 'PostgreSQL';
@@ -560,6 +579,224 @@ describe(`memory store on ${ENGINE}`, () => {
     expect(owners.map((r) => [Number(r['memories']), Number(r['used_segments'])])).toEqual([[1, 1]]);
   });
 
+  // §18.5 "A key copy or back link that does not open": a member (a writer in a required rotation, or any admin)
+  // hands the others a key the store cannot check. Real MemoryClients over gRPC on loopback, as the gateway serves.
+  describe('a key copy or back link that does not open: a member’s fault, detected, attributed and repaired by a revocation (§18.5)', () => {
+    it('a writer’s key copies hold a random key: reads and writes that need it fail naming the writer, the owner revokes it with a cut, and the memory works again', async () => {
+      const net = await serve(h);
+      try {
+        const attacker = writer;
+        const honest = h.agent('worker-5');
+        const temp = h.agent('worker-6');
+        const ownerC = net.client(owner);
+        const honestC = net.client(honest);
+        const attackerC = net.client(attacker);
+        const { memoryId } = await ownerC.create();
+        await ownerC.grant(memoryId, attacker.agentId, 'write', { certificate: attacker.certificate });
+        await ownerC.grant(memoryId, honest.agentId, 'write', { certificate: honest.certificate });
+        await ownerC.grant(memoryId, temp.agentId, 'read', { certificate: temp.certificate, expiresAtMs: h.clock.now + 10_000 });
+        await ownerC.write(memoryId, 'history', 'written at epoch 1', { previousVersion: 0 });
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'history')).data)).toBe('written at epoch 1'); // honest caches epoch 1's key
+        h.clock.advance(20_000); // temp's grant expires: a rotation is required, and any writer may make it
+
+        await faultyRotation(h, attacker, memoryId, [owner, attacker, honest], { badCopiesFor: [owner, honest] });
+        await attackerC.write(memoryId, 'attack', 'written at epoch 2', { previousVersion: 0 });
+
+        // The answer is adopted (log, epochs); the fault is the attacker's, and only what needs epoch 2's key fails.
+        const info = await ownerC.get(memoryId);
+        expect(info.currentEpoch).toBe(2);
+        expect(info.keyFaults).toEqual([{ epoch: 2, memberId: attacker.agentId, kind: 'keyCopy' }]);
+        const needKey: [string, () => Promise<unknown>][] = [
+          ['owner writes', () => ownerC.write(memoryId, 'history', 'v2', { previousVersion: 1 })],
+          ['owner reads epoch 2', () => ownerC.read(memoryId, 'attack')],
+          ['owner rotates', () => ownerC.rotate(memoryId)],
+          ['honest writes', () => honestC.write(memoryId, 'notes', 'n', { previousVersion: 0 })],
+        ];
+        for (const [what, op] of needKey) {
+          const e = await memoryCode(op(), 'decrypt_failed');
+          expect(e.message, what).toContain(`the key copy of epoch 2 that member ${attacker.agentId} made for this agent does not open`);
+          expect(e.message).toContain(`the owner or an admin can revoke ${attacker.agentId}`);
+        }
+        // What this client can still reach reads: its cached epoch-1 key.
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        // A fresh client holds no key at all: epoch 1 is reached only through epoch 2.
+        const freshBefore = net.client(owner);
+        const e1 = await memoryCode(freshBefore.read(memoryId, 'history'), 'decrypt_failed');
+        expect(e1.message).toContain('the key of epoch 1 (reached through epoch 2)');
+        expect(e1.message).toContain(`the owner or an admin can revoke ${attacker.agentId}`);
+
+        // The owner holds no key of the current epoch: its revocation of the attacker is a cut.
+        const revoked = await ownerC.revoke(memoryId, attacker.agentId);
+        expect(revoked.currentEpoch).toBe(3);
+        const epochs = (await h.call(owner, 'getMemory', { memoryId })).epochs as EpochRecord[];
+        expect(epochs.find((r) => r.epoch === 3)!.backLink.length).toBe(0);
+        await memoryCode(attackerC.write(memoryId, 'attack', 'still here?', { previousVersion: 1 }), 'permission_denied');
+
+        // The owner and the honest member write and read under the new epoch.
+        await ownerC.write(memoryId, 'next', 'after the cut', { previousVersion: 0 });
+        await honestC.write(memoryId, 'notes', 'honest, after the cut', { previousVersion: 0 });
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'next')).data)).toBe('after the cut');
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'notes')).data)).toBe('honest, after the cut');
+        // Before the cut: readable to clients that kept an older key, not to a fresh one.
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        const fresh = net.client(owner);
+        expect(new TextDecoder().decode((await fresh.read(memoryId, 'next')).data)).toBe('after the cut');
+        expect((await memoryCode(fresh.read(memoryId, 'history'), 'decrypt_failed')).message).toContain('before the cut at epoch 3');
+        expect((await memoryCode(fresh.read(memoryId, 'attack'), 'decrypt_failed')).message).toContain('before the cut at epoch 3');
+
+        // Holding the current key, the owner's next revocation links back as always (no cut), and a fresh client reads through it.
+        await ownerC.revoke(memoryId, temp.agentId);
+        const e4 = ((await h.call(owner, 'getMemory', { memoryId })).epochs as EpochRecord[]).find((r) => r.epoch === 4)!;
+        expect(e4.backLink.length).toBe(BACK_LINK_BYTES);
+        const fresh2 = net.client(honest);
+        expect(new TextDecoder().decode((await fresh2.read(memoryId, 'next')).data)).toBe('after the cut');
+        expect((await memoryCode(fresh2.read(memoryId, 'history'), 'decrypt_failed')).message).toContain('before the cut at epoch 3');
+      } finally {
+        net.close();
+      }
+    });
+
+    it('a writer’s back link opens to a random key: detected when the epoch is loaded, attributed to its creator, repaired by a revocation that links back', async () => {
+      const net = await serve(h);
+      try {
+        const attacker = writer;
+        const honest = h.agent('worker-5');
+        const temp = h.agent('worker-6');
+        const ownerC = net.client(owner);
+        const honestC = net.client(honest);
+        const attackerC = net.client(attacker);
+        const { memoryId } = await ownerC.create();
+        await ownerC.grant(memoryId, attacker.agentId, 'write', { certificate: attacker.certificate });
+        await ownerC.grant(memoryId, honest.agentId, 'write', { certificate: honest.certificate });
+        await ownerC.grant(memoryId, temp.agentId, 'read', { certificate: temp.certificate, expiresAtMs: h.clock.now + 10_000 });
+        await ownerC.write(memoryId, 'history', 'written at epoch 1', { previousVersion: 0 });
+        h.clock.advance(20_000);
+        // Every copy of epoch 2 opens; its back link does not lead to epoch 1's key.
+        await faultyRotation(h, attacker, memoryId, [owner, attacker, honest], { badBackLink: true });
+        const backLinkFault = `the back link of epoch 2, made by member ${attacker.agentId}, does not open to the key of epoch 1`;
+
+        // Detected at load, by a client that never needed epoch 1, and attributed to the epoch's creator.
+        const info = await honestC.get(memoryId);
+        expect(info.currentEpoch).toBe(2);
+        expect(info.keyFaults).toEqual([{ epoch: 2, memberId: attacker.agentId, kind: 'backLink' }]);
+        // Epoch 2's key matches its commitment: it is kept, and the honest member writes and reads under it.
+        expect((await honestC.write(memoryId, 'notes', 'honest, at epoch 2', { previousVersion: 0 })).version).toBe(1n);
+        const notes = await honestC.read(memoryId, 'notes');
+        expect(notes.keyEpoch).toBe(2);
+        expect(new TextDecoder().decode(notes.data)).toBe('honest, at epoch 2');
+        await attackerC.write(memoryId, 'attack', 'written at epoch 2', { previousVersion: 0 });
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'attack')).data)).toBe('written at epoch 2');
+        // Only what lies before it is out of reach, naming the attacker: for this client and for a fresh one.
+        for (const c of [honestC, net.client(honest), net.client(owner)]) {
+          const r = await memoryCode(c.read(memoryId, 'history'), 'decrypt_failed');
+          expect(r.message).toContain('the key of epoch 1 (reached through epoch 2)');
+          expect(r.message).toContain(backLinkFault);
+          expect(r.message).toContain(`the owner or an admin can revoke ${attacker.agentId}`);
+        }
+        // The owner kept epoch 1's key: it still reads the epoch-1 segment, and reads and writes under epoch 2.
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'notes')).data)).toBe('honest, at epoch 2');
+        expect((await ownerC.get(memoryId)).keyFaults).toEqual([{ epoch: 2, memberId: attacker.agentId, kind: 'backLink' }]);
+
+        // Repair: the owner holds the current key, so its revocation of the attacker links back (no cut).
+        const revoked = await ownerC.revoke(memoryId, attacker.agentId);
+        expect(revoked.currentEpoch).toBe(3);
+        const e3 = ((await h.call(owner, 'getMemory', { memoryId })).epochs as EpochRecord[]).find((x) => x.epoch === 3)!;
+        expect(e3.backLink.length).toBe(BACK_LINK_BYTES);
+        await memoryCode(attackerC.write(memoryId, 'attack', 'still here?', { previousVersion: 1 }), 'permission_denied');
+
+        // New writes and reads work for the owner and the honest member; epoch 2 stays readable through epoch 3's back link.
+        await ownerC.write(memoryId, 'next', 'after the revocation', { previousVersion: 0 });
+        await honestC.write(memoryId, 'notes', 'honest, at epoch 3', { previousVersion: 1 });
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'next')).data)).toBe('after the revocation');
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'notes')).data)).toBe('honest, at epoch 3');
+        expect((await honestC.get(memoryId)).currentEpoch).toBe(3);
+        const fresh = net.client(honest);
+        expect(new TextDecoder().decode((await fresh.read(memoryId, 'attack')).data)).toBe('written at epoch 2');
+        // The back link of epoch 2 is still bad: a fresh client still cannot reach the epoch-1 segment...
+        const stillBad = await memoryCode(fresh.read(memoryId, 'history'), 'decrypt_failed');
+        expect(stillBad.message).toContain('the key of epoch 1 (reached through epoch 2)');
+        expect(stillBad.message).toContain(backLinkFault);
+        // ...until the owner, who still reads it, rewrites it under the current epoch.
+        expect(new TextDecoder().decode((await ownerC.read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        await ownerC.write(memoryId, 'history', 'rewritten at epoch 3', { previousVersion: 1 });
+        expect(new TextDecoder().decode((await fresh.read(memoryId, 'history')).data)).toBe('rewritten at epoch 3');
+        expect(new TextDecoder().decode((await net.client(owner).read(memoryId, 'history')).data)).toBe('rewritten at epoch 3');
+      } finally {
+        net.close();
+      }
+    });
+
+    it('a client that holds the current key revokes with a normal back link, and the member it repairs reads everything again', async () => {
+      const net = await serve(h);
+      try {
+        const admin = h.agent('admin-7');
+        const honest = h.agent('worker-5');
+        const ownerC = net.client(owner);
+        const honestC = net.client(honest);
+        const adminC = net.client(admin);
+        const { memoryId } = await ownerC.create();
+        await ownerC.grant(memoryId, admin.agentId, 'admin', { certificate: admin.certificate });
+        await ownerC.grant(memoryId, honest.agentId, 'read', { certificate: honest.certificate });
+        await ownerC.write(memoryId, 'history', 'written at epoch 1', { previousVersion: 0 });
+        // An admin rotates at will, handing only the honest member a copy that does not open.
+        await faultyRotation(h, admin, memoryId, [owner, admin, honest], { badCopiesFor: [honest] });
+        await adminC.write(memoryId, 'by-admin', 'written at epoch 2', { previousVersion: 0 });
+        expect((await honestC.get(memoryId)).keyFaults).toEqual([{ epoch: 2, memberId: admin.agentId, kind: 'keyCopy' }]);
+        expect((await memoryCode(honestC.read(memoryId, 'by-admin'), 'decrypt_failed')).message).toContain(`the owner or an admin can revoke ${admin.agentId}`);
+        // The owner's copy opened: its revocation links back to epoch 2 (no cut).
+        expect((await ownerC.get(memoryId)).keyFaults).toEqual([]);
+        await ownerC.revoke(memoryId, admin.agentId);
+        const e3 = ((await h.call(owner, 'getMemory', { memoryId })).epochs as EpochRecord[]).find((r) => r.epoch === 3)!;
+        expect(e3.backLink.length).toBe(BACK_LINK_BYTES);
+        // The honest member's copy of epoch 3 opens, and its back links reach everything before.
+        expect(new TextDecoder().decode((await honestC.read(memoryId, 'by-admin')).data)).toBe('written at epoch 2');
+        expect(new TextDecoder().decode((await net.client(honest).read(memoryId, 'history')).data)).toBe('written at epoch 1');
+        expect((await honestC.get(memoryId)).keyFaults).toEqual([]);
+      } finally {
+        net.close();
+      }
+    });
+
+    it('takes an epoch without a back link (a cut) only with a REVOKE: RotateEpoch and a grant carrying one are malformed', async () => {
+      const m = await TestMemory.create(h, owner);
+      await m.grant(owner, writer, MemoryAccess.WRITE);
+      await m.grant(owner, reader, MemoryAccess.READ);
+      const cut = (by: TestAgent, membership: { version: bigint; hash: Uint8Array }) => newCutEpoch(h.crypto, by, m.memoryId, membership, m.epoch.record.epoch + 1, h.clock.now);
+      const copies = (by: TestAgent, e: EpochKey, members: TestAgent[]) => members.map((x) => wrapKey(h.crypto, by, m.memoryId, e, { memberId: x.agentId, publicKey: x.publicKey }));
+      // RotateEpoch never takes a cut, from an admin at will or from anyone.
+      const atWill = cut(owner, { version: m.log.version, hash: m.log.head });
+      await expectCode(h.call(owner, 'rotateEpoch', { memoryId: m.memoryId, epoch: atWill.record, wraps: copies(owner, atWill, [owner, writer, reader]) }), 'malformed');
+      // Nor a grant (a non-REVOKE update) carrying one.
+      const grant = changeEntry(h.crypto, owner, m.log, { kind: 'grant', memberId: outsider.agentId, access: MemoryAccess.READ, publicKey: outsider.publicKey, expiresAtMs: 0 }, h.clock.now);
+      const withGrant = cut(owner, { version: grant.version, hash: membershipEntryHash(h.crypto, m.memoryId, grant) });
+      await expectCode(
+        h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: grant, memberCertificate: outsider.certificate, epoch: withGrant.record, wraps: copies(owner, withGrant, [outsider]) }),
+        'malformed',
+      );
+      // A REVOKE may carry one (the epoch made for its version, by its signer)...
+      const revoke = changeEntry(h.crypto, owner, m.log, { kind: 'revoke', memberId: reader.agentId, publicKey: reader.publicKey }, h.clock.now);
+      const withRevoke = cut(owner, { version: revoke.version, hash: membershipEntryHash(h.crypto, m.memoryId, revoke) });
+      const res = await h.call(owner, 'updateMembership', { memoryId: m.memoryId, entry: revoke, epoch: withRevoke.record, wraps: copies(owner, withRevoke, [owner, writer]) });
+      expect(res.currentEpoch).toBe(2);
+      m.log.append(revoke);
+      m.epoch = withRevoke;
+      const state = await h.call(writer, 'getMemory', { memoryId: m.memoryId });
+      expect(state.epochs.at(-1).backLink.length).toBe(0);
+      await m.write(writer, 'plan', 'after the cut', 0n);
+      expect(await m.read(owner, 'plan')).toBe('after the cut');
+      // ...but a RotateEpoch for the REVOKE's own version, by its signer, still may not (it would verify as the REVOKE's epoch).
+      await m.grant(owner, reader, MemoryAccess.READ);
+      await m.rotate(owner, [owner, writer], reader); // a REVOKE by the owner is now the head
+      const afterRevoke = cut(owner, { version: m.log.version, hash: m.log.head });
+      await expectCode(h.call(owner, 'rotateEpoch', { memoryId: m.memoryId, epoch: afterRevoke.record, wraps: copies(owner, afterRevoke, [owner, writer]) }), 'malformed');
+      const live = (await h.call(owner, 'getMemory', { memoryId: m.memoryId })).epochs as EpochRecord[];
+      expect(live.at(-1)!.epoch).toBe(3);
+      expect(live.at(-1)!.backLink.length).toBe(BACK_LINK_BYTES);
+    });
+  });
+
   it('stores no plaintext and no key: every stored byte is ciphertext, a digest, a signature or public', async () => {
     const m = await TestMemory.create(h, owner);
     await m.grant(owner, writer, MemoryAccess.WRITE);
@@ -608,4 +845,59 @@ async function fillLog(h: Harness, m: TestMemory, owner: TestAgent, member: Test
 async function freshKey(h: Harness, m: TestMemory, who: TestAgent): Promise<EpochKey> {
   const state = await h.call(who, 'getMemory', { memoryId: m.memoryId });
   return openWrap(h.crypto, who, m.memoryId, state.wrap, state.epochs.at(-1));
+}
+
+/** The current store served over gRPC on loopback (as the gateway serves it), and MemoryClients of it, closed together. */
+async function serve(h: Harness): Promise<{ client(agent: TestAgent): MemoryClient; close(): void }> {
+  const store = h.store;
+  const server = await serveOnLoopback((s) => addService(s, MemoryService, store), { 'grpc.max_receive_message_length': MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536 });
+  const clients: MemoryClient[] = [];
+  return {
+    client(agent) {
+      const c = new MemoryClient({ crypto: h.crypto, identity: agent, address: server.address, serviceId: SERVICE_ID, trustBundle: h.trustBundle, clock: h.clock.fn, retryUnavailableMs: 0 });
+      clients.push(c);
+      return c;
+    },
+    close() {
+      for (const c of clients) c.close();
+      server.close();
+    },
+  };
+}
+
+/**
+ * `by` starts the next epoch by hand, as a member at fault would (the store cannot check a sealed key): the
+ * copies for `badCopiesFor` seal a random key instead of the epoch's, or (`badBackLink`) the back link seals a
+ * random key instead of the current one.
+ */
+async function faultyRotation(h: Harness, by: TestAgent, memoryId: string, members: TestAgent[], fault: { badCopiesFor?: TestAgent[]; badBackLink?: boolean }): Promise<void> {
+  const res = await h.call(by, 'getMemory', { memoryId, afterVersion: 0n });
+  const entries = res.entries as MembershipEntry[];
+  const log = Membership.create(h.crypto, entries[0]!, memoryId);
+  for (const e of entries.slice(1)) log.append(e);
+  const current = (res.epochs as EpochRecord[]).find((r) => r.epoch === res.memory.currentEpoch)!;
+  const currentKey = openWrap(h.crypto, by, memoryId, res.wrap, current);
+  const random = h.crypto.randomKey('aead');
+  const next = newEpoch(h.crypto, by, memoryId, { version: log.version, hash: log.head }, fault.badBackLink === true ? { record: current, key: random } : currentKey, h.clock.now);
+  const wraps = members.map((m) =>
+    wrapKey(h.crypto, by, memoryId, fault.badCopiesFor?.includes(m) === true ? { record: next.record, key: random } : next, { memberId: m.agentId, publicKey: m.publicKey }),
+  );
+  try {
+    await h.call(by, 'rotateEpoch', { memoryId, epoch: next.record, wraps });
+  } finally {
+    for (const k of [currentKey.key, next.key, random]) k.wipe();
+  }
+}
+
+/** Awaits `p` and insists on a MemoryError with `code`. */
+async function memoryCode(p: Promise<unknown>, code: RpcErrorCode): Promise<MemoryError> {
+  let thrown: unknown;
+  try {
+    await p;
+  } catch (error) {
+    thrown = error;
+  }
+  expect(isMemoryError(thrown), `expected MemoryError ${code}, got ${String(thrown)}`).toBe(true);
+  expect((thrown as MemoryError).code, (thrown as Error).message).toBe(code);
+  return thrown as MemoryError;
 }

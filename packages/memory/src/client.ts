@@ -37,7 +37,7 @@ import {
   MEMORY_MAX_SEND_BYTES,
   MEMORY_SEEN_ENTRIES,
 } from './limits.js';
-import { Membership, sameWrite, verifyCurrentEpoch, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
+import { Membership, isCutEpoch, sameWrite, verifyCurrentEpoch, verifyEpochRecord, verifyKeyWrap, verifyWriteRecord, type Member } from './model.js';
 import {
   accessOf,
   assertAgent,
@@ -49,7 +49,7 @@ import {
   MEMORY_CLOCK_SKEW_MS,
   type AccessLevel,
 } from './names.js';
-import { changeEntry, createEntry, followBackLink, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
+import { changeEntry, createEntry, followBackLink, newCutEpoch, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
 import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
 
 /** Settings of a {@link MemoryClient}. */
@@ -105,6 +105,25 @@ export interface MemoryInfo {
   readonly membershipVersion: bigint;
   readonly currentEpoch: number;
   readonly usage: MemoryUsageInfo;
+  /**
+   * Key copies and back links members made that did not open for this agent (§18.5), newest epoch first: what
+   * needs those keys fails `decrypt_failed`. The owner or an admin repairs it by revoking the member (when its
+   * own copy of the current epoch did not open, with a cut epoch: what was written before the cut stays out of
+   * reach for this agent).
+   */
+  readonly keyFaults: readonly MemoryKeyFault[];
+}
+
+/**
+ * A key copy or back link a member made that does not open for this agent (§18.5): the store cannot check a
+ * sealed key, so this is the member's fault, not the store's, and the rest of the memory stays usable.
+ */
+export interface MemoryKeyFault {
+  /** The epoch whose key copy (for `keyCopy`) or back link (for `backLink`) does not open. */
+  readonly epoch: number;
+  /** The member at fault: the copy's signer, or the epoch's creator. */
+  readonly memberId: string;
+  readonly kind: 'keyCopy' | 'backLink';
 }
 
 /** Quota usage of a memory and its owner. */
@@ -204,6 +223,8 @@ interface State {
   readonly epochs: Map<number, EpochRecord>;
   /** Epoch keys this agent has opened or derived. */
   readonly keys: Map<number, EpochKey>;
+  /** Key copies and back links that did not open for this agent, by epoch, with the member at fault (§18.5). */
+  readonly faults: Map<number, MemoryKeyFault>;
   currentEpoch: number;
   /** Certificates of the active members, from the store (verified before use). */
   certificates: Map<string, AgentCertificate>;
@@ -452,6 +473,9 @@ export class MemoryClient {
     const expiresAtMs = options.expiresAtMs ?? 0;
     if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) fail('malformed', 'expiresAtMs must be a non-negative integer');
     let state = await this.#state(memoryId);
+    // Without the current key (a member's copy or back link did not open, §18.5), the memory may have been
+    // repaired since: load it again before failing.
+    if (!state.keys.has(state.currentEpoch)) state = await this.#refresh(memoryId);
     for (let attempt = 0; ; attempt++) {
       if (this.#rotationNeeded(state)) state = await this.#rotate(state);
       if (this.#rotationNeeded(state)) fail('rotation_required', `the current epoch of ${memoryId} may be held by a member whose grant has expired, and no new epoch could be made`);
@@ -557,7 +581,11 @@ export class MemoryClient {
       const now = this.#clock();
       const entry = changeEntry(this.#crypto, this.#o.identity, state.log, { kind: 'revoke', memberId: agentId, publicKey: target.publicKey }, now);
       const remaining = state.log.active(now).filter((m) => m.memberId !== agentId);
-      const { epoch, wraps } = this.#nextEpoch(state, { version: entry.version, hash: membershipEntryHash(this.#crypto, memoryId, entry) }, remaining, now);
+      // Without a key of the current epoch because the copy a member made for this agent did not open, the
+      // revocation's epoch is a cut: no back link (§18.5). With the key, never; and not without a copy at all
+      // (a store that withholds one must not be able to turn a revocation into a cut of history).
+      const cut = !state.keys.has(state.currentEpoch) && state.faults.get(state.currentEpoch)?.kind === 'keyCopy';
+      const { epoch, wraps } = this.#nextEpoch(state, { version: entry.version, hash: membershipEntryHash(this.#crypto, memoryId, entry) }, remaining, now, cut);
       try {
         await this.#call(() => this.#rpc.updateMembership({ memoryId, entry, epoch: epoch.record, wraps }));
         epoch.key.wipe();
@@ -818,16 +846,23 @@ export class MemoryClient {
       verifyCurrentEpoch(log, previous, epochs.values());
 
       const keys = new Map(cached?.keys ?? []);
+      const faults = new Map(cached?.faults ?? []);
       const wrap = res.wrap;
       if (wrap !== undefined && !keys.has(wrap.epoch)) {
         const record = epochs.get(wrap.epoch);
         if (record === undefined || wrap.memberId !== this.agentId) fail('bad_signature', 'key copy is for an epoch or member the store did not describe');
         verifyKeyWrap(this.#crypto, log, wrap);
-        keys.set(wrap.epoch, openWrap(this.#crypto, this.#o.identity, memoryId, wrap, record));
+        // Opened last: nothing after it refuses the answer, so no key opened here is left unwiped.
+        for (const k of this.#openCopy(memoryId, wrap, record, epochs, faults)) {
+          if (keys.has(k.record.epoch)) k.key.wipe(); // already held (an earlier key this client kept)
+          else keys.set(k.record.epoch, k);
+        }
       }
+      // A copy that did not open no longer keeps a key away once a later epoch's back link reached it.
+      for (const [e, f] of faults) if (f.kind === 'keyCopy' && keys.has(e)) faults.delete(e);
       const certificates = new Map<string, AgentCertificate>();
       for (const m of res.members) if (m.certificate !== undefined) certificates.set(m.memberId, m.certificate);
-      return { log, epochs, keys, currentEpoch: summary.currentEpoch, certificates, rotationRequired: res.rotationRequired, usage: res.usage };
+      return { log, epochs, keys, faults, currentEpoch: summary.currentEpoch, certificates, rotationRequired: res.rotationRequired, usage: res.usage };
     } catch (error) {
       const e = MemoryError.from(error);
       // Anything the log rules reject in the store's answer is the store's fault, not ours.
@@ -877,37 +912,110 @@ export class MemoryClient {
     }
   }
 
-  /** The key of an epoch: opened, or derived through back links from a later key this agent has. */
+  /**
+   * Opens this agent's verified key copy of `record`'s epoch and checks that epoch's back link (unless it is a
+   * cut) against the previous epoch's commitment, when that record is kept (§18.5). A copy that does not open
+   * (or names another memory, epoch or member, or does not match the commitment), or a back link that does
+   * not open to the previous key, is the fault of a member, not of the store: it is recorded against that
+   * member (the copy's signer, the epoch's creator) and the answer stands. A copy that does not open leaves
+   * no key of the epoch; with a bad back link the epoch's key (it matches the commitment) is kept.
+   * @returns the keys opened: the epoch's, and the previous one through the back link when checked
+   */
+  #openCopy(memoryId: string, wrap: KeyWrap, record: EpochRecord, epochs: ReadonlyMap<number, EpochRecord>, faults: Map<number, MemoryKeyFault>): EpochKey[] {
+    let key: EpochKey;
+    try {
+      key = openWrap(this.#crypto, this.#o.identity, memoryId, wrap, record);
+    } catch (error) {
+      if (!isMemoryError(error, 'decrypt_failed')) throw error;
+      faults.set(record.epoch, { epoch: record.epoch, memberId: wrap.signerId, kind: 'keyCopy' });
+      return [];
+    }
+    const previous = isCutEpoch(record) ? undefined : epochs.get(record.epoch - 1);
+    if (previous === undefined) {
+      faults.delete(record.epoch);
+      return [key];
+    }
+    try {
+      const back = followBackLink(this.#crypto, memoryId, key, previous);
+      faults.delete(record.epoch);
+      return [key, back];
+    } catch (error) {
+      if (!isMemoryError(error, 'decrypt_failed')) {
+        key.key.wipe();
+        throw error;
+      }
+      // The key itself matches the commitment its creator signed: it is kept (the epoch's own data stays
+      // readable and a revocation links back to it); only what lies before it is out of reach.
+      faults.set(record.epoch, { epoch: record.epoch, memberId: record.creatorId, kind: 'backLink' });
+      return [key];
+    }
+  }
+
+  /**
+   * The key of an epoch: opened, or derived through back links from a later key this agent has. Back links
+   * stop at a cut (§18.5). A key a member's fault keeps from this agent fails `decrypt_failed` naming the
+   * epoch and the member.
+   */
   #keyFor(state: State, epoch: number): EpochKey {
+    const memoryId = state.log.memoryId;
     const known = state.keys.get(epoch);
     if (known !== undefined) return known;
     let later: EpochKey | undefined;
     for (const [e, k] of state.keys) if (e > epoch && (later === undefined || e < later.record.epoch)) later = k;
-    if (later === undefined) fail('permission_denied', `this agent holds no key of epoch ${epoch} or later`);
+    if (later === undefined) {
+      let fault: MemoryKeyFault | undefined;
+      for (const f of state.faults.values()) if (f.epoch >= epoch && (fault === undefined || f.epoch > fault.epoch)) fault = f;
+      if (fault !== undefined) fail('decrypt_failed', faultMessage(memoryId, fault, epoch));
+      fail('permission_denied', `this agent holds no key of epoch ${epoch} or later`);
+    }
+    // Nothing before a cut is reachable from it or from any later epoch.
+    for (let e = later.record.epoch; e > epoch; e--) {
+      const record = e === later.record.epoch ? later.record : state.epochs.get(e);
+      if (record !== undefined && isCutEpoch(record)) fail('decrypt_failed', `epoch ${epoch} of ${memoryId} is before the cut at epoch ${e}: no key this agent holds reaches it`);
+    }
     while (later.record.epoch > epoch) {
       const record = state.epochs.get(later.record.epoch - 1);
       if (record === undefined) fail('decrypt_failed', `epoch ${later.record.epoch - 1} is not known`);
-      later = followBackLink(this.#crypto, state.log.memoryId, later, record);
+      try {
+        later = followBackLink(this.#crypto, memoryId, later, record);
+      } catch (error) {
+        if (!isMemoryError(error, 'decrypt_failed')) throw error;
+        const fault: MemoryKeyFault = { epoch: later.record.epoch, memberId: later.record.creatorId, kind: 'backLink' };
+        state.faults.set(fault.epoch, fault);
+        fail('decrypt_failed', faultMessage(memoryId, fault, epoch), { cause: error });
+      }
       state.keys.set(later.record.epoch, later);
+      if (state.faults.get(later.record.epoch)?.kind === 'keyCopy') state.faults.delete(later.record.epoch);
     }
     return later;
   }
 
-  /** The next epoch after the current one, for `members`, with their key copies (their certificates verified first). */
-  #nextEpoch(state: State, membership: { version: bigint; hash: Uint8Array }, members: readonly Member[], now: number): { epoch: EpochKey; wraps: KeyWrap[] } {
-    const current = this.#keyFor(state, state.currentEpoch);
-    const epoch = newEpoch(this.#crypto, this.#o.identity, state.log.memoryId, membership, current, now);
-    const wraps: KeyWrap[] = [];
-    for (const m of members) {
-      if (m.memberId !== this.agentId) {
-        const certificate = state.certificates.get(m.memberId);
-        if (certificate === undefined) fail('not_found', `no certificate of member ${m.memberId}: cannot seal the new key to it`);
-        const cert = this.#verifyMemberCertificate(certificate, m.memberId);
-        if (!this.#crypto.constantTimeEqual(cert.identityPublicKey, m.publicKey)) fail('identity_mismatch', `certificate of ${m.memberId} is for another key than its grant`);
+  /**
+   * The next epoch after the current one, for `members`, with their key copies (their certificates verified
+   * first). With `cut` (a REVOKE by a client whose copy of the current epoch did not open, §18.5), an epoch without
+   * a back link; otherwise its back link seals the current key, which it needs.
+   */
+  #nextEpoch(state: State, membership: { version: bigint; hash: Uint8Array }, members: readonly Member[], now: number, cut = false): { epoch: EpochKey; wraps: KeyWrap[] } {
+    const memoryId = state.log.memoryId;
+    const epoch = cut
+      ? newCutEpoch(this.#crypto, this.#o.identity, memoryId, membership, state.currentEpoch + 1, now)
+      : newEpoch(this.#crypto, this.#o.identity, memoryId, membership, this.#keyFor(state, state.currentEpoch), now);
+    try {
+      const wraps: KeyWrap[] = [];
+      for (const m of members) {
+        if (m.memberId !== this.agentId) {
+          const certificate = state.certificates.get(m.memberId);
+          if (certificate === undefined) fail('not_found', `no certificate of member ${m.memberId}: cannot seal the new key to it`);
+          const cert = this.#verifyMemberCertificate(certificate, m.memberId);
+          if (!this.#crypto.constantTimeEqual(cert.identityPublicKey, m.publicKey)) fail('identity_mismatch', `certificate of ${m.memberId} is for another key than its grant`);
+        }
+        wraps.push(wrapKey(this.#crypto, this.#o.identity, memoryId, epoch, { memberId: m.memberId, publicKey: m.publicKey }));
       }
-      wraps.push(wrapKey(this.#crypto, this.#o.identity, state.log.memoryId, epoch, { memberId: m.memberId, publicKey: m.publicKey }));
+      return { epoch, wraps };
+    } catch (error) {
+      epoch.key.wipe();
+      throw error;
     }
-    return { epoch, wraps };
   }
 
   async #rotate(state: State): Promise<State> {
@@ -957,8 +1065,22 @@ export class MemoryClient {
         ownerMaxBytes: num(u?.ownerMaxBytes ?? 0n),
         ownerMaxSegments: num(u?.ownerMaxSegments ?? 0n),
       },
+      keyFaults: [...state.faults.values()].sort((a, b) => b.epoch - a.epoch),
     };
   }
+}
+
+/**
+ * Why a key is missing, for `decrypt_failed` (§18.5): the epoch, the member at fault, and the repair.
+ * @param needed the epoch whose key was asked for (at or before the fault's)
+ */
+function faultMessage(memoryId: string, fault: MemoryKeyFault, needed: number): string {
+  const why =
+    fault.kind === 'keyCopy'
+      ? `the key copy of epoch ${fault.epoch} that member ${fault.memberId} made for this agent does not open to the key the epoch commits to`
+      : `the back link of epoch ${fault.epoch}, made by member ${fault.memberId}, does not open to the key of epoch ${fault.epoch - 1}`;
+  const what = needed === fault.epoch ? `the key of epoch ${needed}` : `the key of epoch ${needed} (reached through epoch ${fault.epoch})`;
+  return `${what} of ${memoryId} is not available to this agent: ${why}; the owner or an admin can revoke ${fault.memberId} (§18.5)`;
 }
 
 function wipeState(state: State): void {

@@ -11,6 +11,7 @@ export { MemoryClient } from './client.js';
 export type {
   MemoryClientOptions,
   MemoryInfo,
+  MemoryKeyFault,
   MemoryMemberInfo,
   MemoryUsageInfo,
   MemoryListing,
@@ -85,6 +86,7 @@ export {
   sameWrite,
   verifyEpochRecord,
   verifyCurrentEpoch,
+  isCutEpoch,
   verifyKeyWrap,
   verifyWriteRecord,
   assertMembershipEntryShape,
@@ -93,7 +95,7 @@ export {
   assertWriteRecordShape,
 } from './model.js';
 export type { Member } from './model.js';
-export { createEntry, changeEntry, newEpoch, followBackLink, wrapKey, openWrap, sealWrite, openWrite } from './records.js';
+export { createEntry, changeEntry, newEpoch, newCutEpoch, followBackLink, wrapKey, openWrap, sealWrite, openWrite } from './records.js';
 export type { Signer, EpochKey, SealedWrite } from './records.js';
 export { MEMORY_METADATA_KEYS, signMemoryRequest, memoryRequestSigner, parseMemoryMetadata, verifyMemoryRequest } from './request-auth.js';
 export type { MemoryRequestAuth, MemoryIdentity } from './request-auth.js';

@@ -76,8 +76,11 @@ export function assertEpochRecordShape(r: EpochRecord | undefined, name = 'epoch
   if (r === undefined) return fail('malformed', `${name} is missing`);
   if (!Number.isSafeInteger(r.epoch) || r.epoch < 1 || r.epoch > 0xffff_ffff) fail('malformed', `${name}.epoch must be 1..2^32-1`);
   if (!isBytes(r.keyCommitment, HASH_BYTES)) fail('malformed', `${name}.key_commitment must be ${HASH_BYTES} bytes`);
-  const link = r.epoch === 1 ? 0 : BACK_LINK_BYTES;
-  if (!isBytes(r.backLink, link)) fail('malformed', `${name}.back_link must be ${link} bytes for epoch ${r.epoch}`);
+  // Epoch 1 has no back link; a later epoch has one, or none when it is a cut (§18.5: only a REVOKE's epoch may
+  // be one, which verifyEpochRecord checks against the log).
+  if (r.epoch === 1 ? !isBytes(r.backLink, 0) : !isBytes(r.backLink, BACK_LINK_BYTES) && !isBytes(r.backLink, 0)) {
+    fail('malformed', `${name}.back_link must be ${r.epoch === 1 ? '0 bytes for epoch 1' : `${BACK_LINK_BYTES} bytes (or empty for a cut) for epoch ${r.epoch}`}`);
+  }
   if (typeof r.membershipVersion !== 'bigint' || r.membershipVersion < 1n || r.membershipVersion > BigInt(MAX_MEMBERSHIP_ENTRIES)) {
     fail('malformed', `${name}.membership_version must be 1..${MAX_MEMBERSHIP_ENTRIES}`);
   }
@@ -247,6 +250,11 @@ export class Membership {
     return this.#entries;
   }
 
+  /** The verified entry at `version`, or undefined beyond the head. */
+  entryAt(version: bigint): MembershipEntry | undefined {
+    return version >= 1n && version <= this.version ? this.#entries[Number(version) - 1] : undefined;
+  }
+
   /** entry_hash of `version`, or undefined beyond the head. */
   hashAt(version: bigint): Uint8Array | undefined {
     return version >= 1n && version <= this.version ? this.#hashes[Number(version) - 1] : undefined;
@@ -403,8 +411,10 @@ export class Membership {
  * Verifies an epoch record against the log: shape, chain (`previous` is the
  * record before it), the membership version it names (hash and existence), its
  * creator (the owner for epoch 1; otherwise a writer or admin at that version whose
- * grant was in force at the record's `created_at_ms`) and the creator's signature.
- * @throws MemoryError `malformed`, `conflict` (out of sequence, or a membership version the log does not have), `permission_denied`, `bad_signature`
+ * grant was in force at the record's `created_at_ms`) and the creator's signature. A cut (an epoch after the
+ * first without a back link, §18.5) is accepted only as the epoch of a REVOKE entry, made by that entry's signer.
+ * @throws MemoryError `malformed`, `conflict` (out of sequence, or a membership version the log does not have), `permission_denied`,
+ *   `bad_signature` (also: a cut that is not a revocation's epoch by its signer)
  */
 export function verifyEpochRecord(crypto: ParleyCrypto, log: Membership, record: EpochRecord, previous: EpochRecord | undefined): void {
   const r = assertEpochRecordShape(record);
@@ -415,9 +425,22 @@ export function verifyEpochRecord(crypto: ParleyCrypto, log: Membership, record:
   if (!constantTimeEqual(crypto, hash, r.membershipHash)) fail('bad_signature', `epoch ${r.epoch} names another membership log`);
   const creator = log.memberAt(r.creatorId, r.membershipVersion);
   if (r.epoch === 1 && (r.membershipVersion !== 1n || r.creatorId !== log.ownerId)) fail('malformed', 'epoch 1 is made by the owner for membership version 1');
+  if (isCutEpoch(r)) {
+    // A cut (no back link) destroys history for clients that hold no older key: only the epoch of a REVOKE, made
+    // by the admin who signed it (§18.5).
+    const entry = log.entryAt(r.membershipVersion);
+    if (entry === undefined || entry.change !== MembershipChange.REVOKE || entry.signerId !== r.creatorId) {
+      fail('bad_signature', `epoch ${r.epoch} is a cut (no back link) but is not the epoch of a revocation its creator ${r.creatorId} signed`);
+    }
+  }
   if (creator === undefined || creator.access < MemoryAccess.WRITE) fail('permission_denied', `${r.creatorId} could not start epoch ${r.epoch}`);
   if (!isActive(creator, Number(r.createdAtMs))) fail('permission_denied', `${r.creatorId}'s grant had expired when epoch ${r.epoch} was made`);
   if (!crypto.ed25519.verify(r.signature, epochLayout(log.memoryId, r), creator.publicKey)) fail('bad_signature', `epoch ${r.epoch} signature does not verify`);
+}
+
+/** Whether an epoch record is a cut (§18.5): an epoch after the first with no back link, so no earlier key is reachable from it. */
+export function isCutEpoch(record: Pick<EpochRecord, 'epoch' | 'backLink'>): boolean {
+  return record.epoch > 1 && record.backLink.length === 0;
 }
 
 /**

@@ -123,6 +123,36 @@ export function newEpoch(
   const key = crypto.randomKey('aead', EPOCH_KEY_BYTES);
   const epoch = previous === undefined ? 1 : previous.record.epoch + 1;
   const backLink = previous === undefined ? new Uint8Array(0) : crypto.xaead.seal(key, previous.key.unsafeBytes(), backLinkAd(memoryId, epoch));
+  return signEpoch(crypto, creator, memoryId, epoch, key, backLink, membership, nowMs);
+}
+
+/**
+ * A cut epoch (§18.5): epoch `epoch` (> 1) with a fresh random key and no back link, so no earlier key is
+ * reachable from it. Only the epoch of a REVOKE, made by the admin who signs that entry, and only when it
+ * holds no key of the current epoch because the key copy a member made for it does not open.
+ */
+export function newCutEpoch(
+  crypto: ParleyCrypto,
+  creator: Signer,
+  memoryId: string,
+  membership: { readonly version: bigint; readonly hash: Uint8Array },
+  epoch: number,
+  nowMs: number,
+): EpochKey {
+  if (!Number.isSafeInteger(epoch) || epoch < 2) fail('internal', 'a cut is an epoch after the first');
+  return signEpoch(crypto, creator, memoryId, epoch, crypto.randomKey('aead', EPOCH_KEY_BYTES), new Uint8Array(0), membership, nowMs);
+}
+
+function signEpoch(
+  crypto: ParleyCrypto,
+  creator: Signer,
+  memoryId: string,
+  epoch: number,
+  key: SecretKey,
+  backLink: Uint8Array,
+  membership: { readonly version: bigint; readonly hash: Uint8Array },
+  nowMs: number,
+): EpochKey {
   const record = create(EpochRecordSchema, {
     epoch,
     keyCommitment: keyCommitment(crypto, memoryId, epoch, key.unsafeBytes()),
@@ -142,6 +172,7 @@ export function newEpoch(
  */
 export function followBackLink(crypto: ParleyCrypto, memoryId: string, later: EpochKey, record: EpochRecord): EpochKey {
   if (later.record.epoch !== record.epoch + 1) fail('internal', 'back links go one epoch at a time');
+  if (later.record.backLink.length === 0) fail('decrypt_failed', `epoch ${record.epoch} is before the cut at epoch ${later.record.epoch}: no back link leads to it`);
   let bytes: Uint8Array;
   try {
     bytes = crypto.xaead.open(later.key, later.record.backLink, backLinkAd(memoryId, later.record.epoch));

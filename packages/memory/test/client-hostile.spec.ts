@@ -6,6 +6,7 @@
 // expired admin. The client must refuse each (or rotate first), whatever the store says.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import {
+  MembershipChange,
   MemoryAccess,
   MemoryService,
   type EpochRecord,
@@ -17,6 +18,7 @@ import {
   type MessageInitShape,
   type ReadSegmentResponseSchema,
   type RotateEpochRequest,
+  type UpdateMembershipRequest,
   type WriteSegmentRequest,
 } from '@parley/proto';
 import { RpcError, addService } from '@parley/rpc';
@@ -55,6 +57,7 @@ const store = {
   calls: 0,
   writes: [] as WriteSegmentRequest[],
   rotations: [] as RotateEpochRequest[],
+  updates: [] as UpdateMembershipRequest[],
 };
 
 /** The old code follows an endless listing: the stand-in stops it here with a code the new code never gives. */
@@ -106,7 +109,11 @@ beforeAll(async () => {
       return { currentEpoch: epoch.epoch };
     },
     createMemory: unused,
-    updateMembership: unused,
+    updateMembership: async (req) => {
+      // Recorded, never installed: the tests only look at what the client sent.
+      store.updates.push(req);
+      throw new RpcError('internal', 'not installed by the stand-in');
+    },
     getAgentCertificate: unused,
   });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err === null ? resolve(p) : reject(err))));
@@ -125,6 +132,7 @@ beforeEach(() => {
   store.calls = 0;
   store.writes = [];
   store.rotations = [];
+  store.updates = [];
 });
 
 /** A memory's signed state as a store holds it. */
@@ -146,8 +154,11 @@ async function using<T>(c: MemoryClient, fn: (c: MemoryClient) => Promise<T>): P
   }
 }
 
-/** GetMemory's answer for `state` with its first `epochs` (default all), and `wrap` as this client's copy of the last. */
-function answer(s: State, opts: { epochs?: readonly EpochKey[]; wrap?: KeyWrap; members?: readonly TestAgent[]; version?: bigint } = {}): Answer {
+/**
+ * GetMemory's answer for `state` with its first `epochs` (default all), and `wrap` as this client's copy of the last
+ * (`withhold`: no copy at all).
+ */
+function answer(s: State, opts: { epochs?: readonly EpochKey[]; wrap?: KeyWrap; withhold?: boolean; members?: readonly TestAgent[]; version?: bigint } = {}): Answer {
   const epochs = opts.epochs ?? s.epochs;
   const current = epochs[epochs.length - 1]!;
   const version = opts.version ?? s.log.version;
@@ -158,7 +169,7 @@ function answer(s: State, opts: { epochs?: readonly EpochKey[]; wrap?: KeyWrap; 
     entries: [...entries] as MembershipEntry[],
     members,
     epochs: epochs.map((e) => e.record),
-    wrap: opts.wrap ?? wrapKey(w.crypto, owner, s.memoryId, current, { memberId: me.agentId, publicKey: me.publicKey }),
+    ...(opts.withhold === true ? {} : { wrap: opts.wrap ?? wrapKey(w.crypto, owner, s.memoryId, current, { memberId: me.agentId, publicKey: me.publicKey }) }),
     rotationRequired: false,
   };
 }
@@ -332,6 +343,65 @@ describe('F2: a backdated entry by an expired admin (§18.4)', () => {
       grant(s, admin, puppet, MemoryAccess.READ, NOW + 500);
       store.answers.set(s.memoryId, answer(s));
       await expectCode(() => c.get(s.memoryId), 'bad_signature');
+    });
+  });
+});
+
+describe('F7: a store that withholds a key copy cannot turn a revocation into a cut (§18.5)', () => {
+  /** Owner creates; grants `removed` write and this client admin; `removed` starts epoch 2 (as any writer may). */
+  function withAdmin(): State {
+    const s = newMemory();
+    grant(s, owner, removed, MemoryAccess.WRITE, NOW + 1);
+    grant(s, owner, me, MemoryAccess.ADMIN, NOW + 2);
+    s.epochs.push(newEpoch(w.crypto, removed, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[0], NOW + 3));
+    return s;
+  }
+  const all = (): TestAgent[] => [owner, me, removed];
+
+  it('an admin given no copy of the current epoch makes no cut: revoke() fails permission_denied and sends nothing', async () => {
+    const s = withAdmin();
+    // The store serves epoch 2 but withholds this admin's copy of it.
+    store.answers.set(s.memoryId, answer(s, { withhold: true, members: all() }));
+    await using(client(), async (c) => {
+      const info = await c.get(s.memoryId);
+      expect(info.currentEpoch).toBe(2);
+      expect(info.keyFaults).toEqual([]); // nothing was given, so nothing failed to open: no member is at fault
+      const e = await expectCode(() => c.revoke(s.memoryId, removed.agentId), 'permission_denied');
+      expect(e.message).toContain('holds no key of epoch 2 or later');
+      expect(store.updates).toHaveLength(0); // in particular no REVOKE with an empty back link
+    });
+  });
+
+  it('an admin that held epoch 1 and is then given no copy of epoch 2 makes no cut either', async () => {
+    const s = withAdmin();
+    // First the store serves epoch 1 with this admin's copy: the client holds epoch 1's key …
+    const atEpoch1 = answer(s, { epochs: [s.epochs[0]!], members: all() });
+    store.answers.set(s.memoryId, atEpoch1);
+    await using(client(), async (c) => {
+      expect((await c.get(s.memoryId)).currentEpoch).toBe(1);
+      // … then epoch 2, withholding the copy: a key of an earlier epoch never stands in for the current one.
+      store.answers.set(s.memoryId, answer(s, { withhold: true, members: all() }));
+      expect((await c.get(s.memoryId)).currentEpoch).toBe(2);
+      const e = await expectCode(() => c.revoke(s.memoryId, removed.agentId), 'permission_denied');
+      expect(e.message).toContain('holds no key of epoch 2 or later');
+      expect(store.updates).toHaveLength(0);
+    });
+  });
+
+  it('for contrast: given a copy of the current epoch that does not open, the same revoke() is a cut', async () => {
+    const s = withAdmin();
+    const bad = wrapKey(w.crypto, removed, s.memoryId, { record: s.epochs[1]!.record, key: w.crypto.randomKey('aead') }, { memberId: me.agentId, publicKey: me.publicKey });
+    store.answers.set(s.memoryId, answer(s, { wrap: bad, members: all() }));
+    await using(client(), async (c) => {
+      expect((await c.get(s.memoryId)).keyFaults).toEqual([{ epoch: 2, memberId: removed.agentId, kind: 'keyCopy' }]);
+      await expectCode(() => c.revoke(s.memoryId, removed.agentId), 'internal'); // the stand-in installs nothing
+      expect(store.updates.length).toBeGreaterThanOrEqual(1);
+      const sent = store.updates[0]!;
+      expect(sent.entry!.change).toBe(MembershipChange.REVOKE);
+      expect(sent.entry!.memberId).toBe(removed.agentId);
+      expect(sent.epoch!.epoch).toBe(3);
+      expect(sent.epoch!.backLink.length).toBe(0);
+      expect(sent.wraps.map((x) => x.memberId).sort()).toEqual([me.agentId, owner.agentId].sort());
     });
   });
 });

@@ -8,7 +8,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { MemoryAccess, MemoryService, type EpochRecord, type KeyWrap, type MembershipEntry, type MessageInitShape, type GetMemoryRequest, type GetMemoryResponseSchema } from '@parley/proto';
 import { RpcError, addService } from '@parley/rpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryClient, Membership, changeEntry, createEntry, membershipEntryHash, newEpoch, wrapKey, type EpochKey } from '../src/index.js';
+import { MemoryClient, Membership, changeEntry, createEntry, membershipEntryHash, newCutEpoch, newEpoch, wrapKey, type EpochKey } from '../src/index.js';
 import { createWorld, expectCode, type TestAgent, type World } from './fixtures.js';
 
 let w: World;
@@ -155,5 +155,37 @@ describe('MemoryClient against a lying store (§18.5, §18.12)', () => {
     } finally {
       c.close();
     }
+  });
+
+  it('accepts an epoch without a back link (a cut) only as the epoch of a REVOKE, made by the admin who signed it (§18.5)', async () => {
+    const s = start();
+    const [e1, e2] = s.epochs as [EpochKey, EpochKey];
+    const copy = (by: TestAgent, e: EpochKey) => wrapKey(w.crypto, by, s.memoryId, e, { memberId: me.agentId, publicKey: me.publicKey });
+    const served = async (records: readonly EpochRecord[], wrap: KeyWrap, code?: 'bad_signature') => {
+      answer = response(s, records, wrap);
+      const c = client();
+      try {
+        if (code === undefined) return await c.get(s.memoryId);
+        expect((await expectCode(() => c.get(s.memoryId), code)).message).toMatch(/is a cut \(no back link\) but is not the epoch of a revocation/);
+        return undefined;
+      } finally {
+        c.close();
+      }
+    };
+    // A cut for the log's head, a GRANT: refused, though its creator is the owner.
+    const forGrant = newCutEpoch(w.crypto, owner, s.memoryId, { version: s.log.version, hash: s.log.head }, 3, NOW + 4);
+    await served([e1.record, e2.record, forGrant.record], copy(owner, forGrant), 'bad_signature');
+    // The owner revokes the writer that made epoch 2.
+    const revoke = changeEntry(w.crypto, owner, s.log, { kind: 'revoke', memberId: removed.agentId, publicKey: removed.publicKey }, NOW + 4);
+    s.log.append(revoke);
+    const forRevoke = { version: revoke.version, hash: membershipEntryHash(w.crypto, s.memoryId, revoke) };
+    // A cut for the REVOKE's version made by someone else than its signer (a writer still on record): refused.
+    const byWriter = newCutEpoch(w.crypto, me, s.memoryId, forRevoke, 3, NOW + 4);
+    await served([e1.record, e2.record, byWriter.record], copy(me, byWriter), 'bad_signature');
+    // By the REVOKE's signer: the memory's current epoch, with nothing before it reachable.
+    const cut = newCutEpoch(w.crypto, owner, s.memoryId, forRevoke, 3, NOW + 4);
+    const info = await served([e1.record, e2.record, cut.record], copy(owner, cut));
+    expect(info?.currentEpoch).toBe(3);
+    expect(info?.keyFaults).toEqual([]);
   });
 });

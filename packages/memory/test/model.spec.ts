@@ -5,12 +5,16 @@ import { clone } from '@bufbuild/protobuf';
 import { MembershipChange, MembershipEntrySchema, MemoryAccess, WriteRecordSchema, EpochRecordSchema, KeyWrapSchema, type MembershipEntry } from '@parley/proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
+  BACK_LINK_BYTES,
   Membership,
   MEMORY_METADATA_KEYS,
+  assertEpochRecordShape,
+  isCutEpoch,
   changeEntry,
   createEntry,
   followBackLink,
   membershipEntryHash,
+  newCutEpoch,
   newEpoch,
   openWrap,
   openWrite,
@@ -261,6 +265,31 @@ describe('key epochs, back links and key copies (§18.5, §18.6)', () => {
     const tampered = clone(EpochRecordSchema, e2.record);
     tampered.createdAtMs += 1n;
     await expectCode(() => verifyEpochRecord(w.crypto, log, tampered, e1.record), 'bad_signature');
+  });
+
+  it('takes an epoch without a back link (a cut) only as the epoch of a REVOKE, made by the admin who signed it; back links stop at it', async () => {
+    const log = newLog();
+    const e1 = newEpoch(w.crypto, owner, log.memoryId, { version: 1n, hash: log.head }, undefined, NOW);
+    log.append(grant(log, owner, admin, MemoryAccess.ADMIN));
+    log.append(grant(log, owner, writer, MemoryAccess.WRITE));
+    // For a GRANT's version: refused, whoever makes it.
+    const forGrant = newCutEpoch(w.crypto, owner, log.memoryId, { version: log.version, hash: log.head }, 2, NOW + 2);
+    expect(assertEpochRecordShape(forGrant.record).backLink.length).toBe(0);
+    expect(isCutEpoch(forGrant.record)).toBe(true);
+    expect((await expectCode(() => verifyEpochRecord(w.crypto, log, forGrant.record, e1.record), 'bad_signature')).message).toMatch(/cut/);
+    log.append(changeEntry(w.crypto, admin, log, { kind: 'revoke', memberId: writer.agentId, publicKey: writer.publicKey }, NOW + 3));
+    const revoked = { version: log.version, hash: log.head };
+    // For the REVOKE's version, but by another admin than its signer (here the owner): refused.
+    const byOwner = newCutEpoch(w.crypto, owner, log.memoryId, revoked, 2, NOW + 3);
+    expect((await expectCode(() => verifyEpochRecord(w.crypto, log, byOwner.record, e1.record), 'bad_signature')).message).toMatch(/cut/);
+    // By the REVOKE's signer: accepted, and nothing before it is reachable through it.
+    const e2 = newCutEpoch(w.crypto, admin, log.memoryId, revoked, 2, NOW + 3);
+    verifyEpochRecord(w.crypto, log, e2.record, e1.record);
+    expect((await expectCode(() => followBackLink(w.crypto, log.memoryId, e2, e1.record), 'decrypt_failed')).message).toMatch(/before the cut at epoch 2/);
+    // Epoch 1 has no back link; any other length than 0 or 72 bytes is malformed.
+    await expectCode(() => assertEpochRecordShape({ ...e2.record, backLink: new Uint8Array(10) }), 'malformed');
+    await expectCode(() => assertEpochRecordShape({ ...e1.record, backLink: new Uint8Array(BACK_LINK_BYTES) }), 'malformed');
+    await expectCode(() => newCutEpoch(w.crypto, admin, log.memoryId, revoked, 1, NOW + 3), 'internal');
   });
 
   it('refuses an epoch made by a creator whose grant had expired when it was made', async () => {

@@ -4,13 +4,14 @@ The gateway stores ciphertext and enforces the member list; it never holds a key
 the membership log rules and the records are exported for tools and conformance checks.
 """
 
-from .client import MemoryClient, MemoryInfo, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
+from .client import MemoryClient, MemoryInfo, MemoryKeyFault, MemoryListing, MemoryMemberInfo, MemoryUsageInfo, ReadResult, SegmentInfo, WriteResult
 from .names import AccessLevel
 
 __all__ = [
     "AccessLevel",
     "MemoryClient",
     "MemoryInfo",
+    "MemoryKeyFault",
     "MemoryListing",
     "MemoryMemberInfo",
     "MemoryUsageInfo",

@@ -20,8 +20,8 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -33,7 +33,7 @@ from ..identity import RevocationChecker, TrustBundle, VerifiedCertificate, chec
 from ..session import LocalIdentity, now_ms
 from ..v1 import memory_pb2
 from .layouts import membership_entry_hash
-from .model import Member, Membership, rotation_due, same_write, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
+from .model import Member, Membership, is_cut, rotation_due, same_write, verify_current_epoch, verify_epoch_record, verify_key_wrap, verify_write_record
 from .names import (
     CHANGE_GRANT,
     CHANGE_REVOKE,
@@ -56,7 +56,7 @@ from .names import (
     fail,
     level_of,
 )
-from .records import EpochKey, change_entry, create_entry, follow_back_link, new_epoch, open_wrap, open_write, seal_write, wrap_key
+from .records import EpochKey, change_entry, create_entry, follow_back_link, new_cut_epoch, new_epoch, open_wrap, open_write, seal_write, wrap_key
 from .request_auth import sign_memory_request
 
 SERVICE: Final = "/parley.v1.MemoryService/"
@@ -67,6 +67,8 @@ _STORE_FAULTS: Final = frozenset({"malformed", "conflict", "permission_denied", 
 SECURITY_CODES: Final = frozenset({"bad_signature", "decrypt_failed", "replay", "identity_mismatch"})
 
 _log = logging.getLogger("parley")
+
+KeyFaultKind = Literal["key_copy", "back_link"]
 
 #: ``on_security(code, memory_id, detail)``: a store's answer that did not verify (never key material).
 OnSecurity = Callable[[str, str, str], None]
@@ -102,6 +104,18 @@ class MemoryUsageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryKeyFault:
+    """A key copy or back link a member made that does not open for this agent (§18.5): the store cannot check a
+    sealed key, so this is the member's fault, not the store's, and the rest of the memory stays usable."""
+
+    #: The epoch whose key copy (``key_copy``) or back link (``back_link``) does not open.
+    epoch: int
+    #: The member at fault: the copy's signer, or the epoch's creator.
+    member_id: str
+    kind: KeyFaultKind
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryInfo:
     """A memory as this agent sees it (from the verified membership log)."""
 
@@ -116,6 +130,10 @@ class MemoryInfo:
     membership_version: int
     current_epoch: int
     usage: MemoryUsageInfo
+    #: Key copies and back links members made that did not open for this agent (§18.5), newest epoch first: what
+    #: needs those keys fails ``decrypt_failed``. The owner or an admin repairs it by revoking the member (without
+    #: the current key, with a cut epoch: what was written before the cut stays out of reach for this agent).
+    key_faults: tuple[MemoryKeyFault, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +208,8 @@ class _State:
     usage: Any | None
     #: When (this client's clock) the client asked for the answer that last showed the log ending at ``log.version``.
     seen_at_ms: int = 0
+    #: epoch → why this client holds no key of it: a member's copy or back link that does not open (§18.5).
+    faults: dict[int, MemoryKeyFault] = field(default_factory=dict)
 
     def wipe(self) -> None:
         for k in self.keys.values():
@@ -208,6 +228,18 @@ class _Seen:
     #: The highest log version an accepted epoch was made for.
     epoch_version: int
     seen_at_ms: int
+
+
+def _fault_message(memory_id: str, owner_id: str, fault: MemoryKeyFault, needed: int) -> str:
+    """Why a key is missing, for ``decrypt_failed`` (§18.5): the epoch, the member at fault, and the repair
+    (``needed``: the epoch whose key was asked for, at or before the fault's)."""
+    if fault.kind == "key_copy":
+        why = f"the key copy of epoch {fault.epoch} that member {fault.member_id} made for this agent does not open to the key the epoch commits to"
+    else:
+        why = f"the back link of epoch {fault.epoch}, made by member {fault.member_id}, does not open to the key of epoch {fault.epoch - 1}"
+    what = f"the key of epoch {needed}" if needed == fault.epoch else f"the key of epoch {needed} (reached through epoch {fault.epoch})"
+    repair = f"{fault.member_id} is the owner, whom no one can revoke" if fault.member_id == owner_id else f"the owner or an admin can revoke {fault.member_id} (§18.5)"
+    return f"{what} of {memory_id} is not available to this agent: {why}; {repair}"
 
 
 def _opt(ms: int) -> int | None:
@@ -411,7 +443,9 @@ class MemoryClient:
         """Reads and decrypts a segment's current version, verifying its writer's signature, its
         ciphertext digest and its key epoch.
 
-        Raises: ``not_found``, ``permission_denied``, ``expired``, ``bad_signature``, ``decrypt_failed``.
+        Raises: ``not_found``, ``permission_denied``, ``expired``, ``bad_signature``, ``decrypt_failed`` (also: a
+        segment before a cut this agent holds no key of, or an epoch a member's key copy or back link keeps from it,
+        naming that member: :attr:`MemoryInfo.key_faults`, §18.5).
         """
         assert_memory_id(memory_id)
         assert_segment_id(segment_id)
@@ -449,7 +483,7 @@ class MemoryClient:
         if state is None:
             raise fail("not_found", f"no verified state of {memory_id} is held: get it first")
         if not any(e >= record.key_epoch for e in state.keys):  # first: its epoch may be one this client never saw
-            raise fail("permission_denied", f"this agent holds no key of epoch {record.key_epoch} or later")
+            raise self._missing_key(state, record.key_epoch)
         self._verify_record(state, record)
         data = open_write(memory_id, self._key_for(state, record.key_epoch), record, bytes(ciphertext))
         return ReadResult(_segment_info(record), data, record, bytes(ciphertext))
@@ -458,7 +492,9 @@ class MemoryClient:
         """Writes a segment version, conditional on the version it replaces (0 creates the segment).
 
         Raises: ``conflict`` with ``current_version`` (and ``current``) when the segment is elsewhere;
-        ``quota_exceeded``, ``permission_denied`` (a read-only member), ``expired``, ``too_large``, …
+        ``quota_exceeded``, ``permission_denied`` (a read-only member), ``expired``, ``too_large``,
+        ``decrypt_failed`` (this agent holds no key of the current epoch: a member's key copy that does not open,
+        named in the message; the owner or an admin revokes it, §18.5), …
         """
         assert_memory_id(memory_id)
         assert_segment_id(segment_id)
@@ -577,6 +613,11 @@ class MemoryClient:
         sealed to the remaining members only. The removed member keeps what it read or could decrypt
         before; nothing written from now on is under a key it ever had (§18.5).
 
+        When this client holds no key of the current epoch because a member handed it a key copy that does not
+        open (§18.5), the next epoch is a **cut**: it has no back link, so what was written before
+        it stays readable only to clients that hold a key of that time. A client that holds the current key
+        never cuts.
+
         Raises: ``not_found`` (not a member), ``permission_denied``, a remaining member's certificate code.
         """
         assert_memory_id(memory_id)
@@ -591,7 +632,11 @@ class MemoryClient:
             now = self._clock()
             entry = change_entry(me.agent_id, me.signing_key, state.log, change=CHANGE_REVOKE, member_id=agent_id, public_key=target.public_key, now_ms=now)
             remaining = [m for m in state.log.active(now) if m.member_id != agent_id]
-            epoch, wraps = self._next_epoch(state, entry.version, membership_entry_hash(memory_id, entry), remaining, now)
+            # A cut only when the copy a member made for this agent did not open (§18.5): never with the key, and
+            # not without a copy at all (a store that withholds one must not turn a revocation into a cut).
+            fault = state.faults.get(state.current_epoch)
+            cut = state.current_epoch not in state.keys and fault is not None and fault.kind == "key_copy"
+            epoch, wraps = self._next_epoch(state, entry.version, membership_entry_hash(memory_id, entry), remaining, now, cut=cut)
             try:
                 request = memory_pb2.UpdateMembershipRequest(memory_id=memory_id, entry=entry, epoch=epoch.record, wraps=wraps)
                 await self._call("UpdateMembership", request, memory_pb2.UpdateMembershipResponse)
@@ -620,6 +665,15 @@ class MemoryClient:
 
     # =========================================================================================
     # Security events
+
+    def _member_fault(self, error: SharedMemoryError, memory_id: str) -> None:
+        """Reports a member's key copy or back link that does not open (§18.5): a security event, not the store's fault."""
+        _log.warning("parley shared memory: a member's key material for %s does not open: [%s] %s", memory_id, error.code, error.detail)
+        if self._on_security is not None:
+            try:
+                self._on_security(error.code, memory_id, error.detail)
+            except Exception:  # a listener's failure must not change the outcome
+                _log.exception("on_security listener failed")
 
     def _refused(self, error: SharedMemoryError, memory_id: str) -> SharedMemoryError:
         """Reports an answer of the store that did not verify (a security event), and returns the error to raise."""
@@ -802,12 +856,20 @@ class MemoryClient:
         (log version and head, epoch: ``replay``, another log ``bad_signature``); entries after the head it
         saw at ``asked_at_ms`` may not be signed by an admin whose grant had expired by then (§18.4); and
         whether a rotation is due is decided from the log, whatever the store says (§18.5).
-        Whatever fails in the store's answer is ``bad_signature`` (or ``replay``, ``decrypt_failed``)."""
+        Whatever fails in the store's answer is ``bad_signature`` (or ``replay``). A key copy of this agent's that
+        does not open to the committed key, or a current epoch whose back link does not open to the previous key,
+        is a member's fault and not the store's (§18.5): the rest of the answer is adopted, without a key of that
+        epoch, and the member at fault is remembered (``_State.faults``) and reported as a security event."""
         try:
-            return self._verify_answer(memory_id, cached, res, self._clock() if asked_at_ms is None else asked_at_ms)
+            state = self._verify_answer(memory_id, cached, res, self._clock() if asked_at_ms is None else asked_at_ms)
         except SharedMemoryError as error:
             self._refused(error, memory_id)
             raise
+        before = cached.faults if cached is not None else {}
+        for fault in state.faults.values():
+            if before.get(fault.epoch) != fault:  # reported once, not at every reload that finds it again
+                self._member_fault(fail("decrypt_failed", _fault_message(memory_id, state.log.owner_id, fault, fault.epoch)), memory_id)
+        return state
 
     def _verify_answer(self, memory_id: str, cached: _State | None, res: Any, asked_at_ms: int) -> _State:
         summary = res.memory
@@ -870,18 +932,27 @@ class MemoryClient:
             verify_current_epoch(log, previous, epochs.values())
 
             keys = dict(cached.keys) if cached is not None else {}
+            faults = dict(cached.faults) if cached is not None else {}
             if res.HasField("wrap") and res.wrap.epoch not in keys:
                 wrap = res.wrap
                 record = epochs.get(wrap.epoch)
                 if record is None or wrap.member_id != self.agent_id:
                     raise fail("bad_signature", "key copy is for an epoch or member the store did not describe")
-                verify_key_wrap(log, wrap)
-                keys[wrap.epoch] = open_wrap(self.agent_id, self._identity.signing_key, memory_id, wrap, record)
+                verify_key_wrap(log, wrap)  # signed by a writer or admin on record: the store's fault otherwise
+                # Opened last: nothing after it refuses the answer, so no key opened here is left unwiped.
+                for k in self._open_copy(memory_id, wrap, record, epochs, faults):
+                    if k.epoch in keys:
+                        k.wipe()  # already held (the cached state keeps using that one)
+                    else:
+                        keys[k.epoch] = k
+            # A copy that did not open no longer keeps a key away once a later epoch's back link reached it.
+            for e in [e for e, f in faults.items() if f.kind == "key_copy" and e in keys]:
+                del faults[e]
             certificates = {m.member_id: m.certificate for m in res.members if m.HasField("certificate")}
             # Whether a rotation is due is decided here too, from the log: a store saying none is, while a member whose
             # grant expired could hold the current key, is not believed (§18.5).
             required = res.rotation_required or rotation_due(log, previous, self._clock())
-            return _State(log, epochs, keys, summary.current_epoch, certificates, required, res.usage if res.HasField("usage") else None, asked_at_ms)
+            return _State(log, epochs, keys, summary.current_epoch, certificates, required, res.usage if res.HasField("usage") else None, asked_at_ms, faults)
         except SharedMemoryError as e:
             # Anything the log rules refuse in the store's answer is the store's fault, not ours.
             if e.code in _STORE_FAULTS:
@@ -889,6 +960,39 @@ class MemoryClient:
             raise
         except IdentityError as e:
             raise _as_memory_error(e) from e
+
+    def _open_copy(self, memory_id: str, wrap: Any, record: Any, epochs: dict[int, Any], faults: dict[int, MemoryKeyFault]) -> builtins.list[EpochKey]:
+        """Opens this agent's verified key copy of ``record``'s epoch and checks that epoch's back link (unless it is
+        a cut) against the previous epoch's commitment, when that record is kept (§18.5). A copy that does not open
+        (or names another memory, epoch or member, or does not match the commitment), or a back link that does not
+        open to the previous key, is the fault of a member, not of the store: it is recorded in ``faults`` against
+        that member (the copy's signer, the epoch's creator) and the answer stands. A copy that does not open
+        leaves no key of the epoch; with a bad back link the epoch's key (it matches the commitment) is kept.
+        Returns the keys opened: the epoch's, and the previous one through the back link when checked."""
+        epoch = int(record.epoch)
+        try:
+            key = open_wrap(self.agent_id, self._identity.signing_key, memory_id, wrap, record)
+        except SharedMemoryError as error:
+            if error.code != "decrypt_failed":
+                raise
+            faults[epoch] = MemoryKeyFault(epoch, str(wrap.signer_id), "key_copy")
+            return []
+        previous = None if is_cut(record) else epochs.get(epoch - 1)
+        if previous is None:
+            faults.pop(epoch, None)
+            return [key]
+        try:
+            back = follow_back_link(memory_id, key, previous)
+        except SharedMemoryError as error:
+            if error.code != "decrypt_failed":
+                key.wipe()
+                raise
+            # The key itself matches the commitment its creator signed: it is kept (the epoch's own data stays
+            # readable and a revocation links back to it); only what lies before it is out of reach.
+            faults[epoch] = MemoryKeyFault(epoch, str(record.creator_id), "back_link")
+            return [key]
+        faults.pop(epoch, None)
+        return [key, back]
 
     def _verify_owner(self, log: Membership, certificate: Any) -> None:
         """The owner's certificate binds the owner id to the key the memory id commits to: issued by the
@@ -928,27 +1032,60 @@ class MemoryClient:
             error = fail("bad_signature", f"the store returned a malformed write record: {e.detail}") if e.code == "malformed" else e
             raise (self._refused(error, state.log.memory_id) if report else error) from e
 
+    def _missing_key(self, state: _State, epoch: int) -> SharedMemoryError:
+        """The error for an operation that needs the key of ``epoch`` when this agent holds none of it or later:
+        ``decrypt_failed`` naming the epoch and the member at fault when a key copy or back link that did not open
+        keeps it away (§18.5), ``permission_denied`` otherwise (no copy of such an epoch was given to it)."""
+        fault = max((f for f in state.faults.values() if f.epoch >= epoch), key=lambda f: f.epoch, default=None)
+        if fault is not None:
+            return fail("decrypt_failed", _fault_message(state.log.memory_id, state.log.owner_id, fault, epoch))
+        return fail("permission_denied", f"this agent holds no key of epoch {epoch} or later")
+
     def _key_for(self, state: _State, epoch: int) -> EpochKey:
-        """The key of an epoch: opened, or derived through back links from a later key this agent holds."""
+        """The key of an epoch: opened, or derived through back links from a later key this agent holds. Back links
+        stop at a cut (§18.5). A key a member's fault keeps from this agent fails ``decrypt_failed`` naming the epoch
+        and the member."""
+        memory_id = state.log.memory_id
         known = state.keys.get(epoch)
         if known is not None:
             return known
         later = min((k for e, k in state.keys.items() if e > epoch), key=lambda k: k.epoch, default=None)
         if later is None:
-            raise fail("permission_denied", f"this agent holds no key of epoch {epoch} or later")
+            raise self._missing_key(state, epoch)
+        # Nothing before a cut is reachable from it or from any later epoch.
+        for e in range(later.epoch, epoch, -1):
+            record = later.record if e == later.epoch else state.epochs.get(e)
+            if record is not None and is_cut(record):
+                raise fail("decrypt_failed", f"epoch {epoch} of {memory_id} is before the cut at epoch {e}: no key this agent holds reaches it")
         while later.epoch > epoch:
             record = state.epochs.get(later.epoch - 1)
             if record is None:
                 raise fail("decrypt_failed", f"epoch {later.epoch - 1} is not known")
-            later = follow_back_link(state.log.memory_id, later, record)
+            try:
+                later = follow_back_link(memory_id, later, record)
+            except SharedMemoryError as error:
+                if error.code != "decrypt_failed":
+                    raise
+                fault = MemoryKeyFault(later.epoch, str(later.record.creator_id), "back_link")
+                state.faults[fault.epoch] = fault
+                raise fail("decrypt_failed", _fault_message(memory_id, state.log.owner_id, fault, epoch)) from error
             state.keys[later.epoch] = later
+            known_fault = state.faults.get(later.epoch)
+            if known_fault is not None and known_fault.kind == "key_copy":
+                del state.faults[later.epoch]
         return later
 
-    def _next_epoch(self, state: _State, version: int, membership_hash: bytes, members: builtins.list[Member], now: int) -> tuple[EpochKey, builtins.list[Any]]:
-        """The next epoch after the current one, for ``members``, with their key copies (certificates verified first)."""
+    def _next_epoch(
+        self, state: _State, version: int, membership_hash: bytes, members: builtins.list[Member], now: int, *, cut: bool = False
+    ) -> tuple[EpochKey, builtins.list[Any]]:
+        """The next epoch after the current one, for ``members``, with their key copies (certificates verified first).
+        ``cut`` (a REVOKE by a client whose copy of the current epoch did not open only): without a back link (§18.5)."""
         me = self._identity
-        current = self._key_for(state, state.current_epoch)
-        epoch = new_epoch(me.agent_id, me.signing_key, state.log.memory_id, version, membership_hash, current, now)
+        if cut:
+            epoch = new_cut_epoch(me.agent_id, me.signing_key, state.log.memory_id, version, membership_hash, state.current_epoch + 1, now)
+        else:
+            current = self._key_for(state, state.current_epoch)
+            epoch = new_epoch(me.agent_id, me.signing_key, state.log.memory_id, version, membership_hash, current, now)
         try:
             wraps: builtins.list[Any] = []
             for m in members:
@@ -1006,4 +1143,5 @@ class MemoryClient:
             membership_version=log.version,
             current_epoch=state.current_epoch,
             usage=usage,
+            key_faults=tuple(sorted(state.faults.values(), key=lambda f: -f.epoch)),
         )

@@ -90,9 +90,12 @@ def assert_epoch_record_shape(r: Any, name: str = "epoch") -> Any:
         raise fail("malformed", f"{name}.epoch must be 1..2^32-1")
     if len(r.key_commitment) != HASH_BYTES:
         raise fail("malformed", f"{name}.key_commitment must be {HASH_BYTES} bytes")
-    link = 0 if r.epoch == 1 else BACK_LINK_BYTES
-    if len(r.back_link) != link:
-        raise fail("malformed", f"{name}.back_link must be {link} bytes for epoch {r.epoch}")
+    # Epoch 1 has no back link; a later epoch has one of 72 bytes, or none when it is a cut (§18.5: only with a
+    # REVOKE, which verify_epoch_record checks against the log).
+    if r.epoch == 1 and len(r.back_link) != 0:
+        raise fail("malformed", f"{name}.back_link must be empty for epoch 1")
+    if r.epoch > 1 and len(r.back_link) not in (0, BACK_LINK_BYTES):
+        raise fail("malformed", f"{name}.back_link must be {BACK_LINK_BYTES} bytes (or empty for a cut) for epoch {r.epoch}")
     if not 1 <= r.membership_version <= MAX_MEMBERSHIP_ENTRIES:
         raise fail("malformed", f"{name}.membership_version must be 1..{MAX_MEMBERSHIP_ENTRIES}")
     if len(r.membership_hash) != HASH_BYTES:
@@ -272,6 +275,10 @@ class Membership:
         version or a later one (§18.5)."""
         return self._last_revoke
 
+    def entry_at(self, version: int) -> Any | None:
+        """The entry at ``version``, None beyond the log."""
+        return self._entries[version - 1] if 1 <= version <= self.version else None
+
     def hash_at(self, version: int) -> bytes | None:
         return self._hashes[version - 1] if 1 <= version <= self.version else None
 
@@ -387,10 +394,18 @@ class Membership:
 # --- epochs, key copies and writes, verified against a log ----------------------------------------
 
 
+def is_cut(record: Any) -> bool:
+    """Whether an epoch record is a cut (§18.5): an epoch after the first with no back link, so no key before
+    it can be reached from it or from any later epoch."""
+    return int(record.epoch) > 1 and len(record.back_link) == 0
+
+
 def verify_epoch_record(log: Membership, record: Any, previous: Any | None) -> None:
     """Verifies an epoch record: shape, chain (``previous`` is the record before it), the membership
     version it names, its creator (the owner for epoch 1; otherwise a writer or admin at that version
-    whose grant was in force at the record's ``created_at_ms``) and the creator's signature.
+    whose grant was in force at the record's ``created_at_ms``) and the creator's signature. A cut (an
+    epoch > 1 without a back link) is accepted only when it is made for a REVOKE entry's version by the
+    admin who signed that entry (§18.5): a cut costs a logged removal, and no writer can make one.
 
     Raises ``malformed``, ``conflict`` (out of sequence, or beyond the log), ``permission_denied``, ``bad_signature``.
     """
@@ -406,6 +421,10 @@ def verify_epoch_record(log: Membership, record: Any, previous: Any | None) -> N
         raise fail("bad_signature", f"epoch {r.epoch} names another membership log")
     if r.epoch == 1 and (r.membership_version != 1 or r.creator_id != log.owner_id):
         raise fail("malformed", "epoch 1 is made by the owner for membership version 1")
+    if is_cut(r):
+        entry = log.entry_at(r.membership_version)
+        if entry is None or entry.change != CHANGE_REVOKE or entry.signer_id != r.creator_id:
+            raise fail("bad_signature", f"epoch {r.epoch} has no back link (a cut) but is not made for a revocation its creator {r.creator_id} signed")
     creator = log.member_at(r.creator_id, r.membership_version)
     if creator is None or creator.access < ACCESS_WRITE:
         raise fail("permission_denied", f"{r.creator_id} could not start epoch {r.epoch}")

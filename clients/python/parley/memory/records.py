@@ -107,13 +107,37 @@ class EpochKey:
 
 
 def new_epoch(
-    creator_id: str, signing_key: SigningKey, memory_id: str, membership_version: int, membership_hash: bytes, previous: EpochKey | None, now_ms: int, *, key: bytes | None = None, nonce: bytes | None = None
+    creator_id: str,
+    signing_key: SigningKey,
+    memory_id: str,
+    membership_version: int,
+    membership_hash: bytes,
+    previous: EpochKey | None,
+    now_ms: int,
+    *,
+    key: bytes | None = None,
+    nonce: bytes | None = None,
 ) -> EpochKey:
     """A new epoch: a fresh random key, its commitment, the back link sealing the previous key under it
     (none for epoch 1), signed by the creator. ``key`` and ``nonce`` are for the conformance vectors only."""
     k = bytearray(crypto.random_bytes(EPOCH_KEY_BYTES) if key is None else key)
     epoch = 1 if previous is None else previous.epoch + 1
     link = b"" if previous is None else crypto.xaead_seal(k, bytes(previous.key), back_link_ad(memory_id, epoch), nonce=nonce)
+    return _sign_epoch(creator_id, signing_key, memory_id, epoch, k, link, membership_version, membership_hash, now_ms)
+
+
+def new_cut_epoch(creator_id: str, signing_key: SigningKey, memory_id: str, membership_version: int, membership_hash: bytes, epoch: int, now_ms: int) -> EpochKey:
+    """A cut epoch (§18.5): epoch ``epoch`` (> 1) with a fresh random key and no back link, so no earlier key is
+    reachable from it. Only the epoch of a REVOKE, made by the admin who signs that entry, and only when it holds
+    no key of the current epoch (a member handed it a key copy or back link that does not open)."""
+    if epoch < 2:
+        raise fail("internal", "a cut is an epoch after the first")
+    return _sign_epoch(creator_id, signing_key, memory_id, epoch, bytearray(crypto.random_bytes(EPOCH_KEY_BYTES)), b"", membership_version, membership_hash, now_ms)
+
+
+def _sign_epoch(
+    creator_id: str, signing_key: SigningKey, memory_id: str, epoch: int, k: bytearray, link: bytes, membership_version: int, membership_hash: bytes, now_ms: int
+) -> EpochKey:
     record = memory_pb2.EpochRecord(
         epoch=epoch,
         key_commitment=key_commitment(memory_id, epoch, k),
@@ -134,6 +158,8 @@ def follow_back_link(memory_id: str, later: EpochKey, record: Any) -> EpochKey:
     """
     if later.epoch != record.epoch + 1:
         raise fail("internal", "back links go one epoch at a time")
+    if len(later.record.back_link) == 0:
+        raise fail("decrypt_failed", f"epoch {record.epoch} is before the cut at epoch {later.epoch}: no key after the cut reaches it")
     try:
         opened = bytearray(crypto.xaead_open(later.key, bytes(later.record.back_link), back_link_ad(memory_id, later.epoch)))
     except CryptoError as error:
