@@ -403,13 +403,14 @@ def test_the_client_refuses_a_store_that_forges(tamper: Callable[[Memory, Any], 
 
 def test_a_substituted_key_copy_is_its_signer_s_fault_not_a_refusal() -> None:
     # §18.5: the answer verified, so it is adopted; the copy's signer is remembered and no key of the epoch is held
-    # (test_memory_cut.py has the whole attack and its repair).
+    # (test_memory_cut.py has the whole attack and its repair). A copy that opens to another key than the epoch
+    # commits to is not provably the signer's (the store may pair a genuine copy with another record of the epoch).
     m = Memory()
     c = client_for(m, m.writer)
     other = EpochKey(m.epoch1.record, bytearray(crypto.random_bytes(32)))
     state = c._verify_state(m.memory_id, None, answer(m, for_member=m.writer, wrap_epoch=other))
     assert state.keys == {} and state.log.version == 3 and state.current_epoch == 1
-    assert (state.faults[1].member_id, state.faults[1].kind) == ("owner-1", "key_copy")
+    assert (state.faults[1].member_id, state.faults[1].kind, state.faults[1].proven) == ("owner-1", "key_copy", False)
 
 
 def test_the_client_refuses_a_rolled_back_log() -> None:

@@ -10,7 +10,9 @@ was written before the cut fails "before the cut at epoch c" for clients that ho
 bad back link the client keeps the epoch's key (it matches the commitment), so it writes under that epoch and
 its revocation links back as usual; only the epochs before it are out of reach. A client given no copy at all
 (the store withheld it) makes no cut: its revocation fails ``permission_denied``. A client accepts a cut only
-for a REVOKE entry's version, made by that entry's signer.
+for a REVOKE entry's version, made by that entry's signer. A fault is ``proven`` only when what the member signed is
+wrong whatever record it is paired with: a store can pair genuine material with another genuine record of the epoch
+(a losing rotation's), and a copy sealed to another key than the client's own is the store's fault (``bad_signature``).
 
 The store here is an in-process double (:class:`CutStore`, several clients at once) that applies the rules
 the real store applies to these calls, including this one (packages/memory-server has it too): an epoch
@@ -237,7 +239,10 @@ def test_a_bad_copy_is_adopted_attributed_and_repaired_by_a_revocation_that_cuts
         owner = store.client(m.owner, on_security=lambda *a: events.append(a))
         info = await owner.get(m.memory_id)
         assert (info.current_epoch, info.membership_version) == (2, m.log.version)
-        assert info.key_faults == (MemoryKeyFault(2, "attacker-6", "key_copy"),)
+        # a copy that does not open or names another member is provably the attacker's; one of a random key is not
+        # (the store may pair a genuine copy with another record of the epoch), but leaves the owner no key just the same
+        proven = make_bad_copy is not random_key_copy
+        assert info.key_faults == (MemoryKeyFault(2, "attacker-6", "key_copy", proven),)
         assert [e[0] for e in events] == ["decrypt_failed"] and "attacker-6" in events[0][2] and "epoch 2" in events[0][2]
         state = owner._states[m.memory_id]
         assert 2 not in state.keys and (state.faults[2].member_id, state.faults[2].kind) == ("attacker-6", "key_copy")
@@ -308,7 +313,9 @@ def test_a_back_link_that_does_not_open_is_its_creator_s_fault_and_repaired_by_a
             e2.record.signature = attacker.signing_key.sign(epoch_layout(m.memory_id, e2.record))
             wraps = [wrap_key(attacker.agent_id, attacker.signing_key, m.memory_id, e2, who.agent_id, who.signing_key.public_key) for who in store.members()]
             store.handle(attacker, "RotateEpoch", memory_pb2.RotateEpochRequest(memory_id=m.memory_id, epoch=e2.record, wraps=wraps))
-        fault = MemoryKeyFault(2, "attacker-6", "back_link")
+        # a back link that does not open is provably its creator's; one that opens to a random key is not (the store
+        # may serve another record of epoch 1 than the one it was made for)
+        fault = MemoryKeyFault(2, "attacker-6", "back_link", link == "garbage")
 
         # detected when the epoch is loaded, by a client that never needed epoch 1, and attributed to its creator
         honest = store.client(m.writer, on_security=lambda *a: events.append(a))
@@ -327,6 +334,10 @@ def test_a_back_link_that_does_not_open_is_its_creator_s_fault_and_repaired_by_a
             assert failure == "decrypt_failed", detail
             assert "the key of epoch 1 (reached through epoch 2)" in detail and "the back link of epoch 2, made by member attacker-6" in detail, detail
             assert "the owner or an admin can revoke attacker-6" in detail, detail
+            if link == "random-key":
+                assert "either attacker-6 made a bad back link or the store served another record of epoch 1" in detail and "if it is at fault" in detail, detail
+            else:
+                assert "does not open under the key epoch 2 commits to" in detail and "at fault" not in detail, detail
         # the owner kept epoch 1's key: it still reads the epoch-1 segment, and reads epoch 2 too
         assert (await early_owner.read(m.memory_id, "history")).data == b"epoch 1"
         assert (await early_owner.read(m.memory_id, "notes")).data == b"honest, epoch 2"
@@ -484,3 +495,109 @@ def test_back_link_lengths() -> None:
     assert code(lambda: verify_epoch_record(Membership.create(m.log.entries[0], m.memory_id), first, None)) == "malformed"
     with pytest.raises(SharedMemoryError):
         new_cut_epoch(m.owner.agent_id, m.owner.signing_key, m.memory_id, entry.version, m.log.head, 1, NOW + 2)  # a cut comes after epoch 1
+
+
+# --- faults a store fakes from genuine signed material (§18.5 item 1: what is provable) ----------------------
+
+
+def test_a_genuine_copy_sealed_to_an_old_key_of_this_agent_is_the_store_s_fault_refused_without_a_fault_or_a_cut() -> None:
+    """This admin re-keyed and was granted again under its new key; the store serves it the genuine copy a writer
+    sealed to its old key. The copy names a key this client does not hold: the store served the wrong copy (an
+    honest one serves a member only the copy sealed to the key it calls with), so the answer is refused
+    ``bad_signature``: no member is blamed and no revocation (so no cut) follows."""
+    m = Memory()
+    admin = m.world.identity("admin-7")
+    m.extra = [admin]  # type: ignore[attr-defined]
+    m.grant(admin, ACCESS_ADMIN)
+    store = CutStore(m)
+    epoch2 = store.rotate_by(m.writer, m.epoch1)  # sealed to the admin's key of that time
+    old_copy = store.wraps[(admin.agent_id, 2)]
+    admin2 = m.world.identity("admin-7")  # 'agent rotate'
+    m.grant(admin2, ACCESS_ADMIN)
+    m.extra = [admin2]  # type: ignore[attr-defined]
+    assert store.wraps[(admin.agent_id, 2)] is old_copy  # the store keeps serving the old copy
+    events: list[tuple[str, str, str]] = []
+
+    async def scenario() -> None:
+        c = store.client(admin2, on_security=lambda *a: events.append(a))
+        failure, detail = await outcome(c.get(m.memory_id))
+        assert failure == "bad_signature" and "sealed to another key than this agent's identity key" in detail, detail
+        assert [e[0] for e in events] == ["bad_signature"]
+        store.calls.clear()
+        assert (await outcome(c.revoke(m.memory_id, m.writer.agent_id)))[0] == "bad_signature"
+        assert [n for _, n in store.calls] == ["GetMemory"]  # no revocation sent, so no cut
+        assert store.current.epoch == 2 and m.log.member(m.writer.agent_id) is not None
+        # given the copy sealed to its new key, the same client opens it
+        store.wraps[(admin.agent_id, 2)] = m.wrap(epoch2, admin2, m.writer)
+        info = await c.get(m.memory_id)
+        assert info.current_epoch == 2 and info.key_faults == ()
+        await c.close()
+
+    run(scenario)
+
+
+def test_a_genuine_copy_of_a_losing_rotation_paired_with_the_installed_record_is_a_fault_not_proven() -> None:
+    """A writer's rotation attempt A lost (the store answered ``conflict``, or another writer raced it) and its retry
+    B was installed; the store serves the owner the writer's genuine copy of A with B's record. It opens, to a key B
+    does not commit to: adopted, recorded against the writer but not as proven, with a message that names both
+    possibilities. A revocation is still a cut: the store can delete history's ciphertext anyway, so a cut it
+    induces gives it no new power over availability."""
+    m = Memory()
+    store = CutStore(m)
+    events: list[tuple[str, str, str]] = []
+
+    async def scenario() -> None:
+        owner0 = store.client(m.owner)
+        await owner0.write(m.memory_id, "history", b"epoch 1 data", previous_version=0)
+        await owner0.close()
+        attempt_a = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 6)
+        copy_a = wrap_key(m.writer.agent_id, m.writer.signing_key, m.memory_id, attempt_a, m.owner.agent_id, m.owner.signing_key.public_key)
+        store.rotate_by(m.writer, m.epoch1)  # B
+        store.wraps[(m.owner.agent_id, 2)] = copy_a
+        owner = store.client(m.owner, on_security=lambda *a: events.append(a))
+        info = await owner.get(m.memory_id)
+        assert info.key_faults == (MemoryKeyFault(2, "writer-2", "key_copy", False),)
+        failure, detail = await outcome(owner.write(m.memory_id, "history", b"no", previous_version=1))
+        assert failure == "decrypt_failed", detail
+        expected = (
+            "the key copy of epoch 2 that writer-2 signed does not match the key epoch 2 commits to: either writer-2 sealed another key, "
+            "or the store paired the copy with another record of epoch 2 (a copy's signature does not cover the commitment); "
+            "the owner or an admin can revoke writer-2 if it is at fault"
+        )
+        assert expected in detail, detail
+        assert len(events) == 1 and expected in events[0][2]
+        # revoking an unrelated member is a cut, as with any copy that leaves the owner without the current key
+        await owner.revoke(m.memory_id, "reader-3")
+        assert is_cut(store.current) and store.current.epoch == 3
+        failure, detail = await outcome(store.client(m.writer).read(m.memory_id, "history"))
+        assert failure == "decrypt_failed" and "before the cut" in detail, detail
+        await owner.close()
+
+    run(scenario)
+
+
+def test_a_losing_record_of_the_previous_epoch_makes_the_back_link_fault_not_proven() -> None:
+    """The owner made epoch 3 linking back honestly to the installed epoch 2 (B); the store serves the losing record
+    A as epoch 2. Epoch 3's back link opens, to a key A does not commit to: the owner's key of epoch 3 is kept, and
+    the fault is the back link's, not proven."""
+    m = Memory()
+    store = CutStore(m)
+
+    async def scenario() -> None:
+        attempt_a = new_epoch(m.writer.agent_id, m.writer.signing_key, m.memory_id, m.log.version, m.log.head, m.epoch1, NOW + 6)
+        epoch_b = store.rotate_by(m.writer, m.epoch1)
+        writer = store.client(m.writer)
+        await writer.write(m.memory_id, "notes", b"written under epoch 2", previous_version=0)
+        await writer.close()
+        store.rotate_by(m.owner, epoch_b, at=NOW + 7)
+        store.epochs[1] = attempt_a.record  # the fork
+        reader = store.client(m.reader)
+        info = await reader.get(m.memory_id)
+        assert info.current_epoch == 3 and info.key_faults == (MemoryKeyFault(3, "owner-1", "back_link", False),)
+        assert set(reader._states[m.memory_id].keys) == {3}  # epoch 3's own key matches its commitment: kept
+        failure, detail = await outcome(reader.read(m.memory_id, "notes"))
+        assert failure == "decrypt_failed", detail
+        assert "the back link of epoch 3, made by member owner-1, does not open to the key of epoch 2: either owner-1 made a bad back link or the store served another record of epoch 2" in detail, detail
+        await reader.close()
+
+    run(scenario)

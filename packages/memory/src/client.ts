@@ -49,7 +49,7 @@ import {
   MEMORY_CLOCK_SKEW_MS,
   type AccessLevel,
 } from './names.js';
-import { changeEntry, createEntry, followBackLink, newCutEpoch, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
+import { changeEntry, createEntry, followBackLink, isCommitmentMismatch, newCutEpoch, newEpoch, openWrap, openWrite, sealWrite, wrapKey, type EpochKey, type SealedWrite } from './records.js';
 import { memoryRequestSigner, type MemoryIdentity } from './request-auth.js';
 
 /** Settings of a {@link MemoryClient}. */
@@ -109,21 +109,33 @@ export interface MemoryInfo {
    * Key copies and back links members made that did not open for this agent (§18.5), newest epoch first: what
    * needs those keys fails `decrypt_failed`. The owner or an admin repairs it by revoking the member (when its
    * own copy of the current epoch did not open, with a cut epoch: what was written before the cut stays out of
-   * reach for this agent).
+   * reach for this agent). Only a fault with `proven` is certainly the member's (see {@link MemoryKeyFault}).
    */
   readonly keyFaults: readonly MemoryKeyFault[];
 }
 
 /**
- * A key copy or back link a member made that does not open for this agent (§18.5): the store cannot check a
- * sealed key, so this is the member's fault, not the store's, and the rest of the memory stays usable.
+ * A key copy or back link a member signed that does not give this agent the key (§18.5). The store cannot check a
+ * sealed key, so the answer is adopted and the rest of the memory stays usable; the member named is the one who
+ * signed it — certainly at fault when `proven`, possibly when not (see `proven`).
  */
 export interface MemoryKeyFault {
   /** The epoch whose key copy (for `keyCopy`) or back link (for `backLink`) does not open. */
   readonly epoch: number;
-  /** The member at fault: the copy's signer, or the epoch's creator. */
+  /** The member named: the copy's signer, or the epoch's creator (the back link's). */
   readonly memberId: string;
   readonly kind: 'keyCopy' | 'backLink';
+  /**
+   * true: the member's fault, provably — the copy, sealed to this agent's identity key, does not open with it or
+   * names another memory, epoch or member; or the back link does not open under the key its epoch commits to
+   * (what the member signed is wrong whatever record it is paired with). false: it opens, to a key that does not
+   * match the commitment of the epoch record the store served with it. Either the member sealed another key, or
+   * the store paired genuine material with another genuine record of the epoch (a copy's signature does not cover
+   * the commitment; for a back link, the record of the epoch before, which epoch records do not chain to): revoke
+   * the member only if other evidence says it is at fault. Either way a `keyCopy` fault of the current epoch makes
+   * this agent's next revocation a cut (§18.5).
+   */
+  readonly proven: boolean;
 }
 
 /** Quota usage of a memory and its owner. */
@@ -852,6 +864,13 @@ export class MemoryClient {
         const record = epochs.get(wrap.epoch);
         if (record === undefined || wrap.memberId !== this.agentId) fail('bad_signature', 'key copy is for an epoch or member the store did not describe');
         verifyKeyWrap(this.#crypto, log, wrap);
+        // Sealed to this agent's identity key now, or the store's fault (an honest store serves a member only the
+        // copy sealed to the key it calls with): a genuine copy sealed to an old key of this agent opens for no one
+        // here, and is no member's fault (§18.5).
+        const mine = this.#o.identity.certificate.identityPublicKey;
+        if (wrap.memberPublicKey.length !== mine.length || !this.#crypto.constantTimeEqual(wrap.memberPublicKey, mine)) {
+          fail('bad_signature', `the key copy of epoch ${wrap.epoch} is sealed to another key than this agent's identity key`);
+        }
         // Opened last: nothing after it refuses the answer, so no key opened here is left unwiped.
         for (const k of this.#openCopy(memoryId, wrap, record, epochs, faults)) {
           if (keys.has(k.record.epoch)) k.key.wipe(); // already held (an earlier key this client kept)
@@ -913,11 +932,13 @@ export class MemoryClient {
   }
 
   /**
-   * Opens this agent's verified key copy of `record`'s epoch and checks that epoch's back link (unless it is a
-   * cut) against the previous epoch's commitment, when that record is kept (§18.5). A copy that does not open
-   * (or names another memory, epoch or member, or does not match the commitment), or a back link that does
-   * not open to the previous key, is the fault of a member, not of the store: it is recorded against that
-   * member (the copy's signer, the epoch's creator) and the answer stands. A copy that does not open leaves
+   * Opens this agent's verified key copy of `record`'s epoch (sealed to this agent's identity key: checked before)
+   * and checks that epoch's back link (unless it is a cut) against the previous epoch's commitment, when that
+   * record is kept (§18.5). A copy that does not give the key, or a back link that does not open to the previous
+   * key, is recorded against the member who signed it (the copy's signer, the epoch's creator) and the answer
+   * stands: `proven` when what it signed is wrong whatever record it is paired with (a copy that does not open or
+   * names another memory, epoch or member; a back link that does not open), not when it opens to a key another
+   * record of the epoch could commit to ({@link isCommitmentMismatch}). A copy that does not give the key leaves
    * no key of the epoch; with a bad back link the epoch's key (it matches the commitment) is kept.
    * @returns the keys opened: the epoch's, and the previous one through the back link when checked
    */
@@ -927,7 +948,7 @@ export class MemoryClient {
       key = openWrap(this.#crypto, this.#o.identity, memoryId, wrap, record);
     } catch (error) {
       if (!isMemoryError(error, 'decrypt_failed')) throw error;
-      faults.set(record.epoch, { epoch: record.epoch, memberId: wrap.signerId, kind: 'keyCopy' });
+      faults.set(record.epoch, { epoch: record.epoch, memberId: wrap.signerId, kind: 'keyCopy', proven: !isCommitmentMismatch(error) });
       return [];
     }
     const previous = isCutEpoch(record) ? undefined : epochs.get(record.epoch - 1);
@@ -946,7 +967,7 @@ export class MemoryClient {
       }
       // The key itself matches the commitment its creator signed: it is kept (the epoch's own data stays
       // readable and a revocation links back to it); only what lies before it is out of reach.
-      faults.set(record.epoch, { epoch: record.epoch, memberId: record.creatorId, kind: 'backLink' });
+      faults.set(record.epoch, { epoch: record.epoch, memberId: record.creatorId, kind: 'backLink', proven: !isCommitmentMismatch(error) });
       return [key];
     }
   }
@@ -980,7 +1001,7 @@ export class MemoryClient {
         later = followBackLink(this.#crypto, memoryId, later, record);
       } catch (error) {
         if (!isMemoryError(error, 'decrypt_failed')) throw error;
-        const fault: MemoryKeyFault = { epoch: later.record.epoch, memberId: later.record.creatorId, kind: 'backLink' };
+        const fault: MemoryKeyFault = { epoch: later.record.epoch, memberId: later.record.creatorId, kind: 'backLink', proven: !isCommitmentMismatch(error) };
         state.faults.set(fault.epoch, fault);
         fail('decrypt_failed', faultMessage(memoryId, fault, epoch), { cause: error });
       }
@@ -1075,12 +1096,19 @@ export class MemoryClient {
  * @param needed the epoch whose key was asked for (at or before the fault's)
  */
 function faultMessage(memoryId: string, fault: MemoryKeyFault, needed: number): string {
-  const why =
-    fault.kind === 'keyCopy'
-      ? `the key copy of epoch ${fault.epoch} that member ${fault.memberId} made for this agent does not open to the key the epoch commits to`
-      : `the back link of epoch ${fault.epoch}, made by member ${fault.memberId}, does not open to the key of epoch ${fault.epoch - 1}`;
-  const what = needed === fault.epoch ? `the key of epoch ${needed}` : `the key of epoch ${needed} (reached through epoch ${fault.epoch})`;
-  return `${what} of ${memoryId} is not available to this agent: ${why}; the owner or an admin can revoke ${fault.memberId} (§18.5)`;
+  const { epoch: e, memberId: m } = fault;
+  let why: string;
+  if (fault.kind === 'keyCopy') {
+    why = fault.proven
+      ? `the key copy of epoch ${e} that member ${m} made for this agent does not open with this agent's identity key or names another memory, epoch or member`
+      : `the key copy of epoch ${e} that ${m} signed does not match the key epoch ${e} commits to: either ${m} sealed another key, or the store paired the copy with another record of epoch ${e} (a copy's signature does not cover the commitment)`;
+  } else {
+    why = fault.proven
+      ? `the back link of epoch ${e}, made by member ${m}, does not open under the key epoch ${e} commits to`
+      : `the back link of epoch ${e}, made by member ${m}, does not open to the key of epoch ${e - 1}: either ${m} made a bad back link or the store served another record of epoch ${e - 1}`;
+  }
+  const what = needed === e ? `the key of epoch ${needed}` : `the key of epoch ${needed} (reached through epoch ${e})`;
+  return `${what} of ${memoryId} is not available to this agent: ${why}; the owner or an admin can revoke ${m}${fault.proven ? '' : ' if it is at fault'} (§18.5)`;
 }
 
 function wipeState(state: State): void {

@@ -95,7 +95,7 @@ export {
   assertWriteRecordShape,
 } from './model.js';
 export type { Member } from './model.js';
-export { createEntry, changeEntry, newEpoch, newCutEpoch, followBackLink, wrapKey, openWrap, sealWrite, openWrite } from './records.js';
+export { createEntry, changeEntry, newEpoch, newCutEpoch, followBackLink, wrapKey, openWrap, isCommitmentMismatch, sealWrite, openWrite } from './records.js';
 export type { Signer, EpochKey, SealedWrite } from './records.js';
 export { MEMORY_METADATA_KEYS, signMemoryRequest, memoryRequestSigner, parseMemoryMetadata, verifyMemoryRequest } from './request-auth.js';
 export type { MemoryRequestAuth, MemoryIdentity } from './request-auth.js';

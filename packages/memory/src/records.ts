@@ -19,7 +19,7 @@ import {
   type MembershipEntry,
   type WriteRecord,
 } from '@parley/proto';
-import { fail } from './errors.js';
+import { MemoryError, fail } from './errors.js';
 import {
   backLinkAd,
   epochLayout,
@@ -166,9 +166,31 @@ function signEpoch(
   return { record, key };
 }
 
+/** Errors of {@link openWrap} and {@link followBackLink} for a key that opened but does not match the record's commitment. */
+const uncommitted = new WeakSet<object>();
+
+function commitmentMismatch(message: string): never {
+  const error = new MemoryError('decrypt_failed', message);
+  uncommitted.add(error);
+  throw error;
+}
+
+/**
+ * Whether `error`, from {@link openWrap} or {@link followBackLink}, is a key copy or back link that opened to a
+ * key of the right length and names that does not match the commitment of the epoch record it was checked
+ * against — rather than one that does not open at all (or names another memory, epoch or member). Only the
+ * latter is provably its signer's fault (§18.5): a copy's signature does not cover the epoch's commitment, and
+ * epoch records are not chained, so a store can pair a genuine copy or back link with another genuine record of
+ * the same epoch (of a rotation that lost, say) that it does not match.
+ */
+export function isCommitmentMismatch(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && uncommitted.has(error);
+}
+
 /**
  * The key of `record`'s epoch from the key of the epoch after it (its back link).
  * @throws MemoryError `decrypt_failed` when the link does not open or the key does not match its commitment
+ *   (then {@link isCommitmentMismatch})
  */
 export function followBackLink(crypto: ParleyCrypto, memoryId: string, later: EpochKey, record: EpochRecord): EpochKey {
   if (later.record.epoch !== record.epoch + 1) fail('internal', 'back links go one epoch at a time');
@@ -180,8 +202,9 @@ export function followBackLink(crypto: ParleyCrypto, memoryId: string, later: Ep
     return fail('decrypt_failed', `back link of epoch ${later.record.epoch} does not open`, { cause });
   }
   try {
-    if (bytes.length !== EPOCH_KEY_BYTES || !constantTimeEqual(crypto, keyCommitment(crypto, memoryId, record.epoch, bytes), record.keyCommitment)) {
-      fail('decrypt_failed', `the key behind epoch ${later.record.epoch}'s back link does not match epoch ${record.epoch}'s commitment`);
+    if (bytes.length !== EPOCH_KEY_BYTES) fail('decrypt_failed', `the back link of epoch ${later.record.epoch} does not hold a key`);
+    if (!constantTimeEqual(crypto, keyCommitment(crypto, memoryId, record.epoch, bytes), record.keyCommitment)) {
+      commitmentMismatch(`the key behind epoch ${later.record.epoch}'s back link does not match epoch ${record.epoch}'s commitment`);
     }
     return { record, key: SecretKey.from(bytes, 'aead') };
   } finally {
@@ -213,7 +236,8 @@ export function wrapKey(crypto: ParleyCrypto, signer: Signer, memoryId: string, 
 /**
  * Opens this member's copy of an epoch key with its identity secret key and
  * checks the key against the epoch's signed commitment.
- * @throws MemoryError `decrypt_failed` (not sealed to this key, for another memory/epoch/member, or not the committed key)
+ * @throws MemoryError `decrypt_failed` (not sealed to this key, for another memory/epoch/member, or not the committed
+ *   key: then {@link isCommitmentMismatch})
  */
 export function openWrap(crypto: ParleyCrypto, member: Signer, memoryId: string, wrap: KeyWrap, record: EpochRecord): EpochKey {
   if (wrap.epoch !== record.epoch || wrap.memberId !== member.agentId) fail('decrypt_failed', 'key copy is for another epoch or member');
@@ -227,7 +251,7 @@ export function openWrap(crypto: ParleyCrypto, member: Signer, memoryId: string,
     const bytes = keyFromWrapPlaintext(plaintext, memoryId, wrap.epoch, member.agentId);
     try {
       if (!constantTimeEqual(crypto, keyCommitment(crypto, memoryId, record.epoch, bytes), record.keyCommitment)) {
-        fail('decrypt_failed', `key copy of epoch ${wrap.epoch} does not match the epoch's commitment`);
+        commitmentMismatch(`key copy of epoch ${wrap.epoch} does not match the epoch's commitment`);
       }
       return { record, key: SecretKey.from(bytes, 'aead') };
     } finally {

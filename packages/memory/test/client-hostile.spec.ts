@@ -3,7 +3,9 @@
 // a review reproduced — endless listings, an answer the client refuses after it changed its cache, a new
 // write a removed writer signed under an old epoch, a rollback after the memory left the client's cache,
 // `rotation_required: false` while an expired member holds the current key, and a GRANT backdated by an
-// expired admin. The client must refuse each (or rotate first), whatever the store says.
+// expired admin — and a member's "fault" it fakes from genuine signed material (a copy sealed to an old key of
+// this agent, a losing rotation's copy or record): refused, or recorded as not proven. The client must refuse each
+// (or rotate first), whatever the store says.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import {
   MembershipChange,
@@ -33,6 +35,9 @@ import {
   newEpoch,
   sealWrite,
   wrapKey,
+  BACK_LINK_BYTES,
+  epochLayout,
+  keyWrapLayout,
   type EpochKey,
   type MemoryClientOptions,
 } from '../src/index.js';
@@ -388,12 +393,22 @@ describe('F7: a store that withholds a key copy cannot turn a revocation into a 
     });
   });
 
-  it('for contrast: given a copy of the current epoch that does not open, the same revoke() is a cut', async () => {
+  // A copy sealed to this agent's key that does not open is provably its signer's fault; one that opens to
+  // another key than the epoch commits to is not (the store may pair a genuine copy with another record of the
+  // epoch), but leaves this agent without the key just the same: the revocation is a cut either way.
+  it.each([
+    ['does not open', true],
+    ['opens to a random key', false],
+  ] as const)('for contrast: given a copy of the current epoch that %s, the same revoke() is a cut', async (_, proven) => {
     const s = withAdmin();
-    const bad = wrapKey(w.crypto, removed, s.memoryId, { record: s.epochs[1]!.record, key: w.crypto.randomKey('aead') }, { memberId: me.agentId, publicKey: me.publicKey });
+    const bad = proven
+      ? unopenableCopy(removed, s.memoryId, s.epochs[1]!, me)
+      : wrapKey(w.crypto, removed, s.memoryId, { record: s.epochs[1]!.record, key: w.crypto.randomKey('aead') }, { memberId: me.agentId, publicKey: me.publicKey });
     store.answers.set(s.memoryId, answer(s, { wrap: bad, members: all() }));
     await using(client(), async (c) => {
-      expect((await c.get(s.memoryId)).keyFaults).toEqual([{ epoch: 2, memberId: removed.agentId, kind: 'keyCopy' }]);
+      expect((await c.get(s.memoryId)).keyFaults).toEqual([{ epoch: 2, memberId: removed.agentId, kind: 'keyCopy', proven }]);
+      const e = await expectCode(() => c.write(s.memoryId, 'x', 'y', { previousVersion: 0 }), 'decrypt_failed');
+      expect(e.message).toContain(proven ? `the key copy of epoch 2 that member ${removed.agentId} made for this agent does not open` : `either ${removed.agentId} sealed another key`);
       await expectCode(() => c.revoke(s.memoryId, removed.agentId), 'internal'); // the stand-in installs nothing
       expect(store.updates.length).toBeGreaterThanOrEqual(1);
       const sent = store.updates[0]!;
@@ -402,6 +417,103 @@ describe('F7: a store that withholds a key copy cannot turn a revocation into a 
       expect(sent.epoch!.epoch).toBe(3);
       expect(sent.epoch!.backLink.length).toBe(0);
       expect(sent.wraps.map((x) => x.memberId).sort()).toEqual([me.agentId, owner.agentId].sort());
+    });
+  });
+});
+
+/** `signer`'s copy of `epoch` for `member`, signed as sealed to its key but sealed to another: it does not open. */
+function unopenableCopy(signer: TestAgent, memoryId: string, epoch: EpochKey, member: TestAgent): KeyWrap {
+  const copy = wrapKey(w.crypto, signer, memoryId, epoch, { memberId: member.agentId, publicKey: w.agent('stranger-8').publicKey });
+  copy.memberPublicKey = member.publicKey;
+  copy.signature = w.crypto.ed25519.sign(keyWrapLayout(w.crypto, memoryId, copy), signer.signingKey);
+  return copy;
+}
+
+describe('F8: a fault the store fakes from genuine signed material (§18.5)', () => {
+  let bystander: TestAgent;
+  /**
+   * Owner creates; grants `removed` write, this client admin and a bystander write. `removed` (honest) tries a
+   * rotation the store answers `conflict` (or two writers race): attempt A, the loser; its retry B is installed.
+   */
+  function withLoser(): { s: State; loser: EpochKey } {
+    bystander ??= w.agent('worker-9');
+    const s = newMemory();
+    grant(s, owner, removed, MemoryAccess.WRITE, NOW + 1);
+    grant(s, owner, me, MemoryAccess.ADMIN, NOW + 2);
+    grant(s, owner, bystander, MemoryAccess.WRITE, NOW + 3);
+    const loser = newEpoch(w.crypto, removed, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[0], NOW + 4);
+    s.epochs.push(newEpoch(w.crypto, removed, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[0], NOW + 5));
+    return { s, loser };
+  }
+  const all = (): TestAgent[] => [owner, me, removed, bystander];
+
+  it('a genuine copy sealed to an old key of this agent (it re-keyed and was granted again) is the store\'s fault: refused bad_signature, no fault, no cut', async () => {
+    const s = newMemory();
+    grant(s, owner, removed, MemoryAccess.WRITE, NOW + 1);
+    grant(s, owner, me, MemoryAccess.ADMIN, NOW + 2);
+    // removed (honest) starts epoch 2 and seals it to this agent's key of that time …
+    s.epochs.push(newEpoch(w.crypto, removed, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[0], NOW + 3));
+    const oldCopy = wrapKey(w.crypto, removed, s.memoryId, s.epochs[1]!, { memberId: me.agentId, publicKey: me.publicKey });
+    // … then this agent rotates its identity key and the owner grants it again under the new one.
+    const me2 = w.agent(me.agentId);
+    grant(s, owner, me2, MemoryAccess.ADMIN, NOW + 4);
+    store.answers.set(s.memoryId, answer(s, { wrap: oldCopy, members: [owner, me2, removed] }));
+    await using(client({ identity: me2 }), async (c) => {
+      const e = await expectCode(() => c.get(s.memoryId), 'bad_signature');
+      expect(e.message).toContain("sealed to another key than this agent's identity key");
+      await expectCode(() => c.revoke(s.memoryId, removed.agentId), 'bad_signature');
+      expect(store.updates).toHaveLength(0); // no revocation, so no cut
+    });
+    // The same client given the copy sealed to its new key opens it.
+    store.answers.set(s.memoryId, answer(s, { wrap: wrapKey(w.crypto, owner, s.memoryId, s.epochs[1]!, { memberId: me.agentId, publicKey: me2.publicKey }), members: [owner, me2, removed] }));
+    await using(client({ identity: me2 }), async (c) => {
+      expect((await c.get(s.memoryId)).keyFaults).toEqual([]);
+    });
+  });
+
+  it('a genuine copy of a losing rotation served with the installed record: adopted, a fault not proven, a message naming both possibilities; a revocation still cuts', async () => {
+    const { s, loser } = withLoser();
+    // Honest: removed sealed attempt A's real key to this agent and signed it.
+    const staleCopy = wrapKey(w.crypto, removed, s.memoryId, loser, { memberId: me.agentId, publicKey: me.publicKey });
+    store.answers.set(s.memoryId, answer(s, { wrap: staleCopy, members: all() }));
+    await using(client(), async (c) => {
+      const info = await c.get(s.memoryId);
+      expect(info.keyFaults).toEqual([{ epoch: 2, memberId: removed.agentId, kind: 'keyCopy', proven: false }]);
+      const e = await expectCode(() => c.write(s.memoryId, 'x', 'y', { previousVersion: 0 }), 'decrypt_failed');
+      expect(e.message).toContain(
+        `the key copy of epoch 2 that ${removed.agentId} signed does not match the key epoch 2 commits to: either ${removed.agentId} sealed another key, or the store paired the copy with another record of epoch 2 (a copy's signature does not cover the commitment); the owner or an admin can revoke ${removed.agentId} if it is at fault`,
+      );
+      // The store can delete history's ciphertext anyway: a cut it induces gives it no new power over availability.
+      await expectCode(() => c.revoke(s.memoryId, bystander.agentId), 'internal'); // the stand-in installs nothing
+      expect(store.updates[0]!.epoch!.epoch).toBe(3);
+      expect(store.updates[0]!.epoch!.backLink.length).toBe(0);
+    });
+  });
+
+  it('a losing record of the previous epoch served before the installed epoch 3: the back link fault is not proven', async () => {
+    const { s, loser } = withLoser();
+    // The owner makes epoch 3, linking back honestly to the installed epoch 2 (B).
+    s.epochs.push(newEpoch(w.crypto, owner, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[1], NOW + 6));
+    store.answers.set(s.memoryId, answer({ ...s, epochs: [s.epochs[0]!, loser, s.epochs[2]!] }, { members: all() }));
+    await using(client(), async (c) => {
+      const info = await c.get(s.memoryId);
+      expect(info.keyFaults).toEqual([{ epoch: 3, memberId: owner.agentId, kind: 'backLink', proven: false }]);
+      store.readSegment = () => ({ record: sealWrite(w.crypto, removed, s.memoryId, loser, { segmentId: 'old', previousVersion: 0n, data: new Uint8Array([1]), expiresAtMs: 0, nowMs: NOW + 5 }).record, ciphertext: new Uint8Array(41) });
+      const e = await expectCode(() => c.read(s.memoryId, 'old'), 'decrypt_failed');
+      expect(e.message).toContain(`the back link of epoch 3, made by member ${owner.agentId}, does not open to the key of epoch 2: either ${owner.agentId} made a bad back link or the store served another record of epoch 2`);
+      expect(e.message).toContain(`can revoke ${owner.agentId} if it is at fault`);
+    });
+  });
+
+  it('for contrast: a back link that does not open under the key its epoch commits to is proven', async () => {
+    const s = start();
+    const e3 = newEpoch(w.crypto, owner, s.memoryId, { version: s.log.version, hash: s.log.head }, s.epochs[1], NOW + 6);
+    e3.record.backLink = w.crypto.randomBytes(BACK_LINK_BYTES);
+    e3.record.signature = w.crypto.ed25519.sign(epochLayout(s.memoryId, e3.record), owner.signingKey);
+    s.epochs.push(e3);
+    store.answers.set(s.memoryId, answer(s));
+    await using(client(), async (c) => {
+      expect((await c.get(s.memoryId)).keyFaults).toEqual([{ epoch: 3, memberId: owner.agentId, kind: 'backLink', proven: true }]);
     });
   });
 });

@@ -56,7 +56,7 @@ from .names import (
     fail,
     level_of,
 )
-from .records import EpochKey, change_entry, create_entry, follow_back_link, new_cut_epoch, new_epoch, open_wrap, open_write, seal_write, wrap_key
+from .records import EpochKey, change_entry, create_entry, follow_back_link, is_commitment_mismatch, new_cut_epoch, new_epoch, open_wrap, open_write, seal_write, wrap_key
 from .request_auth import sign_memory_request
 
 SERVICE: Final = "/parley.v1.MemoryService/"
@@ -105,14 +105,24 @@ class MemoryUsageInfo:
 
 @dataclass(frozen=True, slots=True)
 class MemoryKeyFault:
-    """A key copy or back link a member made that does not open for this agent (§18.5): the store cannot check a
-    sealed key, so this is the member's fault, not the store's, and the rest of the memory stays usable."""
+    """A key copy or back link a member signed that does not give this agent the key (§18.5). The store cannot
+    check a sealed key, so the answer is adopted and the rest of the memory stays usable; the member named is the
+    one who signed it — certainly at fault when ``proven``, possibly when not (see ``proven``)."""
 
     #: The epoch whose key copy (``key_copy``) or back link (``back_link``) does not open.
     epoch: int
-    #: The member at fault: the copy's signer, or the epoch's creator.
+    #: The member named: the copy's signer, or the epoch's creator (the back link's).
     member_id: str
     kind: KeyFaultKind
+    #: True: the member's fault, provably — the copy, sealed to this agent's identity key, does not open with it or
+    #: names another memory, epoch or member; or the back link does not open under the key its epoch commits to
+    #: (what the member signed is wrong whatever record it is paired with). False: it opens, to a key that does not
+    #: match the commitment of the epoch record the store served with it. Either the member sealed another key, or
+    #: the store paired genuine material with another genuine record of the epoch (a copy's signature does not
+    #: cover the commitment; for a back link, the record of the epoch before, which epoch records do not chain to):
+    #: revoke the member only if other evidence says it is at fault. Either way a ``key_copy`` fault of the current
+    #: epoch makes this agent's next revocation a cut (§18.5).
+    proven: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +142,8 @@ class MemoryInfo:
     usage: MemoryUsageInfo
     #: Key copies and back links members made that did not open for this agent (§18.5), newest epoch first: what
     #: needs those keys fails ``decrypt_failed``. The owner or an admin repairs it by revoking the member (without
-    #: the current key, with a cut epoch: what was written before the cut stays out of reach for this agent).
+    #: the current key, with a cut epoch: what was written before the cut stays out of reach for this agent). Only a
+    #: fault with ``proven`` is certainly the member's (see :class:`MemoryKeyFault`).
     key_faults: tuple[MemoryKeyFault, ...] = ()
 
 
@@ -233,13 +244,29 @@ class _Seen:
 def _fault_message(memory_id: str, owner_id: str, fault: MemoryKeyFault, needed: int) -> str:
     """Why a key is missing, for ``decrypt_failed`` (§18.5): the epoch, the member at fault, and the repair
     (``needed``: the epoch whose key was asked for, at or before the fault's)."""
+    e, m = fault.epoch, fault.member_id
     if fault.kind == "key_copy":
-        why = f"the key copy of epoch {fault.epoch} that member {fault.member_id} made for this agent does not open to the key the epoch commits to"
+        if fault.proven:
+            why = f"the key copy of epoch {e} that member {m} made for this agent does not open with this agent's identity key or names another memory, epoch or member"
+        else:
+            why = (
+                f"the key copy of epoch {e} that {m} signed does not match the key epoch {e} commits to: either {m} sealed another key, "
+                f"or the store paired the copy with another record of epoch {e} (a copy's signature does not cover the commitment)"
+            )
+    elif fault.proven:
+        why = f"the back link of epoch {e}, made by member {m}, does not open under the key epoch {e} commits to"
     else:
-        why = f"the back link of epoch {fault.epoch}, made by member {fault.member_id}, does not open to the key of epoch {fault.epoch - 1}"
-    what = f"the key of epoch {needed}" if needed == fault.epoch else f"the key of epoch {needed} (reached through epoch {fault.epoch})"
-    repair = f"{fault.member_id} is the owner, whom no one can revoke" if fault.member_id == owner_id else f"the owner or an admin can revoke {fault.member_id} (§18.5)"
+        why = f"the back link of epoch {e}, made by member {m}, does not open to the key of epoch {e - 1}: either {m} made a bad back link or the store served another record of epoch {e - 1}"
+    what = f"the key of epoch {needed}" if needed == e else f"the key of epoch {needed} (reached through epoch {e})"
+    if m == owner_id:
+        repair = f"{m} is the owner, whom no one can revoke"
+    else:
+        repair = f"the owner or an admin can revoke {m}{'' if fault.proven else ' if it is at fault'} (§18.5)"
     return f"{what} of {memory_id} is not available to this agent: {why}; {repair}"
+
+
+def _same_key(a: bytes, b: bytes) -> bool:
+    return len(a) == len(b) and crypto.constant_time_equal(a, b)
 
 
 def _opt(ms: int) -> int | None:
@@ -667,7 +694,8 @@ class MemoryClient:
     # Security events
 
     def _member_fault(self, error: SharedMemoryError, memory_id: str) -> None:
-        """Reports a member's key copy or back link that does not open (§18.5): a security event, not the store's fault."""
+        """Reports a member's key copy or back link that does not open (§18.5): a security event (the member's fault, or
+        possibly the store's when the fault is not ``proven``)."""
         _log.warning("parley shared memory: a member's key material for %s does not open: [%s] %s", memory_id, error.code, error.detail)
         if self._on_security is not None:
             try:
@@ -856,10 +884,12 @@ class MemoryClient:
         (log version and head, epoch: ``replay``, another log ``bad_signature``); entries after the head it
         saw at ``asked_at_ms`` may not be signed by an admin whose grant had expired by then (§18.4); and
         whether a rotation is due is decided from the log, whatever the store says (§18.5).
-        Whatever fails in the store's answer is ``bad_signature`` (or ``replay``). A key copy of this agent's that
-        does not open to the committed key, or a current epoch whose back link does not open to the previous key,
-        is a member's fault and not the store's (§18.5): the rest of the answer is adopted, without a key of that
-        epoch, and the member at fault is remembered (``_State.faults``) and reported as a security event."""
+        Whatever fails in the store's answer is ``bad_signature`` (or ``replay``), a key copy sealed to another key
+        than this agent's identity key included. A key copy of this agent's that does not open to the committed key,
+        or a current epoch whose back link does not open to the previous key, is recorded against the member who
+        signed it (§18.5; :attr:`MemoryKeyFault.proven` says whether that member is certainly at fault): the rest of
+        the answer is adopted, without a key of that epoch (a bad back link keeps the epoch's own key), and the fault
+        is remembered (``_State.faults``) and reported as a security event."""
         try:
             state = self._verify_answer(memory_id, cached, res, self._clock() if asked_at_ms is None else asked_at_ms)
         except SharedMemoryError as error:
@@ -939,6 +969,11 @@ class MemoryClient:
                 if record is None or wrap.member_id != self.agent_id:
                     raise fail("bad_signature", "key copy is for an epoch or member the store did not describe")
                 verify_key_wrap(log, wrap)  # signed by a writer or admin on record: the store's fault otherwise
+                # Sealed to this agent's identity key now, or the store's fault (an honest store serves a member only the
+                # copy sealed to the key it calls with): a genuine copy sealed to an old key of this agent opens for no
+                # one here, and is no member's fault (§18.5).
+                if not _same_key(bytes(wrap.member_public_key), self._identity.signing_key.public_key):
+                    raise fail("bad_signature", f"the key copy of epoch {wrap.epoch} is sealed to another key than this agent's identity key")
                 # Opened last: nothing after it refuses the answer, so no key opened here is left unwiped.
                 for k in self._open_copy(memory_id, wrap, record, epochs, faults):
                     if k.epoch in keys:
@@ -962,20 +997,23 @@ class MemoryClient:
             raise _as_memory_error(e) from e
 
     def _open_copy(self, memory_id: str, wrap: Any, record: Any, epochs: dict[int, Any], faults: dict[int, MemoryKeyFault]) -> builtins.list[EpochKey]:
-        """Opens this agent's verified key copy of ``record``'s epoch and checks that epoch's back link (unless it is
-        a cut) against the previous epoch's commitment, when that record is kept (§18.5). A copy that does not open
-        (or names another memory, epoch or member, or does not match the commitment), or a back link that does not
-        open to the previous key, is the fault of a member, not of the store: it is recorded in ``faults`` against
-        that member (the copy's signer, the epoch's creator) and the answer stands. A copy that does not open
-        leaves no key of the epoch; with a bad back link the epoch's key (it matches the commitment) is kept.
-        Returns the keys opened: the epoch's, and the previous one through the back link when checked."""
+        """Opens this agent's verified key copy of ``record``'s epoch (sealed to this agent's identity key: checked
+        before) and checks that epoch's back link (unless it is a cut) against the previous epoch's commitment, when
+        that record is kept (§18.5). A copy that does not give the key, or a back link that does not open to the
+        previous key, is recorded in ``faults`` against the member who signed it (the copy's signer, the epoch's
+        creator) and the answer stands: ``proven`` when what it signed is wrong whatever record it is paired with (a
+        copy that does not open or names another memory, epoch or member; a back link that does not open), not when
+        it opens to a key another record of the epoch could commit to (:func:`is_commitment_mismatch`). A copy that
+        does not give the key leaves no key of the epoch; with a bad back link the epoch's key (it matches the
+        commitment) is kept. Returns the keys opened: the epoch's, and the previous one through the back link when
+        checked."""
         epoch = int(record.epoch)
         try:
             key = open_wrap(self.agent_id, self._identity.signing_key, memory_id, wrap, record)
         except SharedMemoryError as error:
             if error.code != "decrypt_failed":
                 raise
-            faults[epoch] = MemoryKeyFault(epoch, str(wrap.signer_id), "key_copy")
+            faults[epoch] = MemoryKeyFault(epoch, str(wrap.signer_id), "key_copy", not is_commitment_mismatch(error))
             return []
         previous = None if is_cut(record) else epochs.get(epoch - 1)
         if previous is None:
@@ -989,7 +1027,7 @@ class MemoryClient:
                 raise
             # The key itself matches the commitment its creator signed: it is kept (the epoch's own data stays
             # readable and a revocation links back to it); only what lies before it is out of reach.
-            faults[epoch] = MemoryKeyFault(epoch, str(record.creator_id), "back_link")
+            faults[epoch] = MemoryKeyFault(epoch, str(record.creator_id), "back_link", not is_commitment_mismatch(error))
             return [key]
         faults.pop(epoch, None)
         return [key, back]
@@ -1066,7 +1104,7 @@ class MemoryClient:
             except SharedMemoryError as error:
                 if error.code != "decrypt_failed":
                     raise
-                fault = MemoryKeyFault(later.epoch, str(later.record.creator_id), "back_link")
+                fault = MemoryKeyFault(later.epoch, str(later.record.creator_id), "back_link", not is_commitment_mismatch(error))
                 state.faults[fault.epoch] = fault
                 raise fail("decrypt_failed", _fault_message(memory_id, state.log.owner_id, fault, epoch)) from error
             state.keys[later.epoch] = later

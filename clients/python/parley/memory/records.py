@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from .. import crypto
 from ..crypto import CryptoError, SigningKey
+from ..errors import SharedMemoryError
 from ..v1 import memory_pb2
 from .layouts import (
     ZERO_HASH,
@@ -34,6 +35,21 @@ from .names import ACCESS_ADMIN, ACCESS_UNSPECIFIED, CHANGE_CREATE, CHANGE_GRANT
 
 def _eq(a: bytes, b: bytes) -> bool:
     return len(a) == len(b) and crypto.constant_time_equal(a, b)
+
+
+class _CommitmentMismatch(SharedMemoryError):
+    """``decrypt_failed`` from :func:`open_wrap` or :func:`follow_back_link` for a key that opened but does not
+    match the record's commitment (see :func:`is_commitment_mismatch`)."""
+
+
+def is_commitment_mismatch(error: BaseException) -> bool:
+    """Whether ``error``, from :func:`open_wrap` or :func:`follow_back_link`, is a key copy or back link that opened,
+    to a key of the right length and names, that does not match the commitment of the epoch record it was checked
+    against — rather than one that does not open at all (or names another memory, epoch or member). Only the latter
+    is provably its signer's fault (§18.5): a copy's signature does not cover the epoch's commitment, and epoch
+    records are not chained, so a store can pair a genuine copy or back link with another genuine record of the same
+    epoch (of a rotation that lost, say) that it does not match."""
+    return isinstance(error, _CommitmentMismatch)
 
 
 # --- membership entries (§18.4) ------------------------------------------------------------------------
@@ -154,7 +170,8 @@ def _sign_epoch(
 def follow_back_link(memory_id: str, later: EpochKey, record: Any) -> EpochKey:
     """The key of ``record``'s epoch from the key of the epoch after it (its back link).
 
-    Raises ``decrypt_failed`` when the link does not open or the key does not match its commitment.
+    Raises ``decrypt_failed`` when the link does not open or the key does not match its commitment (then
+    :func:`is_commitment_mismatch`).
     """
     if later.epoch != record.epoch + 1:
         raise fail("internal", "back links go one epoch at a time")
@@ -164,9 +181,12 @@ def follow_back_link(memory_id: str, later: EpochKey, record: Any) -> EpochKey:
         opened = bytearray(crypto.xaead_open(later.key, bytes(later.record.back_link), back_link_ad(memory_id, later.epoch)))
     except CryptoError as error:
         raise fail("decrypt_failed", f"back link of epoch {later.epoch} does not open") from error
-    if len(opened) != EPOCH_KEY_BYTES or not _eq(key_commitment(memory_id, record.epoch, opened), bytes(record.key_commitment)):
+    if len(opened) != EPOCH_KEY_BYTES:
         crypto.wipe(opened)
-        raise fail("decrypt_failed", f"the key behind epoch {later.epoch}'s back link does not match epoch {record.epoch}'s commitment")
+        raise fail("decrypt_failed", f"the back link of epoch {later.epoch} does not hold a key")
+    if not _eq(key_commitment(memory_id, record.epoch, opened), bytes(record.key_commitment)):
+        crypto.wipe(opened)
+        raise _CommitmentMismatch("decrypt_failed", f"the key behind epoch {later.epoch}'s back link does not match epoch {record.epoch}'s commitment")
     return EpochKey(record, opened)
 
 
@@ -194,7 +214,8 @@ def open_wrap(member_id: str, signing_key: SigningKey, memory_id: str, wrap: Any
     """Opens this member's copy of an epoch key with its identity secret key and checks the key against
     the epoch's signed commitment.
 
-    Raises ``decrypt_failed`` (not sealed to this key, for another memory/epoch/member, or not the committed key).
+    Raises ``decrypt_failed`` (not sealed to this key, for another memory/epoch/member, or not the committed key: then
+    :func:`is_commitment_mismatch`).
     """
     if wrap.epoch != record.epoch or wrap.member_id != member_id:
         raise fail("decrypt_failed", "key copy is for another epoch or member")
@@ -208,7 +229,7 @@ def open_wrap(member_id: str, signing_key: SigningKey, memory_id: str, wrap: Any
         crypto.wipe(plaintext)
     if not _eq(key_commitment(memory_id, record.epoch, key), bytes(record.key_commitment)):
         crypto.wipe(key)
-        raise fail("decrypt_failed", f"key copy of epoch {wrap.epoch} does not match the epoch's commitment")
+        raise _CommitmentMismatch("decrypt_failed", f"key copy of epoch {wrap.epoch} does not match the epoch's commitment")
     return EpochKey(record, key)
 
 
