@@ -33,7 +33,7 @@ import { isLoopbackAddress } from '@parley/rpc';
 import { maxAgeMs, type ConnectOptions, type ReceivedMessage, type SendOptions } from './agent-options.js';
 import { checkConnectOptions, checkSendArguments } from './arguments.js';
 import type { GatewayConnection } from './connection.js';
-import { DurableState } from './durable-state.js';
+import { DurableState, isStateClosedRefusal } from './durable-state.js';
 import { ClientError, isTransientConnectRefusal } from './errors.js';
 import { AgentEvents } from './events.js';
 import { FirstContact } from './first-contact.js';
@@ -457,7 +457,13 @@ export class Agent {
    *   outbox keeps trying and reports the outcome as a `send_settled` event (never said before the send is
    *   held); refused before the outbox took it (no event): `malformed` (recipient, message type, content,
    *   options of the wrong type), `too_large`, `rate_limited` (too many sends
-   *   pending), `cancelled` (agent closed) or the error that stopped the agent
+   *   pending), `cancelled` (agent closed) or the error that stopped the agent. `close()` (or a stop for good)
+   *   while the call waits answers once the send's first record is written or failed: written — `cancelled`
+   *   (or the stopping error's code) with {@link ClientError.heldSendId} set: the send is held in the state
+   *   store, not lost, and a restart with the same state resumes it and reports its outcome as the
+   *   `send_settled` event of that id (do not send it again under a new id); not taken (no `heldSendId`) —
+   *   `cancelled` / the stopping error, no event; its write failed — that failure (the agent stops, the send's
+   *   `send_settled` says the same). Without a state store nothing outlives the process: no `heldSendId`.
    */
   async send(to: string, type: MessageType, content: JsonValue, options: SendOptions = {}): Promise<DeliveryReceipt> {
     this.#lifecycle.assertUsable();
@@ -469,8 +475,11 @@ export class Agent {
     // The send is held once its first record is written (enqueue resolved): only from then on may this call say
     // `deadline_exceeded` — "not confirmed yet, the outbox keeps trying". A timeout that passes while the record
     // is still being written waits for it (or rejects with its failure: then no send exists).
+    // A send with the id of a pending one joins it once that one is held.
     const held = (async () => {
-      entry = (options.id === undefined ? undefined : this.#outbox.get(options.id)) ?? (await this.#outbox.enqueue(to, type, content, options));
+      const pending = options.id === undefined ? undefined : this.#outbox.get(options.id);
+      if (pending !== undefined) await pending.written;
+      entry = pending ?? (await this.#outbox.enqueue(to, type, content, options));
       return entry;
     })();
     held.catch(() => undefined);
@@ -483,7 +492,18 @@ export class Agent {
           (error: unknown) => reject(ClientError.from(error)),
         );
       }, timeoutMs);
-      onClose = reject;
+      // close() or a stop for good: said once the first record is written or failed (close waits for it anyway).
+      // Held: the send is in the state store and a restart resumes it — the error says so (heldSendId). Not
+      // written: the send was not taken (the refusal of a closed store) — `error` itself; its write failed —
+      // that failure, the send's outcome (its send_settled says the same).
+      onClose = (error) => {
+        held.then(
+          (e) => {
+            if (e.settled === undefined) reject(this.#outbox.endedError(e, error)); // settled: `work` tells the outcome
+          },
+          (failure: unknown) => reject(isStateClosedRefusal(failure) ? error : ClientError.from(failure)),
+        );
+      };
       this.#closeListeners.add(onClose);
     });
     const work = held.then(
@@ -532,7 +552,10 @@ export class Agent {
 
   /**
    * Closes every session and the stream, releases the state store (its lock) and every timer, follower and
-   * channel; pending sends stay in the state store for the next run. `messages()` ends at once: nothing more is
+   * channel; pending sends stay in the state store for the next run — a `send()` still waiting rejects `cancelled`
+   * once its first record is written, with `heldSendId` when the send is held there (see {@link send}), and a
+   * send whose first record is still being written is waited for (written: held; failed: not in the store).
+   * Nothing is written after close() resolves (the store is closed for good, its lock free). `messages()` ends at once: nothing more is
    * handed over (its ack would fail). After the agent stopped for good by itself it released all that already;
    * close() then only waits for that to finish.
    */
@@ -560,6 +583,9 @@ export class Agent {
       this.#link.wake();
       if (this.#tick !== undefined) clearInterval(this.#tick);
       if (this.#revocationSweep !== undefined) clearInterval(this.#revocationSweep);
+      // The sends whose first record is on its way: written (held, in the snapshot below) or failed (forgotten,
+      // not in it) before the compaction — bounded, the store is waited for anyway.
+      await this.#outbox.firstRecords();
       if (this.#started && this.#state.healthy) {
         await this.#inbox.handedOver().catch(() => undefined);
         await this.#state.compact().catch(() => undefined); // fresh snapshots; never over state that failed to load

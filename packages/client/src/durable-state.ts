@@ -9,11 +9,26 @@
  * snapshot therefore must reflect every record already passed to `record()`, durable yet or not — the live
  * state is updated before its record is made — and for counter reservations this class makes sure of it
  * itself: the manager raises its mark only once the reservation is durable, after `record()` returned.
+ *
+ * `close()` is final: from its call on `record()` refuses (`cancelled`, see {@link isStateClosedRefusal}; no
+ * failure, the agent does not stop for it) and `compact()` does nothing — neither an append still on its way nor a
+ * compaction it would trigger reopens the store (and takes its lock again) after the agent released it.
  */
 import { ClientError } from './errors.js';
 import { replay, type Journal, type JournalRecord, type JournalState } from './journal.js';
 
 const COMPACT_AFTER_RECORDS = 20_000;
+
+/** The refusals of `record()` after `close()`. */
+const closedRefusals = new WeakSet<object>();
+
+/** Whether `error` (or an error in its `cause` chain) is DurableState's refusal of a record after close(): nothing was written. */
+export function isStateClosedRefusal(error: unknown): boolean {
+  for (let e = error, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (closedRefusals.has(e)) return true;
+  }
+  return false;
+}
 
 export interface DurableStateOptions {
   /**
@@ -41,6 +56,8 @@ export class DurableState {
   readonly #reserved = new Map<string, number>();
   /** The newest trust bundle document recorded (restored at start, replaced by the follower). */
   #savedBundle: { version: number; doc: string } | undefined;
+  /** close() was called: nothing more is recorded or compacted, the store stays closed. */
+  #closed = false;
 
   constructor(journal: Journal | undefined, options: DurableStateOptions) {
     this.#journal = journal;
@@ -75,9 +92,23 @@ export class DurableState {
     await this.record([{ t: 'bundle', ...this.#savedBundle }]);
   }
 
-  /** Appends journal records (no-op without a store). A failure stops the agent (fail closed). */
+  /** Whether close() was called (every later record is refused). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Appends journal records (no-op without a store). A failure stops the agent (fail closed).
+   * @throws ClientError the store's failure; `cancelled` after close() ({@link isStateClosedRefusal}): nothing
+   *   written, and no failure (the agent is not stopped for it)
+   */
   async record(records: JournalRecord[]): Promise<void> {
     if (this.#journal === undefined) return;
+    if (this.#closed) {
+      const refusal = new ClientError('cancelled', 'agent closed: its state store is released, nothing more is recorded');
+      closedRefusals.add(refusal);
+      throw refusal;
+    }
     for (const r of records) {
       if (r.t === 'reserve') this.#reserved.set(r.id, Math.max(r.upTo, this.#reserved.get(r.id) ?? 0));
       else if (r.t === 'closed') this.#reserved.delete(r.id);
@@ -90,13 +121,17 @@ export class DurableState {
       throw e;
     }
     this.#recordsSinceCompaction += records.length;
-    if (this.#recordsSinceCompaction >= (this.#options.compactAfterRecords ?? COMPACT_AFTER_RECORDS) && this.#compacting === undefined) void this.compact().catch(() => undefined);
+    // Never once closed: the compaction would reopen the store (and take its lock again) after the release.
+    if (!this.#closed && this.#recordsSinceCompaction >= (this.#options.compactAfterRecords ?? COMPACT_AFTER_RECORDS) && this.#compacting === undefined) void this.compact().catch(() => undefined);
   }
 
-  /** Rewrites the journal as the current state: fresh session snapshots, pending sends and messages, recent receipts. */
+  /**
+   * Rewrites the journal as the current state: fresh session snapshots, pending sends and messages, recent
+   * receipts. Nothing after close() (a compaction already running finishes before the store closes).
+   */
   compact(): Promise<void> {
     const journal = this.#journal;
-    if (journal === undefined) return Promise.resolve();
+    if (journal === undefined || this.#closed) return Promise.resolve();
     if (this.#compacting !== undefined) return this.#compacting;
     const records = this.#options.snapshot();
     // Each session's mark is the higher of the snapshot's (the manager's) and the one recorded here.
@@ -119,7 +154,12 @@ export class DurableState {
     return run;
   }
 
+  /**
+   * Closes the store (after everything asked of it before), for good: later records are refused, compactions
+   * do nothing, so nothing reopens the store or takes its lock again.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#journal?.close().catch(() => undefined);
   }
 }

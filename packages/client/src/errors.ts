@@ -6,7 +6,7 @@
  * the SDK itself adds no new codes:
  *
  * - `deadline_exceeded` a send got no verified receipt within its timeout
- * - `cancelled`         the agent was closed while the operation was pending
+ * - `cancelled`         the agent was closed while the operation was pending (a send the outbox held: `heldSendId`)
  * - `unavailable`       no gateway connection (and reconnection is off or gave up)
  */
 import { ERROR_CODE_METADATA_KEY, RpcError, isRpcErrorCode, type RpcErrorCode } from '@parley/rpc';
@@ -17,10 +17,18 @@ export type ClientErrorCode = RpcErrorCode;
 export class ClientError extends Error {
   override readonly name = 'ClientError';
   readonly code: ClientErrorCode;
+  /**
+   * Set only on the rejection of a `send()` that `close()` (or a stop for good) ended after the outbox took the
+   * send — its first record was written to the state store: the send is not lost, a restart with the same state
+   * resumes it and reports its outcome as the `send_settled` event of this id. Without it, a `cancelled` (or
+   * the stopping error) means the send was refused before the outbox took it: no event, nothing kept.
+   */
+  readonly heldSendId?: string;
 
-  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown; heldSendId?: string }) {
     super(`[${code}] ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    if (options?.heldSendId !== undefined) this.heldSendId = options.heldSendId;
   }
 
   /**
@@ -40,6 +48,14 @@ export class ClientError extends Error {
     if (typeof code === 'string' && isRpcErrorCode(code)) return new ClientError(code, withoutCode(error), { cause: error });
     return new ClientError('internal', error instanceof Error ? error.message : String(error), { cause: error });
   }
+}
+
+/**
+ * The rejection of a `send()` ended by `close()` or a stop for good (`error`) after its send `id` was held in the
+ * state store: the same code, a message saying the send is kept, and {@link ClientError.heldSendId}.
+ */
+export function heldSendError(error: ClientError, id: string): ClientError {
+  return new ClientError(error.code, `${withoutCode(error)}; the send '${id}' is held in the state store (not lost): a restart with the same state resumes it and reports its outcome as the send_settled event of id '${id}'`, { cause: error, heldSendId: id });
 }
 
 /** An error's message without the `[code] ` its class put in front (so that wrapping prints the code once). */

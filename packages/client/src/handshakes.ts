@@ -270,8 +270,9 @@ export class Handshakes {
         rejectSession(this.#deps.crypto, this.#deps.identity, item.envelope, item.conn, item.deliveryId, this.#deps.signerCertificate?.());
       }
     }
-    if (event.kind === 'established' && state.enabled) {
-      // The session's first snapshot; reservations follow before anything is sealed in it.
+    if (event.kind === 'established' && state.enabled && !lifecycle.stopped) {
+      // The session's first snapshot; reservations follow before anything is sealed in it. Not once the agent
+      // closed or stopped: its store is released (a session established now is in #release's snapshot, if any).
       void state.record([snapshots.take(event.session)]).catch(() => undefined);
     }
     if (event.kind === 'closed' || event.kind === 'expired') {

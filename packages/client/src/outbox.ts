@@ -13,7 +13,8 @@ import { verifyCertificate, type TrustBundle } from '@parley/identity';
 import { verifyReceiptSignature, verifySessionRejectSignature } from '@parley/protocol';
 import { maxAgeMs, resendBaseMs, type AgentEvent, type ConnectOptions, type ReceiptSecurityEvent, type SendOptions } from './agent-options.js';
 import type { GatewayConnection } from './connection.js';
-import { ClientError, type ClientErrorCode } from './errors.js';
+import { isStateClosedRefusal } from './durable-state.js';
+import { ClientError, heldSendError, type ClientErrorCode } from './errors.js';
 import type { JournalRecord, JournalState, OutboxMessage } from './journal.js';
 import type { Lifecycle } from './lifecycle.js';
 
@@ -105,11 +106,17 @@ export interface OutboxEntry {
    */
   durable: boolean;
   /**
-   * The record of its new seal while #reseal writes it: the new envelope replaces the current one only once
-   * that record is durable, and a compaction meanwhile writes this record (the one being written may go to
-   * the file the compaction replaces).
+   * The record being written for it — its first one (unsealed, or sealed by #sealNow), or the one of its new seal
+   * while #reseal writes it: the new envelope replaces the current one only once that record is durable, and a
+   * compaction meanwhile writes this record (the one being written may go to the file the compaction replaces).
+   * A send neither durable nor staged is in no snapshot: nothing of it was passed to the journal yet.
    */
-  staged: Extract<JournalRecord, { t: 'out' }> | undefined;
+  staged: Extract<JournalRecord, { t: 'out' | 'out_unsealed' }> | undefined;
+  /**
+   * Settles once its first record is written (the send is held from then on; at once for a restored send or
+   * without a journal); rejects with that record's failure (nothing of the send was kept).
+   */
+  readonly written: Promise<void>;
   /**
    * Being moved to a new session right now (#reseal awaits a handshake): no second reseal may pick it up
    * meanwhile — two reseals would seal the message twice, in two envelopes that the recipient cannot tell
@@ -158,6 +165,8 @@ export class Outbox {
   readonly #deps: OutboxDeps;
   readonly #entries = new Map<string, OutboxEntry>();
   readonly #byHash = new Map<string, OutboxEntry>();
+  /** The `written` of every send whose first record is being written (enqueue in progress). */
+  readonly #taking = new Set<Promise<void>>();
 
   constructor(deps: OutboxDeps) {
     this.#deps = deps;
@@ -194,9 +203,30 @@ export class Outbox {
     else waiter.reject(done.error);
   }
 
-  /** Fails every waiting `send()` with `error` (the entries stay, for the next run). */
+  /**
+   * Fails every waiting `send()` with `error` (close or a stop for good; the entries stay, for the next run) — as
+   * {@link endedError} says it for each.
+   */
   rejectWaiters(error: ClientError): void {
-    for (const e of this.#entries.values()) for (const w of e.waiters) w.reject(error);
+    for (const e of this.#entries.values()) {
+      if (e.waiters.size === 0) continue;
+      const told = this.endedError(e, error);
+      for (const w of e.waiters) w.reject(told);
+    }
+  }
+
+  /**
+   * What a `send()` of `entry` ended by close() or a stop for good (`error`) rejects with: with a journal, the send
+   * is held there (its first record is written) and a restart resumes it — `error`'s code with that said and
+   * {@link ClientError.heldSendId}; without one (nothing outlives the process) `error` itself.
+   */
+  endedError(entry: OutboxEntry, error: ClientError): ClientError {
+    return this.#deps.durable && entry.durable ? heldSendError(error, entry.id) : error;
+  }
+
+  /** Resolves once no send's first record is being written any more (each written, or failed and forgotten). */
+  async firstRecords(): Promise<void> {
+    while (this.#taking.size > 0) await Promise.allSettled([...this.#taking]);
   }
 
   /**
@@ -206,7 +236,7 @@ export class Outbox {
   restore(state: JournalState): void {
     const { manager, options } = this.#deps;
     for (const r of state.outbox.values()) {
-      const base = { id: r.id, to: r.to, msg: r.msg, createdAtMs: r.at, expiresAtMs: r.exp, status: undefined, nextAttemptAtMs: 0, refusedUntilMs: 0, backoffMs: resendBaseMs(options), inFlight: false, durable: true, staged: undefined, resealing: false, waiters: new Set<SendWaiter>(), settled: undefined };
+      const base = { id: r.id, to: r.to, msg: r.msg, createdAtMs: r.at, expiresAtMs: r.exp, status: undefined, nextAttemptAtMs: 0, refusedUntilMs: 0, backoffMs: resendBaseMs(options), inFlight: false, durable: true, staged: undefined, written: Promise.resolve(), resealing: false, waiters: new Set<SendWaiter>(), settled: undefined };
       if (r.t === 'out_unsealed') {
         this.#entries.set(r.id, { ...base, envelope: undefined, hashHex: '', sessionIdHex: '', peerKey: new Uint8Array(0), reseals: 0 });
         continue; // the tick starts its handshake once the stream is up
@@ -228,17 +258,23 @@ export class Outbox {
     }
   }
 
-  /** The journal records of every pending send (for compaction), each with the seal being recorded, if any. */
+  /**
+   * The journal records of every pending send (for compaction), each with the record being written, if any. A
+   * send whose first record was not passed to the journal yet is left out: if that record is never written
+   * (refused once the state store closed, or failed) the send was not taken, and a restart must not resume it.
+   */
   records(): JournalRecord[] {
-    return [...this.#entries.values()].map((e) => e.staged ?? (e.envelope === undefined ? unsealedRecord(e) : outRecord({ ...e, envelope: e.envelope })));
+    return [...this.#entries.values()].flatMap((e) => e.staged ?? (!e.durable ? [] : e.envelope === undefined ? unsealedRecord(e) : outRecord({ ...e, envelope: e.envelope })));
   }
 
   /**
    * Takes a new send: records it durably before anything else (unsealed, §17.2 item 2), then has it sealed
    * once a session with `to` exists, and relayed. Resolves once it is recorded; its outcome is one
    * `send_settled` (and the waiters {@link attach}ed).
+   * With the id of a send whose first record is still being written, resolves (or fails) with that record.
    * @throws ClientError `malformed` (recipient, content), `too_large`, `rate_limited`: refused, no send exists;
-   *   or the journal's failure (the agent stops; the send's outcome is that failure)
+   *   the journal's failure (the agent stops; the send's outcome is that failure); the journal's refusal once
+   *   the agent closed (isStateClosedRefusal, `cancelled`): nothing was kept, no event
    */
   async enqueue(to: string, type: MessageType, content: JsonValue, options: SendOptions): Promise<OutboxEntry> {
     const deps = this.#deps;
@@ -261,7 +297,17 @@ export class Outbox {
     }
     const id = options.id ?? toHex(deps.crypto.randomBytes(16));
     const existing = this.#entries.get(id);
-    if (existing !== undefined) return existing; // the same id came in meanwhile: the first one stands
+    if (existing !== undefined) {
+      await existing.written; // the same id came in meanwhile: the first one stands, once it is held
+      return existing;
+    }
+    let wrote!: () => void;
+    let failed!: (error: unknown) => void;
+    const written = new Promise<void>((resolve, reject) => {
+      wrote = resolve;
+      failed = reject;
+    });
+    written.catch(() => undefined);
     const entry: OutboxEntry = {
       id,
       to,
@@ -280,25 +326,44 @@ export class Outbox {
       inFlight: false,
       durable: !deps.durable,
       staged: undefined,
+      written,
       resealing: false,
       waiters: new Set(),
       settled: undefined,
     };
     this.#entries.set(id, entry);
+    this.#taking.add(written);
     try {
       // With a session to the recipient there is nothing to wait for: sealed at once, its sealed record its only
       // one (the live path writes no more than before).
-      if (await this.#sealNow(entry)) return entry;
+      if (await this.#sealNow(entry)) {
+        wrote();
+        return entry;
+      }
       if (deps.durable) {
         // Held from now on: a crash, a restart or a caller's timeout while the handshake runs loses nothing.
-        await deps.record([unsealedRecord(entry)]);
+        entry.staged = unsealedRecord(entry); // a compaction meanwhile writes it too
+        try {
+          await deps.record([entry.staged]);
+        } finally {
+          entry.staged = undefined;
+        }
         entry.durable = true;
       }
     } catch (error) {
+      failed(error);
+      if (isStateClosedRefusal(error)) {
+        // Refused once the agent closed: nothing of it was written (nor is it in a snapshot) — it was not taken.
+        this.#forget(entry);
+        throw error;
+      }
       // Not held anywhere (the journal failed: the agent stops, fail closed): this failure is the send's outcome.
       this.#settle(entry, { outcome: 'failed', error: ClientError.from(error) });
       throw error;
+    } finally {
+      this.#taking.delete(written);
     }
+    wrote();
     void this.#reseal(to, '');
     return entry;
   }

@@ -3,7 +3,8 @@
 // messages() hands nothing over once close() has begun (its ack could only fail); (c) wrong-typed arguments of
 // connect() and send() — a caller without TypeScript — are refused `malformed` with a message naming the
 // argument, before anything is opened, recorded or sent (a NaN or negative `timeoutMs` used to reject the call
-// `deadline_exceeded` at once while the send went out anyway).
+// `deadline_exceeded` at once while the send went out anyway); (e) a send that close() or a stop for good ends
+// after the outbox took it says so (`heldSendId`: a restart resumes it), one not taken is in no snapshot.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,6 +165,104 @@ describe('a send is held from its first record on (d)', () => {
     expect((answer as Error).message).toContain("send id 'slow-1'");
     expect(alice.agent.pendingSends().map((p) => p.id)).toEqual(['slow-1']);
     expect(inner.records.length).toBeGreaterThan(before);
+  });
+});
+
+describe('close() or a stop for good while a send waits (e)', () => {
+  /** The state a restart would find in `store`. */
+  async function restored(store: StateStore, stateKey: SecretKey): Promise<string[]> {
+    const journal = new Journal(world.crypto, stateKey, store);
+    const state = replay(await journal.load());
+    await journal.close();
+    return [...state.outbox.keys()];
+  }
+
+  it('send() then close() in the same turn: the send is held (its record written) — `cancelled` with heldSendId, and a restart delivers it and reports send_settled', async () => {
+    const path = join(dir, 'alice-e1.state');
+    const stateKey = SecretKey.from(world.crypto.randomBytes(32), 'aead');
+    const alice = await online(world.agent('alice-e1'), { stateStore: fileStateStore(path), stateKey });
+    let answer: unknown;
+    const sent = alice.agent.send('bob-e1', MessageType.TASK_ASSIGNMENT, { n: 1 }, { id: 'e1-1', timeoutMs: 10_000 }).catch((e: unknown) => (answer = e));
+    await alice.agent.close();
+    await sent;
+    expect(isClientError(answer, 'cancelled')).toBe(true);
+    expect((answer as { heldSendId?: string }).heldSendId).toBe('e1-1'); // not "refused before the outbox took it"
+    expect((answer as Error).message).toMatch(/held in the state store.*send_settled event of id 'e1-1'/);
+    expect(settled(alice.events)).toEqual([]);
+    expect(await restored(fileStateStore(path), stateKey)).toEqual(['e1-1']);
+    const bob = await online(world.agent('bob-e1'));
+    const got = autoAck(bob.agent);
+    const again = await online(world.agent('alice-e1'), { stateStore: fileStateStore(path), stateKey });
+    expect(again.agent.pendingSends().map((p) => p.id)).toEqual(['e1-1']);
+    await expect.poll(() => got.map((m) => m.content), { timeout: 10_000 }).toEqual([{ n: 1 }]);
+    await expect.poll(() => settled(again.events).map((e) => e.id), { timeout: 10_000 }).toEqual(['e1-1']);
+  });
+
+  it('close() while a held send waits for its recipient: `cancelled` with heldSendId (the send stays in the store)', async () => {
+    const store = memoryStateStore();
+    const stateKey = SecretKey.from(world.crypto.randomBytes(32), 'aead');
+    const alice = await online(world.agent('alice-e2'), { stateStore: store, stateKey });
+    let answer: unknown;
+    const sent = alice.agent.send('bob-e2', MessageType.TASK_ASSIGNMENT, { n: 2 }, { id: 'e2-1', timeoutMs: 10_000 }).catch((e: unknown) => (answer = e));
+    await sleep(100); // held, waiting for bob's step 2 (bob is not online)
+    await alice.agent.close();
+    await sent;
+    expect(isClientError(answer, 'cancelled')).toBe(true);
+    expect((answer as { heldSendId?: string }).heldSendId).toBe('e2-1');
+    expect(await restored(store, stateKey)).toEqual(['e2-1']);
+  });
+
+  it('a send whose first record fails while close() runs was not taken: it rejects with that failure, no heldSendId, and is not in the store', async () => {
+    const inner = memoryStateStore();
+    let failing = false;
+    const store: StateStore = {
+      load: () => inner.load(),
+      rewrite: (r) => inner.rewrite(r),
+      close: () => inner.close(),
+      append: async (r) => {
+        await sleep(20);
+        if (failing) throw new Error('disk full');
+        return inner.append(r);
+      },
+    };
+    const stateKey = SecretKey.from(world.crypto.randomBytes(32), 'aead');
+    const alice = await online(world.agent('alice-e3'), { stateStore: store, stateKey });
+    failing = true;
+    let answer: unknown;
+    const sent = alice.agent.send('bob-e3', MessageType.TASK_ASSIGNMENT, { n: 3 }, { id: 'e3-1', timeoutMs: 10_000 }).catch((e: unknown) => (answer = e));
+    await alice.agent.close();
+    await sent;
+    expect(answer).toBeInstanceOf(Error);
+    expect(isClientError(answer, 'cancelled')).toBe(false); // its outcome: the store's failure, as its send_settled says
+    expect((answer as Error).message).toMatch(/disk full/);
+    expect((answer as { heldSendId?: string }).heldSendId).toBeUndefined();
+    expect(settled(alice.events).map((e) => e.id)).toEqual(['e3-1']);
+    expect(await restored(inner, stateKey)).toEqual([]); // a restart does not send it (the compaction did not write it)
+  });
+
+  it('a stop for good (state_error) while a held send waits: the stopping error with heldSendId; the send stays in the store', async () => {
+    const inner = memoryStateStore();
+    let failing = false;
+    const store: StateStore = {
+      load: () => inner.load(),
+      rewrite: (r) => inner.rewrite(r),
+      close: () => inner.close(),
+      append: (r) => (failing ? Promise.reject(new Error('disk gone')) : inner.append(r)),
+    };
+    const stateKey = SecretKey.from(world.crypto.randomBytes(32), 'aead');
+    const alice = await online(world.agent('alice-e4'), { stateStore: store, stateKey });
+    let answer: unknown;
+    const sent = alice.agent.send('bob-e4', MessageType.TASK_ASSIGNMENT, { n: 4 }, { id: 'e4-1', timeoutMs: 10_000 }).catch((e: unknown) => (answer = e));
+    await sleep(100); // held, waiting for bob (not online)
+    failing = true;
+    const second = await alice.agent.send('carol-e4', MessageType.TASK_ASSIGNMENT, { n: 5 }, { id: 'e4-2', timeoutMs: 10_000 }).catch((e: unknown) => e);
+    await sent;
+    const stopping = alice.events.find((e) => e.kind === 'state_error');
+    expect(stopping).toBeDefined();
+    expect((second as { heldSendId?: string }).heldSendId).toBeUndefined(); // its record failed: not taken
+    expect(isClientError(answer, (second as { code: never }).code)).toBe(true);
+    expect((answer as { heldSendId?: string }).heldSendId).toBe('e4-1');
+    expect(await restored(inner, stateKey)).toEqual(['e4-1']);
   });
 });
 

@@ -9,8 +9,8 @@ import type { MemoryRevocationSet, TrustBundle } from '@parley/identity';
 import { MessageType, type HandshakeFrame } from '@parley/proto';
 import { SessionManager, type LocalIdentity } from '@parley/session';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DurableState } from '../src/durable-state.js';
-import { Journal, fileStateStore, replay, type JournalRecord, type StateStore } from '../src/index.js';
+import { DurableState, isStateClosedRefusal } from '../src/durable-state.js';
+import { Journal, fileStateStore, isClientError, replay, type JournalRecord, type StateStore } from '../src/index.js';
 import { testWorld } from './world.js';
 
 let crypto: ParleyCrypto;
@@ -176,5 +176,54 @@ describe('DurableState compaction', () => {
     expect(next.envelope.nonce > used[used.length - 1]!).toBe(true);
     await state.close();
     for (const m of [a, managers.b, restarted]) m.close();
+  });
+});
+
+describe('DurableState.close() is final', () => {
+  /** Opens the state file with another store (a restart): fails `failed_precondition … in use` while a store holds its lock. */
+  async function opensAtOnce(path: string): Promise<unknown> {
+    const other = fileStateStore(path);
+    try {
+      await other.load();
+      return undefined;
+    } catch (error) {
+      return error;
+    } finally {
+      await other.close().catch(() => undefined);
+    }
+  }
+
+  it('a record whose append completes while close() is queued starts no compaction after it: the lock stays free', async () => {
+    const path = join(dir, 'final', 'a.state');
+    const state = new DurableState(new Journal(crypto, crypto.randomKey('aead'), fileStateStore(path)), { snapshot: () => [], onFailure: () => undefined, compactAfterRecords: 1 });
+    await state.load();
+    const written = state.record([{ t: 'closed', id: 'aa' }]);
+    await state.close(); // what Agent.#release does last
+    await written;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await opensAtOnce(path)).toBeUndefined(); // used to be `failed_precondition … in use`: the compaction reopened the store
+  });
+
+  it('after close(): record() is refused `cancelled` without a failure (the agent is not stopped), compact() does nothing, the store is not reopened', async () => {
+    const path = join(dir, 'final', 'b.state');
+    const stateKey = crypto.randomKey('aead');
+    const failures: unknown[] = [];
+    const state = new DurableState(new Journal(crypto, stateKey, fileStateStore(path)), { snapshot: () => [{ t: 'closed', id: 'snap' }], onFailure: (e) => void failures.push(e) });
+    await state.load();
+    await state.record([{ t: 'in_done', hash: 'aa', receipt: 'AQ', at: 1 }]);
+    await state.close();
+    expect(state.closed).toBe(true);
+    const refused = await state.record([{ t: 'in_done', hash: 'bb', receipt: 'Ag', at: 2 }]).catch((e: unknown) => e);
+    expect(isClientError(refused, 'cancelled')).toBe(true);
+    expect(isStateClosedRefusal(refused)).toBe(true);
+    expect(isStateClosedRefusal(new Error('x', { cause: refused }))).toBe(true);
+    expect(await state.saveBundle(2, 'doc').catch((e: unknown) => isStateClosedRefusal(e))).toBe(true);
+    await state.compact();
+    expect(failures).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await opensAtOnce(path)).toBeUndefined();
+    const saved = replay(await journalRecords(path, stateKey));
+    expect([...saved.receipts.keys()]).toEqual(['aa']); // neither the refused record nor a snapshot was written
+    expect(saved.bundle).toBeUndefined();
   });
 });
