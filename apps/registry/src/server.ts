@@ -55,7 +55,7 @@ import type { Logger } from 'pino';
 import type { RegistrySettings } from './config.js';
 import type { IssuerKeyFiles } from './issuer-keys.js';
 import { RegistryMetrics } from './metrics.js';
-import { Authoriser } from './service/auth.js';
+import { Authoriser, type AuthoriserOptions } from './service/auth.js';
 import { certificateHandlers } from './service/certificates.js';
 import { Notifier, type ServiceContext } from './service/context.js';
 import { directoryHandlers } from './service/directory.js';
@@ -102,6 +102,8 @@ export interface RegistryServerOptions {
   readonly maxRevocationWatches?: number;
   /** Most WatchRevocations streams open at once from one network address (default {@link DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS}, 100). */
   readonly maxRevocationWatchesPerAddress?: number;
+  /** @internal Agent-signed directory reads per agent key (default AGENT_READ_RATE): the tests set a slow refill. */
+  readonly agentReadRate?: AuthoriserOptions['agentReadRate'];
 }
 
 /** The program name in `parley_build_info`. */
@@ -265,7 +267,7 @@ export class RegistryServer {
   #implementation(): ServiceImplementation<typeof RegistryService> {
     const { crypto, store, settings, logger, keyFiles } = this.#o;
     const registryId = this.#registryId;
-    const auth = new Authoriser({ crypto, store, settings, logger, metrics: this.metrics, registryId });
+    const auth = new Authoriser({ crypto, store, settings, logger, metrics: this.metrics, registryId, ...(this.#o.agentReadRate === undefined ? {} : { agentReadRate: this.#o.agentReadRate }) });
     const watchLimits = {
       total: this.#o.maxRevocationWatches ?? DEFAULT_MAX_REVOCATION_WATCHES,
       perAddress: this.#o.maxRevocationWatchesPerAddress ?? DEFAULT_MAX_REVOCATION_WATCHES_PER_ADDRESS,
