@@ -180,6 +180,21 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
         FOR EACH STATEMENT EXECUTE FUNCTION gateway_mailbox_count(0);
     `,
   },
+  {
+    version: 8,
+    name: 'one row per item and recipient',
+    sql: `
+      -- A resend of an item already stored for its recipient (a queued step 1 sent again on its backoff, an
+      -- outbox resending after a reconnect) is answered from the row that holds it instead of a row of its own
+      -- (§10.8): before, every resend added a row, which each counted in the quotas and was delivered again.
+      -- Copies stored before this version are deleted (the oldest row of each stays); the totals follow (the
+      -- delete trigger). Under the same lock as the totals: no instance inserts meanwhile.
+      LOCK TABLE gateway_mailbox IN SHARE ROW EXCLUSIVE MODE;
+      DELETE FROM gateway_mailbox m USING gateway_mailbox o
+        WHERE m.recipient_id = o.recipient_id AND m.item_hash = o.item_hash AND m.delivery_id > o.delivery_id;
+      CREATE UNIQUE INDEX gateway_mailbox_item ON gateway_mailbox (recipient_id, item_hash);
+    `,
+  },
 ]);
 
 /** Item kinds as stored (`item_kind`). */
@@ -213,6 +228,15 @@ export interface MailboxItem {
   readonly expiresAtMs: number;
   /** Encoded item size, bytes (quotas). */
   readonly size: number;
+}
+
+/** An item as {@link Mailbox.putMany} stored it. */
+export interface StoredItem extends MailboxItem {
+  /**
+   * True when the recipient's mailbox held this item already (same item hash, unexpired): no row was added, and
+   * this is the row that holds it (its id, acceptance and expiry). Its quota was counted when that row was added.
+   */
+  readonly duplicate: boolean;
 }
 
 /** An item to store: {@link MailboxItem} before it has a row id. */
@@ -359,7 +383,7 @@ export class Mailbox {
   }
 
   /** Stores one item (tests; the gateway stores in batches with {@link putMany}). */
-  async put(recipientId: string, senderId: string, item: RelayItem, itemHash: Uint8Array, sender?: { serial: Uint8Array; validUntilMs: number }): Promise<MailboxItem> {
+  async put(recipientId: string, senderId: string, item: RelayItem, itemHash: Uint8Array, sender?: { serial: Uint8Array; validUntilMs: number }): Promise<StoredItem> {
     const [stored] = await this.putMany([
       { recipientId, senderId, item, itemHash, senderSerial: sender?.serial ?? new Uint8Array(16), senderValidUntilMs: sender?.validUntilMs ?? Number.MAX_SAFE_INTEGER },
     ]);
@@ -371,56 +395,114 @@ export class Mailbox {
    * order given. `notify`: recipients to wake on other instances sharing the
    * database — one `pg_notify` per distinct recipient, in the same statement
    * (a notification is sent only if the statement commits).
+   *
+   * One row per recipient and item hash (§10.8): an item its recipient's mailbox holds already is not stored
+   * again — its result is that row, marked `duplicate` (found by a second statement, only when a batch has
+   * such items). A row whose TTL has run out and that the sweep has not deleted yet is taken over by the new
+   * copy (acceptance and expiry renewed) instead: it is no longer delivered, the copy must be.
    */
-  async putMany(items: readonly NewMailboxItem[], notify: readonly string[] = []): Promise<MailboxItem[]> {
+  async putMany(items: readonly NewMailboxItem[], notify: readonly string[] = []): Promise<StoredItem[]> {
     if (items.length === 0) return [];
     if (items.length > MAILBOX_BATCH) throw new RangeError(`putMany takes at most ${MAILBOX_BATCH} items`);
     const now = this.#clock();
+    for (const x of items) if (x.itemHash.length !== 32 || x.senderSerial.length !== 16) throw new RangeError('mailbox items need a 32-byte item hash and a 16-byte sender serial');
+    const encoded = items.map((x) => x.encoded ?? encodeItem(x.item));
+    const keyOf = (recipientId: string, itemHash: Uint8Array): string => `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
+    // A batch holds each (recipient, item) once; a later copy in the same batch is a duplicate of the first.
+    const first = new Map<string, number>();
+    const unique: number[] = [];
+    items.forEach((x, i) => {
+      const k = keyOf(x.recipientId, x.itemHash);
+      if (!first.has(k)) {
+        first.set(k, i);
+        unique.push(i);
+      }
+    });
+    const rows = new Map<string, { deliveryId: bigint; acceptedAtMs: number; expiresAtMs: number; duplicate: boolean }>();
+    const take = (r: Record<string, unknown>, duplicate: boolean): void =>
+      void rows.set(keyOf(String(r['recipient_id']), bytes(r['item_hash'])), {
+        deliveryId: BigInt(int(r['delivery_id'])),
+        acceptedAtMs: int(r['accepted_at_ms']),
+        expiresAtMs: int(r['expires_at_ms']),
+        duplicate,
+      });
+    let todo = unique;
+    // A row found by the insert's conflict and gone before the second statement read it (acked meanwhile) is
+    // inserted again: a few rounds at most, as each needs an ack to land between two statements.
+    for (let round = 0; todo.length > 0; round++) {
+      if (round === 3) throw new RpcError('internal', 'mailbox rows of a batch were deleted while it was stored, three times');
+      for (const r of await this.#insert(todo, items, encoded, now, notify)) take(r, false);
+      const missing = todo.filter((i) => !rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash)));
+      if (missing.length === 0) break;
+      for (const r of await this.#held(missing.map((i) => items[i]!))) take(r, true);
+      todo = missing.filter((i) => !rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash)));
+    }
+    return items.map((x, i) => {
+      const k = keyOf(x.recipientId, x.itemHash);
+      const row = rows.get(k)!;
+      const at = first.get(k)!;
+      return {
+        recipientId: x.recipientId,
+        deliveryId: row.deliveryId,
+        item: items[at]!.item,
+        encoded: encoded[at]!,
+        itemHash: x.itemHash,
+        senderId: items[at]!.senderId,
+        senderSerial: items[at]!.senderSerial,
+        senderValidUntilMs: items[at]!.senderValidUntilMs,
+        acceptedAtMs: row.acceptedAtMs,
+        expiresAtMs: row.expiresAtMs,
+        size: encoded[at]!.bytes.length,
+        duplicate: row.duplicate || at !== i,
+      };
+    });
+  }
+
+  /** The insert of {@link putMany} for the items at `which` (each key once): the rows it added or took over. */
+  async #insert(which: readonly number[], items: readonly NewMailboxItem[], encoded: readonly EncodedItem[], now: number, notify: readonly string[]): Promise<Record<string, unknown>[]> {
     // The byte columns travel as ONE binary parameter (item_hash ‖ sender_serial ‖ item per row, at the
     // offsets in $3): a bytea[] parameter goes over the wire as text, every byte as two hex digits that the
     // driver writes and the server parses, which cost the store-and-forward path about half its database
     // time. Scalars stay arrays; row order is the order given (ORDER BY ord).
     const cols: unknown[][] = [[], [], [], [], [], [], [], []];
-    const encoded = items.map((x) => x.encoded ?? encodeItem(x.item));
     const parts: Uint8Array[] = [];
     let offset = 1; // substring() counts from 1
-    items.forEach((x, i) => {
+    for (const i of which) {
+      const x = items[i]!;
       const accepted = x.acceptedAtMs ?? now;
       const item = encoded[i]!.bytes;
-      if (x.itemHash.length !== 32 || x.senderSerial.length !== 16) throw new RangeError('mailbox items need a 32-byte item hash and a 16-byte sender serial');
       parts.push(x.itemHash, x.senderSerial, item);
       const values = [x.recipientId, KIND_CODE[encoded[i]!.kind], offset, item.length, x.senderId, x.senderValidUntilMs, accepted, accepted + this.ttlMs];
       values.forEach((v, c) => cols[c]!.push(v));
       offset += 48 + item.length;
-    });
-    const insert = `INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
+    }
+    // An item already held is left as it is (not returned: found by #held), unless its row has expired.
+    const insert = `INSERT INTO gateway_mailbox AS m (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
        SELECT r, k, substring($9::bytea FROM o + 48 FOR n), substring($9::bytea FROM o FOR 32), s, substring($9::bytea FROM o + 32 FOR 16), sv, a, e
        FROM unnest($1::text[], $2::smallint[], $3::int[], $4::int[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])
          WITH ORDINALITY AS v(r, k, o, n, s, sv, a, e, ord)
        ORDER BY ord
-       RETURNING delivery_id`;
+       ON CONFLICT (recipient_id, item_hash) DO UPDATE
+         SET accepted_at_ms = EXCLUDED.accepted_at_ms, expires_at_ms = EXCLUDED.expires_at_ms, sender_serial = EXCLUDED.sender_serial, sender_valid_until_ms = EXCLUDED.sender_valid_until_ms
+         WHERE m.expires_at_ms <= $10
+       RETURNING delivery_id, recipient_id, item_hash, accepted_at_ms, expires_at_ms`;
     const sql =
       notify.length === 0
         ? insert
-        : `WITH ins AS (${insert}), n AS (SELECT pg_notify('${MAILBOX_CHANNEL}', x) FROM unnest($10::text[]) AS x)
-           SELECT ins.delivery_id, (SELECT count(*) FROM n) AS notified FROM ins`;
-    const params: unknown[] = [...cols, Buffer.concat(parts)];
+        : `WITH ins AS (${insert}), n AS (SELECT pg_notify('${MAILBOX_CHANNEL}', x) FROM unnest($11::text[]) AS x)
+           SELECT ins.*, (SELECT count(*) FROM n) AS notified FROM ins`;
+    const params: unknown[] = [...cols, Buffer.concat(parts), now];
     if (notify.length > 0) params.push([...new Set(notify)]);
-    const rows = await this.#db.query<{ delivery_id: unknown }>(sql, params);
-    if (rows.length !== items.length) throw new RpcError('internal', `mailbox stored ${rows.length} of ${items.length} items`);
-    return items.map((x, i) => ({
-      recipientId: x.recipientId,
-      deliveryId: BigInt(int(rows[i]!.delivery_id)),
-      item: x.item,
-      encoded: encoded[i]!,
-      itemHash: x.itemHash,
-      senderId: x.senderId,
-      senderSerial: x.senderSerial,
-      senderValidUntilMs: x.senderValidUntilMs,
-      acceptedAtMs: cols[6]![i] as number,
-      expiresAtMs: cols[7]![i] as number,
-      size: encoded[i]!.bytes.length,
-    }));
+    return this.#db.query<Record<string, unknown>>(sql, params);
+  }
+
+  /** The rows that hold these items for their recipients (those the insert of {@link putMany} found held). */
+  async #held(items: readonly NewMailboxItem[]): Promise<Record<string, unknown>[]> {
+    return this.#db.query<Record<string, unknown>>(
+      `SELECT m.delivery_id, m.recipient_id, m.item_hash, m.accepted_at_ms, m.expires_at_ms
+       FROM unnest($1::text[], $2::bytea[]) AS k(r, h) JOIN gateway_mailbox m ON m.recipient_id = k.r AND m.item_hash = k.h`,
+      [items.map((x) => x.recipientId), items.map((x) => buffer(x.itemHash))],
+    );
   }
 
   /** Removes one item (tests, and an item whose audit write failed). */
@@ -430,13 +512,22 @@ export class Mailbox {
 
   /** Deletes items (acked or dropped) in ONE statement; ids already gone are fine. Returns how many were there. */
   async removeMany(keys: readonly { readonly recipientId: string; readonly deliveryId: bigint }[]): Promise<number> {
-    if (keys.length === 0) return 0;
-    const rows = await this.#db.query(
+    return (await this.removeEach(keys)).filter(Boolean).length;
+  }
+
+  /**
+   * Deletes items (acked or dropped) in ONE statement; ids already gone are fine.
+   * @returns for each key, whether this statement deleted its row (a key given twice: its first copy)
+   */
+  async removeEach(keys: readonly { readonly recipientId: string; readonly deliveryId: bigint }[]): Promise<boolean[]> {
+    if (keys.length === 0) return [];
+    const rows = await this.#db.query<{ recipient_id: unknown; delivery_id: unknown }>(
       `DELETE FROM gateway_mailbox m USING unnest($1::text[], $2::bigint[]) AS k(r, d)
-       WHERE m.recipient_id = k.r AND m.delivery_id = k.d RETURNING m.delivery_id`,
+       WHERE m.recipient_id = k.r AND m.delivery_id = k.d RETURNING m.recipient_id, m.delivery_id`,
       [keys.map((k) => k.recipientId), keys.map((k) => k.deliveryId.toString())],
     );
-    return rows.length;
+    const gone = new Set(rows.map((r) => `${String(r.recipient_id)}\u0000${String(r.delivery_id)}`));
+    return keys.map((k) => gone.delete(`${k.recipientId}\u0000${k.deliveryId}`));
   }
 
   /**

@@ -14,7 +14,7 @@
 import { RpcError } from '@parley/rpc';
 import type { GatewayMetrics } from './metrics.js';
 import { GroupCommit } from './group-commit.js';
-import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, encodeItem, type Mailbox, type PageRequest, type MailboxItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
+import { MAILBOX_BATCH, MAILBOX_BATCH_BYTES, encodeItem, type Mailbox, type PageRequest, type MailboxItem, type StoredItem, type MailboxUsage, type NewMailboxItem } from './mailbox.js';
 
 /** Mailbox quotas (§10.8); 0 disables one. */
 export interface MailboxQuota {
@@ -197,7 +197,7 @@ export interface RowKey {
 export class Storage {
   readonly mailbox: Mailbox;
   readonly quotas: Quotas;
-  readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, MailboxItem>;
+  readonly #inserts: GroupCommit<{ readonly row: NewMailboxItem; readonly size: number }, StoredItem>;
   readonly #deletes: GroupCommit<RowKey, boolean>;
   readonly #reads: GroupCommit<PageRequest, MailboxItem[]>;
   /** Items forwarded to other instances without an audit entry to ride with (./cluster.ts): one statement of notifications per batch. */
@@ -239,10 +239,7 @@ export class Storage {
     this.#deletes = new GroupCommit({
       maxBatch: MAILBOX_BATCH,
       onBatch: (n) => metrics.batch.observe({ kind: 'mailbox_delete' }, n),
-      write: async (batch) => {
-        await mailbox.removeMany(batch);
-        return batch.map(() => true);
-      },
+      write: (batch) => mailbox.removeEach(batch),
     });
   }
 
@@ -254,19 +251,23 @@ export class Storage {
    *   many inserts wait); else it is an item already accepted and held (a spill), counted now and never refused
    *   for the queue's length (held items are bounded by the streams' in-flight bound, and refusing one would lose it)
    */
-  async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<MailboxItem> {
+  async store(item: NewMailboxItem, size: number, admitted: boolean): Promise<StoredItem> {
     if (!admitted) {
       // Encoded here (the insert uses these bytes): a held item's size is its request's, a few bytes more.
       if (item.encoded === undefined) item = { ...item, encoded: encodeItem(item.item) };
       size = item.encoded!.bytes.length;
       this.quotas.added(item.recipientId, item.senderId, size);
     }
+    let stored: StoredItem;
     try {
-      return await this.#inserts.add({ row: item, size }, admitted);
+      stored = await this.#inserts.add({ row: item, size }, admitted);
     } catch (error) {
       this.quotas.removed(item.recipientId, item.senderId, size);
       throw error;
     }
+    // Held already (a resend): counted when its row was added, so not again (§10.8).
+    if (stored.duplicate) this.quotas.removed(item.recipientId, item.senderId, size);
+    return stored;
   }
 
   /** A backlog page (see {@link Mailbox.pending}), read together with the pages other streams ask for meanwhile. */
@@ -274,10 +275,13 @@ export class Storage {
     return this.#reads.add(request);
   }
 
-  /** Deletes a row (group commit); the quota counts drop once it is gone. Failures are the caller's to log. */
+  /**
+   * Deletes a row (group commit); the quota counts drop once it is gone — only if this delete removed it (two
+   * deliveries can hold one row: a spill or a resend stored while the row was in flight). Failures are the
+   * caller's to log.
+   */
   async delete(key: RowKey): Promise<void> {
-    await this.#deletes.add(key);
-    this.quotas.removed(key.recipientId, key.senderId, key.size);
+    if (await this.#deletes.add(key)) this.quotas.removed(key.recipientId, key.senderId, key.size);
   }
 
   /**

@@ -173,6 +173,30 @@ describe('issue 13 (gateway findings)', () => {
     await stop(gw);
   });
 
+  it('a resend of a stored item is answered QUEUED from the row that holds it: one row, counted once by the quota, delivered once (§10.8)', async () => {
+    // Before: each resend (an outbox after a reconnect, a queued step 1 on its backoff: every 60 s for a message's
+    // lifetime) added a row, counted by the quotas and delivered again — the third copy below was refused
+    // quota_exceeded, and the recipient got three.
+    const gw = await start({ mailboxQuota: { perRecipientItems: 2 } });
+    const { planner, worker, p } = await plannerAndOfflineWorker(gw, 'dup');
+    const e = envelope(planner, 'worker-dup');
+    for (let i = 0; i < 3; i++) expect((await p.conn.sendEnvelope(e)).status).toBe(DeliveryStatus.QUEUED);
+    expect((await p.conn.sendEnvelope(envelope(planner, 'worker-dup'))).status).toBe(DeliveryStatus.QUEUED);
+    expect(await gw.mailbox.depth('worker-dup')).toBe(2);
+    await expect(p.conn.sendEnvelope(envelope(planner, 'worker-dup'))).rejects.toMatchObject({ code: 'quota_exceeded' });
+    const w = await open(gw, worker);
+    await waitFor(() => w.deliveries.length === 2, 5_000, 'the two items');
+    await sleep(300);
+    expect(w.deliveries).toHaveLength(2);
+    expect(w.deliveries[0]!.item).toMatchObject({ case: 'envelope', value: { nonce: e.nonce } });
+    await vi.waitFor(async () => expect(await gw.mailbox.depth('worker-dup')).toBe(0), { timeout: 5_000 });
+    // Acked and gone: the quota counted each row once, so both slots are free again.
+    w.conn.close();
+    await sleep(100);
+    for (let i = 0; i < 2; i++) expect((await p.conn.sendEnvelope(envelope(planner, 'worker-dup'))).status).toBe(DeliveryStatus.QUEUED);
+    await stop(gw);
+  });
+
   it('the whole mailbox is bounded too: beyond mailbox_max_items for all recipients, quota_exceeded (counted by limit)', async () => {
     // Per-recipient and per-sender quotas alone bound the mailbox only by the number of agents times a quota.
     const gw = await start({ mailboxQuota: { totalItems: 4 } });

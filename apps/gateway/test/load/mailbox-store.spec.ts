@@ -165,6 +165,67 @@ describe.each(engines)('Mailbox statements on %s', (_, options) => {
     }
   });
 
+  it('holds an item once per recipient: a resend is answered from the row that holds it, an expired row is taken over (§10.8)', async () => {
+    const count = async (r: string) => Number((await db.query<{ n: unknown }>('SELECT count(*) AS n FROM gateway_mailbox WHERE recipient_id = $1', [r]))[0]!.n);
+    const x = { ...item(7), recipientId: 'dup-r' };
+    const [a] = await mailbox.putMany([x]);
+    expect(a!.duplicate).toBe(false);
+    const totals = await mailbox.totals();
+    // Sent again (alone, and twice in one batch beside a new item): the same row, no row added, the totals unchanged.
+    const [b] = await mailbox.putMany([x]);
+    expect(b).toMatchObject({ deliveryId: a!.deliveryId, acceptedAtMs: a!.acceptedAtMs, expiresAtMs: a!.expiresAtMs, duplicate: true });
+    const y = { ...item(8), recipientId: 'dup-r' };
+    const batch = await mailbox.putMany([y, x, y]);
+    expect(batch.map((s) => s.duplicate)).toEqual([false, true, true]);
+    expect(batch[1]!.deliveryId).toBe(a!.deliveryId);
+    expect(batch[2]!.deliveryId).toBe(batch[0]!.deliveryId);
+    expect(await count('dup-r')).toBe(2);
+    expect((await mailbox.totals()).items).toBe(totals.items + 1);
+    // The same item for another recipient is another row.
+    const [other] = await mailbox.putMany([{ ...x, recipientId: 'dup-r2' }]);
+    expect(other!.duplicate).toBe(false);
+    // Acked, then sent again: stored anew (a later copy is the recipient's to drop as a duplicate).
+    expect(await mailbox.removeEach([{ recipientId: 'dup-r', deliveryId: a!.deliveryId }, { recipientId: 'dup-r', deliveryId: a!.deliveryId }, { recipientId: 'dup-r', deliveryId: 1n << 60n }])).toEqual([true, false, false]);
+    const [again] = await mailbox.putMany([x]);
+    expect(again!.duplicate).toBe(false);
+    expect(again!.deliveryId).toBeGreaterThan(a!.deliveryId);
+    // A row whose TTL ran out and that no sweep deleted yet is no longer delivered: a resend takes it over, renewed.
+    const later = Date.now() + 2 * 3_600_000;
+    const afterTtl = await Mailbox.open(db, { clock: () => later });
+    expect(await afterTtl.pending('dup-r', [], 10)).toEqual([]);
+    const [renewed] = await afterTtl.putMany([x]);
+    expect(renewed).toMatchObject({ deliveryId: again!.deliveryId, acceptedAtMs: later, expiresAtMs: later + 3_600_000, duplicate: false });
+    expect((await afterTtl.pending('dup-r', [], 10)).map((p) => p.deliveryId)).toEqual([again!.deliveryId]);
+    expect(await mailbox.totals()).toEqual({ items: totals.items + 2, bytes: (await mailbox.totals()).bytes });
+    await db.query("DELETE FROM gateway_mailbox WHERE recipient_id LIKE 'dup-%'");
+  });
+
+  it('the one-row-per-item migration deletes the copies stored before it, the oldest row of each item staying', async () => {
+    const other = await openDatabase(options.schema === undefined ? {} : { ...options, schema: `${options.schema}_m8` });
+    try {
+      await migrate(other, { component: 'gateway', table: 'gateway_migrations', lockKey: 0x7061726c65796777n, migrations: GATEWAY_MIGRATIONS.slice(0, 7) });
+      const put = (r: string, hash: number, n: number) =>
+        other.query(`INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, accepted_at_ms, expires_at_ms) VALUES ($1, 2, $2, $3, 's', 0, 1) RETURNING delivery_id`, [
+          r,
+          Buffer.from(bytes(n, n)),
+          Buffer.from(bytes(32, hash)),
+        ]);
+      const [first] = await put('r', 1, 10);
+      await put('r', 1, 10); // copies of one item for one recipient
+      await put('r', 1, 10);
+      await put('r', 2, 20);
+      await put('r2', 1, 30); // the same item for another recipient
+      const upgraded = await Mailbox.open(other);
+      const rows = await other.query<{ recipient_id: string; delivery_id: unknown }>('SELECT recipient_id, delivery_id FROM gateway_mailbox ORDER BY delivery_id');
+      expect(rows.map((r) => r.recipient_id)).toEqual(['r', 'r', 'r2']);
+      expect(String(rows[0]!.delivery_id)).toBe(String(first!['delivery_id']));
+      expect(await upgraded.totals()).toEqual({ items: 3, bytes: 60 });
+    } finally {
+      if (options.schema !== undefined) await other.query(`DROP SCHEMA IF EXISTS ${options.schema}_m8 CASCADE`);
+      await other.close();
+    }
+  });
+
   it('quotas: the whole mailbox is bounded in items and bytes (total_items, total_bytes), read again each second', async () => {
     let now = Date.now();
     const refused: QuotaLimit[] = [];
