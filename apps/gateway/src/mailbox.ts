@@ -187,11 +187,12 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = Object.freeze([
       -- A resend of an item already stored for its recipient (a queued step 1 sent again on its backoff, an
       -- outbox resending after a reconnect) is answered from the row that holds it instead of a row of its own
       -- (§10.8): before, every resend added a row, which each counted in the quotas and was delivered again.
-      -- Copies stored before this version are deleted (the oldest row of each stays); the totals follow (the
-      -- delete trigger). Under the same lock as the totals: no instance inserts meanwhile.
+      -- Copies stored before this version are deleted: of each item the row that expires last stays (the oldest of
+      -- those); the totals follow (the delete trigger). Under the same lock as the totals: no instance inserts meanwhile.
       LOCK TABLE gateway_mailbox IN SHARE ROW EXCLUSIVE MODE;
       DELETE FROM gateway_mailbox m USING gateway_mailbox o
-        WHERE m.recipient_id = o.recipient_id AND m.item_hash = o.item_hash AND m.delivery_id > o.delivery_id;
+        WHERE m.recipient_id = o.recipient_id AND m.item_hash = o.item_hash
+          AND (m.expires_at_ms, o.delivery_id) < (o.expires_at_ms, m.delivery_id);
       CREATE UNIQUE INDEX gateway_mailbox_item ON gateway_mailbox (recipient_id, item_hash);
     `,
   },
@@ -391,15 +392,23 @@ export class Mailbox {
   }
 
   /**
-   * Stores items in ONE statement (all or none), row ids assigned in the
-   * order given. `notify`: recipients to wake on other instances sharing the
-   * database — one `pg_notify` per distinct recipient, in the same statement
-   * (a notification is sent only if the statement commits).
+   * Stores items, row ids assigned in the order given. `notify`: recipients to wake on other instances sharing
+   * the database — one `pg_notify` per distinct recipient, in the same statement (a notification is sent only
+   * if the statement commits).
    *
    * One row per recipient and item hash (§10.8): an item its recipient's mailbox holds already is not stored
-   * again — its result is that row, marked `duplicate` (found by a second statement, only when a batch has
-   * such items). A row whose TTL has run out and that the sweep has not deleted yet is taken over by the new
-   * copy (acceptance and expiry renewed) instead: it is no longer delivered, the copy must be.
+   * again — its result is that row (its id, acceptance, expiry and size), marked `duplicate`. Found in the same
+   * statement as the insert (one statement, all or none, for a batch whose items are new or held by rows
+   * committed before it). Two rarer cases take one more statement each:
+   * - a row that holds the item but must not stand for the copy — its TTL has run out (it is no longer
+   *   delivered) or it was stored under another certificate of the sender (a receipt or reject re-signed after
+   *   a key rotation has the same digest, and the older certificate may be revoked: its rows dropped, §17.8)
+   *   — is taken over by the copy: bytes, sender certificate, acceptance and expiry renewed (still `duplicate`:
+   *   no row was added);
+   * - a copy whose row another instance committed, or deleted, while the insert ran is looked up, or inserted,
+   *   again (at most three rounds).
+   * A failure in those leaves the first statement's rows stored while the batch fails: their senders resend,
+   * and the copies are answered from those rows.
    */
   async putMany(items: readonly NewMailboxItem[], notify: readonly string[] = []): Promise<StoredItem[]> {
     if (items.length === 0) return [];
@@ -418,24 +427,34 @@ export class Mailbox {
         unique.push(i);
       }
     });
-    const rows = new Map<string, { deliveryId: bigint; acceptedAtMs: number; expiresAtMs: number; duplicate: boolean }>();
+    const rows = new Map<string, { deliveryId: bigint; acceptedAtMs: number; expiresAtMs: number; size: number; duplicate: boolean }>();
     const take = (r: Record<string, unknown>, duplicate: boolean): void =>
       void rows.set(keyOf(String(r['recipient_id']), bytes(r['item_hash'])), {
         deliveryId: BigInt(int(r['delivery_id'])),
         acceptedAtMs: int(r['accepted_at_ms']),
         expiresAtMs: int(r['expires_at_ms']),
+        size: int(r['size']),
         duplicate,
       });
+    const found = (i: number): boolean => rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash));
     let todo = unique;
-    // A row found by the insert's conflict and gone before the second statement read it (acked meanwhile) is
-    // inserted again: a few rounds at most, as each needs an ack to land between two statements.
     for (let round = 0; todo.length > 0; round++) {
-      if (round === 3) throw new RpcError('internal', 'mailbox rows of a batch were deleted while it was stored, three times');
-      for (const r of await this.#insert(todo, items, encoded, now, notify)) take(r, false);
-      const missing = todo.filter((i) => !rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash)));
-      if (missing.length === 0) break;
-      for (const r of await this.#held(missing.map((i) => items[i]!))) take(r, true);
-      todo = missing.filter((i) => !rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash)));
+      if (round === 3) throw new RpcError('internal', 'mailbox rows of a batch were stored or deleted by another instance while it was stored, three times');
+      const stale: { readonly at: number; readonly deliveryId: bigint }[] = [];
+      for (const r of await this.#insert(todo, items, encoded, now, round === 0 ? notify : [])) {
+        if (r['held'] !== true) {
+          take(r, false);
+          continue;
+        }
+        const at = first.get(keyOf(String(r['recipient_id']), bytes(r['item_hash'])))!;
+        const serial = r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']);
+        if (int(r['expires_at_ms']) <= now || serial === undefined || Buffer.compare(serial, items[at]!.senderSerial) !== 0) stale.push({ at, deliveryId: BigInt(int(r['delivery_id'])) });
+        else take(r, true);
+      }
+      if (stale.length > 0) for (const r of await this.#takeOver(stale, items, encoded, now)) take(r, true);
+      // Not found: committed by another instance after this statement began (the insert waited for it and left the
+      // copy out), or taken over and deleted meanwhile — looked up, or stored, by the next round.
+      todo = todo.filter((i) => !found(i));
     }
     return items.map((x, i) => {
       const k = keyOf(x.recipientId, x.itemHash);
@@ -452,13 +471,16 @@ export class Mailbox {
         senderValidUntilMs: items[at]!.senderValidUntilMs,
         acceptedAtMs: row.acceptedAtMs,
         expiresAtMs: row.expiresAtMs,
-        size: encoded[at]!.bytes.length,
+        size: row.size,
         duplicate: row.duplicate || at !== i,
       };
     });
   }
 
-  /** The insert of {@link putMany} for the items at `which` (each key once): the rows it added or took over. */
+  /**
+   * The statement of {@link putMany} for the items at `which` (each key once): inserts those no row holds, and
+   * reads, as of the statement's start, the rows that hold the others (`held`, with their sender serial).
+   */
   async #insert(which: readonly number[], items: readonly NewMailboxItem[], encoded: readonly EncodedItem[], now: number, notify: readonly string[]): Promise<Record<string, unknown>[]> {
     // The byte columns travel as ONE binary parameter (item_hash ‖ sender_serial ‖ item per row, at the
     // offsets in $3): a bytea[] parameter goes over the wire as text, every byte as two hex digits that the
@@ -476,32 +498,49 @@ export class Mailbox {
       values.forEach((v, c) => cols[c]!.push(v));
       offset += 48 + item.length;
     }
-    // An item already held is left as it is (not returned: found by #held), unless its row has expired.
-    const insert = `INSERT INTO gateway_mailbox AS m (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
-       SELECT r, k, substring($9::bytea FROM o + 48 FOR n), substring($9::bytea FROM o FOR 32), s, substring($9::bytea FROM o + 32 FOR 16), sv, a, e
-       FROM unnest($1::text[], $2::smallint[], $3::int[], $4::int[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])
-         WITH ORDINALITY AS v(r, k, o, n, s, sv, a, e, ord)
-       ORDER BY ord
-       ON CONFLICT (recipient_id, item_hash) DO UPDATE
-         SET accepted_at_ms = EXCLUDED.accepted_at_ms, expires_at_ms = EXCLUDED.expires_at_ms, sender_serial = EXCLUDED.sender_serial, sender_valid_until_ms = EXCLUDED.sender_valid_until_ms
-         WHERE m.expires_at_ms <= $10
-       RETURNING delivery_id, recipient_id, item_hash, accepted_at_ms, expires_at_ms`;
-    const sql =
-      notify.length === 0
-        ? insert
-        : `WITH ins AS (${insert}), n AS (SELECT pg_notify('${MAILBOX_CHANNEL}', x) FROM unnest($11::text[]) AS x)
-           SELECT ins.*, (SELECT count(*) FROM n) AS notified FROM ins`;
-    const params: unknown[] = [...cols, Buffer.concat(parts), now];
+    // DO NOTHING: a held item's row is not touched (an UPDATE would also run the totals' update trigger on every
+    // insert). The rows that hold the others are read from the statement's snapshot in the same statement.
+    const sql = `WITH v AS (
+         SELECT r, k, substring($9::bytea FROM o + 48 FOR n) AS item, substring($9::bytea FROM o FOR 32) AS h,
+                s, substring($9::bytea FROM o + 32 FOR 16) AS serial, sv, a, e, ord
+         FROM unnest($1::text[], $2::smallint[], $3::int[], $4::int[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])
+           WITH ORDINALITY AS u(r, k, o, n, s, sv, a, e, ord)),
+       ins AS (
+         INSERT INTO gateway_mailbox (recipient_id, item_kind, item, item_hash, sender_id, sender_serial, sender_valid_until_ms, accepted_at_ms, expires_at_ms)
+         SELECT r, k, item, h, s, serial, sv, a, e FROM v ORDER BY ord
+         ON CONFLICT (recipient_id, item_hash) DO NOTHING
+         RETURNING delivery_id, recipient_id, item_hash, accepted_at_ms, expires_at_ms, octet_length(item) AS size)${
+           notify.length === 0 ? '' : `,
+       n AS (SELECT pg_notify('${MAILBOX_CHANNEL}', x) FROM unnest($10::text[]) AS x)`
+         }
+       SELECT delivery_id, recipient_id, item_hash, accepted_at_ms, expires_at_ms, size, false AS held, NULL::bytea AS sender_serial${notify.length === 0 ? '' : ', (SELECT count(*) FROM n) AS notified'} FROM ins
+       UNION ALL
+       SELECT m.delivery_id, m.recipient_id, m.item_hash, m.accepted_at_ms, m.expires_at_ms, octet_length(m.item), true, m.sender_serial${notify.length === 0 ? '' : ', 0'}
+         FROM v JOIN gateway_mailbox m ON m.recipient_id = v.r AND m.item_hash = v.h`;
+    const params: unknown[] = [...cols, Buffer.concat(parts)];
     if (notify.length > 0) params.push([...new Set(notify)]);
     return this.#db.query<Record<string, unknown>>(sql, params);
   }
 
-  /** The rows that hold these items for their recipients (those the insert of {@link putMany} found held). */
-  async #held(items: readonly NewMailboxItem[]): Promise<Record<string, unknown>[]> {
+  /** Renews rows that hold items but must not stand for the copies at hand (see {@link putMany}): the copies' bytes, sender certificate, acceptance and expiry. */
+  async #takeOver(stale: readonly { readonly at: number; readonly deliveryId: bigint }[], items: readonly NewMailboxItem[], encoded: readonly EncodedItem[], now: number): Promise<Record<string, unknown>[]> {
     return this.#db.query<Record<string, unknown>>(
-      `SELECT m.delivery_id, m.recipient_id, m.item_hash, m.accepted_at_ms, m.expires_at_ms
-       FROM unnest($1::text[], $2::bytea[]) AS k(r, h) JOIN gateway_mailbox m ON m.recipient_id = k.r AND m.item_hash = k.h`,
-      [items.map((x) => x.recipientId), items.map((x) => buffer(x.itemHash))],
+      `UPDATE gateway_mailbox m
+         SET item_kind = u.k, item = u.item, sender_id = u.s, sender_serial = u.serial, sender_valid_until_ms = u.sv, accepted_at_ms = u.a, expires_at_ms = u.a + $8
+         FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::bytea[], $5::text[], $6::bytea[], $7::bigint[], $9::bigint[]) AS u(r, d, k, item, s, serial, sv, a)
+         WHERE m.recipient_id = u.r AND m.delivery_id = u.d
+         RETURNING m.delivery_id, m.recipient_id, m.item_hash, m.accepted_at_ms, m.expires_at_ms, octet_length(m.item) AS size`,
+      [
+        stale.map((x) => items[x.at]!.recipientId),
+        stale.map((x) => x.deliveryId.toString()),
+        stale.map((x) => KIND_CODE[encoded[x.at]!.kind]),
+        stale.map((x) => buffer(encoded[x.at]!.bytes)),
+        stale.map((x) => items[x.at]!.senderId),
+        stale.map((x) => buffer(items[x.at]!.senderSerial)),
+        stale.map((x) => items[x.at]!.senderValidUntilMs),
+        this.ttlMs,
+        stale.map((x) => items[x.at]!.acceptedAtMs ?? now),
+      ],
     );
   }
 
