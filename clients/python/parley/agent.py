@@ -775,6 +775,8 @@ class Agent:
         self._previous_identity_keys: list[crypto.SigningKey | str | Path] = list(previous_identity_keys)
         self._previous_state_keys: list[bytearray] = [bytearray(k) for k in previous_state_keys]
         self._store: DirectoryStateStore | MemoryStateStore | None = None
+        #: The ``cancelled`` that close() ends the waiting sends with (see :meth:`_held`).
+        self._close_error: DeliveryError | None = None
         #: This agent's certificate for a message lifetime (the max-age skew bound) after its identity key replaced
         #: the one the state was written under (its key was rotated, §17.8), across restarts: attached to every
         #: receipt and SessionReject it signs. None otherwise.
@@ -948,7 +950,9 @@ class Agent:
                 is of the wrong type or out of range (``malformed``: nothing is sent).
             DeliveryError: ``expired`` (definitely not delivered), ``deadline_exceeded``
                 (not confirmed yet; the final outcome arrives as a ``send_settled`` event), or ``cancelled``
-                (the agent closed: the send is resumed by the restarted process).
+                (the agent closed). A send whose wait close() — or a stop for good, raising the stopping error — ended
+                after its first record was written in a state directory carries ``held_send_id``: held there, resumed
+                by a restart with the same state, its outcome the ``send_settled`` event of that id.
             StateError: ``state_error``: the send's first record (unsealed or outbox record, or the counter
                 reservation before its seal) could not be written. Nothing was sent; the send settles with
                 ``state_error`` (its ``send_settled``, after the ``state_error`` event) and the agent stops
@@ -1137,15 +1141,33 @@ class Agent:
     async def _await_receipt(self, waiter: asyncio.Future[Receipt], to: str, deadline: float, budget: float, send_id: str) -> Receipt:
         if not waiter.done():  # the agent closed or stopped while its first record was written: kept for the next start
             if self._closed:
-                raise DeliveryError("cancelled", "agent closed: the send is recorded and resumed after a restart")
+                raise self._held(self._close_error or DeliveryError("cancelled", "agent closed"), send_id)
             if self._fatal is not None:
-                raise self._fatal
+                raise self._held(self._fatal, send_id)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise DeliveryError(
                 "deadline_exceeded", f"no verified receipt from {to!r} within {budget:g} s; the outbox keeps trying, its outcome comes as the send_settled event of send id {send_id!r}"
             ) from None
+        except ParleyError as error:
+            # close() or a stop for good ended the wait of a recorded send (not its outcome): it is held.
+            if error is self._close_error or error is self._fatal:
+                raise self._held(error, send_id) from None
+            raise
+
+    def _held(self, error: ParleyError, send_id: str) -> ParleyError:
+        """What a send() ended by close() or a stop for good raises once its first record is written: with a state
+        directory, ``error``'s code with that said and :attr:`ParleyError.held_send_id` (as @parley/client's
+        ``heldSendId``); without one (nothing outlives the process), ``error`` itself."""
+        if not isinstance(self._store, DirectoryStateStore):
+            return error
+        held = type(error)(
+            error.code,
+            f"{error.detail}; the send {send_id!r} is held in the state directory (not lost): a restart with the same state resumes it and reports its outcome as the send_settled event of id {send_id!r}",
+        )
+        held.held_send_id = send_id
+        return held
 
     def pending_sends(self) -> list[dict[str, Any]]:
         """Sends without an outcome yet (also ones restored from the state directory): ``id`` — the caller's
@@ -1199,7 +1221,7 @@ class Agent:
         self._closed = True
         self._app.put_nowait(_END)  # messages() hands out nothing more from now on
         self._forget_previous_keys()
-        cancelled = DeliveryError("cancelled", "agent closed")
+        cancelled = self._close_error = DeliveryError("cancelled", "agent closed")
         waiting: list[_OutboxEntry | _UnsealedEntry] = [*self._outbox.values(), *self._unsealed.values()]
         for entry in waiting:
             if entry.waiter is not None and not entry.waiter.done():

@@ -91,10 +91,17 @@ def is_error_code(value: object) -> bool:
 
 
 class ParleyError(Exception):
-    """The base of every error the SDK raises. ``code`` is a stable :data:`ErrorCode`."""
+    """The base of every error the SDK raises. ``code`` is a stable :data:`ErrorCode`.
+
+    ``held_send_id`` is set on what a ``send()`` raises when :meth:`Agent.close` or a stop for good ended its wait
+    after its first record was written in a state directory: the message is held there (not lost), a restart with
+    the same state resumes it and reports its outcome as the ``send_settled`` event of that id (``send(…, id=…)``
+    with it after the restart joins it). None everywhere else — for such a ``cancelled`` (or stopping error) too:
+    then nothing of the send was kept (no state directory)."""
 
     code: ErrorCode
     detail: str
+    held_send_id: str | None = None
 
     def __init__(self, code: ErrorCode, detail: str) -> None:
         if code not in ERROR_CODES:  # a programming error inside the SDK, never input

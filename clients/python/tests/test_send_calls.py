@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from parley.agent import Agent, ResendPolicy, _entry_id
-from parley.errors import DeliveryError, ParleyError
+from parley.errors import DeliveryError, IdentityError, ParleyError
 from parley.session import now_ms
 from parley.state import MemoryStateStore
 from parley.types import Event, MessageType
@@ -217,10 +217,52 @@ def test_close_while_a_sends_first_record_is_written_ends_the_call_cancelled_and
         with pytest.raises(DeliveryError) as error:
             await sending
         assert error.value.code == "cancelled" and time.monotonic() - started < 2
+        held = error.value.held_send_id  # held in the state directory, under the id its send_settled will carry
+        assert held is not None and held in error.value.detail
         assert not settled(events)  # no outcome: the restarted process resumes it
         events2: list[Event] = []
         again = await restarted(agent, world, tmp_path / "bob", events2)
-        assert again.pending() == 1
+        assert again.pending() == 1 and [p["id"] for p in again.pending_sends()] == [held]
+        await again.close()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("end", ["close", "stop"])
+def test_a_send_waiting_for_its_receipt_when_the_agent_closes_or_stops_names_the_send_it_holds(world: World, tmp_path: Path, end: str) -> None:
+    # As @parley/client's heldSendId: the call's error says the send is held (and under which id its outcome comes
+    # after a restart), so that the caller does not send it again under a new id; without a state directory (nothing
+    # outlives the process) it names nothing.
+    events: list[Event] = []
+    agent, _ = make_agent(world, events)
+    with_directory(agent, tmp_path / "bob")
+    plain, _ = make_agent(world, [])  # its state in memory
+
+    async def scenario() -> None:
+        for a in (agent, plain):
+            attach(a)
+        sending = asyncio.ensure_future(agent.send("alice", MessageType.STATUS_UPDATE, {"n": 1}, timeout=5))
+        unkept = asyncio.ensure_future(plain.send("alice", MessageType.STATUS_UPDATE, {"n": 2}, timeout=5))
+        await wait_for(lambda: agent.pending() == 1 and plain.pending() == 1)
+        for a in (agent, plain):
+            if end == "close":
+                await a.close()
+            else:
+                a._stop(IdentityError("revoked", "this agent's certificate is revoked"))
+        with pytest.raises(ParleyError) as error:
+            await sending
+        assert error.value.code == ("cancelled" if end == "close" else "revoked")
+        [pending] = agent.pending_sends()
+        assert error.value.held_send_id == pending["id"] and pending["id"] in error.value.detail
+        with pytest.raises(ParleyError) as other:
+            await unkept
+        assert other.value.code == error.value.code and other.value.held_send_id is None
+        if end == "stop":
+            await agent.close()
+            await plain.close()
+        assert not settled(events)
+        again = await restarted(agent, world, tmp_path / "bob", [])
+        assert [p["id"] for p in again.pending_sends()] == [error.value.held_send_id]
         await again.close()
 
     run(scenario)
