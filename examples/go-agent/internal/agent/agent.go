@@ -63,6 +63,10 @@ type Config struct {
 	// transiently is tried again, doubling to MaxLookupBackoff, until the
 	// run's timeout (the send's expiry). 0: DefaultLookupBackoff.
 	LookupBackoff time.Duration
+	// Step1Resend is the first wait before an initiator handshake still
+	// waiting for its step 2 sends the same step 1 again (§5.4), doubling to
+	// MaxStep1Resend (or Step1Resend, if longer). 0: DefaultStep1Resend.
+	Step1Resend time.Duration
 }
 
 // Directory resolves an agent id to its registry certificate, verified
@@ -78,6 +82,16 @@ type Directory interface {
 const (
 	DefaultLookupBackoff = 5 * time.Second
 	MaxLookupBackoff     = 60 * time.Second
+)
+
+// DefaultStep1Resend and MaxStep1Resend are the backoff on which an
+// initiator handshake waiting for its step 2 sends the same step 1 again,
+// byte for byte (§5.4): the resend interval of §17.2 item 3, 5 s doubling to
+// 60 s. A copy goes out on the event loop's tick (every PeerCheckInterval)
+// once it is due.
+const (
+	DefaultStep1Resend = 5 * time.Second
+	MaxStep1Resend     = 60 * time.Second
 )
 
 // MaxHeldEnvelopes bounds the envelopes held for one handshake this agent is
@@ -167,6 +181,18 @@ type runner struct {
 	sent       int
 	verified   int
 	received   int
+
+	// The pending handshake's step 1 sent again while it waits for step 2
+	// (§5.4): when the next copy is due (zero: none) and the wait before it,
+	// and whether the latest copy (step1Req) is such a timed resend.
+	resendDue   time.Time
+	resendWait  time.Duration
+	step1Resent bool
+	// step1Copies holds the request ids, on this stream, of every copy of a
+	// step 1 (of any handshake) the gateway has not answered yet: a refusal
+	// of a copy other than the pending handshake's latest one is no new
+	// failure (handle).
+	step1Copies map[uint64]bool
 }
 
 // Run executes `run`. It returns nil when N receipts were verified and the
@@ -290,6 +316,9 @@ func (r *runner) connect(ctx context.Context, cc *grpc.ClientConn) (*stream, err
 		return nil, err
 	}
 	r.conn = conn
+	// Request ids are per stream: the old stream's step 1 copies are never
+	// answered on this one, and their ids may name other items here.
+	r.step1Copies, r.step1Req = nil, 0
 	// What was held or deferred came on the stream before, whose delivery ids
 	// mean nothing on this one; not acked there, it comes again on this one.
 	for _, resp := range r.accepted {
@@ -371,7 +400,8 @@ func (r *runner) handshakeConfig() parley.HandshakeConfig {
 
 // tick runs every PeerCheckInterval: the peers' standing (§8.4), responder
 // handshakes past their timeout (§5.4), the deferred deliveries (§17.3 item
-// 6) and the receipt store's pruning; then the acks it made go out.
+// 6), a first-contact lookup due again, the pending handshake's step 1 due
+// again (§5.4) and the receipt store's pruning; then the acks it made go out.
 func (r *runner) tick(now time.Time) error {
 	err := r.checkPeers()
 	if err == nil {
@@ -383,6 +413,9 @@ func (r *runner) tick(now time.Time) error {
 	if err == nil && r.pending != nil && !r.lookupDue.IsZero() && !now.Before(r.lookupDue) {
 		r.lookupDue = time.Time{}
 		r.startLookup()
+	}
+	if err == nil {
+		err = r.resendStep1(now)
 	}
 	r.receipts.prune(now.UnixMilli())
 	if ferr := r.conn.FlushAcks(); err == nil {
@@ -470,8 +503,68 @@ func (r *runner) initiate() error {
 	}
 	r.pending, r.step1, r.introduced = h, f1, nil
 	r.lookupDue, r.lookupWait = time.Time{}, 0
-	r.step1Req, err = r.conn.SendFrame(f1)
-	return err
+	r.armStep1Resend(time.Now())
+	return r.relayStep1()
+}
+
+// relayStep1 sends the pending handshake's step 1 — with the recipient's
+// certificate once a first contact attached it (§17.2 item 6) — and makes
+// this copy's request id the latest (step1Req).
+func (r *runner) relayStep1() error {
+	var reqID uint64
+	var err error
+	if r.introduced != nil {
+		reqID, err = r.conn.SendFirstContactFrame(r.step1, r.introduced)
+	} else {
+		reqID, err = r.conn.SendFrame(r.step1)
+	}
+	if err != nil {
+		return err
+	}
+	if r.step1Copies == nil {
+		r.step1Copies = map[uint64]bool{}
+	}
+	r.step1Req, r.step1Copies[reqID], r.step1Resent = reqID, true, false
+	return nil
+}
+
+// armStep1Resend (re)starts the backoff of the pending handshake's step 1:
+// the first copy again after Step1Resend from now.
+func (r *runner) armStep1Resend(now time.Time) {
+	r.resendWait = r.cfg.Step1Resend
+	if r.resendWait <= 0 {
+		r.resendWait = DefaultStep1Resend
+	}
+	r.resendDue = now.Add(r.resendWait)
+}
+
+// resendStep1 sends the pending handshake's step 1 again, the same frame
+// byte for byte, when it is due (§5.4): a lost step 1 or step 2 is retried
+// rather than stranding the handshake until the run's timeout. The wait then
+// doubles, to MaxStep1Resend. Nothing goes out while a refused step 1
+// (policy_denied) waits for its first-contact lookup: the next copy is the
+// one with the certificate (onLookup), and the backoff starts again from it.
+func (r *runner) resendStep1(now time.Time) error {
+	if r.pending == nil || r.step1 == nil || r.resendDue.IsZero() || now.Before(r.resendDue) {
+		return nil
+	}
+	if r.introduced == nil && (r.lookingUp || !r.lookupDue.IsZero()) {
+		return nil
+	}
+	if err := r.relayStep1(); err != nil {
+		return err
+	}
+	r.step1Resent = true
+	limit := MaxStep1Resend
+	if r.resendWait > limit {
+		limit = r.resendWait
+	}
+	if r.resendWait *= 2; r.resendWait > limit {
+		r.resendWait = limit
+	}
+	r.resendDue = now.Add(r.resendWait)
+	r.emit(map[string]any{"event": "step1_resent", "peer": r.step1.GetRecipientId(), "session_id": hex.EncodeToString(r.step1.GetSessionId())})
+	return nil
 }
 
 // lookupResult is a directory lookup's answer for the handshake step 1
@@ -546,11 +639,10 @@ func (r *runner) onLookup(res lookupResult) error {
 		return nil
 	}
 	r.introduced = res.cert
-	reqID, err := r.conn.SendFirstContactFrame(r.step1, res.cert)
-	if err != nil {
+	if err := r.relayStep1(); err != nil {
 		return err
 	}
-	r.step1Req = reqID
+	r.armStep1Resend(time.Now())
 	r.emit(map[string]any{"event": "first_contact", "peer": peer, "session_id": hex.EncodeToString(r.step1.GetSessionId()), "serial": hex.EncodeToString(res.cert.GetSerial())})
 	return nil
 }
@@ -581,6 +673,7 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 		}
 		return nil
 	case *pb.ConnectResponse_Accepted:
+		delete(r.step1Copies, k.Accepted.GetRequestId())
 		if o := r.inFlight; o != nil && o.requestID == k.Accepted.GetRequestId() {
 			if hex.EncodeToString(k.Accepted.GetItemHash()) != hex.EncodeToString(o.hash) {
 				return parley.Errorf(parley.CodeMalformed, "gateway accepted message %d under another item hash", o.seq)
@@ -589,8 +682,24 @@ func (r *runner) handle(resp *pb.ConnectResponse) error {
 		}
 		return nil
 	case *pb.ConnectResponse_Rejected:
-		if r.pending != nil && r.step1 != nil && k.Rejected.GetRequestId() == r.step1Req && k.Rejected.GetCode() == parley.CodePolicyDenied {
-			return r.firstContactRefused(k.Rejected)
+		reqID, code := k.Rejected.GetRequestId(), k.Rejected.GetCode()
+		if r.step1Copies[reqID] {
+			delete(r.step1Copies, reqID)
+			latest := r.pending != nil && r.step1 != nil && reqID == r.step1Req
+			switch {
+			case latest && code == parley.CodePolicyDenied:
+				return r.firstContactRefused(k.Rejected)
+			case latest && r.step1Resent:
+				// A timed copy refused (say rate_limited): the next one
+				// tries again (§5.4), as @parley/client does.
+				warn(code, fmt.Sprintf("gateway refused a resent copy of handshake step 1 (request %d: %s): sent again on the backoff", reqID, k.Rejected.GetMessage()))
+				return nil
+			case !latest:
+				// An earlier copy, or one of a handshake that is over: the
+				// latest copy's answer (or the step 2 that came) decides.
+				warn(code, fmt.Sprintf("gateway refused an earlier copy of handshake step 1 (request %d: %s): ignored", reqID, k.Rejected.GetMessage()))
+				return nil
+			}
 		}
 		return parley.Errorf(k.Rejected.GetCode(), "gateway rejected request %d: %s", k.Rejected.GetRequestId(), k.Rejected.GetMessage())
 	case *pb.ConnectResponse_GoAway:
@@ -732,6 +841,7 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 		}
 		h := r.pending
 		r.pending, r.step1, r.introduced, r.lookupDue = nil, nil, nil, time.Time{}
+		r.resendDue, r.step1Resent = time.Time{}, false
 		f3, s, err := h.ReadStep2(f)
 		if err != nil {
 			return err
