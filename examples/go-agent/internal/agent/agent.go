@@ -820,7 +820,12 @@ func (r *runner) onFrame(f *pb.HandshakeFrame) error {
 	switch f.GetStep() {
 	case 1:
 		if _, ok := r.sessions[id]; ok || r.accepted[id] != nil {
-			warn("replay", "handshake step 1 for an existing session id dropped")
+			// A copy of a step 1 whose session id this agent holds: dropped (§5.1). From the peer that id is
+			// held with it is that peer's resend while it waits for step 2 (§5.4), no warning; from anyone
+			// else, a replay worth one.
+			if f.GetSenderId() != r.cfg.Peer {
+				warn("replay", fmt.Sprintf("handshake step 1 from %q for a session id held with %q dropped", f.GetSenderId(), r.cfg.Peer))
+			}
 			return nil
 		}
 		if f.GetSenderId() != r.cfg.Peer {

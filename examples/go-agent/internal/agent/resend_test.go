@@ -275,3 +275,35 @@ func TestStep1CopyRefusals(t *testing.T) {
 		t.Fatalf("another request refused: %v", err)
 	}
 }
+
+// A responder holding a step 1's session id drops a copy of it (§5.1): from
+// the peer it is held with, that peer's resend while it waits for step 2
+// (§5.4), silently — no step 2 again, no warning; a step 1 with that id from
+// anyone else is a replay and warned about.
+func TestStep1CopyFromPeerDroppedSilently(t *testing.T) {
+	w := newWorld(t)
+	goID, tsID, otherID := w.issuer("go-1"), w.issuer("ts-1"), w.issuer("ts-2")
+	a := w.runner(t, goID, "ts-1", 0)
+	at := 0
+	_, f1, err := parley.StartHandshake(w.config(tsID), goID.AgentID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.deliver(t, 1, f1)
+	if got := a.frames(&at); len(got) != 2 || got[0].GetSend().GetHandshake().GetStep() != 2 {
+		t.Fatalf("step 1: sent %v, want step 2 and the ack", got)
+	}
+	stderr := captureStderr(t, func() { a.deliver(t, 2, f1) })
+	if got := a.frames(&at); len(got) != 1 || !equalIDs(acksOf(t, got[0]), 2) {
+		t.Fatalf("copy of step 1: sent %v, want only its ack", got)
+	}
+	if strings.Contains(stderr, "replay") {
+		t.Fatalf("a warning for the peer's own resend: %s", stderr)
+	}
+	forged := proto.Clone(f1).(*pb.HandshakeFrame)
+	forged.SenderId = otherID.AgentID
+	stderr = captureStderr(t, func() { a.deliver(t, 3, forged) })
+	if !strings.Contains(stderr, `"code":"replay"`) {
+		t.Fatalf("no warning for a step 1 replayed by another agent: %s", stderr)
+	}
+}
