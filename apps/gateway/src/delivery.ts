@@ -20,7 +20,7 @@ import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { Accepted } from './accepted.js';
 import type { ConnectResponseInit, DeliveryInit, GatewayContext, InFlight, Link } from './context.js';
 import { BatchingSink, deliveryFrame, encodeDelivery } from './delivery-batch.js';
-import type { MailboxItem, NewMailboxItem } from './mailbox.js';
+import { MAILBOX_CHANNEL, type MailboxItem, type NewMailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 
@@ -259,15 +259,30 @@ export class Delivery {
     this.#heldBytes -= held.accepted.size;
   }
 
-  /** The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). */
+  /**
+   * The stream ended: everything written and not acked that is only in memory goes to the mailbox (§17.6). When
+   * what it held had mailbox rows already (drained, or spilled at its ack timeout) and the agent has no stream here
+   * any more, the other instances are woken for it (§10.8): it may be connected to one of them by now — an agent
+   * whose connection here went silent reconnects elsewhere before this stream ends — and the insert of a row
+   * spilled while its stream was here woke none (the recipient was local then). The spills below wake them as
+   * they insert.
+   */
   streamEnded(link: Link): void {
     const inflight = link.inflight;
     if (inflight === undefined) return;
+    let stored = false;
     for (const held of inflight.values()) {
       if (held.rowId === undefined && !held.spilling) this.#spill(link, held, 'stream_end');
+      else stored = true;
       this.#unhold(link, held);
     }
     inflight.clear();
+    const agent = link.cert.agentId;
+    if (stored && !this.#ctx.links.has(agent) && this.#o.storage.othersListening) {
+      this.#ctx.track(this.#o.storage.forward(MAILBOX_CHANNEL, agent)).catch((error: unknown) =>
+        this.#ctx.log.warn({ err: error, agent }, 'waking the other instances for a stream\'s stored items failed (they drain them at their next wake-up)'),
+      );
+    }
   }
 
   /** Spills live deliveries not acked within the ack timeout (call periodically). */

@@ -30,6 +30,10 @@ import type { RevocationSource } from './metrics.js';
 
 /** The program name in `parley_build_info` and logs. */
 export const GATEWAY_PROGRAM = 'parley-gateway';
+/** Idle time after which the gateway pings an agent's connection (grpc keepalive), ms. */
+export const STREAM_KEEPALIVE_MS = 30_000;
+/** How long a keepalive ping may go unanswered before the connection and its streams are dropped, ms. */
+export const STREAM_KEEPALIVE_TIMEOUT_MS = 10_000;
 
 /** Settings of {@link startGateway}: the Gateway's, plus where and how to listen. */
 export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'audit'> {
@@ -88,6 +92,11 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
   readonly heartbeatMs?: number;
   /** How long `close()` waits for calls to finish before forcing, ms. Default 5 000. */
   readonly shutdownGraceMs?: number;
+  /**
+   * Connection keepalive (tests): `timeMs` idle before a ping, `timeoutMs` for its answer. Default
+   * {@link STREAM_KEEPALIVE_MS} and {@link STREAM_KEEPALIVE_TIMEOUT_MS}.
+   */
+  readonly keepalive?: { readonly timeMs: number; readonly timeoutMs: number };
   /**
    * The shared-memory store (parley.v1.MemoryService, §18) in the same database and audit log:
    * on by default; `false` serves none.
@@ -267,6 +276,14 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     // Room above the gateway's own limit, so oversize items get a `too_large` Rejected, not a dead stream.
     'grpc.max_receive_message_length': Math.max(Math.min(2 * gateway.maxFrameBytes + 65_536, 64 * 1024 * 1024), memory === undefined ? 0 : MAX_SEGMENT_CIPHERTEXT_BYTES + 65_536),
     'grpc.keepalive_permit_without_calls': 1,
+    // Pings each connection after STREAM_KEEPALIVE_MS without frames and drops one that does not answer within
+    // STREAM_KEEPALIVE_TIMEOUT_MS: a connection gone silent (a dead peer, a half-open path after a network cut)
+    // ends its streams within about 40 s instead of the kernel's retransmission timeout (about 15 min). Until
+    // then such a stream is "live" here: items for its agent are written to it and held, and an agent that
+    // reconnected to another instance meanwhile gets them only once the stream ends (spilled, the other
+    // instances woken, §10.8).
+    'grpc.keepalive_time_ms': options.keepalive?.timeMs ?? STREAM_KEEPALIVE_MS,
+    'grpc.keepalive_timeout_ms': options.keepalive?.timeoutMs ?? STREAM_KEEPALIVE_TIMEOUT_MS,
   });
   const callMetrics = serverMetrics;
   const onCallEnd = (r: CallRecord): void => {
