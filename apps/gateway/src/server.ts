@@ -30,6 +30,10 @@ import type { RevocationSource } from './metrics.js';
 
 /** The program name in `parley_build_info` and logs. */
 export const GATEWAY_PROGRAM = 'parley-gateway';
+/** How often the cross-instance LISTEN connection must answer a query to count as up, ms. */
+export const LISTEN_PROBE_MS = 5_000;
+/** How long that query may take before the connection is dropped and made again, ms. */
+export const LISTEN_PROBE_TIMEOUT_MS = 5_000;
 /** Idle time after which the gateway pings an agent's connection (grpc keepalive), ms. */
 export const STREAM_KEEPALIVE_MS = 30_000;
 /** How long a keepalive ping may go unanswered before the connection and its streams are dropped, ms. */
@@ -97,6 +101,11 @@ export interface StartGatewayOptions extends Omit<GatewayOptions, 'mailbox' | 'a
    * {@link STREAM_KEEPALIVE_MS} and {@link STREAM_KEEPALIVE_TIMEOUT_MS}.
    */
   readonly keepalive?: { readonly timeMs: number; readonly timeoutMs: number };
+  /**
+   * The LISTEN connection's liveness probe (tests): a query every `everyMs`, the connection made again when one
+   * takes longer than `timeoutMs`. Default {@link LISTEN_PROBE_MS} and {@link LISTEN_PROBE_TIMEOUT_MS}.
+   */
+  readonly listenProbe?: { readonly everyMs: number; readonly timeoutMs: number };
   /**
    * The shared-memory store (parley.v1.MemoryService, §18) in the same database and audit log:
    * on by default; `false` serves none.
@@ -213,7 +222,7 @@ export async function startGateway(options: StartGatewayOptions): Promise<Runnin
     if (crossInstance && options.database?.url !== undefined) {
       const cluster = new Cluster(newInstanceId());
       instanceId = cluster.instanceId;
-      const listening = await listenForMailbox(options.database.url, gateway, mailbox, cluster, logger);
+      const listening = await listenForMailbox(options.database.url, gateway, mailbox, cluster, logger, options.listenProbe ?? { everyMs: LISTEN_PROBE_MS, timeoutMs: LISTEN_PROBE_TIMEOUT_MS });
       listener = listening;
       gateway.joinCluster(cluster);
       heartbeat = startHeartbeat(mailbox, gateway, cluster, listening, options.heartbeatMs ?? 2_000, logger);
@@ -517,7 +526,14 @@ interface MailboxListener {
  * their senders' outboxes, §17.2). Only the current connection is heeded: one that failed is ended, and nothing
  * it still emits is acted on.
  */
-async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox, cluster: Cluster, logger: StartGatewayOptions['logger']): Promise<MailboxListener> {
+async function listenForMailbox(
+  url: string,
+  gateway: Gateway,
+  mailbox: Mailbox,
+  cluster: Cluster,
+  logger: StartGatewayOptions['logger'],
+  probeEvery: { readonly everyMs: number; readonly timeoutMs: number },
+): Promise<MailboxListener> {
   const { default: pgModule } = await import('pg');
   const forwards = forwardChannel(cluster.instanceId);
   let closed = false;
@@ -560,6 +576,33 @@ async function listenForMailbox(url: string, gateway: Gateway, mailbox: Mailbox,
     client = c;
     backoff = 250;
     if (!first) gateway.pumpAll();
+    // A connection that went silent (a failover or a network cut without a reset) raises no error until the
+    // kernel gives up on it (TCP keepalive at its defaults: about 11 min), and meanwhile this instance would go
+    // on recording heartbeats while hearing nothing: every forward to it lost. So the connection must answer a
+    // query every probe period, or it is dropped and made again (no heartbeat is recorded while it is down, so
+    // the others stop forwarding here within three periods, and every stream's mailbox is drained again after).
+    const probe = setInterval(() => {
+      if (failed || closed || client !== c) {
+        clearInterval(probe);
+        return;
+      }
+      const deadline = setTimeout(() => {
+        if (failed || closed || client !== c) return;
+        failed = true;
+        clearInterval(probe);
+        logger.warn({ timeout_ms: probeEvery.timeoutMs }, 'mailbox LISTEN connection does not answer: reconnecting');
+        (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        void c.end().catch(() => undefined);
+        schedule();
+      }, probeEvery.timeoutMs);
+      deadline.unref();
+      // A failed connection reports itself ('error' above).
+      c.query('SELECT 1').then(
+        () => clearTimeout(deadline),
+        () => clearTimeout(deadline),
+      );
+    }, probeEvery.everyMs);
+    probe.unref();
   };
   const schedule = (): void => {
     if (closed || retry !== undefined) return;
