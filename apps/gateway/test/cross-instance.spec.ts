@@ -6,29 +6,24 @@
 // instance (LISTENing) delivers it at once. PostgreSQL only: PGlite is one
 // process, so this suite is skipped without DATABASE_URL (and fails under
 // CI=true without it).
-import { createCrypto, type ParleyCrypto } from '@parley/crypto-core';
-import { MemoryRevocationSet, TrustBundle, createIssuerKey, issueCertificate } from '@parley/identity';
 import pino from 'pino';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DeliveryReceiptSchema, DeliveryStatus, SecureMessageSchema, create, toBinary, type ConnectResponse, type SecureMessage } from '@parley/proto';
-import { envelopeSignedBytes } from '@parley/session';
+import { DeliveryReceiptSchema, DeliveryStatus, SecureMessageSchema, create, toBinary, type SecureMessage } from '@parley/proto';
+import type { ParleyCrypto } from '@parley/crypto-core';
 import { encodeForward } from '../src/cluster.js';
-import { Policy } from '../src/policy.js';
 import { startGateway, type RunningGateway } from '../src/server.js';
 import { rawConnect, within, type RawStream, type RegisteredAgent } from '@parley/test-support';
+import { DATABASE_URL, clusterWorld, dropSchema, requirePostgres, schemaName, verdict, type ClusterWorld } from './cluster-fixture.js';
 
-const DATABASE_URL = process.env['DATABASE_URL'] === '' ? undefined : process.env['DATABASE_URL'];
-const REQUIRE_POSTGRES = process.env['CI'] === 'true' || process.env['CI'] === '1';
 const GATEWAY_ID = 'gw-cluster.test';
 
 describe('cross-instance routing over LISTEN/NOTIFY', () => {
-  it.runIf(DATABASE_URL === undefined && REQUIRE_POSTGRES)('needs DATABASE_URL under CI', () => {
-    throw new Error('CI=true but DATABASE_URL is not set: the cross-instance suite must run on PostgreSQL');
-  });
+  requirePostgres();
   if (DATABASE_URL === undefined) return;
   const url = DATABASE_URL;
-  const schema = `t_gw_cluster_${process.pid}_${Math.floor(Math.random() * 1e9).toString(36)}`;
+  const schema = schemaName('cluster');
+  let world: ClusterWorld;
   let crypto: ParleyCrypto;
   let gw1: RunningGateway;
   let gw2: RunningGateway;
@@ -38,61 +33,28 @@ describe('cross-instance routing over LISTEN/NOTIFY', () => {
   const logs: Record<string, unknown>[] = [];
 
   beforeAll(async () => {
-    crypto = await createCrypto();
-    const issuer = createIssuerKey(crypto, crypto.ed25519.generateKeyPair());
-    const trustBundle = TrustBundle.from(crypto, [{ publicKey: issuer.publicKey }]);
-    const revocations = new MemoryRevocationSet({ maxAgeMs: 600_000 });
-    revocations.apply([], 0, Date.now());
-    const agent = (agentId: string, agentType: string): RegisteredAgent => {
-      const keyPair = crypto.ed25519.generateKeyPair();
-      const now = Date.now();
-      const certificate = issueCertificate(crypto, issuer, { agentId, identityPublicKey: keyPair.publicKey, agentType, capabilities: [], validFromMs: now - 60_000, validUntilMs: now + 86_400_000 });
-      return { agentId, certificate, secretKey: keyPair.secretKey };
-    };
+    world = await clusterWorld(GATEWAY_ID);
+    crypto = world.crypto;
+    const agent = world.agent;
     agentA = agent('planner-a', 'planner');
     agentB = agent('worker-b', 'worker');
     const logger = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as Record<string, unknown>) });
-    const policy = Policy.parse({ version: 1, rules: [{ from: { agent_type: 'planner' }, to: { agent_type: 'worker' }, bidirectional: true }] });
     const auditKeys = [crypto.ed25519.generateKeyPair(), crypto.ed25519.generateKeyPair()];
-    common = { crypto, gatewayId: GATEWAY_ID, trustBundle, revocations, policy, logger, metrics: false as const, database: { url, schema } };
+    common = { ...world.common, logger, metrics: false as const, database: { url, schema } };
     // One audit chain per instance: neither needs to trust the other's key.
     gw1 = await startGateway({ ...common, auditKey: auditKeys[0]!, heartbeatMs: 200 });
     gw2 = await startGateway({ ...common, auditKey: auditKeys[1]!, heartbeatMs: 200 });
     await within(5_000, () => gw1.gateway.othersListening && gw2.gateway.othersListening, 'instances see each other');
   }, 60_000);
 
-  /** A signed envelope (the gateway checks its signature, not its session). */
-  function signedEnvelope(senderId: string, recipientId: string, payloadBytes = 96): SecureMessage {
-    const envelope = create(SecureMessageSchema, {
-      version: 1,
-      senderId,
-      recipientId,
-      sessionId: crypto.randomBytes(16),
-      nonce: 0n,
-      timestampMs: BigInt(Date.now()),
-      payloadCommitment: crypto.randomBytes(32),
-      encryptedPayload: crypto.randomBytes(payloadBytes),
-      authTag: crypto.randomBytes(32),
-    });
-    envelope.signature = crypto.ed25519.sign(envelopeSignedBytes(crypto, envelope, envelope.encryptedPayload, envelope.authTag), agentA.secretKey);
-    return envelope;
-  }
+  /** An envelope signed by the planner (the gateway checks its signature, not its session). */
+  const signedEnvelope = (_senderId: 'planner-a', recipientId: string, payloadBytes?: number): SecureMessage => world.envelope(agentA, recipientId, payloadBytes);
 
   afterAll(async () => {
     await gw1?.close();
     await gw2?.close();
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
+    await dropSchema(url, schema);
   }, 60_000);
-
-  /** The Accepted or Rejected answering `requestId`, once it came. */
-  async function verdict(stream: RawStream, requestId: bigint): Promise<ConnectResponse['kind']> {
-    const find = () => stream.responses.find((r) => (r.kind.case === 'accepted' || r.kind.case === 'rejected') && r.kind.value.requestId === requestId);
-    await within(5_000, () => find() !== undefined, `verdict on ${requestId}`);
-    return find()!.kind;
-  }
 
   /** The Deliveries of envelopes (by session id) or receipts written to a stream so far. */
   const deliveries = (stream: RawStream) => stream.responses.flatMap((r) => (r.kind.case === 'delivery' ? [r.kind.value] : []));
