@@ -20,7 +20,7 @@ import { RpcError, type ResponseSink } from '@parley/rpc';
 import type { Accepted } from './accepted.js';
 import type { ConnectResponseInit, DeliveryInit, GatewayContext, InFlight, Link } from './context.js';
 import { BatchingSink, deliveryFrame, encodeDelivery } from './delivery-batch.js';
-import { MAILBOX_CHANNEL, type MailboxItem, type NewMailboxItem } from './mailbox.js';
+import { MAILBOX_CHANNEL, itemKey, type MailboxItem, type NewMailboxItem } from './mailbox.js';
 import type { ReplyGuard } from './reply-guard.js';
 import type { Storage } from './storage.js';
 
@@ -161,7 +161,7 @@ export class Delivery {
             if (stored.deliveryId > link.cursor) link.cursor = stored.deliveryId;
             if (link.rows?.has(stored.deliveryId) === true) continue;
             if (!(await this.#senderStillValid(link, stored))) continue;
-            const key = writeKey(stored.recipientId, stored.itemHash);
+            const key = itemKey(stored.recipientId, stored.itemHash);
             if (!(await this.#redeliverable(link, stored, key))) continue;
             this.#write(link, storedToAccepted(stored), stored.deliveryId, key);
           }
@@ -246,7 +246,7 @@ export class Delivery {
     if (inflight === undefined || held === undefined) return; // a duplicate ack
     inflight.delete(id);
     this.#unhold(link, held);
-    this.#written.delete(writeKey(held.accepted.recipientId, held.accepted.itemHash));
+    this.#written.delete(itemKey(held.accepted.recipientId, held.accepted.itemHash));
     if (held.spilling) held.ackedWhileSpilling = true;
     else if (held.rowId !== undefined) this.#deleteRow(link, held, held.rowId);
     const left = inFlightCount(link);
@@ -317,8 +317,8 @@ export class Delivery {
     }
   }
 
-  /** Writes one item to a stream as a Delivery with the stream's next delivery id, and holds it (`key`: its {@link writeKey}, if already made). */
-  #write(link: Link, item: Accepted, rowId: bigint | undefined, key = writeKey(item.recipientId, item.itemHash)): boolean {
+  /** Writes one item to a stream as a Delivery with the stream's next delivery id, and holds it (`key`: its {@link itemKey}, if already made). */
+  #write(link: Link, item: Accepted, rowId: bigint | undefined, key = itemKey(item.recipientId, item.itemHash)): boolean {
     if (link.out.closed) return false;
     const deliveryId = link.lastDeliveryId + 1n;
     const acceptedAtMs = BigInt(item.acceptedAtMs);
@@ -432,9 +432,4 @@ function storedToAccepted(stored: MailboxItem): Accepted {
 /** Deliveries held on a stream (written, not acked). */
 function inFlightCount(link: Link): number {
   return link.inflight?.size ?? 0;
-}
-
-/** The key of an item for one recipient in the written-items set. */
-function writeKey(recipientId: string, itemHash: Uint8Array): string {
-  return `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
 }

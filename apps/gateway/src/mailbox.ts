@@ -210,6 +210,11 @@ export interface EncodedItem {
   readonly bytes: Uint8Array;
 }
 
+/** An item for one recipient as a map key: what the mailbox holds once (§10.8), and a stream is written once. */
+export function itemKey(recipientId: string, itemHash: Uint8Array): string {
+  return `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
+}
+
 /** One stored item. */
 export interface MailboxItem {
   readonly recipientId: string;
@@ -416,12 +421,11 @@ export class Mailbox {
     const now = this.#clock();
     for (const x of items) if (x.itemHash.length !== 32 || x.senderSerial.length !== 16) throw new RangeError('mailbox items need a 32-byte item hash and a 16-byte sender serial');
     const encoded = items.map((x) => x.encoded ?? encodeItem(x.item));
-    const keyOf = (recipientId: string, itemHash: Uint8Array): string => `${recipientId}\u0000${Buffer.from(itemHash).toString('hex')}`;
     // A batch holds each (recipient, item) once; a later copy in the same batch is a duplicate of the first.
     const first = new Map<string, number>();
     const unique: number[] = [];
     items.forEach((x, i) => {
-      const k = keyOf(x.recipientId, x.itemHash);
+      const k = itemKey(x.recipientId, x.itemHash);
       if (!first.has(k)) {
         first.set(k, i);
         unique.push(i);
@@ -429,14 +433,14 @@ export class Mailbox {
     });
     const rows = new Map<string, { deliveryId: bigint; acceptedAtMs: number; expiresAtMs: number; size: number; duplicate: boolean }>();
     const take = (r: Record<string, unknown>, duplicate: boolean): void =>
-      void rows.set(keyOf(String(r['recipient_id']), bytes(r['item_hash'])), {
+      void rows.set(itemKey(String(r['recipient_id']), bytes(r['item_hash'])), {
         deliveryId: BigInt(int(r['delivery_id'])),
         acceptedAtMs: int(r['accepted_at_ms']),
         expiresAtMs: int(r['expires_at_ms']),
         size: int(r['size']),
         duplicate,
       });
-    const found = (i: number): boolean => rows.has(keyOf(items[i]!.recipientId, items[i]!.itemHash));
+    const found = (i: number): boolean => rows.has(itemKey(items[i]!.recipientId, items[i]!.itemHash));
     let todo = unique;
     for (let round = 0; todo.length > 0; round++) {
       if (round === 3) throw new RpcError('internal', 'mailbox rows of a batch were stored or deleted by another instance while it was stored, three times');
@@ -446,7 +450,7 @@ export class Mailbox {
           take(r, false);
           continue;
         }
-        const at = first.get(keyOf(String(r['recipient_id']), bytes(r['item_hash'])))!;
+        const at = first.get(itemKey(String(r['recipient_id']), bytes(r['item_hash'])))!;
         const serial = r['sender_serial'] === null || r['sender_serial'] === undefined ? undefined : bytes(r['sender_serial']);
         if (int(r['expires_at_ms']) <= now || serial === undefined || Buffer.compare(serial, items[at]!.senderSerial) !== 0) stale.push({ at, deliveryId: BigInt(int(r['delivery_id'])) });
         else take(r, true);
@@ -457,7 +461,7 @@ export class Mailbox {
       todo = todo.filter((i) => !found(i));
     }
     return items.map((x, i) => {
-      const k = keyOf(x.recipientId, x.itemHash);
+      const k = itemKey(x.recipientId, x.itemHash);
       const row = rows.get(k)!;
       const at = first.get(k)!;
       return {
